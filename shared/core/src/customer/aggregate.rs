@@ -1,0 +1,584 @@
+//! The customer aggregate: `decide` turns a command into events against the
+//! current state, `evolve` folds one event into the state. Both are pure.
+
+use super::commands::*;
+use super::events::CustomerEvent;
+use super::validate;
+use super::{stream_id, CustomerError};
+use crate::consent::{ActiveConsent, Channel, Purpose};
+use crate::ports::ReservationChange;
+use crate::preferences::Preferences;
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CustomerStatus {
+    PendingVerification,
+    Active,
+    Deactivated,
+}
+
+/// The customer as the write side knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Customer {
+    pub id: String,
+    pub status: CustomerStatus,
+    pub email: String,
+    pub email_verified: bool,
+    pub first_name: String,
+    pub last_name: String,
+    pub phone: Option<String>,
+    pub address: Option<Address>,
+    pub date_of_birth: Option<NaiveDate>,
+    pub source: RegistrationSource,
+    pub locale: Option<String>,
+    pub preferences: Preferences,
+    pub consents: Vec<ActiveConsent>,
+    /// The token of the verification in progress, if any (never shown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_verification_token: Option<String>,
+    pub registered_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub version: u64,
+}
+
+impl Customer {
+    pub fn consent(&self, purpose: Purpose, channel: Channel) -> Option<&ActiveConsent> {
+        self.consents
+            .iter()
+            .find(|c| c.purpose == purpose && c.channel == channel)
+    }
+
+    fn ensure_not_deactivated(&self) -> Result<(), CustomerError> {
+        if self.status == CustomerStatus::Deactivated {
+            return Err(CustomerError::conflict(None, "customer is deactivated"));
+        }
+        Ok(())
+    }
+}
+
+/// What `decide` may need besides the command: the time and values chosen
+/// outside (ids and tokens), so that `decide` stays deterministic.
+#[derive(Debug, Clone)]
+pub struct DecisionInput {
+    /// The id a new customer gets (used by `Register` only).
+    pub new_customer_id: String,
+    /// A fresh, unguessable email verification token.
+    pub verification_token: String,
+}
+
+/// Decides which events a command produces, or why it is refused.
+pub fn decide(
+    state: Option<&Customer>,
+    command: &CustomerCommand,
+    input: &DecisionInput,
+) -> Result<Vec<CustomerEvent>, CustomerError> {
+    match (state, command) {
+        (Some(_), CustomerCommand::Register(_)) => {
+            Err(CustomerError::conflict(None, "customer already exists"))
+        }
+        (None, CustomerCommand::Register(cmd)) => register(cmd, input),
+        (None, _) => Err(CustomerError::NotFound),
+        (Some(c), CustomerCommand::VerifyEmail(cmd)) => verify_email(c, cmd),
+        (Some(c), CustomerCommand::ChangeEmail(cmd)) => change_email(c, cmd, input),
+        (Some(c), CustomerCommand::UpdateProfile(cmd)) => update_profile(c, cmd),
+        (Some(c), CustomerCommand::UpdatePreferences(p)) => update_preferences(c, p),
+        (Some(c), CustomerCommand::GrantConsent(cmd)) => grant_consent(c, cmd),
+        (Some(c), CustomerCommand::RevokeConsent(cmd)) => revoke_consent(c, cmd),
+        (Some(c), CustomerCommand::Deactivate(cmd)) => deactivate(c, cmd),
+        (Some(c), CustomerCommand::Reactivate) => reactivate(c),
+    }
+}
+
+fn register(
+    cmd: &RegisterCustomer,
+    input: &DecisionInput,
+) -> Result<Vec<CustomerEvent>, CustomerError> {
+    let email = validate::normalise_email("email", &cmd.email)?;
+    let first_name = validate::name("first_name", &cmd.first_name)?;
+    let last_name = validate::name("last_name", &cmd.last_name)?;
+    let phone = cmd
+        .phone
+        .as_deref()
+        .map(|p| validate::phone("phone", p))
+        .transpose()?;
+    if !cmd.terms_accepted {
+        return Err(CustomerError::invalid(
+            "terms_accepted",
+            "the terms must be accepted",
+        ));
+    }
+    let ip = validate::ip("ip", &cmd.ip)?;
+    let user_agent = validate::user_agent("user_agent", &cmd.user_agent)?;
+    let timezone = cmd
+        .timezone
+        .as_deref()
+        .map(|t| validate::timezone("timezone", t))
+        .transpose()?;
+    let locale = cmd
+        .locale
+        .as_deref()
+        .map(|l| validate::locale("locale", l))
+        .transpose()?;
+    if cmd.marketing_consent.sms && phone.is_none() {
+        return Err(CustomerError::invalid(
+            "marketing_consent.sms",
+            "SMS consent needs a phone number",
+        ));
+    }
+
+    let mut events = vec![CustomerEvent::CustomerRegistered {
+        customer_id: input.new_customer_id.clone(),
+        email: email.clone(),
+        first_name,
+        last_name,
+        phone,
+        source: cmd.source,
+        ip: ip.clone(),
+        user_agent: user_agent.clone(),
+        timezone,
+        locale,
+        terms_accepted: true,
+    }];
+    let choice = cmd.marketing_consent;
+    for (channel, chosen) in [
+        (Channel::Email, choice.email),
+        (Channel::Sms, choice.sms),
+        (Channel::Push, choice.push),
+    ] {
+        if chosen {
+            events.push(CustomerEvent::ConsentGranted {
+                purpose: Purpose::Marketing,
+                channel,
+                method: crate::consent::ConsentMethod::RegistrationCheckbox,
+                ip: Some(ip.clone()),
+                user_agent: Some(user_agent.clone()),
+            });
+        }
+    }
+    events.push(CustomerEvent::EmailVerificationRequested {
+        email,
+        token: input.verification_token.clone(),
+    });
+    Ok(events)
+}
+
+fn verify_email(c: &Customer, cmd: &VerifyEmail) -> Result<Vec<CustomerEvent>, CustomerError> {
+    c.ensure_not_deactivated()?;
+    let Some(expected) = &c.pending_verification_token else {
+        return Err(CustomerError::conflict(None, "email is already verified"));
+    };
+    if cmd.token.trim().is_empty() {
+        return Err(CustomerError::invalid("token", "is required"));
+    }
+    if !constant_time_eq(cmd.token.trim().as_bytes(), expected.as_bytes()) {
+        return Err(CustomerError::invalid(
+            "token",
+            "does not match the verification sent",
+        ));
+    }
+    Ok(vec![CustomerEvent::EmailVerified {
+        email: c.email.clone(),
+    }])
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn change_email(
+    c: &Customer,
+    cmd: &ChangeEmail,
+    input: &DecisionInput,
+) -> Result<Vec<CustomerEvent>, CustomerError> {
+    c.ensure_not_deactivated()?;
+    let new_email = validate::normalise_email("new_email", &cmd.new_email)?;
+    if new_email == c.email {
+        return Err(CustomerError::invalid(
+            "new_email",
+            "is the current email address",
+        ));
+    }
+    Ok(vec![
+        CustomerEvent::CustomerEmailChanged {
+            old_email: c.email.clone(),
+            new_email: new_email.clone(),
+        },
+        CustomerEvent::EmailVerificationRequested {
+            email: new_email,
+            token: input.verification_token.clone(),
+        },
+    ])
+}
+
+fn address(a: &Address) -> Result<Address, CustomerError> {
+    let required = |field: &str, v: &str| -> Result<String, CustomerError> {
+        let v = validate::free_text(field, v, 200)?;
+        if v.is_empty() {
+            Err(CustomerError::invalid(field, "is required"))
+        } else {
+            Ok(v)
+        }
+    };
+    let optional = |field: &str, v: &Option<String>| -> Result<Option<String>, CustomerError> {
+        v.as_deref()
+            .map(|s| validate::free_text(field, s, 200))
+            .transpose()
+            .map(|o| o.filter(|s| !s.is_empty()))
+    };
+    let country = a.country.trim().to_ascii_uppercase();
+    if country.len() != 2 || !country.chars().all(|c| c.is_ascii_alphabetic()) {
+        return Err(CustomerError::invalid(
+            "address.country",
+            "is not an ISO 3166-1 alpha-2 country code such as DE",
+        ));
+    }
+    Ok(Address {
+        line1: required("address.line1", &a.line1)?,
+        line2: optional("address.line2", &a.line2)?,
+        city: required("address.city", &a.city)?,
+        region: optional("address.region", &a.region)?,
+        postal_code: required("address.postal_code", &a.postal_code)?,
+        country,
+    })
+}
+
+fn update_profile(c: &Customer, cmd: &UpdateProfile) -> Result<Vec<CustomerEvent>, CustomerError> {
+    c.ensure_not_deactivated()?;
+    let mut events = Vec::new();
+
+    let first = cmd
+        .first_name
+        .as_deref()
+        .map(|n| validate::name("first_name", n))
+        .transpose()?;
+    let last = cmd
+        .last_name
+        .as_deref()
+        .map(|n| validate::name("last_name", n))
+        .transpose()?;
+    let new_first = first.unwrap_or_else(|| c.first_name.clone());
+    let new_last = last.unwrap_or_else(|| c.last_name.clone());
+    let phone = match &cmd.phone {
+        None => None,
+        Some(None) => Some(None),
+        Some(Some(p)) => Some(Some(validate::phone("phone", p)?)),
+    };
+    let address = match &cmd.address {
+        None => None,
+        Some(None) => Some(None),
+        Some(Some(a)) => Some(Some(address(a)?)),
+    };
+    if let Some(Some(dob)) = cmd.date_of_birth {
+        if dob > c.updated_at.date_naive()
+            || dob < NaiveDate::from_ymd_opt(1900, 1, 1).unwrap_or(dob)
+        {
+            return Err(CustomerError::invalid(
+                "date_of_birth",
+                "must be a past date after 1900-01-01",
+            ));
+        }
+    }
+    if phone == Some(None) && c.consent(Purpose::Marketing, Channel::Sms).is_some() {
+        return Err(CustomerError::conflict(
+            Some("phone"),
+            "the phone number cannot be removed while SMS consent is active",
+        ));
+    }
+
+    if new_first != c.first_name || new_last != c.last_name {
+        events.push(CustomerEvent::CustomerNameChanged {
+            old_first_name: c.first_name.clone(),
+            old_last_name: c.last_name.clone(),
+            new_first_name: new_first,
+            new_last_name: new_last,
+        });
+    }
+    if let Some(new_phone) = phone {
+        if new_phone != c.phone {
+            events.push(CustomerEvent::CustomerPhoneChanged {
+                old_phone: c.phone.clone(),
+                new_phone,
+            });
+        }
+    }
+    if let Some(new_address) = address {
+        if new_address != c.address {
+            events.push(CustomerEvent::CustomerAddressChanged {
+                old_address: c.address.clone(),
+                new_address,
+            });
+        }
+    }
+    if let Some(new_dob) = cmd.date_of_birth {
+        if new_dob != c.date_of_birth {
+            events.push(CustomerEvent::CustomerDateOfBirthChanged {
+                old_date_of_birth: c.date_of_birth,
+                new_date_of_birth: new_dob,
+            });
+        }
+    }
+    Ok(events)
+}
+
+fn update_preferences(c: &Customer, p: &Preferences) -> Result<Vec<CustomerEvent>, CustomerError> {
+    c.ensure_not_deactivated()?;
+    p.validate()
+        .map_err(|e| CustomerError::invalid(e.field, e.message))?;
+    if *p == c.preferences {
+        return Ok(Vec::new());
+    }
+    Ok(vec![CustomerEvent::PreferencesUpdated {
+        preferences: p.clone(),
+    }])
+}
+
+fn grant_consent(c: &Customer, cmd: &GrantConsent) -> Result<Vec<CustomerEvent>, CustomerError> {
+    c.ensure_not_deactivated()?;
+    if c.consent(cmd.purpose, cmd.channel).is_some() {
+        return Err(CustomerError::conflict(
+            Some("channel"),
+            format!(
+                "{} consent over {} is already active",
+                cmd.purpose, cmd.channel
+            ),
+        ));
+    }
+    if cmd.channel == Channel::Sms && c.phone.is_none() {
+        return Err(CustomerError::conflict(
+            Some("channel"),
+            "SMS consent needs a phone number on the profile",
+        ));
+    }
+    let ip = cmd
+        .ip
+        .as_deref()
+        .map(|v| validate::ip("ip", v))
+        .transpose()?;
+    let user_agent = cmd
+        .user_agent
+        .as_deref()
+        .map(|v| validate::user_agent("user_agent", v))
+        .transpose()?;
+    Ok(vec![CustomerEvent::ConsentGranted {
+        purpose: cmd.purpose,
+        channel: cmd.channel,
+        method: cmd.method,
+        ip,
+        user_agent,
+    }])
+}
+
+fn revoke_consent(c: &Customer, cmd: &RevokeConsent) -> Result<Vec<CustomerEvent>, CustomerError> {
+    let reason = validate::free_text("reason", &cmd.reason, 200)?;
+    if c.consent(cmd.purpose, cmd.channel).is_none() {
+        return Err(CustomerError::conflict(
+            Some("channel"),
+            format!("{} consent over {} is not active", cmd.purpose, cmd.channel),
+        ));
+    }
+    Ok(vec![CustomerEvent::ConsentRevoked {
+        purpose: cmd.purpose,
+        channel: cmd.channel,
+        reason: if reason.is_empty() {
+            "customer-request".into()
+        } else {
+            reason
+        },
+    }])
+}
+
+fn deactivate(c: &Customer, cmd: &DeactivateCustomer) -> Result<Vec<CustomerEvent>, CustomerError> {
+    if c.status == CustomerStatus::Deactivated {
+        return Err(CustomerError::conflict(
+            None,
+            "customer is already deactivated",
+        ));
+    }
+    let notes = cmd
+        .notes
+        .as_deref()
+        .map(|n| validate::free_text("notes", n, 1000))
+        .transpose()?;
+    let mut events = vec![CustomerEvent::CustomerDeactivated {
+        reason: cmd.reason,
+        notes,
+        previous_status: c.status,
+    }];
+    events.extend(
+        c.consents
+            .iter()
+            .map(|consent| CustomerEvent::ConsentRevoked {
+                purpose: consent.purpose,
+                channel: consent.channel,
+                reason: "account-deactivated".into(),
+            }),
+    );
+    Ok(events)
+}
+
+fn reactivate(c: &Customer) -> Result<Vec<CustomerEvent>, CustomerError> {
+    if c.status != CustomerStatus::Deactivated {
+        return Err(CustomerError::conflict(None, "customer is not deactivated"));
+    }
+    let status = if c.email_verified {
+        CustomerStatus::Active
+    } else {
+        CustomerStatus::PendingVerification
+    };
+    Ok(vec![CustomerEvent::CustomerReactivated { status }])
+}
+
+/// Folds one event into the state. `at` is when it occurred, `version` its
+/// position in the stream.
+pub fn evolve(
+    state: Option<Customer>,
+    event: &CustomerEvent,
+    at: DateTime<Utc>,
+    version: u64,
+) -> Option<Customer> {
+    if let CustomerEvent::CustomerRegistered {
+        customer_id,
+        email,
+        first_name,
+        last_name,
+        phone,
+        source,
+        timezone,
+        locale,
+        ..
+    } = event
+    {
+        let preferences = Preferences {
+            timezone: timezone.clone().unwrap_or_else(|| "UTC".into()),
+            ..Preferences::default()
+        };
+        return Some(Customer {
+            id: customer_id.clone(),
+            status: CustomerStatus::PendingVerification,
+            email: email.clone(),
+            email_verified: false,
+            first_name: first_name.clone(),
+            last_name: last_name.clone(),
+            phone: phone.clone(),
+            address: None,
+            date_of_birth: None,
+            source: *source,
+            locale: locale.clone(),
+            preferences,
+            consents: Vec::new(),
+            pending_verification_token: None,
+            registered_at: at,
+            updated_at: at,
+            version,
+        });
+    }
+    let mut c = state?;
+    c.updated_at = at;
+    c.version = version;
+    match event {
+        CustomerEvent::CustomerRegistered { .. } => {}
+        CustomerEvent::ConsentGranted {
+            purpose,
+            channel,
+            method,
+            ..
+        } => {
+            c.consents
+                .retain(|x| !(x.purpose == *purpose && x.channel == *channel));
+            c.consents.push(ActiveConsent {
+                purpose: *purpose,
+                channel: *channel,
+                method: *method,
+                granted_at: at,
+            });
+        }
+        CustomerEvent::ConsentRevoked {
+            purpose, channel, ..
+        } => {
+            c.consents
+                .retain(|x| !(x.purpose == *purpose && x.channel == *channel));
+        }
+        CustomerEvent::EmailVerificationRequested { token, .. } => {
+            c.pending_verification_token = Some(token.clone());
+        }
+        CustomerEvent::EmailVerified { .. } => {
+            c.pending_verification_token = None;
+            c.email_verified = true;
+            if c.status == CustomerStatus::PendingVerification {
+                c.status = CustomerStatus::Active;
+            }
+        }
+        CustomerEvent::CustomerEmailChanged { new_email, .. } => {
+            c.email = new_email.clone();
+            c.email_verified = false;
+            if c.status == CustomerStatus::Active {
+                c.status = CustomerStatus::PendingVerification;
+            }
+        }
+        CustomerEvent::CustomerNameChanged {
+            new_first_name,
+            new_last_name,
+            ..
+        } => {
+            c.first_name = new_first_name.clone();
+            c.last_name = new_last_name.clone();
+        }
+        CustomerEvent::CustomerPhoneChanged { new_phone, .. } => c.phone = new_phone.clone(),
+        CustomerEvent::CustomerAddressChanged { new_address, .. } => {
+            c.address = new_address.clone()
+        }
+        CustomerEvent::CustomerDateOfBirthChanged {
+            new_date_of_birth, ..
+        } => c.date_of_birth = *new_date_of_birth,
+        CustomerEvent::PreferencesUpdated { preferences } => c.preferences = preferences.clone(),
+        CustomerEvent::CustomerDeactivated { .. } => c.status = CustomerStatus::Deactivated,
+        CustomerEvent::CustomerReactivated { status } => c.status = *status,
+    }
+    Some(c)
+}
+
+/// Folds a sequence of (event, occurred_at, version) onto a starting state.
+pub fn fold<'a>(
+    start: Option<Customer>,
+    events: impl IntoIterator<Item = (&'a CustomerEvent, DateTime<Utc>, u64)>,
+) -> Option<Customer> {
+    events
+        .into_iter()
+        .fold(start, |state, (event, at, version)| {
+            evolve(state, event, at, version)
+        })
+}
+
+/// The uniqueness claims that events imply: a registered or changed email
+/// takes its reservation, a changed email gives the old one back.
+pub fn reservations_for(customer_id: &str, events: &[CustomerEvent]) -> Vec<ReservationChange> {
+    let owner = stream_id(customer_id);
+    let mut changes = Vec::new();
+    for event in events {
+        match event {
+            CustomerEvent::CustomerRegistered { email, .. } => {
+                changes.push(ReservationChange::Claim {
+                    key: validate::email_reservation_key(email),
+                    owner: owner.clone(),
+                })
+            }
+            CustomerEvent::CustomerEmailChanged {
+                old_email,
+                new_email,
+            } => {
+                changes.push(ReservationChange::Claim {
+                    key: validate::email_reservation_key(new_email),
+                    owner: owner.clone(),
+                });
+                changes.push(ReservationChange::Release {
+                    key: validate::email_reservation_key(old_email),
+                    owner: owner.clone(),
+                });
+            }
+            _ => {}
+        }
+    }
+    changes
+}

@@ -1,0 +1,153 @@
+//! Commands on a customer. They deserialise straight from request bodies;
+//! unknown fields are refused so a typo never passes silently.
+
+use crate::consent::{Channel, ConsentMethod, Purpose};
+use crate::preferences::Preferences;
+use chrono::NaiveDate;
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// Where a registration came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RegistrationSource {
+    Web,
+    Mobile,
+    Api,
+    Import,
+}
+
+/// Marketing consent ticked at registration, per channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MarketingConsentChoice {
+    #[serde(default)]
+    pub email: bool,
+    #[serde(default)]
+    pub sms: bool,
+    #[serde(default)]
+    pub push: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterCustomer {
+    pub email: String,
+    pub first_name: String,
+    pub last_name: String,
+    #[serde(default)]
+    pub phone: Option<String>,
+    pub source: RegistrationSource,
+    #[serde(default)]
+    pub marketing_consent: MarketingConsentChoice,
+    pub terms_accepted: bool,
+    pub ip: String,
+    pub user_agent: String,
+    #[serde(default)]
+    pub timezone: Option<String>,
+    #[serde(default)]
+    pub locale: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyEmail {
+    pub token: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeEmail {
+    pub new_email: String,
+}
+
+/// A postal address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Address {
+    pub line1: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line2: Option<String>,
+    pub city: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    pub postal_code: String,
+    /// ISO 3166-1 alpha-2, e.g. `DE`.
+    pub country: String,
+}
+
+/// A partial profile update: an absent field is left alone, `null` clears an
+/// optional one.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateProfile {
+    #[serde(default)]
+    pub first_name: Option<String>,
+    #[serde(default)]
+    pub last_name: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    pub phone: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    pub address: Option<Option<Address>>,
+    #[serde(default, deserialize_with = "present")]
+    pub date_of_birth: Option<Option<NaiveDate>>,
+}
+
+/// Tells "absent" (outer `None`, via `default`) from "null" (`Some(None)`).
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantConsent {
+    pub purpose: Purpose,
+    pub channel: Channel,
+    pub method: ConsentMethod,
+    #[serde(default)]
+    pub ip: Option<String>,
+    #[serde(default)]
+    pub user_agent: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokeConsent {
+    pub purpose: Purpose,
+    pub channel: Channel,
+    pub reason: String,
+}
+
+/// Why an account is deactivated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeactivationReason {
+    CustomerRequest,
+    Fraud,
+    TermsViolation,
+    Other,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeactivateCustomer {
+    pub reason: DeactivationReason,
+    #[serde(default)]
+    pub notes: Option<String>,
+}
+
+/// Everything a customer can be asked to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CustomerCommand {
+    Register(RegisterCustomer),
+    VerifyEmail(VerifyEmail),
+    ChangeEmail(ChangeEmail),
+    UpdateProfile(UpdateProfile),
+    UpdatePreferences(Preferences),
+    GrantConsent(GrantConsent),
+    RevokeConsent(RevokeConsent),
+    Deactivate(DeactivateCustomer),
+    Reactivate,
+}

@@ -1,0 +1,111 @@
+//! What happened to a customer. Past tense, one event per fact.
+
+use super::commands::{Address, DeactivationReason, RegistrationSource};
+use super::CustomerStatus;
+use crate::consent::{Channel, ConsentMethod, Purpose};
+use crate::event::DomainEvent;
+use crate::preferences::Preferences;
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum CustomerEvent {
+    CustomerRegistered {
+        customer_id: String,
+        email: String,
+        first_name: String,
+        last_name: String,
+        #[serde(default)]
+        phone: Option<String>,
+        source: RegistrationSource,
+        ip: String,
+        user_agent: String,
+        #[serde(default)]
+        timezone: Option<String>,
+        #[serde(default)]
+        locale: Option<String>,
+        terms_accepted: bool,
+    },
+    ConsentGranted {
+        purpose: Purpose,
+        channel: Channel,
+        method: ConsentMethod,
+        #[serde(default)]
+        ip: Option<String>,
+        #[serde(default)]
+        user_agent: Option<String>,
+    },
+    ConsentRevoked {
+        purpose: Purpose,
+        channel: Channel,
+        reason: String,
+    },
+    EmailVerificationRequested {
+        email: String,
+        token: String,
+    },
+    EmailVerified {
+        email: String,
+    },
+    CustomerEmailChanged {
+        old_email: String,
+        new_email: String,
+    },
+    CustomerNameChanged {
+        old_first_name: String,
+        old_last_name: String,
+        new_first_name: String,
+        new_last_name: String,
+    },
+    CustomerPhoneChanged {
+        old_phone: Option<String>,
+        new_phone: Option<String>,
+    },
+    CustomerAddressChanged {
+        old_address: Option<Address>,
+        new_address: Option<Address>,
+    },
+    CustomerDateOfBirthChanged {
+        old_date_of_birth: Option<NaiveDate>,
+        new_date_of_birth: Option<NaiveDate>,
+    },
+    PreferencesUpdated {
+        preferences: Preferences,
+    },
+    CustomerDeactivated {
+        reason: DeactivationReason,
+        #[serde(default)]
+        notes: Option<String>,
+        previous_status: CustomerStatus,
+    },
+    CustomerReactivated {
+        status: CustomerStatus,
+    },
+}
+
+impl DomainEvent for CustomerEvent {
+    fn schema_version(_event_type: &str) -> u32 {
+        1
+    }
+}
+
+impl CustomerEvent {
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            CustomerEvent::CustomerRegistered { .. } => "CustomerRegistered",
+            CustomerEvent::ConsentGranted { .. } => "ConsentGranted",
+            CustomerEvent::ConsentRevoked { .. } => "ConsentRevoked",
+            CustomerEvent::EmailVerificationRequested { .. } => "EmailVerificationRequested",
+            CustomerEvent::EmailVerified { .. } => "EmailVerified",
+            CustomerEvent::CustomerEmailChanged { .. } => "CustomerEmailChanged",
+            CustomerEvent::CustomerNameChanged { .. } => "CustomerNameChanged",
+            CustomerEvent::CustomerPhoneChanged { .. } => "CustomerPhoneChanged",
+            CustomerEvent::CustomerAddressChanged { .. } => "CustomerAddressChanged",
+            CustomerEvent::CustomerDateOfBirthChanged { .. } => "CustomerDateOfBirthChanged",
+            CustomerEvent::PreferencesUpdated { .. } => "PreferencesUpdated",
+            CustomerEvent::CustomerDeactivated { .. } => "CustomerDeactivated",
+            CustomerEvent::CustomerReactivated { .. } => "CustomerReactivated",
+        }
+    }
+}

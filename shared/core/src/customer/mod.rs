@@ -1,0 +1,57 @@
+//! The customer: registration, profile, email, preferences, consent and
+//! activation, as a pure aggregate (`decide` + `evolve`) and its service.
+
+mod aggregate;
+mod commands;
+mod events;
+mod service;
+mod validate;
+
+pub use aggregate::{
+    decide, evolve, fold, reservations_for, Customer, CustomerStatus, DecisionInput,
+};
+pub use commands::*;
+pub use events::*;
+pub use service::{CommandError, CustomerService, Executed, IdempotencyRequest, ResponseBuilder};
+pub use validate::{email_reservation_key, normalise_email};
+
+/// The stream of customer `id`.
+pub fn stream_id(customer_id: &str) -> String {
+    format!("customer-{customer_id}")
+}
+
+/// Why a customer command was refused. Each variant says which HTTP-free
+/// kind of refusal it is; adapters map kinds to status codes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CustomerError {
+    /// The input is not acceptable (422), naming the field.
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    /// No such customer (404).
+    #[error("customer not found")]
+    NotFound,
+    /// The command is valid but the customer's state forbids it (409).
+    #[error("{message}")]
+    Conflict {
+        field: Option<String>,
+        message: String,
+    },
+}
+
+impl CustomerError {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        CustomerError::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+    pub fn conflict(field: Option<&str>, message: impl Into<String>) -> Self {
+        CustomerError::Conflict {
+            field: field.map(str::to_string),
+            message: message.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

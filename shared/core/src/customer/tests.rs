@@ -1,0 +1,562 @@
+//! Given/when/then tests of the customer aggregate, and of its service over
+//! the in-memory store.
+
+use super::*;
+use crate::consent::{Channel, ConsentMethod, Purpose};
+use crate::preferences::{EmailFrequency, Preferences, QuietHours};
+use crate::testing::CustomerScenario;
+
+fn registration() -> RegisterCustomer {
+    RegisterCustomer {
+        email: "  Ada.Lovelace@Example.COM ".into(),
+        first_name: "Ada".into(),
+        last_name: "Lovelace".into(),
+        phone: Some("+441234567890".into()),
+        source: RegistrationSource::Web,
+        marketing_consent: MarketingConsentChoice {
+            email: true,
+            sms: true,
+            push: false,
+        },
+        terms_accepted: true,
+        ip: "203.0.113.7".into(),
+        user_agent: "Mozilla/5.0".into(),
+        timezone: Some("Europe/London".into()),
+        locale: Some("en-GB".into()),
+    }
+}
+
+fn registered() -> Vec<CustomerEvent> {
+    CustomerScenario::given_no_customer()
+        .when(CustomerCommand::Register(registration()))
+        .expect("registration is valid")
+}
+
+fn verified() -> Vec<CustomerEvent> {
+    let mut events = registered();
+    events.push(CustomerEvent::EmailVerified {
+        email: "ada.lovelace@example.com".into(),
+    });
+    events
+}
+
+fn invalid_field(result: Result<Vec<CustomerEvent>, CustomerError>) -> String {
+    match result {
+        Err(CustomerError::Invalid { field, .. }) => field,
+        other => panic!("expected a validation error, got {other:?}"),
+    }
+}
+
+#[test]
+fn registering_emits_registration_consents_and_verification_in_order() {
+    let events = registered();
+    let types: Vec<_> = events.iter().map(CustomerEvent::event_type).collect();
+    assert_eq!(
+        types,
+        [
+            "CustomerRegistered",
+            "ConsentGranted",
+            "ConsentGranted",
+            "EmailVerificationRequested"
+        ]
+    );
+    match &events[0] {
+        CustomerEvent::CustomerRegistered {
+            email, customer_id, ..
+        } => {
+            assert_eq!(email, "ada.lovelace@example.com", "trimmed and lower-cased");
+            assert_eq!(customer_id, "c1");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        events[1],
+        CustomerEvent::ConsentGranted {
+            purpose: Purpose::Marketing,
+            channel: Channel::Email,
+            method: ConsentMethod::RegistrationCheckbox,
+            ip: Some("203.0.113.7".into()),
+            user_agent: Some("Mozilla/5.0".into()),
+        }
+    );
+    assert_eq!(
+        events[3],
+        CustomerEvent::EmailVerificationRequested {
+            email: "ada.lovelace@example.com".into(),
+            token: "token-1".into()
+        }
+    );
+    let reservations = reservations_for("c1", &events);
+    assert_eq!(
+        reservations,
+        vec![crate::ports::ReservationChange::Claim {
+            key: email_reservation_key("ada.lovelace@example.com"),
+            owner: "customer-c1".into()
+        }]
+    );
+}
+
+#[test]
+fn registration_rejects_each_bad_field_by_name() {
+    let s = CustomerScenario::given_no_customer();
+    let cases: Vec<(&str, Box<dyn Fn(&mut RegisterCustomer)>)> = vec![
+        ("email", Box::new(|r| r.email = "not-an-email".into())),
+        ("email", Box::new(|r| r.email = "ada@localhost".into())),
+        ("first_name", Box::new(|r| r.first_name = "  ".into())),
+        ("last_name", Box::new(|r| r.last_name = "x".repeat(101))),
+        ("phone", Box::new(|r| r.phone = Some("0123".into()))),
+        ("terms_accepted", Box::new(|r| r.terms_accepted = false)),
+        ("ip", Box::new(|r| r.ip = "999.1.1.1".into())),
+        (
+            "timezone",
+            Box::new(|r| r.timezone = Some("Mars/Base".into())),
+        ),
+        (
+            "locale",
+            Box::new(|r| r.locale = Some("english please".into())),
+        ),
+        ("marketing_consent.sms", Box::new(|r| r.phone = None)),
+    ];
+    for (field, mutate) in cases {
+        let mut r = registration();
+        mutate(&mut r);
+        assert_eq!(invalid_field(s.when(CustomerCommand::Register(r))), field);
+    }
+}
+
+#[test]
+fn registering_twice_conflicts_and_commands_need_a_customer() {
+    let s = CustomerScenario::given(&registered());
+    assert!(matches!(
+        s.when(CustomerCommand::Register(registration())),
+        Err(CustomerError::Conflict { .. })
+    ));
+    let none = CustomerScenario::given_no_customer();
+    assert_eq!(
+        none.when(CustomerCommand::Reactivate),
+        Err(CustomerError::NotFound)
+    );
+}
+
+#[test]
+fn verifying_email_needs_the_right_token() {
+    let s = CustomerScenario::given(&registered());
+    assert_eq!(
+        s.state().map(|c| c.status),
+        Some(CustomerStatus::PendingVerification)
+    );
+    assert_eq!(
+        invalid_field(s.when(CustomerCommand::VerifyEmail(VerifyEmail {
+            token: "wrong".into()
+        }))),
+        "token"
+    );
+    let events = s
+        .when(CustomerCommand::VerifyEmail(VerifyEmail {
+            token: "token-1".into(),
+        }))
+        .expect("verify");
+    assert_eq!(
+        events,
+        vec![CustomerEvent::EmailVerified {
+            email: "ada.lovelace@example.com".into()
+        }]
+    );
+
+    let done = CustomerScenario::given(&verified());
+    assert_eq!(done.state().map(|c| c.status), Some(CustomerStatus::Active));
+    assert!(matches!(
+        done.when(CustomerCommand::VerifyEmail(VerifyEmail {
+            token: "token-1".into()
+        })),
+        Err(CustomerError::Conflict { .. })
+    ));
+}
+
+#[test]
+fn changing_email_moves_the_reservation_and_asks_for_verification() {
+    let s = CustomerScenario::given(&verified());
+    let events = s
+        .when(CustomerCommand::ChangeEmail(ChangeEmail {
+            new_email: "ada@analytical.engine.org".into(),
+        }))
+        .expect("change");
+    assert_eq!(
+        events,
+        vec![
+            CustomerEvent::CustomerEmailChanged {
+                old_email: "ada.lovelace@example.com".into(),
+                new_email: "ada@analytical.engine.org".into()
+            },
+            CustomerEvent::EmailVerificationRequested {
+                email: "ada@analytical.engine.org".into(),
+                token: "token-1".into()
+            },
+        ]
+    );
+    let keys: Vec<_> = reservations_for("c1", &events)
+        .iter()
+        .map(|r| r.key().to_string())
+        .collect();
+    assert_eq!(
+        keys,
+        vec![
+            email_reservation_key("ada@analytical.engine.org"),
+            email_reservation_key("ada.lovelace@example.com")
+        ]
+    );
+    assert_eq!(
+        invalid_field(s.when(CustomerCommand::ChangeEmail(ChangeEmail {
+            new_email: "ADA.LOVELACE@example.com".into()
+        }))),
+        "new_email"
+    );
+}
+
+#[test]
+fn profile_updates_emit_one_event_per_kind_of_change_only_when_different() {
+    let s = CustomerScenario::given(&verified());
+    let unchanged = s
+        .when(CustomerCommand::UpdateProfile(UpdateProfile {
+            first_name: Some("Ada".into()),
+            phone: Some(Some("+441234567890".into())),
+            ..Default::default()
+        }))
+        .expect("no-op update");
+    assert!(unchanged.is_empty(), "same values: no events");
+
+    let address = Address {
+        line1: "12 St James's Square".into(),
+        line2: None,
+        city: "London".into(),
+        region: None,
+        postal_code: "SW1Y 4JH".into(),
+        country: "gb".into(),
+    };
+    let events = s.when(CustomerCommand::UpdateProfile(UpdateProfile {
+        last_name: Some("King".into()),
+        phone: Some(Some("+447700900123".into())),
+        address: Some(Some(address)),
+        date_of_birth: Some(Some(
+            chrono::NaiveDate::from_ymd_opt(1815, 12, 10).expect("date"),
+        )),
+        ..Default::default()
+    }));
+    assert_eq!(
+        invalid_field(events),
+        "date_of_birth",
+        "before 1900 is refused"
+    );
+
+    let events = s
+        .when(CustomerCommand::UpdateProfile(UpdateProfile {
+            last_name: Some("King".into()),
+            phone: Some(Some("+447700900123".into())),
+            address: Some(Some(Address {
+                line1: "12 St James's Square".into(),
+                line2: None,
+                city: "London".into(),
+                region: None,
+                postal_code: "SW1Y 4JH".into(),
+                country: "gb".into(),
+            })),
+            ..Default::default()
+        }))
+        .expect("update");
+    let types: Vec<_> = events.iter().map(CustomerEvent::event_type).collect();
+    assert_eq!(
+        types,
+        [
+            "CustomerNameChanged",
+            "CustomerPhoneChanged",
+            "CustomerAddressChanged"
+        ]
+    );
+    match &events[0] {
+        CustomerEvent::CustomerNameChanged {
+            old_last_name,
+            new_last_name,
+            new_first_name,
+            ..
+        } => {
+            assert_eq!(
+                (
+                    old_last_name.as_str(),
+                    new_last_name.as_str(),
+                    new_first_name.as_str()
+                ),
+                ("Lovelace", "King", "Ada")
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    match &events[2] {
+        CustomerEvent::CustomerAddressChanged {
+            new_address: Some(a),
+            old_address: None,
+        } => assert_eq!(a.country, "GB"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn phone_cannot_be_removed_while_sms_consent_is_active() {
+    let s = CustomerScenario::given(&verified());
+    let result = s.when(CustomerCommand::UpdateProfile(UpdateProfile {
+        phone: Some(None),
+        ..Default::default()
+    }));
+    assert!(matches!(result, Err(CustomerError::Conflict { field: Some(f), .. }) if f == "phone"));
+}
+
+#[test]
+fn preferences_are_validated_and_only_recorded_when_changed() {
+    let s = CustomerScenario::given(&verified());
+    let current = s.state().map(|c| c.preferences.clone()).expect("state");
+    assert_eq!(
+        current.timezone, "Europe/London",
+        "registration time zone is the default"
+    );
+    assert!(s
+        .when(CustomerCommand::UpdatePreferences(current.clone()))
+        .expect("same")
+        .is_empty());
+    let wanted = Preferences {
+        email_frequency: EmailFrequency::Daily,
+        categories: vec!["new-arrivals".into()],
+        timezone: "America/New_York".into(),
+        quiet_hours: Some(QuietHours {
+            start: "21:00".into(),
+            end: "08:00".into(),
+        }),
+        sms_for_promotions: true,
+        push_categories: vec!["order-updates".into()],
+    };
+    assert_eq!(
+        s.when(CustomerCommand::UpdatePreferences(wanted.clone()))
+            .expect("update"),
+        vec![CustomerEvent::PreferencesUpdated {
+            preferences: wanted.clone()
+        }]
+    );
+    let bad = Preferences {
+        timezone: "Nowhere/Land".into(),
+        ..wanted
+    };
+    assert_eq!(
+        invalid_field(s.when(CustomerCommand::UpdatePreferences(bad))),
+        "timezone"
+    );
+}
+
+#[test]
+fn consent_is_granted_once_and_revoked_only_when_active() {
+    let s = CustomerScenario::given(&verified());
+    let grant = |purpose, channel| {
+        CustomerCommand::GrantConsent(GrantConsent {
+            purpose,
+            channel,
+            method: ConsentMethod::PreferenceCentre,
+            ip: None,
+            user_agent: None,
+        })
+    };
+    assert!(
+        matches!(
+            s.when(grant(Purpose::Marketing, Channel::Email)),
+            Err(CustomerError::Conflict { .. })
+        ),
+        "already active"
+    );
+    assert_eq!(
+        s.when(grant(Purpose::Analytics, Channel::Email))
+            .expect("grant")
+            .len(),
+        1
+    );
+    let revoke = |purpose, channel| {
+        CustomerCommand::RevokeConsent(RevokeConsent {
+            purpose,
+            channel,
+            reason: "".into(),
+        })
+    };
+    assert_eq!(
+        s.when(revoke(Purpose::Marketing, Channel::Sms))
+            .expect("revoke"),
+        vec![CustomerEvent::ConsentRevoked {
+            purpose: Purpose::Marketing,
+            channel: Channel::Sms,
+            reason: "customer-request".into()
+        }]
+    );
+    assert!(
+        matches!(
+            s.when(revoke(Purpose::Marketing, Channel::Push)),
+            Err(CustomerError::Conflict { .. })
+        ),
+        "not active"
+    );
+}
+
+#[test]
+fn deactivation_revokes_every_active_consent_and_blocks_changes_until_reactivated() {
+    let s = CustomerScenario::given(&verified());
+    let events = s
+        .when(CustomerCommand::Deactivate(DeactivateCustomer {
+            reason: DeactivationReason::Fraud,
+            notes: Some("chargebacks".into()),
+        }))
+        .expect("deactivate");
+    assert_eq!(
+        events,
+        vec![
+            CustomerEvent::CustomerDeactivated {
+                reason: DeactivationReason::Fraud,
+                notes: Some("chargebacks".into()),
+                previous_status: CustomerStatus::Active
+            },
+            CustomerEvent::ConsentRevoked {
+                purpose: Purpose::Marketing,
+                channel: Channel::Email,
+                reason: "account-deactivated".into()
+            },
+            CustomerEvent::ConsentRevoked {
+                purpose: Purpose::Marketing,
+                channel: Channel::Sms,
+                reason: "account-deactivated".into()
+            },
+        ]
+    );
+    let mut history = verified();
+    history.extend(events);
+    let off = CustomerScenario::given(&history);
+    let c = off.state().expect("state");
+    assert_eq!(c.status, CustomerStatus::Deactivated);
+    assert!(c.consents.is_empty());
+    let grant = CustomerCommand::GrantConsent(GrantConsent {
+        purpose: Purpose::Marketing,
+        channel: Channel::Email,
+        method: ConsentMethod::Api,
+        ip: None,
+        user_agent: None,
+    });
+    assert!(matches!(
+        off.when(grant),
+        Err(CustomerError::Conflict { .. })
+    ));
+    assert!(matches!(
+        off.when(CustomerCommand::Deactivate(DeactivateCustomer {
+            reason: DeactivationReason::Other,
+            notes: None
+        })),
+        Err(CustomerError::Conflict { .. })
+    ));
+    assert_eq!(
+        off.when(CustomerCommand::Reactivate).expect("reactivate"),
+        vec![CustomerEvent::CustomerReactivated {
+            status: CustomerStatus::Active
+        }]
+    );
+    assert!(matches!(
+        s.when(CustomerCommand::Reactivate),
+        Err(CustomerError::Conflict { .. })
+    ));
+}
+
+mod service {
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::event::{Actor, CommandMeta};
+    use crate::idempotency::IdempotencyKey;
+    use crate::ports::EventStore;
+    use crate::testing::InMemoryEventStore;
+    use std::sync::Arc;
+
+    fn respond(c: &Customer, _: &[crate::event::EventEnvelope]) -> (u16, serde_json::Value) {
+        (201, serde_json::json!({ "id": c.id, "version": c.version }))
+    }
+
+    #[tokio::test]
+    async fn registers_atomically_and_answers_a_retry_from_its_receipt() {
+        let store = Arc::new(InMemoryEventStore::default());
+        let service =
+            CustomerService::new(store.clone(), Arc::new(SystemClock)).with_snapshot_every(3);
+        let meta = CommandMeta::new(Actor::api("tester"));
+        let key = IdempotencyKey::new("tester", "k-1", "POST", "/customers", b"body");
+        let first = service
+            .execute(
+                "c1",
+                &CustomerCommand::Register(registration()),
+                &meta,
+                Some(&key),
+                &respond,
+            )
+            .await
+            .expect("register");
+        let Executed::Applied {
+            events,
+            status,
+            body,
+            ..
+        } = first
+        else {
+            panic!("applied")
+        };
+        assert_eq!(status, 201);
+        assert_eq!(
+            events.iter().map(|e| e.version).collect::<Vec<_>>(),
+            vec![1, 2, 3, 4]
+        );
+        assert!(events
+            .iter()
+            .all(|e| e.correlation_id == meta.command_id && e.actor == "api:tester"));
+
+        let again = service
+            .execute(
+                "c2",
+                &CustomerCommand::Register(registration()),
+                &meta,
+                Some(&key),
+                &respond,
+            )
+            .await
+            .expect("retry");
+        assert_eq!(again, Executed::Replayed { status: 201, body });
+        assert_eq!(
+            store.load("customer-c2").await.expect("load").version,
+            0,
+            "not applied twice"
+        );
+
+        let other = IdempotencyKey::new("tester", "k-1", "POST", "/customers", b"other body");
+        let reused = service
+            .execute(
+                "c3",
+                &CustomerCommand::Register(registration()),
+                &meta,
+                Some(&other),
+                &respond,
+            )
+            .await;
+        assert_eq!(reused, Err(CommandError::IdempotencyKeyReused));
+
+        let dup = service
+            .execute(
+                "c4",
+                &CustomerCommand::Register(registration()),
+                &meta,
+                None,
+                &respond,
+            )
+            .await;
+        assert_eq!(dup, Err(CommandError::EmailTaken { field: "email" }));
+
+        // The snapshot written after crossing 3 events is used on load.
+        let loaded = store.load("customer-c1").await.expect("load");
+        assert_eq!(loaded.snapshot.map(|s| s.version), Some(4));
+        let customer = service.load("c1").await.expect("load").expect("exists");
+        assert_eq!(customer.version, 4);
+        assert_eq!(customer.consents.len(), 2);
+    }
+}

@@ -1,0 +1,141 @@
+//! The event envelope: one shape for every event, stored and published alike
+//! (ARCHITECTURE.md §4).
+
+use chrono::{DateTime, Utc};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use uuid::Uuid;
+
+/// One stored event. `version` is its position in its stream (1, 2, 3 ...).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventEnvelope {
+    pub event_id: Uuid,
+    pub stream_id: String,
+    pub version: u64,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub schema_version: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_id: Option<String>,
+    pub occurred_at: DateTime<Utc>,
+    pub recorded_at: DateTime<Utc>,
+    #[serde(default)]
+    pub causation_id: Option<Uuid>,
+    pub correlation_id: Uuid,
+    pub actor: String,
+    pub data: serde_json::Value,
+}
+
+/// Who or what caused a change: `api:<principal>`, `journey:<campaign>@<version>`,
+/// `system:<function>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor(String);
+
+impl Actor {
+    pub fn api(principal: &str) -> Self {
+        Actor(format!("api:{principal}"))
+    }
+    pub fn system(function: &str) -> Self {
+        Actor(format!("system:{function}"))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Where a command comes from: its id, the chain it belongs to, and who sent it.
+#[derive(Debug, Clone)]
+pub struct CommandMeta {
+    pub command_id: Uuid,
+    pub correlation_id: Uuid,
+    pub causation_id: Option<Uuid>,
+    pub actor: Actor,
+}
+
+impl CommandMeta {
+    /// A command that starts a new chain: it is its own correlation id.
+    pub fn new(actor: Actor) -> Self {
+        let command_id = Uuid::now_v7();
+        CommandMeta {
+            command_id,
+            correlation_id: command_id,
+            causation_id: None,
+            actor,
+        }
+    }
+}
+
+/// A typed domain event: an enum serialised adjacently as `{"type", "data"}`.
+pub trait DomainEvent: Serialize + DeserializeOwned + Sized {
+    /// The schema version written for a type today.
+    fn schema_version(event_type: &str) -> u32;
+
+    /// Splits the event into its type name and payload.
+    fn to_parts(&self) -> Result<(String, serde_json::Value), EventCodecError> {
+        let value = serde_json::to_value(self).map_err(|e| EventCodecError(e.to_string()))?;
+        let serde_json::Value::Object(mut map) = value else {
+            return Err(EventCodecError(
+                "event did not serialise to an object".into(),
+            ));
+        };
+        let event_type = match map.remove("type") {
+            Some(serde_json::Value::String(t)) => t,
+            _ => return Err(EventCodecError("event has no type".into())),
+        };
+        let data = map.remove("data").unwrap_or(serde_json::Value::Null);
+        Ok((event_type, data))
+    }
+
+    /// Reads an envelope back into a typed event, upcasting older schema
+    /// versions first.
+    fn from_envelope(envelope: &EventEnvelope) -> Result<Self, EventCodecError> {
+        let current = Self::schema_version(&envelope.event_type);
+        if envelope.schema_version > current {
+            return Err(EventCodecError(format!(
+                "{} schema version {} is newer than this code understands ({current})",
+                envelope.event_type, envelope.schema_version
+            )));
+        }
+        let value = serde_json::json!({ "type": envelope.event_type, "data": envelope.data });
+        serde_json::from_value(value).map_err(|e| {
+            EventCodecError(format!(
+                "{} v{}: {e}",
+                envelope.event_type, envelope.schema_version
+            ))
+        })
+    }
+}
+
+/// An event could not be written or read as its type.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[error("event codec: {0}")]
+pub struct EventCodecError(pub String);
+
+/// Wraps typed events into envelopes ready to append (the store assigns versions).
+pub fn envelopes<E: DomainEvent>(
+    stream_id: &str,
+    customer_id: Option<&str>,
+    events: &[E],
+    meta: &CommandMeta,
+    now: DateTime<Utc>,
+) -> Result<Vec<EventEnvelope>, EventCodecError> {
+    events
+        .iter()
+        .map(|event| {
+            let (event_type, data) = event.to_parts()?;
+            Ok(EventEnvelope {
+                event_id: Uuid::now_v7(),
+                stream_id: stream_id.to_string(),
+                version: 0,
+                schema_version: E::schema_version(&event_type),
+                event_type,
+                customer_id: customer_id.map(str::to_string),
+                occurred_at: now,
+                recorded_at: now,
+                causation_id: meta.causation_id.or(Some(meta.command_id)),
+                correlation_id: meta.correlation_id,
+                actor: meta.actor.as_str().to_string(),
+                data,
+            })
+        })
+        .collect()
+}

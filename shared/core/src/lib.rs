@@ -1,0 +1,18 @@
+//! crm-core: the domain and application services of the CRM.
+//!
+//! Nothing here knows about AWS, SQL or HTTP, nor whether it runs in Lambda
+//! or in the local runtime. Adapters implement the traits in [`ports`].
+
+pub mod clock;
+pub mod consent;
+pub mod customer;
+pub mod event;
+pub mod idempotency;
+pub mod ports;
+pub mod preferences;
+
+#[cfg(feature = "contract")]
+pub mod store_contract;
+
+#[cfg(any(test, feature = "contract"))]
+pub mod testing;

@@ -1,0 +1,168 @@
+//! Ports: the small traits adapters implement (SQLite locally, DynamoDB on AWS).
+
+use crate::event::EventEnvelope;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// What the writer believes the stream's current version is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExpectedVersion {
+    /// Append wherever the stream ends.
+    Any,
+    /// The stream must not exist yet.
+    NoStream,
+    /// The stream must be exactly at this version.
+    Exactly(u64),
+}
+
+/// A uniqueness claim stored in the same atomic write as the events, for
+/// example `email#<sha256>` owned by `customer-<id>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReservationChange {
+    /// Take `key` for `owner`; fails if someone else holds it.
+    Claim { key: String, owner: String },
+    /// Give `key` back; only its owner can.
+    Release { key: String, owner: String },
+}
+
+impl ReservationChange {
+    pub fn key(&self) -> &str {
+        match self {
+            ReservationChange::Claim { key, .. } | ReservationChange::Release { key, .. } => key,
+        }
+    }
+}
+
+/// The answer to a command, kept so that a retried command is answered, not
+/// applied twice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandReceipt {
+    /// Scoped idempotency key (who sent it and which key they used).
+    pub key: String,
+    /// Fingerprint of the request, to refuse a key reused for another request.
+    pub request_hash: String,
+    /// HTTP-independent answer: a status and a JSON body.
+    pub status: u16,
+    pub body: serde_json::Value,
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// One atomic write: events, reservations and a receipt, all or nothing.
+#[derive(Debug, Clone)]
+pub struct AppendRequest {
+    pub stream_id: String,
+    pub expected: ExpectedVersion,
+    /// Envelopes whose `version` the store assigns.
+    pub events: Vec<EventEnvelope>,
+    pub reservations: Vec<ReservationChange>,
+    pub receipt: Option<CommandReceipt>,
+}
+
+/// What an append wrote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Appended {
+    /// The stored envelopes, with their versions.
+    pub events: Vec<EventEnvelope>,
+    /// The stream's version after the write.
+    pub version: u64,
+}
+
+/// A saved fold of a stream up to `version`, to bound loading.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub stream_id: String,
+    pub version: u64,
+    /// Which shape `state` has; a loader ignores snapshots of another shape.
+    pub state_schema: u32,
+    pub state: serde_json::Value,
+}
+
+/// A stream as loaded: the newest snapshot (if any) and the events after it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LoadedStream {
+    pub snapshot: Option<Snapshot>,
+    pub events: Vec<EventEnvelope>,
+    /// The stream's current version (0 when it does not exist).
+    pub version: u64,
+}
+
+/// One page of every stored event, for replay.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct EventPage {
+    pub events: Vec<EventEnvelope>,
+    /// Opaque cursor for the next page; `None` at the end.
+    pub next: Option<String>,
+}
+
+/// Why an append did not happen. Nothing was written in every case.
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum AppendError {
+    #[error("concurrency conflict on {stream_id}: expected {expected:?}, stream is at {actual:?}")]
+    Conflict {
+        stream_id: String,
+        expected: ExpectedVersion,
+        actual: Option<u64>,
+    },
+    #[error("reservation {key} is held by another owner")]
+    ReservationTaken { key: String },
+    #[error("command {} was already applied", .0.key)]
+    DuplicateCommand(Box<CommandReceipt>),
+    #[error("write too large: {0}")]
+    TooLarge(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The store could not be read or written.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum StoreError {
+    /// Worth retrying: throttling, timeouts, a busy database.
+    #[error("event store unavailable: {0}")]
+    Unavailable(String),
+    /// Not worth retrying: corrupt data, bad configuration.
+    #[error("event store failure: {0}")]
+    Failed(String),
+}
+
+impl StoreError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+/// The event store (ARCHITECTURE.md §5). Its whole concurrency contract is
+/// [`ExpectedVersion`] and [`AppendError::Conflict`].
+#[async_trait]
+pub trait EventStore: Send + Sync {
+    /// The newest snapshot of a stream and every event after it.
+    async fn load(&self, stream_id: &str) -> Result<LoadedStream, StoreError>;
+
+    /// Events of one stream with a version greater than `after`, at most `limit`.
+    async fn read_stream(
+        &self,
+        stream_id: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<EventEnvelope>, StoreError>;
+
+    /// Appends atomically, or writes nothing and says why.
+    async fn append(&self, request: AppendRequest) -> Result<Appended, AppendError>;
+
+    /// A command receipt by its key.
+    async fn receipt(&self, key: &str) -> Result<Option<CommandReceipt>, StoreError>;
+
+    /// The owner of a reservation, if it is held.
+    async fn reservation_owner(&self, key: &str) -> Result<Option<String>, StoreError>;
+
+    /// Stores a snapshot (replacing an older one of the same stream).
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError>;
+
+    /// Every event of every stream, page by page; `after` is a cursor from
+    /// the previous page. Within a stream, versions come in order.
+    async fn read_all(&self, after: Option<&str>, limit: usize) -> Result<EventPage, StoreError>;
+}
+
+/// The most events one atomic write may hold (DynamoDB's transaction limit,
+/// less room for reservations and a receipt).
+pub const MAX_EVENTS_PER_APPEND: usize = 90;

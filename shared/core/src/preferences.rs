@@ -1,0 +1,154 @@
+//! Communication preferences: how often, about what, and when not to disturb.
+
+use serde::{Deserialize, Serialize};
+
+/// How often marketing email may be sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum EmailFrequency {
+    Daily,
+    #[default]
+    Weekly,
+    Never,
+}
+
+/// A daily window, in the customer's time zone, when nothing non-urgent is sent.
+/// `start` and `end` are `HH:MM`; a window may cross midnight (22:00 to 08:00).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuietHours {
+    pub start: String,
+    pub end: String,
+}
+
+/// A customer's preferences as a whole (`PUT` replaces them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Preferences {
+    #[serde(default)]
+    pub email_frequency: EmailFrequency,
+    /// Marketing categories the customer wants; empty means all.
+    #[serde(default)]
+    pub categories: Vec<String>,
+    /// IANA time zone name, e.g. `Europe/Berlin`.
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+    #[serde(default)]
+    pub quiet_hours: Option<QuietHours>,
+    #[serde(default)]
+    pub sms_for_promotions: bool,
+    #[serde(default)]
+    pub push_categories: Vec<String>,
+}
+
+fn default_timezone() -> String {
+    "UTC".to_string()
+}
+
+impl Default for Preferences {
+    fn default() -> Self {
+        Preferences {
+            email_frequency: EmailFrequency::default(),
+            categories: Vec::new(),
+            timezone: default_timezone(),
+            quiet_hours: None,
+            sms_for_promotions: false,
+            push_categories: Vec::new(),
+        }
+    }
+}
+
+/// A preference value that is not acceptable, naming the field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidPreference {
+    pub field: String,
+    pub message: String,
+}
+
+/// Is `name` an IANA time zone?
+pub fn is_valid_timezone(name: &str) -> bool {
+    name.parse::<chrono_tz::Tz>().is_ok()
+}
+
+fn is_valid_hh_mm(s: &str) -> bool {
+    chrono::NaiveTime::parse_from_str(s, "%H:%M").is_ok() && s.len() == 5
+}
+
+fn check_categories(field: &str, list: &[String]) -> Result<(), InvalidPreference> {
+    if list.len() > 50 {
+        return Err(InvalidPreference {
+            field: field.to_string(),
+            message: "at most 50 categories".into(),
+        });
+    }
+    for (i, c) in list.iter().enumerate() {
+        let ok = !c.is_empty()
+            && c.len() <= 64
+            && c.chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_');
+        if !ok {
+            return Err(InvalidPreference {
+                field: format!("{field}[{i}]"),
+                message: "a category is 1 to 64 letters, digits, '-' or '_'".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+impl Preferences {
+    /// Checks every field; the first problem found is reported with its path.
+    pub fn validate(&self) -> Result<(), InvalidPreference> {
+        if !is_valid_timezone(&self.timezone) {
+            return Err(InvalidPreference {
+                field: "timezone".into(),
+                message: format!("'{}' is not an IANA time zone", self.timezone),
+            });
+        }
+        if let Some(q) = &self.quiet_hours {
+            for (field, value) in [("quiet_hours.start", &q.start), ("quiet_hours.end", &q.end)] {
+                if !is_valid_hh_mm(value) {
+                    return Err(InvalidPreference {
+                        field: field.into(),
+                        message: format!("'{value}' is not a time of day as HH:MM"),
+                    });
+                }
+            }
+            if q.start == q.end {
+                return Err(InvalidPreference {
+                    field: "quiet_hours.end".into(),
+                    message: "quiet hours must not start and end at the same time".into(),
+                });
+            }
+        }
+        check_categories("categories", &self.categories)?;
+        check_categories("push_categories", &self.push_categories)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_unknown_timezone_and_bad_quiet_hours() {
+        let mut p = Preferences::default();
+        assert!(p.validate().is_ok());
+        p.timezone = "Mars/Olympus".into();
+        assert_eq!(p.validate().unwrap_err().field, "timezone");
+        p.timezone = "Europe/Berlin".into();
+        p.quiet_hours = Some(QuietHours {
+            start: "22:00".into(),
+            end: "25:00".into(),
+        });
+        assert_eq!(p.validate().unwrap_err().field, "quiet_hours.end");
+        p.quiet_hours = Some(QuietHours {
+            start: "22:00".into(),
+            end: "08:00".into(),
+        });
+        assert!(p.validate().is_ok());
+        p.categories = vec!["ok".into(), "not ok".into()];
+        assert_eq!(p.validate().unwrap_err().field, "categories[1]");
+    }
+}
