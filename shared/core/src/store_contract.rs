@@ -9,11 +9,11 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use uuid::Uuid;
 
-/// Generates one `#[tokio::test]` per contract case. `$make` is an async fn
-/// returning a fresh, empty `Arc<dyn EventStore>`.
+/// Generates one `#[tokio::test]` per contract case. `$make` names an async fn,
+/// in the calling module, returning a fresh, empty `Arc<dyn EventStore>`.
 #[macro_export]
 macro_rules! event_store_contract {
-    ($make:path) => {
+    ($make:ident) => {
         mod event_store_contract {
             use $crate::store_contract as contract;
             $crate::event_store_contract!(@cases $make;
@@ -23,11 +23,11 @@ macro_rules! event_store_contract {
                 oversized_append_is_refused);
         }
     };
-    (@cases $make:path; $($case:ident),*) => {
+    (@cases $make:ident; $($case:ident),*) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn $case() {
-                contract::$case($make().await).await;
+                contract::$case(super::$make().await).await;
             }
         )*
     };

@@ -1,0 +1,449 @@
+//! The event store over SQLite (bundled, WAL): the local runtime's adapter of
+//! `crm_core::ports::EventStore`.
+
+use async_trait::async_trait;
+use chrono::{DateTime, SecondsFormat, Utc};
+use crm_core::event::EventEnvelope;
+use crm_core::ports::*;
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use uuid::Uuid;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS events (
+    position       INTEGER PRIMARY KEY AUTOINCREMENT,
+    stream_id      TEXT    NOT NULL,
+    version        INTEGER NOT NULL,
+    event_id       TEXT    NOT NULL UNIQUE,
+    type           TEXT    NOT NULL,
+    schema_version INTEGER NOT NULL,
+    customer_id    TEXT,
+    occurred_at    TEXT    NOT NULL,
+    recorded_at    TEXT    NOT NULL,
+    causation_id   TEXT,
+    correlation_id TEXT    NOT NULL,
+    actor          TEXT    NOT NULL,
+    data           TEXT    NOT NULL,
+    UNIQUE (stream_id, version)
+);
+CREATE TABLE IF NOT EXISTS reservations (
+    key   TEXT PRIMARY KEY,
+    owner TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS receipts (
+    key          TEXT PRIMARY KEY,
+    request_hash TEXT    NOT NULL,
+    status       INTEGER NOT NULL,
+    body         TEXT    NOT NULL,
+    recorded_at  TEXT    NOT NULL
+);
+CREATE TABLE IF NOT EXISTS snapshots (
+    stream_id    TEXT PRIMARY KEY,
+    version      INTEGER NOT NULL,
+    state_schema INTEGER NOT NULL,
+    state        TEXT    NOT NULL
+);
+";
+
+/// SQLite-backed event store. One connection, used from blocking threads.
+#[derive(Clone)]
+pub struct SqliteEventStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+fn failed(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Failed(e.to_string())
+}
+
+fn sql(e: rusqlite::Error) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseBusy) | Some(rusqlite::ErrorCode::DatabaseLocked) => {
+            StoreError::Unavailable(e.to_string())
+        }
+        _ => StoreError::Failed(e.to_string()),
+    }
+}
+
+fn time(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+impl SqliteEventStore {
+    /// Opens (creating if needed) the database file at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| failed(format!("{}: {e}", dir.display())))?;
+        }
+        let conn = Connection::open(path).map_err(sql)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(sql)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(sql)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(sql)?;
+        conn.execute_batch(SCHEMA).map_err(sql)?;
+        Ok(SqliteEventStore {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    async fn with<T, F>(&self, f: F) -> Result<T, AppendError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, AppendError> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn
+                .lock()
+                .map_err(|_| failed("connection mutex poisoned"))?;
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| AppendError::Store(failed(e)))?
+    }
+
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.with(move |c| f(c).map_err(AppendError::Store))
+            .await
+            .map_err(|e| match e {
+                AppendError::Store(s) => s,
+                other => failed(other),
+            })
+    }
+}
+
+const EVENT_COLUMNS: &str =
+    "event_id, stream_id, version, type, schema_version, customer_id, occurred_at, \
+     recorded_at, causation_id, correlation_id, actor, data";
+
+fn row_to_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<EventEnvelope, StoreError>> {
+    let get_uuid = |s: String| Uuid::parse_str(&s).map_err(failed);
+    let get_time = |s: String| {
+        DateTime::parse_from_rfc3339(&s)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(failed)
+    };
+    let event_id: String = row.get(0)?;
+    let occurred: String = row.get(6)?;
+    let recorded: String = row.get(7)?;
+    let causation: Option<String> = row.get(8)?;
+    let correlation: String = row.get(9)?;
+    let data: String = row.get(11)?;
+    let version: i64 = row.get(2)?;
+    let schema_version: i64 = row.get(4)?;
+    let (stream_id, event_type, customer_id, actor): (String, String, Option<String>, String) =
+        (row.get(1)?, row.get(3)?, row.get(5)?, row.get(10)?);
+    Ok((|| {
+        Ok(EventEnvelope {
+            event_id: get_uuid(event_id)?,
+            stream_id,
+            version: u64::try_from(version).map_err(failed)?,
+            event_type,
+            schema_version: u32::try_from(schema_version).map_err(failed)?,
+            customer_id,
+            occurred_at: get_time(occurred)?,
+            recorded_at: get_time(recorded)?,
+            causation_id: causation.map(get_uuid).transpose()?,
+            correlation_id: get_uuid(correlation)?,
+            actor,
+            data: serde_json::from_str(&data).map_err(failed)?,
+        })
+    })())
+}
+
+fn query_events(
+    conn: &Connection,
+    sql_text: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<EventEnvelope>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql_text).map_err(sql)?;
+    let rows = stmt.query_map(params, row_to_event).map_err(sql)?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(row.map_err(sql)??);
+    }
+    Ok(out)
+}
+
+fn stream_version(conn: &Connection, stream_id: &str) -> Result<u64, StoreError> {
+    let v: Option<i64> = conn
+        .query_row(
+            "SELECT MAX(version) FROM events WHERE stream_id = ?1",
+            [stream_id],
+            |r| r.get(0),
+        )
+        .map_err(sql)?;
+    Ok(v.unwrap_or(0) as u64)
+}
+
+fn get_receipt(conn: &Connection, key: &str) -> Result<Option<CommandReceipt>, StoreError> {
+    let row = conn
+        .query_row(
+            "SELECT key, request_hash, status, body, recorded_at FROM receipts WHERE key = ?1",
+            [key],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                ))
+            },
+        )
+        .optional()
+        .map_err(sql)?;
+    row.map(|(key, request_hash, status, body, recorded_at)| {
+        Ok(CommandReceipt {
+            key,
+            request_hash,
+            status: u16::try_from(status).map_err(failed)?,
+            body: serde_json::from_str(&body).map_err(failed)?,
+            recorded_at: DateTime::parse_from_rfc3339(&recorded_at)
+                .map_err(failed)?
+                .with_timezone(&Utc),
+        })
+    })
+    .transpose()
+}
+
+fn reservation_owner(conn: &Connection, key: &str) -> Result<Option<String>, StoreError> {
+    conn.query_row(
+        "SELECT owner FROM reservations WHERE key = ?1",
+        [key],
+        |r| r.get(0),
+    )
+    .optional()
+    .map_err(sql)
+}
+
+fn append_in(conn: &mut Connection, request: AppendRequest) -> Result<Appended, AppendError> {
+    if request.events.len() > MAX_EVENTS_PER_APPEND {
+        return Err(AppendError::TooLarge(format!(
+            "{} events in one append (at most {MAX_EVENTS_PER_APPEND})",
+            request.events.len()
+        )));
+    }
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(sql)?;
+    let current = stream_version(&tx, &request.stream_id)?;
+    let base = match request.expected {
+        _ if request.events.is_empty() => current,
+        ExpectedVersion::Any => current,
+        ExpectedVersion::NoStream if current == 0 => 0,
+        ExpectedVersion::Exactly(n) if n == current => n,
+        expected => {
+            return Err(AppendError::Conflict {
+                stream_id: request.stream_id,
+                expected,
+                actual: Some(current),
+            })
+        }
+    };
+    if let Some(r) = &request.receipt {
+        if let Some(existing) = get_receipt(&tx, &r.key)? {
+            return Err(AppendError::DuplicateCommand(Box::new(existing)));
+        }
+    }
+    for change in &request.reservations {
+        let holder = reservation_owner(&tx, change.key())?;
+        match change {
+            ReservationChange::Claim { key, owner } => {
+                if holder.as_ref().is_some_and(|h| h != owner) {
+                    return Err(AppendError::ReservationTaken { key: key.clone() });
+                }
+                tx.execute(
+                    "INSERT INTO reservations (key, owner) VALUES (?1, ?2) ON CONFLICT(key) DO NOTHING",
+                    params![key, owner],
+                )
+                .map_err(sql)?;
+            }
+            ReservationChange::Release { key, owner } => {
+                if holder.as_ref() != Some(owner) {
+                    return Err(AppendError::ReservationTaken { key: key.clone() });
+                }
+                tx.execute("DELETE FROM reservations WHERE key = ?1", [key])
+                    .map_err(sql)?;
+            }
+        }
+    }
+    let mut stored = request.events;
+    {
+        let mut insert = tx
+            .prepare_cached(&format!(
+                "INSERT INTO events ({EVENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+            ))
+            .map_err(sql)?;
+        for (i, e) in stored.iter_mut().enumerate() {
+            e.version = base + 1 + i as u64;
+            e.stream_id = request.stream_id.clone();
+            let data = serde_json::to_string(&e.data).map_err(failed)?;
+            insert
+                .execute(params![
+                    e.event_id.to_string(),
+                    e.stream_id,
+                    e.version as i64,
+                    e.event_type,
+                    e.schema_version,
+                    e.customer_id,
+                    time(&e.occurred_at),
+                    time(&e.recorded_at),
+                    e.causation_id.map(|c| c.to_string()),
+                    e.correlation_id.to_string(),
+                    e.actor,
+                    data,
+                ])
+                .map_err(sql)?;
+        }
+    }
+    if let Some(r) = &request.receipt {
+        tx.execute(
+            "INSERT INTO receipts (key, request_hash, status, body, recorded_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                r.key,
+                r.request_hash,
+                r.status,
+                serde_json::to_string(&r.body).map_err(failed)?,
+                time(&r.recorded_at)
+            ],
+        )
+        .map_err(sql)?;
+    }
+    tx.commit().map_err(sql)?;
+    let version = base + stored.len() as u64;
+    Ok(Appended {
+        events: stored,
+        version,
+    })
+}
+
+#[async_trait]
+impl EventStore for SqliteEventStore {
+    async fn load(&self, stream_id: &str) -> Result<LoadedStream, StoreError> {
+        let stream_id = stream_id.to_string();
+        self.read(move |conn| {
+            let snapshot = conn
+                .query_row(
+                    "SELECT version, state_schema, state FROM snapshots WHERE stream_id = ?1",
+                    [&stream_id],
+                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?)),
+                )
+                .optional()
+                .map_err(sql)?
+                .map(|(version, schema, state)| {
+                    Ok::<_, StoreError>(Snapshot {
+                        stream_id: stream_id.clone(),
+                        version: version as u64,
+                        state_schema: u32::try_from(schema).map_err(failed)?,
+                        state: serde_json::from_str(&state).map_err(failed)?,
+                    })
+                })
+                .transpose()?;
+            let after = snapshot.as_ref().map_or(0, |s| s.version as i64);
+            let events = query_events(
+                conn,
+                &format!("SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = ?1 AND version > ?2 ORDER BY version"),
+                params![stream_id, after],
+            )?;
+            let version = events.last().map_or(after as u64, |e| e.version);
+            Ok(LoadedStream { snapshot, events, version })
+        })
+        .await
+    }
+
+    async fn read_stream(
+        &self,
+        stream_id: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<EventEnvelope>, StoreError> {
+        let stream_id = stream_id.to_string();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            query_events(
+                conn,
+                &format!(
+                    "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = ?1 AND version > ?2 ORDER BY version LIMIT ?3"
+                ),
+                params![stream_id, after as i64, limit],
+            )
+        })
+        .await
+    }
+
+    async fn append(&self, request: AppendRequest) -> Result<Appended, AppendError> {
+        self.with(move |conn| append_in(conn, request)).await
+    }
+
+    async fn receipt(&self, key: &str) -> Result<Option<CommandReceipt>, StoreError> {
+        let key = key.to_string();
+        self.read(move |conn| get_receipt(conn, &key)).await
+    }
+
+    async fn reservation_owner(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let key = key.to_string();
+        self.read(move |conn| reservation_owner(conn, &key)).await
+    }
+
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+        self.read(move |conn| {
+            conn.execute(
+                "INSERT INTO snapshots (stream_id, version, state_schema, state) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(stream_id) DO UPDATE SET version = excluded.version,
+                   state_schema = excluded.state_schema, state = excluded.state
+                 WHERE excluded.version > snapshots.version",
+                params![
+                    snapshot.stream_id,
+                    snapshot.version as i64,
+                    snapshot.state_schema,
+                    serde_json::to_string(&snapshot.state).map_err(failed)?
+                ],
+            )
+            .map_err(sql)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn read_all(&self, after: Option<&str>, limit: usize) -> Result<EventPage, StoreError> {
+        let after: i64 = match after {
+            None => 0,
+            Some(c) => c
+                .parse()
+                .map_err(|_| failed(format!("invalid cursor '{c}'")))?,
+        };
+        let limit = i64::try_from(limit.max(1)).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {EVENT_COLUMNS}, position FROM events WHERE position > ?1 ORDER BY position LIMIT ?2"
+                ))
+                .map_err(sql)?;
+            let rows = stmt
+                .query_map(params![after, limit], |r| Ok((row_to_event(r)?, r.get::<_, i64>(12)?)))
+                .map_err(sql)?;
+            let mut events = Vec::new();
+            let mut last = after;
+            for row in rows {
+                let (event, position) = row.map_err(sql)?;
+                events.push(event?);
+                last = position;
+            }
+            let more: bool = conn
+                .query_row("SELECT EXISTS(SELECT 1 FROM events WHERE position > ?1)", [last], |r| r.get(0))
+                .map_err(sql)?;
+            Ok(EventPage {
+                next: more.then(|| last.to_string()),
+                events,
+            })
+        })
+        .await
+    }
+}
