@@ -1,1 +1,157 @@
+//! Helpers for the workspace-level tests: the API over a real SQLite file,
+//! called in-process through tower.
 
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::Router;
+use crm_core::ports::EventStore;
+use crm_local::SqliteEventStore;
+use http_body_util::BodyExt;
+use std::sync::Arc;
+use tower::ServiceExt;
+
+pub const TOKEN: &str = "test-token";
+
+/// The API as `crm-local serve` runs it, over a fresh SQLite file.
+pub struct TestApi {
+    pub app: Router,
+    pub store: Arc<SqliteEventStore>,
+    _dir: tempfile::TempDir,
+}
+
+/// An answer: status, headers and JSON body (Null when empty).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: axum::http::HeaderMap,
+    pub body: serde_json::Value,
+}
+
+impl Answer {
+    pub fn content_type(&self) -> &str {
+        self.headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+}
+
+impl TestApi {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store =
+            Arc::new(SqliteEventStore::open(&dir.path().join("crm.db")).expect("open store"));
+        let app = crm_local::serve::app(store.clone(), TOKEN.to_string());
+        TestApi {
+            app,
+            store,
+            _dir: dir,
+        }
+    }
+
+    /// Sends a request with the right bearer token.
+    pub async fn call(&self, method: &str, path: &str, body: Option<&str>) -> Answer {
+        self.call_with(
+            method,
+            path,
+            body,
+            &[("authorization", &format!("Bearer {TOKEN}"))],
+        )
+        .await
+    }
+
+    /// Sends a request with exactly these headers (plus content-type for a body).
+    pub async fn call_with(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Answer {
+        self.call_raw(method, path, body.map(|b| b.as_bytes().to_vec()), headers)
+            .await
+    }
+
+    pub async fn call_raw(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+        headers: &[(&str, &str)],
+    ) -> Answer {
+        let mut builder = Request::builder().method(method).uri(path);
+        for (k, v) in headers {
+            builder = builder.header(*k, *v);
+        }
+        let request = match body {
+            Some(b) => builder
+                .header("content-type", "application/json")
+                .body(Body::from(b)),
+            None => builder.body(Body::empty()),
+        }
+        .expect("request");
+        let response = self.app.clone().oneshot(request).await.expect("infallible");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let body = if bytes.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+                serde_json::Value::String(String::from_utf8_lossy(&bytes).into())
+            })
+        };
+        Answer {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// How many events the store holds in all.
+    pub async fn event_count(&self) -> usize {
+        let mut count = 0;
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = self
+                .store
+                .read_all(cursor.as_deref(), 1000)
+                .await
+                .expect("read all");
+            count += page.events.len();
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => return count,
+            }
+        }
+    }
+}
+
+impl Default for TestApi {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A valid registration body for `email`.
+pub fn registration(email: &str) -> String {
+    serde_json::json!({
+        "email": email,
+        "first_name": "Grace",
+        "last_name": "Hopper",
+        "phone": "+12025550123",
+        "source": "web",
+        "marketing_consent": { "email": true, "sms": false, "push": true },
+        "terms_accepted": true,
+        "ip": "198.51.100.4",
+        "user_agent": "Mozilla/5.0 (X11; Linux x86_64)",
+        "timezone": "America/New_York",
+        "locale": "en-US"
+    })
+    .to_string()
+}

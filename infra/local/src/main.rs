@@ -1,1 +1,67 @@
-fn main() {}
+//! The `crm-local` command: the local runtime and operator commands.
+
+use clap::{Parser, Subcommand};
+use crm_local::serve::{serve, ServeConfig};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "crm-local",
+    version,
+    about = "The CRM on one machine: API, store and operator commands"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the HTTP API over the local SQLite store.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:3000", env = "CRM_ADDR")]
+        addr: SocketAddr,
+        /// Directory for the database and the token file.
+        #[arg(long, default_value = ".crm", env = "CRM_DATA_DIR")]
+        data_dir: PathBuf,
+        /// Bearer token clients must send (default: the one in <data-dir>/token, created on first run).
+        #[arg(long, env = "CRM_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve {
+            addr,
+            data_dir,
+            token,
+        } => {
+            serve(ServeConfig {
+                addr,
+                data_dir,
+                token,
+            })
+            .await
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("crm-local: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

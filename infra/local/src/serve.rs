@@ -1,1 +1,102 @@
-pub fn placeholder() {}
+//! `crm-local serve`: the HTTP API over the SQLite store, on one machine.
+
+use crate::store::SqliteEventStore;
+use crm_api::{router, AppState, Auth};
+use crm_core::clock::SystemClock;
+use crm_core::ports::StoreError;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    /// The bearer token; when `None`, the one in `<data_dir>/token` (created on first run).
+    pub token: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot use data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("server failed: {0}")]
+    Server(std::io::Error),
+}
+
+/// The database file inside a data directory.
+pub fn database_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("crm.db")
+}
+
+/// Reads `<data_dir>/token`, creating it (mode 0600) with a fresh token if absent.
+pub fn load_or_create_token(data_dir: &Path) -> Result<String, ServeError> {
+    let io = |source| ServeError::DataDir {
+        path: data_dir.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(data_dir).map_err(io)?;
+    let path = data_dir.join("token");
+    match std::fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(e)),
+    }
+    let token = uuid::Uuid::new_v4().simple().to_string();
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(&path).map_err(io)?;
+    std::io::Write::write_all(&mut file, token.as_bytes()).map_err(io)?;
+    Ok(token)
+}
+
+/// Builds the application exactly as `serve` runs it (also used by tests).
+pub fn app(store: Arc<SqliteEventStore>, token: String) -> axum::Router {
+    router(AppState::new(
+        store,
+        Arc::new(SystemClock),
+        Auth::BearerToken(token),
+    ))
+}
+
+pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
+    let token = match config.token {
+        Some(t) => t,
+        None => load_or_create_token(&config.data_dir)?,
+    };
+    let db = database_path(&config.data_dir);
+    let store = Arc::new(SqliteEventStore::open(&db)?);
+    let listener = tokio::net::TcpListener::bind(config.addr)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: config.addr,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(ServeError::Server)?;
+    println!("crm-local is serving the CRM API");
+    println!("  url:   http://{addr}");
+    println!("  token: {token}");
+    println!("  data:  {}", db.display());
+    axum::serve(listener, app(store, token))
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .map_err(ServeError::Server)
+}

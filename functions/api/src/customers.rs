@@ -1,0 +1,313 @@
+//! Customer routes: translate requests into customer commands and answers.
+
+use crate::auth::Principal;
+use crate::body::{parse_json, RawBody};
+use crate::problem::Problem;
+use crate::AppState;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use crm_core::consent::{Channel, Purpose};
+use crm_core::customer::{
+    ChangeEmail, Customer, CustomerCommand, DeactivateCustomer, Executed, GrantConsent,
+    RegisterCustomer, RevokeConsent, UpdateProfile, VerifyEmail,
+};
+use crm_core::event::{Actor, CommandMeta, EventEnvelope};
+use crm_core::idempotency::IdempotencyKey;
+use crm_core::preferences::Preferences;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use uuid::Uuid;
+
+const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+
+/// The customer as the API shows it (never the verification token).
+pub fn customer_view(c: &Customer) -> Value {
+    let mut v = serde_json::to_value(c).unwrap_or(Value::Null);
+    if let Value::Object(map) = &mut v {
+        map.remove("pending_verification_token");
+    }
+    v
+}
+
+fn customer_id(raw: &str) -> Result<String, Problem> {
+    Uuid::parse_str(raw)
+        .map(|u| u.to_string())
+        .map_err(|_| Problem::not_found("customer not found"))
+}
+
+fn idempotency(
+    headers: &HeaderMap,
+    principal: &Principal,
+    method: &Method,
+    uri: &Uri,
+    body: &[u8],
+) -> Result<Option<IdempotencyKey>, Problem> {
+    let Some(raw) = headers.get(IDEMPOTENCY_HEADER) else {
+        return Ok(None);
+    };
+    let key = raw
+        .to_str()
+        .ok()
+        .filter(|k| IdempotencyKey::is_valid_client_key(k))
+        .ok_or_else(|| {
+            Problem::malformed("Idempotency-Key must be 1 to 255 printable ASCII characters")
+                .with_field("Idempotency-Key")
+        })?;
+    Ok(Some(IdempotencyKey::new(
+        &principal.0,
+        key,
+        method.as_str(),
+        &uri.to_string(),
+        body,
+    )))
+}
+
+/// Everything a command request carries besides its payload.
+struct Call {
+    principal: Principal,
+    idempotency: Option<IdempotencyKey>,
+}
+
+fn call(
+    headers: &HeaderMap,
+    principal: Principal,
+    method: &Method,
+    uri: &Uri,
+    body: &[u8],
+) -> Result<Call, Problem> {
+    let idempotency = idempotency(headers, &principal, method, uri, body)?;
+    Ok(Call {
+        principal,
+        idempotency,
+    })
+}
+
+/// Runs a command and answers with `status` and the customer's view (or,
+/// for a replayed request, the first answer).
+async fn run(
+    state: &AppState,
+    id: &str,
+    command: CustomerCommand,
+    call: Call,
+    status: StatusCode,
+) -> Result<Response, Problem> {
+    let meta = CommandMeta::new(Actor::api(&call.principal.0));
+    let respond =
+        move |c: &Customer, _events: &[EventEnvelope]| (status.as_u16(), customer_view(c));
+    let executed = state
+        .customers
+        .execute(id, &command, &meta, call.idempotency.as_ref(), &respond)
+        .await?;
+    let (status, body, replayed) = match executed {
+        Executed::Applied { status, body, .. } => (status, body, false),
+        Executed::Replayed { status, body } => (status, body, true),
+    };
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    let mut response = (status, axum::Json(&body)).into_response();
+    if status == StatusCode::CREATED {
+        if let Some(location) = body
+            .get("id")
+            .and_then(Value::as_str)
+            .and_then(|id| HeaderValue::from_str(&format!("/customers/{id}")).ok())
+        {
+            response.headers_mut().insert(header::LOCATION, location);
+        }
+    }
+    if replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+pub async fn register(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Result<Response, Problem> {
+    let command: RegisterCustomer = parse_json(&body)?;
+    let call = call(&headers, principal, &method, &uri, &body)?;
+    let id = Uuid::now_v7().to_string();
+    run(
+        &state,
+        &id,
+        CustomerCommand::Register(command),
+        call,
+        StatusCode::CREATED,
+    )
+    .await
+}
+
+pub async fn get_customer(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let id = customer_id(&id)?;
+    match state.customers.load(&id).await? {
+        Some(c) => Ok(axum::Json(customer_view(&c)).into_response()),
+        None => Err(Problem::not_found("customer not found")),
+    }
+}
+
+macro_rules! command_route {
+    ($name:ident, $payload:ty, $status:expr, |$p:ident| $command:expr) => {
+        pub async fn $name(
+            State(state): State<AppState>,
+            Extension(principal): Extension<Principal>,
+            Path(id): Path<String>,
+            method: Method,
+            uri: Uri,
+            headers: HeaderMap,
+            RawBody(body): RawBody,
+        ) -> Result<Response, Problem> {
+            let id = customer_id(&id)?;
+            let $p: $payload = parse_json(&body)?;
+            let call = call(&headers, principal, &method, &uri, &body)?;
+            run(&state, &id, $command, call, $status).await
+        }
+    };
+}
+
+command_route!(update_profile, UpdateProfile, StatusCode::OK, |p| {
+    CustomerCommand::UpdateProfile(p)
+});
+command_route!(change_email, ChangeEmail, StatusCode::OK, |p| {
+    CustomerCommand::ChangeEmail(p)
+});
+command_route!(verify_email, VerifyEmail, StatusCode::OK, |p| {
+    CustomerCommand::VerifyEmail(p)
+});
+command_route!(update_preferences, Preferences, StatusCode::OK, |p| {
+    CustomerCommand::UpdatePreferences(p)
+});
+command_route!(grant_consent, GrantConsent, StatusCode::CREATED, |p| {
+    CustomerCommand::GrantConsent(p)
+});
+command_route!(deactivate, DeactivateCustomer, StatusCode::OK, |p| {
+    CustomerCommand::Deactivate(p)
+});
+
+/// An empty JSON object, for commands without a payload (an empty body is fine too).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoPayload {}
+
+pub async fn reactivate(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Result<Response, Problem> {
+    let id = customer_id(&id)?;
+    if !body.iter().all(u8::is_ascii_whitespace) {
+        parse_json::<NoPayload>(&body)?;
+    }
+    let call = call(&headers, principal, &method, &uri, &body)?;
+    run(
+        &state,
+        &id,
+        CustomerCommand::Reactivate,
+        call,
+        StatusCode::OK,
+    )
+    .await
+}
+
+pub async fn revoke_consent(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path((id, purpose, channel)): Path<(String, String, String)>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let id = customer_id(&id)?;
+    let purpose = Purpose::parse(&purpose).ok_or_else(|| {
+        Problem::invalid("purpose", "must be one of marketing, analytics, essential")
+    })?;
+    let channel = Channel::parse(&channel)
+        .ok_or_else(|| Problem::invalid("channel", "must be one of email, sms, push"))?;
+    let Query(query) =
+        query.map_err(|e| Problem::malformed(format!("the query string is not valid: {e}")))?;
+    if let Some(unknown) = query.keys().find(|k| k.as_str() != "reason") {
+        return Err(Problem::invalid(unknown.clone(), "unknown query parameter"));
+    }
+    let reason = query
+        .get("reason")
+        .cloned()
+        .unwrap_or_else(|| "customer-request".into());
+    let call = call(&headers, principal, &method, &uri, b"")?;
+    let command = CustomerCommand::RevokeConsent(RevokeConsent {
+        purpose,
+        channel,
+        reason,
+    });
+    run(&state, &id, command, call, StatusCode::OK).await
+}
+
+/// Default and largest page size of `GET /customers/{id}/events`.
+const DEFAULT_PAGE: usize = 50;
+const MAX_PAGE: usize = 500;
+
+fn number(query: &HashMap<String, String>, name: &str) -> Result<Option<u64>, Problem> {
+    query
+        .get(name)
+        .map(|v| {
+            v.parse::<u64>()
+                .map_err(|_| Problem::invalid(name, "must be a non-negative integer"))
+        })
+        .transpose()
+}
+
+pub async fn list_events(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Response, Problem> {
+    let id = customer_id(&id)?;
+    let Query(query) =
+        query.map_err(|e| Problem::malformed(format!("the query string is not valid: {e}")))?;
+    if let Some(unknown) = query
+        .keys()
+        .find(|k| !matches!(k.as_str(), "after" | "limit"))
+    {
+        return Err(Problem::invalid(unknown.clone(), "unknown query parameter"));
+    }
+    let after = number(&query, "after")?.unwrap_or(0);
+    let limit = match number(&query, "limit")? {
+        None => DEFAULT_PAGE,
+        Some(n) if (1..=MAX_PAGE as u64).contains(&n) => n as usize,
+        Some(_) => {
+            return Err(Problem::invalid(
+                "limit",
+                format!("must be between 1 and {MAX_PAGE}"),
+            ))
+        }
+    };
+    let stream = crm_core::customer::stream_id(&id);
+    let store = state.customers.store();
+    // One more than asked tells whether there is a next page.
+    let mut events = store.read_stream(&stream, after, limit + 1).await?;
+    if events.is_empty() && after == 0 {
+        return Err(Problem::not_found("customer not found"));
+    }
+    let more = events.len() > limit;
+    events.truncate(limit);
+    let next_after = if more {
+        events.last().map(|e| e.version)
+    } else {
+        None
+    };
+    Ok(axum::Json(json!({ "items": events, "next_after": next_after })).into_response())
+}

@@ -1,0 +1,196 @@
+//! RFC 9457 problem details: every error the API answers with.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use crm_core::customer::{CommandError, CustomerError};
+use crm_core::ports::StoreError;
+use serde::Serialize;
+
+/// An `application/problem+json` answer. `field` names the offending input.
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    #[serde(skip)]
+    pub headers: Vec<(header::HeaderName, HeaderValue)>,
+}
+
+impl Problem {
+    pub fn new(status: StatusCode, slug: &str, title: &str, detail: impl Into<String>) -> Self {
+        Problem {
+            kind: format!("https://crm.dev/problems/{slug}"),
+            title: title.to_string(),
+            status: status.as_u16(),
+            detail: detail.into(),
+            field: None,
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn with_field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+
+    pub fn malformed(detail: impl Into<String>) -> Self {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "malformed-request",
+            "Malformed request",
+            detail,
+        )
+    }
+
+    pub fn invalid(field: impl Into<String>, detail: impl Into<String>) -> Self {
+        Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation-failed",
+            "Validation failed",
+            detail,
+        )
+        .with_field(field)
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Problem::new(StatusCode::NOT_FOUND, "not-found", "Not found", detail)
+    }
+
+    pub fn conflict(field: Option<String>, detail: impl Into<String>) -> Self {
+        let mut p = Problem::new(StatusCode::CONFLICT, "conflict", "Conflict", detail);
+        p.field = field;
+        p
+    }
+
+    pub fn too_large() -> Self {
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload-too-large",
+            "Payload too large",
+            format!(
+                "the request body is larger than {} bytes",
+                crate::MAX_BODY_BYTES
+            ),
+        )
+    }
+
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        let mut p = Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Unauthorized",
+            detail,
+        );
+        p.headers
+            .push((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
+        p
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::to_vec(&self).unwrap_or_else(|_| b"{}".to_vec());
+        let mut response = (status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        for (name, value) in self.headers {
+            headers.insert(name, value);
+        }
+        response
+    }
+}
+
+impl From<StoreError> for Problem {
+    fn from(e: StoreError) -> Self {
+        if e.is_retryable() {
+            tracing::warn!(error = %e, "store unavailable");
+            let mut p = Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "Service unavailable",
+                "the event store is busy; retry the request",
+            );
+            p.headers
+                .push((header::RETRY_AFTER, HeaderValue::from_static("1")));
+            p
+        } else {
+            tracing::error!(error = %e, "store failure");
+            Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal error",
+                "the request could not be completed",
+            )
+        }
+    }
+}
+
+impl From<CommandError> for Problem {
+    fn from(e: CommandError) -> Self {
+        match e {
+            CommandError::Rejected(CustomerError::Invalid { field, message }) => {
+                Problem::invalid(field, message)
+            }
+            CommandError::Rejected(CustomerError::NotFound) => {
+                Problem::not_found("customer not found")
+            }
+            CommandError::Rejected(CustomerError::Conflict { field, message }) => {
+                Problem::conflict(field, message)
+            }
+            CommandError::EmailTaken { field } => Problem::conflict(
+                Some(field.to_string()),
+                "this email address is already registered",
+            ),
+            CommandError::IdempotencyKeyReused => Problem::invalid(
+                "Idempotency-Key",
+                "this key was already used for a different request",
+            ),
+            CommandError::Contended { attempts } => {
+                let mut p = Problem::conflict(
+                    None,
+                    format!("the customer kept changing concurrently ({attempts} attempts); retry the request"),
+                );
+                p.headers
+                    .push((header::RETRY_AFTER, HeaderValue::from_static("1")));
+                p
+            }
+            CommandError::TooLarge(detail) => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "command-too-large",
+                "Command too large",
+                detail,
+            ),
+            CommandError::Store(e) => e.into(),
+            CommandError::Codec(e) => {
+                tracing::error!(error = %e, "stored event unreadable");
+                Problem::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "Internal error",
+                    "a stored event could not be read",
+                )
+            }
+        }
+    }
+}
+
+pub async fn no_route() -> Problem {
+    Problem::not_found("no such route")
+}
+
+pub async fn method_not_allowed() -> Problem {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "Method not allowed",
+        "this route does not accept that method",
+    )
+}
