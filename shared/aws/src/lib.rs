@@ -1,1 +1,3 @@
+//! crm-aws: adapters of crm-core's ports over the AWS SDK for Rust.
 
+pub mod dynamodb;

@@ -1,0 +1,937 @@
+//! `crm_core::ports::EventStore` over one DynamoDB table (ARCHITECTURE.md §5).
+//!
+//! Every append is one `TransactWriteItems`: each event is a conditional put
+//! (`attribute_not_exists(sk)`), an expected version `n > 0` adds a condition
+//! check on item `(stream, n)`, reservations are conditional puts or deletes
+//! and the receipt is a conditional put. A cancelled transaction is explained
+//! from its cancellation reasons (in the order of the items sent) or, where
+//! those are missing, by reading the items again.
+
+use super::items::{self, CodecError, Item, KIND, OWNER, PK, SK, VERSION};
+use async_trait::async_trait;
+use aws_sdk_dynamodb::config::AsyncSleep;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, CancellationReason, ConditionCheck, Delete, Put, TransactWriteItem,
+};
+use aws_sdk_dynamodb::Client;
+use base64::Engine as _;
+use chrono::Utc;
+use crm_core::event::EventEnvelope;
+use crm_core::ports::{
+    AppendError, AppendRequest, Appended, CommandReceipt, EventPage, EventStore, ExpectedVersion,
+    LoadedStream, ReservationChange, Snapshot, StoreError, MAX_EVENTS_PER_APPEND,
+};
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+/// DynamoDB's limit on the items of one transaction.
+pub const MAX_TRANSACTION_ITEMS: usize = 100;
+
+/// How often an `ExpectedVersion::Any` append re-reads the stream's end and
+/// tries again after losing a race.
+const ANY_ATTEMPTS: u32 = 8;
+
+/// How often a transaction cancelled by `TransactionConflict` (another
+/// transaction was touching the same items) is sent again.
+const TRANSACTION_CONFLICT_ATTEMPTS: u32 = 4;
+
+/// A Scan page reads at least this many items, so that pages of few events
+/// over a table with many reservations and receipts take few round trips.
+const MIN_SCAN_PAGE: usize = 25;
+/// And at most this many.
+const MAX_SCAN_PAGE: usize = 1000;
+
+/// Cancellation reason codes (see `TransactWriteItems` in the API reference).
+const CONDITIONAL_CHECK_FAILED: &str = "ConditionalCheckFailed";
+const TRANSACTION_CONFLICT: &str = "TransactionConflict";
+const RETRYABLE_REASONS: &[&str] = &[
+    TRANSACTION_CONFLICT,
+    "ThrottlingError",
+    "ProvisionedThroughputExceeded",
+    "RequestLimitExceeded",
+];
+
+/// Service error codes worth retrying.
+const RETRYABLE_CODES: &[&str] = &[
+    "ThrottlingException",
+    "Throttling",
+    "ProvisionedThroughputExceededException",
+    "RequestLimitExceeded",
+    "TransactionConflictException",
+    "TransactionInProgressException",
+    "InternalServerError",
+    "InternalFailure",
+    "ServiceUnavailable",
+    "ServiceUnavailableException",
+    "LimitExceededException",
+];
+
+/// The event store over the DynamoDB table `table` (see [`super::items`] for
+/// its layout and [`super::create_events_table`] for its definition).
+#[derive(Debug, Clone)]
+pub struct DynamoEventStore {
+    client: Client,
+    table: String,
+}
+
+/// What an item of a transaction is for, to read its cancellation reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Role {
+    Event,
+    VersionCheck,
+    Reservation(String),
+    Receipt,
+}
+
+/// The items of one transaction and, in the same order, what each is for.
+#[derive(Debug, Default)]
+struct Plan {
+    items: Vec<TransactWriteItem>,
+    roles: Vec<Role>,
+}
+
+/// Why a transaction was cancelled.
+enum Cancelled {
+    /// One of ours: conflict, reservation taken, duplicate command, or a
+    /// store error.
+    Refused(AppendError),
+    /// Worth sending the same transaction again.
+    Transient(String),
+}
+
+fn failed(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Failed(e.to_string())
+}
+
+fn corrupt(table: &str, e: CodecError) -> StoreError {
+    StoreError::Failed(format!("corrupt item in table {table}: {e}"))
+}
+
+fn build_error(e: aws_sdk_dynamodb::error::BuildError) -> StoreError {
+    StoreError::Failed(format!("building a request: {e}"))
+}
+
+/// Maps an SDK error: throttling, transaction conflicts, 5xx, timeouts and
+/// connection failures are [`StoreError::Unavailable`]; the rest (validation,
+/// missing table, bad credentials ...) [`StoreError::Failed`].
+pub(crate) fn sdk_error<E>(operation: &str, err: &SdkError<E>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let message = format!("{operation}: {}", DisplayErrorContext(err));
+    let retryable = match err {
+        SdkError::TimeoutError(_) | SdkError::ResponseError(_) => true,
+        SdkError::DispatchFailure(d) => !d.is_user(),
+        SdkError::ServiceError(s) => {
+            s.raw().status().is_server_error()
+                || s.err().code().is_some_and(|c| RETRYABLE_CODES.contains(&c))
+        }
+        _ => false,
+    };
+    if retryable {
+        StoreError::Unavailable(message)
+    } else {
+        StoreError::Failed(message)
+    }
+}
+
+fn names(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+        .collect()
+}
+
+fn values(pairs: Vec<(&str, AttributeValue)>) -> HashMap<String, AttributeValue> {
+    pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+}
+
+fn encode_cursor(key: &Item) -> Result<String, StoreError> {
+    let pk = items::get_s(key, PK).map_err(failed)?;
+    let sk: u64 = items::get_n(key, SK).map_err(failed)?;
+    let json = serde_json::json!({ "pk": pk, "sk": sk });
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json.to_string()))
+}
+
+fn decode_cursor(cursor: &str) -> Result<Item, StoreError> {
+    let invalid = || StoreError::Failed(format!("invalid read_all cursor {cursor:?}"));
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .map_err(|_| invalid())?;
+    let json: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| invalid())?;
+    let pk = json
+        .get("pk")
+        .and_then(|v| v.as_str())
+        .ok_or_else(invalid)?;
+    let sk = json
+        .get("sk")
+        .and_then(|v| v.as_u64())
+        .ok_or_else(invalid)?;
+    Ok(items::key(pk, sk))
+}
+
+impl DynamoEventStore {
+    /// A store over `table`, which must exist (see [`super::create_events_table`]).
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        DynamoEventStore {
+            client,
+            table: table.into(),
+        }
+    }
+
+    /// The table's name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// The client the store uses.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    async fn pause(&self, attempt: u32) {
+        if let Some(sleep) = self.client.config().sleep_impl() {
+            sleep
+                .sleep(Duration::from_millis(5 * u64::from(attempt.min(20))))
+                .await;
+        }
+    }
+
+    /// A consistent GetItem of `(pk, 0)`.
+    async fn get_zero_item(&self, pk: &str) -> Result<Option<Item>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(items::key(pk, 0)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk_error("GetItem", &e))?;
+        Ok(out.item().cloned())
+    }
+
+    /// The version of the stream's last event (0 if it has none).
+    async fn last_version(&self, stream_id: &str) -> Result<u64, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("#pk = :pk AND #sk > :zero")
+            .set_expression_attribute_names(Some(names(&[("#pk", PK), ("#sk", SK)])))
+            .set_expression_attribute_values(Some(values(vec![
+                (":pk", items::s(stream_id)),
+                (":zero", items::n(0)),
+            ])))
+            .projection_expression("#pk, #sk")
+            .scan_index_forward(false)
+            .limit(1)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk_error("Query", &e))?;
+        match out.items().first() {
+            Some(item) => items::get_n(item, SK).map_err(|e| corrupt(&self.table, e)),
+            None => Ok(0),
+        }
+    }
+
+    /// Events of a stream after `after`, at most `limit`, paginating.
+    async fn query_events(
+        &self,
+        stream_id: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<EventEnvelope>, StoreError> {
+        let mut events = Vec::new();
+        let mut start: Option<Item> = None;
+        while events.len() < limit {
+            let remaining = limit - events.len();
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("#pk = :pk AND #sk > :after")
+                .set_expression_attribute_names(Some(names(&[("#pk", PK), ("#sk", SK)])))
+                .set_expression_attribute_values(Some(values(vec![
+                    (":pk", items::s(stream_id)),
+                    (":after", items::n(after)),
+                ])))
+                .consistent_read(true)
+                .set_limit(i32::try_from(remaining).ok())
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| sdk_error("Query", &e))?;
+            for item in out.items() {
+                if items::kind_of(item) != Some(items::KIND_EVENT) {
+                    tracing::warn!(table = %self.table, stream_id, "non-event item at sk > 0 skipped");
+                    continue;
+                }
+                events.push(items::event_from_item(item).map_err(|e| corrupt(&self.table, e))?);
+                if events.len() == limit {
+                    break;
+                }
+            }
+            match out.last_evaluated_key() {
+                Some(key) => start = Some(key.clone()),
+                None => break,
+            }
+        }
+        Ok(events)
+    }
+
+    fn event_put(&self, envelope: &EventEnvelope) -> Result<TransactWriteItem, StoreError> {
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(
+                items::event_to_item(envelope).map_err(|e| corrupt(&self.table, e))?,
+            ))
+            .condition_expression("attribute_not_exists(#sk)")
+            .set_expression_attribute_names(Some(names(&[("#sk", SK)])))
+            .build()
+            .map_err(build_error)?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    fn version_check(
+        &self,
+        stream_id: &str,
+        version: u64,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let check = ConditionCheck::builder()
+            .table_name(&self.table)
+            .set_key(Some(items::key(stream_id, version)))
+            .condition_expression("attribute_exists(#sk) AND #kind = :event")
+            .set_expression_attribute_names(Some(names(&[("#sk", SK), ("#kind", KIND)])))
+            .set_expression_attribute_values(Some(values(vec![(
+                ":event",
+                items::s(items::KIND_EVENT),
+            )])))
+            .build()
+            .map_err(build_error)?;
+        Ok(TransactWriteItem::builder().condition_check(check).build())
+    }
+
+    fn reservation_write(
+        &self,
+        change: &ReservationChange,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let attribute_names = names(&[("#pk", PK), ("#kind", KIND), ("#owner", OWNER)]);
+        Ok(match change {
+            ReservationChange::Claim { key, owner } => {
+                let put = Put::builder()
+                    .table_name(&self.table)
+                    .set_item(Some(items::reservation_to_item(key, owner)))
+                    .condition_expression(
+                        "attribute_not_exists(#pk) OR (#kind = :reservation AND #owner = :owner)",
+                    )
+                    .set_expression_attribute_names(Some(attribute_names))
+                    .set_expression_attribute_values(Some(values(vec![
+                        (":reservation", items::s(items::KIND_RESERVATION)),
+                        (":owner", items::s(owner)),
+                    ])))
+                    .build()
+                    .map_err(build_error)?;
+                TransactWriteItem::builder().put(put).build()
+            }
+            ReservationChange::Release { key, owner } => {
+                let delete = Delete::builder()
+                    .table_name(&self.table)
+                    .set_key(Some(items::key(key, 0)))
+                    .condition_expression("#kind = :reservation AND #owner = :owner")
+                    .set_expression_attribute_names(Some(names(&[
+                        ("#kind", KIND),
+                        ("#owner", OWNER),
+                    ])))
+                    .set_expression_attribute_values(Some(values(vec![
+                        (":reservation", items::s(items::KIND_RESERVATION)),
+                        (":owner", items::s(owner)),
+                    ])))
+                    .build()
+                    .map_err(build_error)?;
+                TransactWriteItem::builder().delete(delete).build()
+            }
+        })
+    }
+
+    fn receipt_put(&self, receipt: &CommandReceipt) -> Result<TransactWriteItem, StoreError> {
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(
+                items::receipt_to_item(receipt, Utc::now()).map_err(|e| corrupt(&self.table, e))?,
+            ))
+            .condition_expression("attribute_not_exists(#pk)")
+            .set_expression_attribute_names(Some(names(&[("#pk", PK)])))
+            .build()
+            .map_err(build_error)?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    /// The transaction for `request` with its events at `envelopes` and, for
+    /// `check = Some(n)`, a condition that event `n` exists.
+    fn plan(
+        &self,
+        request: &AppendRequest,
+        envelopes: &[EventEnvelope],
+        check: Option<u64>,
+    ) -> Result<Plan, StoreError> {
+        let mut plan = Plan::default();
+        for envelope in envelopes {
+            plan.items.push(self.event_put(envelope)?);
+            plan.roles.push(Role::Event);
+        }
+        if let Some(version) = check {
+            plan.items
+                .push(self.version_check(&request.stream_id, version)?);
+            plan.roles.push(Role::VersionCheck);
+        }
+        for change in &request.reservations {
+            plan.items.push(self.reservation_write(change)?);
+            plan.roles.push(Role::Reservation(change.key().to_string()));
+        }
+        if let Some(receipt) = &request.receipt {
+            plan.items.push(self.receipt_put(receipt)?);
+            plan.roles.push(Role::Receipt);
+        }
+        Ok(plan)
+    }
+
+    /// Sends the transaction; a cancellation becomes the [`AppendError`] it
+    /// stands for. `base` is the version the events were placed after.
+    async fn write(
+        &self,
+        plan: Plan,
+        request: &AppendRequest,
+        base: u64,
+    ) -> Result<(), AppendError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let sent = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(plan.items.clone()))
+                .send()
+                .await;
+            let err = match sent {
+                Ok(_) => return Ok(()),
+                Err(err) => err,
+            };
+            let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) =
+                err.as_service_error()
+            else {
+                return Err(sdk_error("TransactWriteItems", &err).into());
+            };
+            let reasons = cancelled.cancellation_reasons();
+            let explained = if reasons.len() == plan.roles.len() {
+                self.explain_by_reasons(reasons, &plan.roles, request).await
+            } else {
+                tracing::debug!(
+                    table = %self.table,
+                    reasons = reasons.len(),
+                    items = plan.roles.len(),
+                    "transaction cancelled without usable reasons; re-reading"
+                );
+                self.explain_by_reading(request, base).await
+            };
+            match explained {
+                Cancelled::Refused(e) => return Err(e),
+                Cancelled::Transient(why) if attempt < TRANSACTION_CONFLICT_ATTEMPTS => {
+                    tracing::debug!(table = %self.table, attempt, why, "transaction retried");
+                    self.pause(attempt).await;
+                }
+                Cancelled::Transient(why) => {
+                    return Err(StoreError::Unavailable(format!(
+                        "TransactWriteItems cancelled {attempt} times: {why}"
+                    ))
+                    .into())
+                }
+            }
+        }
+    }
+
+    fn conflict(request: &AppendRequest) -> AppendError {
+        AppendError::Conflict {
+            stream_id: request.stream_id.clone(),
+            expected: request.expected,
+            actual: None,
+        }
+    }
+
+    /// The existing receipt answers a duplicate command.
+    async fn duplicate(&self, key: &str) -> Cancelled {
+        match self.receipt(key).await {
+            Ok(Some(existing)) => {
+                Cancelled::Refused(AppendError::DuplicateCommand(Box::new(existing)))
+            }
+            Ok(None) => Cancelled::Transient(format!("receipt {key} existed but is gone now")),
+            Err(e) => Cancelled::Refused(e.into()),
+        }
+    }
+
+    /// Explains a cancellation by its reasons, one per item of `roles`.
+    /// A duplicate command wins over a conflict, which wins over a taken
+    /// reservation (after reloading, the caller may decide differently).
+    async fn explain_by_reasons(
+        &self,
+        reasons: &[CancellationReason],
+        roles: &[Role],
+        request: &AppendRequest,
+    ) -> Cancelled {
+        let failed_roles: Vec<&Role> = roles
+            .iter()
+            .zip(reasons)
+            .filter(|(_, r)| r.code() == Some(CONDITIONAL_CHECK_FAILED))
+            .map(|(role, _)| role)
+            .collect();
+        if failed_roles.contains(&&Role::Receipt) {
+            if let Some(receipt) = &request.receipt {
+                return self.duplicate(&receipt.key).await;
+            }
+        }
+        if failed_roles
+            .iter()
+            .any(|r| matches!(r, Role::Event | Role::VersionCheck))
+        {
+            return Cancelled::Refused(Self::conflict(request));
+        }
+        if let Some(Role::Reservation(key)) = failed_roles.first() {
+            return Cancelled::Refused(AppendError::ReservationTaken { key: key.clone() });
+        }
+        let codes: Vec<&str> = reasons
+            .iter()
+            .filter_map(|r| r.code())
+            .filter(|c| *c != "None")
+            .collect();
+        let described = reasons
+            .iter()
+            .map(|r| {
+                format!(
+                    "{}: {}",
+                    r.code().unwrap_or("None"),
+                    r.message().unwrap_or("")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        if !codes.is_empty() && codes.iter().all(|c| RETRYABLE_REASONS.contains(c)) {
+            if codes.contains(&TRANSACTION_CONFLICT) {
+                return Cancelled::Transient(described);
+            }
+            return Cancelled::Refused(
+                StoreError::Unavailable(format!("TransactWriteItems cancelled: {described}"))
+                    .into(),
+            );
+        }
+        Cancelled::Refused(
+            StoreError::Failed(format!("TransactWriteItems cancelled: {described}")).into(),
+        )
+    }
+
+    /// Explains a cancellation without reasons by reading what it touched.
+    async fn explain_by_reading(&self, request: &AppendRequest, base: u64) -> Cancelled {
+        if let Some(receipt) = &request.receipt {
+            match self.receipt(&receipt.key).await {
+                Ok(Some(existing)) => {
+                    return Cancelled::Refused(AppendError::DuplicateCommand(Box::new(existing)))
+                }
+                Ok(None) => {}
+                Err(e) => return Cancelled::Refused(e.into()),
+            }
+        }
+        if !request.events.is_empty() {
+            match self.last_version(&request.stream_id).await {
+                Ok(current) if current != base => {
+                    return Cancelled::Refused(Self::conflict(request))
+                }
+                Ok(_) => {}
+                Err(e) => return Cancelled::Refused(e.into()),
+            }
+        }
+        for change in &request.reservations {
+            let holder = match self.reservation_owner(change.key()).await {
+                Ok(holder) => holder,
+                Err(e) => return Cancelled::Refused(e.into()),
+            };
+            let taken = match change {
+                ReservationChange::Claim { owner, .. } => holder.is_some_and(|h| &h != owner),
+                ReservationChange::Release { owner, .. } => holder.as_ref() != Some(owner),
+            };
+            if taken {
+                return Cancelled::Refused(AppendError::ReservationTaken {
+                    key: change.key().to_string(),
+                });
+            }
+        }
+        Cancelled::Transient("transaction cancelled, but nothing it checked has changed".into())
+    }
+
+    /// Places the events after `base` and writes them in one transaction.
+    async fn append_at(
+        &self,
+        request: &AppendRequest,
+        base: u64,
+        check: Option<u64>,
+    ) -> Result<Appended, AppendError> {
+        let envelopes: Vec<EventEnvelope> = request
+            .events
+            .iter()
+            .zip(1u64..)
+            .map(|(e, i)| {
+                let mut e = e.clone();
+                e.version = base + i;
+                e.stream_id = request.stream_id.clone();
+                e
+            })
+            .collect();
+        let plan = self.plan(request, &envelopes, check)?;
+        self.write(plan, request, base).await?;
+        let version = base + envelopes.len() as u64;
+        Ok(Appended {
+            events: envelopes,
+            version,
+        })
+    }
+
+    /// An append without events: reservations and the receipt only, no
+    /// version check.
+    async fn append_without_events(
+        &self,
+        request: &AppendRequest,
+    ) -> Result<Appended, AppendError> {
+        let plan = self.plan(request, &[], None)?;
+        if !plan.items.is_empty() {
+            self.write(plan, request, 0).await?;
+        }
+        Ok(Appended {
+            events: Vec::new(),
+            version: self.last_version(&request.stream_id).await?,
+        })
+    }
+}
+
+/// Refuses, before any write, what one transaction cannot hold.
+fn check_size(request: &AppendRequest) -> Result<(), AppendError> {
+    if request.events.len() > MAX_EVENTS_PER_APPEND {
+        return Err(AppendError::TooLarge(format!(
+            "{} events in one append (at most {MAX_EVENTS_PER_APPEND})",
+            request.events.len()
+        )));
+    }
+    let check = usize::from(matches!(request.expected, ExpectedVersion::Exactly(n) if n > 0));
+    let total = request.events.len()
+        + if request.events.is_empty() { 0 } else { check }
+        + request.reservations.len()
+        + usize::from(request.receipt.is_some());
+    if total > MAX_TRANSACTION_ITEMS {
+        return Err(AppendError::TooLarge(format!(
+            "{total} items in one transaction (at most {MAX_TRANSACTION_ITEMS})"
+        )));
+    }
+    // DynamoDB refuses a transaction touching one item twice.
+    let mut keys = HashSet::new();
+    let receipt_key = request.receipt.as_ref().map(|r| r.key.as_str());
+    for key in request
+        .reservations
+        .iter()
+        .map(|r| r.key())
+        .chain(receipt_key)
+    {
+        if !keys.insert(key) {
+            return Err(
+                StoreError::Failed(format!("key {key} is written twice in one append")).into(),
+            );
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl EventStore for DynamoEventStore {
+    async fn load(&self, stream_id: &str) -> Result<LoadedStream, StoreError> {
+        let snapshot = match self.get_zero_item(stream_id).await? {
+            Some(item) if items::kind_of(&item) == Some(items::KIND_SNAPSHOT) => {
+                Some(items::snapshot_from_item(&item).map_err(|e| corrupt(&self.table, e))?)
+            }
+            _ => None,
+        };
+        let after = snapshot.as_ref().map_or(0, |s| s.version);
+        let events = self.query_events(stream_id, after, usize::MAX).await?;
+        let version = events.last().map_or(after, |e| e.version);
+        Ok(LoadedStream {
+            snapshot,
+            events,
+            version,
+        })
+    }
+
+    async fn read_stream(
+        &self,
+        stream_id: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<EventEnvelope>, StoreError> {
+        self.query_events(stream_id, after, limit).await
+    }
+
+    async fn append(&self, request: AppendRequest) -> Result<Appended, AppendError> {
+        check_size(&request)?;
+        if request.events.is_empty() {
+            return self.append_without_events(&request).await;
+        }
+        match request.expected {
+            ExpectedVersion::NoStream | ExpectedVersion::Exactly(0) => {
+                self.append_at(&request, 0, None).await
+            }
+            ExpectedVersion::Exactly(n) => self.append_at(&request, n, Some(n)).await,
+            ExpectedVersion::Any => {
+                let mut attempt = 0;
+                loop {
+                    attempt += 1;
+                    let current = self.last_version(&request.stream_id).await?;
+                    match self.append_at(&request, current, None).await {
+                        Err(AppendError::Conflict { .. }) if attempt < ANY_ATTEMPTS => {
+                            tracing::debug!(stream_id = %request.stream_id, attempt, "append at the end lost a race; again");
+                            self.pause(attempt).await;
+                        }
+                        other => return other,
+                    }
+                }
+            }
+        }
+    }
+
+    async fn receipt(&self, key: &str) -> Result<Option<CommandReceipt>, StoreError> {
+        match self.get_zero_item(key).await? {
+            Some(item) if items::kind_of(&item) == Some(items::KIND_RECEIPT) => {
+                items::receipt_from_item(&item)
+                    .map(Some)
+                    .map_err(|e| corrupt(&self.table, e))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    async fn reservation_owner(&self, key: &str) -> Result<Option<String>, StoreError> {
+        match self.get_zero_item(key).await? {
+            Some(item) if items::kind_of(&item) == Some(items::KIND_RESERVATION) => {
+                items::reservation_owner_from_item(&item)
+                    .map(Some)
+                    .map_err(|e| corrupt(&self.table, e))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+        let item = items::snapshot_to_item(&snapshot).map_err(|e| corrupt(&self.table, e))?;
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(#pk) OR #version < :v")
+            .set_expression_attribute_names(Some(names(&[("#pk", PK), ("#version", VERSION)])))
+            .set_expression_attribute_values(Some(values(vec![(":v", items::n(snapshot.version))])))
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(()),
+            Err(e) => match e.as_service_error() {
+                // A snapshot as new or newer is already there.
+                Some(PutItemError::ConditionalCheckFailedException(_)) => Ok(()),
+                _ => Err(sdk_error("PutItem", &e)),
+            },
+        }
+    }
+
+    async fn read_all(&self, after: Option<&str>, limit: usize) -> Result<EventPage, StoreError> {
+        let limit = limit.max(1);
+        let mut start = after.map(decode_cursor).transpose()?;
+        let mut events = Vec::new();
+        loop {
+            let remaining = limit - events.len();
+            let page = remaining.clamp(MIN_SCAN_PAGE, MAX_SCAN_PAGE);
+            let out = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression("#kind = :event")
+                .set_expression_attribute_names(Some(names(&[("#kind", KIND)])))
+                .set_expression_attribute_values(Some(values(vec![(
+                    ":event",
+                    items::s(items::KIND_EVENT),
+                )])))
+                .consistent_read(true)
+                .set_limit(i32::try_from(page).ok())
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| sdk_error("Scan", &e))?;
+            let found = out.items();
+            for (i, item) in found.iter().enumerate() {
+                events.push(items::event_from_item(item).map_err(|e| corrupt(&self.table, e))?);
+                if events.len() == limit {
+                    let page_done = i + 1 == found.len();
+                    let next = match out.last_evaluated_key() {
+                        // The table ends with this event.
+                        None if page_done => None,
+                        // Resume right after the last event returned.
+                        _ => Some(encode_cursor(item)?),
+                    };
+                    return Ok(EventPage { events, next });
+                }
+            }
+            match out.last_evaluated_key() {
+                Some(key) => start = Some(key.clone()),
+                None => return Ok(EventPage { events, next: None }),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip() {
+        let key = items::key("customer-1#x", 42);
+        let cursor = encode_cursor(&key).expect("encode");
+        assert_eq!(decode_cursor(&cursor).expect("decode"), key);
+        assert!(decode_cursor("not a cursor!").is_err());
+        assert!(decode_cursor(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b"{\"pk\":1}")
+        )
+        .is_err());
+    }
+
+    fn request(events: usize, reservations: usize, receipt: bool) -> AppendRequest {
+        let s = "customer-1";
+        AppendRequest {
+            stream_id: s.into(),
+            expected: ExpectedVersion::Exactly(3),
+            events: (0..events as u64)
+                .map(|n| crm_core::store_contract::event(s, n))
+                .collect(),
+            reservations: (0..reservations)
+                .map(|i| ReservationChange::Claim {
+                    key: format!("email#{i}"),
+                    owner: s.into(),
+                })
+                .collect(),
+            receipt: receipt.then(|| CommandReceipt {
+                key: "command#1".into(),
+                request_hash: "h".into(),
+                status: 200,
+                body: serde_json::Value::Null,
+                recorded_at: Utc::now(),
+            }),
+        }
+    }
+
+    #[test]
+    fn sizes_are_checked_before_writing() {
+        assert!(check_size(&request(MAX_EVENTS_PER_APPEND, 0, true)).is_ok());
+        assert!(matches!(
+            check_size(&request(MAX_EVENTS_PER_APPEND + 1, 0, false)),
+            Err(AppendError::TooLarge(_))
+        ));
+        // 90 events + 1 version check + 9 reservations + 1 receipt = 101.
+        assert!(matches!(
+            check_size(&request(MAX_EVENTS_PER_APPEND, 9, true)),
+            Err(AppendError::TooLarge(_))
+        ));
+        assert!(check_size(&request(MAX_EVENTS_PER_APPEND, 8, true)).is_ok());
+        let mut twice = request(1, 1, false);
+        twice.reservations.push(twice.reservations[0].clone());
+        assert!(matches!(
+            check_size(&twice),
+            Err(AppendError::Store(StoreError::Failed(_)))
+        ));
+    }
+
+    /// The fallback for cancellations without reasons (moto 5.2 always gives
+    /// reasons, so the wire tests never reach it): needs the endpoint in
+    /// `AWS_ENDPOINT_URL`, like the tests in `tests/`.
+    #[tokio::test]
+    async fn cancellations_without_reasons_are_explained_by_reading() {
+        use aws_config::{BehaviorVersion, Region};
+        use aws_sdk_dynamodb::config::Credentials;
+
+        let endpoint = std::env::var("AWS_ENDPOINT_URL")
+            .unwrap_or_else(|_| panic!("AWS_ENDPOINT_URL is not set: this test needs moto"));
+        let config = aws_config::defaults(BehaviorVersion::latest())
+            .endpoint_url(endpoint)
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
+            .load()
+            .await;
+        let client = Client::new(&config);
+        let table = format!("events-unit-{}", uuid::Uuid::now_v7().simple());
+        super::super::create_events_table(&client, &table)
+            .await
+            .expect("table");
+        let store = DynamoEventStore::new(client, table);
+
+        let s = format!("customer-{}", uuid::Uuid::now_v7().simple());
+        let mut seed = request(2, 1, true);
+        seed.stream_id = s.clone();
+        seed.expected = ExpectedVersion::NoStream;
+        seed.reservations = vec![ReservationChange::Claim {
+            key: format!("email#{s}"),
+            owner: s.clone(),
+        }];
+        let receipt = seed.receipt.clone();
+        store.append(seed.clone()).await.expect("seed");
+
+        let explain = |request: AppendRequest, base: u64| {
+            let store = store.clone();
+            async move {
+                match store.explain_by_reading(&request, base).await {
+                    Cancelled::Refused(e) => Some(e),
+                    Cancelled::Transient(_) => None,
+                }
+            }
+        };
+        let mut r = seed.clone();
+        r.expected = ExpectedVersion::Exactly(2);
+        assert_eq!(
+            explain(r.clone(), 2).await,
+            Some(AppendError::DuplicateCommand(Box::new(
+                receipt.expect("a receipt")
+            )))
+        );
+        r.receipt = None;
+        assert!(matches!(
+            explain(r.clone(), 1).await,
+            Some(AppendError::Conflict { .. })
+        ));
+        r.reservations = vec![ReservationChange::Claim {
+            key: format!("email#{s}"),
+            owner: "someone-else".into(),
+        }];
+        assert!(matches!(
+            explain(r.clone(), 2).await,
+            Some(AppendError::ReservationTaken { .. })
+        ));
+        r.reservations = vec![ReservationChange::Release {
+            key: format!("email#nobody-{s}"),
+            owner: s.clone(),
+        }];
+        assert!(matches!(
+            explain(r.clone(), 2).await,
+            Some(AppendError::ReservationTaken { .. })
+        ));
+        // Nothing explains it: worth another try.
+        r.reservations = vec![ReservationChange::Claim {
+            key: format!("email#{s}"),
+            owner: s.clone(),
+        }];
+        assert_eq!(explain(r, 2).await, None);
+    }
+}

@@ -1,0 +1,120 @@
+//! Creating the `events` table exactly as the SAM template declares it: for
+//! tests against moto and for a future admin CLI.
+
+use super::items::{EXPIRES_AT, PK, SK};
+use aws_sdk_dynamodb::client::Waiters;
+use aws_sdk_dynamodb::error::DisplayErrorContext;
+use aws_sdk_dynamodb::operation::create_table::CreateTableError;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    StreamSpecification, StreamViewType, TimeToLiveSpecification,
+};
+use aws_sdk_dynamodb::Client;
+use std::time::Duration;
+
+/// How long [`create_events_table`] waits for the table to become ACTIVE.
+const ACTIVE_WAIT: Duration = Duration::from_secs(120);
+
+/// The table could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    #[error("table {0} already exists")]
+    AlreadyExists(String),
+    #[error("invalid table definition: {0}")]
+    Definition(String),
+    #[error("creating table {table}: {message}")]
+    Create { table: String, message: String },
+    #[error("waiting for table {table} to become active: {message}")]
+    NotActive { table: String, message: String },
+    #[error("enabling TTL on {table}: {message}")]
+    TimeToLive { table: String, message: String },
+}
+
+fn definition(e: aws_sdk_dynamodb::error::BuildError) -> TableError {
+    TableError::Definition(e.to_string())
+}
+
+/// Creates the events table: `pk` (S) HASH, `sk` (N) RANGE, on-demand
+/// billing, a NEW_IMAGE stream (the outbox), and TTL on `expires_at` (command
+/// receipts expire). Waits until the table is ACTIVE before enabling TTL.
+pub async fn create_events_table(client: &Client, table: &str) -> Result<(), TableError> {
+    let created = client
+        .create_table()
+        .table_name(table)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name(PK)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .map_err(definition)?,
+        )
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name(SK)
+                .attribute_type(ScalarAttributeType::N)
+                .build()
+                .map_err(definition)?,
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name(PK)
+                .key_type(KeyType::Hash)
+                .build()
+                .map_err(definition)?,
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name(SK)
+                .key_type(KeyType::Range)
+                .build()
+                .map_err(definition)?,
+        )
+        .billing_mode(BillingMode::PayPerRequest)
+        .stream_specification(
+            StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(StreamViewType::NewImage)
+                .build()
+                .map_err(definition)?,
+        )
+        .send()
+        .await;
+    if let Err(e) = created {
+        if let Some(CreateTableError::ResourceInUseException(_)) = e.as_service_error() {
+            return Err(TableError::AlreadyExists(table.to_string()));
+        }
+        return Err(TableError::Create {
+            table: table.to_string(),
+            message: DisplayErrorContext(&e).to_string(),
+        });
+    }
+
+    let not_active = |message: String| TableError::NotActive {
+        table: table.to_string(),
+        message,
+    };
+    client
+        .wait_until_table_exists()
+        .table_name(table)
+        .wait(ACTIVE_WAIT)
+        .await
+        .map_err(|e| not_active(DisplayErrorContext(&e).to_string()))?;
+
+    client
+        .update_time_to_live()
+        .table_name(table)
+        .time_to_live_specification(
+            TimeToLiveSpecification::builder()
+                .enabled(true)
+                .attribute_name(EXPIRES_AT)
+                .build()
+                .map_err(definition)?,
+        )
+        .send()
+        .await
+        .map_err(|e| TableError::TimeToLive {
+            table: table.to_string(),
+            message: DisplayErrorContext(&e).to_string(),
+        })?;
+    Ok(())
+}
