@@ -275,6 +275,15 @@ async fn idempotency_key_applies_once_and_replays_the_first_answer() {
     assert_eq!(api.event_count().await, count + 1);
 }
 
+/// method, path, body, expected status, expected `field`.
+type BadRequest = (
+    &'static str,
+    String,
+    Option<String>,
+    u16,
+    Option<&'static str>,
+);
+
 /// Each bad request gets its status and a problem naming the field, and
 /// writes nothing.
 #[tokio::test]
@@ -297,7 +306,7 @@ async fn bad_input_is_refused_with_a_problem_and_writes_nothing() {
         r#"{{"email":"big@example.com","pad":"{}"}}"#,
         "x".repeat(70 * 1024)
     );
-    let cases: Vec<(&str, String, Option<String>, u16, Option<&str>)> = vec![
+    let cases: Vec<BadRequest> = vec![
         ("POST", "/customers".into(), Some("{not json".into()), 400, None),
         ("POST", "/customers".into(), Some(String::new()), 400, None),
         ("POST", "/customers".into(), Some(r#"{"email":"a@b.co"} x"#.into()), 400, None),

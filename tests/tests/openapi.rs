@@ -30,8 +30,14 @@ fn operations(doc: &Yaml) -> Vec<(String, String, Yaml)> {
 #[test]
 fn documents_exactly_the_routes_the_router_serves() {
     let doc = document();
-    let documented: BTreeSet<(String, String)> = operations(&doc).into_iter().map(|(m, p, _)| (m, p)).collect();
-    let served: BTreeSet<(String, String)> = crm_api::ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+    let documented: BTreeSet<(String, String)> = operations(&doc)
+        .into_iter()
+        .map(|(m, p, _)| (m, p))
+        .collect();
+    let served: BTreeSet<(String, String)> = crm_api::ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
     assert_eq!(documented, served);
 }
 
@@ -42,19 +48,39 @@ async fn every_operation_answers_with_a_documented_status() {
         // A fresh API and customer per operation, so one operation's example
         // does not change what the next one finds.
         let api = TestApi::new();
-        let created = api.call("POST", "/customers", Some(&registration("openapi@example.com"))).await;
+        let created = api
+            .call(
+                "POST",
+                "/customers",
+                Some(&registration("openapi@example.com")),
+            )
+            .await;
         let id = created.body["id"].as_str().expect("id").to_string();
-        let url = path.replace("{id}", &id).replace("{purpose}", "marketing").replace("{channel}", "email");
+        let url = path
+            .replace("{id}", &id)
+            .replace("{purpose}", "marketing")
+            .replace("{channel}", "email");
         let mut example = op["requestBody"]["content"]["application/json"]["example"].clone();
         // Operations whose example needs the customer in a given state first.
         match op["operationId"].as_str() {
             Some("verifyEmail") => {
-                let events = api.call("GET", &format!("/customers/{id}/events"), None).await;
-                let token = events.body["items"][3]["data"]["token"].as_str().expect("token").to_string();
+                let events = api
+                    .call("GET", &format!("/customers/{id}/events"), None)
+                    .await;
+                let token = events.body["items"][3]["data"]["token"]
+                    .as_str()
+                    .expect("token")
+                    .to_string();
                 example["token"] = Yaml::String(token);
             }
             Some("reactivateCustomer") => {
-                let off = api.call("POST", &format!("/customers/{id}/deactivate"), Some(r#"{"reason":"other"}"#)).await;
+                let off = api
+                    .call(
+                        "POST",
+                        &format!("/customers/{id}/deactivate"),
+                        Some(r#"{"reason":"other"}"#),
+                    )
+                    .await;
                 assert_eq!(off.status, 200);
             }
             _ => {}
@@ -68,10 +94,17 @@ async fn every_operation_answers_with_a_documented_status() {
             "{method} {path} answered {status}, not documented: {:?}",
             answer.body
         );
-        assert!(answer.status.is_success(), "{method} {path}: the example should succeed, got {status} {:?}", answer.body);
+        assert!(
+            answer.status.is_success(),
+            "{method} {path}: the example should succeed, got {status} {:?}",
+            answer.body
+        );
         // Unauthenticated calls get the documented 401.
         let denied = api.call_with(&method, &url, body.as_deref(), &[]).await;
         assert_eq!(denied.status, 401, "{method} {path}");
-        assert!(responses.contains_key(Yaml::String("401".into())), "{method} {path} documents 401");
+        assert!(
+            responses.contains_key(Yaml::String("401".into())),
+            "{method} {path} documents 401"
+        );
     }
 }

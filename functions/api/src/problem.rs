@@ -9,9 +9,10 @@ use serde::Serialize;
 /// An `application/problem+json` answer. `field` names the offending input.
 #[derive(Debug, Clone, Serialize)]
 pub struct Problem {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub title: String,
+    /// The problem type's slug; serialised as a URI under `https://crm.dev/problems/`.
+    #[serde(rename = "type", serialize_with = "problem_uri")]
+    pub kind: &'static str,
+    pub title: &'static str,
     pub status: u16,
     pub detail: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -21,10 +22,15 @@ pub struct Problem {
 }
 
 impl Problem {
-    pub fn new(status: StatusCode, slug: &str, title: &str, detail: impl Into<String>) -> Self {
+    pub fn new(
+        status: StatusCode,
+        slug: &'static str,
+        title: &'static str,
+        detail: impl Into<String>,
+    ) -> Self {
         Problem {
-            kind: format!("https://crm.dev/problems/{slug}"),
-            title: title.to_string(),
+            kind: slug,
+            title,
             status: status.as_u16(),
             detail: detail.into(),
             field: None,
@@ -89,6 +95,10 @@ impl Problem {
             .push((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
         p
     }
+}
+
+fn problem_uri<S: serde::Serializer>(slug: &&'static str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("https://crm.dev/problems/{slug}"))
 }
 
 impl IntoResponse for Problem {

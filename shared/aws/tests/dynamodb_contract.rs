@@ -3,7 +3,7 @@
 //! starts one and sets it). Every test gets a table of its own, so they run in
 //! parallel.
 //!
-//! Run moto through `shared/aws/scripts/moto_server.py` (same flags as
+//! Run moto through `scripts/moto_server.py` (same flags as
 //! `moto_server`): stock `moto_server` handles requests on many threads with
 //! no lock, and a failing TransactWriteItems can then undo another request's
 //! acknowledged write, which breaks `sixteen_concurrent_writers`.
@@ -26,7 +26,7 @@ async fn client() -> Client {
         Ok(e) if !e.is_empty() => e,
         _ => panic!(
             "AWS_ENDPOINT_URL is not set: these are AWS wire tests and need a DynamoDB \
-             endpoint (start `python shared/aws/scripts/moto_server.py -H 127.0.0.1 -p 5055` \
+             endpoint (start `python scripts/moto_server.py -H 127.0.0.1 -p 5055` \
              with moto[server] 5.2 installed, and set AWS_ENDPOINT_URL=http://127.0.0.1:5055)"
         ),
     };

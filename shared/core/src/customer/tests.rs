@@ -96,10 +96,12 @@ fn registering_emits_registration_consents_and_verification_in_order() {
     );
 }
 
+type Mutation = Box<dyn Fn(&mut RegisterCustomer)>;
+
 #[test]
 fn registration_rejects_each_bad_field_by_name() {
     let s = CustomerScenario::given_no_customer();
-    let cases: Vec<(&str, Box<dyn Fn(&mut RegisterCustomer)>)> = vec![
+    let cases: Vec<(&str, Mutation)> = vec![
         ("email", Box::new(|r| r.email = "not-an-email".into())),
         ("email", Box::new(|r| r.email = "ada@localhost".into())),
         ("first_name", Box::new(|r| r.first_name = "  ".into())),

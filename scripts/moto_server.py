@@ -3,7 +3,7 @@
 Usage (instead of `moto_server -H HOST -p PORT`), with moto[server] 5.x
 installed in the interpreter that runs it:
 
-    python shared/aws/scripts/moto_server.py -H 127.0.0.1 -p 5055
+    python scripts/moto_server.py -H 127.0.0.1 -p 5055
 
 Why: `moto_server` serves requests on many threads without a lock around its
 backends. Its TransactWriteItems deep-copies the table first and, when a
