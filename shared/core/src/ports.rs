@@ -166,3 +166,46 @@ pub trait EventStore: Send + Sync {
 /// The most events one atomic write may hold (DynamoDB's transaction limit,
 /// less room for reservations and a receipt).
 pub const MAX_EVENTS_PER_APPEND: usize = 90;
+
+/// What the bus said about one entry of a `put`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PublishOutcome {
+    Published,
+    /// This entry was refused (throttled, internal error, ...); the others may have gone.
+    Failed { code: String, message: String },
+}
+
+/// The bus could not be reached at all.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum BusError {
+    #[error("event bus unavailable: {0}")]
+    Unavailable(String),
+    #[error("event bus refused the request: {0}")]
+    Refused(String),
+}
+
+/// An event bus (EventBridge on AWS, the in-process bus locally).
+#[async_trait]
+pub trait EventBus: Send + Sync {
+    /// Publishes up to [`crate::bus::MAX_ENTRIES_PER_PUT`] entries; one outcome per
+    /// entry, in order.
+    async fn put(&self, entries: &[crate::bus::BusEntry]) -> Result<Vec<PublishOutcome>, BusError>;
+}
+
+/// Something that could not be processed, parked with its reason so nothing is lost.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// Who gave up on it: `relay`, `projector`, `consent`, ...
+    pub consumer: String,
+    pub reason: String,
+    /// The event or payload, as received.
+    pub payload: serde_json::Value,
+    pub failed_at: DateTime<Utc>,
+    pub attempts: u32,
+}
+
+/// Where dead letters go (an SQS queue on AWS, a SQLite table locally).
+#[async_trait]
+pub trait DeadLetterQueue: Send + Sync {
+    async fn park(&self, letter: DeadLetter) -> Result<(), StoreError>;
+}
