@@ -13,6 +13,8 @@ pub mod ports;
 pub mod preferences;
 
 #[cfg(feature = "contract")]
+pub mod read_model_contract;
+#[cfg(feature = "contract")]
 pub mod store_contract;
 
 #[cfg(any(test, feature = "contract"))]

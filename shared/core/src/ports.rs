@@ -172,7 +172,10 @@ pub const MAX_EVENTS_PER_APPEND: usize = 90;
 pub enum PublishOutcome {
     Published,
     /// This entry was refused (throttled, internal error, ...); the others may have gone.
-    Failed { code: String, message: String },
+    Failed {
+        code: String,
+        message: String,
+    },
 }
 
 /// The bus could not be reached at all.
@@ -208,4 +211,78 @@ pub struct DeadLetter {
 #[async_trait]
 pub trait DeadLetterQueue: Send + Sync {
     async fn park(&self, letter: DeadLetter) -> Result<(), StoreError>;
+}
+
+/// One change to a read model: documents live under (partition, sort) within
+/// a consumer's own namespace.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReadOp {
+    Put {
+        partition: String,
+        sort: String,
+        body: serde_json::Value,
+    },
+    Delete {
+        partition: String,
+        sort: String,
+    },
+}
+
+/// Why a read-model commit did not happen. Nothing was written.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum CommitError {
+    /// The consumer's checkpoint for the stream moved: another delivery won.
+    #[error("checkpoint of {consumer} on {stream_id} is no longer {expected}")]
+    Conflict {
+        consumer: String,
+        stream_id: String,
+        expected: u64,
+    },
+    #[error("commit too large: {0}")]
+    TooLarge(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The most operations one read-model commit may carry (DynamoDB's
+/// transaction limit less the checkpoint item).
+pub const MAX_OPS_PER_COMMIT: usize = 99;
+
+/// Read models (projections): documents plus a checkpoint per
+/// (consumer, stream), the checkpoint always written in the same atomic write
+/// as the documents (ARCHITECTURE.md §6).
+#[async_trait]
+pub trait ReadModelStore: Send + Sync {
+    /// The last version of `stream_id` that `consumer` applied (0: none).
+    async fn checkpoint(&self, consumer: &str, stream_id: &str) -> Result<u64, StoreError>;
+
+    /// Applies `ops` and moves the checkpoint from `expected` to `new`, atomically;
+    /// `CommitError::Conflict` if the checkpoint is not `expected`.
+    async fn commit(
+        &self,
+        consumer: &str,
+        stream_id: &str,
+        expected: u64,
+        new: u64,
+        ops: Vec<ReadOp>,
+    ) -> Result<(), CommitError>;
+
+    /// One document, strongly consistent.
+    async fn get(
+        &self,
+        consumer: &str,
+        partition: &str,
+        sort: &str,
+    ) -> Result<Option<serde_json::Value>, StoreError>;
+
+    /// Documents of one partition whose sort key starts with `prefix`, in sort
+    /// order, after `after` (exclusive), at most `limit`.
+    async fn list(
+        &self,
+        consumer: &str,
+        partition: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, serde_json::Value)>, StoreError>;
 }

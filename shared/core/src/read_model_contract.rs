@@ -1,0 +1,268 @@
+//! The read-model contract: one suite, run against every `ReadModelStore`
+//! adapter (SQLite in crm-local, DynamoDB in crm-aws), through
+//! [`read_model_contract!`](crate::read_model_contract).
+
+use crate::ports::*;
+use serde_json::json;
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// Generates one `#[tokio::test]` per case. `$make` names an async fn in the
+/// calling module returning a fresh `Arc<dyn ReadModelStore>`.
+#[macro_export]
+macro_rules! read_model_contract {
+    ($make:ident) => {
+        mod read_model_contract {
+            use $crate::read_model_contract as contract;
+            $crate::read_model_contract!(@cases $make;
+                commit_get_and_list, stale_checkpoint_conflicts_and_writes_nothing, delete_removes_a_document,
+                consumers_are_isolated, concurrent_commits_keep_every_step, oversized_commit_is_refused);
+        }
+    };
+    (@cases $make:ident; $($case:ident),*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $case() {
+                contract::$case(super::$make().await).await;
+            }
+        )*
+    };
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", Uuid::now_v7().simple())
+}
+
+fn put(partition: &str, sort: &str, body: serde_json::Value) -> ReadOp {
+    ReadOp::Put {
+        partition: partition.into(),
+        sort: sort.into(),
+        body,
+    }
+}
+
+pub async fn commit_get_and_list(store: Arc<dyn ReadModelStore>) {
+    let stream = unique("customer");
+    let p = unique("c");
+    assert_eq!(
+        store
+            .checkpoint("timeline", &stream)
+            .await
+            .expect("checkpoint"),
+        0
+    );
+    let ops = vec![
+        put(&p, "t#0000000002", json!({"n": 2})),
+        put(
+            &p,
+            "t#0000000001",
+            json!({"n": 1, "text": "grüße", "nested": {"a": [1, null, true]}}),
+        ),
+        put(&p, "t#0000000003", json!({"n": 3})),
+        put(&p, "profile", json!({"name": "Ada"})),
+    ];
+    store
+        .commit("timeline", &stream, 0, 3, ops)
+        .await
+        .expect("commit");
+    assert_eq!(
+        store
+            .checkpoint("timeline", &stream)
+            .await
+            .expect("checkpoint"),
+        3
+    );
+    assert_eq!(
+        store
+            .get("timeline", &p, "t#0000000001")
+            .await
+            .expect("get"),
+        Some(json!({"n": 1, "text": "grüße", "nested": {"a": [1, null, true]}}))
+    );
+    assert_eq!(
+        store.get("timeline", &p, "missing").await.expect("get"),
+        None
+    );
+    let all = store
+        .list("timeline", &p, "t#", None, 100)
+        .await
+        .expect("list");
+    let sorts: Vec<&str> = all.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(
+        sorts,
+        ["t#0000000001", "t#0000000002", "t#0000000003"],
+        "prefix, in sort order"
+    );
+    let page = store
+        .list("timeline", &p, "t#", Some("t#0000000001"), 1)
+        .await
+        .expect("list");
+    assert_eq!(page, vec![("t#0000000002".to_string(), json!({"n": 2}))]);
+}
+
+pub async fn stale_checkpoint_conflicts_and_writes_nothing(store: Arc<dyn ReadModelStore>) {
+    let stream = unique("customer");
+    let p = unique("c");
+    store
+        .commit(
+            "c360",
+            &stream,
+            0,
+            1,
+            vec![put(&p, "profile", json!({"v": 1}))],
+        )
+        .await
+        .expect("first");
+    let err = store
+        .commit(
+            "c360",
+            &stream,
+            0,
+            2,
+            vec![
+                put(&p, "profile", json!({"v": 2})),
+                put(&p, "other", json!({})),
+            ],
+        )
+        .await
+        .expect_err("stale expected checkpoint");
+    assert!(matches!(err, CommitError::Conflict { .. }), "{err:?}");
+    assert_eq!(
+        store.get("c360", &p, "profile").await.expect("get"),
+        Some(json!({"v": 1}))
+    );
+    assert_eq!(store.get("c360", &p, "other").await.expect("get"), None);
+    assert_eq!(
+        store.checkpoint("c360", &stream).await.expect("checkpoint"),
+        1
+    );
+    // A commit with no documents still moves the checkpoint.
+    store
+        .commit("c360", &stream, 1, 2, Vec::new())
+        .await
+        .expect("empty commit");
+    assert_eq!(
+        store.checkpoint("c360", &stream).await.expect("checkpoint"),
+        2
+    );
+}
+
+pub async fn delete_removes_a_document(store: Arc<dyn ReadModelStore>) {
+    let stream = unique("customer");
+    let p = unique("email");
+    store
+        .commit(
+            "index",
+            &stream,
+            0,
+            1,
+            vec![put(&p, "c-1", json!({"id": "c-1"}))],
+        )
+        .await
+        .expect("put");
+    let del = ReadOp::Delete {
+        partition: p.clone(),
+        sort: "c-1".into(),
+    };
+    store
+        .commit("index", &stream, 1, 2, vec![del])
+        .await
+        .expect("delete");
+    assert_eq!(store.get("index", &p, "c-1").await.expect("get"), None);
+    assert!(store
+        .list("index", &p, "", None, 10)
+        .await
+        .expect("list")
+        .is_empty());
+}
+
+pub async fn consumers_are_isolated(store: Arc<dyn ReadModelStore>) {
+    let stream = unique("customer");
+    let p = unique("c");
+    store
+        .commit("a", &stream, 0, 5, vec![put(&p, "doc", json!("a"))])
+        .await
+        .expect("a");
+    assert_eq!(store.checkpoint("b", &stream).await.expect("checkpoint"), 0);
+    assert_eq!(store.get("b", &p, "doc").await.expect("get"), None);
+    store
+        .commit("b", &stream, 0, 1, vec![put(&p, "doc", json!("b"))])
+        .await
+        .expect("b");
+    assert_eq!(
+        store.get("a", &p, "doc").await.expect("get"),
+        Some(json!("a"))
+    );
+}
+
+pub async fn concurrent_commits_keep_every_step(store: Arc<dyn ReadModelStore>) {
+    const TASKS: u64 = 8;
+    const EACH: u64 = 3;
+    let stream = unique("customer");
+    let p = unique("c");
+    let mut handles = Vec::new();
+    for t in 0..TASKS {
+        let store = store.clone();
+        let stream = stream.clone();
+        let p = p.clone();
+        handles.push(tokio::spawn(async move {
+            for i in 0..EACH {
+                let mut attempts = 0;
+                loop {
+                    let cp = store.checkpoint("race", &stream).await.expect("checkpoint");
+                    let doc = put(
+                        &p,
+                        &format!("step#{:04}", cp + 1),
+                        json!({ "by": t, "i": i }),
+                    );
+                    match store.commit("race", &stream, cp, cp + 1, vec![doc]).await {
+                        Ok(()) => break,
+                        Err(CommitError::Conflict { .. }) => {
+                            attempts += 1;
+                            assert!(attempts < 10_000, "task {t} starved");
+                        }
+                        Err(e) => panic!("task {t}: {e:?}"),
+                    }
+                }
+            }
+        }));
+    }
+    for h in handles {
+        h.await.expect("task");
+    }
+    assert_eq!(
+        store.checkpoint("race", &stream).await.expect("checkpoint"),
+        TASKS * EACH
+    );
+    let steps = store
+        .list("race", &p, "step#", None, 1000)
+        .await
+        .expect("list");
+    assert_eq!(
+        steps.len() as u64,
+        TASKS * EACH,
+        "one document per accepted step, none overwritten"
+    );
+}
+
+pub async fn oversized_commit_is_refused(store: Arc<dyn ReadModelStore>) {
+    let stream = unique("customer");
+    let p = unique("c");
+    let ops: Vec<ReadOp> = (0..=MAX_OPS_PER_COMMIT)
+        .map(|i| put(&p, &format!("d{i:04}"), json!(i)))
+        .collect();
+    let err = store
+        .commit("big", &stream, 0, 1, ops)
+        .await
+        .expect_err("too many ops");
+    assert!(matches!(err, CommitError::TooLarge(_)), "{err:?}");
+    assert_eq!(
+        store.checkpoint("big", &stream).await.expect("checkpoint"),
+        0
+    );
+    assert!(store
+        .list("big", &p, "", None, 1000)
+        .await
+        .expect("list")
+        .is_empty());
+}
