@@ -1,13 +1,13 @@
 //! The event store over SQLite (bundled, WAL): the local runtime's adapter of
 //! `crm_core::ports::EventStore`.
 
+use crate::db::{failed, sql, Db};
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use crm_core::event::EventEnvelope;
 use crm_core::ports::*;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use uuid::Uuid;
 
 const SCHEMA: &str = "
@@ -46,23 +46,10 @@ CREATE TABLE IF NOT EXISTS snapshots (
 );
 ";
 
-/// SQLite-backed event store. One connection, used from blocking threads.
+/// SQLite-backed event store.
 #[derive(Clone)]
 pub struct SqliteEventStore {
-    conn: Arc<Mutex<Connection>>,
-}
-
-fn failed(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Failed(e.to_string())
-}
-
-fn sql(e: rusqlite::Error) -> StoreError {
-    match e.sqlite_error_code() {
-        Some(rusqlite::ErrorCode::DatabaseBusy) | Some(rusqlite::ErrorCode::DatabaseLocked) => {
-            StoreError::Unavailable(e.to_string())
-        }
-        _ => StoreError::Failed(e.to_string()),
-    }
+    db: Db,
 }
 
 fn time(t: &DateTime<Utc>) -> String {
@@ -72,36 +59,9 @@ fn time(t: &DateTime<Utc>) -> String {
 impl SqliteEventStore {
     /// Opens (creating if needed) the database file at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| failed(format!("{}: {e}", dir.display())))?;
-        }
-        let conn = Connection::open(path).map_err(sql)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(sql)?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(sql)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(sql)?;
-        conn.execute_batch(SCHEMA).map_err(sql)?;
         Ok(SqliteEventStore {
-            conn: Arc::new(Mutex::new(conn)),
+            db: Db::open(path, SCHEMA)?,
         })
-    }
-
-    async fn with<T, F>(&self, f: F) -> Result<T, AppendError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T, AppendError> + Send + 'static,
-    {
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut guard = conn
-                .lock()
-                .map_err(|_| failed("connection mutex poisoned"))?;
-            f(&mut guard)
-        })
-        .await
-        .map_err(|e| AppendError::Store(failed(e)))?
     }
 
     async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -109,12 +69,7 @@ impl SqliteEventStore {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        self.with(move |c| f(c).map_err(AppendError::Store))
-            .await
-            .map_err(|e| match e {
-                AppendError::Store(s) => s,
-                other => failed(other),
-            })
+        self.db.run(f).await
     }
 }
 
@@ -379,7 +334,7 @@ impl EventStore for SqliteEventStore {
     }
 
     async fn append(&self, request: AppendRequest) -> Result<Appended, AppendError> {
-        self.with(move |conn| append_in(conn, request)).await
+        self.db.run(move |conn| append_in(conn, request)).await
     }
 
     async fn receipt(&self, key: &str) -> Result<Option<CommandReceipt>, StoreError> {
