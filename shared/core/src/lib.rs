@@ -6,11 +6,13 @@
 pub mod bus;
 pub mod clock;
 pub mod consent;
+pub mod consumer;
 pub mod customer;
 pub mod event;
 pub mod idempotency;
 pub mod ports;
 pub mod preferences;
+pub mod relay;
 
 #[cfg(feature = "contract")]
 pub mod read_model_contract;

@@ -6,6 +6,7 @@ mod commands;
 mod events;
 mod service;
 mod validate;
+pub mod views;
 
 pub use aggregate::{
     decide, evolve, fold, reservations_for, Customer, CustomerStatus, DecisionInput,

@@ -83,3 +83,5 @@ pub struct ActiveConsent {
     pub method: ConsentMethod,
     pub granted_at: DateTime<Utc>,
 }
+
+pub mod ledger;

@@ -1,0 +1,202 @@
+//! Consumers: at-least-once in, exactly-once effect out (ARCHITECTURE.md §6).
+//!
+//! A [`Projection`] turns one event into read-model operations. A [`Consumer`]
+//! delivers events to it so that duplicates are skipped, a gap is filled from
+//! the event store in order, and the checkpoint of (consumer, stream) moves
+//! in the same atomic write as the documents.
+
+use crate::event::{EventCodecError, EventEnvelope};
+use crate::ports::{CommitError, EventStore, ReadModelStore, ReadOp, StoreError};
+use async_trait::async_trait;
+use std::sync::Arc;
+
+#[cfg(test)]
+mod tests;
+
+/// Why a projection could not use an event: not worth retrying.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProjectionError {
+    #[error(transparent)]
+    Codec(#[from] EventCodecError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A read model built from events.
+#[async_trait]
+pub trait Projection: Send + Sync {
+    /// The consumer's name: its checkpoint and document namespace.
+    fn name(&self) -> &'static str;
+
+    /// Whether events of this type change the read model (others only move
+    /// the checkpoint).
+    fn handles(&self, event_type: &str) -> bool;
+
+    /// The operations one event causes, given the read model as it stands.
+    async fn project(
+        &self,
+        event: &EventEnvelope,
+        docs: &dyn ReadModelStore,
+    ) -> Result<Vec<ReadOp>, ProjectionError>;
+}
+
+/// What one delivery did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// Versions `from..=to` of the stream were applied (more than one when a gap was filled).
+    Applied { from: u64, to: u64 },
+    /// Already applied before: skipped.
+    Duplicate,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConsumeError {
+    /// The event cannot be used: dead-letter it.
+    #[error("{consumer}: {source}")]
+    Poison {
+        consumer: &'static str,
+        source: ProjectionError,
+    },
+    /// The stores failed or kept conflicting: retry later.
+    #[error("{consumer}: {message}")]
+    Retryable {
+        consumer: &'static str,
+        message: String,
+    },
+}
+
+impl ConsumeError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ConsumeError::Retryable { .. })
+    }
+}
+
+/// Delivers events to one projection with exactly-once effect.
+#[derive(Clone)]
+pub struct Consumer {
+    projection: Arc<dyn Projection>,
+    events: Arc<dyn EventStore>,
+    docs: Arc<dyn ReadModelStore>,
+    max_attempts: u32,
+}
+
+impl Consumer {
+    pub fn new(
+        projection: Arc<dyn Projection>,
+        events: Arc<dyn EventStore>,
+        docs: Arc<dyn ReadModelStore>,
+    ) -> Self {
+        Consumer {
+            projection,
+            events,
+            docs,
+            max_attempts: 16,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.projection.name()
+    }
+
+    fn retryable(&self, message: impl ToString) -> ConsumeError {
+        ConsumeError::Retryable {
+            consumer: self.name(),
+            message: message.to_string(),
+        }
+    }
+
+    /// Delivers one event (in any order, any number of times).
+    pub async fn deliver(&self, event: &EventEnvelope) -> Result<Delivery, ConsumeError> {
+        let stream = event.stream_id.as_str();
+        for _ in 0..self.max_attempts {
+            let checkpoint = self
+                .docs
+                .checkpoint(self.name(), stream)
+                .await
+                .map_err(|e| self.retryable(e))?;
+            if event.version <= checkpoint {
+                return Ok(Delivery::Duplicate);
+            }
+            // The events between the checkpoint and this one, read from the
+            // store so order per stream holds however the bus delivered.
+            let pending = if event.version == checkpoint + 1 {
+                vec![event.clone()]
+            } else {
+                let missing = (event.version - checkpoint) as usize;
+                let read = self
+                    .events
+                    .read_stream(stream, checkpoint, missing)
+                    .await
+                    .map_err(|e| self.retryable(e))?;
+                if read.len() != missing || read.last().map(|e| e.version) != Some(event.version) {
+                    return Err(self.retryable(format!(
+                        "gap on {stream}: needed versions {}..={}, the store returned {}",
+                        checkpoint + 1,
+                        event.version,
+                        read.len()
+                    )));
+                }
+                read
+            };
+            match self.apply_in_order(stream, checkpoint, &pending).await {
+                Ok(()) => {
+                    return Ok(Delivery::Applied {
+                        from: checkpoint + 1,
+                        to: event.version,
+                    })
+                }
+                // Another delivery moved the checkpoint: look again.
+                Err(ApplyError::Conflict) => continue,
+                Err(ApplyError::Failed(e)) => return Err(e),
+            }
+        }
+        Err(self.retryable(format!("{stream}: checkpoint kept moving")))
+    }
+
+    async fn apply_in_order(
+        &self,
+        stream: &str,
+        mut checkpoint: u64,
+        events: &[EventEnvelope],
+    ) -> Result<(), ApplyError> {
+        for event in events {
+            let ops = if self.projection.handles(&event.event_type) {
+                self.projection
+                    .project(event, self.docs.as_ref())
+                    .await
+                    .map_err(|source| match source {
+                        ProjectionError::Store(e) => ApplyError::Failed(self.retryable(e)),
+                        source => ApplyError::Failed(ConsumeError::Poison {
+                            consumer: self.name(),
+                            source,
+                        }),
+                    })?
+            } else {
+                Vec::new()
+            };
+            match self
+                .docs
+                .commit(self.name(), stream, checkpoint, event.version, ops)
+                .await
+            {
+                Ok(()) => checkpoint = event.version,
+                Err(CommitError::Conflict { .. }) => return Err(ApplyError::Conflict),
+                Err(CommitError::TooLarge(reason)) => {
+                    return Err(ApplyError::Failed(ConsumeError::Poison {
+                        consumer: self.name(),
+                        source: ProjectionError::Invalid(reason),
+                    }))
+                }
+                Err(CommitError::Store(e)) => return Err(ApplyError::Failed(self.retryable(e))),
+            }
+        }
+        Ok(())
+    }
+}
+
+enum ApplyError {
+    Conflict,
+    Failed(ConsumeError),
+}

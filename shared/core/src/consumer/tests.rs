@@ -1,0 +1,354 @@
+//! The consumers' exactly-once-effect property: histories for 50 customers,
+//! every event delivered 1 to 3 times in random order, give the same read
+//! models as in-order single delivery, for every projection.
+
+use super::*;
+use crate::clock::SystemClock;
+use crate::consent::ledger::{self, ConsentLedgerProjection};
+use crate::consent::{Channel, ConsentMethod, Purpose};
+use crate::customer::views::{
+    self, CustomerProfileProjection, EmailIndexProjection, TimelineProjection,
+};
+use crate::customer::*;
+use crate::event::{Actor, CommandMeta};
+use crate::preferences::{EmailFrequency, Preferences};
+use crate::testing::{InMemoryEventStore, InMemoryReadModels};
+
+/// A small deterministic generator (xorshift64*), so failures reproduce.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len() as u64) as usize]
+    }
+}
+
+fn respond(c: &Customer, _: &[EventEnvelope]) -> (u16, serde_json::Value) {
+    (200, serde_json::json!({ "id": c.id }))
+}
+
+fn registration(n: usize, rng: &mut Rng) -> RegisterCustomer {
+    RegisterCustomer {
+        email: format!("customer{n}@example.com"),
+        first_name: format!("First{n}"),
+        last_name: format!("Last{n}"),
+        phone: (rng.below(2) == 0).then(|| format!("+4915{:08}", n)),
+        source: RegistrationSource::Web,
+        marketing_consent: MarketingConsentChoice {
+            email: rng.below(2) == 0,
+            sms: false,
+            push: rng.below(2) == 0,
+        },
+        terms_accepted: true,
+        ip: "192.0.2.1".into(),
+        user_agent: "property-test".into(),
+        timezone: Some("Europe/Berlin".into()),
+        locale: None,
+    }
+}
+
+fn random_command(n: usize, step: usize, rng: &mut Rng, token: Option<String>) -> CustomerCommand {
+    let purposes = [Purpose::Marketing, Purpose::Analytics];
+    let channels = [Channel::Email, Channel::Sms, Channel::Push];
+    match rng.below(9) {
+        0 => CustomerCommand::VerifyEmail(VerifyEmail {
+            token: token.unwrap_or_default(),
+        }),
+        1 => CustomerCommand::UpdateProfile(UpdateProfile {
+            first_name: Some(format!("Name{}", rng.below(4))),
+            phone: Some(Some(format!("+4916{:08}", rng.below(3)))),
+            ..Default::default()
+        }),
+        2 => CustomerCommand::UpdatePreferences(Preferences {
+            email_frequency: rng.pick(&[
+                EmailFrequency::Daily,
+                EmailFrequency::Weekly,
+                EmailFrequency::Never,
+            ]),
+            ..Preferences::default()
+        }),
+        3 | 4 => CustomerCommand::GrantConsent(GrantConsent {
+            purpose: rng.pick(&purposes),
+            channel: rng.pick(&channels),
+            method: ConsentMethod::PreferenceCentre,
+            ip: Some("198.51.100.9".into()),
+            user_agent: None,
+        }),
+        5 => CustomerCommand::RevokeConsent(RevokeConsent {
+            purpose: rng.pick(&purposes),
+            channel: rng.pick(&channels),
+            reason: "test".into(),
+        }),
+        6 => CustomerCommand::ChangeEmail(ChangeEmail {
+            new_email: format!("customer{n}.{step}@example.org"),
+        }),
+        7 => CustomerCommand::Deactivate(DeactivateCustomer {
+            reason: DeactivationReason::Other,
+            notes: None,
+        }),
+        _ => CustomerCommand::Reactivate,
+    }
+}
+
+/// Runs real commands through the service; refused ones simply add nothing.
+async fn histories(customers: usize, rng: &mut Rng) -> Arc<InMemoryEventStore> {
+    let store = Arc::new(InMemoryEventStore::default());
+    let service = CustomerService::new(store.clone(), Arc::new(SystemClock));
+    let meta = CommandMeta::new(Actor::api("property"));
+    for n in 0..customers {
+        let id = format!("00000000-0000-7000-8000-{n:012}");
+        let reg = CustomerCommand::Register(registration(n, rng));
+        service
+            .execute(&id, &reg, &meta, None, &respond)
+            .await
+            .expect("register");
+        for step in 0..(3 + rng.below(10) as usize) {
+            let token = service
+                .load(&id)
+                .await
+                .expect("load")
+                .and_then(|c| c.pending_verification_token);
+            let cmd = random_command(n, step, rng, token);
+            let _ = service.execute(&id, &cmd, &meta, None, &respond).await;
+        }
+    }
+    store
+}
+
+fn consumers(events: Arc<dyn EventStore>, docs: Arc<dyn ReadModelStore>) -> Vec<Consumer> {
+    let projections: Vec<Arc<dyn Projection>> = vec![
+        Arc::new(CustomerProfileProjection),
+        Arc::new(TimelineProjection),
+        Arc::new(EmailIndexProjection),
+        Arc::new(ConsentLedgerProjection),
+    ];
+    projections
+        .into_iter()
+        .map(|p| Consumer::new(p, events.clone(), docs.clone()))
+        .collect()
+}
+
+async fn all_events(store: &InMemoryEventStore) -> Vec<EventEnvelope> {
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = store
+            .read_all(cursor.as_deref(), 1000)
+            .await
+            .expect("read all");
+        out.extend(page.events);
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => return out,
+        }
+    }
+}
+
+#[tokio::test]
+async fn duplicated_and_reordered_delivery_gives_the_in_order_read_models() {
+    let mut rng = Rng(0x5EED_CAFE_F00D_BEEF);
+    let store = histories(50, &mut rng).await;
+    let events = all_events(&store).await;
+    assert!(
+        events.len() > 300,
+        "a meaningful history ({} events)",
+        events.len()
+    );
+
+    let in_order = Arc::new(InMemoryReadModels::default());
+    for consumer in consumers(store.clone(), in_order.clone()) {
+        for e in &events {
+            consumer.deliver(e).await.expect("in-order delivery");
+        }
+    }
+
+    let chaotic = Arc::new(InMemoryReadModels::default());
+    let mut deliveries: Vec<&EventEnvelope> = Vec::new();
+    for e in &events {
+        for _ in 0..(1 + rng.below(3)) {
+            deliveries.push(e);
+        }
+    }
+    for i in (1..deliveries.len()).rev() {
+        deliveries.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    let mut duplicates = 0;
+    for consumer in consumers(store.clone(), chaotic.clone()) {
+        for e in &deliveries {
+            if consumer.deliver(e).await.expect("chaotic delivery") == Delivery::Duplicate {
+                duplicates += 1;
+            }
+        }
+    }
+    assert!(duplicates > 0);
+
+    let expected = in_order.dump();
+    let got = chaotic.dump();
+    for name in [
+        views::CUSTOMER_360,
+        views::TIMELINE,
+        views::EMAIL_INDEX,
+        ledger::CONSENT_LEDGER,
+    ] {
+        let of = |m: &std::collections::BTreeMap<(String, String, String), serde_json::Value>| {
+            m.iter()
+                .filter(|((c, _, _), _)| c == name)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect::<Vec<_>>()
+        };
+        assert!(!of(&expected).is_empty(), "{name} built something");
+        assert_eq!(
+            of(&got),
+            of(&expected),
+            "{name} equals in-order single delivery"
+        );
+    }
+    assert_eq!(got, expected);
+
+    // The read side answers like the write side.
+    for n in [0usize, 17, 49] {
+        let id = format!("00000000-0000-7000-8000-{n:012}");
+        let profile = views::customer_profile(in_order.as_ref(), &id)
+            .await
+            .expect("read")
+            .expect("profile");
+        let service = CustomerService::new(store.clone(), Arc::new(SystemClock));
+        let mut written = service.load(&id).await.expect("load").expect("exists");
+        written.pending_verification_token = None;
+        assert_eq!(profile.customer, written);
+        let found = views::customers_with_email(in_order.as_ref(), &written.email.to_uppercase())
+            .await
+            .expect("index");
+        assert_eq!(found, vec![id.clone()]);
+        let timeline = views::timeline(in_order.as_ref(), &id, 0, 1000)
+            .await
+            .expect("timeline");
+        assert_eq!(
+            timeline.len() as u64,
+            written.version,
+            "one entry per event"
+        );
+        let now = chrono::Utc::now();
+        for c in &written.consents {
+            assert!(
+                ledger::has_active_consent(in_order.as_ref(), &id, c.purpose, c.channel, now)
+                    .await
+                    .expect("check")
+            );
+        }
+        let current = ledger::current_consents(in_order.as_ref(), &id)
+            .await
+            .expect("ledger");
+        let active = current.iter().filter(|r| r.is_active_at(now)).count();
+        assert_eq!(active, written.consents.len());
+    }
+}
+
+#[tokio::test]
+async fn a_gap_is_filled_from_the_store_and_a_poison_event_is_not_retried() {
+    let mut rng = Rng(7);
+    let store = histories(1, &mut rng).await;
+    let events = all_events(&store).await;
+    let docs = Arc::new(InMemoryReadModels::default());
+    let consumer = Consumer::new(Arc::new(TimelineProjection), store.clone(), docs.clone());
+    let last = events.last().expect("events");
+    assert_eq!(
+        consumer.deliver(last).await,
+        Ok(Delivery::Applied {
+            from: 1,
+            to: last.version
+        })
+    );
+    assert_eq!(consumer.deliver(&events[0]).await, Ok(Delivery::Duplicate));
+
+    let mut poison = events[0].clone();
+    poison.stream_id = "customer-poison".into();
+    poison.version = 1;
+    poison.data = serde_json::json!({ "nonsense": true });
+    let err = consumer.deliver(&poison).await.expect_err("undecodable");
+    assert!(!err.is_retryable(), "{err:?}");
+    assert_eq!(
+        docs.checkpoint(views::TIMELINE, "customer-poison")
+            .await
+            .expect("checkpoint"),
+        0
+    );
+}
+
+#[tokio::test]
+async fn an_expired_consent_is_not_active() {
+    let store = Arc::new(InMemoryEventStore::default());
+    let service = CustomerService::new(store.clone(), Arc::new(SystemClock));
+    let mut reg = registration(1, &mut Rng(3));
+    reg.marketing_consent = MarketingConsentChoice {
+        email: true,
+        sms: false,
+        push: false,
+    };
+    let id = "00000000-0000-7000-8000-000000000001";
+    let meta = CommandMeta::new(Actor::api("property"));
+    service
+        .execute(id, &CustomerCommand::Register(reg), &meta, None, &respond)
+        .await
+        .expect("register");
+    let events = all_events(&store).await;
+    let docs = Arc::new(InMemoryReadModels::default());
+    let consumer = Consumer::new(
+        Arc::new(ConsentLedgerProjection),
+        store.clone(),
+        docs.clone(),
+    );
+    consumer
+        .deliver(events.last().expect("events"))
+        .await
+        .expect("deliver");
+
+    let record = ledger::current_consents(docs.as_ref(), id)
+        .await
+        .expect("current");
+    assert_eq!(record.len(), 1);
+    let record = &record[0];
+    assert_eq!(
+        (record.purpose, record.channel, record.status),
+        (
+            Purpose::Marketing,
+            Channel::Email,
+            ledger::ConsentStatus::Active
+        )
+    );
+    assert_eq!(
+        record.expires_at,
+        record
+            .granted_at
+            .checked_add_months(chrono::Months::new(24))
+            .expect("date")
+    );
+    assert_eq!(record.proof.ip.as_deref(), Some("192.0.2.1"));
+    let check =
+        |at| ledger::has_active_consent(docs.as_ref(), id, Purpose::Marketing, Channel::Email, at);
+    assert!(check(record.expires_at - chrono::Duration::days(1))
+        .await
+        .expect("check"));
+    assert!(
+        !check(record.expires_at).await.expect("check"),
+        "expired at two years"
+    );
+    assert!(!ledger::has_active_consent(
+        docs.as_ref(),
+        id,
+        Purpose::Marketing,
+        Channel::Sms,
+        record.granted_at
+    )
+    .await
+    .expect("check"));
+}
