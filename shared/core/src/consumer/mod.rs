@@ -200,3 +200,126 @@ enum ApplyError {
     Conflict,
     Failed(ConsumeError),
 }
+
+/// The consumers one deployed function (or local bus target) hosts, with the
+/// dead-letter queue for events they cannot use.
+#[derive(Clone)]
+pub struct ConsumerGroup {
+    /// The function's name: `projector`, `consent`.
+    pub name: &'static str,
+    consumers: Vec<Consumer>,
+    dead_letters: Arc<dyn crate::ports::DeadLetterQueue>,
+}
+
+/// What handling one event did for each consumer of a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupOutcome {
+    pub applied: Vec<&'static str>,
+    pub duplicates: Vec<&'static str>,
+    pub parked: Vec<&'static str>,
+}
+
+impl ConsumerGroup {
+    pub fn new(
+        name: &'static str,
+        projections: Vec<Arc<dyn Projection>>,
+        events: Arc<dyn EventStore>,
+        docs: Arc<dyn ReadModelStore>,
+        dead_letters: Arc<dyn crate::ports::DeadLetterQueue>,
+    ) -> Self {
+        ConsumerGroup {
+            name,
+            consumers: projections
+                .into_iter()
+                .map(|p| Consumer::new(p, events.clone(), docs.clone()))
+                .collect(),
+            dead_letters,
+        }
+    }
+
+    /// The projector function: customer 360, timeline and email index.
+    pub fn projector(
+        events: Arc<dyn EventStore>,
+        docs: Arc<dyn ReadModelStore>,
+        dead_letters: Arc<dyn crate::ports::DeadLetterQueue>,
+    ) -> Self {
+        use crate::customer::views::{
+            CustomerProfileProjection, EmailIndexProjection, TimelineProjection,
+        };
+        Self::new(
+            "projector",
+            vec![
+                Arc::new(CustomerProfileProjection),
+                Arc::new(TimelineProjection),
+                Arc::new(EmailIndexProjection),
+            ],
+            events,
+            docs,
+            dead_letters,
+        )
+    }
+
+    /// The consent function: the consent ledger.
+    pub fn consent(
+        events: Arc<dyn EventStore>,
+        docs: Arc<dyn ReadModelStore>,
+        dead_letters: Arc<dyn crate::ports::DeadLetterQueue>,
+    ) -> Self {
+        Self::new(
+            "consent",
+            vec![Arc::new(crate::consent::ledger::ConsentLedgerProjection)],
+            events,
+            docs,
+            dead_letters,
+        )
+    }
+
+    pub fn consumer_names(&self) -> Vec<&'static str> {
+        self.consumers.iter().map(Consumer::name).collect()
+    }
+
+    /// Delivers one event to every consumer. A poison event is parked in the
+    /// dead-letter queue with its reason (and handling goes on); a retryable
+    /// failure is returned so the caller (Lambda, the local bus) retries the
+    /// whole event, which the checkpoints make safe.
+    pub async fn handle(
+        &self,
+        event: &EventEnvelope,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<GroupOutcome, ConsumeError> {
+        let mut outcome = GroupOutcome {
+            applied: Vec::new(),
+            duplicates: Vec::new(),
+            parked: Vec::new(),
+        };
+        for consumer in &self.consumers {
+            match consumer.deliver(event).await {
+                Ok(Delivery::Applied { .. }) => outcome.applied.push(consumer.name()),
+                Ok(Delivery::Duplicate) => outcome.duplicates.push(consumer.name()),
+                Err(ConsumeError::Poison {
+                    consumer: name,
+                    source,
+                }) => {
+                    tracing::error!(consumer = name, event_id = %event.event_id, error = %source, "poison event parked");
+                    let letter = crate::ports::DeadLetter {
+                        consumer: name.to_string(),
+                        reason: source.to_string(),
+                        payload: serde_json::to_value(event).unwrap_or(serde_json::Value::Null),
+                        failed_at: now,
+                        attempts: 1,
+                    };
+                    self.dead_letters
+                        .park(letter)
+                        .await
+                        .map_err(|e| ConsumeError::Retryable {
+                            consumer: name,
+                            message: format!("could not park poison event: {e}"),
+                        })?;
+                    outcome.parked.push(name);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(outcome)
+    }
+}
