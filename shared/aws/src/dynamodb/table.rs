@@ -1,5 +1,5 @@
-//! Creating the `events` table exactly as the SAM template declares it: for
-//! tests against moto and for a future admin CLI.
+//! Creating the `events` and `read-models` tables exactly as the SAM template
+//! declares them: for tests against moto and for a future admin CLI.
 
 use super::items::{EXPIRES_AT, PK, SK};
 use aws_sdk_dynamodb::client::Waiters;
@@ -12,7 +12,7 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_dynamodb::Client;
 use std::time::Duration;
 
-/// How long [`create_events_table`] waits for the table to become ACTIVE.
+/// How long the `create_*_table` functions wait for the table to become ACTIVE.
 const ACTIVE_WAIT: Duration = Duration::from_secs(120);
 
 /// The table could not be created.
@@ -38,6 +38,47 @@ fn definition(e: aws_sdk_dynamodb::error::BuildError) -> TableError {
 /// billing, a NEW_IMAGE stream (the outbox), and TTL on `expires_at` (command
 /// receipts expire). Waits until the table is ACTIVE before enabling TTL.
 pub async fn create_events_table(client: &Client, table: &str) -> Result<(), TableError> {
+    let stream = StreamSpecification::builder()
+        .stream_enabled(true)
+        .stream_view_type(StreamViewType::NewImage)
+        .build()
+        .map_err(definition)?;
+    create_table(client, table, ScalarAttributeType::N, Some(stream)).await?;
+
+    client
+        .update_time_to_live()
+        .table_name(table)
+        .time_to_live_specification(
+            TimeToLiveSpecification::builder()
+                .enabled(true)
+                .attribute_name(EXPIRES_AT)
+                .build()
+                .map_err(definition)?,
+        )
+        .send()
+        .await
+        .map_err(|e| TableError::TimeToLive {
+            table: table.to_string(),
+            message: DisplayErrorContext(&e).to_string(),
+        })?;
+    Ok(())
+}
+
+/// Creates the read-models table (see [`super::DynamoReadModels`]): `pk` (S)
+/// HASH, `sk` (S) RANGE, on-demand billing, no stream, no TTL. Waits until
+/// the table is ACTIVE.
+pub async fn create_read_models_table(client: &Client, table: &str) -> Result<(), TableError> {
+    create_table(client, table, ScalarAttributeType::S, None).await
+}
+
+/// Creates a table keyed by `pk` (S) HASH and `sk` (`sk_type`) RANGE with
+/// on-demand billing and the given stream, and waits until it is ACTIVE.
+async fn create_table(
+    client: &Client,
+    table: &str,
+    sk_type: ScalarAttributeType,
+    stream: Option<StreamSpecification>,
+) -> Result<(), TableError> {
     let created = client
         .create_table()
         .table_name(table)
@@ -51,7 +92,7 @@ pub async fn create_events_table(client: &Client, table: &str) -> Result<(), Tab
         .attribute_definitions(
             AttributeDefinition::builder()
                 .attribute_name(SK)
-                .attribute_type(ScalarAttributeType::N)
+                .attribute_type(sk_type)
                 .build()
                 .map_err(definition)?,
         )
@@ -70,13 +111,7 @@ pub async fn create_events_table(client: &Client, table: &str) -> Result<(), Tab
                 .map_err(definition)?,
         )
         .billing_mode(BillingMode::PayPerRequest)
-        .stream_specification(
-            StreamSpecification::builder()
-                .stream_enabled(true)
-                .stream_view_type(StreamViewType::NewImage)
-                .build()
-                .map_err(definition)?,
-        )
+        .set_stream_specification(stream)
         .send()
         .await;
     if let Err(e) = created {
@@ -89,30 +124,12 @@ pub async fn create_events_table(client: &Client, table: &str) -> Result<(), Tab
         });
     }
 
-    let not_active = |message: String| TableError::NotActive {
-        table: table.to_string(),
-        message,
-    };
     client
         .wait_until_table_exists()
         .table_name(table)
         .wait(ACTIVE_WAIT)
         .await
-        .map_err(|e| not_active(DisplayErrorContext(&e).to_string()))?;
-
-    client
-        .update_time_to_live()
-        .table_name(table)
-        .time_to_live_specification(
-            TimeToLiveSpecification::builder()
-                .enabled(true)
-                .attribute_name(EXPIRES_AT)
-                .build()
-                .map_err(definition)?,
-        )
-        .send()
-        .await
-        .map_err(|e| TableError::TimeToLive {
+        .map_err(|e| TableError::NotActive {
             table: table.to_string(),
             message: DisplayErrorContext(&e).to_string(),
         })?;

@@ -1,0 +1,325 @@
+//! AWS wire tests: the read-model contract and the item layout, against the
+//! DynamoDB endpoint in `AWS_ENDPOINT_URL` (a moto server started through
+//! `scripts/moto_server.py`, see `dynamodb_contract.rs`). Every test gets a
+//! table of its own, so they run in parallel.
+
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_dynamodb::config::Credentials;
+use aws_sdk_dynamodb::types::{AttributeValue, KeyType, ScalarAttributeType};
+use aws_sdk_dynamodb::Client;
+use crm_aws::dynamodb::{create_read_models_table, DynamoReadModels};
+use crm_core::ports::*;
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// A client for the test endpoint (region us-east-1, dummy credentials).
+async fn client() -> Client {
+    let endpoint = match std::env::var("AWS_ENDPOINT_URL") {
+        Ok(e) if !e.is_empty() => e,
+        _ => panic!(
+            "AWS_ENDPOINT_URL is not set: these are AWS wire tests and need a DynamoDB \
+             endpoint (start `python scripts/moto_server.py -H 127.0.0.1 -p 5055` \
+             with moto[server] 5.2 installed, and set AWS_ENDPOINT_URL=http://127.0.0.1:5055)"
+        ),
+    };
+    let config = aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
+        .load()
+        .await;
+    Client::new(&config)
+}
+
+/// Read models over a new, uniquely named table.
+async fn fresh_dynamo() -> DynamoReadModels {
+    let client = client().await;
+    let table = format!("read-models-test-{}", Uuid::now_v7().simple());
+    create_read_models_table(&client, &table)
+        .await
+        .expect("create the read-models table");
+    DynamoReadModels::new(client, table)
+}
+
+async fn fresh_read_models() -> Arc<dyn ReadModelStore> {
+    Arc::new(fresh_dynamo().await)
+}
+
+crm_core::read_model_contract!(fresh_read_models);
+
+type RawItem = HashMap<String, AttributeValue>;
+
+async fn raw_item(store: &DynamoReadModels, pk: &str, sk: &str) -> Option<RawItem> {
+    store
+        .client()
+        .get_item()
+        .table_name(store.table())
+        .key("pk", AttributeValue::S(pk.into()))
+        .key("sk", AttributeValue::S(sk.into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .expect("get item")
+        .item()
+        .cloned()
+}
+
+fn s<'a>(item: &'a RawItem, name: &str) -> &'a str {
+    match item.get(name) {
+        Some(AttributeValue::S(v)) => v,
+        other => panic!("{name} is not a string: {other:?}"),
+    }
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", Uuid::now_v7().simple())
+}
+
+fn put(partition: &str, sort: &str, body: serde_json::Value) -> ReadOp {
+    ReadOp::Put {
+        partition: partition.into(),
+        sort: sort.into(),
+        body,
+    }
+}
+
+#[tokio::test]
+async fn items_have_the_documented_layout() {
+    let store = fresh_dynamo().await;
+    let stream = unique("customer");
+    let p = unique("c");
+    let body = json!({"name": "Ada", "tags": ["a", "ß"], "n": 1.5});
+    store
+        .commit(
+            "timeline",
+            &stream,
+            0,
+            4,
+            vec![put(&p, "profile", body.clone())],
+        )
+        .await
+        .expect("commit");
+
+    let doc = raw_item(&store, &format!("timeline#{p}"), "profile")
+        .await
+        .expect("the document item");
+    assert_eq!(s(&doc, "kind"), "doc");
+    let stored: serde_json::Value = serde_json::from_str(s(&doc, "body")).expect("body is JSON");
+    assert_eq!(stored, body);
+    assert_eq!(doc.len(), 4, "{doc:?}");
+
+    let checkpoint = raw_item(&store, "checkpoint#timeline", &stream)
+        .await
+        .expect("the checkpoint item");
+    assert_eq!(s(&checkpoint, "kind"), "checkpoint");
+    assert_eq!(
+        checkpoint.get("version"),
+        Some(&AttributeValue::N("4".into()))
+    );
+    assert_eq!(checkpoint.len(), 4, "{checkpoint:?}");
+
+    let described = store
+        .client()
+        .describe_table()
+        .table_name(store.table())
+        .send()
+        .await
+        .expect("describe table");
+    let table = described.table().expect("table description");
+    let keys: Vec<(&str, &KeyType)> = table
+        .key_schema()
+        .iter()
+        .map(|k| (k.attribute_name(), k.key_type()))
+        .collect();
+    assert_eq!(keys, [("pk", &KeyType::Hash), ("sk", &KeyType::Range)]);
+    for definition in table.attribute_definitions() {
+        assert_eq!(
+            definition.attribute_type(),
+            &ScalarAttributeType::S,
+            "{definition:?}"
+        );
+    }
+    assert!(table
+        .stream_specification()
+        .is_none_or(|s| !s.stream_enabled()));
+}
+
+#[tokio::test]
+async fn one_commit_may_touch_a_document_twice() {
+    let store = fresh_dynamo().await;
+    let stream = unique("customer");
+    let p = unique("c");
+    let delete = |sort: &str| ReadOp::Delete {
+        partition: p.clone(),
+        sort: sort.into(),
+    };
+    store
+        .commit(
+            "index",
+            &stream,
+            0,
+            1,
+            vec![
+                put(&p, "a", json!(1)),
+                put(&p, "b", json!(1)),
+                put(&p, "a", json!(2)),
+                delete("b"),
+                delete("c"),
+                put(&p, "c", json!(3)),
+            ],
+        )
+        .await
+        .expect("commit");
+    assert_eq!(
+        store.get("index", &p, "a").await.expect("get"),
+        Some(json!(2))
+    );
+    assert_eq!(store.get("index", &p, "b").await.expect("get"), None);
+    assert_eq!(
+        store.get("index", &p, "c").await.expect("get"),
+        Some(json!(3))
+    );
+    assert_eq!(store.checkpoint("index", &stream).await.expect("cp"), 1);
+}
+
+#[tokio::test]
+async fn list_bounds_and_pages() {
+    let store = fresh_dynamo().await;
+    let stream = unique("customer");
+    let p = unique("c");
+    let sorts = ["a#1", "a#2", "b#1", "b#2", "b#3", "c"];
+    store
+        .commit(
+            "timeline",
+            &stream,
+            0,
+            1,
+            sorts.iter().map(|s| put(&p, s, json!(s))).collect(),
+        )
+        .await
+        .expect("commit");
+    let list = |prefix: &'static str, after: Option<&'static str>, limit: usize| {
+        let store = store.clone();
+        let p = p.clone();
+        async move {
+            store
+                .list("timeline", &p, prefix, after, limit)
+                .await
+                .expect("list")
+                .into_iter()
+                .map(|(s, _)| s)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(list("", None, 100).await, sorts);
+    assert_eq!(list("", Some(""), 100).await, sorts);
+    assert_eq!(list("", Some("b#2"), 100).await, ["b#3", "c"]);
+    assert_eq!(list("b#", None, 100).await, ["b#1", "b#2", "b#3"]);
+    // `after` before the prefix's range, inside it, and past it.
+    assert_eq!(list("b#", Some("a#9"), 100).await, ["b#1", "b#2", "b#3"]);
+    assert_eq!(list("b#", Some("b#1"), 100).await, ["b#2", "b#3"]);
+    assert_eq!(list("b#", Some("b#3"), 100).await, Vec::<String>::new());
+    assert_eq!(list("b#", Some("bz"), 100).await, Vec::<String>::new());
+    assert_eq!(list("b#", Some("b#1"), 1).await, ["b#2"]);
+    assert_eq!(list("b#", None, 0).await, Vec::<String>::new());
+    assert_eq!(list("z", None, 100).await, Vec::<String>::new());
+    // Page by page, as a caller does.
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = store
+            .list("timeline", &p, "", after.as_deref(), 2)
+            .await
+            .expect("list");
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 2);
+        after = page.last().map(|(s, _)| s.clone());
+        seen.extend(page.into_iter().map(|(s, _)| s));
+    }
+    assert_eq!(seen, sorts);
+}
+
+#[tokio::test]
+async fn ambiguous_consumers_and_huge_documents_are_refused() {
+    let store = fresh_dynamo().await;
+    let stream = unique("customer");
+    let p = unique("c");
+    for consumer in ["checkpoint", "a#b", ""] {
+        assert!(
+            matches!(
+                store
+                    .commit(consumer, &stream, 0, 1, vec![put(&p, "d", json!(1))])
+                    .await,
+                Err(CommitError::Store(StoreError::Failed(_)))
+            ),
+            "{consumer:?}"
+        );
+        assert!(store.get(consumer, &p, "d").await.is_err(), "{consumer:?}");
+    }
+    let huge = json!("x".repeat(500 * 1024));
+    let err = store
+        .commit("timeline", &stream, 0, 1, vec![put(&p, "d", huge)])
+        .await
+        .expect_err("an item over 400 KB");
+    assert!(matches!(err, CommitError::TooLarge(_)), "{err:?}");
+    assert_eq!(store.checkpoint("timeline", &stream).await.expect("cp"), 0);
+}
+
+#[tokio::test]
+async fn a_list_spans_query_pages() {
+    // A Query page holds at most 1 MB; five documents of 300 KB need two.
+    let store = fresh_dynamo().await;
+    let stream = unique("customer");
+    let p = unique("c");
+    let ops: Vec<ReadOp> = (0..5)
+        .map(|i| {
+            put(
+                &p,
+                &format!("d#{i}"),
+                json!({ "i": i, "pad": "x".repeat(300 * 1024) }),
+            )
+        })
+        .chain([put(&p, "e", json!("after the range"))])
+        .collect();
+    store
+        .commit("timeline", &stream, 0, 1, ops)
+        .await
+        .expect("commit");
+    let first_page = store
+        .client()
+        .query()
+        .table_name(store.table())
+        .key_condition_expression("pk = :pk")
+        .expression_attribute_values(":pk", AttributeValue::S(format!("timeline#{p}")))
+        .consistent_read(true)
+        .send()
+        .await
+        .expect("query");
+    assert!(
+        first_page.last_evaluated_key().is_some() && first_page.items().len() < 6,
+        "the documents do not fit one page: {} items",
+        first_page.items().len()
+    );
+    let sorts = |docs: Vec<(String, serde_json::Value)>| {
+        docs.into_iter().map(|(s, _)| s).collect::<Vec<_>>()
+    };
+    let all = store
+        .list("timeline", &p, "d#", None, 100)
+        .await
+        .expect("list");
+    assert_eq!(sorts(all), ["d#0", "d#1", "d#2", "d#3", "d#4"]);
+    let rest = store
+        .list("timeline", &p, "d#", Some("d#0"), 100)
+        .await
+        .expect("list");
+    assert_eq!(sorts(rest), ["d#1", "d#2", "d#3", "d#4"]);
+    let everything = store
+        .list("timeline", &p, "", Some("d#0"), 100)
+        .await
+        .expect("list");
+    assert_eq!(sorts(everything), ["d#1", "d#2", "d#3", "d#4", "e"]);
+}
