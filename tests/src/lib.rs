@@ -5,6 +5,8 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::Router;
 use crm_core::ports::EventStore;
+use crm_local::bus::BUILT_IN_TEMPLATE;
+use crm_local::runtime::LocalRuntime;
 use crm_local::SqliteEventStore;
 use http_body_util::BodyExt;
 use std::sync::Arc;
@@ -12,10 +14,13 @@ use tower::ServiceExt;
 
 pub const TOKEN: &str = "test-token";
 
-/// The API as `crm-local serve` runs it, over a fresh SQLite file.
+/// The API as `crm-local serve` runs it (store, bus, projections), over a
+/// fresh SQLite file. After each call the bus is settled, so reads see every
+/// projection caught up.
 pub struct TestApi {
     pub app: Router,
     pub store: Arc<SqliteEventStore>,
+    pub runtime: LocalRuntime,
     _dir: tempfile::TempDir,
 }
 
@@ -39,12 +44,13 @@ impl Answer {
 impl TestApi {
     pub fn new() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store =
-            Arc::new(SqliteEventStore::open(&dir.path().join("crm.db")).expect("open store"));
-        let app = crm_local::serve::app(store.clone(), TOKEN.to_string());
+        let runtime = LocalRuntime::open(&dir.path().join("crm.db"), BUILT_IN_TEMPLATE)
+            .expect("open runtime");
+        let app = runtime.app(TOKEN.to_string());
         TestApi {
             app,
-            store,
+            store: runtime.events.clone(),
+            runtime,
             _dir: dir,
         }
     }
@@ -91,6 +97,7 @@ impl TestApi {
         }
         .expect("request");
         let response = self.app.clone().oneshot(request).await.expect("infallible");
+        self.runtime.bus.settle().await.expect("bus settles");
         let status = response.status();
         let headers = response.headers().clone();
         let bytes = response

@@ -41,6 +41,34 @@ fn documents_exactly_the_routes_the_router_serves() {
     assert_eq!(documented, served);
 }
 
+/// The API function's HttpApi events in template.yaml: what API Gateway routes.
+#[test]
+fn template_routes_exactly_the_router_routes() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml");
+    let text = std::fs::read_to_string(path).expect("template.yaml is readable");
+    // CloudFormation tags (!Ref ...) parse as tagged values; only plain fields are read here.
+    let doc: Yaml = serde_yaml::from_str(&text).expect("template.yaml is YAML");
+    let events = doc["Resources"]["ApiFunction"]["Properties"]["Events"]
+        .as_mapping()
+        .expect("api events");
+    let routed: BTreeSet<(String, String)> = events
+        .values()
+        .filter(|e| e["Type"] == "HttpApi")
+        .map(|e| {
+            let p = &e["Properties"];
+            (
+                p["Method"].as_str().unwrap_or("").to_string(),
+                p["Path"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let served: BTreeSet<(String, String)> = crm_api::ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    assert_eq!(routed, served);
+}
+
 #[tokio::test]
 async fn every_operation_answers_with_a_documented_status() {
     let doc = document();
@@ -56,10 +84,26 @@ async fn every_operation_answers_with_a_documented_status() {
             )
             .await;
         let id = created.body["id"].as_str().expect("id").to_string();
-        let url = path
+        let mut url = path
             .replace("{id}", &id)
             .replace("{purpose}", "marketing")
             .replace("{channel}", "email");
+        let query: Vec<String> = op["parameters"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["in"] == "query" && !p["example"].is_null())
+            .map(|p| {
+                format!(
+                    "{}={}",
+                    p["name"].as_str().unwrap_or(""),
+                    p["example"].as_str().unwrap_or("")
+                )
+            })
+            .collect();
+        if !query.is_empty() {
+            url = format!("{url}?{}", query.join("&"));
+        }
         let mut example = op["requestBody"]["content"]["application/json"]["example"].clone();
         // Operations whose example needs the customer in a given state first.
         match op["operationId"].as_str() {

@@ -32,7 +32,7 @@ pub fn customer_view(c: &Customer) -> Value {
     v
 }
 
-fn customer_id(raw: &str) -> Result<String, Problem> {
+pub(crate) fn customer_id(raw: &str) -> Result<String, Problem> {
     Uuid::parse_str(raw)
         .map(|u| u.to_string())
         .map_err(|_| Problem::not_found("customer not found"))
@@ -145,17 +145,6 @@ pub async fn register(
     .await
 }
 
-pub async fn get_customer(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Response, Problem> {
-    let id = customer_id(&id)?;
-    match state.customers.load(&id).await? {
-        Some(c) => Ok(axum::Json(customer_view(&c)).into_response()),
-        None => Err(Problem::not_found("customer not found")),
-    }
-}
-
 macro_rules! command_route {
     ($name:ident, $payload:ty, $status:expr, |$p:ident| $command:expr) => {
         pub async fn $name(
@@ -260,7 +249,7 @@ pub async fn revoke_consent(
 const DEFAULT_PAGE: usize = 50;
 const MAX_PAGE: usize = 500;
 
-fn number(query: &HashMap<String, String>, name: &str) -> Result<Option<u64>, Problem> {
+pub(crate) fn number(query: &HashMap<String, String>, name: &str) -> Result<Option<u64>, Problem> {
     query
         .get(name)
         .map(|v| {

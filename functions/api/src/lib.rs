@@ -6,6 +6,7 @@ mod auth;
 mod body;
 mod customers;
 mod problem;
+mod reads;
 
 pub use auth::Auth;
 pub use problem::Problem;
@@ -14,7 +15,7 @@ use axum::routing::{delete, get, post, put};
 use axum::Router;
 use crm_core::clock::Clock;
 use crm_core::customer::CustomerService;
-use crm_core::ports::EventStore;
+use crm_core::ports::{ConsumerHealth, EventStore, ReadModelStore};
 use std::sync::Arc;
 
 /// The largest request body accepted (413 beyond it).
@@ -23,6 +24,8 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Every route, as `(method, path)` in OpenAPI's path syntax. `openapi.yaml`
 /// must describe exactly these (a test checks it).
 pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/health"),
+    ("GET", "/customers"),
     ("POST", "/customers"),
     ("GET", "/customers/{id}"),
     ("PATCH", "/customers/{id}"),
@@ -34,21 +37,39 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/customers/{id}/deactivate"),
     ("POST", "/customers/{id}/reactivate"),
     ("GET", "/customers/{id}/events"),
+    ("GET", "/customers/{id}/timeline"),
+    ("GET", "/customers/{id}/consents"),
 ];
 
 /// What every handler shares: built once per process.
 #[derive(Clone)]
 pub struct AppState {
     pub customers: Arc<CustomerService>,
+    /// The projections the read routes answer from.
+    pub read_models: Arc<dyn ReadModelStore>,
+    /// Where `/health` learns the consumers' lag; `None` when it cannot.
+    pub health: Option<Arc<dyn ConsumerHealth>>,
     pub auth: Auth,
 }
 
 impl AppState {
-    pub fn new(store: Arc<dyn EventStore>, clock: Arc<dyn Clock>, auth: Auth) -> Self {
+    pub fn new(
+        store: Arc<dyn EventStore>,
+        read_models: Arc<dyn ReadModelStore>,
+        clock: Arc<dyn Clock>,
+        auth: Auth,
+    ) -> Self {
         AppState {
             customers: Arc::new(CustomerService::new(store, clock)),
+            read_models,
+            health: None,
             auth,
         }
+    }
+
+    pub fn with_health(mut self, health: Arc<dyn ConsumerHealth>) -> Self {
+        self.health = Some(health);
+        self
     }
 }
 
@@ -56,10 +77,11 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     use customers as c;
     Router::new()
-        .route("/customers", post(c::register))
+        .route("/health", get(reads::health))
+        .route("/customers", post(c::register).get(reads::find_customers))
         .route(
             "/customers/{id}",
-            get(c::get_customer).patch(c::update_profile),
+            get(reads::get_customer).patch(c::update_profile),
         )
         .route("/customers/{id}/email", put(c::change_email))
         .route("/customers/{id}/email/verify", post(c::verify_email))
@@ -72,6 +94,8 @@ pub fn router(state: AppState) -> Router {
         .route("/customers/{id}/deactivate", post(c::deactivate))
         .route("/customers/{id}/reactivate", post(c::reactivate))
         .route("/customers/{id}/events", get(c::list_events))
+        .route("/customers/{id}/timeline", get(reads::timeline))
+        .route("/customers/{id}/consents", get(reads::consents))
         .fallback(problem::no_route)
         .method_not_allowed_fallback(problem::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

@@ -3,7 +3,7 @@
 
 use aws_config::BehaviorVersion;
 use crm_api::{router, AppState, Auth};
-use crm_aws::dynamodb::DynamoEventStore;
+use crm_aws::dynamodb::{DynamoEventStore, DynamoReadModels};
 use crm_core::clock::SystemClock;
 use std::sync::Arc;
 
@@ -17,13 +17,18 @@ async fn main() -> Result<(), lambda_http::Error> {
         .without_time()
         .init();
 
-    let table = std::env::var("EVENTS_TABLE").map_err(|_| "EVENTS_TABLE is not set")?;
+    let events_table = std::env::var("EVENTS_TABLE").map_err(|_| "EVENTS_TABLE is not set")?;
+    let read_models_table =
+        std::env::var("READ_MODELS_TABLE").map_err(|_| "READ_MODELS_TABLE is not set")?;
     let config = aws_config::load_defaults(BehaviorVersion::latest()).await;
-    let store = DynamoEventStore::new(aws_sdk_dynamodb::Client::new(&config), table);
-    let app = router(AppState::new(
+    let client = aws_sdk_dynamodb::Client::new(&config);
+    let store = DynamoEventStore::new(client.clone(), events_table);
+    let read_models = DynamoReadModels::new(client, read_models_table);
+    let state = AppState::new(
         Arc::new(store),
+        Arc::new(read_models),
         Arc::new(SystemClock),
         Auth::Gateway,
-    ));
-    lambda_http::run(app).await
+    );
+    lambda_http::run(router(state)).await
 }

@@ -1,8 +1,12 @@
 //! crm-local: the local runtime. It hosts the same handlers as the Lambda
 //! functions over an embedded SQLite store.
 
+pub mod bus;
 pub mod db;
+pub mod dlq;
+pub mod pattern_cli;
 pub mod read_models;
+pub mod runtime;
 pub mod serve;
 pub mod store;
 

@@ -1,12 +1,10 @@
 //! `crm-local serve`: the HTTP API over the SQLite store, on one machine.
 
-use crate::store::SqliteEventStore;
-use crm_api::{router, AppState, Auth};
-use crm_core::clock::SystemClock;
+use crate::bus::BUILT_IN_TEMPLATE;
+use crate::runtime::{LocalRuntime, RuntimeError};
 use crm_core::ports::StoreError;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -14,6 +12,8 @@ pub struct ServeConfig {
     pub data_dir: PathBuf,
     /// The bearer token; when `None`, the one in `<data_dir>/token` (created on first run).
     pub token: Option<String>,
+    /// A SAM template whose rules route the bus; `None`: the built-in one.
+    pub template: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +25,8 @@ pub enum ServeError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -66,22 +68,21 @@ pub fn load_or_create_token(data_dir: &Path) -> Result<String, ServeError> {
     Ok(token)
 }
 
-/// Builds the application exactly as `serve` runs it (also used by tests).
-pub fn app(store: Arc<SqliteEventStore>, token: String) -> axum::Router {
-    router(AppState::new(
-        store,
-        Arc::new(SystemClock),
-        Auth::BearerToken(token),
-    ))
-}
-
 pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     let token = match config.token {
         Some(t) => t,
         None => load_or_create_token(&config.data_dir)?,
     };
     let db = database_path(&config.data_dir);
-    let store = Arc::new(SqliteEventStore::open(&db)?);
+    let template = match &config.template {
+        Some(path) => std::fs::read_to_string(path).map_err(|source| ServeError::DataDir {
+            path: path.clone(),
+            source,
+        })?,
+        None => BUILT_IN_TEMPLATE.to_string(),
+    };
+    let runtime = LocalRuntime::open(&db, &template)?;
+    let bus = runtime.spawn_bus();
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await
         .map_err(|source| ServeError::Bind {
@@ -93,10 +94,12 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     println!("  url:   http://{addr}");
     println!("  token: {token}");
     println!("  data:  {}", db.display());
-    axum::serve(listener, app(store, token))
+    let served = axum::serve(listener, runtime.app(token))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await
-        .map_err(ServeError::Server)
+        .map_err(ServeError::Server);
+    bus.abort();
+    served
 }

@@ -64,6 +64,44 @@ impl SqliteEventStore {
         })
     }
 
+    /// Events after global position `after`, with their positions: the
+    /// local outbox that the bus tails.
+    pub async fn read_after(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, EventEnvelope)>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {EVENT_COLUMNS}, position FROM events WHERE position > ?1 ORDER BY position LIMIT ?2"
+                ))
+                .map_err(sql)?;
+            let rows = stmt
+                .query_map(params![after, limit], |r| Ok((row_to_event(r)?, r.get::<_, i64>(12)?)))
+                .map_err(sql)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (event, position) = row.map_err(sql)?;
+                out.push((position, event?));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// The position of the newest stored event (0 when empty).
+    pub async fn head_position(&self) -> Result<i64, StoreError> {
+        self.read(|conn| {
+            conn.query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |r| {
+                r.get(0)
+            })
+            .map_err(sql)
+        })
+        .await
+    }
+
     async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,

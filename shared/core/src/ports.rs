@@ -286,3 +286,19 @@ pub trait ReadModelStore: Send + Sync {
         limit: usize,
     ) -> Result<Vec<(String, serde_json::Value)>, StoreError>;
 }
+
+/// How far behind one consumer is, and how much it gave up on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsumerStatus {
+    pub name: String,
+    /// Stored events the consumer has not yet been handed.
+    pub lag: u64,
+    /// Dead letters waiting for inspection or redrive.
+    pub dead_letters: u64,
+}
+
+/// Reports the consumers' health (the local bus; on AWS, queue depths).
+#[async_trait]
+pub trait ConsumerHealth: Send + Sync {
+    async fn consumers(&self) -> Result<Vec<ConsumerStatus>, StoreError>;
+}

@@ -97,6 +97,11 @@ impl CustomerService {
         self
     }
 
+    /// The service's clock's "now".
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.clock.now()
+    }
+
     pub fn store(&self) -> &Arc<dyn EventStore> {
         &self.store
     }

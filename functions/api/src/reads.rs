@@ -1,0 +1,131 @@
+//! Read routes: answered from the projections (customer 360, timeline,
+//! consent ledger, email index), never by folding streams.
+
+use crate::customers::{customer_id, number};
+use crate::problem::Problem;
+use crate::AppState;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use crm_core::consent::ledger;
+use crm_core::customer::views;
+use serde_json::json;
+use std::collections::HashMap;
+
+type QueryParams = Result<Query<HashMap<String, String>>, QueryRejection>;
+
+fn query(q: QueryParams, allowed: &[&str]) -> Result<HashMap<String, String>, Problem> {
+    let Query(q) =
+        q.map_err(|e| Problem::malformed(format!("the query string is not valid: {e}")))?;
+    if let Some(unknown) = q.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(Problem::invalid(unknown.clone(), "unknown query parameter"));
+    }
+    Ok(q)
+}
+
+async fn profile_or_404(state: &AppState, id: &str) -> Result<views::CustomerProfile, Problem> {
+    views::customer_profile(state.read_models.as_ref(), id)
+        .await?
+        .ok_or_else(|| Problem::not_found("customer not found"))
+}
+
+/// The customer 360 as the API shows it.
+fn profile_json(p: &views::CustomerProfile) -> serde_json::Value {
+    serde_json::to_value(p).unwrap_or(serde_json::Value::Null)
+}
+
+pub async fn get_customer(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let id = customer_id(&id)?;
+    Ok(Json(profile_json(&profile_or_404(&state, &id).await?)).into_response())
+}
+
+/// `GET /customers?email=`: the customers registered under an address.
+pub async fn find_customers(
+    State(state): State<AppState>,
+    q: QueryParams,
+) -> Result<Response, Problem> {
+    let q = query(q, &["email"])?;
+    let email = q
+        .get("email")
+        .filter(|e| !e.trim().is_empty())
+        .ok_or_else(|| Problem::invalid("email", "is required (GET /customers?email=<address>)"))?;
+    let mut items = Vec::new();
+    for id in views::customers_with_email(state.read_models.as_ref(), email).await? {
+        if let Some(p) = views::customer_profile(state.read_models.as_ref(), &id).await? {
+            items.push(profile_json(&p));
+        }
+    }
+    Ok(Json(json!({ "items": items })).into_response())
+}
+
+const DEFAULT_PAGE: usize = 50;
+const MAX_PAGE: usize = 500;
+
+pub async fn timeline(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    q: QueryParams,
+) -> Result<Response, Problem> {
+    let id = customer_id(&id)?;
+    let q = query(q, &["after", "limit"])?;
+    let after = number(&q, "after")?.unwrap_or(0);
+    let limit = match number(&q, "limit")? {
+        None => DEFAULT_PAGE,
+        Some(n) if (1..=MAX_PAGE as u64).contains(&n) => n as usize,
+        Some(_) => {
+            return Err(Problem::invalid(
+                "limit",
+                format!("must be between 1 and {MAX_PAGE}"),
+            ))
+        }
+    };
+    profile_or_404(&state, &id).await?;
+    let mut items = views::timeline(state.read_models.as_ref(), &id, after, limit + 1).await?;
+    let more = items.len() > limit;
+    items.truncate(limit);
+    let next_after = if more {
+        items.last().map(|e| e.version)
+    } else {
+        None
+    };
+    Ok(Json(json!({ "items": items, "next_after": next_after })).into_response())
+}
+
+/// `GET /customers/{id}/consents`: the ledger's current state and full history.
+pub async fn consents(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let id = customer_id(&id)?;
+    profile_or_404(&state, &id).await?;
+    let now = state.customers.now();
+    let current = ledger::current_consents(state.read_models.as_ref(), &id).await?;
+    let current: Vec<serde_json::Value> = current
+        .iter()
+        .map(|r| {
+            let mut v = serde_json::to_value(r).unwrap_or(serde_json::Value::Null);
+            v["active"] = json!(r.is_active_at(now));
+            v
+        })
+        .collect();
+    let history = ledger::consent_history(state.read_models.as_ref(), &id).await?;
+    Ok(Json(json!({ "current": current, "history": history })).into_response())
+}
+
+/// `GET /health`: each consumer's lag and dead-letter depth.
+pub async fn health(State(state): State<AppState>) -> Result<Response, Problem> {
+    let consumers = match &state.health {
+        Some(h) => h.consumers().await?,
+        None => Vec::new(),
+    };
+    let degraded = consumers.iter().any(|c| c.dead_letters > 0);
+    Ok(Json(json!({
+        "status": if degraded { "degraded" } else { "ok" },
+        "consumers": consumers,
+    }))
+    .into_response())
+}

@@ -1,0 +1,119 @@
+//! `crm-local dlq list|show|redrive`: the operator's view of the local dead letters.
+
+use crate::bus::BUILT_IN_TEMPLATE;
+use crate::runtime::{LocalRuntime, RuntimeError};
+use crate::serve::database_path;
+use std::path::Path;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum DlqAction {
+    /// One line per dead letter: id, consumer, when, reason.
+    List,
+    /// One dead letter, whole, as JSON.
+    Show { id: i64 },
+    /// Deliver dead letters again; removed when they succeed.
+    Redrive {
+        /// The letter to redrive.
+        #[arg(required_unless_present = "all")]
+        id: Option<i64>,
+        /// Redrive every letter.
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DlqError {
+    #[error("cannot read template {path}: {source}")]
+    Template {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Store(#[from] crm_core::ports::StoreError),
+    #[error("no dead letter {0}")]
+    NotFound(i64),
+    #[error("{failed} of {total} dead letters could not be redriven")]
+    RedriveFailed { failed: usize, total: usize },
+}
+
+pub async fn run(
+    data_dir: &Path,
+    template: Option<&Path>,
+    action: DlqAction,
+) -> Result<(), DlqError> {
+    let template = match template {
+        Some(p) => std::fs::read_to_string(p).map_err(|source| DlqError::Template {
+            path: p.display().to_string(),
+            source,
+        })?,
+        None => BUILT_IN_TEMPLATE.to_string(),
+    };
+    let runtime = LocalRuntime::open(&database_path(data_dir), &template)?;
+    let letters = runtime.bus.dead_letters().list().await?;
+    match action {
+        DlqAction::List => {
+            if letters.is_empty() {
+                println!("no dead letters");
+            }
+            for l in &letters {
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    l.id,
+                    l.letter.consumer,
+                    l.letter.failed_at.to_rfc3339(),
+                    l.letter.reason
+                );
+            }
+        }
+        DlqAction::Show { id } => {
+            let l = letters
+                .iter()
+                .find(|l| l.id == id)
+                .ok_or(DlqError::NotFound(id))?;
+            let json = serde_json::json!({
+                "id": l.id,
+                "consumer": l.letter.consumer,
+                "reason": l.letter.reason,
+                "failed_at": l.letter.failed_at,
+                "attempts": l.letter.attempts,
+                "payload": l.letter.payload,
+            });
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json).unwrap_or_default()
+            );
+        }
+        DlqAction::Redrive { id, all } => {
+            let ids: Vec<i64> = if all {
+                letters.iter().map(|l| l.id).collect()
+            } else {
+                id.into_iter().collect()
+            };
+            let mut failed = 0;
+            for id in &ids {
+                match runtime.bus.redrive(*id).await {
+                    Ok(true) => println!("{id}: redriven"),
+                    Ok(false) => {
+                        if !all {
+                            return Err(DlqError::NotFound(*id));
+                        }
+                    }
+                    Err(e) => {
+                        failed += 1;
+                        eprintln!("{id}: {e}");
+                    }
+                }
+            }
+            if failed > 0 {
+                return Err(DlqError::RedriveFailed {
+                    failed,
+                    total: ids.len(),
+                });
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,252 @@
+//! The local runtime end to end over a real SQLite file: the bus catches up
+//! after a crash, redelivery is harmless, poison is parked and can be redriven.
+
+use crm_core::clock::SystemClock;
+use crm_core::consent::ledger;
+use crm_core::customer::views;
+use crm_core::customer::{
+    Customer, CustomerCommand, CustomerService, MarketingConsentChoice, RegisterCustomer,
+    RegistrationSource,
+};
+use crm_core::event::{Actor, CommandMeta, EventEnvelope};
+use crm_core::ports::{
+    AppendRequest, ConsumerHealth, DeadLetter, DeadLetterQueue, EventStore, ExpectedVersion,
+};
+use crm_local::bus::BUILT_IN_TEMPLATE;
+use crm_local::runtime::LocalRuntime;
+use std::path::Path;
+use std::sync::Arc;
+
+fn respond(c: &Customer, _: &[EventEnvelope]) -> (u16, serde_json::Value) {
+    (201, serde_json::json!({ "id": c.id }))
+}
+
+fn customer_id(n: usize) -> String {
+    format!("00000000-0000-7000-8000-{n:012}")
+}
+
+async fn register(store: Arc<dyn EventStore>, n: usize) {
+    let service = CustomerService::new(store, Arc::new(SystemClock));
+    let cmd = CustomerCommand::Register(RegisterCustomer {
+        email: format!("runtime{n}@example.com"),
+        first_name: "Run".into(),
+        last_name: format!("Time{n}"),
+        phone: None,
+        source: RegistrationSource::Api,
+        marketing_consent: MarketingConsentChoice {
+            email: true,
+            sms: false,
+            push: false,
+        },
+        terms_accepted: true,
+        ip: "192.0.2.7".into(),
+        user_agent: "runtime-test".into(),
+        timezone: None,
+        locale: None,
+    });
+    service
+        .execute(
+            &customer_id(n),
+            &cmd,
+            &CommandMeta::new(Actor::system("test")),
+            None,
+            &respond,
+        )
+        .await
+        .expect("register");
+}
+
+fn open(db: &Path) -> LocalRuntime {
+    LocalRuntime::open(db, BUILT_IN_TEMPLATE).expect("open runtime")
+}
+
+#[tokio::test]
+async fn killing_the_runtime_between_storing_and_relaying_loses_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("crm.db");
+
+    // First life: ten customers relayed, ten more stored but never relayed
+    // (the process dies before its bus runs again).
+    let first = open(&db);
+    for n in 0..10 {
+        register(first.command_store(), n).await;
+    }
+    first.bus.settle().await.expect("settle");
+    for n in 10..20 {
+        register(first.events.clone(), n).await;
+    }
+    let lag: u64 = first
+        .bus
+        .consumers()
+        .await
+        .expect("health")
+        .iter()
+        .map(|c| c.lag)
+        .sum();
+    assert!(lag > 0, "events are waiting");
+    drop(first);
+
+    // Second life: the bus resumes from its persisted cursors.
+    let second = open(&db);
+    second.bus.settle().await.expect("settle");
+    for n in 0..20 {
+        let id = customer_id(n);
+        let profile = views::customer_profile(second.docs.as_ref(), &id)
+            .await
+            .expect("read")
+            .expect("profile");
+        assert_eq!(profile.customer.last_name, format!("Time{n}"));
+        let consents = ledger::current_consents(second.docs.as_ref(), &id)
+            .await
+            .expect("ledger");
+        assert_eq!(consents.len(), 1, "customer {n}");
+    }
+    let health = second.bus.consumers().await.expect("health");
+    assert!(
+        health.iter().all(|c| c.lag == 0 && c.dead_letters == 0),
+        "{health:?}"
+    );
+
+    // A crash after the effect but before the cursor moved redelivers
+    // everything: the checkpoints make that harmless.
+    let before = views::customer_profile(second.docs.as_ref(), &customer_id(3))
+        .await
+        .expect("read");
+    second.bus.rewind("projector", 0).await.expect("rewind");
+    second.bus.rewind("consent", 0).await.expect("rewind");
+    second.bus.settle().await.expect("settle again");
+    let after = views::customer_profile(second.docs.as_ref(), &customer_id(3))
+        .await
+        .expect("read");
+    assert_eq!(after, before);
+    assert_eq!(
+        after.map(|p| p.event_counts.get("CustomerRegistered").copied()),
+        Some(Some(1))
+    );
+}
+
+#[tokio::test]
+async fn a_poison_event_is_parked_and_a_parked_event_can_be_redriven() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("crm.db");
+    let runtime = open(&db);
+
+    // A stored event whose data does not fit its type.
+    let mut bad =
+        crm_core::store_contract::event("customer-00000000-0000-7000-8000-00000000dead", 1);
+    bad.event_type = "CustomerRegistered".into();
+    bad.customer_id = Some("00000000-0000-7000-8000-00000000dead".into());
+    runtime
+        .events
+        .append(AppendRequest {
+            stream_id: bad.stream_id.clone(),
+            expected: ExpectedVersion::NoStream,
+            events: vec![bad],
+            reservations: vec![],
+            receipt: None,
+        })
+        .await
+        .expect("append");
+    register(runtime.command_store(), 1).await;
+    runtime
+        .bus
+        .settle()
+        .await
+        .expect("settle: poison does not block");
+    assert!(
+        views::customer_profile(runtime.docs.as_ref(), &customer_id(1))
+            .await
+            .expect("read")
+            .is_some(),
+        "later events still flow"
+    );
+
+    let letters = runtime.bus.dead_letters().list().await.expect("list");
+    let consumers: Vec<&str> = letters.iter().map(|l| l.letter.consumer.as_str()).collect();
+    assert_eq!(
+        consumers,
+        ["customer-360", "timeline", "email-index"],
+        "each consumer that could not use it parked it"
+    );
+    assert!(
+        letters[0].letter.reason.contains("CustomerRegistered"),
+        "{}",
+        letters[0].letter.reason
+    );
+    let health = runtime.bus.consumers().await.expect("health");
+    assert_eq!(
+        health
+            .iter()
+            .find(|c| c.name == "projector")
+            .map(|c| c.dead_letters),
+        Some(3)
+    );
+
+    // Still poison: a redrive fails and parks it anew.
+    assert!(runtime.bus.redrive(letters[0].id).await.is_err());
+
+    // A good event that was parked (say, after a transient outage) is delivered by a redrive.
+    let service = CustomerService::new(runtime.events.clone(), Arc::new(SystemClock));
+    register(runtime.events.clone(), 2).await;
+    let events = runtime
+        .events
+        .read_stream(&format!("customer-{}", customer_id(2)), 0, 10)
+        .await
+        .expect("read");
+    runtime
+        .bus
+        .dead_letters()
+        .park(DeadLetter {
+            consumer: "consent".into(),
+            reason: "consent ledger unavailable".into(),
+            payload: serde_json::to_value(events.last().expect("event")).expect("json"),
+            failed_at: chrono::Utc::now(),
+            attempts: 4,
+        })
+        .await
+        .expect("park");
+    let parked = runtime.bus.dead_letters().list().await.expect("list");
+    let id = parked
+        .iter()
+        .find(|l| l.letter.consumer == "consent")
+        .map(|l| l.id)
+        .expect("parked");
+    assert!(runtime.bus.redrive(id).await.expect("redrive"));
+    assert_eq!(
+        ledger::current_consents(runtime.docs.as_ref(), &customer_id(2))
+            .await
+            .expect("ledger")
+            .len(),
+        1
+    );
+    assert!(
+        runtime
+            .bus
+            .dead_letters()
+            .list()
+            .await
+            .expect("list")
+            .iter()
+            .all(|l| l.id != id),
+        "removed"
+    );
+    assert!(!runtime.bus.redrive(id).await.expect("redrive"), "gone");
+    drop(service);
+
+    // The CLI sees the same table.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_crm-local"))
+        .args(["dlq", "list", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("run crm-local dlq list");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listing.contains("customer-360") && listing.contains("timeline"),
+        "{listing}"
+    );
+}
