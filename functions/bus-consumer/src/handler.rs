@@ -1,0 +1,271 @@
+//! One EventBridge event in, its envelope delivered to a consumer group.
+//!
+//! The event's `detail` is the stored [`EventEnvelope`] (see
+//! [`crm_core::bus::BusEntry::to_event_json`]). What the handler answers
+//! decides what EventBridge does next:
+//!
+//! - `Ok`: done. That includes a `detail` that is not an envelope (poison:
+//!   parked in the dead-letter queue with its reason, so it never blocks)
+//!   and envelopes a consumer of the group could not use (the group parks
+//!   those itself).
+//! - `Err`: a store was unavailable or kept conflicting. The rule's retry
+//!   policy delivers the event again, which the consumers' checkpoints make
+//!   safe; when the retries run out, the rule's dead-letter queue keeps it.
+
+use chrono::{DateTime, Utc};
+use crm_core::consumer::{ConsumeError, ConsumerGroup};
+use crm_core::event::EventEnvelope;
+use crm_core::ports::{DeadLetter, DeadLetterQueue, StoreError};
+use lambda_runtime::{Diagnostic, LambdaEvent};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// What one invocation did: the function's response (EventBridge ignores
+/// it; `cargo lambda invoke` and the logs show it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "kebab-case")]
+pub enum Handled {
+    /// The envelope went to every consumer of the group.
+    Delivered {
+        stream_id: String,
+        version: u64,
+        /// Consumers that applied it (with any versions missing before it).
+        applied: Vec<&'static str>,
+        /// Consumers that had applied it already.
+        duplicates: Vec<&'static str>,
+        /// Consumers that could not use it and parked it.
+        parked: Vec<&'static str>,
+    },
+    /// The event carried no usable envelope; it was parked with this reason.
+    Parked { reason: String },
+}
+
+/// Why the event should be delivered again.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// A store was unavailable or the checkpoint kept moving.
+    #[error(transparent)]
+    Retry(#[from] ConsumeError),
+    /// The event is poison, but the dead-letter queue could not take it.
+    #[error("could not park an unusable bus event: {0}")]
+    Park(StoreError),
+}
+
+impl From<HandlerError> for Diagnostic {
+    fn from(error: HandlerError) -> Diagnostic {
+        Diagnostic {
+            error_type: match &error {
+                HandlerError::Retry(_) => "Retry",
+                HandlerError::Park(_) => "DeadLetterQueueUnavailable",
+            }
+            .into(),
+            error_message: error.to_string(),
+        }
+    }
+}
+
+/// Why a bus event carries no usable envelope.
+#[derive(Debug, thiserror::Error)]
+pub enum Unusable {
+    #[error("not an EventBridge event with a detail")]
+    NoDetail,
+    #[error("detail is not an event envelope: {0}")]
+    NotAnEnvelope(serde_json::Error),
+    #[error("detail-type {detail_type:?} does not match the envelope's type {event_type:?}")]
+    TypeMismatch {
+        detail_type: String,
+        event_type: String,
+    },
+    #[error("envelope {0} has version 0; stream versions start at 1")]
+    VersionZero(String),
+}
+
+/// The envelope an EventBridge event carries.
+pub fn decode(event: &Value) -> Result<EventEnvelope, Unusable> {
+    let detail = event.get("detail").ok_or(Unusable::NoDetail)?;
+    let envelope = EventEnvelope::deserialize(detail).map_err(Unusable::NotAnEnvelope)?;
+    if let Some(detail_type) = event.get("detail-type").and_then(Value::as_str) {
+        if detail_type != envelope.event_type {
+            return Err(Unusable::TypeMismatch {
+                detail_type: detail_type.to_string(),
+                event_type: envelope.event_type,
+            });
+        }
+    }
+    if envelope.version == 0 {
+        return Err(Unusable::VersionZero(envelope.event_id.to_string()));
+    }
+    Ok(envelope)
+}
+
+/// Handles one EventBridge event: see the module documentation.
+/// `dead_letters` takes events without a usable envelope.
+pub async fn handle(
+    event: LambdaEvent<Value>,
+    group: &ConsumerGroup,
+    dead_letters: &dyn DeadLetterQueue,
+) -> Result<Handled, HandlerError> {
+    handle_at(event.payload, group, dead_letters, Utc::now()).await
+}
+
+async fn handle_at(
+    payload: Value,
+    group: &ConsumerGroup,
+    dead_letters: &dyn DeadLetterQueue,
+    now: DateTime<Utc>,
+) -> Result<Handled, HandlerError> {
+    let envelope = match decode(&payload) {
+        Ok(envelope) => envelope,
+        Err(unusable) => {
+            let reason = unusable.to_string();
+            let bus_event_id = payload.get("id").and_then(Value::as_str).unwrap_or("-");
+            tracing::error!(
+                function = group.name,
+                bus_event_id,
+                reason = %reason,
+                "unusable bus event parked"
+            );
+            dead_letters
+                .park(DeadLetter {
+                    consumer: group.name.to_string(),
+                    reason: reason.clone(),
+                    payload,
+                    failed_at: now,
+                    attempts: 1,
+                })
+                .await
+                .map_err(HandlerError::Park)?;
+            return Ok(Handled::Parked { reason });
+        }
+    };
+    match group.handle(&envelope, now).await {
+        Ok(outcome) => {
+            tracing::info!(
+                function = group.name,
+                event_id = %envelope.event_id,
+                stream_id = %envelope.stream_id,
+                version = envelope.version,
+                event_type = %envelope.event_type,
+                applied = ?outcome.applied,
+                duplicates = ?outcome.duplicates,
+                parked = ?outcome.parked,
+                "event handled"
+            );
+            Ok(Handled::Delivered {
+                stream_id: envelope.stream_id,
+                version: envelope.version,
+                applied: outcome.applied,
+                duplicates: outcome.duplicates,
+                parked: outcome.parked,
+            })
+        }
+        Err(error) => {
+            tracing::warn!(
+                function = group.name,
+                event_id = %envelope.event_id,
+                stream_id = %envelope.stream_id,
+                version = envelope.version,
+                error = %error,
+                "event not handled; EventBridge will deliver it again"
+            );
+            Err(HandlerError::Retry(error))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn envelope() -> Value {
+        json!({
+            "event_id": "0190a000-0000-7000-8000-000000000001",
+            "stream_id": "customer-c1",
+            "version": 1,
+            "type": "CustomerRegistered",
+            "schema_version": 1,
+            "customer_id": "c1",
+            "occurred_at": "2026-01-01T00:00:00Z",
+            "recorded_at": "2026-01-01T00:00:00Z",
+            "causation_id": null,
+            "correlation_id": "0190a000-0000-7000-8000-000000000002",
+            "actor": "api:test",
+            "data": {}
+        })
+    }
+
+    fn bus_event(detail: Value) -> Value {
+        json!({
+            "version": "0",
+            "id": "e1",
+            "detail-type": "CustomerRegistered",
+            "source": "crm.customer",
+            "account": "123456789012",
+            "time": "2026-01-01T00:00:00Z",
+            "region": "us-east-1",
+            "resources": [],
+            "detail": detail
+        })
+    }
+
+    #[test]
+    fn the_detail_is_the_envelope() {
+        let decoded = decode(&bus_event(envelope())).expect("decoded");
+        assert_eq!(decoded.stream_id, "customer-c1");
+        assert_eq!(decoded.version, 1);
+        assert_eq!(decoded.event_type, "CustomerRegistered");
+    }
+
+    #[test]
+    fn the_detail_type_is_optional_but_must_match() {
+        let mut event = bus_event(envelope());
+        event["detail-type"] = json!("EmailVerified");
+        assert!(matches!(decode(&event), Err(Unusable::TypeMismatch { .. })));
+        if let Some(map) = event.as_object_mut() {
+            map.remove("detail-type");
+        }
+        assert!(decode(&event).is_ok());
+    }
+
+    #[test]
+    fn what_is_not_an_envelope_is_unusable() {
+        assert!(matches!(decode(&json!({})), Err(Unusable::NoDetail)));
+        assert!(matches!(decode(&json!("text")), Err(Unusable::NoDetail)));
+        assert!(matches!(
+            decode(&bus_event(json!({"hello": "world"}))),
+            Err(Unusable::NotAnEnvelope(_))
+        ));
+        assert!(matches!(
+            decode(&bus_event(json!("{\"event_id\": 1}"))),
+            Err(Unusable::NotAnEnvelope(_))
+        ));
+        let mut zero = envelope();
+        zero["version"] = json!(0);
+        assert!(matches!(
+            decode(&bus_event(zero)),
+            Err(Unusable::VersionZero(_))
+        ));
+        let mut negative = envelope();
+        negative["version"] = json!(-1);
+        assert!(matches!(
+            decode(&bus_event(negative)),
+            Err(Unusable::NotAnEnvelope(_))
+        ));
+    }
+
+    #[test]
+    fn errors_become_lambda_diagnostics() {
+        let diagnostic = Diagnostic::from(HandlerError::Park(StoreError::Unavailable(
+            "throttled".into(),
+        )));
+        assert_eq!(diagnostic.error_type, "DeadLetterQueueUnavailable");
+        assert!(diagnostic.error_message.contains("throttled"));
+        let diagnostic = Diagnostic::from(HandlerError::Retry(ConsumeError::Retryable {
+            consumer: "customer-360",
+            message: "busy".into(),
+        }));
+        assert_eq!(diagnostic.error_type, "Retry");
+        assert_eq!(diagnostic.error_message, "customer-360: busy");
+    }
+}

@@ -1,0 +1,150 @@
+//! What the bus consumer functions share (ARCHITECTURE.md §2, §6): the
+//! projector and the consent function each host one
+//! [`crm_core::consumer::ConsumerGroup`] behind an EventBridge rule, and
+//! differ in nothing else. This crate holds the one handler
+//! ([`handler::handle`]), their configuration ([`Config`]) and the Lambda
+//! wiring ([`run`]); each function crate names its group and calls [`run`].
+
+pub mod handler;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use handler::{handle, Handled, HandlerError};
+
+use aws_config::BehaviorVersion;
+use crm_aws::dynamodb::{DynamoEventStore, DynamoReadModels};
+use crm_aws::sqs::SqsDeadLetterQueue;
+use crm_core::consumer::ConsumerGroup;
+use crm_core::ports::{DeadLetterQueue, EventStore, ReadModelStore};
+use lambda_runtime::{service_fn, LambdaEvent};
+use std::sync::Arc;
+
+/// Builds a function's consumer group from its ports, e.g.
+/// [`ConsumerGroup::projector`].
+pub type GroupBuilder =
+    fn(Arc<dyn EventStore>, Arc<dyn ReadModelStore>, Arc<dyn DeadLetterQueue>) -> ConsumerGroup;
+
+/// A consumer function's configuration, from its environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// `EVENTS_TABLE`: the event store, read to fill gaps.
+    pub events_table: String,
+    /// `READ_MODELS_TABLE`: the documents and checkpoints.
+    pub read_models_table: String,
+    /// `DEAD_LETTER_QUEUE_URL`: where poison events are parked.
+    pub dead_letter_queue_url: String,
+}
+
+/// A required setting is missing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("environment variable {0} is not set")]
+pub struct ConfigError(pub &'static str);
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &'static str| {
+            lookup(name)
+                .filter(|v| !v.trim().is_empty())
+                .ok_or(ConfigError(name))
+        };
+        Ok(Config {
+            events_table: get("EVENTS_TABLE")?,
+            read_models_table: get("READ_MODELS_TABLE")?,
+            dead_letter_queue_url: get("DEAD_LETTER_QUEUE_URL")?,
+        })
+    }
+}
+
+/// JSON logs without timestamps (CloudWatch adds them), filtered by `RUST_LOG`.
+pub fn init_tracing() {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_current_span(false)
+        .with_target(false)
+        .without_time()
+        .init();
+}
+
+/// The whole life of a consumer function: logs, configuration, the AWS
+/// clients (built once, at cold start), the group from `build`, then one
+/// [`handle`] per EventBridge event until Lambda stops the runtime.
+pub async fn run(build: GroupBuilder) -> Result<(), lambda_runtime::Error> {
+    init_tracing();
+    let config = Config::from_env()?;
+    let aws = aws_config::load_defaults(BehaviorVersion::latest()).await;
+    let dynamodb = aws_sdk_dynamodb::Client::new(&aws);
+    let dead_letters: Arc<dyn DeadLetterQueue> = Arc::new(SqsDeadLetterQueue::new(
+        aws_sdk_sqs::Client::new(&aws),
+        config.dead_letter_queue_url,
+    ));
+    let group = build(
+        Arc::new(DynamoEventStore::new(dynamodb.clone(), config.events_table)),
+        Arc::new(DynamoReadModels::new(dynamodb, config.read_models_table)),
+        dead_letters.clone(),
+    );
+    tracing::info!(function = group.name, consumers = ?group.consumer_names(), "consumer function ready");
+    let (group, dead_letters) = (&group, dead_letters.as_ref());
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<serde_json::Value>| async move {
+            handle(event, group, dead_letters).await
+        },
+    ))
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |name: &str| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn config_needs_every_setting() {
+        assert_eq!(
+            Config::from_lookup(env(&[
+                ("EVENTS_TABLE", "events"),
+                ("READ_MODELS_TABLE", "read-models"),
+                ("DEAD_LETTER_QUEUE_URL", "https://sqs/q"),
+            ])),
+            Ok(Config {
+                events_table: "events".into(),
+                read_models_table: "read-models".into(),
+                dead_letter_queue_url: "https://sqs/q".into(),
+            })
+        );
+        assert_eq!(
+            Config::from_lookup(env(&[
+                ("EVENTS_TABLE", "events"),
+                ("DEAD_LETTER_QUEUE_URL", "https://sqs/q"),
+            ])),
+            Err(ConfigError("READ_MODELS_TABLE"))
+        );
+        assert_eq!(
+            Config::from_lookup(env(&[
+                ("EVENTS_TABLE", " "),
+                ("READ_MODELS_TABLE", "read-models"),
+                ("DEAD_LETTER_QUEUE_URL", "https://sqs/q"),
+            ])),
+            Err(ConfigError("EVENTS_TABLE"))
+        );
+        assert_eq!(
+            Config::from_lookup(env(&[
+                ("EVENTS_TABLE", "events"),
+                ("READ_MODELS_TABLE", "read-models"),
+            ])),
+            Err(ConfigError("DEAD_LETTER_QUEUE_URL"))
+        );
+    }
+}

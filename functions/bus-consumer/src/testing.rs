@@ -1,0 +1,183 @@
+//! A harness for the consumer functions' tests (feature `testing`): the real
+//! SQLite adapters of crm-local (event store, read models, dead letters) in
+//! a fresh directory, customers written through crm-core's
+//! [`CustomerService`], and their events as EventBridge delivers them.
+
+use crm_core::bus::BusEntry;
+use crm_core::clock::SystemClock;
+use crm_core::consumer::ConsumerGroup;
+use crm_core::customer::{
+    Customer, CustomerCommand, CustomerService, Executed, MarketingConsentChoice, RegisterCustomer,
+    RegistrationSource,
+};
+use crm_core::event::{Actor, CommandMeta, EventEnvelope};
+use crm_core::ports::{AppendRequest, DeadLetter, EventStore, ExpectedVersion};
+use crm_local::bus::SqliteDeadLetters;
+use crm_local::read_models::SqliteReadModels;
+use crm_local::SqliteEventStore;
+use lambda_runtime::{Context, LambdaEvent};
+use serde_json::Value;
+use std::sync::Arc;
+
+use crate::GroupBuilder;
+
+/// The account and region the sample events carry.
+pub const ACCOUNT: &str = "123456789012";
+pub const REGION: &str = "us-east-1";
+
+/// Stores and a dead-letter queue for one test.
+pub struct Harness {
+    pub events: Arc<SqliteEventStore>,
+    pub docs: Arc<SqliteReadModels>,
+    pub dead_letters: Arc<SqliteDeadLetters>,
+    service: CustomerService,
+    _dir: tempfile::TempDir,
+}
+
+impl Default for Harness {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn respond(c: &Customer, _: &[EventEnvelope]) -> (u16, Value) {
+    (200, serde_json::json!({ "id": c.id }))
+}
+
+impl Harness {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let events =
+            Arc::new(SqliteEventStore::open(&dir.path().join("events.db")).expect("event store"));
+        let docs = Arc::new(
+            SqliteReadModels::open(&dir.path().join("read-models.db")).expect("read models"),
+        );
+        let dead_letters = Arc::new(
+            SqliteDeadLetters::open(&dir.path().join("dead-letters.db")).expect("dead letters"),
+        );
+        let service = CustomerService::new(events.clone(), Arc::new(SystemClock));
+        Harness {
+            events,
+            docs,
+            dead_letters,
+            service,
+            _dir: dir,
+        }
+    }
+
+    /// The function's group over these stores.
+    pub fn group(&self, build: GroupBuilder) -> ConsumerGroup {
+        build(
+            self.events.clone(),
+            self.docs.clone(),
+            self.dead_letters.clone(),
+        )
+    }
+
+    /// Runs a command on a customer; the events it stored.
+    pub async fn execute(&self, customer_id: &str, command: CustomerCommand) -> Vec<EventEnvelope> {
+        let meta = CommandMeta::new(Actor::api("test"));
+        match self
+            .service
+            .execute(customer_id, &command, &meta, None, &respond)
+            .await
+            .expect("command applied")
+        {
+            Executed::Applied { events, .. } => events,
+            Executed::Replayed { .. } => panic!("a command without idempotency key was replayed"),
+        }
+    }
+
+    /// Registers a customer who ticked marketing email: versions 1
+    /// `CustomerRegistered`, 2 `ConsentGranted`, 3 `EmailVerificationRequested`.
+    pub async fn register(&self, customer_id: &str, email: &str) -> Vec<EventEnvelope> {
+        let events = self
+            .execute(
+                customer_id,
+                CustomerCommand::Register(RegisterCustomer {
+                    email: email.to_string(),
+                    first_name: "Ada".into(),
+                    last_name: "Lovelace".into(),
+                    phone: None,
+                    source: RegistrationSource::Web,
+                    marketing_consent: MarketingConsentChoice {
+                        email: true,
+                        sms: false,
+                        push: false,
+                    },
+                    terms_accepted: true,
+                    ip: "192.0.2.1".into(),
+                    user_agent: "consumer-test".into(),
+                    timezone: Some("Europe/Berlin".into()),
+                    locale: None,
+                }),
+            )
+            .await;
+        let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+        assert_eq!(
+            types,
+            [
+                "CustomerRegistered",
+                "ConsentGranted",
+                "EmailVerificationRequested"
+            ]
+        );
+        events
+    }
+
+    /// Stores envelopes as they are (one new stream, versions from 1), for
+    /// example the details of the sample events.
+    pub async fn seed(&self, envelopes: &[EventEnvelope]) {
+        let stream_id = envelopes.first().expect("envelopes").stream_id.clone();
+        let appended = self
+            .events
+            .append(AppendRequest {
+                stream_id,
+                expected: ExpectedVersion::NoStream,
+                events: envelopes.to_vec(),
+                reservations: Vec::new(),
+                receipt: None,
+            })
+            .await
+            .expect("seeded");
+        let versions: Vec<u64> = appended.events.iter().map(|e| e.version).collect();
+        let expected: Vec<u64> = envelopes.iter().map(|e| e.version).collect();
+        assert_eq!(versions, expected, "seeded envelopes keep their versions");
+    }
+
+    /// Every parked letter, oldest first.
+    pub async fn letters(&self) -> Vec<DeadLetter> {
+        self.dead_letters
+            .list()
+            .await
+            .expect("dead letters")
+            .into_iter()
+            .map(|stored| stored.letter)
+            .collect()
+    }
+}
+
+/// A sample event of `events/` (e.g. `projector/customer-registered.json`).
+pub fn sample_event(name: &str) -> Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../events")
+        .join(name);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The envelope a bus event carries.
+pub fn detail(event: &Value) -> EventEnvelope {
+    crate::handler::decode(event).expect("the detail is an envelope")
+}
+
+/// A stored event as EventBridge delivers it to a rule's target.
+pub fn bus_event(envelope: &EventEnvelope) -> Value {
+    BusEntry::for_event(envelope.clone()).to_event_json(ACCOUNT, REGION)
+}
+
+/// One invocation of the function with `payload`.
+pub fn invocation(payload: Value) -> LambdaEvent<Value> {
+    LambdaEvent::new(payload, Context::default())
+}

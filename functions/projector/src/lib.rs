@@ -1,0 +1,20 @@
+//! The projector function (ARCHITECTURE.md §2, §6): its rule sends it every
+//! `crm.customer` and `crm.consent` event, and it keeps the customer 360, the
+//! timeline and the email index. The handler and the Lambda wiring are the
+//! ones every bus consumer shares ([`crm_bus_consumer`]); this crate names
+//! the group.
+
+pub use crm_bus_consumer::handler;
+
+use crm_core::consumer::ConsumerGroup;
+use crm_core::ports::{DeadLetterQueue, EventStore, ReadModelStore};
+use std::sync::Arc;
+
+/// The consumers the projector hosts.
+pub fn group(
+    events: Arc<dyn EventStore>,
+    docs: Arc<dyn ReadModelStore>,
+    dead_letters: Arc<dyn DeadLetterQueue>,
+) -> ConsumerGroup {
+    ConsumerGroup::projector(events, docs, dead_letters)
+}

@@ -1,0 +1,258 @@
+//! The projector's handler over the real SQLite adapters: EventBridge events
+//! in, the customer 360 (and timeline, email index) out.
+
+use crm_bus_consumer::testing::{bus_event, detail, invocation, sample_event, Harness};
+use crm_core::customer::views::{customer_profile, timeline, CustomerProfile};
+use crm_core::customer::{CustomerCommand, UpdateProfile};
+use crm_projector::handler::{handle, Handled, HandlerError};
+use serde_json::json;
+
+const CUSTOMER: &str = "0190a000-0000-7000-8000-00000000c001";
+const CONSUMERS: [&str; 3] = ["customer-360", "timeline", "email-index"];
+
+async fn profile(h: &Harness) -> Option<CustomerProfile> {
+    customer_profile(h.docs.as_ref(), CUSTOMER)
+        .await
+        .expect("read the 360")
+}
+
+fn delivered(outcome: &Handled) -> (&Vec<&'static str>, &Vec<&'static str>, &Vec<&'static str>) {
+    match outcome {
+        Handled::Delivered {
+            applied,
+            duplicates,
+            parked,
+            ..
+        } => (applied, duplicates, parked),
+        other => panic!("expected a delivery, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_registration_builds_the_customer_360() {
+    let h = Harness::new();
+    let group = h.group(crm_projector::group);
+    let events = h.register(CUSTOMER, "Ada@Example.com").await;
+
+    for event in &events {
+        let outcome = handle(
+            invocation(bus_event(event)),
+            &group,
+            h.dead_letters.as_ref(),
+        )
+        .await
+        .expect("handled");
+        let (applied, duplicates, parked) = delivered(&outcome);
+        assert_eq!(applied, &CONSUMERS.to_vec());
+        assert!(duplicates.is_empty() && parked.is_empty());
+    }
+
+    let profile = profile(&h).await.expect("the 360 exists");
+    assert_eq!(profile.customer.id, CUSTOMER);
+    assert_eq!(profile.customer.email, "ada@example.com");
+    assert_eq!(profile.customer.first_name, "Ada");
+    assert_eq!(profile.customer.version, 3);
+    assert_eq!(profile.consent_summary, ["marketing:email"]);
+    assert_eq!(profile.event_counts.values().sum::<u64>(), 3);
+    assert!(profile.customer.pending_verification_token.is_none());
+    let timeline = timeline(h.docs.as_ref(), CUSTOMER, 0, 10)
+        .await
+        .expect("read the timeline");
+    assert_eq!(timeline.len(), 3);
+    assert!(h.letters().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_duplicate_delivery_changes_nothing() {
+    let h = Harness::new();
+    let group = h.group(crm_projector::group);
+    let events = h.register(CUSTOMER, "ada@example.com").await;
+    for event in &events {
+        handle(
+            invocation(bus_event(event)),
+            &group,
+            h.dead_letters.as_ref(),
+        )
+        .await
+        .expect("handled");
+    }
+    let before = profile(&h).await;
+
+    for event in events.iter().rev() {
+        let outcome = handle(
+            invocation(bus_event(event)),
+            &group,
+            h.dead_letters.as_ref(),
+        )
+        .await
+        .expect("handled");
+        let (applied, duplicates, parked) = delivered(&outcome);
+        assert!(applied.is_empty() && parked.is_empty());
+        assert_eq!(duplicates, &CONSUMERS.to_vec());
+    }
+
+    assert_eq!(profile(&h).await, before);
+    assert_eq!(
+        profile(&h)
+            .await
+            .map(|p| p.event_counts.values().sum::<u64>()),
+        Some(3)
+    );
+    assert!(h.letters().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_later_version_first_fills_the_gap_from_the_store() {
+    let h = Harness::new();
+    let group = h.group(crm_projector::group);
+    let mut events = h.register(CUSTOMER, "ada@example.com").await;
+    events.extend(
+        h.execute(
+            CUSTOMER,
+            CustomerCommand::UpdateProfile(UpdateProfile {
+                first_name: Some("Augusta".into()),
+                ..Default::default()
+            }),
+        )
+        .await,
+    );
+    let last = events.last().expect("events");
+    assert_eq!(last.version, 4);
+
+    // Only the newest event arrives; versions 1 to 3 come from the store.
+    let outcome = handle(invocation(bus_event(last)), &group, h.dead_letters.as_ref())
+        .await
+        .expect("handled");
+    assert_eq!(delivered(&outcome).0, &CONSUMERS.to_vec());
+    let filled = profile(&h).await.expect("the 360 exists");
+    assert_eq!(filled.customer.version, 4);
+    assert_eq!(filled.customer.first_name, "Augusta");
+    assert_eq!(filled.event_counts.values().sum::<u64>(), 4);
+
+    // The earlier ones, delivered late, are duplicates now.
+    for event in &events[..3] {
+        let outcome = handle(
+            invocation(bus_event(event)),
+            &group,
+            h.dead_letters.as_ref(),
+        )
+        .await
+        .expect("handled");
+        assert_eq!(delivered(&outcome).1, &CONSUMERS.to_vec());
+    }
+    assert_eq!(profile(&h).await, Some(filled));
+}
+
+#[tokio::test]
+async fn a_detail_that_is_not_an_envelope_is_parked_not_failed() {
+    let h = Harness::new();
+    let group = h.group(crm_projector::group);
+    let events = h.register(CUSTOMER, "ada@example.com").await;
+    let mut garbage = bus_event(&events[0]);
+    garbage["detail"] = json!({"customer": CUSTOMER, "what": "not an envelope"});
+
+    let outcome = handle(invocation(garbage.clone()), &group, h.dead_letters.as_ref())
+        .await
+        .expect("parked, not failed");
+    assert!(matches!(outcome, Handled::Parked { .. }), "{outcome:?}");
+
+    let letters = h.letters().await;
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].consumer, "projector");
+    assert_eq!(letters[0].payload, garbage);
+    assert!(
+        letters[0].reason.contains("not an event envelope"),
+        "{}",
+        letters[0].reason
+    );
+    assert_eq!(profile(&h).await, None);
+
+    // The stream is not blocked: the real event still goes through.
+    let outcome = handle(
+        invocation(bus_event(&events[0])),
+        &group,
+        h.dead_letters.as_ref(),
+    )
+    .await
+    .expect("handled");
+    assert_eq!(delivered(&outcome).0, &CONSUMERS.to_vec());
+}
+
+#[tokio::test]
+async fn an_envelope_the_projections_cannot_use_is_parked_by_the_group() {
+    let h = Harness::new();
+    let group = h.group(crm_projector::group);
+    let events = h.register(CUSTOMER, "ada@example.com").await;
+    // A well-formed envelope of a new stream whose data is not a registration.
+    let mut poison = events[0].clone();
+    poison.stream_id = "customer-poison".into();
+    poison.customer_id = Some("poison".into());
+    poison.data = json!({"unexpected": true});
+
+    let outcome = handle(
+        invocation(bus_event(&poison)),
+        &group,
+        h.dead_letters.as_ref(),
+    )
+    .await
+    .expect("parked, not failed");
+    let (applied, _, parked) = delivered(&outcome);
+    assert!(applied.is_empty());
+    assert_eq!(parked, &CONSUMERS.to_vec());
+    let letters = h.letters().await;
+    assert_eq!(
+        letters
+            .iter()
+            .map(|l| l.consumer.as_str())
+            .collect::<Vec<_>>(),
+        CONSUMERS
+    );
+}
+
+#[tokio::test]
+async fn a_gap_the_store_cannot_fill_is_retried() {
+    let h = Harness::new();
+    let group = h.group(crm_projector::group);
+    let events = h.register(CUSTOMER, "ada@example.com").await;
+    // Version 5 of a stream whose store ends at version 3.
+    let mut ahead = events[2].clone();
+    ahead.version = 5;
+
+    let error = handle(
+        invocation(bus_event(&ahead)),
+        &group,
+        h.dead_letters.as_ref(),
+    )
+    .await
+    .expect_err("retried");
+    assert!(
+        matches!(error, HandlerError::Retry(ref e) if e.is_retryable()),
+        "{error}"
+    );
+    assert!(h.letters().await.is_empty());
+    assert_eq!(profile(&h).await, None);
+}
+
+#[tokio::test]
+async fn the_sample_event_is_a_registration_the_projector_applies() {
+    let h = Harness::new();
+    let group = h.group(crm_projector::group);
+    let sample = sample_event("projector/customer-registered.json");
+    let envelope = detail(&sample);
+    assert_eq!(
+        (envelope.event_type.as_str(), envelope.version),
+        ("CustomerRegistered", 1)
+    );
+
+    let outcome = handle(invocation(sample), &group, h.dead_letters.as_ref())
+        .await
+        .expect("handled");
+    assert_eq!(delivered(&outcome).0, &CONSUMERS.to_vec());
+    let customer_id = envelope.customer_id.as_deref().expect("customer id");
+    let profile = customer_profile(h.docs.as_ref(), customer_id)
+        .await
+        .expect("read the 360")
+        .expect("the 360 exists");
+    assert_eq!(profile.customer.email, "grace.hopper@example.com");
+    assert!(h.letters().await.is_empty());
+}
