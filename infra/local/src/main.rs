@@ -31,6 +31,17 @@ enum Command {
         #[arg(long, env = "CRM_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
+    /// Test an event against an EventBridge event pattern, like `aws events test-event-pattern`.
+    ///
+    /// Prints {"Result": true} or {"Result": false}; exits 2 if the pattern or the event is invalid.
+    TestEventPattern {
+        /// The event pattern, as JSON.
+        #[arg(long)]
+        event_pattern: String,
+        /// The full EventBridge event, as JSON.
+        #[arg(long)]
+        event: String,
+    },
 }
 
 #[tokio::main]
@@ -56,6 +67,10 @@ async fn main() -> ExitCode {
             })
             .await
         }
+        Command::TestEventPattern {
+            event_pattern,
+            event,
+        } => return crm_local::pattern_cli::run(&event_pattern, &event),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
