@@ -30,6 +30,9 @@ enum Command {
         /// Bearer token clients must send (default: the one in <data-dir>/token, created on first run).
         #[arg(long, env = "CRM_TOKEN", hide_env_values = true)]
         token: Option<String>,
+        /// SAM template whose EventBridge rules route the local bus (default: the built-in template.yaml).
+        #[arg(long)]
+        template: Option<PathBuf>,
     },
     /// Test an event against an EventBridge event pattern, like `aws events test-event-pattern`.
     ///
@@ -41,6 +44,17 @@ enum Command {
         /// The full EventBridge event, as JSON.
         #[arg(long)]
         event: String,
+    },
+    /// Inspect and redrive the local dead letters.
+    Dlq {
+        /// Directory holding the database.
+        #[arg(long, global = true, default_value = ".crm", env = "CRM_DATA_DIR")]
+        data_dir: PathBuf,
+        /// SAM template whose rules name the targets (default: the built-in template.yaml).
+        #[arg(long, global = true)]
+        template: Option<PathBuf>,
+        #[command(subcommand)]
+        action: crm_local::dlq::DlqAction,
     },
 }
 
@@ -59,18 +73,26 @@ async fn main() -> ExitCode {
             addr,
             data_dir,
             token,
-        } => {
-            serve(ServeConfig {
-                addr,
-                data_dir,
-                token,
-            })
-            .await
-        }
+            template,
+        } => serve(ServeConfig {
+            addr,
+            data_dir,
+            token,
+            template,
+        })
+        .await
+        .map_err(|e| e.to_string()),
         Command::TestEventPattern {
             event_pattern,
             event,
         } => return crm_local::pattern_cli::run(&event_pattern, &event),
+        Command::Dlq {
+            data_dir,
+            template,
+            action,
+        } => crm_local::dlq::run(&data_dir, template.as_deref(), action)
+            .await
+            .map_err(|e| e.to_string()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
