@@ -7,11 +7,17 @@ Placeholders filled in from earlier answers:
   {{customer_id}}  the id returned by 01-register-customer.json
   {{token}}        the verification token, read from the customer's events
 
+Before every GET, the stored events go through the deployed pipeline
+(scripts/smoke_pipeline.py: DynamoDB stream -> relay -> bus -> rules of
+template.yaml -> projector and consent), so reads see the projections.
+
 Usage: lambda_smoke.py <invoke-port>
+Environment: EVENTS_TABLE and EVENT_BUS_NAME, as given to the functions.
 Needs: cargo-lambda on PATH, a running `cargo lambda watch` on 127.0.0.1:<port>
-whose api function points at a DynamoDB table that exists.
+serving api, relay, projector and consent against moto.
 """
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -19,6 +25,8 @@ import tempfile
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 EVENTS = REPO / "events" / "api"
+sys.path.insert(0, str(REPO / "scripts"))
+from smoke_pipeline import Pipeline  # noqa: E402
 
 
 def invoke(port: int, payload: str) -> dict:
@@ -41,6 +49,7 @@ def main() -> int:
     expected = json.loads((EVENTS / "expected.json").read_text())
     values = {}
     failures = 0
+    pipeline = Pipeline(port, os.environ["EVENTS_TABLE"], os.environ["EVENT_BUS_NAME"]).setup()
     for name in sorted(expected):
         template = (EVENTS / name).read_text()
         payload = template
@@ -52,6 +61,8 @@ def main() -> int:
             failures += 1
             continue
         try:
+            if json.loads(payload).get("routeKey", "").startswith("GET "):
+                pipeline.pump()
             answer = invoke(port, payload)
         except Exception as e:  # noqa: BLE001 - report and go on
             print(f"FAIL {name}: {e}")
@@ -74,6 +85,10 @@ def main() -> int:
             for event in body["items"]:
                 if event.get("type") == "EmailVerificationRequested":
                     values["token"] = event["data"]["token"]
+    print(f"pipeline: relayed {pipeline.relayed} stream records; delivered {pipeline.delivered}")
+    if pipeline.relayed == 0 or not pipeline.delivered.get("projector") or not pipeline.delivered.get("consent"):
+        print("FAIL the pipeline carried nothing to the consumers")
+        failures += 1
     print(f"lambda smoke: {len(expected) - failures}/{len(expected)} passed")
     return 1 if failures else 0
 
