@@ -1,0 +1,134 @@
+//! One batch of stream records in, `batchItemFailures` out.
+//!
+//! Events are immutable, so only `INSERT`s carry something to publish: a
+//! `MODIFY` (a snapshot replaced) or `REMOVE` (a reservation released, a
+//! receipt expired) never does. Of the inserted items only `kind = event` is
+//! published; reservations, receipts and snapshots are skipped. An inserted
+//! event item that cannot be read is poison: it is parked on the dead-letter
+//! queue with its reason and never blocks the stream.
+//!
+//! The event source mapping must have `FunctionResponseTypes:
+//! [ReportBatchItemFailures]`: the answer names the first record that could
+//! not be relayed, and Lambda delivers it and everything after it again.
+
+use crate::image::to_item;
+use aws_lambda_events::event::dynamodb::{Event, EventRecord};
+use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
+use crm_aws::dynamodb::items::{event_from_item, kind_of, KIND_EVENT};
+use crm_core::bus::BusEntry;
+use crm_core::event::EventEnvelope;
+use crm_core::relay::{Relay, RelayRecord};
+use lambda_runtime::{Error, LambdaEvent};
+
+/// What one stream record asks of the relay.
+#[derive(Debug)]
+enum Disposition {
+    /// Nothing to publish (with why, for the debug log).
+    Skip(&'static str),
+    Publish(Box<EventEnvelope>),
+    /// Not readable as an event: park it with this reason.
+    Poison(String),
+}
+
+fn disposition(record: &EventRecord) -> Disposition {
+    match record.event_name.as_str() {
+        "INSERT" => {}
+        "MODIFY" => {
+            if kind_of(&to_item(&record.change.new_image)) == Some(KIND_EVENT) {
+                tracing::warn!(
+                    record = %record_id(record),
+                    "an event item was modified; events are immutable, not publishing it again"
+                );
+            }
+            return Disposition::Skip("modify");
+        }
+        "REMOVE" => return Disposition::Skip("remove"),
+        _ => return Disposition::Skip("unknown event name"),
+    }
+    if record.change.new_image.inner().is_empty() {
+        return Disposition::Poison(
+            "INSERT without a NewImage: the stream's view type must be NEW_IMAGE".to_string(),
+        );
+    }
+    let item = to_item(&record.change.new_image);
+    match kind_of(&item) {
+        Some(KIND_EVENT) => match event_from_item(&item) {
+            Ok(envelope) => Disposition::Publish(Box::new(envelope)),
+            Err(e) => Disposition::Poison(format!("event item cannot be read: {e}")),
+        },
+        Some(_) => Disposition::Skip("not an event item"),
+        None => {
+            tracing::warn!(record = %record_id(record), "inserted item has no kind; skipping it");
+            Disposition::Skip("no kind")
+        }
+    }
+}
+
+/// The id Lambda expects back for a record: its sequence number (the event
+/// id if a record ever came without one; Lambda then retries the whole batch).
+fn record_id(record: &EventRecord) -> String {
+    record
+        .change
+        .sequence_number
+        .clone()
+        .unwrap_or_else(|| record.event_id.clone())
+}
+
+/// The stream record as it was received, for a dead letter.
+fn as_received(record: &EventRecord) -> serde_json::Value {
+    serde_json::to_value(record).unwrap_or_else(|e| {
+        serde_json::json!({
+            "eventID": record.event_id,
+            "sequenceNumber": record.change.sequence_number,
+            "unserialisable": e.to_string(),
+        })
+    })
+}
+
+/// Relays one batch of the events table's stream.
+pub async fn handle(
+    event: LambdaEvent<Event>,
+    relay: &Relay,
+) -> Result<DynamoDbEventResponse, Error> {
+    let records = event.payload.records;
+    let total = records.len();
+    let mut skipped = 0usize;
+    let mut outbound = Vec::with_capacity(total);
+    for record in &records {
+        match disposition(record) {
+            Disposition::Skip(why) => {
+                skipped += 1;
+                tracing::debug!(record = %record_id(record), why, "skipped");
+            }
+            Disposition::Publish(envelope) => {
+                outbound.push(RelayRecord::publish(
+                    record_id(record),
+                    BusEntry::for_event(*envelope),
+                ));
+            }
+            Disposition::Poison(reason) => {
+                let letter = relay.dead_letter(reason, as_received(record));
+                outbound.push(RelayRecord::park(record_id(record), letter));
+            }
+        }
+    }
+
+    let report = relay.run(outbound).await;
+    tracing::info!(
+        request_id = %event.context.request_id,
+        records = total,
+        skipped,
+        published = report.published,
+        parked = report.parked,
+        first_failure = report.first_failure.as_deref().unwrap_or(""),
+        "relayed a batch"
+    );
+
+    let mut response = DynamoDbEventResponse::default();
+    if let Some(id) = report.first_failure {
+        let mut failure = DynamoDbBatchItemFailure::default();
+        failure.item_identifier = Some(id);
+        response.batch_item_failures.push(failure);
+    }
+    Ok(response)
+}

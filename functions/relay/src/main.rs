@@ -1,0 +1,37 @@
+//! The relay Lambda function: builds its clients once and hands every batch
+//! of the events table's stream to the handler of the library.
+
+use aws_config::BehaviorVersion;
+use crm_aws::eventbridge::EventBridgeBus;
+use crm_aws::sqs::SqsDeadLetterQueue;
+use crm_relay::{handle, relay, Config};
+use lambda_runtime::{service_fn, Error, LambdaEvent};
+use std::sync::Arc;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_current_span(false)
+        .with_target(false)
+        .without_time()
+        .init();
+
+    let config = Config::from_env()?;
+    let aws = aws_config::load_defaults(BehaviorVersion::latest()).await;
+    let bus = EventBridgeBus::new(
+        aws_sdk_eventbridge::Client::new(&aws),
+        config.event_bus_name,
+    );
+    let dead_letters =
+        SqsDeadLetterQueue::new(aws_sdk_sqs::Client::new(&aws), config.dead_letter_queue_url);
+    let relay = relay(Arc::new(bus), Arc::new(dead_letters));
+    let relay = &relay;
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<aws_lambda_events::event::dynamodb::Event>| async move {
+            handle(event, relay).await
+        },
+    ))
+    .await
+}

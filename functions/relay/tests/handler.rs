@@ -1,0 +1,270 @@
+//! The handler with the sample stream batch (events/relay/stream-batch.json:
+//! two event items, then a reservation, a receipt and a snapshot, interleaved)
+//! over an in-memory bus that can refuse entries.
+
+use async_trait::async_trait;
+use aws_lambda_events::event::dynamodb::Event;
+use crm_core::bus::BusEntry;
+use crm_core::clock::SystemClock;
+use crm_core::ports::{
+    BusError, DeadLetter, DeadLetterQueue, EventBus, PublishOutcome, StoreError,
+};
+use crm_core::relay::{Relay, RetryPolicy};
+use crm_relay::{handle, TokioPause};
+use lambda_runtime::{Context, LambdaEvent};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const BATCH: &str = include_str!("../../../events/relay/stream-batch.json");
+
+/// Sequence numbers of the sample's records, in order.
+const SEQ_EVENT_1: &str = "4421584500000000017450439091";
+const SEQ_EVENT_2: &str = "4421584500000000017450439093";
+
+/// A bus that keeps what it accepted and refuses chosen event types.
+#[derive(Default)]
+struct FakeBus {
+    refuse: HashSet<String>,
+    /// Fail whole calls.
+    down: bool,
+    calls: Mutex<Vec<Vec<String>>>,
+    accepted: Mutex<Vec<BusEntry>>,
+}
+
+impl FakeBus {
+    fn refusing(types: &[&str]) -> Arc<Self> {
+        Arc::new(FakeBus {
+            refuse: types.iter().map(|t| t.to_string()).collect(),
+            ..FakeBus::default()
+        })
+    }
+
+    fn accepted(&self) -> Vec<BusEntry> {
+        self.accepted.lock().expect("lock").clone()
+    }
+
+    fn calls(&self) -> Vec<Vec<String>> {
+        self.calls.lock().expect("lock").clone()
+    }
+}
+
+#[async_trait]
+impl EventBus for FakeBus {
+    async fn put(&self, entries: &[BusEntry]) -> Result<Vec<PublishOutcome>, BusError> {
+        self.calls
+            .lock()
+            .expect("lock")
+            .push(entries.iter().map(|e| e.detail_type.clone()).collect());
+        if self.down {
+            return Err(BusError::Unavailable("connection refused".into()));
+        }
+        Ok(entries
+            .iter()
+            .map(|e| {
+                if self.refuse.contains(&e.detail_type) {
+                    PublishOutcome::Failed {
+                        code: "InternalFailure".into(),
+                        message: "try again".into(),
+                    }
+                } else {
+                    self.accepted.lock().expect("lock").push(e.clone());
+                    PublishOutcome::Published
+                }
+            })
+            .collect())
+    }
+}
+
+#[derive(Default)]
+struct FakeDlq(Mutex<Vec<DeadLetter>>);
+
+#[async_trait]
+impl DeadLetterQueue for FakeDlq {
+    async fn park(&self, letter: DeadLetter) -> Result<(), StoreError> {
+        self.0.lock().expect("lock").push(letter);
+        Ok(())
+    }
+}
+
+fn relay(bus: Arc<FakeBus>, dlq: Arc<FakeDlq>) -> Relay {
+    let policy = RetryPolicy {
+        max_attempts: 3,
+        base_delay: Duration::from_millis(1),
+        max_delay: Duration::from_millis(2),
+    };
+    Relay::new(bus, dlq, Arc::new(SystemClock)).with_retry(policy, Arc::new(TokioPause))
+}
+
+fn batch() -> Event {
+    serde_json::from_str(BATCH).expect("events/relay/stream-batch.json is a DynamoDB stream event")
+}
+
+async fn run(event: Event, relay: &Relay) -> Vec<Option<String>> {
+    let response = handle(LambdaEvent::new(event, Context::default()), relay)
+        .await
+        .expect("the handler answers");
+    response
+        .batch_item_failures
+        .into_iter()
+        .map(|f| f.item_identifier)
+        .collect()
+}
+
+#[tokio::test]
+async fn publishes_only_the_event_items_in_order() {
+    let bus = FakeBus::refusing(&[]);
+    let dlq = Arc::new(FakeDlq::default());
+    let failures = run(batch(), &relay(bus.clone(), dlq.clone())).await;
+    assert!(failures.is_empty(), "{failures:?}");
+
+    let accepted = bus.accepted();
+    let summary: Vec<(&str, &str, u64)> = accepted
+        .iter()
+        .map(|e| (e.source.as_str(), e.detail_type.as_str(), e.detail.version))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("crm.customer", "CustomerRegistered", 1),
+            ("crm.consent", "ConsentGranted", 2)
+        ]
+    );
+    assert_eq!(bus.calls().len(), 1, "both events in one PutEvents");
+    let first = &accepted[0].detail;
+    assert_eq!(
+        first.event_id.to_string(),
+        "0193a6f2-7c1e-7b3a-9f10-4d5e6a7b8c01"
+    );
+    assert_eq!(
+        first.stream_id,
+        "customer-0193a6f2-7c1e-7b3a-9f10-4d5e6a7b8c9d"
+    );
+    assert_eq!(first.data["first_name"], "Ada");
+    assert!(dlq.0.lock().expect("lock").is_empty());
+}
+
+#[tokio::test]
+async fn a_refused_second_event_is_reported_by_its_sequence_number() {
+    let bus = FakeBus::refusing(&["ConsentGranted"]);
+    let failures = run(batch(), &relay(bus.clone(), Arc::default())).await;
+    assert_eq!(failures, [Some(SEQ_EVENT_2.to_string())]);
+    // Tried three times, only the refused entry retried.
+    assert_eq!(
+        bus.calls(),
+        [
+            vec![
+                "CustomerRegistered".to_string(),
+                "ConsentGranted".to_string()
+            ],
+            vec!["ConsentGranted".to_string()],
+            vec!["ConsentGranted".to_string()],
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_refused_first_event_fails_the_batch_from_its_record() {
+    let bus = FakeBus::refusing(&["CustomerRegistered"]);
+    let failures = run(batch(), &relay(bus.clone(), Arc::default())).await;
+    assert_eq!(failures, [Some(SEQ_EVENT_1.to_string())]);
+    // The second event went (it will go again on the retry: consumers are
+    // idempotent).
+    let accepted: Vec<String> = bus.accepted().into_iter().map(|e| e.detail_type).collect();
+    assert_eq!(accepted, ["ConsentGranted"]);
+}
+
+#[tokio::test]
+async fn a_bus_that_is_down_fails_from_the_first_event() {
+    let bus = Arc::new(FakeBus {
+        down: true,
+        ..FakeBus::default()
+    });
+    let failures = run(batch(), &relay(bus.clone(), Arc::default())).await;
+    assert_eq!(failures, [Some(SEQ_EVENT_1.to_string())]);
+    assert_eq!(bus.calls().len(), 1, "a failed call is not retried here");
+}
+
+#[tokio::test]
+async fn poison_is_parked_and_does_not_block_the_stream() {
+    let mut json: serde_json::Value = serde_json::from_str(BATCH).expect("json");
+    // Corrupt the first event's data and drop the second's actor.
+    json["Records"][0]["dynamodb"]["NewImage"]["data"] = serde_json::json!({"S": "{not json"});
+    json["Records"][2]["dynamodb"]["NewImage"]
+        .as_object_mut()
+        .expect("image")
+        .remove("actor");
+    let event: Event = serde_json::from_value(json).expect("event");
+    let bus = FakeBus::refusing(&[]);
+    let dlq = Arc::new(FakeDlq::default());
+    let failures = run(event, &relay(bus.clone(), dlq.clone())).await;
+    assert!(failures.is_empty(), "{failures:?}");
+    assert!(bus.accepted().is_empty());
+
+    let letters = dlq.0.lock().expect("lock").clone();
+    assert_eq!(letters.len(), 2);
+    assert!(letters.iter().all(|l| l.consumer == "relay"));
+    assert!(letters[0].reason.contains("data"), "{}", letters[0].reason);
+    assert!(letters[1].reason.contains("actor"), "{}", letters[1].reason);
+    assert_eq!(
+        letters[0].payload["dynamodb"]["SequenceNumber"],
+        SEQ_EVENT_1
+    );
+    assert_eq!(
+        letters[1].payload["eventID"],
+        "e3f2cafa94d56e7fb18293a415c6d7e8"
+    );
+}
+
+#[tokio::test]
+async fn removals_and_modifications_are_not_published() {
+    let mut json: serde_json::Value = serde_json::from_str(BATCH).expect("json");
+    json["Records"][0]["eventName"] = "MODIFY".into();
+    json["Records"][2]["eventName"] = "REMOVE".into();
+    let event: Event = serde_json::from_value(json).expect("event");
+    let bus = FakeBus::refusing(&[]);
+    let failures = run(event, &relay(bus.clone(), Arc::default())).await;
+    assert!(failures.is_empty());
+    assert!(bus.calls().is_empty());
+}
+
+#[tokio::test]
+async fn an_insert_without_a_new_image_is_poison() {
+    let mut json: serde_json::Value = serde_json::from_str(BATCH).expect("json");
+    let records = json["Records"].as_array_mut().expect("records");
+    records.truncate(1);
+    records[0]["dynamodb"]
+        .as_object_mut()
+        .expect("dynamodb")
+        .remove("NewImage");
+    records[0]["dynamodb"]["StreamViewType"] = "KEYS_ONLY".into();
+    let event: Event = serde_json::from_value(json).expect("event");
+    let dlq = Arc::new(FakeDlq::default());
+    let failures = run(event, &relay(FakeBus::refusing(&[]), dlq.clone())).await;
+    assert!(failures.is_empty());
+    let letters = dlq.0.lock().expect("lock").clone();
+    assert_eq!(letters.len(), 1);
+    assert!(letters[0].reason.contains("NEW_IMAGE"));
+}
+
+#[tokio::test]
+async fn an_empty_batch_answers_no_failures() {
+    let event: Event = serde_json::from_str(r#"{"Records": []}"#).expect("event");
+    let bus = FakeBus::refusing(&[]);
+    assert!(run(event, &relay(bus.clone(), Arc::default()))
+        .await
+        .is_empty());
+    assert!(bus.calls().is_empty());
+}
+
+#[test]
+fn the_response_serialises_as_lambda_expects() {
+    let mut failure = aws_lambda_events::event::streams::DynamoDbBatchItemFailure::default();
+    failure.item_identifier = Some(SEQ_EVENT_2.into());
+    let mut response = aws_lambda_events::event::streams::DynamoDbEventResponse::default();
+    response.batch_item_failures.push(failure);
+    assert_eq!(
+        serde_json::to_value(&response).expect("json"),
+        serde_json::json!({"batchItemFailures": [{"itemIdentifier": SEQ_EVENT_2}]})
+    );
+}
