@@ -44,8 +44,7 @@ impl Answer {
 impl TestApi {
     pub fn new() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let runtime = LocalRuntime::open(&dir.path().join("crm.db"), BUILT_IN_TEMPLATE)
-            .expect("open runtime");
+        let runtime = LocalRuntime::open(&dir.path().join("crm.db"), BUILT_IN_TEMPLATE).expect("open runtime");
         let app = runtime.app(TOKEN.to_string());
         TestApi {
             app,
@@ -57,42 +56,23 @@ impl TestApi {
 
     /// Sends a request with the right bearer token.
     pub async fn call(&self, method: &str, path: &str, body: Option<&str>) -> Answer {
-        self.call_with(
-            method,
-            path,
-            body,
-            &[("authorization", &format!("Bearer {TOKEN}"))],
-        )
-        .await
+        self.call_with(method, path, body, &[("authorization", &format!("Bearer {TOKEN}"))])
+            .await
     }
 
     /// Sends a request with exactly these headers (plus content-type for a body).
-    pub async fn call_with(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<&str>,
-        headers: &[(&str, &str)],
-    ) -> Answer {
+    pub async fn call_with(&self, method: &str, path: &str, body: Option<&str>, headers: &[(&str, &str)]) -> Answer {
         self.call_raw(method, path, body.map(|b| b.as_bytes().to_vec()), headers)
             .await
     }
 
-    pub async fn call_raw(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<Vec<u8>>,
-        headers: &[(&str, &str)],
-    ) -> Answer {
+    pub async fn call_raw(&self, method: &str, path: &str, body: Option<Vec<u8>>, headers: &[(&str, &str)]) -> Answer {
         let mut builder = Request::builder().method(method).uri(path);
         for (k, v) in headers {
             builder = builder.header(*k, *v);
         }
         let request = match body {
-            Some(b) => builder
-                .header("content-type", "application/json")
-                .body(Body::from(b)),
+            Some(b) => builder.header("content-type", "application/json").body(Body::from(b)),
             None => builder.body(Body::empty()),
         }
         .expect("request");
@@ -100,24 +80,14 @@ impl TestApi {
         self.runtime.bus.settle().await.expect("bus settles");
         let status = response.status();
         let headers = response.headers().clone();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
+        let bytes = response.into_body().collect().await.expect("body").to_bytes();
         let body = if bytes.is_empty() {
             serde_json::Value::Null
         } else {
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-                serde_json::Value::String(String::from_utf8_lossy(&bytes).into())
-            })
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&bytes).into()))
         };
-        Answer {
-            status,
-            headers,
-            body,
-        }
+        Answer { status, headers, body }
     }
 
     /// How many events the store holds in all.
@@ -125,11 +95,7 @@ impl TestApi {
         let mut count = 0;
         let mut cursor: Option<String> = None;
         loop {
-            let page = self
-                .store
-                .read_all(cursor.as_deref(), 1000)
-                .await
-                .expect("read all");
+            let page = self.store.read_all(cursor.as_deref(), 1000).await.expect("read all");
             count += page.events.len();
             match page.next {
                 Some(next) => cursor = Some(next),

@@ -5,9 +5,7 @@ use crm_tests::{registration, TestApi};
 use serde_json::{json, Value};
 
 async fn register(api: &TestApi, email: &str) -> String {
-    let a = api
-        .call("POST", "/customers", Some(&registration(email)))
-        .await;
+    let a = api.call("POST", "/customers", Some(&registration(email))).await;
     assert_eq!(a.status, 201, "{:?}", a.body);
     a.body["id"].as_str().expect("id").to_string()
 }
@@ -43,9 +41,7 @@ async fn customer_lifecycle_through_the_api() {
     );
     assert_eq!(a.body["consents"].as_array().map(Vec::len), Some(2));
 
-    let events = api
-        .call("GET", &format!("/customers/{id}/events"), None)
-        .await;
+    let events = api.call("GET", &format!("/customers/{id}/events"), None).await;
     let types: Vec<&str> = events.body["items"]
         .as_array()
         .expect("items")
@@ -81,10 +77,7 @@ async fn customer_lifecycle_through_the_api() {
             Some(&json!({ "token": token }).to_string()),
         )
         .await;
-    assert_eq!(
-        (v.status.as_u16(), v.body["status"].clone()),
-        (200, json!("active"))
-    );
+    assert_eq!((v.status.as_u16(), v.body["status"].clone()), (200, json!("active")));
 
     let p = api
         .call(
@@ -100,17 +93,12 @@ async fn customer_lifecycle_through_the_api() {
     let prefs = json!({"email_frequency":"daily","categories":["new-arrivals"],"timezone":"Europe/Berlin",
         "quiet_hours":{"start":"22:00","end":"07:00"},"sms_for_promotions":true,"push_categories":["orders"]});
     let r = api
-        .call(
-            "PUT",
-            &format!("/customers/{id}/preferences"),
-            Some(&prefs.to_string()),
-        )
+        .call("PUT", &format!("/customers/{id}/preferences"), Some(&prefs.to_string()))
         .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body["preferences"], prefs);
 
-    let grant =
-        json!({"purpose":"marketing","channel":"sms","method":"preference-centre"}).to_string();
+    let grant = json!({"purpose":"marketing","channel":"sms","method":"preference-centre"}).to_string();
     assert_eq!(
         api.call("POST", &format!("/customers/{id}/consents"), Some(&grant))
             .await
@@ -133,13 +121,9 @@ async fn customer_lifecycle_through_the_api() {
         .await;
     assert_eq!(revoke.status, 200);
     assert_eq!(
-        api.call(
-            "DELETE",
-            &format!("/customers/{id}/consents/marketing/sms"),
-            None
-        )
-        .await
-        .status,
+        api.call("DELETE", &format!("/customers/{id}/consents/marketing/sms"), None)
+            .await
+            .status,
         409
     );
 
@@ -163,11 +147,7 @@ async fn customer_lifecycle_through_the_api() {
         201
     );
     let taken = api
-        .call(
-            "POST",
-            "/customers",
-            Some(&registration("AMAZING.grace@example.org")),
-        )
+        .call("POST", "/customers", Some(&registration("AMAZING.grace@example.org")))
         .await;
     assert_eq!(
         (taken.status.as_u16(), taken.body["field"].clone()),
@@ -185,18 +165,12 @@ async fn customer_lifecycle_through_the_api() {
         (d.status.as_u16(), d.body["status"].clone()),
         (200, json!("deactivated"))
     );
-    assert_eq!(
-        d.body["consents"],
-        json!([]),
-        "deactivation revokes every consent"
-    );
+    assert_eq!(d.body["consents"], json!([]), "deactivation revokes every consent");
     let blocked = api
         .call("POST", &format!("/customers/{id}/consents"), Some(&grant))
         .await;
     assert_eq!(blocked.status, 409);
-    let re = api
-        .call("POST", &format!("/customers/{id}/reactivate"), None)
-        .await;
+    let re = api.call("POST", &format!("/customers/{id}/reactivate"), None).await;
     assert_eq!(
         (re.status.as_u16(), re.body["status"].clone()),
         (200, json!("pending-verification"))
@@ -233,14 +207,10 @@ async fn customer_lifecycle_through_the_api() {
     assert_eq!(found.body["items"].as_array().map(Vec::len), Some(1));
     assert_eq!(found.body["items"][0]["id"], id.as_str());
     // The old address now belongs to the customer registered with it later.
-    let old = api
-        .call("GET", "/customers?email=grace@navy.mil", None)
-        .await;
+    let old = api.call("GET", "/customers?email=grace@navy.mil", None).await;
     assert_eq!(old.body["items"].as_array().map(Vec::len), Some(1));
     assert_ne!(old.body["items"][0]["id"], id.as_str());
-    let nobody = api
-        .call("GET", "/customers?email=nobody@example.com", None)
-        .await;
+    let nobody = api.call("GET", "/customers?email=nobody@example.com", None).await;
     assert_eq!(nobody.body["items"], json!([]));
 
     let timeline = api
@@ -264,22 +234,11 @@ async fn customer_lifecycle_through_the_api() {
     assert_eq!(entries[0]["ip"], "198.51.100.4");
     assert_eq!(entries[0]["actor"], "api:local");
 
-    let consents = api
-        .call("GET", &format!("/customers/{id}/consents"), None)
-        .await;
+    let consents = api.call("GET", &format!("/customers/{id}/consents"), None).await;
     assert_eq!(consents.status, 200);
-    let current = consents.body["current"]
-        .as_array()
-        .expect("current")
-        .clone();
-    assert_eq!(
-        current.len(),
-        3,
-        "email and push at registration, sms later"
-    );
-    assert!(current
-        .iter()
-        .all(|c| c["status"] == "revoked" && c["active"] == false));
+    let current = consents.body["current"].as_array().expect("current").clone();
+    assert_eq!(current.len(), 3, "email and push at registration, sms later");
+    assert!(current.iter().all(|c| c["status"] == "revoked" && c["active"] == false));
     let sms = current.iter().find(|c| c["channel"] == "sms").expect("sms");
     assert_eq!(sms["revocation_reason"], "too-many");
     assert_eq!(sms["proof"]["method"], "preference-centre");
@@ -289,35 +248,21 @@ async fn customer_lifecycle_through_the_api() {
     let health = api.call("GET", "/health", None).await;
     assert_eq!(health.status, 200);
     assert_eq!(health.body["status"], "ok");
-    let consumers = health.body["consumers"]
-        .as_array()
-        .expect("consumers")
-        .clone();
-    let names: Vec<&str> = consumers
-        .iter()
-        .filter_map(|c| c["name"].as_str())
-        .collect();
+    let consumers = health.body["consumers"].as_array().expect("consumers").clone();
+    let names: Vec<&str> = consumers.iter().filter_map(|c| c["name"].as_str()).collect();
     assert_eq!(names, ["projector", "consent"]);
-    assert!(consumers
-        .iter()
-        .all(|c| c["lag"] == 0 && c["dead_letters"] == 0));
+    assert!(consumers.iter().all(|c| c["lag"] == 0 && c["dead_letters"] == 0));
 }
 
 #[tokio::test]
 async fn events_are_paged() {
     let api = TestApi::new();
     let id = register(&api, "pager@example.com").await;
-    let first = api
-        .call("GET", &format!("/customers/{id}/events?limit=3"), None)
-        .await;
+    let first = api.call("GET", &format!("/customers/{id}/events?limit=3"), None).await;
     assert_eq!(first.body["items"].as_array().map(Vec::len), Some(3));
     assert_eq!(first.body["next_after"], 3);
     let rest = api
-        .call(
-            "GET",
-            &format!("/customers/{id}/events?after=3&limit=3"),
-            None,
-        )
+        .call("GET", &format!("/customers/{id}/events?after=3&limit=3"), None)
         .await;
     assert_eq!(rest.body["items"].as_array().map(Vec::len), Some(1));
     assert_eq!(rest.body["items"][0]["version"], 4);
@@ -328,28 +273,18 @@ async fn events_are_paged() {
 async fn idempotency_key_applies_once_and_replays_the_first_answer() {
     let api = TestApi::new();
     let body = registration("once@example.com");
-    let headers = [
-        ("authorization", "Bearer test-token"),
-        ("idempotency-key", "reg-42"),
-    ];
-    let first = api
-        .call_with("POST", "/customers", Some(&body), &headers)
-        .await;
+    let headers = [("authorization", "Bearer test-token"), ("idempotency-key", "reg-42")];
+    let first = api.call_with("POST", "/customers", Some(&body), &headers).await;
     assert_eq!(first.status, 201);
     let count = api.event_count().await;
-    let second = api
-        .call_with("POST", "/customers", Some(&body), &headers)
-        .await;
+    let second = api.call_with("POST", "/customers", Some(&body), &headers).await;
     assert_eq!(second.status, 201);
     assert_eq!(second.body, first.body, "same answer");
     assert_eq!(second.headers["idempotent-replayed"], "true");
     assert_eq!(api.event_count().await, count, "applied once");
 
     let id = first.body["id"].as_str().expect("id");
-    let patch = [
-        ("authorization", "Bearer test-token"),
-        ("idempotency-key", "rename-1"),
-    ];
+    let patch = [("authorization", "Bearer test-token"), ("idempotency-key", "rename-1")];
     let path = format!("/customers/{id}");
     let p1 = api
         .call_with("PATCH", &path, Some(r#"{"first_name":"Amazing"}"#), &patch)
@@ -372,13 +307,7 @@ async fn idempotency_key_applies_once_and_replays_the_first_answer() {
 }
 
 /// method, path, body, expected status, expected `field`.
-type BadRequest = (
-    &'static str,
-    String,
-    Option<String>,
-    u16,
-    Option<&'static str>,
-);
+type BadRequest = (&'static str, String, Option<String>, u16, Option<&'static str>);
 
 /// Each bad request gets its status and a problem naming the field, and
 /// writes nothing.
@@ -398,50 +327,215 @@ async fn bad_input_is_refused_with_a_problem_and_writes_nothing() {
         v.as_object_mut().expect("object").remove(field);
         v.to_string()
     };
-    let big = format!(
-        r#"{{"email":"big@example.com","pad":"{}"}}"#,
-        "x".repeat(70 * 1024)
-    );
+    let big = format!(r#"{{"email":"big@example.com","pad":"{}"}}"#, "x".repeat(70 * 1024));
     let cases: Vec<BadRequest> = vec![
         ("POST", "/customers".into(), Some("{not json".into()), 400, None),
         ("POST", "/customers".into(), Some(String::new()), 400, None),
-        ("POST", "/customers".into(), Some(r#"{"email":"a@b.co"} x"#.into()), 400, None),
-        ("POST", "/customers".into(), Some(without("first_name")), 422, Some("first_name")),
-        ("POST", "/customers".into(), Some(with("terms_accepted", json!("yes"))), 422, Some("terms_accepted")),
-        ("POST", "/customers".into(), Some(with("terms_accepted", json!(false))), 422, Some("terms_accepted")),
-        ("POST", "/customers".into(), Some(with("email", json!("not-an-email"))), 422, Some("email")),
-        ("POST", "/customers".into(), Some(with("source", json!("carrier-pigeon"))), 422, Some("source")),
-        ("POST", "/customers".into(), Some(with("phone", json!("12345"))), 422, Some("phone")),
-        ("POST", "/customers".into(), Some(with("timezone", json!("Europe/Atlantis"))), 422, Some("timezone")),
-        ("POST", "/customers".into(), Some(with("marketing_consent", json!({"fax": true}))), 422, Some("marketing_consent.fax")),
-        ("POST", "/customers".into(), Some(with("surprise", json!(1))), 422, Some("surprise")),
-        ("POST", "/customers".into(), Some(with("email", json!("EXISTING@example.com"))), 409, Some("email")),
+        (
+            "POST",
+            "/customers".into(),
+            Some(r#"{"email":"a@b.co"} x"#.into()),
+            400,
+            None,
+        ),
+        (
+            "POST",
+            "/customers".into(),
+            Some(without("first_name")),
+            422,
+            Some("first_name"),
+        ),
+        (
+            "POST",
+            "/customers".into(),
+            Some(with("terms_accepted", json!("yes"))),
+            422,
+            Some("terms_accepted"),
+        ),
+        (
+            "POST",
+            "/customers".into(),
+            Some(with("terms_accepted", json!(false))),
+            422,
+            Some("terms_accepted"),
+        ),
+        (
+            "POST",
+            "/customers".into(),
+            Some(with("email", json!("not-an-email"))),
+            422,
+            Some("email"),
+        ),
+        (
+            "POST",
+            "/customers".into(),
+            Some(with("source", json!("carrier-pigeon"))),
+            422,
+            Some("source"),
+        ),
+        (
+            "POST",
+            "/customers".into(),
+            Some(with("phone", json!("12345"))),
+            422,
+            Some("phone"),
+        ),
+        (
+            "POST",
+            "/customers".into(),
+            Some(with("timezone", json!("Europe/Atlantis"))),
+            422,
+            Some("timezone"),
+        ),
+        (
+            "POST",
+            "/customers".into(),
+            Some(with("marketing_consent", json!({"fax": true}))),
+            422,
+            Some("marketing_consent.fax"),
+        ),
+        (
+            "POST",
+            "/customers".into(),
+            Some(with("surprise", json!(1))),
+            422,
+            Some("surprise"),
+        ),
+        (
+            "POST",
+            "/customers".into(),
+            Some(with("email", json!("EXISTING@example.com"))),
+            409,
+            Some("email"),
+        ),
         ("POST", "/customers".into(), Some(big), 413, None),
         ("GET", format!("/customers/{unknown}"), None, 404, None),
         ("GET", "/customers/not-a-uuid".into(), None, 404, None),
-        ("PATCH", format!("/customers/{unknown}"), Some(r#"{"first_name":"X"}"#.into()), 404, None),
-        ("PATCH", format!("/customers/{id}"), Some(r#"{"address":{"line1":"1 Main St","city":"X","postal_code":"1","country":"Germany"}}"#.into()), 422, Some("address.country")),
-        ("PATCH", format!("/customers/{id}"), Some(r#"{"date_of_birth":"yesterday"}"#.into()), 422, Some("date_of_birth")),
-        ("PUT", format!("/customers/{id}/email"), Some(r#"{"new_email":"existing@EXAMPLE.com"}"#.into()), 422, Some("new_email")),
-        ("POST", format!("/customers/{id}/email/verify"), Some(r#"{"token":"guess"}"#.into()), 422, Some("token")),
-        ("PUT", format!("/customers/{id}/preferences"), Some(r#"{"timezone":"UTC","quiet_hours":{"start":"22:00","end":"22:00"}}"#.into()), 422, Some("quiet_hours.end")),
-        ("PUT", format!("/customers/{id}/preferences"), Some(r#"{"email_frequency":"hourly"}"#.into()), 422, Some("email_frequency")),
-        ("POST", format!("/customers/{id}/consents"), Some(r#"{"purpose":"marketing","channel":"email","method":"api"}"#.into()), 409, Some("channel")),
-        ("POST", format!("/customers/{id}/consents"), Some(r#"{"purpose":"spam","channel":"email","method":"api"}"#.into()), 422, Some("purpose")),
-        ("DELETE", format!("/customers/{id}/consents/spam/email"), None, 422, Some("purpose")),
-        ("DELETE", format!("/customers/{id}/consents/marketing/fax"), None, 422, Some("channel")),
-        ("DELETE", format!("/customers/{id}/consents/analytics/email"), None, 409, Some("channel")),
-        ("POST", format!("/customers/{id}/deactivate"), Some(r#"{"reason":"bored"}"#.into()), 422, Some("reason")),
-        ("POST", format!("/customers/{id}/reactivate"), Some(r#"{"why":"because"}"#.into()), 422, Some("why")),
+        (
+            "PATCH",
+            format!("/customers/{unknown}"),
+            Some(r#"{"first_name":"X"}"#.into()),
+            404,
+            None,
+        ),
+        (
+            "PATCH",
+            format!("/customers/{id}"),
+            Some(r#"{"address":{"line1":"1 Main St","city":"X","postal_code":"1","country":"Germany"}}"#.into()),
+            422,
+            Some("address.country"),
+        ),
+        (
+            "PATCH",
+            format!("/customers/{id}"),
+            Some(r#"{"date_of_birth":"yesterday"}"#.into()),
+            422,
+            Some("date_of_birth"),
+        ),
+        (
+            "PUT",
+            format!("/customers/{id}/email"),
+            Some(r#"{"new_email":"existing@EXAMPLE.com"}"#.into()),
+            422,
+            Some("new_email"),
+        ),
+        (
+            "POST",
+            format!("/customers/{id}/email/verify"),
+            Some(r#"{"token":"guess"}"#.into()),
+            422,
+            Some("token"),
+        ),
+        (
+            "PUT",
+            format!("/customers/{id}/preferences"),
+            Some(r#"{"timezone":"UTC","quiet_hours":{"start":"22:00","end":"22:00"}}"#.into()),
+            422,
+            Some("quiet_hours.end"),
+        ),
+        (
+            "PUT",
+            format!("/customers/{id}/preferences"),
+            Some(r#"{"email_frequency":"hourly"}"#.into()),
+            422,
+            Some("email_frequency"),
+        ),
+        (
+            "POST",
+            format!("/customers/{id}/consents"),
+            Some(r#"{"purpose":"marketing","channel":"email","method":"api"}"#.into()),
+            409,
+            Some("channel"),
+        ),
+        (
+            "POST",
+            format!("/customers/{id}/consents"),
+            Some(r#"{"purpose":"spam","channel":"email","method":"api"}"#.into()),
+            422,
+            Some("purpose"),
+        ),
+        (
+            "DELETE",
+            format!("/customers/{id}/consents/spam/email"),
+            None,
+            422,
+            Some("purpose"),
+        ),
+        (
+            "DELETE",
+            format!("/customers/{id}/consents/marketing/fax"),
+            None,
+            422,
+            Some("channel"),
+        ),
+        (
+            "DELETE",
+            format!("/customers/{id}/consents/analytics/email"),
+            None,
+            409,
+            Some("channel"),
+        ),
+        (
+            "POST",
+            format!("/customers/{id}/deactivate"),
+            Some(r#"{"reason":"bored"}"#.into()),
+            422,
+            Some("reason"),
+        ),
+        (
+            "POST",
+            format!("/customers/{id}/reactivate"),
+            Some(r#"{"why":"because"}"#.into()),
+            422,
+            Some("why"),
+        ),
         ("POST", format!("/customers/{id}/reactivate"), None, 409, None),
-        ("GET", format!("/customers/{id}/events?limit=0"), None, 422, Some("limit")),
-        ("GET", format!("/customers/{id}/events?after=-1"), None, 422, Some("after")),
+        (
+            "GET",
+            format!("/customers/{id}/events?limit=0"),
+            None,
+            422,
+            Some("limit"),
+        ),
+        (
+            "GET",
+            format!("/customers/{id}/events?after=-1"),
+            None,
+            422,
+            Some("after"),
+        ),
         ("GET", format!("/customers/{id}/events?page=2"), None, 422, Some("page")),
         ("GET", "/nowhere".into(), None, 404, None),
         ("GET", "/customers".into(), None, 422, Some("email")),
         ("GET", "/customers?email=x&y=1".into(), None, 422, Some("y")),
         ("GET", format!("/customers/{unknown}/timeline"), None, 404, None),
-        ("GET", format!("/customers/{id}/timeline?limit=501"), None, 422, Some("limit")),
+        (
+            "GET",
+            format!("/customers/{id}/timeline?limit=501"),
+            None,
+            422,
+            Some("limit"),
+        ),
         ("GET", format!("/customers/{unknown}/consents"), None, 404, None),
         ("DELETE", "/customers".into(), None, 405, None),
     ];
@@ -452,10 +546,7 @@ async fn bad_input_is_refused_with_a_problem_and_writes_nothing() {
         assert_eq!(a.status.as_u16(), status, "{label}: {:?}", a.body);
         assert_eq!(a.content_type(), "application/problem+json", "{label}");
         assert_eq!(a.body["status"], status, "{label}");
-        assert!(
-            a.body["title"].is_string() && a.body["detail"].is_string(),
-            "{label}"
-        );
+        assert!(a.body["title"].is_string() && a.body["detail"].is_string(), "{label}");
         assert_eq!(a.body["field"].as_str(), field, "{label}: {:?}", a.body);
         assert_eq!(api.event_count().await, before, "{label} wrote nothing");
     }
@@ -469,12 +560,7 @@ async fn requests_need_the_bearer_token() {
     assert_eq!(none.status, 401);
     assert_eq!(none.headers["www-authenticate"], "Bearer");
     let wrong = api
-        .call_with(
-            "POST",
-            "/customers",
-            Some(&body),
-            &[("authorization", "Bearer nope")],
-        )
+        .call_with("POST", "/customers", Some(&body), &[("authorization", "Bearer nope")])
         .await;
     assert_eq!(wrong.status, 401);
     assert_eq!(wrong.content_type(), "application/problem+json");
@@ -483,10 +569,7 @@ async fn requests_need_the_bearer_token() {
             "POST",
             "/customers",
             Some(&body),
-            &[
-                ("authorization", "Bearer test-token"),
-                ("idempotency-key", "has space"),
-            ],
+            &[("authorization", "Bearer test-token"), ("idempotency-key", "has space")],
         )
         .await;
     assert_eq!(
@@ -506,9 +589,7 @@ async fn concurrent_commands_on_one_customer_all_apply() {
         let id = id.clone();
         tasks.push(tokio::spawn(async move {
             let body = json!({ "first_name": format!("Name{i}") }).to_string();
-            api.call("PATCH", &format!("/customers/{id}"), Some(&body))
-                .await
-                .status
+            api.call("PATCH", &format!("/customers/{id}"), Some(&body)).await.status
         }));
     }
     for t in tasks {

@@ -30,10 +30,7 @@ fn operations(doc: &Yaml) -> Vec<(String, String, Yaml)> {
 #[test]
 fn documents_exactly_the_routes_the_router_serves() {
     let doc = document();
-    let documented: BTreeSet<(String, String)> = operations(&doc)
-        .into_iter()
-        .map(|(m, p, _)| (m, p))
-        .collect();
+    let documented: BTreeSet<(String, String)> = operations(&doc).into_iter().map(|(m, p, _)| (m, p)).collect();
     let served: BTreeSet<(String, String)> = crm_api::ROUTES
         .iter()
         .map(|(m, p)| (m.to_string(), p.to_string()))
@@ -77,11 +74,7 @@ async fn every_operation_answers_with_a_documented_status() {
         // does not change what the next one finds.
         let api = TestApi::new();
         let created = api
-            .call(
-                "POST",
-                "/customers",
-                Some(&registration("openapi@example.com")),
-            )
+            .call("POST", "/customers", Some(&registration("openapi@example.com")))
             .await;
         let id = created.body["id"].as_str().expect("id").to_string();
         let mut url = path
@@ -108,9 +101,7 @@ async fn every_operation_answers_with_a_documented_status() {
         // Operations whose example needs the customer in a given state first.
         match op["operationId"].as_str() {
             Some("verifyEmail") => {
-                let events = api
-                    .call("GET", &format!("/customers/{id}/events"), None)
-                    .await;
+                let events = api.call("GET", &format!("/customers/{id}/events"), None).await;
                 let token = events.body["items"][3]["data"]["token"]
                     .as_str()
                     .expect("token")

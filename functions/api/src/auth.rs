@@ -35,11 +35,7 @@ fn gateway_principal(req: &Request) -> Option<String> {
     }
 }
 
-pub async fn require_principal(
-    State(state): State<AppState>,
-    mut req: Request,
-    next: Next,
-) -> Response {
+pub async fn require_principal(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let principal = match &state.auth {
         Auth::BearerToken(expected) => {
             let presented = req
@@ -48,24 +44,14 @@ pub async fn require_principal(
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("Bearer "));
             match presented {
-                Some(token) if constant_time_eq(token.trim().as_bytes(), expected.as_bytes()) => {
-                    "local".to_string()
-                }
-                Some(_) => {
-                    return Problem::unauthorized("the bearer token is not valid").into_response()
-                }
-                None => {
-                    return Problem::unauthorized("an Authorization: Bearer token is required")
-                        .into_response()
-                }
+                Some(token) if constant_time_eq(token.trim().as_bytes(), expected.as_bytes()) => "local".to_string(),
+                Some(_) => return Problem::unauthorized("the bearer token is not valid").into_response(),
+                None => return Problem::unauthorized("an Authorization: Bearer token is required").into_response(),
             }
         }
         Auth::Gateway => match gateway_principal(&req) {
             Some(sub) => sub,
-            None => {
-                return Problem::unauthorized("the request carries no verified JWT claims")
-                    .into_response()
-            }
+            None => return Problem::unauthorized("the request carries no verified JWT claims").into_response(),
         },
     };
     req.extensions_mut().insert(Principal(principal));

@@ -35,8 +35,8 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
     }
     // Syntax first (400), then shape (422), so a broken body is never
     // reported as a missing field.
-    let value: serde_json::Value = serde_json::from_slice(bytes)
-        .map_err(|e| Problem::malformed(format!("the body is not valid JSON: {e}")))?;
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| Problem::malformed(format!("the body is not valid JSON: {e}")))?;
     serde_path_to_error::deserialize(value).map_err(|err| {
         let path = err.path().to_string();
         let message = err.into_inner().to_string();
@@ -94,13 +94,11 @@ mod tests {
         assert_eq!((p.status, p.field.as_deref()), (422, Some("name")));
         let p = parse_json::<Outer>(br#"{"name": "x", "address": {}}"#).unwrap_err();
         assert_eq!(p.field.as_deref(), Some("address.country"));
-        let p = parse_json::<Outer>(br#"{"name": "x", "address": {"country": "DE"}, "extra": 1}"#)
-            .unwrap_err();
+        let p = parse_json::<Outer>(br#"{"name": "x", "address": {"country": "DE"}, "extra": 1}"#).unwrap_err();
         assert_eq!(p.field.as_deref(), Some("extra"));
         let p = parse_json::<Outer>(br#"{"name": "x""#).unwrap_err();
         assert_eq!(p.status, 400);
-        let p = parse_json::<Outer>(br#"{"name": "x", "address": {"country": "DE"}} trailing"#)
-            .unwrap_err();
+        let p = parse_json::<Outer>(br#"{"name": "x", "address": {"country": "DE"}} trailing"#).unwrap_err();
         assert_eq!(p.status, 400);
     }
 }

@@ -11,8 +11,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use crm_core::consent::{Channel, Purpose};
 use crm_core::customer::{
-    ChangeEmail, Customer, CustomerCommand, DeactivateCustomer, Executed, GrantConsent,
-    RegisterCustomer, RevokeConsent, UpdateProfile, VerifyEmail,
+    ChangeEmail, Customer, CustomerCommand, DeactivateCustomer, Executed, GrantConsent, RegisterCustomer,
+    RevokeConsent, UpdateProfile, VerifyEmail,
 };
 use crm_core::event::{Actor, CommandMeta, EventEnvelope};
 use crm_core::idempotency::IdempotencyKey;
@@ -71,18 +71,9 @@ struct Call {
     idempotency: Option<IdempotencyKey>,
 }
 
-fn call(
-    headers: &HeaderMap,
-    principal: Principal,
-    method: &Method,
-    uri: &Uri,
-    body: &[u8],
-) -> Result<Call, Problem> {
+fn call(headers: &HeaderMap, principal: Principal, method: &Method, uri: &Uri, body: &[u8]) -> Result<Call, Problem> {
     let idempotency = idempotency(headers, &principal, method, uri, body)?;
-    Ok(Call {
-        principal,
-        idempotency,
-    })
+    Ok(Call { principal, idempotency })
 }
 
 /// Runs a command and answers with `status` and the customer's view (or,
@@ -95,8 +86,7 @@ async fn run(
     status: StatusCode,
 ) -> Result<Response, Problem> {
     let meta = CommandMeta::new(Actor::api(&call.principal.0));
-    let respond =
-        move |c: &Customer, _events: &[EventEnvelope]| (status.as_u16(), customer_view(c));
+    let respond = move |c: &Customer, _events: &[EventEnvelope]| (status.as_u16(), customer_view(c));
     let executed = state
         .customers
         .execute(id, &command, &meta, call.idempotency.as_ref(), &respond)
@@ -202,14 +192,7 @@ pub async fn reactivate(
         parse_json::<NoPayload>(&body)?;
     }
     let call = call(&headers, principal, &method, &uri, &body)?;
-    run(
-        &state,
-        &id,
-        CustomerCommand::Reactivate,
-        call,
-        StatusCode::OK,
-    )
-    .await
+    run(&state, &id, CustomerCommand::Reactivate, call, StatusCode::OK).await
 }
 
 pub async fn revoke_consent(
@@ -222,13 +205,11 @@ pub async fn revoke_consent(
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
     let id = customer_id(&id)?;
-    let purpose = Purpose::parse(&purpose).ok_or_else(|| {
-        Problem::invalid("purpose", "must be one of marketing, analytics, essential")
-    })?;
-    let channel = Channel::parse(&channel)
-        .ok_or_else(|| Problem::invalid("channel", "must be one of email, sms, push"))?;
-    let Query(query) =
-        query.map_err(|e| Problem::malformed(format!("the query string is not valid: {e}")))?;
+    let purpose = Purpose::parse(&purpose)
+        .ok_or_else(|| Problem::invalid("purpose", "must be one of marketing, analytics, essential"))?;
+    let channel =
+        Channel::parse(&channel).ok_or_else(|| Problem::invalid("channel", "must be one of email, sms, push"))?;
+    let Query(query) = query.map_err(|e| Problem::malformed(format!("the query string is not valid: {e}")))?;
     if let Some(unknown) = query.keys().find(|k| k.as_str() != "reason") {
         return Err(Problem::invalid(unknown.clone(), "unknown query parameter"));
     }
@@ -265,24 +246,15 @@ pub async fn list_events(
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Response, Problem> {
     let id = customer_id(&id)?;
-    let Query(query) =
-        query.map_err(|e| Problem::malformed(format!("the query string is not valid: {e}")))?;
-    if let Some(unknown) = query
-        .keys()
-        .find(|k| !matches!(k.as_str(), "after" | "limit"))
-    {
+    let Query(query) = query.map_err(|e| Problem::malformed(format!("the query string is not valid: {e}")))?;
+    if let Some(unknown) = query.keys().find(|k| !matches!(k.as_str(), "after" | "limit")) {
         return Err(Problem::invalid(unknown.clone(), "unknown query parameter"));
     }
     let after = number(&query, "after")?.unwrap_or(0);
     let limit = match number(&query, "limit")? {
         None => DEFAULT_PAGE,
         Some(n) if (1..=MAX_PAGE as u64).contains(&n) => n as usize,
-        Some(_) => {
-            return Err(Problem::invalid(
-                "limit",
-                format!("must be between 1 and {MAX_PAGE}"),
-            ))
-        }
+        Some(_) => return Err(Problem::invalid("limit", format!("must be between 1 and {MAX_PAGE}"))),
     };
     let stream = crm_core::customer::stream_id(&id);
     let store = state.customers.store();
@@ -293,10 +265,6 @@ pub async fn list_events(
     }
     let more = events.len() > limit;
     events.truncate(limit);
-    let next_after = if more {
-        events.last().map(|e| e.version)
-    } else {
-        None
-    };
+    let next_after = if more { events.last().map(|e| e.version) } else { None };
     Ok(axum::Json(json!({ "items": events, "next_after": next_after })).into_response())
 }

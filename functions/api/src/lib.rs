@@ -79,10 +79,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(reads::health))
         .route("/customers", post(c::register).get(reads::find_customers))
-        .route(
-            "/customers/{id}",
-            get(reads::get_customer).patch(c::update_profile),
-        )
+        .route("/customers/{id}", get(reads::get_customer).patch(c::update_profile))
         .route("/customers/{id}/email", put(c::change_email))
         .route("/customers/{id}/email/verify", post(c::verify_email))
         .route("/customers/{id}/preferences", put(c::update_preferences))

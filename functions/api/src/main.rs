@@ -18,8 +18,7 @@ async fn main() -> Result<(), lambda_http::Error> {
         .init();
 
     let events_table = std::env::var("EVENTS_TABLE").map_err(|_| "EVENTS_TABLE is not set")?;
-    let read_models_table =
-        std::env::var("READ_MODELS_TABLE").map_err(|_| "READ_MODELS_TABLE is not set")?;
+    let read_models_table = std::env::var("READ_MODELS_TABLE").map_err(|_| "READ_MODELS_TABLE is not set")?;
     let config = aws_config::load_defaults(BehaviorVersion::latest()).await;
     let client = aws_sdk_dynamodb::Client::new(&config);
     let store = DynamoEventStore::new(client.clone(), events_table);

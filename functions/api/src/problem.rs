@@ -22,12 +22,7 @@ pub struct Problem {
 }
 
 impl Problem {
-    pub fn new(
-        status: StatusCode,
-        slug: &'static str,
-        title: &'static str,
-        detail: impl Into<String>,
-    ) -> Self {
+    pub fn new(status: StatusCode, slug: &'static str, title: &'static str, detail: impl Into<String>) -> Self {
         Problem {
             kind: slug,
             title,
@@ -77,20 +72,12 @@ impl Problem {
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload-too-large",
             "Payload too large",
-            format!(
-                "the request body is larger than {} bytes",
-                crate::MAX_BODY_BYTES
-            ),
+            format!("the request body is larger than {} bytes", crate::MAX_BODY_BYTES),
         )
     }
 
     pub fn unauthorized(detail: impl Into<String>) -> Self {
-        let mut p = Problem::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "Unauthorized",
-            detail,
-        );
+        let mut p = Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized", detail);
         p.headers
             .push((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
         p
@@ -128,8 +115,7 @@ impl From<StoreError> for Problem {
                 "Service unavailable",
                 "the event store is busy; retry the request",
             );
-            p.headers
-                .push((header::RETRY_AFTER, HeaderValue::from_static("1")));
+            p.headers.push((header::RETRY_AFTER, HeaderValue::from_static("1")));
             p
         } else {
             tracing::error!(error = %e, "store failure");
@@ -146,30 +132,21 @@ impl From<StoreError> for Problem {
 impl From<CommandError> for Problem {
     fn from(e: CommandError) -> Self {
         match e {
-            CommandError::Rejected(CustomerError::Invalid { field, message }) => {
-                Problem::invalid(field, message)
+            CommandError::Rejected(CustomerError::Invalid { field, message }) => Problem::invalid(field, message),
+            CommandError::Rejected(CustomerError::NotFound) => Problem::not_found("customer not found"),
+            CommandError::Rejected(CustomerError::Conflict { field, message }) => Problem::conflict(field, message),
+            CommandError::EmailTaken { field } => {
+                Problem::conflict(Some(field.to_string()), "this email address is already registered")
             }
-            CommandError::Rejected(CustomerError::NotFound) => {
-                Problem::not_found("customer not found")
+            CommandError::IdempotencyKeyReused => {
+                Problem::invalid("Idempotency-Key", "this key was already used for a different request")
             }
-            CommandError::Rejected(CustomerError::Conflict { field, message }) => {
-                Problem::conflict(field, message)
-            }
-            CommandError::EmailTaken { field } => Problem::conflict(
-                Some(field.to_string()),
-                "this email address is already registered",
-            ),
-            CommandError::IdempotencyKeyReused => Problem::invalid(
-                "Idempotency-Key",
-                "this key was already used for a different request",
-            ),
             CommandError::Contended { attempts } => {
                 let mut p = Problem::conflict(
                     None,
                     format!("the customer kept changing concurrently ({attempts} attempts); retry the request"),
                 );
-                p.headers
-                    .push((header::RETRY_AFTER, HeaderValue::from_static("1")));
+                p.headers.push((header::RETRY_AFTER, HeaderValue::from_static("1")));
                 p
             }
             CommandError::TooLarge(detail) => Problem::new(

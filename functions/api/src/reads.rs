@@ -16,8 +16,7 @@ use std::collections::HashMap;
 type QueryParams = Result<Query<HashMap<String, String>>, QueryRejection>;
 
 fn query(q: QueryParams, allowed: &[&str]) -> Result<HashMap<String, String>, Problem> {
-    let Query(q) =
-        q.map_err(|e| Problem::malformed(format!("the query string is not valid: {e}")))?;
+    let Query(q) = q.map_err(|e| Problem::malformed(format!("the query string is not valid: {e}")))?;
     if let Some(unknown) = q.keys().find(|k| !allowed.contains(&k.as_str())) {
         return Err(Problem::invalid(unknown.clone(), "unknown query parameter"));
     }
@@ -35,19 +34,13 @@ fn profile_json(p: &views::CustomerProfile) -> serde_json::Value {
     serde_json::to_value(p).unwrap_or(serde_json::Value::Null)
 }
 
-pub async fn get_customer(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Response, Problem> {
+pub async fn get_customer(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, Problem> {
     let id = customer_id(&id)?;
     Ok(Json(profile_json(&profile_or_404(&state, &id).await?)).into_response())
 }
 
 /// `GET /customers?email=`: the customers registered under an address.
-pub async fn find_customers(
-    State(state): State<AppState>,
-    q: QueryParams,
-) -> Result<Response, Problem> {
+pub async fn find_customers(State(state): State<AppState>, q: QueryParams) -> Result<Response, Problem> {
     let q = query(q, &["email"])?;
     let email = q
         .get("email")
@@ -76,30 +69,18 @@ pub async fn timeline(
     let limit = match number(&q, "limit")? {
         None => DEFAULT_PAGE,
         Some(n) if (1..=MAX_PAGE as u64).contains(&n) => n as usize,
-        Some(_) => {
-            return Err(Problem::invalid(
-                "limit",
-                format!("must be between 1 and {MAX_PAGE}"),
-            ))
-        }
+        Some(_) => return Err(Problem::invalid("limit", format!("must be between 1 and {MAX_PAGE}"))),
     };
     profile_or_404(&state, &id).await?;
     let mut items = views::timeline(state.read_models.as_ref(), &id, after, limit + 1).await?;
     let more = items.len() > limit;
     items.truncate(limit);
-    let next_after = if more {
-        items.last().map(|e| e.version)
-    } else {
-        None
-    };
+    let next_after = if more { items.last().map(|e| e.version) } else { None };
     Ok(Json(json!({ "items": items, "next_after": next_after })).into_response())
 }
 
 /// `GET /customers/{id}/consents`: the ledger's current state and full history.
-pub async fn consents(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Response, Problem> {
+pub async fn consents(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, Problem> {
     let id = customer_id(&id)?;
     profile_or_404(&state, &id).await?;
     let now = state.customers.now();

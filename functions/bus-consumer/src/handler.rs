@@ -72,10 +72,7 @@ pub enum Unusable {
     #[error("detail is not an event envelope: {0}")]
     NotAnEnvelope(serde_json::Error),
     #[error("detail-type {detail_type:?} does not match the envelope's type {event_type:?}")]
-    TypeMismatch {
-        detail_type: String,
-        event_type: String,
-    },
+    TypeMismatch { detail_type: String, event_type: String },
     #[error("envelope {0} has version 0; stream versions start at 1")]
     VersionZero(String),
 }
@@ -242,23 +239,15 @@ mod tests {
         ));
         let mut zero = envelope();
         zero["version"] = json!(0);
-        assert!(matches!(
-            decode(&bus_event(zero)),
-            Err(Unusable::VersionZero(_))
-        ));
+        assert!(matches!(decode(&bus_event(zero)), Err(Unusable::VersionZero(_))));
         let mut negative = envelope();
         negative["version"] = json!(-1);
-        assert!(matches!(
-            decode(&bus_event(negative)),
-            Err(Unusable::NotAnEnvelope(_))
-        ));
+        assert!(matches!(decode(&bus_event(negative)), Err(Unusable::NotAnEnvelope(_))));
     }
 
     #[test]
     fn errors_become_lambda_diagnostics() {
-        let diagnostic = Diagnostic::from(HandlerError::Park(StoreError::Unavailable(
-            "throttled".into(),
-        )));
+        let diagnostic = Diagnostic::from(HandlerError::Park(StoreError::Unavailable("throttled".into())));
         assert_eq!(diagnostic.error_type, "DeadLetterQueueUnavailable");
         assert!(diagnostic.error_message.contains("throttled"));
         let diagnostic = Diagnostic::from(HandlerError::Retry(ConsumeError::Retryable {

@@ -21,8 +21,7 @@ use std::sync::Arc;
 
 /// Builds a function's consumer group from its ports, e.g.
 /// [`ConsumerGroup::projector`].
-pub type GroupBuilder =
-    fn(Arc<dyn EventStore>, Arc<dyn ReadModelStore>, Arc<dyn DeadLetterQueue>) -> ConsumerGroup;
+pub type GroupBuilder = fn(Arc<dyn EventStore>, Arc<dyn ReadModelStore>, Arc<dyn DeadLetterQueue>) -> ConsumerGroup;
 
 /// A consumer function's configuration, from its environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,11 +45,7 @@ impl Config {
     }
 
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |name: &'static str| {
-            lookup(name)
-                .filter(|v| !v.trim().is_empty())
-                .ok_or(ConfigError(name))
-        };
+        let get = |name: &'static str| lookup(name).filter(|v| !v.trim().is_empty()).ok_or(ConfigError(name));
         Ok(Config {
             events_table: get("EVENTS_TABLE")?,
             read_models_table: get("READ_MODELS_TABLE")?,
@@ -89,11 +84,9 @@ pub async fn run(build: GroupBuilder) -> Result<(), lambda_runtime::Error> {
     );
     tracing::info!(function = group.name, consumers = ?group.consumer_names(), "consumer function ready");
     let (group, dead_letters) = (&group, dead_letters.as_ref());
-    lambda_runtime::run(service_fn(
-        move |event: LambdaEvent<serde_json::Value>| async move {
-            handle(event, group, dead_letters).await
-        },
-    ))
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
+        handle(event, group, dead_letters).await
+    }))
     .await
 }
 
@@ -102,12 +95,7 @@ mod tests {
     use super::*;
 
     fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        move |name: &str| {
-            pairs
-                .iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| v.to_string())
-        }
+        move |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
     }
 
     #[test]
@@ -140,10 +128,9 @@ mod tests {
             Err(ConfigError("EVENTS_TABLE"))
         );
         assert_eq!(
-            Config::from_lookup(env(&[
-                ("EVENTS_TABLE", "events"),
-                ("READ_MODELS_TABLE", "read-models"),
-            ])),
+            Config::from_lookup(env(
+                &[("EVENTS_TABLE", "events"), ("READ_MODELS_TABLE", "read-models"),]
+            )),
             Err(ConfigError("DEAD_LETTER_QUEUE_URL"))
         );
     }

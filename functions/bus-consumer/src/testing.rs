@@ -7,8 +7,7 @@ use crm_core::bus::BusEntry;
 use crm_core::clock::SystemClock;
 use crm_core::consumer::ConsumerGroup;
 use crm_core::customer::{
-    Customer, CustomerCommand, CustomerService, Executed, MarketingConsentChoice, RegisterCustomer,
-    RegistrationSource,
+    Customer, CustomerCommand, CustomerService, Executed, MarketingConsentChoice, RegisterCustomer, RegistrationSource,
 };
 use crm_core::event::{Actor, CommandMeta, EventEnvelope};
 use crm_core::ports::{AppendRequest, DeadLetter, EventStore, ExpectedVersion};
@@ -47,14 +46,10 @@ fn respond(c: &Customer, _: &[EventEnvelope]) -> (u16, Value) {
 impl Harness {
     pub fn new() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let events =
-            Arc::new(SqliteEventStore::open(&dir.path().join("events.db")).expect("event store"));
-        let docs = Arc::new(
-            SqliteReadModels::open(&dir.path().join("read-models.db")).expect("read models"),
-        );
-        let dead_letters = Arc::new(
-            SqliteDeadLetters::open(&dir.path().join("dead-letters.db")).expect("dead letters"),
-        );
+        let events = Arc::new(SqliteEventStore::open(&dir.path().join("events.db")).expect("event store"));
+        let docs = Arc::new(SqliteReadModels::open(&dir.path().join("read-models.db")).expect("read models"));
+        let dead_letters =
+            Arc::new(SqliteDeadLetters::open(&dir.path().join("dead-letters.db")).expect("dead letters"));
         let service = CustomerService::new(events.clone(), Arc::new(SystemClock));
         Harness {
             events,
@@ -67,11 +62,7 @@ impl Harness {
 
     /// The function's group over these stores.
     pub fn group(&self, build: GroupBuilder) -> ConsumerGroup {
-        build(
-            self.events.clone(),
-            self.docs.clone(),
-            self.dead_letters.clone(),
-        )
+        build(self.events.clone(), self.docs.clone(), self.dead_letters.clone())
     }
 
     /// Runs a command on a customer; the events it stored.
@@ -116,11 +107,7 @@ impl Harness {
         let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
         assert_eq!(
             types,
-            [
-                "CustomerRegistered",
-                "ConsentGranted",
-                "EmailVerificationRequested"
-            ]
+            ["CustomerRegistered", "ConsentGranted", "EmailVerificationRequested"]
         );
         events
     }
@@ -162,8 +149,7 @@ pub fn sample_event(name: &str) -> Value {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../events")
         .join(name);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 

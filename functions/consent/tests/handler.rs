@@ -32,20 +32,13 @@ async fn a_grant_at_registration_lands_in_the_ledger_after_filling_the_gap() {
     let group = h.group(crm_consent::group);
     let events = h.register(CUSTOMER, "grace@example.com").await;
     let granted = &events[1];
-    assert_eq!(
-        (granted.event_type.as_str(), granted.version),
-        ("ConsentGranted", 2)
-    );
+    assert_eq!((granted.event_type.as_str(), granted.version), ("ConsentGranted", 2));
 
     // Version 1 (CustomerRegistered) never reaches this function: the
     // consumer reads it from the store before applying version 2.
-    let outcome = handle(
-        invocation(bus_event(granted)),
-        &group,
-        h.dead_letters.as_ref(),
-    )
-    .await
-    .expect("handled");
+    let outcome = handle(invocation(bus_event(granted)), &group, h.dead_letters.as_ref())
+        .await
+        .expect("handled");
     assert_eq!(applied(&outcome), [LEDGER]);
 
     let consents = current_consents(h.docs.as_ref(), CUSTOMER)
@@ -115,21 +108,13 @@ async fn a_revocation_delivered_before_its_grant_applies_both_in_order() {
     assert_eq!(revoked[0].version, 4);
 
     // The bus reorders: the revocation (v4) comes first and pulls v1..v3.
-    let outcome = handle(
-        invocation(bus_event(&revoked[0])),
-        &group,
-        h.dead_letters.as_ref(),
-    )
-    .await
-    .expect("handled");
+    let outcome = handle(invocation(bus_event(&revoked[0])), &group, h.dead_letters.as_ref())
+        .await
+        .expect("handled");
     assert_eq!(applied(&outcome), [LEDGER]);
-    let outcome = handle(
-        invocation(bus_event(&events[1])),
-        &group,
-        h.dead_letters.as_ref(),
-    )
-    .await
-    .expect("handled");
+    let outcome = handle(invocation(bus_event(&events[1])), &group, h.dead_letters.as_ref())
+        .await
+        .expect("handled");
     assert_eq!(duplicates(&outcome), [LEDGER]);
 
     let consents = current_consents(h.docs.as_ref(), CUSTOMER)
@@ -137,17 +122,11 @@ async fn a_revocation_delivered_before_its_grant_applies_both_in_order() {
         .expect("read the ledger");
     assert_eq!(consents.len(), 1);
     assert_eq!(consents[0].status, ConsentStatus::Revoked);
-    assert_eq!(
-        consents[0].revocation_reason.as_deref(),
-        Some("too many emails")
-    );
+    assert_eq!(consents[0].revocation_reason.as_deref(), Some("too many emails"));
     let history = consent_history(h.docs.as_ref(), CUSTOMER)
         .await
         .expect("read the history");
-    assert_eq!(
-        history.iter().map(|e| e.version).collect::<Vec<_>>(),
-        [2, 4]
-    );
+    assert_eq!(history.iter().map(|e| e.version).collect::<Vec<_>>(), [2, 4]);
 }
 
 #[tokio::test]
@@ -182,13 +161,9 @@ async fn a_gap_the_store_cannot_fill_is_retried() {
     orphan.stream_id = "customer-unknown".into();
     orphan.customer_id = Some("unknown".into());
 
-    let error = handle(
-        invocation(bus_event(&orphan)),
-        &group,
-        h.dead_letters.as_ref(),
-    )
-    .await
-    .expect_err("retried");
+    let error = handle(invocation(bus_event(&orphan)), &group, h.dead_letters.as_ref())
+        .await
+        .expect_err("retried");
     assert!(
         matches!(error, HandlerError::Retry(ref e) if e.is_retryable()),
         "{error}"

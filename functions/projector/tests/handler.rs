@@ -11,9 +11,7 @@ const CUSTOMER: &str = "0190a000-0000-7000-8000-00000000c001";
 const CONSUMERS: [&str; 3] = ["customer-360", "timeline", "email-index"];
 
 async fn profile(h: &Harness) -> Option<CustomerProfile> {
-    customer_profile(h.docs.as_ref(), CUSTOMER)
-        .await
-        .expect("read the 360")
+    customer_profile(h.docs.as_ref(), CUSTOMER).await.expect("read the 360")
 }
 
 fn delivered(outcome: &Handled) -> (&Vec<&'static str>, &Vec<&'static str>, &Vec<&'static str>) {
@@ -35,13 +33,9 @@ async fn a_registration_builds_the_customer_360() {
     let events = h.register(CUSTOMER, "Ada@Example.com").await;
 
     for event in &events {
-        let outcome = handle(
-            invocation(bus_event(event)),
-            &group,
-            h.dead_letters.as_ref(),
-        )
-        .await
-        .expect("handled");
+        let outcome = handle(invocation(bus_event(event)), &group, h.dead_letters.as_ref())
+            .await
+            .expect("handled");
         let (applied, duplicates, parked) = delivered(&outcome);
         assert_eq!(applied, &CONSUMERS.to_vec());
         assert!(duplicates.is_empty() && parked.is_empty());
@@ -68,36 +62,23 @@ async fn a_duplicate_delivery_changes_nothing() {
     let group = h.group(crm_projector::group);
     let events = h.register(CUSTOMER, "ada@example.com").await;
     for event in &events {
-        handle(
-            invocation(bus_event(event)),
-            &group,
-            h.dead_letters.as_ref(),
-        )
-        .await
-        .expect("handled");
+        handle(invocation(bus_event(event)), &group, h.dead_letters.as_ref())
+            .await
+            .expect("handled");
     }
     let before = profile(&h).await;
 
     for event in events.iter().rev() {
-        let outcome = handle(
-            invocation(bus_event(event)),
-            &group,
-            h.dead_letters.as_ref(),
-        )
-        .await
-        .expect("handled");
+        let outcome = handle(invocation(bus_event(event)), &group, h.dead_letters.as_ref())
+            .await
+            .expect("handled");
         let (applied, duplicates, parked) = delivered(&outcome);
         assert!(applied.is_empty() && parked.is_empty());
         assert_eq!(duplicates, &CONSUMERS.to_vec());
     }
 
     assert_eq!(profile(&h).await, before);
-    assert_eq!(
-        profile(&h)
-            .await
-            .map(|p| p.event_counts.values().sum::<u64>()),
-        Some(3)
-    );
+    assert_eq!(profile(&h).await.map(|p| p.event_counts.values().sum::<u64>()), Some(3));
     assert!(h.letters().await.is_empty());
 }
 
@@ -131,13 +112,9 @@ async fn a_later_version_first_fills_the_gap_from_the_store() {
 
     // The earlier ones, delivered late, are duplicates now.
     for event in &events[..3] {
-        let outcome = handle(
-            invocation(bus_event(event)),
-            &group,
-            h.dead_letters.as_ref(),
-        )
-        .await
-        .expect("handled");
+        let outcome = handle(invocation(bus_event(event)), &group, h.dead_letters.as_ref())
+            .await
+            .expect("handled");
         assert_eq!(delivered(&outcome).1, &CONSUMERS.to_vec());
     }
     assert_eq!(profile(&h).await, Some(filled));
@@ -168,13 +145,9 @@ async fn a_detail_that_is_not_an_envelope_is_parked_not_failed() {
     assert_eq!(profile(&h).await, None);
 
     // The stream is not blocked: the real event still goes through.
-    let outcome = handle(
-        invocation(bus_event(&events[0])),
-        &group,
-        h.dead_letters.as_ref(),
-    )
-    .await
-    .expect("handled");
+    let outcome = handle(invocation(bus_event(&events[0])), &group, h.dead_letters.as_ref())
+        .await
+        .expect("handled");
     assert_eq!(delivered(&outcome).0, &CONSUMERS.to_vec());
 }
 
@@ -189,22 +162,15 @@ async fn an_envelope_the_projections_cannot_use_is_parked_by_the_group() {
     poison.customer_id = Some("poison".into());
     poison.data = json!({"unexpected": true});
 
-    let outcome = handle(
-        invocation(bus_event(&poison)),
-        &group,
-        h.dead_letters.as_ref(),
-    )
-    .await
-    .expect("parked, not failed");
+    let outcome = handle(invocation(bus_event(&poison)), &group, h.dead_letters.as_ref())
+        .await
+        .expect("parked, not failed");
     let (applied, _, parked) = delivered(&outcome);
     assert!(applied.is_empty());
     assert_eq!(parked, &CONSUMERS.to_vec());
     let letters = h.letters().await;
     assert_eq!(
-        letters
-            .iter()
-            .map(|l| l.consumer.as_str())
-            .collect::<Vec<_>>(),
+        letters.iter().map(|l| l.consumer.as_str()).collect::<Vec<_>>(),
         CONSUMERS
     );
 }
@@ -218,13 +184,9 @@ async fn a_gap_the_store_cannot_fill_is_retried() {
     let mut ahead = events[2].clone();
     ahead.version = 5;
 
-    let error = handle(
-        invocation(bus_event(&ahead)),
-        &group,
-        h.dead_letters.as_ref(),
-    )
-    .await
-    .expect_err("retried");
+    let error = handle(invocation(bus_event(&ahead)), &group, h.dead_letters.as_ref())
+        .await
+        .expect_err("retried");
     assert!(
         matches!(error, HandlerError::Retry(ref e) if e.is_retryable()),
         "{error}"

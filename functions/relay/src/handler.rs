@@ -46,9 +46,7 @@ fn disposition(record: &EventRecord) -> Disposition {
         _ => return Disposition::Skip("unknown event name"),
     }
     if record.change.new_image.inner().is_empty() {
-        return Disposition::Poison(
-            "INSERT without a NewImage: the stream's view type must be NEW_IMAGE".to_string(),
-        );
+        return Disposition::Poison("INSERT without a NewImage: the stream's view type must be NEW_IMAGE".to_string());
     }
     let item = to_item(&record.change.new_image);
     match kind_of(&item) {
@@ -86,10 +84,7 @@ fn as_received(record: &EventRecord) -> serde_json::Value {
 }
 
 /// Relays one batch of the events table's stream.
-pub async fn handle(
-    event: LambdaEvent<Event>,
-    relay: &Relay,
-) -> Result<DynamoDbEventResponse, Error> {
+pub async fn handle(event: LambdaEvent<Event>, relay: &Relay) -> Result<DynamoDbEventResponse, Error> {
     let records = event.payload.records;
     let total = records.len();
     let mut skipped = 0usize;
@@ -101,10 +96,7 @@ pub async fn handle(
                 tracing::debug!(record = %record_id(record), why, "skipped");
             }
             Disposition::Publish(envelope) => {
-                outbound.push(RelayRecord::publish(
-                    record_id(record),
-                    BusEntry::for_event(*envelope),
-                ));
+                outbound.push(RelayRecord::publish(record_id(record), BusEntry::for_event(*envelope)));
             }
             Disposition::Poison(reason) => {
                 let letter = relay.dead_letter(reason, as_received(record));

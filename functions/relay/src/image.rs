@@ -29,11 +29,7 @@ pub fn to_attribute(value: &serde_dynamo::AttributeValue) -> AttributeValue {
         V::Ns(v) => AttributeValue::Ns(v.clone()),
         V::Bs(v) => AttributeValue::Bs(v.iter().map(|b| Blob::new(b.clone())).collect()),
         V::L(v) => AttributeValue::L(v.iter().map(to_attribute).collect()),
-        V::M(m) => AttributeValue::M(
-            m.iter()
-                .map(|(k, v)| (k.clone(), to_attribute(v)))
-                .collect(),
-        ),
+        V::M(m) => AttributeValue::M(m.iter().map(|(k, v)| (k.clone(), to_attribute(v))).collect()),
     }
 }
 
@@ -62,15 +58,9 @@ mod tests {
         assert_eq!(item.get("t"), Some(&AttributeValue::Bool(true)));
         assert_eq!(item.get("z"), Some(&AttributeValue::Null(true)));
         assert_eq!(item.get("b"), Some(&AttributeValue::B(Blob::new("hi"))));
-        assert_eq!(
-            item.get("ss"),
-            Some(&AttributeValue::Ss(vec!["a".into(), "b".into()]))
-        );
+        assert_eq!(item.get("ss"), Some(&AttributeValue::Ss(vec!["a".into(), "b".into()])));
         assert_eq!(item.get("ns"), Some(&AttributeValue::Ns(vec!["1".into()])));
-        assert_eq!(
-            item.get("bs"),
-            Some(&AttributeValue::Bs(vec![Blob::new("hi")]))
-        );
+        assert_eq!(item.get("bs"), Some(&AttributeValue::Bs(vec![Blob::new("hi")])));
         assert_eq!(
             item.get("l"),
             Some(&AttributeValue::L(vec![

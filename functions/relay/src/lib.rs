@@ -31,8 +31,7 @@ impl Pause for TokioPause {
 /// The relay as the function runs it: the wall clock, the default retry
 /// policy and real pauses between attempts.
 pub fn relay(bus: Arc<dyn EventBus>, dead_letters: Arc<dyn DeadLetterQueue>) -> Relay {
-    Relay::new(bus, dead_letters, Arc::new(SystemClock))
-        .with_retry(RetryPolicy::default(), Arc::new(TokioPause))
+    Relay::new(bus, dead_letters, Arc::new(SystemClock)).with_retry(RetryPolicy::default(), Arc::new(TokioPause))
 }
 
 /// The function's configuration, from its environment.
@@ -55,11 +54,7 @@ impl Config {
     }
 
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |name: &'static str| {
-            lookup(name)
-                .filter(|v| !v.trim().is_empty())
-                .ok_or(ConfigError(name))
-        };
+        let get = |name: &'static str| lookup(name).filter(|v| !v.trim().is_empty()).ok_or(ConfigError(name));
         Ok(Config {
             event_bus_name: get("EVENT_BUS_NAME")?,
             dead_letter_queue_url: get("DEAD_LETTER_QUEUE_URL")?,
@@ -74,12 +69,7 @@ mod tests {
     #[test]
     fn config_needs_both_settings() {
         let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |name: &str| {
-                pairs
-                    .iter()
-                    .find(|(k, _)| *k == name)
-                    .map(|(_, v)| v.to_string())
-            }
+            move |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
         };
         assert_eq!(
             Config::from_lookup(env(&[
@@ -96,10 +86,7 @@ mod tests {
             Err(ConfigError("DEAD_LETTER_QUEUE_URL"))
         );
         assert_eq!(
-            Config::from_lookup(env(&[
-                ("EVENT_BUS_NAME", " "),
-                ("DEAD_LETTER_QUEUE_URL", "u")
-            ])),
+            Config::from_lookup(env(&[("EVENT_BUS_NAME", " "), ("DEAD_LETTER_QUEUE_URL", "u")])),
             Err(ConfigError("EVENT_BUS_NAME"))
         );
     }

@@ -20,18 +20,12 @@ async fn main() -> Result<(), Error> {
 
     let config = Config::from_env()?;
     let aws = aws_config::load_defaults(BehaviorVersion::latest()).await;
-    let bus = EventBridgeBus::new(
-        aws_sdk_eventbridge::Client::new(&aws),
-        config.event_bus_name,
-    );
-    let dead_letters =
-        SqsDeadLetterQueue::new(aws_sdk_sqs::Client::new(&aws), config.dead_letter_queue_url);
+    let bus = EventBridgeBus::new(aws_sdk_eventbridge::Client::new(&aws), config.event_bus_name);
+    let dead_letters = SqsDeadLetterQueue::new(aws_sdk_sqs::Client::new(&aws), config.dead_letter_queue_url);
     let relay = relay(Arc::new(bus), Arc::new(dead_letters));
     let relay = &relay;
     lambda_runtime::run(service_fn(
-        move |event: LambdaEvent<aws_lambda_events::event::dynamodb::Event>| async move {
-            handle(event, relay).await
-        },
+        move |event: LambdaEvent<aws_lambda_events::event::dynamodb::Event>| async move { handle(event, relay).await },
     ))
     .await
 }

@@ -6,9 +6,7 @@ use async_trait::async_trait;
 use aws_lambda_events::event::dynamodb::Event;
 use crm_core::bus::BusEntry;
 use crm_core::clock::SystemClock;
-use crm_core::ports::{
-    BusError, DeadLetter, DeadLetterQueue, EventBus, PublishOutcome, StoreError,
-};
+use crm_core::ports::{BusError, DeadLetter, DeadLetterQueue, EventBus, PublishOutcome, StoreError};
 use crm_core::relay::{Relay, RetryPolicy};
 use crm_relay::{handle, TokioPause};
 use lambda_runtime::{Context, LambdaEvent};
@@ -132,14 +130,8 @@ async fn publishes_only_the_event_items_in_order() {
     );
     assert_eq!(bus.calls().len(), 1, "both events in one PutEvents");
     let first = &accepted[0].detail;
-    assert_eq!(
-        first.event_id.to_string(),
-        "0193a6f2-7c1e-7b3a-9f10-4d5e6a7b8c01"
-    );
-    assert_eq!(
-        first.stream_id,
-        "customer-0193a6f2-7c1e-7b3a-9f10-4d5e6a7b8c9d"
-    );
+    assert_eq!(first.event_id.to_string(), "0193a6f2-7c1e-7b3a-9f10-4d5e6a7b8c01");
+    assert_eq!(first.stream_id, "customer-0193a6f2-7c1e-7b3a-9f10-4d5e6a7b8c9d");
     assert_eq!(first.data["first_name"], "Ada");
     assert!(dlq.0.lock().expect("lock").is_empty());
 }
@@ -153,10 +145,7 @@ async fn a_refused_second_event_is_reported_by_its_sequence_number() {
     assert_eq!(
         bus.calls(),
         [
-            vec![
-                "CustomerRegistered".to_string(),
-                "ConsentGranted".to_string()
-            ],
+            vec!["CustomerRegistered".to_string(), "ConsentGranted".to_string()],
             vec!["ConsentGranted".to_string()],
             vec!["ConsentGranted".to_string()],
         ]
@@ -206,14 +195,8 @@ async fn poison_is_parked_and_does_not_block_the_stream() {
     assert!(letters.iter().all(|l| l.consumer == "relay"));
     assert!(letters[0].reason.contains("data"), "{}", letters[0].reason);
     assert!(letters[1].reason.contains("actor"), "{}", letters[1].reason);
-    assert_eq!(
-        letters[0].payload["dynamodb"]["SequenceNumber"],
-        SEQ_EVENT_1
-    );
-    assert_eq!(
-        letters[1].payload["eventID"],
-        "e3f2cafa94d56e7fb18293a415c6d7e8"
-    );
+    assert_eq!(letters[0].payload["dynamodb"]["SequenceNumber"], SEQ_EVENT_1);
+    assert_eq!(letters[1].payload["eventID"], "e3f2cafa94d56e7fb18293a415c6d7e8");
 }
 
 #[tokio::test]
@@ -251,9 +234,7 @@ async fn an_insert_without_a_new_image_is_poison() {
 async fn an_empty_batch_answers_no_failures() {
     let event: Event = serde_json::from_str(r#"{"Records": []}"#).expect("event");
     let bus = FakeBus::refusing(&[]);
-    assert!(run(event, &relay(bus.clone(), Arc::default()))
-        .await
-        .is_empty());
+    assert!(run(event, &relay(bus.clone(), Arc::default())).await.is_empty());
     assert!(bus.calls().is_empty());
 }
 

@@ -19,9 +19,7 @@ use crm_aws::dynamodb::{create_events_table, DynamoEventStore};
 use crm_aws::eventbridge::EventBridgeBus;
 use crm_aws::sqs::SqsDeadLetterQueue;
 use crm_core::event::EventEnvelope;
-use crm_core::ports::{
-    AppendRequest, CommandReceipt, EventStore, ExpectedVersion, ReservationChange, Snapshot,
-};
+use crm_core::ports::{AppendRequest, CommandReceipt, EventStore, ExpectedVersion, ReservationChange, Snapshot};
 use crm_relay::{handle, relay};
 use lambda_runtime::{Context, LambdaEvent};
 use std::collections::HashMap;
@@ -260,10 +258,7 @@ fn image_json(item: &HashMap<String, StreamValue>) -> serde_json::Value {
 }
 
 /// One GetRecords record in the shape of a Lambda DynamoDB stream event record.
-fn lambda_record(
-    r: &aws_sdk_dynamodbstreams::types::Record,
-    stream_arn: &str,
-) -> serde_json::Value {
+fn lambda_record(r: &aws_sdk_dynamodbstreams::types::Record, stream_arn: &str) -> serde_json::Value {
     let d = r.dynamodb().expect("record has a dynamodb part");
     let mut change = serde_json::json!({
         "ApproximateCreationDateTime": d
@@ -416,12 +411,7 @@ async fn stored_events_reach_the_bus_and_nothing_else_does() {
         .collect();
     let mut arrived: Vec<String> = bodies
         .iter()
-        .map(|b| {
-            b["detail"]["event_id"]
-                .as_str()
-                .expect("detail.event_id")
-                .to_string()
-        })
+        .map(|b| b["detail"]["event_id"].as_str().expect("detail.event_id").to_string())
         .collect();
     arrived.sort();
     let mut expected: Vec<String> = stored.iter().map(|e| e.event_id.to_string()).collect();
@@ -429,18 +419,14 @@ async fn stored_events_reach_the_bus_and_nothing_else_does() {
     assert_eq!(arrived, expected, "exactly the stored events, once each");
 
     for body in &bodies {
-        let detail: EventEnvelope =
-            serde_json::from_value(body["detail"].clone()).expect("detail is an envelope");
+        let detail: EventEnvelope = serde_json::from_value(body["detail"].clone()).expect("detail is an envelope");
         let stored = stored
             .iter()
             .find(|e| e.event_id == detail.event_id)
             .expect("a stored event");
         assert_eq!(&detail, stored, "the envelope arrives as stored");
         assert_eq!(body["detail-type"], stored.event_type.as_str());
-        assert_eq!(
-            body["source"],
-            crm_core::bus::source_for(&stored.event_type)
-        );
+        assert_eq!(body["source"], crm_core::bus::source_for(&stored.event_type));
     }
     assert!(w.drain(&w.dead_letter_queue, 0).await.is_empty());
 }
@@ -459,32 +445,22 @@ async fn an_unreadable_event_item_goes_to_the_dead_letter_queue() {
             aws_sdk_dynamodb::types::AttributeValue::S("customer-broken".into()),
         )
         .item("sk", aws_sdk_dynamodb::types::AttributeValue::N("1".into()))
-        .item(
-            "kind",
-            aws_sdk_dynamodb::types::AttributeValue::S("event".into()),
-        )
+        .item("kind", aws_sdk_dynamodb::types::AttributeValue::S("event".into()))
         .send()
         .await
         .expect("put a broken item");
     let batch = w.stream_batch().await;
-    let event: aws_lambda_events::event::dynamodb::Event =
-        serde_json::from_value(batch).expect("event");
+    let event: aws_lambda_events::event::dynamodb::Event = serde_json::from_value(batch).expect("event");
     let response = handle(LambdaEvent::new(event, Context::default()), &w.relay())
         .await
         .expect("handle");
     assert!(response.batch_item_failures.is_empty());
 
-    assert_eq!(
-        w.drain(&w.target_queue, stored.len()).await.len(),
-        stored.len()
-    );
+    assert_eq!(w.drain(&w.target_queue, stored.len()).await.len(), stored.len());
     let letters = w.drain(&w.dead_letter_queue, 1).await;
     assert_eq!(letters.len(), 1);
     let attributes = letters[0].message_attributes().expect("attributes");
-    assert_eq!(
-        attributes.get("consumer").and_then(|a| a.string_value()),
-        Some("relay")
-    );
+    assert_eq!(attributes.get("consumer").and_then(|a| a.string_value()), Some("relay"));
     assert!(attributes
         .get("reason")
         .and_then(|a| a.string_value())
@@ -492,10 +468,7 @@ async fn an_unreadable_event_item_goes_to_the_dead_letter_queue() {
     let letter: crm_core::ports::DeadLetter =
         serde_json::from_str(letters[0].body().unwrap_or_default()).expect("a dead letter");
     assert_eq!(letter.consumer, "relay");
-    assert_eq!(
-        letter.payload["dynamodb"]["Keys"]["pk"]["S"],
-        "customer-broken"
-    );
+    assert_eq!(letter.payload["dynamodb"]["Keys"]["pk"]["S"], "customer-broken");
 }
 
 #[tokio::test]
@@ -507,8 +480,7 @@ async fn a_bus_that_does_not_exist_fails_the_batch_from_the_first_event() {
         .into_iter()
         .next()
         .expect("an event record");
-    let event: aws_lambda_events::event::dynamodb::Event =
-        serde_json::from_value(batch).expect("event");
+    let event: aws_lambda_events::event::dynamodb::Event = serde_json::from_value(batch).expect("event");
     let relay = relay(
         Arc::new(EventBridgeBus::new(
             aws_sdk_eventbridge::Client::new(&w.config),

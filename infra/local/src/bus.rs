@@ -231,11 +231,7 @@ const LOCAL_ACCOUNT: &str = "000000000000";
 const LOCAL_REGION: &str = "local";
 
 impl LocalBus {
-    pub fn new(
-        events: Arc<SqliteEventStore>,
-        path: &Path,
-        targets: Vec<Target>,
-    ) -> Result<Self, StoreError> {
+    pub fn new(events: Arc<SqliteEventStore>, path: &Path, targets: Vec<Target>) -> Result<Self, StoreError> {
         Ok(LocalBus {
             events,
             db: Db::open(path, SCHEMA)?,
@@ -265,11 +261,9 @@ impl LocalBus {
         let target = target.to_string();
         self.db
             .run(move |conn| {
-                conn.query_row(
-                    "SELECT position FROM bus_cursors WHERE target = ?1",
-                    [target],
-                    |r| r.get(0),
-                )
+                conn.query_row("SELECT position FROM bus_cursors WHERE target = ?1", [target], |r| {
+                    r.get(0)
+                })
                 .optional()
                 .map(|p| p.unwrap_or(0))
                 .map_err(sql)
@@ -374,13 +368,7 @@ impl LocalBus {
     /// Redelivers dead letter `id` to the target or consumer it came from; on
     /// success it is removed. Returns false if there is no such letter.
     pub async fn redrive(&self, id: i64) -> Result<bool, RedriveError> {
-        let Some(stored) = self
-            .dead_letters
-            .list()
-            .await?
-            .into_iter()
-            .find(|l| l.id == id)
-        else {
+        let Some(stored) = self.dead_letters.list().await?.into_iter().find(|l| l.id == id) else {
             return Ok(false);
         };
         let event: EventEnvelope = serde_json::from_value(stored.letter.payload.clone())
@@ -390,13 +378,9 @@ impl LocalBus {
             .iter()
             .find(|t| {
                 t.rule.target == stored.letter.consumer
-                    || t.group
-                        .consumer_names()
-                        .contains(&stored.letter.consumer.as_str())
+                    || t.group.consumer_names().contains(&stored.letter.consumer.as_str())
             })
-            .ok_or_else(|| {
-                RedriveError::Unusable(format!("no target named {}", stored.letter.consumer))
-            })?;
+            .ok_or_else(|| RedriveError::Unusable(format!("no target named {}", stored.letter.consumer)))?;
         let outcome = target
             .group
             .handle(&event, Utc::now())
@@ -432,10 +416,7 @@ impl ConsumerHealth for LocalBus {
             let names = target.group.consumer_names();
             let dead = letters
                 .iter()
-                .filter(|l| {
-                    l.letter.consumer == target.rule.target
-                        || names.contains(&l.letter.consumer.as_str())
-                })
+                .filter(|l| l.letter.consumer == target.rule.target || names.contains(&l.letter.consumer.as_str()))
                 .count();
             out.push(ConsumerStatus {
                 name: target.rule.target.clone(),

@@ -25,10 +25,7 @@ pub enum DlqAction {
 #[derive(Debug, thiserror::Error)]
 pub enum DlqError {
     #[error("cannot read template {path}: {source}")]
-    Template {
-        path: String,
-        source: std::io::Error,
-    },
+    Template { path: String, source: std::io::Error },
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
     #[error(transparent)]
@@ -39,11 +36,7 @@ pub enum DlqError {
     RedriveFailed { failed: usize, total: usize },
 }
 
-pub async fn run(
-    data_dir: &Path,
-    template: Option<&Path>,
-    action: DlqAction,
-) -> Result<(), DlqError> {
+pub async fn run(data_dir: &Path, template: Option<&Path>, action: DlqAction) -> Result<(), DlqError> {
     let template = match template {
         Some(p) => std::fs::read_to_string(p).map_err(|source| DlqError::Template {
             path: p.display().to_string(),
@@ -69,10 +62,7 @@ pub async fn run(
             }
         }
         DlqAction::Show { id } => {
-            let l = letters
-                .iter()
-                .find(|l| l.id == id)
-                .ok_or(DlqError::NotFound(id))?;
+            let l = letters.iter().find(|l| l.id == id).ok_or(DlqError::NotFound(id))?;
             let json = serde_json::json!({
                 "id": l.id,
                 "consumer": l.letter.consumer,
@@ -81,10 +71,7 @@ pub async fn run(
                 "attempts": l.letter.attempts,
                 "payload": l.letter.payload,
             });
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&json).unwrap_or_default()
-            );
+            println!("{}", serde_json::to_string_pretty(&json).unwrap_or_default());
         }
         DlqAction::Redrive { id, all } => {
             let ids: Vec<i64> = if all {

@@ -82,10 +82,9 @@ async fn main() -> ExitCode {
         })
         .await
         .map_err(|e| e.to_string()),
-        Command::TestEventPattern {
-            event_pattern,
-            event,
-        } => return crm_local::pattern_cli::run(&event_pattern, &event),
+        Command::TestEventPattern { event_pattern, event } => {
+            return crm_local::pattern_cli::run(&event_pattern, &event)
+        }
         Command::Dlq {
             data_dir,
             template,

@@ -24,12 +24,10 @@ pub enum TestPatternError {
 /// `pattern` (JSON text of an event pattern).
 pub fn test_event_pattern(pattern: &str, event: &str) -> Result<bool, TestPatternError> {
     let pattern = EventPattern::parse(pattern)?;
-    let event: Value = serde_json::from_str(event)
-        .map_err(|e| TestPatternError::Event(format!("not valid JSON: {e}")))?;
+    let event: Value =
+        serde_json::from_str(event).map_err(|e| TestPatternError::Event(format!("not valid JSON: {e}")))?;
     if !event.is_object() {
-        return Err(TestPatternError::Event(
-            "an event must be a JSON object".to_string(),
-        ));
+        return Err(TestPatternError::Event("an event must be a JSON object".to_string()));
     }
     Ok(pattern.matches(&event))
 }
@@ -62,8 +60,7 @@ mod tests {
 
     #[test]
     fn reports_match_and_no_match() {
-        let pattern =
-            r#"{"source": ["crm.commerce"], "detail": {"total": [{"numeric": [">", 10]}]}}"#;
+        let pattern = r#"{"source": ["crm.commerce"], "detail": {"total": [{"numeric": [">", 10]}]}}"#;
         let hit = r#"{"source": "crm.commerce", "detail": {"total": 11}}"#;
         let miss = r#"{"source": "crm.commerce", "detail": {"total": 9}}"#;
         assert!(matches!(test_event_pattern(pattern, hit), Ok(true)));

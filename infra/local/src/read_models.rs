@@ -36,11 +36,7 @@ impl SqliteReadModels {
     }
 }
 
-fn checkpoint_of(
-    conn: &rusqlite::Connection,
-    consumer: &str,
-    stream_id: &str,
-) -> Result<u64, StoreError> {
+fn checkpoint_of(conn: &rusqlite::Connection, consumer: &str, stream_id: &str) -> Result<u64, StoreError> {
     let v: Option<i64> = conn
         .query_row(
             "SELECT version FROM checkpoints WHERE consumer = ?1 AND stream_id = ?2",
@@ -78,7 +74,9 @@ impl ReadModelStore for SqliteReadModels {
         let (consumer, stream_id) = (consumer.to_string(), stream_id.to_string());
         self.db
             .run(move |conn| {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql)?;
+                let tx = conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(sql)?;
                 if checkpoint_of(&tx, &consumer, &stream_id)? != expected {
                     return Err(CommitError::Conflict {
                         consumer,
@@ -118,17 +116,8 @@ impl ReadModelStore for SqliteReadModels {
             .await
     }
 
-    async fn get(
-        &self,
-        consumer: &str,
-        partition: &str,
-        sort: &str,
-    ) -> Result<Option<serde_json::Value>, StoreError> {
-        let (c, p, s) = (
-            consumer.to_string(),
-            partition.to_string(),
-            sort.to_string(),
-        );
+    async fn get(&self, consumer: &str, partition: &str, sort: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        let (c, p, s) = (consumer.to_string(), partition.to_string(), sort.to_string());
         self.db
             .run(move |conn| {
                 let body: Option<String> = conn
@@ -152,11 +141,7 @@ impl ReadModelStore for SqliteReadModels {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
-        let (c, p, pre) = (
-            consumer.to_string(),
-            partition.to_string(),
-            prefix.to_string(),
-        );
+        let (c, p, pre) = (consumer.to_string(), partition.to_string(), prefix.to_string());
         let after = after.map(str::to_string).unwrap_or_default();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.db

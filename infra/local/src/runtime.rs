@@ -35,12 +35,7 @@ impl EventStore for WakingEventStore {
     async fn load(&self, stream_id: &str) -> Result<LoadedStream, StoreError> {
         self.inner.load(stream_id).await
     }
-    async fn read_stream(
-        &self,
-        stream_id: &str,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<EventEnvelope>, StoreError> {
+    async fn read_stream(&self, stream_id: &str, after: u64, limit: usize) -> Result<Vec<EventEnvelope>, StoreError> {
         self.inner.read_stream(stream_id, after, limit).await
     }
     async fn append(&self, request: AppendRequest) -> Result<Appended, AppendError> {
@@ -77,13 +72,15 @@ impl LocalRuntime {
         let dead_letters: Arc<dyn DeadLetterQueue> = Arc::new(SqliteDeadLetters::open(db)?);
         let mut targets = Vec::new();
         for rule in rules_from_template(template)? {
-            let (store, read): (Arc<dyn EventStore>, Arc<dyn ReadModelStore>) =
-                (events.clone(), docs.clone());
+            let (store, read): (Arc<dyn EventStore>, Arc<dyn ReadModelStore>) = (events.clone(), docs.clone());
             let group = match rule.target.as_str() {
                 "projector" => ConsumerGroup::projector(store, read, dead_letters.clone()),
                 "consent" => ConsumerGroup::consent(store, read, dead_letters.clone()),
                 other => {
-                    tracing::warn!(target = other, "the template routes events to a function the local runtime does not host yet");
+                    tracing::warn!(
+                        target = other,
+                        "the template routes events to a function the local runtime does not host yet"
+                    );
                     continue;
                 }
             };
@@ -120,10 +117,6 @@ impl LocalRuntime {
 
     /// Starts delivering in the background (woken by appends, polling as a fallback).
     pub fn spawn_bus(&self) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(
-            self.bus
-                .clone()
-                .run(self.wake.clone(), Duration::from_millis(500)),
-        )
+        tokio::spawn(self.bus.clone().run(self.wake.clone(), Duration::from_millis(500)))
     }
 }

@@ -66,11 +66,7 @@ impl SqliteEventStore {
 
     /// Events after global position `after`, with their positions: the
     /// local outbox that the bus tails.
-    pub async fn read_after(
-        &self,
-        after: i64,
-        limit: usize,
-    ) -> Result<Vec<(i64, EventEnvelope)>, StoreError> {
+    pub async fn read_after(&self, after: i64, limit: usize) -> Result<Vec<(i64, EventEnvelope)>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.read(move |conn| {
             let mut stmt = conn
@@ -94,10 +90,8 @@ impl SqliteEventStore {
     /// The position of the newest stored event (0 when empty).
     pub async fn head_position(&self) -> Result<i64, StoreError> {
         self.read(|conn| {
-            conn.query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |r| {
-                r.get(0)
-            })
-            .map_err(sql)
+            conn.query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |r| r.get(0))
+                .map_err(sql)
         })
         .await
     }
@@ -111,8 +105,7 @@ impl SqliteEventStore {
     }
 }
 
-const EVENT_COLUMNS: &str =
-    "event_id, stream_id, version, type, schema_version, customer_id, occurred_at, \
+const EVENT_COLUMNS: &str = "event_id, stream_id, version, type, schema_version, customer_id, occurred_at, \
      recorded_at, causation_id, correlation_id, actor, data";
 
 fn row_to_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<EventEnvelope, StoreError>> {
@@ -207,13 +200,9 @@ fn get_receipt(conn: &Connection, key: &str) -> Result<Option<CommandReceipt>, S
 }
 
 fn reservation_owner(conn: &Connection, key: &str) -> Result<Option<String>, StoreError> {
-    conn.query_row(
-        "SELECT owner FROM reservations WHERE key = ?1",
-        [key],
-        |r| r.get(0),
-    )
-    .optional()
-    .map_err(sql)
+    conn.query_row("SELECT owner FROM reservations WHERE key = ?1", [key], |r| r.get(0))
+        .optional()
+        .map_err(sql)
 }
 
 fn append_in(conn: &mut Connection, request: AppendRequest) -> Result<Appended, AppendError> {
@@ -346,17 +335,16 @@ impl EventStore for SqliteEventStore {
                 params![stream_id, after],
             )?;
             let version = events.last().map_or(after as u64, |e| e.version);
-            Ok(LoadedStream { snapshot, events, version })
+            Ok(LoadedStream {
+                snapshot,
+                events,
+                version,
+            })
         })
         .await
     }
 
-    async fn read_stream(
-        &self,
-        stream_id: &str,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<EventEnvelope>, StoreError> {
+    async fn read_stream(&self, stream_id: &str, after: u64, limit: usize) -> Result<Vec<EventEnvelope>, StoreError> {
         let stream_id = stream_id.to_string();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.read(move |conn| {
@@ -408,9 +396,7 @@ impl EventStore for SqliteEventStore {
     async fn read_all(&self, after: Option<&str>, limit: usize) -> Result<EventPage, StoreError> {
         let after: i64 = match after {
             None => 0,
-            Some(c) => c
-                .parse()
-                .map_err(|_| failed(format!("invalid cursor '{c}'")))?,
+            Some(c) => c.parse().map_err(|_| failed(format!("invalid cursor '{c}'")))?,
         };
         let limit = i64::try_from(limit.max(1)).unwrap_or(i64::MAX);
         self.read(move |conn| {
@@ -430,7 +416,9 @@ impl EventStore for SqliteEventStore {
                 last = position;
             }
             let more: bool = conn
-                .query_row("SELECT EXISTS(SELECT 1 FROM events WHERE position > ?1)", [last], |r| r.get(0))
+                .query_row("SELECT EXISTS(SELECT 1 FROM events WHERE position > ?1)", [last], |r| {
+                    r.get(0)
+                })
                 .map_err(sql)?;
             Ok(EventPage {
                 next: more.then(|| last.to_string()),

@@ -5,13 +5,10 @@ use crm_core::clock::SystemClock;
 use crm_core::consent::ledger;
 use crm_core::customer::views;
 use crm_core::customer::{
-    Customer, CustomerCommand, CustomerService, MarketingConsentChoice, RegisterCustomer,
-    RegistrationSource,
+    Customer, CustomerCommand, CustomerService, MarketingConsentChoice, RegisterCustomer, RegistrationSource,
 };
 use crm_core::event::{Actor, CommandMeta, EventEnvelope};
-use crm_core::ports::{
-    AppendRequest, ConsumerHealth, DeadLetter, DeadLetterQueue, EventStore, ExpectedVersion,
-};
+use crm_core::ports::{AppendRequest, ConsumerHealth, DeadLetter, DeadLetterQueue, EventStore, ExpectedVersion};
 use crm_local::bus::BUILT_IN_TEMPLATE;
 use crm_local::runtime::LocalRuntime;
 use std::path::Path;
@@ -75,14 +72,7 @@ async fn killing_the_runtime_between_storing_and_relaying_loses_nothing() {
     for n in 10..20 {
         register(first.events.clone(), n).await;
     }
-    let lag: u64 = first
-        .bus
-        .consumers()
-        .await
-        .expect("health")
-        .iter()
-        .map(|c| c.lag)
-        .sum();
+    let lag: u64 = first.bus.consumers().await.expect("health").iter().map(|c| c.lag).sum();
     assert!(lag > 0, "events are waiting");
     drop(first);
 
@@ -102,10 +92,7 @@ async fn killing_the_runtime_between_storing_and_relaying_loses_nothing() {
         assert_eq!(consents.len(), 1, "customer {n}");
     }
     let health = second.bus.consumers().await.expect("health");
-    assert!(
-        health.iter().all(|c| c.lag == 0 && c.dead_letters == 0),
-        "{health:?}"
-    );
+    assert!(health.iter().all(|c| c.lag == 0 && c.dead_letters == 0), "{health:?}");
 
     // A crash after the effect but before the cursor moved redelivers
     // everything: the checkpoints make that harmless.
@@ -132,8 +119,7 @@ async fn a_poison_event_is_parked_and_a_parked_event_can_be_redriven() {
     let runtime = open(&db);
 
     // A stored event whose data does not fit its type.
-    let mut bad =
-        crm_core::store_contract::event("customer-00000000-0000-7000-8000-00000000dead", 1);
+    let mut bad = crm_core::store_contract::event("customer-00000000-0000-7000-8000-00000000dead", 1);
     bad.event_type = "CustomerRegistered".into();
     bad.customer_id = Some("00000000-0000-7000-8000-00000000dead".into());
     runtime
@@ -148,11 +134,7 @@ async fn a_poison_event_is_parked_and_a_parked_event_can_be_redriven() {
         .await
         .expect("append");
     register(runtime.command_store(), 1).await;
-    runtime
-        .bus
-        .settle()
-        .await
-        .expect("settle: poison does not block");
+    runtime.bus.settle().await.expect("settle: poison does not block");
     assert!(
         views::customer_profile(runtime.docs.as_ref(), &customer_id(1))
             .await
@@ -175,10 +157,7 @@ async fn a_poison_event_is_parked_and_a_parked_event_can_be_redriven() {
     );
     let health = runtime.bus.consumers().await.expect("health");
     assert_eq!(
-        health
-            .iter()
-            .find(|c| c.name == "projector")
-            .map(|c| c.dead_letters),
+        health.iter().find(|c| c.name == "projector").map(|c| c.dead_letters),
         Some(3)
     );
 
@@ -239,11 +218,7 @@ async fn a_poison_event_is_parked_and_a_parked_event_can_be_redriven() {
         .arg(dir.path())
         .output()
         .expect("run crm-local dlq list");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let listing = String::from_utf8_lossy(&out.stdout);
     assert!(
         listing.contains("customer-360") && listing.contains("timeline"),

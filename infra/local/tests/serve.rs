@@ -17,47 +17,48 @@ impl Drop for Server {
     }
 }
 
-/// One HTTP/1.1 request over a fresh connection: (status, JSON body).
-async fn http(
+/// One HTTP/1.1 request over a fresh connection: (status, JSON body). A
+/// connection the loaded test machine drops is tried again, a few times.
+async fn http(addr: &str, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
+    let mut last = None;
+    for _ in 0..5 {
+        match try_http(addr, method, path, body).await {
+            Ok(answer) => return answer,
+            Err(e) => {
+                last = Some(e);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    panic!("{method} {path}: {last:?}");
+}
+
+async fn try_http(
     addr: &str,
     method: &str,
     path: &str,
     body: Option<&str>,
-) -> (u16, serde_json::Value) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+) -> std::io::Result<(u16, serde_json::Value)> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
     let body = body.unwrap_or("");
     let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer serve-test\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
-    stream.write_all(request.as_bytes()).await.expect("write");
+    stream.write_all(request.as_bytes()).await?;
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.expect("read");
+    stream.read_to_end(&mut raw).await?;
     let text = String::from_utf8_lossy(&raw);
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     let payload = text.split("\r\n\r\n").nth(1).unwrap_or("");
-    (
-        status,
-        serde_json::from_str(payload).unwrap_or(serde_json::Value::Null),
-    )
+    Ok((status, serde_json::from_str(payload).unwrap_or(serde_json::Value::Null)))
 }
 
 #[tokio::test]
 async fn projections_appear_and_health_shows_no_lag() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut child = Command::new(env!("CARGO_BIN_EXE_crm-local"))
-        .args([
-            "serve",
-            "--addr",
-            "127.0.0.1:0",
-            "--token",
-            "serve-test",
-            "--data-dir",
-        ])
+        .args(["serve", "--addr", "127.0.0.1:0", "--token", "serve-test", "--data-dir"])
         .arg(dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -105,10 +106,7 @@ async fn projections_appear_and_health_shows_no_lag() {
     let (elapsed, profile) = seen.expect("the projections caught up");
     println!("customer 360, timeline and consent ledger visible {elapsed:?} after the command");
     assert_eq!(profile["email"], "served@example.com");
-    assert_eq!(
-        profile["consent_summary"],
-        serde_json::json!(["marketing:email"])
-    );
+    assert_eq!(profile["consent_summary"], serde_json::json!(["marketing:email"]));
 
     let (status, health) = http(&addr, "GET", "/health", None).await;
     assert_eq!(status, 200);
@@ -116,9 +114,7 @@ async fn projections_appear_and_health_shows_no_lag() {
     let consumers = health["consumers"].as_array().expect("consumers");
     assert!(!consumers.is_empty());
     assert!(
-        consumers
-            .iter()
-            .all(|c| c["lag"] == 0 && c["dead_letters"] == 0),
+        consumers.iter().all(|c| c["lag"] == 0 && c["dead_letters"] == 0),
         "{health}"
     );
     drop(server);

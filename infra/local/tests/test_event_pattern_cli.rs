@@ -25,13 +25,7 @@ fn event(total: f64) -> String {
 
 fn run(pattern: &str, event: &str) -> Output {
     match Command::new(env!("CARGO_BIN_EXE_crm-local"))
-        .args([
-            "test-event-pattern",
-            "--event-pattern",
-            pattern,
-            "--event",
-            event,
-        ])
+        .args(["test-event-pattern", "--event-pattern", pattern, "--event", event])
         .env("RUST_LOG", "off")
         .output()
     {
@@ -52,10 +46,7 @@ fn stdout_json(output: &Output) -> serde_json::Value {
 fn a_matching_event_prints_result_true() {
     let output = run(PATTERN, &event(149.5));
     assert_eq!(output.status.code(), Some(0), "{output:?}");
-    assert_eq!(
-        String::from_utf8_lossy(&output.stdout).trim(),
-        r#"{"Result": true}"#
-    );
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), r#"{"Result": true}"#);
     assert_eq!(stdout_json(&output), serde_json::json!({"Result": true}));
 }
 
@@ -68,10 +59,7 @@ fn a_non_matching_event_prints_result_false() {
 
 #[test]
 fn an_invalid_pattern_exits_2_with_the_reason() {
-    let output = run(
-        r#"{"detail": {"total": [{"numeric": [">", 0, ">", 5]}]}}"#,
-        &event(1.0),
-    );
+    let output = run(r#"{"detail": {"total": [{"numeric": [">", 0, ">", 5]}]}}"#, &event(1.0));
     assert_eq!(output.status.code(), Some(2), "{output:?}");
     assert!(output.stdout.is_empty(), "{output:?}");
     let stderr = String::from_utf8_lossy(&output.stderr);

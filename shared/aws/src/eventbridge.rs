@@ -35,8 +35,7 @@ where
         SdkError::TimeoutError(_) | SdkError::ResponseError(_) => true,
         SdkError::DispatchFailure(d) => !d.is_user(),
         SdkError::ServiceError(s) => {
-            s.raw().status().is_server_error()
-                || s.err().code().is_some_and(|c| TRANSIENT_CODES.contains(&c))
+            s.raw().status().is_server_error() || s.err().code().is_some_and(|c| TRANSIENT_CODES.contains(&c))
         }
         _ => false,
     }
@@ -67,12 +66,8 @@ impl EventBridgeBus {
     }
 
     fn request_entry(&self, entry: &BusEntry) -> Result<PutEventsRequestEntry, BusError> {
-        let detail = serde_json::to_string(&entry.detail).map_err(|e| {
-            BusError::Refused(format!(
-                "event {} cannot be serialised: {e}",
-                entry.detail.event_id
-            ))
-        })?;
+        let detail = serde_json::to_string(&entry.detail)
+            .map_err(|e| BusError::Refused(format!("event {} cannot be serialised: {e}", entry.detail.event_id)))?;
         let at = entry.detail.occurred_at;
         Ok(PutEventsRequestEntry::builder()
             .event_bus_name(&self.bus_name)
@@ -131,11 +126,7 @@ impl EventBus for EventBridgeBus {
             .send()
             .await
             .map_err(|e| {
-                let message = format!(
-                    "PutEvents to {}: {}",
-                    self.bus_name,
-                    DisplayErrorContext(&e)
-                );
+                let message = format!("PutEvents to {}: {}", self.bus_name, DisplayErrorContext(&e));
                 if is_transient(&e) {
                     BusError::Unavailable(message)
                 } else {
@@ -143,9 +134,7 @@ impl EventBus for EventBridgeBus {
                 }
             })?;
         let results = output.entries();
-        let outcomes: Vec<PublishOutcome> = (0..entries.len())
-            .map(|i| outcome(results.get(i)))
-            .collect();
+        let outcomes: Vec<PublishOutcome> = (0..entries.len()).map(|i| outcome(results.get(i))).collect();
         let failed = outcomes
             .iter()
             .filter(|o| matches!(o, PublishOutcome::Failed { .. }))

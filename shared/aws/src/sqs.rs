@@ -86,8 +86,7 @@ fn sqs_safe_json(json: String) -> String {
     if json.chars().all(sqs_char) {
         json
     } else {
-        json.replace('\u{FFFE}', "\\ufffe")
-            .replace('\u{FFFF}', "\\uffff")
+        json.replace('\u{FFFE}', "\\ufffe").replace('\u{FFFF}', "\\uffff")
     }
 }
 
@@ -137,8 +136,7 @@ impl DeadLetterQueue for SqsDeadLetterQueue {
         let consumer = attribute_text(&letter.consumer, MAX_REASON_ATTRIBUTE_BYTES);
         let reason = attribute_text(&letter.reason, MAX_REASON_ATTRIBUTE_BYTES);
         // Attribute names, types ("String") and values count towards the limit.
-        let attributes =
-            "consumer".len() + "reason".len() + 2 * "String".len() + consumer.len() + reason.len();
+        let attributes = "consumer".len() + "reason".len() + 2 * "String".len() + consumer.len() + reason.len();
         let body = message_body(&letter, MAX_MESSAGE_BYTES - attributes - SLACK_BYTES)?;
         let attribute = |value: String| {
             MessageAttributeValue::builder()
@@ -156,11 +154,7 @@ impl DeadLetterQueue for SqsDeadLetterQueue {
             .send()
             .await
             .map_err(|e| {
-                let message = format!(
-                    "SendMessage to {}: {}",
-                    self.queue_url,
-                    DisplayErrorContext(&e)
-                );
+                let message = format!("SendMessage to {}: {}", self.queue_url, DisplayErrorContext(&e));
                 if is_transient(&e) {
                     StoreError::Unavailable(message)
                 } else {

@@ -138,8 +138,7 @@ async fn items_have_the_documented_layout() {
     assert_eq!(s(&item, "occurred_at"), "2026-11-23T10:00:00.123456789Z");
     assert_eq!(
         s(&item, "recorded_at"),
-        e1.recorded_at
-            .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+        e1.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
     );
     assert_eq!(
         s(&item, "causation_id"),
@@ -168,14 +167,10 @@ async fn items_have_the_documented_layout() {
     assert_eq!(body, r.body);
     assert_eq!(
         s(&stored, "recorded_at"),
-        r.recorded_at
-            .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+        r.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
     );
     let week = (Utc::now() + Duration::days(7)).timestamp();
-    assert!(
-        (n(&stored, "expires_at") - week).abs() < 300,
-        "expires in 7 days"
-    );
+    assert!((n(&stored, "expires_at") - week).abs() < 300, "expires in 7 days");
 
     store
         .save_snapshot(Snapshot {
@@ -222,11 +217,7 @@ async fn other_items_never_show_up_as_events() {
     for key in [&email, &command] {
         let loaded = store.load(key).await.expect("load");
         assert_eq!(loaded, LoadedStream::default(), "{key}");
-        assert!(store
-            .read_stream(key, 0, usize::MAX)
-            .await
-            .expect("read")
-            .is_empty());
+        assert!(store.read_stream(key, 0, usize::MAX).await.expect("read").is_empty());
     }
     let loaded = store.load(&s1).await.expect("load");
     assert!(loaded.events.is_empty());
@@ -239,10 +230,7 @@ async fn other_items_never_show_up_as_events() {
     let mut all = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
-        let page = store
-            .read_all(cursor.as_deref(), 1)
-            .await
-            .expect("read all");
+        let page = store.read_all(cursor.as_deref(), 1).await.expect("read all");
         assert!(page.events.len() <= 1);
         all.extend(page.events);
         cursor = page.next;
@@ -253,17 +241,11 @@ async fn other_items_never_show_up_as_events() {
     assert_eq!(all, appended.events, "only events, each once, in order");
 
     // The receipt and the reservation are still what they were.
-    assert_eq!(
-        store.reservation_owner(&email).await.expect("owner"),
-        Some(s1.clone())
-    );
+    assert_eq!(store.reservation_owner(&email).await.expect("owner"), Some(s1.clone()));
     assert!(store.receipt(&command).await.expect("receipt").is_some());
     assert_eq!(store.receipt(&email).await.expect("not a receipt"), None);
     assert_eq!(
-        store
-            .reservation_owner(&command)
-            .await
-            .expect("not a reservation"),
+        store.reservation_owner(&command).await.expect("not a reservation"),
         None
     );
 }
@@ -283,10 +265,7 @@ async fn older_snapshots_do_not_replace_newer_ones() {
         state: serde_json::json!({ "v": version }),
     };
     store.save_snapshot(snap(3)).await.expect("save 3");
-    store
-        .save_snapshot(snap(2))
-        .await
-        .expect("an older one is ignored");
+    store.save_snapshot(snap(2)).await.expect("an older one is ignored");
     let loaded = store.load(&s1).await.expect("load");
     assert_eq!(loaded.snapshot, Some(snap(3)));
     assert_eq!(loaded.events.len(), 1);

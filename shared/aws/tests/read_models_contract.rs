@@ -92,13 +92,7 @@ async fn items_have_the_documented_layout() {
     let p = unique("c");
     let body = json!({"name": "Ada", "tags": ["a", "ß"], "n": 1.5});
     store
-        .commit(
-            "timeline",
-            &stream,
-            0,
-            4,
-            vec![put(&p, "profile", body.clone())],
-        )
+        .commit("timeline", &stream, 0, 4, vec![put(&p, "profile", body.clone())])
         .await
         .expect("commit");
 
@@ -114,10 +108,7 @@ async fn items_have_the_documented_layout() {
         .await
         .expect("the checkpoint item");
     assert_eq!(s(&checkpoint, "kind"), "checkpoint");
-    assert_eq!(
-        checkpoint.get("version"),
-        Some(&AttributeValue::N("4".into()))
-    );
+    assert_eq!(checkpoint.get("version"), Some(&AttributeValue::N("4".into())));
     assert_eq!(checkpoint.len(), 4, "{checkpoint:?}");
 
     let described = store
@@ -135,15 +126,9 @@ async fn items_have_the_documented_layout() {
         .collect();
     assert_eq!(keys, [("pk", &KeyType::Hash), ("sk", &KeyType::Range)]);
     for definition in table.attribute_definitions() {
-        assert_eq!(
-            definition.attribute_type(),
-            &ScalarAttributeType::S,
-            "{definition:?}"
-        );
+        assert_eq!(definition.attribute_type(), &ScalarAttributeType::S, "{definition:?}");
     }
-    assert!(table
-        .stream_specification()
-        .is_none_or(|s| !s.stream_enabled()));
+    assert!(table.stream_specification().is_none_or(|s| !s.stream_enabled()));
 }
 
 #[tokio::test]
@@ -172,15 +157,9 @@ async fn one_commit_may_touch_a_document_twice() {
         )
         .await
         .expect("commit");
-    assert_eq!(
-        store.get("index", &p, "a").await.expect("get"),
-        Some(json!(2))
-    );
+    assert_eq!(store.get("index", &p, "a").await.expect("get"), Some(json!(2)));
     assert_eq!(store.get("index", &p, "b").await.expect("get"), None);
-    assert_eq!(
-        store.get("index", &p, "c").await.expect("get"),
-        Some(json!(3))
-    );
+    assert_eq!(store.get("index", &p, "c").await.expect("get"), Some(json!(3)));
     assert_eq!(store.checkpoint("index", &stream).await.expect("cp"), 1);
 }
 
@@ -229,10 +208,7 @@ async fn list_bounds_and_pages() {
     let mut seen = Vec::new();
     let mut after: Option<String> = None;
     loop {
-        let page = store
-            .list("timeline", &p, "", after.as_deref(), 2)
-            .await
-            .expect("list");
+        let page = store.list("timeline", &p, "", after.as_deref(), 2).await.expect("list");
         if page.is_empty() {
             break;
         }
@@ -276,19 +252,10 @@ async fn a_list_spans_query_pages() {
     let stream = unique("customer");
     let p = unique("c");
     let ops: Vec<ReadOp> = (0..5)
-        .map(|i| {
-            put(
-                &p,
-                &format!("d#{i}"),
-                json!({ "i": i, "pad": "x".repeat(300 * 1024) }),
-            )
-        })
+        .map(|i| put(&p, &format!("d#{i}"), json!({ "i": i, "pad": "x".repeat(300 * 1024) })))
         .chain([put(&p, "e", json!("after the range"))])
         .collect();
-    store
-        .commit("timeline", &stream, 0, 1, ops)
-        .await
-        .expect("commit");
+    store.commit("timeline", &stream, 0, 1, ops).await.expect("commit");
     let first_page = store
         .client()
         .query()
@@ -304,22 +271,11 @@ async fn a_list_spans_query_pages() {
         "the documents do not fit one page: {} items",
         first_page.items().len()
     );
-    let sorts = |docs: Vec<(String, serde_json::Value)>| {
-        docs.into_iter().map(|(s, _)| s).collect::<Vec<_>>()
-    };
-    let all = store
-        .list("timeline", &p, "d#", None, 100)
-        .await
-        .expect("list");
+    let sorts = |docs: Vec<(String, serde_json::Value)>| docs.into_iter().map(|(s, _)| s).collect::<Vec<_>>();
+    let all = store.list("timeline", &p, "d#", None, 100).await.expect("list");
     assert_eq!(sorts(all), ["d#0", "d#1", "d#2", "d#3", "d#4"]);
-    let rest = store
-        .list("timeline", &p, "d#", Some("d#0"), 100)
-        .await
-        .expect("list");
+    let rest = store.list("timeline", &p, "d#", Some("d#0"), 100).await.expect("list");
     assert_eq!(sorts(rest), ["d#1", "d#2", "d#3", "d#4"]);
-    let everything = store
-        .list("timeline", &p, "", Some("d#0"), 100)
-        .await
-        .expect("list");
+    let everything = store.list("timeline", &p, "", Some("d#0"), 100).await.expect("list");
     assert_eq!(sorts(everything), ["d#1", "d#2", "d#3", "d#4", "e"]);
 }

@@ -48,7 +48,9 @@ impl BusEntry {
 
     /// The size EventBridge counts for this entry.
     pub fn size_bytes(&self) -> usize {
-        let detail = serde_json::to_vec(&self.detail).map(|v| v.len()).unwrap_or(usize::MAX / 2);
+        let detail = serde_json::to_vec(&self.detail)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX / 2);
         self.source.len() + self.detail_type.len() + detail
     }
 

@@ -73,9 +73,7 @@ pub trait DomainEvent: Serialize + DeserializeOwned + Sized {
     fn to_parts(&self) -> Result<(String, serde_json::Value), EventCodecError> {
         let value = serde_json::to_value(self).map_err(|e| EventCodecError(e.to_string()))?;
         let serde_json::Value::Object(mut map) = value else {
-            return Err(EventCodecError(
-                "event did not serialise to an object".into(),
-            ));
+            return Err(EventCodecError("event did not serialise to an object".into()));
         };
         let event_type = match map.remove("type") {
             Some(serde_json::Value::String(t)) => t,
@@ -96,12 +94,8 @@ pub trait DomainEvent: Serialize + DeserializeOwned + Sized {
             )));
         }
         let value = serde_json::json!({ "type": envelope.event_type, "data": envelope.data });
-        serde_json::from_value(value).map_err(|e| {
-            EventCodecError(format!(
-                "{} v{}: {e}",
-                envelope.event_type, envelope.schema_version
-            ))
-        })
+        serde_json::from_value(value)
+            .map_err(|e| EventCodecError(format!("{} v{}: {e}", envelope.event_type, envelope.schema_version)))
     }
 }
 

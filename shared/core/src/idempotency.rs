@@ -36,9 +36,7 @@ impl IdempotencyKey {
 
     /// Is `key` acceptable as a client idempotency key? Printable ASCII, 1 to 255.
     pub fn is_valid_client_key(key: &str) -> bool {
-        !key.is_empty()
-            && key.len() <= MAX_KEY_LEN
-            && key.bytes().all(|b| (0x21..=0x7e).contains(&b))
+        !key.is_empty() && key.len() <= MAX_KEY_LEN && key.bytes().all(|b| (0x21..=0x7e).contains(&b))
     }
 }
 

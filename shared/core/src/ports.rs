@@ -139,12 +139,7 @@ pub trait EventStore: Send + Sync {
     async fn load(&self, stream_id: &str) -> Result<LoadedStream, StoreError>;
 
     /// Events of one stream with a version greater than `after`, at most `limit`.
-    async fn read_stream(
-        &self,
-        stream_id: &str,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<EventEnvelope>, StoreError>;
+    async fn read_stream(&self, stream_id: &str, after: u64, limit: usize) -> Result<Vec<EventEnvelope>, StoreError>;
 
     /// Appends atomically, or writes nothing and says why.
     async fn append(&self, request: AppendRequest) -> Result<Appended, AppendError>;
@@ -268,12 +263,7 @@ pub trait ReadModelStore: Send + Sync {
     ) -> Result<(), CommitError>;
 
     /// One document, strongly consistent.
-    async fn get(
-        &self,
-        consumer: &str,
-        partition: &str,
-        sort: &str,
-    ) -> Result<Option<serde_json::Value>, StoreError>;
+    async fn get(&self, consumer: &str, partition: &str, sort: &str) -> Result<Option<serde_json::Value>, StoreError>;
 
     /// Documents of one partition whose sort key starts with `prefix`, in sort
     /// order, after `after` (exclusive), at most `limit`.

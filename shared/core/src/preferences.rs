@@ -82,10 +82,8 @@ fn check_categories(field: &str, list: &[String]) -> Result<(), InvalidPreferenc
         });
     }
     for (i, c) in list.iter().enumerate() {
-        let ok = !c.is_empty()
-            && c.len() <= 64
-            && c.chars()
-                .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_');
+        let ok =
+            !c.is_empty() && c.len() <= 64 && c.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_');
         if !ok {
             return Err(InvalidPreference {
                 field: format!("{field}[{i}]"),

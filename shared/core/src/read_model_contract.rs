@@ -44,13 +44,7 @@ fn put(partition: &str, sort: &str, body: serde_json::Value) -> ReadOp {
 pub async fn commit_get_and_list(store: Arc<dyn ReadModelStore>) {
     let stream = unique("customer");
     let p = unique("c");
-    assert_eq!(
-        store
-            .checkpoint("timeline", &stream)
-            .await
-            .expect("checkpoint"),
-        0
-    );
+    assert_eq!(store.checkpoint("timeline", &stream).await.expect("checkpoint"), 0);
     let ops = vec![
         put(&p, "t#0000000002", json!({"n": 2})),
         put(
@@ -61,32 +55,14 @@ pub async fn commit_get_and_list(store: Arc<dyn ReadModelStore>) {
         put(&p, "t#0000000003", json!({"n": 3})),
         put(&p, "profile", json!({"name": "Ada"})),
     ];
-    store
-        .commit("timeline", &stream, 0, 3, ops)
-        .await
-        .expect("commit");
+    store.commit("timeline", &stream, 0, 3, ops).await.expect("commit");
+    assert_eq!(store.checkpoint("timeline", &stream).await.expect("checkpoint"), 3);
     assert_eq!(
-        store
-            .checkpoint("timeline", &stream)
-            .await
-            .expect("checkpoint"),
-        3
-    );
-    assert_eq!(
-        store
-            .get("timeline", &p, "t#0000000001")
-            .await
-            .expect("get"),
+        store.get("timeline", &p, "t#0000000001").await.expect("get"),
         Some(json!({"n": 1, "text": "grüße", "nested": {"a": [1, null, true]}}))
     );
-    assert_eq!(
-        store.get("timeline", &p, "missing").await.expect("get"),
-        None
-    );
-    let all = store
-        .list("timeline", &p, "t#", None, 100)
-        .await
-        .expect("list");
+    assert_eq!(store.get("timeline", &p, "missing").await.expect("get"), None);
+    let all = store.list("timeline", &p, "t#", None, 100).await.expect("list");
     let sorts: Vec<&str> = all.iter().map(|(s, _)| s.as_str()).collect();
     assert_eq!(
         sorts,
@@ -104,13 +80,7 @@ pub async fn stale_checkpoint_conflicts_and_writes_nothing(store: Arc<dyn ReadMo
     let stream = unique("customer");
     let p = unique("c");
     store
-        .commit(
-            "c360",
-            &stream,
-            0,
-            1,
-            vec![put(&p, "profile", json!({"v": 1}))],
-        )
+        .commit("c360", &stream, 0, 1, vec![put(&p, "profile", json!({"v": 1}))])
         .await
         .expect("first");
     let err = store
@@ -119,10 +89,7 @@ pub async fn stale_checkpoint_conflicts_and_writes_nothing(store: Arc<dyn ReadMo
             &stream,
             0,
             2,
-            vec![
-                put(&p, "profile", json!({"v": 2})),
-                put(&p, "other", json!({})),
-            ],
+            vec![put(&p, "profile", json!({"v": 2})), put(&p, "other", json!({}))],
         )
         .await
         .expect_err("stale expected checkpoint");
@@ -132,48 +99,29 @@ pub async fn stale_checkpoint_conflicts_and_writes_nothing(store: Arc<dyn ReadMo
         Some(json!({"v": 1}))
     );
     assert_eq!(store.get("c360", &p, "other").await.expect("get"), None);
-    assert_eq!(
-        store.checkpoint("c360", &stream).await.expect("checkpoint"),
-        1
-    );
+    assert_eq!(store.checkpoint("c360", &stream).await.expect("checkpoint"), 1);
     // A commit with no documents still moves the checkpoint.
     store
         .commit("c360", &stream, 1, 2, Vec::new())
         .await
         .expect("empty commit");
-    assert_eq!(
-        store.checkpoint("c360", &stream).await.expect("checkpoint"),
-        2
-    );
+    assert_eq!(store.checkpoint("c360", &stream).await.expect("checkpoint"), 2);
 }
 
 pub async fn delete_removes_a_document(store: Arc<dyn ReadModelStore>) {
     let stream = unique("customer");
     let p = unique("email");
     store
-        .commit(
-            "index",
-            &stream,
-            0,
-            1,
-            vec![put(&p, "c-1", json!({"id": "c-1"}))],
-        )
+        .commit("index", &stream, 0, 1, vec![put(&p, "c-1", json!({"id": "c-1"}))])
         .await
         .expect("put");
     let del = ReadOp::Delete {
         partition: p.clone(),
         sort: "c-1".into(),
     };
-    store
-        .commit("index", &stream, 1, 2, vec![del])
-        .await
-        .expect("delete");
+    store.commit("index", &stream, 1, 2, vec![del]).await.expect("delete");
     assert_eq!(store.get("index", &p, "c-1").await.expect("get"), None);
-    assert!(store
-        .list("index", &p, "", None, 10)
-        .await
-        .expect("list")
-        .is_empty());
+    assert!(store.list("index", &p, "", None, 10).await.expect("list").is_empty());
 }
 
 pub async fn consumers_are_isolated(store: Arc<dyn ReadModelStore>) {
@@ -189,10 +137,7 @@ pub async fn consumers_are_isolated(store: Arc<dyn ReadModelStore>) {
         .commit("b", &stream, 0, 1, vec![put(&p, "doc", json!("b"))])
         .await
         .expect("b");
-    assert_eq!(
-        store.get("a", &p, "doc").await.expect("get"),
-        Some(json!("a"))
-    );
+    assert_eq!(store.get("a", &p, "doc").await.expect("get"), Some(json!("a")));
 }
 
 pub async fn concurrent_commits_keep_every_step(store: Arc<dyn ReadModelStore>) {
@@ -210,11 +155,7 @@ pub async fn concurrent_commits_keep_every_step(store: Arc<dyn ReadModelStore>) 
                 let mut attempts = 0;
                 loop {
                     let cp = store.checkpoint("race", &stream).await.expect("checkpoint");
-                    let doc = put(
-                        &p,
-                        &format!("step#{:04}", cp + 1),
-                        json!({ "by": t, "i": i }),
-                    );
+                    let doc = put(&p, &format!("step#{:04}", cp + 1), json!({ "by": t, "i": i }));
                     match store.commit("race", &stream, cp, cp + 1, vec![doc]).await {
                         Ok(()) => break,
                         Err(CommitError::Conflict { .. }) => {
@@ -234,10 +175,7 @@ pub async fn concurrent_commits_keep_every_step(store: Arc<dyn ReadModelStore>) 
         store.checkpoint("race", &stream).await.expect("checkpoint"),
         TASKS * EACH
     );
-    let steps = store
-        .list("race", &p, "step#", None, 1000)
-        .await
-        .expect("list");
+    let steps = store.list("race", &p, "step#", None, 1000).await.expect("list");
     assert_eq!(
         steps.len() as u64,
         TASKS * EACH,
@@ -251,18 +189,8 @@ pub async fn oversized_commit_is_refused(store: Arc<dyn ReadModelStore>) {
     let ops: Vec<ReadOp> = (0..=MAX_OPS_PER_COMMIT)
         .map(|i| put(&p, &format!("d{i:04}"), json!(i)))
         .collect();
-    let err = store
-        .commit("big", &stream, 0, 1, ops)
-        .await
-        .expect_err("too many ops");
+    let err = store.commit("big", &stream, 0, 1, ops).await.expect_err("too many ops");
     assert!(matches!(err, CommitError::TooLarge(_)), "{err:?}");
-    assert_eq!(
-        store.checkpoint("big", &stream).await.expect("checkpoint"),
-        0
-    );
-    assert!(store
-        .list("big", &p, "", None, 1000)
-        .await
-        .expect("list")
-        .is_empty());
+    assert_eq!(store.checkpoint("big", &stream).await.expect("checkpoint"), 0);
+    assert!(store.list("big", &p, "", None, 1000).await.expect("list").is_empty());
 }

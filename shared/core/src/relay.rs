@@ -165,11 +165,7 @@ struct ChunkResult {
 
 impl Relay {
     /// A relay with the default [`RetryPolicy`] and no pause between attempts.
-    pub fn new(
-        bus: Arc<dyn EventBus>,
-        dead_letters: Arc<dyn DeadLetterQueue>,
-        clock: Arc<dyn Clock>,
-    ) -> Self {
+    pub fn new(bus: Arc<dyn EventBus>, dead_letters: Arc<dyn DeadLetterQueue>, clock: Arc<dyn Clock>) -> Self {
         Relay {
             bus,
             dead_letters,
@@ -219,11 +215,7 @@ impl Relay {
         let mut chunk: Vec<(String, BusEntry)> = Vec::new();
         let mut chunk_bytes = 0usize;
 
-        for RelayRecord {
-            record_id,
-            outbound,
-        } in records
-        {
+        for RelayRecord { record_id, outbound } in records {
             match outbound {
                 Outbound::Publish(entry) => {
                     let size = wire_size(&entry);
@@ -423,10 +415,7 @@ mod tests {
         }
 
         fn calls(&self) -> Vec<Vec<u64>> {
-            self.state
-                .lock()
-                .map(|s| s.calls.clone())
-                .unwrap_or_default()
+            self.state.lock().map(|s| s.calls.clone()).unwrap_or_default()
         }
     }
 
@@ -439,8 +428,7 @@ mod tests {
                 .map_err(|_| BusError::Unavailable("poisoned".into()))?;
             assert!(entries.len() <= MAX_ENTRIES_PER_PUT, "too many entries");
             let call = s.calls.len();
-            s.calls
-                .push(entries.iter().map(|e| e.detail.version).collect());
+            s.calls.push(entries.iter().map(|e| e.detail.version).collect());
             if s.failing_calls.contains(&call) {
                 return Err(BusError::Unavailable("connection reset".into()));
             }
@@ -509,10 +497,7 @@ mod tests {
     }
 
     fn seq(v: u64) -> String {
-        format!(
-            "{}",
-            4_421_584_500_000_000_017_450_439_000u128 + u128::from(v)
-        )
+        format!("{}", 4_421_584_500_000_000_017_450_439_000u128 + u128::from(v))
     }
 
     fn entry(version: u64, data: serde_json::Value) -> BusEntry {
@@ -547,9 +532,7 @@ mod tests {
     async fn publishes_in_order_in_chunks_of_ten() {
         let bus = FakeBus::with(|_| {});
         let dlq = Arc::new(FakeDlq::default());
-        let report = relay(bus.clone(), dlq.clone())
-            .publish(records(1..=23))
-            .await;
+        let report = relay(bus.clone(), dlq.clone()).publish(records(1..=23)).await;
         assert_eq!(
             report,
             RelayReport {
@@ -605,18 +588,10 @@ mod tests {
         );
         assert_eq!(
             bus.calls(),
-            vec![
-                (1..=10).collect::<Vec<_>>(),
-                vec![3, 7],
-                vec![7],
-                vec![11, 12]
-            ]
+            vec![(1..=10).collect::<Vec<_>>(), vec![3, 7], vec![7], vec![11, 12]]
         );
         let pauses = pause.0.lock().map(|p| p.clone()).unwrap_or_default();
-        assert_eq!(
-            pauses,
-            [Duration::from_millis(50), Duration::from_millis(100)]
-        );
+        assert_eq!(pauses, [Duration::from_millis(50), Duration::from_millis(100)]);
     }
 
     #[tokio::test]
@@ -672,10 +647,7 @@ mod tests {
         let bus = FakeBus::with(|_| {});
         let dlq = Arc::new(FakeDlq::default());
         let mut input = records(1..=4);
-        input[1].1 = entry(
-            2,
-            serde_json::json!({ "blob": "x".repeat(MAX_ENTRY_BYTES) }),
-        );
+        input[1].1 = entry(2, serde_json::json!({ "blob": "x".repeat(MAX_ENTRY_BYTES) }));
         let event_id = input[1].1.detail.event_id;
         let report = relay(bus.clone(), dlq.clone()).publish(input).await;
         assert_eq!(
@@ -699,10 +671,7 @@ mod tests {
         assert_eq!(letters[0].payload["event_id"], event_id.to_string());
         assert_eq!(letters[0].payload["record_id"], seq(2));
         assert!(
-            serde_json::to_vec(&letters[0])
-                .map(|v| v.len())
-                .unwrap_or(usize::MAX)
-                < 4096,
+            serde_json::to_vec(&letters[0]).map(|v| v.len()).unwrap_or(usize::MAX) < 4096,
             "the letter leaves the event's data out"
         );
     }
@@ -714,9 +683,7 @@ mod tests {
         let pad = MAX_ENTRY_BYTES - wire_size(&e);
         e = entry(1, serde_json::json!({ "blob": "x".repeat(pad) }));
         assert_eq!(wire_size(&e), MAX_ENTRY_BYTES);
-        let report = relay(bus.clone(), Arc::default())
-            .publish(vec![(seq(1), e)])
-            .await;
+        let report = relay(bus.clone(), Arc::default()).publish(vec![(seq(1), e)]).await;
         assert_eq!(report.published, 1);
         assert_eq!(report.parked, 0);
     }
@@ -726,9 +693,7 @@ mod tests {
         let bus = FakeBus::with(|s| {
             s.failing_calls.insert(1);
         });
-        let report = relay(bus.clone(), Arc::default())
-            .publish(records(1..=25))
-            .await;
+        let report = relay(bus.clone(), Arc::default()).publish(records(1..=25)).await;
         assert_eq!(
             report,
             RelayReport {
@@ -747,9 +712,7 @@ mod tests {
             s.flaky.insert(6, 1);
             s.failing_calls.insert(1);
         });
-        let report = relay(bus.clone(), Arc::default())
-            .publish(records(1..=8))
-            .await;
+        let report = relay(bus.clone(), Arc::default()).publish(records(1..=8)).await;
         assert_eq!(report.first_failure, Some(seq(4)));
         assert_eq!(report.published, 6);
     }
@@ -780,10 +743,7 @@ mod tests {
             ..FakeDlq::default()
         });
         let mut input = records(1..=3);
-        input[1].1 = entry(
-            2,
-            serde_json::json!({ "blob": "x".repeat(MAX_ENTRY_BYTES) }),
-        );
+        input[1].1 = entry(2, serde_json::json!({ "blob": "x".repeat(MAX_ENTRY_BYTES) }));
         let report = relay(bus.clone(), dlq).publish(input).await;
         assert_eq!(
             report,

@@ -60,11 +60,7 @@ pub fn event(stream_id: &str, n: u64) -> EventEnvelope {
     }
 }
 
-fn request(
-    stream_id: &str,
-    expected: ExpectedVersion,
-    events: Vec<EventEnvelope>,
-) -> AppendRequest {
+fn request(stream_id: &str, expected: ExpectedVersion, events: Vec<EventEnvelope>) -> AppendRequest {
     AppendRequest {
         stream_id: stream_id.to_string(),
         expected,
@@ -88,10 +84,7 @@ fn receipt(key: &str, body: &str) -> CommandReceipt {
 }
 
 async fn versions(store: &dyn EventStore, stream: &str) -> Vec<u64> {
-    let events = store
-        .read_stream(stream, 0, usize::MAX)
-        .await
-        .expect("read stream");
+    let events = store.read_stream(stream, 0, usize::MAX).await.expect("read stream");
     events.iter().map(|e| e.version).collect()
 }
 
@@ -100,20 +93,12 @@ pub async fn append_and_load(store: Arc<dyn EventStore>) {
     let e1 = event(&s, 1);
     let e2 = event(&s, 2);
     let appended = store
-        .append(request(
-            &s,
-            ExpectedVersion::NoStream,
-            vec![e1.clone(), e2.clone()],
-        ))
+        .append(request(&s, ExpectedVersion::NoStream, vec![e1.clone(), e2.clone()]))
         .await
         .expect("first append");
     assert_eq!(appended.version, 2);
     assert_eq!(
-        appended
-            .events
-            .iter()
-            .map(|e| e.version)
-            .collect::<Vec<_>>(),
+        appended.events.iter().map(|e| e.version).collect::<Vec<_>>(),
         vec![1, 2]
     );
 
@@ -129,16 +114,10 @@ pub async fn append_and_load(store: Arc<dyn EventStore>) {
         vec![want1, want2.clone()],
         "envelopes round-trip exactly"
     );
-    assert_eq!(
-        store.read_stream(&s, 1, 10).await.expect("read"),
-        vec![want2]
-    );
+    assert_eq!(store.read_stream(&s, 1, 10).await.expect("read"), vec![want2]);
     assert_eq!(store.read_stream(&s, 0, 1).await.expect("read").len(), 1);
 
-    let missing = store
-        .load(&unique_stream("nobody"))
-        .await
-        .expect("load missing");
+    let missing = store.load(&unique_stream("nobody")).await.expect("load missing");
     assert_eq!(missing.version, 0);
     assert!(missing.events.is_empty());
 }
@@ -146,11 +125,7 @@ pub async fn append_and_load(store: Arc<dyn EventStore>) {
 pub async fn conflict_detection(store: Arc<dyn EventStore>) {
     let s = unique_stream("customer");
     store
-        .append(request(
-            &s,
-            ExpectedVersion::NoStream,
-            vec![event(&s, 1), event(&s, 2)],
-        ))
+        .append(request(&s, ExpectedVersion::NoStream, vec![event(&s, 1), event(&s, 2)]))
         .await
         .expect("seed");
     for expected in [
@@ -163,10 +138,7 @@ pub async fn conflict_detection(store: Arc<dyn EventStore>) {
             .append(request(&s, expected, vec![event(&s, 9)]))
             .await
             .expect_err("a stale or wrong expected version must conflict");
-        assert!(
-            matches!(err, AppendError::Conflict { .. }),
-            "{expected:?} gave {err:?}"
-        );
+        assert!(matches!(err, AppendError::Conflict { .. }), "{expected:?} gave {err:?}");
     }
     assert_eq!(
         versions(store.as_ref(), &s).await,
@@ -187,11 +159,7 @@ pub async fn append_any_goes_to_the_end(store: Arc<dyn EventStore>) {
         .await
         .expect("any on empty");
     let a = store
-        .append(request(
-            &s,
-            ExpectedVersion::Any,
-            vec![event(&s, 2), event(&s, 3)],
-        ))
+        .append(request(&s, ExpectedVersion::Any, vec![event(&s, 2), event(&s, 3)]))
         .await
         .expect("any");
     assert_eq!(a.version, 3);
@@ -215,24 +183,14 @@ pub async fn reservations_are_atomic_with_events(store: Arc<dyn EventStore>) {
     let mut first = request(&a, ExpectedVersion::NoStream, vec![event(&a, 1)]);
     first.reservations = vec![claim(&key, &a)];
     store.append(first).await.expect("a claims the key");
-    assert_eq!(
-        store.reservation_owner(&key).await.expect("owner"),
-        Some(a.clone())
-    );
+    assert_eq!(store.reservation_owner(&key).await.expect("owner"), Some(a.clone()));
 
     // b cannot take it: none of b's events are written.
-    let mut second = request(
-        &b,
-        ExpectedVersion::NoStream,
-        vec![event(&b, 1), event(&b, 2)],
-    );
+    let mut second = request(&b, ExpectedVersion::NoStream, vec![event(&b, 1), event(&b, 2)]);
     second.reservations = vec![claim(&key, &b)];
     let err = store.append(second).await.expect_err("key is a's");
     assert_eq!(err, AppendError::ReservationTaken { key: key.clone() });
-    assert!(
-        versions(store.as_ref(), &b).await.is_empty(),
-        "all or nothing"
-    );
+    assert!(versions(store.as_ref(), &b).await.is_empty(), "all or nothing");
 
     // b cannot release a's key either.
     let mut steal = request(&b, ExpectedVersion::NoStream, vec![event(&b, 1)]);
@@ -246,10 +204,7 @@ pub async fn reservations_are_atomic_with_events(store: Arc<dyn EventStore>) {
     // A version conflict takes no reservation.
     let mut stale = request(&a, ExpectedVersion::Exactly(0), vec![event(&a, 2)]);
     stale.reservations = vec![claim(&key2, &a)];
-    assert!(matches!(
-        store.append(stale).await,
-        Err(AppendError::Conflict { .. })
-    ));
+    assert!(matches!(store.append(stale).await, Err(AppendError::Conflict { .. })));
     assert_eq!(store.reservation_owner(&key2).await.expect("owner"), None);
 
     // a moves from key to key2 in one write; then b can take key.
@@ -257,10 +212,7 @@ pub async fn reservations_are_atomic_with_events(store: Arc<dyn EventStore>) {
     moving.reservations = vec![claim(&key2, &a), release(&key, &a)];
     store.append(moving).await.expect("move reservation");
     assert_eq!(store.reservation_owner(&key).await.expect("owner"), None);
-    assert_eq!(
-        store.reservation_owner(&key2).await.expect("owner"),
-        Some(a.clone())
-    );
+    assert_eq!(store.reservation_owner(&key2).await.expect("owner"), Some(a.clone()));
     let mut third = request(&b, ExpectedVersion::NoStream, vec![event(&b, 1)]);
     third.reservations = vec![claim(&key, &b)];
     store.append(third).await.expect("b takes the released key");
@@ -286,11 +238,7 @@ pub async fn receipts_answer_retries(store: Arc<dyn EventStore>) {
         Err(AppendError::DuplicateCommand(r)) => assert_eq!(*r, receipt(&key, "first")),
         other => panic!("expected DuplicateCommand, got {other:?}"),
     }
-    assert_eq!(
-        versions(store.as_ref(), &s).await,
-        vec![1],
-        "the retry wrote nothing"
-    );
+    assert_eq!(versions(store.as_ref(), &s).await, vec![1], "the retry wrote nothing");
 
     // A command that changes nothing can still keep its receipt.
     let key2 = format!("command#{}", Uuid::now_v7().simple());
@@ -352,10 +300,7 @@ pub async fn sixteen_concurrent_writers(store: Arc<dyn EventStore>) {
         "gapless versions"
     );
     let ids: HashSet<Uuid> = stored.iter().map(|e| e.event_id).collect();
-    assert_eq!(
-        ids, accepted,
-        "every accepted event is stored, nothing else"
-    );
+    assert_eq!(ids, accepted, "every accepted event is stored, nothing else");
 }
 
 pub async fn snapshots_bound_loading(store: Arc<dyn EventStore>) {
@@ -374,16 +319,10 @@ pub async fn snapshots_bound_loading(store: Arc<dyn EventStore>) {
         state_schema: 1,
         state: serde_json::json!({ "folded": 2 }),
     };
-    store
-        .save_snapshot(snap.clone())
-        .await
-        .expect("save snapshot");
+    store.save_snapshot(snap.clone()).await.expect("save snapshot");
     let loaded = store.load(&s).await.expect("load");
     assert_eq!(loaded.snapshot, Some(snap));
-    assert_eq!(
-        loaded.events.iter().map(|e| e.version).collect::<Vec<_>>(),
-        vec![3]
-    );
+    assert_eq!(loaded.events.iter().map(|e| e.version).collect::<Vec<_>>(), vec![3]);
     assert_eq!(loaded.version, 3);
     // Snapshots are not events.
     assert_eq!(versions(store.as_ref(), &s).await, vec![1, 2, 3]);
@@ -400,10 +339,7 @@ pub async fn read_all_pages_through_everything(store: Arc<dyn EventStore>) {
             key: format!("email#{}", Uuid::now_v7().simple()),
             owner: s.clone(),
         }];
-        req.receipt = Some(receipt(
-            &format!("command#{}", Uuid::now_v7().simple()),
-            "x",
-        ));
+        req.receipt = Some(receipt(&format!("command#{}", Uuid::now_v7().simple()), "x"));
         store.append(req).await.expect("append");
     }
     let mut seen = Vec::new();
@@ -418,21 +354,14 @@ pub async fn read_all_pages_through_everything(store: Arc<dyn EventStore>) {
         }
     }
     assert!(cursor.is_none(), "paging ended");
-    let ours: Vec<&EventEnvelope> = seen
-        .iter()
-        .filter(|e| written.contains(&e.event_id))
-        .collect();
+    let ours: Vec<&EventEnvelope> = seen.iter().filter(|e| written.contains(&e.event_id)).collect();
     assert_eq!(
         ours.len(),
         written.len(),
         "every event once, no reservations or receipts"
     );
     for s in &streams {
-        let v: Vec<u64> = ours
-            .iter()
-            .filter(|e| &e.stream_id == s)
-            .map(|e| e.version)
-            .collect();
+        let v: Vec<u64> = ours.iter().filter(|e| &e.stream_id == s).map(|e| e.version).collect();
         let mut sorted = v.clone();
         sorted.sort_unstable();
         assert_eq!(v, sorted, "per-stream order holds");
@@ -441,9 +370,7 @@ pub async fn read_all_pages_through_everything(store: Arc<dyn EventStore>) {
 
 pub async fn oversized_append_is_refused(store: Arc<dyn EventStore>) {
     let s = unique_stream("customer");
-    let events: Vec<_> = (0..=MAX_EVENTS_PER_APPEND as u64)
-        .map(|n| event(&s, n))
-        .collect();
+    let events: Vec<_> = (0..=MAX_EVENTS_PER_APPEND as u64).map(|n| event(&s, n)).collect();
     let err = store
         .append(request(&s, ExpectedVersion::NoStream, events))
         .await

@@ -1,9 +1,7 @@
 //! Test support: an in-memory event store (for domain tests only; adapters are
 //! tested against real SQLite and DynamoDB) and a given/when/then helper.
 
-use crate::customer::{
-    decide, fold, Customer, CustomerCommand, CustomerError, CustomerEvent, DecisionInput,
-};
+use crate::customer::{decide, fold, Customer, CustomerCommand, CustomerError, CustomerEvent, DecisionInput};
 use crate::event::EventEnvelope;
 use crate::ports::*;
 use async_trait::async_trait;
@@ -27,13 +25,7 @@ pub fn test_time() -> DateTime<Utc> {
 impl CustomerScenario {
     pub fn given(events: &[CustomerEvent]) -> Self {
         let at = test_time();
-        let state = fold(
-            None,
-            events
-                .iter()
-                .enumerate()
-                .map(|(i, e)| (e, at, i as u64 + 1)),
-        );
+        let state = fold(None, events.iter().enumerate().map(|(i, e)| (e, at, i as u64 + 1)));
         CustomerScenario {
             state,
             input: DecisionInput {
@@ -73,9 +65,7 @@ pub struct InMemoryEventStore {
 
 impl InMemoryEventStore {
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, Inner>, StoreError> {
-        self.inner
-            .lock()
-            .map_err(|_| StoreError::Failed("poisoned".into()))
+        self.inner.lock().map_err(|_| StoreError::Failed("poisoned".into()))
     }
 }
 
@@ -94,23 +84,12 @@ impl EventStore for InMemoryEventStore {
         })
     }
 
-    async fn read_stream(
-        &self,
-        stream_id: &str,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<EventEnvelope>, StoreError> {
+    async fn read_stream(&self, stream_id: &str, after: u64, limit: usize) -> Result<Vec<EventEnvelope>, StoreError> {
         let inner = self.lock()?;
         Ok(inner
             .streams
             .get(stream_id)
-            .map(|s| {
-                s.iter()
-                    .filter(|e| e.version > after)
-                    .take(limit)
-                    .cloned()
-                    .collect()
-            })
+            .map(|s| s.iter().filter(|e| e.version > after).take(limit).cloned().collect())
             .unwrap_or_default())
     }
 
@@ -122,10 +101,7 @@ impl EventStore for InMemoryEventStore {
             )));
         }
         let mut inner = self.lock()?;
-        let current = inner
-            .streams
-            .get(&request.stream_id)
-            .map_or(0, |s| s.len() as u64);
+        let current = inner.streams.get(&request.stream_id).map_or(0, |s| s.len() as u64);
         let base = match request.expected {
             ExpectedVersion::Any => current,
             ExpectedVersion::NoStream if current == 0 => 0,
@@ -198,9 +174,7 @@ impl EventStore for InMemoryEventStore {
     }
 
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
-        self.lock()?
-            .snapshots
-            .insert(snapshot.stream_id.clone(), snapshot);
+        self.lock()?.snapshots.insert(snapshot.stream_id.clone(), snapshot);
         Ok(())
     }
 
@@ -215,13 +189,7 @@ impl EventStore for InMemoryEventStore {
         let slice: Vec<_> = inner.order.iter().skip(start).take(limit).collect();
         let events = slice
             .iter()
-            .filter_map(|(s, v)| {
-                inner
-                    .streams
-                    .get(s)
-                    .and_then(|es| es.get(*v as usize - 1))
-                    .cloned()
-            })
+            .filter_map(|(s, v)| inner.streams.get(s).and_then(|es| es.get(*v as usize - 1)).cloned())
             .collect::<Vec<_>>();
         let end = start + slice.len();
         Ok(EventPage {
@@ -248,17 +216,12 @@ pub struct InMemoryReadModels {
 
 impl InMemoryReadModels {
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, ReadInner>, StoreError> {
-        self.inner
-            .lock()
-            .map_err(|_| StoreError::Failed("poisoned".into()))
+        self.inner.lock().map_err(|_| StoreError::Failed("poisoned".into()))
     }
 
     /// Every document, for comparing whole read models in tests.
     pub fn dump(&self) -> BTreeMap<DocKey, serde_json::Value> {
-        self.inner
-            .lock()
-            .map(|i| i.docs.clone())
-            .unwrap_or_default()
+        self.inner.lock().map(|i| i.docs.clone()).unwrap_or_default()
     }
 }
 
@@ -294,14 +257,8 @@ impl ReadModelStore for InMemoryReadModels {
         }
         for op in ops {
             match op {
-                ReadOp::Put {
-                    partition,
-                    sort,
-                    body,
-                } => {
-                    inner
-                        .docs
-                        .insert((consumer.to_string(), partition, sort), body);
+                ReadOp::Put { partition, sort, body } => {
+                    inner.docs.insert((consumer.to_string(), partition, sort), body);
                 }
                 ReadOp::Delete { partition, sort } => {
                     inner.docs.remove(&(consumer.to_string(), partition, sort));
@@ -312,20 +269,11 @@ impl ReadModelStore for InMemoryReadModels {
         Ok(())
     }
 
-    async fn get(
-        &self,
-        consumer: &str,
-        partition: &str,
-        sort: &str,
-    ) -> Result<Option<serde_json::Value>, StoreError> {
+    async fn get(&self, consumer: &str, partition: &str, sort: &str) -> Result<Option<serde_json::Value>, StoreError> {
         Ok(self
             .lock()?
             .docs
-            .get(&(
-                consumer.to_string(),
-                partition.to_string(),
-                sort.to_string(),
-            ))
+            .get(&(consumer.to_string(), partition.to_string(), sort.to_string()))
             .cloned())
     }
 

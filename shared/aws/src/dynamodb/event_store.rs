@@ -13,16 +13,14 @@ use aws_sdk_dynamodb::config::AsyncSleep;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{
-    AttributeValue, CancellationReason, ConditionCheck, Delete, Put, TransactWriteItem,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, CancellationReason, ConditionCheck, Delete, Put, TransactWriteItem};
 use aws_sdk_dynamodb::Client;
 use base64::Engine as _;
 use chrono::Utc;
 use crm_core::event::EventEnvelope;
 use crm_core::ports::{
-    AppendError, AppendRequest, Appended, CommandReceipt, EventPage, EventStore, ExpectedVersion,
-    LoadedStream, ReservationChange, Snapshot, StoreError, MAX_EVENTS_PER_APPEND,
+    AppendError, AppendRequest, Appended, CommandReceipt, EventPage, EventStore, ExpectedVersion, LoadedStream,
+    ReservationChange, Snapshot, StoreError, MAX_EVENTS_PER_APPEND,
 };
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -126,8 +124,7 @@ where
         SdkError::TimeoutError(_) | SdkError::ResponseError(_) => true,
         SdkError::DispatchFailure(d) => !d.is_user(),
         SdkError::ServiceError(s) => {
-            s.raw().status().is_server_error()
-                || s.err().code().is_some_and(|c| RETRYABLE_CODES.contains(&c))
+            s.raw().status().is_server_error() || s.err().code().is_some_and(|c| RETRYABLE_CODES.contains(&c))
         }
         _ => false,
     };
@@ -162,14 +159,8 @@ fn decode_cursor(cursor: &str) -> Result<Item, StoreError> {
         .decode(cursor)
         .map_err(|_| invalid())?;
     let json: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| invalid())?;
-    let pk = json
-        .get("pk")
-        .and_then(|v| v.as_str())
-        .ok_or_else(invalid)?;
-    let sk = json
-        .get("sk")
-        .and_then(|v| v.as_u64())
-        .ok_or_else(invalid)?;
+    let pk = json.get("pk").and_then(|v| v.as_str()).ok_or_else(invalid)?;
+    let sk = json.get("sk").and_then(|v| v.as_u64()).ok_or_else(invalid)?;
     Ok(items::key(pk, sk))
 }
 
@@ -194,9 +185,7 @@ impl DynamoEventStore {
 
     async fn pause(&self, attempt: u32) {
         if let Some(sleep) = self.client.config().sleep_impl() {
-            sleep
-                .sleep(Duration::from_millis(5 * u64::from(attempt.min(20))))
-                .await;
+            sleep.sleep(Duration::from_millis(5 * u64::from(attempt.min(20)))).await;
         }
     }
 
@@ -222,10 +211,7 @@ impl DynamoEventStore {
             .table_name(&self.table)
             .key_condition_expression("#pk = :pk AND #sk > :zero")
             .set_expression_attribute_names(Some(names(&[("#pk", PK), ("#sk", SK)])))
-            .set_expression_attribute_values(Some(values(vec![
-                (":pk", items::s(stream_id)),
-                (":zero", items::n(0)),
-            ])))
+            .set_expression_attribute_values(Some(values(vec![(":pk", items::s(stream_id)), (":zero", items::n(0))])))
             .projection_expression("#pk, #sk")
             .scan_index_forward(false)
             .limit(1)
@@ -240,12 +226,7 @@ impl DynamoEventStore {
     }
 
     /// Events of a stream after `after`, at most `limit`, paginating.
-    async fn query_events(
-        &self,
-        stream_id: &str,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<EventEnvelope>, StoreError> {
+    async fn query_events(&self, stream_id: &str, after: u64, limit: usize) -> Result<Vec<EventEnvelope>, StoreError> {
         let mut events = Vec::new();
         let mut start: Option<Item> = None;
         while events.len() < limit {
@@ -297,38 +278,26 @@ impl DynamoEventStore {
         Ok(TransactWriteItem::builder().put(put).build())
     }
 
-    fn version_check(
-        &self,
-        stream_id: &str,
-        version: u64,
-    ) -> Result<TransactWriteItem, StoreError> {
+    fn version_check(&self, stream_id: &str, version: u64) -> Result<TransactWriteItem, StoreError> {
         let check = ConditionCheck::builder()
             .table_name(&self.table)
             .set_key(Some(items::key(stream_id, version)))
             .condition_expression("attribute_exists(#sk) AND #kind = :event")
             .set_expression_attribute_names(Some(names(&[("#sk", SK), ("#kind", KIND)])))
-            .set_expression_attribute_values(Some(values(vec![(
-                ":event",
-                items::s(items::KIND_EVENT),
-            )])))
+            .set_expression_attribute_values(Some(values(vec![(":event", items::s(items::KIND_EVENT))])))
             .build()
             .map_err(build_error)?;
         Ok(TransactWriteItem::builder().condition_check(check).build())
     }
 
-    fn reservation_write(
-        &self,
-        change: &ReservationChange,
-    ) -> Result<TransactWriteItem, StoreError> {
+    fn reservation_write(&self, change: &ReservationChange) -> Result<TransactWriteItem, StoreError> {
         let attribute_names = names(&[("#pk", PK), ("#kind", KIND), ("#owner", OWNER)]);
         Ok(match change {
             ReservationChange::Claim { key, owner } => {
                 let put = Put::builder()
                     .table_name(&self.table)
                     .set_item(Some(items::reservation_to_item(key, owner)))
-                    .condition_expression(
-                        "attribute_not_exists(#pk) OR (#kind = :reservation AND #owner = :owner)",
-                    )
+                    .condition_expression("attribute_not_exists(#pk) OR (#kind = :reservation AND #owner = :owner)")
                     .set_expression_attribute_names(Some(attribute_names))
                     .set_expression_attribute_values(Some(values(vec![
                         (":reservation", items::s(items::KIND_RESERVATION)),
@@ -343,10 +312,7 @@ impl DynamoEventStore {
                     .table_name(&self.table)
                     .set_key(Some(items::key(key, 0)))
                     .condition_expression("#kind = :reservation AND #owner = :owner")
-                    .set_expression_attribute_names(Some(names(&[
-                        ("#kind", KIND),
-                        ("#owner", OWNER),
-                    ])))
+                    .set_expression_attribute_names(Some(names(&[("#kind", KIND), ("#owner", OWNER)])))
                     .set_expression_attribute_values(Some(values(vec![
                         (":reservation", items::s(items::KIND_RESERVATION)),
                         (":owner", items::s(owner)),
@@ -385,8 +351,7 @@ impl DynamoEventStore {
             plan.roles.push(Role::Event);
         }
         if let Some(version) = check {
-            plan.items
-                .push(self.version_check(&request.stream_id, version)?);
+            plan.items.push(self.version_check(&request.stream_id, version)?);
             plan.roles.push(Role::VersionCheck);
         }
         for change in &request.reservations {
@@ -402,12 +367,7 @@ impl DynamoEventStore {
 
     /// Sends the transaction; a cancellation becomes the [`AppendError`] it
     /// stands for. `base` is the version the events were placed after.
-    async fn write(
-        &self,
-        plan: Plan,
-        request: &AppendRequest,
-        base: u64,
-    ) -> Result<(), AppendError> {
+    async fn write(&self, plan: Plan, request: &AppendRequest, base: u64) -> Result<(), AppendError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -421,9 +381,7 @@ impl DynamoEventStore {
                 Ok(_) => return Ok(()),
                 Err(err) => err,
             };
-            let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) =
-                err.as_service_error()
-            else {
+            let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) = err.as_service_error() else {
                 return Err(sdk_error("TransactWriteItems", &err).into());
             };
             let reasons = cancelled.cancellation_reasons();
@@ -445,10 +403,9 @@ impl DynamoEventStore {
                     self.pause(attempt).await;
                 }
                 Cancelled::Transient(why) => {
-                    return Err(StoreError::Unavailable(format!(
-                        "TransactWriteItems cancelled {attempt} times: {why}"
-                    ))
-                    .into())
+                    return Err(
+                        StoreError::Unavailable(format!("TransactWriteItems cancelled {attempt} times: {why}")).into(),
+                    )
                 }
             }
         }
@@ -465,9 +422,7 @@ impl DynamoEventStore {
     /// The existing receipt answers a duplicate command.
     async fn duplicate(&self, key: &str) -> Cancelled {
         match self.receipt(key).await {
-            Ok(Some(existing)) => {
-                Cancelled::Refused(AppendError::DuplicateCommand(Box::new(existing)))
-            }
+            Ok(Some(existing)) => Cancelled::Refused(AppendError::DuplicateCommand(Box::new(existing))),
             Ok(None) => Cancelled::Transient(format!("receipt {key} existed but is gone now")),
             Err(e) => Cancelled::Refused(e.into()),
         }
@@ -509,13 +464,7 @@ impl DynamoEventStore {
             .collect();
         let described = reasons
             .iter()
-            .map(|r| {
-                format!(
-                    "{}: {}",
-                    r.code().unwrap_or("None"),
-                    r.message().unwrap_or("")
-                )
-            })
+            .map(|r| format!("{}: {}", r.code().unwrap_or("None"), r.message().unwrap_or("")))
             .collect::<Vec<_>>()
             .join("; ");
         if !codes.is_empty() && codes.iter().all(|c| RETRYABLE_REASONS.contains(c)) {
@@ -523,31 +472,24 @@ impl DynamoEventStore {
                 return Cancelled::Transient(described);
             }
             return Cancelled::Refused(
-                StoreError::Unavailable(format!("TransactWriteItems cancelled: {described}"))
-                    .into(),
+                StoreError::Unavailable(format!("TransactWriteItems cancelled: {described}")).into(),
             );
         }
-        Cancelled::Refused(
-            StoreError::Failed(format!("TransactWriteItems cancelled: {described}")).into(),
-        )
+        Cancelled::Refused(StoreError::Failed(format!("TransactWriteItems cancelled: {described}")).into())
     }
 
     /// Explains a cancellation without reasons by reading what it touched.
     async fn explain_by_reading(&self, request: &AppendRequest, base: u64) -> Cancelled {
         if let Some(receipt) = &request.receipt {
             match self.receipt(&receipt.key).await {
-                Ok(Some(existing)) => {
-                    return Cancelled::Refused(AppendError::DuplicateCommand(Box::new(existing)))
-                }
+                Ok(Some(existing)) => return Cancelled::Refused(AppendError::DuplicateCommand(Box::new(existing))),
                 Ok(None) => {}
                 Err(e) => return Cancelled::Refused(e.into()),
             }
         }
         if !request.events.is_empty() {
             match self.last_version(&request.stream_id).await {
-                Ok(current) if current != base => {
-                    return Cancelled::Refused(Self::conflict(request))
-                }
+                Ok(current) if current != base => return Cancelled::Refused(Self::conflict(request)),
                 Ok(_) => {}
                 Err(e) => return Cancelled::Refused(e.into()),
             }
@@ -571,12 +513,7 @@ impl DynamoEventStore {
     }
 
     /// Places the events after `base` and writes them in one transaction.
-    async fn append_at(
-        &self,
-        request: &AppendRequest,
-        base: u64,
-        check: Option<u64>,
-    ) -> Result<Appended, AppendError> {
+    async fn append_at(&self, request: &AppendRequest, base: u64, check: Option<u64>) -> Result<Appended, AppendError> {
         let envelopes: Vec<EventEnvelope> = request
             .events
             .iter()
@@ -599,10 +536,7 @@ impl DynamoEventStore {
 
     /// An append without events: reservations and the receipt only, no
     /// version check.
-    async fn append_without_events(
-        &self,
-        request: &AppendRequest,
-    ) -> Result<Appended, AppendError> {
+    async fn append_without_events(&self, request: &AppendRequest) -> Result<Appended, AppendError> {
         let plan = self.plan(request, &[], None)?;
         if !plan.items.is_empty() {
             self.write(plan, request, 0).await?;
@@ -635,16 +569,9 @@ fn check_size(request: &AppendRequest) -> Result<(), AppendError> {
     // DynamoDB refuses a transaction touching one item twice.
     let mut keys = HashSet::new();
     let receipt_key = request.receipt.as_ref().map(|r| r.key.as_str());
-    for key in request
-        .reservations
-        .iter()
-        .map(|r| r.key())
-        .chain(receipt_key)
-    {
+    for key in request.reservations.iter().map(|r| r.key()).chain(receipt_key) {
         if !keys.insert(key) {
-            return Err(
-                StoreError::Failed(format!("key {key} is written twice in one append")).into(),
-            );
+            return Err(StoreError::Failed(format!("key {key} is written twice in one append")).into());
         }
     }
     Ok(())
@@ -669,12 +596,7 @@ impl EventStore for DynamoEventStore {
         })
     }
 
-    async fn read_stream(
-        &self,
-        stream_id: &str,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<EventEnvelope>, StoreError> {
+    async fn read_stream(&self, stream_id: &str, after: u64, limit: usize) -> Result<Vec<EventEnvelope>, StoreError> {
         self.query_events(stream_id, after, limit).await
     }
 
@@ -684,9 +606,7 @@ impl EventStore for DynamoEventStore {
             return self.append_without_events(&request).await;
         }
         match request.expected {
-            ExpectedVersion::NoStream | ExpectedVersion::Exactly(0) => {
-                self.append_at(&request, 0, None).await
-            }
+            ExpectedVersion::NoStream | ExpectedVersion::Exactly(0) => self.append_at(&request, 0, None).await,
             ExpectedVersion::Exactly(n) => self.append_at(&request, n, Some(n)).await,
             ExpectedVersion::Any => {
                 let mut attempt = 0;
@@ -707,11 +627,9 @@ impl EventStore for DynamoEventStore {
 
     async fn receipt(&self, key: &str) -> Result<Option<CommandReceipt>, StoreError> {
         match self.get_zero_item(key).await? {
-            Some(item) if items::kind_of(&item) == Some(items::KIND_RECEIPT) => {
-                items::receipt_from_item(&item)
-                    .map(Some)
-                    .map_err(|e| corrupt(&self.table, e))
-            }
+            Some(item) if items::kind_of(&item) == Some(items::KIND_RECEIPT) => items::receipt_from_item(&item)
+                .map(Some)
+                .map_err(|e| corrupt(&self.table, e)),
             _ => Ok(None),
         }
     }
@@ -762,10 +680,7 @@ impl EventStore for DynamoEventStore {
                 .table_name(&self.table)
                 .filter_expression("#kind = :event")
                 .set_expression_attribute_names(Some(names(&[("#kind", KIND)])))
-                .set_expression_attribute_values(Some(values(vec![(
-                    ":event",
-                    items::s(items::KIND_EVENT),
-                )])))
+                .set_expression_attribute_values(Some(values(vec![(":event", items::s(items::KIND_EVENT))])))
                 .consistent_read(true)
                 .set_limit(i32::try_from(page).ok())
                 .set_exclusive_start_key(start.take())
@@ -804,10 +719,7 @@ mod tests {
         let cursor = encode_cursor(&key).expect("encode");
         assert_eq!(decode_cursor(&cursor).expect("decode"), key);
         assert!(decode_cursor("not a cursor!").is_err());
-        assert!(decode_cursor(
-            &base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b"{\"pk\":1}")
-        )
-        .is_err());
+        assert!(decode_cursor(&base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b"{\"pk\":1}")).is_err());
     }
 
     fn request(events: usize, reservations: usize, receipt: bool) -> AppendRequest {
@@ -873,9 +785,7 @@ mod tests {
             .await;
         let client = Client::new(&config);
         let table = format!("events-unit-{}", uuid::Uuid::now_v7().simple());
-        super::super::create_events_table(&client, &table)
-            .await
-            .expect("table");
+        super::super::create_events_table(&client, &table).await.expect("table");
         let store = DynamoEventStore::new(client, table);
 
         let s = format!("customer-{}", uuid::Uuid::now_v7().simple());
@@ -902,9 +812,7 @@ mod tests {
         r.expected = ExpectedVersion::Exactly(2);
         assert_eq!(
             explain(r.clone(), 2).await,
-            Some(AppendError::DuplicateCommand(Box::new(
-                receipt.expect("a receipt")
-            )))
+            Some(AppendError::DuplicateCommand(Box::new(receipt.expect("a receipt"))))
         );
         r.receipt = None;
         assert!(matches!(

@@ -65,17 +65,11 @@ pub enum CodecError {
     #[error("item has no attribute {0}")]
     Missing(&'static str),
     #[error("attribute {name} is not of type {expected}")]
-    WrongType {
-        name: &'static str,
-        expected: &'static str,
-    },
+    WrongType { name: &'static str, expected: &'static str },
     #[error("attribute {name} is invalid: {reason}")]
     Invalid { name: &'static str, reason: String },
     #[error("item is a {found}, not a {expected}")]
-    WrongKind {
-        expected: &'static str,
-        found: String,
-    },
+    WrongKind { expected: &'static str, found: String },
 }
 
 /// The RFC 3339 form every time is stored in.
@@ -96,10 +90,7 @@ pub fn key(pk: &str, sk: u64) -> Item {
     HashMap::from([(PK.to_string(), s(pk)), (SK.to_string(), n(sk))])
 }
 
-fn json_string(
-    name: &'static str,
-    value: &serde_json::Value,
-) -> Result<AttributeValue, CodecError> {
+fn json_string(name: &'static str, value: &serde_json::Value) -> Result<AttributeValue, CodecError> {
     serde_json::to_string(value)
         .map(AttributeValue::S)
         .map_err(|e| CodecError::Invalid {
@@ -215,9 +206,7 @@ pub fn snapshot_from_item(item: &Item) -> Result<Snapshot, CodecError> {
 
 /// The item's `kind`, if it has one.
 pub fn kind_of(item: &Item) -> Option<&str> {
-    item.get(KIND)
-        .and_then(|v| v.as_s().ok())
-        .map(String::as_str)
+    item.get(KIND).and_then(|v| v.as_s().ok()).map(String::as_str)
 }
 
 fn expect_kind(item: &Item, expected: &'static str) -> Result<(), CodecError> {
@@ -235,10 +224,7 @@ fn get_opt_s<'a>(item: &'a Item, name: &'static str) -> Result<Option<&'a str>, 
     match item.get(name) {
         None | Some(AttributeValue::Null(_)) => Ok(None),
         Some(AttributeValue::S(v)) => Ok(Some(v)),
-        Some(_) => Err(CodecError::WrongType {
-            name,
-            expected: "S",
-        }),
+        Some(_) => Err(CodecError::WrongType { name, expected: "S" }),
     }
 }
 
@@ -256,10 +242,7 @@ where
             name,
             reason: format!("{v:?}: {e}"),
         }),
-        Some(_) => Err(CodecError::WrongType {
-            name,
-            expected: "N",
-        }),
+        Some(_) => Err(CodecError::WrongType { name, expected: "N" }),
     }
 }
 
@@ -320,10 +303,7 @@ mod tests {
         let item = event_to_item(&e).expect("encode");
         assert_eq!(item.get(SK), Some(&n(7)));
         assert_eq!(item.get(KIND), Some(&s(KIND_EVENT)));
-        assert_eq!(
-            item.get(OCCURRED_AT),
-            Some(&s("2026-11-23T10:00:00.123456789Z"))
-        );
+        assert_eq!(item.get(OCCURRED_AT), Some(&s("2026-11-23T10:00:00.123456789Z")));
         assert_eq!(event_from_item(&item).expect("decode"), e);
     }
 
@@ -341,23 +321,14 @@ mod tests {
     #[test]
     fn kinds_are_checked() {
         let item = reservation_to_item("email#ab", "customer-1");
-        assert_eq!(
-            reservation_owner_from_item(&item).expect("owner"),
-            "customer-1"
-        );
-        assert!(matches!(
-            event_from_item(&item),
-            Err(CodecError::WrongKind { .. })
-        ));
+        assert_eq!(reservation_owner_from_item(&item).expect("owner"), "customer-1");
+        assert!(matches!(event_from_item(&item), Err(CodecError::WrongKind { .. })));
         assert!(snapshot_from_item(&item).is_err());
     }
 
     #[test]
     fn receipt_and_snapshot_round_trip() {
-        let at = Utc
-            .with_ymd_and_hms(2030, 1, 1, 0, 0, 0)
-            .single()
-            .unwrap_or_default();
+        let at = Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).single().unwrap_or_default();
         let r = CommandReceipt {
             key: "command#x".into(),
             request_hash: "h".into(),
@@ -366,10 +337,7 @@ mod tests {
             recorded_at: at,
         };
         let item = receipt_to_item(&r, at).expect("encode");
-        assert_eq!(
-            item.get(EXPIRES_AT),
-            Some(&n((at + RECEIPT_RETENTION).timestamp()))
-        );
+        assert_eq!(item.get(EXPIRES_AT), Some(&n((at + RECEIPT_RETENTION).timestamp())));
         assert_eq!(receipt_from_item(&item).expect("decode"), r);
 
         let snap = Snapshot {

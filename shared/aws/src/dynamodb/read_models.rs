@@ -89,16 +89,12 @@ fn checkpoint_pk(consumer: &str) -> String {
 }
 
 fn key(pk: String, sk: &str) -> Item {
-    HashMap::from([
-        (PK.to_string(), items::s(pk)),
-        (SK.to_string(), items::s(sk)),
-    ])
+    HashMap::from([(PK.to_string(), items::s(pk)), (SK.to_string(), items::s(sk))])
 }
 
 /// Refuses consumer names that would make keys ambiguous.
 fn check_consumer(consumer: &str) -> Result<(), StoreError> {
-    if consumer.is_empty() || consumer.contains('#') || format!("{consumer}#") == CHECKPOINT_PREFIX
-    {
+    if consumer.is_empty() || consumer.contains('#') || format!("{consumer}#") == CHECKPOINT_PREFIX {
         return Err(StoreError::Failed(format!(
             "invalid read-model consumer name {consumer:?}: it must be non-empty, \
              without '#', and not \"checkpoint\""
@@ -114,10 +110,9 @@ fn collapse(ops: Vec<ReadOp>) -> Vec<ReadOp> {
     let mut at: HashMap<(String, String), usize> = HashMap::new();
     for op in ops {
         let (partition, sort) = match &op {
-            ReadOp::Put {
-                partition, sort, ..
+            ReadOp::Put { partition, sort, .. } | ReadOp::Delete { partition, sort } => {
+                (partition.clone(), sort.clone())
             }
-            | ReadOp::Delete { partition, sort } => (partition.clone(), sort.clone()),
         };
         match at.get(&(partition.clone(), sort.clone())) {
             Some(&i) => out[i] = op,
@@ -170,9 +165,7 @@ impl DynamoReadModels {
 
     async fn pause(&self, attempt: u32) {
         if let Some(sleep) = self.client.config().sleep_impl() {
-            sleep
-                .sleep(Duration::from_millis(5 * u64::from(attempt.min(20))))
-                .await;
+            sleep.sleep(Duration::from_millis(5 * u64::from(attempt.min(20)))).await;
         }
     }
 
@@ -243,16 +236,11 @@ impl DynamoReadModels {
 
     fn doc_write(&self, consumer: &str, op: ReadOp) -> Result<TransactWriteItem, CommitError> {
         Ok(match op {
-            ReadOp::Put {
-                partition,
-                sort,
-                body,
-            } => {
+            ReadOp::Put { partition, sort, body } => {
                 let mut item = key(doc_pk(consumer, &partition), &sort);
                 item.insert(KIND.into(), items::s(KIND_DOC));
-                let json = serde_json::to_string(&body).map_err(|e| {
-                    StoreError::Failed(format!("encoding document ({partition}, {sort}): {e}"))
-                })?;
+                let json = serde_json::to_string(&body)
+                    .map_err(|e| StoreError::Failed(format!("encoding document ({partition}, {sort}): {e}")))?;
                 item.insert(BODY.into(), items::s(json));
                 let size = item_size(&item);
                 if size > MAX_ITEM_BYTES {
@@ -292,13 +280,7 @@ impl DynamoReadModels {
             .collect();
         let described = reasons
             .iter()
-            .map(|r| {
-                format!(
-                    "{}: {}",
-                    r.code().unwrap_or("None"),
-                    r.message().unwrap_or("")
-                )
-            })
+            .map(|r| format!("{}: {}", r.code().unwrap_or("None"), r.message().unwrap_or("")))
             .collect::<Vec<_>>()
             .join("; ");
         if !codes.is_empty() && codes.iter().all(|c| RETRYABLE_REASONS.contains(c)) {
@@ -309,24 +291,15 @@ impl DynamoReadModels {
                 "TransactWriteItems cancelled: {described}"
             )));
         }
-        Cancelled::Store(StoreError::Failed(format!(
-            "TransactWriteItems cancelled: {described}"
-        )))
+        Cancelled::Store(StoreError::Failed(format!("TransactWriteItems cancelled: {described}")))
     }
 
     /// Explains a cancellation without usable reasons by reading the
     /// checkpoint again.
-    async fn explain_by_reading(
-        &self,
-        consumer: &str,
-        stream_id: &str,
-        expected: u64,
-    ) -> Cancelled {
+    async fn explain_by_reading(&self, consumer: &str, stream_id: &str, expected: u64) -> Cancelled {
         match self.checkpoint(consumer, stream_id).await {
             Ok(current) if current != expected => Cancelled::Conflict,
-            Ok(_) => Cancelled::Transient(
-                "transaction cancelled, but the checkpoint is still the expected one".into(),
-            ),
+            Ok(_) => Cancelled::Transient("transaction cancelled, but the checkpoint is still the expected one".into()),
             Err(e) => Cancelled::Store(e),
         }
     }
@@ -336,10 +309,7 @@ impl DynamoReadModels {
 impl ReadModelStore for DynamoReadModels {
     async fn checkpoint(&self, consumer: &str, stream_id: &str) -> Result<u64, StoreError> {
         check_consumer(consumer)?;
-        let Some(item) = self
-            .get_item(key(checkpoint_pk(consumer), stream_id))
-            .await?
-        else {
+        let Some(item) = self.get_item(key(checkpoint_pk(consumer), stream_id)).await? else {
             return Ok(0);
         };
         match items::kind_of(&item) {
@@ -400,9 +370,7 @@ impl ReadModelStore for DynamoReadModels {
                 Ok(_) => return Ok(()),
                 Err(err) => err,
             };
-            let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) =
-                err.as_service_error()
-            else {
+            let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) = err.as_service_error() else {
                 return Err(sdk_error("TransactWriteItems", &err).into());
             };
             let reasons = cancelled.cancellation_reasons();
@@ -425,26 +393,17 @@ impl ReadModelStore for DynamoReadModels {
                     self.pause(attempt).await;
                 }
                 Cancelled::Transient(why) => {
-                    return Err(StoreError::Unavailable(format!(
-                        "TransactWriteItems cancelled {attempt} times: {why}"
-                    ))
-                    .into())
+                    return Err(
+                        StoreError::Unavailable(format!("TransactWriteItems cancelled {attempt} times: {why}")).into(),
+                    )
                 }
             }
         }
     }
 
-    async fn get(
-        &self,
-        consumer: &str,
-        partition: &str,
-        sort: &str,
-    ) -> Result<Option<serde_json::Value>, StoreError> {
+    async fn get(&self, consumer: &str, partition: &str, sort: &str) -> Result<Option<serde_json::Value>, StoreError> {
         check_consumer(consumer)?;
-        match self
-            .get_item(key(doc_pk(consumer, partition), sort))
-            .await?
-        {
+        match self.get_item(key(doc_pk(consumer, partition), sort)).await? {
             Some(item) => self.body(&item).map(Some),
             None => Ok(None),
         }

@@ -106,11 +106,7 @@ impl Projection for ConsentLedgerProjection {
         matches!(event_type, "ConsentGranted" | "ConsentRevoked")
     }
 
-    async fn project(
-        &self,
-        event: &EventEnvelope,
-        docs: &dyn ReadModelStore,
-    ) -> Result<Vec<ReadOp>, ProjectionError> {
+    async fn project(&self, event: &EventEnvelope, docs: &dyn ReadModelStore) -> Result<Vec<ReadOp>, ProjectionError> {
         let customer = event
             .customer_id
             .as_deref()
@@ -165,11 +161,7 @@ impl Projection for ConsentLedgerProjection {
                 let current = docs
                     .get(CONSENT_LEDGER, customer, &current_sort(purpose, channel))
                     .await?
-                    .ok_or_else(|| {
-                        invalid(format!(
-                            "revocation of {purpose}:{channel} that was never granted"
-                        ))
-                    })?;
+                    .ok_or_else(|| invalid(format!("revocation of {purpose}:{channel} that was never granted")))?;
                 let mut record: ConsentRecord = serde_json::from_value(current).map_err(invalid)?;
                 record.status = ConsentStatus::Revoked;
                 record.revoked_at = Some(event.occurred_at);
@@ -210,10 +202,7 @@ fn unreadable(e: serde_json::Error) -> StoreError {
 }
 
 /// The ledger's current state of every (purpose, channel) of a customer.
-pub async fn current_consents(
-    docs: &dyn ReadModelStore,
-    customer_id: &str,
-) -> Result<Vec<ConsentRecord>, StoreError> {
+pub async fn current_consents(docs: &dyn ReadModelStore, customer_id: &str) -> Result<Vec<ConsentRecord>, StoreError> {
     docs.list(CONSENT_LEDGER, customer_id, CURRENT_PREFIX, None, 100)
         .await?
         .into_iter()
@@ -230,13 +219,7 @@ pub async fn consent_history(
     let mut after: Option<String> = None;
     loop {
         let page = docs
-            .list(
-                CONSENT_LEDGER,
-                customer_id,
-                HISTORY_PREFIX,
-                after.as_deref(),
-                500,
-            )
+            .list(CONSENT_LEDGER, customer_id, HISTORY_PREFIX, after.as_deref(), 500)
             .await?;
         let done = page.len() < 500;
         after = page.last().map(|(s, _)| s.clone());

@@ -35,11 +35,7 @@ pub trait Projection: Send + Sync {
     fn handles(&self, event_type: &str) -> bool;
 
     /// The operations one event causes, given the read model as it stands.
-    async fn project(
-        &self,
-        event: &EventEnvelope,
-        docs: &dyn ReadModelStore,
-    ) -> Result<Vec<ReadOp>, ProjectionError>;
+    async fn project(&self, event: &EventEnvelope, docs: &dyn ReadModelStore) -> Result<Vec<ReadOp>, ProjectionError>;
 }
 
 /// What one delivery did.
@@ -61,10 +57,7 @@ pub enum ConsumeError {
     },
     /// The stores failed or kept conflicting: retry later.
     #[error("{consumer}: {message}")]
-    Retryable {
-        consumer: &'static str,
-        message: String,
-    },
+    Retryable { consumer: &'static str, message: String },
 }
 
 impl ConsumeError {
@@ -83,11 +76,7 @@ pub struct Consumer {
 }
 
 impl Consumer {
-    pub fn new(
-        projection: Arc<dyn Projection>,
-        events: Arc<dyn EventStore>,
-        docs: Arc<dyn ReadModelStore>,
-    ) -> Self {
+    pub fn new(projection: Arc<dyn Projection>, events: Arc<dyn EventStore>, docs: Arc<dyn ReadModelStore>) -> Self {
         Consumer {
             projection,
             events,
@@ -243,9 +232,7 @@ impl ConsumerGroup {
         docs: Arc<dyn ReadModelStore>,
         dead_letters: Arc<dyn crate::ports::DeadLetterQueue>,
     ) -> Self {
-        use crate::customer::views::{
-            CustomerProfileProjection, EmailIndexProjection, TimelineProjection,
-        };
+        use crate::customer::views::{CustomerProfileProjection, EmailIndexProjection, TimelineProjection};
         Self::new(
             "projector",
             vec![
@@ -296,10 +283,7 @@ impl ConsumerGroup {
             match consumer.deliver(event).await {
                 Ok(Delivery::Applied { .. }) => outcome.applied.push(consumer.name()),
                 Ok(Delivery::Duplicate) => outcome.duplicates.push(consumer.name()),
-                Err(ConsumeError::Poison {
-                    consumer: name,
-                    source,
-                }) => {
+                Err(ConsumeError::Poison { consumer: name, source }) => {
                     tracing::error!(consumer = name, event_id = %event.event_id, error = %source, "poison event parked");
                     let letter = crate::ports::DeadLetter {
                         consumer: name.to_string(),

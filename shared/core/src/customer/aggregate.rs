@@ -75,9 +75,7 @@ pub fn decide(
     input: &DecisionInput,
 ) -> Result<Vec<CustomerEvent>, CustomerError> {
     match (state, command) {
-        (Some(_), CustomerCommand::Register(_)) => {
-            Err(CustomerError::conflict(None, "customer already exists"))
-        }
+        (Some(_), CustomerCommand::Register(_)) => Err(CustomerError::conflict(None, "customer already exists")),
         (None, CustomerCommand::Register(cmd)) => register(cmd, input),
         (None, _) => Err(CustomerError::NotFound),
         (Some(c), CustomerCommand::VerifyEmail(cmd)) => verify_email(c, cmd),
@@ -91,23 +89,13 @@ pub fn decide(
     }
 }
 
-fn register(
-    cmd: &RegisterCustomer,
-    input: &DecisionInput,
-) -> Result<Vec<CustomerEvent>, CustomerError> {
+fn register(cmd: &RegisterCustomer, input: &DecisionInput) -> Result<Vec<CustomerEvent>, CustomerError> {
     let email = validate::normalise_email("email", &cmd.email)?;
     let first_name = validate::name("first_name", &cmd.first_name)?;
     let last_name = validate::name("last_name", &cmd.last_name)?;
-    let phone = cmd
-        .phone
-        .as_deref()
-        .map(|p| validate::phone("phone", p))
-        .transpose()?;
+    let phone = cmd.phone.as_deref().map(|p| validate::phone("phone", p)).transpose()?;
     if !cmd.terms_accepted {
-        return Err(CustomerError::invalid(
-            "terms_accepted",
-            "the terms must be accepted",
-        ));
+        return Err(CustomerError::invalid("terms_accepted", "the terms must be accepted"));
     }
     let ip = validate::ip("ip", &cmd.ip)?;
     let user_agent = validate::user_agent("user_agent", &cmd.user_agent)?;
@@ -173,32 +161,20 @@ fn verify_email(c: &Customer, cmd: &VerifyEmail) -> Result<Vec<CustomerEvent>, C
         return Err(CustomerError::invalid("token", "is required"));
     }
     if !constant_time_eq(cmd.token.trim().as_bytes(), expected.as_bytes()) {
-        return Err(CustomerError::invalid(
-            "token",
-            "does not match the verification sent",
-        ));
+        return Err(CustomerError::invalid("token", "does not match the verification sent"));
     }
-    Ok(vec![CustomerEvent::EmailVerified {
-        email: c.email.clone(),
-    }])
+    Ok(vec![CustomerEvent::EmailVerified { email: c.email.clone() }])
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn change_email(
-    c: &Customer,
-    cmd: &ChangeEmail,
-    input: &DecisionInput,
-) -> Result<Vec<CustomerEvent>, CustomerError> {
+fn change_email(c: &Customer, cmd: &ChangeEmail, input: &DecisionInput) -> Result<Vec<CustomerEvent>, CustomerError> {
     c.ensure_not_deactivated()?;
     let new_email = validate::normalise_email("new_email", &cmd.new_email)?;
     if new_email == c.email {
-        return Err(CustomerError::invalid(
-            "new_email",
-            "is the current email address",
-        ));
+        return Err(CustomerError::invalid("new_email", "is the current email address"));
     }
     Ok(vec![
         CustomerEvent::CustomerEmailChanged {
@@ -271,9 +247,7 @@ fn update_profile(c: &Customer, cmd: &UpdateProfile) -> Result<Vec<CustomerEvent
         Some(Some(a)) => Some(Some(address(a)?)),
     };
     if let Some(Some(dob)) = cmd.date_of_birth {
-        if dob > c.updated_at.date_naive()
-            || dob < NaiveDate::from_ymd_opt(1900, 1, 1).unwrap_or(dob)
-        {
+        if dob > c.updated_at.date_naive() || dob < NaiveDate::from_ymd_opt(1900, 1, 1).unwrap_or(dob) {
             return Err(CustomerError::invalid(
                 "date_of_birth",
                 "must be a past date after 1900-01-01",
@@ -324,14 +298,11 @@ fn update_profile(c: &Customer, cmd: &UpdateProfile) -> Result<Vec<CustomerEvent
 
 fn update_preferences(c: &Customer, p: &Preferences) -> Result<Vec<CustomerEvent>, CustomerError> {
     c.ensure_not_deactivated()?;
-    p.validate()
-        .map_err(|e| CustomerError::invalid(e.field, e.message))?;
+    p.validate().map_err(|e| CustomerError::invalid(e.field, e.message))?;
     if *p == c.preferences {
         return Ok(Vec::new());
     }
-    Ok(vec![CustomerEvent::PreferencesUpdated {
-        preferences: p.clone(),
-    }])
+    Ok(vec![CustomerEvent::PreferencesUpdated { preferences: p.clone() }])
 }
 
 fn grant_consent(c: &Customer, cmd: &GrantConsent) -> Result<Vec<CustomerEvent>, CustomerError> {
@@ -339,10 +310,7 @@ fn grant_consent(c: &Customer, cmd: &GrantConsent) -> Result<Vec<CustomerEvent>,
     if c.consent(cmd.purpose, cmd.channel).is_some() {
         return Err(CustomerError::conflict(
             Some("channel"),
-            format!(
-                "{} consent over {} is already active",
-                cmd.purpose, cmd.channel
-            ),
+            format!("{} consent over {} is already active", cmd.purpose, cmd.channel),
         ));
     }
     if cmd.channel == Channel::Sms && c.phone.is_none() {
@@ -351,11 +319,7 @@ fn grant_consent(c: &Customer, cmd: &GrantConsent) -> Result<Vec<CustomerEvent>,
             "SMS consent needs a phone number on the profile",
         ));
     }
-    let ip = cmd
-        .ip
-        .as_deref()
-        .map(|v| validate::ip("ip", v))
-        .transpose()?;
+    let ip = cmd.ip.as_deref().map(|v| validate::ip("ip", v)).transpose()?;
     let user_agent = cmd
         .user_agent
         .as_deref()
@@ -391,10 +355,7 @@ fn revoke_consent(c: &Customer, cmd: &RevokeConsent) -> Result<Vec<CustomerEvent
 
 fn deactivate(c: &Customer, cmd: &DeactivateCustomer) -> Result<Vec<CustomerEvent>, CustomerError> {
     if c.status == CustomerStatus::Deactivated {
-        return Err(CustomerError::conflict(
-            None,
-            "customer is already deactivated",
-        ));
+        return Err(CustomerError::conflict(None, "customer is already deactivated"));
     }
     let notes = cmd
         .notes
@@ -406,15 +367,11 @@ fn deactivate(c: &Customer, cmd: &DeactivateCustomer) -> Result<Vec<CustomerEven
         notes,
         previous_status: c.status,
     }];
-    events.extend(
-        c.consents
-            .iter()
-            .map(|consent| CustomerEvent::ConsentRevoked {
-                purpose: consent.purpose,
-                channel: consent.channel,
-                reason: "account-deactivated".into(),
-            }),
-    );
+    events.extend(c.consents.iter().map(|consent| CustomerEvent::ConsentRevoked {
+        purpose: consent.purpose,
+        channel: consent.channel,
+        reason: "account-deactivated".into(),
+    }));
     Ok(events)
 }
 
@@ -432,12 +389,7 @@ fn reactivate(c: &Customer) -> Result<Vec<CustomerEvent>, CustomerError> {
 
 /// Folds one event into the state. `at` is when it occurred, `version` its
 /// position in the stream.
-pub fn evolve(
-    state: Option<Customer>,
-    event: &CustomerEvent,
-    at: DateTime<Utc>,
-    version: u64,
-) -> Option<Customer> {
+pub fn evolve(state: Option<Customer>, event: &CustomerEvent, at: DateTime<Utc>, version: u64) -> Option<Customer> {
     if let CustomerEvent::CustomerRegistered {
         customer_id,
         email,
@@ -485,8 +437,7 @@ pub fn evolve(
             method,
             ..
         } => {
-            c.consents
-                .retain(|x| !(x.purpose == *purpose && x.channel == *channel));
+            c.consents.retain(|x| !(x.purpose == *purpose && x.channel == *channel));
             c.consents.push(ActiveConsent {
                 purpose: *purpose,
                 channel: *channel,
@@ -494,11 +445,8 @@ pub fn evolve(
                 granted_at: at,
             });
         }
-        CustomerEvent::ConsentRevoked {
-            purpose, channel, ..
-        } => {
-            c.consents
-                .retain(|x| !(x.purpose == *purpose && x.channel == *channel));
+        CustomerEvent::ConsentRevoked { purpose, channel, .. } => {
+            c.consents.retain(|x| !(x.purpose == *purpose && x.channel == *channel));
         }
         CustomerEvent::EmailVerificationRequested { token, .. } => {
             c.pending_verification_token = Some(token.clone());
@@ -526,12 +474,8 @@ pub fn evolve(
             c.last_name = new_last_name.clone();
         }
         CustomerEvent::CustomerPhoneChanged { new_phone, .. } => c.phone = new_phone.clone(),
-        CustomerEvent::CustomerAddressChanged { new_address, .. } => {
-            c.address = new_address.clone()
-        }
-        CustomerEvent::CustomerDateOfBirthChanged {
-            new_date_of_birth, ..
-        } => c.date_of_birth = *new_date_of_birth,
+        CustomerEvent::CustomerAddressChanged { new_address, .. } => c.address = new_address.clone(),
+        CustomerEvent::CustomerDateOfBirthChanged { new_date_of_birth, .. } => c.date_of_birth = *new_date_of_birth,
         CustomerEvent::PreferencesUpdated { preferences } => c.preferences = preferences.clone(),
         CustomerEvent::CustomerDeactivated { .. } => c.status = CustomerStatus::Deactivated,
         CustomerEvent::CustomerReactivated { status } => c.status = *status,
@@ -546,9 +490,7 @@ pub fn fold<'a>(
 ) -> Option<Customer> {
     events
         .into_iter()
-        .fold(start, |state, (event, at, version)| {
-            evolve(state, event, at, version)
-        })
+        .fold(start, |state, (event, at, version)| evolve(state, event, at, version))
 }
 
 /// The uniqueness claims that events imply: a registered or changed email
@@ -558,16 +500,11 @@ pub fn reservations_for(customer_id: &str, events: &[CustomerEvent]) -> Vec<Rese
     let mut changes = Vec::new();
     for event in events {
         match event {
-            CustomerEvent::CustomerRegistered { email, .. } => {
-                changes.push(ReservationChange::Claim {
-                    key: validate::email_reservation_key(email),
-                    owner: owner.clone(),
-                })
-            }
-            CustomerEvent::CustomerEmailChanged {
-                old_email,
-                new_email,
-            } => {
+            CustomerEvent::CustomerRegistered { email, .. } => changes.push(ReservationChange::Claim {
+                key: validate::email_reservation_key(email),
+                owner: owner.clone(),
+            }),
+            CustomerEvent::CustomerEmailChanged { old_email, new_email } => {
                 changes.push(ReservationChange::Claim {
                     key: validate::email_reservation_key(new_email),
                     owner: owner.clone(),

@@ -8,9 +8,7 @@ mod service;
 mod validate;
 pub mod views;
 
-pub use aggregate::{
-    decide, evolve, fold, reservations_for, Customer, CustomerStatus, DecisionInput,
-};
+pub use aggregate::{decide, evolve, fold, reservations_for, Customer, CustomerStatus, DecisionInput};
 pub use commands::*;
 pub use events::*;
 pub use service::{CommandError, CustomerService, Executed, IdempotencyRequest, ResponseBuilder};
@@ -33,10 +31,7 @@ pub enum CustomerError {
     NotFound,
     /// The command is valid but the customer's state forbids it (409).
     #[error("{message}")]
-    Conflict {
-        field: Option<String>,
-        message: String,
-    },
+    Conflict { field: Option<String>, message: String },
 }
 
 impl CustomerError {

@@ -8,9 +8,7 @@ use super::{stream_id, CustomerError};
 use crate::clock::Clock;
 use crate::event::{envelopes, CommandMeta, DomainEvent, EventCodecError, EventEnvelope};
 use crate::idempotency::IdempotencyKey;
-use crate::ports::{
-    AppendError, AppendRequest, CommandReceipt, EventStore, ExpectedVersion, Snapshot, StoreError,
-};
+use crate::ports::{AppendError, AppendRequest, CommandReceipt, EventStore, ExpectedVersion, Snapshot, StoreError};
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -19,8 +17,7 @@ const SNAPSHOT_SCHEMA: u32 = 1;
 
 /// Builds the answer stored in the receipt (status, JSON body) from the new
 /// state and the events just written.
-pub type ResponseBuilder<'a> =
-    &'a (dyn Fn(&Customer, &[EventEnvelope]) -> (u16, serde_json::Value) + Send + Sync);
+pub type ResponseBuilder<'a> = &'a (dyn Fn(&Customer, &[EventEnvelope]) -> (u16, serde_json::Value) + Send + Sync);
 
 /// An idempotent request: its scoped key and fingerprint.
 pub type IdempotencyRequest = IdempotencyKey;
@@ -36,10 +33,7 @@ pub enum Executed {
         body: serde_json::Value,
     },
     /// The same request was applied before; this is its first answer.
-    Replayed {
-        status: u16,
-        body: serde_json::Value,
-    },
+    Replayed { status: u16, body: serde_json::Value },
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -111,15 +105,13 @@ impl CustomerService {
         let stream = stream_id(customer_id);
         let loaded = self.store.load(&stream).await?;
         let (mut state, events) = match loaded.snapshot {
-            Some(s) if s.state_schema == SNAPSHOT_SCHEMA => {
-                match serde_json::from_value::<Customer>(s.state) {
-                    Ok(c) => (Some(c), loaded.events),
-                    Err(e) => {
-                        tracing::warn!(stream = %stream, error = %e, "unreadable snapshot, folding the whole stream");
-                        (None, self.store.read_stream(&stream, 0, usize::MAX).await?)
-                    }
+            Some(s) if s.state_schema == SNAPSHOT_SCHEMA => match serde_json::from_value::<Customer>(s.state) {
+                Ok(c) => (Some(c), loaded.events),
+                Err(e) => {
+                    tracing::warn!(stream = %stream, error = %e, "unreadable snapshot, folding the whole stream");
+                    (None, self.store.read_stream(&stream, 0, usize::MAX).await?)
                 }
-            }
+            },
             Some(_) => (None, self.store.read_stream(&stream, 0, usize::MAX).await?),
             None => (None, loaded.events),
         };
@@ -194,8 +186,7 @@ impl CustomerService {
             };
             match self.store.append(request).await {
                 Ok(appended) => {
-                    self.maybe_snapshot(&stream, current_version, &new_state)
-                        .await;
+                    self.maybe_snapshot(&stream, current_version, &new_state).await;
                     return Ok(Executed::Applied {
                         customer: Box::new(new_state),
                         events: appended.events,
@@ -213,9 +204,7 @@ impl CustomerService {
                 }
                 Err(AppendError::DuplicateCommand(receipt)) => match idempotency {
                     Some(key) => return replay(&receipt, key),
-                    None => {
-                        return Err(StoreError::Failed("unexpected duplicate command".into()).into())
-                    }
+                    None => return Err(StoreError::Failed("unexpected duplicate command".into()).into()),
                 },
                 Err(AppendError::TooLarge(reason)) => return Err(CommandError::TooLarge(reason)),
                 Err(AppendError::Store(e)) => return Err(e.into()),

@@ -61,9 +61,7 @@ fn registering_emits_registration_consents_and_verification_in_order() {
         ]
     );
     match &events[0] {
-        CustomerEvent::CustomerRegistered {
-            email, customer_id, ..
-        } => {
+        CustomerEvent::CustomerRegistered { email, customer_id, .. } => {
             assert_eq!(email, "ada.lovelace@example.com", "trimmed and lower-cased");
             assert_eq!(customer_id, "c1");
         }
@@ -109,14 +107,8 @@ fn registration_rejects_each_bad_field_by_name() {
         ("phone", Box::new(|r| r.phone = Some("0123".into()))),
         ("terms_accepted", Box::new(|r| r.terms_accepted = false)),
         ("ip", Box::new(|r| r.ip = "999.1.1.1".into())),
-        (
-            "timezone",
-            Box::new(|r| r.timezone = Some("Mars/Base".into())),
-        ),
-        (
-            "locale",
-            Box::new(|r| r.locale = Some("english please".into())),
-        ),
+        ("timezone", Box::new(|r| r.timezone = Some("Mars/Base".into()))),
+        ("locale", Box::new(|r| r.locale = Some("english please".into()))),
         ("marketing_consent.sms", Box::new(|r| r.phone = None)),
     ];
     for (field, mutate) in cases {
@@ -134,23 +126,15 @@ fn registering_twice_conflicts_and_commands_need_a_customer() {
         Err(CustomerError::Conflict { .. })
     ));
     let none = CustomerScenario::given_no_customer();
-    assert_eq!(
-        none.when(CustomerCommand::Reactivate),
-        Err(CustomerError::NotFound)
-    );
+    assert_eq!(none.when(CustomerCommand::Reactivate), Err(CustomerError::NotFound));
 }
 
 #[test]
 fn verifying_email_needs_the_right_token() {
     let s = CustomerScenario::given(&registered());
+    assert_eq!(s.state().map(|c| c.status), Some(CustomerStatus::PendingVerification));
     assert_eq!(
-        s.state().map(|c| c.status),
-        Some(CustomerStatus::PendingVerification)
-    );
-    assert_eq!(
-        invalid_field(s.when(CustomerCommand::VerifyEmail(VerifyEmail {
-            token: "wrong".into()
-        }))),
+        invalid_field(s.when(CustomerCommand::VerifyEmail(VerifyEmail { token: "wrong".into() }))),
         "token"
     );
     let events = s
@@ -239,16 +223,10 @@ fn profile_updates_emit_one_event_per_kind_of_change_only_when_different() {
         last_name: Some("King".into()),
         phone: Some(Some("+447700900123".into())),
         address: Some(Some(address)),
-        date_of_birth: Some(Some(
-            chrono::NaiveDate::from_ymd_opt(1815, 12, 10).expect("date"),
-        )),
+        date_of_birth: Some(Some(chrono::NaiveDate::from_ymd_opt(1815, 12, 10).expect("date"))),
         ..Default::default()
     }));
-    assert_eq!(
-        invalid_field(events),
-        "date_of_birth",
-        "before 1900 is refused"
-    );
+    assert_eq!(invalid_field(events), "date_of_birth", "before 1900 is refused");
 
     let events = s
         .when(CustomerCommand::UpdateProfile(UpdateProfile {
@@ -268,11 +246,7 @@ fn profile_updates_emit_one_event_per_kind_of_change_only_when_different() {
     let types: Vec<_> = events.iter().map(CustomerEvent::event_type).collect();
     assert_eq!(
         types,
-        [
-            "CustomerNameChanged",
-            "CustomerPhoneChanged",
-            "CustomerAddressChanged"
-        ]
+        ["CustomerNameChanged", "CustomerPhoneChanged", "CustomerAddressChanged"]
     );
     match &events[0] {
         CustomerEvent::CustomerNameChanged {
@@ -282,11 +256,7 @@ fn profile_updates_emit_one_event_per_kind_of_change_only_when_different() {
             ..
         } => {
             assert_eq!(
-                (
-                    old_last_name.as_str(),
-                    new_last_name.as_str(),
-                    new_first_name.as_str()
-                ),
+                (old_last_name.as_str(), new_last_name.as_str(), new_first_name.as_str()),
                 ("Lovelace", "King", "Ada")
             );
         }
@@ -371,9 +341,7 @@ fn consent_is_granted_once_and_revoked_only_when_active() {
         "already active"
     );
     assert_eq!(
-        s.when(grant(Purpose::Analytics, Channel::Email))
-            .expect("grant")
-            .len(),
+        s.when(grant(Purpose::Analytics, Channel::Email)).expect("grant").len(),
         1
     );
     let revoke = |purpose, channel| {
@@ -384,8 +352,7 @@ fn consent_is_granted_once_and_revoked_only_when_active() {
         })
     };
     assert_eq!(
-        s.when(revoke(Purpose::Marketing, Channel::Sms))
-            .expect("revoke"),
+        s.when(revoke(Purpose::Marketing, Channel::Sms)).expect("revoke"),
         vec![CustomerEvent::ConsentRevoked {
             purpose: Purpose::Marketing,
             channel: Channel::Sms,
@@ -443,10 +410,7 @@ fn deactivation_revokes_every_active_consent_and_blocks_changes_until_reactivate
         ip: None,
         user_agent: None,
     });
-    assert!(matches!(
-        off.when(grant),
-        Err(CustomerError::Conflict { .. })
-    ));
+    assert!(matches!(off.when(grant), Err(CustomerError::Conflict { .. })));
     assert!(matches!(
         off.when(CustomerCommand::Deactivate(DeactivateCustomer {
             reason: DeactivationReason::Other,
@@ -482,8 +446,7 @@ mod service {
     #[tokio::test]
     async fn registers_atomically_and_answers_a_retry_from_its_receipt() {
         let store = Arc::new(InMemoryEventStore::default());
-        let service =
-            CustomerService::new(store.clone(), Arc::new(SystemClock)).with_snapshot_every(3);
+        let service = CustomerService::new(store.clone(), Arc::new(SystemClock)).with_snapshot_every(3);
         let meta = CommandMeta::new(Actor::api("tester"));
         let key = IdempotencyKey::new("tester", "k-1", "POST", "/customers", b"body");
         let first = service
@@ -497,19 +460,13 @@ mod service {
             .await
             .expect("register");
         let Executed::Applied {
-            events,
-            status,
-            body,
-            ..
+            events, status, body, ..
         } = first
         else {
             panic!("applied")
         };
         assert_eq!(status, 201);
-        assert_eq!(
-            events.iter().map(|e| e.version).collect::<Vec<_>>(),
-            vec![1, 2, 3, 4]
-        );
+        assert_eq!(events.iter().map(|e| e.version).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
         assert!(events
             .iter()
             .all(|e| e.correlation_id == meta.command_id && e.actor == "api:tester"));
@@ -544,13 +501,7 @@ mod service {
         assert_eq!(reused, Err(CommandError::IdempotencyKeyReused));
 
         let dup = service
-            .execute(
-                "c4",
-                &CustomerCommand::Register(registration()),
-                &meta,
-                None,
-                &respond,
-            )
+            .execute("c4", &CustomerCommand::Register(registration()), &meta, None, &respond)
             .await;
         assert_eq!(dup, Err(CommandError::EmailTaken { field: "email" }));
 

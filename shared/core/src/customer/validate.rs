@@ -11,10 +11,7 @@ pub fn normalise_email(field: &str, raw: &str) -> Result<String, CustomerError> 
         return Err(CustomerError::invalid(field, "is required"));
     }
     if trimmed.len() > 254 {
-        return Err(CustomerError::invalid(
-            field,
-            "is longer than 254 characters",
-        ));
+        return Err(CustomerError::invalid(field, "is longer than 254 characters"));
     }
     let parsed = email_address::EmailAddress::from_str(trimmed)
         .map_err(|e| CustomerError::invalid(field, format!("is not a valid email address: {e}")))?;
@@ -41,10 +38,7 @@ pub fn name(field: &str, raw: &str) -> Result<String, CustomerError> {
         return Err(CustomerError::invalid(field, "is required"));
     }
     if v.chars().count() > 100 {
-        return Err(CustomerError::invalid(
-            field,
-            "is longer than 100 characters",
-        ));
+        return Err(CustomerError::invalid(field, "is longer than 100 characters"));
     }
     if v.chars().any(char::is_control) {
         return Err(CustomerError::invalid(field, "contains control characters"));
@@ -56,9 +50,7 @@ pub fn name(field: &str, raw: &str) -> Result<String, CustomerError> {
 pub fn phone(field: &str, raw: &str) -> Result<String, CustomerError> {
     let v = raw.trim();
     let digits = v.strip_prefix('+').unwrap_or("");
-    let ok = (8..=15).contains(&digits.len())
-        && digits.chars().all(|c| c.is_ascii_digit())
-        && !digits.starts_with('0');
+    let ok = (8..=15).contains(&digits.len()) && digits.chars().all(|c| c.is_ascii_digit()) && !digits.starts_with('0');
     if !ok {
         return Err(CustomerError::invalid(
             field,
@@ -78,10 +70,7 @@ pub fn ip(field: &str, raw: &str) -> Result<String, CustomerError> {
 pub fn user_agent(field: &str, raw: &str) -> Result<String, CustomerError> {
     let v = raw.trim();
     if v.len() > 512 {
-        return Err(CustomerError::invalid(
-            field,
-            "is longer than 512 characters",
-        ));
+        return Err(CustomerError::invalid(field, "is longer than 512 characters"));
     }
     if v.chars().any(char::is_control) {
         return Err(CustomerError::invalid(field, "contains control characters"));
@@ -106,8 +95,7 @@ pub fn locale(field: &str, raw: &str) -> Result<String, CustomerError> {
     let lang_ok = parts
         .next()
         .is_some_and(|l| (2..=3).contains(&l.len()) && l.chars().all(|c| c.is_ascii_alphabetic()));
-    let rest_ok =
-        parts.all(|p| (2..=8).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphanumeric()));
+    let rest_ok = parts.all(|p| (2..=8).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphanumeric()));
     if lang_ok && rest_ok && raw.len() <= 35 {
         Ok(raw.to_string())
     } else {

@@ -22,17 +22,14 @@ const ENTRY_PREFIX: &str = "entry#";
 const TIMELINE_STATE: &str = "state";
 
 fn customer_partition(event: &EventEnvelope) -> Result<&str, ProjectionError> {
-    event.customer_id.as_deref().ok_or_else(|| {
-        ProjectionError::Invalid(format!(
-            "{} {} has no customer_id",
-            event.event_type, event.event_id
-        ))
-    })
+    event
+        .customer_id
+        .as_deref()
+        .ok_or_else(|| ProjectionError::Invalid(format!("{} {} has no customer_id", event.event_type, event.event_id)))
 }
 
 fn decode<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, ProjectionError> {
-    serde_json::from_value(value)
-        .map_err(|e| ProjectionError::Invalid(format!("stored document unreadable: {e}")))
+    serde_json::from_value(value).map_err(|e| ProjectionError::Invalid(format!("stored document unreadable: {e}")))
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Value, ProjectionError> {
@@ -63,11 +60,7 @@ impl Projection for CustomerProfileProjection {
         true
     }
 
-    async fn project(
-        &self,
-        event: &EventEnvelope,
-        docs: &dyn ReadModelStore,
-    ) -> Result<Vec<ReadOp>, ProjectionError> {
+    async fn project(&self, event: &EventEnvelope, docs: &dyn ReadModelStore) -> Result<Vec<ReadOp>, ProjectionError> {
         let partition = customer_partition(event)?;
         let typed = CustomerEvent::from_envelope(event)?;
         let current: Option<CustomerProfile> = docs
@@ -113,10 +106,7 @@ pub async fn customer_profile(
 ) -> Result<Option<CustomerProfile>, StoreError> {
     docs.get(CUSTOMER_360, customer_id, PROFILE_SORT)
         .await?
-        .map(|v| {
-            serde_json::from_value(v)
-                .map_err(|e| StoreError::Failed(format!("customer 360 unreadable: {e}")))
-        })
+        .map(|v| serde_json::from_value(v).map_err(|e| StoreError::Failed(format!("customer 360 unreadable: {e}"))))
         .transpose()
 }
 
@@ -171,11 +161,7 @@ impl Projection for TimelineProjection {
         true
     }
 
-    async fn project(
-        &self,
-        event: &EventEnvelope,
-        docs: &dyn ReadModelStore,
-    ) -> Result<Vec<ReadOp>, ProjectionError> {
+    async fn project(&self, event: &EventEnvelope, docs: &dyn ReadModelStore) -> Result<Vec<ReadOp>, ProjectionError> {
         let partition = customer_partition(event)?;
         let typed = CustomerEvent::from_envelope(event)?;
         let mut state: TimelineState = docs
@@ -215,20 +201,10 @@ impl Projection for TimelineProjection {
             } => {
                 ip = i.clone();
                 user_agent = ua.clone();
-                vec![change(
-                    &format!("consent.{purpose}.{channel}"),
-                    "inactive",
-                    "active",
-                )]
+                vec![change(&format!("consent.{purpose}.{channel}"), "inactive", "active")]
             }
-            CustomerEvent::ConsentRevoked {
-                purpose, channel, ..
-            } => {
-                vec![change(
-                    &format!("consent.{purpose}.{channel}"),
-                    "active",
-                    "revoked",
-                )]
+            CustomerEvent::ConsentRevoked { purpose, channel, .. } => {
+                vec![change(&format!("consent.{purpose}.{channel}"), "active", "revoked")]
             }
             CustomerEvent::EmailVerificationRequested { .. } => Vec::new(),
             CustomerEvent::EmailVerified { .. } => {
@@ -239,10 +215,7 @@ impl Projection for TimelineProjection {
                 }
                 c
             }
-            CustomerEvent::CustomerEmailChanged {
-                old_email,
-                new_email,
-            } => {
+            CustomerEvent::CustomerEmailChanged { old_email, new_email } => {
                 let mut c = vec![
                     change("email", old_email, new_email),
                     change("email_verified", Value::Null, false),
@@ -268,10 +241,7 @@ impl Projection for TimelineProjection {
                 }
                 c
             }
-            CustomerEvent::CustomerPhoneChanged {
-                old_phone,
-                new_phone,
-            } => vec![change("phone", old_phone, new_phone)],
+            CustomerEvent::CustomerPhoneChanged { old_phone, new_phone } => vec![change("phone", old_phone, new_phone)],
             CustomerEvent::CustomerAddressChanged {
                 old_address,
                 new_address,
@@ -282,20 +252,14 @@ impl Projection for TimelineProjection {
                 old_date_of_birth,
                 new_date_of_birth,
             } => {
-                vec![change(
-                    "date_of_birth",
-                    old_date_of_birth,
-                    new_date_of_birth,
-                )]
+                vec![change("date_of_birth", old_date_of_birth, new_date_of_birth)]
             }
             CustomerEvent::PreferencesUpdated { preferences } => {
                 let new = encode(preferences)?;
                 let old = std::mem::replace(&mut state.preferences, new.clone());
                 vec![change("preferences", old, new)]
             }
-            CustomerEvent::CustomerDeactivated {
-                previous_status, ..
-            } => {
+            CustomerEvent::CustomerDeactivated { previous_status, .. } => {
                 state.status = json!("deactivated");
                 vec![change("status", previous_status, "deactivated")]
             }
@@ -342,8 +306,7 @@ pub async fn timeline(
         .await?
         .into_iter()
         .map(|(_, v)| {
-            serde_json::from_value(v)
-                .map_err(|e| StoreError::Failed(format!("timeline entry unreadable: {e}")))
+            serde_json::from_value(v).map_err(|e| StoreError::Failed(format!("timeline entry unreadable: {e}")))
         })
         .collect()
 }
@@ -362,11 +325,7 @@ impl Projection for EmailIndexProjection {
         matches!(event_type, "CustomerRegistered" | "CustomerEmailChanged")
     }
 
-    async fn project(
-        &self,
-        event: &EventEnvelope,
-        _docs: &dyn ReadModelStore,
-    ) -> Result<Vec<ReadOp>, ProjectionError> {
+    async fn project(&self, event: &EventEnvelope, _docs: &dyn ReadModelStore) -> Result<Vec<ReadOp>, ProjectionError> {
         let customer_id = customer_partition(event)?.to_string();
         let entry = |email: &str| ReadOp::Put {
             partition: email_reservation_key(email),
@@ -375,10 +334,7 @@ impl Projection for EmailIndexProjection {
         };
         Ok(match CustomerEvent::from_envelope(event)? {
             CustomerEvent::CustomerRegistered { email, .. } => vec![entry(&email)],
-            CustomerEvent::CustomerEmailChanged {
-                old_email,
-                new_email,
-            } => vec![
+            CustomerEvent::CustomerEmailChanged { old_email, new_email } => vec![
                 ReadOp::Delete {
                     partition: email_reservation_key(&old_email),
                     sort: customer_id.clone(),
@@ -392,10 +348,7 @@ impl Projection for EmailIndexProjection {
 
 /// The ids of customers registered under `email` (any case). An invalid
 /// address finds nobody.
-pub async fn customers_with_email(
-    docs: &dyn ReadModelStore,
-    email: &str,
-) -> Result<Vec<String>, StoreError> {
+pub async fn customers_with_email(docs: &dyn ReadModelStore, email: &str) -> Result<Vec<String>, StoreError> {
     let Ok(normal) = normalise_email("email", email) else {
         return Ok(Vec::new());
     };

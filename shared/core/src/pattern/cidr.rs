@@ -30,11 +30,9 @@ impl Cidr {
         let bits: u32 = bits
             .parse()
             .map_err(|_| err(format!("\"{text}\": the prefix length is too large")))?;
-        let address: IpAddr = address.parse().map_err(|_| {
-            err(format!(
-                "\"{text}\": \"{address}\" is not a valid IPv4 or IPv6 address"
-            ))
-        })?;
+        let address: IpAddr = address
+            .parse()
+            .map_err(|_| err(format!("\"{text}\": \"{address}\" is not a valid IPv4 or IPv6 address")))?;
         match address {
             IpAddr::V4(a) => {
                 if bits > 31 {
@@ -68,12 +66,8 @@ impl Cidr {
     /// Whether the event string is an IP address inside this network.
     pub fn contains(&self, text: &str) -> bool {
         match (self, parse_ip(text)) {
-            (Cidr::V4 { network, bits }, Some(IpAddr::V4(a))) => {
-                u32::from(a) & mask32(*bits) == *network
-            }
-            (Cidr::V6 { network, bits }, Some(IpAddr::V6(a))) => {
-                u128::from(a) & mask128(*bits) == *network
-            }
+            (Cidr::V4 { network, bits }, Some(IpAddr::V4(a))) => u32::from(a) & mask32(*bits) == *network,
+            (Cidr::V6 { network, bits }, Some(IpAddr::V6(a))) => u128::from(a) & mask128(*bits) == *network,
             _ => false,
         }
     }
@@ -133,15 +127,9 @@ mod tests {
         assert!(!c.contains("10.0.0.256"));
         assert!(!c.contains("not an ip"));
         assert!(!c.contains("2001:db8::1"));
-        assert!(
-            c.contains("::ffff:10.0.0.9"),
-            "IPv4-mapped IPv6 counts as IPv4"
-        );
+        assert!(c.contains("::ffff:10.0.0.9"), "IPv4-mapped IPv6 counts as IPv4");
         assert!(cidr("0.0.0.0/0").contains("192.168.1.1"));
-        assert!(
-            cidr("10.0.0.7/24").contains("10.0.0.1"),
-            "host bits are ignored"
-        );
+        assert!(cidr("10.0.0.7/24").contains("10.0.0.1"), "host bits are ignored");
     }
 
     #[test]

@@ -125,10 +125,7 @@ fn solve_object(map: &Map<String, Value>, path: Option<&str>, goals: &[Goal<'_>]
     for &goal in goals {
         let rest = match path {
             None => Some(goal.field()),
-            Some(p) => goal
-                .field()
-                .strip_prefix(p)
-                .and_then(|r| r.strip_prefix('.')),
+            Some(p) => goal.field().strip_prefix(p).and_then(|r| r.strip_prefix('.')),
         };
         let keys = match rest {
             Some(rest) => candidate_keys(map, rest),
@@ -143,15 +140,9 @@ fn solve_object(map: &Map<String, Value>, path: Option<&str>, goals: &[Goal<'_>]
                 choices.push(keys.iter().map(|k| vec![(*k, goal)]).collect());
             }
             (Presence::Optional, _) => {
-                let mut options: Vec<Placement<'_, '_>> = keys
-                    .iter()
-                    .map(|k| vec![(*k, goal.with(Presence::Required))])
-                    .collect();
-                options.push(
-                    keys.iter()
-                        .map(|k| (*k, goal.with(Presence::Absent)))
-                        .collect(),
-                );
+                let mut options: Vec<Placement<'_, '_>> =
+                    keys.iter().map(|k| vec![(*k, goal.with(Presence::Required))]).collect();
+                options.push(keys.iter().map(|k| (*k, goal.with(Presence::Absent))).collect());
                 choices.push(options);
             }
         }
@@ -177,11 +168,7 @@ fn try_choices<'m, 'p>(
     })
 }
 
-fn solve_children(
-    map: &Map<String, Value>,
-    path: Option<&str>,
-    placed: &Placement<'_, '_>,
-) -> bool {
+fn solve_children(map: &Map<String, Value>, path: Option<&str>, placed: &Placement<'_, '_>) -> bool {
     let mut keys: Vec<&str> = placed.iter().map(|(k, _)| *k).collect();
     keys.sort_unstable();
     keys.dedup();
@@ -189,11 +176,7 @@ fn solve_children(
         let Some(child) = map.get(key) else {
             return false;
         };
-        let goals: Vec<Goal<'_>> = placed
-            .iter()
-            .filter(|(k, _)| *k == key)
-            .map(|(_, g)| *g)
-            .collect();
+        let goals: Vec<Goal<'_>> = placed.iter().filter(|(k, _)| *k == key).map(|(_, g)| *g).collect();
         let child_path = match path {
             None => key.to_string(),
             Some(p) => format!("{p}.{key}"),

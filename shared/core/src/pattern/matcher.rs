@@ -71,13 +71,9 @@ impl Matcher {
             Matcher::Null => value.is_null(),
             Matcher::Exists => true,
             Matcher::Prefix(p) => value.as_str().is_some_and(|s| s.starts_with(p.as_str())),
-            Matcher::PrefixIgnoreCase(p) => value
-                .as_str()
-                .is_some_and(|s| fold(s).starts_with(p.as_str())),
+            Matcher::PrefixIgnoreCase(p) => value.as_str().is_some_and(|s| fold(s).starts_with(p.as_str())),
             Matcher::Suffix(p) => value.as_str().is_some_and(|s| s.ends_with(p.as_str())),
-            Matcher::SuffixIgnoreCase(p) => value
-                .as_str()
-                .is_some_and(|s| fold(s).ends_with(p.as_str())),
+            Matcher::SuffixIgnoreCase(p) => value.as_str().is_some_and(|s| fold(s).ends_with(p.as_str())),
             Matcher::EqualsIgnoreCase(p) => value.as_str().is_some_and(|s| fold(s) == *p),
             Matcher::Wildcard(w) => value.as_str().is_some_and(|s| w.matches(s)),
             Matcher::Numeric(range) => value
@@ -94,15 +90,9 @@ impl AnythingBut {
     fn excludes(&self, value: &Value) -> bool {
         match (self, value) {
             (AnythingBut::Strings(list), Value::String(s)) => list.iter().any(|x| x == s),
-            (AnythingBut::Numbers(list), Value::Number(n)) => {
-                n.as_f64().is_some_and(|n| list.contains(&n))
-            }
-            (AnythingBut::Prefixes(list), Value::String(s)) => {
-                list.iter().any(|p| s.starts_with(p.as_str()))
-            }
-            (AnythingBut::Suffixes(list), Value::String(s)) => {
-                list.iter().any(|p| s.ends_with(p.as_str()))
-            }
+            (AnythingBut::Numbers(list), Value::Number(n)) => n.as_f64().is_some_and(|n| list.contains(&n)),
+            (AnythingBut::Prefixes(list), Value::String(s)) => list.iter().any(|p| s.starts_with(p.as_str())),
+            (AnythingBut::Suffixes(list), Value::String(s)) => list.iter().any(|p| s.ends_with(p.as_str())),
             (AnythingBut::IgnoreCase(list), Value::String(s)) => list.contains(&fold(s)),
             (AnythingBut::Wildcards(list), Value::String(s)) => list.iter().any(|w| w.matches(s)),
             _ => false,
@@ -128,19 +118,13 @@ mod tests {
         assert!(!strings.matches(&json!("a")));
         assert!(strings.matches(&json!("c")));
         assert!(strings.matches(&json!(1)), "other types are not excluded");
-        assert!(
-            strings.matches(&Value::Null),
-            "null is anything but a string"
-        );
+        assert!(strings.matches(&Value::Null), "null is anything but a string");
 
         let numbers = Matcher::AnythingBut(AnythingBut::Numbers(vec![100.0, 200.0]));
         assert!(!numbers.matches(&json!(100)));
         assert!(!numbers.matches(&json!(100.0)));
         assert!(numbers.matches(&json!(101)));
-        assert!(
-            numbers.matches(&json!("100")),
-            "a string is not the number 100"
-        );
+        assert!(numbers.matches(&json!("100")), "a string is not the number 100");
 
         let prefixes = Matcher::AnythingBut(AnythingBut::Prefixes(vec!["init".into()]));
         assert!(!prefixes.matches(&json!("init-x")));

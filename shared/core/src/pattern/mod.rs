@@ -90,9 +90,7 @@ pub struct EventPattern {
 impl EventPattern {
     /// Parses and validates a pattern from its JSON text.
     pub fn parse(json: &str) -> Result<Self, PatternError> {
-        let value: Value = serde_json::from_str(json).map_err(|e| PatternError::Json {
-            message: e.to_string(),
-        })?;
+        let value: Value = serde_json::from_str(json).map_err(|e| PatternError::Json { message: e.to_string() })?;
         Self::from_value(&value)
     }
 
@@ -113,9 +111,7 @@ impl EventPattern {
     /// elements of one array. `{"items": {"sku": ["A"], "gift": [true]}}`
     /// matches an event only if one item has both.
     pub fn matches(&self, event: &Value) -> bool {
-        self.branches
-            .iter()
-            .any(|branch| eval::branch_matches(branch, event))
+        self.branches.iter().any(|branch| eval::branch_matches(branch, event))
     }
 
     /// The pattern as JSON.

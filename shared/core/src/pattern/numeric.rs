@@ -57,9 +57,7 @@ impl NumericRange {
             ));
         };
         if items.is_empty() {
-            return Err(PatternError::EmptyArray {
-                path: path.to_string(),
-            });
+            return Err(PatternError::EmptyArray { path: path.to_string() });
         }
         let operator = |i: usize| -> Result<&str, PatternError> {
             match items.get(i) {
@@ -72,11 +70,7 @@ impl NumericRange {
                         super::error::describe(other)
                     ),
                 )),
-                None => Err(PatternError::operand(
-                    path,
-                    OP,
-                    "an operator is missing at the end",
-                )),
+                None => Err(PatternError::operand(path, OP, "an operator is missing at the end")),
             }
         };
         let number = |i: usize, op: &str| -> Result<f64, PatternError> {
@@ -110,10 +104,7 @@ impl NumericRange {
         match first {
             "=" => {
                 end(2, "\"=\" cannot be combined with other operators")?;
-                let b = Some(Bound {
-                    value,
-                    inclusive: true,
-                });
+                let b = Some(Bound { value, inclusive: true });
                 Ok(NumericRange { lower: b, upper: b })
             }
             "<" | "<=" => {
@@ -142,9 +133,7 @@ impl NumericRange {
                     return Err(PatternError::operand(
                         &index_path(path, 2),
                         OP,
-                        format!(
-                            "a lower bound can only be followed by \"<\" or \"<=\", found \"{second}\""
-                        ),
+                        format!("a lower bound can only be followed by \"<\" or \"<=\", found \"{second}\""),
                     ));
                 }
                 let top = number(3, second)?;
@@ -167,9 +156,7 @@ impl NumericRange {
             other => Err(PatternError::operand(
                 &index_path(path, 0),
                 OP,
-                format!(
-                    "unknown numeric operator \"{other}\" (use \"<\", \"<=\", \"=\", \">\" or \">=\")"
-                ),
+                format!("unknown numeric operator \"{other}\" (use \"<\", \"<=\", \"=\", \">\" or \">=\")"),
             )),
         }
     }
@@ -298,10 +285,7 @@ mod tests {
         assert!(rejects(json!([">", 0.1234567])).contains("more than 6 digits"));
         // The error names the element at fault.
         let e = NumericRange::parse(&json!([">", 0, "<", "x"]), "$.n[0].numeric");
-        assert_eq!(
-            e.err().map(|e| e.path().to_string()),
-            Some("$.n[0].numeric[3]".into())
-        );
+        assert_eq!(e.err().map(|e| e.path().to_string()), Some("$.n[0].numeric[3]".into()));
     }
 
     #[test]
@@ -320,9 +304,6 @@ mod tests {
         assert!(numbers_equal(&n(json!(-3)), &n(json!(-3))));
         assert!(!numbers_equal(&n(json!(-3)), &n(json!(3))));
         assert!(numbers_equal(&n(json!(u64::MAX)), &n(json!(u64::MAX))));
-        assert!(!numbers_equal(
-            &n(json!(123456789012_u64)),
-            &n(json!(123456789013_u64))
-        ));
+        assert!(!numbers_equal(&n(json!(123456789012_u64)), &n(json!(123456789013_u64))));
     }
 }

@@ -113,9 +113,7 @@ fn compile_object(
     in_or: bool,
 ) -> Result<Vec<Branch>, PatternError> {
     if map.is_empty() {
-        return Err(PatternError::EmptyObject {
-            path: path.to_string(),
-        });
+        return Err(PatternError::EmptyObject { path: path.to_string() });
     }
     let mut branches: Vec<Branch> = vec![Vec::new()];
     for (key, value) in map {
@@ -158,18 +156,11 @@ fn compile_object(
     Ok(branches)
 }
 
-fn compile_or(
-    value: &Value,
-    path: &str,
-    field_prefix: Option<&str>,
-) -> Result<Vec<Branch>, PatternError> {
+fn compile_or(value: &Value, path: &str, field_prefix: Option<&str>) -> Result<Vec<Branch>, PatternError> {
     let Value::Array(items) = value else {
         return Err(PatternError::InvalidOr {
             path: path.to_string(),
-            reason: format!(
-                "must be an array of at least two objects, found {}",
-                describe(value)
-            ),
+            reason: format!("must be an array of at least two objects, found {}", describe(value)),
         });
     };
     if items.len() < 2 {
@@ -230,9 +221,7 @@ fn product(left: Vec<Branch>, right: Vec<Branch>, path: &str) -> Result<Vec<Bran
 /// A field's array of alternatives.
 fn compile_field(items: &[Value], path: &str, field: String) -> Result<Atom, PatternError> {
     if items.is_empty() {
-        return Err(PatternError::EmptyArray {
-            path: path.to_string(),
-        });
+        return Err(PatternError::EmptyArray { path: path.to_string() });
     }
     let mut matchers = Vec::with_capacity(items.len());
     let mut absent_ok = false;
@@ -276,10 +265,7 @@ enum Operator {
     NotExists,
 }
 
-fn single_entry<'a>(
-    map: &'a Map<String, Value>,
-    path: &str,
-) -> Result<(&'a String, &'a Value), PatternError> {
+fn single_entry<'a>(map: &'a Map<String, Value>, path: &str) -> Result<(&'a String, &'a Value), PatternError> {
     let mut entries = map.iter();
     match (entries.next(), map.len()) {
         (Some(entry), 1) => Ok(entry),
@@ -356,11 +342,7 @@ fn operator_hint(name: &str) -> String {
 }
 
 /// The inside of `{"prefix": {"equals-ignore-case": "..."}}`.
-fn ignore_case_operand<'a>(
-    inner: &'a Map<String, Value>,
-    path: &str,
-    outer: &str,
-) -> Result<&'a str, PatternError> {
+fn ignore_case_operand<'a>(inner: &'a Map<String, Value>, path: &str, outer: &str) -> Result<&'a str, PatternError> {
     let (name, value) = single_entry(inner, path)?;
     let inner_path = child_path(path, name);
     if name != "equals-ignore-case" {
@@ -387,9 +369,7 @@ fn anything_but(operand: &Value, path: &str) -> Result<AnythingBut, PatternError
         Value::Number(n) => Ok(AnythingBut::Numbers(vec![check_operand(n, path, OP)?])),
         Value::Array(items) => {
             if items.is_empty() {
-                return Err(PatternError::EmptyArray {
-                    path: path.to_string(),
-                });
+                return Err(PatternError::EmptyArray { path: path.to_string() });
             }
             if let Some(Value::Number(_)) = items.first() {
                 let mut numbers = Vec::with_capacity(items.len());
@@ -423,9 +403,7 @@ fn anything_but(operand: &Value, path: &str) -> Result<AnythingBut, PatternError
                         return Err(PatternError::operand(
                             p,
                             &op,
-                            format!(
-                                "an empty {name} is not allowed (it would exclude every string)"
-                            ),
+                            format!("an empty {name} is not allowed (it would exclude every string)"),
                         ));
                     }
                     let list = list.into_iter().map(|(s, _)| s).collect();
@@ -487,9 +465,7 @@ fn string_list(value: &Value, path: &str, op: &str) -> Result<Vec<(String, Strin
         Value::String(s) => Ok(vec![(s.clone(), path.to_string())]),
         Value::Array(items) => {
             if items.is_empty() {
-                return Err(PatternError::EmptyArray {
-                    path: path.to_string(),
-                });
+                return Err(PatternError::EmptyArray { path: path.to_string() });
             }
             items
                 .iter()

@@ -40,16 +40,10 @@ fn numeric_ranges() {
     assert!(p.matches(&event(json!({"total": 5}))));
     assert!(p.matches(&event(json!({"total": 5.0}))));
     assert!(!p.matches(&event(json!({"total": 5.000001}))));
-    assert!(
-        !p.matches(&event(json!({"total": "3"}))),
-        "strings are not numbers"
-    );
+    assert!(!p.matches(&event(json!({"total": "3"}))), "strings are not numbers");
     assert!(!p.matches(&event(json!({"total": null}))));
     assert!(!p.matches(&event(json!({}))));
-    assert!(
-        p.matches(&event(json!({"total": [9, 3]}))),
-        "any element of an array"
-    );
+    assert!(p.matches(&event(json!({"total": [9, 3]}))), "any element of an array");
 
     let eq = pattern(json!({"detail": {"x": [{"numeric": ["=", 3.018e2]}]}}));
     assert!(eq.matches(&event(json!({"x": 301.8}))));
@@ -73,10 +67,7 @@ fn exact_numbers_compare_by_value() {
     assert!(!p.matches(&event(json!({"n": "300"}))));
     // Large integers such as account ids compare exactly.
     let acct = pattern(json!({"account": [123456789012_u64]}));
-    assert!(
-        !acct.matches(&event(json!({}))),
-        "the account is a string in events"
-    );
+    assert!(!acct.matches(&event(json!({}))), "the account is a string in events");
     let acct = pattern(json!({"detail": {"a": [123456789012_u64]}}));
     assert!(acct.matches(&event(json!({"a": 123456789012_u64}))));
     assert!(!acct.matches(&event(json!({"a": 123456789013_u64}))));
@@ -84,13 +75,9 @@ fn exact_numbers_compare_by_value() {
 
 #[test]
 fn cidr_v4_and_v6() {
-    let p = pattern(
-        json!({"detail": {"ip": [{"cidr": "2001:db8:1234:1a00::/64"}, {"cidr": "10.0.0.0/8"}]}}),
-    );
+    let p = pattern(json!({"detail": {"ip": [{"cidr": "2001:db8:1234:1a00::/64"}, {"cidr": "10.0.0.0/8"}]}}));
     assert!(p.matches(&event(json!({"ip": "2001:db8:1234:1a00:dead:beef::1"}))));
-    assert!(p.matches(&event(
-        json!({"ip": "2001:0DB8:1234:1A00:0000:0000:0000:0000"})
-    )));
+    assert!(p.matches(&event(json!({"ip": "2001:0DB8:1234:1A00:0000:0000:0000:0000"}))));
     assert!(!p.matches(&event(json!({"ip": "2001:db8:1234:1a01::"}))));
     assert!(p.matches(&event(json!({"ip": "10.200.3.4"}))));
     assert!(!p.matches(&event(json!({"ip": "11.0.0.1"}))));
@@ -193,39 +180,20 @@ fn anything_but_variants() {
         (json!(["a", "b"]), json!("c"), json!("b")),
         (json!(0), json!(1), json!(0)),
         (json!([100, 200]), json!(150), json!(200.0)),
-        (
-            json!({"prefix": "us-"}),
-            json!("eu-west-1"),
-            json!("us-east-1"),
-        ),
+        (json!({"prefix": "us-"}), json!("eu-west-1"), json!("us-east-1")),
         (
             json!({"prefix": ["us-", "eu-"]}),
             json!("ap-south-1"),
             json!("eu-west-1"),
         ),
         (json!({"suffix": ".png"}), json!("a.jpg"), json!("a.png")),
-        (
-            json!({"equals-ignore-case": "Init"}),
-            json!("running"),
-            json!("INIT"),
-        ),
-        (
-            json!({"equals-ignore-case": ["a", "B"]}),
-            json!("c"),
-            json!("b"),
-        ),
-        (
-            json!({"wildcard": "*/lib/*"}),
-            json!("/usr/bin/x"),
-            json!("/usr/lib/x"),
-        ),
+        (json!({"equals-ignore-case": "Init"}), json!("running"), json!("INIT")),
+        (json!({"equals-ignore-case": ["a", "B"]}), json!("c"), json!("b")),
+        (json!({"wildcard": "*/lib/*"}), json!("/usr/bin/x"), json!("/usr/lib/x")),
     ];
     for (operand, kept, excluded) in cases {
         let p = pattern(json!({"detail": {"v": [{"anything-but": operand}]}}));
-        assert!(
-            p.matches(&event(json!({"v": kept}))),
-            "{operand}: {kept} should match"
-        );
+        assert!(p.matches(&event(json!({"v": kept}))), "{operand}: {kept} should match");
         assert!(
             !p.matches(&event(json!({"v": excluded}))),
             "{operand}: {excluded} should not"
@@ -234,10 +202,7 @@ fn anything_but_variants() {
             !p.matches(&event(json!({}))),
             "{operand}: a missing field never matches"
         );
-        assert!(
-            p.matches(&event(json!({"v": null}))),
-            "{operand}: null is anything but"
-        );
+        assert!(p.matches(&event(json!({"v": null}))), "{operand}: null is anything but");
     }
     // With an array value, any element that is not excluded matches.
     let p = pattern(json!({"detail": {"v": [{"anything-but": [100, 500]}]}}));
@@ -277,10 +242,7 @@ fn exists_false_on_missing_versus_null() {
         absent.matches(&event(json!({"c": {"nested": 1}}))),
         "exists only looks at leaves"
     );
-    assert!(
-        absent.matches(&event(json!({"c": []}))),
-        "an empty array has no value"
-    );
+    assert!(absent.matches(&event(json!({"c": []}))), "an empty array has no value");
     assert!(!absent.matches(&event(json!({"c": [1]}))));
 
     let present = pattern(json!({"detail": {"c": [{"exists": true}]}}));
@@ -315,19 +277,12 @@ fn array_consistency() {
     );
     // Fields in different arrays are independent.
     let q = pattern(json!({"detail": {"items": {"sku": ["A"]}, "tags": ["vip"]}}));
-    assert!(q.matches(&event(
-        json!({"items": [{"sku": "A"}], "tags": ["new", "vip"]})
-    )));
+    assert!(q.matches(&event(json!({"items": [{"sku": "A"}], "tags": ["new", "vip"]}))));
 
     // exists: false looks only at the element the other fields chose.
-    let no_gift =
-        pattern(json!({"detail": {"items": {"sku": ["A"], "gift": [{"exists": false}]}}}));
-    assert!(no_gift.matches(&event(
-        json!({"items": [{"sku": "A"}, {"sku": "B", "gift": true}]})
-    )));
-    assert!(!no_gift.matches(&event(
-        json!({"items": [{"sku": "A", "gift": true}, {"sku": "B"}]})
-    )));
+    let no_gift = pattern(json!({"detail": {"items": {"sku": ["A"], "gift": [{"exists": false}]}}}));
+    assert!(no_gift.matches(&event(json!({"items": [{"sku": "A"}, {"sku": "B", "gift": true}]}))));
+    assert!(!no_gift.matches(&event(json!({"items": [{"sku": "A", "gift": true}, {"sku": "B"}]}))));
     // ...and across the whole array when nothing else pins an element.
     let none = pattern(json!({"detail": {"items": {"gift": [{"exists": false}]}}}));
     assert!(!none.matches(&event(json!({"items": [{"sku": "A"}, {"gift": true}]}))));
@@ -386,11 +341,7 @@ fn errors_say_what_and_where() {
         (json!({"detail": {}}), "$.detail", "empty objects"),
         (json!({"resources": []}), "$.resources", "empty arrays"),
         (json!({"source": "crm"}), "$.source", "[\"crm\"]"),
-        (
-            json!({"detail": {"n": [[1]]}}),
-            "$.detail.n[0]",
-            "match value",
-        ),
+        (json!({"detail": {"n": [[1]]}}), "$.detail.n[0]", "match value"),
         (
             json!({"detail": {"n": [{"NUMERIC": ["=", 5]}]}}),
             "$.detail.n[0]",
@@ -401,11 +352,7 @@ fn errors_say_what_and_where() {
             "$.detail.n[0]",
             "known operators",
         ),
-        (
-            json!({"detail": {"n": [{}]}}),
-            "$.detail.n[0]",
-            "exactly one operator",
-        ),
+        (json!({"detail": {"n": [{}]}}), "$.detail.n[0]", "exactly one operator"),
         (
             json!({"detail": {"n": [{"prefix": "a", "suffix": "b"}]}}),
             "$.detail.n[0]",
@@ -425,16 +372,10 @@ fn errors_say_what_and_where() {
     for (v, path, text) in cases {
         let e = invalid(v.clone());
         assert_eq!(e.path(), path, "{v}: {e}");
-        assert!(
-            e.to_string().contains(text),
-            "{v}: {e} should mention {text}"
-        );
+        assert!(e.to_string().contains(text), "{v}: {e} should mention {text}");
         assert!(e.to_string().contains(path), "{v}: {e} should name {path}");
     }
-    assert!(matches!(
-        EventPattern::parse("{"),
-        Err(PatternError::Json { .. })
-    ));
+    assert!(matches!(EventPattern::parse("{"), Err(PatternError::Json { .. })));
 }
 
 #[test]
@@ -458,11 +399,7 @@ fn serde_round_trip() {
         trigger: EventPattern,
     }
     let err = serde_json::from_value::<Campaign>(json!({"trigger": {"source": "x"}}));
-    let msg = err
-        .map(|_| ())
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
+    let msg = err.map(|_| ()).err().map(|e| e.to_string()).unwrap_or_default();
     assert!(msg.contains("$.source"), "{msg}");
 }
 

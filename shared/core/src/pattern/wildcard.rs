@@ -92,9 +92,7 @@ impl Wildcard {
                 },
             }
         }
-        tokens[p.min(tokens.len())..]
-            .iter()
-            .all(|tok| *tok == Token::Star)
+        tokens[p.min(tokens.len())..].iter().all(|tok| *tok == Token::Star)
     }
 }
 
