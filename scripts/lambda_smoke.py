@@ -83,7 +83,7 @@ def main() -> int:
             values["customer_id"] = body["id"]
         if isinstance(body, dict) and isinstance(body.get("items"), list):
             for event in body["items"]:
-                if event.get("type") == "EmailVerificationRequested":
+                if event.get("type") == "EmailVerificationRequested" and "data" in event:
                     values["token"] = event["data"]["token"]
     print(f"pipeline: relayed {pipeline.relayed} stream records; delivered {pipeline.delivered}")
     if pipeline.relayed == 0 or not pipeline.delivered.get("projector") or not pipeline.delivered.get("consent"):
