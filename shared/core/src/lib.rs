@@ -14,6 +14,7 @@ pub mod pattern;
 pub mod ports;
 pub mod preferences;
 pub mod relay;
+pub mod scheduler;
 
 #[cfg(feature = "contract")]
 pub mod read_model_contract;
