@@ -10,6 +10,7 @@ pub mod consumer;
 pub mod customer;
 pub mod event;
 pub mod idempotency;
+pub mod journey;
 pub mod pattern;
 pub mod ports;
 pub mod preferences;

@@ -1,0 +1,880 @@
+//! Campaign definitions as data: the YAML files under `campaigns/`
+//! (ARCHITECTURE.md §7), their types, and a loader that validates everything
+//! and reports every problem with its path.
+//!
+//! The format is published as a JSON Schema in `schemas/campaign.schema.json`;
+//! [`Campaign::from_yaml`] checks more than the schema can (patterns,
+//! template ids, the step graph, consent for marketing sends).
+
+use super::condition::{parse_path, Condition, Root};
+use super::duration::{Duration, LocalTime};
+use super::templates;
+use crate::consent::{Channel, Purpose};
+use crate::pattern::EventPattern;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+/// The step target that ends the journey.
+pub const END: &str = "exit";
+
+/// A campaign: when a journey starts, who may enter, what ends it early, and
+/// the steps it runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Campaign {
+    /// A slug: lowercase letters, digits and single dashes.
+    pub id: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub trigger: Trigger,
+    #[serde(default)]
+    pub entry: EntryRules,
+    /// Events that end a running journey, even in the middle of a wait.
+    #[serde(default)]
+    pub exit_on: Vec<ExitRule>,
+    /// Events that count as the campaign's success; they end the journey too.
+    #[serde(default)]
+    pub goals: Vec<Goal>,
+    pub steps: Vec<Step>,
+}
+
+/// What starts a journey: an event matching `pattern` for which every
+/// condition holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Trigger {
+    pub pattern: EventPattern,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// A named event rule: an exit event or a goal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventRule {
+    pub name: String,
+    pub pattern: EventPattern,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+pub type ExitRule = EventRule;
+pub type Goal = EventRule;
+
+/// Who may enter.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntryRules {
+    /// Consent the customer must have in force to enter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consent: Option<ConsentRequirement>,
+    /// A segment the customer must be in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment: Option<String>,
+    #[serde(default)]
+    pub reentry: Reentry,
+    /// A path into the trigger event (`event.detail.data.cart_id`) naming
+    /// what one journey is about; by default the event id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedupe_key: Option<String>,
+}
+
+/// A consent purpose over a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentRequirement {
+    pub purpose: Purpose,
+    pub channel: Channel,
+}
+
+/// Whether a customer may enter the campaign again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Reentry {
+    /// Once ever.
+    #[default]
+    Once,
+    /// Again once `window` has passed since the last entry.
+    OncePerWindow { window: Duration },
+    /// Every time the trigger fires (with a distinct dedupe key).
+    EveryTime,
+}
+
+/// One step of a journey. Every step has a unique `id`; unless it says
+/// otherwise (`next`), a step is followed by the one after it, and the last
+/// step ends the journey. The target [`END`] (`exit`) ends it too.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Step {
+    Wait(WaitStep),
+    WaitUntil(WaitUntilStep),
+    Branch(BranchStep),
+    Send(SendStep),
+    UpdateSegment(UpdateSegmentStep),
+    Emit(EmitStep),
+    Exit(ExitStep),
+}
+
+/// Waits for a duration, or until the next local time of day (in the
+/// customer's time zone).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WaitStep {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until_local_time: Option<LocalTime>,
+}
+
+/// Waits for an event (going on to `next`), or for `timeout` (going to
+/// `on_timeout`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WaitUntilStep {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+    pub pattern: EventPattern,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    pub timeout: Duration,
+    pub on_timeout: String,
+}
+
+/// Goes to `then` if every condition holds, else to `else`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BranchStep {
+    pub id: String,
+    pub conditions: Vec<Condition>,
+    pub then: String,
+    #[serde(rename = "else")]
+    pub otherwise: String,
+}
+
+/// Whether a message is part of a transaction the customer started or
+/// marketing (which needs consent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Category {
+    Transactional,
+    Marketing,
+}
+
+/// Requests a message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendStep {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+    pub channel: Channel,
+    /// A template id from [`templates::KNOWN_TEMPLATES`].
+    pub template: String,
+    pub category: Category,
+    /// The consent purpose checked (for this channel) when sending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<Purpose>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SegmentAction {
+    Add,
+    Remove,
+}
+
+/// Adds the customer to a segment or removes them from it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateSegmentStep {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+    pub segment: String,
+    pub action: SegmentAction,
+}
+
+/// Emits a domain event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmitStep {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+    pub event_type: String,
+    #[serde(default = "empty_object")]
+    pub data: Value,
+}
+
+fn empty_object() -> Value {
+    Value::Object(serde_json::Map::new())
+}
+
+/// Ends the journey.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExitStep {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+const STEP_TYPES: [&str; 7] = ["wait", "wait_until", "branch", "send", "update_segment", "emit", "exit"];
+
+impl Step {
+    pub fn id(&self) -> &str {
+        match self {
+            Step::Wait(s) => &s.id,
+            Step::WaitUntil(s) => &s.id,
+            Step::Branch(s) => &s.id,
+            Step::Send(s) => &s.id,
+            Step::UpdateSegment(s) => &s.id,
+            Step::Emit(s) => &s.id,
+            Step::Exit(s) => &s.id,
+        }
+    }
+
+    /// The `type` of the step as written.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Step::Wait(_) => "wait",
+            Step::WaitUntil(_) => "wait_until",
+            Step::Branch(_) => "branch",
+            Step::Send(_) => "send",
+            Step::UpdateSegment(_) => "update_segment",
+            Step::Emit(_) => "emit",
+            Step::Exit(_) => "exit",
+        }
+    }
+
+    /// The explicit `next`, for the steps that have one.
+    pub fn next(&self) -> Option<&str> {
+        match self {
+            Step::Wait(s) => s.next.as_deref(),
+            Step::WaitUntil(s) => s.next.as_deref(),
+            Step::Send(s) => s.next.as_deref(),
+            Step::UpdateSegment(s) => s.next.as_deref(),
+            Step::Emit(s) => s.next.as_deref(),
+            Step::Branch(_) | Step::Exit(_) => None,
+        }
+    }
+
+    /// Whether the step suspends the journey until time passes.
+    pub fn waits(&self) -> bool {
+        matches!(self, Step::Wait(_) | Step::WaitUntil(_))
+    }
+
+    /// The step ids this step names, with the field that names them.
+    fn named_targets(&self) -> Vec<(&'static str, &str)> {
+        let mut targets = Vec::new();
+        if let Some(next) = self.next() {
+            targets.push(("next", next));
+        }
+        match self {
+            Step::WaitUntil(s) => targets.push(("on_timeout", s.on_timeout.as_str())),
+            Step::Branch(s) => {
+                targets.push(("then", s.then.as_str()));
+                targets.push(("else", s.otherwise.as_str()));
+            }
+            _ => {}
+        }
+        targets
+    }
+}
+
+impl Campaign {
+    /// Loads and validates a definition. On failure, every problem found is
+    /// returned, each with the path of the offending part.
+    pub fn from_yaml(text: &str) -> Result<Campaign, Vec<DefinitionError>> {
+        let raw: Value =
+            serde_yaml::from_str(text).map_err(|e| vec![DefinitionError::new("", format!("invalid YAML: {e}"))])?;
+        Self::from_value(&raw)
+    }
+
+    /// Validates a definition given as JSON (the API's form of the same document).
+    pub fn from_value(raw: &Value) -> Result<Campaign, Vec<DefinitionError>> {
+        let mut loader = Loader::default();
+        let campaign = loader.load(raw);
+        match campaign {
+            Some(campaign) if loader.errors.is_empty() => Ok(campaign),
+            _ => Err(loader.errors),
+        }
+    }
+
+    /// The step with this id.
+    pub fn step(&self, id: &str) -> Option<&Step> {
+        self.steps.iter().find(|s| s.id() == id)
+    }
+
+    /// Where the journey goes after step `id` completes normally: the
+    /// explicit `next` or the following step; `None` when it ends (or for a
+    /// branch, whose targets depend on its conditions).
+    pub fn next_after(&self, id: &str) -> Option<&Step> {
+        let index = self.steps.iter().position(|s| s.id() == id)?;
+        let step = &self.steps[index];
+        match step {
+            Step::Branch(_) | Step::Exit(_) => None,
+            _ => match step.next() {
+                Some(END) => None,
+                Some(target) => self.step(target),
+                None => self.steps.get(index + 1),
+            },
+        }
+    }
+}
+
+/// One problem in a definition: where (`steps[2].timeout`,
+/// `trigger.pattern.detail`) and what.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct DefinitionError {
+    pub path: String,
+    pub message: String,
+}
+
+impl DefinitionError {
+    fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        DefinitionError {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+fn join(prefix: &str, inner: &str) -> String {
+    if inner.is_empty() || inner == "." {
+        prefix.to_string()
+    } else if prefix.is_empty() {
+        inner.to_string()
+    } else if inner.starts_with('[') {
+        format!("{prefix}{inner}")
+    } else {
+        format!("{prefix}.{inner}")
+    }
+}
+
+/// Whether one path is the other or lies inside it.
+fn overlaps(a: &str, b: &str) -> bool {
+    let inside = |outer: &str, inner: &str| {
+        inner == outer
+            || (inner.starts_with(outer) && matches!(inner.as_bytes().get(outer.len()), Some(b'.') | Some(b'[')))
+    };
+    inside(a, b) || inside(b, a)
+}
+
+fn is_slug(text: &str) -> bool {
+    !text.is_empty()
+        && text.split('-').all(|part| !part.is_empty())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+fn is_step_id(text: &str) -> bool {
+    text.as_bytes().first().is_some_and(u8::is_ascii_lowercase)
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+fn is_event_type(text: &str) -> bool {
+    text.as_bytes().first().is_some_and(u8::is_ascii_uppercase) && text.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+#[derive(Default)]
+struct Loader {
+    errors: Vec<DefinitionError>,
+    /// Paths already reported by the detailed checks, so that serde does not
+    /// report them again.
+    reported: Vec<String>,
+    /// Duplicate or reserved step ids: the graph cannot be checked.
+    ids_broken: bool,
+}
+
+impl Loader {
+    fn error(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        let path = path.into();
+        self.reported.push(path.clone());
+        self.errors.push(DefinitionError::new(path, message));
+    }
+
+    fn de<T: DeserializeOwned>(&mut self, value: &Value, path: &str) -> Option<T> {
+        match serde_path_to_error::deserialize::<_, T>(value) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let full = join(path, &e.path().to_string());
+                if !self.reported.iter().any(|r| overlaps(r, &full)) {
+                    self.errors.push(DefinitionError::new(full, e.inner().to_string()));
+                }
+                None
+            }
+        }
+    }
+
+    // Checks of leaves that serde would stop at, run first on the raw
+    // document so that each is reported with its precise path.
+
+    fn check_pattern(&mut self, raw: &Value, path: &str) {
+        let Some(value) = raw.get("pattern") else { return };
+        let path = format!("{path}.pattern");
+        match EventPattern::from_value(value) {
+            Err(e) => {
+                let inner = e.path().trim_start_matches('$').trim_start_matches('.');
+                self.error(join(&path, inner), e.to_string());
+            }
+            Ok(pattern) => self.check_sources(&pattern, &path),
+        }
+    }
+
+    /// A pattern naming event types and sources that never go together
+    /// would never match.
+    fn check_sources(&mut self, pattern: &EventPattern, path: &str) {
+        let strings = |key: &str| -> Option<Vec<String>> {
+            let items = pattern.as_value().get(key)?.as_array()?;
+            items.iter().map(|v| v.as_str().map(str::to_string)).collect()
+        };
+        let (Some(sources), Some(types)) = (strings("source"), strings("detail-type")) else {
+            return;
+        };
+        for event_type in types {
+            let source = crate::bus::source_for(&event_type);
+            if !sources.iter().any(|s| s == source) {
+                self.error(
+                    format!("{path}.source"),
+                    format!(
+                        "{event_type} events are published with source \"{source}\", which the pattern does not allow"
+                    ),
+                );
+            }
+        }
+    }
+
+    fn check_duration(&mut self, raw: &Value, key: &str, path: &str) {
+        if let Some(Value::String(text)) = raw.get(key) {
+            if let Err(e) = text.parse::<Duration>() {
+                self.error(format!("{path}.{key}"), e.to_string());
+            }
+        }
+    }
+
+    fn check_raw_conditions(&mut self, raw: &Value, path: &str) {
+        if let Some(Value::Array(conditions)) = raw.get("conditions") {
+            for (i, condition) in conditions.iter().enumerate() {
+                let path = format!("{path}.conditions[{i}]");
+                if let Some(condition) = self.de::<Condition>(condition, &path) {
+                    for (field, message) in condition.problems() {
+                        self.error(format!("{path}.{field}"), message);
+                    }
+                }
+                // Reported once, here, whatever else fails around it.
+                self.reported.push(path);
+            }
+        }
+    }
+
+    fn check_raw_entry(&mut self, raw: &Value) {
+        if let Some(Value::String(segment)) = raw.pointer("/entry/segment") {
+            if !is_slug(segment) {
+                self.error("entry.segment", format!("\"{segment}\" is not a slug"));
+            }
+        }
+        if let Some(Value::String(key)) = raw.pointer("/entry/dedupe_key") {
+            match parse_path(key) {
+                Ok((Root::Event, _)) => {}
+                Ok((Root::Profile, _)) => {
+                    self.error("entry.dedupe_key", "must be a path into the trigger event (event.…)")
+                }
+                Err(message) => self.error("entry.dedupe_key", message),
+            }
+        }
+    }
+
+    fn check_raw_ids(&mut self, steps: &[Value]) {
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for (i, step) in steps.iter().enumerate() {
+            let Some(Value::String(id)) = step.get("id") else {
+                continue;
+            };
+            let path = format!("steps[{i}].id");
+            if id == END {
+                self.error(
+                    path,
+                    format!("\"{END}\" is reserved: it is the target that ends the journey"),
+                );
+                self.ids_broken = true;
+            } else if let Some(first) = seen.insert(id, i) {
+                self.error(path, format!("duplicate step id \"{id}\" (also steps[{first}])"));
+                self.ids_broken = true;
+            } else if !is_step_id(id) {
+                self.error(
+                    path,
+                    format!("\"{id}\" is not a step id (a lowercase letter, then lowercase letters, digits, - or _)"),
+                );
+            }
+        }
+    }
+
+    fn check_raw(&mut self, raw: &Value) {
+        if let Some(trigger) = raw.get("trigger") {
+            self.check_pattern(trigger, "trigger");
+            self.check_raw_conditions(trigger, "trigger");
+        }
+        for key in ["exit_on", "goals"] {
+            if let Some(Value::Array(rules)) = raw.get(key) {
+                for (i, rule) in rules.iter().enumerate() {
+                    self.check_pattern(rule, &format!("{key}[{i}]"));
+                    self.check_raw_conditions(rule, &format!("{key}[{i}]"));
+                }
+            }
+        }
+        self.check_raw_entry(raw);
+        if let Some(Value::Object(policy)) = raw.pointer("/entry/reentry") {
+            if let Some(window) = policy.get("once_per_window") {
+                self.check_duration(window, "window", "entry.reentry.once_per_window");
+            }
+        }
+        if let Some(Value::Array(steps)) = raw.get("steps") {
+            for (i, step) in steps.iter().enumerate() {
+                let path = format!("steps[{i}]");
+                self.check_pattern(step, &path);
+                self.check_raw_conditions(step, &path);
+                self.check_duration(step, "duration", &path);
+                self.check_duration(step, "timeout", &path);
+                if let Some(Value::String(text)) = step.get("until_local_time") {
+                    if let Err(e) = text.parse::<LocalTime>() {
+                        self.error(format!("{path}.until_local_time"), e.to_string());
+                    }
+                }
+            }
+            self.check_raw_ids(steps);
+        }
+    }
+
+    fn de_step(&mut self, raw: &Value, path: &str) -> Option<Step> {
+        let Value::Object(map) = raw else {
+            self.error(path, "a step must be a mapping");
+            return None;
+        };
+        let Some(Value::String(kind)) = map.get("type") else {
+            self.error(
+                format!("{path}.type"),
+                format!("missing step type: one of {}", STEP_TYPES.join(", ")),
+            );
+            return None;
+        };
+        let mut fields = map.clone();
+        fields.remove("type");
+        let fields = Value::Object(fields);
+        Some(match kind.as_str() {
+            "wait" => Step::Wait(self.de(&fields, path)?),
+            "wait_until" => Step::WaitUntil(self.de(&fields, path)?),
+            "branch" => Step::Branch(self.de(&fields, path)?),
+            "send" => Step::Send(self.de(&fields, path)?),
+            "update_segment" => Step::UpdateSegment(self.de(&fields, path)?),
+            "emit" => Step::Emit(self.de(&fields, path)?),
+            "exit" => Step::Exit(self.de(&fields, path)?),
+            other => {
+                self.error(
+                    format!("{path}.type"),
+                    format!("unknown step type \"{other}\": one of {}", STEP_TYPES.join(", ")),
+                );
+                return None;
+            }
+        })
+    }
+
+    fn de_list<T: DeserializeOwned>(&mut self, raw: &Value, key: &str) -> Option<Vec<T>> {
+        match raw.get(key) {
+            None => Some(Vec::new()),
+            Some(Value::Array(items)) => {
+                let parsed: Vec<Option<T>> = items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, item)| self.de(item, &format!("{key}[{i}]")))
+                    .collect();
+                parsed.into_iter().collect()
+            }
+            Some(_) => {
+                self.error(key, "expected a list");
+                None
+            }
+        }
+    }
+
+    fn load(&mut self, raw: &Value) -> Option<Campaign> {
+        let Value::Object(map) = raw else {
+            self.error("", "a campaign must be a mapping");
+            return None;
+        };
+        self.check_raw(raw);
+
+        const FIELDS: [&str; 8] = [
+            "id",
+            "name",
+            "description",
+            "trigger",
+            "entry",
+            "exit_on",
+            "goals",
+            "steps",
+        ];
+        for key in map.keys().filter(|k| !FIELDS.contains(&k.as_str())) {
+            self.error(
+                key.clone(),
+                format!("unknown field `{key}`, expected one of {}", FIELDS.join(", ")),
+            );
+        }
+        let required = |loader: &mut Loader, key: &str| {
+            let value = map.get(key);
+            if value.is_none() {
+                loader.error(key, format!("missing field `{key}`"));
+            }
+            value
+        };
+        let id: Option<String> = required(self, "id").and_then(|v| self.de(v, "id"));
+        let name: Option<String> = required(self, "name").and_then(|v| self.de(v, "name"));
+        let description: Option<Option<String>> = match map.get("description") {
+            None => Some(None),
+            Some(v) => self.de(v, "description"),
+        };
+        let trigger: Option<Trigger> = required(self, "trigger").and_then(|v| self.de(v, "trigger"));
+        let entry: Option<EntryRules> = match map.get("entry") {
+            None => Some(EntryRules::default()),
+            Some(v) => self.de(v, "entry"),
+        };
+        let exit_on: Option<Vec<EventRule>> = self.de_list(raw, "exit_on");
+        let goals: Option<Vec<EventRule>> = self.de_list(raw, "goals");
+
+        let raw_steps: &[Value] = match required(self, "steps") {
+            Some(Value::Array(items)) if items.is_empty() => {
+                self.error("steps", "a campaign needs at least one step");
+                &[]
+            }
+            Some(Value::Array(items)) => items,
+            Some(_) => {
+                self.error("steps", "expected a list of steps");
+                &[]
+            }
+            None => &[],
+        };
+        let steps: Vec<Option<Step>> = raw_steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| self.de_step(s, &format!("steps[{i}]")))
+            .collect();
+        // Ids as written, so that a step that failed to load does not make
+        // every reference to it an error too.
+        let raw_ids: HashSet<&str> = raw_steps.iter().filter_map(|s| s.get("id")?.as_str()).collect();
+
+        if let Some(id) = &id {
+            if !is_slug(id) {
+                self.error(
+                    "id",
+                    format!("\"{id}\" is not a slug (lowercase letters, digits, single dashes)"),
+                );
+            }
+        }
+        if name.as_deref().is_some_and(|n| n.trim().is_empty()) {
+            self.error("name", "must not be empty");
+        }
+        for (key, rules) in [("exit_on", &exit_on), ("goals", &goals)] {
+            for (i, rule) in rules.iter().flatten().enumerate() {
+                if rule.name.trim().is_empty() {
+                    self.error(format!("{key}[{i}].name"), "must not be empty");
+                }
+            }
+        }
+        let graph_ok = self.check_steps(&steps, &raw_ids, entry.as_ref());
+
+        let campaign = Campaign {
+            id: id?,
+            name: name?,
+            description: description?,
+            trigger: trigger?,
+            entry: entry?,
+            exit_on: exit_on?,
+            goals: goals?,
+            steps: steps.into_iter().collect::<Option<Vec<_>>>()?,
+        };
+        if graph_ok {
+            self.check_graph(&campaign.steps);
+        }
+        Some(campaign)
+    }
+
+    /// Checks each step on its own and the targets it names. Returns whether
+    /// the step graph is complete enough to check as a whole.
+    fn check_steps(&mut self, steps: &[Option<Step>], raw_ids: &HashSet<&str>, entry: Option<&EntryRules>) -> bool {
+        let mut graph_ok = !self.ids_broken && steps.iter().all(Option::is_some);
+        for (i, step) in steps.iter().enumerate() {
+            let Some(step) = step else { continue };
+            let path = format!("steps[{i}]");
+            for (field, target) in step.named_targets() {
+                if target != END && !raw_ids.contains(target) {
+                    self.error(format!("{path}.{field}"), format!("unknown step \"{target}\""));
+                    graph_ok = false;
+                }
+            }
+            match step {
+                Step::Wait(wait) => {
+                    if wait.duration.is_some() == wait.until_local_time.is_some() {
+                        self.error(path, "a wait needs exactly one of duration and until_local_time");
+                    }
+                }
+                Step::Branch(branch) => {
+                    if branch.conditions.is_empty() {
+                        self.error(format!("{path}.conditions"), "a branch needs at least one condition");
+                    }
+                }
+                Step::Send(send) => self.check_send(send, &path, entry),
+                Step::UpdateSegment(update) => {
+                    if !is_slug(&update.segment) {
+                        self.error(
+                            format!("{path}.segment"),
+                            format!("\"{}\" is not a slug", update.segment),
+                        );
+                    }
+                }
+                Step::Emit(emit) => {
+                    if !is_event_type(&emit.event_type) {
+                        self.error(
+                            format!("{path}.event_type"),
+                            format!(
+                                "\"{}\" is not an event type (PascalCase letters and digits)",
+                                emit.event_type
+                            ),
+                        );
+                    }
+                    if !emit.data.is_object() {
+                        self.error(format!("{path}.data"), "must be a mapping");
+                    }
+                }
+                Step::WaitUntil(_) | Step::Exit(_) => {}
+            }
+        }
+        graph_ok
+    }
+
+    fn check_send(&mut self, send: &SendStep, path: &str, entry: Option<&EntryRules>) {
+        if !templates::is_known(&send.template) {
+            self.error(
+                format!("{path}.template"),
+                format!("unknown template \"{}\"", send.template),
+            );
+        }
+        if send.category == Category::Marketing {
+            match send.purpose {
+                Some(Purpose::Marketing) => {}
+                Some(other) => {
+                    self.error(
+                        format!("{path}.purpose"),
+                        format!("a marketing send cannot use purpose \"{other}\""),
+                    );
+                }
+                None => {
+                    let entry_covers = entry
+                        .and_then(|e| e.consent)
+                        .is_some_and(|c| c.purpose == Purpose::Marketing && c.channel == send.channel);
+                    if !entry_covers {
+                        self.error(
+                            format!("{path}.purpose"),
+                            format!(
+                                "a marketing send needs consent: set `purpose: marketing` on the step, or require \
+                                 marketing consent for {} in entry.consent",
+                                send.channel
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reachability from the first step, and loops that never wait.
+    fn check_graph(&mut self, steps: &[Step]) {
+        let index: HashMap<&str, usize> = steps.iter().enumerate().map(|(i, s)| (s.id(), i)).collect();
+        let successors: Vec<Vec<usize>> = steps
+            .iter()
+            .enumerate()
+            .map(|(i, step)| {
+                let mut out = Vec::new();
+                let follow = |target: Option<&str>| match target {
+                    Some(END) => None,
+                    Some(t) => index.get(t).copied(),
+                    None => (i + 1 < steps.len()).then_some(i + 1),
+                };
+                match step {
+                    Step::Exit(_) => {}
+                    Step::Branch(b) => out.extend(
+                        [follow(Some(&b.then)), follow(Some(&b.otherwise))]
+                            .into_iter()
+                            .flatten(),
+                    ),
+                    Step::WaitUntil(w) => out.extend(
+                        [follow(w.next.as_deref()), follow(Some(&w.on_timeout))]
+                            .into_iter()
+                            .flatten(),
+                    ),
+                    _ => out.extend(follow(step.next())),
+                }
+                out
+            })
+            .collect();
+
+        let mut reached = vec![false; steps.len()];
+        let mut stack = vec![0];
+        while let Some(i) = stack.pop() {
+            if i < steps.len() && !reached[i] {
+                reached[i] = true;
+                stack.extend(&successors[i]);
+            }
+        }
+        for (i, step) in steps.iter().enumerate().filter(|(i, _)| !reached[*i]) {
+            self.error(
+                format!("steps[{i}]"),
+                format!("step \"{}\" is never reached", step.id()),
+            );
+        }
+
+        // Loops among steps that do not wait would run forever.
+        let n = steps.len();
+        let mut reach = vec![vec![false; n]; n];
+        for (i, row) in reach.iter_mut().enumerate() {
+            if steps[i].waits() {
+                continue;
+            }
+            let mut stack: Vec<usize> = successors[i].clone();
+            while let Some(j) = stack.pop() {
+                if !steps[j].waits() && !row[j] {
+                    row[j] = true;
+                    stack.extend(&successors[j]);
+                }
+            }
+        }
+        let mut in_reported_loop = vec![false; n];
+        for i in 0..n {
+            if !reach[i][i] || in_reported_loop[i] {
+                continue;
+            }
+            let members: BTreeSet<usize> = (0..n).filter(|&j| reach[i][j] && reach[j][i]).collect();
+            for &j in &members {
+                in_reported_loop[j] = true;
+            }
+            let ids: Vec<String> = members.iter().map(|&j| format!("\"{}\"", steps[j].id())).collect();
+            self.error(
+                format!("steps[{i}]"),
+                format!(
+                    "steps {} form a loop without a wait step: it would never stop",
+                    ids.join(", ")
+                ),
+            );
+        }
+    }
+}

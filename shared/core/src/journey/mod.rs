@@ -1,0 +1,19 @@
+//! Journeys (ARCHITECTURE.md §7): campaign definitions as data, and the
+//! pure pieces the journey engine evaluates.
+//!
+//! - [`definition`]: the campaign format and its validating loader,
+//! - [`condition`]: conditions on the event and the customer profile,
+//! - [`duration`]: `90s` / `1h` / `3d` durations and `HH:MM` local times,
+//! - [`templates`]: the template registry.
+
+pub mod condition;
+pub mod definition;
+pub mod duration;
+pub mod templates;
+
+pub use condition::{Condition, Op};
+pub use definition::{Campaign, DefinitionError, Step};
+pub use duration::{Duration, LocalTime};
+
+#[cfg(test)]
+mod tests;
