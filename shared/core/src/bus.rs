@@ -21,6 +21,7 @@ pub fn source_for(event_type: &str) -> &'static str {
         "ConsentGranted" | "ConsentRevoked" | "ConsentExpired" => "crm.consent",
         t if t.starts_with("Journey") || t == "TimerFired" => "crm.journey",
         t if t.starts_with("Message") => "crm.messaging",
+        "ItemAddedToCart" | "ItemRemovedFromCart" | "CheckoutStarted" => "crm.commerce",
         t if t.starts_with("Order") || t.starts_with("Cart") || t.starts_with("Payment") || t.starts_with("Refund") => {
             "crm.commerce"
         }
@@ -83,5 +84,8 @@ mod tests {
         assert_eq!(source_for("JourneyStarted"), "crm.journey");
         assert_eq!(source_for("MessageSent"), "crm.messaging");
         assert_eq!(source_for("OrderConfirmed"), "crm.commerce");
+        assert_eq!(source_for("ItemAddedToCart"), "crm.commerce");
+        assert_eq!(source_for("CheckoutStarted"), "crm.commerce");
+        assert_eq!(source_for("CartAbandoned"), "crm.commerce");
     }
 }
