@@ -4,11 +4,13 @@
 //! - [`definition`]: the campaign format and its validating loader,
 //! - [`condition`]: conditions on the event and the customer profile,
 //! - [`duration`]: `90s` / `1h` / `3d` durations and `HH:MM` local times,
-//! - [`templates`]: the template registry.
+//! - [`templates`]: the template registry,
+//! - [`instance`]: a journey instance as a pure state machine.
 
 pub mod condition;
 pub mod definition;
 pub mod duration;
+pub mod instance;
 pub mod templates;
 
 pub use condition::{Condition, Op};
