@@ -34,6 +34,9 @@ impl Actor {
     pub fn api(principal: &str) -> Self {
         Actor(format!("api:{principal}"))
     }
+    pub fn journey(campaign: &str, version: u64) -> Self {
+        Actor(format!("journey:{campaign}@{version}"))
+    }
     pub fn system(function: &str) -> Self {
         Actor(format!("system:{function}"))
     }

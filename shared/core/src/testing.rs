@@ -94,12 +94,7 @@ impl EventStore for InMemoryEventStore {
     }
 
     async fn append(&self, request: AppendRequest) -> Result<Appended, AppendError> {
-        if request.events.len() > MAX_EVENTS_PER_APPEND {
-            return Err(AppendError::TooLarge(format!(
-                "{} events in one append",
-                request.events.len()
-            )));
-        }
+        check_append_size(&request)?;
         let mut inner = self.lock()?;
         let current = inner.streams.get(&request.stream_id).map_or(0, |s| s.len() as u64);
         let base = match request.expected {
@@ -243,9 +238,7 @@ impl ReadModelStore for InMemoryReadModels {
         new: u64,
         ops: Vec<ReadOp>,
     ) -> Result<(), CommitError> {
-        if ops.len() > MAX_OPS_PER_COMMIT {
-            return Err(CommitError::TooLarge(format!("{} operations", ops.len())));
-        }
+        check_commit_size(&ops)?;
         let mut inner = self.lock()?;
         let key = (consumer.to_string(), stream_id.to_string());
         if *inner.checkpoints.get(&key).unwrap_or(&0) != expected {
@@ -294,5 +287,99 @@ impl ReadModelStore for InMemoryReadModels {
             .take(limit)
             .map(|((_, _, s), v)| (s.clone(), v.clone()))
             .collect())
+    }
+}
+
+/// A scheduler in a `Mutex`: pending timers by name, for domain and service
+/// unit tests. `fail_with` makes every call fail until cleared.
+#[derive(Default)]
+pub struct InMemoryScheduler {
+    timers: Mutex<HashMap<String, crate::scheduler::TimerPayload>>,
+    failure: Mutex<Option<crate::scheduler::SchedulerError>>,
+}
+
+impl InMemoryScheduler {
+    /// Every call fails with `error` (or, with `None`, works again).
+    pub fn fail_with(&self, error: Option<crate::scheduler::SchedulerError>) {
+        *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = error;
+    }
+
+    /// Every pending timer.
+    pub fn pending(&self) -> Vec<crate::scheduler::TimerPayload> {
+        self.timers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    fn check(&self) -> Result<(), crate::scheduler::SchedulerError> {
+        match self.failure.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+#[async_trait]
+impl crate::scheduler::Scheduler for InMemoryScheduler {
+    async fn schedule(&self, timer: crate::scheduler::TimerPayload) -> Result<(), crate::scheduler::SchedulerError> {
+        self.check()?;
+        self.timers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(timer.name.clone(), timer);
+        Ok(())
+    }
+
+    async fn cancel(&self, name: &str) -> Result<(), crate::scheduler::SchedulerError> {
+        self.check()?;
+        self.timers.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
+        Ok(())
+    }
+
+    async fn get(
+        &self,
+        name: &str,
+    ) -> Result<Option<crate::scheduler::TimerPayload>, crate::scheduler::SchedulerError> {
+        self.check()?;
+        Ok(self.timers.lock().unwrap_or_else(|p| p.into_inner()).get(name).cloned())
+    }
+}
+
+/// Dead letters collected in memory (domain tests).
+#[derive(Default)]
+pub struct InMemoryDeadLetters {
+    pub letters: Mutex<Vec<DeadLetter>>,
+}
+
+#[async_trait]
+impl DeadLetterQueue for InMemoryDeadLetters {
+    async fn park(&self, letter: DeadLetter) -> Result<(), StoreError> {
+        self.letters
+            .lock()
+            .map_err(|_| StoreError::Failed("poisoned".into()))?
+            .push(letter);
+        Ok(())
+    }
+}
+
+/// An event of any type, ready to append (the store assigns the version).
+pub fn raw_event(stream_id: &str, event_type: &str, data: serde_json::Value) -> EventEnvelope {
+    let id = uuid::Uuid::now_v7();
+    EventEnvelope {
+        event_id: id,
+        stream_id: stream_id.to_string(),
+        version: 0,
+        event_type: event_type.to_string(),
+        schema_version: 1,
+        customer_id: None,
+        occurred_at: test_time(),
+        recorded_at: test_time(),
+        causation_id: None,
+        correlation_id: id,
+        actor: "system:test".into(),
+        data,
     }
 }

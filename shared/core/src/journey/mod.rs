@@ -10,6 +10,7 @@
 pub mod condition;
 pub mod definition;
 pub mod duration;
+pub mod engine;
 pub mod instance;
 pub mod templates;
 
@@ -17,5 +18,7 @@ pub use condition::{Condition, Op};
 pub use definition::{Campaign, DefinitionError, Step};
 pub use duration::{Duration, LocalTime};
 
+#[cfg(test)]
+mod engine_tests;
 #[cfg(test)]
 mod tests;
