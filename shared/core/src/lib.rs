@@ -5,6 +5,7 @@
 
 pub mod bus;
 pub mod clock;
+pub mod commerce;
 pub mod consent;
 pub mod consumer;
 pub mod customer;

@@ -1,0 +1,399 @@
+//! Given/when/then tests of the cart aggregate, and of its service over the
+//! in-memory store and scheduler.
+
+use super::*;
+use crate::clock::VirtualClock;
+use crate::event::{Actor, CommandMeta, EventEnvelope};
+use crate::idempotency::IdempotencyKey;
+use crate::ports::EventStore;
+use crate::scheduler::{Scheduler, SchedulerError, TimerKind};
+use crate::testing::{test_time, InMemoryEventStore, InMemoryScheduler};
+use chrono::Duration;
+use std::sync::Arc;
+
+/// Given these events (one minute apart), when this command, then these events or this error.
+struct CartScenario {
+    state: Option<Cart>,
+}
+
+impl CartScenario {
+    fn given(events: &[CartEvent]) -> Self {
+        let at = |i: usize| test_time() + Duration::minutes(i as i64);
+        CartScenario {
+            state: fold(None, events.iter().enumerate().map(|(i, e)| (e, at(i), i as u64 + 1))),
+        }
+    }
+    fn when(&self, command: CartCommand) -> Result<Vec<CartEvent>, CartError> {
+        decide(self.state.as_ref(), &command, "k1")
+    }
+}
+
+fn created() -> Vec<CartEvent> {
+    vec![CartEvent::CartCreated {
+        cart_id: "k1".into(),
+        customer_id: "c1".into(),
+        currency: "EUR".into(),
+    }]
+}
+
+fn add(product: &str, quantity: u32, price: i64) -> AddItem {
+    AddItem {
+        product_id: product.into(),
+        name: format!("Product {product}"),
+        quantity,
+        unit_price_minor: price,
+    }
+}
+
+fn with_items() -> Vec<CartEvent> {
+    let mut events = created();
+    for cmd in [add("sku-1", 2, 1250), add("sku-2", 1, 499)] {
+        events.extend(
+            CartScenario::given(&events)
+                .when(CartCommand::AddItem(cmd))
+                .expect("valid"),
+        );
+    }
+    events
+}
+
+fn invalid_field(result: Result<Vec<CartEvent>, CartError>) -> String {
+    match result {
+        Err(CartError::Invalid { field, .. }) => field,
+        other => panic!("expected a validation error, got {other:?}"),
+    }
+}
+
+#[test]
+fn creating_a_cart_needs_a_currency_code() {
+    let ok = CartScenario::given(&[]).when(CartCommand::Create(CreateCart {
+        customer_id: "c1".into(),
+        currency: "EUR".into(),
+    }));
+    assert_eq!(ok, Ok(created()));
+    for bad in ["eur", "EURO", "E1R", ""] {
+        let r = CartScenario::given(&[]).when(CartCommand::Create(CreateCart {
+            customer_id: "c1".into(),
+            currency: bad.into(),
+        }));
+        assert_eq!(invalid_field(r), "currency", "{bad}");
+    }
+    let again = CartScenario::given(&created()).when(CartCommand::Create(CreateCart {
+        customer_id: "c1".into(),
+        currency: "EUR".into(),
+    }));
+    assert!(matches!(again, Err(CartError::Conflict { .. })));
+    assert_eq!(
+        CartScenario::given(&[]).when(CartCommand::StartCheckout),
+        Err(CartError::NotFound)
+    );
+}
+
+#[test]
+fn adding_an_existing_product_increases_its_quantity() {
+    let mut events = with_items();
+    events.extend(
+        CartScenario::given(&events)
+            .when(CartCommand::AddItem(add("sku-1", 3, 1300)))
+            .expect("valid"),
+    );
+    let cart = CartScenario::given(&events).state.expect("cart");
+    assert_eq!(cart.items.len(), 2);
+    let line = cart.item("sku-1").expect("line");
+    assert_eq!((line.quantity, line.unit_price_minor), (5, 1300), "latest price");
+    assert_eq!(cart.total_value_minor(), 5 * 1300 + 499);
+    assert_eq!(cart.version, 4);
+    assert_eq!(cart.last_activity_at, test_time() + Duration::minutes(3));
+}
+
+#[test]
+fn bad_items_name_their_field() {
+    let s = CartScenario::given(&created());
+    assert_eq!(
+        invalid_field(s.when(CartCommand::AddItem(add("sku-1", 0, 100)))),
+        "quantity"
+    );
+    assert_eq!(
+        invalid_field(s.when(CartCommand::AddItem(add("sku-1", MAX_QUANTITY_PLUS_ONE, 100)))),
+        "quantity"
+    );
+    assert_eq!(
+        invalid_field(s.when(CartCommand::AddItem(add("sku-1", 1, -1)))),
+        "unit_price_minor"
+    );
+    assert_eq!(
+        invalid_field(s.when(CartCommand::AddItem(add("sku-1", 2, i64::MAX)))),
+        "unit_price_minor"
+    );
+    assert_eq!(
+        invalid_field(s.when(CartCommand::AddItem(add("sku 1", 1, 1)))),
+        "product_id"
+    );
+    let mut blank = add("sku-1", 1, 1);
+    blank.name = "  ".into();
+    assert_eq!(invalid_field(s.when(CartCommand::AddItem(blank))), "name");
+}
+
+const MAX_QUANTITY_PLUS_ONE: u32 = cart::MAX_QUANTITY + 1;
+
+#[test]
+fn removing_needs_the_product_in_the_cart() {
+    let s = CartScenario::given(&with_items());
+    assert_eq!(
+        s.when(CartCommand::RemoveItem(RemoveItem {
+            product_id: "sku-9".into()
+        })),
+        Err(CartError::ItemNotFound("sku-9".into()))
+    );
+    let removed = s
+        .when(CartCommand::RemoveItem(RemoveItem {
+            product_id: "sku-1".into(),
+        }))
+        .expect("present");
+    assert_eq!(
+        removed,
+        vec![CartEvent::ItemRemovedFromCart {
+            product_id: "sku-1".into(),
+            quantity: 2
+        }]
+    );
+    let mut events = with_items();
+    events.extend(removed);
+    assert_eq!(
+        CartScenario::given(&events).state.expect("cart").total_value_minor(),
+        499
+    );
+}
+
+#[test]
+fn checkout_needs_items_and_freezes_the_cart() {
+    assert!(matches!(
+        CartScenario::given(&created()).when(CartCommand::StartCheckout),
+        Err(CartError::Conflict { .. })
+    ));
+    let mut events = with_items();
+    let checkout = CartScenario::given(&events)
+        .when(CartCommand::StartCheckout)
+        .expect("items");
+    assert!(matches!(
+        &checkout[..],
+        [CartEvent::CheckoutStarted {
+            total_value_minor: 2999,
+            ..
+        }]
+    ));
+    events.extend(checkout);
+    let s = CartScenario::given(&events);
+    assert_eq!(s.state.as_ref().map(|c| c.status), Some(CartStatus::CheckedOut));
+    for command in [
+        CartCommand::AddItem(add("sku-3", 1, 1)),
+        CartCommand::RemoveItem(RemoveItem {
+            product_id: "sku-1".into(),
+        }),
+        CartCommand::StartCheckout,
+        CartCommand::MarkAbandoned { now: test_time() },
+    ] {
+        assert!(matches!(s.when(command), Err(CartError::Conflict { .. })));
+    }
+}
+
+#[test]
+fn abandoning_records_what_was_left_and_for_how_long() {
+    let events = with_items();
+    let now = test_time() + Duration::minutes(65);
+    let abandoned = CartScenario::given(&events)
+        .when(CartCommand::MarkAbandoned { now })
+        .expect("open");
+    let [CartEvent::CartAbandoned {
+        cart_id,
+        customer_id,
+        items,
+        total_value_minor,
+        currency,
+        abandoned_at,
+        time_in_cart_seconds,
+    }] = &abandoned[..]
+    else {
+        panic!("{abandoned:?}");
+    };
+    assert_eq!(
+        (cart_id.as_str(), customer_id.as_str(), currency.as_str()),
+        ("k1", "c1", "EUR")
+    );
+    assert_eq!((items.len(), *total_value_minor), (2, 2999));
+    assert_eq!((*abandoned_at, *time_in_cart_seconds), (now, 65 * 60));
+    let mut all = events;
+    all.extend(abandoned);
+    let s = CartScenario::given(&all);
+    assert_eq!(s.state.as_ref().map(|c| c.status), Some(CartStatus::Abandoned));
+    assert!(matches!(
+        s.when(CartCommand::MarkAbandoned { now }),
+        Err(CartError::Conflict { .. })
+    ));
+    assert!(matches!(
+        s.when(CartCommand::AddItem(add("sku-3", 1, 1))),
+        Err(CartError::Conflict { .. })
+    ));
+}
+
+// The service.
+
+struct Harness {
+    store: Arc<InMemoryEventStore>,
+    scheduler: Arc<InMemoryScheduler>,
+    clock: Arc<VirtualClock>,
+    service: CartService,
+}
+
+fn harness() -> Harness {
+    let store = Arc::new(InMemoryEventStore::default());
+    let scheduler = Arc::new(InMemoryScheduler::default());
+    let clock = Arc::new(VirtualClock::starting_at(test_time()));
+    let service =
+        CartService::new(store.clone(), clock.clone(), scheduler.clone()).with_inactivity(Duration::minutes(30));
+    Harness {
+        store,
+        scheduler,
+        clock,
+        service,
+    }
+}
+
+fn view(cart: &Cart, _events: &[EventEnvelope]) -> (u16, serde_json::Value) {
+    (200, serde_json::json!({ "id": cart.id, "version": cart.version }))
+}
+
+async fn run(h: &Harness, command: CartCommand) -> Result<CartExecuted, CartCommandError> {
+    h.service
+        .execute("k1", &command, &CommandMeta::new(Actor::system("test")), None, &view)
+        .await
+}
+
+fn create() -> CartCommand {
+    CartCommand::Create(CreateCart {
+        customer_id: "c1".into(),
+        currency: "EUR".into(),
+    })
+}
+
+#[tokio::test]
+async fn every_activity_replaces_the_timer_and_checkout_cancels_it() {
+    let h = harness();
+    let name = inactivity_timer_name("k1");
+    run(&h, create()).await.expect("created");
+    let timer = h.scheduler.get(&name).await.expect("get").expect("set");
+    assert_eq!(timer.kind, TimerKind::CartInactivity);
+    assert_eq!(timer.stream_id, "cart-k1");
+    assert_eq!(timer.customer_id.as_deref(), Some("c1"));
+    assert_eq!(
+        (timer.set_at_version, timer.due_at),
+        (1, test_time() + Duration::minutes(30))
+    );
+
+    h.clock.advance(Duration::minutes(10));
+    run(&h, CartCommand::AddItem(add("sku-1", 1, 100)))
+        .await
+        .expect("added");
+    let timer = h.scheduler.get(&name).await.expect("get").expect("set");
+    assert_eq!(
+        (timer.set_at_version, timer.due_at),
+        (2, test_time() + Duration::minutes(40))
+    );
+    assert_eq!(h.scheduler.pending().len(), 1, "replaced, not added");
+
+    let stored = h.store.read_stream("cart-k1", 0, 10).await.expect("read");
+    assert!(stored.iter().all(|e| e.customer_id.as_deref() == Some("c1")));
+
+    run(&h, CartCommand::StartCheckout).await.expect("checked out");
+    assert_eq!(h.scheduler.get(&name).await.expect("get"), None);
+}
+
+#[tokio::test]
+async fn a_current_timer_abandons_a_stale_one_does_nothing() {
+    let h = harness();
+    let name = inactivity_timer_name("k1");
+    run(&h, create()).await.expect("created");
+    let stale = h.scheduler.get(&name).await.expect("get").expect("set");
+    run(&h, CartCommand::AddItem(add("sku-1", 2, 100)))
+        .await
+        .expect("added");
+    let current = h.scheduler.get(&name).await.expect("get").expect("set");
+
+    let now = h.clock.advance(Duration::minutes(31));
+    assert_eq!(
+        h.service.on_inactivity_timer(&stale, now).await,
+        Ok(TimerOutcome::Superseded)
+    );
+    let outcome = h.service.on_inactivity_timer(&current, now).await.expect("fired");
+    let TimerOutcome::Abandoned { events } = outcome else {
+        panic!("{outcome:?}");
+    };
+    assert_eq!(events[0].event_type, "CartAbandoned");
+    assert_eq!(events[0].version, 3);
+    assert_eq!(events[0].customer_id.as_deref(), Some("c1"));
+    assert_eq!(events[0].data["total_value_minor"], 200);
+    assert_eq!(events[0].data["time_in_cart_seconds"], 31 * 60);
+    // Delivered twice: the second delivery is a no-op.
+    assert_eq!(
+        h.service.on_inactivity_timer(&current, now).await,
+        Ok(TimerOutcome::NotOpen)
+    );
+    let mut other = current.clone();
+    other.kind = TimerKind::JourneyWait;
+    assert_eq!(
+        h.service.on_inactivity_timer(&other, now).await,
+        Ok(TimerOutcome::Ignored)
+    );
+}
+
+#[tokio::test]
+async fn a_failed_schedule_is_retryable_and_the_retry_sets_the_timer() {
+    let h = harness();
+    let name = inactivity_timer_name("k1");
+    run(&h, create()).await.expect("created");
+    h.scheduler
+        .fail_with(Some(SchedulerError::Unavailable("throttled".into())));
+    let key = IdempotencyKey::new("p", "retry-1", "POST", "/carts/k1/items", b"{}");
+    let meta = CommandMeta::new(Actor::system("test"));
+    let command = CartCommand::AddItem(add("sku-1", 1, 100));
+    let err = h
+        .service
+        .execute("k1", &command, &meta, Some(&key), &view)
+        .await
+        .expect_err("timer failed");
+    assert!(err.is_retryable(), "{err:?}");
+    assert_eq!(
+        h.store.read_stream("cart-k1", 0, 10).await.expect("read").len(),
+        2,
+        "events stored"
+    );
+    assert_eq!(
+        h.scheduler.pending()[0].set_at_version,
+        1,
+        "the old timer is still pending"
+    );
+
+    h.scheduler.fail_with(None);
+    let again = h
+        .service
+        .execute("k1", &command, &meta, Some(&key), &view)
+        .await
+        .expect("replayed");
+    assert!(matches!(again, CartExecuted::Replayed { status: 200, .. }));
+    assert_eq!(
+        h.store.read_stream("cart-k1", 0, 10).await.expect("read").len(),
+        2,
+        "applied once"
+    );
+    let timer = h.scheduler.get(&name).await.expect("get").expect("set");
+    assert_eq!(timer.set_at_version, 2);
+}
+
+#[tokio::test]
+async fn refused_commands_write_nothing_and_set_no_timer() {
+    let h = harness();
+    let refused = run(&h, CartCommand::AddItem(add("sku-1", 1, 100))).await;
+    assert_eq!(refused, Err(CartCommandError::Rejected(CartError::NotFound)));
+    assert!(h.scheduler.pending().is_empty());
+    assert!(h.store.read_stream("cart-k1", 0, 10).await.expect("read").is_empty());
+}
