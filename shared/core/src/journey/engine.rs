@@ -22,6 +22,9 @@ use std::sync::Arc;
 /// The read-model namespace of the engine's index: customer → instances.
 pub const JOURNEY_INDEX: &str = "journey-index";
 
+/// The sort key of a message's entry in the journey index (partition: the message id).
+pub const MESSAGE_SORT: &str = "message";
+
 /// Where campaign definitions come from.
 #[async_trait]
 pub trait CampaignCatalog: Send + Sync {
@@ -424,11 +427,21 @@ impl JourneyEngine {
             .await
             .map_err(|e| StoreOutcome::Failed(e.into()))?;
         if indexed_at < state.version {
-            let put = vec![ReadOp::Put {
+            let mut put = vec![ReadOp::Put {
                 partition: customer_id.to_string(),
                 sort: state.id.clone(),
                 body,
             }];
+            // Each requested message points back at its journey, for `explain`.
+            for (e, version) in &versioned {
+                if let JourneyEvent::MessageRequested { message_id, .. } = e {
+                    put.push(ReadOp::Put {
+                        partition: message_id.clone(),
+                        sort: MESSAGE_SORT.into(),
+                        body: serde_json::json!({ "instance_id": state.id, "version": version }),
+                    });
+                }
+            }
             match self
                 .docs
                 .commit(JOURNEY_INDEX, &stream, indexed_at, state.version, put)

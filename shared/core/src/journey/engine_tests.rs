@@ -143,6 +143,13 @@ impl World {
 #[tokio::test]
 async fn abandoned_cart_reminds_once_and_an_order_mid_wait_ends_it() {
     let world = World::new(Arc::new(FixedCatalog::new(vec![shipped("abandoned-cart")]))).await;
+    world
+        .commerce_event(
+            "cart-c1",
+            "ItemAddedToCart",
+            json!({ "product_id": "p1", "quantity": 3 }),
+        )
+        .await;
     let abandoned = world
         .commerce_event(
             "cart-c1",
@@ -198,6 +205,20 @@ async fn abandoned_cart_reminds_once_and_an_order_mid_wait_ends_it() {
         .expect("read");
     assert_eq!(stored[0].causation_id, Some(abandoned.event_id));
     assert_eq!(stored[0].actor, "journey:abandoned-cart@1");
+
+    // Why was the reminder sent? Message <- steps <- start <- CartAbandoned <- the cart's items.
+    let why = super::explain::explain(world.events.as_ref(), world.docs.as_ref(), &reminder[0])
+        .await
+        .expect("explain")
+        .expect("known message");
+    let roles_types: Vec<(&str, &str)> = why.chain.iter().map(|l| (l.role, l.event_type.as_str())).collect();
+    assert_eq!(roles_types.first(), Some(&("message", "MessageRequested")));
+    assert!(roles_types.contains(&("journey", "TimerFired")));
+    assert!(roles_types.contains(&("journey", "JourneyStarted")));
+    assert!(roles_types.contains(&("trigger", "CartAbandoned")));
+    assert!(roles_types.contains(&("history", "ItemAddedToCart")), "{roles_types:?}");
+    assert_eq!(why.campaign, "abandoned-cart@1");
+    assert_eq!(why.chain[0].step_id.as_deref(), Some("reminder"));
 }
 
 #[tokio::test]

@@ -11,6 +11,7 @@ pub mod condition;
 pub mod definition;
 pub mod duration;
 pub mod engine;
+pub mod explain;
 pub mod instance;
 pub mod templates;
 
