@@ -13,6 +13,7 @@ use crm_core::consumer::ConsumerGroup;
 use crm_core::event::EventEnvelope;
 use crm_core::pattern::EventPattern;
 use crm_core::ports::{ConsumerHealth, ConsumerStatus, DeadLetter, DeadLetterQueue, StoreError};
+use crm_core::scheduler::{TimerHandler, TimerPayload, TIMER_FIRED, TIMER_SOURCE};
 use rusqlite::{params, OptionalExtension};
 use serde_yaml::Value as Yaml;
 use std::path::Path;
@@ -214,6 +215,38 @@ impl DeadLetterQueue for SqliteDeadLetters {
 pub struct Target {
     pub rule: Rule,
     pub group: ConsumerGroup,
+    /// What receives the `TimerFired` events the rule matches, if the function takes timers.
+    pub timers: Option<Arc<dyn TimerHandler>>,
+}
+
+impl Target {
+    pub fn new(rule: Rule, group: ConsumerGroup) -> Self {
+        Target {
+            rule,
+            group,
+            timers: None,
+        }
+    }
+
+    pub fn with_timer_handler(mut self, handler: Arc<dyn TimerHandler>) -> Self {
+        self.timers = Some(handler);
+        self
+    }
+}
+
+/// A fired timer as EventBridge Scheduler puts it on the bus.
+pub fn timer_event(payload: &TimerPayload, time: chrono::DateTime<Utc>) -> Result<serde_json::Value, StoreError> {
+    Ok(serde_json::json!({
+        "version": "0",
+        "id": uuid::Uuid::new_v4().to_string(),
+        "detail-type": TIMER_FIRED,
+        "source": TIMER_SOURCE,
+        "account": LOCAL_ACCOUNT,
+        "region": LOCAL_REGION,
+        "time": time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "resources": [],
+        "detail": serde_json::to_value(payload).map_err(failed)?,
+    }))
 }
 
 /// The in-process bus.
@@ -318,6 +351,57 @@ impl LocalBus {
             .await
     }
 
+    /// Hands a fired timer to every target whose rule matches the `TimerFired`
+    /// event and that takes timers, retrying like events; a timer that keeps
+    /// failing is parked as a dead letter (the event, to redrive). Returns how
+    /// many targets received it.
+    pub async fn deliver_timer(&self, payload: &TimerPayload) -> Result<usize, StoreError> {
+        let event = timer_event(payload, payload.due_at)?;
+        let mut delivered = 0;
+        for target in &self.targets {
+            let Some(handler) = &target.timers else {
+                continue;
+            };
+            if !target.rule.pattern.matches(&event) {
+                continue;
+            }
+            let mut wait = self.first_backoff;
+            let mut last_error = None;
+            for attempt in 1..=self.attempts {
+                match handler.on_timer(payload).await {
+                    Ok(()) => {
+                        last_error = None;
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(target = %target.rule.target, attempt, timer = %payload.name, error = %e, "timer delivery failed");
+                        last_error = Some(e.to_string());
+                    }
+                }
+                if attempt < self.attempts {
+                    tokio::time::sleep(wait).await;
+                    wait *= 4;
+                }
+            }
+            if let Some(reason) = last_error {
+                self.dead_letters
+                    .park(DeadLetter {
+                        consumer: target.rule.target.clone(),
+                        reason,
+                        payload: event.clone(),
+                        failed_at: Utc::now(),
+                        attempts: self.attempts,
+                    })
+                    .await?;
+            }
+            delivered += 1;
+        }
+        if delivered == 0 {
+            tracing::debug!(timer = %payload.name, kind = ?payload.kind, "no target takes this timer");
+        }
+        Ok(delivered)
+    }
+
     /// Hands every stored event not yet delivered to each matching target;
     /// returns how many (target, event) pairs it went through.
     pub async fn run_once(&self) -> Result<usize, StoreError> {
@@ -371,6 +455,9 @@ impl LocalBus {
         let Some(stored) = self.dead_letters.list().await?.into_iter().find(|l| l.id == id) else {
             return Ok(false);
         };
+        if stored.letter.payload.get("source").and_then(serde_json::Value::as_str) == Some(TIMER_SOURCE) {
+            return self.redrive_timer(id, &stored).await;
+        }
         let event: EventEnvelope = serde_json::from_value(stored.letter.payload.clone())
             .map_err(|e| RedriveError::Unusable(format!("dead letter {id} holds no event: {e}")))?;
         let target = self
@@ -392,6 +479,26 @@ impl LocalBus {
                 outcome.parked
             )));
         }
+        self.dead_letters.remove(id).await?;
+        Ok(true)
+    }
+}
+
+impl LocalBus {
+    async fn redrive_timer(&self, id: i64, stored: &StoredDeadLetter) -> Result<bool, RedriveError> {
+        let detail = stored.letter.payload.get("detail").cloned().unwrap_or_default();
+        let payload: TimerPayload = serde_json::from_value(detail)
+            .map_err(|e| RedriveError::Unusable(format!("dead letter {id} holds no timer: {e}")))?;
+        let handler = self
+            .targets
+            .iter()
+            .find(|t| t.rule.target == stored.letter.consumer)
+            .and_then(|t| t.timers.clone())
+            .ok_or_else(|| RedriveError::Unusable(format!("no target {} takes timers", stored.letter.consumer)))?;
+        handler
+            .on_timer(&payload)
+            .await
+            .map_err(|e| RedriveError::Unusable(format!("dead letter {id} failed again: {e}")))?;
         self.dead_letters.remove(id).await?;
         Ok(true)
     }

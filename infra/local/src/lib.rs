@@ -3,11 +3,13 @@
 
 pub mod bus;
 pub mod db;
+pub mod dev;
 pub mod dlq;
 pub mod pattern_cli;
 pub mod read_models;
 pub mod runtime;
 pub mod serve;
 pub mod store;
+pub mod timers;
 
 pub use store::SqliteEventStore;

@@ -1,7 +1,7 @@
 //! The `crm-local` command: the local runtime and operator commands.
 
 use clap::{Parser, Subcommand};
-use crm_local::serve::{serve, ServeConfig};
+use crm_local::serve::{serve, ClockKind, ServeConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,6 +33,10 @@ enum Command {
         /// SAM template whose EventBridge rules route the local bus (default: the built-in template.yaml).
         #[arg(long)]
         template: Option<PathBuf>,
+        /// Clock for commands and timers: `system`, or `virtual` (starts at the real now; moved by
+        /// `POST /dev/clock/advance`).
+        #[arg(long, value_enum, default_value_t = ClockArg::System)]
+        clock: ClockArg,
     },
     /// Test an event against an EventBridge event pattern, like `aws events test-event-pattern`.
     ///
@@ -58,6 +62,12 @@ enum Command {
     },
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ClockArg {
+    System,
+    Virtual,
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -74,11 +84,16 @@ async fn main() -> ExitCode {
             data_dir,
             token,
             template,
+            clock,
         } => serve(ServeConfig {
             addr,
             data_dir,
             token,
             template,
+            clock: match clock {
+                ClockArg::System => ClockKind::System,
+                ClockArg::Virtual => ClockKind::Virtual,
+            },
         })
         .await
         .map_err(|e| e.to_string()),

@@ -5,9 +5,11 @@
 use crate::bus::{rules_from_template, LocalBus, RuleError, SqliteDeadLetters, Target};
 use crate::read_models::SqliteReadModels;
 use crate::store::SqliteEventStore;
+use crate::timers::SqliteScheduler;
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use crm_api::{router, AppState, Auth};
-use crm_core::clock::SystemClock;
+use crm_core::clock::{Clock, SystemClock, VirtualClock};
 use crm_core::consumer::ConsumerGroup;
 use crm_core::event::EventEnvelope;
 use crm_core::ports::*;
@@ -22,6 +24,18 @@ pub enum RuntimeError {
     Store(#[from] StoreError),
     #[error("template rules: {0}")]
     Rules(#[from] RuleError),
+    #[error("the runtime runs on the system clock; only a virtual clock can be advanced")]
+    NotVirtual,
+}
+
+/// Which clock the runtime (commands and timers) runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClockChoice {
+    /// The wall clock.
+    System,
+    /// A virtual clock starting at the given time, moved by [`LocalRuntime::advance`]
+    /// (or `POST /dev/clock/advance`).
+    Virtual(DateTime<Utc>),
 }
 
 /// The event store as the API uses it locally: every append wakes the bus.
@@ -61,12 +75,34 @@ pub struct LocalRuntime {
     pub events: Arc<SqliteEventStore>,
     pub docs: Arc<SqliteReadModels>,
     pub bus: Arc<LocalBus>,
+    /// The timer table, fired against `clock`.
+    pub scheduler: Arc<SqliteScheduler>,
+    pub clock: Arc<dyn Clock>,
+    /// The same clock when it is virtual, so it can be advanced.
+    pub virtual_clock: Option<Arc<VirtualClock>>,
     wake: Arc<Notify>,
 }
 
+/// Delivers every timer due at the clock's now, then removes it (only if it
+/// was not rescheduled meanwhile). A crash in between redelivers, which the
+/// receivers' `set_at_version` checks make harmless; nothing is lost.
+async fn fire_due(bus: &LocalBus, scheduler: &SqliteScheduler, clock: &dyn Clock) -> Result<usize, StoreError> {
+    let due = scheduler.due(clock.now()).await?;
+    for timer in &due {
+        bus.deliver_timer(timer).await?;
+        scheduler.remove_fired(timer).await?;
+    }
+    Ok(due.len())
+}
+
 impl LocalRuntime {
-    /// Opens the runtime over the database file `db`, with the rules of `template`.
+    /// Opens the runtime over the database file `db`, with the rules of `template`, on the system clock.
     pub fn open(db: &Path, template: &str) -> Result<Self, RuntimeError> {
+        Self::open_with_clock(db, template, ClockChoice::System)
+    }
+
+    /// Opens the runtime over the database file `db`, with the rules of `template`, on `clock`.
+    pub fn open_with_clock(db: &Path, template: &str, clock: ClockChoice) -> Result<Self, RuntimeError> {
         let events = Arc::new(SqliteEventStore::open(db)?);
         let docs = Arc::new(SqliteReadModels::open(db)?);
         let dead_letters: Arc<dyn DeadLetterQueue> = Arc::new(SqliteDeadLetters::open(db)?);
@@ -84,13 +120,23 @@ impl LocalRuntime {
                     continue;
                 }
             };
-            targets.push(Target { rule, group });
+            targets.push(Target::new(rule, group));
         }
         let bus = Arc::new(LocalBus::new(events.clone(), db, targets)?);
+        let (clock, virtual_clock): (Arc<dyn Clock>, _) = match clock {
+            ClockChoice::System => (Arc::new(SystemClock), None),
+            ClockChoice::Virtual(start) => {
+                let v = Arc::new(VirtualClock::starting_at(start));
+                (v.clone(), Some(v))
+            }
+        };
         Ok(LocalRuntime {
             events,
             docs,
             bus,
+            scheduler: Arc::new(SqliteScheduler::open(db)?),
+            clock,
+            virtual_clock,
             wake: Arc::new(Notify::new()),
         })
     }
@@ -108,15 +154,58 @@ impl LocalRuntime {
         let state = AppState::new(
             self.command_store(),
             self.docs.clone(),
-            Arc::new(SystemClock),
-            Auth::BearerToken(token),
+            self.clock.clone(),
+            Auth::BearerToken(token.clone()),
         )
         .with_health(self.bus.clone());
-        router(state)
+        let app = router(state);
+        match &self.virtual_clock {
+            Some(clock) => app.merge(crate::dev::clock_routes(clock.clone(), self.wake.clone(), token)),
+            None => app,
+        }
     }
 
-    /// Starts delivering in the background (woken by appends, polling as a fallback).
+    /// Delivers the timers due now (see [`fire_due`]); returns how many.
+    pub async fn fire_due_timers(&self) -> Result<usize, StoreError> {
+        fire_due(&self.bus, &self.scheduler, self.clock.as_ref()).await
+    }
+
+    /// Tests and demos: moves the virtual clock forward by `by`, then fires
+    /// what is due and settles the bus, until nothing more is due (a handler
+    /// may set a timer that is already due). Returns the new now.
+    pub async fn advance(&self, by: chrono::Duration) -> Result<DateTime<Utc>, RuntimeError> {
+        let clock = self.virtual_clock.as_ref().ok_or(RuntimeError::NotVirtual)?;
+        let now = clock.advance(by);
+        loop {
+            self.bus.settle().await?;
+            if self.fire_due_timers().await? == 0 {
+                break;
+            }
+        }
+        self.bus.settle().await?;
+        Ok(now)
+    }
+
+    /// Starts delivering in the background: stored events and due timers, on
+    /// every append (or dev clock move), and at least every 500 ms.
     pub fn spawn_bus(&self) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(self.bus.clone().run(self.wake.clone(), Duration::from_millis(500)))
+        let (bus, scheduler, clock, wake) = (
+            self.bus.clone(),
+            self.scheduler.clone(),
+            self.clock.clone(),
+            self.wake.clone(),
+        );
+        let poll = Duration::from_millis(500);
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = fire_due(&bus, &scheduler, clock.as_ref()).await {
+                    tracing::error!(error = %e, "firing timers failed; retrying");
+                }
+                if let Err(e) = bus.run_once().await {
+                    tracing::error!(error = %e, "local bus pass failed; retrying");
+                }
+                let _ = tokio::time::timeout(poll, wake.notified()).await;
+            }
+        })
     }
 }

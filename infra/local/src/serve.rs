@@ -1,7 +1,7 @@
 //! `crm-local serve`: the HTTP API over the SQLite store, on one machine.
 
 use crate::bus::BUILT_IN_TEMPLATE;
-use crate::runtime::{LocalRuntime, RuntimeError};
+use crate::runtime::{ClockChoice, LocalRuntime, RuntimeError};
 use crm_core::ports::StoreError;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,6 +14,17 @@ pub struct ServeConfig {
     pub token: Option<String>,
     /// A SAM template whose rules route the bus; `None`: the built-in one.
     pub template: Option<PathBuf>,
+    /// The system clock, or a virtual one (starting at the real now) moved
+    /// through `POST /dev/clock/advance`.
+    pub clock: ClockKind,
+}
+
+/// `crm-local serve --clock system|virtual`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ClockKind {
+    #[default]
+    System,
+    Virtual,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,7 +86,11 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         })?,
         None => BUILT_IN_TEMPLATE.to_string(),
     };
-    let runtime = LocalRuntime::open(&db, &template)?;
+    let clock = match config.clock {
+        ClockKind::System => ClockChoice::System,
+        ClockKind::Virtual => ClockChoice::Virtual(chrono::Utc::now()),
+    };
+    let runtime = LocalRuntime::open_with_clock(&db, &template, clock)?;
     let bus = runtime.spawn_bus();
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await
@@ -84,10 +99,20 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
             source,
         })?;
     let addr = listener.local_addr().map_err(ServeError::Server)?;
-    println!("crm-local is serving the CRM API");
-    println!("  url:   http://{addr}");
-    println!("  token: {token}");
-    println!("  data:  {}", db.display());
+    // One write: a reader that stops at the url line must not leave later lines
+    // to a closed pipe (println! would then panic).
+    let mut banner = format!(
+        "crm-local is serving the CRM API\n  url:   http://{addr}\n  token: {token}\n  data:  {}\n",
+        db.display()
+    );
+    if config.clock == ClockKind::Virtual {
+        banner.push_str("  clock: virtual (GET /dev/clock, POST /dev/clock/advance {\"minutes\": n})\n");
+    }
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(banner.as_bytes()).and_then(|()| out.flush());
+    }
     let served = axum::serve(listener, runtime.app(token))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;

@@ -2,4 +2,5 @@
 
 pub mod dynamodb;
 pub mod eventbridge;
+pub mod scheduler;
 pub mod sqs;

@@ -94,6 +94,14 @@ pub trait Scheduler: Send + Sync {
     async fn get(&self, name: &str) -> Result<Option<TimerPayload>, SchedulerError>;
 }
 
+/// A receiver of fired timers (the local bus hands `TimerFired` events to the
+/// targets that carry one). Timers can be redelivered: a receiver is idempotent,
+/// and ignores a timer that a newer state superseded (by `set_at_version`).
+#[async_trait]
+pub trait TimerHandler: Send + Sync {
+    async fn on_timer(&self, payload: &TimerPayload) -> Result<(), SchedulerError>;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

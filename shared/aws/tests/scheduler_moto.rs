@@ -1,0 +1,103 @@
+//! AWS wire tests: the EventBridge Scheduler adapter against the endpoint in
+//! `AWS_ENDPOINT_URL` (a moto server, started through
+//! `scripts/moto_server.py`). Every test gets a schedule group of its own.
+
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_scheduler::config::Credentials;
+use chrono::{DateTime, Duration, SubsecRound, Utc};
+use crm_aws::scheduler::{at_expression, EventBridgeScheduler};
+use crm_core::scheduler::{timer_name, Scheduler, TimerKind, TimerPayload};
+use uuid::Uuid;
+
+const BUS_ARN: &str = "arn:aws:events:us-east-1:123456789012:event-bus/crm-test";
+const ROLE_ARN: &str = "arn:aws:iam::123456789012:role/crm-test-scheduler";
+const DLQ_ARN: &str = "arn:aws:sqs:us-east-1:123456789012:crm-test-scheduler-dlq";
+
+async fn client() -> aws_sdk_scheduler::Client {
+    let endpoint = match std::env::var("AWS_ENDPOINT_URL") {
+        Ok(e) if !e.is_empty() => e,
+        _ => panic!(
+            "AWS_ENDPOINT_URL is not set: these are AWS wire tests and need a moto server \
+             (start `.venv/bin/python scripts/moto_server.py -H 127.0.0.1 -p 5055` with moto[server] \
+             installed, and set AWS_ENDPOINT_URL=http://127.0.0.1:5055)"
+        ),
+    };
+    let config = aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
+        .load()
+        .await;
+    aws_sdk_scheduler::Client::new(&config)
+}
+
+/// An adapter over a new schedule group (moto wants the group to exist).
+async fn fresh_scheduler() -> EventBridgeScheduler {
+    let client = client().await;
+    let group = format!("crm-test-{}", Uuid::now_v7().simple());
+    client
+        .create_schedule_group()
+        .name(&group)
+        .send()
+        .await
+        .expect("create the schedule group");
+    EventBridgeScheduler::new(client, group, BUS_ARN, ROLE_ARN, Some(DLQ_ARN.to_string()))
+}
+
+fn timer(stream: &str, due_at: DateTime<Utc>, version: u64) -> TimerPayload {
+    TimerPayload {
+        name: timer_name(TimerKind::CartInactivity, &[stream]),
+        kind: TimerKind::CartInactivity,
+        stream_id: stream.to_string(),
+        customer_id: Some("cus-1".into()),
+        // Schedules are to the second.
+        due_at: due_at.trunc_subsecs(0),
+        set_at_version: version,
+        data: serde_json::json!({ "minutes": 30 }),
+    }
+}
+
+#[tokio::test]
+async fn schedules_round_trip_and_replace() {
+    let scheduler = fresh_scheduler().await;
+    let due = Utc::now() + Duration::minutes(30);
+    let first = timer("cart-1", due, 3);
+    scheduler.schedule(first.clone()).await.expect("create");
+    assert_eq!(scheduler.get(&first.name).await.expect("get"), Some(first.clone()));
+
+    let raw = scheduler
+        .client
+        .get_schedule()
+        .name(&first.name)
+        .group_name(&scheduler.group)
+        .send()
+        .await
+        .expect("raw get");
+    assert_eq!(raw.schedule_expression(), Some(at_expression(first.due_at).as_str()));
+    let target = raw.target().expect("target");
+    assert_eq!(target.arn(), BUS_ARN);
+    assert_eq!(target.role_arn(), ROLE_ARN);
+    assert_eq!(target.dead_letter_config().and_then(|d| d.arn()), Some(DLQ_ARN));
+
+    // Same name again: replaced, not refused.
+    let second = timer("cart-1", due + Duration::minutes(15), 5);
+    scheduler.schedule(second.clone()).await.expect("replace");
+    let got = scheduler.get(&second.name).await.expect("get").expect("still there");
+    assert_eq!(got, second);
+    assert_ne!(got.due_at, first.due_at);
+    // And again: repeating is safe.
+    scheduler.schedule(second.clone()).await.expect("repeat");
+    assert_eq!(scheduler.get(&second.name).await.expect("get"), Some(second));
+}
+
+#[tokio::test]
+async fn cancel_deletes_and_missing_is_fine() {
+    let scheduler = fresh_scheduler().await;
+    let t = timer("cart-2", Utc::now() + Duration::hours(1), 1);
+    scheduler.schedule(t.clone()).await.expect("create");
+    scheduler.cancel(&t.name).await.expect("delete");
+    assert_eq!(scheduler.get(&t.name).await.expect("get"), None);
+    scheduler.cancel(&t.name).await.expect("delete again");
+    scheduler.cancel("crm-ci-never-set").await.expect("delete missing");
+    assert_eq!(scheduler.get("crm-ci-never-set").await.expect("get missing"), None);
+}
