@@ -80,7 +80,8 @@ async fn every_operation_answers_with_a_documented_status() {
         let mut url = path
             .replace("{id}", &id)
             .replace("{purpose}", "marketing")
-            .replace("{channel}", "email");
+            .replace("{channel}", "email")
+            .replace("{product}", "sku-1");
         let query: Vec<String> = op["parameters"]
             .as_sequence()
             .into_iter()
@@ -107,6 +108,20 @@ async fn every_operation_answers_with_a_documented_status() {
                     .expect("token")
                     .to_string();
                 example["token"] = Yaml::String(token);
+            }
+            Some("createCart") => {
+                example["customer_id"] = Yaml::String(id.clone());
+            }
+            // Cart routes act on a cart of the customer holding one item (sku-1).
+            Some("getCart" | "addCartItem" | "removeCartItem" | "checkoutCart") => {
+                let body = format!(r#"{{"customer_id":"{id}","currency":"EUR"}}"#);
+                let cart = api.call("POST", "/carts", Some(&body)).await;
+                assert_eq!(cart.status, 201, "{:?}", cart.body);
+                let cart_id = cart.body["id"].as_str().expect("cart id").to_string();
+                let item = r#"{"product_id":"sku-1","name":"Mug","quantity":1,"unit_price_minor":900}"#;
+                let added = api.call("POST", &format!("/carts/{cart_id}/items"), Some(item)).await;
+                assert_eq!(added.status, 200, "{:?}", added.body);
+                url = url.replacen(&id, &cart_id, 1);
             }
             Some("reactivateCustomer") => {
                 let off = api

@@ -4,6 +4,7 @@
 
 mod auth;
 mod body;
+mod carts;
 mod customers;
 mod problem;
 mod reads;
@@ -14,8 +15,10 @@ pub use problem::Problem;
 use axum::routing::{delete, get, post, put};
 use axum::Router;
 use crm_core::clock::Clock;
+use crm_core::commerce::CartService;
 use crm_core::customer::CustomerService;
 use crm_core::ports::{ConsumerHealth, EventStore, ReadModelStore};
+use crm_core::scheduler::Scheduler;
 use std::sync::Arc;
 
 /// The largest request body accepted (413 beyond it).
@@ -39,12 +42,20 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/customers/{id}/events"),
     ("GET", "/customers/{id}/timeline"),
     ("GET", "/customers/{id}/consents"),
+    ("POST", "/carts"),
+    ("GET", "/carts/{id}"),
+    ("POST", "/carts/{id}/items"),
+    ("DELETE", "/carts/{id}/items/{product}"),
+    ("POST", "/carts/{id}/checkout"),
 ];
 
 /// What every handler shares: built once per process.
 #[derive(Clone)]
 pub struct AppState {
     pub customers: Arc<CustomerService>,
+    pub carts: Arc<CartService>,
+    /// Where timers are set (the carts' inactivity timers).
+    pub scheduler: Arc<dyn Scheduler>,
     /// The projections the read routes answer from.
     pub read_models: Arc<dyn ReadModelStore>,
     /// Where `/health` learns the consumers' lag; `None` when it cannot.
@@ -57,14 +68,23 @@ impl AppState {
         store: Arc<dyn EventStore>,
         read_models: Arc<dyn ReadModelStore>,
         clock: Arc<dyn Clock>,
+        scheduler: Arc<dyn Scheduler>,
         auth: Auth,
     ) -> Self {
         AppState {
-            customers: Arc::new(CustomerService::new(store, clock)),
+            customers: Arc::new(CustomerService::new(store.clone(), clock.clone())),
+            carts: Arc::new(CartService::new(store, clock, scheduler.clone())),
+            scheduler,
             read_models,
             health: None,
             auth,
         }
+    }
+
+    /// Replaces the cart service (for example one with another inactivity period).
+    pub fn with_carts(mut self, carts: CartService) -> Self {
+        self.carts = Arc::new(carts);
+        self
     }
 
     pub fn with_health(mut self, health: Arc<dyn ConsumerHealth>) -> Self {
@@ -93,6 +113,11 @@ pub fn router(state: AppState) -> Router {
         .route("/customers/{id}/events", get(c::list_events))
         .route("/customers/{id}/timeline", get(reads::timeline))
         .route("/customers/{id}/consents", get(reads::consents))
+        .route("/carts", post(carts::create))
+        .route("/carts/{id}", get(carts::get_cart))
+        .route("/carts/{id}/items", post(carts::add_item))
+        .route("/carts/{id}/items/{product}", delete(carts::remove_item))
+        .route("/carts/{id}/checkout", post(carts::checkout))
         .fallback(problem::no_route)
         .method_not_allowed_fallback(problem::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

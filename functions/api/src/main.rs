@@ -4,6 +4,7 @@
 use aws_config::BehaviorVersion;
 use crm_api::{router, AppState, Auth};
 use crm_aws::dynamodb::{DynamoEventStore, DynamoReadModels};
+use crm_aws::scheduler::EventBridgeScheduler;
 use crm_core::clock::SystemClock;
 use std::sync::Arc;
 
@@ -19,14 +20,28 @@ async fn main() -> Result<(), lambda_http::Error> {
 
     let events_table = std::env::var("EVENTS_TABLE").map_err(|_| "EVENTS_TABLE is not set")?;
     let read_models_table = std::env::var("READ_MODELS_TABLE").map_err(|_| "READ_MODELS_TABLE is not set")?;
+    let schedule_group = std::env::var("SCHEDULE_GROUP").map_err(|_| "SCHEDULE_GROUP is not set")?;
+    let event_bus_arn = std::env::var("EVENT_BUS_ARN").map_err(|_| "EVENT_BUS_ARN is not set")?;
+    let scheduler_role_arn = std::env::var("SCHEDULER_ROLE_ARN").map_err(|_| "SCHEDULER_ROLE_ARN is not set")?;
+    let scheduler_dead_letter_arn = std::env::var("SCHEDULER_DEAD_LETTER_ARN")
+        .ok()
+        .filter(|v| !v.is_empty());
     let config = aws_config::load_defaults(BehaviorVersion::latest()).await;
     let client = aws_sdk_dynamodb::Client::new(&config);
     let store = DynamoEventStore::new(client.clone(), events_table);
     let read_models = DynamoReadModels::new(client, read_models_table);
+    let scheduler = EventBridgeScheduler::new(
+        aws_sdk_scheduler::Client::new(&config),
+        schedule_group,
+        event_bus_arn,
+        scheduler_role_arn,
+        scheduler_dead_letter_arn,
+    );
     let state = AppState::new(
         Arc::new(store),
         Arc::new(read_models),
         Arc::new(SystemClock),
+        Arc::new(scheduler),
         Auth::Gateway,
     );
     lambda_http::run(router(state)).await

@@ -155,6 +155,7 @@ impl LocalRuntime {
             self.command_store(),
             self.docs.clone(),
             self.clock.clone(),
+            self.scheduler.clone(),
             Auth::BearerToken(token.clone()),
         )
         .with_health(self.bus.clone());

@@ -1,0 +1,258 @@
+//! Cart routes: translate requests into cart commands and answers.
+
+use crate::auth::Principal;
+use crate::body::{parse_json, RawBody};
+use crate::problem::Problem;
+use crate::AppState;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use crm_core::commerce::{
+    cart::valid_product_id, AddItem, Cart, CartCommand, CartCommandError, CartError, CartExecuted, CreateCart,
+    RemoveItem,
+};
+use crm_core::event::{Actor, CommandMeta, EventEnvelope};
+use crm_core::idempotency::IdempotencyKey;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+
+/// The cart as the API shows it.
+pub fn cart_view(c: &Cart) -> Value {
+    json!({
+        "id": c.id,
+        "customer_id": c.customer_id,
+        "currency": c.currency,
+        "status": c.status,
+        "items": c.items,
+        "total_value_minor": c.total_value_minor(),
+        "version": c.version,
+        "created_at": c.created_at,
+        "updated_at": c.updated_at,
+    })
+}
+
+fn cart_id(raw: &str) -> Result<String, Problem> {
+    Uuid::parse_str(raw)
+        .map(|u| u.to_string())
+        .map_err(|_| Problem::not_found("cart not found"))
+}
+
+fn idempotency(
+    headers: &HeaderMap,
+    principal: &Principal,
+    method: &Method,
+    uri: &Uri,
+    body: &[u8],
+) -> Result<Option<IdempotencyKey>, Problem> {
+    let Some(raw) = headers.get(IDEMPOTENCY_HEADER) else {
+        return Ok(None);
+    };
+    let key = raw
+        .to_str()
+        .ok()
+        .filter(|k| IdempotencyKey::is_valid_client_key(k))
+        .ok_or_else(|| {
+            Problem::malformed("Idempotency-Key must be 1 to 255 printable ASCII characters")
+                .with_field("Idempotency-Key")
+        })?;
+    Ok(Some(IdempotencyKey::new(
+        &principal.0,
+        key,
+        method.as_str(),
+        &uri.to_string(),
+        body,
+    )))
+}
+
+/// Runs a command and answers with `status` and the cart's view (or, for a
+/// replayed request, the first answer).
+async fn run(
+    state: &AppState,
+    id: &str,
+    command: CartCommand,
+    principal: &Principal,
+    idempotency: Option<IdempotencyKey>,
+    status: StatusCode,
+) -> Result<Response, Problem> {
+    let meta = CommandMeta::new(Actor::api(&principal.0));
+    let respond = move |c: &Cart, _events: &[EventEnvelope]| (status.as_u16(), cart_view(c));
+    let executed = state
+        .carts
+        .execute(id, &command, &meta, idempotency.as_ref(), &respond)
+        .await?;
+    let (status, body, replayed) = match executed {
+        CartExecuted::Applied { status, body, .. } => (status, body, false),
+        CartExecuted::Replayed { status, body } => (status, body, true),
+    };
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    let mut response = (status, axum::Json(&body)).into_response();
+    if status == StatusCode::CREATED {
+        if let Some(location) = body
+            .get("id")
+            .and_then(Value::as_str)
+            .and_then(|id| HeaderValue::from_str(&format!("/carts/{id}")).ok())
+        {
+            response.headers_mut().insert(header::LOCATION, location);
+        }
+    }
+    if replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Result<Response, Problem> {
+    let mut command: CreateCart = parse_json(&body)?;
+    let key = idempotency(&headers, &principal, &method, &uri, &body)?;
+    // The customer must exist, as the write side knows it.
+    let customer = Uuid::parse_str(command.customer_id.trim())
+        .map_err(|_| Problem::invalid("customer_id", "is not a customer id"))?
+        .to_string();
+    if state.customers.load(&customer).await?.is_none() {
+        return Err(Problem::invalid("customer_id", "no such customer"));
+    }
+    command.customer_id = customer;
+    let id = Uuid::now_v7().to_string();
+    run(
+        &state,
+        &id,
+        CartCommand::Create(command),
+        &principal,
+        key,
+        StatusCode::CREATED,
+    )
+    .await
+}
+
+pub async fn add_item(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Result<Response, Problem> {
+    let id = cart_id(&id)?;
+    let command: AddItem = parse_json(&body)?;
+    let key = idempotency(&headers, &principal, &method, &uri, &body)?;
+    run(
+        &state,
+        &id,
+        CartCommand::AddItem(command),
+        &principal,
+        key,
+        StatusCode::OK,
+    )
+    .await
+}
+
+pub async fn remove_item(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path((id, product)): Path<(String, String)>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let id = cart_id(&id)?;
+    if !valid_product_id(&product) {
+        return Err(Problem::not_found(format!("product {product} is not in the cart")).with_field("product_id"));
+    }
+    let key = idempotency(&headers, &principal, &method, &uri, b"")?;
+    let command = CartCommand::RemoveItem(RemoveItem { product_id: product });
+    run(&state, &id, command, &principal, key, StatusCode::OK).await
+}
+
+/// An empty JSON object, for commands without a payload (an empty body is fine too).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoPayload {}
+
+pub async fn checkout(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Result<Response, Problem> {
+    let id = cart_id(&id)?;
+    if !body.iter().all(u8::is_ascii_whitespace) {
+        parse_json::<NoPayload>(&body)?;
+    }
+    let key = idempotency(&headers, &principal, &method, &uri, &body)?;
+    run(&state, &id, CartCommand::StartCheckout, &principal, key, StatusCode::OK).await
+}
+
+pub async fn get_cart(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, Problem> {
+    let id = cart_id(&id)?;
+    match state.carts.load(&id).await? {
+        Some(cart) => Ok(axum::Json(cart_view(&cart)).into_response()),
+        None => Err(Problem::not_found("cart not found")),
+    }
+}
+
+impl From<CartCommandError> for Problem {
+    fn from(e: CartCommandError) -> Self {
+        match e {
+            CartCommandError::Rejected(CartError::Invalid { field, message }) => Problem::invalid(field, message),
+            CartCommandError::Rejected(CartError::NotFound) => Problem::not_found("cart not found"),
+            CartCommandError::Rejected(CartError::ItemNotFound(product)) => {
+                Problem::not_found(format!("product {product} is not in the cart")).with_field("product_id")
+            }
+            CartCommandError::Rejected(CartError::Conflict { field, message }) => Problem::conflict(field, message),
+            CartCommandError::IdempotencyKeyReused => {
+                Problem::invalid("Idempotency-Key", "this key was already used for a different request")
+            }
+            CartCommandError::Contended { attempts } => {
+                let mut p = Problem::conflict(
+                    None,
+                    format!("the cart kept changing concurrently ({attempts} attempts); retry the request"),
+                );
+                p.headers.push((header::RETRY_AFTER, HeaderValue::from_static("1")));
+                p
+            }
+            CartCommandError::TooLarge(detail) => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "command-too-large",
+                "Command too large",
+                detail,
+            ),
+            CartCommandError::Store(e) => e.into(),
+            CartCommandError::Codec(e) => {
+                tracing::error!(error = %e, "stored event unreadable");
+                Problem::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "Internal error",
+                    "a stored event could not be read",
+                )
+            }
+            CartCommandError::Timer(e) => {
+                tracing::warn!(error = %e, "cart inactivity timer not set");
+                let mut p = Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "Service unavailable",
+                    "the cart's inactivity timer could not be set; retry the request (with the same Idempotency-Key)",
+                );
+                p.headers.push((header::RETRY_AFTER, HeaderValue::from_static("1")));
+                p
+            }
+        }
+    }
+}
