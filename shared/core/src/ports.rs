@@ -162,6 +162,18 @@ pub trait EventStore: Send + Sync {
 /// less room for reservations and a receipt).
 pub const MAX_EVENTS_PER_APPEND: usize = 90;
 
+/// Refuses, before any write, an append of more than
+/// [`MAX_EVENTS_PER_APPEND`] events (every adapter checks this first).
+pub fn check_append_size(request: &AppendRequest) -> Result<(), AppendError> {
+    if request.events.len() > MAX_EVENTS_PER_APPEND {
+        return Err(AppendError::TooLarge(format!(
+            "{} events in one append (at most {MAX_EVENTS_PER_APPEND})",
+            request.events.len()
+        )));
+    }
+    Ok(())
+}
+
 /// What the bus said about one entry of a `put`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PublishOutcome {
@@ -242,6 +254,18 @@ pub enum CommitError {
 /// The most operations one read-model commit may carry (DynamoDB's
 /// transaction limit less the checkpoint item).
 pub const MAX_OPS_PER_COMMIT: usize = 99;
+
+/// Refuses, before any write, a read-model commit of more than
+/// [`MAX_OPS_PER_COMMIT`] operations (every adapter checks this first).
+pub fn check_commit_size(ops: &[ReadOp]) -> Result<(), CommitError> {
+    if ops.len() > MAX_OPS_PER_COMMIT {
+        return Err(CommitError::TooLarge(format!(
+            "{} operations in one commit (at most {MAX_OPS_PER_COMMIT})",
+            ops.len()
+        )));
+    }
+    Ok(())
+}
 
 /// Read models (projections): documents plus a checkpoint per
 /// (consumer, stream), the checkpoint always written in the same atomic write
