@@ -6,7 +6,7 @@ use axum::http::{Request, StatusCode};
 use axum::Router;
 use crm_core::ports::EventStore;
 use crm_local::bus::BUILT_IN_TEMPLATE;
-use crm_local::runtime::LocalRuntime;
+use crm_local::runtime::{ClockChoice, LocalRuntime};
 use crm_local::SqliteEventStore;
 use http_body_util::BodyExt;
 use std::sync::Arc;
@@ -43,8 +43,18 @@ impl Answer {
 
 impl TestApi {
     pub fn new() -> Self {
+        Self::with_clock(ClockChoice::System)
+    }
+
+    /// The API on a virtual clock starting at `start` (move it with `runtime.advance`).
+    pub fn at(start: chrono::DateTime<chrono::Utc>) -> Self {
+        Self::with_clock(ClockChoice::Virtual(start))
+    }
+
+    fn with_clock(clock: ClockChoice) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let runtime = LocalRuntime::open(&dir.path().join("crm.db"), BUILT_IN_TEMPLATE).expect("open runtime");
+        let runtime =
+            LocalRuntime::open_with_clock(&dir.path().join("crm.db"), BUILT_IN_TEMPLATE, clock).expect("open runtime");
         let app = runtime.app(TOKEN.to_string());
         TestApi {
             app,

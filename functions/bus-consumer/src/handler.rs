@@ -13,7 +13,7 @@
 //!   safe; when the retries run out, the rule's dead-letter queue keeps it.
 
 use chrono::{DateTime, Utc};
-use crm_core::consumer::{ConsumeError, ConsumerGroup};
+use crm_core::consumer::{ConsumeError, EventHandler};
 use crm_core::event::EventEnvelope;
 use crm_core::ports::{DeadLetter, DeadLetterQueue, StoreError};
 use lambda_runtime::{Diagnostic, LambdaEvent};
@@ -99,7 +99,7 @@ pub fn decode(event: &Value) -> Result<EventEnvelope, Unusable> {
 /// `dead_letters` takes events without a usable envelope.
 pub async fn handle(
     event: LambdaEvent<Value>,
-    group: &ConsumerGroup,
+    group: &dyn EventHandler,
     dead_letters: &dyn DeadLetterQueue,
 ) -> Result<Handled, HandlerError> {
     handle_at(event.payload, group, dead_letters, Utc::now()).await
@@ -107,7 +107,7 @@ pub async fn handle(
 
 async fn handle_at(
     payload: Value,
-    group: &ConsumerGroup,
+    group: &dyn EventHandler,
     dead_letters: &dyn DeadLetterQueue,
     now: DateTime<Utc>,
 ) -> Result<Handled, HandlerError> {
@@ -117,14 +117,14 @@ async fn handle_at(
             let reason = unusable.to_string();
             let bus_event_id = payload.get("id").and_then(Value::as_str).unwrap_or("-");
             tracing::error!(
-                function = group.name,
+                function = group.name(),
                 bus_event_id,
                 reason = %reason,
                 "unusable bus event parked"
             );
             dead_letters
                 .park(DeadLetter {
-                    consumer: group.name.to_string(),
+                    consumer: group.name().to_string(),
                     reason: reason.clone(),
                     payload,
                     failed_at: now,
@@ -138,7 +138,7 @@ async fn handle_at(
     match group.handle(&envelope, now).await {
         Ok(outcome) => {
             tracing::info!(
-                function = group.name,
+                function = group.name(),
                 event_id = %envelope.event_id,
                 stream_id = %envelope.stream_id,
                 version = envelope.version,
@@ -158,7 +158,7 @@ async fn handle_at(
         }
         Err(error) => {
             tracing::warn!(
-                function = group.name,
+                function = group.name(),
                 event_id = %envelope.event_id,
                 stream_id = %envelope.stream_id,
                 version = envelope.version,

@@ -9,7 +9,7 @@ use crate::store::SqliteEventStore;
 use async_trait::async_trait;
 use chrono::Utc;
 use crm_core::bus::BusEntry;
-use crm_core::consumer::ConsumerGroup;
+use crm_core::consumer::EventHandler;
 use crm_core::event::EventEnvelope;
 use crm_core::pattern::EventPattern;
 use crm_core::ports::{ConsumerHealth, ConsumerStatus, DeadLetter, DeadLetterQueue, StoreError};
@@ -214,13 +214,17 @@ impl DeadLetterQueue for SqliteDeadLetters {
 /// One destination of the bus: a function's rule and the consumers it hosts.
 pub struct Target {
     pub rule: Rule,
-    pub group: ConsumerGroup,
+    pub group: Arc<dyn EventHandler>,
     /// What receives the `TimerFired` events the rule matches, if the function takes timers.
     pub timers: Option<Arc<dyn TimerHandler>>,
 }
 
 impl Target {
-    pub fn new(rule: Rule, group: ConsumerGroup) -> Self {
+    pub fn new(rule: Rule, group: impl EventHandler + 'static) -> Self {
+        Self::with_handler(rule, Arc::new(group))
+    }
+
+    pub fn with_handler(rule: Rule, group: Arc<dyn EventHandler>) -> Self {
         Target {
             rule,
             group,

@@ -10,8 +10,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use crm_api::{router, AppState, Auth};
 use crm_core::clock::{Clock, SystemClock, VirtualClock};
+use crm_core::commerce::CartService;
 use crm_core::consumer::ConsumerGroup;
 use crm_core::event::EventEnvelope;
+use crm_core::journey::campaigns::{shipped_catalog, CampaignHandler};
+use crm_core::journey::engine::JourneyEngine;
 use crm_core::ports::*;
 use std::path::Path;
 use std::sync::Arc;
@@ -26,6 +29,8 @@ pub enum RuntimeError {
     Rules(#[from] RuleError),
     #[error("the runtime runs on the system clock; only a virtual clock can be advanced")]
     NotVirtual,
+    #[error("shipped campaigns: {0}")]
+    Campaigns(String),
 }
 
 /// Which clock the runtime (commands and timers) runs on.
@@ -106,12 +111,33 @@ impl LocalRuntime {
         let events = Arc::new(SqliteEventStore::open(db)?);
         let docs = Arc::new(SqliteReadModels::open(db)?);
         let dead_letters: Arc<dyn DeadLetterQueue> = Arc::new(SqliteDeadLetters::open(db)?);
+        let (clock, virtual_clock): (Arc<dyn Clock>, _) = match clock {
+            ClockChoice::System => (Arc::new(SystemClock), None),
+            ClockChoice::Virtual(start) => {
+                let v = Arc::new(VirtualClock::starting_at(start));
+                (v.clone(), Some(v))
+            }
+        };
+        let wake = Arc::new(Notify::new());
+        let scheduler = Arc::new(SqliteScheduler::open(db)?);
+        // What the local functions append must wake the bus like the API's appends.
+        let waking: Arc<dyn EventStore> = Arc::new(WakingEventStore {
+            inner: events.clone(),
+            wake: wake.clone(),
+        });
         let mut targets = Vec::new();
         for rule in rules_from_template(template)? {
             let (store, read): (Arc<dyn EventStore>, Arc<dyn ReadModelStore>) = (events.clone(), docs.clone());
-            let group = match rule.target.as_str() {
-                "projector" => ConsumerGroup::projector(store, read, dead_letters.clone()),
-                "consent" => ConsumerGroup::consent(store, read, dead_letters.clone()),
+            let target = match rule.target.as_str() {
+                "projector" => Target::new(rule, ConsumerGroup::projector(store, read, dead_letters.clone())),
+                "consent" => Target::new(rule, ConsumerGroup::consent(store, read, dead_letters.clone())),
+                "campaign" => {
+                    let catalog = Arc::new(shipped_catalog().map_err(RuntimeError::Campaigns)?);
+                    let engine = JourneyEngine::new(waking.clone(), read, scheduler.clone(), catalog, clock.clone());
+                    let carts = CartService::new(waking.clone(), clock.clone(), scheduler.clone());
+                    let handler = Arc::new(CampaignHandler::new(engine, carts, dead_letters.clone()));
+                    Target::with_handler(rule, handler.clone()).with_timer_handler(handler)
+                }
                 other => {
                     tracing::warn!(
                         target = other,
@@ -120,24 +146,17 @@ impl LocalRuntime {
                     continue;
                 }
             };
-            targets.push(Target::new(rule, group));
+            targets.push(target);
         }
         let bus = Arc::new(LocalBus::new(events.clone(), db, targets)?);
-        let (clock, virtual_clock): (Arc<dyn Clock>, _) = match clock {
-            ClockChoice::System => (Arc::new(SystemClock), None),
-            ClockChoice::Virtual(start) => {
-                let v = Arc::new(VirtualClock::starting_at(start));
-                (v.clone(), Some(v))
-            }
-        };
         Ok(LocalRuntime {
             events,
             docs,
             bus,
-            scheduler: Arc::new(SqliteScheduler::open(db)?),
+            scheduler,
             clock,
             virtual_clock,
-            wake: Arc::new(Notify::new()),
+            wake,
         })
     }
 

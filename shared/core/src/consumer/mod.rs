@@ -307,3 +307,41 @@ impl ConsumerGroup {
         Ok(outcome)
     }
 }
+
+/// Whatever a bus target hands stored events to: a group of projections, or
+/// the journey engine.
+#[async_trait]
+pub trait EventHandler: Send + Sync {
+    /// The function's name: `projector`, `consent`, `campaign`.
+    fn name(&self) -> &'static str;
+
+    /// The names dead letters of this handler carry.
+    fn consumer_names(&self) -> Vec<&'static str>;
+
+    /// Handles one event; a poison event is parked (and reported in the
+    /// outcome), a retryable failure is returned.
+    async fn handle(
+        &self,
+        event: &EventEnvelope,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<GroupOutcome, ConsumeError>;
+}
+
+#[async_trait]
+impl EventHandler for ConsumerGroup {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn consumer_names(&self) -> Vec<&'static str> {
+        ConsumerGroup::consumer_names(self)
+    }
+
+    async fn handle(
+        &self,
+        event: &EventEnvelope,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<GroupOutcome, ConsumeError> {
+        ConsumerGroup::handle(self, event, now).await
+    }
+}

@@ -132,6 +132,11 @@ impl JourneyEngine {
         }
     }
 
+    /// The engine's "now".
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.clock.now()
+    }
+
     /// The customer's instances, as the index has them.
     pub async fn instances_of(&self, customer_id: &str) -> Result<Vec<IndexedInstance>, StoreError> {
         self.docs

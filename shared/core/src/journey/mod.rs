@@ -7,6 +7,7 @@
 //! - [`templates`]: the template registry,
 //! - [`instance`]: a journey instance as a pure state machine.
 
+pub mod campaigns;
 pub mod condition;
 pub mod definition;
 pub mod duration;

@@ -1,0 +1,178 @@
+//! The campaign function's application service: stored events go to the
+//! journey engine; fired timers go to the journey they belong to or, for cart
+//! inactivity, to the cart service. Also the shipped campaigns.
+
+use super::definition::Campaign;
+use super::engine::{EngineError, FixedCatalog, JourneyEngine};
+use crate::commerce::CartService;
+use crate::consumer::{ConsumeError, EventHandler, GroupOutcome};
+use crate::event::EventEnvelope;
+use crate::ports::{DeadLetter, DeadLetterQueue};
+use crate::scheduler::{SchedulerError, TimerHandler, TimerKind, TimerPayload};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use std::sync::Arc;
+
+/// The campaigns under `campaigns/`, built in.
+pub const SHIPPED: &[(&str, &str)] = &[
+    (
+        "abandoned-cart",
+        include_str!("../../../../campaigns/abandoned-cart.yaml"),
+    ),
+    (
+        "browse-abandonment",
+        include_str!("../../../../campaigns/browse-abandonment.yaml"),
+    ),
+    (
+        "checkout-abandonment",
+        include_str!("../../../../campaigns/checkout-abandonment.yaml"),
+    ),
+    ("cross-sell", include_str!("../../../../campaigns/cross-sell.yaml")),
+    (
+        "email-verification",
+        include_str!("../../../../campaigns/email-verification.yaml"),
+    ),
+    (
+        "order-confirmation",
+        include_str!("../../../../campaigns/order-confirmation.yaml"),
+    ),
+    (
+        "payment-failed-recovery",
+        include_str!("../../../../campaigns/payment-failed-recovery.yaml"),
+    ),
+    (
+        "replenishment",
+        include_str!("../../../../campaigns/replenishment.yaml"),
+    ),
+    (
+        "review-request",
+        include_str!("../../../../campaigns/review-request.yaml"),
+    ),
+    ("shipping", include_str!("../../../../campaigns/shipping.yaml")),
+    ("welcome", include_str!("../../../../campaigns/welcome.yaml")),
+];
+
+/// The shipped campaigns, loaded and validated.
+pub fn shipped_catalog() -> Result<FixedCatalog, String> {
+    let mut campaigns = Vec::new();
+    for (name, text) in SHIPPED {
+        let c = Campaign::from_yaml(text).map_err(|errors| {
+            let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            format!("campaigns/{name}.yaml: {}", list.join("; "))
+        })?;
+        campaigns.push(c);
+    }
+    Ok(FixedCatalog::new(campaigns))
+}
+
+/// What the campaign function hosts.
+pub struct CampaignHandler {
+    engine: JourneyEngine,
+    carts: CartService,
+    dead_letters: Arc<dyn DeadLetterQueue>,
+}
+
+const NAME: &str = "campaign";
+
+impl CampaignHandler {
+    pub fn new(engine: JourneyEngine, carts: CartService, dead_letters: Arc<dyn DeadLetterQueue>) -> Self {
+        CampaignHandler {
+            engine,
+            carts,
+            dead_letters,
+        }
+    }
+
+    pub fn engine(&self) -> &JourneyEngine {
+        &self.engine
+    }
+}
+
+#[async_trait]
+impl EventHandler for CampaignHandler {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn consumer_names(&self) -> Vec<&'static str> {
+        vec![NAME]
+    }
+
+    async fn handle(&self, event: &EventEnvelope, now: DateTime<Utc>) -> Result<GroupOutcome, ConsumeError> {
+        let mut outcome = GroupOutcome {
+            applied: Vec::new(),
+            duplicates: Vec::new(),
+            parked: Vec::new(),
+        };
+        match self.engine.on_event(event).await {
+            Ok(_) => outcome.applied.push(NAME),
+            Err(EngineError::Retry(message)) => {
+                return Err(ConsumeError::Retryable {
+                    consumer: NAME,
+                    message,
+                })
+            }
+            Err(EngineError::Poison(reason)) => {
+                tracing::error!(event_id = %event.event_id, %reason, "journey engine parked an event");
+                self.dead_letters
+                    .park(DeadLetter {
+                        consumer: NAME.into(),
+                        reason,
+                        payload: serde_json::to_value(event).unwrap_or_default(),
+                        failed_at: now,
+                        attempts: 1,
+                    })
+                    .await
+                    .map_err(|e| ConsumeError::Retryable {
+                        consumer: NAME,
+                        message: e.to_string(),
+                    })?;
+                outcome.parked.push(NAME);
+            }
+        }
+        Ok(outcome)
+    }
+}
+
+#[async_trait]
+impl TimerHandler for CampaignHandler {
+    async fn on_timer(&self, payload: &TimerPayload) -> Result<(), SchedulerError> {
+        match payload.kind {
+            TimerKind::JourneyWait => match self.engine.on_timer(payload).await {
+                Ok(_) => Ok(()),
+                Err(EngineError::Retry(m)) => Err(SchedulerError::Unavailable(m)),
+                Err(EngineError::Poison(m)) => Err(SchedulerError::Refused(m)),
+            },
+            TimerKind::CartInactivity => {
+                let now = self.engine.now();
+                match self.carts.on_inactivity_timer(payload, now).await {
+                    Ok(_) => Ok(()),
+                    Err(e) if e.is_retryable() => Err(SchedulerError::Unavailable(e.to_string())),
+                    Err(e) => Err(SchedulerError::Refused(e.to_string())),
+                }
+            }
+            // Other timers belong to other functions.
+            TimerKind::MessageDeferral | TimerKind::PaymentRetry => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_shipped_campaign_is_built_in_and_loads() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../campaigns");
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.retain(|f| f.ends_with(".yaml"));
+        files.sort();
+        let built_in: Vec<String> = super::SHIPPED.iter().map(|(n, _)| format!("{n}.yaml")).collect();
+        assert_eq!(built_in, files);
+        assert!(super::shipped_catalog().is_ok());
+    }
+}

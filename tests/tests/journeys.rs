@@ -1,0 +1,176 @@
+//! Journeys end to end through the local runtime on a virtual clock: cart
+//! abandonment, the abandoned-cart campaign's reminder, an exit mid-wait,
+//! exactly-once starts, and the explain chain.
+
+use chrono::{DateTime, Duration, Utc};
+use crm_core::journey::explain::explain;
+use crm_core::ports::{AppendRequest, EventStore, ExpectedVersion};
+use crm_tests::{registration, TestApi};
+use serde_json::{json, Value};
+
+fn start() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-11-23T09:00:00Z")
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_default()
+}
+
+async fn all_events(api: &TestApi) -> Vec<crm_core::event::EventEnvelope> {
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = api.store.read_all(cursor.as_deref(), 1000).await.expect("read all");
+        out.extend(page.events);
+        match page.next {
+            Some(n) => cursor = Some(n),
+            None => return out,
+        }
+    }
+}
+
+async fn of_type(api: &TestApi, event_type: &str) -> Vec<crm_core::event::EventEnvelope> {
+    all_events(api)
+        .await
+        .into_iter()
+        .filter(|e| e.event_type == event_type)
+        .collect()
+}
+
+/// The messages the abandoned-cart campaign asked for.
+async fn cart_messages(api: &TestApi) -> Vec<crm_core::event::EventEnvelope> {
+    of_type(api, "MessageRequested")
+        .await
+        .into_iter()
+        .filter(|e| e.data["campaign_id"] == "abandoned-cart")
+        .collect()
+}
+
+async fn advance(api: &TestApi, minutes: i64) {
+    api.runtime
+        .advance(Duration::minutes(minutes))
+        .await
+        .expect("advance the virtual clock");
+}
+
+#[tokio::test]
+async fn abandoned_cart_reminds_once_after_the_wait_and_an_order_ends_the_journey() {
+    let api = TestApi::at(start());
+    let customer = api
+        .call("POST", "/customers", Some(&registration("shopper@example.com")))
+        .await;
+    assert_eq!(customer.status, 201, "{:?}", customer.body);
+    let customer_id = customer.body["id"].as_str().expect("id").to_string();
+
+    let cart = api
+        .call(
+            "POST",
+            "/carts",
+            Some(&json!({ "customer_id": customer_id, "currency": "EUR" }).to_string()),
+        )
+        .await;
+    assert_eq!(cart.status, 201, "{:?}", cart.body);
+    let cart_id = cart.body["id"].as_str().expect("cart id").to_string();
+    let add = |product: &str, price: i64| {
+        json!({ "product_id": product, "name": product, "quantity": 1, "unit_price_minor": price }).to_string()
+    };
+    assert_eq!(
+        api.call("POST", &format!("/carts/{cart_id}/items"), Some(&add("lamp", 4000)))
+            .await
+            .status,
+        200
+    );
+
+    // Activity 30 minutes later resets the inactivity timer.
+    advance(&api, 30).await;
+    assert_eq!(
+        api.call("POST", &format!("/carts/{cart_id}/items"), Some(&add("shade", 2500)))
+            .await
+            .status,
+        200
+    );
+    advance(&api, 59).await;
+    assert!(
+        of_type(&api, "CartAbandoned").await.is_empty(),
+        "59 minutes after the last activity: still open"
+    );
+    advance(&api, 1).await;
+    let abandoned = of_type(&api, "CartAbandoned").await;
+    assert_eq!(abandoned.len(), 1, "abandoned 60 minutes after the last activity");
+    assert_eq!(abandoned[0].data["total_value_minor"], 6500);
+
+    // The campaign waits an hour, then asks for exactly one reminder.
+    advance(&api, 59).await;
+    assert!(cart_messages(&api).await.is_empty());
+    advance(&api, 1).await;
+    let requested = cart_messages(&api).await;
+    assert_eq!(
+        requested.len(),
+        1,
+        "one reminder, 60 + 60 minutes after the last activity"
+    );
+    assert_eq!(requested[0].data["template"], "abandoned-cart-reminder");
+    assert_eq!(requested[0].occurred_at, start() + Duration::minutes(30 + 60 + 60));
+    let message_id = requested[0].data["message_id"]
+        .as_str()
+        .expect("message id")
+        .to_string();
+
+    // An order during the 24 h wait ends the journey at once and deletes its schedule.
+    advance(&api, 180).await;
+    // (Orders get their own aggregate with the commerce issue; the event is what matters here.)
+    let order_id = uuid::Uuid::now_v7();
+    let order = crm_core::event::EventEnvelope {
+        event_id: order_id,
+        stream_id: format!("order-{order_id}"),
+        version: 0,
+        event_type: "OrderPlaced".into(),
+        schema_version: 1,
+        customer_id: Some(customer_id.clone()),
+        occurred_at: start() + Duration::minutes(300),
+        recorded_at: start() + Duration::minutes(300),
+        causation_id: None,
+        correlation_id: order_id,
+        actor: "api:test".into(),
+        data: json!({ "order_id": order_id, "cart_id": cart_id }),
+    };
+    api.runtime
+        .command_store()
+        .append(AppendRequest {
+            stream_id: order.stream_id.clone(),
+            expected: ExpectedVersion::NoStream,
+            events: vec![order],
+            reservations: vec![],
+            receipt: None,
+        })
+        .await
+        .expect("order placed");
+    api.runtime.bus.settle().await.expect("settle");
+    let exited: Vec<_> = of_type(&api, "JourneyExited")
+        .await
+        .into_iter()
+        .filter(|e| e.data["rule"] == "order-placed")
+        .collect();
+    assert_eq!(exited.len(), 1);
+    assert_eq!(
+        exited[0].stream_id,
+        format!("journey-{}", requested[0].data["instance_id"].as_str().unwrap_or(""))
+    );
+    advance(&api, 24 * 60).await;
+    assert_eq!(cart_messages(&api).await.len(), 1, "no final offer");
+    // Meanwhile the registration's own journey asked for the verification email.
+    assert!(of_type(&api, "MessageRequested")
+        .await
+        .iter()
+        .any(|e| e.data["template"] == "email-verification"));
+
+    // Why was the reminder sent?
+    let why = explain(api.store.as_ref(), api.runtime.docs.as_ref(), &message_id)
+        .await
+        .expect("explain")
+        .expect("known");
+    let chain: Vec<(&str, &str)> = why.chain.iter().map(|l| (l.role, l.event_type.as_str())).collect();
+    assert_eq!(chain[0], ("message", "MessageRequested"));
+    assert!(chain.contains(&("trigger", "CartAbandoned")), "{chain:?}");
+    assert!(chain.contains(&("history", "ItemAddedToCart")), "{chain:?}");
+    assert_eq!(why.campaign, "abandoned-cart@1");
+    let _: Value = json!(why);
+}
