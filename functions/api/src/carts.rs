@@ -2,6 +2,7 @@
 
 use crate::auth::Principal;
 use crate::body::{parse_json, RawBody};
+use crate::customers::{answer, idempotency, no_payload};
 use crate::problem::Problem;
 use crate::AppState;
 use axum::extract::{Path, State};
@@ -16,8 +17,6 @@ use crm_core::event::{Actor, CommandMeta, EventEnvelope};
 use crm_core::idempotency::IdempotencyKey;
 use serde_json::{json, Value};
 use uuid::Uuid;
-
-const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 
 /// The cart as the API shows it.
 pub fn cart_view(c: &Cart) -> Value {
@@ -40,33 +39,6 @@ fn cart_id(raw: &str) -> Result<String, Problem> {
         .map_err(|_| Problem::not_found("cart not found"))
 }
 
-fn idempotency(
-    headers: &HeaderMap,
-    principal: &Principal,
-    method: &Method,
-    uri: &Uri,
-    body: &[u8],
-) -> Result<Option<IdempotencyKey>, Problem> {
-    let Some(raw) = headers.get(IDEMPOTENCY_HEADER) else {
-        return Ok(None);
-    };
-    let key = raw
-        .to_str()
-        .ok()
-        .filter(|k| IdempotencyKey::is_valid_client_key(k))
-        .ok_or_else(|| {
-            Problem::malformed("Idempotency-Key must be 1 to 255 printable ASCII characters")
-                .with_field("Idempotency-Key")
-        })?;
-    Ok(Some(IdempotencyKey::new(
-        &principal.0,
-        key,
-        method.as_str(),
-        &uri.to_string(),
-        body,
-    )))
-}
-
 /// Runs a command and answers with `status` and the cart's view (or, for a
 /// replayed request, the first answer).
 async fn run(
@@ -87,23 +59,7 @@ async fn run(
         CartExecuted::Applied { status, body, .. } => (status, body, false),
         CartExecuted::Replayed { status, body } => (status, body, true),
     };
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-    let mut response = (status, axum::Json(&body)).into_response();
-    if status == StatusCode::CREATED {
-        if let Some(location) = body
-            .get("id")
-            .and_then(Value::as_str)
-            .and_then(|id| HeaderValue::from_str(&format!("/carts/{id}")).ok())
-        {
-            response.headers_mut().insert(header::LOCATION, location);
-        }
-    }
-    if replayed {
-        response
-            .headers_mut()
-            .insert("idempotent-replayed", HeaderValue::from_static("true"));
-    }
-    Ok(response)
+    Ok(answer(status, &body, replayed, "/carts"))
 }
 
 pub async fn create(
@@ -176,11 +132,6 @@ pub async fn remove_item(
     run(&state, &id, command, &principal, key, StatusCode::OK).await
 }
 
-/// An empty JSON object, for commands without a payload (an empty body is fine too).
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NoPayload {}
-
 pub async fn checkout(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -191,9 +142,7 @@ pub async fn checkout(
     RawBody(body): RawBody,
 ) -> Result<Response, Problem> {
     let id = cart_id(&id)?;
-    if !body.iter().all(u8::is_ascii_whitespace) {
-        parse_json::<NoPayload>(&body)?;
-    }
+    no_payload(&body)?;
     let key = idempotency(&headers, &principal, &method, &uri, &body)?;
     run(&state, &id, CartCommand::StartCheckout, &principal, key, StatusCode::OK).await
 }

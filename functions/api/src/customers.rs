@@ -38,7 +38,8 @@ pub(crate) fn customer_id(raw: &str) -> Result<String, Problem> {
         .map_err(|_| Problem::not_found("customer not found"))
 }
 
-fn idempotency(
+/// The request's `Idempotency-Key`, scoped to the caller and the request.
+pub(crate) fn idempotency(
     headers: &HeaderMap,
     principal: &Principal,
     method: &Method,
@@ -95,13 +96,20 @@ async fn run(
         Executed::Applied { status, body, .. } => (status, body, false),
         Executed::Replayed { status, body } => (status, body, true),
     };
+    Ok(answer(status, &body, replayed, "/customers"))
+}
+
+/// A command's answer: `status` and `body`, with the new resource's
+/// `Location` (under `collection`) on 201 and `Idempotent-Replayed` when it
+/// repeats the answer to an earlier request.
+pub(crate) fn answer(status: u16, body: &Value, replayed: bool, collection: &str) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-    let mut response = (status, axum::Json(&body)).into_response();
+    let mut response = (status, axum::Json(body)).into_response();
     if status == StatusCode::CREATED {
         if let Some(location) = body
             .get("id")
             .and_then(Value::as_str)
-            .and_then(|id| HeaderValue::from_str(&format!("/customers/{id}")).ok())
+            .and_then(|id| HeaderValue::from_str(&format!("{collection}/{id}")).ok())
         {
             response.headers_mut().insert(header::LOCATION, location);
         }
@@ -111,7 +119,7 @@ async fn run(
             .headers_mut()
             .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
-    Ok(response)
+    response
 }
 
 pub async fn register(
@@ -135,8 +143,10 @@ pub async fn register(
     .await
 }
 
+/// A command route: `$payload` read from the body (by `$parse`, else
+/// [`parse_json`]), turned into a command and run on the customer of the path.
 macro_rules! command_route {
-    ($name:ident, $payload:ty, $status:expr, |$p:ident| $command:expr) => {
+    ($name:ident, $payload:ty = $parse:ident, $status:expr, |$p:ident| $command:expr) => {
         pub async fn $name(
             State(state): State<AppState>,
             Extension(principal): Extension<Principal>,
@@ -147,10 +157,13 @@ macro_rules! command_route {
             RawBody(body): RawBody,
         ) -> Result<Response, Problem> {
             let id = customer_id(&id)?;
-            let $p: $payload = parse_json(&body)?;
+            let $p: $payload = $parse(&body)?;
             let call = call(&headers, principal, &method, &uri, &body)?;
             run(&state, &id, $command, call, $status).await
         }
+    };
+    ($name:ident, $payload:ty, $status:expr, |$p:ident| $command:expr) => {
+        command_route!($name, $payload = parse_json, $status, |$p| $command);
     };
 }
 
@@ -176,24 +189,19 @@ command_route!(deactivate, DeactivateCustomer, StatusCode::OK, |p| {
 /// An empty JSON object, for commands without a payload (an empty body is fine too).
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-struct NoPayload {}
+pub(crate) struct NoPayload {}
 
-pub async fn reactivate(
-    State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    Path(id): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    RawBody(body): RawBody,
-) -> Result<Response, Problem> {
-    let id = customer_id(&id)?;
-    if !body.iter().all(u8::is_ascii_whitespace) {
-        parse_json::<NoPayload>(&body)?;
+/// Reads a [`NoPayload`]: `{}` or an empty body.
+pub(crate) fn no_payload(body: &[u8]) -> Result<NoPayload, Problem> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(NoPayload {});
     }
-    let call = call(&headers, principal, &method, &uri, &body)?;
-    run(&state, &id, CustomerCommand::Reactivate, call, StatusCode::OK).await
+    parse_json(body)
 }
+
+command_route!(reactivate, NoPayload = no_payload, StatusCode::OK, |_p| {
+    CustomerCommand::Reactivate
+});
 
 pub async fn revoke_consent(
     State(state): State<AppState>,

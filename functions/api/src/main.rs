@@ -10,13 +10,7 @@ use std::sync::Arc;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_current_span(false)
-        .with_target(false)
-        .without_time()
-        .init();
+    crm_aws::lambda::init_tracing();
 
     let events_table = std::env::var("EVENTS_TABLE").map_err(|_| "EVENTS_TABLE is not set")?;
     let read_models_table = std::env::var("READ_MODELS_TABLE").map_err(|_| "READ_MODELS_TABLE is not set")?;

@@ -9,10 +9,12 @@ pub mod handler;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use crm_aws::lambda::{init_tracing, ConfigError};
 pub use handler::{handle, Handled, HandlerError};
 
 use aws_config::BehaviorVersion;
 use crm_aws::dynamodb::{DynamoEventStore, DynamoReadModels};
+use crm_aws::lambda::required;
 use crm_aws::sqs::SqsDeadLetterQueue;
 use crm_core::consumer::ConsumerGroup;
 use crm_core::ports::{DeadLetterQueue, EventStore, ReadModelStore};
@@ -34,35 +36,19 @@ pub struct Config {
     pub dead_letter_queue_url: String,
 }
 
-/// A required setting is missing.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("environment variable {0} is not set")]
-pub struct ConfigError(pub &'static str);
-
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |name: &'static str| lookup(name).filter(|v| !v.trim().is_empty()).ok_or(ConfigError(name));
+        let get = |name| required(&lookup, name);
         Ok(Config {
             events_table: get("EVENTS_TABLE")?,
             read_models_table: get("READ_MODELS_TABLE")?,
             dead_letter_queue_url: get("DEAD_LETTER_QUEUE_URL")?,
         })
     }
-}
-
-/// JSON logs without timestamps (CloudWatch adds them), filtered by `RUST_LOG`.
-pub fn init_tracing() {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_current_span(false)
-        .with_target(false)
-        .without_time()
-        .init();
 }
 
 /// The whole life of a consumer function: logs, configuration, the AWS

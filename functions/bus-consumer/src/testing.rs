@@ -18,6 +18,7 @@ use lambda_runtime::{Context, LambdaEvent};
 use serde_json::Value;
 use std::sync::Arc;
 
+use crate::handler::Handled;
 use crate::GroupBuilder;
 
 /// The account and region the sample events carry.
@@ -166,4 +167,28 @@ pub fn bus_event(envelope: &EventEnvelope) -> Value {
 /// One invocation of the function with `payload`.
 pub fn invocation(payload: Value) -> LambdaEvent<Value> {
     LambdaEvent::new(payload, Context::default())
+}
+
+/// The consumers that applied, found duplicate and parked a delivered
+/// event; panics on any other outcome.
+pub fn delivered(outcome: &Handled) -> (&Vec<&'static str>, &Vec<&'static str>, &Vec<&'static str>) {
+    match outcome {
+        Handled::Delivered {
+            applied,
+            duplicates,
+            parked,
+            ..
+        } => (applied, duplicates, parked),
+        other => panic!("expected a delivery, got {other:?}"),
+    }
+}
+
+/// The consumers that applied a delivered event (see [`delivered`]).
+pub fn applied(outcome: &Handled) -> &[&'static str] {
+    delivered(outcome).0
+}
+
+/// The consumers that had applied a delivered event already (see [`delivered`]).
+pub fn duplicates(outcome: &Handled) -> &[&'static str] {
+    delivered(outcome).1
 }

@@ -2,7 +2,7 @@
 //! sends it only `ConsentGranted` and `ConsentRevoked`, so the rest of a
 //! customer's stream always comes from the event store (gap fill).
 
-use crm_bus_consumer::testing::{bus_event, detail, invocation, sample_event, Harness};
+use crm_bus_consumer::testing::{applied, bus_event, detail, duplicates, invocation, sample_event, Harness};
 use crm_consent::handler::{handle, Handled, HandlerError};
 use crm_core::consent::ledger::{consent_history, current_consents, ConsentStatus};
 use crm_core::consent::{Channel, Purpose};
@@ -11,20 +11,6 @@ use serde_json::json;
 
 const CUSTOMER: &str = "0190a000-0000-7000-8000-00000000c002";
 const LEDGER: &str = "consent-ledger";
-
-fn applied(outcome: &Handled) -> &[&'static str] {
-    match outcome {
-        Handled::Delivered { applied, .. } => applied,
-        other => panic!("expected a delivery, got {other:?}"),
-    }
-}
-
-fn duplicates(outcome: &Handled) -> &[&'static str] {
-    match outcome {
-        Handled::Delivered { duplicates, .. } => duplicates,
-        other => panic!("expected a delivery, got {other:?}"),
-    }
-}
 
 #[tokio::test]
 async fn a_grant_at_registration_lands_in_the_ledger_after_filling_the_gap() {

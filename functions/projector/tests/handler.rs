@@ -1,7 +1,7 @@
 //! The projector's handler over the real SQLite adapters: EventBridge events
 //! in, the customer 360 (and timeline, email index) out.
 
-use crm_bus_consumer::testing::{bus_event, detail, invocation, sample_event, Harness};
+use crm_bus_consumer::testing::{bus_event, delivered, detail, invocation, sample_event, Harness};
 use crm_core::customer::views::{customer_profile, timeline, CustomerProfile};
 use crm_core::customer::{CustomerCommand, UpdateProfile};
 use crm_projector::handler::{handle, Handled, HandlerError};
@@ -12,18 +12,6 @@ const CONSUMERS: [&str; 3] = ["customer-360", "timeline", "email-index"];
 
 async fn profile(h: &Harness) -> Option<CustomerProfile> {
     customer_profile(h.docs.as_ref(), CUSTOMER).await.expect("read the 360")
-}
-
-fn delivered(outcome: &Handled) -> (&Vec<&'static str>, &Vec<&'static str>, &Vec<&'static str>) {
-    match outcome {
-        Handled::Delivered {
-            applied,
-            duplicates,
-            parked,
-            ..
-        } => (applied, duplicates, parked),
-        other => panic!("expected a delivery, got {other:?}"),
-    }
 }
 
 #[tokio::test]

@@ -8,9 +8,11 @@
 pub mod handler;
 pub mod image;
 
+pub use crm_aws::lambda::ConfigError;
 pub use handler::handle;
 
 use async_trait::async_trait;
+use crm_aws::lambda::required;
 use crm_core::clock::SystemClock;
 use crm_core::ports::{DeadLetterQueue, EventBus};
 use crm_core::relay::{Pause, Relay, RetryPolicy};
@@ -43,18 +45,13 @@ pub struct Config {
     pub dead_letter_queue_url: String,
 }
 
-/// A required setting is missing.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("environment variable {0} is not set")]
-pub struct ConfigError(pub &'static str);
-
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |name: &'static str| lookup(name).filter(|v| !v.trim().is_empty()).ok_or(ConfigError(name));
+        let get = |name| required(&lookup, name);
         Ok(Config {
             event_bus_name: get("EVENT_BUS_NAME")?,
             dead_letter_queue_url: get("DEAD_LETTER_QUEUE_URL")?,

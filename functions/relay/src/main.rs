@@ -10,13 +10,7 @@ use std::sync::Arc;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_current_span(false)
-        .with_target(false)
-        .without_time()
-        .init();
+    crm_aws::lambda::init_tracing();
 
     let config = Config::from_env()?;
     let aws = aws_config::load_defaults(BehaviorVersion::latest()).await;

@@ -10,14 +10,14 @@
 //! Every test uses its own table, bus, rule and queues, so they run in
 //! parallel.
 
-use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_sdk_dynamodb::config::Credentials;
+use aws_config::SdkConfig;
 use aws_sdk_dynamodbstreams::types::{AttributeValue as StreamValue, ShardIteratorType};
 use aws_sdk_sqs::types::QueueAttributeName;
 use chrono::Utc;
 use crm_aws::dynamodb::{create_events_table, DynamoEventStore};
 use crm_aws::eventbridge::EventBridgeBus;
 use crm_aws::sqs::SqsDeadLetterQueue;
+use crm_aws::testing::{moto_config, REGION};
 use crm_core::event::EventEnvelope;
 use crm_core::ports::{AppendRequest, CommandReceipt, EventStore, ExpectedVersion, ReservationChange, Snapshot};
 use crm_relay::{handle, relay};
@@ -26,25 +26,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
-
-const REGION: &str = "us-east-1";
-
-async fn sdk_config() -> SdkConfig {
-    let endpoint = match std::env::var("AWS_ENDPOINT_URL") {
-        Ok(e) if !e.is_empty() => e,
-        _ => panic!(
-            "AWS_ENDPOINT_URL is not set: the relay wire tests need a moto server \
-             (run scripts/test, or start `.venv/bin/python scripts/moto_server.py -H 127.0.0.1 \
-             -p 5055` and set AWS_ENDPOINT_URL=http://127.0.0.1:5055)"
-        ),
-    };
-    aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(endpoint)
-        .region(Region::new(REGION))
-        .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
-        .load()
-        .await
-}
 
 /// Everything one test uses, all named after one unique id.
 struct World {
@@ -67,7 +48,7 @@ async fn create_queue(sqs: &aws_sdk_sqs::Client, name: &str) -> String {
 }
 
 async fn world() -> World {
-    let config = sdk_config().await;
+    let config = moto_config().await;
     let unique = Uuid::now_v7().simple().to_string();
 
     let ddb = aws_sdk_dynamodb::Client::new(&config);

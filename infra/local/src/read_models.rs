@@ -3,7 +3,7 @@
 
 use crate::db::{failed, sql, Db};
 use async_trait::async_trait;
-use crm_core::ports::{CommitError, ReadModelStore, ReadOp, StoreError, MAX_OPS_PER_COMMIT};
+use crm_core::ports::{check_commit_size, CommitError, ReadModelStore, ReadOp, StoreError};
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use std::path::Path;
 
@@ -65,12 +65,7 @@ impl ReadModelStore for SqliteReadModels {
         new: u64,
         ops: Vec<ReadOp>,
     ) -> Result<(), CommitError> {
-        if ops.len() > MAX_OPS_PER_COMMIT {
-            return Err(CommitError::TooLarge(format!(
-                "{} operations (at most {MAX_OPS_PER_COMMIT})",
-                ops.len()
-            )));
-        }
+        check_commit_size(&ops)?;
         let (consumer, stream_id) = (consumer.to_string(), stream_id.to_string());
         self.db
             .run(move |conn| {

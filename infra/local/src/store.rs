@@ -68,23 +68,7 @@ impl SqliteEventStore {
     /// local outbox that the bus tails.
     pub async fn read_after(&self, after: i64, limit: usize) -> Result<Vec<(i64, EventEnvelope)>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.read(move |conn| {
-            let mut stmt = conn
-                .prepare_cached(&format!(
-                    "SELECT {EVENT_COLUMNS}, position FROM events WHERE position > ?1 ORDER BY position LIMIT ?2"
-                ))
-                .map_err(sql)?;
-            let rows = stmt
-                .query_map(params![after, limit], |r| Ok((row_to_event(r)?, r.get::<_, i64>(12)?)))
-                .map_err(sql)?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (event, position) = row.map_err(sql)?;
-                out.push((position, event?));
-            }
-            Ok(out)
-        })
-        .await
+        self.read(move |conn| events_after(conn, after, limit)).await
     }
 
     /// The position of the newest stored event (0 when empty).
@@ -157,6 +141,25 @@ fn query_events(
     Ok(out)
 }
 
+/// Events after global position `after`, at most `limit`, in the order they
+/// were stored, with their positions.
+fn events_after(conn: &Connection, after: i64, limit: i64) -> Result<Vec<(i64, EventEnvelope)>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT {EVENT_COLUMNS}, position FROM events WHERE position > ?1 ORDER BY position LIMIT ?2"
+        ))
+        .map_err(sql)?;
+    let rows = stmt
+        .query_map(params![after, limit], |r| Ok((row_to_event(r)?, r.get::<_, i64>(12)?)))
+        .map_err(sql)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (event, position) = row.map_err(sql)?;
+        out.push((position, event?));
+    }
+    Ok(out)
+}
+
 fn stream_version(conn: &Connection, stream_id: &str) -> Result<u64, StoreError> {
     let v: Option<i64> = conn
         .query_row(
@@ -206,12 +209,7 @@ fn reservation_owner(conn: &Connection, key: &str) -> Result<Option<String>, Sto
 }
 
 fn append_in(conn: &mut Connection, request: AppendRequest) -> Result<Appended, AppendError> {
-    if request.events.len() > MAX_EVENTS_PER_APPEND {
-        return Err(AppendError::TooLarge(format!(
-            "{} events in one append (at most {MAX_EVENTS_PER_APPEND})",
-            request.events.len()
-        )));
-    }
+    check_append_size(&request)?;
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(sql)?;
@@ -400,21 +398,9 @@ impl EventStore for SqliteEventStore {
         };
         let limit = i64::try_from(limit.max(1)).unwrap_or(i64::MAX);
         self.read(move |conn| {
-            let mut stmt = conn
-                .prepare_cached(&format!(
-                    "SELECT {EVENT_COLUMNS}, position FROM events WHERE position > ?1 ORDER BY position LIMIT ?2"
-                ))
-                .map_err(sql)?;
-            let rows = stmt
-                .query_map(params![after, limit], |r| Ok((row_to_event(r)?, r.get::<_, i64>(12)?)))
-                .map_err(sql)?;
-            let mut events = Vec::new();
-            let mut last = after;
-            for row in rows {
-                let (event, position) = row.map_err(sql)?;
-                events.push(event?);
-                last = position;
-            }
+            let rows = events_after(conn, after, limit)?;
+            let last = rows.last().map_or(after, |(position, _)| *position);
+            let events: Vec<EventEnvelope> = rows.into_iter().map(|(_, event)| event).collect();
             let more: bool = conn
                 .query_row("SELECT EXISTS(SELECT 1 FROM events WHERE position > ?1)", [last], |r| {
                     r.get(0)

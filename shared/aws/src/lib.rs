@@ -2,5 +2,8 @@
 
 pub mod dynamodb;
 pub mod eventbridge;
+pub mod lambda;
 pub mod scheduler;
 pub mod sqs;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;

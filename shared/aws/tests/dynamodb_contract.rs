@@ -8,40 +8,19 @@
 //! no lock, and a failing TransactWriteItems can then undo another request's
 //! acknowledged write, which breaks `sixteen_concurrent_writers`.
 
-use aws_config::{BehaviorVersion, Region};
-use aws_sdk_dynamodb::config::Credentials;
 use aws_sdk_dynamodb::types::{AttributeValue, StreamViewType, TimeToLiveStatus};
-use aws_sdk_dynamodb::Client;
 use chrono::{Duration, Utc};
 use crm_aws::dynamodb::{create_events_table, DynamoEventStore};
+use crm_aws::testing::dynamodb_client;
 use crm_core::ports::*;
 use crm_core::store_contract::event;
 use std::collections::HashMap;
 use std::sync::Arc;
 use uuid::Uuid;
 
-/// A client for the test endpoint (region us-east-1, dummy credentials).
-async fn client() -> Client {
-    let endpoint = match std::env::var("AWS_ENDPOINT_URL") {
-        Ok(e) if !e.is_empty() => e,
-        _ => panic!(
-            "AWS_ENDPOINT_URL is not set: these are AWS wire tests and need a DynamoDB \
-             endpoint (start `python scripts/moto_server.py -H 127.0.0.1 -p 5055` \
-             with moto[server] 5.2 installed, and set AWS_ENDPOINT_URL=http://127.0.0.1:5055)"
-        ),
-    };
-    let config = aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(endpoint)
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
-        .load()
-        .await;
-    Client::new(&config)
-}
-
 /// A store over a new, uniquely named table.
 async fn fresh_dynamo() -> DynamoEventStore {
-    let client = client().await;
+    let client = dynamodb_client().await;
     let table = format!("events-test-{}", Uuid::now_v7().simple());
     create_events_table(&client, &table)
         .await

@@ -3,39 +3,19 @@
 //! `scripts/moto_server.py`, see `dynamodb_contract.rs`). Every test gets a
 //! table of its own, so they run in parallel.
 
-use aws_config::{BehaviorVersion, Region};
-use aws_sdk_dynamodb::config::Credentials;
 use aws_sdk_dynamodb::types::{AttributeValue, KeyType, ScalarAttributeType};
-use aws_sdk_dynamodb::Client;
 use crm_aws::dynamodb::{create_read_models_table, DynamoReadModels};
+use crm_aws::testing::dynamodb_client;
 use crm_core::ports::*;
+use crm_core::read_model_contract::{put, unique};
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::Arc;
 use uuid::Uuid;
 
-/// A client for the test endpoint (region us-east-1, dummy credentials).
-async fn client() -> Client {
-    let endpoint = match std::env::var("AWS_ENDPOINT_URL") {
-        Ok(e) if !e.is_empty() => e,
-        _ => panic!(
-            "AWS_ENDPOINT_URL is not set: these are AWS wire tests and need a DynamoDB \
-             endpoint (start `python scripts/moto_server.py -H 127.0.0.1 -p 5055` \
-             with moto[server] 5.2 installed, and set AWS_ENDPOINT_URL=http://127.0.0.1:5055)"
-        ),
-    };
-    let config = aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(endpoint)
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
-        .load()
-        .await;
-    Client::new(&config)
-}
-
 /// Read models over a new, uniquely named table.
 async fn fresh_dynamo() -> DynamoReadModels {
-    let client = client().await;
+    let client = dynamodb_client().await;
     let table = format!("read-models-test-{}", Uuid::now_v7().simple());
     create_read_models_table(&client, &table)
         .await
@@ -70,18 +50,6 @@ fn s<'a>(item: &'a RawItem, name: &str) -> &'a str {
     match item.get(name) {
         Some(AttributeValue::S(v)) => v,
         other => panic!("{name} is not a string: {other:?}"),
-    }
-}
-
-fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", Uuid::now_v7().simple())
-}
-
-fn put(partition: &str, sort: &str, body: serde_json::Value) -> ReadOp {
-    ReadOp::Put {
-        partition: partition.into(),
-        sort: sort.into(),
-        body,
     }
 }
 

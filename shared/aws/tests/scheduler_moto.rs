@@ -2,10 +2,9 @@
 //! `AWS_ENDPOINT_URL` (a moto server, started through
 //! `scripts/moto_server.py`). Every test gets a schedule group of its own.
 
-use aws_config::{BehaviorVersion, Region};
-use aws_sdk_scheduler::config::Credentials;
 use chrono::{DateTime, Duration, SubsecRound, Utc};
 use crm_aws::scheduler::{at_expression, EventBridgeScheduler};
+use crm_aws::testing::scheduler_client;
 use crm_core::scheduler::{timer_name, Scheduler, TimerKind, TimerPayload};
 use uuid::Uuid;
 
@@ -13,27 +12,9 @@ const BUS_ARN: &str = "arn:aws:events:us-east-1:123456789012:event-bus/crm-test"
 const ROLE_ARN: &str = "arn:aws:iam::123456789012:role/crm-test-scheduler";
 const DLQ_ARN: &str = "arn:aws:sqs:us-east-1:123456789012:crm-test-scheduler-dlq";
 
-async fn client() -> aws_sdk_scheduler::Client {
-    let endpoint = match std::env::var("AWS_ENDPOINT_URL") {
-        Ok(e) if !e.is_empty() => e,
-        _ => panic!(
-            "AWS_ENDPOINT_URL is not set: these are AWS wire tests and need a moto server \
-             (start `.venv/bin/python scripts/moto_server.py -H 127.0.0.1 -p 5055` with moto[server] \
-             installed, and set AWS_ENDPOINT_URL=http://127.0.0.1:5055)"
-        ),
-    };
-    let config = aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(endpoint)
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
-        .load()
-        .await;
-    aws_sdk_scheduler::Client::new(&config)
-}
-
 /// An adapter over a new schedule group (moto wants the group to exist).
 async fn fresh_scheduler() -> EventBridgeScheduler {
-    let client = client().await;
+    let client = scheduler_client().await;
     let group = format!("crm-test-{}", Uuid::now_v7().simple());
     client
         .create_schedule_group()

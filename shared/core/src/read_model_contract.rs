@@ -29,11 +29,13 @@ macro_rules! read_model_contract {
     };
 }
 
-fn unique(prefix: &str) -> String {
+/// `prefix` and a new unique suffix: a stream id or partition of one test.
+pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", Uuid::now_v7().simple())
 }
 
-fn put(partition: &str, sort: &str, body: serde_json::Value) -> ReadOp {
+/// A put of the document (`partition`, `sort`).
+pub fn put(partition: &str, sort: &str, body: serde_json::Value) -> ReadOp {
     ReadOp::Put {
         partition: partition.into(),
         sort: sort.into(),

@@ -8,8 +8,10 @@
 //! those are missing, by reading the items again.
 
 use super::items::{self, CodecError, Item, KIND, OWNER, PK, SK, VERSION};
+use super::transact::{
+    build_error, pause, unexplained, Unexplained, CONDITIONAL_CHECK_FAILED, TRANSACTION_CONFLICT_ATTEMPTS,
+};
 use async_trait::async_trait;
-use aws_sdk_dynamodb::config::AsyncSleep;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
@@ -19,11 +21,10 @@ use base64::Engine as _;
 use chrono::Utc;
 use crm_core::event::EventEnvelope;
 use crm_core::ports::{
-    AppendError, AppendRequest, Appended, CommandReceipt, EventPage, EventStore, ExpectedVersion, LoadedStream,
-    ReservationChange, Snapshot, StoreError, MAX_EVENTS_PER_APPEND,
+    check_append_size, AppendError, AppendRequest, Appended, CommandReceipt, EventPage, EventStore, ExpectedVersion,
+    LoadedStream, ReservationChange, Snapshot, StoreError,
 };
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
 
 /// DynamoDB's limit on the items of one transaction.
 pub const MAX_TRANSACTION_ITEMS: usize = 100;
@@ -32,25 +33,11 @@ pub const MAX_TRANSACTION_ITEMS: usize = 100;
 /// tries again after losing a race.
 const ANY_ATTEMPTS: u32 = 8;
 
-/// How often a transaction cancelled by `TransactionConflict` (another
-/// transaction was touching the same items) is sent again.
-const TRANSACTION_CONFLICT_ATTEMPTS: u32 = 4;
-
 /// A Scan page reads at least this many items, so that pages of few events
 /// over a table with many reservations and receipts take few round trips.
 const MIN_SCAN_PAGE: usize = 25;
 /// And at most this many.
 const MAX_SCAN_PAGE: usize = 1000;
-
-/// Cancellation reason codes (see `TransactWriteItems` in the API reference).
-const CONDITIONAL_CHECK_FAILED: &str = "ConditionalCheckFailed";
-const TRANSACTION_CONFLICT: &str = "TransactionConflict";
-const RETRYABLE_REASONS: &[&str] = &[
-    TRANSACTION_CONFLICT,
-    "ThrottlingError",
-    "ProvisionedThroughputExceeded",
-    "RequestLimitExceeded",
-];
 
 /// Service error codes worth retrying.
 const RETRYABLE_CODES: &[&str] = &[
@@ -106,10 +93,6 @@ fn failed(e: impl std::fmt::Display) -> StoreError {
 
 fn corrupt(table: &str, e: CodecError) -> StoreError {
     StoreError::Failed(format!("corrupt item in table {table}: {e}"))
-}
-
-fn build_error(e: aws_sdk_dynamodb::error::BuildError) -> StoreError {
-    StoreError::Failed(format!("building a request: {e}"))
 }
 
 /// Maps an SDK error: throttling, transaction conflicts, 5xx, timeouts and
@@ -181,12 +164,6 @@ impl DynamoEventStore {
     /// The client the store uses.
     pub fn client(&self) -> &Client {
         &self.client
-    }
-
-    async fn pause(&self, attempt: u32) {
-        if let Some(sleep) = self.client.config().sleep_impl() {
-            sleep.sleep(Duration::from_millis(5 * u64::from(attempt.min(20)))).await;
-        }
     }
 
     /// A consistent GetItem of `(pk, 0)`.
@@ -400,7 +377,7 @@ impl DynamoEventStore {
                 Cancelled::Refused(e) => return Err(e),
                 Cancelled::Transient(why) if attempt < TRANSACTION_CONFLICT_ATTEMPTS => {
                     tracing::debug!(table = %self.table, attempt, why, "transaction retried");
-                    self.pause(attempt).await;
+                    pause(&self.client, attempt).await;
                 }
                 Cancelled::Transient(why) => {
                     return Err(
@@ -457,25 +434,10 @@ impl DynamoEventStore {
         if let Some(Role::Reservation(key)) = failed_roles.first() {
             return Cancelled::Refused(AppendError::ReservationTaken { key: key.clone() });
         }
-        let codes: Vec<&str> = reasons
-            .iter()
-            .filter_map(|r| r.code())
-            .filter(|c| *c != "None")
-            .collect();
-        let described = reasons
-            .iter()
-            .map(|r| format!("{}: {}", r.code().unwrap_or("None"), r.message().unwrap_or("")))
-            .collect::<Vec<_>>()
-            .join("; ");
-        if !codes.is_empty() && codes.iter().all(|c| RETRYABLE_REASONS.contains(c)) {
-            if codes.contains(&TRANSACTION_CONFLICT) {
-                return Cancelled::Transient(described);
-            }
-            return Cancelled::Refused(
-                StoreError::Unavailable(format!("TransactWriteItems cancelled: {described}")).into(),
-            );
+        match unexplained(reasons) {
+            Unexplained::Transient(described) => Cancelled::Transient(described),
+            Unexplained::Store(e) => Cancelled::Refused(e.into()),
         }
-        Cancelled::Refused(StoreError::Failed(format!("TransactWriteItems cancelled: {described}")).into())
     }
 
     /// Explains a cancellation without reasons by reading what it touched.
@@ -550,12 +512,7 @@ impl DynamoEventStore {
 
 /// Refuses, before any write, what one transaction cannot hold.
 fn check_size(request: &AppendRequest) -> Result<(), AppendError> {
-    if request.events.len() > MAX_EVENTS_PER_APPEND {
-        return Err(AppendError::TooLarge(format!(
-            "{} events in one append (at most {MAX_EVENTS_PER_APPEND})",
-            request.events.len()
-        )));
-    }
+    check_append_size(request)?;
     let check = usize::from(matches!(request.expected, ExpectedVersion::Exactly(n) if n > 0));
     let total = request.events.len()
         + if request.events.is_empty() { 0 } else { check }
@@ -616,7 +573,7 @@ impl EventStore for DynamoEventStore {
                     match self.append_at(&request, current, None).await {
                         Err(AppendError::Conflict { .. }) if attempt < ANY_ATTEMPTS => {
                             tracing::debug!(stream_id = %request.stream_id, attempt, "append at the end lost a race; again");
-                            self.pause(attempt).await;
+                            pause(&self.client, attempt).await;
                         }
                         other => return other,
                     }
@@ -712,6 +669,7 @@ impl EventStore for DynamoEventStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crm_core::ports::MAX_EVENTS_PER_APPEND;
 
     #[test]
     fn cursors_round_trip() {
@@ -772,18 +730,7 @@ mod tests {
     /// `AWS_ENDPOINT_URL`, like the tests in `tests/`.
     #[tokio::test]
     async fn cancellations_without_reasons_are_explained_by_reading() {
-        use aws_config::{BehaviorVersion, Region};
-        use aws_sdk_dynamodb::config::Credentials;
-
-        let endpoint = std::env::var("AWS_ENDPOINT_URL")
-            .unwrap_or_else(|_| panic!("AWS_ENDPOINT_URL is not set: this test needs moto"));
-        let config = aws_config::defaults(BehaviorVersion::latest())
-            .endpoint_url(endpoint)
-            .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
-            .load()
-            .await;
-        let client = Client::new(&config);
+        let client = crate::testing::dynamodb_client().await;
         let table = format!("events-unit-{}", uuid::Uuid::now_v7().simple());
         super::super::create_events_table(&client, &table).await.expect("table");
         let store = DynamoEventStore::new(client, table);

@@ -6,6 +6,7 @@ mod event_store;
 pub mod items;
 mod read_models;
 mod table;
+mod transact;
 
 pub use event_store::{DynamoEventStore, MAX_TRANSACTION_ITEMS};
 pub use read_models::{DynamoReadModels, KIND_CHECKPOINT, KIND_DOC, READ_MODELS_TABLE};

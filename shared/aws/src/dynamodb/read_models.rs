@@ -20,14 +20,15 @@
 
 use super::event_store::sdk_error;
 use super::items::{self, CodecError, Item, BODY, KIND, PK, SK, VERSION};
+use super::transact::{
+    build_error, pause, unexplained, Unexplained, CONDITIONAL_CHECK_FAILED, TRANSACTION_CONFLICT_ATTEMPTS,
+};
 use async_trait::async_trait;
-use aws_sdk_dynamodb::config::AsyncSleep;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, CancellationReason, Delete, Put, TransactWriteItem};
 use aws_sdk_dynamodb::Client;
-use crm_core::ports::{CommitError, ReadModelStore, ReadOp, StoreError, MAX_OPS_PER_COMMIT};
+use crm_core::ports::{check_commit_size, CommitError, ReadModelStore, ReadOp, StoreError};
 use std::collections::HashMap;
-use std::time::Duration;
 
 /// The table's name in the SAM template.
 pub const READ_MODELS_TABLE: &str = "read-models";
@@ -38,24 +39,10 @@ pub const KIND_CHECKPOINT: &str = "checkpoint";
 /// What starts the partition key of a checkpoint item.
 const CHECKPOINT_PREFIX: &str = "checkpoint#";
 
-/// How often a commit cancelled by `TransactionConflict` (another transaction
-/// was touching the same items) is sent again before giving up.
-const TRANSACTION_CONFLICT_ATTEMPTS: u32 = 4;
-
 /// DynamoDB's limit on one item (names and values, in UTF-8 bytes).
 const MAX_ITEM_BYTES: usize = 400 * 1024;
 /// DynamoDB's limit on the items of one transaction together.
 const MAX_TRANSACTION_BYTES: usize = 4 * 1024 * 1024;
-
-/// Cancellation reason codes (see `TransactWriteItems` in the API reference).
-const CONDITIONAL_CHECK_FAILED: &str = "ConditionalCheckFailed";
-const TRANSACTION_CONFLICT: &str = "TransactionConflict";
-const RETRYABLE_REASONS: &[&str] = &[
-    TRANSACTION_CONFLICT,
-    "ThrottlingError",
-    "ProvisionedThroughputExceeded",
-    "RequestLimitExceeded",
-];
 
 /// Read models over the DynamoDB table `table`.
 #[derive(Debug, Clone)]
@@ -72,10 +59,6 @@ enum Cancelled {
     Transient(String),
     /// Not worth it.
     Store(StoreError),
-}
-
-fn build_error(e: aws_sdk_dynamodb::error::BuildError) -> StoreError {
-    StoreError::Failed(format!("building a request: {e}"))
 }
 
 /// The partition key of a consumer's documents in `partition`.
@@ -161,12 +144,6 @@ impl DynamoReadModels {
 
     fn corrupt(&self, e: CodecError) -> StoreError {
         StoreError::Failed(format!("corrupt item in table {}: {e}", self.table))
-    }
-
-    async fn pause(&self, attempt: u32) {
-        if let Some(sleep) = self.client.config().sleep_impl() {
-            sleep.sleep(Duration::from_millis(5 * u64::from(attempt.min(20)))).await;
-        }
     }
 
     /// A consistent GetItem.
@@ -273,25 +250,10 @@ impl DynamoReadModels {
         if reasons.first().and_then(|r| r.code()) == Some(CONDITIONAL_CHECK_FAILED) {
             return Cancelled::Conflict;
         }
-        let codes: Vec<&str> = reasons
-            .iter()
-            .filter_map(|r| r.code())
-            .filter(|c| *c != "None")
-            .collect();
-        let described = reasons
-            .iter()
-            .map(|r| format!("{}: {}", r.code().unwrap_or("None"), r.message().unwrap_or("")))
-            .collect::<Vec<_>>()
-            .join("; ");
-        if !codes.is_empty() && codes.iter().all(|c| RETRYABLE_REASONS.contains(c)) {
-            if codes.contains(&TRANSACTION_CONFLICT) {
-                return Cancelled::Transient(described);
-            }
-            return Cancelled::Store(StoreError::Unavailable(format!(
-                "TransactWriteItems cancelled: {described}"
-            )));
+        match unexplained(reasons) {
+            Unexplained::Transient(described) => Cancelled::Transient(described),
+            Unexplained::Store(e) => Cancelled::Store(e),
         }
-        Cancelled::Store(StoreError::Failed(format!("TransactWriteItems cancelled: {described}")))
     }
 
     /// Explains a cancellation without usable reasons by reading the
@@ -330,12 +292,7 @@ impl ReadModelStore for DynamoReadModels {
         new: u64,
         ops: Vec<ReadOp>,
     ) -> Result<(), CommitError> {
-        if ops.len() > MAX_OPS_PER_COMMIT {
-            return Err(CommitError::TooLarge(format!(
-                "{} operations in one commit (at most {MAX_OPS_PER_COMMIT})",
-                ops.len()
-            )));
-        }
+        check_commit_size(&ops)?;
         check_consumer(consumer)?;
         let mut transaction = vec![self.checkpoint_put(consumer, stream_id, expected, new)?];
         for op in collapse(ops) {
@@ -390,7 +347,7 @@ impl ReadModelStore for DynamoReadModels {
                 Cancelled::Store(e) => return Err(e.into()),
                 Cancelled::Transient(why) if attempt < TRANSACTION_CONFLICT_ATTEMPTS => {
                     tracing::debug!(table = %self.table, attempt, why, "commit retried");
-                    self.pause(attempt).await;
+                    pause(&self.client, attempt).await;
                 }
                 Cancelled::Transient(why) => {
                     return Err(
