@@ -3,6 +3,7 @@
 
 pub mod bus;
 pub mod db;
+pub mod demo;
 pub mod dev;
 pub mod dlq;
 pub mod pattern_cli;

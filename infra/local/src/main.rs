@@ -49,6 +49,13 @@ enum Command {
         #[arg(long)]
         event: String,
     },
+    /// Run the seed's story (register, verify, cart, abandonment, reminder, order) on a virtual
+    /// clock through the API in-process, then print the timeline and why the reminder was sent.
+    Demo {
+        /// Directory for the demo's database (default: a fresh temporary directory, removed afterwards).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// Inspect and redrive the local dead letters.
     Dlq {
         /// Directory holding the database.
@@ -100,6 +107,9 @@ async fn main() -> ExitCode {
         Command::TestEventPattern { event_pattern, event } => {
             return crm_local::pattern_cli::run(&event_pattern, &event)
         }
+        Command::Demo { data_dir } => crm_local::demo::run(data_dir.as_deref())
+            .await
+            .map_err(|e| e.to_string()),
         Command::Dlq {
             data_dir,
             template,
