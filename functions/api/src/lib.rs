@@ -4,6 +4,7 @@
 
 mod auth;
 mod body;
+mod campaigns;
 mod carts;
 mod customers;
 mod problem;
@@ -17,6 +18,7 @@ use axum::Router;
 use crm_core::clock::Clock;
 use crm_core::commerce::CartService;
 use crm_core::customer::CustomerService;
+use crm_core::journey::catalog::CampaignService;
 use crm_core::ports::{ConsumerHealth, EventStore, ReadModelStore};
 use crm_core::scheduler::Scheduler;
 use std::sync::Arc;
@@ -47,6 +49,12 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/carts/{id}/items"),
     ("DELETE", "/carts/{id}/items/{product}"),
     ("POST", "/carts/{id}/checkout"),
+    ("GET", "/campaigns/{id}"),
+    ("PUT", "/campaigns/{id}"),
+    ("POST", "/campaigns/{id}/pause"),
+    ("POST", "/campaigns/{id}/resume"),
+    ("GET", "/messages/{message_id}/explain"),
+    ("GET", "/customers/{id}/journeys"),
 ];
 
 /// What every handler shares: built once per process.
@@ -54,6 +62,10 @@ pub const ROUTES: &[(&str, &str)] = &[
 pub struct AppState {
     pub customers: Arc<CustomerService>,
     pub carts: Arc<CartService>,
+    /// Campaign definitions: stored, versioned, paused and resumed.
+    pub campaigns: Arc<CampaignService>,
+    /// The event store (the explain route reads journey and trigger streams).
+    pub events: Arc<dyn EventStore>,
     /// Where timers are set (the carts' inactivity timers).
     pub scheduler: Arc<dyn Scheduler>,
     /// The projections the read routes answer from.
@@ -73,6 +85,8 @@ impl AppState {
     ) -> Self {
         AppState {
             customers: Arc::new(CustomerService::new(store.clone(), clock.clone())),
+            campaigns: Arc::new(CampaignService::new(store.clone(), clock.clone())),
+            events: store.clone(),
             carts: Arc::new(CartService::new(store, clock, scheduler.clone())),
             scheduler,
             read_models,
@@ -118,6 +132,14 @@ pub fn router(state: AppState) -> Router {
         .route("/carts/{id}/items", post(carts::add_item))
         .route("/carts/{id}/items/{product}", delete(carts::remove_item))
         .route("/carts/{id}/checkout", post(carts::checkout))
+        .route(
+            "/campaigns/{id}",
+            get(campaigns::get_campaign).put(campaigns::put_campaign),
+        )
+        .route("/campaigns/{id}/pause", post(campaigns::pause))
+        .route("/campaigns/{id}/resume", post(campaigns::resume))
+        .route("/messages/{message_id}/explain", get(campaigns::explain))
+        .route("/customers/{id}/journeys", get(campaigns::journeys))
         .fallback(problem::no_route)
         .method_not_allowed_fallback(problem::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

@@ -17,6 +17,9 @@ pub struct Problem {
     pub detail: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// Every error, when there are several (`[{path, message}]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Box<serde_json::Value>>,
     #[serde(skip)]
     pub headers: Vec<(header::HeaderName, HeaderValue)>,
 }
@@ -29,6 +32,7 @@ impl Problem {
             status: status.as_u16(),
             detail: detail.into(),
             field: None,
+            errors: None,
             headers: Vec::new(),
         }
     }

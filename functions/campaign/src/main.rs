@@ -7,7 +7,8 @@ use crm_aws::scheduler::EventBridgeScheduler;
 use crm_aws::sqs::SqsDeadLetterQueue;
 use crm_core::clock::SystemClock;
 use crm_core::commerce::CartService;
-use crm_core::journey::campaigns::{shipped_catalog, CampaignHandler};
+use crm_core::journey::campaigns::CampaignHandler;
+use crm_core::journey::catalog::StoredCatalog;
 use crm_core::journey::engine::JourneyEngine;
 use crm_core::ports::DeadLetterQueue;
 use lambda_runtime::{service_fn, LambdaEvent};
@@ -38,7 +39,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             .filter(|v| !v.is_empty()),
     ));
     let clock = Arc::new(SystemClock);
-    let catalog = Arc::new(shipped_catalog()?);
+    let catalog = Arc::new(StoredCatalog::new(events.clone()));
     let engine = JourneyEngine::new(events.clone(), docs, scheduler.clone(), catalog, clock.clone());
     let carts = CartService::new(events, clock, scheduler);
     let campaign = CampaignHandler::new(engine, carts, dead_letters.clone());

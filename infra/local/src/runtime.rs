@@ -13,7 +13,8 @@ use crm_core::clock::{Clock, SystemClock, VirtualClock};
 use crm_core::commerce::CartService;
 use crm_core::consumer::ConsumerGroup;
 use crm_core::event::EventEnvelope;
-use crm_core::journey::campaigns::{shipped_catalog, CampaignHandler};
+use crm_core::journey::campaigns::CampaignHandler;
+use crm_core::journey::catalog::StoredCatalog;
 use crm_core::journey::engine::JourneyEngine;
 use crm_core::ports::*;
 use std::path::Path;
@@ -132,7 +133,7 @@ impl LocalRuntime {
                 "projector" => Target::new(rule, ConsumerGroup::projector(store, read, dead_letters.clone())),
                 "consent" => Target::new(rule, ConsumerGroup::consent(store, read, dead_letters.clone())),
                 "campaign" => {
-                    let catalog = Arc::new(shipped_catalog().map_err(RuntimeError::Campaigns)?);
+                    let catalog = Arc::new(StoredCatalog::new(waking.clone()));
                     let engine = JourneyEngine::new(waking.clone(), read, scheduler.clone(), catalog, clock.clone());
                     let carts = CartService::new(waking.clone(), clock.clone(), scheduler.clone());
                     let handler = Arc::new(CampaignHandler::new(engine, carts, dead_letters.clone()));

@@ -8,6 +8,7 @@
 //! - [`instance`]: a journey instance as a pure state machine.
 
 pub mod campaigns;
+pub mod catalog;
 pub mod condition;
 pub mod definition;
 pub mod duration;

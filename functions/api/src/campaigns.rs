@@ -1,0 +1,114 @@
+//! Campaign routes (publish, read, pause, resume) and the journey reads:
+//! why a message was sent, and a customer's journeys.
+
+use crate::auth::Principal;
+use crate::body::{parse_json, RawBody};
+use crate::customers::customer_id;
+use crate::problem::Problem;
+use crate::AppState;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use crm_core::customer::views;
+use crm_core::event::Actor;
+use crm_core::journey::catalog::{CampaignError, StoredCampaign};
+use crm_core::journey::engine::{IndexedInstance, JOURNEY_INDEX};
+use crm_core::journey::explain::explain as explain_message;
+use crm_core::ports::StoreError;
+use serde_json::{json, Value};
+
+fn view(c: &StoredCampaign) -> Value {
+    json!({ "id": c.id, "version": c.version, "paused": c.paused, "definition": c.definition })
+}
+
+impl From<CampaignError> for Problem {
+    fn from(e: CampaignError) -> Self {
+        match e {
+            CampaignError::Invalid(errors) => {
+                let first = errors.first().map(|e| e.path.clone()).unwrap_or_default();
+                let detail = errors
+                    .iter()
+                    .map(|e| format!("{}: {}", e.path, e.message))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                let list: Vec<Value> = errors
+                    .iter()
+                    .map(|e| json!({ "path": e.path, "message": e.message }))
+                    .collect();
+                let mut p = Problem::invalid(first, detail);
+                p.errors = Some(Box::new(Value::Array(list)));
+                p
+            }
+            CampaignError::NotFound => Problem::not_found("campaign not found"),
+            CampaignError::Conflict(m) => Problem::conflict(None, m),
+            CampaignError::Store(s) => s.into(),
+        }
+    }
+}
+
+pub async fn put_campaign(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+    RawBody(body): RawBody,
+) -> Result<Response, Problem> {
+    let definition: Value = parse_json(&body)?;
+    let c = state.campaigns.put(&id, definition, Actor::api(&principal.0)).await?;
+    Ok(Json(view(&c)).into_response())
+}
+
+pub async fn get_campaign(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, Problem> {
+    let c = state
+        .campaigns
+        .get(&id)
+        .await?
+        .ok_or_else(|| Problem::not_found("campaign not found"))?;
+    Ok(Json(view(&c)).into_response())
+}
+
+pub async fn pause(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let c = state.campaigns.pause(&id, Actor::api(&principal.0)).await?;
+    Ok(Json(view(&c)).into_response())
+}
+
+pub async fn resume(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let c = state.campaigns.resume(&id, Actor::api(&principal.0)).await?;
+    Ok(Json(view(&c)).into_response())
+}
+
+/// `GET /messages/{message_id}/explain`: the causal chain of a requested message.
+pub async fn explain(State(state): State<AppState>, Path(message_id): Path<String>) -> Result<Response, Problem> {
+    let found = explain_message(state.events.as_ref(), state.read_models.as_ref(), &message_id)
+        .await?
+        .ok_or_else(|| Problem::not_found("message not found"))?;
+    Ok(Json(found).into_response())
+}
+
+/// `GET /customers/{id}/journeys`: the customer's journey instances, from the index.
+pub async fn journeys(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, Problem> {
+    let id = customer_id(&id)?;
+    if views::customer_profile(state.read_models.as_ref(), &id)
+        .await?
+        .is_none()
+    {
+        return Err(Problem::not_found("customer not found"));
+    }
+    let items = state
+        .read_models
+        .list(JOURNEY_INDEX, &id, "", None, 1000)
+        .await?
+        .into_iter()
+        .map(|(_, v)| {
+            serde_json::from_value::<IndexedInstance>(v).map_err(|e| StoreError::Failed(format!("journey index: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(json!({ "items": items })).into_response())
+}

@@ -1,0 +1,126 @@
+use super::*;
+use crate::clock::VirtualClock;
+use crate::testing::{test_time, InMemoryEventStore};
+use serde_json::json;
+
+fn service() -> (CampaignService, Arc<InMemoryEventStore>) {
+    let store = Arc::new(InMemoryEventStore::default());
+    let clock = Arc::new(VirtualClock::starting_at(test_time()));
+    (CampaignService::new(store.clone(), clock), store)
+}
+
+fn actor() -> Actor {
+    Actor::api("test")
+}
+
+fn cart_definition(reminder: &str) -> Value {
+    let (_, text) = SHIPPED
+        .iter()
+        .find(|(n, _)| *n == "abandoned-cart")
+        .copied()
+        .unwrap_or(("", ""));
+    let mut v: Value = serde_yaml::from_str(text).unwrap_or(Value::Null);
+    v["steps"][1]["template"] = json!(reminder);
+    v
+}
+
+fn minimal(id: &str) -> Value {
+    json!({
+        "id": id,
+        "name": "Test",
+        "trigger": { "pattern": { "source": ["crm.commerce"], "detail-type": ["OrderPlaced"] } },
+        "steps": [{ "id": "send", "type": "send", "channel": "email", "template": "welcome", "category": "marketing", "purpose": "marketing" }]
+    })
+}
+
+#[tokio::test]
+async fn shipped_campaigns_are_version_1_until_put() {
+    let (svc, _) = service();
+    let catalog = svc.catalog();
+    let active = catalog.active().await.unwrap();
+    assert_eq!(active.len(), SHIPPED.len());
+    assert!(active.iter().all(|(_, v)| *v == 1));
+    let c = svc.get("abandoned-cart").await.unwrap().unwrap();
+    assert_eq!((c.version, c.paused), (1, false));
+}
+
+#[tokio::test]
+async fn a_put_of_a_shipped_campaign_keeps_version_1_as_shipped() {
+    let (svc, _) = service();
+    let c = svc
+        .put("abandoned-cart", cart_definition("abandoned-cart-final-offer"), actor())
+        .await
+        .unwrap();
+    assert_eq!(c.version, 2);
+    let catalog = svc.catalog();
+    let old = catalog.version("abandoned-cart", 1).await.unwrap().unwrap();
+    let new = catalog.version("abandoned-cart", 2).await.unwrap().unwrap();
+    assert_ne!(old, new);
+    assert!(catalog.version("abandoned-cart", 3).await.unwrap().is_none());
+    let active = catalog.active().await.unwrap();
+    assert_eq!(active.len(), SHIPPED.len());
+    assert!(active.iter().any(|(c, v)| c.id == "abandoned-cart" && *v == 2));
+    let again = svc
+        .put("abandoned-cart", cart_definition("abandoned-cart-reminder"), actor())
+        .await
+        .unwrap();
+    assert_eq!(again.version, 3);
+}
+
+#[tokio::test]
+async fn a_new_campaign_starts_at_version_1_and_is_listed() {
+    let (svc, _) = service();
+    assert!(svc.get("new-one").await.unwrap().is_none());
+    let c = svc.put("new-one", minimal("new-one"), actor()).await.unwrap();
+    assert_eq!(c.version, 1);
+    let active = svc.catalog().active().await.unwrap();
+    assert_eq!(active.len(), SHIPPED.len() + 1);
+    assert!(active.iter().any(|(c, v)| c.id == "new-one" && *v == 1));
+}
+
+#[tokio::test]
+async fn invalid_puts_list_every_error_and_write_nothing() {
+    let (svc, store) = service();
+    let mut bad = minimal("bad");
+    bad["steps"][0]["template"] = json!("no-such-template");
+    bad["name"] = json!(5);
+    let Err(CampaignError::Invalid(errors)) = svc.put("bad", bad, actor()).await else {
+        panic!("expected invalid");
+    };
+    assert!(errors.len() >= 2, "{errors:?}");
+    let Err(CampaignError::Invalid(errors)) = svc.put("other", minimal("bad"), actor()).await else {
+        panic!("expected invalid");
+    };
+    assert_eq!(errors[0].path, "id");
+    assert!(store.read_all(None, 100).await.unwrap().events.is_empty());
+}
+
+#[tokio::test]
+async fn pause_and_resume() {
+    let (svc, _) = service();
+    assert!(matches!(svc.pause("nope", actor()).await, Err(CampaignError::NotFound)));
+    assert!(matches!(
+        svc.resume("welcome", actor()).await,
+        Err(CampaignError::Conflict(_))
+    ));
+    let paused = svc.pause("welcome", actor()).await.unwrap();
+    assert!(paused.paused);
+    assert_eq!(paused.version, 1);
+    assert!(matches!(
+        svc.pause("welcome", actor()).await,
+        Err(CampaignError::Conflict(_))
+    ));
+    let catalog = svc.catalog();
+    let active = catalog.active().await.unwrap();
+    assert!(!active.iter().any(|(c, _)| c.id == "welcome"));
+    // Running instances keep their version while paused.
+    assert!(catalog.version("welcome", 1).await.unwrap().is_some());
+    let resumed = svc.resume("welcome", actor()).await.unwrap();
+    assert!(!resumed.paused);
+    assert!(catalog
+        .active()
+        .await
+        .unwrap()
+        .iter()
+        .any(|(c, v)| c.id == "welcome" && *v == 1));
+}

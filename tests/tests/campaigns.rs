@@ -1,0 +1,216 @@
+//! Campaigns as versioned data through the API: an edited campaign is used by
+//! new journeys while running ones keep their version; invalid definitions
+//! are refused whole; pause/resume; the explain and journeys reads.
+
+use chrono::{DateTime, Duration, Utc};
+use crm_core::event::EventEnvelope;
+use crm_core::ports::EventStore;
+use crm_tests::{registration, TestApi};
+use serde_json::{json, Value};
+
+fn start() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-11-23T09:00:00Z")
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_default()
+}
+
+async fn all_events(api: &TestApi) -> Vec<EventEnvelope> {
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = api.store.read_all(cursor.as_deref(), 1000).await.expect("read all");
+        out.extend(page.events);
+        match page.next {
+            Some(n) => cursor = Some(n),
+            None => return out,
+        }
+    }
+}
+
+async fn cart_messages(api: &TestApi) -> Vec<EventEnvelope> {
+    all_events(api)
+        .await
+        .into_iter()
+        .filter(|e| e.event_type == "MessageRequested" && e.data["campaign_id"] == "abandoned-cart")
+        .collect()
+}
+
+async fn advance(api: &TestApi, minutes: i64) {
+    api.runtime
+        .advance(Duration::minutes(minutes))
+        .await
+        .expect("advance the virtual clock");
+}
+
+async fn customer(api: &TestApi, email: &str) -> String {
+    let created = api.call("POST", "/customers", Some(&registration(email))).await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    created.body["id"].as_str().expect("id").to_string()
+}
+
+/// A cart of 60.00, left alone (abandoned 60 minutes later).
+async fn fill_cart(api: &TestApi, customer_id: &str) {
+    let body = json!({ "customer_id": customer_id, "currency": "EUR" }).to_string();
+    let cart = api.call("POST", "/carts", Some(&body)).await;
+    assert_eq!(cart.status, 201, "{:?}", cart.body);
+    let cart_id = cart.body["id"].as_str().expect("cart id").to_string();
+    let item = json!({ "product_id": "lamp", "name": "Lamp", "quantity": 1, "unit_price_minor": 6000 }).to_string();
+    let added = api.call("POST", &format!("/carts/{cart_id}/items"), Some(&item)).await;
+    assert_eq!(added.status, 200, "{:?}", added.body);
+}
+
+/// The shipped abandoned-cart definition with another reminder template.
+async fn edited_cart_campaign(api: &TestApi) -> Value {
+    let current = api.call("GET", "/campaigns/abandoned-cart", None).await;
+    assert_eq!(current.status, 200, "{:?}", current.body);
+    assert_eq!(current.body["version"], 1);
+    assert_eq!(current.body["paused"], false);
+    let mut definition = current.body["definition"].clone();
+    assert_eq!(definition["steps"][1]["template"], "abandoned-cart-reminder");
+    definition["steps"][1]["template"] = json!("abandoned-cart-final-offer");
+    definition
+}
+
+#[tokio::test]
+async fn an_edited_campaign_starts_new_journeys_while_running_ones_keep_their_version() {
+    let api = TestApi::at(start());
+    let first = customer(&api, "first@example.com").await;
+    fill_cart(&api, &first).await;
+    advance(&api, 60).await; // abandoned: a journey on version 1 waits an hour
+
+    let definition = edited_cart_campaign(&api).await;
+    let put = api
+        .call("PUT", "/campaigns/abandoned-cart", Some(&definition.to_string()))
+        .await;
+    assert_eq!(put.status, 200, "{:?}", put.body);
+    assert_eq!(put.body["version"], 2);
+    let got = api.call("GET", "/campaigns/abandoned-cart", None).await;
+    assert_eq!(got.body["version"], 2);
+    assert_eq!(
+        got.body["definition"]["steps"][1]["template"],
+        "abandoned-cart-final-offer"
+    );
+
+    advance(&api, 60).await;
+    let old = cart_messages(&api).await;
+    assert_eq!(old.len(), 1, "the running journey's reminder");
+    assert_eq!(
+        old[0].data["template"], "abandoned-cart-reminder",
+        "version 1's template"
+    );
+
+    let second = customer(&api, "second@example.com").await;
+    fill_cart(&api, &second).await;
+    advance(&api, 60).await;
+    advance(&api, 60).await;
+    let new: Vec<_> = cart_messages(&api)
+        .await
+        .into_iter()
+        .filter(|e| e.customer_id.as_deref() == Some(second.as_str()))
+        .collect();
+    assert_eq!(new.len(), 1, "the new journey's reminder");
+    assert_eq!(
+        new[0].data["template"], "abandoned-cart-final-offer",
+        "version 2's template"
+    );
+
+    // The journeys route lists each customer's instance with its version.
+    let journeys = api.call("GET", &format!("/customers/{second}/journeys"), None).await;
+    assert_eq!(journeys.status, 200, "{:?}", journeys.body);
+    let items = journeys.body["items"].as_array().expect("items");
+    assert!(
+        items
+            .iter()
+            .any(|i| i["campaign_id"] == "abandoned-cart" && i["campaign_version"] == 2),
+        "{items:?}"
+    );
+    let journeys = api.call("GET", &format!("/customers/{first}/journeys"), None).await;
+    let items = journeys.body["items"].as_array().expect("items");
+    assert!(items
+        .iter()
+        .any(|i| i["campaign_id"] == "abandoned-cart" && i["campaign_version"] == 1));
+
+    // Explain: the old reminder goes back to version 1 and the abandonment.
+    let message_id = old[0].data["message_id"].as_str().expect("message id");
+    let why = api.call("GET", &format!("/messages/{message_id}/explain"), None).await;
+    assert_eq!(why.status, 200, "{:?}", why.body);
+    assert_eq!(why.body["campaign"], "abandoned-cart@1");
+    assert_eq!(why.body["customer_id"], first.as_str());
+    let chain = why.body["chain"].as_array().expect("chain");
+    assert_eq!(chain[0]["type"], "MessageRequested");
+    assert!(chain
+        .iter()
+        .any(|l| l["role"] == "trigger" && l["type"] == "CartAbandoned"));
+}
+
+#[tokio::test]
+async fn an_invalid_definition_is_refused_with_every_error_and_nothing_written() {
+    let api = TestApi::new();
+    let before = api.event_count().await;
+    let mut definition = edited_cart_campaign(&api).await;
+    definition["steps"][1]["template"] = json!("no-such-template");
+    definition["steps"][0]["duration"] = json!("soon");
+    definition["name"] = json!("");
+    let put = api
+        .call("PUT", "/campaigns/abandoned-cart", Some(&definition.to_string()))
+        .await;
+    assert_eq!(put.status, 422, "{:?}", put.body);
+    let errors = put.body["errors"].as_array().expect("errors");
+    assert!(errors.len() >= 3, "every error: {errors:?}");
+    assert_eq!(put.body["field"], errors[0]["path"]);
+    let paths: Vec<&str> = errors.iter().filter_map(|e| e["path"].as_str()).collect();
+    assert!(paths.iter().any(|p| p.contains("template")), "{paths:?}");
+    assert!(paths.iter().any(|p| p.contains("duration")), "{paths:?}");
+
+    // The id in the path must be the definition's.
+    let other = api
+        .call(
+            "PUT",
+            "/campaigns/another-one",
+            Some(&edited_cart_campaign(&api).await.to_string()),
+        )
+        .await;
+    assert_eq!(other.status, 422, "{:?}", other.body);
+    assert_eq!(other.body["field"], "id");
+    let not_json = api.call("PUT", "/campaigns/abandoned-cart", Some("{")).await;
+    assert_eq!(not_json.status, 400);
+
+    assert_eq!(api.event_count().await, before, "nothing written");
+    let got = api.call("GET", "/campaigns/abandoned-cart", None).await;
+    assert_eq!(got.body["version"], 1);
+}
+
+#[tokio::test]
+async fn pause_and_resume_answer_conflicts_and_unknown_campaigns() {
+    let api = TestApi::new();
+    assert_eq!(api.call("GET", "/campaigns/no-such", None).await.status, 404);
+    assert_eq!(api.call("POST", "/campaigns/no-such/pause", None).await.status, 404);
+    assert_eq!(api.call("POST", "/campaigns/welcome/resume", None).await.status, 409);
+    let paused = api.call("POST", "/campaigns/welcome/pause", None).await;
+    assert_eq!(paused.status, 200, "{:?}", paused.body);
+    assert_eq!(paused.body["paused"], true);
+    assert_eq!(paused.body["version"], 1);
+    assert_eq!(api.call("POST", "/campaigns/welcome/pause", None).await.status, 409);
+
+    // While paused, a registration starts no welcome journey.
+    let id = customer(&api, "paused@example.com").await;
+    let journeys = api.call("GET", &format!("/customers/{id}/journeys"), None).await;
+    let items = journeys.body["items"].as_array().expect("items");
+    assert!(!items.iter().any(|i| i["campaign_id"] == "welcome"), "{items:?}");
+
+    let resumed = api.call("POST", "/campaigns/welcome/resume", None).await;
+    assert_eq!(resumed.status, 200, "{:?}", resumed.body);
+    assert_eq!(resumed.body["paused"], false);
+    assert_eq!(api.call("POST", "/campaigns/welcome/resume", None).await.status, 409);
+}
+
+#[tokio::test]
+async fn explain_and_journeys_answer_404_for_unknown_ids() {
+    let api = TestApi::new();
+    let why = api.call("GET", "/messages/no-such-message/explain", None).await;
+    assert_eq!(why.status, 404, "{:?}", why.body);
+    let unknown = api
+        .call("GET", "/customers/0190d7a0-0000-7000-8000-000000000000/journeys", None)
+        .await;
+    assert_eq!(unknown.status, 404, "{:?}", unknown.body);
+}
