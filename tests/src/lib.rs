@@ -100,18 +100,23 @@ impl TestApi {
         Answer { status, headers, body }
     }
 
-    /// How many events the store holds in all.
-    pub async fn event_count(&self) -> usize {
-        let mut count = 0;
+    /// Every stored event, in store order.
+    pub async fn all_events(&self) -> Vec<crm_core::event::EventEnvelope> {
+        let mut out = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
             let page = self.store.read_all(cursor.as_deref(), 1000).await.expect("read all");
-            count += page.events.len();
+            out.extend(page.events);
             match page.next {
                 Some(next) => cursor = Some(next),
-                None => return count,
+                None => return out,
             }
         }
+    }
+
+    /// How many events the store holds in all.
+    pub async fn event_count(&self) -> usize {
+        self.all_events().await.len()
     }
 }
 

@@ -4,7 +4,6 @@
 
 use chrono::{DateTime, Duration, Utc};
 use crm_core::event::EventEnvelope;
-use crm_core::ports::EventStore;
 use crm_tests::{registration, TestApi};
 use serde_json::{json, Value};
 
@@ -14,21 +13,8 @@ fn start() -> DateTime<Utc> {
         .unwrap_or_default()
 }
 
-async fn all_events(api: &TestApi) -> Vec<EventEnvelope> {
-    let mut out = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let page = api.store.read_all(cursor.as_deref(), 1000).await.expect("read all");
-        out.extend(page.events);
-        match page.next {
-            Some(n) => cursor = Some(n),
-            None => return out,
-        }
-    }
-}
-
 async fn cart_messages(api: &TestApi) -> Vec<EventEnvelope> {
-    all_events(api)
+    api.all_events()
         .await
         .into_iter()
         .filter(|e| e.event_type == "MessageRequested" && e.data["campaign_id"] == "abandoned-cart")

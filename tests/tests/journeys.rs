@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 use crm_core::journey::explain::explain;
-use crm_core::ports::{AppendRequest, EventStore, ExpectedVersion};
+use crm_core::ports::{AppendRequest, ExpectedVersion};
 use crm_tests::{registration, TestApi};
 use serde_json::{json, Value};
 
@@ -14,21 +14,8 @@ fn start() -> DateTime<Utc> {
         .unwrap_or_default()
 }
 
-async fn all_events(api: &TestApi) -> Vec<crm_core::event::EventEnvelope> {
-    let mut out = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let page = api.store.read_all(cursor.as_deref(), 1000).await.expect("read all");
-        out.extend(page.events);
-        match page.next {
-            Some(n) => cursor = Some(n),
-            None => return out,
-        }
-    }
-}
-
 async fn of_type(api: &TestApi, event_type: &str) -> Vec<crm_core::event::EventEnvelope> {
-    all_events(api)
+    api.all_events()
         .await
         .into_iter()
         .filter(|e| e.event_type == event_type)
