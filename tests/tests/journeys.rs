@@ -84,6 +84,17 @@ async fn abandoned_cart_reminds_once_after_the_wait_and_an_order_ends_the_journe
     assert_eq!(abandoned.len(), 1, "abandoned 60 minutes after the last activity");
     assert_eq!(abandoned[0].data["total_value_minor"], 6500);
 
+    // The bus delivers everything to the campaign function again (as after a
+    // crash before its cursor moved): still exactly one instance.
+    api.runtime.bus.rewind("campaign", 0).await.expect("rewind");
+    api.runtime.bus.settle().await.expect("redeliver");
+    let starts: Vec<_> = of_type(&api, "JourneyStarted")
+        .await
+        .into_iter()
+        .filter(|e| e.data["campaign_id"] == "abandoned-cart")
+        .collect();
+    assert_eq!(starts.len(), 1, "a duplicated trigger starts no second instance");
+
     // The campaign waits an hour, then asks for exactly one reminder.
     advance(&api, 59).await;
     assert!(cart_messages(&api).await.is_empty());
