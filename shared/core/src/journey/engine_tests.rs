@@ -322,3 +322,58 @@ async fn an_edit_mid_flight_leaves_running_instances_on_their_version() {
         Some(("abandoned-cart-final-offer".into(), 2))
     );
 }
+
+#[tokio::test]
+async fn deactivating_the_customer_exits_every_instance_and_deletes_its_timers() {
+    let world = World::new(Arc::new(FixedCatalog::new(vec![shipped("abandoned-cart")]))).await;
+    let mut started = Vec::new();
+    for cart in ["d1", "d2"] {
+        let e = world
+            .commerce_event(
+                &format!("cart-{cart}"),
+                "CartAbandoned",
+                json!({ "cart_id": cart, "total_value_minor": 6000 }),
+            )
+            .await;
+        started.extend(world.engine.on_event(&e).await.expect("start").started);
+    }
+    assert_eq!(started.len(), 2);
+    assert_eq!(world.scheduler.pending().len(), 2);
+
+    let service = CustomerService::new(world.events.clone(), world.clock.clone());
+    let respond = |c: &Customer, _: &[EventEnvelope]| (200, json!({ "id": c.id }));
+    let deactivate = CustomerCommand::Deactivate(DeactivateCustomer {
+        reason: DeactivationReason::CustomerRequest,
+        notes: None,
+    });
+    let Executed::Applied { events, .. } = service
+        .execute(
+            CUSTOMER,
+            &deactivate,
+            &CommandMeta::new(Actor::api("t")),
+            None,
+            &respond,
+        )
+        .await
+        .expect("deactivate")
+    else {
+        panic!("applied");
+    };
+    for e in &events {
+        world.engine.on_event(e).await.expect("deactivation");
+    }
+    assert!(world.scheduler.pending().is_empty(), "every pending wait deleted");
+    for id in &started {
+        assert!(matches!(
+            world.journey_events(id).await.last(),
+            Some(JourneyEvent::JourneyExited {
+                reason: super::instance::ExitReason::CustomerDeactivated,
+                ..
+            })
+        ));
+    }
+    assert!(
+        world.advance(chrono::Duration::days(2)).await.is_empty(),
+        "nothing is sent afterwards"
+    );
+}
