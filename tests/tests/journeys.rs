@@ -172,3 +172,67 @@ async fn abandoned_cart_reminds_once_after_the_wait_and_an_order_ends_the_journe
     assert_eq!(why.campaign, "abandoned-cart@1");
     let _: Value = json!(why);
 }
+
+async fn cross_sell(api: &TestApi) -> Vec<crm_core::event::EventEnvelope> {
+    api.all_events()
+        .await
+        .into_iter()
+        .filter(|e| e.event_type == "MessageRequested" && e.data["campaign_id"] == "cross-sell")
+        .collect()
+}
+
+#[tokio::test]
+async fn until_ten_local_lands_at_ten_in_the_customers_zone_across_the_dst_change() {
+    // Berlin springs forward on 2026-03-29: 10:00 that day is 08:00 UTC (the day before, 09:00 UTC).
+    let start = DateTime::parse_from_rfc3339("2026-03-21T12:00:00Z")
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_default();
+    let api = TestApi::at(start);
+    let mut body: Value = serde_json::from_str(&registration("berlin@example.com")).expect("json");
+    body["timezone"] = json!("Europe/Berlin");
+    let customer = api.call("POST", "/customers", Some(&body.to_string())).await;
+    assert_eq!(customer.status, 201, "{:?}", customer.body);
+    let customer_id = customer.body["id"].as_str().expect("id").to_string();
+
+    let order_id = uuid::Uuid::now_v7();
+    let delivered = crm_core::event::EventEnvelope {
+        event_id: order_id,
+        stream_id: format!("order-{order_id}"),
+        version: 0,
+        event_type: "OrderDelivered".into(),
+        schema_version: 1,
+        customer_id: Some(customer_id.clone()),
+        occurred_at: start,
+        recorded_at: start,
+        causation_id: None,
+        correlation_id: order_id,
+        actor: "api:test".into(),
+        data: json!({ "order_id": order_id }),
+    };
+    api.runtime
+        .command_store()
+        .append(AppendRequest {
+            stream_id: delivered.stream_id.clone(),
+            expected: ExpectedVersion::NoStream,
+            events: vec![delivered],
+            reservations: vec![],
+            receipt: None,
+        })
+        .await
+        .expect("order delivered");
+    api.runtime.bus.settle().await.expect("settle");
+
+    // Seven days (to 2026-03-28T12:00Z), then the wait for 10:00 Berlin time.
+    advance(&api, 7 * 24 * 60).await;
+    assert!(cross_sell(&api).await.is_empty());
+    // 2026-03-29T07:59Z is 09:59 CEST: not yet.
+    advance(&api, 19 * 60 + 59).await;
+    assert!(cross_sell(&api).await.is_empty(), "not before 10:00 local");
+    advance(&api, 1).await;
+    let sent = cross_sell(&api).await;
+    assert_eq!(sent.len(), 1);
+    let due = DateTime::parse_from_rfc3339("2026-03-29T08:00:00Z")
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_default();
+    assert_eq!(sent[0].occurred_at, due, "10:00 CEST, the first day of summer time");
+}
