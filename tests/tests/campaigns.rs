@@ -127,6 +127,12 @@ async fn an_edited_campaign_starts_new_journeys_while_running_ones_keep_their_ve
     assert!(chain
         .iter()
         .any(|l| l["role"] == "trigger" && l["type"] == "CartAbandoned"));
+
+    // Campaign, journey and segment events are not customer events: no
+    // consumer parked anything along the way.
+    let health = api.call("GET", "/health", None).await;
+    assert_eq!(health.body["status"], "ok", "{:?}", health.body);
+    assert!(api.runtime.bus.dead_letters().list().await.expect("letters").is_empty());
 }
 
 #[tokio::test]

@@ -19,8 +19,9 @@ pub const MAX_ENTRIES_PER_PUT: usize = 10;
 pub fn source_for(event_type: &str) -> &'static str {
     match event_type {
         "ConsentGranted" | "ConsentRevoked" | "ConsentExpired" => "crm.consent",
-        t if t.starts_with("Journey") || t == "TimerFired" => "crm.journey",
+        t if t.starts_with("Journey") || t.starts_with("Campaign") || t == "TimerFired" => "crm.journey",
         t if t.starts_with("Message") => "crm.messaging",
+        t if t.starts_with("Segment") => "crm.segments",
         "ItemAddedToCart" | "ItemRemovedFromCart" | "CheckoutStarted" => "crm.commerce",
         t if t.starts_with("Order") || t.starts_with("Cart") || t.starts_with("Payment") || t.starts_with("Refund") => {
             "crm.commerce"
@@ -82,6 +83,9 @@ mod tests {
         assert_eq!(source_for("EmailVerified"), "crm.customer");
         assert_eq!(source_for("ConsentRevoked"), "crm.consent");
         assert_eq!(source_for("JourneyStarted"), "crm.journey");
+        assert_eq!(source_for("CampaignPublished"), "crm.journey");
+        assert_eq!(source_for("CampaignPaused"), "crm.journey");
+        assert_eq!(source_for("SegmentMembershipRequested"), "crm.segments");
         assert_eq!(source_for("MessageSent"), "crm.messaging");
         assert_eq!(source_for("OrderConfirmed"), "crm.commerce");
         assert_eq!(source_for("ItemAddedToCart"), "crm.commerce");

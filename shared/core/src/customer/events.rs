@@ -90,6 +90,23 @@ impl DomainEvent for CustomerEvent {
     }
 }
 
+/// Every event type of the customer stream.
+pub const CUSTOMER_EVENT_TYPES: &[&str] = &[
+    "CustomerRegistered",
+    "ConsentGranted",
+    "ConsentRevoked",
+    "EmailVerificationRequested",
+    "EmailVerified",
+    "CustomerEmailChanged",
+    "CustomerNameChanged",
+    "CustomerPhoneChanged",
+    "CustomerAddressChanged",
+    "CustomerDateOfBirthChanged",
+    "PreferencesUpdated",
+    "CustomerDeactivated",
+    "CustomerReactivated",
+];
+
 impl CustomerEvent {
     pub fn event_type(&self) -> &'static str {
         match self {

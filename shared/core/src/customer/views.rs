@@ -56,8 +56,9 @@ impl Projection for CustomerProfileProjection {
         CUSTOMER_360
     }
 
-    fn handles(&self, _event_type: &str) -> bool {
-        true
+    fn handles(&self, event_type: &str) -> bool {
+        // Other contexts' events (activity, journeys) only move the checkpoint.
+        super::events::CUSTOMER_EVENT_TYPES.contains(&event_type)
     }
 
     async fn project(&self, event: &EventEnvelope, docs: &dyn ReadModelStore) -> Result<Vec<ReadOp>, ProjectionError> {
@@ -157,8 +158,9 @@ impl Projection for TimelineProjection {
         TIMELINE
     }
 
-    fn handles(&self, _event_type: &str) -> bool {
-        true
+    fn handles(&self, event_type: &str) -> bool {
+        // Other contexts' events (activity, journeys) only move the checkpoint.
+        super::events::CUSTOMER_EVENT_TYPES.contains(&event_type)
     }
 
     async fn project(&self, event: &EventEnvelope, docs: &dyn ReadModelStore) -> Result<Vec<ReadOp>, ProjectionError> {
