@@ -206,3 +206,28 @@ async fn explain_and_journeys_answer_404_for_unknown_ids() {
         .await;
     assert_eq!(unknown.status, 404, "{:?}", unknown.body);
 }
+
+#[tokio::test]
+async fn pausing_a_campaign_exits_its_waiting_journeys_at_once() {
+    let api = TestApi::at(start());
+    let id = customer(&api, "paused@example.com").await;
+    fill_cart(&api, &id).await;
+    advance(&api, 60).await;
+    let journeys = api.call("GET", &format!("/customers/{id}/journeys"), None).await;
+    assert_eq!(journeys.status, 200, "{:?}", journeys.body);
+    let paused = api.call("POST", "/campaigns/abandoned-cart/pause", None).await;
+    assert_eq!(paused.status, 200, "{:?}", paused.body);
+    assert_eq!(paused.body["exited_instances"], 1, "the waiting cart journey");
+    advance(&api, 26 * 60).await;
+    assert!(
+        cart_messages(&api).await.is_empty(),
+        "no reminder from a paused campaign"
+    );
+    let exits: Vec<_> = api
+        .all_events()
+        .await
+        .into_iter()
+        .filter(|e| e.event_type == "JourneyExited" && e.data["reason"] == "campaign-paused")
+        .collect();
+    assert_eq!(exits.len(), 1);
+}

@@ -72,7 +72,21 @@ pub async fn pause(
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
     let c = state.campaigns.pause(&id, Actor::api(&principal.0)).await?;
-    Ok(Json(view(&c)).into_response())
+    // Running instances exit now, mid-wait, and their timers are deleted.
+    let engine = crm_core::journey::engine::JourneyEngine::new(
+        state.events.clone(),
+        state.read_models.clone(),
+        state.scheduler.clone(),
+        std::sync::Arc::new(crm_core::journey::catalog::StoredCatalog::new(state.events.clone())),
+        state.clock.clone(),
+    );
+    let exited = engine.on_campaign_paused(&id).await.map_err(|e| match e {
+        crm_core::journey::engine::EngineError::Retry(m) => Problem::from(crm_core::ports::StoreError::Unavailable(m)),
+        crm_core::journey::engine::EngineError::Poison(m) => Problem::from(crm_core::ports::StoreError::Failed(m)),
+    })?;
+    let mut body = view(&c);
+    body["exited_instances"] = json!(exited.advanced.len());
+    Ok(Json(body).into_response())
 }
 
 pub async fn resume(

@@ -72,6 +72,7 @@ pub struct AppState {
     pub read_models: Arc<dyn ReadModelStore>,
     /// Where `/health` learns the consumers' lag; `None` when it cannot.
     pub health: Option<Arc<dyn ConsumerHealth>>,
+    pub clock: Arc<dyn Clock>,
     pub auth: Auth,
 }
 
@@ -87,10 +88,11 @@ impl AppState {
             customers: Arc::new(CustomerService::new(store.clone(), clock.clone())),
             campaigns: Arc::new(CampaignService::new(store.clone(), clock.clone())),
             events: store.clone(),
-            carts: Arc::new(CartService::new(store, clock, scheduler.clone())),
+            carts: Arc::new(CartService::new(store, clock.clone(), scheduler.clone())),
             scheduler,
             read_models,
             health: None,
+            clock,
             auth,
         }
     }

@@ -22,6 +22,11 @@ use std::sync::Arc;
 /// The read-model namespace of the engine's index: customer → instances.
 pub const JOURNEY_INDEX: &str = "journey-index";
 
+/// The journey-index partition listing a campaign's instances.
+pub fn campaign_partition(campaign_id: &str) -> String {
+    format!("campaign:{campaign_id}")
+}
+
 /// The sort key of a message's entry in the journey index (partition: the message id).
 pub const MESSAGE_SORT: &str = "message";
 
@@ -289,6 +294,36 @@ impl JourneyEngine {
         Ok(outcome)
     }
 
+    /// A campaign was paused: every running instance of it exits now (reason
+    /// `campaign-paused`) and its pending timer is deleted.
+    pub async fn on_campaign_paused(&self, campaign_id: &str) -> Result<EngineOutcome, EngineError> {
+        let mut outcome = EngineOutcome::default();
+        let running: Vec<IndexedInstance> = self
+            .docs
+            .list(JOURNEY_INDEX, &campaign_partition(campaign_id), "", None, usize::MAX)
+            .await?
+            .into_iter()
+            .map(|(_, v)| serde_json::from_value(v).map_err(|e| EngineError::Poison(format!("journey index: {e}"))))
+            .collect::<Result<_, _>>()?;
+        for indexed in running
+            .into_iter()
+            .filter(|i| i.status != instance::InstanceStatus::Exited)
+        {
+            let ctx = JourneyContext {
+                now: self.clock.now(),
+                timezone: chrono_tz::UTC,
+                profile: None,
+            };
+            if self
+                .advance(&indexed.instance_id, &JourneyInput::CampaignPaused, &ctx, &mut outcome)
+                .await?
+            {
+                outcome.advanced.push(indexed.instance_id);
+            }
+        }
+        Ok(outcome)
+    }
+
     /// Handles a fired journey timer.
     pub async fn on_timer(&self, timer: &TimerPayload) -> Result<EngineOutcome, EngineError> {
         let mut outcome = EngineOutcome::default();
@@ -432,11 +467,19 @@ impl JourneyEngine {
             .await
             .map_err(|e| StoreOutcome::Failed(e.into()))?;
         if indexed_at < state.version {
-            let mut put = vec![ReadOp::Put {
-                partition: customer_id.to_string(),
-                sort: state.id.clone(),
-                body,
-            }];
+            let mut put = vec![
+                ReadOp::Put {
+                    partition: customer_id.to_string(),
+                    sort: state.id.clone(),
+                    body: body.clone(),
+                },
+                // The same line under the campaign, so pausing it finds its instances.
+                ReadOp::Put {
+                    partition: campaign_partition(&state.campaign_id),
+                    sort: state.id.clone(),
+                    body,
+                },
+            ];
             // Each requested message points back at its journey, for `explain`.
             for (e, version) in &versioned {
                 if let JourneyEvent::MessageRequested { message_id, .. } = e {

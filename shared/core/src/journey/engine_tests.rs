@@ -377,3 +377,35 @@ async fn deactivating_the_customer_exits_every_instance_and_deletes_its_timers()
         "nothing is sent afterwards"
     );
 }
+
+#[tokio::test]
+async fn pausing_a_campaign_exits_its_running_instances_at_once() {
+    let world = World::new(Arc::new(FixedCatalog::new(vec![shipped("abandoned-cart")]))).await;
+    let e = world
+        .commerce_event(
+            "cart-p1",
+            "CartAbandoned",
+            json!({ "cart_id": "p1", "total_value_minor": 6000 }),
+        )
+        .await;
+    let started = world.engine.on_event(&e).await.expect("start").started;
+    assert_eq!(world.scheduler.pending().len(), 1);
+    let paused = world.engine.on_campaign_paused("abandoned-cart").await.expect("pause");
+    assert_eq!(paused.advanced, started);
+    assert!(world.scheduler.pending().is_empty());
+    assert!(matches!(
+        world.journey_events(&started[0]).await.last(),
+        Some(JourneyEvent::JourneyExited {
+            reason: super::instance::ExitReason::CampaignPaused,
+            ..
+        })
+    ));
+    assert!(world
+        .engine
+        .on_campaign_paused("abandoned-cart")
+        .await
+        .expect("again")
+        .advanced
+        .is_empty());
+    assert!(world.advance(chrono::Duration::days(2)).await.is_empty());
+}
