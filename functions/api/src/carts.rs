@@ -164,33 +164,11 @@ impl From<CartCommandError> for Problem {
                 Problem::not_found(format!("product {product} is not in the cart")).with_field("product_id")
             }
             CartCommandError::Rejected(CartError::Conflict { field, message }) => Problem::conflict(field, message),
-            CartCommandError::IdempotencyKeyReused => {
-                Problem::invalid("Idempotency-Key", "this key was already used for a different request")
-            }
-            CartCommandError::Contended { attempts } => {
-                let mut p = Problem::conflict(
-                    None,
-                    format!("the cart kept changing concurrently ({attempts} attempts); retry the request"),
-                );
-                p.headers.push((header::RETRY_AFTER, HeaderValue::from_static("1")));
-                p
-            }
-            CartCommandError::TooLarge(detail) => Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "command-too-large",
-                "Command too large",
-                detail,
-            ),
+            CartCommandError::IdempotencyKeyReused => Problem::idempotency_key_reused(),
+            CartCommandError::Contended { attempts } => Problem::contended("cart", attempts),
+            CartCommandError::TooLarge(detail) => Problem::command_too_large(detail),
             CartCommandError::Store(e) => e.into(),
-            CartCommandError::Codec(e) => {
-                tracing::error!(error = %e, "stored event unreadable");
-                Problem::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "Internal error",
-                    "a stored event could not be read",
-                )
-            }
+            CartCommandError::Codec(e) => Problem::unreadable_event(&e),
             CartCommandError::Timer(e) => {
                 tracing::warn!(error = %e, "cart inactivity timer not set");
                 let mut p = Problem::new(

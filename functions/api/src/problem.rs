@@ -133,6 +133,43 @@ impl From<StoreError> for Problem {
     }
 }
 
+impl Problem {
+    /// An Idempotency-Key reused for a different request.
+    pub fn idempotency_key_reused() -> Self {
+        Problem::invalid("Idempotency-Key", "this key was already used for a different request")
+    }
+
+    /// Other writers kept winning on `what` (`customer`, `cart`): retry later.
+    pub fn contended(what: &str, attempts: u32) -> Self {
+        let mut p = Problem::conflict(
+            None,
+            format!("the {what} kept changing concurrently ({attempts} attempts); retry the request"),
+        );
+        p.headers.push((header::RETRY_AFTER, HeaderValue::from_static("1")));
+        p
+    }
+
+    pub fn command_too_large(detail: String) -> Self {
+        Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "command-too-large",
+            "Command too large",
+            detail,
+        )
+    }
+
+    /// A stored event this code cannot read (logged; the client sees a 500).
+    pub fn unreadable_event(e: &crm_core::event::EventCodecError) -> Self {
+        tracing::error!(error = %e, "stored event unreadable");
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+            "a stored event could not be read",
+        )
+    }
+}
+
 impl From<CommandError> for Problem {
     fn from(e: CommandError) -> Self {
         match e {
@@ -142,33 +179,11 @@ impl From<CommandError> for Problem {
             CommandError::EmailTaken { field } => {
                 Problem::conflict(Some(field.to_string()), "this email address is already registered")
             }
-            CommandError::IdempotencyKeyReused => {
-                Problem::invalid("Idempotency-Key", "this key was already used for a different request")
-            }
-            CommandError::Contended { attempts } => {
-                let mut p = Problem::conflict(
-                    None,
-                    format!("the customer kept changing concurrently ({attempts} attempts); retry the request"),
-                );
-                p.headers.push((header::RETRY_AFTER, HeaderValue::from_static("1")));
-                p
-            }
-            CommandError::TooLarge(detail) => Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "command-too-large",
-                "Command too large",
-                detail,
-            ),
+            CommandError::IdempotencyKeyReused => Problem::idempotency_key_reused(),
+            CommandError::Contended { attempts } => Problem::contended("customer", attempts),
+            CommandError::TooLarge(detail) => Problem::command_too_large(detail),
             CommandError::Store(e) => e.into(),
-            CommandError::Codec(e) => {
-                tracing::error!(error = %e, "stored event unreadable");
-                Problem::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "Internal error",
-                    "a stored event could not be read",
-                )
-            }
+            CommandError::Codec(e) => Problem::unreadable_event(&e),
         }
     }
 }
