@@ -21,6 +21,7 @@ pub fn source_for(event_type: &str) -> &'static str {
         "ConsentGranted" | "ConsentRevoked" | "ConsentExpired" => "crm.consent",
         t if t.starts_with("Journey") || t.starts_with("Campaign") || t == "TimerFired" => "crm.journey",
         t if t.starts_with("Message") => "crm.messaging",
+        "EmailDelivered" | "EmailBounced" | "EmailComplained" | "EmailOpened" | "EmailClicked" => "crm.messaging",
         t if t.starts_with("Segment") => "crm.segments",
         "ItemAddedToCart" | "ItemRemovedFromCart" | "CheckoutStarted" => "crm.commerce",
         t if t.starts_with("Order") || t.starts_with("Cart") || t.starts_with("Payment") || t.starts_with("Refund") => {
@@ -87,6 +88,7 @@ mod tests {
         assert_eq!(source_for("CampaignPaused"), "crm.journey");
         assert_eq!(source_for("SegmentMembershipRequested"), "crm.segments");
         assert_eq!(source_for("MessageSent"), "crm.messaging");
+        assert_eq!(source_for("EmailBounced"), "crm.messaging");
         assert_eq!(source_for("OrderConfirmed"), "crm.commerce");
         assert_eq!(source_for("ItemAddedToCart"), "crm.commerce");
         assert_eq!(source_for("CheckoutStarted"), "crm.commerce");

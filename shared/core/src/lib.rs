@@ -12,6 +12,7 @@ pub mod customer;
 pub mod event;
 pub mod idempotency;
 pub mod journey;
+pub mod messaging;
 pub mod pattern;
 pub mod ports;
 pub mod preferences;

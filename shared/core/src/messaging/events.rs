@@ -1,0 +1,177 @@
+//! The message stream `message-<message id>`: what became of one requested
+//! message, and what the provider told us afterwards.
+
+use crate::consent::{Channel, Purpose};
+use crate::event::{DomainEvent, EventEnvelope};
+use crate::journey::definition::Category;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The stream of one message.
+pub fn message_stream(message_id: &str) -> String {
+    format!("message-{message_id}")
+}
+
+/// What a journey asked for (the payload of `MessageRequested` on the
+/// journey stream), as the channel function reads it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessageRequest {
+    pub message_id: String,
+    pub instance_id: String,
+    pub campaign_id: String,
+    pub campaign_version: u64,
+    pub step_id: String,
+    pub customer_id: String,
+    pub channel: Channel,
+    pub template: String,
+    pub category: Category,
+    #[serde(default)]
+    pub purpose: Option<Purpose>,
+    #[serde(default)]
+    pub data: Value,
+}
+
+impl MessageRequest {
+    /// Reads a stored `MessageRequested` event.
+    pub fn from_envelope(event: &EventEnvelope) -> Result<Self, crate::event::EventCodecError> {
+        if event.event_type != "MessageRequested" {
+            return Err(crate::event::EventCodecError(format!(
+                "{} is not a MessageRequested",
+                event.event_type
+            )));
+        }
+        serde_json::from_value(event.data.clone()).map_err(|e| crate::event::EventCodecError(e.to_string()))
+    }
+
+    /// The topic preferences filter on: the campaign.
+    pub fn topic(&self) -> &str {
+        &self.campaign_id
+    }
+}
+
+/// Why a message was not sent (and never will be).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SuppressionReason {
+    UnknownCustomer,
+    CustomerInactive,
+    NoConsent,
+    /// The address bounced hard, complained, or is invalid.
+    Suppressed,
+    NoAddress,
+    /// The customer's preferences rule it out (frequency never, category, SMS promotions).
+    Preference,
+    FrequencyCap,
+}
+
+/// Why a message waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeferralReason {
+    QuietHours,
+}
+
+/// How an email bounced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BounceType {
+    /// The address does not exist or refuses mail for good: suppress it.
+    Permanent,
+    Transient,
+    Undetermined,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum MessageEvent {
+    MessageSuppressed {
+        message_id: String,
+        customer_id: String,
+        campaign_id: String,
+        channel: Channel,
+        reason: SuppressionReason,
+        detail: String,
+    },
+    /// Waits until `until`; a timer hands the request back then.
+    MessageDeferred {
+        message_id: String,
+        customer_id: String,
+        channel: Channel,
+        reason: DeferralReason,
+        until: DateTime<Utc>,
+        request: MessageRequest,
+    },
+    /// The send is ours: recorded (a conditional append) before the provider
+    /// is called, so a redelivered request finds it and does not send again.
+    MessageClaimed {
+        message_id: String,
+        customer_id: String,
+        channel: Channel,
+        campaign_id: String,
+        template: String,
+        category: Category,
+        /// sha256 of the normalised address (no personal data on this stream).
+        address_hash: String,
+    },
+    MessageSent {
+        message_id: String,
+        customer_id: String,
+        channel: Channel,
+        campaign_id: String,
+        provider_message_id: String,
+    },
+    MessageFailed {
+        message_id: String,
+        customer_id: String,
+        channel: Channel,
+        retryable: bool,
+        error: String,
+    },
+    EmailDelivered {
+        message_id: String,
+        customer_id: String,
+    },
+    EmailBounced {
+        message_id: String,
+        customer_id: String,
+        bounce_type: BounceType,
+        address_hash: String,
+        #[serde(default)]
+        diagnostic: Option<String>,
+    },
+    EmailComplained {
+        message_id: String,
+        customer_id: String,
+        address_hash: String,
+    },
+    EmailOpened {
+        message_id: String,
+        customer_id: String,
+    },
+    EmailClicked {
+        message_id: String,
+        customer_id: String,
+        link: String,
+    },
+}
+
+impl DomainEvent for MessageEvent {
+    fn schema_version(_event_type: &str) -> u32 {
+        1
+    }
+}
+
+/// Every event type on a message stream.
+pub const MESSAGE_EVENT_TYPES: &[&str] = &[
+    "MessageSuppressed",
+    "MessageDeferred",
+    "MessageClaimed",
+    "MessageSent",
+    "MessageFailed",
+    "EmailDelivered",
+    "EmailBounced",
+    "EmailComplained",
+    "EmailOpened",
+    "EmailClicked",
+];

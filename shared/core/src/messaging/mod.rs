@@ -1,0 +1,16 @@
+//! Messaging: what happens to a `MessageRequested` (ARCHITECTURE.md §8).
+//!
+//! - [`decision`]: the pure pipeline (active → consent → suppression →
+//!   preferences → caps → quiet hours → send), one outcome per request;
+//! - [`events`]: the message stream `message-<message id>`;
+//! - [`provider`]: the ports to SES, SNS (SMS, push) and the local sink;
+//! - [`mime`]: the full rendered email as one RFC 5322 message;
+//! - [`render`]: Liquid templates (HTML-escaped), MJML, text part;
+//! - [`unsubscribe`]: signed tokens for one-click unsubscribe and the
+//!   preference centre.
+
+pub mod events;
+pub mod mime;
+pub mod provider;
+pub mod render;
+pub mod unsubscribe;

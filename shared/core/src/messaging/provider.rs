@@ -1,0 +1,96 @@
+//! The ports to the providers that carry a message: email (SES v2), SMS (SNS),
+//! push (SNS platform endpoints), and the local sink that keeps them all.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+/// One rendered email, ready for a provider. `mime::to_mime` turns it into the
+/// raw message that SES sends and the local sink keeps.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmailMessage {
+    /// The deterministic message id (also a tag and the `X-CRM-Message-Id` header).
+    pub message_id: String,
+    pub from: String,
+    pub to: String,
+    pub subject: String,
+    pub html: String,
+    pub text: String,
+    /// Extra headers in order, e.g. `List-Unsubscribe` and `List-Unsubscribe-Post`.
+    #[serde(default)]
+    pub headers: Vec<(String, String)>,
+    /// Provider tags (SES message tags): `campaign`, `message_id`, `category`.
+    #[serde(default)]
+    pub tags: Vec<(String, String)>,
+}
+
+/// One SMS to an E.164 number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SmsMessage {
+    pub message_id: String,
+    /// E.164, e.g. `+4915112345678`.
+    pub to: String,
+    pub body: String,
+    /// Transactional SMS get SNS's `Transactional` type, marketing `Promotional`.
+    pub transactional: bool,
+}
+
+/// Where push notifications go: a device registered by the app.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushDevice {
+    /// `apns` or `fcm`.
+    pub platform: String,
+    pub token: String,
+}
+
+/// One push notification to one device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushMessage {
+    pub message_id: String,
+    pub device: PushDevice,
+    pub title: String,
+    pub body: String,
+    #[serde(default)]
+    pub data: serde_json::Value,
+}
+
+/// What a provider answered when it accepted a message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderReceipt {
+    pub provider_message_id: String,
+}
+
+/// Why a provider did not accept a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProviderError {
+    /// Too many requests: retry with backoff.
+    #[error("throttled by the provider: {0}")]
+    Throttled(String),
+    /// Network trouble or a provider-side error: retry.
+    #[error("provider unavailable: {0}")]
+    Unavailable(String),
+    /// The provider refused this message for good (bad address, rejected
+    /// content, unknown endpoint): do not retry.
+    #[error("rejected by the provider: {0}")]
+    Rejected(String),
+}
+
+impl ProviderError {
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, ProviderError::Rejected(_))
+    }
+}
+
+#[async_trait]
+pub trait EmailProvider: Send + Sync {
+    async fn send_email(&self, email: &EmailMessage) -> Result<ProviderReceipt, ProviderError>;
+}
+
+#[async_trait]
+pub trait SmsProvider: Send + Sync {
+    async fn send_sms(&self, sms: &SmsMessage) -> Result<ProviderReceipt, ProviderError>;
+}
+
+#[async_trait]
+pub trait PushProvider: Send + Sync {
+    async fn send_push(&self, push: &PushMessage) -> Result<ProviderReceipt, ProviderError>;
+}

@@ -1,0 +1,1 @@
+//! Liquid templates for messages (filled in by the templates work).

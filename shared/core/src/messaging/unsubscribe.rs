@@ -1,0 +1,1 @@
+//! Signed unsubscribe and preference-centre tokens (filled in by the unsubscribe work).
