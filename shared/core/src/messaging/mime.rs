@@ -74,9 +74,26 @@ pub fn to_mime(email: &EmailMessage, date: chrono::DateTime<chrono::Utc>) -> Str
     out
 }
 
-/// The decoded parts of a message made by [`to_mime`]: (headers, text, html).
-/// For the local mail viewer and tests.
-pub fn parse(mime: &str) -> Option<(Vec<(String, String)>, String, String)> {
+/// The decoded parts of a message made by [`to_mime`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedEmail {
+    pub headers: Vec<(String, String)>,
+    pub text: String,
+    pub html: String,
+}
+
+impl ParsedEmail {
+    /// A header's value (names compare case-insensitively).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads a message made by [`to_mime`] (for the local mail viewer and tests).
+pub fn parse(mime: &str) -> Option<ParsedEmail> {
     let (head, body) = mime.split_once("\r\n\r\n")?;
     let headers: Vec<(String, String)> = head
         .split("\r\n")
@@ -104,15 +121,7 @@ pub fn parse(mime: &str) -> Option<(Vec<(String, String)>, String, String)> {
             html = decoded;
         }
     }
-    Some((headers, text, html))
-}
-
-/// A header's value from [`parse`]'s output.
-pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
+    Some(ParsedEmail { headers, text, html })
 }
 
 #[cfg(test)]
@@ -140,11 +149,11 @@ mod tests {
         let when = chrono::DateTime::parse_from_rfc3339("2026-11-29T10:00:00Z").unwrap().to_utc();
         let mime = to_mime(&email(), when);
         assert!(!mime.contains("\r\nBcc:"), "{mime}");
-        let (headers, text, html) = parse(&mime).unwrap();
-        assert_eq!(text, "Hallo Ana");
-        assert_eq!(html, "<p>Hallo Ana</p>");
-        assert_eq!(header(&headers, "List-Unsubscribe-Post"), Some("List-Unsubscribe=One-Click"));
-        assert!(header(&headers, "Subject").unwrap().starts_with("=?UTF-8?B?"));
+        let parsed = parse(&mime).unwrap();
+        assert_eq!(parsed.text, "Hallo Ana");
+        assert_eq!(parsed.html, "<p>Hallo Ana</p>");
+        assert_eq!(parsed.header("List-Unsubscribe-Post"), Some("List-Unsubscribe=One-Click"));
+        assert!(parsed.header("Subject").unwrap().starts_with("=?UTF-8?B?"));
         assert_eq!(mime, to_mime(&email(), when), "deterministic");
     }
 }
