@@ -3,7 +3,10 @@
 pub mod dynamodb;
 pub mod eventbridge;
 pub mod lambda;
+mod provider_error;
 pub mod scheduler;
+pub mod ses;
+pub mod sns;
 pub mod sqs;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

@@ -51,3 +51,67 @@ pub async fn sqs_client() -> aws_sdk_sqs::Client {
 pub async fn scheduler_client() -> aws_sdk_scheduler::Client {
     aws_sdk_scheduler::Client::new(&moto_config().await)
 }
+
+/// An SES v2 client for the moto endpoint (see [`moto_config`]).
+pub async fn sesv2_client() -> aws_sdk_sesv2::Client {
+    aws_sdk_sesv2::Client::new(&moto_config().await)
+}
+
+/// An SNS client for the moto endpoint (see [`moto_config`]).
+pub async fn sns_client() -> aws_sdk_sns::Client {
+    aws_sdk_sns::Client::new(&moto_config().await)
+}
+
+/// The moto endpoint in `AWS_ENDPOINT_URL` (see [`moto_config`]).
+pub fn moto_endpoint() -> String {
+    match std::env::var("AWS_ENDPOINT_URL") {
+        Ok(e) if !e.is_empty() => e,
+        _ => panic!("AWS_ENDPOINT_URL is not set: these are AWS wire tests and need a moto server (see moto_config)"),
+    }
+}
+
+/// moto's whole state, `GET {endpoint}/moto-api/data.json`, over a plain
+/// HTTP/1.1 connection (`Connection: close`, so the body runs to the end).
+/// Blocking (std), which is fine for a test's one look.
+pub fn moto_data() -> serde_json::Value {
+    use std::io::{Read, Write};
+    let endpoint = moto_endpoint();
+    let authority = endpoint
+        .strip_prefix("http://")
+        .unwrap_or_else(|| panic!("moto endpoint must be plain http://: {endpoint}"))
+        .trim_end_matches('/');
+    let mut stream =
+        std::net::TcpStream::connect(authority).unwrap_or_else(|e| panic!("connect to moto at {authority}: {e}"));
+    let request = format!(
+        "GET /moto-api/data.json HTTP/1.1\r\nHost: {authority}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).expect("send the request to moto");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).expect("read moto's answer");
+    let text = String::from_utf8(response).expect("moto's answer is UTF-8");
+    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP answer from moto");
+    assert!(
+        head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200"),
+        "moto-api/data.json: {head}"
+    );
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    serde_json::from_str(&body).expect("moto-api/data.json is JSON")
+}
+
+/// A chunked HTTP/1.1 body, joined.
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let size = usize::from_str_radix(size.split(';').next().unwrap_or("0").trim(), 16).expect("chunk size");
+        if size == 0 {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].trim_start_matches("\r\n");
+    }
+    out
+}
