@@ -1,1 +1,544 @@
-//! Liquid templates for messages (filled in by the templates work).
+//! Message templates: Liquid, HTML-escaped in HTML parts, MJML to HTML, and a
+//! text part (ARCHITECTURE.md §8).
+//!
+//! Every template in [`KNOWN_TEMPLATES`](crate::journey::templates::KNOWN_TEMPLATES) has a folder `templates/<id>/` at the
+//! repository root, embedded in the binary:
+//!
+//! - email: `subject.liquid`, `body.mjml` (MJML with Liquid), `text.liquid`;
+//! - SMS: `sms.liquid`;
+//! - push: `title.liquid`, `body.liquid`;
+//! - every template: `sample.json`, the variables for previews and tests.
+//!
+//! The variables are one JSON object: `customer` (`first_name`, `last_name`),
+//! `data` (the triggering event's data), `message` (`id`), `campaign` (`id`)
+//! and `links` (`unsubscribe`, `preferences`, `shop`). `templates/README.md`
+//! lists what each template reads.
+//!
+//! Rules:
+//!
+//! - **Escaping.** The `liquid` crate never escapes. Before the MJML part is
+//!   rendered, every string leaf of the variables is HTML-escaped, so whatever
+//!   a customer typed cannot become markup. Subject, text, SMS and push parts
+//!   get the values as they are.
+//! - **Strict variables.** A variable that is not there fails the message with
+//!   [`RenderError::MissingVariable`], naming it; no retry will fix that.
+//!   (`{% if x %}` tests presence without failing, for optional values.)
+//! - **Parsed once.** Templates are parsed on first use and kept for the life
+//!   of the process.
+//! - **Filters.** The standard Liquid library plus `money`:
+//!   `{{ data.total_value_minor | money: data.currency }}` formats an amount in
+//!   minor units (`5990`, `"EUR"` → `€59.90`).
+
+use crate::consent::Channel;
+use liquid_core::{
+    Display_filter, Expression, Filter, FilterParameters, FilterReflection, FromFilterParameters, ParseFilter, Runtime,
+    Value as LiquidValue, ValueView,
+};
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+/// A rendered message. Email: subject, HTML and text; SMS: text only; push:
+/// `subject` is the title and `text` the body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    pub subject: Option<String>,
+    pub html: Option<String>,
+    pub text: String,
+}
+
+/// Why a template did not render. None of these is retryable: the same
+/// template with the same variables fails the same way.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RenderError {
+    #[error("unknown template {0}")]
+    UnknownTemplate(String),
+    /// A variable the template reads is not there (`variable` is its dotted
+    /// path, e.g. `customer.first_name`).
+    #[error("template {template} needs the variable {variable}")]
+    MissingVariable { template: String, variable: String },
+    /// The variables are not a JSON object.
+    #[error("template {template}: the variables must be a JSON object")]
+    InvalidVariables { template: String },
+    /// A part does not parse (Liquid or MJML), or failed while rendering for
+    /// another reason than a missing variable (e.g. a filter given text
+    /// where it needs a number).
+    #[error("template {template} ({part}): {message}")]
+    Invalid {
+        template: String,
+        part: &'static str,
+        message: String,
+    },
+}
+
+impl RenderError {
+    /// Always false: rendering is deterministic.
+    pub fn is_retryable(&self) -> bool {
+        false
+    }
+}
+
+/// The channel a template is written for, or `None` for an unknown id.
+pub fn channel_of(template_id: &str) -> Option<Channel> {
+    source(template_id).map(|s| s.parts.channel())
+}
+
+/// The sample variables of a template (`templates/<id>/sample.json`).
+pub fn sample_data(template_id: &str) -> Result<Value, RenderError> {
+    let src = source(template_id).ok_or_else(|| RenderError::UnknownTemplate(template_id.to_string()))?;
+    serde_json::from_str(src.sample).map_err(|e| RenderError::Invalid {
+        template: template_id.to_string(),
+        part: "sample.json",
+        message: e.to_string(),
+    })
+}
+
+/// Renders a template with the given variables (a JSON object).
+pub fn render(template_id: &str, vars: &Value) -> Result<Rendered, RenderError> {
+    let compiled = compiled(template_id)?;
+    if !vars.is_object() {
+        return Err(RenderError::InvalidVariables {
+            template: template_id.to_string(),
+        });
+    }
+    let plain = to_globals(template_id, vars)?;
+    match compiled {
+        Compiled::Email { subject, mjml, text } => {
+            let escaped = to_globals(template_id, &html_escape_leaves(vars))?;
+            let mjml_source = run(template_id, "body.mjml", mjml, &escaped)?;
+            Ok(Rendered {
+                subject: Some(single_line(&run(template_id, "subject.liquid", subject, &plain)?)),
+                html: Some(mjml_to_html(template_id, &mjml_source)?),
+                text: tidy_text(&run(template_id, "text.liquid", text, &plain)?),
+            })
+        }
+        Compiled::Sms { text } => Ok(Rendered {
+            subject: None,
+            html: None,
+            text: tidy_text(&run(template_id, "sms.liquid", text, &plain)?),
+        }),
+        Compiled::Push { title, body } => Ok(Rendered {
+            subject: Some(single_line(&run(template_id, "title.liquid", title, &plain)?)),
+            html: None,
+            text: tidy_text(&run(template_id, "body.liquid", body, &plain)?),
+        }),
+    }
+}
+
+/// Renders a template with its sample variables, `patch` applied over them
+/// as a JSON Merge Patch (RFC 7396: objects merge, `null` removes a key,
+/// anything else replaces). What `POST /templates/{id}/preview` shows.
+pub fn preview(template_id: &str, patch: Option<&Value>) -> Result<(Channel, Rendered), RenderError> {
+    let channel = channel_of(template_id).ok_or_else(|| RenderError::UnknownTemplate(template_id.to_string()))?;
+    let mut vars = sample_data(template_id)?;
+    if let Some(patch) = patch {
+        merge_patch(&mut vars, patch);
+    }
+    Ok((channel, render(template_id, &vars)?))
+}
+
+/// RFC 7396 JSON Merge Patch.
+pub fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(patch) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(Map::new());
+    }
+    if let Value::Object(target) = target {
+        for (key, value) in patch {
+            if value.is_null() {
+                target.remove(key);
+            } else {
+                merge_patch(target.entry(key.clone()).or_insert(Value::Null), value);
+            }
+        }
+    }
+}
+
+/// Escapes text for HTML content and attribute values.
+pub fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------
+// Sources, embedded.
+
+struct Source {
+    id: &'static str,
+    parts: Parts,
+    sample: &'static str,
+}
+
+enum Parts {
+    Email {
+        subject: &'static str,
+        mjml: &'static str,
+        text: &'static str,
+    },
+    Sms {
+        text: &'static str,
+    },
+    Push {
+        title: &'static str,
+        body: &'static str,
+    },
+}
+
+impl Parts {
+    fn channel(&self) -> Channel {
+        match self {
+            Parts::Email { .. } => Channel::Email,
+            Parts::Sms { .. } => Channel::Sms,
+            Parts::Push { .. } => Channel::Push,
+        }
+    }
+}
+
+macro_rules! template_file {
+    ($id:literal, $file:literal) => {
+        include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../templates/",
+            $id,
+            "/",
+            $file
+        ))
+    };
+}
+
+macro_rules! email {
+    ($id:literal) => {
+        Source {
+            id: $id,
+            parts: Parts::Email {
+                subject: template_file!($id, "subject.liquid"),
+                mjml: template_file!($id, "body.mjml"),
+                text: template_file!($id, "text.liquid"),
+            },
+            sample: template_file!($id, "sample.json"),
+        }
+    };
+}
+
+macro_rules! sms {
+    ($id:literal) => {
+        Source {
+            id: $id,
+            parts: Parts::Sms {
+                text: template_file!($id, "sms.liquid"),
+            },
+            sample: template_file!($id, "sample.json"),
+        }
+    };
+}
+
+macro_rules! push {
+    ($id:literal) => {
+        Source {
+            id: $id,
+            parts: Parts::Push {
+                title: template_file!($id, "title.liquid"),
+                body: template_file!($id, "body.liquid"),
+            },
+            sample: template_file!($id, "sample.json"),
+        }
+    };
+}
+
+/// Every template, in the order of the registry (a test checks).
+static SOURCES: &[Source] = &[
+    email!("abandoned-cart-final-offer"),
+    email!("abandoned-cart-reminder"),
+    email!("browse-abandonment"),
+    email!("checkout-abandonment"),
+    sms!("checkout-abandonment-sms"),
+    email!("cross-sell-recommendations"),
+    email!("email-verification"),
+    email!("email-verification-reminder"),
+    email!("order-confirmation"),
+    email!("order-shipped"),
+    push!("order-shipped-push"),
+    email!("payment-failed"),
+    email!("payment-failed-final-notice"),
+    email!("reorder-reminder"),
+    email!("review-request"),
+    email!("welcome"),
+];
+
+fn source(template_id: &str) -> Option<&'static Source> {
+    // Only ids of the registry: a source without its registry entry is dead.
+    if !crate::journey::templates::is_known(template_id) {
+        return None;
+    }
+    SOURCES.iter().find(|s| s.id == template_id)
+}
+
+// ---------------------------------------------------------------------------
+// Parsed templates, once per process.
+
+enum Compiled {
+    Email {
+        subject: liquid::Template,
+        mjml: liquid::Template,
+        text: liquid::Template,
+    },
+    Sms {
+        text: liquid::Template,
+    },
+    Push {
+        title: liquid::Template,
+        body: liquid::Template,
+    },
+}
+
+type Cache = HashMap<&'static str, Result<Compiled, RenderError>>;
+
+fn compiled(template_id: &str) -> Result<&'static Compiled, RenderError> {
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    let cache = CACHE.get_or_init(compile_all);
+    match cache.get(template_id) {
+        Some(Ok(c)) => Ok(c),
+        Some(Err(e)) => Err(e.clone()),
+        None => Err(RenderError::UnknownTemplate(template_id.to_string())),
+    }
+}
+
+fn compile_all() -> Cache {
+    let parser = match liquid::ParserBuilder::with_stdlib().filter(Money).build() {
+        Ok(p) => p,
+        Err(e) => {
+            return SOURCES
+                .iter()
+                .map(|s| {
+                    let err = RenderError::Invalid {
+                        template: s.id.to_string(),
+                        part: "parser",
+                        message: e.to_string(),
+                    };
+                    (s.id, Err(err))
+                })
+                .collect();
+        }
+    };
+    SOURCES.iter().map(|s| (s.id, compile(&parser, s))).collect()
+}
+
+fn compile(parser: &liquid::Parser, src: &Source) -> Result<Compiled, RenderError> {
+    let parse = |part: &'static str, text: &str| {
+        parser.parse(text).map_err(|e| RenderError::Invalid {
+            template: src.id.to_string(),
+            part,
+            message: e.to_string(),
+        })
+    };
+    Ok(match src.parts {
+        Parts::Email { subject, mjml, text } => Compiled::Email {
+            subject: parse("subject.liquid", subject)?,
+            mjml: parse("body.mjml", mjml)?,
+            text: parse("text.liquid", text)?,
+        },
+        Parts::Sms { text } => Compiled::Sms {
+            text: parse("sms.liquid", text)?,
+        },
+        Parts::Push { title, body } => Compiled::Push {
+            title: parse("title.liquid", title)?,
+            body: parse("body.liquid", body)?,
+        },
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Rendering.
+
+fn to_globals(template_id: &str, vars: &Value) -> Result<liquid::Object, RenderError> {
+    liquid::model::to_object(vars).map_err(|_| RenderError::InvalidVariables {
+        template: template_id.to_string(),
+    })
+}
+
+fn run(
+    template_id: &str,
+    part: &'static str,
+    template: &liquid::Template,
+    globals: &liquid::Object,
+) -> Result<String, RenderError> {
+    template.render(globals).map_err(|e| from_liquid(template_id, part, &e))
+}
+
+/// Maps a Liquid render error; a missing variable becomes
+/// [`RenderError::MissingVariable`] with its dotted path. The `liquid` crate
+/// keeps the details in the error's context, visible only in its text:
+/// `Unknown variable` with `requested variable=<root>`, or `Unknown index`
+/// with `variable=<path>` and `requested index=<key>`.
+fn from_liquid(template_id: &str, part: &'static str, e: &liquid::Error) -> RenderError {
+    let text = e.to_string();
+    let context = |key: &str| {
+        text.lines().find_map(|line| {
+            line.trim_start()
+                .strip_prefix(key)
+                .and_then(|rest| rest.strip_prefix('='))
+                .map(str::to_string)
+        })
+    };
+    let headline = text.lines().next().unwrap_or_default();
+    let variable = if headline.ends_with("Unknown variable") {
+        context("requested variable")
+    } else if headline.ends_with("Unknown index") {
+        match (context("variable"), context("requested index")) {
+            (Some(parent), Some(index)) => Some(format!("{parent}.{index}")),
+            _ => None,
+        }
+    } else {
+        None
+    };
+    match variable {
+        Some(variable) => RenderError::MissingVariable {
+            template: template_id.to_string(),
+            variable,
+        },
+        None => RenderError::Invalid {
+            template: template_id.to_string(),
+            part,
+            message: text.trim_end().to_string(),
+        },
+    }
+}
+
+fn mjml_to_html(template_id: &str, source: &str) -> Result<String, RenderError> {
+    let invalid = |message: String| RenderError::Invalid {
+        template: template_id.to_string(),
+        part: "body.mjml",
+        message,
+    };
+    let parsed = mrml::parse(source).map_err(|e| invalid(e.to_string()))?;
+    let options = mrml::prelude::render::RenderOptions {
+        disable_comments: true,
+        social_icon_origin: None,
+        // No web fonts: the templates use system font stacks.
+        fonts: HashMap::new(),
+    };
+    parsed.element.render(&options).map_err(|e| invalid(e.to_string()))
+}
+
+/// A copy of `vars` with every string HTML-escaped (keys stay as they are).
+fn html_escape_leaves(vars: &Value) -> Value {
+    match vars {
+        Value::String(s) => Value::String(html_escape(s)),
+        Value::Array(items) => Value::Array(items.iter().map(html_escape_leaves).collect()),
+        Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), html_escape_leaves(v))).collect()),
+        other => other.clone(),
+    }
+}
+
+/// Subjects and titles are one line, without surrounding blanks.
+fn single_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Text parts: trailing blanks off every line, at most one empty line in a
+/// row (Liquid tags leave blank lines behind), one final newline.
+fn tidy_text(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut blank_run = 0;
+    for line in s.trim().lines() {
+        let line = line.trim_end();
+        if line.is_empty() {
+            blank_run += 1;
+            if blank_run > 1 {
+                continue;
+            }
+        } else {
+            blank_run = 0;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------
+// The `money` filter.
+
+#[derive(Debug, FilterParameters)]
+struct MoneyArgs {
+    #[parameter(description = "The ISO 4217 currency code, e.g. EUR.", arg_type = "str")]
+    currency: Expression,
+}
+
+#[derive(Clone, ParseFilter, FilterReflection)]
+#[filter(
+    name = "money",
+    description = "Formats an amount in minor units (cents) in a currency.",
+    parameters(MoneyArgs),
+    parsed(MoneyFilter)
+)]
+struct Money;
+
+#[derive(Debug, FromFilterParameters, Display_filter)]
+#[name = "money"]
+struct MoneyFilter {
+    #[parameters]
+    args: MoneyArgs,
+}
+
+impl Filter for MoneyFilter {
+    fn evaluate(&self, input: &dyn ValueView, runtime: &dyn Runtime) -> liquid_core::Result<LiquidValue> {
+        let args = self.args.evaluate(runtime)?;
+        let minor = input
+            .as_scalar()
+            .and_then(|s| s.to_integer())
+            .ok_or_else(|| liquid_core::Error::with_msg("money: the amount must be an integer in minor units"))?;
+        Ok(LiquidValue::scalar(format_money(minor, args.currency.as_str())))
+    }
+}
+
+/// `5990` in `EUR` → `€59.90`; unknown currencies get their code after the
+/// amount (`59.90 CHF`).
+pub fn format_money(minor: i64, currency: &str) -> String {
+    let currency = currency.trim().to_ascii_uppercase();
+    let decimals = match currency.as_str() {
+        "JPY" | "KRW" | "ISK" | "CLP" | "VND" => 0,
+        _ => 2,
+    };
+    let sign = if minor < 0 { "-" } else { "" };
+    let abs = minor.unsigned_abs();
+    let amount = if decimals == 0 {
+        abs.to_string()
+    } else {
+        format!("{}.{:02}", abs / 100, abs % 100)
+    };
+    let symbol = match currency.as_str() {
+        "EUR" => Some("€"),
+        "USD" => Some("$"),
+        "GBP" => Some("£"),
+        "JPY" => Some("¥"),
+        _ => None,
+    };
+    match symbol {
+        Some(symbol) => format!("{sign}{symbol}{amount}"),
+        None => format!("{sign}{amount} {currency}"),
+    }
+}
+
+#[cfg(test)]
+#[path = "render_tests.rs"]
+mod tests;
+
+/// Sorted ids of the embedded sources, for the registry test.
+#[cfg(test)]
+fn source_ids() -> Vec<&'static str> {
+    SOURCES.iter().map(|s| s.id).collect()
+}

@@ -1,0 +1,268 @@
+use super::*;
+use crate::journey::templates::KNOWN_TEMPLATES;
+use serde_json::json;
+
+/// Marketing templates must carry the unsubscribe link.
+const MARKETING: &[&str] = &[
+    "abandoned-cart-final-offer",
+    "abandoned-cart-reminder",
+    "browse-abandonment",
+    "checkout-abandonment",
+    "cross-sell-recommendations",
+    "reorder-reminder",
+    "review-request",
+    "welcome",
+];
+
+fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn sample(id: &str) -> Value {
+    sample_data(id).unwrap_or_else(|e| panic!("{id}: {e}"))
+}
+
+#[test]
+fn every_known_template_has_a_source_in_registry_order() {
+    assert_eq!(source_ids(), KNOWN_TEMPLATES);
+}
+
+#[test]
+fn every_known_template_renders_its_sample() {
+    for id in KNOWN_TEMPLATES {
+        let vars = sample(id);
+        let rendered = render(id, &vars).unwrap_or_else(|e| panic!("{id}: {e}"));
+        let first_name = vars["customer"]["first_name"].as_str().expect("sample first name");
+        assert!(!rendered.text.trim().is_empty(), "{id}: empty text");
+        match channel_of(id) {
+            Some(Channel::Email) => {
+                let subject = rendered.subject.as_deref().expect("subject");
+                assert!(
+                    !subject.is_empty() && !subject.contains('\n'),
+                    "{id}: subject {subject:?}"
+                );
+                let html = rendered.html.as_deref().expect("html");
+                assert!(html.starts_with("<!doctype html>"), "{id}: not an HTML document");
+                assert!(
+                    !html.contains("{{") && !html.contains("{%"),
+                    "{id}: Liquid left in HTML"
+                );
+                assert!(!html.contains("<mj-"), "{id}: MJML left in HTML");
+                assert!(html.contains(first_name), "{id}: no first name in HTML");
+                assert!(rendered.text.contains(first_name), "{id}: no first name in text");
+                let preferences = vars["links"]["preferences"].as_str().expect("preferences link");
+                assert!(html.contains(preferences), "{id}: no preferences link in HTML");
+                assert!(rendered.text.contains(preferences), "{id}: no preferences link in text");
+                let unsubscribe = vars["links"]["unsubscribe"].as_str().expect("unsubscribe link");
+                if MARKETING.contains(id) {
+                    assert!(
+                        html.contains(&format!("href=\"{unsubscribe}\"")),
+                        "{id}: no unsubscribe link"
+                    );
+                    assert!(html.contains(">Unsubscribe</a>"), "{id}: no unsubscribe link text");
+                    assert!(
+                        rendered.text.contains(&format!("Unsubscribe: {unsubscribe}")),
+                        "{id}: text"
+                    );
+                }
+            }
+            Some(Channel::Sms) => {
+                assert_eq!((rendered.subject.as_deref(), rendered.html.as_deref()), (None, None));
+                assert!(rendered.text.contains("STOP"), "{id}: SMS without opt-out");
+                assert!(
+                    rendered.text.chars().count() <= 320,
+                    "{id}: SMS longer than two segments"
+                );
+            }
+            Some(Channel::Push) => {
+                assert!(rendered.subject.is_some_and(|t| !t.is_empty()), "{id}: push title");
+                assert_eq!(rendered.html, None);
+            }
+            None => panic!("{id}: no channel"),
+        }
+        assert!(
+            !rendered.text.contains("{{") && !rendered.text.contains("{%"),
+            "{id}: Liquid left in text"
+        );
+    }
+}
+
+#[test]
+fn channels_match_the_readme() {
+    let readme = std::fs::read_to_string(repo_root().join("templates/README.md")).expect("templates/README.md");
+    let mut seen = 0;
+    for line in readme.lines() {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        let [_, id, channel, ..] = cells.as_slice() else {
+            continue;
+        };
+        let Some(id) = id.strip_prefix('`').and_then(|s| s.strip_suffix('`')) else {
+            continue;
+        };
+        if !KNOWN_TEMPLATES.contains(&id) {
+            continue;
+        }
+        let expected = match *channel {
+            "email" => Channel::Email,
+            "sms" => Channel::Sms,
+            "push" => Channel::Push,
+            other => panic!("{id}: unknown channel {other} in README"),
+        };
+        assert_eq!(channel_of(id), Some(expected), "{id}");
+        seen += 1;
+    }
+    assert_eq!(seen, KNOWN_TEMPLATES.len());
+}
+
+#[test]
+fn values_are_escaped_in_html_only() {
+    let mut vars = sample("welcome");
+    vars["customer"]["first_name"] = json!("<script>alert(1)</script> & \"Bo\" 'B'");
+    let r = render("welcome", &vars).expect("render");
+    let html = r.html.expect("html");
+    assert!(!html.contains("<script>"), "unescaped script in HTML");
+    assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt; &amp; &quot;Bo&quot; &#39;B&#39;"));
+    assert!(r.text.contains("<script>alert(1)</script> & \"Bo\" 'B'"));
+    assert!(r
+        .subject
+        .expect("subject")
+        .contains("<script>alert(1)</script> & \"Bo\""));
+}
+
+#[test]
+fn values_are_escaped_in_attributes_and_loops() {
+    let mut vars = sample("abandoned-cart-reminder");
+    vars["data"]["items"][0]["name"] = json!("<b>Bold</b>");
+    vars["data"]["cart_id"] = json!("x\"><img src=x onerror=alert(1)>");
+    let html = render("abandoned-cart-reminder", &vars)
+        .expect("render")
+        .html
+        .expect("html");
+    assert!(html.contains("&lt;b&gt;Bold&lt;/b&gt;"));
+    assert!(!html.contains("<img src=x"), "attribute breakout");
+    assert!(html.contains("x&quot;&gt;&lt;img src=x onerror=alert(1)&gt;"));
+}
+
+#[test]
+fn sms_and_push_are_not_escaped() {
+    let mut vars = sample("checkout-abandonment-sms");
+    vars["customer"]["first_name"] = json!("Tom & Jerry");
+    assert!(render("checkout-abandonment-sms", &vars)
+        .expect("sms")
+        .text
+        .starts_with("The Shop: Tom & Jerry,"));
+    let mut vars = sample("order-shipped-push");
+    vars["data"]["carrier"] = json!("A&B <Express>");
+    let push = render("order-shipped-push", &vars).expect("push");
+    assert!(push.text.contains("with A&B <Express>."), "{}", push.text);
+}
+
+#[test]
+fn a_missing_variable_is_named() {
+    let mut vars = sample("welcome");
+    vars["customer"].as_object_mut().expect("customer").remove("first_name");
+    let err = render("welcome", &vars).expect_err("must fail");
+    assert_eq!(
+        err,
+        RenderError::MissingVariable {
+            template: "welcome".into(),
+            variable: "customer.first_name".into()
+        }
+    );
+    assert!(!err.is_retryable());
+
+    let mut vars = sample("order-confirmation");
+    vars.as_object_mut().expect("vars").remove("links");
+    assert!(matches!(
+        render("order-confirmation", &vars),
+        Err(RenderError::MissingVariable { variable, .. }) if variable == "links"
+    ));
+
+    let mut vars = sample("abandoned-cart-reminder");
+    vars["data"]["items"][1]
+        .as_object_mut()
+        .expect("item")
+        .remove("quantity");
+    assert!(matches!(
+        render("abandoned-cart-reminder", &vars),
+        Err(RenderError::MissingVariable { variable, .. }) if variable == "item.quantity"
+    ));
+
+    let mut vars = sample("checkout-abandonment-sms");
+    vars["data"].as_object_mut().expect("data").remove("cart_id");
+    assert!(matches!(
+        render("checkout-abandonment-sms", &vars),
+        Err(RenderError::MissingVariable { variable, .. }) if variable == "data.cart_id"
+    ));
+}
+
+#[test]
+fn optional_values_may_be_absent() {
+    let mut vars = sample("order-shipped");
+    let data = vars["data"].as_object_mut().expect("data");
+    for key in ["carrier", "tracking_number", "tracking_url", "estimated_delivery"] {
+        data.remove(key);
+    }
+    let r = render("order-shipped", &vars).expect("render");
+    assert!(r.text.contains("View your order: https://shop.example/account/orders/"));
+}
+
+#[test]
+fn mjml_becomes_html_with_the_content() {
+    let r = render("order-confirmation", &sample("order-confirmation")).expect("render");
+    let html = r.html.expect("html");
+    assert!(html.contains("<html"));
+    assert!(html.contains("Merino crew-neck sweater"));
+    assert!(html.contains("€108.00"));
+    assert!(html.contains("€29.00"), "line total of two socks");
+    assert!(html.contains("href=\"https://shop.example/account/orders/ord_01JD7W1C3E5G7J9L1N3Q5S7U9W\""));
+    assert_eq!(
+        r.subject.as_deref(),
+        Some("Order ord_01JD7W1C3E5G7J9L1N3Q5S7U9W confirmed: thank you, Ada!")
+    );
+    assert!(r.text.contains("- Merino crew-neck sweater x 1: €79.00\n"));
+    assert!(r.text.ends_with('\n') && !r.text.contains("\n\n\n"));
+}
+
+#[test]
+fn unknown_templates_and_bad_variables() {
+    assert_eq!(channel_of("nope"), None);
+    assert_eq!(
+        render("nope", &json!({})),
+        Err(RenderError::UnknownTemplate("nope".into()))
+    );
+    assert_eq!(sample_data("nope"), Err(RenderError::UnknownTemplate("nope".into())));
+    assert!(matches!(
+        render("welcome", &json!([1])),
+        Err(RenderError::InvalidVariables { .. })
+    ));
+    let mut vars = sample("payment-failed");
+    vars["data"]["total_value_minor"] = json!("lots");
+    assert!(matches!(
+        render("payment-failed", &vars),
+        Err(RenderError::Invalid {
+            part: "subject.liquid" | "body.mjml" | "text.liquid",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn preview_applies_a_merge_patch() {
+    let (channel, r) = preview("welcome", Some(&json!({ "customer": { "first_name": "Grace" } }))).expect("preview");
+    assert_eq!(channel, Channel::Email);
+    assert_eq!(r.subject.as_deref(), Some("Welcome, Grace!"));
+    assert!(matches!(
+        preview("welcome", Some(&json!({ "customer": { "first_name": null } }))),
+        Err(RenderError::MissingVariable { variable, .. }) if variable == "customer.first_name"
+    ));
+}
+
+#[test]
+fn money_formats_minor_units() {
+    assert_eq!(format_money(5990, "EUR"), "€59.90");
+    assert_eq!(format_money(5, "usd"), "$0.05");
+    assert_eq!(format_money(-1250, "GBP"), "-£12.50");
+    assert_eq!(format_money(1500, "JPY"), "¥1500");
+    assert_eq!(format_money(1999, "CHF"), "19.99 CHF");
+}
