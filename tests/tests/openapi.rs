@@ -144,6 +144,10 @@ async fn every_operation_answers_with_a_documented_status() {
                     .to_string();
                 url = url.replace("{message_id}", &message_id);
             }
+            // The template preview renders a shipped template.
+            Some("previewTemplate") => {
+                url = url.replacen(&id, "welcome", 1);
+            }
             Some("reactivateCustomer") => {
                 let off = api
                     .call(

@@ -9,6 +9,7 @@ mod carts;
 mod customers;
 mod problem;
 mod reads;
+mod templates;
 
 pub use auth::Auth;
 pub use problem::Problem;
@@ -55,6 +56,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/campaigns/{id}/resume"),
     ("GET", "/messages/{message_id}/explain"),
     ("GET", "/customers/{id}/journeys"),
+    ("POST", "/templates/{id}/preview"),
 ];
 
 /// What every handler shares: built once per process.
@@ -142,6 +144,7 @@ pub fn router(state: AppState) -> Router {
         .route("/campaigns/{id}/resume", post(campaigns::resume))
         .route("/messages/{message_id}/explain", get(campaigns::explain))
         .route("/customers/{id}/journeys", get(campaigns::journeys))
+        .route("/templates/{id}/preview", post(templates::preview))
         .fallback(problem::no_route)
         .method_not_allowed_fallback(problem::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
