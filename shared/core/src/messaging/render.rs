@@ -30,11 +30,12 @@
 //!   minor units (`5990`, `"EUR"` → `€59.90`).
 
 use crate::consent::Channel;
+use crate::messaging::events::MessageRequest;
 use liquid_core::{
     Display_filter, Expression, Filter, FilterParameters, FilterReflection, FromFilterParameters, ParseFilter, Runtime,
     Value as LiquidValue, ValueView,
 };
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
@@ -123,6 +124,33 @@ pub fn render(template_id: &str, vars: &Value) -> Result<Rendered, RenderError> 
             text: tidy_text(&run(template_id, "body.liquid", body, &plain)?),
         }),
     }
+}
+
+/// Where a message's links point.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Links {
+    /// The one-click unsubscribe / preference-centre URL of the recipient.
+    pub unsubscribe: String,
+    /// The preference centre of the recipient.
+    pub preferences: String,
+    /// The storefront's base URL (a trailing slash is dropped).
+    pub shop: String,
+}
+
+/// The variables of a requested message, in the shape every template reads
+/// (and every `sample.json` has).
+pub fn variables(first_name: &str, last_name: &str, request: &MessageRequest, links: &Links) -> Value {
+    json!({
+        "customer": { "first_name": first_name, "last_name": last_name },
+        "data": request.data,
+        "message": { "id": request.message_id },
+        "campaign": { "id": request.campaign_id },
+        "links": {
+            "unsubscribe": links.unsubscribe,
+            "preferences": links.preferences,
+            "shop": links.shop.trim_end_matches('/'),
+        },
+    })
 }
 
 /// Renders a template with its sample variables, `patch` applied over them

@@ -266,3 +266,60 @@ fn money_formats_minor_units() {
     assert_eq!(format_money(1500, "JPY"), "¥1500");
     assert_eq!(format_money(1999, "CHF"), "19.99 CHF");
 }
+
+#[test]
+fn samples_have_the_shape_of_variables() {
+    let request: crate::messaging::events::MessageRequest = serde_json::from_value(json!({
+        "message_id": "m-1", "instance_id": "i-1", "campaign_id": "welcome", "campaign_version": 1,
+        "step_id": "welcome", "customer_id": "c-1", "channel": "email", "template": "welcome",
+        "category": "marketing", "data": { "email": "ada@example.com" }
+    }))
+    .expect("request");
+    let links = Links {
+        unsubscribe: "https://crm.example/u/t".into(),
+        preferences: "https://crm.example/u/t".into(),
+        shop: "https://shop.example/".into(),
+    };
+    let vars = variables("Ada", "Lovelace", &request, &links);
+    assert_eq!(vars["links"]["shop"], "https://shop.example");
+    assert_eq!(vars["data"]["email"], "ada@example.com");
+    let shape = |v: &Value| -> Vec<(String, Vec<String>)> {
+        let Value::Object(top) = v else { panic!("not an object") };
+        top.iter()
+            .filter(|(k, _)| k.as_str() != "data")
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    v.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default(),
+                )
+            })
+            .collect()
+    };
+    for id in KNOWN_TEMPLATES {
+        let sample = sample(id);
+        assert_eq!(shape(&sample), shape(&vars), "{id}");
+        assert!(sample["data"].is_object(), "{id}");
+        assert_eq!(
+            sample["campaign"]["id"].as_str().map(str::is_empty),
+            Some(false),
+            "{id}"
+        );
+    }
+    assert!(render("welcome", &vars).is_ok());
+}
+
+#[test]
+fn a_missing_filter_argument_is_named() {
+    let mut vars = sample("payment-failed");
+    vars["data"].as_object_mut().expect("data").remove("currency");
+    assert!(matches!(
+        render("payment-failed", &vars),
+        Err(RenderError::MissingVariable { variable, .. }) if variable == "data.currency"
+    ));
+    let mut vars = sample("payment-failed");
+    vars.as_object_mut().expect("vars").remove("data");
+    assert!(matches!(
+        render("payment-failed", &vars),
+        Err(RenderError::MissingVariable { variable, .. }) if variable == "data"
+    ));
+}
