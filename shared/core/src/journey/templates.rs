@@ -1,7 +1,7 @@
 //! The template registry: every template id a campaign may send.
 //!
-//! The templates themselves (subjects, bodies, per channel and locale) come
-//! with message delivery; `templates/README.md` lists the same ids.
+//! The templates themselves are the folders `templates/<id>/`, rendered by
+//! [`crate::messaging::render`]; `templates/README.md` lists the same ids.
 
 /// Every known template id, sorted.
 pub const KNOWN_TEMPLATES: &[&str] = &[
