@@ -81,7 +81,9 @@ impl TestApi {
         for (k, v) in headers {
             builder = builder.header(*k, *v);
         }
+        let typed = headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type"));
         let request = match body {
+            Some(b) if typed => builder.body(Body::from(b)),
             Some(b) => builder.header("content-type", "application/json").body(Body::from(b)),
             None => builder.body(Body::empty()),
         }
@@ -98,6 +100,36 @@ impl TestApi {
                 .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&bytes).into()))
         };
         Answer { status, headers, body }
+    }
+
+    /// Posts an `application/x-www-form-urlencoded` body, without a bearer token
+    /// (as a browser or a mail client does).
+    pub async fn post_form(&self, path: &str, form: &str) -> Answer {
+        self.call_raw(
+            "POST",
+            path,
+            Some(form.as_bytes().to_vec()),
+            &[("content-type", "application/x-www-form-urlencoded")],
+        )
+        .await
+    }
+
+    /// A signed unsubscribe / preference-centre token of the runtime's secret.
+    pub fn unsubscribe_token(
+        &self,
+        customer_id: &str,
+        purpose: crm_core::consent::Purpose,
+        channel: crm_core::consent::Channel,
+        expires_at: chrono::DateTime<chrono::Utc>,
+    ) -> String {
+        self.runtime
+            .unsubscribe
+            .sign(&crm_core::messaging::unsubscribe::UnsubscribeToken {
+                customer_id: customer_id.to_string(),
+                purpose,
+                channel,
+                expires_at,
+            })
     }
 
     /// Every stored event, in store order.

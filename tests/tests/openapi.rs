@@ -1,6 +1,8 @@
 //! `openapi.yaml` describes exactly the router's routes, and each operation,
 //! called with its documented example, answers with a documented status.
 
+use crm_core::consent::{Channel, Purpose};
+use crm_core::messaging::unsubscribe::UnsubscribeToken;
 use crm_core::ports::EventStore;
 use crm_tests::{registration, TestApi};
 use serde_yaml::Value as Yaml;
@@ -100,6 +102,8 @@ async fn every_operation_answers_with_a_documented_status() {
             url = format!("{url}?{}", query.join("&"));
         }
         let mut example = op["requestBody"]["content"]["application/json"]["example"].clone();
+        // A form body (application/x-www-form-urlencoded), when the operation documents one.
+        let mut form: Option<String> = None;
         // Operations whose example needs the customer in a given state first.
         match op["operationId"].as_str() {
             Some("verifyEmail") => {
@@ -148,6 +152,25 @@ async fn every_operation_answers_with_a_documented_status() {
             Some("previewTemplate") => {
                 url = url.replacen(&id, "welcome", 1);
             }
+            // The signed-link routes: a valid token of the customer; the POST sends its form example.
+            Some("preferenceCentre" | "submitPreferences") => {
+                let token = api.runtime.unsubscribe.sign(&UnsubscribeToken {
+                    customer_id: id.clone(),
+                    purpose: Purpose::Marketing,
+                    channel: Channel::Email,
+                    expires_at: chrono::Utc::now() + chrono::Duration::days(1),
+                });
+                url = url.replace("{token}", &token);
+                if let Some(fields) =
+                    op["requestBody"]["content"]["application/x-www-form-urlencoded"]["example"].as_mapping()
+                {
+                    let pairs: Vec<String> = fields
+                        .iter()
+                        .map(|(k, v)| format!("{}={}", k.as_str().unwrap_or(""), v.as_str().unwrap_or("")))
+                        .collect();
+                    form = Some(pairs.join("&"));
+                }
+            }
             Some("reactivateCustomer") => {
                 let off = api
                     .call(
@@ -160,7 +183,7 @@ async fn every_operation_answers_with_a_documented_status() {
             }
             _ => {}
         }
-        let body = (!example.is_null()).then(|| serde_json::to_string(&example).expect("json"));
+        let body = form.or_else(|| (!example.is_null()).then(|| serde_json::to_string(&example).expect("json")));
         let answer = api.call(&method, &url, body.as_deref()).await;
         let status = answer.status.as_u16().to_string();
         let responses = op["responses"].as_mapping().expect("responses");
@@ -174,6 +197,16 @@ async fn every_operation_answers_with_a_documented_status() {
             "{method} {path}: the example should succeed, got {status} {:?}",
             answer.body
         );
+        // Operations with `security: []` are public (reached from links in messages).
+        if op["security"].as_sequence().is_some_and(|s| s.is_empty()) {
+            let public = api.call_with(&method, &url, body.as_deref(), &[]).await;
+            assert!(
+                public.status.is_success(),
+                "{method} {path} is public: {:?}",
+                public.body
+            );
+            continue;
+        }
         // Unauthenticated calls get the documented 401.
         let denied = api.call_with(&method, &url, body.as_deref(), &[]).await;
         assert_eq!(denied.status, 401, "{method} {path}");
@@ -182,4 +215,38 @@ async fn every_operation_answers_with_a_documented_status() {
             "{method} {path} documents 401"
         );
     }
+}
+
+/// The routes reached from links in messages skip authentication in all three
+/// places: `security: []` in openapi.yaml, `Authorizer: NONE` in
+/// template.yaml, and outside the router's bearer check.
+#[test]
+fn exactly_the_public_routes_skip_authentication() {
+    let public: BTreeSet<(String, String)> = crm_api::PUBLIC_ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    let documented: BTreeSet<(String, String)> = operations(&document())
+        .into_iter()
+        .filter(|(_, _, op)| op["security"].as_sequence().is_some_and(|s| s.is_empty()))
+        .map(|(m, p, _)| (m, p))
+        .collect();
+    assert_eq!(documented, public);
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml");
+    let text = std::fs::read_to_string(path).expect("template.yaml is readable");
+    let doc: Yaml = serde_yaml::from_str(&text).expect("template.yaml is YAML");
+    let unauthenticated: BTreeSet<(String, String)> = doc["Resources"]["ApiFunction"]["Properties"]["Events"]
+        .as_mapping()
+        .expect("api events")
+        .values()
+        .filter(|e| e["Type"] == "HttpApi" && e["Properties"]["Auth"]["Authorizer"] == "NONE")
+        .map(|e| {
+            let p = &e["Properties"];
+            (
+                p["Method"].as_str().unwrap_or("").to_string(),
+                p["Path"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(unauthenticated, public);
 }

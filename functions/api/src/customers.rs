@@ -230,6 +230,7 @@ pub async fn revoke_consent(
         purpose,
         channel,
         reason,
+        method: None,
     });
     run(&state, &id, command, call, StatusCode::OK).await
 }

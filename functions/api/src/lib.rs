@@ -10,6 +10,7 @@ mod customers;
 mod problem;
 mod reads;
 mod templates;
+mod unsubscribe;
 
 pub use auth::Auth;
 pub use problem::Problem;
@@ -20,6 +21,7 @@ use crm_core::clock::Clock;
 use crm_core::commerce::CartService;
 use crm_core::customer::CustomerService;
 use crm_core::journey::catalog::CampaignService;
+use crm_core::messaging::unsubscribe::TokenSigner;
 use crm_core::ports::{ConsumerHealth, EventStore, ReadModelStore};
 use crm_core::scheduler::Scheduler;
 use std::sync::Arc;
@@ -57,7 +59,13 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/messages/{message_id}/explain"),
     ("GET", "/customers/{id}/journeys"),
     ("POST", "/templates/{id}/preview"),
+    ("GET", "/u/{token}"),
+    ("POST", "/u/{token}"),
 ];
+
+/// The routes a signed link reaches without a bearer token (the token in
+/// the path is the credential); they answer HTML.
+pub const PUBLIC_ROUTES: &[(&str, &str)] = &[("GET", "/u/{token}"), ("POST", "/u/{token}")];
 
 /// What every handler shares: built once per process.
 #[derive(Clone)]
@@ -76,6 +84,10 @@ pub struct AppState {
     pub health: Option<Arc<dyn ConsumerHealth>>,
     pub clock: Arc<dyn Clock>,
     pub auth: Auth,
+    /// Signs and checks the unsubscribe / preference-centre tokens of `/u/{token}`.
+    pub unsubscribe: Arc<TokenSigner>,
+    /// Where customers reach this API from outside (links are `<base>/u/<token>`).
+    pub public_base_url: String,
 }
 
 impl AppState {
@@ -96,7 +108,20 @@ impl AppState {
             health: None,
             clock,
             auth,
+            // Until configured (`with_unsubscribe`): a secret of this process
+            // only, so no link made elsewhere is ever accepted.
+            unsubscribe: Arc::new(TokenSigner::new(
+                format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple()).as_bytes(),
+            )),
+            public_base_url: "http://127.0.0.1:3000".into(),
         }
+    }
+
+    /// The secret of the unsubscribe tokens and the public base URL of the links.
+    pub fn with_unsubscribe(mut self, signer: TokenSigner, public_base_url: impl Into<String>) -> Self {
+        self.unsubscribe = Arc::new(signer);
+        self.public_base_url = public_base_url.into().trim_end_matches('/').to_string();
+        self
     }
 
     /// Replaces the cart service (for example one with another inactivity period).
@@ -151,5 +176,11 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             auth::require_principal,
         ))
-        .with_state(state)
+        .with_state(state.clone())
+        // Reached from links in messages: no bearer token (merged after the auth layer).
+        .merge(
+            Router::new()
+                .route("/u/{token}", get(unsubscribe::page).post(unsubscribe::submit))
+                .with_state(state),
+        )
 }

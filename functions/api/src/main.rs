@@ -6,6 +6,7 @@ use crm_api::{router, AppState, Auth};
 use crm_aws::dynamodb::{DynamoEventStore, DynamoReadModels};
 use crm_aws::scheduler::EventBridgeScheduler;
 use crm_core::clock::SystemClock;
+use crm_core::messaging::unsubscribe::TokenSigner;
 use std::sync::Arc;
 
 #[tokio::main]
@@ -17,6 +18,12 @@ async fn main() -> Result<(), lambda_http::Error> {
     let schedule_group = std::env::var("SCHEDULE_GROUP").map_err(|_| "SCHEDULE_GROUP is not set")?;
     let event_bus_arn = std::env::var("EVENT_BUS_ARN").map_err(|_| "EVENT_BUS_ARN is not set")?;
     let scheduler_role_arn = std::env::var("SCHEDULER_ROLE_ARN").map_err(|_| "SCHEDULER_ROLE_ARN is not set")?;
+    // The unsubscribe-link secret (Secrets Manager, resolved into the environment by CloudFormation).
+    let unsubscribe_secret = std::env::var("UNSUBSCRIBE_SECRET")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .ok_or("UNSUBSCRIBE_SECRET is not set")?;
+    let public_base_url = std::env::var("PUBLIC_BASE_URL").map_err(|_| "PUBLIC_BASE_URL is not set")?;
     let scheduler_dead_letter_arn = std::env::var("SCHEDULER_DEAD_LETTER_ARN")
         .ok()
         .filter(|v| !v.is_empty());
@@ -37,6 +44,7 @@ async fn main() -> Result<(), lambda_http::Error> {
         Arc::new(SystemClock),
         Arc::new(scheduler),
         Auth::Gateway,
-    );
+    )
+    .with_unsubscribe(TokenSigner::new(unsubscribe_secret.as_bytes()), public_base_url);
     lambda_http::run(router(state)).await
 }

@@ -88,6 +88,7 @@ async fn a_revocation_delivered_before_its_grant_applies_both_in_order() {
                 purpose: Purpose::Marketing,
                 channel: Channel::Email,
                 reason: "too many emails".into(),
+                method: None,
             }),
         )
         .await;

@@ -12,5 +12,6 @@ pub mod runtime;
 pub mod serve;
 pub mod store;
 pub mod timers;
+pub mod unsubscribe;
 
 pub use store::SqliteEventStore;

@@ -37,6 +37,27 @@ enum Command {
         /// `POST /dev/clock/advance`).
         #[arg(long, value_enum, default_value_t = ClockArg::System)]
         clock: ClockArg,
+        /// Public base URL of the API, for unsubscribe links (default: http://<addr>).
+        #[arg(long, env = "PUBLIC_BASE_URL")]
+        public_base_url: Option<String>,
+    },
+    /// Print a customer's signed unsubscribe / preference-centre link (`<base>/u/<token>`),
+    /// valid for 60 days, signed with the data directory's secret (or `UNSUBSCRIBE_SECRET`).
+    UnsubscribeLink {
+        /// The customer's id.
+        customer: String,
+        /// The consent purpose the link unsubscribes from.
+        #[arg(long, default_value = "marketing")]
+        purpose: String,
+        /// The channel the link unsubscribes from.
+        #[arg(long, default_value = "email")]
+        channel: String,
+        /// Public base URL of the API the link points at.
+        #[arg(long, default_value = "http://127.0.0.1:3000", env = "PUBLIC_BASE_URL")]
+        base_url: String,
+        /// Directory holding the database.
+        #[arg(long, default_value = ".crm", env = "CRM_DATA_DIR")]
+        data_dir: PathBuf,
     },
     /// Test an event against an EventBridge event pattern, like `aws events test-event-pattern`.
     ///
@@ -92,6 +113,7 @@ async fn main() -> ExitCode {
             token,
             template,
             clock,
+            public_base_url,
         } => serve(ServeConfig {
             addr,
             data_dir,
@@ -101,8 +123,24 @@ async fn main() -> ExitCode {
                 ClockArg::System => ClockKind::System,
                 ClockArg::Virtual => ClockKind::Virtual,
             },
+            public_base_url,
         })
         .await
+        .map_err(|e| e.to_string()),
+        Command::UnsubscribeLink {
+            customer,
+            purpose,
+            channel,
+            base_url,
+            data_dir,
+        } => crm_local::unsubscribe::link(
+            &crm_local::serve::database_path(&data_dir),
+            &base_url,
+            &customer,
+            &purpose,
+            &channel,
+        )
+        .map(|url| println!("{url}"))
         .map_err(|e| e.to_string()),
         Command::TestEventPattern { event_pattern, event } => {
             return crm_local::pattern_cli::run(&event_pattern, &event)

@@ -16,6 +16,7 @@ use crm_core::event::EventEnvelope;
 use crm_core::journey::campaigns::CampaignHandler;
 use crm_core::journey::catalog::StoredCatalog;
 use crm_core::journey::engine::JourneyEngine;
+use crm_core::messaging::unsubscribe::TokenSigner;
 use crm_core::ports::*;
 use std::path::Path;
 use std::sync::Arc;
@@ -86,6 +87,10 @@ pub struct LocalRuntime {
     pub clock: Arc<dyn Clock>,
     /// The same clock when it is virtual, so it can be advanced.
     pub virtual_clock: Option<Arc<VirtualClock>>,
+    /// Signs the unsubscribe links: the database's own secret, or `UNSUBSCRIBE_SECRET`.
+    pub unsubscribe: TokenSigner,
+    /// Where the links point (`<base>/u/<token>`); `serve` sets the address it listens on.
+    pub public_base_url: String,
     wake: Arc<Notify>,
 }
 
@@ -150,6 +155,7 @@ impl LocalRuntime {
             targets.push(target);
         }
         let bus = Arc::new(LocalBus::new(events.clone(), db, targets)?);
+        let unsubscribe = crate::unsubscribe::signer(db)?;
         Ok(LocalRuntime {
             events,
             docs,
@@ -157,6 +163,8 @@ impl LocalRuntime {
             scheduler,
             clock,
             virtual_clock,
+            unsubscribe,
+            public_base_url: "http://127.0.0.1:3000".into(),
             wake,
         })
     }
@@ -178,7 +186,8 @@ impl LocalRuntime {
             self.scheduler.clone(),
             Auth::BearerToken(token.clone()),
         )
-        .with_health(self.bus.clone());
+        .with_health(self.bus.clone())
+        .with_unsubscribe(self.unsubscribe.clone(), self.public_base_url.clone());
         let app = router(state);
         match &self.virtual_clock {
             Some(clock) => app.merge(crate::dev::clock_routes(clock.clone(), self.wake.clone(), token)),

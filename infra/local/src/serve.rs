@@ -17,6 +17,8 @@ pub struct ServeConfig {
     /// The system clock, or a virtual one (starting at the real now) moved
     /// through `POST /dev/clock/advance`.
     pub clock: ClockKind,
+    /// Where customers reach the API, for unsubscribe links; `None`: `http://<addr>`.
+    pub public_base_url: Option<String>,
 }
 
 /// `crm-local serve --clock system|virtual`.
@@ -90,7 +92,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         ClockKind::System => ClockChoice::System,
         ClockKind::Virtual => ClockChoice::Virtual(chrono::Utc::now()),
     };
-    let runtime = LocalRuntime::open_with_clock(&db, &template, clock)?;
+    let mut runtime = LocalRuntime::open_with_clock(&db, &template, clock)?;
     let bus = runtime.spawn_bus();
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await
@@ -99,6 +101,10 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
             source,
         })?;
     let addr = listener.local_addr().map_err(ServeError::Server)?;
+    runtime.public_base_url = config
+        .public_base_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
     // One write: a reader that stops at the url line must not leave later lines
     // to a closed pipe (println! would then panic).
     let mut banner = format!(

@@ -157,6 +157,7 @@ impl Projection for ConsentLedgerProjection {
                 purpose,
                 channel,
                 reason,
+                method,
             } => {
                 let current = docs
                     .get(CONSENT_LEDGER, customer, &current_sort(purpose, channel))
@@ -173,7 +174,7 @@ impl Projection for ConsentLedgerProjection {
                     channel,
                     at: event.occurred_at,
                     actor: event.actor.clone(),
-                    method: None,
+                    method,
                     ip: None,
                     user_agent: None,
                     reason: Some(reason),

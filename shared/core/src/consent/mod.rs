@@ -34,6 +34,8 @@ pub enum ConsentMethod {
     Api,
     Import,
     SupportAgent,
+    /// RFC 8058 one-click unsubscribe (`List-Unsubscribe-Post`).
+    OneClick,
 }
 
 impl Purpose {

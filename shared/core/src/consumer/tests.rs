@@ -81,6 +81,7 @@ fn random_command(n: usize, step: usize, rng: &mut Rng, token: Option<String>) -
             purpose: rng.pick(&purposes),
             channel: rng.pick(&channels),
             reason: "test".into(),
+            method: None,
         }),
         6 => CustomerCommand::ChangeEmail(ChangeEmail {
             new_email: format!("customer{n}.{step}@example.org"),

@@ -350,6 +350,7 @@ fn revoke_consent(c: &Customer, cmd: &RevokeConsent) -> Result<Vec<CustomerEvent
         } else {
             reason
         },
+        method: cmd.method,
     }])
 }
 
@@ -371,6 +372,7 @@ fn deactivate(c: &Customer, cmd: &DeactivateCustomer) -> Result<Vec<CustomerEven
         purpose: consent.purpose,
         channel: consent.channel,
         reason: "account-deactivated".into(),
+        method: None,
     }));
     Ok(events)
 }

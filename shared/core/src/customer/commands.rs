@@ -118,6 +118,9 @@ pub struct RevokeConsent {
     pub purpose: Purpose,
     pub channel: Channel,
     pub reason: String,
+    /// How the customer revoked (one-click, preference centre, ...), kept on the event.
+    #[serde(default)]
+    pub method: Option<ConsentMethod>,
 }
 
 /// Why an account is deactivated.

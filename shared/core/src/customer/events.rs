@@ -40,6 +40,9 @@ pub enum CustomerEvent {
         purpose: Purpose,
         channel: Channel,
         reason: String,
+        /// How the revocation was made (absent on events stored before it was recorded).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        method: Option<ConsentMethod>,
     },
     EmailVerificationRequested {
         email: String,

@@ -349,6 +349,7 @@ fn consent_is_granted_once_and_revoked_only_when_active() {
             purpose,
             channel,
             reason: "".into(),
+            method: Some(ConsentMethod::OneClick),
         })
     };
     assert_eq!(
@@ -356,7 +357,8 @@ fn consent_is_granted_once_and_revoked_only_when_active() {
         vec![CustomerEvent::ConsentRevoked {
             purpose: Purpose::Marketing,
             channel: Channel::Sms,
-            reason: "customer-request".into()
+            reason: "customer-request".into(),
+            method: Some(ConsentMethod::OneClick),
         }]
     );
     assert!(
@@ -388,12 +390,14 @@ fn deactivation_revokes_every_active_consent_and_blocks_changes_until_reactivate
             CustomerEvent::ConsentRevoked {
                 purpose: Purpose::Marketing,
                 channel: Channel::Email,
-                reason: "account-deactivated".into()
+                reason: "account-deactivated".into(),
+                method: None,
             },
             CustomerEvent::ConsentRevoked {
                 purpose: Purpose::Marketing,
                 channel: Channel::Sms,
-                reason: "account-deactivated".into()
+                reason: "account-deactivated".into(),
+                method: None,
             },
         ]
     );
@@ -512,4 +516,39 @@ mod service {
         assert_eq!(customer.version, 4);
         assert_eq!(customer.consents.len(), 2);
     }
+}
+
+#[test]
+fn a_revocation_stored_before_methods_were_recorded_still_reads() {
+    let old = serde_json::json!({
+        "type": "ConsentRevoked",
+        "data": { "purpose": "marketing", "channel": "email", "reason": "customer-request" }
+    });
+    let event: CustomerEvent = serde_json::from_value(old.clone()).expect("old event reads");
+    assert_eq!(
+        event,
+        CustomerEvent::ConsentRevoked {
+            purpose: Purpose::Marketing,
+            channel: Channel::Email,
+            reason: "customer-request".into(),
+            method: None,
+        }
+    );
+    assert_eq!(
+        serde_json::to_value(&event).expect("json"),
+        old,
+        "written back unchanged"
+    );
+    let one_click: CustomerEvent = serde_json::from_value(serde_json::json!({
+        "type": "ConsentRevoked",
+        "data": { "purpose": "marketing", "channel": "email", "reason": "one-click unsubscribe", "method": "one-click" }
+    }))
+    .expect("new event reads");
+    assert!(matches!(
+        one_click,
+        CustomerEvent::ConsentRevoked {
+            method: Some(ConsentMethod::OneClick),
+            ..
+        }
+    ));
 }
