@@ -1,0 +1,217 @@
+#!/usr/bin/env python3
+"""The preference centre in a real browser: Debian's headless Chromium,
+driven through chromedriver by selenium.
+
+    python3 scripts/browser_test.py [path/to/crm-local]
+
+Starts `crm-local serve` on a free port over a fresh data directory,
+registers a customer with marketing email consent through the API, asks
+`crm-local unsubscribe-link` for the customer's signed link (same data
+directory, so the same secret), opens it, unticks marketing email, picks
+email frequency "never" by its label, submits, sees "Saved", then checks
+through the API that the consent ledger recorded the revocation (method
+preference-centre) and that the preferences changed.
+
+Needs /usr/bin/chromium and /usr/bin/chromedriver (apt-get install chromium
+chromium-driver; scripts/test installs them) and selenium (scripts/python-env).
+Nothing is downloaded: the driver path is given, so Selenium Manager is not used.
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
+
+TOKEN = "browser-test-token"
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port, seconds, proc):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"crm-local serve exited with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), 1).close()
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"crm-local serve did not listen on {port} within {seconds} s")
+
+
+def api(base, method, path, body=None):
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(base + path, data=data, method=method)
+    request.add_header("authorization", f"Bearer {TOKEN}")
+    if data is not None:
+        request.add_header("content-type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+
+
+def eventually(what, check, seconds=10):
+    """The projections are eventually consistent: poll until `check` holds."""
+    deadline = time.monotonic() + seconds
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def browser(profile):
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={profile}",
+    ]:
+        options.add_argument(flag)
+    return webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
+
+
+def run(crm_local):
+    work = tempfile.mkdtemp(prefix="crm-browser.")
+    data_dir = os.path.join(work, "data")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    log = open(os.path.join(work, "serve.log"), "w")
+    serve = subprocess.Popen(
+        [crm_local, "serve", "--addr", f"127.0.0.1:{port}", "--data-dir", data_dir, "--token", TOKEN],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    driver = None
+    try:
+        wait_for_port(port, 60, serve)
+        status, customer = api(base, "POST", "/customers", {
+            "email": "browser@example.com",
+            "first_name": "Ada",
+            "last_name": "Lovelace",
+            "source": "web",
+            "marketing_consent": {"email": True, "sms": False, "push": False},
+            "terms_accepted": True,
+            "ip": "198.51.100.7",
+            "user_agent": "browser-test",
+        })
+        assert status == 201, (status, customer)
+        customer_id = customer["id"]
+        link = subprocess.run(
+            [crm_local, "unsubscribe-link", customer_id, "--data-dir", data_dir, "--base-url", base],
+            check=True, capture_output=True, text=True, timeout=30,
+        ).stdout.strip()
+        assert link.startswith(f"{base}/u/"), link
+        print(f"ok   link: {link[:60]}...")
+
+        driver = browser(os.path.join(work, "profile"))
+        driver.get(link)
+        assert driver.title == "Your communication preferences", driver.title
+        page = driver.find_element(By.TAG_NAME, "body").text
+        assert "Ada" in page and "Lovelace" not in page and "browser@example.com" not in page, page
+        # Every visible control has a label; the page needs no script.
+        unlabelled = driver.execute_script(
+            "return [...document.querySelectorAll('input:not([type=hidden])')]"
+            ".filter(i => i.labels.length === 0).map(i => i.name);"
+        )
+        assert unlabelled == [], unlabelled
+        assert driver.execute_script("return document.scripts.length") == 0
+        email = driver.find_element(By.ID, "marketing_email")
+        assert email.is_selected(), "marketing email consent is shown as given"
+        assert driver.find_element(By.ID, "email_frequency_weekly").is_selected()
+        print("ok   page: consents and frequency shown, every control labelled, no script")
+
+        email.click()
+        assert not email.is_selected()
+        driver.find_element(By.CSS_SELECTOR, "label[for=email_frequency_never]").click()
+        assert driver.find_element(By.ID, "email_frequency_never").is_selected(), "the label selects its radio"
+        driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        WebDriverWait(driver, 15).until(expected_conditions.text_to_be_present_in_element(
+            (By.CSS_SELECTOR, "p[role=status]"), "Saved"))
+        assert not driver.find_element(By.ID, "marketing_email").is_selected()
+        assert driver.find_element(By.ID, "email_frequency_never").is_selected()
+        print("ok   submit: the page says Saved and shows the new state")
+
+        def revoked():
+            status, ledger = api(base, "GET", f"/customers/{customer_id}/consents")
+            assert status == 200, (status, ledger)
+            entries = [e for e in ledger["history"] if e["change"] == "revoked" and e["channel"] == "email"]
+            return entries and (entries, ledger)
+        entries, ledger = eventually("the ledger to record the revocation", revoked)
+        assert entries[0]["purpose"] == "marketing", entries
+        assert entries[0]["method"] == "preference-centre", entries
+        current = [c for c in ledger["current"] if c["channel"] == "email"]
+        assert current and current[0]["status"] == "revoked" and current[0]["active"] is False, current
+
+        def never():
+            status, got = api(base, "GET", f"/customers/{customer_id}")
+            return status == 200 and got["preferences"]["email_frequency"] == "never" and got
+        got = eventually("the email frequency to be never", never)
+        assert not any(c["channel"] == "email" for c in got["consents"]), got["consents"]
+        print("ok   api: the ledger shows marketing email revoked (preference-centre), frequency never")
+    except Exception:
+        log.flush()
+        with open(os.path.join(work, "serve.log")) as f:
+            sys.stderr.write("---- crm-local serve log ----\n" + f.read()[-4000:])
+        raise
+    finally:
+        if driver is not None:
+            driver.quit()
+        try:
+            os.killpg(serve.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            serve.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(serve.pid, signal.SIGKILL)
+            serve.wait()
+        log.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main():
+    target = os.environ.get("CARGO_TARGET_DIR", "target")
+    crm_local = sys.argv[1] if len(sys.argv) > 1 else os.path.join(target, "debug", "crm-local")
+    for path in (crm_local, CHROMIUM, CHROMEDRIVER):
+        if not os.access(path, os.X_OK):
+            sys.exit(f"browser test: {path} is missing or not executable")
+    run(crm_local)
+    print("browser: 1 passed, 0 failed")
+
+
+if __name__ == "__main__":
+    main()
