@@ -99,6 +99,11 @@ pub fn rules_from_template(text: &str) -> Result<Vec<Rule>, RuleError> {
             if event.get("Type").and_then(Yaml::as_str) != Some("EventBridgeRule") {
                 continue;
             }
+            // A rule without EventBusName is on the default bus, where AWS
+            // services (SES feedback) publish: nothing local ever reaches it.
+            if event.get("Properties").and_then(|p| p.get("EventBusName")).is_none() {
+                continue;
+            }
             let invalid = |message: String| RuleError::Invalid {
                 function: function.clone(),
                 event: name.as_str().unwrap_or_default().to_string(),
@@ -536,5 +541,28 @@ impl ConsumerHealth for LocalBus {
             });
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod template_rules {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn one_local_rule_per_function_and_the_channel_rule_takes_requests_and_deferrals() {
+        let template = include_str!("../../../template.yaml");
+        let rules = rules_from_template(template).expect("rules");
+        let targets: Vec<&str> = rules.iter().map(|r| r.target.as_str()).collect();
+        assert_eq!(targets, vec!["projector", "consent", "campaign", "channel"]);
+        let channel = &rules[3].pattern;
+        assert!(channel.matches(&json!({"source": "crm.messaging", "detail-type": "MessageRequested", "detail": {}})));
+        assert!(!channel.matches(&json!({"source": "crm.messaging", "detail-type": "MessageSent", "detail": {}})));
+        assert!(channel.matches(
+            &json!({"source": "crm.scheduler", "detail-type": "TimerFired", "detail": {"kind": "message-deferral"}})
+        ));
+        assert!(!channel.matches(
+            &json!({"source": "crm.scheduler", "detail-type": "TimerFired", "detail": {"kind": "journey-wait"}})
+        ));
     }
 }

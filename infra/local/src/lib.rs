@@ -6,6 +6,7 @@ pub mod db;
 pub mod demo;
 pub mod dev;
 pub mod dlq;
+pub mod mail;
 pub mod pattern_cli;
 pub mod read_models;
 pub mod runtime;

@@ -3,6 +3,7 @@
 //! template's rules, all in one database file.
 
 use crate::bus::{rules_from_template, LocalBus, RuleError, SqliteDeadLetters, Target};
+use crate::mail::MailSink;
 use crate::read_models::SqliteReadModels;
 use crate::store::SqliteEventStore;
 use crate::timers::SqliteScheduler;
@@ -16,6 +17,7 @@ use crm_core::event::EventEnvelope;
 use crm_core::journey::campaigns::CampaignHandler;
 use crm_core::journey::catalog::StoredCatalog;
 use crm_core::journey::engine::JourneyEngine;
+use crm_core::messaging::delivery::{DeliverySettings, MessageDelivery, Providers};
 use crm_core::messaging::unsubscribe::TokenSigner;
 use crm_core::ports::*;
 use std::path::Path;
@@ -43,6 +45,24 @@ pub enum ClockChoice {
     /// A virtual clock starting at the given time, moved by [`LocalRuntime::advance`]
     /// (or `POST /dev/clock/advance`).
     Virtual(DateTime<Utc>),
+}
+
+/// How to open the runtime.
+#[derive(Debug, Clone)]
+pub struct RuntimeOptions {
+    pub clock: ClockChoice,
+    /// Where customers reach the API: the unsubscribe and preference-centre
+    /// links in messages point at `<base>/u/<token>`.
+    pub public_base_url: String,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        RuntimeOptions {
+            clock: ClockChoice::System,
+            public_base_url: "http://127.0.0.1:3000".into(),
+        }
+    }
 }
 
 /// The event store as the API uses it locally: every append wakes the bus.
@@ -91,6 +111,8 @@ pub struct LocalRuntime {
     pub unsubscribe: TokenSigner,
     /// Where the links point (`<base>/u/<token>`); `serve` sets the address it listens on.
     pub public_base_url: String,
+    /// The local email, SMS and push provider: every message sent, kept whole.
+    pub mail: Arc<MailSink>,
     wake: Arc<Notify>,
 }
 
@@ -114,6 +136,19 @@ impl LocalRuntime {
 
     /// Opens the runtime over the database file `db`, with the rules of `template`, on `clock`.
     pub fn open_with_clock(db: &Path, template: &str, clock: ClockChoice) -> Result<Self, RuntimeError> {
+        Self::open_with(
+            db,
+            template,
+            RuntimeOptions {
+                clock,
+                ..RuntimeOptions::default()
+            },
+        )
+    }
+
+    /// Opens the runtime over the database file `db`, with the rules of `template`.
+    pub fn open_with(db: &Path, template: &str, options: RuntimeOptions) -> Result<Self, RuntimeError> {
+        let RuntimeOptions { clock, public_base_url } = options;
         let events = Arc::new(SqliteEventStore::open(db)?);
         let docs = Arc::new(SqliteReadModels::open(db)?);
         let dead_letters: Arc<dyn DeadLetterQueue> = Arc::new(SqliteDeadLetters::open(db)?);
@@ -131,6 +166,8 @@ impl LocalRuntime {
             inner: events.clone(),
             wake: wake.clone(),
         });
+        let unsubscribe = crate::unsubscribe::signer(db)?;
+        let mail = Arc::new(MailSink::open(db, clock.clone())?);
         let mut targets = Vec::new();
         for rule in rules_from_template(template)? {
             let (store, read): (Arc<dyn EventStore>, Arc<dyn ReadModelStore>) = (events.clone(), docs.clone());
@@ -144,6 +181,28 @@ impl LocalRuntime {
                     let handler = Arc::new(CampaignHandler::new(engine, carts, dead_letters.clone()));
                     Target::with_handler(rule, handler.clone()).with_timer_handler(handler)
                 }
+                "channel" => {
+                    let providers = Providers {
+                        email: mail.clone(),
+                        sms: mail.clone(),
+                        push: mail.clone(),
+                    };
+                    let settings = DeliverySettings {
+                        public_base_url: public_base_url.clone(),
+                        ..DeliverySettings::default()
+                    };
+                    let delivery = Arc::new(MessageDelivery::new(
+                        waking.clone(),
+                        read,
+                        scheduler.clone(),
+                        clock.clone(),
+                        providers,
+                        Arc::new(unsubscribe.clone()),
+                        dead_letters.clone(),
+                        settings,
+                    ));
+                    Target::with_handler(rule, delivery.clone()).with_timer_handler(delivery)
+                }
                 other => {
                     tracing::warn!(
                         target = other,
@@ -155,7 +214,6 @@ impl LocalRuntime {
             targets.push(target);
         }
         let bus = Arc::new(LocalBus::new(events.clone(), db, targets)?);
-        let unsubscribe = crate::unsubscribe::signer(db)?;
         Ok(LocalRuntime {
             events,
             docs,
@@ -164,7 +222,8 @@ impl LocalRuntime {
             clock,
             virtual_clock,
             unsubscribe,
-            public_base_url: "http://127.0.0.1:3000".into(),
+            public_base_url,
+            mail,
             wake,
         })
     }

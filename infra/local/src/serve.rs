@@ -1,7 +1,7 @@
 //! `crm-local serve`: the HTTP API over the SQLite store, on one machine.
 
 use crate::bus::BUILT_IN_TEMPLATE;
-use crate::runtime::{ClockChoice, LocalRuntime, RuntimeError};
+use crate::runtime::{ClockChoice, LocalRuntime, RuntimeError, RuntimeOptions};
 use crm_core::ports::StoreError;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -92,8 +92,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         ClockKind::System => ClockChoice::System,
         ClockKind::Virtual => ClockChoice::Virtual(chrono::Utc::now()),
     };
-    let mut runtime = LocalRuntime::open_with_clock(&db, &template, clock)?;
-    let bus = runtime.spawn_bus();
+    // Bound first: the links in messages point at the address it listens on.
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await
         .map_err(|source| ServeError::Bind {
@@ -101,10 +100,12 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
             source,
         })?;
     let addr = listener.local_addr().map_err(ServeError::Server)?;
-    runtime.public_base_url = config
+    let public_base_url = config
         .public_base_url
         .clone()
         .unwrap_or_else(|| format!("http://{addr}"));
+    let runtime = LocalRuntime::open_with(&db, &template, RuntimeOptions { clock, public_base_url })?;
+    let bus = runtime.spawn_bus();
     // One write: a reader that stops at the url line must not leave later lines
     // to a closed pipe (println! would then panic).
     let mut banner = format!(

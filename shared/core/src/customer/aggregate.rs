@@ -35,6 +35,12 @@ pub struct Customer {
     pub locale: Option<String>,
     pub preferences: Preferences,
     pub consents: Vec<ActiveConsent>,
+    /// Devices registered for push notifications (latest last).
+    #[serde(default)]
+    pub push_devices: Vec<crate::messaging::provider::PushDevice>,
+    /// The current email address bounced for good or was found invalid.
+    #[serde(default)]
+    pub email_invalidated: bool,
     /// The token of the verification in progress, if any (never shown).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_verification_token: Option<String>,
@@ -86,6 +92,8 @@ pub fn decide(
         (Some(c), CustomerCommand::RevokeConsent(cmd)) => revoke_consent(c, cmd),
         (Some(c), CustomerCommand::Deactivate(cmd)) => deactivate(c, cmd),
         (Some(c), CustomerCommand::Reactivate) => reactivate(c),
+        (Some(c), CustomerCommand::RegisterPushDevice(cmd)) => register_push_device(c, cmd),
+        (Some(c), CustomerCommand::InvalidateEmail(cmd)) => invalidate_email(c, cmd),
     }
 }
 
@@ -389,6 +397,41 @@ fn reactivate(c: &Customer) -> Result<Vec<CustomerEvent>, CustomerError> {
     Ok(vec![CustomerEvent::CustomerReactivated { status }])
 }
 
+fn register_push_device(c: &Customer, cmd: &RegisterPushDevice) -> Result<Vec<CustomerEvent>, CustomerError> {
+    c.ensure_not_deactivated()?;
+    if !matches!(cmd.platform.as_str(), "apns" | "fcm") {
+        return Err(CustomerError::invalid("platform", "platform is apns or fcm"));
+    }
+    let token = cmd.token.trim();
+    if token.is_empty() || token.len() > 4096 || !token.chars().all(|ch| ch.is_ascii_graphic()) {
+        return Err(CustomerError::invalid(
+            "token",
+            "a device token is 1 to 4096 printable ASCII characters",
+        ));
+    }
+    if c.push_devices
+        .iter()
+        .any(|d| d.token == token && d.platform == cmd.platform)
+    {
+        return Ok(Vec::new());
+    }
+    Ok(vec![CustomerEvent::PushDeviceRegistered {
+        platform: cmd.platform.clone(),
+        token: token.to_string(),
+    }])
+}
+
+fn invalidate_email(c: &Customer, cmd: &InvalidateEmail) -> Result<Vec<CustomerEvent>, CustomerError> {
+    if c.email_invalidated || !c.email.eq_ignore_ascii_case(cmd.email.trim()) {
+        return Ok(Vec::new());
+    }
+    let reason = validate::free_text("reason", &cmd.reason, 200)?;
+    Ok(vec![CustomerEvent::CustomerEmailInvalidated {
+        email: c.email.clone(),
+        reason,
+    }])
+}
+
 /// Folds one event into the state. `at` is when it occurred, `version` its
 /// position in the stream.
 pub fn evolve(state: Option<Customer>, event: &CustomerEvent, at: DateTime<Utc>, version: u64) -> Option<Customer> {
@@ -422,6 +465,8 @@ pub fn evolve(state: Option<Customer>, event: &CustomerEvent, at: DateTime<Utc>,
             locale: locale.clone(),
             preferences,
             consents: Vec::new(),
+            push_devices: Vec::new(),
+            email_invalidated: false,
             pending_verification_token: None,
             registered_at: at,
             updated_at: at,
@@ -463,6 +508,7 @@ pub fn evolve(state: Option<Customer>, event: &CustomerEvent, at: DateTime<Utc>,
         CustomerEvent::CustomerEmailChanged { new_email, .. } => {
             c.email = new_email.clone();
             c.email_verified = false;
+            c.email_invalidated = false;
             if c.status == CustomerStatus::Active {
                 c.status = CustomerStatus::PendingVerification;
             }
@@ -481,6 +527,14 @@ pub fn evolve(state: Option<Customer>, event: &CustomerEvent, at: DateTime<Utc>,
         CustomerEvent::PreferencesUpdated { preferences } => c.preferences = preferences.clone(),
         CustomerEvent::CustomerDeactivated { .. } => c.status = CustomerStatus::Deactivated,
         CustomerEvent::CustomerReactivated { status } => c.status = *status,
+        CustomerEvent::PushDeviceRegistered { platform, token } => {
+            c.push_devices.retain(|d| d.token != *token);
+            c.push_devices.push(crate::messaging::provider::PushDevice {
+                platform: platform.clone(),
+                token: token.clone(),
+            });
+        }
+        CustomerEvent::CustomerEmailInvalidated { .. } => c.email_invalidated = true,
     }
     Some(c)
 }

@@ -123,6 +123,24 @@ pub struct RevokeConsent {
     pub method: Option<ConsentMethod>,
 }
 
+/// A device the app registered for push notifications.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterPushDevice {
+    /// `apns` or `fcm`.
+    pub platform: String,
+    pub token: String,
+}
+
+/// The email address cannot receive mail (a permanent bounce, or found invalid).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InvalidateEmail {
+    /// The address that failed: ignored if the customer changed it since.
+    pub email: String,
+    pub reason: String,
+}
+
 /// Why an account is deactivated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -153,4 +171,6 @@ pub enum CustomerCommand {
     RevokeConsent(RevokeConsent),
     Deactivate(DeactivateCustomer),
     Reactivate,
+    RegisterPushDevice(RegisterPushDevice),
+    InvalidateEmail(InvalidateEmail),
 }

@@ -85,6 +85,15 @@ pub enum CustomerEvent {
     CustomerReactivated {
         status: CustomerStatus,
     },
+    PushDeviceRegistered {
+        platform: String,
+        token: String,
+    },
+    /// Mail to this address fails for good; nothing more is sent to it.
+    CustomerEmailInvalidated {
+        email: String,
+        reason: String,
+    },
 }
 
 impl DomainEvent for CustomerEvent {
@@ -108,6 +117,8 @@ pub const CUSTOMER_EVENT_TYPES: &[&str] = &[
     "PreferencesUpdated",
     "CustomerDeactivated",
     "CustomerReactivated",
+    "PushDeviceRegistered",
+    "CustomerEmailInvalidated",
 ];
 
 impl CustomerEvent {
@@ -126,6 +137,8 @@ impl CustomerEvent {
             CustomerEvent::PreferencesUpdated { .. } => "PreferencesUpdated",
             CustomerEvent::CustomerDeactivated { .. } => "CustomerDeactivated",
             CustomerEvent::CustomerReactivated { .. } => "CustomerReactivated",
+            CustomerEvent::PushDeviceRegistered { .. } => "PushDeviceRegistered",
+            CustomerEvent::CustomerEmailInvalidated { .. } => "CustomerEmailInvalidated",
         }
     }
 }

@@ -270,6 +270,12 @@ impl Projection for TimelineProjection {
                 let old = std::mem::replace(&mut state.status, new.clone());
                 vec![change("status", old, new)]
             }
+            CustomerEvent::PushDeviceRegistered { platform, .. } => {
+                vec![change("push_devices", Value::Null, platform)]
+            }
+            CustomerEvent::CustomerEmailInvalidated { reason, .. } => {
+                vec![change("email_invalidated", false, reason)]
+            }
         };
         let entry = TimelineEntry {
             version: event.version,

@@ -118,6 +118,7 @@ pub enum MessageEvent {
         message_id: String,
         customer_id: String,
         channel: Channel,
+        category: Category,
         campaign_id: String,
         provider_message_id: String,
     },
@@ -160,6 +161,13 @@ impl DomainEvent for MessageEvent {
     fn schema_version(_event_type: &str) -> u32 {
         1
     }
+}
+
+/// sha256 (hex) of an address, trimmed and lower-cased: how the suppression
+/// list and the message stream name an address without holding it.
+pub fn address_hash(address: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(address.trim().to_lowercase().as_bytes()))
 }
 
 /// Every event type on a message stream.

@@ -12,7 +12,10 @@ fn is_plain(value: &str) -> bool {
 /// A header value, RFC 2047-encoded when it is not plain ASCII; line breaks
 /// never survive (no header injection).
 fn header_value(value: &str) -> String {
-    let one_line: String = value.chars().map(|c| if c == '\r' || c == '\n' { ' ' } else { c }).collect();
+    let one_line: String = value
+        .chars()
+        .map(|c| if c == '\r' || c == '\n' { ' ' } else { c })
+        .collect();
     if is_plain(&one_line) {
         one_line
     } else {
@@ -62,7 +65,10 @@ pub fn to_mime(email: &EmailMessage, date: chrono::DateTime<chrono::Utc>) -> Str
         header(name, value);
     }
     header("MIME-Version", "1.0");
-    header("Content-Type", &format!("multipart/alternative; boundary=\"{boundary}\""));
+    header(
+        "Content-Type",
+        &format!("multipart/alternative; boundary=\"{boundary}\""),
+    );
     out.push_str("\r\n");
     for (kind, body) in [("text/plain", &email.text), ("text/html", &email.html)] {
         out.push_str(&format!("--{boundary}\r\n"));
@@ -146,13 +152,18 @@ mod tests {
 
     #[test]
     fn round_trips_and_never_lets_a_header_break_the_lines() {
-        let when = chrono::DateTime::parse_from_rfc3339("2026-11-29T10:00:00Z").unwrap().to_utc();
+        let when = chrono::DateTime::parse_from_rfc3339("2026-11-29T10:00:00Z")
+            .unwrap()
+            .to_utc();
         let mime = to_mime(&email(), when);
         assert!(!mime.contains("\r\nBcc:"), "{mime}");
         let parsed = parse(&mime).unwrap();
         assert_eq!(parsed.text, "Hallo Ana");
         assert_eq!(parsed.html, "<p>Hallo Ana</p>");
-        assert_eq!(parsed.header("List-Unsubscribe-Post"), Some("List-Unsubscribe=One-Click"));
+        assert_eq!(
+            parsed.header("List-Unsubscribe-Post"),
+            Some("List-Unsubscribe=One-Click")
+        );
         assert!(parsed.header("Subject").unwrap().starts_with("=?UTF-8?B?"));
         assert_eq!(mime, to_mime(&email(), when), "deterministic");
     }

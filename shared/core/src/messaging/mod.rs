@@ -3,13 +3,18 @@
 //! - [`decision`]: the pure pipeline (active → consent → suppression →
 //!   preferences → caps → quiet hours → send), one outcome per request;
 //! - [`events`]: the message stream `message-<message id>`;
+//! - [`feedback`]: SES delivery, bounce, complaint, open and click events
+//!   (EventBridge) read back into message-stream events;
 //! - [`provider`]: the ports to SES, SNS (SMS, push) and the local sink;
 //! - [`mime`]: the full rendered email as one RFC 5322 message;
 //! - [`render`]: Liquid templates (HTML-escaped), MJML, text part;
 //! - [`unsubscribe`]: signed tokens for one-click unsubscribe and the
 //!   preference centre.
 
+pub mod decision;
+pub mod delivery;
 pub mod events;
+pub mod feedback;
 pub mod mime;
 pub mod provider;
 pub mod render;

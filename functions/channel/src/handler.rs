@@ -1,0 +1,107 @@
+//! One EventBridge event in: a fired deferral timer (`source` crm.scheduler),
+//! SES feedback (`source` aws.ses), or a stored `MessageRequested`. Unusable
+//! events are parked; retryable failures return an error so EventBridge
+//! delivers again (then its dead-letter queue keeps it).
+
+use chrono::Utc;
+use crm_core::messaging::delivery::{DeliveryError, FeedbackOutcome, MessageDelivery};
+use crm_core::messaging::feedback::parse_eventbridge;
+use crm_core::ports::{DeadLetter, DeadLetterQueue};
+
+/// The `source` of SES's events on the default bus.
+pub const SES_SOURCE: &str = "aws.ses";
+use crm_core::scheduler::{SchedulerError, TimerHandler, TimerPayload, TIMER_SOURCE};
+use lambda_runtime::{Diagnostic, LambdaEvent};
+use serde_json::{json, Value};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    #[error("timer not handled, deliver again: {0}")]
+    Timer(SchedulerError),
+    #[error(transparent)]
+    Event(#[from] crm_bus_consumer::handler::HandlerError),
+    #[error("timer detail is not a timer: {0}")]
+    BadTimer(String),
+    #[error("feedback not recorded, deliver again: {0}")]
+    Feedback(String),
+}
+
+impl From<ChannelError> for Diagnostic {
+    fn from(e: ChannelError) -> Self {
+        Diagnostic {
+            error_type: "ChannelError".into(),
+            error_message: e.to_string(),
+        }
+    }
+}
+
+pub async fn handle(
+    event: LambdaEvent<Value>,
+    delivery: &MessageDelivery,
+    dead_letters: &dyn DeadLetterQueue,
+) -> Result<Value, ChannelError> {
+    match event.payload.get("source").and_then(Value::as_str) {
+        Some(TIMER_SOURCE) => {
+            let detail = event.payload.get("detail").cloned().unwrap_or_default();
+            let timer: TimerPayload =
+                serde_json::from_value(detail).map_err(|e| ChannelError::BadTimer(e.to_string()))?;
+            delivery.on_timer(&timer).await.map_err(ChannelError::Timer)?;
+            tracing::info!(timer = %timer.name, kind = ?timer.kind, stream_id = %timer.stream_id, "timer handled");
+            Ok(json!({ "outcome": "timer", "name": timer.name }))
+        }
+        Some(SES_SOURCE) => feedback(&event.payload, delivery, dead_letters).await,
+        _ => {
+            let handled = crm_bus_consumer::handler::handle(event, delivery, dead_letters).await?;
+            Ok(serde_json::to_value(handled).unwrap_or_default())
+        }
+    }
+}
+
+/// Records one SES event on its message's stream. Events we do not track
+/// (e.g. `Send`) are ignored; unreadable ones are parked with the reason.
+async fn feedback(
+    payload: &Value,
+    delivery: &MessageDelivery,
+    dead_letters: &dyn DeadLetterQueue,
+) -> Result<Value, ChannelError> {
+    let park = |reason: String| DeadLetter {
+        consumer: "channel".into(),
+        reason,
+        payload: payload.clone(),
+        failed_at: Utc::now(),
+        attempts: 1,
+    };
+    let parsed = match parse_eventbridge(payload) {
+        Ok(Some(parsed)) => parsed,
+        Ok(None) => return Ok(json!({ "outcome": "ignored" })),
+        Err(e) => {
+            tracing::error!(error = %e, "SES event parked");
+            dead_letters
+                .park(park(e.to_string()))
+                .await
+                .map_err(|e| ChannelError::Feedback(e.to_string()))?;
+            return Ok(json!({ "outcome": "parked", "reason": e.to_string() }));
+        }
+    };
+    match delivery
+        .record_feedback(parsed.to_event(), &parsed.recipient, &parsed.feedback_id)
+        .await
+    {
+        Ok(outcome) => {
+            let outcome = match outcome {
+                FeedbackOutcome::Recorded => "recorded",
+                FeedbackOutcome::Duplicate => "duplicate",
+            };
+            tracing::info!(message_id = %parsed.message_id, kind = parsed.event_type(), outcome, "SES feedback");
+            Ok(json!({ "outcome": outcome, "type": parsed.event_type(), "message_id": parsed.message_id }))
+        }
+        Err(DeliveryError::Retry(m)) => Err(ChannelError::Feedback(m)),
+        Err(DeliveryError::Poison(reason)) => {
+            dead_letters
+                .park(park(reason.clone()))
+                .await
+                .map_err(|e| ChannelError::Feedback(e.to_string()))?;
+            Ok(json!({ "outcome": "parked", "reason": reason }))
+        }
+    }
+}

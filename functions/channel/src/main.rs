@@ -1,0 +1,80 @@
+//! The channel Lambda function: clients built once, then every EventBridge
+//! event to the handler.
+
+use aws_config::BehaviorVersion;
+use crm_aws::dynamodb::{DynamoEventStore, DynamoReadModels};
+use crm_aws::scheduler::EventBridgeScheduler;
+use crm_aws::ses::SesEmailProvider;
+use crm_aws::sns::{PushApplications, SnsPushProvider, SnsSmsProvider};
+use crm_aws::sqs::SqsDeadLetterQueue;
+use crm_core::clock::SystemClock;
+use crm_core::messaging::delivery::{DeliverySettings, MessageDelivery, Providers};
+use crm_core::messaging::unsubscribe::TokenSigner;
+use crm_core::ports::DeadLetterQueue;
+use lambda_runtime::{service_fn, LambdaEvent};
+use std::sync::Arc;
+
+fn env(name: &str) -> Result<String, lambda_runtime::Error> {
+    std::env::var(name).map_err(|_| format!("{name} is not set").into())
+}
+
+fn optional(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    crm_bus_consumer::init_tracing();
+    let aws = aws_config::load_defaults(BehaviorVersion::latest()).await;
+    let dynamodb = aws_sdk_dynamodb::Client::new(&aws);
+    let events = Arc::new(DynamoEventStore::new(dynamodb.clone(), env("EVENTS_TABLE")?));
+    let docs = Arc::new(DynamoReadModels::new(dynamodb, env("READ_MODELS_TABLE")?));
+    let dead_letters: Arc<dyn DeadLetterQueue> = Arc::new(SqsDeadLetterQueue::new(
+        aws_sdk_sqs::Client::new(&aws),
+        env("DEAD_LETTER_QUEUE_URL")?,
+    ));
+    let scheduler = Arc::new(EventBridgeScheduler::new(
+        aws_sdk_scheduler::Client::new(&aws),
+        env("SCHEDULE_GROUP")?,
+        env("EVENT_BUS_ARN")?,
+        env("SCHEDULER_ROLE_ARN")?,
+        optional("SCHEDULER_DEAD_LETTER_ARN"),
+    ));
+    let sns = aws_sdk_sns::Client::new(&aws);
+    let providers = Providers {
+        email: Arc::new(SesEmailProvider::new(
+            aws_sdk_sesv2::Client::new(&aws),
+            env("SES_CONFIGURATION_SET")?,
+        )),
+        sms: Arc::new(SnsSmsProvider::new(sns.clone(), optional("SMS_SENDER_ID"))),
+        push: Arc::new(SnsPushProvider::new(
+            sns,
+            PushApplications {
+                apns: optional("APNS_PLATFORM_APPLICATION_ARN"),
+                fcm: optional("FCM_PLATFORM_APPLICATION_ARN"),
+            },
+        )),
+    };
+    let signer = Arc::new(TokenSigner::new(env("UNSUBSCRIBE_SECRET")?.as_bytes()));
+    let settings = DeliverySettings {
+        from_address: env("FROM_ADDRESS")?,
+        public_base_url: env("PUBLIC_BASE_URL")?,
+        shop_url: optional("SHOP_URL").unwrap_or_else(|| DeliverySettings::default().shop_url),
+        ..DeliverySettings::default()
+    };
+    let delivery = MessageDelivery::new(
+        events,
+        docs,
+        scheduler,
+        Arc::new(SystemClock),
+        providers,
+        signer,
+        dead_letters.clone(),
+        settings,
+    );
+    let (delivery, dead_letters) = (&delivery, dead_letters.as_ref());
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
+        crm_channel::handler::handle(event, delivery, dead_letters).await
+    }))
+    .await
+}

@@ -1,0 +1,228 @@
+//! The channel handler, called as Lambda calls it, over the local runtime's
+//! SQLite stores and mail sink: the sample events in `events/channel/`.
+
+use chrono::{DateTime, Utc};
+use crm_channel::handler::handle;
+use crm_core::clock::{Clock, VirtualClock};
+use crm_core::consent::{Channel, Purpose};
+use crm_core::customer::*;
+use crm_core::event::{Actor, CommandMeta, EventEnvelope};
+use crm_core::messaging::delivery::{DeliverySettings, MessageDelivery, Providers};
+use crm_core::messaging::unsubscribe::TokenSigner;
+use crm_core::ports::EventStore;
+use crm_local::bus::SqliteDeadLetters;
+use crm_local::mail::MailSink;
+use crm_local::read_models::SqliteReadModels;
+use crm_local::timers::SqliteScheduler;
+use crm_local::SqliteEventStore;
+use lambda_runtime::{Context, LambdaEvent};
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+const CUSTOMER: &str = "0193a6f3-1a2b-7c3d-8e4f-5a6b7c8d9e0f";
+const MESSAGE: &str = "msg-5f1c0a9e7b2d4c6a8e0f1a2b3c4d5e6f";
+
+fn sample(name: &str) -> Value {
+    let path = format!("{}/../../events/channel/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+struct World {
+    _dir: tempfile::TempDir,
+    events: Arc<SqliteEventStore>,
+    sink: Arc<MailSink>,
+    dead_letters: Arc<SqliteDeadLetters>,
+    clock: Arc<VirtualClock>,
+    delivery: MessageDelivery,
+}
+
+async fn world() -> World {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("crm.db");
+    let start: DateTime<Utc> = "2026-11-23T14:00:01Z".parse().expect("time");
+    let clock = Arc::new(VirtualClock::starting_at(start));
+    let events = Arc::new(SqliteEventStore::open(&db).expect("events"));
+    let docs = Arc::new(SqliteReadModels::open(&db).expect("docs"));
+    let scheduler = Arc::new(SqliteScheduler::open(&db).expect("timers"));
+    let sink = Arc::new(MailSink::open(&db, clock.clone()).expect("sink"));
+    let dead_letters = Arc::new(SqliteDeadLetters::open(&db).expect("dead letters"));
+    let delivery = MessageDelivery::new(
+        events.clone(),
+        docs,
+        scheduler,
+        clock.clone(),
+        Providers {
+            email: sink.clone(),
+            sms: sink.clone(),
+            push: sink.clone(),
+        },
+        Arc::new(TokenSigner::new(b"channel test")),
+        dead_letters.clone(),
+        DeliverySettings::default(),
+    );
+    let respond = |c: &Customer, _: &[EventEnvelope]| (201, json!({ "id": c.id }));
+    let register = CustomerCommand::Register(RegisterCustomer {
+        email: "ada.lovelace@example.com".into(),
+        first_name: "Ada".into(),
+        last_name: "Lovelace".into(),
+        phone: None,
+        source: RegistrationSource::Web,
+        marketing_consent: MarketingConsentChoice {
+            email: true,
+            sms: false,
+            push: false,
+        },
+        terms_accepted: true,
+        ip: "192.0.2.1".into(),
+        user_agent: "test".into(),
+        timezone: Some("Europe/London".into()),
+        locale: None,
+    });
+    delivery
+        .customers()
+        .execute(CUSTOMER, &register, &CommandMeta::new(Actor::api("t")), None, &respond)
+        .await
+        .expect("register");
+    World {
+        _dir: dir,
+        events,
+        sink,
+        dead_letters,
+        clock,
+        delivery,
+    }
+}
+
+async fn invoke(w: &World, payload: Value) -> Value {
+    handle(
+        LambdaEvent::new(payload, Context::default()),
+        &w.delivery,
+        w.dead_letters.as_ref(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("handler failed: {e}"))
+}
+
+async fn types(w: &World, stream: &str) -> Vec<String> {
+    w.events
+        .read_stream(stream, 0, 100)
+        .await
+        .expect("read")
+        .into_iter()
+        .map(|e| e.event_type)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_request_delivered_three_times_is_sent_once_with_one_click_unsubscribe() {
+    let w = world().await;
+    for _ in 0..3 {
+        invoke(&w, sample("message-requested.json")).await;
+    }
+    let mail = w.sink.list().await.expect("sink");
+    assert_eq!(mail.len(), 1, "{mail:?}");
+    let email = mail[0].email().expect("an email");
+    assert_eq!(mail[0].recipient, "ada.lovelace@example.com");
+    assert_eq!(
+        email.header("List-Unsubscribe-Post"),
+        Some("List-Unsubscribe=One-Click")
+    );
+    assert!(email.header("List-Unsubscribe").is_some_and(|v| v.contains("/u/")));
+    assert!(email.html.contains("Desk lamp"), "{}", email.html);
+    assert!(email.text.contains("Ada"), "{}", email.text);
+    assert_eq!(
+        types(&w, &format!("message-{MESSAGE}")).await,
+        vec!["MessageClaimed", "MessageSent"]
+    );
+}
+
+#[tokio::test]
+async fn a_permanent_bounce_suppresses_the_address_and_invalidates_the_email() {
+    let w = world().await;
+    invoke(&w, sample("message-requested.json")).await;
+    let answer = invoke(&w, sample("ses-bounce-permanent.json")).await;
+    assert_eq!(answer["outcome"], "recorded", "{answer}");
+    let again = invoke(&w, sample("ses-bounce-permanent.json")).await;
+    assert_eq!(again["outcome"], "duplicate", "{again}");
+    let customer = w
+        .delivery
+        .customers()
+        .load(CUSTOMER)
+        .await
+        .expect("load")
+        .expect("customer");
+    assert!(customer.email_invalidated);
+    // The next message to the address, even a transactional one, is suppressed.
+    let mut next = sample("message-requested.json");
+    next["detail"]["event_id"] = json!("0193a6f3-7a00-7c3d-8e4f-5a6b7c8d0011");
+    next["detail"]["data"]["message_id"] = json!("msg-next");
+    next["detail"]["data"]["template"] = json!("order-confirmation");
+    next["detail"]["data"]["category"] = json!("transactional");
+    next["detail"]["data"]["purpose"] = Value::Null;
+    invoke(&w, next).await;
+    assert_eq!(types(&w, "message-msg-next").await, vec!["MessageSuppressed"]);
+    assert_eq!(w.sink.list().await.expect("sink").len(), 1);
+}
+
+#[tokio::test]
+async fn a_complaint_revokes_marketing_email_consent() {
+    let w = world().await;
+    invoke(&w, sample("message-requested.json")).await;
+    let answer = invoke(&w, sample("ses-complaint.json")).await;
+    assert_eq!(answer["outcome"], "recorded", "{answer}");
+    let customer = w
+        .delivery
+        .customers()
+        .load(CUSTOMER)
+        .await
+        .expect("load")
+        .expect("customer");
+    assert!(customer.consent(Purpose::Marketing, Channel::Email).is_none());
+}
+
+#[tokio::test]
+async fn delivery_open_and_click_feedback_land_on_the_message_stream() {
+    let w = world().await;
+    invoke(&w, sample("message-requested.json")).await;
+    for name in ["ses-delivery.json", "ses-open.json", "ses-click.json"] {
+        let answer = invoke(&w, sample(name)).await;
+        assert_eq!(answer["outcome"], "recorded", "{name}: {answer}");
+    }
+    assert_eq!(
+        types(&w, &format!("message-{MESSAGE}")).await,
+        vec![
+            "MessageClaimed",
+            "MessageSent",
+            "EmailDelivered",
+            "EmailOpened",
+            "EmailClicked"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_deferral_timer_hands_the_request_back_and_it_is_sent() {
+    let w = world().await;
+    w.clock.advance(chrono::Duration::hours(17));
+    assert!(w.clock.now() > "2026-11-24T07:00:00Z".parse::<DateTime<Utc>>().expect("time"));
+    let answer = invoke(&w, sample("timer-fired-deferral.json")).await;
+    assert_eq!(answer["outcome"], "timer", "{answer}");
+    assert_eq!(w.sink.list().await.expect("sink").len(), 1);
+}
+
+#[tokio::test]
+async fn an_unreadable_ses_event_is_parked_with_its_reason() {
+    let w = world().await;
+    let mut event = sample("ses-delivery.json");
+    event["detail"]["mail"]["tags"] = json!({});
+    let answer = invoke(&w, event).await;
+    assert_eq!(answer["outcome"], "parked", "{answer}");
+    let letters = w.dead_letters.list().await.expect("letters");
+    assert_eq!(letters.len(), 1);
+    assert!(
+        letters[0].letter.reason.contains("tag"),
+        "{:?}",
+        letters[0].letter.reason
+    );
+}

@@ -1,0 +1,476 @@
+//! The decision pipeline: what to do with one requested message, given the
+//! customer as the event store knows them right now. Pure: the channel
+//! function gathers the inputs, this decides, and the outcome becomes an
+//! event on the message stream.
+//!
+//! Order: customer active → consent for the purpose and channel
+//! (transactional messages need none) → suppression list (applies to every
+//! message, transactional too) → preferences (marketing) → frequency caps
+//! (marketing) → quiet hours (marketing: defer, never drop) → send.
+
+use super::events::{DeferralReason, MessageRequest, SuppressionReason};
+use crate::consent::ledger::CONSENT_VALIDITY_MONTHS;
+use crate::consent::Channel;
+use crate::customer::{Customer, CustomerStatus};
+use crate::journey::definition::Category;
+use crate::preferences::EmailFrequency;
+use chrono::{DateTime, Duration, Months, NaiveTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// At most `limit` marketing messages on `channel` in any window of `window_seconds`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FrequencyCap {
+    pub channel: Channel,
+    pub limit: u32,
+    pub window_seconds: i64,
+}
+
+/// The configurable limits of the pipeline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryPolicy {
+    /// Per channel, rolling windows; transactional messages are exempt.
+    pub caps: Vec<FrequencyCap>,
+    /// A customer whose email frequency is `weekly` gets at most this many
+    /// marketing emails in any 7 days (`daily` is the email cap above).
+    pub weekly_email_limit: u32,
+}
+
+impl Default for DeliveryPolicy {
+    fn default() -> Self {
+        DeliveryPolicy {
+            caps: vec![
+                FrequencyCap {
+                    channel: Channel::Email,
+                    limit: 3,
+                    window_seconds: 24 * 3600,
+                },
+                FrequencyCap {
+                    channel: Channel::Sms,
+                    limit: 1,
+                    window_seconds: 24 * 3600,
+                },
+                // Seed 000: at most one push notification an hour.
+                FrequencyCap {
+                    channel: Channel::Push,
+                    limit: 1,
+                    window_seconds: 3600,
+                },
+            ],
+            weekly_email_limit: 3,
+        }
+    }
+}
+
+/// One message the customer was sent (the channel function's send log).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SentRecord {
+    pub message_id: String,
+    pub channel: Channel,
+    pub category: Category,
+    pub campaign_id: String,
+    pub at: DateTime<Utc>,
+}
+
+/// Everything the pipeline looks at.
+#[derive(Debug, Clone, Copy)]
+pub struct DecisionInput<'a> {
+    pub now: DateTime<Utc>,
+    pub request: &'a MessageRequest,
+    /// The customer, loaded from the event store (strongly consistent).
+    pub customer: Option<&'a Customer>,
+    /// The reason the address is on the suppression list, if it is.
+    pub suppressed: Option<&'a str>,
+    /// Recent sends to this customer (at least the longest cap window).
+    pub recent: &'a [SentRecord],
+    pub policy: &'a DeliveryPolicy,
+}
+
+/// What to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Send,
+    Suppress {
+        reason: SuppressionReason,
+        detail: String,
+    },
+    Defer {
+        until: DateTime<Utc>,
+        reason: DeferralReason,
+    },
+}
+
+fn suppress(reason: SuppressionReason, detail: impl Into<String>) -> Decision {
+    Decision::Suppress {
+        reason,
+        detail: detail.into(),
+    }
+}
+
+/// The address a channel uses, if the customer has one.
+pub fn address(customer: &Customer, channel: Channel) -> Option<String> {
+    match channel {
+        Channel::Email => Some(customer.email.clone()).filter(|e| !e.is_empty()),
+        Channel::Sms => customer.phone.clone().filter(|p| !p.is_empty()),
+        Channel::Push => customer.push_devices.first().map(|d| d.token.clone()),
+    }
+}
+
+/// Runs the pipeline.
+pub fn decide(input: DecisionInput<'_>) -> Decision {
+    let request = input.request;
+    let channel = request.channel;
+    let marketing = request.category == Category::Marketing;
+    let Some(customer) = input.customer else {
+        return suppress(
+            SuppressionReason::UnknownCustomer,
+            format!("customer {} does not exist", request.customer_id),
+        );
+    };
+    if customer.status == CustomerStatus::Deactivated {
+        return suppress(SuppressionReason::CustomerInactive, "customer is deactivated");
+    }
+    if let Some(purpose) = request.purpose {
+        let in_force = customer.consent(purpose, channel).is_some_and(|c| {
+            c.granted_at
+                .checked_add_months(Months::new(CONSENT_VALIDITY_MONTHS))
+                .is_some_and(|expires| input.now < expires)
+        });
+        if !in_force {
+            return suppress(
+                SuppressionReason::NoConsent,
+                format!("no {purpose} consent for {channel} in force"),
+            );
+        }
+    }
+    if address(customer, channel).is_none() {
+        return suppress(
+            SuppressionReason::NoAddress,
+            format!("customer has no {channel} address"),
+        );
+    }
+    if channel == Channel::Email && customer.email_invalidated {
+        return suppress(SuppressionReason::Suppressed, "email address invalidated");
+    }
+    if let Some(reason) = input.suppressed {
+        return suppress(
+            SuppressionReason::Suppressed,
+            format!("address is suppressed: {reason}"),
+        );
+    }
+    if !marketing {
+        return Decision::Send;
+    }
+    let prefs = &customer.preferences;
+    let topic = request.topic();
+    match channel {
+        Channel::Email => {
+            if prefs.email_frequency == EmailFrequency::Never {
+                return suppress(SuppressionReason::Preference, "email frequency is never");
+            }
+            if !prefs.categories.is_empty() && !prefs.categories.iter().any(|c| c == topic) {
+                return suppress(SuppressionReason::Preference, format!("category {topic} not chosen"));
+            }
+        }
+        Channel::Sms => {
+            if !prefs.sms_for_promotions {
+                return suppress(SuppressionReason::Preference, "no SMS for promotions");
+            }
+        }
+        Channel::Push => {
+            if !prefs.push_categories.is_empty() && !prefs.push_categories.iter().any(|c| c == topic) {
+                return suppress(
+                    SuppressionReason::Preference,
+                    format!("push category {topic} not chosen"),
+                );
+            }
+        }
+    }
+    let sent_within = |window: Duration| {
+        input
+            .recent
+            .iter()
+            .filter(|s| s.channel == channel && s.category == Category::Marketing && s.message_id != request.message_id)
+            .filter(|s| s.at > input.now - window)
+            .count() as u64
+    };
+    for cap in input.policy.caps.iter().filter(|c| c.channel == channel) {
+        if sent_within(Duration::seconds(cap.window_seconds)) >= u64::from(cap.limit) {
+            return suppress(
+                SuppressionReason::FrequencyCap,
+                format!(
+                    "{} {channel} marketing messages in {} s already",
+                    cap.limit, cap.window_seconds
+                ),
+            );
+        }
+    }
+    if channel == Channel::Email
+        && prefs.email_frequency == EmailFrequency::Weekly
+        && sent_within(Duration::days(7)) >= u64::from(input.policy.weekly_email_limit)
+    {
+        return suppress(
+            SuppressionReason::FrequencyCap,
+            format!(
+                "{} marketing emails in 7 days already (weekly)",
+                input.policy.weekly_email_limit
+            ),
+        );
+    }
+    if let Some(until) = quiet_hours_end(customer, input.now) {
+        return Decision::Defer {
+            until,
+            reason: DeferralReason::QuietHours,
+        };
+    }
+    Decision::Send
+}
+
+/// When `now` falls in the customer's quiet hours: the moment they end, in UTC.
+pub fn quiet_hours_end(customer: &Customer, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let quiet = customer.preferences.quiet_hours.as_ref()?;
+    let tz: chrono_tz::Tz = customer.preferences.timezone.parse().ok()?;
+    let start = NaiveTime::parse_from_str(&quiet.start, "%H:%M").ok()?;
+    let end = NaiveTime::parse_from_str(&quiet.end, "%H:%M").ok()?;
+    let local = now.with_timezone(&tz).time();
+    let inside = if start < end {
+        start <= local && local < end
+    } else {
+        local >= start || local < end
+    };
+    inside.then(|| crate::journey::instance::next_local_time(now, tz, end))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consent::{ActiveConsent, ConsentMethod, Purpose};
+    use crate::customer::RegistrationSource;
+    use crate::preferences::{Preferences, QuietHours};
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().to_utc()
+    }
+
+    fn customer() -> Customer {
+        Customer {
+            id: "c-1".into(),
+            status: CustomerStatus::Active,
+            email: "ana@example.com".into(),
+            email_verified: true,
+            first_name: "Ana".into(),
+            last_name: "Lima".into(),
+            phone: Some("+4915112345678".into()),
+            address: None,
+            date_of_birth: None,
+            source: RegistrationSource::Web,
+            locale: None,
+            preferences: Preferences {
+                email_frequency: EmailFrequency::Daily,
+                ..Preferences::default()
+            },
+            consents: vec![ActiveConsent {
+                purpose: Purpose::Marketing,
+                channel: Channel::Email,
+                method: ConsentMethod::RegistrationCheckbox,
+                granted_at: at("2026-11-01T00:00:00Z"),
+            }],
+            push_devices: Vec::new(),
+            email_invalidated: false,
+            pending_verification_token: None,
+            registered_at: at("2026-11-01T00:00:00Z"),
+            updated_at: at("2026-11-01T00:00:00Z"),
+            version: 2,
+        }
+    }
+
+    fn request(category: Category, channel: Channel) -> MessageRequest {
+        MessageRequest {
+            message_id: "m-1".into(),
+            instance_id: "i-1".into(),
+            campaign_id: "abandoned-cart".into(),
+            campaign_version: 1,
+            step_id: "reminder".into(),
+            customer_id: "c-1".into(),
+            channel,
+            template: "abandoned-cart-reminder".into(),
+            category,
+            purpose: (category == Category::Marketing).then_some(Purpose::Marketing),
+            data: serde_json::Value::Null,
+        }
+    }
+
+    fn decide_for(c: Option<&Customer>, r: &MessageRequest, now: &str, recent: &[SentRecord]) -> Decision {
+        decide(DecisionInput {
+            now: at(now),
+            request: r,
+            customer: c,
+            suppressed: None,
+            recent,
+            policy: &DeliveryPolicy::default(),
+        })
+    }
+
+    fn reason(d: Decision) -> SuppressionReason {
+        match d {
+            Decision::Suppress { reason, .. } => reason,
+            other => panic!("expected a suppression, got {other:?}"),
+        }
+    }
+
+    const NOON: &str = "2026-11-29T12:00:00Z";
+
+    #[test]
+    fn marketing_needs_consent_in_force_transactional_does_not() {
+        let mut c = customer();
+        let marketing = request(Category::Marketing, Channel::Email);
+        assert_eq!(decide_for(Some(&c), &marketing, NOON, &[]), Decision::Send);
+        assert_eq!(
+            reason(decide_for(Some(&c), &marketing, "2028-11-02T00:00:00Z", &[])),
+            SuppressionReason::NoConsent,
+            "consent lapses after 24 months"
+        );
+        c.consents.clear();
+        assert_eq!(
+            reason(decide_for(Some(&c), &marketing, NOON, &[])),
+            SuppressionReason::NoConsent
+        );
+        let transactional = request(Category::Transactional, Channel::Email);
+        assert_eq!(decide_for(Some(&c), &transactional, NOON, &[]), Decision::Send);
+        c.status = CustomerStatus::Deactivated;
+        assert_eq!(
+            reason(decide_for(Some(&c), &transactional, NOON, &[])),
+            SuppressionReason::CustomerInactive
+        );
+        assert_eq!(
+            reason(decide_for(None, &transactional, NOON, &[])),
+            SuppressionReason::UnknownCustomer
+        );
+    }
+
+    #[test]
+    fn the_suppression_list_stops_transactional_mail_too() {
+        let c = customer();
+        let r = request(Category::Transactional, Channel::Email);
+        let d = decide(DecisionInput {
+            now: at(NOON),
+            request: &r,
+            customer: Some(&c),
+            suppressed: Some("hard bounce"),
+            recent: &[],
+            policy: &DeliveryPolicy::default(),
+        });
+        assert_eq!(reason(d), SuppressionReason::Suppressed);
+    }
+
+    #[test]
+    fn preferences_rule_out_marketing() {
+        let mut c = customer();
+        let r = request(Category::Marketing, Channel::Email);
+        c.preferences.categories = vec!["cross-sell".into()];
+        assert_eq!(
+            reason(decide_for(Some(&c), &r, NOON, &[])),
+            SuppressionReason::Preference
+        );
+        c.preferences.categories = vec!["abandoned-cart".into()];
+        assert_eq!(decide_for(Some(&c), &r, NOON, &[]), Decision::Send);
+        c.preferences.email_frequency = EmailFrequency::Never;
+        assert_eq!(
+            reason(decide_for(Some(&c), &r, NOON, &[])),
+            SuppressionReason::Preference
+        );
+        c.preferences.email_frequency = EmailFrequency::Daily;
+        c.consents.push(ActiveConsent {
+            purpose: Purpose::Marketing,
+            channel: Channel::Sms,
+            method: ConsentMethod::Api,
+            granted_at: at("2026-11-01T00:00:00Z"),
+        });
+        let sms = request(Category::Marketing, Channel::Sms);
+        assert_eq!(
+            reason(decide_for(Some(&c), &sms, NOON, &[])),
+            SuppressionReason::Preference
+        );
+        c.preferences.sms_for_promotions = true;
+        assert_eq!(decide_for(Some(&c), &sms, NOON, &[]), Decision::Send);
+    }
+
+    fn sent(id: &str, channel: Channel, category: Category, when: &str) -> SentRecord {
+        SentRecord {
+            message_id: id.into(),
+            channel,
+            category,
+            campaign_id: "x".into(),
+            at: at(when),
+        }
+    }
+
+    #[test]
+    fn caps_count_marketing_on_the_channel_in_the_rolling_window() {
+        let mut c = customer();
+        c.consents.push(ActiveConsent {
+            purpose: Purpose::Marketing,
+            channel: Channel::Push,
+            method: ConsentMethod::Api,
+            granted_at: at("2026-11-01T00:00:00Z"),
+        });
+        c.push_devices.push(crate::messaging::provider::PushDevice {
+            platform: "fcm".into(),
+            token: "t".into(),
+        });
+        let push = request(Category::Marketing, Channel::Push);
+        let one_push = [sent("p-0", Channel::Push, Category::Marketing, "2026-11-29T11:30:00Z")];
+        assert_eq!(
+            reason(decide_for(Some(&c), &push, NOON, &one_push)),
+            SuppressionReason::FrequencyCap
+        );
+        assert_eq!(
+            decide_for(Some(&c), &push, "2026-11-29T12:30:01Z", &one_push),
+            Decision::Send
+        );
+        let email = request(Category::Marketing, Channel::Email);
+        let three = [
+            sent("e-1", Channel::Email, Category::Marketing, "2026-11-28T13:00:00Z"),
+            sent("e-2", Channel::Email, Category::Marketing, "2026-11-29T08:00:00Z"),
+            sent("e-3", Channel::Email, Category::Marketing, "2026-11-29T09:00:00Z"),
+            sent("t-1", Channel::Email, Category::Transactional, "2026-11-29T10:00:00Z"),
+        ];
+        assert_eq!(
+            reason(decide_for(Some(&c), &email, NOON, &three)),
+            SuppressionReason::FrequencyCap
+        );
+        assert_eq!(
+            decide_for(Some(&c), &email, "2026-11-29T13:00:01Z", &three),
+            Decision::Send
+        );
+        let transactional = request(Category::Transactional, Channel::Email);
+        assert_eq!(decide_for(Some(&c), &transactional, NOON, &three), Decision::Send);
+        c.preferences.email_frequency = EmailFrequency::Weekly;
+        assert_eq!(
+            reason(decide_for(Some(&c), &email, "2026-11-30T13:00:01Z", &three)),
+            SuppressionReason::FrequencyCap,
+            "weekly: three in seven days"
+        );
+    }
+
+    #[test]
+    fn quiet_hours_defer_marketing_to_their_local_end() {
+        let mut c = customer();
+        c.preferences.timezone = "Europe/Berlin".into();
+        c.preferences.quiet_hours = Some(QuietHours {
+            start: "21:00".into(),
+            end: "08:00".into(),
+        });
+        let r = request(Category::Marketing, Channel::Email);
+        // 22:30 UTC is 23:30 in Berlin (CET): deferred to 08:00 Berlin = 07:00 UTC.
+        assert_eq!(
+            decide_for(Some(&c), &r, "2026-11-29T22:30:00Z", &[]),
+            Decision::Defer {
+                until: at("2026-11-30T07:00:00Z"),
+                reason: DeferralReason::QuietHours
+            }
+        );
+        assert_eq!(decide_for(Some(&c), &r, "2026-11-30T07:00:00Z", &[]), Decision::Send);
+        let t = request(Category::Transactional, Channel::Email);
+        assert_eq!(decide_for(Some(&c), &t, "2026-11-29T22:30:00Z", &[]), Decision::Send);
+    }
+}

@@ -1,0 +1,159 @@
+//! Delivery end to end through the local runtime on a virtual clock: the
+//! journeys' messages arrive rendered in the local mail sink, effectively
+//! once, and a one-click unsubscribe stops the very next marketing message.
+
+use chrono::{DateTime, Duration, Utc};
+use crm_core::event::EventEnvelope;
+use crm_tests::{registration, TestApi};
+use serde_json::json;
+
+fn start() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-11-23T15:00:00Z")
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_default()
+}
+
+async fn advance(api: &TestApi, minutes: i64) {
+    api.runtime
+        .advance(Duration::minutes(minutes))
+        .await
+        .expect("advance the virtual clock");
+}
+
+async fn of_type(api: &TestApi, event_type: &str) -> Vec<EventEnvelope> {
+    api.all_events()
+        .await
+        .into_iter()
+        .filter(|e| e.event_type == event_type)
+        .collect()
+}
+
+/// Registers a customer and abandons a cart worth 65 EUR: returns the customer id.
+async fn abandon_a_cart(api: &TestApi) -> String {
+    let customer = api
+        .call("POST", "/customers", Some(&registration("grace@example.com")))
+        .await;
+    assert_eq!(customer.status, 201, "{:?}", customer.body);
+    let customer_id = customer.body["id"].as_str().expect("id").to_string();
+    let cart = api
+        .call(
+            "POST",
+            "/carts",
+            Some(&json!({ "customer_id": customer_id, "currency": "EUR" }).to_string()),
+        )
+        .await;
+    let cart_id = cart.body["id"].as_str().expect("cart id").to_string();
+    let item = json!({ "product_id": "lamp", "name": "Desk lamp", "quantity": 1, "unit_price_minor": 6500 });
+    let added = api
+        .call("POST", &format!("/carts/{cart_id}/items"), Some(&item.to_string()))
+        .await;
+    assert_eq!(added.status, 200, "{:?}", added.body);
+    customer_id
+}
+
+#[tokio::test]
+async fn the_cart_reminder_arrives_rendered_once_and_one_click_stops_the_final_offer() {
+    let api = TestApi::at(start());
+    let customer_id = abandon_a_cart(&api).await;
+    // The verification email goes at once (transactional).
+    let mail = api.runtime.mail.list().await.expect("mail");
+    assert_eq!(mail.len(), 1, "{mail:?}");
+    assert_eq!(mail[0].recipient, "grace@example.com");
+
+    // 60 minutes of inactivity, then the campaign's 1 h wait: one reminder.
+    advance(&api, 60).await;
+    advance(&api, 60).await;
+    let mail = api.runtime.mail.list().await.expect("mail");
+    assert_eq!(
+        mail.len(),
+        2,
+        "{:?}",
+        mail.iter().map(|m| &m.subject).collect::<Vec<_>>()
+    );
+    let reminder = mail[1].email().expect("an email");
+    assert!(reminder.html.contains("Desk lamp"), "{}", reminder.html);
+    assert!(reminder.text.contains("Grace"), "{}", reminder.text);
+    assert_eq!(
+        reminder.header("List-Unsubscribe-Post"),
+        Some("List-Unsubscribe=One-Click")
+    );
+    let sent = of_type(&api, "MessageSent").await;
+    assert_eq!(sent.len(), 2);
+
+    // Every message request delivered again: nothing is sent twice.
+    api.runtime.bus.rewind("channel", 0).await.expect("rewind");
+    api.runtime.bus.settle().await.expect("redeliver");
+    assert_eq!(api.runtime.mail.list().await.expect("mail").len(), 2);
+    assert_eq!(of_type(&api, "MessageClaimed").await.len(), 2);
+
+    // The mail client's one-click POST to the List-Unsubscribe URL.
+    let header = reminder.header("List-Unsubscribe").expect("List-Unsubscribe");
+    let url = header.trim_start_matches('<').trim_end_matches('>');
+    let path = &url[url.find("/u/").expect("a /u/ link")..];
+    let answer = api.post_form(path, "List-Unsubscribe=One-Click").await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+
+    // The final offer, 24 h later, is suppressed: no consent any more.
+    advance(&api, 24 * 60).await;
+    let offers: Vec<_> = of_type(&api, "MessageRequested")
+        .await
+        .into_iter()
+        .filter(|e| e.data["template"] == "abandoned-cart-final-offer")
+        .collect();
+    assert_eq!(offers.len(), 1, "the journey asked for the final offer");
+    let suppressed = of_type(&api, "MessageSuppressed").await;
+    assert_eq!(suppressed.len(), 1, "{suppressed:?}");
+    assert_eq!(suppressed[0].data["reason"], "no-consent");
+    assert_eq!(suppressed[0].data["customer_id"], customer_id.as_str());
+    assert_eq!(suppressed[0].data["message_id"], offers[0].data["message_id"]);
+    let mail = api.runtime.mail.list().await.expect("mail");
+    assert!(
+        mail.iter().all(|m| m.message_id != offers[0].data["message_id"]),
+        "no final offer in the mail sink"
+    );
+    // The welcome campaign's verification reminder (transactional) still went.
+    assert_eq!(mail.len(), 3);
+    let health = api.call("GET", "/health", None).await;
+    let consumers = health.body["consumers"].as_array().expect("consumers").clone();
+    assert!(
+        consumers.iter().all(|c| c["dead_letters"] == 0),
+        "nothing parked: {consumers:?}"
+    );
+}
+
+#[tokio::test]
+async fn quiet_hours_defer_the_reminder_to_their_end_in_the_customers_time_zone() {
+    let api = TestApi::at(start());
+    let customer_id = abandon_a_cart(&api).await;
+    // New York: 15:00 UTC is 10:00 local. Quiet from 11:00 to 13:30 local.
+    let prefs = json!({
+        "email_frequency": "daily",
+        "timezone": "America/New_York",
+        "quiet_hours": { "start": "11:00", "end": "13:30" }
+    });
+    let put = api
+        .call(
+            "PUT",
+            &format!("/customers/{customer_id}/preferences"),
+            Some(&prefs.to_string()),
+        )
+        .await;
+    assert_eq!(put.status, 200, "{:?}", put.body);
+    // The reminder is requested at 17:00 UTC = 12:00 New York: deferred to 13:30 local.
+    advance(&api, 60).await;
+    advance(&api, 60).await;
+    let deferred = of_type(&api, "MessageDeferred").await;
+    assert_eq!(deferred.len(), 1);
+    assert_eq!(deferred[0].data["until"], "2026-11-23T18:30:00Z");
+    assert_eq!(
+        api.runtime.mail.list().await.expect("mail").len(),
+        1,
+        "only the verification"
+    );
+    advance(&api, 89).await;
+    assert_eq!(api.runtime.mail.list().await.expect("mail").len(), 1);
+    advance(&api, 1).await;
+    let mail = api.runtime.mail.list().await.expect("mail");
+    assert_eq!(mail.len(), 2, "sent when the quiet hours end");
+    assert_eq!(mail[1].sent_at, start() + Duration::minutes(210));
+}
