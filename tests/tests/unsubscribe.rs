@@ -102,6 +102,23 @@ async fn one_click_revokes_the_tokens_consent_at_once() {
 }
 
 #[tokio::test]
+async fn one_click_also_reads_multipart_form_data() {
+    let api = TestApi::new();
+    let id = register(&api, "multipart@example.com").await;
+    let body = "--xyz\r\nContent-Disposition: form-data; name=\"List-Unsubscribe\"\r\n\r\nOne-Click\r\n--xyz--\r\n";
+    let done = api
+        .call_raw(
+            "POST",
+            &format!("/u/{}", token(&api, &id)),
+            Some(body.as_bytes().to_vec()),
+            &[("content-type", "multipart/form-data; boundary=xyz")],
+        )
+        .await;
+    assert_eq!(done.status, 200, "{:?}", done.body);
+    assert!(!consents(&api, &id).await.contains(&"marketing:email".to_string()));
+}
+
+#[tokio::test]
 async fn a_tampered_token_gets_a_400_page_and_changes_nothing() {
     let api = TestApi::new();
     let id = register(&api, "tampered@example.com").await;

@@ -244,7 +244,7 @@ pub async fn submit(
                 &p.detail,
             )
         })?;
-        if body.0.trim_ascii() == ONE_CLICK_BODY {
+        if is_one_click(&headers, &body.0) {
             one_click(&state, &token).await
         } else {
             preferences(&state, &token, &headers, &body.0).await
@@ -289,6 +289,71 @@ async fn one_click(state: &AppState, token: &UnsubscribeToken) -> Result<Page, P
         "You are unsubscribed",
         &format!("You will no longer receive {} {what} from us.", token.purpose),
     ))
+}
+
+/// Is this the RFC 8058 one-click POST? `List-Unsubscribe=One-Click` as
+/// `application/x-www-form-urlencoded`, or as the one field of a
+/// `multipart/form-data` body (what RFC 8058 recommends senders accept).
+fn is_one_click(headers: &HeaderMap, body: &[u8]) -> bool {
+    if body.trim_ascii() == ONE_CLICK_BODY {
+        return true;
+    }
+    let boundary = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(multipart_boundary);
+    match boundary {
+        Some(boundary) => multipart_fields(body, &boundary)
+            .is_some_and(|fields| fields == [("List-Unsubscribe".to_string(), "One-Click".to_string())]),
+        None => false,
+    }
+}
+
+/// The boundary of a `multipart/form-data` content type.
+fn multipart_boundary(content_type: &str) -> Option<String> {
+    let mut parts = content_type.split(';');
+    if !parts.next()?.trim().eq_ignore_ascii_case("multipart/form-data") {
+        return None;
+    }
+    parts
+        .find_map(|p| {
+            let (k, v) = p.split_once('=')?;
+            k.trim()
+                .eq_ignore_ascii_case("boundary")
+                .then(|| v.trim().trim_matches('"').to_string())
+        })
+        .filter(|b| !b.is_empty() && b.len() <= 70)
+}
+
+/// The (name, value) fields of a `multipart/form-data` body; `None` if it is not one.
+fn multipart_fields(body: &[u8], boundary: &str) -> Option<Vec<(String, String)>> {
+    let text = std::str::from_utf8(body).ok()?;
+    let delimiter = format!("--{boundary}");
+    let mut fields = Vec::new();
+    let mut closed = false;
+    for part in text.split(delimiter.as_str()).skip(1) {
+        if part.starts_with("--") {
+            closed = true;
+            break;
+        }
+        let part = part.strip_prefix("\r\n").or_else(|| part.strip_prefix('\n'))?;
+        let (head, value) = part.split_once("\r\n\r\n").or_else(|| part.split_once("\n\n"))?;
+        let name = head.lines().find_map(|line| {
+            let (key, v) = line.split_once(':')?;
+            if !key.trim().eq_ignore_ascii_case("content-disposition") {
+                return None;
+            }
+            v.split(';')
+                .find_map(|p| p.trim().strip_prefix("name="))
+                .map(|n| n.trim_matches('"').to_string())
+        })?;
+        let value = value
+            .strip_suffix("\r\n")
+            .or_else(|| value.strip_suffix('\n'))
+            .unwrap_or(value);
+        fields.push((name, value.to_string()));
+    }
+    closed.then_some(fields)
 }
 
 /// The preference-centre form, read from `application/x-www-form-urlencoded`.
@@ -457,6 +522,24 @@ mod tests {
         assert_eq!(parse_form(b"form=preferences&x=%zz"), Err(FormError::Encoding));
         assert_eq!(parse_form(b"form=preferences&x=%4"), Err(FormError::Encoding));
         assert_eq!(parse_form(&[0xff, 0xfe]), Err(FormError::Encoding));
+    }
+
+    #[test]
+    fn recognises_the_one_click_post_in_both_encodings() {
+        let mut headers = HeaderMap::new();
+        assert!(is_one_click(&headers, b"List-Unsubscribe=One-Click"));
+        assert!(!is_one_click(&headers, b"List-Unsubscribe=One-Click&x=1"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("multipart/form-data; boundary=\"b0undary\""),
+        );
+        let body = "--b0undary\r\nContent-Disposition: form-data; name=\"List-Unsubscribe\"\r\n\r\nOne-Click\r\n--b0undary--\r\n";
+        assert!(is_one_click(&headers, body.as_bytes()));
+        let other = body.replace("One-Click", "Other");
+        assert!(!is_one_click(&headers, other.as_bytes()));
+        let unclosed = body.replace("--b0undary--", "");
+        assert!(!is_one_click(&headers, unclosed.as_bytes()));
+        assert!(!is_one_click(&headers, b"garbage"));
     }
 
     #[test]
