@@ -51,6 +51,19 @@ impl TestApi {
         Self::with_clock(ClockChoice::Virtual(start))
     }
 
+    /// The API over the database an earlier run left in `dir` (system clock).
+    pub fn open_in(dir: tempfile::TempDir) -> Self {
+        let runtime = LocalRuntime::open_with_clock(&dir.path().join("crm.db"), BUILT_IN_TEMPLATE, ClockChoice::System)
+            .expect("open runtime");
+        let app = runtime.app(TOKEN.to_string());
+        TestApi {
+            app,
+            store: runtime.events.clone(),
+            runtime,
+            _dir: dir,
+        }
+    }
+
     fn with_clock(clock: ClockChoice) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let runtime =

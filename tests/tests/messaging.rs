@@ -80,6 +80,25 @@ async fn the_cart_reminder_arrives_rendered_once_and_one_click_stops_the_final_o
     let sent = of_type(&api, "MessageSent").await;
     assert_eq!(sent.len(), 2);
 
+    // The local mail viewer lists both and shows the reminder rendered.
+    let list = api.call("GET", "/_local/mail", None).await;
+    assert_eq!(list.status, 200);
+    assert!(list.content_type().starts_with("text/html"));
+    let listing = list.body.as_str().unwrap_or_default().to_string();
+    assert!(listing.contains(&mail[1].subject), "{listing}");
+    let shown = api.call("GET", &format!("/_local/mail/{}", mail[1].seq), None).await;
+    assert_eq!(shown.status, 200);
+    assert!(shown.body.as_str().unwrap_or_default().contains("Desk lamp"));
+    let raw = api
+        .call("GET", &format!("/_local/mail/{}/raw", mail[1].seq), None)
+        .await;
+    assert!(raw
+        .body
+        .as_str()
+        .unwrap_or_default()
+        .contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click"));
+    assert_eq!(api.call("GET", "/_local/mail/999", None).await.status, 404);
+
     // Every message request delivered again: nothing is sent twice.
     api.runtime.bus.rewind("channel", 0).await.expect("rewind");
     api.runtime.bus.settle().await.expect("redeliver");
@@ -156,4 +175,39 @@ async fn quiet_hours_defer_the_reminder_to_their_end_in_the_customers_time_zone(
     let mail = api.runtime.mail.list().await.expect("mail");
     assert_eq!(mail.len(), 2, "sent when the quiet hours end");
     assert_eq!(mail[1].sent_at, start() + Duration::minutes(210));
+}
+
+#[tokio::test]
+async fn the_demo_sends_welcome_reminder_and_confirmation_with_working_unsubscribe_links() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = crm_local::demo::run_story(Some(dir.path())).await.expect("demo");
+    assert!(out.contains("== Mail sent (4 messages"), "{out}");
+    assert!(!out.contains("== Dead letters"), "{out}");
+    let api = TestApi::open_in(dir);
+    let mail = api.runtime.mail.list().await.expect("mail");
+    let subjects: Vec<&str> = mail.iter().map(|m| m.subject.as_str()).collect();
+    for wanted in [
+        "Confirm your email",
+        "Welcome",
+        "left something in your cart",
+        "confirmed",
+    ] {
+        assert!(subjects.iter().any(|s| s.contains(wanted)), "{wanted}: {subjects:?}");
+    }
+    let welcome = mail
+        .iter()
+        .find(|m| m.subject.contains("Welcome"))
+        .and_then(|m| m.email())
+        .expect("the welcome email");
+    assert!(welcome.html.contains("/u/"), "a preference-centre link in the footer");
+    let header = welcome.header("List-Unsubscribe").expect("List-Unsubscribe");
+    let url = header.trim_start_matches('<').trim_end_matches('>');
+    let path = &url[url.find("/u/").expect("a /u/ link")..];
+    let page = api.call_raw("GET", path, None, &[]).await;
+    assert_eq!(page.status, 200, "the preference centre opens from the link");
+    let answer = api.post_form(path, "List-Unsubscribe=One-Click").await;
+    assert_eq!(answer.status, 200);
+    let revoked = of_type(&api, "ConsentRevoked").await;
+    assert_eq!(revoked.len(), 1);
+    assert_eq!(revoked[0].data["method"], "one-click");
 }

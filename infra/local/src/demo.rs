@@ -321,7 +321,16 @@ pub async fn run_story(data_dir: Option<&Path>) -> Result<String, DemoError> {
     );
     demo.say(line);
     let order_id = uuid::Uuid::now_v7();
-    let order = json!({ "order_id": order_id, "cart_id": cart_id, "total_value_minor": 6500, "currency": "EUR" });
+    let order = json!({
+        "order_id": order_id,
+        "cart_id": cart_id,
+        "items": [
+            { "product_id": "lamp-01", "name": "Desk lamp", "quantity": 1, "unit_price_minor": 4000 },
+            { "product_id": "shade-02", "name": "Lamp shade", "quantity": 1, "unit_price_minor": 2500 }
+        ],
+        "total_value_minor": 6500,
+        "currency": "EUR"
+    });
     demo.append_order_event(order_id, 0, "OrderPlaced", &customer_id, order.clone())
         .await?;
     // The shipped order-confirmation campaign triggers on OrderConfirmed.
@@ -374,6 +383,40 @@ pub async fn run_story(data_dir: Option<&Path>) -> Result<String, DemoError> {
             l.step_id.as_deref().map(|s| format!("step={s}")).unwrap_or_default()
         );
         demo.say(line.trim_end());
+    }
+
+    // What the channel function sent: the local mail sink.
+    let mail = demo.runtime.mail.list().await?;
+    demo.say("");
+    demo.say(format!(
+        "== Mail sent ({} messages; `crm-local serve --data-dir {}` shows them at /_local/mail)",
+        mail.len(),
+        dir.display()
+    ));
+    for m in &mail {
+        let unsubscribe = m
+            .email()
+            .and_then(|e| e.header("List-Unsubscribe").map(str::to_string))
+            .map(|h| format!("  one-click: {h}"))
+            .unwrap_or_default();
+        let line = format!(
+            "T+{}  #{:<3} {:<5} {:<26} {}{}",
+            minutes_label(m.sent_at - start),
+            m.seq,
+            m.channel,
+            m.recipient,
+            m.subject,
+            unsubscribe
+        );
+        demo.say(line.trim_end());
+    }
+    let parked = crate::bus::SqliteDeadLetters::open(&db)?.list().await?;
+    if !parked.is_empty() {
+        demo.say("");
+        demo.say(format!("== Dead letters ({})", parked.len()));
+        for p in &parked {
+            demo.say(format!("#{} {}: {}", p.id, p.letter.consumer, p.letter.reason));
+        }
     }
     Ok(demo.out)
 }

@@ -7,6 +7,7 @@ pub mod demo;
 pub mod dev;
 pub mod dlq;
 pub mod mail;
+pub mod mail_view;
 pub mod pattern_cli;
 pub mod read_models;
 pub mod runtime;

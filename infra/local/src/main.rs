@@ -78,6 +78,14 @@ enum Command {
         data_dir: Option<PathBuf>,
     },
     /// Inspect and redrive the local dead letters.
+    /// What the local runtime sent (email, SMS, push), from its mail sink.
+    Mail {
+        /// Directory holding the database.
+        #[arg(long, global = true, default_value = ".crm", env = "CRM_DATA_DIR")]
+        data_dir: PathBuf,
+        #[command(subcommand)]
+        action: MailAction,
+    },
     Dlq {
         /// Directory holding the database.
         #[arg(long, global = true, default_value = ".crm", env = "CRM_DATA_DIR")]
@@ -87,6 +95,17 @@ enum Command {
         template: Option<PathBuf>,
         #[command(subcommand)]
         action: crm_local::dlq::DlqAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum MailAction {
+    /// One line per message, oldest first.
+    List,
+    /// One whole message (an email as MIME).
+    Show {
+        /// The number `list` shows.
+        seq: i64,
     },
 }
 
@@ -148,6 +167,7 @@ async fn main() -> ExitCode {
         Command::Demo { data_dir } => crm_local::demo::run(data_dir.as_deref())
             .await
             .map_err(|e| e.to_string()),
+        Command::Mail { data_dir, action } => mail(&data_dir, action).await,
         Command::Dlq {
             data_dir,
             template,
@@ -162,5 +182,26 @@ async fn main() -> ExitCode {
             eprintln!("crm-local: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `crm-local mail list|show`.
+async fn mail(data_dir: &std::path::Path, action: MailAction) -> Result<(), String> {
+    let db = crm_local::serve::database_path(data_dir);
+    let sink = crm_local::mail::MailSink::open(&db, std::sync::Arc::new(crm_core::clock::SystemClock))
+        .map_err(|e| e.to_string())?;
+    match action {
+        MailAction::List => {
+            let entries = sink.list().await.map_err(|e| e.to_string())?;
+            print!("{}", crm_local::mail_view::print_list(&entries));
+            Ok(())
+        }
+        MailAction::Show { seq } => match sink.get(seq).await.map_err(|e| e.to_string())? {
+            Some(entry) => {
+                println!("{}", entry.body);
+                Ok(())
+            }
+            None => Err(format!("no message number {seq}")),
+        },
     }
 }

@@ -247,7 +247,7 @@ impl LocalRuntime {
         )
         .with_health(self.bus.clone())
         .with_unsubscribe(self.unsubscribe.clone(), self.public_base_url.clone());
-        let app = router(state);
+        let app = router(state).merge(crate::mail_view::routes(self.mail.clone()));
         match &self.virtual_clock {
             Some(clock) => app.merge(crate::dev::clock_routes(clock.clone(), self.wake.clone(), token)),
             None => app,
