@@ -610,3 +610,28 @@ async fn concurrent_commands_on_one_customer_all_apply() {
         "4 registration events + 8 renames, gapless"
     );
 }
+
+#[tokio::test]
+async fn push_devices_register_once_and_bad_ones_are_refused_naming_the_field() {
+    let api = TestApi::new();
+    let id = register(&api, "pusher@example.com").await;
+    let path = format!("/customers/{id}/push-devices");
+    let device = r#"{"platform":"fcm","token":"device-token-1"}"#;
+    let a = api.call("POST", &path, Some(device)).await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    assert_eq!(a.body["push_devices"][0]["token"], "device-token-1");
+    let before = api.event_count().await;
+    assert_eq!(api.call("POST", &path, Some(device)).await.status, 200);
+    assert_eq!(api.event_count().await, before, "the same device again appends nothing");
+
+    let bad = api
+        .call("POST", &path, Some(r#"{"platform":"blackberry","token":"t"}"#))
+        .await;
+    assert_eq!(bad.status, 422, "{:?}", bad.body);
+    assert!(bad.body.to_string().contains("platform"), "{:?}", bad.body);
+    let unknown = api
+        .call("POST", &path, Some(r#"{"platform":"fcm","token":"t","x":1}"#))
+        .await;
+    assert!(unknown.status == 400 || unknown.status == 422, "{:?}", unknown.body);
+    assert_eq!(api.event_count().await, before);
+}

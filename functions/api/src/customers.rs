@@ -12,7 +12,7 @@ use axum::Extension;
 use crm_core::consent::{Channel, Purpose};
 use crm_core::customer::{
     ChangeEmail, Customer, CustomerCommand, DeactivateCustomer, Executed, GrantConsent, RegisterCustomer,
-    RevokeConsent, UpdateProfile, VerifyEmail,
+    RegisterPushDevice, RevokeConsent, UpdateProfile, VerifyEmail,
 };
 use crm_core::event::{Actor, CommandMeta, EventEnvelope};
 use crm_core::idempotency::IdempotencyKey;
@@ -181,6 +181,9 @@ command_route!(update_preferences, Preferences, StatusCode::OK, |p| {
 });
 command_route!(grant_consent, GrantConsent, StatusCode::CREATED, |p| {
     CustomerCommand::GrantConsent(p)
+});
+command_route!(register_push_device, RegisterPushDevice, StatusCode::OK, |p| {
+    CustomerCommand::RegisterPushDevice(p)
 });
 command_route!(deactivate, DeactivateCustomer, StatusCode::OK, |p| {
     CustomerCommand::Deactivate(p)

@@ -40,6 +40,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/customers/{id}/email"),
     ("POST", "/customers/{id}/email/verify"),
     ("PUT", "/customers/{id}/preferences"),
+    ("POST", "/customers/{id}/push-devices"),
     ("POST", "/customers/{id}/consents"),
     ("DELETE", "/customers/{id}/consents/{purpose}/{channel}"),
     ("POST", "/customers/{id}/deactivate"),
@@ -146,6 +147,7 @@ pub fn router(state: AppState) -> Router {
         .route("/customers/{id}/email", put(c::change_email))
         .route("/customers/{id}/email/verify", post(c::verify_email))
         .route("/customers/{id}/preferences", put(c::update_preferences))
+        .route("/customers/{id}/push-devices", post(c::register_push_device))
         .route("/customers/{id}/consents", post(c::grant_consent))
         .route(
             "/customers/{id}/consents/{purpose}/{channel}",

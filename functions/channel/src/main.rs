@@ -8,6 +8,7 @@ use crm_aws::ses::SesEmailProvider;
 use crm_aws::sns::{PushApplications, SnsPushProvider, SnsSmsProvider};
 use crm_aws::sqs::SqsDeadLetterQueue;
 use crm_core::clock::SystemClock;
+use crm_core::messaging::decision::DeliveryPolicy;
 use crm_core::messaging::delivery::{DeliverySettings, MessageDelivery, Providers};
 use crm_core::messaging::unsubscribe::TokenSigner;
 use crm_core::ports::DeadLetterQueue;
@@ -56,7 +57,17 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         )),
     };
     let signer = Arc::new(TokenSigner::new(env("UNSUBSCRIBE_SECRET")?.as_bytes()));
+    let mut policy = DeliveryPolicy::default();
+    if let Some(caps) = optional("DELIVERY_CAPS") {
+        policy.caps = DeliveryPolicy::parse_caps(&caps)?;
+    }
+    if let Some(limit) = optional("WEEKLY_EMAIL_LIMIT") {
+        policy.weekly_email_limit = limit
+            .parse()
+            .map_err(|_| format!("WEEKLY_EMAIL_LIMIT '{limit}' is not a number"))?;
+    }
     let settings = DeliverySettings {
+        policy,
         from_address: env("FROM_ADDRESS")?,
         public_base_url: env("PUBLIC_BASE_URL")?,
         shop_url: optional("SHOP_URL").unwrap_or_else(|| DeliverySettings::default().shop_url),

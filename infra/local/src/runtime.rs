@@ -17,6 +17,7 @@ use crm_core::event::EventEnvelope;
 use crm_core::journey::campaigns::CampaignHandler;
 use crm_core::journey::catalog::StoredCatalog;
 use crm_core::journey::engine::JourneyEngine;
+use crm_core::messaging::decision::DeliveryPolicy;
 use crm_core::messaging::delivery::{DeliverySettings, MessageDelivery, Providers};
 use crm_core::messaging::unsubscribe::TokenSigner;
 use crm_core::ports::*;
@@ -35,6 +36,8 @@ pub enum RuntimeError {
     NotVirtual,
     #[error("shipped campaigns: {0}")]
     Campaigns(String),
+    #[error("configuration: {0}")]
+    Config(String),
 }
 
 /// Which clock the runtime (commands and timers) runs on.
@@ -187,10 +190,14 @@ impl LocalRuntime {
                         sms: mail.clone(),
                         push: mail.clone(),
                     };
-                    let settings = DeliverySettings {
+                    let mut settings = DeliverySettings {
                         public_base_url: public_base_url.clone(),
                         ..DeliverySettings::default()
                     };
+                    // The same setting as the channel Lambda function's.
+                    if let Some(caps) = std::env::var("DELIVERY_CAPS").ok().filter(|c| !c.is_empty()) {
+                        settings.policy.caps = DeliveryPolicy::parse_caps(&caps).map_err(RuntimeError::Config)?;
+                    }
                     let delivery = Arc::new(MessageDelivery::new(
                         waking.clone(),
                         read,

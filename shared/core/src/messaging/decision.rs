@@ -61,6 +61,30 @@ impl Default for DeliveryPolicy {
     }
 }
 
+impl DeliveryPolicy {
+    /// Caps from configuration, e.g. `email:3/24h,sms:1/24h,push:1/1h`
+    /// (`DELIVERY_CAPS`); the channels not named keep no cap.
+    pub fn parse_caps(text: &str) -> Result<Vec<FrequencyCap>, String> {
+        let mut caps = Vec::new();
+        for (i, part) in text.split(',').map(str::trim).filter(|p| !p.is_empty()).enumerate() {
+            let bad =
+                |why: &str| format!("DELIVERY_CAPS[{i}] '{part}': {why} (channel:limit/window, e.g. email:3/24h)");
+            let (channel, rest) = part.split_once(':').ok_or_else(|| bad("no ':'"))?;
+            let (limit, window) = rest.split_once('/').ok_or_else(|| bad("no '/'"))?;
+            let channel = Channel::parse(channel.trim()).ok_or_else(|| bad("unknown channel"))?;
+            let limit: u32 = limit.trim().parse().map_err(|_| bad("the limit is not a number"))?;
+            let window: crate::journey::Duration =
+                window.trim().parse().map_err(|_| bad("the window is not a duration"))?;
+            caps.push(FrequencyCap {
+                channel,
+                limit,
+                window_seconds: window.as_seconds(),
+            });
+        }
+        Ok(caps)
+    }
+}
+
 /// One message the customer was sent (the channel function's send log).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SentRecord {
@@ -450,6 +474,23 @@ mod tests {
             SuppressionReason::FrequencyCap,
             "weekly: three in seven days"
         );
+    }
+
+    #[test]
+    fn caps_read_from_configuration() {
+        let caps = DeliveryPolicy::parse_caps("email:5/24h, push:2/30m").expect("caps");
+        assert_eq!(caps.len(), 2);
+        assert_eq!(
+            (caps[1].channel, caps[1].limit, caps[1].window_seconds),
+            (Channel::Push, 2, 1800)
+        );
+        assert!(DeliveryPolicy::parse_caps("fax:1/1h")
+            .unwrap_err()
+            .contains("unknown channel"));
+        assert!(DeliveryPolicy::parse_caps("email:x/1h")
+            .unwrap_err()
+            .contains("DELIVERY_CAPS[0]"));
+        assert!(DeliveryPolicy::parse_caps("email:1/soon").is_err());
     }
 
     #[test]
