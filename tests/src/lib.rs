@@ -53,19 +53,14 @@ impl TestApi {
 
     /// The API over the database an earlier run left in `dir` (system clock).
     pub fn open_in(dir: tempfile::TempDir) -> Self {
-        let runtime = LocalRuntime::open_with_clock(&dir.path().join("crm.db"), BUILT_IN_TEMPLATE, ClockChoice::System)
-            .expect("open runtime");
-        let app = runtime.app(TOKEN.to_string());
-        TestApi {
-            app,
-            store: runtime.events.clone(),
-            runtime,
-            _dir: dir,
-        }
+        Self::over(dir, ClockChoice::System)
     }
 
     fn with_clock(clock: ClockChoice) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
+        Self::over(tempfile::tempdir().expect("temp dir"), clock)
+    }
+
+    fn over(dir: tempfile::TempDir, clock: ClockChoice) -> Self {
         let runtime =
             LocalRuntime::open_with_clock(&dir.path().join("crm.db"), BUILT_IN_TEMPLATE, clock).expect("open runtime");
         let app = runtime.app(TOKEN.to_string());

@@ -17,6 +17,7 @@ use crm_core::customer::{
     CommandError, Customer, CustomerCommand, CustomerError, CustomerStatus, Executed, GrantConsent, RevokeConsent,
 };
 use crm_core::event::{Actor, CommandMeta, EventEnvelope};
+use crm_core::messaging::render::html_escape as escape;
 use crm_core::messaging::unsubscribe::{TokenError, UnsubscribeToken};
 use crm_core::preferences::{EmailFrequency, Preferences};
 
@@ -81,22 +82,6 @@ main{max-width:36rem;margin:0 auto}fieldset{margin:0 0 1rem;padding:.5rem 1rem 1
 legend{font-weight:600}.choice{display:block;padding:.25rem 0}input{width:1.1rem;height:1.1rem;margin-right:.5rem}\
 button{font-size:1rem;padding:.5rem 1.25rem}.status{padding:.5rem 1rem;border-left:4px solid #1a7f37;background:#eef8f0}\
 .error{border-left-color:#b3261e;background:#fdeceb}:focus-visible{outline:3px solid #0b57d0;outline-offset:2px}";
-
-/// Escapes text for HTML element content and quoted attribute values.
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for ch in s.chars() {
-        match ch {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
 
 fn message_page(status: StatusCode, title: &'static str, text: &str) -> Page {
     Page {

@@ -6,9 +6,7 @@
 use crm_core::bus::BusEntry;
 use crm_core::clock::SystemClock;
 use crm_core::consumer::ConsumerGroup;
-use crm_core::customer::{
-    Customer, CustomerCommand, CustomerService, Executed, MarketingConsentChoice, RegisterCustomer, RegistrationSource,
-};
+use crm_core::customer::{Customer, CustomerCommand, CustomerService, Executed};
 use crm_core::event::{Actor, CommandMeta, EventEnvelope};
 use crm_core::ports::{AppendRequest, DeadLetter, EventStore, ExpectedVersion};
 use crm_local::bus::SqliteDeadLetters;
@@ -86,23 +84,12 @@ impl Harness {
         let events = self
             .execute(
                 customer_id,
-                CustomerCommand::Register(RegisterCustomer {
-                    email: email.to_string(),
-                    first_name: "Ada".into(),
-                    last_name: "Lovelace".into(),
-                    phone: None,
-                    source: RegistrationSource::Web,
-                    marketing_consent: MarketingConsentChoice {
-                        email: true,
-                        sms: false,
-                        push: false,
-                    },
-                    terms_accepted: true,
-                    ip: "192.0.2.1".into(),
-                    user_agent: "consumer-test".into(),
-                    timezone: Some("Europe/Berlin".into()),
-                    locale: None,
-                }),
+                CustomerCommand::Register(crm_core::testing::registration(
+                    email,
+                    "Ada",
+                    "Lovelace",
+                    "Europe/Berlin",
+                )),
             )
             .await;
         let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();

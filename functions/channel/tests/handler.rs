@@ -62,23 +62,12 @@ async fn world() -> World {
         DeliverySettings::default(),
     );
     let respond = |c: &Customer, _: &[EventEnvelope]| (201, json!({ "id": c.id }));
-    let register = CustomerCommand::Register(RegisterCustomer {
-        email: "ada.lovelace@example.com".into(),
-        first_name: "Ada".into(),
-        last_name: "Lovelace".into(),
-        phone: None,
-        source: RegistrationSource::Web,
-        marketing_consent: MarketingConsentChoice {
-            email: true,
-            sms: false,
-            push: false,
-        },
-        terms_accepted: true,
-        ip: "192.0.2.1".into(),
-        user_agent: "test".into(),
-        timezone: Some("Europe/London".into()),
-        locale: None,
-    });
+    let register = CustomerCommand::Register(crm_core::testing::registration(
+        "ada.lovelace@example.com",
+        "Ada",
+        "Lovelace",
+        "Europe/London",
+    ));
     delivery
         .customers()
         .execute(CUSTOMER, &register, &CommandMeta::new(Actor::api("t")), None, &respond)

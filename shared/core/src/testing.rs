@@ -15,6 +15,33 @@ pub struct CustomerScenario {
     input: DecisionInput,
 }
 
+/// A registration for tests: the given names, marketing email consent ticked
+/// (no SMS or push), time zone `timezone`.
+pub fn registration(
+    email: &str,
+    first_name: &str,
+    last_name: &str,
+    timezone: &str,
+) -> crate::customer::RegisterCustomer {
+    crate::customer::RegisterCustomer {
+        email: email.to_string(),
+        first_name: first_name.to_string(),
+        last_name: last_name.to_string(),
+        phone: None,
+        source: crate::customer::RegistrationSource::Web,
+        marketing_consent: crate::customer::MarketingConsentChoice {
+            email: true,
+            sms: false,
+            push: false,
+        },
+        terms_accepted: true,
+        ip: "192.0.2.1".into(),
+        user_agent: "test".into(),
+        timezone: Some(timezone.to_string()),
+        locale: None,
+    }
+}
+
 /// A fixed instant for domain tests.
 pub fn test_time() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0)

@@ -284,21 +284,7 @@ impl ConsumerGroup {
                 Ok(Delivery::Applied { .. }) => outcome.applied.push(consumer.name()),
                 Ok(Delivery::Duplicate) => outcome.duplicates.push(consumer.name()),
                 Err(ConsumeError::Poison { consumer: name, source }) => {
-                    tracing::error!(consumer = name, event_id = %event.event_id, error = %source, "poison event parked");
-                    let letter = crate::ports::DeadLetter {
-                        consumer: name.to_string(),
-                        reason: source.to_string(),
-                        payload: serde_json::to_value(event).unwrap_or(serde_json::Value::Null),
-                        failed_at: now,
-                        attempts: 1,
-                    };
-                    self.dead_letters
-                        .park(letter)
-                        .await
-                        .map_err(|e| ConsumeError::Retryable {
-                            consumer: name,
-                            message: format!("could not park poison event: {e}"),
-                        })?;
+                    park_poison(self.dead_letters.as_ref(), name, event, source.to_string(), now).await?;
                     outcome.parked.push(name);
                 }
                 Err(e) => return Err(e),
@@ -306,6 +292,29 @@ impl ConsumerGroup {
         }
         Ok(outcome)
     }
+}
+
+/// Parks an event that `consumer` can never use in the dead-letter queue,
+/// with the reason; if even that fails, a retryable error (deliver again).
+pub async fn park_poison(
+    dead_letters: &dyn crate::ports::DeadLetterQueue,
+    consumer: &'static str,
+    event: &EventEnvelope,
+    reason: String,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), ConsumeError> {
+    tracing::error!(consumer, event_id = %event.event_id, %reason, "poison event parked");
+    let letter = crate::ports::DeadLetter {
+        consumer: consumer.to_string(),
+        reason,
+        payload: serde_json::to_value(event).unwrap_or(serde_json::Value::Null),
+        failed_at: now,
+        attempts: 1,
+    };
+    dead_letters.park(letter).await.map_err(|e| ConsumeError::Retryable {
+        consumer,
+        message: format!("could not park poison event: {e}"),
+    })
 }
 
 /// Whatever a bus target hands stored events to: a group of projections, or

@@ -7,7 +7,7 @@ use super::engine::{EngineError, FixedCatalog, JourneyEngine};
 use crate::commerce::CartService;
 use crate::consumer::{ConsumeError, EventHandler, GroupOutcome};
 use crate::event::EventEnvelope;
-use crate::ports::{DeadLetter, DeadLetterQueue};
+use crate::ports::DeadLetterQueue;
 use crate::scheduler::{SchedulerError, TimerHandler, TimerKind, TimerPayload};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -113,20 +113,7 @@ impl EventHandler for CampaignHandler {
                 })
             }
             Err(EngineError::Poison(reason)) => {
-                tracing::error!(event_id = %event.event_id, %reason, "journey engine parked an event");
-                self.dead_letters
-                    .park(DeadLetter {
-                        consumer: NAME.into(),
-                        reason,
-                        payload: serde_json::to_value(event).unwrap_or_default(),
-                        failed_at: now,
-                        attempts: 1,
-                    })
-                    .await
-                    .map_err(|e| ConsumeError::Retryable {
-                        consumer: NAME,
-                        message: e.to_string(),
-                    })?;
+                crate::consumer::park_poison(self.dead_letters.as_ref(), NAME, event, reason, now).await?;
                 outcome.parked.push(NAME);
             }
         }

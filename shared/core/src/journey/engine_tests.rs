@@ -53,23 +53,12 @@ impl World {
     /// A customer with marketing email consent, projected into the 360 and the ledger.
     async fn register(&self) {
         let service = CustomerService::new(self.events.clone(), self.clock.clone());
-        let cmd = CustomerCommand::Register(RegisterCustomer {
-            email: "journey@example.com".into(),
-            first_name: "Jo".into(),
-            last_name: "Urney".into(),
-            phone: None,
-            source: RegistrationSource::Web,
-            marketing_consent: MarketingConsentChoice {
-                email: true,
-                sms: false,
-                push: false,
-            },
-            terms_accepted: true,
-            ip: "192.0.2.1".into(),
-            user_agent: "test".into(),
-            timezone: Some("Europe/Berlin".into()),
-            locale: None,
-        });
+        let cmd = CustomerCommand::Register(crate::testing::registration(
+            "journey@example.com",
+            "Jo",
+            "Urney",
+            "Europe/Berlin",
+        ));
         let respond = |c: &Customer, _: &[EventEnvelope]| (201, json!({ "id": c.id }));
         service
             .execute(CUSTOMER, &cmd, &CommandMeta::new(Actor::api("t")), None, &respond)

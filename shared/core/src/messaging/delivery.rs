@@ -930,20 +930,7 @@ impl crate::consumer::EventHandler for MessageDelivery {
                 })
             }
             Err(DeliveryError::Poison(reason)) => {
-                tracing::error!(event_id = %event.event_id, %reason, "channel parked an event");
-                self.dead_letters
-                    .park(DeadLetter {
-                        consumer: ACTOR.into(),
-                        reason,
-                        payload: serde_json::to_value(event).unwrap_or_default(),
-                        failed_at: now,
-                        attempts: 1,
-                    })
-                    .await
-                    .map_err(|e| crate::consumer::ConsumeError::Retryable {
-                        consumer: ACTOR,
-                        message: e.to_string(),
-                    })?;
+                crate::consumer::park_poison(self.dead_letters.as_ref(), ACTOR, event, reason, now).await?;
                 outcome.parked.push(ACTOR);
             }
         }

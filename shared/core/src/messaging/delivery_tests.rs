@@ -105,23 +105,12 @@ impl World {
             delivery,
         };
         world
-            .command(CustomerCommand::Register(RegisterCustomer {
-                email: "ana@example.com".into(),
-                first_name: "Ana".into(),
-                last_name: "Lima".into(),
-                phone: None,
-                source: RegistrationSource::Web,
-                marketing_consent: MarketingConsentChoice {
-                    email: true,
-                    sms: false,
-                    push: false,
-                },
-                terms_accepted: true,
-                ip: "192.0.2.1".into(),
-                user_agent: "test".into(),
-                timezone: Some("Europe/Berlin".into()),
-                locale: None,
-            }))
+            .command(CustomerCommand::Register(crate::testing::registration(
+                "ana@example.com",
+                "Ana",
+                "Lima",
+                "Europe/Berlin",
+            )))
             .await;
         world
     }
