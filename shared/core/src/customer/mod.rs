@@ -1,9 +1,11 @@
 //! The customer: registration, profile, email, preferences, consent and
 //! activation, as a pure aggregate (`decide` + `evolve`) and its service.
 
+pub mod activity;
 mod aggregate;
 mod commands;
 mod events;
+pub mod metrics;
 mod service;
 mod validate;
 pub mod views;

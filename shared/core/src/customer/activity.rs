@@ -1,0 +1,517 @@
+//! Activity events (docs/decisions/0012-commerce-events.md): what a customer
+//! does on the site or in the app, appended to `activity-<customer id>` with
+//! bus source `crm.customer`. Typed and validated strictly: an unknown type
+//! or field is refused, naming it.
+
+use super::CustomerError;
+use crate::event::{envelopes, CommandMeta, DomainEvent, EventCodecError, EventEnvelope};
+use crate::idempotency::IdempotencyKey;
+use crate::ports::{AppendError, AppendRequest, CommandReceipt, EventStore, ExpectedVersion, StoreError};
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The stream of customer `id`'s activity.
+pub fn activity_stream_id(customer_id: &str) -> String {
+    format!("activity-{customer_id}")
+}
+
+/// How late an activity event may arrive (its `occurred_at` at most this far back).
+pub fn max_lateness() -> Duration {
+    Duration::days(7)
+}
+
+/// How far ahead of our clock a client's `occurred_at` may be (clock skew).
+pub fn max_skew() -> Duration {
+    Duration::minutes(5)
+}
+
+/// Campaign parameters of the visit; all optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Utm {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub medium: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub campaign: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub term: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+}
+
+/// Declares one activity payload: its own fields plus the `session_id` and
+/// `utm` every activity event may carry.
+macro_rules! activity {
+    ($(#[$m:meta])* $name:ident { $($(#[$fm:meta])* $field:ident : $ty:ty),* $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            $($(#[$fm])* pub $field: $ty,)*
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub session_id: Option<String>,
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub utm: Option<Utm>,
+        }
+    };
+}
+
+activity!(ProductViewed {
+    product_id: String,
+    name: String,
+    category: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    price_minor: Option<i64>,
+});
+activity!(PageViewed {
+    url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    referrer: Option<String>,
+});
+activity!(SearchPerformed {
+    query: String,
+    results_count: u64,
+});
+activity!(ProductCompared { product_ids: Vec<String> });
+activity!(ReviewRead { product_id: String });
+activity!(VideoWatched {
+    video_id: String,
+    seconds_watched: u64,
+});
+activity!(CheckoutStepCompleted {
+    cart_id: String,
+    step: String,
+});
+activity!(SessionStarted {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    device: Option<String>,
+});
+activity!(
+    /// A login; `session_id` (optional) is the session it opened.
+    CustomerLoggedIn {}
+);
+
+/// One activity event, as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum ActivityEvent {
+    ProductViewed(ProductViewed),
+    PageViewed(PageViewed),
+    SearchPerformed(SearchPerformed),
+    ProductCompared(ProductCompared),
+    ReviewRead(ReviewRead),
+    VideoWatched(VideoWatched),
+    CheckoutStepCompleted(CheckoutStepCompleted),
+    SessionStarted(SessionStarted),
+    CustomerLoggedIn(CustomerLoggedIn),
+}
+
+/// Every activity event type, as `type` names it.
+pub const ACTIVITY_EVENT_TYPES: &[&str] = &[
+    "ProductViewed",
+    "PageViewed",
+    "SearchPerformed",
+    "ProductCompared",
+    "ReviewRead",
+    "VideoWatched",
+    "CheckoutStepCompleted",
+    "SessionStarted",
+    "CustomerLoggedIn",
+];
+
+impl DomainEvent for ActivityEvent {
+    fn schema_version(_event_type: &str) -> u32 {
+        1
+    }
+}
+
+/// An activity event as a client reports it: the event and when it happened.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordActivity {
+    pub event: ActivityEvent,
+    /// When it happened (default: now).
+    pub occurred_at: Option<DateTime<Utc>>,
+}
+
+const MAX_TEXT: usize = 500;
+
+fn text(field: &str, value: &str, max: usize) -> Result<(), CustomerError> {
+    if value.trim().is_empty() {
+        return Err(CustomerError::invalid(field, "must not be empty"));
+    }
+    if value.chars().count() > max {
+        return Err(CustomerError::invalid(field, format!("must be at most {max} characters")));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(CustomerError::invalid(field, "must not contain control characters"));
+    }
+    Ok(())
+}
+
+fn optional_text(field: &str, value: &Option<String>, max: usize) -> Result<(), CustomerError> {
+    value.as_deref().map_or(Ok(()), |v| text(field, v, max))
+}
+
+fn product_id(field: &str, value: &str) -> Result<(), CustomerError> {
+    if crate::commerce::cart::valid_product_id(value) {
+        Ok(())
+    } else {
+        Err(CustomerError::invalid(
+            field,
+            "must be 1 to 64 letters, digits or . _ : -",
+        ))
+    }
+}
+
+fn url(field: &str, value: &str) -> Result<(), CustomerError> {
+    text(field, value, 2048)?;
+    if value.starts_with("https://") || value.starts_with("http://") || value.starts_with('/') {
+        Ok(())
+    } else {
+        Err(CustomerError::invalid(field, "must be an http(s) URL or an absolute path"))
+    }
+}
+
+impl ActivityEvent {
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            ActivityEvent::ProductViewed(_) => "ProductViewed",
+            ActivityEvent::PageViewed(_) => "PageViewed",
+            ActivityEvent::SearchPerformed(_) => "SearchPerformed",
+            ActivityEvent::ProductCompared(_) => "ProductCompared",
+            ActivityEvent::ReviewRead(_) => "ReviewRead",
+            ActivityEvent::VideoWatched(_) => "VideoWatched",
+            ActivityEvent::CheckoutStepCompleted(_) => "CheckoutStepCompleted",
+            ActivityEvent::SessionStarted(_) => "SessionStarted",
+            ActivityEvent::CustomerLoggedIn(_) => "CustomerLoggedIn",
+        }
+    }
+
+    fn common(&self) -> (&Option<String>, &Option<Utm>) {
+        match self {
+            ActivityEvent::ProductViewed(e) => (&e.session_id, &e.utm),
+            ActivityEvent::PageViewed(e) => (&e.session_id, &e.utm),
+            ActivityEvent::SearchPerformed(e) => (&e.session_id, &e.utm),
+            ActivityEvent::ProductCompared(e) => (&e.session_id, &e.utm),
+            ActivityEvent::ReviewRead(e) => (&e.session_id, &e.utm),
+            ActivityEvent::VideoWatched(e) => (&e.session_id, &e.utm),
+            ActivityEvent::CheckoutStepCompleted(e) => (&e.session_id, &e.utm),
+            ActivityEvent::SessionStarted(e) => (&e.session_id, &e.utm),
+            ActivityEvent::CustomerLoggedIn(e) => (&e.session_id, &e.utm),
+        }
+    }
+
+    /// Checks every field beyond its JSON type.
+    pub fn validate(&self) -> Result<(), CustomerError> {
+        let (session, utm) = self.common();
+        optional_text("session_id", session, 128)?;
+        if let Some(u) = utm {
+            for (name, v) in [
+                ("utm.source", &u.source),
+                ("utm.medium", &u.medium),
+                ("utm.campaign", &u.campaign),
+                ("utm.term", &u.term),
+                ("utm.content", &u.content),
+            ] {
+                optional_text(name, v, 200)?;
+            }
+        }
+        match self {
+            ActivityEvent::ProductViewed(e) => {
+                product_id("product_id", &e.product_id)?;
+                text("name", &e.name, MAX_TEXT)?;
+                text("category", &e.category, 100)?;
+                if e.price_minor.is_some_and(|p| p < 0) {
+                    return Err(CustomerError::invalid("price_minor", "must not be negative"));
+                }
+            }
+            ActivityEvent::PageViewed(e) => {
+                url("url", &e.url)?;
+                optional_text("title", &e.title, MAX_TEXT)?;
+                if let Some(r) = &e.referrer {
+                    url("referrer", r)?;
+                }
+            }
+            ActivityEvent::SearchPerformed(e) => text("query", &e.query, MAX_TEXT)?,
+            ActivityEvent::ProductCompared(e) => {
+                if !(2..=20).contains(&e.product_ids.len()) {
+                    return Err(CustomerError::invalid("product_ids", "must name 2 to 20 products"));
+                }
+                for (i, p) in e.product_ids.iter().enumerate() {
+                    product_id(&format!("product_ids[{i}]"), p)?;
+                }
+            }
+            ActivityEvent::ReviewRead(e) => product_id("product_id", &e.product_id)?,
+            ActivityEvent::VideoWatched(e) => text("video_id", &e.video_id, 128)?,
+            ActivityEvent::CheckoutStepCompleted(e) => {
+                if uuid::Uuid::parse_str(&e.cart_id).is_err() {
+                    return Err(CustomerError::invalid("cart_id", "is not a cart id"));
+                }
+                text("step", &e.step, 64)?;
+            }
+            ActivityEvent::SessionStarted(e) => optional_text("device", &e.device, 128)?,
+            ActivityEvent::CustomerLoggedIn(_) => {}
+        }
+        Ok(())
+    }
+}
+
+/// Reads one payload, naming the offending field (`utm.source`, `product_ids[1]`).
+fn typed<T: serde::de::DeserializeOwned>(body: Value) -> Result<T, CustomerError> {
+    serde_path_to_error::deserialize(body).map_err(|err| {
+        let path = err.path().to_string();
+        let message = err.into_inner().to_string();
+        let named = ["missing field `", "unknown field `"]
+            .iter()
+            .find_map(|p| message.strip_prefix(p).and_then(|r| r.split('`').next()));
+        let field = match named {
+            Some(f) if path == "." => f.to_string(),
+            Some(f) if !path.ends_with(f) => format!("{path}.{f}"),
+            _ => path,
+        };
+        let message = message.split(" at line ").next().unwrap_or(&message).to_string();
+        CustomerError::invalid(field, message)
+    })
+}
+
+impl RecordActivity {
+    /// Reads a request body: `{"type", ...the type's fields, "session_id"?,
+    /// "utm"?, "occurred_at"?}`. Names the offending field on refusal.
+    pub fn from_json(body: Value) -> Result<Self, CustomerError> {
+        let Value::Object(mut map) = body else {
+            return Err(CustomerError::invalid("body", "must be a JSON object"));
+        };
+        let event_type = match map.remove("type") {
+            Some(Value::String(t)) if ACTIVITY_EVENT_TYPES.contains(&t.as_str()) => t,
+            Some(Value::String(t)) => {
+                return Err(CustomerError::invalid(
+                    "type",
+                    format!("unknown activity type \"{t}\"; one of {}", ACTIVITY_EVENT_TYPES.join(", ")),
+                ))
+            }
+            Some(_) => return Err(CustomerError::invalid("type", "must be a string")),
+            None => return Err(CustomerError::invalid("type", "is required")),
+        };
+        let occurred_at = match map.remove("occurred_at") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(
+                DateTime::parse_from_rfc3339(&s)
+                    .map_err(|_| CustomerError::invalid("occurred_at", "must be an RFC 3339 date-time"))?
+                    .with_timezone(&Utc),
+            ),
+            Some(_) => return Err(CustomerError::invalid("occurred_at", "must be an RFC 3339 date-time")),
+        };
+        let body = Value::Object(map);
+        let event = match event_type.as_str() {
+            "ProductViewed" => ActivityEvent::ProductViewed(typed(body)?),
+            "PageViewed" => ActivityEvent::PageViewed(typed(body)?),
+            "SearchPerformed" => ActivityEvent::SearchPerformed(typed(body)?),
+            "ProductCompared" => ActivityEvent::ProductCompared(typed(body)?),
+            "ReviewRead" => ActivityEvent::ReviewRead(typed(body)?),
+            "VideoWatched" => ActivityEvent::VideoWatched(typed(body)?),
+            "CheckoutStepCompleted" => ActivityEvent::CheckoutStepCompleted(typed(body)?),
+            "SessionStarted" => ActivityEvent::SessionStarted(typed(body)?),
+            _ => ActivityEvent::CustomerLoggedIn(typed(body)?),
+        };
+        event.validate()?;
+        Ok(RecordActivity { event, occurred_at })
+    }
+
+    /// When the event happened, checked against `now`: not in the future
+    /// (beyond [`max_skew`]), not older than [`max_lateness`].
+    pub fn occurred_at(&self, now: DateTime<Utc>) -> Result<DateTime<Utc>, CustomerError> {
+        let Some(at) = self.occurred_at else { return Ok(now) };
+        if at > now + max_skew() {
+            return Err(CustomerError::invalid("occurred_at", "must not be in the future"));
+        }
+        if at < now - max_lateness() {
+            return Err(CustomerError::invalid(
+                "occurred_at",
+                format!("is older than {} days: too late to record", max_lateness().num_days()),
+            ));
+        }
+        Ok(at)
+    }
+}
+
+/// Why an activity event was not recorded. Nothing was written in every case.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ActivityError {
+    #[error(transparent)]
+    Rejected(#[from] CustomerError),
+    #[error("Idempotency-Key was already used for a different request")]
+    IdempotencyKeyReused,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Codec(#[from] EventCodecError),
+    #[error("write too large: {0}")]
+    TooLarge(String),
+}
+
+/// What recording did: the stored event, or the first answer to a repeated request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Recorded {
+    Applied { event: Box<EventEnvelope>, body: Value },
+    Replayed { status: u16, body: Value },
+}
+
+/// The answer to a recorded activity event.
+pub fn activity_view(e: &EventEnvelope) -> Value {
+    serde_json::json!({
+        "event_id": e.event_id,
+        "stream_id": e.stream_id,
+        "version": e.version,
+        "type": e.event_type,
+        "customer_id": e.customer_id,
+        "occurred_at": e.occurred_at,
+        "recorded_at": e.recorded_at,
+        "data": e.data,
+    })
+}
+
+/// Appends one activity event of an existing customer (the caller checks the
+/// customer exists) at `now`, with an idempotency receipt when a key is given.
+pub async fn record_activity(
+    store: &dyn EventStore,
+    customer_id: &str,
+    request: &RecordActivity,
+    meta: &CommandMeta,
+    idempotency: Option<&IdempotencyKey>,
+    now: DateTime<Utc>,
+) -> Result<Recorded, ActivityError> {
+    let check = |receipt: CommandReceipt, key: &IdempotencyKey| {
+        if receipt.request_hash != key.request_hash {
+            Err(ActivityError::IdempotencyKeyReused)
+        } else {
+            Ok(Recorded::Replayed {
+                status: receipt.status,
+                body: receipt.body,
+            })
+        }
+    };
+    if let Some(key) = idempotency {
+        if let Some(receipt) = store.receipt(&key.receipt_key).await? {
+            return check(receipt, key);
+        }
+    }
+    let occurred_at = request.occurred_at(now)?;
+    let stream = activity_stream_id(customer_id);
+    let mut events = envelopes(&stream, Some(customer_id), std::slice::from_ref(&request.event), meta, now)?;
+    for e in &mut events {
+        e.occurred_at = occurred_at;
+    }
+    // The answer is known before the append but for the version: the receipt
+    // keeps the event's id, which is what a replay needs.
+    let mut preview = events[0].clone();
+    let receipt = idempotency.map(|key| CommandReceipt {
+        key: key.receipt_key.clone(),
+        request_hash: key.request_hash.clone(),
+        status: 201,
+        body: activity_view(&preview),
+        recorded_at: now,
+    });
+    let appended = store
+        .append(AppendRequest {
+            stream_id: stream,
+            expected: ExpectedVersion::Any,
+            events,
+            reservations: Vec::new(),
+            receipt,
+        })
+        .await;
+    match appended {
+        Ok(a) => {
+            if let Some(stored) = a.events.into_iter().next() {
+                preview = stored;
+            }
+            let body = activity_view(&preview);
+            Ok(Recorded::Applied {
+                event: Box::new(preview),
+                body,
+            })
+        }
+        Err(AppendError::DuplicateCommand(receipt)) => match idempotency {
+            Some(key) => check(*receipt, key),
+            None => Err(ActivityError::IdempotencyKeyReused),
+        },
+        Err(AppendError::Store(e)) => Err(e.into()),
+        Err(AppendError::TooLarge(m)) => Err(ActivityError::TooLarge(m)),
+        Err(e @ (AppendError::Conflict { .. } | AppendError::ReservationTaken { .. })) => {
+            Err(StoreError::Unavailable(e.to_string()).into())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-23T09:00:00Z")
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_default()
+    }
+
+    fn field(body: Value) -> String {
+        match RecordActivity::from_json(body) {
+            Err(CustomerError::Invalid { field, .. }) => field,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_typed_event_is_read_with_its_common_fields() {
+        let r = RecordActivity::from_json(json!({
+            "type": "ProductViewed", "product_id": "sku-1", "name": "Lamp", "category": "lighting",
+            "price_minor": 4000, "session_id": "s1", "utm": {"source": "newsletter", "medium": "email"},
+            "occurred_at": "2026-11-22T09:00:00Z"
+        }))
+        .expect("valid");
+        let ActivityEvent::ProductViewed(p) = &r.event else { panic!("type") };
+        assert_eq!((p.category.as_str(), p.price_minor), ("lighting", Some(4000)));
+        assert_eq!(p.utm.as_ref().and_then(|u| u.source.as_deref()), Some("newsletter"));
+        assert_eq!(r.occurred_at(now()), Ok(now() - Duration::days(1)));
+        let (t, data) = r.event.to_parts().expect("parts");
+        assert_eq!(t, "ProductViewed");
+        assert_eq!(data["session_id"], "s1");
+        assert!(data.get("occurred_at").is_none());
+    }
+
+    #[test]
+    fn unknown_types_and_fields_and_bad_values_are_named() {
+        assert_eq!(field(json!({"type": "ProductLiked"})), "type");
+        assert_eq!(field(json!({"product_id": "x"})), "type");
+        assert_eq!(field(json!({"type": "ReviewRead", "product_id": "p", "stars": 5})), "stars");
+        assert_eq!(field(json!({"type": "ReviewRead"})), "product_id");
+        assert_eq!(
+            field(json!({"type": "ReviewRead", "product_id": "p", "utm": {"source": "x", "bogus": 1}})),
+            "utm.bogus"
+        );
+        assert_eq!(field(json!({"type": "SearchPerformed", "query": "x", "results_count": -1})), "results_count");
+        assert_eq!(field(json!({"type": "PageViewed", "url": "javascript:alert(1)"})), "url");
+        assert_eq!(field(json!({"type": "ProductCompared", "product_ids": ["a"]})), "product_ids");
+        assert_eq!(field(json!({"type": "ReviewRead", "product_id": "p", "occurred_at": "yesterday"})), "occurred_at");
+        assert_eq!(field(json!({"type": "CheckoutStepCompleted", "cart_id": "c", "step": "shipping"})), "cart_id");
+    }
+
+    #[test]
+    fn occurred_at_is_neither_future_nor_too_late() {
+        let at = |t: DateTime<Utc>| RecordActivity {
+            event: ActivityEvent::CustomerLoggedIn(CustomerLoggedIn {
+                session_id: None,
+                utm: None,
+            }),
+            occurred_at: Some(t),
+        };
+        assert!(at(now() + Duration::hours(1)).occurred_at(now()).is_err());
+        assert!(at(now() - Duration::days(8)).occurred_at(now()).is_err());
+        assert!(at(now() - Duration::days(6)).occurred_at(now()).is_ok());
+    }
+}
