@@ -9,12 +9,16 @@ Placeholders filled in from earlier answers:
 
 Before every GET, the stored events go through the deployed pipeline
 (scripts/smoke_pipeline.py: DynamoDB stream -> relay -> bus -> rules of
-template.yaml -> projector and consent), so reads see the projections.
+template.yaml -> projector, consent, campaign and channel), so reads see the
+projections. At the end the pipeline must have carried the campaigns'
+MessageRequested events to the channel function (its rule's `$or` pattern,
+matched by moto), and moto's SES must hold what it sent the customer.
 
 Usage: lambda_smoke.py <invoke-port>
-Environment: EVENTS_TABLE and EVENT_BUS_NAME, as given to the functions.
+Environment: EVENTS_TABLE, EVENT_BUS_NAME and FROM_ADDRESS, as given to the
+functions; AWS_ENDPOINT_URL (moto).
 Needs: cargo-lambda on PATH, a running `cargo lambda watch` on 127.0.0.1:<port>
-serving api, relay, projector and consent against moto.
+serving api, relay, projector, consent, campaign and channel against moto.
 """
 import json
 import os
@@ -22,6 +26,8 @@ import pathlib
 import subprocess
 import sys
 import tempfile
+import urllib.request
+from email.utils import parseaddr
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 EVENTS = REPO / "events" / "api"
@@ -42,6 +48,21 @@ def invoke(port: int, payload: str) -> dict:
     if out.returncode != 0:
         raise RuntimeError(f"cargo lambda invoke failed: {out.stderr.strip()}")
     return json.loads(out.stdout)
+
+
+def emails_to(address: str) -> list:
+    """Subjects of the emails from FROM_ADDRESS to `address` that moto's SES keeps."""
+    endpoint = os.environ["AWS_ENDPOINT_URL"].rstrip("/")
+    with urllib.request.urlopen(endpoint + "/moto-api/data.json", timeout=60) as answer:
+        data = json.loads(answer.read())
+    sender = parseaddr(os.environ["FROM_ADDRESS"])[1]
+    subjects = []
+    for m in data.get("ses", {}).get("RawMessage", []):
+        raw = m.get("raw_data") or ""
+        if parseaddr(m.get("source") or "")[1] == sender and f"\r\nTo: {address}\r\n" in raw:
+            subject = next((line[len("Subject: "):] for line in raw.split("\r\n") if line.startswith("Subject: ")), "?")
+            subjects.append(subject)
+    return subjects
 
 
 def main() -> int:
@@ -85,10 +106,19 @@ def main() -> int:
             for event in body["items"]:
                 if event.get("type") == "EmailVerificationRequested" and "data" in event:
                     values["token"] = event["data"]["token"]
+    pipeline.pump()  # what the last requests stored, carried through as well
     print(f"pipeline: relayed {pipeline.relayed} stream records; delivered {pipeline.delivered}")
     if pipeline.relayed == 0 or not pipeline.delivered.get("projector") or not pipeline.delivered.get("consent"):
         print("FAIL the pipeline carried nothing to the consumers")
         failures += 1
+    registered = json.loads(json.loads((EVENTS / "01-register-customer.json").read_text())["body"])["email"]
+    sent = emails_to(registered)
+    if not pipeline.delivered.get("channel") or not sent:
+        print(f"FAIL the pipeline carried no MessageRequested to the channel function, or SES sent "
+              f"{registered} nothing (channel deliveries: {pipeline.delivered.get('channel', 0)})")
+        failures += 1
+    else:
+        print(f"ok   pipeline: channel sent {registered} {len(sent)} email(s) through SES: {sent}")
     print(f"lambda smoke: {len(expected) - failures}/{len(expected)} passed")
     return 1 if failures else 0
 

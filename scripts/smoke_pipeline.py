@@ -2,7 +2,8 @@
 
     events table --DynamoDB stream--> relay --PutEvents--> moto bus
         --rules from template.yaml--> one SQS queue per consumer function
-        --> projector / consent (invoked with what their rule delivered)
+        --> projector / consent / campaign / channel (invoked with what
+            their rule delivered)
 
 moto cannot invoke local functions, so each rule of template.yaml (same
 EventPattern, matched by moto) targets an SQS queue, and `pump()` hands the
