@@ -3,6 +3,7 @@
 //! Nothing here knows about AWS, SQL or HTTP, nor whether it runs in Lambda
 //! or in the local runtime. Adapters implement the traits in [`ports`].
 
+pub mod aggregate;
 pub mod bus;
 pub mod clock;
 pub mod commerce;

@@ -422,3 +422,37 @@ pub fn fold<'a>(
         .into_iter()
         .fold(start, |state, (event, at, version)| evolve(state, event, at, version))
 }
+
+/// The cart aggregate for [`crate::aggregate::AggregateService`].
+pub struct CartAggregate;
+
+impl crate::aggregate::Aggregate for CartAggregate {
+    type State = Cart;
+    type Command = CartCommand;
+    type Event = CartEvent;
+    type Error = CartError;
+    type Input = ();
+
+    fn stream_id(id: &str) -> String {
+        stream_id(id)
+    }
+    fn customer_id(state: &Cart) -> Option<&str> {
+        Some(&state.customer_id)
+    }
+    fn version(state: &Cart) -> u64 {
+        state.version
+    }
+    fn not_found() -> CartError {
+        CartError::NotFound
+    }
+    fn decide(
+        state: Option<&Cart>,
+        command: &CartCommand,
+        ctx: &crate::aggregate::DecideContext<'_, ()>,
+    ) -> Result<Vec<CartEvent>, CartError> {
+        decide(state, command, ctx.id)
+    }
+    fn evolve(state: Option<Cart>, event: &CartEvent, at: DateTime<Utc>, version: u64) -> Option<Cart> {
+        evolve(state, event, at, version)
+    }
+}

@@ -1,18 +1,28 @@
-//! Commerce: the cart (and, later, orders, payments and refunds). A cart left
+//! Commerce: the cart, and orders with their payments and refunds
+//! (docs/decisions/0012-commerce-events.md). A cart left
 //! untouched for the inactivity period is abandoned by its timer
 //! (ARCHITECTURE.md §7, docs/decisions/0008-cart-inactivity.md).
 
 pub mod cart;
+pub mod order;
+mod order_service;
 mod service;
 
 pub use cart::{
-    cart_id_of, decide, evolve, fold, stream_id, AddItem, Cart, CartCommand, CartError, CartEvent, CartItem,
-    CartStatus, CreateCart, RemoveItem,
+    cart_id_of, decide, evolve, fold, stream_id, AddItem, Cart, CartAggregate, CartCommand, CartError, CartEvent,
+    CartItem, CartStatus, CreateCart, RemoveItem,
 };
+pub use order::{
+    CancelOrder, Order, OrderAggregate, OrderCommand, OrderError, OrderEvent, OrderItem, OrderStatus, PaymentMethod,
+    PaymentStatus, PlaceOrder, RecordPayment, RefundReason, RefundType, RequestRefund, ShipOrder,
+};
+pub use order_service::{payment_retry_timer_name, OrderCommandError, OrderService, RetryOutcome};
 pub use service::{
     inactivity_timer_name, CartCommandError, CartExecuted, CartResponseBuilder, CartService, TimerOutcome,
     DEFAULT_INACTIVITY_MINUTES,
 };
 
+#[cfg(test)]
+mod order_tests;
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,270 @@
+//! The command path every event-sourced aggregate shares: load the stream,
+//! decide, append with [`ExpectedVersion`] (and an idempotency receipt, and
+//! reservations), retry a bounded number of times on a concurrency conflict.
+//!
+//! An aggregate is two pure functions over its own types ([`Aggregate`]);
+//! [`AggregateService`] is the loop around them. Carts and orders use it;
+//! the customer keeps its own service (reservations tied to its commands and
+//! snapshots).
+
+use crate::clock::Clock;
+use crate::event::{envelopes, CommandMeta, DomainEvent, EventCodecError, EventEnvelope};
+use crate::idempotency::IdempotencyKey;
+use crate::ports::{
+    AppendError, AppendRequest, CommandReceipt, EventStore, ExpectedVersion, ReservationChange, StoreError,
+};
+use chrono::{DateTime, Utc};
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+/// What `decide` gets besides the state and the command.
+#[derive(Debug, Clone)]
+pub struct DecideContext<'a, I> {
+    /// The aggregate's id (the id a new one gets, for a creating command).
+    pub id: &'a str,
+    /// The service clock's now at this attempt.
+    pub now: DateTime<Utc>,
+    /// Anything decided outside (generated ids, tokens ...).
+    pub input: &'a I,
+}
+
+/// An event-sourced aggregate: its types and its two pure functions.
+pub trait Aggregate: Send + Sync + 'static {
+    type State: Clone + Send + Sync;
+    type Command: Send + Sync;
+    type Event: DomainEvent + Send + Sync;
+    type Error: std::error::Error + Clone + Send + Sync;
+    type Input: Send + Sync;
+
+    /// The stream of the aggregate `id`.
+    fn stream_id(id: &str) -> String;
+    /// The customer every event of the state is about (the envelope's `customer_id`).
+    fn customer_id(state: &Self::State) -> Option<&str>;
+    /// The state's stream version.
+    fn version(state: &Self::State) -> u64;
+    /// The refusal for a command on an aggregate that does not exist.
+    fn not_found() -> Self::Error;
+
+    fn decide(
+        state: Option<&Self::State>,
+        command: &Self::Command,
+        ctx: &DecideContext<'_, Self::Input>,
+    ) -> Result<Vec<Self::Event>, Self::Error>;
+
+    fn evolve(state: Option<Self::State>, event: &Self::Event, at: DateTime<Utc>, version: u64) -> Option<Self::State>;
+
+    /// Uniqueness claims written in the same append as `events` (none by default).
+    fn reservations(_id: &str, _events: &[Self::Event]) -> Vec<ReservationChange> {
+        Vec::new()
+    }
+}
+
+/// Builds the answer stored in the receipt (status, JSON body) from the new
+/// state and the events just written.
+pub type ResponseBuilder<'a, S> = &'a (dyn Fn(&S, &[EventEnvelope]) -> (u16, serde_json::Value) + Send + Sync);
+
+/// What executing a command did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Executed<S> {
+    Applied {
+        state: Box<S>,
+        events: Vec<EventEnvelope>,
+        status: u16,
+        body: serde_json::Value,
+    },
+    /// The same request was applied before; this is its first answer.
+    Replayed { status: u16, body: serde_json::Value },
+}
+
+/// Why a command was not applied. Nothing was written in every case.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum AggregateError<E: std::error::Error> {
+    #[error(transparent)]
+    Rejected(E),
+    /// The idempotency key was first used for a different request (422).
+    #[error("Idempotency-Key was already used for a different request")]
+    IdempotencyKeyReused,
+    /// Other writers kept winning (409, retry later).
+    #[error("the stream kept changing; gave up after {attempts} attempts")]
+    Contended { attempts: u32 },
+    /// A reservation of [`Aggregate::reservations`] is held by another owner.
+    #[error("reservation {key} is held by another owner")]
+    ReservationTaken { key: String },
+    #[error("command too large: {0}")]
+    TooLarge(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Codec(#[from] EventCodecError),
+}
+
+impl<E: std::error::Error> AggregateError<E> {
+    /// Worth retrying the same request later?
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            AggregateError::Store(e) => e.is_retryable(),
+            AggregateError::Contended { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+/// The load → decide → append → retry loop of one aggregate type.
+pub struct AggregateService<A: Aggregate> {
+    store: Arc<dyn EventStore>,
+    clock: Arc<dyn Clock>,
+    max_attempts: u32,
+    _aggregate: PhantomData<fn() -> A>,
+}
+
+impl<A: Aggregate> AggregateService<A> {
+    pub fn new(store: Arc<dyn EventStore>, clock: Arc<dyn Clock>) -> Self {
+        AggregateService {
+            store,
+            clock,
+            max_attempts: 8,
+            _aggregate: PhantomData,
+        }
+    }
+
+    /// At most this many load-decide-append rounds (at least one).
+    pub fn with_max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = attempts.max(1);
+        self
+    }
+
+    pub fn store(&self) -> &Arc<dyn EventStore> {
+        &self.store
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// The current state of `id`, or `None` if it does not exist. The whole
+    /// stream is folded (these aggregates are short).
+    pub async fn load(&self, id: &str) -> Result<Option<A::State>, AggregateError<A::Error>> {
+        let stream = A::stream_id(id);
+        let loaded = self.store.load(&stream).await?;
+        let events = match loaded.snapshot {
+            Some(_) => self.store.read_stream(&stream, 0, usize::MAX).await?,
+            None => loaded.events,
+        };
+        let mut state = None;
+        for envelope in &events {
+            let event = A::Event::from_envelope(envelope)?;
+            state = A::evolve(state, &event, envelope.occurred_at, envelope.version);
+        }
+        Ok(state)
+    }
+
+    /// Runs `command` on `id`: a repeated idempotent request is answered from
+    /// its receipt; a conflicting write is retried by loading and deciding again.
+    pub async fn execute(
+        &self,
+        id: &str,
+        command: &A::Command,
+        input: &A::Input,
+        meta: &CommandMeta,
+        idempotency: Option<&IdempotencyKey>,
+        respond: ResponseBuilder<'_, A::State>,
+    ) -> Result<Executed<A::State>, AggregateError<A::Error>> {
+        if let Some(key) = idempotency {
+            if let Some(receipt) = self.store.receipt(&key.receipt_key).await? {
+                return replay(&receipt, key);
+            }
+        }
+        for _attempt in 0..self.max_attempts {
+            let state = self.load(id).await?;
+            match self
+                .try_once(id, state, command, input, meta, idempotency, respond)
+                .await?
+            {
+                Some(executed) => return Ok(executed),
+                None => continue,
+            }
+        }
+        Err(AggregateError::Contended {
+            attempts: self.max_attempts,
+        })
+    }
+
+    /// One round on an already loaded `state`: `None` when another writer
+    /// changed the stream in between (nothing written).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn try_once(
+        &self,
+        id: &str,
+        state: Option<A::State>,
+        command: &A::Command,
+        input: &A::Input,
+        meta: &CommandMeta,
+        idempotency: Option<&IdempotencyKey>,
+        respond: ResponseBuilder<'_, A::State>,
+    ) -> Result<Option<Executed<A::State>>, AggregateError<A::Error>> {
+        let now = self.clock.now();
+        let ctx = DecideContext { id, now, input };
+        let decided = A::decide(state.as_ref(), command, &ctx).map_err(AggregateError::Rejected)?;
+        let current_version = state.as_ref().map_or(0, A::version);
+        let expected = match state {
+            None => ExpectedVersion::NoStream,
+            Some(_) => ExpectedVersion::Exactly(current_version),
+        };
+        let mut new_state = state;
+        for (i, event) in decided.iter().enumerate() {
+            new_state = A::evolve(new_state, event, now, current_version + 1 + i as u64);
+        }
+        let Some(new_state) = new_state else {
+            return Err(AggregateError::Rejected(A::not_found()));
+        };
+        let stream = A::stream_id(id);
+        let mut stored = envelopes(&stream, A::customer_id(&new_state), &decided, meta, now)?;
+        for (i, envelope) in stored.iter_mut().enumerate() {
+            envelope.version = current_version + 1 + i as u64;
+        }
+        let (status, body) = respond(&new_state, &stored);
+        let receipt = idempotency.map(|key| CommandReceipt {
+            key: key.receipt_key.clone(),
+            request_hash: key.request_hash.clone(),
+            status,
+            body: body.clone(),
+            recorded_at: now,
+        });
+        let request = AppendRequest {
+            stream_id: stream,
+            expected,
+            events: stored,
+            reservations: A::reservations(id, &decided),
+            receipt,
+        };
+        match self.store.append(request).await {
+            Ok(appended) => Ok(Some(Executed::Applied {
+                state: Box::new(new_state),
+                events: appended.events,
+                status,
+                body,
+            })),
+            Err(AppendError::Conflict { .. }) => Ok(None),
+            Err(AppendError::DuplicateCommand(receipt)) => match idempotency {
+                Some(key) => replay(&receipt, key).map(Some),
+                None => Err(StoreError::Failed("unexpected duplicate command".into()).into()),
+            },
+            Err(AppendError::ReservationTaken { key }) => Err(AggregateError::ReservationTaken { key }),
+            Err(AppendError::TooLarge(reason)) => Err(AggregateError::TooLarge(reason)),
+            Err(AppendError::Store(e)) => Err(e.into()),
+        }
+    }
+}
+
+fn replay<S, E: std::error::Error>(
+    receipt: &CommandReceipt,
+    key: &IdempotencyKey,
+) -> Result<Executed<S>, AggregateError<E>> {
+    if receipt.request_hash != key.request_hash {
+        return Err(AggregateError::IdempotencyKeyReused);
+    }
+    Ok(Executed::Replayed {
+        status: receipt.status,
+        body: receipt.body.clone(),
+    })
+}

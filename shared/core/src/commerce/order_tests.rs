@@ -1,0 +1,600 @@
+//! Given/when/then tests of the order state machine, and of the order
+//! service (cart orders, the payment retry timer) over the in-memory store
+//! and scheduler.
+
+use super::order::*;
+use super::{CartCommand, CartService, CreateCart, OrderCommandError, OrderService, RetryOutcome};
+use crate::aggregate::{AggregateError, Executed};
+use crate::clock::{Clock, VirtualClock};
+use crate::customer::Address;
+use crate::event::{Actor, CommandMeta, EventEnvelope};
+use crate::ports::EventStore;
+use crate::scheduler::{Scheduler, TimerKind};
+use crate::testing::{test_time, InMemoryEventStore, InMemoryScheduler};
+use chrono::{DateTime, Duration, Utc};
+use std::sync::Arc;
+
+/// Given these events (one minute apart), when this command (a minute after
+/// the last), then these events or this error.
+struct Scenario {
+    state: Option<Order>,
+    now: DateTime<Utc>,
+}
+
+impl Scenario {
+    fn given(events: &[OrderEvent]) -> Self {
+        let at = |i: usize| test_time() + Duration::minutes(i as i64);
+        let state = events
+            .iter()
+            .enumerate()
+            .fold(None, |s, (i, e)| evolve(s, e, at(i), i as u64 + 1));
+        Scenario {
+            state,
+            now: at(events.len()),
+        }
+    }
+    fn when(&self, command: OrderCommand) -> Result<Vec<OrderEvent>, OrderError> {
+        decide(self.state.as_ref(), &command, "o1", self.now)
+    }
+    fn status(&self) -> OrderStatus {
+        self.state.as_ref().expect("an order").status
+    }
+}
+
+/// Runs `commands` from nothing and returns every event.
+fn history(commands: Vec<OrderCommand>) -> Vec<OrderEvent> {
+    let mut events = Vec::new();
+    for c in commands {
+        let more = Scenario::given(&events)
+            .when(c.clone())
+            .unwrap_or_else(|e| panic!("{c:?}: {e}"));
+        events.extend(more);
+    }
+    events
+}
+
+fn address() -> Address {
+    Address {
+        line1: "1 Main St".into(),
+        line2: None,
+        city: "Berlin".into(),
+        region: None,
+        postal_code: "10115".into(),
+        country: "de".into(),
+    }
+}
+
+fn place_cmd() -> PlaceOrder {
+    PlaceOrder {
+        customer_id: "c1".into(),
+        cart_id: None,
+        items: Some(vec![
+            OrderItem {
+                product_id: "sku-1".into(),
+                name: "Espresso beans".into(),
+                category: Some("consumables".into()),
+                quantity: 2,
+                unit_price_minor: 1250,
+            },
+            OrderItem {
+                product_id: "sku-2".into(),
+                name: "Milk jug".into(),
+                category: None,
+                quantity: 1,
+                unit_price_minor: 500,
+            },
+        ]),
+        subtotal_minor: Some(3000),
+        tax_minor: 570,
+        shipping_minor: 430,
+        total_minor: 4000,
+        currency: Some("EUR".into()),
+        shipping_address: address(),
+        billing_address: None,
+    }
+}
+
+fn place() -> OrderCommand {
+    OrderCommand::Place(Box::new(place_cmd()))
+}
+
+fn payment(status: PaymentStatus) -> RecordPayment {
+    RecordPayment {
+        payment_id: "p1".into(),
+        status,
+        method: PaymentMethod::CreditCard,
+        amount_minor: 4000,
+        currency: "EUR".into(),
+        provider: Some("stripe".into()),
+        transaction_id: (status == PaymentStatus::Succeeded).then(|| "tx-1".to_string()),
+        error_code: (status == PaymentStatus::Failed).then(|| "card_declined".to_string()),
+        error_message: (status == PaymentStatus::Failed).then(|| "Declined".to_string()),
+        retryable: None,
+    }
+}
+
+fn pay(status: PaymentStatus) -> OrderCommand {
+    OrderCommand::RecordPayment(payment(status))
+}
+
+fn fail(retryable: bool) -> OrderCommand {
+    OrderCommand::RecordPayment(RecordPayment {
+        retryable: Some(retryable),
+        ..payment(PaymentStatus::Failed)
+    })
+}
+
+fn ship() -> OrderCommand {
+    OrderCommand::Ship(ShipOrder {
+        carrier: "DHL".into(),
+        tracking_number: "JD0146".into(),
+        tracking_url: Some("https://track.example/JD0146".into()),
+        estimated_delivery: None,
+    })
+}
+
+fn cancel() -> OrderCommand {
+    OrderCommand::Cancel(CancelOrder {
+        reason: "changed my mind".into(),
+    })
+}
+
+fn refund(refund_type: RefundType, amount: Option<i64>) -> OrderCommand {
+    OrderCommand::Refund {
+        refund_id: "r1".into(),
+        request: RequestRefund {
+            refund_type,
+            amount_minor: amount,
+            reason: RefundReason::CustomerRequest,
+            items: None,
+        },
+    }
+}
+
+fn pending() -> Vec<OrderEvent> {
+    history(vec![place()])
+}
+fn confirmed() -> Vec<OrderEvent> {
+    history(vec![
+        place(),
+        pay(PaymentStatus::Initiated),
+        pay(PaymentStatus::Succeeded),
+    ])
+}
+fn in_transit() -> Vec<OrderEvent> {
+    let mut e = confirmed();
+    e.extend(Scenario::given(&e).when(ship()).expect("ship"));
+    e
+}
+fn completed() -> Vec<OrderEvent> {
+    let mut e = in_transit();
+    e.extend(Scenario::given(&e).when(OrderCommand::Deliver).expect("deliver"));
+    e
+}
+fn payment_failed() -> Vec<OrderEvent> {
+    history(vec![place(), pay(PaymentStatus::Initiated), fail(false)])
+}
+fn cancelled() -> Vec<OrderEvent> {
+    history(vec![place(), cancel()])
+}
+fn refunded() -> Vec<OrderEvent> {
+    let mut e = completed();
+    e.extend(
+        Scenario::given(&e)
+            .when(refund(RefundType::Full, None))
+            .expect("refund"),
+    );
+    e
+}
+
+fn types(events: &[OrderEvent]) -> Vec<&'static str> {
+    events.iter().map(OrderEvent::event_type).collect()
+}
+
+fn conflict(result: Result<Vec<OrderEvent>, OrderError>) -> String {
+    match result {
+        Err(OrderError::Conflict { message, .. }) => message,
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+}
+
+fn invalid(result: Result<Vec<OrderEvent>, OrderError>) -> String {
+    match result {
+        Err(OrderError::Invalid { field, .. }) => field,
+        other => panic!("expected invalid input, got {other:?}"),
+    }
+}
+
+#[test]
+fn placing_an_order_checks_its_figures() {
+    let events = Scenario::given(&[]).when(place()).expect("valid");
+    let OrderEvent::OrderPlaced {
+        total_minor,
+        subtotal_minor,
+        billing_address,
+        shipping_address,
+        ..
+    } = &events[0]
+    else {
+        panic!("{events:?}")
+    };
+    assert_eq!((*subtotal_minor, *total_minor), (3000, 4000));
+    assert_eq!(shipping_address.country, "DE");
+    assert_eq!(billing_address, shipping_address, "billing defaults to shipping");
+    assert_eq!(Scenario::given(&events).status(), OrderStatus::PendingPayment);
+
+    let with = |f: fn(&mut PlaceOrder)| {
+        let mut c = place_cmd();
+        f(&mut c);
+        Scenario::given(&[]).when(OrderCommand::Place(Box::new(c)))
+    };
+    assert_eq!(invalid(with(|c| c.total_minor = 3999)), "total_minor");
+    assert_eq!(invalid(with(|c| c.subtotal_minor = Some(1))), "subtotal_minor");
+    assert_eq!(invalid(with(|c| c.tax_minor = -1)), "tax_minor");
+    assert_eq!(invalid(with(|c| c.items = Some(vec![]))), "items");
+    assert_eq!(invalid(with(|c| c.items = None)), "items");
+    assert_eq!(invalid(with(|c| c.currency = Some("eur".into()))), "currency");
+    assert_eq!(
+        invalid(with(|c| c.shipping_address.country = "Germany".into())),
+        "shipping_address.country"
+    );
+    assert_eq!(
+        invalid(with(|c| c.items.as_mut().expect("items")[1].quantity = 0)),
+        "items[1].quantity"
+    );
+    assert_eq!(
+        conflict(Scenario::given(&pending()).when(place())),
+        "the order already exists"
+    );
+    assert_eq!(Scenario::given(&[]).when(ship()), Err(OrderError::NotFound));
+}
+
+#[test]
+fn payment_succeeded_confirms_the_order_in_the_same_decision() {
+    let given = history(vec![place(), pay(PaymentStatus::Initiated)]);
+    let s = Scenario::given(&given);
+    let events = s.when(pay(PaymentStatus::Succeeded)).expect("valid");
+    assert_eq!(types(&events), ["PaymentSucceeded", "OrderConfirmed"]);
+    let OrderEvent::OrderConfirmed {
+        confirmation_number: number,
+        estimated_delivery,
+        total_minor,
+        ..
+    } = &events[1]
+    else {
+        panic!()
+    };
+    assert_eq!(number, &confirmation_number("o1"));
+    assert_ne!(number, &confirmation_number("o2"));
+    assert_eq!(*estimated_delivery, (s.now + Duration::days(5)).date_naive());
+    assert_eq!(*total_minor, 4000);
+    assert_eq!(Scenario::given(&confirmed()).status(), OrderStatus::Confirmed);
+    // The amount and currency are the order's.
+    let mut wrong = payment(PaymentStatus::Succeeded);
+    wrong.amount_minor = 1;
+    assert_eq!(invalid(s.when(OrderCommand::RecordPayment(wrong))), "amount_minor");
+    let mut wrong = payment(PaymentStatus::Succeeded);
+    wrong.transaction_id = None;
+    assert_eq!(invalid(s.when(OrderCommand::RecordPayment(wrong))), "transaction_id");
+}
+
+#[test]
+fn a_retryable_failure_schedules_a_retry_up_to_three_attempts() {
+    let mut events = history(vec![place(), pay(PaymentStatus::Initiated)]);
+    for attempt in 1..=2u32 {
+        let s = Scenario::given(&events);
+        let decided = s.when(fail(true)).expect("valid");
+        assert_eq!(types(&decided), ["PaymentFailed", "PaymentRetryScheduled"]);
+        assert!(matches!(&decided[0], OrderEvent::PaymentFailed { attempt: a, retryable: true, .. } if *a == attempt));
+        assert!(
+            matches!(&decided[1], OrderEvent::PaymentRetryScheduled { attempt: next, retry_at, .. }
+            if *next == attempt + 1 && *retry_at == s.now + Duration::seconds(300))
+        );
+        events.extend(decided);
+        let waiting = Scenario::given(&events);
+        assert_eq!(waiting.status(), OrderStatus::PendingPayment);
+        assert!(conflict(waiting.when(fail(true))).contains("scheduled to be retried"));
+        let retried = waiting
+            .when(OrderCommand::RetryPayment {
+                payment_id: "p1".into(),
+                attempt: attempt + 1,
+            })
+            .expect("retry");
+        assert_eq!(types(&retried), ["PaymentInitiated"]);
+        events.extend(retried);
+    }
+    // The third attempt fails: no more retries, the order's payment failed.
+    let last = Scenario::given(&events).when(fail(true)).expect("valid");
+    assert_eq!(types(&last), ["PaymentFailed"]);
+    assert!(matches!(&last[0], OrderEvent::PaymentFailed { attempt: 3, .. }));
+    events.extend(last);
+    assert_eq!(Scenario::given(&events).status(), OrderStatus::PaymentFailed);
+}
+
+#[test]
+fn a_non_retryable_failure_fails_the_payment_and_a_new_payment_may_follow() {
+    let s = Scenario::given(&history(vec![place(), pay(PaymentStatus::Initiated)]));
+    assert_eq!(types(&s.when(fail(false)).expect("valid")), ["PaymentFailed"]);
+    let failed = Scenario::given(&payment_failed());
+    assert_eq!(failed.status(), OrderStatus::PaymentFailed);
+    assert_eq!(
+        conflict(failed.when(fail(false))),
+        "the order's payment already failed; initiate a new payment first"
+    );
+    let again = failed.when(pay(PaymentStatus::Initiated)).expect("a new payment");
+    let mut events = payment_failed();
+    events.extend(again);
+    assert_eq!(Scenario::given(&events).status(), OrderStatus::PendingPayment);
+    assert!(matches!(Scenario::given(&events).state.and_then(|o| o.payment), Some(p) if p.attempt == 1));
+    // A stale retry timer is refused.
+    assert_eq!(
+        conflict(failed.when(OrderCommand::RetryPayment {
+            payment_id: "p1".into(),
+            attempt: 2
+        })),
+        "no payment retry is scheduled"
+    );
+}
+
+#[test]
+fn payments_are_refused_once_paid_cancelled_or_refunded() {
+    for (given, reason) in [
+        (confirmed(), "the order is confirmed: it is already paid"),
+        (in_transit(), "the order is in-transit: it is already paid"),
+        (completed(), "the order is completed: it is already paid"),
+        (cancelled(), "the order is cancelled: it takes no payment"),
+        (refunded(), "the order is refunded: it takes no payment"),
+    ] {
+        for status in [
+            PaymentStatus::Initiated,
+            PaymentStatus::Succeeded,
+            PaymentStatus::Failed,
+        ] {
+            assert_eq!(conflict(Scenario::given(&given).when(pay(status))), reason);
+        }
+    }
+    let initiated = Scenario::given(&history(vec![place(), pay(PaymentStatus::Initiated)]));
+    assert!(conflict(initiated.when(pay(PaymentStatus::Initiated))).contains("already initiated"));
+}
+
+#[test]
+fn shipping_needs_a_confirmed_order() {
+    assert_eq!(
+        types(&Scenario::given(&confirmed()).when(ship()).expect("ok")),
+        ["OrderShipped"]
+    );
+    for (given, reason) in [
+        (pending(), "the order is not paid yet: it cannot be shipped"),
+        (payment_failed(), "the order is not paid yet: it cannot be shipped"),
+        (in_transit(), "the order was already shipped"),
+        (completed(), "the order was already delivered"),
+        (cancelled(), "the order is cancelled: it cannot be shipped"),
+        (refunded(), "the order is refunded: it cannot be shipped"),
+    ] {
+        assert_eq!(conflict(Scenario::given(&given).when(ship())), reason);
+    }
+}
+
+#[test]
+fn delivery_needs_a_shipped_order() {
+    let done = Scenario::given(&in_transit()).when(OrderCommand::Deliver).expect("ok");
+    assert!(matches!(&done[0], OrderEvent::OrderDelivered { total_minor: 4000, items, .. } if items.len() == 2));
+    assert_eq!(Scenario::given(&completed()).status(), OrderStatus::Completed);
+    for (given, reason) in [
+        (pending(), "the order is not paid yet: it cannot be delivered"),
+        (payment_failed(), "the order is not paid yet: it cannot be delivered"),
+        (confirmed(), "the order was not shipped yet: it cannot be delivered"),
+        (completed(), "the order was already delivered"),
+        (cancelled(), "the order is cancelled: it cannot be delivered"),
+    ] {
+        assert_eq!(conflict(Scenario::given(&given).when(OrderCommand::Deliver)), reason);
+    }
+}
+
+#[test]
+fn cancelling_is_possible_until_shipped() {
+    for given in [pending(), payment_failed(), confirmed()] {
+        assert_eq!(
+            types(&Scenario::given(&given).when(cancel()).expect("ok")),
+            ["OrderCancelled"]
+        );
+    }
+    for (given, reason) in [
+        (in_transit(), "the order was shipped: it can no longer be cancelled"),
+        (completed(), "the order was delivered: it can no longer be cancelled"),
+        (cancelled(), "the order is already cancelled"),
+        (refunded(), "the order is refunded: it can no longer be cancelled"),
+    ] {
+        assert_eq!(conflict(Scenario::given(&given).when(cancel())), reason);
+    }
+    // A scheduled retry ends with the cancellation.
+    let mut events = history(vec![place(), pay(PaymentStatus::Initiated), fail(true)]);
+    events.extend(Scenario::given(&events).when(cancel()).expect("ok"));
+    assert_eq!(Scenario::given(&events).state.and_then(|o| o.pending_retry), None);
+}
+
+#[test]
+fn refunds_never_exceed_what_is_left() {
+    let s = Scenario::given(&completed());
+    let partial = s.when(refund(RefundType::Partial, Some(1500))).expect("ok");
+    assert_eq!(types(&partial), ["RefundRequested"]);
+    let mut events = completed();
+    events.extend(partial);
+    let s = Scenario::given(&events);
+    assert_eq!(s.status(), OrderStatus::Completed);
+    let too_much = s.when(refund(RefundType::Partial, Some(2501)));
+    assert_eq!(
+        conflict(too_much),
+        "only 2500 of the order total 4000 is left to refund"
+    );
+    let rest = s.when(refund(RefundType::Full, None)).expect("ok");
+    assert_eq!(types(&rest), ["RefundRequested", "OrderRefunded"]);
+    assert!(matches!(
+        &rest[0],
+        OrderEvent::RefundRequested { amount_minor: 2500, .. }
+    ));
+    assert_eq!(Scenario::given(&refunded()).status(), OrderStatus::Refunded);
+    assert_eq!(invalid(s.when(refund(RefundType::Partial, None))), "amount_minor");
+    assert_eq!(invalid(s.when(refund(RefundType::Partial, Some(0)))), "amount_minor");
+    assert_eq!(invalid(s.when(refund(RefundType::Full, Some(1)))), "amount_minor");
+    for (given, reason) in [
+        (pending(), "the order is not paid: there is nothing to refund"),
+        (payment_failed(), "the order is not paid: there is nothing to refund"),
+        (cancelled(), "the order is cancelled: it cannot be refunded"),
+        (refunded(), "the order is already fully refunded"),
+    ] {
+        assert_eq!(
+            conflict(Scenario::given(&given).when(refund(RefundType::Full, None))),
+            reason
+        );
+    }
+    for given in [confirmed(), in_transit()] {
+        assert!(Scenario::given(&given).when(refund(RefundType::Full, None)).is_ok());
+    }
+}
+
+#[test]
+fn events_serialise_as_the_contract_says() {
+    let events = history(vec![place(), pay(PaymentStatus::Initiated), fail(true)]);
+    let parts: Vec<serde_json::Value> = events.iter().map(|e| serde_json::to_value(e).expect("json")).collect();
+    assert_eq!(parts[0]["data"]["items"][0]["category"], "consumables");
+    assert!(parts[0]["data"]["items"][1].get("category").is_none());
+    assert_eq!(parts[0]["data"]["total_minor"], 4000);
+    assert_eq!(parts[1]["data"]["method"], "credit-card");
+    assert_eq!(parts[2]["data"]["retryable"], true);
+    assert_eq!(parts[2]["data"]["attempt"], 1);
+    assert_eq!(parts[3]["type"], "PaymentRetryScheduled");
+    assert_eq!(parts[3]["data"]["attempt"], 2);
+    let confirmed = confirmed();
+    let v = serde_json::to_value(&confirmed[3]).expect("json");
+    assert_eq!(v["type"], "OrderConfirmed");
+    assert!(
+        v["data"]["estimated_delivery"].as_str().is_some_and(|d| d.len() == 10),
+        "{v}"
+    );
+}
+
+// --- the service ---
+
+struct Fixture {
+    store: Arc<InMemoryEventStore>,
+    scheduler: Arc<InMemoryScheduler>,
+    clock: Arc<VirtualClock>,
+    orders: OrderService,
+    carts: CartService,
+}
+
+fn fixture() -> Fixture {
+    let store = Arc::new(InMemoryEventStore::default());
+    let scheduler = Arc::new(InMemoryScheduler::default());
+    let clock = Arc::new(VirtualClock::starting_at(test_time()));
+    Fixture {
+        orders: OrderService::new(store.clone(), clock.clone(), scheduler.clone()),
+        carts: CartService::new(store.clone(), clock.clone(), scheduler.clone()),
+        store,
+        scheduler,
+        clock,
+    }
+}
+
+fn meta() -> CommandMeta {
+    CommandMeta::new(Actor::api("test"))
+}
+
+fn respond(o: &Order, _: &[EventEnvelope]) -> (u16, serde_json::Value) {
+    (200, serde_json::json!({ "status": o.status }))
+}
+
+async fn run(f: &Fixture, command: OrderCommand) -> Result<Executed<Order>, OrderCommandError> {
+    f.orders.execute("o1", &command, &meta(), None, &respond).await
+}
+
+#[tokio::test]
+async fn an_order_from_a_cart_takes_its_items_and_orders_it_once() {
+    let f = fixture();
+    let create = CartCommand::Create(CreateCart {
+        customer_id: "c1".into(),
+        currency: "EUR".into(),
+    });
+    let carts_respond = |_: &super::Cart, _: &[EventEnvelope]| (200, serde_json::Value::Null);
+    f.carts
+        .execute("k1", &create, &meta(), None, &carts_respond)
+        .await
+        .expect("cart");
+    let add = CartCommand::AddItem(super::AddItem {
+        product_id: "sku-1".into(),
+        name: "Beans".into(),
+        quantity: 2,
+        unit_price_minor: 1250,
+    });
+    f.carts
+        .execute("k1", &add, &meta(), None, &carts_respond)
+        .await
+        .expect("item");
+
+    let from_cart = || PlaceOrder {
+        cart_id: Some("k1".into()),
+        items: None,
+        subtotal_minor: None,
+        tax_minor: 0,
+        shipping_minor: 500,
+        total_minor: 3000,
+        currency: None,
+        ..place_cmd()
+    };
+    let resolved = f.orders.resolve_cart(from_cart()).await.expect("resolved");
+    assert_eq!(resolved.currency.as_deref(), Some("EUR"));
+    assert_eq!(resolved.items.as_ref().map(Vec::len), Some(1));
+    run(&f, OrderCommand::Place(Box::new(resolved.clone())))
+        .await
+        .expect("placed");
+    let again = f
+        .orders
+        .execute("o2", &OrderCommand::Place(Box::new(resolved)), &meta(), None, &respond)
+        .await;
+    assert!(
+        matches!(&again, Err(OrderCommandError::Command(AggregateError::Rejected(OrderError::Conflict { field: Some(f), .. }))) if f == "cart_id"),
+        "{again:?}"
+    );
+    assert!(
+        f.store.read_stream("order-o2", 0, 10).await.expect("read").is_empty(),
+        "nothing written"
+    );
+
+    let mut other = from_cart();
+    other.customer_id = "c2".into();
+    assert!(f.orders.resolve_cart(other).await.is_err());
+    let mut both = from_cart();
+    both.items = place_cmd().items;
+    assert!(f.orders.resolve_cart(both).await.is_err());
+}
+
+#[tokio::test]
+async fn the_retry_timer_follows_the_order() {
+    let f = fixture();
+    run(&f, place()).await.expect("placed");
+    run(&f, pay(PaymentStatus::Initiated)).await.expect("initiated");
+    run(&f, fail(true)).await.expect("failed");
+    let name = super::payment_retry_timer_name("o1");
+    let timer = f.scheduler.get(&name).await.expect("get").expect("a retry timer");
+    assert_eq!(timer.kind, TimerKind::PaymentRetry);
+    assert_eq!(timer.due_at, f.clock.now() + Duration::seconds(300));
+    assert_eq!(timer.data["attempt"], 2);
+
+    f.clock.advance(Duration::seconds(300));
+    let outcome = f.orders.on_payment_retry_timer(&timer).await.expect("fired");
+    assert!(matches!(&outcome, RetryOutcome::Retried { events } if events[0].event_type == "PaymentInitiated"));
+    assert_eq!(f.scheduler.get(&name).await.expect("get"), None, "the timer is gone");
+    // Fired again (redelivery): the order no longer waits for it.
+    assert_eq!(
+        f.orders.on_payment_retry_timer(&timer).await.expect("fired"),
+        RetryOutcome::Superseded
+    );
+    // A success ends the retries.
+    run(&f, fail(true)).await.expect("attempt 2 failed");
+    assert!(f.scheduler.get(&name).await.expect("get").is_some());
+    run(&f, pay(PaymentStatus::Succeeded)).await.expect("paid");
+    assert_eq!(f.scheduler.get(&name).await.expect("get"), None);
+    let order = f.orders.load("o1").await.expect("load").expect("order");
+    assert_eq!(order.status, OrderStatus::Confirmed);
+}
