@@ -160,6 +160,9 @@ def run(port: int) -> None:
     types = stream_types(ddb, events_table, message_stream)
     check("channel: EmailBounced on the message stream",
           types == ["MessageClaimed", "MessageSent", "EmailBounced"], json.dumps(types))
+    customer_types = stream_types(ddb, events_table, f"customer-{customer_id}")
+    check("channel: the bounce invalidated the customer's email (CustomerEmailInvalidated)",
+          customer_types[-1:] == ["CustomerEmailInvalidated"], json.dumps(customer_types))
     answer = invoke(port, "channel", bounce)
     check("channel: the same bounce again is a duplicate",
           answer.get("outcome") == "duplicate"

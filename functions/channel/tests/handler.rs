@@ -63,7 +63,7 @@ async fn world() -> World {
     );
     let respond = |c: &Customer, _: &[EventEnvelope]| (201, json!({ "id": c.id }));
     let register = CustomerCommand::Register(crm_core::testing::registration(
-        "ada.lovelace@example.com",
+        "grace.hopper@example.com",
         "Ada",
         "Lovelace",
         "Europe/London",
@@ -112,7 +112,7 @@ async fn a_request_delivered_three_times_is_sent_once_with_one_click_unsubscribe
     let mail = w.sink.list().await.expect("sink");
     assert_eq!(mail.len(), 1, "{mail:?}");
     let email = mail[0].email().expect("an email");
-    assert_eq!(mail[0].recipient, "ada.lovelace@example.com");
+    assert_eq!(mail[0].recipient, "grace.hopper@example.com");
     assert_eq!(
         email.header("List-Unsubscribe-Post"),
         Some("List-Unsubscribe=One-Click")

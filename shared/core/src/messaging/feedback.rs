@@ -383,7 +383,7 @@ mod tests {
 
     const MESSAGE_ID: &str = "msg-5f1c0a9e7b2d4c6a8e0f1a2b3c4d5e6f";
     const CUSTOMER_ID: &str = "0193a6f3-1a2b-7c3d-8e4f-5a6b7c8d9e0f";
-    const RECIPIENT: &str = "ada.lovelace@example.com";
+    const RECIPIENT: &str = "grace.hopper@example.com";
     const SES_MESSAGE_ID: &str = "010001937a5b2c3d-8f2e4a1b-6c7d-4e8f-9a0b-1c2d3e4f5a6b-000000";
 
     fn sample(name: &str) -> Value {
@@ -614,7 +614,7 @@ mod tests {
     #[test]
     fn the_address_hash_normalises() {
         let f = parsed("ses-open.json");
-        assert_eq!(f.address_hash(), address_hash("  Ada.Lovelace@Example.COM "));
+        assert_eq!(f.address_hash(), address_hash("  Grace.Hopper@Example.COM "));
         assert_eq!(f.address_hash().len(), 64);
     }
 }
