@@ -12,6 +12,7 @@ pub mod consumer;
 pub mod customer;
 pub mod event;
 pub mod idempotency;
+pub mod insights;
 pub mod journey;
 pub mod messaging;
 pub mod pattern;

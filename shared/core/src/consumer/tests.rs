@@ -309,3 +309,97 @@ async fn an_expired_consent_is_not_active() {
             .expect("check")
     );
 }
+
+/// The insight projections (funnel, attribution, campaign stats) over a
+/// random commerce, activity, message and journey history: every event
+/// delivered 1 to 3 times in random order (so events of other streams
+/// overtake each other) gives the in-order read models and the same reports.
+#[tokio::test]
+async fn insight_projections_are_duplicate_and_reorder_safe() {
+    use crate::insights::{attribution, campaign_stats, funnel, tests as fixtures};
+    let mut rng = fixtures::Rng(0x1A51_6475);
+    let store = fixtures::random_history(60, &mut rng).await;
+    let events = fixtures::all_events(&store).await;
+    assert!(events.len() > 300, "a meaningful history ({} events)", events.len());
+    let run = |docs: Arc<InMemoryReadModels>| {
+        let store = store.clone();
+        fixtures::projections()
+            .into_iter()
+            .map(move |p| Consumer::new(p, store.clone(), docs.clone()))
+            .collect::<Vec<_>>()
+    };
+
+    let in_order = Arc::new(InMemoryReadModels::default());
+    for consumer in run(in_order.clone()) {
+        for e in &events {
+            consumer.deliver(e).await.expect("in-order delivery");
+        }
+    }
+    let chaotic = Arc::new(InMemoryReadModels::default());
+    let mut deliveries: Vec<&EventEnvelope> = Vec::new();
+    for e in &events {
+        for _ in 0..(1 + rng.below(3)) {
+            deliveries.push(e);
+        }
+    }
+    for i in (1..deliveries.len()).rev() {
+        deliveries.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    for consumer in run(chaotic.clone()) {
+        for e in &deliveries {
+            consumer.deliver(e).await.expect("chaotic delivery");
+        }
+    }
+    let expected = in_order.dump();
+    for name in [funnel::FUNNEL, attribution::ATTRIBUTION, campaign_stats::CAMPAIGN_STATS] {
+        let of = |m: &std::collections::BTreeMap<(String, String, String), serde_json::Value>| {
+            m.iter()
+                .filter(|((c, _, _), _)| c == name)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect::<Vec<_>>()
+        };
+        assert!(!of(&expected).is_empty(), "{name} built something");
+        assert_eq!(
+            of(&chaotic.dump()),
+            of(&expected),
+            "{name} equals in-order single delivery"
+        );
+    }
+
+    // And the reports read from them agree.
+    let (from, to) = (
+        fixtures::t() - chrono::Duration::days(30),
+        fixtures::t() + chrono::Duration::days(1),
+    );
+    let now = fixtures::t();
+    let a = funnel::funnel_report(in_order.as_ref(), from, to, now)
+        .await
+        .expect("funnel");
+    assert!(a.customers > 30 && a.stages[4].customers > 0, "{a:?}");
+    assert_eq!(
+        funnel::funnel_report(chaotic.as_ref(), from, to, now)
+            .await
+            .expect("funnel"),
+        a
+    );
+    for model in attribution::Model::ALL {
+        let a = attribution::attribution_report(in_order.as_ref(), model, from, to)
+            .await
+            .expect("attribution");
+        assert!(a.orders > 10 && a.channels.len() > 2, "{a:?}");
+        let b = attribution::attribution_report(chaotic.as_ref(), model, from, to)
+            .await
+            .expect("attribution");
+        assert_eq!(a, b);
+    }
+    for campaign in ["camp0", "camp1", "camp2"] {
+        let a = campaign_stats::campaign_stats(in_order.as_ref(), campaign, 7)
+            .await
+            .expect("stats");
+        assert!(a.entered > 0 && a.messages.sent > 0, "{a:?}");
+        let b = campaign_stats::campaign_stats(chaotic.as_ref(), campaign, 7)
+            .await
+            .expect("stats");
+        assert_eq!(a, b);
+    }
+}
