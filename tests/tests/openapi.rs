@@ -128,6 +128,34 @@ async fn every_operation_answers_with_a_documented_status() {
                 assert_eq!(added.status, 200, "{:?}", added.body);
                 url = url.replacen(&id, &cart_id, 1);
             }
+            Some("placeOrder") => {
+                example["customer_id"] = Yaml::String(id.clone());
+            }
+            // Order routes act on an order of the customer (total 3470 EUR), moved
+            // to the state the operation needs: paid to ship or refund, shipped to deliver.
+            Some("getOrder" | "recordOrderPayment" | "shipOrder" | "deliverOrder" | "cancelOrder" | "refundOrder") => {
+                let body = format!(
+                    r#"{{"customer_id":"{id}","items":[{{"product_id":"sku-1","name":"Beans","quantity":2,"unit_price_minor":1250}}],"tax_minor":475,"shipping_minor":495,"total_minor":3470,"currency":"EUR","shipping_address":{{"line1":"1 Main St","city":"Berlin","postal_code":"10115","country":"DE"}}}}"#
+                );
+                let order = api.call("POST", "/orders", Some(&body)).await;
+                assert_eq!(order.status, 201, "{:?}", order.body);
+                let order_id = order.body["id"].as_str().expect("order id").to_string();
+                let mut steps: Vec<(&str, &str)> = Vec::new();
+                let paid = r#"{"payment_id":"p0","status":"succeeded","method":"credit-card","amount_minor":3470,"currency":"EUR","transaction_id":"tx0"}"#;
+                let shipped = r#"{"carrier":"DHL","tracking_number":"T1"}"#;
+                match op["operationId"].as_str() {
+                    Some("shipOrder" | "refundOrder") => steps.push(("payments", paid)),
+                    Some("deliverOrder") => steps.extend([("payments", paid), ("ship", shipped)]),
+                    _ => {}
+                }
+                for (step, step_body) in steps {
+                    let done = api
+                        .call("POST", &format!("/orders/{order_id}/{step}"), Some(step_body))
+                        .await;
+                    assert_eq!(done.status, 200, "{step}: {:?}", done.body);
+                }
+                url = url.replacen(&id, &order_id, 1);
+            }
             // Campaign routes act on the shipped abandoned-cart campaign (resume: paused first).
             Some("getCampaign" | "putCampaign" | "pauseCampaign" | "resumeCampaign") => {
                 url = url.replacen(&id, "abandoned-cart", 1);

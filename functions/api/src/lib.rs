@@ -7,6 +7,8 @@ mod body;
 mod campaigns;
 mod carts;
 mod customers;
+mod insights;
+mod orders;
 mod problem;
 mod reads;
 mod templates;
@@ -18,7 +20,7 @@ pub use problem::Problem;
 use axum::routing::{delete, get, post, put};
 use axum::Router;
 use crm_core::clock::Clock;
-use crm_core::commerce::CartService;
+use crm_core::commerce::{CartService, OrderService};
 use crm_core::customer::CustomerService;
 use crm_core::journey::catalog::CampaignService;
 use crm_core::messaging::unsubscribe::TokenSigner;
@@ -53,12 +55,24 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/carts/{id}/items"),
     ("DELETE", "/carts/{id}/items/{product}"),
     ("POST", "/carts/{id}/checkout"),
+    ("POST", "/orders"),
+    ("GET", "/orders/{id}"),
+    ("POST", "/orders/{id}/payments"),
+    ("POST", "/orders/{id}/ship"),
+    ("POST", "/orders/{id}/deliver"),
+    ("POST", "/orders/{id}/cancel"),
+    ("POST", "/orders/{id}/refunds"),
     ("GET", "/campaigns/{id}"),
     ("PUT", "/campaigns/{id}"),
     ("POST", "/campaigns/{id}/pause"),
     ("POST", "/campaigns/{id}/resume"),
     ("GET", "/messages/{message_id}/explain"),
     ("GET", "/customers/{id}/journeys"),
+    ("GET", "/customers/{id}/funnel"),
+    ("GET", "/orders/{id}/attribution"),
+    ("GET", "/campaigns/{id}/stats"),
+    ("GET", "/insights/funnel"),
+    ("GET", "/insights/attribution"),
     ("POST", "/templates/{id}/preview"),
     ("GET", "/u/{token}"),
     ("POST", "/u/{token}"),
@@ -73,6 +87,8 @@ pub const PUBLIC_ROUTES: &[(&str, &str)] = &[("GET", "/u/{token}"), ("POST", "/u
 pub struct AppState {
     pub customers: Arc<CustomerService>,
     pub carts: Arc<CartService>,
+    /// Orders, payments and refunds (and their payment retry timers).
+    pub orders: Arc<OrderService>,
     /// Campaign definitions: stored, versioned, paused and resumed.
     pub campaigns: Arc<CampaignService>,
     /// The event store (the explain route reads journey and trigger streams).
@@ -103,6 +119,7 @@ impl AppState {
             customers: Arc::new(CustomerService::new(store.clone(), clock.clone())),
             campaigns: Arc::new(CampaignService::new(store.clone(), clock.clone())),
             events: store.clone(),
+            orders: Arc::new(OrderService::new(store.clone(), clock.clone(), scheduler.clone())),
             carts: Arc::new(CartService::new(store, clock.clone(), scheduler.clone())),
             scheduler,
             read_models,
@@ -163,6 +180,13 @@ pub fn router(state: AppState) -> Router {
         .route("/carts/{id}/items", post(carts::add_item))
         .route("/carts/{id}/items/{product}", delete(carts::remove_item))
         .route("/carts/{id}/checkout", post(carts::checkout))
+        .route("/orders", post(orders::place))
+        .route("/orders/{id}", get(orders::get_order))
+        .route("/orders/{id}/payments", post(orders::record_payment))
+        .route("/orders/{id}/ship", post(orders::ship))
+        .route("/orders/{id}/deliver", post(orders::deliver))
+        .route("/orders/{id}/cancel", post(orders::cancel))
+        .route("/orders/{id}/refunds", post(orders::refund))
         .route(
             "/campaigns/{id}",
             get(campaigns::get_campaign).put(campaigns::put_campaign),
@@ -171,6 +195,11 @@ pub fn router(state: AppState) -> Router {
         .route("/campaigns/{id}/resume", post(campaigns::resume))
         .route("/messages/{message_id}/explain", get(campaigns::explain))
         .route("/customers/{id}/journeys", get(campaigns::journeys))
+        .route("/customers/{id}/funnel", get(insights::customer_funnel))
+        .route("/orders/{id}/attribution", get(insights::order_attribution))
+        .route("/campaigns/{id}/stats", get(insights::campaign_stats))
+        .route("/insights/funnel", get(insights::funnel_report))
+        .route("/insights/attribution", get(insights::attribution_report))
         .route("/templates/{id}/preview", post(templates::preview))
         .fallback(problem::no_route)
         .method_not_allowed_fallback(problem::method_not_allowed)

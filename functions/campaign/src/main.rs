@@ -6,7 +6,7 @@ use crm_aws::dynamodb::{DynamoEventStore, DynamoReadModels};
 use crm_aws::scheduler::EventBridgeScheduler;
 use crm_aws::sqs::SqsDeadLetterQueue;
 use crm_core::clock::SystemClock;
-use crm_core::commerce::CartService;
+use crm_core::commerce::{CartService, OrderService};
 use crm_core::journey::campaigns::CampaignHandler;
 use crm_core::journey::catalog::StoredCatalog;
 use crm_core::journey::engine::JourneyEngine;
@@ -41,8 +41,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let clock = Arc::new(SystemClock);
     let catalog = Arc::new(StoredCatalog::new(events.clone()));
     let engine = JourneyEngine::new(events.clone(), docs, scheduler.clone(), catalog, clock.clone());
-    let carts = CartService::new(events, clock, scheduler);
-    let campaign = CampaignHandler::new(engine, carts, dead_letters.clone());
+    let carts = CartService::new(events.clone(), clock.clone(), scheduler.clone());
+    let orders = OrderService::new(events, clock, scheduler);
+    let campaign = CampaignHandler::new(engine, carts, orders, dead_letters.clone());
     let (campaign, dead_letters) = (&campaign, dead_letters.as_ref());
     lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
         crm_campaign::handler::handle(event, campaign, dead_letters).await

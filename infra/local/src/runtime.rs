@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use crm_api::{router, AppState, Auth};
 use crm_core::clock::{Clock, SystemClock, VirtualClock};
-use crm_core::commerce::CartService;
+use crm_core::commerce::{CartService, OrderService};
 use crm_core::consumer::ConsumerGroup;
 use crm_core::event::EventEnvelope;
 use crm_core::journey::campaigns::CampaignHandler;
@@ -181,7 +181,8 @@ impl LocalRuntime {
                     let catalog = Arc::new(StoredCatalog::new(waking.clone()));
                     let engine = JourneyEngine::new(waking.clone(), read, scheduler.clone(), catalog, clock.clone());
                     let carts = CartService::new(waking.clone(), clock.clone(), scheduler.clone());
-                    let handler = Arc::new(CampaignHandler::new(engine, carts, dead_letters.clone()));
+                    let orders = OrderService::new(waking.clone(), clock.clone(), scheduler.clone());
+                    let handler = Arc::new(CampaignHandler::new(engine, carts, orders, dead_letters.clone()));
                     Target::with_handler(rule, handler.clone()).with_timer_handler(handler)
                 }
                 "channel" => {

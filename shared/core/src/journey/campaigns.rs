@@ -1,10 +1,11 @@
 //! The campaign function's application service: stored events go to the
 //! journey engine; fired timers go to the journey they belong to or, for cart
-//! inactivity, to the cart service. Also the shipped campaigns.
+//! inactivity, to the cart service, or, for payment retries, to the order
+//! service. Also the shipped campaigns.
 
 use super::definition::Campaign;
 use super::engine::{EngineError, FixedCatalog, JourneyEngine};
-use crate::commerce::CartService;
+use crate::commerce::{CartService, OrderService};
 use crate::consumer::{ConsumeError, EventHandler, GroupOutcome};
 use crate::event::EventEnvelope;
 use crate::ports::DeadLetterQueue;
@@ -69,16 +70,23 @@ pub fn shipped_catalog() -> Result<FixedCatalog, String> {
 pub struct CampaignHandler {
     engine: JourneyEngine,
     carts: CartService,
+    orders: OrderService,
     dead_letters: Arc<dyn DeadLetterQueue>,
 }
 
 const NAME: &str = "campaign";
 
 impl CampaignHandler {
-    pub fn new(engine: JourneyEngine, carts: CartService, dead_letters: Arc<dyn DeadLetterQueue>) -> Self {
+    pub fn new(
+        engine: JourneyEngine,
+        carts: CartService,
+        orders: OrderService,
+        dead_letters: Arc<dyn DeadLetterQueue>,
+    ) -> Self {
         CampaignHandler {
             engine,
             carts,
+            orders,
             dead_letters,
         }
     }
@@ -138,8 +146,14 @@ impl TimerHandler for CampaignHandler {
                     Err(e) => Err(SchedulerError::Refused(e.to_string())),
                 }
             }
-            // Other timers belong to other functions.
-            TimerKind::MessageDeferral | TimerKind::PaymentRetry => Ok(()),
+            // The payment is initiated again; its result comes from the provider's callback.
+            TimerKind::PaymentRetry => match self.orders.on_payment_retry_timer(payload).await {
+                Ok(_) => Ok(()),
+                Err(e) if e.is_retryable() => Err(SchedulerError::Unavailable(e.to_string())),
+                Err(e) => Err(SchedulerError::Refused(e.to_string())),
+            },
+            // Deferred messages belong to the channel function.
+            TimerKind::MessageDeferral => Ok(()),
         }
     }
 }

@@ -1,0 +1,186 @@
+//! Order routes: translate requests into order commands and answers.
+
+use crate::auth::Principal;
+use crate::body::{parse_json, RawBody};
+use crate::customers::{answer, idempotency, no_payload};
+use crate::problem::Problem;
+use crate::AppState;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use crm_core::aggregate::{AggregateError, Executed};
+use crm_core::commerce::{
+    CancelOrder, Order, OrderCommand, OrderCommandError, OrderError, PlaceOrder, RecordPayment, RequestRefund,
+    ShipOrder,
+};
+use crm_core::event::{Actor, CommandMeta, EventEnvelope};
+use crm_core::idempotency::IdempotencyKey;
+use serde_json::Value;
+use uuid::Uuid;
+
+/// The order as the API shows it.
+pub fn order_view(o: &Order) -> Value {
+    let mut v = serde_json::to_value(o).unwrap_or(Value::Null);
+    if let Value::Object(map) = &mut v {
+        map.insert("refundable_minor".into(), o.refundable_minor().into());
+    }
+    v
+}
+
+fn order_id(raw: &str) -> Result<String, Problem> {
+    Uuid::parse_str(raw)
+        .map(|u| u.to_string())
+        .map_err(|_| Problem::not_found("order not found"))
+}
+
+/// Runs a command and answers with `status` and the order's view (or, for a
+/// replayed request, the first answer).
+async fn run(
+    state: &AppState,
+    id: &str,
+    command: OrderCommand,
+    principal: &Principal,
+    idempotency: Option<IdempotencyKey>,
+    status: StatusCode,
+) -> Result<Response, Problem> {
+    let meta = CommandMeta::new(Actor::api(&principal.0));
+    let respond = move |o: &Order, _events: &[EventEnvelope]| (status.as_u16(), order_view(o));
+    let executed = state
+        .orders
+        .execute(id, &command, &meta, idempotency.as_ref(), &respond)
+        .await?;
+    let (status, body, replayed) = match executed {
+        Executed::Applied { status, body, .. } => (status, body, false),
+        Executed::Replayed { status, body } => (status, body, true),
+    };
+    Ok(answer(status, &body, replayed, "/orders"))
+}
+
+pub async fn place(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Result<Response, Problem> {
+    let mut command: PlaceOrder = parse_json(&body)?;
+    let key = idempotency(&headers, &principal, &method, &uri, &body)?;
+    // A repeated request is answered from its receipt before anything is looked up again.
+    if let Some(key) = &key {
+        if let Some(receipt) = state.events.receipt(&key.receipt_key).await? {
+            if receipt.request_hash != key.request_hash {
+                return Err(Problem::idempotency_key_reused());
+            }
+            return Ok(answer(receipt.status, &receipt.body, true, "/orders"));
+        }
+    }
+    // The customer must exist, as the write side knows it.
+    let customer = Uuid::parse_str(command.customer_id.trim())
+        .map_err(|_| Problem::invalid("customer_id", "is not a customer id"))?
+        .to_string();
+    if state.customers.load(&customer).await?.is_none() {
+        return Err(Problem::invalid("customer_id", "no such customer"));
+    }
+    command.customer_id = customer;
+    if let Some(cart) = &command.cart_id {
+        let cart = Uuid::parse_str(cart.trim()).map_err(|_| Problem::invalid("cart_id", "is not a cart id"))?;
+        command.cart_id = Some(cart.to_string());
+    }
+    let command = state.orders.resolve_cart(command).await?;
+    let id = Uuid::now_v7().to_string();
+    run(
+        &state,
+        &id,
+        OrderCommand::Place(Box::new(command)),
+        &principal,
+        key,
+        StatusCode::CREATED,
+    )
+    .await
+}
+
+/// An order command route: `$payload` read from the body, turned into a
+/// command and run on the order of the path.
+macro_rules! order_route {
+    ($name:ident, $payload:ty, |$p:ident| $command:expr) => {
+        pub async fn $name(
+            State(state): State<AppState>,
+            Extension(principal): Extension<Principal>,
+            Path(id): Path<String>,
+            method: Method,
+            uri: Uri,
+            headers: HeaderMap,
+            RawBody(body): RawBody,
+        ) -> Result<Response, Problem> {
+            let id = order_id(&id)?;
+            let $p: $payload = parse_json(&body)?;
+            let key = idempotency(&headers, &principal, &method, &uri, &body)?;
+            run(&state, &id, $command, &principal, key, StatusCode::OK).await
+        }
+    };
+}
+
+order_route!(record_payment, RecordPayment, |p| OrderCommand::RecordPayment(p));
+order_route!(ship, ShipOrder, |p| OrderCommand::Ship(p));
+order_route!(cancel, CancelOrder, |p| OrderCommand::Cancel(p));
+order_route!(refund, RequestRefund, |p| OrderCommand::Refund {
+    refund_id: Uuid::now_v7().to_string(),
+    request: p,
+});
+
+pub async fn deliver(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Result<Response, Problem> {
+    let id = order_id(&id)?;
+    no_payload(&body)?;
+    let key = idempotency(&headers, &principal, &method, &uri, &body)?;
+    run(&state, &id, OrderCommand::Deliver, &principal, key, StatusCode::OK).await
+}
+
+pub async fn get_order(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, Problem> {
+    let id = order_id(&id)?;
+    match state.orders.load(&id).await? {
+        Some(order) => Ok(axum::Json(order_view(&order)).into_response()),
+        None => Err(Problem::not_found("order not found")),
+    }
+}
+
+impl From<OrderCommandError> for Problem {
+    fn from(e: OrderCommandError) -> Self {
+        match e {
+            OrderCommandError::Command(e) => match e {
+                AggregateError::Rejected(OrderError::Invalid { field, message }) => Problem::invalid(field, message),
+                AggregateError::Rejected(OrderError::NotFound) => Problem::not_found("order not found"),
+                AggregateError::Rejected(OrderError::Conflict { field, message }) => Problem::conflict(field, message),
+                AggregateError::IdempotencyKeyReused => Problem::idempotency_key_reused(),
+                AggregateError::Contended { attempts } => Problem::contended("order", attempts),
+                AggregateError::ReservationTaken { key } => {
+                    tracing::error!(%key, "an order held an unexpected reservation");
+                    Problem::conflict(None, "the order conflicts with another one")
+                }
+                AggregateError::TooLarge(detail) => Problem::command_too_large(detail),
+                AggregateError::Store(e) => e.into(),
+                AggregateError::Codec(e) => Problem::unreadable_event(&e),
+            },
+            OrderCommandError::Timer(e) => {
+                tracing::warn!(error = %e, "payment retry timer not set");
+                let mut p = Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "Service unavailable",
+                    "the order's payment retry timer could not be set; retry the request (with the same Idempotency-Key)",
+                );
+                p.headers.push((header::RETRY_AFTER, HeaderValue::from_static("1")));
+                p
+            }
+        }
+    }
+}
