@@ -23,6 +23,7 @@ pub fn source_for(event_type: &str) -> &'static str {
         t if t.starts_with("Message") => "crm.messaging",
         "EmailDelivered" | "EmailBounced" | "EmailComplained" | "EmailOpened" | "EmailClicked" => "crm.messaging",
         t if t.starts_with("Segment") => "crm.segments",
+        "CustomerSegmentAdded" | "CustomerSegmentRemoved" => "crm.segments",
         "ItemAddedToCart" | "ItemRemovedFromCart" | "CheckoutStarted" => "crm.commerce",
         t if t.starts_with("Order") || t.starts_with("Cart") || t.starts_with("Payment") || t.starts_with("Refund") => {
             "crm.commerce"
@@ -87,6 +88,10 @@ mod tests {
         assert_eq!(source_for("CampaignPublished"), "crm.journey");
         assert_eq!(source_for("CampaignPaused"), "crm.journey");
         assert_eq!(source_for("SegmentMembershipRequested"), "crm.segments");
+        assert_eq!(source_for("CustomerSegmentAdded"), "crm.segments");
+        assert_eq!(source_for("CustomerSegmentRemoved"), "crm.segments");
+        assert_eq!(source_for("ProductViewed"), "crm.customer");
+        assert_eq!(source_for("CustomerLoggedIn"), "crm.customer");
         assert_eq!(source_for("MessageSent"), "crm.messaging");
         assert_eq!(source_for("EmailBounced"), "crm.messaging");
         assert_eq!(source_for("OrderConfirmed"), "crm.commerce");

@@ -20,6 +20,7 @@ pub mod ports;
 pub mod preferences;
 pub mod relay;
 pub mod scheduler;
+pub mod segments;
 
 #[cfg(feature = "contract")]
 pub mod read_model_contract;

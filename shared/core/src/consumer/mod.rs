@@ -226,13 +226,28 @@ impl ConsumerGroup {
         }
     }
 
-    /// The projector function: customer 360, timeline and email index.
+    /// The projector function: customer 360, timeline and email index,
+    /// profile metrics and segments (on the wall clock).
     pub fn projector(
         events: Arc<dyn EventStore>,
         docs: Arc<dyn ReadModelStore>,
         dead_letters: Arc<dyn crate::ports::DeadLetterQueue>,
     ) -> Self {
+        Self::projector_at(events, docs, dead_letters, Arc::new(crate::clock::SystemClock))
+    }
+
+    /// The projector with its clock: segments depend on "now" (recency).
+    /// The segment evaluator comes after the profile metrics it reads, and
+    /// appends membership events to `events`.
+    pub fn projector_at(
+        events: Arc<dyn EventStore>,
+        docs: Arc<dyn ReadModelStore>,
+        dead_letters: Arc<dyn crate::ports::DeadLetterQueue>,
+        clock: Arc<dyn crate::clock::Clock>,
+    ) -> Self {
+        use crate::customer::metrics::ProfileMetricsProjection;
         use crate::customer::views::{CustomerProfileProjection, EmailIndexProjection, TimelineProjection};
+        use crate::segments::{SegmentEvaluator, SegmentMembersProjection};
         Self::new(
             "projector",
             vec![
@@ -242,6 +257,9 @@ impl ConsumerGroup {
                 Arc::new(crate::insights::funnel::FunnelProjection),
                 Arc::new(crate::insights::attribution::AttributionProjection),
                 Arc::new(crate::insights::campaign_stats::CampaignStatsProjection),
+                Arc::new(ProfileMetricsProjection),
+                Arc::new(SegmentEvaluator::new(events.clone(), clock)),
+                Arc::new(SegmentMembersProjection),
             ],
             events,
             docs,

@@ -145,7 +145,10 @@ fn text(field: &str, value: &str, max: usize) -> Result<(), CustomerError> {
         return Err(CustomerError::invalid(field, "must not be empty"));
     }
     if value.chars().count() > max {
-        return Err(CustomerError::invalid(field, format!("must be at most {max} characters")));
+        return Err(CustomerError::invalid(
+            field,
+            format!("must be at most {max} characters"),
+        ));
     }
     if value.chars().any(char::is_control) {
         return Err(CustomerError::invalid(field, "must not contain control characters"));
@@ -173,7 +176,10 @@ fn url(field: &str, value: &str) -> Result<(), CustomerError> {
     if value.starts_with("https://") || value.starts_with("http://") || value.starts_with('/') {
         Ok(())
     } else {
-        Err(CustomerError::invalid(field, "must be an http(s) URL or an absolute path"))
+        Err(CustomerError::invalid(
+            field,
+            "must be an http(s) URL or an absolute path",
+        ))
     }
 }
 
@@ -291,7 +297,10 @@ impl RecordActivity {
             Some(Value::String(t)) => {
                 return Err(CustomerError::invalid(
                     "type",
-                    format!("unknown activity type \"{t}\"; one of {}", ACTIVITY_EVENT_TYPES.join(", ")),
+                    format!(
+                        "unknown activity type \"{t}\"; one of {}",
+                        ACTIVITY_EVENT_TYPES.join(", ")
+                    ),
                 ))
             }
             Some(_) => return Err(CustomerError::invalid("type", "must be a string")),
@@ -402,7 +411,13 @@ pub async fn record_activity(
     }
     let occurred_at = request.occurred_at(now)?;
     let stream = activity_stream_id(customer_id);
-    let mut events = envelopes(&stream, Some(customer_id), std::slice::from_ref(&request.event), meta, now)?;
+    let mut events = envelopes(
+        &stream,
+        Some(customer_id),
+        std::slice::from_ref(&request.event),
+        meta,
+        now,
+    )?;
     for e in &mut events {
         e.occurred_at = occurred_at;
     }
@@ -474,7 +489,9 @@ mod tests {
             "occurred_at": "2026-11-22T09:00:00Z"
         }))
         .expect("valid");
-        let ActivityEvent::ProductViewed(p) = &r.event else { panic!("type") };
+        let ActivityEvent::ProductViewed(p) = &r.event else {
+            panic!("type")
+        };
         assert_eq!((p.category.as_str(), p.price_minor), ("lighting", Some(4000)));
         assert_eq!(p.utm.as_ref().and_then(|u| u.source.as_deref()), Some("newsletter"));
         assert_eq!(r.occurred_at(now()), Ok(now() - Duration::days(1)));
@@ -488,17 +505,35 @@ mod tests {
     fn unknown_types_and_fields_and_bad_values_are_named() {
         assert_eq!(field(json!({"type": "ProductLiked"})), "type");
         assert_eq!(field(json!({"product_id": "x"})), "type");
-        assert_eq!(field(json!({"type": "ReviewRead", "product_id": "p", "stars": 5})), "stars");
+        assert_eq!(
+            field(json!({"type": "ReviewRead", "product_id": "p", "stars": 5})),
+            "stars"
+        );
         assert_eq!(field(json!({"type": "ReviewRead"})), "product_id");
         assert_eq!(
             field(json!({"type": "ReviewRead", "product_id": "p", "utm": {"source": "x", "bogus": 1}})),
             "utm.bogus"
         );
-        assert_eq!(field(json!({"type": "SearchPerformed", "query": "x", "results_count": -1})), "results_count");
-        assert_eq!(field(json!({"type": "PageViewed", "url": "javascript:alert(1)"})), "url");
-        assert_eq!(field(json!({"type": "ProductCompared", "product_ids": ["a"]})), "product_ids");
-        assert_eq!(field(json!({"type": "ReviewRead", "product_id": "p", "occurred_at": "yesterday"})), "occurred_at");
-        assert_eq!(field(json!({"type": "CheckoutStepCompleted", "cart_id": "c", "step": "shipping"})), "cart_id");
+        assert_eq!(
+            field(json!({"type": "SearchPerformed", "query": "x", "results_count": -1})),
+            "results_count"
+        );
+        assert_eq!(
+            field(json!({"type": "PageViewed", "url": "javascript:alert(1)"})),
+            "url"
+        );
+        assert_eq!(
+            field(json!({"type": "ProductCompared", "product_ids": ["a"]})),
+            "product_ids"
+        );
+        assert_eq!(
+            field(json!({"type": "ReviewRead", "product_id": "p", "occurred_at": "yesterday"})),
+            "occurred_at"
+        );
+        assert_eq!(
+            field(json!({"type": "CheckoutStepCompleted", "cart_id": "c", "step": "shipping"})),
+            "cart_id"
+        );
     }
 
     #[test]

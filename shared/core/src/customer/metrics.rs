@@ -255,7 +255,9 @@ impl Projection for ProfileMetricsProjection {
                 .transpose()?
                 .unwrap_or_default();
             *facts.logins_by_day.entry(event.occurred_at.date_naive()).or_insert(0) += 1;
-            let last = facts.last_login_at.map_or(event.occurred_at, |l| l.max(event.occurred_at));
+            let last = facts
+                .last_login_at
+                .map_or(event.occurred_at, |l| l.max(event.occurred_at));
             facts.last_login_at = Some(last);
             let keep_from = (last - Duration::days(LOGIN_BUCKET_DAYS)).date_naive();
             facts.logins_by_day.retain(|d, _| *d >= keep_from);

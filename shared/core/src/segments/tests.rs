@@ -1,0 +1,544 @@
+//! Segments and profile metrics over generated order histories: a fixed
+//! history checked against hand-computed figures as the clock moves, and the
+//! exactly-once property (duplicates, reordering) for the new projections.
+
+use super::*;
+use crate::clock::VirtualClock;
+use crate::consumer::ConsumerGroup;
+use crate::customer::metrics::{self, PROFILE_METRICS};
+use crate::testing::{raw_event, InMemoryDeadLetters, InMemoryEventStore, InMemoryReadModels};
+use chrono::Duration;
+use std::collections::BTreeSet;
+
+fn now() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-11-23T12:00:00Z")
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_default()
+}
+
+fn customer(n: usize) -> String {
+    format!("00000000-0000-7000-8000-{n:012}")
+}
+
+fn event(stream: &str, customer_id: &str, t: &str, at: DateTime<Utc>, data: Value) -> EventEnvelope {
+    let mut e = raw_event(stream, t, data);
+    e.customer_id = Some(customer_id.to_string());
+    e.occurred_at = at;
+    e.recorded_at = at;
+    e
+}
+
+/// The events of one paid order (decision 0012's field names), with an
+/// optional refund a day later.
+fn paid_order(
+    customer_id: &str,
+    order: &str,
+    at: DateTime<Utc>,
+    amount: i64,
+    category: &str,
+    refund: i64,
+) -> Vec<EventEnvelope> {
+    let stream = format!("order-{order}");
+    let mut out = vec![
+        event(
+            &stream,
+            customer_id,
+            "OrderPlaced",
+            at - Duration::minutes(5),
+            json!({
+                "order_id": order, "customer_id": customer_id,
+                "items": [{ "product_id": "p-1", "name": "Thing", "category": category, "quantity": 1, "unit_price_minor": amount }],
+                "subtotal_minor": amount, "tax_minor": 0, "shipping_minor": 0, "total_minor": amount, "currency": "EUR",
+                "shipping_address": null, "billing_address": null
+            }),
+        ),
+        event(
+            &stream,
+            customer_id,
+            "PaymentInitiated",
+            at - Duration::minutes(4),
+            json!({ "order_id": order, "payment_id": format!("pay-{order}"), "method": "credit-card", "amount_minor": amount, "currency": "EUR", "provider": "test" }),
+        ),
+        event(
+            &stream,
+            customer_id,
+            "PaymentSucceeded",
+            at,
+            json!({ "order_id": order, "payment_id": format!("pay-{order}"), "amount_minor": amount, "currency": "EUR", "transaction_id": format!("tx-{order}") }),
+        ),
+    ];
+    if refund > 0 {
+        out.push(event(
+            &stream,
+            customer_id,
+            "RefundRequested",
+            at + Duration::days(1),
+            json!({ "order_id": order, "refund_id": format!("ref-{order}"), "amount_minor": refund, "currency": "EUR", "reason": "quality-issue", "refund_type": "partial" }),
+        ));
+    }
+    out
+}
+
+/// One customer of the fixed history: `orders` paid orders of `amount`
+/// each, the last `last_days_ago` days before [`now`], `spacing` days apart.
+struct Profile {
+    orders: usize,
+    amount: i64,
+    last_days_ago: i64,
+    spacing: i64,
+    categories: &'static [&'static str],
+    /// Refund on the newest order.
+    refund: i64,
+}
+
+/// A small deterministic generator: the fixed history's events.
+fn fixed_history(profiles: &[Profile]) -> Vec<EventEnvelope> {
+    let mut out = Vec::new();
+    for (n, p) in profiles.iter().enumerate() {
+        let id = customer(n);
+        for j in 0..p.orders {
+            let days_ago = p.last_days_ago + (p.orders - 1 - j) as i64 * p.spacing;
+            let refund = if j == p.orders - 1 { p.refund } else { 0 };
+            let category = p.categories[j % p.categories.len()];
+            out.extend(paid_order(
+                &id,
+                &format!("{n}-{j}"),
+                now() - Duration::days(days_ago),
+                p.amount,
+                category,
+                refund,
+            ));
+        }
+    }
+    out
+}
+
+struct World {
+    store: Arc<InMemoryEventStore>,
+    docs: Arc<InMemoryReadModels>,
+    clock: Arc<VirtualClock>,
+    group: ConsumerGroup,
+}
+
+impl World {
+    fn new(start: DateTime<Utc>) -> Self {
+        let store = Arc::new(InMemoryEventStore::default());
+        let docs = Arc::new(InMemoryReadModels::default());
+        let clock = Arc::new(VirtualClock::starting_at(start));
+        let group = ConsumerGroup::projector_at(
+            store.clone(),
+            docs.clone(),
+            Arc::new(InMemoryDeadLetters::default()),
+            clock.clone(),
+        );
+        World {
+            store,
+            docs,
+            clock,
+            group,
+        }
+    }
+
+    async fn append(&self, events: &[EventEnvelope]) {
+        for e in events {
+            self.store
+                .append(AppendRequest {
+                    stream_id: e.stream_id.clone(),
+                    expected: ExpectedVersion::Any,
+                    events: vec![e.clone()],
+                    reservations: Vec::new(),
+                    receipt: None,
+                })
+                .await
+                .expect("append");
+        }
+    }
+
+    async fn all(&self) -> Vec<EventEnvelope> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = self.store.read_all(cursor.as_deref(), 1000).await.expect("read all");
+            out.extend(page.events);
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => return out,
+            }
+        }
+    }
+
+    /// Delivers every stored event (again) until no new event appears, as
+    /// the bus does with what the evaluator appends.
+    async fn settle(&self) {
+        let mut seen = 0;
+        loop {
+            let events = self.all().await;
+            if events.len() == seen {
+                return;
+            }
+            seen = events.len();
+            for e in &events {
+                let outcome = self.group.handle(e, self.clock.now()).await.expect("handled");
+                assert!(
+                    outcome.parked.is_empty(),
+                    "{} parked by {:?}",
+                    e.event_type,
+                    outcome.parked
+                );
+            }
+        }
+    }
+
+    async fn segments_of(&self, n: usize) -> BTreeSet<String> {
+        customer_segments(self.docs.as_ref(), &customer(n))
+            .await
+            .expect("segments")
+            .into_iter()
+            .map(|m| m.segment)
+            .collect()
+    }
+
+    async fn metrics_of(&self, n: usize) -> ProfileMetrics {
+        metrics::profile_metrics(self.docs.as_ref(), &customer(n), self.clock.now())
+            .await
+            .expect("metrics")
+    }
+}
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn rfm_scores_and_the_seed_rules() {
+    assert_eq!(
+        [0, 30, 31, 60, 61, 90, 91, 180, 181].map(score_recency),
+        [5, 5, 4, 4, 3, 3, 2, 2, 1]
+    );
+    assert_eq!([1, 2, 3, 4, 5, 7, 8, 20].map(score_frequency), [1, 2, 3, 3, 4, 4, 5, 5]);
+    assert_eq!(
+        [9_999, 10_000, 24_999, 25_000, 50_000, 99_999, 100_000].map(score_monetary),
+        [1, 2, 2, 3, 4, 4, 5]
+    );
+    let rfm = |recency, frequency, monetary| {
+        Rfm {
+            recency,
+            frequency,
+            monetary,
+        }
+        .segment()
+    };
+    assert_eq!(rfm(5, 5, 5), "champions");
+    assert_eq!(rfm(3, 4, 1), "loyal-customers");
+    assert_eq!(rfm(2, 3, 3), "at-risk");
+    assert_eq!(rfm(4, 2, 5), "new-customers");
+    assert_eq!(rfm(3, 3, 3), "needs-attention");
+    assert_eq!(rfm(2, 3, 2), "needs-attention");
+}
+
+#[tokio::test]
+async fn a_fixed_history_gives_the_hand_computed_metrics_and_segments_as_time_passes() {
+    let profiles = [
+        // 0: one order of 50.00 two days ago. R5 F1 M1: new customer.
+        Profile {
+            orders: 1,
+            amount: 5_000,
+            last_days_ago: 2,
+            spacing: 0,
+            categories: &["lamps"],
+            refund: 0,
+        },
+        // 1: six orders of 200.00, 10 to 85 days ago, 50.00 of the newest
+        // refunded: LTV 1150.00. R5 F4 M5: champion, high value.
+        Profile {
+            orders: 6,
+            amount: 20_000,
+            last_days_ago: 10,
+            spacing: 15,
+            categories: &["books"],
+            refund: 5_000,
+        },
+        // 2: four orders of 150.00, 100 to 160 days ago. R2 F3 M4: at risk.
+        Profile {
+            orders: 4,
+            amount: 15_000,
+            last_days_ago: 100,
+            spacing: 20,
+            categories: &["garden"],
+            refund: 0,
+        },
+        // 3: nine orders of 30.00, 70 to 110 days ago, books and lamps
+        // alternating (5:4, no affinity). R3 F5 M3: loyal.
+        Profile {
+            orders: 9,
+            amount: 3_000,
+            last_days_ago: 70,
+            spacing: 5,
+            categories: &["books", "lamps"],
+            refund: 0,
+        },
+        // 4: two orders of 80.00, 40 and 70 days ago. R4 F2 M2: new customer.
+        Profile {
+            orders: 2,
+            amount: 8_000,
+            last_days_ago: 40,
+            spacing: 30,
+            categories: &["toys"],
+            refund: 0,
+        },
+        // 5: three orders of 40.00, 200 to 220 days ago. R1 F3 M2: needs attention.
+        Profile {
+            orders: 3,
+            amount: 4_000,
+            last_days_ago: 200,
+            spacing: 10,
+            categories: &["toys"],
+            refund: 0,
+        },
+    ];
+    let world = World::new(now());
+    world.append(&fixed_history(&profiles)).await;
+    // A customer who only browses and logs in is in no segment.
+    let lurker = customer(6);
+    world
+        .append(&[event(
+            &format!("activity-{lurker}"),
+            &lurker,
+            "CustomerLoggedIn",
+            now() - Duration::days(1),
+            json!({}),
+        )])
+        .await;
+    world.settle().await;
+
+    assert_eq!(
+        world.segments_of(0).await,
+        set(&["new-customers", "buyers", "affinity-lamps"])
+    );
+    assert_eq!(
+        world.segments_of(1).await,
+        set(&["champions", "high-value", "buyers", "affinity-books"])
+    );
+    assert_eq!(
+        world.segments_of(2).await,
+        set(&["at-risk", "buyers", "affinity-garden"])
+    );
+    assert_eq!(world.segments_of(3).await, set(&["loyal-customers", "buyers"]));
+    assert_eq!(
+        world.segments_of(4).await,
+        set(&["new-customers", "buyers", "affinity-toys"])
+    );
+    assert_eq!(
+        world.segments_of(5).await,
+        set(&["needs-attention", "buyers", "affinity-toys"])
+    );
+    assert!(world.segments_of(6).await.is_empty());
+    assert_eq!(member_count(world.docs.as_ref(), "buyers").await.expect("count"), 6);
+    assert_eq!(
+        member_count(world.docs.as_ref(), "new-customers").await.expect("count"),
+        2
+    );
+
+    // Windowed and lifetime figures, by hand.
+    let m = world.metrics_of(1).await;
+    assert_eq!((m.transactions_30d, m.transaction_value_30d_minor), (2, 35_000));
+    assert_eq!((m.orders, m.total_spent_minor, m.refunded_minor), (6, 120_000, 5_000));
+    assert_eq!((m.lifetime_value_minor, m.average_order_value_minor), (115_000, 19_166));
+    // 85 days since the first order: 2.83 months; 6 / 2.83 = 2.12.
+    assert_eq!(m.order_frequency_per_month, 2.12);
+    let m = world.metrics_of(0).await;
+    assert_eq!((m.transactions_30d, m.transaction_value_30d_minor), (1, 5_000));
+    let m = world.metrics_of(6).await;
+    assert_eq!((m.orders, m.logins_7d), (0, 1));
+
+    // 30 days on, with no new events: the 30-day figures fall, and the daily
+    // re-evaluation moves customer 4 (now 70 days since: R3) to needs-attention.
+    world.clock.advance(Duration::days(30));
+    let m = world.metrics_of(0).await;
+    assert_eq!((m.transactions_30d, m.transaction_value_30d_minor), (0, 0));
+    let m = world.metrics_of(1).await;
+    assert_eq!((m.transactions_30d, m.transaction_value_30d_minor), (0, 0));
+    assert_eq!(m.lifetime_value_minor, 115_000);
+    assert_eq!(world.metrics_of(6).await.logins_7d, 0);
+    let appended = reevaluate_buyers(world.store.as_ref(), world.docs.as_ref(), world.clock.now())
+        .await
+        .expect("re-evaluate");
+    assert_eq!(appended, 2, "customer 4 leaves new-customers and joins needs-attention");
+    world.settle().await;
+    assert_eq!(
+        world.segments_of(4).await,
+        set(&["needs-attention", "buyers", "affinity-toys"])
+    );
+    assert!(world.segments_of(1).await.contains("champions"), "40 days: still R4");
+    assert_eq!(
+        reevaluate_buyers(world.store.as_ref(), world.docs.as_ref(), world.clock.now())
+            .await
+            .expect("again"),
+        0,
+        "re-evaluating again changes nothing"
+    );
+
+    // 60 days on: the champion (70 days since) is loyal, the first new customer (62) needs attention.
+    world.clock.advance(Duration::days(30));
+    reevaluate_buyers(world.store.as_ref(), world.docs.as_ref(), world.clock.now())
+        .await
+        .expect("re-evaluate");
+    world.settle().await;
+    assert_eq!(
+        world.segments_of(1).await,
+        set(&["loyal-customers", "high-value", "buyers", "affinity-books"])
+    );
+    assert_eq!(
+        world.segments_of(0).await,
+        set(&["needs-attention", "buyers", "affinity-lamps"])
+    );
+
+    // The membership events say why, on the customer's segments stream: the
+    // last two are the clock's doing.
+    let events = world
+        .store
+        .read_stream(&stream_id(&customer(1)), 0, 100)
+        .await
+        .expect("stream");
+    let last: Vec<(&str, &str)> = events[events.len() - 2..]
+        .iter()
+        .map(|e| (e.event_type.as_str(), e.data["segment"].as_str().unwrap_or("")))
+        .collect();
+    assert_eq!(
+        last,
+        [
+            ("CustomerSegmentRemoved", "champions"),
+            ("CustomerSegmentAdded", "loyal-customers")
+        ]
+    );
+    assert_eq!(events[events.len() - 1].data["reason"], "rfm 3-4-5");
+    assert_eq!(
+        crate::bus::source_for(&events[events.len() - 2].event_type),
+        "crm.segments"
+    );
+}
+
+/// A small deterministic generator (xorshift64*), so failures reproduce.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn random_history(customers: usize, rng: &mut Rng) -> Vec<EventEnvelope> {
+    let categories = ["books", "lamps", "toys", "garden"];
+    let mut out = Vec::new();
+    for n in 0..customers {
+        let id = customer(n);
+        for j in 0..rng.below(9) {
+            let at = now() - Duration::days(rng.below(200) as i64) - Duration::minutes(rng.below(600) as i64);
+            let amount = 1_000 + rng.below(40_000) as i64;
+            let refund = if rng.below(4) == 0 { amount / 2 } else { 0 };
+            let category = categories[rng.below(4) as usize];
+            let mut order = paid_order(&id, &format!("{n}-{j}"), at, amount, category, refund);
+            if rng.below(5) == 0 {
+                // Never paid.
+                order.truncate(2);
+            }
+            out.extend(order);
+        }
+        for _ in 0..rng.below(4) {
+            let at = now() - Duration::days(rng.below(10) as i64);
+            out.push(event(&format!("activity-{id}"), &id, "CustomerLoggedIn", at, json!({})));
+        }
+    }
+    out
+}
+
+/// What must not depend on delivery: the metrics facts, the membership index
+/// and the membership each segments stream folds to.
+async fn outcome(
+    world: &World,
+    customers: usize,
+) -> (
+    Vec<(String, String, Value)>,
+    BTreeSet<(String, String)>,
+    Vec<BTreeMap<String, String>>,
+) {
+    let dump = world.docs.dump();
+    let facts = dump
+        .iter()
+        .filter(|((c, _, _), _)| c == PROFILE_METRICS)
+        .map(|((_, p, s), v)| (p.clone(), s.clone(), v.clone()))
+        .collect();
+    let index = dump
+        .keys()
+        .filter(|(c, _, _)| c == SEGMENT_MEMBERS)
+        .map(|(_, p, s)| (p.clone(), s.clone()))
+        .collect();
+    let mut memberships = Vec::new();
+    for n in 0..customers {
+        let (members, _) = current_membership(world.store.as_ref(), &customer(n))
+            .await
+            .expect("fold");
+        memberships.push(members.into_keys().map(|k| (k, String::new())).collect());
+    }
+    (facts, index, memberships)
+}
+
+#[tokio::test]
+async fn duplicated_and_reordered_delivery_gives_the_in_order_metrics_and_segments() {
+    let mut rng = Rng(0x00DD_BA11_5EED);
+    let customers = 40;
+    let history = random_history(customers, &mut rng);
+    assert!(history.len() > 300, "a meaningful history ({} events)", history.len());
+
+    let in_order = World::new(now());
+    in_order.append(&history).await;
+    in_order.settle().await;
+
+    let chaotic = World::new(now());
+    chaotic.append(&history).await;
+    let stored = chaotic.all().await;
+    let mut deliveries: Vec<&EventEnvelope> = Vec::new();
+    for e in &stored {
+        for _ in 0..(1 + rng.below(3)) {
+            deliveries.push(e);
+        }
+    }
+    for i in (1..deliveries.len()).rev() {
+        deliveries.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    let mut duplicates = 0;
+    for e in deliveries {
+        let outcome = chaotic.group.handle(e, now()).await.expect("handled");
+        assert!(outcome.parked.is_empty());
+        duplicates += outcome.duplicates.len();
+    }
+    assert!(duplicates > 0);
+    // Then whatever the evaluator appended, like the bus would.
+    chaotic.settle().await;
+
+    let (facts, index, memberships) = outcome(&in_order, customers).await;
+    assert!(!facts.is_empty() && !index.is_empty());
+    let got = outcome(&chaotic, customers).await;
+    assert_eq!(got.0, facts, "profile metrics facts");
+    assert_eq!(got.1, index, "segment membership index");
+    assert_eq!(got.2, memberships, "membership streams");
+    // The index agrees with the streams, and with a fresh evaluation.
+    for (n, members) in memberships.iter().enumerate() {
+        let indexed: BTreeSet<String> = chaotic.segments_of(n).await;
+        assert_eq!(indexed, members.keys().cloned().collect::<BTreeSet<_>>());
+        let fresh = evaluate(&chaotic.metrics_of(n).await);
+        assert_eq!(fresh.keys().cloned().collect::<BTreeSet<_>>(), indexed);
+    }
+    // Redelivering everything once more appends nothing.
+    let before = chaotic.all().await.len();
+    for e in chaotic.all().await {
+        chaotic.group.handle(&e, now()).await.expect("handled");
+    }
+    assert_eq!(chaotic.all().await.len(), before);
+}
