@@ -237,7 +237,7 @@ fn unknown_templates_and_bad_variables() {
         Err(RenderError::InvalidVariables { .. })
     ));
     let mut vars = sample("payment-failed");
-    vars["data"]["total_value_minor"] = json!("lots");
+    vars["data"]["amount_minor"] = json!("lots");
     assert!(matches!(
         render("payment-failed", &vars),
         Err(RenderError::Invalid {
