@@ -156,6 +156,19 @@ async fn every_operation_answers_with_a_documented_status() {
                 }
                 url = url.replacen(&id, &order_id, 1);
             }
+            // The attribution of an order the customer placed (projected once the bus settles).
+            Some("orderAttribution") => {
+                let body = format!(
+                    r#"{{"customer_id":"{id}","items":[{{"product_id":"sku-1","name":"Beans","quantity":2,"unit_price_minor":1250}}],"tax_minor":475,"shipping_minor":495,"total_minor":3470,"currency":"EUR","shipping_address":{{"line1":"1 Main St","city":"Berlin","postal_code":"10115","country":"DE"}}}}"#
+                );
+                let order = api.call("POST", "/orders", Some(&body)).await;
+                assert_eq!(order.status, 201, "{:?}", order.body);
+                let order_id = order.body["id"].as_str().expect("order id").to_string();
+                url = url.replacen(&id, &order_id, 1);
+            }
+            Some("campaignStats") => {
+                url = url.replacen(&id, "welcome", 1);
+            }
             // Campaign routes act on the shipped abandoned-cart campaign (resume: paused first).
             Some("getCampaign" | "putCampaign" | "pauseCampaign" | "resumeCampaign") => {
                 url = url.replacen(&id, "abandoned-cart", 1);
