@@ -1,5 +1,5 @@
 //! Multi-touch attribution (seed 000, "Multi-Touch Attribution"): which
-//! touchpoints (messages sent, opened and clicked; visits carrying UTM
+//! touchpoints (marketing messages sent, opened and clicked; visits carrying UTM
 //! parameters) led to an order, under five models.
 //!
 //! Credits are whole basis points (10 000 = 100 %) and values whole minor
@@ -109,6 +109,9 @@ struct MessageMeta {
     channel: String,
     #[serde(default)]
     campaign_id: Option<String>,
+    /// A transactional message (a verification, a receipt) is no touchpoint.
+    #[serde(default)]
+    transactional: bool,
 }
 
 #[derive(Deserialize)]
@@ -127,6 +130,8 @@ struct MessageSentData {
     channel: String,
     #[serde(default)]
     campaign_id: Option<String>,
+    #[serde(default)]
+    category: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -234,6 +239,7 @@ impl Projection for AttributionProjection {
                 let meta = MessageMeta {
                     channel: d.channel.clone(),
                     campaign_id: d.campaign_id.clone(),
+                    transactional: d.category.as_deref() == Some("transactional"),
                 };
                 let touch = Touchpoint {
                     at: event.occurred_at,
@@ -241,14 +247,15 @@ impl Projection for AttributionProjection {
                     campaign: d.campaign_id,
                     event_type: event.event_type.clone(),
                 };
-                Ok(vec![
-                    ReadOp::Put {
-                        partition: message_partition(&d.message_id),
-                        sort: MESSAGE_SORT.into(),
-                        body: encode(&meta)?,
-                    },
-                    touch_op(&customer, event, &touch)?,
-                ])
+                let mut ops = vec![ReadOp::Put {
+                    partition: message_partition(&d.message_id),
+                    sort: MESSAGE_SORT.into(),
+                    body: encode(&meta)?,
+                }];
+                if !meta.transactional {
+                    ops.push(touch_op(&customer, event, &touch)?);
+                }
+                Ok(ops)
             }
             "EmailOpened" | "EmailClicked" => {
                 let d: MessageFeedbackData = data(event)?;
@@ -260,6 +267,9 @@ impl Projection for AttributionProjection {
                     Some(v) => serde_json::from_value(v).unwrap_or_default(),
                     None => MessageMeta::default(),
                 };
+                if meta.transactional {
+                    return Ok(Vec::new());
+                }
                 let touch = Touchpoint {
                     at: event.occurred_at,
                     channel: if meta.channel.is_empty() {

@@ -98,7 +98,8 @@ fn order(order_id: &str, customer: &str, total: i64) -> Value {
 /// customer a: PageViewed utm social/summer at T-40d (outside the 30-day
 ///   lookback), PageViewed utm google/cpc/autumn at T-21d, ProductViewed
 ///   T-20d, MessageSent m1 email welcome T-14d, MessageSent m2 sms welcome
-///   T-7d, ItemAddedToCart T-2d, CheckoutStarted T-1d, EmailClicked m1 at T,
+///   T-7d, a transactional MessageSent m5 T-10d and its open T-9d (no
+///   touchpoints), ItemAddedToCart T-2d, CheckoutStarted T-1d, EmailClicked m1 at T,
 ///   OrderPlaced o-a 10 001 EUR at T, EmailOpened m1 at T+1h (after the order).
 /// customer b: PageViewed T-3d, ProductViewed T-3d+1h, ItemAddedToCart
 ///   T-3d+2h; MessageSent m3 email welcome T-5d.
@@ -185,6 +186,19 @@ pub(crate) async fn fixed_history() -> Arc<InMemoryEventStore> {
         "a",
         t - days(7),
         sent("m2", "a", "sms", "welcome"),
+    )
+    .await;
+    // A transactional message (and its open) is no touchpoint.
+    let mut receipt = sent("m5", "a", "email", "email-verification");
+    receipt["category"] = json!("transactional");
+    put(st, "message-m5", "MessageSent", "a", t - days(10), receipt).await;
+    put(
+        st,
+        "message-m5",
+        "EmailOpened",
+        "a",
+        t - days(9),
+        json!({ "message_id": "m5", "customer_id": "a" }),
     )
     .await;
     put(
