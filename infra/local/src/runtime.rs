@@ -131,6 +131,16 @@ async fn fire_due(bus: &LocalBus, scheduler: &SqliteScheduler, clock: &dyn Clock
     Ok(due.len())
 }
 
+/// Re-evaluates every buyer's segments at `now` (membership events are
+/// appended; the bus delivers them). A failure is logged: the next day retries.
+async fn reevaluate_segments(store: &dyn EventStore, docs: &dyn ReadModelStore, now: DateTime<Utc>) {
+    match crm_core::segments::reevaluate_buyers(store, docs, now).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(events = n, "segments re-evaluated"),
+        Err(e) => tracing::error!(error = %e, "segment re-evaluation failed; retried tomorrow"),
+    }
+}
+
 impl LocalRuntime {
     /// Opens the runtime over the database file `db`, with the rules of `template`, on the system clock.
     pub fn open(db: &Path, template: &str) -> Result<Self, RuntimeError> {
@@ -175,7 +185,11 @@ impl LocalRuntime {
         for rule in rules_from_template(template)? {
             let (store, read): (Arc<dyn EventStore>, Arc<dyn ReadModelStore>) = (events.clone(), docs.clone());
             let target = match rule.target.as_str() {
-                "projector" => Target::new(rule, ConsumerGroup::projector(store, read, dead_letters.clone())),
+                // Segments depend on the clock and append membership events (which wake the bus).
+                "projector" => Target::new(
+                    rule,
+                    ConsumerGroup::projector_at(waking.clone(), read, dead_letters.clone(), clock.clone()),
+                ),
                 "consent" => Target::new(rule, ConsumerGroup::consent(store, read, dead_letters.clone())),
                 "campaign" => {
                     let catalog = Arc::new(StoredCatalog::new(waking.clone()));
@@ -272,7 +286,13 @@ impl LocalRuntime {
     /// may set a timer that is already due). Returns the new now.
     pub async fn advance(&self, by: chrono::Duration) -> Result<DateTime<Utc>, RuntimeError> {
         let clock = self.virtual_clock.as_ref().ok_or(RuntimeError::NotVirtual)?;
+        let before = clock.now();
         let now = clock.advance(by);
+        // The daily re-evaluation of time-dependent segments (recency).
+        if now.date_naive() != before.date_naive() {
+            self.bus.settle().await?;
+            reevaluate_segments(self.command_store().as_ref(), self.docs.as_ref(), now).await;
+        }
         loop {
             self.bus.settle().await?;
             if self.fire_due_timers().await? == 0 {
@@ -292,9 +312,17 @@ impl LocalRuntime {
             self.clock.clone(),
             self.wake.clone(),
         );
+        let (store, docs) = (self.command_store(), self.docs.clone());
         let poll = Duration::from_millis(500);
         tokio::spawn(async move {
+            let mut evaluated_on = None;
             loop {
+                // Once a day (and at start): time-dependent segments (recency).
+                let today = clock.now().date_naive();
+                if evaluated_on != Some(today) {
+                    reevaluate_segments(store.as_ref(), docs.as_ref(), clock.now()).await;
+                    evaluated_on = Some(today);
+                }
                 if let Err(e) = fire_due(&bus, &scheduler, clock.as_ref()).await {
                     tracing::error!(error = %e, "firing timers failed; retrying");
                 }

@@ -281,10 +281,10 @@ impl Projection for ProfileMetricsProjection {
         match event.event_type.as_str() {
             "OrderPlaced" => {
                 facts.placed_at = Some(event.occurred_at);
-                let items = field(event, "items")?
-                    .as_array()
-                    .ok_or_else(|| ProjectionError::Invalid("OrderPlaced.items is not an array".into()))?;
-                for item in items {
+                // Only the categories matter here: an order without items
+                // (older samples) simply has none.
+                let items = event.data.get("items").and_then(Value::as_array);
+                for item in items.into_iter().flatten() {
                     let quantity = item.get("quantity").and_then(Value::as_u64).unwrap_or(1);
                     if let Some(c) = item.get("category").and_then(Value::as_str).and_then(category_slug) {
                         *facts.categories.entry(c).or_insert(0) += quantity;
