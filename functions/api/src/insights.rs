@@ -42,7 +42,10 @@ fn time(q: &HashMap<String, String>, name: &str) -> Result<Option<DateTime<Utc>>
 }
 
 /// `from` (inclusive) and `to` (exclusive): both optional, `from` < `to`.
-fn optional_period(q: &HashMap<String, String>) -> Result<(Option<DateTime<Utc>>, Option<DateTime<Utc>>), Problem> {
+/// An optional start and end.
+type Bounds = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
+fn optional_period(q: &HashMap<String, String>) -> Result<Bounds, Problem> {
     let (from, to) = (time(q, "from")?, time(q, "to")?);
     if let (Some(f), Some(t)) = (from, to) {
         if f >= t {

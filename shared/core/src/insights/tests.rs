@@ -445,7 +445,7 @@ fn utm_medium_else_source_is_the_channel() {
 /// no share is negative; first- and last-touch give everything to one touchpoint.
 #[test]
 fn credits_sum_to_100_percent_and_values_to_the_total_for_every_model() {
-    let mut rng = Rng(0xA77_1B0_7E57);
+    let mut rng = Rng(0x00A7_71B0_7E57);
     let channels = ["email", "sms", "push", "cpc", "social", "newsletter"];
     let campaigns = [None, Some("welcome"), Some("autumn"), Some("win-back")];
     for case in 0..3_000 {
