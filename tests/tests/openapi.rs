@@ -166,6 +166,9 @@ async fn every_operation_answers_with_a_documented_status() {
                 let order_id = order.body["id"].as_str().expect("order id").to_string();
                 url = url.replacen(&id, &order_id, 1);
             }
+            Some("segmentMembers") => {
+                url = url.replacen(&id, "buyers", 1);
+            }
             Some("campaignStats") => {
                 url = url.replacen(&id, "welcome", 1);
             }

@@ -11,6 +11,7 @@ mod insights;
 mod orders;
 mod problem;
 mod reads;
+mod segments;
 mod templates;
 mod unsubscribe;
 
@@ -50,6 +51,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/customers/{id}/events"),
     ("GET", "/customers/{id}/timeline"),
     ("GET", "/customers/{id}/consents"),
+    ("POST", "/customers/{id}/activity"),
+    ("GET", "/customers/{id}/segments"),
+    ("GET", "/segments"),
+    ("GET", "/segments/{id}/members"),
     ("POST", "/carts"),
     ("GET", "/carts/{id}"),
     ("POST", "/carts/{id}/items"),
@@ -175,6 +180,10 @@ pub fn router(state: AppState) -> Router {
         .route("/customers/{id}/events", get(c::list_events))
         .route("/customers/{id}/timeline", get(reads::timeline))
         .route("/customers/{id}/consents", get(reads::consents))
+        .route("/customers/{id}/activity", post(segments::record))
+        .route("/customers/{id}/segments", get(segments::customer_segments))
+        .route("/segments", get(segments::list))
+        .route("/segments/{id}/members", get(segments::members))
         .route("/carts", post(carts::create))
         .route("/carts/{id}", get(carts::get_cart))
         .route("/carts/{id}/items", post(carts::add_item))

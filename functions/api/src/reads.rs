@@ -34,9 +34,14 @@ fn profile_json(p: &views::CustomerProfile) -> serde_json::Value {
     serde_json::to_value(p).unwrap_or(serde_json::Value::Null)
 }
 
+/// `GET /customers/{id}`: the customer 360 with its profile metrics, whose
+/// windows are evaluated against the clock now.
 pub async fn get_customer(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, Problem> {
     let id = customer_id(&id)?;
-    Ok(Json(profile_json(&profile_or_404(&state, &id).await?)).into_response())
+    let mut view = profile_json(&profile_or_404(&state, &id).await?);
+    let metrics = crate::segments::metrics_now(&state, &id).await?;
+    view["metrics"] = crate::segments::metrics_json(&metrics);
+    Ok(Json(view).into_response())
 }
 
 /// `GET /customers?email=`: the customers registered under an address.
