@@ -20,7 +20,9 @@ Steps:
   3. consent <- consent-granted.json: the ledger holds marketing/email,
      its checkpoint is at 2 (version 1 read from the events table);
   4. consent <- the same event again: a duplicate, nothing changes;
-  5. projector <- an event whose detail is not an envelope: answered (not
+  5. projector <- order-placed.json (crm.commerce): the attribution order
+     fact and the funnel's purchase step appear;
+  6. projector <- an event whose detail is not an envelope: answered (not
      failed) and parked in the dead-letter queue.
 
 Usage: consumer_smoke.py <invoke-port>
@@ -43,7 +45,9 @@ from botocore.exceptions import ClientError
 REPO = pathlib.Path(__file__).resolve().parent.parent
 REGISTERED = REPO / "events" / "projector" / "customer-registered.json"
 GRANTED = REPO / "events" / "consent" / "consent-granted.json"
+ORDER_PLACED = REPO / "events" / "projector" / "order-placed.json"
 PROJECTOR_CONSUMERS = ["customer-360", "timeline", "email-index"]
+PROJECTOR_CONSUMERS += ["funnel", "attribution", "campaign-stats"]
 CONSENT_CONSUMERS = ["consent-ledger"]
 
 
@@ -227,6 +231,21 @@ def run(port: int) -> None:
     expect_delivered("consent", answer, CONSENT_CONSUMERS, duplicate=True)
     again = document(ddb, read_models, "consent-ledger", customer, "current#marketing#email")
     check("consent: duplicate delivery changed nothing", again == record)
+
+    # An order (crm.commerce) reaches the insight projections: the order
+    # attribution reads, and its funnel step under the customer.
+    placed = json.loads(ORDER_PLACED.read_text())
+    order = placed["detail"]
+    ddb.put_item(TableName=events_table, Item=event_item(order))
+    answer = invoke(port, "projector", placed)
+    expect_delivered("projector", answer, PROJECTOR_CONSUMERS)
+    fact = document(ddb, read_models, "attribution", f"order#{order['data']['order_id']}", "order")
+    check("projector: the order is recorded for attribution",
+          fact.get("total_minor") == order["data"]["total_minor"] and fact.get("customer_id") == customer,
+          json.dumps(fact)[:300])
+    step = document(ddb, read_models, "funnel", customer,
+                    f"step#{order['occurred_at'][:19]}.000000Z#{order['event_id']}")
+    check("projector: the order is the customer's purchase stage", step.get("stage") == "purchase", json.dumps(step))
 
     garbage = dict(registered, id=str(uuid.uuid4()), detail={"not": "an envelope"})
     answer = invoke(port, "projector", garbage)
