@@ -1,0 +1,321 @@
+//! Activity events, profile metrics and segments through the HTTP API on a
+//! virtual clock: orders placed and paid through the order API, logins and
+//! product views through the activity route, the 30-day figure falling as
+//! the clock moves, and segment membership changing with recency.
+
+use chrono::{DateTime, Duration, Utc};
+use crm_tests::{registration, TestApi};
+use serde_json::{json, Value};
+
+fn start() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-11-23T09:00:00Z")
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_default()
+}
+
+async fn customer(api: &TestApi, email: &str) -> String {
+    let created = api.call("POST", "/customers", Some(&registration(email))).await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    created.body["id"].as_str().expect("id").to_string()
+}
+
+/// Places an order of `total` (one item of `category`) and pays it; returns the order id.
+async fn paid_order(api: &TestApi, customer_id: &str, total: i64, category: &str) -> String {
+    let body = json!({
+        "customer_id": customer_id,
+        "items": [{ "product_id": "sku-1", "name": "Thing", "category": category, "quantity": 1, "unit_price_minor": total }],
+        "tax_minor": 0, "shipping_minor": 0, "total_minor": total, "currency": "EUR",
+        "shipping_address": { "line1": "1 Main St", "city": "Berlin", "postal_code": "10115", "country": "DE" }
+    });
+    let order = api.call("POST", "/orders", Some(&body.to_string())).await;
+    assert_eq!(order.status, 201, "{:?}", order.body);
+    let order_id = order.body["id"].as_str().expect("order id").to_string();
+    let payment = json!({
+        "payment_id": format!("pay-{order_id}"), "status": "succeeded", "method": "credit-card",
+        "amount_minor": total, "currency": "EUR", "transaction_id": "tx-1"
+    });
+    let paid = api
+        .call(
+            "POST",
+            &format!("/orders/{order_id}/payments"),
+            Some(&payment.to_string()),
+        )
+        .await;
+    assert_eq!(paid.status, 200, "{:?}", paid.body);
+    order_id
+}
+
+async fn metrics(api: &TestApi, id: &str) -> Value {
+    let got = api.call("GET", &format!("/customers/{id}"), None).await;
+    assert_eq!(got.status, 200, "{:?}", got.body);
+    assert_eq!(got.body["id"], id, "the customer 360 keeps its fields");
+    got.body["metrics"].clone()
+}
+
+async fn segments_of(api: &TestApi, id: &str) -> Vec<String> {
+    let got = api.call("GET", &format!("/customers/{id}/segments"), None).await;
+    assert_eq!(got.status, 200, "{:?}", got.body);
+    let mut out: Vec<String> = got.body["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|m| m["segment"].as_str().map(str::to_string))
+        .collect();
+    out.sort();
+    out
+}
+
+async fn advance(api: &TestApi, days: i64) {
+    api.runtime
+        .advance(Duration::days(days))
+        .await
+        .expect("advance the virtual clock");
+}
+
+#[tokio::test]
+async fn activity_is_typed_validated_and_idempotent() {
+    let api = TestApi::at(start());
+    let id = customer(&api, "browser@example.com").await;
+    let url = format!("/customers/{id}/activity");
+    let viewed = json!({
+        "type": "ProductViewed", "product_id": "sku-1", "name": "Mug", "category": "kitchen",
+        "price_minor": 900, "session_id": "s-1", "utm": { "source": "newsletter" },
+        "occurred_at": "2026-11-22T09:00:00Z"
+    })
+    .to_string();
+    let stored = api.call("POST", &url, Some(&viewed)).await;
+    assert_eq!(stored.status, 201, "{:?}", stored.body);
+    assert_eq!(stored.body["stream_id"], format!("activity-{id}"));
+    assert_eq!(stored.body["type"], "ProductViewed");
+    assert_eq!(stored.body["occurred_at"], "2026-11-22T09:00:00Z");
+    assert_eq!(stored.body["data"]["utm"]["source"], "newsletter");
+
+    let before = api.event_count().await;
+    let refused = |body: Value, field: &'static str| (body.to_string(), field);
+    for (body, field) in [
+        refused(json!({ "type": "ProductLiked", "product_id": "sku-1" }), "type"),
+        refused(
+            json!({ "type": "ReviewRead", "product_id": "sku-1", "stars": 5 }),
+            "stars",
+        ),
+        refused(json!({ "type": "ReviewRead" }), "product_id"),
+        refused(
+            json!({ "type": "ReviewRead", "product_id": "sku-1", "utm": { "source": "x", "medium": 3 } }),
+            "utm.medium",
+        ),
+        refused(
+            json!({ "type": "CustomerLoggedIn", "occurred_at": "2026-11-23T10:00:00Z" }),
+            "occurred_at",
+        ),
+        refused(
+            json!({ "type": "CustomerLoggedIn", "occurred_at": "2026-11-10T09:00:00Z" }),
+            "occurred_at",
+        ),
+        refused(
+            json!({ "type": "SearchPerformed", "query": "mug", "results_count": -1 }),
+            "results_count",
+        ),
+    ] {
+        let answer = api.call("POST", &url, Some(&body)).await;
+        assert_eq!(answer.status, 422, "{body}: {:?}", answer.body);
+        assert_eq!(answer.content_type(), "application/problem+json");
+        assert_eq!(answer.body["field"], field, "{body}");
+    }
+    assert_eq!(api.call("POST", &url, Some("{not json")).await.status, 400);
+    let unknown = api
+        .call(
+            "POST",
+            "/customers/0190d7a0-0000-7000-8000-000000000000/activity",
+            Some(&viewed),
+        )
+        .await;
+    assert_eq!(unknown.status, 404);
+    assert_eq!(api.event_count().await, before, "nothing written on refusal");
+
+    // The same Idempotency-Key and body: answered again, stored once.
+    let login = json!({ "type": "CustomerLoggedIn", "session_id": "s-2" }).to_string();
+    let key = [("authorization", "Bearer test-token"), ("idempotency-key", "login-1")];
+    let first = api.call_with("POST", &url, Some(&login), &key).await;
+    assert_eq!(first.status, 201, "{:?}", first.body);
+    let again = api.call_with("POST", &url, Some(&login), &key).await;
+    assert_eq!(again.status, 201);
+    assert_eq!(again.body["event_id"], first.body["event_id"]);
+    assert_eq!(
+        again.headers.get("idempotent-replayed").map(|v| v.as_bytes()),
+        Some(&b"true"[..])
+    );
+    let other = api
+        .call_with(
+            "POST",
+            &url,
+            Some(&json!({ "type": "CustomerLoggedIn" }).to_string()),
+            &key,
+        )
+        .await;
+    assert_eq!(
+        (other.status.as_u16(), other.body["field"].as_str()),
+        (422, Some("Idempotency-Key"))
+    );
+    let logins = api
+        .all_events()
+        .await
+        .into_iter()
+        .filter(|e| e.event_type == "CustomerLoggedIn")
+        .count();
+    assert_eq!(logins, 1);
+}
+
+#[tokio::test]
+async fn windowed_metrics_fall_as_the_clock_moves_and_segments_follow_recency() {
+    let api = TestApi::at(start());
+    let id = customer(&api, "shopper@example.com").await;
+    let fresh = metrics(&api, &id).await;
+    assert_eq!(
+        (fresh["orders"].as_u64(), fresh["transactions_30d"].as_u64()),
+        (Some(0), Some(0))
+    );
+    assert!(segments_of(&api, &id).await.is_empty());
+
+    paid_order(&api, &id, 12_000, "Kitchen").await;
+    // An order placed but never paid is not a transaction.
+    let unpaid = json!({
+        "customer_id": id,
+        "items": [{ "product_id": "sku-2", "name": "Pan", "quantity": 1, "unit_price_minor": 5000 }],
+        "tax_minor": 0, "shipping_minor": 0, "total_minor": 5000, "currency": "EUR",
+        "shipping_address": { "line1": "1 Main St", "city": "Berlin", "postal_code": "10115", "country": "DE" }
+    });
+    assert_eq!(api.call("POST", "/orders", Some(&unpaid.to_string())).await.status, 201);
+    let login = json!({ "type": "CustomerLoggedIn" }).to_string();
+    for _ in 0..2 {
+        let l = api
+            .call("POST", &format!("/customers/{id}/activity"), Some(&login))
+            .await;
+        assert_eq!(l.status, 201, "{:?}", l.body);
+    }
+    advance(&api, 10).await;
+    let second = paid_order(&api, &id, 8_000, "kitchen").await;
+    let refund = json!({ "refund_type": "partial", "amount_minor": 3_000, "reason": "quality-issue" }).to_string();
+    let refunded = api
+        .call("POST", &format!("/orders/{second}/refunds"), Some(&refund))
+        .await;
+    assert_eq!(refunded.status, 200, "{:?}", refunded.body);
+
+    // Day 10: two paid orders (120.00 and 80.00, 30.00 refunded), logins 10 days ago.
+    let m = metrics(&api, &id).await;
+    assert_eq!(m["transactions_30d"], 2);
+    assert_eq!(m["transaction_value_30d_minor"], 17_000);
+    assert_eq!(m["orders"], 2);
+    assert_eq!(m["total_spent_minor"], 20_000);
+    assert_eq!(m["refunded_minor"], 3_000);
+    assert_eq!(m["lifetime_value_minor"], 17_000);
+    assert_eq!(m["average_order_value_minor"], 8_500);
+    assert_eq!(m["order_frequency_per_month"], 2.0);
+    assert_eq!(m["logins_7d"], 0, "the logins were 10 days ago");
+    assert_eq!(m["last_login_at"], "2026-11-23T09:00:00Z");
+    assert_eq!(m["category_affinity"]["kitchen"], 1.0);
+    assert_eq!(m["currency"], "EUR");
+    assert_eq!(
+        segments_of(&api, &id).await,
+        ["affinity-kitchen", "buyers", "new-customers"]
+    );
+    let seg = api.call("GET", &format!("/customers/{id}/segments"), None).await;
+    assert_eq!(
+        seg.body["rfm"],
+        json!({ "recency": 5, "frequency": 2, "monetary": 2, "segment": "new-customers" })
+    );
+
+    // Day 31: the first order (day 0) has left the 30-day window.
+    advance(&api, 21).await;
+    let m = metrics(&api, &id).await;
+    assert_eq!(
+        (
+            m["transactions_30d"].as_u64(),
+            m["transaction_value_30d_minor"].as_i64()
+        ),
+        (Some(1), Some(5_000))
+    );
+    assert_eq!(m["lifetime_value_minor"], 17_000, "lifetime figures do not decay");
+    // Day 40: nothing left in the window.
+    advance(&api, 9).await;
+    let m = metrics(&api, &id).await;
+    assert_eq!(
+        (
+            m["transactions_30d"].as_u64(),
+            m["transaction_value_30d_minor"].as_i64()
+        ),
+        (Some(0), Some(0))
+    );
+
+    // Day 71: 61 days since the last order, recency 3: the daily re-evaluation
+    // moves the customer from new-customers to needs-attention, with events.
+    advance(&api, 31).await;
+    assert_eq!(
+        segments_of(&api, &id).await,
+        ["affinity-kitchen", "buyers", "needs-attention"]
+    );
+    let changes: Vec<(String, String)> = api
+        .all_events()
+        .await
+        .into_iter()
+        .filter(|e| e.stream_id == format!("segments-{id}"))
+        .map(|e| (e.event_type, e.data["segment"].as_str().unwrap_or("").to_string()))
+        .collect();
+    assert_eq!(
+        changes[changes.len() - 2..],
+        [
+            ("CustomerSegmentRemoved".to_string(), "new-customers".to_string()),
+            ("CustomerSegmentAdded".to_string(), "needs-attention".to_string())
+        ]
+    );
+    let health = api.call("GET", "/health", None).await;
+    assert_eq!(health.body["status"], "ok", "nothing parked: {:?}", health.body);
+}
+
+#[tokio::test]
+async fn segments_list_their_rules_counts_and_members_page_by_page() {
+    let api = TestApi::at(start());
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let id = customer(&api, &format!("buyer{n}@example.com")).await;
+        paid_order(&api, &id, 2_000 + n * 1_000, "garden").await;
+        ids.push(id);
+    }
+    ids.sort();
+    let list = api.call("GET", "/segments", None).await;
+    assert_eq!(list.status, 200, "{:?}", list.body);
+    let items = list.body["items"].as_array().expect("items");
+    let find = |id: &str| items.iter().find(|s| s["id"] == id).cloned().unwrap_or(Value::Null);
+    assert_eq!(find("buyers")["members"], 3);
+    assert_eq!(find("new-customers")["members"], 3);
+    assert_eq!(find("champions")["members"], 0);
+    assert_eq!(find("affinity-garden")["members"], 3);
+    assert!(find("high-value")["rule"].as_str().unwrap_or("").contains("1000.00"));
+
+    let page = api.call("GET", "/segments/buyers/members?limit=2", None).await;
+    assert_eq!(page.status, 200, "{:?}", page.body);
+    let first: Vec<&str> = page.body["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|m| m["customer_id"].as_str())
+        .collect();
+    assert_eq!(first, [ids[0].as_str(), ids[1].as_str()]);
+    let next = page.body["next_after"].as_str().expect("next page").to_string();
+    let rest = api
+        .call("GET", &format!("/segments/buyers/members?limit=2&after={next}"), None)
+        .await;
+    assert_eq!(rest.body["items"][0]["customer_id"], ids[2].as_str());
+    assert_eq!(rest.body["next_after"], Value::Null);
+
+    assert_eq!(api.call("GET", "/segments/vips/members", None).await.status, 404);
+    let bad = api.call("GET", "/segments/buyers/members?limit=0", None).await;
+    assert_eq!((bad.status.as_u16(), bad.body["field"].as_str()), (422, Some("limit")));
+    let bad = api.call("GET", "/segments/buyers/members?page=2", None).await;
+    assert_eq!((bad.status.as_u16(), bad.body["field"].as_str()), (422, Some("page")));
+    assert_eq!(
+        api.call("GET", "/customers/0190d7a0-0000-7000-8000-000000000000/segments", None)
+            .await
+            .status,
+        404
+    );
+}
