@@ -2,7 +2,8 @@
 //! the real API router in-process. A customer registers with marketing email
 //! consent, verifies the email, fills a cart, leaves it; the cart is abandoned
 //! after 60 minutes, the abandoned-cart campaign reminds 60 minutes later, and
-//! an order ends the journey. Prints the timeline of every stored event and
+//! an order of the cart (through the order API), paid, ends the journey and is
+//! confirmed. Prints the timeline of every stored event and
 //! the explain chain of the reminder.
 
 use crate::bus::BUILT_IN_TEMPLATE;
@@ -12,7 +13,7 @@ use axum::http::Request;
 use chrono::{DateTime, Duration, Utc};
 use crm_core::event::EventEnvelope;
 use crm_core::journey::explain::explain;
-use crm_core::ports::{AppendError, AppendRequest, EventStore, ExpectedVersion, StoreError};
+use crm_core::ports::{EventStore, StoreError};
 use serde_json::{json, Value};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -30,8 +31,6 @@ pub enum DemoError {
     Runtime(#[from] RuntimeError),
     #[error("store: {0}")]
     Store(#[from] StoreError),
-    #[error("append: {0}")]
-    Append(#[from] AppendError),
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
     #[error("{0}")]
@@ -115,53 +114,6 @@ impl Demo {
             }
         }
     }
-
-    /// Appends one event of the commerce context (no order API yet) to an order stream now at
-    /// version `after`, and settles the bus.
-    async fn append_order_event(
-        &mut self,
-        order_id: uuid::Uuid,
-        after: u64,
-        event_type: &str,
-        customer_id: &str,
-        data: Value,
-    ) -> Result<(), DemoError> {
-        let now = self.runtime.clock.now();
-        let event_id = uuid::Uuid::now_v7();
-        let event = EventEnvelope {
-            event_id,
-            stream_id: format!("order-{order_id}"),
-            version: after + 1,
-            event_type: event_type.into(),
-            schema_version: 1,
-            customer_id: Some(customer_id.to_string()),
-            occurred_at: now,
-            recorded_at: now,
-            causation_id: None,
-            correlation_id: order_id,
-            actor: "api:demo".into(),
-            data,
-        };
-        let expected = if after == 0 {
-            ExpectedVersion::NoStream
-        } else {
-            ExpectedVersion::Exactly(after)
-        };
-        self.runtime
-            .command_store()
-            .append(AppendRequest {
-                stream_id: event.stream_id.clone(),
-                expected,
-                events: vec![event],
-                reservations: vec![],
-                receipt: None,
-            })
-            .await?;
-        self.runtime.bus.settle().await?;
-        let line = format!("{}  appended {event_type} to order-{order_id}", self.now());
-        self.say(line);
-        Ok(())
-    }
 }
 
 fn minutes_label(d: Duration) -> String {
@@ -171,7 +123,7 @@ fn minutes_label(d: Duration) -> String {
 
 /// A short summary of an event's data: its most telling fields.
 fn summary(e: &EventEnvelope) -> String {
-    const KEYS: [&str; 14] = [
+    const KEYS: [&str; 16] = [
         "email",
         "purpose",
         "channel",
@@ -179,7 +131,9 @@ fn summary(e: &EventEnvelope) -> String {
         "quantity",
         "unit_price_minor",
         "total_value_minor",
+        "total_minor",
         "currency",
+        "confirmation_number",
         "campaign_id",
         "campaign_version",
         "step_id",
@@ -313,29 +267,43 @@ pub async fn run_story(data_dir: Option<&Path>) -> Result<String, DemoError> {
     demo.advance(60).await?;
     demo.advance(60).await?;
 
-    // An order (no order API yet: the commerce issue brings it).
+    // The cart ordered, through the order API, and paid: the order ends the
+    // abandoned-cart journey, and its confirmation starts the order-confirmation one.
     demo.advance(30).await?;
-    let line = format!(
-        "{}  (no order API yet - it comes with the commerce issue; appending the order's events directly)",
-        demo.now()
-    );
-    demo.say(line);
-    let order_id = uuid::Uuid::now_v7();
-    let order = json!({
-        "order_id": order_id,
-        "cart_id": cart_id,
-        "items": [
-            { "product_id": "lamp-01", "name": "Desk lamp", "quantity": 1, "unit_price_minor": 4000 },
-            { "product_id": "shade-02", "name": "Lamp shade", "quantity": 1, "unit_price_minor": 2500 }
-        ],
-        "total_value_minor": 6500,
-        "currency": "EUR"
-    });
-    demo.append_order_event(order_id, 0, "OrderPlaced", &customer_id, order.clone())
+    let order = demo
+        .call(
+            "POST",
+            "/orders",
+            Some(json!({
+                "customer_id": customer_id,
+                "cart_id": cart_id,
+                "tax_minor": 0,
+                "shipping_minor": 0,
+                "total_minor": 6500,
+                "shipping_address": { "line1": "Unter den Linden 1", "city": "Berlin", "postal_code": "10117", "country": "DE" }
+            })),
+        )
         .await?;
-    // The shipped order-confirmation campaign triggers on OrderConfirmed.
-    demo.append_order_event(order_id, 1, "OrderConfirmed", &customer_id, order)
+    let order_id = order["id"]
+        .as_str()
+        .ok_or_else(|| step("the order answer has no id"))?
+        .to_string();
+    for status in ["initiated", "succeeded"] {
+        demo.call(
+            "POST",
+            &format!("/orders/{order_id}/payments"),
+            Some(json!({
+                "payment_id": "pay-demo-1",
+                "status": status,
+                "method": "credit-card",
+                "amount_minor": 6500,
+                "currency": "EUR",
+                "provider": "demo",
+                "transaction_id": "tx-demo-1"
+            })),
+        )
         .await?;
+    }
     demo.advance(24 * 60).await?;
 
     // The timeline.
