@@ -319,3 +319,44 @@ async fn segments_list_their_rules_counts_and_members_page_by_page() {
         404
     );
 }
+
+async fn vip_journeys(api: &TestApi) -> usize {
+    api.all_events()
+        .await
+        .into_iter()
+        .filter(|e| e.event_type == "JourneyStarted" && e.data["campaign_id"] == "vip-thanks")
+        .count()
+}
+
+#[tokio::test]
+async fn campaigns_trigger_on_segment_events_and_entry_segment_is_enforced() {
+    let api = TestApi::at(start());
+    let campaign = json!({
+        "id": "vip-thanks",
+        "name": "VIP thanks",
+        "description": "Thanks a customer who became a champion or high value, if high value.",
+        "trigger": { "pattern": {
+            "source": ["crm.segments"],
+            "detail-type": ["CustomerSegmentAdded"],
+            "detail": { "data": { "segment": ["champions", "high-value"] } }
+        } },
+        "entry": { "segment": "high-value" },
+        "steps": [{ "id": "tag", "type": "update_segment", "segment": "vip-thanked", "action": "add" }]
+    });
+    let put = api
+        .call("PUT", "/campaigns/vip-thanks", Some(&campaign.to_string()))
+        .await;
+    assert!(put.status.is_success(), "{:?}", put.body);
+    let id = customer(&api, "vip@example.com").await;
+    // Five orders of 200.00: R5 F4 M5, a champion, but not yet high value
+    // (more than five orders needed): the trigger matches, entry refuses.
+    for _ in 0..5 {
+        paid_order(&api, &id, 20_000, "books").await;
+    }
+    assert!(segments_of(&api, &id).await.contains(&"champions".to_string()));
+    assert_eq!(vip_journeys(&api).await, 0, "not in high-value: no journey");
+    // The sixth makes them high value: one journey.
+    paid_order(&api, &id, 20_000, "books").await;
+    assert!(segments_of(&api, &id).await.contains(&"high-value".to_string()));
+    assert_eq!(vip_journeys(&api).await, 1);
+}

@@ -238,6 +238,13 @@ impl JourneyEngine {
                     continue;
                 }
             }
+            // Membership from the customer's segments stream, not the index
+            // (which another consumer may not have caught up yet).
+            if let Some(segment) = &campaign.entry.segment {
+                if !crate::segments::is_member_now(self.events.as_ref(), segment, &customer_id).await? {
+                    continue;
+                }
+            }
             let dedupe = match &campaign.entry.dedupe_key {
                 Some(path) => {
                     let segments: Vec<&str> = path.trim_start_matches("event.").split('.').collect();

@@ -529,6 +529,17 @@ pub async fn is_member(docs: &dyn ReadModelStore, segment: &str, customer_id: &s
         .is_some())
 }
 
+/// Is `customer_id` in `segment`, as their segments stream says? Strongly
+/// consistent (the index may lag behind): what the journey engine's
+/// `entry.segment` checks, one stream read.
+pub async fn is_member_now(store: &dyn EventStore, segment: &str, customer_id: &str) -> Result<bool, StoreError> {
+    match current_membership(store, customer_id).await {
+        Ok((members, _)) => Ok(members.contains_key(segment)),
+        Err(SegmentError::Store(e)) => Err(e),
+        Err(e) => Err(StoreError::Failed(e.to_string())),
+    }
+}
+
 /// Every segment: the fixed ones and the affinity segments seen so far, with rules.
 pub async fn all_segments(docs: &dyn ReadModelStore) -> Result<Vec<(String, String, String)>, StoreError> {
     let mut out: Vec<(String, String, String)> = SEGMENTS
