@@ -1,12 +1,14 @@
-//! The cart application service: load, decide, append (with an idempotency
-//! receipt), retry on a concurrency conflict; then keep the cart's inactivity
-//! timer in step with the cart (docs/decisions/0008-cart-inactivity.md).
+//! The cart application service: the shared command loop
+//! ([`AggregateService`]: load, decide, append with an idempotency receipt,
+//! retry on a concurrency conflict); then keep the cart's inactivity timer in
+//! step with the cart (docs/decisions/0008-cart-inactivity.md).
 
-use super::cart::{decide, evolve, stream_id, Cart, CartCommand, CartError, CartEvent, CartStatus};
+use super::cart::{stream_id, Cart, CartAggregate, CartCommand, CartError, CartStatus};
+use crate::aggregate::{AggregateError, AggregateService, Executed};
 use crate::clock::Clock;
-use crate::event::{envelopes, Actor, CommandMeta, DomainEvent, EventCodecError, EventEnvelope};
+use crate::event::{Actor, CommandMeta, EventCodecError, EventEnvelope};
 use crate::idempotency::IdempotencyKey;
-use crate::ports::{AppendError, AppendRequest, CommandReceipt, EventStore, ExpectedVersion, StoreError};
+use crate::ports::{EventStore, StoreError};
 use crate::scheduler::{timer_name, Scheduler, SchedulerError, TimerKind, TimerPayload};
 use chrono::{DateTime, Duration, Utc};
 use std::sync::Arc;
@@ -82,22 +84,34 @@ impl CartCommandError {
     }
 }
 
+impl From<AggregateError<CartError>> for CartCommandError {
+    fn from(e: AggregateError<CartError>) -> Self {
+        match e {
+            AggregateError::Rejected(e) => CartCommandError::Rejected(e),
+            AggregateError::IdempotencyKeyReused => CartCommandError::IdempotencyKeyReused,
+            AggregateError::Contended { attempts } => CartCommandError::Contended { attempts },
+            AggregateError::ReservationTaken { key } => {
+                CartCommandError::Store(StoreError::Failed(format!("unexpected reservation {key}")))
+            }
+            AggregateError::TooLarge(reason) => CartCommandError::TooLarge(reason),
+            AggregateError::Store(e) => CartCommandError::Store(e),
+            AggregateError::Codec(e) => CartCommandError::Codec(e),
+        }
+    }
+}
+
 pub struct CartService {
-    store: Arc<dyn EventStore>,
-    clock: Arc<dyn Clock>,
+    carts: AggregateService<CartAggregate>,
     scheduler: Arc<dyn Scheduler>,
     inactivity: Duration,
-    max_attempts: u32,
 }
 
 impl CartService {
     pub fn new(store: Arc<dyn EventStore>, clock: Arc<dyn Clock>, scheduler: Arc<dyn Scheduler>) -> Self {
         CartService {
-            store,
-            clock,
+            carts: AggregateService::new(store, clock),
             scheduler,
             inactivity: Duration::minutes(DEFAULT_INACTIVITY_MINUTES),
-            max_attempts: 8,
         }
     }
 
@@ -118,18 +132,7 @@ impl CartService {
     /// The cart's current state, or `None` if there is no such cart. Carts
     /// are short: the whole stream is folded.
     pub async fn load(&self, cart_id: &str) -> Result<Option<Cart>, CartCommandError> {
-        let stream = stream_id(cart_id);
-        let loaded = self.store.load(&stream).await?;
-        let events = match loaded.snapshot {
-            Some(_) => self.store.read_stream(&stream, 0, usize::MAX).await?,
-            None => loaded.events,
-        };
-        let mut state = None;
-        for envelope in &events {
-            let event = CartEvent::from_envelope(envelope)?;
-            state = evolve(state, &event, envelope.occurred_at, envelope.version);
-        }
-        Ok(state)
+        Ok(self.carts.load(cart_id).await?)
     }
 
     /// Runs a command: for `Create`, `cart_id` is the id the new cart gets.
@@ -144,80 +147,36 @@ impl CartService {
         idempotency: Option<&IdempotencyKey>,
         respond: CartResponseBuilder<'_>,
     ) -> Result<CartExecuted, CartCommandError> {
-        if let Some(key) = idempotency {
-            if let Some(receipt) = self.store.receipt(&key.receipt_key).await? {
-                let replayed = replay(&receipt, key)?;
+        match self
+            .carts
+            .execute(cart_id, command, &(), meta, idempotency, respond)
+            .await?
+        {
+            Executed::Applied {
+                state,
+                events,
+                status,
+                body,
+            } => {
+                // After the append: an outside effect under a deterministic
+                // name, safe to repeat.
+                self.sync_timer(&state).await?;
+                Ok(CartExecuted::Applied {
+                    cart: state,
+                    events,
+                    status,
+                    body,
+                })
+            }
+            Executed::Replayed { status, body } => {
                 // The first attempt may have stored the events and then
                 // failed to set the timer: set it now.
                 if let Some(cart) = self.load(cart_id).await? {
                     self.sync_timer(&cart).await?;
                 }
-                return Ok(replayed);
+                Ok(CartExecuted::Replayed { status, body })
             }
         }
-        let stream = stream_id(cart_id);
-        for _attempt in 0..self.max_attempts {
-            let state = self.load(cart_id).await?;
-            let decided = decide(state.as_ref(), command, cart_id)?;
-            let now = self.clock.now();
-            let current_version = state.as_ref().map_or(0, |c| c.version);
-            let expected = match state {
-                None => ExpectedVersion::NoStream,
-                Some(_) => ExpectedVersion::Exactly(current_version),
-            };
-            let mut new_state = state;
-            for (i, event) in decided.iter().enumerate() {
-                new_state = evolve(new_state, event, now, current_version + 1 + i as u64);
-            }
-            let Some(new_state) = new_state else {
-                return Err(CartError::NotFound.into());
-            };
-            let mut stored = envelopes(&stream, Some(&new_state.customer_id), &decided, meta, now)?;
-            for (i, envelope) in stored.iter_mut().enumerate() {
-                envelope.version = current_version + 1 + i as u64;
-            }
-            let (status, body) = respond(&new_state, &stored);
-            let receipt = idempotency.map(|key| CommandReceipt {
-                key: key.receipt_key.clone(),
-                request_hash: key.request_hash.clone(),
-                status,
-                body: body.clone(),
-                recorded_at: now,
-            });
-            let request = AppendRequest {
-                stream_id: stream.clone(),
-                expected,
-                events: stored,
-                reservations: Vec::new(),
-                receipt,
-            };
-            match self.store.append(request).await {
-                Ok(appended) => {
-                    // After the append: an outside effect under a deterministic
-                    // name, safe to repeat.
-                    self.sync_timer(&new_state).await?;
-                    return Ok(CartExecuted::Applied {
-                        cart: Box::new(new_state),
-                        events: appended.events,
-                        status,
-                        body,
-                    });
-                }
-                Err(AppendError::Conflict { .. }) => continue,
-                Err(AppendError::DuplicateCommand(receipt)) => match idempotency {
-                    Some(key) => return replay(&receipt, key),
-                    None => return Err(StoreError::Failed("unexpected duplicate command".into()).into()),
-                },
-                Err(AppendError::ReservationTaken { key }) => {
-                    return Err(StoreError::Failed(format!("unexpected reservation {key}")).into())
-                }
-                Err(AppendError::TooLarge(reason)) => return Err(CartCommandError::TooLarge(reason)),
-                Err(AppendError::Store(e)) => return Err(e.into()),
-            }
-        }
-        Err(CartCommandError::Contended {
-            attempts: self.max_attempts,
-        })
     }
 
     /// Sets the timer of an open cart (due one inactivity period after its
@@ -262,38 +221,25 @@ impl CartService {
         if payload.set_at_version != cart.version {
             return Ok(TimerOutcome::Superseded);
         }
-        let decided = decide(Some(&cart), &CartCommand::MarkAbandoned { now }, cart_id)?;
         let meta = CommandMeta::new(Actor::system("cart-inactivity"));
-        let mut stored = envelopes(&stream_id(cart_id), Some(&cart.customer_id), &decided, &meta, now)?;
-        for (i, envelope) in stored.iter_mut().enumerate() {
-            envelope.version = cart.version + 1 + i as u64;
-        }
-        let request = AppendRequest {
-            stream_id: stream_id(cart_id),
-            expected: ExpectedVersion::Exactly(cart.version),
-            events: stored,
-            reservations: Vec::new(),
-            receipt: None,
-        };
-        match self.store.append(request).await {
-            Ok(appended) => Ok(TimerOutcome::Abandoned {
-                events: appended.events,
-            }),
-            // A concurrent activity won; it set a new timer.
-            Err(AppendError::Conflict { .. }) => Ok(TimerOutcome::Superseded),
-            Err(AppendError::TooLarge(reason)) => Err(CartCommandError::TooLarge(reason)),
-            Err(AppendError::Store(e)) => Err(e.into()),
-            Err(other) => Err(StoreError::Failed(other.to_string()).into()),
+        let respond = |_: &Cart, _: &[EventEnvelope]| (200, serde_json::Value::Null);
+        // One attempt against the state the timer was checked on: a
+        // concurrent activity that wins has set a new timer.
+        match self
+            .carts
+            .try_once(
+                cart_id,
+                Some(cart),
+                &CartCommand::MarkAbandoned { now },
+                &(),
+                &meta,
+                None,
+                &respond,
+            )
+            .await?
+        {
+            Some(Executed::Applied { events, .. }) => Ok(TimerOutcome::Abandoned { events }),
+            Some(Executed::Replayed { .. }) | None => Ok(TimerOutcome::Superseded),
         }
     }
-}
-
-fn replay(receipt: &CommandReceipt, key: &IdempotencyKey) -> Result<CartExecuted, CartCommandError> {
-    if receipt.request_hash != key.request_hash {
-        return Err(CartCommandError::IdempotencyKeyReused);
-    }
-    Ok(CartExecuted::Replayed {
-        status: receipt.status,
-        body: receipt.body.clone(),
-    })
 }
