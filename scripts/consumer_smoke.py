@@ -22,6 +22,10 @@ Steps:
   4. consent <- the same event again: a duplicate, nothing changes;
   5. projector <- order-placed.json (crm.commerce): the attribution order
      fact and the funnel's purchase step appear;
+  5b. projector <- payment-succeeded.json (version 2 of the order stream):
+     the profile metrics record the payment, and the segment evaluator
+     appends CustomerSegmentAdded (buyers among them) to the customer's
+     segments stream in the events table;
   6. projector <- an event whose detail is not an envelope: answered (not
      failed) and parked in the dead-letter queue.
 
@@ -48,6 +52,8 @@ GRANTED = REPO / "events" / "consent" / "consent-granted.json"
 ORDER_PLACED = REPO / "events" / "projector" / "order-placed.json"
 PROJECTOR_CONSUMERS = ["customer-360", "timeline", "email-index"]
 PROJECTOR_CONSUMERS += ["funnel", "attribution", "campaign-stats"]
+PROJECTOR_CONSUMERS += ["profile-metrics", "segment-evaluator", "segment-members"]
+PAYMENT_SUCCEEDED = REPO / "events" / "projector" / "payment-succeeded.json"
 CONSENT_CONSUMERS = ["consent-ledger"]
 
 
@@ -246,6 +252,39 @@ def run(port: int) -> None:
     step = document(ddb, read_models, "funnel", customer,
                     f"step#{order['occurred_at'][:19]}.000000Z#{order['event_id']}")
     check("projector: the order is the customer's purchase stage", step.get("stage") == "purchase", json.dumps(step))
+
+    # The payment makes the customer a buyer: profile metrics and segment
+    # membership events, appended by the projector to the events table.
+    paid = json.loads(PAYMENT_SUCCEEDED.read_text())
+    payment = paid["detail"]
+    if (payment["stream_id"], payment["version"]) != (order["stream_id"], order["version"] + 1):
+        raise SmokeFailure("payment-succeeded.json must follow order-placed.json on the order stream")
+    ddb.put_item(TableName=events_table, Item=event_item(payment))
+    answer = invoke(port, "projector", paid)
+    expect_delivered("projector", answer, PROJECTOR_CONSUMERS)
+    facts = document(ddb, read_models, "profile-metrics", customer, f"order#{order['data']['order_id']}")
+    check("projector: the payment is in the customer's profile metrics",
+          [p.get("amount_minor") for p in facts.get("payments", [])] == [payment["data"]["amount_minor"]],
+          json.dumps(facts)[:300])
+    items = ddb.query(
+        TableName=events_table,
+        KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": f"segments-{customer}"}},
+        ConsistentRead=True,
+    ).get("Items", [])
+    added = sorted(json.loads(i["data"]["S"]).get("segment", "") for i in items
+                   if i.get("type", {}).get("S") == "CustomerSegmentAdded")
+    check("projector: segment membership appended to the events table",
+          "buyers" in added and len(added) == len(items), json.dumps(added))
+    answer = invoke(port, "projector", paid)
+    expect_delivered("projector", answer, PROJECTOR_CONSUMERS, duplicate=True)
+    again = ddb.query(
+        TableName=events_table,
+        KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": f"segments-{customer}"}},
+        ConsistentRead=True,
+    ).get("Items", [])
+    check("projector: a redelivered payment appends no membership twice", len(again) == len(items))
 
     garbage = dict(registered, id=str(uuid.uuid4()), detail={"not": "an envelope"})
     answer = invoke(port, "projector", garbage)
