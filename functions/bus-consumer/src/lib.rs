@@ -8,6 +8,7 @@
 pub mod handler;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod timer;
 
 pub use crm_aws::lambda::{init_tracing, ConfigError};
 pub use handler::{handle, Handled, HandlerError};
@@ -15,6 +16,7 @@ pub use handler::{handle, Handled, HandlerError};
 use aws_config::BehaviorVersion;
 use crm_aws::dynamodb::{DynamoEventStore, DynamoReadModels};
 use crm_aws::lambda::required;
+use crm_aws::scheduler::EventBridgeScheduler;
 use crm_aws::sqs::SqsDeadLetterQueue;
 use crm_core::consumer::ConsumerGroup;
 use crm_core::ports::{DeadLetterQueue, EventStore, ReadModelStore};
@@ -51,6 +53,41 @@ impl Config {
     }
 }
 
+/// The AWS ports every bus-fed function uses, built once at cold start.
+pub struct Ports {
+    pub events: Arc<DynamoEventStore>,
+    pub docs: Arc<DynamoReadModels>,
+    pub dead_letters: Arc<dyn DeadLetterQueue>,
+}
+
+impl Ports {
+    pub fn new(aws: &aws_config::SdkConfig, config: Config) -> Self {
+        let dynamodb = aws_sdk_dynamodb::Client::new(aws);
+        Ports {
+            events: Arc::new(DynamoEventStore::new(dynamodb.clone(), config.events_table)),
+            docs: Arc::new(DynamoReadModels::new(dynamodb, config.read_models_table)),
+            dead_letters: Arc::new(SqsDeadLetterQueue::new(
+                aws_sdk_sqs::Client::new(aws),
+                config.dead_letter_queue_url,
+            )),
+        }
+    }
+}
+
+/// The scheduler of the functions that set timers (campaign, channel):
+/// `SCHEDULE_GROUP`, `EVENT_BUS_ARN`, `SCHEDULER_ROLE_ARN` and, optionally,
+/// `SCHEDULER_DEAD_LETTER_ARN`.
+pub fn scheduler_from_env(aws: &aws_config::SdkConfig) -> Result<EventBridgeScheduler, ConfigError> {
+    let lookup = |name: &str| std::env::var(name).ok();
+    Ok(EventBridgeScheduler::new(
+        aws_sdk_scheduler::Client::new(aws),
+        required(&lookup, "SCHEDULE_GROUP")?,
+        required(&lookup, "EVENT_BUS_ARN")?,
+        required(&lookup, "SCHEDULER_ROLE_ARN")?,
+        lookup("SCHEDULER_DEAD_LETTER_ARN").filter(|v| !v.trim().is_empty()),
+    ))
+}
+
 /// The whole life of a consumer function: logs, configuration, the AWS
 /// clients (built once, at cold start), the group from `build`, then one
 /// [`handle`] per EventBridge event until Lambda stops the runtime.
@@ -58,16 +95,12 @@ pub async fn run(build: GroupBuilder) -> Result<(), lambda_runtime::Error> {
     init_tracing();
     let config = Config::from_env()?;
     let aws = aws_config::load_defaults(BehaviorVersion::latest()).await;
-    let dynamodb = aws_sdk_dynamodb::Client::new(&aws);
-    let dead_letters: Arc<dyn DeadLetterQueue> = Arc::new(SqsDeadLetterQueue::new(
-        aws_sdk_sqs::Client::new(&aws),
-        config.dead_letter_queue_url,
-    ));
-    let group = build(
-        Arc::new(DynamoEventStore::new(dynamodb.clone(), config.events_table)),
-        Arc::new(DynamoReadModels::new(dynamodb, config.read_models_table)),
-        dead_letters.clone(),
-    );
+    let Ports {
+        events,
+        docs,
+        dead_letters,
+    } = Ports::new(&aws, config);
+    let group = build(events, docs, dead_letters.clone());
     tracing::info!(function = group.name, consumers = ?group.consumer_names(), "consumer function ready");
     let (group, dead_letters) = (&group, dead_letters.as_ref());
     lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {

@@ -10,18 +10,16 @@ use crm_core::ports::{DeadLetter, DeadLetterQueue};
 
 /// The `source` of SES's events on the default bus.
 pub const SES_SOURCE: &str = "aws.ses";
-use crm_core::scheduler::{SchedulerError, TimerHandler, TimerPayload, TIMER_SOURCE};
+use crm_bus_consumer::timer::{deliver_timer, is_timer, TimerError};
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde_json::{json, Value};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChannelError {
-    #[error("timer not handled, deliver again: {0}")]
-    Timer(SchedulerError),
+    #[error(transparent)]
+    Timer(#[from] TimerError),
     #[error(transparent)]
     Event(#[from] crm_bus_consumer::handler::HandlerError),
-    #[error("timer detail is not a timer: {0}")]
-    BadTimer(String),
     #[error("feedback not recorded, deliver again: {0}")]
     Feedback(String),
 }
@@ -40,15 +38,10 @@ pub async fn handle(
     delivery: &MessageDelivery,
     dead_letters: &dyn DeadLetterQueue,
 ) -> Result<Value, ChannelError> {
+    if is_timer(&event.payload) {
+        return Ok(deliver_timer(&event.payload, delivery).await?);
+    }
     match event.payload.get("source").and_then(Value::as_str) {
-        Some(TIMER_SOURCE) => {
-            let detail = event.payload.get("detail").cloned().unwrap_or_default();
-            let timer: TimerPayload =
-                serde_json::from_value(detail).map_err(|e| ChannelError::BadTimer(e.to_string()))?;
-            delivery.on_timer(&timer).await.map_err(ChannelError::Timer)?;
-            tracing::info!(timer = %timer.name, kind = ?timer.kind, stream_id = %timer.stream_id, "timer handled");
-            Ok(json!({ "outcome": "timer", "name": timer.name }))
-        }
         Some(SES_SOURCE) => feedback(&event.payload, delivery, dead_letters).await,
         _ => {
             let handled = crm_bus_consumer::handler::handle(event, delivery, dead_letters).await?;
