@@ -428,3 +428,78 @@ async fn bad_query_input_is_a_problem_naming_the_parameter() {
     );
     assert_eq!(api.call_with("GET", "/insights/funnel", None, &[]).await.status, 401);
 }
+
+/// End to end through the APIs of issue 6: activity with UTM parameters
+/// (POST /customers/{id}/activity), an order a week later (POST /orders), its
+/// attribution and the customer's funnel.
+#[tokio::test]
+async fn activity_and_an_order_through_the_api_are_attributed_and_in_the_funnel() {
+    let api = TestApi::at(start());
+    let customer = register(&api, "e2e@example.com").await;
+    let visit = json!({ "type": "PageViewed", "url": "/autumn", "utm": { "source": "google", "medium": "cpc", "campaign": "autumn" } });
+    let posted = api
+        .call(
+            "POST",
+            &format!("/customers/{customer}/activity"),
+            Some(&visit.to_string()),
+        )
+        .await;
+    assert_eq!(posted.status, 201, "{:?}", posted.body);
+    api.runtime.advance(Duration::days(7)).await.expect("advance");
+    let view = json!({ "type": "ProductViewed", "product_id": "sku-1", "name": "Beans", "category": "coffee",
+                       "utm": { "source": "newsletter", "medium": "email", "campaign": "beans" } });
+    let posted = api
+        .call(
+            "POST",
+            &format!("/customers/{customer}/activity"),
+            Some(&view.to_string()),
+        )
+        .await;
+    assert_eq!(posted.status, 201, "{:?}", posted.body);
+    let order_id = place_order(&api, &customer, 3000).await;
+
+    let a = api.call("GET", &format!("/orders/{order_id}/attribution"), None).await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    // The verification emails of registration are transactional: no touchpoints.
+    let touches: Vec<(&str, &str)> = a.body["touchpoints"]
+        .as_array()
+        .expect("touchpoints")
+        .iter()
+        .map(|t| {
+            (
+                t["channel"].as_str().unwrap_or(""),
+                t["campaign"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(touches, vec![("cpc", "autumn"), ("email", "beans")]);
+    // Time decay: ages 7 d and 0 → weights 1/2 and 1 → 1 000 and 2 000 of 3 000.
+    let values: Vec<i64> = a.body["models"]["time-decay"]["touchpoints"]
+        .as_array()
+        .expect("credits")
+        .iter()
+        .map(|c| c["value_minor"].as_i64().unwrap_or(-1))
+        .collect();
+    assert_eq!(values, vec![1000, 2000]);
+    assert_eq!(a.body["models"]["first-touch"]["campaigns"][0]["campaign"], "autumn");
+    assert_eq!(a.body["models"]["last-touch"]["campaigns"][0]["campaign"], "beans");
+
+    let f = api.call("GET", &format!("/customers/{customer}/funnel"), None).await;
+    let stages: Vec<(&str, i64)> = f.body["stages"]
+        .as_array()
+        .expect("stages")
+        .iter()
+        .map(|s| {
+            (
+                s["stage"].as_str().unwrap_or(""),
+                s["time_in_stage_seconds"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect();
+    // Awareness for the week until the product view; consideration until the order (same instant).
+    assert_eq!(
+        stages,
+        vec![("awareness", 7 * 86_400), ("consideration", 0), ("purchase", -1)]
+    );
+    no_dead_letters(&api).await;
+}
