@@ -139,7 +139,7 @@ async fn bad_bodies_are_refused() {
         (not_object.status.as_u16(), not_object.body["field"].as_str()),
         (422, Some("data"))
     );
-    let wrong_type = json!({ "data": { "data": { "total_value_minor": "lots" } } });
+    let wrong_type = json!({ "data": { "data": { "amount_minor": "lots" } } });
     let answer = api
         .call(
             "POST",
