@@ -1,6 +1,8 @@
 //! The projector function (ARCHITECTURE.md §2, §6): its rule sends it every
-//! `crm.customer` and `crm.consent` event, and it keeps the customer 360, the
-//! timeline and the email index. The handler and the Lambda wiring are the
+//! `crm.customer`, `crm.consent`, `crm.commerce`, `crm.messaging` and
+//! `crm.journey` event, and it keeps the customer 360, the timeline, the
+//! email index, profile metrics and segments, funnels, attribution and
+//! campaign stats. The handler and the Lambda wiring are the
 //! ones every bus consumer shares ([`crm_bus_consumer`]); this crate names
 //! the group.
 

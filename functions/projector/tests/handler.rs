@@ -8,7 +8,20 @@ use crm_projector::handler::{handle, Handled, HandlerError};
 use serde_json::json;
 
 const CUSTOMER: &str = "0190a000-0000-7000-8000-00000000c001";
-const CONSUMERS: [&str; 3] = ["customer-360", "timeline", "email-index"];
+/// Every consumer of the projector, in the group's order.
+const CONSUMERS: [&str; 9] = [
+    "customer-360",
+    "timeline",
+    "email-index",
+    "funnel",
+    "attribution",
+    "campaign-stats",
+    "profile-metrics",
+    "segment-evaluator",
+    "segment-members",
+];
+/// The ones that read a customer event's data (the others only move their checkpoint).
+const CUSTOMER_VIEWS: [&str; 3] = ["customer-360", "timeline", "email-index"];
 
 async fn profile(h: &Harness) -> Option<CustomerProfile> {
     customer_profile(h.docs.as_ref(), CUSTOMER).await.expect("read the 360")
@@ -154,12 +167,13 @@ async fn an_envelope_the_projections_cannot_use_is_parked_by_the_group() {
         .await
         .expect("parked, not failed");
     let (applied, _, parked) = delivered(&outcome);
-    assert!(applied.is_empty());
-    assert_eq!(parked, &CONSUMERS.to_vec());
+    assert_eq!(parked, &CUSTOMER_VIEWS.to_vec());
+    let others: Vec<&str> = CONSUMERS.into_iter().filter(|c| !CUSTOMER_VIEWS.contains(c)).collect();
+    assert_eq!(applied, &others);
     let letters = h.letters().await;
     assert_eq!(
         letters.iter().map(|l| l.consumer.as_str()).collect::<Vec<_>>(),
-        CONSUMERS
+        CUSTOMER_VIEWS
     );
 }
 
@@ -204,5 +218,33 @@ async fn the_sample_event_is_a_registration_the_projector_applies() {
         .expect("read the 360")
         .expect("the 360 exists");
     assert_eq!(profile.customer.email, "grace.hopper@example.com");
+    assert!(h.letters().await.is_empty());
+}
+
+#[tokio::test]
+async fn the_order_sample_reaches_the_insight_projections() {
+    use crm_core::insights::{attribution, funnel};
+    let h = Harness::new();
+    let group = h.group(crm_projector::group);
+    let sample = sample_event("projector/order-placed.json");
+    let envelope = detail(&sample);
+    assert_eq!(sample["source"], "crm.commerce");
+
+    let outcome = handle(invocation(sample), &group, h.dead_letters.as_ref())
+        .await
+        .expect("handled");
+    assert_eq!(delivered(&outcome).0, &CONSUMERS.to_vec());
+    assert!(delivered(&outcome).2.is_empty(), "nothing parked");
+    let order_id = envelope.data["order_id"].as_str().expect("order id");
+    let order = attribution::order(h.docs.as_ref(), order_id)
+        .await
+        .expect("read")
+        .expect("the order is recorded");
+    assert_eq!((order.total_minor, order.currency.as_str()), (3470, "EUR"));
+    let customer = envelope.customer_id.as_deref().expect("customer id");
+    let f = funnel::customer_funnel(h.docs.as_ref(), customer, None, None, envelope.occurred_at)
+        .await
+        .expect("read");
+    assert_eq!(f.current_stage, Some(funnel::Stage::Purchase));
     assert!(h.letters().await.is_empty());
 }
