@@ -370,12 +370,13 @@ pub enum Recorded {
     Replayed { status: u16, body: Value },
 }
 
-/// The answer to a recorded activity event.
+/// The answer to a recorded activity event. Without the stream version: the
+/// receipt is written with the event, before the store assigns it, and a
+/// replay must answer the same.
 pub fn activity_view(e: &EventEnvelope) -> Value {
     serde_json::json!({
         "event_id": e.event_id,
         "stream_id": e.stream_id,
-        "version": e.version,
         "type": e.event_type,
         "customer_id": e.customer_id,
         "occurred_at": e.occurred_at,
@@ -421,8 +422,7 @@ pub async fn record_activity(
     for e in &mut events {
         e.occurred_at = occurred_at;
     }
-    // The answer is known before the append but for the version: the receipt
-    // keeps the event's id, which is what a replay needs.
+    // The answer is known before the append (it has no version).
     let mut preview = events[0].clone();
     let receipt = idempotency.map(|key| CommandReceipt {
         key: key.receipt_key.clone(),
