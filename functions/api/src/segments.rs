@@ -125,7 +125,12 @@ pub async fn members(
     q: QueryParams,
 ) -> Result<Response, Problem> {
     let q = query(q, &["after", "limit"])?;
-    if segments::rule_of(&id).is_none() {
+    let known = segments::rule_of(&id).is_some()
+        || segments::all_segments(state.read_models.as_ref())
+            .await?
+            .iter()
+            .any(|(s, _, _)| *s == id);
+    if !known {
         return Err(Problem::not_found(format!("no segment {id}")));
     }
     let after = match q.get("after") {

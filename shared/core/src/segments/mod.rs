@@ -97,7 +97,16 @@ pub fn affinity_rule(category: &str) -> String {
     format!("more than 70 % of purchased items in category {category}")
 }
 
-/// A segment's rule, if `id` names one.
+/// Is `id` a computed segment (fixed or affinity)? The others are manual:
+/// journeys add and remove customers with `update_segment` steps.
+pub fn is_computed(id: &str) -> bool {
+    SEGMENTS.iter().any(|s| s.id == id) || id.starts_with(AFFINITY_PREFIX)
+}
+
+/// The rule of a manual segment.
+pub const MANUAL_RULE: &str = "added and removed by campaigns (update_segment steps)";
+
+/// A computed segment's rule, if `id` names one.
 pub fn rule_of(id: &str) -> Option<String> {
     SEGMENTS
         .iter()
@@ -273,7 +282,11 @@ pub async fn reconcile(
         let desired = evaluate(&metrics);
         let (current, version) = current_membership(store, customer_id).await?;
         let mut changes = Vec::new();
-        for (segment, _) in current.iter().filter(|(s, _)| !desired.contains_key(*s)) {
+        // Manual segments are not the evaluator's to remove.
+        for (segment, _) in current
+            .iter()
+            .filter(|(s, _)| is_computed(s) && !desired.contains_key(*s))
+        {
             changes.push(SegmentEvent::CustomerSegmentRemoved {
                 segment: segment.clone(),
                 customer_id: customer_id.to_string(),
@@ -293,23 +306,7 @@ pub async fn reconcile(
         let stream = stream_id(customer_id);
         let events = changes
             .iter()
-            .map(|c| {
-                let (event_type, data) = c.to_parts().map_err(|e| SegmentError::Codec(e.to_string()))?;
-                Ok(EventEnvelope {
-                    event_id: uuid::Uuid::now_v7(),
-                    stream_id: stream.clone(),
-                    version: 0,
-                    event_type,
-                    schema_version: 1,
-                    customer_id: Some(customer_id.to_string()),
-                    occurred_at: now,
-                    recorded_at: now,
-                    causation_id: cause.map(|c| c.event_id),
-                    correlation_id: cause.map_or_else(uuid::Uuid::now_v7, |c| c.correlation_id),
-                    actor: Actor::system("segments").as_str().to_string(),
-                    data,
-                })
-            })
+            .map(|c| envelope_of(c, customer_id, now, cause))
             .collect::<Result<Vec<_>, SegmentError>>()?;
         let expected = if version == 0 {
             ExpectedVersion::NoStream
@@ -328,6 +325,93 @@ pub async fn reconcile(
         {
             Ok(appended) => return Ok(appended.events),
             // Another evaluation got there first: look again.
+            Err(AppendError::Conflict { .. }) => continue,
+            Err(AppendError::Store(e)) => return Err(e.into()),
+            Err(e) => return Err(StoreError::Failed(e.to_string()).into()),
+        }
+    }
+    Err(SegmentError::Contended {
+        customer_id: customer_id.to_string(),
+    })
+}
+
+fn envelope_of(
+    change: &SegmentEvent,
+    customer_id: &str,
+    now: DateTime<Utc>,
+    cause: Option<&EventEnvelope>,
+) -> Result<EventEnvelope, SegmentError> {
+    let (event_type, data) = change.to_parts().map_err(|e| SegmentError::Codec(e.to_string()))?;
+    Ok(EventEnvelope {
+        event_id: uuid::Uuid::now_v7(),
+        stream_id: stream_id(customer_id),
+        version: 0,
+        event_type,
+        schema_version: 1,
+        customer_id: Some(customer_id.to_string()),
+        occurred_at: now,
+        recorded_at: now,
+        causation_id: cause.map(|c| c.event_id),
+        correlation_id: cause.map_or_else(uuid::Uuid::now_v7, |c| c.correlation_id),
+        actor: Actor::system("segments").as_str().to_string(),
+        data,
+    })
+}
+
+/// A journey's `update_segment` step (`SegmentMembershipRequested`): adds
+/// the customer to a manual segment or removes them, if that changes
+/// anything. Computed segments are not writable: such a request is ignored.
+pub async fn apply_request(
+    store: &dyn EventStore,
+    customer_id: &str,
+    segment: &str,
+    add: bool,
+    now: DateTime<Utc>,
+    cause: Option<&EventEnvelope>,
+) -> Result<Vec<EventEnvelope>, SegmentError> {
+    if is_computed(segment) {
+        tracing::info!(
+            segment,
+            customer_id,
+            "a computed segment is not writable by campaigns; request ignored"
+        );
+        return Ok(Vec::new());
+    }
+    let reason = match cause {
+        Some(c) => format!("requested by {}", c.actor),
+        None => "requested".to_string(),
+    };
+    for _ in 0..8 {
+        let (current, version) = current_membership(store, customer_id).await?;
+        let change = match (add, current.contains_key(segment)) {
+            (true, false) => SegmentEvent::CustomerSegmentAdded {
+                segment: segment.to_string(),
+                customer_id: customer_id.to_string(),
+                reason: reason.clone(),
+            },
+            (false, true) => SegmentEvent::CustomerSegmentRemoved {
+                segment: segment.to_string(),
+                customer_id: customer_id.to_string(),
+                reason: reason.clone(),
+            },
+            _ => return Ok(Vec::new()),
+        };
+        let expected = if version == 0 {
+            ExpectedVersion::NoStream
+        } else {
+            ExpectedVersion::Exactly(version)
+        };
+        match store
+            .append(AppendRequest {
+                stream_id: stream_id(customer_id),
+                expected,
+                events: vec![envelope_of(&change, customer_id, now, cause)?],
+                reservations: Vec::new(),
+                receipt: None,
+            })
+            .await
+        {
+            Ok(appended) => return Ok(appended.events),
             Err(AppendError::Conflict { .. }) => continue,
             Err(AppendError::Store(e)) => return Err(e.into()),
             Err(e) => return Err(StoreError::Failed(e.to_string()).into()),
@@ -379,14 +463,38 @@ impl Projection for SegmentEvaluator {
     }
 
     fn handles(&self, event_type: &str) -> bool {
-        matches!(event_type, "OrderPlaced" | "PaymentSucceeded" | "RefundRequested")
+        matches!(
+            event_type,
+            "OrderPlaced" | "PaymentSucceeded" | "RefundRequested" | "SegmentMembershipRequested"
+        )
     }
 
     async fn project(&self, event: &EventEnvelope, docs: &dyn ReadModelStore) -> Result<Vec<ReadOp>, ProjectionError> {
         let customer = event.customer_id.as_deref().ok_or_else(|| {
             ProjectionError::Invalid(format!("{} {} has no customer_id", event.event_type, event.event_id))
         })?;
-        match reconcile(self.store.as_ref(), docs, customer, self.clock.now(), Some(event)).await {
+        let done = if event.event_type == "SegmentMembershipRequested" {
+            let segment = event.data.get("segment").and_then(Value::as_str);
+            let action = event.data.get("action").and_then(Value::as_str);
+            let (Some(segment), Some(action @ ("add" | "remove"))) = (segment, action) else {
+                return Err(ProjectionError::Invalid(format!(
+                    "SegmentMembershipRequested {} needs a segment and an action (add, remove)",
+                    event.event_id
+                )));
+            };
+            apply_request(
+                self.store.as_ref(),
+                customer,
+                segment,
+                action == "add",
+                self.clock.now(),
+                Some(event),
+            )
+            .await
+        } else {
+            reconcile(self.store.as_ref(), docs, customer, self.clock.now(), Some(event)).await
+        };
+        match done {
             Ok(_) => Ok(Vec::new()),
             Err(SegmentError::Store(e)) => Err(ProjectionError::Store(e)),
             Err(SegmentError::Contended { customer_id }) => Err(ProjectionError::Store(StoreError::Unavailable(
@@ -552,6 +660,8 @@ pub async fn all_segments(docs: &dyn ReadModelStore) -> Result<Vec<(String, Stri
         for (id, _) in &page {
             if let Some(category) = id.strip_prefix(AFFINITY_PREFIX) {
                 out.push((id.clone(), format!("Affinity: {category}"), affinity_rule(category)));
+            } else if !is_computed(id) {
+                out.push((id.clone(), id.clone(), MANUAL_RULE.to_string()));
             }
         }
         if page.len() < 1000 {

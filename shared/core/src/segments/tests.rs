@@ -542,3 +542,65 @@ async fn duplicated_and_reordered_delivery_gives_the_in_order_metrics_and_segmen
     }
     assert_eq!(chaotic.all().await.len(), before);
 }
+
+#[tokio::test]
+async fn journeys_add_and_remove_manual_segments_but_not_computed_ones() {
+    let world = World::new(now());
+    world
+        .append(&fixed_history(&[Profile {
+            orders: 1,
+            amount: 5_000,
+            last_days_ago: 2,
+            spacing: 0,
+            categories: &["lamps"],
+            refund: 0,
+        }]))
+        .await;
+    let id = customer(0);
+    let request = |segment: &str, action: &str| {
+        let mut e = event(
+            "journey-j1",
+            &id,
+            "SegmentMembershipRequested",
+            now(),
+            json!({ "step_id": "mark", "segment": segment, "action": action }),
+        );
+        e.actor = "journey:cross-sell@1".into();
+        e
+    };
+    world
+        .append(&[
+            request("cross-sell-contacted", "add"),
+            request("new-customers", "remove"),
+        ])
+        .await;
+    world.settle().await;
+    assert_eq!(
+        world.segments_of(0).await,
+        set(&["affinity-lamps", "buyers", "cross-sell-contacted", "new-customers"]),
+        "the manual segment is added; a computed one is not writable"
+    );
+    let members = members(world.docs.as_ref(), "cross-sell-contacted", None, 10)
+        .await
+        .expect("members");
+    assert_eq!(members[0].reason, "requested by journey:cross-sell@1");
+    assert!(all_segments(world.docs.as_ref())
+        .await
+        .expect("segments")
+        .iter()
+        .any(|(s, _, rule)| s == "cross-sell-contacted" && rule == MANUAL_RULE));
+
+    // Re-evaluation leaves manual segments alone; a remove request removes.
+    world.clock.advance(Duration::days(90));
+    reevaluate_buyers(world.store.as_ref(), world.docs.as_ref(), world.clock.now())
+        .await
+        .expect("re-evaluate");
+    world.settle().await;
+    assert!(world.segments_of(0).await.contains("cross-sell-contacted"));
+    world.append(&[request("cross-sell-contacted", "remove")]).await;
+    world.settle().await;
+    assert_eq!(
+        world.segments_of(0).await,
+        set(&["affinity-lamps", "buyers", "needs-attention"])
+    );
+}
