@@ -575,3 +575,38 @@ async fn recovery_requests(api: &TestApi) -> Vec<String> {
         .filter_map(|e| e.data["template"].as_str().map(str::to_string))
         .collect()
 }
+
+/// An order placed from a cart that is still open: its inactivity timer then
+/// finds the cart ordered and does not abandon it (no abandoned-cart reminder).
+#[tokio::test]
+async fn an_ordered_cart_is_not_abandoned() {
+    let api = TestApi::at(start());
+    let customer_id = customer(&api).await;
+    let cart = api
+        .call(
+            "POST",
+            "/carts",
+            Some(&json!({ "customer_id": customer_id, "currency": "EUR" }).to_string()),
+        )
+        .await;
+    let cart_id = cart.body["id"].as_str().expect("cart id").to_string();
+    let item = json!({ "product_id": "lamp", "name": "Desk lamp", "quantity": 1, "unit_price_minor": 6500 });
+    let added = api
+        .call("POST", &format!("/carts/{cart_id}/items"), Some(&item.to_string()))
+        .await;
+    assert_eq!(added.status, 200);
+    let body = json!({ "customer_id": customer_id, "cart_id": cart_id, "tax_minor": 0, "shipping_minor": 0,
+        "total_minor": 6500, "shipping_address": address() });
+    assert_eq!(api.call("POST", "/orders", Some(&body.to_string())).await.status, 201);
+    api.runtime.advance(Duration::hours(3)).await.expect("advance");
+    let abandoned = api
+        .all_events()
+        .await
+        .into_iter()
+        .filter(|e| {
+            e.event_type == "CartAbandoned"
+                || e.event_type == "JourneyStarted" && e.data["campaign_id"] == "abandoned-cart"
+        })
+        .count();
+    assert_eq!(abandoned, 0);
+}

@@ -47,6 +47,8 @@ pub enum TimerOutcome {
     Superseded,
     /// The cart is checked out or already abandoned.
     NotOpen,
+    /// An order was placed from the cart: it is not abandoned.
+    Ordered,
     /// Not a cart inactivity timer, or no such cart.
     Ignored,
 }
@@ -220,6 +222,15 @@ impl CartService {
         }
         if payload.set_at_version != cart.version {
             return Ok(TimerOutcome::Superseded);
+        }
+        // An order placed from the cart holds its reservation (decision 0015).
+        let ordered = self
+            .carts
+            .store()
+            .reservation_owner(&super::order::cart_reservation_key(cart_id))
+            .await?;
+        if ordered.is_some() {
+            return Ok(TimerOutcome::Ordered);
         }
         let meta = CommandMeta::new(Actor::system("cart-inactivity"));
         let respond = |_: &Cart, _: &[EventEnvelope]| (200, serde_json::Value::Null);
