@@ -423,7 +423,10 @@ pub async fn record_activity(
         e.occurred_at = occurred_at;
     }
     // The answer is known before the append (it has no version).
-    let mut preview = events[0].clone();
+    let mut preview = events
+        .first()
+        .cloned()
+        .ok_or_else(|| EventCodecError("the activity event did not encode".into()))?;
     let receipt = idempotency.map(|key| CommandReceipt {
         key: key.receipt_key.clone(),
         request_hash: key.request_hash.clone(),
