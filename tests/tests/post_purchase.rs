@@ -146,6 +146,20 @@ async fn the_post_purchase_campaigns_run_end_to_end_on_the_virtual_clock() {
     let text = confirmation.email().expect("an email").text;
     assert!(text.contains("€84.68"), "{text}");
     assert!(text.contains("confirmation number CRM-"), "{text}");
+    // Why it was sent: the chain back to the order's events.
+    let message_id = confirmation.message_id.clone();
+    let why = api.call("GET", &format!("/messages/{message_id}/explain"), None).await;
+    assert_eq!(why.status, 200, "{:?}", why.body);
+    let chain = why.body.to_string();
+    for link in [
+        "MessageRequested",
+        "JourneyStarted",
+        "OrderConfirmed",
+        "PaymentSucceeded",
+        "OrderPlaced",
+    ] {
+        assert!(chain.contains(link), "{link} in {chain}");
+    }
 
     // Shipped a day later: the shipping email and push, both transactional.
     advance(&api, Duration::days(1)).await;
