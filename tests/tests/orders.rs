@@ -462,7 +462,7 @@ async fn a_repeated_request_is_answered_not_applied_twice() {
     );
     assert_eq!(
         types(&order_events(&api, id).await),
-        ["OrderPlaced", "PaymentSucceeded", "OrderConfirmed"]
+        ["OrderPlaced", "PaymentInitiated", "PaymentSucceeded", "OrderConfirmed"]
     );
 }
 

@@ -755,10 +755,11 @@ fn succeed(o: &Order, p: &RecordPayment, now: DateTime<Utc>) -> Result<Vec<Order
     if !matches!(o.status, OrderStatus::PendingPayment | OrderStatus::PaymentFailed) {
         return Err(not_payable(o.status));
     }
-    let (payment_id, _) = check_amount(o, p)?;
+    let (payment_id, provider) = check_amount(o, p)?;
     let transaction_id = optional_text("transaction_id", &p.transaction_id, 128)?
         .ok_or_else(|| OrderError::invalid("transaction_id", "is required for a succeeded payment"))?;
-    Ok(vec![
+    let mut events: Vec<OrderEvent> = implied_initiation(o, p, &payment_id, &provider).into_iter().collect();
+    events.extend([
         OrderEvent::PaymentSucceeded {
             order_id: o.id.clone(),
             payment_id,
@@ -774,7 +775,23 @@ fn succeed(o: &Order, p: &RecordPayment, now: DateTime<Utc>) -> Result<Vec<Order
             total_minor: o.total_minor,
             currency: o.currency.clone(),
         },
-    ])
+    ]);
+    Ok(events)
+}
+
+/// A result reported for a payment the order never saw initiated: its
+/// initiation is recorded first, from the report (so every payment starts
+/// with `PaymentInitiated`, and a retry knows its method and provider).
+fn implied_initiation(o: &Order, p: &RecordPayment, payment_id: &str, provider: &str) -> Option<OrderEvent> {
+    let known = o.payment.as_ref().is_some_and(|c| c.payment_id == payment_id);
+    (!known).then(|| OrderEvent::PaymentInitiated {
+        order_id: o.id.clone(),
+        payment_id: payment_id.to_string(),
+        method: p.method,
+        amount_minor: p.amount_minor,
+        currency: p.currency.clone(),
+        provider: provider.to_string(),
+    })
 }
 
 fn fail(o: &Order, p: &RecordPayment, now: DateTime<Utc>) -> Result<Vec<OrderEvent>, OrderError> {
@@ -788,7 +805,7 @@ fn fail(o: &Order, p: &RecordPayment, now: DateTime<Utc>) -> Result<Vec<OrderEve
         other => return Err(not_payable(other)),
     }
     retry_pending(o)?;
-    let (payment_id, _) = check_amount(o, p)?;
+    let (payment_id, provider) = check_amount(o, p)?;
     let error_code = optional_text("error_code", &p.error_code, 100)?
         .ok_or_else(|| OrderError::invalid("error_code", "is required for a failed payment"))?;
     let error_message = optional_text("error_message", &p.error_message, 500)?.unwrap_or_default();
@@ -797,7 +814,8 @@ fn fail(o: &Order, p: &RecordPayment, now: DateTime<Utc>) -> Result<Vec<OrderEve
         Some(current) if current.payment_id == payment_id => current.attempt,
         _ => 1,
     };
-    let mut events = vec![OrderEvent::PaymentFailed {
+    let mut events: Vec<OrderEvent> = implied_initiation(o, p, &payment_id, &provider).into_iter().collect();
+    events.push(OrderEvent::PaymentFailed {
         order_id: o.id.clone(),
         payment_id: payment_id.clone(),
         amount_minor: p.amount_minor,
@@ -806,7 +824,7 @@ fn fail(o: &Order, p: &RecordPayment, now: DateTime<Utc>) -> Result<Vec<OrderEve
         error_message,
         retryable,
         attempt,
-    }];
+    });
     if retryable && attempt < MAX_PAYMENT_ATTEMPTS {
         events.push(OrderEvent::PaymentRetryScheduled {
             order_id: o.id.clone(),

@@ -337,6 +337,41 @@ fn a_non_retryable_failure_fails_the_payment_and_a_new_payment_may_follow() {
 }
 
 #[test]
+fn a_result_of_a_payment_never_initiated_records_its_initiation_first() {
+    let s = Scenario::given(&pending());
+    let paid = s.when(pay(PaymentStatus::Succeeded)).expect("valid");
+    assert_eq!(types(&paid), ["PaymentInitiated", "PaymentSucceeded", "OrderConfirmed"]);
+    let failed = s
+        .when(OrderCommand::RecordPayment(RecordPayment {
+            method: PaymentMethod::Paypal,
+            retryable: Some(true),
+            ..payment(PaymentStatus::Failed)
+        }))
+        .expect("valid");
+    assert_eq!(
+        types(&failed),
+        ["PaymentInitiated", "PaymentFailed", "PaymentRetryScheduled"]
+    );
+    assert!(matches!(&failed[1], OrderEvent::PaymentFailed { attempt: 1, .. }));
+    // The retry initiates it again with the reported method.
+    let mut events = pending();
+    events.extend(failed);
+    let retried = Scenario::given(&events)
+        .when(OrderCommand::RetryPayment {
+            payment_id: "p1".into(),
+            attempt: 2,
+        })
+        .expect("retry");
+    assert!(matches!(
+        &retried[0],
+        OrderEvent::PaymentInitiated {
+            method: PaymentMethod::Paypal,
+            ..
+        }
+    ));
+}
+
+#[test]
 fn payments_are_refused_once_paid_cancelled_or_refunded() {
     for (given, reason) in [
         (confirmed(), "the order is confirmed: it is already paid"),
