@@ -610,3 +610,42 @@ async fn an_ordered_cart_is_not_abandoned() {
         .count();
     assert_eq!(abandoned, 0);
 }
+
+/// Two requests race to order the same cart: the cart's reservation, written
+/// in the same append as OrderPlaced, lets exactly one of them win.
+#[tokio::test]
+async fn two_racing_orders_of_one_cart_place_one_order() {
+    let api = TestApi::new();
+    let customer_id = customer(&api).await;
+    let cart = api
+        .call(
+            "POST",
+            "/carts",
+            Some(&json!({ "customer_id": customer_id, "currency": "EUR" }).to_string()),
+        )
+        .await;
+    let cart_id = cart.body["id"].as_str().expect("cart id").to_string();
+    let item = json!({ "product_id": "lamp", "name": "Desk lamp", "quantity": 1, "unit_price_minor": 6500 });
+    api.call("POST", &format!("/carts/{cart_id}/items"), Some(&item.to_string()))
+        .await;
+    let body = json!({ "customer_id": customer_id, "cart_id": cart_id, "tax_minor": 0, "shipping_minor": 0,
+        "total_minor": 6500, "shipping_address": address() })
+    .to_string();
+    let (a, b, c, d) = tokio::join!(
+        api.call("POST", "/orders", Some(&body)),
+        api.call("POST", "/orders", Some(&body)),
+        api.call("POST", "/orders", Some(&body)),
+        api.call("POST", "/orders", Some(&body)),
+    );
+    let answers = [a, b, c, d];
+    let mut statuses: Vec<u16> = answers.iter().map(|a| a.status.as_u16()).collect();
+    statuses.sort_unstable();
+    assert_eq!(statuses, [201, 409, 409, 409], "{answers:?}");
+    let placed = api
+        .all_events()
+        .await
+        .into_iter()
+        .filter(|e| e.event_type == "OrderPlaced")
+        .count();
+    assert_eq!(placed, 1);
+}
