@@ -3,15 +3,14 @@
 //! reservations), retry a bounded number of times on a concurrency conflict.
 //!
 //! An aggregate is two pure functions over its own types ([`Aggregate`]);
-//! [`AggregateService`] is the loop around them. Carts and orders use it;
-//! the customer keeps its own service (reservations tied to its commands and
-//! snapshots).
+//! [`AggregateService`] is the loop around them, with optional snapshots
+//! for long streams. Customers, carts and orders use it.
 
 use crate::clock::Clock;
 use crate::event::{envelopes, CommandMeta, DomainEvent, EventCodecError, EventEnvelope};
 use crate::idempotency::IdempotencyKey;
 use crate::ports::{
-    AppendError, AppendRequest, CommandReceipt, EventStore, ExpectedVersion, ReservationChange, StoreError,
+    AppendError, AppendRequest, CommandReceipt, EventStore, ExpectedVersion, ReservationChange, Snapshot, StoreError,
 };
 use chrono::{DateTime, Utc};
 use std::marker::PhantomData;
@@ -56,6 +55,20 @@ pub trait Aggregate: Send + Sync + 'static {
     /// Uniqueness claims written in the same append as `events` (none by default).
     fn reservations(_id: &str, _events: &[Self::Event]) -> Vec<ReservationChange> {
         Vec::new()
+    }
+
+    /// The shape of the state kept in snapshots (bump it when the state
+    /// changes); `None`, the default: never snapshot, always fold the stream.
+    const SNAPSHOT_SCHEMA: Option<u32> = None;
+
+    /// The state as a snapshot (only called when [`Self::SNAPSHOT_SCHEMA`] is set).
+    fn to_snapshot(_state: &Self::State) -> Option<serde_json::Value> {
+        None
+    }
+
+    /// A state back from a snapshot of [`Self::SNAPSHOT_SCHEMA`]; `None` if unreadable.
+    fn from_snapshot(_value: serde_json::Value) -> Option<Self::State> {
+        None
     }
 }
 
@@ -114,6 +127,7 @@ pub struct AggregateService<A: Aggregate> {
     store: Arc<dyn EventStore>,
     clock: Arc<dyn Clock>,
     max_attempts: u32,
+    snapshot_every: u64,
     _aggregate: PhantomData<fn() -> A>,
 }
 
@@ -123,8 +137,16 @@ impl<A: Aggregate> AggregateService<A> {
             store,
             clock,
             max_attempts: 8,
+            snapshot_every: 100,
             _aggregate: PhantomData,
         }
+    }
+
+    /// Snapshot a stream each time it passes a multiple of `every` events
+    /// (for aggregates with a [`Aggregate::SNAPSHOT_SCHEMA`]).
+    pub fn with_snapshot_every(mut self, every: u64) -> Self {
+        self.snapshot_every = every.max(1);
+        self
     }
 
     /// At most this many load-decide-append rounds (at least one).
@@ -141,16 +163,23 @@ impl<A: Aggregate> AggregateService<A> {
         self.clock.now()
     }
 
-    /// The current state of `id`, or `None` if it does not exist. The whole
-    /// stream is folded (these aggregates are short).
+    /// The current state of `id`, or `None` if it does not exist: the newest
+    /// snapshot of this aggregate's schema and the events after it, or else
+    /// the whole stream folded.
     pub async fn load(&self, id: &str) -> Result<Option<A::State>, AggregateError<A::Error>> {
         let stream = A::stream_id(id);
         let loaded = self.store.load(&stream).await?;
-        let events = match loaded.snapshot {
-            Some(_) => self.store.read_stream(&stream, 0, usize::MAX).await?,
-            None => loaded.events,
+        let (mut state, events) = match loaded.snapshot {
+            Some(s) if Some(s.state_schema) == A::SNAPSHOT_SCHEMA => match A::from_snapshot(s.state) {
+                Some(state) => (Some(state), loaded.events),
+                None => {
+                    tracing::warn!(stream = %stream, "unreadable snapshot, folding the whole stream");
+                    (None, self.store.read_stream(&stream, 0, usize::MAX).await?)
+                }
+            },
+            Some(_) => (None, self.store.read_stream(&stream, 0, usize::MAX).await?),
+            None => (None, loaded.events),
         };
-        let mut state = None;
         for envelope in &events {
             let event = A::Event::from_envelope(envelope)?;
             state = A::evolve(state, &event, envelope.occurred_at, envelope.version);
@@ -230,20 +259,32 @@ impl<A: Aggregate> AggregateService<A> {
             body: body.clone(),
             recorded_at: now,
         });
+        // Nothing changes and nothing to remember: nothing to write.
+        if stored.is_empty() && receipt.is_none() {
+            return Ok(Some(Executed::Applied {
+                state: Box::new(new_state),
+                events: stored,
+                status,
+                body,
+            }));
+        }
         let request = AppendRequest {
-            stream_id: stream,
+            stream_id: stream.clone(),
             expected,
             events: stored,
             reservations: A::reservations(id, &decided),
             receipt,
         };
         match self.store.append(request).await {
-            Ok(appended) => Ok(Some(Executed::Applied {
-                state: Box::new(new_state),
-                events: appended.events,
-                status,
-                body,
-            })),
+            Ok(appended) => {
+                self.maybe_snapshot(&stream, current_version, &new_state).await;
+                Ok(Some(Executed::Applied {
+                    state: Box::new(new_state),
+                    events: appended.events,
+                    status,
+                    body,
+                }))
+            }
             Err(AppendError::Conflict { .. }) => Ok(None),
             Err(AppendError::DuplicateCommand(receipt)) => match idempotency {
                 Some(key) => replay(&receipt, key).map(Some),
@@ -252,6 +293,34 @@ impl<A: Aggregate> AggregateService<A> {
             Err(AppendError::ReservationTaken { key }) => Err(AggregateError::ReservationTaken { key }),
             Err(AppendError::TooLarge(reason)) => Err(AggregateError::TooLarge(reason)),
             Err(AppendError::Store(e)) => Err(e.into()),
+        }
+    }
+}
+
+impl<A: Aggregate> AggregateService<A> {
+    /// Saves a snapshot when the stream passed a multiple of `snapshot_every`
+    /// (from `before` to the state's version). A failure only makes loading
+    /// slower: it is logged, not returned.
+    async fn maybe_snapshot(&self, stream: &str, before: u64, state: &A::State) {
+        let Some(schema) = A::SNAPSHOT_SCHEMA else {
+            return;
+        };
+        let version = A::version(state);
+        if before / self.snapshot_every == version / self.snapshot_every {
+            return;
+        }
+        let Some(value) = A::to_snapshot(state) else {
+            tracing::warn!(stream, "could not serialise snapshot");
+            return;
+        };
+        let snapshot = Snapshot {
+            stream_id: stream.to_string(),
+            version,
+            state_schema: schema,
+            state: value,
+        };
+        if let Err(e) = self.store.save_snapshot(snapshot).await {
+            tracing::warn!(stream, error = %e, "could not save snapshot");
         }
     }
 }

@@ -1,14 +1,18 @@
-//! The customer application service: load, decide, append atomically (with
-//! reservations and an idempotency receipt), retry on a concurrency conflict.
+//! The customer application service: the shared command loop
+//! ([`AggregateService`]: load from the newest snapshot, decide, append
+//! atomically with the email reservations and an idempotency receipt, retry
+//! on a concurrency conflict, snapshot every 100 events).
 
 use super::aggregate::{decide, evolve, reservations_for, Customer, DecisionInput};
 use super::commands::CustomerCommand;
 use super::events::CustomerEvent;
 use super::{stream_id, CustomerError};
+use crate::aggregate::{Aggregate, AggregateError, AggregateService, DecideContext};
 use crate::clock::Clock;
-use crate::event::{envelopes, CommandMeta, DomainEvent, EventCodecError, EventEnvelope};
+use crate::event::{CommandMeta, EventCodecError, EventEnvelope};
 use crate::idempotency::IdempotencyKey;
-use crate::ports::{AppendError, AppendRequest, CommandReceipt, EventStore, ExpectedVersion, Snapshot, StoreError};
+use crate::ports::{EventStore, ReservationChange, StoreError};
+use chrono::{DateTime, Utc};
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -68,58 +72,83 @@ impl CommandError {
     }
 }
 
+/// The customer aggregate for [`AggregateService`].
+pub struct CustomerAggregate;
+
+impl Aggregate for CustomerAggregate {
+    type State = Customer;
+    type Command = CustomerCommand;
+    type Event = CustomerEvent;
+    type Error = CustomerError;
+    type Input = DecisionInput;
+
+    const SNAPSHOT_SCHEMA: Option<u32> = Some(SNAPSHOT_SCHEMA);
+
+    fn stream_id(id: &str) -> String {
+        stream_id(id)
+    }
+    fn customer_id(state: &Customer) -> Option<&str> {
+        Some(&state.id)
+    }
+    fn version(state: &Customer) -> u64 {
+        state.version
+    }
+    fn not_found() -> CustomerError {
+        CustomerError::NotFound
+    }
+    fn decide(
+        state: Option<&Customer>,
+        command: &CustomerCommand,
+        ctx: &DecideContext<'_, DecisionInput>,
+    ) -> Result<Vec<CustomerEvent>, CustomerError> {
+        decide(state, command, ctx.input)
+    }
+    fn evolve(state: Option<Customer>, event: &CustomerEvent, at: DateTime<Utc>, version: u64) -> Option<Customer> {
+        evolve(state, event, at, version)
+    }
+    fn reservations(id: &str, events: &[CustomerEvent]) -> Vec<ReservationChange> {
+        reservations_for(id, events)
+    }
+    fn to_snapshot(state: &Customer) -> Option<serde_json::Value> {
+        serde_json::to_value(state).ok()
+    }
+    fn from_snapshot(value: serde_json::Value) -> Option<Customer> {
+        serde_json::from_value(value).ok()
+    }
+}
+
 pub struct CustomerService {
-    store: Arc<dyn EventStore>,
-    clock: Arc<dyn Clock>,
-    max_attempts: u32,
-    snapshot_every: u64,
+    customers: AggregateService<CustomerAggregate>,
 }
 
 impl CustomerService {
     pub fn new(store: Arc<dyn EventStore>, clock: Arc<dyn Clock>) -> Self {
         CustomerService {
-            store,
-            clock,
-            max_attempts: 8,
-            snapshot_every: 100,
+            customers: AggregateService::new(store, clock),
         }
     }
 
     /// Snapshot a stream each time it passes a multiple of `every` events.
     pub fn with_snapshot_every(mut self, every: u64) -> Self {
-        self.snapshot_every = every.max(1);
+        self.customers = self.customers.with_snapshot_every(every);
         self
     }
 
     /// The service's clock's "now".
     pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
-        self.clock.now()
+        self.customers.now()
     }
 
     pub fn store(&self) -> &Arc<dyn EventStore> {
-        &self.store
+        self.customers.store()
     }
 
     /// The customer's current state, or `None` if there is no such customer.
     pub async fn load(&self, customer_id: &str) -> Result<Option<Customer>, CommandError> {
-        let stream = stream_id(customer_id);
-        let loaded = self.store.load(&stream).await?;
-        let (mut state, events) = match loaded.snapshot {
-            Some(s) if s.state_schema == SNAPSHOT_SCHEMA => match serde_json::from_value::<Customer>(s.state) {
-                Ok(c) => (Some(c), loaded.events),
-                Err(e) => {
-                    tracing::warn!(stream = %stream, error = %e, "unreadable snapshot, folding the whole stream");
-                    (None, self.store.read_stream(&stream, 0, usize::MAX).await?)
-                }
-            },
-            Some(_) => (None, self.store.read_stream(&stream, 0, usize::MAX).await?),
-            None => (None, loaded.events),
-        };
-        for envelope in &events {
-            let event = CustomerEvent::from_envelope(envelope)?;
-            state = evolve(state, &event, envelope.occurred_at, envelope.version);
-        }
-        Ok(state)
+        self.customers
+            .load(customer_id)
+            .await
+            .map_err(|e| from_aggregate(e, None))
     }
 
     /// Runs a command: for `Register`, `customer_id` is the id the new
@@ -133,117 +162,47 @@ impl CustomerService {
         idempotency: Option<&IdempotencyRequest>,
         respond: ResponseBuilder<'_>,
     ) -> Result<Executed, CommandError> {
-        if let Some(key) = idempotency {
-            if let Some(receipt) = self.store.receipt(&key.receipt_key).await? {
-                return replay(&receipt, key);
-            }
-        }
-        let stream = stream_id(customer_id);
         let input = DecisionInput {
             new_customer_id: customer_id.to_string(),
             verification_token: Uuid::new_v4().simple().to_string(),
         };
-        for _attempt in 0..self.max_attempts {
-            let state = self.load(customer_id).await?;
-            let decided = decide(state.as_ref(), command, &input)?;
-            let now = self.clock.now();
-            let current_version = state.as_ref().map_or(0, |c| c.version);
-            let expected = match state {
-                None => ExpectedVersion::NoStream,
-                Some(_) => ExpectedVersion::Exactly(current_version),
-            };
-            let mut stored = envelopes(&stream, Some(customer_id), &decided, meta, now)?;
-            let mut new_state = state;
-            for (i, (envelope, event)) in stored.iter_mut().zip(&decided).enumerate() {
-                envelope.version = current_version + 1 + i as u64;
-                new_state = evolve(new_state, event, now, envelope.version);
-            }
-            let Some(new_state) = new_state else {
-                return Err(CustomerError::NotFound.into());
-            };
-            let (status, body) = respond(&new_state, &stored);
-            let receipt = idempotency.map(|key| CommandReceipt {
-                key: key.receipt_key.clone(),
-                request_hash: key.request_hash.clone(),
+        let executed = self
+            .customers
+            .execute(customer_id, command, &input, meta, idempotency, respond)
+            .await
+            .map_err(|e| from_aggregate(e, Some(command)))?;
+        Ok(match executed {
+            crate::aggregate::Executed::Applied {
+                state,
+                events,
                 status,
-                body: body.clone(),
-                recorded_at: now,
-            });
-            if stored.is_empty() && receipt.is_none() {
-                return Ok(Executed::Applied {
-                    customer: Box::new(new_state),
-                    events: stored,
-                    status,
-                    body,
-                });
-            }
-            let request = AppendRequest {
-                stream_id: stream.clone(),
-                expected,
-                events: stored,
-                reservations: reservations_for(customer_id, &decided),
-                receipt,
-            };
-            match self.store.append(request).await {
-                Ok(appended) => {
-                    self.maybe_snapshot(&stream, current_version, &new_state).await;
-                    return Ok(Executed::Applied {
-                        customer: Box::new(new_state),
-                        events: appended.events,
-                        status,
-                        body,
-                    });
-                }
-                Err(AppendError::Conflict { .. }) => continue,
-                Err(AppendError::ReservationTaken { .. }) => {
-                    let field = match command {
-                        CustomerCommand::ChangeEmail(_) => "new_email",
-                        _ => "email",
-                    };
-                    return Err(CommandError::EmailTaken { field });
-                }
-                Err(AppendError::DuplicateCommand(receipt)) => match idempotency {
-                    Some(key) => return replay(&receipt, key),
-                    None => return Err(StoreError::Failed("unexpected duplicate command".into()).into()),
-                },
-                Err(AppendError::TooLarge(reason)) => return Err(CommandError::TooLarge(reason)),
-                Err(AppendError::Store(e)) => return Err(e.into()),
-            }
-        }
-        Err(CommandError::Contended {
-            attempts: self.max_attempts,
-        })
-    }
-
-    async fn maybe_snapshot(&self, stream: &str, before: u64, state: &Customer) {
-        if before / self.snapshot_every == state.version / self.snapshot_every {
-            return;
-        }
-        let snapshot = match serde_json::to_value(state) {
-            Ok(value) => Snapshot {
-                stream_id: stream.to_string(),
-                version: state.version,
-                state_schema: SNAPSHOT_SCHEMA,
-                state: value,
+                body,
+            } => Executed::Applied {
+                customer: state,
+                events,
+                status,
+                body,
             },
-            Err(e) => {
-                tracing::warn!(stream, error = %e, "could not serialise snapshot");
-                return;
-            }
-        };
-        if let Err(e) = self.store.save_snapshot(snapshot).await {
-            // A missing snapshot only makes loading slower; the events are safe.
-            tracing::warn!(stream, error = %e, "could not save snapshot");
-        }
+            crate::aggregate::Executed::Replayed { status, body } => Executed::Replayed { status, body },
+        })
     }
 }
 
-fn replay(receipt: &CommandReceipt, key: &IdempotencyKey) -> Result<Executed, CommandError> {
-    if receipt.request_hash != key.request_hash {
-        return Err(CommandError::IdempotencyKeyReused);
+/// The customer's errors from the shared loop's: a taken reservation is the
+/// email of the command.
+fn from_aggregate(e: AggregateError<CustomerError>, command: Option<&CustomerCommand>) -> CommandError {
+    match e {
+        AggregateError::Rejected(e) => CommandError::Rejected(e),
+        AggregateError::ReservationTaken { .. } => CommandError::EmailTaken {
+            field: match command {
+                Some(CustomerCommand::ChangeEmail(_)) => "new_email",
+                _ => "email",
+            },
+        },
+        AggregateError::IdempotencyKeyReused => CommandError::IdempotencyKeyReused,
+        AggregateError::Contended { attempts } => CommandError::Contended { attempts },
+        AggregateError::TooLarge(reason) => CommandError::TooLarge(reason),
+        AggregateError::Store(e) => CommandError::Store(e),
+        AggregateError::Codec(e) => CommandError::Codec(e),
     }
-    Ok(Executed::Replayed {
-        status: receipt.status,
-        body: receipt.body.clone(),
-    })
 }
