@@ -502,4 +502,125 @@ mod tests {
         let missing = service.execute("nope", &add(), &(), &meta, None, &respond).await;
         assert_eq!(missing, Err(AggregateError::Rejected(CartError::NotFound)));
     }
+
+    /// A counter that snapshots: `Add(n)` appends `Added { n }`.
+    struct Counter;
+
+    #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Count {
+        total: u64,
+        version: u64,
+        from_snapshot: bool,
+    }
+
+    #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+    #[serde(tag = "type", content = "data")]
+    enum CounterEvent {
+        Added { n: u64 },
+    }
+
+    impl crate::event::DomainEvent for CounterEvent {
+        fn schema_version(_: &str) -> u32 {
+            1
+        }
+    }
+
+    impl Aggregate for Counter {
+        type State = Count;
+        type Command = u64;
+        type Event = CounterEvent;
+        type Error = CartError;
+        type Input = ();
+        const SNAPSHOT_SCHEMA: Option<u32> = Some(7);
+        fn stream_id(id: &str) -> String {
+            format!("counter-{id}")
+        }
+        fn customer_id(_: &Count) -> Option<&str> {
+            None
+        }
+        fn version(state: &Count) -> u64 {
+            state.version
+        }
+        fn not_found() -> CartError {
+            CartError::NotFound
+        }
+        fn decide(_: Option<&Count>, n: &u64, _: &DecideContext<'_, ()>) -> Result<Vec<CounterEvent>, CartError> {
+            Ok(if *n == 0 {
+                vec![]
+            } else {
+                vec![CounterEvent::Added { n: *n }]
+            })
+        }
+        fn evolve(state: Option<Count>, event: &CounterEvent, _: DateTime<Utc>, version: u64) -> Option<Count> {
+            let CounterEvent::Added { n } = event;
+            let mut c = state.unwrap_or(Count {
+                total: 0,
+                version: 0,
+                from_snapshot: false,
+            });
+            c.total += n;
+            c.version = version;
+            Some(c)
+        }
+        fn to_snapshot(state: &Count) -> Option<serde_json::Value> {
+            let mut marked = state.clone();
+            marked.from_snapshot = true;
+            serde_json::to_value(marked).ok()
+        }
+        fn from_snapshot(value: serde_json::Value) -> Option<Count> {
+            serde_json::from_value(value).ok()
+        }
+    }
+
+    #[tokio::test]
+    async fn snapshots_of_the_schema_bound_loading_and_others_are_ignored() {
+        let store = Arc::new(InMemoryEventStore::default());
+        let clock = Arc::new(VirtualClock::starting_at(test_time()));
+        let service = AggregateService::<Counter>::new(store.clone(), clock).with_snapshot_every(2);
+        let meta = CommandMeta::new(Actor::api("t"));
+        let respond = |_: &Count, _: &[EventEnvelope]| (200, serde_json::Value::Null);
+        for n in 1..=3 {
+            service
+                .execute("a", &n, &(), &meta, None, &respond)
+                .await
+                .expect("added");
+        }
+        // A no-op writes nothing.
+        let noop = service
+            .execute("a", &0, &(), &meta, None, &respond)
+            .await
+            .expect("no-op");
+        assert!(matches!(noop, Executed::Applied { events, .. } if events.is_empty()));
+        let loaded = service.load("a").await.expect("load").expect("count");
+        assert_eq!((loaded.total, loaded.version, loaded.from_snapshot), (6, 3, true));
+        assert_eq!(
+            store
+                .load("counter-a")
+                .await
+                .expect("stream")
+                .snapshot
+                .map(|s| s.version),
+            Some(2)
+        );
+        // A snapshot of another schema (or unreadable) is ignored: the stream is folded.
+        for (schema, state) in [
+            (
+                8,
+                serde_json::json!({ "total": 99, "version": 3, "from_snapshot": true }),
+            ),
+            (7, serde_json::json!("junk")),
+        ] {
+            store
+                .save_snapshot(Snapshot {
+                    stream_id: "counter-a".into(),
+                    version: 3,
+                    state_schema: schema,
+                    state,
+                })
+                .await
+                .expect("saved");
+            let loaded = service.load("a").await.expect("load").expect("count");
+            assert_eq!((loaded.total, loaded.from_snapshot), (6, false), "schema {schema}");
+        }
+    }
 }
