@@ -544,10 +544,16 @@ async fn retryable_failures_are_retried_then_the_recovery_campaign_starts() {
     api.runtime.advance(Duration::seconds(600)).await.expect("advance");
     assert_eq!(order_events(&api, &id).await.len(), events.len());
 
-    // The final failure: the payment-failed email now, the final notice 24 h on.
+    // The final failure: the payment-failed email then, the final notice 24 h
+    // after it (600 s of which have passed).
     let requested = recovery_requests(&api).await;
     assert_eq!(requested, ["payment-failed"]);
-    api.runtime.advance(Duration::hours(24)).await.expect("advance");
+    api.runtime
+        .advance(Duration::hours(24) - Duration::seconds(600) - Duration::minutes(1))
+        .await
+        .expect("advance");
+    assert_eq!(recovery_requests(&api).await, ["payment-failed"], "not before 24 h");
+    api.runtime.advance(Duration::minutes(1)).await.expect("advance");
     assert_eq!(
         recovery_requests(&api).await,
         ["payment-failed", "payment-failed-final-notice"]
