@@ -2,7 +2,7 @@
 
 use crate::auth::Principal;
 use crate::body::{parse_json, RawBody};
-use crate::customers::{answer, idempotency, no_payload};
+use crate::customers::{existing_customer, idempotency, no_payload, path_id};
 use crate::problem::Problem;
 use crate::AppState;
 use axum::extract::{Path, State};
@@ -10,8 +10,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use crm_core::commerce::{
-    cart::valid_product_id, AddItem, Cart, CartCommand, CartCommandError, CartError, CartExecuted, CreateCart,
-    RemoveItem,
+    cart::valid_product_id, AddItem, Cart, CartCommand, CartCommandError, CartError, CreateCart, RemoveItem,
 };
 use crm_core::event::{Actor, CommandMeta, EventEnvelope};
 use crm_core::idempotency::IdempotencyKey;
@@ -34,9 +33,7 @@ pub fn cart_view(c: &Cart) -> Value {
 }
 
 fn cart_id(raw: &str) -> Result<String, Problem> {
-    Uuid::parse_str(raw)
-        .map(|u| u.to_string())
-        .map_err(|_| Problem::not_found("cart not found"))
+    path_id(raw, "cart")
 }
 
 /// Runs a command and answers with `status` and the cart's view (or, for a
@@ -55,11 +52,7 @@ async fn run(
         .carts
         .execute(id, &command, &meta, idempotency.as_ref(), &respond)
         .await?;
-    let (status, body, replayed) = match executed {
-        CartExecuted::Applied { status, body, .. } => (status, body, false),
-        CartExecuted::Replayed { status, body } => (status, body, true),
-    };
-    Ok(answer(status, &body, replayed, "/carts"))
+    Ok(crate::customers::respond(executed, "/carts"))
 }
 
 pub async fn create(
@@ -73,13 +66,7 @@ pub async fn create(
     let mut command: CreateCart = parse_json(&body)?;
     let key = idempotency(&headers, &principal, &method, &uri, &body)?;
     // The customer must exist, as the write side knows it.
-    let customer = Uuid::parse_str(command.customer_id.trim())
-        .map_err(|_| Problem::invalid("customer_id", "is not a customer id"))?
-        .to_string();
-    if state.customers.load(&customer).await?.is_none() {
-        return Err(Problem::invalid("customer_id", "no such customer"));
-    }
-    command.customer_id = customer;
+    command.customer_id = existing_customer(&state, &command.customer_id).await?;
     let id = Uuid::now_v7().to_string();
     run(
         &state,

@@ -11,8 +11,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use crm_core::consent::{Channel, Purpose};
 use crm_core::customer::{
-    ChangeEmail, Customer, CustomerCommand, DeactivateCustomer, Executed, GrantConsent, RegisterCustomer,
-    RegisterPushDevice, RevokeConsent, UpdateProfile, VerifyEmail,
+    ChangeEmail, Customer, CustomerCommand, DeactivateCustomer, GrantConsent, RegisterCustomer, RegisterPushDevice,
+    RevokeConsent, UpdateProfile, VerifyEmail,
 };
 use crm_core::event::{Actor, CommandMeta, EventEnvelope};
 use crm_core::idempotency::IdempotencyKey;
@@ -32,10 +32,35 @@ pub fn customer_view(c: &Customer) -> Value {
     v
 }
 
-pub(crate) fn customer_id(raw: &str) -> Result<String, Problem> {
+/// The id in a path (a UUID, canonical form): anything else names no `what` (404).
+pub(crate) fn path_id(raw: &str, what: &str) -> Result<String, Problem> {
     Uuid::parse_str(raw)
         .map(|u| u.to_string())
-        .map_err(|_| Problem::not_found("customer not found"))
+        .map_err(|_| Problem::not_found(format!("{what} not found")))
+}
+
+pub(crate) fn customer_id(raw: &str) -> Result<String, Problem> {
+    path_id(raw, "customer")
+}
+
+/// The `customer_id` of a request body, which must name a customer the
+/// write side knows (422 naming the field otherwise).
+pub(crate) async fn existing_customer(state: &AppState, raw: &str) -> Result<String, Problem> {
+    let customer = Uuid::parse_str(raw.trim())
+        .map_err(|_| Problem::invalid("customer_id", "is not a customer id"))?
+        .to_string();
+    if state.customers.load(&customer).await?.is_none() {
+        return Err(Problem::invalid("customer_id", "no such customer"));
+    }
+    Ok(customer)
+}
+
+/// The answer to an executed command (see [`answer`]).
+pub(crate) fn respond<S>(executed: crm_core::aggregate::Executed<S>, collection: &str) -> Response {
+    match executed {
+        crm_core::aggregate::Executed::Applied { status, body, .. } => answer(status, &body, false, collection),
+        crm_core::aggregate::Executed::Replayed { status, body } => answer(status, &body, true, collection),
+    }
 }
 
 /// The request's `Idempotency-Key`, scoped to the caller and the request.
@@ -92,11 +117,7 @@ async fn run(
         .customers
         .execute(id, &command, &meta, call.idempotency.as_ref(), &respond)
         .await?;
-    let (status, body, replayed) = match executed {
-        Executed::Applied { status, body, .. } => (status, body, false),
-        Executed::Replayed { status, body } => (status, body, true),
-    };
-    Ok(answer(status, &body, replayed, "/customers"))
+    Ok(self::respond(executed, "/customers"))
 }
 
 /// A command's answer: `status` and `body`, with the new resource's

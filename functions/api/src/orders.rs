@@ -2,14 +2,14 @@
 
 use crate::auth::Principal;
 use crate::body::{parse_json, RawBody};
-use crate::customers::{answer, idempotency, no_payload};
+use crate::customers::{answer, existing_customer, idempotency, no_payload, path_id};
 use crate::problem::Problem;
 use crate::AppState;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
-use crm_core::aggregate::{AggregateError, Executed};
+use crm_core::aggregate::AggregateError;
 use crm_core::commerce::{
     CancelOrder, Order, OrderCommand, OrderCommandError, OrderError, PlaceOrder, RecordPayment, RequestRefund,
     ShipOrder,
@@ -28,10 +28,8 @@ pub fn order_view(o: &Order) -> Value {
     v
 }
 
-fn order_id(raw: &str) -> Result<String, Problem> {
-    Uuid::parse_str(raw)
-        .map(|u| u.to_string())
-        .map_err(|_| Problem::not_found("order not found"))
+pub(crate) fn order_id(raw: &str) -> Result<String, Problem> {
+    path_id(raw, "order")
 }
 
 /// Runs a command and answers with `status` and the order's view (or, for a
@@ -50,11 +48,7 @@ async fn run(
         .orders
         .execute(id, &command, &meta, idempotency.as_ref(), &respond)
         .await?;
-    let (status, body, replayed) = match executed {
-        Executed::Applied { status, body, .. } => (status, body, false),
-        Executed::Replayed { status, body } => (status, body, true),
-    };
-    Ok(answer(status, &body, replayed, "/orders"))
+    Ok(crate::customers::respond(executed, "/orders"))
 }
 
 pub async fn place(
@@ -77,13 +71,7 @@ pub async fn place(
         }
     }
     // The customer must exist, as the write side knows it.
-    let customer = Uuid::parse_str(command.customer_id.trim())
-        .map_err(|_| Problem::invalid("customer_id", "is not a customer id"))?
-        .to_string();
-    if state.customers.load(&customer).await?.is_none() {
-        return Err(Problem::invalid("customer_id", "no such customer"));
-    }
-    command.customer_id = customer;
+    command.customer_id = existing_customer(&state, &command.customer_id).await?;
     if let Some(cart) = &command.cart_id {
         let cart = Uuid::parse_str(cart.trim()).map_err(|_| Problem::invalid("cart_id", "is not a cart id"))?;
         command.cart_id = Some(cart.to_string());

@@ -26,17 +26,7 @@ pub fn inactivity_timer_name(cart_id: &str) -> String {
 }
 
 /// What executing a cart command did.
-#[derive(Debug, Clone, PartialEq)]
-pub enum CartExecuted {
-    Applied {
-        cart: Box<Cart>,
-        events: Vec<EventEnvelope>,
-        status: u16,
-        body: serde_json::Value,
-    },
-    /// The same request was applied before; this is its first answer.
-    Replayed { status: u16, body: serde_json::Value },
-}
+pub type CartExecuted = Executed<Cart>;
 
 /// What a fired inactivity timer did.
 #[derive(Debug, Clone, PartialEq)]
@@ -149,36 +139,23 @@ impl CartService {
         idempotency: Option<&IdempotencyKey>,
         respond: CartResponseBuilder<'_>,
     ) -> Result<CartExecuted, CartCommandError> {
-        match self
+        let executed = self
             .carts
             .execute(cart_id, command, &(), meta, idempotency, respond)
-            .await?
-        {
-            Executed::Applied {
-                state,
-                events,
-                status,
-                body,
-            } => {
-                // After the append: an outside effect under a deterministic
-                // name, safe to repeat.
-                self.sync_timer(&state).await?;
-                Ok(CartExecuted::Applied {
-                    cart: state,
-                    events,
-                    status,
-                    body,
-                })
-            }
-            Executed::Replayed { status, body } => {
-                // The first attempt may have stored the events and then
-                // failed to set the timer: set it now.
+            .await?;
+        match &executed {
+            // After the append: an outside effect under a deterministic
+            // name, safe to repeat.
+            Executed::Applied { state, .. } => self.sync_timer(state).await?,
+            // The first attempt may have stored the events and then failed
+            // to set the timer: set it now.
+            Executed::Replayed { .. } => {
                 if let Some(cart) = self.load(cart_id).await? {
                     self.sync_timer(&cart).await?;
                 }
-                Ok(CartExecuted::Replayed { status, body })
             }
         }
+        Ok(executed)
     }
 
     /// Sets the timer of an open cart (due one inactivity period after its

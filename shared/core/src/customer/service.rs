@@ -26,19 +26,8 @@ pub type ResponseBuilder<'a> = &'a (dyn Fn(&Customer, &[EventEnvelope]) -> (u16,
 /// An idempotent request: its scoped key and fingerprint.
 pub type IdempotencyRequest = IdempotencyKey;
 
-/// What executing a command did.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Executed {
-    /// The command was applied now.
-    Applied {
-        customer: Box<Customer>,
-        events: Vec<EventEnvelope>,
-        status: u16,
-        body: serde_json::Value,
-    },
-    /// The same request was applied before; this is its first answer.
-    Replayed { status: u16, body: serde_json::Value },
-}
+/// What executing a customer command did.
+pub type Executed = crate::aggregate::Executed<Customer>;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CommandError {
@@ -166,25 +155,10 @@ impl CustomerService {
             new_customer_id: customer_id.to_string(),
             verification_token: Uuid::new_v4().simple().to_string(),
         };
-        let executed = self
-            .customers
+        self.customers
             .execute(customer_id, command, &input, meta, idempotency, respond)
             .await
-            .map_err(|e| from_aggregate(e, Some(command)))?;
-        Ok(match executed {
-            crate::aggregate::Executed::Applied {
-                state,
-                events,
-                status,
-                body,
-            } => Executed::Applied {
-                customer: state,
-                events,
-                status,
-                body,
-            },
-            crate::aggregate::Executed::Replayed { status, body } => Executed::Replayed { status, body },
-        })
+            .map_err(|e| from_aggregate(e, Some(command)))
     }
 }
 
