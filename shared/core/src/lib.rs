@@ -18,6 +18,7 @@ pub mod messaging;
 pub mod pattern;
 pub mod ports;
 pub mod preferences;
+pub mod privacy;
 pub mod relay;
 pub mod scheduler;
 pub mod segments;
