@@ -6,6 +6,7 @@ pub mod db;
 pub mod demo;
 pub mod dev;
 pub mod dlq;
+pub mod keys;
 pub mod mail;
 pub mod mail_view;
 pub mod pattern_cli;
