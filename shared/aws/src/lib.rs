@@ -2,6 +2,7 @@
 
 pub mod dynamodb;
 pub mod eventbridge;
+pub mod keys;
 pub mod lambda;
 mod provider_error;
 pub mod scheduler;

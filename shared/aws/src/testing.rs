@@ -42,6 +42,11 @@ pub async fn eventbridge_client() -> aws_sdk_eventbridge::Client {
     aws_sdk_eventbridge::Client::new(&moto_config().await)
 }
 
+/// A KMS client for the moto endpoint (see [`moto_config`]).
+pub async fn kms_client() -> aws_sdk_kms::Client {
+    aws_sdk_kms::Client::new(&moto_config().await)
+}
+
 /// An SQS client for the moto endpoint (see [`moto_config`]).
 pub async fn sqs_client() -> aws_sdk_sqs::Client {
     aws_sdk_sqs::Client::new(&moto_config().await)
