@@ -75,8 +75,10 @@ fn field_mut<'a>(value: &'a mut Value, path: &str) -> Option<&'a mut Value> {
 }
 
 /// Encrypts each field of `value` at `paths` for `customer_id`: its JSON text
-/// becomes an `enc:v1:` string. Fields already encrypted, absent or `null`
-/// are left as they are, so encrypting twice changes nothing.
+/// becomes an `enc:v1:` string. Absent and `null` fields are left alone, and
+/// so are fields this key already encrypted for this customer and path, so
+/// encrypting twice changes nothing. A plain value that merely looks
+/// encrypted (a name typed as `enc:v1:…`) is encrypted like any other.
 pub fn encrypt_paths(value: &mut Value, key: &DataKey, customer_id: &str, paths: &[&str]) -> Result<(), CryptoError> {
     for path in paths {
         let Some(field) = field_mut(value, path) else {
@@ -84,7 +86,7 @@ pub fn encrypt_paths(value: &mut Value, key: &DataKey, customer_id: &str, paths:
         };
         match field {
             Value::Null => {}
-            Value::String(s) if is_encrypted(s) => {}
+            Value::String(s) if is_encrypted(s) && decrypt_field(key, customer_id, path, s).is_ok() => {}
             other => {
                 let json = other.to_string();
                 *other = Value::String(encrypt_field(key, customer_id, path, &json)?);
@@ -287,6 +289,17 @@ mod tests {
         let before = plain.clone();
         decrypt_paths(&mut plain, Some(&k), "cus-1", paths).expect("plain");
         assert_eq!(plain, before);
+    }
+
+    #[test]
+    fn a_plain_value_that_looks_encrypted_is_encrypted_too() {
+        let k = key();
+        let mut data = json!({ "notes": "enc:v1:not-really", "first_name": "enc:" });
+        let before = data.clone();
+        encrypt_paths(&mut data, &k, "cus-1", &["notes", "first_name"]).expect("encrypt");
+        assert!(!data.to_string().contains("not-really"));
+        decrypt_paths(&mut data, Some(&k), "cus-1", &["notes", "first_name"]).expect("decrypt");
+        assert_eq!(data, before);
     }
 
     #[test]
