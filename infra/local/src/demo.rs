@@ -239,8 +239,22 @@ pub async fn run_story(data_dir: Option<&Path>) -> Result<String, DemoError> {
     )
     .await?;
 
-    let line = format!("{}  (browse skipped: there is no product-view route yet)", demo.now());
-    demo.say(line);
+    // Browsing: a product view (the browse-abandonment journey starts, and
+    // ends when the lamp goes into the cart).
+    demo.call(
+        "POST",
+        &format!("/customers/{customer_id}/activity"),
+        Some(json!({
+            "type": "ProductViewed",
+            "product_id": "lamp-01",
+            "name": "Desk lamp",
+            "category": "lighting",
+            "price_minor": 4000,
+            "session_id": "demo-session",
+            "utm": { "source": "newsletter", "medium": "email", "campaign": "autumn" }
+        })),
+    )
+    .await?;
 
     // A cart worth 65.00.
     let cart = demo
