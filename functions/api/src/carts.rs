@@ -1,14 +1,14 @@
 //! Cart routes: translate requests into cart commands and answers.
 
 use crate::auth::Principal;
-use crate::body::{parse_json, RawBody};
-use crate::customers::{existing_customer, idempotency, no_payload, path_id};
+use crate::body::parse_json;
+use crate::call::CommandCall;
+use crate::customers::{existing_customer, no_payload, path_id};
 use crate::problem::Problem;
 use crate::AppState;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Extension;
 use crm_core::commerce::{
     cart::valid_product_id, AddItem, Cart, CartCommand, CartCommandError, CartError, CreateCart, RemoveItem,
 };
@@ -55,16 +55,8 @@ async fn run(
     Ok(crate::customers::respond(executed, "/carts"))
 }
 
-pub async fn create(
-    State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    RawBody(body): RawBody,
-) -> Result<Response, Problem> {
-    let mut command: CreateCart = parse_json(&body)?;
-    let key = idempotency(&headers, &principal, &method, &uri, &body)?;
+pub async fn create(State(state): State<AppState>, call: CommandCall) -> Result<Response, Problem> {
+    let mut command: CreateCart = parse_json(&call.body)?;
     // The customer must exist, as the write side knows it.
     command.customer_id = existing_customer(&state, &command.customer_id).await?;
     let id = Uuid::now_v7().to_string();
@@ -72,8 +64,8 @@ pub async fn create(
         &state,
         &id,
         CartCommand::Create(command),
-        &principal,
-        key,
+        &call.principal,
+        call.idempotency,
         StatusCode::CREATED,
     )
     .await
@@ -81,22 +73,17 @@ pub async fn create(
 
 pub async fn add_item(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    RawBody(body): RawBody,
+    call: CommandCall,
 ) -> Result<Response, Problem> {
     let id = cart_id(&id)?;
-    let command: AddItem = parse_json(&body)?;
-    let key = idempotency(&headers, &principal, &method, &uri, &body)?;
+    let command: AddItem = parse_json(&call.body)?;
     run(
         &state,
         &id,
         CartCommand::AddItem(command),
-        &principal,
-        key,
+        &call.principal,
+        call.idempotency,
         StatusCode::OK,
     )
     .await
@@ -104,34 +91,33 @@ pub async fn add_item(
 
 pub async fn remove_item(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
     Path((id, product)): Path<(String, String)>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    call: CommandCall,
 ) -> Result<Response, Problem> {
     let id = cart_id(&id)?;
     if !valid_product_id(&product) {
         return Err(Problem::not_found(format!("product {product} is not in the cart")).with_field("product_id"));
     }
-    let key = idempotency(&headers, &principal, &method, &uri, b"")?;
     let command = CartCommand::RemoveItem(RemoveItem { product_id: product });
-    run(&state, &id, command, &principal, key, StatusCode::OK).await
+    run(&state, &id, command, &call.principal, call.idempotency, StatusCode::OK).await
 }
 
 pub async fn checkout(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    RawBody(body): RawBody,
+    call: CommandCall,
 ) -> Result<Response, Problem> {
     let id = cart_id(&id)?;
-    no_payload(&body)?;
-    let key = idempotency(&headers, &principal, &method, &uri, &body)?;
-    run(&state, &id, CartCommand::StartCheckout, &principal, key, StatusCode::OK).await
+    no_payload(&call.body)?;
+    run(
+        &state,
+        &id,
+        CartCommand::StartCheckout,
+        &call.principal,
+        call.idempotency,
+        StatusCode::OK,
+    )
+    .await
 }
 
 pub async fn get_cart(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, Problem> {

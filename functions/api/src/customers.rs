@@ -1,14 +1,14 @@
 //! Customer routes: translate requests into customer commands and answers.
 
 use crate::auth::Principal;
-use crate::body::{parse_json, RawBody};
+use crate::body::parse_json;
+use crate::call::CommandCall;
 use crate::problem::Problem;
 use crate::AppState;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::Extension;
 use crm_core::consent::{Channel, Purpose};
 use crm_core::customer::{
     ChangeEmail, Customer, CustomerCommand, DeactivateCustomer, GrantConsent, RegisterCustomer, RegisterPushDevice,
@@ -91,24 +91,13 @@ pub(crate) fn idempotency(
     )))
 }
 
-/// Everything a command request carries besides its payload.
-struct Call {
-    principal: Principal,
-    idempotency: Option<IdempotencyKey>,
-}
-
-fn call(headers: &HeaderMap, principal: Principal, method: &Method, uri: &Uri, body: &[u8]) -> Result<Call, Problem> {
-    let idempotency = idempotency(headers, &principal, method, uri, body)?;
-    Ok(Call { principal, idempotency })
-}
-
 /// Runs a command and answers with `status` and the customer's view (or,
 /// for a replayed request, the first answer).
 async fn run(
     state: &AppState,
     id: &str,
     command: CustomerCommand,
-    call: Call,
+    call: CommandCall,
     status: StatusCode,
 ) -> Result<Response, Problem> {
     let meta = CommandMeta::new(Actor::api(&call.principal.0));
@@ -143,16 +132,8 @@ pub(crate) fn answer(status: u16, body: &Value, replayed: bool, collection: &str
     response
 }
 
-pub async fn register(
-    State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    RawBody(body): RawBody,
-) -> Result<Response, Problem> {
-    let command: RegisterCustomer = parse_json(&body)?;
-    let call = call(&headers, principal, &method, &uri, &body)?;
+pub async fn register(State(state): State<AppState>, call: CommandCall) -> Result<Response, Problem> {
+    let command: RegisterCustomer = parse_json(&call.body)?;
     let id = Uuid::now_v7().to_string();
     run(
         &state,
@@ -170,16 +151,11 @@ macro_rules! command_route {
     ($name:ident, $payload:ty = $parse:ident, $status:expr, |$p:ident| $command:expr) => {
         pub async fn $name(
             State(state): State<AppState>,
-            Extension(principal): Extension<Principal>,
             Path(id): Path<String>,
-            method: Method,
-            uri: Uri,
-            headers: HeaderMap,
-            RawBody(body): RawBody,
+            call: CommandCall,
         ) -> Result<Response, Problem> {
             let id = customer_id(&id)?;
-            let $p: $payload = $parse(&body)?;
-            let call = call(&headers, principal, &method, &uri, &body)?;
+            let $p: $payload = $parse(&call.body)?;
             run(&state, &id, $command, call, $status).await
         }
     };
@@ -229,12 +205,9 @@ command_route!(reactivate, NoPayload = no_payload, StatusCode::OK, |_p| {
 
 pub async fn revoke_consent(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
     Path((id, purpose, channel)): Path<(String, String, String)>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    call: CommandCall,
 ) -> Result<Response, Problem> {
     let id = customer_id(&id)?;
     let purpose = Purpose::parse(&purpose)
@@ -249,7 +222,6 @@ pub async fn revoke_consent(
         .get("reason")
         .cloned()
         .unwrap_or_else(|| "customer-request".into());
-    let call = call(&headers, principal, &method, &uri, b"")?;
     let command = CustomerCommand::RevokeConsent(RevokeConsent {
         purpose,
         channel,

@@ -4,6 +4,7 @@
 
 mod auth;
 mod body;
+mod call;
 mod campaigns;
 mod carts;
 mod customers;

@@ -1,14 +1,14 @@
 //! Order routes: translate requests into order commands and answers.
 
 use crate::auth::Principal;
-use crate::body::{parse_json, RawBody};
-use crate::customers::{answer, existing_customer, idempotency, no_payload, path_id};
+use crate::body::parse_json;
+use crate::call::CommandCall;
+use crate::customers::{answer, existing_customer, no_payload, path_id};
 use crate::problem::Problem;
 use crate::AppState;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Extension;
 use crm_core::aggregate::AggregateError;
 use crm_core::commerce::{
     CancelOrder, Order, OrderCommand, OrderCommandError, OrderError, PlaceOrder, RecordPayment, RequestRefund,
@@ -51,16 +51,9 @@ async fn run(
     Ok(crate::customers::respond(executed, "/orders"))
 }
 
-pub async fn place(
-    State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    RawBody(body): RawBody,
-) -> Result<Response, Problem> {
-    let mut command: PlaceOrder = parse_json(&body)?;
-    let key = idempotency(&headers, &principal, &method, &uri, &body)?;
+pub async fn place(State(state): State<AppState>, call: CommandCall) -> Result<Response, Problem> {
+    let mut command: PlaceOrder = parse_json(&call.body)?;
+    let key = call.idempotency;
     // A repeated request is answered from its receipt before anything is looked up again.
     if let Some(key) = &key {
         if let Some(receipt) = state.events.receipt(&key.receipt_key).await? {
@@ -82,7 +75,7 @@ pub async fn place(
         &state,
         &id,
         OrderCommand::Place(Box::new(command)),
-        &principal,
+        &call.principal,
         key,
         StatusCode::CREATED,
     )
@@ -95,17 +88,20 @@ macro_rules! order_route {
     ($name:ident, $payload:ty, |$p:ident| $command:expr) => {
         pub async fn $name(
             State(state): State<AppState>,
-            Extension(principal): Extension<Principal>,
             Path(id): Path<String>,
-            method: Method,
-            uri: Uri,
-            headers: HeaderMap,
-            RawBody(body): RawBody,
+            call: CommandCall,
         ) -> Result<Response, Problem> {
             let id = order_id(&id)?;
-            let $p: $payload = parse_json(&body)?;
-            let key = idempotency(&headers, &principal, &method, &uri, &body)?;
-            run(&state, &id, $command, &principal, key, StatusCode::OK).await
+            let $p: $payload = parse_json(&call.body)?;
+            run(
+                &state,
+                &id,
+                $command,
+                &call.principal,
+                call.idempotency,
+                StatusCode::OK,
+            )
+            .await
         }
     };
 }
@@ -120,17 +116,20 @@ order_route!(refund, RequestRefund, |p| OrderCommand::Refund {
 
 pub async fn deliver(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    RawBody(body): RawBody,
+    call: CommandCall,
 ) -> Result<Response, Problem> {
     let id = order_id(&id)?;
-    no_payload(&body)?;
-    let key = idempotency(&headers, &principal, &method, &uri, &body)?;
-    run(&state, &id, OrderCommand::Deliver, &principal, key, StatusCode::OK).await
+    no_payload(&call.body)?;
+    run(
+        &state,
+        &id,
+        OrderCommand::Deliver,
+        &call.principal,
+        call.idempotency,
+        StatusCode::OK,
+    )
+    .await
 }
 
 pub async fn get_order(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, Problem> {

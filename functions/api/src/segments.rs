@@ -1,16 +1,14 @@
 //! Activity events, profile metrics and segments
 //! (docs/decisions/0014-profile-metrics-and-segments.md).
 
-use crate::auth::Principal;
-use crate::body::RawBody;
-use crate::customers::{answer, customer_id, idempotency, number};
+use crate::call::CommandCall;
+use crate::customers::{answer, customer_id, number};
 use crate::problem::Problem;
 use crate::AppState;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, Method, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::Json;
 use crm_core::customer::activity::{record_activity, ActivityError, RecordActivity, Recorded};
 use crm_core::customer::metrics::{profile_metrics, ProfileMetrics};
 use crm_core::customer::CustomerError;
@@ -46,26 +44,23 @@ impl From<ActivityError> for Problem {
 /// `POST /customers/{id}/activity`: one typed activity event (or a login).
 pub async fn record(
     State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    RawBody(body): RawBody,
+    call: CommandCall,
 ) -> Result<Response, Problem> {
     let id = customer_id(&id)?;
+    let body = &call.body;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(Problem::malformed("a JSON request body is required"));
     }
     let value: Value =
-        serde_json::from_slice(&body).map_err(|e| Problem::malformed(format!("the body is not valid JSON: {e}")))?;
+        serde_json::from_slice(body).map_err(|e| Problem::malformed(format!("the body is not valid JSON: {e}")))?;
     let request = RecordActivity::from_json(value).map_err(ActivityError::from)?;
-    let key = idempotency(&headers, &principal, &method, &uri, &body)?;
+    let key = call.idempotency;
     // The customer must exist, as the write side knows it.
     if state.customers.load(&id).await?.is_none() {
         return Err(Problem::not_found("customer not found"));
     }
-    let meta = CommandMeta::new(Actor::api(&principal.0));
+    let meta = CommandMeta::new(Actor::api(&call.principal.0));
     let now = state.clock.now();
     let recorded = record_activity(state.events.as_ref(), &id, &request, &meta, key.as_ref(), now).await?;
     Ok(match recorded {
