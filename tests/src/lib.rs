@@ -140,6 +140,29 @@ impl TestApi {
             })
     }
 
+    /// Registers a customer (the body of [`registration`]); returns its id.
+    pub async fn register(&self, email: &str) -> String {
+        let a = self.call("POST", "/customers", Some(&registration(email))).await;
+        assert_eq!(a.status, 201, "{:?}", a.body);
+        a.body["id"].as_str().expect("customer id").to_string()
+    }
+
+    /// Opens a EUR cart for the customer holding `quantity` desk lamps at
+    /// `unit_price_minor` each; returns the cart id.
+    pub async fn cart_with_lamps(&self, customer_id: &str, quantity: u32, unit_price_minor: i64) -> String {
+        let body = serde_json::json!({ "customer_id": customer_id, "currency": "EUR" }).to_string();
+        let cart = self.call("POST", "/carts", Some(&body)).await;
+        assert_eq!(cart.status, 201, "{:?}", cart.body);
+        let cart_id = cart.body["id"].as_str().expect("cart id").to_string();
+        let item = serde_json::json!({ "product_id": "lamp", "name": "Desk lamp", "quantity": quantity,
+            "unit_price_minor": unit_price_minor });
+        let added = self
+            .call("POST", &format!("/carts/{cart_id}/items"), Some(&item.to_string()))
+            .await;
+        assert_eq!(added.status, 200, "{:?}", added.body);
+        cart_id
+    }
+
     /// Every stored event, in store order.
     pub async fn all_events(&self) -> Vec<crm_core::event::EventEnvelope> {
         let mut out = Vec::new();

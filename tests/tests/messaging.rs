@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 use crm_core::event::EventEnvelope;
-use crm_tests::{registration, TestApi};
+use crm_tests::TestApi;
 use serde_json::json;
 
 fn start() -> DateTime<Utc> {
@@ -30,24 +30,8 @@ async fn of_type(api: &TestApi, event_type: &str) -> Vec<EventEnvelope> {
 
 /// Registers a customer and abandons a cart worth 65 EUR: returns the customer id.
 async fn abandon_a_cart(api: &TestApi) -> String {
-    let customer = api
-        .call("POST", "/customers", Some(&registration("grace@example.com")))
-        .await;
-    assert_eq!(customer.status, 201, "{:?}", customer.body);
-    let customer_id = customer.body["id"].as_str().expect("id").to_string();
-    let cart = api
-        .call(
-            "POST",
-            "/carts",
-            Some(&json!({ "customer_id": customer_id, "currency": "EUR" }).to_string()),
-        )
-        .await;
-    let cart_id = cart.body["id"].as_str().expect("cart id").to_string();
-    let item = json!({ "product_id": "lamp", "name": "Desk lamp", "quantity": 1, "unit_price_minor": 6500 });
-    let added = api
-        .call("POST", &format!("/carts/{cart_id}/items"), Some(&item.to_string()))
-        .await;
-    assert_eq!(added.status, 200, "{:?}", added.body);
+    let customer_id = api.register("grace@example.com").await;
+    api.cart_with_lamps(&customer_id, 1, 6500).await;
     customer_id
 }
 

@@ -394,19 +394,7 @@ async fn bad_input_names_the_field_and_writes_nothing() {
 async fn an_order_from_a_cart_takes_its_items_once() {
     let api = TestApi::new();
     let customer_id = customer(&api).await;
-    let cart = api
-        .call(
-            "POST",
-            "/carts",
-            Some(&json!({ "customer_id": customer_id, "currency": "EUR" }).to_string()),
-        )
-        .await;
-    let cart_id = cart.body["id"].as_str().expect("cart id").to_string();
-    let item = json!({ "product_id": "lamp", "name": "Desk lamp", "quantity": 2, "unit_price_minor": 2000 });
-    let added = api
-        .call("POST", &format!("/carts/{cart_id}/items"), Some(&item.to_string()))
-        .await;
-    assert_eq!(added.status, 200);
+    let cart_id = api.cart_with_lamps(&customer_id, 2, 2000).await;
     let body = json!({ "customer_id": customer_id, "cart_id": cart_id, "tax_minor": 760, "shipping_minor": 0,
         "total_minor": 4760, "shipping_address": address() })
     .to_string();
@@ -588,19 +576,7 @@ async fn recovery_requests(api: &TestApi) -> Vec<String> {
 async fn an_ordered_cart_is_not_abandoned() {
     let api = TestApi::at(start());
     let customer_id = customer(&api).await;
-    let cart = api
-        .call(
-            "POST",
-            "/carts",
-            Some(&json!({ "customer_id": customer_id, "currency": "EUR" }).to_string()),
-        )
-        .await;
-    let cart_id = cart.body["id"].as_str().expect("cart id").to_string();
-    let item = json!({ "product_id": "lamp", "name": "Desk lamp", "quantity": 1, "unit_price_minor": 6500 });
-    let added = api
-        .call("POST", &format!("/carts/{cart_id}/items"), Some(&item.to_string()))
-        .await;
-    assert_eq!(added.status, 200);
+    let cart_id = api.cart_with_lamps(&customer_id, 1, 6500).await;
     let body = json!({ "customer_id": customer_id, "cart_id": cart_id, "tax_minor": 0, "shipping_minor": 0,
         "total_minor": 6500, "shipping_address": address() });
     assert_eq!(api.call("POST", "/orders", Some(&body.to_string())).await.status, 201);
