@@ -7,7 +7,6 @@ use axum::Router;
 use crm_core::ports::EventStore;
 use crm_local::bus::BUILT_IN_TEMPLATE;
 use crm_local::runtime::{ClockChoice, LocalRuntime};
-use crm_local::SqliteEventStore;
 use http_body_util::BodyExt;
 use std::sync::Arc;
 use tower::ServiceExt;
@@ -19,7 +18,9 @@ pub const TOKEN: &str = "test-token";
 /// projection caught up.
 pub struct TestApi {
     pub app: Router,
-    pub store: Arc<SqliteEventStore>,
+    /// The runtime's event store (decrypting; the raw rows are in
+    /// `runtime.stored_events`).
+    pub store: Arc<dyn EventStore>,
     pub runtime: LocalRuntime,
     _dir: tempfile::TempDir,
 }
@@ -70,6 +71,11 @@ impl TestApi {
             runtime,
             _dir: dir,
         }
+    }
+
+    /// The SQLite database file the runtime stores everything in.
+    pub fn db_path(&self) -> std::path::PathBuf {
+        self._dir.path().join("crm.db")
     }
 
     /// Sends a request with the right bearer token.

@@ -4,7 +4,6 @@
 
 use crm_core::clock::SystemClock;
 use crm_core::commerce::{inactivity_timer_name, CartService, TimerOutcome};
-use crm_core::ports::EventStore;
 use crm_core::scheduler::{Scheduler, TimerKind, TimerPayload};
 use crm_tests::{registration, TestApi};
 use serde_json::json;

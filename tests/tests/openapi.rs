@@ -3,7 +3,6 @@
 
 use crm_core::consent::{Channel, Purpose};
 use crm_core::messaging::unsubscribe::UnsubscribeToken;
-use crm_core::ports::EventStore;
 use crm_tests::{registration, TestApi};
 use serde_yaml::Value as Yaml;
 use std::collections::BTreeSet;

@@ -4,9 +4,11 @@
 use aws_config::BehaviorVersion;
 use crm_api::{router, AppState, Auth};
 use crm_aws::dynamodb::{DynamoEventStore, DynamoReadModels};
+use crm_aws::keys::DynamoKmsKeyStore;
 use crm_aws::scheduler::EventBridgeScheduler;
 use crm_core::clock::SystemClock;
 use crm_core::messaging::unsubscribe::TokenSigner;
+use crm_core::privacy::EncryptingEventStore;
 use std::sync::Arc;
 
 #[tokio::main]
@@ -24,12 +26,24 @@ async fn main() -> Result<(), lambda_http::Error> {
         .filter(|v| !v.is_empty())
         .ok_or("UNSUBSCRIBE_SECRET is not set")?;
     let public_base_url = std::env::var("PUBLIC_BASE_URL").map_err(|_| "PUBLIC_BASE_URL is not set")?;
+    // The customers' data keys (decision 0016): personal data is encrypted at rest (0017).
+    let keys_table = std::env::var("KEYS_TABLE").map_err(|_| "KEYS_TABLE is not set")?;
+    let kms_key_id = std::env::var("DATA_KEYS_KMS_KEY_ID").map_err(|_| "DATA_KEYS_KMS_KEY_ID is not set")?;
     let scheduler_dead_letter_arn = std::env::var("SCHEDULER_DEAD_LETTER_ARN")
         .ok()
         .filter(|v| !v.is_empty());
     let config = aws_config::load_defaults(BehaviorVersion::latest()).await;
     let client = aws_sdk_dynamodb::Client::new(&config);
-    let store = DynamoEventStore::new(client.clone(), events_table);
+    let keys = DynamoKmsKeyStore::new(
+        client.clone(),
+        aws_sdk_kms::Client::new(&config),
+        keys_table,
+        kms_key_id,
+    );
+    let store = EncryptingEventStore::new(
+        Arc::new(DynamoEventStore::new(client.clone(), events_table)),
+        Arc::new(keys),
+    );
     let read_models = DynamoReadModels::new(client, read_models_table);
     let scheduler = EventBridgeScheduler::new(
         aws_sdk_scheduler::Client::new(&config),

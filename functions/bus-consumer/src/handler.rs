@@ -16,6 +16,7 @@ use chrono::{DateTime, Utc};
 use crm_core::consumer::{ConsumeError, EventHandler};
 use crm_core::event::EventEnvelope;
 use crm_core::ports::{DeadLetter, DeadLetterQueue, StoreError};
+use crm_core::privacy::{decrypt_envelope, KeyStore};
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -102,16 +103,51 @@ pub async fn handle(
     group: &dyn EventHandler,
     dead_letters: &dyn DeadLetterQueue,
 ) -> Result<Handled, HandlerError> {
-    handle_at(event.payload, group, dead_letters, Utc::now()).await
+    handle_at(event.payload, group, None, dead_letters, Utc::now()).await
+}
+
+/// [`handle`] for a bus that carries events as stored: the envelope's
+/// personal fields are decrypted with `keys` before `group` sees them
+/// (decision 0017). A key that cannot be had, or a field that does not
+/// decrypt, fails the delivery (EventBridge retries it, then its
+/// dead-letter queue keeps it, still encrypted).
+pub async fn handle_stored(
+    event: LambdaEvent<Value>,
+    group: &dyn EventHandler,
+    keys: &dyn KeyStore,
+    dead_letters: &dyn DeadLetterQueue,
+) -> Result<Handled, HandlerError> {
+    handle_at(event.payload, group, Some(keys), dead_letters, Utc::now()).await
 }
 
 async fn handle_at(
     payload: Value,
     group: &dyn EventHandler,
+    keys: Option<&dyn KeyStore>,
     dead_letters: &dyn DeadLetterQueue,
     now: DateTime<Utc>,
 ) -> Result<Handled, HandlerError> {
-    let envelope = match decode(&payload) {
+    let decoded = match (decode(&payload), keys) {
+        (Ok(mut envelope), Some(keys)) => match decrypt_envelope(keys, &mut envelope).await {
+            Ok(()) => Ok(envelope),
+            Err(e) => {
+                tracing::warn!(
+                    function = group.name(),
+                    event_id = %envelope.event_id,
+                    stream_id = %envelope.stream_id,
+                    version = envelope.version,
+                    error = %e,
+                    "event not decrypted; EventBridge will deliver it again"
+                );
+                return Err(HandlerError::Retry(ConsumeError::Retryable {
+                    consumer: group.name(),
+                    message: format!("decrypting {} v{}: {e}", envelope.stream_id, envelope.version),
+                }));
+            }
+        },
+        (decoded, _) => decoded,
+    };
+    let envelope = match decoded {
         Ok(envelope) => envelope,
         Err(unusable) => {
             let reason = unusable.to_string();

@@ -11,15 +11,17 @@ pub mod testing;
 pub mod timer;
 
 pub use crm_aws::lambda::{init_tracing, ConfigError};
-pub use handler::{handle, Handled, HandlerError};
+pub use handler::{handle, handle_stored, Handled, HandlerError};
 
 use aws_config::BehaviorVersion;
 use crm_aws::dynamodb::{DynamoEventStore, DynamoReadModels};
+use crm_aws::keys::DynamoKmsKeyStore;
 use crm_aws::lambda::required;
 use crm_aws::scheduler::EventBridgeScheduler;
 use crm_aws::sqs::SqsDeadLetterQueue;
 use crm_core::consumer::ConsumerGroup;
 use crm_core::ports::{DeadLetterQueue, EventStore, ReadModelStore};
+use crm_core::privacy::{EncryptingEventStore, KeyStore};
 use lambda_runtime::{service_fn, LambdaEvent};
 use std::sync::Arc;
 
@@ -36,6 +38,10 @@ pub struct Config {
     pub read_models_table: String,
     /// `DEAD_LETTER_QUEUE_URL`: where poison events are parked.
     pub dead_letter_queue_url: String,
+    /// `KEYS_TABLE`: the customers' data keys (decision 0016).
+    pub keys_table: String,
+    /// `DATA_KEYS_KMS_KEY_ID`: the KMS key that wraps them.
+    pub data_keys_kms_key_id: String,
 }
 
 impl Config {
@@ -49,13 +55,19 @@ impl Config {
             events_table: get("EVENTS_TABLE")?,
             read_models_table: get("READ_MODELS_TABLE")?,
             dead_letter_queue_url: get("DEAD_LETTER_QUEUE_URL")?,
+            keys_table: get("KEYS_TABLE")?,
+            data_keys_kms_key_id: get("DATA_KEYS_KMS_KEY_ID")?,
         })
     }
 }
 
 /// The AWS ports every bus-fed function uses, built once at cold start.
+/// `events` encrypts personal data on append and decrypts it on read
+/// (decision 0017); events from the bus are decrypted with `keys`
+/// ([`handle_stored`]).
 pub struct Ports {
-    pub events: Arc<DynamoEventStore>,
+    pub events: Arc<dyn EventStore>,
+    pub keys: Arc<dyn KeyStore>,
     pub docs: Arc<DynamoReadModels>,
     pub dead_letters: Arc<dyn DeadLetterQueue>,
 }
@@ -63,8 +75,18 @@ pub struct Ports {
 impl Ports {
     pub fn new(aws: &aws_config::SdkConfig, config: Config) -> Self {
         let dynamodb = aws_sdk_dynamodb::Client::new(aws);
+        let keys: Arc<dyn KeyStore> = Arc::new(DynamoKmsKeyStore::new(
+            dynamodb.clone(),
+            aws_sdk_kms::Client::new(aws),
+            config.keys_table,
+            config.data_keys_kms_key_id,
+        ));
         Ports {
-            events: Arc::new(DynamoEventStore::new(dynamodb.clone(), config.events_table)),
+            events: Arc::new(EncryptingEventStore::new(
+                Arc::new(DynamoEventStore::new(dynamodb.clone(), config.events_table)),
+                keys.clone(),
+            )),
+            keys,
             docs: Arc::new(DynamoReadModels::new(dynamodb, config.read_models_table)),
             dead_letters: Arc::new(SqsDeadLetterQueue::new(
                 aws_sdk_sqs::Client::new(aws),
@@ -97,14 +119,15 @@ pub async fn run(build: GroupBuilder) -> Result<(), lambda_runtime::Error> {
     let aws = aws_config::load_defaults(BehaviorVersion::latest()).await;
     let Ports {
         events,
+        keys,
         docs,
         dead_letters,
     } = Ports::new(&aws, config);
     let group = build(events, docs, dead_letters.clone());
     tracing::info!(function = group.name, consumers = ?group.consumer_names(), "consumer function ready");
-    let (group, dead_letters) = (&group, dead_letters.as_ref());
+    let (group, keys, dead_letters) = (&group, keys.as_ref(), dead_letters.as_ref());
     lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
-        handle(event, group, dead_letters).await
+        handle_stored(event, group, keys, dead_letters).await
     }))
     .await
 }
@@ -124,12 +147,25 @@ mod tests {
                 ("EVENTS_TABLE", "events"),
                 ("READ_MODELS_TABLE", "read-models"),
                 ("DEAD_LETTER_QUEUE_URL", "https://sqs/q"),
+                ("KEYS_TABLE", "keys"),
+                ("DATA_KEYS_KMS_KEY_ID", "alias/crm-data-keys"),
             ])),
             Ok(Config {
                 events_table: "events".into(),
                 read_models_table: "read-models".into(),
                 dead_letter_queue_url: "https://sqs/q".into(),
+                keys_table: "keys".into(),
+                data_keys_kms_key_id: "alias/crm-data-keys".into(),
             })
+        );
+        assert_eq!(
+            Config::from_lookup(env(&[
+                ("EVENTS_TABLE", "events"),
+                ("READ_MODELS_TABLE", "read-models"),
+                ("DEAD_LETTER_QUEUE_URL", "https://sqs/q"),
+                ("KEYS_TABLE", "keys"),
+            ])),
+            Err(ConfigError("DATA_KEYS_KMS_KEY_ID"))
         );
         assert_eq!(
             Config::from_lookup(env(&[

@@ -5,6 +5,7 @@
 use crm_bus_consumer::timer::{deliver_timer, is_timer, TimerError};
 use crm_core::journey::campaigns::CampaignHandler;
 use crm_core::ports::DeadLetterQueue;
+use crm_core::privacy::KeyStore;
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde_json::Value;
 
@@ -28,11 +29,13 @@ impl From<CampaignError> for Diagnostic {
 pub async fn handle(
     event: LambdaEvent<Value>,
     campaign: &CampaignHandler,
+    keys: &dyn KeyStore,
     dead_letters: &dyn DeadLetterQueue,
 ) -> Result<Value, CampaignError> {
     if is_timer(&event.payload) {
         return Ok(deliver_timer(&event.payload, campaign).await?);
     }
-    let handled = crm_bus_consumer::handler::handle(event, campaign, dead_letters).await?;
+    // The bus carries events as stored: personal fields encrypted.
+    let handled = crm_bus_consumer::handler::handle_stored(event, campaign, keys, dead_letters).await?;
     Ok(serde_json::to_value(handled).unwrap_or_default())
 }

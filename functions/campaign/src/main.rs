@@ -18,6 +18,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let aws = aws_config::load_defaults(BehaviorVersion::latest()).await;
     let Ports {
         events,
+        keys,
         docs,
         dead_letters,
     } = Ports::new(&aws, config);
@@ -28,9 +29,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let carts = CartService::new(events.clone(), clock.clone(), scheduler.clone());
     let orders = OrderService::new(events, clock, scheduler);
     let campaign = CampaignHandler::new(engine, carts, orders, dead_letters.clone());
-    let (campaign, dead_letters) = (&campaign, dead_letters.as_ref());
+    let (campaign, keys, dead_letters) = (&campaign, keys.as_ref(), dead_letters.as_ref());
     lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
-        crm_campaign::handler::handle(event, campaign, dead_letters).await
+        crm_campaign::handler::handle(event, campaign, keys, dead_letters).await
     }))
     .await
 }

@@ -31,7 +31,9 @@ fn sample(name: &str) -> Value {
 
 struct World {
     _dir: tempfile::TempDir,
-    events: Arc<SqliteEventStore>,
+    /// Encrypting, over SQLite (decision 0017), as the functions run.
+    events: Arc<dyn EventStore>,
+    keys: Arc<crm_local::keys::SqliteKeyStore>,
     scheduler: Arc<SqliteScheduler>,
     dead_letters: Arc<SqliteDeadLetters>,
     orders: OrderService,
@@ -44,7 +46,11 @@ fn world() -> World {
     let clock = Arc::new(VirtualClock::starting_at(
         serde_json::from_str(r#""2026-11-23T13:05:00Z""#).expect("time"),
     ));
-    let events = Arc::new(SqliteEventStore::open(&db).expect("events"));
+    let keys = Arc::new(crm_local::keys::SqliteKeyStore::open_data_dir(dir.path()).expect("keys"));
+    let events: Arc<dyn EventStore> = Arc::new(crm_core::privacy::EncryptingEventStore::new(
+        Arc::new(SqliteEventStore::open(&db).expect("events")),
+        keys.clone(),
+    ));
     let docs = Arc::new(SqliteReadModels::open(&db).expect("docs"));
     let scheduler = Arc::new(SqliteScheduler::open(&db).expect("timers"));
     let dead_letters = Arc::new(SqliteDeadLetters::open(&db).expect("dead letters"));
@@ -60,6 +66,7 @@ fn world() -> World {
         orders: OrderService::new(events.clone(), clock, scheduler.clone()),
         _dir: dir,
         events,
+        keys,
         scheduler,
         dead_letters,
         handler,
@@ -70,6 +77,7 @@ async fn invoke(w: &World, payload: Value) -> Value {
     handle(
         LambdaEvent::new(payload, Context::default()),
         &w.handler,
+        w.keys.as_ref(),
         w.dead_letters.as_ref(),
     )
     .await

@@ -7,6 +7,7 @@ use chrono::Utc;
 use crm_core::messaging::delivery::{DeliveryError, FeedbackOutcome, MessageDelivery};
 use crm_core::messaging::feedback::parse_eventbridge;
 use crm_core::ports::{DeadLetter, DeadLetterQueue};
+use crm_core::privacy::KeyStore;
 
 /// The `source` of SES's events on the default bus.
 pub const SES_SOURCE: &str = "aws.ses";
@@ -36,6 +37,7 @@ impl From<ChannelError> for Diagnostic {
 pub async fn handle(
     event: LambdaEvent<Value>,
     delivery: &MessageDelivery,
+    keys: &dyn KeyStore,
     dead_letters: &dyn DeadLetterQueue,
 ) -> Result<Value, ChannelError> {
     if is_timer(&event.payload) {
@@ -44,7 +46,8 @@ pub async fn handle(
     match event.payload.get("source").and_then(Value::as_str) {
         Some(SES_SOURCE) => feedback(&event.payload, delivery, dead_letters).await,
         _ => {
-            let handled = crm_bus_consumer::handler::handle(event, delivery, dead_letters).await?;
+            // The bus carries events as stored: personal fields encrypted.
+            let handled = crm_bus_consumer::handler::handle_stored(event, delivery, keys, dead_letters).await?;
             Ok(serde_json::to_value(handled).unwrap_or_default())
         }
     }

@@ -27,6 +27,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let aws = aws_config::load_defaults(BehaviorVersion::latest()).await;
     let Ports {
         events,
+        keys,
         docs,
         dead_letters,
     } = Ports::new(&aws, config);
@@ -73,9 +74,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         dead_letters.clone(),
         settings,
     );
-    let (delivery, dead_letters) = (&delivery, dead_letters.as_ref());
+    let (delivery, keys, dead_letters) = (&delivery, keys.as_ref(), dead_letters.as_ref());
     lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
-        crm_channel::handler::handle(event, delivery, dead_letters).await
+        crm_channel::handler::handle(event, delivery, keys, dead_letters).await
     }))
     .await
 }

@@ -30,7 +30,9 @@ fn sample(name: &str) -> Value {
 
 struct World {
     _dir: tempfile::TempDir,
-    events: Arc<SqliteEventStore>,
+    /// Encrypting, over SQLite (decision 0017), as the functions run.
+    events: Arc<dyn EventStore>,
+    keys: Arc<crm_local::keys::SqliteKeyStore>,
     sink: Arc<MailSink>,
     dead_letters: Arc<SqliteDeadLetters>,
     clock: Arc<VirtualClock>,
@@ -42,7 +44,11 @@ async fn world() -> World {
     let db = dir.path().join("crm.db");
     let start: DateTime<Utc> = "2026-11-23T14:00:01Z".parse().expect("time");
     let clock = Arc::new(VirtualClock::starting_at(start));
-    let events = Arc::new(SqliteEventStore::open(&db).expect("events"));
+    let keys = Arc::new(crm_local::keys::SqliteKeyStore::open_data_dir(dir.path()).expect("keys"));
+    let events: Arc<dyn EventStore> = Arc::new(crm_core::privacy::EncryptingEventStore::new(
+        Arc::new(SqliteEventStore::open(&db).expect("events")),
+        keys.clone(),
+    ));
     let docs = Arc::new(SqliteReadModels::open(&db).expect("docs"));
     let scheduler = Arc::new(SqliteScheduler::open(&db).expect("timers"));
     let sink = Arc::new(MailSink::open(&db, clock.clone()).expect("sink"));
@@ -76,6 +82,7 @@ async fn world() -> World {
     World {
         _dir: dir,
         events,
+        keys,
         sink,
         dead_letters,
         clock,
@@ -87,6 +94,7 @@ async fn invoke(w: &World, payload: Value) -> Value {
     handle(
         LambdaEvent::new(payload, Context::default()),
         &w.delivery,
+        w.keys.as_ref(),
         w.dead_letters.as_ref(),
     )
     .await

@@ -248,3 +248,45 @@ async fn the_order_sample_reaches_the_insight_projections() {
     assert_eq!(f.current_stage, Some(funnel::Stage::Purchase));
     assert!(h.letters().await.is_empty());
 }
+
+#[tokio::test]
+async fn encrypted_events_from_the_bus_are_decrypted_before_the_views() {
+    use crm_core::privacy::{encrypt_envelope, memory::InMemoryKeyStore, KeyStore};
+    let h = Harness::new();
+    let group = h.group(crm_projector::group);
+    let keys = InMemoryKeyStore::new();
+    let events = h.register(CUSTOMER, "Ada@Example.com").await;
+
+    for event in &events {
+        // What the relay publishes: the event as the encrypting store keeps it.
+        let mut stored = event.clone();
+        encrypt_envelope(&keys, &mut stored).await.expect("encrypt");
+        let on_the_bus = bus_event(&stored);
+        if event.event_type == "CustomerRegistered" {
+            let text = on_the_bus.to_string();
+            assert!(
+                !text.contains("ada@example.com") && !text.contains("Lovelace"),
+                "{text}"
+            );
+        }
+        let outcome = crm_bus_consumer::handle_stored(invocation(on_the_bus), &group, &keys, h.dead_letters.as_ref())
+            .await
+            .expect("handled");
+        assert_eq!(delivered(&outcome).0, &CONSUMERS.to_vec());
+    }
+
+    let profile = profile(&h).await.expect("the 360 exists");
+    assert_eq!(profile.customer.email, "ada@example.com");
+    assert_eq!(profile.customer.first_name, "Ada");
+    assert_eq!(profile.customer.last_name, "Lovelace");
+    assert!(h.letters().await.is_empty());
+
+    // Without the key (erased), an encrypted event reads as the marker.
+    keys.delete(CUSTOMER).await.expect("shred");
+    let mut stored = events[0].clone();
+    stored.data["email"] = serde_json::Value::String("enc:v1:AAAA".into());
+    crm_core::privacy::decrypt_envelope(&keys, &mut stored)
+        .await
+        .expect("decrypt without key");
+    assert_eq!(stored.data["email"], crm_core::privacy::ERASED);
+}

@@ -13,7 +13,7 @@ use axum::http::Request;
 use chrono::{DateTime, Duration, Utc};
 use crm_core::event::EventEnvelope;
 use crm_core::journey::explain::explain;
-use crm_core::ports::{EventStore, StoreError};
+use crm_core::ports::StoreError;
 use serde_json::{json, Value};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};

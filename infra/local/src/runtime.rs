@@ -1,8 +1,13 @@
 //! The local runtime assembled: the SQLite event store (which wakes the bus
 //! on every append), the read models, the dead letters and the bus with the
-//! template's rules, all in one database file.
+//! template's rules, all in one database file. Personal data is encrypted at
+//! rest (decision 0017): every reader and writer goes through
+//! [`EncryptingEventStore`] with the data keys of [`SqliteKeyStore`] (master
+//! key in the database's directory), and the bus, which reads the stored
+//! events, decrypts each one before a target sees it.
 
 use crate::bus::{rules_from_template, LocalBus, RuleError, SqliteDeadLetters, Target};
+use crate::keys::{load_or_create_master_key, SqliteKeyStore};
 use crate::mail::MailSink;
 use crate::read_models::SqliteReadModels;
 use crate::store::SqliteEventStore;
@@ -21,6 +26,7 @@ use crm_core::messaging::decision::DeliveryPolicy;
 use crm_core::messaging::delivery::{DeliverySettings, MessageDelivery, Providers};
 use crm_core::messaging::unsubscribe::TokenSigner;
 use crm_core::ports::*;
+use crm_core::privacy::{DecryptingHandler, EncryptingEventStore, KeyStore};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +44,8 @@ pub enum RuntimeError {
     Campaigns(String),
     #[error("configuration: {0}")]
     Config(String),
+    #[error("data keys: {0}")]
+    Keys(String),
 }
 
 /// Which clock the runtime (commands and timers) runs on.
@@ -70,7 +78,7 @@ impl Default for RuntimeOptions {
 
 /// The event store as the API uses it locally: every append wakes the bus.
 pub struct WakingEventStore {
-    inner: Arc<SqliteEventStore>,
+    inner: Arc<dyn EventStore>,
     wake: Arc<Notify>,
 }
 
@@ -102,7 +110,13 @@ impl EventStore for WakingEventStore {
 }
 
 pub struct LocalRuntime {
-    pub events: Arc<SqliteEventStore>,
+    /// The event store every reader and writer uses: personal data is
+    /// encrypted on append and decrypted on read.
+    pub events: Arc<dyn EventStore>,
+    /// The SQLite store underneath, as stored (personal data encrypted).
+    pub stored_events: Arc<SqliteEventStore>,
+    /// The customers' data keys (`customer_keys`, wrapped under `master.key`).
+    pub keys: Arc<dyn KeyStore>,
     pub docs: Arc<SqliteReadModels>,
     pub bus: Arc<LocalBus>,
     /// The timer table, fired against `clock`.
@@ -162,7 +176,16 @@ impl LocalRuntime {
     /// Opens the runtime over the database file `db`, with the rules of `template`.
     pub fn open_with(db: &Path, template: &str, options: RuntimeOptions) -> Result<Self, RuntimeError> {
         let RuntimeOptions { clock, public_base_url } = options;
-        let events = Arc::new(SqliteEventStore::open(db)?);
+        let stored_events = Arc::new(SqliteEventStore::open(db)?);
+        // The data dir is the database's directory: master.key lives next to it.
+        let data_dir = db
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let master = load_or_create_master_key(data_dir).map_err(|e| RuntimeError::Keys(e.to_string()))?;
+        let keys: Arc<dyn KeyStore> =
+            Arc::new(SqliteKeyStore::open(db, master).map_err(|e| RuntimeError::Keys(e.to_string()))?);
+        let events: Arc<dyn EventStore> = Arc::new(EncryptingEventStore::new(stored_events.clone(), keys.clone()));
         let docs = Arc::new(SqliteReadModels::open(db)?);
         let dead_letters: Arc<dyn DeadLetterQueue> = Arc::new(SqliteDeadLetters::open(db)?);
         let (clock, virtual_clock): (Arc<dyn Clock>, _) = match clock {
@@ -184,7 +207,7 @@ impl LocalRuntime {
         let mut targets = Vec::new();
         for rule in rules_from_template(template)? {
             let (store, read): (Arc<dyn EventStore>, Arc<dyn ReadModelStore>) = (events.clone(), docs.clone());
-            let target = match rule.target.as_str() {
+            let mut target = match rule.target.as_str() {
                 // Segments depend on the clock and append membership events (which wake the bus).
                 "projector" => Target::new(
                     rule,
@@ -233,11 +256,15 @@ impl LocalRuntime {
                     continue;
                 }
             };
+            // The bus reads the stored (encrypted) events: decrypt before the target.
+            target.group = Arc::new(DecryptingHandler::new(target.group, keys.clone()));
             targets.push(target);
         }
-        let bus = Arc::new(LocalBus::new(events.clone(), db, targets)?);
+        let bus = Arc::new(LocalBus::new(stored_events.clone(), db, targets)?);
         Ok(LocalRuntime {
             events,
+            stored_events,
+            keys,
             docs,
             bus,
             scheduler,

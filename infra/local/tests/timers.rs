@@ -136,7 +136,7 @@ fn runtime_with_timer_target(db: &Path, recorder: Arc<Recorder>) -> LocalRuntime
         group,
     )
     .with_timer_handler(recorder);
-    let bus = LocalBus::new(runtime.events.clone(), db, vec![target])
+    let bus = LocalBus::new(runtime.stored_events.clone(), db, vec![target])
         .expect("bus")
         .with_retries(2, std::time::Duration::from_millis(1));
     runtime.bus = Arc::new(bus);

@@ -11,10 +11,13 @@
 //!   payload ([`personal_data_paths`] per event type); read without a key
 //!   (erased), each becomes [`ERASED`].
 //!
-//! Nothing here is wired into appending or reading events yet.
+//! * [`EncryptingEventStore`]: the decorator over any event store that
+//!   encrypts on append and decrypts on read (decision 0017), and
+//!   [`DecryptingHandler`] for consumers fed by the bus.
 
 mod crypto;
 mod paths;
+mod store;
 
 #[cfg(any(test, feature = "contract"))]
 pub mod key_store_contract;
@@ -25,6 +28,7 @@ pub use crypto::{
     decrypt_field, encrypt_field, is_encrypted, random_bytes, unwrap_key, wrap_key, CryptoError, ENCRYPTED_PREFIX,
 };
 pub use paths::{decrypt_paths, encrypt_paths, personal_data_paths, ERASED, PERSONAL_DATA};
+pub use store::{decrypt_envelope, encrypt_envelope, DecryptingHandler, EncryptingEventStore};
 
 use async_trait::async_trait;
 use zeroize::Zeroize;

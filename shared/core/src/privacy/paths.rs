@@ -45,6 +45,11 @@ pub const PERSONAL_DATA: &[(&str, &[&str])] = &[
     // A push token identifies the customer's device (an online identifier).
     ("PushDeviceRegistered", &["token"]),
     ("CustomerEmailInvalidated", &["email"]),
+    // Journey streams: the bus event that started the journey, kept whole
+    // (it may be a customer event with every personal field).
+    ("JourneyStarted", &["trigger_event"]),
+    // A message's template data (the verification email's address, ...).
+    ("MessageRequested", &["data"]),
     // Order stream.
     ("OrderPlaced", &["shipping_address", "billing_address"]),
     ("PaymentInitiated", &[]),
