@@ -231,6 +231,54 @@ pub async fn revoke_consent(
     run(&state, &id, command, call, StatusCode::OK).await
 }
 
+/// `DELETE /customers/{id}` (GDPR Art. 17, decision 0018): records the
+/// request (giving back the email's reservation), deletes the customer's
+/// data key, which makes every stored copy of their personal data read as
+/// `[erased]`, then records the erasure. Idempotent: a repeat, or one after
+/// an interrupted erasure, finishes it and answers 202 again. No
+/// `Idempotency-Key` receipt is kept: it would be stored under a new key.
+pub async fn erase(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    call: CommandCall,
+) -> Result<Response, Problem> {
+    let id = customer_id(&id)?;
+    no_payload(&call.body)?;
+    let Some(keys) = state.keys.clone() else {
+        tracing::error!("erasure asked of an API without a key store");
+        return Err(Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+            "erasure is not available",
+        ));
+    };
+    let meta = CommandMeta::new(Actor::api(&call.principal.0));
+    let respond = |c: &Customer, _events: &[EventEnvelope]| (202, json!({ "id": c.id, "status": "erased" }));
+    state
+        .customers
+        .execute(&id, &CustomerCommand::RequestErasure, &meta, None, &respond)
+        .await?;
+    keys.delete(&id).await.map_err(|e| {
+        tracing::error!(error = %e, "could not delete a data key");
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "Service unavailable",
+            "the erasure was recorded but not finished; repeat the request",
+        )
+    })?;
+    state
+        .customers
+        .execute(&id, &CustomerCommand::CompleteErasure, &meta, None, &respond)
+        .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(json!({ "id": id, "status": "erased" })),
+    )
+        .into_response())
+}
+
 /// Default and largest page size of `GET /customers/{id}/events`.
 const DEFAULT_PAGE: usize = 50;
 const MAX_PAGE: usize = 500;

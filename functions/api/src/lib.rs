@@ -27,6 +27,7 @@ use crm_core::customer::CustomerService;
 use crm_core::journey::catalog::CampaignService;
 use crm_core::messaging::unsubscribe::TokenSigner;
 use crm_core::ports::{ConsumerHealth, EventStore, ReadModelStore};
+use crm_core::privacy::KeyStore;
 use crm_core::scheduler::Scheduler;
 use std::sync::Arc;
 
@@ -41,6 +42,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/customers"),
     ("GET", "/customers/{id}"),
     ("PATCH", "/customers/{id}"),
+    ("DELETE", "/customers/{id}"),
     ("PUT", "/customers/{id}/email"),
     ("POST", "/customers/{id}/email/verify"),
     ("PUT", "/customers/{id}/preferences"),
@@ -111,6 +113,8 @@ pub struct AppState {
     pub unsubscribe: Arc<TokenSigner>,
     /// Where customers reach this API from outside (links are `<base>/u/<token>`).
     pub public_base_url: String,
+    /// The customers' data keys: erasure deletes one (`None`: erasure is unavailable).
+    pub keys: Option<Arc<dyn KeyStore>>,
 }
 
 impl AppState {
@@ -138,7 +142,14 @@ impl AppState {
                 format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple()).as_bytes(),
             )),
             public_base_url: "http://127.0.0.1:3000".into(),
+            keys: None,
         }
+    }
+
+    /// The data keys the event store encrypts with (the ones erasure deletes).
+    pub fn with_keys(mut self, keys: Arc<dyn KeyStore>) -> Self {
+        self.keys = Some(keys);
+        self
     }
 
     /// The secret of the unsubscribe tokens and the public base URL of the links.
@@ -166,7 +177,10 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(reads::health))
         .route("/customers", post(c::register).get(reads::find_customers))
-        .route("/customers/{id}", get(reads::get_customer).patch(c::update_profile))
+        .route(
+            "/customers/{id}",
+            get(reads::get_customer).patch(c::update_profile).delete(c::erase),
+        )
         .route("/customers/{id}/email", put(c::change_email))
         .route("/customers/{id}/email/verify", post(c::verify_email))
         .route("/customers/{id}/preferences", put(c::update_preferences))

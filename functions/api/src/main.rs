@@ -40,9 +40,10 @@ async fn main() -> Result<(), lambda_http::Error> {
         keys_table,
         kms_key_id,
     );
+    let keys: Arc<dyn crm_core::privacy::KeyStore> = Arc::new(keys);
     let store = EncryptingEventStore::new(
         Arc::new(DynamoEventStore::new(client.clone(), events_table)),
-        Arc::new(keys),
+        keys.clone(),
     );
     let read_models = DynamoReadModels::new(client, read_models_table);
     let scheduler = EventBridgeScheduler::new(
@@ -59,6 +60,7 @@ async fn main() -> Result<(), lambda_http::Error> {
         Arc::new(scheduler),
         Auth::Gateway,
     )
-    .with_unsubscribe(TokenSigner::new(unsubscribe_secret.as_bytes()), public_base_url);
+    .with_unsubscribe(TokenSigner::new(unsubscribe_secret.as_bytes()), public_base_url)
+    .with_keys(keys);
     lambda_http::run(router(state)).await
 }

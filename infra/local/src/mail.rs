@@ -152,6 +152,31 @@ impl MailSink {
             .await
     }
 
+    /// Redacts the kept messages with these ids (an erased customer's):
+    /// recipient, subject and body become `[erased]`; the row stays, so the
+    /// sink still shows that a message went out and when. Returns how many
+    /// rows were redacted.
+    pub async fn redact_messages(&self, message_ids: Vec<String>) -> Result<usize, StoreError> {
+        if message_ids.is_empty() {
+            return Ok(0);
+        }
+        self.db
+            .run(move |conn| {
+                let erased = crm_core::privacy::ERASED;
+                let mut changed = 0;
+                for id in &message_ids {
+                    changed += conn
+                        .execute(
+                            "UPDATE mail_sink SET recipient = ?1, subject = ?1, body = ?1 WHERE message_id = ?2",
+                            params![erased, id],
+                        )
+                        .map_err(sql)?;
+                }
+                Ok(changed)
+            })
+            .await
+    }
+
     /// One kept message.
     pub async fn get(&self, seq: i64) -> Result<Option<SinkEntry>, StoreError> {
         self.db

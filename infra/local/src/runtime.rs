@@ -256,6 +256,15 @@ impl LocalRuntime {
                     continue;
                 }
             };
+            if target.group.name() == "projector" {
+                // The local stand-in for the providers' side of erasure: the
+                // mail sink forgets an erased customer's messages.
+                target.group = Arc::new(MailRedactor {
+                    inner: target.group,
+                    events: stored_events.clone(),
+                    mail: mail.clone(),
+                });
+            }
             // The bus reads the stored (encrypted) events: decrypt before the target.
             target.group = Arc::new(DecryptingHandler::new(target.group, keys.clone()));
             targets.push(target);
@@ -295,7 +304,8 @@ impl LocalRuntime {
             Auth::BearerToken(token.clone()),
         )
         .with_health(self.bus.clone())
-        .with_unsubscribe(self.unsubscribe.clone(), self.public_base_url.clone());
+        .with_unsubscribe(self.unsubscribe.clone(), self.public_base_url.clone())
+        .with_keys(self.keys.clone());
         let app = router(state).merge(crate::mail_view::routes(self.mail.clone()));
         match &self.virtual_clock {
             Some(clock) => app.merge(crate::dev::clock_routes(clock.clone(), self.wake.clone(), token)),
@@ -359,5 +369,63 @@ impl LocalRuntime {
                 let _ = tokio::time::timeout(poll, wake.notified()).await;
             }
         })
+    }
+}
+
+/// On `CustomerErased`, redacts the mail sink rows of every message the
+/// customer was sent (the `message_id`s of their `MessageRequested` events),
+/// then hands the event on.
+struct MailRedactor {
+    inner: Arc<dyn crm_core::consumer::EventHandler>,
+    events: Arc<SqliteEventStore>,
+    mail: Arc<MailSink>,
+}
+
+impl MailRedactor {
+    async fn message_ids(&self, customer_id: &str) -> Result<Vec<String>, StoreError> {
+        let mut ids = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = self.events.read_all(cursor.as_deref(), 1000).await?;
+            ids.extend(
+                page.events
+                    .iter()
+                    .filter(|e| e.event_type == "MessageRequested" && e.customer_id.as_deref() == Some(customer_id))
+                    .filter_map(|e| e.data.get("message_id").and_then(|v| v.as_str()).map(str::to_string)),
+            );
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => return Ok(ids),
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl crm_core::consumer::EventHandler for MailRedactor {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    fn consumer_names(&self) -> Vec<&'static str> {
+        self.inner.consumer_names()
+    }
+
+    async fn handle(
+        &self,
+        event: &EventEnvelope,
+        now: DateTime<Utc>,
+    ) -> Result<crm_core::consumer::GroupOutcome, crm_core::consumer::ConsumeError> {
+        if event.event_type == "CustomerErased" {
+            if let Some(customer_id) = event.customer_id.as_deref() {
+                let retryable = |e: StoreError| crm_core::consumer::ConsumeError::Retryable {
+                    consumer: "mail-redaction",
+                    message: e.to_string(),
+                };
+                let ids = self.message_ids(customer_id).await.map_err(retryable)?;
+                self.mail.redact_messages(ids).await.map_err(retryable)?;
+            }
+        }
+        self.inner.handle(event, now).await
     }
 }

@@ -52,8 +52,9 @@ pub trait Aggregate: Send + Sync + 'static {
 
     fn evolve(state: Option<Self::State>, event: &Self::Event, at: DateTime<Utc>, version: u64) -> Option<Self::State>;
 
-    /// Uniqueness claims written in the same append as `events` (none by default).
-    fn reservations(_id: &str, _events: &[Self::Event]) -> Vec<ReservationChange> {
+    /// Uniqueness claims written in the same append as `events` (none by
+    /// default); `state` is the aggregate before them.
+    fn reservations(_id: &str, _state: Option<&Self::State>, _events: &[Self::Event]) -> Vec<ReservationChange> {
         Vec::new()
     }
 
@@ -239,6 +240,7 @@ impl<A: Aggregate> AggregateService<A> {
             None => ExpectedVersion::NoStream,
             Some(_) => ExpectedVersion::Exactly(current_version),
         };
+        let reservations = A::reservations(id, state.as_ref(), &decided);
         let mut new_state = state;
         for (i, event) in decided.iter().enumerate() {
             new_state = A::evolve(new_state, event, now, current_version + 1 + i as u64);
@@ -272,7 +274,7 @@ impl<A: Aggregate> AggregateService<A> {
             stream_id: stream.clone(),
             expected,
             events: stored,
-            reservations: A::reservations(id, &decided),
+            reservations,
             receipt,
         };
         match self.store.append(request).await {

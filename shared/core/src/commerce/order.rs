@@ -283,7 +283,9 @@ pub enum OrderEvent {
         shipping_minor: i64,
         total_minor: i64,
         currency: String,
+        #[serde(deserialize_with = "crate::customer::address_or_erased")]
         shipping_address: Address,
+        #[serde(deserialize_with = "crate::customer::address_or_erased")]
         billing_address: Address,
     },
     PaymentInitiated {
@@ -502,7 +504,7 @@ impl Aggregate for OrderAggregate {
     fn evolve(state: Option<Order>, event: &OrderEvent, at: DateTime<Utc>, version: u64) -> Option<Order> {
         evolve(state, event, at, version)
     }
-    fn reservations(id: &str, events: &[OrderEvent]) -> Vec<ReservationChange> {
+    fn reservations(id: &str, _state: Option<&Order>, events: &[OrderEvent]) -> Vec<ReservationChange> {
         events
             .iter()
             .filter_map(|e| match e {

@@ -17,6 +17,8 @@ pub enum CustomerStatus {
     PendingVerification,
     Active,
     Deactivated,
+    /// Erased (GDPR Art. 17): the data key is gone, no command applies.
+    Erased,
 }
 
 /// The customer as the write side knows it.
@@ -44,6 +46,9 @@ pub struct Customer {
     /// The token of the verification in progress, if any (never shown).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_verification_token: Option<String>,
+    /// Erasure was requested (the data key is being or was deleted).
+    #[serde(default)]
+    pub erasure_requested: bool,
     pub registered_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub version: u64,
@@ -84,6 +89,11 @@ pub fn decide(
         (Some(_), CustomerCommand::Register(_)) => Err(CustomerError::conflict(None, "customer already exists")),
         (None, CustomerCommand::Register(cmd)) => register(cmd, input),
         (None, _) => Err(CustomerError::NotFound),
+        (Some(c), CustomerCommand::RequestErasure) => request_erasure(c),
+        (Some(c), CustomerCommand::CompleteErasure) => complete_erasure(c),
+        (Some(c), _) if c.erasure_requested || c.status == CustomerStatus::Erased => {
+            Err(CustomerError::conflict(None, "customer is erased"))
+        }
         (Some(c), CustomerCommand::VerifyEmail(cmd)) => verify_email(c, cmd),
         (Some(c), CustomerCommand::ChangeEmail(cmd)) => change_email(c, cmd, input),
         (Some(c), CustomerCommand::UpdateProfile(cmd)) => update_profile(c, cmd),
@@ -95,6 +105,25 @@ pub fn decide(
         (Some(c), CustomerCommand::RegisterPushDevice(cmd)) => register_push_device(c, cmd),
         (Some(c), CustomerCommand::InvalidateEmail(cmd)) => invalidate_email(c, cmd),
     }
+}
+
+/// Starts erasing: once only (a repeat, or one on an erased customer, writes nothing).
+fn request_erasure(c: &Customer) -> Result<Vec<CustomerEvent>, CustomerError> {
+    if c.erasure_requested || c.status == CustomerStatus::Erased {
+        return Ok(Vec::new());
+    }
+    Ok(vec![CustomerEvent::CustomerErasureRequested {}])
+}
+
+/// Records the erasure once the data key is deleted.
+fn complete_erasure(c: &Customer) -> Result<Vec<CustomerEvent>, CustomerError> {
+    if c.status == CustomerStatus::Erased {
+        return Ok(Vec::new());
+    }
+    if !c.erasure_requested {
+        return Err(CustomerError::conflict(None, "erasure was not requested"));
+    }
+    Ok(vec![CustomerEvent::CustomerErased {}])
 }
 
 fn register(cmd: &RegisterCustomer, input: &DecisionInput) -> Result<Vec<CustomerEvent>, CustomerError> {
@@ -468,6 +497,7 @@ pub fn evolve(state: Option<Customer>, event: &CustomerEvent, at: DateTime<Utc>,
             push_devices: Vec::new(),
             email_invalidated: false,
             pending_verification_token: None,
+            erasure_requested: false,
             registered_at: at,
             updated_at: at,
             version,
@@ -535,6 +565,24 @@ pub fn evolve(state: Option<Customer>, event: &CustomerEvent, at: DateTime<Utc>,
             });
         }
         CustomerEvent::CustomerEmailInvalidated { .. } => c.email_invalidated = true,
+        CustomerEvent::CustomerErasureRequested {} => {
+            c.erasure_requested = true;
+            c.consents.clear();
+            c.pending_verification_token = None;
+        }
+        CustomerEvent::CustomerErased {} => {
+            c.erasure_requested = true;
+            c.status = CustomerStatus::Erased;
+            c.consents.clear();
+            c.push_devices.clear();
+            c.pending_verification_token = None;
+            c.phone = None;
+            c.address = None;
+            c.date_of_birth = None;
+            c.email = crate::privacy::ERASED.to_string();
+            c.first_name = crate::privacy::ERASED.to_string();
+            c.last_name = crate::privacy::ERASED.to_string();
+        }
     }
     Some(c)
 }
@@ -550,12 +598,26 @@ pub fn fold<'a>(
 }
 
 /// The uniqueness claims that events imply: a registered or changed email
-/// takes its reservation, a changed email gives the old one back.
-pub fn reservations_for(customer_id: &str, events: &[CustomerEvent]) -> Vec<ReservationChange> {
+/// takes its reservation, a changed email gives the old one back, and an
+/// erasure request gives back the current one (of `state`, the customer
+/// before `events`), so the address can register again as a new customer.
+pub fn reservations_for(
+    customer_id: &str,
+    state: Option<&Customer>,
+    events: &[CustomerEvent],
+) -> Vec<ReservationChange> {
     let owner = stream_id(customer_id);
     let mut changes = Vec::new();
     for event in events {
         match event {
+            CustomerEvent::CustomerErasureRequested {} => {
+                if let Some(c) = state {
+                    changes.push(ReservationChange::Release {
+                        key: validate::email_reservation_key(&c.email),
+                        owner: owner.clone(),
+                    });
+                }
+            }
             CustomerEvent::CustomerRegistered { email, .. } => changes.push(ReservationChange::Claim {
                 key: validate::email_reservation_key(email),
                 owner: owner.clone(),

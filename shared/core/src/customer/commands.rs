@@ -75,6 +75,34 @@ pub struct Address {
     pub country: String,
 }
 
+impl Address {
+    /// An address whose customer was erased: every field reads as `[erased]`.
+    pub fn erased() -> Address {
+        let erased = crate::privacy::ERASED.to_string();
+        Address {
+            line1: erased.clone(),
+            line2: None,
+            city: erased.clone(),
+            region: None,
+            postal_code: erased.clone(),
+            country: erased,
+        }
+    }
+}
+
+/// Deserialises a required address that may read as `[erased]` (its
+/// customer was erased) as [`Address::erased`], so the event still folds.
+pub fn address_or_erased<'de, D>(deserializer: D) -> Result<Address, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    let value = serde_json::Value::deserialize(deserializer)?;
+    if value.as_str() == Some(crate::privacy::ERASED) {
+        return Ok(Address::erased());
+    }
+    serde_json::from_value(value).map_err(serde::de::Error::custom)
+}
+
 /// A partial profile update: an absent field is left alone, `null` clears an
 /// optional one.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -173,4 +201,8 @@ pub enum CustomerCommand {
     Reactivate,
     RegisterPushDevice(RegisterPushDevice),
     InvalidateEmail(InvalidateEmail),
+    /// Art. 17: start erasing (the data key is deleted after this).
+    RequestErasure,
+    /// Record that the data key is gone.
+    CompleteErasure,
 }

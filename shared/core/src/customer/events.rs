@@ -66,11 +66,15 @@ pub enum CustomerEvent {
         new_phone: Option<String>,
     },
     CustomerAddressChanged {
+        #[serde(default, deserialize_with = "crate::privacy::erasable")]
         old_address: Option<Address>,
+        #[serde(default, deserialize_with = "crate::privacy::erasable")]
         new_address: Option<Address>,
     },
     CustomerDateOfBirthChanged {
+        #[serde(default, deserialize_with = "crate::privacy::erasable")]
         old_date_of_birth: Option<NaiveDate>,
+        #[serde(default, deserialize_with = "crate::privacy::erasable")]
         new_date_of_birth: Option<NaiveDate>,
     },
     PreferencesUpdated {
@@ -94,6 +98,12 @@ pub enum CustomerEvent {
         email: String,
         reason: String,
     },
+    /// Art. 17 erasure was asked for (no personal data): the data key is
+    /// deleted next, then [`CustomerEvent::CustomerErased`] follows.
+    CustomerErasureRequested {},
+    /// The customer's data key is gone: every personal field of the stream
+    /// now reads as `[erased]` (no personal data).
+    CustomerErased {},
 }
 
 impl DomainEvent for CustomerEvent {
@@ -119,6 +129,8 @@ pub const CUSTOMER_EVENT_TYPES: &[&str] = &[
     "CustomerReactivated",
     "PushDeviceRegistered",
     "CustomerEmailInvalidated",
+    "CustomerErasureRequested",
+    "CustomerErased",
 ];
 
 impl CustomerEvent {
@@ -139,6 +151,8 @@ impl CustomerEvent {
             CustomerEvent::CustomerReactivated { .. } => "CustomerReactivated",
             CustomerEvent::PushDeviceRegistered { .. } => "PushDeviceRegistered",
             CustomerEvent::CustomerEmailInvalidated { .. } => "CustomerEmailInvalidated",
+            CustomerEvent::CustomerErasureRequested {} => "CustomerErasureRequested",
+            CustomerEvent::CustomerErased {} => "CustomerErased",
         }
     }
 }

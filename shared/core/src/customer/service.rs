@@ -95,8 +95,8 @@ impl Aggregate for CustomerAggregate {
     fn evolve(state: Option<Customer>, event: &CustomerEvent, at: DateTime<Utc>, version: u64) -> Option<Customer> {
         evolve(state, event, at, version)
     }
-    fn reservations(id: &str, events: &[CustomerEvent]) -> Vec<ReservationChange> {
-        reservations_for(id, events)
+    fn reservations(id: &str, state: Option<&Customer>, events: &[CustomerEvent]) -> Vec<ReservationChange> {
+        reservations_for(id, state, events)
     }
     fn to_snapshot(state: &Customer) -> Option<serde_json::Value> {
         serde_json::to_value(state).ok()

@@ -84,7 +84,7 @@ fn registering_emits_registration_consents_and_verification_in_order() {
             token: "token-1".into()
         }
     );
-    let reservations = reservations_for("c1", &events);
+    let reservations = reservations_for("c1", None, &events);
     assert_eq!(
         reservations,
         vec![crate::ports::ReservationChange::Claim {
@@ -180,7 +180,7 @@ fn changing_email_moves_the_reservation_and_asks_for_verification() {
             },
         ]
     );
-    let keys: Vec<_> = reservations_for("c1", &events)
+    let keys: Vec<_> = reservations_for("c1", None, &events)
         .iter()
         .map(|r| r.key().to_string())
         .collect();
@@ -551,4 +551,80 @@ fn a_revocation_stored_before_methods_were_recorded_still_reads() {
             ..
         }
     ));
+}
+
+#[test]
+fn erasure_is_requested_once_then_completed_and_every_other_command_is_refused() {
+    let mut events = verified();
+    let scenario = CustomerScenario::given(&events);
+    assert_eq!(
+        scenario.when(CustomerCommand::CompleteErasure),
+        Err(CustomerError::conflict(None, "erasure was not requested"))
+    );
+    let requested = scenario.when(CustomerCommand::RequestErasure).expect("erase");
+    assert_eq!(requested, vec![CustomerEvent::CustomerErasureRequested {}]);
+    // The request gives the email's reservation back.
+    assert_eq!(
+        reservations_for("c1", scenario.state(), &requested),
+        vec![crate::ports::ReservationChange::Release {
+            key: email_reservation_key("ada.lovelace@example.com"),
+            owner: "customer-c1".into()
+        }]
+    );
+    events.extend(requested);
+    let pending = CustomerScenario::given(&events);
+    assert_eq!(pending.when(CustomerCommand::RequestErasure), Ok(Vec::new()));
+    assert!(matches!(
+        pending.when(CustomerCommand::Reactivate),
+        Err(CustomerError::Conflict { .. })
+    ));
+    let completed = pending.when(CustomerCommand::CompleteErasure).expect("complete");
+    assert_eq!(completed, vec![CustomerEvent::CustomerErased {}]);
+    events.extend(completed);
+
+    let erased = CustomerScenario::given(&events);
+    let state = erased.state().expect("still there");
+    assert_eq!(state.status, CustomerStatus::Erased);
+    assert_eq!(state.email, crate::privacy::ERASED);
+    assert!(state.consents.is_empty() && state.phone.is_none());
+    assert_eq!(erased.when(CustomerCommand::RequestErasure), Ok(Vec::new()));
+    assert_eq!(erased.when(CustomerCommand::CompleteErasure), Ok(Vec::new()));
+    assert!(matches!(
+        erased.when(CustomerCommand::UpdateProfile(UpdateProfile {
+            first_name: Some("Eve".into()),
+            ..UpdateProfile::default()
+        })),
+        Err(CustomerError::Conflict { .. })
+    ));
+}
+
+#[test]
+fn typed_events_read_the_erased_marker_in_object_and_date_fields() {
+    let erased = crate::privacy::ERASED;
+    let address: CustomerEvent = serde_json::from_value(serde_json::json!({
+        "type": "CustomerAddressChanged",
+        "data": { "old_address": null, "new_address": erased }
+    }))
+    .expect("address");
+    assert_eq!(
+        address,
+        CustomerEvent::CustomerAddressChanged {
+            old_address: None,
+            new_address: None
+        }
+    );
+    let dob: CustomerEvent = serde_json::from_value(serde_json::json!({
+        "type": "CustomerDateOfBirthChanged",
+        "data": { "old_date_of_birth": erased, "new_date_of_birth": "1990-01-02" }
+    }))
+    .expect("date of birth");
+    assert_eq!(
+        dob,
+        CustomerEvent::CustomerDateOfBirthChanged {
+            old_date_of_birth: None,
+            new_date_of_birth: chrono::NaiveDate::from_ymd_opt(1990, 1, 2)
+        }
+    );
+    let placed: Address = address_or_erased(serde_json::json!(erased)).expect("order address");
+    assert_eq!(placed, Address::erased());
 }

@@ -20,6 +20,9 @@ pub const EMAIL_INDEX: &str = "email-index";
 const PROFILE_SORT: &str = "profile";
 const ENTRY_PREFIX: &str = "entry#";
 const TIMELINE_STATE: &str = "state";
+/// The email index's reverse entries: partition `customer#<id>`.
+const OWNER_PREFIX: &str = "customer#";
+const OWNER_SORT: &str = "email";
 
 fn customer_partition(event: &EventEnvelope) -> Result<&str, ProjectionError> {
     event
@@ -276,6 +279,34 @@ impl Projection for TimelineProjection {
             CustomerEvent::CustomerEmailInvalidated { reason, .. } => {
                 vec![change("email_invalidated", false, reason)]
             }
+            CustomerEvent::CustomerErasureRequested {} => Vec::new(),
+            CustomerEvent::CustomerErased {} => {
+                let old = std::mem::replace(&mut state.status, json!("erased"));
+                let mut ops = redact_timeline(docs, partition).await?;
+                ops.push(ReadOp::Put {
+                    partition: partition.to_string(),
+                    sort: TIMELINE_STATE.into(),
+                    body: encode(&TimelineState {
+                        status: state.status.clone(),
+                        preferences: Value::Null,
+                    })?,
+                });
+                ops.push(ReadOp::Put {
+                    partition: partition.to_string(),
+                    sort: format!("{ENTRY_PREFIX}{:010}", event.version),
+                    body: encode(&TimelineEntry {
+                        version: event.version,
+                        event_type: event.event_type.clone(),
+                        occurred_at: event.occurred_at,
+                        actor: event.actor.clone(),
+                        correlation_id: event.correlation_id,
+                        changes: vec![change("status", old, "erased")],
+                        ip: None,
+                        user_agent: None,
+                    })?,
+                });
+                return Ok(ops);
+            }
         };
         let entry = TimelineEntry {
             version: event.version,
@@ -299,6 +330,48 @@ impl Projection for TimelineProjection {
                 body: encode(&state)?,
             },
         ])
+    }
+}
+
+/// The customer's timeline entries so far with every change's values, IP
+/// and user agent replaced by the erased marker (event types, times, actors
+/// and which fields changed stay: the audit trail survives erasure).
+async fn redact_timeline(docs: &dyn ReadModelStore, partition: &str) -> Result<Vec<ReadOp>, ProjectionError> {
+    let mut ops = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = docs
+            .list(TIMELINE, partition, ENTRY_PREFIX, after.as_deref(), 500)
+            .await?;
+        let Some((last, _)) = page.last() else {
+            break;
+        };
+        after = Some(last.clone());
+        for (sort, body) in page {
+            let mut entry: TimelineEntry = decode(body)?;
+            for c in &mut entry.changes {
+                if !c.field.starts_with("consent.") && c.field != "status" {
+                    c.old = redacted(&c.old);
+                    c.new = redacted(&c.new);
+                }
+            }
+            entry.ip = None;
+            entry.user_agent = None;
+            ops.push(ReadOp::Put {
+                partition: partition.to_string(),
+                sort,
+                body: encode(&entry)?,
+            });
+        }
+    }
+    Ok(ops)
+}
+
+/// A value in an erased timeline: `null` stays (there was nothing), anything else is the marker.
+fn redacted(value: &Value) -> Value {
+    match value {
+        Value::Null => Value::Null,
+        _ => json!(crate::privacy::ERASED),
     }
 }
 
@@ -330,25 +403,62 @@ impl Projection for EmailIndexProjection {
     }
 
     fn handles(&self, event_type: &str) -> bool {
-        matches!(event_type, "CustomerRegistered" | "CustomerEmailChanged")
+        matches!(
+            event_type,
+            "CustomerRegistered" | "CustomerEmailChanged" | "CustomerErased"
+        )
     }
 
-    async fn project(&self, event: &EventEnvelope, _docs: &dyn ReadModelStore) -> Result<Vec<ReadOp>, ProjectionError> {
+    async fn project(&self, event: &EventEnvelope, docs: &dyn ReadModelStore) -> Result<Vec<ReadOp>, ProjectionError> {
         let customer_id = customer_partition(event)?.to_string();
-        let entry = |email: &str| ReadOp::Put {
-            partition: email_reservation_key(email),
-            sort: customer_id.clone(),
-            body: json!({ "customer_id": customer_id }),
+        // Besides email → customer, customer → the email's key (so erasure,
+        // whose event names no email, can remove the entry).
+        let owner = format!("{OWNER_PREFIX}{customer_id}");
+        let entry = |email: &str| {
+            let key = email_reservation_key(email);
+            [
+                ReadOp::Put {
+                    partition: key.clone(),
+                    sort: customer_id.clone(),
+                    body: json!({ "customer_id": customer_id }),
+                },
+                ReadOp::Put {
+                    partition: owner.clone(),
+                    sort: OWNER_SORT.into(),
+                    body: json!({ "key": key }),
+                },
+            ]
         };
         Ok(match CustomerEvent::from_envelope(event)? {
-            CustomerEvent::CustomerRegistered { email, .. } => vec![entry(&email)],
-            CustomerEvent::CustomerEmailChanged { old_email, new_email } => vec![
-                ReadOp::Delete {
+            // A registration replayed after erasure has no address left to index.
+            CustomerEvent::CustomerRegistered { email, .. } if email == crate::privacy::ERASED => Vec::new(),
+            CustomerEvent::CustomerRegistered { email, .. } => entry(&email).into(),
+            CustomerEvent::CustomerEmailChanged { new_email, .. } if new_email == crate::privacy::ERASED => Vec::new(),
+            CustomerEvent::CustomerEmailChanged { old_email, new_email } => {
+                let mut ops = vec![ReadOp::Delete {
                     partition: email_reservation_key(&old_email),
                     sort: customer_id.clone(),
-                },
-                entry(&new_email),
-            ],
+                }];
+                ops.extend(entry(&new_email));
+                ops
+            }
+            CustomerEvent::CustomerErased {} => {
+                let mut ops = vec![ReadOp::Delete {
+                    partition: owner.clone(),
+                    sort: OWNER_SORT.into(),
+                }];
+                if let Some(key) = docs
+                    .get(EMAIL_INDEX, &owner, OWNER_SORT)
+                    .await?
+                    .and_then(|v| v.get("key").and_then(Value::as_str).map(str::to_string))
+                {
+                    ops.push(ReadOp::Delete {
+                        partition: key,
+                        sort: customer_id.clone(),
+                    });
+                }
+                ops
+            }
             _ => Vec::new(),
         })
     }

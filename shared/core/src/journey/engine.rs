@@ -204,6 +204,14 @@ impl JourneyEngine {
                 JourneyInput::CustomerDeactivated {
                     event_id: envelope.event_id,
                 }
+            } else if matches!(
+                envelope.event_type.as_str(),
+                "CustomerErasureRequested" | "CustomerErased"
+            ) {
+                // Erasure ends every journey (and its timer) at once.
+                JourneyInput::CustomerErased {
+                    event_id: envelope.event_id,
+                }
             } else {
                 JourneyInput::Event {
                     event_id: envelope.event_id,

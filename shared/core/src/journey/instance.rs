@@ -87,6 +87,8 @@ pub enum ExitReason {
     ExitStep,
     CustomerDeactivated,
     CampaignPaused,
+    /// The customer was erased (GDPR Art. 17).
+    CustomerErased,
 }
 
 /// What triggered an instance: enough to explain it later.
@@ -233,6 +235,10 @@ pub enum JourneyInput<'a> {
     CustomerDeactivated {
         event_id: Uuid,
     },
+    /// The customer was erased: every instance exits.
+    CustomerErased {
+        event_id: Uuid,
+    },
     CampaignPaused,
 }
 
@@ -301,6 +307,11 @@ pub fn decide(
         (Some(s), JourneyInput::Event { event_id, event }) => on_event(s, campaign, *event_id, event, ctx),
         (Some(_), JourneyInput::CustomerDeactivated { event_id }) => Ok(vec![JourneyEvent::JourneyExited {
             reason: ExitReason::CustomerDeactivated,
+            rule: None,
+            event_id: Some(*event_id),
+        }]),
+        (Some(_), JourneyInput::CustomerErased { event_id }) => Ok(vec![JourneyEvent::JourneyExited {
+            reason: ExitReason::CustomerErased,
             rule: None,
             event_id: Some(*event_id),
         }]),

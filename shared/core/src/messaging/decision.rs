@@ -284,6 +284,7 @@ mod tests {
             first_name: "Ana".into(),
             last_name: "Lima".into(),
             phone: Some("+4915112345678".into()),
+            erasure_requested: false,
             address: None,
             date_of_birth: None,
             source: RegistrationSource::Web,

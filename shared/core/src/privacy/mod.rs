@@ -27,7 +27,7 @@ pub mod memory;
 pub use crypto::{
     decrypt_field, encrypt_field, is_encrypted, random_bytes, unwrap_key, wrap_key, CryptoError, ENCRYPTED_PREFIX,
 };
-pub use paths::{decrypt_paths, encrypt_paths, personal_data_paths, ERASED, PERSONAL_DATA};
+pub use paths::{decrypt_paths, encrypt_paths, erasable, personal_data_paths, ERASED, PERSONAL_DATA};
 pub use store::{decrypt_envelope, encrypt_envelope, DecryptingHandler, EncryptingEventStore};
 
 use async_trait::async_trait;

@@ -45,6 +45,8 @@ pub const PERSONAL_DATA: &[(&str, &[&str])] = &[
     // A push token identifies the customer's device (an online identifier).
     ("PushDeviceRegistered", &["token"]),
     ("CustomerEmailInvalidated", &["email"]),
+    ("CustomerErasureRequested", &[]),
+    ("CustomerErased", &[]),
     // Journey streams: the bus event that started the journey, kept whole
     // (it may be a customer event with every personal field).
     ("JourneyStarted", &["trigger_event"]),
@@ -63,6 +65,23 @@ pub const PERSONAL_DATA: &[(&str, &[&str])] = &[
     ("RefundRequested", &[]),
     ("OrderRefunded", &[]),
 ];
+
+/// Deserialises an optional personal field that may read as [`ERASED`]
+/// (its customer was erased): the marker becomes `None`, so a typed event
+/// whose field is an object or a date (an address, a date of birth) still
+/// reads and replays after erasure.
+pub fn erasable<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    use serde::Deserialize;
+    match Option::<Value>::deserialize(deserializer)? {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s == ERASED => Ok(None),
+        Some(v) => serde_json::from_value(v).map(Some).map_err(serde::de::Error::custom),
+    }
+}
 
 /// The personal fields of `event_type` (none when it is not in [`PERSONAL_DATA`]).
 pub fn personal_data_paths(event_type: &str) -> &'static [&'static str] {

@@ -305,10 +305,15 @@ impl EventStore for EncryptingEventStore {
 
     async fn save_snapshot(&self, mut snapshot: Snapshot) -> Result<(), StoreError> {
         if let Some(customer_id) = stream_customer(&snapshot.stream_id).map(str::to_string) {
-            let key = self.keys.data_key(&customer_id).await.map_err(key_error)?;
-            let text = encrypt_field(&key, &customer_id, SNAPSHOT_FIELD, &snapshot.state.to_string())
-                .map_err(|e| crypto_error(&format!("snapshot of {}", snapshot.stream_id), e))?;
-            snapshot.state = Value::String(text);
+            // Never creates a key: a new key after erasure would make the
+            // old events unreadable instead of erased. Without a key, the
+            // stream's events hold no readable personal data (erased, or
+            // none was ever encrypted), so neither does a state folded from them.
+            if let Some(key) = self.keys.existing_key(&customer_id).await.map_err(key_error)? {
+                let text = encrypt_field(&key, &customer_id, SNAPSHOT_FIELD, &snapshot.state.to_string())
+                    .map_err(|e| crypto_error(&format!("snapshot of {}", snapshot.stream_id), e))?;
+                snapshot.state = Value::String(text);
+            }
         }
         self.inner.save_snapshot(snapshot).await
     }
@@ -462,11 +467,17 @@ mod tests {
         store.save_snapshot(snapshot.clone()).await.expect("save");
         let raw = inner.load("customer-c-7").await.expect("raw");
         assert!(!raw.snapshot.expect("raw snapshot").state.to_string().contains("ada@"));
-        assert_eq!(store.load("customer-c-7").await.expect("load").snapshot, Some(snapshot));
+        assert_eq!(
+            store.load("customer-c-7").await.expect("load").snapshot,
+            Some(snapshot.clone())
+        );
 
         keys.delete("c-7").await.expect("shred");
         let loaded = store.load("customer-c-7").await.expect("load");
         assert_eq!(loaded.snapshot, None);
+        // A snapshot after erasure creates no new key.
+        store.save_snapshot(snapshot).await.expect("save after erasure");
+        assert_eq!(keys.existing_key("c-7").await.expect("key"), None);
         assert_eq!(loaded.events.len(), 1);
         assert_eq!(loaded.events[0].data["email"], ERASED);
     }

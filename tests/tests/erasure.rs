@@ -1,0 +1,174 @@
+//! Erasure (GDPR Art. 17, issue 7, decision 0018): after a customer who
+//! registered, consented, browsed, abandoned a cart, got the reminder and
+//! ordered is erased, no SQLite table holds their personal data in plain
+//! text, their journeys have exited with no timers left, and the address can
+//! register again as a new customer.
+
+use chrono::{DateTime, Duration, Utc};
+use crm_tests::{registration, TestApi};
+use serde_json::json;
+
+const EMAIL: &str = "erase.me@shop.example";
+/// What `registration` sends besides the email.
+const PLAIN: &[&str] = &["Grace", "Hopper", "+12025550123", "erase.me", "shop.example"];
+
+fn start() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-11-23T09:00:00Z")
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_default()
+}
+
+async fn advance(api: &TestApi, minutes: i64) {
+    api.runtime
+        .advance(Duration::minutes(minutes))
+        .await
+        .expect("advance the virtual clock");
+}
+
+/// Every row of every table of the database, as text, with its table's name.
+fn every_row(api: &TestApi) -> Vec<(String, String)> {
+    let conn = rusqlite::Connection::open(api.db_path()).expect("open the database file");
+    let tables: Vec<String> = {
+        let mut s = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+            .expect("tables");
+        let names = s.query_map([], |r| r.get::<_, String>(0)).expect("query");
+        names.map(|n| n.expect("name")).collect()
+    };
+    let mut out = Vec::new();
+    for table in tables {
+        let mut s = conn.prepare(&format!("SELECT * FROM \"{table}\"")).expect("select");
+        let columns = s.column_count();
+        let rows = s
+            .query_map([], |row| {
+                let mut cells = Vec::new();
+                for i in 0..columns {
+                    let cell: rusqlite::types::Value = row.get(i)?;
+                    cells.push(match cell {
+                        rusqlite::types::Value::Text(t) => t,
+                        rusqlite::types::Value::Blob(b) => String::from_utf8_lossy(&b).into_owned(),
+                        other => format!("{other:?}"),
+                    });
+                }
+                Ok(cells.join(" | "))
+            })
+            .expect("query");
+        for r in rows {
+            out.push((table.clone(), r.expect("row")));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn an_erased_customer_leaves_no_personal_data_and_can_register_anew() {
+    let api = TestApi::at(start());
+    let id = api.register(EMAIL).await;
+    let grant = json!({ "purpose": "marketing", "channel": "sms", "method": "preference-centre" }).to_string();
+    let granted = api
+        .call("POST", &format!("/customers/{id}/consents"), Some(&grant))
+        .await;
+    assert_eq!(granted.status, 201, "{:?}", granted.body);
+    let profile = json!({ "address": { "line1": "1 Main St", "city": "Berlin", "postal_code": "10115", "country": "DE" },
+        "date_of_birth": "1906-12-09" });
+    let updated = api
+        .call("PATCH", &format!("/customers/{id}"), Some(&profile.to_string()))
+        .await;
+    assert_eq!(updated.status, 200, "{:?}", updated.body);
+    let view = json!({ "type": "ProductViewed", "product_id": "lamp", "name": "Desk lamp", "category": "lighting" });
+    let browsed = api
+        .call("POST", &format!("/customers/{id}/activity"), Some(&view.to_string()))
+        .await;
+    assert_eq!(browsed.status, 201, "{:?}", browsed.body);
+
+    // The cart is abandoned after an hour and the reminder goes out an hour later.
+    api.cart_with_lamps(&id, 2, 4000).await;
+    for minutes in [59, 1, 59, 1] {
+        advance(&api, minutes).await;
+    }
+    let reminders = api
+        .all_events()
+        .await
+        .into_iter()
+        .filter(|e| e.event_type == "MessageRequested" && e.data["campaign_id"] == "abandoned-cart")
+        .count();
+    assert_eq!(reminders, 1, "the abandoned-cart reminder was requested");
+    let order = json!({
+        "customer_id": id,
+        "items": [{ "product_id": "lamp", "name": "Desk lamp", "quantity": 1, "unit_price_minor": 4000 }],
+        "subtotal_minor": 4000, "tax_minor": 0, "shipping_minor": 0, "total_minor": 4000, "currency": "EUR",
+        "shipping_address": { "line1": "1 Main St", "city": "Berlin", "postal_code": "10115", "country": "DE" }
+    });
+    let placed = api.call("POST", "/orders", Some(&order.to_string())).await;
+    assert!(placed.status.is_success(), "{:?}", placed.body);
+    api.runtime.bus.settle().await.expect("settle");
+    let mail = api.runtime.mail.list().await.expect("mail");
+    assert!(
+        mail.iter().any(|m| m.recipient == EMAIL),
+        "mail was sent to the customer"
+    );
+
+    // Erase.
+    let erased = api.call("DELETE", &format!("/customers/{id}"), None).await;
+    assert_eq!(erased.status, 202, "{:?}", erased.body);
+    api.runtime.bus.settle().await.expect("settle");
+
+    let customer = api.call("GET", &format!("/customers/{id}"), None).await;
+    assert_eq!(customer.status, 200, "{:?}", customer.body);
+    assert_eq!(customer.body["id"], id.as_str());
+    assert_eq!(customer.body["status"], "erased");
+    let text = customer.body.to_string();
+    for plain in PLAIN {
+        assert!(!text.contains(plain), "the customer 360 holds {plain}: {text}");
+    }
+    let timeline = api.call("GET", &format!("/customers/{id}/timeline"), None).await;
+    assert_eq!(timeline.status, 200, "{:?}", timeline.body);
+    assert!(
+        timeline.body.to_string().contains("CustomerRegistered"),
+        "{:?}",
+        timeline.body
+    );
+
+    // No table holds their personal data in plain text.
+    for (table, row) in every_row(&api) {
+        let lower = row.to_lowercase();
+        for plain in PLAIN {
+            assert!(!lower.contains(&plain.to_lowercase()), "{table} holds {plain}: {row}");
+        }
+    }
+
+    // Every journey exited, and none has a timer left.
+    let journeys = api.call("GET", &format!("/customers/{id}/journeys"), None).await;
+    assert_eq!(journeys.status, 200, "{:?}", journeys.body);
+    let text = journeys.body.to_string();
+    assert!(!text.contains("\"running\"") && !text.contains("\"waiting\""), "{text}");
+    let exits = api
+        .all_events()
+        .await
+        .into_iter()
+        .filter(|e| e.event_type == "JourneyExited" && e.customer_id.as_deref() == Some(&id))
+        .count();
+    assert!(exits >= 1, "the customer's journeys exited");
+    let timers: Vec<(String, String)> = every_row(&api)
+        .into_iter()
+        .filter(|(t, row)| t == "timers" && row.contains("journey"))
+        .collect();
+    assert!(timers.is_empty(), "journey timers left: {timers:?}");
+
+    // The customer refuses further commands; a repeated DELETE is a no-op.
+    let patch = api
+        .call("PATCH", &format!("/customers/{id}"), Some(r#"{"first_name":"Ada"}"#))
+        .await;
+    assert_eq!(patch.status, 409, "{:?}", patch.body);
+    let again = api.call("DELETE", &format!("/customers/{id}"), None).await;
+    assert_eq!(again.status, 202, "{:?}", again.body);
+    let unknown = api
+        .call("DELETE", &format!("/customers/{}", uuid::Uuid::now_v7()), None)
+        .await;
+    assert_eq!(unknown.status, 404, "{:?}", unknown.body);
+
+    // The address registers again, as a new customer.
+    let again = api.call("POST", "/customers", Some(&registration(EMAIL))).await;
+    assert_eq!(again.status, 201, "{:?}", again.body);
+    assert_ne!(again.body["id"], id.as_str());
+}
