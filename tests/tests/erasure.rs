@@ -108,6 +108,18 @@ async fn an_erased_customer_leaves_no_personal_data_and_can_register_anew() {
         "mail was sent to the customer"
     );
 
+    let journey_timers = |api: &TestApi| -> Vec<String> {
+        every_row(api)
+            .into_iter()
+            .filter(|(t, row)| t == "timers" && row.contains("journey"))
+            .map(|(_, row)| row)
+            .collect()
+    };
+    assert!(
+        !journey_timers(&api).is_empty(),
+        "journeys wait on timers before erasure"
+    );
+
     // Erase.
     let erased = api.call("DELETE", &format!("/customers/{id}"), None).await;
     assert_eq!(erased.status, 202, "{:?}", erased.body);
@@ -137,6 +149,12 @@ async fn an_erased_customer_leaves_no_personal_data_and_can_register_anew() {
         }
     }
 
+    // The consent ledger keeps its records, every consent revoked at erasure.
+    let consents = api.call("GET", &format!("/customers/{id}/consents"), None).await;
+    assert_eq!(consents.status, 200, "{:?}", consents.body);
+    let text = consents.body.to_string();
+    assert!(text.contains("customer-erased"), "{text}");
+
     // Every journey exited, and none has a timer left.
     let journeys = api.call("GET", &format!("/customers/{id}/journeys"), None).await;
     assert_eq!(journeys.status, 200, "{:?}", journeys.body);
@@ -149,10 +167,7 @@ async fn an_erased_customer_leaves_no_personal_data_and_can_register_anew() {
         .filter(|e| e.event_type == "JourneyExited" && e.customer_id.as_deref() == Some(&id))
         .count();
     assert!(exits >= 1, "the customer's journeys exited");
-    let timers: Vec<(String, String)> = every_row(&api)
-        .into_iter()
-        .filter(|(t, row)| t == "timers" && row.contains("journey"))
-        .collect();
+    let timers = journey_timers(&api);
     assert!(timers.is_empty(), "journey timers left: {timers:?}");
 
     // The customer refuses further commands; a repeated DELETE is a no-op.

@@ -107,12 +107,21 @@ pub fn decide(
     }
 }
 
-/// Starts erasing: once only (a repeat, or one on an erased customer, writes nothing).
+/// Starts erasing: once only (a repeat, or one on an erased customer, writes
+/// nothing). Every active consent is revoked with it, so the consent ledger
+/// (which keeps no personal data) shows the consents ended at erasure.
 fn request_erasure(c: &Customer) -> Result<Vec<CustomerEvent>, CustomerError> {
     if c.erasure_requested || c.status == CustomerStatus::Erased {
         return Ok(Vec::new());
     }
-    Ok(vec![CustomerEvent::CustomerErasureRequested {}])
+    let mut events = vec![CustomerEvent::CustomerErasureRequested {}];
+    events.extend(c.consents.iter().map(|consent| CustomerEvent::ConsentRevoked {
+        purpose: consent.purpose,
+        channel: consent.channel,
+        reason: "customer-erased".into(),
+        method: None,
+    }));
+    Ok(events)
 }
 
 /// Records the erasure once the data key is deleted.
