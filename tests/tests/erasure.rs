@@ -182,6 +182,10 @@ async fn an_erased_customer_leaves_no_personal_data_and_can_register_anew() {
         .await;
     assert_eq!(unknown.status, 404, "{:?}", unknown.body);
 
+    // The data key is gone and nothing written since made a new one.
+    let key = api.runtime.keys.existing_key(&id).await.expect("key store");
+    assert!(key.is_none(), "the erased customer has no data key");
+
     // The address registers again, as a new customer.
     let again = api.call("POST", "/customers", Some(&registration(EMAIL))).await;
     assert_eq!(again.status, 201, "{:?}", again.body);

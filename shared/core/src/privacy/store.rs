@@ -25,6 +25,9 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+/// The event that marks a customer as being erased (see `for_writing`).
+const ERASURE_REQUESTED: &str = "CustomerErasureRequested";
+
 /// The field path (associated data) of an encrypted snapshot state.
 const SNAPSHOT_FIELD: &str = "$snapshot.state";
 /// The field path (associated data) of an encrypted receipt body.
@@ -94,6 +97,9 @@ fn decrypt_with(event: &mut EventEnvelope, key: Option<&DataKey>, customer_id: &
 struct KeyCache<'a> {
     keys: &'a dyn KeyStore,
     found: HashMap<String, Option<DataKey>>,
+    /// Where to learn whether a customer without a key was erased (writes
+    /// through [`EncryptingEventStore`]); `None`: never asked.
+    events: Option<&'a dyn EventStore>,
 }
 
 impl<'a> KeyCache<'a> {
@@ -101,7 +107,35 @@ impl<'a> KeyCache<'a> {
         KeyCache {
             keys,
             found: HashMap::new(),
+            events: None,
         }
+    }
+
+    fn with_events(keys: &'a dyn KeyStore, events: &'a dyn EventStore) -> Self {
+        KeyCache {
+            keys,
+            found: HashMap::new(),
+            events: Some(events),
+        }
+    }
+
+    /// The key to write with: the existing one, none when the customer was
+    /// erased (their stream holds `CustomerErasureRequested` and the key is
+    /// gone: a new key would turn their old events from erased into
+    /// unreadable), else a new one.
+    async fn for_writing(&mut self, customer_id: &str) -> Result<Option<DataKey>, StoreError> {
+        if let Some(key) = self.existing(customer_id).await? {
+            return Ok(Some(key));
+        }
+        if let Some(events) = self.events {
+            let stream = events
+                .read_stream(&format!("customer-{customer_id}"), 0, usize::MAX)
+                .await?;
+            if stream.iter().any(|e| e.event_type == ERASURE_REQUESTED) {
+                return Ok(None);
+            }
+        }
+        self.create(customer_id).await.map(Some)
     }
 
     /// The existing key (reading never creates one).
@@ -145,8 +179,15 @@ impl<'a> KeyCache<'a> {
                 event.event_type, event.stream_id
             )));
         };
-        let key = self.create(&customer_id).await?;
-        encrypt_with(event, &key, &customer_id)
+        match self.for_writing(&customer_id).await? {
+            Some(key) => encrypt_with(event, &key, &customer_id),
+            // Erased: the personal fields are stored as the marker.
+            None => {
+                let paths = personal_data_paths(&event.event_type);
+                decrypt_paths(&mut event.data, None, &customer_id, paths)
+                    .map_err(|e| crypto_error(&event.event_type, e))
+            }
+        }
     }
 
     async fn decrypt_receipt(&mut self, receipt: &mut CommandReceipt) -> Result<(), StoreError> {
@@ -251,7 +292,7 @@ impl EventStore for EncryptingEventStore {
 
     async fn append(&self, mut request: AppendRequest) -> Result<Appended, AppendError> {
         check_append_size(&request)?;
-        let mut cache = KeyCache::new(self.keys.as_ref());
+        let mut cache = KeyCache::with_events(self.keys.as_ref(), self.inner.as_ref());
         let plain: Vec<Value> = request.events.iter().map(|e| e.data.clone()).collect();
         for event in &mut request.events {
             cache.encrypt(event).await?;
@@ -263,11 +304,14 @@ impl EventStore for EncryptingEventStore {
                 .find_map(|e| e.customer_id.clone())
                 .or_else(|| stream_customer(&request.stream_id).map(str::to_string));
             if let Some(customer_id) = owner {
-                let key = cache.create(&customer_id).await?;
-                let text = encrypt_field(&key, &customer_id, RECEIPT_FIELD, &receipt.body.to_string())
-                    .map_err(|e| crypto_error(&format!("receipt {}", receipt.key), e))?;
-                receipt.body =
-                    serde_json::json!({ ENCRYPTED_BODY: { "customer_id": customer_id, "ciphertext": text } });
+                receipt.body = match cache.for_writing(&customer_id).await? {
+                    Some(key) => {
+                        let text = encrypt_field(&key, &customer_id, RECEIPT_FIELD, &receipt.body.to_string())
+                            .map_err(|e| crypto_error(&format!("receipt {}", receipt.key), e))?;
+                        serde_json::json!({ ENCRYPTED_BODY: { "customer_id": customer_id, "ciphertext": text } })
+                    }
+                    None => Value::String(ERASED.to_string()),
+                };
             }
         }
         match self.inner.append(request).await {
@@ -480,6 +524,32 @@ mod tests {
         assert_eq!(keys.existing_key("c-7").await.expect("key"), None);
         assert_eq!(loaded.events.len(), 1);
         assert_eq!(loaded.events[0].data["email"], ERASED);
+    }
+
+    #[tokio::test]
+    async fn writes_for_an_erased_customer_store_the_marker_and_create_no_key() {
+        let inner: Arc<dyn EventStore> = Arc::new(crate::testing::InMemoryEventStore::default());
+        let keys = Arc::new(InMemoryKeyStore::new());
+        let store = EncryptingEventStore::new(inner.clone(), keys.clone());
+        store.append(append_one(registered("c-5"))).await.expect("append");
+        let mut requested = registered("c-5");
+        requested.event_type = ERASURE_REQUESTED.into();
+        requested.data = json!({});
+        store.append(append_one(requested)).await.expect("request erasure");
+        keys.delete("c-5").await.expect("shred");
+
+        // A late event with personal data (a journey's trigger, say) after erasure.
+        let late = registered("c-5");
+        store.append(append_one(late)).await.expect("late append");
+        assert_eq!(keys.existing_key("c-5").await.expect("key"), None, "no new key");
+        let raw = inner.read_stream("customer-c-5", 0, 10).await.expect("raw");
+        assert_eq!(raw[2].data["email"], ERASED);
+        let read = store.read_stream("customer-c-5", 0, 10).await.expect("read");
+        assert_eq!(read.len(), 3);
+        assert!(read
+            .iter()
+            .filter(|e| e.event_type == "CustomerRegistered")
+            .all(|e| e.data["email"] == ERASED));
     }
 
     #[tokio::test]
