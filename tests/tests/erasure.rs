@@ -175,6 +175,23 @@ async fn an_erased_customer_leaves_no_personal_data_and_can_register_anew() {
         .call("PATCH", &format!("/customers/{id}"), Some(r#"{"first_name":"Ada"}"#))
         .await;
     assert_eq!(patch.status, 409, "{:?}", patch.body);
+    let view = json!({ "type": "ProductViewed", "product_id": "lamp", "name": "Desk lamp", "category": "lighting" });
+    let browse = api
+        .call("POST", &format!("/customers/{id}/activity"), Some(&view.to_string()))
+        .await;
+    assert_eq!(
+        browse.status, 404,
+        "no activity for an erased customer: {:?}",
+        browse.body
+    );
+    let cart = api
+        .call(
+            "POST",
+            "/carts",
+            Some(&json!({ "customer_id": id, "currency": "EUR" }).to_string()),
+        )
+        .await;
+    assert_eq!(cart.status, 422, "no cart for an erased customer: {:?}", cart.body);
     let again = api.call("DELETE", &format!("/customers/{id}"), None).await;
     assert_eq!(again.status, 202, "{:?}", again.body);
     let unknown = api

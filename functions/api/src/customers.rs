@@ -49,7 +49,8 @@ pub(crate) async fn existing_customer(state: &AppState, raw: &str) -> Result<Str
     let customer = Uuid::parse_str(raw.trim())
         .map_err(|_| Problem::invalid("customer_id", "is not a customer id"))?
         .to_string();
-    if state.customers.load(&customer).await?.is_none() {
+    // An erased customer is gone for everything new (carts, orders).
+    if state.customers.load(&customer).await?.is_none_or(|c| c.is_erased()) {
         return Err(Problem::invalid("customer_id", "no such customer"));
     }
     Ok(customer)

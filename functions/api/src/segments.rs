@@ -56,8 +56,8 @@ pub async fn record(
         serde_json::from_slice(body).map_err(|e| Problem::malformed(format!("the body is not valid JSON: {e}")))?;
     let request = RecordActivity::from_json(value).map_err(ActivityError::from)?;
     let key = call.idempotency;
-    // The customer must exist, as the write side knows it.
-    if state.customers.load(&id).await?.is_none() {
+    // The customer must exist, as the write side knows it (and not be erased).
+    if state.customers.load(&id).await?.is_none_or(|c| c.is_erased()) {
         return Err(Problem::not_found("customer not found"));
     }
     let meta = CommandMeta::new(Actor::api(&call.principal.0));

@@ -143,8 +143,9 @@ fn verify(state: &AppState, token: &str) -> Result<UnsubscribeToken, Page> {
 
 async fn load(state: &AppState, id: &str) -> Result<Customer, Page> {
     match state.customers.load(id).await {
-        Ok(Some(c)) => Ok(c),
-        Ok(None) => Err(not_found()),
+        // An erased customer has no preferences left to manage.
+        Ok(Some(c)) if !c.is_erased() => Ok(c),
+        Ok(_) => Err(not_found()),
         Err(e) => Err(failed(e)),
     }
 }

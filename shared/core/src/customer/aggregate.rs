@@ -61,6 +61,11 @@ impl Customer {
             .find(|c| c.purpose == purpose && c.channel == channel)
     }
 
+    /// Erased, or being erased: nothing more is done for this customer.
+    pub fn is_erased(&self) -> bool {
+        self.erasure_requested || self.status == CustomerStatus::Erased
+    }
+
     fn ensure_not_deactivated(&self) -> Result<(), CustomerError> {
         if self.status == CustomerStatus::Deactivated {
             return Err(CustomerError::conflict(None, "customer is deactivated"));
