@@ -9,8 +9,19 @@ use crm_tests::{registration, TestApi};
 use serde_json::json;
 
 const EMAIL: &str = "erase.me@shop.example";
-/// What `registration` sends besides the email.
-const PLAIN: &[&str] = &["Grace", "Hopper", "+12025550123", "erase.me", "shop.example"];
+/// The customer's personal data: names, phone, email (parts), IP, user
+/// agent (what `registration` sends) and the address given later.
+const PLAIN: &[&str] = &[
+    "Grace",
+    "Hopper",
+    "+12025550123",
+    "erase.me",
+    "shop.example",
+    "198.51.100.4",
+    "Mozilla/5.0",
+    "1 Main St",
+    "1906-12-09",
+];
 
 fn start() -> DateTime<Utc> {
     DateTime::parse_from_rfc3339("2026-11-23T09:00:00Z")
