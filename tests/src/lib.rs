@@ -146,6 +146,14 @@ impl TestApi {
             })
     }
 
+    /// Moves the virtual clock `minutes` forward, firing what falls due.
+    pub async fn advance_minutes(&self, minutes: i64) {
+        self.runtime
+            .advance(chrono::Duration::minutes(minutes))
+            .await
+            .expect("advance the virtual clock");
+    }
+
     /// Registers a customer (the body of [`registration`]); returns its id.
     pub async fn register(&self, email: &str) -> String {
         let a = self.call("POST", "/customers", Some(&registration(email))).await;

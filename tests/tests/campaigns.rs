@@ -2,7 +2,7 @@
 //! new journeys while running ones keep their version; invalid definitions
 //! are refused whole; pause/resume; the explain and journeys reads.
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use crm_core::event::EventEnvelope;
 use crm_tests::{registration, TestApi};
 use serde_json::{json, Value};
@@ -19,13 +19,6 @@ async fn cart_messages(api: &TestApi) -> Vec<EventEnvelope> {
         .into_iter()
         .filter(|e| e.event_type == "MessageRequested" && e.data["campaign_id"] == "abandoned-cart")
         .collect()
-}
-
-async fn advance(api: &TestApi, minutes: i64) {
-    api.runtime
-        .advance(Duration::minutes(minutes))
-        .await
-        .expect("advance the virtual clock");
 }
 
 async fn customer(api: &TestApi, email: &str) -> String {
@@ -62,7 +55,7 @@ async fn an_edited_campaign_starts_new_journeys_while_running_ones_keep_their_ve
     let api = TestApi::at(start());
     let first = customer(&api, "first@example.com").await;
     fill_cart(&api, &first).await;
-    advance(&api, 60).await; // abandoned: a journey on version 1 waits an hour
+    api.advance_minutes(60).await; // abandoned: a journey on version 1 waits an hour
 
     let definition = edited_cart_campaign(&api).await;
     let put = api
@@ -77,7 +70,7 @@ async fn an_edited_campaign_starts_new_journeys_while_running_ones_keep_their_ve
         "abandoned-cart-final-offer"
     );
 
-    advance(&api, 60).await;
+    api.advance_minutes(60).await;
     let old = cart_messages(&api).await;
     assert_eq!(old.len(), 1, "the running journey's reminder");
     assert_eq!(
@@ -87,8 +80,8 @@ async fn an_edited_campaign_starts_new_journeys_while_running_ones_keep_their_ve
 
     let second = customer(&api, "second@example.com").await;
     fill_cart(&api, &second).await;
-    advance(&api, 60).await;
-    advance(&api, 60).await;
+    api.advance_minutes(60).await;
+    api.advance_minutes(60).await;
     let new: Vec<_> = cart_messages(&api)
         .await
         .into_iter()
@@ -212,13 +205,13 @@ async fn pausing_a_campaign_exits_its_waiting_journeys_at_once() {
     let api = TestApi::at(start());
     let id = customer(&api, "paused@example.com").await;
     fill_cart(&api, &id).await;
-    advance(&api, 60).await;
+    api.advance_minutes(60).await;
     let journeys = api.call("GET", &format!("/customers/{id}/journeys"), None).await;
     assert_eq!(journeys.status, 200, "{:?}", journeys.body);
     let paused = api.call("POST", "/campaigns/abandoned-cart/pause", None).await;
     assert_eq!(paused.status, 200, "{:?}", paused.body);
     assert_eq!(paused.body["exited_instances"], 1, "the waiting cart journey");
-    advance(&api, 26 * 60).await;
+    api.advance_minutes(26 * 60).await;
     assert!(
         cart_messages(&api).await.is_empty(),
         "no reminder from a paused campaign"

@@ -4,7 +4,7 @@
 //! text, their journeys have exited with no timers left, and the address can
 //! register again as a new customer.
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use crm_tests::{registration, TestApi};
 use serde_json::json;
 
@@ -27,13 +27,6 @@ fn start() -> DateTime<Utc> {
     DateTime::parse_from_rfc3339("2026-11-23T09:00:00Z")
         .map(|t| t.with_timezone(&Utc))
         .unwrap_or_default()
-}
-
-async fn advance(api: &TestApi, minutes: i64) {
-    api.runtime
-        .advance(Duration::minutes(minutes))
-        .await
-        .expect("advance the virtual clock");
 }
 
 /// Every row of every table of the database, as text, with its table's name.
@@ -95,7 +88,7 @@ async fn an_erased_customer_leaves_no_personal_data_and_can_register_anew() {
     // The cart is abandoned after an hour and the reminder goes out an hour later.
     api.cart_with_lamps(&id, 2, 4000).await;
     for minutes in [59, 1, 59, 1] {
-        advance(&api, minutes).await;
+        api.advance_minutes(minutes).await;
     }
     let reminders = api
         .all_events()

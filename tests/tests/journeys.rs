@@ -31,13 +31,6 @@ async fn cart_messages(api: &TestApi) -> Vec<crm_core::event::EventEnvelope> {
         .collect()
 }
 
-async fn advance(api: &TestApi, minutes: i64) {
-    api.runtime
-        .advance(Duration::minutes(minutes))
-        .await
-        .expect("advance the virtual clock");
-}
-
 #[tokio::test]
 async fn abandoned_cart_reminds_once_after_the_wait_and_an_order_ends_the_journey() {
     let api = TestApi::at(start());
@@ -67,19 +60,19 @@ async fn abandoned_cart_reminds_once_after_the_wait_and_an_order_ends_the_journe
     );
 
     // Activity 30 minutes later resets the inactivity timer.
-    advance(&api, 30).await;
+    api.advance_minutes(30).await;
     assert_eq!(
         api.call("POST", &format!("/carts/{cart_id}/items"), Some(&add("shade", 2500)))
             .await
             .status,
         200
     );
-    advance(&api, 59).await;
+    api.advance_minutes(59).await;
     assert!(
         of_type(&api, "CartAbandoned").await.is_empty(),
         "59 minutes after the last activity: still open"
     );
-    advance(&api, 1).await;
+    api.advance_minutes(1).await;
     let abandoned = of_type(&api, "CartAbandoned").await;
     assert_eq!(abandoned.len(), 1, "abandoned 60 minutes after the last activity");
     assert_eq!(abandoned[0].data["total_value_minor"], 6500);
@@ -96,9 +89,9 @@ async fn abandoned_cart_reminds_once_after_the_wait_and_an_order_ends_the_journe
     assert_eq!(starts.len(), 1, "a duplicated trigger starts no second instance");
 
     // The campaign waits an hour, then asks for exactly one reminder.
-    advance(&api, 59).await;
+    api.advance_minutes(59).await;
     assert!(cart_messages(&api).await.is_empty());
-    advance(&api, 1).await;
+    api.advance_minutes(1).await;
     let requested = cart_messages(&api).await;
     assert_eq!(
         requested.len(),
@@ -113,7 +106,7 @@ async fn abandoned_cart_reminds_once_after_the_wait_and_an_order_ends_the_journe
         .to_string();
 
     // An order during the 24 h wait ends the journey at once and deletes its schedule.
-    advance(&api, 180).await;
+    api.advance_minutes(180).await;
     // (Orders get their own aggregate with the commerce issue; the event is what matters here.)
     let order_id = uuid::Uuid::now_v7();
     let order = crm_core::event::EventEnvelope {
@@ -152,7 +145,7 @@ async fn abandoned_cart_reminds_once_after_the_wait_and_an_order_ends_the_journe
         exited[0].stream_id,
         format!("journey-{}", requested[0].data["instance_id"].as_str().unwrap_or(""))
     );
-    advance(&api, 24 * 60).await;
+    api.advance_minutes(24 * 60).await;
     assert_eq!(cart_messages(&api).await.len(), 1, "no final offer");
     // Meanwhile the registration's own journey asked for the verification email.
     assert!(of_type(&api, "MessageRequested")
@@ -223,12 +216,12 @@ async fn until_ten_local_lands_at_ten_in_the_customers_zone_across_the_dst_chang
     api.runtime.bus.settle().await.expect("settle");
 
     // Seven days (to 2026-03-28T12:00Z), then the wait for 10:00 Berlin time.
-    advance(&api, 7 * 24 * 60).await;
+    api.advance_minutes(7 * 24 * 60).await;
     assert!(cross_sell(&api).await.is_empty());
     // 2026-03-29T07:59Z is 09:59 CEST: not yet.
-    advance(&api, 19 * 60 + 59).await;
+    api.advance_minutes(19 * 60 + 59).await;
     assert!(cross_sell(&api).await.is_empty(), "not before 10:00 local");
-    advance(&api, 1).await;
+    api.advance_minutes(1).await;
     let sent = cross_sell(&api).await;
     assert_eq!(sent.len(), 1);
     let due = DateTime::parse_from_rfc3339("2026-03-29T08:00:00Z")

@@ -13,13 +13,6 @@ fn start() -> DateTime<Utc> {
         .unwrap_or_default()
 }
 
-async fn advance(api: &TestApi, minutes: i64) {
-    api.runtime
-        .advance(Duration::minutes(minutes))
-        .await
-        .expect("advance the virtual clock");
-}
-
 async fn of_type(api: &TestApi, event_type: &str) -> Vec<EventEnvelope> {
     api.all_events()
         .await
@@ -45,8 +38,8 @@ async fn the_cart_reminder_arrives_rendered_once_and_one_click_stops_the_final_o
     assert_eq!(mail[0].recipient, "grace@example.com");
 
     // 60 minutes of inactivity, then the campaign's 1 h wait: one reminder.
-    advance(&api, 60).await;
-    advance(&api, 60).await;
+    api.advance_minutes(60).await;
+    api.advance_minutes(60).await;
     let mail = api.runtime.mail.list().await.expect("mail");
     assert_eq!(
         mail.len(),
@@ -97,7 +90,7 @@ async fn the_cart_reminder_arrives_rendered_once_and_one_click_stops_the_final_o
     assert_eq!(answer.status, 200, "{:?}", answer.body);
 
     // The final offer, 24 h later, is suppressed: no consent any more.
-    advance(&api, 24 * 60).await;
+    api.advance_minutes(24 * 60).await;
     let offers: Vec<_> = of_type(&api, "MessageRequested")
         .await
         .into_iter()
@@ -143,8 +136,8 @@ async fn quiet_hours_defer_the_reminder_to_their_end_in_the_customers_time_zone(
         .await;
     assert_eq!(put.status, 200, "{:?}", put.body);
     // The reminder is requested at 17:00 UTC = 12:00 New York: deferred to 13:30 local.
-    advance(&api, 60).await;
-    advance(&api, 60).await;
+    api.advance_minutes(60).await;
+    api.advance_minutes(60).await;
     let deferred = of_type(&api, "MessageDeferred").await;
     assert_eq!(deferred.len(), 1);
     assert_eq!(deferred[0].data["until"], "2026-11-23T18:30:00Z");
@@ -153,9 +146,9 @@ async fn quiet_hours_defer_the_reminder_to_their_end_in_the_customers_time_zone(
         1,
         "only the verification"
     );
-    advance(&api, 89).await;
+    api.advance_minutes(89).await;
     assert_eq!(api.runtime.mail.list().await.expect("mail").len(), 1);
-    advance(&api, 1).await;
+    api.advance_minutes(1).await;
     let mail = api.runtime.mail.list().await.expect("mail");
     assert_eq!(mail.len(), 2, "sent when the quiet hours end");
     assert_eq!(mail[1].sent_at, start() + Duration::minutes(210));
