@@ -30,10 +30,8 @@ SES identity must exist in moto (scripts/test creates it).
 Needs: boto3 and cargo-lambda on PATH.
 """
 import json
-import os
 import pathlib
 import sys
-import urllib.request
 from email.utils import parseaddr
 
 import boto3
@@ -48,6 +46,8 @@ from consumer_smoke import (  # noqa: E402
     env,
     event_item,
     invoke,
+    moto_raw_emails,
+    smoke_main,
 )
 
 CHANNEL = REPO / "events" / "channel"
@@ -55,18 +55,10 @@ REGISTERED = REPO / "events" / "projector" / "customer-registered.json"
 GRANTED = REPO / "events" / "consent" / "consent-granted.json"
 
 
-def moto_data(endpoint: str) -> dict:
-    request = urllib.request.Request(endpoint.rstrip("/") + "/moto-api/data.json",
-                                     headers={"Accept": "application/json"})
-    with urllib.request.urlopen(request, timeout=60) as answer:
-        return json.loads(answer.read())
-
-
 def sent_emails(endpoint: str, message_id: str) -> list:
     """The raw messages moto's SES keeps for our message id (X-CRM-Message-Id)."""
     header = f"\r\nX-CRM-Message-Id: {message_id}\r\n"
-    return [m for m in moto_data(endpoint).get("ses", {}).get("RawMessage", [])
-            if header in (m.get("raw_data") or "")]
+    return [m for m in moto_raw_emails(endpoint) if header in (m.get("raw_data") or "")]
 
 
 def stream_types(ddb, table: str, stream_id: str) -> list:
@@ -180,19 +172,5 @@ def run(port: int) -> None:
           and len(sent_emails(endpoint, message_id)) == 1)
 
 
-def main() -> int:
-    if len(sys.argv) != 2:
-        print(__doc__.strip().splitlines()[0], file=sys.stderr)
-        print("usage: channel_smoke.py <invoke-port>", file=sys.stderr)
-        return 2
-    try:
-        run(int(sys.argv[1]))
-    except (SmokeFailure, ClientError) as e:
-        print(f"FAIL {e}")
-        return 1
-    print("channel smoke: passed")
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(smoke_main(run, "channel", __doc__))

@@ -41,6 +41,7 @@ import pathlib
 import subprocess
 import sys
 import tempfile
+import urllib.request
 import uuid
 
 import boto3
@@ -296,19 +297,28 @@ def run(port: int) -> None:
           json.dumps(letter)[:300] if letter else "no letter found")
 
 
-def main() -> int:
+def smoke_main(run_smoke, name: str, doc: str) -> int:
+    """A smoke's command line: `<script> <invoke-port>`; 0 passed, 1 failed, 2 misused."""
     if len(sys.argv) != 2:
-        print(__doc__.strip().splitlines()[0], file=sys.stderr)
-        print("usage: consumer_smoke.py <invoke-port>", file=sys.stderr)
+        print(doc.strip().splitlines()[0], file=sys.stderr)
+        print(f"usage: {name}_smoke.py <invoke-port>", file=sys.stderr)
         return 2
     try:
-        run(int(sys.argv[1]))
+        run_smoke(int(sys.argv[1]))
     except (SmokeFailure, ClientError) as e:
         print(f"FAIL {e}")
         return 1
-    print("consumer smoke: passed")
+    print(f"{name} smoke: passed")
     return 0
 
 
+def moto_raw_emails(endpoint: str) -> list:
+    """The raw messages moto's SES keeps (`/moto-api/data.json`)."""
+    request = urllib.request.Request(endpoint.rstrip("/") + "/moto-api/data.json",
+                                     headers={"Accept": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as answer:
+        return json.loads(answer.read()).get("ses", {}).get("RawMessage", [])
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(smoke_main(run, "consumer", __doc__))

@@ -26,12 +26,12 @@ import pathlib
 import subprocess
 import sys
 import tempfile
-import urllib.request
 from email.utils import parseaddr
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 EVENTS = REPO / "events" / "api"
 sys.path.insert(0, str(REPO / "scripts"))
+from consumer_smoke import moto_raw_emails  # noqa: E402
 from smoke_pipeline import Pipeline  # noqa: E402
 
 
@@ -52,12 +52,9 @@ def invoke(port: int, payload: str) -> dict:
 
 def emails_to(address: str) -> list:
     """Subjects of the emails from FROM_ADDRESS to `address` that moto's SES keeps."""
-    endpoint = os.environ["AWS_ENDPOINT_URL"].rstrip("/")
-    with urllib.request.urlopen(endpoint + "/moto-api/data.json", timeout=60) as answer:
-        data = json.loads(answer.read())
     sender = parseaddr(os.environ["FROM_ADDRESS"])[1]
     subjects = []
-    for m in data.get("ses", {}).get("RawMessage", []):
+    for m in moto_raw_emails(os.environ["AWS_ENDPOINT_URL"]):
         raw = m.get("raw_data") or ""
         if parseaddr(m.get("source") or "")[1] == sender and f"\r\nTo: {address}\r\n" in raw:
             subject = next((line[len("Subject: "):] for line in raw.split("\r\n") if line.startswith("Subject: ")), "?")

@@ -284,6 +284,15 @@ pub async fn erase(
 const DEFAULT_PAGE: usize = 50;
 const MAX_PAGE: usize = 500;
 
+/// The `limit` of a paged read: 50 when absent, 1 to 500 (422 otherwise).
+pub(crate) fn page_limit(query: &HashMap<String, String>) -> Result<usize, Problem> {
+    match number(query, "limit")? {
+        None => Ok(DEFAULT_PAGE),
+        Some(n) if (1..=MAX_PAGE as u64).contains(&n) => Ok(n as usize),
+        Some(_) => Err(Problem::invalid("limit", format!("must be between 1 and {MAX_PAGE}"))),
+    }
+}
+
 pub(crate) fn number(query: &HashMap<String, String>, name: &str) -> Result<Option<u64>, Problem> {
     query
         .get(name)
@@ -305,11 +314,7 @@ pub async fn list_events(
         return Err(Problem::invalid(unknown.clone(), "unknown query parameter"));
     }
     let after = number(&query, "after")?.unwrap_or(0);
-    let limit = match number(&query, "limit")? {
-        None => DEFAULT_PAGE,
-        Some(n) if (1..=MAX_PAGE as u64).contains(&n) => n as usize,
-        Some(_) => return Err(Problem::invalid("limit", format!("must be between 1 and {MAX_PAGE}"))),
-    };
+    let limit = page_limit(&query)?;
     let stream = crm_core::customer::stream_id(&id);
     let store = state.customers.store();
     // One more than asked tells whether there is a next page.

@@ -1,7 +1,7 @@
 //! Read routes: answered from the projections (customer 360, timeline,
 //! consent ledger, email index), never by folding streams.
 
-use crate::customers::{customer_id, number};
+use crate::customers::{customer_id, number, page_limit};
 use crate::problem::Problem;
 use crate::AppState;
 use axum::extract::rejection::QueryRejection;
@@ -60,9 +60,6 @@ pub async fn find_customers(State(state): State<AppState>, q: QueryParams) -> Re
     Ok(Json(json!({ "items": items })).into_response())
 }
 
-const DEFAULT_PAGE: usize = 50;
-const MAX_PAGE: usize = 500;
-
 pub async fn timeline(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -71,11 +68,7 @@ pub async fn timeline(
     let id = customer_id(&id)?;
     let q = query(q, &["after", "limit"])?;
     let after = number(&q, "after")?.unwrap_or(0);
-    let limit = match number(&q, "limit")? {
-        None => DEFAULT_PAGE,
-        Some(n) if (1..=MAX_PAGE as u64).contains(&n) => n as usize,
-        Some(_) => return Err(Problem::invalid("limit", format!("must be between 1 and {MAX_PAGE}"))),
-    };
+    let limit = page_limit(&q)?;
     profile_or_404(&state, &id).await?;
     let mut items = views::timeline(state.read_models.as_ref(), &id, after, limit + 1).await?;
     let more = items.len() > limit;

@@ -2,7 +2,7 @@
 //! (docs/decisions/0014-profile-metrics-and-segments.md).
 
 use crate::call::CommandCall;
-use crate::customers::{answer, customer_id, number};
+use crate::customers::{answer, customer_id, page_limit};
 use crate::problem::Problem;
 use crate::AppState;
 use axum::extract::rejection::QueryRejection;
@@ -110,9 +110,6 @@ pub async fn list(State(state): State<AppState>) -> Result<Response, Problem> {
     Ok(Json(json!({ "items": items })).into_response())
 }
 
-const DEFAULT_PAGE: usize = 50;
-const MAX_PAGE: usize = 500;
-
 /// `GET /segments/{id}/members?after=&limit=`: members by customer id.
 pub async fn members(
     State(state): State<AppState>,
@@ -132,11 +129,7 @@ pub async fn members(
         None => None,
         Some(a) => Some(customer_id(a).map_err(|_| Problem::invalid("after", "must be a customer id"))?),
     };
-    let limit = match number(&q, "limit")? {
-        None => DEFAULT_PAGE,
-        Some(n) if (1..=MAX_PAGE as u64).contains(&n) => n as usize,
-        Some(_) => return Err(Problem::invalid("limit", format!("must be between 1 and {MAX_PAGE}"))),
-    };
+    let limit = page_limit(&q)?;
     let mut page = segments::members(state.read_models.as_ref(), &id, after.as_deref(), limit + 1).await?;
     let more = page.len() > limit;
     page.truncate(limit);
