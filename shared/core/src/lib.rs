@@ -20,6 +20,7 @@ pub mod ports;
 pub mod preferences;
 pub mod privacy;
 pub mod relay;
+pub mod retention;
 pub mod scheduler;
 pub mod segments;
 

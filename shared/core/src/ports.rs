@@ -158,6 +158,26 @@ pub trait EventStore: Send + Sync {
     async fn read_all(&self, after: Option<&str>, limit: usize) -> Result<EventPage, StoreError>;
 }
 
+/// Retention's store operation beyond the append-only [`EventStore`]
+/// (`crate::retention`): finding streams and deleting expired events. A
+/// separate port so that nothing else can delete.
+#[async_trait]
+pub trait EventExpiry: Send + Sync {
+    /// Ids of the streams whose id starts with `prefix`, in order, after
+    /// `after` (exclusive), at most `limit`.
+    async fn streams(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<String>, StoreError>;
+
+    /// Deletes the events `versions` of `stream_id`; versions already gone
+    /// are skipped. Never deletes the stream's newest event (it holds the
+    /// stream's version: an append after it must not reuse a version), which
+    /// is refused with `StoreError::Failed`. Returns how many were deleted.
+    async fn delete_events(&self, stream_id: &str, versions: &[u64]) -> Result<u64, StoreError>;
+
+    /// Deletes a whole stream (its events and snapshot). Returns how many
+    /// events were deleted.
+    async fn delete_stream(&self, stream_id: &str) -> Result<u64, StoreError>;
+}
+
 /// The most events one atomic write may hold (DynamoDB's transaction limit,
 /// less room for reservations and a receipt).
 pub const MAX_EVENTS_PER_APPEND: usize = 90;

@@ -123,7 +123,12 @@ impl EventStore for InMemoryEventStore {
     async fn append(&self, request: AppendRequest) -> Result<Appended, AppendError> {
         check_append_size(&request)?;
         let mut inner = self.lock()?;
-        let current = inner.streams.get(&request.stream_id).map_or(0, |s| s.len() as u64);
+        // The newest event's version (retention may have deleted older ones).
+        let current = inner
+            .streams
+            .get(&request.stream_id)
+            .and_then(|s| s.last())
+            .map_or(0, |e| e.version);
         let base = match request.expected {
             ExpectedVersion::Any => current,
             ExpectedVersion::NoStream if current == 0 => 0,
@@ -211,13 +216,57 @@ impl EventStore for InMemoryEventStore {
         let slice: Vec<_> = inner.order.iter().skip(start).take(limit).collect();
         let events = slice
             .iter()
-            .filter_map(|(s, v)| inner.streams.get(s).and_then(|es| es.get(*v as usize - 1)).cloned())
+            .filter_map(|(s, v)| {
+                inner
+                    .streams
+                    .get(s)
+                    .and_then(|es| es.iter().find(|e| e.version == *v))
+                    .cloned()
+            })
             .collect::<Vec<_>>();
         let end = start + slice.len();
         Ok(EventPage {
             next: (end < inner.order.len()).then(|| end.to_string()),
             events,
         })
+    }
+}
+
+#[async_trait]
+impl EventExpiry for InMemoryEventStore {
+    async fn streams(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<String>, StoreError> {
+        let inner = self.lock()?;
+        Ok(inner
+            .streams
+            .iter()
+            .filter(|(id, events)| {
+                !events.is_empty() && id.starts_with(prefix) && after.is_none_or(|a| id.as_str() > a)
+            })
+            .map(|(id, _)| id.clone())
+            .take(limit)
+            .collect())
+    }
+
+    async fn delete_events(&self, stream_id: &str, versions: &[u64]) -> Result<u64, StoreError> {
+        let mut inner = self.lock()?;
+        let Some(events) = inner.streams.get_mut(stream_id) else {
+            return Ok(0);
+        };
+        let newest = events.last().map_or(0, |e| e.version);
+        if versions.contains(&newest) {
+            return Err(StoreError::Failed(format!(
+                "{stream_id}: the newest event (version {newest}) is never deleted"
+            )));
+        }
+        let before = events.len();
+        events.retain(|e| !versions.contains(&e.version));
+        Ok((before - events.len()) as u64)
+    }
+
+    async fn delete_stream(&self, stream_id: &str) -> Result<u64, StoreError> {
+        let mut inner = self.lock()?;
+        inner.snapshots.remove(stream_id);
+        Ok(inner.streams.remove(stream_id).map_or(0, |e| e.len() as u64))
     }
 }
 

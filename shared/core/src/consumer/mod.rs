@@ -110,16 +110,19 @@ impl Consumer {
             }
             // The events between the checkpoint and this one, read from the
             // store so order per stream holds however the bus delivered.
+            // Versions that retention expired (crate::retention) are
+            // missing for good: the read must still end at this event.
             let pending = if event.version == checkpoint + 1 {
                 vec![event.clone()]
             } else {
                 let missing = (event.version - checkpoint) as usize;
-                let read = self
+                let mut read = self
                     .events
                     .read_stream(stream, checkpoint, missing)
                     .await
                     .map_err(|e| self.retryable(e))?;
-                if read.len() != missing || read.last().map(|e| e.version) != Some(event.version) {
+                read.retain(|e| e.version <= event.version);
+                if read.is_empty() || read.last().map(|e| e.version) != Some(event.version) {
                     return Err(self.retryable(format!(
                         "gap on {stream}: needed versions {}..={}, the store returned {}",
                         checkpoint + 1,

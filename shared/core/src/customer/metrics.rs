@@ -34,7 +34,15 @@ pub const LOGIN_WINDOW_DAYS: i64 = 7;
 const LOGIN_BUCKET_DAYS: i64 = 400;
 
 /// The event types this projection reads.
-pub const METRIC_EVENT_TYPES: &[&str] = &["OrderPlaced", "PaymentSucceeded", "RefundRequested", "CustomerLoggedIn"];
+/// `ActivityDaySummarized` (retention) carries a folded day's logins, so a
+/// rebuild after the raw logins expired gives the same answers.
+pub const METRIC_EVENT_TYPES: &[&str] = &[
+    "OrderPlaced",
+    "PaymentSucceeded",
+    "RefundRequested",
+    "CustomerLoggedIn",
+    crate::retention::ACTIVITY_DAY_SUMMARIZED,
+];
 
 /// One successful payment or one refund.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -247,17 +255,30 @@ impl Projection for ProfileMetricsProjection {
         let customer = event.customer_id.as_deref().ok_or_else(|| {
             ProjectionError::Invalid(format!("{} {} has no customer_id", event.event_type, event.event_id))
         })?;
-        if event.event_type == "CustomerLoggedIn" {
+        if event.event_type == "CustomerLoggedIn" || event.event_type == crate::retention::ACTIVITY_DAY_SUMMARIZED {
             let mut facts: ActivityFacts = docs
                 .get(PROFILE_METRICS, customer, ACTIVITY_SORT)
                 .await?
                 .map(decode)
                 .transpose()?
                 .unwrap_or_default();
-            *facts.logins_by_day.entry(event.occurred_at.date_naive()).or_insert(0) += 1;
-            let last = facts
-                .last_login_at
-                .map_or(event.occurred_at, |l| l.max(event.occurred_at));
+            let login_at = if event.event_type == "CustomerLoggedIn" {
+                *facts.logins_by_day.entry(event.occurred_at.date_naive()).or_insert(0) += 1;
+                event.occurred_at
+            } else {
+                // A folded day: its count replaces whatever the raw logins of
+                // that day added (the same number), so the summary counts once
+                // whether or not they were seen.
+                let summary = crate::retention::ActivityDaySummarized::from_envelope(event)?;
+                match summary.last_login_at {
+                    Some(at) if summary.logins > 0 => {
+                        facts.logins_by_day.insert(summary.day, summary.logins);
+                        at
+                    }
+                    _ => return Ok(Vec::new()),
+                }
+            };
+            let last = facts.last_login_at.map_or(login_at, |l| l.max(login_at));
             facts.last_login_at = Some(last);
             let keep_from = (last - Duration::days(LOGIN_BUCKET_DAYS)).date_naive();
             facts.logins_by_day.retain(|d, _| *d >= keep_from);

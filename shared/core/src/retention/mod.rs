@@ -1,0 +1,437 @@
+//! Retention (issue 7, "Retention"; the retention decision record in
+//! docs/decisions/): activity events older than a configurable age (default
+//! 90 days) are folded, per customer and UTC day, into one
+//! `ActivityDaySummarized` event appended to the same `activity-<id>`
+//! stream, and then expire (DynamoDB TTL on AWS, [`sweep`] locally). Orders,
+//! consent and erasure proof are kept for a legal period (default 7 years).
+//!
+//! The fold is idempotent: a day is summarized once (the stream is read
+//! first and the summaries are appended with `ExpectedVersion::Exactly`
+//! of the version read, so two folds racing conflict and the loser finds
+//! the days already summarized), and each summary's event id is derived
+//! from the stream and the day. The summary holds no personal data: counts
+//! by event type, product ids and category slugs with their view counts,
+//! logins and the last login time, the number of sessions.
+
+use crate::customer::activity::{activity_stream_id, max_lateness, ACTIVITY_EVENT_TYPES};
+use crate::customer::metrics::category_slug;
+use crate::event::{DomainEvent, EventCodecError, EventEnvelope};
+use crate::ports::{AppendError, AppendRequest, EventExpiry, EventStore, ExpectedVersion, StoreError};
+use chrono::{DateTime, Duration, Months, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
+
+#[cfg(test)]
+mod tests;
+
+/// The summary's event type.
+pub const ACTIVITY_DAY_SUMMARIZED: &str = "ActivityDaySummarized";
+
+/// Default age after which activity is folded and expires.
+pub const DEFAULT_ACTIVITY_DAYS: u32 = 90;
+/// Default legal period for orders, consent and erasure proof.
+pub const DEFAULT_LEGAL_YEARS: u32 = 7;
+/// Environment variable (functions) and CLI env (crm-local): the activity age in days.
+pub const ACTIVITY_DAYS_ENV: &str = "RETENTION_ACTIVITY_DAYS";
+/// Environment variable (functions) and CLI env (crm-local): the legal period in years.
+pub const LEGAL_YEARS_ENV: &str = "RETENTION_LEGAL_YEARS";
+
+/// Time between the end of the activity age and the DynamoDB TTL: the
+/// daily fold has this long (seven daily runs) to summarize a day before
+/// its raw events may be deleted.
+pub fn ttl_margin() -> Duration {
+    Duration::days(7)
+}
+
+/// The most summaries one append carries (under `MAX_EVENTS_PER_APPEND`).
+const SUMMARIES_PER_APPEND: usize = 50;
+const PAGE: usize = 500;
+const ATTEMPTS: usize = 5;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RetentionError {
+    #[error("retention configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Codec(#[from] EventCodecError),
+    #[error("appending summaries to {stream_id}: {source}")]
+    Append { stream_id: String, source: AppendError },
+    #[error("{0}: the stream kept changing while it was folded")]
+    KeptChanging(String),
+}
+
+/// How long what is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetentionPolicy {
+    /// Activity older than this many days is folded into daily summaries, then expires.
+    pub activity_days: u32,
+    /// Orders, consent and erasure proof are kept this many years.
+    pub legal_years: u32,
+}
+
+impl Default for RetentionPolicy {
+    fn default() -> Self {
+        RetentionPolicy {
+            activity_days: DEFAULT_ACTIVITY_DAYS,
+            legal_years: DEFAULT_LEGAL_YEARS,
+        }
+    }
+}
+
+impl RetentionPolicy {
+    /// The shortest activity age: a folded day must be beyond the lateness
+    /// window, or a late event could arrive for a day already summarized.
+    pub fn min_activity_days() -> u32 {
+        max_lateness().num_days() as u32 + 1
+    }
+
+    /// A checked policy.
+    pub fn new(activity_days: u32, legal_years: u32) -> Result<Self, RetentionError> {
+        if activity_days < Self::min_activity_days() {
+            return Err(RetentionError::Config(format!(
+                "the activity age must be at least {} days (activity may arrive {} days late), not {activity_days}",
+                Self::min_activity_days(),
+                max_lateness().num_days()
+            )));
+        }
+        if !(1..=100).contains(&legal_years) {
+            return Err(RetentionError::Config(format!(
+                "the legal period must be 1 to 100 years, not {legal_years}"
+            )));
+        }
+        Ok(RetentionPolicy {
+            activity_days,
+            legal_years,
+        })
+    }
+
+    /// Reads [`ACTIVITY_DAYS_ENV`] and [`LEGAL_YEARS_ENV`] through `lookup`
+    /// (unset or empty: the defaults).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, RetentionError> {
+        let number = |name: &str, default: u32| -> Result<u32, RetentionError> {
+            match lookup(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty()) {
+                None => Ok(default),
+                Some(v) => v
+                    .parse()
+                    .map_err(|_| RetentionError::Config(format!("{name} must be a whole number, not {v:?}"))),
+            }
+        };
+        Self::new(
+            number(ACTIVITY_DAYS_ENV, DEFAULT_ACTIVITY_DAYS)?,
+            number(LEGAL_YEARS_ENV, DEFAULT_LEGAL_YEARS)?,
+        )
+    }
+
+    pub fn activity_age(&self) -> Duration {
+        Duration::days(i64::from(self.activity_days))
+    }
+
+    /// Days before this one (UTC) are older than the activity age as a whole: they are folded.
+    pub fn first_kept_day(&self, now: DateTime<Utc>) -> NaiveDate {
+        (now - self.activity_age()).date_naive()
+    }
+
+    /// Orders, consent and erasure proof whose newest event is older than this may go.
+    pub fn legal_cutoff(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        now.checked_sub_months(Months::new(self.legal_years * 12))
+            .unwrap_or(DateTime::<Utc>::MIN_UTC)
+    }
+
+    /// When DynamoDB may delete an activity event that occurred at `occurred_at`
+    /// (epoch seconds of occurred_at + the activity age + [`ttl_margin`]).
+    pub fn activity_expires_at(&self, occurred_at: DateTime<Utc>) -> DateTime<Utc> {
+        occurred_at + self.activity_age() + ttl_margin()
+    }
+}
+
+/// Whether `event_type` is raw activity (what expires).
+pub fn is_activity(event_type: &str) -> bool {
+    ACTIVITY_EVENT_TYPES.contains(&event_type)
+}
+
+/// One customer's activity of one UTC day, folded. No personal data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActivityDaySummarized {
+    pub day: NaiveDate,
+    /// Raw events folded.
+    pub events: u64,
+    /// The versions of the first and last of them in the stream.
+    pub first_version: u64,
+    pub last_version: u64,
+    pub first_at: DateTime<Utc>,
+    pub last_at: DateTime<Utc>,
+    /// Events per type.
+    pub counts: BTreeMap<String, u64>,
+    /// `ProductViewed` per product id.
+    #[serde(default)]
+    pub products_viewed: BTreeMap<String, u64>,
+    /// `ProductViewed` per category slug.
+    #[serde(default)]
+    pub categories_viewed: BTreeMap<String, u64>,
+    /// `CustomerLoggedIn` events, and the last one's time.
+    #[serde(default)]
+    pub logins: u64,
+    #[serde(default)]
+    pub last_login_at: Option<DateTime<Utc>>,
+    /// Distinct session ids (the ids themselves are not kept).
+    #[serde(default)]
+    pub sessions: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum RetentionEvent {
+    ActivityDaySummarized(ActivityDaySummarized),
+}
+
+impl DomainEvent for RetentionEvent {
+    fn schema_version(_event_type: &str) -> u32 {
+        1
+    }
+}
+
+impl ActivityDaySummarized {
+    /// Reads a stored summary.
+    pub fn from_envelope(e: &EventEnvelope) -> Result<Self, EventCodecError> {
+        serde_json::from_value(e.data.clone())
+            .map_err(|err| EventCodecError(format!("{ACTIVITY_DAY_SUMMARIZED} {}: {err}", e.event_id)))
+    }
+
+    /// Folds the raw activity events of one day (`events` non-empty, all of `day`).
+    pub fn fold(day: NaiveDate, events: &[&EventEnvelope]) -> Option<Self> {
+        let first = events.iter().min_by_key(|e| e.version)?;
+        let last = events.iter().max_by_key(|e| e.version)?;
+        let mut s = ActivityDaySummarized {
+            day,
+            events: events.len() as u64,
+            first_version: first.version,
+            last_version: last.version,
+            first_at: events.iter().map(|e| e.occurred_at).min()?,
+            last_at: events.iter().map(|e| e.occurred_at).max()?,
+            counts: BTreeMap::new(),
+            products_viewed: BTreeMap::new(),
+            categories_viewed: BTreeMap::new(),
+            logins: 0,
+            last_login_at: None,
+            sessions: 0,
+        };
+        let mut sessions = BTreeSet::new();
+        for e in events {
+            *s.counts.entry(e.event_type.clone()).or_insert(0) += 1;
+            let text = |name: &str| e.data.get(name).and_then(Value::as_str);
+            if let Some(session) = text("session_id") {
+                sessions.insert(session.to_string());
+            }
+            match e.event_type.as_str() {
+                "ProductViewed" => {
+                    if let Some(p) = text("product_id") {
+                        *s.products_viewed.entry(p.to_string()).or_insert(0) += 1;
+                    }
+                    if let Some(c) = text("category").and_then(category_slug) {
+                        *s.categories_viewed.entry(c).or_insert(0) += 1;
+                    }
+                }
+                "CustomerLoggedIn" => {
+                    s.logins += 1;
+                    s.last_login_at = Some(s.last_login_at.map_or(e.occurred_at, |l| l.max(e.occurred_at)));
+                }
+                _ => {}
+            }
+        }
+        s.sessions = sessions.len() as u64;
+        Some(s)
+    }
+}
+
+/// The summary's event id: the same for the same stream and day, always.
+pub fn summary_event_id(stream_id: &str, day: NaiveDate) -> uuid::Uuid {
+    let digest = Sha256::digest(format!("crm:{ACTIVITY_DAY_SUMMARIZED}:{stream_id}:{day}"));
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_custom_bytes(bytes).into_uuid()
+}
+
+fn summary_envelope(
+    stream_id: &str,
+    customer_id: &str,
+    summary: ActivityDaySummarized,
+    now: DateTime<Utc>,
+) -> Result<EventEnvelope, EventCodecError> {
+    let event_id = summary_event_id(stream_id, summary.day);
+    let occurred_at = summary.last_at;
+    let (event_type, data) = RetentionEvent::ActivityDaySummarized(summary).to_parts()?;
+    Ok(EventEnvelope {
+        event_id,
+        stream_id: stream_id.to_string(),
+        version: 0,
+        schema_version: RetentionEvent::schema_version(&event_type),
+        event_type,
+        customer_id: Some(customer_id.to_string()),
+        occurred_at,
+        recorded_at: now,
+        causation_id: None,
+        correlation_id: event_id,
+        actor: "system:retention".into(),
+        data,
+    })
+}
+
+/// Every event of a stream, in order.
+pub async fn read_whole_stream(store: &dyn EventStore, stream_id: &str) -> Result<Vec<EventEnvelope>, StoreError> {
+    let mut out: Vec<EventEnvelope> = Vec::new();
+    loop {
+        let after = out.last().map_or(0, |e| e.version);
+        let page = store.read_stream(stream_id, after, PAGE).await?;
+        let done = page.len() < PAGE;
+        out.extend(page);
+        if done {
+            return Ok(out);
+        }
+    }
+}
+
+/// What folding one activity stream did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fold {
+    /// Summaries appended now.
+    pub appended: Vec<NaiveDate>,
+    /// Raw activity events whose day is summarized (now or before): they may expire.
+    pub expirable: Vec<u64>,
+}
+
+/// Folds `customer_id`'s activity older than the policy's age into daily
+/// summaries (days already summarized are skipped), and says which raw
+/// events those summaries cover.
+pub async fn fold_activity(
+    store: &dyn EventStore,
+    customer_id: &str,
+    policy: &RetentionPolicy,
+    now: DateTime<Utc>,
+) -> Result<Fold, RetentionError> {
+    let stream_id = activity_stream_id(customer_id);
+    let first_kept = policy.first_kept_day(now);
+    let mut appended = Vec::new();
+    for _ in 0..ATTEMPTS {
+        let events = read_whole_stream(store, &stream_id).await?;
+        let mut version = events.last().map_or(0, |e| e.version);
+        let mut summarized = BTreeSet::new();
+        let mut days: BTreeMap<NaiveDate, Vec<&EventEnvelope>> = BTreeMap::new();
+        for e in &events {
+            if e.event_type == ACTIVITY_DAY_SUMMARIZED {
+                summarized.insert(ActivityDaySummarized::from_envelope(e)?.day);
+            } else if is_activity(&e.event_type) && e.occurred_at.date_naive() < first_kept {
+                days.entry(e.occurred_at.date_naive()).or_default().push(e);
+            }
+        }
+        let mut todo = Vec::new();
+        for (day, raw) in days.iter().filter(|(d, _)| !summarized.contains(*d)) {
+            if let Some(summary) = ActivityDaySummarized::fold(*day, raw) {
+                todo.push(summary_envelope(&stream_id, customer_id, summary, now)?);
+            }
+        }
+        let mut conflicted = false;
+        for chunk in todo.chunks(SUMMARIES_PER_APPEND) {
+            let request = AppendRequest {
+                stream_id: stream_id.clone(),
+                expected: ExpectedVersion::Exactly(version),
+                events: chunk.to_vec(),
+                reservations: Vec::new(),
+                receipt: None,
+            };
+            match store.append(request).await {
+                Ok(a) => {
+                    version = a.version;
+                    appended.extend(
+                        chunk
+                            .iter()
+                            .filter_map(|e| ActivityDaySummarized::from_envelope(e).ok().map(|s| s.day)),
+                    );
+                }
+                // Another fold (or a new activity event) moved the stream: look again.
+                Err(AppendError::Conflict { .. }) => {
+                    conflicted = true;
+                    break;
+                }
+                Err(source) => {
+                    return Err(RetentionError::Append {
+                        stream_id: stream_id.clone(),
+                        source,
+                    })
+                }
+            }
+        }
+        if conflicted {
+            continue;
+        }
+        let expirable = days.values().flatten().map(|e| e.version).collect();
+        return Ok(Fold { appended, expirable });
+    }
+    Err(RetentionError::KeptChanging(stream_id))
+}
+
+/// What a sweep did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SweepReport {
+    pub activity_streams: u64,
+    pub summaries_appended: u64,
+    pub activity_events_deleted: u64,
+    /// Order streams and erased customers' streams past the legal period, deleted whole.
+    pub legal_streams_deleted: u64,
+    pub legal_events_deleted: u64,
+}
+
+async fn each_stream(expiry: &dyn EventExpiry, prefix: &str) -> Result<Vec<String>, StoreError> {
+    let mut out: Vec<String> = Vec::new();
+    loop {
+        let page = expiry.streams(prefix, out.last().map(String::as_str), PAGE).await?;
+        let done = page.len() < PAGE;
+        out.extend(page);
+        if done {
+            return Ok(out);
+        }
+    }
+}
+
+/// Folds every customer's old activity, then deletes the raw events whose
+/// day is summarized ([`fold_activity`] first, so never before the summary
+/// is stored); deletes order streams and erased customers' streams whose
+/// newest event is older than the legal period. Consent lives in the
+/// customer stream: a customer who was not erased keeps it.
+pub async fn sweep(
+    store: &dyn EventStore,
+    expiry: &dyn EventExpiry,
+    policy: &RetentionPolicy,
+    now: DateTime<Utc>,
+) -> Result<SweepReport, RetentionError> {
+    let mut report = SweepReport::default();
+    for stream in each_stream(expiry, "activity-").await? {
+        let Some(customer_id) = stream.strip_prefix("activity-") else {
+            continue;
+        };
+        report.activity_streams += 1;
+        let fold = fold_activity(store, customer_id, policy, now).await?;
+        report.summaries_appended += fold.appended.len() as u64;
+        if !fold.expirable.is_empty() {
+            report.activity_events_deleted += expiry.delete_events(&stream, &fold.expirable).await?;
+        }
+    }
+    let cutoff = policy.legal_cutoff(now);
+    for prefix in ["order-", "customer-"] {
+        for stream in each_stream(expiry, prefix).await? {
+            let events = read_whole_stream(store, &stream).await?;
+            let Some(newest) = events.iter().map(|e| e.occurred_at).max() else {
+                continue;
+            };
+            let erased = events.iter().any(|e| e.event_type == "CustomerErased");
+            if newest < cutoff && (prefix == "order-" || erased) {
+                report.legal_streams_deleted += 1;
+                report.legal_events_deleted += expiry.delete_stream(&stream).await?;
+            }
+        }
+    }
+    Ok(report)
+}
