@@ -11,6 +11,7 @@ pub mod mail;
 pub mod mail_view;
 pub mod pattern_cli;
 pub mod read_models;
+pub mod retention;
 pub mod runtime;
 pub mod serve;
 pub mod store;

@@ -40,6 +40,8 @@ enum Command {
         /// Public base URL of the API, for unsubscribe links (default: http://<addr>).
         #[arg(long, env = "PUBLIC_BASE_URL")]
         public_base_url: Option<String>,
+        #[command(flatten)]
+        retention: RetentionArgs,
     },
     /// Print a customer's signed unsubscribe / preference-centre link (`<base>/u/<token>`),
     /// valid for 60 days, signed with the data directory's secret (or `UNSUBSCRIBE_SECRET`).
@@ -86,6 +88,17 @@ enum Command {
         #[command(subcommand)]
         action: MailAction,
     },
+    /// Retention: fold old activity into daily summaries and delete what has expired.
+    Retention {
+        /// Directory holding the database.
+        #[arg(long, global = true, default_value = ".crm", env = "CRM_DATA_DIR")]
+        data_dir: PathBuf,
+        /// SAM template whose rules route the bus (default: the built-in template.yaml).
+        #[arg(long, global = true)]
+        template: Option<PathBuf>,
+        #[command(subcommand)]
+        action: RetentionAction,
+    },
     Dlq {
         /// Directory holding the database.
         #[arg(long, global = true, default_value = ".crm", env = "CRM_DATA_DIR")]
@@ -95,6 +108,33 @@ enum Command {
         template: Option<PathBuf>,
         #[command(subcommand)]
         action: crm_local::dlq::DlqAction,
+    },
+}
+
+/// How long what is kept (`serve` sweeps at start and daily; `retention sweep` once).
+#[derive(clap::Args, Clone, Copy)]
+struct RetentionArgs {
+    /// Activity older than this many days is folded into daily summaries, then deleted.
+    #[arg(long, default_value_t = crm_core::retention::DEFAULT_ACTIVITY_DAYS, env = "RETENTION_ACTIVITY_DAYS")]
+    activity_days: u32,
+    /// Orders, and erased customers' consent and erasure proof, are kept this many years.
+    #[arg(long, default_value_t = crm_core::retention::DEFAULT_LEGAL_YEARS, env = "RETENTION_LEGAL_YEARS")]
+    legal_years: u32,
+}
+
+impl RetentionArgs {
+    fn policy(self) -> Result<crm_core::retention::RetentionPolicy, String> {
+        crm_core::retention::RetentionPolicy::new(self.activity_days, self.legal_years).map_err(|e| e.to_string())
+    }
+}
+
+#[derive(Subcommand)]
+enum RetentionAction {
+    /// Fold activity older than the age into daily summaries, delete the raw events they cover,
+    /// and delete orders and erased customers' streams older than the legal period; prints a JSON report.
+    Sweep {
+        #[command(flatten)]
+        retention: RetentionArgs,
     },
 }
 
@@ -133,19 +173,24 @@ async fn main() -> ExitCode {
             template,
             clock,
             public_base_url,
-        } => serve(ServeConfig {
-            addr,
-            data_dir,
-            token,
-            template,
-            clock: match clock {
-                ClockArg::System => ClockKind::System,
-                ClockArg::Virtual => ClockKind::Virtual,
-            },
-            public_base_url,
-        })
-        .await
-        .map_err(|e| e.to_string()),
+            retention,
+        } => match retention.policy() {
+            Err(e) => Err(e),
+            Ok(retention) => serve(ServeConfig {
+                addr,
+                data_dir,
+                token,
+                template,
+                clock: match clock {
+                    ClockArg::System => ClockKind::System,
+                    ClockArg::Virtual => ClockKind::Virtual,
+                },
+                public_base_url,
+                retention,
+            })
+            .await
+            .map_err(|e| e.to_string()),
+        },
         Command::UnsubscribeLink {
             customer,
             purpose,
@@ -168,6 +213,16 @@ async fn main() -> ExitCode {
             .await
             .map_err(|e| e.to_string()),
         Command::Mail { data_dir, action } => mail(&data_dir, action).await,
+        Command::Retention {
+            data_dir,
+            template,
+            action: RetentionAction::Sweep { retention },
+        } => match retention.policy() {
+            Err(e) => Err(e),
+            Ok(policy) => crm_local::retention::run_sweep(&data_dir, template.as_deref(), &policy)
+                .await
+                .map_err(|e| e.to_string()),
+        },
         Command::Dlq {
             data_dir,
             template,

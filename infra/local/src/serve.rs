@@ -19,6 +19,8 @@ pub struct ServeConfig {
     pub clock: ClockKind,
     /// Where customers reach the API, for unsubscribe links; `None`: `http://<addr>`.
     pub public_base_url: Option<String>,
+    /// Retention: swept at start and once a day (`crate::retention`).
+    pub retention: crm_core::retention::RetentionPolicy,
 }
 
 /// `crm-local serve --clock system|virtual`.
@@ -106,6 +108,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         .unwrap_or_else(|| format!("http://{addr}"));
     let runtime = LocalRuntime::open_with(&db, &template, RuntimeOptions { clock, public_base_url })?;
     let bus = runtime.spawn_bus();
+    let retention = crate::retention::spawn_daily(&runtime, config.retention);
     // One write: a reader that stops at the url line must not leave later lines
     // to a closed pipe (println! would then panic).
     let mut banner = format!(
@@ -127,5 +130,6 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         .await
         .map_err(ServeError::Server);
     bus.abort();
+    retention.abort();
     served
 }

@@ -414,3 +414,73 @@ impl EventStore for SqliteEventStore {
         .await
     }
 }
+
+/// Retention's deletions (`crm_core::retention`): the only way events leave
+/// the table. In one `IMMEDIATE` transaction each, so an append racing a
+/// deletion sees the stream before or after it, never half of it.
+#[async_trait]
+impl EventExpiry for SqliteEventStore {
+    async fn streams(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<String>, StoreError> {
+        let (prefix, after) = (prefix.to_string(), after.unwrap_or("").to_string());
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT DISTINCT stream_id FROM events
+                     WHERE substr(stream_id, 1, length(?1)) = ?1 AND stream_id > ?2
+                     ORDER BY stream_id LIMIT ?3",
+                )
+                .map_err(sql)?;
+            let rows = stmt
+                .query_map(params![prefix, after, limit], |r| r.get::<_, String>(0))
+                .map_err(sql)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(sql)
+        })
+        .await
+    }
+
+    async fn delete_events(&self, stream_id: &str, versions: &[u64]) -> Result<u64, StoreError> {
+        let (stream_id, versions) = (stream_id.to_string(), versions.to_vec());
+        self.read(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sql)?;
+            let newest = stream_version(&tx, &stream_id)?;
+            if versions.contains(&newest) {
+                return Err(failed(format!(
+                    "{stream_id}: the newest event (version {newest}) is never deleted"
+                )));
+            }
+            let mut deleted = 0u64;
+            {
+                let mut stmt = tx
+                    .prepare_cached("DELETE FROM events WHERE stream_id = ?1 AND version = ?2")
+                    .map_err(sql)?;
+                for v in &versions {
+                    let v = i64::try_from(*v).map_err(failed)?;
+                    deleted += stmt.execute(params![stream_id, v]).map_err(sql)? as u64;
+                }
+            }
+            tx.commit().map_err(sql)?;
+            Ok(deleted)
+        })
+        .await
+    }
+
+    async fn delete_stream(&self, stream_id: &str) -> Result<u64, StoreError> {
+        let stream_id = stream_id.to_string();
+        self.read(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sql)?;
+            let deleted = tx
+                .execute("DELETE FROM events WHERE stream_id = ?1", [&stream_id])
+                .map_err(sql)?;
+            tx.execute("DELETE FROM snapshots WHERE stream_id = ?1", [&stream_id])
+                .map_err(sql)?;
+            tx.commit().map_err(sql)?;
+            Ok(deleted as u64)
+        })
+        .await
+    }
+}

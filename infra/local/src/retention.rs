@@ -1,0 +1,88 @@
+//! Retention locally (`crm_core::retention`): `crm-local retention sweep`,
+//! and `serve` sweeps at start and then once a day (by the runtime's clock,
+//! so a virtual clock moved across midnight sweeps too). The sweep folds
+//! old activity into daily summaries through the command store (so the bus
+//! hands the summaries to the projections), then deletes the raw events
+//! their summaries cover, and streams past the legal period, from the
+//! SQLite `events` table.
+
+use crate::bus::BUILT_IN_TEMPLATE;
+use crate::runtime::{LocalRuntime, RuntimeError};
+use crate::serve::database_path;
+use crate::store::SqliteEventStore;
+use crm_core::clock::Clock;
+use crm_core::ports::{EventStore, StoreError};
+use crm_core::retention::{RetentionError, RetentionPolicy, SweepReport};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SweepError {
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Retention(#[from] RetentionError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot read template {path}: {source}")]
+    Template { path: String, source: std::io::Error },
+}
+
+/// One sweep of the runtime's store at the runtime's now; the bus is
+/// settled afterwards, so the projections have seen the summaries.
+pub async fn sweep(runtime: &LocalRuntime, policy: &RetentionPolicy) -> Result<SweepReport, SweepError> {
+    let report = crm_core::retention::sweep(
+        runtime.command_store().as_ref(),
+        runtime.stored_events.as_ref(),
+        policy,
+        runtime.clock.now(),
+    )
+    .await?;
+    runtime.bus.settle().await?;
+    Ok(report)
+}
+
+/// `crm-local retention sweep`: opens the data directory's database, sweeps
+/// once and prints what it did as JSON.
+pub async fn run_sweep(data_dir: &Path, template: Option<&Path>, policy: &RetentionPolicy) -> Result<(), SweepError> {
+    let template = match template {
+        Some(p) => std::fs::read_to_string(p).map_err(|source| SweepError::Template {
+            path: p.display().to_string(),
+            source,
+        })?,
+        None => BUILT_IN_TEMPLATE.to_string(),
+    };
+    let runtime = LocalRuntime::open(&database_path(data_dir), &template)?;
+    let report = sweep(&runtime, policy).await?;
+    println!(
+        "{}",
+        serde_json::to_string(&report).unwrap_or_else(|_| format!("{report:?}"))
+    );
+    Ok(())
+}
+
+/// `serve`'s daily sweep: at start, then whenever the runtime's clock is on
+/// a new UTC day (checked every 30 seconds). A failed sweep is logged and
+/// tried again at the next check.
+pub fn spawn_daily(runtime: &LocalRuntime, policy: RetentionPolicy) -> tokio::task::JoinHandle<()> {
+    let store: Arc<dyn EventStore> = runtime.command_store();
+    let expiry: Arc<SqliteEventStore> = runtime.stored_events.clone();
+    let clock: Arc<dyn Clock> = runtime.clock.clone();
+    tokio::spawn(async move {
+        let mut swept_on = None;
+        loop {
+            let now = clock.now();
+            if swept_on != Some(now.date_naive()) {
+                match crm_core::retention::sweep(store.as_ref(), expiry.as_ref(), &policy, now).await {
+                    Ok(report) => {
+                        tracing::info!(?report, "retention sweep");
+                        swept_on = Some(now.date_naive());
+                    }
+                    Err(e) => tracing::error!(error = %e, "retention sweep failed; retrying"),
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        }
+    })
+}
