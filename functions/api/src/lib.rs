@@ -8,6 +8,7 @@ mod call;
 mod campaigns;
 mod carts;
 mod customers;
+mod export;
 mod insights;
 mod orders;
 mod problem;
@@ -54,6 +55,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/customers/{id}/events"),
     ("GET", "/customers/{id}/timeline"),
     ("GET", "/customers/{id}/consents"),
+    ("GET", "/customers/{id}/export"),
     ("POST", "/customers/{id}/activity"),
     ("GET", "/customers/{id}/segments"),
     ("GET", "/segments"),
@@ -195,6 +197,7 @@ pub fn router(state: AppState) -> Router {
         .route("/customers/{id}/events", get(c::list_events))
         .route("/customers/{id}/timeline", get(reads::timeline))
         .route("/customers/{id}/consents", get(reads::consents))
+        .route("/customers/{id}/export", get(export::export))
         .route("/customers/{id}/activity", post(segments::record))
         .route("/customers/{id}/segments", get(segments::customer_segments))
         .route("/segments", get(segments::list))

@@ -20,11 +20,13 @@ use aws_sdk_dynamodb::Client;
 use base64::Engine as _;
 use chrono::Utc;
 use crm_core::event::EventEnvelope;
+use crm_core::ports::EventExpiry;
 use crm_core::ports::{
     check_append_size, AppendError, AppendRequest, Appended, CommandReceipt, EventPage, EventStore, ExpectedVersion,
     LoadedStream, ReservationChange, Snapshot, StoreError,
 };
-use std::collections::{HashMap, HashSet};
+use crm_core::retention::{is_activity, RetentionPolicy};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 /// DynamoDB's limit on the items of one transaction.
 pub const MAX_TRANSACTION_ITEMS: usize = 100;
@@ -60,6 +62,9 @@ const RETRYABLE_CODES: &[&str] = &[
 pub struct DynamoEventStore {
     client: Client,
     table: String,
+    /// Activity events get the TTL `expires_at` = occurred_at + the activity
+    /// age + a margin for the daily fold (`crm_core::retention`).
+    retention: RetentionPolicy,
 }
 
 /// What an item of a transaction is for, to read its cancellation reason.
@@ -153,7 +158,15 @@ impl DynamoEventStore {
         DynamoEventStore {
             client,
             table: table.into(),
+            retention: RetentionPolicy::default(),
         }
+    }
+
+    /// The same store, writing activity events' TTL under `policy`
+    /// (`RETENTION_ACTIVITY_DAYS` in the functions).
+    pub fn with_retention(mut self, policy: RetentionPolicy) -> Self {
+        self.retention = policy;
+        self
     }
 
     /// The table's name.
@@ -243,11 +256,16 @@ impl DynamoEventStore {
     }
 
     fn event_put(&self, envelope: &EventEnvelope) -> Result<TransactWriteItem, StoreError> {
+        let mut item = items::event_to_item(envelope).map_err(|e| corrupt(&self.table, e))?;
+        // Raw activity expires through the table's TTL once its day is folded
+        // (retention); every other event is kept.
+        if is_activity(&envelope.event_type) {
+            let expires = self.retention.activity_expires_at(envelope.occurred_at);
+            item.insert(items::EXPIRES_AT.into(), items::n(expires.timestamp()));
+        }
         let put = Put::builder()
             .table_name(&self.table)
-            .set_item(Some(
-                items::event_to_item(envelope).map_err(|e| corrupt(&self.table, e))?,
-            ))
+            .set_item(Some(item))
             .condition_expression("attribute_not_exists(#sk)")
             .set_expression_attribute_names(Some(names(&[("#sk", SK)])))
             .build()
@@ -661,6 +679,119 @@ impl EventStore for DynamoEventStore {
             match out.last_evaluated_key() {
                 Some(key) => start = Some(key.clone()),
                 None => return Ok(EventPage { events, next: None }),
+            }
+        }
+    }
+}
+
+/// Retention's deletions (`crm_core::retention`). On AWS raw activity
+/// expires through the table's TTL; these serve an operator's sweep and the
+/// legal period.
+#[async_trait]
+impl EventExpiry for DynamoEventStore {
+    /// A Scan of the event items' keys (one pass per call): fine for a daily
+    /// job, not for a hot path.
+    async fn streams(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<String>, StoreError> {
+        let mut found = BTreeSet::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression("#kind = :event AND begins_with(#pk, :prefix)")
+                .projection_expression("#pk")
+                .set_expression_attribute_names(Some(names(&[("#kind", KIND), ("#pk", PK)])))
+                .set_expression_attribute_values(Some(values(vec![
+                    (":event", items::s(items::KIND_EVENT)),
+                    (":prefix", items::s(prefix)),
+                ])))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| sdk_error("Scan", &e))?;
+            for item in out.items() {
+                let pk = items::get_s(item, PK).map_err(|e| corrupt(&self.table, e))?;
+                if after.is_none_or(|a| pk > a) {
+                    found.insert(pk.to_string());
+                }
+            }
+            match out.last_evaluated_key() {
+                Some(key) => start = Some(key.clone()),
+                None => break,
+            }
+        }
+        Ok(found.into_iter().take(limit).collect())
+    }
+
+    async fn delete_events(&self, stream_id: &str, versions: &[u64]) -> Result<u64, StoreError> {
+        let newest = self.last_version(stream_id).await?;
+        if versions.contains(&newest) {
+            return Err(StoreError::Failed(format!(
+                "{stream_id}: the newest event (version {newest}) is never deleted"
+            )));
+        }
+        let mut deleted = 0;
+        for v in versions.iter().filter(|v| **v > 0) {
+            let out = self
+                .client
+                .delete_item()
+                .table_name(&self.table)
+                .set_key(Some(items::key(stream_id, *v)))
+                .condition_expression("#kind = :event")
+                .set_expression_attribute_names(Some(names(&[("#kind", KIND)])))
+                .set_expression_attribute_values(Some(values(vec![(":event", items::s(items::KIND_EVENT))])))
+                .send()
+                .await;
+            match out {
+                Ok(_) => deleted += 1,
+                // Already gone (the TTL, or an earlier sweep).
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_conditional_check_failed_exception()) => {}
+                Err(e) => return Err(sdk_error("DeleteItem", &e)),
+            }
+        }
+        Ok(deleted)
+    }
+
+    async fn delete_stream(&self, stream_id: &str) -> Result<u64, StoreError> {
+        let mut deleted = 0;
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("#pk = :pk")
+                .projection_expression("#pk, #sk, #kind")
+                .set_expression_attribute_names(Some(names(&[("#pk", PK), ("#sk", SK), ("#kind", KIND)])))
+                .set_expression_attribute_values(Some(values(vec![(":pk", items::s(stream_id))])))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| sdk_error("Query", &e))?;
+            for item in out.items() {
+                let kind = items::kind_of(item);
+                if kind != Some(items::KIND_EVENT) && kind != Some(items::KIND_SNAPSHOT) {
+                    continue;
+                }
+                let sk = items::get_n(item, SK).map_err(|e| corrupt(&self.table, e))?;
+                self.client
+                    .delete_item()
+                    .table_name(&self.table)
+                    .set_key(Some(items::key(stream_id, sk)))
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error("DeleteItem", &e))?;
+                if kind == Some(items::KIND_EVENT) {
+                    deleted += 1;
+                }
+            }
+            match out.last_evaluated_key() {
+                Some(key) => start = Some(key.clone()),
+                None => return Ok(deleted),
             }
         }
     }

@@ -263,6 +263,8 @@ impl ConsumerGroup {
                 Arc::new(ProfileMetricsProjection),
                 Arc::new(SegmentEvaluator::new(events.clone(), clock)),
                 Arc::new(SegmentMembersProjection),
+                // Which streams hold events about each customer (export, decision 0020).
+                Arc::new(crate::privacy::export::CustomerStreamsProjection),
             ],
             events,
             docs,

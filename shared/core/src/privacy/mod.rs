@@ -16,6 +16,8 @@
 //!   [`DecryptingHandler`] for consumers fed by the bus.
 
 mod crypto;
+pub mod export;
+pub mod migrate;
 mod paths;
 mod store;
 

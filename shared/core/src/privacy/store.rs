@@ -216,6 +216,18 @@ impl<'a> KeyCache<'a> {
     }
 }
 
+/// A command receipt's body as the store keeps it: encrypted as a whole
+/// under the customer's key (`{"$encrypted_body": {customer_id, ciphertext}}`).
+pub fn seal_receipt_body(key: &DataKey, customer_id: &str, body: &Value) -> Result<Value, CryptoError> {
+    let text = encrypt_field(key, customer_id, RECEIPT_FIELD, &body.to_string())?;
+    Ok(serde_json::json!({ ENCRYPTED_BODY: { "customer_id": customer_id, "ciphertext": text } }))
+}
+
+/// Whether a stored receipt body is sealed ([`seal_receipt_body`]) or the erased marker.
+pub fn is_sealed_receipt_body(body: &Value) -> bool {
+    body.get(ENCRYPTED_BODY).is_some() || body.as_str() == Some(ERASED)
+}
+
 /// Decrypts one envelope's personal fields (for consumers fed by the bus,
 /// which carries what the store holds).
 pub async fn decrypt_envelope(keys: &dyn KeyStore, event: &mut EventEnvelope) -> Result<(), StoreError> {
@@ -305,11 +317,8 @@ impl EventStore for EncryptingEventStore {
                 .or_else(|| stream_customer(&request.stream_id).map(str::to_string));
             if let Some(customer_id) = owner {
                 receipt.body = match cache.for_writing(&customer_id).await? {
-                    Some(key) => {
-                        let text = encrypt_field(&key, &customer_id, RECEIPT_FIELD, &receipt.body.to_string())
-                            .map_err(|e| crypto_error(&format!("receipt {}", receipt.key), e))?;
-                        serde_json::json!({ ENCRYPTED_BODY: { "customer_id": customer_id, "ciphertext": text } })
-                    }
+                    Some(key) => seal_receipt_body(&key, &customer_id, &receipt.body)
+                        .map_err(|e| crypto_error(&format!("receipt {}", receipt.key), e))?,
                     None => Value::String(ERASED.to_string()),
                 };
             }
