@@ -59,13 +59,15 @@ async fn busy_customer(api: &TestApi) -> String {
         .call("POST", &format!("/customers/{id}/consents"), Some(&grant))
         .await;
     assert_eq!(granted.status, 201, "{:?}", granted.body);
-    let profile = json!({ "address": { "line1": "1 Main St", "city": "Berlin", "postal_code": "10115", "country": "DE" } });
+    let profile =
+        json!({ "address": { "line1": "1 Main St", "city": "Berlin", "postal_code": "10115", "country": "DE" } });
     let updated = api
         .call("PATCH", &format!("/customers/{id}"), Some(&profile.to_string()))
         .await;
     assert_eq!(updated.status, 200, "{:?}", updated.body);
     for product in ["lamp", "desk"] {
-        let view = json!({ "type": "ProductViewed", "product_id": product, "name": "Desk lamp", "category": "lighting" });
+        let view =
+            json!({ "type": "ProductViewed", "product_id": product, "name": "Desk lamp", "category": "lighting" });
         let browsed = api
             .call("POST", &format!("/customers/{id}/activity"), Some(&view.to_string()))
             .await;
@@ -107,15 +109,25 @@ async fn the_export_holds_every_event_about_the_customer_decrypted_with_projecti
     let stored = api.all_events().await;
     let exported = exported_events(&export);
     let ours: Vec<&EventEnvelope> = stored.iter().filter(|e| about(e, &id)).collect();
-    assert!(ours.len() >= 10, "the scenario stored the customer's events: {}", ours.len());
-    let kinds: BTreeSet<&str> = ours.iter().map(|e| e.stream_id.split('-').next().unwrap_or("")).collect();
+    assert!(
+        ours.len() >= 10,
+        "the scenario stored the customer's events: {}",
+        ours.len()
+    );
+    let kinds: BTreeSet<&str> = ours
+        .iter()
+        .map(|e| e.stream_id.split('-').next().unwrap_or(""))
+        .collect();
     for kind in ["customer", "activity", "cart", "order", "journey", "message"] {
         assert!(kinds.contains(kind), "the scenario stored {kind} streams: {kinds:?}");
     }
     for event in &ours {
         let key = event.event_id.to_string();
         let Some((stream, found)) = exported.get(&key) else {
-            panic!("{} v{} {} is missing from the export", event.stream_id, event.version, event.event_type);
+            panic!(
+                "{} v{} {} is missing from the export",
+                event.stream_id, event.version, event.event_type
+            );
         };
         assert_eq!(stream, &event.stream_id);
         assert_eq!(found, &serde_json::to_value(event).expect("json"), "{key}");
@@ -127,13 +139,21 @@ async fn the_export_holds_every_event_about_the_customer_decrypted_with_projecti
         };
         assert_eq!(&serde_json::to_value(original).expect("json"), event);
         assert_eq!(&original.stream_id, stream);
-        assert_ne!(original.customer_id.as_deref(), Some(other.as_str()), "another customer's event");
+        assert_ne!(
+            original.customer_id.as_deref(),
+            Some(other.as_str()),
+            "another customer's event"
+        );
     }
     // Each exported stream is whole.
     for stream in export["streams"].as_array().expect("streams") {
         let stream_id = stream["stream_id"].as_str().expect("stream id");
         let whole = api.store.read_stream(stream_id, 0, usize::MAX).await.expect("read");
-        assert_eq!(stream["events"].as_array().map(Vec::len), Some(whole.len()), "{stream_id}");
+        assert_eq!(
+            stream["events"].as_array().map(Vec::len),
+            Some(whole.len()),
+            "{stream_id}"
+        );
     }
     assert_eq!(export["event_count"].as_u64(), Some(exported.len() as u64));
 

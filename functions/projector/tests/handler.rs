@@ -9,7 +9,7 @@ use serde_json::json;
 
 const CUSTOMER: &str = "0190a000-0000-7000-8000-00000000c001";
 /// Every consumer of the projector, in the group's order.
-const CONSUMERS: [&str; 9] = [
+const CONSUMERS: [&str; 10] = [
     "customer-360",
     "timeline",
     "email-index",
@@ -19,6 +19,7 @@ const CONSUMERS: [&str; 9] = [
     "profile-metrics",
     "segment-evaluator",
     "segment-members",
+    "customer-streams",
 ];
 /// The ones that read a customer event's data (the others only move their checkpoint).
 const CUSTOMER_VIEWS: [&str; 3] = ["customer-360", "timeline", "email-index"];

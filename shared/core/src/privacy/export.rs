@@ -366,17 +366,22 @@ mod tests {
     async fn the_index_names_each_stream_of_a_customer_once() {
         let docs = InMemoryReadModels::default();
         let p = CustomerStreamsProjection;
-        let ops = p.project(&event("cart-1", Some("c-1"), 1), &docs).await.expect("project");
+        let ops = p
+            .project(&event("cart-1", Some("c-1"), 1), &docs)
+            .await
+            .expect("project");
         assert_eq!(ops.len(), 1);
-        docs.commit(CUSTOMER_STREAMS, "cart-1", 0, 1, ops).await.expect("commit");
-        let again = p.project(&event("cart-1", Some("c-1"), 2), &docs).await.expect("project");
+        docs.commit(CUSTOMER_STREAMS, "cart-1", 0, 1, ops)
+            .await
+            .expect("commit");
+        let again = p
+            .project(&event("cart-1", Some("c-1"), 2), &docs)
+            .await
+            .expect("project");
         assert!(again.is_empty(), "a stream already indexed writes nothing");
         let none = p.project(&event("campaigns", None, 1), &docs).await.expect("project");
         assert!(none.is_empty(), "an event naming no customer is not indexed");
         let streams = customer_streams(&docs, "c-1").await.expect("streams");
-        assert_eq!(
-            streams,
-            vec!["customer-c-1", "activity-c-1", "segments-c-1", "cart-1"]
-        );
+        assert_eq!(streams, vec!["customer-c-1", "activity-c-1", "segments-c-1", "cart-1"]);
     }
 }

@@ -67,9 +67,7 @@ pub fn plaintext_paths(event: &EventEnvelope) -> Vec<&'static str> {
         .iter()
         .copied()
         .filter(|path| {
-            let field = path
-                .split('.')
-                .try_fold(&event.data, |v, key| v.as_object()?.get(key));
+            let field = path.split('.').try_fold(&event.data, |v, key| v.as_object()?.get(key));
             match field {
                 None | Some(Value::Null) => false,
                 Some(Value::String(s)) => !is_encrypted(s) && s != ERASED,
@@ -324,7 +322,10 @@ mod tests {
         let report = migrate_events(inner.as_ref(), &rewrites, &keys).await.expect("migrate");
         assert_eq!(report.scanned, 3);
         assert_eq!((report.encrypted, report.erased, report.keys_created), (1, 1, 1));
-        assert!(keys.existing_key("c-2").await.expect("key").is_none(), "no key for the erased");
+        assert!(
+            keys.existing_key("c-2").await.expect("key").is_none(),
+            "no key for the erased"
+        );
         let rewritten = rewrites.0.lock().expect("lock").clone();
         let ada = &rewritten[&first[0].event_id];
         assert!(ada["email"].as_str().is_some_and(is_encrypted), "{ada}");
@@ -339,7 +340,9 @@ mod tests {
         let keys = Arc::new(keys);
         let decrypted = {
             let mut e = migrated.clone();
-            crate::privacy::decrypt_envelope(keys.as_ref(), &mut e).await.expect("decrypt");
+            crate::privacy::decrypt_envelope(keys.as_ref(), &mut e)
+                .await
+                .expect("decrypt");
             e
         };
         assert_eq!(decrypted.data["email"], "ada@example.com");
