@@ -11,8 +11,8 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use crm_core::consent::{Channel, Purpose};
 use crm_core::customer::{
-    ChangeEmail, Customer, CustomerCommand, DeactivateCustomer, GrantConsent, RegisterCustomer, RegisterPushDevice,
-    RevokeConsent, UpdateProfile, VerifyEmail,
+    erase_customer, ChangeEmail, Customer, CustomerCommand, DeactivateCustomer, ErasureError, GrantConsent,
+    RegisterCustomer, RegisterPushDevice, RevokeConsent, UpdateProfile, VerifyEmail,
 };
 use crm_core::event::{Actor, CommandMeta, EventEnvelope};
 use crm_core::idempotency::IdempotencyKey;
@@ -232,12 +232,14 @@ pub async fn revoke_consent(
     run(&state, &id, command, call, StatusCode::OK).await
 }
 
-/// `DELETE /customers/{id}` (GDPR Art. 17, decision 0018): records the
-/// request (giving back the email's reservation), deletes the customer's
-/// data key, which makes every stored copy of their personal data read as
-/// `[erased]`, then records the erasure. Idempotent: a repeat, or one after
-/// an interrupted erasure, finishes it and answers 202 again. No
-/// `Idempotency-Key` receipt is kept: it would be stored under a new key.
+/// `DELETE /customers/{id}` (GDPR Art. 17, decisions 0018 and 0019):
+/// records the request (giving back the email's reservation, with the
+/// hashed identifiers for the proof ledger), deletes the customer's data
+/// key, which makes every stored copy of their personal data read as
+/// `[erased]`, then records the erasure ([`erase_customer`]). Idempotent: a
+/// repeat, or one after an interrupted erasure, finishes it and answers 202
+/// again. No `Idempotency-Key` receipt is kept: it would be stored under a
+/// new key.
 pub async fn erase(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -245,8 +247,8 @@ pub async fn erase(
 ) -> Result<Response, Problem> {
     let id = customer_id(&id)?;
     no_payload(&call.body)?;
-    let Some(keys) = state.keys.clone() else {
-        tracing::error!("erasure asked of an API without a key store");
+    let (Some(keys), Some(hasher)) = (state.keys.clone(), state.identifiers.as_ref()) else {
+        tracing::error!("erasure asked of an API without a key store or an identifier secret");
         return Err(Problem::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
@@ -255,24 +257,19 @@ pub async fn erase(
         ));
     };
     let meta = CommandMeta::new(Actor::api(&call.principal.0));
-    let respond = |c: &Customer, _events: &[EventEnvelope]| (202, json!({ "id": c.id, "status": "erased" }));
-    state
-        .customers
-        .execute(&id, &CustomerCommand::RequestErasure, &meta, None, &respond)
-        .await?;
-    keys.delete(&id).await.map_err(|e| {
-        tracing::error!(error = %e, "could not delete a data key");
-        Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "Service unavailable",
-            "the erasure was recorded but not finished; repeat the request",
-        )
-    })?;
-    state
-        .customers
-        .execute(&id, &CustomerCommand::CompleteErasure, &meta, None, &respond)
-        .await?;
+    match erase_customer(&state.customers, keys.as_ref(), hasher, &id, &meta).await {
+        Ok(()) => {}
+        Err(ErasureError::Command(e)) => return Err(e.into()),
+        Err(ErasureError::Keys(e)) => {
+            tracing::error!(error = %e, "could not delete a data key");
+            return Err(Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "Service unavailable",
+                "the erasure was recorded but not finished; repeat the request",
+            ));
+        }
+    }
     Ok((
         StatusCode::ACCEPTED,
         axum::Json(json!({ "id": id, "status": "erased" })),

@@ -28,7 +28,7 @@ use crm_core::customer::CustomerService;
 use crm_core::journey::catalog::CampaignService;
 use crm_core::messaging::unsubscribe::TokenSigner;
 use crm_core::ports::{ConsumerHealth, EventStore, ReadModelStore};
-use crm_core::privacy::KeyStore;
+use crm_core::privacy::{IdentifierHasher, KeyStore};
 use crm_core::scheduler::Scheduler;
 use std::sync::Arc;
 
@@ -117,6 +117,9 @@ pub struct AppState {
     pub public_base_url: String,
     /// The customers' data keys: erasure deletes one (`None`: erasure is unavailable).
     pub keys: Option<Arc<dyn KeyStore>>,
+    /// Hashes identifiers for the proof ledger (decision 0019): erasure
+    /// records the customer's hashed email and phone (`None`: erasure is unavailable).
+    pub identifiers: Option<IdentifierHasher>,
 }
 
 impl AppState {
@@ -145,12 +148,20 @@ impl AppState {
             )),
             public_base_url: "http://127.0.0.1:3000".into(),
             keys: None,
+            identifiers: None,
         }
     }
 
     /// The data keys the event store encrypts with (the ones erasure deletes).
     pub fn with_keys(mut self, keys: Arc<dyn KeyStore>) -> Self {
         self.keys = Some(keys);
+        self
+    }
+
+    /// The secret of the identifier hashes (the same as the consent and
+    /// channel functions').
+    pub fn with_identifiers(mut self, hasher: IdentifierHasher) -> Self {
+        self.identifiers = Some(hasher);
         self
     }
 

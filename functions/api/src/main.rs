@@ -25,6 +25,8 @@ async fn main() -> Result<(), lambda_http::Error> {
         .ok()
         .filter(|v| !v.is_empty())
         .ok_or("UNSUBSCRIBE_SECRET is not set")?;
+    // The proof ledger's identifier hashes (decision 0019): erasure records them.
+    let identifiers = crm_aws::lambda::identifier_hasher(&|name: &str| std::env::var(name).ok())?;
     let public_base_url = std::env::var("PUBLIC_BASE_URL").map_err(|_| "PUBLIC_BASE_URL is not set")?;
     // The customers' data keys (decision 0016): personal data is encrypted at rest (0017).
     let keys_table = std::env::var("KEYS_TABLE").map_err(|_| "KEYS_TABLE is not set")?;
@@ -61,6 +63,7 @@ async fn main() -> Result<(), lambda_http::Error> {
         Auth::Gateway,
     )
     .with_unsubscribe(TokenSigner::new(unsubscribe_secret.as_bytes()), public_base_url)
-    .with_keys(keys);
+    .with_keys(keys)
+    .with_identifiers(identifiers);
     lambda_http::run(router(state)).await
 }

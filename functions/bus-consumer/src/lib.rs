@@ -10,7 +10,7 @@ pub mod handler;
 pub mod testing;
 pub mod timer;
 
-pub use crm_aws::lambda::{init_tracing, ConfigError};
+pub use crm_aws::lambda::{identifier_hasher, init_tracing, ConfigError};
 pub use handler::{handle, handle_stored, Handled, HandlerError};
 
 use aws_config::BehaviorVersion;
@@ -113,7 +113,9 @@ pub fn scheduler_from_env(aws: &aws_config::SdkConfig) -> Result<EventBridgeSche
 /// The whole life of a consumer function: logs, configuration, the AWS
 /// clients (built once, at cold start), the group from `build`, then one
 /// [`handle`] per EventBridge event until Lambda stops the runtime.
-pub async fn run(build: GroupBuilder) -> Result<(), lambda_runtime::Error> {
+pub async fn run(
+    build: impl FnOnce(Arc<dyn EventStore>, Arc<dyn ReadModelStore>, Arc<dyn DeadLetterQueue>) -> ConsumerGroup,
+) -> Result<(), lambda_runtime::Error> {
     init_tracing();
     let config = Config::from_env()?;
     let aws = aws_config::load_defaults(BehaviorVersion::latest()).await;

@@ -80,7 +80,11 @@ async fn feedback(
         }
     };
     match delivery
-        .record_feedback(parsed.to_event(), &parsed.recipient, &parsed.feedback_id)
+        .record_feedback(
+            parsed.to_event(delivery.identifiers()),
+            &parsed.recipient,
+            &parsed.feedback_id,
+        )
         .await
     {
         Ok(outcome) => {

@@ -48,6 +48,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         )),
     };
     let signer = Arc::new(TokenSigner::new(env("UNSUBSCRIBE_SECRET")?.as_bytes()));
+    let identifiers = crm_bus_consumer::identifier_hasher(&|name: &str| std::env::var(name).ok())?;
     let mut policy = DeliveryPolicy::default();
     if let Some(caps) = optional("DELIVERY_CAPS") {
         policy.caps = DeliveryPolicy::parse_caps(&caps)?;
@@ -71,6 +72,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         Arc::new(SystemClock),
         providers,
         signer,
+        identifiers,
         dead_letters.clone(),
         settings,
     );

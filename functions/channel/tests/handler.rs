@@ -64,6 +64,7 @@ async fn world() -> World {
             push: sink.clone(),
         },
         Arc::new(TokenSigner::new(b"channel test")),
+        crm_core::privacy::IdentifierHasher::new(b"channel test identifiers"),
         dead_letters.clone(),
         DeliverySettings::default(),
     );

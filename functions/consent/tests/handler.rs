@@ -10,12 +10,26 @@ use crm_core::customer::{CustomerCommand, RevokeConsent};
 use serde_json::json;
 
 const CUSTOMER: &str = "0190a000-0000-7000-8000-00000000c002";
+fn consent_group(
+    events: std::sync::Arc<dyn crm_core::ports::EventStore>,
+    docs: std::sync::Arc<dyn crm_core::ports::ReadModelStore>,
+    dead_letters: std::sync::Arc<dyn crm_core::ports::DeadLetterQueue>,
+) -> crm_core::consumer::ConsumerGroup {
+    crm_consent::group(
+        events,
+        docs,
+        dead_letters,
+        crm_core::privacy::IdentifierHasher::new(b"test"),
+    )
+}
+
 const LEDGER: &str = "consent-ledger";
+const PROOF_LEDGER: &str = "proof-ledger";
 
 #[tokio::test]
 async fn a_grant_at_registration_lands_in_the_ledger_after_filling_the_gap() {
     let h = Harness::new();
-    let group = h.group(crm_consent::group);
+    let group = h.group(consent_group);
     let events = h.register(CUSTOMER, "grace@example.com").await;
     let granted = &events[1];
     assert_eq!((granted.event_type.as_str(), granted.version), ("ConsentGranted", 2));
@@ -25,7 +39,7 @@ async fn a_grant_at_registration_lands_in_the_ledger_after_filling_the_gap() {
     let outcome = handle(invocation(bus_event(granted)), &group, h.dead_letters.as_ref())
         .await
         .expect("handled");
-    assert_eq!(applied(&outcome), [LEDGER]);
+    assert_eq!(applied(&outcome), [LEDGER, PROOF_LEDGER]);
 
     let consents = current_consents(h.docs.as_ref(), CUSTOMER)
         .await
@@ -44,7 +58,7 @@ async fn a_grant_at_registration_lands_in_the_ledger_after_filling_the_gap() {
 #[tokio::test]
 async fn a_duplicate_delivery_changes_nothing() {
     let h = Harness::new();
-    let group = h.group(crm_consent::group);
+    let group = h.group(consent_group);
     let events = h.register(CUSTOMER, "grace@example.com").await;
     let granted = bus_event(&events[1]);
     handle(invocation(granted.clone()), &group, h.dead_letters.as_ref())
@@ -58,7 +72,7 @@ async fn a_duplicate_delivery_changes_nothing() {
         let outcome = handle(invocation(granted.clone()), &group, h.dead_letters.as_ref())
             .await
             .expect("handled");
-        assert_eq!(duplicates(&outcome), [LEDGER]);
+        assert_eq!(duplicates(&outcome), [LEDGER, PROOF_LEDGER]);
         assert!(applied(&outcome).is_empty());
     }
     assert_eq!(
@@ -79,7 +93,7 @@ async fn a_duplicate_delivery_changes_nothing() {
 #[tokio::test]
 async fn a_revocation_delivered_before_its_grant_applies_both_in_order() {
     let h = Harness::new();
-    let group = h.group(crm_consent::group);
+    let group = h.group(consent_group);
     let events = h.register(CUSTOMER, "grace@example.com").await;
     let revoked = h
         .execute(
@@ -98,11 +112,11 @@ async fn a_revocation_delivered_before_its_grant_applies_both_in_order() {
     let outcome = handle(invocation(bus_event(&revoked[0])), &group, h.dead_letters.as_ref())
         .await
         .expect("handled");
-    assert_eq!(applied(&outcome), [LEDGER]);
+    assert_eq!(applied(&outcome), [LEDGER, PROOF_LEDGER]);
     let outcome = handle(invocation(bus_event(&events[1])), &group, h.dead_letters.as_ref())
         .await
         .expect("handled");
-    assert_eq!(duplicates(&outcome), [LEDGER]);
+    assert_eq!(duplicates(&outcome), [LEDGER, PROOF_LEDGER]);
 
     let consents = current_consents(h.docs.as_ref(), CUSTOMER)
         .await
@@ -119,7 +133,7 @@ async fn a_revocation_delivered_before_its_grant_applies_both_in_order() {
 #[tokio::test]
 async fn a_detail_that_is_not_an_envelope_is_parked_not_failed() {
     let h = Harness::new();
-    let group = h.group(crm_consent::group);
+    let group = h.group(consent_group);
     let events = h.register(CUSTOMER, "grace@example.com").await;
     let mut garbage = bus_event(&events[1]);
     garbage["detail"] = json!("ConsentGranted");
@@ -141,7 +155,7 @@ async fn a_detail_that_is_not_an_envelope_is_parked_not_failed() {
 #[tokio::test]
 async fn a_gap_the_store_cannot_fill_is_retried() {
     let h = Harness::new();
-    let group = h.group(crm_consent::group);
+    let group = h.group(consent_group);
     let events = h.register(CUSTOMER, "grace@example.com").await;
     // A grant on a stream the store does not hold.
     let mut orphan = events[1].clone();
@@ -161,7 +175,7 @@ async fn a_gap_the_store_cannot_fill_is_retried() {
 #[tokio::test]
 async fn the_sample_grant_follows_the_projector_sample_registration() {
     let h = Harness::new();
-    let group = h.group(crm_consent::group);
+    let group = h.group(consent_group);
     let registered = detail(&sample_event("projector/customer-registered.json"));
     let sample = sample_event("consent/consent-granted.json");
     let granted = detail(&sample);
@@ -173,7 +187,7 @@ async fn the_sample_grant_follows_the_projector_sample_registration() {
     let outcome = handle(invocation(sample), &group, h.dead_letters.as_ref())
         .await
         .expect("handled");
-    assert_eq!(applied(&outcome), [LEDGER]);
+    assert_eq!(applied(&outcome), [LEDGER, PROOF_LEDGER]);
     let customer_id = granted.customer_id.as_deref().expect("customer id");
     let consents = current_consents(h.docs.as_ref(), customer_id)
         .await

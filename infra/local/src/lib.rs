@@ -13,6 +13,7 @@ pub mod pattern_cli;
 pub mod read_models;
 pub mod retention;
 pub mod runtime;
+pub mod secrets;
 pub mod serve;
 pub mod store;
 pub mod timers;

@@ -26,7 +26,7 @@ use crm_core::messaging::decision::DeliveryPolicy;
 use crm_core::messaging::delivery::{DeliverySettings, MessageDelivery, Providers};
 use crm_core::messaging::unsubscribe::TokenSigner;
 use crm_core::ports::*;
-use crm_core::privacy::{DecryptingHandler, EncryptingEventStore, KeyStore};
+use crm_core::privacy::{DecryptingHandler, EncryptingEventStore, IdentifierHasher, KeyStore};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -126,6 +126,9 @@ pub struct LocalRuntime {
     pub virtual_clock: Option<Arc<VirtualClock>>,
     /// Signs the unsubscribe links: the database's own secret, or `UNSUBSCRIBE_SECRET`.
     pub unsubscribe: TokenSigner,
+    /// Hashes identifiers for the proof ledger and the suppression list: the
+    /// database's own secret, or `IDENTIFIER_HASH_SECRET` (decision 0019).
+    pub identifiers: IdentifierHasher,
     /// Where the links point (`<base>/u/<token>`); `serve` sets the address it listens on.
     pub public_base_url: String,
     /// The local email, SMS and push provider: every message sent, kept whole.
@@ -203,6 +206,7 @@ impl LocalRuntime {
             wake: wake.clone(),
         });
         let unsubscribe = crate::unsubscribe::signer(db)?;
+        let identifiers = crate::secrets::identifier_hasher(db)?;
         let mail = Arc::new(MailSink::open(db, clock.clone())?);
         let mut targets = Vec::new();
         for rule in rules_from_template(template)? {
@@ -213,7 +217,10 @@ impl LocalRuntime {
                     rule,
                     ConsumerGroup::projector_at(waking.clone(), read, dead_letters.clone(), clock.clone()),
                 ),
-                "consent" => Target::new(rule, ConsumerGroup::consent(store, read, dead_letters.clone())),
+                "consent" => Target::new(
+                    rule,
+                    ConsumerGroup::consent(store, read, dead_letters.clone(), identifiers.clone()),
+                ),
                 "campaign" => {
                     let catalog = Arc::new(StoredCatalog::new(waking.clone()));
                     let engine = JourneyEngine::new(waking.clone(), read, scheduler.clone(), catalog, clock.clone());
@@ -243,6 +250,7 @@ impl LocalRuntime {
                         clock.clone(),
                         providers,
                         Arc::new(unsubscribe.clone()),
+                        identifiers.clone(),
                         dead_letters.clone(),
                         settings,
                     ));
@@ -280,6 +288,7 @@ impl LocalRuntime {
             clock,
             virtual_clock,
             unsubscribe,
+            identifiers,
             public_base_url,
             mail,
             wake,
@@ -305,7 +314,8 @@ impl LocalRuntime {
         )
         .with_health(self.bus.clone())
         .with_unsubscribe(self.unsubscribe.clone(), self.public_base_url.clone())
-        .with_keys(self.keys.clone());
+        .with_keys(self.keys.clone())
+        .with_identifiers(self.identifiers.clone());
         let app = router(state).merge(crate::mail_view::routes(self.mail.clone()));
         match &self.virtual_clock {
             Some(clock) => app.merge(crate::dev::clock_routes(clock.clone(), self.wake.clone(), token)),

@@ -147,7 +147,7 @@ async fn a_poison_event_is_parked_and_a_parked_event_can_be_redriven() {
     let consumers: Vec<&str> = letters.iter().map(|l| l.letter.consumer.as_str()).collect();
     assert_eq!(
         consumers,
-        ["customer-360", "timeline", "email-index"],
+        ["customer-360", "timeline", "email-index", "proof-ledger"],
         "each consumer that could not use it parked it"
     );
     assert!(

@@ -22,3 +22,14 @@ pub struct ConfigError(pub &'static str);
 pub fn required(lookup: &impl Fn(&str) -> Option<String>, name: &'static str) -> Result<String, ConfigError> {
     lookup(name).filter(|v| !v.trim().is_empty()).ok_or(ConfigError(name))
 }
+
+/// The identifier hasher of the proof ledger and the suppression list
+/// (decision 0019), from `IDENTIFIER_HASH_SECRET` (Secrets Manager, resolved
+/// into the environment by CloudFormation). The api, consent and channel
+/// functions must share it.
+pub fn identifier_hasher(
+    lookup: &impl Fn(&str) -> Option<String>,
+) -> Result<crm_core::privacy::IdentifierHasher, ConfigError> {
+    let secret = required(lookup, "IDENTIFIER_HASH_SECRET")?;
+    Ok(crm_core::privacy::IdentifierHasher::new(secret.as_bytes()))
+}

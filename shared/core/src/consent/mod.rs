@@ -87,3 +87,4 @@ pub struct ActiveConsent {
 }
 
 pub mod ledger;
+pub mod proof;

@@ -272,15 +272,20 @@ impl ConsumerGroup {
         )
     }
 
-    /// The consent function: the consent ledger.
+    /// The consent function: the consent ledger and the proof ledger (by
+    /// identifier hashes made with `identifiers`, decision 0019).
     pub fn consent(
         events: Arc<dyn EventStore>,
         docs: Arc<dyn ReadModelStore>,
         dead_letters: Arc<dyn crate::ports::DeadLetterQueue>,
+        identifiers: crate::privacy::IdentifierHasher,
     ) -> Self {
         Self::new(
             "consent",
-            vec![Arc::new(crate::consent::ledger::ConsentLedgerProjection)],
+            vec![
+                Arc::new(crate::consent::ledger::ConsentLedgerProjection),
+                Arc::new(crate::consent::proof::ProofLedgerProjection::new(identifiers)),
+            ],
             events,
             docs,
             dead_letters,

@@ -94,7 +94,7 @@ pub fn decide(
         (Some(_), CustomerCommand::Register(_)) => Err(CustomerError::conflict(None, "customer already exists")),
         (None, CustomerCommand::Register(cmd)) => register(cmd, input),
         (None, _) => Err(CustomerError::NotFound),
-        (Some(c), CustomerCommand::RequestErasure) => request_erasure(c),
+        (Some(c), CustomerCommand::RequestErasure(cmd)) => request_erasure(c, cmd),
         (Some(c), CustomerCommand::CompleteErasure) => complete_erasure(c),
         (Some(c), _) if c.erasure_requested || c.status == CustomerStatus::Erased => {
             Err(CustomerError::conflict(None, "customer is erased"))
@@ -115,11 +115,13 @@ pub fn decide(
 /// Starts erasing: once only (a repeat, or one on an erased customer, writes
 /// nothing). Every active consent is revoked with it, so the consent ledger
 /// (which keeps no personal data) shows the consents ended at erasure.
-fn request_erasure(c: &Customer) -> Result<Vec<CustomerEvent>, CustomerError> {
+fn request_erasure(c: &Customer, cmd: &RequestErasure) -> Result<Vec<CustomerEvent>, CustomerError> {
     if c.erasure_requested || c.status == CustomerStatus::Erased {
         return Ok(Vec::new());
     }
-    let mut events = vec![CustomerEvent::CustomerErasureRequested {}];
+    let mut events = vec![CustomerEvent::CustomerErasureRequested {
+        identifiers: cmd.identifiers.clone(),
+    }];
     events.extend(c.consents.iter().map(|consent| CustomerEvent::ConsentRevoked {
         purpose: consent.purpose,
         channel: consent.channel,
@@ -579,7 +581,7 @@ pub fn evolve(state: Option<Customer>, event: &CustomerEvent, at: DateTime<Utc>,
             });
         }
         CustomerEvent::CustomerEmailInvalidated { .. } => c.email_invalidated = true,
-        CustomerEvent::CustomerErasureRequested {} => {
+        CustomerEvent::CustomerErasureRequested { .. } => {
             c.erasure_requested = true;
             c.consents.clear();
             c.pending_verification_token = None;
@@ -624,7 +626,7 @@ pub fn reservations_for(
     let mut changes = Vec::new();
     for event in events {
         match event {
-            CustomerEvent::CustomerErasureRequested {} => {
+            CustomerEvent::CustomerErasureRequested { .. } => {
                 if let Some(c) = state {
                     changes.push(ReservationChange::Release {
                         key: validate::email_reservation_key(&c.email),

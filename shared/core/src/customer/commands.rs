@@ -202,7 +202,17 @@ pub enum CustomerCommand {
     RegisterPushDevice(RegisterPushDevice),
     InvalidateEmail(InvalidateEmail),
     /// Art. 17: start erasing (the data key is deleted after this).
-    RequestErasure,
+    RequestErasure(RequestErasure),
     /// Record that the data key is gone.
     CompleteErasure,
+}
+
+/// Starts an erasure. `identifiers` are the salted hashes of the customer's
+/// email and phone (`IdentifierHasher::identifiers_of`), computed by the
+/// caller while the data key still exists: the proof ledger keeps the
+/// customer's consent history and the erasure under them (decision 0019).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestErasure {
+    #[serde(default)]
+    pub identifiers: Vec<crate::privacy::HashedIdentifier>,
 }

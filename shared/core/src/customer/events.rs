@@ -98,9 +98,13 @@ pub enum CustomerEvent {
         email: String,
         reason: String,
     },
-    /// Art. 17 erasure was asked for (no personal data): the data key is
-    /// deleted next, then [`CustomerEvent::CustomerErased`] follows.
-    CustomerErasureRequested {},
+    /// Art. 17 erasure was asked for: the data key is deleted next, then
+    /// [`CustomerEvent::CustomerErased`] follows. No personal data: the
+    /// customer's identifiers only as salted hashes, for the proof ledger.
+    CustomerErasureRequested {
+        #[serde(default)]
+        identifiers: Vec<crate::privacy::HashedIdentifier>,
+    },
     /// The customer's data key is gone: every personal field of the stream
     /// now reads as `[erased]` (no personal data).
     CustomerErased {},
@@ -151,7 +155,7 @@ impl CustomerEvent {
             CustomerEvent::CustomerReactivated { .. } => "CustomerReactivated",
             CustomerEvent::PushDeviceRegistered { .. } => "PushDeviceRegistered",
             CustomerEvent::CustomerEmailInvalidated { .. } => "CustomerEmailInvalidated",
-            CustomerEvent::CustomerErasureRequested {} => "CustomerErasureRequested",
+            CustomerEvent::CustomerErasureRequested { .. } => "CustomerErasureRequested",
             CustomerEvent::CustomerErased {} => "CustomerErased",
         }
     }

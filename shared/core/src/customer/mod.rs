@@ -4,6 +4,7 @@
 pub mod activity;
 mod aggregate;
 mod commands;
+mod erasure;
 mod events;
 pub mod metrics;
 mod service;
@@ -12,6 +13,7 @@ pub mod views;
 
 pub use aggregate::{decide, evolve, fold, reservations_for, Customer, CustomerStatus, DecisionInput};
 pub use commands::*;
+pub use erasure::{erase_customer, ErasureError};
 pub use events::*;
 pub use service::{CommandError, CustomerService, Executed, IdempotencyRequest, ResponseBuilder};
 pub use validate::{email_reservation_key, normalise_email};

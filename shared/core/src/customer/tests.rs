@@ -561,7 +561,17 @@ fn erasure_is_requested_once_then_completed_and_every_other_command_is_refused()
         scenario.when(CustomerCommand::CompleteErasure),
         Err(CustomerError::conflict(None, "erasure was not requested"))
     );
-    let requested = scenario.when(CustomerCommand::RequestErasure).expect("erase");
+    let identifiers = crate::privacy::IdentifierHasher::new(b"salt").identifiers_of("ada.lovelace@example.com", None);
+    let requested = scenario
+        .when(CustomerCommand::RequestErasure(RequestErasure {
+            identifiers: identifiers.clone(),
+        }))
+        .expect("erase");
+    assert_eq!(
+        requested.first(),
+        Some(&CustomerEvent::CustomerErasureRequested { identifiers }),
+        "the request carries the hashed identifiers for the proof ledger"
+    );
     let types: Vec<_> = requested.iter().map(CustomerEvent::event_type).collect();
     assert_eq!(
         types,
@@ -578,7 +588,10 @@ fn erasure_is_requested_once_then_completed_and_every_other_command_is_refused()
     );
     events.extend(requested);
     let pending = CustomerScenario::given(&events);
-    assert_eq!(pending.when(CustomerCommand::RequestErasure), Ok(Vec::new()));
+    assert_eq!(
+        pending.when(CustomerCommand::RequestErasure(Default::default())),
+        Ok(Vec::new())
+    );
     assert!(matches!(
         pending.when(CustomerCommand::Reactivate),
         Err(CustomerError::Conflict { .. })
@@ -592,7 +605,10 @@ fn erasure_is_requested_once_then_completed_and_every_other_command_is_refused()
     assert_eq!(state.status, CustomerStatus::Erased);
     assert_eq!(state.email, crate::privacy::ERASED);
     assert!(state.consents.is_empty() && state.phone.is_none());
-    assert_eq!(erased.when(CustomerCommand::RequestErasure), Ok(Vec::new()));
+    assert_eq!(
+        erased.when(CustomerCommand::RequestErasure(Default::default())),
+        Ok(Vec::new())
+    );
     assert_eq!(erased.when(CustomerCommand::CompleteErasure), Ok(Vec::new()));
     assert!(matches!(
         erased.when(CustomerCommand::UpdateProfile(UpdateProfile {

@@ -279,7 +279,7 @@ impl Projection for TimelineProjection {
             CustomerEvent::CustomerEmailInvalidated { reason, .. } => {
                 vec![change("email_invalidated", false, reason)]
             }
-            CustomerEvent::CustomerErasureRequested {} => Vec::new(),
+            CustomerEvent::CustomerErasureRequested { .. } => Vec::new(),
             CustomerEvent::CustomerErased {} => {
                 let old = std::mem::replace(&mut state.status, json!("erased"));
                 let mut ops = redact_timeline(docs, partition).await?;

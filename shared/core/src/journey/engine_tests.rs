@@ -67,7 +67,12 @@ impl World {
         let dlq = Arc::new(crate::testing::InMemoryDeadLetters::default());
         for group in [
             ConsumerGroup::projector(self.events.clone(), self.docs.clone(), dlq.clone()),
-            ConsumerGroup::consent(self.events.clone(), self.docs.clone(), dlq.clone()),
+            ConsumerGroup::consent(
+                self.events.clone(),
+                self.docs.clone(),
+                dlq.clone(),
+                crate::privacy::IdentifierHasher::new(b"test"),
+            ),
         ] {
             for e in self
                 .events

@@ -104,6 +104,9 @@ pub struct DecisionInput<'a> {
     pub customer: Option<&'a Customer>,
     /// The reason the address is on the suppression list, if it is.
     pub suppressed: Option<&'a str>,
+    /// When a customer who had this address was erased, if no one consented
+    /// on the channel since (the proof ledger).
+    pub erased_address: Option<DateTime<Utc>>,
     /// Recent sends to this customer (at least the longest cap window).
     pub recent: &'a [SentRecord],
     pub policy: &'a DeliveryPolicy,
@@ -152,6 +155,15 @@ pub fn decide(input: DecisionInput<'_>) -> Decision {
     };
     if customer.status == CustomerStatus::Deactivated {
         return suppress(SuppressionReason::CustomerInactive, "customer is deactivated");
+    }
+    if let Some(erased_at) = input.erased_address.filter(|_| marketing) {
+        return suppress(
+            SuppressionReason::ErasedAddress,
+            format!(
+                "the address belonged to a customer erased on {}; no {channel} consent on it since",
+                erased_at.format("%Y-%m-%d")
+            ),
+        );
     }
     if let Some(purpose) = request.purpose {
         let in_force = customer.consent(purpose, channel).is_some_and(|c| {
@@ -330,6 +342,7 @@ mod tests {
             request: r,
             customer: c,
             suppressed: None,
+            erased_address: None,
             recent,
             policy: &DeliveryPolicy::default(),
         })
@@ -373,6 +386,32 @@ mod tests {
     }
 
     #[test]
+    fn an_erased_address_gets_no_marketing_but_transactional_mail() {
+        let c = customer();
+        let erased_at = at(NOON) - Duration::days(30);
+        let policy = DeliveryPolicy::default();
+        let input = |r| DecisionInput {
+            now: at(NOON),
+            request: r,
+            customer: Some(&c),
+            suppressed: None,
+            erased_address: Some(erased_at),
+            recent: &[],
+            policy: &policy,
+        };
+        let marketing = request(Category::Marketing, Channel::Email);
+        match decide(input(&marketing)) {
+            Decision::Suppress { reason, detail } => {
+                assert_eq!(reason, SuppressionReason::ErasedAddress);
+                assert!(detail.contains(&erased_at.format("%Y-%m-%d").to_string()), "{detail}");
+            }
+            other => panic!("expected a suppression, got {other:?}"),
+        }
+        let transactional = request(Category::Transactional, Channel::Email);
+        assert_eq!(decide(input(&transactional)), Decision::Send);
+    }
+
+    #[test]
     fn the_suppression_list_stops_transactional_mail_too() {
         let c = customer();
         let r = request(Category::Transactional, Channel::Email);
@@ -381,6 +420,7 @@ mod tests {
             request: &r,
             customer: Some(&c),
             suppressed: Some("hard bounce"),
+            erased_address: None,
             recent: &[],
             policy: &DeliveryPolicy::default(),
         });

@@ -10,13 +10,14 @@
 //! window left: a crash after the provider accepted and before `MessageSent`).
 
 use super::decision::{self, address, Decision, DecisionInput, DeliveryPolicy, SentRecord};
-use super::events::{address_hash, message_stream, DeferralReason, MessageEvent, MessageRequest};
+use super::events::{message_stream, DeferralReason, MessageEvent, MessageRequest};
 use super::provider::{
     EmailMessage, EmailProvider, ProviderError, ProviderReceipt, PushMessage, PushProvider, SmsMessage, SmsProvider,
 };
 use super::render::{self, Rendered};
 use super::unsubscribe::{links, TokenSigner};
 use crate::clock::Clock;
+use crate::consent::proof::identifier_proof;
 use crate::consent::{Channel, Purpose};
 use crate::consumer::{Consumer, Projection, ProjectionError};
 use crate::customer::{Customer, CustomerService};
@@ -26,6 +27,7 @@ use crate::ports::{
     AppendError, AppendRequest, DeadLetter, DeadLetterQueue, EventStore, ExpectedVersion, ReadModelStore, ReadOp,
     StoreError,
 };
+use crate::privacy::{HashedIdentifier, IdentifierHasher, IdentifierKind};
 use crate::scheduler::{timer_name, Scheduler, TimerKind, TimerPayload};
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
@@ -160,6 +162,7 @@ pub struct MessageDelivery {
     clock: Arc<dyn Clock>,
     providers: Providers,
     signer: Arc<TokenSigner>,
+    identifiers: IdentifierHasher,
     dead_letters: Arc<dyn DeadLetterQueue>,
     settings: DeliverySettings,
 }
@@ -173,6 +176,7 @@ impl MessageDelivery {
         clock: Arc<dyn Clock>,
         providers: Providers,
         signer: Arc<TokenSigner>,
+        identifiers: IdentifierHasher,
         dead_letters: Arc<dyn DeadLetterQueue>,
         settings: DeliverySettings,
     ) -> Self {
@@ -184,6 +188,7 @@ impl MessageDelivery {
             clock,
             providers,
             signer,
+            identifiers,
             dead_letters,
             settings,
         }
@@ -195,6 +200,12 @@ impl MessageDelivery {
 
     pub fn customers(&self) -> &CustomerService {
         &self.customers
+    }
+
+    /// How addresses are hashed (the suppression list, the proof ledger,
+    /// provider feedback).
+    pub fn identifiers(&self) -> &IdentifierHasher {
+        &self.identifiers
     }
 
     /// Handles one stored `MessageRequested` (any number of times, in any order).
@@ -248,9 +259,27 @@ impl MessageDelivery {
             .load(&request.customer_id)
             .await
             .map_err(|e| DeliveryError::Retry(e.to_string()))?;
-        let suppressed = match customer.as_ref().and_then(|c| address(c, request.channel)) {
-            Some(addr) => suppression_reason(self.docs.as_ref(), request.channel, &addr, request.category).await?,
+        let hash = customer
+            .as_ref()
+            .and_then(|c| address(c, request.channel))
+            .map(|addr| self.identifiers.address(request.channel, &addr));
+        let suppressed = match &hash {
+            Some(hash) => suppression_reason(self.docs.as_ref(), request.channel, hash, request.category).await?,
             None => None,
+        };
+        // An address whose customer was erased: no marketing until someone
+        // consents on it again (the proof ledger, decision 0019).
+        let erased_address = match (&hash, IdentifierKind::of_channel(request.channel)) {
+            (Some(hash), Some(kind)) if request.category == Category::Marketing => {
+                let identifier = HashedIdentifier {
+                    kind,
+                    hash: hash.clone(),
+                };
+                identifier_proof(self.docs.as_ref(), &identifier)
+                    .await?
+                    .erased_without_consent(request.channel)
+            }
+            _ => None,
         };
         let recent = recent_sends(self.docs.as_ref(), &request.customer_id, now).await?;
         let decision = decision::decide(DecisionInput {
@@ -258,6 +287,7 @@ impl MessageDelivery {
             request,
             customer: customer.as_ref(),
             suppressed: suppressed.as_deref(),
+            erased_address,
             recent: &recent,
             policy: &self.settings.policy,
         });
@@ -355,7 +385,7 @@ impl MessageDelivery {
             campaign_id: request.campaign_id.clone(),
             template: request.template.clone(),
             category: request.category,
-            address_hash: address_hash(&to),
+            address_hash: self.identifiers.address(request.channel, &to),
         };
         let Some(claimed) = self.append(request, meta, state.version, vec![claim]).await? else {
             return Ok(DeliveryOutcome::Duplicate);
@@ -683,7 +713,7 @@ impl MessageDelivery {
                 other => DeliveryError::Retry(other.to_string()),
             })?;
         let list = Consumer::new(
-            Arc::new(SuppressionListProjection),
+            Arc::new(SuppressionListProjection::new(self.identifiers.clone())),
             self.events.clone(),
             self.docs.clone(),
         );
@@ -743,21 +773,17 @@ fn sort_time(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
-/// Why an address is suppressed for a message of `category`, if it is. A
+/// Why an address (by its salted hash) is suppressed for a message of `category`, if it is. A
 /// complaint suppresses marketing only; a hard bounce or an invalid address
 /// everything.
 pub async fn suppression_reason(
     docs: &dyn ReadModelStore,
     channel: Channel,
-    address: &str,
+    address_hash: &str,
     category: Category,
 ) -> Result<Option<String>, StoreError> {
     let Some(doc) = docs
-        .get(
-            SUPPRESSION_LIST,
-            &suppression_partition(channel, &address_hash(address)),
-            "entry",
-        )
+        .get(SUPPRESSION_LIST, &suppression_partition(channel, address_hash), "entry")
         .await?
     else {
         return Ok(None);
@@ -784,8 +810,16 @@ pub struct SuppressionEntry {
 }
 
 /// The suppression list: hard bounces, complaints and invalidated addresses,
-/// by address hash.
-pub struct SuppressionListProjection;
+/// by salted address hash.
+pub struct SuppressionListProjection {
+    identifiers: IdentifierHasher,
+}
+
+impl SuppressionListProjection {
+    pub fn new(identifiers: IdentifierHasher) -> Self {
+        SuppressionListProjection { identifiers }
+    }
+}
 
 #[async_trait]
 impl Projection for SuppressionListProjection {
@@ -805,7 +839,11 @@ impl Projection for SuppressionListProjection {
             "CustomerEmailInvalidated" => {
                 let email = event.data.get("email").and_then(Value::as_str).unwrap_or_default();
                 let reason = event.data.get("reason").and_then(Value::as_str).unwrap_or("invalid");
-                (address_hash(email), format!("invalid address: {reason}"), false)
+                (
+                    self.identifiers.email(email),
+                    format!("invalid address: {reason}"),
+                    false,
+                )
             }
             _ => match MessageEvent::from_envelope(event)? {
                 MessageEvent::EmailBounced {

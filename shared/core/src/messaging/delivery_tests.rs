@@ -6,6 +6,7 @@ use super::*;
 use crate::clock::VirtualClock;
 use crate::customer::*;
 use crate::preferences::{EmailFrequency, Preferences, QuietHours};
+use crate::privacy::IdentifierHasher;
 use crate::testing::{raw_event, InMemoryDeadLetters, InMemoryEventStore, InMemoryReadModels, InMemoryScheduler};
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -89,6 +90,7 @@ impl World {
                 push: provider.clone(),
             },
             Arc::new(TokenSigner::new(b"test secret")),
+            IdentifierHasher::new(b"test identifiers"),
             dead_letters.clone(),
             DeliverySettings {
                 first_backoff: std::time::Duration::from_millis(1),
@@ -368,10 +370,14 @@ async fn the_email_cap_holds_and_a_hard_bounce_suppresses_the_address() {
         &message_stream("msg-1"),
         "EmailBounced",
         json!({ "message_id": "msg-1", "customer_id": CUSTOMER, "bounce_type": "permanent",
-                "address_hash": address_hash("ANA@example.com ") }),
+                "address_hash": w.delivery.identifiers().email("ANA@example.com ") }),
     );
     bounce.version = 3;
-    let list = Consumer::new(Arc::new(SuppressionListProjection), w.events.clone(), w.docs.clone());
+    let list = Consumer::new(
+        Arc::new(SuppressionListProjection::new(w.delivery.identifiers().clone())),
+        w.events.clone(),
+        w.docs.clone(),
+    );
     // The stream has two events; deliver the bounce as version 3 after appending it.
     w.events
         .append(AppendRequest {
@@ -402,7 +408,7 @@ async fn bounce_and_complaint_feedback_act_once() {
     let complaint = MessageEvent::EmailComplained {
         message_id: "msg-1".into(),
         customer_id: CUSTOMER.into(),
-        address_hash: address_hash("ana@example.com"),
+        address_hash: w.delivery.identifiers().email("ana@example.com"),
     };
     let first = w
         .delivery
@@ -433,7 +439,7 @@ async fn bounce_and_complaint_feedback_act_once() {
         message_id: "msg-2".into(),
         customer_id: CUSTOMER.into(),
         bounce_type: super::super::events::BounceType::Permanent,
-        address_hash: address_hash("ana@example.com"),
+        address_hash: w.delivery.identifiers().email("ana@example.com"),
         diagnostic: Some("550 5.1.1 user unknown".into()),
     };
     w.delivery

@@ -59,6 +59,9 @@ pub enum SuppressionReason {
     NoConsent,
     /// The address bounced hard, complained, or is invalid.
     Suppressed,
+    /// The address belonged to an erased customer and no one consented on
+    /// it since (the proof ledger, decision 0019): no marketing.
+    ErasedAddress,
     NoAddress,
     /// The customer's preferences rule it out (frequency never, category, SMS promotions).
     Preference,
@@ -161,13 +164,6 @@ impl DomainEvent for MessageEvent {
     fn schema_version(_event_type: &str) -> u32 {
         1
     }
-}
-
-/// sha256 (hex) of an address, trimmed and lower-cased: how the suppression
-/// list and the message stream name an address without holding it.
-pub fn address_hash(address: &str) -> String {
-    use sha2::{Digest, Sha256};
-    hex::encode(Sha256::digest(address.trim().to_lowercase().as_bytes()))
 }
 
 /// Every event type on a message stream.

@@ -9,7 +9,8 @@
 //! Pure: no AWS types, the event is plain JSON (`serde_json::Value`).
 //! Samples: `events/channel/ses-*.json`.
 
-use super::events::{address_hash, BounceType, MessageEvent};
+use super::events::{BounceType, MessageEvent};
+use crate::privacy::IdentifierHasher;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::Value;
@@ -70,13 +71,13 @@ impl SesFeedback {
         }
     }
 
-    /// sha256 of the normalised recipient address.
-    pub fn address_hash(&self) -> String {
-        address_hash(&self.recipient)
+    /// The salted hash of the recipient address (decision 0019).
+    pub fn address_hash(&self, identifiers: &IdentifierHasher) -> String {
+        identifiers.email(&self.recipient)
     }
 
     /// The event for the message stream `message-<message id>`.
-    pub fn to_event(&self) -> MessageEvent {
+    pub fn to_event(&self, identifiers: &IdentifierHasher) -> MessageEvent {
         let message_id = self.message_id.clone();
         let customer_id = self.customer_id.clone();
         match &self.kind {
@@ -91,13 +92,13 @@ impl SesFeedback {
                 message_id,
                 customer_id,
                 bounce_type: *bounce_type,
-                address_hash: self.address_hash(),
+                address_hash: self.address_hash(identifiers),
                 diagnostic: diagnostic.clone(),
             },
             FeedbackKind::Complained => MessageEvent::EmailComplained {
                 message_id,
                 customer_id,
-                address_hash: self.address_hash(),
+                address_hash: self.address_hash(identifiers),
             },
             FeedbackKind::Opened => MessageEvent::EmailOpened {
                 message_id,
@@ -381,6 +382,10 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn hasher() -> IdentifierHasher {
+        IdentifierHasher::new(b"feedback tests")
+    }
+
     const MESSAGE_ID: &str = "msg-5f1c0a9e7b2d4c6a8e0f1a2b3c4d5e6f";
     const CUSTOMER_ID: &str = "0193a6f3-1a2b-7c3d-8e4f-5a6b7c8d9e0f";
     const RECIPIENT: &str = "grace.hopper@example.com";
@@ -425,12 +430,12 @@ mod tests {
         assert_eq!(f.occurred_at, at("2026-11-29T10:15:02.455Z"));
         assert_eq!(f.event_type(), "EmailBounced");
         assert_eq!(
-            f.to_event(),
+            f.to_event(&hasher()),
             MessageEvent::EmailBounced {
                 message_id: MESSAGE_ID.into(),
                 customer_id: CUSTOMER_ID.into(),
                 bounce_type: BounceType::Permanent,
-                address_hash: address_hash(RECIPIENT),
+                address_hash: hasher().email(RECIPIENT),
                 diagnostic: Some("smtp; 550 5.1.1 The email account that you tried to reach does not exist.".into()),
             }
         );
@@ -445,11 +450,11 @@ mod tests {
             "010201937a8c9d0e-3e5f7a9b-1c2d-4e3f-8a4b-6c7d8e9f0a1b-000000"
         );
         assert_eq!(
-            f.to_event(),
+            f.to_event(&hasher()),
             MessageEvent::EmailComplained {
                 message_id: MESSAGE_ID.into(),
                 customer_id: CUSTOMER_ID.into(),
-                address_hash: address_hash(RECIPIENT),
+                address_hash: hasher().email(RECIPIENT),
             }
         );
     }
@@ -462,7 +467,7 @@ mod tests {
         assert_eq!(f.feedback_id, "4e2f7c1a-9b3d-4a5e-8f60-1b2c3d4e5f01");
         assert_eq!(f.occurred_at, at("2026-11-29T10:15:01.874Z"));
         assert_eq!(
-            f.to_event(),
+            f.to_event(&hasher()),
             MessageEvent::EmailDelivered {
                 message_id: MESSAGE_ID.into(),
                 customer_id: CUSTOMER_ID.into(),
@@ -484,7 +489,7 @@ mod tests {
         let link = "https://shop.example.com/cart?utm_source=crm&utm_campaign=cart-abandonment";
         assert_eq!(f.kind, FeedbackKind::Clicked { link: link.into() });
         assert_eq!(
-            f.to_event(),
+            f.to_event(&hasher()),
             MessageEvent::EmailClicked {
                 message_id: MESSAGE_ID.into(),
                 customer_id: CUSTOMER_ID.into(),
@@ -614,7 +619,11 @@ mod tests {
     #[test]
     fn the_address_hash_normalises() {
         let f = parsed("ses-open.json");
-        assert_eq!(f.address_hash(), address_hash("  Grace.Hopper@Example.COM "));
-        assert_eq!(f.address_hash().len(), 64);
+        assert_eq!(f.address_hash(&hasher()), hasher().email("  Grace.Hopper@Example.COM "));
+        assert_eq!(f.address_hash(&hasher()).len(), 64);
+        assert_ne!(
+            f.address_hash(&hasher()),
+            f.address_hash(&IdentifierHasher::new(b"another deployment"))
+        );
     }
 }
