@@ -153,3 +153,37 @@ async fn the_sweep_folds_expires_and_keeps_the_answers() {
         .expect("metrics");
     assert_eq!(serde_json::to_value(rebuilt).expect("json"), before.0);
 }
+
+/// The AWS side of the same policy, as template.yaml deploys it: the events
+/// table's TTL is on (the attribute the DynamoDB store writes on activity
+/// items), and the daily function that folds gets the policy and a
+/// dead-letter queue.
+#[test]
+fn the_template_enables_the_ttl_and_wires_the_daily_fold() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml");
+    let text = std::fs::read_to_string(path).expect("template.yaml is readable");
+    let template: serde_yaml::Value = serde_yaml::from_str(&text).expect("template.yaml parses");
+    let resources = &template["Resources"];
+    let ttl = &resources["EventsTable"]["Properties"]["TimeToLiveSpecification"];
+    assert_eq!(ttl["Enabled"].as_bool(), Some(true), "{ttl:?}");
+    assert_eq!(ttl["AttributeName"].as_str(), Some("expires_at"), "{ttl:?}");
+
+    let segments = &resources["SegmentsFunction"]["Properties"];
+    let variables = &segments["Environment"]["Variables"];
+    for name in [
+        crm_core::retention::ACTIVITY_DAYS_ENV,
+        crm_core::retention::LEGAL_YEARS_ENV,
+    ] {
+        assert!(!variables[name].is_null(), "SegmentsFunction has no {name}");
+    }
+    let parameters = &template["Parameters"];
+    let default_days = parameters["ActivityRetentionDays"]["Default"].as_u64();
+    assert_eq!(default_days, Some(u64::from(RetentionPolicy::default().activity_days)));
+    let minimum = parameters["ActivityRetentionDays"]["MinValue"].as_u64();
+    assert_eq!(minimum, Some(u64::from(RetentionPolicy::min_activity_days())));
+    let default_years = parameters["LegalRetentionYears"]["Default"].as_u64();
+    assert_eq!(default_years, Some(u64::from(RetentionPolicy::default().legal_years)));
+    let daily = &segments["Events"]["Daily"]["Properties"];
+    assert!(!daily["DeadLetterConfig"]["Arn"].is_null(), "{daily:?}");
+    assert!(!resources["SegmentsDeadLettersAlarm"].is_null());
+}

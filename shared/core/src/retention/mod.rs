@@ -396,6 +396,25 @@ async fn each_stream(expiry: &dyn EventExpiry, prefix: &str) -> Result<Vec<Strin
     }
 }
 
+/// Folds every customer's activity older than the age into daily summaries
+/// and deletes nothing: on AWS the table's TTL expires the raw events
+/// (`RetentionPolicy::activity_expires_at`, which leaves [`ttl_margin`] for
+/// this daily fold). Returns how many summaries were appended.
+pub async fn fold_all_activity(
+    store: &dyn EventStore,
+    streams: &dyn EventExpiry,
+    policy: &RetentionPolicy,
+    now: DateTime<Utc>,
+) -> Result<u64, RetentionError> {
+    let mut appended = 0;
+    for stream in each_stream(streams, "activity-").await? {
+        if let Some(customer_id) = stream.strip_prefix("activity-") {
+            appended += fold_activity(store, customer_id, policy, now).await?.appended.len() as u64;
+        }
+    }
+    Ok(appended)
+}
+
 /// Folds every customer's old activity, then deletes the raw events whose
 /// day is summarized ([`fold_activity`] first, so never before the summary
 /// is stored); deletes order streams and erased customers' streams whose
