@@ -176,6 +176,10 @@ fn the_template_enables_the_ttl_and_wires_the_daily_fold() {
     ] {
         assert!(!variables[name].is_null(), "SegmentsFunction has no {name}");
     }
+    // The api writes the activity items, and so their TTL: the same age.
+    let api_days =
+        &resources["ApiFunction"]["Properties"]["Environment"]["Variables"][crm_core::retention::ACTIVITY_DAYS_ENV];
+    assert_eq!(api_days, &variables[crm_core::retention::ACTIVITY_DAYS_ENV]);
     let parameters = &template["Parameters"];
     let default_days = parameters["ActivityRetentionDays"]["Default"].as_u64();
     assert_eq!(default_days, Some(u64::from(RetentionPolicy::default().activity_days)));

@@ -34,6 +34,7 @@ async fn main() -> Result<(), lambda_http::Error> {
     let scheduler_dead_letter_arn = std::env::var("SCHEDULER_DEAD_LETTER_ARN")
         .ok()
         .filter(|v| !v.is_empty());
+    let retention = crm_core::retention::RetentionPolicy::from_lookup(|name: &str| std::env::var(name).ok())?;
     let config = aws_config::load_defaults(BehaviorVersion::latest()).await;
     let client = aws_sdk_dynamodb::Client::new(&config);
     let keys = DynamoKmsKeyStore::new(
@@ -44,7 +45,8 @@ async fn main() -> Result<(), lambda_http::Error> {
     );
     let keys: Arc<dyn crm_core::privacy::KeyStore> = Arc::new(keys);
     let store = EncryptingEventStore::new(
-        Arc::new(DynamoEventStore::new(client.clone(), events_table)),
+        // Activity items get the TTL of the retention policy (RETENTION_ACTIVITY_DAYS).
+        Arc::new(DynamoEventStore::new(client.clone(), events_table).with_retention(retention)),
         keys.clone(),
     );
     let read_models = DynamoReadModels::new(client, read_models_table);
