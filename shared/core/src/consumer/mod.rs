@@ -110,7 +110,7 @@ impl Consumer {
             }
             // The events between the checkpoint and this one, read from the
             // store so order per stream holds however the bus delivered.
-            // Versions that retention expired (crate::retention) are
+            // Versions that retention expired (decision 0021) are
             // missing for good: the read must still end at this event.
             let pending = if event.version == checkpoint + 1 {
                 vec![event.clone()]

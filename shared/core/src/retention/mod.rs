@@ -1,5 +1,5 @@
-//! Retention (issue 7, "Retention"; the retention decision record in
-//! docs/decisions/): activity events older than a configurable age (default
+//! Retention (issue 7, "Retention"; docs/decisions/0021-retention.md):
+//! activity events older than a configurable age (default
 //! 90 days) are folded, per customer and UTC day, into one
 //! `ActivityDaySummarized` event appended to the same `activity-<id>`
 //! stream, and then expire (DynamoDB TTL on AWS, [`sweep`] locally). Orders,
