@@ -10,6 +10,7 @@ pub mod keys;
 pub mod mail;
 pub mod mail_view;
 pub mod pattern_cli;
+pub mod privacy;
 pub mod read_models;
 pub mod retention;
 pub mod runtime;

@@ -99,6 +99,15 @@ enum Command {
         #[command(subcommand)]
         action: RetentionAction,
     },
+    /// Privacy: erase or export a customer (as DELETE and GET /customers/{id}/export do),
+    /// or encrypt what was stored before encryption at rest.
+    Privacy {
+        /// Directory holding the database.
+        #[arg(long, global = true, default_value = ".crm", env = "CRM_DATA_DIR")]
+        data_dir: PathBuf,
+        #[command(subcommand)]
+        action: crm_local::privacy::PrivacyAction,
+    },
     Dlq {
         /// Directory holding the database.
         #[arg(long, global = true, default_value = ".crm", env = "CRM_DATA_DIR")]
@@ -228,6 +237,9 @@ async fn main() -> ExitCode {
             template,
             action,
         } => crm_local::dlq::run(&data_dir, template.as_deref(), action)
+            .await
+            .map_err(|e| e.to_string()),
+        Command::Privacy { data_dir, action } => crm_local::privacy::run(&data_dir, action)
             .await
             .map_err(|e| e.to_string()),
     };

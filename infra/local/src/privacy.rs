@@ -1,0 +1,314 @@
+//! `crm-local privacy erase|export|migrate`: the operator's privacy
+//! commands over a data directory (decision 0020). Erasure and export run
+//! the very procedures the API runs for `DELETE /customers/{id}`
+//! ([`crm_core::customer::erase_customer`]) and `GET /customers/{id}/export`
+//! ([`crm_core::privacy::export::export_customer`]); on AWS those two routes
+//! are the way. `migrate` encrypts what was stored before encryption at rest
+//! ([`crm_core::privacy::migrate`]).
+
+use crate::bus::BUILT_IN_TEMPLATE;
+use crate::db::{sql, Db};
+use crate::keys::{load_or_create_master_key, SqliteKeyStore};
+use crate::runtime::{LocalRuntime, RuntimeError};
+use crate::serve::database_path;
+use crate::store::SqliteEventStore;
+use async_trait::async_trait;
+use crm_core::customer::{erase_customer, CustomerService, ErasureError};
+use crm_core::event::{Actor, CommandMeta, EventEnvelope};
+use crm_core::ports::StoreError;
+use crm_core::privacy::export::{export_customer, ExportError, ExportSink, ExportSummary};
+use crm_core::privacy::migrate::{migrate_events, seal_plain_receipt, MigrationError, StoredEventRewriter};
+use crm_core::privacy::{is_encrypted, KeyStore};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum PrivacyAction {
+    /// Erase a customer (GDPR Art. 17), as `DELETE /customers/{id}` does: their data key is
+    /// deleted, so every stored copy of their personal data reads as [erased]; their
+    /// journeys exit and the projections and mail sink are redacted.
+    Erase {
+        /// The customer's id.
+        customer: String,
+    },
+    /// Export everything stored about a customer (GDPR Art. 20) as JSON, as
+    /// `GET /customers/{id}/export` does.
+    Export {
+        /// The customer's id.
+        customer: String,
+        /// Write to this file (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Encrypt the personal fields of events stored before encryption at rest (idempotent):
+    /// under the customer's data key (created if missing), or [erased] for an erased customer.
+    Migrate,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PrivacyError {
+    #[error("no database at {0} (see --data-dir)")]
+    NoDatabase(String),
+    #[error("{0} is not a customer id")]
+    InvalidId(String),
+    #[error("customer {0} not found")]
+    NotFound(String),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("erasure: {0} (run the command again to finish it)")]
+    Erasure(#[from] ErasureError),
+    #[error("export: {0}")]
+    Export(ExportError),
+    #[error("migration: {0} (running it again goes on where it stopped)")]
+    Migration(#[from] MigrationError),
+    #[error("data keys: {0}")]
+    Keys(String),
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+}
+
+impl From<ExportError> for PrivacyError {
+    fn from(e: ExportError) -> Self {
+        match e {
+            ExportError::NotFound(id) => PrivacyError::NotFound(id),
+            other => PrivacyError::Export(other),
+        }
+    }
+}
+
+/// The database of `data_dir`, which must exist (these commands never start an empty one).
+fn existing_database(data_dir: &Path) -> Result<PathBuf, PrivacyError> {
+    let db = database_path(data_dir);
+    if !db.is_file() {
+        return Err(PrivacyError::NoDatabase(db.display().to_string()));
+    }
+    Ok(db)
+}
+
+fn customer_id(raw: &str) -> Result<String, PrivacyError> {
+    uuid::Uuid::parse_str(raw.trim())
+        .map(|u| u.to_string())
+        .map_err(|_| PrivacyError::InvalidId(raw.to_string()))
+}
+
+/// Runs one `crm-local privacy` command over `data_dir`.
+pub async fn run(data_dir: &Path, action: PrivacyAction) -> Result<(), PrivacyError> {
+    let db = existing_database(data_dir)?;
+    match action {
+        PrivacyAction::Erase { customer } => {
+            let runtime = LocalRuntime::open(&db, BUILT_IN_TEMPLATE)?;
+            let id = erase(&runtime, &customer).await?;
+            println!("erased customer {id}");
+            Ok(())
+        }
+        PrivacyAction::Export { customer, out } => {
+            let runtime = LocalRuntime::open(&db, BUILT_IN_TEMPLATE)?;
+            let summary = match &out {
+                Some(path) => {
+                    let io = |source| PrivacyError::Io {
+                        path: path.display().to_string(),
+                        source,
+                    };
+                    // Written aside and renamed, so a failed export leaves no partial file.
+                    let partial = path.with_extension("partial");
+                    let file = std::fs::File::create(&partial).map_err(io)?;
+                    let mut writer = std::io::BufWriter::new(file);
+                    let summary = export(&runtime, &customer, &mut writer).await;
+                    let summary = match summary.and_then(|s| writer.flush().map(|_| s).map_err(io)) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            let _ = std::fs::remove_file(&partial);
+                            return Err(e);
+                        }
+                    };
+                    std::fs::rename(&partial, path).map_err(io)?;
+                    summary
+                }
+                None => {
+                    let mut stdout = std::io::BufWriter::new(std::io::stdout());
+                    let summary = export(&runtime, &customer, &mut stdout).await?;
+                    writeln!(stdout)
+                        .and_then(|_| stdout.flush())
+                        .map_err(|source| PrivacyError::Io {
+                            path: "stdout".into(),
+                            source,
+                        })?;
+                    summary
+                }
+            };
+            eprintln!(
+                "exported customer {}: {} events in {} streams{}",
+                customer.trim(),
+                summary.events,
+                summary.streams,
+                out.map(|p| format!(" to {}", p.display())).unwrap_or_default()
+            );
+            Ok(())
+        }
+        PrivacyAction::Migrate => {
+            let report = migrate(data_dir).await?;
+            println!(
+                "events: {} scanned, {} encrypted, {} erased, {} with plain personal data but no customer (left)",
+                report.events.scanned, report.events.encrypted, report.events.erased, report.events.without_customer
+            );
+            println!("data keys created: {}", report.events.keys_created);
+            println!(
+                "customer snapshots with plain state dropped: {}; receipts sealed: {}",
+                report.snapshots_dropped, report.receipts_sealed
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Erases `customer` as `DELETE /customers/{id}` does, then delivers what
+/// that appended (journeys exit, projections and the mail sink are redacted).
+pub async fn erase(runtime: &LocalRuntime, customer: &str) -> Result<String, PrivacyError> {
+    let id = customer_id(customer)?;
+    let customers = CustomerService::new(runtime.command_store(), runtime.clock.clone());
+    let meta = CommandMeta::new(Actor::system("privacy-cli"));
+    erase_customer(&customers, runtime.keys.as_ref(), &runtime.identifiers, &id, &meta).await?;
+    runtime.bus.settle().await?;
+    Ok(id)
+}
+
+/// Writes the export to a blocking writer (a file, standard output).
+struct WriterSink<'a>(&'a mut (dyn Write + Send));
+
+#[async_trait]
+impl ExportSink for WriterSink<'_> {
+    async fn write(&mut self, chunk: String) -> Result<(), ExportError> {
+        self.0
+            .write_all(chunk.as_bytes())
+            .map_err(|e| ExportError::Write(e.to_string()))
+    }
+}
+
+/// Writes `customer`'s export (as `GET /customers/{id}/export` answers it) to `out`.
+pub async fn export(
+    runtime: &LocalRuntime,
+    customer: &str,
+    out: &mut (dyn Write + Send),
+) -> Result<ExportSummary, PrivacyError> {
+    let id = customer_id(customer)?;
+    let customers = CustomerService::new(runtime.events.clone(), runtime.clock.clone());
+    let mut sink = WriterSink(out);
+    Ok(export_customer(&customers, runtime.docs.as_ref(), &id, &mut sink).await?)
+}
+
+/// What `privacy migrate` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MigrateReport {
+    pub events: crm_core::privacy::migrate::MigrationReport,
+    /// Customer snapshots whose state was plain: dropped (the stream is folded again).
+    pub snapshots_dropped: usize,
+    /// Command receipts whose plain body was sealed under its customer's key (or erased).
+    pub receipts_sealed: usize,
+}
+
+/// Rewrites one event row's data in place (the migration's only write to `events`).
+struct SqliteRewriter(Db);
+
+#[async_trait]
+impl StoredEventRewriter for SqliteRewriter {
+    async fn rewrite_data(&self, event: &EventEnvelope, data: &serde_json::Value) -> Result<(), StoreError> {
+        let (event_id, data) = (event.event_id.to_string(), data.to_string());
+        self.0
+            .run(move |conn| {
+                let n = conn
+                    .execute("UPDATE events SET data = ?1 WHERE event_id = ?2", [&data, &event_id])
+                    .map_err(sql)?;
+                if n == 1 {
+                    Ok(())
+                } else {
+                    Err(StoreError::Failed(format!("event {event_id} is not stored")))
+                }
+            })
+            .await
+    }
+}
+
+/// `crm-local privacy migrate`: the stored events (see
+/// [`crm_core::privacy::migrate`]), then customer snapshots whose state is
+/// plain (dropped) and receipts whose body is plain (sealed). Idempotent.
+pub async fn migrate(data_dir: &Path) -> Result<MigrateReport, PrivacyError> {
+    let db = existing_database(data_dir)?;
+    let stored = SqliteEventStore::open(&db)?;
+    let master = load_or_create_master_key(data_dir).map_err(|e| PrivacyError::Keys(e.to_string()))?;
+    let keys = SqliteKeyStore::open(&db, master).map_err(|e| PrivacyError::Keys(e.to_string()))?;
+    let raw = Db::open(&db, "")?;
+    let events = migrate_events(&stored, &SqliteRewriter(raw.clone()), &keys).await?;
+
+    let snapshots_dropped = raw
+        .run(|conn| {
+            let plain: Vec<String> = {
+                let mut s = conn
+                    .prepare("SELECT stream_id, state FROM snapshots WHERE stream_id LIKE 'customer-%'")
+                    .map_err(sql)?;
+                let rows = s
+                    .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+                    .map_err(sql)?;
+                let mut plain = Vec::new();
+                for row in rows {
+                    let (stream, state) = row.map_err(sql)?;
+                    let sealed = serde_json::from_str::<serde_json::Value>(&state)
+                        .ok()
+                        .and_then(|v| v.as_str().map(is_encrypted))
+                        .unwrap_or(false);
+                    if !sealed {
+                        plain.push(stream);
+                    }
+                }
+                plain
+            };
+            for stream in &plain {
+                conn.execute("DELETE FROM snapshots WHERE stream_id = ?1", [stream])
+                    .map_err(sql)?;
+            }
+            Ok::<_, StoreError>(plain.len())
+        })
+        .await?;
+
+    // Receipts, page by page (by key).
+    let mut receipts_sealed = 0;
+    let mut after = String::new();
+    loop {
+        let from = after.clone();
+        let page: Vec<(String, String)> = raw
+            .run(move |conn| {
+                let mut s = conn
+                    .prepare("SELECT key, body FROM receipts WHERE key > ?1 ORDER BY key LIMIT 500")
+                    .map_err(sql)?;
+                let rows = s
+                    .query_map([&from], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+                    .map_err(sql)?;
+                rows.collect::<Result<Vec<_>, _>>().map_err(sql)
+            })
+            .await?;
+        let Some((last, _)) = page.last() else {
+            break;
+        };
+        after = last.clone();
+        for (key, body) in page {
+            let Ok(body) = serde_json::from_str::<serde_json::Value>(&body) else {
+                continue;
+            };
+            if let Some(sealed) = seal_plain_receipt(&stored, &keys as &dyn KeyStore, &body).await? {
+                let text = sealed.to_string();
+                raw.run(move |conn| {
+                    conn.execute("UPDATE receipts SET body = ?1 WHERE key = ?2", [&text, &key])
+                        .map_err(sql)
+                })
+                .await?;
+                receipts_sealed += 1;
+            }
+        }
+    }
+    Ok(MigrateReport {
+        events,
+        snapshots_dropped,
+        receipts_sealed,
+    })
+}
