@@ -6,7 +6,8 @@
 
 use crm_core::customer::{Customer, CustomerCommand, CustomerService, UpdateProfile};
 use crm_core::event::{Actor, CommandMeta, EventEnvelope};
-use crm_core::ports::EventStore;
+use crm_core::idempotency::IdempotencyKey;
+use crm_core::ports::{EventStore, Snapshot};
 use crm_core::privacy::migrate::plaintext_paths;
 use crm_core::privacy::ERASED;
 use crm_local::bus::BUILT_IN_TEMPLATE;
@@ -27,7 +28,7 @@ const PLAIN: &[&str] = &[
 ];
 
 fn respond(c: &Customer, _: &[EventEnvelope]) -> (u16, serde_json::Value) {
-    (201, json!({ "id": c.id }))
+    (201, json!({ "id": c.id, "email": c.email }))
 }
 
 /// Every stored event row's payload, as stored.
@@ -42,6 +43,18 @@ fn raw_rows(db: &Path) -> Vec<String> {
         })
         .expect("query");
     rows.map(|r| r.expect("row")).collect()
+}
+
+/// The events' payloads, the receipts' bodies and the snapshots' states, as stored.
+fn all_rows(db: &Path) -> String {
+    let conn = rusqlite::Connection::open(db).expect("open the database");
+    let mut out = raw_rows(db);
+    for sql in ["SELECT body FROM receipts", "SELECT state FROM snapshots"] {
+        let mut s = conn.prepare(sql).expect("select");
+        let rows = s.query_map([], |r| r.get::<_, String>(0)).expect("query");
+        out.extend(rows.map(|r| r.expect("row")));
+    }
+    out.join("\n")
 }
 
 fn migrate(dir: &Path) -> String {
@@ -78,9 +91,16 @@ async fn plaintext_events_are_encrypted_once_read_as_before_and_shredded_by_eras
         "ip": "198.51.100.4", "user_agent": "Mozilla/5.0 (X11; Linux x86_64)"
     }))
     .expect("registration");
-    old.execute(&id, &CustomerCommand::Register(register), &meta, None, &respond)
-        .await
-        .expect("register");
+    let idempotency = IdempotencyKey::new("ops", "signup-1", "POST", "/customers", b"{}");
+    old.execute(
+        &id,
+        &CustomerCommand::Register(register),
+        &meta,
+        Some(&idempotency),
+        &respond,
+    )
+    .await
+    .expect("register");
     let address: UpdateProfile = serde_json::from_value(json!({
         "address": { "line1": "1 Main St", "city": "Berlin", "postal_code": "10115", "country": "DE" }
     }))
@@ -90,6 +110,25 @@ async fn plaintext_events_are_encrypted_once_read_as_before_and_shredded_by_eras
         .expect("address");
 
     let stream = format!("customer-{id}");
+    // A snapshot of the customer stream, stored plain as before encryption.
+    let state = serde_json::to_value(old.load(&id).await.expect("load").expect("customer")).expect("state");
+    runtime
+        .stored_events
+        .save_snapshot(Snapshot {
+            stream_id: stream.clone(),
+            version: 2,
+            state_schema: 1,
+            state,
+        })
+        .await
+        .expect("plain snapshot");
+    let receipt_before = runtime
+        .events
+        .receipt(&idempotency.receipt_key)
+        .await
+        .expect("receipt")
+        .expect("stored");
+    assert_eq!(receipt_before.body["email"], "plain.old@shop.example");
     let stored_plain = runtime
         .stored_events
         .read_stream(&stream, 0, usize::MAX)
@@ -97,7 +136,7 @@ async fn plaintext_events_are_encrypted_once_read_as_before_and_shredded_by_eras
         .expect("raw");
     let with_plain = stored_plain.iter().filter(|e| !plaintext_paths(e).is_empty()).count();
     assert!(with_plain >= 2, "the old events hold plain personal data");
-    let rows = raw_rows(&db).join("\n");
+    let rows = all_rows(&db);
     for plain in PLAIN {
         assert!(rows.contains(plain), "the setup stored {plain} in plain text");
     }
@@ -108,13 +147,23 @@ async fn plaintext_events_are_encrypted_once_read_as_before_and_shredded_by_eras
     let first = migrate(dir.path());
     assert!(first.contains(&format!("{with_plain} encrypted, 0 erased")), "{first}");
     assert!(first.contains("data keys created: 1"), "{first}");
+    assert!(first.contains("dropped: 1; receipts sealed: 1"), "{first}");
     let migrated_rows = raw_rows(&db);
-    let text = migrated_rows.join("\n");
+    let text = all_rows(&db);
     for plain in PLAIN {
         assert!(!text.contains(plain), "{plain} is still stored in plain text");
     }
     let after = runtime.events.read_stream(&stream, 0, usize::MAX).await.expect("read");
     assert_eq!(after, before, "the encrypting store reads the original values");
+    let receipt_after = runtime
+        .events
+        .receipt(&idempotency.receipt_key)
+        .await
+        .expect("receipt")
+        .expect("stored");
+    assert_eq!(receipt_after, receipt_before, "the sealed receipt reads as before");
+    let loaded = runtime.events.load(&stream).await.expect("load");
+    assert!(loaded.snapshot.is_none(), "the plain snapshot was dropped");
     let raw = runtime
         .stored_events
         .read_stream(&stream, 0, usize::MAX)
@@ -126,6 +175,7 @@ async fn plaintext_events_are_encrypted_once_read_as_before_and_shredded_by_eras
     let second = migrate(dir.path());
     assert!(second.contains("0 encrypted, 0 erased"), "{second}");
     assert!(second.contains("data keys created: 0"), "{second}");
+    assert!(second.contains("dropped: 0; receipts sealed: 0"), "{second}");
     assert_eq!(raw_rows(&db), migrated_rows, "a second run rewrote rows");
 
     // Erasure now shreds them.
@@ -143,7 +193,7 @@ async fn plaintext_events_are_encrypted_once_read_as_before_and_shredded_by_eras
         .find(|e| e.event_type == "CustomerAddressChanged")
         .expect("address change");
     assert_eq!(moved.data["new_address"], ERASED);
-    let text = raw_rows(&db).join("\n");
+    let text = all_rows(&db);
     for plain in PLAIN {
         assert!(!text.contains(plain), "{plain} is stored in plain text after erasure");
     }
