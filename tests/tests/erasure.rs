@@ -85,7 +85,15 @@ async fn an_erased_customer_leaves_no_personal_data_and_can_register_anew() {
         .await;
     assert_eq!(browsed.status, 201, "{:?}", browsed.body);
 
-    // The cart is abandoned after an hour and the reminder goes out an hour later.
+    // Quiet hours all day in their time zone: marketing waits on a deferral timer.
+    let quiet = json!({ "email_frequency": "daily", "timezone": "America/New_York",
+        "quiet_hours": { "start": "00:00", "end": "23:59" } });
+    let preferred = api
+        .call("PUT", &format!("/customers/{id}/preferences"), Some(&quiet.to_string()))
+        .await;
+    assert_eq!(preferred.status, 200, "{:?}", preferred.body);
+
+    // The cart is abandoned after an hour and the reminder is asked for an hour later.
     api.cart_with_lamps(&id, 2, 4000).await;
     for minutes in [59, 1, 59, 1] {
         api.advance_minutes(minutes).await;
@@ -123,6 +131,22 @@ async fn an_erased_customer_leaves_no_personal_data_and_can_register_anew() {
         !journey_timers(&api).is_empty(),
         "journeys wait on timers before erasure"
     );
+    // A second cart, still open, waits on its inactivity timer.
+    api.cart_with_lamps(&id, 1, 1000).await;
+    let customer_timers = |api: &TestApi| -> Vec<String> {
+        every_row(api)
+            .into_iter()
+            .filter(|(t, row)| t == "timers" && row.contains(id.as_str()))
+            .map(|(_, row)| row)
+            .collect()
+    };
+    let before = customer_timers(&api);
+    for kind in ["cart-inactivity", "message-deferral"] {
+        assert!(
+            before.iter().any(|row| row.contains(kind)),
+            "a {kind} timer before erasure: {before:?}"
+        );
+    }
 
     // Erase.
     let erased = api.call("DELETE", &format!("/customers/{id}"), None).await;
@@ -181,6 +205,9 @@ async fn an_erased_customer_leaves_no_personal_data_and_can_register_anew() {
     assert!(exits >= 1, "the customer's journeys exited");
     let timers = journey_timers(&api);
     assert!(timers.is_empty(), "journey timers left: {timers:?}");
+    // So is every other schedule of theirs: carts and deferred messages.
+    let timers = customer_timers(&api);
+    assert!(timers.is_empty(), "timers left: {timers:?}");
 
     // The customer refuses further commands; a repeated DELETE is a no-op.
     let patch = api

@@ -41,6 +41,9 @@ pub enum TimerOutcome {
     Ordered,
     /// Not a cart inactivity timer, or no such cart.
     Ignored,
+    /// The cart's customer is deactivated or erased: no abandonment (and
+    /// so no campaign) for them.
+    CustomerInactive,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -94,6 +97,7 @@ impl From<AggregateError<CartError>> for CartCommandError {
 
 pub struct CartService {
     carts: AggregateService<CartAggregate>,
+    customers: crate::customer::CustomerService,
     scheduler: Arc<dyn Scheduler>,
     inactivity: Duration,
 }
@@ -101,6 +105,7 @@ pub struct CartService {
 impl CartService {
     pub fn new(store: Arc<dyn EventStore>, clock: Arc<dyn Clock>, scheduler: Arc<dyn Scheduler>) -> Self {
         CartService {
+            customers: crate::customer::CustomerService::new(store.clone(), clock.clone()),
             carts: AggregateService::new(store, clock),
             scheduler,
             inactivity: Duration::minutes(DEFAULT_INACTIVITY_MINUTES),
@@ -196,6 +201,15 @@ impl CartService {
         };
         if cart.status != CartStatus::Open {
             return Ok(TimerOutcome::NotOpen);
+        }
+        // Deactivation and erasure cancel the timer; one that fired anyway
+        // (a race, or a cart the cancellation did not know of yet) stops here.
+        let customer = self.customers.load(&cart.customer_id).await.map_err(|e| match e {
+            crate::customer::CommandError::Store(e) => CartCommandError::Store(e),
+            other => CartCommandError::Store(StoreError::Failed(other.to_string())),
+        })?;
+        if customer.is_some_and(|c| c.is_erased() || c.status == crate::customer::CustomerStatus::Deactivated) {
+            return Ok(TimerOutcome::CustomerInactive);
         }
         if payload.set_at_version != cart.version {
             return Ok(TimerOutcome::Superseded);

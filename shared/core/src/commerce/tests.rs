@@ -347,6 +347,50 @@ async fn a_current_timer_abandons_a_stale_one_does_nothing() {
 }
 
 #[tokio::test]
+async fn a_timer_of_a_deactivated_customer_abandons_nothing() {
+    let h = harness();
+    let customers = crate::customer::CustomerService::new(h.store.clone(), h.clock.clone());
+    let respond = |_: &crate::customer::Customer, _: &[EventEnvelope]| (200, serde_json::Value::Null);
+    let meta = CommandMeta::new(Actor::system("test"));
+    let register =
+        crate::customer::CustomerCommand::Register(crate::testing::registration("c1@example.com", "C", "One", "UTC"));
+    customers
+        .execute("c1", &register, &meta, None, &respond)
+        .await
+        .expect("registered");
+    run(&h, create()).await.expect("created");
+    let timer = h
+        .scheduler
+        .get(&inactivity_timer_name("k1"))
+        .await
+        .expect("get")
+        .expect("set");
+    let deactivate = crate::customer::CustomerCommand::Deactivate(crate::customer::DeactivateCustomer {
+        reason: crate::customer::DeactivationReason::CustomerRequest,
+        notes: None,
+    });
+    customers
+        .execute("c1", &deactivate, &meta, None, &respond)
+        .await
+        .expect("deactivated");
+
+    let now = h.clock.advance(Duration::minutes(31));
+    assert_eq!(
+        h.service.on_inactivity_timer(&timer, now).await,
+        Ok(TimerOutcome::CustomerInactive)
+    );
+    let types: Vec<String> = h
+        .store
+        .read_stream("cart-k1", 0, 10)
+        .await
+        .expect("read")
+        .into_iter()
+        .map(|e| e.event_type)
+        .collect();
+    assert!(!types.iter().any(|t| t == "CartAbandoned"), "{types:?}");
+}
+
+#[tokio::test]
 async fn a_failed_schedule_is_retryable_and_the_retry_sets_the_timer() {
     let h = harness();
     let name = inactivity_timer_name("k1");

@@ -8,8 +8,8 @@ use super::engine::{EngineError, FixedCatalog, JourneyEngine};
 use crate::commerce::{CartService, OrderService};
 use crate::consumer::{ConsumeError, EventHandler, GroupOutcome};
 use crate::event::EventEnvelope;
-use crate::ports::DeadLetterQueue;
-use crate::scheduler::{SchedulerError, TimerHandler, TimerKind, TimerPayload};
+use crate::ports::{DeadLetterQueue, StoreError};
+use crate::scheduler::{timer_name, SchedulerError, TimerHandler, TimerKind, TimerPayload};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
@@ -94,7 +94,37 @@ impl CampaignHandler {
     pub fn engine(&self) -> &JourneyEngine {
         &self.engine
     }
+
+    /// Deactivation and erasure (issue 7): besides the journeys (which the
+    /// engine exits with their timers), the customer's other schedules go:
+    /// the inactivity timers of their carts and the timers of their deferred
+    /// messages, found through the customer-streams index. A timer this
+    /// misses (a cart the index has not seen yet) finds the customer
+    /// inactive when it fires and does nothing.
+    pub async fn cancel_customer_schedules(&self, customer_id: &str) -> Result<usize, StoreError> {
+        let streams = crate::privacy::export::customer_streams(self.engine.docs().as_ref(), customer_id).await?;
+        let mut cancelled = 0;
+        for stream in streams {
+            let name = if stream.starts_with("cart-") {
+                timer_name(TimerKind::CartInactivity, &[&stream])
+            } else if let Some(message_id) = stream.strip_prefix("message-") {
+                timer_name(TimerKind::MessageDeferral, &[message_id])
+            } else {
+                continue;
+            };
+            self.carts
+                .scheduler()
+                .cancel(&name)
+                .await
+                .map_err(|e| StoreError::Unavailable(format!("could not cancel timer {name}: {e}")))?;
+            cancelled += 1;
+        }
+        Ok(cancelled)
+    }
 }
+
+/// The customer events after which nothing more is scheduled for them.
+const ENDS_SCHEDULES: &[&str] = &["CustomerDeactivated", "CustomerErasureRequested", "CustomerErased"];
 
 #[async_trait]
 impl EventHandler for CampaignHandler {
@@ -113,7 +143,21 @@ impl EventHandler for CampaignHandler {
             parked: Vec::new(),
         };
         match self.engine.on_event(event).await {
-            Ok(_) => outcome.applied.push(NAME),
+            Ok(_) => {
+                if let Some(customer_id) = event
+                    .customer_id
+                    .as_deref()
+                    .filter(|_| ENDS_SCHEDULES.contains(&event.event_type.as_str()))
+                {
+                    self.cancel_customer_schedules(customer_id)
+                        .await
+                        .map_err(|e| ConsumeError::Retryable {
+                            consumer: NAME,
+                            message: e.to_string(),
+                        })?;
+                }
+                outcome.applied.push(NAME)
+            }
             Err(EngineError::Retry(message)) => {
                 return Err(ConsumeError::Retryable {
                     consumer: NAME,

@@ -138,6 +138,11 @@ impl JourneyEngine {
     }
 
     /// The engine's "now".
+    /// The read models the engine reads (instances, consent, profiles).
+    pub fn docs(&self) -> &Arc<dyn ReadModelStore> {
+        &self.docs
+    }
+
     pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
         self.clock.now()
     }
