@@ -29,6 +29,17 @@ fn start() -> DateTime<Utc> {
         .unwrap_or_default()
 }
 
+/// What the proof ledger holds about the erased address.
+async fn proof_of(api: &TestApi) -> crm_core::consent::proof::IdentifierProof {
+    let identifier = crm_core::privacy::HashedIdentifier {
+        kind: crm_core::privacy::IdentifierKind::Email,
+        hash: api.runtime.identifiers.email(EMAIL),
+    };
+    crm_core::consent::proof::identifier_proof(api.runtime.docs.as_ref(), &identifier)
+        .await
+        .expect("proof")
+}
+
 /// Every row of every table of the database, as text, with its table's name.
 fn every_row(api: &TestApi) -> Vec<(String, String)> {
     let conn = rusqlite::Connection::open(api.db_path()).expect("open the database file");
@@ -241,6 +252,47 @@ async fn an_erased_customer_leaves_no_personal_data_and_can_register_anew() {
     // The data key is gone and nothing written since made a new one.
     let key = api.runtime.keys.existing_key(&id).await.expect("key store");
     assert!(key.is_none(), "the erased customer has no data key");
+
+    // Every projection rebuilt from scratch: still erased, still no personal
+    // data anywhere, and the consent history still proven.
+    let proof_before = proof_of(&api).await;
+    let mut rebuilt = Vec::new();
+    for target in ["projector", "consent"] {
+        rebuilt.extend(api.runtime.rebuild(target).await.expect("rebuild"));
+    }
+    for consumer in [
+        "customer-360",
+        "timeline",
+        "email-index",
+        "consent-ledger",
+        "proof-ledger",
+    ] {
+        assert!(rebuilt.contains(&consumer), "{consumer} was rebuilt: {rebuilt:?}");
+    }
+    let customer = api.call("GET", &format!("/customers/{id}"), None).await;
+    assert_eq!(customer.body["status"], "erased", "{:?}", customer.body);
+    let timeline = api.call("GET", &format!("/customers/{id}/timeline"), None).await;
+    assert!(
+        timeline.body.to_string().contains("CustomerErased"),
+        "{:?}",
+        timeline.body
+    );
+    let rows = every_row(&api);
+    assert!(
+        rows.iter().all(|(t, _)| t != "dead_letters"),
+        "the rebuild parked nothing"
+    );
+    for (table, row) in rows {
+        let lower = row.to_lowercase();
+        for plain in PLAIN {
+            assert!(
+                !lower.contains(&plain.to_lowercase()),
+                "after the rebuild {table} holds {plain}: {row}"
+            );
+        }
+    }
+    assert_eq!(proof_of(&api).await, proof_before, "the proof ledger rebuilds the same");
+    assert_eq!(proof_before.erasures.len(), 1, "{proof_before:?}");
 
     // The address registers again, as a new customer.
     let again = api.call("POST", "/customers", Some(&registration(EMAIL))).await;

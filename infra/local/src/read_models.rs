@@ -34,6 +34,26 @@ impl SqliteReadModels {
             db: Db::open(path, SCHEMA)?,
         })
     }
+
+    /// Forgets a consumer: its documents and its checkpoints (before a
+    /// rebuild from the event store). Returns how many documents went.
+    pub async fn clear(&self, consumer: &str) -> Result<usize, StoreError> {
+        let consumer = consumer.to_string();
+        self.db
+            .run(move |conn| {
+                let tx = conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(sql)?;
+                let docs = tx
+                    .execute("DELETE FROM read_models WHERE consumer = ?1", params![consumer])
+                    .map_err(sql)?;
+                tx.execute("DELETE FROM checkpoints WHERE consumer = ?1", params![consumer])
+                    .map_err(sql)?;
+                tx.commit().map_err(sql)?;
+                Ok(docs)
+            })
+            .await
+    }
 }
 
 fn checkpoint_of(conn: &rusqlite::Connection, consumer: &str, stream_id: &str) -> Result<u64, StoreError> {

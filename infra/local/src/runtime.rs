@@ -323,6 +323,26 @@ impl LocalRuntime {
         }
     }
 
+    /// Rebuilds the projections of the bus target `target` (`projector`,
+    /// `consent`) from scratch: forgets their documents and checkpoints,
+    /// rewinds the target to the start of the store and settles the bus.
+    /// Returns the consumers rebuilt.
+    pub async fn rebuild(&self, target: &str) -> Result<Vec<&'static str>, RuntimeError> {
+        let consumers = self
+            .bus
+            .targets()
+            .iter()
+            .find(|t| t.rule.target == target)
+            .map(|t| t.group.consumer_names())
+            .ok_or_else(|| RuntimeError::Config(format!("no bus target named {target}")))?;
+        for consumer in &consumers {
+            self.docs.clear(consumer).await?;
+        }
+        self.bus.rewind(target, 0).await?;
+        self.bus.settle().await?;
+        Ok(consumers)
+    }
+
     /// Delivers the timers due now (see [`fire_due`]); returns how many.
     pub async fn fire_due_timers(&self) -> Result<usize, StoreError> {
         fire_due(&self.bus, &self.scheduler, self.clock.as_ref()).await
