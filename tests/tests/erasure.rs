@@ -75,8 +75,41 @@ fn every_row(api: &TestApi) -> Vec<(String, String)> {
     out
 }
 
+/// Everything the process logs, at every level, kept for a scan.
+#[derive(Clone, Default)]
+struct LogCapture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut out) = self.0.lock() {
+            out.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogCapture {
+    type Writer = LogCapture;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
 #[tokio::test]
 async fn an_erased_customer_leaves_no_personal_data_and_can_register_anew() {
+    // Every log line of the process (this binary holds this one test), at every level.
+    let logs = LogCapture::default();
+    tracing::subscriber::set_global_default(
+        tracing_subscriber::fmt()
+            .json()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(logs.clone())
+            .finish(),
+    )
+    .expect("the only subscriber of this test binary");
     let api = TestApi::at(start());
     let id = api.register(EMAIL).await;
     let grant = json!({ "purpose": "marketing", "channel": "sms", "method": "preference-centre" }).to_string();
@@ -293,6 +326,22 @@ async fn an_erased_customer_leaves_no_personal_data_and_can_register_anew() {
     }
     assert_eq!(proof_of(&api).await, proof_before, "the proof ledger rebuilds the same");
     assert_eq!(proof_before.erasures.len(), 1, "{proof_before:?}");
+
+    // Nor did the process ever log it, at any level.
+    let logged = logs
+        .0
+        .lock()
+        .map(|l| String::from_utf8_lossy(&l).into_owned())
+        .unwrap_or_default();
+    assert!(logged.lines().count() >= 2, "the runtime logged: {logged}");
+    for line in logged.lines() {
+        for plain in PLAIN {
+            assert!(
+                !line.to_lowercase().contains(&plain.to_lowercase()),
+                "logged {plain}: {line}"
+            );
+        }
+    }
 
     // The address registers again, as a new customer.
     let again = api.call("POST", "/customers", Some(&registration(EMAIL))).await;
