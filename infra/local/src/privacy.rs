@@ -16,8 +16,10 @@ use async_trait::async_trait;
 use crm_core::customer::{erase_customer, CustomerService, ErasureError};
 use crm_core::event::{Actor, CommandMeta, EventEnvelope};
 use crm_core::ports::StoreError;
-use crm_core::privacy::export::{export_customer, ExportError, ExportSink, ExportSummary};
-use crm_core::privacy::migrate::{migrate_events, seal_plain_receipt, MigrationError, StoredEventRewriter};
+use crm_core::privacy::export::{customer_streams, export_customer, ExportError, ExportSink, ExportSummary};
+use crm_core::privacy::migrate::{
+    migrate_events, migrate_streams, seal_plain_receipt, MigrationError, StoredEventRewriter,
+};
 use crm_core::privacy::{is_encrypted, KeyStore};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -99,8 +101,14 @@ pub async fn run(data_dir: &Path, action: PrivacyAction) -> Result<(), PrivacyEr
     match action {
         PrivacyAction::Erase { customer } => {
             let runtime = LocalRuntime::open(&db, BUILT_IN_TEMPLATE)?;
-            let id = erase(&runtime, &customer).await?;
-            println!("erased customer {id}");
+            let erased = erase(&runtime, &db, &customer).await?;
+            println!("erased customer {}", erased.customer_id);
+            if erased.plain_events_erased > 0 {
+                println!(
+                    "{} of their events from before encryption at rest rewritten as [erased]",
+                    erased.plain_events_erased
+                );
+            }
             Ok(())
         }
         PrivacyAction::Export { customer, out } => {
@@ -163,15 +171,38 @@ pub async fn run(data_dir: &Path, action: PrivacyAction) -> Result<(), PrivacyEr
     }
 }
 
+/// What `privacy erase` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Erased {
+    pub customer_id: String,
+    /// Events of theirs stored before encryption whose plain personal
+    /// fields were rewritten as `[erased]` (deleting the key cannot reach them).
+    pub plain_events_erased: usize,
+}
+
 /// Erases `customer` as `DELETE /customers/{id}` does, then delivers what
-/// that appended (journeys exit, projections and the mail sink are redacted).
-pub async fn erase(runtime: &LocalRuntime, customer: &str) -> Result<String, PrivacyError> {
+/// that appended (journeys exit, projections and the mail sink are
+/// redacted), then rewrites as `[erased]` the plain personal fields of
+/// their events stored before encryption (which the API cannot reach).
+/// `db` is the runtime's database file.
+pub async fn erase(runtime: &LocalRuntime, db: &Path, customer: &str) -> Result<Erased, PrivacyError> {
     let id = customer_id(customer)?;
     let customers = CustomerService::new(runtime.command_store(), runtime.clock.clone());
     let meta = CommandMeta::new(Actor::system("privacy-cli"));
     erase_customer(&customers, runtime.keys.as_ref(), &runtime.identifiers, &id, &meta).await?;
     runtime.bus.settle().await?;
-    Ok(id)
+    let streams = customer_streams(runtime.docs.as_ref(), &id).await?;
+    let report = migrate_streams(
+        runtime.stored_events.as_ref(),
+        &SqliteRewriter(Db::open(db, "")?),
+        runtime.keys.as_ref(),
+        &streams,
+    )
+    .await?;
+    Ok(Erased {
+        customer_id: id,
+        plain_events_erased: report.erased,
+    })
 }
 
 /// Writes the export to a blocking writer (a file, standard output).

@@ -72,14 +72,9 @@ fn migrate(dir: &Path) -> String {
     stdout
 }
 
-#[tokio::test]
-async fn plaintext_events_are_encrypted_once_read_as_before_and_shredded_by_erasure() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let db = dir.path().join("crm.db");
-    let runtime = LocalRuntime::open(&db, BUILT_IN_TEMPLATE).expect("open");
-
-    // Before decision 0017: the customer's commands appended through the
-    // inner SQLite store, so their personal fields are stored plain.
+/// A customer whose commands were appended through the inner SQLite store
+/// (as before decision 0017): their personal fields are stored plain.
+async fn plain_customer(runtime: &LocalRuntime, idempotency: Option<&IdempotencyKey>) -> (String, CustomerService) {
     let id = uuid::Uuid::now_v7().to_string();
     let plain_store: std::sync::Arc<dyn EventStore> = runtime.stored_events.clone();
     let old = CustomerService::new(plain_store, runtime.clock.clone());
@@ -91,16 +86,9 @@ async fn plaintext_events_are_encrypted_once_read_as_before_and_shredded_by_eras
         "ip": "198.51.100.4", "user_agent": "Mozilla/5.0 (X11; Linux x86_64)"
     }))
     .expect("registration");
-    let idempotency = IdempotencyKey::new("ops", "signup-1", "POST", "/customers", b"{}");
-    old.execute(
-        &id,
-        &CustomerCommand::Register(register),
-        &meta,
-        Some(&idempotency),
-        &respond,
-    )
-    .await
-    .expect("register");
+    old.execute(&id, &CustomerCommand::Register(register), &meta, idempotency, &respond)
+        .await
+        .expect("register");
     let address: UpdateProfile = serde_json::from_value(json!({
         "address": { "line1": "1 Main St", "city": "Berlin", "postal_code": "10115", "country": "DE" }
     }))
@@ -108,6 +96,64 @@ async fn plaintext_events_are_encrypted_once_read_as_before_and_shredded_by_eras
     old.execute(&id, &CustomerCommand::UpdateProfile(address), &meta, None, &respond)
         .await
         .expect("address");
+    (id, old)
+}
+
+#[tokio::test]
+async fn erasing_without_migrating_first_still_shreds_the_plain_events() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("crm.db");
+    let runtime = LocalRuntime::open(&db, BUILT_IN_TEMPLATE).expect("open");
+    let (id, _) = plain_customer(&runtime, None).await;
+    let plain_events = runtime
+        .stored_events
+        .read_stream(&format!("customer-{id}"), 0, usize::MAX)
+        .await
+        .expect("raw")
+        .iter()
+        .filter(|e| !plaintext_paths(e).is_empty())
+        .count();
+    assert!(all_rows(&db).contains("plain.old@shop.example"));
+
+    let out = Command::new(env!("CARGO_BIN_EXE_crm-local"))
+        .args(["privacy", "erase", &id, "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("run crm-local");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains(&format!("erased customer {id}")), "{stdout}");
+    // Their plain events (and the journeys' copies of them) now read [erased].
+    let rewritten: usize = stdout
+        .lines()
+        .find_map(|l| l.split(" of their events").next().and_then(|n| n.parse().ok()))
+        .unwrap_or(0);
+    assert!(rewritten >= plain_events, "{stdout}");
+    let text = all_rows(&db);
+    for plain in PLAIN {
+        assert!(!text.contains(plain), "{plain} is stored in plain text after erasure");
+    }
+    let read = runtime
+        .events
+        .read_stream(&format!("customer-{id}"), 0, usize::MAX)
+        .await
+        .expect("read");
+    assert!(read
+        .iter()
+        .filter(|e| e.event_type == "CustomerRegistered")
+        .all(|e| e.data["email"] == ERASED));
+}
+
+#[tokio::test]
+async fn plaintext_events_are_encrypted_once_read_as_before_and_shredded_by_erasure() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("crm.db");
+    let runtime = LocalRuntime::open(&db, BUILT_IN_TEMPLATE).expect("open");
+
+    // Before decision 0017: the customer's commands appended through the
+    // inner SQLite store, so their personal fields are stored plain.
+    let idempotency = IdempotencyKey::new("ops", "signup-1", "POST", "/customers", b"{}");
+    let (id, old) = plain_customer(&runtime, Some(&idempotency)).await;
 
     let stream = format!("customer-{id}");
     // A snapshot of the customer stream, stored plain as before encryption.
@@ -179,7 +225,8 @@ async fn plaintext_events_are_encrypted_once_read_as_before_and_shredded_by_eras
     assert_eq!(raw_rows(&db), migrated_rows, "a second run rewrote rows");
 
     // Erasure now shreds them.
-    crm_local::privacy::erase(&runtime, &id).await.expect("erase");
+    let erased = crm_local::privacy::erase(&runtime, &db, &id).await.expect("erase");
+    assert_eq!(erased.plain_events_erased, 0, "nothing was left plain");
     let erased = runtime.events.read_stream(&stream, 0, usize::MAX).await.expect("read");
     let registered = erased
         .iter()

@@ -161,6 +161,30 @@ async fn migrate_event(customers: &mut Customers<'_>, event: &mut EventEnvelope)
     }
 }
 
+impl MigrationReport {
+    async fn apply(
+        &mut self,
+        customers: &mut Customers<'_>,
+        rewriter: &dyn StoredEventRewriter,
+        mut event: EventEnvelope,
+    ) -> Result<(), MigrationError> {
+        self.scanned += 1;
+        match migrate_event(customers, &mut event).await? {
+            Outcome::Unchanged => {}
+            Outcome::WithoutCustomer => self.without_customer += 1,
+            Outcome::Encrypted => {
+                rewriter.rewrite_data(&event, &event.data).await?;
+                self.encrypted += 1;
+            }
+            Outcome::Erased => {
+                rewriter.rewrite_data(&event, &event.data).await?;
+                self.erased += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Rewrites every event of `stored` (the store as stored, not the
 /// decrypting decorator) whose personal fields are plain, page by page.
 pub async fn migrate_events(
@@ -178,24 +202,47 @@ pub async fn migrate_events(
     let mut cursor: Option<String> = None;
     loop {
         let page = stored.read_all(cursor.as_deref(), 500).await?;
-        for mut event in page.events {
-            report.scanned += 1;
-            match migrate_event(&mut customers, &mut event).await? {
-                Outcome::Unchanged => {}
-                Outcome::WithoutCustomer => report.without_customer += 1,
-                Outcome::Encrypted => {
-                    rewriter.rewrite_data(&event, &event.data).await?;
-                    report.encrypted += 1;
-                }
-                Outcome::Erased => {
-                    rewriter.rewrite_data(&event, &event.data).await?;
-                    report.erased += 1;
-                }
-            }
+        for event in page.events {
+            report.apply(&mut customers, rewriter, event).await?;
         }
         match page.next {
             Some(next) => cursor = Some(next),
             None => break,
+        }
+    }
+    report.keys_created = customers.keys_created;
+    Ok(report)
+}
+
+/// [`migrate_events`] for the events of `streams` only: after an erasure,
+/// the erased customer's streams, so that events stored before encryption
+/// read `[erased]` too instead of staying plain.
+pub async fn migrate_streams(
+    stored: &dyn EventStore,
+    rewriter: &dyn StoredEventRewriter,
+    keys: &dyn KeyStore,
+    streams: &[String],
+) -> Result<MigrationReport, MigrationError> {
+    let mut report = MigrationReport::default();
+    let mut customers = Customers {
+        keys,
+        stored,
+        known: HashMap::new(),
+        keys_created: 0,
+    };
+    for stream in streams {
+        let mut after = 0;
+        loop {
+            let page = stored.read_stream(stream, after, 500).await?;
+            let last = page.last().map(|e| e.version);
+            let full = page.len() == 500;
+            for event in page {
+                report.apply(&mut customers, rewriter, event).await?;
+            }
+            match last {
+                Some(last) if full => after = last,
+                _ => break,
+            }
         }
     }
     report.keys_created = customers.keys_created;
