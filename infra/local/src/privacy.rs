@@ -18,7 +18,7 @@ use crm_core::event::{Actor, CommandMeta, EventEnvelope};
 use crm_core::ports::StoreError;
 use crm_core::privacy::export::{customer_streams, export_customer, ExportError, ExportSink, ExportSummary};
 use crm_core::privacy::migrate::{
-    migrate_events, migrate_streams, seal_plain_receipt, MigrationError, StoredEventRewriter,
+    migrate_events, migrate_streams, plain_receipt_customer, seal_plain_receipt, MigrationError, StoredEventRewriter,
 };
 use crm_core::privacy::{is_encrypted, KeyStore};
 use std::io::Write;
@@ -183,7 +183,8 @@ pub struct Erased {
 /// Erases `customer` as `DELETE /customers/{id}` does, then delivers what
 /// that appended (journeys exit, projections and the mail sink are
 /// redacted), then rewrites as `[erased]` the plain personal fields of
-/// their events stored before encryption (which the API cannot reach).
+/// their events stored before encryption (which the API cannot reach), drops
+/// their plain snapshot and seals their plain receipts as `[erased]`.
 /// `db` is the runtime's database file.
 pub async fn erase(runtime: &LocalRuntime, db: &Path, customer: &str) -> Result<Erased, PrivacyError> {
     let id = customer_id(customer)?;
@@ -192,13 +193,16 @@ pub async fn erase(runtime: &LocalRuntime, db: &Path, customer: &str) -> Result<
     erase_customer(&customers, runtime.keys.as_ref(), &runtime.identifiers, &id, &meta).await?;
     runtime.bus.settle().await?;
     let streams = customer_streams(runtime.docs.as_ref(), &id).await?;
+    let raw = Db::open(db, "")?;
     let report = migrate_streams(
         runtime.stored_events.as_ref(),
-        &SqliteRewriter(Db::open(db, "")?),
+        &SqliteRewriter(raw.clone()),
         runtime.keys.as_ref(),
         &streams,
     )
     .await?;
+    drop_plain_snapshots(&raw, Some(&id)).await?;
+    seal_plain_receipts(&raw, &runtime.stored_events, runtime.keys.as_ref(), Some(&id)).await?;
     Ok(Erased {
         customer_id: id,
         plain_events_erased: report.erased,
@@ -272,38 +276,61 @@ pub async fn migrate(data_dir: &Path) -> Result<MigrateReport, PrivacyError> {
     let raw = Db::open(&db, "")?;
     let events = migrate_events(&stored, &SqliteRewriter(raw.clone()), &keys).await?;
 
-    let snapshots_dropped = raw
-        .run(|conn| {
-            let plain: Vec<String> = {
-                let mut s = conn
-                    .prepare("SELECT stream_id, state FROM snapshots WHERE stream_id LIKE 'customer-%'")
-                    .map_err(sql)?;
-                let rows = s
-                    .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
-                    .map_err(sql)?;
-                let mut plain = Vec::new();
-                for row in rows {
-                    let (stream, state) = row.map_err(sql)?;
-                    let sealed = serde_json::from_str::<serde_json::Value>(&state)
-                        .ok()
-                        .and_then(|v| v.as_str().map(is_encrypted))
-                        .unwrap_or(false);
-                    if !sealed {
-                        plain.push(stream);
-                    }
-                }
-                plain
-            };
-            for stream in &plain {
-                conn.execute("DELETE FROM snapshots WHERE stream_id = ?1", [stream])
-                    .map_err(sql)?;
-            }
-            Ok::<_, StoreError>(plain.len())
-        })
-        .await?;
+    let snapshots_dropped = drop_plain_snapshots(&raw, None).await?;
+    let receipts_sealed = seal_plain_receipts(&raw, &stored, &keys, None).await?;
+    Ok(MigrateReport {
+        events,
+        snapshots_dropped,
+        receipts_sealed,
+    })
+}
 
-    // Receipts, page by page (by key).
-    let mut receipts_sealed = 0;
+/// Drops the customer snapshots whose state is stored plain (all of them,
+/// or only `only`'s): they are a cache, and the stream is folded again.
+async fn drop_plain_snapshots(raw: &Db, only: Option<&str>) -> Result<usize, StoreError> {
+    let pattern = match only {
+        Some(customer) => format!("customer-{customer}"),
+        None => "customer-%".to_string(),
+    };
+    raw.run(move |conn| {
+        let plain: Vec<String> = {
+            let mut s = conn
+                .prepare("SELECT stream_id, state FROM snapshots WHERE stream_id LIKE ?1")
+                .map_err(sql)?;
+            let rows = s
+                .query_map([&pattern], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+                .map_err(sql)?;
+            let mut plain = Vec::new();
+            for row in rows {
+                let (stream, state) = row.map_err(sql)?;
+                let sealed = serde_json::from_str::<serde_json::Value>(&state)
+                    .ok()
+                    .and_then(|v| v.as_str().map(is_encrypted))
+                    .unwrap_or(false);
+                if !sealed {
+                    plain.push(stream);
+                }
+            }
+            plain
+        };
+        for stream in &plain {
+            conn.execute("DELETE FROM snapshots WHERE stream_id = ?1", [stream])
+                .map_err(sql)?;
+        }
+        Ok::<_, StoreError>(plain.len())
+    })
+    .await
+}
+
+/// Seals the receipts whose body is stored plain (all of them, or only
+/// those about `only`), page by page; returns how many.
+async fn seal_plain_receipts(
+    raw: &Db,
+    stored: &SqliteEventStore,
+    keys: &dyn KeyStore,
+    only: Option<&str>,
+) -> Result<usize, PrivacyError> {
+    let mut sealed_count = 0;
     let mut after = String::new();
     loop {
         let from = after.clone();
@@ -319,27 +346,27 @@ pub async fn migrate(data_dir: &Path) -> Result<MigrateReport, PrivacyError> {
             })
             .await?;
         let Some((last, _)) = page.last() else {
-            break;
+            return Ok(sealed_count);
         };
         after = last.clone();
         for (key, body) in page {
             let Ok(body) = serde_json::from_str::<serde_json::Value>(&body) else {
                 continue;
             };
-            if let Some(sealed) = seal_plain_receipt(&stored, &keys as &dyn KeyStore, &body).await? {
+            if let Some(customer) = only {
+                if plain_receipt_customer(stored, &body).await?.as_deref() != Some(customer) {
+                    continue;
+                }
+            }
+            if let Some(sealed) = seal_plain_receipt(stored, keys, &body).await? {
                 let text = sealed.to_string();
                 raw.run(move |conn| {
                     conn.execute("UPDATE receipts SET body = ?1 WHERE key = ?2", [&text, &key])
                         .map_err(sql)
                 })
                 .await?;
-                receipts_sealed += 1;
+                sealed_count += 1;
             }
         }
     }
-    Ok(MigrateReport {
-        events,
-        snapshots_dropped,
-        receipts_sealed,
-    })
 }

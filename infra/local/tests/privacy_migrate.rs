@@ -104,7 +104,19 @@ async fn erasing_without_migrating_first_still_shreds_the_plain_events() {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("crm.db");
     let runtime = LocalRuntime::open(&db, BUILT_IN_TEMPLATE).expect("open");
-    let (id, _) = plain_customer(&runtime, None).await;
+    let idempotency = IdempotencyKey::new("ops", "signup-2", "POST", "/customers", b"{}");
+    let (id, old) = plain_customer(&runtime, Some(&idempotency)).await;
+    let state = serde_json::to_value(old.load(&id).await.expect("load").expect("customer")).expect("state");
+    runtime
+        .stored_events
+        .save_snapshot(Snapshot {
+            stream_id: format!("customer-{id}"),
+            version: 2,
+            state_schema: 1,
+            state,
+        })
+        .await
+        .expect("plain snapshot");
     let plain_events = runtime
         .stored_events
         .read_stream(&format!("customer-{id}"), 0, usize::MAX)

@@ -259,19 +259,7 @@ pub async fn seal_plain_receipt(
     keys: &dyn KeyStore,
     body: &Value,
 ) -> Result<Option<Value>, MigrationError> {
-    if is_sealed_receipt_body(body) {
-        return Ok(None);
-    }
-    let mut owner = body.get("customer_id").and_then(Value::as_str).map(str::to_string);
-    if owner.is_none() {
-        if let Some(id) = body.get("id").and_then(Value::as_str) {
-            let stream = crate::customer::stream_id(id);
-            if !stored.read_stream(&stream, 0, 1).await?.is_empty() {
-                owner = Some(id.to_string());
-            }
-        }
-    }
-    let Some(customer_id) = owner else {
+    let Some(customer_id) = plain_receipt_customer(stored, body).await? else {
         return Ok(None);
     };
     let mut customers = Customers {
@@ -289,6 +277,28 @@ pub async fn seal_plain_receipt(
             }),
         None => Ok(Some(Value::String(ERASED.to_string()))),
     }
+}
+
+/// The customer a plain (unsealed) receipt body answers about:
+/// `customer_id`, else `id` when it names a customer stream; `None` for a
+/// sealed body or one about no customer.
+pub async fn plain_receipt_customer(stored: &dyn EventStore, body: &Value) -> Result<Option<String>, StoreError> {
+    if is_sealed_receipt_body(body) {
+        return Ok(None);
+    }
+    if let Some(owner) = body.get("customer_id").and_then(Value::as_str) {
+        return Ok(Some(owner.to_string()));
+    }
+    if let Some(id) = body.get("id").and_then(Value::as_str) {
+        if !stored
+            .read_stream(&crate::customer::stream_id(id), 0, 1)
+            .await?
+            .is_empty()
+        {
+            return Ok(Some(id.to_string()));
+        }
+    }
+    Ok(None)
 }
 
 #[cfg(test)]
