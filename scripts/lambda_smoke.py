@@ -97,6 +97,17 @@ def main() -> int:
         if not ok:
             print(f"     body: {body_text[:500]}")
             failures += 1
+        if name.endswith("-export-customer.json") and ok:
+            # The export, whole: the customer's events decrypted (KMS on moto).
+            registered = json.loads(json.loads((EVENTS / "01-register-customer.json").read_text())["body"])["email"]
+            events = [e for s in (body or {}).get("streams", []) for e in s.get("events", [])]
+            emails = [e["data"].get("email") for e in events if e.get("type") == "CustomerRegistered"]
+            if not isinstance(body, dict) or body.get("customer_id") != values.get("customer_id") \
+                    or emails != [registered] or body.get("event_count") != len(events):
+                print(f"FAIL {name}: not the customer's whole export, decrypted: {body_text[:500]}")
+                failures += 1
+            else:
+                print(f"ok   {name}: {len(events)} events in {len(body['streams'])} streams, decrypted")
         if name.startswith("01-") and isinstance(body, dict) and "id" in body:
             values["customer_id"] = body["id"]
         if isinstance(body, dict) and isinstance(body.get("items"), list):
