@@ -6,7 +6,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use uuid::Uuid;
 
 /// One stored event. `version` is its position in its stream (1, 2, 3 ...).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct EventEnvelope {
     pub event_id: Uuid,
     pub stream_id: String,
@@ -67,10 +67,44 @@ impl CommandMeta {
     }
 }
 
+/// One step of a type's upcaster chain (decision 0022): turns the `data` of
+/// an `event_type` stored at schema version `from` into its `from + 1` shape.
+#[derive(Debug, Clone, Copy)]
+pub struct Upcaster {
+    pub event_type: &'static str,
+    pub from: u32,
+    pub upcast: fn(serde_json::Value) -> Result<serde_json::Value, EventCodecError>,
+}
+
+/// Brings the `data` of an `event_type` stored at schema version `from` up to
+/// `to`, one step of `chain` at a time (v1 → v2 → …). A missing step is an
+/// error, never a silent pass-through.
+pub fn upcast(
+    chain: &[Upcaster],
+    event_type: &str,
+    from: u32,
+    to: u32,
+    mut data: serde_json::Value,
+) -> Result<serde_json::Value, EventCodecError> {
+    for version in from..to {
+        let step = chain
+            .iter()
+            .find(|u| u.event_type == event_type && u.from == version)
+            .ok_or_else(|| EventCodecError(format!("{event_type}: no upcaster from schema version {version}")))?;
+        data = (step.upcast)(data)?;
+    }
+    Ok(data)
+}
+
 /// A typed domain event: an enum serialised adjacently as `{"type", "data"}`.
 pub trait DomainEvent: Serialize + DeserializeOwned + Sized {
     /// The schema version written for a type today.
     fn schema_version(event_type: &str) -> u32;
+
+    /// The upcasters of this enum's types: one per schema version bump.
+    fn upcasters() -> &'static [Upcaster] {
+        &[]
+    }
 
     /// Splits the event into its type name and payload.
     fn to_parts(&self) -> Result<(String, serde_json::Value), EventCodecError> {
@@ -96,7 +130,18 @@ pub trait DomainEvent: Serialize + DeserializeOwned + Sized {
                 envelope.event_type, envelope.schema_version
             )));
         }
-        let value = serde_json::json!({ "type": envelope.event_type, "data": envelope.data });
+        let data = if envelope.schema_version < current {
+            upcast(
+                Self::upcasters(),
+                &envelope.event_type,
+                envelope.schema_version,
+                current,
+                envelope.data.clone(),
+            )?
+        } else {
+            envelope.data.clone()
+        };
+        let value = serde_json::json!({ "type": envelope.event_type, "data": data });
         serde_json::from_value(value)
             .map_err(|e| EventCodecError(format!("{} v{}: {e}", envelope.event_type, envelope.schema_version)))
     }

@@ -22,6 +22,7 @@ pub mod privacy;
 pub mod relay;
 pub mod retention;
 pub mod scheduler;
+pub mod schemas;
 pub mod segments;
 
 #[cfg(feature = "contract")]

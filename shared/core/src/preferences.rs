@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// How often marketing email may be sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum EmailFrequency {
     Daily,
@@ -14,7 +14,7 @@ pub enum EmailFrequency {
 
 /// A daily window, in the customer's time zone, when nothing non-urgent is sent.
 /// `start` and `end` are `HH:MM`; a window may cross midnight (22:00 to 08:00).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QuietHours {
     pub start: String,
@@ -22,7 +22,7 @@ pub struct QuietHours {
 }
 
 /// A customer's preferences as a whole (`PUT` replaces them).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Preferences {
     #[serde(default)]

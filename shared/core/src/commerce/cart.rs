@@ -100,7 +100,7 @@ impl CartCommand {
 }
 
 /// One line of a cart.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CartItem {
     pub product_id: String,
     pub name: String,
@@ -115,7 +115,7 @@ impl CartItem {
 }
 
 /// What happened to a cart. Every event's envelope carries the customer id.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", content = "data")]
 pub enum CartEvent {
     CartCreated {

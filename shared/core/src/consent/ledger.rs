@@ -118,6 +118,7 @@ impl Projection for ConsentLedgerProjection {
                 method,
                 ip,
                 user_agent,
+                ..
             } => {
                 let expires_at = event
                     .occurred_at

@@ -11,7 +11,7 @@ use crate::preferences::Preferences;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum CustomerStatus {
     PendingVerification,
@@ -189,12 +189,14 @@ fn register(cmd: &RegisterCustomer, input: &DecisionInput) -> Result<Vec<Custome
         (Channel::Push, choice.push),
     ] {
         if chosen {
+            let method = crate::consent::ConsentMethod::RegistrationCheckbox;
             events.push(CustomerEvent::ConsentGranted {
                 purpose: Purpose::Marketing,
                 channel,
-                method: crate::consent::ConsentMethod::RegistrationCheckbox,
+                method,
                 ip: Some(ip.clone()),
                 user_agent: Some(user_agent.clone()),
+                gdpr: crate::consent::GdprContext::new(Purpose::Marketing, method, None),
             });
         }
     }
@@ -378,12 +380,15 @@ fn grant_consent(c: &Customer, cmd: &GrantConsent) -> Result<Vec<CustomerEvent>,
         .as_deref()
         .map(|v| validate::user_agent("user_agent", v))
         .transpose()?;
+    // The law of the customer's country applies, when their address is known.
+    let jurisdiction = c.address.as_ref().map(|a| a.country.clone());
     Ok(vec![CustomerEvent::ConsentGranted {
         purpose: cmd.purpose,
         channel: cmd.channel,
         method: cmd.method,
         ip,
         user_agent,
+        gdpr: crate::consent::GdprContext::new(cmd.purpose, cmd.method, jurisdiction),
     }])
 }
 

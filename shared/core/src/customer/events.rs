@@ -2,13 +2,13 @@
 
 use super::commands::{Address, DeactivationReason, RegistrationSource};
 use super::CustomerStatus;
-use crate::consent::{Channel, ConsentMethod, Purpose};
-use crate::event::DomainEvent;
+use crate::consent::{Channel, ConsentMethod, GdprContext, Purpose};
+use crate::event::{DomainEvent, Upcaster};
 use crate::preferences::Preferences;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", content = "data")]
 pub enum CustomerEvent {
     CustomerRegistered {
@@ -27,6 +27,8 @@ pub enum CustomerEvent {
         locale: Option<String>,
         terms_accepted: bool,
     },
+    /// Schema version 2 (decision 0022): version 1 had no `gdpr`; stored v1
+    /// grants are upcast on read (`crate::schemas::history`).
     ConsentGranted {
         purpose: Purpose,
         channel: Channel,
@@ -35,6 +37,7 @@ pub enum CustomerEvent {
         ip: Option<String>,
         #[serde(default)]
         user_agent: Option<String>,
+        gdpr: GdprContext,
     },
     ConsentRevoked {
         purpose: Purpose,
@@ -111,8 +114,15 @@ pub enum CustomerEvent {
 }
 
 impl DomainEvent for CustomerEvent {
-    fn schema_version(_event_type: &str) -> u32 {
-        1
+    fn schema_version(event_type: &str) -> u32 {
+        match event_type {
+            "ConsentGranted" => 2,
+            _ => 1,
+        }
+    }
+
+    fn upcasters() -> &'static [Upcaster] {
+        crate::schemas::history::CUSTOMER_UPCASTERS
     }
 }
 

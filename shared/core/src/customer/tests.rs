@@ -75,6 +75,11 @@ fn registering_emits_registration_consents_and_verification_in_order() {
             method: ConsentMethod::RegistrationCheckbox,
             ip: Some("203.0.113.7".into()),
             user_agent: Some("Mozilla/5.0".into()),
+            gdpr: crate::consent::GdprContext {
+                legal_basis: crate::consent::LegalBasis::Consent,
+                jurisdiction: None,
+                explicit: true,
+            },
         }
     );
     assert_eq!(

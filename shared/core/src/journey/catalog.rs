@@ -28,7 +28,7 @@ pub fn stream_id(campaign_id: &str) -> String {
     format!("campaign-{campaign_id}")
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", content = "data")]
 pub enum CampaignEvent {
     CampaignPublished { definition: Value },
@@ -42,7 +42,7 @@ impl DomainEvent for CampaignEvent {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", content = "data")]
 pub enum CampaignIndexEvent {
     CampaignRegistered { campaign_id: String },

@@ -160,7 +160,7 @@ pub struct BranchStep {
 
 /// Whether a message is part of a transaction the customer started or
 /// marketing (which needs consent).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Category {
     Transactional,
@@ -183,7 +183,7 @@ pub struct SendStep {
     pub purpose: Option<Purpose>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SegmentAction {
     Add,

@@ -78,7 +78,7 @@ pub fn next_local_time(now: DateTime<Utc>, tz: chrono_tz::Tz, time: chrono::Naiv
 }
 
 /// Why an instance ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum ExitReason {
     Goal,
@@ -92,7 +92,7 @@ pub enum ExitReason {
 }
 
 /// What triggered an instance: enough to explain it later.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TriggerRef {
     pub event_id: Uuid,
     pub event_type: String,
@@ -101,7 +101,7 @@ pub struct TriggerRef {
     pub occurred_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", content = "data")]
 pub enum JourneyEvent {
     JourneyStarted {

@@ -15,7 +15,7 @@ pub fn message_stream(message_id: &str) -> String {
 
 /// What a journey asked for (the payload of `MessageRequested` on the
 /// journey stream), as the channel function reads it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct MessageRequest {
     pub message_id: String,
     pub instance_id: String,
@@ -51,7 +51,7 @@ impl MessageRequest {
 }
 
 /// Why a message was not sent (and never will be).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum SuppressionReason {
     UnknownCustomer,
@@ -69,14 +69,14 @@ pub enum SuppressionReason {
 }
 
 /// Why a message waits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum DeferralReason {
     QuietHours,
 }
 
 /// How an email bounced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum BounceType {
     /// The address does not exist or refuses mail for good: suppress it.
@@ -85,7 +85,7 @@ pub enum BounceType {
     Undetermined,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", content = "data")]
 pub enum MessageEvent {
     MessageSuppressed {

@@ -16,7 +16,7 @@ use sha2::Sha256;
 const DOMAIN: &[u8] = b"crm-identifier\0";
 
 /// The kind of identifier a hash names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum IdentifierKind {
     Email,
@@ -64,7 +64,7 @@ impl std::fmt::Display for IdentifierKind {
 }
 
 /// One identifier, hashed: personal-data-free as long as the secret is kept.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct HashedIdentifier {
     pub kind: IdentifierKind,
     pub hash: String,

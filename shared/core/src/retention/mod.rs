@@ -154,7 +154,7 @@ pub fn is_activity(event_type: &str) -> bool {
 }
 
 /// One customer's activity of one UTC day, folded. No personal data.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ActivityDaySummarized {
     pub day: NaiveDate,
     /// Raw events folded.
@@ -182,7 +182,7 @@ pub struct ActivityDaySummarized {
     pub sessions: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", content = "data")]
 pub enum RetentionEvent {
     ActivityDaySummarized(ActivityDaySummarized),

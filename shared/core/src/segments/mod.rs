@@ -210,7 +210,7 @@ pub fn evaluate(m: &ProfileMetrics) -> BTreeMap<String, String> {
 }
 
 /// A membership change, on the customer's `segments-<id>` stream.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", content = "data")]
 pub enum SegmentEvent {
     CustomerSegmentAdded {
