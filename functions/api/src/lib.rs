@@ -13,6 +13,7 @@ mod insights;
 mod orders;
 mod problem;
 mod reads;
+mod schemas;
 mod segments;
 mod templates;
 mod unsubscribe;
@@ -30,6 +31,7 @@ use crm_core::messaging::unsubscribe::TokenSigner;
 use crm_core::ports::{ConsumerHealth, EventStore, ReadModelStore};
 use crm_core::privacy::{IdentifierHasher, KeyStore};
 use crm_core::scheduler::Scheduler;
+use crm_core::schemas::CustomEventSchemas;
 use std::sync::Arc;
 
 /// The largest request body accepted (413 beyond it).
@@ -84,6 +86,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/insights/funnel"),
     ("GET", "/insights/attribution"),
     ("POST", "/templates/{id}/preview"),
+    ("GET", "/schemas/custom/{name}"),
+    ("PUT", "/schemas/custom/{name}"),
     ("GET", "/u/{token}"),
     ("POST", "/u/{token}"),
 ];
@@ -120,6 +124,9 @@ pub struct AppState {
     /// Hashes identifiers for the proof ledger (decision 0019): erasure
     /// records the customer's hashed email and phone (`None`: erasure is unavailable).
     pub identifiers: Option<IdentifierHasher>,
+    /// Custom event schemas (decision 0022): registered through the API,
+    /// checked by ingestion.
+    pub custom_schemas: Arc<CustomEventSchemas>,
 }
 
 impl AppState {
@@ -134,6 +141,7 @@ impl AppState {
             customers: Arc::new(CustomerService::new(store.clone(), clock.clone())),
             campaigns: Arc::new(CampaignService::new(store.clone(), clock.clone())),
             events: store.clone(),
+            custom_schemas: Arc::new(CustomEventSchemas::new(store.clone()).with_clock(clock.clone())),
             orders: Arc::new(OrderService::new(store.clone(), clock.clone(), scheduler.clone())),
             carts: Arc::new(CartService::new(store, clock.clone(), scheduler.clone())),
             scheduler,
@@ -239,6 +247,10 @@ pub fn router(state: AppState) -> Router {
         .route("/insights/funnel", get(insights::funnel_report))
         .route("/insights/attribution", get(insights::attribution_report))
         .route("/templates/{id}/preview", post(templates::preview))
+        .route(
+            "/schemas/custom/{name}",
+            get(schemas::get_custom).put(schemas::put_custom),
+        )
         .fallback(problem::no_route)
         .method_not_allowed_fallback(problem::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
