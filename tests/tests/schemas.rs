@@ -13,7 +13,10 @@ async fn custom_event_schemas_register_versions_and_name_what_is_invalid() {
 
     for (body, field) in [
         (r#"{"type":"nope"}"#, "type"),
-        (r#"{"properties":{"price":{"minimum":"zero"}}}"#, "properties.price.minimum"),
+        (
+            r#"{"properties":{"price":{"minimum":"zero"}}}"#,
+            "properties.price.minimum",
+        ),
         (r#"[1]"#, "body"),
         (r#"{"$ref":"https://example.com/remote.json"}"#, "body"),
     ] {
@@ -21,7 +24,9 @@ async fn custom_event_schemas_register_versions_and_name_what_is_invalid() {
         assert_eq!(refused.status, 422, "{body}: {:?}", refused.body);
         assert_eq!(refused.body["field"], field, "{body}: {:?}", refused.body);
     }
-    let bad_name = api.call("PUT", "/schemas/custom/a%2Fb", Some(r#"{"type":"object"}"#)).await;
+    let bad_name = api
+        .call("PUT", "/schemas/custom/a%2Fb", Some(r#"{"type":"object"}"#))
+        .await;
     assert_eq!(bad_name.status, 422);
     assert_eq!(bad_name.body["field"], "name");
     let broken = api.call("PUT", url, Some("{")).await;
@@ -49,7 +54,10 @@ async fn custom_event_schemas_register_versions_and_name_what_is_invalid() {
         .await
         .expect("stream");
     assert_eq!(
-        stored.iter().map(|e| (e.event_type.as_str(), e.version)).collect::<Vec<_>>(),
+        stored
+            .iter()
+            .map(|e| (e.event_type.as_str(), e.version))
+            .collect::<Vec<_>>(),
         vec![("CustomEventSchemaRegistered", 1), ("CustomEventSchemaRegistered", 2)]
     );
 }
