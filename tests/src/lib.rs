@@ -78,6 +78,26 @@ impl TestApi {
         self._dir.path().join("crm.db")
     }
 
+    /// The `Authorization` header of the runtime's own ingestion source
+    /// (`local`): HTTP Basic with its write key as the user name.
+    pub fn write_key_header(&self) -> String {
+        use base64::Engine;
+        let user = format!("{}:", self.runtime.local_write_key);
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(user))
+    }
+
+    /// Sends Segment messages to `/v1/<call>` as the source `local`.
+    pub async fn segment(&self, call: &str, body: &serde_json::Value) -> Answer {
+        let auth = self.write_key_header();
+        self.call_with(
+            "POST",
+            &format!("/v1/{call}"),
+            Some(&body.to_string()),
+            &[("authorization", &auth)],
+        )
+        .await
+    }
+
     /// Sends a request with the right bearer token.
     pub async fn call(&self, method: &str, path: &str, body: Option<&str>) -> Answer {
         self.call_with(method, path, body, &[("authorization", &format!("Bearer {TOKEN}"))])

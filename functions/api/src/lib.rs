@@ -9,6 +9,7 @@ mod campaigns;
 mod carts;
 mod customers;
 mod export;
+mod ingest;
 mod insights;
 mod orders;
 mod problem;
@@ -19,6 +20,7 @@ mod templates;
 mod unsubscribe;
 
 pub use auth::Auth;
+pub use ingest::IngestSources;
 pub use problem::Problem;
 
 use axum::routing::{delete, get, post, put};
@@ -90,11 +92,29 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/schemas/custom/{name}"),
     ("GET", "/u/{token}"),
     ("POST", "/u/{token}"),
+    ("POST", "/v1/track"),
+    ("POST", "/v1/identify"),
+    ("POST", "/v1/alias"),
+    ("POST", "/v1/page"),
+    ("POST", "/v1/screen"),
+    ("POST", "/v1/batch"),
 ];
 
 /// The routes a signed link reaches without a bearer token (the token in
 /// the path is the credential); they answer HTML.
 pub const PUBLIC_ROUTES: &[(&str, &str)] = &[("GET", "/u/{token}"), ("POST", "/u/{token}")];
+
+/// The Segment-compatible ingestion routes: no bearer token either (the API
+/// Gateway lets them through); each request is checked against a source's
+/// write key instead (HTTP Basic).
+pub const WRITE_KEY_ROUTES: &[(&str, &str)] = &[
+    ("POST", "/v1/track"),
+    ("POST", "/v1/identify"),
+    ("POST", "/v1/alias"),
+    ("POST", "/v1/page"),
+    ("POST", "/v1/screen"),
+    ("POST", "/v1/batch"),
+];
 
 /// What every handler shares: built once per process.
 #[derive(Clone)]
@@ -127,6 +147,8 @@ pub struct AppState {
     /// Custom event schemas (decision 0022): registered through the API,
     /// checked by ingestion.
     pub custom_schemas: Arc<CustomEventSchemas>,
+    /// The sources allowed to send to `/v1/*`, with their write keys.
+    pub ingest_sources: IngestSources,
 }
 
 impl AppState {
@@ -157,6 +179,7 @@ impl AppState {
             public_base_url: "http://127.0.0.1:3000".into(),
             keys: None,
             identifiers: None,
+            ingest_sources: IngestSources::default(),
         }
     }
 
@@ -170,6 +193,12 @@ impl AppState {
     /// channel functions').
     pub fn with_identifiers(mut self, hasher: IdentifierHasher) -> Self {
         self.identifiers = Some(hasher);
+        self
+    }
+
+    /// The sources of the ingestion API and their write keys.
+    pub fn with_ingest_sources(mut self, sources: IngestSources) -> Self {
+        self.ingest_sources = sources;
         self
     }
 
@@ -262,6 +291,17 @@ pub fn router(state: AppState) -> Router {
         .merge(
             Router::new()
                 .route("/u/{token}", get(unsubscribe::page).post(unsubscribe::submit))
+                .with_state(state.clone()),
+        )
+        // Authenticated by a source's write key instead.
+        .merge(
+            Router::new()
+                .route("/v1/track", post(ingest::track))
+                .route("/v1/identify", post(ingest::identify))
+                .route("/v1/alias", post(ingest::alias))
+                .route("/v1/page", post(ingest::page))
+                .route("/v1/screen", post(ingest::screen))
+                .route("/v1/batch", post(ingest::batch))
                 .with_state(state),
         )
 }

@@ -27,6 +27,9 @@ async fn main() -> Result<(), lambda_http::Error> {
         .ok_or("UNSUBSCRIBE_SECRET is not set")?;
     // The proof ledger's identifier hashes (decision 0019): erasure records them.
     let identifiers = crm_aws::lambda::identifier_hasher(&|name: &str| std::env::var(name).ok())?;
+    // The ingestion API's sources and their write keys (`source:key,...`; none when blank).
+    let ingest_sources = crm_api::IngestSources::parse(&std::env::var("INGEST_WRITE_KEYS").unwrap_or_default())
+        .map_err(|e| format!("INGEST_WRITE_KEYS: {e}"))?;
     let public_base_url = std::env::var("PUBLIC_BASE_URL").map_err(|_| "PUBLIC_BASE_URL is not set")?;
     // The customers' data keys (decision 0016): personal data is encrypted at rest (0017).
     let keys_table = std::env::var("KEYS_TABLE").map_err(|_| "KEYS_TABLE is not set")?;
@@ -66,6 +69,7 @@ async fn main() -> Result<(), lambda_http::Error> {
     )
     .with_unsubscribe(TokenSigner::new(unsubscribe_secret.as_bytes()), public_base_url)
     .with_keys(keys)
-    .with_identifiers(identifiers);
+    .with_identifiers(identifiers)
+    .with_ingest_sources(ingest_sources);
     lambda_http::run(router(state)).await
 }

@@ -29,6 +29,9 @@ async fn profile_or_404(state: &AppState, id: &str) -> Result<views::CustomerPro
         .ok_or_else(|| Problem::not_found("customer not found"))
 }
 
+/// The newest events of the customer's other streams the timeline shows.
+const HISTORY_LIMIT: usize = 100;
+
 /// The customer 360 as the API shows it.
 fn profile_json(p: &views::CustomerProfile) -> serde_json::Value {
     serde_json::to_value(p).unwrap_or(serde_json::Value::Null)
@@ -69,12 +72,21 @@ pub async fn timeline(
     let q = query(q, &["after", "limit"])?;
     let after = number(&q, "after")?.unwrap_or(0);
     let limit = page_limit(&q)?;
-    profile_or_404(&state, &id).await?;
+    let profile = profile_or_404(&state, &id).await?;
     let mut items = views::timeline(state.read_models.as_ref(), &id, after, limit + 1).await?;
     let more = items.len() > limit;
     items.truncate(limit);
     let next_after = if more { items.last().map(|e| e.version) } else { None };
-    Ok(Json(json!({ "items": items, "next_after": next_after })).into_response())
+    // Everything else about them, anonymous profiles merged into them included.
+    let activity = crm_core::customer::history::recent_history(
+        state.read_models.as_ref(),
+        state.events.as_ref(),
+        &id,
+        &profile.customer.merged_profiles,
+        HISTORY_LIMIT,
+    )
+    .await?;
+    Ok(Json(json!({ "items": items, "next_after": next_after, "activity": activity })).into_response())
 }
 
 /// `GET /customers/{id}/consents`: the ledger's current state and full history.

@@ -129,6 +129,12 @@ pub struct LocalRuntime {
     /// Hashes identifiers for the proof ledger and the suppression list: the
     /// database's own secret, or `IDENTIFIER_HASH_SECRET` (decision 0019).
     pub identifiers: IdentifierHasher,
+    /// The sources of the ingestion API (`/v1/*`): `INGEST_WRITE_KEYS`
+    /// (`source:key,...`) when set, else the one source `local` with the
+    /// database's own write key ([`LocalRuntime::local_write_key`]).
+    pub ingest_sources: crm_api::IngestSources,
+    /// The write key of the source `local`.
+    pub local_write_key: String,
     /// Where the links point (`<base>/u/<token>`); `serve` sets the address it listens on.
     pub public_base_url: String,
     /// The local email, SMS and push provider: every message sent, kept whole.
@@ -207,6 +213,14 @@ impl LocalRuntime {
         });
         let unsubscribe = crate::unsubscribe::signer(db)?;
         let identifiers = crate::secrets::identifier_hasher(db)?;
+        let local_write_key = format!(
+            "wk_{}",
+            hex::encode(crate::secrets::stored_secret(db, "ingest-write-key")?)
+        );
+        let ingest_sources = match std::env::var("INGEST_WRITE_KEYS").ok().filter(|v| !v.trim().is_empty()) {
+            Some(text) => crm_api::IngestSources::parse(&text).map_err(RuntimeError::Config)?,
+            None => crm_api::IngestSources::new(vec![("local".to_string(), local_write_key.clone())]),
+        };
         let mail = Arc::new(MailSink::open(db, clock.clone())?);
         let mut targets = Vec::new();
         for rule in rules_from_template(template)? {
@@ -289,6 +303,8 @@ impl LocalRuntime {
             virtual_clock,
             unsubscribe,
             identifiers,
+            ingest_sources,
+            local_write_key,
             public_base_url,
             mail,
             wake,
@@ -315,7 +331,8 @@ impl LocalRuntime {
         .with_health(self.bus.clone())
         .with_unsubscribe(self.unsubscribe.clone(), self.public_base_url.clone())
         .with_keys(self.keys.clone())
-        .with_identifiers(self.identifiers.clone());
+        .with_identifiers(self.identifiers.clone())
+        .with_ingest_sources(self.ingest_sources.clone());
         let app = router(state).merge(crate::mail_view::routes(self.mail.clone()));
         match &self.virtual_clock {
             Some(clock) => app.merge(crate::dev::clock_routes(clock.clone(), self.wake.clone(), token)),

@@ -115,6 +115,12 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         "crm-local is serving the CRM API\n  url:   http://{addr}\n  token: {token}\n  data:  {}\n",
         db.display()
     );
+    if std::env::var("INGEST_WRITE_KEYS").map_or(true, |v| v.trim().is_empty()) {
+        banner.push_str(&format!(
+            "  write key (source local, for /v1/*): {}\n",
+            runtime.local_write_key
+        ));
+    }
     if config.clock == ClockKind::Virtual {
         banner.push_str("  clock: virtual (GET /dev/clock, POST /dev/clock/advance {\"minutes\": n})\n");
     }

@@ -12,6 +12,8 @@ pub mod consumer;
 pub mod customer;
 pub mod event;
 pub mod idempotency;
+pub mod identity;
+pub mod ingest;
 pub mod insights;
 pub mod journey;
 pub mod messaging;

@@ -55,6 +55,10 @@ macro_rules! activity {
             pub session_id: Option<String>,
             #[serde(default, skip_serializing_if = "Option::is_none")]
             pub utm: Option<Utm>,
+            /// Set by ingestion when the event arrived later than the
+            /// tolerance allows: stored, but flagged (seed 001).
+            #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+            pub late: bool,
         }
     };
 }
@@ -96,6 +100,16 @@ activity!(
     CustomerLoggedIn {}
 );
 
+activity!(
+    /// Any other tracked event: a `track` whose name the CRM does not map
+    /// to a typed event, with its properties as sent (ingestion, issue 8).
+    CustomEvent {
+        event: String,
+        #[serde(default)]
+        properties: Value,
+    }
+);
+
 /// One activity event, as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", content = "data")]
@@ -109,6 +123,7 @@ pub enum ActivityEvent {
     CheckoutStepCompleted(CheckoutStepCompleted),
     SessionStarted(SessionStarted),
     CustomerLoggedIn(CustomerLoggedIn),
+    CustomEvent(CustomEvent),
 }
 
 /// Every activity event type, as `type` names it.
@@ -122,6 +137,7 @@ pub const ACTIVITY_EVENT_TYPES: &[&str] = &[
     "CheckoutStepCompleted",
     "SessionStarted",
     "CustomerLoggedIn",
+    "CustomEvent",
 ];
 
 impl DomainEvent for ActivityEvent {
@@ -195,6 +211,7 @@ impl ActivityEvent {
             ActivityEvent::CheckoutStepCompleted(_) => "CheckoutStepCompleted",
             ActivityEvent::SessionStarted(_) => "SessionStarted",
             ActivityEvent::CustomerLoggedIn(_) => "CustomerLoggedIn",
+            ActivityEvent::CustomEvent(_) => "CustomEvent",
         }
     }
 
@@ -209,6 +226,7 @@ impl ActivityEvent {
             ActivityEvent::CheckoutStepCompleted(e) => (&e.session_id, &e.utm),
             ActivityEvent::SessionStarted(e) => (&e.session_id, &e.utm),
             ActivityEvent::CustomerLoggedIn(e) => (&e.session_id, &e.utm),
+            ActivityEvent::CustomEvent(e) => (&e.session_id, &e.utm),
         }
     }
 
@@ -262,6 +280,12 @@ impl ActivityEvent {
             }
             ActivityEvent::SessionStarted(e) => optional_text("device", &e.device, 128)?,
             ActivityEvent::CustomerLoggedIn(_) => {}
+            ActivityEvent::CustomEvent(e) => {
+                text("event", &e.event, 200)?;
+                if !(e.properties.is_object() || e.properties.is_null()) {
+                    return Err(CustomerError::invalid("properties", "must be an object"));
+                }
+            }
         }
         Ok(())
     }
@@ -315,6 +339,9 @@ impl RecordActivity {
             ),
             Some(_) => return Err(CustomerError::invalid("occurred_at", "must be an RFC 3339 date-time")),
         };
+        if map.contains_key("late") {
+            return Err(CustomerError::invalid("late", "is set by the server, not by clients"));
+        }
         let body = Value::Object(map);
         let event = match event_type.as_str() {
             "ProductViewed" => ActivityEvent::ProductViewed(typed(body)?),
@@ -325,6 +352,7 @@ impl RecordActivity {
             "VideoWatched" => ActivityEvent::VideoWatched(typed(body)?),
             "CheckoutStepCompleted" => ActivityEvent::CheckoutStepCompleted(typed(body)?),
             "SessionStarted" => ActivityEvent::SessionStarted(typed(body)?),
+            "CustomEvent" => ActivityEvent::CustomEvent(typed(body)?),
             _ => ActivityEvent::CustomerLoggedIn(typed(body)?),
         };
         event.validate()?;
@@ -545,6 +573,7 @@ mod tests {
             event: ActivityEvent::CustomerLoggedIn(CustomerLoggedIn {
                 session_id: None,
                 utm: None,
+                late: false,
             }),
             occurred_at: Some(t),
         };

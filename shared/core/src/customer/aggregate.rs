@@ -49,6 +49,9 @@ pub struct Customer {
     /// Erasure was requested (the data key is being or was deleted).
     #[serde(default)]
     pub erasure_requested: bool,
+    /// Anonymous profiles merged into this customer (identity resolution).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub merged_profiles: Vec<String>,
     pub registered_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub version: u64,
@@ -96,6 +99,7 @@ pub fn decide(
         (None, _) => Err(CustomerError::NotFound),
         (Some(c), CustomerCommand::RequestErasure(cmd)) => request_erasure(c, cmd),
         (Some(c), CustomerCommand::CompleteErasure) => complete_erasure(c),
+        (Some(c), CustomerCommand::RecordMerge(cmd)) => record_merge(c, cmd),
         (Some(c), _) if c.erasure_requested || c.status == CustomerStatus::Erased => {
             Err(CustomerError::conflict(None, "customer is erased"))
         }
@@ -129,6 +133,19 @@ fn request_erasure(c: &Customer, cmd: &RequestErasure) -> Result<Vec<CustomerEve
         method: None,
     }));
     Ok(events)
+}
+
+/// Merges an anonymous profile, once.
+fn record_merge(c: &Customer, cmd: &RecordMerge) -> Result<Vec<CustomerEvent>, CustomerError> {
+    if c.is_erased() {
+        return Err(CustomerError::conflict(None, "the customer is erased"));
+    }
+    if c.merged_profiles.iter().any(|p| p == &cmd.profile_id) {
+        return Ok(Vec::new());
+    }
+    Ok(vec![CustomerEvent::CustomersMerged {
+        merged_profile_id: cmd.profile_id.clone(),
+    }])
 }
 
 /// Records the erasure once the data key is deleted.
@@ -519,6 +536,7 @@ pub fn evolve(state: Option<Customer>, event: &CustomerEvent, at: DateTime<Utc>,
             email_invalidated: false,
             pending_verification_token: None,
             erasure_requested: false,
+            merged_profiles: Vec::new(),
             registered_at: at,
             updated_at: at,
             version,
@@ -604,6 +622,7 @@ pub fn evolve(state: Option<Customer>, event: &CustomerEvent, at: DateTime<Utc>,
             c.first_name = crate::privacy::ERASED.to_string();
             c.last_name = crate::privacy::ERASED.to_string();
         }
+        CustomerEvent::CustomersMerged { merged_profile_id } => c.merged_profiles.push(merged_profile_id.clone()),
     }
     Some(c)
 }

@@ -205,6 +205,15 @@ pub enum CustomerCommand {
     RequestErasure(RequestErasure),
     /// Record that the data key is gone.
     CompleteErasure,
+    /// Identity resolution (issue 8): an anonymous profile's history now
+    /// belongs to this customer.
+    RecordMerge(RecordMerge),
+}
+
+/// Merges the anonymous profile `profile_id` into the customer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordMerge {
+    pub profile_id: String,
 }
 
 /// Starts an erasure. `identifiers` are the salted hashes of the customer's

@@ -111,6 +111,11 @@ pub enum CustomerEvent {
     /// The customer's data key is gone: every personal field of the stream
     /// now reads as `[erased]` (no personal data).
     CustomerErased {},
+    /// An anonymous profile (its activity, carts and journeys) was merged
+    /// into this customer (identity resolution, issue 8).
+    CustomersMerged {
+        merged_profile_id: String,
+    },
 }
 
 impl DomainEvent for CustomerEvent {
@@ -145,6 +150,7 @@ pub const CUSTOMER_EVENT_TYPES: &[&str] = &[
     "CustomerEmailInvalidated",
     "CustomerErasureRequested",
     "CustomerErased",
+    "CustomersMerged",
 ];
 
 impl CustomerEvent {
@@ -167,6 +173,7 @@ impl CustomerEvent {
             CustomerEvent::CustomerEmailInvalidated { .. } => "CustomerEmailInvalidated",
             CustomerEvent::CustomerErasureRequested { .. } => "CustomerErasureRequested",
             CustomerEvent::CustomerErased {} => "CustomerErased",
+            CustomerEvent::CustomersMerged { .. } => "CustomersMerged",
         }
     }
 }

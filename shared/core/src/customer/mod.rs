@@ -6,6 +6,7 @@ mod aggregate;
 mod commands;
 mod erasure;
 mod events;
+pub mod history;
 pub mod metrics;
 mod service;
 mod validate;

@@ -280,6 +280,9 @@ impl Projection for TimelineProjection {
                 vec![change("email_invalidated", false, reason)]
             }
             CustomerEvent::CustomerErasureRequested { .. } => Vec::new(),
+            CustomerEvent::CustomersMerged { merged_profile_id } => {
+                vec![change("merged_profiles", Value::Null, merged_profile_id)]
+            }
             CustomerEvent::CustomerErased {} => {
                 let old = std::mem::replace(&mut state.status, json!("erased"));
                 let mut ops = redact_timeline(docs, partition).await?;

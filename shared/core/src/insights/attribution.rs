@@ -494,6 +494,25 @@ pub async fn touchpoints(
     .collect()
 }
 
+/// The touchpoints in `[from, to]` of a customer and of the anonymous
+/// profiles merged into them (identity resolution: the visits before they
+/// identified count), oldest first.
+pub async fn customer_touchpoints(
+    docs: &dyn ReadModelStore,
+    customer_id: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<Touchpoint>, StoreError> {
+    let mut touches = touchpoints(docs, customer_id, from, to).await?;
+    if let Some(profile) = crate::customer::views::customer_profile(docs, customer_id).await? {
+        for merged in &profile.customer.merged_profiles {
+            touches.extend(touchpoints(docs, merged, from, to).await?);
+        }
+        touches.sort_by_key(|t| t.at);
+    }
+    Ok(touches)
+}
+
 /// An order's attribution under every model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OrderAttribution {
@@ -519,7 +538,7 @@ pub async fn order_attribution(
         return Ok(None);
     };
     let (from, to) = window(order.placed_at);
-    let touches = touchpoints(docs, &order.customer_id, from, to).await?;
+    let touches = customer_touchpoints(docs, &order.customer_id, from, to).await?;
     let models = Model::ALL
         .into_iter()
         .map(|m| attribute(m, &touches, order.placed_at, order.total_minor))
@@ -616,7 +635,7 @@ pub async fn attribution_report(
                 continue;
             }
             let (start, end) = window(order.placed_at);
-            let touches = touchpoints(docs, &order.customer_id, start, end).await?;
+            let touches = customer_touchpoints(docs, &order.customer_id, start, end).await?;
             let a = attribute(model, &touches, order.placed_at, order.total_minor);
             orders.push((order, a));
         }

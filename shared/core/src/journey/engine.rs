@@ -200,8 +200,19 @@ impl JourneyEngine {
         };
 
         // Running instances first: an exit must act even if the same event
-        // would also start something.
-        for indexed in self.instances_of(&customer_id).await? {
+        // would also start something. Those of anonymous profiles merged into
+        // the customer are theirs too (identity resolution).
+        let merged: Vec<String> = profile
+            .as_ref()
+            .and_then(|p| p.get("merged_profiles"))
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+            .unwrap_or_default();
+        let mut running = self.instances_of(&customer_id).await?;
+        for profile_id in &merged {
+            running.extend(self.instances_of(profile_id).await?);
+        }
+        for indexed in running {
             if indexed.status == instance::InstanceStatus::Exited {
                 continue;
             }
@@ -239,14 +250,19 @@ impl JourneyEngine {
                 continue;
             }
             if let Some(required) = campaign.entry.consent {
-                let ok = ledger::has_active_consent(
-                    self.docs.as_ref(),
-                    &customer_id,
-                    required.purpose,
-                    required.channel,
-                    now,
-                )
-                .await?;
+                // An anonymous profile's consent is its customer's once merged;
+                // before, there is no one to ask: the journey starts and the
+                // channel function checks consent when it sends.
+                let subject = crate::identity::resolve(self.events.as_ref(), &customer_id).await?;
+                let ok = crate::identity::is_anonymous_profile(&subject)
+                    || ledger::has_active_consent(
+                        self.docs.as_ref(),
+                        &subject,
+                        required.purpose,
+                        required.channel,
+                        now,
+                    )
+                    .await?;
                 if !ok {
                     continue;
                 }

@@ -297,6 +297,7 @@ mod tests {
             last_name: "Lima".into(),
             phone: Some("+4915112345678".into()),
             erasure_requested: false,
+            merged_profiles: Vec::new(),
             address: None,
             date_of_birth: None,
             source: RegistrationSource::Web,

@@ -254,9 +254,12 @@ impl MessageDelivery {
             let error = format!("gave up after {} failed deliveries", state.failed_deliveries);
             return self.fail_for_good(request, meta, &state, error).await;
         }
+        // A journey of an anonymous profile reaches the customer it was
+        // merged into (identity resolution); an unmerged one has no address.
+        let recipient = crate::identity::resolve(self.events.as_ref(), &request.customer_id).await?;
         let customer = self
             .customers
-            .load(&request.customer_id)
+            .load(&recipient)
             .await
             .map_err(|e| DeliveryError::Retry(e.to_string()))?;
         let hash = customer

@@ -47,11 +47,17 @@ pub const PERSONAL_DATA: &[(&str, &[&str])] = &[
     ("CustomerEmailInvalidated", &["email"]),
     ("CustomerErasureRequested", &[]),
     ("CustomerErased", &[]),
+    ("CustomersMerged", &[]),
     // Journey streams: the bus event that started the journey, kept whole
     // (it may be a customer event with every personal field).
     ("JourneyStarted", &["trigger_event"]),
     // A message's template data (the verification email's address, ...).
     ("MessageRequested", &["data"]),
+    // Activity: a custom event's properties are whatever the client sent.
+    ("CustomEvent", &["properties"]),
+    // Identity streams name customers only.
+    ("AnonymousProfileMerged", &[]),
+    ("UserIdLinked", &[]),
     // Order stream.
     ("OrderPlaced", &["shipping_address", "billing_address"]),
     ("PaymentInitiated", &[]),

@@ -170,6 +170,7 @@ fn current_payloads() -> Result<Vec<Payload>, SchemaGenError> {
     out.extend(payloads_of::<JourneyEvent>()?);
     out.extend(payloads_of::<MessageEvent>()?);
     out.extend(payloads_of::<custom::SchemaEvent>()?);
+    out.extend(payloads_of::<crate::identity::IdentityEvent>()?);
     Ok(out)
 }
 

@@ -1,0 +1,234 @@
+//! The Segment-compatible ingestion API (issue 8, decision 0023):
+//! `POST /v1/track|identify|alias|page|screen|batch`, authenticated per
+//! source by its write key (HTTP Basic, the key as the user name, as
+//! Segment's libraries send it; or `writeKey` in the body).
+
+use crate::problem::Problem;
+use crate::AppState;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::Engine;
+use crm_core::ingest::{
+    batch_items, outcome_json, Accepted, IngestError, IngestSettings, Ingestion, Kind, SegmentMessage, MAX_BATCH_BYTES,
+};
+use serde_json::{json, Value};
+
+/// The sources allowed to send, each with its write key.
+#[derive(Clone, Default)]
+pub struct IngestSources(Vec<(String, String)>);
+
+impl std::fmt::Debug for IngestSources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.0.iter().map(|(s, _)| s.as_str()).collect();
+        write!(f, "IngestSources({names:?})")
+    }
+}
+
+impl IngestSources {
+    /// `source:key,source:key` (`INGEST_WRITE_KEYS`); blank means none.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut sources = Vec::new();
+        for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (source, key) = pair
+                .split_once(':')
+                .ok_or_else(|| format!("'{pair}' is not source:write-key"))?;
+            let (source, key) = (source.trim(), key.trim());
+            if source.is_empty() || key.len() < 16 {
+                return Err(format!(
+                    "source '{source}' needs a name and a write key of at least 16 characters"
+                ));
+            }
+            sources.push((source.to_string(), key.to_string()));
+        }
+        Ok(IngestSources(sources))
+    }
+
+    pub fn new(sources: Vec<(String, String)>) -> Self {
+        IngestSources(sources)
+    }
+
+    /// The source whose write key this is.
+    fn source_of(&self, key: &str) -> Option<&str> {
+        let eq = |a: &[u8], b: &[u8]| a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0;
+        self.0
+            .iter()
+            .find(|(_, k)| eq(k.as_bytes(), key.as_bytes()))
+            .map(|(s, _)| s.as_str())
+    }
+}
+
+/// The write key of a request: HTTP Basic (`<key>:`), else `writeKey` in the body.
+fn write_key(headers: &HeaderMap, body: &Value) -> Option<String> {
+    let basic = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
+        .and_then(|b| String::from_utf8(b).ok())
+        .map(|user_pass| user_pass.split(':').next().unwrap_or_default().to_string())
+        .filter(|k| !k.is_empty());
+    basic.or_else(|| body.get("writeKey").and_then(Value::as_str).map(str::to_string))
+}
+
+fn ingestion(state: &AppState) -> Ingestion {
+    Ingestion::new(
+        state.events.clone(),
+        state.customers.clone(),
+        state.carts.clone(),
+        state.orders.clone(),
+        IngestSettings::default(),
+    )
+    .with_schemas(state.custom_schemas.clone())
+}
+
+/// Reads the body (at most 500 KB) and finds the source.
+async fn authenticate(state: &AppState, headers: &HeaderMap, body: Body) -> Result<(String, Value), Problem> {
+    let too_large = || {
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-large",
+            "Request too large",
+            format!("the request body is larger than {MAX_BATCH_BYTES} bytes"),
+        )
+    };
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_BATCH_BYTES) {
+        return Err(too_large());
+    }
+    let body: Bytes = axum::body::to_bytes(body, MAX_BATCH_BYTES)
+        .await
+        .map_err(|_| too_large())?;
+    // The key first: a caller without one learns nothing about the body.
+    let parsed: Result<Value, _> = serde_json::from_slice(&body);
+    let key = write_key(headers, parsed.as_ref().unwrap_or(&Value::Null))
+        .ok_or_else(|| Problem::unauthorized("a write key is required (HTTP Basic, the key as the user name)"))?;
+    let source = state
+        .ingest_sources
+        .source_of(&key)
+        .ok_or_else(|| Problem::unauthorized("the write key is not valid"))?
+        .to_string();
+    let value = parsed.map_err(|e| Problem::malformed(format!("the body is not valid JSON: {e}")))?;
+    Ok((source, value))
+}
+
+fn problem(e: IngestError) -> Problem {
+    match e {
+        IngestError::Rejected(r) => Problem::invalid(r.field, r.message),
+        IngestError::Retry(m) => {
+            tracing::warn!(error = %m, "ingestion failed for now");
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "Service unavailable",
+                "the message could not be stored now; send it again (it is taken once)",
+            )
+        }
+    }
+}
+
+async fn single(state: AppState, headers: HeaderMap, body: Body, kind: Kind) -> Result<Response, Problem> {
+    let (source, value) = authenticate(&state, &headers, body).await?;
+    let now = state.customers.now();
+    let message = SegmentMessage::parse(&value, Some(kind), now).map_err(|r| Problem::invalid(r.field, r.message))?;
+    let outcome = ingestion(&state).ingest(&source, &message).await.map_err(problem)?;
+    let (duplicate, late) = match outcome {
+        Accepted::Stored { late } => (false, late),
+        Accepted::Duplicate => (true, false),
+    };
+    Ok(Json(json!({ "success": true, "duplicate": duplicate, "late": late })).into_response())
+}
+
+macro_rules! route {
+    ($name:ident, $kind:expr) => {
+        pub async fn $name(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, Problem> {
+            single(state, headers, body, $kind).await
+        }
+    };
+}
+
+route!(track, Kind::Track);
+route!(identify, Kind::Identify);
+route!(alias, Kind::Alias);
+route!(page, Kind::Page);
+route!(screen, Kind::Screen);
+
+/// `POST /v1/batch`: up to 500 messages (500 KB), each taken or refused on
+/// its own. 200 with a result per message; 503 when any must be sent again
+/// (sending the whole batch again is safe: what was taken is a duplicate).
+pub async fn batch(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, Problem> {
+    let (source, value) = authenticate(&state, &headers, body).await?;
+    let items = batch_items(&value).map_err(|r| Problem::invalid(r.field, r.message))?;
+    let now = state.customers.now();
+    let ingestion = ingestion(&state);
+    let (mut accepted, mut duplicates, mut rejected, mut retry) = (0, 0, 0, 0);
+    let mut results = Vec::with_capacity(items.len());
+    for (index, item) in items.iter().enumerate() {
+        let message_id = item.get("messageId").and_then(Value::as_str);
+        let outcome = match SegmentMessage::parse(item, None, now) {
+            Ok(message) => ingestion.ingest(&source, &message).await,
+            Err(r) => Err(IngestError::Rejected(r)),
+        };
+        match &outcome {
+            Ok(Accepted::Stored { .. }) => accepted += 1,
+            Ok(Accepted::Duplicate) => duplicates += 1,
+            Err(IngestError::Rejected(_)) => rejected += 1,
+            Err(IngestError::Retry(_)) => retry += 1,
+        }
+        results.push(outcome_json(index, message_id, &outcome));
+    }
+    let status = if retry > 0 {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(json!({
+            "success": rejected == 0 && retry == 0,
+            "accepted": accepted,
+            "duplicates": duplicates,
+            "rejected": rejected,
+            "retry": retry,
+            "results": results,
+        })),
+    )
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_keys_are_read_and_checked() {
+        let sources =
+            IngestSources::parse("web: wk_web_0123456789abcdef , ios:wk_ios_0123456789abcdef").expect("parsed");
+        assert_eq!(sources.source_of("wk_web_0123456789abcdef"), Some("web"));
+        assert_eq!(sources.source_of("wk_ios_0123456789abcdef"), Some("ios"));
+        assert_eq!(sources.source_of("wk_web"), None);
+        assert!(IngestSources::parse("web").is_err());
+        assert!(IngestSources::parse("web:short").is_err());
+        assert!(IngestSources::parse("").expect("none").0.is_empty());
+        let mut headers = HeaderMap::new();
+        let basic = base64::engine::general_purpose::STANDARD.encode("wk_web_0123456789abcdef:");
+        headers.insert(
+            axum::http::header::AUTHORIZATION,
+            format!("Basic {basic}").parse().expect("header"),
+        );
+        assert_eq!(
+            write_key(&headers, &Value::Null).as_deref(),
+            Some("wk_web_0123456789abcdef")
+        );
+        assert_eq!(
+            write_key(&HeaderMap::new(), &json!({ "writeKey": "k" })).as_deref(),
+            Some("k")
+        );
+        assert!(!format!("{sources:?}").contains("wk_"), "keys are never printed");
+    }
+}

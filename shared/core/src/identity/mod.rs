@@ -1,0 +1,264 @@
+//! Identity resolution (issue 8, decision 0023): activity from an
+//! `anonymousId` accumulates on an anonymous profile, and `identify` or
+//! `alias` merges that profile into a known customer.
+//!
+//! * An anonymous profile's id is derived from the `anonymousId`
+//!   ([`anonymous_profile_id`]): a UUID of the custom version (8), so it is
+//!   known to be anonymous without a lookup ([`is_anonymous_profile`]) and
+//!   never collides with a customer id (version 7).
+//! * `identity-<profile id>` holds at most one `AnonymousProfileMerged`: the
+//!   customer the profile now belongs to. It is appended with
+//!   `ExpectedVersion::NoStream`, so of two concurrent merges one wins, and a
+//!   merge into another customer is refused: an anonymous profile never
+//!   joins two customers.
+//! * `user-<hash of the user id>` holds at most one `UserIdLinked`: which
+//!   customer a source's `userId` names (first link wins; the user id itself
+//!   is not stored, it may be an email address).
+//! * The customer's own stream records `CustomersMerged`, which the
+//!   projections and the journey engine follow.
+
+use crate::customer::{CommandError, CustomerCommand, CustomerService, RecordMerge};
+use crate::event::{envelopes, CommandMeta, DomainEvent, EventEnvelope};
+use crate::ports::{AppendError, AppendRequest, EventStore, ExpectedVersion, StoreError};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+
+/// The events of identity streams.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(tag = "type", content = "data")]
+pub enum IdentityEvent {
+    /// The anonymous profile belongs to `customer_id` from now on.
+    AnonymousProfileMerged { customer_id: String },
+    /// A source's user id names `customer_id`.
+    UserIdLinked { customer_id: String },
+}
+
+impl DomainEvent for IdentityEvent {
+    fn schema_version(_event_type: &str) -> u32 {
+        1
+    }
+}
+
+/// Every event type of identity streams.
+pub const IDENTITY_EVENT_TYPES: &[&str] = &["AnonymousProfileMerged", "UserIdLinked"];
+
+fn digest(domain: &str, value: &str) -> [u8; 32] {
+    let mut hash = Sha256::new();
+    hash.update(domain.as_bytes());
+    hash.update([0u8]);
+    hash.update(value.as_bytes());
+    hash.finalize().into()
+}
+
+/// The id of the anonymous profile of `anonymous_id`.
+pub fn anonymous_profile_id(anonymous_id: &str) -> String {
+    let digest = digest("crm-anonymous-profile", anonymous_id);
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_custom_bytes(bytes).into_uuid().to_string()
+}
+
+/// Whether `id` names an anonymous profile (not a registered customer).
+pub fn is_anonymous_profile(id: &str) -> bool {
+    uuid::Uuid::parse_str(id).is_ok_and(|u| u.get_version() == Some(uuid::Version::Custom))
+}
+
+/// The identity stream of an anonymous profile.
+pub fn identity_stream(profile_id: &str) -> String {
+    format!("identity-{profile_id}")
+}
+
+/// The stream naming which customer a user id belongs to.
+pub fn user_stream(user_id: &str) -> String {
+    format!("user-{}", hex::encode(&digest("crm-user-id", user_id)[..16]))
+}
+
+/// The customer of the first event of an identity `stream`, if any.
+async fn owner(store: &dyn EventStore, stream: &str) -> Result<Option<String>, StoreError> {
+    let first = store.read_stream(stream, 0, 1).await?;
+    Ok(first.first().and_then(|e| match IdentityEvent::from_envelope(e) {
+        Ok(IdentityEvent::AnonymousProfileMerged { customer_id } | IdentityEvent::UserIdLinked { customer_id }) => {
+            Some(customer_id)
+        }
+        Err(_) => None,
+    }))
+}
+
+/// The customer an anonymous profile was merged into (strongly consistent:
+/// read from the event store).
+pub async fn merged_into(store: &dyn EventStore, profile_id: &str) -> Result<Option<String>, StoreError> {
+    if !is_anonymous_profile(profile_id) {
+        return Ok(None);
+    }
+    owner(store, &identity_stream(profile_id)).await
+}
+
+/// Who `id` is now: the customer an anonymous profile was merged into, else
+/// `id` itself.
+pub async fn resolve(store: &dyn EventStore, id: &str) -> Result<String, StoreError> {
+    Ok(merged_into(store, id).await?.unwrap_or_else(|| id.to_string()))
+}
+
+/// Why identities were not joined.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum IdentityError {
+    /// The merge or link would join two different known customers.
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Customer(#[from] CommandError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl IdentityError {
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            IdentityError::Refused(_) => false,
+            IdentityError::Customer(e) => e.is_retryable(),
+            IdentityError::Store(e) => e.is_retryable(),
+        }
+    }
+}
+
+/// What a merge did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MergeOutcome {
+    Merged,
+    /// The profile was merged into this customer before: nothing changed.
+    AlreadyMerged,
+}
+
+/// Reads and joins identities.
+#[derive(Clone)]
+pub struct IdentityService {
+    store: Arc<dyn EventStore>,
+    customers: Arc<CustomerService>,
+}
+
+impl IdentityService {
+    pub fn new(store: Arc<dyn EventStore>, customers: Arc<CustomerService>) -> Self {
+        IdentityService { store, customers }
+    }
+
+    async fn owner(&self, stream: &str) -> Result<Option<String>, StoreError> {
+        owner(self.store.as_ref(), stream).await
+    }
+
+    /// The customer an anonymous profile was merged into.
+    pub async fn merged_into(&self, profile_id: &str) -> Result<Option<String>, StoreError> {
+        merged_into(self.store.as_ref(), profile_id).await
+    }
+
+    /// Who `id` is now (see [`resolve`]).
+    pub async fn resolve(&self, id: &str) -> Result<String, StoreError> {
+        resolve(self.store.as_ref(), id).await
+    }
+
+    /// The customer a user id was linked to.
+    pub async fn customer_of_user(&self, user_id: &str) -> Result<Option<String>, StoreError> {
+        self.owner(&user_stream(user_id)).await
+    }
+
+    /// Appends the one event of an identity stream; `Ok(None)` when the
+    /// stream already had it, `Ok(Some(owner))` naming the owner then.
+    async fn claim(
+        &self,
+        stream: &str,
+        event: IdentityEvent,
+        customer_id: &str,
+        meta: &CommandMeta,
+        now: DateTime<Utc>,
+    ) -> Result<Option<String>, IdentityError> {
+        let events = envelopes(stream, Some(customer_id), &[event], meta, now)
+            .map_err(|e| IdentityError::Store(StoreError::Failed(e.to_string())))?;
+        match self
+            .store
+            .append(AppendRequest {
+                stream_id: stream.to_string(),
+                expected: ExpectedVersion::NoStream,
+                events,
+                reservations: Vec::new(),
+                receipt: None,
+            })
+            .await
+        {
+            Ok(_) => Ok(None),
+            Err(AppendError::Conflict { .. }) => {
+                Ok(Some(self.owner(stream).await?.ok_or_else(|| {
+                    StoreError::Failed(format!("{stream} exists but names no customer"))
+                })?))
+            }
+            Err(AppendError::Store(e)) => Err(e.into()),
+            Err(other) => Err(IdentityError::Store(StoreError::Failed(other.to_string()))),
+        }
+    }
+
+    /// Links `user_id` to `customer_id` (once; linking it again to the same
+    /// customer is a no-op, to another one is refused).
+    pub async fn link_user(&self, user_id: &str, customer_id: &str, meta: &CommandMeta) -> Result<(), IdentityError> {
+        let event = IdentityEvent::UserIdLinked {
+            customer_id: customer_id.to_string(),
+        };
+        match self
+            .claim(&user_stream(user_id), event, customer_id, meta, self.customers.now())
+            .await?
+        {
+            Some(owner) if owner != customer_id => Err(IdentityError::Refused(format!(
+                "userId already belongs to customer {owner}"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Merges the anonymous profile into the customer: once, and never into
+    /// a second customer.
+    pub async fn merge(
+        &self,
+        profile_id: &str,
+        customer_id: &str,
+        meta: &CommandMeta,
+    ) -> Result<MergeOutcome, IdentityError> {
+        if !is_anonymous_profile(profile_id) {
+            return Err(IdentityError::Refused(format!(
+                "{profile_id} is a known customer: two known customers are never merged"
+            )));
+        }
+        let event = IdentityEvent::AnonymousProfileMerged {
+            customer_id: customer_id.to_string(),
+        };
+        let outcome = match self
+            .claim(
+                &identity_stream(profile_id),
+                event,
+                customer_id,
+                meta,
+                self.customers.now(),
+            )
+            .await?
+        {
+            None => MergeOutcome::Merged,
+            Some(owner) if owner == customer_id => MergeOutcome::AlreadyMerged,
+            Some(owner) => {
+                return Err(IdentityError::Refused(format!(
+                    "the anonymous profile was merged into customer {owner} already: \
+                     it would join two different known customers"
+                )))
+            }
+        };
+        // The customer's side (idempotent: finishes an interrupted merge too).
+        let respond = |_: &crate::customer::Customer, _: &[EventEnvelope]| (200, serde_json::Value::Null);
+        let command = CustomerCommand::RecordMerge(RecordMerge {
+            profile_id: profile_id.to_string(),
+        });
+        self.customers
+            .execute(customer_id, &command, meta, None, &respond)
+            .await?;
+        Ok(outcome)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,214 @@
+use super::*;
+use crate::clock::{Clock, VirtualClock};
+use crate::testing::{registration, test_time, InMemoryEventStore, InMemoryScheduler};
+use serde_json::json;
+
+struct World {
+    store: Arc<InMemoryEventStore>,
+    clock: Arc<VirtualClock>,
+    customers: Arc<CustomerService>,
+    ingestion: Ingestion,
+}
+
+fn world() -> World {
+    let store = Arc::new(InMemoryEventStore::default());
+    let clock = Arc::new(VirtualClock::starting_at(test_time()));
+    let scheduler = Arc::new(InMemoryScheduler::default());
+    let customers = Arc::new(CustomerService::new(store.clone(), clock.clone()));
+    let ingestion = Ingestion::new(
+        store.clone(),
+        customers.clone(),
+        Arc::new(CartService::new(store.clone(), clock.clone(), scheduler.clone())),
+        Arc::new(OrderService::new(store.clone(), clock.clone(), scheduler)),
+        IngestSettings::default(),
+    );
+    World {
+        store,
+        clock,
+        customers,
+        ingestion,
+    }
+}
+
+impl World {
+    async fn send(&self, body: Value) -> Result<Accepted, IngestError> {
+        let message = SegmentMessage::parse(&body, None, self.clock.now())?;
+        self.ingestion.ingest("web", &message).await
+    }
+
+    async fn count(&self) -> usize {
+        self.store.read_all(None, 10_000).await.expect("read").events.len()
+    }
+
+    async fn register(&self, id: &str, email: &str) {
+        let respond = |c: &Customer, _: &[EventEnvelope]| (201, json!({ "id": c.id }));
+        self.customers
+            .execute(
+                id,
+                &CustomerCommand::Register(registration(email, "Ada", "L", "UTC")),
+                &CommandMeta::new(Actor::system("t")),
+                None,
+                &respond,
+            )
+            .await
+            .expect("registered");
+    }
+}
+
+const K: &str = "0190a000-0000-7000-8000-0000000000aa";
+
+#[tokio::test]
+async fn anonymous_activity_is_merged_by_identify_and_later_calls_follow() {
+    let w = world();
+    w.register(K, "ada@example.com").await;
+    let anon = anonymous_profile_id("device-1");
+    let page = json!({ "type": "page", "messageId": "m1", "anonymousId": "device-1", "name": "Home",
+        "properties": { "url": "https://shop.example/" } });
+    assert_eq!(w.send(page.clone()).await, Ok(Accepted::Stored { late: false }));
+    let added = json!({ "type": "track", "messageId": "m2", "anonymousId": "device-1", "event": "Product Added",
+        "properties": { "cart_id": "c1", "product_id": "lamp", "name": "Desk lamp", "price": 40, "currency": "EUR" } });
+    assert_eq!(w.send(added).await, Ok(Accepted::Stored { late: false }));
+    let cart = w
+        .store
+        .read_stream(&crate::commerce::stream_id(&derived_id("cart", "web", "c1")), 0, 10)
+        .await
+        .expect("read");
+    assert_eq!(
+        cart.iter().map(|e| e.event_type.as_str()).collect::<Vec<_>>(),
+        ["CartCreated", "ItemAddedToCart"]
+    );
+    assert!(
+        cart.iter().all(|e| e.customer_id.as_deref() == Some(anon.as_str())),
+        "the anonymous profile's cart"
+    );
+
+    // A duplicate appends nothing.
+    let before = w.count().await;
+    assert_eq!(w.send(page).await, Ok(Accepted::Duplicate));
+    assert_eq!(w.count().await, before);
+
+    // identify by email merges the anonymous profile into the customer.
+    let identify = json!({ "type": "identify", "messageId": "m3", "anonymousId": "device-1", "userId": "u-1",
+        "traits": { "email": "ADA@example.com" } });
+    assert_eq!(w.send(identify.clone()).await, Ok(Accepted::Stored { late: false }));
+    assert_eq!(w.ingestion.identity().resolve(&anon).await.expect("resolve"), K);
+    let customer = w.customers.load(K).await.expect("load").expect("customer");
+    assert_eq!(customer.merged_profiles, vec![anon.clone()]);
+    let after_identify = w.count().await;
+    assert_eq!(
+        w.send(identify).await,
+        Ok(Accepted::Stored { late: false }),
+        "identify again: accepted"
+    );
+    assert_eq!(w.count().await, after_identify, "and nothing appended");
+
+    // Later anonymous calls land on the customer.
+    let search = json!({ "type": "track", "messageId": "m4", "anonymousId": "device-1", "event": "Products Searched",
+        "properties": { "query": "lamp" } });
+    w.send(search).await.expect("accepted");
+    let activity = w.store.read_stream(&activity_stream_id(K), 0, 10).await.expect("read");
+    assert_eq!(activity.last().map(|e| e.event_type.as_str()), Some("SearchPerformed"));
+
+    // The user id now names the customer: an order by user id is theirs.
+    let order = json!({ "type": "track", "messageId": "m5", "userId": "u-1", "event": "Order Completed",
+        "properties": { "order_id": "o-1", "currency": "EUR",
+            "shipping_address": { "street": "1 Main St", "city": "Berlin", "postalCode": "10115", "country": "DE" },
+            "products": [{ "product_id": "lamp", "name": "Desk lamp", "price": 40 }] } });
+    assert_eq!(w.send(order.clone()).await, Ok(Accepted::Stored { late: false }));
+    let placed = w
+        .store
+        .read_stream(&format!("order-{}", derived_id("order", "web", "o-1")), 0, 10)
+        .await
+        .expect("read");
+    assert_eq!(placed.first().and_then(|e| e.customer_id.as_deref()), Some(K));
+    let before = w.count().await;
+    assert_eq!(w.send(order).await, Ok(Accepted::Duplicate));
+    assert_eq!(w.count().await, before);
+}
+
+#[tokio::test]
+async fn merges_that_would_join_two_known_customers_are_refused() {
+    let w = world();
+    w.register(K, "ada@example.com").await;
+    let other = "0190a000-0000-7000-8000-0000000000bb";
+    w.register(other, "bea@example.com").await;
+    w.send(json!({ "type": "identify", "messageId": "i1", "anonymousId": "d", "userId": "ada", "traits": { "email": "ada@example.com" } }))
+        .await
+        .expect("first identify");
+    let second = w
+        .send(json!({ "type": "identify", "messageId": "i2", "anonymousId": "d", "userId": "bea", "traits": { "email": "bea@example.com" } }))
+        .await;
+    assert!(
+        matches!(&second, Err(IngestError::Rejected(r)) if r.message.contains("two different known customers")),
+        "{second:?}"
+    );
+    let alias = w
+        .send(json!({ "type": "alias", "messageId": "a1", "previousId": "ada", "userId": "bea" }))
+        .await;
+    assert!(
+        matches!(&alias, Err(IngestError::Rejected(r)) if r.field == "previousId"),
+        "{alias:?}"
+    );
+    assert_eq!(
+        w.customers
+            .load(other)
+            .await
+            .expect("load")
+            .expect("bea")
+            .merged_profiles,
+        Vec::<String>::new()
+    );
+}
+
+#[tokio::test]
+async fn identify_creates_a_customer_from_traits_and_late_events_are_flagged() {
+    let w = world();
+    w.send(json!({ "type": "identify", "messageId": "i1", "userId": "crm-user-7",
+        "traits": { "email": "new@example.com", "firstName": "New", "lastName": "Person" },
+        "context": { "ip": "203.0.113.5" } }))
+        .await
+        .expect("created");
+    let customer = w
+        .ingestion
+        .identity()
+        .customer_of_user("crm-user-7")
+        .await
+        .expect("read")
+        .expect("linked");
+    let c = w.customers.load(&customer).await.expect("load").expect("customer");
+    assert_eq!((c.email.as_str(), c.first_name.as_str()), ("new@example.com", "New"));
+    assert!(c.consents.is_empty(), "no consent is inferred");
+
+    let old = (w.clock.now() - Duration::days(30)).to_rfc3339();
+    assert_eq!(
+        w.send(json!({ "type": "track", "messageId": "t1", "userId": "crm-user-7", "event": "Wishlist Shared", "timestamp": old })).await,
+        Ok(Accepted::Stored { late: true })
+    );
+    let activity = w
+        .store
+        .read_stream(&activity_stream_id(&customer), 0, 10)
+        .await
+        .expect("read");
+    assert_eq!(activity[0].event_type, "CustomEvent");
+    assert_eq!(activity[0].data["late"], true);
+    assert_eq!(
+        activity[0].occurred_at.to_rfc3339(),
+        old,
+        "stored at the time it happened"
+    );
+
+    let unknown = w
+        .send(json!({ "type": "track", "messageId": "t2", "userId": "nobody", "event": "X" }))
+        .await;
+    assert!(
+        matches!(&unknown, Err(IngestError::Rejected(r)) if r.field == "userId"),
+        "{unknown:?}"
+    );
+    let no_email = w
+        .send(json!({ "type": "identify", "messageId": "i2", "userId": "nobody", "traits": {} }))
+        .await;
+    assert!(
+        matches!(&no_email, Err(IngestError::Rejected(r)) if r.field == "traits.email"),
+        "{no_email:?}"
+    );
+}
