@@ -111,7 +111,9 @@ async fn an_anonymous_visit_identify_and_order_make_one_customer_and_the_journey
     assert_eq!(attribution.status, 200, "{:?}", attribution.body);
     let touches = attribution.body["touchpoints"].as_array().expect("touchpoints");
     assert!(
-        touches.iter().any(|t| t["channel"] == "email" && t["campaign"] == "winter"),
+        touches
+            .iter()
+            .any(|t| t["channel"] == "email" && t["campaign"] == "winter"),
         "the anonymous visit's touchpoint: {touches:?}"
     );
     let exited: Vec<_> = of_type(&api, "JourneyExited")
@@ -250,4 +252,40 @@ async fn a_batch_takes_each_message_on_its_own_and_write_keys_are_checked() {
         )
         .await;
     assert_eq!(too_big.status, 413, "{:?}", too_big.body);
+}
+
+#[tokio::test]
+async fn a_custom_event_is_checked_against_its_registered_schema() {
+    let api = TestApi::at(start());
+    let schema = json!({ "type": "object", "required": ["video_id"],
+        "properties": { "video_id": { "type": "string" }, "seconds": { "type": "number", "minimum": 0 } } });
+    let registered = api
+        .call("PUT", "/schemas/custom/Video%20Played", Some(&schema.to_string()))
+        .await;
+    assert!(registered.status.is_success(), "{:?}", registered.body);
+
+    let good = json!({ "messageId": "v-1", "anonymousId": "dev-3", "event": "Video Played",
+        "properties": { "video_id": "intro", "seconds": 12 } });
+    assert_eq!(api.segment("track", &good).await.status, 200);
+    let bad = json!({ "messageId": "v-2", "anonymousId": "dev-3", "event": "Video Played",
+        "properties": { "seconds": -3 } });
+    let before = api.all_events().await.len();
+    let refused = api.segment("track", &bad).await;
+    assert_eq!(refused.status, 422, "{:?}", refused.body);
+    let field = refused.body["field"].as_str().unwrap_or_default().to_string();
+    assert!(field.starts_with("properties"), "the failing path: {:?}", refused.body);
+    assert_eq!(api.all_events().await.len(), before, "nothing stored");
+    // In a batch, only that message is refused, with its path.
+    let batch = json!({ "batch": [
+        { "type": "track", "messageId": "v-3", "anonymousId": "dev-3", "event": "Video Played", "properties": { "video_id": "a" } },
+        { "type": "track", "messageId": "v-4", "anonymousId": "dev-3", "event": "Video Played", "properties": { "video_id": 7 } }
+    ] });
+    let answer = api.segment("batch", &batch).await;
+    assert_eq!(
+        (&answer.body["accepted"], &answer.body["rejected"]),
+        (&json!(1), &json!(1)),
+        "{:?}",
+        answer.body
+    );
+    assert_eq!(answer.body["results"][1]["field"], "batch[1].properties.video_id");
 }
