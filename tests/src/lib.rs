@@ -197,6 +197,15 @@ impl TestApi {
         cart_id
     }
 
+    /// Every stored event of one type, in store order.
+    pub async fn events_of_type(&self, event_type: &str) -> Vec<crm_core::event::EventEnvelope> {
+        self.all_events()
+            .await
+            .into_iter()
+            .filter(|e| e.event_type == event_type)
+            .collect()
+    }
+
     /// Every stored event, in store order.
     pub async fn all_events(&self) -> Vec<crm_core::event::EventEnvelope> {
         let mut out = Vec::new();
@@ -239,4 +248,11 @@ pub fn registration(email: &str) -> String {
         "locale": "en-US"
     })
     .to_string()
+}
+
+/// An RFC 3339 instant, for a test's virtual clock.
+pub fn time(rfc3339: &str) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .expect("an RFC 3339 time")
 }

@@ -7,9 +7,7 @@ use crm_tests::TestApi;
 use serde_json::json;
 
 fn start() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339("2026-11-23T09:00:00Z")
-        .map(|t| t.with_timezone(&Utc))
-        .unwrap_or_default()
+    crm_tests::time("2026-11-23T09:00:00Z")
 }
 
 /// The payloads of the timers that name `customer_id`.

@@ -24,9 +24,7 @@ const PLAIN: &[&str] = &[
 ];
 
 fn start() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339("2026-11-23T09:00:00Z")
-        .map(|t| t.with_timezone(&Utc))
-        .unwrap_or_default()
+    crm_tests::time("2026-11-23T09:00:00Z")
 }
 
 /// What the proof ledger holds about the erased address.

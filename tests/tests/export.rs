@@ -17,9 +17,7 @@ use tower::ServiceExt;
 const EMAIL: &str = "export.me@shop.example";
 
 fn start() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339("2026-11-23T09:00:00Z")
-        .map(|t| t.with_timezone(&Utc))
-        .unwrap_or_default()
+    crm_tests::time("2026-11-23T09:00:00Z")
 }
 
 /// Whether a stored event is about `id`: it names them, or it is in a

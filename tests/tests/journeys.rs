@@ -9,22 +9,12 @@ use crm_tests::{registration, TestApi};
 use serde_json::{json, Value};
 
 fn start() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339("2026-11-23T09:00:00Z")
-        .map(|t| t.with_timezone(&Utc))
-        .unwrap_or_default()
-}
-
-async fn of_type(api: &TestApi, event_type: &str) -> Vec<crm_core::event::EventEnvelope> {
-    api.all_events()
-        .await
-        .into_iter()
-        .filter(|e| e.event_type == event_type)
-        .collect()
+    crm_tests::time("2026-11-23T09:00:00Z")
 }
 
 /// The messages the abandoned-cart campaign asked for.
 async fn cart_messages(api: &TestApi) -> Vec<crm_core::event::EventEnvelope> {
-    of_type(api, "MessageRequested")
+    api.events_of_type("MessageRequested")
         .await
         .into_iter()
         .filter(|e| e.data["campaign_id"] == "abandoned-cart")
@@ -69,11 +59,11 @@ async fn abandoned_cart_reminds_once_after_the_wait_and_an_order_ends_the_journe
     );
     api.advance_minutes(59).await;
     assert!(
-        of_type(&api, "CartAbandoned").await.is_empty(),
+        api.events_of_type("CartAbandoned").await.is_empty(),
         "59 minutes after the last activity: still open"
     );
     api.advance_minutes(1).await;
-    let abandoned = of_type(&api, "CartAbandoned").await;
+    let abandoned = api.events_of_type("CartAbandoned").await;
     assert_eq!(abandoned.len(), 1, "abandoned 60 minutes after the last activity");
     assert_eq!(abandoned[0].data["total_value_minor"], 6500);
 
@@ -81,7 +71,8 @@ async fn abandoned_cart_reminds_once_after_the_wait_and_an_order_ends_the_journe
     // crash before its cursor moved): still exactly one instance.
     api.runtime.bus.rewind("campaign", 0).await.expect("rewind");
     api.runtime.bus.settle().await.expect("redeliver");
-    let starts: Vec<_> = of_type(&api, "JourneyStarted")
+    let starts: Vec<_> = api
+        .events_of_type("JourneyStarted")
         .await
         .into_iter()
         .filter(|e| e.data["campaign_id"] == "abandoned-cart")
@@ -135,7 +126,8 @@ async fn abandoned_cart_reminds_once_after_the_wait_and_an_order_ends_the_journe
         .await
         .expect("order placed");
     api.runtime.bus.settle().await.expect("settle");
-    let exited: Vec<_> = of_type(&api, "JourneyExited")
+    let exited: Vec<_> = api
+        .events_of_type("JourneyExited")
         .await
         .into_iter()
         .filter(|e| e.data["rule"] == "order-placed")
@@ -148,7 +140,8 @@ async fn abandoned_cart_reminds_once_after_the_wait_and_an_order_ends_the_journe
     api.advance_minutes(24 * 60).await;
     assert_eq!(cart_messages(&api).await.len(), 1, "no final offer");
     // Meanwhile the registration's own journey asked for the verification email.
-    assert!(of_type(&api, "MessageRequested")
+    assert!(api
+        .events_of_type("MessageRequested")
         .await
         .iter()
         .any(|e| e.data["template"] == "email-verification"));

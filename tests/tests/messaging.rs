@@ -3,22 +3,11 @@
 //! once, and a one-click unsubscribe stops the very next marketing message.
 
 use chrono::{DateTime, Duration, Utc};
-use crm_core::event::EventEnvelope;
 use crm_tests::TestApi;
 use serde_json::json;
 
 fn start() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339("2026-11-23T15:00:00Z")
-        .map(|t| t.with_timezone(&Utc))
-        .unwrap_or_default()
-}
-
-async fn of_type(api: &TestApi, event_type: &str) -> Vec<EventEnvelope> {
-    api.all_events()
-        .await
-        .into_iter()
-        .filter(|e| e.event_type == event_type)
-        .collect()
+    crm_tests::time("2026-11-23T15:00:00Z")
 }
 
 /// Registers a customer and abandons a cart worth 65 EUR: returns the customer id.
@@ -54,7 +43,7 @@ async fn the_cart_reminder_arrives_rendered_once_and_one_click_stops_the_final_o
         reminder.header("List-Unsubscribe-Post"),
         Some("List-Unsubscribe=One-Click")
     );
-    let sent = of_type(&api, "MessageSent").await;
+    let sent = api.events_of_type("MessageSent").await;
     assert_eq!(sent.len(), 2);
 
     // The local mail viewer lists both and shows the reminder rendered.
@@ -80,7 +69,7 @@ async fn the_cart_reminder_arrives_rendered_once_and_one_click_stops_the_final_o
     api.runtime.bus.rewind("channel", 0).await.expect("rewind");
     api.runtime.bus.settle().await.expect("redeliver");
     assert_eq!(api.runtime.mail.list().await.expect("mail").len(), 2);
-    assert_eq!(of_type(&api, "MessageClaimed").await.len(), 2);
+    assert_eq!(api.events_of_type("MessageClaimed").await.len(), 2);
 
     // The mail client's one-click POST to the List-Unsubscribe URL.
     let header = reminder.header("List-Unsubscribe").expect("List-Unsubscribe");
@@ -91,13 +80,14 @@ async fn the_cart_reminder_arrives_rendered_once_and_one_click_stops_the_final_o
 
     // The final offer, 24 h later, is suppressed: no consent any more.
     api.advance_minutes(24 * 60).await;
-    let offers: Vec<_> = of_type(&api, "MessageRequested")
+    let offers: Vec<_> = api
+        .events_of_type("MessageRequested")
         .await
         .into_iter()
         .filter(|e| e.data["template"] == "abandoned-cart-final-offer")
         .collect();
     assert_eq!(offers.len(), 1, "the journey asked for the final offer");
-    let suppressed = of_type(&api, "MessageSuppressed").await;
+    let suppressed = api.events_of_type("MessageSuppressed").await;
     assert_eq!(suppressed.len(), 1, "{suppressed:?}");
     assert_eq!(suppressed[0].data["reason"], "no-consent");
     assert_eq!(suppressed[0].data["customer_id"], customer_id.as_str());
@@ -138,7 +128,7 @@ async fn quiet_hours_defer_the_reminder_to_their_end_in_the_customers_time_zone(
     // The reminder is requested at 17:00 UTC = 12:00 New York: deferred to 13:30 local.
     api.advance_minutes(60).await;
     api.advance_minutes(60).await;
-    let deferred = of_type(&api, "MessageDeferred").await;
+    let deferred = api.events_of_type("MessageDeferred").await;
     assert_eq!(deferred.len(), 1);
     assert_eq!(deferred[0].data["until"], "2026-11-23T18:30:00Z");
     assert_eq!(
@@ -184,7 +174,7 @@ async fn the_demo_sends_welcome_reminder_and_confirmation_with_working_unsubscri
     assert_eq!(page.status, 200, "the preference centre opens from the link");
     let answer = api.post_form(path, "List-Unsubscribe=One-Click").await;
     assert_eq!(answer.status, 200);
-    let revoked = of_type(&api, "ConsentRevoked").await;
+    let revoked = api.events_of_type("ConsentRevoked").await;
     assert_eq!(revoked.len(), 1);
     assert_eq!(revoked[0].data["method"], "one-click");
 }

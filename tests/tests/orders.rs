@@ -11,9 +11,7 @@ use crm_tests::{registration, Answer, TestApi};
 use serde_json::{json, Value};
 
 fn start() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339("2026-11-23T15:00:00Z")
-        .map(|t| t.with_timezone(&Utc))
-        .unwrap_or_default()
+    crm_tests::time("2026-11-23T15:00:00Z")
 }
 
 async fn customer(api: &TestApi) -> String {

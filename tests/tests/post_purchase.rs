@@ -13,9 +13,7 @@ use serde_json::{json, Value};
 
 /// Monday 2026-11-23 15:00 UTC (10:00 in New York, the customer's time zone).
 fn start() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339("2026-11-23T15:00:00Z")
-        .map(|t| t.with_timezone(&Utc))
-        .unwrap_or_default()
+    crm_tests::time("2026-11-23T15:00:00Z")
 }
 
 async fn advance(api: &TestApi, by: Duration) -> DateTime<Utc> {

@@ -7,7 +7,6 @@
 use chrono::{DateTime, Utc};
 use crm_core::consent::proof::{identifier_proof, PROOF_LEDGER};
 use crm_core::consent::Channel;
-use crm_core::event::EventEnvelope;
 use crm_core::privacy::{HashedIdentifier, IdentifierKind};
 use crm_tests::TestApi;
 use serde_json::json;
@@ -15,17 +14,7 @@ use serde_json::json;
 const EMAIL: &str = "opted.out@shop.example";
 
 fn start() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339("2026-11-23T09:00:00Z")
-        .map(|t| t.with_timezone(&Utc))
-        .unwrap_or_default()
-}
-
-async fn of_type(api: &TestApi, event_type: &str) -> Vec<EventEnvelope> {
-    api.all_events()
-        .await
-        .into_iter()
-        .filter(|e| e.event_type == event_type)
-        .collect()
+    crm_tests::time("2026-11-23T09:00:00Z")
 }
 
 #[tokio::test]
@@ -89,13 +78,14 @@ async fn an_erased_address_is_proven_and_gets_no_marketing_until_it_consents_aga
     api.cart_with_lamps(&mover, 2, 4000).await;
     api.advance_minutes(60).await;
     api.advance_minutes(60).await;
-    let reminders: Vec<_> = of_type(&api, "MessageRequested")
+    let reminders: Vec<_> = api
+        .events_of_type("MessageRequested")
         .await
         .into_iter()
         .filter(|e| e.data["template"] == "abandoned-cart-reminder")
         .collect();
     assert_eq!(reminders.len(), 1, "the journey asked for the reminder");
-    let suppressed = of_type(&api, "MessageSuppressed").await;
+    let suppressed = api.events_of_type("MessageSuppressed").await;
     assert_eq!(suppressed.len(), 1, "{suppressed:?}");
     assert_eq!(suppressed[0].data["reason"], "erased-address");
     assert_eq!(suppressed[0].data["message_id"], reminders[0].data["message_id"]);
@@ -122,7 +112,8 @@ async fn an_erased_address_is_proven_and_gets_no_marketing_until_it_consents_aga
     api.cart_with_lamps(&mover, 1, 6000).await;
     api.advance_minutes(60).await;
     api.advance_minutes(60).await;
-    let reminders: Vec<_> = of_type(&api, "MessageRequested")
+    let reminders: Vec<_> = api
+        .events_of_type("MessageRequested")
         .await
         .into_iter()
         .filter(|e| e.data["template"] == "abandoned-cart-reminder")
@@ -135,5 +126,5 @@ async fn an_erased_address_is_proven_and_gets_no_marketing_until_it_consents_aga
         "the second reminder went to the address: {:?}",
         mail.iter().map(|m| (&m.message_id, &m.recipient)).collect::<Vec<_>>()
     );
-    assert_eq!(of_type(&api, "MessageSuppressed").await.len(), 1);
+    assert_eq!(api.events_of_type("MessageSuppressed").await.len(), 1);
 }

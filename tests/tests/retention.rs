@@ -15,9 +15,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 fn start() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339("2026-06-01T09:00:00Z")
-        .map(|t| t.with_timezone(&Utc))
-        .unwrap_or_default()
+    crm_tests::time("2026-06-01T09:00:00Z")
 }
 
 async fn paid_order(api: &TestApi, customer_id: &str, total: i64) {

@@ -5,7 +5,6 @@
 //! reaches them, and their order ends it.
 
 use chrono::{DateTime, Utc};
-use crm_core::event::EventEnvelope;
 use crm_tests::TestApi;
 use serde_json::json;
 
@@ -13,17 +12,7 @@ const EMAIL: &str = "visitor@shop.example";
 const ANON: &str = "0a1b2c3d-anon-device";
 
 fn start() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339("2026-11-23T15:00:00Z")
-        .map(|t| t.with_timezone(&Utc))
-        .unwrap_or_default()
-}
-
-async fn of_type(api: &TestApi, event_type: &str) -> Vec<EventEnvelope> {
-    api.all_events()
-        .await
-        .into_iter()
-        .filter(|e| e.event_type == event_type)
-        .collect()
+    crm_tests::time("2026-11-23T15:00:00Z")
 }
 
 #[tokio::test]
@@ -54,7 +43,7 @@ async fn an_anonymous_visit_identify_and_order_make_one_customer_and_the_journey
 
     // An hour of inactivity: the anonymous cart is abandoned and the journey starts.
     api.advance_minutes(60).await;
-    let started = of_type(&api, "JourneyStarted").await;
+    let started = api.events_of_type("JourneyStarted").await;
     let cart_journey: Vec<_> = started
         .iter()
         .filter(|e| e.data["campaign_id"] == "abandoned-cart")
@@ -68,7 +57,7 @@ async fn an_anonymous_visit_identify_and_order_make_one_customer_and_the_journey
         "traits": { "email": EMAIL } });
     let answer = api.segment("identify", &identify).await;
     assert_eq!(answer.status, 200, "{:?}", answer.body);
-    let merged = of_type(&api, "CustomersMerged").await;
+    let merged = api.events_of_type("CustomersMerged").await;
     assert_eq!(merged.len(), 1);
     assert_eq!(merged[0].customer_id.as_deref(), Some(customer.as_str()));
     // Merging twice changes nothing.
@@ -79,7 +68,7 @@ async fn an_anonymous_visit_identify_and_order_make_one_customer_and_the_journey
         )
         .await;
     assert_eq!(again.status, 200, "{:?}", again.body);
-    assert_eq!(of_type(&api, "CustomersMerged").await.len(), 1);
+    assert_eq!(api.events_of_type("CustomersMerged").await.len(), 1);
 
     // The journey's hour passes: the reminder reaches the customer.
     api.advance_minutes(60).await;
@@ -102,7 +91,7 @@ async fn an_anonymous_visit_identify_and_order_make_one_customer_and_the_journey
             "products": [{ "product_id": "lamp", "name": "Desk lamp", "price": 65, "quantity": 1 }] } });
     let answer = api.segment("track", &order).await;
     assert_eq!(answer.status, 200, "{:?}", answer.body);
-    let placed = of_type(&api, "OrderPlaced").await;
+    let placed = api.events_of_type("OrderPlaced").await;
     assert_eq!(placed.len(), 1);
     assert_eq!(placed[0].customer_id.as_deref(), Some(customer.as_str()));
     // The visit's campaign (utm of the anonymous page view) gets the credit.
@@ -116,14 +105,16 @@ async fn an_anonymous_visit_identify_and_order_make_one_customer_and_the_journey
             .any(|t| t["channel"] == "email" && t["campaign"] == "winter"),
         "the anonymous visit's touchpoint: {touches:?}"
     );
-    let exited: Vec<_> = of_type(&api, "JourneyExited")
+    let exited: Vec<_> = api
+        .events_of_type("JourneyExited")
         .await
         .into_iter()
         .filter(|e| e.stream_id == cart_journey[0].stream_id)
         .collect();
     assert_eq!(exited.len(), 1, "the order ended the anonymous journey");
     api.advance_minutes(24 * 60).await;
-    let offers = of_type(&api, "MessageRequested")
+    let offers = api
+        .events_of_type("MessageRequested")
         .await
         .into_iter()
         .filter(|e| e.data["template"] == "abandoned-cart-final-offer")
