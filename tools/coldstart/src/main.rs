@@ -1,0 +1,438 @@
+//! `coldstart`: each Lambda function's release binary (target/lambda/<name>/bootstrap,
+//! as `cargo lambda build --release` makes it) started against a minimal
+//! Runtime API on 127.0.0.1, several times; prints the median figures as a
+//! table (or JSON) next to the targets of issue 9. Reports, asserts nothing.
+
+use crm_coldstart::{measure, stripped_size, Run, Sample, Stats};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+const FUNCTIONS: &[&str] = &[
+    "api",
+    "relay",
+    "projector",
+    "consent",
+    "campaign",
+    "channel",
+    "segments",
+];
+
+/// The sample event of each function (under --events-dir); `None`: `{}` (a scheduled invocation).
+fn default_event(function: &str) -> Option<&'static str> {
+    match function {
+        "api" => Some("api/02-get-customer.json"),
+        "relay" => Some("relay/stream-batch.json"),
+        "projector" => Some("projector/customer-registered.json"),
+        "consent" => Some("consent/consent-granted.json"),
+        "campaign" => Some("campaign/cart-abandoned.json"),
+        "channel" => Some("channel/message-requested.json"),
+        _ => None,
+    }
+}
+
+const TARGET_READY_MS: f64 = 10.0;
+const TARGET_STRIPPED_MB: f64 = 8.0;
+const TARGET_PEAK_MB: f64 = 30.0;
+
+const USAGE: &str = "\
+usage: coldstart [options] [FUNCTION...]
+  FUNCTION            api relay projector consent campaign channel segments (default: all)
+  --lambda-dir DIR    where `cargo lambda build --release` put the binaries (default target/lambda)
+  --events-dir DIR    sample events (default events)
+  --event NAME=FILE   the invocation of NAME (default: a sample event of events/NAME/)
+  --iterations N      cold starts per function (default 5)
+  --aws-endpoint URL  AWS_ENDPOINT_URL of the functions (default: a closed port on 127.0.0.1,
+                      every AWS call fails at once; e.g. a moto server)
+  --env KEY=VALUE     one more environment variable of every function (repeatable)
+  --timeout-ms MS     wait for ready, and then for the first response, at most this long (default 10000)
+  --json [FILE]       JSON instead of the table (to FILE, or stdout)";
+
+struct Options {
+    functions: Vec<String>,
+    lambda_dir: PathBuf,
+    events_dir: PathBuf,
+    events: Vec<(String, PathBuf)>,
+    iterations: usize,
+    aws_endpoint: Option<String>,
+    env: Vec<(String, String)>,
+    timeout: Duration,
+    json: Option<Option<PathBuf>>,
+}
+
+fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
+    let mut o = Options {
+        functions: Vec::new(),
+        lambda_dir: "target/lambda".into(),
+        events_dir: "events".into(),
+        events: Vec::new(),
+        iterations: 5,
+        aws_endpoint: None,
+        env: Vec::new(),
+        timeout: Duration::from_secs(10),
+        json: None,
+    };
+    let mut args = args.into_iter().peekable();
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
+        let pair = |v: String, name: &str| {
+            v.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or(format!("{name} takes KEY=VALUE, not {v:?}"))
+        };
+        match arg.as_str() {
+            "-h" | "--help" => return Err(String::new()),
+            "--lambda-dir" => o.lambda_dir = value(&arg)?.into(),
+            "--events-dir" => o.events_dir = value(&arg)?.into(),
+            "--event" => {
+                let (k, v) = pair(value(&arg)?, &arg)?;
+                o.events.push((k, v.into()));
+            }
+            "--iterations" => {
+                o.iterations = value(&arg)?
+                    .parse()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or("--iterations takes a positive number")?
+            }
+            "--aws-endpoint" => o.aws_endpoint = Some(value(&arg)?),
+            "--env" => o.env.push(pair(value(&arg)?, &arg)?),
+            "--timeout-ms" => {
+                o.timeout = Duration::from_millis(
+                    value(&arg)?
+                        .parse()
+                        .map_err(|_| "--timeout-ms takes a number of milliseconds")?,
+                )
+            }
+            "--json" => {
+                let file = if args.peek().is_some_and(|a| !a.starts_with('-') && a.ends_with(".json")) {
+                    args.next().map(PathBuf::from)
+                } else {
+                    None
+                };
+                o.json = Some(file);
+            }
+            f if FUNCTIONS.contains(&f) => o.functions.push(f.to_string()),
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    if o.functions.is_empty() {
+        o.functions = FUNCTIONS.iter().map(|f| f.to_string()).collect();
+    }
+    Ok(o)
+}
+
+/// A port nothing listens on: every AWS call is refused at once.
+fn closed_port_endpoint() -> Result<String, String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("cannot bind 127.0.0.1: {e}"))?;
+    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+    drop(listener);
+    Ok(format!("http://127.0.0.1:{port}"))
+}
+
+/// What every function needs to start (scripts/test's Lambda smoke sets the same),
+/// the Lambda variables lambda_runtime reads, and static test credentials.
+fn base_env(function: &str, endpoint: &str) -> Vec<(String, String)> {
+    let account = "123456789012";
+    [
+        ("AWS_LAMBDA_FUNCTION_NAME", function.to_string()),
+        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256".into()),
+        ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".into()),
+        ("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{function}")),
+        ("AWS_LAMBDA_LOG_STREAM_NAME", "coldstart".into()),
+        ("AWS_REGION", "us-east-1".into()),
+        ("AWS_DEFAULT_REGION", "us-east-1".into()),
+        ("AWS_ACCESS_KEY_ID", "test".into()),
+        ("AWS_SECRET_ACCESS_KEY", "test".into()),
+        ("AWS_SESSION_TOKEN", "test".into()),
+        ("AWS_EC2_METADATA_DISABLED", "true".into()),
+        ("AWS_MAX_ATTEMPTS", "1".into()),
+        ("AWS_ENDPOINT_URL", endpoint.to_string()),
+        ("RUST_LOG", "info".into()),
+        ("EVENTS_TABLE", "crm-events".into()),
+        ("READ_MODELS_TABLE", "crm-read-models".into()),
+        ("KEYS_TABLE", "crm-keys".into()),
+        (
+            "DATA_KEYS_KMS_KEY_ID",
+            format!("arn:aws:kms:us-east-1:{account}:key/11111111-2222-3333-4444-555555555555"),
+        ),
+        ("EVENT_BUS_NAME", "crm".into()),
+        (
+            "EVENT_BUS_ARN",
+            format!("arn:aws:events:us-east-1:{account}:event-bus/crm"),
+        ),
+        (
+            "DEAD_LETTER_QUEUE_URL",
+            format!("{endpoint}/{account}/crm-dead-letters"),
+        ),
+        ("SCHEDULE_GROUP", "crm-timers".into()),
+        (
+            "SCHEDULER_ROLE_ARN",
+            format!("arn:aws:iam::{account}:role/crm-scheduler"),
+        ),
+        ("UNSUBSCRIBE_SECRET", "coldstart-unsubscribe-secret".into()),
+        ("IDENTIFIER_HASH_SECRET", "coldstart-identifier-secret".into()),
+        ("INGEST_WRITE_KEYS", "coldstart:wk_coldstart_0123456789".into()),
+        ("PUBLIC_BASE_URL", "https://crm.example.com".into()),
+        ("SES_CONFIGURATION_SET", "crm-messages".into()),
+        ("FROM_ADDRESS", "Shop <news@shop.example.com>".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+struct Report {
+    function: String,
+    binary: PathBuf,
+    size: u64,
+    stripped: Option<u64>,
+    samples: Vec<Sample>,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn mb(bytes: f64) -> f64 {
+    bytes / (1024.0 * 1024.0)
+}
+
+impl Report {
+    fn ready(&self) -> Option<Stats> {
+        Stats::of(self.samples.iter().filter_map(|s| s.ready.map(ms)))
+    }
+    fn first_response(&self) -> Option<Stats> {
+        Stats::of(self.samples.iter().filter_map(|s| s.first_response.map(ms)))
+    }
+    fn peak_mib(&self) -> Option<Stats> {
+        Stats::of(
+            self.samples
+                .iter()
+                .filter_map(|s| s.peak_rss_kib.map(|k| k as f64 / 1024.0)),
+        )
+    }
+    /// The outcomes, e.g. "error x5".
+    fn outcomes(&self) -> String {
+        let mut counts: Vec<(&str, usize)> = Vec::new();
+        for s in &self.samples {
+            match counts.iter_mut().find(|(l, _)| *l == s.outcome.label()) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((s.outcome.label(), 1)),
+            }
+        }
+        counts
+            .iter()
+            .map(|(l, n)| format!("{l} x{n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+    fn targets(&self) -> Vec<&'static str> {
+        let mut missed = Vec::new();
+        if self.ready().is_none_or(|s| s.median >= TARGET_READY_MS) {
+            missed.push("ready");
+        }
+        if mb(self.stripped.unwrap_or(self.size) as f64) > TARGET_STRIPPED_MB {
+            missed.push("size");
+        }
+        if self.peak_mib().is_none_or(|s| s.median >= TARGET_PEAK_MB) {
+            missed.push("peak");
+        }
+        missed
+    }
+    fn json(&self) -> Value {
+        let stats = |s: Option<Stats>| s.map(|s| json!({"median": s.median, "min": s.min, "max": s.max}));
+        json!({
+            "function": self.function,
+            "binary": self.binary,
+            "size_bytes": self.size,
+            "stripped_bytes": self.stripped,
+            "ready_ms": stats(self.ready()),
+            "first_response_ms": stats(self.first_response()),
+            "peak_rss_mib": stats(self.peak_mib()),
+            "outcomes": self.outcomes(),
+            "targets_missed": self.targets(),
+            "samples": self.samples.iter().map(|s| json!({
+                "ready_ms": s.ready.map(ms),
+                "first_response_ms": s.first_response.map(ms),
+                "peak_rss_kib": s.peak_rss_kib,
+                "outcome": s.outcome.label(),
+                "body": s.outcome.body().chars().take(300).collect::<String>(),
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
+fn machine() -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+        })
+        .unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|k| k.trim().to_string())
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    json!({"cpu": cpu, "cores": cores, "kernel": kernel})
+}
+
+fn run(o: &Options) -> Result<Vec<Report>, String> {
+    let scratch = tempfile_dir()?;
+    let endpoint = match &o.aws_endpoint {
+        Some(e) => e.clone(),
+        None => closed_port_endpoint()?,
+    };
+    let mut reports = Vec::new();
+    for function in &o.functions {
+        let binary = o.lambda_dir.join(function).join("bootstrap");
+        let size = std::fs::metadata(&binary)
+            .map_err(|e| {
+                format!(
+                    "{}: {e} (build the functions first: cargo lambda build --release)",
+                    binary.display()
+                )
+            })?
+            .len();
+        let event = match o.events.iter().find(|(f, _)| f == function) {
+            Some((_, path)) => Some(path.clone()),
+            None => default_event(function).map(|p| o.events_dir.join(p)),
+        };
+        let event = match event {
+            Some(path) => std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?,
+            None => b"{}".to_vec(),
+        };
+        let mut env = base_env(function, &endpoint);
+        env.extend(o.env.iter().cloned());
+        let spec = Run {
+            binary: binary.clone(),
+            event,
+            env,
+            log: scratch.join(format!("{function}.log")),
+            timeout: o.timeout,
+        };
+        let mut samples = Vec::new();
+        for i in 0..o.iterations {
+            let sample = measure(&spec).map_err(|e| format!("{function}: {e}"))?;
+            if sample.ready.is_none() && i == 0 {
+                let log = std::fs::read_to_string(&spec.log).unwrap_or_default();
+                eprintln!(
+                    "{function}: never asked for an invocation ({}); its output:\n{}",
+                    sample.outcome.label(),
+                    log.lines()
+                        .rev()
+                        .take(20)
+                        .collect::<Vec<_>>()
+                        .into_iter()
+                        .rev()
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                );
+            }
+            samples.push(sample);
+        }
+        reports.push(Report {
+            function: function.clone(),
+            stripped: stripped_size(&binary, &scratch),
+            binary,
+            size,
+            samples,
+        });
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(reports)
+}
+
+fn tempfile_dir() -> Result<PathBuf, String> {
+    let dir = std::env::temp_dir().join(format!("coldstart-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    Ok(dir)
+}
+
+fn table(reports: &[Report], iterations: usize) -> String {
+    let fmt = |s: Option<Stats>| s.map_or("-".to_string(), |s| format!("{:.1}", s.median));
+    let mut out = format!(
+        "cold start, median of {iterations} (targets: ready < {TARGET_READY_MS} ms, stripped <= {TARGET_STRIPPED_MB} MB, peak < {TARGET_PEAK_MB} MB)\n"
+    );
+    out.push_str(&format!(
+        "{:<10} {:>9} {:>14} {:>9} {:>13} {:>12}  {:<16} {}\n",
+        "function", "ready ms", "1st answer ms", "size MB", "stripped MB", "peak RSS MB", "first answer", "missed"
+    ));
+    for r in reports {
+        let missed = r.targets();
+        out.push_str(&format!(
+            "{:<10} {:>9} {:>14} {:>9.2} {:>13} {:>12}  {:<16} {}\n",
+            r.function,
+            fmt(r.ready()),
+            fmt(r.first_response()),
+            mb(r.size as f64),
+            r.stripped.map_or("-".into(), |s| format!("{:.2}", mb(s as f64))),
+            fmt(r.peak_mib()),
+            r.outcomes(),
+            if missed.is_empty() {
+                "-".to_string()
+            } else {
+                missed.join(",")
+            },
+        ));
+    }
+    out
+}
+
+fn main() -> ExitCode {
+    let options = match parse(std::env::args().skip(1)) {
+        Ok(o) => o,
+        Err(e) => {
+            if !e.is_empty() {
+                eprintln!("coldstart: {e}");
+            }
+            eprintln!("{USAGE}");
+            return if e.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            };
+        }
+    };
+    let reports = match run(&options) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("coldstart: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match &options.json {
+        None => print!("{}", table(&reports, options.iterations)),
+        Some(file) => {
+            let doc = json!({
+                "machine": machine(),
+                "iterations": options.iterations,
+                "aws_endpoint": options.aws_endpoint.as_deref().unwrap_or("closed port on 127.0.0.1"),
+                "targets": {"ready_ms": TARGET_READY_MS, "stripped_mb": TARGET_STRIPPED_MB, "peak_mb": TARGET_PEAK_MB},
+                "functions": reports.iter().map(Report::json).collect::<Vec<_>>(),
+            });
+            let text = match serde_json::to_string_pretty(&doc) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("coldstart: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match file {
+                None => println!("{text}"),
+                Some(path) => {
+                    if let Err(e) = std::fs::write(path, text + "\n") {
+                        eprintln!("coldstart: {}: {e}", path.display());
+                        return ExitCode::FAILURE;
+                    }
+                    print!("{}", table(&reports, options.iterations));
+                }
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
