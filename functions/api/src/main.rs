@@ -52,7 +52,11 @@ async fn main() -> Result<(), lambda_http::Error> {
         Arc::new(DynamoEventStore::new(client.clone(), events_table).with_retention(retention)),
         keys.clone(),
     );
-    let read_models = DynamoReadModels::new(client, read_models_table);
+    let read_models = DynamoReadModels::new(client, read_models_table.clone());
+    // WARM_UP=1: one call at cold start, so the first request skips the TLS handshake (issue 9).
+    if crm_aws::lambda::warm_up_wanted(&|name: &str| std::env::var(name).ok()) {
+        crm_aws::lambda::warm_up(read_models.client(), &read_models_table).await;
+    }
     let scheduler = EventBridgeScheduler::new(
         aws_sdk_scheduler::Client::new(&config),
         schedule_group,

@@ -10,7 +10,7 @@ pub mod handler;
 pub mod testing;
 pub mod timer;
 
-pub use crm_aws::lambda::{identifier_hasher, init_tracing, ConfigError};
+pub use crm_aws::lambda::{identifier_hasher, init_tracing, warm_up, warm_up_wanted, ConfigError};
 pub use handler::{handle, handle_stored, Handled, HandlerError};
 
 use aws_config::BehaviorVersion;
@@ -111,13 +111,15 @@ pub fn scheduler_from_env(aws: &aws_config::SdkConfig) -> Result<EventBridgeSche
 }
 
 /// The whole life of a consumer function: logs, configuration, the AWS
-/// clients (built once, at cold start), the group from `build`, then one
+/// clients (built once, at cold start), with `WARM_UP=1` one warm-up call
+/// ([`crm_aws::lambda::warm_up`]), the group from `build`, then one
 /// [`handle`] per EventBridge event until Lambda stops the runtime.
 pub async fn run(
     build: impl FnOnce(Arc<dyn EventStore>, Arc<dyn ReadModelStore>, Arc<dyn DeadLetterQueue>) -> ConsumerGroup,
 ) -> Result<(), lambda_runtime::Error> {
     init_tracing();
     let config = Config::from_env()?;
+    let read_models_table = config.read_models_table.clone();
     let aws = aws_config::load_defaults(BehaviorVersion::latest()).await;
     let Ports {
         events,
@@ -125,6 +127,9 @@ pub async fn run(
         docs,
         dead_letters,
     } = Ports::new(&aws, config);
+    if warm_up_wanted(&|name: &str| std::env::var(name).ok()) {
+        warm_up(docs.client(), &read_models_table).await;
+    }
     let group = build(events, docs, dead_letters.clone());
     tracing::info!(function = group.name, consumers = ?group.consumer_names(), "consumer function ready");
     let (group, keys, dead_letters) = (&group, keys.as_ref(), dead_letters.as_ref());

@@ -15,6 +15,7 @@ use std::sync::Arc;
 async fn main() -> Result<(), lambda_runtime::Error> {
     crm_bus_consumer::init_tracing();
     let config = Config::from_env()?;
+    let read_models_table = config.read_models_table.clone();
     let aws = aws_config::load_defaults(BehaviorVersion::latest()).await;
     let Ports {
         events,
@@ -22,6 +23,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         docs,
         dead_letters,
     } = Ports::new(&aws, config);
+    // WARM_UP=1: one call at cold start, so the first event skips the TLS handshake (issue 9).
+    if crm_bus_consumer::warm_up_wanted(&|name: &str| std::env::var(name).ok()) {
+        crm_bus_consumer::warm_up(docs.client(), &read_models_table).await;
+    }
     let scheduler = Arc::new(scheduler_from_env(&aws)?);
     let clock = Arc::new(SystemClock);
     let catalog = Arc::new(StoredCatalog::new(events.clone()));
