@@ -296,6 +296,11 @@ impl ConsumerGroup {
         self.consumers.iter().map(Consumer::name).collect()
     }
 
+    /// The group's consumer named `name` (`customer-360`, `consent-ledger`, ...).
+    pub fn consumer(&self, name: &str) -> Option<&Consumer> {
+        self.consumers.iter().find(|c| c.name() == name)
+    }
+
     /// Delivers one event to every consumer. A poison event is parked in the
     /// dead-letter queue with its reason (and handling goes on); a retryable
     /// failure is returned so the caller (Lambda, the local bus) retries the

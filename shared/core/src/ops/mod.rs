@@ -1,0 +1,328 @@
+//! Operations (issue 9): replaying a consumer from the event store, and the
+//! consistency check that folds a sample of streams and compares the result
+//! with the stored projections. Both the local runtime (`crm-local replay`,
+//! `crm-local check`) and the AWS tooling (`crm-ops`) use these.
+
+use crate::consumer::{park_poison, ConsumeError, Consumer, Delivery, Projection, ProjectionError};
+use crate::event::EventEnvelope;
+use crate::ports::{CommitError, DeadLetterQueue, EventExpiry, EventStore, ReadModelStore, ReadOp, StoreError};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+#[cfg(test)]
+mod tests;
+
+/// Events read per page while replaying.
+pub const REPLAY_PAGE: usize = 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpsError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Consume(#[from] ConsumeError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// What one replay did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ReplayReport {
+    /// Events handed to the consumer.
+    pub events: u64,
+    /// Events whose delivery applied something (the others were duplicates).
+    pub applied: u64,
+    /// Events the consumer could not use, parked in the dead-letter queue.
+    pub parked: u64,
+}
+
+impl ReplayReport {
+    pub fn merge(&mut self, other: &ReplayReport) {
+        self.events += other.events;
+        self.applied += other.applied;
+        self.parked += other.parked;
+    }
+}
+
+/// Feeds `events` (in store order) to `consumer`; a poison event is parked in
+/// `dead_letters` with its reason, a retryable failure stops the replay (run
+/// it again: the checkpoints skip what was applied).
+pub async fn feed(
+    consumer: &Consumer,
+    events: &[EventEnvelope],
+    dead_letters: &dyn DeadLetterQueue,
+    now: DateTime<Utc>,
+) -> Result<ReplayReport, OpsError> {
+    let mut report = ReplayReport::default();
+    for event in events {
+        report.events += 1;
+        match consumer.deliver(event).await {
+            Ok(Delivery::Applied { .. }) => report.applied += 1,
+            Ok(Delivery::Duplicate) => {}
+            Err(ConsumeError::Poison { consumer: name, source }) => {
+                park_poison(dead_letters, name, event, source.to_string(), now).await?;
+                report.parked += 1;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(report)
+}
+
+/// Replays every stored event, page by page in store order, into
+/// `consumer` (whose documents and checkpoints the caller cleared first).
+/// `progress` is told the running count of events after each page.
+pub async fn replay(
+    consumer: &Consumer,
+    events: &dyn EventStore,
+    dead_letters: &dyn DeadLetterQueue,
+    now: DateTime<Utc>,
+    progress: &mut (dyn FnMut(u64) + Send),
+) -> Result<ReplayReport, OpsError> {
+    let mut report = ReplayReport::default();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = events.read_all(cursor.as_deref(), REPLAY_PAGE).await?;
+        report.merge(&feed(consumer, &page.events, dead_letters, now).await?);
+        progress(report.events);
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => return Ok(report),
+        }
+    }
+}
+
+/// The projections the consistency check folds: those built from a
+/// customer's own stream alone (the customer 360 and the consent ledger).
+pub fn checked_projections() -> Vec<Arc<dyn Projection>> {
+    vec![
+        Arc::new(crate::customer::views::CustomerProfileProjection),
+        Arc::new(crate::consent::ledger::ConsentLedgerProjection),
+    ]
+}
+
+/// The streams the check folds: customer streams.
+pub const CHECKED_STREAM_PREFIX: &str = "customer-";
+
+/// Up to `n` customer streams, spread over the store: every
+/// `total / n`-th of them (in id order), so repeated checks see the same sample.
+pub async fn sample_streams(store: &dyn EventExpiry, n: usize) -> Result<Vec<String>, StoreError> {
+    let mut all = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = store.streams(CHECKED_STREAM_PREFIX, after.as_deref(), 1000).await?;
+        let Some(last) = page.last().cloned() else { break };
+        all.extend(page);
+        after = Some(last);
+    }
+    if n == 0 || all.len() <= n {
+        return Ok(all);
+    }
+    let step = all.len() / n;
+    Ok(all.into_iter().step_by(step.max(1)).take(n).collect())
+}
+
+/// One document that differs between the fold and the stored read model.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Difference {
+    pub consumer: String,
+    pub stream_id: String,
+    pub partition: String,
+    pub sort: String,
+    /// What folding the stream gives (`None`: the document should not exist).
+    pub expected: Option<serde_json::Value>,
+    /// What is stored (`None`: missing).
+    pub stored: Option<serde_json::Value>,
+}
+
+/// What a consistency check found.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct CheckReport {
+    pub streams: usize,
+    pub documents: usize,
+    pub differences: Vec<Difference>,
+    /// (consumer, stream) pairs skipped because the consumer has not yet
+    /// applied the stream's newest event (lag, not inconsistency).
+    pub behind: Vec<(String, String)>,
+}
+
+impl CheckReport {
+    pub fn is_consistent(&self) -> bool {
+        self.differences.is_empty()
+    }
+}
+
+/// Folds each of `streams` (read from `events`, as the consumers see them)
+/// through each projection into memory and compares every document it
+/// produces, and every stored document in the partitions it touches, with
+/// `stored`.
+pub async fn check(
+    events: &dyn EventStore,
+    stored: &dyn ReadModelStore,
+    projections: &[Arc<dyn Projection>],
+    streams: &[String],
+) -> Result<CheckReport, OpsError> {
+    let mut report = CheckReport {
+        streams: streams.len(),
+        ..CheckReport::default()
+    };
+    for stream in streams {
+        let history = read_whole_stream(events, stream).await?;
+        let Some(head) = history.last().map(|e| e.version) else {
+            continue;
+        };
+        for projection in projections {
+            let consumer = projection.name();
+            if stored.checkpoint(consumer, stream).await? < head {
+                report.behind.push((consumer.to_string(), stream.clone()));
+                continue;
+            }
+            let memory = MemoryDocs::default();
+            let mut checkpoint = 0;
+            for event in &history {
+                let ops = if projection.handles(&event.event_type) {
+                    projection.project(event, &memory).await.map_err(|e| match e {
+                        ProjectionError::Store(e) => OpsError::Store(e),
+                        other => OpsError::Invalid(format!("{consumer} cannot fold {}: {other}", event.event_id)),
+                    })?
+                } else {
+                    Vec::new()
+                };
+                memory
+                    .commit(consumer, stream, checkpoint, event.version, ops)
+                    .await
+                    .map_err(|e| OpsError::Invalid(e.to_string()))?;
+                checkpoint = event.version;
+            }
+            let folded = memory.docs()?;
+            let mut partitions: Vec<&String> = folded.keys().map(|(p, _)| p).collect();
+            partitions.dedup();
+            // Every stored document of those partitions, to find extra ones.
+            let mut seen = BTreeMap::new();
+            for partition in partitions {
+                let mut after: Option<String> = None;
+                loop {
+                    let page = stored.list(consumer, partition, "", after.as_deref(), 500).await?;
+                    let Some((last, _)) = page.last().cloned() else { break };
+                    for (sort, body) in page {
+                        seen.insert((partition.clone(), sort), body);
+                    }
+                    after = Some(last);
+                }
+            }
+            for ((partition, sort), expected) in &folded {
+                report.documents += 1;
+                let found = match seen.remove(&(partition.clone(), sort.clone())) {
+                    Some(body) => Some(body),
+                    None => stored.get(consumer, partition, sort).await?,
+                };
+                if found.as_ref() != Some(expected) {
+                    report.differences.push(Difference {
+                        consumer: consumer.to_string(),
+                        stream_id: stream.clone(),
+                        partition: partition.clone(),
+                        sort: sort.clone(),
+                        expected: Some(expected.clone()),
+                        stored: found,
+                    });
+                }
+            }
+            for ((partition, sort), body) in seen {
+                report.differences.push(Difference {
+                    consumer: consumer.to_string(),
+                    stream_id: stream.clone(),
+                    partition,
+                    sort,
+                    expected: None,
+                    stored: Some(body),
+                });
+            }
+        }
+    }
+    Ok(report)
+}
+
+async fn read_whole_stream(events: &dyn EventStore, stream: &str) -> Result<Vec<EventEnvelope>, StoreError> {
+    let mut all: Vec<EventEnvelope> = Vec::new();
+    loop {
+        let after = all.last().map(|e| e.version).unwrap_or(0);
+        let page = events.read_stream(stream, after, 1000).await?;
+        if page.is_empty() {
+            return Ok(all);
+        }
+        all.extend(page);
+    }
+}
+
+type Docs = BTreeMap<(String, String), serde_json::Value>;
+
+/// One consumer's documents for one fold, in memory.
+#[derive(Default)]
+struct MemoryDocs {
+    docs: Mutex<Docs>,
+}
+
+impl MemoryDocs {
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Docs>, StoreError> {
+        self.docs
+            .lock()
+            .map_err(|_| StoreError::Failed("check: poisoned lock".into()))
+    }
+
+    fn docs(&self) -> Result<Docs, StoreError> {
+        Ok(self.lock()?.clone())
+    }
+}
+
+#[async_trait]
+impl ReadModelStore for MemoryDocs {
+    async fn checkpoint(&self, _consumer: &str, _stream_id: &str) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+
+    async fn commit(
+        &self,
+        _consumer: &str,
+        _stream_id: &str,
+        _expected: u64,
+        _new: u64,
+        ops: Vec<ReadOp>,
+    ) -> Result<(), CommitError> {
+        let mut docs = self.lock().map_err(CommitError::Store)?;
+        for op in ops {
+            match op {
+                ReadOp::Put { partition, sort, body } => {
+                    docs.insert((partition, sort), body);
+                }
+                ReadOp::Delete { partition, sort } => {
+                    docs.remove(&(partition, sort));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn get(&self, _consumer: &str, partition: &str, sort: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        Ok(self.lock()?.get(&(partition.to_string(), sort.to_string())).cloned())
+    }
+
+    async fn list(
+        &self,
+        _consumer: &str,
+        partition: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
+        Ok(self
+            .lock()?
+            .iter()
+            .filter(|((p, s), _)| p == partition && s.starts_with(prefix) && after.is_none_or(|a| s.as_str() > a))
+            .take(limit)
+            .map(|((_, s), v)| (s.clone(), v.clone()))
+            .collect())
+    }
+}
