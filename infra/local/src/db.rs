@@ -3,7 +3,17 @@
 use crm_core::ports::StoreError;
 use rusqlite::Connection;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+/// Nanoseconds spent inside SQLite work on every connection of this process
+/// (the bench's profile: how much of the wall time the database was busy).
+static BUSY_NANOS: AtomicU64 = AtomicU64::new(0);
+
+/// The total so far of the time spent in SQLite work (see [`BUSY_NANOS`]).
+pub fn busy_nanos() -> u64 {
+    BUSY_NANOS.load(Ordering::Relaxed)
+}
 
 /// A SQLite database file in WAL mode.
 #[derive(Clone)]
@@ -51,7 +61,10 @@ impl Db {
         let conn = self.conn.clone();
         tokio::task::spawn_blocking(move || {
             let mut guard = conn.lock().map_err(|_| failed("connection mutex poisoned"))?;
-            f(&mut guard)
+            let started = std::time::Instant::now();
+            let result = f(&mut guard);
+            BUSY_NANOS.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            result
         })
         .await
         .map_err(|e| E::from(failed(e)))?

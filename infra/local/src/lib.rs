@@ -1,6 +1,7 @@
 //! crm-local: the local runtime. It hosts the same handlers as the Lambda
 //! functions over an embedded SQLite store.
 
+pub mod bench;
 pub mod bus;
 pub mod db;
 pub mod demo;

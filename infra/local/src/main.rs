@@ -108,6 +108,37 @@ enum Command {
         #[command(subcommand)]
         action: crm_local::privacy::PrivacyAction,
     },
+    /// Benchmarks: API latency and end-to-end ingest against an in-process server on
+    /// 127.0.0.1, replay of every projection, in-memory fold per projection, peak memory.
+    Bench {
+        /// Workload seed (the same seed, the same customers and events).
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Customers run through the API at each concurrency level.
+        #[arg(long, default_value_t = 200)]
+        customers: u64,
+        /// Concurrency levels (client connections), comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
+        concurrency: Vec<usize>,
+        /// Events in the replay store (written straight into SQLite).
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        /// Events folded in memory by each projection.
+        #[arg(long, default_value_t = 200_000)]
+        fold_events: u64,
+        /// Also write the report as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Also write the cost model (markdown) to this file, e.g. docs/cost.md.
+        #[arg(long)]
+        cost: Option<PathBuf>,
+        /// SAM template the cost model reads the Lambda memory from (default: the built-in one).
+        #[arg(long)]
+        template: Option<PathBuf>,
+        /// No progress bars.
+        #[arg(long)]
+        quiet: bool,
+    },
     Dlq {
         /// Directory holding the database.
         #[arg(long, global = true, default_value = ".crm", env = "CRM_DATA_DIR")]
@@ -166,14 +197,20 @@ enum ClockArg {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The bench's own output is its table: only warnings in between.
+    let default_level = if matches!(cli.command, Command::Bench { .. }) {
+        "warn"
+    } else {
+        "info"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve {
             addr,
@@ -218,6 +255,31 @@ async fn main() -> ExitCode {
         Command::TestEventPattern { event_pattern, event } => {
             return crm_local::pattern_cli::run(&event_pattern, &event)
         }
+        Command::Bench {
+            seed,
+            customers,
+            concurrency,
+            events,
+            fold_events,
+            json,
+            cost,
+            template,
+            quiet,
+        } => crm_local::bench::command(
+            crm_local::bench::BenchOptions {
+                seed,
+                customers,
+                concurrency,
+                events,
+                fold_events,
+                progress: !quiet,
+            },
+            json,
+            cost,
+            template,
+        )
+        .await
+        .map_err(|e| e.to_string()),
         Command::Demo { data_dir } => crm_local::demo::run(data_dir.as_deref())
             .await
             .map_err(|e| e.to_string()),

@@ -1,0 +1,263 @@
+//! In-memory fold throughput: each projection of the projector and consent
+//! functions over an in-memory read model, fed the workload's events in
+//! order through the real `Consumer` (checkpoints, commits). The counts of
+//! reads and writes per event and the sizes of the documents feed the cost model.
+
+use super::workload::Workload;
+use super::{per_second, BenchError, BenchOptions};
+use async_trait::async_trait;
+use crm_core::consumer::{Consumer, Projection};
+use crm_core::event::EventEnvelope;
+use crm_core::ports::{check_commit_size, CommitError, ReadModelStore, ReadOp, StoreError};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+type Key = (String, String, String);
+
+/// An in-memory read model that counts what it is asked.
+#[derive(Default)]
+pub struct CountingDocs {
+    docs: Mutex<BTreeMap<Key, serde_json::Value>>,
+    checkpoints: Mutex<HashMap<(String, String), u64>>,
+    pub checkpoint_reads: AtomicU64,
+    pub commits: AtomicU64,
+    pub puts: AtomicU64,
+    pub deletes: AtomicU64,
+    pub put_bytes: AtomicU64,
+    pub gets: AtomicU64,
+    pub lists: AtomicU64,
+}
+
+fn poisoned() -> StoreError {
+    StoreError::Failed("read model mutex poisoned".into())
+}
+
+#[async_trait]
+impl ReadModelStore for CountingDocs {
+    async fn checkpoint(&self, consumer: &str, stream_id: &str) -> Result<u64, StoreError> {
+        self.checkpoint_reads.fetch_add(1, Ordering::Relaxed);
+        let map = self.checkpoints.lock().map_err(|_| poisoned())?;
+        Ok(map
+            .get(&(consumer.to_string(), stream_id.to_string()))
+            .copied()
+            .unwrap_or(0))
+    }
+
+    async fn commit(
+        &self,
+        consumer: &str,
+        stream_id: &str,
+        expected: u64,
+        new: u64,
+        ops: Vec<ReadOp>,
+    ) -> Result<(), CommitError> {
+        check_commit_size(&ops)?;
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        let mut checkpoints = self.checkpoints.lock().map_err(|_| poisoned())?;
+        let key = (consumer.to_string(), stream_id.to_string());
+        if checkpoints.get(&key).copied().unwrap_or(0) != expected {
+            return Err(CommitError::Conflict {
+                consumer: consumer.to_string(),
+                stream_id: stream_id.to_string(),
+                expected,
+            });
+        }
+        let mut docs = self.docs.lock().map_err(|_| poisoned())?;
+        for op in ops {
+            match op {
+                ReadOp::Put { partition, sort, body } => {
+                    self.puts.fetch_add(1, Ordering::Relaxed);
+                    self.put_bytes
+                        .fetch_add(body.to_string().len() as u64, Ordering::Relaxed);
+                    docs.insert((consumer.to_string(), partition, sort), body);
+                }
+                ReadOp::Delete { partition, sort } => {
+                    self.deletes.fetch_add(1, Ordering::Relaxed);
+                    docs.remove(&(consumer.to_string(), partition, sort));
+                }
+            }
+        }
+        checkpoints.insert(key, new);
+        Ok(())
+    }
+
+    async fn get(&self, consumer: &str, partition: &str, sort: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        self.gets.fetch_add(1, Ordering::Relaxed);
+        let docs = self.docs.lock().map_err(|_| poisoned())?;
+        Ok(docs
+            .get(&(consumer.to_string(), partition.to_string(), sort.to_string()))
+            .cloned())
+    }
+
+    async fn list(
+        &self,
+        consumer: &str,
+        partition: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
+        self.lists.fetch_add(1, Ordering::Relaxed);
+        let docs = self.docs.lock().map_err(|_| poisoned())?;
+        let from = (
+            consumer.to_string(),
+            partition.to_string(),
+            after.unwrap_or(prefix).to_string(),
+        );
+        Ok(docs
+            .range(from..)
+            .take_while(|((c, p, _), _)| c == consumer && p == partition)
+            .filter(|((_, _, s), _)| s.starts_with(prefix) && after.is_none_or(|a| s.as_str() > a))
+            .take(limit)
+            .map(|((_, _, s), v)| (s.clone(), v.clone()))
+            .collect())
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FoldRow {
+    /// `function/consumer`.
+    pub projection: String,
+    pub function: String,
+    pub events: u64,
+    pub seconds: f64,
+    pub events_per_second: f64,
+    pub commits_per_event: f64,
+    pub puts_per_event: f64,
+    /// Document gets and lists per event (checkpoint reads not counted).
+    pub reads_per_event: f64,
+    pub bytes_per_put: f64,
+}
+
+/// What the workload's events look like: for the cost model.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkloadStats {
+    pub events: u64,
+    pub customers: u64,
+    /// Mean size of a stored event (its envelope as JSON), in bytes.
+    pub mean_event_bytes: f64,
+    /// Bus targets (functions) each event is delivered to, on average.
+    pub targets_per_event: f64,
+    pub by_type: BTreeMap<String, u64>,
+}
+
+/// Every projection the projector and consent functions host, in their order.
+fn projections(
+    events: Arc<dyn crm_core::ports::EventStore>,
+    identifiers: crm_core::privacy::IdentifierHasher,
+) -> Vec<(&'static str, Arc<dyn Projection>)> {
+    use crm_core::customer::metrics::ProfileMetricsProjection;
+    use crm_core::customer::views::{CustomerProfileProjection, EmailIndexProjection, TimelineProjection};
+    use crm_core::segments::{SegmentEvaluator, SegmentMembersProjection};
+    vec![
+        ("projector", Arc::new(CustomerProfileProjection)),
+        ("projector", Arc::new(TimelineProjection)),
+        ("projector", Arc::new(EmailIndexProjection)),
+        ("projector", Arc::new(crm_core::insights::funnel::FunnelProjection)),
+        (
+            "projector",
+            Arc::new(crm_core::insights::attribution::AttributionProjection),
+        ),
+        (
+            "projector",
+            Arc::new(crm_core::insights::campaign_stats::CampaignStatsProjection),
+        ),
+        ("projector", Arc::new(ProfileMetricsProjection)),
+        (
+            "projector",
+            Arc::new(SegmentEvaluator::new(events, Arc::new(crm_core::clock::SystemClock))),
+        ),
+        ("projector", Arc::new(SegmentMembersProjection)),
+        (
+            "projector",
+            Arc::new(crm_core::privacy::export::CustomerStreamsProjection),
+        ),
+        ("consent", Arc::new(crm_core::consent::ledger::ConsentLedgerProjection)),
+        (
+            "consent",
+            Arc::new(crm_core::consent::proof::ProofLedgerProjection::new(identifiers)),
+        ),
+    ]
+}
+
+/// The workload's first `n` events (whole customers), in order.
+pub fn events(workload: &Workload, n: u64) -> Result<(Vec<EventEnvelope>, u64), BenchError> {
+    let mut out = Vec::new();
+    let mut customer = 0;
+    while (out.len() as u64) < n {
+        out.extend(
+            workload
+                .events(customer)
+                .map_err(|e| BenchError::Other(e.to_string()))?,
+        );
+        customer += 1;
+    }
+    Ok((out, customer))
+}
+
+pub async fn fold_phase(options: &BenchOptions) -> Result<(Vec<FoldRow>, WorkloadStats), BenchError> {
+    let workload = Workload::new(options.seed);
+    let (events, customers) = events(&workload, options.fold_events)?;
+    // The segment evaluator appends membership events: to a scratch store.
+    let dir = tempfile::tempdir().map_err(super::io("temporary directory"))?;
+    let store: Arc<dyn crm_core::ports::EventStore> =
+        Arc::new(crate::store::SqliteEventStore::open(&dir.path().join("fold.db"))?);
+    let rules =
+        crate::bus::rules_from_template(crate::bus::BUILT_IN_TEMPLATE).map_err(|e| BenchError::Other(e.to_string()))?;
+    let mut deliveries = 0u64;
+    let mut bytes = 0u64;
+    let mut by_type = BTreeMap::new();
+    for e in &events {
+        let json = crm_core::bus::BusEntry::for_event(e.clone()).to_event_json("000000000000", "local");
+        let mut targets: Vec<&str> = rules
+            .iter()
+            .filter(|r| r.pattern.matches(&json))
+            .map(|r| r.target.as_str())
+            .collect();
+        targets.dedup();
+        deliveries += targets.len() as u64;
+        bytes += serde_json::to_string(e).map(|s| s.len() as u64).unwrap_or(0);
+        *by_type.entry(e.event_type.clone()).or_insert(0) += 1;
+    }
+    let n = events.len() as u64;
+    let stats = WorkloadStats {
+        events: n,
+        customers,
+        mean_event_bytes: bytes as f64 / n.max(1) as f64,
+        targets_per_event: deliveries as f64 / n.max(1) as f64,
+        by_type,
+    };
+    let bar = super::progress_bar(options.progress, 12 * n, "folding in memory");
+    let mut rows = Vec::new();
+    for (function, projection) in projections(store.clone(), crm_core::privacy::IdentifierHasher::new(b"bench")) {
+        let docs = Arc::new(CountingDocs::default());
+        let consumer = Consumer::new(projection, store.clone(), docs.clone());
+        let started = Instant::now();
+        for e in &events {
+            consumer
+                .deliver(e)
+                .await
+                .map_err(|e| BenchError::Other(format!("fold {}: {e}", consumer.name())))?;
+            bar.inc(1);
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        let per = |c: &AtomicU64| c.load(Ordering::Relaxed) as f64 / n.max(1) as f64;
+        let puts = docs.puts.load(Ordering::Relaxed);
+        rows.push(FoldRow {
+            projection: consumer.name().to_string(),
+            function: function.to_string(),
+            events: n,
+            seconds,
+            events_per_second: per_second(n, seconds),
+            commits_per_event: per(&docs.commits),
+            puts_per_event: per(&docs.puts) + per(&docs.deletes),
+            reads_per_event: per(&docs.gets) + per(&docs.lists),
+            bytes_per_put: docs.put_bytes.load(Ordering::Relaxed) as f64 / puts.max(1) as f64,
+        });
+    }
+    bar.finish_and_clear();
+    Ok((rows, stats))
+}

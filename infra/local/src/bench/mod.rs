@@ -1,0 +1,580 @@
+//! `crm-local bench`: API latency at several concurrency levels and
+//! end-to-end ingest against an in-process `serve` on 127.0.0.1, replay of
+//! every projection from a large store, in-memory fold throughput of each
+//! projection, peak memory, and the cost model (`docs/cost.md`). Figures are
+//! printed, never asserted.
+
+pub mod cost;
+mod fold;
+mod http;
+pub mod workload;
+
+use crate::bus::BUILT_IN_TEMPLATE;
+use crate::runtime::{ClockChoice, LocalRuntime, RuntimeError, RuntimeOptions};
+use crm_core::ports::StoreError;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use workload::{Ids, Workload};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error("{0}")]
+    Io(String),
+    #[error("API call {method} {path} failed: {message}")]
+    Api {
+        method: String,
+        path: String,
+        message: String,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+fn io(context: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> BenchError {
+    move |e| BenchError::Io(format!("{context}: {e}"))
+}
+
+/// What to run, and how big.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub seed: u64,
+    /// Customers run through the API at each concurrency level.
+    pub customers: u64,
+    /// Concurrency levels (client connections) of the API phase.
+    pub concurrency: Vec<usize>,
+    /// Events in the replay store (at least; whole customers).
+    pub events: u64,
+    /// Events folded in memory per projection.
+    pub fold_events: u64,
+    /// Show progress bars.
+    pub progress: bool,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        BenchOptions {
+            seed: 42,
+            customers: 200,
+            concurrency: vec![1, 4, 16],
+            events: 1_000_000,
+            fold_events: 200_000,
+            progress: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LatencyRow {
+    pub concurrency: usize,
+    pub customers: u64,
+    pub requests: u64,
+    pub errors: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub requests_per_second: f64,
+    /// Events stored while the level ran (the API's and every consumer's).
+    pub events_stored: u64,
+    /// From the first call until every bus target had caught up.
+    pub seconds_until_settled: f64,
+    /// `events_stored / seconds_until_settled`: end-to-end ingest.
+    pub ingest_events_per_second: f64,
+    /// Share of the wall time the SQLite connections were busy.
+    pub sqlite_busy_share: f64,
+    pub messages_sent: u64,
+    pub timers_set: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplayTarget {
+    pub target: String,
+    pub consumers: Vec<String>,
+    pub events: u64,
+    pub seconds: f64,
+    pub events_per_second: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplayReport {
+    pub customers: u64,
+    pub events: u64,
+    pub generate_seconds: f64,
+    pub generate_events_per_second: f64,
+    pub targets: Vec<ReplayTarget>,
+    /// Every target's events over the summed time.
+    pub events_per_second: f64,
+    pub sqlite_busy_share: f64,
+    pub dead_letters: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub seed: u64,
+    pub latency: Vec<LatencyRow>,
+    pub replay: ReplayReport,
+    pub fold: Vec<fold::FoldRow>,
+    pub workload: fold::WorkloadStats,
+    pub peak_memory_kib: u64,
+}
+
+/// VmHWM of this process, in KiB (0 where /proc is not there).
+pub fn peak_memory_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+fn per_second(n: u64, secs: f64) -> f64 {
+    if secs > 0.0 {
+        n as f64 / secs
+    } else {
+        0.0
+    }
+}
+
+fn progress_bar(show: bool, len: u64, what: &str) -> indicatif::ProgressBar {
+    if !show {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{msg:>22} [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec}, eta {eta})",
+    ) {
+        bar.set_style(style);
+    }
+    bar.set_message(what.to_string());
+    bar
+}
+
+/// A read-only side connection to the runtime's database (WAL: readers do not block).
+fn side_connection(db: &Path) -> Result<rusqlite::Connection, BenchError> {
+    let conn = rusqlite::Connection::open(db).map_err(|e| BenchError::Other(format!("{}: {e}", db.display())))?;
+    conn.busy_timeout(Duration::from_secs(5))
+        .map_err(|e| BenchError::Other(e.to_string()))?;
+    Ok(conn)
+}
+
+fn count(conn: &rusqlite::Connection, sql: &str) -> Result<u64, BenchError> {
+    conn.query_row(sql, [], |r| r.get::<_, i64>(0))
+        .map(|n| n.max(0) as u64)
+        .map_err(|e| BenchError::Other(format!("{sql}: {e}")))
+}
+
+/// Whether every bus target's cursor reached the head of the store.
+fn caught_up(conn: &rusqlite::Connection, targets: usize) -> Result<bool, BenchError> {
+    let head = count(conn, "SELECT COALESCE(MAX(position), 0) FROM events")?;
+    let (n, min): (i64, i64) = conn
+        .query_row(
+            "SELECT COUNT(*), COALESCE(MIN(position), 0) FROM bus_cursors",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .map_err(|e| BenchError::Other(e.to_string()))?;
+    Ok(n as usize >= targets && min.max(0) as u64 >= head)
+}
+
+async fn wait_caught_up(db: &Path, targets: usize) -> Result<(), BenchError> {
+    let conn = side_connection(db)?;
+    while !caught_up(&conn, targets)? {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
+}
+
+/// The API phase: one runtime served on a free loopback port, the bus
+/// running as under `serve`; each level runs `customers` new customers'
+/// calls over `level` keep-alive connections, then waits for the bus.
+async fn api_phase(options: &BenchOptions) -> Result<Vec<LatencyRow>, BenchError> {
+    let dir = tempfile::tempdir().map_err(io("temporary directory"))?;
+    let db = crate::serve::database_path(dir.path());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(io("binding 127.0.0.1:0"))?;
+    let addr = listener.local_addr().map_err(io("local address"))?;
+    let runtime = LocalRuntime::open_with(
+        &db,
+        BUILT_IN_TEMPLATE,
+        RuntimeOptions {
+            clock: ClockChoice::System,
+            public_base_url: format!("http://{addr}"),
+        },
+    )?;
+    let token = "bench-token".to_string();
+    let server = tokio::spawn(std::future::IntoFuture::into_future(axum::serve(
+        listener,
+        runtime.app(token.clone()),
+    )));
+    let bus = runtime.spawn_bus();
+    let targets = runtime.bus.targets().len();
+    let side = side_connection(&db)?;
+    let workload = Arc::new(Workload::new(options.seed));
+    let mut rows = Vec::new();
+    let mut first = 0u64;
+    for &level in &options.concurrency {
+        let level = level.max(1);
+        let before_events = count(&side, "SELECT COALESCE(MAX(position), 0) FROM events")?;
+        let before_mail = count(&side, "SELECT COUNT(*) FROM mail_sink")?;
+        let before_timers = count(&side, "SELECT COUNT(*) FROM timers")?;
+        let busy_before = crate::db::busy_nanos();
+        let next = Arc::new(AtomicU64::new(first));
+        let end = first + options.customers;
+        let started = Instant::now();
+        let mut workers = Vec::new();
+        for _ in 0..level {
+            let (next, workload, token) = (next.clone(), workload.clone(), token.clone());
+            workers.push(tokio::spawn(async move {
+                let mut client = http::Client::connect(addr, &token).await?;
+                let mut latencies = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= end {
+                        return Ok::<_, BenchError>(latencies);
+                    }
+                    let mut ids = Ids::default();
+                    for call in workload.plan(i).calls() {
+                        let path = ids.fill(&call.path);
+                        let body = call.body.as_ref().map(|b| ids.fill(&b.to_string()));
+                        let t = Instant::now();
+                        let (status, answer) = client.call(call.method, &path, body).await?;
+                        latencies.push(t.elapsed());
+                        if !(200..300).contains(&status) {
+                            return Err(BenchError::Api {
+                                method: call.method.into(),
+                                path,
+                                message: format!("{status}: {answer}"),
+                            });
+                        }
+                        if let Some(capture) = call.capture {
+                            let id = serde_json::from_str::<serde_json::Value>(&answer)
+                                .ok()
+                                .and_then(|v| v["id"].as_str().map(str::to_string))
+                                .ok_or_else(|| BenchError::Api {
+                                    method: call.method.into(),
+                                    path: path.clone(),
+                                    message: format!("no id in {answer}"),
+                                })?;
+                            ids.take(capture, id);
+                        }
+                    }
+                }
+            }));
+        }
+        let mut latencies = Vec::new();
+        for worker in workers {
+            latencies.extend(
+                worker
+                    .await
+                    .map_err(|e| BenchError::Other(format!("API worker: {e}")))??,
+            );
+        }
+        let api_seconds = started.elapsed().as_secs_f64();
+        wait_caught_up(&db, targets).await?;
+        let settled = started.elapsed().as_secs_f64();
+        let busy = (crate::db::busy_nanos() - busy_before) as f64 / 1e9;
+        latencies.sort();
+        let events = count(&side, "SELECT COALESCE(MAX(position), 0) FROM events")? - before_events;
+        rows.push(LatencyRow {
+            concurrency: level,
+            customers: options.customers,
+            requests: latencies.len() as u64,
+            errors: 0,
+            p50_ms: percentile(&latencies, 0.50),
+            p99_ms: percentile(&latencies, 0.99),
+            max_ms: latencies.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+            requests_per_second: per_second(latencies.len() as u64, api_seconds),
+            events_stored: events,
+            seconds_until_settled: settled,
+            ingest_events_per_second: per_second(events, settled),
+            sqlite_busy_share: if settled > 0.0 { busy / settled } else { 0.0 },
+            messages_sent: count(&side, "SELECT COUNT(*) FROM mail_sink")? - before_mail,
+            timers_set: count(&side, "SELECT COUNT(*) FROM timers")?.saturating_sub(before_timers),
+        });
+        first = end;
+    }
+    bus.abort();
+    server.abort();
+    Ok(rows)
+}
+
+/// Writes whole customers' events straight into the SQLite store, in large
+/// transactions, personal fields encrypted under each customer's data key
+/// as the API would store them, until at least `target` events.
+async fn generate_store(
+    runtime: &LocalRuntime,
+    db: &Path,
+    workload: &Workload,
+    target: u64,
+    progress: bool,
+) -> Result<(u64, u64), BenchError> {
+    use crm_core::privacy::{encrypt_paths, personal_data_paths};
+    let bar = progress_bar(progress, target, "writing the store");
+    let mut conn = rusqlite::Connection::open(db).map_err(|e| BenchError::Other(e.to_string()))?;
+    conn.busy_timeout(Duration::from_secs(30))
+        .map_err(|e| BenchError::Other(e.to_string()))?;
+    let sql = |e: rusqlite::Error| BenchError::Other(format!("writing the store: {e}"));
+    let (mut written, mut customer) = (0u64, 0u64);
+    while written < target {
+        let mut batch = Vec::new();
+        while written + (batch.len() as u64) < target && batch.len() < 50_000 {
+            let mut events = workload
+                .events(customer)
+                .map_err(|e| BenchError::Other(e.to_string()))?;
+            let id = workload.plan(customer).customer_id;
+            let key = runtime
+                .keys
+                .data_key(&id)
+                .await
+                .map_err(|e| BenchError::Other(e.to_string()))?;
+            for e in &mut events {
+                encrypt_paths(&mut e.data, &key, &id, personal_data_paths(&e.event_type))
+                    .map_err(|e| BenchError::Other(e.to_string()))?;
+            }
+            batch.extend(events);
+            customer += 1;
+        }
+        let tx = conn.transaction().map_err(sql)?;
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO events (event_id, stream_id, version, type, schema_version, customer_id, \
+                     occurred_at, recorded_at, causation_id, correlation_id, actor, data) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                )
+                .map_err(sql)?;
+            let time = |t: &chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+            for e in &batch {
+                insert
+                    .execute(rusqlite::params![
+                        e.event_id.to_string(),
+                        e.stream_id,
+                        e.version as i64,
+                        e.event_type,
+                        e.schema_version,
+                        e.customer_id,
+                        time(&e.occurred_at),
+                        time(&e.recorded_at),
+                        e.causation_id.map(|c| c.to_string()),
+                        e.correlation_id.to_string(),
+                        e.actor,
+                        e.data.to_string(),
+                    ])
+                    .map_err(sql)?;
+            }
+        }
+        tx.commit().map_err(sql)?;
+        written += batch.len() as u64;
+        bar.set_position(written.min(target));
+    }
+    bar.finish_and_clear();
+    Ok((written, customer))
+}
+
+/// The replay phase: a store of `events` events, then every projection
+/// (the bus targets `projector` and `consent`) rebuilt from it.
+async fn replay_phase(options: &BenchOptions) -> Result<ReplayReport, BenchError> {
+    let dir = tempfile::tempdir().map_err(io("temporary directory"))?;
+    let db = crate::serve::database_path(dir.path());
+    let runtime = LocalRuntime::open(&db, BUILT_IN_TEMPLATE)?;
+    let workload = Workload::new(options.seed);
+    let started = Instant::now();
+    let (events, customers) = generate_store(&runtime, &db, &workload, options.events, options.progress).await?;
+    let generate_seconds = started.elapsed().as_secs_f64();
+    // The journeys and the channel are not projections: they start at the head.
+    let head = runtime.stored_events.head_position().await?;
+    for target in runtime.bus.targets() {
+        runtime.bus.rewind(&target.rule.target, head).await?;
+    }
+    let busy_before = crate::db::busy_nanos();
+    let replay_started = Instant::now();
+    let mut targets = Vec::new();
+    for name in ["projector", "consent"] {
+        let bar = progress_bar(options.progress, head.max(0) as u64, &format!("replaying {name}"));
+        let side = side_connection(&db)?;
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watcher = {
+            let (bar, done, name) = (bar.clone(), done.clone(), name.to_string());
+            std::thread::spawn(move || {
+                while !done.load(Ordering::Relaxed) {
+                    if let Ok(p) = side.query_row("SELECT position FROM bus_cursors WHERE target = ?1", [&name], |r| {
+                        r.get::<_, i64>(0)
+                    }) {
+                        bar.set_position(p.max(0) as u64);
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            })
+        };
+        let t = Instant::now();
+        let result = runtime.rebuild(name).await;
+        done.store(true, Ordering::Relaxed);
+        let _ = watcher.join();
+        bar.finish_and_clear();
+        let consumers = result?;
+        let seconds = t.elapsed().as_secs_f64();
+        let replayed = runtime.stored_events.head_position().await?.max(0) as u64;
+        targets.push(ReplayTarget {
+            target: name.into(),
+            consumers: consumers.iter().map(|c| c.to_string()).collect(),
+            events: replayed,
+            seconds,
+            events_per_second: per_second(replayed, seconds),
+        });
+    }
+    let total_seconds = replay_started.elapsed().as_secs_f64();
+    let busy = (crate::db::busy_nanos() - busy_before) as f64 / 1e9;
+    let replayed: u64 = targets.iter().map(|t| t.events).sum();
+    let dead_letters = runtime.bus.dead_letters().list().await?.len() as u64;
+    Ok(ReplayReport {
+        customers,
+        events,
+        generate_seconds,
+        generate_events_per_second: per_second(events, generate_seconds),
+        events_per_second: per_second(replayed, total_seconds),
+        targets,
+        sqlite_busy_share: if total_seconds > 0.0 { busy / total_seconds } else { 0.0 },
+        dead_letters,
+    })
+}
+
+/// Runs every phase.
+pub async fn run(options: &BenchOptions) -> Result<BenchReport, BenchError> {
+    let (fold, workload) = fold::fold_phase(options).await?;
+    let latency = api_phase(options).await?;
+    let replay = replay_phase(options).await?;
+    Ok(BenchReport {
+        seed: options.seed,
+        latency,
+        replay,
+        fold,
+        workload,
+        peak_memory_kib: peak_memory_kib(),
+    })
+}
+
+/// The report as a table.
+pub fn table(report: &BenchReport) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(out, "API command latency and end-to-end ingest (seed {})", report.seed);
+    let _ = writeln!(
+        out,
+        "{:>5} {:>9} {:>8} {:>8} {:>8} {:>9} {:>8} {:>10} {:>11} {:>8} {:>6}",
+        "conc",
+        "requests",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "req/s",
+        "events",
+        "settled s",
+        "ingest ev/s",
+        "sqlite%",
+        "mails"
+    );
+    for r in &report.latency {
+        let _ = writeln!(
+            out,
+            "{:>5} {:>9} {:>8.2} {:>8.2} {:>8.2} {:>9.0} {:>8} {:>10.2} {:>11.0} {:>7.0}% {:>6}",
+            r.concurrency,
+            r.requests,
+            r.p50_ms,
+            r.p99_ms,
+            r.max_ms,
+            r.requests_per_second,
+            r.events_stored,
+            r.seconds_until_settled,
+            r.ingest_events_per_second,
+            r.sqlite_busy_share * 100.0,
+            r.messages_sent
+        );
+    }
+    let rp = &report.replay;
+    let _ = writeln!(
+        out,
+        "\nReplay: {} events of {} customers written in {:.1} s ({:.0} events/s)",
+        rp.events, rp.customers, rp.generate_seconds, rp.generate_events_per_second
+    );
+    for t in &rp.targets {
+        let _ = writeln!(
+            out,
+            "  rebuild {:<10} {:>9} events {:>8.1} s {:>9.0} events/s  ({})",
+            t.target,
+            t.events,
+            t.seconds,
+            t.events_per_second,
+            t.consumers.join(", ")
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  every projection: {:.0} events/s; SQLite busy {:.0}% of the time; dead letters {}",
+        rp.events_per_second,
+        rp.sqlite_busy_share * 100.0,
+        rp.dead_letters
+    );
+    let _ = writeln!(out, "\nIn-memory fold per projection");
+    let _ = writeln!(
+        out,
+        "  {:<20} {:>9} {:>12} {:>8} {:>8} {:>9}",
+        "projection", "events", "events/s", "puts/ev", "reads/ev", "bytes/put"
+    );
+    for f in &report.fold {
+        let _ = writeln!(
+            out,
+            "  {:<20} {:>9} {:>12.0} {:>8.2} {:>8.2} {:>9.0}",
+            f.projection, f.events, f.events_per_second, f.puts_per_event, f.reads_per_event, f.bytes_per_put
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nPeak memory (VmHWM): {:.1} MiB",
+        report.peak_memory_kib as f64 / 1024.0
+    );
+    out
+}
+
+/// `crm-local bench`: runs, prints the table, writes the JSON and the cost model if asked.
+pub async fn command(
+    options: BenchOptions,
+    json: Option<PathBuf>,
+    cost_file: Option<PathBuf>,
+    template: Option<PathBuf>,
+) -> Result<(), BenchError> {
+    let report = run(&options).await?;
+    print!("{}", table(&report));
+    if let Some(path) = json {
+        let text = serde_json::to_string_pretty(&report).map_err(|e| BenchError::Other(e.to_string()))?;
+        std::fs::write(&path, text + "\n").map_err(io(path.display()))?;
+        println!("JSON report: {}", path.display());
+    }
+    if let Some(path) = cost_file {
+        let template = match template {
+            Some(t) => std::fs::read_to_string(&t).map_err(io(t.display()))?,
+            None => BUILT_IN_TEMPLATE.to_string(),
+        };
+        let model = cost::CostModel::from_report(&report, &template);
+        std::fs::write(&path, model.markdown(&report)).map_err(io(path.display()))?;
+        println!("cost model: {}", path.display());
+    }
+    Ok(())
+}
