@@ -624,3 +624,29 @@ async fn custom_schemas_refuse_invalid_schemas_and_names_naming_the_field() {
         "name"
     );
 }
+
+#[tokio::test]
+async fn custom_schemas_survive_hostile_schemas() {
+    let schemas = custom(Arc::new(InMemoryEventStore::default()));
+    for (i, schema) in [
+        json!({ "pattern": "(" }),
+        json!({ "$ref": "#/definitions/missing" }),
+        json!({ "$ref": "#" }),
+        json!({ "$id": "not a uri at all", "type": "object" }),
+        json!({ "$schema": 5 }),
+        json!({ "type": ["object", "nope"] }),
+        json!({ "properties": { "a": { "$ref": "#/properties/a" } } }),
+        json!({ "definitions": { "a": { "$ref": "#/definitions/b" }, "b": { "$ref": "#/definitions/a" } }, "$ref": "#/definitions/a" }),
+        json!({ "minimum": 1e308, "multipleOf": 1e-308 }),
+        json!({ "format": "no-such-format", "enum": [] }),
+        json!({ "items": { "items": { "items": { "items": { "type": "string" } } } } }),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        // Either refused (naming the field) or registered; never a panic.
+        if schemas.register(&format!("h{i}"), schema.clone(), Actor::api("t")).await.is_ok() {
+            let _ = schemas.validate(&format!("h{i}"), &json!({ "a": [[["x"]]], "n": 3 })).await;
+        }
+    }
+}
