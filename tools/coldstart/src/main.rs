@@ -32,6 +32,9 @@ fn default_event(function: &str) -> Option<&'static str> {
     }
 }
 
+/// The customer of the api's sample events.
+const SAMPLE_CUSTOMER: &str = "0193a6f3-1a2b-7c3d-8e4f-5a6b7c8d9e0f";
+
 const TARGET_READY_MS: f64 = 10.0;
 const TARGET_STRIPPED_MB: f64 = 8.0;
 const TARGET_PEAK_MB: f64 = 30.0;
@@ -303,7 +306,11 @@ fn run(o: &Options) -> Result<Vec<Report>, String> {
             None => default_event(function).map(|p| o.events_dir.join(p)),
         };
         let event = match event {
-            Some(path) => std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?,
+            // The api's samples name their customer as `{{customer_id}}` (the smoke fills it in).
+            Some(path) => std::fs::read_to_string(&path)
+                .map_err(|e| format!("{}: {e}", path.display()))?
+                .replace("{{customer_id}}", SAMPLE_CUSTOMER)
+                .into_bytes(),
             None => b"{}".to_vec(),
         };
         let mut env = base_env(function, &endpoint);
