@@ -63,7 +63,7 @@ impl Default for BenchOptions {
             seed: 42,
             customers: 200,
             concurrency: vec![1, 4, 16],
-            events: 1_000_000,
+            events: 100_000,
             fold_events: 200_000,
             progress: true,
         }
