@@ -10,6 +10,7 @@ pub mod dlq;
 pub mod keys;
 pub mod mail;
 pub mod mail_view;
+pub mod ops;
 pub mod pattern_cli;
 pub mod privacy;
 pub mod read_models;

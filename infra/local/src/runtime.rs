@@ -360,6 +360,56 @@ impl LocalRuntime {
         Ok(consumers)
     }
 
+    /// The projection groups the runtime hosts (`projector`, `consent`),
+    /// undecorated, over the decrypting store, the read models and the bus's
+    /// dead letters: what [`LocalRuntime::rebuild_consumer`] feeds.
+    pub fn consumer_groups(&self) -> Vec<ConsumerGroup> {
+        let dead_letters: Arc<dyn DeadLetterQueue> = Arc::new(self.bus.dead_letters().clone());
+        vec![
+            ConsumerGroup::projector_at(
+                self.command_store(),
+                self.docs.clone(),
+                dead_letters.clone(),
+                self.clock.clone(),
+            ),
+            ConsumerGroup::consent(
+                self.events.clone(),
+                self.docs.clone(),
+                dead_letters,
+                self.identifiers.clone(),
+            ),
+        ]
+    }
+
+    /// Rebuilds one projection (`customer-360`, `consent-ledger`, ...) from
+    /// the event store without disturbing the others of its group: forgets
+    /// its documents and checkpoints only, then feeds it every stored event in
+    /// order ([`crm_core::ops::replay`]); `progress` is told the running count.
+    pub async fn rebuild_consumer(
+        &self,
+        name: &str,
+        progress: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<crm_core::ops::ReplayReport, RuntimeError> {
+        let groups = self.consumer_groups();
+        let consumer = groups
+            .iter()
+            .find_map(|g| g.consumer(name))
+            .ok_or_else(|| RuntimeError::Config(format!("no projection named {name}")))?;
+        self.docs.clear(name).await?;
+        crm_core::ops::replay(
+            consumer,
+            self.events.as_ref(),
+            self.bus.dead_letters(),
+            self.clock.now(),
+            progress,
+        )
+        .await
+        .map_err(|e| match e {
+            crm_core::ops::OpsError::Store(e) => RuntimeError::Store(e),
+            other => RuntimeError::Config(other.to_string()),
+        })
+    }
+
     /// Delivers the timers due now (see [`fire_due`]); returns how many.
     pub async fn fire_due_timers(&self) -> Result<usize, StoreError> {
         fire_due(&self.bus, &self.scheduler, self.clock.as_ref()).await
