@@ -162,6 +162,26 @@ async fn every_stored_event_matches_its_committed_schema() {
     assert!(erased.status.is_success(), "{:?}", erased.body);
     api.advance_minutes(5).await;
 
+    // The consent ledger proves each grant with its GDPR context: the SMS
+    // grant came after the German address, the registration's before any.
+    let consents = api.call("GET", &format!("/customers/{id}/consents"), None).await;
+    assert_eq!(consents.status, 200, "{:?}", consents.body);
+    let proof_of = |channel: &str| {
+        consents.body["current"]
+            .as_array()
+            .and_then(|c| c.iter().find(|r| r["channel"] == channel))
+            .map(|r| r["proof"]["gdpr"].clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        proof_of("sms"),
+        serde_json::json!({ "legal_basis": "consent", "jurisdiction": "DE", "explicit": true })
+    );
+    assert_eq!(
+        proof_of("email"),
+        serde_json::json!({ "legal_basis": "consent", "jurisdiction": null, "explicit": true })
+    );
+
     let stored = api.all_events().await;
     let types: std::collections::BTreeSet<&str> = stored.iter().map(|e| e.event_type.as_str()).collect();
     for t in [

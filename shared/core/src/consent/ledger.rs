@@ -36,6 +36,11 @@ pub struct ConsentProof {
     pub user_agent: Option<String>,
     pub actor: String,
     pub event_id: uuid::Uuid,
+    /// The GDPR context of the grant (`ConsentGranted` v2, decision 0022;
+    /// a v1 grant's as its upcaster derives it). Absent from documents
+    /// projected before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gdpr: Option<super::GdprContext>,
 }
 
 /// The current state of one (purpose, channel).
@@ -118,7 +123,7 @@ impl Projection for ConsentLedgerProjection {
                 method,
                 ip,
                 user_agent,
-                ..
+                gdpr,
             } => {
                 let expires_at = event
                     .occurred_at
@@ -138,6 +143,7 @@ impl Projection for ConsentLedgerProjection {
                         user_agent: user_agent.clone(),
                         actor: event.actor.clone(),
                         event_id: event.event_id,
+                        gdpr: Some(gdpr),
                     },
                 };
                 let entry = ConsentHistoryEntry {
