@@ -74,6 +74,9 @@ pub struct Sample {
     pub outcome: Outcome,
     /// VmHWM of the child, KiB (the largest sampled; read last while it waits for its second invocation).
     pub peak_rss_kib: Option<u64>,
+    /// On-CPU time of the child's threads by then (schedstat): unlike the
+    /// wall-clock figures, hardly moved by other load on the machine.
+    pub cpu: Option<Duration>,
 }
 
 /// A harness failure (not a function's: those are [`Outcome`]s).
@@ -164,6 +167,7 @@ pub fn measure(run: &Run) -> Result<Sample, Error> {
             }
         }
     }
+    let cpu = cpu_time(pid);
     let peak_rss_kib = sampler.finish();
     drop(child);
     Ok(Sample {
@@ -171,6 +175,7 @@ pub fn measure(run: &Run) -> Result<Sample, Error> {
         first_response,
         outcome,
         peak_rss_kib,
+        cpu,
     })
 }
 
@@ -235,6 +240,22 @@ pub fn vm_hwm_kib(pid: u32) -> Option<u64> {
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// The on-CPU time of the live threads of `pid` (the first field of each
+/// /proc/<pid>/task/<tid>/schedstat, in ns); none when the process is gone.
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut ns = 0u64;
+    for task in tasks.flatten() {
+        let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+        ns += stat
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    (ns > 0).then(|| Duration::from_nanos(ns))
 }
 
 /// The size of `binary` once stripped (`strip` into a temporary file), or
@@ -307,7 +328,8 @@ mod tests {
     }
 
     #[test]
-    fn reads_its_own_peak_memory() {
+    fn reads_its_own_peak_memory_and_cpu_time() {
         assert!(vm_hwm_kib(std::process::id()).is_some_and(|k| k > 0));
+        assert!(cpu_time(std::process::id()).is_some_and(|t| t > Duration::ZERO));
     }
 }

@@ -209,6 +209,9 @@ impl Report {
     fn first_response(&self) -> Option<Stats> {
         Stats::of(self.samples.iter().filter_map(|s| s.first_response.map(ms)))
     }
+    fn cpu(&self) -> Option<Stats> {
+        Stats::of(self.samples.iter().filter_map(|s| s.cpu.map(ms)))
+    }
     fn peak_mib(&self) -> Option<Stats> {
         Stats::of(
             self.samples
@@ -253,6 +256,7 @@ impl Report {
             "stripped_bytes": self.stripped,
             "ready_ms": stats(self.ready()),
             "first_response_ms": stats(self.first_response()),
+            "cpu_ms": stats(self.cpu()),
             "peak_rss_mib": stats(self.peak_mib()),
             "outcomes": self.outcomes(),
             "targets_missed": self.targets(),
@@ -260,6 +264,7 @@ impl Report {
                 "ready_ms": s.ready.map(ms),
                 "first_response_ms": s.first_response.map(ms),
                 "peak_rss_kib": s.peak_rss_kib,
+                "cpu_ms": s.cpu.map(ms),
                 "outcome": s.outcome.label(),
                 "body": s.outcome.body().chars().take(300).collect::<String>(),
             })).collect::<Vec<_>>(),
@@ -366,16 +371,25 @@ fn table(reports: &[Report], iterations: usize) -> String {
         "cold start, median of {iterations} (targets: ready < {TARGET_READY_MS} ms, stripped <= {TARGET_STRIPPED_MB} MB, peak < {TARGET_PEAK_MB} MB)\n"
     );
     out.push_str(&format!(
-        "{:<10} {:>9} {:>14} {:>9} {:>13} {:>12}  {:<16} {}\n",
-        "function", "ready ms", "1st answer ms", "size MB", "stripped MB", "peak RSS MB", "first answer", "missed"
+        "{:<10} {:>9} {:>14} {:>7} {:>9} {:>13} {:>12}  {:<16} {}\n",
+        "function",
+        "ready ms",
+        "1st answer ms",
+        "cpu ms",
+        "size MB",
+        "stripped MB",
+        "peak RSS MB",
+        "first answer",
+        "missed"
     ));
     for r in reports {
         let missed = r.targets();
         out.push_str(&format!(
-            "{:<10} {:>9} {:>14} {:>9.2} {:>13} {:>12}  {:<16} {}\n",
+            "{:<10} {:>9} {:>14} {:>7} {:>9.2} {:>13} {:>12}  {:<16} {}\n",
             r.function,
             fmt(r.ready()),
             fmt(r.first_response()),
+            fmt(r.cpu()),
             mb(r.size as f64),
             r.stripped.map_or("-".into(), |s| format!("{:.2}", mb(s as f64))),
             fmt(r.peak_mib()),
