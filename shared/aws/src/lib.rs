@@ -4,6 +4,7 @@ pub mod dynamodb;
 pub mod eventbridge;
 pub mod keys;
 pub mod lambda;
+pub mod ops;
 mod provider_error;
 pub mod scheduler;
 pub mod ses;
