@@ -10,7 +10,7 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use crm_core::event::Actor;
-use crm_core::schemas::{CustomSchema, CustomSchemaError, SchemaCheckError};
+use crm_core::schemas::{CustomSchema, CustomSchemaError};
 use serde_json::{json, Value};
 
 fn view(s: &CustomSchema) -> Value {
@@ -40,26 +40,6 @@ impl From<CustomSchemaError> for Problem {
     }
 }
 
-/// A custom event that fails its registered schema, as a 422: `field` is the
-/// first failing path (`properties.price`), `errors` lists every one as
-/// `{path, message}` (for ingestion, which checks with `state.custom_schemas`).
-#[allow(dead_code)] // used by the ingestion routes
-pub(crate) fn schema_check_problem(e: SchemaCheckError) -> Problem {
-    match e {
-        SchemaCheckError::Invalid { .. } => {
-            let list: Vec<Value> = e
-                .violations()
-                .iter()
-                .map(|v| json!({ "path": v.path, "message": v.message }))
-                .collect();
-            let mut p = Problem::invalid(e.field().unwrap_or("properties"), e.to_string());
-            p.errors = Some(Box::new(Value::Array(list)));
-            p
-        }
-        SchemaCheckError::Store(s) => s.into(),
-    }
-}
-
 pub async fn put_custom(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -81,32 +61,4 @@ pub async fn get_custom(State(state): State<AppState>, Path(name): Path<String>)
         .await?
         .ok_or_else(|| Problem::not_found("no schema is registered for this custom event"))?;
     Ok(Json(view(&s)).into_response())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crm_core::schemas::SchemaViolation;
-
-    #[test]
-    fn a_failed_check_is_a_422_naming_every_path() {
-        let p = schema_check_problem(SchemaCheckError::Invalid {
-            name: "Video Played".into(),
-            version: 2,
-            violations: vec![
-                SchemaViolation {
-                    path: "properties.price".into(),
-                    message: "value is not of type \"number\"".into(),
-                },
-                SchemaViolation {
-                    path: "properties.items.1".into(),
-                    message: "value is not of type \"string\"".into(),
-                },
-            ],
-        });
-        assert_eq!(p.status, 422);
-        assert_eq!(p.field.as_deref(), Some("properties.price"));
-        let errors = p.errors.expect("errors");
-        assert_eq!(errors[1]["path"], "properties.items.1");
-    }
 }
