@@ -53,9 +53,9 @@ GRANTED = REPO / "events" / "consent" / "consent-granted.json"
 ORDER_PLACED = REPO / "events" / "projector" / "order-placed.json"
 PROJECTOR_CONSUMERS = ["customer-360", "timeline", "email-index"]
 PROJECTOR_CONSUMERS += ["funnel", "attribution", "campaign-stats"]
-PROJECTOR_CONSUMERS += ["profile-metrics", "segment-evaluator", "segment-members"]
+PROJECTOR_CONSUMERS += ["profile-metrics", "segment-evaluator", "segment-members", "customer-streams"]
 PAYMENT_SUCCEEDED = REPO / "events" / "projector" / "payment-succeeded.json"
-CONSENT_CONSUMERS = ["consent-ledger"]
+CONSENT_CONSUMERS = ["consent-ledger", "proof-ledger"]
 
 
 class SmokeFailure(Exception):
