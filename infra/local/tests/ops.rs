@@ -6,9 +6,7 @@
 use crm_core::clock::SystemClock;
 use crm_core::consent::ledger::CONSENT_LEDGER;
 use crm_core::customer::views::{CUSTOMER_360, TIMELINE};
-use crm_core::customer::{
-    Customer, CustomerCommand, CustomerService, MarketingConsentChoice, RegisterCustomer, RegistrationSource,
-};
+use crm_core::customer::{Customer, CustomerCommand, CustomerService};
 use crm_core::event::{Actor, CommandMeta, EventEnvelope};
 use crm_core::ports::{ReadModelStore, ReadOp};
 use crm_local::bus::BUILT_IN_TEMPLATE;
@@ -27,23 +25,12 @@ async fn runtime_with_customers(dir: &std::path::Path, customers: usize) -> Loca
     let runtime = LocalRuntime::open(&dir.join("crm.db"), BUILT_IN_TEMPLATE).expect("open runtime");
     let service = CustomerService::new(runtime.command_store(), Arc::new(SystemClock));
     for n in 0..customers {
-        let cmd = CustomerCommand::Register(RegisterCustomer {
-            email: format!("ops{n}@example.com"),
-            first_name: "Op".into(),
-            last_name: format!("Erator{n}"),
-            phone: None,
-            source: RegistrationSource::Api,
-            marketing_consent: MarketingConsentChoice {
-                email: true,
-                sms: false,
-                push: false,
-            },
-            terms_accepted: true,
-            ip: "192.0.2.7".into(),
-            user_agent: "ops-test".into(),
-            timezone: None,
-            locale: None,
-        });
+        let cmd = CustomerCommand::Register(crm_core::testing::registration(
+            &format!("ops{n}@example.com"),
+            "Op",
+            &format!("Erator{n}"),
+            "UTC",
+        ));
         service
             .execute(
                 &customer_id(n),

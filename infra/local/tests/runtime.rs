@@ -4,9 +4,7 @@
 use crm_core::clock::SystemClock;
 use crm_core::consent::ledger;
 use crm_core::customer::views;
-use crm_core::customer::{
-    Customer, CustomerCommand, CustomerService, MarketingConsentChoice, RegisterCustomer, RegistrationSource,
-};
+use crm_core::customer::{Customer, CustomerCommand, CustomerService};
 use crm_core::event::{Actor, CommandMeta, EventEnvelope};
 use crm_core::ports::{AppendRequest, ConsumerHealth, DeadLetter, DeadLetterQueue, EventStore, ExpectedVersion};
 use crm_local::bus::BUILT_IN_TEMPLATE;
@@ -24,23 +22,12 @@ fn customer_id(n: usize) -> String {
 
 async fn register(store: Arc<dyn EventStore>, n: usize) {
     let service = CustomerService::new(store, Arc::new(SystemClock));
-    let cmd = CustomerCommand::Register(RegisterCustomer {
-        email: format!("runtime{n}@example.com"),
-        first_name: "Run".into(),
-        last_name: format!("Time{n}"),
-        phone: None,
-        source: RegistrationSource::Api,
-        marketing_consent: MarketingConsentChoice {
-            email: true,
-            sms: false,
-            push: false,
-        },
-        terms_accepted: true,
-        ip: "192.0.2.7".into(),
-        user_agent: "runtime-test".into(),
-        timezone: None,
-        locale: None,
-    });
+    let cmd = CustomerCommand::Register(crm_core::testing::registration(
+        &format!("runtime{n}@example.com"),
+        "Run",
+        &format!("Time{n}"),
+        "UTC",
+    ));
     service
         .execute(
             &customer_id(n),

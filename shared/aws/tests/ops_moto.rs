@@ -10,9 +10,7 @@ use crm_aws::testing::{dynamodb_client, sqs_client};
 use crm_core::clock::SystemClock;
 use crm_core::consumer::{Consumer, ConsumerGroup, Projection};
 use crm_core::customer::views::{CustomerProfileProjection, CUSTOMER_360};
-use crm_core::customer::{
-    Customer, CustomerCommand, CustomerService, MarketingConsentChoice, RegisterCustomer, RegistrationSource,
-};
+use crm_core::customer::{Customer, CustomerCommand, CustomerService};
 use crm_core::event::{Actor, CommandMeta, EventEnvelope};
 use crm_core::ports::{DeadLetter, DeadLetterQueue, EventStore, ReadModelStore, ReadOp};
 use std::sync::Arc;
@@ -43,23 +41,12 @@ async fn tables() -> (Arc<DynamoEventStore>, Arc<DynamoReadModels>) {
 async fn register(store: Arc<dyn EventStore>, customers: usize) {
     let service = CustomerService::new(store, Arc::new(SystemClock));
     for n in 0..customers {
-        let cmd = CustomerCommand::Register(RegisterCustomer {
-            email: format!("ops{n}@example.com"),
-            first_name: "Op".into(),
-            last_name: format!("Erator{n}"),
-            phone: None,
-            source: RegistrationSource::Api,
-            marketing_consent: MarketingConsentChoice {
-                email: true,
-                sms: false,
-                push: false,
-            },
-            terms_accepted: true,
-            ip: "192.0.2.7".into(),
-            user_agent: "ops-moto".into(),
-            timezone: None,
-            locale: None,
-        });
+        let cmd = CustomerCommand::Register(crm_core::testing::registration(
+            &format!("ops{n}@example.com"),
+            "Op",
+            &format!("Erator{n}"),
+            "UTC",
+        ));
         service
             .execute(
                 &customer_id(n),
