@@ -2,7 +2,14 @@
 //! with a parallel scan, clearing one consumer's read models, and inspecting
 //! and redriving the SQS dead-letter queues. The comparison logic of the
 //! consistency check is `crm_core::ops::check`, run over
-//! [`crate::dynamodb::DynamoEventStore`] and [`crate::dynamodb::DynamoReadModels`].
+//! [`crate::dynamodb::DynamoEventStore`] (behind
+//! [`crm_core::privacy::EncryptingEventStore`]) and
+//! [`crate::dynamodb::DynamoReadModels`].
+//!
+//! The scan reads the items as stored, personal fields encrypted under each
+//! customer's data key (decisions 0016, 0017); the replay decrypts every
+//! event with the key store before the consumer sees it, as the deployed
+//! consumers do ([`crm_core::privacy::decrypt_envelope`]).
 
 use crate::dynamodb::items::{self, Item, KIND, PK};
 use crate::dynamodb::{DynamoReadModels, KIND_CHECKPOINT};
@@ -12,6 +19,7 @@ use crm_core::consumer::{Consumer, EventHandler};
 use crm_core::event::EventEnvelope;
 use crm_core::ops::ReplayReport;
 use crm_core::ports::{DeadLetter, DeadLetterQueue, StoreError};
+use crm_core::privacy::{decrypt_envelope, KeyStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpsError {
@@ -23,6 +31,12 @@ pub enum OpsError {
     Replay(#[from] crm_core::ops::OpsError),
     #[error("corrupt event item: {0}")]
     Corrupt(String),
+    #[error("decrypting {stream_id} v{version}: {source}")]
+    Decrypt {
+        stream_id: String,
+        version: u64,
+        source: StoreError,
+    },
 }
 
 fn aws<E: std::error::Error + 'static>(operation: &'static str) -> impl Fn(E) -> OpsError {
@@ -32,24 +46,38 @@ fn aws<E: std::error::Error + 'static>(operation: &'static str) -> impl Fn(E) ->
     }
 }
 
+/// Where a parallel replay reads: the events table, and the key store that
+/// decrypts its events' personal fields.
+#[derive(Clone, Copy)]
+pub struct ReplaySource<'a> {
+    pub client: &'a aws_sdk_dynamodb::Client,
+    pub table: &'a str,
+    pub keys: &'a dyn KeyStore,
+}
+
+/// Told the number of events of each page a segment hands on (the segments
+/// run concurrently, so the calls interleave); for a progress bar.
+pub type Progress<'a> = &'a (dyn Fn(u64) + Send + Sync);
+
 /// One segment of a parallel scan of the events table: every event item of
-/// the segment, page by page, handed to `consumer` in the order DynamoDB
-/// returns them (a stream's events are in one segment, in version order; the
-/// consumer fills any gap from the store anyway).
+/// the segment, page by page, decrypted, handed to `consumer` in the order
+/// DynamoDB returns them (a stream's events are in one segment, in version
+/// order; the consumer fills any gap from the store anyway).
 async fn replay_segment(
-    client: &aws_sdk_dynamodb::Client,
-    table: &str,
+    source: ReplaySource<'_>,
     segment: i32,
     total: i32,
     consumer: &Consumer,
     dead_letters: &dyn DeadLetterQueue,
+    progress: Progress<'_>,
 ) -> Result<ReplayReport, OpsError> {
     let mut report = ReplayReport::default();
     let mut start: Option<Item> = None;
     loop {
-        let out = client
+        let out = source
+            .client
             .scan()
-            .table_name(table)
+            .table_name(source.table)
             .segment(segment)
             .total_segments(total)
             .filter_expression("#kind = :event")
@@ -59,12 +87,24 @@ async fn replay_segment(
             .send()
             .await
             .map_err(aws("Scan"))?;
-        let events: Vec<EventEnvelope> = out
+        let mut events: Vec<EventEnvelope> = out
             .items()
             .iter()
             .map(|item| items::event_from_item(item).map_err(|e| OpsError::Corrupt(e.to_string())))
             .collect::<Result<_, _>>()?;
+        for event in &mut events {
+            // A key that cannot be had, or a field that does not decrypt,
+            // stops the replay (as it fails a Lambda delivery): run it again.
+            decrypt_envelope(source.keys, event)
+                .await
+                .map_err(|e| OpsError::Decrypt {
+                    stream_id: event.stream_id.clone(),
+                    version: event.version,
+                    source: e,
+                })?;
+        }
         report.merge(&crm_core::ops::feed(consumer, &events, dead_letters, chrono::Utc::now()).await?);
+        progress(u64::try_from(events.len()).unwrap_or(u64::MAX));
         match out.last_evaluated_key() {
             Some(key) => start = Some(key.clone()),
             None => return Ok(report),
@@ -72,17 +112,18 @@ async fn replay_segment(
     }
 }
 
-/// Replays the events table `table` into `consumer` with a parallel scan of
-/// `segments` segments (Segment/TotalSegments), the segments concurrently.
+/// Replays the events table of `source` into `consumer` with a parallel scan
+/// of `segments` segments (Segment/TotalSegments), the segments
+/// concurrently, every event decrypted with `source.keys` first.
 pub async fn parallel_replay(
-    client: &aws_sdk_dynamodb::Client,
-    table: &str,
+    source: ReplaySource<'_>,
     segments: u32,
     consumer: &Consumer,
     dead_letters: &dyn DeadLetterQueue,
+    progress: Progress<'_>,
 ) -> Result<ReplayReport, OpsError> {
     let total = i32::try_from(segments.clamp(1, 1_000_000)).unwrap_or(1);
-    let runs = (0..total).map(|s| replay_segment(client, table, s, total, consumer, dead_letters));
+    let runs = (0..total).map(|s| replay_segment(source, s, total, consumer, dead_letters, progress));
     let mut report = ReplayReport::default();
     for done in futures::future::join_all(runs).await {
         report.merge(&done?);

@@ -1,18 +1,23 @@
 //! Operations on AWS against moto (`AWS_ENDPOINT_URL`): a parallel-scan
 //! replay of the events table into one consumer, the consistency check over
 //! the DynamoDB adapters (consistent, then a tampered customer 360), clearing
-//! one consumer, and listing and redriving an SQS dead-letter queue.
+//! one consumer, and listing and redriving an SQS dead-letter queue; and a
+//! replay of customers whose personal fields are encrypted under KMS-wrapped
+//! data keys (decisions 0016, 0017), which the projection holds decrypted.
 
 use crm_aws::dynamodb::{create_events_table, create_read_models_table, DynamoEventStore, DynamoReadModels};
-use crm_aws::ops::{clear_consumer, parallel_replay, receive, redrive};
+use crm_aws::keys::{create_keys_table, DynamoKmsKeyStore};
+use crm_aws::ops::{clear_consumer, parallel_replay, receive, redrive, ReplaySource};
 use crm_aws::sqs::SqsDeadLetterQueue;
-use crm_aws::testing::{dynamodb_client, sqs_client};
+use crm_aws::testing::{dynamodb_client, kms_client, sqs_client};
 use crm_core::clock::SystemClock;
 use crm_core::consumer::{Consumer, ConsumerGroup, Projection};
 use crm_core::customer::views::{CustomerProfileProjection, CUSTOMER_360};
 use crm_core::customer::{Customer, CustomerCommand, CustomerService};
 use crm_core::event::{Actor, CommandMeta, EventEnvelope};
 use crm_core::ports::{DeadLetter, DeadLetterQueue, EventStore, ReadModelStore, ReadOp};
+use crm_core::privacy::{EncryptingEventStore, KeyStore, ERASED};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -60,6 +65,35 @@ async fn register(store: Arc<dyn EventStore>, customers: usize) {
     }
 }
 
+/// A KMS key and a keys table of the test's own: the deployed key store.
+async fn kms_key_store() -> Arc<DynamoKmsKeyStore> {
+    let dynamodb = dynamodb_client().await;
+    let kms = kms_client().await;
+    let key = kms
+        .create_key()
+        .description("crm ops test data keys")
+        .send()
+        .await
+        .expect("create a KMS key");
+    let key_id = key.key_metadata().expect("metadata").key_id().to_string();
+    let table = format!("keys-ops-{}", Uuid::now_v7().simple());
+    create_keys_table(&dynamodb, &table).await.expect("keys table");
+    Arc::new(DynamoKmsKeyStore::new(dynamodb, kms, table, key_id))
+}
+
+/// No customer in these tables has a key: the events are stored plain.
+async fn no_keys() -> Arc<dyn KeyStore> {
+    kms_key_store().await
+}
+
+fn source<'a>(events: &'a DynamoEventStore, keys: &'a dyn KeyStore) -> ReplaySource<'a> {
+    ReplaySource {
+        client: events.client(),
+        table: events.table(),
+        keys,
+    }
+}
+
 async fn dead_letter_queue() -> SqsDeadLetterQueue {
     let client = sqs_client().await;
     let name = format!("ops-dlq-{}", Uuid::now_v7().simple());
@@ -83,9 +117,15 @@ async fn a_parallel_scan_replay_rebuilds_a_consumer_the_check_agrees_and_finds_a
     let projection: Arc<dyn Projection> = Arc::new(CustomerProfileProjection);
     let consumer = Consumer::new(projection, events.clone(), docs.clone());
 
-    let report = parallel_replay(events.client(), events.table(), 4, &consumer, &dlq)
+    let keys = no_keys().await;
+    let seen = AtomicU64::new(0);
+    let count = |n: u64| {
+        seen.fetch_add(n, Ordering::Relaxed);
+    };
+    let report = parallel_replay(source(&events, keys.as_ref()), 4, &consumer, &dlq, &count)
         .await
         .expect("replay");
+    assert_eq!(seen.load(Ordering::Relaxed), report.events, "progress saw every event");
     assert_eq!(report.parked, 0);
     assert!(report.events >= 6 * 3, "{report:?}");
     assert_eq!(
@@ -126,13 +166,62 @@ async fn a_parallel_scan_replay_rebuilds_a_consumer_the_check_agrees_and_finds_a
         docs.get(CUSTOMER_360, &customer_id(3), "profile").await.expect("get"),
         None
     );
-    parallel_replay(events.client(), events.table(), 3, &consumer, &dlq)
+    parallel_replay(source(&events, keys.as_ref()), 3, &consumer, &dlq, &|_| {})
         .await
         .expect("replay again");
     let again = crm_core::ops::check(events.as_ref(), docs.as_ref(), &checked, &streams)
         .await
         .expect("check");
     assert!(again.is_consistent(), "{:?}", again.differences);
+}
+
+#[tokio::test]
+async fn a_replay_decrypts_personal_fields_with_the_kms_backed_key_store() {
+    let (raw, docs) = tables().await;
+    let keys = kms_key_store().await;
+    let events: Arc<dyn EventStore> = Arc::new(EncryptingEventStore::new(raw.clone(), keys.clone()));
+    register(events.clone(), 3).await;
+
+    // Stored encrypted: the raw table holds no address in clear.
+    let stream = format!("customer-{}", customer_id(1));
+    let stored = raw.read_stream(&stream, 0, 1).await.expect("read")[0].clone();
+    let email = stored.data["email"].as_str().expect("an email field").to_string();
+    assert_ne!(email, "ops1@example.com", "the email is encrypted at rest");
+    assert!(email.starts_with("enc:"), "{email}");
+    // Customer 2 is crypto-shredded: their key is gone.
+    keys.delete(&customer_id(2)).await.expect("delete the key");
+
+    // The consumer fills gaps through the decrypting store, as the projector does.
+    let consumer = Consumer::new(Arc::new(CustomerProfileProjection), events.clone(), docs.clone());
+    let dlq = dead_letter_queue().await;
+    let report = parallel_replay(source(&raw, keys.as_ref()), 2, &consumer, &dlq, &|_| {})
+        .await
+        .expect("replay");
+    assert_eq!(report.parked, 0, "{report:?}");
+    assert!(report.applied >= 3, "{report:?}");
+
+    let profile = docs
+        .get(CUSTOMER_360, &customer_id(1), "profile")
+        .await
+        .expect("get")
+        .expect("a customer 360");
+    assert_eq!(profile["email"], "ops1@example.com", "{profile}");
+    assert_eq!(profile["last_name"], "Erator1", "{profile}");
+    let shredded = docs
+        .get(CUSTOMER_360, &customer_id(2), "profile")
+        .await
+        .expect("get")
+        .expect("a customer 360");
+    assert_eq!(shredded["email"], ERASED, "never the ciphertext: {shredded}");
+
+    // And the check, over the decrypting store, agrees.
+    let streams = crm_core::ops::sample_streams(raw.as_ref(), 0).await.expect("sample");
+    let checked = [Arc::new(CustomerProfileProjection) as Arc<dyn Projection>];
+    let report = crm_core::ops::check(events.as_ref(), docs.as_ref(), &checked, &streams)
+        .await
+        .expect("check");
+    assert_eq!(report.documents, 3);
+    assert!(report.is_consistent(), "{:?}", report.differences);
 }
 
 #[tokio::test]
