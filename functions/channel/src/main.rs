@@ -9,6 +9,7 @@ use crm_core::clock::SystemClock;
 use crm_core::messaging::decision::DeliveryPolicy;
 use crm_core::messaging::delivery::{DeliverySettings, MessageDelivery, Providers};
 use crm_core::messaging::unsubscribe::TokenSigner;
+use crm_core::metrics::EmfWriter;
 use lambda_runtime::{service_fn, LambdaEvent};
 use std::sync::Arc;
 
@@ -80,7 +81,11 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         identifiers,
         dead_letters.clone(),
         settings,
-    );
+    )
+    // Sends, suppressions, deferrals and failures per channel as EMF lines on stdout (decision 0026).
+    .with_metrics(Arc::new(EmfWriter::stdout(EmfWriter::namespace_from(&|name: &str| {
+        std::env::var(name).ok()
+    }))));
     let (delivery, keys, dead_letters) = (&delivery, keys.as_ref(), dead_letters.as_ref());
     lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
         crm_channel::handler::handle(event, delivery, keys, dead_letters).await

@@ -9,6 +9,7 @@ use crm_core::customer::*;
 use crm_core::event::{Actor, CommandMeta, EventEnvelope};
 use crm_core::messaging::delivery::{DeliverySettings, MessageDelivery, Providers};
 use crm_core::messaging::unsubscribe::TokenSigner;
+use crm_core::metrics::{EmfWriter, SharedBuffer};
 use crm_core::ports::EventStore;
 use crm_local::bus::SqliteDeadLetters;
 use crm_local::mail::MailSink;
@@ -37,6 +38,21 @@ struct World {
     dead_letters: Arc<SqliteDeadLetters>,
     clock: Arc<VirtualClock>,
     delivery: MessageDelivery,
+    /// The EMF lines the delivery wrote (stdout in Lambda).
+    metrics: SharedBuffer,
+}
+
+/// The counts of one metric per channel the handler emitted, as (channel, reason).
+fn emitted(w: &World, metric: &str) -> Vec<(String, String)> {
+    w.metrics
+        .documents()
+        .into_iter()
+        .filter(|d| d.get(metric) == Some(&json!(1.0)))
+        .map(|d| {
+            let field = |name: &str| d[name].as_str().unwrap_or_default().to_string();
+            (field("Channel"), field("Reason"))
+        })
+        .collect()
 }
 
 async fn world() -> World {
@@ -53,6 +69,7 @@ async fn world() -> World {
     let scheduler = Arc::new(SqliteScheduler::open(&db).expect("timers"));
     let sink = Arc::new(MailSink::open(&db, clock.clone()).expect("sink"));
     let dead_letters = Arc::new(SqliteDeadLetters::open(&db).expect("dead letters"));
+    let metrics = SharedBuffer::default();
     let delivery = MessageDelivery::new(
         events.clone(),
         docs,
@@ -67,7 +84,8 @@ async fn world() -> World {
         crm_core::privacy::IdentifierHasher::new(b"channel test identifiers"),
         dead_letters.clone(),
         DeliverySettings::default(),
-    );
+    )
+    .with_metrics(Arc::new(EmfWriter::new("Crm", Box::new(metrics.clone()))));
     let respond = |c: &Customer, _: &[EventEnvelope]| (201, json!({ "id": c.id }));
     let register = CustomerCommand::Register(crm_core::testing::registration(
         "grace.hopper@example.com",
@@ -88,6 +106,7 @@ async fn world() -> World {
         dead_letters,
         clock,
         delivery,
+        metrics,
     }
 }
 
@@ -133,6 +152,8 @@ async fn a_request_delivered_three_times_is_sent_once_with_one_click_unsubscribe
         types(&w, &format!("message-{MESSAGE}")).await,
         vec!["MessageClaimed", "MessageSent"]
     );
+    // One send counted, however often the request came.
+    assert_eq!(emitted(&w, "MessagesSent"), vec![("email".to_string(), String::new())]);
 }
 
 #[tokio::test]
@@ -161,6 +182,11 @@ async fn a_permanent_bounce_suppresses_the_address_and_invalidates_the_email() {
     invoke(&w, next).await;
     assert_eq!(types(&w, "message-msg-next").await, vec!["MessageSuppressed"]);
     assert_eq!(w.sink.list().await.expect("sink").len(), 1);
+    assert_eq!(emitted(&w, "MessagesSent").len(), 1);
+    assert_eq!(
+        emitted(&w, "MessagesSuppressed"),
+        vec![("email".to_string(), "suppressed".to_string())]
+    );
 }
 
 #[tokio::test]

@@ -106,6 +106,14 @@ pub async fn handle(event: LambdaEvent<Event>, relay: &Relay) -> Result<DynamoDb
     }
 
     let report = relay.run(outbound).await;
+    // How far behind the stream the relay is: the oldest record's write time
+    // (a record without one deserialises as the epoch, and is left out).
+    let oldest = records
+        .iter()
+        .map(|r| r.change.approximate_creation_date_time)
+        .filter(|written| written.timestamp() > 0)
+        .min();
+    relay.record_batch(oldest, &report);
     tracing::info!(
         request_id = %event.context.request_id,
         records = total,

@@ -4,6 +4,7 @@
 use aws_config::BehaviorVersion;
 use crm_aws::eventbridge::EventBridgeBus;
 use crm_aws::sqs::SqsDeadLetterQueue;
+use crm_core::metrics::EmfWriter;
 use crm_relay::{handle, relay, Config};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use std::sync::Arc;
@@ -16,7 +17,9 @@ async fn main() -> Result<(), Error> {
     let aws = aws_config::load_defaults(BehaviorVersion::latest()).await;
     let bus = EventBridgeBus::new(aws_sdk_eventbridge::Client::new(&aws), config.event_bus_name);
     let dead_letters = SqsDeadLetterQueue::new(aws_sdk_sqs::Client::new(&aws), config.dead_letter_queue_url);
-    let relay = relay(Arc::new(bus), Arc::new(dead_letters));
+    // Lag and throughput as EMF lines on stdout (METRICS_NAMESPACE, decision 0026).
+    let namespace = EmfWriter::namespace_from(&|name: &str| std::env::var(name).ok());
+    let relay = relay(Arc::new(bus), Arc::new(dead_letters)).with_metrics(Arc::new(EmfWriter::stdout(namespace)));
     let relay = &relay;
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<aws_lambda_events::event::dynamodb::Event>| async move { handle(event, relay).await },

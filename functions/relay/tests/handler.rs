@@ -249,3 +249,29 @@ fn the_response_serialises_as_lambda_expects() {
         serde_json::json!({"batchItemFailures": [{"itemIdentifier": SEQ_EVENT_2}]})
     );
 }
+
+#[tokio::test]
+async fn a_batch_reports_its_lag_from_the_oldest_record_and_what_it_published() {
+    use crm_core::clock::VirtualClock;
+    use crm_core::metrics::{EmfWriter, SharedBuffer};
+    // The sample's records were written at 1795435200 (epoch seconds); the relay runs 90 s later.
+    let written = chrono::DateTime::from_timestamp(1_795_435_200, 0).expect("valid time");
+    let buffer = SharedBuffer::default();
+    let relay = Relay::new(
+        FakeBus::refusing(&[]),
+        Arc::new(FakeDlq::default()),
+        Arc::new(VirtualClock::starting_at(written + chrono::Duration::seconds(90))),
+    )
+    .with_metrics(Arc::new(EmfWriter::new("Crm", Box::new(buffer.clone()))));
+    let failures = run(batch(), &relay).await;
+    assert!(failures.is_empty(), "{failures:?}");
+    let docs = buffer.documents();
+    assert_eq!(docs.len(), 1, "one document per batch: {docs:?}");
+    let doc = &docs[0];
+    assert_eq!(doc["Consumer"], "relay");
+    assert_eq!(doc["ConsumerLag"], serde_json::json!(90_000.0));
+    assert_eq!(doc["EventsRelayed"], serde_json::json!(2.0));
+    let directive = &doc["_aws"]["CloudWatchMetrics"][0];
+    assert_eq!(directive["Namespace"], "Crm");
+    assert_eq!(directive["Dimensions"], serde_json::json!([["Consumer"]]));
+}

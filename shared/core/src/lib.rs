@@ -17,6 +17,7 @@ pub mod ingest;
 pub mod insights;
 pub mod journey;
 pub mod messaging;
+pub mod metrics;
 pub mod ops;
 pub mod pattern;
 pub mod ports;

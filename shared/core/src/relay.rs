@@ -23,8 +23,10 @@
 
 use crate::bus::{BusEntry, MAX_ENTRIES_PER_PUT, MAX_ENTRY_BYTES};
 use crate::clock::Clock;
+use crate::metrics::{names as metric, MetricSet, MetricsSink, NoMetrics};
 use crate::ports::{DeadLetter, DeadLetterQueue, EventBus, PublishOutcome};
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -146,6 +148,7 @@ pub struct Relay {
     clock: Arc<dyn Clock>,
     policy: RetryPolicy,
     pause: Arc<dyn Pause>,
+    metrics: Arc<dyn MetricsSink>,
 }
 
 impl std::fmt::Debug for Relay {
@@ -172,7 +175,28 @@ impl Relay {
             clock,
             policy: RetryPolicy::default(),
             pause: Arc::new(NoPause),
+            metrics: Arc::new(NoMetrics),
         }
+    }
+
+    /// The same relay, reporting its lag and throughput to `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<dyn MetricsSink>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Reports one batch: how many events went onto the bus and, when the
+    /// caller knows when its oldest record was written, how far behind the
+    /// relay is (`ConsumerLag`, like Lambda's IteratorAge but per batch).
+    pub fn record_batch(&self, oldest_record: Option<DateTime<Utc>>, report: &RelayReport) {
+        let now = self.clock.now();
+        let mut set = MetricSet::new(now)
+            .dimension("Consumer", RELAY_CONSUMER)
+            .count(metric::EVENTS_RELAYED, report.published as u64);
+        if let Some(written) = oldest_record {
+            set = set.millis(metric::CONSUMER_LAG, (now - written).num_milliseconds());
+        }
+        self.metrics.emit(set);
     }
 
     /// The same relay, retrying by `policy` and waiting with `pause`.
@@ -764,5 +788,39 @@ mod tests {
         assert_eq!(p.delay(5), Duration::from_millis(800));
         assert_eq!(p.delay(6), Duration::from_secs(1));
         assert_eq!(p.delay(u32::MAX), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_batch_reports_its_lag_and_what_it_published() {
+        use crate::clock::VirtualClock;
+        use crate::metrics::{EmfWriter, SharedBuffer};
+        let now = DateTime::parse_from_rfc3339("2026-11-30T01:00:05Z")
+            .map(|t| t.to_utc())
+            .unwrap_or_default();
+        let buffer = SharedBuffer::default();
+        let relay = Relay::new(
+            FakeBus::with(|_| {}),
+            Arc::new(FakeDlq::default()),
+            Arc::new(VirtualClock::starting_at(now)),
+        )
+        .with_metrics(Arc::new(EmfWriter::new("Crm", Box::new(buffer.clone()))));
+        let report = RelayReport {
+            published: 7,
+            ..RelayReport::default()
+        };
+        relay.record_batch(Some(now - chrono::Duration::seconds(5)), &report);
+        relay.record_batch(None, &report);
+        let docs = buffer.documents();
+        assert_eq!(docs.len(), 2);
+        assert_eq!(docs[0]["Consumer"], "relay");
+        assert_eq!(docs[0]["ConsumerLag"], serde_json::json!(5000.0));
+        assert_eq!(docs[0]["EventsRelayed"], serde_json::json!(7.0));
+        assert_eq!(
+            docs[0]["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            serde_json::json!([["Consumer"]])
+        );
+        // Without a record time there is no lag to report, only the count.
+        assert!(docs[1].get("ConsumerLag").is_none());
+        assert_eq!(docs[1]["EventsRelayed"], serde_json::json!(7.0));
     }
 }

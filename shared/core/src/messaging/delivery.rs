@@ -23,6 +23,7 @@ use crate::consumer::{Consumer, Projection, ProjectionError};
 use crate::customer::{Customer, CustomerService};
 use crate::event::{envelopes, Actor, CommandMeta, DomainEvent, EventEnvelope};
 use crate::journey::definition::Category;
+use crate::metrics::{names as metric, MetricSet, MetricsSink, NoMetrics};
 use crate::ports::{
     AppendError, AppendRequest, DeadLetter, DeadLetterQueue, EventStore, ExpectedVersion, ReadModelStore, ReadOp,
     StoreError,
@@ -120,6 +121,14 @@ impl From<StoreError> for DeliveryError {
     }
 }
 
+/// A unit enum's wire name (`no-consent`, `quiet-hours`, `marketing`), for metric properties.
+fn kebab<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| "unknown".into())
+}
+
 /// The state of one message stream.
 #[derive(Debug, Default)]
 struct MessageState {
@@ -165,6 +174,7 @@ pub struct MessageDelivery {
     identifiers: IdentifierHasher,
     dead_letters: Arc<dyn DeadLetterQueue>,
     settings: DeliverySettings,
+    metrics: Arc<dyn MetricsSink>,
 }
 
 impl MessageDelivery {
@@ -191,7 +201,28 @@ impl MessageDelivery {
             identifiers,
             dead_letters,
             settings,
+            metrics: Arc::new(NoMetrics),
         }
+    }
+
+    /// Where the sent, suppressed, deferred and failed counts go (EMF in the
+    /// channel function, nowhere by default).
+    pub fn with_metrics(mut self, metrics: Arc<dyn MetricsSink>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// One count of `name` for the request's channel, with why as a property.
+    fn count(&self, name: &'static str, request: &MessageRequest, reason: Option<String>) {
+        let mut set = MetricSet::new(self.now())
+            .dimension("Channel", request.channel.to_string())
+            .count(name, 1)
+            .property("Category", kebab(&request.category))
+            .property("CampaignId", request.campaign_id.clone());
+        if let Some(reason) = reason {
+            set = set.property("Reason", reason);
+        }
+        self.metrics.emit(set);
     }
 
     pub fn now(&self) -> DateTime<Utc> {
@@ -306,7 +337,10 @@ impl MessageDelivery {
                     detail,
                 };
                 match self.append(request, meta, state.version, vec![event]).await? {
-                    Some(_) => Ok(DeliveryOutcome::Suppressed),
+                    Some(_) => {
+                        self.count(metric::MESSAGES_SUPPRESSED, request, Some(kebab(&reason)));
+                        Ok(DeliveryOutcome::Suppressed)
+                    }
                     None => Ok(DeliveryOutcome::Duplicate),
                 }
             }
@@ -340,6 +374,7 @@ impl MessageDelivery {
         let version = appended.last().map(|e| e.version).unwrap_or(state.version + 1);
         self.schedule_deferral(request, until, version).await?;
         tracing::info!(message_id = %request.message_id, %until, "message deferred");
+        self.count(metric::MESSAGES_DEFERRED, request, Some(kebab(&reason)));
         Ok(DeliveryOutcome::Deferred { until })
     }
 
@@ -415,6 +450,7 @@ impl MessageDelivery {
                     log.deliver(e).await.map_err(|e| DeliveryError::Retry(e.to_string()))?;
                 }
                 tracing::info!(message_id = %request.message_id, provider_message_id = %receipt.provider_message_id, channel = %request.channel, "message sent");
+                self.count(metric::MESSAGES_SENT, request, None);
                 Ok(DeliveryOutcome::Sent {
                     provider_message_id: receipt.provider_message_id,
                 })
@@ -468,6 +504,7 @@ impl MessageDelivery {
                 attempts: 1,
             })
             .await?;
+        self.count(metric::MESSAGES_FAILED, request, None);
         Ok(DeliveryOutcome::Failed)
     }
 

@@ -464,3 +464,77 @@ async fn bounce_and_complaint_feedback_act_once() {
         vec!["MessageClaimed", "MessageSent", "EmailBounced"]
     );
 }
+
+#[tokio::test]
+async fn sends_suppressions_and_deferrals_are_counted_per_channel() {
+    use crate::metrics::{EmfWriter, SharedBuffer};
+    let mut w = World::new().await;
+    let buffer = SharedBuffer::default();
+    w.delivery = w
+        .delivery
+        .with_metrics(Arc::new(EmfWriter::new("Crm", Box::new(buffer.clone()))));
+    let confirmation = w.requested(1, "order-confirmation", Category::Transactional);
+    w.delivery.on_requested(&confirmation).await.expect("deliver");
+    // A duplicate delivery counts nothing.
+    w.delivery.on_requested(&confirmation).await.expect("again");
+    w.command(CustomerCommand::RevokeConsent(RevokeConsent {
+        purpose: Purpose::Marketing,
+        channel: Channel::Email,
+        reason: "test".into(),
+        method: None,
+    }))
+    .await;
+    w.delivery
+        .on_requested(&w.requested(2, reminder(), Category::Marketing))
+        .await
+        .expect("deliver");
+
+    let docs = buffer.documents();
+    assert_eq!(docs.len(), 2, "{docs:?}");
+    let sent = &docs[0];
+    assert_eq!(sent["MessagesSent"], json!(1.0));
+    assert_eq!(sent["Channel"], "email");
+    assert_eq!(sent["Category"], "transactional");
+    let directive = &sent["_aws"]["CloudWatchMetrics"][0];
+    assert_eq!(directive["Namespace"], "Crm");
+    assert_eq!(directive["Dimensions"], json!([["Channel"]]));
+    assert_eq!(
+        directive["Metrics"],
+        json!([{ "Name": "MessagesSent", "Unit": "Count" }])
+    );
+    assert_eq!(sent["_aws"]["Timestamp"], json!(w.clock.now().timestamp_millis()));
+    let suppressed = &docs[1];
+    assert_eq!(suppressed["MessagesSuppressed"], json!(1.0));
+    assert_eq!(suppressed["Channel"], "email");
+    assert_eq!(suppressed["Reason"], "no-consent");
+    assert_eq!(suppressed["CampaignId"], "abandoned-cart");
+    assert!(suppressed.get("MessagesSent").is_none());
+}
+
+#[tokio::test]
+async fn a_deferral_is_counted_with_its_reason() {
+    use crate::metrics::{EmfWriter, SharedBuffer};
+    let mut w = World::new().await;
+    let buffer = SharedBuffer::default();
+    w.delivery = w
+        .delivery
+        .with_metrics(Arc::new(EmfWriter::new("Crm", Box::new(buffer.clone()))));
+    w.command(CustomerCommand::UpdatePreferences(Preferences {
+        email_frequency: EmailFrequency::Daily,
+        timezone: "Europe/Berlin".into(),
+        quiet_hours: Some(QuietHours {
+            start: "12:00".into(),
+            end: "14:30".into(),
+        }),
+        ..Preferences::default()
+    }))
+    .await;
+    w.delivery
+        .on_requested(&w.requested(1, reminder(), Category::Marketing))
+        .await
+        .expect("deliver");
+    let docs = buffer.documents();
+    assert_eq!(docs.len(), 1, "{docs:?}");
+    assert_eq!(docs[0]["MessagesDeferred"], json!(1.0));
+    assert_eq!(docs[0]["Reason"], "quiet-hours");
+}
