@@ -3,45 +3,16 @@
 //! documents; the check finds nothing on a consistent store and reports a
 //! tampered customer 360.
 
-use crm_core::clock::SystemClock;
 use crm_core::consent::ledger::CONSENT_LEDGER;
 use crm_core::customer::views::{CUSTOMER_360, TIMELINE};
-use crm_core::customer::{Customer, CustomerCommand, CustomerService};
-use crm_core::event::{Actor, CommandMeta, EventEnvelope};
 use crm_core::ports::{ReadModelStore, ReadOp};
+use crm_core::testing::{customer_id, register_customers};
 use crm_local::bus::BUILT_IN_TEMPLATE;
 use crm_local::runtime::LocalRuntime;
-use std::sync::Arc;
-
-fn respond(c: &Customer, _: &[EventEnvelope]) -> (u16, serde_json::Value) {
-    (201, serde_json::json!({ "id": c.id }))
-}
-
-fn customer_id(n: usize) -> String {
-    format!("00000000-0000-7000-8000-{n:012}")
-}
 
 async fn runtime_with_customers(dir: &std::path::Path, customers: usize) -> LocalRuntime {
     let runtime = LocalRuntime::open(&dir.join("crm.db"), BUILT_IN_TEMPLATE).expect("open runtime");
-    let service = CustomerService::new(runtime.command_store(), Arc::new(SystemClock));
-    for n in 0..customers {
-        let cmd = CustomerCommand::Register(crm_core::testing::registration(
-            &format!("ops{n}@example.com"),
-            "Op",
-            &format!("Erator{n}"),
-            "UTC",
-        ));
-        service
-            .execute(
-                &customer_id(n),
-                &cmd,
-                &CommandMeta::new(Actor::system("test")),
-                None,
-                &respond,
-            )
-            .await
-            .expect("register");
-    }
+    register_customers(runtime.command_store(), customers).await;
     runtime.bus.settle().await.expect("settle");
     runtime
 }

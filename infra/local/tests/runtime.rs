@@ -4,40 +4,18 @@
 use crm_core::clock::SystemClock;
 use crm_core::consent::ledger;
 use crm_core::customer::views;
-use crm_core::customer::{Customer, CustomerCommand, CustomerService};
-use crm_core::event::{Actor, CommandMeta, EventEnvelope};
+use crm_core::customer::CustomerService;
 use crm_core::ports::{AppendRequest, ConsumerHealth, DeadLetter, DeadLetterQueue, EventStore, ExpectedVersion};
+use crm_core::testing::customer_id;
 use crm_local::bus::BUILT_IN_TEMPLATE;
 use crm_local::runtime::LocalRuntime;
 use std::path::Path;
 use std::sync::Arc;
 
-fn respond(c: &Customer, _: &[EventEnvelope]) -> (u16, serde_json::Value) {
-    (201, serde_json::json!({ "id": c.id }))
-}
-
-fn customer_id(n: usize) -> String {
-    format!("00000000-0000-7000-8000-{n:012}")
-}
-
 async fn register(store: Arc<dyn EventStore>, n: usize) {
-    let service = CustomerService::new(store, Arc::new(SystemClock));
-    let cmd = CustomerCommand::Register(crm_core::testing::registration(
-        &format!("runtime{n}@example.com"),
-        "Run",
-        &format!("Time{n}"),
-        "UTC",
-    ));
-    service
-        .execute(
-            &customer_id(n),
-            &cmd,
-            &CommandMeta::new(Actor::system("test")),
-            None,
-            &respond,
-        )
-        .await
-        .expect("register");
+    let registration =
+        crm_core::testing::registration(&format!("runtime{n}@example.com"), "Run", &format!("Time{n}"), "UTC");
+    crm_core::testing::register(store, &customer_id(n), registration).await;
 }
 
 fn open(db: &Path) -> LocalRuntime {

@@ -459,3 +459,47 @@ pub fn raw_event(stream_id: &str, event_type: &str, data: serde_json::Value) -> 
         data,
     }
 }
+
+/// A `CustomerRegistered` event of customer `customer` (stream
+/// `customer-{customer}`) carrying `data`, ready to append.
+pub fn registered_event(customer: &str, data: serde_json::Value) -> EventEnvelope {
+    EventEnvelope {
+        customer_id: Some(customer.to_string()),
+        ..raw_event(&format!("customer-{customer}"), "CustomerRegistered", data)
+    }
+}
+
+/// Test customer `n`'s id: a fixed UUID, the same on every run.
+pub fn customer_id(n: usize) -> String {
+    format!("00000000-0000-7000-8000-{n:012}")
+}
+
+/// Registers customer `id` through the customer service over `store` (system
+/// clock, actor `system:test`); panics when the command fails.
+pub async fn register(
+    store: std::sync::Arc<dyn EventStore>,
+    id: &str,
+    registration: crate::customer::RegisterCustomer,
+) {
+    let service = crate::customer::CustomerService::new(store, std::sync::Arc::new(crate::clock::SystemClock));
+    let respond = |c: &Customer, _: &[EventEnvelope]| (201, serde_json::json!({ "id": c.id }));
+    service
+        .execute(
+            id,
+            &CustomerCommand::Register(registration),
+            &crate::event::CommandMeta::new(crate::event::Actor::system("test")),
+            None,
+            &respond,
+        )
+        .await
+        .expect("register");
+}
+
+/// Registers customers `0..customers` (ids from [`customer_id`],
+/// `ops{n}@example.com`, Op Erator{n}, UTC) through [`register`].
+pub async fn register_customers(store: std::sync::Arc<dyn EventStore>, customers: usize) {
+    for n in 0..customers {
+        let registration = registration(&format!("ops{n}@example.com"), "Op", &format!("Erator{n}"), "UTC");
+        register(store.clone(), &customer_id(n), registration).await;
+    }
+}

@@ -306,7 +306,6 @@ mod tests {
     use super::*;
     use crate::ports::{AppendRequest, ExpectedVersion};
     use crate::privacy::memory::InMemoryKeyStore;
-    use chrono::Utc;
     use serde_json::json;
     use std::sync::{Arc, Mutex};
 
@@ -326,21 +325,10 @@ mod tests {
     }
 
     fn registered(customer: &str, email: &str) -> EventEnvelope {
-        let id = uuid::Uuid::now_v7();
-        EventEnvelope {
-            event_id: id,
-            stream_id: format!("customer-{customer}"),
-            version: 0,
-            event_type: "CustomerRegistered".into(),
-            schema_version: 1,
-            customer_id: Some(customer.into()),
-            occurred_at: Utc::now(),
-            recorded_at: Utc::now(),
-            causation_id: None,
-            correlation_id: id,
-            actor: "test".into(),
-            data: json!({ "email": email, "first_name": "Ada", "last_name": null, "ip": "[erased]" }),
-        }
+        crate::testing::registered_event(
+            customer,
+            json!({ "email": email, "first_name": "Ada", "last_name": null, "ip": "[erased]" }),
+        )
     }
 
     #[tokio::test]
