@@ -197,6 +197,33 @@ impl TestApi {
         cart_id
     }
 
+    /// Places a EUR order of `total` for the customer (one item `name` of
+    /// `category`, shipped to Berlin) and pays it by card; returns the order id.
+    pub async fn paid_order(&self, customer_id: &str, total: i64, name: &str, category: &str) -> String {
+        let body = serde_json::json!({
+            "customer_id": customer_id,
+            "items": [{ "product_id": "sku-1", "name": name, "category": category, "quantity": 1, "unit_price_minor": total }],
+            "tax_minor": 0, "shipping_minor": 0, "total_minor": total, "currency": "EUR",
+            "shipping_address": { "line1": "1 Main St", "city": "Berlin", "postal_code": "10115", "country": "DE" }
+        });
+        let order = self.call("POST", "/orders", Some(&body.to_string())).await;
+        assert_eq!(order.status, 201, "{:?}", order.body);
+        let order_id = order.body["id"].as_str().expect("order id").to_string();
+        let payment = serde_json::json!({
+            "payment_id": format!("pay-{order_id}"), "status": "succeeded", "method": "credit-card",
+            "amount_minor": total, "currency": "EUR", "transaction_id": "tx-1"
+        });
+        let paid = self
+            .call(
+                "POST",
+                &format!("/orders/{order_id}/payments"),
+                Some(&payment.to_string()),
+            )
+            .await;
+        assert_eq!(paid.status, 200, "{:?}", paid.body);
+        order_id
+    }
+
     /// Every stored event of one type, in store order.
     pub async fn events_of_type(&self, event_type: &str) -> Vec<crm_core::event::EventEnvelope> {
         self.all_events()

@@ -17,32 +17,6 @@ async fn customer(api: &TestApi, email: &str) -> String {
     created.body["id"].as_str().expect("id").to_string()
 }
 
-/// Places an order of `total` (one item of `category`) and pays it; returns the order id.
-async fn paid_order(api: &TestApi, customer_id: &str, total: i64, category: &str) -> String {
-    let body = json!({
-        "customer_id": customer_id,
-        "items": [{ "product_id": "sku-1", "name": "Thing", "category": category, "quantity": 1, "unit_price_minor": total }],
-        "tax_minor": 0, "shipping_minor": 0, "total_minor": total, "currency": "EUR",
-        "shipping_address": { "line1": "1 Main St", "city": "Berlin", "postal_code": "10115", "country": "DE" }
-    });
-    let order = api.call("POST", "/orders", Some(&body.to_string())).await;
-    assert_eq!(order.status, 201, "{:?}", order.body);
-    let order_id = order.body["id"].as_str().expect("order id").to_string();
-    let payment = json!({
-        "payment_id": format!("pay-{order_id}"), "status": "succeeded", "method": "credit-card",
-        "amount_minor": total, "currency": "EUR", "transaction_id": "tx-1"
-    });
-    let paid = api
-        .call(
-            "POST",
-            &format!("/orders/{order_id}/payments"),
-            Some(&payment.to_string()),
-        )
-        .await;
-    assert_eq!(paid.status, 200, "{:?}", paid.body);
-    order_id
-}
-
 async fn metrics(api: &TestApi, id: &str) -> Value {
     let got = api.call("GET", &format!("/customers/{id}"), None).await;
     assert_eq!(got.status, 200, "{:?}", got.body);
@@ -174,7 +148,7 @@ async fn windowed_metrics_fall_as_the_clock_moves_and_segments_follow_recency() 
     );
     assert!(segments_of(&api, &id).await.is_empty());
 
-    paid_order(&api, &id, 12_000, "Kitchen").await;
+    api.paid_order(&id, 12_000, "Thing", "Kitchen").await;
     // An order placed but never paid is not a transaction.
     let unpaid = json!({
         "customer_id": id,
@@ -191,7 +165,7 @@ async fn windowed_metrics_fall_as_the_clock_moves_and_segments_follow_recency() 
         assert_eq!(l.status, 201, "{:?}", l.body);
     }
     advance(&api, 10).await;
-    let second = paid_order(&api, &id, 8_000, "kitchen").await;
+    let second = api.paid_order(&id, 8_000, "Thing", "kitchen").await;
     let refund = json!({ "refund_type": "partial", "amount_minor": 3_000, "reason": "quality-issue" }).to_string();
     let refunded = api
         .call("POST", &format!("/orders/{second}/refunds"), Some(&refund))
@@ -275,7 +249,7 @@ async fn segments_list_their_rules_counts_and_members_page_by_page() {
     let mut ids = Vec::new();
     for n in 0..3 {
         let id = customer(&api, &format!("buyer{n}@example.com")).await;
-        paid_order(&api, &id, 2_000 + n * 1_000, "garden").await;
+        api.paid_order(&id, 2_000 + n * 1_000, "Thing", "garden").await;
         ids.push(id);
     }
     ids.sort();
@@ -349,12 +323,12 @@ async fn campaigns_trigger_on_segment_events_and_entry_segment_is_enforced() {
     // Five orders of 200.00: R5 F4 M5, a champion, but not yet high value
     // (more than five orders needed): the trigger matches, entry refuses.
     for _ in 0..5 {
-        paid_order(&api, &id, 20_000, "books").await;
+        api.paid_order(&id, 20_000, "Thing", "books").await;
     }
     assert!(segments_of(&api, &id).await.contains(&"champions".to_string()));
     assert_eq!(vip_journeys(&api).await, 0, "not in high-value: no journey");
     // The sixth makes them high value: one journey.
-    paid_order(&api, &id, 20_000, "books").await;
+    api.paid_order(&id, 20_000, "Thing", "books").await;
     assert!(segments_of(&api, &id).await.contains(&"high-value".to_string()));
     assert_eq!(vip_journeys(&api).await, 1);
 }

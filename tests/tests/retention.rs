@@ -18,30 +18,6 @@ fn start() -> DateTime<Utc> {
     crm_tests::time("2026-06-01T09:00:00Z")
 }
 
-async fn paid_order(api: &TestApi, customer_id: &str, total: i64) {
-    let body = json!({
-        "customer_id": customer_id,
-        "items": [{ "product_id": "sku-1", "name": "Lamp", "category": "Lighting", "quantity": 1, "unit_price_minor": total }],
-        "tax_minor": 0, "shipping_minor": 0, "total_minor": total, "currency": "EUR",
-        "shipping_address": { "line1": "1 Main St", "city": "Berlin", "postal_code": "10115", "country": "DE" }
-    });
-    let order = api.call("POST", "/orders", Some(&body.to_string())).await;
-    assert_eq!(order.status, 201, "{:?}", order.body);
-    let order_id = order.body["id"].as_str().expect("order id").to_string();
-    let payment = json!({
-        "payment_id": format!("pay-{order_id}"), "status": "succeeded", "method": "credit-card",
-        "amount_minor": total, "currency": "EUR", "transaction_id": "tx-1"
-    });
-    let paid = api
-        .call(
-            "POST",
-            &format!("/orders/{order_id}/payments"),
-            Some(&payment.to_string()),
-        )
-        .await;
-    assert_eq!(paid.status, 200, "{:?}", paid.body);
-}
-
 async fn answers(api: &TestApi, id: &str) -> (Value, Value) {
     let customer = api.call("GET", &format!("/customers/{id}"), None).await;
     assert_eq!(customer.status, 200, "{:?}", customer.body);
@@ -72,7 +48,7 @@ fn count(events: &[crm_core::event::EventEnvelope], types: &[&str]) -> usize {
 async fn the_sweep_folds_expires_and_keeps_the_answers() {
     let api = TestApi::at(start());
     let id = api.register("retained@example.com").await;
-    paid_order(&api, &id, 4_500).await;
+    api.paid_order(&id, 4_500, "Lamp", "Lighting").await;
     // Five days of activity: logins and views, a different mix each day.
     let url = format!("/customers/{id}/activity");
     for day in 0..5u32 {
