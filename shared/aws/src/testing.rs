@@ -67,6 +67,51 @@ pub async fn sns_client() -> aws_sdk_sns::Client {
     aws_sdk_sns::Client::new(&moto_config().await)
 }
 
+/// An event store over a new events table on moto, named `{prefix}-` and a
+/// fresh UUID, so every test has a table of its own.
+pub async fn fresh_event_store(prefix: &str) -> crate::dynamodb::DynamoEventStore {
+    let client = dynamodb_client().await;
+    let table = format!("{prefix}-{}", uuid::Uuid::now_v7().simple());
+    crate::dynamodb::create_events_table(&client, &table)
+        .await
+        .expect("create the events table");
+    crate::dynamodb::DynamoEventStore::new(client, table)
+}
+
+/// A raw item of a table on moto, by its key attributes, read consistently;
+/// `None` when there is none.
+pub async fn get_item<'a>(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    key: impl IntoIterator<Item = (&'a str, aws_sdk_dynamodb::types::AttributeValue)>,
+) -> Option<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+    key.into_iter()
+        .fold(client.get_item().table_name(table), |get, (name, value)| {
+            get.key(name, value)
+        })
+        .consistent_read(true)
+        .send()
+        .await
+        .expect("get item")
+        .item()
+        .cloned()
+}
+
+/// The raw item of event `sk` of stream `pk` in the store's table (see
+/// [`get_item`]).
+pub async fn event_item(
+    store: &crate::dynamodb::DynamoEventStore,
+    pk: &str,
+    sk: u64,
+) -> Option<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let key = [
+        ("pk", AttributeValue::S(pk.into())),
+        ("sk", AttributeValue::N(sk.to_string())),
+    ];
+    get_item(store.client(), store.table(), key).await
+}
+
 /// The moto endpoint in `AWS_ENDPOINT_URL` (see [`moto_config`]).
 pub fn moto_endpoint() -> String {
     match std::env::var("AWS_ENDPOINT_URL") {

@@ -10,43 +10,23 @@
 
 use aws_sdk_dynamodb::types::{AttributeValue, StreamViewType, TimeToLiveStatus};
 use chrono::{Duration, Utc};
-use crm_aws::dynamodb::{create_events_table, DynamoEventStore};
-use crm_aws::testing::dynamodb_client;
+use crm_aws::dynamodb::DynamoEventStore;
+use crm_aws::testing::{event_item, fresh_event_store};
 use crm_core::ports::*;
 use crm_core::store_contract::event;
 use std::collections::HashMap;
 use std::sync::Arc;
 use uuid::Uuid;
 
-/// A store over a new, uniquely named table.
-async fn fresh_dynamo() -> DynamoEventStore {
-    let client = dynamodb_client().await;
-    let table = format!("events-test-{}", Uuid::now_v7().simple());
-    create_events_table(&client, &table)
-        .await
-        .expect("create the events table");
-    DynamoEventStore::new(client, table)
-}
-
 async fn fresh_store() -> Arc<dyn EventStore> {
-    Arc::new(fresh_dynamo().await)
+    Arc::new(fresh_event_store("events-test").await)
 }
 
 crm_core::event_store_contract!(fresh_store);
 
 async fn raw_item(store: &DynamoEventStore, pk: &str, sk: u64) -> HashMap<String, AttributeValue> {
-    store
-        .client()
-        .get_item()
-        .table_name(store.table())
-        .key("pk", AttributeValue::S(pk.into()))
-        .key("sk", AttributeValue::N(sk.to_string()))
-        .consistent_read(true)
-        .send()
+    event_item(store, pk, sk)
         .await
-        .expect("get item")
-        .item()
-        .cloned()
         .unwrap_or_else(|| panic!("no item ({pk}, {sk})"))
 }
 
@@ -90,7 +70,7 @@ fn receipt(key: &str) -> CommandReceipt {
 
 #[tokio::test]
 async fn items_have_the_documented_layout() {
-    let store = fresh_dynamo().await;
+    let store = fresh_event_store("events-test").await;
     let s1 = stream();
     let email = format!("email#{}", Uuid::now_v7().simple());
     let command = format!("command#{}", Uuid::now_v7().simple());
@@ -170,7 +150,7 @@ async fn items_have_the_documented_layout() {
 
 #[tokio::test]
 async fn other_items_never_show_up_as_events() {
-    let store = fresh_dynamo().await;
+    let store = fresh_event_store("events-test").await;
     let s1 = stream();
     // Keys that are also used as stream ids: their item at sk 0 is not a
     // snapshot and not an event.
@@ -231,7 +211,7 @@ async fn other_items_never_show_up_as_events() {
 
 #[tokio::test]
 async fn older_snapshots_do_not_replace_newer_ones() {
-    let store = fresh_dynamo().await;
+    let store = fresh_event_store("events-test").await;
     let s1 = stream();
     store
         .append(append(&s1, ExpectedVersion::NoStream, 4))
@@ -258,7 +238,7 @@ async fn older_snapshots_do_not_replace_newer_ones() {
 
 #[tokio::test]
 async fn cancellations_are_explained() {
-    let store = fresh_dynamo().await;
+    let store = fresh_event_store("events-test").await;
     let s1 = stream();
     let command = format!("command#{}", Uuid::now_v7().simple());
     let mut first = append(&s1, ExpectedVersion::Exactly(0), 1);
@@ -314,7 +294,7 @@ async fn cancellations_are_explained() {
 
 #[tokio::test]
 async fn the_table_streams_new_images_and_expires_receipts() {
-    let store = fresh_dynamo().await;
+    let store = fresh_event_store("events-test").await;
     let described = store
         .client()
         .describe_table()

@@ -4,7 +4,7 @@
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use crm_aws::keys::{create_keys_table, DynamoKmsKeyStore, KMS_KEY_ID, PK, WRAPPED_KEY};
-use crm_aws::testing::{dynamodb_client, kms_client};
+use crm_aws::testing::{dynamodb_client, get_item, kms_client};
 use crm_core::privacy::{decrypt_field, encrypt_field, CryptoError, KeyError, KeyStore};
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,17 +53,12 @@ async fn raw_item(
     store: &DynamoKmsKeyStore,
     customer_id: &str,
 ) -> Option<std::collections::HashMap<String, AttributeValue>> {
-    store
-        .dynamodb()
-        .get_item()
-        .table_name(store.table())
-        .key(PK, AttributeValue::S(customer_id.into()))
-        .consistent_read(true)
-        .send()
-        .await
-        .expect("get item")
-        .item()
-        .cloned()
+    get_item(
+        store.dynamodb(),
+        store.table(),
+        [(PK, AttributeValue::S(customer_id.into()))],
+    )
+    .await
 }
 
 #[tokio::test]

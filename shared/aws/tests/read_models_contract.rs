@@ -5,7 +5,7 @@
 
 use aws_sdk_dynamodb::types::{AttributeValue, KeyType, ScalarAttributeType};
 use crm_aws::dynamodb::{create_read_models_table, DynamoReadModels};
-use crm_aws::testing::dynamodb_client;
+use crm_aws::testing::{dynamodb_client, get_item};
 use crm_core::ports::*;
 use crm_core::read_model_contract::{put, unique};
 use serde_json::json;
@@ -32,18 +32,11 @@ crm_core::read_model_contract!(fresh_read_models);
 type RawItem = HashMap<String, AttributeValue>;
 
 async fn raw_item(store: &DynamoReadModels, pk: &str, sk: &str) -> Option<RawItem> {
-    store
-        .client()
-        .get_item()
-        .table_name(store.table())
-        .key("pk", AttributeValue::S(pk.into()))
-        .key("sk", AttributeValue::S(sk.into()))
-        .consistent_read(true)
-        .send()
-        .await
-        .expect("get item")
-        .item()
-        .cloned()
+    let key = [
+        ("pk", AttributeValue::S(pk.into())),
+        ("sk", AttributeValue::S(sk.into())),
+    ];
+    get_item(store.client(), store.table(), key).await
 }
 
 fn s<'a>(item: &'a RawItem, name: &str) -> &'a str {

@@ -6,22 +6,16 @@
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use crm_aws::dynamodb::{create_events_table, items::EXPIRES_AT, DynamoEventStore};
-use crm_aws::testing::dynamodb_client;
+use crm_aws::dynamodb::{items::EXPIRES_AT, DynamoEventStore};
+use crm_aws::testing::{event_item, fresh_event_store};
 use crm_core::ports::*;
 use crm_core::retention::{read_whole_stream, sweep, RetentionPolicy, ACTIVITY_DAY_SUMMARIZED};
 use crm_core::testing::raw_event;
 use serde_json::json;
 use std::collections::HashMap;
-use uuid::Uuid;
 
 async fn fresh(policy: RetentionPolicy) -> DynamoEventStore {
-    let client = dynamodb_client().await;
-    let table = format!("events-retention-{}", Uuid::now_v7().simple());
-    create_events_table(&client, &table)
-        .await
-        .expect("create the events table");
-    DynamoEventStore::new(client, table).with_retention(policy)
+    fresh_event_store("events-retention").await.with_retention(policy)
 }
 
 fn now() -> DateTime<Utc> {
@@ -45,21 +39,6 @@ async fn put(store: &DynamoEventStore, stream: &str, event_type: &str, at: DateT
         })
         .await
         .expect("append");
-}
-
-async fn item(store: &DynamoEventStore, pk: &str, sk: u64) -> Option<HashMap<String, AttributeValue>> {
-    store
-        .client()
-        .get_item()
-        .table_name(store.table())
-        .key("pk", AttributeValue::S(pk.into()))
-        .key("sk", AttributeValue::N(sk.to_string()))
-        .consistent_read(true)
-        .send()
-        .await
-        .expect("get item")
-        .item()
-        .cloned()
 }
 
 fn expires_at(item: &HashMap<String, AttributeValue>) -> Option<i64> {
@@ -99,7 +78,7 @@ async fn activity_items_carry_the_ttl_and_other_events_do_not() {
     )
     .await;
 
-    let activity = item(&store, "activity-cus-1", 1).await.expect("activity item");
+    let activity = event_item(&store, "activity-cus-1", 1).await.expect("activity item");
     assert_eq!(
         expires_at(&activity),
         Some(policy.activity_expires_at(viewed_at).timestamp())
@@ -109,7 +88,7 @@ async fn activity_items_carry_the_ttl_and_other_events_do_not() {
         "a margin for the fold"
     );
     for (pk, sk) in [("customer-cus-1", 1), ("order-o-1", 1)] {
-        let kept = item(&store, pk, sk).await.expect("item");
+        let kept = event_item(&store, pk, sk).await.expect("item");
         assert_eq!(expires_at(&kept), None, "{pk} is not activity: no TTL");
     }
 }
@@ -144,9 +123,12 @@ async fn the_sweep_folds_and_deletes_the_raw_items_once() {
     let types: Vec<&str> = left.iter().map(|e| e.event_type.as_str()).collect();
     assert_eq!(types, vec!["CustomerLoggedIn", ACTIVITY_DAY_SUMMARIZED]);
     assert_eq!(left[1].data["logins"], 3);
-    let summary = item(&store, stream, left[1].version).await.expect("summary item");
+    let summary = event_item(&store, stream, left[1].version).await.expect("summary item");
     assert_eq!(expires_at(&summary), None, "summaries are kept");
-    assert!(item(&store, "customer-cus-1", 1).await.is_some(), "consent is kept");
+    assert!(
+        event_item(&store, "customer-cus-1", 1).await.is_some(),
+        "consent is kept"
+    );
 
     let again = sweep(&store, &store, &policy, now()).await.expect("sweep");
     assert_eq!((again.summaries_appended, again.activity_events_deleted), (0, 0));
