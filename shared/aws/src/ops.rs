@@ -266,45 +266,55 @@ pub struct RedriveReport {
 
 /// Redrives up to `max` messages: each event goes through `handler` (the
 /// consumer group that parked it) and its message is deleted once handled
-/// with nothing parked again; a failure leaves it in the queue.
+/// with nothing parked again. A consumer that parks it again has put a new
+/// dead letter (with the new reason) in its group's queue, so the old
+/// message is deleted too (no copy per redrive) and reported as failed; any
+/// other failure leaves it in the queue.
 pub async fn redrive(
     client: &aws_sdk_sqs::Client,
     queue_url: &str,
     handler: &dyn EventHandler,
     max: usize,
 ) -> Result<RedriveReport, OpsError> {
+    enum Outcome {
+        Delivered,
+        /// A consumer parked it again: a new dead letter holds it.
+        ParkedAgain(String),
+        /// Still failing: left in the queue.
+        Failed(String),
+    }
     let mut report = RedriveReport::default();
     for letter in receive(client, queue_url, max, 60).await? {
         let outcome = match &letter.event {
-            None => Err("the message holds no event".to_string()),
+            None => Outcome::Failed("the message holds no event".into()),
             Some(event) => match handler.handle(event, chrono::Utc::now()).await {
-                Ok(o) if o.parked.is_empty() => Ok(()),
-                Ok(o) => Err(format!("parked again by {}", o.parked.join(", "))),
-                Err(e) => Err(e.to_string()),
+                Ok(o) if o.parked.is_empty() => Outcome::Delivered,
+                Ok(o) => Outcome::ParkedAgain(format!("parked again by {}", o.parked.join(", "))),
+                Err(e) => Outcome::Failed(e.to_string()),
             },
         };
+        if let Outcome::Failed(why) = outcome {
+            // Visible again at once, for the next look.
+            let _ = client
+                .change_message_visibility()
+                .queue_url(queue_url)
+                .receipt_handle(&letter.receipt_handle)
+                .visibility_timeout(0)
+                .send()
+                .await;
+            report.failed.push((letter.message_id, why));
+            continue;
+        }
+        client
+            .delete_message()
+            .queue_url(queue_url)
+            .receipt_handle(&letter.receipt_handle)
+            .send()
+            .await
+            .map_err(aws("DeleteMessage"))?;
         match outcome {
-            Ok(()) => {
-                client
-                    .delete_message()
-                    .queue_url(queue_url)
-                    .receipt_handle(&letter.receipt_handle)
-                    .send()
-                    .await
-                    .map_err(aws("DeleteMessage"))?;
-                report.redriven.push(letter.message_id);
-            }
-            Err(why) => {
-                // Visible again at once, for the next look.
-                let _ = client
-                    .change_message_visibility()
-                    .queue_url(queue_url)
-                    .receipt_handle(&letter.receipt_handle)
-                    .visibility_timeout(0)
-                    .send()
-                    .await;
-                report.failed.push((letter.message_id, why));
-            }
+            Outcome::ParkedAgain(why) => report.failed.push((letter.message_id, why)),
+            _ => report.redriven.push(letter.message_id),
         }
     }
     Ok(report)

@@ -250,11 +250,28 @@ async fn dead_letters_are_listed_with_their_reasons_and_redriven() {
     .await
     .expect("park");
 
+    // An event the customer 360 can never use (a stream of its own, so no gap).
+    let mut poison = first.clone();
+    poison.event_id = Uuid::now_v7();
+    poison.stream_id = format!("customer-{}", customer_id(9));
+    poison.customer_id = Some(customer_id(9));
+    poison.version = 1;
+    poison.data = serde_json::json!({"not": "a registration"});
+    dlq.park(DeadLetter {
+        consumer: CUSTOMER_360.into(),
+        reason: "poison".into(),
+        payload: serde_json::to_value(&poison).expect("json"),
+        failed_at: chrono::Utc::now(),
+        attempts: 1,
+    })
+    .await
+    .expect("park");
+
     let listed = receive(dlq.client(), dlq.queue_url(), 10, 0).await.expect("list");
-    assert_eq!(listed.len(), 2);
+    assert_eq!(listed.len(), 3);
     let mut reasons: Vec<&str> = listed.iter().map(|l| l.reason.as_str()).collect();
     reasons.sort();
-    assert_eq!(reasons, ["garbage", "store was down"]);
+    assert_eq!(reasons, ["garbage", "poison", "store was down"]);
     assert!(listed
         .iter()
         .any(|l| l.event.as_ref().map(|e| e.event_id) == Some(first.event_id)));
@@ -270,13 +287,26 @@ async fn dead_letters_are_listed_with_their_reasons_and_redriven() {
         .await
         .expect("redrive");
     assert_eq!(report.redriven.len(), 1, "{report:?}");
-    assert_eq!(report.failed.len(), 1, "{report:?}");
+    assert_eq!(report.failed.len(), 2, "{report:?}");
+    assert!(
+        report.failed.iter().any(|(_, why)| why.contains("parked again")),
+        "{report:?}"
+    );
     assert!(docs
         .get(CUSTOMER_360, &customer_id(0), "profile")
         .await
         .expect("get")
         .is_some());
+    // The message without an event stays; the poison event was parked again
+    // (a new letter with the projection's reason) and its old message
+    // deleted: one copy, not two.
     let left = receive(dlq.client(), dlq.queue_url(), 10, 0).await.expect("list");
-    assert_eq!(left.len(), 1);
-    assert_eq!(left[0].reason, "garbage");
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(left.iter().any(|l| l.reason == "garbage"), "{left:?}");
+    let again: Vec<_> = left
+        .iter()
+        .filter(|l| l.event.as_ref().map(|e| e.event_id) == Some(poison.event_id))
+        .collect();
+    assert_eq!(again.len(), 1, "{left:?}");
+    assert_ne!(again[0].reason, "poison", "the new letter says why: {left:?}");
 }

@@ -1,0 +1,457 @@
+//! `crm-ops`, the operator's command line on AWS (issue 9, decision 0025):
+//! rebuild one projection (or a consumer group) from the events table with a
+//! parallel scan, check a sample of customer streams against the stored
+//! projections, and list and redrive the SQS dead-letter queues.
+//!
+//! The configuration is the functions' own (`EVENTS_TABLE`,
+//! `READ_MODELS_TABLE`, `KEYS_TABLE`, `DATA_KEYS_KMS_KEY_ID`,
+//! `DEAD_LETTER_QUEUE_URL`, `IDENTIFIER_HASH_SECRET`), from the environment
+//! or flags; the AWS SDK reads the region, the credentials and
+//! `AWS_ENDPOINT_URL` itself. Personal fields are read through the
+//! customers' data keys, as the deployed consumers read them (decisions
+//! 0016, 0017). The logic is `crm_core::ops` and `crm_aws::ops`; this crate
+//! wires them and prints.
+
+pub mod cli;
+
+pub use cli::{execute, Cli, Command, DlqCommand};
+
+use crm_aws::dynamodb::{DynamoEventStore, DynamoReadModels};
+use crm_aws::keys::DynamoKmsKeyStore;
+use crm_aws::ops::{QueuedLetter, RedriveReport, ReplaySource};
+use crm_core::consumer::{Consumer, ConsumerGroup, EventHandler};
+use crm_core::ops::{CheckReport, ReplayReport};
+use crm_core::ports::{DeadLetterQueue, EventStore, StoreError};
+use crm_core::privacy::{DecryptingHandler, EncryptingEventStore, IdentifierHasher, KeyStore};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{env} is not set (environment variable {env}, or --{flag})")]
+    Missing { env: &'static str, flag: &'static str },
+    #[error("no consumer or consumer group named {name:?}; known: {known}")]
+    UnknownConsumer { name: String, known: String },
+    #[error("no consumer group named {name:?}; known: {known}")]
+    UnknownGroup { name: String, known: String },
+    #[error("{operation} {queue}: {message}")]
+    Sqs {
+        operation: &'static str,
+        queue: String,
+        message: String,
+    },
+    #[error(transparent)]
+    Aws(#[from] crm_aws::ops::OpsError),
+    #[error("consistency check: {0}")]
+    Check(#[from] crm_core::ops::OpsError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0} document(s) differ from the event store")]
+    Inconsistent(usize),
+    #[error("{0} message(s) not redriven")]
+    NotRedriven(usize),
+}
+
+/// Where the tables and queues are: the functions' environment variables
+/// (template.yaml), or the flags of the same names.
+#[derive(Clone, Default, clap::Args)]
+pub struct Settings {
+    /// The events table.
+    #[arg(long, env = "EVENTS_TABLE", global = true)]
+    pub events_table: Option<String>,
+    /// The read-models table (documents and checkpoints).
+    #[arg(long, env = "READ_MODELS_TABLE", global = true)]
+    pub read_models_table: Option<String>,
+    /// The customers' data keys (decision 0016).
+    #[arg(long, env = "KEYS_TABLE", global = true)]
+    pub keys_table: Option<String>,
+    /// The KMS key that wraps the data keys (id, ARN or alias).
+    #[arg(long, env = "DATA_KEYS_KMS_KEY_ID", global = true)]
+    pub data_keys_kms_key_id: Option<String>,
+    /// Where a replay parks events a consumer cannot use (URL or queue name):
+    /// the dead-letter queue of the consumer's function.
+    #[arg(long, env = "DEAD_LETTER_QUEUE_URL", global = true)]
+    pub dead_letter_queue_url: Option<String>,
+    /// The proof ledger's identifier hash secret (the consent group needs
+    /// it); from the environment only, never a flag.
+    #[arg(skip = std::env::var("IDENTIFIER_HASH_SECRET").ok().filter(|v| !v.trim().is_empty()))]
+    pub identifier_hash_secret: Option<String>,
+}
+
+fn required<'a>(value: &'a Option<String>, env: &'static str, flag: &'static str) -> Result<&'a str, CliError> {
+    value
+        .as_deref()
+        .filter(|v| !v.trim().is_empty())
+        .ok_or(CliError::Missing { env, flag })
+}
+
+impl Settings {
+    pub fn events_table(&self) -> Result<&str, CliError> {
+        required(&self.events_table, "EVENTS_TABLE", "events-table")
+    }
+
+    pub fn read_models_table(&self) -> Result<&str, CliError> {
+        required(&self.read_models_table, "READ_MODELS_TABLE", "read-models-table")
+    }
+
+    pub fn keys_table(&self) -> Result<&str, CliError> {
+        required(&self.keys_table, "KEYS_TABLE", "keys-table")
+    }
+
+    pub fn data_keys_kms_key_id(&self) -> Result<&str, CliError> {
+        required(
+            &self.data_keys_kms_key_id,
+            "DATA_KEYS_KMS_KEY_ID",
+            "data-keys-kms-key-id",
+        )
+    }
+
+    pub fn dead_letter_queue(&self) -> Result<&str, CliError> {
+        required(
+            &self.dead_letter_queue_url,
+            "DEAD_LETTER_QUEUE_URL",
+            "dead-letter-queue-url",
+        )
+    }
+}
+
+/// The AWS clients, built once from the SDK configuration.
+#[derive(Clone)]
+pub struct Clients {
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub kms: aws_sdk_kms::Client,
+    pub sqs: aws_sdk_sqs::Client,
+}
+
+impl Clients {
+    pub fn new(aws: &aws_config::SdkConfig) -> Self {
+        Clients {
+            dynamodb: aws_sdk_dynamodb::Client::new(aws),
+            kms: aws_sdk_kms::Client::new(aws),
+            sqs: aws_sdk_sqs::Client::new(aws),
+        }
+    }
+}
+
+/// The tables, as the consumer functions see them (`crm_bus_consumer::Ports`):
+/// `events` decrypts on read and encrypts on append, `stored` is the table
+/// underneath (ciphertext; scanned by the replay, listed by the check).
+pub struct Tables {
+    pub stored: Arc<DynamoEventStore>,
+    pub events: Arc<dyn EventStore>,
+    pub keys: Arc<dyn KeyStore>,
+    pub docs: Arc<DynamoReadModels>,
+}
+
+impl Tables {
+    pub fn new(clients: &Clients, settings: &Settings) -> Result<Self, CliError> {
+        let stored = Arc::new(DynamoEventStore::new(
+            clients.dynamodb.clone(),
+            settings.events_table()?,
+        ));
+        let keys: Arc<dyn KeyStore> = Arc::new(DynamoKmsKeyStore::new(
+            clients.dynamodb.clone(),
+            clients.kms.clone(),
+            settings.keys_table()?,
+            settings.data_keys_kms_key_id()?,
+        ));
+        Ok(Tables {
+            events: Arc::new(EncryptingEventStore::new(stored.clone(), keys.clone())),
+            stored,
+            keys,
+            docs: Arc::new(DynamoReadModels::new(
+                clients.dynamodb.clone(),
+                settings.read_models_table()?,
+            )),
+        })
+    }
+}
+
+/// The consumer groups of the functions: the projector's, and the consent
+/// function's when `IDENTIFIER_HASH_SECRET` is set (its proof ledger hashes
+/// identifiers with it, decision 0019).
+pub fn consumer_groups(
+    tables: &Tables,
+    dead_letters: Arc<dyn DeadLetterQueue>,
+    identifier_hash_secret: Option<&str>,
+) -> Vec<ConsumerGroup> {
+    let mut groups = vec![ConsumerGroup::projector(
+        tables.events.clone(),
+        tables.docs.clone(),
+        dead_letters.clone(),
+    )];
+    if let Some(secret) = identifier_hash_secret {
+        groups.push(ConsumerGroup::consent(
+            tables.events.clone(),
+            tables.docs.clone(),
+            dead_letters,
+            IdentifierHasher::new(secret.as_bytes()),
+        ));
+    }
+    groups
+}
+
+fn known_names(groups: &[ConsumerGroup], with_consumers: bool) -> String {
+    let mut names: Vec<String> = Vec::new();
+    for group in groups {
+        names.push(group.name.to_string());
+        if with_consumers {
+            names.extend(group.consumer_names().into_iter().map(str::to_string));
+        }
+    }
+    if !groups.iter().any(|g| g.name == "consent") {
+        names.push("(consent, consent-ledger, proof-ledger: set IDENTIFIER_HASH_SECRET)".into());
+    }
+    names.join(", ")
+}
+
+/// The consumers `name` stands for: one consumer (`customer-360`), or every
+/// consumer of a group (`projector`, `consent`), in the group's order.
+pub fn select<'a>(groups: &'a [ConsumerGroup], name: &str) -> Result<Vec<&'a Consumer>, CliError> {
+    if let Some(group) = groups.iter().find(|g| g.name == name) {
+        return Ok(group
+            .consumer_names()
+            .into_iter()
+            .filter_map(|n| group.consumer(n))
+            .collect());
+    }
+    groups
+        .iter()
+        .find_map(|g| g.consumer(name))
+        .map(|c| vec![c])
+        .ok_or_else(|| CliError::UnknownConsumer {
+            name: name.to_string(),
+            known: known_names(groups, true),
+        })
+}
+
+/// The URL of `queue`: a URL as it is, else a queue name looked up with
+/// GetQueueUrl.
+pub async fn queue_url(sqs: &aws_sdk_sqs::Client, queue: &str) -> Result<String, CliError> {
+    if queue.starts_with("https://") || queue.starts_with("http://") {
+        return Ok(queue.to_string());
+    }
+    let out = sqs
+        .get_queue_url()
+        .queue_name(queue)
+        .send()
+        .await
+        .map_err(|e| CliError::Sqs {
+            operation: "GetQueueUrl",
+            queue: queue.to_string(),
+            message: aws_sdk_sqs::error::DisplayErrorContext(&e).to_string(),
+        })?;
+    out.queue_url().map(str::to_string).ok_or_else(|| CliError::Sqs {
+        operation: "GetQueueUrl",
+        queue: queue.to_string(),
+        message: "no URL in the answer".into(),
+    })
+}
+
+/// What `replay` did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Replayed {
+    /// The consumers rebuilt, in order.
+    pub consumers: Vec<String>,
+    /// Documents and checkpoints deleted before replaying.
+    pub cleared: usize,
+    pub report: ReplayReport,
+    pub seconds: f64,
+}
+
+impl Replayed {
+    pub fn events_per_second(&self) -> f64 {
+        self.report.events as f64 / self.seconds.max(1e-9)
+    }
+}
+
+fn spinner(show: bool) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new_spinner();
+    if let Ok(style) = ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg} {pos} events ({per_sec})") {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// Rebuilds `name` (a consumer, or every consumer of a group): deletes each
+/// consumer's documents and checkpoints, then replays the events table into
+/// it with a parallel scan of `segments` segments, every event decrypted
+/// first ([`crm_aws::ops::parallel_replay`]). Events a consumer cannot use
+/// are parked in `dead_letters`. `progress`: a spinner on stderr.
+pub async fn replay(
+    tables: &Tables,
+    groups: &[ConsumerGroup],
+    dead_letters: &dyn DeadLetterQueue,
+    name: &str,
+    segments: u32,
+    progress: bool,
+) -> Result<Replayed, CliError> {
+    let consumers = select(groups, name)?;
+    let started = Instant::now();
+    let bar = spinner(progress);
+    let source = ReplaySource {
+        client: tables.stored.client(),
+        table: tables.stored.table(),
+        keys: tables.keys.as_ref(),
+    };
+    let mut replayed = Replayed {
+        consumers: Vec::new(),
+        cleared: 0,
+        report: ReplayReport::default(),
+        seconds: 0.0,
+    };
+    for consumer in consumers {
+        bar.set_message(consumer.name());
+        bar.set_position(0);
+        let cleared = crm_aws::ops::clear_consumer(&tables.docs, consumer.name()).await?;
+        tracing::info!(consumer = consumer.name(), cleared, "read models cleared");
+        let report = crm_aws::ops::parallel_replay(source, segments, consumer, dead_letters, &|n| bar.inc(n)).await?;
+        tracing::info!(
+            consumer = consumer.name(),
+            events = report.events,
+            parked = report.parked,
+            "replayed"
+        );
+        replayed.consumers.push(consumer.name().to_string());
+        replayed.cleared += cleared;
+        replayed.report.merge(&report);
+    }
+    bar.finish_and_clear();
+    replayed.seconds = started.elapsed().as_secs_f64();
+    Ok(replayed)
+}
+
+/// The summary line of a replay.
+pub fn render_replay(replayed: &Replayed) -> String {
+    format!(
+        "rebuilt {} from {} events in {:.2} s ({:.0} events/s); {} applied, {} parked as dead letters; {} old items cleared",
+        replayed.consumers.join(", "),
+        replayed.report.events,
+        replayed.seconds,
+        replayed.events_per_second(),
+        replayed.report.applied,
+        replayed.report.parked,
+        replayed.cleared,
+    )
+}
+
+/// Folds up to `sample` customer streams (0: all), decrypted, and compares
+/// them with the stored customer 360 and consent ledger.
+pub async fn check(tables: &Tables, sample: usize) -> Result<CheckReport, CliError> {
+    let streams = crm_core::ops::sample_streams(tables.stored.as_ref(), sample).await?;
+    Ok(crm_core::ops::check(
+        tables.events.as_ref(),
+        tables.docs.as_ref(),
+        &crm_core::ops::checked_projections(),
+        &streams,
+    )
+    .await?)
+}
+
+/// A check's report as `crm-local check` prints it: each difference, each
+/// consumer behind, the totals.
+pub fn render_check(report: &CheckReport) -> String {
+    let show = |v: &Option<serde_json::Value>| v.as_ref().map_or_else(|| "(none)".into(), |v| v.to_string());
+    let mut out = String::new();
+    for d in &report.differences {
+        let _ = writeln!(
+            out,
+            "DIFF {} {} {}/{}\n  expected: {}\n  stored:   {}",
+            d.consumer,
+            d.stream_id,
+            d.partition,
+            d.sort,
+            show(&d.expected),
+            show(&d.stored),
+        );
+    }
+    for (consumer, stream) in &report.behind {
+        let _ = writeln!(out, "BEHIND {consumer} {stream} (not yet caught up; skipped)");
+    }
+    let _ = write!(
+        out,
+        "checked {} streams, {} documents: {} difference(s)",
+        report.streams,
+        report.documents,
+        report.differences.len()
+    );
+    out
+}
+
+/// Up to `max` messages of a dead-letter queue (URL or name), looked at
+/// without hiding them from others (visibility 0).
+pub async fn dlq_list(sqs: &aws_sdk_sqs::Client, queue: &str, max: usize) -> Result<Vec<QueuedLetter>, CliError> {
+    let url = queue_url(sqs, queue).await?;
+    Ok(crm_aws::ops::receive(sqs, &url, max, 0).await?)
+}
+
+/// One line per message: id, consumer, the event (type, stream, version, id;
+/// never its personal data) and the reason.
+pub fn render_letters(letters: &[QueuedLetter]) -> String {
+    let mut out = String::new();
+    for l in letters {
+        let event = l.event.as_ref().map_or_else(
+            || "(no event)".to_string(),
+            |e| format!("{} {} v{} ({})", e.event_type, e.stream_id, e.version, e.event_id),
+        );
+        let _ = writeln!(out, "{}  {}  {}  {}", l.message_id, l.consumer, event, l.reason);
+    }
+    let _ = write!(out, "{} message(s)", letters.len());
+    out
+}
+
+/// Hands each event of the dead-letter queue `queue` (URL or name) again to
+/// the consumer group `target` (`projector`, `consent`), decrypted first
+/// (a rule's dead-letter queue holds events as stored); see
+/// [`crm_aws::ops::redrive`].
+pub async fn dlq_redrive(
+    sqs: &aws_sdk_sqs::Client,
+    tables: &Tables,
+    groups: Vec<ConsumerGroup>,
+    queue: &str,
+    target: &str,
+    max: usize,
+) -> Result<RedriveReport, CliError> {
+    let known = known_names(&groups, false);
+    let group = groups
+        .into_iter()
+        .find(|g| g.name == target)
+        .ok_or_else(|| CliError::UnknownGroup {
+            name: target.to_string(),
+            known,
+        })?;
+    let handler = DecryptingHandler::new(Arc::new(group) as Arc<dyn EventHandler>, tables.keys.clone());
+    let url = queue_url(sqs, queue).await?;
+    Ok(crm_aws::ops::redrive(sqs, &url, &handler, max).await?)
+}
+
+/// What a redrive did, one line per message that failed, then the totals.
+pub fn render_redrive(report: &RedriveReport) -> String {
+    let mut out = String::new();
+    for (id, why) in &report.failed {
+        let _ = writeln!(out, "FAILED {id}: {why}");
+    }
+    let _ = write!(
+        out,
+        "redriven {}, failed {}",
+        report.redriven.len(),
+        report.failed.len()
+    );
+    out
+}
+
+/// Logs to stderr (`RUST_LOG`, default `warn`), so stdout holds the reports.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
+}

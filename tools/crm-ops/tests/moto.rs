@@ -1,0 +1,402 @@
+//! `crm-ops` against moto (`AWS_ENDPOINT_URL`; scripts/test starts one):
+//! tables, a KMS key and a dead-letter queue created in moto, customers
+//! written through the encrypting store (personal fields encrypted at rest,
+//! decisions 0016, 0017), then the library's replay, check and dead-letter
+//! commands, and the binary's output and exit status.
+
+use crm_aws::dynamodb::{create_events_table, create_read_models_table};
+use crm_aws::keys::create_keys_table;
+use crm_aws::sqs::SqsDeadLetterQueue;
+use crm_aws::testing::{dynamodb_client, kms_client, moto_config, moto_endpoint, sqs_client};
+use crm_core::clock::SystemClock;
+use crm_core::customer::views::CUSTOMER_360;
+use crm_core::customer::{Customer, CustomerCommand, CustomerService};
+use crm_core::event::{Actor, CommandMeta, EventEnvelope};
+use crm_core::ports::{DeadLetter, DeadLetterQueue, EventStore, ReadModelStore, ReadOp};
+use crm_ops::{CliError, Clients, Settings, Tables};
+use std::process::{Command, Output};
+use std::sync::Arc;
+use uuid::Uuid;
+
+fn respond(c: &Customer, _: &[EventEnvelope]) -> (u16, serde_json::Value) {
+    (201, serde_json::json!({ "id": c.id }))
+}
+
+fn customer_id(n: usize) -> String {
+    format!("00000000-0000-7000-8000-{n:012}")
+}
+
+fn email(n: usize) -> String {
+    format!("cli{n}@example.com")
+}
+
+/// A deployment in moto: events, read-models and keys tables, a KMS key and
+/// a dead-letter queue of its own, and the settings naming them.
+struct World {
+    settings: Settings,
+    clients: Clients,
+    tables: Tables,
+    queue_name: String,
+    dead_letters: Arc<SqsDeadLetterQueue>,
+}
+
+async fn world() -> World {
+    let dynamodb = dynamodb_client().await;
+    let kms = kms_client().await;
+    let sqs = sqs_client().await;
+    let unique = Uuid::now_v7().simple().to_string();
+    let (events, docs, keys) = (
+        format!("events-cli-{unique}"),
+        format!("read-models-cli-{unique}"),
+        format!("keys-cli-{unique}"),
+    );
+    create_events_table(&dynamodb, &events).await.expect("events table");
+    create_read_models_table(&dynamodb, &docs)
+        .await
+        .expect("read-models table");
+    create_keys_table(&dynamodb, &keys).await.expect("keys table");
+    let key = kms
+        .create_key()
+        .description("crm-ops test data keys")
+        .send()
+        .await
+        .expect("create a KMS key");
+    let key_arn = key.key_metadata().and_then(|m| m.arn()).expect("key ARN").to_string();
+    let queue_name = format!("cli-dlq-{unique}");
+    let url = sqs
+        .create_queue()
+        .queue_name(&queue_name)
+        .send()
+        .await
+        .expect("create queue")
+        .queue_url()
+        .expect("queue url")
+        .to_string();
+    let settings = Settings {
+        events_table: Some(events),
+        read_models_table: Some(docs),
+        keys_table: Some(keys),
+        data_keys_kms_key_id: Some(key_arn),
+        dead_letter_queue_url: Some(url.clone()),
+        identifier_hash_secret: None,
+    };
+    let clients = Clients::new(&moto_config().await);
+    let tables = Tables::new(&clients, &settings).expect("tables");
+    World {
+        settings,
+        tables,
+        queue_name,
+        dead_letters: Arc::new(SqsDeadLetterQueue::new(clients.sqs.clone(), url)),
+        clients,
+    }
+}
+
+/// Registers customers through the encrypting store, as the api function does.
+async fn register(store: Arc<dyn EventStore>, customers: usize) {
+    let service = CustomerService::new(store, Arc::new(SystemClock));
+    for n in 0..customers {
+        let cmd = CustomerCommand::Register(crm_core::testing::registration(
+            &email(n),
+            "Cli",
+            &format!("User{n}"),
+            "UTC",
+        ));
+        service
+            .execute(
+                &customer_id(n),
+                &cmd,
+                &CommandMeta::new(Actor::system("test")),
+                None,
+                &respond,
+            )
+            .await
+            .expect("register");
+    }
+}
+
+async fn profile(w: &World, n: usize) -> Option<serde_json::Value> {
+    w.tables
+        .docs
+        .get(CUSTOMER_360, &customer_id(n), "profile")
+        .await
+        .expect("get")
+}
+
+async fn tamper(w: &World, n: usize) {
+    let stream = format!("customer-{}", customer_id(n));
+    let checkpoint = w
+        .tables
+        .docs
+        .checkpoint(CUSTOMER_360, &stream)
+        .await
+        .expect("checkpoint");
+    let ops = vec![ReadOp::Put {
+        partition: customer_id(n),
+        sort: "profile".into(),
+        body: serde_json::json!({"tampered": true}),
+    }];
+    w.tables
+        .docs
+        .commit(CUSTOMER_360, &stream, checkpoint, checkpoint, ops)
+        .await
+        .expect("tamper");
+}
+
+/// The binary, with the world's settings in its environment.
+fn crm_ops(w: &World, args: &[&str]) -> Output {
+    let s = &w.settings;
+    let var = |v: &Option<String>| v.clone().unwrap_or_default();
+    Command::new(env!("CARGO_BIN_EXE_crm-ops"))
+        .args(args)
+        .env("AWS_ENDPOINT_URL", moto_endpoint())
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("EVENTS_TABLE", var(&s.events_table))
+        .env("READ_MODELS_TABLE", var(&s.read_models_table))
+        .env("KEYS_TABLE", var(&s.keys_table))
+        .env("DATA_KEYS_KMS_KEY_ID", var(&s.data_keys_kms_key_id))
+        .env("DEAD_LETTER_QUEUE_URL", var(&s.dead_letter_queue_url))
+        .env_remove("IDENTIFIER_HASH_SECRET")
+        .output()
+        .expect("run crm-ops")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn replay_rebuilds_the_customer_360_decrypted_and_check_finds_a_tampered_document() {
+    let w = world().await;
+    register(w.tables.events.clone(), 4).await;
+
+    // At rest the email is ciphertext.
+    let stream = format!("customer-{}", customer_id(1));
+    let raw = w.tables.stored.read_stream(&stream, 0, 1).await.expect("read")[0].clone();
+    assert!(
+        raw.data["email"].as_str().is_some_and(|e| e.starts_with("enc:")),
+        "{}",
+        raw.data
+    );
+
+    let groups = crm_ops::consumer_groups(&w.tables, w.dead_letters.clone(), None);
+    let replayed = crm_ops::replay(&w.tables, &groups, w.dead_letters.as_ref(), CUSTOMER_360, 3, false)
+        .await
+        .expect("replay");
+    assert_eq!(replayed.consumers, [CUSTOMER_360]);
+    assert_eq!(replayed.report.parked, 0, "{replayed:?}");
+    assert!(replayed.report.events >= 4 * 3, "{replayed:?}");
+    let line = crm_ops::render_replay(&replayed);
+    assert!(line.contains("events/s") && line.contains("0 parked"), "{line}");
+
+    for n in 0..4 {
+        let doc = profile(&w, n).await.expect("a customer 360");
+        assert_eq!(doc["email"], email(n).as_str(), "decrypted: {doc}");
+    }
+
+    // Consistent (the consent ledger, never replayed here, is behind, not different).
+    let clean = crm_ops::check(&w.tables, 0).await.expect("check");
+    assert_eq!(clean.streams, 4);
+    assert_eq!(clean.documents, 4);
+    assert!(clean.is_consistent(), "{}", crm_ops::render_check(&clean));
+
+    tamper(&w, 2).await;
+    let report = crm_ops::check(&w.tables, 0).await.expect("check");
+    assert_eq!(report.differences.len(), 1, "{}", crm_ops::render_check(&report));
+    let text = crm_ops::render_check(&report);
+    assert!(
+        text.contains(&format!("DIFF {CUSTOMER_360} customer-{}", customer_id(2))),
+        "{text}"
+    );
+    assert!(text.ends_with("1 difference(s)"), "{text}");
+
+    // A second replay clears the tampered document first and rebuilds it.
+    let again = crm_ops::replay(&w.tables, &groups, w.dead_letters.as_ref(), CUSTOMER_360, 2, false)
+        .await
+        .expect("replay again");
+    assert_eq!(again.cleared, 4 + 4, "four documents and four checkpoints");
+    assert!(crm_ops::check(&w.tables, 0).await.expect("check").is_consistent());
+
+    // Unknown names are refused, naming what is known.
+    match crm_ops::replay(&w.tables, &groups, w.dead_letters.as_ref(), "nope", 1, false).await {
+        Err(CliError::UnknownConsumer { known, .. }) => {
+            assert!(
+                known.contains(CUSTOMER_360) && known.contains("IDENTIFIER_HASH_SECRET"),
+                "{known}"
+            )
+        }
+        other => panic!("expected UnknownConsumer, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_binary_replays_and_checks_with_exit_status_1_on_a_difference() {
+    let w = world().await;
+    register(w.tables.events.clone(), 2).await;
+
+    let out = crm_ops(
+        &w,
+        &["replay", "--consumer", CUSTOMER_360, "--segments", "2", "--quiet"],
+    );
+    assert!(
+        out.status.success(),
+        "{}{}",
+        stdout(&out),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout(&out).starts_with(&format!("rebuilt {CUSTOMER_360} from ")),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(
+        profile(&w, 0).await.expect("a customer 360")["email"],
+        email(0).as_str()
+    );
+
+    let out = crm_ops(&w, &["check", "--sample", "0"]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("checked 2 streams, 2 documents: 0 difference(s)"),
+        "{}",
+        stdout(&out)
+    );
+
+    tamper(&w, 1).await;
+    let out = crm_ops(&w, &["check"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stdout(&out).contains("DIFF customer-360"), "{}", stdout(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("1 document(s) differ"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A missing setting is named.
+    let out = Command::new(env!("CARGO_BIN_EXE_crm-ops"))
+        .args(["check"])
+        .env_clear()
+        .env("AWS_ENDPOINT_URL", moto_endpoint())
+        .env("AWS_REGION", "us-east-1")
+        .output()
+        .expect("run crm-ops");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("EVENTS_TABLE is not set"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn dead_letters_are_listed_without_personal_data_and_redriven_decrypted() {
+    let w = world().await;
+    register(w.tables.events.clone(), 2).await;
+
+    // (a) A consumer's parked letter: the decrypted envelope, as park_poison writes it.
+    let first = |n: usize| format!("customer-{}", customer_id(n));
+    let plain = w.tables.events.read_stream(&first(0), 0, 1).await.expect("read")[0].clone();
+    w.dead_letters
+        .park(DeadLetter {
+            consumer: CUSTOMER_360.into(),
+            reason: "store was down".into(),
+            payload: serde_json::to_value(&plain).expect("json"),
+            failed_at: chrono::Utc::now(),
+            attempts: 1,
+        })
+        .await
+        .expect("park");
+    // (b) An event a rule could not deliver: the EventBridge event, its
+    // detail the envelope as stored (encrypted).
+    let stored = w.tables.stored.read_stream(&first(1), 0, 1).await.expect("read")[0].clone();
+    assert!(stored.data["email"].as_str().is_some_and(|e| e.starts_with("enc:")));
+    let bus_event = serde_json::json!({
+        "version": "0",
+        "id": stored.event_id,
+        "detail-type": stored.event_type,
+        "source": "crm.customer",
+        "detail": stored,
+    });
+    w.clients
+        .sqs
+        .send_message()
+        .queue_url(w.dead_letters.queue_url())
+        .message_body(bus_event.to_string())
+        .message_attributes(
+            "ERROR_MESSAGE",
+            aws_sdk_sqs::types::MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value("Lambda throttled")
+                .build()
+                .expect("attribute"),
+        )
+        .send()
+        .await
+        .expect("send");
+    // (c) Garbage.
+    w.dead_letters
+        .park(DeadLetter {
+            consumer: CUSTOMER_360.into(),
+            reason: "garbage".into(),
+            payload: serde_json::json!({"not": "an event"}),
+            failed_at: chrono::Utc::now(),
+            attempts: 1,
+        })
+        .await
+        .expect("park");
+
+    // Listed by queue name; the lines name events, never their personal data.
+    let letters = crm_ops::dlq_list(&w.clients.sqs, &w.queue_name, 10)
+        .await
+        .expect("list");
+    assert_eq!(letters.len(), 3);
+    let text = crm_ops::render_letters(&letters);
+    assert!(
+        text.contains("Lambda throttled") && text.contains("(no event)"),
+        "{text}"
+    );
+    assert!(text.ends_with("3 message(s)"), "{text}");
+    assert!(!text.contains("@example.com") && !text.contains("enc:"), "{text}");
+    let out = crm_ops(&w, &["dlq", "list", &w.queue_name]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout(&out).contains("3 message(s)"), "{}", stdout(&out));
+
+    // An unknown group is refused before anything is received.
+    let groups = crm_ops::consumer_groups(&w.tables, w.dead_letters.clone(), None);
+    match crm_ops::dlq_redrive(&w.clients.sqs, &w.tables, groups, &w.queue_name, "nope", 10).await {
+        Err(CliError::UnknownGroup { known, .. }) => assert!(known.contains("projector"), "{known}"),
+        other => panic!("expected UnknownGroup, got {other:?}"),
+    }
+    assert_eq!(
+        crm_ops::dlq_list(&w.clients.sqs, &w.queue_name, 10)
+            .await
+            .expect("list")
+            .len(),
+        3
+    );
+
+    // Redriven to the projector: both events delivered, decrypted; the garbage stays.
+    let groups = crm_ops::consumer_groups(&w.tables, w.dead_letters.clone(), None);
+    let report = crm_ops::dlq_redrive(&w.clients.sqs, &w.tables, groups, &w.queue_name, "projector", 10)
+        .await
+        .expect("redrive");
+    assert_eq!(report.redriven.len(), 2, "{report:?}");
+    assert_eq!(report.failed.len(), 1, "{report:?}");
+    assert!(crm_ops::render_redrive(&report).ends_with("redriven 2, failed 1"));
+    for n in 0..2 {
+        let doc = profile(&w, n).await.expect("a customer 360");
+        assert_eq!(doc["email"], email(n).as_str(), "decrypted: {doc}");
+    }
+    let left = crm_ops::dlq_list(&w.clients.sqs, &w.queue_name, 10)
+        .await
+        .expect("list");
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0].reason, "garbage");
+
+    // The binary: what is left cannot be redriven, exit status 1.
+    let out = crm_ops(&w, &["dlq", "redrive", &w.queue_name, "--to", "projector"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stdout(&out).contains("redriven 0, failed 1"), "{}", stdout(&out));
+}
