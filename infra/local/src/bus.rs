@@ -423,20 +423,31 @@ impl LocalBus {
                 if batch.is_empty() {
                     break;
                 }
-                for (position, event) in batch {
-                    let entry = BusEntry::for_event(event);
-                    if target
-                        .rule
-                        .pattern
-                        .matches(&entry.to_event_json(LOCAL_ACCOUNT, LOCAL_REGION))
-                    {
-                        self.deliver(target, &entry.detail).await?;
+                let last = batch.last().map(|(position, _)| *position).unwrap_or(cursor);
+                handled += batch.len();
+                let matching: Vec<EventEnvelope> = batch
+                    .into_iter()
+                    .map(|(_, event)| BusEntry::for_event(event))
+                    .filter(|entry| {
+                        target
+                            .rule
+                            .pattern
+                            .matches(&entry.to_event_json(LOCAL_ACCOUNT, LOCAL_REGION))
+                    })
+                    .map(|entry| entry.detail)
+                    .collect();
+                // The page at once; if that fails, event by event with
+                // retries and dead letters (the checkpoints skip what the
+                // page wrote).
+                if let Err(e) = target.group.handle_page(&matching, Utc::now()).await {
+                    tracing::warn!(target = %target.rule.target, error = %e, "page delivery failed; delivering one event at a time");
+                    for event in &matching {
+                        self.deliver(target, event).await?;
                     }
-                    // The cursor moves after the effect: a crash in between
-                    // redelivers, and the consumers' checkpoints skip it.
-                    self.save_cursor(name, position).await?;
-                    handled += 1;
                 }
+                // The cursor moves after the effect: a crash in between
+                // redelivers, and the consumers' checkpoints skip it.
+                self.save_cursor(name, last).await?;
             }
         }
         Ok(handled)

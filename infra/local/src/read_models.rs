@@ -3,7 +3,7 @@
 
 use crate::db::{failed, sql, Db};
 use async_trait::async_trait;
-use crm_core::ports::{check_commit_size, CommitError, ReadModelStore, ReadOp, StoreError};
+use crm_core::ports::{check_commit_size, Commit, CommitError, ReadModelStore, ReadOp, StoreError};
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use std::path::Path;
 
@@ -58,14 +58,52 @@ impl SqliteReadModels {
 
 fn checkpoint_of(conn: &rusqlite::Connection, consumer: &str, stream_id: &str) -> Result<u64, StoreError> {
     let v: Option<i64> = conn
-        .query_row(
-            "SELECT version FROM checkpoints WHERE consumer = ?1 AND stream_id = ?2",
-            params![consumer, stream_id],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT version FROM checkpoints WHERE consumer = ?1 AND stream_id = ?2")
+        .map_err(sql)?
+        .query_row(params![consumer, stream_id], |r| r.get(0))
         .optional()
         .map_err(sql)?;
     Ok(v.unwrap_or(0) as u64)
+}
+
+/// One commit inside the caller's transaction: the checkpoint check, the
+/// operations, the checkpoint move.
+fn apply_commit(tx: &rusqlite::Transaction<'_>, c: Commit) -> Result<(), CommitError> {
+    if checkpoint_of(tx, &c.consumer, &c.stream_id)? != c.expected {
+        return Err(CommitError::Conflict {
+            consumer: c.consumer,
+            stream_id: c.stream_id,
+            expected: c.expected,
+        });
+    }
+    for op in c.ops {
+        match op {
+            ReadOp::Put { partition, sort, body } => {
+                let body = serde_json::to_string(&body).map_err(failed)?;
+                tx.prepare_cached(
+                    "INSERT INTO read_models (consumer, partition, sort, body) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (consumer, partition, sort) DO UPDATE SET body = excluded.body",
+                )
+                .map_err(sql)?
+                .execute(params![c.consumer, partition, sort, body])
+                .map_err(sql)?;
+            }
+            ReadOp::Delete { partition, sort } => {
+                tx.prepare_cached("DELETE FROM read_models WHERE consumer = ?1 AND partition = ?2 AND sort = ?3")
+                    .map_err(sql)?
+                    .execute(params![c.consumer, partition, sort])
+                    .map_err(sql)?;
+            }
+        }
+    }
+    tx.prepare_cached(
+        "INSERT INTO checkpoints (consumer, stream_id, version) VALUES (?1, ?2, ?3)
+         ON CONFLICT (consumer, stream_id) DO UPDATE SET version = excluded.version",
+    )
+    .map_err(sql)?
+    .execute(params![c.consumer, c.stream_id, c.new as i64])
+    .map_err(sql)?;
+    Ok(())
 }
 
 #[async_trait]
@@ -85,48 +123,42 @@ impl ReadModelStore for SqliteReadModels {
         new: u64,
         ops: Vec<ReadOp>,
     ) -> Result<(), CommitError> {
-        check_commit_size(&ops)?;
-        let (consumer, stream_id) = (consumer.to_string(), stream_id.to_string());
+        self.commit_all(vec![Commit {
+            consumer: consumer.to_string(),
+            stream_id: stream_id.to_string(),
+            expected,
+            new,
+            ops,
+        }])
+        .await
+    }
+
+    /// Every commit in one transaction: all or nothing.
+    async fn commit_all(&self, commits: Vec<Commit>) -> Result<(), CommitError> {
+        for c in &commits {
+            check_commit_size(&c.ops)?;
+        }
         self.db
             .run(move |conn| {
                 let tx = conn
                     .transaction_with_behavior(TransactionBehavior::Immediate)
                     .map_err(sql)?;
-                if checkpoint_of(&tx, &consumer, &stream_id)? != expected {
-                    return Err(CommitError::Conflict {
-                        consumer,
-                        stream_id,
-                        expected,
-                    });
+                for c in commits {
+                    apply_commit(&tx, c)?;
                 }
-                for op in ops {
-                    match op {
-                        ReadOp::Put { partition, sort, body } => {
-                            let body = serde_json::to_string(&body).map_err(failed)?;
-                            tx.execute(
-                                "INSERT INTO read_models (consumer, partition, sort, body) VALUES (?1, ?2, ?3, ?4)
-                                 ON CONFLICT (consumer, partition, sort) DO UPDATE SET body = excluded.body",
-                                params![consumer, partition, sort, body],
-                            )
-                            .map_err(sql)?;
-                        }
-                        ReadOp::Delete { partition, sort } => {
-                            tx.execute(
-                                "DELETE FROM read_models WHERE consumer = ?1 AND partition = ?2 AND sort = ?3",
-                                params![consumer, partition, sort],
-                            )
-                            .map_err(sql)?;
-                        }
-                    }
-                }
-                tx.execute(
-                    "INSERT INTO checkpoints (consumer, stream_id, version) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (consumer, stream_id) DO UPDATE SET version = excluded.version",
-                    params![consumer, stream_id, new as i64],
-                )
-                .map_err(sql)?;
                 tx.commit().map_err(sql)?;
                 Ok(())
+            })
+            .await
+    }
+
+    async fn checkpoints(&self, keys: &[(String, String)]) -> Result<Vec<u64>, StoreError> {
+        let keys = keys.to_vec();
+        self.db
+            .run(move |conn| {
+                keys.iter()
+                    .map(|(consumer, stream)| checkpoint_of(conn, consumer, stream))
+                    .collect()
             })
             .await
     }
@@ -136,11 +168,9 @@ impl ReadModelStore for SqliteReadModels {
         self.db
             .run(move |conn| {
                 let body: Option<String> = conn
-                    .query_row(
-                        "SELECT body FROM read_models WHERE consumer = ?1 AND partition = ?2 AND sort = ?3",
-                        params![c, p, s],
-                        |r| r.get(0),
-                    )
+                    .prepare_cached("SELECT body FROM read_models WHERE consumer = ?1 AND partition = ?2 AND sort = ?3")
+                    .map_err(sql)?
+                    .query_row(params![c, p, s], |r| r.get(0))
                     .optional()
                     .map_err(sql)?;
                 body.map(|b| serde_json::from_str(&b).map_err(failed)).transpose()

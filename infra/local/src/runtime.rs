@@ -393,21 +393,15 @@ impl LocalRuntime {
         let groups = self.consumer_groups();
         let consumer = groups
             .iter()
-            .find_map(|g| g.consumer(name))
+            .find_map(|g| g.only(name))
             .ok_or_else(|| RuntimeError::Config(format!("no projection named {name}")))?;
         self.docs.clear(name).await?;
-        crm_core::ops::replay(
-            consumer,
-            self.events.as_ref(),
-            self.bus.dead_letters(),
-            self.clock.now(),
-            progress,
-        )
-        .await
-        .map_err(|e| match e {
-            crm_core::ops::OpsError::Store(e) => RuntimeError::Store(e),
-            other => RuntimeError::Config(other.to_string()),
-        })
+        crm_core::ops::replay(&consumer, self.events.as_ref(), self.clock.now(), progress)
+            .await
+            .map_err(|e| match e {
+                crm_core::ops::OpsError::Store(e) => RuntimeError::Store(e),
+                other => RuntimeError::Config(other.to_string()),
+            })
     }
 
     /// Delivers the timers due now (see [`fire_due`]); returns how many.

@@ -287,6 +287,17 @@ pub fn check_commit_size(ops: &[ReadOp]) -> Result<(), CommitError> {
     Ok(())
 }
 
+/// One read-model commit: `ops` of `consumer`, moving its checkpoint of
+/// `stream_id` from `expected` to `new` (see [`ReadModelStore::commit_all`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Commit {
+    pub consumer: String,
+    pub stream_id: String,
+    pub expected: u64,
+    pub new: u64,
+    pub ops: Vec<ReadOp>,
+}
+
 /// Read models (projections): documents plus a checkpoint per
 /// (consumer, stream), the checkpoint always written in the same atomic write
 /// as the documents (ARCHITECTURE.md §6).
@@ -305,6 +316,29 @@ pub trait ReadModelStore: Send + Sync {
         new: u64,
         ops: Vec<ReadOp>,
     ) -> Result<(), CommitError>;
+
+    /// Several commits in order, each atomic with its checkpoint as in
+    /// [`ReadModelStore::commit`] (consecutive commits of one stream chain:
+    /// the second expects what the first set). Adapters that can apply them
+    /// all in one write do (SQLite: one transaction); the others apply them
+    /// one by one, so after an error the commits before the failing one may
+    /// stand. Either way the caller redelivers what is not applied, which the
+    /// checkpoints make safe.
+    async fn commit_all(&self, commits: Vec<Commit>) -> Result<(), CommitError> {
+        for c in commits {
+            self.commit(&c.consumer, &c.stream_id, c.expected, c.new, c.ops).await?;
+        }
+        Ok(())
+    }
+
+    /// The checkpoints of several (consumer, stream) pairs, in the order asked.
+    async fn checkpoints(&self, keys: &[(String, String)]) -> Result<Vec<u64>, StoreError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for (consumer, stream) in keys {
+            out.push(self.checkpoint(consumer, stream).await?);
+        }
+        Ok(out)
+    }
 
     /// One document, strongly consistent.
     async fn get(&self, consumer: &str, partition: &str, sort: &str) -> Result<Option<serde_json::Value>, StoreError>;

@@ -16,7 +16,8 @@ macro_rules! read_model_contract {
             use $crate::read_model_contract as contract;
             $crate::read_model_contract!(@cases $make;
                 commit_get_and_list, stale_checkpoint_conflicts_and_writes_nothing, delete_removes_a_document,
-                consumers_are_isolated, concurrent_commits_keep_every_step, oversized_commit_is_refused);
+                consumers_are_isolated, concurrent_commits_keep_every_step, oversized_commit_is_refused,
+                commit_all_chains_commits_and_refuses_a_stale_one, checkpoints_come_in_the_order_asked);
         }
     };
     (@cases $make:ident; $($case:ident),*) => {
@@ -195,4 +196,44 @@ pub async fn oversized_commit_is_refused(store: Arc<dyn ReadModelStore>) {
     assert!(matches!(err, CommitError::TooLarge(_)), "{err:?}");
     assert_eq!(store.checkpoint("big", &stream).await.expect("checkpoint"), 0);
     assert!(store.list("big", &p, "", None, 1000).await.expect("list").is_empty());
+}
+
+fn commit(consumer: &str, stream: &str, expected: u64, new: u64, ops: Vec<ReadOp>) -> Commit {
+    Commit {
+        consumer: consumer.into(),
+        stream_id: stream.into(),
+        expected,
+        new,
+        ops,
+    }
+}
+
+pub async fn commit_all_chains_commits_and_refuses_a_stale_one(store: Arc<dyn ReadModelStore>) {
+    let (a, b) = (unique("customer"), unique("customer"));
+    let p = unique("c");
+    store
+        .commit_all(vec![
+            commit("page", &a, 0, 1, vec![put(&p, "a", json!(1))]),
+            commit("page", &a, 1, 2, vec![put(&p, "a", json!(2))]),
+            commit("page", &b, 0, 1, vec![put(&p, "b", json!(1))]),
+        ])
+        .await
+        .expect("chained commits");
+    assert_eq!(store.checkpoint("page", &a).await.expect("checkpoint"), 2);
+    assert_eq!(store.get("page", &p, "a").await.expect("get"), Some(json!(2)));
+    let err = store
+        .commit_all(vec![commit("page", &b, 0, 2, vec![put(&p, "stale", json!(0))])])
+        .await
+        .expect_err("stale checkpoint");
+    assert!(matches!(err, CommitError::Conflict { .. }), "{err:?}");
+    assert_eq!(store.get("page", &p, "stale").await.expect("get"), None);
+    assert_eq!(store.checkpoint("page", &b).await.expect("checkpoint"), 1);
+}
+
+pub async fn checkpoints_come_in_the_order_asked(store: Arc<dyn ReadModelStore>) {
+    let (a, b) = (unique("customer"), unique("customer"));
+    store.commit("first", &a, 0, 3, Vec::new()).await.expect("commit");
+    store.commit("second", &b, 0, 5, Vec::new()).await.expect("commit");
+    let keys = [("second", &b), ("first", &b), ("first", &a)].map(|(c, s)| (c.to_string(), s.clone()));
+    assert_eq!(store.checkpoints(&keys).await.expect("checkpoints"), vec![5, 0, 3]);
 }

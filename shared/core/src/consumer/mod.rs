@@ -10,8 +10,11 @@ use crate::ports::{CommitError, EventStore, ReadModelStore, ReadOp, StoreError};
 use async_trait::async_trait;
 use std::sync::Arc;
 
+mod page;
 #[cfg(test)]
 mod tests;
+
+pub use page::{PageDocs, PageOutcome};
 
 /// Why a projection could not use an event: not worth retrying.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -200,6 +203,7 @@ pub struct ConsumerGroup {
     /// The function's name: `projector`, `consent`.
     pub name: &'static str,
     consumers: Vec<Consumer>,
+    docs: Arc<dyn ReadModelStore>,
     dead_letters: Arc<dyn crate::ports::DeadLetterQueue>,
 }
 
@@ -225,6 +229,7 @@ impl ConsumerGroup {
                 .into_iter()
                 .map(|p| Consumer::new(p, events.clone(), docs.clone()))
                 .collect(),
+            docs,
             dead_letters,
         }
     }
@@ -301,6 +306,18 @@ impl ConsumerGroup {
         self.consumers.iter().find(|c| c.name() == name)
     }
 
+    /// A group of this group's consumer `name` alone (rebuilding one
+    /// projection without touching the others).
+    pub fn only(&self, name: &str) -> Option<ConsumerGroup> {
+        let consumer = self.consumer(name)?.clone();
+        Some(ConsumerGroup {
+            name: self.name,
+            consumers: vec![consumer],
+            docs: self.docs.clone(),
+            dead_letters: self.dead_letters.clone(),
+        })
+    }
+
     /// Delivers one event to every consumer. A poison event is parked in the
     /// dead-letter queue with its reason (and handling goes on); a retryable
     /// failure is returned so the caller (Lambda, the local bus) retries the
@@ -370,6 +387,26 @@ pub trait EventHandler: Send + Sync {
         event: &EventEnvelope,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<GroupOutcome, ConsumeError>;
+
+    /// Handles a page of events in store order, with the effect of
+    /// [`EventHandler::handle`] on each in turn (groups of projections
+    /// commit the page together, see [`ConsumerGroup::handle_page`]).
+    async fn handle_page(
+        &self,
+        events: &[EventEnvelope],
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<PageOutcome, ConsumeError> {
+        let mut outcome = PageOutcome::default();
+        for event in events {
+            let one = self.handle(event, now).await?;
+            outcome.merge(PageOutcome {
+                applied: one.applied.len() as u64,
+                duplicates: one.duplicates.len() as u64,
+                parked: one.parked.len() as u64,
+            });
+        }
+        Ok(outcome)
+    }
 }
 
 #[async_trait]
@@ -388,5 +425,13 @@ impl EventHandler for ConsumerGroup {
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<GroupOutcome, ConsumeError> {
         ConsumerGroup::handle(self, event, now).await
+    }
+
+    async fn handle_page(
+        &self,
+        events: &[EventEnvelope],
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<PageOutcome, ConsumeError> {
+        ConsumerGroup::handle_page(self, events, now).await
     }
 }

@@ -3,7 +3,7 @@
 //! with the stored projections. Both the local runtime (`crm-local replay`,
 //! `crm-local check`) and the AWS tooling (`crm-ops`) use these.
 
-use crate::consumer::{park_poison, ConsumeError, Consumer, Delivery, Projection, ProjectionError};
+use crate::consumer::{park_poison, ConsumeError, Consumer, ConsumerGroup, Delivery, Projection, ProjectionError};
 use crate::event::EventEnvelope;
 use crate::ports::{CommitError, DeadLetterQueue, EventExpiry, EventStore, ReadModelStore, ReadOp, StoreError};
 use async_trait::async_trait;
@@ -72,13 +72,15 @@ pub async fn feed(
     Ok(report)
 }
 
-/// Replays every stored event, page by page in store order, into
-/// `consumer` (whose documents and checkpoints the caller cleared first).
-/// `progress` is told the running count of events after each page.
+/// Replays every stored event, page by page in store order, into `group`
+/// (whose documents and checkpoints the caller cleared first; usually one
+/// projection, [`ConsumerGroup::only`]), committing each page's writes
+/// together ([`ConsumerGroup::handle_page`]); poison events are parked in
+/// the group's dead-letter queue. `progress` is told the running count of
+/// events after each page.
 pub async fn replay(
-    consumer: &Consumer,
+    group: &ConsumerGroup,
     events: &dyn EventStore,
-    dead_letters: &dyn DeadLetterQueue,
     now: DateTime<Utc>,
     progress: &mut (dyn FnMut(u64) + Send),
 ) -> Result<ReplayReport, OpsError> {
@@ -86,7 +88,10 @@ pub async fn replay(
     let mut cursor: Option<String> = None;
     loop {
         let page = events.read_all(cursor.as_deref(), REPLAY_PAGE).await?;
-        report.merge(&feed(consumer, &page.events, dead_letters, now).await?);
+        let outcome = group.handle_page(&page.events, now).await?;
+        report.events += page.events.len() as u64;
+        report.applied += outcome.applied;
+        report.parked += outcome.parked;
         progress(report.events);
         match page.next {
             Some(next) => cursor = Some(next),

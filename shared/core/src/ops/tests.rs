@@ -168,14 +168,15 @@ async fn replaying_one_consumer_rebuilds_it_alone() {
     let before = docs.dump();
     // Forget the customer 360 only (what `clear` does to one consumer).
     let fresh = Arc::new(InMemoryReadModels::default());
-    let dead = InMemoryDeadLetters::default();
-    let consumer = Consumer::new(
-        Arc::new(crate::customer::views::CustomerProfileProjection),
+    let group = ConsumerGroup::new(
+        "projector",
+        vec![Arc::new(crate::customer::views::CustomerProfileProjection)],
         store.clone(),
         fresh.clone(),
+        Arc::new(InMemoryDeadLetters::default()),
     );
     let mut seen = 0;
-    let report = replay(&consumer, store.as_ref(), &dead, Utc::now(), &mut |n| seen = n)
+    let report = replay(&group, store.as_ref(), Utc::now(), &mut |n| seen = n)
         .await
         .expect("replay");
     assert_eq!(report.events, seen);
@@ -184,7 +185,7 @@ async fn replaying_one_consumer_rebuilds_it_alone() {
     let original: Vec<_> = before.into_iter().filter(|((c, _, _), _)| c == CUSTOMER_360).collect();
     assert_eq!(rebuilt, original);
     // Replaying again applies nothing: the checkpoints skip every event.
-    let again = replay(&consumer, store.as_ref(), &dead, Utc::now(), &mut |_| {})
+    let again = replay(&group, store.as_ref(), Utc::now(), &mut |_| {})
         .await
         .expect("replay again");
     assert_eq!(again.applied, 0);

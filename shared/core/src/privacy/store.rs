@@ -17,7 +17,7 @@
 
 use super::{decrypt_field, decrypt_paths, encrypt_field, encrypt_paths, is_encrypted, personal_data_paths};
 use super::{CryptoError, DataKey, KeyError, KeyStore, ERASED};
-use crate::consumer::{ConsumeError, EventHandler, GroupOutcome};
+use crate::consumer::{ConsumeError, EventHandler, GroupOutcome, PageOutcome};
 use crate::event::EventEnvelope;
 use crate::ports::*;
 use async_trait::async_trait;
@@ -414,6 +414,23 @@ impl EventHandler for DecryptingHandler {
                 message: format!("decrypting {} v{}: {e}", event.stream_id, event.version),
             })?;
         self.inner.handle(&plain, now).await
+    }
+
+    async fn handle_page(
+        &self,
+        events: &[EventEnvelope],
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<PageOutcome, ConsumeError> {
+        let mut plain = events.to_vec();
+        for event in &mut plain {
+            decrypt_envelope(self.keys.as_ref(), event)
+                .await
+                .map_err(|e| ConsumeError::Retryable {
+                    consumer: self.inner.name(),
+                    message: format!("decrypting {} v{}: {e}", event.stream_id, event.version),
+                })?;
+        }
+        self.inner.handle_page(&plain, now).await
     }
 }
 

@@ -1,0 +1,370 @@
+//! A page of events delivered to a consumer group at once (issue 9): every
+//! consumer projects the page's events in order, event by event as
+//! [`ConsumerGroup::handle`] would, but against [`PageDocs`], a view of the
+//! read models that also holds what the page wrote so far; the page's
+//! commits then go to the store together ([`ReadModelStore::commit_all`]).
+//! The checkpoints of the page's streams are read in one call first.
+//!
+//! Anything out of the ordinary (a gap in a stream, a poison event, a
+//! conflicting commit) first writes what the page staged so far, then falls
+//! back to delivering event by event, so the page path never decides
+//! differently from the one-event path.
+
+use super::{park_poison, ConsumeError, ConsumerGroup, Delivery, ProjectionError};
+use crate::event::EventEnvelope;
+use crate::ports::{check_commit_size, Commit, CommitError, ReadModelStore, ReadOp, StoreError};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, MutexGuard};
+
+/// What delivering a page did, counted per (consumer, event).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PageOutcome {
+    pub applied: u64,
+    pub duplicates: u64,
+    pub parked: u64,
+}
+
+impl PageOutcome {
+    pub fn merge(&mut self, other: PageOutcome) {
+        self.applied += other.applied;
+        self.duplicates += other.duplicates;
+        self.parked += other.parked;
+    }
+}
+
+type DocKey = (String, String, String);
+
+#[derive(Default)]
+struct Overlay {
+    /// Documents read or written during the page (`None`: absent or deleted).
+    docs: HashMap<DocKey, Option<Value>>,
+    /// The same, by (consumer, partition), for `list`.
+    by_partition: HashMap<(String, String), BTreeMap<String, Option<Value>>>,
+    checkpoints: HashMap<(String, String), u64>,
+}
+
+impl Overlay {
+    fn set(&mut self, consumer: &str, partition: String, sort: String, body: Option<Value>) {
+        self.by_partition
+            .entry((consumer.to_string(), partition.clone()))
+            .or_default()
+            .insert(sort.clone(), body.clone());
+        self.docs.insert((consumer.to_string(), partition, sort), body);
+    }
+}
+
+/// The read models as a page sees them: the store, overlaid with what the
+/// page read (cached) and wrote (not yet committed). The page is the only
+/// writer of its consumers while it runs, as the bus and the replay
+/// guarantee (one delivery at a time per target).
+pub struct PageDocs<'a> {
+    base: &'a dyn ReadModelStore,
+    overlay: Mutex<Overlay>,
+}
+
+impl<'a> PageDocs<'a> {
+    pub fn new(base: &'a dyn ReadModelStore) -> Self {
+        PageDocs {
+            base,
+            overlay: Mutex::new(Overlay::default()),
+        }
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, Overlay>, StoreError> {
+        self.overlay
+            .lock()
+            .map_err(|_| StoreError::Failed("page: poisoned lock".into()))
+    }
+
+    /// Reads the checkpoints of every (consumer, stream) pair not yet known, in one call.
+    pub async fn prefetch(&self, keys: Vec<(String, String)>) -> Result<(), StoreError> {
+        let missing: Vec<(String, String)> = {
+            let overlay = self.lock()?;
+            let mut seen = std::collections::HashSet::new();
+            keys.into_iter()
+                .filter(|k| !overlay.checkpoints.contains_key(k) && seen.insert(k.clone()))
+                .collect()
+        };
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let versions = self.base.checkpoints(&missing).await?;
+        let mut overlay = self.lock()?;
+        for (key, version) in missing.into_iter().zip(versions) {
+            overlay.checkpoints.insert(key, version);
+        }
+        Ok(())
+    }
+
+    /// Records a staged commit: its documents and checkpoint as the rest of the page sees them.
+    fn stage(&self, consumer: &str, stream: &str, version: u64, ops: &[ReadOp]) -> Result<(), StoreError> {
+        let mut overlay = self.lock()?;
+        for op in ops {
+            match op {
+                ReadOp::Put { partition, sort, body } => {
+                    overlay.set(consumer, partition.clone(), sort.clone(), Some(body.clone()))
+                }
+                ReadOp::Delete { partition, sort } => overlay.set(consumer, partition.clone(), sort.clone(), None),
+            }
+        }
+        overlay
+            .checkpoints
+            .insert((consumer.to_string(), stream.to_string()), version);
+        Ok(())
+    }
+
+    /// Forgets everything (after writes that bypassed the page).
+    fn forget(&self) -> Result<(), StoreError> {
+        *self.lock()? = Overlay::default();
+        Ok(())
+    }
+
+    /// Forgets what the page knows of `consumer`'s documents and of its
+    /// checkpoint of `stream` (after one delivery that bypassed the page).
+    fn forget_consumer(&self, consumer: &str, stream: &str) -> Result<(), StoreError> {
+        let mut overlay = self.lock()?;
+        overlay.docs.retain(|(c, _, _), _| c != consumer);
+        overlay.by_partition.retain(|(c, _), _| c != consumer);
+        overlay.checkpoints.remove(&(consumer.to_string(), stream.to_string()));
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ReadModelStore for PageDocs<'_> {
+    async fn checkpoint(&self, consumer: &str, stream_id: &str) -> Result<u64, StoreError> {
+        let key = (consumer.to_string(), stream_id.to_string());
+        if let Some(v) = self.lock()?.checkpoints.get(&key) {
+            return Ok(*v);
+        }
+        let v = self.base.checkpoint(consumer, stream_id).await?;
+        self.lock()?.checkpoints.insert(key, v);
+        Ok(v)
+    }
+
+    async fn commit(&self, _: &str, _: &str, _: u64, _: u64, _: Vec<ReadOp>) -> Result<(), CommitError> {
+        // Projections only read; the page commits.
+        Err(CommitError::Store(StoreError::Failed(
+            "a page's view of the read models is read-only".into(),
+        )))
+    }
+
+    async fn get(&self, consumer: &str, partition: &str, sort: &str) -> Result<Option<Value>, StoreError> {
+        let key = (consumer.to_string(), partition.to_string(), sort.to_string());
+        if let Some(found) = self.lock()?.docs.get(&key) {
+            return Ok(found.clone());
+        }
+        let found = self.base.get(consumer, partition, sort).await?;
+        self.lock()?
+            .set(consumer, partition.to_string(), sort.to_string(), found.clone());
+        Ok(found)
+    }
+
+    async fn list(
+        &self,
+        consumer: &str,
+        partition: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Value)>, StoreError> {
+        let in_range = |sort: &str| sort.starts_with(prefix) && after.is_none_or(|a| sort > a);
+        let overlaid: Vec<(String, Option<Value>)> = self
+            .lock()?
+            .by_partition
+            .get(&(consumer.to_string(), partition.to_string()))
+            .map(|docs| {
+                docs.iter()
+                    .filter(|(sort, _)| in_range(sort))
+                    .map(|(s, v)| (s.clone(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if overlaid.is_empty() {
+            return self.base.list(consumer, partition, prefix, after, limit).await;
+        }
+        // Ask for as many more as the page deleted: then at least `limit`
+        // live documents sort before anything the store did not return.
+        let deleted = overlaid.iter().filter(|(_, v)| v.is_none()).count();
+        let stored = self
+            .base
+            .list(consumer, partition, prefix, after, limit.saturating_add(deleted))
+            .await?;
+        let mut merged: BTreeMap<String, Option<Value>> = stored.into_iter().map(|(s, v)| (s, Some(v))).collect();
+        merged.extend(overlaid);
+        Ok(merged
+            .into_iter()
+            .filter_map(|(s, v)| v.map(|v| (s, v)))
+            .take(limit)
+            .collect())
+    }
+}
+
+/// What staging one event for one consumer found.
+enum Staged {
+    Duplicate,
+    /// The event is not the stream's next: deliver it on its own (it fills the gap).
+    Gap,
+    Ready(Vec<ReadOp>),
+    Poison(ProjectionError),
+}
+
+impl ConsumerGroup {
+    /// Delivers `events` (in store order) to every consumer of the group,
+    /// with the same effect as [`ConsumerGroup::handle`] on each in turn,
+    /// but committing the page's read-model writes together. A retryable
+    /// failure is returned (the caller retries the page or its events; the
+    /// checkpoints skip what was written).
+    pub async fn handle_page(&self, events: &[EventEnvelope], now: DateTime<Utc>) -> Result<PageOutcome, ConsumeError> {
+        let docs = self.docs.as_ref();
+        let page = PageDocs::new(docs);
+        let mut total = PageOutcome::default();
+        let mut staged_outcome = PageOutcome::default();
+        let mut staged: Vec<Commit> = Vec::new();
+        // The first event some of whose commits are staged.
+        let mut staged_from = 0;
+        let retryable = |consumer: &'static str, e: StoreError| ConsumeError::Retryable {
+            consumer,
+            message: e.to_string(),
+        };
+        page.prefetch(
+            events
+                .iter()
+                .flat_map(|e| {
+                    self.consumers
+                        .iter()
+                        .map(|c| (c.name().to_string(), e.stream_id.clone()))
+                })
+                .collect(),
+        )
+        .await
+        .map_err(|e| retryable(self.name, e))?;
+        for (i, event) in events.iter().enumerate() {
+            if staged.is_empty() {
+                staged_from = i;
+            }
+            for consumer in &self.consumers {
+                let name = consumer.name();
+                let stage = stage(consumer, event, &page).await?;
+                if !matches!(stage, Staged::Ready(_) | Staged::Duplicate) {
+                    // Write what is staged, then take this one on its own.
+                    let flushed = self
+                        .flush(&page, std::mem::take(&mut staged), &events[staged_from..=i], now)
+                        .await?;
+                    let delivered_one_by_one = flushed.is_some();
+                    total.merge(flushed.unwrap_or(staged_outcome));
+                    staged_outcome = PageOutcome::default();
+                    staged_from = i;
+                    if delivered_one_by_one {
+                        // This event went to every consumer already.
+                        break;
+                    }
+                }
+                match stage {
+                    Staged::Duplicate => staged_outcome.duplicates += 1,
+                    Staged::Ready(ops) => {
+                        page.stage(name, &event.stream_id, event.version, &ops)
+                            .map_err(|e| retryable(name, e))?;
+                        staged.push(Commit {
+                            consumer: name.to_string(),
+                            stream_id: event.stream_id.clone(),
+                            expected: event.version - 1,
+                            new: event.version,
+                            ops,
+                        });
+                        staged_outcome.applied += 1;
+                    }
+                    Staged::Gap => {
+                        match consumer.deliver(event).await {
+                            Ok(Delivery::Applied { .. }) => total.applied += 1,
+                            Ok(Delivery::Duplicate) => total.duplicates += 1,
+                            Err(ConsumeError::Poison { consumer: name, source }) => {
+                                park_poison(self.dead_letters.as_ref(), name, event, source.to_string(), now).await?;
+                                total.parked += 1;
+                            }
+                            Err(e) => return Err(e),
+                        }
+                        page.forget_consumer(name, &event.stream_id)
+                            .map_err(|e| retryable(name, e))?;
+                    }
+                    Staged::Poison(source) => {
+                        park_poison(self.dead_letters.as_ref(), name, event, source.to_string(), now).await?;
+                        total.parked += 1;
+                    }
+                }
+            }
+        }
+        let flushed = self.flush(&page, staged, &events[staged_from..], now).await?;
+        total.merge(flushed.unwrap_or(staged_outcome));
+        Ok(total)
+    }
+
+    /// Commits `staged`. On a conflict (another writer) or a batch the store
+    /// refuses, delivers `events` one by one instead and returns what that
+    /// did (`None`: the staged commits were written as staged).
+    async fn flush(
+        &self,
+        page: &PageDocs<'_>,
+        staged: Vec<Commit>,
+        events: &[EventEnvelope],
+        now: DateTime<Utc>,
+    ) -> Result<Option<PageOutcome>, ConsumeError> {
+        if staged.is_empty() {
+            return Ok(None);
+        }
+        match self.docs.commit_all(staged).await {
+            Ok(()) => Ok(None),
+            Err(CommitError::Store(e)) => Err(ConsumeError::Retryable {
+                consumer: self.name,
+                message: e.to_string(),
+            }),
+            Err(e) => {
+                tracing::debug!(group = self.name, error = %e, "page commit refused; delivering one event at a time");
+                page.forget().map_err(|e| ConsumeError::Retryable {
+                    consumer: self.name,
+                    message: e.to_string(),
+                })?;
+                let mut outcome = PageOutcome::default();
+                for event in events {
+                    let one = self.handle(event, now).await?;
+                    outcome.applied += one.applied.len() as u64;
+                    outcome.duplicates += one.duplicates.len() as u64;
+                    outcome.parked += one.parked.len() as u64;
+                }
+                Ok(Some(outcome))
+            }
+        }
+    }
+}
+
+async fn stage(consumer: &super::Consumer, event: &EventEnvelope, page: &PageDocs<'_>) -> Result<Staged, ConsumeError> {
+    let name = consumer.name();
+    let checkpoint = page
+        .checkpoint(name, &event.stream_id)
+        .await
+        .map_err(|e| consumer.retryable(e))?;
+    if event.version <= checkpoint {
+        return Ok(Staged::Duplicate);
+    }
+    if event.version != checkpoint + 1 {
+        return Ok(Staged::Gap);
+    }
+    if !consumer.projection.handles(&event.event_type) {
+        return Ok(Staged::Ready(Vec::new()));
+    }
+    match consumer.projection.project(event, page).await {
+        Ok(ops) => match check_commit_size(&ops) {
+            Ok(()) => Ok(Staged::Ready(ops)),
+            Err(e) => Ok(Staged::Poison(ProjectionError::Invalid(e.to_string()))),
+        },
+        Err(ProjectionError::Store(e)) => Err(consumer.retryable(e)),
+        Err(source) => Ok(Staged::Poison(source)),
+    }
+}
+
+#[cfg(test)]
+#[path = "page_tests.rs"]
+mod tests;
