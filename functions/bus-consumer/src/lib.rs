@@ -20,6 +20,7 @@ use crm_aws::lambda::required;
 use crm_aws::scheduler::EventBridgeScheduler;
 use crm_aws::sqs::SqsDeadLetterQueue;
 use crm_core::consumer::ConsumerGroup;
+use crm_core::metrics::{EmfWriter, MeteredHandler};
 use crm_core::ports::{DeadLetterQueue, EventStore, ReadModelStore};
 use crm_core::privacy::{EncryptingEventStore, KeyStore};
 use lambda_runtime::{service_fn, LambdaEvent};
@@ -132,6 +133,9 @@ pub async fn run(
     }
     let group = build(events, docs, dead_letters.clone());
     tracing::info!(function = group.name, consumers = ?group.consumer_names(), "consumer function ready");
+    // How late each event is handled (ConsumerLag), as EMF lines on stdout (decision 0026).
+    let namespace = EmfWriter::namespace_from(&|name: &str| std::env::var(name).ok());
+    let group = MeteredHandler::new(group, Arc::new(EmfWriter::stdout(namespace)));
     let (group, keys, dead_letters) = (&group, keys.as_ref(), dead_letters.as_ref());
     lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
         handle_stored(event, group, keys, dead_letters).await

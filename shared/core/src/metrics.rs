@@ -37,8 +37,9 @@ pub mod names {
     pub const MESSAGES_DEFERRED: &str = "MessagesDeferred";
     /// A message that failed for good (dimension `Channel`).
     pub const MESSAGES_FAILED: &str = "MessagesFailed";
-    /// Age of the oldest stream record of a relay batch when it was relayed
-    /// (dimension `Consumer`).
+    /// How late a consumer is (dimension `Consumer`): for the relay, the age
+    /// of the oldest stream record of a batch; for the bus consumers, the age
+    /// of the event (since `recorded_at`) when it was handled.
     pub const CONSUMER_LAG: &str = "ConsumerLag";
     /// Events published onto the bus by the relay (dimension `Consumer`).
     pub const EVENTS_RELAYED: &str = "EventsRelayed";
@@ -207,6 +208,52 @@ impl MetricsSink for EmfWriter {
     }
 }
 
+/// A consumer (an [`EventHandler`](crate::consumer::EventHandler)) that
+/// reports how late it handled each event: `ConsumerLag` = when it was
+/// handled minus the event's `recorded_at`, dimension `Consumer` (the
+/// function's name). Only events handled without error count; a failing
+/// consumer shows in its errors and dead letters instead.
+pub struct MeteredHandler<H> {
+    inner: H,
+    metrics: std::sync::Arc<dyn MetricsSink>,
+}
+
+impl<H> MeteredHandler<H> {
+    pub fn new(inner: H, metrics: std::sync::Arc<dyn MetricsSink>) -> Self {
+        MeteredHandler { inner, metrics }
+    }
+
+    pub fn inner(&self) -> &H {
+        &self.inner
+    }
+}
+
+#[async_trait::async_trait]
+impl<H: crate::consumer::EventHandler> crate::consumer::EventHandler for MeteredHandler<H> {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    fn consumer_names(&self) -> Vec<&'static str> {
+        self.inner.consumer_names()
+    }
+
+    async fn handle(
+        &self,
+        event: &crate::event::EventEnvelope,
+        now: DateTime<Utc>,
+    ) -> Result<crate::consumer::GroupOutcome, crate::consumer::ConsumeError> {
+        let outcome = self.inner.handle(event, now).await?;
+        self.metrics.emit(
+            MetricSet::new(now)
+                .dimension("Consumer", self.inner.name())
+                .millis(names::CONSUMER_LAG, (now - event.recorded_at).num_milliseconds())
+                .property("EventType", event.event_type.clone()),
+        );
+        Ok(outcome)
+    }
+}
+
 /// A writer tests can read back: clones share one buffer.
 #[derive(Debug, Clone, Default)]
 pub struct SharedBuffer(std::sync::Arc<Mutex<Vec<u8>>>);
@@ -336,6 +383,63 @@ mod tests {
         assert_eq!(docs[1]["_aws"]["CloudWatchMetrics"][0]["Namespace"], "Crm");
     }
 
+    struct Handler {
+        fail: bool,
+    }
+
+    #[async_trait::async_trait]
+    impl crate::consumer::EventHandler for Handler {
+        fn name(&self) -> &'static str {
+            "projector"
+        }
+        fn consumer_names(&self) -> Vec<&'static str> {
+            vec!["customer-360"]
+        }
+        async fn handle(
+            &self,
+            _event: &crate::event::EventEnvelope,
+            _now: DateTime<Utc>,
+        ) -> Result<crate::consumer::GroupOutcome, crate::consumer::ConsumeError> {
+            if self.fail {
+                return Err(crate::consumer::ConsumeError::Retryable {
+                    consumer: "customer-360",
+                    message: "store down".into(),
+                });
+            }
+            Ok(crate::consumer::GroupOutcome {
+                applied: vec!["customer-360"],
+                duplicates: Vec::new(),
+                parked: Vec::new(),
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_metered_consumer_reports_how_late_it_handled_each_event() {
+        use crate::consumer::EventHandler;
+        let buffer = SharedBuffer::default();
+        let sink: std::sync::Arc<dyn MetricsSink> =
+            std::sync::Arc::new(EmfWriter::new("Crm", Box::new(buffer.clone())));
+        let mut event = crate::testing::raw_event("customer-1", "CustomerRegistered", json!({}));
+        event.recorded_at = at() - chrono::Duration::milliseconds(2500);
+        let metered = MeteredHandler::new(Handler { fail: false }, sink.clone());
+        assert_eq!(metered.name(), "projector");
+        assert_eq!(metered.consumer_names(), vec!["customer-360"]);
+        let outcome = metered.handle(&event, at()).await.expect("handled");
+        assert_eq!(outcome.applied, vec!["customer-360"]);
+        let failing = MeteredHandler::new(Handler { fail: true }, sink);
+        assert!(failing.handle(&event, at()).await.is_err());
+        let docs = buffer.documents();
+        assert_eq!(docs.len(), 1, "only the handled event counts: {docs:?}");
+        assert_eq!(docs[0]["Consumer"], "projector");
+        assert_eq!(docs[0]["ConsumerLag"], json!(2500.0));
+        assert_eq!(docs[0]["EventType"], "CustomerRegistered");
+        assert_eq!(
+            docs[0]["_aws"]["CloudWatchMetrics"][0]["Metrics"],
+            json!([{ "Name": "ConsumerLag", "Unit": "Milliseconds" }])
+        );
+    }
+
     /// template.yaml (decision 0026): every dead-letter queue and every
     /// function has its alarms, the relay's iterator age too, the emitting
     /// functions get the namespace, and the dashboard charts these metrics.
@@ -388,7 +492,12 @@ mod tests {
             }
         }
         assert!(has_alarm("IteratorAge", "RelayFunction"));
-        for function in ["RelayFunction", "ChannelFunction"] {
+        for function in [
+            "RelayFunction",
+            "ChannelFunction",
+            "ProjectorFunction",
+            "ConsentFunction",
+        ] {
             let variables = &resources[function]["Properties"]["Environment"]["Variables"];
             assert!(
                 !variables["METRICS_NAMESPACE"].is_null(),
