@@ -10,24 +10,14 @@ use crm_aws::keys::{create_keys_table, DynamoKmsKeyStore};
 use crm_aws::ops::{clear_consumer, parallel_replay, receive, redrive, ReplaySource};
 use crm_aws::sqs::SqsDeadLetterQueue;
 use crm_aws::testing::{dynamodb_client, kms_client, sqs_client};
-use crm_core::clock::SystemClock;
 use crm_core::consumer::{Consumer, ConsumerGroup, Projection};
 use crm_core::customer::views::{CustomerProfileProjection, CUSTOMER_360};
-use crm_core::customer::{Customer, CustomerCommand, CustomerService};
-use crm_core::event::{Actor, CommandMeta, EventEnvelope};
 use crm_core::ports::{DeadLetter, DeadLetterQueue, EventStore, ReadModelStore, ReadOp};
 use crm_core::privacy::{EncryptingEventStore, KeyStore, ERASED};
+use crm_core::testing::{customer_id, register_customers};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use uuid::Uuid;
-
-fn respond(c: &Customer, _: &[EventEnvelope]) -> (u16, serde_json::Value) {
-    (201, serde_json::json!({ "id": c.id }))
-}
-
-fn customer_id(n: usize) -> String {
-    format!("00000000-0000-7000-8000-{n:012}")
-}
 
 async fn tables() -> (Arc<DynamoEventStore>, Arc<DynamoReadModels>) {
     let client = dynamodb_client().await;
@@ -41,28 +31,6 @@ async fn tables() -> (Arc<DynamoEventStore>, Arc<DynamoReadModels>) {
         Arc::new(DynamoEventStore::new(client.clone(), events)),
         Arc::new(DynamoReadModels::new(client, docs)),
     )
-}
-
-async fn register(store: Arc<dyn EventStore>, customers: usize) {
-    let service = CustomerService::new(store, Arc::new(SystemClock));
-    for n in 0..customers {
-        let cmd = CustomerCommand::Register(crm_core::testing::registration(
-            &format!("ops{n}@example.com"),
-            "Op",
-            &format!("Erator{n}"),
-            "UTC",
-        ));
-        service
-            .execute(
-                &customer_id(n),
-                &cmd,
-                &CommandMeta::new(Actor::system("test")),
-                None,
-                &respond,
-            )
-            .await
-            .expect("register");
-    }
 }
 
 /// A KMS key and a keys table of the test's own: the deployed key store.
@@ -112,7 +80,7 @@ async fn dead_letter_queue() -> SqsDeadLetterQueue {
 #[tokio::test]
 async fn a_parallel_scan_replay_rebuilds_a_consumer_the_check_agrees_and_finds_a_tampered_document() {
     let (events, docs) = tables().await;
-    register(events.clone(), 6).await;
+    register_customers(events.clone(), 6).await;
     let dlq = dead_letter_queue().await;
     let projection: Arc<dyn Projection> = Arc::new(CustomerProfileProjection);
     let consumer = Consumer::new(projection, events.clone(), docs.clone());
@@ -180,7 +148,7 @@ async fn a_replay_decrypts_personal_fields_with_the_kms_backed_key_store() {
     let (raw, docs) = tables().await;
     let keys = kms_key_store().await;
     let events: Arc<dyn EventStore> = Arc::new(EncryptingEventStore::new(raw.clone(), keys.clone()));
-    register(events.clone(), 3).await;
+    register_customers(events.clone(), 3).await;
 
     // Stored encrypted: the raw table holds no address in clear.
     let stream = format!("customer-{}", customer_id(1));
@@ -227,7 +195,7 @@ async fn a_replay_decrypts_personal_fields_with_the_kms_backed_key_store() {
 #[tokio::test]
 async fn dead_letters_are_listed_with_their_reasons_and_redriven() {
     let (events, docs) = tables().await;
-    register(events.clone(), 1).await;
+    register_customers(events.clone(), 1).await;
     let dlq = dead_letter_queue().await;
     let stream = format!("customer-{}", customer_id(0));
     let first = events.read_stream(&stream, 0, 1).await.expect("read")[0].clone();

@@ -8,23 +8,13 @@ use crm_aws::dynamodb::{create_events_table, create_read_models_table};
 use crm_aws::keys::create_keys_table;
 use crm_aws::sqs::SqsDeadLetterQueue;
 use crm_aws::testing::{dynamodb_client, kms_client, moto_config, moto_endpoint, sqs_client};
-use crm_core::clock::SystemClock;
 use crm_core::customer::views::CUSTOMER_360;
-use crm_core::customer::{Customer, CustomerCommand, CustomerService};
-use crm_core::event::{Actor, CommandMeta, EventEnvelope};
 use crm_core::ports::{DeadLetter, DeadLetterQueue, EventStore, ReadModelStore, ReadOp};
+use crm_core::testing::customer_id;
 use crm_ops::{CliError, Clients, Settings, Tables};
 use std::process::{Command, Output};
 use std::sync::Arc;
 use uuid::Uuid;
-
-fn respond(c: &Customer, _: &[EventEnvelope]) -> (u16, serde_json::Value) {
-    (201, serde_json::json!({ "id": c.id }))
-}
-
-fn customer_id(n: usize) -> String {
-    format!("00000000-0000-7000-8000-{n:012}")
-}
 
 fn email(n: usize) -> String {
     format!("cli{n}@example.com")
@@ -93,24 +83,9 @@ async fn world() -> World {
 
 /// Registers customers through the encrypting store, as the api function does.
 async fn register(store: Arc<dyn EventStore>, customers: usize) {
-    let service = CustomerService::new(store, Arc::new(SystemClock));
     for n in 0..customers {
-        let cmd = CustomerCommand::Register(crm_core::testing::registration(
-            &email(n),
-            "Cli",
-            &format!("User{n}"),
-            "UTC",
-        ));
-        service
-            .execute(
-                &customer_id(n),
-                &cmd,
-                &CommandMeta::new(Actor::system("test")),
-                None,
-                &respond,
-            )
-            .await
-            .expect("register");
+        let registration = crm_core::testing::registration(&email(n), "Cli", &format!("User{n}"), "UTC");
+        crm_core::testing::register(store.clone(), &customer_id(n), registration).await;
     }
 }
 

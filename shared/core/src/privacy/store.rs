@@ -454,21 +454,10 @@ mod tests {
     crate::event_store_contract!(make);
 
     fn registered(customer: &str) -> EventEnvelope {
-        let id = Uuid::now_v7();
-        EventEnvelope {
-            event_id: id,
-            stream_id: format!("customer-{customer}"),
-            version: 0,
-            event_type: "CustomerRegistered".into(),
-            schema_version: 1,
-            customer_id: Some(customer.into()),
-            occurred_at: Utc::now(),
-            recorded_at: Utc::now(),
-            causation_id: None,
-            correlation_id: id,
-            actor: "test".into(),
-            data: json!({ "email": "ada@example.com", "first_name": "Ada", "last_name": null, "locale": "en" }),
-        }
+        crate::testing::registered_event(
+            customer,
+            json!({ "email": "ada@example.com", "first_name": "Ada", "last_name": null, "locale": "en" }),
+        )
     }
 
     fn append_one(event: EventEnvelope) -> AppendRequest {
