@@ -19,16 +19,27 @@ const FUNCTIONS: &[&str] = &[
     "segments",
 ];
 
-/// The sample event of each function (under --events-dir); `None`: `{}` (a scheduled invocation).
+/// The sample event of each function (under --events-dir); `None`: `{}`.
 fn default_event(function: &str) -> Option<&'static str> {
     match function {
         "api" => Some("api/02-get-customer.json"),
+        // A DynamoDB Streams batch of the events table (one CustomerRegistered).
         "relay" => Some("relay/stream-batch.json"),
         "projector" => Some("projector/customer-registered.json"),
         "consent" => Some("consent/consent-granted.json"),
         "campaign" => Some("campaign/cart-abandoned.json"),
         "channel" => Some("channel/message-requested.json"),
+        // The daily schedule's invocation (the function ignores its payload).
+        "segments" => Some("segments/daily-schedule.json"),
         _ => None,
+    }
+}
+
+/// Where `cargo lambda build` puts the binaries: `$CARGO_TARGET_DIR/lambda`, or `target/lambda`.
+fn default_lambda_dir(cargo_target_dir: Option<std::ffi::OsString>) -> PathBuf {
+    match cargo_target_dir {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir).join("lambda"),
+        _ => "target/lambda".into(),
     }
 }
 
@@ -42,7 +53,8 @@ const TARGET_PEAK_MB: f64 = 30.0;
 const USAGE: &str = "\
 usage: coldstart [options] [FUNCTION...]
   FUNCTION            api relay projector consent campaign channel segments (default: all)
-  --lambda-dir DIR    where `cargo lambda build --release` put the binaries (default target/lambda)
+  --lambda-dir DIR    where `cargo lambda build --release` put the binaries
+                      (default $CARGO_TARGET_DIR/lambda when set, else target/lambda)
   --events-dir DIR    sample events (default events)
   --event NAME=FILE   the invocation of NAME (default: a sample event of events/NAME/)
   --iterations N      cold starts per function (default 5)
@@ -67,7 +79,7 @@ struct Options {
 fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
     let mut o = Options {
         functions: Vec::new(),
-        lambda_dir: "target/lambda".into(),
+        lambda_dir: default_lambda_dir(std::env::var_os("CARGO_TARGET_DIR")),
         events_dir: "events".into(),
         events: Vec::new(),
         iterations: 5,
@@ -456,4 +468,40 @@ fn main() -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_function_has_a_sample_event() {
+        let events = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../events");
+        for function in FUNCTIONS {
+            let file = default_event(function).map(|p| events.join(p));
+            let file = file.unwrap_or_else(|| panic!("{function}: no sample event"));
+            let text = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+            let parsed: Result<Value, _> = serde_json::from_str(&text.replace("{{customer_id}}", SAMPLE_CUSTOMER));
+            assert!(parsed.is_ok(), "{}: not JSON", file.display());
+        }
+    }
+
+    #[test]
+    fn the_lambda_dir_follows_cargo_target_dir() {
+        assert_eq!(default_lambda_dir(None), PathBuf::from("target/lambda"));
+        assert_eq!(default_lambda_dir(Some("".into())), PathBuf::from("target/lambda"));
+        assert_eq!(
+            default_lambda_dir(Some("/work/target-release".into())),
+            PathBuf::from("/work/target-release/lambda")
+        );
+    }
+
+    #[test]
+    fn options() {
+        let o = parse(["relay", "segments", "--iterations", "3", "--lambda-dir", "x"].map(String::from)).unwrap();
+        assert_eq!(o.functions, ["relay", "segments"]);
+        assert_eq!(o.iterations, 3);
+        assert_eq!(o.lambda_dir, PathBuf::from("x"));
+        assert!(parse(["bogus".to_string()]).is_err());
+    }
 }
