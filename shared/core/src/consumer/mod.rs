@@ -111,30 +111,7 @@ impl Consumer {
             if event.version <= checkpoint {
                 return Ok(Delivery::Duplicate);
             }
-            // The events between the checkpoint and this one, read from the
-            // store so order per stream holds however the bus delivered.
-            // Versions that retention expired (decision 0021) are
-            // missing for good: the read must still end at this event.
-            let pending = if event.version == checkpoint + 1 {
-                vec![event.clone()]
-            } else {
-                let missing = (event.version - checkpoint) as usize;
-                let mut read = self
-                    .events
-                    .read_stream(stream, checkpoint, missing)
-                    .await
-                    .map_err(|e| self.retryable(e))?;
-                read.retain(|e| e.version <= event.version);
-                if read.is_empty() || read.last().map(|e| e.version) != Some(event.version) {
-                    return Err(self.retryable(format!(
-                        "gap on {stream}: needed versions {}..={}, the store returned {}",
-                        checkpoint + 1,
-                        event.version,
-                        read.len()
-                    )));
-                }
-                read
-            };
+            let pending = self.pending(checkpoint, event).await?;
             match self.apply_in_order(stream, checkpoint, &pending).await {
                 Ok(()) => {
                     return Ok(Delivery::Applied {
@@ -148,6 +125,33 @@ impl Consumer {
             }
         }
         Err(self.retryable(format!("{stream}: checkpoint kept moving")))
+    }
+
+    /// The events from the checkpoint up to `event`: `event` alone, or the
+    /// gap before it read from the store, so order per stream holds however
+    /// the bus delivered. Versions that retention expired (decision 0021)
+    /// are missing for good: the read must still end at this event.
+    async fn pending(&self, checkpoint: u64, event: &EventEnvelope) -> Result<Vec<EventEnvelope>, ConsumeError> {
+        if event.version == checkpoint + 1 {
+            return Ok(vec![event.clone()]);
+        }
+        let stream = event.stream_id.as_str();
+        let missing = (event.version - checkpoint) as usize;
+        let mut read = self
+            .events
+            .read_stream(stream, checkpoint, missing)
+            .await
+            .map_err(|e| self.retryable(e))?;
+        read.retain(|e| e.version <= event.version);
+        if read.last().map(|e| e.version) != Some(event.version) {
+            return Err(self.retryable(format!(
+                "gap on {stream}: needed versions {}..={}, the store returned {}",
+                checkpoint + 1,
+                event.version,
+                read.len()
+            )));
+        }
+        Ok(read)
     }
 
     async fn apply_in_order(

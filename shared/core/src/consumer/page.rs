@@ -5,12 +5,14 @@
 //! commits then go to the store together ([`ReadModelStore::commit_all`]).
 //! The checkpoints of the page's streams are read in one call first.
 //!
-//! Anything out of the ordinary (a gap in a stream, a poison event, a
-//! conflicting commit) first writes what the page staged so far, then falls
-//! back to delivering event by event, so the page path never decides
-//! differently from the one-event path.
+//! A gap before an event (versions the bus did not route to the group, or
+//! delivered out of order) is read from the store and staged first, as
+//! [`Consumer::deliver`](super::Consumer::deliver) does. A poison event
+//! writes what the page staged so far and is parked; a page commit the store
+//! refuses (another writer) falls back to delivering its events one by one,
+//! so the page path never decides differently from the one-event path.
 
-use super::{park_poison, ConsumeError, ConsumerGroup, Delivery, ProjectionError};
+use super::{park_poison, ConsumeError, ConsumerGroup, ProjectionError};
 use crate::event::EventEnvelope;
 use crate::ports::{check_commit_size, Commit, CommitError, ReadModelStore, ReadOp, StoreError};
 use async_trait::async_trait;
@@ -121,16 +123,6 @@ impl<'a> PageDocs<'a> {
         *self.lock()? = Overlay::default();
         Ok(())
     }
-
-    /// Forgets what the page knows of `consumer`'s documents and of its
-    /// checkpoint of `stream` (after one delivery that bypassed the page).
-    fn forget_consumer(&self, consumer: &str, stream: &str) -> Result<(), StoreError> {
-        let mut overlay = self.lock()?;
-        overlay.docs.retain(|(c, _, _), _| c != consumer);
-        overlay.by_partition.retain(|(c, _), _| c != consumer);
-        overlay.checkpoints.remove(&(consumer.to_string(), stream.to_string()));
-        Ok(())
-    }
 }
 
 #[async_trait]
@@ -206,10 +198,14 @@ impl ReadModelStore for PageDocs<'_> {
 /// What staging one event for one consumer found.
 enum Staged {
     Duplicate,
-    /// The event is not the stream's next: deliver it on its own (it fills the gap).
-    Gap,
-    Ready(Vec<ReadOp>),
-    Poison(ProjectionError),
+    /// Staged in the page: the event, after the gap before it if any.
+    Ready(Vec<Commit>),
+    /// The consumer cannot use the event (or one of the gap before it):
+    /// what came before it is staged.
+    Poison {
+        staged: Vec<Commit>,
+        source: ProjectionError,
+    },
 }
 
 impl ConsumerGroup {
@@ -247,51 +243,35 @@ impl ConsumerGroup {
                 staged_from = i;
             }
             for consumer in &self.consumers {
-                let name = consumer.name();
-                let stage = stage(consumer, event, &page).await?;
-                if !matches!(stage, Staged::Ready(_) | Staged::Duplicate) {
-                    // Write what is staged, then take this one on its own.
-                    let flushed = self
-                        .flush(&page, std::mem::take(&mut staged), &events[staged_from..=i], now)
-                        .await?;
-                    let delivered_one_by_one = flushed.is_some();
-                    total.merge(flushed.unwrap_or(staged_outcome));
-                    staged_outcome = PageOutcome::default();
-                    staged_from = i;
-                    if delivered_one_by_one {
-                        // This event went to every consumer already.
-                        break;
-                    }
-                }
-                match stage {
+                match stage(consumer, event, &page).await? {
                     Staged::Duplicate => staged_outcome.duplicates += 1,
-                    Staged::Ready(ops) => {
-                        page.stage(name, &event.stream_id, event.version, &ops)
-                            .map_err(|e| retryable(name, e))?;
-                        staged.push(Commit {
-                            consumer: name.to_string(),
-                            stream_id: event.stream_id.clone(),
-                            expected: event.version - 1,
-                            new: event.version,
-                            ops,
-                        });
+                    Staged::Ready(commits) => {
+                        staged.extend(commits);
                         staged_outcome.applied += 1;
                     }
-                    Staged::Gap => {
-                        match consumer.deliver(event).await {
-                            Ok(Delivery::Applied { .. }) => total.applied += 1,
-                            Ok(Delivery::Duplicate) => total.duplicates += 1,
-                            Err(ConsumeError::Poison { consumer: name, source }) => {
-                                park_poison(self.dead_letters.as_ref(), name, event, source.to_string(), now).await?;
-                                total.parked += 1;
-                            }
-                            Err(e) => return Err(e),
+                    Staged::Poison { staged: before, source } => {
+                        // Write what is staged (as one-event delivery would
+                        // have), then park the event.
+                        staged.extend(before);
+                        let flushed = self
+                            .flush(&page, std::mem::take(&mut staged), &events[staged_from..=i], now)
+                            .await?;
+                        let delivered_one_by_one = flushed.is_some();
+                        total.merge(flushed.unwrap_or(staged_outcome));
+                        staged_outcome = PageOutcome::default();
+                        staged_from = i;
+                        if delivered_one_by_one {
+                            // This event went to every consumer already.
+                            break;
                         }
-                        page.forget_consumer(name, &event.stream_id)
-                            .map_err(|e| retryable(name, e))?;
-                    }
-                    Staged::Poison(source) => {
-                        park_poison(self.dead_letters.as_ref(), name, event, source.to_string(), now).await?;
+                        park_poison(
+                            self.dead_letters.as_ref(),
+                            consumer.name(),
+                            event,
+                            source.to_string(),
+                            now,
+                        )
+                        .await?;
                         total.parked += 1;
                     }
                 }
@@ -340,29 +320,52 @@ impl ConsumerGroup {
     }
 }
 
+/// Projects `event` (and the gap before it, read from the store) for
+/// `consumer` against the page, and stages the result in the page.
 async fn stage(consumer: &super::Consumer, event: &EventEnvelope, page: &PageDocs<'_>) -> Result<Staged, ConsumeError> {
     let name = consumer.name();
-    let checkpoint = page
+    let mut checkpoint = page
         .checkpoint(name, &event.stream_id)
         .await
         .map_err(|e| consumer.retryable(e))?;
     if event.version <= checkpoint {
         return Ok(Staged::Duplicate);
     }
-    if event.version != checkpoint + 1 {
-        return Ok(Staged::Gap);
+    let mut commits = Vec::new();
+    for pending in consumer.pending(checkpoint, event).await? {
+        let ops = if consumer.projection.handles(&pending.event_type) {
+            match consumer.projection.project(&pending, page).await {
+                Ok(ops) => ops,
+                Err(ProjectionError::Store(e)) => return Err(consumer.retryable(e)),
+                Err(source) => {
+                    return Ok(Staged::Poison {
+                        staged: commits,
+                        source,
+                    })
+                }
+            }
+        } else {
+            Vec::new()
+        };
+        if let Err(e) = check_commit_size(&ops) {
+            let source = ProjectionError::Invalid(e.to_string());
+            return Ok(Staged::Poison {
+                staged: commits,
+                source,
+            });
+        }
+        page.stage(name, &pending.stream_id, pending.version, &ops)
+            .map_err(|e| consumer.retryable(e))?;
+        commits.push(Commit {
+            consumer: name.to_string(),
+            stream_id: pending.stream_id.clone(),
+            expected: checkpoint,
+            new: pending.version,
+            ops,
+        });
+        checkpoint = pending.version;
     }
-    if !consumer.projection.handles(&event.event_type) {
-        return Ok(Staged::Ready(Vec::new()));
-    }
-    match consumer.projection.project(event, page).await {
-        Ok(ops) => match check_commit_size(&ops) {
-            Ok(()) => Ok(Staged::Ready(ops)),
-            Err(e) => Ok(Staged::Poison(ProjectionError::Invalid(e.to_string()))),
-        },
-        Err(ProjectionError::Store(e)) => Err(consumer.retryable(e)),
-        Err(source) => Ok(Staged::Poison(source)),
-    }
+    Ok(Staged::Ready(commits))
 }
 
 #[cfg(test)]
