@@ -51,6 +51,39 @@ impl Db {
         })
     }
 
+    /// Runs a short point query `f` (one row by key): right here when the
+    /// connection is free, which spares the hop to a blocking thread that
+    /// costs more than the query; in a blocking thread (as [`Db::run`])
+    /// when someone else holds it.
+    pub async fn run_quick<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, E> + Send + 'static,
+    {
+        match self.try_here(f) {
+            Ok(result) => result,
+            Err(f) => self.run(f).await,
+        }
+    }
+
+    /// Runs `f` on the connection if it is free; gives `f` back if not.
+    fn try_here<T, E, F>(&self, f: F) -> Result<Result<T, E>, F>
+    where
+        E: From<StoreError>,
+        F: FnOnce(&mut Connection) -> Result<T, E>,
+    {
+        let mut guard = match self.conn.try_lock() {
+            Ok(guard) => guard,
+            Err(std::sync::TryLockError::WouldBlock) => return Err(f),
+            Err(std::sync::TryLockError::Poisoned(_)) => return Ok(Err(E::from(failed("connection mutex poisoned")))),
+        };
+        let started = std::time::Instant::now();
+        let result = f(&mut guard);
+        BUSY_NANOS.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        Ok(result)
+    }
+
     /// Runs `f` on the connection in a blocking thread.
     pub async fn run<T, E, F>(&self, f: F) -> Result<T, E>
     where

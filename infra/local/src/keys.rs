@@ -168,14 +168,12 @@ impl SqliteKeyStore {
     async fn wrapped(&self, customer_id: &str) -> Result<Option<Vec<u8>>, KeyError> {
         let id = customer_id.to_string();
         self.db
-            .run(move |conn| {
-                conn.query_row(
-                    "SELECT wrapped_key FROM customer_keys WHERE customer_id = ?1",
-                    [&id],
-                    |row| row.get::<_, Vec<u8>>(0),
-                )
-                .optional()
-                .map_err(crate::db::sql)
+            .run_quick(move |conn| {
+                conn.prepare_cached("SELECT wrapped_key FROM customer_keys WHERE customer_id = ?1")
+                    .map_err(crate::db::sql)?
+                    .query_row([&id], |row| row.get::<_, Vec<u8>>(0))
+                    .optional()
+                    .map_err(crate::db::sql)
             })
             .await
             .map_err(store_error)

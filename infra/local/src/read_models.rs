@@ -5,6 +5,7 @@ use crate::db::{failed, sql, Db};
 use async_trait::async_trait;
 use crm_core::ports::{check_commit_size, Commit, CommitError, ReadModelStore, ReadOp, StoreError};
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
+use std::collections::HashMap;
 use std::path::Path;
 
 const SCHEMA: &str = "
@@ -66,43 +67,32 @@ fn checkpoint_of(conn: &rusqlite::Connection, consumer: &str, stream_id: &str) -
     Ok(v.unwrap_or(0) as u64)
 }
 
-/// One commit inside the caller's transaction: the checkpoint check, the
-/// operations, the checkpoint move.
-fn apply_commit(tx: &rusqlite::Transaction<'_>, c: Commit) -> Result<(), CommitError> {
-    if checkpoint_of(tx, &c.consumer, &c.stream_id)? != c.expected {
-        return Err(CommitError::Conflict {
-            consumer: c.consumer,
-            stream_id: c.stream_id,
-            expected: c.expected,
-        });
-    }
-    for op in c.ops {
-        match op {
-            ReadOp::Put { partition, sort, body } => {
-                let body = serde_json::to_string(&body).map_err(failed)?;
-                tx.prepare_cached(
-                    "INSERT INTO read_models (consumer, partition, sort, body) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT (consumer, partition, sort) DO UPDATE SET body = excluded.body",
-                )
+/// Puts (`Some`) or deletes (`None`) one document inside the caller's transaction.
+fn write_doc(
+    tx: &rusqlite::Transaction<'_>,
+    consumer: &str,
+    partition: &str,
+    sort: &str,
+    body: Option<&serde_json::Value>,
+) -> Result<(), CommitError> {
+    match body {
+        Some(body) => {
+            let body = serde_json::to_string(body).map_err(failed)?;
+            tx.prepare_cached(
+                "INSERT INTO read_models (consumer, partition, sort, body) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (consumer, partition, sort) DO UPDATE SET body = excluded.body",
+            )
+            .map_err(sql)?
+            .execute(params![consumer, partition, sort, body])
+            .map_err(sql)?;
+        }
+        None => {
+            tx.prepare_cached("DELETE FROM read_models WHERE consumer = ?1 AND partition = ?2 AND sort = ?3")
                 .map_err(sql)?
-                .execute(params![c.consumer, partition, sort, body])
+                .execute(params![consumer, partition, sort])
                 .map_err(sql)?;
-            }
-            ReadOp::Delete { partition, sort } => {
-                tx.prepare_cached("DELETE FROM read_models WHERE consumer = ?1 AND partition = ?2 AND sort = ?3")
-                    .map_err(sql)?
-                    .execute(params![c.consumer, partition, sort])
-                    .map_err(sql)?;
-            }
         }
     }
-    tx.prepare_cached(
-        "INSERT INTO checkpoints (consumer, stream_id, version) VALUES (?1, ?2, ?3)
-         ON CONFLICT (consumer, stream_id) DO UPDATE SET version = excluded.version",
-    )
-    .map_err(sql)?
-    .execute(params![c.consumer, c.stream_id, c.new as i64])
-    .map_err(sql)?;
     Ok(())
 }
 
@@ -111,7 +101,7 @@ impl ReadModelStore for SqliteReadModels {
     async fn checkpoint(&self, consumer: &str, stream_id: &str) -> Result<u64, StoreError> {
         let (consumer, stream_id) = (consumer.to_string(), stream_id.to_string());
         self.db
-            .run(move |conn| checkpoint_of(conn, &consumer, &stream_id))
+            .run_quick(move |conn| checkpoint_of(conn, &consumer, &stream_id))
             .await
     }
 
@@ -133,7 +123,9 @@ impl ReadModelStore for SqliteReadModels {
         .await
     }
 
-    /// Every commit in one transaction: all or nothing.
+    /// Every commit in one transaction: all or nothing. Each checkpoint is
+    /// checked in order against the one before it, and each document and
+    /// checkpoint written once, as it stands after the last commit.
     async fn commit_all(&self, commits: Vec<Commit>) -> Result<(), CommitError> {
         for c in &commits {
             check_commit_size(&c.ops)?;
@@ -143,8 +135,44 @@ impl ReadModelStore for SqliteReadModels {
                 let tx = conn
                     .transaction_with_behavior(TransactionBehavior::Immediate)
                     .map_err(sql)?;
+                let mut checkpoints: HashMap<(String, String), u64> = HashMap::new();
+                let mut docs: HashMap<(String, String, String), Option<serde_json::Value>> = HashMap::new();
                 for c in commits {
-                    apply_commit(&tx, c)?;
+                    let key = (c.consumer, c.stream_id);
+                    let current = match checkpoints.get(&key) {
+                        Some(v) => *v,
+                        None => checkpoint_of(&tx, &key.0, &key.1)?,
+                    };
+                    if current != c.expected {
+                        return Err(CommitError::Conflict {
+                            consumer: key.0,
+                            stream_id: key.1,
+                            expected: c.expected,
+                        });
+                    }
+                    for op in c.ops {
+                        match op {
+                            ReadOp::Put { partition, sort, body } => {
+                                docs.insert((key.0.clone(), partition, sort), Some(body));
+                            }
+                            ReadOp::Delete { partition, sort } => {
+                                docs.insert((key.0.clone(), partition, sort), None);
+                            }
+                        }
+                    }
+                    checkpoints.insert(key, c.new);
+                }
+                for ((consumer, partition, sort), body) in docs {
+                    write_doc(&tx, &consumer, &partition, &sort, body.as_ref())?;
+                }
+                for ((consumer, stream_id), version) in checkpoints {
+                    tx.prepare_cached(
+                        "INSERT INTO checkpoints (consumer, stream_id, version) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (consumer, stream_id) DO UPDATE SET version = excluded.version",
+                    )
+                    .map_err(sql)?
+                    .execute(params![consumer, stream_id, version as i64])
+                    .map_err(sql)?;
                 }
                 tx.commit().map_err(sql)?;
                 Ok(())
@@ -166,7 +194,7 @@ impl ReadModelStore for SqliteReadModels {
     async fn get(&self, consumer: &str, partition: &str, sort: &str) -> Result<Option<serde_json::Value>, StoreError> {
         let (c, p, s) = (consumer.to_string(), partition.to_string(), sort.to_string());
         self.db
-            .run(move |conn| {
+            .run_quick(move |conn| {
                 let body: Option<String> = conn
                     .prepare_cached("SELECT body FROM read_models WHERE consumer = ?1 AND partition = ?2 AND sort = ?3")
                     .map_err(sql)?
