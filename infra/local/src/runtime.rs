@@ -473,6 +473,21 @@ struct MailRedactor {
 }
 
 impl MailRedactor {
+    /// Forgets the mail of the customer `event` erases, if it is `CustomerErased`.
+    async fn redact_if_erased(&self, event: &EventEnvelope) -> Result<(), crm_core::consumer::ConsumeError> {
+        if event.event_type == "CustomerErased" {
+            if let Some(customer_id) = event.customer_id.as_deref() {
+                let retryable = |e: StoreError| crm_core::consumer::ConsumeError::Retryable {
+                    consumer: "mail-redaction",
+                    message: e.to_string(),
+                };
+                let ids = self.message_ids(customer_id).await.map_err(retryable)?;
+                self.mail.redact_messages(ids).await.map_err(retryable)?;
+            }
+        }
+        Ok(())
+    }
+
     async fn message_ids(&self, customer_id: &str) -> Result<Vec<String>, StoreError> {
         let mut ids = Vec::new();
         let mut cursor: Option<String> = None;
@@ -507,16 +522,18 @@ impl crm_core::consumer::EventHandler for MailRedactor {
         event: &EventEnvelope,
         now: DateTime<Utc>,
     ) -> Result<crm_core::consumer::GroupOutcome, crm_core::consumer::ConsumeError> {
-        if event.event_type == "CustomerErased" {
-            if let Some(customer_id) = event.customer_id.as_deref() {
-                let retryable = |e: StoreError| crm_core::consumer::ConsumeError::Retryable {
-                    consumer: "mail-redaction",
-                    message: e.to_string(),
-                };
-                let ids = self.message_ids(customer_id).await.map_err(retryable)?;
-                self.mail.redact_messages(ids).await.map_err(retryable)?;
-            }
-        }
+        self.redact_if_erased(event).await?;
         self.inner.handle(event, now).await
+    }
+
+    async fn handle_page(
+        &self,
+        events: &[EventEnvelope],
+        now: DateTime<Utc>,
+    ) -> Result<crm_core::consumer::PageOutcome, crm_core::consumer::ConsumeError> {
+        for event in events {
+            self.redact_if_erased(event).await?;
+        }
+        self.inner.handle_page(events, now).await
     }
 }

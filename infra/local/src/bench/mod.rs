@@ -108,6 +108,9 @@ pub struct ReplayReport {
     pub generate_seconds: f64,
     pub generate_events_per_second: f64,
     pub targets: Vec<ReplayTarget>,
+    /// Each projection rebuilt alone (`crm-local replay --consumer`): all
+    /// stored events, page by page, no bus.
+    pub projections: Vec<ReplayTarget>,
     /// Every target's events over the summed time.
     pub events_per_second: f64,
     pub sqlite_busy_share: f64,
@@ -442,6 +445,21 @@ async fn replay_phase(options: &BenchOptions) -> Result<ReplayReport, BenchError
     }
     let total_seconds = replay_started.elapsed().as_secs_f64();
     let busy = (crate::db::busy_nanos() - busy_before) as f64 / 1e9;
+    let mut projections = Vec::new();
+    for group in runtime.consumer_groups() {
+        for name in group.consumer_names() {
+            let t = Instant::now();
+            let report = runtime.rebuild_consumer(name, &mut |_| {}).await?;
+            let seconds = t.elapsed().as_secs_f64();
+            projections.push(ReplayTarget {
+                target: name.into(),
+                consumers: vec![name.into()],
+                events: report.events,
+                seconds,
+                events_per_second: per_second(report.events, seconds),
+            });
+        }
+    }
     let replayed: u64 = targets.iter().map(|t| t.events).sum();
     let dead_letters = runtime.bus.dead_letters().list().await?.len() as u64;
     Ok(ReplayReport {
@@ -451,6 +469,7 @@ async fn replay_phase(options: &BenchOptions) -> Result<ReplayReport, BenchError
         generate_events_per_second: per_second(events, generate_seconds),
         events_per_second: per_second(replayed, total_seconds),
         targets,
+        projections,
         sqlite_busy_share: if total_seconds > 0.0 { busy / total_seconds } else { 0.0 },
         dead_letters,
     })
@@ -532,6 +551,13 @@ pub fn table(report: &BenchReport) -> String {
         rp.sqlite_busy_share * 100.0,
         rp.dead_letters
     );
+    for t in &rp.projections {
+        let _ = writeln!(
+            out,
+            "  replay {:<18} {:>9} events {:>8.1} s {:>9.0} events/s",
+            t.target, t.events, t.seconds, t.events_per_second
+        );
+    }
     let _ = writeln!(out, "\nIn-memory fold per projection");
     let _ = writeln!(
         out,
