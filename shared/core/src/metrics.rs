@@ -244,13 +244,31 @@ impl<H: crate::consumer::EventHandler> crate::consumer::EventHandler for Metered
         now: DateTime<Utc>,
     ) -> Result<crate::consumer::GroupOutcome, crate::consumer::ConsumeError> {
         let outcome = self.inner.handle(event, now).await?;
+        self.emit_lag(event, now);
+        Ok(outcome)
+    }
+
+    async fn handle_page(
+        &self,
+        events: &[crate::event::EventEnvelope],
+        now: DateTime<Utc>,
+    ) -> Result<crate::consumer::PageOutcome, crate::consumer::ConsumeError> {
+        let outcome = self.inner.handle_page(events, now).await?;
+        for event in events {
+            self.emit_lag(event, now);
+        }
+        Ok(outcome)
+    }
+}
+
+impl<H: crate::consumer::EventHandler> MeteredHandler<H> {
+    fn emit_lag(&self, event: &crate::event::EventEnvelope, now: DateTime<Utc>) {
         self.metrics.emit(
             MetricSet::new(now)
                 .dimension("Consumer", self.inner.name())
                 .millis(names::CONSUMER_LAG, (now - event.recorded_at).num_milliseconds())
                 .property("EventType", event.event_type.clone()),
         );
-        Ok(outcome)
     }
 }
 
@@ -411,6 +429,14 @@ mod tests {
                 duplicates: Vec::new(),
                 parked: Vec::new(),
             })
+        }
+
+        async fn handle_page(
+            &self,
+            events: &[crate::event::EventEnvelope],
+            now: chrono::DateTime<chrono::Utc>,
+        ) -> Result<crate::consumer::PageOutcome, crate::consumer::ConsumeError> {
+            crate::consumer::handle_each(self, events, now).await
         }
     }
 

@@ -393,24 +393,35 @@ pub trait EventHandler: Send + Sync {
     ) -> Result<GroupOutcome, ConsumeError>;
 
     /// Handles a page of events in store order, with the effect of
-    /// [`EventHandler::handle`] on each in turn (groups of projections
-    /// commit the page together, see [`ConsumerGroup::handle_page`]).
+    /// [`EventHandler::handle`] on each in turn. Groups of projections
+    /// commit the page together ([`ConsumerGroup::handle_page`]); a wrapper
+    /// passes the page on, so it does not drop its inner handler to one
+    /// event at a time; other handlers take [`handle_each`]. Required, so
+    /// no handler falls back to one event at a time unnoticed.
     async fn handle_page(
         &self,
         events: &[EventEnvelope],
         now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<PageOutcome, ConsumeError> {
-        let mut outcome = PageOutcome::default();
-        for event in events {
-            let one = self.handle(event, now).await?;
-            outcome.merge(PageOutcome {
-                applied: one.applied.len() as u64,
-                duplicates: one.duplicates.len() as u64,
-                parked: one.parked.len() as u64,
-            });
-        }
-        Ok(outcome)
+    ) -> Result<PageOutcome, ConsumeError>;
+}
+
+/// [`EventHandler::handle_page`] for handlers without a page path: `handle`
+/// on each event in turn.
+pub async fn handle_each(
+    handler: &(impl EventHandler + ?Sized),
+    events: &[EventEnvelope],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<PageOutcome, ConsumeError> {
+    let mut outcome = PageOutcome::default();
+    for event in events {
+        let one = handler.handle(event, now).await?;
+        outcome.merge(PageOutcome {
+            applied: one.applied.len() as u64,
+            duplicates: one.duplicates.len() as u64,
+            parked: one.parked.len() as u64,
+        });
     }
+    Ok(outcome)
 }
 
 #[async_trait]

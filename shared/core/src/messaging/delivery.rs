@@ -1014,6 +1014,14 @@ impl crate::consumer::EventHandler for MessageDelivery {
         }
         Ok(outcome)
     }
+
+    async fn handle_page(
+        &self,
+        events: &[crate::event::EventEnvelope],
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<crate::consumer::PageOutcome, crate::consumer::ConsumeError> {
+        crate::consumer::handle_each(self, events, now).await
+    }
 }
 
 #[async_trait]
