@@ -6,7 +6,7 @@ use super::BenchReport;
 use std::fmt::Write;
 
 /// us-east-1 list prices used (USD), as stated in the generated file.
-pub const PRICES_DATE: &str = "2026-11-29";
+pub const PRICES_DATE: &str = "2026-11-30";
 /// DynamoDB on-demand: per million write request units.
 pub const DDB_WRU: f64 = 0.625;
 /// DynamoDB on-demand: per million read request units.
@@ -237,7 +237,13 @@ impl CostModel {
              ${LAMBDA_GB_S_ARM} per GB-s (arm64; ${LAMBDA_GB_S_X86} x86_64) and ${LAMBDA_REQUEST:.2} per\n\
              million requests; EventBridge Scheduler ${SCHEDULER_INVOCATION:.2} per million invocations;\n\
              SES ${SES_PER_THOUSAND:.2} per thousand emails. Assumed, not measured: {DDB_CALL_MS} ms per\n\
-             DynamoDB call inside a function, 1 KB write / 4 KB read units rounded up per item.\n"
+             DynamoDB call inside a function, 1 KB write / 4 KB read units rounded up per item.\n\n\
+             The prices were checked on {PRICES_DATE} against published summaries of the AWS\n\
+             pricing pages (this machine cannot reach aws.amazon.com): DynamoDB on-demand as cut\n\
+             in November 2024, Lambda duration and requests, EventBridge custom events and\n\
+             Scheduler, SES outbound. Free tiers (Lambda's 1 million requests and 400 000 GB-s,\n\
+             Scheduler's 14 million invocations a month) are left out, so the figures are the\n\
+             marginal cost of each million. Check the pricing pages before you budget.\n"
         );
         for (title, lines) in [
             ("Per million customer events", &self.per_million_events),
