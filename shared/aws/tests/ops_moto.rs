@@ -12,9 +12,9 @@ use crm_aws::sqs::SqsDeadLetterQueue;
 use crm_aws::testing::{dynamodb_client, kms_client, sqs_client};
 use crm_core::consumer::{Consumer, ConsumerGroup, Projection};
 use crm_core::customer::views::{CustomerProfileProjection, CUSTOMER_360};
-use crm_core::ports::{DeadLetter, DeadLetterQueue, EventStore, ReadModelStore, ReadOp};
+use crm_core::ports::{DeadLetterQueue, EventStore, ReadModelStore, ReadOp};
 use crm_core::privacy::{EncryptingEventStore, KeyStore, ERASED};
-use crm_core::testing::{customer_id, register_customers};
+use crm_core::testing::{customer_id, dead_letter, register_customers};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use uuid::Uuid;
@@ -199,22 +199,18 @@ async fn dead_letters_are_listed_with_their_reasons_and_redriven() {
     let dlq = dead_letter_queue().await;
     let stream = format!("customer-{}", customer_id(0));
     let first = events.read_stream(&stream, 0, 1).await.expect("read")[0].clone();
-    dlq.park(DeadLetter {
-        consumer: CUSTOMER_360.into(),
-        reason: "store was down".into(),
-        payload: serde_json::to_value(&first).expect("json"),
-        failed_at: chrono::Utc::now(),
-        attempts: 1,
-    })
+    dlq.park(dead_letter(
+        CUSTOMER_360,
+        "store was down",
+        serde_json::to_value(&first).expect("json"),
+    ))
     .await
     .expect("park");
-    dlq.park(DeadLetter {
-        consumer: CUSTOMER_360.into(),
-        reason: "garbage".into(),
-        payload: serde_json::json!({"not": "an event"}),
-        failed_at: chrono::Utc::now(),
-        attempts: 1,
-    })
+    dlq.park(dead_letter(
+        CUSTOMER_360,
+        "garbage",
+        serde_json::json!({"not": "an event"}),
+    ))
     .await
     .expect("park");
 
@@ -225,13 +221,11 @@ async fn dead_letters_are_listed_with_their_reasons_and_redriven() {
     poison.customer_id = Some(customer_id(9));
     poison.version = 1;
     poison.data = serde_json::json!({"not": "a registration"});
-    dlq.park(DeadLetter {
-        consumer: CUSTOMER_360.into(),
-        reason: "poison".into(),
-        payload: serde_json::to_value(&poison).expect("json"),
-        failed_at: chrono::Utc::now(),
-        attempts: 1,
-    })
+    dlq.park(dead_letter(
+        CUSTOMER_360,
+        "poison",
+        serde_json::to_value(&poison).expect("json"),
+    ))
     .await
     .expect("park");
 

@@ -441,6 +441,17 @@ impl DeadLetterQueue for InMemoryDeadLetters {
     }
 }
 
+/// A dead letter of `consumer` for `payload`, failed now after one attempt.
+pub fn dead_letter(consumer: &str, reason: &str, payload: serde_json::Value) -> crate::ports::DeadLetter {
+    crate::ports::DeadLetter {
+        consumer: consumer.to_string(),
+        reason: reason.to_string(),
+        payload,
+        failed_at: chrono::Utc::now(),
+        attempts: 1,
+    }
+}
+
 /// An event of any type, ready to append (the store assigns the version).
 pub fn raw_event(stream_id: &str, event_type: &str, data: serde_json::Value) -> EventEnvelope {
     let id = uuid::Uuid::now_v7();

@@ -9,8 +9,8 @@ use crm_aws::keys::create_keys_table;
 use crm_aws::sqs::SqsDeadLetterQueue;
 use crm_aws::testing::{dynamodb_client, kms_client, moto_config, moto_endpoint, sqs_client};
 use crm_core::customer::views::CUSTOMER_360;
-use crm_core::ports::{DeadLetter, DeadLetterQueue, EventStore, ReadModelStore, ReadOp};
-use crm_core::testing::customer_id;
+use crm_core::ports::{DeadLetterQueue, EventStore, ReadModelStore, ReadOp};
+use crm_core::testing::{customer_id, dead_letter};
 use crm_ops::{CliError, Clients, Settings, Tables};
 use std::process::{Command, Output};
 use std::sync::Arc;
@@ -274,13 +274,11 @@ async fn dead_letters_are_listed_without_personal_data_and_redriven_decrypted() 
     let first = |n: usize| format!("customer-{}", customer_id(n));
     let plain = w.tables.events.read_stream(&first(0), 0, 1).await.expect("read")[0].clone();
     w.dead_letters
-        .park(DeadLetter {
-            consumer: CUSTOMER_360.into(),
-            reason: "store was down".into(),
-            payload: serde_json::to_value(&plain).expect("json"),
-            failed_at: chrono::Utc::now(),
-            attempts: 1,
-        })
+        .park(dead_letter(
+            CUSTOMER_360,
+            "store was down",
+            serde_json::to_value(&plain).expect("json"),
+        ))
         .await
         .expect("park");
     // (b) An event a rule could not deliver: the EventBridge event, its
@@ -312,13 +310,11 @@ async fn dead_letters_are_listed_without_personal_data_and_redriven_decrypted() 
         .expect("send");
     // (c) Garbage.
     w.dead_letters
-        .park(DeadLetter {
-            consumer: CUSTOMER_360.into(),
-            reason: "garbage".into(),
-            payload: serde_json::json!({"not": "an event"}),
-            failed_at: chrono::Utc::now(),
-            attempts: 1,
-        })
+        .park(dead_letter(
+            CUSTOMER_360,
+            "garbage",
+            serde_json::json!({"not": "an event"}),
+        ))
         .await
         .expect("park");
 

@@ -68,6 +68,20 @@ struct World {
 }
 
 impl World {
+    /// Daily email, quiet hours 12:00 to 14:30 in Berlin.
+    async fn quiet_in_berlin_from_noon_to_half_past_two(&self) {
+        self.command(CustomerCommand::UpdatePreferences(Preferences {
+            email_frequency: EmailFrequency::Daily,
+            timezone: "Europe/Berlin".into(),
+            quiet_hours: Some(QuietHours {
+                start: "12:00".into(),
+                end: "14:30".into(),
+            }),
+            ..Preferences::default()
+        }))
+        .await;
+    }
+
     async fn new() -> World {
         let events = Arc::new(InMemoryEventStore::default());
         let docs = Arc::new(InMemoryReadModels::default());
@@ -315,16 +329,7 @@ async fn a_missing_template_variable_fails_the_message_for_good_naming_it() {
 #[tokio::test]
 async fn quiet_hours_defer_to_their_end_and_the_timer_sends() {
     let w = World::new().await;
-    w.command(CustomerCommand::UpdatePreferences(Preferences {
-        email_frequency: EmailFrequency::Daily,
-        timezone: "Europe/Berlin".into(),
-        quiet_hours: Some(QuietHours {
-            start: "12:00".into(),
-            end: "14:30".into(),
-        }),
-        ..Preferences::default()
-    }))
-    .await;
+    w.quiet_in_berlin_from_noon_to_half_past_two().await;
     // 12:00 UTC is 13:00 in Berlin: quiet until 14:30 Berlin = 13:30 UTC.
     let request = w.requested(1, reminder(), Category::Marketing);
     let until = DateTime::parse_from_rfc3339("2026-11-23T13:30:00Z")
@@ -519,16 +524,7 @@ async fn a_deferral_is_counted_with_its_reason() {
     w.delivery = w
         .delivery
         .with_metrics(Arc::new(EmfWriter::new("Crm", Box::new(buffer.clone()))));
-    w.command(CustomerCommand::UpdatePreferences(Preferences {
-        email_frequency: EmailFrequency::Daily,
-        timezone: "Europe/Berlin".into(),
-        quiet_hours: Some(QuietHours {
-            start: "12:00".into(),
-            end: "14:30".into(),
-        }),
-        ..Preferences::default()
-    }))
-    .await;
+    w.quiet_in_berlin_from_noon_to_half_past_two().await;
     w.delivery
         .on_requested(&w.requested(1, reminder(), Category::Marketing))
         .await
