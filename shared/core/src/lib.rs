@@ -16,6 +16,7 @@ pub mod identity;
 pub mod ingest;
 pub mod insights;
 pub mod journey;
+pub mod memory;
 pub mod messaging;
 pub mod metrics;
 pub mod ops;

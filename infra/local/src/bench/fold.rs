@@ -8,20 +8,18 @@ use super::{per_second, BenchError, BenchOptions};
 use async_trait::async_trait;
 use crm_core::consumer::{Consumer, Projection};
 use crm_core::event::EventEnvelope;
-use crm_core::ports::{check_commit_size, CommitError, ReadModelStore, ReadOp, StoreError};
+use crm_core::memory::InMemoryReadModels;
+use crm_core::ports::{CommitError, ReadModelStore, ReadOp, StoreError};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
-
-type Key = (String, String, String);
 
 /// An in-memory read model that counts what it is asked.
 #[derive(Default)]
 pub struct CountingDocs {
-    docs: Mutex<BTreeMap<Key, serde_json::Value>>,
-    checkpoints: Mutex<HashMap<(String, String), u64>>,
+    docs: InMemoryReadModels,
     pub checkpoint_reads: AtomicU64,
     pub commits: AtomicU64,
     pub puts: AtomicU64,
@@ -31,19 +29,11 @@ pub struct CountingDocs {
     pub lists: AtomicU64,
 }
 
-fn poisoned() -> StoreError {
-    StoreError::Failed("read model mutex poisoned".into())
-}
-
 #[async_trait]
 impl ReadModelStore for CountingDocs {
     async fn checkpoint(&self, consumer: &str, stream_id: &str) -> Result<u64, StoreError> {
         self.checkpoint_reads.fetch_add(1, Ordering::Relaxed);
-        let map = self.checkpoints.lock().map_err(|_| poisoned())?;
-        Ok(map
-            .get(&(consumer.to_string(), stream_id.to_string()))
-            .copied()
-            .unwrap_or(0))
+        self.docs.checkpoint(consumer, stream_id).await
     }
 
     async fn commit(
@@ -54,42 +44,27 @@ impl ReadModelStore for CountingDocs {
         new: u64,
         ops: Vec<ReadOp>,
     ) -> Result<(), CommitError> {
-        check_commit_size(&ops)?;
-        self.commits.fetch_add(1, Ordering::Relaxed);
-        let mut checkpoints = self.checkpoints.lock().map_err(|_| poisoned())?;
-        let key = (consumer.to_string(), stream_id.to_string());
-        if checkpoints.get(&key).copied().unwrap_or(0) != expected {
-            return Err(CommitError::Conflict {
-                consumer: consumer.to_string(),
-                stream_id: stream_id.to_string(),
-                expected,
-            });
-        }
-        let mut docs = self.docs.lock().map_err(|_| poisoned())?;
-        for op in ops {
+        let (mut puts, mut deletes, mut bytes) = (0, 0, 0);
+        for op in &ops {
             match op {
-                ReadOp::Put { partition, sort, body } => {
-                    self.puts.fetch_add(1, Ordering::Relaxed);
-                    self.put_bytes
-                        .fetch_add(body.to_string().len() as u64, Ordering::Relaxed);
-                    docs.insert((consumer.to_string(), partition, sort), body);
+                ReadOp::Put { body, .. } => {
+                    puts += 1;
+                    bytes += body.to_string().len() as u64;
                 }
-                ReadOp::Delete { partition, sort } => {
-                    self.deletes.fetch_add(1, Ordering::Relaxed);
-                    docs.remove(&(consumer.to_string(), partition, sort));
-                }
+                ReadOp::Delete { .. } => deletes += 1,
             }
         }
-        checkpoints.insert(key, new);
+        self.docs.commit(consumer, stream_id, expected, new, ops).await?;
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        self.puts.fetch_add(puts, Ordering::Relaxed);
+        self.deletes.fetch_add(deletes, Ordering::Relaxed);
+        self.put_bytes.fetch_add(bytes, Ordering::Relaxed);
         Ok(())
     }
 
     async fn get(&self, consumer: &str, partition: &str, sort: &str) -> Result<Option<serde_json::Value>, StoreError> {
         self.gets.fetch_add(1, Ordering::Relaxed);
-        let docs = self.docs.lock().map_err(|_| poisoned())?;
-        Ok(docs
-            .get(&(consumer.to_string(), partition.to_string(), sort.to_string()))
-            .cloned())
+        self.docs.get(consumer, partition, sort).await
     }
 
     async fn list(
@@ -101,19 +76,7 @@ impl ReadModelStore for CountingDocs {
         limit: usize,
     ) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
         self.lists.fetch_add(1, Ordering::Relaxed);
-        let docs = self.docs.lock().map_err(|_| poisoned())?;
-        let from = (
-            consumer.to_string(),
-            partition.to_string(),
-            after.unwrap_or(prefix).to_string(),
-        );
-        Ok(docs
-            .range(from..)
-            .take_while(|((c, p, _), _)| c == consumer && p == partition)
-            .filter(|((_, _, s), _)| s.starts_with(prefix) && after.is_none_or(|a| s.as_str() > a))
-            .take(limit)
-            .map(|((_, _, s), v)| (s.clone(), v.clone()))
-            .collect())
+        self.docs.list(consumer, partition, prefix, after, limit).await
     }
 }
 

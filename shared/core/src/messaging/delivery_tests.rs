@@ -68,6 +68,14 @@ struct World {
 }
 
 impl World {
+    /// This world with the delivery's metrics counted into the returned buffer.
+    fn metered(mut self) -> (World, crate::metrics::SharedBuffer) {
+        let buffer = crate::metrics::SharedBuffer::default();
+        let sink = crate::metrics::EmfWriter::new("Crm", Box::new(buffer.clone()));
+        self.delivery = self.delivery.with_metrics(Arc::new(sink));
+        (self, buffer)
+    }
+
     /// Daily email, quiet hours 12:00 to 14:30 in Berlin.
     async fn quiet_in_berlin_from_noon_to_half_past_two(&self) {
         self.command(CustomerCommand::UpdatePreferences(Preferences {
@@ -472,12 +480,7 @@ async fn bounce_and_complaint_feedback_act_once() {
 
 #[tokio::test]
 async fn sends_suppressions_and_deferrals_are_counted_per_channel() {
-    use crate::metrics::{EmfWriter, SharedBuffer};
-    let mut w = World::new().await;
-    let buffer = SharedBuffer::default();
-    w.delivery = w
-        .delivery
-        .with_metrics(Arc::new(EmfWriter::new("Crm", Box::new(buffer.clone()))));
+    let (w, buffer) = World::new().await.metered();
     let confirmation = w.requested(1, "order-confirmation", Category::Transactional);
     w.delivery.on_requested(&confirmation).await.expect("deliver");
     // A duplicate delivery counts nothing.
@@ -518,12 +521,7 @@ async fn sends_suppressions_and_deferrals_are_counted_per_channel() {
 
 #[tokio::test]
 async fn a_deferral_is_counted_with_its_reason() {
-    use crate::metrics::{EmfWriter, SharedBuffer};
-    let mut w = World::new().await;
-    let buffer = SharedBuffer::default();
-    w.delivery = w
-        .delivery
-        .with_metrics(Arc::new(EmfWriter::new("Crm", Box::new(buffer.clone()))));
+    let (w, buffer) = World::new().await.metered();
     w.quiet_in_berlin_from_noon_to_half_past_two().await;
     w.delivery
         .on_requested(&w.requested(1, reminder(), Category::Marketing))

@@ -5,12 +5,12 @@
 
 use crate::consumer::{park_poison, ConsumeError, Consumer, ConsumerGroup, Delivery, Projection, ProjectionError};
 use crate::event::EventEnvelope;
-use crate::ports::{CommitError, DeadLetterQueue, EventExpiry, EventStore, ReadModelStore, ReadOp, StoreError};
-use async_trait::async_trait;
+use crate::memory::InMemoryReadModels;
+use crate::ports::{DeadLetterQueue, EventExpiry, EventStore, ReadModelStore, StoreError};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 #[cfg(test)]
 mod tests;
@@ -192,7 +192,7 @@ pub async fn check(
                 report.behind.push((consumer.to_string(), stream.clone()));
                 continue;
             }
-            let memory = MemoryDocs::default();
+            let memory = InMemoryReadModels::default();
             let mut checkpoint = 0;
             for event in &history {
                 let ops = if projection.handles(&event.event_type) {
@@ -209,7 +209,11 @@ pub async fn check(
                     .map_err(|e| OpsError::Invalid(e.to_string()))?;
                 checkpoint = event.version;
             }
-            let folded = memory.docs()?;
+            let folded: BTreeMap<(String, String), serde_json::Value> = memory
+                .dump()
+                .into_iter()
+                .map(|((_, partition, sort), body)| ((partition, sort), body))
+                .collect();
             let mut partitions: Vec<&String> = folded.keys().map(|(p, _)| p).collect();
             partitions.dedup();
             // Every stored document of those partitions, to find extra ones.
@@ -266,75 +270,5 @@ async fn read_whole_stream(events: &dyn EventStore, stream: &str) -> Result<Vec<
             return Ok(all);
         }
         all.extend(page);
-    }
-}
-
-type Docs = BTreeMap<(String, String), serde_json::Value>;
-
-/// One consumer's documents for one fold, in memory.
-#[derive(Default)]
-struct MemoryDocs {
-    docs: Mutex<Docs>,
-}
-
-impl MemoryDocs {
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Docs>, StoreError> {
-        self.docs
-            .lock()
-            .map_err(|_| StoreError::Failed("check: poisoned lock".into()))
-    }
-
-    fn docs(&self) -> Result<Docs, StoreError> {
-        Ok(self.lock()?.clone())
-    }
-}
-
-#[async_trait]
-impl ReadModelStore for MemoryDocs {
-    async fn checkpoint(&self, _consumer: &str, _stream_id: &str) -> Result<u64, StoreError> {
-        Ok(0)
-    }
-
-    async fn commit(
-        &self,
-        _consumer: &str,
-        _stream_id: &str,
-        _expected: u64,
-        _new: u64,
-        ops: Vec<ReadOp>,
-    ) -> Result<(), CommitError> {
-        let mut docs = self.lock().map_err(CommitError::Store)?;
-        for op in ops {
-            match op {
-                ReadOp::Put { partition, sort, body } => {
-                    docs.insert((partition, sort), body);
-                }
-                ReadOp::Delete { partition, sort } => {
-                    docs.remove(&(partition, sort));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    async fn get(&self, _consumer: &str, partition: &str, sort: &str) -> Result<Option<serde_json::Value>, StoreError> {
-        Ok(self.lock()?.get(&(partition.to_string(), sort.to_string())).cloned())
-    }
-
-    async fn list(
-        &self,
-        _consumer: &str,
-        partition: &str,
-        prefix: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
-        Ok(self
-            .lock()?
-            .iter()
-            .filter(|((p, s), _)| p == partition && s.starts_with(prefix) && after.is_none_or(|a| s.as_str() > a))
-            .take(limit)
-            .map(|((_, s), v)| (s.clone(), v.clone()))
-            .collect())
     }
 }

@@ -8,7 +8,7 @@ use crate::consumer::ConsumerGroup;
 use crate::customer::views::CUSTOMER_360;
 use crate::customer::*;
 use crate::event::{Actor, CommandMeta};
-use crate::ports::ReadModelStore;
+use crate::ports::{ReadModelStore, ReadOp};
 use crate::testing::{InMemoryDeadLetters, InMemoryEventStore, InMemoryReadModels};
 
 fn respond(c: &Customer, _: &[EventEnvelope]) -> (u16, serde_json::Value) {
