@@ -1,21 +1,37 @@
-//! The relay: stored events onto the bus (ARCHITECTURE.md §2, the outbox).
+//! The relay: stored events onto the bus (ARCHITECTURE.md §2, the outbox;
+//! decision 0030).
 //!
 //! The event table's stream hands the relay its new items in order; the relay
-//! publishes each event as a [`BusEntry`] and reports, Lambda
-//! `batchItemFailures` style, the first record it could not get onto the bus:
+//! publishes each event as a [`BusEntry`] and never lets the stream skip one:
 //!
 //! - entries go out in order, at most [`MAX_ENTRIES_PER_PUT`] a call and at
 //!   most [`MAX_ENTRY_BYTES`] a call (PutEvents' limit on a whole request);
-//! - only the entries the bus reports failed are sent again, a bounded number
-//!   of times with a growing pause between attempts;
-//! - an entry the bus can never take (over [`MAX_ENTRY_BYTES`]) and a record
-//!   that is not a readable event (poison) are parked on the dead-letter queue
-//!   with the reason, so they never block the stream;
-//! - once a record cannot be published (or parked) after its retries, the
-//!   relay stops and names that record in [`RelayReport::first_failure`]: the
-//!   caller has it and everything after it delivered again. Entries after it
-//!   that did go out are published twice then; consumers are idempotent
-//!   (§6), so that is harmless, while skipping one would not be.
+//! - a call that fails as a whole (`BusError::Unavailable`: throttled, 5xx,
+//!   connection lost) and the entries the bus refused one by one
+//!   (`ThrottlingException`, `InternalFailure`, ...) are sent again, a
+//!   bounded number of times ([`RetryPolicy`]) with a doubling pause between
+//!   attempts; only what is still pending goes again. A refusal that no retry
+//!   can change (`BusError::Refused`: no such bus, access denied; or a
+//!   per-entry code in [`PERMANENT_ENTRY_CODES`]) is not retried;
+//! - an event still not published after its attempts is parked on the
+//!   dead-letter queue *whole*, as a [`ParkedEvent`]: its key in the events
+//!   table (`pk` = stream id, `sk` = version), its id and type, and the bus
+//!   entry itself (the envelope as stored, personal fields still encrypted),
+//!   with the last error as the reason. An entry too large for the bus (over
+//!   [`MAX_ENTRY_BYTES`]) is parked at once, and an entry too large for a
+//!   queue message (over [`MAX_PARKED_ENTRY_BYTES`]) is parked by its key
+//!   alone: the event stays in the table and is re-read from there;
+//! - a record that is not a readable event (poison) is parked with its
+//!   reason and the stream record as received (its `Keys` name the item);
+//! - only a record that could not even be parked stops the run: it is named
+//!   in [`RelayReport::first_failure`] and the caller has it and everything
+//!   after it delivered again. Entries after it that did go out are published
+//!   twice then; consumers are idempotent (§6), so that is harmless, while
+//!   skipping one would not be.
+//!
+//! `crm-ops dlq redrive --to relay` publishes parked events again and
+//! `crm-ops republish` a time range straight from the table, both through
+//! this relay.
 //!
 //! Nothing here knows about Lambda or EventBridge: the bus and the dead-letter
 //! queue are ports, and the pause between attempts is injected (a no-op by
@@ -24,9 +40,10 @@
 use crate::bus::{BusEntry, MAX_ENTRIES_PER_PUT, MAX_ENTRY_BYTES};
 use crate::clock::Clock;
 use crate::metrics::{names as metric, MetricSet, MetricsSink, NoMetrics};
-use crate::ports::{DeadLetter, DeadLetterQueue, EventBus, PublishOutcome};
+use crate::ports::{BusError, DeadLetter, DeadLetterQueue, EventBus, PublishOutcome};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,9 +54,119 @@ pub const RELAY_CONSUMER: &str = "relay";
 /// always sets it (to `occurred_at`).
 pub const TIME_FIELD_BYTES: usize = 14;
 
+/// The largest entry a [`ParkedEvent`] carries whole. A queue message holds
+/// 256 KB (body and attributes); the letter's other fields, its reason and
+/// the attributes stay well inside the 16 KB left. A larger entry is parked
+/// by its key and re-read from the events table on redrive.
+pub const MAX_PARKED_ENTRY_BYTES: usize = 240 * 1024;
+
+/// Per-entry PutEvents error codes no retry can change: the entry is parked
+/// at once. Every other code (`ThrottlingException`, `InternalFailure`, ...)
+/// is retried.
+pub const PERMANENT_ENTRY_CODES: &[&str] = &[
+    "MalformedDetail",
+    "InvalidArgument",
+    "ValidationException",
+    "AccessDeniedException",
+    "NotAuthorizedForSourceException",
+    "NotAuthorizedForDetailTypeException",
+];
+
 /// The size PutEvents counts for `entry` as the relay sends it.
 pub fn wire_size(entry: &BusEntry) -> usize {
     entry.size_bytes().saturating_add(TIME_FIELD_BYTES)
+}
+
+/// An event's key in the events table.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct EventKey {
+    /// The stream id.
+    pub pk: String,
+    /// The version.
+    pub sk: u64,
+}
+
+/// The payload of the relay's dead letter for an event it could not put on
+/// the bus: enough to publish it again without the stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParkedEvent {
+    /// Where the event lives in the events table.
+    pub key: EventKey,
+    pub event_id: uuid::Uuid,
+    pub event_type: String,
+    /// The stream record it came from (its sequence number), or the caller's
+    /// id for it (`crm-ops republish`: `pk/sk`).
+    pub record_id: String,
+    /// Its size as PutEvents counts it.
+    pub size_bytes: usize,
+    /// The bus entry as the relay built it, the envelope as stored (personal
+    /// fields encrypted); absent when over [`MAX_PARKED_ENTRY_BYTES`]: then
+    /// the event is re-read from the table by `key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored: Option<BusEntry>,
+}
+
+impl ParkedEvent {
+    /// `entry` of record `record_id` as parked: whole when it fits a queue
+    /// message, else by its key.
+    pub fn of(record_id: impl Into<String>, entry: &BusEntry) -> Self {
+        let size_bytes = wire_size(entry);
+        let e = &entry.detail;
+        ParkedEvent {
+            key: EventKey {
+                pk: e.stream_id.clone(),
+                sk: e.version,
+            },
+            event_id: e.event_id,
+            event_type: e.event_type.clone(),
+            record_id: record_id.into(),
+            size_bytes,
+            stored: (size_bytes <= MAX_PARKED_ENTRY_BYTES).then(|| entry.clone()),
+        }
+    }
+}
+
+/// What the relay parked, read back from a dead letter.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RelayLetter {
+    /// An event it could not publish.
+    Event(Box<ParkedEvent>),
+    /// A stream record it could not read as an event; the key, when the
+    /// record carries one (`dynamodb.Keys`), names the item to read again.
+    Poison { key: Option<EventKey> },
+}
+
+impl RelayLetter {
+    /// The relay's letter in `letter`; `None` for another consumer's.
+    pub fn from_letter(letter: &DeadLetter) -> Option<Self> {
+        if letter.consumer != RELAY_CONSUMER {
+            return None;
+        }
+        if let Ok(parked) = serde_json::from_value::<ParkedEvent>(letter.payload.clone()) {
+            return Some(RelayLetter::Event(Box::new(parked)));
+        }
+        Some(RelayLetter::Poison {
+            key: stream_record_key(&letter.payload),
+        })
+    }
+
+    /// The key of the event to read again, when there is one.
+    pub fn key(&self) -> Option<&EventKey> {
+        match self {
+            RelayLetter::Event(p) => Some(&p.key),
+            RelayLetter::Poison { key } => key.as_ref(),
+        }
+    }
+}
+
+/// The item key of a DynamoDB stream record as Lambda delivers it
+/// (`dynamodb.Keys.pk.S`, `dynamodb.Keys.sk.N`).
+pub fn stream_record_key(record: &serde_json::Value) -> Option<EventKey> {
+    let keys = record.get("dynamodb")?.get("Keys")?;
+    Some(EventKey {
+        pk: keys.get("pk")?.get("S")?.as_str()?.to_string(),
+        sk: keys.get("sk")?.get("N")?.as_str()?.parse().ok()?,
+    })
 }
 
 /// What to do with one record of the stream.
@@ -82,6 +209,8 @@ pub struct RelayReport {
     pub published: usize,
     /// Records parked on the dead-letter queue.
     pub parked: usize,
+    /// The ids of the parked records, in order.
+    pub parked_records: Vec<String>,
     /// The first record, in input order, that could be neither published nor
     /// parked: it and every record after it must be delivered again.
     pub first_failure: Option<String>,
@@ -93,7 +222,8 @@ impl RelayReport {
     }
 }
 
-/// How often and how patiently entries the bus refused are sent again.
+/// How often and how patiently calls and entries the bus refused are sent
+/// again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Calls per entry in all, the first included (at least 1).
@@ -159,11 +289,20 @@ impl std::fmt::Debug for Relay {
     }
 }
 
-/// How a chunk went: how many entries were published and, if any could not
-/// be, the first of them.
+/// An entry the bus did not take: its record, the entry, why, and after how
+/// many calls.
+struct Unpublished {
+    record_id: String,
+    entry: BusEntry,
+    reason: String,
+    attempts: u32,
+}
+
+/// How a chunk went: how many entries were published, and the ones that
+/// were not (in input order).
 struct ChunkResult {
     published: usize,
-    first_failure: Option<String>,
+    unpublished: Vec<Unpublished>,
 }
 
 impl Relay {
@@ -232,7 +371,7 @@ impl Relay {
         .await
     }
 
-    /// Publishes or parks every record in order, and stops at the first one
+    /// Publishes or parks every record in order, and stops only at a record
     /// that can be neither (see the module docs).
     pub async fn run(&self, records: Vec<RelayRecord>) -> RelayReport {
         let mut report = RelayReport::default();
@@ -249,7 +388,12 @@ impl Relay {
                             return report;
                         }
                         chunk_bytes = 0;
-                        let letter = self.oversize_letter(&record_id, &entry, size);
+                        let reason = format!(
+                            "entry of {size} bytes is over the bus limit of {MAX_ENTRY_BYTES} bytes; \
+                             {} {} v{} stays in the event store",
+                            entry.detail.event_type, entry.detail.stream_id, entry.detail.version
+                        );
+                        let letter = self.parked_letter(&record_id, &entry, reason, 0);
                         if !self.park(record_id, letter, &mut report).await {
                             return report;
                         }
@@ -279,82 +423,111 @@ impl Relay {
         report
     }
 
-    /// Publishes the pending chunk; false (with `first_failure` set) if some
-    /// entry of it could not be published.
+    /// Publishes the pending chunk and parks what the bus would not take;
+    /// false (with `first_failure` set) if one of those could not be parked.
     async fn flush(&self, chunk: &mut Vec<(String, BusEntry)>, report: &mut RelayReport) -> bool {
         if chunk.is_empty() {
             return true;
         }
         let result = self.publish_chunk(std::mem::take(chunk)).await;
         report.published += result.published;
-        match result.first_failure {
-            None => true,
-            Some(id) => {
-                report.first_failure = Some(id);
-                false
+        for u in result.unpublished {
+            let letter = self.parked_letter(&u.record_id, &u.entry, u.reason, u.attempts);
+            if !self.park(u.record_id, letter, report).await {
+                return false;
             }
         }
+        true
     }
 
     /// Puts one chunk (at most [`MAX_ENTRIES_PER_PUT`] entries), sending again
-    /// only the entries the bus refused.
+    /// only what is still pending: every entry after a call that failed as a
+    /// whole, the refused entries after a partial failure. What is left after
+    /// the last attempt comes back unpublished, in input order.
     async fn publish_chunk(&self, chunk: Vec<(String, BusEntry)>) -> ChunkResult {
-        let (mut ids, mut entries): (Vec<String>, Vec<BusEntry>) = chunk.into_iter().unzip();
+        let mut pending: Vec<Unpublished> = chunk
+            .into_iter()
+            .map(|(record_id, entry)| Unpublished {
+                record_id,
+                entry,
+                reason: String::new(),
+                attempts: 0,
+            })
+            .collect();
+        // Refused for good, with their place in the chunk.
+        let mut given_up: Vec<(usize, Unpublished)> = Vec::new();
+        let mut places: Vec<usize> = (0..pending.len()).collect();
         let mut published = 0;
         let attempts = self.policy.max_attempts.max(1);
-        for attempt in 1..=attempts {
-            let outcomes = match self.bus.put(&entries).await {
-                Ok(outcomes) => outcomes,
-                Err(e) => {
-                    // The whole call failed: this chunk and everything after
-                    // it goes back to the stream.
-                    tracing::warn!(error = %e, entries = entries.len(), attempt, "PutEvents failed");
-                    return ChunkResult {
-                        published,
-                        first_failure: ids.into_iter().next(),
-                    };
+        let mut attempt = 0;
+        while attempt < attempts && !pending.is_empty() {
+            attempt += 1;
+            let entries: Vec<BusEntry> = pending.iter().map(|u| u.entry.clone()).collect();
+            match self.bus.put(&entries).await {
+                Err(BusError::Refused(message)) => {
+                    // No retry changes this (no such bus, access denied).
+                    tracing::warn!(error = %message, entries = entries.len(), attempt, "PutEvents refused");
+                    let reason = format!("PutEvents refused the call: {message}");
+                    for (mut u, place) in std::mem::take(&mut pending).into_iter().zip(places.drain(..)) {
+                        u.reason.clone_from(&reason);
+                        u.attempts = attempt;
+                        given_up.push((place, u));
+                    }
                 }
-            };
-            let mut outcomes = outcomes.into_iter();
-            let mut failed_ids = Vec::new();
-            let mut failed_entries = Vec::new();
-            for (id, entry) in ids.into_iter().zip(entries) {
-                match outcomes.next() {
-                    Some(PublishOutcome::Published) => published += 1,
-                    Some(PublishOutcome::Failed { code, message }) => {
+                Err(BusError::Unavailable(message)) => {
+                    tracing::warn!(error = %message, entries = entries.len(), attempt, "PutEvents failed");
+                    let reason = format!("PutEvents failed: {message}");
+                    for u in &mut pending {
+                        u.reason.clone_from(&reason);
+                        u.attempts = attempt;
+                    }
+                }
+                Ok(outcomes) => {
+                    let mut outcomes = outcomes.into_iter();
+                    let mut still = Vec::new();
+                    let mut still_places = Vec::new();
+                    for (mut u, place) in std::mem::take(&mut pending).into_iter().zip(places.drain(..)) {
+                        let (code, message) = match outcomes.next() {
+                            Some(PublishOutcome::Published) => {
+                                published += 1;
+                                continue;
+                            }
+                            Some(PublishOutcome::Failed { code, message }) => (code, message),
+                            None => ("MissingResult".to_string(), "the bus gave no outcome".to_string()),
+                        };
                         tracing::warn!(
-                            record = %id,
-                            event_id = %entry.detail.event_id,
+                            record = %u.record_id,
+                            event_id = %u.entry.detail.event_id,
                             %code,
                             %message,
                             attempt,
                             "bus refused an entry"
                         );
-                        failed_ids.push(id);
-                        failed_entries.push(entry);
+                        u.reason = format!("PutEvents refused the entry: {code}: {message}");
+                        u.attempts = attempt;
+                        if PERMANENT_ENTRY_CODES.contains(&code.as_str()) {
+                            given_up.push((place, u));
+                        } else {
+                            still.push(u);
+                            still_places.push(place);
+                        }
                     }
-                    None => {
-                        tracing::warn!(record = %id, attempt, "bus gave no outcome for an entry");
-                        failed_ids.push(id);
-                        failed_entries.push(entry);
-                    }
+                    pending = still;
+                    places = still_places;
                 }
             }
-            ids = failed_ids;
-            entries = failed_entries;
-            if ids.is_empty() {
-                return ChunkResult {
-                    published,
-                    first_failure: None,
-                };
-            }
-            if attempt < attempts {
+            if !pending.is_empty() && attempt < attempts {
                 self.pause.pause(self.policy.delay(attempt)).await;
             }
         }
+        for (mut u, place) in pending.into_iter().zip(places) {
+            u.reason = format!("not published after {attempt} attempt(s): {}", u.reason);
+            given_up.push((place, u));
+        }
+        given_up.sort_by_key(|(place, _)| *place);
         ChunkResult {
             published,
-            first_failure: ids.into_iter().next(),
+            unpublished: given_up.into_iter().map(|(_, u)| u).collect(),
         }
     }
 
@@ -364,6 +537,7 @@ impl Relay {
         match self.dead_letters.park(letter).await {
             Ok(()) => {
                 report.parked += 1;
+                report.parked_records.push(record_id);
                 true
             }
             Err(e) => {
@@ -374,28 +548,25 @@ impl Relay {
         }
     }
 
-    /// The dead letter of an entry too large for the bus. It names the event
-    /// but leaves its data out (the letter must fit a queue message; the event
-    /// itself stays in the event store).
-    fn oversize_letter(&self, record_id: &str, entry: &BusEntry, size: usize) -> DeadLetter {
-        let e = &entry.detail;
-        self.dead_letter(
-            format!(
-                "entry of {size} bytes is over the bus limit of {MAX_ENTRY_BYTES} bytes; \
-                 {} {} v{} stays in the event store",
-                e.event_type, e.stream_id, e.version
-            ),
+    /// The dead letter of an event the bus did not take: a [`ParkedEvent`]
+    /// (whole, or by its key when too large for a queue message).
+    fn parked_letter(&self, record_id: &str, entry: &BusEntry, reason: String, attempts: u32) -> DeadLetter {
+        let parked = ParkedEvent::of(record_id, entry);
+        let payload = serde_json::to_value(&parked).unwrap_or_else(|e| {
+            // A BusEntry always serialises; should it not, the key still goes.
             serde_json::json!({
-                "record_id": record_id,
-                "source": entry.source,
-                "detail-type": entry.detail_type,
-                "event_id": e.event_id,
-                "stream_id": e.stream_id,
-                "version": e.version,
-                "customer_id": e.customer_id,
-                "size_bytes": size,
-            }),
-        )
+                "key": parked.key,
+                "event_id": parked.event_id,
+                "event_type": parked.event_type,
+                "record_id": parked.record_id,
+                "size_bytes": parked.size_bytes,
+                "unserialisable": e.to_string(),
+            })
+        });
+        DeadLetter {
+            attempts,
+            ..self.dead_letter(reason, payload)
+        }
     }
 }
 
@@ -425,6 +596,12 @@ mod tests {
         broken: HashSet<u64>,
         /// Calls (0-based) that fail as a whole.
         failing_calls: HashSet<usize>,
+        /// Every call fails as a whole (transient).
+        down: bool,
+        /// Every call is refused as a whole (no such bus).
+        missing: bool,
+        /// Refused with a code no retry changes.
+        malformed: HashSet<u64>,
         /// Answer one outcome short.
         short: bool,
     }
@@ -453,8 +630,11 @@ mod tests {
             assert!(entries.len() <= MAX_ENTRIES_PER_PUT, "too many entries");
             let call = s.calls.len();
             s.calls.push(entries.iter().map(|e| e.detail.version).collect());
-            if s.failing_calls.contains(&call) {
+            if s.failing_calls.contains(&call) || s.down {
                 return Err(BusError::Unavailable("connection reset".into()));
+            }
+            if s.missing {
+                return Err(BusError::Refused("ResourceNotFoundException: no such bus".into()));
             }
             let mut outcomes: Vec<PublishOutcome> = entries
                 .iter()
@@ -465,7 +645,12 @@ mod tests {
                         *n = n.saturating_sub(1);
                         refuse
                     });
-                    if flaky || s.broken.contains(&v) {
+                    if s.malformed.contains(&v) {
+                        PublishOutcome::Failed {
+                            code: "MalformedDetail".into(),
+                            message: "Detail is malformed".into(),
+                        }
+                    } else if flaky || s.broken.contains(&v) {
                         PublishOutcome::Failed {
                             code: "ThrottlingException".into(),
                             message: "Rate exceeded".into(),
@@ -561,8 +746,7 @@ mod tests {
             report,
             RelayReport {
                 published: 23,
-                parked: 0,
-                first_failure: None
+                ..RelayReport::default()
             }
         );
         let calls = bus.calls();
@@ -606,8 +790,7 @@ mod tests {
             report,
             RelayReport {
                 published: 12,
-                parked: 0,
-                first_failure: None
+                ..RelayReport::default()
             }
         );
         assert_eq!(
@@ -619,51 +802,210 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_persistent_failure_names_the_first_failing_record_and_stops() {
+    async fn an_entry_still_refused_after_its_attempts_is_parked_whole_and_the_rest_goes_on() {
         let bus = FakeBus::with(|s| {
             s.broken.insert(14);
             s.broken.insert(12);
         });
+        let dlq = Arc::new(FakeDlq::default());
         let policy = RetryPolicy {
             max_attempts: 3,
             ..RetryPolicy::default()
         };
-        let report = relay(bus.clone(), Arc::default())
+        let input = records(1..=25);
+        let (twelve, fourteen) = (input[11].1.clone(), input[13].1.clone());
+        let report = relay(bus.clone(), dlq.clone())
             .with_retry(policy, Arc::new(NoPause))
-            .publish(records(1..=25))
+            .publish(input)
             .await;
-        assert_eq!(report.first_failure, Some(seq(12)));
-        assert!(!report.is_complete());
-        // 1..=10, then 11, 13, 15..=20 of the second chunk.
-        assert_eq!(report.published, 18);
-        // Three attempts at the second chunk's failures; the third chunk is
-        // never sent (it goes back to the stream with record 12).
+        assert_eq!(
+            report,
+            RelayReport {
+                published: 23,
+                parked: 2,
+                parked_records: vec![seq(12), seq(14)],
+                first_failure: None
+            }
+        );
+        // Three attempts at the second chunk's failures, then the third chunk.
         assert_eq!(
             bus.calls(),
             vec![
                 (1..=10).collect::<Vec<_>>(),
                 (11..=20).collect(),
                 vec![12, 14],
-                vec![12, 14]
+                vec![12, 14],
+                (21..=25).collect()
             ]
         );
+        let letters = dlq.letters();
+        assert_eq!(letters.len(), 2);
+        for (letter, (entry, version)) in letters.iter().zip([(&twelve, 12), (&fourteen, 14)]) {
+            assert_eq!(letter.consumer, RELAY_CONSUMER);
+            assert_eq!(letter.attempts, 3);
+            assert!(
+                letter.reason.contains("after 3 attempt(s)") && letter.reason.contains("ThrottlingException"),
+                "{}",
+                letter.reason
+            );
+            let Some(RelayLetter::Event(parked)) = RelayLetter::from_letter(letter) else {
+                panic!("a parked event: {letter:?}");
+            };
+            assert_eq!(parked.stored.as_ref(), Some(entry), "parked whole, as built");
+            assert_eq!(
+                parked.key,
+                EventKey {
+                    pk: "customer-1".into(),
+                    sk: version
+                }
+            );
+            assert_eq!(parked.record_id, seq(version));
+            assert_eq!(parked.event_id, entry.detail.event_id);
+            assert_eq!(parked.size_bytes, wire_size(entry));
+        }
     }
 
     #[tokio::test]
     async fn a_missing_outcome_counts_as_a_failure() {
         let bus = FakeBus::with(|s| s.short = true);
+        let dlq = Arc::new(FakeDlq::default());
         let policy = RetryPolicy {
             max_attempts: 2,
             ..RetryPolicy::default()
         };
-        let report = relay(bus.clone(), Arc::default())
+        let report = relay(bus.clone(), dlq.clone())
             .with_retry(policy, Arc::new(NoPause))
             .publish(records(1..=3))
             .await;
-        // Each call answers one short: 3 is never confirmed.
-        assert_eq!(report.first_failure, Some(seq(3)));
+        // Each call answers one short: 3 is never confirmed, so it is parked.
         assert_eq!(report.published, 2);
+        assert_eq!(report.parked_records, [seq(3)]);
+        assert!(report.is_complete());
         assert_eq!(bus.calls(), vec![vec![1, 2, 3], vec![3]]);
+        assert!(dlq.letters()[0].reason.contains("MissingResult"));
+    }
+
+    #[tokio::test]
+    async fn a_bus_down_for_every_attempt_parks_every_entry_whole_in_order() {
+        let bus = FakeBus::with(|s| s.down = true);
+        let dlq = Arc::new(FakeDlq::default());
+        let pause = Arc::new(RecordingPause::default());
+        let input = records(1..=12);
+        let entries: Vec<BusEntry> = input.iter().map(|(_, e)| e.clone()).collect();
+        let report = relay(bus.clone(), dlq.clone())
+            .with_retry(RetryPolicy::default(), pause.clone())
+            .publish(input)
+            .await;
+        assert_eq!(report.published, 0);
+        assert_eq!(report.parked, 12);
+        assert!(
+            report.is_complete(),
+            "the batch succeeds: nothing is left to the stream"
+        );
+        // Four attempts per chunk, with the pauses between them.
+        assert_eq!(bus.calls().len(), 8);
+        let pauses = pause.0.lock().map(|p| p.clone()).unwrap_or_default();
+        assert_eq!(pauses.len(), 6);
+        assert_eq!(pauses[..3], [50, 100, 200].map(Duration::from_millis));
+        let letters = dlq.letters();
+        let parked: Vec<Option<BusEntry>> = letters
+            .iter()
+            .map(|l| match RelayLetter::from_letter(l) {
+                Some(RelayLetter::Event(p)) => p.stored,
+                _ => None,
+            })
+            .collect();
+        assert_eq!(parked, entries.into_iter().map(Some).collect::<Vec<_>>());
+        assert!(letters[0].reason.contains("connection reset"), "{}", letters[0].reason);
+        assert_eq!(letters[0].attempts, 4);
+    }
+
+    #[tokio::test]
+    async fn a_refused_call_and_a_malformed_entry_are_parked_without_retrying() {
+        let bus = FakeBus::with(|s| s.missing = true);
+        let dlq = Arc::new(FakeDlq::default());
+        let report = relay(bus.clone(), dlq.clone()).publish(records(1..=3)).await;
+        assert_eq!(report.parked, 3);
+        assert_eq!(bus.calls().len(), 1, "no retry can create the bus");
+        assert!(dlq.letters()[0].reason.contains("no such bus"));
+        assert_eq!(dlq.letters()[0].attempts, 1);
+
+        let bus = FakeBus::with(|s| {
+            s.malformed.insert(2);
+            s.flaky.insert(3, 1);
+        });
+        let dlq = Arc::new(FakeDlq::default());
+        let report = relay(bus.clone(), dlq.clone()).publish(records(1..=3)).await;
+        assert_eq!(report.published, 2);
+        assert_eq!(report.parked_records, [seq(2)]);
+        assert_eq!(bus.calls(), vec![vec![1, 2, 3], vec![3]], "only 3 is retried");
+        assert!(dlq.letters()[0].reason.contains("MalformedDetail"));
+    }
+
+    #[tokio::test]
+    async fn an_unpublished_entry_that_cannot_be_parked_fails_the_run_there() {
+        let bus = FakeBus::with(|s| {
+            s.broken.insert(4);
+        });
+        let dlq = Arc::new(FakeDlq {
+            refuse: true,
+            ..FakeDlq::default()
+        });
+        let report = relay(bus.clone(), dlq).publish(records(1..=25)).await;
+        // 1..=10 went (4 excepted); 4 could be neither published nor parked.
+        assert_eq!(
+            report,
+            RelayReport {
+                published: 9,
+                first_failure: Some(seq(4)),
+                ..RelayReport::default()
+            }
+        );
+        assert_eq!(bus.calls().len(), 4, "nothing after the chunk of the failure");
+    }
+
+    #[tokio::test]
+    async fn an_entry_too_large_for_a_queue_message_is_parked_by_its_key() {
+        let bus = FakeBus::with(|s| {
+            s.broken.insert(1);
+        });
+        let dlq = Arc::new(FakeDlq::default());
+        let e = entry(1, serde_json::json!({ "blob": "x".repeat(MAX_PARKED_ENTRY_BYTES) }));
+        assert!(wire_size(&e) <= MAX_ENTRY_BYTES, "the bus would take it");
+        let report = relay(bus.clone(), dlq.clone()).publish(vec![(seq(1), e.clone())]).await;
+        assert_eq!(report.parked, 1);
+        let letters = dlq.letters();
+        let Some(RelayLetter::Event(parked)) = RelayLetter::from_letter(&letters[0]) else {
+            panic!("a parked event");
+        };
+        assert_eq!(parked.stored, None);
+        assert_eq!(parked.key.pk, "customer-1");
+        assert_eq!(parked.key.sk, 1);
+        assert_eq!(parked.size_bytes, wire_size(&e));
+    }
+
+    #[test]
+    fn relay_letters_read_back() {
+        let r = relay(FakeBus::with(|_| {}), Arc::default());
+        let record = serde_json::json!({
+            "eventID": "1",
+            "dynamodb": {"Keys": {"pk": {"S": "customer-9"}, "sk": {"N": "7"}}}
+        });
+        assert_eq!(
+            RelayLetter::from_letter(&r.dead_letter("unreadable", record)),
+            Some(RelayLetter::Poison {
+                key: Some(EventKey {
+                    pk: "customer-9".into(),
+                    sk: 7
+                })
+            })
+        );
+        let bare = RelayLetter::from_letter(&r.dead_letter("?", serde_json::json!({"x": 1})));
+        assert_eq!(bare, Some(RelayLetter::Poison { key: None }));
+        assert_eq!(bare.as_ref().and_then(RelayLetter::key), None);
+        let mut other = r.dead_letter("?", serde_json::json!({}));
+        other.consumer = "projector".into();
+        assert_eq!(RelayLetter::from_letter(&other), None);
     }
 
     #[tokio::test]
@@ -679,6 +1021,7 @@ mod tests {
             RelayReport {
                 published: 3,
                 parked: 1,
+                parked_records: vec![seq(2)],
                 first_failure: None
             }
         );
@@ -694,6 +1037,11 @@ mod tests {
         );
         assert_eq!(letters[0].payload["event_id"], event_id.to_string());
         assert_eq!(letters[0].payload["record_id"], seq(2));
+        assert_eq!(
+            letters[0].payload["key"],
+            serde_json::json!({"pk": "customer-1", "sk": 2})
+        );
+        assert!(letters[0].payload.get("stored").is_none(), "re-read by its key");
         assert!(
             serde_json::to_vec(&letters[0]).map(|v| v.len()).unwrap_or(usize::MAX) < 4096,
             "the letter leaves the event's data out"
@@ -713,32 +1061,46 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_whole_call_failure_fails_its_chunk_and_everything_after() {
+    async fn a_whole_call_failure_is_retried_with_a_pause() {
         let bus = FakeBus::with(|s| {
             s.failing_calls.insert(1);
         });
-        let report = relay(bus.clone(), Arc::default()).publish(records(1..=25)).await;
+        let pause = Arc::new(RecordingPause::default());
+        let report = relay(bus.clone(), Arc::default())
+            .with_retry(RetryPolicy::default(), pause.clone())
+            .publish(records(1..=25))
+            .await;
         assert_eq!(
             report,
             RelayReport {
-                published: 10,
-                parked: 0,
-                first_failure: Some(seq(11))
+                published: 25,
+                ..RelayReport::default()
             }
         );
-        assert_eq!(bus.calls().len(), 2, "no call after the failed one");
+        assert_eq!(
+            bus.calls(),
+            vec![
+                (1..=10).collect::<Vec<_>>(),
+                (11..=20).collect(),
+                (11..=20).collect(),
+                (21..=25).collect()
+            ]
+        );
+        let pauses = pause.0.lock().map(|p| p.clone()).unwrap_or_default();
+        assert_eq!(pauses, [Duration::from_millis(50)]);
     }
 
     #[tokio::test]
-    async fn a_whole_call_failure_on_a_retry_names_the_first_still_pending() {
+    async fn a_whole_call_failure_on_a_retry_sends_the_still_pending_again() {
         let bus = FakeBus::with(|s| {
             s.flaky.insert(4, 1);
             s.flaky.insert(6, 1);
             s.failing_calls.insert(1);
         });
         let report = relay(bus.clone(), Arc::default()).publish(records(1..=8)).await;
-        assert_eq!(report.first_failure, Some(seq(4)));
-        assert_eq!(report.published, 6);
+        assert_eq!(report.published, 8);
+        assert!(report.is_complete());
+        assert_eq!(bus.calls(), vec![(1..=8).collect::<Vec<_>>(), vec![4, 6], vec![4, 6]]);
     }
 
     #[tokio::test]
@@ -773,8 +1135,8 @@ mod tests {
             report,
             RelayReport {
                 published: 1,
-                parked: 0,
-                first_failure: Some(seq(2))
+                first_failure: Some(seq(2)),
+                ..RelayReport::default()
             }
         );
         assert_eq!(bus.calls(), vec![vec![1]]);
