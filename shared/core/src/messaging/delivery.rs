@@ -6,8 +6,18 @@
 //! appended with `ExpectedVersion::Exactly(v)` of the stream as it was read,
 //! so of two deliveries of the same request only one appends; before calling
 //! a provider, `MessageClaimed` is appended that way, and a delivery that
-//! finds a claim never calls the provider (decision 0011 describes the one
-//! window left: a crash after the provider accepted and before `MessageSent`).
+//! finds a claim never calls the provider (decision 0011).
+//!
+//! Unknown outcomes settle (decision 0032): a provider error that does not
+//! prove the message stayed unsent (a timeout, a lost connection, a 5xx)
+//! records `MessageOutcomeUnknown` and keeps the claim. For email a settle
+//! check (the message's timer) looks, when the settle window has passed,
+//! whether SES reported the message: its `Send` (or any later feedback)
+//! settles it as sent through [`MessageDelivery::record_feedback`]; none
+//! means SES never took it, and it is sent again, once. SMS and push have no
+//! such feedback: their unknown outcome stays unknown, at most once. A claim
+//! still without an outcome when its window ends (a crash between the claim
+//! and the answer) is treated the same way.
 
 use super::decision::{self, address, Decision, DecisionInput, DeliveryPolicy, SentRecord};
 use super::events::{message_stream, DeferralReason, MessageEvent, MessageRequest};
@@ -30,6 +40,7 @@ use crate::ports::{
 };
 use crate::privacy::{HashedIdentifier, IdentifierHasher, IdentifierKind};
 use crate::scheduler::{timer_name, Scheduler, TimerKind, TimerPayload};
+use serde::{Deserialize, Serialize};
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{json, Value};
@@ -46,6 +57,24 @@ const ACTOR: &str = "channel";
 const PROVIDER_ATTEMPTS: u32 = 3;
 /// Deliveries that failed retryably before the message is given up on.
 const MAX_FAILED_DELIVERIES: usize = 5;
+/// How many times a message whose provider never took it is sent again.
+const MAX_RESENDS: usize = 1;
+
+/// Metric names of unknown outcomes (dimension `Channel`), for the alarms in
+/// template.yaml (decision 0032).
+pub mod outcome_metrics {
+    /// A `MessageOutcomeUnknown` recorded: after a provider error that does
+    /// not prove the message stayed unsent (property `Reason`:
+    /// `provider-error`), or for a claim found without an outcome when its
+    /// settle window ended (`stale-claim`).
+    pub const MESSAGE_OUTCOMES_UNKNOWN: &str = "MessageOutcomesUnknown";
+    /// A claim found without any outcome when its settle window ended (a
+    /// crash between the claim and the provider's answer).
+    pub const STALE_MESSAGE_CLAIMS: &str = "StaleMessageClaims";
+    /// An email sent again because SES reported nothing within the settle
+    /// window after an unknown outcome.
+    pub const MESSAGES_RESENT: &str = "MessagesResent";
+}
 
 /// Where messages go.
 #[derive(Clone)]
@@ -67,6 +96,11 @@ pub struct DeliverySettings {
     pub policy: DeliveryPolicy,
     /// Backoff before the second provider attempt (doubles each time).
     pub first_backoff: std::time::Duration,
+    /// How long after its claim a message with an unknown outcome waits for
+    /// the provider's word (SES's `Send` comes within seconds) before it is
+    /// taken as never sent (email: sent again, once) or left unknown (SMS,
+    /// push). Also when a claim without any outcome counts as stale.
+    pub settle_window: Duration,
 }
 
 impl Default for DeliverySettings {
@@ -77,6 +111,7 @@ impl Default for DeliverySettings {
             shop_url: "https://shop.example".into(),
             policy: DeliveryPolicy::default(),
             first_backoff: std::time::Duration::from_millis(200),
+            settle_window: Duration::minutes(15),
         }
     }
 }
@@ -99,6 +134,48 @@ pub enum DeliveryOutcome {
     Waiting {
         until: DateTime<Utc>,
     },
+    /// The provider may or may not have taken it: recorded, the claim kept
+    /// (email: a settle check decides; SMS, push: never sent again).
+    OutcomeUnknown,
+}
+
+/// What a settle check did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SettleOutcome {
+    /// Nothing left to settle: sent, settled by feedback, finished, released
+    /// for a redelivery, or the timer belongs to an earlier claim.
+    Settled,
+    /// The window has not ended yet: the check is set again for its end.
+    Waiting { until: DateTime<Utc> },
+    /// The outcome stays unknown for good (SMS, push, or an email already
+    /// sent again once): at most once.
+    Unknown,
+    /// SES never took the email: it went through delivery again.
+    Resent(DeliveryOutcome),
+}
+
+/// The data of a settle check timer (the message's timer, see
+/// [`MessageDelivery::on_settle_timer`]): ids only, the request is read back
+/// from the journey stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettleCheck {
+    pub message_id: String,
+    /// The journey instance whose stream holds the `MessageRequested`.
+    pub instance_id: String,
+}
+
+impl SettleCheck {
+    /// The key under which a timer's data carries a settle check (a deferral
+    /// timer's data is the request itself).
+    const KEY: &'static str = "settle";
+
+    /// The settle check a fired timer carries, if it is one.
+    pub fn of_timer(timer: &TimerPayload) -> Option<SettleCheck> {
+        if timer.kind != TimerKind::MessageDeferral {
+            return None;
+        }
+        serde_json::from_value(timer.data.get(Self::KEY)?.clone()).ok()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -129,12 +206,36 @@ fn kebab<T: serde::Serialize>(value: &T) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// The latest claim on a message stream.
+#[derive(Debug, Clone)]
+struct Claim {
+    version: u64,
+    at: DateTime<Utc>,
+    channel: Channel,
+    category: Category,
+    campaign_id: String,
+    customer_id: String,
+}
+
 /// The state of one message stream.
 #[derive(Debug, Default)]
 struct MessageState {
     version: u64,
+    /// Suppressed, sent, or failed for good.
     done: bool,
+    /// `MessageSent` is recorded.
+    sent: bool,
+    /// A claim holds (no outcome, or an unknown one).
     claimed: bool,
+    claim: Option<Claim>,
+    /// The claim's outcome is unknown (`MessageOutcomeUnknown`).
+    unknown: bool,
+    /// Sends given back after an unknown outcome (`MessageNotAccepted`).
+    resends: usize,
+    /// Given back after an unknown outcome and not claimed again yet.
+    resend_pending: bool,
+    /// The provider reported on the message (it took it).
+    feedback: bool,
     deferred_until: Option<DateTime<Utc>>,
     failed_deliveries: usize,
 }
@@ -145,9 +246,31 @@ fn fold(events: &[EventEnvelope]) -> Result<MessageState, DeliveryError> {
         s.version = e.version;
         let typed = MessageEvent::from_envelope(e).map_err(|err| DeliveryError::Poison(err.to_string()))?;
         match typed {
-            MessageEvent::MessageSuppressed { .. } | MessageEvent::MessageSent { .. } => s.done = true,
+            MessageEvent::MessageSuppressed { .. } => s.done = true,
+            MessageEvent::MessageSent { .. } => {
+                s.done = true;
+                s.sent = true;
+            }
             MessageEvent::MessageDeferred { until, .. } => s.deferred_until = Some(until),
-            MessageEvent::MessageClaimed { .. } => s.claimed = true,
+            MessageEvent::MessageClaimed {
+                channel,
+                category,
+                campaign_id,
+                customer_id,
+                ..
+            } => {
+                s.claimed = true;
+                s.unknown = false;
+                s.resend_pending = false;
+                s.claim = Some(Claim {
+                    version: e.version,
+                    at: e.occurred_at,
+                    channel,
+                    category,
+                    campaign_id,
+                    customer_id,
+                });
+            }
             MessageEvent::MessageFailed { retryable, .. } => {
                 if retryable {
                     // The claim is given back: the next delivery tries again.
@@ -157,7 +280,20 @@ fn fold(events: &[EventEnvelope]) -> Result<MessageState, DeliveryError> {
                     s.done = true;
                 }
             }
-            _ => {}
+            MessageEvent::MessageOutcomeUnknown { .. } => s.unknown = true,
+            MessageEvent::MessageNotAccepted { .. } => {
+                s.claimed = false;
+                s.unknown = false;
+                s.resends += 1;
+                s.resend_pending = true;
+            }
+            MessageEvent::MessageAccepted { .. }
+            | MessageEvent::MessageContentRejected { .. }
+            | MessageEvent::EmailDelivered { .. }
+            | MessageEvent::EmailBounced { .. }
+            | MessageEvent::EmailComplained { .. }
+            | MessageEvent::EmailOpened { .. }
+            | MessageEvent::EmailClicked { .. } => s.feedback = true,
         }
     }
     Ok(s)
@@ -214,11 +350,23 @@ impl MessageDelivery {
 
     /// One count of `name` for the request's channel, with why as a property.
     fn count(&self, name: &'static str, request: &MessageRequest, reason: Option<String>) {
+        self.count_for(name, request.channel, request.category, &request.campaign_id, reason);
+    }
+
+    /// One count of `name` for `channel`, with why as a property.
+    fn count_for(
+        &self,
+        name: &'static str,
+        channel: Channel,
+        category: Category,
+        campaign_id: &str,
+        reason: Option<String>,
+    ) {
         let mut set = MetricSet::new(self.now())
-            .dimension("Channel", request.channel.to_string())
+            .dimension("Channel", channel.to_string())
             .count(name, 1)
-            .property("Category", kebab(&request.category))
-            .property("CampaignId", request.campaign_id.clone());
+            .property("Category", kebab(&category))
+            .property("CampaignId", campaign_id.to_string());
         if let Some(reason) = reason {
             set = set.property("Reason", reason);
         }
@@ -273,7 +421,22 @@ impl MessageDelivery {
         let stream = message_stream(&request.message_id);
         let state = fold(&self.events.read_stream(&stream, 0, 1000).await?)?;
         let now = self.now();
-        if state.done || state.claimed {
+        if state.done {
+            return Ok(DeliveryOutcome::Duplicate);
+        }
+        if state.claimed {
+            // Another delivery holds the claim: it is sending now, or it
+            // ended without recording an outcome (a crash after the claim
+            // leaves the request unacknowledged, so this redelivery comes).
+            // Make sure the settle check will look at it (idempotent).
+            if let Some(due) = self.settle_check_due(&state) {
+                let check = SettleCheck {
+                    message_id: request.message_id.clone(),
+                    instance_id: request.instance_id.clone(),
+                };
+                self.schedule_settle_check(&check, &request.customer_id, &state, due)
+                    .await?;
+            }
             return Ok(DeliveryOutcome::Duplicate);
         }
         if let Some(until) = state.deferred_until.filter(|u| *u > now) {
@@ -455,6 +618,11 @@ impl MessageDelivery {
                     provider_message_id: receipt.provider_message_id,
                 })
             }
+            Err(ProviderError::OutcomeUnknown(error)) => {
+                let claimed_at = claimed.last().map(|e| e.occurred_at).unwrap_or(now);
+                self.outcome_unknown(request, meta, state, claimed_version, claimed_at, error)
+                    .await
+            }
             Err(e) if e.is_retryable() => {
                 let failed = MessageEvent::MessageFailed {
                     message_id: request.message_id.clone(),
@@ -474,6 +642,259 @@ impl MessageDelivery {
                 self.fail_for_good(request, meta, &after_claim, e.to_string()).await
             }
         }
+    }
+
+    /// The provider may have taken the message: records
+    /// `MessageOutcomeUnknown` and keeps the claim. An email that was not
+    /// sent again before gets a settle check at the end of the window; SMS,
+    /// push and a second unknown email stay unknown (at most once).
+    async fn outcome_unknown(
+        &self,
+        request: &MessageRequest,
+        meta: &CommandMeta,
+        state: &MessageState,
+        claimed_version: u64,
+        claimed_at: DateTime<Utc>,
+        error: String,
+    ) -> Result<DeliveryOutcome, DeliveryError> {
+        let settle_by = (request.channel == Channel::Email && state.resends < MAX_RESENDS)
+            .then(|| claimed_at + self.settings.settle_window);
+        let unknown = MessageEvent::MessageOutcomeUnknown {
+            message_id: request.message_id.clone(),
+            customer_id: request.customer_id.clone(),
+            channel: request.channel,
+            error: error.clone(),
+            settle_by,
+        };
+        let Some(appended) = self.append(request, meta, claimed_version, vec![unknown]).await? else {
+            // Feedback settled it meanwhile, or a settle check acted: look again.
+            return Err(DeliveryError::Retry("the message stream moved after the claim".into()));
+        };
+        tracing::warn!(message_id = %request.message_id, channel = %request.channel, %error, ?settle_by, "message outcome unknown: claim kept");
+        self.count(
+            outcome_metrics::MESSAGE_OUTCOMES_UNKNOWN,
+            request,
+            Some("provider-error".into()),
+        );
+        if let Some(settle_by) = settle_by {
+            let after = MessageState {
+                version: appended.last().map(|e| e.version).unwrap_or(claimed_version + 1),
+                claim: Some(Claim {
+                    version: claimed_version,
+                    at: claimed_at,
+                    channel: request.channel,
+                    category: request.category,
+                    campaign_id: request.campaign_id.clone(),
+                    customer_id: request.customer_id.clone(),
+                }),
+                ..MessageState::default()
+            };
+            let check = SettleCheck {
+                message_id: request.message_id.clone(),
+                instance_id: request.instance_id.clone(),
+            };
+            // A failure here is retried: the redelivery finds the open claim
+            // and sets the check then.
+            self.schedule_settle_check(&check, &request.customer_id, &after, settle_by.max(self.now()))
+                .await?;
+        }
+        Ok(DeliveryOutcome::OutcomeUnknown)
+    }
+
+    /// When an open claim's settle check is due, if it needs one: not when
+    /// the outcome is known, nor when it is an unknown outcome that no check
+    /// can change (SMS, push, an email already sent again).
+    fn settle_check_due(&self, state: &MessageState) -> Option<DateTime<Utc>> {
+        let claim = state.claim.as_ref()?;
+        if !state.claimed || state.done || state.feedback {
+            return None;
+        }
+        if state.unknown && (claim.channel != Channel::Email || state.resends >= MAX_RESENDS) {
+            return None;
+        }
+        Some((claim.at + self.settings.settle_window).max(self.now()))
+    }
+
+    /// Sets (or sets again: the name is the message's, so this replaces) the
+    /// settle check of the stream's latest claim, due at `due`. It reuses the
+    /// message's timer (`TimerKind::MessageDeferral`, the same name as a
+    /// deferral: a message waits for one thing at a time), so it reaches the
+    /// channel function like a deferral and is cancelled with it on erasure.
+    async fn schedule_settle_check(
+        &self,
+        check: &SettleCheck,
+        customer_id: &str,
+        state: &MessageState,
+        due: DateTime<Utc>,
+    ) -> Result<(), DeliveryError> {
+        let claim_version = state.claim.as_ref().map(|c| c.version).unwrap_or(state.version);
+        let data = serde_json::to_value(check).map_err(|e| DeliveryError::Poison(e.to_string()))?;
+        let timer = TimerPayload {
+            name: timer_name(TimerKind::MessageDeferral, &[&check.message_id]),
+            kind: TimerKind::MessageDeferral,
+            stream_id: message_stream(&check.message_id),
+            customer_id: Some(customer_id.to_string()),
+            due_at: due,
+            set_at_version: claim_version,
+            data: json!({ SettleCheck::KEY: data }),
+        };
+        self.scheduler
+            .schedule(timer)
+            .await
+            .map_err(|e| DeliveryError::Retry(format!("could not schedule the settle check: {e}")))
+    }
+
+    /// A fired settle check. When the claim it was set for still has no
+    /// known outcome after the window: an email that SES never reported
+    /// (no `Send`, no later feedback) is given back (`MessageNotAccepted`)
+    /// and delivered again, once; SMS, push, and an email already sent again
+    /// stay unknown. A claim without any outcome (a crash between the claim
+    /// and the answer) is counted as stale and recorded as unknown first.
+    /// Safe to repeat: a check for an earlier claim, or for a settled
+    /// message, does nothing.
+    pub async fn on_settle_timer(
+        &self,
+        timer: &TimerPayload,
+        check: &SettleCheck,
+    ) -> Result<SettleOutcome, DeliveryError> {
+        let events = self
+            .events
+            .read_stream(&message_stream(&check.message_id), 0, 1000)
+            .await?;
+        let state = fold(&events)?;
+        let Some(claim) = state.claim.clone() else {
+            return Ok(SettleOutcome::Settled);
+        };
+        if state.done || claim.version != timer.set_at_version {
+            return Ok(SettleOutcome::Settled);
+        }
+        let mut meta = CommandMeta::new(Actor::system(ACTOR));
+        if let Some(last) = events.last() {
+            meta.correlation_id = last.correlation_id;
+            meta.causation_id = Some(last.event_id);
+        }
+        if state.resend_pending {
+            // Given back by an earlier run of this check, which did not get
+            // to deliver it again (or failed to): deliver now.
+            return self.resend(check, &events, &meta).await;
+        }
+        if !state.claimed || state.feedback {
+            return Ok(SettleOutcome::Settled);
+        }
+        let settle_by = claim.at + self.settings.settle_window;
+        if self.now() < settle_by {
+            self.schedule_settle_check(check, &claim.customer_id, &state, settle_by)
+                .await?;
+            return Ok(SettleOutcome::Waiting { until: settle_by });
+        }
+        let stale = !state.unknown;
+        let resend = claim.channel == Channel::Email && state.resends < MAX_RESENDS;
+        let mut record = Vec::new();
+        if stale {
+            record.push(MessageEvent::MessageOutcomeUnknown {
+                message_id: check.message_id.clone(),
+                customer_id: claim.customer_id.clone(),
+                channel: claim.channel,
+                error: format!(
+                    "no outcome recorded within {} s of the claim",
+                    self.settings.settle_window.num_seconds()
+                ),
+                settle_by: resend.then_some(settle_by),
+            });
+        }
+        if resend {
+            record.push(MessageEvent::MessageNotAccepted {
+                message_id: check.message_id.clone(),
+                customer_id: claim.customer_id.clone(),
+                channel: claim.channel,
+                reason: format!(
+                    "SES reported nothing (no Send) within {} s of the claim",
+                    self.settings.settle_window.num_seconds()
+                ),
+            });
+        }
+        if record.is_empty() {
+            tracing::warn!(message_id = %check.message_id, channel = %claim.channel, "message outcome stays unknown (at most once)");
+            return Ok(SettleOutcome::Unknown);
+        }
+        let appended = self
+            .append_to(&check.message_id, &claim.customer_id, &meta, state.version, record)
+            .await?;
+        if appended.is_none() {
+            return Err(DeliveryError::Retry(
+                "the message stream moved during the settle check".into(),
+            ));
+        }
+        if stale {
+            tracing::warn!(message_id = %check.message_id, channel = %claim.channel, claimed_at = %claim.at, "stale message claim: no outcome within the settle window");
+            let count = |name| {
+                self.count_for(
+                    name,
+                    claim.channel,
+                    claim.category,
+                    &claim.campaign_id,
+                    Some("stale-claim".into()),
+                )
+            };
+            count(outcome_metrics::STALE_MESSAGE_CLAIMS);
+            count(outcome_metrics::MESSAGE_OUTCOMES_UNKNOWN);
+        }
+        if !resend {
+            return Ok(SettleOutcome::Unknown);
+        }
+        let events = self
+            .events
+            .read_stream(&message_stream(&check.message_id), 0, 1000)
+            .await?;
+        self.resend(check, &events, &meta).await
+    }
+
+    /// Delivers a message given back after an unknown outcome again: the
+    /// whole pipeline (consent, suppression, caps may have changed), then a
+    /// new claim and send.
+    async fn resend(
+        &self,
+        check: &SettleCheck,
+        events: &[EventEnvelope],
+        meta: &CommandMeta,
+    ) -> Result<SettleOutcome, DeliveryError> {
+        let request = self.find_request(check, events).await?;
+        tracing::info!(message_id = %check.message_id, "sending again: SES never took the message");
+        let outcome = self.deliver(&request, meta).await?;
+        if outcome != DeliveryOutcome::Duplicate {
+            self.count(outcome_metrics::MESSAGES_RESENT, &request, None);
+        }
+        Ok(SettleOutcome::Resent(outcome))
+    }
+
+    /// The request of a message: its `MessageRequested` on the journey
+    /// stream, else the copy a deferral kept on the message stream.
+    async fn find_request(
+        &self,
+        check: &SettleCheck,
+        message_events: &[EventEnvelope],
+    ) -> Result<MessageRequest, DeliveryError> {
+        let journey = crate::journey::instance::stream_id(&check.instance_id);
+        let requested = self.events.read_stream(&journey, 0, 1000).await?.into_iter().find(|e| {
+            e.event_type == "MessageRequested"
+                && e.data.get("message_id").and_then(Value::as_str) == Some(check.message_id.as_str())
+        });
+        if let Some(event) = requested {
+            return MessageRequest::from_envelope(&event).map_err(|e| DeliveryError::Poison(e.to_string()));
+        }
+        message_events
+            .iter()
+            .rev()
+            .find_map(|e| match MessageEvent::from_envelope(e) {
+                Ok(MessageEvent::MessageDeferred { request, .. }) => Some(request),
+                _ => None,
+            })
+            .ok_or_else(|| {
+                DeliveryError::Poison(format!(
+                    "no MessageRequested for message {} on {journey}",
+                    check.message_id
+                ))
+            })
     }
 
     /// Records a permanent failure and parks the request with its reason.
@@ -516,8 +937,21 @@ impl MessageDelivery {
         version: u64,
         events: Vec<MessageEvent>,
     ) -> Result<Option<Vec<EventEnvelope>>, DeliveryError> {
-        let stream = message_stream(&request.message_id);
-        let stored = envelopes(&stream, Some(&request.customer_id), &events, meta, self.now())
+        self.append_to(&request.message_id, &request.customer_id, meta, version, events)
+            .await
+    }
+
+    /// [`Self::append`] to the stream of `message_id`.
+    async fn append_to(
+        &self,
+        message_id: &str,
+        customer_id: &str,
+        meta: &CommandMeta,
+        version: u64,
+        events: Vec<MessageEvent>,
+    ) -> Result<Option<Vec<EventEnvelope>>, DeliveryError> {
+        let stream = message_stream(message_id);
+        let stored = envelopes(&stream, Some(customer_id), &events, meta, self.now())
             .map_err(|e| DeliveryError::Poison(e.to_string()))?;
         let expected = if version == 0 {
             ExpectedVersion::NoStream
@@ -670,12 +1104,39 @@ pub enum FeedbackOutcome {
     Duplicate,
 }
 
+/// The event id of a piece of provider feedback (or of what it settles,
+/// `part`): the same feedback always gets the same id, so a redelivery is found.
+fn feedback_event_id(stream: &str, feedback_id: &str, part: &str) -> uuid::Uuid {
+    use sha2::{Digest, Sha256};
+    let name = if part.is_empty() {
+        format!("{stream}/{feedback_id}")
+    } else {
+        format!("{stream}/{feedback_id}/{part}")
+    };
+    let digest = Sha256::digest(name.as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_custom_bytes(bytes).into_uuid()
+}
+
+/// How often recording feedback reads the stream again after another
+/// writer moved it.
+const FEEDBACK_APPEND_ATTEMPTS: usize = 5;
+
 impl MessageDelivery {
-    /// Records feedback from the provider (SES delivery, bounce, complaint,
-    /// open, click) on the message stream, and acts on it: a permanent bounce
-    /// suppresses the address and invalidates the customer's email; a
-    /// complaint suppresses marketing to it and revokes marketing email consent.
-    /// `recipient` is the address the feedback is about.
+    /// Records feedback from the provider (SES send, reject, delivery,
+    /// bounce, complaint, open, click) on the message stream, and acts on it.
+    ///
+    /// Any of it proves SES took the message: when the stream has a claim
+    /// but no `MessageSent` (the provider's answer was lost, decision 0032),
+    /// `MessageSent` is recorded with it, in the same conditional append, and
+    /// the settle check then finds nothing to do. `MessageAccepted` (SES's
+    /// `Send`, one per message) is recorded only then: for a message already
+    /// recorded sent it adds nothing, and is answered `Duplicate` without a
+    /// write. A permanent bounce suppresses the address and invalidates the
+    /// customer's email; a complaint suppresses marketing to it and revokes
+    /// marketing email consent. `recipient` is the address the feedback is
+    /// about.
     pub async fn record_feedback(
         &self,
         feedback: MessageEvent,
@@ -683,7 +1144,17 @@ impl MessageDelivery {
         feedback_id: &str,
     ) -> Result<FeedbackOutcome, DeliveryError> {
         let (message_id, customer_id) = match &feedback {
-            MessageEvent::EmailDelivered {
+            MessageEvent::MessageAccepted {
+                message_id,
+                customer_id,
+                ..
+            }
+            | MessageEvent::MessageContentRejected {
+                message_id,
+                customer_id,
+                ..
+            }
+            | MessageEvent::EmailDelivered {
                 message_id,
                 customer_id,
             }
@@ -708,50 +1179,96 @@ impl MessageDelivery {
             } => (message_id.clone(), customer_id.clone()),
             other => return Err(DeliveryError::Poison(format!("{other:?} is not provider feedback"))),
         };
+        let accepted = matches!(feedback, MessageEvent::MessageAccepted { .. });
         let stream = message_stream(&message_id);
-        let existing = self.events.read_stream(&stream, 0, 1000).await?;
         // The provider's feedback id makes the event id: a redelivery is found.
-        let event_id = {
-            use sha2::{Digest, Sha256};
-            let digest = Sha256::digest(format!("{stream}/{feedback_id}").as_bytes());
-            let mut bytes = [0u8; 16];
-            bytes.copy_from_slice(&digest[..16]);
-            uuid::Builder::from_custom_bytes(bytes).into_uuid()
+        let event_id = feedback_event_id(&stream, feedback_id, "");
+        let mut attempt = 0;
+        let (appended, meta, settled) = loop {
+            attempt += 1;
+            let existing = self.events.read_stream(&stream, 0, 1000).await?;
+            if existing.iter().any(|e| e.event_id == event_id) {
+                return Ok(FeedbackOutcome::Duplicate);
+            }
+            let state = fold(&existing)?;
+            // A claim whose send was never recorded: this feedback settles it.
+            let settles = state.claim.clone().filter(|_| !state.sent);
+            if accepted && settles.is_none() {
+                return Ok(FeedbackOutcome::Duplicate);
+            }
+            let meta = CommandMeta {
+                command_id: event_id,
+                correlation_id: existing.first().map(|e| e.correlation_id).unwrap_or(event_id),
+                causation_id: existing.last().map(|e| e.event_id),
+                actor: Actor::system("ses"),
+            };
+            let mut events = vec![feedback.clone()];
+            let mut ids = vec![event_id];
+            if let Some(claim) = &settles {
+                let sent = MessageEvent::MessageSent {
+                    message_id: message_id.clone(),
+                    customer_id: claim.customer_id.clone(),
+                    channel: claim.channel,
+                    category: claim.category,
+                    campaign_id: claim.campaign_id.clone(),
+                    // Only SES's `Send` names its message id here.
+                    provider_message_id: match &feedback {
+                        MessageEvent::MessageAccepted {
+                            provider_message_id, ..
+                        } => provider_message_id.clone(),
+                        _ => String::new(),
+                    },
+                };
+                let sent_id = feedback_event_id(&stream, feedback_id, "sent");
+                // Accepted, then sent; sent, then delivered (bounced, ...).
+                if accepted {
+                    events.push(sent);
+                    ids.push(sent_id);
+                } else {
+                    events.insert(0, sent);
+                    ids.insert(0, sent_id);
+                }
+            }
+            let mut stored = envelopes(&stream, Some(&customer_id), &events, &meta, self.now())
+                .map_err(|e| DeliveryError::Poison(e.to_string()))?;
+            for (e, id) in stored.iter_mut().zip(ids) {
+                e.event_id = id;
+            }
+            let expected = match &settles {
+                Some(_) => ExpectedVersion::Exactly(state.version),
+                None => ExpectedVersion::Any,
+            };
+            match self
+                .events
+                .append(AppendRequest {
+                    stream_id: stream.clone(),
+                    expected,
+                    events: stored,
+                    reservations: Vec::new(),
+                    receipt: None,
+                })
+                .await
+            {
+                Ok(appended) => break (appended, meta, settles),
+                Err(AppendError::Conflict { .. }) if attempt < FEEDBACK_APPEND_ATTEMPTS => continue,
+                Err(AppendError::Store(s)) => return Err(DeliveryError::from(s)),
+                Err(other) => return Err(DeliveryError::Retry(other.to_string())),
+            }
         };
-        if existing.iter().any(|e| e.event_id == event_id) {
-            return Ok(FeedbackOutcome::Duplicate);
+        if let Some(claim) = &settled {
+            tracing::info!(message_id = %message_id, "message outcome settled as sent by provider feedback");
+            let log = Consumer::new(Arc::new(MessageLogProjection), self.events.clone(), self.docs.clone());
+            for e in &appended.events {
+                log.deliver(e).await.map_err(|e| DeliveryError::Retry(e.to_string()))?;
+            }
+            self.count_for(
+                metric::MESSAGES_SENT,
+                claim.channel,
+                claim.category,
+                &claim.campaign_id,
+                Some("settled-by-feedback".into()),
+            );
         }
-        let meta = CommandMeta {
-            command_id: event_id,
-            correlation_id: existing.first().map(|e| e.correlation_id).unwrap_or(event_id),
-            causation_id: existing.last().map(|e| e.event_id),
-            actor: Actor::system("ses"),
-        };
-        let mut stored = envelopes(
-            &stream,
-            Some(&customer_id),
-            std::slice::from_ref(&feedback),
-            &meta,
-            self.now(),
-        )
-        .map_err(|e| DeliveryError::Poison(e.to_string()))?;
-        for e in &mut stored {
-            e.event_id = event_id;
-        }
-        let appended = self
-            .events
-            .append(AppendRequest {
-                stream_id: stream,
-                expected: ExpectedVersion::Any,
-                events: stored,
-                reservations: Vec::new(),
-                receipt: None,
-            })
-            .await
-            .map_err(|e| match e {
-                AppendError::Store(s) => DeliveryError::from(s),
-                other => DeliveryError::Retry(other.to_string()),
-            })?;
         let list = Consumer::new(
             Arc::new(SuppressionListProjection::new(self.identifiers.clone())),
             self.events.clone(),
@@ -1026,12 +1543,18 @@ impl crate::consumer::EventHandler for MessageDelivery {
 
 #[async_trait]
 impl crate::scheduler::TimerHandler for MessageDelivery {
+    /// The message's timer: a settle check ([`SettleCheck`] in its data) or
+    /// the end of a deferral (the request in its data).
     async fn on_timer(&self, payload: &TimerPayload) -> Result<(), crate::scheduler::SchedulerError> {
         if payload.kind != TimerKind::MessageDeferral {
             // Other timers belong to other functions.
             return Ok(());
         }
-        match self.on_deferral_timer(payload).await {
+        let handled = match SettleCheck::of_timer(payload) {
+            Some(check) => self.on_settle_timer(payload, &check).await.map(|_| ()),
+            None => self.on_deferral_timer(payload).await.map(|_| ()),
+        };
+        match handled {
             Ok(_) => Ok(()),
             Err(DeliveryError::Retry(m)) => Err(crate::scheduler::SchedulerError::Unavailable(m)),
             Err(DeliveryError::Poison(m)) => Err(crate::scheduler::SchedulerError::Refused(m)),

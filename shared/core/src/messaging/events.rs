@@ -132,6 +132,50 @@ pub enum MessageEvent {
         retryable: bool,
         error: String,
     },
+    /// The provider call ended without an answer that says whether the
+    /// message was taken (a timeout, a lost connection, a 5xx), or a claim
+    /// found no outcome when its settle window ended (a crash between the
+    /// claim and the provider's answer). The claim is kept: the message is
+    /// not sent again blindly (decision 0032).
+    MessageOutcomeUnknown {
+        message_id: String,
+        customer_id: String,
+        channel: Channel,
+        error: String,
+        /// Email: when the settle check looks whether SES reported the
+        /// message (`MessageAccepted` or later feedback settles it as sent;
+        /// none means SES never took it and it is sent again, once). `None`:
+        /// no feedback can settle it (SMS, push) or it was sent again once
+        /// already: the outcome stays unknown, at most once.
+        #[serde(default)]
+        settle_by: Option<DateTime<Utc>>,
+    },
+    /// No word from the provider within the settle window after an unknown
+    /// outcome: it never took the message. The claim is given back and the
+    /// message is sent again, once (email only).
+    MessageNotAccepted {
+        message_id: String,
+        customer_id: String,
+        channel: Channel,
+        reason: String,
+    },
+    /// The provider reported it accepted the message (SES's `Send` event).
+    /// Recorded only when it settles an outcome the channel did not know
+    /// (then followed by `MessageSent`); for a message already recorded sent
+    /// it adds nothing and is not stored.
+    MessageAccepted {
+        message_id: String,
+        customer_id: String,
+        provider_message_id: String,
+    },
+    /// SES accepted the message, then refused to send it (its `Reject`
+    /// event: a virus in the content). It never went out; sending it again
+    /// cannot help.
+    MessageContentRejected {
+        message_id: String,
+        customer_id: String,
+        reason: String,
+    },
     EmailDelivered {
         message_id: String,
         customer_id: String,
@@ -173,6 +217,10 @@ pub const MESSAGE_EVENT_TYPES: &[&str] = &[
     "MessageClaimed",
     "MessageSent",
     "MessageFailed",
+    "MessageOutcomeUnknown",
+    "MessageNotAccepted",
+    "MessageAccepted",
+    "MessageContentRejected",
     "EmailDelivered",
     "EmailBounced",
     "EmailComplained",

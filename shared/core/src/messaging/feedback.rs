@@ -1,10 +1,13 @@
 //! SES feedback: the events an SES v2 configuration set's EventBridge event
-//! destination publishes (`source: aws.ses`, `detail-type` "Email Delivered",
-//! "Email Bounced", "Email Complaint Received", "Email Opened", "Email
-//! Clicked"), read into [`SesFeedback`]: our message and customer (from the
-//! `message_id` and `customer_id` message tags the send set), the address the
-//! feedback is about, and what happened. [`SesFeedback::to_event`] gives the
-//! message-stream event (`EmailDelivered`, `EmailBounced`, ...).
+//! destination publishes (`source: aws.ses`, `detail-type` "Email Sent",
+//! "Email Rejected", "Email Delivered", "Email Bounced", "Email Complaint
+//! Received", "Email Opened", "Email Clicked"), read into [`SesFeedback`]: our
+//! message and customer (from the `message_id` and `customer_id` message tags
+//! the send set), the address the feedback is about, and what happened.
+//! [`SesFeedback::to_event`] gives the message-stream event
+//! (`MessageAccepted`, `MessageContentRejected`, `EmailDelivered`,
+//! `EmailBounced`, ...). `Send` and every later event prove SES took the
+//! message: they settle an unknown outcome (decision 0032).
 //!
 //! Pure: no AWS types, the event is plain JSON (`serde_json::Value`).
 //! Samples: `events/channel/ses-*.json`.
@@ -26,6 +29,12 @@ pub const CUSTOMER_ID_TAG: &str = "customer_id";
 /// What SES reported.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FeedbackKind {
+    /// SES accepted the message and will try to deliver it (`Send`).
+    Accepted,
+    /// SES accepted the message, then refused to send it (`Reject`: a virus).
+    ContentRejected {
+        reason: String,
+    },
     Delivered,
     Bounced {
         bounce_type: BounceType,
@@ -63,6 +72,8 @@ impl SesFeedback {
     /// The message-stream event type this feedback becomes.
     pub fn event_type(&self) -> &'static str {
         match self.kind {
+            FeedbackKind::Accepted => "MessageAccepted",
+            FeedbackKind::ContentRejected { .. } => "MessageContentRejected",
             FeedbackKind::Delivered => "EmailDelivered",
             FeedbackKind::Bounced { .. } => "EmailBounced",
             FeedbackKind::Complained => "EmailComplained",
@@ -81,6 +92,16 @@ impl SesFeedback {
         let message_id = self.message_id.clone();
         let customer_id = self.customer_id.clone();
         match &self.kind {
+            FeedbackKind::Accepted => MessageEvent::MessageAccepted {
+                message_id,
+                customer_id,
+                provider_message_id: self.ses_message_id.clone(),
+            },
+            FeedbackKind::ContentRejected { reason } => MessageEvent::MessageContentRejected {
+                message_id,
+                customer_id,
+                reason: reason.clone(),
+            },
             FeedbackKind::Delivered => MessageEvent::EmailDelivered {
                 message_id,
                 customer_id,
@@ -152,6 +173,8 @@ struct Detail {
     event_type: Option<String>,
     mail: Mail,
     #[serde(default)]
+    reject: Option<Reject>,
+    #[serde(default)]
     bounce: Option<Bounce>,
     #[serde(default)]
     complaint: Option<Complaint>,
@@ -172,6 +195,8 @@ struct Mail {
     destination: Vec<String>,
     #[serde(default)]
     tags: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    timestamp: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -208,6 +233,12 @@ struct Complaint {
 }
 
 #[derive(Debug, Deserialize)]
+struct Reject {
+    #[serde(default)]
+    reason: String,
+}
+
+#[derive(Debug, Deserialize)]
 struct Stamped {
     #[serde(default)]
     timestamp: Option<String>,
@@ -225,6 +256,8 @@ struct Click {
 /// detail has no `eventType`).
 fn event_type_of(detail_type: &str) -> Option<&'static str> {
     match detail_type {
+        "Email Sent" => Some("Send"),
+        "Email Rejected" => Some("Reject"),
         "Email Delivered" => Some("Delivery"),
         "Email Bounced" => Some("Bounce"),
         "Email Complaint Received" => Some("Complaint"),
@@ -267,8 +300,8 @@ fn recipient(listed: &[Recipient], mail: &Mail) -> Option<String> {
 }
 
 /// Reads one EventBridge event. `Ok(None)`: an SES event that is not
-/// feedback we record (Send, Reject, Rendering Failure, DeliveryDelay,
-/// Subscription): acknowledge and drop it.
+/// feedback we record (Rendering Failure, DeliveryDelay, Subscription):
+/// acknowledge and drop it.
 pub fn parse_eventbridge(event: &Value) -> Result<Option<SesFeedback>, FeedbackError> {
     let envelope = Envelope::deserialize(event).map_err(|e| FeedbackError::Malformed(e.to_string()))?;
     if envelope.source != SES_SOURCE {
@@ -286,6 +319,26 @@ pub fn parse_eventbridge(event: &Value) -> Result<Option<SesFeedback>, FeedbackE
     };
     let no_recipient = || FeedbackError::NoRecipient(event_type.clone());
     let (kind, recipient, feedback_id, at) = match event_type.as_str() {
+        // `send` is an empty object: the mail's own timestamp is when SES took it.
+        "Send" => (
+            FeedbackKind::Accepted,
+            recipient(&[], &detail.mail),
+            None,
+            detail.mail.timestamp.as_deref(),
+        ),
+        "Reject" => (
+            FeedbackKind::ContentRejected {
+                reason: detail
+                    .reject
+                    .as_ref()
+                    .map(|r| r.reason.trim().to_string())
+                    .filter(|r| !r.is_empty())
+                    .unwrap_or_else(|| "rejected by SES".into()),
+            },
+            recipient(&[], &detail.mail),
+            None,
+            detail.mail.timestamp.as_deref(),
+        ),
         "Delivery" => (
             FeedbackKind::Delivered,
             recipient(&[], &detail.mail),
@@ -550,11 +603,88 @@ mod tests {
         ));
     }
 
+    /// SES's `Send` and `Reject` events, made from the delivery sample as
+    /// SES shapes them (`send: {}`, `reject: {reason}`), with a new event id.
+    fn send_and_reject() -> (Value, Value) {
+        let mut send = sample("ses-delivery.json");
+        let detail = send["detail"].as_object_mut().expect("detail");
+        detail.remove("delivery");
+        detail.insert("eventType".into(), json!("Send"));
+        detail.insert("send".into(), json!({}));
+        send["detail-type"] = json!("Email Sent");
+        send["id"] = json!("4e2f7c1a-9b3d-4a5e-8f60-1b2c3d4e5f10");
+        let mut reject = send.clone();
+        let detail = reject["detail"].as_object_mut().expect("detail");
+        detail.remove("send");
+        detail.insert("eventType".into(), json!("Reject"));
+        detail.insert("reject".into(), json!({ "reason": "Bad content" }));
+        reject["detail-type"] = json!("Email Rejected");
+        reject["id"] = json!("4e2f7c1a-9b3d-4a5e-8f60-1b2c3d4e5f11");
+        (send, reject)
+    }
+
+    #[test]
+    fn send_is_the_provider_accepting_the_message() {
+        let (send, _) = send_and_reject();
+        let f = parse_eventbridge(&send).expect("parse").expect("feedback");
+        assert_eq!(f.kind, FeedbackKind::Accepted);
+        assert_eq!(f.message_id, MESSAGE_ID);
+        assert_eq!(f.recipient, RECIPIENT);
+        assert_eq!(f.feedback_id, "4e2f7c1a-9b3d-4a5e-8f60-1b2c3d4e5f10");
+        assert_eq!(f.occurred_at, timestamp(send["detail"]["mail"]["timestamp"].as_str()));
+        assert!(f.occurred_at.is_some());
+        assert_eq!(f.event_type(), "MessageAccepted");
+        assert_eq!(
+            f.to_event(&hasher()),
+            MessageEvent::MessageAccepted {
+                message_id: MESSAGE_ID.into(),
+                customer_id: CUSTOMER_ID.into(),
+                provider_message_id: SES_MESSAGE_ID.into(),
+            }
+        );
+        // Without `eventType`, the detail-type says what it is.
+        let mut bare = send.clone();
+        bare["detail"].as_object_mut().expect("detail").remove("eventType");
+        assert_eq!(
+            parse_eventbridge(&bare).expect("parse").map(|f| f.kind),
+            Some(FeedbackKind::Accepted)
+        );
+    }
+
+    #[test]
+    fn reject_is_content_refused_after_acceptance() {
+        let (_, mut reject) = send_and_reject();
+        let f = parse_eventbridge(&reject).expect("parse").expect("feedback");
+        assert_eq!(
+            f.kind,
+            FeedbackKind::ContentRejected {
+                reason: "Bad content".into()
+            }
+        );
+        assert_eq!(
+            f.to_event(&hasher()),
+            MessageEvent::MessageContentRejected {
+                message_id: MESSAGE_ID.into(),
+                customer_id: CUSTOMER_ID.into(),
+                reason: "Bad content".into(),
+            }
+        );
+        reject["detail"].as_object_mut().expect("detail").remove("reject");
+        reject["detail"].as_object_mut().expect("detail").remove("eventType");
+        let f = parse_eventbridge(&reject).expect("parse").expect("feedback");
+        assert_eq!(
+            f.kind,
+            FeedbackKind::ContentRejected {
+                reason: "rejected by SES".into()
+            }
+        );
+    }
+
     #[test]
     fn other_ses_events_are_not_feedback() {
         let mut event = sample("ses-delivery.json");
-        event["detail-type"] = json!("Email Sent");
-        event["detail"]["eventType"] = json!("Send");
+        event["detail-type"] = json!("Email Rendering Failure");
+        event["detail"]["eventType"] = json!("Rendering Failure");
         assert_eq!(parse_eventbridge(&event), Ok(None));
         event["detail-type"] = json!("Email Delivery Delayed");
         event["detail"]["eventType"] = json!("DeliveryDelay");

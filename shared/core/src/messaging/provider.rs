@@ -59,24 +59,42 @@ pub struct ProviderReceipt {
     pub provider_message_id: String,
 }
 
-/// Why a provider did not accept a message.
+/// Why a provider call did not end in a receipt. The first three prove that
+/// nothing was sent; [`ProviderError::OutcomeUnknown`] does not
+/// (docs/decisions/0032-unknown-send-outcomes.md).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProviderError {
-    /// Too many requests: retry with backoff.
+    /// Too many requests, refused before acceptance: nothing was sent; retry
+    /// with backoff.
     #[error("throttled by the provider: {0}")]
     Throttled(String),
-    /// Network trouble or a provider-side error: retry.
+    /// The provider could not be asked (no connection, the account paused or
+    /// not authorised): nothing was sent; deliver again later.
     #[error("provider unavailable: {0}")]
     Unavailable(String),
     /// The provider refused this message for good (bad address, rejected
-    /// content, unknown endpoint): do not retry.
+    /// content, unknown endpoint): nothing was sent; do not retry.
     #[error("rejected by the provider: {0}")]
     Rejected(String),
+    /// The request may have reached the provider and been accepted, but no
+    /// answer says so: a timeout or a connection lost after the request went
+    /// out, a 5xx, an answer that could not be read. Sending again could send
+    /// twice, so the claim is kept and the outcome settled (SES feedback) or
+    /// left at most once (SNS).
+    #[error("provider outcome unknown: {0}")]
+    OutcomeUnknown(String),
 }
 
 impl ProviderError {
+    /// Whether the delivery may simply be tried again: the error proves
+    /// nothing was sent and another attempt can succeed.
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, ProviderError::Rejected(_))
+        matches!(self, ProviderError::Throttled(_) | ProviderError::Unavailable(_))
+    }
+
+    /// Whether the error proves that the provider did not take the message.
+    pub fn proves_nothing_sent(&self) -> bool {
+        !matches!(self, ProviderError::OutcomeUnknown(_))
     }
 }
 
