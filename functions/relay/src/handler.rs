@@ -3,13 +3,21 @@
 //! Events are immutable, so only `INSERT`s carry something to publish: a
 //! `MODIFY` (a snapshot replaced) or `REMOVE` (a reservation released, a
 //! receipt expired) never does. Of the inserted items only `kind = event` is
-//! published; reservations, receipts and snapshots are skipped. An inserted
-//! event item that cannot be read is poison: it is parked on the dead-letter
-//! queue with its reason and never blocks the stream.
+//! published; reservations, receipts and snapshots are skipped.
 //!
-//! The event source mapping must have `FunctionResponseTypes:
-//! [ReportBatchItemFailures]`: the answer names the first record that could
-//! not be relayed, and Lambda delivers it and everything after it again.
+//! Nothing is skipped that should go out (decision 0030,
+//! [`crm_core::relay`]): failed `PutEvents` calls and refused entries are
+//! retried with backoff inside the invocation; an event still not published
+//! is parked on the dead-letter queue whole (its key, and the bus entry with
+//! the envelope as stored, personal fields encrypted), an entry over the
+//! bus's 256 KB at once; an inserted event item that cannot be read is poison,
+//! parked with its reason and the stream record. The batch then succeeds.
+//!
+//! Only a record that could not even be parked (the dead-letter queue is
+//! unreachable) is answered as a batch item failure: the event source mapping
+//! must have `FunctionResponseTypes: [ReportBatchItemFailures]`, and Lambda
+//! delivers that record and everything after it again. With the mapping's
+//! `MaximumRetryAttempts: -1` it never gives a record up.
 
 use crate::image::to_item;
 use aws_lambda_events::event::dynamodb::{Event, EventRecord};

@@ -7,7 +7,7 @@ use aws_lambda_events::event::dynamodb::Event;
 use crm_core::bus::BusEntry;
 use crm_core::clock::SystemClock;
 use crm_core::ports::{BusError, DeadLetter, DeadLetterQueue, EventBus, PublishOutcome, StoreError};
-use crm_core::relay::{Relay, RetryPolicy};
+use crm_core::relay::{Relay, RelayLetter, RetryPolicy};
 use crm_relay::{handle, TokioPause};
 use lambda_runtime::{Context, LambdaEvent};
 use std::collections::HashSet;
@@ -74,12 +74,35 @@ impl EventBus for FakeBus {
     }
 }
 
+/// A dead-letter queue that keeps its letters, or refuses them all.
 #[derive(Default)]
-struct FakeDlq(Mutex<Vec<DeadLetter>>);
+struct FakeDlq(Mutex<Vec<DeadLetter>>, bool);
+
+impl FakeDlq {
+    fn refusing() -> Arc<Self> {
+        Arc::new(FakeDlq(Mutex::default(), true))
+    }
+
+    /// The parked events' entries, in order.
+    fn parked_entries(&self) -> Vec<Option<BusEntry>> {
+        self.0
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|l| match RelayLetter::from_letter(l) {
+                Some(RelayLetter::Event(parked)) => parked.stored,
+                _ => None,
+            })
+            .collect()
+    }
+}
 
 #[async_trait]
 impl DeadLetterQueue for FakeDlq {
     async fn park(&self, letter: DeadLetter) -> Result<(), StoreError> {
+        if self.1 {
+            return Err(StoreError::Unavailable("queue unreachable".into()));
+        }
         self.0.lock().expect("lock").push(letter);
         Ok(())
     }
@@ -137,10 +160,11 @@ async fn publishes_only_the_event_items_in_order() {
 }
 
 #[tokio::test]
-async fn a_refused_second_event_is_reported_by_its_sequence_number() {
+async fn a_second_event_refused_on_every_attempt_is_parked_whole_and_the_batch_succeeds() {
     let bus = FakeBus::refusing(&["ConsentGranted"]);
-    let failures = run(batch(), &relay(bus.clone(), Arc::default())).await;
-    assert_eq!(failures, [Some(SEQ_EVENT_2.to_string())]);
+    let dlq = Arc::new(FakeDlq::default());
+    let failures = run(batch(), &relay(bus.clone(), dlq.clone())).await;
+    assert!(failures.is_empty(), "{failures:?}");
     // Tried three times, only the refused entry retried.
     assert_eq!(
         bus.calls(),
@@ -150,28 +174,67 @@ async fn a_refused_second_event_is_reported_by_its_sequence_number() {
             vec!["ConsentGranted".to_string()],
         ]
     );
+    let parked = dlq.parked_entries();
+    assert_eq!(parked.len(), 1);
+    let entry = parked[0].as_ref().expect("parked whole");
+    assert_eq!(entry.detail_type, "ConsentGranted");
+    assert_eq!(entry.source, "crm.consent");
+    assert_eq!(entry.detail.version, 2);
+    let letter = dlq.0.lock().expect("lock")[0].clone();
+    assert_eq!(letter.attempts, 3);
+    assert!(letter.reason.contains("InternalFailure"), "{}", letter.reason);
+    assert_eq!(letter.payload["record_id"], SEQ_EVENT_2);
 }
 
 #[tokio::test]
-async fn a_refused_first_event_fails_the_batch_from_its_record() {
+async fn a_refused_first_event_is_parked_and_the_second_goes_on() {
     let bus = FakeBus::refusing(&["CustomerRegistered"]);
-    let failures = run(batch(), &relay(bus.clone(), Arc::default())).await;
-    assert_eq!(failures, [Some(SEQ_EVENT_1.to_string())]);
-    // The second event went (it will go again on the retry: consumers are
-    // idempotent).
+    let dlq = Arc::new(FakeDlq::default());
+    let failures = run(batch(), &relay(bus.clone(), dlq.clone())).await;
+    assert!(failures.is_empty(), "{failures:?}");
     let accepted: Vec<String> = bus.accepted().into_iter().map(|e| e.detail_type).collect();
     assert_eq!(accepted, ["ConsentGranted"]);
+    let parked: Vec<String> = dlq
+        .parked_entries()
+        .into_iter()
+        .map(|e| e.map(|e| e.detail_type).unwrap_or_default())
+        .collect();
+    assert_eq!(parked, ["CustomerRegistered"]);
 }
 
 #[tokio::test]
-async fn a_bus_that_is_down_fails_from_the_first_event() {
+async fn a_bus_that_is_down_is_retried_then_every_event_is_parked() {
     let bus = Arc::new(FakeBus {
         down: true,
         ..FakeBus::default()
     });
-    let failures = run(batch(), &relay(bus.clone(), Arc::default())).await;
+    let dlq = Arc::new(FakeDlq::default());
+    let failures = run(batch(), &relay(bus.clone(), dlq.clone())).await;
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(bus.calls().len(), 3, "the failed call is retried");
+    let parked: Vec<u64> = dlq
+        .parked_entries()
+        .into_iter()
+        .map(|e| e.map(|e| e.detail.version).unwrap_or_default())
+        .collect();
+    assert_eq!(parked, [1, 2]);
+}
+
+#[tokio::test]
+async fn only_a_record_the_dead_letter_queue_refuses_too_fails_the_batch() {
+    let bus = Arc::new(FakeBus {
+        down: true,
+        ..FakeBus::default()
+    });
+    let failures = run(batch(), &relay(bus.clone(), FakeDlq::refusing())).await;
     assert_eq!(failures, [Some(SEQ_EVENT_1.to_string())]);
-    assert_eq!(bus.calls().len(), 1, "a failed call is not retried here");
+
+    // A refused second event with the queue down: the first went, the second is retried by Lambda.
+    let bus = FakeBus::refusing(&["ConsentGranted"]);
+    let failures = run(batch(), &relay(bus.clone(), FakeDlq::refusing())).await;
+    assert_eq!(failures, [Some(SEQ_EVENT_2.to_string())]);
+    let accepted: Vec<String> = bus.accepted().into_iter().map(|e| e.detail_type).collect();
+    assert_eq!(accepted, ["CustomerRegistered"]);
 }
 
 #[tokio::test]

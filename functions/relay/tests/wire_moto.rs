@@ -10,6 +10,7 @@
 //! Every test uses its own table, bus, rule and queues, so they run in
 //! parallel.
 
+use async_trait::async_trait;
 use aws_config::SdkConfig;
 use aws_sdk_dynamodbstreams::types::{AttributeValue as StreamValue, ShardIteratorType};
 use aws_sdk_sqs::types::QueueAttributeName;
@@ -18,11 +19,17 @@ use crm_aws::dynamodb::{create_events_table, DynamoEventStore};
 use crm_aws::eventbridge::EventBridgeBus;
 use crm_aws::sqs::SqsDeadLetterQueue;
 use crm_aws::testing::{moto_config, REGION};
+use crm_core::bus::BusEntry;
 use crm_core::event::EventEnvelope;
-use crm_core::ports::{AppendRequest, CommandReceipt, EventStore, ExpectedVersion, ReservationChange, Snapshot};
+use crm_core::ports::{
+    AppendRequest, BusError, CommandReceipt, DeadLetter, EventBus, EventStore, ExpectedVersion, PublishOutcome,
+    ReservationChange, Snapshot,
+};
+use crm_core::relay::{EventKey, ParkedEvent, RelayLetter};
 use crm_relay::{handle, relay};
 use lambda_runtime::{Context, LambdaEvent};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -452,8 +459,162 @@ async fn an_unreadable_event_item_goes_to_the_dead_letter_queue() {
     assert_eq!(letter.payload["dynamodb"]["Keys"]["pk"]["S"], "customer-broken");
 }
 
+/// The real EventBridge adapter behind a switch: the first `failures` calls
+/// fail as a whole, as a throttled or unreachable EventBridge does.
+struct FlakyBus {
+    inner: EventBridgeBus,
+    failures: AtomicUsize,
+    calls: AtomicUsize,
+}
+
+impl FlakyBus {
+    fn new(w: &World, failures: usize) -> Arc<Self> {
+        Arc::new(FlakyBus {
+            inner: EventBridgeBus::new(aws_sdk_eventbridge::Client::new(&w.config), &w.bus_name),
+            failures: AtomicUsize::new(failures),
+            calls: AtomicUsize::new(0),
+        })
+    }
+}
+
+#[async_trait]
+impl EventBus for FlakyBus {
+    async fn put(&self, entries: &[BusEntry]) -> Result<Vec<PublishOutcome>, BusError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let failing = self
+            .failures
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if failing {
+            return Err(BusError::Unavailable(
+                "ThrottlingException: Rate exceeded (injected)".into(),
+            ));
+        }
+        self.inner.put(entries).await
+    }
+}
+
+impl World {
+    fn dead_letters(&self) -> Arc<SqsDeadLetterQueue> {
+        Arc::new(SqsDeadLetterQueue::new(
+            aws_sdk_sqs::Client::new(&self.config),
+            &self.dead_letter_queue,
+        ))
+    }
+
+    /// The stream's batch through the relay over `bus`.
+    async fn relay_through(&self, bus: Arc<dyn EventBus>) -> Vec<Option<String>> {
+        let batch = self.stream_batch().await;
+        let event: aws_lambda_events::event::dynamodb::Event = serde_json::from_value(batch).expect("event");
+        handle(
+            LambdaEvent::new(event, Context::default()),
+            &relay(bus, self.dead_letters()),
+        )
+        .await
+        .expect("handle")
+        .batch_item_failures
+        .into_iter()
+        .map(|f| f.item_identifier)
+        .collect()
+    }
+
+    /// The relay's dead letters on the queue, decoded.
+    async fn parked(&self, expected: usize) -> Vec<(DeadLetter, ParkedEvent)> {
+        self.drain(&self.dead_letter_queue, expected)
+            .await
+            .iter()
+            .map(|m| {
+                let letter: DeadLetter = serde_json::from_str(m.body().unwrap_or_default()).expect("a dead letter");
+                match RelayLetter::from_letter(&letter) {
+                    Some(RelayLetter::Event(parked)) => (letter, *parked),
+                    other => panic!("a parked event, not {other:?}"),
+                }
+            })
+            .collect()
+    }
+}
+
 #[tokio::test]
-async fn a_bus_that_does_not_exist_fails_the_batch_from_the_first_event() {
+async fn put_events_failures_are_retried_inside_the_invocation() {
+    let w = world().await;
+    let stored = append_history(&w.store).await;
+    let bus = FlakyBus::new(&w, 2);
+    let failures = w.relay_through(bus.clone()).await;
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(
+        bus.calls.load(Ordering::SeqCst),
+        3,
+        "two failed calls, then the one that went"
+    );
+    assert_eq!(w.drain(&w.target_queue, stored.len()).await.len(), stored.len());
+    assert!(w.drain(&w.dead_letter_queue, 0).await.is_empty());
+}
+
+#[tokio::test]
+async fn events_still_unpublished_after_the_retries_are_parked_whole_and_the_batch_succeeds() {
+    let w = world().await;
+    let stored = append_history(&w.store).await;
+    let bus = FlakyBus::new(&w, usize::MAX);
+    let failures = w.relay_through(bus.clone()).await;
+    assert!(
+        failures.is_empty(),
+        "the stream mapping never has to give up: {failures:?}"
+    );
+    assert_eq!(
+        bus.calls.load(Ordering::SeqCst),
+        4,
+        "the default policy's four attempts"
+    );
+    assert!(w.drain(&w.target_queue, 0).await.is_empty());
+
+    let parked = w.parked(stored.len()).await;
+    assert_eq!(parked.len(), stored.len());
+    for (letter, event) in &parked {
+        let original = stored
+            .iter()
+            .find(|e| e.event_id == event.event_id)
+            .expect("a stored event");
+        assert_eq!(letter.consumer, "relay");
+        assert_eq!(letter.attempts, 4);
+        assert!(letter.reason.contains("injected"), "{}", letter.reason);
+        assert_eq!(
+            event.key,
+            EventKey {
+                pk: original.stream_id.clone(),
+                sk: original.version
+            }
+        );
+        let entry = event.stored.as_ref().expect("parked whole");
+        assert_eq!(
+            entry,
+            &BusEntry::for_event(original.clone()),
+            "the entry as the relay built it"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_bus_that_does_not_exist_parks_every_event_without_retrying() {
+    let w = world().await;
+    let stored = append_history(&w.store).await;
+    let missing = EventBridgeBus::new(
+        aws_sdk_eventbridge::Client::new(&w.config),
+        format!("{}-missing", w.bus_name),
+    );
+    let failures = w.relay_through(Arc::new(missing)).await;
+    assert!(failures.is_empty(), "{failures:?}");
+    let parked = w.parked(stored.len()).await;
+    assert_eq!(parked.len(), stored.len());
+    assert!(parked.iter().all(|(l, p)| l.attempts == 1 && p.stored.is_some()));
+    assert!(
+        parked[0].0.reason.contains("refused the call"),
+        "{}",
+        parked[0].0.reason
+    );
+}
+
+#[tokio::test]
+async fn a_dead_letter_queue_that_does_not_exist_either_fails_the_batch_from_the_first_event() {
     let w = world().await;
     append_history(&w.store).await;
     let batch = w.stream_batch().await;
@@ -463,13 +624,10 @@ async fn a_bus_that_does_not_exist_fails_the_batch_from_the_first_event() {
         .expect("an event record");
     let event: aws_lambda_events::event::dynamodb::Event = serde_json::from_value(batch).expect("event");
     let relay = relay(
-        Arc::new(EventBridgeBus::new(
-            aws_sdk_eventbridge::Client::new(&w.config),
-            format!("{}-missing", w.bus_name),
-        )),
+        FlakyBus::new(&w, usize::MAX),
         Arc::new(SqsDeadLetterQueue::new(
             aws_sdk_sqs::Client::new(&w.config),
-            &w.dead_letter_queue,
+            format!("{}-missing", w.dead_letter_queue),
         )),
     );
     let response = handle(LambdaEvent::new(event, Context::default()), &relay)
