@@ -1,16 +1,19 @@
-//! One EventBridge event in, its envelope delivered to a consumer group.
+//! One bus event (the body of one queue message) in, its envelope delivered
+//! to a consumer group: the per-event path. On AWS a function takes a whole
+//! SQS batch ([`crate::batch::handle_batch`]) and comes here only through
+//! it; the tests drive single events through it too.
 //!
 //! The event's `detail` is the stored [`EventEnvelope`] (see
-//! [`crm_core::bus::BusEntry::to_event_json`]). What the handler answers
-//! decides what EventBridge does next:
+//! [`crm_core::bus::BusEntry::to_event_json`]). The answer:
 //!
 //! - `Ok`: done. That includes a `detail` that is not an envelope (poison:
 //!   parked in the dead-letter queue with its reason, so it never blocks)
 //!   and envelopes a consumer of the group could not use (the group parks
 //!   those itself).
-//! - `Err`: a store was unavailable or kept conflicting. The rule's retry
-//!   policy delivers the event again, which the consumers' checkpoints make
-//!   safe; when the retries run out, the rule's dead-letter queue keeps it.
+//! - `Err`: a store was unavailable or kept conflicting: the event must be
+//!   delivered again (in a batch: its message is reported as a batch item
+//!   failure, and SQS delivers it again after the visibility timeout; the
+//!   queue's redrive policy parks it after `maxReceiveCount` receives).
 
 use chrono::{DateTime, Utc};
 use crm_core::consumer::{ConsumeError, EventHandler};
@@ -21,8 +24,8 @@ use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// What one invocation did: the function's response (EventBridge ignores
-/// it; `cargo lambda invoke` and the logs show it).
+/// What handling one event did (for the log and the tests; a batch answers
+/// with its failures only).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "outcome", rename_all = "kebab-case")]
 pub enum Handled {
@@ -109,8 +112,8 @@ pub async fn handle(
 /// [`handle`] for a bus that carries events as stored: the envelope's
 /// personal fields are decrypted with `keys` before `group` sees them
 /// (decision 0017). A key that cannot be had, or a field that does not
-/// decrypt, fails the delivery (EventBridge retries it, then its
-/// dead-letter queue keeps it, still encrypted).
+/// decrypt, fails the delivery (it is delivered again, then its queue's
+/// redrive policy parks it, still encrypted).
 pub async fn handle_stored(
     event: LambdaEvent<Value>,
     group: &dyn EventHandler,
@@ -137,7 +140,7 @@ async fn handle_at(
                     stream_id = %envelope.stream_id,
                     version = envelope.version,
                     error = %e,
-                    "event not decrypted; EventBridge will deliver it again"
+                    "event not decrypted; it will be delivered again"
                 );
                 return Err(HandlerError::Retry(ConsumeError::Retryable {
                     consumer: group.name(),
@@ -199,7 +202,7 @@ async fn handle_at(
                 stream_id = %envelope.stream_id,
                 version = envelope.version,
                 error = %error,
-                "event not handled; EventBridge will deliver it again"
+                "event not handled; it will be delivered again"
             );
             Err(HandlerError::Retry(error))
         }

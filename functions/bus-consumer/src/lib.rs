@@ -1,15 +1,21 @@
-//! What the bus consumer functions share (ARCHITECTURE.md §2, §6): the
-//! projector and the consent function each host one
-//! [`crm_core::consumer::ConsumerGroup`] behind an EventBridge rule, and
-//! differ in nothing else. This crate holds the one handler
-//! ([`handler::handle`]), their configuration ([`Config`]) and the Lambda
-//! wiring ([`run`]); each function crate names its group and calls [`run`].
+//! What the queue-fed consumer functions share (ARCHITECTURE.md §2, §6,
+//! decision 0029): each reads its own SQS queue, which its bus rule fills,
+//! a batch at a time ([`batch::handle_batch`]). The projector and the
+//! consent function each host one [`crm_core::consumer::ConsumerGroup`] and
+//! differ in nothing else: this crate holds their configuration
+//! ([`Config`]), their ports ([`Ports`]) and the Lambda wiring ([`run`]);
+//! each names its group and calls [`run`]. The campaign and channel
+//! functions take the same batch handler, with their timers (and the
+//! channel's SES feedback) as [`batch::OtherMessages`].
 
+pub mod batch;
 pub mod handler;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod timer;
 
+pub use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+pub use batch::{handle_batch, BatchReport, OtherMessages, StoredEventsOnly, Taken};
 pub use crm_aws::lambda::{identifier_hasher, init_tracing, warm_up, warm_up_wanted, ConfigError};
 pub use handler::{handle, handle_stored, Handled, HandlerError};
 
@@ -19,10 +25,10 @@ use crm_aws::keys::DynamoKmsKeyStore;
 use crm_aws::lambda::required;
 use crm_aws::scheduler::EventBridgeScheduler;
 use crm_aws::sqs::SqsDeadLetterQueue;
-use crm_core::consumer::ConsumerGroup;
+use crm_core::consumer::{ConsumerGroup, EventHandler};
 use crm_core::metrics::{EmfWriter, MeteredHandler};
 use crm_core::ports::{DeadLetterQueue, EventStore, ReadModelStore};
-use crm_core::privacy::{EncryptingEventStore, KeyStore};
+use crm_core::privacy::{EncryptingDeadLetters, EncryptingEventStore, KeyStore};
 use lambda_runtime::{service_fn, LambdaEvent};
 use std::sync::Arc;
 
@@ -62,10 +68,11 @@ impl Config {
     }
 }
 
-/// The AWS ports every bus-fed function uses, built once at cold start.
+/// The AWS ports every queue-fed function uses, built once at cold start.
 /// `events` encrypts personal data on append and decrypts it on read
-/// (decision 0017); events from the bus are decrypted with `keys`
-/// ([`handle_stored`]).
+/// (decision 0017); events from the queue are decrypted with `keys`
+/// ([`handle_batch`]); `dead_letters` encrypts the envelopes it parks
+/// again, so the queue keeps them as stored.
 pub struct Ports {
     pub events: Arc<dyn EventStore>,
     pub keys: Arc<dyn KeyStore>,
@@ -87,11 +94,14 @@ impl Ports {
                 Arc::new(DynamoEventStore::new(dynamodb.clone(), config.events_table)),
                 keys.clone(),
             )),
-            keys,
+            keys: keys.clone(),
             docs: Arc::new(DynamoReadModels::new(dynamodb, config.read_models_table)),
-            dead_letters: Arc::new(SqsDeadLetterQueue::new(
-                aws_sdk_sqs::Client::new(aws),
-                config.dead_letter_queue_url,
+            dead_letters: Arc::new(EncryptingDeadLetters::new(
+                Arc::new(SqsDeadLetterQueue::new(
+                    aws_sdk_sqs::Client::new(aws),
+                    config.dead_letter_queue_url,
+                )),
+                keys,
             )),
         }
     }
@@ -114,7 +124,7 @@ pub fn scheduler_from_env(aws: &aws_config::SdkConfig) -> Result<EventBridgeSche
 /// The whole life of a consumer function: logs, configuration, the AWS
 /// clients (built once, at cold start), with `WARM_UP=1` one warm-up call
 /// ([`crm_aws::lambda::warm_up`]), the group from `build`, then one
-/// [`handle`] per EventBridge event until Lambda stops the runtime.
+/// [`handle_batch`] per SQS batch until Lambda stops the runtime.
 pub async fn run(
     build: impl FnOnce(Arc<dyn EventStore>, Arc<dyn ReadModelStore>, Arc<dyn DeadLetterQueue>) -> ConsumerGroup,
 ) -> Result<(), lambda_runtime::Error> {
@@ -137,10 +147,28 @@ pub async fn run(
     let namespace = EmfWriter::namespace_from(&|name: &str| std::env::var(name).ok());
     let group = MeteredHandler::new(group, Arc::new(EmfWriter::stdout(namespace)));
     let (group, keys, dead_letters) = (&group, keys.as_ref(), dead_letters.as_ref());
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
-        handle_stored(event, group, keys, dead_letters).await
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
+        let report = handle_batch(event.payload, group, &StoredEventsOnly, keys, dead_letters).await;
+        Ok::<SqsBatchResponse, lambda_runtime::Error>(log_batch(group.name(), &report))
     }))
     .await
+}
+
+/// Logs what a batch did and gives the answer for the event source mapping.
+pub fn log_batch(function: &str, report: &BatchReport) -> SqsBatchResponse {
+    tracing::info!(
+        function,
+        messages = report.messages,
+        events = report.events,
+        applied = report.outcome.applied,
+        duplicates = report.outcome.duplicates,
+        parked = report.outcome.parked + report.parked.len() as u64,
+        others = report.others.len(),
+        one_by_one = report.one_by_one,
+        failed = report.failed.len(),
+        "batch handled"
+    );
+    report.response()
 }
 
 #[cfg(test)]

@@ -151,6 +151,28 @@ pub fn bus_event(envelope: &EventEnvelope) -> Value {
     BusEntry::for_event(envelope.clone()).to_event_json(ACCOUNT, REGION)
 }
 
+/// One SQS batch of the function's queue: each bus event a message (ids
+/// `m0`, `m1`, ...), as the event source mapping hands it over.
+pub fn sqs_batch(bus_events: &[Value]) -> crate::SqsEvent {
+    let records: Vec<Value> = bus_events
+        .iter()
+        .enumerate()
+        .map(|(i, event)| {
+            serde_json::json!({
+                "messageId": format!("m{i}"),
+                "receiptHandle": format!("receipt-{i}"),
+                "body": event.to_string(),
+                "attributes": {"ApproximateReceiveCount": "1"},
+                "messageAttributes": {},
+                "eventSource": "aws:sqs",
+                "eventSourceARN": format!("arn:aws:sqs:{REGION}:{ACCOUNT}:crm-consumer"),
+                "awsRegion": REGION,
+            })
+        })
+        .collect();
+    serde_json::from_value(serde_json::json!({ "Records": records })).expect("an SQS event")
+}
+
 /// One invocation of the function with `payload`.
 pub fn invocation(payload: Value) -> LambdaEvent<Value> {
     LambdaEvent::new(payload, Context::default())

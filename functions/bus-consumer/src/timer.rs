@@ -17,11 +17,31 @@ pub fn is_timer(event: &Value) -> bool {
     event.get("source").and_then(Value::as_str) == Some(TIMER_SOURCE)
 }
 
-/// Hands a fired timer to `handler`; an error makes EventBridge deliver again.
+/// Hands a fired timer to `handler`; an error means: deliver it again.
 pub async fn deliver_timer(event: &Value, handler: &dyn TimerHandler) -> Result<Value, TimerError> {
     let detail = event.get("detail").cloned().unwrap_or_default();
     let timer: TimerPayload = serde_json::from_value(detail).map_err(|e| TimerError::NotATimer(e.to_string()))?;
     handler.on_timer(&timer).await.map_err(TimerError::NotHandled)?;
     tracing::info!(timer = %timer.name, kind = ?timer.kind, stream_id = %timer.stream_id, "timer handled");
     Ok(json!({ "outcome": "timer", "name": timer.name }))
+}
+
+/// The fired timers of a queue, for [`crate::batch::handle_batch`]: a timer
+/// whose detail is not a timer is poison; one its handler could not handle
+/// is delivered again.
+pub struct Timers<'a>(pub &'a dyn TimerHandler);
+
+#[async_trait::async_trait]
+impl crate::batch::OtherMessages for Timers<'_> {
+    async fn take(&self, event: &Value) -> Option<crate::batch::Taken> {
+        use crate::batch::Taken;
+        if !is_timer(event) {
+            return None;
+        }
+        Some(match deliver_timer(event, self.0).await {
+            Ok(done) => Taken::Done(done),
+            Err(e @ TimerError::NotATimer(_)) => Taken::Poison(e.to_string()),
+            Err(e @ TimerError::NotHandled(_)) => Taken::Retry(e.to_string()),
+        })
+    }
 }

@@ -1,8 +1,12 @@
-//! One EventBridge event in: a fired timer (`source` crm.scheduler) or a
-//! stored event. Unusable events are parked; retryable failures return an
-//! error so EventBridge delivers again (then its dead-letter queue keeps it).
+//! The campaign function's queue carries fired timers (`source`
+//! crm.scheduler) and stored events. A batch goes through
+//! [`crm_bus_consumer::handle_batch`] ([`handle_batch`]): timers one by one,
+//! the stored events as a page to the journey engine. [`handle`] takes a
+//! single bus event the same way (the tests, `cargo lambda invoke`).
+//! Unusable events are parked; what failed is delivered again.
 
-use crm_bus_consumer::timer::{deliver_timer, is_timer, TimerError};
+use crm_bus_consumer::timer::{deliver_timer, is_timer, TimerError, Timers};
+use crm_bus_consumer::{BatchReport, SqsEvent};
 use crm_core::journey::campaigns::CampaignHandler;
 use crm_core::ports::DeadLetterQueue;
 use crm_core::privacy::KeyStore;
@@ -38,4 +42,15 @@ pub async fn handle(
     // The bus carries events as stored: personal fields encrypted.
     let handled = crm_bus_consumer::handler::handle_stored(event, campaign, keys, dead_letters).await?;
     Ok(serde_json::to_value(handled).unwrap_or_default())
+}
+
+/// One SQS batch of the campaign queue: timers to the journeys, carts and
+/// orders they belong to, stored events as a page to the journey engine.
+pub async fn handle_batch(
+    batch: SqsEvent,
+    campaign: &CampaignHandler,
+    keys: &dyn KeyStore,
+    dead_letters: &dyn DeadLetterQueue,
+) -> BatchReport {
+    crm_bus_consumer::handle_batch(batch, campaign, &Timers(campaign), keys, dead_letters).await
 }

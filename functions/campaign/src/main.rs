@@ -1,8 +1,8 @@
-//! The campaign Lambda function: clients built once, then every EventBridge
-//! event to the handler.
+//! The campaign Lambda function: clients built once, then every SQS batch of
+//! its queue to the handler.
 
 use aws_config::BehaviorVersion;
-use crm_bus_consumer::{scheduler_from_env, Config, Ports};
+use crm_bus_consumer::{log_batch, scheduler_from_env, Config, Ports, SqsBatchResponse, SqsEvent};
 use crm_core::clock::SystemClock;
 use crm_core::commerce::{CartService, OrderService};
 use crm_core::journey::campaigns::CampaignHandler;
@@ -35,8 +35,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let orders = OrderService::new(events, clock, scheduler);
     let campaign = CampaignHandler::new(engine, carts, orders, dead_letters.clone());
     let (campaign, keys, dead_letters) = (&campaign, keys.as_ref(), dead_letters.as_ref());
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
-        crm_campaign::handler::handle(event, campaign, keys, dead_letters).await
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
+        let report = crm_campaign::handler::handle_batch(event.payload, campaign, keys, dead_letters).await;
+        Ok::<SqsBatchResponse, lambda_runtime::Error>(log_batch("campaign", &report))
     }))
     .await
 }

@@ -211,3 +211,35 @@ async fn a_fired_payment_retry_initiates_the_payment_again() {
         Some(2)
     );
 }
+
+#[tokio::test]
+async fn an_sqs_batch_takes_timers_one_by_one_and_events_as_a_page() {
+    use crm_bus_consumer::testing::sqs_batch;
+    let w = world();
+    let mut not_a_timer = sample("timer-fired.json");
+    not_a_timer["detail"] = serde_json::json!({"hello": "world"});
+    let batch = sqs_batch(&[
+        sample("timer-fired-payment-retry.json"),
+        sample("order-confirmed.json"),
+        not_a_timer,
+        sample("order-confirmed.json"),
+    ]);
+    let report = crm_campaign::handler::handle_batch(batch, &w.handler, w.keys.as_ref(), w.dead_letters.as_ref()).await;
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert_eq!(report.others.len(), 1, "{report:?}");
+    assert_eq!(report.others[0]["outcome"], "timer");
+    assert_eq!(report.events, 2);
+    assert_eq!(report.parked.len(), 1, "{report:?}");
+    assert!(report.parked[0].contains("not a timer"), "{report:?}");
+    // The confirmation journey started once, however often its trigger came.
+    let started: Vec<String> = all(&w)
+        .await
+        .into_iter()
+        .filter(|e| e.event_type == "JourneyStarted")
+        .filter_map(|e| e.data["campaign_id"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(started, vec!["order-confirmation".to_string()]);
+    let letters = w.dead_letters.list().await.expect("dead letters");
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].letter.consumer, "campaign");
+}

@@ -1,7 +1,11 @@
-//! One EventBridge event in: a fired deferral timer (`source` crm.scheduler),
-//! SES feedback (`source` aws.ses), or a stored `MessageRequested`. Unusable
-//! events are parked; retryable failures return an error so EventBridge
-//! delivers again (then its dead-letter queue keeps it).
+//! The channel function's queue carries fired deferral timers (`source`
+//! crm.scheduler), SES feedback (`source` aws.ses, from the default bus's
+//! rule) and stored `MessageRequested` events. A batch goes through
+//! [`crm_bus_consumer::handle_batch`] ([`handle_batch`]): timers and
+//! feedback one by one ([`ChannelMessages`]), requests as a page.
+//! [`handle`] takes a single bus event the same way (the tests, `cargo
+//! lambda invoke`). Unusable events are parked; what failed is delivered
+//! again.
 
 use chrono::Utc;
 use crm_core::messaging::delivery::{DeliveryError, FeedbackOutcome, MessageDelivery};
@@ -11,7 +15,8 @@ use crm_core::privacy::KeyStore;
 
 /// The `source` of SES's events on the default bus.
 pub const SES_SOURCE: &str = "aws.ses";
-use crm_bus_consumer::timer::{deliver_timer, is_timer, TimerError};
+use crm_bus_consumer::timer::{deliver_timer, is_timer, TimerError, Timers};
+use crm_bus_consumer::{BatchReport, OtherMessages, SqsEvent, Taken};
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde_json::{json, Value};
 
@@ -104,4 +109,38 @@ async fn feedback(
             Ok(json!({ "outcome": "parked", "reason": reason }))
         }
     }
+}
+
+/// The channel queue's messages that are not stored events: fired timers
+/// and SES feedback.
+pub struct ChannelMessages<'a> {
+    pub delivery: &'a MessageDelivery,
+    pub dead_letters: &'a dyn DeadLetterQueue,
+}
+
+#[async_trait::async_trait]
+impl OtherMessages for ChannelMessages<'_> {
+    async fn take(&self, event: &Value) -> Option<Taken> {
+        if let Some(taken) = Timers(self.delivery).take(event).await {
+            return Some(taken);
+        }
+        if event.get("source").and_then(Value::as_str) != Some(SES_SOURCE) {
+            return None;
+        }
+        Some(match feedback(event, self.delivery, self.dead_letters).await {
+            Ok(done) => Taken::Done(done),
+            Err(e) => Taken::Retry(e.to_string()),
+        })
+    }
+}
+
+/// One SQS batch of the channel queue: see the module documentation.
+pub async fn handle_batch(
+    batch: SqsEvent,
+    delivery: &MessageDelivery,
+    keys: &dyn KeyStore,
+    dead_letters: &dyn DeadLetterQueue,
+) -> BatchReport {
+    let others = ChannelMessages { delivery, dead_letters };
+    crm_bus_consumer::handle_batch(batch, delivery, &others, keys, dead_letters).await
 }

@@ -1,10 +1,10 @@
-//! The channel Lambda function: clients built once, then every EventBridge
-//! event to the handler.
+//! The channel Lambda function: clients built once, then every SQS batch of
+//! its queue to the handler.
 
 use aws_config::BehaviorVersion;
 use crm_aws::ses::SesEmailProvider;
 use crm_aws::sns::{PushApplications, SnsPushProvider, SnsSmsProvider};
-use crm_bus_consumer::{scheduler_from_env, Config, Ports};
+use crm_bus_consumer::{log_batch, scheduler_from_env, Config, Ports, SqsBatchResponse, SqsEvent};
 use crm_core::clock::SystemClock;
 use crm_core::messaging::decision::DeliveryPolicy;
 use crm_core::messaging::delivery::{DeliverySettings, MessageDelivery, Providers};
@@ -87,8 +87,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         std::env::var(name).ok()
     }))));
     let (delivery, keys, dead_letters) = (&delivery, keys.as_ref(), dead_letters.as_ref());
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
-        crm_channel::handler::handle(event, delivery, keys, dead_letters).await
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
+        let report = crm_channel::handler::handle_batch(event.payload, delivery, keys, dead_letters).await;
+        Ok::<SqsBatchResponse, lambda_runtime::Error>(log_batch("channel", &report))
     }))
     .await
 }

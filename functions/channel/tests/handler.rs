@@ -250,3 +250,41 @@ async fn an_unreadable_ses_event_is_parked_with_its_reason() {
         letters[0].letter.reason
     );
 }
+
+#[tokio::test]
+async fn an_sqs_batch_of_requests_feedback_and_a_duplicate_sends_once_and_records_the_feedback() {
+    use crm_bus_consumer::testing::sqs_batch;
+    let w = world().await;
+    // A request twice in one batch (EventBridge delivers at least once), then
+    // SES's delivery of the message in the next batch.
+    let batch = sqs_batch(&[
+        sample("message-requested.json"),
+        sample("message-requested.json"),
+        json!({"source": "aws.ses", "detail-type": "Email Delivered", "detail": "not feedback"}),
+    ]);
+    let report = crm_channel::handler::handle_batch(batch, &w.delivery, w.keys.as_ref(), w.dead_letters.as_ref()).await;
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert_eq!(report.events, 2);
+    assert_eq!(w.sink.list().await.expect("sink").len(), 1);
+    // Unreadable SES feedback is parked with its reason, not retried.
+    assert_eq!(
+        report.others,
+        vec![json!({"outcome": "parked", "reason": report.others[0]["reason"]})]
+    );
+    assert_eq!(w.dead_letters.list().await.expect("letters").len(), 1);
+
+    let report = crm_channel::handler::handle_batch(
+        sqs_batch(&[sample("ses-delivery.json")]),
+        &w.delivery,
+        w.keys.as_ref(),
+        w.dead_letters.as_ref(),
+    )
+    .await;
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert_eq!(report.others.len(), 1);
+    assert_eq!(report.others[0]["outcome"], "recorded", "{report:?}");
+    assert_eq!(
+        types(&w, &format!("message-{MESSAGE}")).await,
+        vec!["MessageClaimed", "MessageSent", "EmailDelivered"]
+    );
+}

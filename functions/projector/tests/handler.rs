@@ -291,3 +291,63 @@ async fn encrypted_events_from_the_bus_are_decrypted_before_the_views() {
         .expect("decrypt without key");
     assert_eq!(stored.data["email"], crm_core::privacy::ERASED);
 }
+
+#[tokio::test]
+async fn an_sqs_batch_is_one_page_and_its_poison_is_parked_encrypted() {
+    use crm_bus_consumer::testing::sqs_batch;
+    use crm_bus_consumer::{handle_batch, StoredEventsOnly};
+    use crm_core::event::EventEnvelope;
+    use crm_core::ports::DeadLetterQueue;
+    use crm_core::privacy::{decrypt_envelope, encrypt_envelope, memory::InMemoryKeyStore, EncryptingDeadLetters};
+    use std::sync::Arc;
+
+    let h = Harness::new();
+    let keys = Arc::new(InMemoryKeyStore::new());
+    // As the Lambda assembles it: dead letters leave sealed (decision 0029).
+    let sealed: Arc<dyn DeadLetterQueue> = Arc::new(EncryptingDeadLetters::new(h.dead_letters.clone(), keys.clone()));
+    let group = crm_projector::group(h.events.clone(), h.docs.clone(), sealed.clone());
+    let events = h.register(CUSTOMER, "Ada@Example.com").await;
+    // A registration the customer views cannot use, with an address in it.
+    let mut poison = events[0].clone();
+    poison.stream_id = "customer-poison".into();
+    poison.customer_id = Some("poison".into());
+    poison.data = json!({"email": "grace@example.com", "unexpected": true});
+
+    let mut on_the_bus = Vec::new();
+    for event in [&events[2], &events[0], &poison, &events[1], &events[0]] {
+        let mut stored = event.clone();
+        encrypt_envelope(keys.as_ref(), &mut stored).await.expect("encrypt");
+        on_the_bus.push(bus_event(&stored));
+    }
+    let report = handle_batch(
+        sqs_batch(&on_the_bus),
+        &group,
+        &StoredEventsOnly,
+        keys.as_ref(),
+        sealed.as_ref(),
+    )
+    .await;
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert!(report.response().batch_item_failures.is_empty());
+    assert_eq!(report.messages, 5);
+    assert_eq!(report.events, 5);
+    assert!(!report.one_by_one, "{report:?}");
+    assert_eq!(report.outcome.parked, CUSTOMER_VIEWS.len() as u64);
+
+    let profile = profile(&h).await.expect("the 360 exists");
+    assert_eq!(profile.customer.email, "ada@example.com");
+    assert_eq!(profile.customer.version, 3);
+
+    let letters = h.letters().await;
+    assert_eq!(
+        letters.iter().map(|l| l.consumer.as_str()).collect::<Vec<_>>(),
+        CUSTOMER_VIEWS
+    );
+    for letter in &letters {
+        let text = letter.payload.to_string();
+        assert!(!text.contains("grace@example.com"), "parked in clear: {text}");
+        let mut back: EventEnvelope = serde_json::from_value(letter.payload.clone()).expect("an envelope");
+        decrypt_envelope(keys.as_ref(), &mut back).await.expect("decrypts");
+        assert_eq!(back.data["email"], "grace@example.com");
+    }
+}

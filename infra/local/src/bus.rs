@@ -68,7 +68,39 @@ fn untag(v: &Yaml) -> Yaml {
     }
 }
 
-/// The EventBridge rules of every function in a SAM template.
+/// The binary a function resource builds (`Metadata.BuildProperties.Binary`,
+/// else its logical id).
+fn binary_of(logical_id: &str, resource: &Yaml) -> String {
+    resource
+        .get("Metadata")
+        .and_then(|m| m.get("BuildProperties"))
+        .and_then(|b| b.get("Binary"))
+        .and_then(Yaml::as_str)
+        .unwrap_or(logical_id)
+        .to_string()
+}
+
+/// The events of a function resource (`Properties.Events`), by name.
+fn function_events(resource: &Yaml) -> impl Iterator<Item = (&Yaml, &Yaml)> {
+    resource
+        .get("Properties")
+        .and_then(|p| p.get("Events"))
+        .and_then(Yaml::as_mapping)
+        .into_iter()
+        .flat_map(|events| events.iter())
+}
+
+/// The logical id of the queue an untagged `!GetAtt Queue.Arn` names.
+fn queue_of(arn: &Yaml) -> Option<&str> {
+    arn.as_str().and_then(|a| a.strip_suffix(".Arn"))
+}
+
+/// The EventBridge rules of a SAM template that reach a function on the
+/// application's own bus: an `AWS::Events::Rule` whose target is an SQS
+/// queue a function reads through an `SQS` event (decision 0029), and a
+/// function's own `EventBridgeRule` events. Rules on the default bus (no
+/// `EventBusName`), where AWS services such as SES publish, never see a
+/// local event and are left out.
 pub fn rules_from_template(text: &str) -> Result<Vec<Rule>, RuleError> {
     let doc: Yaml = serde_yaml::from_str(text).map_err(|e| RuleError::Yaml(e.to_string()))?;
     let doc = untag(&doc);
@@ -76,45 +108,75 @@ pub fn rules_from_template(text: &str) -> Result<Vec<Rule>, RuleError> {
     let Some(resources) = doc.get("Resources").and_then(Yaml::as_mapping) else {
         return Ok(rules);
     };
+    let is = |resource: &Yaml, kind: &str| resource.get("Type").and_then(Yaml::as_str) == Some(kind);
+    // Which function reads each queue.
+    let mut readers: Vec<(String, String)> = Vec::new();
     for (logical_id, resource) in resources {
-        if resource.get("Type").and_then(Yaml::as_str) != Some("AWS::Serverless::Function") {
+        if !is(resource, "AWS::Serverless::Function") {
             continue;
         }
-        let function = logical_id.as_str().unwrap_or_default().to_string();
-        let target = resource
-            .get("Metadata")
-            .and_then(|m| m.get("BuildProperties"))
-            .and_then(|b| b.get("Binary"))
-            .and_then(Yaml::as_str)
-            .unwrap_or(&function)
-            .to_string();
-        let Some(events) = resource
-            .get("Properties")
-            .and_then(|p| p.get("Events"))
-            .and_then(Yaml::as_mapping)
-        else {
-            continue;
+        let binary = binary_of(logical_id.as_str().unwrap_or_default(), resource);
+        for (_, event) in function_events(resource) {
+            if event.get("Type").and_then(Yaml::as_str) != Some("SQS") {
+                continue;
+            }
+            if let Some(queue) = event.get("Properties").and_then(|p| p.get("Queue")).and_then(queue_of) {
+                readers.push((queue.to_string(), binary.clone()));
+            }
+        }
+    }
+    let pattern_of = |owner: &str, event: &str, pattern: Option<&Yaml>| -> Result<EventPattern, RuleError> {
+        let invalid = |message: String| RuleError::Invalid {
+            function: owner.to_string(),
+            event: event.to_string(),
+            message,
         };
-        for (name, event) in events {
+        let pattern = pattern.ok_or_else(|| invalid("has no pattern".into()))?;
+        let json = serde_json::to_value(pattern).map_err(|e| invalid(e.to_string()))?;
+        EventPattern::from_value(&json).map_err(|e| invalid(e.to_string()))
+    };
+    for (logical_id, resource) in resources {
+        let logical_id = logical_id.as_str().unwrap_or_default();
+        if is(resource, "AWS::Events::Rule") {
+            let Some(properties) = resource.get("Properties") else {
+                continue;
+            };
+            if properties.get("EventBusName").is_none() {
+                continue;
+            }
+            let targets = properties
+                .get("Targets")
+                .and_then(Yaml::as_sequence)
+                .into_iter()
+                .flatten()
+                .filter_map(|t| t.get("Arn").and_then(queue_of))
+                .filter_map(|queue| {
+                    readers
+                        .iter()
+                        .find(|(q, _)| q == queue)
+                        .map(|(_, binary)| binary.clone())
+                });
+            for target in targets {
+                let pattern = pattern_of(logical_id, "EventPattern", properties.get("EventPattern"))?;
+                rules.push(Rule { target, pattern });
+            }
+            continue;
+        }
+        if !is(resource, "AWS::Serverless::Function") {
+            continue;
+        }
+        let target = binary_of(logical_id, resource);
+        for (name, event) in function_events(resource) {
             if event.get("Type").and_then(Yaml::as_str) != Some("EventBridgeRule") {
                 continue;
             }
-            // A rule without EventBusName is on the default bus, where AWS
-            // services (SES feedback) publish: nothing local ever reaches it.
-            if event.get("Properties").and_then(|p| p.get("EventBusName")).is_none() {
+            let Some(properties) = event.get("Properties") else {
+                continue;
+            };
+            if properties.get("EventBusName").is_none() {
                 continue;
             }
-            let invalid = |message: String| RuleError::Invalid {
-                function: function.clone(),
-                event: name.as_str().unwrap_or_default().to_string(),
-                message,
-            };
-            let pattern = event
-                .get("Properties")
-                .and_then(|p| p.get("Pattern"))
-                .ok_or_else(|| invalid("has no Pattern".into()))?;
-            let json = serde_json::to_value(pattern).map_err(|e| invalid(e.to_string()))?;
-            let pattern = EventPattern::from_value(&json).map_err(|e| invalid(e.to_string()))?;
+            let pattern = pattern_of(logical_id, name.as_str().unwrap_or_default(), properties.get("Pattern"))?;
             rules.push(Rule {
                 target: target.clone(),
                 pattern,
@@ -559,6 +621,65 @@ impl ConsumerHealth for LocalBus {
 mod template_rules {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_rule_into_a_queue_routes_to_the_function_reading_it_and_default_bus_rules_are_left_out() {
+        let template = r#"
+Resources:
+  Bus:
+    Type: AWS::Events::EventBus
+  WorkerQueue:
+    Type: AWS::SQS::Queue
+  WorkerRule:
+    Type: AWS::Events::Rule
+    Properties:
+      EventBusName: !Ref Bus
+      EventPattern:
+        source: [crm.customer]
+      Targets:
+        - Id: q
+          Arn: !GetAtt WorkerQueue.Arn
+  SesRule:
+    Type: AWS::Events::Rule
+    Properties:
+      EventPattern:
+        source: [aws.ses]
+      Targets:
+        - Id: q
+          Arn: !GetAtt WorkerQueue.Arn
+  OrphanRule:
+    Type: AWS::Events::Rule
+    Properties:
+      EventBusName: !Ref Bus
+      EventPattern:
+        source: [crm.orders]
+      Targets:
+        - Id: q
+          Arn: !GetAtt NobodysQueue.Arn
+  WorkerFunction:
+    Type: AWS::Serverless::Function
+    Metadata:
+      BuildProperties:
+        Binary: worker
+    Properties:
+      Events:
+        Queue:
+          Type: SQS
+          Properties:
+            Queue: !GetAtt WorkerQueue.Arn
+"#;
+        let rules = rules_from_template(template).expect("rules");
+        assert_eq!(rules.len(), 1, "{rules:?}");
+        assert_eq!(rules[0].target, "worker");
+        assert!(rules[0]
+            .pattern
+            .matches(&json!({"source": "crm.customer", "detail-type": "X", "detail": {}})));
+        assert!(!rules[0]
+            .pattern
+            .matches(&json!({"source": "aws.ses", "detail-type": "X", "detail": {}})));
+        let bad = template.replace("source: [crm.customer]", "source: crm.customer");
+        assert!(matches!(rules_from_template(&bad), Err(RuleError::Invalid { .. })));
+    }
 
     #[test]
     fn one_local_rule_per_function_and_the_channel_rule_takes_requests_and_deferrals() {
