@@ -1,6 +1,16 @@
 //! SDK errors of the message providers (SES v2, SNS) as a
-//! [`ProviderError`]: throttled (retry with backoff), unavailable (retry), or
-//! rejected (this message will never go: dead-letter it with the reason).
+//! [`ProviderError`]. Three kinds prove nothing was sent, and the claim is
+//! given back: throttled (retry with backoff), unavailable (retry: no
+//! connection could be made, or the account cannot send now), rejected (a
+//! 4xx about this message: it will never go, dead-letter it with the
+//! reason). Everything else may have happened after the provider took the
+//! message (a timeout, a connection lost after the request went out, a 5xx,
+//! an unreadable answer): the outcome is unknown, and the message must not
+//! simply be sent again (docs/decisions/0032-unknown-send-outcomes.md).
+//!
+//! The send calls run with the SDK's own retries off ([`no_sdk_retries`]):
+//! the SDK retries timeouts and 5xx, which for `SendEmail` and `Publish`
+//! (no idempotency token) can send the same message twice.
 
 use aws_sdk_sesv2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use crm_core::messaging::provider::ProviderError;
@@ -62,6 +72,39 @@ const OPERATIONAL_CODES: &[&str] = &[
     "KMSOptInRequired",
 ];
 
+/// The retry configuration of a send call: one attempt. Throttling is
+/// retried by the channel (`MessageDelivery`) with backoff; what else fails
+/// is either proven unsent (the delivery is retried) or unknown (settled).
+pub(crate) fn no_sdk_retries() -> aws_sdk_sesv2::config::retry::RetryConfig {
+    aws_sdk_sesv2::config::retry::RetryConfig::disabled()
+}
+
+/// Whether a dispatch failure happened while connecting, so the request
+/// never went out: a refused or unreachable address, a failed name lookup,
+/// a connect timeout (the HTTP client names these `Connect` errors).
+fn failed_to_connect(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionRefused
+                    | std::io::ErrorKind::AddrNotAvailable
+                    | std::io::ErrorKind::HostUnreachable
+                    | std::io::ErrorKind::NetworkUnreachable
+            ) {
+                return true;
+            }
+        }
+        let text = e.to_string();
+        if text.contains("(Connect)") || text.starts_with("dns error") {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
 /// One SDK error of `operation` as a provider error. (`SdkError` is the same
 /// type in every AWS SDK crate, so SES and SNS share this.)
 pub(crate) fn provider_error<E>(operation: &str, err: &SdkError<E>) -> ProviderError
@@ -82,12 +125,13 @@ where
                 ProviderError::Throttled(message)
             } else if REJECTED_CODES.contains(&code) {
                 ProviderError::Rejected(message)
-            } else if OPERATIONAL_CODES.contains(&code) || status.is_server_error() {
+            } else if OPERATIONAL_CODES.contains(&code) {
                 ProviderError::Unavailable(message)
             } else if status.is_client_error() {
                 ProviderError::Rejected(message)
             } else {
-                ProviderError::Unavailable(message)
+                // A 5xx (or anything odd): the provider may have taken it.
+                ProviderError::OutcomeUnknown(message)
             }
         }
         // The request could not even be built: the same message will fail
@@ -95,8 +139,17 @@ where
         SdkError::ConstructionFailure(_) => {
             ProviderError::Rejected(format!("{operation}: {}", DisplayErrorContext(err)))
         }
-        // Timeouts, connection failures, unreadable responses.
-        _ => ProviderError::Unavailable(format!("{operation}: {}", DisplayErrorContext(err))),
+        // No connection: the request never went out.
+        SdkError::DispatchFailure(failure)
+            if failure
+                .as_connector_error()
+                .is_some_and(|c| failed_to_connect(c as &(dyn std::error::Error + 'static))) =>
+        {
+            ProviderError::Unavailable(format!("{operation}: {}", DisplayErrorContext(err)))
+        }
+        // Timeouts, connections lost after the request went out, answers
+        // that could not be read.
+        _ => ProviderError::OutcomeUnknown(format!("{operation}: {}", DisplayErrorContext(err))),
     }
 }
 
@@ -106,6 +159,7 @@ mod tests {
     use aws_sdk_sesv2::config::http::HttpResponse;
     use aws_sdk_sesv2::error::ErrorMetadata;
     use aws_sdk_sesv2::operation::send_email::SendEmailError;
+    use aws_sdk_sesv2::error::ConnectorError;
 
     fn service_error(status: u16, code: &str) -> SdkError<SendEmailError> {
         let status = status.try_into().expect("a status code");
@@ -118,6 +172,7 @@ mod tests {
             ProviderError::Throttled(_) => "throttled",
             ProviderError::Unavailable(_) => "unavailable",
             ProviderError::Rejected(_) => "rejected",
+            ProviderError::OutcomeUnknown(_) => "unknown",
         }
     }
 
@@ -139,21 +194,52 @@ mod tests {
             (400, "SomethingNew", "rejected"),
             (400, "SendingPausedException", "unavailable"),
             (403, "AccessDeniedException", "unavailable"),
-            (500, "InternalFailure", "unavailable"),
-            (503, "ServiceUnavailable", "unavailable"),
+            (400, "AccountSuspendedException", "unavailable"),
+            // A 5xx: SES or SNS may have taken the message.
+            (500, "InternalFailure", "unknown"),
+            (502, "", "unknown"),
+            (503, "ServiceUnavailable", "unknown"),
+            (504, "GatewayTimeout", "unknown"),
+            // Throttling proves nothing was sent, whatever the status.
+            (503, "Throttling", "throttled"),
         ];
         for (status, code, expected) in cases {
             let mapped = provider_error("SES SendEmail", &service_error(status, code));
             assert_eq!(kind(mapped.clone()), expected, "{status} {code}: {mapped}");
             assert!(mapped.to_string().contains(code), "{mapped}");
+            assert_eq!(mapped.proves_nothing_sent(), expected != "unknown", "{status} {code}");
+            assert_eq!(
+                mapped.is_retryable(),
+                expected == "throttled" || expected == "unavailable",
+                "{status} {code}"
+            );
         }
     }
 
     #[test]
-    fn timeouts_and_construction_failures() {
+    fn timeouts_lost_connections_and_bad_answers_are_unknown_construction_failures_rejected() {
         let timeout: SdkError<SendEmailError> = SdkError::timeout_error("took too long");
-        assert_eq!(kind(provider_error("op", &timeout)), "unavailable");
+        assert_eq!(kind(provider_error("op", &timeout)), "unknown");
         let construction: SdkError<SendEmailError> = SdkError::construction_failure("missing field");
         assert_eq!(kind(provider_error("op", &construction)), "rejected");
+        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection reset by peer");
+        let lost: SdkError<SendEmailError> = SdkError::dispatch_failure(ConnectorError::io(reset.into()));
+        assert_eq!(kind(provider_error("op", &lost)), "unknown");
+        let read_timeout: SdkError<SendEmailError> =
+            SdkError::dispatch_failure(ConnectorError::timeout("read timed out".into()));
+        assert_eq!(kind(provider_error("op", &read_timeout)), "unknown");
+        let unreadable: SdkError<SendEmailError> =
+            SdkError::response_error("not XML", HttpResponse::new(200.try_into().expect("status"), "".into()));
+        assert_eq!(kind(provider_error("op", &unreadable)), "unknown");
+    }
+
+    #[test]
+    fn a_refused_connection_proves_nothing_was_sent() {
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        let err: SdkError<SendEmailError> = SdkError::dispatch_failure(ConnectorError::io(refused.into()));
+        assert_eq!(kind(provider_error("op", &err)), "unavailable");
+        let dns = std::io::Error::other("dns error: failed to lookup address information");
+        let err: SdkError<SendEmailError> = SdkError::dispatch_failure(ConnectorError::io(dns.into()));
+        assert_eq!(kind(provider_error("op", &err)), "unavailable");
     }
 }

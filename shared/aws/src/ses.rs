@@ -6,8 +6,10 @@
 //! bounce, complaint, open and click events back (see
 //! `crm_core::messaging::feedback`), with the message's tags as SES message
 //! tags so those events can be matched to our message and customer.
+//! One attempt per call (no SDK retries): SES has no idempotency token, and
+//! a retried request whose first answer was lost would send twice.
 
-use crate::provider_error::provider_error;
+use crate::provider_error::{no_sdk_retries, provider_error};
 use async_trait::async_trait;
 use aws_sdk_sesv2::primitives::Blob;
 use aws_sdk_sesv2::types::{Destination, EmailContent, MessageTag, RawMessage};
@@ -104,13 +106,16 @@ impl EmailProvider for SesEmailProvider {
             .content(EmailContent::builder().raw(raw).build())
             .configuration_set_name(&self.configuration_set)
             .set_email_tags(Some(email_tags(email)?))
+            .customize()
+            .config_override(aws_sdk_sesv2::config::Builder::default().retry_config(no_sdk_retries()))
             .send()
             .await
             .map_err(|e| provider_error("SES SendEmail", &e))?;
         let provider_message_id = output
             .message_id()
             .filter(|id| !id.is_empty())
-            .ok_or_else(|| ProviderError::Unavailable("SES SendEmail answered without a MessageId".into()))?;
+            // It answered 200: it took the message, but we cannot name it.
+            .ok_or_else(|| ProviderError::OutcomeUnknown("SES SendEmail answered without a MessageId".into()))?;
         tracing::debug!(message_id = %email.message_id, ses_message_id = %provider_message_id, "email sent through SES");
         Ok(ProviderReceipt {
             provider_message_id: provider_message_id.to_string(),

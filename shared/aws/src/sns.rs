@@ -2,8 +2,12 @@
 //! phone number; push registers the device token as an endpoint of the
 //! platform application (`CreatePlatformEndpoint`, idempotent for the same
 //! token) and publishes to that endpoint with a per-platform JSON message.
+//! `Publish` runs with one attempt (no SDK retries): it has no idempotency
+//! token, and a retried request whose first answer was lost would send
+//! twice. SNS reports nothing back about SMS or push, so an unknown outcome
+//! stays unknown (at most once, decision 0032).
 
-use crate::provider_error::provider_error;
+use crate::provider_error::{no_sdk_retries, provider_error};
 use async_trait::async_trait;
 use aws_sdk_sns::types::MessageAttributeValue;
 use aws_sdk_sns::Client;
@@ -30,7 +34,8 @@ fn receipt(operation: &str, message_id: Option<&str>) -> Result<ProviderReceipt,
         Some(id) if !id.is_empty() => Ok(ProviderReceipt {
             provider_message_id: id.to_string(),
         }),
-        _ => Err(ProviderError::Unavailable(format!(
+        // It answered 200: it took the message, but we cannot name it.
+        _ => Err(ProviderError::OutcomeUnknown(format!(
             "{operation} answered without a MessageId"
         ))),
     }
@@ -73,6 +78,8 @@ impl SmsProvider for SnsSmsProvider {
             request = request.message_attributes(SENDER_ID_ATTRIBUTE, string_attribute(sender_id)?);
         }
         let output = request
+            .customize()
+            .config_override(aws_sdk_sns::config::Builder::default().retry_config(no_sdk_retries()))
             .send()
             .await
             .map_err(|e| provider_error("SNS Publish (SMS)", &e))?;
@@ -117,7 +124,10 @@ impl SnsPushProvider {
     }
 
     /// The device's endpoint ARN: created, or the existing one for the same
-    /// token (SNS answers the same ARN again).
+    /// token (SNS answers the same ARN again). Nothing is published yet, so
+    /// no failure here leaves the outcome unknown: an unknown one counts as
+    /// unavailable (the delivery is retried). This call keeps the SDK's
+    /// retries (it is idempotent).
     pub async fn endpoint_arn(&self, application_arn: &str, token: &str) -> Result<String, ProviderError> {
         let output = self
             .client
@@ -126,7 +136,10 @@ impl SnsPushProvider {
             .token(token)
             .send()
             .await
-            .map_err(|e| provider_error("SNS CreatePlatformEndpoint", &e))?;
+            .map_err(|e| match provider_error("SNS CreatePlatformEndpoint", &e) {
+                ProviderError::OutcomeUnknown(m) => ProviderError::Unavailable(m),
+                known => known,
+            })?;
         output
             .endpoint_arn()
             .filter(|arn| !arn.is_empty())
@@ -213,6 +226,8 @@ impl PushProvider for SnsPushProvider {
             .target_arn(&endpoint)
             .message_structure("json")
             .message(push_message_json(platform_key, push))
+            .customize()
+            .config_override(aws_sdk_sns::config::Builder::default().retry_config(no_sdk_retries()))
             .send()
             .await
             .map_err(|e| provider_error("SNS Publish (push)", &e))?;
