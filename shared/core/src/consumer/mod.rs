@@ -4,12 +4,22 @@
 //! delivers events to it so that duplicates are skipped, a gap is filled from
 //! the event store in order, and the checkpoint of (consumer, stream) moves
 //! in the same atomic write as the documents.
+//!
+//! The checkpoint is the last version of the stream the consumer has
+//! accounted for (decision 0031): the newest event of a type it handles that
+//! it applied, or, on the page path, the end of a run of events it does not
+//! handle that the page saw right after it. An event of a type the
+//! projection does not handle writes nothing and reads nothing: the stream's
+//! versions between the checkpoint and the next handled event are a gap,
+//! which that event fills from the page or from the event store, applying
+//! the handled ones among them in order and skipping the rest.
 
 use crate::event::{EventCodecError, EventEnvelope};
 use crate::ports::{CommitError, EventStore, ReadModelStore, ReadOp, StoreError};
 use async_trait::async_trait;
 use std::sync::Arc;
 
+pub mod capacity;
 mod page;
 #[cfg(test)]
 mod tests;
@@ -33,8 +43,8 @@ pub trait Projection: Send + Sync {
     /// The consumer's name: its checkpoint and document namespace.
     fn name(&self) -> &'static str;
 
-    /// Whether events of this type change the read model (others only move
-    /// the checkpoint).
+    /// Whether events of this type change the read model. Events of other
+    /// types are never projected and write nothing (not even the checkpoint).
     fn handles(&self, event_type: &str) -> bool;
 
     /// The operations one event causes, given the read model as it stands.
@@ -46,7 +56,8 @@ pub trait Projection: Send + Sync {
 pub enum Delivery {
     /// Versions `from..=to` of the stream were applied (more than one when a gap was filled).
     Applied { from: u64, to: u64 },
-    /// Already applied before: skipped.
+    /// Nothing to do: already applied before, or of a type the projection
+    /// does not handle (skipped without reading or writing anything).
     Duplicate,
 }
 
@@ -99,8 +110,18 @@ impl Consumer {
         }
     }
 
-    /// Delivers one event (in any order, any number of times).
+    /// Whether the projection handles events of this type.
+    pub fn handles(&self, event_type: &str) -> bool {
+        self.projection.handles(event_type)
+    }
+
+    /// Delivers one event (in any order, any number of times). An event of a
+    /// type the projection does not handle is skipped at once: nothing is
+    /// read or written.
     pub async fn deliver(&self, event: &EventEnvelope) -> Result<Delivery, ConsumeError> {
+        if !self.handles(&event.event_type) {
+            return Ok(Delivery::Duplicate);
+        }
         let stream = event.stream_id.as_str();
         for _ in 0..self.max_attempts {
             let checkpoint = self
@@ -128,9 +149,11 @@ impl Consumer {
     }
 
     /// The events from the checkpoint up to `event`: `event` alone, or the
-    /// gap before it read from the store, so order per stream holds however
-    /// the bus delivered. Versions that retention expired (decision 0021)
-    /// are missing for good: the read must still end at this event.
+    /// gap before it read from the store (one read of the range), so order
+    /// per stream holds however the bus delivered. The gap holds the events
+    /// the consumer does not handle as well (they moved nothing); the caller
+    /// skips them. Versions that retention expired (decision 0021) are
+    /// missing for good: the read must still end at this event.
     async fn pending(&self, checkpoint: u64, event: &EventEnvelope) -> Result<Vec<EventEnvelope>, ConsumeError> {
         if event.version == checkpoint + 1 {
             return Ok(vec![event.clone()]);
@@ -160,21 +183,20 @@ impl Consumer {
         mut checkpoint: u64,
         events: &[EventEnvelope],
     ) -> Result<(), ApplyError> {
-        for event in events {
-            let ops = if self.projection.handles(&event.event_type) {
-                self.projection
-                    .project(event, self.docs.as_ref())
-                    .await
-                    .map_err(|source| match source {
-                        ProjectionError::Store(e) => ApplyError::Failed(self.retryable(e)),
-                        source => ApplyError::Failed(ConsumeError::Poison {
-                            consumer: self.name(),
-                            source,
-                        }),
-                    })?
-            } else {
-                Vec::new()
-            };
+        // Events of types the projection does not handle are skipped: the
+        // next commit's checkpoint passes over them.
+        for event in events.iter().filter(|e| self.handles(&e.event_type)) {
+            let ops = self
+                .projection
+                .project(event, self.docs.as_ref())
+                .await
+                .map_err(|source| match source {
+                    ProjectionError::Store(e) => ApplyError::Failed(self.retryable(e)),
+                    source => ApplyError::Failed(ConsumeError::Poison {
+                        consumer: self.name(),
+                        source,
+                    }),
+                })?;
             match self
                 .docs
                 .commit(self.name(), stream, checkpoint, event.version, ops)

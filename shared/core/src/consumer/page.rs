@@ -3,14 +3,23 @@
 //! [`ConsumerGroup::handle`] would, but against [`PageDocs`], a view of the
 //! read models that also holds what the page wrote so far; the page's
 //! commits then go to the store together ([`ReadModelStore::commit_all`]).
-//! The checkpoints of the page's streams are read in one call first.
+//! The checkpoints of the (consumer, stream) pairs the page has work for are
+//! read in one call first; a consumer with no event of a type it handles on
+//! a stream neither reads nor writes that stream's checkpoint.
 //!
-//! A gap before an event (versions the bus did not route to the group, or
-//! delivered out of order) is read from the store and staged first, as
-//! [`Consumer::deliver`](super::Consumer::deliver) does. A poison event
-//! writes what the page staged so far and is parked; a page commit the store
-//! refuses (another writer) falls back to delivering its events one by one,
-//! so the page path never decides differently from the one-event path.
+//! A gap before an event (versions the bus did not route to the group, events
+//! of types the consumer does not handle, or events delivered out of order)
+//! is filled from the page's own events when it holds them all, and
+//! otherwise read from the store once per stream and page, then staged
+//! first, as [`Consumer::deliver`](super::Consumer::deliver) does. After a
+//! handled event, the checkpoint also passes over the events right after it
+//! that the page holds and the consumer does not handle, so a later gap need
+//! not read them again (decision 0031). A put of a document the page knows
+//! to hold that very body, or a delete of one it knows absent, is dropped.
+//! A poison event writes what the page staged so far and is parked; a page
+//! commit the store refuses (another writer) falls back to delivering its
+//! events one by one, so the page path never decides differently from the
+//! one-event path.
 
 use super::{park_poison, ConsumeError, ConsumerGroup, ProjectionError};
 use crate::event::EventEnvelope;
@@ -46,6 +55,8 @@ struct Overlay {
     /// The same, by (consumer, partition), for `list`.
     by_partition: HashMap<(String, String), BTreeMap<String, Option<Value>>>,
     checkpoints: HashMap<(String, String), u64>,
+    /// The events of each stream the page holds or read from the store, by version.
+    events: HashMap<String, BTreeMap<u64, EventEnvelope>>,
 }
 
 impl Overlay {
@@ -101,6 +112,97 @@ impl<'a> PageDocs<'a> {
         Ok(())
     }
 
+    /// Remembers the page's own events, so gaps they cover need no read.
+    fn hold(&self, events: &[EventEnvelope]) -> Result<(), StoreError> {
+        let mut overlay = self.lock()?;
+        for e in events {
+            overlay
+                .events
+                .entry(e.stream_id.clone())
+                .or_default()
+                .insert(e.version, e.clone());
+        }
+        Ok(())
+    }
+
+    /// The events of `stream` after `after` up to `event`, from what the page
+    /// holds when it holds every version between, otherwise read from
+    /// `store` (once: the read is remembered for the rest of the page).
+    async fn gap(
+        &self,
+        store: &dyn crate::ports::EventStore,
+        after: u64,
+        event: &EventEnvelope,
+    ) -> Result<Vec<EventEnvelope>, StoreError> {
+        let stream = event.stream_id.as_str();
+        let held = |overlay: &Overlay| -> Option<Vec<EventEnvelope>> {
+            let known = overlay.events.get(stream)?;
+            let run: Vec<EventEnvelope> = known.range(after + 1..=event.version).map(|(_, e)| e.clone()).collect();
+            (run.len() as u64 == event.version - after).then_some(run)
+        };
+        if let Some(run) = held(&*self.lock()?) {
+            return Ok(run);
+        }
+        let read = store
+            .read_stream(stream, after, (event.version - after) as usize)
+            .await?;
+        let mut overlay = self.lock()?;
+        let known = overlay.events.entry(stream.to_string()).or_default();
+        for e in read {
+            if e.version <= event.version {
+                known.insert(e.version, e);
+            }
+        }
+        Ok(known.range(after + 1..=event.version).map(|(_, e)| e.clone()).collect())
+    }
+
+    /// The newest version of the run of held events of `stream` right after
+    /// `version` that `handles` refuses (`version` itself if there is none).
+    fn unhandled_run_after(
+        &self,
+        stream: &str,
+        version: u64,
+        handles: impl Fn(&str) -> bool,
+    ) -> Result<u64, StoreError> {
+        let overlay = self.lock()?;
+        let mut end = version;
+        if let Some(known) = overlay.events.get(stream) {
+            for (v, e) in known.range(version + 1..) {
+                if *v != end + 1 || handles(&e.event_type) {
+                    break;
+                }
+                end = *v;
+            }
+        }
+        Ok(end)
+    }
+
+    /// Drops the operations that change nothing the page knows of: a put of
+    /// the body the document already has, a delete of a document known absent.
+    fn without_no_ops(&self, consumer: &str, ops: Vec<ReadOp>) -> Result<Vec<ReadOp>, StoreError> {
+        let overlay = self.lock()?;
+        let known = |partition: &str, sort: &str| {
+            overlay
+                .docs
+                .get(&(consumer.to_string(), partition.to_string(), sort.to_string()))
+        };
+        Ok(ops
+            .into_iter()
+            .filter(|op| match op {
+                ReadOp::Put { partition, sort, body } => known(partition, sort) != Some(&Some(body.clone())),
+                ReadOp::Delete { partition, sort } => known(partition, sort) != Some(&None),
+            })
+            .collect())
+    }
+
+    /// Moves a staged checkpoint (over a run of events the consumer does not handle).
+    fn stage_checkpoint(&self, consumer: &str, stream: &str, version: u64) -> Result<(), StoreError> {
+        self.lock()?
+            .checkpoints
+            .insert((consumer.to_string(), stream.to_string()), version);
+        Ok(())
+    }
+
     /// Records a staged commit: its documents and checkpoint as the rest of the page sees them.
     fn stage(&self, consumer: &str, stream: &str, version: u64, ops: &[ReadOp]) -> Result<(), StoreError> {
         let mut overlay = self.lock()?;
@@ -118,9 +220,15 @@ impl<'a> PageDocs<'a> {
         Ok(())
     }
 
-    /// Forgets everything (after writes that bypassed the page).
+    /// Forgets every document and checkpoint (after writes that bypassed
+    /// the page); the events stay known.
     fn forget(&self) -> Result<(), StoreError> {
-        *self.lock()? = Overlay::default();
+        let mut overlay = self.lock()?;
+        let events = std::mem::take(&mut overlay.events);
+        *overlay = Overlay {
+            events,
+            ..Overlay::default()
+        };
         Ok(())
     }
 }
@@ -226,12 +334,15 @@ impl ConsumerGroup {
             consumer,
             message: e.to_string(),
         };
+        page.hold(events).map_err(|e| retryable(self.name, e))?;
+        // Only the pairs with an event the consumer handles have work.
         page.prefetch(
             events
                 .iter()
                 .flat_map(|e| {
                     self.consumers
                         .iter()
+                        .filter(|c| c.handles(&e.event_type))
                         .map(|c| (c.name().to_string(), e.stream_id.clone()))
                 })
                 .collect(),
@@ -243,6 +354,12 @@ impl ConsumerGroup {
                 staged_from = i;
             }
             for consumer in &self.consumers {
+                if !consumer.handles(&event.event_type) {
+                    // Nothing to apply, nothing to write: a later handled
+                    // event's gap passes over it.
+                    staged_outcome.duplicates += 1;
+                    continue;
+                }
                 match stage(consumer, event, &page).await? {
                     Staged::Duplicate => staged_outcome.duplicates += 1,
                     Staged::Ready(commits) => {
@@ -320,32 +437,40 @@ impl ConsumerGroup {
     }
 }
 
-/// Projects `event` (and the gap before it, read from the store) for
-/// `consumer` against the page, and stages the result in the page.
+/// Projects `event` (of a type `consumer` handles), and the handled events
+/// of the gap before it, against the page, and stages the result in the
+/// page: one commit per handled event, the last one's checkpoint passing
+/// over the unhandled events the page holds right after it.
 async fn stage(consumer: &super::Consumer, event: &EventEnvelope, page: &PageDocs<'_>) -> Result<Staged, ConsumeError> {
     let name = consumer.name();
-    let mut checkpoint = page
-        .checkpoint(name, &event.stream_id)
-        .await
-        .map_err(|e| consumer.retryable(e))?;
+    let stream = event.stream_id.as_str();
+    let mut checkpoint = page.checkpoint(name, stream).await.map_err(|e| consumer.retryable(e))?;
     if event.version <= checkpoint {
         return Ok(Staged::Duplicate);
     }
+    let pending = page
+        .gap(consumer.events.as_ref(), checkpoint, event)
+        .await
+        .map_err(|e| consumer.retryable(e))?;
+    if pending.last().map(|e| e.version) != Some(event.version) {
+        return Err(consumer.retryable(format!(
+            "gap on {stream}: needed versions {}..={}, the store returned {}",
+            checkpoint + 1,
+            event.version,
+            pending.len()
+        )));
+    }
     let mut commits = Vec::new();
-    for pending in consumer.pending(checkpoint, event).await? {
-        let ops = if consumer.projection.handles(&pending.event_type) {
-            match consumer.projection.project(&pending, page).await {
-                Ok(ops) => ops,
-                Err(ProjectionError::Store(e)) => return Err(consumer.retryable(e)),
-                Err(source) => {
-                    return Ok(Staged::Poison {
-                        staged: commits,
-                        source,
-                    })
-                }
+    for pending in pending.iter().filter(|e| consumer.handles(&e.event_type)) {
+        let ops = match consumer.projection.project(pending, page).await {
+            Ok(ops) => ops,
+            Err(ProjectionError::Store(e)) => return Err(consumer.retryable(e)),
+            Err(source) => {
+                return Ok(Staged::Poison {
+                    staged: commits,
+                    source,
+                })
             }
-        } else {
-            Vec::new()
         };
         if let Err(e) = check_commit_size(&ops) {
             let source = ProjectionError::Invalid(e.to_string());
@@ -354,16 +479,27 @@ async fn stage(consumer: &super::Consumer, event: &EventEnvelope, page: &PageDoc
                 source,
             });
         }
-        page.stage(name, &pending.stream_id, pending.version, &ops)
+        let ops = page.without_no_ops(name, ops).map_err(|e| consumer.retryable(e))?;
+        page.stage(name, stream, pending.version, &ops)
             .map_err(|e| consumer.retryable(e))?;
         commits.push(Commit {
             consumer: name.to_string(),
-            stream_id: pending.stream_id.clone(),
+            stream_id: stream.to_string(),
             expected: checkpoint,
             new: pending.version,
             ops,
         });
         checkpoint = pending.version;
+    }
+    let through = page
+        .unhandled_run_after(stream, checkpoint, |t| consumer.handles(t))
+        .map_err(|e| consumer.retryable(e))?;
+    if through > checkpoint {
+        if let Some(last) = commits.last_mut() {
+            last.new = through;
+        }
+        page.stage_checkpoint(name, stream, through)
+            .map_err(|e| consumer.retryable(e))?;
     }
     Ok(Staged::Ready(commits))
 }

@@ -1,0 +1,410 @@
+//! What a page's read-model writes become on a store with DynamoDB's limits
+//! and prices (decision 0031), in one place for the DynamoDB adapter (which
+//! sends what [`plan`] returns and meters it) and the bench's cost model
+//! (which meters the same plan over an in-memory store):
+//!
+//! - [`plan`] cuts a page's commits into [`Chunk`]s, each one atomic write
+//!   within [`MAX_ITEMS_PER_WRITE`] items and [`MAX_BYTES_PER_WRITE`] bytes:
+//!   consecutive commits, each (consumer, stream) checkpoint written once
+//!   per chunk (expected: the first commit's, new: the last one's), each
+//!   document once, as the chunk leaves it. A chunk of one item (a
+//!   checkpoint alone) is one conditional put; a larger one a transaction.
+//! - [`doc_item_bytes`] and [`checkpoint_item_bytes`]: the size of the
+//!   adapter's items as DynamoDB counts it (attribute names and values).
+//! - [`CapacityMeter`]: capacity units by DynamoDB's rounding rules. A write
+//!   costs 1 write unit per KB of each item, rounded up per item, twice that
+//!   inside a transaction; a read 1 read unit per 4 KB (strongly
+//!   consistent), half of that eventually consistent, twice that in a
+//!   transaction; a Query rounds the sum of the items it reads, a GetItem or
+//!   a BatchGetItem each item; a read that finds nothing still costs the
+//!   minimum.
+
+use crate::ports::{Commit, CommitError, ReadOp};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// DynamoDB's limit on the items of one `TransactWriteItems`.
+pub const MAX_ITEMS_PER_WRITE: usize = 100;
+/// DynamoDB's limit on the bytes of one `TransactWriteItems`.
+pub const MAX_BYTES_PER_WRITE: usize = 4 * 1024 * 1024;
+
+/// One checkpoint move of a chunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointMove {
+    pub consumer: String,
+    pub stream_id: String,
+    /// The checkpoint the chunk's first commit of this pair expected.
+    pub expected: u64,
+    /// The checkpoint its last commit set.
+    pub new: u64,
+}
+
+/// One document write of a chunk: the last operation of the chunk on it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DocWrite {
+    pub consumer: String,
+    pub op: ReadOp,
+}
+
+/// One atomic write of a page: checkpoints and documents together.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Chunk {
+    pub checkpoints: Vec<CheckpointMove>,
+    pub docs: Vec<DocWrite>,
+}
+
+impl Chunk {
+    pub fn items(&self) -> usize {
+        self.checkpoints.len() + self.docs.len()
+    }
+
+    /// Whether this chunk is one item (a conditional put, not a transaction).
+    pub fn is_single_item(&self) -> bool {
+        self.items() == 1
+    }
+}
+
+fn doc_key(consumer: &str, op: &ReadOp) -> (String, String, String) {
+    let (ReadOp::Put { partition, sort, .. } | ReadOp::Delete { partition, sort }) = op;
+    (consumer.to_string(), partition.clone(), sort.clone())
+}
+
+/// The size of a document item of the DynamoDB read-model table:
+/// `pk` = `<consumer>#<partition>`, `sk` = sort, `kind` = `doc`, `body` = the
+/// JSON (a delete counts its key).
+pub fn doc_item_bytes(consumer: &str, op: &ReadOp) -> usize {
+    let (ReadOp::Put { partition, sort, .. } | ReadOp::Delete { partition, sort }) = op;
+    let key = "pk".len() + consumer.len() + 1 + partition.len() + "sk".len() + sort.len();
+    match op {
+        ReadOp::Put { body, .. } => key + "kind".len() + "doc".len() + "body".len() + body.to_string().len(),
+        ReadOp::Delete { .. } => key,
+    }
+}
+
+/// The size of a checkpoint item: `pk` = `checkpoint#<consumer>`, `sk` =
+/// the stream id, `kind` = `checkpoint`, `version` (a number, counted by its
+/// digits).
+pub fn checkpoint_item_bytes(consumer: &str, stream_id: &str, version: u64) -> usize {
+    "pk".len()
+        + "checkpoint#".len()
+        + consumer.len()
+        + "sk".len()
+        + stream_id.len()
+        + "kind".len()
+        + "checkpoint".len()
+        + "version".len()
+        + version.to_string().len()
+}
+
+/// Cuts `commits` (in order; consecutive commits of one pair chain) into
+/// atomic chunks of consecutive commits within `max_items` and `max_bytes`
+/// (`size` gives a document write's bytes). Within a chunk every checkpoint
+/// and document is written once, as the chunk leaves it, so each chunk
+/// leaves the store exactly as its commits applied one after another would.
+/// A commit that alone exceeds the limits is `TooLarge`; a commit that does
+/// not chain on the one before it of its pair, a `Conflict` (as applying
+/// them in order would find).
+pub fn plan(
+    commits: Vec<Commit>,
+    max_items: usize,
+    max_bytes: usize,
+    size: impl Fn(&str, &ReadOp) -> usize,
+) -> Result<Vec<Chunk>, CommitError> {
+    let mut chunks = Vec::new();
+    let mut chunk = Chunk::default();
+    let mut checkpoints: HashMap<(String, String), usize> = HashMap::new();
+    let mut docs: HashMap<(String, String, String), usize> = HashMap::new();
+    let mut bytes = 0usize;
+    for c in commits {
+        let pair = (c.consumer.clone(), c.stream_id.clone());
+        let new_items = usize::from(!checkpoints.contains_key(&pair))
+            + c.ops
+                .iter()
+                .map(|op| doc_key(&c.consumer, op))
+                .collect::<std::collections::HashSet<_>>()
+                .iter()
+                .filter(|k| !docs.contains_key(*k))
+                .count();
+        let added: usize = c.ops.iter().map(|op| size(&c.consumer, op)).sum::<usize>()
+            + checkpoint_item_bytes(&c.consumer, &c.stream_id, c.new);
+        if chunk.items() > 0 && (chunk.items() + new_items > max_items || bytes + added > max_bytes) {
+            chunks.push(std::mem::take(&mut chunk));
+            checkpoints.clear();
+            docs.clear();
+            bytes = 0;
+        }
+        if chunk.items() == 0 && (new_items > max_items || added > max_bytes) {
+            return Err(CommitError::TooLarge(format!(
+                "one commit of {} on {} is {new_items} items and {added} bytes \
+                 (at most {max_items} items and {max_bytes} bytes in one write)",
+                c.consumer, c.stream_id
+            )));
+        }
+        bytes += added;
+        match checkpoints.get(&pair) {
+            Some(&i) => {
+                let moved = &mut chunk.checkpoints[i];
+                if moved.new != c.expected {
+                    return Err(CommitError::Conflict {
+                        consumer: c.consumer,
+                        stream_id: c.stream_id,
+                        expected: c.expected,
+                    });
+                }
+                moved.new = c.new;
+            }
+            None => {
+                checkpoints.insert(pair, chunk.checkpoints.len());
+                chunk.checkpoints.push(CheckpointMove {
+                    consumer: c.consumer.clone(),
+                    stream_id: c.stream_id.clone(),
+                    expected: c.expected,
+                    new: c.new,
+                });
+            }
+        }
+        for op in c.ops {
+            let key = doc_key(&c.consumer, &op);
+            match docs.get(&key) {
+                Some(&i) => chunk.docs[i].op = op,
+                None => {
+                    docs.insert(key, chunk.docs.len());
+                    chunk.docs.push(DocWrite {
+                        consumer: c.consumer.clone(),
+                        op,
+                    });
+                }
+            }
+        }
+    }
+    if chunk.items() > 0 {
+        chunks.push(chunk);
+    }
+    Ok(chunks)
+}
+
+/// How a read is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadKind {
+    /// GetItem or BatchGetItem (each item rounded alone), strongly consistent.
+    StronglyConsistentItem,
+    /// A Query (the items' sizes summed, then rounded), strongly consistent.
+    StronglyConsistentQuery,
+    /// A Query, eventually consistent (half the units).
+    EventuallyConsistentQuery,
+}
+
+/// What was spent, as read from a [`CapacityMeter`].
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Capacity {
+    pub write_units: f64,
+    pub read_units: f64,
+    /// Write requests sent (a transaction or a put counts once).
+    pub write_requests: u64,
+    /// Read requests sent (GetItem, BatchGetItem, Query pages).
+    pub read_requests: u64,
+    /// Of the write requests, the transactions.
+    pub transactions: u64,
+}
+
+/// Counts capacity units by DynamoDB's rules, from the sizes of the items
+/// written and read (never from what an emulator reports).
+#[derive(Debug, Default)]
+pub struct CapacityMeter {
+    write_units: AtomicU64,
+    /// Read units in halves (eventually consistent reads cost half a unit).
+    read_halves: AtomicU64,
+    write_requests: AtomicU64,
+    read_requests: AtomicU64,
+    transactions: AtomicU64,
+}
+
+/// Write units of one item of `bytes` outside a transaction.
+pub fn write_units(bytes: usize) -> u64 {
+    bytes.div_ceil(1024).max(1) as u64
+}
+
+/// Read units, in halves, of reading `bytes` (one item, or a Query's sum).
+pub fn read_halves(bytes: usize, kind: ReadKind) -> u64 {
+    let units = bytes.div_ceil(4096).max(1) as u64;
+    match kind {
+        ReadKind::EventuallyConsistentQuery => units,
+        ReadKind::StronglyConsistentItem | ReadKind::StronglyConsistentQuery => 2 * units,
+    }
+}
+
+impl CapacityMeter {
+    /// One write request of items of these sizes: a single put (or delete),
+    /// or a transaction (twice the units).
+    pub fn write(&self, item_bytes: &[usize], transaction: bool) {
+        let units: u64 = item_bytes.iter().map(|b| write_units(*b)).sum();
+        self.write_units
+            .fetch_add(if transaction { 2 * units } else { units }, Ordering::Relaxed);
+        self.write_requests.fetch_add(1, Ordering::Relaxed);
+        if transaction {
+            self.transactions.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A GetItem or BatchGetItem of items of these sizes (0: not found, the
+    /// minimum is still paid), strongly consistent.
+    pub fn get(&self, item_bytes: &[usize]) {
+        let halves: u64 = item_bytes
+            .iter()
+            .map(|b| read_halves(*b, ReadKind::StronglyConsistentItem))
+            .sum();
+        self.read_halves.fetch_add(halves, Ordering::Relaxed);
+        self.read_requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One Query page that read items of these sizes.
+    pub fn query(&self, item_bytes: &[usize], consistent: bool) {
+        let kind = if consistent {
+            ReadKind::StronglyConsistentQuery
+        } else {
+            ReadKind::EventuallyConsistentQuery
+        };
+        self.read_halves
+            .fetch_add(read_halves(item_bytes.iter().sum(), kind), Ordering::Relaxed);
+        self.read_requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The units and requests counted so far.
+    pub fn capacity(&self) -> Capacity {
+        Capacity {
+            write_units: self.write_units.load(Ordering::Relaxed) as f64,
+            read_units: self.read_halves.load(Ordering::Relaxed) as f64 / 2.0,
+            write_requests: self.write_requests.load(Ordering::Relaxed),
+            read_requests: self.read_requests.load(Ordering::Relaxed),
+            transactions: self.transactions.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Meters a planned chunk as the adapter writes it.
+    pub fn chunk(&self, chunk: &Chunk) {
+        let sizes: Vec<usize> = chunk
+            .checkpoints
+            .iter()
+            .map(|c| checkpoint_item_bytes(&c.consumer, &c.stream_id, c.new))
+            .chain(chunk.docs.iter().map(|d| doc_item_bytes(&d.consumer, &d.op)))
+            .collect();
+        self.write(&sizes, !chunk.is_single_item());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn commit(consumer: &str, stream: &str, expected: u64, new: u64, ops: Vec<ReadOp>) -> Commit {
+        Commit {
+            consumer: consumer.into(),
+            stream_id: stream.into(),
+            expected,
+            new,
+            ops,
+        }
+    }
+
+    fn put(sort: &str, n: i64) -> ReadOp {
+        ReadOp::Put {
+            partition: "p".into(),
+            sort: sort.into(),
+            body: json!(n),
+        }
+    }
+
+    fn unit(_: &str, _: &ReadOp) -> usize {
+        1
+    }
+
+    #[test]
+    fn a_page_is_one_chunk_with_each_checkpoint_and_document_once() {
+        let chunks = plan(
+            vec![
+                commit("a", "s", 0, 1, vec![put("x", 1)]),
+                commit("a", "t", 3, 4, vec![put("x", 2)]),
+                commit("a", "s", 1, 5, vec![put("y", 1), put("x", 3)]),
+                commit("b", "s", 0, 5, Vec::new()),
+            ],
+            100,
+            1 << 20,
+            unit,
+        )
+        .expect("plan");
+        assert_eq!(chunks.len(), 1);
+        let chunk = &chunks[0];
+        let moves: Vec<(&str, &str, u64, u64)> = chunk
+            .checkpoints
+            .iter()
+            .map(|c| (c.consumer.as_str(), c.stream_id.as_str(), c.expected, c.new))
+            .collect();
+        assert_eq!(moves, [("a", "s", 0, 5), ("a", "t", 3, 4), ("b", "s", 0, 5)]);
+        assert_eq!(
+            chunk.docs.iter().map(|d| d.op.clone()).collect::<Vec<_>>(),
+            [put("x", 3), put("y", 1)]
+        );
+    }
+
+    #[test]
+    fn chunks_stay_within_the_limits_and_keep_the_order() {
+        // 30 commits of 4 documents each on their own stream: 5 items each.
+        let commits: Vec<Commit> = (0..30)
+            .map(|i| {
+                commit(
+                    "a",
+                    &format!("s{i}"),
+                    0,
+                    1,
+                    (0..4).map(|d| put(&format!("{i}-{d}"), d)).collect(),
+                )
+            })
+            .collect();
+        let chunks = plan(commits, 100, 1 << 20, unit).expect("plan");
+        assert_eq!(chunks.iter().map(Chunk::items).collect::<Vec<_>>(), [100, 50]);
+        // By bytes: at most 3 commits of (4 + 1) bytes... plus the checkpoint items' sizes.
+        let commits: Vec<Commit> = (0..6)
+            .map(|i| commit("a", "s", i, i + 1, vec![put(&format!("{i}"), 1)]))
+            .collect();
+        let per = 1 + checkpoint_item_bytes("a", "s", 6);
+        let chunks = plan(commits, 100, 3 * per, unit).expect("plan");
+        assert_eq!(chunks.len(), 2);
+        assert_eq!(
+            (chunks[0].checkpoints[0].expected, chunks[0].checkpoints[0].new),
+            (0, 3)
+        );
+        assert_eq!(
+            (chunks[1].checkpoints[0].expected, chunks[1].checkpoints[0].new),
+            (3, 6)
+        );
+    }
+
+    #[test]
+    fn an_oversized_commit_and_a_broken_chain_are_refused() {
+        let big = commit("a", "s", 0, 1, (0..100).map(|d| put(&format!("{d}"), d)).collect());
+        assert!(matches!(
+            plan(vec![big], 100, 1 << 20, unit),
+            Err(CommitError::TooLarge(_))
+        ));
+        let broken = vec![commit("a", "s", 0, 1, Vec::new()), commit("a", "s", 2, 3, Vec::new())];
+        assert!(matches!(
+            plan(broken, 100, 1 << 20, unit),
+            Err(CommitError::Conflict { .. })
+        ));
+    }
+
+    #[test]
+    fn units_follow_dynamodbs_rounding() {
+        let meter = CapacityMeter::default();
+        meter.write(&[100], false);
+        meter.write(&[1024, 1025, 10], true);
+        assert_eq!(meter.capacity().write_units, 1.0 + 2.0 * (1.0 + 2.0 + 1.0));
+        meter.get(&[0, 4096, 4097]);
+        meter.query(&[3000, 3000], true);
+        meter.query(&[100], false);
+        let c = meter.capacity();
+        assert_eq!(c.read_units, 1.0 + 1.0 + 2.0 + 2.0 + 0.5);
+        assert_eq!((c.write_requests, c.transactions, c.read_requests), (2, 1, 3));
+    }
+}
