@@ -8,10 +8,13 @@
 //! so version 1 keeps meaning "as shipped" and running instances keep it.
 //! The ids that have a stream are listed in the `campaigns` stream
 //! (`CampaignRegistered`, appended before the first write; read deduplicated).
+//! A pause exits the campaign's running instances one page at a time; each
+//! page after the first is asked for by a `CampaignPauseContinued` on the
+//! campaign's stream (decision 0033).
 
 use super::campaigns::SHIPPED;
 use super::definition::{Campaign, DefinitionError};
-use super::engine::CampaignCatalog;
+use super::engine::{CampaignAt, CampaignCatalog};
 use crate::clock::Clock;
 use crate::event::{envelopes, Actor, CommandMeta, DomainEvent};
 use crate::ports::{AppendError, AppendRequest, EventStore, ExpectedVersion, StoreError};
@@ -31,9 +34,17 @@ pub fn stream_id(campaign_id: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", content = "data")]
 pub enum CampaignEvent {
-    CampaignPublished { definition: Value },
+    CampaignPublished {
+        definition: Value,
+    },
     CampaignPaused,
     CampaignResumed,
+    /// The pause has exited a page of the campaign's running instances and
+    /// more may follow: the campaign function exits the next page, those
+    /// after the instance id `after` in the journey index (decision 0033).
+    CampaignPauseContinued {
+        after: String,
+    },
 }
 
 impl DomainEvent for CampaignEvent {
@@ -161,6 +172,7 @@ impl StoredCatalog {
                 }
                 CampaignEvent::CampaignPaused => paused = true,
                 CampaignEvent::CampaignResumed => paused = false,
+                CampaignEvent::CampaignPauseContinued { .. } => {}
             }
         }
         let Some((version, (definition, campaign))) = versions.iter().next_back() else {
@@ -198,11 +210,21 @@ impl CampaignCatalog for StoredCatalog {
         Ok(out)
     }
 
-    async fn version(&self, id: &str, version: u64) -> Result<Option<Arc<Campaign>>, StoreError> {
-        Ok(self
-            .get(id)
-            .await?
-            .and_then(|c| c.versions.get(&version).map(|(_, campaign)| campaign.clone())))
+    async fn version(&self, id: &str, version: u64) -> Result<Option<CampaignAt>, StoreError> {
+        Ok(self.get(id).await?.and_then(|c| {
+            c.versions.get(&version).map(|(_, campaign)| CampaignAt {
+                campaign: campaign.clone(),
+                paused: c.paused,
+            })
+        }))
+    }
+
+    async fn ids(&self) -> Result<Vec<String>, StoreError> {
+        let mut ids: Vec<String> = self.shipped.keys().cloned().collect();
+        ids.extend(self.stored_ids().await?);
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
     }
 }
 

@@ -3,8 +3,19 @@
 //! one per dedupe key, by construction), hands the event to the customer's
 //! running instances (exits act at once, mid-wait), and for each fired timer
 //! advances the instance it belongs to. Timers are set and deleted through the
-//! [`Scheduler`] port after the instance's events are stored.
+//! [`Scheduler`] port after the instance's events are stored, and the journey
+//! index is written last.
+//!
+//! Those three writes are not one transaction, so the engine heals what a
+//! crash between them leaves (decision 0033): a start or step that finds its
+//! events already stored, while the index is behind the stream, re-arms the
+//! pending timer (same deterministic name) and writes the index; the
+//! [`JourneyEngine::sweep`] walks the running instances a page at a time and
+//! re-arms missing timers or fires overdue ones. A paused campaign sends
+//! nothing more: a timer or event reaching one of its instances exits it, and
+//! pausing exits them a page at a time (`CampaignPauseContinued`).
 
+use super::catalog::{self as campaign_store, CampaignEvent};
 use super::definition::Campaign;
 use super::instance::{self, JourneyContext, JourneyEvent, JourneyInput, JourneyInstance, TriggerRef};
 use crate::bus::BusEntry;
@@ -15,14 +26,18 @@ use crate::event::{Actor, CommandMeta, DomainEvent, EventEnvelope};
 use crate::ports::{AppendError, AppendRequest, EventStore, ExpectedVersion, ReadModelStore, ReadOp, StoreError};
 use crate::scheduler::{Scheduler, SchedulerError, TimerPayload};
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::sync::Arc;
+use uuid::Uuid;
 
 /// The read-model namespace of the engine's index: customer → instances.
 pub const JOURNEY_INDEX: &str = "journey-index";
 
-/// The journey-index partition listing a campaign's instances.
+/// The journey-index partition listing a campaign's running instances (an
+/// instance leaves it when it exits, so pausing and sweeping walk only the
+/// live ones).
 pub fn campaign_partition(campaign_id: &str) -> String {
     format!("campaign:{campaign_id}")
 }
@@ -30,16 +45,51 @@ pub fn campaign_partition(campaign_id: &str) -> String {
 /// The sort key of a message's entry in the journey index (partition: the message id).
 pub const MESSAGE_SORT: &str = "message";
 
+/// How many running instances one pause step exits; a full page asks for the
+/// next with a `CampaignPauseContinued`.
+pub const PAUSE_PAGE: usize = 100;
+
+/// A timer re-armed by healing is due at least this far ahead: EventBridge
+/// Scheduler refuses an `at()` in the past and fires with a minute's
+/// precision.
+pub const REARM_MARGIN: chrono::Duration = chrono::Duration::minutes(1);
+
+/// A wait whose due time is this far past is overdue: its timer was lost
+/// downstream (or the Scheduler still cannot deliver it), and the sweep fires
+/// the step itself. The step is appended at the instance's expected version,
+/// so a timer that does arrive later finds nothing to do.
+pub const OVERDUE_AFTER: chrono::Duration = chrono::Duration::minutes(15);
+
+/// The read-model namespace where the sweep keeps its place.
+pub const SWEEP: &str = "journey-sweep";
+
+/// The `stream_id` of a timer whose firing runs one sweep step
+/// ([`JourneyEngine::on_timer`]); see [`sweep_timer`].
+pub const SWEEP_STREAM: &str = "journey-sweep";
+
+const SWEEP_CURSOR: &str = "cursor";
+
+/// One version of a campaign, and whether the campaign is paused now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CampaignAt {
+    pub campaign: Arc<Campaign>,
+    pub paused: bool,
+}
+
 /// Where campaign definitions come from.
 #[async_trait]
 pub trait CampaignCatalog: Send + Sync {
     /// The campaigns new instances may start on, each at its current version.
     async fn active(&self) -> Result<Vec<(Arc<Campaign>, u64)>, StoreError>;
-    /// One version of a campaign (running instances keep theirs).
-    async fn version(&self, id: &str, version: u64) -> Result<Option<Arc<Campaign>>, StoreError>;
+    /// One version of a campaign (running instances keep theirs), with the
+    /// campaign's paused state now.
+    async fn version(&self, id: &str, version: u64) -> Result<Option<CampaignAt>, StoreError>;
+    /// Every campaign id, paused ones too, in order.
+    async fn ids(&self) -> Result<Vec<String>, StoreError>;
 }
 
-/// A fixed set of campaigns at version 1: the shipped campaigns, or a test's.
+/// A fixed set of campaigns at version 1, never paused: the shipped
+/// campaigns, or a test's.
 pub struct FixedCatalog {
     campaigns: Vec<Arc<Campaign>>,
 }
@@ -57,8 +107,21 @@ impl CampaignCatalog for FixedCatalog {
     async fn active(&self) -> Result<Vec<(Arc<Campaign>, u64)>, StoreError> {
         Ok(self.campaigns.iter().map(|c| (c.clone(), 1)).collect())
     }
-    async fn version(&self, id: &str, version: u64) -> Result<Option<Arc<Campaign>>, StoreError> {
-        Ok(self.campaigns.iter().find(|c| c.id == id && version == 1).cloned())
+    async fn version(&self, id: &str, version: u64) -> Result<Option<CampaignAt>, StoreError> {
+        Ok(self
+            .campaigns
+            .iter()
+            .find(|c| c.id == id && version == 1)
+            .map(|c| CampaignAt {
+                campaign: c.clone(),
+                paused: false,
+            }))
+    }
+    async fn ids(&self) -> Result<Vec<String>, StoreError> {
+        let mut ids: Vec<String> = self.campaigns.iter().map(|c| c.id.clone()).collect();
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
     }
 }
 
@@ -72,6 +135,10 @@ pub struct IndexedInstance {
     pub current_step: Option<String>,
     pub started_at: chrono::DateTime<chrono::Utc>,
     pub updated_at: chrono::DateTime<chrono::Utc>,
+    /// The instance's stream version this line shows (0 in lines written
+    /// before it was recorded).
+    #[serde(default)]
+    pub version: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -108,6 +175,128 @@ pub struct EngineOutcome {
     pub started: Vec<String>,
     pub advanced: Vec<String>,
     pub messages: Vec<String>,
+    /// Instances whose timer and index were made good after a crash had
+    /// left them behind their stream.
+    pub healed: Vec<String>,
+}
+
+/// What a stored decision descends from: the correlation id it carries on,
+/// and the event that caused it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Cause {
+    correlation_id: Uuid,
+    causation_id: Option<Uuid>,
+}
+
+impl Cause {
+    fn of(e: &EventEnvelope) -> Self {
+        Cause {
+            correlation_id: e.correlation_id,
+            causation_id: Some(e.event_id),
+        }
+    }
+}
+
+/// An instance as its stream has it: the folded state, and each event with
+/// its stored envelope.
+pub struct LoadedInstance {
+    pub state: JourneyInstance,
+    events: Vec<(JourneyEvent, u64)>,
+    envelopes: Vec<EventEnvelope>,
+}
+
+impl LoadedInstance {
+    /// What a decision without an outside event descends from: for a timer,
+    /// the event that set it; otherwise the instance's latest event.
+    fn own_cause(&self) -> Option<Cause> {
+        let set_at = self.state.waiting.as_ref().map(|w| w.set_at_version);
+        self.envelopes
+            .iter()
+            .rev()
+            .find(|e| set_at.is_none_or(|v| e.version == v))
+            .or(self.envelopes.last())
+            .map(Cause::of)
+    }
+}
+
+/// How much one [`JourneyEngine::sweep`] call may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SweepBudget {
+    /// Index entries per read.
+    pub page_size: usize,
+    /// Reads (pages) per call.
+    pub pages: usize,
+    /// After a finished walk, the next one starts this much later at the earliest.
+    pub rest: chrono::Duration,
+}
+
+impl Default for SweepBudget {
+    fn default() -> Self {
+        SweepBudget {
+            page_size: 100,
+            pages: 5,
+            rest: chrono::Duration::hours(1),
+        }
+    }
+}
+
+/// Where the sweep stands (the `journey-sweep` read model).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SweepCursor {
+    /// The campaign being walked and the last instance id done in it; none
+    /// between walks.
+    #[serde(default)]
+    pub position: Option<SweepPosition>,
+    #[serde(default)]
+    pub walk_started_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub last_walk_finished_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SweepPosition {
+    pub campaign_id: String,
+    #[serde(default)]
+    pub after: Option<String>,
+}
+
+/// What one sweep call did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SweepOutcome {
+    /// Index pages read.
+    pub pages: usize,
+    /// Running instances looked at.
+    pub examined: usize,
+    /// Instances whose missing timer was created again.
+    pub rearmed: Vec<String>,
+    /// Instances whose overdue step was run by the sweep.
+    pub fired: Vec<String>,
+    /// Instances of paused campaigns that were exited.
+    pub exited: Vec<String>,
+    /// Instances whose index (and timer) lagged their stream and were made good.
+    pub healed: Vec<String>,
+    /// Messages the fired steps requested.
+    pub messages: Vec<String>,
+    /// This call finished a walk over every campaign.
+    pub finished_walk: bool,
+    /// Nothing to do yet: the last walk finished less than the rest ago.
+    pub resting: bool,
+}
+
+/// The timer a recurring schedule can fire to run the sweep: a fired timer
+/// on [`SWEEP_STREAM`] makes [`JourneyEngine::on_timer`] run one
+/// [`JourneyEngine::sweep`] step with the default budget. Its `due_at` is
+/// not read.
+pub fn sweep_timer(now: DateTime<Utc>) -> TimerPayload {
+    TimerPayload {
+        name: "crm-journey-sweep".to_string(),
+        kind: crate::scheduler::TimerKind::JourneyWait,
+        stream_id: SWEEP_STREAM.to_string(),
+        customer_id: None,
+        due_at: now,
+        set_at_version: 0,
+        data: Value::Null,
+    }
 }
 
 pub struct JourneyEngine {
@@ -159,16 +348,27 @@ impl JourneyEngine {
 
     /// One instance, folded from its stream.
     pub async fn load(&self, instance_id: &str) -> Result<Option<JourneyInstance>, EngineError> {
-        let events = self
+        Ok(self.load_history(instance_id).await?.map(|l| l.state))
+    }
+
+    /// One instance with its events.
+    pub async fn load_history(&self, instance_id: &str) -> Result<Option<LoadedInstance>, EngineError> {
+        let envelopes = self
             .events
             .read_stream(&instance::stream_id(instance_id), 0, usize::MAX)
             .await?;
         let mut state = None;
-        for e in &events {
+        let mut events = Vec::with_capacity(envelopes.len());
+        for e in &envelopes {
             let typed = JourneyEvent::from_envelope(e).map_err(|e| EngineError::Poison(e.to_string()))?;
             state = instance::evolve(state, &typed, e.occurred_at, e.version);
+            events.push((typed, e.version));
         }
-        Ok(state)
+        Ok(state.map(|state| LoadedInstance {
+            state,
+            events,
+            envelopes,
+        }))
     }
 
     async fn context_parts(&self, customer_id: &str) -> Result<(chrono_tz::Tz, Option<Value>), EngineError> {
@@ -184,6 +384,16 @@ impl JourneyEngine {
     /// Handles one stored event of a customer.
     pub async fn on_event(&self, envelope: &EventEnvelope) -> Result<EngineOutcome, EngineError> {
         let mut outcome = EngineOutcome::default();
+        // A pause, or the next page of one: exit a page of the campaign's instances.
+        if let Some(campaign_id) = envelope.stream_id.strip_prefix("campaign-") {
+            if matches!(
+                envelope.event_type.as_str(),
+                "CampaignPaused" | "CampaignPauseContinued"
+            ) {
+                return self.exit_paused_page(campaign_id, Some(envelope)).await;
+            }
+            return Ok(outcome);
+        }
         let Some(customer_id) = envelope.customer_id.clone() else {
             return Ok(outcome);
         };
@@ -234,7 +444,17 @@ impl JourneyEngine {
                     event: &bus_event,
                 }
             };
-            if self.advance(&indexed.instance_id, &input, &ctx, &mut outcome).await? {
+            if self
+                .advance(
+                    &indexed.instance_id,
+                    &input,
+                    &ctx,
+                    Some(Cause::of(envelope)),
+                    Some(indexed.version),
+                    &mut outcome,
+                )
+                .await?
+            {
                 outcome.advanced.push(indexed.instance_id.clone());
             }
         }
@@ -322,47 +542,177 @@ impl JourneyEngine {
                     outcome.started.push(state.id);
                 }
                 // Already started by this trigger (a duplicate or reordered
-                // delivery) or, for `once`, by an earlier one.
-                Err(StoreOutcome::Conflict) => {}
+                // delivery) or, for `once`, by an earlier one. If that start
+                // stopped after its append (its timer or index write failed,
+                // and this is the retry), finish it now.
+                Err(StoreOutcome::Conflict) => {
+                    let indexed_at = self
+                        .docs
+                        .checkpoint(JOURNEY_INDEX, &instance::stream_id(&instance_id))
+                        .await?;
+                    if indexed_at == 0 {
+                        if let Some(loaded) = self.load_history(&instance_id).await? {
+                            if self.heal(&loaded, indexed_at).await? {
+                                outcome.healed.push(instance_id);
+                            }
+                        }
+                    }
+                }
                 Err(StoreOutcome::Failed(e)) => return Err(e),
             }
         }
         Ok(outcome)
     }
 
-    /// A campaign was paused: every running instance of it exits now (reason
-    /// `campaign-paused`) and its pending timer is deleted.
+    /// A campaign was paused: exits the first page of its running instances
+    /// (reason `campaign-paused`, pending timers deleted) and, if the page
+    /// was full, appends a `CampaignPauseContinued` that asks the campaign
+    /// function for the next one. The same step runs when the campaign
+    /// function receives the `CampaignPaused` itself; the two chains meet at
+    /// the continuation's expected version and one of them stops.
     pub async fn on_campaign_paused(&self, campaign_id: &str) -> Result<EngineOutcome, EngineError> {
+        self.exit_paused_page(campaign_id, None).await
+    }
+
+    /// One pause step: at most [`PAUSE_PAGE`] index entries read, their
+    /// instances exited; `step` is the campaign event that asked for it (the
+    /// `CampaignPaused` or a `CampaignPauseContinued`), `None` from the API
+    /// right after the pause.
+    async fn exit_paused_page(
+        &self,
+        campaign_id: &str,
+        step: Option<&EventEnvelope>,
+    ) -> Result<EngineOutcome, EngineError> {
         let mut outcome = EngineOutcome::default();
-        let running: Vec<IndexedInstance> = self
+        let stream = campaign_store::stream_id(campaign_id);
+        let history = self.events.read_stream(&stream, 0, usize::MAX).await?;
+        let mut paused_by = None;
+        for e in &history {
+            match e.event_type.as_str() {
+                "CampaignPaused" => paused_by = Some(e),
+                "CampaignResumed" => paused_by = None,
+                _ => {}
+            }
+        }
+        // Resumed since (or never paused): nothing to exit.
+        let Some(paused_by) = paused_by else {
+            return Ok(outcome);
+        };
+        let step = step.unwrap_or(paused_by);
+        let after = match CampaignEvent::from_envelope(step) {
+            Ok(CampaignEvent::CampaignPauseContinued { after }) => Some(after),
+            Ok(_) => None,
+            Err(e) => return Err(EngineError::Poison(format!("{stream}: {e}"))),
+        };
+        let page = self
             .docs
-            .list(JOURNEY_INDEX, &campaign_partition(campaign_id), "", None, usize::MAX)
-            .await?
-            .into_iter()
-            .map(|(_, v)| serde_json::from_value(v).map_err(|e| EngineError::Poison(format!("journey index: {e}"))))
-            .collect::<Result<_, _>>()?;
-        for indexed in running
-            .into_iter()
-            .filter(|i| i.status != instance::InstanceStatus::Exited)
-        {
-            let ctx = JourneyContext {
-                now: self.clock.now(),
-                timezone: chrono_tz::UTC,
-                profile: None,
-            };
+            .list(
+                JOURNEY_INDEX,
+                &campaign_partition(campaign_id),
+                "",
+                after.as_deref(),
+                PAUSE_PAGE,
+            )
+            .await?;
+        let ctx = JourneyContext {
+            now: self.clock.now(),
+            timezone: chrono_tz::UTC,
+            profile: None,
+        };
+        for (_, body) in &page {
+            let indexed: IndexedInstance =
+                serde_json::from_value(body.clone()).map_err(|e| EngineError::Poison(format!("journey index: {e}")))?;
             if self
-                .advance(&indexed.instance_id, &JourneyInput::CampaignPaused, &ctx, &mut outcome)
+                .advance(
+                    &indexed.instance_id,
+                    &JourneyInput::CampaignPaused,
+                    &ctx,
+                    Some(Cause::of(step)),
+                    Some(indexed.version),
+                    &mut outcome,
+                )
                 .await?
             {
                 outcome.advanced.push(indexed.instance_id);
             }
         }
+        if page.len() == PAUSE_PAGE {
+            if let Some((last, _)) = page.last() {
+                self.continue_pause(campaign_id, step, last).await?;
+            }
+        }
         Ok(outcome)
     }
 
-    /// Handles a fired journey timer.
+    /// Appends the `CampaignPauseContinued` after `step`, expecting the
+    /// campaign stream where `step` left it: if a pause event came since
+    /// (another chain's continuation, a resume, a new pause), that one
+    /// carries on and this chain stops; an edit in between is stepped over.
+    async fn continue_pause(&self, campaign_id: &str, step: &EventEnvelope, after: &str) -> Result<(), EngineError> {
+        let stream = campaign_store::stream_id(campaign_id);
+        let meta = CommandMeta {
+            command_id: Uuid::now_v7(),
+            correlation_id: step.correlation_id,
+            causation_id: Some(step.event_id),
+            actor: Actor::system("campaign"),
+        };
+        let mut expected = step.version;
+        for _ in 0..MAX_ATTEMPTS {
+            let envelopes = crate::event::envelopes(
+                &stream,
+                None,
+                &[CampaignEvent::CampaignPauseContinued {
+                    after: after.to_string(),
+                }],
+                &meta,
+                self.clock.now(),
+            )
+            .map_err(|e| EngineError::Poison(e.to_string()))?;
+            match self
+                .events
+                .append(AppendRequest {
+                    stream_id: stream.clone(),
+                    expected: ExpectedVersion::Exactly(expected),
+                    events: envelopes,
+                    reservations: Vec::new(),
+                    receipt: None,
+                })
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(AppendError::Conflict { .. }) => {
+                    let since = self.events.read_stream(&stream, expected, usize::MAX).await?;
+                    if since.iter().any(|e| {
+                        matches!(
+                            e.event_type.as_str(),
+                            "CampaignPaused" | "CampaignResumed" | "CampaignPauseContinued"
+                        )
+                    }) {
+                        return Ok(());
+                    }
+                    match since.last() {
+                        Some(e) => expected = e.version,
+                        None => return Err(EngineError::Retry(format!("{stream} conflicted but did not move"))),
+                    }
+                }
+                Err(AppendError::Store(e)) => return Err(e.into()),
+                Err(other) => return Err(EngineError::Poison(other.to_string())),
+            }
+        }
+        Err(EngineError::Retry(format!("{stream} kept changing")))
+    }
+
+    /// Handles a fired journey timer: the instance's wait, or (on
+    /// [`SWEEP_STREAM`]) one sweep step.
     pub async fn on_timer(&self, timer: &TimerPayload) -> Result<EngineOutcome, EngineError> {
         let mut outcome = EngineOutcome::default();
+        if timer.stream_id == SWEEP_STREAM {
+            let swept = self.sweep(SweepBudget::default()).await?;
+            outcome.advanced = swept.fired.into_iter().chain(swept.exited).collect();
+            outcome.messages = swept.messages;
+            outcome.healed = swept.healed;
+            return Ok(outcome);
+        }
         let Some(instance_id) = timer.stream_id.strip_prefix("journey-") else {
             return Ok(outcome);
         };
@@ -376,42 +726,72 @@ impl JourneyEngine {
         let input = JourneyInput::Timer {
             timer_name: &timer.name,
         };
-        if self.advance(instance_id, &input, &ctx, &mut outcome).await? {
+        if self
+            .advance(instance_id, &input, &ctx, None, None, &mut outcome)
+            .await?
+        {
             outcome.advanced.push(instance_id.to_string());
         }
         Ok(outcome)
     }
 
     /// Decides and stores one input for an existing instance; true if anything happened.
+    /// `cause` is the event the input comes from (`None`: a timer, whose
+    /// cause is the event that set it); `indexed_version` the version the
+    /// caller's index line showed, if it read one.
+    ///
+    /// A timer or event reaching an instance of a paused campaign exits it
+    /// instead: nothing is sent after a pause. An input that changes nothing
+    /// (it was applied before: a retry) checks that the index caught up with
+    /// the stream, and heals the instance if a crash left it behind.
     async fn advance(
         &self,
         instance_id: &str,
         input: &JourneyInput<'_>,
         ctx: &JourneyContext<'_>,
+        cause: Option<Cause>,
+        indexed_version: Option<u64>,
         outcome: &mut EngineOutcome,
     ) -> Result<bool, EngineError> {
         for _ in 0..MAX_ATTEMPTS {
-            let Some(state) = self.load(instance_id).await? else {
+            let Some(loaded) = self.load_history(instance_id).await? else {
                 return Ok(false);
             };
-            let Some(campaign) = self.catalog.version(&state.campaign_id, state.campaign_version).await? else {
+            let state = &loaded.state;
+            let Some(at) = self.catalog.version(&state.campaign_id, state.campaign_version).await? else {
                 return Err(EngineError::Poison(format!(
                     "campaign {}@{} is unknown",
                     state.campaign_id, state.campaign_version
                 )));
             };
-            let events = instance::decide(Some(&state), &campaign, input, ctx)
+            let input = match input {
+                JourneyInput::Timer { .. } | JourneyInput::Event { .. } if at.paused => &JourneyInput::CampaignPaused,
+                other => other,
+            };
+            let events = instance::decide(Some(state), &at.campaign, input, ctx)
                 .map_err(|e| EngineError::Poison(e.to_string()))?;
             if events.is_empty() {
+                let indexed_at = match indexed_version {
+                    Some(v) if v >= state.version => v,
+                    _ => {
+                        self.docs
+                            .checkpoint(JOURNEY_INDEX, &instance::stream_id(instance_id))
+                            .await?
+                    }
+                };
+                if self.heal(&loaded, indexed_at).await? {
+                    outcome.healed.push(instance_id.to_string());
+                }
                 return Ok(false);
             }
+            let cause = cause.or_else(|| loaded.own_cause());
             let meta = CommandMeta {
-                command_id: uuid::Uuid::now_v7(),
-                correlation_id: uuid::Uuid::now_v7(),
-                causation_id: None,
-                actor: Actor::journey(&campaign.id, state.campaign_version),
+                command_id: Uuid::now_v7(),
+                correlation_id: cause.map_or_else(Uuid::now_v7, |c| c.correlation_id),
+                causation_id: cause.and_then(|c| c.causation_id),
+                actor: Actor::journey(&at.campaign.id, state.campaign_version),
             };
-            let cancel = instance::timer_to_cancel(Some(&state), &events);
+            let cancel = instance::timer_to_cancel(Some(state), &events);
             match self
                 .store(
                     instance_id,
@@ -419,7 +799,7 @@ impl JourneyEngine {
                     ExpectedVersion::Exactly(state.version),
                     &events,
                     &meta,
-                    Some(&state),
+                    Some(state),
                 )
                 .await
             {
@@ -438,7 +818,8 @@ impl JourneyEngine {
     }
 
     /// Appends an instance's events, schedules the timers they ask for and
-    /// updates the index.
+    /// updates the index, in that order: an index that caught up with the
+    /// stream therefore proves the timers were set.
     async fn store(
         &self,
         instance_id: &str,
@@ -485,57 +866,351 @@ impl JourneyEngine {
                 .await
                 .map_err(|e| StoreOutcome::Failed(e.into()))?;
         }
-        let indexed = IndexedInstance {
-            instance_id: state.id.clone(),
-            campaign_id: state.campaign_id.clone(),
-            campaign_version: state.campaign_version,
-            status: state.status,
-            current_step: state.current_step.clone(),
-            started_at: state.started_at,
-            updated_at: state.updated_at,
-        };
-        let body =
-            serde_json::to_value(&indexed).map_err(|e| StoreOutcome::Failed(EngineError::Poison(e.to_string())))?;
-        // The index follows the stream's version; a later writer's update wins.
         let indexed_at = self
             .docs
             .checkpoint(JOURNEY_INDEX, &stream)
             .await
             .map_err(|e| StoreOutcome::Failed(e.into()))?;
-        if indexed_at < state.version {
-            let mut put = vec![
-                ReadOp::Put {
-                    partition: customer_id.to_string(),
-                    sort: state.id.clone(),
-                    body: body.clone(),
-                },
-                // The same line under the campaign, so pausing it finds its instances.
-                ReadOp::Put {
-                    partition: campaign_partition(&state.campaign_id),
-                    sort: state.id.clone(),
-                    body,
-                },
-            ];
-            // Each requested message points back at its journey, for `explain`.
-            for (e, version) in &versioned {
-                if let JourneyEvent::MessageRequested { message_id, .. } = e {
-                    put.push(ReadOp::Put {
-                        partition: message_id.clone(),
-                        sort: MESSAGE_SORT.into(),
-                        body: serde_json::json!({ "instance_id": state.id, "version": version }),
-                    });
-                }
+        let first_new = versioned.first().map_or(state.version, |(_, v)| *v);
+        if indexed_at + 1 < first_new {
+            // The index missed earlier events too (a crash after an earlier
+            // append): index the whole stream, with its message pointers.
+            if let Some(loaded) = self.load_history(instance_id).await.map_err(StoreOutcome::Failed)? {
+                self.write_index(&loaded.state, &loaded.events, indexed_at)
+                    .await
+                    .map_err(StoreOutcome::Failed)?;
             }
-            match self
-                .docs
-                .commit(JOURNEY_INDEX, &stream, indexed_at, state.version, put)
+        } else {
+            self.write_index(&state, &versioned, indexed_at)
                 .await
-            {
-                Ok(()) | Err(crate::ports::CommitError::Conflict { .. }) => {}
-                Err(e) => return Err(StoreOutcome::Failed(EngineError::Retry(e.to_string()))),
-            }
+                .map_err(StoreOutcome::Failed)?;
         }
         Ok(state)
+    }
+
+    /// Makes good what a crash after an instance's append left undone, if
+    /// its index (at `indexed_at`) is behind its stream: the pending timer is
+    /// set again under its deterministic name (creating it, or replacing it
+    /// by the same timer; due a margin ahead if its time has passed), then
+    /// the index is written. True if anything was behind.
+    async fn heal(&self, loaded: &LoadedInstance, indexed_at: u64) -> Result<bool, EngineError> {
+        let state = &loaded.state;
+        if indexed_at >= state.version {
+            return Ok(false);
+        }
+        tracing::warn!(
+            instance_id = %state.id,
+            indexed_at,
+            version = state.version,
+            "journey index behind its stream: re-arming the timer and writing the index"
+        );
+        if let Some(timer) = instance::pending_timer(state) {
+            self.scheduler.schedule(self.rearmable(timer)).await?;
+        }
+        self.write_index(state, &loaded.events, indexed_at).await?;
+        Ok(true)
+    }
+
+    /// A timer as it can be created now: due no earlier than [`REARM_MARGIN`] ahead.
+    fn rearmable(&self, mut timer: TimerPayload) -> TimerPayload {
+        let earliest = self.clock.now() + REARM_MARGIN;
+        if timer.due_at < earliest {
+            timer.due_at = earliest;
+        }
+        timer
+    }
+
+    /// Writes the instance's index lines as of `state`, moving the index's
+    /// checkpoint from `indexed_at`: the customer's line, the campaign's
+    /// (removed once the instance exits), and a pointer for each message
+    /// requested after `indexed_at` (`events` with their versions). A later
+    /// writer's update wins.
+    async fn write_index(
+        &self,
+        state: &JourneyInstance,
+        events: &[(JourneyEvent, u64)],
+        indexed_at: u64,
+    ) -> Result<(), EngineError> {
+        if indexed_at >= state.version {
+            return Ok(());
+        }
+        let stream = instance::stream_id(&state.id);
+        let body = serde_json::to_value(index_line(state)).map_err(|e| EngineError::Poison(e.to_string()))?;
+        let mut ops = vec![ReadOp::Put {
+            partition: state.customer_id.clone(),
+            sort: state.id.clone(),
+            body: body.clone(),
+        }];
+        // The campaign's partition lists its running instances, for pausing and sweeping.
+        ops.push(if state.status == instance::InstanceStatus::Exited {
+            ReadOp::Delete {
+                partition: campaign_partition(&state.campaign_id),
+                sort: state.id.clone(),
+            }
+        } else {
+            ReadOp::Put {
+                partition: campaign_partition(&state.campaign_id),
+                sort: state.id.clone(),
+                body,
+            }
+        });
+        // Each requested message points back at its journey, for `explain`.
+        for (e, version) in events.iter().filter(|(_, v)| *v > indexed_at) {
+            if let JourneyEvent::MessageRequested { message_id, .. } = e {
+                ops.push(ReadOp::Put {
+                    partition: message_id.clone(),
+                    sort: MESSAGE_SORT.into(),
+                    body: serde_json::json!({ "instance_id": state.id, "version": version }),
+                });
+            }
+        }
+        match self
+            .docs
+            .commit(JOURNEY_INDEX, &stream, indexed_at, state.version, ops)
+            .await
+        {
+            Ok(()) | Err(crate::ports::CommitError::Conflict { .. }) => Ok(()),
+            Err(e) => Err(EngineError::Retry(e.to_string())),
+        }
+    }
+
+    /// Removes a campaign-partition line of an exited instance whose index
+    /// is otherwise current (lines written before exits removed them).
+    async fn tidy(&self, state: &JourneyInstance, indexed_at: u64) -> Result<(), EngineError> {
+        let ops = vec![ReadOp::Delete {
+            partition: campaign_partition(&state.campaign_id),
+            sort: state.id.clone(),
+        }];
+        match self
+            .docs
+            .commit(
+                JOURNEY_INDEX,
+                &instance::stream_id(&state.id),
+                indexed_at,
+                indexed_at,
+                ops,
+            )
+            .await
+        {
+            Ok(()) | Err(crate::ports::CommitError::Conflict { .. }) => Ok(()),
+            Err(e) => Err(EngineError::Retry(e.to_string())),
+        }
+    }
+
+    /// One step of the walk over every campaign's running instances, at
+    /// most `budget.pages` index reads of `budget.page_size` lines, from
+    /// where the last step stopped (kept in the [`SWEEP`] read model). For
+    /// each running instance it reads the stream and:
+    /// - exits it if its campaign is paused;
+    /// - heals it if its index is behind its stream (timer re-armed, index written);
+    /// - runs its step if the wait is overdue ([`OVERDUE_AFTER`]) — once:
+    ///   the step is appended at the instance's version;
+    /// - otherwise creates its timer again if the scheduler has none.
+    ///
+    /// A finished walk starts again after `budget.rest`. Two sweeps at once
+    /// are harmless (every repair is idempotent); the later cursor write
+    /// loses and its progress is walked again.
+    pub async fn sweep(&self, budget: SweepBudget) -> Result<SweepOutcome, EngineError> {
+        let mut out = SweepOutcome::default();
+        let now = self.clock.now();
+        let saved_at = self.docs.checkpoint(SWEEP, SWEEP_CURSOR).await?;
+        let mut cursor: SweepCursor = match self.docs.get(SWEEP, SWEEP_CURSOR, SWEEP_CURSOR).await? {
+            Some(v) => serde_json::from_value(v).map_err(|e| EngineError::Poison(format!("sweep cursor: {e}")))?,
+            None => SweepCursor::default(),
+        };
+        let ids = self.catalog.ids().await?;
+        if cursor.position.is_none() {
+            if cursor.last_walk_finished_at.is_some_and(|t| now < t + budget.rest) {
+                out.resting = true;
+                return Ok(out);
+            }
+            let Some(first) = ids.first() else {
+                return Ok(out);
+            };
+            cursor.position = Some(SweepPosition {
+                campaign_id: first.clone(),
+                after: None,
+            });
+            cursor.walk_started_at = Some(now);
+        }
+        while out.pages < budget.pages.max(1) {
+            let Some(position) = cursor.position.clone() else {
+                break;
+            };
+            let page = self
+                .docs
+                .list(
+                    JOURNEY_INDEX,
+                    &campaign_partition(&position.campaign_id),
+                    "",
+                    position.after.as_deref(),
+                    budget.page_size.max(1),
+                )
+                .await?;
+            out.pages += 1;
+            for (key, body) in &page {
+                match self.sweep_instance(key, body, now, &mut out).await {
+                    Ok(()) => {}
+                    Err(EngineError::Poison(reason)) => {
+                        tracing::error!(instance_id = %key, %reason, "sweep skipped an instance it cannot repair")
+                    }
+                    Err(retry) => return Err(retry),
+                }
+            }
+            cursor.position = if page.len() >= budget.page_size.max(1) {
+                page.last().map(|(last, _)| SweepPosition {
+                    campaign_id: position.campaign_id.clone(),
+                    after: Some(last.clone()),
+                })
+            } else {
+                ids.iter()
+                    .find(|id| **id > position.campaign_id)
+                    .map(|next| SweepPosition {
+                        campaign_id: next.clone(),
+                        after: None,
+                    })
+            };
+            if cursor.position.is_none() {
+                cursor.last_walk_finished_at = Some(now);
+                out.finished_walk = true;
+            }
+        }
+        let body = serde_json::to_value(&cursor).map_err(|e| EngineError::Poison(e.to_string()))?;
+        match self
+            .docs
+            .commit(
+                SWEEP,
+                SWEEP_CURSOR,
+                saved_at,
+                saved_at + 1,
+                vec![ReadOp::Put {
+                    partition: SWEEP_CURSOR.into(),
+                    sort: SWEEP_CURSOR.into(),
+                    body,
+                }],
+            )
+            .await
+        {
+            Ok(()) => {}
+            Err(crate::ports::CommitError::Conflict { .. }) => {
+                tracing::info!("another sweep moved the cursor first; this step's progress is walked again")
+            }
+            Err(e) => return Err(EngineError::Retry(e.to_string())),
+        }
+        if !(out.rearmed.is_empty() && out.fired.is_empty() && out.exited.is_empty() && out.healed.is_empty()) {
+            tracing::warn!(
+                rearmed = out.rearmed.len(),
+                fired = out.fired.len(),
+                exited = out.exited.len(),
+                healed = out.healed.len(),
+                "journey sweep repaired instances"
+            );
+        }
+        Ok(out)
+    }
+
+    /// The sweep's look at one line of a campaign's partition.
+    async fn sweep_instance(
+        &self,
+        key: &str,
+        body: &Value,
+        now: DateTime<Utc>,
+        out: &mut SweepOutcome,
+    ) -> Result<(), EngineError> {
+        let indexed: IndexedInstance = serde_json::from_value(body.clone())
+            .map_err(|e| EngineError::Poison(format!("journey index line {key}: {e}")))?;
+        out.examined += 1;
+        let Some(loaded) = self.load_history(&indexed.instance_id).await? else {
+            return Ok(());
+        };
+        let state = &loaded.state;
+        let id = state.id.clone();
+        let indexed_at = if indexed.version >= state.version {
+            indexed.version
+        } else {
+            self.docs.checkpoint(JOURNEY_INDEX, &instance::stream_id(&id)).await?
+        };
+        if state.status == instance::InstanceStatus::Exited {
+            if indexed_at >= state.version {
+                self.tidy(state, indexed_at).await?;
+            } else {
+                self.write_index(state, &loaded.events, indexed_at).await?;
+                out.healed.push(id);
+            }
+            return Ok(());
+        }
+        let mut advanced = EngineOutcome::default();
+        let paused = self
+            .catalog
+            .version(&state.campaign_id, state.campaign_version)
+            .await?
+            .is_some_and(|at| at.paused);
+        if paused {
+            let ctx = JourneyContext {
+                now,
+                timezone: chrono_tz::UTC,
+                profile: None,
+            };
+            if self
+                .advance(
+                    &id,
+                    &JourneyInput::CampaignPaused,
+                    &ctx,
+                    None,
+                    Some(indexed_at),
+                    &mut advanced,
+                )
+                .await?
+            {
+                out.exited.push(id);
+            }
+            return Ok(());
+        }
+        let healed = self.heal(&loaded, indexed_at).await?;
+        if healed {
+            out.healed.push(id.clone());
+        }
+        let Some(wait) = &state.waiting else {
+            return Ok(());
+        };
+        if wait.due_at + OVERDUE_AFTER <= now {
+            let (tz, profile) = self.context_parts(&state.customer_id).await?;
+            let ctx = JourneyContext {
+                now,
+                timezone: tz,
+                profile: profile.as_ref(),
+            };
+            let input = JourneyInput::Timer {
+                timer_name: &wait.timer_name,
+            };
+            if self
+                .advance(&id, &input, &ctx, None, Some(state.version), &mut advanced)
+                .await?
+            {
+                out.fired.push(id);
+                out.messages.extend(advanced.messages);
+            }
+        } else if !healed && self.scheduler.get(&wait.timer_name).await?.is_none() {
+            if let Some(timer) = instance::pending_timer(state) {
+                self.scheduler.schedule(self.rearmable(timer)).await?;
+                out.rearmed.push(id);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The index line of an instance.
+fn index_line(state: &JourneyInstance) -> IndexedInstance {
+    IndexedInstance {
+        instance_id: state.id.clone(),
+        campaign_id: state.campaign_id.clone(),
+        campaign_version: state.campaign_version,
+        status: state.status,
+        current_step: state.current_step.clone(),
+        started_at: state.started_at,
+        updated_at: state.updated_at,
+        version: state.version,
     }
 }
 

@@ -9,11 +9,12 @@ use crate::clock::{Clock, VirtualClock};
 use crate::consumer::ConsumerGroup;
 use crate::customer::*;
 use crate::event::{Actor, CommandMeta, DomainEvent, EventEnvelope};
-use crate::ports::{AppendRequest, EventStore, ExpectedVersion};
+use crate::ports::{AppendRequest, CommitError, EventStore, ExpectedVersion, ReadModelStore, ReadOp, StoreError};
 use crate::scheduler::Scheduler;
 use crate::testing::{InMemoryEventStore, InMemoryReadModels, InMemoryScheduler};
 use async_trait::async_trait;
 use serde_json::json;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 fn shipped(name: &str) -> Campaign {
@@ -23,9 +24,64 @@ fn shipped(name: &str) -> Campaign {
 
 const CUSTOMER: &str = "00000000-0000-7000-8000-00000000c0de";
 
+/// The in-memory read models with two test handles: journey-index commits
+/// can be made to fail (a crash before the index write), and journey-index
+/// reads are counted.
+#[derive(Default)]
+struct Docs {
+    inner: InMemoryReadModels,
+    fail_index_commits: AtomicBool,
+    index_lists: AtomicUsize,
+    most_index_lines_read: AtomicUsize,
+}
+
+impl Docs {
+    fn fail_index_commits(&self, fail: bool) {
+        self.fail_index_commits.store(fail, Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl ReadModelStore for Docs {
+    async fn checkpoint(&self, consumer: &str, stream_id: &str) -> Result<u64, StoreError> {
+        self.inner.checkpoint(consumer, stream_id).await
+    }
+    async fn commit(
+        &self,
+        consumer: &str,
+        stream_id: &str,
+        expected: u64,
+        new: u64,
+        ops: Vec<ReadOp>,
+    ) -> Result<(), CommitError> {
+        if consumer == JOURNEY_INDEX && self.fail_index_commits.load(Ordering::SeqCst) {
+            return Err(CommitError::Store(StoreError::Unavailable("injected".into())));
+        }
+        self.inner.commit(consumer, stream_id, expected, new, ops).await
+    }
+    async fn get(&self, consumer: &str, partition: &str, sort: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        self.inner.get(consumer, partition, sort).await
+    }
+    async fn list(
+        &self,
+        consumer: &str,
+        partition: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
+        let lines = self.inner.list(consumer, partition, prefix, after, limit).await?;
+        if consumer == JOURNEY_INDEX {
+            self.index_lists.fetch_add(1, Ordering::SeqCst);
+            self.most_index_lines_read.fetch_max(lines.len(), Ordering::SeqCst);
+        }
+        Ok(lines)
+    }
+}
+
 struct World {
     events: Arc<InMemoryEventStore>,
-    docs: Arc<InMemoryReadModels>,
+    docs: Arc<Docs>,
     scheduler: Arc<InMemoryScheduler>,
     clock: Arc<VirtualClock>,
     engine: JourneyEngine,
@@ -33,11 +89,21 @@ struct World {
 
 impl World {
     async fn new(catalog: Arc<dyn CampaignCatalog>) -> World {
+        Self::build(|_| catalog).await
+    }
+
+    /// Over the stored campaigns (the shipped ones until written), so they can be paused.
+    async fn stored() -> World {
+        Self::build(|events| Arc::new(super::catalog::StoredCatalog::new(events))).await
+    }
+
+    async fn build(catalog: impl FnOnce(Arc<dyn EventStore>) -> Arc<dyn CampaignCatalog>) -> World {
         let events = Arc::new(InMemoryEventStore::default());
-        let docs = Arc::new(InMemoryReadModels::default());
+        let docs = Arc::new(Docs::default());
         let scheduler = Arc::new(InMemoryScheduler::default());
         let start = chrono::DateTime::parse_from_rfc3339("2026-11-23T12:00:00Z").map(|t| t.with_timezone(&chrono::Utc));
         let clock = Arc::new(VirtualClock::starting_at(start.unwrap_or_default()));
+        let catalog = catalog(events.clone());
         let engine = JourneyEngine::new(events.clone(), docs.clone(), scheduler.clone(), catalog, clock.clone());
         let world = World {
             events,
@@ -48,6 +114,32 @@ impl World {
         };
         world.register().await;
         world
+    }
+
+    fn campaigns(&self) -> super::catalog::CampaignService {
+        super::catalog::CampaignService::new(self.events.clone(), self.clock.clone())
+    }
+
+    /// Abandons cart `cart` (worth 60.00) and hands the event to the engine.
+    async fn abandon(&self, cart: &str) -> Result<EngineOutcome, EngineError> {
+        let e = self
+            .commerce_event(
+                &format!("cart-{cart}"),
+                "CartAbandoned",
+                json!({ "cart_id": cart, "total_value_minor": 6000 }),
+            )
+            .await;
+        self.engine.on_event(&e).await
+    }
+
+    /// The journey index's lines in a campaign's partition.
+    async fn campaign_lines(&self, campaign: &str) -> usize {
+        self.docs
+            .inner
+            .list(JOURNEY_INDEX, &campaign_partition(campaign), "", None, usize::MAX)
+            .await
+            .expect("list")
+            .len()
     }
 
     /// A customer with marketing email consent, projected into the 360 and the ledger.
@@ -257,12 +349,19 @@ impl CampaignCatalog for EditedCatalog {
             (self.v1.clone(), 1)
         }])
     }
-    async fn version(&self, id: &str, version: u64) -> Result<Option<Arc<Campaign>>, crate::ports::StoreError> {
+    async fn version(&self, id: &str, version: u64) -> Result<Option<CampaignAt>, crate::ports::StoreError> {
         Ok(match version {
             1 if id == self.v1.id => Some(self.v1.clone()),
             2 if id == self.v2.id => Some(self.v2.clone()),
             _ => None,
-        })
+        }
+        .map(|campaign| CampaignAt {
+            campaign,
+            paused: false,
+        }))
+    }
+    async fn ids(&self) -> Result<Vec<String>, crate::ports::StoreError> {
+        Ok(vec![self.v1.id.clone()])
     }
 }
 
@@ -374,7 +473,7 @@ async fn deactivating_the_customer_exits_every_instance_and_deletes_its_timers()
 
 #[tokio::test]
 async fn pausing_a_campaign_exits_its_running_instances_at_once() {
-    let world = World::new(Arc::new(FixedCatalog::new(vec![shipped("abandoned-cart")]))).await;
+    let world = World::stored().await;
     let e = world
         .commerce_event(
             "cart-p1",
@@ -384,6 +483,11 @@ async fn pausing_a_campaign_exits_its_running_instances_at_once() {
         .await;
     let started = world.engine.on_event(&e).await.expect("start").started;
     assert_eq!(world.scheduler.pending().len(), 1);
+    world
+        .campaigns()
+        .pause("abandoned-cart", Actor::api("t"))
+        .await
+        .expect("paused");
     let paused = world.engine.on_campaign_paused("abandoned-cart").await.expect("pause");
     assert_eq!(paused.advanced, started);
     assert!(world.scheduler.pending().is_empty());
@@ -402,4 +506,385 @@ async fn pausing_a_campaign_exits_its_running_instances_at_once() {
         .advanced
         .is_empty());
     assert!(world.advance(chrono::Duration::days(2)).await.is_empty());
+}
+
+fn unavailable() -> crate::scheduler::SchedulerError {
+    crate::scheduler::SchedulerError::Unavailable("injected".into())
+}
+
+#[tokio::test]
+async fn a_start_that_failed_after_its_append_is_healed_by_the_retry() {
+    let world = World::new(Arc::new(FixedCatalog::new(vec![shipped("abandoned-cart")]))).await;
+    let abandoned = world
+        .commerce_event(
+            "cart-h1",
+            "CartAbandoned",
+            json!({ "cart_id": "h1", "total_value_minor": 7000 }),
+        )
+        .await;
+
+    // The scheduler fails after the journey's events are stored.
+    world.scheduler.fail_with(Some(unavailable()));
+    assert!(matches!(
+        world.engine.on_event(&abandoned).await,
+        Err(EngineError::Retry(_))
+    ));
+    world.scheduler.fail_with(None);
+    let index = world.engine.instances_of(CUSTOMER).await.expect("index");
+    assert!(index.is_empty(), "the crash left no index line");
+    assert!(world.scheduler.pending().is_empty(), "and no timer");
+
+    // The redelivery finds the instance started and makes good the rest.
+    let retried = world.engine.on_event(&abandoned).await.expect("retry");
+    assert!(retried.started.is_empty(), "not started twice");
+    assert_eq!(retried.healed.len(), 1);
+    let id = retried.healed[0].clone();
+    let pending = world.scheduler.pending();
+    assert_eq!(pending.len(), 1, "the 1 h wait is armed again");
+    let state = world.engine.load(&id).await.expect("load").expect("instance");
+    let wait = state.waiting.clone().expect("waiting");
+    assert_eq!(pending[0].name, wait.timer_name, "under its deterministic name");
+    assert_eq!(pending[0].due_at, wait.due_at);
+    assert_eq!(pending[0].set_at_version, 3, "the JourneyWaitScheduled's version");
+    let index = world.engine.instances_of(CUSTOMER).await.expect("index");
+    assert_eq!(index.len(), 1);
+    assert_eq!(index[0].version, state.version);
+    assert_eq!(world.campaign_lines("abandoned-cart").await, 1);
+
+    // A third delivery changes nothing.
+    let again = world.engine.on_event(&abandoned).await.expect("again");
+    assert!(again.healed.is_empty() && again.started.is_empty());
+
+    // And the journey goes on: one reminder.
+    assert_eq!(world.advance(chrono::Duration::hours(1)).await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_step_that_failed_before_its_index_write_is_healed_by_the_redelivered_timer() {
+    let world = World::new(Arc::new(FixedCatalog::new(vec![shipped("abandoned-cart")]))).await;
+    let started = world.abandon("h2").await.expect("start").started;
+    let id = started[0].clone();
+    let first = world.scheduler.pending().remove(0);
+
+    // The timer fires; the step is stored and the next timer set, but the index write fails.
+    world.clock.advance(chrono::Duration::hours(1));
+    world.docs.fail_index_commits(true);
+    assert!(matches!(
+        world.engine.on_timer(&first).await,
+        Err(EngineError::Retry(_))
+    ));
+    world.docs.fail_index_commits(false);
+    let index = world.engine.instances_of(CUSTOMER).await.expect("index");
+    let state = world.engine.load(&id).await.expect("load").expect("instance");
+    assert!(index[0].version < state.version, "the index is behind its stream");
+
+    // The timer is delivered again: nothing is decided twice, the index catches up.
+    let retried = world.engine.on_timer(&first).await.expect("retry");
+    assert!(retried.messages.is_empty(), "the reminder is not requested twice");
+    assert_eq!(retried.healed, vec![id.clone()]);
+    let index = world.engine.instances_of(CUSTOMER).await.expect("index");
+    assert_eq!(index[0].version, state.version);
+    // The reminder's pointer is there too: explain finds its journey.
+    let reminder = world
+        .journey_events(&id)
+        .await
+        .into_iter()
+        .find_map(|e| match e {
+            JourneyEvent::MessageRequested { message_id, .. } => Some(message_id),
+            _ => None,
+        })
+        .expect("reminder requested");
+    assert!(
+        super::explain::explain(world.events.as_ref(), world.docs.as_ref(), &reminder)
+            .await
+            .expect("explain")
+            .is_some()
+    );
+    let requested = world
+        .journey_events(&id)
+        .await
+        .iter()
+        .filter(|e| matches!(e, JourneyEvent::MessageRequested { .. }))
+        .count();
+    assert_eq!(requested, 1);
+}
+
+#[tokio::test]
+async fn the_sweep_rearms_a_missing_timer_and_fires_an_overdue_one_exactly_once() {
+    let world = World::new(Arc::new(FixedCatalog::new(vec![shipped("abandoned-cart")]))).await;
+    let a = world.abandon("s1").await.expect("start").started[0].clone();
+    let b = world.abandon("s2").await.expect("start").started[0].clone();
+    let budget = SweepBudget {
+        page_size: 10,
+        pages: 10,
+        rest: chrono::Duration::zero(),
+    };
+    // Nothing to repair.
+    let swept = world.engine.sweep(budget).await.expect("sweep");
+    assert_eq!(swept.examined, 2);
+    assert!(swept.rearmed.is_empty() && swept.fired.is_empty() && swept.healed.is_empty());
+    assert!(swept.finished_walk);
+
+    // A's schedule is lost: the sweep creates it again, the same timer.
+    let lost = world
+        .scheduler
+        .pending()
+        .into_iter()
+        .find(|t| t.stream_id.ends_with(&a))
+        .expect("a's timer");
+    world.scheduler.cancel(&lost.name).await.expect("lose it");
+    let swept = world.engine.sweep(budget).await.expect("sweep");
+    assert_eq!(swept.rearmed, vec![a.clone()]);
+    assert!(world.scheduler.pending().contains(&lost));
+
+    // B's timer fired but the event never arrived (the schedule is gone),
+    // and the due time is long past: the sweep runs the step, once.
+    let b_timer = world
+        .scheduler
+        .pending()
+        .into_iter()
+        .find(|t| t.stream_id.ends_with(&b))
+        .expect("b's timer");
+    world.scheduler.cancel(&b_timer.name).await.expect("fired and deleted");
+    world.clock.advance(chrono::Duration::minutes(90));
+    world
+        .scheduler
+        .cancel(&lost.name)
+        .await
+        .expect("a's fired too, and its step runs late as well");
+    let swept = world.engine.sweep(budget).await.expect("sweep");
+    let mut fired = swept.fired.clone();
+    fired.sort();
+    let mut both = vec![a.clone(), b.clone()];
+    both.sort();
+    assert_eq!(fired, both);
+    assert_eq!(swept.messages.len(), 2, "one reminder each");
+    let again = world.engine.sweep(budget).await.expect("sweep again");
+    assert!(again.fired.is_empty() && again.messages.is_empty(), "{again:?}");
+    // The lost timer arriving late after all changes nothing.
+    assert!(world.engine.on_timer(&b_timer).await.expect("late").messages.is_empty());
+    for id in [&a, &b] {
+        let reminders = world
+            .journey_events(id)
+            .await
+            .iter()
+            .filter(|e| matches!(e, JourneyEvent::MessageRequested { .. }))
+            .count();
+        assert_eq!(reminders, 1, "{id}");
+    }
+    // Both wait for their 24 h timers now, which are set.
+    assert_eq!(world.scheduler.pending().len(), 2);
+}
+
+#[tokio::test]
+async fn the_sweep_reads_a_page_at_a_time_and_rests_after_a_walk() {
+    let world = World::new(Arc::new(FixedCatalog::new(vec![shipped("abandoned-cart")]))).await;
+    for n in 0..5 {
+        world.abandon(&format!("w{n}")).await.expect("start");
+    }
+    let budget = SweepBudget {
+        page_size: 2,
+        pages: 1,
+        rest: chrono::Duration::hours(1),
+    };
+    let mut examined = 0;
+    let mut calls = 0;
+    loop {
+        let reads = world.docs.index_lists.load(Ordering::SeqCst);
+        let swept = world.engine.sweep(budget).await.expect("sweep");
+        calls += 1;
+        assert_eq!(
+            world.docs.index_lists.load(Ordering::SeqCst) - reads,
+            1,
+            "one page per call"
+        );
+        examined += swept.examined;
+        if swept.finished_walk {
+            break;
+        }
+        assert!(calls < 10, "the walk ends");
+    }
+    assert_eq!(examined, 5);
+    assert_eq!(calls, 3);
+    assert!(world.engine.sweep(budget).await.expect("rest").resting);
+    world.clock.advance(chrono::Duration::hours(2));
+    assert_eq!(world.engine.sweep(budget).await.expect("again").examined, 2);
+}
+
+#[tokio::test]
+async fn a_timer_that_fires_after_the_pause_sends_nothing() {
+    let world = World::stored().await;
+    let id = world.abandon("p2").await.expect("start").started[0].clone();
+    // Paused; the pause's own exits have not reached this instance yet.
+    world
+        .campaigns()
+        .pause("abandoned-cart", Actor::api("t"))
+        .await
+        .expect("paused");
+    assert!(
+        world.advance(chrono::Duration::hours(1)).await.is_empty(),
+        "no reminder after the pause"
+    );
+    assert!(matches!(
+        world.journey_events(&id).await.last(),
+        Some(JourneyEvent::JourneyExited {
+            reason: super::instance::ExitReason::CampaignPaused,
+            ..
+        })
+    ));
+    assert!(world.scheduler.pending().is_empty());
+    assert_eq!(
+        world.campaign_lines("abandoned-cart").await,
+        0,
+        "it left the campaign's partition"
+    );
+}
+
+#[tokio::test]
+async fn pausing_exits_the_instances_a_page_at_a_time_over_continuations() {
+    let world = World::stored().await;
+    let total = PAUSE_PAGE * 2 + 30;
+    for n in 0..total {
+        world.abandon(&format!("m{n}")).await.expect("start");
+    }
+    assert_eq!(world.scheduler.pending().len(), total);
+    let service = world.campaigns();
+    service.pause("abandoned-cart", Actor::api("t")).await.expect("paused");
+    let stream = super::catalog::stream_id("abandoned-cart");
+    let read_campaign = || async { world.events.read_stream(&stream, 0, 1000).await.expect("read") };
+
+    // The API's call: the first page, and a continuation.
+    world.docs.most_index_lines_read.store(0, Ordering::SeqCst);
+    let before = world.docs.index_lists.load(Ordering::SeqCst);
+    let first = world.engine.on_campaign_paused("abandoned-cart").await.expect("page 1");
+    assert_eq!(world.docs.index_lists.load(Ordering::SeqCst) - before, 1);
+    assert_eq!(first.advanced.len(), PAUSE_PAGE);
+    let paused_event = read_campaign()
+        .await
+        .into_iter()
+        .find(|e| e.event_type == "CampaignPaused")
+        .expect("paused event");
+
+    // The campaign function receives each continuation in turn.
+    let mut exited = first.advanced.len();
+    let mut handled = paused_event.version;
+    let mut continuations = 0;
+    loop {
+        let next = read_campaign()
+            .await
+            .into_iter()
+            .find(|e| e.version > handled && e.event_type == "CampaignPauseContinued");
+        let Some(next) = next else { break };
+        continuations += 1;
+        assert!(next.causation_id.is_some());
+        let before = world.docs.index_lists.load(Ordering::SeqCst);
+        let page = world.engine.on_event(&next).await.expect("next page");
+        assert_eq!(
+            world.docs.index_lists.load(Ordering::SeqCst) - before,
+            1,
+            "one page read per call"
+        );
+        exited += page.advanced.len();
+        handled = next.version;
+        assert!(continuations < 10, "the chain ends");
+    }
+    assert_eq!(continuations, 2);
+    assert_eq!(exited, total);
+    assert!(world.docs.most_index_lines_read.load(Ordering::SeqCst) <= PAUSE_PAGE);
+    assert!(world.scheduler.pending().is_empty(), "every timer deleted");
+    assert_eq!(world.campaign_lines("abandoned-cart").await, 0);
+
+    // The CampaignPaused itself arriving through the bus, and a redelivered
+    // continuation, find nothing left and start no second chain.
+    let events_before = read_campaign().await.len();
+    assert!(world
+        .engine
+        .on_event(&paused_event)
+        .await
+        .expect("bus")
+        .advanced
+        .is_empty());
+    let last = read_campaign().await.pop().expect("last");
+    assert!(world
+        .engine
+        .on_event(&last)
+        .await
+        .expect("redelivered")
+        .advanced
+        .is_empty());
+    assert_eq!(read_campaign().await.len(), events_before);
+}
+
+#[tokio::test]
+async fn a_duplicated_pause_step_does_not_fork_the_chain() {
+    let world = World::stored().await;
+    for n in 0..PAUSE_PAGE + 1 {
+        world.abandon(&format!("f{n}")).await.expect("start");
+    }
+    world
+        .campaigns()
+        .pause("abandoned-cart", Actor::api("t"))
+        .await
+        .expect("paused");
+    let stream = super::catalog::stream_id("abandoned-cart");
+    let paused = world
+        .events
+        .read_stream(&stream, 0, 100)
+        .await
+        .expect("read")
+        .into_iter()
+        .find(|e| e.event_type == "CampaignPaused")
+        .expect("paused");
+    // The API and the bus both run the first step.
+    world.engine.on_campaign_paused("abandoned-cart").await.expect("api");
+    world.engine.on_event(&paused).await.expect("bus");
+    let continued: Vec<_> = world
+        .events
+        .read_stream(&stream, 0, 100)
+        .await
+        .expect("read")
+        .into_iter()
+        .filter(|e| e.event_type == "CampaignPauseContinued")
+        .collect();
+    assert_eq!(continued.len(), 1, "one chain");
+    world.engine.on_event(&continued[0]).await.expect("page 2");
+    assert_eq!(world.campaign_lines("abandoned-cart").await, 0);
+}
+
+#[tokio::test]
+async fn a_step_carries_the_correlation_of_its_cause_and_names_it() {
+    let world = World::new(Arc::new(FixedCatalog::new(vec![shipped("abandoned-cart")]))).await;
+    let abandoned = world
+        .commerce_event(
+            "cart-c9",
+            "CartAbandoned",
+            json!({ "cart_id": "c9", "total_value_minor": 7000 }),
+        )
+        .await;
+    let id = world.engine.on_event(&abandoned).await.expect("start").started[0].clone();
+    world.advance(chrono::Duration::hours(1)).await;
+    let order = world
+        .commerce_event("order-o9", "OrderPlaced", json!({ "order_id": "o9" }))
+        .await;
+    world.engine.on_event(&order).await.expect("order");
+    let stored = world
+        .events
+        .read_stream(&super::instance::stream_id(&id), 0, 100)
+        .await
+        .expect("read");
+    let of = |t: &str| stored.iter().rev().find(|e| e.event_type == t).expect(t).clone();
+
+    // The exit comes from the order: its correlation, caused by it.
+    let exited = of("JourneyExited");
+    assert_eq!(exited.correlation_id, order.correlation_id);
+    assert_eq!(exited.causation_id, Some(order.event_id));
+    // The timer's step comes from the wait that set the timer, in the journey's correlation.
+    let fired = of("TimerFired");
+    let first_wait = stored
+        .iter()
+        .find(|e| e.event_type == "JourneyWaitScheduled")
+        .expect("wait");
+    assert_eq!(fired.causation_id, Some(first_wait.event_id));
+    assert_eq!(fired.correlation_id, abandoned.correlation_id);
+    assert_eq!(of("JourneyStarted").correlation_id, abandoned.correlation_id);
 }

@@ -191,6 +191,10 @@ pub struct PendingWait {
     pub timer_name: String,
     pub due_at: DateTime<Utc>,
     pub waiting_for_event: bool,
+    /// The stream version of the `JourneyWaitScheduled` that set the timer
+    /// (the timer's `set_at_version`, so a re-armed timer is the same timer).
+    #[serde(default)]
+    pub set_at_version: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -593,6 +597,7 @@ pub fn evolve(
                 timer_name: timer_name.clone(),
                 due_at: *due_at,
                 waiting_for_event: *waiting_for_event,
+                set_at_version: s.version,
             });
         }
         JourneyEvent::TimerFired { .. } | JourneyEvent::JourneyWaitEnded { .. } => {
@@ -636,18 +641,41 @@ pub fn timers_to_schedule(instance: &JourneyInstance, events: &[(JourneyEvent, u
                 timer_name,
                 due_at,
                 ..
-            } => Some(TimerPayload {
-                name: timer_name.clone(),
-                kind: TimerKind::JourneyWait,
-                stream_id: stream_id(&instance.id),
-                customer_id: Some(instance.customer_id.clone()),
-                due_at: *due_at,
-                set_at_version: *version,
-                data: serde_json::json!({ "step_id": step_id }),
-            }),
+            } => Some(wait_timer(instance, step_id, timer_name, *due_at, *version)),
             _ => None,
         })
         .collect()
+}
+
+/// The timer of the instance's pending wait, exactly as it was set (same
+/// name, due time and `set_at_version`), if the instance is waiting.
+pub fn pending_timer(instance: &JourneyInstance) -> Option<TimerPayload> {
+    let w = instance.waiting.as_ref()?;
+    Some(wait_timer(
+        instance,
+        &w.step_id,
+        &w.timer_name,
+        w.due_at,
+        w.set_at_version,
+    ))
+}
+
+fn wait_timer(
+    instance: &JourneyInstance,
+    step_id: &str,
+    name: &str,
+    due_at: DateTime<Utc>,
+    set_at_version: u64,
+) -> TimerPayload {
+    TimerPayload {
+        name: name.to_string(),
+        kind: TimerKind::JourneyWait,
+        stream_id: stream_id(&instance.id),
+        customer_id: Some(instance.customer_id.clone()),
+        due_at,
+        set_at_version,
+        data: serde_json::json!({ "step_id": step_id }),
+    }
 }
 
 #[cfg(test)]
