@@ -1,0 +1,805 @@
+#!/usr/bin/env python3
+"""A seeded fault-injecting HTTP proxy in front of moto.
+
+Usage (standard library only; any Python 3.9+):
+
+    python scripts/fault_proxy.py --moto http://127.0.0.1:5055 --port 5056 \\
+        --seed 7 --rate 0.2 --services dynamodb,kms,events,scheduler,ses \\
+        --after-share 0.5 --max-consecutive 2
+
+then point the functions and tests at it: AWS_ENDPOINT_URL=http://127.0.0.1:5056.
+With `--port 0` it picks a free port; the first line it prints on stdout is
+always `fault-proxy listening on http://HOST:PORT`.
+
+What it does with each request
+------------------------------
+It names the AWS service and operation of the request:
+
+* JSON protocol (`X-Amz-Target`): `DynamoDB_20120810.PutItem` is dynamodb
+  PutItem, `DynamoDBStreams_20120810.*` dynamodbstreams, `TrentService.*` kms,
+  `AWSEvents.*` events, `AmazonSQS.*` sqs;
+* REST-JSON by path: `/schedules`, `/schedule-groups` (and `/tags/...` signed
+  for scheduler) are EventBridge Scheduler, `/v2/email/...` is SES v2 (named
+  `ses`, the name SES v2 signs with); the operation comes from a route table
+  (`POST /v2/email/outbound-emails` is SendEmail), or is `METHOD /prefix` for
+  a route the table does not know;
+* query protocol (form body or query string with `Action=`): SES v1, SNS...;
+* otherwise the service is the one in the SigV4 `Authorization` header's
+  credential scope (`.../<region>/<service>/aws4_request`).
+
+Moto's own `/moto-api/...` paths are always forwarded, never faulted, and
+`/fault-proxy/...` is the proxy's own control API (never forwarded).
+
+A request of a chosen service (and operation, with `--operations`) is faulted
+with probability `--rate`; otherwise it is forwarded unchanged (method, path,
+query, headers but the hop-by-hop ones, body) and moto's answer is returned
+unchanged. A fault is one of two kinds:
+
+* BEFORE (share `1 - --after-share`): the request never reaches moto, so
+  nothing happened. The answer is one of `--before-kinds`:
+  `throttle` (the service's own throttling error, as AWS sends it, see
+  ERRORS), `internal` (HTTP 500) or `unavailable` (HTTP 503).
+* AFTER (share `--after-share`): the request is forwarded, moto applies it,
+  and its answer is dropped and replaced by one of `--after-kinds`:
+  `internal` (HTTP 500), `unavailable` (HTTP 503) or `reset` (the
+  connection is reset without any answer). It happened, but the caller
+  cannot know. AWS never throttles after doing the work, so `throttle` is
+  not an AFTER kind.
+
+The error answers are those the SDKs classify as retryable. The AWS SDK for
+Rust (aws-runtime `retries::classifiers::THROTTLING_ERRORS`, applied to the
+error code it reads from `x-amzn-errortype`, else the body's `code`/`__type`
+with any `namespace#` prefix removed, and for SQS from `x-amzn-query-error`)
+and botocore (`retries.standard.ThrottledRetryableChecker`, same parsing)
+both treat ThrottlingException, ProvisionedThroughputExceededException,
+TooManyRequestsException, RequestThrottled, LimitExceededException and
+Throttling as throttling, and HTTP 500/502/503/504 and a lost connection as
+transient. SNS's `Throttled` (HTTP 429) is in neither list: AWS sends it that
+way, so it is sent that way here.
+
+Retries and `--max-consecutive`
+-------------------------------
+`--max-consecutive N` caps the faults in a row that one call receives: after
+N faulted attempts the next attempt is forwarded cleanly. An attempt is
+recognised as a retry of the same call by its `amz-sdk-invocation-id`
+header, which the AWS SDK for Rust and botocore send unchanged on every
+attempt of one call (without that header, by service and operation). The
+SDKs' default is 3 attempts (Rust standard mode, botocore standard mode;
+botocore legacy mode: 5), so:
+
+* the default, 2, lets every call made with the SDK's default retries
+  succeed at its third attempt at the latest: faults cost retries, never a
+  failed call. A call made with one attempt (the SES and SNS sends, which
+  disable SDK retries on purpose) still fails whenever it is faulted;
+* 3 or more (0 = no cap) lets a call fail past the SDK's retries: with rate
+  r, about r**3 of the calls made with three attempts fail for good, and the
+  caller's own recovery (SQS redelivery, the relay's backoff) must cope.
+
+The cap only counts the faults of one call: a caller that retries by making
+a new call (a new invocation id) draws again.
+
+Determinism
+-----------
+Each (service, operation) has its own random stream seeded with
+`"<seed>/<service>/<operation>"`, and every eligible request draws exactly
+four numbers from it (fault?, after?, kind, variant), whether or not it is
+faulted. So for a given seed, the n-th eligible call of an operation always
+gets the same decision, however calls of other operations interleave.
+Posting a `seed` to the config (even the same one) restarts the streams.
+
+Moto handles one request at a time
+----------------------------------
+The proxy serves clients on many threads (ThreadingHTTPServer, HTTP/1.1
+keep-alive) but forwards to moto one request at a time under a lock:
+moto's backends are not thread-safe (decision 0005).
+
+Control API
+-----------
+* `GET /fault-proxy/stats`: JSON `{"services": {service: {operation:
+  {"forwarded", "faulted_before", "faulted_after", "retries",
+  "faulted_last_attempt"}}}, "faults_by_kind": {"before:throttle": n, ...},
+  "totals": {...}}`. `forwarded` counts the requests answered with moto's
+  own answer; `faulted_before` those answered with a fault without reaching
+  moto; `faulted_after` those moto handled whose answer was replaced;
+  `retries` the attempts whose `amz-sdk-request` header says `attempt=2` or
+  later; `faulted_last_attempt` the faults on an attempt the header says is
+  the SDK's last (`attempt=N; max=N`): that call fails for good.
+* `GET /fault-proxy/config`: the configuration in force.
+* `POST /fault-proxy/config`: JSON with any of `seed`, `rate`, `services`,
+  `after_share`, `operations` (null for all), `max_consecutive`,
+  `before_kinds`, `after_kinds` (lists or comma-separated strings), and
+  `reset_stats: true`. Answers the new configuration. `{"rate": 0}` stops
+  the faults (for the final checks).
+"""
+
+import argparse
+import http.client
+import http.server
+import json
+import random
+import re
+import socket
+import struct
+import sys
+import threading
+import uuid
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field, replace
+from typing import Optional
+from urllib.parse import parse_qs, urlsplit
+
+DEFAULT_SERVICES = ("dynamodb", "kms", "events", "scheduler", "ses")
+BEFORE_KINDS = ("throttle", "internal", "unavailable")
+AFTER_KINDS = ("internal", "unavailable", "reset")
+CONTROL_PREFIX = "/fault-proxy/"
+MOTO_API_PREFIX = "/moto-api/"
+
+# Headers that belong to one connection, not to the request (RFC 9110 7.6.1).
+# The request body is always forwarded with its Content-Length.
+HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "expect",
+    "content-length",
+}
+
+TARGET_PREFIXES = {
+    "DynamoDB_20120810": "dynamodb",
+    "DynamoDBStreams_20120810": "dynamodbstreams",
+    "TrentService": "kms",
+    "AWSEvents": "events",
+    "AmazonSQS": "sqs",
+}
+
+_DDB = "com.amazonaws.dynamodb.v20120810#"
+
+# service (or service/protocol) -> fault kind -> variants (status, code, message).
+# Codes as the services send them; `ERRORS[...]["throttle"]` codes are all in
+# the SDKs' throttling lists (see the module doc), except SNS's Throttled.
+ERRORS = {
+    "dynamodb": {
+        "throttle": [
+            (400, _DDB + "ThrottlingException", "Rate of requests exceeds the allowed throughput."),
+            (
+                400,
+                _DDB + "ProvisionedThroughputExceededException",
+                "The level of configured provisioned throughput for the table was exceeded.",
+            ),
+        ],
+        "internal": [(500, _DDB + "InternalServerError", "Internal server error")],
+        "unavailable": [(503, "ServiceUnavailable", "The service is currently unavailable or busy.")],
+    },
+    "dynamodbstreams": {
+        "throttle": [
+            (400, _DDB + "LimitExceededException", "Rate exceeded for shard."),
+            (400, _DDB + "ThrottlingException", "Rate exceeded."),
+        ],
+        "internal": [(500, _DDB + "InternalServerError", "Internal server error")],
+        "unavailable": [(503, "ServiceUnavailable", "The service is currently unavailable or busy.")],
+    },
+    "kms": {
+        "throttle": [(400, "ThrottlingException", "Rate exceeded")],
+        "internal": [(500, "KMSInternalException", "An internal error occurred.")],
+        "unavailable": [(503, "ServiceUnavailableException", "Service unavailable.")],
+    },
+    "events": {
+        "throttle": [(400, "ThrottlingException", "Rate exceeded")],
+        "internal": [(500, "InternalException", "An internal error occurred.")],
+        "unavailable": [(503, "ServiceUnavailableException", "Service unavailable.")],
+    },
+    # SQS's JSON protocol is query-compatible: the SDKs take the code from
+    # `x-amzn-query-error: <code>;<Sender|Receiver>` (see _json_error).
+    "sqs": {
+        "throttle": [
+            (400, "com.amazonaws.sqs#RequestThrottled", "Request is throttled."),
+            (400, "com.amazon.coral.availability#ThrottlingException", "Rate exceeded"),
+        ],
+        "internal": [(500, "com.amazonaws.sqs#InternalFailure", "An internal error occurred.")],
+        "unavailable": [(503, "com.amazonaws.sqs#ServiceUnavailable", "Service unavailable.")],
+    },
+    "scheduler": {
+        "throttle": [(429, "ThrottlingException", "Rate exceeded")],
+        "internal": [(500, "InternalServerException", "Unexpected error encountered while processing the request.")],
+        "unavailable": [(503, "ServiceUnavailableException", "Service unavailable.")],
+    },
+    "ses": {
+        "throttle": [(429, "TooManyRequestsException", "Too many requests have been made to the operation.")],
+        "internal": [(500, "InternalServiceErrorException", "The request couldn't be processed.")],
+        "unavailable": [(503, "ServiceUnavailableException", "Service unavailable.")],
+    },
+    "ses/query": {
+        "throttle": [(400, "Throttling", "Maximum sending rate exceeded.")],
+        "internal": [(500, "InternalFailure", "An internal error occurred.")],
+        "unavailable": [(503, "ServiceUnavailable", "Service unavailable.")],
+    },
+    "sns/query": {
+        "throttle": [(429, "Throttled", "Rate exceeded")],
+        "internal": [(500, "InternalError", "An internal error occurred.")],
+        "unavailable": [(503, "ServiceUnavailable", "Service unavailable.")],
+    },
+    "*": {
+        "throttle": [(400, "ThrottlingException", "Rate exceeded")],
+        "internal": [(500, "InternalFailure", "An internal error occurred.")],
+        "unavailable": [(503, "ServiceUnavailable", "Service unavailable.")],
+    },
+}
+
+
+def _routes(service, table):
+    compiled = []
+    for method, template, operation in table:
+        pattern = re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template))
+        compiled.append((service, method, re.compile("^" + pattern + "$"), operation))
+    return compiled
+
+
+REST_ROUTES = _routes(
+    "scheduler",
+    [
+        ("GET", "/schedules", "ListSchedules"),
+        ("POST", "/schedules/{Name}", "CreateSchedule"),
+        ("GET", "/schedules/{Name}", "GetSchedule"),
+        ("PUT", "/schedules/{Name}", "UpdateSchedule"),
+        ("DELETE", "/schedules/{Name}", "DeleteSchedule"),
+        ("GET", "/schedule-groups", "ListScheduleGroups"),
+        ("POST", "/schedule-groups/{Name}", "CreateScheduleGroup"),
+        ("GET", "/schedule-groups/{Name}", "GetScheduleGroup"),
+        ("DELETE", "/schedule-groups/{Name}", "DeleteScheduleGroup"),
+    ],
+) + _routes(
+    "ses",
+    [
+        ("POST", "/v2/email/outbound-emails", "SendEmail"),
+        ("POST", "/v2/email/outbound-bulk-emails", "SendBulkEmail"),
+        ("GET", "/v2/email/account", "GetAccount"),
+        ("GET", "/v2/email/identities", "ListEmailIdentities"),
+        ("POST", "/v2/email/identities", "CreateEmailIdentity"),
+        ("GET", "/v2/email/identities/{EmailIdentity}", "GetEmailIdentity"),
+        ("DELETE", "/v2/email/identities/{EmailIdentity}", "DeleteEmailIdentity"),
+        ("GET", "/v2/email/configuration-sets", "ListConfigurationSets"),
+        ("POST", "/v2/email/configuration-sets", "CreateConfigurationSet"),
+        ("GET", "/v2/email/configuration-sets/{Name}", "GetConfigurationSet"),
+        ("DELETE", "/v2/email/configuration-sets/{Name}", "DeleteConfigurationSet"),
+        (
+            "GET",
+            "/v2/email/configuration-sets/{Name}/event-destinations",
+            "GetConfigurationSetEventDestinations",
+        ),
+        (
+            "POST",
+            "/v2/email/configuration-sets/{Name}/event-destinations",
+            "CreateConfigurationSetEventDestination",
+        ),
+        (
+            "PUT",
+            "/v2/email/configuration-sets/{Name}/event-destinations/{Destination}",
+            "UpdateConfigurationSetEventDestination",
+        ),
+        (
+            "DELETE",
+            "/v2/email/configuration-sets/{Name}/event-destinations/{Destination}",
+            "DeleteConfigurationSetEventDestination",
+        ),
+        ("GET", "/v2/email/contact-lists", "ListContactLists"),
+        ("POST", "/v2/email/contact-lists", "CreateContactList"),
+        ("GET", "/v2/email/contact-lists/{Name}", "GetContactList"),
+        ("DELETE", "/v2/email/contact-lists/{Name}", "DeleteContactList"),
+        ("GET", "/v2/email/contact-lists/{Name}/contacts", "ListContacts"),
+        ("POST", "/v2/email/contact-lists/{Name}/contacts", "CreateContact"),
+        ("GET", "/v2/email/contact-lists/{Name}/contacts/{Email}", "GetContact"),
+        ("PUT", "/v2/email/contact-lists/{Name}/contacts/{Email}", "UpdateContact"),
+        ("DELETE", "/v2/email/contact-lists/{Name}/contacts/{Email}", "DeleteContact"),
+        ("GET", "/v2/email/suppression/addresses", "ListSuppressedDestinations"),
+        ("PUT", "/v2/email/suppression/addresses", "PutSuppressedDestination"),
+        ("GET", "/v2/email/suppression/addresses/{EmailAddress}", "GetSuppressedDestination"),
+        ("DELETE", "/v2/email/suppression/addresses/{EmailAddress}", "DeleteSuppressedDestination"),
+    ],
+)
+
+_SCOPE = re.compile(r"Credential=[^/,\s]+/\d{8}/([^/,\s]+)/([^/,\s]+)/aws4_request")
+
+
+@dataclass(frozen=True)
+class Call:
+    """The AWS call a request makes, as far as the proxy can tell."""
+
+    service: str
+    operation: str
+    protocol: str  # "json", "rest-json", "query", "moto-api" or "unknown"
+
+
+def signing_service(headers, query) -> Optional[str]:
+    """The service of the SigV4 credential scope (header or presigned query)."""
+    found = _SCOPE.search(headers.get("authorization", ""))
+    if found:
+        return found.group(2)
+    credential = query.get("X-Amz-Credential")
+    if credential:
+        parts = credential[0].split("/")
+        if len(parts) == 5 and parts[4] == "aws4_request":
+            return parts[3]
+    return None
+
+
+def identify(method: str, path: str, query_string: str, headers, body: bytes) -> Call:
+    """Names the service and operation of one request.
+
+    `headers` maps lower-case header names to values.
+    """
+    if path.startswith(MOTO_API_PREFIX):
+        return Call("moto-api", path, "moto-api")
+    query = parse_qs(query_string, keep_blank_values=True)
+    scope = signing_service(headers, query)
+
+    target = headers.get("x-amz-target")
+    if target and "." in target:
+        prefix, operation = target.rsplit(".", 1)
+        service = TARGET_PREFIXES.get(prefix) or scope or prefix.lower()
+        return Call(service, operation, "json")
+
+    for service, route_method, pattern, operation in REST_ROUTES:
+        if route_method == method and pattern.match(path):
+            return Call(service, operation, "rest-json")
+    segments = [s for s in path.split("/") if s]
+    if path.startswith("/v2/email/"):
+        return Call("ses", f"{method} /v2/email/{segments[2] if len(segments) > 2 else ''}", "rest-json")
+    if segments and segments[0] in ("schedules", "schedule-groups"):
+        return Call("scheduler", f"{method} /{segments[0]}", "rest-json")
+    if scope == "scheduler" and segments and segments[0] == "tags":
+        operation = {"GET": "ListTagsForResource", "POST": "TagResource", "DELETE": "UntagResource"}
+        return Call("scheduler", operation.get(method, f"{method} /tags"), "rest-json")
+
+    action = query.get("Action")
+    content_type = headers.get("content-type", "")
+    if not action and "application/x-www-form-urlencoded" in content_type and body:
+        try:
+            action = parse_qs(body.decode("utf-8"), keep_blank_values=True).get("Action")
+        except UnicodeDecodeError:
+            action = None
+    if action:
+        return Call(scope or "unknown", action[0], "query")
+
+    if scope:
+        first = f"/{segments[0]}" if segments else "/"
+        return Call(scope, f"{method} {first}", "rest-json")
+    return Call("unknown", f"{method} {path}", "unknown")
+
+
+@dataclass(frozen=True)
+class Config:
+    seed: int = 0
+    rate: float = 0.2
+    services: tuple = DEFAULT_SERVICES
+    after_share: float = 0.5
+    operations: Optional[tuple] = None  # "Op" or "service:Op"; None = all
+    max_consecutive: int = 2  # 0 = no cap
+    before_kinds: tuple = BEFORE_KINDS
+    after_kinds: tuple = ("internal", "reset")
+
+    def validated(self) -> "Config":
+        if not 0.0 <= self.rate <= 1.0:
+            raise ValueError("rate must be within [0, 1]")
+        if not 0.0 <= self.after_share <= 1.0:
+            raise ValueError("after_share must be within [0, 1]")
+        if self.max_consecutive < 0:
+            raise ValueError("max_consecutive must be 0 (no cap) or more")
+        if not self.before_kinds or any(k not in BEFORE_KINDS for k in self.before_kinds):
+            raise ValueError(f"before_kinds must be some of {', '.join(BEFORE_KINDS)}")
+        if not self.after_kinds or any(k not in AFTER_KINDS for k in self.after_kinds):
+            raise ValueError(f"after_kinds must be some of {', '.join(AFTER_KINDS)}")
+        return self
+
+
+def _names(value) -> tuple:
+    if isinstance(value, str):
+        return tuple(v.strip() for v in value.split(",") if v.strip())
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise ValueError(f"expected a list of names or a comma-separated string, got {value!r}")
+
+
+def config_update(config: Config, changes: dict) -> Config:
+    """A new configuration with the JSON `changes` applied."""
+    updates = {}
+    for key, value in changes.items():
+        if key == "seed":
+            updates[key] = int(value)
+        elif key in ("rate", "after_share"):
+            updates[key] = float(value)
+        elif key == "max_consecutive":
+            updates[key] = int(value)
+        elif key in ("services", "before_kinds", "after_kinds"):
+            updates[key] = _names(value)
+        elif key == "operations":
+            updates[key] = None if value is None else _names(value)
+        else:
+            raise ValueError(f"unknown option {key!r}")
+    return replace(config, **updates).validated()
+
+
+@dataclass(frozen=True)
+class Fault:
+    after: bool
+    kind: str
+    variant: float
+
+
+def _attempt(headers):
+    """(attempt, max) from the SDKs' `amz-sdk-request: attempt=2; max=3`."""
+    values = {}
+    for part in headers.get("amz-sdk-request", "").split(";"):
+        name, _, value = part.strip().partition("=")
+        if value.isdigit():
+            values[name] = int(value)
+    return values.get("attempt"), values.get("max")
+
+
+@dataclass
+class OperationStats:
+    forwarded: int = 0
+    faulted_before: int = 0
+    faulted_after: int = 0
+    retries: int = 0
+    faulted_last_attempt: int = 0
+
+
+@dataclass
+class Injector:
+    """Decides, under one lock, which requests are faulted, and counts."""
+
+    config: Config
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _streams: dict = field(default_factory=dict)
+    _streaks: OrderedDict = field(default_factory=OrderedDict)
+    _stats: dict = field(default_factory=dict)
+    _kinds: dict = field(default_factory=dict)
+
+    MAX_STREAKS = 100_000
+
+    def reconfigure(self, changes: dict) -> Config:
+        with self._lock:
+            self.config = config_update(self.config, {k: v for k, v in changes.items() if k != "reset_stats"})
+            if "seed" in changes:
+                self._streams.clear()
+                self._streaks.clear()
+            if changes.get("reset_stats"):
+                self._stats.clear()
+                self._kinds.clear()
+            return self.config
+
+    def _eligible(self, call: Call) -> bool:
+        config = self.config
+        if call.protocol == "moto-api" or call.service not in config.services:
+            return False
+        if config.operations is None:
+            return True
+        return call.operation in config.operations or f"{call.service}:{call.operation}" in config.operations
+
+    def decide(self, call: Call, headers) -> Optional[Fault]:
+        """The fault for this request, or None to forward it cleanly."""
+        with self._lock:
+            stats = self._stats.setdefault(call.service, {}).setdefault(call.operation, OperationStats())
+            attempt, max_attempts = _attempt(headers)
+            if attempt is not None and attempt > 1:
+                stats.retries += 1
+            if not self._eligible(call):
+                return None
+            config = self.config
+            key = (call.service, call.operation)
+            stream = self._streams.get(key)
+            if stream is None:
+                stream = self._streams[key] = random.Random(f"{config.seed}/{call.service}/{call.operation}")
+            u_fault, u_after, u_kind, u_variant = (stream.random() for _ in range(4))
+            streak_key = (call.service, call.operation, headers.get("amz-sdk-invocation-id"))
+            streak = self._streaks.get(streak_key, 0)
+            capped = config.max_consecutive and streak >= config.max_consecutive
+            if u_fault >= config.rate or capped:
+                self._streaks.pop(streak_key, None)
+                return None
+            self._streaks[streak_key] = streak + 1
+            self._streaks.move_to_end(streak_key)
+            while len(self._streaks) > self.MAX_STREAKS:
+                self._streaks.popitem(last=False)
+            after = u_after < config.after_share
+            kinds = config.after_kinds if after else config.before_kinds
+            kind = kinds[min(int(u_kind * len(kinds)), len(kinds) - 1)]
+            if after:
+                stats.faulted_after += 1
+            else:
+                stats.faulted_before += 1
+            if attempt is not None and max_attempts is not None and attempt >= max_attempts:
+                stats.faulted_last_attempt += 1
+            label = f"{'after' if after else 'before'}:{kind}"
+            self._kinds[label] = self._kinds.get(label, 0) + 1
+            return Fault(after, kind, u_variant)
+
+    def count_forwarded(self, call: Call):
+        with self._lock:
+            self._stats.setdefault(call.service, {}).setdefault(call.operation, OperationStats()).forwarded += 1
+
+    def snapshot(self) -> dict:
+        with self._lock:
+            services = {
+                service: {operation: asdict(s) for operation, s in sorted(ops.items())}
+                for service, ops in sorted(self._stats.items())
+            }
+            totals = OperationStats()
+            for ops in self._stats.values():
+                for s in ops.values():
+                    totals.forwarded += s.forwarded
+                    totals.faulted_before += s.faulted_before
+                    totals.faulted_after += s.faulted_after
+                    totals.retries += s.retries
+                    totals.faulted_last_attempt += s.faulted_last_attempt
+            return {
+                "services": services,
+                "faults_by_kind": dict(sorted(self._kinds.items())),
+                "totals": asdict(totals),
+                "config": config_json(self.config),
+            }
+
+
+def config_json(config: Config) -> dict:
+    out = asdict(config)
+    for key in ("services", "before_kinds", "after_kinds", "operations"):
+        if out[key] is not None:
+            out[key] = list(out[key])
+    return out
+
+
+def error_answer(call: Call, kind: str, variant: float, request_headers) -> tuple:
+    """(status, headers, body) of a `kind` fault, in the call's protocol."""
+    table = ERRORS.get(f"{call.service}/{call.protocol}") or ERRORS.get(call.service) or ERRORS["*"]
+    if call.protocol == "query" and f"{call.service}/query" not in ERRORS:
+        table = ERRORS["*"]
+    variants = table[kind]
+    status, code, message = variants[min(int(variant * len(variants)), len(variants) - 1)]
+    request_id = str(uuid.uuid4())
+    short_code = code.rsplit("#", 1)[-1]
+    if call.protocol == "json":
+        headers = {
+            "Content-Type": request_headers.get("content-type") or "application/x-amz-json-1.0",
+            "x-amzn-RequestId": request_id,
+        }
+        if call.service == "sqs":
+            headers["x-amzn-query-error"] = f"{short_code};{'Sender' if status < 500 else 'Receiver'}"
+        body = json.dumps({"__type": code, "message": message}).encode()
+    elif call.protocol == "query":
+        headers = {"Content-Type": "text/xml", "x-amzn-RequestId": request_id}
+        body = (
+            "<ErrorResponse><Error>"
+            f"<Type>{'Sender' if status < 500 else 'Receiver'}</Type>"
+            f"<Code>{short_code}</Code><Message>{message}</Message>"
+            f"</Error><RequestId>{request_id}</RequestId></ErrorResponse>"
+        ).encode()
+    else:
+        headers = {
+            "Content-Type": "application/json",
+            "x-amzn-RequestId": request_id,
+            "x-amzn-ErrorType": short_code,
+        }
+        body = json.dumps({"message": message}).encode()
+    return status, headers, body
+
+
+class MotoUpstream:
+    """Forwards requests to moto one at a time."""
+
+    def __init__(self, url: str, timeout: float = 120.0):
+        parts = urlsplit(url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(f"moto URL must be http://host:port, got {url!r}")
+        self.host = parts.hostname
+        self.port = parts.port or 80
+        self.timeout = timeout
+        self._lock = threading.Lock()
+
+    def forward(self, method, target, headers, body):
+        """(status, reason, [(name, value)], body) of moto's answer."""
+        with self._lock:
+            connection = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+            try:
+                connection.putrequest(method, target, skip_host=True, skip_accept_encoding=True)
+                for name, value in headers:
+                    if name.lower() not in HOP_BY_HOP:
+                        connection.putheader(name, value)
+                if body or method in ("POST", "PUT", "PATCH"):
+                    connection.putheader("Content-Length", str(len(body)))
+                connection.putheader("Connection", "close")
+                connection.endheaders(body or None)
+                response = connection.getresponse()
+                data = response.read()
+                return response.status, response.reason, response.getheaders(), data
+            finally:
+                connection.close()
+
+
+class ProxyHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "fault-proxy"
+    injector: Injector
+    upstream: MotoUpstream
+    verbose = False
+
+    def log_message(self, format, *args):  # noqa: A002 (BaseHTTPRequestHandler's name)
+        if self.verbose:
+            super().log_message(format, *args)
+
+    def _read_body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            chunks = []
+            while True:
+                size_line = self.rfile.readline()
+                size = int(size_line.split(b";", 1)[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _answer(self, status, headers, body, reason=None, head=False):
+        self.send_response_only(status, reason)
+        has_length = False
+        for name, value in headers:
+            lower = name.lower()
+            if lower == "content-length":
+                if head:
+                    self.send_header(name, value)
+                    has_length = True
+                continue
+            if lower in HOP_BY_HOP:
+                continue
+            self.send_header(name, value)
+        if not has_length:
+            self.send_header("Content-Length", str(len(body)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if not head and body:
+            self.wfile.write(body)
+
+    def _json(self, status, value):
+        body = json.dumps(value, indent=1).encode()
+        self._answer(status, [("Content-Type", "application/json")], body)
+
+    def _reset(self):
+        """Drops the connection with a TCP reset and no answer."""
+        self.close_connection = True
+        try:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+        self.connection.close()  # the reset goes out once rfile/wfile are closed
+
+    def _control(self, method, path, body):
+        if path == CONTROL_PREFIX + "stats" and method == "GET":
+            return self._json(200, self.injector.snapshot())
+        if path == CONTROL_PREFIX + "config" and method == "GET":
+            return self._json(200, config_json(self.injector.config))
+        if path == CONTROL_PREFIX + "config" and method == "POST":
+            try:
+                changes = json.loads(body or b"{}")
+                if not isinstance(changes, dict):
+                    raise ValueError("expected a JSON object")
+                config = self.injector.reconfigure(changes)
+            except (ValueError, TypeError) as error:
+                return self._json(400, {"error": str(error)})
+            return self._json(200, config_json(config))
+        return self._json(404, {"error": f"no such control endpoint: {method} {path}"})
+
+    def _handle(self):
+        method = self.command
+        body = self._read_body()
+        parts = urlsplit(self.path)
+        path = parts.path or "/"
+        if path.startswith(CONTROL_PREFIX):
+            return self._control(method, path, body)
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        call = identify(method, path, parts.query, headers, body)
+        fault = self.injector.decide(call, headers)
+        head = method == "HEAD"
+
+        if fault is not None and not fault.after:
+            if self.verbose:
+                self.log_message("fault before %s %s: %s", call.service, call.operation, fault.kind)
+            status, answer_headers, answer = error_answer(call, fault.kind, fault.variant, headers)
+            return self._answer(status, list(answer_headers.items()), answer, head=head)
+
+        target = path + (f"?{parts.query}" if parts.query else "")
+        try:
+            status, reason, moto_headers, answer = self.upstream.forward(
+                method, target, list(self.headers.items()), body
+            )
+        except OSError as error:
+            return self._answer(
+                502,
+                [("Content-Type", "text/plain")],
+                f"fault-proxy: moto unreachable: {error}".encode(),
+            )
+
+        if fault is None:
+            self.injector.count_forwarded(call)
+            return self._answer(status, moto_headers, answer, reason=reason, head=head)
+        if self.verbose:
+            self.log_message("fault after %s %s: %s (moto said %s)", call.service, call.operation, fault.kind, status)
+        if fault.kind == "reset":
+            return self._reset()
+        status, answer_headers, answer = error_answer(call, fault.kind, fault.variant, headers)
+        return self._answer(status, list(answer_headers.items()), answer, head=head)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = do_OPTIONS = _handle
+
+
+class FaultProxy(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+def serve(host, port, moto_url, config, verbose=False) -> FaultProxy:
+    handler = type(
+        "BoundProxyHandler",
+        (ProxyHandler,),
+        {"injector": Injector(config.validated()), "upstream": MotoUpstream(moto_url), "verbose": verbose},
+    )
+    return FaultProxy((host, port), handler)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--moto", default="http://127.0.0.1:5055", help="moto's URL (default %(default)s)")
+    parser.add_argument("-H", "--host", default="127.0.0.1")
+    parser.add_argument("-p", "--port", type=int, default=5056, help="0 picks a free port")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rate", type=float, default=0.2, help="share of eligible calls faulted")
+    parser.add_argument("--services", default=",".join(DEFAULT_SERVICES))
+    parser.add_argument("--after-share", type=float, default=0.5, help="share of faults that are AFTER faults")
+    parser.add_argument("--operations", default=None, help="allow-list: Op or service:Op, comma-separated")
+    parser.add_argument(
+        "--max-consecutive",
+        type=int,
+        default=2,
+        help="faults in a row one call can get (0: no cap; default 2, below the SDKs' 3 attempts)",
+    )
+    parser.add_argument("--before-kinds", default=",".join(BEFORE_KINDS))
+    parser.add_argument("--after-kinds", default="internal,reset")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every request and fault to stderr")
+    args = parser.parse_args(argv)
+    try:
+        config = Config(
+            seed=args.seed,
+            rate=args.rate,
+            services=_names(args.services),
+            after_share=args.after_share,
+            operations=None if args.operations is None else _names(args.operations),
+            max_consecutive=args.max_consecutive,
+            before_kinds=_names(args.before_kinds),
+            after_kinds=_names(args.after_kinds),
+        ).validated()
+        server = serve(args.host, args.port, args.moto, config, args.verbose)
+    except ValueError as error:
+        parser.error(str(error))
+    host, port = server.server_address[:2]
+    print(f"fault-proxy listening on http://{host}:{port}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
