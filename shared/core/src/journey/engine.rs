@@ -1025,6 +1025,7 @@ impl JourneyEngine {
                 return Ok(out);
             }
             let Some(first) = ids.first() else {
+                out.finished_walk = true;
                 return Ok(out);
             };
             cursor.position = Some(SweepPosition {

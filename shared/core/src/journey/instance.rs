@@ -992,5 +992,10 @@ mod tests {
         assert_eq!(timers.len(), 1);
         assert_eq!(timers[0].set_at_version, 3);
         assert_eq!(timers[0].stream_id, stream_id(&state.id));
+        assert_eq!(
+            pending_timer(&state).as_ref(),
+            timers.first(),
+            "the pending wait's timer is the one that was set"
+        );
     }
 }
