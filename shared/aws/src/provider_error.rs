@@ -157,9 +157,9 @@ where
 mod tests {
     use super::*;
     use aws_sdk_sesv2::config::http::HttpResponse;
+    use aws_sdk_sesv2::error::ConnectorError;
     use aws_sdk_sesv2::error::ErrorMetadata;
     use aws_sdk_sesv2::operation::send_email::SendEmailError;
-    use aws_sdk_sesv2::error::ConnectorError;
 
     fn service_error(status: u16, code: &str) -> SdkError<SendEmailError> {
         let status = status.try_into().expect("a status code");

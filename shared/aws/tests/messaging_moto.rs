@@ -431,7 +431,10 @@ async fn ses_via(url: &str) -> (SesEmailProvider, EmailMessage) {
     let direct = ses_with_sender(&sender).await;
     let client = aws_sdk_sesv2::Client::new(&config_via(url).await);
     let provider = SesEmailProvider::new(client, direct.configuration_set());
-    (provider, marketing_email(&sender, &format!("ada-{id}@example.net"), &id))
+    (
+        provider,
+        marketing_email(&sender, &format!("ada-{id}@example.net"), &id),
+    )
 }
 
 /// The raw messages moto kept for our message id.

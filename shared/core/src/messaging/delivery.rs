@@ -40,9 +40,9 @@ use crate::ports::{
 };
 use crate::privacy::{HashedIdentifier, IdentifierHasher, IdentifierKind};
 use crate::scheduler::{timer_name, Scheduler, TimerKind, TimerPayload};
-use serde::{Deserialize, Serialize};
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::sync::Arc;
 

@@ -1,6 +1,7 @@
 //! The channel service over the in-memory stores and a recording provider
 //! (domain tests): effectively once under redelivery, throttling retried,
-//! permanent failures parked, quiet hours deferred and handed back.
+//! permanent failures parked, quiet hours deferred and handed back, unknown
+//! outcomes settled by SES feedback or the settle check (decision 0032).
 
 use super::*;
 use crate::clock::VirtualClock;
@@ -13,11 +14,14 @@ use std::sync::Mutex;
 
 const CUSTOMER: &str = "00000000-0000-7000-8000-0000000000a1";
 
-/// Records what it is asked to send; answers from a script of errors first.
+/// Records what it takes (`sent`); answers from a script of errors first:
+/// `script` fails before taking the message (nothing sent), `lost_answers`
+/// after taking it (sent, but the caller hears only the error).
 #[derive(Default)]
 struct RecordingProvider {
     sent: Mutex<Vec<String>>,
     script: Mutex<VecDeque<ProviderError>>,
+    lost_answers: Mutex<VecDeque<ProviderError>>,
     emails: Mutex<Vec<EmailMessage>>,
 }
 
@@ -28,9 +32,21 @@ impl RecordingProvider {
         }
         let mut sent = self.sent.lock().expect("lock");
         sent.push(message_id.to_string());
+        if let Some(e) = self.lost_answers.lock().expect("lock").pop_front() {
+            return Err(e);
+        }
         Ok(ProviderReceipt {
             provider_message_id: format!("p-{}", sent.len()),
         })
+    }
+    fn fail_before_taking(&self, errors: impl IntoIterator<Item = ProviderError>) {
+        self.script.lock().expect("lock").extend(errors);
+    }
+    fn lose_answer(&self, error: ProviderError) {
+        self.lost_answers.lock().expect("lock").push_back(error);
+    }
+    fn times_sent(&self, message_id: &str) -> usize {
+        self.sent().iter().filter(|m| *m == message_id).count()
     }
     fn sent(&self) -> Vec<String> {
         self.sent.lock().expect("lock").clone()
@@ -150,6 +166,11 @@ impl World {
 
     /// A MessageRequested as a journey stores it.
     fn requested(&self, n: u32, template: &str, category: Category) -> EventEnvelope {
+        self.requested_on(n, Channel::Email, template, category)
+    }
+
+    /// A MessageRequested for `channel`.
+    fn requested_on(&self, n: u32, channel: Channel, template: &str, category: Category) -> EventEnvelope {
         let request = MessageRequest {
             message_id: format!("msg-{n}"),
             instance_id: format!("i-{n}"),
@@ -157,7 +178,7 @@ impl World {
             campaign_version: 1,
             step_id: "reminder".into(),
             customer_id: CUSTOMER.into(),
-            channel: Channel::Email,
+            channel,
             template: template.into(),
             category,
             purpose: (category == Category::Marketing).then_some(Purpose::Marketing),
@@ -170,6 +191,76 @@ impl World {
         );
         e.customer_id = Some(CUSTOMER.into());
         e
+    }
+
+    /// The request, stored on its journey stream as the journey engine
+    /// stores it (where a settle check reads it back to send it again).
+    async fn stored(&self, request: EventEnvelope) -> EventEnvelope {
+        self.events
+            .append(AppendRequest {
+                stream_id: request.stream_id.clone(),
+                expected: ExpectedVersion::Any,
+                events: vec![request],
+                reservations: Vec::new(),
+                receipt: None,
+            })
+            .await
+            .expect("append the request")
+            .events
+            .remove(0)
+    }
+
+    /// A claim with no outcome after it, as a delivery that crashed right
+    /// after claiming leaves it.
+    async fn claim_and_crash(&self, request: &EventEnvelope) {
+        let request = MessageRequest::from_envelope(request).expect("request");
+        let claim = MessageEvent::MessageClaimed {
+            message_id: request.message_id.clone(),
+            customer_id: request.customer_id.clone(),
+            channel: request.channel,
+            campaign_id: request.campaign_id.clone(),
+            template: request.template.clone(),
+            category: request.category,
+            address_hash: "0".repeat(64),
+        };
+        let stream = message_stream(&request.message_id);
+        let meta = CommandMeta::new(Actor::system("channel"));
+        let events = envelopes(&stream, Some(CUSTOMER), &[claim], &meta, self.clock.now()).expect("envelopes");
+        self.events
+            .append(AppendRequest {
+                stream_id: stream,
+                expected: ExpectedVersion::NoStream,
+                events,
+                reservations: Vec::new(),
+                receipt: None,
+            })
+            .await
+            .expect("claim");
+    }
+
+    /// The pending timer of the message (a deferral or a settle check).
+    fn message_timer(&self, message_id: &str) -> Option<TimerPayload> {
+        let name = timer_name(TimerKind::MessageDeferral, &[message_id]);
+        self.scheduler.pending().into_iter().find(|t| t.name == name)
+    }
+
+    /// Fires `timer` as the bus hands it to the channel.
+    async fn fire(&self, timer: &TimerPayload) {
+        use crate::scheduler::TimerHandler;
+        self.delivery.on_timer(timer).await.expect("timer handled");
+    }
+
+    /// SES's `Send` event for message `msg-<n>`, as the channel records it.
+    async fn ses_send(&self, n: u32, feedback_id: &str) -> FeedbackOutcome {
+        let accepted = MessageEvent::MessageAccepted {
+            message_id: format!("msg-{n}"),
+            customer_id: CUSTOMER.into(),
+            provider_message_id: format!("ses-{n}"),
+        };
+        self.delivery
+            .record_feedback(accepted, "ana@example.com", feedback_id)
+            .await
+            .expect("record")
     }
 
     async fn stream_types(&self, message_id: &str) -> Vec<String> {
@@ -531,4 +622,502 @@ async fn a_deferral_is_counted_with_its_reason() {
     assert_eq!(docs.len(), 1, "{docs:?}");
     assert_eq!(docs[0]["MessagesDeferred"], json!(1.0));
     assert_eq!(docs[0]["Reason"], "quiet-hours");
+}
+
+// ---------------------------------------------------------------------------
+// Unknown outcomes (decision 0032).
+
+fn timeout() -> ProviderError {
+    ProviderError::OutcomeUnknown("SES SendEmail: timeout".into())
+}
+
+fn server_error() -> ProviderError {
+    ProviderError::OutcomeUnknown("SES SendEmail: InternalFailure (HTTP 500)".into())
+}
+
+/// `MessageOutcomeUnknown` then whatever settles it.
+const UNKNOWN: [&str; 2] = ["MessageClaimed", "MessageOutcomeUnknown"];
+
+#[tokio::test]
+async fn an_answer_lost_after_ses_took_the_email_keeps_the_claim_and_its_send_event_settles_it() {
+    let w = World::new().await;
+    w.provider.lose_answer(timeout());
+    let request = w
+        .stored(w.requested(1, "order-confirmation", Category::Transactional))
+        .await;
+    assert_eq!(
+        w.delivery.on_requested(&request).await.expect("deliver"),
+        DeliveryOutcome::OutcomeUnknown
+    );
+    assert_eq!(w.stream_types("msg-1").await, UNKNOWN);
+    // The claim holds: redeliveries send nothing.
+    for _ in 0..3 {
+        assert_eq!(
+            w.delivery.on_requested(&request).await.expect("again"),
+            DeliveryOutcome::Duplicate
+        );
+    }
+    // The settle check waits for the end of the window after the claim.
+    let check = w.message_timer("msg-1").expect("a settle check");
+    assert_eq!(check.due_at, w.clock.now() + Duration::minutes(15));
+    assert_eq!(check.kind, TimerKind::MessageDeferral);
+    assert_eq!(check.data["settle"]["message_id"], "msg-1");
+
+    // SES's Send comes seconds later: sent, and counted for the caps.
+    w.clock.advance(Duration::seconds(5));
+    assert_eq!(w.ses_send(1, "send-1").await, FeedbackOutcome::Recorded);
+    assert_eq!(w.ses_send(1, "send-1").await, FeedbackOutcome::Duplicate);
+    let settled = [UNKNOWN.as_slice(), &["MessageAccepted", "MessageSent"]].concat();
+    assert_eq!(w.stream_types("msg-1").await, settled);
+    let recent = recent_sends(w.docs.as_ref(), CUSTOMER, w.clock.now())
+        .await
+        .expect("log");
+    assert_eq!(recent.len(), 1, "{recent:?}");
+    let sent = w
+        .events
+        .read_stream(&message_stream("msg-1"), 0, 10)
+        .await
+        .expect("read");
+    assert_eq!(sent[3].data["provider_message_id"], "ses-1");
+
+    // The check, when it fires (twice: timers come at least once), does nothing.
+    w.clock.advance(Duration::minutes(15));
+    w.fire(&check).await;
+    w.fire(&check).await;
+    assert_eq!(w.stream_types("msg-1").await, settled);
+    assert_eq!(w.provider.times_sent("msg-1"), 1);
+}
+
+#[tokio::test]
+async fn no_send_event_within_the_window_means_ses_never_took_it_and_it_is_sent_once_more() {
+    let (w, buffer) = World::new().await.metered();
+    // A 500 before SES took it: the caller cannot tell.
+    w.provider.fail_before_taking([server_error()]);
+    let request = w
+        .stored(w.requested(1, "order-confirmation", Category::Transactional))
+        .await;
+    assert_eq!(
+        w.delivery.on_requested(&request).await.expect("deliver"),
+        DeliveryOutcome::OutcomeUnknown
+    );
+    assert_eq!(w.provider.times_sent("msg-1"), 0);
+    let check = w.message_timer("msg-1").expect("a settle check");
+
+    // Fired early (or redelivered early): it waits for the window's end.
+    use crate::scheduler::TimerHandler;
+    let settle = SettleCheck::of_timer(&check).expect("a settle check");
+    assert_eq!(
+        w.delivery.on_settle_timer(&check, &settle).await.expect("early"),
+        SettleOutcome::Waiting { until: check.due_at }
+    );
+
+    w.clock.advance(Duration::minutes(15));
+    assert!(matches!(
+        w.delivery.on_settle_timer(&check, &settle).await.expect("check"),
+        SettleOutcome::Resent(DeliveryOutcome::Sent { .. })
+    ));
+    let resent = [
+        UNKNOWN.as_slice(),
+        &["MessageNotAccepted", "MessageClaimed", "MessageSent"],
+    ]
+    .concat();
+    assert_eq!(w.stream_types("msg-1").await, resent);
+    assert_eq!(w.provider.sent(), vec!["msg-1"]);
+
+    // Duplicates of the timer, the request and a late Send change nothing.
+    w.delivery.on_timer(&check).await.expect("again");
+    assert_eq!(
+        w.delivery.on_requested(&request).await.expect("again"),
+        DeliveryOutcome::Duplicate
+    );
+    assert_eq!(w.ses_send(1, "send-late").await, FeedbackOutcome::Duplicate);
+    assert_eq!(w.stream_types("msg-1").await, resent);
+    assert_eq!(w.provider.times_sent("msg-1"), 1);
+
+    let names: Vec<String> = buffer
+        .documents()
+        .iter()
+        .flat_map(|d| {
+            d["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter_map(|m| m["Name"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            outcome_metrics::MESSAGE_OUTCOMES_UNKNOWN,
+            metric::MESSAGES_SENT,
+            outcome_metrics::MESSAGES_RESENT
+        ]
+    );
+    assert_eq!(buffer.documents()[0]["Reason"], "provider-error");
+}
+
+#[tokio::test]
+async fn an_email_whose_resend_is_unknown_too_is_not_sent_a_third_time() {
+    let w = World::new().await;
+    w.provider.fail_before_taking([server_error()]);
+    w.provider.lose_answer(timeout());
+    let request = w
+        .stored(w.requested(1, "order-confirmation", Category::Transactional))
+        .await;
+    w.delivery.on_requested(&request).await.expect("deliver");
+    let first = w.message_timer("msg-1").expect("a settle check");
+    w.clock.advance(Duration::minutes(15));
+    w.fire(&first).await;
+    // The resend's answer was lost too: unknown, and no check can resend it.
+    assert_eq!(
+        w.stream_types("msg-1").await,
+        [
+            UNKNOWN.as_slice(),
+            &["MessageNotAccepted", "MessageClaimed", "MessageOutcomeUnknown"]
+        ]
+        .concat()
+    );
+    let events = w
+        .events
+        .read_stream(&message_stream("msg-1"), 0, 10)
+        .await
+        .expect("read");
+    assert!(events[4].data["settle_by"].is_null(), "{:?}", events[4].data);
+    assert!(events[1].data["settle_by"].is_string(), "{:?}", events[1].data);
+    // The first check fired again (a duplicate) belongs to the first claim.
+    w.clock.advance(Duration::hours(1));
+    w.fire(&first).await;
+    assert_eq!(
+        w.delivery.on_requested(&request).await.expect("again"),
+        DeliveryOutcome::Duplicate
+    );
+    assert_eq!(w.stream_types("msg-1").await.len(), 5);
+    assert_eq!(w.provider.times_sent("msg-1"), 1);
+    // SES's Send for it still settles it as sent.
+    assert_eq!(w.ses_send(1, "send-1").await, FeedbackOutcome::Recorded);
+    assert_eq!(
+        w.stream_types("msg-1").await.last().map(String::as_str),
+        Some("MessageSent")
+    );
+}
+
+#[tokio::test]
+async fn errors_that_prove_nothing_was_sent_release_the_claim_at_once() {
+    let w = World::new().await;
+    // Throttled on every in-process attempt: given back, sent on redelivery.
+    w.provider.fail_before_taking([
+        ProviderError::Throttled("slow down".into()),
+        ProviderError::Throttled("slow down".into()),
+        ProviderError::Throttled("slow down".into()),
+    ]);
+    let request = w.requested(1, "order-confirmation", Category::Transactional);
+    assert!(matches!(
+        w.delivery.on_requested(&request).await,
+        Err(DeliveryError::Retry(_))
+    ));
+    assert!(matches!(
+        w.delivery.on_requested(&request).await.expect("again"),
+        DeliveryOutcome::Sent { .. }
+    ));
+    assert_eq!(
+        w.stream_types("msg-1").await,
+        vec!["MessageClaimed", "MessageFailed", "MessageClaimed", "MessageSent"]
+    );
+    // A 4xx about the message: failed for good at once.
+    w.provider
+        .fail_before_taking([ProviderError::Rejected("InvalidParameter (HTTP 400)".into())]);
+    let rejected = w.requested(2, "order-confirmation", Category::Transactional);
+    assert_eq!(
+        w.delivery.on_requested(&rejected).await.expect("deliver"),
+        DeliveryOutcome::Failed
+    );
+    assert_eq!(w.stream_types("msg-2").await, vec!["MessageClaimed", "MessageFailed"]);
+    assert_eq!(w.provider.sent(), vec!["msg-1"]);
+    assert!(
+        w.scheduler.pending().is_empty(),
+        "no settle checks: {:?}",
+        w.scheduler.pending()
+    );
+}
+
+#[tokio::test]
+async fn delivery_feedback_settles_an_unknown_outcome_when_the_send_event_is_missing() {
+    let w = World::new().await;
+    w.provider.lose_answer(timeout());
+    let request = w.stored(w.requested(1, reminder(), Category::Marketing)).await;
+    w.delivery.on_requested(&request).await.expect("deliver");
+    let delivered = MessageEvent::EmailDelivered {
+        message_id: "msg-1".into(),
+        customer_id: CUSTOMER.into(),
+    };
+    let outcome = w
+        .delivery
+        .record_feedback(delivered.clone(), "ana@example.com", "delivery-1")
+        .await
+        .expect("record");
+    assert_eq!(outcome, FeedbackOutcome::Recorded);
+    let again = w
+        .delivery
+        .record_feedback(delivered, "ana@example.com", "delivery-1")
+        .await;
+    assert_eq!(again.expect("record"), FeedbackOutcome::Duplicate);
+    let settled = [UNKNOWN.as_slice(), &["MessageSent", "EmailDelivered"]].concat();
+    assert_eq!(w.stream_types("msg-1").await, settled);
+    let check = w.message_timer("msg-1").expect("a settle check");
+    w.clock.advance(Duration::minutes(20));
+    w.fire(&check).await;
+    assert_eq!(w.stream_types("msg-1").await, settled);
+    assert_eq!(w.provider.times_sent("msg-1"), 1);
+}
+
+#[tokio::test]
+async fn a_send_event_for_a_message_already_recorded_sent_writes_nothing() {
+    let w = World::new().await;
+    w.delivery
+        .on_requested(&w.requested(1, "order-confirmation", Category::Transactional))
+        .await
+        .expect("deliver");
+    assert_eq!(w.ses_send(1, "send-1").await, FeedbackOutcome::Duplicate);
+    // Nor for a message never claimed here.
+    assert_eq!(w.ses_send(7, "send-7").await, FeedbackOutcome::Duplicate);
+    assert_eq!(w.stream_types("msg-1").await, vec!["MessageClaimed", "MessageSent"]);
+    assert!(w.stream_types("msg-7").await.is_empty());
+    // A Reject after the send is recorded (it never went out).
+    let rejected = MessageEvent::MessageContentRejected {
+        message_id: "msg-1".into(),
+        customer_id: CUSTOMER.into(),
+        reason: "Bad content".into(),
+    };
+    let outcome = w
+        .delivery
+        .record_feedback(rejected, "ana@example.com", "reject-1")
+        .await;
+    assert_eq!(outcome.expect("record"), FeedbackOutcome::Recorded);
+    assert_eq!(
+        w.stream_types("msg-1").await,
+        vec!["MessageClaimed", "MessageSent", "MessageContentRejected"]
+    );
+}
+
+#[tokio::test]
+async fn a_claim_left_by_a_crash_is_stale_when_its_window_ends_and_the_email_goes_once() {
+    let (w, buffer) = World::new().await.metered();
+    let request = w
+        .stored(w.requested(1, "order-confirmation", Category::Transactional))
+        .await;
+    w.claim_and_crash(&request).await;
+    // The request was never acknowledged, so it comes again: it finds the
+    // claim, sends nothing, and makes sure the settle check exists.
+    assert_eq!(
+        w.delivery.on_requested(&request).await.expect("redelivery"),
+        DeliveryOutcome::Duplicate
+    );
+    let check = w.message_timer("msg-1").expect("a settle check");
+    assert_eq!(check.due_at, w.clock.now() + Duration::minutes(15));
+    assert!(w.provider.sent().is_empty());
+
+    w.clock.advance(Duration::minutes(15));
+    w.fire(&check).await;
+    assert_eq!(
+        w.stream_types("msg-1").await,
+        vec![
+            "MessageClaimed",
+            "MessageOutcomeUnknown",
+            "MessageNotAccepted",
+            "MessageClaimed",
+            "MessageSent"
+        ]
+    );
+    assert_eq!(w.provider.sent(), vec!["msg-1"]);
+    w.fire(&check).await;
+    assert_eq!(w.provider.sent(), vec!["msg-1"]);
+    let docs = buffer.documents();
+    let stale: Vec<_> = docs
+        .iter()
+        .filter(|d| d.get(outcome_metrics::STALE_MESSAGE_CLAIMS).is_some())
+        .collect();
+    assert_eq!(stale.len(), 1, "{docs:?}");
+    assert_eq!(stale[0]["Channel"], "email");
+    assert_eq!(stale[0]["Reason"], "stale-claim");
+    assert_eq!(
+        docs.iter()
+            .filter(|d| d.get(outcome_metrics::MESSAGE_OUTCOMES_UNKNOWN).is_some())
+            .count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_claim_left_by_a_crash_after_ses_took_the_email_is_settled_by_its_send_event() {
+    let w = World::new().await;
+    let request = w
+        .stored(w.requested(1, "order-confirmation", Category::Transactional))
+        .await;
+    w.claim_and_crash(&request).await;
+    w.delivery.on_requested(&request).await.expect("redelivery");
+    let check = w.message_timer("msg-1").expect("a settle check");
+    assert_eq!(w.ses_send(1, "send-1").await, FeedbackOutcome::Recorded);
+    w.clock.advance(Duration::minutes(15));
+    w.fire(&check).await;
+    assert_eq!(
+        w.stream_types("msg-1").await,
+        vec!["MessageClaimed", "MessageAccepted", "MessageSent"]
+    );
+    assert!(
+        w.provider.sent().is_empty(),
+        "the crashed delivery sent it; nothing more"
+    );
+}
+
+#[tokio::test]
+async fn a_settle_check_that_cannot_be_scheduled_is_set_by_the_redelivery() {
+    let w = World::new().await;
+    w.provider.fail_before_taking([server_error()]);
+    let request = w
+        .stored(w.requested(1, "order-confirmation", Category::Transactional))
+        .await;
+    w.scheduler
+        .fail_with(Some(crate::scheduler::SchedulerError::Unavailable("down".into())));
+    assert!(matches!(
+        w.delivery.on_requested(&request).await,
+        Err(DeliveryError::Retry(_))
+    ));
+    assert_eq!(w.stream_types("msg-1").await, UNKNOWN);
+    w.scheduler.fail_with(None);
+    assert_eq!(
+        w.delivery.on_requested(&request).await.expect("redelivery"),
+        DeliveryOutcome::Duplicate
+    );
+    let check = w.message_timer("msg-1").expect("the settle check, set now");
+    w.clock.advance(Duration::minutes(15));
+    w.fire(&check).await;
+    assert_eq!(w.provider.sent(), vec!["msg-1"]);
+}
+
+#[tokio::test]
+async fn sns_unknown_outcomes_are_recorded_counted_and_never_sent_again() {
+    let (w, buffer) = World::new().await.metered();
+    w.command(CustomerCommand::RegisterPushDevice(RegisterPushDevice {
+        platform: "fcm".into(),
+        token: "device-1".into(),
+    }))
+    .await;
+    w.command(CustomerCommand::UpdateProfile(UpdateProfile {
+        phone: Some(Some("+4915112345678".into())),
+        ..UpdateProfile::default()
+    }))
+    .await;
+    // Push: SNS took it, the answer was lost. SMS: SNS never took it.
+    w.provider
+        .lose_answer(ProviderError::OutcomeUnknown("SNS Publish (push): timeout".into()));
+    let push = w
+        .stored(w.requested_on(1, Channel::Push, "order-shipped-push", Category::Transactional))
+        .await;
+    assert_eq!(
+        w.delivery.on_requested(&push).await.expect("deliver"),
+        DeliveryOutcome::OutcomeUnknown
+    );
+    w.provider
+        .fail_before_taking([ProviderError::OutcomeUnknown("SNS Publish (SMS): HTTP 500".into())]);
+    let sms = w
+        .stored(w.requested_on(2, Channel::Sms, "checkout-abandonment-sms", Category::Transactional))
+        .await;
+    assert_eq!(
+        w.delivery.on_requested(&sms).await.expect("deliver"),
+        DeliveryOutcome::OutcomeUnknown
+    );
+    // No settle check: nothing could settle them.
+    assert!(w.scheduler.pending().is_empty(), "{:?}", w.scheduler.pending());
+    w.clock.advance(Duration::hours(1));
+    for request in [&push, &sms] {
+        assert_eq!(
+            w.delivery.on_requested(request).await.expect("again"),
+            DeliveryOutcome::Duplicate
+        );
+    }
+    assert!(w.scheduler.pending().is_empty());
+    assert_eq!(w.stream_types("msg-1").await, UNKNOWN);
+    assert_eq!(w.stream_types("msg-2").await, UNKNOWN);
+    let events = w
+        .events
+        .read_stream(&message_stream("msg-2"), 0, 10)
+        .await
+        .expect("read");
+    assert!(events[1].data["settle_by"].is_null());
+    assert_eq!(w.provider.sent(), vec!["msg-1"], "at most once");
+    let unknown: Vec<String> = buffer
+        .documents()
+        .iter()
+        .filter(|d| d.get(outcome_metrics::MESSAGE_OUTCOMES_UNKNOWN).is_some())
+        .map(|d| d["Channel"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(unknown, vec!["push", "sms"]);
+}
+
+#[tokio::test]
+async fn a_stale_sms_claim_is_recorded_unknown_and_never_sent() {
+    let (w, buffer) = World::new().await.metered();
+    w.command(CustomerCommand::UpdateProfile(UpdateProfile {
+        phone: Some(Some("+4915112345678".into())),
+        ..UpdateProfile::default()
+    }))
+    .await;
+    let sms = w
+        .stored(w.requested_on(1, Channel::Sms, "checkout-abandonment-sms", Category::Transactional))
+        .await;
+    w.claim_and_crash(&sms).await;
+    w.delivery.on_requested(&sms).await.expect("redelivery");
+    let check = w.message_timer("msg-1").expect("a settle check");
+    w.clock.advance(Duration::minutes(15));
+    w.fire(&check).await;
+    w.fire(&check).await;
+    assert_eq!(w.stream_types("msg-1").await, UNKNOWN);
+    assert!(w.provider.sent().is_empty());
+    // Later redeliveries neither send nor set another check.
+    w.scheduler.cancel(&check.name).await.expect("fired");
+    w.delivery.on_requested(&sms).await.expect("redelivery");
+    assert!(w.scheduler.pending().is_empty());
+    let docs = buffer.documents();
+    let counted: Vec<&str> = docs
+        .iter()
+        .flat_map(|d| {
+            [
+                outcome_metrics::STALE_MESSAGE_CLAIMS,
+                outcome_metrics::MESSAGE_OUTCOMES_UNKNOWN,
+            ]
+            .into_iter()
+            .filter(|name| d.get(*name).is_some())
+        })
+        .collect();
+    assert_eq!(
+        counted,
+        vec![
+            outcome_metrics::STALE_MESSAGE_CLAIMS,
+            outcome_metrics::MESSAGE_OUTCOMES_UNKNOWN
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_resend_goes_through_the_pipeline_again() {
+    let w = World::new().await;
+    w.provider.fail_before_taking([server_error()]);
+    let request = w.stored(w.requested(1, reminder(), Category::Marketing)).await;
+    w.delivery.on_requested(&request).await.expect("deliver");
+    let check = w.message_timer("msg-1").expect("a settle check");
+    // The customer unsubscribed within the window: the resend is suppressed.
+    w.command(CustomerCommand::RevokeConsent(RevokeConsent {
+        purpose: Purpose::Marketing,
+        channel: Channel::Email,
+        reason: "test".into(),
+        method: None,
+    }))
+    .await;
+    w.clock.advance(Duration::minutes(15));
+    w.fire(&check).await;
+    assert_eq!(
+        w.stream_types("msg-1").await,
+        [UNKNOWN.as_slice(), &["MessageNotAccepted", "MessageSuppressed"]].concat()
+    );
+    assert!(w.provider.sent().is_empty());
 }
