@@ -30,7 +30,8 @@ It names the AWS service and operation of the request:
 Moto's own `/moto-api/...` paths are always forwarded, never faulted, and
 `/fault-proxy/...` is the proxy's own control API (never forwarded).
 
-A request of a chosen service (and operation, with `--operations`) is faulted
+A request of a chosen service (and operation, with `--operations`: `Op` or
+`service:Op`, comma-separated) is faulted
 with probability `--rate`; otherwise it is forwarded unchanged (method, path,
 query, headers but the hop-by-hop ones, body) and moto's answer is returned
 unchanged. A fault is one of two kinds:
@@ -44,7 +45,17 @@ unchanged. A fault is one of two kinds:
   `internal` (HTTP 500), `unavailable` (HTTP 503) or `reset` (the
   connection is reset without any answer). It happened, but the caller
   cannot know. AWS never throttles after doing the work, so `throttle` is
-  not an AFTER kind.
+  not an AFTER kind. `--after-operations` limits AFTER faults to some
+  operations (a fault drawn as AFTER on another one is a BEFORE fault).
+
+  An SDK retries an AFTER fault (500, 503, reset are transient), so the
+  request reaches moto twice: a conditional write then fails against its
+  own first attempt (ConditionalCheckFailed, TransactionCanceled), a
+  CreateTable with ResourceInUse, a PutEvents publishes twice. Real AWS does
+  the same, except that DynamoDB's TransactWriteItems `ClientRequestToken`
+  makes a retried transaction idempotent for 10 minutes; moto 5.2.5 ignores
+  that token, so a retried transaction conflicts here where AWS would
+  answer success. Create the test resources before turning faults on.
 
 The error answers are those the SDKs classify as retryable. The AWS SDK for
 Rust (aws-runtime `retries::classifiers::THROTTLING_ERRORS`, applied to the
@@ -103,12 +114,14 @@ Control API
   moto; `faulted_after` those moto handled whose answer was replaced;
   `retries` the attempts whose `amz-sdk-request` header says `attempt=2` or
   later; `faulted_last_attempt` the faults on an attempt the header says is
-  the SDK's last (`attempt=N; max=N`): that call fails for good.
+  the SDK's last (`attempt=N; max=N`): that call fails for good. The Rust
+  SDK sends `max` on every attempt; botocore only from the second one, so a
+  one-attempt botocore call is not counted there.
 * `GET /fault-proxy/config`: the configuration in force.
 * `POST /fault-proxy/config`: JSON with any of `seed`, `rate`, `services`,
-  `after_share`, `operations` (null for all), `max_consecutive`,
-  `before_kinds`, `after_kinds` (lists or comma-separated strings), and
-  `reset_stats: true`. Answers the new configuration. `{"rate": 0}` stops
+  `after_share`, `operations` and `after_operations` (null for all),
+  `max_consecutive`, `before_kinds`, `after_kinds` (lists or
+  comma-separated strings), and `reset_stats: true`. Answers the new configuration. `{"rate": 0}` stops
   the faults (for the final checks).
 """
 
@@ -379,6 +392,7 @@ class Config:
     services: tuple = DEFAULT_SERVICES
     after_share: float = 0.5
     operations: Optional[tuple] = None  # "Op" or "service:Op"; None = all
+    after_operations: Optional[tuple] = None  # where AFTER faults may fall; None = all
     max_consecutive: int = 2  # 0 = no cap
     before_kinds: tuple = BEFORE_KINDS
     after_kinds: tuple = ("internal", "reset")
@@ -417,11 +431,17 @@ def config_update(config: Config, changes: dict) -> Config:
             updates[key] = int(value)
         elif key in ("services", "before_kinds", "after_kinds"):
             updates[key] = _names(value)
-        elif key == "operations":
+        elif key in ("operations", "after_operations"):
             updates[key] = None if value is None else _names(value)
         else:
             raise ValueError(f"unknown option {key!r}")
     return replace(config, **updates).validated()
+
+
+def _listed(call: Call, operations: Optional[tuple]) -> bool:
+    if operations is None:
+        return True
+    return call.operation in operations or f"{call.service}:{call.operation}" in operations
 
 
 @dataclass(frozen=True)
@@ -478,9 +498,7 @@ class Injector:
         config = self.config
         if call.protocol == "moto-api" or call.service not in config.services:
             return False
-        if config.operations is None:
-            return True
-        return call.operation in config.operations or f"{call.service}:{call.operation}" in config.operations
+        return _listed(call, config.operations)
 
     def decide(self, call: Call, headers) -> Optional[Fault]:
         """The fault for this request, or None to forward it cleanly."""
@@ -507,7 +525,7 @@ class Injector:
             self._streaks.move_to_end(streak_key)
             while len(self._streaks) > self.MAX_STREAKS:
                 self._streaks.popitem(last=False)
-            after = u_after < config.after_share
+            after = u_after < config.after_share and _listed(call, config.after_operations)
             kinds = config.after_kinds if after else config.before_kinds
             kind = kinds[min(int(u_kind * len(kinds)), len(kinds) - 1)]
             if after:
@@ -548,7 +566,7 @@ class Injector:
 
 def config_json(config: Config) -> dict:
     out = asdict(config)
-    for key in ("services", "before_kinds", "after_kinds", "operations"):
+    for key in ("services", "before_kinds", "after_kinds", "operations", "after_operations"):
         if out[key] is not None:
             out[key] = list(out[key])
     return out
@@ -772,6 +790,11 @@ def main(argv=None):
         default=2,
         help="faults in a row one call can get (0: no cap; default 2, below the SDKs' 3 attempts)",
     )
+    parser.add_argument(
+        "--after-operations",
+        default=None,
+        help="AFTER faults only on these (Op or service:Op); a fault drawn as AFTER elsewhere is BEFORE",
+    )
     parser.add_argument("--before-kinds", default=",".join(BEFORE_KINDS))
     parser.add_argument("--after-kinds", default="internal,reset")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every request and fault to stderr")
@@ -783,6 +806,7 @@ def main(argv=None):
             services=_names(args.services),
             after_share=args.after_share,
             operations=None if args.operations is None else _names(args.operations),
+            after_operations=None if args.after_operations is None else _names(args.after_operations),
             max_consecutive=args.max_consecutive,
             before_kinds=_names(args.before_kinds),
             after_kinds=_names(args.after_kinds),

@@ -128,7 +128,7 @@ def expect(condition, message):
 
 def faults_only(env, **changes):
     """Every eligible call faulted, no cap, statistics reset."""
-    options = dict(rate=1, max_consecutive=0, operations=None, reset_stats=True, seed=1)
+    options = dict(rate=1, max_consecutive=0, operations=None, after_operations=None, reset_stats=True, seed=1)
     options.update(changes)
     return env.configure(**options)
 
@@ -262,6 +262,20 @@ def test_throttling_parsed_per_service(env):
     error = error_of(lambda: env.client("sns").publish(PhoneNumber="+15555550100", Message="x"))
     expect(error == ("Throttled", 429), f"sns: got {error}")
     expect(env.op_stats("sns", "Publish").get("faulted_before") == 1, "sns Publish not counted")
+
+
+def test_after_operations_limit_after_faults(env):
+    table = new_table(env)
+    dynamodb = env.client("dynamodb")
+    faults_only(env, services=["dynamodb"], after_share=1, after_kinds=["internal"], after_operations=["GetItem"])
+    for i in range(4):
+        expect(error_of(lambda: dynamodb.put_item(TableName=table, Item={"pk": {"S": f"a{i}"}})) is not None, "put")
+        expect(error_of(lambda: dynamodb.get_item(TableName=table, Key={"pk": {"S": "x"}})) is not None, "get")
+    stats = env.stats()["services"]["dynamodb"]
+    expect((stats["PutItem"]["faulted_before"], stats["PutItem"]["faulted_after"]) == (4, 0), stats["PutItem"])
+    expect((stats["GetItem"]["faulted_before"], stats["GetItem"]["faulted_after"]) == (0, 4), stats["GetItem"])
+    expect(not any(stored(env, table, f"a{i}") for i in range(4)), "a BEFORE-faulted PutItem was written")
+    env.configure(after_operations=None)
 
 
 def test_moto_api_never_faulted(env):
@@ -431,6 +445,7 @@ TESTS = [
     test_before_fault_leaves_nothing,
     test_after_fault_leaves_item,
     test_throttling_parsed_per_service,
+    test_after_operations_limit_after_faults,
     test_moto_api_never_faulted,
     test_stats_count,
     test_rate_zero_faults_nothing,
