@@ -888,3 +888,21 @@ async fn a_step_carries_the_correlation_of_its_cause_and_names_it() {
     assert_eq!(fired.correlation_id, abandoned.correlation_id);
     assert_eq!(of("JourneyStarted").correlation_id, abandoned.correlation_id);
 }
+
+/// The input of the recurring schedule that runs the sweep on AWS (decision
+/// 0033): a `TimerFired` whose detail is this timer reaches the campaign
+/// function like every timer and runs one sweep step.
+const SWEEP_SCHEDULE_INPUT: &str = r#"{"name":"crm-journey-sweep","kind":"journey-wait","stream_id":"journey-sweep","due_at":"2026-01-01T00:00:00Z","set_at_version":0,"data":null}"#;
+
+#[tokio::test]
+async fn a_fired_sweep_timer_runs_a_sweep_step() {
+    let world = World::new(Arc::new(FixedCatalog::new(vec![shipped("abandoned-cart")]))).await;
+    let id = world.abandon("t1").await.expect("start").started[0].clone();
+    let timer: crate::scheduler::TimerPayload = serde_json::from_str(SWEEP_SCHEDULE_INPUT).expect("a timer");
+    assert_eq!(timer.stream_id, SWEEP_STREAM);
+    assert_eq!(timer.name, sweep_timer(world.clock.now()).name);
+    let lost = world.scheduler.pending().remove(0);
+    world.scheduler.cancel(&lost.name).await.expect("lost");
+    world.engine.on_timer(&timer).await.expect("sweep step");
+    assert_eq!(world.scheduler.pending(), vec![lost], "{id}'s timer is back");
+}
