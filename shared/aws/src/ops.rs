@@ -1,6 +1,9 @@
-//! Operations on AWS (issue 9): replaying a consumer from the events table
-//! with a parallel scan, clearing one consumer's read models, and inspecting
-//! and redriving the SQS dead-letter queues. The comparison logic of the
+//! Operations on AWS (issues 9 and 15): replaying a consumer from the events
+//! table with a parallel scan, clearing one consumer's read models,
+//! inspecting and redriving the SQS dead-letter queues (into a consumer in
+//! process, back onto the bus through the relay, or back into a consumer's
+//! source queue), and publishing a time range of the events table again
+//! (decision 0030). The comparison logic of the
 //! consistency check is `crm_core::ops::check`, run over
 //! [`crate::dynamodb::DynamoEventStore`] (behind
 //! [`crm_core::privacy::EncryptingEventStore`]) and
@@ -15,11 +18,14 @@ use crate::dynamodb::items::{self, Item, KIND, PK};
 use crate::dynamodb::{DynamoReadModels, KIND_CHECKPOINT};
 use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::types::AttributeValue;
+use chrono::{DateTime, SecondsFormat, Utc};
+use crm_core::bus::{BusEntry, MAX_ENTRY_BYTES};
 use crm_core::consumer::{Consumer, EventHandler};
 use crm_core::event::EventEnvelope;
 use crm_core::ops::ReplayReport;
-use crm_core::ports::{DeadLetter, DeadLetterQueue, StoreError};
+use crm_core::ports::{DeadLetter, DeadLetterQueue, EventStore, StoreError};
 use crm_core::privacy::{decrypt_envelope, KeyStore};
+use crm_core::relay::{wire_size, EventKey, Relay, RelayLetter};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpsError {
@@ -179,8 +185,11 @@ pub struct QueuedLetter {
     pub consumer: String,
     /// Why (the `reason` attribute, EventBridge's `ERROR_MESSAGE`, or the letter's).
     pub reason: String,
-    /// The event to deliver again, when the message holds one.
+    /// The event to deliver again, when the message holds one (for the
+    /// relay's letters: the parked bus entry's envelope, as stored).
     pub event: Option<EventEnvelope>,
+    /// The relay's letters: the event's key in the events table.
+    pub key: Option<EventKey>,
     /// The body as received.
     pub body: serde_json::Value,
 }
@@ -200,9 +209,15 @@ pub fn decode_message(message: &aws_sdk_sqs::types::Message) -> QueuedLetter {
     let text = message.body().unwrap_or_default();
     let body: serde_json::Value = serde_json::from_str(text).unwrap_or(serde_json::Value::String(text.to_string()));
     let letter: Option<DeadLetter> = serde_json::from_value(body.clone()).ok();
-    let event = match &letter {
-        Some(l) => serde_json::from_value(l.payload.clone()).ok(),
-        None => body.get("detail").and_then(|d| serde_json::from_value(d.clone()).ok()),
+    let relay_letter = letter.as_ref().and_then(RelayLetter::from_letter);
+    let event = match (&letter, &relay_letter) {
+        (_, Some(RelayLetter::Event(parked))) => parked.stored.as_ref().map(|e| e.detail.clone()),
+        (Some(l), _) => serde_json::from_value(l.payload.clone()).ok().or_else(|| {
+            l.payload
+                .get("detail")
+                .and_then(|d| serde_json::from_value(d.clone()).ok())
+        }),
+        (None, _) => body.get("detail").and_then(|d| serde_json::from_value(d.clone()).ok()),
     };
     QueuedLetter {
         message_id: message.message_id().unwrap_or_default().to_string(),
@@ -215,6 +230,7 @@ pub fn decode_message(message: &aws_sdk_sqs::types::Message) -> QueuedLetter {
             .or_else(|| letter.as_ref().map(|l| l.reason.clone()))
             .unwrap_or_else(|| "-".into()),
         event,
+        key: relay_letter.as_ref().and_then(RelayLetter::key).cloned(),
         body,
     }
 }
@@ -318,4 +334,421 @@ pub async fn redrive(
         }
     }
     Ok(report)
+}
+
+/// Hides `letter` no longer: visible again at once, for the next look.
+async fn release(client: &aws_sdk_sqs::Client, queue_url: &str, letter: &QueuedLetter) {
+    if let Err(e) = client
+        .change_message_visibility()
+        .queue_url(queue_url)
+        .receipt_handle(&letter.receipt_handle)
+        .visibility_timeout(0)
+        .send()
+        .await
+    {
+        tracing::warn!(message = %letter.message_id, error = %DisplayErrorContext(&e), "could not release a message");
+    }
+}
+
+async fn delete(client: &aws_sdk_sqs::Client, queue_url: &str, letter: &QueuedLetter) -> Result<(), OpsError> {
+    client
+        .delete_message()
+        .queue_url(queue_url)
+        .receipt_handle(&letter.receipt_handle)
+        .send()
+        .await
+        .map_err(aws("DeleteMessage"))?;
+    Ok(())
+}
+
+/// How long a redrive hides the messages it works on.
+const REDRIVE_VISIBILITY_SECONDS: i32 = 300;
+
+/// The stored event of `key`, as stored (personal fields encrypted), read
+/// from `stored` (the events table itself, not a decrypting store).
+async fn read_event(stored: &dyn EventStore, key: &EventKey) -> Result<EventEnvelope, String> {
+    let events = stored
+        .read_stream(&key.pk, key.sk.saturating_sub(1), 1)
+        .await
+        .map_err(|e| format!("reading {} v{}: {e}", key.pk, key.sk))?;
+    events
+        .into_iter()
+        .find(|e| e.version == key.sk)
+        .ok_or_else(|| format!("{} v{} is not in the events table", key.pk, key.sk))
+}
+
+/// The window a Lambda on-failure record of the stream mapping names
+/// (`DDBStreamBatchInfo`: it carries the shard and sequence numbers, never
+/// the records), widened by a minute each side for `recorded_at`.
+fn stream_batch_window(body: &serde_json::Value) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+    let info = body.get("DDBStreamBatchInfo")?;
+    let at = |name: &str| {
+        info.get(name)
+            .and_then(|v| v.as_str())
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.to_utc())
+    };
+    let minute = chrono::Duration::minutes(1);
+    Some((
+        at("approximateArrivalOfFirstRecord")? - minute,
+        at("approximateArrivalOfLastRecord")? + minute,
+    ))
+}
+
+/// What a relay dead letter asks to publish again: the parked entry, or the
+/// event re-read from the table by its key.
+async fn bus_entry_of(letter: &QueuedLetter, stored: &dyn EventStore) -> Result<BusEntry, String> {
+    if let Some((from, to)) = stream_batch_window(&letter.body) {
+        return Err(format!(
+            "an on-failure record of the stream mapping carries no events; publish its window again: \
+             crm-ops republish --from {} --to {}",
+            from.to_rfc3339_opts(SecondsFormat::Secs, true),
+            to.to_rfc3339_opts(SecondsFormat::Secs, true)
+        ));
+    }
+    let entry = match (&letter.event, &letter.key) {
+        (Some(event), _) => BusEntry::for_event(event.clone()),
+        (None, Some(key)) => BusEntry::for_event(read_event(stored, key).await?),
+        (None, None) => return Err("the message holds no event and no key".into()),
+    };
+    let size = wire_size(&entry);
+    if size > MAX_ENTRY_BYTES {
+        return Err(format!(
+            "{} {} v{} is {size} bytes, over the bus limit of {MAX_ENTRY_BYTES}; it stays in the event store",
+            entry.detail.event_type, entry.detail.stream_id, entry.detail.version
+        ));
+    }
+    Ok(entry)
+}
+
+/// Publishes the events of up to `max` messages of the relay's dead-letter
+/// queue again through `relay` (retries, chunks of ten within 256 KB): the
+/// parked bus entry as it is, or, for a letter that carries only the event's
+/// key (too large for a message, or a record the relay could not read), the
+/// event re-read from `stored` (the events table, as stored) and built the
+/// way the relay builds it ([`BusEntry::for_event`]). A message is deleted
+/// once its event is on the bus. An event the bus still refuses is parked by
+/// `relay` again (its dead-letter queue: a new letter with the new reason),
+/// so the old message is deleted too and reported as failed; a message with
+/// nothing to publish (an event no longer in the table, one over the bus's
+/// limit, the stream mapping's on-failure record) stays in the queue.
+pub async fn redrive_to_bus(
+    client: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    stored: &dyn EventStore,
+    relay: &Relay,
+    max: usize,
+) -> Result<RedriveReport, OpsError> {
+    let mut report = RedriveReport::default();
+    let mut ready: Vec<QueuedLetter> = Vec::new();
+    let mut entries: Vec<(String, BusEntry)> = Vec::new();
+    for letter in receive(client, queue_url, max, REDRIVE_VISIBILITY_SECONDS).await? {
+        match bus_entry_of(&letter, stored).await {
+            Ok(entry) => {
+                entries.push((letter.message_id.clone(), entry));
+                ready.push(letter);
+            }
+            Err(why) => {
+                release(client, queue_url, &letter).await;
+                report.failed.push((letter.message_id, why));
+            }
+        }
+    }
+    let published = relay.publish(entries).await;
+    let stopped_at = published
+        .first_failure
+        .as_ref()
+        .and_then(|id| ready.iter().position(|l| &l.message_id == id))
+        .unwrap_or(ready.len());
+    for (i, letter) in ready.into_iter().enumerate() {
+        if i >= stopped_at {
+            // Neither published nor parked again: left for the next redrive
+            // (it may have gone out after all; consumers drop duplicates).
+            release(client, queue_url, &letter).await;
+            report.failed.push((
+                letter.message_id,
+                "not published, and its dead-letter queue refused it".into(),
+            ));
+            continue;
+        }
+        delete(client, queue_url, &letter).await?;
+        if published.parked_records.contains(&letter.message_id) {
+            report.failed.push((
+                letter.message_id,
+                "not published; parked again with the new reason".into(),
+            ));
+        } else {
+            report.redriven.push(letter.message_id);
+        }
+    }
+    Ok(report)
+}
+
+/// The account and region a consumer queue's URL names
+/// (`https://sqs.<region>.amazonaws.com/<account>/<name>`; moto's
+/// `http://host:port/<account>/<name>` names no region).
+fn account_and_region(queue_url: &str) -> (Option<String>, Option<String>) {
+    let without_scheme = queue_url.split_once("://").map_or(queue_url, |(_, rest)| rest);
+    let mut parts = without_scheme.split('/');
+    let host = parts.next().unwrap_or_default();
+    let account = parts.next().filter(|a| !a.is_empty()).map(str::to_string);
+    let region = host
+        .strip_prefix("sqs.")
+        .and_then(|h| h.split('.').next())
+        .map(str::to_string);
+    (account, region)
+}
+
+/// The message a consumer's queue receives for a dead letter: the
+/// EventBridge event JSON, as the rule delivers it. A message the queue's
+/// redrive policy moved (the raw event) goes back as it is; a parked
+/// [`DeadLetter`] gives its payload when that is the EventBridge event, and
+/// an envelope (as stored) or a parked bus entry wrapped as the bus would
+/// carry it ([`BusEntry::to_event_json`]).
+pub fn consumer_message(letter: &QueuedLetter, account: &str, region: &str) -> Result<String, String> {
+    let is_bus_event = |v: &serde_json::Value| v.get("detail").is_some() && v.get("detail-type").is_some();
+    if is_bus_event(&letter.body) {
+        return serde_json::to_string(&letter.body).map_err(|e| e.to_string());
+    }
+    if let Some(payload) = letter.body.get("payload").filter(|p| is_bus_event(p)) {
+        return serde_json::to_string(payload).map_err(|e| e.to_string());
+    }
+    match &letter.event {
+        Some(event) => serde_json::to_string(&BusEntry::for_event(event.clone()).to_event_json(account, region))
+            .map_err(|e| e.to_string()),
+        None => Err("the message holds no event".into()),
+    }
+}
+
+/// Sends the events of up to `max` messages of a consumer's dead-letter
+/// queue back to the consumer's source queue `target_url`, each as the
+/// EventBridge event JSON ([`consumer_message`]), so the consumer's own
+/// function takes them again. A message is deleted from the dead-letter
+/// queue only after its send succeeded; one without an event, or whose send
+/// failed, stays.
+pub async fn redrive_to_queue(
+    client: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    target_url: &str,
+    max: usize,
+) -> Result<RedriveReport, OpsError> {
+    let (account, url_region) = account_and_region(target_url);
+    let account = account.unwrap_or_else(|| "000000000000".into());
+    let region = url_region
+        .or_else(|| client.config().region().map(|r| r.to_string()))
+        .unwrap_or_else(|| "us-east-1".into());
+    let mut report = RedriveReport::default();
+    for letter in receive(client, queue_url, max, REDRIVE_VISIBILITY_SECONDS).await? {
+        let body = match consumer_message(&letter, &account, &region) {
+            Ok(body) => body,
+            Err(why) => {
+                release(client, queue_url, &letter).await;
+                report.failed.push((letter.message_id, why));
+                continue;
+            }
+        };
+        match client
+            .send_message()
+            .queue_url(target_url)
+            .message_body(body)
+            .send()
+            .await
+        {
+            Ok(_) => {
+                delete(client, queue_url, &letter).await?;
+                report.redriven.push(letter.message_id);
+            }
+            Err(e) => {
+                release(client, queue_url, &letter).await;
+                report.failed.push((
+                    letter.message_id,
+                    format!("SendMessage to {target_url}: {}", DisplayErrorContext(&e)),
+                ));
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// What a republish did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RepublishReport {
+    /// Items DynamoDB read (ScannedCount: the whole table, every kind).
+    pub scanned: u64,
+    /// Events recorded within the range.
+    pub matched: u64,
+    /// Events the bus accepted.
+    pub published: u64,
+    /// Events parked on the relay's dead-letter queue (still refused after
+    /// the retries, or over the bus's limit).
+    pub parked: u64,
+    /// Events neither published nor parked (the dead-letter queue refused
+    /// them too), and event items that could not be read: run it again.
+    pub failed: u64,
+}
+
+impl RepublishReport {
+    fn merge(&mut self, other: &RepublishReport) {
+        self.scanned += other.scanned;
+        self.matched += other.matched;
+        self.published += other.published;
+        self.parked += other.parked;
+        self.failed += other.failed;
+    }
+}
+
+/// The stored form of the first and the last instant of `from`'s and `to`'s
+/// seconds. Stored times have a varying number of fraction digits
+/// ([`items::format_time`]), so they do not sort as instants within one
+/// second; every time of second S sorts between `S` and `S` + `Z`. The scan
+/// filter takes these bounds and [`republish`] checks each event exactly.
+fn stored_time_bounds(from: DateTime<Utc>, to: DateTime<Utc>) -> (String, String) {
+    let second = |t: DateTime<Utc>| t.format("%Y-%m-%dT%H:%M:%S").to_string();
+    (second(from), format!("{}Z", second(to)))
+}
+
+/// One segment of [`republish`].
+async fn republish_segment(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    range: (DateTime<Utc>, DateTime<Utc>),
+    segment: i32,
+    total: i32,
+    relay: &Relay,
+    progress: Progress<'_>,
+) -> Result<RepublishReport, OpsError> {
+    let (from, to) = range;
+    let (lo, hi) = stored_time_bounds(from, to);
+    let mut report = RepublishReport::default();
+    let mut start: Option<Item> = None;
+    loop {
+        let out = client
+            .scan()
+            .table_name(table)
+            .segment(segment)
+            .total_segments(total)
+            .filter_expression("#kind = :event AND #recorded BETWEEN :lo AND :hi")
+            .expression_attribute_names("#kind", KIND)
+            .expression_attribute_names("#recorded", items::RECORDED_AT)
+            .expression_attribute_values(":event", items::s(items::KIND_EVENT))
+            .expression_attribute_values(":lo", items::s(lo.clone()))
+            .expression_attribute_values(":hi", items::s(hi.clone()))
+            .set_exclusive_start_key(start.take())
+            .send()
+            .await
+            .map_err(aws("Scan"))?;
+        report.scanned += u64::try_from(out.scanned_count()).unwrap_or(0);
+        let mut records = Vec::new();
+        for item in out.items() {
+            match items::event_from_item(item) {
+                Ok(event) if event.recorded_at >= from && event.recorded_at <= to => {
+                    let id = format!("{}/{}", event.stream_id, event.version);
+                    records.push((id, BusEntry::for_event(event)));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    let key = item.get(PK).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+                    tracing::warn!(pk = %key, error = %e, "an event item cannot be read; not republished");
+                    report.matched += 1;
+                    report.failed += 1;
+                }
+            }
+        }
+        let n = records.len();
+        report.matched += n as u64;
+        let published = relay.publish(records.clone()).await;
+        report.published += published.published as u64;
+        report.parked += published.parked as u64;
+        if let Some(first) = &published.first_failure {
+            // It and everything after it in this page: not parked, maybe not published.
+            let at = records.iter().position(|(id, _)| id == first).unwrap_or(0);
+            report.failed += (n - at) as u64;
+            tracing::error!(record = %first, "the relay's dead-letter queue refused a record; run the republish again");
+        }
+        progress(n as u64);
+        match out.last_evaluated_key() {
+            Some(key) => start = Some(key.clone()),
+            None => return Ok(report),
+        }
+    }
+}
+
+/// Publishes again every event whose `recorded_at` lies in `[from, to]`
+/// (both ends included), straight from the events table: a parallel scan of
+/// `segments` segments, run concurrently, filtered on `kind = event` and
+/// `recorded_at`, each page through `relay` (chunks of up to ten entries
+/// within 256 KB, retries, what the bus will not take parked on the relay's
+/// dead-letter queue). The entries are built as the relay builds them
+/// ([`BusEntry::for_event`]), envelopes as stored. For when the stream's
+/// 24 hours ran out during an outage; consumers drop the duplicates.
+pub async fn republish(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    segments: u32,
+    relay: &Relay,
+    progress: Progress<'_>,
+) -> Result<RepublishReport, OpsError> {
+    let total = i32::try_from(segments.clamp(1, 1_000_000)).unwrap_or(1);
+    let runs = (0..total).map(|s| republish_segment(client, table, (from, to), s, total, relay, progress));
+    let mut report = RepublishReport::default();
+    for done in futures::future::join_all(runs).await {
+        report.merge(&done?);
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_time_bounds_hold_every_stored_time_of_the_range() {
+        let t = |s: &str| DateTime::parse_from_rfc3339(s).map(|t| t.to_utc()).expect("time");
+        let (lo, hi) = stored_time_bounds(t("2026-12-01T10:00:05.250Z"), t("2026-12-01T10:00:07.5Z"));
+        assert_eq!(lo, "2026-12-01T10:00:05");
+        assert_eq!(hi, "2026-12-01T10:00:07Z");
+        for inside in [
+            "2026-12-01T10:00:05Z",
+            "2026-12-01T10:00:05.100Z",
+            "2026-12-01T10:00:07.999999Z",
+            "2026-12-01T10:00:07Z",
+        ] {
+            assert!(lo.as_str() <= inside && inside <= hi.as_str(), "{inside}");
+            assert_eq!(items::format_time(&t(inside)), inside, "the stored form");
+        }
+        for outside in ["2026-12-01T10:00:04.999Z", "2026-12-01T10:00:08Z"] {
+            assert!(!(lo.as_str() <= outside && outside <= hi.as_str()), "{outside}");
+        }
+    }
+
+    #[test]
+    fn a_queue_url_names_its_account_and_region() {
+        assert_eq!(
+            account_and_region("https://sqs.eu-west-1.amazonaws.com/123456789012/crm-projector"),
+            (Some("123456789012".into()), Some("eu-west-1".into()))
+        );
+        assert_eq!(
+            account_and_region("http://127.0.0.1:5055/123456789012/q"),
+            (Some("123456789012".into()), None)
+        );
+    }
+
+    #[test]
+    fn the_stream_mappings_on_failure_record_names_a_window() {
+        let body = serde_json::json!({
+            "version": "1.0",
+            "DDBStreamBatchInfo": {
+                "shardId": "shardId-1",
+                "approximateArrivalOfFirstRecord": "2026-12-01T10:00:04Z",
+                "approximateArrivalOfLastRecord": "2026-12-01T10:00:09Z",
+                "batchSize": 3
+            }
+        });
+        let (from, to) = stream_batch_window(&body).expect("a window");
+        assert_eq!(from.to_rfc3339(), "2026-12-01T09:59:04+00:00");
+        assert_eq!(to.to_rfc3339(), "2026-12-01T10:01:09+00:00");
+        assert_eq!(stream_batch_window(&serde_json::json!({"detail": {}})), None);
+    }
 }

@@ -4,17 +4,32 @@
 //! one consumer, and listing and redriving an SQS dead-letter queue; and a
 //! replay of customers whose personal fields are encrypted under KMS-wrapped
 //! data keys (decisions 0016, 0017), which the projection holds decrypted.
+//! The relay's dead letters published again onto a moto bus, a consumer's
+//! sent back to its source queue, and a time range of the events table
+//! republished (decision 0030): a rule on the bus delivers into a queue the
+//! test reads.
 
+use async_trait::async_trait;
 use crm_aws::dynamodb::{create_events_table, create_read_models_table, DynamoEventStore, DynamoReadModels};
+use crm_aws::eventbridge::EventBridgeBus;
 use crm_aws::keys::{create_keys_table, DynamoKmsKeyStore};
-use crm_aws::ops::{clear_consumer, parallel_replay, receive, redrive, ReplaySource};
+use crm_aws::ops::{
+    clear_consumer, parallel_replay, receive, redrive, redrive_to_bus, redrive_to_queue, republish, ReplaySource,
+};
 use crm_aws::sqs::SqsDeadLetterQueue;
-use crm_aws::testing::{dynamodb_client, kms_client, sqs_client};
+use crm_aws::testing::{dynamodb_client, eventbridge_client, kms_client, sqs_client};
+use crm_core::bus::BusEntry;
+use crm_core::clock::SystemClock;
 use crm_core::consumer::{Consumer, ConsumerGroup, Projection};
 use crm_core::customer::views::{CustomerProfileProjection, CUSTOMER_360};
-use crm_core::ports::{DeadLetterQueue, EventStore, ReadModelStore, ReadOp};
+use crm_core::event::EventEnvelope;
+use crm_core::ports::{
+    AppendRequest, BusError, DeadLetterQueue, EventBus, EventStore, ExpectedVersion, PublishOutcome, ReadModelStore,
+    ReadOp,
+};
 use crm_core::privacy::{EncryptingEventStore, KeyStore, ERASED};
-use crm_core::testing::{customer_id, dead_letter, register_customers};
+use crm_core::relay::{ParkedEvent, Relay, RELAY_CONSUMER};
+use crm_core::testing::{customer_id, dead_letter, raw_event, register_customers};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use uuid::Uuid;
@@ -271,4 +286,404 @@ async fn dead_letters_are_listed_with_their_reasons_and_redriven() {
         .collect();
     assert_eq!(again.len(), 1, "{left:?}");
     assert_ne!(again[0].reason, "poison", "the new letter says why: {left:?}");
+}
+
+/// A bus of the test's own with a rule that delivers every `crm.*` event
+/// into a queue of its own: what reaches the bus can be read back.
+struct BusToQueue {
+    bus: EventBridgeBus,
+    queue: String,
+}
+
+async fn bus_to_queue() -> BusToQueue {
+    let events = eventbridge_client().await;
+    let sqs = sqs_client().await;
+    let unique = Uuid::now_v7().simple().to_string();
+    let queue = sqs
+        .create_queue()
+        .queue_name(format!("ops-target-{unique}"))
+        .send()
+        .await
+        .expect("create queue")
+        .queue_url()
+        .expect("queue url")
+        .to_string();
+    let arn = sqs
+        .get_queue_attributes()
+        .queue_url(&queue)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("queue attributes")
+        .attributes()
+        .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn).cloned())
+        .expect("queue arn");
+    let bus_name = format!("ops-bus-{unique}");
+    events
+        .create_event_bus()
+        .name(&bus_name)
+        .send()
+        .await
+        .expect("create bus");
+    events
+        .put_rule()
+        .event_bus_name(&bus_name)
+        .name("everything")
+        .event_pattern(r#"{"source":[{"prefix":"crm."}]}"#)
+        .send()
+        .await
+        .expect("put rule");
+    events
+        .put_targets()
+        .event_bus_name(&bus_name)
+        .rule("everything")
+        .targets(
+            aws_sdk_eventbridge::types::Target::builder()
+                .id("queue")
+                .arn(arn)
+                .build()
+                .expect("target"),
+        )
+        .send()
+        .await
+        .expect("put target");
+    BusToQueue {
+        bus: EventBridgeBus::new(events, bus_name),
+        queue,
+    }
+}
+
+/// Every message body of `queue` (deleted as read), waiting up to ten
+/// seconds for `expected` of them.
+async fn drain(queue: &str, expected: usize) -> Vec<serde_json::Value> {
+    let sqs = sqs_client().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut bodies = Vec::new();
+    loop {
+        let page = sqs
+            .receive_message()
+            .queue_url(queue)
+            .max_number_of_messages(10)
+            .wait_time_seconds(if bodies.len() >= expected { 0 } else { 1 })
+            .send()
+            .await
+            .expect("receive");
+        if page.messages().is_empty() && (bodies.len() >= expected || std::time::Instant::now() > deadline) {
+            return bodies;
+        }
+        for m in page.messages() {
+            bodies.push(serde_json::from_str(m.body().unwrap_or_default()).expect("a JSON body"));
+            sqs.delete_message()
+                .queue_url(queue)
+                .receipt_handle(m.receipt_handle().unwrap_or_default())
+                .send()
+                .await
+                .expect("delete");
+        }
+    }
+}
+
+fn event_ids(bodies: &[serde_json::Value]) -> Vec<String> {
+    let mut ids: Vec<String> = bodies
+        .iter()
+        .map(|b| b["detail"]["event_id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// A bus that is always down.
+struct DownBus;
+
+#[async_trait]
+impl EventBus for DownBus {
+    async fn put(&self, _entries: &[BusEntry]) -> Result<Vec<PublishOutcome>, BusError> {
+        Err(BusError::Unavailable("EventBridge is down".into()))
+    }
+}
+
+fn relay_over(bus: Arc<dyn EventBus>, dlq: &SqsDeadLetterQueue) -> Relay {
+    Relay::new(bus, Arc::new(dlq.clone()), Arc::new(SystemClock))
+}
+
+#[tokio::test]
+async fn the_relays_dead_letters_are_published_again_whole_or_re_read_by_their_key() {
+    let (events, _docs) = tables().await;
+    register_customers(events.clone(), 3).await;
+    let mut firsts = Vec::new();
+    for n in 0..3 {
+        let stream = format!("customer-{}", customer_id(n));
+        firsts.push(events.read_stream(&stream, 0, 1).await.expect("read")[0].clone());
+    }
+    let (e0, e1, e2) = (firsts[0].clone(), firsts[1].clone(), firsts[2].clone());
+    let dlq = dead_letter_queue().await;
+
+    // Parked whole by a relay whose bus was down.
+    let report = relay_over(Arc::new(DownBus), &dlq)
+        .publish(vec![("seq-0".into(), BusEntry::for_event(e0.clone()))])
+        .await;
+    assert_eq!(report.parked, 1);
+    // Parked by its key alone (as an entry too large for a message is).
+    let mut by_key = ParkedEvent::of("seq-1", &BusEntry::for_event(e1.clone()));
+    by_key.stored = None;
+    dlq.park(dead_letter(
+        RELAY_CONSUMER,
+        "throttled",
+        serde_json::to_value(&by_key).expect("json"),
+    ))
+    .await
+    .expect("park");
+    // A stream record the relay could not read then (its Keys name the item).
+    let record = serde_json::json!({
+        "eventID": "e",
+        "eventName": "INSERT",
+        "dynamodb": {"Keys": {"pk": {"S": e2.stream_id}, "sk": {"N": e2.version.to_string()}}}
+    });
+    dlq.park(dead_letter(RELAY_CONSUMER, "event item cannot be read", record))
+        .await
+        .expect("park");
+    // A key no longer in the table, and the stream mapping's on-failure record: they stay.
+    let mut gone = by_key.clone();
+    gone.key.pk = "customer-gone".into();
+    dlq.park(dead_letter(
+        RELAY_CONSUMER,
+        "throttled",
+        serde_json::to_value(&gone).expect("json"),
+    ))
+    .await
+    .expect("park");
+    dlq.client()
+        .send_message()
+        .queue_url(dlq.queue_url())
+        .message_body(
+            serde_json::json!({
+                "version": "1.0",
+                "DDBStreamBatchInfo": {
+                    "shardId": "shardId-1",
+                    "approximateArrivalOfFirstRecord": "2026-12-01T10:00:04Z",
+                    "approximateArrivalOfLastRecord": "2026-12-01T10:00:09Z",
+                    "batchSize": 3
+                }
+            })
+            .to_string(),
+        )
+        .send()
+        .await
+        .expect("send");
+
+    let listed = receive(dlq.client(), dlq.queue_url(), 10, 0).await.expect("list");
+    assert_eq!(listed.len(), 5);
+    assert!(listed
+        .iter()
+        .any(|l| l.event.as_ref().map(|e| e.event_id) == Some(e0.event_id)));
+    assert!(listed
+        .iter()
+        .any(|l| l.key.as_ref().is_some_and(|k| k.pk == e2.stream_id)));
+
+    let target = bus_to_queue().await;
+    let relay = relay_over(Arc::new(target.bus.clone()), &dlq);
+    let report = redrive_to_bus(dlq.client(), dlq.queue_url(), events.as_ref(), &relay, 10)
+        .await
+        .expect("redrive");
+    assert_eq!(report.redriven.len(), 3, "{report:?}");
+    assert_eq!(report.failed.len(), 2, "{report:?}");
+    assert!(
+        report
+            .failed
+            .iter()
+            .any(|(_, why)| why.contains("customer-gone v1 is not in the events table")),
+        "{report:?}"
+    );
+    assert!(
+        report
+            .failed
+            .iter()
+            .any(|(_, why)| why.contains("crm-ops republish --from 2026-12-01T09:59:04Z --to 2026-12-01T10:01:09Z")),
+        "{report:?}"
+    );
+
+    let arrived = drain(&target.queue, 3).await;
+    let mut expected: Vec<String> = [&e0, &e1, &e2].iter().map(|e| e.event_id.to_string()).collect();
+    expected.sort();
+    assert_eq!(event_ids(&arrived), expected);
+    for body in &arrived {
+        let detail: EventEnvelope = serde_json::from_value(body["detail"].clone()).expect("an envelope");
+        let stored = [&e0, &e1, &e2]
+            .into_iter()
+            .find(|e| e.event_id == detail.event_id)
+            .expect("stored");
+        assert_eq!(&detail, stored, "as stored");
+        assert_eq!(body["detail-type"], stored.event_type.as_str());
+    }
+    let left = receive(dlq.client(), dlq.queue_url(), 10, 0).await.expect("list");
+    assert_eq!(left.len(), 2, "only what could not be published stays: {left:?}");
+
+    // Still down: parked again (a new letter), the old one deleted.
+    let report = relay_over(Arc::new(DownBus), &dlq)
+        .publish(vec![("seq-0".into(), BusEntry::for_event(e0.clone()))])
+        .await;
+    assert_eq!(report.parked, 1);
+    let before = receive(dlq.client(), dlq.queue_url(), 10, 0).await.expect("list").len();
+    let report = redrive_to_bus(
+        dlq.client(),
+        dlq.queue_url(),
+        events.as_ref(),
+        &relay_over(Arc::new(DownBus), &dlq),
+        10,
+    )
+    .await
+    .expect("redrive");
+    assert!(
+        report.failed.iter().any(|(_, why)| why.contains("parked again")),
+        "{report:?}"
+    );
+    assert_eq!(
+        receive(dlq.client(), dlq.queue_url(), 10, 0).await.expect("list").len(),
+        before,
+        "one copy, not two"
+    );
+}
+
+#[tokio::test]
+async fn a_consumers_dead_letters_go_back_to_its_queue_as_the_rule_delivers_them() {
+    let (events, _docs) = tables().await;
+    register_customers(events.clone(), 2).await;
+    let stream = |n: usize| format!("customer-{}", customer_id(n));
+    let e0 = events.read_stream(&stream(0), 0, 1).await.expect("read")[0].clone();
+    let e1 = events.read_stream(&stream(1), 0, 1).await.expect("read")[0].clone();
+    let dlq = dead_letter_queue().await;
+    let target = dead_letter_queue().await;
+
+    // (a) moved by the queue's redrive policy: the EventBridge event itself.
+    let raw = BusEntry::for_event(e0.clone()).to_event_json("123456789012", "us-east-1");
+    dlq.client()
+        .send_message()
+        .queue_url(dlq.queue_url())
+        .message_body(raw.to_string())
+        .send()
+        .await
+        .expect("send");
+    // (b) parked by a handler: the EventBridge event as received, or a bare envelope.
+    dlq.park(dead_letter("campaign", "SES unavailable", raw.clone()))
+        .await
+        .expect("park");
+    dlq.park(dead_letter(
+        "channel",
+        "poison",
+        serde_json::to_value(&e1).expect("json"),
+    ))
+    .await
+    .expect("park");
+    dlq.park(dead_letter(
+        "channel",
+        "garbage",
+        serde_json::json!({"not": "an event"}),
+    ))
+    .await
+    .expect("park");
+
+    // A queue that does not exist: nothing is deleted.
+    let missing = format!("{}-missing", target.queue_url());
+    let report = redrive_to_queue(dlq.client(), dlq.queue_url(), &missing, 10)
+        .await
+        .expect("redrive");
+    assert_eq!((report.redriven.len(), report.failed.len()), (0, 4), "{report:?}");
+    assert_eq!(
+        receive(dlq.client(), dlq.queue_url(), 10, 0).await.expect("list").len(),
+        4
+    );
+
+    let report = redrive_to_queue(dlq.client(), dlq.queue_url(), target.queue_url(), 10)
+        .await
+        .expect("redrive");
+    assert_eq!(report.redriven.len(), 3, "{report:?}");
+    assert_eq!(report.failed.len(), 1, "{report:?}");
+    let left = receive(dlq.client(), dlq.queue_url(), 10, 0).await.expect("list");
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].reason, "garbage");
+
+    let bodies = drain(target.queue_url(), 3).await;
+    assert_eq!(
+        bodies.iter().filter(|b| **b == raw).count(),
+        2,
+        "(a) and (b) as they were: {bodies:?}"
+    );
+    let wrapped = bodies
+        .iter()
+        .find(|b| b["id"] == e1.event_id.to_string())
+        .expect("the envelope, wrapped");
+    let account = target.queue_url().rsplit('/').nth(1).expect("an account in the URL");
+    assert_eq!(
+        wrapped,
+        &BusEntry::for_event(e1.clone()).to_event_json(account, "us-east-1")
+    );
+}
+
+#[tokio::test]
+async fn republish_publishes_the_events_recorded_in_a_range_again_from_the_table() {
+    let (events, _docs) = tables().await;
+    let at = |s: &str| {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .map(|t| t.to_utc())
+            .expect("time")
+    };
+    let times = [
+        ("2026-12-01T09:59:59.999Z", false),
+        ("2026-12-01T10:00:00Z", true),
+        ("2026-12-01T10:02:30.250Z", true),
+        ("2026-12-01T10:05:00Z", true),
+        ("2026-12-01T10:05:00.001Z", false),
+    ];
+    let mut inside = Vec::new();
+    for (n, (time, within)) in times.iter().enumerate() {
+        let mut event = raw_event(
+            &format!("republished-{n}"),
+            "ProductViewed",
+            serde_json::json!({"n": n}),
+        );
+        event.recorded_at = at(time);
+        let stored = events
+            .append(AppendRequest {
+                stream_id: event.stream_id.clone(),
+                expected: ExpectedVersion::NoStream,
+                events: vec![event],
+                reservations: vec![],
+                receipt: None,
+            })
+            .await
+            .expect("append");
+        if *within {
+            inside.push(stored.events[0].event_id.to_string());
+        }
+    }
+    register_customers(events.clone(), 1).await; // recorded now: outside the range
+
+    let target = bus_to_queue().await;
+    let dlq = dead_letter_queue().await;
+    let relay = relay_over(Arc::new(target.bus.clone()), &dlq);
+    let counted = AtomicU64::new(0);
+    let report = republish(
+        events.client(),
+        events.table(),
+        at("2026-12-01T10:00:00Z"),
+        at("2026-12-01T10:05:00Z"),
+        3,
+        &relay,
+        &|n| {
+            counted.fetch_add(n, Ordering::Relaxed);
+        },
+    )
+    .await
+    .expect("republish");
+    assert_eq!(report.matched, 3, "{report:?}");
+    assert_eq!(report.published, 3, "{report:?}");
+    assert_eq!((report.parked, report.failed), (0, 0), "{report:?}");
+    assert!(report.scanned >= 5 + 3, "every item read: {report:?}");
+    assert_eq!(counted.load(Ordering::Relaxed), 3);
+    inside.sort();
+    assert_eq!(event_ids(&drain(&target.queue, 3).await), inside);
+    assert!(receive(dlq.client(), dlq.queue_url(), 10, 0)
+        .await
+        .expect("list")
+        .is_empty());
 }
