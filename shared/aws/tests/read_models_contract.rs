@@ -240,3 +240,104 @@ async fn a_list_spans_query_pages() {
     let everything = store.list("timeline", &p, "", Some("d#0"), 100).await.expect("list");
     assert_eq!(sorts(everything), ["d#1", "d#2", "d#3", "d#4", "e"]);
 }
+
+#[tokio::test]
+async fn capacity_is_counted_from_item_sizes_per_request() {
+    use crm_core::consumer::capacity::{checkpoint_item_bytes, doc_item_bytes};
+    let store = fresh_dynamo().await;
+    let (a, b) = (unique("customer"), unique("customer"));
+    let p = unique("c");
+    let before = store.capacity();
+    // A checkpoint moving alone: one conditional PutItem, no transaction.
+    store
+        .commit("meter", &a, 0, 1, Vec::new())
+        .await
+        .expect("checkpoint alone");
+    let after = store.capacity();
+    assert_eq!(after.write_units - before.write_units, 1.0);
+    assert_eq!(
+        (
+            after.write_requests - before.write_requests,
+            after.transactions - before.transactions
+        ),
+        (1, 0)
+    );
+    // A page: three commits of one stream rewriting one 1.5 KB document, and
+    // another stream's checkpoint: one transaction of three items, each
+    // checkpoint and the document written once.
+    let body = |n: u64| json!({ "n": n, "pad": "x".repeat(1500) });
+    let page = (1..=3)
+        .map(|n| Commit {
+            consumer: "meter".into(),
+            stream_id: a.clone(),
+            expected: n,
+            new: n + 1,
+            ops: vec![put(&p, "doc", body(n))],
+        })
+        .chain([Commit {
+            consumer: "meter".into(),
+            stream_id: b.clone(),
+            expected: 0,
+            new: 7,
+            ops: Vec::new(),
+        }])
+        .collect();
+    let before = store.capacity();
+    store.commit_all(page).await.expect("page");
+    let after = store.capacity();
+    let doc = doc_item_bytes("meter", &put(&p, "doc", body(3)));
+    assert!(doc > 1024 && doc <= 2048, "{doc} bytes");
+    assert!(checkpoint_item_bytes("meter", &a, 4) <= 1024);
+    assert_eq!(after.write_units - before.write_units, 2.0 * (1.0 + 1.0 + 2.0));
+    assert_eq!(
+        (
+            after.write_requests - before.write_requests,
+            after.transactions - before.transactions
+        ),
+        (1, 1)
+    );
+    assert_eq!(store.get("meter", &p, "doc").await.expect("get"), Some(body(3)));
+    // Checkpoints in one BatchGetItem: one unit per item, found or not.
+    let before = store.capacity();
+    let keys = [&a, &b, &unique("customer")].map(|s| ("meter".to_string(), s.clone()));
+    assert_eq!(store.checkpoints(&keys).await.expect("checkpoints"), vec![4, 7, 0]);
+    let after = store.capacity();
+    assert_eq!(after.read_units - before.read_units, 3.0);
+    assert_eq!(after.read_requests - before.read_requests, 1);
+    // A consistent GetItem of the 1.5 KB document: one unit.
+    let before = store.capacity();
+    store.get("meter", &p, "doc").await.expect("get");
+    assert_eq!(store.capacity().read_units - before.read_units, 1.0);
+}
+
+#[tokio::test]
+async fn a_stale_checkpoint_in_a_later_chunk_keeps_the_chunks_before() {
+    let store = fresh_dynamo().await;
+    let p = unique("c");
+    let streams: Vec<String> = (0..60).map(|_| unique("customer")).collect();
+    // The last stream's checkpoint already moved: its commit conflicts.
+    let last = streams.last().expect("streams").clone();
+    store.commit("chunks", &last, 0, 1, Vec::new()).await.expect("moved");
+    let commits: Vec<Commit> = streams
+        .iter()
+        .enumerate()
+        .map(|(i, s)| Commit {
+            consumer: "chunks".into(),
+            stream_id: s.clone(),
+            expected: 0,
+            new: 1,
+            ops: vec![put(&p, &format!("d{i:02}"), json!(i))],
+        })
+        .collect();
+    let err = store.commit_all(commits).await.expect_err("stale checkpoint");
+    assert!(
+        matches!(&err, CommitError::Conflict { stream_id, expected: 0, .. } if *stream_id == last),
+        "{err:?}"
+    );
+    // 60 commits of 2 items: the first chunk (50 commits) stands, the second is refused whole.
+    assert_eq!(store.checkpoint("chunks", &streams[0]).await.expect("cp"), 1);
+    assert_eq!(store.checkpoint("chunks", &streams[49]).await.expect("cp"), 1);
+    assert_eq!(store.checkpoint("chunks", &streams[50]).await.expect("cp"), 0);
+    assert_eq!(store.get("chunks", &p, "d50").await.expect("get"), None);
+    assert_eq!(store.checkpoint("chunks", &last).await.expect("cp"), 1);
+}

@@ -17,7 +17,8 @@ macro_rules! read_model_contract {
             $crate::read_model_contract!(@cases $make;
                 commit_get_and_list, stale_checkpoint_conflicts_and_writes_nothing, delete_removes_a_document,
                 consumers_are_isolated, concurrent_commits_keep_every_step, oversized_commit_is_refused,
-                commit_all_chains_commits_and_refuses_a_stale_one, checkpoints_come_in_the_order_asked);
+                commit_all_chains_commits_and_refuses_a_stale_one, checkpoints_come_in_the_order_asked,
+                a_page_larger_than_one_write_is_applied_whole);
         }
     };
     (@cases $make:ident; $($case:ident),*) => {
@@ -236,4 +237,33 @@ pub async fn checkpoints_come_in_the_order_asked(store: Arc<dyn ReadModelStore>)
     store.commit("second", &b, 0, 5, Vec::new()).await.expect("commit");
     let keys = [("second", &b), ("first", &b), ("first", &a)].map(|(c, s)| (c.to_string(), s.clone()));
     assert_eq!(store.checkpoints(&keys).await.expect("checkpoints"), vec![5, 0, 3]);
+}
+
+/// A page of 90 commits on 30 streams, 3 documents each plus a document
+/// every commit rewrites: more items than one DynamoDB transaction holds.
+pub async fn a_page_larger_than_one_write_is_applied_whole(store: Arc<dyn ReadModelStore>) {
+    let p = unique("c");
+    let streams: Vec<String> = (0..30).map(|_| unique("customer")).collect();
+    let mut commits = Vec::new();
+    for round in 0..3u64 {
+        for (i, stream) in streams.iter().enumerate() {
+            let ops = vec![
+                put(&p, &format!("{i:02}#{round}#a"), json!(round)),
+                put(&p, &format!("{i:02}#{round}#b"), json!(round)),
+                put(&p, &format!("{i:02}#{round}#c"), json!(round)),
+                put(&p, "shared", json!({ "last": [i, round] })),
+            ];
+            commits.push(commit("big-page", stream, round, round + 1, ops));
+        }
+    }
+    store.commit_all(commits).await.expect("page");
+    let keys: Vec<(String, String)> = streams.iter().map(|s| ("big-page".to_string(), s.clone())).collect();
+    assert_eq!(store.checkpoints(&keys).await.expect("checkpoints"), vec![3; 30]);
+    let docs = store.list("big-page", &p, "", None, 1000).await.expect("list");
+    assert_eq!(docs.len(), 30 * 9 + 1);
+    assert_eq!(
+        store.get("big-page", &p, "shared").await.expect("get"),
+        Some(json!({ "last": [29, 2] })),
+        "the last write of the page wins"
+    );
 }

@@ -12,11 +12,21 @@
 //! `checkpoint`, so that no document key can be mistaken for another
 //! consumer's document or for a checkpoint.
 //!
-//! A commit is one `TransactWriteItems`: the checkpoint put, conditioned on
-//! the expected version, and an unconditional put or delete per document.
-//! DynamoDB refuses a transaction touching one item twice, so operations on
-//! the same document are collapsed first (the last one wins, as if applied in
-//! order).
+//! A page's commits ([`ReadModelStore::commit_all`]) are cut by
+//! [`crm_core::consumer::capacity::plan`] into chunks of consecutive commits
+//! within `TransactWriteItems`' 100 items and 4 MB, each checkpoint and each
+//! document written once per chunk as the chunk leaves it (DynamoDB refuses
+//! a transaction touching one item twice anyway). A chunk of several items is
+//! one `TransactWriteItems`: every checkpoint put conditioned on its expected
+//! version, an unconditional put or delete per document. A chunk of one item
+//! (a checkpoint moving without documents) is one conditional `PutItem`:
+//! atomic on its own, half the write units of a transaction (decision 0031).
+//! Chunks are written in order; after a failure the chunks before stand, which
+//! the checkpoints make safe to deliver again.
+//!
+//! Every request is metered ([`DynamoReadModels::capacity`]) by DynamoDB's
+//! rounding rules from the sizes of the items sent and read
+//! ([`crm_core::consumer::capacity`]), not from what the service reports.
 
 use super::event_store::sdk_error;
 use super::items::{self, CodecError, Item, BODY, KIND, PK, SK, VERSION};
@@ -24,11 +34,14 @@ use super::transact::{
     build_error, pause, unexplained, Unexplained, CONDITIONAL_CHECK_FAILED, TRANSACTION_CONFLICT_ATTEMPTS,
 };
 use async_trait::async_trait;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, CancellationReason, Delete, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{AttributeValue, CancellationReason, Delete, KeysAndAttributes, Put, TransactWriteItem};
 use aws_sdk_dynamodb::Client;
-use crm_core::ports::{check_commit_size, CommitError, ReadModelStore, ReadOp, StoreError};
+use crm_core::consumer::capacity::{self, Capacity, CapacityMeter, CheckpointMove, Chunk};
+use crm_core::ports::{check_commit_size, Commit, CommitError, ReadModelStore, ReadOp, StoreError};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// The table's name in the SAM template.
 pub const READ_MODELS_TABLE: &str = "read-models";
@@ -41,20 +54,21 @@ const CHECKPOINT_PREFIX: &str = "checkpoint#";
 
 /// DynamoDB's limit on one item (names and values, in UTF-8 bytes).
 const MAX_ITEM_BYTES: usize = 400 * 1024;
-/// DynamoDB's limit on the items of one transaction together.
-const MAX_TRANSACTION_BYTES: usize = 4 * 1024 * 1024;
+/// How many keys one `BatchGetItem` may ask for.
+const MAX_KEYS_PER_BATCH_GET: usize = 100;
 
-/// Read models over the DynamoDB table `table`.
+/// Read models over the DynamoDB table `table`. Clones share one meter.
 #[derive(Debug, Clone)]
 pub struct DynamoReadModels {
     client: Client,
     table: String,
+    meter: Arc<CapacityMeter>,
 }
 
-/// Why a commit's transaction was cancelled.
-enum Cancelled {
-    /// The checkpoint was not the expected one.
-    Conflict,
+/// Why a chunk's transaction was cancelled.
+enum Cancelled<'c> {
+    /// This checkpoint was not the expected one.
+    Conflict(&'c CheckpointMove),
     /// Worth sending the same transaction again.
     Transient(String),
     /// Not worth it.
@@ -86,30 +100,10 @@ fn check_consumer(consumer: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Operations on the same (partition, sort) collapsed into the last one,
-/// in the order each document was first touched.
-fn collapse(ops: Vec<ReadOp>) -> Vec<ReadOp> {
-    let mut out: Vec<ReadOp> = Vec::with_capacity(ops.len());
-    let mut at: HashMap<(String, String), usize> = HashMap::new();
-    for op in ops {
-        let (partition, sort) = match &op {
-            ReadOp::Put { partition, sort, .. } | ReadOp::Delete { partition, sort } => {
-                (partition.clone(), sort.clone())
-            }
-        };
-        match at.get(&(partition.clone(), sort.clone())) {
-            Some(&i) => out[i] = op,
-            None => {
-                at.insert((partition, sort), out.len());
-                out.push(op);
-            }
-        }
-    }
-    out
-}
-
 /// An item's size as DynamoDB counts it (attribute names and string or
-/// number values, in bytes; numbers slightly over-counted).
+/// number values, in bytes; numbers slightly over-counted), as
+/// [`capacity::doc_item_bytes`] and [`capacity::checkpoint_item_bytes`]
+/// compute it for the items this adapter writes.
 fn item_size(item: &Item) -> usize {
     item.iter()
         .map(|(name, value)| {
@@ -129,7 +123,14 @@ impl DynamoReadModels {
         DynamoReadModels {
             client,
             table: table.into(),
+            meter: Arc::new(CapacityMeter::default()),
         }
+    }
+
+    /// The capacity units and requests this store (and its clones) spent
+    /// so far, counted from the items' sizes by DynamoDB's rules.
+    pub fn capacity(&self) -> Capacity {
+        self.meter.capacity()
     }
 
     /// The table's name.
@@ -157,6 +158,7 @@ impl DynamoReadModels {
             .send()
             .await
             .map_err(|e| sdk_error("GetItem", &e))?;
+        self.meter.get(&[out.item().map_or(0, item_size)]);
         Ok(out.item().cloned())
     }
 
@@ -181,18 +183,14 @@ impl DynamoReadModels {
         })
     }
 
-    fn checkpoint_put(
-        &self,
-        consumer: &str,
-        stream_id: &str,
-        expected: u64,
-        new: u64,
-    ) -> Result<TransactWriteItem, StoreError> {
-        let mut item = key(checkpoint_pk(consumer), stream_id);
+    /// The put of a checkpoint item moving from `expected` to `new`,
+    /// conditioned on `expected`.
+    fn checkpoint_put(&self, moved: &CheckpointMove) -> Result<Put, StoreError> {
+        let mut item = key(checkpoint_pk(&moved.consumer), &moved.stream_id);
         item.insert(KIND.into(), items::s(KIND_CHECKPOINT));
-        item.insert(VERSION.into(), items::n(new));
+        item.insert(VERSION.into(), items::n(moved.new));
         // A checkpoint stored as 0 counts as absent, as `checkpoint` reads it.
-        let condition = if expected == 0 {
+        let condition = if moved.expected == 0 {
             "attribute_not_exists(#pk) OR #v = :expected"
         } else {
             "#v = :expected"
@@ -202,16 +200,15 @@ impl DynamoReadModels {
             .set_item(Some(item))
             .condition_expression(condition)
             .expression_attribute_names("#v", VERSION)
-            .expression_attribute_values(":expected", items::n(expected));
-        if expected == 0 {
+            .expression_attribute_values(":expected", items::n(moved.expected));
+        if moved.expected == 0 {
             put = put.expression_attribute_names("#pk", PK);
         }
-        Ok(TransactWriteItem::builder()
-            .put(put.build().map_err(build_error)?)
-            .build())
+        put.build().map_err(build_error)
     }
 
-    fn doc_write(&self, consumer: &str, op: ReadOp) -> Result<TransactWriteItem, CommitError> {
+    /// The write of one document and its item's size.
+    fn doc_write(&self, consumer: &str, op: ReadOp) -> Result<(TransactWriteItem, usize), CommitError> {
         Ok(match op {
             ReadOp::Put { partition, sort, body } => {
                 let mut item = key(doc_pk(consumer, &partition), &sort);
@@ -231,24 +228,33 @@ impl DynamoReadModels {
                     .set_item(Some(item))
                     .build()
                     .map_err(build_error)?;
-                TransactWriteItem::builder().put(put).build()
+                (TransactWriteItem::builder().put(put).build(), size)
             }
             ReadOp::Delete { partition, sort } => {
+                // A delete is charged by the deleted item's size, which is not
+                // known here: its key is counted (at least 1 unit, as charged).
+                let doc_key = key(doc_pk(consumer, &partition), &sort);
+                let size = item_size(&doc_key);
                 let delete = Delete::builder()
                     .table_name(&self.table)
-                    .set_key(Some(key(doc_pk(consumer, &partition), &sort)))
+                    .set_key(Some(doc_key))
                     .build()
                     .map_err(build_error)?;
-                TransactWriteItem::builder().delete(delete).build()
+                (TransactWriteItem::builder().delete(delete).build(), size)
             }
         })
     }
 
     /// Explains a cancellation by its reasons, one per item sent (the
-    /// checkpoint first).
-    fn explain(reasons: &[CancellationReason]) -> Cancelled {
-        if reasons.first().and_then(|r| r.code()) == Some(CONDITIONAL_CHECK_FAILED) {
-            return Cancelled::Conflict;
+    /// chunk's checkpoints first): the first checkpoint whose condition
+    /// failed is the conflict.
+    fn explain<'c>(chunk: &'c Chunk, reasons: &[CancellationReason]) -> Cancelled<'c> {
+        if let Some(i) = reasons
+            .iter()
+            .take(chunk.checkpoints.len())
+            .position(|r| r.code() == Some(CONDITIONAL_CHECK_FAILED))
+        {
+            return Cancelled::Conflict(&chunk.checkpoints[i]);
         }
         match unexplained(reasons) {
             Unexplained::Transient(described) => Cancelled::Transient(described),
@@ -257,12 +263,108 @@ impl DynamoReadModels {
     }
 
     /// Explains a cancellation without usable reasons by reading the
-    /// checkpoint again.
-    async fn explain_by_reading(&self, consumer: &str, stream_id: &str, expected: u64) -> Cancelled {
-        match self.checkpoint(consumer, stream_id).await {
-            Ok(current) if current != expected => Cancelled::Conflict,
-            Ok(_) => Cancelled::Transient("transaction cancelled, but the checkpoint is still the expected one".into()),
-            Err(e) => Cancelled::Store(e),
+    /// chunk's checkpoints again.
+    async fn explain_by_reading<'c>(&self, chunk: &'c Chunk) -> Cancelled<'c> {
+        for moved in &chunk.checkpoints {
+            match self.checkpoint(&moved.consumer, &moved.stream_id).await {
+                Ok(current) if current != moved.expected => return Cancelled::Conflict(moved),
+                Ok(_) => {}
+                Err(e) => return Cancelled::Store(e),
+            }
+        }
+        Cancelled::Transient("transaction cancelled, but every checkpoint is still the expected one".into())
+    }
+
+    /// Writes one chunk: a conditional put when it is one checkpoint, a
+    /// transaction otherwise.
+    async fn write_chunk(&self, chunk: Chunk) -> Result<(), CommitError> {
+        let conflict = |moved: &CheckpointMove| CommitError::Conflict {
+            consumer: moved.consumer.clone(),
+            stream_id: moved.stream_id.clone(),
+            expected: moved.expected,
+        };
+        let mut writes = Vec::with_capacity(chunk.items());
+        let mut sizes = Vec::with_capacity(chunk.items());
+        for moved in &chunk.checkpoints {
+            let put = self.checkpoint_put(moved)?;
+            sizes.push(item_size(put.item()));
+            writes.push(TransactWriteItem::builder().put(put).build());
+        }
+        for doc in &chunk.docs {
+            let (write, size) = self.doc_write(&doc.consumer, doc.op.clone())?;
+            sizes.push(size);
+            writes.push(write);
+        }
+        if let ([moved], []) = (chunk.checkpoints.as_slice(), chunk.docs.as_slice()) {
+            let put = self.checkpoint_put(moved)?;
+            self.meter.write(&sizes, false);
+            return match self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(put.item().clone()))
+                .set_condition_expression(put.condition_expression().map(str::to_string))
+                .set_expression_attribute_names(put.expression_attribute_names().cloned())
+                .set_expression_attribute_values(put.expression_attribute_values().cloned())
+                .send()
+                .await
+            {
+                Ok(_) => Ok(()),
+                Err(err) => match err.as_service_error() {
+                    Some(PutItemError::ConditionalCheckFailedException(_)) => Err(conflict(moved)),
+                    _ => Err(sdk_error("PutItem", &err).into()),
+                },
+            };
+        }
+        let total: usize = sizes.iter().sum();
+        if total > capacity::MAX_BYTES_PER_WRITE {
+            return Err(CommitError::TooLarge(format!(
+                "{total} bytes in one write (at most {})",
+                capacity::MAX_BYTES_PER_WRITE
+            )));
+        }
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            self.meter.write(&sizes, true);
+            let sent = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(writes.clone()))
+                .send()
+                .await;
+            let err = match sent {
+                Ok(_) => return Ok(()),
+                Err(err) => err,
+            };
+            let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) = err.as_service_error() else {
+                return Err(sdk_error("TransactWriteItems", &err).into());
+            };
+            let reasons = cancelled.cancellation_reasons();
+            let explained = if reasons.len() == writes.len() {
+                Self::explain(&chunk, reasons)
+            } else {
+                tracing::debug!(
+                    table = %self.table,
+                    reasons = reasons.len(),
+                    items = writes.len(),
+                    "commit cancelled without usable reasons; re-reading the checkpoints"
+                );
+                self.explain_by_reading(&chunk).await
+            };
+            match explained {
+                Cancelled::Conflict(moved) => return Err(conflict(moved)),
+                Cancelled::Store(e) => return Err(e.into()),
+                Cancelled::Transient(why) if attempt < TRANSACTION_CONFLICT_ATTEMPTS => {
+                    tracing::debug!(table = %self.table, attempt, why, "commit retried");
+                    pause(&self.client, attempt).await;
+                }
+                Cancelled::Transient(why) => {
+                    return Err(
+                        StoreError::Unavailable(format!("TransactWriteItems cancelled {attempt} times: {why}")).into(),
+                    )
+                }
+            }
         }
     }
 }
@@ -292,70 +394,97 @@ impl ReadModelStore for DynamoReadModels {
         new: u64,
         ops: Vec<ReadOp>,
     ) -> Result<(), CommitError> {
-        check_commit_size(&ops)?;
-        check_consumer(consumer)?;
-        let mut transaction = vec![self.checkpoint_put(consumer, stream_id, expected, new)?];
-        for op in collapse(ops) {
-            transaction.push(self.doc_write(consumer, op)?);
-        }
-        let total: usize = transaction
-            .iter()
-            .filter_map(|w| w.put())
-            .map(|p| item_size(p.item()))
-            .sum();
-        if total > MAX_TRANSACTION_BYTES {
-            return Err(CommitError::TooLarge(format!(
-                "{total} bytes in one commit (at most {MAX_TRANSACTION_BYTES})"
-            )));
-        }
-
-        let conflict = || CommitError::Conflict {
+        self.commit_all(vec![Commit {
             consumer: consumer.to_string(),
             stream_id: stream_id.to_string(),
             expected,
-        };
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let sent = self
-                .client
-                .transact_write_items()
-                .set_transact_items(Some(transaction.clone()))
-                .send()
-                .await;
-            let err = match sent {
-                Ok(_) => return Ok(()),
-                Err(err) => err,
-            };
-            let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) = err.as_service_error() else {
-                return Err(sdk_error("TransactWriteItems", &err).into());
-            };
-            let reasons = cancelled.cancellation_reasons();
-            let explained = if reasons.len() == transaction.len() {
-                Self::explain(reasons)
-            } else {
-                tracing::debug!(
-                    table = %self.table,
-                    reasons = reasons.len(),
-                    items = transaction.len(),
-                    "commit cancelled without usable reasons; re-reading the checkpoint"
-                );
-                self.explain_by_reading(consumer, stream_id, expected).await
-            };
-            match explained {
-                Cancelled::Conflict => return Err(conflict()),
-                Cancelled::Store(e) => return Err(e.into()),
-                Cancelled::Transient(why) if attempt < TRANSACTION_CONFLICT_ATTEMPTS => {
-                    tracing::debug!(table = %self.table, attempt, why, "commit retried");
-                    pause(&self.client, attempt).await;
+            new,
+            ops,
+        }])
+        .await
+    }
+
+    /// The commits in chunks ([`capacity::plan`]), each one atomic write,
+    /// in order; after an error the chunks before it stand.
+    async fn commit_all(&self, commits: Vec<Commit>) -> Result<(), CommitError> {
+        for c in &commits {
+            check_commit_size(&c.ops)?;
+            check_consumer(&c.consumer)?;
+        }
+        let chunks = capacity::plan(
+            commits,
+            capacity::MAX_ITEMS_PER_WRITE,
+            capacity::MAX_BYTES_PER_WRITE,
+            capacity::doc_item_bytes,
+        )?;
+        for chunk in chunks {
+            self.write_chunk(chunk).await?;
+        }
+        Ok(())
+    }
+
+    /// `BatchGetItem`s of up to 100 keys, strongly consistent; unprocessed
+    /// keys are asked again.
+    async fn checkpoints(&self, keys: &[(String, String)]) -> Result<Vec<u64>, StoreError> {
+        let mut found: HashMap<(String, String), u64> = HashMap::new();
+        for batch in keys.chunks(MAX_KEYS_PER_BATCH_GET) {
+            let mut wanted: Vec<Item> = Vec::new();
+            let mut seen = std::collections::HashSet::new();
+            for (consumer, stream) in batch {
+                check_consumer(consumer)?;
+                if seen.insert((consumer, stream)) {
+                    wanted.push(key(checkpoint_pk(consumer), stream));
                 }
-                Cancelled::Transient(why) => {
-                    return Err(
-                        StoreError::Unavailable(format!("TransactWriteItems cancelled {attempt} times: {why}")).into(),
-                    )
+            }
+            let mut attempt = 0;
+            while !wanted.is_empty() {
+                attempt += 1;
+                let asked = wanted.len();
+                let request = KeysAndAttributes::builder()
+                    .set_keys(Some(std::mem::take(&mut wanted)))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(build_error)?;
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, request)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error("BatchGetItem", &e))?;
+                let items = out
+                    .responses()
+                    .and_then(|r| r.get(&self.table))
+                    .cloned()
+                    .unwrap_or_default();
+                let mut sizes: Vec<usize> = items.iter().map(item_size).collect();
+                // Keys not found (or left unprocessed) are counted at the minimum each.
+                sizes.resize(sizes.len().max(asked), 0);
+                self.meter.get(&sizes);
+                for item in &items {
+                    let pk = items::get_s(item, PK).map_err(|e| self.corrupt(e))?;
+                    let stream = items::get_s(item, SK).map_err(|e| self.corrupt(e))?;
+                    let consumer = pk.strip_prefix(CHECKPOINT_PREFIX).unwrap_or(pk);
+                    let version = items::get_n(item, VERSION).map_err(|e| self.corrupt(e))?;
+                    found.insert((consumer.to_string(), stream.to_string()), version);
+                }
+                if let Some(left) = out
+                    .unprocessed_keys()
+                    .and_then(|u| u.get(&self.table))
+                    .map(|k| k.keys().to_vec())
+                {
+                    if attempt >= TRANSACTION_CONFLICT_ATTEMPTS {
+                        return Err(StoreError::Unavailable(format!(
+                            "BatchGetItem left {} keys unprocessed {attempt} times",
+                            left.len()
+                        )));
+                    }
+                    wanted = left;
+                    pause(&self.client, attempt).await;
                 }
             }
         }
+        Ok(keys.iter().map(|k| found.get(k).copied().unwrap_or(0)).collect())
     }
 
     async fn get(&self, consumer: &str, partition: &str, sort: &str) -> Result<Option<serde_json::Value>, StoreError> {
@@ -414,6 +543,8 @@ impl ReadModelStore for DynamoReadModels {
                 .send()
                 .await
                 .map_err(|e| sdk_error("Query", &e))?;
+            self.meter
+                .query(&out.items().iter().map(item_size).collect::<Vec<_>>(), true);
             for item in out.items() {
                 let sort = items::get_s(item, SK).map_err(|e| self.corrupt(e))?;
                 if !sort.starts_with(prefix) {
@@ -437,37 +568,39 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn put(partition: &str, sort: &str, n: i64) -> ReadOp {
-        ReadOp::Put {
-            partition: partition.into(),
-            sort: sort.into(),
-            body: json!(n),
-        }
-    }
-
     #[test]
-    fn collapse_keeps_the_last_op_per_document() {
-        let del = ReadOp::Delete {
-            partition: "p".into(),
-            sort: "a".into(),
+    fn items_are_metered_at_their_real_size() {
+        let store = DynamoReadModels::new(
+            Client::from_conf(
+                aws_sdk_dynamodb::Config::builder()
+                    .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+                    .build(),
+            ),
+            "t",
+        );
+        let op = ReadOp::Put {
+            partition: "customer-1".into(),
+            sort: "entry#0000000007".into(),
+            body: json!({"type": "CustomerRegistered", "text": "grüße", "n": [1, 2.5]}),
         };
-        let ops = vec![
-            put("p", "a", 1),
-            put("p", "b", 2),
-            put("q", "a", 3),
-            del.clone(),
-            put("p", "b", 4),
-        ];
-        assert_eq!(collapse(ops), vec![del, put("p", "b", 4), put("q", "a", 3)]);
+        let (_, size) = store.doc_write("timeline", op.clone()).expect("doc");
+        assert_eq!(size, capacity::doc_item_bytes("timeline", &op));
+        let delete = ReadOp::Delete {
+            partition: "customer-1".into(),
+            sort: "profile".into(),
+        };
+        let (_, size) = store.doc_write("timeline", delete.clone()).expect("doc");
+        assert_eq!(size, capacity::doc_item_bytes("timeline", &delete));
+        let moved = CheckpointMove {
+            consumer: "timeline".into(),
+            stream_id: "customer-1".into(),
+            expected: 9,
+            new: 12,
+        };
+        let put = store.checkpoint_put(&moved).expect("checkpoint");
         assert_eq!(
-            collapse(vec![
-                ReadOp::Delete {
-                    partition: "p".into(),
-                    sort: "a".into(),
-                },
-                put("p", "a", 5)
-            ]),
-            vec![put("p", "a", 5)]
+            item_size(put.item()),
+            capacity::checkpoint_item_bytes("timeline", "customer-1", 12)
         );
     }
 
