@@ -50,6 +50,7 @@ import socketserver
 import string
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -696,6 +697,15 @@ def serve_routes(port: int, routes: dict) -> None:
         daemon_threads = True
         allow_reuse_address = True
 
+    class Server6(Server):
+        address_family = socket.AF_INET6
+
+    # `cargo lambda invoke` goes to localhost, which may be ::1: loopback on both.
+    try:
+        v6 = Server6(("::1", port), Handler)
+        threading.Thread(target=v6.serve_forever, daemon=True).start()
+    except OSError as e:
+        sys.stderr.write(f"router: not on [::1]:{port} ({e})\n")
     Server(("127.0.0.1", port), Handler).serve_forever()
 
 
@@ -994,7 +1004,7 @@ def _pids(state: dict) -> list:
 
 def usage_text(state: dict, state_dir: pathlib.Path) -> str:
     port, endpoint = state["lambda"]["port"], state["endpoint"]
-    rel = os.path.relpath(state_dir, os.getcwd())
+    rel = os.path.relpath(state_dir) if state_dir.resolve().is_relative_to(pathlib.Path.cwd()) else state_dir
     consumers = ", ".join(f"{c['function']} <- {c['queue']}" for c in state["consumers"])
     port_flag = "" if port == 9000 else f" --invoke-port {port}"
     return f"""

@@ -1,0 +1,167 @@
+#!/usr/bin/env python3
+"""End-to-end test of scripts/aws-local, run by hand (or by scripts/test):
+
+    python3 scripts/aws_local_test.py        # the venv's python, or any with boto3 and PyYAML
+
+1. `scripts/aws-local up` on free ports, with a 2 s visibility timeout and a
+   maxReceiveCount of 2, in a temporary state directory (its own moto);
+2. registers a customer with `cargo lambda invoke api` (events/api/01-...),
+   through the invoke router on the default loopback address;
+3. pumps: the stream reaches the relay, the rules fill the queues, the
+   consumers take them; the customer's documents are in the read-models
+   table, `GET /customers/{id}` answers 200 with the email, no message was
+   reported failed and every dead-letter queue is empty;
+4. puts on the campaign queue a CustomerRegistered of that customer whose
+   email ciphertext is corrupt: the campaign function reports it in
+   `batchItemFailures` (decrypting fails, decision 0029), it comes back after
+   the visibility timeout, and after maxReceiveCount receives moto's redrive
+   policy moves it, unchanged, to the campaign's dead-letter queue;
+5. `scripts/aws-local down` stops moto, the watchers and the router.
+
+Exits non-zero on the first failed check. Building the functions takes
+minutes the first time (cargo waits on the shared target dir's lock).
+"""
+import base64
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+import uuid
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "scripts"))
+import aws_local  # noqa: E402
+
+MAX_RECEIVES = 2
+
+
+def check(ok: bool, what: str, detail="") -> None:
+    if not ok:
+        raise SystemExit(f"FAIL {what}" + (f": {detail}" if detail else ""))
+    print(f"ok   {what}")
+
+
+def cli(state_dir: pathlib.Path, *args: str) -> str:
+    out = subprocess.run([str(REPO / "scripts" / "aws-local"), "--state-dir", str(state_dir), *args],
+                         cwd=REPO, capture_output=True, text=True, timeout=1800)
+    if out.returncode != 0:
+        raise SystemExit(f"FAIL scripts/aws-local {' '.join(args)} exited {out.returncode}:\n"
+                         f"{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+    return out.stdout
+
+
+def invoke_api(port: int, sample: str, values: dict, address: str | None = None) -> dict:
+    payload = (REPO / "events" / "api" / sample).read_text()
+    for key, value in values.items():
+        payload = payload.replace("{{" + key + "}}", value)
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        f.write(payload)
+    command = ["cargo", "lambda", "invoke", "api", "--invoke-port", str(port), "--data-file", f.name,
+               "--output-format", "json"]
+    if address:
+        command += ["--invoke-address", address]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=900,
+                         env={**os.environ, "PATH": aws_local._tool_path()})
+    pathlib.Path(f.name).unlink(missing_ok=True)
+    if out.returncode != 0:
+        raise SystemExit(f"FAIL cargo lambda invoke api ({sample}): {out.stderr.strip()[-2000:]}")
+    return json.loads(out.stdout)
+
+
+def corrupt_registration(customer_id: str) -> dict:
+    """The EventBridge event of a CustomerRegistered of `customer_id` whose
+    email is an `enc:v1:` field that does not open under the customer's key."""
+    event = json.loads((REPO / "events" / "projector" / "customer-registered.json").read_text())
+    detail = event["detail"]
+    detail.update(event_id=str(uuid.uuid4()), stream_id=f"customer-{customer_id}", version=999,
+                  customer_id=customer_id)
+    detail["data"].update(customer_id=customer_id,
+                          email="enc:v1:" + base64.urlsafe_b64encode(bytes(48)).decode().rstrip("="))
+    event["id"] = str(uuid.uuid4())
+    return event
+
+
+def main() -> int:
+    state_dir = pathlib.Path(tempfile.mkdtemp(prefix="aws-local-test."))
+    port = aws_local.free_port()
+    try:
+        print(f"==> scripts/aws-local up --port {port} (state in {state_dir})")
+        up = cli(state_dir, "up", "--port", str(port), "--visibility-timeout", "2",
+                 "--max-receive-count", str(MAX_RECEIVES))
+        check(f"cargo lambda invoke api --invoke-port {port}" in up, "up prints how to invoke a function")
+        check("scripts/aws-local pump" in up and "scripts/aws-local send" in up, "up prints how to drive the queues")
+        state = aws_local.load_state(state_dir)
+        resources = state["resources"]
+        for logical in ("EventsTable", "ReadModelsTable", "KeysTable", "CrmBus", "ProjectorRule", "ConsentRule",
+                        "CampaignRule", "ChannelRule", "ProjectorQueue", "CampaignDeadLetterQueue",
+                        "DataKeysKey", "UnsubscribeSecret", "ScheduleGroup", "MailConfigurationSet"):
+            check(logical in resources, f"template.yaml's {logical} created as {resources.get(logical, {}).get('ref')}")
+        campaign = next(c for c in state["consumers"] if c["function"] == "campaign")
+        check(campaign["dead_letter_queue"] == "CampaignDeadLetterQueue" and campaign["max_receive_count"] == MAX_RECEIVES,
+              "the campaign queue redrives to its dead-letter queue after 2 receives")
+        env = state["functions"]["projector"]["environment"]
+        check(env["DEAD_LETTER_QUEUE_URL"] == resources["ProjectorDeadLetterQueue"]["QueueUrl"]
+              and state["functions"]["relay"]["environment"]["DEAD_LETTER_QUEUE_URL"]
+              == resources["RelayDeadLetterQueue"]["QueueUrl"],
+              "each function runs with its own dead-letter queue from template.yaml")
+
+        registered = invoke_api(port, "01-register-customer.json", {})  # default address: localhost
+        check(registered.get("statusCode") == 201, "api registers a customer (201)", registered)
+        customer_id = json.loads(registered["body"])["id"]
+
+        counts = aws_local.pump(state, rounds=10)
+        aws_local.save_state(state_dir, state)
+        print(counts.summary())
+        check(counts.relayed > 0 and counts.delivered.get("relay") == counts.relayed,
+              "pump relays the stored events from the stream", counts)
+        check(counts.delivered.get("projector", 0) > 0 and counts.delivered.get("consent", 0) > 0
+              and counts.delivered.get("campaign", 0) > 0, "pump delivers the queues to their functions", counts)
+        check(not counts.reported_failed and not counts.invocation_errors and not counts.in_flight,
+              "no message reported failed, none in flight", counts)
+        check(not counts.dead_letters, "every dead-letter queue is empty", counts.dead_letters)
+
+        ddb = aws_local.client("dynamodb", state["endpoint"])
+        items = ddb.scan(TableName=resources["ReadModelsTable"]["ref"])["Items"]
+        docs = [i for i in items if i.get("kind", {}).get("S") == "doc"
+                and customer_id in i["pk"]["S"] + i["sk"]["S"]]
+        check(docs, f"the customer's documents are in {resources['ReadModelsTable']['ref']}",
+              [(i["pk"]["S"], i["sk"]["S"]) for i in items][:20])
+        got = invoke_api(port, "02-get-customer.json", {"customer_id": customer_id}, "127.0.0.1")
+        email = json.loads(json.loads((REPO / "events/api/01-register-customer.json").read_text())["body"])["email"]
+        check(got.get("statusCode") == 200 and email in got.get("body", ""),
+              "GET /customers/{id} answers the customer 360 from the read models", got)
+
+        again = cli(state_dir, "pump", "--rounds", "2")
+        check("relayed 0 stream records" in again, "a second pump (CLI) finds nothing new", again)
+
+        poison = corrupt_registration(customer_id)
+        aws_local.send(state, "campaign", poison)
+        counts = aws_local.pump(state, rounds=MAX_RECEIVES + 3)
+        aws_local.save_state(state_dir, state)
+        print(counts.summary())
+        check(counts.reported_failed.get("campaign") == MAX_RECEIVES,
+              f"the undecryptable message is reported failed, comes back, {MAX_RECEIVES} receives in all",
+              counts.reported_failed)
+        sqs = aws_local.client("sqs", state["endpoint"])
+        parked = sqs.receive_message(QueueUrl=resources["CampaignDeadLetterQueue"]["QueueUrl"],
+                                     MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
+        check(len(parked) == 1 and json.loads(parked[0]["Body"]) == poison,
+              "the redrive policy moved it, as received, to CampaignDeadLetterQueue", parked)
+        depths = aws_local.queue_depths(state)
+        check(depths["CampaignQueue"] == (0, 0), "the campaign queue is empty", depths)
+        check(all(sum(depths[q]) == 0 for q in state["dead_letter_queues"] if q != "CampaignDeadLetterQueue"),
+              "no other dead letters", depths)
+    finally:
+        print("==> scripts/aws-local down")
+        pids = [p for p in aws_local._pids(json.loads(aws_local.state_file(state_dir).read_text()))] \
+            if aws_local.state_file(state_dir).exists() else []
+        cli(state_dir, "down")
+    check(not any(aws_local._alive(p) for p in pids if p), "down stopped moto, the watchers and the router")
+    print("aws-local test passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
