@@ -642,6 +642,9 @@ class MotoUpstream:
 class ProxyHandler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "fault-proxy"
+    # Headers and body go out in one write; with Nagle's algorithm on, the
+    # client's delayed ACK would hold every small answer for 40 ms.
+    disable_nagle_algorithm = True
     injector: Injector
     upstream: MotoUpstream
     verbose = False
@@ -682,9 +685,10 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(body)))
         if self.close_connection:
             self.send_header("Connection", "close")
-        self.end_headers()
+        self._headers_buffer.append(b"\r\n")
         if not head and body:
-            self.wfile.write(body)
+            self._headers_buffer.append(body)
+        self.flush_headers()
 
     def _json(self, status, value):
         body = json.dumps(value, indent=1).encode()
