@@ -2,15 +2,16 @@
 //! prints its report on stdout.
 
 use crate::{
-    consumer_groups, queue_url, render_check, render_letters, render_redrive, render_replay, CliError, Clients,
-    Settings, Tables,
+    consumer_groups, queue_url, render_check, render_letters, render_redrive, render_replay, render_republish,
+    CliError, Clients, Settings, Tables,
 };
+use chrono::{DateTime, Utc};
 use crm_aws::sqs::SqsDeadLetterQueue;
 use crm_core::ports::DeadLetterQueue;
 use std::sync::Arc;
 
 /// Operations on the deployed CRM: rebuild projections, check them against
-/// the events, list and redrive dead letters.
+/// the events, list and redrive dead letters, publish events again.
 #[derive(clap::Parser)]
 #[command(name = "crm-ops", version)]
 pub struct Cli {
@@ -50,6 +51,32 @@ pub enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// Publish again, straight from the events table, every event recorded
+    /// in a time range (both ends included): for when the table's stream
+    /// (24 h) ran out before the relay could read it. Consumers drop the
+    /// duplicates. Needs EVENTS_TABLE, EVENT_BUS_NAME and
+    /// RELAY_DEAD_LETTER_QUEUE_URL (where what the bus will not take is
+    /// parked). Exits 1 if any event was neither published nor parked.
+    Republish {
+        /// The range's start, RFC 3339 (2026-12-01T10:00:00Z).
+        #[arg(long, value_parser = rfc3339)]
+        from: DateTime<Utc>,
+        /// The range's end, RFC 3339.
+        #[arg(long, value_parser = rfc3339)]
+        to: DateTime<Utc>,
+        /// Parallel scan segments (Segment/TotalSegments), run concurrently.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        segments: u32,
+        /// No progress spinner.
+        #[arg(long)]
+        quiet: bool,
+    },
+}
+
+fn rfc3339(text: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.to_utc())
+        .map_err(|e| format!("not an RFC 3339 time ({e}); for example 2026-12-01T10:00:00Z"))
 }
 
 #[derive(clap::Subcommand)]
@@ -62,19 +89,32 @@ pub enum DlqCommand {
         #[arg(long, default_value_t = 100)]
         max: usize,
     },
-    /// Hand each event of a dead-letter queue to a consumer group again;
-    /// exits 1 if any message could not be redriven.
+    /// Deliver the events of a dead-letter queue again; a message is
+    /// deleted once its event was delivered (or parked again with a new
+    /// reason). Exits 1 if any message could not be redriven.
+    #[command(group(clap::ArgGroup::new("target").required(true).args(["to", "to_queue"])))]
     Redrive {
         /// The queue's URL or name.
         queue: String,
-        /// The consumer group to deliver to: projector or consent.
+        /// `relay`: the relay's dead-letter queue, published again onto
+        /// EVENT_BUS_NAME (events parked by key re-read from EVENTS_TABLE);
+        /// `projector` or `consent`: handed to that consumer group in this
+        /// process.
         #[arg(long)]
-        to: String,
+        to: Option<String>,
+        /// A consumer's source queue (URL or name; projector, consent,
+        /// campaign, channel): each event is sent back as the EventBridge
+        /// event its rule delivers, for the consumer's own function.
+        #[arg(long)]
+        to_queue: Option<String>,
         /// At most this many messages.
         #[arg(long, default_value_t = 100)]
         max: usize,
     },
 }
+
+/// The `--to` that publishes onto the bus through the relay.
+pub const RELAY_TARGET: &str = "relay";
 
 /// Runs `cli`'s command with `clients` and prints its report on stdout.
 /// An inconsistent check or a message not redriven is an error (exit 1).
@@ -116,20 +156,49 @@ pub async fn execute(cli: Cli, clients: &Clients) -> Result<(), CliError> {
             Ok(())
         }
         Command::Dlq {
-            command: DlqCommand::Redrive { queue, to, max },
+            command:
+                DlqCommand::Redrive {
+                    queue,
+                    to,
+                    to_queue,
+                    max,
+                },
         } => {
-            let tables = Tables::new(clients, &settings)?;
-            // Events parked again go to DEAD_LETTER_QUEUE_URL, or back to the queue redriven.
-            let park_in = settings.dead_letter_queue_url.clone().unwrap_or_else(|| queue.clone());
-            let url = queue_url(&clients.sqs, &park_in).await?;
-            let dead_letters: Arc<dyn DeadLetterQueue> = Arc::new(SqsDeadLetterQueue::new(clients.sqs.clone(), url));
-            let groups = consumer_groups(&tables, dead_letters, settings.identifier_hash_secret.as_deref());
-            let report = crate::dlq_redrive(&clients.sqs, &tables, groups, &queue, &to, max).await?;
+            let report = match (to, to_queue) {
+                (_, Some(target)) => crate::dlq_redrive_to_queue(&clients.sqs, &queue, &target, max).await?,
+                (Some(to), None) if to == RELAY_TARGET => {
+                    crate::dlq_redrive_to_bus(clients, &settings, &queue, max).await?
+                }
+                (to, None) => {
+                    let to = to.unwrap_or_default();
+                    let tables = Tables::new(clients, &settings)?;
+                    // Events parked again go to DEAD_LETTER_QUEUE_URL, or back to the queue redriven.
+                    let park_in = settings.dead_letter_queue_url.clone().unwrap_or_else(|| queue.clone());
+                    let url = queue_url(&clients.sqs, &park_in).await?;
+                    let dead_letters: Arc<dyn DeadLetterQueue> =
+                        Arc::new(SqsDeadLetterQueue::new(clients.sqs.clone(), url));
+                    let groups = consumer_groups(&tables, dead_letters, settings.identifier_hash_secret.as_deref());
+                    crate::dlq_redrive(&clients.sqs, &tables, groups, &queue, &to, max).await?
+                }
+            };
             println!("{}", render_redrive(&report));
             if report.failed.is_empty() {
                 Ok(())
             } else {
                 Err(CliError::NotRedriven(report.failed.len()))
+            }
+        }
+        Command::Republish {
+            from,
+            to,
+            segments,
+            quiet,
+        } => {
+            let republished = crate::republish(clients, &settings, from, to, segments, !quiet).await?;
+            println!("{}", render_republish(&republished));
+            match republished.report.failed {
+                0 => Ok(()),
+                failed => Err(CliError::NotRepublished(failed)),
             }
         }
     }
@@ -175,20 +244,81 @@ mod tests {
     }
 
     #[test]
-    fn dlq_redrive_needs_a_target() {
+    fn dlq_redrive_needs_one_target() {
         assert!(parse(&["dlq", "redrive", "crm-projector-dlq"]).is_err());
+        assert!(
+            parse(&[
+                "dlq",
+                "redrive",
+                "q",
+                "--to",
+                "projector",
+                "--to-queue",
+                "crm-projector"
+            ])
+            .is_err(),
+            "a consumer group or a queue, not both"
+        );
         match parse(&["dlq", "redrive", "crm-projector-dlq", "--to", "projector", "--max", "5"]) {
             Ok(Cli {
                 command:
                     Command::Dlq {
-                        command: DlqCommand::Redrive { queue, to, max },
+                        command:
+                            DlqCommand::Redrive {
+                                queue,
+                                to,
+                                to_queue,
+                                max,
+                            },
                     },
                 ..
             }) => assert_eq!(
-                (queue.as_str(), to.as_str(), max),
-                ("crm-projector-dlq", "projector", 5)
+                (queue.as_str(), to.as_deref(), to_queue, max),
+                ("crm-projector-dlq", Some("projector"), None, 5)
             ),
             _ => panic!("dlq redrive did not parse"),
+        }
+        match parse(&["dlq", "redrive", "crm-channel-dlq", "--to-queue", "crm-channel"]) {
+            Ok(Cli {
+                command:
+                    Command::Dlq {
+                        command: DlqCommand::Redrive { to, to_queue, .. },
+                    },
+                ..
+            }) => assert_eq!((to, to_queue.as_deref()), (None, Some("crm-channel"))),
+            _ => panic!("dlq redrive --to-queue did not parse"),
+        }
+    }
+
+    #[test]
+    fn republish_takes_an_rfc3339_range() {
+        assert!(parse(&["republish", "--from", "2026-12-01T10:00:00Z"]).is_err());
+        assert!(parse(&["republish", "--from", "yesterday", "--to", "2026-12-01T10:00:00Z"]).is_err());
+        match parse(&[
+            "republish",
+            "--from",
+            "2026-12-01T10:00:00+01:00",
+            "--to",
+            "2026-12-01T12:00:00Z",
+            "--segments",
+            "8",
+        ]) {
+            Ok(Cli {
+                command:
+                    Command::Republish {
+                        from,
+                        to,
+                        segments,
+                        quiet,
+                    },
+                ..
+            }) => {
+                assert_eq!(from.to_rfc3339(), "2026-12-01T09:00:00+00:00");
+                assert_eq!(to.to_rfc3339(), "2026-12-01T12:00:00+00:00");
+                assert_eq!(segments, 8);
+                assert!(!quiet);
+            }
+            _ => panic!("republish did not parse"),
         }
     }
 

@@ -1,11 +1,15 @@
-//! `crm-ops`, the operator's command line on AWS (issue 9, decision 0025):
-//! rebuild one projection (or a consumer group) from the events table with a
-//! parallel scan, check a sample of customer streams against the stored
-//! projections, and list and redrive the SQS dead-letter queues.
+//! `crm-ops`, the operator's command line on AWS (issue 9, decisions 0025,
+//! 0030): rebuild one projection (or a consumer group) from the events table
+//! with a parallel scan, check a sample of customer streams against the
+//! stored projections, list and redrive the SQS dead-letter queues (into a
+//! consumer group in process, back onto the bus through the relay, or back
+//! into a consumer's source queue), and publish a time range of the events
+//! table again.
 //!
 //! The configuration is the functions' own (`EVENTS_TABLE`,
 //! `READ_MODELS_TABLE`, `KEYS_TABLE`, `DATA_KEYS_KMS_KEY_ID`,
-//! `DEAD_LETTER_QUEUE_URL`, `IDENTIFIER_HASH_SECRET`), from the environment
+//! `DEAD_LETTER_QUEUE_URL`, `IDENTIFIER_HASH_SECRET`, and the relay's
+//! `EVENT_BUS_NAME` and `RELAY_DEAD_LETTER_QUEUE_URL`), from the environment
 //! or flags; the AWS SDK reads the region, the credentials and
 //! `AWS_ENDPOINT_URL` itself. Personal fields are read through the
 //! customers' data keys, as the deployed consumers read them (decisions
@@ -17,12 +21,15 @@ pub mod cli;
 pub use cli::{execute, Cli, Command, DlqCommand};
 
 use crm_aws::dynamodb::{DynamoEventStore, DynamoReadModels};
+use crm_aws::eventbridge::EventBridgeBus;
 use crm_aws::keys::DynamoKmsKeyStore;
-use crm_aws::ops::{QueuedLetter, RedriveReport, ReplaySource};
+use crm_aws::ops::{QueuedLetter, RedriveReport, ReplaySource, RepublishReport};
+use crm_aws::sqs::SqsDeadLetterQueue;
 use crm_core::consumer::{Consumer, ConsumerGroup, EventHandler};
 use crm_core::ops::{CheckReport, ReplayReport};
 use crm_core::ports::{DeadLetterQueue, EventStore, StoreError};
 use crm_core::privacy::{DecryptingHandler, EncryptingEventStore, IdentifierHasher, KeyStore};
+use crm_core::relay::Relay;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -52,6 +59,10 @@ pub enum CliError {
     Inconsistent(usize),
     #[error("{0} message(s) not redriven")]
     NotRedriven(usize),
+    #[error("{0} event(s) neither published nor parked")]
+    NotRepublished(u64),
+    #[error("the range ends ({to}) before it starts ({from})")]
+    EmptyRange { from: String, to: String },
 }
 
 /// Where the tables and queues are: the functions' environment variables
@@ -74,6 +85,14 @@ pub struct Settings {
     /// the dead-letter queue of the consumer's function.
     #[arg(long, env = "DEAD_LETTER_QUEUE_URL", global = true)]
     pub dead_letter_queue_url: Option<String>,
+    /// The bus the relay publishes to (name or ARN): where `dlq redrive --to
+    /// relay` and `republish` publish.
+    #[arg(long, env = "EVENT_BUS_NAME", global = true)]
+    pub event_bus_name: Option<String>,
+    /// The relay's dead-letter queue (URL or name): where `republish` parks
+    /// what the bus will not take.
+    #[arg(long, env = "RELAY_DEAD_LETTER_QUEUE_URL", global = true)]
+    pub relay_dead_letter_queue_url: Option<String>,
     /// The proof ledger's identifier hash secret (the consent group needs
     /// it); from the environment only, never a flag.
     #[arg(skip = std::env::var("IDENTIFIER_HASH_SECRET").ok().filter(|v| !v.trim().is_empty()))]
@@ -115,12 +134,25 @@ impl Settings {
             "dead-letter-queue-url",
         )
     }
+
+    pub fn event_bus_name(&self) -> Result<&str, CliError> {
+        required(&self.event_bus_name, "EVENT_BUS_NAME", "event-bus-name")
+    }
+
+    pub fn relay_dead_letter_queue(&self) -> Result<&str, CliError> {
+        required(
+            &self.relay_dead_letter_queue_url,
+            "RELAY_DEAD_LETTER_QUEUE_URL",
+            "relay-dead-letter-queue-url",
+        )
+    }
 }
 
 /// The AWS clients, built once from the SDK configuration.
 #[derive(Clone)]
 pub struct Clients {
     pub dynamodb: aws_sdk_dynamodb::Client,
+    pub eventbridge: aws_sdk_eventbridge::Client,
     pub kms: aws_sdk_kms::Client,
     pub sqs: aws_sdk_sqs::Client,
 }
@@ -129,9 +161,20 @@ impl Clients {
     pub fn new(aws: &aws_config::SdkConfig) -> Self {
         Clients {
             dynamodb: aws_sdk_dynamodb::Client::new(aws),
+            eventbridge: aws_sdk_eventbridge::Client::new(aws),
             kms: aws_sdk_kms::Client::new(aws),
             sqs: aws_sdk_sqs::Client::new(aws),
         }
+    }
+
+    /// The relay as the function runs it ([`crm_relay::relay`]: its retry
+    /// policy, real pauses) over the bus `bus_name`, parking in the queue
+    /// `dead_letter_queue_url`.
+    pub fn relay(&self, bus_name: &str, dead_letter_queue_url: &str) -> Relay {
+        crm_relay::relay(
+            Arc::new(EventBridgeBus::new(self.eventbridge.clone(), bus_name)),
+            Arc::new(SqsDeadLetterQueue::new(self.sqs.clone(), dead_letter_queue_url)),
+        )
     }
 }
 
@@ -391,14 +434,16 @@ pub async fn dlq_list(sqs: &aws_sdk_sqs::Client, queue: &str, max: usize) -> Res
 }
 
 /// One line per message: id, consumer, the event (type, stream, version, id;
-/// never its personal data) and the reason.
+/// never its personal data; or the key of an event the relay parked by its
+/// key alone) and the reason.
 pub fn render_letters(letters: &[QueuedLetter]) -> String {
     let mut out = String::new();
     for l in letters {
-        let event = l.event.as_ref().map_or_else(
-            || "(no event)".to_string(),
-            |e| format!("{} {} v{} ({})", e.event_type, e.stream_id, e.version, e.event_id),
-        );
+        let event = match (&l.event, &l.key) {
+            (Some(e), _) => format!("{} {} v{} ({})", e.event_type, e.stream_id, e.version, e.event_id),
+            (None, Some(key)) => format!("{} v{} (by key)", key.pk, key.sk),
+            (None, None) => "(no event)".to_string(),
+        };
         let _ = writeln!(out, "{}  {}  {}  {}", l.message_id, l.consumer, event, l.reason);
     }
     let _ = write!(out, "{} message(s)", letters.len());
@@ -428,6 +473,87 @@ pub async fn dlq_redrive(
     let handler = DecryptingHandler::new(Arc::new(group) as Arc<dyn EventHandler>, tables.keys.clone());
     let url = queue_url(sqs, queue).await?;
     Ok(crm_aws::ops::redrive(sqs, &url, &handler, max).await?)
+}
+
+/// Publishes the events parked in the relay's dead-letter queue `queue` (URL
+/// or name) again onto the bus `EVENT_BUS_NAME`, through the relay; letters
+/// that carry only the event's key are re-read from `EVENTS_TABLE` (see
+/// [`crm_aws::ops::redrive_to_bus`]). An event the bus still refuses is
+/// parked again in the same queue.
+pub async fn dlq_redrive_to_bus(
+    clients: &Clients,
+    settings: &Settings,
+    queue: &str,
+    max: usize,
+) -> Result<RedriveReport, CliError> {
+    let url = queue_url(&clients.sqs, queue).await?;
+    let stored = DynamoEventStore::new(clients.dynamodb.clone(), settings.events_table()?);
+    let relay = clients.relay(settings.event_bus_name()?, &url);
+    Ok(crm_aws::ops::redrive_to_bus(&clients.sqs, &url, &stored, &relay, max).await?)
+}
+
+/// Sends the events of a consumer's dead-letter queue `queue` back to the
+/// consumer's source queue `target` (URLs or names) as the EventBridge event
+/// JSON its rule delivers (see [`crm_aws::ops::redrive_to_queue`]).
+pub async fn dlq_redrive_to_queue(
+    sqs: &aws_sdk_sqs::Client,
+    queue: &str,
+    target: &str,
+    max: usize,
+) -> Result<RedriveReport, CliError> {
+    let url = queue_url(sqs, queue).await?;
+    let target = queue_url(sqs, target).await?;
+    Ok(crm_aws::ops::redrive_to_queue(sqs, &url, &target, max).await?)
+}
+
+/// What `republish` did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Republished {
+    pub report: RepublishReport,
+    pub seconds: f64,
+}
+
+/// Publishes again every event of `EVENTS_TABLE` recorded in `[from, to]`
+/// onto `EVENT_BUS_NAME`, through the relay (what the bus will not take is
+/// parked in `RELAY_DEAD_LETTER_QUEUE_URL`), with a parallel scan of
+/// `segments` segments (see [`crm_aws::ops::republish`]). `progress`: a
+/// spinner on stderr.
+pub async fn republish(
+    clients: &Clients,
+    settings: &Settings,
+    from: chrono::DateTime<chrono::Utc>,
+    to: chrono::DateTime<chrono::Utc>,
+    segments: u32,
+    progress: bool,
+) -> Result<Republished, CliError> {
+    if to < from {
+        return Err(CliError::EmptyRange {
+            from: from.to_rfc3339(),
+            to: to.to_rfc3339(),
+        });
+    }
+    let table = settings.events_table()?;
+    let parked_in = queue_url(&clients.sqs, settings.relay_dead_letter_queue()?).await?;
+    let relay = clients.relay(settings.event_bus_name()?, &parked_in);
+    let started = Instant::now();
+    let bar = spinner(progress);
+    bar.set_message("republishing");
+    let report = crm_aws::ops::republish(&clients.dynamodb, table, from, to, segments, &relay, &|n| bar.inc(n)).await?;
+    bar.finish_and_clear();
+    tracing::info!(?report, "republished");
+    Ok(Republished {
+        report,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// The summary line of a republish.
+pub fn render_republish(republished: &Republished) -> String {
+    let r = &republished.report;
+    format!(
+        "scanned {} items in {:.2} s: {} events recorded in the range; published {}, parked {}, failed {}",
+        r.scanned, republished.seconds, r.matched, r.published, r.parked, r.failed
+    )
 }
 
 /// What a redrive did, one line per message that failed, then the totals.

@@ -2,14 +2,18 @@
 //! tables, a KMS key and a dead-letter queue created in moto, customers
 //! written through the encrypting store (personal fields encrypted at rest,
 //! decisions 0016, 0017), then the library's replay, check and dead-letter
-//! commands, and the binary's output and exit status.
+//! commands, and the binary's output and exit status. The relay's dead
+//! letters and a time range of the table published again onto a moto bus,
+//! and a consumer's dead letters sent back to its queue (decision 0030).
 
 use crm_aws::dynamodb::{create_events_table, create_read_models_table};
 use crm_aws::keys::create_keys_table;
 use crm_aws::sqs::SqsDeadLetterQueue;
-use crm_aws::testing::{dynamodb_client, kms_client, moto_config, moto_endpoint, sqs_client};
+use crm_aws::testing::{dynamodb_client, eventbridge_client, kms_client, moto_config, moto_endpoint, sqs_client};
+use crm_core::bus::BusEntry;
 use crm_core::customer::views::CUSTOMER_360;
 use crm_core::ports::{DeadLetterQueue, EventStore, ReadModelStore, ReadOp};
+use crm_core::relay::{ParkedEvent, RELAY_CONSUMER};
 use crm_core::testing::{customer_id, dead_letter};
 use crm_ops::{CliError, Clients, Settings, Tables};
 use std::process::{Command, Output};
@@ -68,6 +72,8 @@ async fn world() -> World {
         keys_table: Some(keys),
         data_keys_kms_key_id: Some(key_arn),
         dead_letter_queue_url: Some(url.clone()),
+        event_bus_name: None,
+        relay_dead_letter_queue_url: None,
         identifier_hash_secret: None,
     };
     let clients = Clients::new(&moto_config().await);
@@ -133,6 +139,8 @@ fn crm_ops(w: &World, args: &[&str]) -> Output {
         .env("KEYS_TABLE", var(&s.keys_table))
         .env("DATA_KEYS_KMS_KEY_ID", var(&s.data_keys_kms_key_id))
         .env("DEAD_LETTER_QUEUE_URL", var(&s.dead_letter_queue_url))
+        .env("EVENT_BUS_NAME", var(&s.event_bus_name))
+        .env("RELAY_DEAD_LETTER_QUEUE_URL", var(&s.relay_dead_letter_queue_url))
         .env_remove("IDENTIFIER_HASH_SECRET")
         .output()
         .expect("run crm-ops")
@@ -370,4 +378,208 @@ async fn dead_letters_are_listed_without_personal_data_and_redriven_decrypted() 
     let out = crm_ops(&w, &["dlq", "redrive", &w.queue_name, "--to", "projector"]);
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
     assert!(stdout(&out).contains("redriven 0, failed 1"), "{}", stdout(&out));
+}
+
+async fn create_queue(sqs: &aws_sdk_sqs::Client, name: &str) -> String {
+    sqs.create_queue()
+        .queue_name(name)
+        .send()
+        .await
+        .expect("create queue")
+        .queue_url()
+        .expect("queue url")
+        .to_string()
+}
+
+/// A bus of the world's own whose rule delivers every `crm.*` event into a
+/// queue (the URL returned), and a relay dead-letter queue; the settings
+/// name both.
+async fn with_bus(w: &mut World) -> String {
+    let events = eventbridge_client().await;
+    let sqs = sqs_client().await;
+    let unique = Uuid::now_v7().simple().to_string();
+    let target = create_queue(&sqs, &format!("cli-target-{unique}")).await;
+    let relay_dlq = create_queue(&sqs, &format!("cli-relay-dlq-{unique}")).await;
+    let arn = sqs
+        .get_queue_attributes()
+        .queue_url(&target)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("queue attributes")
+        .attributes()
+        .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn).cloned())
+        .expect("queue arn");
+    let bus = format!("cli-bus-{unique}");
+    events.create_event_bus().name(&bus).send().await.expect("create bus");
+    events
+        .put_rule()
+        .event_bus_name(&bus)
+        .name("everything")
+        .event_pattern(r#"{"source":[{"prefix":"crm."}]}"#)
+        .send()
+        .await
+        .expect("put rule");
+    events
+        .put_targets()
+        .event_bus_name(&bus)
+        .rule("everything")
+        .targets(
+            aws_sdk_eventbridge::types::Target::builder()
+                .id("queue")
+                .arn(arn)
+                .build()
+                .expect("target"),
+        )
+        .send()
+        .await
+        .expect("put target");
+    w.settings.event_bus_name = Some(bus);
+    w.settings.relay_dead_letter_queue_url = Some(relay_dlq);
+    target
+}
+
+/// The event ids of the messages on `queue` (deleted as read), waiting up
+/// to ten seconds for `expected` of them.
+async fn arrived(queue: &str, expected: usize) -> Vec<String> {
+    let sqs = sqs_client().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut ids = Vec::new();
+    loop {
+        let page = sqs
+            .receive_message()
+            .queue_url(queue)
+            .max_number_of_messages(10)
+            .wait_time_seconds(if ids.len() >= expected { 0 } else { 1 })
+            .send()
+            .await
+            .expect("receive");
+        if page.messages().is_empty() && (ids.len() >= expected || std::time::Instant::now() > deadline) {
+            ids.sort();
+            return ids;
+        }
+        for m in page.messages() {
+            let body: serde_json::Value = serde_json::from_str(m.body().unwrap_or_default()).expect("JSON");
+            ids.push(body["detail"]["event_id"].as_str().unwrap_or_default().to_string());
+            sqs.delete_message()
+                .queue_url(queue)
+                .receipt_handle(m.receipt_handle().unwrap_or_default())
+                .send()
+                .await
+                .expect("delete");
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_binary_redrives_to_the_bus_and_to_a_consumer_queue_and_republishes_a_range() {
+    let mut w = world().await;
+    let target = with_bus(&mut w).await;
+    let started = chrono::Utc::now() - chrono::Duration::seconds(1);
+    register(w.tables.events.clone(), 2).await;
+    let stored = |n: usize| {
+        let stream = format!("customer-{}", customer_id(n));
+        let store = w.tables.stored.clone();
+        async move { store.read_stream(&stream, 0, 100).await.expect("read") }
+    };
+    let (first, second) = (stored(0).await, stored(1).await);
+    let relay_dlq = w.settings.relay_dead_letter_queue_url.clone().expect("relay dlq");
+    let relay_letters = SqsDeadLetterQueue::new(w.clients.sqs.clone(), &relay_dlq);
+
+    // The relay parked one event whole and one by its key.
+    let whole = ParkedEvent::of("seq-1", &BusEntry::for_event(first[0].clone()));
+    let mut by_key = ParkedEvent::of("seq-2", &BusEntry::for_event(second[0].clone()));
+    by_key.stored = None;
+    for parked in [&whole, &by_key] {
+        relay_letters
+            .park(dead_letter(
+                RELAY_CONSUMER,
+                "ThrottlingException",
+                serde_json::to_value(parked).expect("json"),
+            ))
+            .await
+            .expect("park");
+    }
+    let out = crm_ops(&w, &["dlq", "list", &relay_dlq]);
+    assert!(
+        stdout(&out).contains(&format!("{} v1 (by key)", second[0].stream_id)),
+        "{}",
+        stdout(&out)
+    );
+    let out = crm_ops(&w, &["dlq", "redrive", &relay_dlq, "--to", "relay"]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        stdout(&out),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout(&out).contains("redriven 2, failed 0"), "{}", stdout(&out));
+    let mut expected = vec![first[0].event_id.to_string(), second[0].event_id.to_string()];
+    expected.sort();
+    assert_eq!(arrived(&target, 2).await, expected);
+
+    // A consumer's dead letter goes back to its queue (by name) as the bus event.
+    w.dead_letters
+        .park(dead_letter(
+            "channel",
+            "SES unavailable",
+            serde_json::to_value(&second[1]).expect("json"),
+        ))
+        .await
+        .expect("park");
+    let target_name = target.rsplit('/').next().expect("a queue name").to_string();
+    let out = crm_ops(&w, &["dlq", "redrive", &w.queue_name, "--to-queue", &target_name]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout(&out).contains("redriven 1, failed 0"), "{}", stdout(&out));
+    assert_eq!(arrived(&target, 1).await, [second[1].event_id.to_string()]);
+
+    // Republish: every event recorded since the start, counted.
+    let all = first.len() + second.len();
+    let from = started.to_rfc3339();
+    let to = (chrono::Utc::now() + chrono::Duration::seconds(1)).to_rfc3339();
+    let out = crm_ops(
+        &w,
+        &["republish", "--from", &from, "--to", &to, "--segments", "2", "--quiet"],
+    );
+    assert!(
+        out.status.success(),
+        "{}{}",
+        stdout(&out),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout(&out).contains(&format!(
+            "{all} events recorded in the range; published {all}, parked 0, failed 0"
+        )),
+        "{}",
+        stdout(&out)
+    );
+    let mut expected: Vec<String> = first.iter().chain(&second).map(|e| e.event_id.to_string()).collect();
+    expected.sort();
+    assert_eq!(arrived(&target, all).await, expected);
+
+    // A range before anything was recorded publishes nothing; a reversed one is refused.
+    let out = crm_ops(
+        &w,
+        &[
+            "republish",
+            "--from",
+            "2020-01-01T00:00:00Z",
+            "--to",
+            "2020-01-02T00:00:00Z",
+            "--quiet",
+        ],
+    );
+    assert!(
+        stdout(&out).contains("0 events recorded in the range"),
+        "{}",
+        stdout(&out)
+    );
+    let out = crm_ops(&w, &["republish", "--from", &to, "--to", &from, "--quiet"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("before it starts"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
