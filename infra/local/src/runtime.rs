@@ -21,7 +21,7 @@ use crm_core::consumer::ConsumerGroup;
 use crm_core::event::EventEnvelope;
 use crm_core::journey::campaigns::CampaignHandler;
 use crm_core::journey::catalog::StoredCatalog;
-use crm_core::journey::engine::JourneyEngine;
+use crm_core::journey::engine::{JourneyEngine, SweepBudget};
 use crm_core::messaging::decision::DeliveryPolicy;
 use crm_core::messaging::delivery::{DeliverySettings, MessageDelivery, Providers};
 use crm_core::messaging::unsubscribe::TokenSigner;
@@ -161,6 +161,38 @@ async fn reevaluate_segments(store: &dyn EventStore, docs: &dyn ReadModelStore, 
         Ok(0) => {}
         Ok(n) => tracing::info!(events = n, "segments re-evaluated"),
         Err(e) => tracing::error!(error = %e, "segment re-evaluation failed; retried tomorrow"),
+    }
+}
+
+/// The daily sweep over running journeys (decision 0033): every campaign's
+/// running instances, a page per call, lost timers re-armed and overdue
+/// steps run. A failure is logged: the next day retries.
+async fn sweep_journeys(
+    store: Arc<dyn EventStore>,
+    docs: Arc<dyn ReadModelStore>,
+    scheduler: Arc<SqliteScheduler>,
+    clock: Arc<dyn Clock>,
+) {
+    let engine = JourneyEngine::new(
+        store.clone(),
+        docs,
+        scheduler,
+        Arc::new(StoredCatalog::new(store)),
+        clock,
+    );
+    let budget = SweepBudget {
+        rest: chrono::Duration::zero(),
+        ..SweepBudget::default()
+    };
+    for _ in 0..100_000 {
+        match engine.sweep(budget).await {
+            Ok(swept) if swept.finished_walk || swept.resting => break,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "journey sweep failed; retried tomorrow");
+                break;
+            }
+        }
     }
 }
 
@@ -427,6 +459,11 @@ impl LocalRuntime {
                 break;
             }
         }
+        // The daily journey sweep, once what is due has fired.
+        if now.date_naive() != before.date_naive() {
+            let (store, docs) = (self.command_store(), self.docs.clone());
+            sweep_journeys(store, docs, self.scheduler.clone(), self.clock.clone()).await;
+        }
         self.bus.settle().await?;
         Ok(now)
     }
@@ -443,7 +480,7 @@ impl LocalRuntime {
         let (store, docs) = (self.command_store(), self.docs.clone());
         let poll = Duration::from_millis(500);
         tokio::spawn(async move {
-            let mut evaluated_on = None;
+            let (mut evaluated_on, mut swept_on) = (None, None);
             loop {
                 // Once a day (and at start): time-dependent segments (recency).
                 let today = clock.now().date_naive();
@@ -453,6 +490,11 @@ impl LocalRuntime {
                 }
                 if let Err(e) = fire_due(&bus, &scheduler, clock.as_ref()).await {
                     tracing::error!(error = %e, "firing timers failed; retrying");
+                }
+                // Once a day (and at start), after the due timers: the journey sweep.
+                if swept_on != Some(today) {
+                    sweep_journeys(store.clone(), docs.clone(), scheduler.clone(), clock.clone()).await;
+                    swept_on = Some(today);
                 }
                 if let Err(e) = bus.run_once().await {
                     tracing::error!(error = %e, "local bus pass failed; retrying");
