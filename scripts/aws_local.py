@@ -4,7 +4,7 @@
 
     scripts/aws-local up [--port 9000] [--moto-port N] [--visibility-timeout S]
                          [--max-receive-count K] [--parameter Key=Value ...]
-    scripts/aws-local pump [--rounds N]
+    scripts/aws-local pump [--rounds N] [--timers-ahead 2h]
     scripts/aws-local send <function> <file>   # a message on the function's queue
     scripts/aws-local status                   # queue and dead-letter depths
     scripts/aws-local env                      # export lines for boto3 / the aws CLI
@@ -22,22 +22,26 @@ the environment the template gives that function resolved to these resources
 `--port` forwards `cargo lambda invoke <function> --invoke-port <port>` to the
 function's watcher. What was created goes to `<state dir>/state.json`.
 
-`pump` plays what AWS would do and moto cannot: the events table's stream
-into the relay (the mapping's filter and batch size), then each consumer
-queue into its function as SQS batches (the queue's event source mapping).
+`pump` plays what AWS would do and moto cannot: EventBridge Scheduler (the
+one-time schedules of the stack's group that are due put their event on the
+bus), the events table's stream into the relay (the mapping's filter and
+batch size), then each consumer queue into its function as SQS batches (the
+queue's event source mapping).
 Messages a function reports in `batchItemFailures` are not deleted: they come
 back after the queue's visibility timeout, and moto's redrive policy moves a
 message to the dead-letter queue on the receive after `maxReceiveCount`.
 A failed invocation deletes nothing, as on AWS.
 
 Importable: `create_stack`, `start_moto`, `start_functions`, `pump`,
-`queue_depths`, `stop` are what the fault-injection harness uses. Not played:
-Scheduler schedules (timers never fire by themselves on moto), SES feedback,
-the segments function's daily schedule, HTTP API authorizers.
+`fire_timers`, `queue_depths`, `stop` are what the fault-injection harness
+uses. Not played: SES feedback (moto's SES emits none), the segments
+function's daily schedule, the rules' own retry policies and dead-letter
+configs, HTTP API authorizers.
 """
 from __future__ import annotations
 
 import argparse
+import datetime
 import http.server
 import json
 import os
@@ -537,6 +541,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
 def wait_for_port(port: int, seconds: float, what: str, pid: int | None = None) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -806,6 +819,7 @@ def _stream_record(record: dict, stream_arn: str) -> dict:
 @dataclass
 class PumpCounts:
     rounds: int = 0
+    timers_fired: int = 0
     relayed: int = 0
     filtered_out: int = 0
     delivered: dict = field(default_factory=dict)
@@ -819,7 +833,8 @@ class PumpCounts:
             table[key] = table.get(key, 0) + n
 
     def summary(self) -> str:
-        lines = [f"relayed {self.relayed} stream records ({self.filtered_out} filtered out) in {self.rounds} rounds",
+        lines = [f"fired {self.timers_fired} timers; relayed {self.relayed} stream records "
+                 f"({self.filtered_out} filtered out) in {self.rounds} rounds",
                  f"delivered {self.delivered or 'nothing'}"]
         if self.reported_failed:
             lines.append(f"reported failed (batchItemFailures): {self.reported_failed}")
@@ -882,6 +897,58 @@ def relay_streams(state: dict, port: int, counts: PumpCounts) -> int:
     return relayed
 
 
+_AT = re.compile(r"^at\((\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\)$")
+
+
+def fire_timers(state: dict, counts: PumpCounts, until: datetime.datetime | None = None) -> int:
+    """Plays EventBridge Scheduler, which moto does not run: every one-time
+    schedule (`at(...)`, UTC) of the stack's schedule groups due by `until`
+    (default now) puts its target's event on its bus (source and detail-type
+    from EventBridgeParameters, detail = the Input), then is deleted
+    (ActionAfterCompletion DELETE, what the scheduler adapter asks for) or
+    remembered in `state["fired_timers"]` so it fires once."""
+    until = until or datetime.datetime.now(datetime.timezone.utc)
+    scheduler = client("scheduler", state["endpoint"], state["region"])
+    events = client("events", state["endpoint"], state["region"])
+    fired_before = state.setdefault("fired_timers", [])
+    fired = 0
+    groups = [v["ref"] for v in state["resources"].values() if v["type"] == "AWS::Scheduler::ScheduleGroup"]
+    for group in groups:
+        names, token = [], None
+        while True:
+            page = scheduler.list_schedules(GroupName=group, **({"NextToken": token} if token else {}))
+            names += [s["Name"] for s in page.get("Schedules", [])]
+            token = page.get("NextToken")
+            if not token:
+                break
+        for name in names:
+            if f"{group}/{name}" in fired_before:
+                continue
+            schedule = scheduler.get_schedule(Name=name, GroupName=group)
+            at = _AT.match(schedule.get("ScheduleExpression", ""))
+            if not at or schedule.get("State", "ENABLED") != "ENABLED":
+                continue
+            due = datetime.datetime.fromisoformat(at.group(1)).replace(tzinfo=datetime.timezone.utc)
+            if due > until:
+                continue
+            target = schedule["Target"]
+            parameters = target.get("EventBridgeParameters", {})
+            answer = events.put_events(Entries=[{
+                "EventBusName": target["Arn"], "Source": parameters.get("Source", "aws.scheduler"),
+                "DetailType": parameters.get("DetailType", "Scheduled Event"), "Detail": target.get("Input", "{}"),
+            }])
+            if answer.get("FailedEntryCount"):
+                log(f"timer {group}/{name} not put on the bus: {answer['Entries']}")
+                continue
+            if schedule.get("ActionAfterCompletion") == "DELETE":
+                scheduler.delete_schedule(Name=name, GroupName=group)
+            else:
+                fired_before.append(f"{group}/{name}")
+            fired += 1
+    counts.timers_fired += fired
+    return fired
+
+
 def deliver_queue(state: dict, consumer: dict, port: int, counts: PumpCounts) -> int:
     """Plays the queue's event source mapping until the queue shows nothing:
     receives up to the mapping's batch size, invokes the function with them
@@ -927,9 +994,11 @@ def queue_depths(state: dict) -> dict:
     return depths
 
 
-def pump(state: dict, port: int | None = None, rounds: int = 20, wait: bool = True) -> PumpCounts:
-    """Plays the event sources for up to `rounds` rounds. A round relays the
-    stream and drains every consumer queue. When a round moves nothing but
+def pump(state: dict, port: int | None = None, rounds: int = 20, wait: bool = True,
+         timers_until: datetime.datetime | None = None, fire: bool = True) -> PumpCounts:
+    """Plays the event sources for up to `rounds` rounds. A round fires the
+    timers due by `timers_until` (default: now; `fire=False`: none), relays
+    the stream and drains every consumer queue. When a round moves nothing but
     messages are in flight (reported as failed), the next round waits until
     they are visible again (the queue's visibility timeout); it stops when
     nothing moves and nothing is in flight."""
@@ -938,7 +1007,8 @@ def pump(state: dict, port: int | None = None, rounds: int = 20, wait: bool = Tr
     consumer_queues = {c["queue"] for c in state["consumers"]}
     for n in range(rounds):
         counts.rounds = n + 1
-        moved = relay_streams(state, port, counts)
+        moved = fire_timers(state, counts, timers_until) if fire else 0
+        moved += relay_streams(state, port, counts)
         for consumer in state["consumers"]:
             moved += deliver_queue(state, consumer, port, counts)
         if moved:
@@ -1038,6 +1108,9 @@ def cmd_up(args) -> int:
     if args.max_receive_count is not None:
         overrides["ConsumerMaxReceiveCount"] = str(args.max_receive_count)
     moto_port = args.moto_port or free_port()
+    for port, what in ((args.port, "--port"), (moto_port, "--moto-port")):
+        if not port_is_free(port):
+            raise SystemExit(f"aws-local: 127.0.0.1:{port} ({what}) is in use; choose another port")
     state = {"stack": args.stack}
     pids: list = []
     try:
@@ -1056,6 +1129,9 @@ def cmd_up(args) -> int:
         state["lambda"] = start_functions(state, args.port, state_dir, features=args.features)
         pids += _pids(state)
         save_state(state_dir, state)
+    except subprocess.CalledProcessError as e:
+        stop(pids)
+        raise SystemExit(f"aws-local: `{' '.join(e.cmd)}` failed (exit {e.returncode}); stopped what up started")
     except BaseException:
         stop(pids)
         raise
@@ -1063,9 +1139,18 @@ def cmd_up(args) -> int:
     return 0
 
 
+def _duration(text: str) -> datetime.timedelta:
+    match = re.fullmatch(r"(\d+)([smhd])", text)
+    if not match:
+        raise SystemExit(f"aws-local: {text!r} is not a duration like 90s, 15m, 2h or 3d")
+    unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[match.group(2)]
+    return datetime.timedelta(**{unit: int(match.group(1))})
+
+
 def cmd_pump(args) -> int:
     state = load_state(args.state_dir)
-    counts = pump(state, rounds=args.rounds, wait=not args.no_wait)
+    until = datetime.datetime.now(datetime.timezone.utc) + _duration(args.timers_ahead)
+    counts = pump(state, rounds=args.rounds, wait=not args.no_wait, timers_until=until, fire=not args.no_timers)
     save_state(args.state_dir, state)  # the stream positions
     print(counts.summary())
     return 0
@@ -1129,6 +1214,9 @@ def main(argv=None) -> int:
     p = sub.add_parser("pump", help="relay the stream and deliver the queues to the functions")
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--no-wait", action="store_true", help="do not wait for failed messages to come back")
+    p.add_argument("--timers-ahead", default="0s", metavar="DURATION",
+                   help="also fire the timers due within this long (e.g. 2h: a cart abandoned now)")
+    p.add_argument("--no-timers", action="store_true", help="fire no timer")
     s = sub.add_parser("send", help="put an EventBridge event on a consumer's queue")
     s.add_argument("function")
     s.add_argument("file")

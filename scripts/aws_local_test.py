@@ -16,12 +16,14 @@
    `batchItemFailures` (decrypting fails, decision 0029), it comes back after
    the visibility timeout, and after maxReceiveCount receives moto's redrive
    policy moves it, unchanged, to the campaign's dead-letter queue;
-5. `scripts/aws-local down` stops moto, the watchers and the router.
+5. pump fires a due timer (EventBridge Scheduler played) onto the bus;
+6. `scripts/aws-local down` stops moto, the watchers and the router.
 
 Exits non-zero on the first failed check. Building the functions takes
 minutes the first time (cargo waits on the shared target dir's lock).
 """
 import base64
+import datetime
 import json
 import os
 import pathlib
@@ -81,6 +83,37 @@ def corrupt_registration(customer_id: str) -> dict:
                           email="enc:v1:" + base64.urlsafe_b64encode(bytes(48)).decode().rstrip("="))
     event["id"] = str(uuid.uuid4())
     return event
+
+
+def check_timers(state: dict) -> None:
+    """pump plays EventBridge Scheduler: a due one-time schedule of the
+    stack's group puts its event on the bus and is deleted; a later one stays
+    until --timers-ahead reaches it."""
+    endpoint, resources = state["endpoint"], state["resources"]
+    scheduler, events, sqs = (aws_local.client(s, endpoint) for s in ("scheduler", "events", "sqs"))
+    group, bus = resources["ScheduleGroup"]["ref"], resources["CrmBus"]
+    url = sqs.create_queue(QueueName="aws-local-test-timers")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events.put_rule(Name="aws-local-test-timers", EventBusName=bus["ref"],
+                    EventPattern=json.dumps({"source": ["aws-local.test"]}))
+    events.put_targets(Rule="aws-local-test-timers", EventBusName=bus["ref"], Targets=[{"Id": "q", "Arn": arn}])
+    now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+    for name, due in (("due", now - datetime.timedelta(seconds=5)), ("later", now + datetime.timedelta(hours=1))):
+        scheduler.create_schedule(
+            Name=name, GroupName=group, ScheduleExpression=f"at({due:%Y-%m-%dT%H:%M:%S})",
+            ScheduleExpressionTimezone="UTC", FlexibleTimeWindow={"Mode": "OFF"}, ActionAfterCompletion="DELETE",
+            Target={"Arn": bus["Arn"], "RoleArn": resources["SchedulerRole"]["Arn"], "Input": json.dumps({"timer": name}),
+                    "EventBridgeParameters": {"DetailType": "TestTimer", "Source": "aws-local.test"}})
+    counts = aws_local.pump(state, rounds=1)
+    left = [s["Name"] for s in scheduler.list_schedules(GroupName=group)["Schedules"]]
+    got = [json.loads(m["Body"]) for m in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])]
+    check(counts.timers_fired == 1 and left == ["later"] and [g["detail"] for g in got] == [{"timer": "due"}]
+          and got[0]["detail-type"] == "TestTimer", "pump fires a due timer onto the bus, once, and deletes it",
+          (counts.timers_fired, left, got))
+    counts = aws_local.pump(state, rounds=1, timers_until=datetime.datetime.now(datetime.timezone.utc)
+                            + datetime.timedelta(hours=2))
+    left = [s["Name"] for s in scheduler.list_schedules(GroupName=group)["Schedules"]]
+    check(counts.timers_fired == 1 and not left, "pump with timers ahead fires a later timer", (counts, left))
 
 
 def main() -> int:
@@ -153,6 +186,7 @@ def main() -> int:
         check(depths["CampaignQueue"] == (0, 0), "the campaign queue is empty", depths)
         check(all(sum(depths[q]) == 0 for q in state["dead_letter_queues"] if q != "CampaignDeadLetterQueue"),
               "no other dead letters", depths)
+        check_timers(state)
     finally:
         print("==> scripts/aws-local down")
         pids = [p for p in aws_local._pids(json.loads(aws_local.state_file(state_dir).read_text()))] \
