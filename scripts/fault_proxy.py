@@ -53,9 +53,14 @@ unchanged. A fault is one of two kinds:
   own first attempt (ConditionalCheckFailed, TransactionCanceled), a
   CreateTable with ResourceInUse, a PutEvents publishes twice. Real AWS does
   the same, except that DynamoDB's TransactWriteItems `ClientRequestToken`
-  makes a retried transaction idempotent for 10 minutes; moto 5.2.5 ignores
-  that token, so a retried transaction conflicts here where AWS would
-  answer success. Create the test resources before turning faults on.
+  makes a retried transaction idempotent for 10 minutes, and the SDKs (Rust
+  and botocore) fill that token in themselves, the same on every attempt of
+  a call. moto 5.2.5 ignores the token, so the proxy plays it (MotoUpstream;
+  off with `--no-idempotency-tokens` or `idempotency_tokens: false`): a
+  transaction repeated with the same token and body after a success is
+  answered with the first answer, not applied again. A conditional PutItem
+  or UpdateItem has no token: its retry fails its condition on AWS too.
+  Create the test resources before turning faults on.
 
 The error answers are those the SDKs classify as retryable. The AWS SDK for
 Rust (aws-runtime `retries::classifiers::THROTTLING_ERRORS`, applied to the
@@ -108,11 +113,12 @@ Control API
 -----------
 * `GET /fault-proxy/stats`: JSON `{"services": {service: {operation:
   {"forwarded", "faulted_before", "faulted_after", "retries",
-  "faulted_last_attempt"}}}, "faults_by_kind": {"before:throttle": n, ...},
+  "faulted_last_attempt", "replayed_by_token"}}}, "faults_by_kind": {"before:throttle": n, ...},
   "totals": {...}}`. `forwarded` counts the requests answered with moto's
   own answer; `faulted_before` those answered with a fault without reaching
   moto; `faulted_after` those moto handled whose answer was replaced;
-  `retries` the attempts whose `amz-sdk-request` header says `attempt=2` or
+  `replayed_by_token` the TransactWriteItems answered from an earlier one
+  with the same ClientRequestToken; `retries` the attempts whose `amz-sdk-request` header says `attempt=2` or
   later; `faulted_last_attempt` the faults on an attempt the header says is
   the SDK's last (`attempt=N; max=N`): that call fails for good. The Rust
   SDK sends `max` on every attempt; botocore only from the second one, so a
@@ -121,7 +127,8 @@ Control API
 * `POST /fault-proxy/config`: JSON with any of `seed`, `rate`, `services`,
   `after_share`, `operations` and `after_operations` (null for all),
   `max_consecutive`, `before_kinds`, `after_kinds` (lists or
-  comma-separated strings), and `reset_stats: true`. Answers the new configuration. `{"rate": 0}` stops
+  comma-separated strings), `idempotency_tokens` (true/false) and
+  `reset_stats: true`. Answers the new configuration. `{"rate": 0}` stops
   the faults (for the final checks).
 """
 
@@ -135,6 +142,7 @@ import socket
 import struct
 import sys
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, replace
@@ -396,6 +404,7 @@ class Config:
     max_consecutive: int = 2  # 0 = no cap
     before_kinds: tuple = BEFORE_KINDS
     after_kinds: tuple = ("internal", "reset")
+    idempotency_tokens: bool = True  # play TransactWriteItems ClientRequestToken
 
     def validated(self) -> "Config":
         if not 0.0 <= self.rate <= 1.0:
@@ -429,6 +438,10 @@ def config_update(config: Config, changes: dict) -> Config:
             updates[key] = float(value)
         elif key == "max_consecutive":
             updates[key] = int(value)
+        elif key == "idempotency_tokens":
+            if not isinstance(value, bool):
+                raise ValueError("idempotency_tokens must be true or false")
+            updates[key] = value
         elif key in ("services", "before_kinds", "after_kinds"):
             updates[key] = _names(value)
         elif key in ("operations", "after_operations"):
@@ -468,6 +481,7 @@ class OperationStats:
     faulted_after: int = 0
     retries: int = 0
     faulted_last_attempt: int = 0
+    replayed_by_token: int = 0
 
 
 @dataclass
@@ -542,6 +556,10 @@ class Injector:
         with self._lock:
             self._stats.setdefault(call.service, {}).setdefault(call.operation, OperationStats()).forwarded += 1
 
+    def count_replayed(self, call: Call):
+        with self._lock:
+            self._stats.setdefault(call.service, {}).setdefault(call.operation, OperationStats()).replayed_by_token += 1
+
     def snapshot(self) -> dict:
         with self._lock:
             services = {
@@ -556,6 +574,7 @@ class Injector:
                     totals.faulted_after += s.faulted_after
                     totals.retries += s.retries
                     totals.faulted_last_attempt += s.faulted_last_attempt
+                    totals.replayed_by_token += s.replayed_by_token
             return {
                 "services": services,
                 "faults_by_kind": dict(sorted(self._kinds.items())),
@@ -607,8 +626,36 @@ def error_answer(call: Call, kind: str, variant: float, request_headers) -> tupl
     return status, headers, body
 
 
+def transaction_token(call: Call, body: bytes) -> Optional[str]:
+    """The ClientRequestToken of a DynamoDB TransactWriteItems request."""
+    if call.service != "dynamodb" or call.operation != "TransactWriteItems":
+        return None
+    try:
+        token = json.loads(body).get("ClientRequestToken")
+    except (ValueError, AttributeError):
+        return None
+    return token if isinstance(token, str) and token else None
+
+
+@dataclass
+class RememberedTransaction:
+    body: bytes
+    answer: tuple
+    at: float
+
+
 class MotoUpstream:
-    """Forwards requests to moto one at a time."""
+    """Forwards requests to moto one at a time.
+
+    It also plays DynamoDB's TransactWriteItems idempotency, which moto
+    5.2.5 ignores: a transaction repeated with the same `ClientRequestToken`
+    and the same parameters within 10 minutes of a successful one is not
+    applied again but answered with the first answer; with other parameters
+    it is refused with IdempotentParameterMismatchException. So an SDK retry
+    after an AFTER fault behaves as on AWS.
+    """
+
+    TOKEN_WINDOW_SECONDS = 600.0
 
     def __init__(self, url: str, timeout: float = 120.0):
         parts = urlsplit(url)
@@ -618,25 +665,52 @@ class MotoUpstream:
         self.port = parts.port or 80
         self.timeout = timeout
         self._lock = threading.Lock()
+        self._transactions: OrderedDict = OrderedDict()
 
-    def forward(self, method, target, headers, body):
-        """(status, reason, [(name, value)], body) of moto's answer."""
+    def forward(self, method, target, headers, body, token=None):
+        """(status, reason, [(name, value)], body, replayed) of moto's answer."""
         with self._lock:
-            connection = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
-            try:
-                connection.putrequest(method, target, skip_host=True, skip_accept_encoding=True)
-                for name, value in headers:
-                    if name.lower() not in HOP_BY_HOP:
-                        connection.putheader(name, value)
-                if body or method in ("POST", "PUT", "PATCH"):
-                    connection.putheader("Content-Length", str(len(body)))
-                connection.putheader("Connection", "close")
-                connection.endheaders(body or None)
-                response = connection.getresponse()
-                data = response.read()
-                return response.status, response.reason, response.getheaders(), data
-            finally:
-                connection.close()
+            if token is None:
+                return self._forward(method, target, headers, body) + (False,)
+            now = time.monotonic()
+            while self._transactions:
+                oldest = next(iter(self._transactions.values()))
+                if now - oldest.at < self.TOKEN_WINDOW_SECONDS:
+                    break
+                self._transactions.popitem(last=False)
+            remembered = self._transactions.get(token)
+            if remembered is not None and remembered.body == body:
+                return remembered.answer + (True,)
+            if remembered is not None:
+                mismatch = json.dumps(
+                    {
+                        "__type": _DDB + "IdempotentParameterMismatchException",
+                        "message": "The request uses the same client token as a previous, but non-identical request.",
+                    }
+                ).encode()
+                headers = [("Content-Type", "application/x-amz-json-1.0"), ("x-amzn-RequestId", str(uuid.uuid4()))]
+                return 400, "Bad Request", headers, mismatch, False
+            answer = self._forward(method, target, headers, body)
+            if 200 <= answer[0] < 300:
+                self._transactions[token] = RememberedTransaction(body, answer, now)
+            return answer + (False,)
+
+    def _forward(self, method, target, headers, body):
+        connection = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        try:
+            connection.putrequest(method, target, skip_host=True, skip_accept_encoding=True)
+            for name, value in headers:
+                if name.lower() not in HOP_BY_HOP:
+                    connection.putheader(name, value)
+            if body or method in ("POST", "PUT", "PATCH"):
+                connection.putheader("Content-Length", str(len(body)))
+            connection.putheader("Connection", "close")
+            connection.endheaders(body or None)
+            response = connection.getresponse()
+            data = response.read()
+            return response.status, response.reason, response.getheaders(), data
+        finally:
+            connection.close()
 
 
 class ProxyHandler(http.server.BaseHTTPRequestHandler):
@@ -739,8 +813,12 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
 
         target = path + (f"?{parts.query}" if parts.query else "")
         try:
-            status, reason, moto_headers, answer = self.upstream.forward(
-                method, target, list(self.headers.items()), body
+            status, reason, moto_headers, answer, replayed = self.upstream.forward(
+                method,
+                target,
+                list(self.headers.items()),
+                body,
+                transaction_token(call, body) if self.injector.config.idempotency_tokens else None,
             )
         except OSError as error:
             return self._answer(
@@ -749,6 +827,8 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
                 f"fault-proxy: moto unreachable: {error}".encode(),
             )
 
+        if replayed:
+            self.injector.count_replayed(call)
         if fault is None:
             self.injector.count_forwarded(call)
             return self._answer(status, moto_headers, answer, reason=reason, head=head)
@@ -768,10 +848,11 @@ class FaultProxy(http.server.ThreadingHTTPServer):
 
 
 def serve(host, port, moto_url, config, verbose=False) -> FaultProxy:
+    upstream = MotoUpstream(moto_url)
     handler = type(
         "BoundProxyHandler",
         (ProxyHandler,),
-        {"injector": Injector(config.validated()), "upstream": MotoUpstream(moto_url), "verbose": verbose},
+        {"injector": Injector(config.validated()), "upstream": upstream, "verbose": verbose},
     )
     return FaultProxy((host, port), handler)
 
@@ -801,6 +882,11 @@ def main(argv=None):
     )
     parser.add_argument("--before-kinds", default=",".join(BEFORE_KINDS))
     parser.add_argument("--after-kinds", default="internal,reset")
+    parser.add_argument(
+        "--no-idempotency-tokens",
+        action="store_true",
+        help="forward repeated TransactWriteItems ClientRequestTokens to moto (which applies them again)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log every request and fault to stderr")
     args = parser.parse_args(argv)
     try:
@@ -814,6 +900,7 @@ def main(argv=None):
             max_consecutive=args.max_consecutive,
             before_kinds=_names(args.before_kinds),
             after_kinds=_names(args.after_kinds),
+            idempotency_tokens=not args.no_idempotency_tokens,
         ).validated()
         server = serve(args.host, args.port, args.moto, config, args.verbose)
     except ValueError as error:

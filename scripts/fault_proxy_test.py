@@ -285,6 +285,64 @@ def test_after_operations_limit_after_faults(env):
     env.configure(after_operations=None)
 
 
+def test_transaction_tokens_make_retries_idempotent(env):
+    table = new_table(env)
+
+    def append(client, pk, token=None):
+        request = dict(
+            TransactItems=[
+                {
+                    "Put": {
+                        "TableName": table,
+                        "Item": {"pk": {"S": pk}},
+                        "ConditionExpression": "attribute_not_exists(pk)",
+                    }
+                }
+            ]
+        )
+        if token:
+            request["ClientRequestToken"] = token
+        return lambda: client.transact_write_items(**request)
+
+    # One AFTER fault, then the SDK's retry with the token it filled in: the
+    # retry is answered as the first (applied) attempt was. Without the
+    # proxy playing the token (moto ignores it), the retry conflicts with itself.
+    retrying = env.client("dynamodb", attempts=3)
+    faults_only(env, services=["dynamodb"], after_share=1, after_kinds=["internal"], max_consecutive=1)
+    expect(error_of(append(retrying, "sdk-token")) is None, "the SDK's own token did not make the retry idempotent")
+    expect(error_of(append(retrying, "own-token", token=uuid.uuid4().hex)) is None, "the caller's token did not help")
+    counts = env.op_stats("dynamodb", "TransactWriteItems")
+    expect((counts["faulted_after"], counts["replayed_by_token"], counts["forwarded"]) == (2, 2, 2), counts)
+    expect(stored(env, table, "sdk-token") and stored(env, table, "own-token"), "a transaction was not applied")
+
+    faults_only(
+        env, services=["dynamodb"], after_share=1, after_kinds=["internal"], max_consecutive=1, idempotency_tokens=False
+    )
+    error = error_of(append(retrying, "no-replay"))
+    expect(error is not None and error[0] == "TransactionCanceledException", f"without token replay: {error}")
+    expect(stored(env, table, "no-replay"), "the first attempt was applied")
+    env.configure(idempotency_tokens=True)
+
+    # A conditional PutItem has no token: its retry fails its condition (as on AWS).
+    faults_only(env, services=["dynamodb"], after_share=1, after_kinds=["reset"], max_consecutive=1)
+    put = lambda: retrying.put_item(  # noqa: E731
+        TableName=table, Item={"pk": {"S": "put"}}, ConditionExpression="attribute_not_exists(pk)"
+    )
+    error = error_of(put)
+    expect(error is not None and error[0] == "ConditionalCheckFailedException", f"conditional put: {error}")
+
+    # The same token with other parameters is refused; with no fault at all a
+    # repeat is answered, not applied.
+    env.configure(rate=0)
+    once = env.client("dynamodb")
+    token = uuid.uuid4().hex
+    expect(error_of(append(once, "repeat", token=token)) is None, "first use of a token")
+    expect(error_of(append(once, "repeat", token=token)) is None, "the repeat was applied again")
+    error = error_of(append(once, "other", token=token))
+    expect(error is not None and error[0] == "IdempotentParameterMismatchException", f"mismatch: {error}")
+    expect(not stored(env, table, "other"), "a mismatched token was applied")
+
+
 def test_moto_api_never_faulted(env):
     faults_only(
         env,
@@ -453,6 +511,7 @@ TESTS = [
     test_after_fault_leaves_item,
     test_throttling_parsed_per_service,
     test_after_operations_limit_after_faults,
+    test_transaction_tokens_make_retries_idempotent,
     test_moto_api_never_faulted,
     test_stats_count,
     test_rate_zero_faults_nothing,
