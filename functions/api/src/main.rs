@@ -75,5 +75,16 @@ async fn main() -> Result<(), lambda_http::Error> {
     .with_keys(keys)
     .with_identifiers(identifiers)
     .with_ingest_sources(ingest_sources);
+    // GET /health: the consumer queues' and dead-letter queues' depths
+    // (`name=queue-url|dead-letter-url,...`; none when unset).
+    let watched = crm_aws::health::WatchedQueue::parse_all(&std::env::var("HEALTH_QUEUES").unwrap_or_default())?;
+    let state = if watched.is_empty() {
+        state
+    } else {
+        state.with_health(Arc::new(crm_aws::health::QueueHealth::new(
+            aws_sdk_sqs::Client::new(&config),
+            watched,
+        )))
+    };
     lambda_http::run(router(state)).await
 }

@@ -107,13 +107,14 @@ pub async fn consents(State(state): State<AppState>, Path(id): Path<String>) -> 
     Ok(Json(json!({ "current": current, "history": history })).into_response())
 }
 
-/// `GET /health`: each consumer's lag and dead-letter depth.
+/// `GET /health`: each consumer's lag and dead-letter depth; `degraded` when
+/// any dead-letter queue holds something.
 pub async fn health(State(state): State<AppState>) -> Result<Response, Problem> {
     let consumers = match &state.health {
         Some(h) => h.consumers().await?,
         None => Vec::new(),
     };
-    let degraded = consumers.iter().any(|c| c.dead_letters > 0);
+    let degraded = consumers.iter().any(|c| c.is_degraded());
     Ok(Json(json!({
         "status": if degraded { "degraded" } else { "ok" },
         "consumers": consumers,

@@ -2,6 +2,7 @@
 
 pub mod dynamodb;
 pub mod eventbridge;
+pub mod health;
 pub mod keys;
 pub mod lambda;
 pub mod ops;

@@ -289,13 +289,28 @@ pub fn check_commit_size(ops: &[ReadOp]) -> Result<(), CommitError> {
 
 /// One read-model commit: `ops` of `consumer`, moving its checkpoint of
 /// `stream_id` from `expected` to `new` (see [`ReadModelStore::commit_all`]).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Commit {
     pub consumer: String,
     pub stream_id: String,
     pub expected: u64,
     pub new: u64,
+    /// Operations that move atomically with the checkpoint.
     pub ops: Vec<ReadOp>,
+    /// Operations that depend on the events alone (the projection read
+    /// nothing to make them) on documents nothing in the page read: writing
+    /// them again changes nothing, so an adapter may write them before and
+    /// apart from the atomic write of `ops` and the checkpoint (decision
+    /// 0031), never letting an older version of the stream overwrite a
+    /// newer one. They touch no document `ops` of the same page touches.
+    pub idempotent: Vec<ReadOp>,
+}
+
+impl Commit {
+    /// Every operation, the idempotent ones first (they touch other documents).
+    pub fn all_ops(&self) -> impl Iterator<Item = &ReadOp> {
+        self.idempotent.iter().chain(self.ops.iter())
+    }
 }
 
 /// Read models (projections): documents plus a checkpoint per
@@ -326,7 +341,8 @@ pub trait ReadModelStore: Send + Sync {
     /// checkpoints make safe.
     async fn commit_all(&self, commits: Vec<Commit>) -> Result<(), CommitError> {
         for c in commits {
-            self.commit(&c.consumer, &c.stream_id, c.expected, c.new, c.ops).await?;
+            let ops = c.all_ops().cloned().collect();
+            self.commit(&c.consumer, &c.stream_id, c.expected, c.new, ops).await?;
         }
         Ok(())
     }
@@ -359,13 +375,23 @@ pub trait ReadModelStore: Send + Sync {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConsumerStatus {
     pub name: String,
-    /// Stored events the consumer has not yet been handed.
+    /// Events the consumer has not yet handled (locally: stored events not
+    /// yet handed to it; on AWS: the messages in its queue, in flight too).
     pub lag: u64,
     /// Dead letters waiting for inspection or redrive.
     pub dead_letters: u64,
 }
 
-/// Reports the consumers' health (the local bus; on AWS, queue depths).
+impl ConsumerStatus {
+    /// Whether this consumer makes the system degraded: anything in its
+    /// dead-letter queue (seed 000).
+    pub fn is_degraded(&self) -> bool {
+        self.dead_letters > 0
+    }
+}
+
+/// Reports the consumers' health (the local bus; on AWS, the consumer queues
+/// and the dead-letter queues).
 #[async_trait]
 pub trait ConsumerHealth: Send + Sync {
     async fn consumers(&self) -> Result<Vec<ConsumerStatus>, StoreError>;
