@@ -19,13 +19,13 @@ use crate::dynamodb::{DynamoReadModels, KIND_CHECKPOINT};
 use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, SecondsFormat, Utc};
-use crm_core::bus::{BusEntry, MAX_ENTRY_BYTES};
+use crm_core::bus::BusEntry;
 use crm_core::consumer::{Consumer, EventHandler};
 use crm_core::event::EventEnvelope;
 use crm_core::ops::ReplayReport;
 use crm_core::ports::{DeadLetter, DeadLetterQueue, EventStore, StoreError};
 use crm_core::privacy::{decrypt_envelope, KeyStore};
-use crm_core::relay::{wire_size, EventKey, Relay, RelayLetter};
+use crm_core::relay::{undeliverable, EventKey, Relay, RelayLetter};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpsError {
@@ -411,14 +411,10 @@ async fn bus_entry_of(letter: &QueuedLetter, stored: &dyn EventStore) -> Result<
         (None, Some(key)) => BusEntry::for_event(read_event(stored, key).await?),
         (None, None) => return Err("the message holds no event and no key".into()),
     };
-    let size = wire_size(&entry);
-    if size > MAX_ENTRY_BYTES {
-        return Err(format!(
-            "{} {} v{} is {size} bytes, over the bus limit of {MAX_ENTRY_BYTES}; it stays in the event store",
-            entry.detail.event_type, entry.detail.stream_id, entry.detail.version
-        ));
+    match undeliverable(&entry) {
+        Some(why) => Err(why),
+        None => Ok(entry),
     }
-    Ok(entry)
 }
 
 /// Publishes the events of up to `max` messages of the relay's dead-letter
@@ -431,7 +427,8 @@ async fn bus_entry_of(letter: &QueuedLetter, stored: &dyn EventStore) -> Result<
 /// `relay` again (its dead-letter queue: a new letter with the new reason),
 /// so the old message is deleted too and reported as failed; a message with
 /// nothing to publish (an event no longer in the table, one over the bus's
-/// limit, the stream mapping's on-failure record) stays in the queue.
+/// limit or a consumer queue's, the stream mapping's on-failure record)
+/// stays in the queue.
 pub async fn redrive_to_bus(
     client: &aws_sdk_sqs::Client,
     queue_url: &str,
@@ -580,7 +577,7 @@ pub struct RepublishReport {
     /// Events the bus accepted.
     pub published: u64,
     /// Events parked on the relay's dead-letter queue (still refused after
-    /// the retries, or over the bus's limit).
+    /// the retries, or too large to deliver).
     pub parked: u64,
     /// Events neither published nor parked (the dead-letter queue refused
     /// them too), and event items that could not be read: run it again.

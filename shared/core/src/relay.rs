@@ -18,9 +18,11 @@
 //!   table (`pk` = stream id, `sk` = version), its id and type, and the bus
 //!   entry itself (the envelope as stored, personal fields still encrypted),
 //!   with the last error as the reason. An entry too large for the bus (over
-//!   [`MAX_ENTRY_BYTES`]) is parked at once, and an entry too large for a
-//!   queue message (over [`MAX_PARKED_ENTRY_BYTES`]) is parked by its key
-//!   alone: the event stays in the table and is re-read from there;
+//!   [`MAX_ENTRY_BYTES`]) or for a consumer's queue (the EventBridge event a
+//!   rule delivers over [`MAX_QUEUE_MESSAGE_BYTES`]) is parked at once, and
+//!   an entry too large for a dead-letter message (over
+//!   [`MAX_PARKED_ENTRY_BYTES`]) is parked by its key alone: the event stays
+//!   in the table and is re-read from there;
 //! - a record that is not a readable event (poison) is parked with its
 //!   reason and the stream record as received (its `Keys` name the item);
 //! - only a record that could not even be parked stops the run: it is named
@@ -75,6 +77,48 @@ pub const PERMANENT_ENTRY_CODES: &[&str] = &[
 /// The size PutEvents counts for `entry` as the relay sends it.
 pub fn wire_size(entry: &BusEntry) -> usize {
     entry.size_bytes().saturating_add(TIME_FIELD_BYTES)
+}
+
+/// SQS's classic message size limit. A consumer's queue receives each event
+/// as the EventBridge event JSON (decision 0029), which is larger than the
+/// entry: an entry the bus takes may still not fit the queue.
+pub const MAX_QUEUE_MESSAGE_BYTES: usize = 256 * 1024;
+
+/// What EventBridge adds around an entry stays well under this.
+const EVENT_FRAME_BYTES: usize = 1024;
+
+/// The size of `entry` as a consumer's queue receives it: the EventBridge
+/// event JSON, with the longest account id and region names.
+pub fn delivered_size(entry: &BusEntry) -> usize {
+    serde_json::to_vec(&entry.to_event_json("123456789012", "ap-southeast-5"))
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX)
+}
+
+/// Why `entry` can never be delivered (too large for the bus or for a
+/// consumer's queue), if it cannot.
+pub fn undeliverable(entry: &BusEntry) -> Option<String> {
+    let e = &entry.detail;
+    let size = wire_size(entry);
+    let what = format!(
+        "{} {} v{} stays in the event store",
+        e.event_type, e.stream_id, e.version
+    );
+    if size > MAX_ENTRY_BYTES {
+        return Some(format!(
+            "entry of {size} bytes is over the bus limit of {MAX_ENTRY_BYTES} bytes; {what}"
+        ));
+    }
+    if size + EVENT_FRAME_BYTES > MAX_QUEUE_MESSAGE_BYTES {
+        let delivered = delivered_size(entry);
+        if delivered > MAX_QUEUE_MESSAGE_BYTES {
+            return Some(format!(
+                "as the event a rule delivers it is {delivered} bytes, over the queue limit of \
+                 {MAX_QUEUE_MESSAGE_BYTES} bytes; {what}"
+            ));
+        }
+    }
+    None
 }
 
 /// An event's key in the events table.
@@ -382,17 +426,12 @@ impl Relay {
             match outbound {
                 Outbound::Publish(entry) => {
                     let size = wire_size(&entry);
-                    if size > MAX_ENTRY_BYTES {
+                    if let Some(reason) = undeliverable(&entry) {
                         // Whatever came before goes first, so the order holds.
                         if !self.flush(&mut chunk, &mut report).await {
                             return report;
                         }
                         chunk_bytes = 0;
-                        let reason = format!(
-                            "entry of {size} bytes is over the bus limit of {MAX_ENTRY_BYTES} bytes; \
-                             {} {} v{} stays in the event store",
-                            entry.detail.event_type, entry.detail.stream_id, entry.detail.version
-                        );
                         let letter = self.parked_letter(&record_id, &entry, reason, 0);
                         if !self.park(record_id, letter, &mut report).await {
                             return report;
@@ -1049,15 +1088,30 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_entry_exactly_at_the_limit_is_published() {
+    async fn an_entry_whose_delivered_event_is_exactly_at_the_queue_limit_is_published() {
         let bus = FakeBus::with(|_| {});
-        let mut e = entry(1, serde_json::json!({ "blob": "" }));
-        let pad = MAX_ENTRY_BYTES - wire_size(&e);
-        e = entry(1, serde_json::json!({ "blob": "x".repeat(pad) }));
-        assert_eq!(wire_size(&e), MAX_ENTRY_BYTES);
-        let report = relay(bus.clone(), Arc::default()).publish(vec![(seq(1), e)]).await;
-        assert_eq!(report.published, 1);
-        assert_eq!(report.parked, 0);
+        let dlq = Arc::new(FakeDlq::default());
+        let padded = |pad: usize| entry(1, serde_json::json!({ "blob": "x".repeat(pad) }));
+        let pad = MAX_QUEUE_MESSAGE_BYTES - delivered_size(&padded(0));
+        let at_limit = padded(pad);
+        assert_eq!(delivered_size(&at_limit), MAX_QUEUE_MESSAGE_BYTES);
+        assert!(wire_size(&at_limit) < MAX_ENTRY_BYTES);
+        let report = relay(bus.clone(), dlq.clone()).publish(vec![(seq(1), at_limit)]).await;
+        assert_eq!((report.published, report.parked), (1, 0));
+
+        // One byte more: the bus would take it, a consumer's queue would not.
+        let over = padded(pad + 1);
+        assert!(wire_size(&over) <= MAX_ENTRY_BYTES, "the bus would take it");
+        let report = relay(bus.clone(), dlq.clone()).publish(vec![(seq(2), over)]).await;
+        assert_eq!((report.published, report.parked), (0, 1));
+        assert_eq!(bus.calls().len(), 1, "never sent");
+        let letters = dlq.letters();
+        assert!(
+            letters[0].reason.contains("over the queue limit"),
+            "{}",
+            letters[0].reason
+        );
+        assert_eq!(letters[0].payload["key"]["sk"], 1);
     }
 
     #[tokio::test]
