@@ -338,3 +338,39 @@ async fn a_batch_reports_its_lag_from_the_oldest_record_and_what_it_published() 
     assert_eq!(directive["Namespace"], "Crm");
     assert_eq!(directive["Dimensions"], serde_json::json!([["Consumer"]]));
 }
+
+/// events/relay/parked-event.json: the relay's dead letter for the sample's
+/// second event, refused on every attempt, as its SQS message body.
+const PARKED: &str = include_str!("../../../events/relay/parked-event.json");
+
+#[tokio::test]
+async fn the_sample_parked_event_is_what_the_relay_parks() {
+    let bus = FakeBus::refusing(&["ConsentGranted"]);
+    let dlq = Arc::new(FakeDlq::default());
+    let relay = Relay::new(bus, dlq.clone(), Arc::new(SystemClock)).with_retry(
+        RetryPolicy {
+            max_attempts: 4,
+            ..RetryPolicy::default()
+        },
+        Arc::new(crm_core::relay::NoPause),
+    );
+    assert!(run(batch(), &relay).await.is_empty());
+    let parked = dlq.0.lock().expect("lock")[0].clone();
+    let sample: DeadLetter = serde_json::from_str(PARKED).expect("events/relay/parked-event.json is a dead letter");
+    assert_eq!(
+        DeadLetter {
+            failed_at: sample.failed_at,
+            ..parked.clone()
+        },
+        sample,
+        "{}",
+        serde_json::to_string_pretty(&parked).unwrap_or_default()
+    );
+    match RelayLetter::from_letter(&sample) {
+        Some(RelayLetter::Event(event)) => {
+            assert_eq!(event.key.sk, 2);
+            assert!(event.stored.is_some());
+        }
+        other => panic!("a parked event, not {other:?}"),
+    }
+}
