@@ -116,6 +116,23 @@ impl Default for DeliverySettings {
     }
 }
 
+/// The setting (environment variable) of the settle window, in whole
+/// seconds: the channel function's and the local runtime's.
+pub const SETTLE_WINDOW_SETTING: &str = "MESSAGE_SETTLE_SECONDS";
+
+impl DeliverySettings {
+    /// The settle window from its setting's text ([`SETTLE_WINDOW_SETTING`]):
+    /// whole seconds, at least one.
+    pub fn parse_settle_window(text: &str) -> Result<Duration, String> {
+        match text.trim().parse::<i64>() {
+            Ok(seconds) if seconds >= 1 => Ok(Duration::seconds(seconds)),
+            _ => Err(format!(
+                "{SETTLE_WINDOW_SETTING} must be a whole number of seconds, at least 1: {text:?}"
+            )),
+        }
+    }
+}
+
 /// What one delivery did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum DeliveryOutcome {

@@ -1121,3 +1121,17 @@ async fn a_resend_goes_through_the_pipeline_again() {
     );
     assert!(w.provider.sent().is_empty());
 }
+
+#[test]
+fn the_settle_window_setting_is_whole_seconds() {
+    assert_eq!(DeliverySettings::default().settle_window, Duration::minutes(15));
+    assert_eq!(
+        DeliverySettings::parse_settle_window(" 900 "),
+        Ok(Duration::minutes(15))
+    );
+    assert_eq!(DeliverySettings::parse_settle_window("5"), Ok(Duration::seconds(5)));
+    for bad in ["0", "-3", "15m", ""] {
+        let err = DeliverySettings::parse_settle_window(bad).expect_err(bad);
+        assert!(err.contains(SETTLE_WINDOW_SETTING), "{err}");
+    }
+}
