@@ -47,15 +47,14 @@ import uuid
 import boto3
 from botocore.exceptions import ClientError
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from smoke_pipeline import QUEUE_FED, sqs_batch  # noqa: E402
+
 REPO = pathlib.Path(__file__).resolve().parent.parent
 REGISTERED = REPO / "events" / "projector" / "customer-registered.json"
 GRANTED = REPO / "events" / "consent" / "consent-granted.json"
 ORDER_PLACED = REPO / "events" / "projector" / "order-placed.json"
-PROJECTOR_CONSUMERS = ["customer-360", "timeline", "email-index"]
-PROJECTOR_CONSUMERS += ["funnel", "attribution", "campaign-stats"]
-PROJECTOR_CONSUMERS += ["profile-metrics", "segment-evaluator", "segment-members", "customer-streams"]
 PAYMENT_SUCCEEDED = REPO / "events" / "projector" / "payment-succeeded.json"
-CONSENT_CONSUMERS = ["consent-ledger", "proof-ledger"]
 
 
 class SmokeFailure(Exception):
@@ -124,6 +123,10 @@ def event_item(envelope: dict) -> dict:
 
 
 def invoke(port: int, function: str, payload: dict) -> dict:
+    """Invokes `function`; a bare EventBridge event for a queue-fed function
+    arrives as its queue would hand it over: an SQS batch of one."""
+    if function in QUEUE_FED and "Records" not in payload:
+        payload = sqs_batch([payload])
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(payload, f)
         path = f.name
@@ -143,16 +146,11 @@ def invoke(port: int, function: str, payload: dict) -> dict:
         raise SmokeFailure(f"{function} answered something that is not JSON: {out.stdout!r}") from e
 
 
-def expect_delivered(function: str, answer: dict, consumers: list, duplicate: bool = False) -> None:
-    if answer.get("outcome") != "delivered":
-        raise SmokeFailure(f"{function}: expected a delivery, got {answer}")
-    if answer.get("parked"):
-        raise SmokeFailure(f"{function}: consumers parked the event: {answer}")
-    done = sorted(answer.get("applied", []) + answer.get("duplicates", []))
-    if done != sorted(consumers):
-        raise SmokeFailure(f"{function}: expected {consumers} to take it, got {answer}")
-    if duplicate and sorted(answer.get("duplicates", [])) != sorted(consumers):
-        raise SmokeFailure(f"{function}: expected a duplicate for {consumers}, got {answer}")
+def expect_handled(function: str, answer: dict) -> None:
+    """The batch answer of a queue-fed function: no message to deliver again.
+    (What each consumer did is checked in the tables after each step.)"""
+    if answer.get("batchItemFailures") != []:
+        raise SmokeFailure(f"{function}: expected no batch item failures, got {answer}")
 
 
 def document(ddb, table: str, consumer: str, partition: str, sort: str) -> dict:
@@ -217,7 +215,7 @@ def run(port: int) -> None:
     print(f"seeded {stream} versions 1-2 into {events_table}")
 
     answer = invoke(port, "projector", registered)
-    expect_delivered("projector", answer, PROJECTOR_CONSUMERS)
+    expect_handled("projector", answer)
     profile = document(ddb, read_models, "customer-360", customer, "profile")
     check("projector: customer 360 written",
           profile.get("id") == customer and profile.get("email") == v1["data"]["email"]
@@ -226,7 +224,7 @@ def run(port: int) -> None:
           checkpoint(ddb, read_models, "customer-360", stream) >= 1)
 
     answer = invoke(port, "consent", granted)
-    expect_delivered("consent", answer, CONSENT_CONSUMERS)
+    expect_handled("consent", answer)
     record = document(ddb, read_models, "consent-ledger", customer, "current#marketing#email")
     check("consent: ledger holds marketing/email",
           record.get("status") == "active" and record.get("proof", {}).get("event_id") == v2["event_id"],
@@ -235,7 +233,7 @@ def run(port: int) -> None:
           checkpoint(ddb, read_models, "consent-ledger", stream) == 2)
 
     answer = invoke(port, "consent", granted)
-    expect_delivered("consent", answer, CONSENT_CONSUMERS, duplicate=True)
+    expect_handled("consent", answer)
     again = document(ddb, read_models, "consent-ledger", customer, "current#marketing#email")
     check("consent: duplicate delivery changed nothing", again == record)
 
@@ -245,7 +243,7 @@ def run(port: int) -> None:
     order = placed["detail"]
     ddb.put_item(TableName=events_table, Item=event_item(order))
     answer = invoke(port, "projector", placed)
-    expect_delivered("projector", answer, PROJECTOR_CONSUMERS)
+    expect_handled("projector", answer)
     fact = document(ddb, read_models, "attribution", f"order#{order['data']['order_id']}", "order")
     check("projector: the order is recorded for attribution",
           fact.get("total_minor") == order["data"]["total_minor"] and fact.get("customer_id") == customer,
@@ -262,7 +260,7 @@ def run(port: int) -> None:
         raise SmokeFailure("payment-succeeded.json must follow order-placed.json on the order stream")
     ddb.put_item(TableName=events_table, Item=event_item(payment))
     answer = invoke(port, "projector", paid)
-    expect_delivered("projector", answer, PROJECTOR_CONSUMERS)
+    expect_handled("projector", answer)
     facts = document(ddb, read_models, "profile-metrics", customer, f"order#{order['data']['order_id']}")
     check("projector: the payment is in the customer's profile metrics",
           [p.get("amount_minor") for p in facts.get("payments", [])] == [payment["data"]["amount_minor"]],
@@ -278,7 +276,7 @@ def run(port: int) -> None:
     check("projector: segment membership appended to the events table",
           "buyers" in added and len(added) == len(items), json.dumps(added))
     answer = invoke(port, "projector", paid)
-    expect_delivered("projector", answer, PROJECTOR_CONSUMERS, duplicate=True)
+    expect_handled("projector", answer)
     again = ddb.query(
         TableName=events_table,
         KeyConditionExpression="pk = :pk",
@@ -290,7 +288,7 @@ def run(port: int) -> None:
     garbage = dict(registered, id=str(uuid.uuid4()), detail={"not": "an envelope"})
     answer = invoke(port, "projector", garbage)
     check("projector: unusable event answered, not failed",
-          answer.get("outcome") == "parked", json.dumps(answer))
+          answer.get("batchItemFailures") == [], json.dumps(answer))
     letter = parked_letter(sqs, queue_url, garbage["id"])
     check("projector: unusable event parked in the dead-letter queue",
           letter is not None and letter.get("consumer") == "projector",

@@ -2,13 +2,15 @@
 
     events table --DynamoDB stream--> relay --PutEvents--> moto bus
         --rules from template.yaml--> one SQS queue per consumer function
-        --> projector / consent / campaign / channel (invoked with what
-            their rule delivered)
+        --event source mapping (played here)--> projector / consent /
+            campaign / channel, invoked with SQS batches
 
-moto cannot invoke local functions, so each rule of template.yaml (same
-EventPattern, matched by moto) targets an SQS queue, and `pump()` hands the
-queued events to the function the rule names. The relay gets real stream
-records read from moto's DynamoDB stream.
+moto cannot invoke local functions, so `pump()` plays Lambda's part: each
+rule of template.yaml (same EventPattern, matched by moto) fills its SQS
+queue, and the harness polls each queue and invokes the function that reads
+it with an SQS batch, deleting only the messages the function did not report
+in `batchItemFailures` (decision 0029). The relay gets real stream records
+read from moto's DynamoDB stream.
 """
 import json
 import pathlib
@@ -37,18 +39,59 @@ def _any_tag(loader, suffix, node):
 _CfnLoader.add_multi_constructor("!", _any_tag)
 
 
+QUEUE_FED = {"projector", "consent", "campaign", "channel"}
+
+
 def template_rules():
-    """(binary, EventPattern) for every EventBridgeRule event of every function."""
+    """(binary, EventPattern) for every rule on the crm bus of template.yaml
+    whose target is a queue a function reads (its SQS event)."""
     doc = yaml.load((REPO / "template.yaml").read_text(), Loader=_CfnLoader)
-    rules = []
-    for resource in doc["Resources"].values():
+    resources = doc["Resources"]
+    readers = {}
+    for resource in resources.values():
         if resource.get("Type") != "AWS::Serverless::Function":
             continue
         binary = resource.get("Metadata", {}).get("BuildProperties", {}).get("Binary")
         for event in resource.get("Properties", {}).get("Events", {}).values():
-            if event.get("Type") == "EventBridgeRule":
-                rules.append((binary, event["Properties"]["Pattern"]))
+            if event.get("Type") == "SQS":
+                readers[event["Properties"]["Queue"].removesuffix(".Arn")] = binary
+    rules = []
+    for resource in resources.values():
+        if resource.get("Type") != "AWS::Events::Rule" or "EventBusName" not in resource["Properties"]:
+            continue
+        for target in resource["Properties"].get("Targets", []):
+            binary = readers.get(str(target.get("Arn", "")).removesuffix(".Arn"))
+            if binary:
+                rules.append((binary, resource["Properties"]["EventPattern"]))
     return rules
+
+
+def sqs_batch(bodies):
+    """An SQS batch as an event source mapping hands it to a function: each
+    body (an EventBridge event, or a message received from a queue) a record."""
+    records = []
+    for i, body in enumerate(bodies):
+        if isinstance(body, dict) and "Body" in body:
+            message_id, receipt, text = body["MessageId"], body["ReceiptHandle"], body["Body"]
+        else:
+            message_id, receipt, text = f"m{i}-{uuid.uuid4().hex[:8]}", "r", json.dumps(body)
+        records.append({
+            "messageId": message_id,
+            "receiptHandle": receipt,
+            "body": text,
+            "attributes": {"ApproximateReceiveCount": "1"},
+            "messageAttributes": {},
+            "eventSource": "aws:sqs",
+            "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:smoke",
+            "awsRegion": "us-east-1",
+        })
+    return {"Records": records}
+
+
+def invoke_batch(port, function, bodies):
+    """Invokes a queue-fed function with one SQS batch; its answer
+    (`{"batchItemFailures": [...]}`)."""
+    return invoke(port, function, sqs_batch(bodies)) or {}
 
 
 def invoke(port, function, payload):
@@ -141,12 +184,14 @@ class Pipeline:
                 messages = got.get("Messages", [])
                 if not messages:
                     break
-                for m in messages:
-                    answer = invoke(self.port, binary, json.loads(m["Body"]))
-                    if isinstance(answer, dict) and answer.get("outcome") == "parked":
-                        raise RuntimeError(f"{binary} parked a real event: {answer}")
-                    self.delivered[binary] = self.delivered.get(binary, 0) + 1
-                    self.sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+                answer = invoke_batch(self.port, binary, messages)
+                failures = answer.get("batchItemFailures", [])
+                if failures:
+                    raise RuntimeError(f"{binary} reported failures: {failures}")
+                self.delivered[binary] = self.delivered.get(binary, 0) + len(messages)
+                self.sqs.delete_message_batch(QueueUrl=url, Entries=[
+                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)
+                ])
 
     def pump(self):
         """Relay everything new in the stream, then deliver what the rules routed."""
