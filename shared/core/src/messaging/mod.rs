@@ -3,9 +3,13 @@
 //! - [`decision`]: the pure pipeline (active → consent → suppression →
 //!   preferences → caps → quiet hours → send), one outcome per request;
 //! - [`events`]: the message stream `message-<message id>`;
-//! - [`feedback`]: SES delivery, bounce, complaint, open and click events
-//!   (EventBridge) read back into message-stream events;
-//! - [`provider`]: the ports to SES, SNS (SMS, push) and the local sink;
+//! - [`delivery`]: the channel service: claim, send, record the outcome;
+//!   unknown outcomes settled by SES feedback or a settle check (decision
+//!   0032);
+//! - [`feedback`]: SES send, reject, delivery, bounce, complaint, open and
+//!   click events (EventBridge) read back into message-stream events;
+//! - [`provider`]: the ports to SES, SNS (SMS, push) and the local sink, and
+//!   their errors: proven unsent, or outcome unknown;
 //! - [`mime`]: the full rendered email as one RFC 5322 message;
 //! - [`render`]: Liquid templates (HTML-escaped), MJML, text part;
 //! - [`unsubscribe`]: signed tokens for one-click unsubscribe and the
