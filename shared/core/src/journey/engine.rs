@@ -231,11 +231,28 @@ pub struct SweepBudget {
 }
 
 impl Default for SweepBudget {
+    /// Two pages of 100: a few seconds of a campaign function invocation.
     fn default() -> Self {
         SweepBudget {
             page_size: 100,
-            pages: 5,
+            pages: 2,
             rest: chrono::Duration::hours(1),
+        }
+    }
+}
+
+impl SweepBudget {
+    /// The default, with what a sweep timer's `data` sets instead
+    /// (`page_size`, `pages`, `rest_minutes`; each optional).
+    pub fn from_timer_data(data: &Value) -> Self {
+        let number = |key: &str| data.get(key).and_then(Value::as_u64);
+        let default = SweepBudget::default();
+        SweepBudget {
+            page_size: number("page_size").map_or(default.page_size, |n| n.clamp(1, 1000) as usize),
+            pages: number("pages").map_or(default.pages, |n| n.clamp(1, 100) as usize),
+            rest: number("rest_minutes").map_or(default.rest, |n| {
+                chrono::Duration::minutes(i64::try_from(n).unwrap_or(i64::MAX).min(60 * 24 * 30))
+            }),
         }
     }
 }
@@ -285,8 +302,8 @@ pub struct SweepOutcome {
 
 /// The timer a recurring schedule can fire to run the sweep: a fired timer
 /// on [`SWEEP_STREAM`] makes [`JourneyEngine::on_timer`] run one
-/// [`JourneyEngine::sweep`] step with the default budget. Its `due_at` is
-/// not read.
+/// [`JourneyEngine::sweep`] step, with the budget its `data` sets
+/// ([`SweepBudget::from_timer_data`]). Its `due_at` is not read.
 pub fn sweep_timer(now: DateTime<Utc>) -> TimerPayload {
     TimerPayload {
         name: "crm-journey-sweep".to_string(),
@@ -707,7 +724,7 @@ impl JourneyEngine {
     pub async fn on_timer(&self, timer: &TimerPayload) -> Result<EngineOutcome, EngineError> {
         let mut outcome = EngineOutcome::default();
         if timer.stream_id == SWEEP_STREAM {
-            let swept = self.sweep(SweepBudget::default()).await?;
+            let swept = self.sweep(SweepBudget::from_timer_data(&timer.data)).await?;
             outcome.advanced = swept.fired.into_iter().chain(swept.exited).collect();
             outcome.messages = swept.messages;
             outcome.healed = swept.healed;

@@ -905,4 +905,16 @@ async fn a_fired_sweep_timer_runs_a_sweep_step() {
     world.scheduler.cancel(&lost.name).await.expect("lost");
     world.engine.on_timer(&timer).await.expect("sweep step");
     assert_eq!(world.scheduler.pending(), vec![lost], "{id}'s timer is back");
+
+    // The schedule's input can set the budget.
+    assert_eq!(SweepBudget::from_timer_data(&timer.data), SweepBudget::default());
+    let tuned = SweepBudget::from_timer_data(&json!({ "pages": 7, "page_size": 50, "rest_minutes": 30 }));
+    assert_eq!(
+        tuned,
+        SweepBudget {
+            page_size: 50,
+            pages: 7,
+            rest: chrono::Duration::minutes(30)
+        }
+    );
 }
