@@ -799,7 +799,9 @@ impl MessageDelivery {
             return Ok(SettleOutcome::Settled);
         }
         let settle_by = claim.at + self.settings.settle_window;
-        if self.now() < settle_by {
+        // EventBridge Scheduler's `at()` has whole seconds: it may fire up to
+        // a second before `settle_by`, which is still the window's end.
+        if self.now() + Duration::seconds(1) < settle_by {
             self.schedule_settle_check(check, &claim.customer_id, &state, settle_by)
                 .await?;
             return Ok(SettleOutcome::Waiting { until: settle_by });
