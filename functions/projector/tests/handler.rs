@@ -351,3 +351,32 @@ async fn an_sqs_batch_is_one_page_and_its_poison_is_parked_encrypted() {
         assert_eq!(back.data["email"], "grace@example.com");
     }
 }
+
+#[tokio::test]
+async fn the_sqs_batch_sample_is_the_registration_as_the_queue_hands_it_over() {
+    use crm_bus_consumer::{handle_batch, SqsEvent, StoredEventsOnly};
+    use crm_core::privacy::memory::InMemoryKeyStore;
+    let h = Harness::new();
+    let group = h.group(crm_projector::group);
+    let batch: SqsEvent = serde_json::from_value(sample_event("projector/sqs-batch.json")).expect("an SQS event");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(batch.records[0].body.as_deref().expect("a body")).expect("json"),
+        sample_event("projector/customer-registered.json"),
+        "the batch carries the EventBridge sample"
+    );
+    let report = handle_batch(
+        batch,
+        &group,
+        &StoredEventsOnly,
+        &InMemoryKeyStore::new(),
+        h.dead_letters.as_ref(),
+    )
+    .await;
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert!(report.outcome.applied > 0 && report.outcome.parked == 0, "{report:?}");
+    let profile = customer_profile(h.docs.as_ref(), "0193a6f3-1a2b-7c3d-8e4f-5a6b7c8d9e0f")
+        .await
+        .expect("read the 360")
+        .expect("the 360 exists");
+    assert_eq!(profile.customer.email, "grace.hopper@example.com");
+}

@@ -25,10 +25,11 @@ fn default_event(function: &str) -> Option<&'static str> {
         "api" => Some("api/02-get-customer.json"),
         // A DynamoDB Streams batch of the events table (one CustomerRegistered).
         "relay" => Some("relay/stream-batch.json"),
-        "projector" => Some("projector/customer-registered.json"),
-        "consent" => Some("consent/consent-granted.json"),
-        "campaign" => Some("campaign/cart-abandoned.json"),
-        "channel" => Some("channel/message-requested.json"),
+        // The queue-fed functions: an SQS batch of their queue (decision 0029).
+        "projector" => Some("projector/sqs-batch.json"),
+        "consent" => Some("consent/sqs-batch.json"),
+        "campaign" => Some("campaign/sqs-batch.json"),
+        "channel" => Some("channel/sqs-batch.json"),
         // The daily schedule's invocation (the function ignores its payload).
         "segments" => Some("segments/daily-schedule.json"),
         _ => None,
