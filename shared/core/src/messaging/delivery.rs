@@ -59,6 +59,10 @@ const PROVIDER_ATTEMPTS: u32 = 3;
 const MAX_FAILED_DELIVERIES: usize = 5;
 /// How many times a message whose provider never took it is sent again.
 const MAX_RESENDS: usize = 1;
+/// The soonest a settle check whose window has already ended is set for:
+/// a one-time schedule must name a time still to come when it reaches
+/// EventBridge Scheduler.
+const PAST_DUE_CHECK_DELAY: Duration = Duration::seconds(5);
 
 /// Metric names of unknown outcomes (dimension `Channel`), for the alarms in
 /// template.yaml (decision 0032).
@@ -712,7 +716,7 @@ impl MessageDelivery {
             };
             // A failure here is retried: the redelivery finds the open claim
             // and sets the check then.
-            self.schedule_settle_check(&check, &request.customer_id, &after, settle_by.max(self.now()))
+            self.schedule_settle_check(&check, &request.customer_id, &after, self.check_time(settle_by))
                 .await?;
         }
         Ok(DeliveryOutcome::OutcomeUnknown)
@@ -729,7 +733,13 @@ impl MessageDelivery {
         if state.unknown && (claim.channel != Channel::Email || state.resends >= MAX_RESENDS) {
             return None;
         }
-        Some((claim.at + self.settings.settle_window).max(self.now()))
+        Some(self.check_time(claim.at + self.settings.settle_window))
+    }
+
+    /// When to run a settle check for a window ending at `settle_by`: then,
+    /// or in a moment if that has passed.
+    fn check_time(&self, settle_by: DateTime<Utc>) -> DateTime<Utc> {
+        settle_by.max(self.now() + PAST_DUE_CHECK_DELAY)
     }
 
     /// Sets (or sets again: the name is the message's, so this replaces) the

@@ -1136,3 +1136,20 @@ fn the_settle_window_setting_is_whole_seconds() {
         assert!(err.contains(SETTLE_WINDOW_SETTING), "{err}");
     }
 }
+
+#[tokio::test]
+async fn a_redelivery_after_the_window_sets_the_check_for_a_moment_later() {
+    let w = World::new().await;
+    let request = w
+        .stored(w.requested(1, "order-confirmation", Category::Transactional))
+        .await;
+    w.claim_and_crash(&request).await;
+    // The request comes back only after the window has ended.
+    w.clock.advance(Duration::minutes(20));
+    w.delivery.on_requested(&request).await.expect("redelivery");
+    let check = w.message_timer("msg-1").expect("a settle check");
+    assert_eq!(check.due_at, w.clock.now() + Duration::seconds(5));
+    w.clock.advance(Duration::seconds(5));
+    w.fire(&check).await;
+    assert_eq!(w.provider.sent(), vec!["msg-1"]);
+}
