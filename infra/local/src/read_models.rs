@@ -119,6 +119,7 @@ impl ReadModelStore for SqliteReadModels {
             expected,
             new,
             ops,
+            idempotent: Vec::new(),
         }])
         .await
     }
@@ -128,7 +129,7 @@ impl ReadModelStore for SqliteReadModels {
     /// checkpoint written once, as it stands after the last commit.
     async fn commit_all(&self, commits: Vec<Commit>) -> Result<(), CommitError> {
         for c in &commits {
-            check_commit_size(&c.ops)?;
+            check_commit_size(&c.all_ops().cloned().collect::<Vec<_>>())?;
         }
         self.db
             .run(move |conn| {
@@ -150,7 +151,7 @@ impl ReadModelStore for SqliteReadModels {
                             expected: c.expected,
                         });
                     }
-                    for op in c.ops {
+                    for op in c.idempotent.into_iter().chain(c.ops) {
                         match op {
                             ReadOp::Put { partition, sort, body } => {
                                 docs.insert((key.0.clone(), partition, sort), Some(body));

@@ -273,6 +273,7 @@ async fn capacity_is_counted_from_item_sizes_per_request() {
             expected: n,
             new: n + 1,
             ops: vec![put(&p, "doc", body(n))],
+            idempotent: Vec::new(),
         })
         .chain([Commit {
             consumer: "meter".into(),
@@ -280,6 +281,7 @@ async fn capacity_is_counted_from_item_sizes_per_request() {
             expected: 0,
             new: 7,
             ops: Vec::new(),
+            idempotent: Vec::new(),
         }])
         .collect();
     let before = store.capacity();
@@ -327,6 +329,7 @@ async fn a_stale_checkpoint_in_a_later_chunk_keeps_the_chunks_before() {
             expected: 0,
             new: 1,
             ops: vec![put(&p, &format!("d{i:02}"), json!(i))],
+            idempotent: Vec::new(),
         })
         .collect();
     let err = store.commit_all(commits).await.expect_err("stale checkpoint");

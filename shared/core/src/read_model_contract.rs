@@ -206,6 +206,7 @@ fn commit(consumer: &str, stream: &str, expected: u64, new: u64, ops: Vec<ReadOp
         expected,
         new,
         ops,
+        idempotent: Vec::new(),
     }
 }
 

@@ -7,6 +7,7 @@
 pub mod cost;
 mod fold;
 mod http;
+pub mod pages;
 pub mod workload;
 
 use crate::bus::BUILT_IN_TEMPLATE;
@@ -124,6 +125,8 @@ pub struct BenchReport {
     pub replay: ReplayReport,
     pub fold: Vec<fold::FoldRow>,
     pub workload: fold::WorkloadStats,
+    /// DynamoDB units of the projector and consent groups taking pages.
+    pub pages: Vec<pages::PageCostRow>,
     pub peak_memory_kib: u64,
 }
 
@@ -478,6 +481,7 @@ async fn replay_phase(options: &BenchOptions) -> Result<ReplayReport, BenchError
 /// Runs every phase.
 pub async fn run(options: &BenchOptions) -> Result<BenchReport, BenchError> {
     let (fold, workload) = fold::fold_phase(options).await?;
+    let pages = pages::page_phase(options).await?;
     let latency = api_phase(options).await?;
     let replay = replay_phase(options).await?;
     Ok(BenchReport {
@@ -486,6 +490,7 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, BenchError> {
         replay,
         fold,
         workload,
+        pages,
         peak_memory_kib: peak_memory_kib(),
     })
 }

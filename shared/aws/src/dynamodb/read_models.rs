@@ -34,11 +34,12 @@ use super::transact::{
     build_error, pause, unexplained, Unexplained, CONDITIONAL_CHECK_FAILED, TRANSACTION_CONFLICT_ATTEMPTS,
 };
 use async_trait::async_trait;
+use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, CancellationReason, Delete, KeysAndAttributes, Put, TransactWriteItem};
 use aws_sdk_dynamodb::Client;
-use crm_core::consumer::capacity::{self, Capacity, CapacityMeter, CheckpointMove, Chunk};
+use crm_core::consumer::capacity::{self, Capacity, CapacityMeter, CheckpointMove, Chunk, LooseWrite};
 use crm_core::ports::{check_commit_size, Commit, CommitError, ReadModelStore, ReadOp, StoreError};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -74,6 +75,12 @@ enum Cancelled<'c> {
     /// Not worth it.
     Store(StoreError),
 }
+
+/// The stamp of an idempotent document: the stream and version that wrote it.
+const STAMP_STREAM: &str = "stamp_stream";
+const STAMP_VERSION: &str = "stamp_version";
+/// Lets an idempotent write through unless a newer version of the same stream wrote the item.
+const NOT_OVERTAKEN: &str = "attribute_not_exists(#ss) OR #ss <> :s OR #sv <= :v";
 
 /// The partition key of a consumer's documents in `partition`.
 fn doc_pk(consumer: &str, partition: &str) -> String {
@@ -275,9 +282,89 @@ impl DynamoReadModels {
         Cancelled::Transient("transaction cancelled, but every checkpoint is still the expected one".into())
     }
 
-    /// Writes one chunk: a conditional put when it is one checkpoint, a
-    /// transaction otherwise.
+    /// Writes one idempotent document: a put with its stamp (or a delete),
+    /// unless a newer version of the same stream wrote it already.
+    async fn write_loose(&self, loose: &LooseWrite) -> Result<(), CommitError> {
+        let size = capacity::loose_item_bytes(loose);
+        self.meter.write(&[size], false);
+        let names = HashMap::from([
+            ("#ss".to_string(), STAMP_STREAM.to_string()),
+            ("#sv".to_string(), STAMP_VERSION.to_string()),
+        ]);
+        let values = HashMap::from([
+            (":s".to_string(), items::s(&loose.stream_id)),
+            (":v".to_string(), items::n(loose.version)),
+        ]);
+        let overtaken = match &loose.op {
+            ReadOp::Put { .. } => {
+                let (TransactWriteItem { put: Some(put), .. }, _) =
+                    self.doc_write(&loose.consumer, loose.op.clone())?
+                else {
+                    return Err(StoreError::Failed("a document put built no put".into()).into());
+                };
+                let mut item = put.item().clone();
+                item.insert(STAMP_STREAM.into(), items::s(&loose.stream_id));
+                item.insert(STAMP_VERSION.into(), items::n(loose.version));
+                match self
+                    .client
+                    .put_item()
+                    .table_name(&self.table)
+                    .set_item(Some(item))
+                    .condition_expression(NOT_OVERTAKEN)
+                    .set_expression_attribute_names(Some(names))
+                    .set_expression_attribute_values(Some(values))
+                    .send()
+                    .await
+                {
+                    Ok(_) => false,
+                    Err(err)
+                        if matches!(
+                            err.as_service_error(),
+                            Some(PutItemError::ConditionalCheckFailedException(_))
+                        ) =>
+                    {
+                        true
+                    }
+                    Err(err) => return Err(sdk_error("PutItem", &err).into()),
+                }
+            }
+            ReadOp::Delete { partition, sort } => {
+                match self
+                    .client
+                    .delete_item()
+                    .table_name(&self.table)
+                    .set_key(Some(key(doc_pk(&loose.consumer, partition), sort)))
+                    .condition_expression(NOT_OVERTAKEN)
+                    .set_expression_attribute_names(Some(names))
+                    .set_expression_attribute_values(Some(values))
+                    .send()
+                    .await
+                {
+                    Ok(_) => false,
+                    Err(err)
+                        if matches!(
+                            err.as_service_error(),
+                            Some(DeleteItemError::ConditionalCheckFailedException(_))
+                        ) =>
+                    {
+                        true
+                    }
+                    Err(err) => return Err(sdk_error("DeleteItem", &err).into()),
+                }
+            }
+        };
+        if overtaken {
+            tracing::debug!(table = %self.table, stream = %loose.stream_id, version = loose.version, "idempotent write overtaken by a newer version: skipped");
+        }
+        Ok(())
+    }
+
+    /// Writes one chunk: its idempotent documents, then the atomic part (a
+    /// conditional put when it is one checkpoint, a transaction otherwise).
     async fn write_chunk(&self, chunk: Chunk) -> Result<(), CommitError> {
+        for result in futures::future::join_all(chunk.loose.iter().map(|l| self.write_loose(l))).await {
+            result?;
+        }
         let conflict = |moved: &CheckpointMove| CommitError::Conflict {
             consumer: moved.consumer.clone(),
             stream_id: moved.stream_id.clone(),
@@ -400,6 +487,7 @@ impl ReadModelStore for DynamoReadModels {
             expected,
             new,
             ops,
+            idempotent: Vec::new(),
         }])
         .await
     }
@@ -408,7 +496,7 @@ impl ReadModelStore for DynamoReadModels {
     /// in order; after an error the chunks before it stand.
     async fn commit_all(&self, commits: Vec<Commit>) -> Result<(), CommitError> {
         for c in &commits {
-            check_commit_size(&c.ops)?;
+            check_commit_size(&c.all_ops().cloned().collect::<Vec<_>>())?;
             check_consumer(&c.consumer)?;
         }
         let chunks = capacity::plan(

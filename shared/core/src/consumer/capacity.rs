@@ -9,6 +9,11 @@
 //!   per chunk (expected: the first commit's, new: the last one's), each
 //!   document once, as the chunk leaves it. A chunk of one item (a
 //!   checkpoint alone) is one conditional put; a larger one a transaction.
+//!   A commit's idempotent operations ([`Commit::idempotent`]) are the
+//!   chunk's `loose` writes: written first, each a put (or delete) of its
+//!   own, conditioned on a stamp (the stream and version that wrote it) so
+//!   an older version never overwrites a newer one; they do not count
+//!   against the transaction's limits.
 //! - [`doc_item_bytes`] and [`checkpoint_item_bytes`]: the size of the
 //!   adapter's items as DynamoDB counts it (attribute names and values).
 //! - [`CapacityMeter`]: capacity units by DynamoDB's rounding rules. A write
@@ -46,14 +51,27 @@ pub struct DocWrite {
     pub op: ReadOp,
 }
 
+/// One idempotent document write of a chunk, with the stream and version
+/// of the commit that made it (the stamp its condition compares).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LooseWrite {
+    pub consumer: String,
+    pub op: ReadOp,
+    pub stream_id: String,
+    pub version: u64,
+}
+
 /// One atomic write of a page: checkpoints and documents together.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Chunk {
     pub checkpoints: Vec<CheckpointMove>,
     pub docs: Vec<DocWrite>,
+    /// Written before the atomic part, each on its own.
+    pub loose: Vec<LooseWrite>,
 }
 
 impl Chunk {
+    /// The items of the atomic part.
     pub fn items(&self) -> usize {
         self.checkpoints.len() + self.docs.len()
     }
@@ -79,6 +97,18 @@ pub fn doc_item_bytes(consumer: &str, op: &ReadOp) -> usize {
         ReadOp::Put { body, .. } => key + "kind".len() + "doc".len() + "body".len() + body.to_string().len(),
         ReadOp::Delete { .. } => key,
     }
+}
+
+/// The size of an idempotent document item: a document item and its stamp
+/// (`stamp_stream`, `stamp_version`).
+pub fn loose_item_bytes(loose: &LooseWrite) -> usize {
+    doc_item_bytes(&loose.consumer, &loose.op)
+        + match loose.op {
+            ReadOp::Put { .. } => {
+                "stamp_stream".len() + loose.stream_id.len() + "stamp_version".len() + loose.version.to_string().len()
+            }
+            ReadOp::Delete { .. } => 0,
+        }
 }
 
 /// The size of a checkpoint item: `pk` = `checkpoint#<consumer>`, `sk` =
@@ -114,6 +144,7 @@ pub fn plan(
     let mut chunk = Chunk::default();
     let mut checkpoints: HashMap<(String, String), usize> = HashMap::new();
     let mut docs: HashMap<(String, String, String), usize> = HashMap::new();
+    let mut loose: HashMap<(String, String, String), usize> = HashMap::new();
     let mut bytes = 0usize;
     for c in commits {
         let pair = (c.consumer.clone(), c.stream_id.clone());
@@ -131,6 +162,7 @@ pub fn plan(
             chunks.push(std::mem::take(&mut chunk));
             checkpoints.clear();
             docs.clear();
+            loose.clear();
             bytes = 0;
         }
         if chunk.items() == 0 && (new_items > max_items || added > max_bytes) {
@@ -163,6 +195,22 @@ pub fn plan(
                 });
             }
         }
+        for op in c.idempotent {
+            let key = doc_key(&c.consumer, &op);
+            let write = LooseWrite {
+                consumer: c.consumer.clone(),
+                op,
+                stream_id: c.stream_id.clone(),
+                version: c.new,
+            };
+            match loose.get(&key) {
+                Some(&i) => chunk.loose[i] = write,
+                None => {
+                    loose.insert(key, chunk.loose.len());
+                    chunk.loose.push(write);
+                }
+            }
+        }
         for op in c.ops {
             let key = doc_key(&c.consumer, &op);
             match docs.get(&key) {
@@ -177,7 +225,7 @@ pub fn plan(
             }
         }
     }
-    if chunk.items() > 0 {
+    if chunk.items() > 0 || !chunk.loose.is_empty() {
         chunks.push(chunk);
     }
     Ok(chunks)
@@ -195,7 +243,7 @@ pub enum ReadKind {
 }
 
 /// What was spent, as read from a [`CapacityMeter`].
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
 pub struct Capacity {
     pub write_units: f64,
     pub read_units: f64,
@@ -280,8 +328,12 @@ impl CapacityMeter {
         }
     }
 
-    /// Meters a planned chunk as the adapter writes it.
+    /// Meters a planned chunk as the adapter writes it: each loose write a
+    /// request of its own, then the atomic part.
     pub fn chunk(&self, chunk: &Chunk) {
+        for loose in &chunk.loose {
+            self.write(&[loose_item_bytes(loose)], false);
+        }
         let sizes: Vec<usize> = chunk
             .checkpoints
             .iter()
@@ -304,6 +356,7 @@ mod tests {
             expected,
             new,
             ops,
+            idempotent: Vec::new(),
         }
     }
 

@@ -48,6 +48,11 @@ pub trait Projection: Send + Sync {
     fn handles(&self, event_type: &str) -> bool;
 
     /// The operations one event causes, given the read model as it stands.
+    /// A function of the event and of what it reads through `docs` alone
+    /// (no other input, no randomness): the page path relies on it, since
+    /// operations made without reading anything are written as idempotent,
+    /// and an event that made nothing that way records nothing (decision
+    /// 0031).
     async fn project(&self, event: &EventEnvelope, docs: &dyn ReadModelStore) -> Result<Vec<ReadOp>, ProjectionError>;
 }
 
@@ -110,6 +115,9 @@ impl Consumer {
         }
     }
 
+    pub async fn project_for_test(&self, e: &EventEnvelope, d: &dyn ReadModelStore) -> Vec<ReadOp> {
+        self.projection.project(e, d).await.unwrap_or_default()
+    }
     /// Whether the projection handles events of this type.
     pub fn handles(&self, event_type: &str) -> bool {
         self.projection.handles(event_type)

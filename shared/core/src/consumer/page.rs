@@ -57,6 +57,24 @@ struct Overlay {
     checkpoints: HashMap<(String, String), u64>,
     /// The events of each stream the page holds or read from the store, by version.
     events: HashMap<String, BTreeMap<u64, EventEnvelope>>,
+    /// Documents a projection read during the page (`get`).
+    read: std::collections::HashSet<DocKey>,
+    /// Ranges a projection listed during the page: (consumer, partition, prefix).
+    listed: Vec<(String, String, String)>,
+    /// How many reads projections made, to tell a read-free projection.
+    reads: u64,
+}
+
+impl Overlay {
+    fn was_read(&self, consumer: &str, op: &ReadOp) -> bool {
+        let (ReadOp::Put { partition, sort, .. } | ReadOp::Delete { partition, sort }) = op;
+        self.read
+            .contains(&(consumer.to_string(), partition.clone(), sort.clone()))
+            || self
+                .listed
+                .iter()
+                .any(|(c, p, prefix)| c == consumer && p == partition && sort.starts_with(prefix.as_str()))
+    }
 }
 
 impl Overlay {
@@ -195,6 +213,36 @@ impl<'a> PageDocs<'a> {
             .collect())
     }
 
+    /// How many reads projections made through the page so far.
+    fn reads(&self) -> Result<u64, StoreError> {
+        Ok(self.lock()?.reads)
+    }
+
+    /// Settles which staged operations may be written apart from the
+    /// atomic write (decision 0031): an idempotent operation (its
+    /// projection read nothing to make it) stays so only if no projection
+    /// read its document during the page and no other commit of `commits`
+    /// writes it atomically; the others join their commit's `ops`.
+    fn settle(&self, commits: &mut [Commit]) -> Result<(), StoreError> {
+        let overlay = self.lock()?;
+        let key = |consumer: &str, op: &ReadOp| {
+            let (ReadOp::Put { partition, sort, .. } | ReadOp::Delete { partition, sort }) = op;
+            (consumer.to_string(), partition.clone(), sort.clone())
+        };
+        let atomic: std::collections::HashSet<DocKey> = commits
+            .iter()
+            .flat_map(|c| c.ops.iter().map(|op| key(&c.consumer, op)))
+            .collect();
+        for c in commits.iter_mut() {
+            let (loose, bound): (Vec<ReadOp>, Vec<ReadOp>) = std::mem::take(&mut c.idempotent)
+                .into_iter()
+                .partition(|op| !atomic.contains(&key(&c.consumer, op)) && !overlay.was_read(&c.consumer, op));
+            c.idempotent = loose;
+            c.ops.splice(0..0, bound);
+        }
+        Ok(())
+    }
+
     /// Moves a staged checkpoint (over a run of events the consumer does not handle).
     fn stage_checkpoint(&self, consumer: &str, stream: &str, version: u64) -> Result<(), StoreError> {
         self.lock()?
@@ -225,8 +273,12 @@ impl<'a> PageDocs<'a> {
     fn forget(&self) -> Result<(), StoreError> {
         let mut overlay = self.lock()?;
         let events = std::mem::take(&mut overlay.events);
+        let read = std::mem::take(&mut overlay.read);
+        let listed = std::mem::take(&mut overlay.listed);
         *overlay = Overlay {
             events,
+            read,
+            listed,
             ..Overlay::default()
         };
         Ok(())
@@ -254,8 +306,13 @@ impl ReadModelStore for PageDocs<'_> {
 
     async fn get(&self, consumer: &str, partition: &str, sort: &str) -> Result<Option<Value>, StoreError> {
         let key = (consumer.to_string(), partition.to_string(), sort.to_string());
-        if let Some(found) = self.lock()?.docs.get(&key) {
-            return Ok(found.clone());
+        {
+            let mut overlay = self.lock()?;
+            overlay.reads += 1;
+            overlay.read.insert(key.clone());
+            if let Some(found) = overlay.docs.get(&key) {
+                return Ok(found.clone());
+            }
         }
         let found = self.base.get(consumer, partition, sort).await?;
         self.lock()?
@@ -272,6 +329,13 @@ impl ReadModelStore for PageDocs<'_> {
         limit: usize,
     ) -> Result<Vec<(String, Value)>, StoreError> {
         let in_range = |sort: &str| sort.starts_with(prefix) && after.is_none_or(|a| sort > a);
+        {
+            let mut overlay = self.lock()?;
+            overlay.reads += 1;
+            overlay
+                .listed
+                .push((consumer.to_string(), partition.to_string(), prefix.to_string()));
+        }
         let overlaid: Vec<(String, Option<Value>)> = self
             .lock()?
             .by_partition
@@ -405,13 +469,17 @@ impl ConsumerGroup {
     async fn flush(
         &self,
         page: &PageDocs<'_>,
-        staged: Vec<Commit>,
+        mut staged: Vec<Commit>,
         events: &[EventEnvelope],
         now: DateTime<Utc>,
     ) -> Result<Option<PageOutcome>, ConsumeError> {
         if staged.is_empty() {
             return Ok(None);
         }
+        page.settle(&mut staged).map_err(|e| ConsumeError::Retryable {
+            consumer: self.name,
+            message: e.to_string(),
+        })?;
         match self.docs.commit_all(staged).await {
             Ok(()) => Ok(None),
             Err(CommitError::Store(e)) => Err(ConsumeError::Retryable {
@@ -462,6 +530,7 @@ async fn stage(consumer: &super::Consumer, event: &EventEnvelope, page: &PageDoc
     }
     let mut commits = Vec::new();
     for pending in pending.iter().filter(|e| consumer.handles(&e.event_type)) {
+        let reads_before = page.reads().map_err(|e| consumer.retryable(e))?;
         let ops = match consumer.projection.project(pending, page).await {
             Ok(ops) => ops,
             Err(ProjectionError::Store(e)) => return Err(consumer.retryable(e)),
@@ -479,25 +548,42 @@ async fn stage(consumer: &super::Consumer, event: &EventEnvelope, page: &PageDoc
                 source,
             });
         }
+        // A projection that read nothing made its operations from the event
+        // alone: they are idempotent (settled at the flush).
+        let read_free = page.reads().map_err(|e| consumer.retryable(e))? == reads_before;
+        if read_free && ops.is_empty() {
+            // Nothing, made from the event alone: projecting it again (a
+            // later gap, a redelivery) gives nothing again, so there is
+            // nothing to record, not even the checkpoint.
+            continue;
+        }
         let ops = page.without_no_ops(name, ops).map_err(|e| consumer.retryable(e))?;
         page.stage(name, stream, pending.version, &ops)
             .map_err(|e| consumer.retryable(e))?;
+        let (ops, idempotent) = if read_free {
+            (Vec::new(), ops)
+        } else {
+            (ops, Vec::new())
+        };
         commits.push(Commit {
             consumer: name.to_string(),
             stream_id: stream.to_string(),
             expected: checkpoint,
             new: pending.version,
             ops,
+            idempotent,
         });
         checkpoint = pending.version;
     }
     let through = page
         .unhandled_run_after(stream, checkpoint, |t| consumer.handles(t))
         .map_err(|e| consumer.retryable(e))?;
-    if through > checkpoint {
-        if let Some(last) = commits.last_mut() {
-            last.new = through;
-        }
+    // Only a commit of this event can carry the checkpoint further.
+    if let Some(last) = commits
+        .last_mut()
+        .filter(|last| last.new == checkpoint && through > checkpoint)
+    {
+        last.new = through;
         page.stage_checkpoint(name, stream, through)
             .map_err(|e| consumer.retryable(e))?;
     }

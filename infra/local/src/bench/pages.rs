@@ -1,0 +1,353 @@
+//! What the deployed consumers spend on DynamoDB per event (decision 0031):
+//! the workload's events in the order they happen, routed to the projector
+//! and consent groups by the template's rules, handed to the real
+//! `ConsumerGroup::handle_page` in pages of an SQS batch's fill, over read
+//! models and an event store that meter every request as the DynamoDB
+//! adapters make it: the page's commits cut by `consumer::capacity::plan`
+//! (the DynamoDB adapter's own planner), units by DynamoDB's rounding rules
+//! from the items' sizes (`consumer::capacity`), gap reads as one strongly
+//! consistent Query of the events table each.
+
+use super::workload::Workload;
+use super::{BenchError, BenchOptions};
+use async_trait::async_trait;
+use crm_core::consumer::capacity::{self, Capacity, CapacityMeter};
+use crm_core::consumer::ConsumerGroup;
+use crm_core::event::EventEnvelope;
+use crm_core::memory::InMemoryReadModels;
+use crm_core::ports::*;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// In-memory read models metered as the DynamoDB adapter would spend.
+#[derive(Default)]
+pub struct MeteredReadModels {
+    inner: InMemoryReadModels,
+    pub meter: CapacityMeter,
+}
+
+fn doc_bytes(consumer: &str, partition: &str, sort: &str, body: &serde_json::Value) -> usize {
+    capacity::doc_item_bytes(
+        consumer,
+        &ReadOp::Put {
+            partition: partition.into(),
+            sort: sort.into(),
+            body: body.clone(),
+        },
+    )
+}
+
+#[async_trait]
+impl ReadModelStore for MeteredReadModels {
+    async fn checkpoint(&self, consumer: &str, stream_id: &str) -> Result<u64, StoreError> {
+        let v = self.inner.checkpoint(consumer, stream_id).await?;
+        let size = if v == 0 {
+            0
+        } else {
+            capacity::checkpoint_item_bytes(consumer, stream_id, v)
+        };
+        self.meter.get(&[size]);
+        Ok(v)
+    }
+
+    async fn commit(
+        &self,
+        consumer: &str,
+        stream_id: &str,
+        expected: u64,
+        new: u64,
+        ops: Vec<ReadOp>,
+    ) -> Result<(), CommitError> {
+        self.commit_all(vec![Commit {
+            consumer: consumer.into(),
+            stream_id: stream_id.into(),
+            expected,
+            new,
+            ops,
+            idempotent: Vec::new(),
+        }])
+        .await
+    }
+
+    async fn commit_all(&self, commits: Vec<Commit>) -> Result<(), CommitError> {
+        let chunks = capacity::plan(
+            commits.clone(),
+            capacity::MAX_ITEMS_PER_WRITE,
+            capacity::MAX_BYTES_PER_WRITE,
+            capacity::doc_item_bytes,
+        )?;
+        self.inner.commit_all(commits).await?;
+        for chunk in &chunks {
+            self.meter.chunk(chunk);
+        }
+        Ok(())
+    }
+
+    async fn checkpoints(&self, keys: &[(String, String)]) -> Result<Vec<u64>, StoreError> {
+        // BatchGetItem: 100 keys a request, each item rounded alone.
+        let mut out = Vec::with_capacity(keys.len());
+        for batch in keys.chunks(100) {
+            let mut sizes = Vec::with_capacity(batch.len());
+            for (consumer, stream) in batch {
+                let v = self.inner.checkpoint(consumer, stream).await?;
+                sizes.push(if v == 0 {
+                    0
+                } else {
+                    capacity::checkpoint_item_bytes(consumer, stream, v)
+                });
+                out.push(v);
+            }
+            self.meter.get(&sizes);
+        }
+        Ok(out)
+    }
+
+    async fn get(&self, consumer: &str, partition: &str, sort: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        let found = self.inner.get(consumer, partition, sort).await?;
+        let size = found.as_ref().map_or(0, |b| doc_bytes(consumer, partition, sort, b));
+        self.meter.get(&[size]);
+        Ok(found)
+    }
+
+    async fn list(
+        &self,
+        consumer: &str,
+        partition: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
+        let found = self.inner.list(consumer, partition, prefix, after, limit).await?;
+        let sizes: Vec<usize> = found
+            .iter()
+            .map(|(sort, body)| doc_bytes(consumer, partition, sort, body))
+            .collect();
+        self.meter.query(&sizes, true);
+        Ok(found)
+    }
+}
+
+/// The workload's events by stream, for the gaps; appends (the segment
+/// evaluator's) go to `scratch`. Every stream read is metered as one
+/// strongly consistent Query of the events table (items of the events' JSON
+/// size).
+pub struct MeteredEvents {
+    by_stream: HashMap<String, Vec<EventEnvelope>>,
+    scratch: Arc<dyn EventStore>,
+    pub meter: CapacityMeter,
+}
+
+impl MeteredEvents {
+    pub fn new(events: &[EventEnvelope], scratch: Arc<dyn EventStore>) -> Self {
+        let mut by_stream: HashMap<String, Vec<EventEnvelope>> = HashMap::new();
+        for e in events {
+            by_stream.entry(e.stream_id.clone()).or_default().push(e.clone());
+        }
+        for list in by_stream.values_mut() {
+            list.sort_by_key(|e| e.version);
+        }
+        MeteredEvents {
+            by_stream,
+            scratch,
+            meter: CapacityMeter::default(),
+        }
+    }
+}
+
+#[async_trait]
+impl EventStore for MeteredEvents {
+    async fn load(&self, stream_id: &str) -> Result<LoadedStream, StoreError> {
+        self.scratch.load(stream_id).await
+    }
+
+    async fn read_stream(&self, stream_id: &str, after: u64, limit: usize) -> Result<Vec<EventEnvelope>, StoreError> {
+        let Some(all) = self.by_stream.get(stream_id) else {
+            return self.scratch.read_stream(stream_id, after, limit).await;
+        };
+        let read: Vec<EventEnvelope> = all.iter().filter(|e| e.version > after).take(limit).cloned().collect();
+        let sizes: Vec<usize> = read
+            .iter()
+            .map(|e| serde_json::to_string(e).map(|s| s.len()).unwrap_or(0))
+            .collect();
+        self.meter.query(&sizes, true);
+        Ok(read)
+    }
+
+    async fn append(&self, request: AppendRequest) -> Result<Appended, AppendError> {
+        self.scratch.append(request).await
+    }
+
+    async fn receipt(&self, key: &str) -> Result<Option<CommandReceipt>, StoreError> {
+        self.scratch.receipt(key).await
+    }
+
+    async fn reservation_owner(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.scratch.reservation_owner(key).await
+    }
+
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+        self.scratch.save_snapshot(snapshot).await
+    }
+
+    async fn read_all(&self, after: Option<&str>, limit: usize) -> Result<EventPage, StoreError> {
+        self.scratch.read_all(after, limit).await
+    }
+}
+
+/// The bench's workload holds no poison: a parked event fails the run.
+struct NoPoison;
+
+#[async_trait]
+impl DeadLetterQueue for NoPoison {
+    async fn park(&self, letter: DeadLetter) -> Result<(), StoreError> {
+        Err(StoreError::Failed(format!(
+            "{} parked an event of the workload: {}",
+            letter.consumer, letter.reason
+        )))
+    }
+}
+
+/// What one group spent on DynamoDB over the workload, in pages of `page_size`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PageCostRow {
+    /// `projector` or `consent`.
+    pub group: String,
+    pub page_size: usize,
+    /// Customer events in the workload (all of them, routed or not).
+    pub events: u64,
+    /// Of those, the ones the group's rule routes to it.
+    pub routed: u64,
+    pub pages: u64,
+    /// The read models: checkpoints, documents and page commits.
+    pub read_models: Capacity,
+    /// The event store: gap reads.
+    pub gap_reads: Capacity,
+}
+
+impl PageCostRow {
+    pub fn write_units_per_event(&self) -> f64 {
+        self.read_models.write_units / self.events.max(1) as f64
+    }
+
+    pub fn read_units_per_event(&self) -> f64 {
+        (self.read_models.read_units + self.gap_reads.read_units) / self.events.max(1) as f64
+    }
+}
+
+/// The page sizes measured: one event a page (a quiet queue), the fill the
+/// cost model takes, and a full batch of the projector and consent queues.
+pub const PAGE_SIZES: [usize; 3] = [1, 10, 100];
+
+/// Runs both groups over the workload's first `options.fold_events`
+/// events (whole customers) at each of [`PAGE_SIZES`].
+pub async fn page_phase(options: &BenchOptions) -> Result<Vec<PageCostRow>, BenchError> {
+    let workload = Workload::new(options.seed);
+    let (mut events, _) = super::fold::events(&workload, options.fold_events)?;
+    // As they happen: customers overlap in time, so a page holds several
+    // customers' events as an SQS batch would.
+    events.sort_by(|a, b| (a.occurred_at, &a.stream_id, a.version).cmp(&(b.occurred_at, &b.stream_id, b.version)));
+    let rules =
+        crate::bus::rules_from_template(crate::bus::BUILT_IN_TEMPLATE).map_err(|e| BenchError::Other(e.to_string()))?;
+    let mut routed: HashMap<String, Vec<EventEnvelope>> = HashMap::new();
+    for e in &events {
+        let json = crm_core::bus::BusEntry::for_event(e.clone()).to_event_json("000000000000", "local");
+        let mut targets: Vec<&str> = rules
+            .iter()
+            .filter(|r| r.pattern.matches(&json))
+            .map(|r| r.target.as_str())
+            .collect();
+        targets.dedup();
+        for t in targets {
+            routed.entry(t.to_string()).or_default().push(e.clone());
+        }
+    }
+    let dir = tempfile::tempdir().map_err(super::io("temporary directory"))?;
+    let mut rows = Vec::new();
+    for page_size in PAGE_SIZES {
+        for name in ["projector", "consent"] {
+            let scratch: Arc<dyn EventStore> = Arc::new(crate::store::SqliteEventStore::open(
+                &dir.path().join(format!("pages-{name}-{page_size}.db")),
+            )?);
+            let store = Arc::new(MeteredEvents::new(&events, scratch));
+            let docs = Arc::new(MeteredReadModels::default());
+            let dead = Arc::new(NoPoison);
+            let group = match name {
+                "projector" => ConsumerGroup::projector_at(
+                    store.clone(),
+                    docs.clone(),
+                    dead,
+                    Arc::new(crm_core::clock::SystemClock),
+                ),
+                _ => ConsumerGroup::consent(
+                    store.clone(),
+                    docs.clone(),
+                    dead,
+                    crm_core::privacy::IdentifierHasher::new(b"bench"),
+                ),
+            };
+            let mine = routed.get(name).map(Vec::as_slice).unwrap_or_default();
+            let mut pages = 0;
+            for page in mine.chunks(page_size) {
+                group
+                    .handle_page(page, chrono::Utc::now())
+                    .await
+                    .map_err(|e| BenchError::Other(format!("{name}: {e}")))?;
+                pages += 1;
+            }
+            rows.push(PageCostRow {
+                group: name.to_string(),
+                page_size,
+                events: events.len() as u64,
+                routed: mine.len() as u64,
+                pages,
+                read_models: docs.meter.capacity(),
+                gap_reads: store.meter.capacity(),
+            });
+        }
+    }
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn pages_share_the_writes_of_their_events() {
+        let options = BenchOptions {
+            fold_events: 3_000,
+            progress: false,
+            ..BenchOptions::default()
+        };
+        let rows = page_phase(&options).await.expect("page phase");
+        for r in &rows {
+            println!(
+                "{:>9} page {:>3}: routed {:>6} pages {:>5} WCU/ev {:.2} RCU/ev {:.2} (gap {:.3}) writes {} tx {} reads {}",
+                r.group,
+                r.page_size,
+                r.routed,
+                r.pages,
+                r.write_units_per_event(),
+                r.read_units_per_event(),
+                r.gap_reads.read_units / r.events as f64,
+                r.read_models.write_requests,
+                r.read_models.transactions,
+                r.read_models.read_requests
+            );
+        }
+        let at = |group: &str, size: usize| {
+            rows.iter()
+                .find(|r| r.group == group && r.page_size == size)
+                .expect("row")
+        };
+        for group in ["projector", "consent"] {
+            assert!(at(group, 1).read_models.write_units > 0.0, "{group} wrote");
+            assert!(at(group, 1).routed > 0);
+            assert!(
+                at(group, 100).read_models.write_units <= at(group, 1).read_models.write_units,
+                "{group}: a page writes no more than its events one by one"
+            );
+        }
+    }
+}
