@@ -16,11 +16,13 @@ template.yaml declares (tables with their streams and TTL, the crm bus, every
 their redrive policies to their dead-letter queues, the KMS key, the secrets
 with generated values, the IAM role of the timers, the schedule group, the SES
 configuration set and identity) under names derived from the stack name, and
-runs each function of the template under its own `cargo lambda watch`, with
-the environment the template gives that function resolved to these resources
-(functions differ: each has its own DEAD_LETTER_QUEUE_URL). A small router on
-`--port` forwards `cargo lambda invoke <function> --invoke-port <port>` to the
-function's watcher. What was created goes to `<state dir>/state.json`.
+builds the functions and runs `cargo lambda watch --only-lambda-apis` on
+`--port` (the Lambda invoke and runtime APIs that `cargo lambda invoke`
+talks to), with each function's binary (a copy of this build) polling it, in
+the environment the template gives that function, resolved to these
+resources (functions differ: each has its own DEAD_LETTER_QUEUE_URL), and
+started again when it exits. What was created goes to
+`<state dir>/state.json`, the logs next to it.
 
 `pump` plays what AWS would do and moto cannot: EventBridge Scheduler (the
 one-time schedules of the stack's group that are due put their event on the
@@ -42,19 +44,17 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import http.server
 import json
 import os
 import pathlib
 import re
 import secrets
+import shutil
 import signal
 import socket
-import socketserver
 import string
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -476,7 +476,8 @@ def _functions(template: dict, r: Resolver, created: dict, rules: list) -> dict:
     """Each function's binary and environment, the consumers (queue ->
     function, as the event source mappings read them) and the relay's stream."""
     resources = template["Resources"]
-    global_env = template.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {})
+    globals_ = template.get("Globals", {}).get("Function", {})
+    global_env = globals_.get("Environment", {}).get("Variables", {})
     functions, consumers, streams = {}, [], []
     queue_by_arn = {v["Arn"]: k for k, v in created.items() if v["type"] == "AWS::SQS::Queue"}
     for logical, resource in resources.items():
@@ -485,7 +486,12 @@ def _functions(template: dict, r: Resolver, created: dict, rules: list) -> dict:
         binary = resource.get("Metadata", {}).get("BuildProperties", {}).get("Binary")
         p = resource.get("Properties", {})
         env = {**global_env, **p.get("Environment", {}).get("Variables", {})}
-        functions[binary] = {"logical": logical, "environment": {k: str(r.resolve(v)) for k, v in env.items()}}
+        functions[binary] = {
+            "logical": logical,
+            "environment": {k: str(r.resolve(v)) for k, v in env.items()},
+            "timeout": int(r.resolve(p.get("Timeout", globals_.get("Timeout", 3)))),
+            "memory": int(r.resolve(p.get("MemorySize", globals_.get("MemorySize", 128)))),
+        }
         for event in p.get("Events", {}).values():
             e = event.get("Properties", {})
             if event["Type"] == "SQS":
@@ -596,51 +602,76 @@ def start_moto(port: int, state_dir: pathlib.Path) -> int:
     return pid
 
 
-def cargo_packages(binaries) -> list:
-    """The workspace packages that hold these binaries."""
-    meta = json.loads(subprocess.run(["cargo", "metadata", "--no-deps", "--format-version", "1"], cwd=REPO,
+def _cargo_metadata() -> dict:
+    return json.loads(subprocess.run(["cargo", "metadata", "--no-deps", "--format-version", "1"], cwd=REPO,
                                      check=True, capture_output=True, text=True).stdout)
+
+
+def cargo_packages(binaries, meta: dict | None = None) -> list:
+    """The workspace packages that hold these binaries."""
+    meta = meta or _cargo_metadata()
     wanted = set(binaries)
     return sorted({p["name"] for p in meta["packages"] for t in p["targets"]
                    if "bin" in t["kind"] and t["name"] in wanted})
 
 
-def build_functions(state: dict, features: str | None = None) -> None:
-    """Builds the binaries before the watchers start (the first `cargo build`
-    takes minutes; cargo waits on the target dir's lock if another build runs)."""
+def build_functions(state: dict, state_dir: pathlib.Path, features: str | None = None) -> dict:
+    """Builds the functions' binaries (the first build takes minutes; cargo
+    waits on the target dir's lock while another build runs) and copies them
+    to `<state dir>/bin/`, so that what runs is this build, whatever is built
+    in the shared target dir afterwards. {function: path}."""
+    meta = _cargo_metadata()
     command = ["cargo", "build", "--bins"]
-    for package in cargo_packages(state["functions"]):
+    for package in cargo_packages(state["functions"], meta):
         command += ["-p", package]
     if features:
         command += ["--features", features]
     log(" ".join(command))
     subprocess.run(command, cwd=REPO, check=True)
-
-
-def start_functions(state: dict, port: int, state_dir: pathlib.Path, endpoint: str | None = None,
-                    features: str | None = None) -> dict:
-    """One `cargo lambda watch --bin <function>` per function, each with its
-    own environment (they differ, e.g. DEAD_LETTER_QUEUE_URL), and a router on
-    `port` that forwards each invocation to its function's watcher. Returns
-    {"router": pid, "watchers": {function: {"pid", "port"}}}."""
-    watchers = {}
+    bin_dir = state_dir / "bin"
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    paths = {}
     for binary in state["functions"]:
-        fn_port = free_port()
-        env = {**os.environ, "PATH": _tool_path(), **function_environment(state, binary, endpoint)}
-        env.setdefault("RUST_LOG", "info")
-        command = ["cargo", "lambda", "watch", "--ignore-changes", "-A", "127.0.0.1", "-P", str(fn_port),
-                   "--bin", binary]
-        if features:
-            command += ["--features", features]
-        pid = _spawn(command, state_dir / f"{binary}.log", env)
-        watchers[binary] = {"pid": pid, "port": fn_port}
-    for binary, w in watchers.items():
-        wait_for_port(w["port"], 300, f"cargo lambda watch --bin {binary}", w["pid"])
-    routes = ",".join(f"{b}={w['port']}" for b, w in watchers.items())
-    router = _spawn([sys.executable, str(pathlib.Path(__file__).resolve()), "route", "--port", str(port),
-                     "--routes", routes], state_dir / "router.log")
-    wait_for_port(port, 30, "the invoke router", router)
-    return {"router": router, "watchers": watchers, "port": port}
+        built = pathlib.Path(meta["target_directory"]) / "debug" / binary
+        copy = bin_dir / binary
+        tmp = copy.with_suffix(".new")
+        shutil.copy2(built, tmp)
+        os.replace(tmp, copy)
+        paths[binary] = str(copy)
+    return paths
+
+
+# Restarts the function after it exits (a crash, an abort), as Lambda starts a
+# new execution environment; the invocation in flight times out.
+_INSTANCE_LOOP = 'while :; do "$1"; echo "aws-local: $0 exited ($?); starting it again" >&2; sleep 1; done'
+
+
+def start_functions(state: dict, port: int, state_dir: pathlib.Path, binaries: dict,
+                    endpoint: str | None = None) -> dict:
+    """`cargo lambda watch --only-lambda-apis` on 127.0.0.1:`port` (the
+    Lambda invoke and runtime APIs), and each function's binary (`binaries`,
+    from `build_functions`) polling it as `/.rt/<function>`, with its own
+    environment from template.yaml (they differ, e.g. DEAD_LETTER_QUEUE_URL),
+    restarted when it exits. Returns {"port", "watch": pid, "instances":
+    {function: pid}}."""
+    env = {**os.environ, "PATH": _tool_path()}
+    watch = _spawn(["cargo", "lambda", "watch", "--only-lambda-apis", "-A", "127.0.0.1", "-P", str(port)],
+                   state_dir / "watch.log", env)
+    wait_for_port(port, 120, "cargo lambda watch", watch)
+    instances = {}
+    for binary, path in binaries.items():
+        fn = state["functions"][binary]
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "TZ": "UTC",
+            **function_environment(state, binary, endpoint),
+            "AWS_LAMBDA_RUNTIME_API": f"http://127.0.0.1:{port}/.rt/{binary}",
+            "AWS_LAMBDA_FUNCTION_NAME": binary,
+            "AWS_LAMBDA_FUNCTION_VERSION": "1",
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(fn["memory"]),
+        }
+        instances[binary] = _spawn(["sh", "-c", _INSTANCE_LOOP, binary, path], state_dir / f"{binary}.log", env)
+    return {"port": port, "watch": watch, "instances": instances}
 
 
 def stop(pids) -> None:
@@ -662,66 +693,6 @@ def stop(pids) -> None:
                 pass
 
 
-def serve_routes(port: int, routes: dict) -> None:
-    """The invoke router: POST /2015-03-31/functions/<f>/invocations (and
-    /lambda-url/<f>/...) forwarded to <f>'s watcher."""
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def _forward(self):
-            parts = self.path.split("/")
-            name = parts[3] if self.path.startswith("/2015-03-31/functions/") and len(parts) > 3 else \
-                parts[2] if self.path.startswith("/lambda-url/") and len(parts) > 2 else None
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else None
-            if name not in routes:
-                self._answer(404, {"Content-Type": "application/json"},
-                             json.dumps({"message": f"no function {name!r}; known: {sorted(routes)}"}).encode())
-                return
-            request = urllib.request.Request(f"http://127.0.0.1:{routes[name]}{self.path}", data=body,
-                                             method=self.command)
-            for key, value in self.headers.items():
-                if key.lower() not in ("host", "content-length", "connection"):
-                    request.add_header(key, value)
-            try:
-                with urllib.request.urlopen(request, timeout=900) as answer:
-                    self._answer(answer.status, answer.headers, answer.read())
-            except urllib.error.HTTPError as e:
-                self._answer(e.code, e.headers, e.read())
-            except OSError as e:
-                self._answer(502, {"Content-Type": "text/plain"}, f"{name}: {e}".encode())
-
-        def _answer(self, status, headers, body):
-            self.send_response(status)
-            for key, value in headers.items():
-                if key.lower() not in ("content-length", "connection", "transfer-encoding", "date", "server"):
-                    self.send_header(key, value)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        do_POST = do_GET = do_PUT = do_DELETE = do_PATCH = _forward
-
-        def log_message(self, fmt, *args):
-            sys.stderr.write("router: " + fmt % args + "\n")
-
-    class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
-        daemon_threads = True
-        allow_reuse_address = True
-
-    class Server6(Server):
-        address_family = socket.AF_INET6
-
-    # `cargo lambda invoke` goes to localhost, which may be ::1: loopback on both.
-    try:
-        v6 = Server6(("::1", port), Handler)
-        threading.Thread(target=v6.serve_forever, daemon=True).start()
-    except OSError as e:
-        sys.stderr.write(f"router: not on [::1]:{port} ({e})\n")
-    Server(("127.0.0.1", port), Handler).serve_forever()
-
-
 # ------------------------------------------------------------------ invoking
 
 
@@ -730,8 +701,9 @@ class InvokeError(RuntimeError):
 
 
 def invoke(port: int, function: str, payload, timeout: float = 900):
-    """Invokes `function` through `cargo lambda watch` (or the router) on
-    `port`, as `cargo lambda invoke` does; its JSON answer."""
+    """Invokes `function` through `cargo lambda watch` on `port`, as `cargo
+    lambda invoke` does; its JSON answer. No answer within `timeout` seconds
+    (the function crashed, or ran out of its time) is an InvokeError."""
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/2015-03-31/functions/{function}/invocations",
         data=json.dumps(payload).encode(), method="POST", headers={"Content-Type": "application/json"})
@@ -740,7 +712,15 @@ def invoke(port: int, function: str, payload, timeout: float = 900):
             text = answer.read().decode()
     except urllib.error.HTTPError as e:
         raise InvokeError(f"{function}: {e.code} {e.read().decode(errors='replace')[:1000]}") from None
+    except (TimeoutError, urllib.error.URLError) as e:
+        raise InvokeError(f"{function}: no answer ({e})") from None
     return json.loads(text) if text.strip() else None
+
+
+def _time_limit(state: dict, function: str) -> float:
+    """How long the pump waits for an answer: the function's Timeout, plus
+    the emulator's overhead."""
+    return state["functions"][function]["timeout"] + 15
 
 
 def sqs_event(messages: list, queue_arn: str, region: str = REGION) -> dict:
@@ -874,7 +854,8 @@ def relay_streams(state: dict, port: int, counts: PumpCounts) -> int:
                 failed_at = None
                 if chosen:
                     try:
-                        answer = invoke(port, source["function"], {"Records": chosen}) or {}
+                        answer = invoke(port, source["function"], {"Records": chosen},
+                                        _time_limit(state, source["function"])) or {}
                         failures = [f["itemIdentifier"] for f in answer.get("batchItemFailures", [])]
                     except InvokeError as e:
                         log(str(e))
@@ -967,7 +948,8 @@ def deliver_queue(state: dict, consumer: dict, port: int, counts: PumpCounts) ->
         if not messages:
             return delivered
         try:
-            answer = invoke(port, function, sqs_event(messages, consumer["queue_arn"], state["region"])) or {}
+            answer = invoke(port, function, sqs_event(messages, consumer["queue_arn"], state["region"]),
+                            _time_limit(state, function)) or {}
         except InvokeError as e:  # the whole batch comes back after the visibility timeout
             log(str(e))
             counts.add(counts.invocation_errors, function, 1)
@@ -1069,14 +1051,14 @@ def save_state(state_dir: pathlib.Path, state: dict) -> None:
 
 def _pids(state: dict) -> list:
     lam = state.get("lambda", {})
-    return [lam.get("router")] + [w["pid"] for w in lam.get("watchers", {}).values()] + [state.get("moto_pid")]
+    return list(lam.get("instances", {}).values()) + [lam.get("watch"), state.get("moto_pid")]
 
 
 def usage_text(state: dict, state_dir: pathlib.Path) -> str:
     port, endpoint = state["lambda"]["port"], state["endpoint"]
     rel = os.path.relpath(state_dir) if state_dir.resolve().is_relative_to(pathlib.Path.cwd()) else state_dir
     consumers = ", ".join(f"{c['function']} <- {c['queue']}" for c in state["consumers"])
-    port_flag = "" if port == 9000 else f" --invoke-port {port}"
+    port_flag = " --invoke-address 127.0.0.1" + ("" if port == 9000 else f" --invoke-port {port}")
     return f"""
 Stack {state['stack']} is up: moto at {endpoint}, functions at 127.0.0.1:{port}
   functions: {' '.join(state['functions'])}
@@ -1084,9 +1066,11 @@ Stack {state['stack']} is up: moto at {endpoint}, functions at 127.0.0.1:{port}
 
 Invoke a function with a sample event:
   cargo lambda invoke api{port_flag} --data-file events/api/01-register-customer.json
+  cargo lambda invoke api{port_flag} --data-file events/api/17-find-by-email.json  # after a pump
   cargo lambda invoke campaign{port_flag} --data-file <an SQS batch: {{"Records": [...]}}>
 Carry what was stored through the stream, the relay, the bus, the rules and the queues:
-  scripts/aws-local pump                 # relayed, delivered per function, failures, dead letters
+  scripts/aws-local pump                 # timers fired, relayed, delivered per function, failures, dead letters
+  scripts/aws-local pump --timers-ahead 2h  # also the timers due in the next two hours
 Put a message on a consumer's queue (an EventBridge event, as the rule delivers it), then pump:
   scripts/aws-local send campaign events/campaign/cart-abandoned.json && scripts/aws-local pump
 Queue depths:  scripts/aws-local status
@@ -1123,10 +1107,9 @@ def cmd_up(args) -> int:
         made = [k for k in state["resources"]]
         log(f"created {len(made)} resources of template.yaml in moto: {' '.join(made)}")
         save_state(state_dir, state)
-        if not args.no_build:
-            build_functions(state, args.features)
-        log(f"cargo lambda watch for {' '.join(state['functions'])}; invoke router on 127.0.0.1:{args.port}")
-        state["lambda"] = start_functions(state, args.port, state_dir, features=args.features)
+        binaries = build_functions(state, state_dir, args.features)
+        log(f"cargo lambda watch on 127.0.0.1:{args.port}; functions {' '.join(binaries)}")
+        state["lambda"] = start_functions(state, args.port, state_dir, binaries)
         pids += _pids(state)
         save_state(state_dir, state)
     except subprocess.CalledProcessError as e:
@@ -1191,11 +1174,6 @@ def cmd_down(args) -> int:
     return 0
 
 
-def cmd_route(args) -> int:
-    serve_routes(args.port, dict(kv.split("=", 1) for kv in args.routes.split(",")))
-    return 0
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="aws-local", description=__doc__.splitlines()[0])
     parser.add_argument("--state-dir", type=pathlib.Path,
@@ -1210,7 +1188,6 @@ def main(argv=None) -> int:
     up.add_argument("--parameter", action="append", default=[], metavar="KEY=VALUE",
                     help="a template parameter (repeatable)")
     up.add_argument("--features", help="cargo features for the function builds")
-    up.add_argument("--no-build", action="store_true", help="skip the cargo build before the watchers")
     p = sub.add_parser("pump", help="relay the stream and deliver the queues to the functions")
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--no-wait", action="store_true", help="do not wait for failed messages to come back")
@@ -1223,12 +1200,9 @@ def main(argv=None) -> int:
     sub.add_parser("status", help="queue and dead-letter depths")
     sub.add_parser("env", help="export lines for the AWS CLI / boto3 against this moto")
     sub.add_parser("down", help="stop what up started")
-    r = sub.add_parser("route")  # internal: the invoke router process
-    r.add_argument("--port", type=int, required=True)
-    r.add_argument("--routes", required=True)
     args = parser.parse_args(argv)
     return {"up": cmd_up, "pump": cmd_pump, "send": cmd_send, "status": cmd_status, "env": cmd_env,
-            "down": cmd_down, "route": cmd_route}[args.command](args)
+            "down": cmd_down}[args.command](args)
 
 
 if __name__ == "__main__":

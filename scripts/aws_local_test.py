@@ -5,8 +5,7 @@
 
 1. `scripts/aws-local up` on free ports, with a 2 s visibility timeout and a
    maxReceiveCount of 2, in a temporary state directory (its own moto);
-2. registers a customer with `cargo lambda invoke api` (events/api/01-...),
-   through the invoke router on the default loopback address;
+2. registers a customer with `cargo lambda invoke api` (events/api/01-...);
 3. pumps: the stream reaches the relay, the rules fill the queues, the
    consumers take them; the customer's documents are in the read-models
    table, `GET /customers/{id}` answers 200 with the email, no message was
@@ -54,17 +53,15 @@ def cli(state_dir: pathlib.Path, *args: str) -> str:
     return out.stdout
 
 
-def invoke_api(port: int, sample: str, values: dict, address: str | None = None) -> dict:
+def invoke_api(port: int, sample: str, values: dict) -> dict:
     payload = (REPO / "events" / "api" / sample).read_text()
     for key, value in values.items():
         payload = payload.replace("{{" + key + "}}", value)
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         f.write(payload)
-    command = ["cargo", "lambda", "invoke", "api", "--invoke-port", str(port), "--data-file", f.name,
-               "--output-format", "json"]
-    if address:
-        command += ["--invoke-address", address]
-    out = subprocess.run(command, capture_output=True, text=True, timeout=900,
+    command = ["cargo", "lambda", "invoke", "api", "--invoke-address", "127.0.0.1", "--invoke-port", str(port),
+               "--data-file", f.name, "--output-format", "json"]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=120,
                          env={**os.environ, "PATH": aws_local._tool_path()})
     pathlib.Path(f.name).unlink(missing_ok=True)
     if out.returncode != 0:
@@ -107,13 +104,15 @@ def check_timers(state: dict) -> None:
     counts = aws_local.pump(state, rounds=1)
     left = [s["Name"] for s in scheduler.list_schedules(GroupName=group)["Schedules"]]
     got = [json.loads(m["Body"]) for m in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])]
-    check(counts.timers_fired == 1 and left == ["later"] and [g["detail"] for g in got] == [{"timer": "due"}]
+    # The group also holds the journeys' own timers (the registered customer's).
+    check("due" not in left and "later" in left and [g["detail"] for g in got] == [{"timer": "due"}]
           and got[0]["detail-type"] == "TestTimer", "pump fires a due timer onto the bus, once, and deletes it",
           (counts.timers_fired, left, got))
     counts = aws_local.pump(state, rounds=1, timers_until=datetime.datetime.now(datetime.timezone.utc)
                             + datetime.timedelta(hours=2))
     left = [s["Name"] for s in scheduler.list_schedules(GroupName=group)["Schedules"]]
-    check(counts.timers_fired == 1 and not left, "pump with timers ahead fires a later timer", (counts, left))
+    check(counts.timers_fired >= 1 and "later" not in left, "pump with timers ahead fires a later timer",
+          (counts, left))
 
 
 def main() -> int:
@@ -123,7 +122,8 @@ def main() -> int:
         print(f"==> scripts/aws-local up --port {port} (state in {state_dir})")
         up = cli(state_dir, "up", "--port", str(port), "--visibility-timeout", "2",
                  "--max-receive-count", str(MAX_RECEIVES))
-        check(f"cargo lambda invoke api --invoke-port {port}" in up, "up prints how to invoke a function")
+        check(f"cargo lambda invoke api --invoke-address 127.0.0.1 --invoke-port {port}" in up,
+              "up prints how to invoke a function")
         check("scripts/aws-local pump" in up and "scripts/aws-local send" in up, "up prints how to drive the queues")
         state = aws_local.load_state(state_dir)
         resources = state["resources"]
@@ -135,12 +135,14 @@ def main() -> int:
         check(campaign["dead_letter_queue"] == "CampaignDeadLetterQueue" and campaign["max_receive_count"] == MAX_RECEIVES,
               "the campaign queue redrives to its dead-letter queue after 2 receives")
         env = state["functions"]["projector"]["environment"]
+        check(all(pathlib.Path(state_dir / "bin" / f).exists() for f in state["functions"]),
+              "the functions run from a copy of this build", sorted(state["functions"]))
         check(env["DEAD_LETTER_QUEUE_URL"] == resources["ProjectorDeadLetterQueue"]["QueueUrl"]
               and state["functions"]["relay"]["environment"]["DEAD_LETTER_QUEUE_URL"]
               == resources["RelayDeadLetterQueue"]["QueueUrl"],
               "each function runs with its own dead-letter queue from template.yaml")
 
-        registered = invoke_api(port, "01-register-customer.json", {})  # default address: localhost
+        registered = invoke_api(port, "01-register-customer.json", {})
         check(registered.get("statusCode") == 201, "api registers a customer (201)", registered)
         customer_id = json.loads(registered["body"])["id"]
 
@@ -161,7 +163,7 @@ def main() -> int:
                 and customer_id in i["pk"]["S"] + i["sk"]["S"]]
         check(docs, f"the customer's documents are in {resources['ReadModelsTable']['ref']}",
               [(i["pk"]["S"], i["sk"]["S"]) for i in items][:20])
-        got = invoke_api(port, "02-get-customer.json", {"customer_id": customer_id}, "127.0.0.1")
+        got = invoke_api(port, "02-get-customer.json", {"customer_id": customer_id})
         email = json.loads(json.loads((REPO / "events/api/01-register-customer.json").read_text())["body"])["email"]
         check(got.get("statusCode") == 200 and email in got.get("body", ""),
               "GET /customers/{id} answers the customer 360 from the read models", got)
@@ -192,7 +194,7 @@ def main() -> int:
         pids = [p for p in aws_local._pids(json.loads(aws_local.state_file(state_dir).read_text()))] \
             if aws_local.state_file(state_dir).exists() else []
         cli(state_dir, "down")
-    check(not any(aws_local._alive(p) for p in pids if p), "down stopped moto, the watchers and the router")
+    check(not any(aws_local._alive(p) for p in pids if p), "down stopped moto, cargo lambda watch and the functions")
     print("aws-local test passed")
     return 0
 
