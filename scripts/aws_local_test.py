@@ -16,7 +16,8 @@
    the visibility timeout, and after maxReceiveCount receives moto's redrive
    policy moves it, unchanged, to the campaign's dead-letter queue;
 5. pump fires a due timer (EventBridge Scheduler played) onto the bus;
-6. `scripts/aws-local down` stops moto, the watchers and the router.
+6. a function whose process is killed is started again and answers;
+7. `scripts/aws-local down` stops moto, the watchers and the router.
 
 Exits non-zero on the first failed check. Building the functions takes
 minutes the first time (cargo waits on the shared target dir's lock).
@@ -26,6 +27,8 @@ import datetime
 import json
 import os
 import pathlib
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -189,12 +192,22 @@ def main() -> int:
         check(all(sum(depths[q]) == 0 for q in state["dead_letter_queues"] if q != "CampaignDeadLetterQueue"),
               "no other dead letters", depths)
         check_timers(state)
+
+        # A function that dies is started again, as Lambda starts a new environment.
+        shell = state["lambda"]["instances"]["api"]
+        children = subprocess.run(["pgrep", "-P", str(shell)], capture_output=True, text=True).stdout.split()
+        check(len(children) == 1, "the api function runs under its restart loop", children)
+        os.kill(int(children[0]), signal.SIGKILL)
+        health = invoke_api(port, "18-health.json", {})
+        check(health.get("statusCode") == 200, "after its process was killed, the api function answers again", health)
     finally:
         print("==> scripts/aws-local down")
         pids = [p for p in aws_local._pids(json.loads(aws_local.state_file(state_dir).read_text()))] \
             if aws_local.state_file(state_dir).exists() else []
         cli(state_dir, "down")
+        shutil.rmtree(state_dir / "bin", ignore_errors=True)  # the binaries' copies; the logs stay on failure
     check(not any(aws_local._alive(p) for p in pids if p), "down stopped moto, cargo lambda watch and the functions")
+    shutil.rmtree(state_dir, ignore_errors=True)
     print("aws-local test passed")
     return 0
 
