@@ -35,7 +35,7 @@ message to the dead-letter queue on the receive after `maxReceiveCount`.
 A failed invocation deletes nothing, as on AWS.
 
 Importable: `create_stack`, `start_moto`, `start_functions`, `pump`,
-`fire_timers`, `queue_depths`, `stop` are what the fault-injection harness
+`fire_timers`, `queue_depths`, `stop(pids(state))` are what the fault-injection harness
 uses. Not played: SES feedback (moto's SES emits none), the segments
 function's daily schedule, the rules' own retry policies and dead-letter
 configs, HTTP API authorizers.
@@ -657,7 +657,11 @@ def start_functions(state: dict, port: int, state_dir: pathlib.Path, binaries: d
     env = {**os.environ, "PATH": _tool_path()}
     watch = _spawn(["cargo", "lambda", "watch", "--only-lambda-apis", "-A", "127.0.0.1", "-P", str(port)],
                    state_dir / "watch.log", env)
-    wait_for_port(port, 120, "cargo lambda watch", watch)
+    try:
+        wait_for_port(port, 120, "cargo lambda watch", watch)
+    except BaseException:
+        stop([watch])
+        raise
     instances = {}
     for binary, path in binaries.items():
         fn = state["functions"][binary]
@@ -1049,7 +1053,8 @@ def save_state(state_dir: pathlib.Path, state: dict) -> None:
     path.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
 
 
-def _pids(state: dict) -> list:
+def pids(state: dict) -> list:
+    """The process groups `up` started: the functions, cargo lambda watch, moto."""
     lam = state.get("lambda", {})
     return list(lam.get("instances", {}).values()) + [lam.get("watch"), state.get("moto_pid")]
 
@@ -1084,7 +1089,7 @@ def cmd_up(args) -> int:
     state_dir.mkdir(parents=True, exist_ok=True)
     if state_file(state_dir).exists():
         old = json.loads(state_file(state_dir).read_text())
-        if any(p and _alive(p) for p in _pids(old)):
+        if any(p and _alive(p) for p in pids(old)):
             raise SystemExit(f"aws-local: already up ({state_file(state_dir)}); `scripts/aws-local down` first")
     overrides = dict(kv.split("=", 1) for kv in args.parameter)
     if args.visibility_timeout is not None:
@@ -1096,11 +1101,11 @@ def cmd_up(args) -> int:
         if not port_is_free(port):
             raise SystemExit(f"aws-local: 127.0.0.1:{port} ({what}) is in use; choose another port")
     state = {"stack": args.stack}
-    pids: list = []
+    started: list = []
     try:
         log(f"moto on 127.0.0.1:{moto_port}")
         moto_pid = start_moto(moto_port, state_dir)
-        pids.append(moto_pid)
+        started.append(moto_pid)
         endpoint = f"http://127.0.0.1:{moto_port}"
         state = create_stack(endpoint, args.stack, overrides)
         state["moto_pid"] = moto_pid
@@ -1110,13 +1115,13 @@ def cmd_up(args) -> int:
         binaries = build_functions(state, state_dir, args.features)
         log(f"cargo lambda watch on 127.0.0.1:{args.port}; functions {' '.join(binaries)}")
         state["lambda"] = start_functions(state, args.port, state_dir, binaries)
-        pids += _pids(state)
+        started = pids(state)
         save_state(state_dir, state)
     except subprocess.CalledProcessError as e:
-        stop(pids)
+        stop(started)
         raise SystemExit(f"aws-local: `{' '.join(e.cmd)}` failed (exit {e.returncode}); stopped what up started")
     except BaseException:
-        stop(pids)
+        stop(started)
         raise
     print(usage_text(state, state_dir))
     return 0
@@ -1168,7 +1173,7 @@ def cmd_down(args) -> int:
     if not path.exists():
         log("nothing to stop")
         return 0
-    stop(_pids(json.loads(path.read_text())))
+    stop(pids(json.loads(path.read_text())))
     path.unlink()
     log("stopped")
     return 0

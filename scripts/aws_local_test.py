@@ -202,7 +202,7 @@ def main() -> int:
         check(health.get("statusCode") == 200, "after its process was killed, the api function answers again", health)
     finally:
         print("==> scripts/aws-local down")
-        pids = [p for p in aws_local._pids(json.loads(aws_local.state_file(state_dir).read_text()))] \
+        pids = [p for p in aws_local.pids(json.loads(aws_local.state_file(state_dir).read_text()))] \
             if aws_local.state_file(state_dir).exists() else []
         cli(state_dir, "down")
         shutil.rmtree(state_dir / "bin", ignore_errors=True)  # the binaries' copies; the logs stay on failure
