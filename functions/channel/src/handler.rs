@@ -58,8 +58,10 @@ pub async fn handle(
     }
 }
 
-/// Records one SES event on its message's stream. Events we do not track
-/// (e.g. `Send`) are ignored; unreadable ones are parked with the reason.
+/// Records one SES event on its message's stream (`Send` and any later
+/// feedback also settle a message whose outcome was unknown, decision 0032).
+/// Event types we do not track are ignored; unreadable ones are parked with
+/// the reason.
 async fn feedback(
     payload: &Value,
     delivery: &MessageDelivery,

@@ -7,7 +7,7 @@ use crm_aws::sns::{PushApplications, SnsPushProvider, SnsSmsProvider};
 use crm_bus_consumer::{log_batch, scheduler_from_env, Config, Ports, SqsBatchResponse, SqsEvent};
 use crm_core::clock::SystemClock;
 use crm_core::messaging::decision::DeliveryPolicy;
-use crm_core::messaging::delivery::{DeliverySettings, MessageDelivery, Providers};
+use crm_core::messaging::delivery::{DeliverySettings, MessageDelivery, Providers, SETTLE_WINDOW_SETTING};
 use crm_core::messaging::unsubscribe::TokenSigner;
 use crm_core::metrics::EmfWriter;
 use lambda_runtime::{service_fn, LambdaEvent};
@@ -64,13 +64,17 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             .parse()
             .map_err(|_| format!("WEEKLY_EMAIL_LIMIT '{limit}' is not a number"))?;
     }
-    let settings = DeliverySettings {
+    let mut settings = DeliverySettings {
         policy,
         from_address: env("FROM_ADDRESS")?,
         public_base_url: env("PUBLIC_BASE_URL")?,
         shop_url: optional("SHOP_URL").unwrap_or_else(|| DeliverySettings::default().shop_url),
         ..DeliverySettings::default()
     };
+    // How long SES has to report a send before the settle check (decision 0032).
+    if let Some(seconds) = optional(SETTLE_WINDOW_SETTING) {
+        settings.settle_window = DeliverySettings::parse_settle_window(&seconds)?;
+    }
     let delivery = MessageDelivery::new(
         events,
         docs,

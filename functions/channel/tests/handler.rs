@@ -288,3 +288,21 @@ async fn an_sqs_batch_of_requests_feedback_and_a_duplicate_sends_once_and_record
         vec!["MessageClaimed", "MessageSent", "EmailDelivered"]
     );
 }
+
+#[tokio::test]
+async fn ses_send_and_reject_samples_are_recorded_on_the_message() {
+    let w = world().await;
+    invoke(&w, sample("message-requested.json")).await;
+    // The send's answer arrived, so SES's Send adds nothing (decision 0032).
+    let answer = invoke(&w, sample("ses-send.json")).await;
+    assert_eq!(answer["outcome"], "duplicate", "{answer}");
+    assert_eq!(answer["type"], "MessageAccepted", "{answer}");
+    let answer = invoke(&w, sample("ses-reject.json")).await;
+    assert_eq!(answer["outcome"], "recorded", "{answer}");
+    assert_eq!(answer["type"], "MessageContentRejected", "{answer}");
+    assert_eq!(
+        types(&w, &format!("message-{MESSAGE}")).await,
+        vec!["MessageClaimed", "MessageSent", "MessageContentRejected"]
+    );
+    assert_eq!(w.sink.list().await.expect("sink").len(), 1);
+}

@@ -289,6 +289,11 @@ impl LocalRuntime {
                     if let Some(caps) = std::env::var("DELIVERY_CAPS").ok().filter(|c| !c.is_empty()) {
                         settings.policy.caps = DeliveryPolicy::parse_caps(&caps).map_err(RuntimeError::Config)?;
                     }
+                    let settle = crm_core::messaging::delivery::SETTLE_WINDOW_SETTING;
+                    if let Some(seconds) = std::env::var(settle).ok().filter(|s| !s.is_empty()) {
+                        settings.settle_window =
+                            DeliverySettings::parse_settle_window(&seconds).map_err(RuntimeError::Config)?;
+                    }
                     let delivery = Arc::new(MessageDelivery::new(
                         waking.clone(),
                         read,
