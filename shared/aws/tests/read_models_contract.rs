@@ -344,3 +344,52 @@ async fn a_stale_checkpoint_in_a_later_chunk_keeps_the_chunks_before() {
     assert_eq!(store.get("chunks", &p, "d50").await.expect("get"), None);
     assert_eq!(store.checkpoint("chunks", &last).await.expect("cp"), 1);
 }
+
+#[tokio::test]
+async fn idempotent_documents_go_first_and_a_stale_one_never_overwrites_a_newer() {
+    let store = fresh_dynamo().await;
+    let stream = unique("customer");
+    let p = unique("c");
+    let idempotent = |expected: u64, new: u64, n: u64| Commit {
+        consumer: "loose".into(),
+        stream_id: stream.clone(),
+        expected,
+        new,
+        ops: Vec::new(),
+        idempotent: vec![put(&p, "marker", json!({ "n": n }))],
+    };
+    let before = store.capacity();
+    store.commit_all(vec![idempotent(0, 5, 5)]).await.expect("commit");
+    let after = store.capacity();
+    // The document alone (a put of its own) and the checkpoint alone: two
+    // plain writes, no transaction.
+    assert_eq!(
+        (
+            after.write_requests - before.write_requests,
+            after.transactions - before.transactions
+        ),
+        (2, 0)
+    );
+    assert_eq!(after.write_units - before.write_units, 2.0);
+    let doc = raw_item(&store, &format!("loose#{p}"), "marker").await.expect("item");
+    assert_eq!(s(&doc, "stamp_stream"), stream);
+    assert_eq!(doc.get("stamp_version"), Some(&AttributeValue::N("5".into())));
+    // A stale delivery (version 3, expecting the checkpoint at 0): its
+    // document write is skipped, its checkpoint conflicts.
+    let err = store
+        .commit_all(vec![idempotent(0, 3, 3)])
+        .await
+        .expect_err("stale checkpoint");
+    assert!(matches!(err, CommitError::Conflict { .. }), "{err:?}");
+    assert_eq!(
+        store.get("loose", &p, "marker").await.expect("get"),
+        Some(json!({ "n": 5 }))
+    );
+    // The same commit again (a redelivery after a crash) changes nothing.
+    store.commit_all(vec![idempotent(5, 5, 5)]).await.expect("again");
+    assert_eq!(
+        store.get("loose", &p, "marker").await.expect("get"),
+        Some(json!({ "n": 5 }))
+    );
+    assert_eq!(store.checkpoint("loose", &stream).await.expect("cp"), 5);
+}

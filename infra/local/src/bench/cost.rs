@@ -1,6 +1,9 @@
 //! The cost model (`docs/cost.md`): AWS charges per million customer events
-//! and per million messages, from the bench's measured item sizes, reads and
-//! writes per event and compute per event, at us-east-1 list prices.
+//! and per million messages, from the bench's measured item sizes, compute
+//! per event and, for the consumers, the DynamoDB units counted by the page
+//! phase (`pages`: the real page path, requests planned as the DynamoDB
+//! adapter plans them, units by DynamoDB's rounding rules), at us-east-1
+//! list prices. Every line states the floor it cannot go below, and why.
 
 use super::BenchReport;
 use std::fmt::Write;
@@ -19,6 +22,24 @@ pub const LAMBDA_GB_S_X86: f64 = 0.000_016_666_7;
 pub const LAMBDA_REQUEST: f64 = 0.20;
 /// EventBridge Scheduler: per million invocations.
 pub const SCHEDULER_INVOCATION: f64 = 1.00;
+/// SQS standard queues: per million requests (each 64 KB chunk of a
+/// payload is one request).
+pub const SQS_REQUEST: f64 = 0.40;
+/// The average batch an event source mapping hands a consumer function:
+/// projector and consent (batch size 100, window 1 s) take 10 messages a
+/// batch, the fill of a queue receiving about 10 messages a second per
+/// poller; campaign and channel (batch size 10) take 5. Quieter traffic
+/// gives smaller batches (the table at one message a batch is printed too).
+pub fn assumed_fill(target: &str) -> usize {
+    match target {
+        "projector" | "consent" => 10,
+        _ => 5,
+    }
+}
+/// The pollers of one event source mapping when the queue is idle (Lambda
+/// starts with five), each long-polling 20 s: 3 empty receives a minute.
+pub const IDLE_POLLERS: f64 = 5.0;
+pub const EMPTY_RECEIVES_PER_POLLER_MONTH: f64 = 3.0 * 60.0 * 24.0 * 30.0;
 /// SES v2 outbound email: per thousand messages.
 pub const SES_PER_THOUSAND: f64 = 0.10;
 /// Assumed round trip of one DynamoDB call from Lambda (not measurable locally).
@@ -53,6 +74,8 @@ pub struct Line {
     pub quantity: f64,
     pub unit: String,
     pub usd: f64,
+    /// The least this line can cost, and why.
+    pub floor: String,
 }
 
 #[derive(Debug, Clone)]
@@ -61,16 +84,24 @@ pub struct CostModel {
     pub arm: bool,
     pub per_million_events: Vec<Line>,
     pub per_million_messages: Vec<Line>,
+    /// The consumer queues' empty receives, per month, whatever the traffic.
+    pub idle_receives_per_month: f64,
+    /// The consumers' DynamoDB cost per million events at each page size measured.
+    pub by_page_size: Vec<(usize, f64, f64)>,
 }
 
-fn line(item: &str, quantity: f64, unit: &str, usd: f64) -> Line {
+fn line(item: &str, quantity: f64, unit: &str, usd: f64, floor: &str) -> Line {
     Line {
         item: item.into(),
         quantity,
         unit: unit.into(),
         usd,
+        floor: floor.into(),
     }
 }
+
+/// The page size the table takes for the consumers' DynamoDB units.
+pub const TABLE_PAGE_SIZE: usize = 10;
 
 impl CostModel {
     pub fn from_report(report: &BenchReport, template: &str) -> Self {
@@ -80,7 +111,6 @@ impl CostModel {
         let w = &report.workload;
         let m = 1e6;
         let wru_per_item = |bytes: f64| (bytes / 1024.0).ceil().max(1.0);
-        let rru_per_item = |bytes: f64| (bytes / 4096.0).ceil().max(1.0);
         // API: the commands behind the events (a receipt per command), from the API phase.
         let (requests, stored): (u64, u64) = report
             .latency
@@ -94,21 +124,45 @@ impl CostModel {
         // Event store: every event a transactional write (2 units per KB), a receipt per command.
         let store_wru = m * 2.0 * wru_per_item(w.mean_event_bytes) + m * commands_per_event * 2.0;
         let store_rru = m * commands_per_event * 2.0; // load the stream + the receipt check
-                                                      // Consumers: per event, a checkpoint read and a transaction (documents + checkpoint) per consumer.
-        let mut consumer_wru = 0.0;
-        let mut consumer_rru = 0.0;
+                                                      // Consumers (projector, consent): counted by the page phase at the assumed fill.
+        let measured = |size: usize| -> (f64, f64) {
+            report
+                .pages
+                .iter()
+                .filter(|r| r.page_size == size)
+                .fold((0.0, 0.0), |(w, r), row| {
+                    (w + row.write_units_per_event(), r + row.read_units_per_event())
+                })
+        };
+        let (consumer_wpe, consumer_rpe) = measured(TABLE_PAGE_SIZE);
+        let consumer_wru = m * consumer_wpe;
+        let consumer_rru = m * consumer_rpe;
+        let by_page_size = super::pages::PAGE_SIZES
+            .iter()
+            .map(|&size| {
+                let (w, r) = measured(size);
+                (size, w, w * DDB_WRU + r * DDB_RRU)
+            })
+            .collect();
+        // Lambda compute of projector and consent: per batch, the fold's
+        // compute of its events and the page's DynamoDB requests.
         let mut compute_s: std::collections::BTreeMap<&str, f64> = Default::default();
-        let mut calls: std::collections::BTreeMap<&str, f64> = Default::default();
         for f in &report.fold {
-            consumer_wru += m * 2.0 * (f.commits_per_event + f.puts_per_event * wru_per_item(f.bytes_per_put));
-            consumer_rru += m * (1.0 + f.reads_per_event * rru_per_item(f.bytes_per_put));
             *compute_s.entry(f.function.as_str()).or_default() += 1.0 / f.events_per_second.max(1.0);
-            *calls.entry(f.function.as_str()).or_default() += 2.0 + f.reads_per_event;
         }
         let mut lambda_gb_s = 0.0;
-        for (function, seconds) in &compute_s {
-            let billed_ms = (seconds * 1000.0 + calls[function] * DDB_CALL_MS).max(1.0).ceil();
-            lambda_gb_s += m * billed_ms / 1000.0 * gb;
+        for row in report.pages.iter().filter(|r| r.page_size == TABLE_PAGE_SIZE) {
+            let pages = row.pages.max(1) as f64;
+            let requests =
+                (row.read_models.write_requests + row.read_models.read_requests + row.gap_reads.read_requests) as f64
+                    / pages;
+            let per_page_events = row.routed as f64 / pages;
+            let seconds = compute_s.get(row.group.as_str()).copied().unwrap_or(0.0);
+            let billed_ms = (per_page_events * seconds * 1000.0 + requests * DDB_CALL_MS)
+                .max(1.0)
+                .ceil();
+            let invocations = m * pages / row.events.max(1) as f64;
+            lambda_gb_s += invocations * billed_ms / 1000.0 * gb;
         }
         // The relay: one invocation per batch of 100 stream records, ~1 PutEvents call per 10 events.
         let relay_invocations = m / 100.0;
@@ -116,7 +170,19 @@ impl CostModel {
         // The API function: one invocation per command.
         let api_invocations = m * commands_per_event;
         lambda_gb_s += api_invocations * (3.0 * DDB_CALL_MS + 2.0) / 1000.0 * gb;
-        let invocations = m * w.targets_per_event + relay_invocations + api_invocations;
+        // The consumer queues: EventBridge sends each routed event (one
+        // message, under 64 KB); the poller receives and deletes per batch,
+        // 10 messages a request at most.
+        let (mut sends, mut polls, mut batches) = (0.0, 0.0, 0.0);
+        for q in &report.queues {
+            let messages = m * q.messages_per_event;
+            let fill = assumed_fill(&q.target).min(q.batch_size).max(1) as f64;
+            sends += messages;
+            batches += messages / fill;
+            polls += 2.0 * (messages / fill) * (fill / 10.0).ceil();
+        }
+        let invocations = batches + relay_invocations + api_invocations;
+        let idle_receives_per_month = report.queues.len() as f64 * IDLE_POLLERS * EMPTY_RECEIVES_PER_POLLER_MONTH;
         let timers: u64 = report.latency.iter().map(|l| l.timers_set).sum();
         let scheduler = m * timers as f64 / stored.max(1) as f64;
         let per_million_events = vec![
@@ -125,38 +191,70 @@ impl CostModel {
                 store_wru,
                 "WRU",
                 store_wru / m * DDB_WRU,
+                "1 unit per event as a conditional put (≤ 1 KB), 1 per receipt: the append is a transaction today",
             ),
             line(
                 "DynamoDB reads: command loads",
                 store_rru,
                 "RRU",
                 store_rru / m * DDB_RRU,
+                "a command must read its stream and its receipt",
             ),
             line(
-                "DynamoDB writes: projections",
+                "DynamoDB writes: projections (counted)",
                 consumer_wru,
                 "WRU",
                 consumer_wru / m * DDB_WRU,
+                "each changed document once at 1 unit per KB; a document another one's change depends on (read) moves in a transaction with its checkpoint, at 2",
             ),
             line(
-                "DynamoDB reads: projections",
+                "DynamoDB reads: projections (counted)",
                 consumer_rru,
                 "RRU",
                 consumer_rru / m * DDB_RRU,
+                "one checkpoint per (consumer, stream) with work and the documents a projection reads, once per page",
             ),
-            line("EventBridge events (relay PutEvents)", m, "events", EVENTBRIDGE_EVENT),
             line(
-                "Lambda requests (api, relay, rule targets)",
+                "EventBridge events (relay PutEvents)",
+                m,
+                "events",
+                EVENTBRIDGE_EVENT,
+                "every stored event is published once",
+            ),
+            line(
+                "SQS SendMessage (rules to consumer queues)",
+                sends,
+                "requests",
+                sends / m * SQS_REQUEST,
+                "one message per event a rule routes to a queue",
+            ),
+            line(
+                "SQS ReceiveMessage and DeleteMessageBatch",
+                polls,
+                "requests",
+                polls / m * SQS_REQUEST,
+                "one of each per 10 messages (the most one request carries)",
+            ),
+            line(
+                "Lambda requests (api, relay, consumer batches)",
                 invocations,
                 "requests",
                 invocations / m * LAMBDA_REQUEST,
+                "one per command, one per relay batch, one per consumer batch",
             ),
-            line("Lambda compute", lambda_gb_s, "GB-s", lambda_gb_s * gb_s),
+            line(
+                "Lambda compute",
+                lambda_gb_s,
+                "GB-s",
+                lambda_gb_s * gb_s,
+                "the projections' own compute; the DynamoDB round trips are most of it",
+            ),
             line(
                 "Scheduler invocations (cart timers, waits)",
                 scheduler,
                 "invocations",
                 scheduler / m * SCHEDULER_INVOCATION,
+                "one per timer that fires",
             ),
         ];
         // A message: MessageRequested, MessageClaimed, MessageSent stored and published,
@@ -167,37 +265,54 @@ impl CostModel {
         let channel_ms = 6.0 * DDB_CALL_MS + 10.0 + 30.0; // reads, render, the SES call
         let message_gb_s = m * channel_ms / 1000.0 * gb;
         let per_million_messages = vec![
-            line("SES sends", m, "emails", m / 1000.0 * SES_PER_THOUSAND),
+            line(
+                "SES sends",
+                m,
+                "emails",
+                m / 1000.0 * SES_PER_THOUSAND,
+                "the price of sending",
+            ),
             line(
                 "DynamoDB writes (3 events, claim, caps)",
                 m * per_message_wru,
                 "WRU",
                 per_message_wru * DDB_WRU,
+                "",
             ),
             line(
                 "DynamoDB reads (consent, suppression, preferences, caps)",
                 m * per_message_rru,
                 "RRU",
                 per_message_rru * DDB_RRU,
+                "",
             ),
             line(
                 "EventBridge events",
                 m * message_events,
                 "events",
                 message_events * EVENTBRIDGE_EVENT,
+                "",
             ),
             line(
                 "Lambda requests (journey, channel, relay)",
                 m * 3.0,
                 "requests",
                 3.0 * LAMBDA_REQUEST,
+                "",
             ),
-            line("Lambda compute (channel)", message_gb_s, "GB-s", message_gb_s * gb_s),
+            line(
+                "Lambda compute (channel)",
+                message_gb_s,
+                "GB-s",
+                message_gb_s * gb_s,
+                "",
+            ),
             line(
                 "Scheduler invocations (one wait per message)",
                 m,
                 "invocations",
                 SCHEDULER_INVOCATION,
+                "",
             ),
         ];
         CostModel {
@@ -205,6 +320,8 @@ impl CostModel {
             arm,
             per_million_events,
             per_million_messages,
+            idle_receives_per_month,
+            by_page_size,
         }
     }
 
@@ -219,13 +336,18 @@ impl CostModel {
             out,
             "Generated by `crm-local bench --cost docs/cost.md` (seed {}); do not edit by hand.\n\
              Inputs measured by the bench: the mean stored event ({:.0} bytes as JSON), the\n\
-             reads, writes and document sizes per event of every projection (in-memory fold),\n\
-             their compute per event, the bus targets per event ({:.2}), commands per event\n\
-             and timers set (API phase). Lambda: {} MB ({}) from `Globals.Function` of\n\
-             template.yaml.\n",
+             projections' compute per event (in-memory fold), commands per event and timers\n\
+             set (API phase), and, for the projector and consent functions, the DynamoDB\n\
+             units **counted** per request (page phase, decision 0031): the workload's\n\
+             events in the order they happen, routed by the template's rules, handed to the\n\
+             real `ConsumerGroup::handle_page` in pages of {TABLE_PAGE_SIZE}, every write planned\n\
+             by the DynamoDB adapter's own planner (`consumer::capacity::plan`) and every\n\
+             request's units computed from its items' sizes by DynamoDB's rounding rules\n\
+             (1 write unit per KB per item, twice in a transaction; 1 read unit per 4 KB\n\
+             strongly consistent, a Query rounding the sum; moto's `ConsumedCapacity` is\n\
+             not used). Lambda: {} MB ({}) from `Globals.Function` of template.yaml.\n",
             report.seed,
             report.workload.mean_event_bytes,
-            report.workload.targets_per_event,
             self.memory_mb,
             if self.arm { "arm64" } else { "x86_64" }
         );
@@ -233,29 +355,77 @@ impl CostModel {
             out,
             "Prices: AWS list prices for us-east-1 as of {PRICES_DATE}, no free tier: DynamoDB on-demand\n\
              ${DDB_WRU} per million write units and ${DDB_RRU} per million read units (transactions\n\
-             count twice); EventBridge ${EVENTBRIDGE_EVENT:.2} per million custom events; Lambda\n\
-             ${LAMBDA_GB_S_ARM} per GB-s (arm64; ${LAMBDA_GB_S_X86} x86_64) and ${LAMBDA_REQUEST:.2} per\n\
-             million requests; EventBridge Scheduler ${SCHEDULER_INVOCATION:.2} per million invocations;\n\
-             SES ${SES_PER_THOUSAND:.2} per thousand emails. Assumed, not measured: {DDB_CALL_MS} ms per\n\
-             DynamoDB call inside a function, 1 KB write / 4 KB read units rounded up per item.\n\n\
+             count twice); EventBridge ${EVENTBRIDGE_EVENT:.2} per million custom events; SQS\n\
+             ${SQS_REQUEST:.2} per million requests (standard queues, each 64 KB chunk a request);\n\
+             Lambda ${LAMBDA_GB_S_ARM} per GB-s (arm64; ${LAMBDA_GB_S_X86} x86_64) and\n\
+             ${LAMBDA_REQUEST:.2} per million requests; EventBridge Scheduler ${SCHEDULER_INVOCATION:.2}\n\
+             per million invocations; SES ${SES_PER_THOUSAND:.2} per thousand emails. Assumed, not\n\
+             measured: {DDB_CALL_MS} ms per DynamoDB call inside a function; the batches the\n\
+             event source mappings hand the consumers: 10 messages for projector and consent\n\
+             (batch size 100, 1 s window: a queue taking about 10 messages a second per\n\
+             poller), 5 for campaign and channel (batch size 10); the event store's and the\n\
+             messages' writes as before (not counted by the page phase).\n\n\
              The prices were checked on {PRICES_DATE} against published summaries of the AWS\n\
-             pricing pages (this machine cannot reach aws.amazon.com): DynamoDB on-demand as cut\n\
-             in November 2024, Lambda duration and requests, EventBridge custom events and\n\
-             Scheduler, SES outbound. Free tiers (Lambda's 1 million requests and 400 000 GB-s,\n\
-             Scheduler's 14 million invocations a month) are left out, so the figures are the\n\
-             marginal cost of each million. Check the pricing pages before you budget.\n"
+             pricing pages (this machine cannot reach aws.amazon.com). Free tiers (Lambda's 1\n\
+             million requests and 400 000 GB-s, SQS's 1 million requests, Scheduler's 14\n\
+             million invocations a month) are left out, so the figures are the marginal\n\
+             cost of each million. Check the pricing pages before you budget.\n"
         );
-        for (title, lines) in [
-            ("Per million customer events", &self.per_million_events),
-            ("Per million messages", &self.per_million_messages),
-        ] {
-            let _ = writeln!(out, "## {title}\n");
-            let _ = writeln!(out, "| item | quantity | unit | USD |\n|---|---:|---|---:|");
-            for l in lines.iter() {
-                let _ = writeln!(out, "| {} | {:.0} | {} | {:.2} |", l.item, l.quantity, l.unit, l.usd);
-            }
-            let _ = writeln!(out, "| **total** | | | **{:.2}** |\n", Self::total(lines));
+        let _ = writeln!(out, "## Per million customer events\n");
+        let _ = writeln!(
+            out,
+            "| item | quantity | unit | USD | floor, and why |\n|---|---:|---|---:|---|"
+        );
+        for l in &self.per_million_events {
+            let _ = writeln!(
+                out,
+                "| {} | {:.0} | {} | {:.2} | {} |",
+                l.item, l.quantity, l.unit, l.usd, l.floor
+            );
         }
+        let _ = writeln!(
+            out,
+            "| **total** | | | **{:.2}** | |\n",
+            Self::total(&self.per_million_events)
+        );
+        let _ = writeln!(
+            out,
+            "Fixed, whatever the traffic: the consumer queues' pollers receive empty while\n\
+             idle ({} queues x {IDLE_POLLERS} pollers x 3 long polls of 20 s a minute): {:.0}\n\
+             requests, ${:.2} a month.\n",
+            report.queues.len(),
+            self.idle_receives_per_month,
+            self.idle_receives_per_month / 1e6 * SQS_REQUEST
+        );
+        let _ = writeln!(
+            out,
+            "Messages per customer event on each queue (routed by the rules): {}.\n",
+            report
+                .queues
+                .iter()
+                .map(|q| format!("{} {:.2}", q.target, q.messages_per_event))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let _ = writeln!(
+            out,
+            "The consumers' DynamoDB units by page size (projector and consent, counted):\n\n\
+             | events a page | write units per event | USD per million events (writes and reads) |\n|---:|---:|---:|"
+        );
+        for (size, w, usd) in &self.by_page_size {
+            let _ = writeln!(out, "| {size} | {w:.2} | {usd:.2} |");
+        }
+        let _ = writeln!(out);
+        let _ = writeln!(out, "## Per million messages\n");
+        let _ = writeln!(out, "| item | quantity | unit | USD |\n|---|---:|---|---:|");
+        for l in &self.per_million_messages {
+            let _ = writeln!(out, "| {} | {:.0} | {} | {:.2} |", l.item, l.quantity, l.unit, l.usd);
+        }
+        let _ = writeln!(
+            out,
+            "| **total** | | | **{:.2}** |\n",
+            Self::total(&self.per_million_messages)
+        );
         out
     }
 }

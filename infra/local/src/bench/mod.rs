@@ -127,6 +127,8 @@ pub struct BenchReport {
     pub workload: fold::WorkloadStats,
     /// DynamoDB units of the projector and consent groups taking pages.
     pub pages: Vec<pages::PageCostRow>,
+    /// Messages each consumer queue receives per customer event.
+    pub queues: Vec<pages::QueueLoad>,
     pub peak_memory_kib: u64,
 }
 
@@ -481,7 +483,7 @@ async fn replay_phase(options: &BenchOptions) -> Result<ReplayReport, BenchError
 /// Runs every phase.
 pub async fn run(options: &BenchOptions) -> Result<BenchReport, BenchError> {
     let (fold, workload) = fold::fold_phase(options).await?;
-    let pages = pages::page_phase(options).await?;
+    let (pages, queues) = pages::page_phase(options).await?;
     let latency = api_phase(options).await?;
     let replay = replay_phase(options).await?;
     Ok(BenchReport {
@@ -491,6 +493,7 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, BenchError> {
         fold,
         workload,
         pages,
+        queues,
         peak_memory_kib: peak_memory_kib(),
     })
 }
@@ -574,6 +577,25 @@ pub fn table(report: &BenchReport) -> String {
             out,
             "  {:<20} {:>9} {:>12.0} {:>8.2} {:>8.2} {:>9.0}",
             f.projection, f.events, f.events_per_second, f.puts_per_event, f.reads_per_event, f.bytes_per_put
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nConsumers on DynamoDB, counted per request (page phase)\n  {:<10} {:>5} {:>8} {:>7} {:>9} {:>9} {:>8} {:>6}",
+        "group", "page", "routed", "pages", "WRU/ev", "RRU/ev", "writes", "tx"
+    );
+    for r in &report.pages {
+        let _ = writeln!(
+            out,
+            "  {:<10} {:>5} {:>8} {:>7} {:>9.2} {:>9.2} {:>8} {:>6}",
+            r.group,
+            r.page_size,
+            r.routed,
+            r.pages,
+            r.write_units_per_event(),
+            r.read_units_per_event(),
+            r.read_models.write_requests,
+            r.read_models.transactions
         );
     }
     let _ = writeln!(

@@ -235,13 +235,31 @@ impl PageCostRow {
     }
 }
 
+/// How many messages one consumer queue receives per customer event (the
+/// rule routes them), and its event source mapping's batch size.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueueLoad {
+    pub target: String,
+    pub messages_per_event: f64,
+    pub batch_size: usize,
+}
+
+/// The batch sizes of the event source mappings (decision 0029): projector
+/// and consent 100 messages, campaign and channel 10.
+pub fn batch_size(target: &str) -> usize {
+    match target {
+        "projector" | "consent" => 100,
+        _ => 10,
+    }
+}
+
 /// The page sizes measured: one event a page (a quiet queue), the fill the
 /// cost model takes, and a full batch of the projector and consent queues.
 pub const PAGE_SIZES: [usize; 3] = [1, 10, 100];
 
 /// Runs both groups over the workload's first `options.fold_events`
 /// events (whole customers) at each of [`PAGE_SIZES`].
-pub async fn page_phase(options: &BenchOptions) -> Result<Vec<PageCostRow>, BenchError> {
+pub async fn page_phase(options: &BenchOptions) -> Result<(Vec<PageCostRow>, Vec<QueueLoad>), BenchError> {
     let workload = Workload::new(options.seed);
     let (mut events, _) = super::fold::events(&workload, options.fold_events)?;
     // As they happen: customers overlap in time, so a page holds several
@@ -262,6 +280,15 @@ pub async fn page_phase(options: &BenchOptions) -> Result<Vec<PageCostRow>, Benc
             routed.entry(t.to_string()).or_default().push(e.clone());
         }
     }
+    let mut queues: Vec<QueueLoad> = routed
+        .iter()
+        .map(|(target, list)| QueueLoad {
+            target: target.clone(),
+            messages_per_event: list.len() as f64 / events.len().max(1) as f64,
+            batch_size: batch_size(target),
+        })
+        .collect();
+    queues.sort_by(|a, b| a.target.cmp(&b.target));
     let dir = tempfile::tempdir().map_err(super::io("temporary directory"))?;
     let mut rows = Vec::new();
     for page_size in PAGE_SIZES {
@@ -306,7 +333,7 @@ pub async fn page_phase(options: &BenchOptions) -> Result<Vec<PageCostRow>, Benc
             });
         }
     }
-    Ok(rows)
+    Ok((rows, queues))
 }
 
 #[cfg(test)]
@@ -320,7 +347,13 @@ mod tests {
             progress: false,
             ..BenchOptions::default()
         };
-        let rows = page_phase(&options).await.expect("page phase");
+        let (rows, queues) = page_phase(&options).await.expect("page phase");
+        assert!(
+            queues
+                .iter()
+                .any(|q| q.target == "projector" && q.messages_per_event > 0.5),
+            "{queues:?}"
+        );
         for r in &rows {
             println!(
                 "{:>9} page {:>3}: routed {:>6} pages {:>5} WCU/ev {:.2} RCU/ev {:.2} (gap {:.3}) writes {} tx {} reads {}",

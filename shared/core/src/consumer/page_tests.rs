@@ -568,3 +568,129 @@ async fn duplicated_and_shuffled_mixed_streams_apply_each_handled_event_once_in_
         }
     }
 }
+
+/// Marks each `Handled` event's stream in a shared document, from the event
+/// alone (it reads nothing), and another document per event.
+struct BlindMarker;
+
+#[async_trait]
+impl Projection for BlindMarker {
+    fn name(&self) -> &'static str {
+        "blind-marker"
+    }
+    fn handles(&self, event_type: &str) -> bool {
+        event_type == "Handled" || event_type == "Other"
+    }
+    async fn project(&self, event: &EventEnvelope, _: &dyn ReadModelStore) -> Result<Vec<ReadOp>, ProjectionError> {
+        if event.event_type == "Other" {
+            return Ok(Vec::new());
+        }
+        Ok(vec![
+            ReadOp::Put {
+                partition: "streams".into(),
+                sort: event.stream_id.clone(),
+                body: json!({}),
+            },
+            ReadOp::Put {
+                partition: event.stream_id.clone(),
+                sort: format!("event#{:04}", event.version),
+                body: json!(event.version),
+            },
+        ])
+    }
+}
+
+/// Read models that keep every commit they are handed.
+#[derive(Default)]
+struct Kept {
+    inner: InMemoryReadModels,
+    commits: std::sync::Mutex<Vec<Commit>>,
+}
+
+#[async_trait]
+impl ReadModelStore for Kept {
+    async fn checkpoint(&self, consumer: &str, stream_id: &str) -> Result<u64, StoreError> {
+        self.inner.checkpoint(consumer, stream_id).await
+    }
+    async fn commit(&self, c: &str, s: &str, expected: u64, new: u64, ops: Vec<ReadOp>) -> Result<(), CommitError> {
+        self.inner.commit(c, s, expected, new, ops).await
+    }
+    async fn commit_all(&self, commits: Vec<Commit>) -> Result<(), CommitError> {
+        if let Ok(mut kept) = self.commits.lock() {
+            kept.extend(commits.iter().cloned());
+        }
+        self.inner.commit_all(commits).await
+    }
+    async fn get(&self, c: &str, p: &str, s: &str) -> Result<Option<Value>, StoreError> {
+        self.inner.get(c, p, s).await
+    }
+    async fn list(
+        &self,
+        c: &str,
+        p: &str,
+        pre: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Value)>, StoreError> {
+        self.inner.list(c, p, pre, after, limit).await
+    }
+}
+
+#[tokio::test]
+async fn operations_made_from_the_event_alone_are_idempotent_and_nothing_so_made_records_nothing() {
+    let store = Arc::new(InMemoryEventStore::default());
+    let events = mixed_stream(&store, "s-blind", 6, &[2, 3, 5]).await;
+    let docs = Arc::new(Kept::default());
+    let group = ConsumerGroup::new(
+        "test",
+        vec![Arc::new(BlindMarker), Arc::new(AppliedOrder)],
+        store.clone(),
+        docs.clone(),
+        Arc::new(InMemoryDeadLetters::default()),
+    );
+    group.handle_page(&events, fixtures::t()).await.expect("page");
+    let commits = docs.commits.lock().map(|c| c.clone()).unwrap_or_default();
+    let of = |consumer: &str| {
+        commits
+            .iter()
+            .filter(|c| c.consumer == consumer)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    // The marker read nothing: its operations are idempotent; its `Other`
+    // events made nothing and record nothing (versions 1, 4 and 6).
+    let marker = of("blind-marker");
+    assert_eq!(
+        marker.iter().map(|c| (c.expected, c.new)).collect::<Vec<_>>(),
+        [(0, 2), (2, 3), (3, 5)]
+    );
+    // The stream's marker is put once: the page knows it holds `{}` after that.
+    assert_eq!(
+        marker
+            .iter()
+            .map(|c| (c.ops.len(), c.idempotent.len()))
+            .collect::<Vec<_>>(),
+        [(0, 2), (0, 1), (0, 1)],
+        "{marker:?}"
+    );
+    // The ordered list reads its document: its operations move with the checkpoint.
+    let ordered = of("applied-order");
+    assert!(
+        ordered.iter().all(|c| c.idempotent.is_empty() && c.ops.len() == 1),
+        "{ordered:?}"
+    );
+    assert_eq!(ordered.last().map(|c| c.new), Some(6), "5, then 6 passed over");
+    assert_eq!(
+        docs.inner
+            .get("blind-marker", "s-blind", "event#0005")
+            .await
+            .expect("get"),
+        Some(json!(5))
+    );
+    // Delivered again, one by one: the same read models.
+    let before = docs.inner.dump();
+    for e in &events {
+        group.handle(e, fixtures::t()).await.expect("again");
+    }
+    assert_eq!(docs.inner.dump(), before);
+}
