@@ -39,8 +39,10 @@ async fn a_registration_builds_the_customer_360() {
             .await
             .expect("handled");
         let (applied, duplicates, parked) = delivered(&outcome);
-        assert_eq!(applied, &CONSUMERS.to_vec());
-        assert!(duplicates.is_empty() && parked.is_empty());
+        // Consumers apply the event types they handle and write nothing for the others.
+        assert!(applied.contains(&"customer-360"), "{applied:?}");
+        assert!(applied.iter().all(|c| !duplicates.contains(c)), "{outcome:?}");
+        assert!(parked.is_empty());
     }
 
     let profile = profile(&h).await.expect("the 360 exists");
@@ -106,18 +108,20 @@ async fn a_later_version_first_fills_the_gap_from_the_store() {
     let outcome = handle(invocation(bus_event(last)), &group, h.dead_letters.as_ref())
         .await
         .expect("handled");
-    assert_eq!(delivered(&outcome).0, &CONSUMERS.to_vec());
+    assert!(delivered(&outcome).0.contains(&"customer-360"), "{outcome:?}");
     let filled = profile(&h).await.expect("the 360 exists");
     assert_eq!(filled.customer.version, 4);
     assert_eq!(filled.customer.first_name, "Augusta");
     assert_eq!(filled.event_counts.values().sum::<u64>(), 4);
 
-    // The earlier ones, delivered late, are duplicates now.
+    // The earlier ones, delivered late, are duplicates for the 360 now (a
+    // consumer that does not handle version 4 applies them as they come).
     for event in &events[..3] {
         let outcome = handle(invocation(bus_event(event)), &group, h.dead_letters.as_ref())
             .await
             .expect("handled");
-        assert_eq!(delivered(&outcome).1, &CONSUMERS.to_vec());
+        assert!(delivered(&outcome).1.contains(&"customer-360"), "{outcome:?}");
+        assert!(delivered(&outcome).2.is_empty(), "{outcome:?}");
     }
     assert_eq!(profile(&h).await, Some(filled));
 }
@@ -150,7 +154,7 @@ async fn a_detail_that_is_not_an_envelope_is_parked_not_failed() {
     let outcome = handle(invocation(bus_event(&events[0])), &group, h.dead_letters.as_ref())
         .await
         .expect("handled");
-    assert_eq!(delivered(&outcome).0, &CONSUMERS.to_vec());
+    assert!(delivered(&outcome).0.contains(&"customer-360"), "{outcome:?}");
 }
 
 #[tokio::test]
@@ -169,8 +173,7 @@ async fn an_envelope_the_projections_cannot_use_is_parked_by_the_group() {
         .expect("parked, not failed");
     let (applied, _, parked) = delivered(&outcome);
     assert_eq!(parked, &CUSTOMER_VIEWS.to_vec());
-    let others: Vec<&str> = CONSUMERS.into_iter().filter(|c| !CUSTOMER_VIEWS.contains(c)).collect();
-    assert_eq!(applied, &others);
+    assert!(applied.iter().all(|c| !CUSTOMER_VIEWS.contains(c)), "{applied:?}");
     let letters = h.letters().await;
     assert_eq!(
         letters.iter().map(|l| l.consumer.as_str()).collect::<Vec<_>>(),
@@ -212,7 +215,7 @@ async fn the_sample_event_is_a_registration_the_projector_applies() {
     let outcome = handle(invocation(sample), &group, h.dead_letters.as_ref())
         .await
         .expect("handled");
-    assert_eq!(delivered(&outcome).0, &CONSUMERS.to_vec());
+    assert!(delivered(&outcome).0.contains(&"customer-360"), "{outcome:?}");
     let customer_id = envelope.customer_id.as_deref().expect("customer id");
     let profile = customer_profile(h.docs.as_ref(), customer_id)
         .await
@@ -234,7 +237,11 @@ async fn the_order_sample_reaches_the_insight_projections() {
     let outcome = handle(invocation(sample), &group, h.dead_letters.as_ref())
         .await
         .expect("handled");
-    assert_eq!(delivered(&outcome).0, &CONSUMERS.to_vec());
+    let applied = delivered(&outcome).0;
+    assert!(
+        applied.contains(&"attribution") && applied.contains(&"funnel"),
+        "{applied:?}"
+    );
     assert!(delivered(&outcome).2.is_empty(), "nothing parked");
     let order_id = envelope.data["order_id"].as_str().expect("order id");
     let order = attribution::order(h.docs.as_ref(), order_id)
@@ -273,7 +280,7 @@ async fn encrypted_events_from_the_bus_are_decrypted_before_the_views() {
         let outcome = crm_bus_consumer::handle_stored(invocation(on_the_bus), &group, &keys, h.dead_letters.as_ref())
             .await
             .expect("handled");
-        assert_eq!(delivered(&outcome).0, &CONSUMERS.to_vec());
+        assert!(delivered(&outcome).0.contains(&"customer-360"), "{outcome:?}");
     }
 
     let profile = profile(&h).await.expect("the 360 exists");
