@@ -1,0 +1,695 @@
+#!/usr/bin/env python3
+"""Customer stories through the whole stack on moto, with a share of the AWS
+calls faulted, and the checks that nothing was lost or sent twice (issue 15,
+"Proof").
+
+    .venv/bin/python scripts/chaos.py [--stories 50] [--rate 0.2] [--seed 1]
+                                      [--max-consecutive 2] [--keep]
+
+1. Starts its own moto (scripts/moto_server.py, a free port) and the fault
+   proxy (scripts/fault_proxy.py, in this process) in front of it at rate 0;
+   creates template.yaml's stack with scripts/aws_local.py (visibility
+   timeout 2 s, maxReceiveCount 5, MessageSettleSeconds 3), builds the
+   functions and runs them with AWS_ENDPOINT_URL = the proxy; then sets the
+   proxy's rate (DynamoDB, KMS, EventBridge, Scheduler and SES calls; BEFORE
+   and AFTER faults; at most --max-consecutive faults in a row per call).
+2. Runs the stories through the api function (the Lambda invoke API that
+   `cargo lambda invoke` uses, API Gateway v2 events built from
+   events/api/01-register-customer.json). A story: register (marketing email
+   consent), read the events for the verification token, verify the email,
+   record a product view, then either place an order and pay it, or create a
+   cart and put an item in it. Every write carries an Idempotency-Key; an
+   answer 5xx (or no answer) is retried with the same key and body, as a
+   client would.
+3. Pumps (stream -> relay -> bus -> rules -> queues -> functions) until the
+   queues are quiet, plays SES's feedback (a `Send` and a `Delivery` event on
+   the default bus for every email moto's SES kept, once each), pumps, waits
+   the settle window and pumps again with the due timers (the channel's
+   settle timers; the journeys' own timers are hours away and stay).
+4. Sets the rate to 0, redrives every dead-letter queue once with
+   `crm-ops dlq redrive` (the relay's onto the bus, the consumers' onto their
+   queues), pumps and plays the feedback again.
+5. Prints the figures and checks: lost (events a read-model consumer
+   applies the kind of, but not this one), duplicate sends (more than one
+   email with one X-CRM-Message-Id), every expected email sent exactly once
+   (per customer: the verification email, the welcome email after the
+   verification, the order confirmation of a paid order), `crm-ops check
+   --sample 0`, dead-letter queues empty after the redrive, no journey left
+   waiting without its schedule. Exits 1 if any of them fails.
+
+`--rate 0` is the baseline. Logs: the state directory it prints (the
+functions' logs, moto's, crm-ops' outputs), removed at the end unless --keep
+or a check failed.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import datetime
+import email
+import email.policy
+import json
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "scripts"))
+import aws_local  # noqa: E402
+import fault_proxy  # noqa: E402
+
+from boto3.dynamodb.types import TypeDeserializer  # noqa: E402
+
+SETTLE_SECONDS = 3
+VISIBILITY_TIMEOUT = 2
+MAX_RECEIVE_COUNT = 5
+API_ATTEMPTS = 6
+FAULTED_SERVICES = ("dynamodb", "kms", "events", "scheduler", "ses")
+DESERIALIZE = TypeDeserializer().deserialize
+
+
+def log(message: str) -> None:
+    print(f"chaos: {message}", file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------ the proxy
+
+
+class Proxy:
+    """fault_proxy in a thread of this process, in front of moto."""
+
+    def __init__(self, moto_url: str, seed: int, max_consecutive: int):
+        config = fault_proxy.Config(seed=seed, rate=0.0, services=FAULTED_SERVICES,
+                                    max_consecutive=max_consecutive)
+        self.server = fault_proxy.serve("127.0.0.1", 0, moto_url, config)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def _control(self, method: str, what: str, body=None) -> dict:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(f"{self.url}/fault-proxy/{what}", data=data, method=method,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return json.loads(answer.read())
+
+    def configure(self, **changes) -> dict:
+        return self._control("POST", "config", changes)
+
+    def stats(self) -> dict:
+        return self._control("GET", "stats")
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+# ------------------------------------------------------------------ the api
+
+
+class Api:
+    """API Gateway v2 events to the api function; a 5xx or no answer is
+    retried with the same request (same Idempotency-Key)."""
+
+    def __init__(self, port: int, run_id: str):
+        self.port = port
+        self.run_id = run_id
+        self.template = json.loads((REPO / "events" / "api" / "01-register-customer.json").read_text())
+        self.requests = 0  # distinct requests
+        self.attempts = 0  # invocations, retries included
+        self.retried = 0  # requests that needed more than one attempt
+        self.statuses = collections.Counter()
+        self.failed: list = []  # (route, last answer) of requests that never got a non-5xx answer
+
+    def event(self, method: str, route: str, path: str, params: dict, body, key: str | None) -> dict:
+        e = json.loads(json.dumps(self.template))
+        e["routeKey"] = e["requestContext"]["routeKey"] = f"{method} {route}"
+        e["rawPath"] = e["requestContext"]["http"]["path"] = path
+        e["requestContext"]["http"]["method"] = method
+        e["requestContext"]["requestId"] = uuid.uuid4().hex
+        e["rawQueryString"] = ""
+        headers = e["headers"]
+        headers.pop("idempotency-key", None)
+        if key:
+            headers["idempotency-key"] = key
+        if params:
+            e["pathParameters"] = params
+        if body is None:
+            e.pop("body", None)
+            headers.pop("content-type", None)
+        else:
+            e["body"] = json.dumps(body)
+        return e
+
+    def call(self, method: str, route: str, path: str, params: dict | None = None, body=None,
+             key: str | None = None) -> tuple:
+        """(status, body) of the request; retried while it answers 5xx."""
+        event = self.event(method, route, path, params or {}, body, key)
+        self.requests += 1
+        last = None
+        for attempt in range(API_ATTEMPTS):
+            self.attempts += 1
+            if attempt == 1:
+                self.retried += 1
+            try:
+                answer = aws_local.invoke(self.port, "api", event, 60) or {}
+            except aws_local.InvokeError as e:
+                last = (None, str(e))
+                time.sleep(0.5 * (attempt + 1))
+                continue
+            status = answer.get("statusCode")
+            text = answer.get("body") or ""
+            try:
+                parsed = json.loads(text) if text else None
+            except json.JSONDecodeError:
+                parsed = text
+            last = (status, parsed)
+            if status is not None and status < 500:
+                self.statuses[status] += 1
+                return status, parsed
+            time.sleep(0.3 * (attempt + 1))
+        self.statuses[last[0]] += 1
+        self.failed.append((f"{method} {route}", last))
+        return last
+
+
+def order_body(customer_id: str) -> dict:
+    return {
+        "customer_id": customer_id,
+        "items": [
+            {"product_id": "beans", "name": "Espresso beans", "category": "consumables", "quantity": 2,
+             "unit_price_minor": 1250},
+            {"product_id": "jug", "name": "Milk jug", "quantity": 1, "unit_price_minor": 500},
+        ],
+        "subtotal_minor": 3000, "tax_minor": 570, "shipping_minor": 430, "total_minor": 4000, "currency": "EUR",
+        "shipping_address": {"line1": "1 Main St", "city": "Berlin", "postal_code": "10115", "country": "DE"},
+    }
+
+
+class Story:
+    """One customer's requests, and what they should produce."""
+
+    def __init__(self, api: Api, n: int):
+        self.api, self.n = api, n
+        self.email = f"chaos-{api.run_id}-{n}@example.com"
+        self.customer_id = None
+        self.verified = False
+        self.paid_order = None
+        self.problems: list = []
+
+    def key(self, what: str) -> str:
+        return f"chaos-{self.api.run_id}-{self.n}-{what}"
+
+    def expect(self, what: str, got: tuple, statuses) -> bool:
+        if got[0] in statuses:
+            return True
+        self.problems.append(f"{what}: {got[0]} {json.dumps(got[1])[:300]}")
+        return False
+
+    def run(self) -> None:
+        api, n = self.api, self.n
+        got = api.call("POST", "/customers", "/customers", body={
+            "email": self.email, "first_name": "Chaos", "last_name": f"Story{n}", "source": "web",
+            "marketing_consent": {"email": True, "sms": False, "push": False}, "terms_accepted": True,
+            "ip": "203.0.113.10", "user_agent": "chaos/1.0", "timezone": "Europe/Berlin", "locale": "de-DE",
+        }, key=self.key("register"))
+        if not self.expect("register", got, (200, 201)) or not isinstance(got[1], dict):
+            return
+        cid = self.customer_id = got[1]["id"]
+        p = {"id": cid}
+        got = api.call("GET", "/customers/{id}/events", f"/customers/{cid}/events", p)
+        if not self.expect("events", got, (200,)):
+            return
+        tokens = [e["data"]["token"] for e in (got[1] or {}).get("items", [])
+                  if e.get("type") == "EmailVerificationRequested" and "token" in e.get("data", {})]
+        if not tokens:
+            self.problems.append(f"events: no EmailVerificationRequested token in {json.dumps(got[1])[:300]}")
+            return
+        got = api.call("POST", "/customers/{id}/email/verify", f"/customers/{cid}/email/verify", p,
+                       {"token": tokens[-1]}, self.key("verify"))
+        self.verified = self.expect("verify", got, (200, 204))
+        got = api.call("POST", "/customers/{id}/activity", f"/customers/{cid}/activity", p, {
+            "type": "ProductViewed", "product_id": f"sku-{n % 7}", "name": "Beans", "category": "coffee",
+            "price_minor": 1250, "session_id": f"s-{self.key('s')}",
+        }, self.key("activity"))
+        self.expect("activity", got, (200, 201, 202))
+        if n % 3 != 2:
+            got = api.call("POST", "/orders", "/orders", body=order_body(cid), key=self.key("order"))
+            if not self.expect("order", got, (201,)):
+                return
+            oid = got[1]["id"]
+            got = api.call("POST", "/orders/{id}/payments", f"/orders/{oid}/payments", {"id": oid}, {
+                "payment_id": f"pay-{n}", "status": "succeeded", "method": "credit-card", "amount_minor": 4000,
+                "currency": "EUR", "provider": "stripe", "transaction_id": f"tx-{n}",
+            }, self.key("pay"))
+            if self.expect("pay", got, (200,)):
+                self.paid_order = oid
+        else:
+            got = api.call("POST", "/carts", "/carts", body={"customer_id": cid, "currency": "EUR"},
+                           key=self.key("cart"))
+            if not self.expect("cart", got, (201,)):
+                return
+            cart = got[1]["id"]
+            got = api.call("POST", "/carts/{id}/items", f"/carts/{cart}/items", {"id": cart}, {
+                "product_id": "beans", "name": "Espresso beans", "quantity": 1, "unit_price_minor": 1250,
+            }, self.key("cart-item"))
+            self.expect("cart item", got, (200,))
+
+
+# ------------------------------------------------------------------ SES, played
+
+
+def moto_data(endpoint: str) -> dict:
+    request = urllib.request.Request(endpoint.rstrip("/") + "/moto-api/data.json",
+                                     headers={"Accept": "application/json"})
+    with urllib.request.urlopen(request, timeout=120) as answer:
+        return json.loads(answer.read())
+
+
+def sent_emails(endpoint: str) -> list:
+    """Every email moto's SES kept: {ses_id, crm_id, to, subject, source, headers}."""
+    out = []
+    for kind, messages in (moto_data(endpoint).get("ses") or {}).items():
+        if not isinstance(messages, list):
+            continue
+        for m in messages:
+            if not isinstance(m, dict):
+                continue
+            raw = m.get("raw_data")
+            if raw:
+                parsed = email.message_from_string(raw, policy=email.policy.compat32)
+                headers = [(k, str(v)) for k, v in parsed.items()]
+                to = [a.strip() for a in (parsed.get("To") or "").split(",") if a.strip()]
+                to += m.get("destinations") or []
+            else:
+                headers = []
+                dest = m.get("destinations") or m.get("destination") or {}
+                to = dest.get("ToAddresses", []) if isinstance(dest, dict) else list(dest)
+            get = {k.lower(): v for k, v in headers}
+            out.append({
+                "kind": kind, "ses_id": m.get("id"), "crm_id": get.get("x-crm-message-id"),
+                "to": sorted(set(to)), "subject": get.get("subject") or m.get("subject"),
+                "source": m.get("source") or get.get("from"), "headers": headers,
+            })
+    return out
+
+
+class SesFeedback:
+    """Puts SES's `Send` and `Delivery` events on the default bus, once per email."""
+
+    def __init__(self, state: dict):
+        self.state = state
+        self.events = aws_local.client("events", state["endpoint"], state["region"])
+        self.config_set = next(v["ref"] for v in state["resources"].values()
+                               if v["type"] == "AWS::SES::ConfigurationSet")
+        self.templates = {name: json.loads((REPO / "events" / "channel" / f"ses-{name}.json").read_text())
+                          for name in ("send", "delivery")}
+        self.played: set = set()
+
+    def play(self) -> int:
+        played = 0
+        for m in sent_emails(self.state["endpoint"]):
+            ident = m["ses_id"] or m["crm_id"]
+            if ident in self.played:
+                continue
+            self.played.add(ident)
+            now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+            entries = []
+            for name, template in self.templates.items():
+                event = json.loads(json.dumps(template))
+                mail = event["detail"]["mail"]
+                mail.update(timestamp=now, messageId=m["ses_id"] or str(uuid.uuid4()), destination=m["to"],
+                            source=m["source"] or mail["source"])
+                if m["headers"]:
+                    mail["headers"] = [{"name": k, "value": v} for k, v in m["headers"]]
+                mail["commonHeaders"].update(to=m["to"], subject=m["subject"])
+                tags = {"ses:configuration-set": [self.config_set]}
+                if m["crm_id"]:
+                    tags["message_id"] = [m["crm_id"]]
+                mail["tags"] = {**{k: v for k, v in mail["tags"].items() if k.startswith("ses:")}, **tags}
+                if name == "delivery":
+                    event["detail"]["delivery"].update(timestamp=now, recipients=m["to"])
+                else:
+                    event["detail"]["send"] = event["detail"].get("send", {})
+                entries.append({"EventBusName": "default", "Source": event["source"],
+                                "DetailType": event["detail-type"], "Detail": json.dumps(event["detail"]),
+                                "Time": datetime.datetime.now(datetime.timezone.utc)})
+            answer = self.events.put_events(Entries=entries)
+            if answer.get("FailedEntryCount"):
+                raise RuntimeError(f"SES feedback not put on the bus: {answer['Entries']}")
+            played += 1
+        return played
+
+
+# ------------------------------------------------------------------ the tables
+
+
+def scan(state: dict, table: str) -> list:
+    ddb = aws_local.client("dynamodb", state["endpoint"], state["region"])
+    items, start = [], None
+    while True:
+        page = ddb.scan(TableName=table, **({"ExclusiveStartKey": start} if start else {}))
+        items += [{k: DESERIALIZE(v) for k, v in i.items()} for i in page.get("Items", [])]
+        start = page.get("LastEvaluatedKey")
+        if not start:
+            return items
+
+
+def table(state: dict, logical: str) -> str:
+    return state["resources"][logical]["ref"]
+
+
+def stored_events(state: dict) -> list:
+    return [i for i in scan(state, table(state, "EventsTable")) if i.get("kind") == "event"]
+
+
+def lost_events(state: dict, events: list) -> tuple:
+    """Per read-model consumer (checkpoint#<consumer>): the events it applied
+    (its checkpoint of the stream reached the version, or one of its documents
+    is stamped with the stream at that version or later). An event is lost for
+    a consumer when that consumer applied other events of its type but not
+    this one. ({consumer: [(stream, version, type)]}, {consumer: applied})."""
+    checkpoints: dict = collections.defaultdict(dict)
+    stamps: dict = collections.defaultdict(lambda: collections.defaultdict(int))
+    for item in scan(state, table(state, "ReadModelsTable")):
+        pk = str(item.get("pk", ""))
+        if pk.startswith("checkpoint#"):
+            checkpoints[pk[len("checkpoint#"):]][item["sk"]] = int(item.get("version", 0))
+        elif "stamp_stream" in item and "#" in pk:
+            consumer = pk.split("#", 1)[0]
+            s = item["stamp_stream"]
+            stamps[consumer][s] = max(stamps[consumer][s], int(item.get("stamp_version", 0)))
+    lost, applied_count = {}, {}
+    for consumer in sorted(set(checkpoints) | set(stamps)):
+        applied_types, missing, applied = set(), [], 0
+        for e in events:
+            stream, version = e["pk"], int(e["sk"]) if str(e["sk"]).isdigit() else int(e.get("version", 0))
+            reached = max(checkpoints[consumer].get(stream, 0), stamps[consumer].get(stream, 0))
+            if reached >= version:
+                applied_types.add(e.get("type"))
+                applied += 1
+            else:
+                missing.append((stream, version, e.get("type")))
+        applied_count[consumer] = applied
+        lost[consumer] = [m for m in missing if m[2] in applied_types]
+    return lost, applied_count
+
+
+def journeys_without_timer(state: dict, events: list) -> tuple:
+    """Journey instances whose last word is a wait whose schedule is not in
+    the stack's schedule groups. (waiting, [instance streams without timer])."""
+    streams = collections.defaultdict(list)
+    for e in events:
+        if str(e["pk"]).startswith("journey-"):
+            streams[e["pk"]].append(e)
+    scheduler = aws_local.client("scheduler", state["endpoint"], state["region"])
+    names = set()
+    for v in state["resources"].values():
+        if v["type"] == "AWS::Scheduler::ScheduleGroup":
+            token = None
+            while True:
+                page = scheduler.list_schedules(GroupName=v["ref"], **({"NextToken": token} if token else {}))
+                names |= {s["Name"] for s in page.get("Schedules", [])}
+                token = page.get("NextToken")
+                if not token:
+                    break
+    waiting, orphans = 0, []
+    for stream, items in streams.items():
+        timer = None
+        for e in sorted(items, key=lambda i: int(i["sk"]) if str(i["sk"]).isdigit() else 0):
+            data = e.get("data")
+            if isinstance(data, str):
+                try:
+                    data = json.loads(data)
+                except json.JSONDecodeError:
+                    data = {}
+            kind = e.get("type")
+            if kind == "JourneyWaitScheduled":
+                timer = (data or {}).get("timer_name")
+            elif kind in ("JourneyWaitEnded", "TimerFired", "JourneyExited", "JourneyCompleted"):
+                timer = None
+        if timer:
+            waiting += 1
+            if timer not in names:
+                orphans.append((stream, timer))
+    return waiting, orphans
+
+
+# ------------------------------------------------------------------ crm-ops
+
+
+def build_crm_ops(state_dir: pathlib.Path) -> str:
+    meta = aws_local._cargo_metadata()
+    subprocess.run(["cargo", "build", "-q", "-p", "crm-ops"], cwd=REPO, check=True)
+    copy = state_dir / "bin" / "crm-ops"
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(pathlib.Path(meta["target_directory"]) / "debug" / "crm-ops", copy)
+    return str(copy)
+
+
+def crm_ops(binary: str, state: dict, state_dir: pathlib.Path, *args: str, dead_letters: str | None = None):
+    fns = state["functions"]
+    env = {**os.environ}
+    for fn in ("relay", "projector", "consent"):
+        if fn in fns:
+            env.update(fns[fn]["environment"])
+    env.update({
+        "AWS_ENDPOINT_URL": state["endpoint"], "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_REGION": state["region"], "AWS_DEFAULT_REGION": state["region"], "AWS_EC2_METADATA_DISABLED": "true",
+        "RELAY_DEAD_LETTER_QUEUE_URL": state["resources"]["RelayDeadLetterQueue"]["QueueUrl"],
+    })
+    if dead_letters:
+        env["DEAD_LETTER_QUEUE_URL"] = dead_letters
+    out = subprocess.run([binary, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    with open(state_dir / "crm-ops.log", "a") as f:
+        f.write(f"$ crm-ops {' '.join(args)}\n-> exit {out.returncode}\n{out.stdout}\n{out.stderr}\n")
+    return out
+
+
+# ------------------------------------------------------------------ the run
+
+
+class Totals:
+    def __init__(self):
+        self.counts = []
+
+    def add(self, counts) -> None:
+        self.counts.append(counts)
+        log(counts.summary().replace("\n", "; "))
+
+    def sum(self, field: str) -> dict:
+        out = collections.Counter()
+        for c in self.counts:
+            out.update(getattr(c, field))
+        return dict(out)
+
+
+def pump(state: dict, totals: Totals, rounds: int = 40, **kw) -> None:
+    totals.add(aws_local.pump(state, rounds=rounds, **kw))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stories", type=int, default=50)
+    parser.add_argument("--rate", type=float, default=0.2)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--max-consecutive", type=int, default=2)
+    parser.add_argument("--port", type=int, default=0, help="the functions' invoke port (default: a free one)")
+    parser.add_argument("--keep", action="store_true", help="keep the state directory (logs)")
+    args = parser.parse_args(argv)
+
+    state_dir = pathlib.Path(tempfile.mkdtemp(prefix="chaos-", dir=REPO / "target"))
+    log(f"state and logs in {state_dir}")
+    started: list = []
+    proxy = None
+    failed_checks: list = []
+    finished = False
+    t0 = time.monotonic()
+    try:
+        moto_port = aws_local.free_port()
+        started.append(aws_local.start_moto(moto_port, state_dir))
+        moto = f"http://127.0.0.1:{moto_port}"
+        proxy = Proxy(moto, args.seed, args.max_consecutive)
+        state = aws_local.create_stack(moto, f"chaos{args.seed}", {
+            "ConsumerVisibilityTimeoutSeconds": str(VISIBILITY_TIMEOUT),
+            "ConsumerMaxReceiveCount": str(MAX_RECEIVE_COUNT),
+            "MessageSettleSeconds": str(SETTLE_SECONDS),
+        })
+        state["moto_pid"] = started[0]
+        binaries = aws_local.build_functions(state, state_dir)
+        ops = build_crm_ops(state_dir)
+        port = args.port or aws_local.free_port()
+        state["lambda"] = aws_local.start_functions(state, port, state_dir, binaries, endpoint=proxy.url)
+        started = aws_local.pids(state)
+        aws_local.save_state(state_dir, state)
+        time.sleep(2)
+        proxy.configure(rate=args.rate, reset_stats=True, seed=args.seed)
+        log(f"proxy {proxy.url} -> moto {moto}: rate {args.rate}, seed {args.seed}, "
+            f"max consecutive {args.max_consecutive}")
+
+        # 2. the stories
+        api = Api(port, uuid.uuid4().hex[:8])
+        stories = []
+        t_stories = time.monotonic()
+        for n in range(args.stories):
+            story = Story(api, n)
+            story.run()
+            stories.append(story)
+            if story.problems:
+                log(f"story {n}: {story.problems}")
+        stories_seconds = time.monotonic() - t_stories
+        log(f"{len(stories)} stories, {api.requests} requests in {stories_seconds:.0f} s")
+
+        # 3. the pipeline, SES's feedback, the settle timers
+        totals = Totals()
+        ses = SesFeedback(state)
+        pump(state, totals)
+        played = ses.play()
+        pump(state, totals)
+        time.sleep(SETTLE_SECONDS + 1)
+        pump(state, totals)  # the settle timers that are due
+        played += ses.play()
+        pump(state, totals)
+        stats_faulted = proxy.stats()
+
+        # 4. faults off, one redrive of every dead-letter queue
+        proxy.configure(rate=0)
+        sqs = aws_local.client("sqs", state["endpoint"], state["region"])
+        depths_before = {q: sum(d) for q, d in aws_local.queue_depths(state).items()
+                         if q in state["dead_letter_queues"]}
+        consumer_of_dlq = {c["dead_letter_queue"]: c for c in state["consumers"]}
+        redrive_failures = []
+        for dlq, depth in depths_before.items():
+            if not depth:
+                continue
+            url = state["dead_letter_queues"][dlq]
+            if dlq == "RelayDeadLetterQueue":
+                out = crm_ops(ops, state, state_dir, "dlq", "redrive", url, "--to", "relay", "--max", "1000",
+                              dead_letters=url)
+            elif dlq in consumer_of_dlq:
+                out = crm_ops(ops, state, state_dir, "dlq", "redrive", url, "--to-queue",
+                              consumer_of_dlq[dlq]["queue_url"], "--max", "1000", dead_letters=url)
+            else:
+                redrive_failures.append(f"{dlq}: {depth} message(s), no redrive target")
+                continue
+            if out.returncode != 0:
+                redrive_failures.append(f"{dlq}: crm-ops exit {out.returncode}: {out.stderr.strip()[-500:]}")
+        pump(state, totals)
+        played += ses.play()
+        pump(state, totals)
+        time.sleep(SETTLE_SECONDS + 1)
+        pump(state, totals)
+        played += ses.play()
+        pump(state, totals)
+        depths_after = {q: sum(d) for q, d in aws_local.queue_depths(state).items()}
+
+        # 5. figures and checks
+        stats = proxy.stats()
+        events = stored_events(state)
+        by_type = collections.Counter(e.get("type") for e in events)
+        lost, applied = lost_events(state, events)
+        emails = sent_emails(state["endpoint"])
+        by_crm_id = collections.Counter(m["crm_id"] for m in emails)
+        duplicates = {k: n for k, n in by_crm_id.items() if n > 1}
+        no_id = [m for m in emails if not m["crm_id"]]
+        per_recipient = collections.defaultdict(list)
+        for m in emails:
+            for to in m["to"]:
+                per_recipient[to.lower()].append(m["subject"])
+        wrong_mail = []
+        for s in stories:
+            if not s.customer_id:
+                continue
+            got = per_recipient.get(s.email.lower(), [])
+            want = 1 + (1 if s.verified else 0) + (1 if s.paid_order else 0)
+            if len(got) != want or len(set(got)) != len(got):
+                wrong_mail.append((s.email, want, got))
+        subjects = collections.Counter(m["subject"] for m in emails)
+        check = crm_ops(ops, state, state_dir, "check", "--sample", "0")
+        waiting, orphans = journeys_without_timer(state, events)
+        dlq_left = {q: n for q, n in depths_after.items() if q in state["dead_letter_queues"] and n}
+        queues_left = {q: n for q, n in depths_after.items() if q not in state["dead_letter_queues"] and n}
+        t = stats["totals"]
+        tf = stats_faulted["totals"]
+        reported_failed = totals.sum("reported_failed")
+        invocation_errors = totals.sum("invocation_errors")
+        story_problems = [(s.n, p) for s in stories for p in s.problems]
+
+        figures = collections.OrderedDict([
+            ("rate", args.rate), ("seed", args.seed), ("max consecutive", args.max_consecutive),
+            ("stories", len(stories)), ("stories with a failed request", len({n for n, _ in story_problems})),
+            ("api requests", api.requests), ("api invocations (with client retries)", api.attempts),
+            ("api requests retried by the client", api.retried), ("api statuses", dict(api.statuses)),
+            ("stories seconds", round(stories_seconds, 1)),
+            ("events stored", len(events)), ("events by type", dict(sorted(by_type.items()))),
+            ("aws calls forwarded", t["forwarded"]),
+            ("faults injected", tf["faulted_before"] + tf["faulted_after"]),
+            ("faults before / after", f"{tf['faulted_before']} / {tf['faulted_after']}"),
+            ("faults by kind", stats_faulted["faults_by_kind"]),
+            ("faults on an SDK's last attempt", tf["faulted_last_attempt"]),
+            ("sdk retries", t["retries"]),
+            ("transactions replayed by token", t["replayed_by_token"]),
+            ("messages reported failed", reported_failed), ("invocation errors", invocation_errors),
+            ("delivered", totals.sum("delivered")),
+            ("timers fired", sum(c.timers_fired for c in totals.counts)),
+            ("dead letters before the redrive", {q: n for q, n in depths_before.items() if n}),
+            ("redriven", sum(depths_before.values())),
+            ("redrive failures", redrive_failures),
+            ("applied per read-model consumer", applied),
+            ("lost", sum(len(v) for v in lost.values())),
+            ("emails sent", len(emails)), ("emails by subject", dict(subjects)),
+            ("ses feedback played", played),
+            ("duplicate sends", sum(n - 1 for n in duplicates.values())),
+            ("emails without X-CRM-Message-Id", len(no_id)),
+            ("customers whose emails are not as expected", len(wrong_mail)),
+            ("crm-ops check --sample 0 exit", check.returncode),
+            ("dead letters left after the redrive", dlq_left),
+            ("consumer queues not empty", queues_left),
+            ("journeys waiting", waiting), ("journeys waiting without a timer", len(orphans)),
+            ("seconds", round(time.monotonic() - t0)),
+        ])
+        print(json.dumps(figures, indent=2, default=str))
+        for consumer, missing in lost.items():
+            if missing:
+                failed_checks.append(f"lost for {consumer}: {len(missing)}: {missing[:10]}")
+        if duplicates:
+            failed_checks.append(f"duplicate sends: {duplicates}")
+        if no_id:
+            failed_checks.append(f"{len(no_id)} emails without X-CRM-Message-Id: {[m['subject'] for m in no_id]}")
+        if wrong_mail:
+            failed_checks.append(f"emails not as expected (address, expected count, subjects): {wrong_mail[:10]}")
+        if check.returncode != 0:
+            failed_checks.append(f"crm-ops check --sample 0 exit {check.returncode}: "
+                                 f"{(check.stdout + check.stderr).strip()[-2000:]}")
+        if dlq_left:
+            failed_checks.append(f"dead letters left after one redrive: {dlq_left}")
+        if redrive_failures:
+            failed_checks.append(f"redrive failures: {redrive_failures}")
+        if orphans:
+            failed_checks.append(f"journeys waiting without a timer: {orphans[:10]}")
+        if story_problems:
+            failed_checks.append(f"story requests that failed: {story_problems[:10]}")
+        if api.failed:
+            failed_checks.append(f"api requests still 5xx after {API_ATTEMPTS} attempts: {api.failed[:10]}")
+        for problem in failed_checks:
+            print(f"FAIL {problem}")
+        print(f"chaos: {'FAILED' if failed_checks else 'ok'} (logs: {state_dir})")
+        finished = True
+        return 1 if failed_checks else 0
+    finally:
+        aws_local.stop(started)
+        if proxy:
+            proxy.close()
+        if finished and not failed_checks and not args.keep and state_dir.exists():
+            shutil.rmtree(state_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
