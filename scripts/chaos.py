@@ -272,15 +272,15 @@ def moto_data(endpoint: str) -> dict:
         return json.loads(answer.read())
 
 
+SES_MESSAGE_KINDS = ("RawMessage", "Message", "TemplateMessage", "BulkTemplateMessage")
+
+
 def sent_emails(endpoint: str) -> list:
     """Every email moto's SES kept: {ses_id, crm_id, to, subject, source, headers}."""
     out = []
-    for kind, messages in (moto_data(endpoint).get("ses") or {}).items():
-        if not isinstance(messages, list):
-            continue
-        for m in messages:
-            if not isinstance(m, dict):
-                continue
+    ses = moto_data(endpoint).get("ses") or {}
+    for kind in SES_MESSAGE_KINDS:
+        for m in ses.get(kind) or []:
             raw = m.get("raw_data")
             if raw:
                 parsed = email.message_from_string(raw, policy=email.policy.compat32)
@@ -300,6 +300,23 @@ def sent_emails(endpoint: str) -> list:
     return out
 
 
+def event_data(item: dict) -> dict:
+    data = item.get("data")
+    if isinstance(data, str):
+        try:
+            data = json.loads(data)
+        except json.JSONDecodeError:
+            return {}
+    return data if isinstance(data, dict) else {}
+
+
+def message_requests(state: dict) -> dict:
+    """{message_id: the MessageRequested's data} from the events table: the
+    tags the channel gave SES, which moto does not keep."""
+    return {d.get("message_id"): d for d in (event_data(e) for e in stored_events(state)
+                                               if e.get("type") == "MessageRequested")}
+
+
 class SesFeedback:
     """Puts SES's `Send` and `Delivery` events on the default bus, once per email."""
 
@@ -314,11 +331,15 @@ class SesFeedback:
 
     def play(self) -> int:
         played = 0
+        requests = None
         for m in sent_emails(self.state["endpoint"]):
             ident = m["ses_id"] or m["crm_id"]
             if ident in self.played:
                 continue
             self.played.add(ident)
+            if requests is None or m["crm_id"] not in requests:
+                requests = message_requests(self.state)
+            request = requests.get(m["crm_id"], {})
             now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
             entries = []
             for name, template in self.templates.items():
@@ -332,6 +353,9 @@ class SesFeedback:
                 tags = {"ses:configuration-set": [self.config_set]}
                 if m["crm_id"]:
                     tags["message_id"] = [m["crm_id"]]
+                for tag in ("campaign_id", "customer_id", "category"):
+                    if request.get(tag):
+                        tags[tag.replace("campaign_id", "campaign")] = [str(request[tag])]
                 mail["tags"] = {**{k: v for k, v in mail["tags"].items() if k.startswith("ses:")}, **tags}
                 if name == "delivery":
                     event["detail"]["delivery"].update(timestamp=now, recipients=m["to"])
