@@ -255,13 +255,13 @@ impl DynamoReadModels {
     /// Explains a cancellation by its reasons, one per item sent (the
     /// chunk's checkpoints first): the first checkpoint whose condition
     /// failed is the conflict.
-    fn explain<'c>(chunk: &'c Chunk, reasons: &[CancellationReason]) -> Cancelled<'c> {
+    fn explain<'c>(bound: &[&'c CheckpointMove], reasons: &[CancellationReason]) -> Cancelled<'c> {
         if let Some(i) = reasons
             .iter()
-            .take(chunk.checkpoints.len())
+            .take(bound.len())
             .position(|r| r.code() == Some(CONDITIONAL_CHECK_FAILED))
         {
-            return Cancelled::Conflict(&chunk.checkpoints[i]);
+            return Cancelled::Conflict(bound[i]);
         }
         match unexplained(reasons) {
             Unexplained::Transient(described) => Cancelled::Transient(described),
@@ -271,8 +271,8 @@ impl DynamoReadModels {
 
     /// Explains a cancellation without usable reasons by reading the
     /// chunk's checkpoints again.
-    async fn explain_by_reading<'c>(&self, chunk: &'c Chunk) -> Cancelled<'c> {
-        for moved in &chunk.checkpoints {
+    async fn explain_by_reading<'c>(&self, bound: &[&'c CheckpointMove]) -> Cancelled<'c> {
+        for moved in bound.iter().copied() {
             match self.checkpoint(&moved.consumer, &moved.stream_id).await {
                 Ok(current) if current != moved.expected => return Cancelled::Conflict(moved),
                 Ok(_) => {}
@@ -359,10 +359,41 @@ impl DynamoReadModels {
         Ok(())
     }
 
-    /// Writes one chunk: its idempotent documents, then the atomic part (a
-    /// conditional put when it is one checkpoint, a transaction otherwise).
+    /// A checkpoint moving alone: one conditional `PutItem`.
+    async fn write_checkpoint(&self, moved: &CheckpointMove) -> Result<(), CommitError> {
+        let put = self.checkpoint_put(moved)?;
+        self.meter.write(&[item_size(put.item())], false);
+        match self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(put.item().clone()))
+            .set_condition_expression(put.condition_expression().map(str::to_string))
+            .set_expression_attribute_names(put.expression_attribute_names().cloned())
+            .set_expression_attribute_values(put.expression_attribute_values().cloned())
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(err) => match err.as_service_error() {
+                Some(PutItemError::ConditionalCheckFailedException(_)) => Err(CommitError::Conflict {
+                    consumer: moved.consumer.clone(),
+                    stream_id: moved.stream_id.clone(),
+                    expected: moved.expected,
+                }),
+                _ => Err(sdk_error("PutItem", &err).into()),
+            },
+        }
+    }
+
+    /// Writes one chunk: its idempotent documents, the checkpoints of pairs
+    /// without atomic documents each alone, then the atomic part (a
+    /// transaction of the other checkpoints and the documents).
     async fn write_chunk(&self, chunk: Chunk) -> Result<(), CommitError> {
         for result in futures::future::join_all(chunk.loose.iter().map(|l| self.write_loose(l))).await {
+            result?;
+        }
+        for result in futures::future::join_all(chunk.alone().map(|m| self.write_checkpoint(m))).await {
             result?;
         }
         let conflict = |moved: &CheckpointMove| CommitError::Conflict {
@@ -370,9 +401,13 @@ impl DynamoReadModels {
             stream_id: moved.stream_id.clone(),
             expected: moved.expected,
         };
+        let bound: Vec<&CheckpointMove> = chunk.bound().collect();
+        if bound.is_empty() && chunk.docs.is_empty() {
+            return Ok(());
+        }
         let mut writes = Vec::with_capacity(chunk.items());
         let mut sizes = Vec::with_capacity(chunk.items());
-        for moved in &chunk.checkpoints {
+        for moved in &bound {
             let put = self.checkpoint_put(moved)?;
             sizes.push(item_size(put.item()));
             writes.push(TransactWriteItem::builder().put(put).build());
@@ -381,27 +416,6 @@ impl DynamoReadModels {
             let (write, size) = self.doc_write(&doc.consumer, doc.op.clone())?;
             sizes.push(size);
             writes.push(write);
-        }
-        if let ([moved], []) = (chunk.checkpoints.as_slice(), chunk.docs.as_slice()) {
-            let put = self.checkpoint_put(moved)?;
-            self.meter.write(&sizes, false);
-            return match self
-                .client
-                .put_item()
-                .table_name(&self.table)
-                .set_item(Some(put.item().clone()))
-                .set_condition_expression(put.condition_expression().map(str::to_string))
-                .set_expression_attribute_names(put.expression_attribute_names().cloned())
-                .set_expression_attribute_values(put.expression_attribute_values().cloned())
-                .send()
-                .await
-            {
-                Ok(_) => Ok(()),
-                Err(err) => match err.as_service_error() {
-                    Some(PutItemError::ConditionalCheckFailedException(_)) => Err(conflict(moved)),
-                    _ => Err(sdk_error("PutItem", &err).into()),
-                },
-            };
         }
         let total: usize = sizes.iter().sum();
         if total > capacity::MAX_BYTES_PER_WRITE {
@@ -429,7 +443,7 @@ impl DynamoReadModels {
             };
             let reasons = cancelled.cancellation_reasons();
             let explained = if reasons.len() == writes.len() {
-                Self::explain(&chunk, reasons)
+                Self::explain(&bound, reasons)
             } else {
                 tracing::debug!(
                     table = %self.table,
@@ -437,7 +451,7 @@ impl DynamoReadModels {
                     items = writes.len(),
                     "commit cancelled without usable reasons; re-reading the checkpoints"
                 );
-                self.explain_by_reading(&chunk).await
+                self.explain_by_reading(&bound).await
             };
             match explained {
                 Cancelled::Conflict(moved) => return Err(conflict(moved)),
@@ -684,6 +698,7 @@ mod tests {
             stream_id: "customer-1".into(),
             expected: 9,
             new: 12,
+            with_docs: false,
         };
         let put = store.checkpoint_put(&moved).expect("checkpoint");
         assert_eq!(

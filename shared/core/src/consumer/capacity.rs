@@ -7,8 +7,9 @@
 //!   within [`MAX_ITEMS_PER_WRITE`] items and [`MAX_BYTES_PER_WRITE`] bytes:
 //!   consecutive commits, each (consumer, stream) checkpoint written once
 //!   per chunk (expected: the first commit's, new: the last one's), each
-//!   document once, as the chunk leaves it. A chunk of one item (a
-//!   checkpoint alone) is one conditional put; a larger one a transaction.
+//!   document once, as the chunk leaves it. The checkpoints of pairs whose
+//!   commits have documents to move with them, and those documents, are one
+//!   transaction; every other checkpoint is a conditional put of its own.
 //!   A commit's idempotent operations ([`Commit::idempotent`]) are the
 //!   chunk's `loose` writes: written first, each a put (or delete) of its
 //!   own, conditioned on a stamp (the stream and version that wrote it) so
@@ -42,6 +43,9 @@ pub struct CheckpointMove {
     pub expected: u64,
     /// The checkpoint its last commit set.
     pub new: u64,
+    /// Whether a commit of this pair in the chunk has operations that must
+    /// move with the checkpoint; if not, the checkpoint is written alone.
+    pub with_docs: bool,
 }
 
 /// One document write of a chunk: the last operation of the chunk on it.
@@ -71,14 +75,26 @@ pub struct Chunk {
 }
 
 impl Chunk {
-    /// The items of the atomic part.
+    /// The items of the chunk that count against a write's limits.
     pub fn items(&self) -> usize {
         self.checkpoints.len() + self.docs.len()
     }
 
-    /// Whether this chunk is one item (a conditional put, not a transaction).
-    pub fn is_single_item(&self) -> bool {
-        self.items() == 1
+    /// The checkpoints that move with documents: with them, the atomic part.
+    pub fn bound(&self) -> impl Iterator<Item = &CheckpointMove> {
+        self.checkpoints.iter().filter(|c| c.with_docs)
+    }
+
+    /// The checkpoints of pairs without atomic documents: each written alone
+    /// as a conditional put (after the chunk's loose writes).
+    pub fn alone(&self) -> impl Iterator<Item = &CheckpointMove> {
+        self.checkpoints.iter().filter(|c| !c.with_docs)
+    }
+
+    /// Whether the atomic part (bound checkpoints and documents) is a
+    /// transaction: more than one item.
+    pub fn is_transaction(&self) -> bool {
+        self.bound().count() + self.docs.len() > 1
     }
 }
 
@@ -184,6 +200,7 @@ pub fn plan(
                     });
                 }
                 moved.new = c.new;
+                moved.with_docs |= !c.ops.is_empty();
             }
             None => {
                 checkpoints.insert(pair, chunk.checkpoints.len());
@@ -192,6 +209,7 @@ pub fn plan(
                     stream_id: c.stream_id.clone(),
                     expected: c.expected,
                     new: c.new,
+                    with_docs: !c.ops.is_empty(),
                 });
             }
         }
@@ -334,13 +352,20 @@ impl CapacityMeter {
         for loose in &chunk.loose {
             self.write(&[loose_item_bytes(loose)], false);
         }
+        for moved in chunk.alone() {
+            self.write(
+                &[checkpoint_item_bytes(&moved.consumer, &moved.stream_id, moved.new)],
+                false,
+            );
+        }
         let sizes: Vec<usize> = chunk
-            .checkpoints
-            .iter()
+            .bound()
             .map(|c| checkpoint_item_bytes(&c.consumer, &c.stream_id, c.new))
             .chain(chunk.docs.iter().map(|d| doc_item_bytes(&d.consumer, &d.op)))
             .collect();
-        self.write(&sizes, !chunk.is_single_item());
+        if !sizes.is_empty() {
+            self.write(&sizes, chunk.is_transaction());
+        }
     }
 }
 
@@ -388,12 +413,24 @@ mod tests {
         .expect("plan");
         assert_eq!(chunks.len(), 1);
         let chunk = &chunks[0];
-        let moves: Vec<(&str, &str, u64, u64)> = chunk
+        let moves: Vec<(&str, &str, u64, u64, bool)> = chunk
             .checkpoints
             .iter()
-            .map(|c| (c.consumer.as_str(), c.stream_id.as_str(), c.expected, c.new))
+            .map(|c| {
+                (
+                    c.consumer.as_str(),
+                    c.stream_id.as_str(),
+                    c.expected,
+                    c.new,
+                    c.with_docs,
+                )
+            })
             .collect();
-        assert_eq!(moves, [("a", "s", 0, 5), ("a", "t", 3, 4), ("b", "s", 0, 5)]);
+        assert_eq!(
+            moves,
+            [("a", "s", 0, 5, true), ("a", "t", 3, 4, true), ("b", "s", 0, 5, false)]
+        );
+        assert_eq!(chunk.alone().count(), 1);
         assert_eq!(
             chunk.docs.iter().map(|d| d.op.clone()).collect::<Vec<_>>(),
             [put("x", 3), put("y", 1)]
