@@ -50,9 +50,11 @@ pub trait Projection: Send + Sync {
     /// The operations one event causes, given the read model as it stands.
     /// A function of the event and of what it reads through `docs` alone
     /// (no other input, no randomness): the page path relies on it, since
-    /// operations made without reading anything are written as idempotent,
-    /// and an event that made nothing that way records nothing (decision
-    /// 0031).
+    /// operations made without reading anything are written as idempotent
+    /// (decision 0031). On the page path an event that makes nothing
+    /// records nothing, so it may be projected again later, right before
+    /// the stream's next handled event (as if the bus had delivered it
+    /// then): documents of other consumers it reads may have moved on.
     async fn project(&self, event: &EventEnvelope, docs: &dyn ReadModelStore) -> Result<Vec<ReadOp>, ProjectionError>;
 }
 

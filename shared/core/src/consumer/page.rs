@@ -551,10 +551,12 @@ async fn stage(consumer: &super::Consumer, event: &EventEnvelope, page: &PageDoc
         // A projection that read nothing made its operations from the event
         // alone: they are idempotent (settled at the flush).
         let read_free = page.reads().map_err(|e| consumer.retryable(e))? == reads_before;
-        if read_free && ops.is_empty() {
-            // Nothing, made from the event alone: projecting it again (a
-            // later gap, a redelivery) gives nothing again, so there is
-            // nothing to record, not even the checkpoint.
+        if ops.is_empty() {
+            // An event that changes nothing records nothing, not even the
+            // checkpoint: a later handled event of the stream projects it
+            // again in its gap, which is the same as the bus delivering it
+            // then (order per stream holds; its first projection had no
+            // effect anyone could see).
             continue;
         }
         let ops = page.without_no_ops(name, ops).map_err(|e| consumer.retryable(e))?;
