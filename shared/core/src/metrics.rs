@@ -502,13 +502,32 @@ mod tests {
                 .iter()
                 .any(|a| a["MetricName"].as_str() == Some(metric) && subject(a).as_deref() == Some(of))
         };
+        // The queues functions read (decision 0029): an alarm when they fall
+        // behind. Every other queue is a dead-letter queue: an alarm on the
+        // first message.
+        let read_by_functions: Vec<String> = resources
+            .values()
+            .filter(|r| r["Type"].as_str() == Some("AWS::Serverless::Function"))
+            .filter_map(|r| r["Properties"]["Events"].as_mapping())
+            .flat_map(|events| events.values())
+            .filter(|event| event["Type"].as_str() == Some("SQS"))
+            .filter_map(|event| match &event["Properties"]["Queue"] {
+                serde_yaml::Value::Tagged(tagged) => {
+                    tagged.value.as_str().map(|v| v.trim_end_matches(".Arn").to_string())
+                }
+                _ => None,
+            })
+            .collect();
+        assert!(read_by_functions.len() >= 4, "{read_by_functions:?}");
         let queues = of_type("AWS::SQS::Queue");
-        assert!(queues.len() >= 7, "{queues:?}");
+        assert!(queues.len() >= 11, "{queues:?}");
         for queue in &queues {
-            assert!(
-                has_alarm("ApproximateNumberOfMessagesVisible", queue),
-                "{queue} has no alarm"
-            );
+            let metric = if read_by_functions.contains(queue) {
+                "ApproximateAgeOfOldestMessage"
+            } else {
+                "ApproximateNumberOfMessagesVisible"
+            };
+            assert!(has_alarm(metric, queue), "{queue} has no {metric} alarm");
         }
         let functions = of_type("AWS::Serverless::Function");
         assert!(functions.len() >= 7, "{functions:?}");
