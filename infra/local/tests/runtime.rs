@@ -143,7 +143,15 @@ async fn a_poison_event_is_parked_and_a_parked_event_can_be_redriven() {
         .park(DeadLetter {
             consumer: "consent".into(),
             reason: "consent ledger unavailable".into(),
-            payload: serde_json::to_value(events.last().expect("event")).expect("json"),
+            // The consent the ledger handles (a consumer writes nothing for the
+            // types it does not handle, decision 0031, so the consent is what it missed).
+            payload: serde_json::to_value(
+                events
+                    .iter()
+                    .find(|e| e.event_type == "ConsentGranted")
+                    .expect("the registration's consent"),
+            )
+            .expect("json"),
             failed_at: chrono::Utc::now(),
             attempts: 4,
         })
