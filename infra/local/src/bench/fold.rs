@@ -164,10 +164,13 @@ pub fn events(workload: &Workload, n: u64) -> Result<(Vec<EventEnvelope>, u64), 
 pub async fn fold_phase(options: &BenchOptions) -> Result<(Vec<FoldRow>, WorkloadStats), BenchError> {
     let workload = Workload::new(options.seed);
     let (events, customers) = events(&workload, options.fold_events)?;
-    // The segment evaluator appends membership events: to a scratch store.
+    // The workload's events, for the gaps before handled events (unhandled
+    // ones move no checkpoint); the segment evaluator's appends go to a
+    // scratch store.
     let dir = tempfile::tempdir().map_err(super::io("temporary directory"))?;
-    let store: Arc<dyn crm_core::ports::EventStore> =
+    let scratch: Arc<dyn crm_core::ports::EventStore> =
         Arc::new(crate::store::SqliteEventStore::open(&dir.path().join("fold.db"))?);
+    let store: Arc<dyn crm_core::ports::EventStore> = Arc::new(super::pages::MeteredEvents::new(&events, scratch));
     let rules =
         crate::bus::rules_from_template(crate::bus::BUILT_IN_TEMPLATE).map_err(|e| BenchError::Other(e.to_string()))?;
     let mut deliveries = 0u64;
