@@ -6,8 +6,7 @@ use crm_aws::ses::SesEmailProvider;
 use crm_aws::sns::{PushApplications, SnsPushProvider, SnsSmsProvider};
 use crm_bus_consumer::{log_batch, scheduler_from_env, Config, Ports, SqsBatchResponse, SqsEvent};
 use crm_core::clock::SystemClock;
-use crm_core::messaging::decision::DeliveryPolicy;
-use crm_core::messaging::delivery::{DeliverySettings, MessageDelivery, Providers, SETTLE_WINDOW_SETTING};
+use crm_core::messaging::delivery::{DeliverySettings, MessageDelivery, Providers};
 use crm_core::messaging::unsubscribe::TokenSigner;
 use crm_core::metrics::EmfWriter;
 use lambda_runtime::{service_fn, LambdaEvent};
@@ -55,26 +54,12 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     };
     let signer = Arc::new(TokenSigner::new(env("UNSUBSCRIBE_SECRET")?.as_bytes()));
     let identifiers = crm_bus_consumer::identifier_hasher(&|name: &str| std::env::var(name).ok())?;
-    let mut policy = DeliveryPolicy::default();
-    if let Some(caps) = optional("DELIVERY_CAPS") {
-        policy.caps = DeliveryPolicy::parse_caps(&caps)?;
-    }
-    if let Some(limit) = optional("WEEKLY_EMAIL_LIMIT") {
-        policy.weekly_email_limit = limit
-            .parse()
-            .map_err(|_| format!("WEEKLY_EMAIL_LIMIT '{limit}' is not a number"))?;
-    }
-    let mut settings = DeliverySettings {
-        policy,
-        from_address: env("FROM_ADDRESS")?,
-        public_base_url: env("PUBLIC_BASE_URL")?,
-        shop_url: optional("SHOP_URL").unwrap_or_else(|| DeliverySettings::default().shop_url),
-        ..DeliverySettings::default()
-    };
-    // How long SES has to report a send before the settle check (decision 0032).
-    if let Some(seconds) = optional(SETTLE_WINDOW_SETTING) {
-        settings.settle_window = DeliverySettings::parse_settle_window(&seconds)?;
-    }
+    // FROM_ADDRESS and PUBLIC_BASE_URL are required on AWS; they, SHOP_URL,
+    // DELIVERY_CAPS, WEEKLY_EMAIL_LIMIT and MESSAGE_SETTLE_SECONDS are read as the
+    // local runtime reads them.
+    env("FROM_ADDRESS")?;
+    env("PUBLIC_BASE_URL")?;
+    let settings = DeliverySettings::from_lookup(&|name: &str| std::env::var(name).ok())?;
     let delivery = MessageDelivery::new(
         events,
         docs,

@@ -22,7 +22,6 @@ use crm_core::event::EventEnvelope;
 use crm_core::journey::campaigns::CampaignHandler;
 use crm_core::journey::catalog::StoredCatalog;
 use crm_core::journey::engine::{JourneyEngine, SweepBudget};
-use crm_core::messaging::decision::DeliveryPolicy;
 use crm_core::messaging::delivery::{DeliverySettings, MessageDelivery, Providers};
 use crm_core::messaging::unsubscribe::TokenSigner;
 use crm_core::ports::*;
@@ -281,19 +280,12 @@ impl LocalRuntime {
                         sms: mail.clone(),
                         push: mail.clone(),
                     };
-                    let mut settings = DeliverySettings {
-                        public_base_url: public_base_url.clone(),
-                        ..DeliverySettings::default()
-                    };
-                    // The same setting as the channel Lambda function's.
-                    if let Some(caps) = std::env::var("DELIVERY_CAPS").ok().filter(|c| !c.is_empty()) {
-                        settings.policy.caps = DeliveryPolicy::parse_caps(&caps).map_err(RuntimeError::Config)?;
-                    }
-                    let settle = crm_core::messaging::delivery::SETTLE_WINDOW_SETTING;
-                    if let Some(seconds) = std::env::var(settle).ok().filter(|s| !s.is_empty()) {
-                        settings.settle_window =
-                            DeliverySettings::parse_settle_window(&seconds).map_err(RuntimeError::Config)?;
-                    }
+                    // The channel Lambda function's settings, read the same way
+                    // (FROM_ADDRESS, SHOP_URL, DELIVERY_CAPS, WEEKLY_EMAIL_LIMIT,
+                    // MESSAGE_SETTLE_SECONDS); the public base URL is the server's.
+                    let mut settings = DeliverySettings::from_lookup(&|name: &str| std::env::var(name).ok())
+                        .map_err(RuntimeError::Config)?;
+                    settings.public_base_url = public_base_url.clone();
                     let delivery = Arc::new(MessageDelivery::new(
                         waking.clone(),
                         read,

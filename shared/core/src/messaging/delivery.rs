@@ -125,6 +125,40 @@ impl Default for DeliverySettings {
 pub const SETTLE_WINDOW_SETTING: &str = "MESSAGE_SETTLE_SECONDS";
 
 impl DeliverySettings {
+    /// The channel's settings from its environment, the one reading the
+    /// channel Lambda function and the local runtime share (issue 15): each
+    /// setting that is absent or blank keeps its default.
+    ///
+    /// - `FROM_ADDRESS`, `PUBLIC_BASE_URL`, `SHOP_URL`;
+    /// - `DELIVERY_CAPS` (`email:3/24h,...`, [`DeliveryPolicy::parse_caps`]);
+    /// - `WEEKLY_EMAIL_LIMIT` (a whole number);
+    /// - [`SETTLE_WINDOW_SETTING`] (whole seconds).
+    pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, String> {
+        let get = |name: &str| lookup(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let mut settings = DeliverySettings::default();
+        if let Some(from) = get("FROM_ADDRESS") {
+            settings.from_address = from;
+        }
+        if let Some(base) = get("PUBLIC_BASE_URL") {
+            settings.public_base_url = base;
+        }
+        if let Some(shop) = get("SHOP_URL") {
+            settings.shop_url = shop;
+        }
+        if let Some(caps) = get("DELIVERY_CAPS") {
+            settings.policy.caps = DeliveryPolicy::parse_caps(&caps)?;
+        }
+        if let Some(limit) = get("WEEKLY_EMAIL_LIMIT") {
+            settings.policy.weekly_email_limit = limit
+                .parse()
+                .map_err(|_| format!("WEEKLY_EMAIL_LIMIT must be a whole number: {limit:?}"))?;
+        }
+        if let Some(seconds) = get(SETTLE_WINDOW_SETTING) {
+            settings.settle_window = Self::parse_settle_window(&seconds)?;
+        }
+        Ok(settings)
+    }
+
     /// The settle window from its setting's text ([`SETTLE_WINDOW_SETTING`]):
     /// whole seconds, at least one.
     pub fn parse_settle_window(text: &str) -> Result<Duration, String> {

@@ -1153,3 +1153,39 @@ async fn a_redelivery_after_the_window_sets_the_check_for_a_moment_later() {
     w.fire(&check).await;
     assert_eq!(w.provider.sent(), vec!["msg-1"]);
 }
+
+#[test]
+fn settings_come_from_one_lookup_and_blank_keeps_the_default() {
+    let env = |pairs: &'static [(&'static str, &'static str)]| {
+        move |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+    };
+    let settings = DeliverySettings::from_lookup(&env(&[
+        ("FROM_ADDRESS", "Shop <news@shop.example.com>"),
+        ("PUBLIC_BASE_URL", "https://crm.example.com"),
+        ("SHOP_URL", " "),
+        ("DELIVERY_CAPS", "email:2/24h"),
+        ("WEEKLY_EMAIL_LIMIT", "5"),
+        ("MESSAGE_SETTLE_SECONDS", "30"),
+    ]))
+    .expect("settings");
+    assert_eq!(settings.from_address, "Shop <news@shop.example.com>");
+    assert_eq!(settings.public_base_url, "https://crm.example.com");
+    assert_eq!(settings.shop_url, DeliverySettings::default().shop_url);
+    assert_eq!(settings.policy.caps.len(), 1);
+    assert_eq!(settings.policy.weekly_email_limit, 5);
+    assert_eq!(settings.settle_window, chrono::Duration::seconds(30));
+    assert_eq!(
+        DeliverySettings::from_lookup(&env(&[]))
+            .expect("defaults")
+            .settle_window,
+        DeliverySettings::default().settle_window
+    );
+    for bad in [
+        &[("WEEKLY_EMAIL_LIMIT", "many")][..],
+        &[("DELIVERY_CAPS", "email:often")][..],
+        &[("MESSAGE_SETTLE_SECONDS", "0")][..],
+    ] {
+        let pairs: &'static [(&'static str, &'static str)] = bad;
+        assert!(DeliverySettings::from_lookup(&env(pairs)).is_err(), "{bad:?}");
+    }
+}
