@@ -3,12 +3,11 @@
 
 use aws_config::BehaviorVersion;
 use crm_api::{router, AppState, Auth};
-use crm_aws::dynamodb::{DynamoEventStore, DynamoReadModels};
-use crm_aws::keys::DynamoKmsKeyStore;
+use crm_aws::dynamodb::DynamoReadModels;
 use crm_aws::scheduler::EventBridgeScheduler;
+use crm_aws::stores::{EncryptedEventStore, EventStoreTables};
 use crm_core::clock::SystemClock;
 use crm_core::messaging::unsubscribe::TokenSigner;
-use crm_core::privacy::EncryptingEventStore;
 use std::sync::Arc;
 
 #[tokio::main]
@@ -40,17 +39,16 @@ async fn main() -> Result<(), lambda_http::Error> {
     let retention = crm_core::retention::RetentionPolicy::from_lookup(|name: &str| std::env::var(name).ok())?;
     let config = aws_config::load_defaults(BehaviorVersion::latest()).await;
     let client = aws_sdk_dynamodb::Client::new(&config);
-    let keys = DynamoKmsKeyStore::new(
+    // Activity items get the TTL of the retention policy (RETENTION_ACTIVITY_DAYS).
+    let EncryptedEventStore { events, keys, .. } = EncryptedEventStore::new(
         client.clone(),
         aws_sdk_kms::Client::new(&config),
-        keys_table,
-        kms_key_id,
-    );
-    let keys: Arc<dyn crm_core::privacy::KeyStore> = Arc::new(keys);
-    let store = EncryptingEventStore::new(
-        // Activity items get the TTL of the retention policy (RETENTION_ACTIVITY_DAYS).
-        Arc::new(DynamoEventStore::new(client.clone(), events_table).with_retention(retention)),
-        keys.clone(),
+        EventStoreTables {
+            events_table,
+            keys_table,
+            data_keys_kms_key_id: kms_key_id,
+        },
+        Some(retention),
     );
     let read_models = DynamoReadModels::new(client, read_models_table.clone());
     // WARM_UP=1: one call at cold start, so the first request skips the TLS handshake (issue 9).
@@ -65,7 +63,7 @@ async fn main() -> Result<(), lambda_http::Error> {
         scheduler_dead_letter_arn,
     );
     let state = AppState::new(
-        Arc::new(store),
+        events,
         Arc::new(read_models),
         Arc::new(SystemClock),
         Arc::new(scheduler),

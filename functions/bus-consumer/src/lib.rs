@@ -20,15 +20,15 @@ pub use crm_aws::lambda::{identifier_hasher, init_tracing, warm_up, warm_up_want
 pub use handler::{handle, handle_stored, Handled, HandlerError};
 
 use aws_config::BehaviorVersion;
-use crm_aws::dynamodb::{DynamoEventStore, DynamoReadModels};
-use crm_aws::keys::DynamoKmsKeyStore;
+use crm_aws::dynamodb::DynamoReadModels;
 use crm_aws::lambda::required;
 use crm_aws::scheduler::EventBridgeScheduler;
 use crm_aws::sqs::SqsDeadLetterQueue;
+use crm_aws::stores::{EncryptedEventStore, EventStoreTables};
 use crm_core::consumer::{ConsumerGroup, EventHandler};
 use crm_core::metrics::{EmfWriter, MeteredHandler};
 use crm_core::ports::{DeadLetterQueue, EventStore, ReadModelStore};
-use crm_core::privacy::{EncryptingDeadLetters, EncryptingEventStore, KeyStore};
+use crm_core::privacy::{EncryptingDeadLetters, KeyStore};
 use lambda_runtime::{service_fn, LambdaEvent};
 use std::sync::Arc;
 
@@ -83,17 +83,18 @@ pub struct Ports {
 impl Ports {
     pub fn new(aws: &aws_config::SdkConfig, config: Config) -> Self {
         let dynamodb = aws_sdk_dynamodb::Client::new(aws);
-        let keys: Arc<dyn KeyStore> = Arc::new(DynamoKmsKeyStore::new(
+        let EncryptedEventStore { events, keys, .. } = EncryptedEventStore::new(
             dynamodb.clone(),
             aws_sdk_kms::Client::new(aws),
-            config.keys_table,
-            config.data_keys_kms_key_id,
-        ));
+            EventStoreTables {
+                events_table: config.events_table,
+                keys_table: config.keys_table,
+                data_keys_kms_key_id: config.data_keys_kms_key_id,
+            },
+            None,
+        );
         Ports {
-            events: Arc::new(EncryptingEventStore::new(
-                Arc::new(DynamoEventStore::new(dynamodb.clone(), config.events_table)),
-                keys.clone(),
-            )),
+            events,
             keys: keys.clone(),
             docs: Arc::new(DynamoReadModels::new(dynamodb, config.read_models_table)),
             dead_letters: Arc::new(EncryptingDeadLetters::new(

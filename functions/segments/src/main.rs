@@ -12,10 +12,9 @@
 //! rest), RETENTION_ACTIVITY_DAYS and RETENTION_LEGAL_YEARS (defaults 90, 7).
 
 use aws_config::BehaviorVersion;
-use crm_aws::dynamodb::{DynamoEventStore, DynamoReadModels};
-use crm_aws::keys::DynamoKmsKeyStore;
+use crm_aws::dynamodb::DynamoReadModels;
 use crm_aws::lambda::{init_tracing, required};
-use crm_core::privacy::EncryptingEventStore;
+use crm_aws::stores::{EncryptedEventStore, EventStoreTables};
 use crm_core::retention::{fold_all_activity, RetentionPolicy};
 use crm_core::segments::reevaluate_buyers;
 use lambda_runtime::{service_fn, LambdaEvent};
@@ -32,11 +31,18 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let retention = RetentionPolicy::from_lookup(lookup)?;
     let aws = aws_config::load_defaults(BehaviorVersion::latest()).await;
     let dynamodb = aws_sdk_dynamodb::Client::new(&aws);
-    let keys = DynamoKmsKeyStore::new(dynamodb.clone(), aws_sdk_kms::Client::new(&aws), keys_table, kms_key_id);
-    let stored = DynamoEventStore::new(dynamodb.clone(), events_table).with_retention(retention);
-    let events = EncryptingEventStore::new(std::sync::Arc::new(stored.clone()), std::sync::Arc::new(keys));
+    let EncryptedEventStore { events, stored, .. } = EncryptedEventStore::new(
+        dynamodb.clone(),
+        aws_sdk_kms::Client::new(&aws),
+        EventStoreTables {
+            events_table,
+            keys_table,
+            data_keys_kms_key_id: kms_key_id,
+        },
+        Some(retention),
+    );
     let docs = DynamoReadModels::new(dynamodb, read_models_table);
-    let (events, docs, stored) = (&events, &docs, &stored);
+    let (events, docs, stored) = (events.as_ref(), &docs, stored.as_ref());
     lambda_runtime::run(service_fn(move |_invocation: LambdaEvent<Value>| async move {
         let now = chrono::Utc::now();
         // Both run even if one fails; the invocation fails (and is retried) if either did.

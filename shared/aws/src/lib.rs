@@ -11,5 +11,6 @@ pub mod scheduler;
 pub mod ses;
 pub mod sns;
 pub mod sqs;
+pub mod stores;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

@@ -22,13 +22,13 @@ pub use cli::{execute, Cli, Command, DlqCommand};
 
 use crm_aws::dynamodb::{DynamoEventStore, DynamoReadModels};
 use crm_aws::eventbridge::EventBridgeBus;
-use crm_aws::keys::DynamoKmsKeyStore;
 use crm_aws::ops::{QueuedLetter, RedriveReport, ReplaySource, RepublishReport};
 use crm_aws::sqs::SqsDeadLetterQueue;
+use crm_aws::stores::{EncryptedEventStore, EventStoreTables};
 use crm_core::consumer::{Consumer, ConsumerGroup, EventHandler};
 use crm_core::ops::{CheckReport, ReplayReport};
 use crm_core::ports::{DeadLetterQueue, EventStore, StoreError};
-use crm_core::privacy::{DecryptingHandler, EncryptingEventStore, IdentifierHasher, KeyStore};
+use crm_core::privacy::{DecryptingHandler, IdentifierHasher, KeyStore};
 use crm_core::relay::Relay;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::fmt::Write as _;
@@ -190,18 +190,18 @@ pub struct Tables {
 
 impl Tables {
     pub fn new(clients: &Clients, settings: &Settings) -> Result<Self, CliError> {
-        let stored = Arc::new(DynamoEventStore::new(
-            clients.dynamodb.clone(),
-            settings.events_table()?,
-        ));
-        let keys: Arc<dyn KeyStore> = Arc::new(DynamoKmsKeyStore::new(
+        let EncryptedEventStore { events, stored, keys } = EncryptedEventStore::new(
             clients.dynamodb.clone(),
             clients.kms.clone(),
-            settings.keys_table()?,
-            settings.data_keys_kms_key_id()?,
-        ));
+            EventStoreTables {
+                events_table: settings.events_table()?.to_string(),
+                keys_table: settings.keys_table()?.to_string(),
+                data_keys_kms_key_id: settings.data_keys_kms_key_id()?.to_string(),
+            },
+            None,
+        );
         Ok(Tables {
-            events: Arc::new(EncryptingEventStore::new(stored.clone(), keys.clone())),
+            events,
             stored,
             keys,
             docs: Arc::new(DynamoReadModels::new(
