@@ -76,6 +76,35 @@ FAULTED_SERVICES = ("dynamodb", "kms", "events", "scheduler", "ses")
 DESERIALIZE = TypeDeserializer().deserialize
 
 
+class Invocations:
+    """Wraps aws_local.invoke (what the pump calls): times every invocation
+    and waits up to `wait` seconds for an answer, however short the
+    function's Timeout, so that a slow batch is measured rather than cut off
+    and redelivered in a loop. An invocation longer than the function's
+    template Timeout would have been killed on AWS: they are counted."""
+
+    def __init__(self, state: dict, wait: float):
+        self.state, self.wait = state, wait
+        self.longest: dict = collections.defaultdict(float)
+        self.over_timeout: dict = collections.Counter()
+        self.count: dict = collections.Counter()
+        self._invoke = aws_local.invoke
+        aws_local.invoke = self.invoke
+
+    def invoke(self, port, function, payload, timeout=900):
+        started = time.monotonic()
+        try:
+            return self._invoke(port, function, payload, max(timeout, self.wait))
+        finally:
+            took = time.monotonic() - started
+            self.count[function] += 1
+            self.longest[function] = max(self.longest[function], round(took, 1))
+            limit = self.state["functions"].get(function, {}).get("timeout")
+            if limit and took > limit:
+                self.over_timeout[function] += 1
+                log(f"{function}: an invocation took {took:.0f} s, over its Timeout of {limit} s")
+
+
 def log(message: str) -> None:
     print(f"chaos: {message}", file=sys.stderr, flush=True)
 
@@ -527,6 +556,8 @@ def main(argv=None) -> int:
     parser.add_argument("--max-consecutive", type=int, default=2)
     parser.add_argument("--port", type=int, default=0, help="the functions' invoke port (default: a free one)")
     parser.add_argument("--keep", action="store_true", help="keep the state directory (logs)")
+    parser.add_argument("--invoke-wait", type=float, default=300,
+                        help="how long the pump waits for a function's answer (s), whatever its Timeout")
     args = parser.parse_args(argv)
 
     state_dir = pathlib.Path(tempfile.mkdtemp(prefix="chaos-", dir=REPO / "target"))
@@ -553,6 +584,7 @@ def main(argv=None) -> int:
         state["lambda"] = aws_local.start_functions(state, port, state_dir, binaries, endpoint=proxy.url)
         started = aws_local.pids(state)
         aws_local.save_state(state_dir, state)
+        invocations = Invocations(state, args.invoke_wait)
         time.sleep(2)
         proxy.configure(rate=args.rate, reset_stats=True, seed=args.seed)
         log(f"proxy {proxy.url} -> moto {moto}: rate {args.rate}, seed {args.seed}, "
@@ -662,6 +694,9 @@ def main(argv=None) -> int:
             ("transactions replayed by token", t["replayed_by_token"]),
             ("messages reported failed", reported_failed), ("invocation errors", invocation_errors),
             ("delivered", totals.sum("delivered")),
+            ("invocations", dict(invocations.count)),
+            ("longest invocation (s)", dict(invocations.longest)),
+            ("invocations over their Timeout", dict(invocations.over_timeout)),
             ("timers fired", sum(c.timers_fired for c in totals.counts)),
             ("dead letters before the redrive", {q: n for q, n in depths_before.items() if n}),
             ("redriven", sum(depths_before.values())),
