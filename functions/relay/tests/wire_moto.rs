@@ -13,12 +13,11 @@
 use async_trait::async_trait;
 use aws_config::SdkConfig;
 use aws_sdk_dynamodbstreams::types::{AttributeValue as StreamValue, ShardIteratorType};
-use aws_sdk_sqs::types::QueueAttributeName;
 use chrono::Utc;
 use crm_aws::dynamodb::{create_events_table, DynamoEventStore};
 use crm_aws::eventbridge::EventBridgeBus;
 use crm_aws::sqs::SqsDeadLetterQueue;
-use crm_aws::testing::{moto_config, REGION};
+use crm_aws::testing::{bus_into_queue, create_queue, moto_config, REGION};
 use crm_core::bus::BusEntry;
 use crm_core::event::EventEnvelope;
 use crm_core::ports::{
@@ -43,17 +42,6 @@ struct World {
     dead_letter_queue: String,
 }
 
-async fn create_queue(sqs: &aws_sdk_sqs::Client, name: &str) -> String {
-    sqs.create_queue()
-        .queue_name(name)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("create queue {name}: {e:?}"))
-        .queue_url()
-        .unwrap_or_else(|| panic!("queue {name} has no url"))
-        .to_string()
-}
-
 async fn world() -> World {
     let config = moto_config().await;
     let unique = Uuid::now_v7().simple().to_string();
@@ -65,49 +53,8 @@ async fn world() -> World {
         .expect("create the events table");
 
     let sqs = aws_sdk_sqs::Client::new(&config);
-    let target_queue = create_queue(&sqs, &format!("crm-target-{unique}")).await;
     let dead_letter_queue = create_queue(&sqs, &format!("crm-relay-dlq-{unique}")).await;
-    let target_arn = sqs
-        .get_queue_attributes()
-        .queue_url(&target_queue)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .expect("queue attributes")
-        .attributes()
-        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
-        .expect("queue arn");
-
-    let events = aws_sdk_eventbridge::Client::new(&config);
-    let bus_name = format!("crm-{unique}");
-    events
-        .create_event_bus()
-        .name(&bus_name)
-        .send()
-        .await
-        .expect("create the bus");
-    events
-        .put_rule()
-        .event_bus_name(&bus_name)
-        .name("all-crm-events")
-        .event_pattern(r#"{"source":[{"prefix":"crm."}]}"#)
-        .send()
-        .await
-        .expect("put the rule");
-    events
-        .put_targets()
-        .event_bus_name(&bus_name)
-        .rule("all-crm-events")
-        .targets(
-            aws_sdk_eventbridge::types::Target::builder()
-                .id("queue")
-                .arn(target_arn)
-                .build()
-                .expect("target"),
-        )
-        .send()
-        .await
-        .expect("put the target");
+    let (bus_name, target_queue) = bus_into_queue("relay").await;
 
     World {
         store: DynamoEventStore::new(ddb, table),

@@ -165,3 +165,95 @@ fn dechunk(mut body: &str) -> String {
     }
     out
 }
+
+/// A new SQS queue named `name` on moto: its URL.
+pub async fn create_queue(sqs: &aws_sdk_sqs::Client, name: &str) -> String {
+    sqs.create_queue()
+        .queue_name(name)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("create queue {name}: {e:?}"))
+        .queue_url()
+        .unwrap_or_else(|| panic!("queue {name} has no url"))
+        .to_string()
+}
+
+/// A new moto bus whose one rule puts every `crm.*` event into a new SQS
+/// queue, as the deployed rules fill the consumer queues (decision 0029):
+/// `(bus name, queue URL)`, both named after `prefix` and a fresh id.
+pub async fn bus_into_queue(prefix: &str) -> (String, String) {
+    let events = eventbridge_client().await;
+    let sqs = sqs_client().await;
+    let unique = uuid::Uuid::now_v7().simple().to_string();
+    let queue = create_queue(&sqs, &format!("{prefix}-target-{unique}")).await;
+    let arn = sqs
+        .get_queue_attributes()
+        .queue_url(&queue)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("queue attributes")
+        .attributes()
+        .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn).cloned())
+        .expect("queue arn");
+    let bus = format!("{prefix}-bus-{unique}");
+    events
+        .create_event_bus()
+        .name(&bus)
+        .send()
+        .await
+        .expect("create the bus");
+    events
+        .put_rule()
+        .event_bus_name(&bus)
+        .name("all-crm-events")
+        .event_pattern(r#"{"source":[{"prefix":"crm."}]}"#)
+        .send()
+        .await
+        .expect("put the rule");
+    events
+        .put_targets()
+        .event_bus_name(&bus)
+        .rule("all-crm-events")
+        .targets(
+            aws_sdk_eventbridge::types::Target::builder()
+                .id("queue")
+                .arn(arn)
+                .build()
+                .expect("target"),
+        )
+        .send()
+        .await
+        .expect("put the target");
+    (bus, queue)
+}
+
+/// Every message body of `queue` as JSON (deleted as read), waiting up to
+/// ten seconds for `expected` of them.
+pub async fn drain_queue(queue: &str, expected: usize) -> Vec<serde_json::Value> {
+    let sqs = sqs_client().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut bodies = Vec::new();
+    loop {
+        let page = sqs
+            .receive_message()
+            .queue_url(queue)
+            .max_number_of_messages(10)
+            .wait_time_seconds(if bodies.len() >= expected { 0 } else { 1 })
+            .send()
+            .await
+            .expect("receive");
+        if page.messages().is_empty() && (bodies.len() >= expected || std::time::Instant::now() > deadline) {
+            return bodies;
+        }
+        for m in page.messages() {
+            bodies.push(serde_json::from_str(m.body().unwrap_or_default()).expect("a JSON body"));
+            sqs.delete_message()
+                .queue_url(queue)
+                .receipt_handle(m.receipt_handle().unwrap_or_default())
+                .send()
+                .await
+                .expect("delete");
+        }
+    }
+}

@@ -17,7 +17,7 @@ use crm_aws::ops::{
     clear_consumer, parallel_replay, receive, redrive, redrive_to_bus, redrive_to_queue, republish, ReplaySource,
 };
 use crm_aws::sqs::SqsDeadLetterQueue;
-use crm_aws::testing::{dynamodb_client, eventbridge_client, kms_client, sqs_client};
+use crm_aws::testing::{bus_into_queue, drain_queue, dynamodb_client, eventbridge_client, kms_client, sqs_client};
 use crm_core::bus::BusEntry;
 use crm_core::clock::SystemClock;
 use crm_core::consumer::{Consumer, ConsumerGroup, Projection};
@@ -296,90 +296,10 @@ struct BusToQueue {
 }
 
 async fn bus_to_queue() -> BusToQueue {
-    let events = eventbridge_client().await;
-    let sqs = sqs_client().await;
-    let unique = Uuid::now_v7().simple().to_string();
-    let queue = sqs
-        .create_queue()
-        .queue_name(format!("ops-target-{unique}"))
-        .send()
-        .await
-        .expect("create queue")
-        .queue_url()
-        .expect("queue url")
-        .to_string();
-    let arn = sqs
-        .get_queue_attributes()
-        .queue_url(&queue)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .expect("queue attributes")
-        .attributes()
-        .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn).cloned())
-        .expect("queue arn");
-    let bus_name = format!("ops-bus-{unique}");
-    events
-        .create_event_bus()
-        .name(&bus_name)
-        .send()
-        .await
-        .expect("create bus");
-    events
-        .put_rule()
-        .event_bus_name(&bus_name)
-        .name("everything")
-        .event_pattern(r#"{"source":[{"prefix":"crm."}]}"#)
-        .send()
-        .await
-        .expect("put rule");
-    events
-        .put_targets()
-        .event_bus_name(&bus_name)
-        .rule("everything")
-        .targets(
-            aws_sdk_eventbridge::types::Target::builder()
-                .id("queue")
-                .arn(arn)
-                .build()
-                .expect("target"),
-        )
-        .send()
-        .await
-        .expect("put target");
+    let (bus_name, queue) = bus_into_queue("ops").await;
     BusToQueue {
-        bus: EventBridgeBus::new(events, bus_name),
+        bus: EventBridgeBus::new(eventbridge_client().await, bus_name),
         queue,
-    }
-}
-
-/// Every message body of `queue` (deleted as read), waiting up to ten
-/// seconds for `expected` of them.
-async fn drain(queue: &str, expected: usize) -> Vec<serde_json::Value> {
-    let sqs = sqs_client().await;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let mut bodies = Vec::new();
-    loop {
-        let page = sqs
-            .receive_message()
-            .queue_url(queue)
-            .max_number_of_messages(10)
-            .wait_time_seconds(if bodies.len() >= expected { 0 } else { 1 })
-            .send()
-            .await
-            .expect("receive");
-        if page.messages().is_empty() && (bodies.len() >= expected || std::time::Instant::now() > deadline) {
-            return bodies;
-        }
-        for m in page.messages() {
-            bodies.push(serde_json::from_str(m.body().unwrap_or_default()).expect("a JSON body"));
-            sqs.delete_message()
-                .queue_url(queue)
-                .receipt_handle(m.receipt_handle().unwrap_or_default())
-                .send()
-                .await
-                .expect("delete");
-        }
     }
 }
 
@@ -502,7 +422,7 @@ async fn the_relays_dead_letters_are_published_again_whole_or_re_read_by_their_k
         "{report:?}"
     );
 
-    let arrived = drain(&target.queue, 3).await;
+    let arrived = drain_queue(&target.queue, 3).await;
     let mut expected: Vec<String> = [&e0, &e1, &e2].iter().map(|e| e.event_id.to_string()).collect();
     expected.sort();
     assert_eq!(event_ids(&arrived), expected);
@@ -602,7 +522,7 @@ async fn a_consumers_dead_letters_go_back_to_its_queue_as_the_rule_delivers_them
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].reason, "garbage");
 
-    let bodies = drain(target.queue_url(), 3).await;
+    let bodies = drain_queue(target.queue_url(), 3).await;
     assert_eq!(
         bodies.iter().filter(|b| **b == raw).count(),
         2,
@@ -681,7 +601,7 @@ async fn republish_publishes_the_events_recorded_in_a_range_again_from_the_table
     assert!(report.scanned >= 5 + 3, "every item read: {report:?}");
     assert_eq!(counted.load(Ordering::Relaxed), 3);
     inside.sort();
-    assert_eq!(event_ids(&drain(&target.queue, 3).await), inside);
+    assert_eq!(event_ids(&drain_queue(&target.queue, 3).await), inside);
     assert!(receive(dlq.client(), dlq.queue_url(), 10, 0)
         .await
         .expect("list")

@@ -9,7 +9,9 @@
 use crm_aws::dynamodb::{create_events_table, create_read_models_table};
 use crm_aws::keys::create_keys_table;
 use crm_aws::sqs::SqsDeadLetterQueue;
-use crm_aws::testing::{dynamodb_client, eventbridge_client, kms_client, moto_config, moto_endpoint, sqs_client};
+use crm_aws::testing::{
+    bus_into_queue, create_queue, drain_queue, dynamodb_client, kms_client, moto_config, moto_endpoint, sqs_client,
+};
 use crm_core::bus::BusEntry;
 use crm_core::customer::views::CUSTOMER_360;
 use crm_core::ports::{DeadLetterQueue, EventStore, ReadModelStore, ReadOp};
@@ -380,60 +382,13 @@ async fn dead_letters_are_listed_without_personal_data_and_redriven_decrypted() 
     assert!(stdout(&out).contains("redriven 0, failed 1"), "{}", stdout(&out));
 }
 
-async fn create_queue(sqs: &aws_sdk_sqs::Client, name: &str) -> String {
-    sqs.create_queue()
-        .queue_name(name)
-        .send()
-        .await
-        .expect("create queue")
-        .queue_url()
-        .expect("queue url")
-        .to_string()
-}
-
 /// A bus of the world's own whose rule delivers every `crm.*` event into a
 /// queue (the URL returned), and a relay dead-letter queue; the settings
 /// name both.
 async fn with_bus(w: &mut World) -> String {
-    let events = eventbridge_client().await;
-    let sqs = sqs_client().await;
+    let (bus, target) = bus_into_queue("cli").await;
     let unique = Uuid::now_v7().simple().to_string();
-    let target = create_queue(&sqs, &format!("cli-target-{unique}")).await;
-    let relay_dlq = create_queue(&sqs, &format!("cli-relay-dlq-{unique}")).await;
-    let arn = sqs
-        .get_queue_attributes()
-        .queue_url(&target)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .expect("queue attributes")
-        .attributes()
-        .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn).cloned())
-        .expect("queue arn");
-    let bus = format!("cli-bus-{unique}");
-    events.create_event_bus().name(&bus).send().await.expect("create bus");
-    events
-        .put_rule()
-        .event_bus_name(&bus)
-        .name("everything")
-        .event_pattern(r#"{"source":[{"prefix":"crm."}]}"#)
-        .send()
-        .await
-        .expect("put rule");
-    events
-        .put_targets()
-        .event_bus_name(&bus)
-        .rule("everything")
-        .targets(
-            aws_sdk_eventbridge::types::Target::builder()
-                .id("queue")
-                .arn(arn)
-                .build()
-                .expect("target"),
-        )
-        .send()
-        .await
-        .expect("put target");
+    let relay_dlq = create_queue(&sqs_client().await, &format!("cli-relay-dlq-{unique}")).await;
     w.settings.event_bus_name = Some(bus);
     w.settings.relay_dead_letter_queue_url = Some(relay_dlq);
     target
@@ -442,33 +397,13 @@ async fn with_bus(w: &mut World) -> String {
 /// The event ids of the messages on `queue` (deleted as read), waiting up
 /// to ten seconds for `expected` of them.
 async fn arrived(queue: &str, expected: usize) -> Vec<String> {
-    let sqs = sqs_client().await;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let mut ids = Vec::new();
-    loop {
-        let page = sqs
-            .receive_message()
-            .queue_url(queue)
-            .max_number_of_messages(10)
-            .wait_time_seconds(if ids.len() >= expected { 0 } else { 1 })
-            .send()
-            .await
-            .expect("receive");
-        if page.messages().is_empty() && (ids.len() >= expected || std::time::Instant::now() > deadline) {
-            ids.sort();
-            return ids;
-        }
-        for m in page.messages() {
-            let body: serde_json::Value = serde_json::from_str(m.body().unwrap_or_default()).expect("JSON");
-            ids.push(body["detail"]["event_id"].as_str().unwrap_or_default().to_string());
-            sqs.delete_message()
-                .queue_url(queue)
-                .receipt_handle(m.receipt_handle().unwrap_or_default())
-                .send()
-                .await
-                .expect("delete");
-        }
-    }
+    let mut ids: Vec<String> = drain_queue(queue, expected)
+        .await
+        .iter()
+        .map(|body| body["detail"]["event_id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    ids.sort();
+    ids
 }
 
 #[tokio::test]
