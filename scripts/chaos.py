@@ -547,6 +547,28 @@ def pump(state: dict, totals: Totals, rounds: int = 40, **kw) -> None:
     totals.add(aws_local.pump(state, rounds=rounds, **kw))
 
 
+def settle(state: dict, totals: Totals, ses: SesFeedback) -> int:
+    """Pumps without timers and plays SES's feedback until no new email
+    appears, then, past the settle window, pumps with the due timers (the
+    channel's settle timers) and once more for what they sent."""
+    played = 0
+    for _ in range(10):
+        pump(state, totals, fire=False)
+        n = ses.play()
+        played += n
+        if not n:
+            break
+    time.sleep(SETTLE_SECONDS + 1)
+    for _ in range(10):
+        pump(state, totals)
+        n = ses.play()
+        played += n
+        if not n:
+            break
+    pump(state, totals)
+    return played
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -606,13 +628,10 @@ def main(argv=None) -> int:
         # 3. the pipeline, SES's feedback, the settle timers
         totals = Totals()
         ses = SesFeedback(state)
-        pump(state, totals)
-        played = ses.play()
-        pump(state, totals)
-        time.sleep(SETTLE_SECONDS + 1)
-        pump(state, totals)  # the settle timers that are due
-        played += ses.play()
-        pump(state, totals)
+        # No timer fires before SES's feedback of what was sent is in: SES
+        # reports within seconds, the settle window (900 s on AWS, a few
+        # seconds here) is there for a feedback that never comes.
+        played = settle(state, totals, ses)
         stats_faulted = proxy.stats()
 
         # 4. faults off, one redrive of every dead-letter queue
@@ -637,13 +656,7 @@ def main(argv=None) -> int:
                 continue
             if out.returncode != 0:
                 redrive_failures.append(f"{dlq}: crm-ops exit {out.returncode}: {out.stderr.strip()[-500:]}")
-        pump(state, totals)
-        played += ses.play()
-        pump(state, totals)
-        time.sleep(SETTLE_SECONDS + 1)
-        pump(state, totals)
-        played += ses.play()
-        pump(state, totals)
+        played += settle(state, totals, ses)
         depths_after = {q: sum(d) for q, d in aws_local.queue_depths(state).items()}
 
         # 5. figures and checks
