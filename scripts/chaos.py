@@ -29,8 +29,10 @@ calls faulted, and the checks that nothing was lost or sent twice (issue 15,
 4. Sets the rate to 0, redrives every dead-letter queue once with
    `crm-ops dlq redrive` (the relay's onto the bus, the consumers' onto their
    queues), pumps and plays the feedback again.
-5. Prints the figures and checks: lost (events a read-model consumer
-   applies the kind of, but not this one), duplicate sends (more than one
+5. Prints the figures and checks: lost, by a heuristic that is only
+   printed (events a read-model consumer applies the kind of, but not this
+   one by its checkpoints and document stamps; it over-counts, since events
+   that made only idempotent writes record no checkpoint), duplicate sends (more than one
    email with one X-CRM-Message-Id), every expected email sent exactly once
    (per customer: the verification email, the welcome email after the
    verification, the order confirmation of a paid order), `crm-ops check
@@ -715,7 +717,7 @@ def main(argv=None) -> int:
             ("redriven", sum(depths_before.values())),
             ("redrive failures", redrive_failures),
             ("applied per read-model consumer", applied),
-            ("lost", sum(len(v) for v in lost.values())),
+            ("lost (checkpoint heuristic, over-counts)", sum(len(v) for v in lost.values())),
             ("emails sent", len(emails)), ("emails by subject", dict(subjects)),
             ("ses feedback played", played),
             ("duplicate sends", sum(n - 1 for n in duplicates.values())),
@@ -728,9 +730,13 @@ def main(argv=None) -> int:
             ("seconds", round(time.monotonic() - t0)),
         ])
         print(json.dumps(figures, indent=2, default=str))
+        # Not a must-be-zero check yet: a page whose event made only
+        # idempotent writes (or nothing) records no checkpoint (commit
+        # e261d36), so a consumer's checkpoints and stamps under-state what
+        # it applied, more so when faults change how events fall in pages.
         for consumer, missing in lost.items():
             if missing:
-                failed_checks.append(f"lost for {consumer}: {len(missing)}: {missing[:10]}")
+                print(f"NOTE unconfirmed (checkpoint heuristic) for {consumer}: {len(missing)}: {missing[:5]}")
         if duplicates:
             failed_checks.append(f"duplicate sends: {duplicates}")
         if no_id:
