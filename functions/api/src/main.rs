@@ -1,7 +1,6 @@
 //! The api Lambda function: builds its clients once and hands every request
 //! to the router of the library.
 
-use aws_config::BehaviorVersion;
 use crm_api::{router, AppState, Auth};
 use crm_aws::dynamodb::DynamoReadModels;
 use crm_aws::scheduler::EventBridgeScheduler;
@@ -37,7 +36,7 @@ async fn main() -> Result<(), lambda_http::Error> {
         .ok()
         .filter(|v| !v.is_empty());
     let retention = crm_core::retention::RetentionPolicy::from_lookup(|name: &str| std::env::var(name).ok())?;
-    let config = aws_config::load_defaults(BehaviorVersion::latest()).await;
+    let config = crm_aws::lambda::load_aws_config().await;
     let client = aws_sdk_dynamodb::Client::new(&config);
     // Activity items get the TTL of the retention policy (RETENTION_ACTIVITY_DAYS).
     let EncryptedEventStore { events, keys, .. } = EncryptedEventStore::new(

@@ -16,10 +16,9 @@ pub mod timer;
 
 pub use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 pub use batch::{handle_batch, BatchReport, OtherMessages, StoredEventsOnly, Taken};
-pub use crm_aws::lambda::{identifier_hasher, init_tracing, warm_up, warm_up_wanted, ConfigError};
+pub use crm_aws::lambda::{identifier_hasher, init_tracing, load_aws_config, warm_up, warm_up_wanted, ConfigError};
 pub use handler::{handle, handle_stored, Handled, HandlerError};
 
-use aws_config::BehaviorVersion;
 use crm_aws::dynamodb::DynamoReadModels;
 use crm_aws::lambda::required;
 use crm_aws::scheduler::EventBridgeScheduler;
@@ -132,7 +131,7 @@ pub async fn run(
     init_tracing();
     let config = Config::from_env()?;
     let read_models_table = config.read_models_table.clone();
-    let aws = aws_config::load_defaults(BehaviorVersion::latest()).await;
+    let aws = crm_aws::lambda::load_aws_config().await;
     let Ports {
         events,
         keys,

@@ -1,7 +1,6 @@
 //! The channel Lambda function: clients built once, then every SQS batch of
 //! its queue to the handler.
 
-use aws_config::BehaviorVersion;
 use crm_aws::ses::SesEmailProvider;
 use crm_aws::sns::{PushApplications, SnsPushProvider, SnsSmsProvider};
 use crm_bus_consumer::{log_batch, scheduler_from_env, Config, Ports, SqsBatchResponse, SqsEvent};
@@ -25,7 +24,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     crm_bus_consumer::init_tracing();
     let config = Config::from_env()?;
     let read_models_table = config.read_models_table.clone();
-    let aws = aws_config::load_defaults(BehaviorVersion::latest()).await;
+    let aws = crm_bus_consumer::load_aws_config().await;
     let Ports {
         events,
         keys,

@@ -1,7 +1,6 @@
 //! The relay Lambda function: builds its clients once and hands every batch
 //! of the events table's stream to the handler of the library.
 
-use aws_config::BehaviorVersion;
 use crm_aws::eventbridge::EventBridgeBus;
 use crm_aws::sqs::SqsDeadLetterQueue;
 use crm_core::metrics::EmfWriter;
@@ -14,7 +13,7 @@ async fn main() -> Result<(), Error> {
     crm_aws::lambda::init_tracing();
 
     let config = Config::from_env()?;
-    let aws = aws_config::load_defaults(BehaviorVersion::latest()).await;
+    let aws = crm_aws::lambda::load_aws_config().await;
     let bus = EventBridgeBus::new(aws_sdk_eventbridge::Client::new(&aws), config.event_bus_name);
     let dead_letters = SqsDeadLetterQueue::new(aws_sdk_sqs::Client::new(&aws), config.dead_letter_queue_url);
     // Lag and throughput as EMF lines on stdout (METRICS_NAMESPACE, decision 0026).

@@ -11,7 +11,6 @@
 //! the customers' data keys (the event store encrypts personal data at
 //! rest), RETENTION_ACTIVITY_DAYS and RETENTION_LEGAL_YEARS (defaults 90, 7).
 
-use aws_config::BehaviorVersion;
 use crm_aws::dynamodb::DynamoReadModels;
 use crm_aws::lambda::{init_tracing, required};
 use crm_aws::stores::{EncryptedEventStore, EventStoreTables};
@@ -29,7 +28,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let keys_table = required(&lookup, "KEYS_TABLE")?;
     let kms_key_id = required(&lookup, "DATA_KEYS_KMS_KEY_ID")?;
     let retention = RetentionPolicy::from_lookup(lookup)?;
-    let aws = aws_config::load_defaults(BehaviorVersion::latest()).await;
+    let aws = crm_aws::lambda::load_aws_config().await;
     let dynamodb = aws_sdk_dynamodb::Client::new(&aws);
     let EncryptedEventStore { events, stored, .. } = EncryptedEventStore::new(
         dynamodb.clone(),

@@ -1,5 +1,7 @@
-//! What every Lambda function of the CRM does the same way: its logs and
-//! its required settings.
+//! What every Lambda function of the CRM does the same way: its logs, its
+//! AWS configuration and its required settings.
+
+use std::time::Duration;
 
 /// JSON logs without timestamps (CloudWatch adds them), filtered by `RUST_LOG`.
 pub fn init_tracing() {
@@ -10,6 +12,43 @@ pub fn init_tracing() {
         .with_target(false)
         .without_time()
         .init();
+}
+
+/// Attempts per AWS call when `AWS_MAX_ATTEMPTS` does not say otherwise.
+pub const MAX_ATTEMPTS: u32 = 5;
+/// The first retry waits up to this long (full jitter), each further one
+/// twice as long, never more than [`MAX_BACKOFF`].
+pub const INITIAL_BACKOFF: Duration = Duration::from_millis(50);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// The SDK's retries for calls made inside an invocation (decision 0034):
+/// standard mode (full-jitter exponential backoff, the retry quota), up to
+/// `AWS_MAX_ATTEMPTS` attempts ([`MAX_ATTEMPTS`] when unset or invalid),
+/// waiting [`INITIAL_BACKOFF`] doubled per attempt and capped at
+/// [`MAX_BACKOFF`]. The SDK's own default (1 s first backoff, 20 s cap, 3
+/// attempts) spends seconds per throttled call; a queue-fed batch of 100
+/// events makes hundreds of calls inside a 30 s Timeout. The SES and SNS
+/// send clients keep their retries off (decision 0032).
+pub fn retry_config(lookup: &impl Fn(&str) -> Option<String>) -> aws_config::retry::RetryConfig {
+    let attempts = lookup("AWS_MAX_ATTEMPTS")
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .filter(|n| *n >= 1)
+        .unwrap_or(MAX_ATTEMPTS);
+    aws_config::retry::RetryConfig::standard()
+        .with_max_attempts(attempts)
+        .with_initial_backoff(INITIAL_BACKOFF)
+        .with_max_backoff(MAX_BACKOFF)
+}
+
+/// The AWS configuration a function (or `crm-ops`) loads once at cold start:
+/// region, credentials and endpoint from the environment as the SDK finds
+/// them, with [`retry_config`].
+pub async fn load_aws_config() -> aws_config::SdkConfig {
+    aws_config::load_defaults(aws_config::BehaviorVersion::latest())
+        .await
+        .into_builder()
+        .retry_config(retry_config(&|name: &str| std::env::var(name).ok()))
+        .build()
 }
 
 /// A required setting is missing.
@@ -67,6 +106,19 @@ pub async fn warm_up(client: &aws_sdk_dynamodb::Client, table: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retries_are_short_and_follow_aws_max_attempts() {
+        let unset = retry_config(&|_: &str| None);
+        assert_eq!(unset.max_attempts(), MAX_ATTEMPTS);
+        assert_eq!(unset.initial_backoff(), INITIAL_BACKOFF);
+        assert_eq!(unset.max_backoff(), MAX_BACKOFF);
+        let with = |v: &'static str| move |name: &str| (name == "AWS_MAX_ATTEMPTS").then(|| v.to_string());
+        assert_eq!(retry_config(&with("1")).max_attempts(), 1);
+        assert_eq!(retry_config(&with("8")).max_attempts(), 8);
+        assert_eq!(retry_config(&with("0")).max_attempts(), MAX_ATTEMPTS);
+        assert_eq!(retry_config(&with("many")).max_attempts(), MAX_ATTEMPTS);
+    }
 
     #[test]
     fn warm_up_only_when_asked() {

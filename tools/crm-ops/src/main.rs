@@ -10,7 +10,7 @@ use std::process::ExitCode;
 async fn main() -> ExitCode {
     crm_ops::init_tracing();
     let cli = crm_ops::Cli::parse();
-    let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let aws = crm_aws::lambda::load_aws_config().await;
     let clients = crm_ops::Clients::new(&aws);
     match crm_ops::execute(cli, &clients).await {
         Ok(()) => ExitCode::SUCCESS,
