@@ -9,6 +9,7 @@ pub mod clock;
 pub mod commerce;
 pub mod consent;
 pub mod consumer;
+pub mod crash;
 pub mod customer;
 pub mod event;
 pub mod idempotency;

@@ -481,7 +481,10 @@ impl ConsumerGroup {
             message: e.to_string(),
         })?;
         match self.docs.commit_all(staged).await {
-            Ok(()) => Ok(None),
+            Ok(()) => {
+                crate::crash::point(crate::crash::PAGE_AFTER_COMMIT);
+                Ok(None)
+            }
             Err(CommitError::Store(e)) => Err(ConsumeError::Retryable {
                 consumer: self.name,
                 message: e.to_string(),

@@ -877,12 +877,14 @@ impl JourneyEngine {
                 "journey without a start".into(),
             )));
         };
+        crate::crash::point(crate::crash::JOURNEY_AFTER_APPEND);
         for timer in instance::timers_to_schedule(&state, &versioned) {
             self.scheduler
                 .schedule(timer)
                 .await
                 .map_err(|e| StoreOutcome::Failed(e.into()))?;
         }
+        crate::crash::point(crate::crash::JOURNEY_AFTER_TIMER);
         let indexed_at = self
             .docs
             .checkpoint(JOURNEY_INDEX, &stream)

@@ -647,8 +647,10 @@ impl MessageDelivery {
             return Ok(DeliveryOutcome::Duplicate);
         };
         let claimed_version = claimed.last().map(|e| e.version).unwrap_or(state.version + 1);
+        crate::crash::point(crate::crash::CHANNEL_AFTER_CLAIM);
         match self.call_provider(request, customer, &to, rendered, now).await {
             Ok(receipt) => {
+                crate::crash::point(crate::crash::CHANNEL_AFTER_SEND);
                 let sent = MessageEvent::MessageSent {
                     message_id: request.message_id.clone(),
                     customer_id: request.customer_id.clone(),
