@@ -1,7 +1,9 @@
-//! Operations (issue 9): replaying a consumer from the event store, and the
+//! Operations (issue 9): replaying a consumer from the event store, the
 //! consistency check that folds a sample of streams and compares the result
-//! with the stored projections. Both the local runtime (`crm-local replay`,
-//! `crm-local check`) and the AWS tooling (`crm-ops`) use these.
+//! with the stored projections, and the full replay-and-diff check
+//! ([`verify`], decision 0035) that folds every event through every
+//! projection. The local runtime (`crm-local replay`, `crm-local check`) and
+//! the AWS tooling (`crm-ops`) use these.
 
 use crate::consumer::{park_poison, ConsumeError, Consumer, ConsumerGroup, Delivery, Projection, ProjectionError};
 use crate::event::EventEnvelope;
@@ -14,6 +16,12 @@ use std::sync::Arc;
 
 #[cfg(test)]
 mod tests;
+mod verify;
+
+pub use verify::{
+    verify, ConsumerFigures, DocumentMismatch, EventRef, GroupsOver, Mismatch, NotFolded, RefusedEvent, VerifyReport,
+    NOT_FOLDED,
+};
 
 /// Events read per page while replaying.
 pub const REPLAY_PAGE: usize = 1000;

@@ -190,3 +190,366 @@ async fn replaying_one_consumer_rebuilds_it_alone() {
         .expect("replay again");
     assert_eq!(again.applied, 0);
 }
+
+// ---------------------------------------------------------------- verify
+
+/// The projector and consent groups as the functions build them.
+fn function_groups(
+    events: Arc<dyn EventStore>,
+    docs: Arc<dyn ReadModelStore>,
+    dead: Arc<dyn DeadLetterQueue>,
+) -> Vec<ConsumerGroup> {
+    vec![
+        ConsumerGroup::projector(events.clone(), docs.clone(), dead.clone()),
+        ConsumerGroup::consent(events, docs, dead, crate::privacy::IdentifierHasher::new(b"ops-test")),
+    ]
+}
+
+/// Appends `events` (already typed, customer set) to `stream` after what it holds.
+async fn append(store: &InMemoryEventStore, stream: &str, events: Vec<EventEnvelope>) {
+    let current = store.read_stream(stream, 0, 10_000).await.expect("read").len() as u64;
+    store
+        .append(crate::ports::AppendRequest {
+            stream_id: stream.into(),
+            expected: match current {
+                0 => crate::ports::ExpectedVersion::NoStream,
+                n => crate::ports::ExpectedVersion::Exactly(n),
+            },
+            events,
+            reservations: Vec::new(),
+            receipt: None,
+        })
+        .await
+        .expect("append");
+}
+
+/// The three customers of [`store`], each with an activity stream (a visit
+/// with UTM, a login) and a paid order: the insights, metrics and segments
+/// have documents too.
+async fn rich_store() -> Arc<InMemoryEventStore> {
+    let store = store().await;
+    for n in 0..3 {
+        let customer = crate::testing::customer_id(n);
+        let with_customer = |stream: &str, kind: &str, data: serde_json::Value| EventEnvelope {
+            customer_id: Some(customer.clone()),
+            ..crate::testing::raw_event(stream, kind, data)
+        };
+        let activity = crate::customer::activity::activity_stream_id(&customer);
+        append(
+            &store,
+            &activity,
+            vec![
+                with_customer(
+                    &activity,
+                    "PageViewed",
+                    serde_json::json!({"utm": {"source": "news", "medium": "email", "campaign": "spring"}}),
+                ),
+                with_customer(&activity, "CustomerLoggedIn", serde_json::json!({})),
+            ],
+        )
+        .await;
+        let order = format!("order-ops-{n}");
+        append(
+            &store,
+            &order,
+            vec![
+                with_customer(
+                    &order,
+                    "OrderPlaced",
+                    serde_json::json!({"order_id": format!("ops-{n}"), "total_minor": 1000 * (n as i64 + 1),
+                        "currency": "EUR", "items": [{"category": "Books", "quantity": 2}]}),
+                ),
+                with_customer(
+                    &order,
+                    "PaymentSucceeded",
+                    serde_json::json!({"order_id": format!("ops-{n}"), "payment_id": format!("pay-{n}"),
+                        "amount_minor": 1000 * (n as i64 + 1), "currency": "EUR"}),
+                ),
+            ],
+        )
+        .await;
+    }
+    store
+}
+
+/// Every stored event to both groups, one at a time, except those `skip`
+/// says a group (by name) never received; again until no event is left
+/// undelivered (the segment evaluator appends membership events, which the
+/// relay publishes on AWS).
+async fn project_except(
+    store: Arc<InMemoryEventStore>,
+    docs: Arc<InMemoryReadModels>,
+    skip: &dyn Fn(&str, &EventEnvelope) -> bool,
+) {
+    let groups = function_groups(store.clone(), docs, Arc::new(InMemoryDeadLetters::default()));
+    let mut delivered = std::collections::HashSet::new();
+    loop {
+        let mut cursor: Option<String> = None;
+        let mut fresh = 0;
+        loop {
+            let page = store.read_all(cursor.as_deref(), 100).await.expect("read all");
+            for event in &page.events {
+                if !delivered.insert(event.event_id) {
+                    continue;
+                }
+                fresh += 1;
+                for group in groups.iter().filter(|g| !skip(g.name, event)) {
+                    group.handle(event, Utc::now()).await.expect("handle");
+                }
+            }
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        if fresh == 0 {
+            return;
+        }
+    }
+}
+
+fn figures<'a>(report: &'a VerifyReport, consumer: &str) -> &'a ConsumerFigures {
+    report
+        .consumers
+        .iter()
+        .find(|c| c.consumer == consumer)
+        .unwrap_or_else(|| panic!("{consumer} not folded: {report:#?}"))
+}
+
+#[tokio::test]
+async fn verify_finds_every_consumer_consistent_when_nothing_was_lost() {
+    let store = rich_store().await;
+    let docs = Arc::new(InMemoryReadModels::default());
+    project_except(store.clone(), docs.clone(), &|_, _| false).await;
+    let report = verify(store.as_ref(), docs.clone(), &function_groups)
+        .await
+        .expect("verify");
+    assert!(report.is_consistent(), "{:#?}", report.mismatches);
+    assert_eq!(
+        report.streams,
+        3 + 3 + 3 + 3,
+        "customer, activity, order and segments streams"
+    );
+    let folded: Vec<&str> = report.consumers.iter().map(|c| c.consumer.as_str()).collect();
+    let mut every = Vec::new();
+    for group in function_groups(store.clone(), docs.clone(), Arc::new(InMemoryDeadLetters::default())) {
+        every.extend(group.consumer_names());
+    }
+    every.retain(|c| *c != crate::segments::SEGMENT_EVALUATOR);
+    assert_eq!(folded, every, "every consumer but the segment evaluator");
+    assert_eq!(report.not_folded.len(), 1);
+    assert_eq!(report.not_folded[0].consumer, crate::segments::SEGMENT_EVALUATOR);
+    for consumer in folded {
+        let f = figures(&report, consumer);
+        assert!(f.compared > 0, "{consumer} compared nothing: {f:?}");
+        assert_eq!(
+            (f.missing, f.different, f.extra, f.order_dependent),
+            (0, 0, 0, 0),
+            "{f:?}"
+        );
+    }
+    assert_eq!(
+        report.compared(),
+        docs.dump().len() as u64,
+        "every stored document compared"
+    );
+    assert!(
+        report.order_dependent.is_empty() && report.refused.is_empty(),
+        "{report:#?}"
+    );
+}
+
+#[tokio::test]
+async fn verify_reports_what_a_consumer_that_lost_an_event_is_missing() {
+    let store = rich_store().await;
+    let customer = crate::testing::customer_id(2);
+    let stream = format!("customer-{customer}");
+    let last = store
+        .read_stream(&stream, 0, 100)
+        .await
+        .expect("read")
+        .pop()
+        .expect("events");
+    assert_eq!(last.event_type, "CustomerNameChanged");
+    // The projector never received customer 2's rename (its newest event,
+    // so no later event fills the gap); the consent group did.
+    let docs = Arc::new(InMemoryReadModels::default());
+    project_except(store.clone(), docs.clone(), &|group, e| {
+        group == "projector" && e.event_id == last.event_id
+    })
+    .await;
+    // A sampled check calls it "behind", not a difference.
+    let sampled = check(store.as_ref(), docs.as_ref(), &checked_projections(), &[stream.clone()])
+        .await
+        .expect("check");
+    assert!(sampled.is_consistent());
+    assert_eq!(sampled.behind, [(CUSTOMER_360.to_string(), stream.clone())]);
+
+    let report = verify(store.as_ref(), docs.clone(), &function_groups)
+        .await
+        .expect("verify");
+    assert!(!report.is_consistent());
+    let profile = figures(&report, CUSTOMER_360);
+    assert_eq!(
+        (profile.missing, profile.different, profile.extra),
+        (0, 1, 0),
+        "{profile:?}"
+    );
+    let timeline = figures(&report, crate::customer::views::TIMELINE);
+    assert_eq!(
+        (timeline.missing, timeline.different, timeline.extra),
+        (1, 0, 0),
+        "the rename's entry; the state is unchanged by a rename: {timeline:?}"
+    );
+    for untouched in [
+        CONSENT_LEDGER,
+        crate::consent::proof::PROOF_LEDGER,
+        crate::customer::views::EMAIL_INDEX,
+    ] {
+        let f = figures(&report, untouched);
+        assert_eq!((f.missing, f.different, f.extra), (0, 0, 0), "{f:?}");
+    }
+    assert_eq!(report.mismatched(), 2);
+    let different = report
+        .mismatches
+        .iter()
+        .find(|m| m.consumer == CUSTOMER_360)
+        .expect("the 360");
+    assert_eq!(different.kind, Mismatch::Different);
+    assert_eq!(
+        (different.partition.as_str(), different.sort.as_str()),
+        (customer.as_str(), "profile")
+    );
+    let lost = different.event.as_ref().expect("the event named");
+    assert_eq!(
+        (lost.stream_id.as_str(), lost.version, lost.event_id.clone()),
+        (stream.as_str(), last.version, last.event_id.to_string())
+    );
+    assert_eq!(
+        different.expected.as_ref().map(|p| p["first_name"].clone()),
+        Some(serde_json::json!("Renamed2"))
+    );
+    assert_eq!(
+        different.stored.as_ref().map(|p| p["first_name"].clone()),
+        Some(serde_json::json!("First2"))
+    );
+    let missing = report
+        .mismatches
+        .iter()
+        .find(|m| m.kind == Mismatch::Missing)
+        .expect("the timeline entry");
+    assert_eq!(missing.stored, None);
+    assert!(missing.sort.starts_with("entry#"), "{missing:?}");
+}
+
+#[tokio::test]
+async fn verify_reports_an_extra_document_and_a_consumer_never_run_as_missing() {
+    let store = rich_store().await;
+    let docs = Arc::new(InMemoryReadModels::default());
+    // The consent function never ran at all.
+    project_except(store.clone(), docs.clone(), &|group, _| group == "consent").await;
+    let customer = crate::testing::customer_id(0);
+    let stream = format!("customer-{customer}");
+    let checkpoint = docs.checkpoint(CUSTOMER_360, &stream).await.expect("checkpoint");
+    docs.commit(
+        CUSTOMER_360,
+        &stream,
+        checkpoint,
+        checkpoint,
+        vec![ReadOp::Put {
+            partition: customer.clone(),
+            sort: "stray".into(),
+            body: serde_json::json!({"stray": true}),
+        }],
+    )
+    .await
+    .expect("extra");
+    let report = verify(store.as_ref(), docs.clone(), &function_groups)
+        .await
+        .expect("verify");
+    let profile = figures(&report, CUSTOMER_360);
+    assert_eq!(
+        (profile.missing, profile.different, profile.extra),
+        (0, 0, 1),
+        "{profile:?}"
+    );
+    let extra = report
+        .mismatches
+        .iter()
+        .find(|m| m.kind == Mismatch::Extra)
+        .expect("extra");
+    assert_eq!((extra.sort.as_str(), extra.expected.clone()), ("stray", None));
+    for consent in [CONSENT_LEDGER, crate::consent::proof::PROOF_LEDGER] {
+        let f = figures(&report, consent);
+        assert!(f.compared > 0 && f.missing == f.compared, "{f:?}");
+    }
+}
+
+/// A projection whose shared document keeps the last stream that wrote it:
+/// its result depends on the order of events of different streams.
+struct LastWriter;
+
+#[async_trait::async_trait]
+impl crate::consumer::Projection for LastWriter {
+    fn name(&self) -> &'static str {
+        "last-writer"
+    }
+    fn handles(&self, event_type: &str) -> bool {
+        event_type == "CustomerRegistered"
+    }
+    async fn project(
+        &self,
+        event: &EventEnvelope,
+        _: &dyn ReadModelStore,
+    ) -> Result<Vec<ReadOp>, crate::consumer::ProjectionError> {
+        Ok(vec![
+            ReadOp::Put {
+                partition: "all".into(),
+                sort: "last".into(),
+                body: serde_json::json!(event.stream_id),
+            },
+            ReadOp::Put {
+                partition: "all".into(),
+                sort: event.stream_id.clone(),
+                body: serde_json::json!(event.version),
+            },
+        ])
+    }
+}
+
+#[tokio::test]
+async fn a_document_that_depends_on_cross_stream_order_is_reported_and_not_compared() {
+    let store = store().await;
+    let groups = |events: Arc<dyn EventStore>, docs: Arc<dyn ReadModelStore>, dead: Arc<dyn DeadLetterQueue>| {
+        vec![ConsumerGroup::new(
+            "test",
+            vec![Arc::new(LastWriter)],
+            events,
+            docs,
+            dead,
+        )]
+    };
+    let docs = Arc::new(InMemoryReadModels::default());
+    let group = ConsumerGroup::new(
+        "test",
+        vec![Arc::new(LastWriter)],
+        store.clone(),
+        docs.clone(),
+        Arc::new(InMemoryDeadLetters::default()),
+    );
+    replay(&group, store.as_ref(), Utc::now(), &mut |_| {})
+        .await
+        .expect("replay");
+    let report = verify(store.as_ref(), docs.clone(), &groups).await.expect("verify");
+    assert_eq!(
+        report.order_dependent,
+        [("last-writer".to_string(), "all".to_string(), "last".to_string())]
+    );
+    let f = figures(&report, "last-writer");
+    assert_eq!(
+        (f.compared, f.order_dependent, f.missing, f.different, f.extra),
+        (3, 1, 0, 0, 0),
+        "{f:?}"
+    );
+    assert!(!report.is_consistent(), "nothing can be said about it");
+}
