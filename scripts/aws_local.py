@@ -4,6 +4,7 @@
 
     scripts/aws-local up [--port 9000] [--moto-port N] [--visibility-timeout S]
                          [--max-receive-count K] [--parameter Key=Value ...]
+                         [--features crash-points --env CRM_CRASH_RATE=0.05 ...]
     scripts/aws-local pump [--rounds N] [--timers-ahead 2h]
     scripts/aws-local send <function> <file>   # a message on the function's queue
     scripts/aws-local status                   # queue and dead-letter depths
@@ -32,7 +33,11 @@ queue's event source mapping).
 Messages a function reports in `batchItemFailures` are not deleted: they come
 back after the queue's visibility timeout, and moto's redrive policy moves a
 message to the dead-letter queue on the receive after `maxReceiveCount`.
-A failed invocation deletes nothing, as on AWS.
+A failed invocation deletes nothing, as on AWS; so does a crashed one (the
+function's process exited before answering, e.g. at a crash point of a
+`--features crash-points` build): the pump learns it from the function's exit
+log at once, every message of the batch comes back after the visibility
+timeout, and the process is started again for the next invocation.
 
 Importable: `create_stack`, `start_moto`, `start_functions`, `pump`,
 `fire_timers`, `queue_depths`, `stop(pids(state))` are what the fault-injection harness
@@ -55,6 +60,7 @@ import socket
 import string
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -642,18 +648,23 @@ def build_functions(state: dict, state_dir: pathlib.Path, features: str | None =
 
 
 # Restarts the function after it exits (a crash, an abort), as Lambda starts a
-# new execution environment; the invocation in flight times out.
-_INSTANCE_LOOP = 'while :; do "$1"; echo "aws-local: $0 exited ($?); starting it again" >&2; sleep 1; done'
+# new execution environment, and appends its exit status to the exit log ($2):
+# `cargo lambda watch` (1.9) never answers an invocation whose process died
+# (it waits for the answer; the new process is not given it again), so
+# `invoke` watches the exit log to learn of the crash.
+_INSTANCE_LOOP = ('while :; do "$1"; code=$?; echo "$code" >> "$2"; '
+                  'echo "aws-local: $0 exited ($code); starting it again" >&2; sleep 1; done')
 
 
 def start_functions(state: dict, port: int, state_dir: pathlib.Path, binaries: dict,
-                    endpoint: str | None = None) -> dict:
+                    endpoint: str | None = None, extra_env: dict | None = None) -> dict:
     """`cargo lambda watch --only-lambda-apis` on 127.0.0.1:`port` (the
     Lambda invoke and runtime APIs), and each function's binary (`binaries`,
     from `build_functions`) polling it as `/.rt/<function>`, with its own
-    environment from template.yaml (they differ, e.g. DEAD_LETTER_QUEUE_URL),
-    restarted when it exits. Returns {"port", "watch": pid, "instances":
-    {function: pid}}."""
+    environment from template.yaml (they differ, e.g. DEAD_LETTER_QUEUE_URL)
+    plus `extra_env` (e.g. the CRM_CRASH_* settings of a build with crash
+    points), restarted when it exits. Returns {"port", "watch": pid,
+    "instances": {function: pid}, "exits": {function: its exit log}}."""
     env = {**os.environ, "PATH": _tool_path()}
     watch = _spawn(["cargo", "lambda", "watch", "--only-lambda-apis", "-A", "127.0.0.1", "-P", str(port)],
                    state_dir / "watch.log", env)
@@ -662,20 +673,34 @@ def start_functions(state: dict, port: int, state_dir: pathlib.Path, binaries: d
     except BaseException:
         stop([watch])
         raise
-    instances = {}
+    lam = {"port": port, "watch": watch, "instances": {}, "exits": {}}
     for binary, path in binaries.items():
-        fn = state["functions"][binary]
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "TZ": "UTC",
-            **function_environment(state, binary, endpoint),
-            "AWS_LAMBDA_RUNTIME_API": f"http://127.0.0.1:{port}/.rt/{binary}",
-            "AWS_LAMBDA_FUNCTION_NAME": binary,
-            "AWS_LAMBDA_FUNCTION_VERSION": "1",
-            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(fn["memory"]),
-        }
-        instances[binary] = _spawn(["sh", "-c", _INSTANCE_LOOP, binary, path], state_dir / f"{binary}.log", env)
-    return {"port": port, "watch": watch, "instances": instances}
+        start_instance(state, lam, binary, path, state_dir, endpoint, extra_env)
+    return lam
+
+
+def start_instance(state: dict, lam: dict, binary: str, path: str, state_dir: pathlib.Path,
+                   endpoint: str | None = None, extra_env: dict | None = None) -> int:
+    """Starts (or, after `stop([lam["instances"][binary]])`, starts again)
+    the function `binary` polling the Runtime API of `lam` (what
+    `start_functions` returned, updated: its pid and exit log)."""
+    fn = state["functions"][binary]
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "TZ": "UTC",
+        **function_environment(state, binary, endpoint),
+        **(extra_env or {}),
+        "AWS_LAMBDA_RUNTIME_API": f"http://127.0.0.1:{lam['port']}/.rt/{binary}",
+        "AWS_LAMBDA_FUNCTION_NAME": binary,
+        "AWS_LAMBDA_FUNCTION_VERSION": "1",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(fn["memory"]),
+    }
+    exits = state_dir / f"{binary}.exits"
+    exits.touch()
+    pid = _spawn(["sh", "-c", _INSTANCE_LOOP, binary, path, str(exits)], state_dir / f"{binary}.log", env)
+    lam.setdefault("instances", {})[binary] = pid
+    lam.setdefault("exits", {})[binary] = str(exits)
+    return pid
 
 
 def stop(pids) -> None:
@@ -704,10 +729,56 @@ class InvokeError(RuntimeError):
     """The function failed (an error answer, not a batch item failure)."""
 
 
-def invoke(port: int, function: str, payload, timeout: float = 900):
+class InvocationCrashed(InvokeError):
+    """The function's process exited during the invocation (an abort, a
+    crash point): nothing was answered, as when Lambda loses an invocation."""
+
+
+def _exit_count(exits: str) -> int:
+    try:
+        with open(exits, "rb") as f:
+            return f.read().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
+def exits_of(state: dict, function: str) -> str | None:
+    """The exit log of `function`'s process, if `start_functions` started it."""
+    return state.get("lambda", {}).get("exits", {}).get(function)
+
+
+def invoke(port: int, function: str, payload, timeout: float = 900, exits: str | None = None):
     """Invokes `function` through `cargo lambda watch` on `port`, as `cargo
     lambda invoke` does; its JSON answer. No answer within `timeout` seconds
-    (the function crashed, or ran out of its time) is an InvokeError."""
+    (the function crashed, or ran out of its time) is an InvokeError. With
+    `exits` (the function's exit log, `exits_of`), a process that exits
+    before answering is an InvocationCrashed at once: cargo lambda watch
+    would never answer it."""
+    if not exits:
+        return _invoke(port, function, payload, timeout)
+    before = _exit_count(exits)
+    outcome: dict = {}
+
+    def run():
+        try:
+            outcome["answer"] = _invoke(port, function, payload, timeout)
+        except BaseException as e:  # handed to the caller's thread
+            outcome["error"] = e
+
+    worker = threading.Thread(target=run, name=f"invoke {function}", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(0.1)
+        if worker.is_alive() and _exit_count(exits) > before:
+            # The request stays open in its thread until `timeout`: cargo
+            # lambda watch does not answer it, nor hand it to the new process.
+            raise InvocationCrashed(f"{function}: the process exited during the invocation (no answer)")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("answer")
+
+
+def _invoke(port: int, function: str, payload, timeout: float):
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/2015-03-31/functions/{function}/invocations",
         data=json.dumps(payload).encode(), method="POST", headers={"Content-Type": "application/json"})
@@ -809,6 +880,7 @@ class PumpCounts:
     delivered: dict = field(default_factory=dict)
     reported_failed: dict = field(default_factory=dict)
     invocation_errors: dict = field(default_factory=dict)
+    crashed: dict = field(default_factory=dict)
     dead_letters: dict = field(default_factory=dict)
     in_flight: int = 0
 
@@ -824,6 +896,8 @@ class PumpCounts:
             lines.append(f"reported failed (batchItemFailures): {self.reported_failed}")
         if self.invocation_errors:
             lines.append(f"failed invocations: {self.invocation_errors}")
+        if self.crashed:
+            lines.append(f"of which the process crashed: {self.crashed}")
         lines.append(f"in flight: {self.in_flight}; in dead-letter queues: {self.dead_letters or 'none'}")
         return "\n".join(lines)
 
@@ -859,11 +933,14 @@ def relay_streams(state: dict, port: int, counts: PumpCounts) -> int:
                 if chosen:
                     try:
                         answer = invoke(port, source["function"], {"Records": chosen},
-                                        _time_limit(state, source["function"])) or {}
+                                        _time_limit(state, source["function"]),
+                                        exits=exits_of(state, source["function"])) or {}
                         failures = [f["itemIdentifier"] for f in answer.get("batchItemFailures", [])]
                     except InvokeError as e:
                         log(str(e))
                         counts.add(counts.invocation_errors, source["function"], 1)
+                        if isinstance(e, InvocationCrashed):
+                            counts.add(counts.crashed, source["function"], 1)
                         failures = [chosen[0]["dynamodb"]["SequenceNumber"]]
                     if failures:
                         counts.add(counts.reported_failed, source["function"], len(failures))
@@ -953,10 +1030,12 @@ def deliver_queue(state: dict, consumer: dict, port: int, counts: PumpCounts) ->
             return delivered
         try:
             answer = invoke(port, function, sqs_event(messages, consumer["queue_arn"], state["region"]),
-                            _time_limit(state, function)) or {}
+                            _time_limit(state, function), exits=exits_of(state, function)) or {}
         except InvokeError as e:  # the whole batch comes back after the visibility timeout
             log(str(e))
             counts.add(counts.invocation_errors, function, 1)
+            if isinstance(e, InvocationCrashed):
+                counts.add(counts.crashed, function, 1)
             continue
         failed = {f["itemIdentifier"] for f in answer.get("batchItemFailures", [])}
         done = [m for m in messages if m["MessageId"] not in failed]
@@ -1114,7 +1193,8 @@ def cmd_up(args) -> int:
         save_state(state_dir, state)
         binaries = build_functions(state, state_dir, args.features)
         log(f"cargo lambda watch on 127.0.0.1:{args.port}; functions {' '.join(binaries)}")
-        state["lambda"] = start_functions(state, args.port, state_dir, binaries)
+        extra_env = dict(kv.split("=", 1) for kv in args.env)
+        state["lambda"] = start_functions(state, args.port, state_dir, binaries, extra_env=extra_env)
         started = pids(state)
         save_state(state_dir, state)
     except subprocess.CalledProcessError as e:
@@ -1192,7 +1272,10 @@ def main(argv=None) -> int:
     up.add_argument("--max-receive-count", type=int, help="ConsumerMaxReceiveCount (template: 5)")
     up.add_argument("--parameter", action="append", default=[], metavar="KEY=VALUE",
                     help="a template parameter (repeatable)")
-    up.add_argument("--features", help="cargo features for the function builds")
+    up.add_argument("--features", help="cargo features for the function builds (crash-points: crm-core's "
+                    "crash points, armed by --env CRM_CRASH_RATE=0.05 [CRM_CRASH_POINTS=a,b] [CRM_CRASH_SEED=7])")
+    up.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                    help="an environment variable for every function, over template.yaml's (repeatable)")
     p = sub.add_parser("pump", help="relay the stream and deliver the queues to the functions")
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--no-wait", action="store_true", help="do not wait for failed messages to come back")

@@ -5,6 +5,7 @@ calls faulted, and the checks that nothing was lost or sent twice (issue 15,
 
     .venv/bin/python scripts/chaos.py [--stories 50] [--rate 0.2] [--seed 1]
                                       [--max-consecutive 2] [--keep]
+                                      [--crash-rate 0.05] [--crash-points a,b]
 
 1. Starts its own moto (scripts/moto_server.py, a free port) and the fault
    proxy (scripts/fault_proxy.py, in this process) in front of it at rate 0;
@@ -13,6 +14,13 @@ calls faulted, and the checks that nothing was lost or sent twice (issue 15,
    functions and runs them with AWS_ENDPOINT_URL = the proxy; then sets the
    proxy's rate (DynamoDB, KMS, EventBridge, Scheduler and SES calls; BEFORE
    and AFTER faults; at most --max-consecutive faults in a row per call).
+   With --crash-rate R > 0 the functions are built with the `crash-points`
+   feature and run with CRM_CRASH_RATE=R, CRM_CRASH_POINTS (--crash-points,
+   default every point of crm_core::crash) and CRM_CRASH_SEED=--seed: each
+   pass through a chosen point aborts the function's process with
+   probability R, as a Lambda crash or timeout loses the invocation whole
+   (the pump deletes nothing; the batch comes back after the visibility
+   timeout; the process is started again).
 2. Runs the stories through the api function (the Lambda invoke API that
    `cargo lambda invoke` uses, API Gateway v2 events built from
    events/api/01-register-customer.json). A story: register (marketing email
@@ -26,7 +34,8 @@ calls faulted, and the checks that nothing was lost or sent twice (issue 15,
    the default bus for every email moto's SES kept, once each), pumps, waits
    the settle window and pumps again with the due timers (the channel's
    settle timers; the journeys' own timers are hours away and stay).
-4. Sets the rate to 0, redrives every dead-letter queue once with
+4. Sets the rate to 0 (and starts the functions again without crash
+   points), redrives every dead-letter queue once with
    `crm-ops dlq redrive` (the relay's onto the bus, the consumers' onto their
    queues), pumps and plays the feedback again.
 5. Prints the figures and checks: lost, by a heuristic that is only
@@ -37,7 +46,9 @@ calls faulted, and the checks that nothing was lost or sent twice (issue 15,
    (per customer: the verification email, the welcome email after the
    verification, the order confirmation of a paid order), `crm-ops check
    --sample 0`, dead-letter queues empty after the redrive, no journey left
-   waiting without its schedule. Exits 1 if any of them fails.
+   waiting without its schedule; with crashes, the crashes per point (from
+   the functions' logs) and that the pump saw each one as a lost invocation.
+   Exits 1 if any of them fails.
 
 `--rate 0` is the baseline. Logs: the state directory it prints (the
 functions' logs, moto's, crm-ops' outputs), removed at the end unless --keep
@@ -93,10 +104,10 @@ class Invocations:
         self._invoke = aws_local.invoke
         aws_local.invoke = self.invoke
 
-    def invoke(self, port, function, payload, timeout=900):
+    def invoke(self, port, function, payload, timeout=900, exits=None):
         started = time.monotonic()
         try:
-            return self._invoke(port, function, payload, max(timeout, self.wait))
+            return self._invoke(port, function, payload, max(timeout, self.wait), exits=exits)
         finally:
             took = time.monotonic() - started
             self.count[function] += 1
@@ -148,8 +159,10 @@ class Api:
     """API Gateway v2 events to the api function; a 5xx or no answer is
     retried with the same request (same Idempotency-Key)."""
 
-    def __init__(self, port: int, run_id: str):
+    def __init__(self, port: int, run_id: str, exits: str | None = None):
         self.port = port
+        self.exits = exits  # the api function's exit log: a crash is seen at once
+        self.crashed = 0  # invocations lost to a crash of the api function
         self.run_id = run_id
         self.template = json.loads((REPO / "events" / "api" / "01-register-customer.json").read_text())
         self.requests = 0  # distinct requests
@@ -189,8 +202,10 @@ class Api:
             if attempt == 1:
                 self.retried += 1
             try:
-                answer = aws_local.invoke(self.port, "api", event, 60) or {}
+                answer = aws_local.invoke(self.port, "api", event, 60, exits=self.exits) or {}
             except aws_local.InvokeError as e:
+                if isinstance(e, aws_local.InvocationCrashed):
+                    self.crashed += 1
                 last = (None, str(e))
                 time.sleep(0.5 * (attempt + 1))
                 continue
@@ -496,6 +511,43 @@ def journeys_without_timer(state: dict, events: list) -> tuple:
     return waiting, orphans
 
 
+# ------------------------------------------------------------------ crashes
+
+
+CRASH_POINTS = ("channel-after-claim", "channel-after-send", "journey-after-append", "journey-after-timer",
+                "page-after-commit")  # crm_core::crash::POINTS
+
+
+def crashes_in_logs(state_dir: pathlib.Path, functions) -> tuple:
+    """The crash points the functions' logs show reached ({point: n},
+    {function: n}): each is a JSON line with `crash_point` in its fields."""
+    by_point, by_function = collections.Counter(), collections.Counter()
+    for function in functions:
+        path = state_dir / f"{function}.log"
+        if not path.exists():
+            continue
+        for line in path.read_text(errors="replace").splitlines():
+            if '"crash_point"' not in line:
+                continue
+            try:
+                point = json.loads(line).get("fields", {}).get("crash_point")
+            except json.JSONDecodeError:
+                continue
+            if point:
+                by_point[point] += 1
+                by_function[function] += 1
+    return dict(by_point), dict(by_function)
+
+
+def restart_without_crashes(state: dict, state_dir: pathlib.Path, binaries: dict, endpoint: str) -> None:
+    """Starts every function again in its environment without CRM_CRASH_*."""
+    lam = state["lambda"]
+    for binary, path in binaries.items():
+        aws_local.stop([lam["instances"][binary]])
+        aws_local.start_instance(state, lam, binary, path, state_dir, endpoint)
+    time.sleep(2)
+
+
 # ------------------------------------------------------------------ crm-ops
 
 
@@ -582,7 +634,17 @@ def main(argv=None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the state directory (logs)")
     parser.add_argument("--invoke-wait", type=float, default=300,
                         help="how long the pump waits for a function's answer (s), whatever its Timeout")
+    parser.add_argument("--crash-rate", type=float, default=0.0,
+                        help="probability that a pass through a crash point aborts the function (0: no crash "
+                             "points; > 0: the functions are built with the crash-points feature)")
+    parser.add_argument("--crash-points", default="all",
+                        help=f"comma-separated crash points, or all (default): {','.join(CRASH_POINTS)}")
     args = parser.parse_args(argv)
+    if not 0 <= args.crash_rate <= 1:
+        parser.error("--crash-rate is a probability, from 0 to 1")
+    unknown = [p for p in args.crash_points.split(",") if p.strip() not in (*CRASH_POINTS, "all", "")]
+    if unknown:
+        parser.error(f"--crash-points: no such point {unknown}; known: {','.join(CRASH_POINTS)}")
 
     state_dir = pathlib.Path(tempfile.mkdtemp(prefix="chaos-", dir=REPO / "target"))
     log(f"state and logs in {state_dir}")
@@ -602,10 +664,14 @@ def main(argv=None) -> int:
             "MessageSettleSeconds": str(SETTLE_SECONDS),
         })
         state["moto_pid"] = started[0]
-        binaries = aws_local.build_functions(state, state_dir)
+        crashing = args.crash_rate > 0
+        binaries = aws_local.build_functions(state, state_dir, "crash-points" if crashing else None)
+        crash_env = {"CRM_CRASH_RATE": str(args.crash_rate), "CRM_CRASH_POINTS": args.crash_points,
+                     "CRM_CRASH_SEED": str(args.seed)} if crashing else None
         ops = build_crm_ops(state_dir)
         port = args.port or aws_local.free_port()
-        state["lambda"] = aws_local.start_functions(state, port, state_dir, binaries, endpoint=proxy.url)
+        state["lambda"] = aws_local.start_functions(state, port, state_dir, binaries, endpoint=proxy.url,
+                                                    extra_env=crash_env)
         started = aws_local.pids(state)
         aws_local.save_state(state_dir, state)
         invocations = Invocations(state, args.invoke_wait)
@@ -613,9 +679,11 @@ def main(argv=None) -> int:
         proxy.configure(rate=args.rate, reset_stats=True, seed=args.seed)
         log(f"proxy {proxy.url} -> moto {moto}: rate {args.rate}, seed {args.seed}, "
             f"max consecutive {args.max_consecutive}")
+        if crashing:
+            log(f"crash points {args.crash_points} at rate {args.crash_rate}, seed {args.seed}")
 
         # 2. the stories
-        api = Api(port, uuid.uuid4().hex[:8])
+        api = Api(port, uuid.uuid4().hex[:8], aws_local.exits_of(state, "api"))
         stories = []
         t_stories = time.monotonic()
         for n in range(args.stories):
@@ -638,6 +706,9 @@ def main(argv=None) -> int:
 
         # 4. faults off, one redrive of every dead-letter queue
         proxy.configure(rate=0)
+        crashes_faulted = crashes_in_logs(state_dir, binaries)
+        if crashing:
+            restart_without_crashes(state, state_dir, binaries, proxy.url)
         sqs = aws_local.client("sqs", state["endpoint"], state["region"])
         depths_before = {q: sum(d) for q, d in aws_local.queue_depths(state).items()
                          if q in state["dead_letter_queues"]}
@@ -691,6 +762,10 @@ def main(argv=None) -> int:
         tf = stats_faulted["totals"]
         reported_failed = totals.sum("reported_failed")
         invocation_errors = totals.sum("invocation_errors")
+        crashed_invocations = totals.sum("crashed")
+        if api.crashed:
+            crashed_invocations["api"] = api.crashed
+        crashes_by_point, crashes_by_function = crashes_in_logs(state_dir, binaries)
         story_problems = [(s.n, p) for s in stories for p in s.problems]
 
         figures = collections.OrderedDict([
@@ -708,6 +783,12 @@ def main(argv=None) -> int:
             ("sdk retries", t["retries"]),
             ("transactions replayed by token", t["replayed_by_token"]),
             ("messages reported failed", reported_failed), ("invocation errors", invocation_errors),
+            ("crash rate", args.crash_rate), ("crash points", args.crash_points if crashing else "none"),
+            ("crashes", crashes_by_point), ("crashes by function", crashes_by_function),
+            ("crashes after faults and crash points were turned off", {
+                p: n - crashes_faulted[0].get(p, 0) for p, n in crashes_by_point.items()
+                if n != crashes_faulted[0].get(p, 0)}),
+            ("invocations lost to a crash (seen by the pump)", crashed_invocations),
             ("delivered", totals.sum("delivered")),
             ("invocations", dict(invocations.count)),
             ("longest invocation (s)", dict(invocations.longest)),
@@ -752,6 +833,9 @@ def main(argv=None) -> int:
             failed_checks.append(f"redrive failures: {redrive_failures}")
         if orphans:
             failed_checks.append(f"journeys waiting without a timer: {orphans[:10]}")
+        if crashes_by_function != crashed_invocations:
+            failed_checks.append(f"crashes in the logs {crashes_by_function} are not the invocations the pump "
+                                 f"saw lost to a crash {crashed_invocations}")
         if story_problems:
             failed_checks.append(f"story requests that failed: {story_problems[:10]}")
         if api.failed:
