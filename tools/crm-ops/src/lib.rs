@@ -1,7 +1,8 @@
 //! `crm-ops`, the operator's command line on AWS (issue 9, decisions 0025,
-//! 0030): rebuild one projection (or a consumer group) from the events table
-//! with a parallel scan, check a sample of customer streams against the
-//! stored projections, list and redrive the SQS dead-letter queues (into a
+//! 0030, 0035): rebuild one projection (or a consumer group) from the events
+//! table with a parallel scan, check a sample of customer streams against the
+//! stored projections, or check every stored document of every projection
+//! against a fold of every event (replay and diff), list and redrive the SQS dead-letter queues (into a
 //! consumer group in process, back onto the bus through the relay, or back
 //! into a consumer's source queue), and publish a time range of the events
 //! table again.
@@ -26,8 +27,8 @@ use crm_aws::ops::{QueuedLetter, RedriveReport, ReplaySource, RepublishReport};
 use crm_aws::sqs::SqsDeadLetterQueue;
 use crm_aws::stores::{EncryptedEventStore, EventStoreTables};
 use crm_core::consumer::{Consumer, ConsumerGroup, EventHandler};
-use crm_core::ops::{CheckReport, ReplayReport};
-use crm_core::ports::{DeadLetterQueue, EventStore, StoreError};
+use crm_core::ops::{CheckReport, Mismatch, ReplayReport, VerifyReport};
+use crm_core::ports::{DeadLetterQueue, EventStore, ReadModelStore, StoreError};
 use crm_core::privacy::{DecryptingHandler, IdentifierHasher, KeyStore};
 use crm_core::relay::Relay;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -57,6 +58,22 @@ pub enum CliError {
     Store(#[from] StoreError),
     #[error("{0} document(s) differ from the event store")]
     Inconsistent(usize),
+    #[error(
+        "IDENTIFIER_HASH_SECRET is not set (environment only): the full check folds the consent group, whose proof \
+         ledger hashes identifiers with it"
+    )]
+    NoIdentifierSecret,
+    #[error(
+        "{mismatched} document(s) not as the events make them ({missing} missing, {different} different, {extra} \
+         extra); {order_dependent} order-dependent document(s) not compared"
+    )]
+    Unverified {
+        mismatched: u64,
+        missing: u64,
+        different: u64,
+        extra: u64,
+        order_dependent: usize,
+    },
     #[error("{0} message(s) not redriven")]
     NotRedriven(usize),
     #[error("{0} event(s) neither published nor parked")]
@@ -220,15 +237,33 @@ pub fn consumer_groups(
     dead_letters: Arc<dyn DeadLetterQueue>,
     identifier_hash_secret: Option<&str>,
 ) -> Vec<ConsumerGroup> {
-    let mut groups = vec![ConsumerGroup::projector(
+    groups_over(
         tables.events.clone(),
         tables.docs.clone(),
+        dead_letters,
+        identifier_hash_secret,
+    )
+}
+
+/// The consumer groups of the functions (`ConsumerGroup::projector`, and
+/// `ConsumerGroup::consent` with `identifier_hash_secret`) over any events,
+/// documents and dead-letter queue: the tables for a replay or a redrive,
+/// the full check's in-memory copies for its fold.
+pub fn groups_over(
+    events: Arc<dyn EventStore>,
+    docs: Arc<dyn ReadModelStore>,
+    dead_letters: Arc<dyn DeadLetterQueue>,
+    identifier_hash_secret: Option<&str>,
+) -> Vec<ConsumerGroup> {
+    let mut groups = vec![ConsumerGroup::projector(
+        events.clone(),
+        docs.clone(),
         dead_letters.clone(),
     )];
     if let Some(secret) = identifier_hash_secret {
         groups.push(ConsumerGroup::consent(
-            tables.events.clone(),
-            tables.docs.clone(),
+            events,
+            docs,
             dead_letters,
             IdentifierHasher::new(secret.as_bytes()),
         ));
@@ -424,6 +459,143 @@ pub fn render_check(report: &CheckReport) -> String {
         report.differences.len()
     );
     out
+}
+
+/// The full check (decision 0035, [`crm_core::ops::verify`]): every event
+/// of the events table, decrypted, folded through every projection of the
+/// projector and consent groups (the segment evaluator aside: it writes no
+/// documents) in memory, and every folded document compared with the
+/// read-models table. Needs `IDENTIFIER_HASH_SECRET` (the proof ledger).
+pub async fn verify(tables: &Tables, identifier_hash_secret: Option<&str>) -> Result<VerifyReport, CliError> {
+    let secret = identifier_hash_secret
+        .filter(|s| !s.trim().is_empty())
+        .ok_or(CliError::NoIdentifierSecret)?
+        .to_string();
+    let groups = move |events: Arc<dyn EventStore>, docs: Arc<dyn ReadModelStore>, dead: Arc<dyn DeadLetterQueue>| {
+        groups_over(events, docs, dead, Some(&secret))
+    };
+    Ok(crm_core::ops::verify(tables.events.as_ref(), tables.docs.clone(), &groups).await?)
+}
+
+/// The error a full check that found anything is (exit status 1).
+pub fn unverified(report: &VerifyReport) -> Option<CliError> {
+    (!report.is_consistent()).then(|| CliError::Unverified {
+        mismatched: report.mismatched(),
+        missing: report.missing(),
+        different: report.different(),
+        extra: report.extra(),
+        order_dependent: report.order_dependent.len(),
+    })
+}
+
+/// A body in one line, cut after `max` characters.
+fn short(body: &Option<serde_json::Value>, max: usize) -> String {
+    let Some(body) = body else {
+        return "(none)".into();
+    };
+    let text = body.to_string();
+    match text.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}... ({} characters)", &text[..cut], text.chars().count()),
+        None => text,
+    }
+}
+
+/// A full check's report: one line per document not as the events make it
+/// (with the folded event that last wrote it, and both bodies, cut), per
+/// order-dependent document, per consumer not folded and per event a
+/// projection refused; then a table per consumer (documents compared,
+/// missing, different, extra) and the totals.
+pub fn render_verify(report: &VerifyReport) -> String {
+    let mut out = String::new();
+    for m in &report.mismatches {
+        let kind = match m.kind {
+            Mismatch::Missing => "MISSING",
+            Mismatch::Different => "DIFFERENT",
+            Mismatch::Extra => "EXTRA",
+        };
+        let event = m.event.as_ref().map_or_else(
+            || "no folded event wrote it".to_string(),
+            |e| {
+                format!(
+                    "last written by {} v{} {} ({})",
+                    e.stream_id, e.version, e.event_type, e.event_id
+                )
+            },
+        );
+        let _ = writeln!(
+            out,
+            "{kind} {} {}/{} ({event})\n  expected: {}\n  stored:   {}",
+            m.consumer,
+            m.partition,
+            m.sort,
+            short(&m.expected, 300),
+            short(&m.stored, 300),
+        );
+    }
+    for (consumer, partition, sort) in &report.order_dependent {
+        let _ = writeln!(
+            out,
+            "ORDER-DEPENDENT {consumer} {partition}/{sort} (two orders of the streams fold it differently; not compared)"
+        );
+    }
+    for n in &report.not_folded {
+        let _ = writeln!(out, "NOT FOLDED {}: {}", n.consumer, n.reason);
+    }
+    for r in &report.refused {
+        let event = r.event.as_ref().map_or_else(
+            || "(unreadable event)".to_string(),
+            |e| format!("{} v{} {}", e.stream_id, e.version, e.event_type),
+        );
+        let _ = writeln!(out, "REFUSED {} {event}: {}", r.consumer, r.reason);
+    }
+    let width = report
+        .consumers
+        .iter()
+        .map(|c| c.consumer.len())
+        .max()
+        .unwrap_or(0)
+        .max("consumer".len());
+    let _ = writeln!(
+        out,
+        "{:<width$}  {:>9}  {:>8}  {:>9}  {:>6}",
+        "consumer", "compared", "missing", "different", "extra"
+    );
+    for c in &report.consumers {
+        let _ = writeln!(
+            out,
+            "{:<width$}  {:>9}  {:>8}  {:>9}  {:>6}",
+            c.consumer, c.compared, c.missing, c.different, c.extra
+        );
+    }
+    let _ = write!(
+        out,
+        "verified {} events of {} streams: {} documents of {} consumers compared; {} missing, {} different, {} extra, \
+         {} order-dependent",
+        report.events,
+        report.streams,
+        report.compared(),
+        report.consumers.len(),
+        report.missing(),
+        report.different(),
+        report.extra(),
+        report.order_dependent.len(),
+    );
+    out
+}
+
+/// A full check's report as JSON: the report's fields and `totals`
+/// (compared, missing, different, extra, order_dependent, mismatched).
+pub fn verify_json(report: &VerifyReport) -> Result<String, CliError> {
+    let mut value = serde_json::to_value(report).map_err(|e| StoreError::Failed(e.to_string()))?;
+    value["totals"] = serde_json::json!({
+        "compared": report.compared(),
+        "missing": report.missing(),
+        "different": report.different(),
+        "extra": report.extra(),
+        "order_dependent": report.order_dependent.len(),
+        "mismatched": report.mismatched(),
+    });
+    serde_json::to_string_pretty(&value).map_err(|e| StoreError::Failed(e.to_string()).into())
 }
 
 /// Up to `max` messages of a dead-letter queue (URL or name), looked at
