@@ -20,11 +20,31 @@ use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// In-memory read models metered as the DynamoDB adapter would spend.
+/// In-memory read models metered as the DynamoDB adapter would spend:
+/// one checkpoint item per stream holding every consumer's version
+/// (decision 0036), its size counted with all the versions it holds.
 #[derive(Default)]
 pub struct MeteredReadModels {
     inner: InMemoryReadModels,
+    /// Every consumer's version of each stream, as the stream's item holds them.
+    versions: std::sync::Mutex<HashMap<String, HashMap<String, u64>>>,
     pub meter: CapacityMeter,
+}
+
+impl MeteredReadModels {
+    /// The size of `stream`'s checkpoint item with `changed` applied (0: no item).
+    fn stream_item_bytes(&self, stream: &str, changed: &[(&str, u64)]) -> usize {
+        let versions = self.versions.lock().map(|v| v.get(stream).cloned()).ok().flatten();
+        let mut all: HashMap<&str, u64> = versions
+            .as_ref()
+            .map(|v| v.iter().map(|(c, n)| (c.as_str(), *n)).collect())
+            .unwrap_or_default();
+        all.extend(changed.iter().copied());
+        if all.is_empty() {
+            return 0;
+        }
+        capacity::stream_checkpoint_item_bytes(stream, all)
+    }
 }
 
 fn doc_bytes(consumer: &str, partition: &str, sort: &str, body: &serde_json::Value) -> usize {
@@ -42,12 +62,7 @@ fn doc_bytes(consumer: &str, partition: &str, sort: &str, body: &serde_json::Val
 impl ReadModelStore for MeteredReadModels {
     async fn checkpoint(&self, consumer: &str, stream_id: &str) -> Result<u64, StoreError> {
         let v = self.inner.checkpoint(consumer, stream_id).await?;
-        let size = if v == 0 {
-            0
-        } else {
-            capacity::checkpoint_item_bytes(consumer, stream_id, v)
-        };
-        self.meter.get(&[size]);
+        self.meter.get(&[self.stream_item_bytes(stream_id, &[])]);
         Ok(v)
     }
 
@@ -79,25 +94,36 @@ impl ReadModelStore for MeteredReadModels {
         )?;
         self.inner.commit_all(commits).await?;
         for chunk in &chunks {
-            self.meter.chunk(chunk);
+            self.meter.chunk(chunk, |stream| {
+                let changed: Vec<(&str, u64)> = stream.moves.iter().map(|m| (m.consumer.as_str(), m.new)).collect();
+                self.stream_item_bytes(stream.stream_id, &changed)
+            });
+            let mut versions = self
+                .versions
+                .lock()
+                .map_err(|_| StoreError::Failed("metered read models: poisoned lock".into()))?;
+            for moved in &chunk.checkpoints {
+                versions
+                    .entry(moved.stream_id.clone())
+                    .or_default()
+                    .insert(moved.consumer.clone(), moved.new);
+            }
         }
         Ok(())
     }
 
     async fn checkpoints(&self, keys: &[(String, String)]) -> Result<Vec<u64>, StoreError> {
-        // BatchGetItem: 100 keys a request, each item rounded alone.
+        // BatchGetItem of the streams' items: 100 a request, each rounded alone.
         let mut out = Vec::with_capacity(keys.len());
-        for batch in keys.chunks(100) {
-            let mut sizes = Vec::with_capacity(batch.len());
-            for (consumer, stream) in batch {
-                let v = self.inner.checkpoint(consumer, stream).await?;
-                sizes.push(if v == 0 {
-                    0
-                } else {
-                    capacity::checkpoint_item_bytes(consumer, stream, v)
-                });
-                out.push(v);
+        let mut streams: Vec<&str> = Vec::new();
+        for (consumer, stream) in keys {
+            out.push(self.inner.checkpoint(consumer, stream).await?);
+            if !streams.contains(&stream.as_str()) {
+                streams.push(stream);
             }
+        }
+        for batch in streams.chunks(100) {
+            let sizes: Vec<usize> = batch.iter().map(|s| self.stream_item_bytes(s, &[])).collect();
             self.meter.get(&sizes);
         }
         Ok(out)

@@ -1,11 +1,25 @@
 //! `crm_core::ports::EventStore` over one DynamoDB table (ARCHITECTURE.md §5).
 //!
-//! Every append is one `TransactWriteItems`: each event is a conditional put
-//! (`attribute_not_exists(sk)`), an expected version `n > 0` adds a condition
-//! check on item `(stream, n)`, reservations are conditional puts or deletes
-//! and the receipt is a conditional put. A cancelled transaction is explained
-//! from its cancellation reasons (in the order of the items sent) or, where
-//! those are missing, by reading the items again.
+//! An append whose expected version is `n > 0` first reads item `(stream, n)`
+//! (one strongly consistent GetItem): missing, it is a conflict, nothing is
+//! written. Then its items are written: each event a conditional put
+//! (`attribute_not_exists(sk)`), reservations conditional puts or deletes,
+//! the receipt a conditional put. One item alone (a single event without
+//! reservation or receipt, the common case of journeys, the channel and the
+//! consumers' appends) is one conditional `PutItem`: 1 write unit per KB.
+//! Several items are one `TransactWriteItems` (2 units per KB of each item),
+//! since they must move together (decision 0036).
+//!
+//! Why the read is as safe as the `ConditionCheck` it replaces: versions are
+//! dense and only grow, and the newest event is never deleted by retention,
+//! so once `(stream, n)` exists the conditional put of `n + 1` succeeds
+//! exactly when the stream still ends at `n`. A stream behind `n` fails the
+//! read, one ahead of it fails the put: both are the one `Conflict`.
+//!
+//! A cancelled transaction is explained from its cancellation reasons (in
+//! the order of the items sent) or, where those are missing, by reading the
+//! items again. Every request is metered by DynamoDB's rounding rules from
+//! the items' sizes ([`DynamoEventStore::capacity`]).
 
 use super::items::{self, CodecError, Item, KIND, OWNER, PK, SK, VERSION};
 use super::transact::{
@@ -15,10 +29,11 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, CancellationReason, ConditionCheck, Delete, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{AttributeValue, CancellationReason, Delete, Put, TransactWriteItem};
 use aws_sdk_dynamodb::Client;
 use base64::Engine as _;
 use chrono::Utc;
+use crm_core::consumer::capacity::{Capacity, CapacityMeter};
 use crm_core::event::EventEnvelope;
 use crm_core::ports::EventExpiry;
 use crm_core::ports::{
@@ -27,6 +42,7 @@ use crm_core::ports::{
 };
 use crm_core::retention::{is_activity, RetentionPolicy};
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 /// DynamoDB's limit on the items of one transaction.
 pub const MAX_TRANSACTION_ITEMS: usize = 100;
@@ -65,13 +81,14 @@ pub struct DynamoEventStore {
     /// Activity events get the TTL `expires_at` = occurred_at + the activity
     /// age + a margin for the daily fold (`crm_core::retention`).
     retention: RetentionPolicy,
+    /// What the appends spent (clones share it).
+    meter: Arc<CapacityMeter>,
 }
 
 /// What an item of a transaction is for, to read its cancellation reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Role {
     Event,
-    VersionCheck,
     Reservation(String),
     Receipt,
 }
@@ -159,7 +176,16 @@ impl DynamoEventStore {
             client,
             table: table.into(),
             retention: RetentionPolicy::default(),
+            meter: Arc::new(CapacityMeter::default()),
         }
+    }
+
+    /// The capacity units and requests the appends of this store (and its
+    /// clones) spent so far, counted from the items' sizes by DynamoDB's
+    /// rules (`crm_core::consumer::capacity`): the version reads and the
+    /// writes, not the loads.
+    pub fn capacity(&self) -> Capacity {
+        self.meter.capacity()
     }
 
     /// The same store, writing activity events' TTL under `policy`
@@ -181,16 +207,7 @@ impl DynamoEventStore {
 
     /// A consistent GetItem of `(pk, 0)`.
     async fn get_zero_item(&self, pk: &str) -> Result<Option<Item>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(items::key(pk, 0)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| sdk_error("GetItem", &e))?;
-        Ok(out.item().cloned())
+        self.get_item(pk, 0).await
     }
 
     /// The version of the stream's last event (0 if it has none).
@@ -273,18 +290,6 @@ impl DynamoEventStore {
         Ok(TransactWriteItem::builder().put(put).build())
     }
 
-    fn version_check(&self, stream_id: &str, version: u64) -> Result<TransactWriteItem, StoreError> {
-        let check = ConditionCheck::builder()
-            .table_name(&self.table)
-            .set_key(Some(items::key(stream_id, version)))
-            .condition_expression("attribute_exists(#sk) AND #kind = :event")
-            .set_expression_attribute_names(Some(names(&[("#sk", SK), ("#kind", KIND)])))
-            .set_expression_attribute_values(Some(values(vec![(":event", items::s(items::KIND_EVENT))])))
-            .build()
-            .map_err(build_error)?;
-        Ok(TransactWriteItem::builder().condition_check(check).build())
-    }
-
     fn reservation_write(&self, change: &ReservationChange) -> Result<TransactWriteItem, StoreError> {
         let attribute_names = names(&[("#pk", PK), ("#kind", KIND), ("#owner", OWNER)]);
         Ok(match change {
@@ -332,22 +337,12 @@ impl DynamoEventStore {
         Ok(TransactWriteItem::builder().put(put).build())
     }
 
-    /// The transaction for `request` with its events at `envelopes` and, for
-    /// `check = Some(n)`, a condition that event `n` exists.
-    fn plan(
-        &self,
-        request: &AppendRequest,
-        envelopes: &[EventEnvelope],
-        check: Option<u64>,
-    ) -> Result<Plan, StoreError> {
+    /// The items to write for `request` with its events at `envelopes`.
+    fn plan(&self, request: &AppendRequest, envelopes: &[EventEnvelope]) -> Result<Plan, StoreError> {
         let mut plan = Plan::default();
         for envelope in envelopes {
             plan.items.push(self.event_put(envelope)?);
             plan.roles.push(Role::Event);
-        }
-        if let Some(version) = check {
-            plan.items.push(self.version_check(&request.stream_id, version)?);
-            plan.roles.push(Role::VersionCheck);
         }
         for change in &request.reservations {
             plan.items.push(self.reservation_write(change)?);
@@ -360,12 +355,98 @@ impl DynamoEventStore {
         Ok(plan)
     }
 
+    /// The size of each item of a plan (a delete counts its key).
+    fn sizes(plan: &Plan) -> Vec<usize> {
+        plan.items
+            .iter()
+            .map(|w| {
+                if let Some(put) = w.put() {
+                    items::item_size(put.item())
+                } else if let Some(delete) = w.delete() {
+                    items::item_size(delete.key())
+                } else {
+                    0
+                }
+            })
+            .collect()
+    }
+
+    /// Writes one put alone: a conditional `PutItem` (half a transaction's
+    /// units); a failed condition means what the item's role says.
+    async fn write_alone(&self, put: &Put, role: &Role, request: &AppendRequest) -> Result<(), AppendError> {
+        self.meter.write(&[items::item_size(put.item())], false);
+        let sent = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(put.item().clone()))
+            .set_condition_expression(put.condition_expression().map(str::to_string))
+            .set_expression_attribute_names(put.expression_attribute_names().cloned())
+            .set_expression_attribute_values(put.expression_attribute_values().cloned())
+            .send()
+            .await;
+        match sent {
+            Ok(_) => Ok(()),
+            Err(err) => match err.as_service_error() {
+                Some(PutItemError::ConditionalCheckFailedException(_)) => Err(match role {
+                    Role::Event => Self::conflict(request),
+                    Role::Reservation(key) => AppendError::ReservationTaken { key: key.clone() },
+                    Role::Receipt => {
+                        let key = request.receipt.as_ref().map_or("", |r| r.key.as_str());
+                        match self.duplicate(key).await {
+                            Cancelled::Refused(e) => e,
+                            Cancelled::Transient(why) => StoreError::Unavailable(why).into(),
+                        }
+                    }
+                }),
+                _ => Err(sdk_error("PutItem", &err).into()),
+            },
+        }
+    }
+
+    /// Writes the plan: one put alone, otherwise one transaction.
+    async fn write(&self, plan: Plan, request: &AppendRequest, base: u64) -> Result<(), AppendError> {
+        if let ([item], [role]) = (plan.items.as_slice(), plan.roles.as_slice()) {
+            if let Some(put) = item.put() {
+                return self.write_alone(put, role, request).await;
+            }
+        }
+        self.transact(plan, request, base).await
+    }
+
+    /// The event `expected` names must exist (one strongly consistent
+    /// GetItem): otherwise the stream is behind it, a conflict.
+    async fn check_version(&self, request: &AppendRequest, expected: u64) -> Result<(), AppendError> {
+        let found = self.get_item(&request.stream_id, expected).await?;
+        self.meter.get(&[found.as_ref().map_or(0, items::item_size)]);
+        match found {
+            Some(item) if items::kind_of(&item) == Some(items::KIND_EVENT) => Ok(()),
+            _ => Err(Self::conflict(request)),
+        }
+    }
+
+    /// A consistent GetItem of `(pk, sk)`.
+    async fn get_item(&self, pk: &str, sk: u64) -> Result<Option<Item>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(items::key(pk, sk)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk_error("GetItem", &e))?;
+        Ok(out.item().cloned())
+    }
+
     /// Sends the transaction; a cancellation becomes the [`AppendError`] it
     /// stands for. `base` is the version the events were placed after.
-    async fn write(&self, plan: Plan, request: &AppendRequest, base: u64) -> Result<(), AppendError> {
+    async fn transact(&self, plan: Plan, request: &AppendRequest, base: u64) -> Result<(), AppendError> {
+        let sizes = Self::sizes(&plan);
         let mut attempt = 0;
         loop {
             attempt += 1;
+            self.meter.write(&sizes, true);
             let sent = self
                 .client
                 .transact_write_items()
@@ -443,10 +524,7 @@ impl DynamoEventStore {
                 return self.duplicate(&receipt.key).await;
             }
         }
-        if failed_roles
-            .iter()
-            .any(|r| matches!(r, Role::Event | Role::VersionCheck))
-        {
+        if failed_roles.iter().any(|r| matches!(r, Role::Event)) {
             return Cancelled::Refused(Self::conflict(request));
         }
         if let Some(Role::Reservation(key)) = failed_roles.first() {
@@ -492,7 +570,8 @@ impl DynamoEventStore {
         Cancelled::Transient("transaction cancelled, but nothing it checked has changed".into())
     }
 
-    /// Places the events after `base` and writes them in one transaction.
+    /// Places the events after `base`; for `check = Some(n)` makes sure event
+    /// `n` exists, then writes them (with the reservations and the receipt).
     async fn append_at(&self, request: &AppendRequest, base: u64, check: Option<u64>) -> Result<Appended, AppendError> {
         let envelopes: Vec<EventEnvelope> = request
             .events
@@ -505,7 +584,10 @@ impl DynamoEventStore {
                 e
             })
             .collect();
-        let plan = self.plan(request, &envelopes, check)?;
+        if let Some(expected) = check {
+            self.check_version(request, expected).await?;
+        }
+        let plan = self.plan(request, &envelopes)?;
         self.write(plan, request, base).await?;
         let version = base + envelopes.len() as u64;
         Ok(Appended {
@@ -517,7 +599,7 @@ impl DynamoEventStore {
     /// An append without events: reservations and the receipt only, no
     /// version check.
     async fn append_without_events(&self, request: &AppendRequest) -> Result<Appended, AppendError> {
-        let plan = self.plan(request, &[], None)?;
+        let plan = self.plan(request, &[])?;
         if !plan.items.is_empty() {
             self.write(plan, request, 0).await?;
         }
@@ -531,11 +613,7 @@ impl DynamoEventStore {
 /// Refuses, before any write, what one transaction cannot hold.
 fn check_size(request: &AppendRequest) -> Result<(), AppendError> {
     check_append_size(request)?;
-    let check = usize::from(matches!(request.expected, ExpectedVersion::Exactly(n) if n > 0));
-    let total = request.events.len()
-        + if request.events.is_empty() { 0 } else { check }
-        + request.reservations.len()
-        + usize::from(request.receipt.is_some());
+    let total = request.events.len() + request.reservations.len() + usize::from(request.receipt.is_some());
     if total > MAX_TRANSACTION_ITEMS {
         return Err(AppendError::TooLarge(format!(
             "{total} items in one transaction (at most {MAX_TRANSACTION_ITEMS})"
@@ -842,18 +920,73 @@ mod tests {
             check_size(&request(MAX_EVENTS_PER_APPEND + 1, 0, false)),
             Err(AppendError::TooLarge(_))
         ));
-        // 90 events + 1 version check + 9 reservations + 1 receipt = 101.
+        // 90 events + 10 reservations + 1 receipt = 101 (the expected
+        // version is read before, not checked in the transaction).
         assert!(matches!(
-            check_size(&request(MAX_EVENTS_PER_APPEND, 9, true)),
+            check_size(&request(MAX_EVENTS_PER_APPEND, 10, true)),
             Err(AppendError::TooLarge(_))
         ));
-        assert!(check_size(&request(MAX_EVENTS_PER_APPEND, 8, true)).is_ok());
+        assert!(check_size(&request(MAX_EVENTS_PER_APPEND, 9, true)).is_ok());
         let mut twice = request(1, 1, false);
         twice.reservations.push(twice.reservations[0].clone());
         assert!(matches!(
             check_size(&twice),
             Err(AppendError::Store(StoreError::Failed(_)))
         ));
+    }
+
+    /// On moto: an append of one event alone is one conditional PutItem
+    /// (1 unit), after version `n` preceded by the read of `(stream, n)`;
+    /// an event with a receipt is a transaction; a stream behind the
+    /// expected version is a conflict found by that read, nothing written.
+    #[tokio::test]
+    async fn a_single_event_is_a_put_and_the_expected_version_is_read() {
+        let client = crate::testing::dynamodb_client().await;
+        let table = format!("events-unit-{}", uuid::Uuid::now_v7().simple());
+        super::super::create_events_table(&client, &table).await.expect("table");
+        let store = DynamoEventStore::new(client, table);
+        let s = format!("customer-{}", uuid::Uuid::now_v7().simple());
+        let one = |expected, n| AppendRequest {
+            stream_id: s.clone(),
+            expected,
+            events: vec![crm_core::store_contract::event(&s, n)],
+            reservations: Vec::new(),
+            receipt: None,
+        };
+        let before = store.capacity();
+        store.append(one(ExpectedVersion::NoStream, 1)).await.expect("first");
+        let first = store.capacity();
+        assert_eq!(first.write_units - before.write_units, 1.0);
+        assert_eq!((first.transactions, first.read_requests), (0, 0));
+        store.append(one(ExpectedVersion::Exactly(1), 2)).await.expect("second");
+        let second = store.capacity();
+        assert_eq!(second.write_units - first.write_units, 1.0);
+        assert_eq!(second.read_units - first.read_units, 1.0);
+        assert_eq!(second.transactions, 0);
+        // Behind: version 5 does not exist.
+        assert!(matches!(
+            store.append(one(ExpectedVersion::Exactly(5), 6)).await,
+            Err(AppendError::Conflict { .. })
+        ));
+        // Ahead: version 3 is taken meanwhile.
+        store.append(one(ExpectedVersion::Exactly(2), 3)).await.expect("third");
+        assert!(matches!(
+            store.append(one(ExpectedVersion::Exactly(2), 3)).await,
+            Err(AppendError::Conflict { .. })
+        ));
+        assert_eq!(store.load(&s).await.expect("load").version, 3);
+        let mut with_receipt = request(1, 0, true);
+        with_receipt.stream_id = s.clone();
+        with_receipt.expected = ExpectedVersion::Exactly(3);
+        with_receipt.receipt = with_receipt.receipt.map(|mut r| {
+            r.key = format!("command#{s}");
+            r
+        });
+        let before = store.capacity();
+        store.append(with_receipt).await.expect("with a receipt");
+        let after = store.capacity();
+        assert_eq!(after.transactions - before.transactions, 1);
+        assert_eq!(after.write_units - before.write_units, 4.0);
     }
 
     /// The fallback for cancellations without reasons (moto 5.2 always gives

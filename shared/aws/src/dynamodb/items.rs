@@ -120,6 +120,21 @@ pub fn event_to_item(e: &EventEnvelope) -> Result<Item, CodecError> {
     Ok(item)
 }
 
+/// An item's size as DynamoDB counts it for capacity: the UTF-8 bytes of
+/// every attribute name and of its string or number value (a number is
+/// counted by its digits, slightly over what DynamoDB stores).
+pub fn item_size(item: &Item) -> usize {
+    item.iter()
+        .map(|(name, value)| {
+            name.len()
+                + match value {
+                    AttributeValue::S(v) | AttributeValue::N(v) => v.len(),
+                    _ => 0,
+                }
+        })
+        .sum()
+}
+
 /// Reads an event item back into its envelope.
 pub fn event_from_item(item: &Item) -> Result<EventEnvelope, CodecError> {
     expect_kind(item, KIND_EVENT)?;

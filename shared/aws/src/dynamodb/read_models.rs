@@ -3,24 +3,29 @@
 //!
 //! Every item has `pk` (S), `sk` (S) and a `kind`:
 //!
-//! | kind         | pk                       | sk        | other attributes |
-//! | ------------ | ------------------------ | --------- | ---------------- |
-//! | `doc`        | `<consumer>#<partition>` | sort key  | body (JSON string) |
-//! | `checkpoint` | `checkpoint#<consumer>`  | stream id | version (N) |
+//! | kind         | pk                       | sk           | other attributes |
+//! | ------------ | ------------------------ | ------------ | ---------------- |
+//! | `doc`        | `<consumer>#<partition>` | sort key     | body (JSON string) |
+//! | `checkpoint` | `checkpoint#<stream>`    | `checkpoint` | `v#<consumer>` (N) per consumer |
 //!
-//! A consumer name must be non-empty, must not contain `#` and must not be
-//! `checkpoint`, so that no document key can be mistaken for another
-//! consumer's document or for a checkpoint.
+//! One checkpoint item per stream holds the version of every consumer that
+//! applied events of it (decision 0036): a page moving several consumers on
+//! a stream writes the item once. Each write sets only its consumers'
+//! attributes (`UpdateItem`, conditioned on each one's expected version), so
+//! the consumers, and the functions hosting them, never overwrite each
+//! other's versions. A consumer name must be non-empty, must not contain `#`
+//! and must not be `checkpoint`, so that no document key can be mistaken for
+//! another consumer's document or for a checkpoint item.
 //!
 //! A page's commits ([`ReadModelStore::commit_all`]) are cut by
 //! [`crm_core::consumer::capacity::plan`] into chunks of consecutive commits
 //! within `TransactWriteItems`' 100 items and 4 MB, each checkpoint and each
 //! document written once per chunk as the chunk leaves it (DynamoDB refuses
-//! a transaction touching one item twice anyway). A chunk of several items is
-//! one `TransactWriteItems`: every checkpoint put conditioned on its expected
-//! version, an unconditional put or delete per document. A chunk of one item
-//! (a checkpoint moving without documents) is one conditional `PutItem`:
-//! atomic on its own, half the write units of a transaction (decision 0031).
+//! a transaction touching one item twice anyway). The stream items whose
+//! commits carry documents and those documents are one `TransactWriteItems`
+//! (one item alone: a single conditional write); every other stream item is
+//! one conditional `UpdateItem`: atomic on its own, half the write units of
+//! a transaction (decisions 0031, 0036).
 //! Chunks are written in order; after a failure the chunks before stand, which
 //! the checkpoints make safe to deliver again.
 //!
@@ -29,7 +34,7 @@
 //! ([`crm_core::consumer::capacity`]), not from what the service reports.
 
 use super::event_store::sdk_error;
-use super::items::{self, CodecError, Item, BODY, KIND, PK, SK, VERSION};
+use super::items::{self, CodecError, Item, BODY, KIND, PK, SK};
 use super::transact::{
     build_error, pause, unexplained, Unexplained, CONDITIONAL_CHECK_FAILED, TRANSACTION_CONFLICT_ATTEMPTS,
 };
@@ -37,9 +42,12 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, CancellationReason, Delete, KeysAndAttributes, Put, TransactWriteItem};
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, CancellationReason, Delete, KeysAndAttributes, Put, TransactWriteItem, Update,
+};
 use aws_sdk_dynamodb::Client;
-use crm_core::consumer::capacity::{self, Capacity, CapacityMeter, CheckpointMove, Chunk, LooseWrite};
+use crm_core::consumer::capacity::{self, Capacity, CapacityMeter, CheckpointMove, Chunk, LooseWrite, StreamMove};
 use crm_core::ports::{check_commit_size, Commit, CommitError, ReadModelStore, ReadOp, StoreError};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -52,6 +60,8 @@ pub const KIND_CHECKPOINT: &str = "checkpoint";
 
 /// What starts the partition key of a checkpoint item.
 const CHECKPOINT_PREFIX: &str = "checkpoint#";
+/// The sort key of every checkpoint item.
+const CHECKPOINT_SK: &str = "checkpoint";
 
 /// DynamoDB's limit on one item (names and values, in UTF-8 bytes).
 const MAX_ITEM_BYTES: usize = 400 * 1024;
@@ -76,6 +86,15 @@ enum Cancelled<'c> {
     Store(StoreError),
 }
 
+/// The conflict of a checkpoint that was not the expected one.
+fn conflict(moved: &CheckpointMove) -> CommitError {
+    CommitError::Conflict {
+        consumer: moved.consumer.clone(),
+        stream_id: moved.stream_id.clone(),
+        expected: moved.expected,
+    }
+}
+
 /// The stamp of an idempotent document: the stream and version that wrote it.
 const STAMP_STREAM: &str = "stamp_stream";
 const STAMP_VERSION: &str = "stamp_version";
@@ -87,9 +106,9 @@ fn doc_pk(consumer: &str, partition: &str) -> String {
     format!("{consumer}#{partition}")
 }
 
-/// The partition key of a consumer's checkpoints.
-fn checkpoint_pk(consumer: &str) -> String {
-    format!("{CHECKPOINT_PREFIX}{consumer}")
+/// The key of a stream's checkpoint item.
+fn checkpoint_key(stream_id: &str) -> Item {
+    key(format!("{CHECKPOINT_PREFIX}{stream_id}"), CHECKPOINT_SK)
 }
 
 fn key(pk: String, sk: &str) -> Item {
@@ -107,20 +126,11 @@ fn check_consumer(consumer: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// An item's size as DynamoDB counts it (attribute names and string or
-/// number values, in bytes; numbers slightly over-counted), as
+/// An item's size as DynamoDB counts it ([`items::item_size`]), as
 /// [`capacity::doc_item_bytes`] and [`capacity::checkpoint_item_bytes`]
 /// compute it for the items this adapter writes.
 fn item_size(item: &Item) -> usize {
-    item.iter()
-        .map(|(name, value)| {
-            name.len()
-                + match value {
-                    AttributeValue::S(v) | AttributeValue::N(v) => v.len(),
-                    _ => 0,
-                }
-        })
-        .sum()
+    items::item_size(item)
 }
 
 impl DynamoReadModels {
@@ -152,6 +162,61 @@ impl DynamoReadModels {
 
     fn corrupt(&self, e: CodecError) -> StoreError {
         StoreError::Failed(format!("corrupt item in table {}: {e}", self.table))
+    }
+
+    /// Deletes every document of `consumer` and removes its version from
+    /// every stream's checkpoint item (the other consumers' versions stay):
+    /// one Scan of the table, fine for an operator's rebuild. Returns how
+    /// many documents and checkpoints went.
+    pub async fn clear_consumer(&self, consumer: &str) -> Result<usize, StoreError> {
+        check_consumer(consumer)?;
+        let attribute = capacity::checkpoint_attribute(consumer);
+        let mut start: Option<Item> = None;
+        let mut cleared = 0;
+        loop {
+            let out = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression("begins_with(#pk, :docs) OR attribute_exists(#v)")
+                .projection_expression("#pk, #sk")
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_names("#sk", SK)
+                .expression_attribute_names("#v", &attribute)
+                .expression_attribute_values(":docs", items::s(format!("{consumer}#")))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| sdk_error("Scan", &e))?;
+            for item in out.items() {
+                let pk = items::get_s(item, PK).map_err(|e| self.corrupt(e))?;
+                let key = Some(item.clone());
+                if pk.starts_with(CHECKPOINT_PREFIX) {
+                    self.client
+                        .update_item()
+                        .table_name(&self.table)
+                        .set_key(key)
+                        .update_expression("REMOVE #v")
+                        .expression_attribute_names("#v", &attribute)
+                        .send()
+                        .await
+                        .map_err(|e| sdk_error("UpdateItem", &e))?;
+                } else {
+                    self.client
+                        .delete_item()
+                        .table_name(&self.table)
+                        .set_key(key)
+                        .send()
+                        .await
+                        .map_err(|e| sdk_error("DeleteItem", &e))?;
+                }
+                cleared += 1;
+            }
+            match out.last_evaluated_key() {
+                Some(key) => start = Some(key.clone()),
+                None => return Ok(cleared),
+            }
+        }
     }
 
     /// A consistent GetItem.
@@ -190,28 +255,67 @@ impl DynamoReadModels {
         })
     }
 
-    /// The put of a checkpoint item moving from `expected` to `new`,
-    /// conditioned on `expected`.
-    fn checkpoint_put(&self, moved: &CheckpointMove) -> Result<Put, StoreError> {
-        let mut item = key(checkpoint_pk(&moved.consumer), &moved.stream_id);
-        item.insert(KIND.into(), items::s(KIND_CHECKPOINT));
-        item.insert(VERSION.into(), items::n(moved.new));
-        // A checkpoint stored as 0 counts as absent, as `checkpoint` reads it.
-        let condition = if moved.expected == 0 {
-            "attribute_not_exists(#pk) OR #v = :expected"
-        } else {
-            "#v = :expected"
-        };
-        let mut put = Put::builder()
+    /// The update of a stream's checkpoint item setting each consumer's
+    /// new version, conditioned on each one's expected version (0: absent
+    /// or 0, as `checkpoint` reads it). Other consumers' versions are left
+    /// as they are.
+    fn stream_update(&self, stream: &StreamMove<'_>) -> Result<Update, StoreError> {
+        let mut sets = vec!["#kind = :kind".to_string()];
+        let mut conditions = Vec::with_capacity(stream.moves.len());
+        let mut update = Update::builder()
             .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression(condition)
-            .expression_attribute_names("#v", VERSION)
-            .expression_attribute_values(":expected", items::n(moved.expected));
-        if moved.expected == 0 {
-            put = put.expression_attribute_names("#pk", PK);
+            .set_key(Some(checkpoint_key(stream.stream_id)))
+            .expression_attribute_names("#kind", KIND)
+            .expression_attribute_values(":kind", items::s(KIND_CHECKPOINT));
+        for (i, moved) in stream.moves.iter().enumerate() {
+            let (name, new, expected) = (format!("#c{i}"), format!(":n{i}"), format!(":e{i}"));
+            sets.push(format!("{name} = {new}"));
+            conditions.push(if moved.expected == 0 {
+                format!("(attribute_not_exists({name}) OR {name} = {expected})")
+            } else {
+                format!("{name} = {expected}")
+            });
+            update = update
+                .expression_attribute_names(&name, capacity::checkpoint_attribute(&moved.consumer))
+                .expression_attribute_values(&new, items::n(moved.new))
+                .expression_attribute_values(&expected, items::n(moved.expected));
         }
-        put.build().map_err(build_error)
+        update
+            .update_expression(format!("SET {}", sets.join(", ")))
+            .condition_expression(conditions.join(" AND "))
+            .build()
+            .map_err(build_error)
+    }
+
+    /// The versions a checkpoint item holds, by consumer.
+    fn versions(&self, item: &Item) -> Result<HashMap<String, u64>, StoreError> {
+        match items::kind_of(item) {
+            Some(KIND_CHECKPOINT) => {}
+            Some(other) => {
+                return Err(self.corrupt(CodecError::WrongKind {
+                    expected: KIND_CHECKPOINT,
+                    found: other.to_string(),
+                }))
+            }
+            None => return Err(self.corrupt(CodecError::Missing(KIND))),
+        }
+        let mut out = HashMap::new();
+        for (name, value) in item {
+            let Some(consumer) = name.strip_prefix("v#") else {
+                continue;
+            };
+            let AttributeValue::N(n) = value else {
+                return Err(StoreError::Failed(format!(
+                    "corrupt item in table {}: {name} is not a number",
+                    self.table
+                )));
+            };
+            let version = n
+                .parse()
+                .map_err(|_| StoreError::Failed(format!("corrupt item in table {}: {name} = {n:?}", self.table)))?;
+            out.insert(consumer.to_string(), version);
+        }
+        Ok(out)
     }
 
     /// The write of one document and its item's size.
@@ -253,15 +357,15 @@ impl DynamoReadModels {
     }
 
     /// Explains a cancellation by its reasons, one per item sent (the
-    /// chunk's checkpoints first): the first checkpoint whose condition
-    /// failed is the conflict.
-    fn explain<'c>(bound: &[&'c CheckpointMove], reasons: &[CancellationReason]) -> Cancelled<'c> {
+    /// chunk's stream items first): the first stream item whose condition
+    /// failed holds the conflict, found by reading it.
+    async fn explain<'c>(&self, bound: &[StreamMove<'c>], reasons: &[CancellationReason]) -> Cancelled<'c> {
         if let Some(i) = reasons
             .iter()
             .take(bound.len())
             .position(|r| r.code() == Some(CONDITIONAL_CHECK_FAILED))
         {
-            return Cancelled::Conflict(bound[i]);
+            return self.explain_by_reading(&bound[i..=i]).await;
         }
         match unexplained(reasons) {
             Unexplained::Transient(described) => Cancelled::Transient(described),
@@ -269,17 +373,29 @@ impl DynamoReadModels {
         }
     }
 
-    /// Explains a cancellation without usable reasons by reading the
-    /// chunk's checkpoints again.
-    async fn explain_by_reading<'c>(&self, bound: &[&'c CheckpointMove]) -> Cancelled<'c> {
-        for moved in bound.iter().copied() {
-            match self.checkpoint(&moved.consumer, &moved.stream_id).await {
-                Ok(current) if current != moved.expected => return Cancelled::Conflict(moved),
-                Ok(_) => {}
+    /// Explains a refused write by reading the stream items again: the first
+    /// consumer whose version is not the expected one is the conflict.
+    async fn explain_by_reading<'c>(&self, streams: &[StreamMove<'c>]) -> Cancelled<'c> {
+        for stream in streams {
+            let versions = match self.stream_versions(stream.stream_id).await {
+                Ok(v) => v,
                 Err(e) => return Cancelled::Store(e),
+            };
+            for moved in &stream.moves {
+                if versions.get(&moved.consumer).copied().unwrap_or(0) != moved.expected {
+                    return Cancelled::Conflict(moved);
+                }
             }
         }
-        Cancelled::Transient("transaction cancelled, but every checkpoint is still the expected one".into())
+        Cancelled::Transient("write refused, but every checkpoint is still the expected one".into())
+    }
+
+    /// Every consumer's version of `stream_id` (one consistent GetItem).
+    async fn stream_versions(&self, stream_id: &str) -> Result<HashMap<String, u64>, StoreError> {
+        match self.get_item(checkpoint_key(stream_id)).await? {
+            Some(item) => self.versions(&item),
+            None => Ok(HashMap::new()),
+        }
     }
 
     /// Writes one idempotent document: a put with its stamp (or a delete),
@@ -359,30 +475,45 @@ impl DynamoReadModels {
         Ok(())
     }
 
-    /// A checkpoint moving alone: one conditional `PutItem`.
-    async fn write_checkpoint(&self, moved: &CheckpointMove) -> Result<(), CommitError> {
-        let put = self.checkpoint_put(moved)?;
-        self.meter.write(&[item_size(put.item())], false);
-        match self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(put.item().clone()))
-            .set_condition_expression(put.condition_expression().map(str::to_string))
-            .set_expression_attribute_names(put.expression_attribute_names().cloned())
-            .set_expression_attribute_values(put.expression_attribute_values().cloned())
-            .send()
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(err) => match err.as_service_error() {
-                Some(PutItemError::ConditionalCheckFailedException(_)) => Err(CommitError::Conflict {
-                    consumer: moved.consumer.clone(),
-                    stream_id: moved.stream_id.clone(),
-                    expected: moved.expected,
-                }),
-                _ => Err(sdk_error("PutItem", &err).into()),
-            },
+    /// A stream item moving without documents: one conditional `UpdateItem`
+    /// (sent again if another transaction held the item).
+    async fn write_stream(&self, stream: &StreamMove<'_>) -> Result<(), CommitError> {
+        let update = self.stream_update(stream)?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            self.meter.write(&[stream.item_bytes()], false);
+            let sent = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(update.key().clone()))
+                .update_expression(update.update_expression())
+                .set_condition_expression(update.condition_expression().map(str::to_string))
+                .set_expression_attribute_names(update.expression_attribute_names().cloned())
+                .set_expression_attribute_values(update.expression_attribute_values().cloned())
+                .send()
+                .await;
+            let err = match sent {
+                Ok(_) => return Ok(()),
+                Err(err) => err,
+            };
+            match err.as_service_error() {
+                Some(UpdateItemError::ConditionalCheckFailedException(_)) => {
+                    return match self.explain_by_reading(std::slice::from_ref(stream)).await {
+                        Cancelled::Conflict(moved) => Err(conflict(moved)),
+                        Cancelled::Store(e) => Err(e.into()),
+                        // Refused, yet every version is the expected one now:
+                        // another writer moved and the caller looks again.
+                        Cancelled::Transient(_) => Err(conflict(stream.moves[0])),
+                    };
+                }
+                Some(UpdateItemError::TransactionConflictException(_)) if attempt < TRANSACTION_CONFLICT_ATTEMPTS => {
+                    tracing::debug!(table = %self.table, attempt, "checkpoint update met a transaction; again");
+                    pause(&self.client, attempt).await;
+                }
+                _ => return Err(sdk_error("UpdateItem", &err).into()),
+            }
         }
     }
 
@@ -393,24 +524,20 @@ impl DynamoReadModels {
         for result in futures::future::join_all(chunk.loose.iter().map(|l| self.write_loose(l))).await {
             result?;
         }
-        for result in futures::future::join_all(chunk.alone().map(|m| self.write_checkpoint(m))).await {
+        let alone = chunk.alone();
+        for result in futures::future::join_all(alone.iter().map(|s| self.write_stream(s))).await {
             result?;
         }
-        let conflict = |moved: &CheckpointMove| CommitError::Conflict {
-            consumer: moved.consumer.clone(),
-            stream_id: moved.stream_id.clone(),
-            expected: moved.expected,
-        };
-        let bound: Vec<&CheckpointMove> = chunk.bound().collect();
+        let bound = chunk.bound();
         if bound.is_empty() && chunk.docs.is_empty() {
             return Ok(());
         }
         let mut writes = Vec::with_capacity(chunk.items());
         let mut sizes = Vec::with_capacity(chunk.items());
-        for moved in &bound {
-            let put = self.checkpoint_put(moved)?;
-            sizes.push(item_size(put.item()));
-            writes.push(TransactWriteItem::builder().put(put).build());
+        for stream in &bound {
+            let update = self.stream_update(stream)?;
+            sizes.push(stream.item_bytes());
+            writes.push(TransactWriteItem::builder().update(update).build());
         }
         for doc in &chunk.docs {
             let (write, size) = self.doc_write(&doc.consumer, doc.op.clone())?;
@@ -443,7 +570,7 @@ impl DynamoReadModels {
             };
             let reasons = cancelled.cancellation_reasons();
             let explained = if reasons.len() == writes.len() {
-                Self::explain(&bound, reasons)
+                self.explain(&bound, reasons).await
             } else {
                 tracing::debug!(
                     table = %self.table,
@@ -474,17 +601,12 @@ impl DynamoReadModels {
 impl ReadModelStore for DynamoReadModels {
     async fn checkpoint(&self, consumer: &str, stream_id: &str) -> Result<u64, StoreError> {
         check_consumer(consumer)?;
-        let Some(item) = self.get_item(key(checkpoint_pk(consumer), stream_id)).await? else {
-            return Ok(0);
-        };
-        match items::kind_of(&item) {
-            Some(KIND_CHECKPOINT) => items::get_n(&item, VERSION).map_err(|e| self.corrupt(e)),
-            Some(other) => Err(self.corrupt(CodecError::WrongKind {
-                expected: KIND_CHECKPOINT,
-                found: other.to_string(),
-            })),
-            None => Err(self.corrupt(CodecError::Missing(KIND))),
-        }
+        Ok(self
+            .stream_versions(stream_id)
+            .await?
+            .get(consumer)
+            .copied()
+            .unwrap_or(0))
     }
 
     async fn commit(
@@ -525,19 +647,21 @@ impl ReadModelStore for DynamoReadModels {
         Ok(())
     }
 
-    /// `BatchGetItem`s of up to 100 keys, strongly consistent; unprocessed
-    /// keys are asked again.
+    /// `BatchGetItem`s of up to 100 stream items, strongly consistent (one
+    /// item per stream, however many of its consumers are asked);
+    /// unprocessed keys are asked again.
     async fn checkpoints(&self, keys: &[(String, String)]) -> Result<Vec<u64>, StoreError> {
-        let mut found: HashMap<(String, String), u64> = HashMap::new();
-        for batch in keys.chunks(MAX_KEYS_PER_BATCH_GET) {
-            let mut wanted: Vec<Item> = Vec::new();
-            let mut seen = std::collections::HashSet::new();
-            for (consumer, stream) in batch {
-                check_consumer(consumer)?;
-                if seen.insert((consumer, stream)) {
-                    wanted.push(key(checkpoint_pk(consumer), stream));
-                }
+        let mut streams: Vec<&str> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for (consumer, stream) in keys {
+            check_consumer(consumer)?;
+            if seen.insert(stream.as_str()) {
+                streams.push(stream);
             }
+        }
+        let mut found: HashMap<String, HashMap<String, u64>> = HashMap::new();
+        for batch in streams.chunks(MAX_KEYS_PER_BATCH_GET) {
+            let mut wanted: Vec<Item> = batch.iter().map(|s| checkpoint_key(s)).collect();
             let mut attempt = 0;
             while !wanted.is_empty() {
                 attempt += 1;
@@ -565,10 +689,8 @@ impl ReadModelStore for DynamoReadModels {
                 self.meter.get(&sizes);
                 for item in &items {
                     let pk = items::get_s(item, PK).map_err(|e| self.corrupt(e))?;
-                    let stream = items::get_s(item, SK).map_err(|e| self.corrupt(e))?;
-                    let consumer = pk.strip_prefix(CHECKPOINT_PREFIX).unwrap_or(pk);
-                    let version = items::get_n(item, VERSION).map_err(|e| self.corrupt(e))?;
-                    found.insert((consumer.to_string(), stream.to_string()), version);
+                    let stream = pk.strip_prefix(CHECKPOINT_PREFIX).unwrap_or(pk);
+                    found.insert(stream.to_string(), self.versions(item)?);
                 }
                 if let Some(left) = out
                     .unprocessed_keys()
@@ -586,7 +708,10 @@ impl ReadModelStore for DynamoReadModels {
                 }
             }
         }
-        Ok(keys.iter().map(|k| found.get(k).copied().unwrap_or(0)).collect())
+        Ok(keys
+            .iter()
+            .map(|(consumer, stream)| found.get(stream).and_then(|v| v.get(consumer)).copied().unwrap_or(0))
+            .collect())
     }
 
     async fn get(&self, consumer: &str, partition: &str, sort: &str) -> Result<Option<serde_json::Value>, StoreError> {
@@ -693,6 +818,7 @@ mod tests {
         };
         let (_, size) = store.doc_write("timeline", delete.clone()).expect("doc");
         assert_eq!(size, capacity::doc_item_bytes("timeline", &delete));
+        // The checkpoint item as the update leaves it on a new stream.
         let moved = CheckpointMove {
             consumer: "timeline".into(),
             stream_id: "customer-1".into(),
@@ -700,11 +826,87 @@ mod tests {
             new: 12,
             with_docs: false,
         };
-        let put = store.checkpoint_put(&moved).expect("checkpoint");
+        let stream = StreamMove {
+            stream_id: "customer-1",
+            moves: vec![&moved],
+        };
+        let update = store.stream_update(&stream).expect("checkpoint");
+        let mut item = update.key().clone();
+        item.insert(KIND.into(), items::s(KIND_CHECKPOINT));
+        item.insert(capacity::checkpoint_attribute("timeline"), items::n(12));
+        assert_eq!(item_size(&item), stream.item_bytes());
         assert_eq!(
-            item_size(put.item()),
+            item_size(&item),
             capacity::checkpoint_item_bytes("timeline", "customer-1", 12)
         );
+    }
+
+    /// On moto (`AWS_ENDPOINT_URL`, like the tests in `tests/`): consumers
+    /// of one stream share its checkpoint item, a page moving three of them
+    /// writes it once, and clearing one consumer leaves the others' versions.
+    #[tokio::test]
+    async fn consumers_share_a_stream_item_and_clearing_one_leaves_the_others() {
+        let client = crate::testing::dynamodb_client().await;
+        let table = format!("read-models-unit-{}", uuid::Uuid::now_v7().simple());
+        super::super::create_read_models_table(&client, &table)
+            .await
+            .expect("table");
+        let store = DynamoReadModels::new(client, table);
+        let stream = format!("customer-{}", uuid::Uuid::now_v7().simple());
+        let doc = |n: i64| ReadOp::Put {
+            partition: "p".into(),
+            sort: format!("d{n}"),
+            body: json!(n),
+        };
+        let commit = |consumer: &str, expected, new, ops| Commit {
+            consumer: consumer.into(),
+            stream_id: stream.clone(),
+            expected,
+            new,
+            ops,
+            idempotent: Vec::new(),
+        };
+        let before = store.capacity();
+        store
+            .commit_all(vec![
+                commit("alpha", 0, 2, vec![doc(1)]),
+                commit("beta", 0, 2, vec![doc(2)]),
+                commit("gamma", 0, 3, Vec::new()),
+            ])
+            .await
+            .expect("page");
+        let spent = store.capacity();
+        // One transaction: the stream item and two documents, 2 units each.
+        assert_eq!(spent.write_units - before.write_units, 6.0);
+        assert_eq!(spent.write_requests - before.write_requests, 1);
+        let keys = ["alpha", "beta", "gamma", "delta"].map(|c| (c.to_string(), stream.clone()));
+        assert_eq!(store.checkpoints(&keys).await.expect("checkpoints"), [2, 2, 3, 0]);
+        assert_eq!(store.capacity().read_units - spent.read_units, 1.0, "one item read");
+        // A stale expectation of one consumer refuses the write, names it.
+        let stale = store
+            .commit_all(vec![
+                commit("alpha", 2, 4, Vec::new()),
+                commit("beta", 1, 4, Vec::new()),
+            ])
+            .await;
+        assert!(
+            matches!(&stale, Err(CommitError::Conflict { consumer, expected: 1, .. }) if consumer == "beta"),
+            "{stale:?}"
+        );
+        assert_eq!(store.checkpoint("alpha", &stream).await.expect("alpha"), 2);
+        // Clearing beta: its document and its version go, alpha's stay.
+        assert_eq!(store.clear_consumer("beta").await.expect("clear"), 2);
+        assert_eq!(store.checkpoint("beta", &stream).await.expect("beta"), 0);
+        assert_eq!(store.checkpoint("alpha", &stream).await.expect("alpha"), 2);
+        assert_eq!(store.checkpoint("gamma", &stream).await.expect("gamma"), 3);
+        assert_eq!(store.get("beta", "p", "d2").await.expect("get"), None);
+        assert_eq!(store.get("alpha", "p", "d1").await.expect("get"), Some(json!(1)));
+        // Beta starts again from 0 without disturbing the others.
+        store
+            .commit("beta", &stream, 0, 5, vec![doc(5)])
+            .await
+            .expect("beta again");
+        assert_eq!(store.checkpoints(&keys).await.expect("checkpoints"), [2, 5, 3, 0]);
     }
 
     #[test]

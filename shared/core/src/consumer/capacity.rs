@@ -7,16 +7,23 @@
 //!   within [`MAX_ITEMS_PER_WRITE`] items and [`MAX_BYTES_PER_WRITE`] bytes:
 //!   consecutive commits, each (consumer, stream) checkpoint written once
 //!   per chunk (expected: the first commit's, new: the last one's), each
-//!   document once, as the chunk leaves it. The checkpoints of pairs whose
-//!   commits have documents to move with them, and those documents, are one
-//!   transaction; every other checkpoint is a conditional put of its own.
+//!   document once, as the chunk leaves it. The checkpoints live one item
+//!   per stream, holding every consumer's version (decision 0036), so a
+//!   chunk writes each stream's item once, however many consumers moved on
+//!   it ([`Chunk::streams`]). The items of streams some of whose commits
+//!   have documents to move with them, and those documents, are one
+//!   transaction; every other stream's item is a conditional update of its
+//!   own.
 //!   A commit's idempotent operations ([`Commit::idempotent`]) are the
 //!   chunk's `loose` writes: written first, each a put (or delete) of its
 //!   own, conditioned on a stamp (the stream and version that wrote it) so
 //!   an older version never overwrites a newer one; they do not count
 //!   against the transaction's limits.
-//! - [`doc_item_bytes`] and [`checkpoint_item_bytes`]: the size of the
-//!   adapter's items as DynamoDB counts it (attribute names and values).
+//! - [`doc_item_bytes`], [`stream_checkpoint_item_bytes`] and
+//!   [`checkpoint_item_bytes`]: the size of the adapter's items as DynamoDB
+//!   counts it (attribute names and values).
+//! - [`append_units`]: what an event store append costs, as the DynamoDB
+//!   event store writes it (decision 0036).
 //! - [`CapacityMeter`]: capacity units by DynamoDB's rounding rules. A write
 //!   costs 1 write unit per KB of each item, rounded up per item, twice that
 //!   inside a transaction; a read 1 read unit per 4 KB (strongly
@@ -48,6 +55,28 @@ pub struct CheckpointMove {
     pub with_docs: bool,
 }
 
+/// The checkpoint item of one stream as a chunk writes it: every
+/// consumer's move on the stream in the chunk, in one write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamMove<'c> {
+    pub stream_id: &'c str,
+    pub moves: Vec<&'c CheckpointMove>,
+}
+
+impl StreamMove<'_> {
+    /// Whether one of the moves has documents to move with it: then the
+    /// item is part of the chunk's transaction.
+    pub fn with_docs(&self) -> bool {
+        self.moves.iter().any(|m| m.with_docs)
+    }
+
+    /// The item's size with the versions this write sets (other consumers'
+    /// versions already on the item add to it).
+    pub fn item_bytes(&self) -> usize {
+        stream_checkpoint_item_bytes(self.stream_id, self.moves.iter().map(|m| (m.consumer.as_str(), m.new)))
+    }
+}
+
 /// One document write of a chunk: the last operation of the chunk on it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DocWrite {
@@ -75,26 +104,47 @@ pub struct Chunk {
 }
 
 impl Chunk {
-    /// The items of the chunk that count against a write's limits.
+    /// The items of the chunk that count against a write's limits: one
+    /// checkpoint item per stream, one per document.
     pub fn items(&self) -> usize {
-        self.checkpoints.len() + self.docs.len()
+        self.streams().len() + self.docs.len()
     }
 
-    /// The checkpoints that move with documents: with them, the atomic part.
-    pub fn bound(&self) -> impl Iterator<Item = &CheckpointMove> {
-        self.checkpoints.iter().filter(|c| c.with_docs)
+    /// The checkpoint moves by stream, in the order the streams first
+    /// appear: one item each.
+    pub fn streams(&self) -> Vec<StreamMove<'_>> {
+        let mut order: Vec<StreamMove<'_>> = Vec::new();
+        let mut at: HashMap<&str, usize> = HashMap::new();
+        for moved in &self.checkpoints {
+            match at.get(moved.stream_id.as_str()) {
+                Some(&i) => order[i].moves.push(moved),
+                None => {
+                    at.insert(moved.stream_id.as_str(), order.len());
+                    order.push(StreamMove {
+                        stream_id: moved.stream_id.as_str(),
+                        moves: vec![moved],
+                    });
+                }
+            }
+        }
+        order
     }
 
-    /// The checkpoints of pairs without atomic documents: each written alone
-    /// as a conditional put (after the chunk's loose writes).
-    pub fn alone(&self) -> impl Iterator<Item = &CheckpointMove> {
-        self.checkpoints.iter().filter(|c| !c.with_docs)
+    /// The stream items that move with documents: with them, the atomic part.
+    pub fn bound(&self) -> Vec<StreamMove<'_>> {
+        self.streams().into_iter().filter(StreamMove::with_docs).collect()
     }
 
-    /// Whether the atomic part (bound checkpoints and documents) is a
+    /// The stream items without atomic documents: each written alone as a
+    /// conditional update (after the chunk's loose writes).
+    pub fn alone(&self) -> Vec<StreamMove<'_>> {
+        self.streams().into_iter().filter(|s| !s.with_docs()).collect()
+    }
+
+    /// Whether the atomic part (bound stream items and documents) is a
     /// transaction: more than one item.
     pub fn is_transaction(&self) -> bool {
-        self.bound().count() + self.docs.len() > 1
+        self.bound().len() + self.docs.len() > 1
     }
 }
 
@@ -127,19 +177,44 @@ pub fn loose_item_bytes(loose: &LooseWrite) -> usize {
         }
 }
 
-/// The size of a checkpoint item: `pk` = `checkpoint#<consumer>`, `sk` =
-/// the stream id, `kind` = `checkpoint`, `version` (a number, counted by its
-/// digits).
-pub fn checkpoint_item_bytes(consumer: &str, stream_id: &str, version: u64) -> usize {
+/// The name of a consumer's version attribute on a stream's checkpoint item.
+pub fn checkpoint_attribute(consumer: &str) -> String {
+    format!("v#{consumer}")
+}
+
+/// The size of a stream's checkpoint item: `pk` = `checkpoint#<stream>`,
+/// `sk` = `checkpoint`, `kind` = `checkpoint`, and one attribute
+/// `v#<consumer>` per consumer (a number, counted by its digits).
+pub fn stream_checkpoint_item_bytes<'a>(stream_id: &str, versions: impl IntoIterator<Item = (&'a str, u64)>) -> usize {
     "pk".len()
         + "checkpoint#".len()
-        + consumer.len()
-        + "sk".len()
         + stream_id.len()
+        + "sk".len()
+        + "checkpoint".len()
         + "kind".len()
         + "checkpoint".len()
-        + "version".len()
-        + version.to_string().len()
+        + versions
+            .into_iter()
+            .map(|(consumer, version)| checkpoint_attribute(consumer).len() + version.to_string().len())
+            .sum::<usize>()
+}
+
+/// The size of a stream's checkpoint item holding one consumer's version.
+pub fn checkpoint_item_bytes(consumer: &str, stream_id: &str, version: u64) -> usize {
+    stream_checkpoint_item_bytes(stream_id, [(consumer, version)])
+}
+
+/// What one append costs the DynamoDB event store (decision 0036): an
+/// expected version `n > 0` is read first (`(stream, n)`, one strongly
+/// consistent GetItem of an event of `check_bytes`); the items are then
+/// written, one alone as a conditional `PutItem`, several in one
+/// `TransactWriteItems` (twice the units). Returns (write units, read
+/// units in halves, whether it is a transaction).
+pub fn append_units(item_bytes: &[usize], check_bytes: Option<usize>) -> (u64, u64, bool) {
+    let transaction = item_bytes.len() > 1;
+    let units: u64 = item_bytes.iter().map(|b| write_units(*b)).sum();
+    let reads = check_bytes.map_or(0, |b| read_halves(b, ReadKind::StronglyConsistentItem));
+    (if transaction { 2 * units } else { units }, reads, transaction)
 }
 
 /// Cuts `commits` (in order; consecutive commits of one pair chain) into
@@ -161,10 +236,11 @@ pub fn plan(
     let mut checkpoints: HashMap<(String, String), usize> = HashMap::new();
     let mut docs: HashMap<(String, String, String), usize> = HashMap::new();
     let mut loose: HashMap<(String, String, String), usize> = HashMap::new();
+    let mut streams: std::collections::HashSet<String> = std::collections::HashSet::new();
     let mut bytes = 0usize;
     for c in commits {
         let pair = (c.consumer.clone(), c.stream_id.clone());
-        let new_items = usize::from(!checkpoints.contains_key(&pair))
+        let new_items = usize::from(!streams.contains(&c.stream_id))
             + c.ops
                 .iter()
                 .map(|op| doc_key(&c.consumer, op))
@@ -179,6 +255,7 @@ pub fn plan(
             checkpoints.clear();
             docs.clear();
             loose.clear();
+            streams.clear();
             bytes = 0;
         }
         if chunk.items() == 0 && (new_items > max_items || added > max_bytes) {
@@ -189,6 +266,7 @@ pub fn plan(
             )));
         }
         bytes += added;
+        streams.insert(c.stream_id.clone());
         match checkpoints.get(&pair) {
             Some(&i) => {
                 let moved = &mut chunk.checkpoints[i];
@@ -347,20 +425,22 @@ impl CapacityMeter {
     }
 
     /// Meters a planned chunk as the adapter writes it: each loose write a
-    /// request of its own, then the atomic part.
-    pub fn chunk(&self, chunk: &Chunk) {
+    /// request of its own, each stream item without documents one, then the
+    /// atomic part. `stream_item` gives a stream item's size after the
+    /// write (an update is charged the larger of the item before and after:
+    /// with versions only growing, after); [`StreamMove::item_bytes`] when
+    /// the other consumers' versions on it are not known.
+    pub fn chunk(&self, chunk: &Chunk, stream_item: impl Fn(&StreamMove<'_>) -> usize) {
         for loose in &chunk.loose {
             self.write(&[loose_item_bytes(loose)], false);
         }
-        for moved in chunk.alone() {
-            self.write(
-                &[checkpoint_item_bytes(&moved.consumer, &moved.stream_id, moved.new)],
-                false,
-            );
+        for stream in chunk.alone() {
+            self.write(&[stream_item(&stream)], false);
         }
         let sizes: Vec<usize> = chunk
             .bound()
-            .map(|c| checkpoint_item_bytes(&c.consumer, &c.stream_id, c.new))
+            .iter()
+            .map(&stream_item)
             .chain(chunk.docs.iter().map(|d| doc_item_bytes(&d.consumer, &d.op)))
             .collect();
         if !sizes.is_empty() {
@@ -430,7 +510,11 @@ mod tests {
             moves,
             [("a", "s", 0, 5, true), ("a", "t", 3, 4, true), ("b", "s", 0, 5, false)]
         );
-        assert_eq!(chunk.alone().count(), 1);
+        // Two stream items: s (both consumers, with documents), t.
+        assert_eq!(chunk.items(), 2 + 2);
+        assert_eq!(chunk.alone().len(), 0);
+        assert_eq!(chunk.bound().len(), 2);
+        assert_eq!(chunk.bound()[0].moves.len(), 2);
         assert_eq!(
             chunk.docs.iter().map(|d| d.op.clone()).collect::<Vec<_>>(),
             [put("x", 3), put("y", 1)]
@@ -468,6 +552,46 @@ mod tests {
             (chunks[1].checkpoints[0].expected, chunks[1].checkpoints[0].new),
             (3, 6)
         );
+    }
+
+    #[test]
+    fn consumers_of_one_stream_share_its_checkpoint_item() {
+        // Ten consumers on one stream, one without documents: one item,
+        // part of the transaction with the documents.
+        let mut commits: Vec<Commit> = (0..9)
+            .map(|c| commit(&format!("c{c}"), "s", 2, 3, vec![put(&format!("{c}"), 1)]))
+            .collect();
+        commits.push(commit("alone", "s", 0, 3, Vec::new()));
+        commits.push(commit("alone", "t", 0, 1, Vec::new()));
+        let chunks = plan(commits, 100, 1 << 20, unit).expect("plan");
+        assert_eq!(chunks.len(), 1);
+        let chunk = &chunks[0];
+        assert_eq!(chunk.items(), 2 + 9, "two stream items and nine documents");
+        let bound = chunk.bound();
+        assert_eq!(bound.len(), 1);
+        assert_eq!((bound[0].stream_id, bound[0].moves.len()), ("s", 10));
+        assert_eq!(chunk.alone().iter().map(|s| s.stream_id).collect::<Vec<_>>(), ["t"]);
+        assert!(bound[0].item_bytes() < 1024, "{}", bound[0].item_bytes());
+        let meter = CapacityMeter::default();
+        meter.chunk(chunk, |s| s.item_bytes());
+        // t alone (1), then s and nine documents in a transaction (2 each).
+        assert_eq!(meter.capacity().write_units, 1.0 + 2.0 * 10.0);
+        assert_eq!(meter.capacity().write_requests, 2);
+        // 100 items: the stream items count once per stream.
+        let many: Vec<Commit> = (0..200)
+            .map(|c| commit(&format!("c{c}"), "s", 0, 1, Vec::new()))
+            .collect();
+        assert_eq!(plan(many, 100, 1 << 20, unit).expect("plan").len(), 1);
+    }
+
+    #[test]
+    fn an_append_alone_is_a_put_and_several_items_a_transaction() {
+        // One event of 535 bytes on a new stream: one unit, nothing read.
+        assert_eq!(append_units(&[535], None), (1, 0, false));
+        // After version n: the read of (stream, n), one unit (two halves).
+        assert_eq!(append_units(&[535], Some(535)), (1, 2, false));
+        // An event, a reservation and a receipt: a transaction.
+        assert_eq!(append_units(&[1500, 80, 300], Some(600)), (2 * (2 + 1 + 1), 2, true));
     }
 
     #[test]
