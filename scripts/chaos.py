@@ -709,6 +709,7 @@ def main(argv=None) -> int:
         crashes_faulted = crashes_in_logs(state_dir, binaries)
         if crashing:
             restart_without_crashes(state, state_dir, binaries, proxy.url)
+            started = aws_local.pids(state)
         sqs = aws_local.client("sqs", state["endpoint"], state["region"])
         depths_before = {q: sum(d) for q, d in aws_local.queue_depths(state).items()
                          if q in state["dead_letter_queues"]}
@@ -842,6 +843,10 @@ def main(argv=None) -> int:
             failed_checks.append(f"api requests still 5xx after {API_ATTEMPTS} attempts: {api.failed[:10]}")
         for problem in failed_checks:
             print(f"FAIL {problem}")
+        if failed_checks:
+            # What the events table held, for the diagnosis (kept with the logs).
+            (state_dir / "events.json").write_text(json.dumps(
+                sorted(events, key=lambda e: (str(e.get("pk")), str(e.get("sk")))), indent=1, default=str))
         print(f"chaos: {'FAILED' if failed_checks else 'ok'} (logs: {state_dir})")
         finished = True
         return 1 if failed_checks else 0
