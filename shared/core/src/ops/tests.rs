@@ -379,9 +379,14 @@ async fn verify_reports_what_a_consumer_that_lost_an_event_is_missing() {
     })
     .await;
     // A sampled check calls it "behind", not a difference.
-    let sampled = check(store.as_ref(), docs.as_ref(), &checked_projections(), &[stream.clone()])
-        .await
-        .expect("check");
+    let sampled = check(
+        store.as_ref(),
+        docs.as_ref(),
+        &checked_projections(),
+        std::slice::from_ref(&stream),
+    )
+    .await
+    .expect("check");
     assert!(sampled.is_consistent());
     assert_eq!(sampled.behind, [(CUSTOMER_360.to_string(), stream.clone())]);
 

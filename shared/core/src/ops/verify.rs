@@ -287,7 +287,7 @@ pub async fn verify(
         }
         report.consumers.push(figures);
     }
-    report.order_dependent = order_dependent.into_iter().map(|(c, p, s)| (c, p, s)).collect();
+    report.order_dependent = order_dependent.into_iter().collect();
     Ok(report)
 }
 
