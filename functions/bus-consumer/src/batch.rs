@@ -93,6 +93,10 @@ pub struct BatchReport {
     pub parked: Vec<String>,
     /// Messages to deliver again.
     pub failed: Vec<Failed>,
+    /// When the oldest message of the batch was sent to the queue (SQS's
+    /// `SentTimestamp`): how far behind the consumer is
+    /// ([`crm_core::ports::ProgressReporter`]).
+    pub oldest_sent_at: Option<DateTime<Utc>>,
 }
 
 impl BatchReport {
@@ -137,6 +141,7 @@ pub async fn handle_batch_at(
 ) -> BatchReport {
     let mut report = BatchReport {
         messages: batch.records.len(),
+        oldest_sent_at: batch.records.iter().filter_map(sent_at).min(),
         ..BatchReport::default()
     };
     let mut page: Vec<(String, EventEnvelope)> = Vec::with_capacity(batch.records.len());
@@ -246,6 +251,12 @@ pub async fn handle_batch_at(
         }
     }
     report
+}
+
+/// SQS's `SentTimestamp` of `message` (milliseconds since the epoch).
+fn sent_at(message: &aws_lambda_events::event::sqs::SqsMessage) -> Option<DateTime<Utc>> {
+    let millis = message.attributes.get("SentTimestamp")?.parse::<i64>().ok()?;
+    DateTime::from_timestamp_millis(millis)
 }
 
 /// Parks an unusable message as received; if the dead-letter queue cannot
@@ -394,11 +405,17 @@ mod tests {
             .to_string()
     }
 
+    /// Message `mi` of a test batch of n was sent `n - i` seconds after this: the last one first.
+    const SENT_MILLIS: i64 = 1_796_500_000_000;
+
     fn batch(bodies: &[String]) -> SqsEvent {
         let records: Vec<Value> = bodies
             .iter()
             .enumerate()
-            .map(|(i, body)| json!({"messageId": format!("m{i}"), "receiptHandle": "r", "body": body, "eventSource": "aws:sqs"}))
+            .map(|(i, body)| {
+                json!({"messageId": format!("m{i}"), "receiptHandle": "r", "body": body, "eventSource": "aws:sqs",
+                       "attributes": {"SentTimestamp": (SENT_MILLIS + 1000 * (bodies.len() - i) as i64).to_string()}})
+            })
             .collect();
         serde_json::from_value(json!({ "Records": records })).expect("an SQS event")
     }
@@ -433,6 +450,11 @@ mod tests {
         );
         assert!(handler.singles.lock().expect("lock").is_empty());
         assert!(report.response().batch_item_failures.is_empty());
+        assert_eq!(
+            report.oldest_sent_at,
+            DateTime::from_timestamp_millis(SENT_MILLIS + 1000),
+            "the oldest SentTimestamp of the batch"
+        );
     }
 
     #[tokio::test]

@@ -611,6 +611,7 @@ impl ConsumerHealth for LocalBus {
                 name: target.rule.target.clone(),
                 lag: u64::try_from(head - cursor).unwrap_or(0),
                 dead_letters: dead as u64,
+                lag_seconds: None,
             });
         }
         Ok(out)

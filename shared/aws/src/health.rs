@@ -7,13 +7,92 @@
 //!
 //! The age of a queue's oldest message and the relay's iterator age exist
 //! only as CloudWatch metrics, which the CloudWatch alarms of template.yaml
-//! watch (decision 0029 says why `/health` does not read them).
+//! watch (decision 0029 says why `/health` does not read them). Instead each
+//! consumer function leaves its own [`ConsumerProgress`] in the read-models
+//! table ([`DynamoProgressLog`]: item `progress` / consumer name, a few
+//! writes a minute at most), and the lag `/health` reports comes from it
+//! ([`ConsumerProgress::lag_at`]).
 
 use async_trait::async_trait;
+use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_sqs::types::QueueAttributeName;
 use chrono::{DateTime, Duration, Utc};
-use crm_core::ports::{ConsumerHealth, ConsumerStatus, StoreError};
-use std::sync::Mutex;
+use crm_core::ports::{ConsumerHealth, ConsumerProgress, ConsumerStatus, ProgressLog, StoreError};
+use std::sync::{Arc, Mutex};
+
+/// [`ProgressLog`] on the read-models table: one item per consumer,
+/// partition `progress`, sort key the consumer's name.
+pub struct DynamoProgressLog {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+}
+
+impl DynamoProgressLog {
+    pub const PARTITION: &'static str = "progress";
+
+    pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
+        DynamoProgressLog {
+            client,
+            table: table.into(),
+        }
+    }
+}
+
+fn unavailable(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("{what}: {e}"))
+}
+
+#[async_trait]
+impl ProgressLog for DynamoProgressLog {
+    async fn record(&self, progress: &ConsumerProgress) -> Result<(), StoreError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", AttributeValue::S(Self::PARTITION.into()))
+            .item("sk", AttributeValue::S(progress.consumer.clone()))
+            .item("at", AttributeValue::S(progress.at.to_rfc3339()))
+            .item(
+                "oldest_age_seconds",
+                AttributeValue::N(progress.oldest_age_seconds.to_string()),
+            )
+            .send()
+            .await
+            .map_err(|e| unavailable("PutItem progress", aws_sdk_dynamodb::error::DisplayErrorContext(&e)))?;
+        Ok(())
+    }
+
+    async fn latest(&self, consumer: &str) -> Result<Option<ConsumerProgress>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(Self::PARTITION.into()))
+            .key("sk", AttributeValue::S(consumer.to_string()))
+            .send()
+            .await
+            .map_err(|e| unavailable("GetItem progress", aws_sdk_dynamodb::error::DisplayErrorContext(&e)))?;
+        let Some(item) = out.item else { return Ok(None) };
+        let at = item
+            .get("at")
+            .and_then(|v| v.as_s().ok())
+            .and_then(|v| DateTime::parse_from_rfc3339(v).ok())
+            .map(|v| v.with_timezone(&Utc));
+        let age = item
+            .get("oldest_age_seconds")
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        match (at, age) {
+            (Some(at), Some(oldest_age_seconds)) => Ok(Some(ConsumerProgress {
+                consumer: consumer.to_string(),
+                at,
+                oldest_age_seconds,
+            })),
+            _ => Err(StoreError::Failed(format!(
+                "progress item of {consumer} is not readable"
+            ))),
+        }
+    }
+}
 
 /// A consumer's queue and dead-letter queue (URLs).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +135,7 @@ impl WatchedQueue {
 pub struct QueueHealth {
     sqs: aws_sdk_sqs::Client,
     queues: Vec<WatchedQueue>,
+    progress: Option<Arc<dyn ProgressLog>>,
     cached: Mutex<Option<(DateTime<Utc>, Vec<ConsumerStatus>)>>,
 }
 
@@ -67,8 +147,15 @@ impl QueueHealth {
         QueueHealth {
             sqs,
             queues,
+            progress: None,
             cached: Mutex::new(None),
         }
+    }
+
+    /// Lags from the consumers' [`ConsumerProgress`] in `progress`.
+    pub fn with_progress(mut self, progress: Arc<dyn ProgressLog>) -> Self {
+        self.progress = Some(progress);
+        self
     }
 
     /// Messages in `url`: visible and in flight.
@@ -93,18 +180,25 @@ impl QueueHealth {
             + count(QueueAttributeName::ApproximateNumberOfMessagesNotVisible))
     }
 
-    async fn measure(&self) -> Result<Vec<ConsumerStatus>, StoreError> {
+    async fn measure(&self, now: DateTime<Utc>) -> Result<Vec<ConsumerStatus>, StoreError> {
         let mut out = Vec::with_capacity(self.queues.len());
         for queue in &self.queues {
-            let lag = if queue.queue_url.is_empty() {
-                0
-            } else {
-                self.depth(&queue.queue_url).await?
+            let relay = queue.queue_url.is_empty();
+            let lag = if relay { 0 } else { self.depth(&queue.queue_url).await? };
+            let lag_seconds = match &self.progress {
+                None => None,
+                Some(log) => log.latest(&queue.name).await?.map(|p| {
+                    // The relay's stream has no depth to ask for: its last
+                    // iterator age stands while it is recent.
+                    let waiting = if relay { 1 } else { lag };
+                    p.lag_at(now, waiting)
+                }),
             };
             out.push(ConsumerStatus {
                 name: queue.name.clone(),
                 lag,
                 dead_letters: self.depth(&queue.dead_letter_url).await?,
+                lag_seconds,
             });
         }
         Ok(out)
@@ -122,7 +216,7 @@ impl ConsumerHealth for QueueHealth {
                 }
             }
         }
-        let statuses = self.measure().await?;
+        let statuses = self.measure(now).await?;
         if let Ok(mut cached) = self.cached.lock() {
             *cached = Some((now, statuses.clone()));
         }

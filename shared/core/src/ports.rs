@@ -380,13 +380,124 @@ pub struct ConsumerStatus {
     pub lag: u64,
     /// Dead letters waiting for inspection or redrive.
     pub dead_letters: u64,
+    /// How long, in seconds, the oldest event not yet handled has waited,
+    /// when known (locally: the oldest event not yet handed to it; on AWS:
+    /// from the consumer's [`ConsumerProgress`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_seconds: Option<u64>,
 }
 
 impl ConsumerStatus {
-    /// Whether this consumer makes the system degraded: anything in its
-    /// dead-letter queue (seed 000).
+    /// A consumer further behind than this makes the system degraded (seed 000).
+    pub const DEGRADED_AFTER_SECONDS: u64 = 60;
+
+    /// Whether this consumer makes the system degraded (seed 000's
+    /// thresholds): anything in its dead-letter queue, or a lag over
+    /// [`Self::DEGRADED_AFTER_SECONDS`].
     pub fn is_degraded(&self) -> bool {
-        self.dead_letters > 0
+        self.dead_letters > 0 || self.lag_seconds.is_some_and(|s| s > Self::DEGRADED_AFTER_SECONDS)
+    }
+}
+
+/// A consumer's own word on how far behind it is: after a batch, how old
+/// the oldest message of that batch was when it was handled. Written by the
+/// consumer functions on AWS (at most every [`ConsumerProgress::EVERY`], and
+/// whenever it falls behind or catches up), read by `/health`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsumerProgress {
+    pub consumer: String,
+    /// When the batch was handled.
+    pub at: DateTime<Utc>,
+    /// How long its oldest message had waited (SQS `SentTimestamp`; for the
+    /// relay, the stream record's creation time: its iterator age).
+    pub oldest_age_seconds: u64,
+}
+
+impl ConsumerProgress {
+    /// A busy consumer reports at most this often (per function instance).
+    pub const EVERY: chrono::Duration = chrono::Duration::seconds(30);
+
+    /// Whether the batch it describes was late (seed 000's threshold).
+    pub fn is_behind(&self) -> bool {
+        self.oldest_age_seconds > ConsumerStatus::DEGRADED_AFTER_SECONDS
+    }
+
+    /// The lag `/health` reports at `now` for a consumer with `waiting`
+    /// messages: the oldest age of its last batch while that report is
+    /// recent (within [`Self::EVERY`] plus the threshold); past that, if
+    /// messages wait, the time since it last reported minus [`Self::EVERY`]
+    /// (it is not taking them). After a long idle spell this overstates the
+    /// lag until the consumer's next batch, a few seconds later.
+    pub fn lag_at(&self, now: DateTime<Utc>, waiting: u64) -> u64 {
+        if waiting == 0 {
+            return 0;
+        }
+        let every = Self::EVERY.num_seconds().unsigned_abs();
+        let silent = u64::try_from((now - self.at).num_seconds()).unwrap_or(0);
+        if silent <= every + ConsumerStatus::DEGRADED_AFTER_SECONDS {
+            self.oldest_age_seconds
+        } else {
+            self.oldest_age_seconds.max(silent - every)
+        }
+    }
+}
+
+/// Where consumers leave their [`ConsumerProgress`].
+#[async_trait]
+pub trait ProgressLog: Send + Sync {
+    async fn record(&self, progress: &ConsumerProgress) -> Result<(), StoreError>;
+    async fn latest(&self, consumer: &str) -> Result<Option<ConsumerProgress>, StoreError>;
+}
+
+/// Writes a consumer's progress after its batches, at most every
+/// [`ConsumerProgress::EVERY`] per function instance, and at once when it
+/// falls behind or catches up. Best effort: a failed write is logged.
+pub struct ProgressReporter {
+    log: std::sync::Arc<dyn ProgressLog>,
+    consumer: String,
+    last: std::sync::Mutex<Option<(DateTime<Utc>, bool)>>,
+}
+
+impl ProgressReporter {
+    pub fn new(log: std::sync::Arc<dyn ProgressLog>, consumer: impl Into<String>) -> Self {
+        ProgressReporter {
+            log,
+            consumer: consumer.into(),
+            last: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// A batch whose oldest message was sent at `oldest` was handled at
+    /// `now`. Whether a progress record was written.
+    pub async fn batch_handled(&self, oldest: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
+        let progress = ConsumerProgress {
+            consumer: self.consumer.clone(),
+            at: now,
+            oldest_age_seconds: oldest.map_or(0, |sent| u64::try_from((now - sent).num_seconds()).unwrap_or(0)),
+        };
+        let behind = progress.is_behind();
+        let due = match self.last.lock() {
+            Ok(last) => match *last {
+                None => true,
+                Some((at, was_behind)) => now - at >= ConsumerProgress::EVERY || was_behind != behind,
+            },
+            Err(_) => true,
+        };
+        if !due {
+            return false;
+        }
+        match self.log.record(&progress).await {
+            Ok(()) => {
+                if let Ok(mut last) = self.last.lock() {
+                    *last = Some((now, behind));
+                }
+                true
+            }
+            Err(e) => {
+                tracing::warn!(consumer = %self.consumer, error = %e, "progress not recorded");
+                false
+            }
+        }
     }
 }
 
@@ -395,4 +506,77 @@ impl ConsumerStatus {
 #[async_trait]
 pub trait ConsumerHealth: Send + Sync {
     async fn consumers(&self) -> Result<Vec<ConsumerStatus>, StoreError>;
+}
+
+#[cfg(test)]
+mod progress_tests {
+    use super::*;
+    use chrono::{Duration, TimeZone};
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Default)]
+    struct Written(Mutex<Vec<ConsumerProgress>>);
+
+    #[async_trait]
+    impl ProgressLog for Written {
+        async fn record(&self, progress: &ConsumerProgress) -> Result<(), StoreError> {
+            self.0.lock().expect("lock").push(progress.clone());
+            Ok(())
+        }
+        async fn latest(&self, consumer: &str) -> Result<Option<ConsumerProgress>, StoreError> {
+            Ok(self
+                .0
+                .lock()
+                .expect("lock")
+                .iter()
+                .rev()
+                .find(|p| p.consumer == consumer)
+                .cloned())
+        }
+    }
+
+    fn t(seconds: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 12, 6, 0, 0, 0).single().expect("time") + Duration::seconds(seconds)
+    }
+
+    #[tokio::test]
+    async fn progress_is_written_every_30_s_and_when_the_consumer_falls_behind_or_catches_up() {
+        let log = Arc::new(Written::default());
+        let reporter = ProgressReporter::new(log.clone(), "projector");
+        assert!(reporter.batch_handled(Some(t(-2)), t(0)).await, "the first batch");
+        assert!(
+            !reporter.batch_handled(Some(t(5)), t(10)).await,
+            "10 s later, still on time"
+        );
+        assert!(reporter.batch_handled(Some(t(-60)), t(20)).await, "80 s late: behind");
+        assert!(!reporter.batch_handled(Some(t(-50)), t(25)).await, "still behind");
+        assert!(reporter.batch_handled(Some(t(29)), t(30)).await, "caught up");
+        assert!(reporter.batch_handled(None, t(61)).await, "31 s since the last record");
+        let written = log.0.lock().expect("lock").clone();
+        let ages: Vec<u64> = written.iter().map(|p| p.oldest_age_seconds).collect();
+        assert_eq!(ages, vec![2, 80, 1, 0]);
+        assert_eq!(written[1].at, t(20));
+    }
+
+    #[test]
+    fn the_lag_is_the_last_batch_s_while_fresh_then_the_silence() {
+        let p = ConsumerProgress {
+            consumer: "campaign".into(),
+            at: t(0),
+            oldest_age_seconds: 3,
+        };
+        assert_eq!(p.lag_at(t(500), 0), 0, "nothing waits");
+        assert_eq!(p.lag_at(t(20), 7), 3);
+        assert_eq!(p.lag_at(t(90), 7), 3, "within 30 s + 60 s of the report");
+        assert_eq!(p.lag_at(t(200), 7), 170, "silent while messages wait");
+        let status = |lag_seconds| ConsumerStatus {
+            name: "campaign".into(),
+            lag: 7,
+            dead_letters: 0,
+            lag_seconds,
+        };
+        assert!(!status(Some(60)).is_degraded());
+        assert!(status(Some(61)).is_degraded());
+        assert!(!status(None).is_degraded());
+    }
 }
