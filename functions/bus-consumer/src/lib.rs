@@ -3,13 +3,15 @@
 //! a batch at a time ([`batch::handle_batch`]). The projector and the
 //! consent function each host one [`crm_core::consumer::ConsumerGroup`] and
 //! differ in nothing else: this crate holds their configuration
-//! ([`Config`]), their ports ([`Ports`]) and the Lambda wiring ([`run`]);
-//! each names its group and calls [`run`]. The campaign and channel
-//! functions take the same batch handler, with their timers (and the
-//! channel's SES feedback) as [`batch::OtherMessages`].
+//! ([`Config`], [`ConsumerSettings`], [`settings`]), their ports
+//! ([`Ports`]) and the Lambda wiring ([`run`]); each has its `Settings` and
+//! its `build(ports, settings)` and calls [`run`]. The campaign and channel
+//! functions take the same ports and batch handler, with their timers (and
+//! the channel's SES feedback) as [`batch::OtherMessages`].
 
 pub mod batch;
 pub mod handler;
+pub mod settings;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod timer;
@@ -18,10 +20,10 @@ pub use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 pub use batch::{handle_batch, BatchReport, OtherMessages, StoredEventsOnly, Taken};
 pub use crm_aws::lambda::{identifier_hasher, init_tracing, load_aws_config, warm_up, warm_up_wanted, ConfigError};
 pub use handler::{handle, handle_stored, Handled, HandlerError};
+pub use settings::{ConsumerSettings, SchedulerSettings, Secret};
 
 use crm_aws::dynamodb::DynamoReadModels;
 use crm_aws::lambda::required;
-use crm_aws::scheduler::EventBridgeScheduler;
 use crm_aws::sqs::SqsDeadLetterQueue;
 use crm_aws::stores::{EncryptedEventStore, EventStoreTables};
 use crm_core::consumer::{ConsumerGroup, EventHandler};
@@ -107,46 +109,25 @@ impl Ports {
     }
 }
 
-/// The scheduler of the functions that set timers (campaign, channel):
-/// `SCHEDULE_GROUP`, `EVENT_BUS_ARN`, `SCHEDULER_ROLE_ARN` and, optionally,
-/// `SCHEDULER_DEAD_LETTER_ARN`.
-pub fn scheduler_from_env(aws: &aws_config::SdkConfig) -> Result<EventBridgeScheduler, ConfigError> {
-    let lookup = |name: &str| std::env::var(name).ok();
-    Ok(EventBridgeScheduler::new(
-        aws_sdk_scheduler::Client::new(aws),
-        required(&lookup, "SCHEDULE_GROUP")?,
-        required(&lookup, "EVENT_BUS_ARN")?,
-        required(&lookup, "SCHEDULER_ROLE_ARN")?,
-        lookup("SCHEDULER_DEAD_LETTER_ARN").filter(|v| !v.trim().is_empty()),
-    ))
-}
-
-/// The whole life of a consumer function: logs, configuration, the AWS
+/// The life of a consumer function after its settings are read: the AWS
 /// clients (built once, at cold start), with `WARM_UP=1` one warm-up call
-/// ([`crm_aws::lambda::warm_up`]), the group from `build`, then one
-/// [`handle_batch`] per SQS batch until Lambda stops the runtime.
+/// ([`crm_aws::lambda::warm_up`]), the group `build` makes from the
+/// [`Ports`], then one [`handle_batch`] per SQS batch until Lambda stops
+/// the runtime.
 pub async fn run(
-    build: impl FnOnce(Arc<dyn EventStore>, Arc<dyn ReadModelStore>, Arc<dyn DeadLetterQueue>) -> ConsumerGroup,
+    settings: &ConsumerSettings,
+    build: impl FnOnce(&Ports) -> ConsumerGroup,
 ) -> Result<(), lambda_runtime::Error> {
-    init_tracing();
-    let config = Config::from_env()?;
-    let read_models_table = config.read_models_table.clone();
-    let aws = crm_aws::lambda::load_aws_config().await;
-    let Ports {
-        events,
-        keys,
-        docs,
-        dead_letters,
-    } = Ports::new(&aws, config);
-    if warm_up_wanted(&|name: &str| std::env::var(name).ok()) {
-        warm_up(docs.client(), &read_models_table).await;
+    let aws = load_aws_config().await;
+    let ports = Ports::new(&aws, settings.ports.clone());
+    if settings.warm_up {
+        warm_up(ports.docs.client(), &settings.ports.read_models_table).await;
     }
-    let group = build(events, docs, dead_letters.clone());
+    let group = build(&ports);
     tracing::info!(function = group.name, consumers = ?group.consumer_names(), "consumer function ready");
     // How late each event is handled (ConsumerLag), as EMF lines on stdout (decision 0026).
-    let namespace = EmfWriter::namespace_from(&|name: &str| std::env::var(name).ok());
-    let group = MeteredHandler::new(group, Arc::new(EmfWriter::stdout(namespace)));
-    let (group, keys, dead_letters) = (&group, keys.as_ref(), dead_letters.as_ref());
+    let group = MeteredHandler::new(group, Arc::new(EmfWriter::stdout(settings.metrics_namespace.clone())));
+    let (group, keys, dead_letters) = (&group, ports.keys.as_ref(), ports.dead_letters.as_ref());
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         let report = handle_batch(event.payload, group, &StoredEventsOnly, keys, dead_letters).await;
         Ok::<SqsBatchResponse, lambda_runtime::Error>(log_batch(group.name(), &report))

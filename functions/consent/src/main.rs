@@ -1,11 +1,11 @@
-//! The consent Lambda function: configuration from EVENTS_TABLE,
-//! READ_MODELS_TABLE, DEAD_LETTER_QUEUE_URL and IDENTIFIER_HASH_SECRET;
-//! clients built once; every EventBridge event to the consent ledger's and
-//! the proof ledger's consumer group.
+//! The consent Lambda function: its settings from the environment
+//! ([`crm_consent::Settings`]), clients built once, every SQS batch of its
+//! queue to the consent ledger's and the proof ledger's consumer group
+//! ([`crm_consent::build`]).
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    let identifiers = crm_bus_consumer::identifier_hasher(&|name: &str| std::env::var(name).ok())?;
-    crm_bus_consumer::run(move |events, docs, dead_letters| crm_consent::group(events, docs, dead_letters, identifiers))
-        .await
+    crm_bus_consumer::init_tracing();
+    let settings = crm_consent::Settings::from_lookup(&|name: &str| std::env::var(name).ok())?;
+    crm_bus_consumer::run(&settings.consumer, |ports| crm_consent::build(ports, &settings)).await
 }

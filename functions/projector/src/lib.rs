@@ -4,13 +4,22 @@
 //! email index, profile metrics and segments, funnels, attribution and
 //! campaign stats. The handler and the Lambda wiring are the
 //! ones every bus consumer shares ([`crm_bus_consumer`]); this crate names
-//! the group.
+//! the group ([`group`], [`build`]) and its settings ([`Settings`]). The
+//! local runtime hosts the same group ([`ConsumerGroup::projector_at`], on
+//! its own clock).
 
 pub use crm_bus_consumer::handler;
 
+use crm_bus_consumer::Ports;
 use crm_core::consumer::ConsumerGroup;
 use crm_core::ports::{DeadLetterQueue, EventStore, ReadModelStore};
 use std::sync::Arc;
+
+/// The projector's settings: those of every consumer function
+/// (`EVENTS_TABLE`, `READ_MODELS_TABLE`, `DEAD_LETTER_QUEUE_URL`,
+/// `KEYS_TABLE`, `DATA_KEYS_KMS_KEY_ID`, `METRICS_NAMESPACE`, `WARM_UP`);
+/// it has none of its own.
+pub type Settings = crm_bus_consumer::ConsumerSettings;
 
 /// The consumers the projector hosts.
 pub fn group(
@@ -19,4 +28,27 @@ pub fn group(
     dead_letters: Arc<dyn DeadLetterQueue>,
 ) -> ConsumerGroup {
     ConsumerGroup::projector(events, docs, dead_letters)
+}
+
+/// The projector's group over the function's ports (the projector has no
+/// settings of its own that shape it).
+pub fn build(ports: &Ports, _settings: &Settings) -> ConsumerGroup {
+    group(ports.events.clone(), ports.docs.clone(), ports.dead_letters.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crm_bus_consumer::settings::{compare_with_template, WARM_UP};
+
+    #[test]
+    fn the_template_sets_what_the_settings_read() {
+        let problems = compare_with_template(
+            include_str!("../../../template.yaml"),
+            "ProjectorFunction",
+            &Settings::names(),
+            &[WARM_UP],
+        );
+        assert!(problems.is_empty(), "{problems:#?}");
+    }
 }

@@ -1,8 +1,10 @@
-//! The projector Lambda function: configuration from EVENTS_TABLE,
-//! READ_MODELS_TABLE and DEAD_LETTER_QUEUE_URL; clients built once; every
-//! EventBridge event to the projector's consumer group.
+//! The projector Lambda function: its settings from the environment
+//! ([`crm_projector::Settings`]), clients built once, every SQS batch of its
+//! queue to the group [`crm_projector::build`] makes.
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    crm_bus_consumer::run(crm_projector::group).await
+    crm_bus_consumer::init_tracing();
+    let settings = crm_projector::Settings::from_lookup(&|name: &str| std::env::var(name).ok())?;
+    crm_bus_consumer::run(&settings, |ports| crm_projector::build(ports, &settings)).await
 }

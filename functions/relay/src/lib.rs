@@ -14,6 +14,7 @@ pub use handler::handle;
 use async_trait::async_trait;
 use crm_aws::lambda::required;
 use crm_core::clock::SystemClock;
+use crm_core::metrics::{EmfWriter, MetricsSink};
 use crm_core::ports::{DeadLetterQueue, EventBus};
 use crm_core::relay::{Pause, Relay, RetryPolicy};
 use std::sync::Arc;
@@ -36,55 +37,85 @@ pub fn relay(bus: Arc<dyn EventBus>, dead_letters: Arc<dyn DeadLetterQueue>) -> 
     Relay::new(bus, dead_letters, Arc::new(SystemClock)).with_retry(RetryPolicy::default(), Arc::new(TokioPause))
 }
 
-/// The function's configuration, from its environment.
+/// The relay function's settings, from its environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Config {
+pub struct Settings {
     /// `EVENT_BUS_NAME`: the bus to publish to (name or ARN).
     pub event_bus_name: String,
     /// `DEAD_LETTER_QUEUE_URL`: where records that cannot be relayed go.
     pub dead_letter_queue_url: String,
+    /// `METRICS_NAMESPACE`: the EMF namespace of the lag and throughput
+    /// metrics (default `Crm`, decision 0026).
+    pub metrics_namespace: String,
 }
 
-impl Config {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
-    }
+impl Settings {
+    /// The variables [`Settings::from_lookup`] reads.
+    pub const NAMES: &'static [&'static str] = &["EVENT_BUS_NAME", "DEAD_LETTER_QUEUE_URL", "METRICS_NAMESPACE"];
 
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |name| required(&lookup, name);
-        Ok(Config {
-            event_bus_name: get("EVENT_BUS_NAME")?,
-            dead_letter_queue_url: get("DEAD_LETTER_QUEUE_URL")?,
+    /// The settings from `lookup` (the environment on Lambda); a missing
+    /// required one is an error naming it.
+    pub fn from_lookup(lookup: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        Ok(Settings {
+            event_bus_name: required(lookup, "EVENT_BUS_NAME")?,
+            dead_letter_queue_url: required(lookup, "DEAD_LETTER_QUEUE_URL")?,
+            metrics_namespace: EmfWriter::namespace_from(lookup),
         })
     }
+}
+
+/// The relay over its ports: [`relay`] with its metrics.
+pub fn build(bus: Arc<dyn EventBus>, dead_letters: Arc<dyn DeadLetterQueue>, metrics: Arc<dyn MetricsSink>) -> Relay {
+    relay(bus, dead_letters).with_metrics(metrics)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+    }
+
     #[test]
-    fn config_needs_both_settings() {
-        let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
-        };
+    fn settings_need_the_bus_and_the_dead_letter_queue() {
         assert_eq!(
-            Config::from_lookup(env(&[
+            Settings::from_lookup(&env(&[
                 ("EVENT_BUS_NAME", "crm"),
                 ("DEAD_LETTER_QUEUE_URL", "https://sqs/q")
             ])),
-            Ok(Config {
+            Ok(Settings {
                 event_bus_name: "crm".into(),
-                dead_letter_queue_url: "https://sqs/q".into()
+                dead_letter_queue_url: "https://sqs/q".into(),
+                metrics_namespace: "Crm".into(),
             })
         );
         assert_eq!(
-            Config::from_lookup(env(&[("EVENT_BUS_NAME", "crm")])),
+            Settings::from_lookup(&env(&[
+                ("EVENT_BUS_NAME", "crm"),
+                ("DEAD_LETTER_QUEUE_URL", "https://sqs/q"),
+                ("METRICS_NAMESPACE", "Shop")
+            ]))
+            .map(|s| s.metrics_namespace),
+            Ok("Shop".into())
+        );
+        assert_eq!(
+            Settings::from_lookup(&env(&[("EVENT_BUS_NAME", "crm")])),
             Err(ConfigError("DEAD_LETTER_QUEUE_URL"))
         );
         assert_eq!(
-            Config::from_lookup(env(&[("EVENT_BUS_NAME", " "), ("DEAD_LETTER_QUEUE_URL", "u")])),
+            Settings::from_lookup(&env(&[("EVENT_BUS_NAME", " "), ("DEAD_LETTER_QUEUE_URL", "u")])),
             Err(ConfigError("EVENT_BUS_NAME"))
         );
+    }
+
+    #[test]
+    fn the_names_are_the_ones_read() {
+        let asked = std::cell::RefCell::new(Vec::new());
+        let _ = Settings::from_lookup(&|name: &str| {
+            asked.borrow_mut().push(name.to_string());
+            Some("x".to_string())
+        });
+        assert_eq!(asked.into_inner(), Settings::NAMES);
     }
 }

@@ -1,24 +1,28 @@
-//! The relay Lambda function: builds its clients once and hands every batch
-//! of the events table's stream to the handler of the library.
+//! The relay Lambda function: its settings from the environment
+//! ([`crm_relay::Settings`]), clients built once, the relay
+//! [`crm_relay::build`] makes, and every batch of the events table's stream
+//! to the handler of the library.
 
 use crm_aws::eventbridge::EventBridgeBus;
 use crm_aws::sqs::SqsDeadLetterQueue;
 use crm_core::metrics::EmfWriter;
-use crm_relay::{handle, relay, Config};
+use crm_relay::{build, handle, Settings};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use std::sync::Arc;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     crm_aws::lambda::init_tracing();
-
-    let config = Config::from_env()?;
+    let settings = Settings::from_lookup(&|name: &str| std::env::var(name).ok())?;
     let aws = crm_aws::lambda::load_aws_config().await;
-    let bus = EventBridgeBus::new(aws_sdk_eventbridge::Client::new(&aws), config.event_bus_name);
-    let dead_letters = SqsDeadLetterQueue::new(aws_sdk_sqs::Client::new(&aws), config.dead_letter_queue_url);
-    // Lag and throughput as EMF lines on stdout (METRICS_NAMESPACE, decision 0026).
-    let namespace = EmfWriter::namespace_from(&|name: &str| std::env::var(name).ok());
-    let relay = relay(Arc::new(bus), Arc::new(dead_letters)).with_metrics(Arc::new(EmfWriter::stdout(namespace)));
+    let bus = EventBridgeBus::new(aws_sdk_eventbridge::Client::new(&aws), settings.event_bus_name);
+    let dead_letters = SqsDeadLetterQueue::new(aws_sdk_sqs::Client::new(&aws), settings.dead_letter_queue_url);
+    // Lag and throughput as EMF lines on stdout (decision 0026).
+    let relay = build(
+        Arc::new(bus),
+        Arc::new(dead_letters),
+        Arc::new(EmfWriter::stdout(settings.metrics_namespace)),
+    );
     let relay = &relay;
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<aws_lambda_events::event::dynamodb::Event>| async move { handle(event, relay).await },

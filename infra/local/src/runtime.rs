@@ -16,13 +16,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use crm_api::{router, AppState, Auth};
 use crm_core::clock::{Clock, SystemClock, VirtualClock};
-use crm_core::commerce::{CartService, OrderService};
 use crm_core::consumer::ConsumerGroup;
 use crm_core::event::EventEnvelope;
-use crm_core::journey::campaigns::CampaignHandler;
 use crm_core::journey::catalog::StoredCatalog;
 use crm_core::journey::engine::{JourneyEngine, SweepBudget};
-use crm_core::messaging::delivery::{DeliverySettings, MessageDelivery, Providers};
+use crm_core::messaging::delivery::{DeliverySettings, Providers};
 use crm_core::messaging::unsubscribe::TokenSigner;
 use crm_core::ports::*;
 use crm_core::privacy::{DecryptingHandler, EncryptingEventStore, IdentifierHasher, KeyStore};
@@ -30,6 +28,17 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
+
+// The campaign and channel functions' assemblies: the very source files
+// their crates (crm-campaign, crm-channel) compile and their Lambda `main`s
+// call, so the local runtime hosts the functions as they are assembled on
+// AWS. They use crm-core only. crm-local cannot depend on those crates
+// (crm-bus-consumer's test harness depends on crm-local: a cycle), so it
+// compiles the files itself.
+#[path = "../../../functions/campaign/src/assembly.rs"]
+mod campaign;
+#[path = "../../../functions/channel/src/assembly.rs"]
+mod channel;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -267,34 +276,42 @@ impl LocalRuntime {
                     ConsumerGroup::consent(store, read, dead_letters.clone(), identifiers.clone()),
                 ),
                 "campaign" => {
-                    let catalog = Arc::new(StoredCatalog::new(waking.clone()));
-                    let engine = JourneyEngine::new(waking.clone(), read, scheduler.clone(), catalog, clock.clone());
-                    let carts = CartService::new(waking.clone(), clock.clone(), scheduler.clone());
-                    let orders = OrderService::new(waking.clone(), clock.clone(), scheduler.clone());
-                    let handler = Arc::new(CampaignHandler::new(engine, carts, orders, dead_letters.clone()));
+                    // The campaign function's own assembly, on the local ports and clock.
+                    let handler = Arc::new(campaign::build(campaign::CampaignPorts {
+                        events: waking.clone(),
+                        docs: read,
+                        scheduler: scheduler.clone(),
+                        clock: clock.clone(),
+                        dead_letters: dead_letters.clone(),
+                    }));
                     Target::with_handler(rule, handler.clone()).with_timer_handler(handler)
                 }
                 "channel" => {
-                    let providers = Providers {
-                        email: mail.clone(),
-                        sms: mail.clone(),
-                        push: mail.clone(),
-                    };
-                    // The channel Lambda function's settings, read the same way
+                    // The channel function's delivery settings, read the same way
                     // (FROM_ADDRESS, SHOP_URL, DELIVERY_CAPS, WEEKLY_EMAIL_LIMIT,
-                    // MESSAGE_SETTLE_SECONDS); the public base URL is the server's.
+                    // MESSAGE_SETTLE_SECONDS; the local defaults where unset); the
+                    // public base URL is the server's.
                     let mut settings = DeliverySettings::from_lookup(&|name: &str| std::env::var(name).ok())
                         .map_err(RuntimeError::Config)?;
                     settings.public_base_url = public_base_url.clone();
-                    let delivery = Arc::new(MessageDelivery::new(
-                        waking.clone(),
-                        read,
-                        scheduler.clone(),
-                        clock.clone(),
-                        providers,
-                        Arc::new(unsubscribe.clone()),
-                        identifiers.clone(),
-                        dead_letters.clone(),
+                    // The channel function's own assembly, on the local ports, with
+                    // the mail sink as every provider.
+                    let delivery = Arc::new(channel::build(
+                        channel::ChannelPorts {
+                            events: waking.clone(),
+                            docs: read,
+                            scheduler: scheduler.clone(),
+                            clock: clock.clone(),
+                            providers: Providers {
+                                email: mail.clone(),
+                                sms: mail.clone(),
+                                push: mail.clone(),
+                            },
+                            signer: Arc::new(unsubscribe.clone()),
+                            identifiers: identifiers.clone(),
+                            dead_letters: dead_letters.clone(),
+                            metrics: None,
+                        },
                         settings,
                     ));
                     Target::with_handler(rule, delivery.clone()).with_timer_handler(delivery)
