@@ -558,3 +558,27 @@ async fn a_document_that_depends_on_cross_stream_order_is_reported_and_not_compa
     );
     assert!(!report.is_consistent(), "nothing can be said about it");
 }
+
+#[tokio::test]
+async fn a_checkpoint_below_the_newest_event_is_not_behind_when_the_documents_are_whole() {
+    let store = store().await;
+    let docs = Arc::new(InMemoryReadModels::default());
+    project(store.clone(), docs.clone()).await;
+    // As when the stream's newest events changed nothing and so recorded no
+    // checkpoint (decision 0031): the checkpoint lags, the documents do not.
+    let stream = format!("customer-{}", crate::testing::customer_id(0));
+    let sample = std::slice::from_ref(&stream);
+    let before = check(store.as_ref(), docs.as_ref(), &checked_projections(), sample)
+        .await
+        .expect("check");
+    let checkpoint = docs.checkpoint(CUSTOMER_360, &stream).await.expect("checkpoint");
+    docs.commit(CUSTOMER_360, &stream, checkpoint, checkpoint - 1, Vec::new())
+        .await
+        .expect("lower");
+    let report = check(store.as_ref(), docs.as_ref(), &checked_projections(), sample)
+        .await
+        .expect("check");
+    assert!(report.behind.is_empty(), "{report:?}");
+    assert!(report.is_consistent(), "{report:?}");
+    assert_eq!(report.documents, before.documents, "the 360 compared all the same");
+}
