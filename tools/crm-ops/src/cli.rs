@@ -66,7 +66,8 @@ pub enum Command {
         #[arg(long, conflicts_with = "sample")]
         full: bool,
         /// With --full: print the report as JSON (its `totals` hold compared,
-        /// missing, different, extra, order_dependent and mismatched).
+        /// missing, different, extra, order_dependent, mismatched and
+        /// lost_events: the distinct events the differences name).
         #[arg(long, requires = "full")]
         json: bool,
     },

@@ -570,7 +570,7 @@ pub fn render_verify(report: &VerifyReport) -> String {
     let _ = write!(
         out,
         "verified {} events of {} streams: {} documents of {} consumers compared; {} missing, {} different, {} extra, \
-         {} order-dependent",
+         {} order-dependent; {} event(s) lost",
         report.events,
         report.streams,
         report.compared(),
@@ -579,12 +579,14 @@ pub fn render_verify(report: &VerifyReport) -> String {
         report.different(),
         report.extra(),
         report.order_dependent.len(),
+        report.lost_events(),
     );
     out
 }
 
 /// A full check's report as JSON: the report's fields and `totals`
-/// (compared, missing, different, extra, order_dependent, mismatched).
+/// (compared, missing, different, extra, order_dependent, mismatched: the
+/// three summed, lost_events: [`VerifyReport::lost_events`]).
 pub fn verify_json(report: &VerifyReport) -> Result<String, CliError> {
     let mut value = serde_json::to_value(report).map_err(|e| StoreError::Failed(e.to_string()))?;
     value["totals"] = serde_json::json!({
@@ -594,6 +596,7 @@ pub fn verify_json(report: &VerifyReport) -> Result<String, CliError> {
         "extra": report.extra(),
         "order_dependent": report.order_dependent.len(),
         "mismatched": report.mismatched(),
+        "lost_events": report.lost_events(),
     });
     serde_json::to_string_pretty(&value).map_err(|e| StoreError::Failed(e.to_string()).into())
 }

@@ -616,7 +616,11 @@ async fn the_full_check_finds_the_event_the_projector_lost_and_the_binary_exits_
         )),
         "{text}"
     );
-    assert!(text.ends_with("1 different, 0 extra, 0 order-dependent"), "{text}");
+    assert_eq!(report.lost_events(), 1, "two documents, one event");
+    assert!(
+        text.ends_with("1 different, 0 extra, 0 order-dependent; 1 event(s) lost"),
+        "{text}"
+    );
 
     let out = crm_ops(&w, &["check", "--full"]);
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
@@ -642,6 +646,7 @@ async fn the_full_check_finds_the_event_the_projector_lost_and_the_binary_exits_
     let json: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("JSON");
     assert_eq!(json["totals"]["mismatched"], 0, "{json}");
     assert_eq!(json["totals"]["order_dependent"], 0, "{json}");
+    assert_eq!(json["totals"]["lost_events"], 0, "{json}");
     assert!(
         json["totals"]["compared"].as_u64().is_some_and(|n| n >= 3 * 4),
         "{json}"

@@ -415,6 +415,7 @@ async fn verify_reports_what_a_consumer_that_lost_an_event_is_missing() {
         assert_eq!((f.missing, f.different, f.extra), (0, 0, 0), "{f:?}");
     }
     assert_eq!(report.mismatched(), 2);
+    assert_eq!(report.lost_events(), 1, "the 360 and the timeline entry: one event");
     let different = report
         .mismatches
         .iter()

@@ -170,6 +170,22 @@ impl VerifyReport {
         self.missing() + self.different() + self.extra()
     }
 
+    /// How many events some consumer lost, at least: the distinct events the
+    /// mismatches name (the event whose projection last wrote or deleted the
+    /// document in the fold), and each mismatch that names none. The
+    /// documents of one lost event count once, in however many consumers;
+    /// an earlier lost event whose documents a later one rewrote whole
+    /// cannot be seen.
+    pub fn lost_events(&self) -> u64 {
+        let named: BTreeSet<(&str, u64)> = self
+            .mismatches
+            .iter()
+            .filter_map(|m| m.event.as_ref().map(|e| (e.stream_id.as_str(), e.version)))
+            .collect();
+        let unnamed = self.mismatches.iter().filter(|m| m.event.is_none()).count();
+        (named.len() + unnamed) as u64
+    }
+
     /// Every stored document of every folded consumer is as the events make
     /// it, and none could not be compared.
     pub fn is_consistent(&self) -> bool {
