@@ -121,7 +121,7 @@ pub async fn handle(event: LambdaEvent<Event>, relay: &Relay) -> Result<DynamoDb
         .map(|r| r.change.approximate_creation_date_time)
         .filter(|written| written.timestamp() > 0)
         .min();
-    relay.record_batch(oldest, &report);
+    relay.record_batch(oldest, &report).await;
     tracing::info!(
         request_id = %event.context.request_id,
         records = total,

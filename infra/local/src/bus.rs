@@ -607,11 +607,17 @@ impl ConsumerHealth for LocalBus {
                 .iter()
                 .filter(|l| l.letter.consumer == target.rule.target || names.contains(&l.letter.consumer.as_str()))
                 .count();
+            // How long the oldest event not yet handed to the target has waited.
+            let oldest = self.events.read_after(cursor, 1).await?;
+            let lag_seconds = oldest
+                .first()
+                .map(|(_, event)| u64::try_from((Utc::now() - event.recorded_at).num_seconds()).unwrap_or(0))
+                .unwrap_or(0);
             out.push(ConsumerStatus {
                 name: target.rule.target.clone(),
                 lag: u64::try_from(head - cursor).unwrap_or(0),
                 dead_letters: dead as u64,
-                lag_seconds: None,
+                lag_seconds: Some(lag_seconds),
             });
         }
         Ok(out)

@@ -37,8 +37,13 @@ async fn killing_the_runtime_between_storing_and_relaying_loses_nothing() {
     for n in 10..20 {
         register(first.events.clone(), n).await;
     }
-    let lag: u64 = first.bus.consumers().await.expect("health").iter().map(|c| c.lag).sum();
+    let waiting = first.bus.consumers().await.expect("health");
+    let lag: u64 = waiting.iter().map(|c| c.lag).sum();
     assert!(lag > 0, "events are waiting");
+    assert!(
+        waiting.iter().all(|c| c.lag == 0 || c.lag_seconds.is_some()),
+        "a waiting event has an age: {waiting:?}"
+    );
     drop(first);
 
     // Second life: the bus resumes from its persisted cursors.
@@ -57,7 +62,12 @@ async fn killing_the_runtime_between_storing_and_relaying_loses_nothing() {
         assert_eq!(consents.len(), 1, "customer {n}");
     }
     let health = second.bus.consumers().await.expect("health");
-    assert!(health.iter().all(|c| c.lag == 0 && c.dead_letters == 0), "{health:?}");
+    assert!(
+        health
+            .iter()
+            .all(|c| c.lag == 0 && c.dead_letters == 0 && c.lag_seconds == Some(0)),
+        "{health:?}"
+    );
 
     // A crash after the effect but before the cursor moved redelivers
     // everything: the checkpoints make that harmless.

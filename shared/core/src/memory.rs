@@ -109,3 +109,31 @@ impl ReadModelStore for InMemoryReadModels {
             .collect())
     }
 }
+
+/// [`ProgressLog`] in memory: every record kept, in order.
+#[derive(Default)]
+pub struct InMemoryProgressLog {
+    records: Mutex<Vec<ConsumerProgress>>,
+}
+
+impl InMemoryProgressLog {
+    /// Every progress record written, oldest first.
+    pub fn records(&self) -> Vec<ConsumerProgress> {
+        self.records.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+}
+
+#[async_trait]
+impl ProgressLog for InMemoryProgressLog {
+    async fn record(&self, progress: &ConsumerProgress) -> Result<(), StoreError> {
+        self.records
+            .lock()
+            .map_err(|_| StoreError::Failed("progress log poisoned".into()))?
+            .push(progress.clone());
+        Ok(())
+    }
+
+    async fn latest(&self, consumer: &str) -> Result<Option<ConsumerProgress>, StoreError> {
+        Ok(self.records().into_iter().rev().find(|p| p.consumer == consumer))
+    }
+}

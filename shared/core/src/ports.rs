@@ -511,29 +511,9 @@ pub trait ConsumerHealth: Send + Sync {
 #[cfg(test)]
 mod progress_tests {
     use super::*;
+    use crate::memory::InMemoryProgressLog;
     use chrono::{Duration, TimeZone};
-    use std::sync::{Arc, Mutex};
-
-    #[derive(Default)]
-    struct Written(Mutex<Vec<ConsumerProgress>>);
-
-    #[async_trait]
-    impl ProgressLog for Written {
-        async fn record(&self, progress: &ConsumerProgress) -> Result<(), StoreError> {
-            self.0.lock().expect("lock").push(progress.clone());
-            Ok(())
-        }
-        async fn latest(&self, consumer: &str) -> Result<Option<ConsumerProgress>, StoreError> {
-            Ok(self
-                .0
-                .lock()
-                .expect("lock")
-                .iter()
-                .rev()
-                .find(|p| p.consumer == consumer)
-                .cloned())
-        }
-    }
+    use std::sync::Arc;
 
     fn t(seconds: i64) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 12, 6, 0, 0, 0).single().expect("time") + Duration::seconds(seconds)
@@ -541,7 +521,7 @@ mod progress_tests {
 
     #[tokio::test]
     async fn progress_is_written_every_30_s_and_when_the_consumer_falls_behind_or_catches_up() {
-        let log = Arc::new(Written::default());
+        let log = Arc::new(InMemoryProgressLog::default());
         let reporter = ProgressReporter::new(log.clone(), "projector");
         assert!(reporter.batch_handled(Some(t(-2)), t(0)).await, "the first batch");
         assert!(
@@ -552,7 +532,7 @@ mod progress_tests {
         assert!(!reporter.batch_handled(Some(t(-50)), t(25)).await, "still behind");
         assert!(reporter.batch_handled(Some(t(29)), t(30)).await, "caught up");
         assert!(reporter.batch_handled(None, t(61)).await, "31 s since the last record");
-        let written = log.0.lock().expect("lock").clone();
+        let written = log.records();
         let ages: Vec<u64> = written.iter().map(|p| p.oldest_age_seconds).collect();
         assert_eq!(ages, vec![2, 80, 1, 0]);
         assert_eq!(written[1].at, t(20));

@@ -42,7 +42,7 @@
 use crate::bus::{BusEntry, MAX_ENTRIES_PER_PUT, MAX_ENTRY_BYTES};
 use crate::clock::Clock;
 use crate::metrics::{names as metric, MetricSet, MetricsSink, NoMetrics};
-use crate::ports::{BusError, DeadLetter, DeadLetterQueue, EventBus, PublishOutcome};
+use crate::ports::{BusError, DeadLetter, DeadLetterQueue, EventBus, ProgressReporter, PublishOutcome};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -323,6 +323,7 @@ pub struct Relay {
     policy: RetryPolicy,
     pause: Arc<dyn Pause>,
     metrics: Arc<dyn MetricsSink>,
+    progress: Option<Arc<ProgressReporter>>,
 }
 
 impl std::fmt::Debug for Relay {
@@ -359,7 +360,14 @@ impl Relay {
             policy: RetryPolicy::default(),
             pause: Arc::new(NoPause),
             metrics: Arc::new(NoMetrics),
+            progress: None,
         }
+    }
+
+    /// The same relay, leaving its iterator age as its progress for `/health`.
+    pub fn with_progress(mut self, progress: Arc<ProgressReporter>) -> Self {
+        self.progress = Some(progress);
+        self
     }
 
     /// The same relay, reporting its lag and throughput to `metrics`.
@@ -370,8 +378,9 @@ impl Relay {
 
     /// Reports one batch: how many events went onto the bus and, when the
     /// caller knows when its oldest record was written, how far behind the
-    /// relay is (`ConsumerLag`, like Lambda's IteratorAge but per batch).
-    pub fn record_batch(&self, oldest_record: Option<DateTime<Utc>>, report: &RelayReport) {
+    /// relay is (`ConsumerLag`, like Lambda's IteratorAge but per batch),
+    /// also as its progress when it has a [`ProgressReporter`].
+    pub async fn record_batch(&self, oldest_record: Option<DateTime<Utc>>, report: &RelayReport) {
         let now = self.clock.now();
         let mut set = MetricSet::new(now)
             .dimension("Consumer", RELAY_CONSUMER)
@@ -380,6 +389,9 @@ impl Relay {
             set = set.millis(metric::CONSUMER_LAG, (now - written).num_milliseconds());
         }
         self.metrics.emit(set);
+        if let Some(progress) = &self.progress {
+            progress.batch_handled(oldest_record, now).await;
+        }
     }
 
     /// The same relay, retrying by `policy` and waiting with `pause`.
@@ -1206,8 +1218,8 @@ mod tests {
         assert_eq!(p.delay(u32::MAX), Duration::from_secs(1));
     }
 
-    #[test]
-    fn a_batch_reports_its_lag_and_what_it_published() {
+    #[tokio::test]
+    async fn a_batch_reports_its_lag_and_what_it_published() {
         use crate::clock::VirtualClock;
         use crate::metrics::{EmfWriter, SharedBuffer};
         let now = DateTime::parse_from_rfc3339("2026-11-30T01:00:05Z")
@@ -1220,12 +1232,23 @@ mod tests {
             Arc::new(VirtualClock::starting_at(now)),
         )
         .with_metrics(Arc::new(EmfWriter::new("Crm", Box::new(buffer.clone()))));
+        let progress = Arc::new(crate::memory::InMemoryProgressLog::default());
+        let relay = relay.with_progress(Arc::new(ProgressReporter::new(progress.clone(), RELAY_CONSUMER)));
         let report = RelayReport {
             published: 7,
             ..RelayReport::default()
         };
-        relay.record_batch(Some(now - chrono::Duration::seconds(5)), &report);
-        relay.record_batch(None, &report);
+        relay
+            .record_batch(Some(now - chrono::Duration::seconds(5)), &report)
+            .await;
+        relay.record_batch(None, &report).await;
+        // The progress for /health: the first batch's iterator age.
+        let recorded = progress.records();
+        assert_eq!(recorded.len(), 1, "{recorded:?}");
+        assert_eq!(
+            (recorded[0].consumer.as_str(), recorded[0].oldest_age_seconds),
+            ("relay", 5)
+        );
         let docs = buffer.documents();
         assert_eq!(docs.len(), 2);
         assert_eq!(docs[0]["Consumer"], "relay");
