@@ -16,12 +16,14 @@ mod problem;
 mod reads;
 mod schemas;
 mod segments;
+mod settings;
 mod templates;
 mod unsubscribe;
 
 pub use auth::Auth;
 pub use ingest::IngestSources;
 pub use problem::Problem;
+pub use settings::{build, ApiPorts, ApiSettings, Settings, SettingsError};
 
 use axum::routing::{delete, get, post, put};
 use axum::Router;

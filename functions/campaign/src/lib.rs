@@ -79,7 +79,7 @@ mod tests {
     fn a_missing_setting_is_named() {
         for (missing, _) in ALL.iter().filter(|(name, _)| *name != "SCHEDULER_DEAD_LETTER_ARN") {
             let lookup = lookup_from(ALL.into_iter().filter(|(name, _)| name != missing));
-            assert_eq!(Settings::from_lookup(&lookup), Err(ConfigError(*missing)), "{missing}");
+            assert_eq!(Settings::from_lookup(&lookup), Err(ConfigError(missing)), "{missing}");
         }
         let without_dead_letters = ALL.into_iter().filter(|(name, _)| *name != "SCHEDULER_DEAD_LETTER_ARN");
         let settings = Settings::from_lookup(&lookup_from(without_dead_letters)).unwrap();

@@ -217,7 +217,7 @@ mod tests {
             let lookup = lookup_from(REQUIRED.into_iter().filter(|(name, _)| name != missing));
             assert_eq!(
                 Settings::from_lookup(&lookup).map(|_| ()),
-                Err(SettingsError::Missing(ConfigError(*missing))),
+                Err(SettingsError::Missing(ConfigError(missing))),
                 "{missing}"
             );
         }

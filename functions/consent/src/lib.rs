@@ -103,7 +103,7 @@ mod tests {
     fn a_missing_setting_is_named() {
         for (missing, _) in ALL.iter().filter(|(name, _)| *name != "METRICS_NAMESPACE") {
             let lookup = lookup_from(ALL.into_iter().filter(|(name, _)| name != missing));
-            assert_eq!(Settings::from_lookup(&lookup), Err(ConfigError(*missing)), "{missing}");
+            assert_eq!(Settings::from_lookup(&lookup), Err(ConfigError(missing)), "{missing}");
         }
     }
 

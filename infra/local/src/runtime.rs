@@ -14,7 +14,7 @@ use crate::store::SqliteEventStore;
 use crate::timers::SqliteScheduler;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use crm_api::{router, AppState, Auth};
+use crm_api::{router, ApiPorts, ApiSettings, Auth};
 use crm_core::clock::{Clock, SystemClock, VirtualClock};
 use crm_core::consumer::ConsumerGroup;
 use crm_core::event::EventEnvelope;
@@ -367,18 +367,25 @@ impl LocalRuntime {
 
     /// The API over this runtime.
     pub fn app(&self, token: String) -> axum::Router {
-        let state = AppState::new(
-            self.command_store(),
-            self.docs.clone(),
-            self.clock.clone(),
-            self.scheduler.clone(),
-            Auth::BearerToken(token.clone()),
-        )
-        .with_health(self.bus.clone())
-        .with_unsubscribe(self.unsubscribe.clone(), self.public_base_url.clone())
-        .with_keys(self.keys.clone())
-        .with_identifiers(self.identifiers.clone())
-        .with_ingest_sources(self.ingest_sources.clone());
+        // The api function's own assembly, on the local ports, with the
+        // bearer token and the database's secrets.
+        let state = crm_api::build(
+            ApiPorts {
+                events: self.command_store(),
+                read_models: self.docs.clone(),
+                clock: self.clock.clone(),
+                scheduler: self.scheduler.clone(),
+                keys: self.keys.clone(),
+                health: Some(self.bus.clone()),
+            },
+            ApiSettings {
+                auth: Auth::BearerToken(token.clone()),
+                unsubscribe: self.unsubscribe.clone(),
+                public_base_url: self.public_base_url.clone(),
+                identifiers: self.identifiers.clone(),
+                ingest_sources: self.ingest_sources.clone(),
+            },
+        );
         let app = router(state).merge(crate::mail_view::routes(self.mail.clone()));
         match &self.virtual_clock {
             Some(clock) => app.merge(crate::dev::clock_routes(clock.clone(), self.wake.clone(), token)),
