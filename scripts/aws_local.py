@@ -652,8 +652,10 @@ def build_functions(state: dict, state_dir: pathlib.Path, features: str | None =
 # `cargo lambda watch` (1.9) never answers an invocation whose process died
 # (it waits for the answer; the new process is not given it again), so
 # `invoke` watches the exit log to learn of the crash.
-_INSTANCE_LOOP = ('while :; do "$1"; code=$?; echo "$code" >> "$2"; '
-                  'echo "aws-local: $0 exited ($code); starting it again" >&2; sleep 1; done')
+# Each start is an execution environment of its own: AWS_LAMBDA_LOG_STREAM_NAME
+# "<function>/<start>" (crash points draw their own sequence per environment).
+_INSTANCE_LOOP = ('n=0; while :; do n=$((n + 1)); AWS_LAMBDA_LOG_STREAM_NAME="$0/$n" "$1"; code=$?; '
+                  'echo "$code" >> "$2"; echo "aws-local: $0 exited ($code); starting it again" >&2; sleep 1; done')
 
 
 def start_functions(state: dict, port: int, state_dir: pathlib.Path, binaries: dict,

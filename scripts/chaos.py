@@ -514,8 +514,9 @@ def journeys_without_timer(state: dict, events: list) -> tuple:
 # ------------------------------------------------------------------ crashes
 
 
-CRASH_POINTS = ("channel-after-claim", "channel-after-send", "journey-after-append", "journey-after-timer",
-                "page-after-commit")  # crm_core::crash::POINTS
+# The names of crm_core::crash's points, read from the one place they are declared.
+CRASH_POINTS = tuple(re.findall(r'^pub const [A-Z_]+: &str = "([a-z-]+)";$',
+                                (REPO / "shared" / "core" / "src" / "crash.rs").read_text(), re.M))
 
 
 def crashes_in_logs(state_dir: pathlib.Path, functions) -> tuple:

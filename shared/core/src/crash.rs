@@ -13,8 +13,11 @@
 //! - `CRM_CRASH_POINTS`: the points that may crash, comma-separated names of
 //!   [`POINTS`]; unset, empty or `all`: every point;
 //! - `CRM_CRASH_SEED`: the seed of the draws (default 0), mixed with the
-//!   process id, so that a function started again after a crash does not
-//!   crash at the same step of its first invocation again.
+//!   execution environment's name (`AWS_LAMBDA_LOG_STREAM_NAME`, one per
+//!   start of the function; the process id without it), so that a function
+//!   started again after a crash does not crash at the same step of its
+//!   first invocation again, and a run with the same seed and the same
+//!   order of invocations crashes at the same steps.
 //!
 //! A crash logs the point (`crash_point` at level ERROR, the harness counts
 //! them in the function logs), then calls [`std::process::abort`]. An
@@ -118,6 +121,14 @@ impl CrashPlan {
     }
 }
 
+/// A seed from an execution environment's name (FNV-1a): the same name, the
+/// same seed, whatever the platform.
+pub fn environment_seed(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 /// The `n`-th draw (uniform in [0, 1)) of the sequence of `seed`: splitmix64.
 pub fn draw(seed: u64, n: u64) -> f64 {
     let mut z = seed.wrapping_add((n.wrapping_add(1)).wrapping_mul(0x9E37_79B9_7F4A_7C15));
@@ -146,7 +157,9 @@ mod enabled {
                 var("CRM_CRASH_SEED").as_deref(),
             ) {
                 Ok(Some(plan)) => {
-                    let seed = plan.seed ^ (u64::from(std::process::id()) << 32);
+                    let environment =
+                        std::env::var("AWS_LAMBDA_LOG_STREAM_NAME").unwrap_or_else(|_| std::process::id().to_string());
+                    let seed = plan.seed ^ super::environment_seed(&environment);
                     tracing::warn!(?plan.points, plan.rate, plan.seed, "crash points armed (a test build)");
                     Some((plan, seed))
                 }
@@ -246,5 +259,12 @@ mod tests {
         assert!((410..=590).contains(&below), "{below} of 10000 draws below 0.05");
         assert_eq!(draw(7, 42), draw(7, 42));
         assert_ne!(draw(7, 42), draw(8, 42));
+    }
+
+    #[test]
+    fn each_execution_environment_draws_its_own_sequence() {
+        assert_eq!(environment_seed("campaign/1"), environment_seed("campaign/1"));
+        assert_ne!(environment_seed("campaign/1"), environment_seed("campaign/2"));
+        assert_ne!(environment_seed("campaign/1"), environment_seed("channel/1"));
     }
 }
