@@ -38,8 +38,10 @@ pub enum Command {
         #[arg(long)]
         quiet: bool,
     },
-    /// Consistency check. With --full (decision 0035): replay and diff,
-    /// the proof that no consumer lost an event. Every event of the events
+    /// Check the stored projections against the events (--full: every
+    /// projection, every event, the proof that no consumer lost one).
+    ///
+    /// --full (decision 0035), replay and diff: every event of the events
     /// table, decrypted, is folded in memory through every projection of the
     /// projector and consent groups (the segment evaluator aside: it writes
     /// no documents), in recorded order and again stream by stream in
@@ -48,16 +50,16 @@ pub enum Command {
     /// Checkpoints are not read: nothing is skipped as "behind", so run it
     /// once the queues are drained. Prints each document missing, different
     /// or extra (with the event that last wrote it in the fold), a table per
-    /// consumer (compared, missing, different, extra) and the totals; exits
-    /// 1 on any difference, or on any document two orders fold differently.
-    /// Needs IDENTIFIER_HASH_SECRET.
+    /// consumer (compared, missing, different, extra) and the totals, with
+    /// the events lost; exits 1 on any difference, or on any document two
+    /// orders fold differently. Needs IDENTIFIER_HASH_SECRET.
     ///
     /// Without --full: fold a sample of customer streams through the
-    /// customer 360 and the consent ledger only; a (consumer, stream) whose
-    /// checkpoint is below the stream's newest event the consumer handles is
-    /// skipped as BEHIND (an event that changed nothing records no checkpoint,
-    /// decision 0031, and a lost event also looks like that). Prints every
-    /// difference, exits 1 if there is any.
+    /// customer 360 and the consent ledger only. A (consumer, stream) whose
+    /// checkpoint is below the stream's newest event the consumer handles,
+    /// and whose documents are not those of the whole stream, is reported
+    /// BEHIND and its differences are not (lag, or a lost event: the sample
+    /// cannot tell). Prints every difference, exits 1 if there is any.
     Check {
         /// Without --full: how many customer streams to fold (0: all).
         #[arg(long, default_value_t = 100)]

@@ -449,7 +449,7 @@ pub fn render_check(report: &CheckReport) -> String {
         );
     }
     for (consumer, stream) in &report.behind {
-        let _ = writeln!(out, "BEHIND {consumer} {stream} (not yet caught up; skipped)");
+        let _ = writeln!(out, "BEHIND {consumer} {stream} (checkpoint and documents short of the stream: lag or a lost event; not compared)");
     }
     let _ = write!(
         out,
