@@ -19,8 +19,8 @@ mod tests;
 mod verify;
 
 pub use verify::{
-    verify, ConsumerFigures, DocumentMismatch, EventRef, GroupsOver, Mismatch, NotFolded, RefusedEvent, VerifyReport,
-    NOT_FOLDED,
+    verify, verify_with, ConsumerFigures, DocumentMismatch, EventRef, GroupsOver, ListedDocuments, Mismatch, NotFolded,
+    RefusedEvent, StoredDocuments, VerifyReport, NOT_FOLDED,
 };
 
 /// Events read per page while replaying.

@@ -583,3 +583,64 @@ async fn a_checkpoint_below_the_newest_event_is_not_behind_when_the_documents_ar
     assert!(report.is_consistent(), "{report:?}");
     assert_eq!(report.documents, before.documents, "the 360 compared all the same");
 }
+
+/// Every stored document of the consumers asked about, as a scan of the
+/// table would give them.
+struct Everything(Arc<InMemoryReadModels>);
+
+#[async_trait::async_trait]
+impl StoredDocuments for Everything {
+    async fn documents(
+        &self,
+        partitions: &std::collections::BTreeSet<(String, String)>,
+    ) -> Result<BTreeMap<crate::memory::DocKey, serde_json::Value>, StoreError> {
+        Ok(self
+            .0
+            .dump()
+            .into_iter()
+            .filter(|((c, _, _), _)| partitions.iter().any(|(consumer, _)| consumer == c))
+            .collect())
+    }
+}
+
+#[tokio::test]
+async fn a_source_of_every_stored_document_finds_an_extra_one_in_a_partition_no_event_touched() {
+    let store = rich_store().await;
+    let docs = Arc::new(InMemoryReadModels::default());
+    project_except(store.clone(), docs.clone(), &|_, _| false).await;
+    docs.commit(
+        CUSTOMER_360,
+        "customer-nobody",
+        0,
+        0,
+        vec![ReadOp::Put {
+            partition: "nobody".into(),
+            sort: "profile".into(),
+            body: serde_json::json!({"stray": true}),
+        }],
+    )
+    .await
+    .expect("stray");
+    let listed = verify(store.as_ref(), docs.clone(), &function_groups)
+        .await
+        .expect("verify");
+    assert!(listed.is_consistent(), "listing the touched partitions cannot see it");
+    let scanned = verify_with(
+        store.as_ref(),
+        docs.as_ref(),
+        &Everything(docs.clone()),
+        &function_groups,
+    )
+    .await
+    .expect("verify");
+    assert_eq!(scanned.extra(), 1, "{:#?}", scanned.mismatches);
+    assert_eq!(
+        (
+            scanned.mismatches[0].partition.as_str(),
+            scanned.mismatches[0].event.clone()
+        ),
+        ("nobody", None)
+    );
+    assert_eq!(scanned.lost_events(), 1);
+    assert_eq!(scanned.compared(), listed.compared());
+}

@@ -18,9 +18,12 @@
 //! folds disagree on is reported as order-dependent and not compared (the
 //! check fails, since nothing can be said about it).
 //!
-//! What the port cannot show: stored documents in partitions no folded event
-//! ever wrote or deleted (the port lists a partition, it cannot list a
-//! consumer). Documents made by events that retention has since deleted
+//! The stored documents come from a [`StoredDocuments`]: [`verify`] lists,
+//! through the port, each partition the fold wrote or deleted in
+//! ([`ListedDocuments`]), so a stored document in a partition no folded
+//! event ever touched is not seen (the port lists a partition, not a
+//! consumer); a source that scans the whole table ([`verify_with`]) returns
+//! those too. Documents made by events that retention has since deleted
 //! (decision 0021) show as extra.
 
 use super::{OpsError, REPLAY_PAGE};
@@ -204,6 +207,17 @@ pub async fn verify(
     stored: Arc<dyn ReadModelStore>,
     groups: &GroupsOver,
 ) -> Result<VerifyReport, OpsError> {
+    verify_with(events, stored.as_ref(), &ListedDocuments(stored.clone()), groups).await
+}
+
+/// [`verify`], the stored documents read from `documents` (a document
+/// `documents` does not return is looked up once more in `stored` by key).
+pub async fn verify_with(
+    events: &dyn EventStore,
+    stored: &dyn ReadModelStore,
+    documents: &dyn StoredDocuments,
+    groups: &GroupsOver,
+) -> Result<VerifyReport, OpsError> {
     let all = read_all_events(events).await?;
     let copy = Arc::new(EventCopy::new(&all));
     tracing::info!(events = all.len(), streams = copy.streams.len(), "events read");
@@ -249,7 +263,7 @@ pub async fn verify(
         .chain(second.writers.keys())
         .map(|(c, p, _)| (c.clone(), p.clone()))
         .collect();
-    let listed = list_partitions(stored.clone(), partitions).await?;
+    let listed = documents.documents(&partitions).await?;
 
     for (group, consumer) in &first.consumers {
         let mut figures = ConsumerFigures {
@@ -384,33 +398,47 @@ async fn fold(events: &[EventEnvelope], copy: Arc<EventCopy>, groups: &GroupsOve
     Ok(out)
 }
 
-/// Lists every stored document of each (consumer, partition), a few
-/// partitions at a time.
-async fn list_partitions(
-    stored: Arc<dyn ReadModelStore>,
-    partitions: BTreeSet<(String, String)>,
-) -> Result<BTreeMap<DocKey, Value>, StoreError> {
-    let mut found = BTreeMap::new();
-    let mut running = tokio::task::JoinSet::new();
-    let mut todo = partitions.into_iter();
-    loop {
-        while running.len() < CONCURRENT_LISTS {
-            let Some((consumer, partition)) = todo.next() else {
-                break;
+/// Where the full check reads the stored documents.
+#[async_trait]
+pub trait StoredDocuments: Send + Sync {
+    /// Every stored document of each (consumer, partition) of `partitions`.
+    /// It may return more (other partitions of the same consumers, say from
+    /// a scan of the table): those are compared too, so an extra document in
+    /// a partition no folded event touched is found as well.
+    async fn documents(&self, partitions: &BTreeSet<(String, String)>) -> Result<BTreeMap<DocKey, Value>, StoreError>;
+}
+
+/// The stored documents through the [`ReadModelStore`] port: each partition
+/// listed page by page, a few partitions at a time (one request each; on
+/// DynamoDB one `Query` per partition, so a scan of the table is cheaper
+/// for a whole table).
+pub struct ListedDocuments(pub Arc<dyn ReadModelStore>);
+
+#[async_trait]
+impl StoredDocuments for ListedDocuments {
+    async fn documents(&self, partitions: &BTreeSet<(String, String)>) -> Result<BTreeMap<DocKey, Value>, StoreError> {
+        let mut found = BTreeMap::new();
+        let mut running = tokio::task::JoinSet::new();
+        let mut todo = partitions.iter().cloned();
+        loop {
+            while running.len() < CONCURRENT_LISTS {
+                let Some((consumer, partition)) = todo.next() else {
+                    break;
+                };
+                let stored = self.0.clone();
+                running.spawn(async move {
+                    let docs = list_partition(stored.as_ref(), &consumer, &partition).await?;
+                    Ok::<_, StoreError>((consumer, partition, docs))
+                });
+            }
+            let Some(done) = running.join_next().await else {
+                return Ok(found);
             };
-            let stored = stored.clone();
-            running.spawn(async move {
-                let docs = list_partition(stored.as_ref(), &consumer, &partition).await?;
-                Ok::<_, StoreError>((consumer, partition, docs))
-            });
-        }
-        let Some(done) = running.join_next().await else {
-            return Ok(found);
-        };
-        let (consumer, partition, docs) =
-            done.map_err(|e| StoreError::Failed(format!("listing stored documents: {e}")))??;
-        for (sort, body) in docs {
-            found.insert((consumer.clone(), partition.clone(), sort), body);
+            let (consumer, partition, docs) =
+                done.map_err(|e| StoreError::Failed(format!("listing stored documents: {e}")))??;
+            for (sort, body) in docs {
+                found.insert((consumer.clone(), partition.clone(), sort), body);
+            }
         }
     }
 }
