@@ -357,7 +357,9 @@ fn spinner(show: bool) -> ProgressBar {
 }
 
 /// Rebuilds `name` (a consumer, or every consumer of a group): deletes each
-/// consumer's documents and checkpoints, then replays the events table into
+/// consumer's documents and checkpoints
+/// ([`DynamoReadModels::clear_consumer`], whatever the checkpoint layout),
+/// then replays the events table into
 /// it with a parallel scan of `segments` segments, every event decrypted
 /// first ([`crm_aws::ops::parallel_replay`]). Events a consumer cannot use
 /// are parked in `dead_letters`. `progress`: a spinner on stderr.
@@ -386,7 +388,7 @@ pub async fn replay(
     for consumer in consumers {
         bar.set_message(consumer.name());
         bar.set_position(0);
-        let cleared = crm_aws::ops::clear_consumer(&tables.docs, consumer.name()).await?;
+        let cleared = tables.docs.clear_consumer(consumer.name()).await?;
         tracing::info!(consumer = consumer.name(), cleared, "read models cleared");
         let report = crm_aws::ops::parallel_replay(source, segments, consumer, dead_letters, &|n| bar.inc(n)).await?;
         tracing::info!(

@@ -202,9 +202,7 @@ async fn replay_rebuilds_the_customer_360_decrypted_and_check_finds_a_tampered_d
     let again = crm_ops::replay(&w.tables, &groups, w.dead_letters.as_ref(), CUSTOMER_360, 2, false)
         .await
         .expect("replay again");
-    // The four documents, and the checkpoints however the adapter keeps them
-    // (one item per pair, or one per stream: decision 0036).
-    assert!(again.cleared >= 4, "{again:?}");
+    assert_eq!(again.cleared, 4 + 4, "four documents and four checkpoints");
     assert_eq!(again.report.parked, 0, "{again:?}");
     assert!(crm_ops::check(&w.tables, 0).await.expect("check").is_consistent());
 
