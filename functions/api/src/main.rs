@@ -36,12 +36,17 @@ async fn main() -> Result<(), lambda_http::Error> {
         settings.scheduler_role_arn,
         settings.scheduler_dead_letter_arn,
     );
-    // GET /health: the consumer queues' and dead-letter queues' depths (HEALTH_QUEUES; none when unset).
+    // GET /health: the consumer queues' and dead-letter queues' depths (HEALTH_QUEUES; none when
+    // unset), and each consumer's lag from the progress it leaves in the read-models table.
+    let progress = Arc::new(crm_aws::health::DynamoProgressLog::new(
+        read_models.client().clone(),
+        settings.read_models_table.clone(),
+    ));
     let health = (!settings.health_queues.is_empty()).then(|| {
-        Arc::new(crm_aws::health::QueueHealth::new(
-            aws_sdk_sqs::Client::new(&config),
-            settings.health_queues,
-        )) as Arc<dyn ConsumerHealth>
+        Arc::new(
+            crm_aws::health::QueueHealth::new(aws_sdk_sqs::Client::new(&config), settings.health_queues)
+                .with_progress(progress),
+        ) as Arc<dyn ConsumerHealth>
     });
     let state = build(
         ApiPorts {

@@ -23,12 +23,13 @@ pub use handler::{handle, handle_stored, Handled, HandlerError};
 pub use settings::{ConsumerSettings, SchedulerSettings, Secret};
 
 use crm_aws::dynamodb::DynamoReadModels;
+use crm_aws::health::DynamoProgressLog;
 use crm_aws::lambda::required;
 use crm_aws::sqs::SqsDeadLetterQueue;
 use crm_aws::stores::{EncryptedEventStore, EventStoreTables};
 use crm_core::consumer::{ConsumerGroup, EventHandler};
 use crm_core::metrics::{EmfWriter, MeteredHandler};
-use crm_core::ports::{DeadLetterQueue, EventStore, ReadModelStore};
+use crm_core::ports::{DeadLetterQueue, EventStore, ProgressLog, ProgressReporter, ReadModelStore};
 use crm_core::privacy::{EncryptingDeadLetters, KeyStore};
 use lambda_runtime::{service_fn, LambdaEvent};
 use std::sync::Arc;
@@ -75,6 +76,9 @@ pub struct Ports {
     pub keys: Arc<dyn KeyStore>,
     pub docs: Arc<DynamoReadModels>,
     pub dead_letters: Arc<dyn DeadLetterQueue>,
+    /// Where the function leaves its progress for `/health` (the
+    /// read-models table, item `progress` / the function's name).
+    pub progress: Arc<dyn ProgressLog>,
 }
 
 impl Ports {
@@ -93,6 +97,10 @@ impl Ports {
         Ports {
             events,
             keys: keys.clone(),
+            progress: Arc::new(DynamoProgressLog::new(
+                dynamodb.clone(),
+                config.read_models_table.clone(),
+            )),
             docs: Arc::new(DynamoReadModels::new(dynamodb, config.read_models_table)),
             dead_letters: Arc::new(EncryptingDeadLetters::new(
                 Arc::new(SqsDeadLetterQueue::new(
@@ -102,6 +110,11 @@ impl Ports {
                 keys,
             )),
         }
+    }
+
+    /// The reporter of `function`'s progress (after each batch).
+    pub fn progress_of(&self, function: &str) -> ProgressReporter {
+        ProgressReporter::new(self.progress.clone(), function)
     }
 }
 
@@ -123,12 +136,21 @@ pub async fn run(
     tracing::info!(function = group.name, consumers = ?group.consumer_names(), "consumer function ready");
     // How late each event is handled (ConsumerLag), as EMF lines on stdout (decision 0026).
     let group = MeteredHandler::new(group, Arc::new(EmfWriter::stdout(settings.metrics_namespace.clone())));
-    let (group, keys, dead_letters) = (&group, ports.keys.as_ref(), ports.dead_letters.as_ref());
+    let progress = ports.progress_of(group.name());
+    let (group, keys, dead_letters, progress) = (&group, ports.keys.as_ref(), ports.dead_letters.as_ref(), &progress);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         let report = handle_batch(event.payload, group, &StoredEventsOnly, keys, dead_letters).await;
-        Ok::<SqsBatchResponse, lambda_runtime::Error>(log_batch(group.name(), &report))
+        Ok::<SqsBatchResponse, lambda_runtime::Error>(finish_batch(group.name(), &report, progress).await)
     }))
     .await
+}
+
+/// Logs what a batch did, leaves the function's progress for `/health`
+/// (how old the batch's oldest message was, [`ProgressReporter`]) and gives
+/// the answer for the event source mapping.
+pub async fn finish_batch(function: &str, report: &BatchReport, progress: &ProgressReporter) -> SqsBatchResponse {
+    progress.batch_handled(report.oldest_sent_at, chrono::Utc::now()).await;
+    log_batch(function, report)
 }
 
 /// Logs what a batch did and gives the answer for the event source mapping.

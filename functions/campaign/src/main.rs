@@ -3,7 +3,7 @@
 //! [`crm_campaign::build`] assembles, then every SQS batch of its queue to
 //! it.
 
-use crm_bus_consumer::{log_batch, Ports, SqsBatchResponse, SqsEvent};
+use crm_bus_consumer::{finish_batch, Ports, SqsBatchResponse, SqsEvent};
 use crm_campaign::{build, CampaignPorts, Settings};
 use crm_core::clock::SystemClock;
 use lambda_runtime::{service_fn, LambdaEvent};
@@ -26,10 +26,12 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         clock: Arc::new(SystemClock),
         dead_letters: ports.dead_letters.clone(),
     });
-    let (campaign, keys, dead_letters) = (&campaign, ports.keys.as_ref(), ports.dead_letters.as_ref());
+    let progress = ports.progress_of("campaign");
+    let (campaign, keys, dead_letters, progress) =
+        (&campaign, ports.keys.as_ref(), ports.dead_letters.as_ref(), &progress);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         let report = crm_campaign::handler::handle_batch(event.payload, campaign, keys, dead_letters).await;
-        Ok::<SqsBatchResponse, lambda_runtime::Error>(log_batch("campaign", &report))
+        Ok::<SqsBatchResponse, lambda_runtime::Error>(finish_batch("campaign", &report, progress).await)
     }))
     .await
 }

@@ -5,7 +5,7 @@
 
 use crm_aws::ses::SesEmailProvider;
 use crm_aws::sns::{PushApplications, SnsPushProvider, SnsSmsProvider};
-use crm_bus_consumer::{log_batch, Ports, SqsBatchResponse, SqsEvent};
+use crm_bus_consumer::{finish_batch, Ports, SqsBatchResponse, SqsEvent};
 use crm_channel::{build, ChannelPorts, Settings};
 use crm_core::clock::SystemClock;
 use crm_core::messaging::delivery::Providers;
@@ -55,10 +55,12 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         },
         settings.delivery,
     );
-    let (delivery, keys, dead_letters) = (&delivery, ports.keys.as_ref(), ports.dead_letters.as_ref());
+    let progress = ports.progress_of("channel");
+    let (delivery, keys, dead_letters, progress) =
+        (&delivery, ports.keys.as_ref(), ports.dead_letters.as_ref(), &progress);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         let report = crm_channel::handler::handle_batch(event.payload, delivery, keys, dead_letters).await;
-        Ok::<SqsBatchResponse, lambda_runtime::Error>(log_batch("channel", &report))
+        Ok::<SqsBatchResponse, lambda_runtime::Error>(finish_batch("channel", &report, progress).await)
     }))
     .await
 }

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use crm_aws::lambda::required;
 use crm_core::clock::SystemClock;
 use crm_core::metrics::{EmfWriter, MetricsSink};
-use crm_core::ports::{DeadLetterQueue, EventBus};
+use crm_core::ports::{DeadLetterQueue, EventBus, ProgressLog, ProgressReporter};
 use crm_core::relay::{Pause, Relay, RetryPolicy};
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,11 +47,19 @@ pub struct Settings {
     /// `METRICS_NAMESPACE`: the EMF namespace of the lag and throughput
     /// metrics (default `Crm`, decision 0026).
     pub metrics_namespace: String,
+    /// `PROGRESS_TABLE` (optional): the table where the relay leaves its
+    /// iterator age for `/health` (the read-models table).
+    pub progress_table: Option<String>,
 }
 
 impl Settings {
     /// The variables [`Settings::from_lookup`] reads.
-    pub const NAMES: &'static [&'static str] = &["EVENT_BUS_NAME", "DEAD_LETTER_QUEUE_URL", "METRICS_NAMESPACE"];
+    pub const NAMES: &'static [&'static str] = &[
+        "EVENT_BUS_NAME",
+        "DEAD_LETTER_QUEUE_URL",
+        "METRICS_NAMESPACE",
+        "PROGRESS_TABLE",
+    ];
 
     /// The settings from `lookup` (the environment on Lambda); a missing
     /// required one is an error naming it.
@@ -60,13 +68,24 @@ impl Settings {
             event_bus_name: required(lookup, "EVENT_BUS_NAME")?,
             dead_letter_queue_url: required(lookup, "DEAD_LETTER_QUEUE_URL")?,
             metrics_namespace: EmfWriter::namespace_from(lookup),
+            progress_table: lookup("PROGRESS_TABLE").filter(|v| !v.trim().is_empty()),
         })
     }
 }
 
-/// The relay over its ports: [`relay`] with its metrics.
-pub fn build(bus: Arc<dyn EventBus>, dead_letters: Arc<dyn DeadLetterQueue>, metrics: Arc<dyn MetricsSink>) -> Relay {
-    relay(bus, dead_letters).with_metrics(metrics)
+/// The relay over its ports: [`relay`] with its metrics and, when given, the
+/// log where it leaves its progress.
+pub fn build(
+    bus: Arc<dyn EventBus>,
+    dead_letters: Arc<dyn DeadLetterQueue>,
+    metrics: Arc<dyn MetricsSink>,
+    progress: Option<Arc<dyn ProgressLog>>,
+) -> Relay {
+    let relay = relay(bus, dead_letters).with_metrics(metrics);
+    match progress {
+        Some(log) => relay.with_progress(Arc::new(ProgressReporter::new(log, crm_core::relay::RELAY_CONSUMER))),
+        None => relay,
+    }
 }
 
 #[cfg(test)]
@@ -88,7 +107,17 @@ mod tests {
                 event_bus_name: "crm".into(),
                 dead_letter_queue_url: "https://sqs/q".into(),
                 metrics_namespace: "Crm".into(),
+                progress_table: None,
             })
+        );
+        assert_eq!(
+            Settings::from_lookup(&env(&[
+                ("EVENT_BUS_NAME", "crm"),
+                ("DEAD_LETTER_QUEUE_URL", "https://sqs/q"),
+                ("PROGRESS_TABLE", "crm-read-models")
+            ]))
+            .map(|s| s.progress_table),
+            Ok(Some("crm-read-models".into()))
         );
         assert_eq!(
             Settings::from_lookup(&env(&[
