@@ -91,6 +91,28 @@ pub struct LatencyRow {
     pub sqlite_busy_share: f64,
     pub messages_sent: u64,
     pub timers_set: u64,
+    /// What the level's appends would cost the DynamoDB event store.
+    pub appends: AppendCost,
+}
+
+/// The appends of a run as the DynamoDB event store writes them (decision
+/// 0036), reconstructed from the SQLite store: consecutive events of one
+/// stream recorded at the same instant by one command are one append;
+/// units by `crm_core::consumer::capacity::append_units` from the items'
+/// sizes (the DynamoDB item's attribute names and values).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct AppendCost {
+    pub appends: u64,
+    pub events: u64,
+    /// Appends after a version (one read of that event first).
+    pub version_reads: u64,
+    pub transactions: u64,
+    pub write_units: f64,
+    pub read_units: f64,
+    /// Reservations claimed (each joins the first append of the stream that
+    /// owns it) and receipts recorded (each counted at the most it can add
+    /// to an append: +3 units, a single put becoming a transaction of two).
+    pub reservations_and_receipts: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -188,6 +210,98 @@ fn count(conn: &rusqlite::Connection, sql: &str) -> Result<u64, BenchError> {
         .map_err(|e| BenchError::Other(format!("{sql}: {e}")))
 }
 
+/// The DynamoDB event store's cost of the events stored after `after`
+/// (positions), and of the reservations and receipts added meanwhile.
+fn append_cost(conn: &rusqlite::Connection, after: u64, receipts: u64) -> Result<AppendCost, BenchError> {
+    use crm_core::consumer::capacity::append_units;
+    // The item as crm_aws::dynamodb::items writes it: names and values.
+    let sql = "SELECT stream_id, version, recorded_at, correlation_id, \
+               2 + length(stream_id) + 2 + length(version) + 4 + 5 + 8 + length(event_id) + 4 + length(type) \
+               + 14 + length(schema_version) + COALESCE(11 + length(customer_id), 0) + 11 + length(occurred_at) \
+               + 11 + length(recorded_at) + COALESCE(12 + length(causation_id), 0) + 14 + length(correlation_id) \
+               + 5 + length(actor) + 4 + length(data) \
+               FROM events WHERE position > ?1 ORDER BY position";
+    let mut statement = conn
+        .prepare(sql)
+        .map_err(|e| BenchError::Other(format!("{sql}: {e}")))?;
+    let rows = statement
+        .query_map([after as i64], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, i64>(4)?,
+            ))
+        })
+        .map_err(|e| BenchError::Other(format!("{sql}: {e}")))?;
+    // Reservations are owned by the stream whose first append claimed them
+    // (an email by its customer's registration): they join that append.
+    let mut owned: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    {
+        let sql = "SELECT owner FROM reservations";
+        let mut owners = conn
+            .prepare(sql)
+            .map_err(|e| BenchError::Other(format!("{sql}: {e}")))?;
+        let found = owners
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(|e| BenchError::Other(format!("{sql}: {e}")))?;
+        for owner in found {
+            *owned
+                .entry(owner.map_err(|e| BenchError::Other(e.to_string()))?)
+                .or_default() += 1;
+        }
+    }
+    // A reservation item: pk (`email#<sha256 hex>`), sk 0, kind, owner.
+    let reservation_bytes = |owner: &str| 2 + 70 + 2 + 1 + 4 + "reservation".len() + 5 + owner.len();
+    let mut cost = AppendCost::default();
+    let (mut write_units, mut read_halves) = (0u64, 0u64);
+    // The append being gathered: its stream, last version, instant, correlation, item sizes.
+    let mut open: Option<(String, i64, String, String, Vec<usize>, i64)> = None;
+    let mut close = |append: (String, i64, String, String, Vec<usize>, i64), cost: &mut AppendCost| {
+        let (stream, _, _, _, mut sizes, first) = append;
+        let check = (first > 1).then(|| sizes[0]);
+        let events = sizes.len() as u64;
+        if first == 1 {
+            let claimed = owned.get(&stream).copied().unwrap_or(0);
+            sizes.extend(std::iter::repeat_n(reservation_bytes(&stream), claimed));
+            cost.reservations_and_receipts += claimed as u64;
+        }
+        let (w, r, tx) = append_units(&sizes, check);
+        write_units += w;
+        read_halves += r;
+        cost.appends += 1;
+        cost.events += events;
+        cost.version_reads += u64::from(check.is_some());
+        cost.transactions += u64::from(tx);
+    };
+    for row in rows {
+        let (stream, version, recorded, correlation, bytes) = row.map_err(|e| BenchError::Other(e.to_string()))?;
+        let bytes = bytes.max(0) as usize;
+        match open.as_mut() {
+            Some((s, v, r, c, sizes, _))
+                if *s == stream && *v + 1 == version && *r == recorded && *c == correlation =>
+            {
+                *v = version;
+                sizes.push(bytes);
+            }
+            _ => {
+                if let Some(done) = open.take() {
+                    close(done, &mut cost);
+                }
+                open = Some((stream, version, recorded, correlation, vec![bytes], version));
+            }
+        }
+    }
+    if let Some(done) = open.take() {
+        close(done, &mut cost);
+    }
+    cost.reservations_and_receipts += receipts;
+    cost.write_units = (write_units + 3 * receipts) as f64;
+    cost.read_units = read_halves as f64 / 2.0;
+    Ok(cost)
+}
+
 /// Whether every bus target's cursor reached the head of the store.
 fn caught_up(conn: &rusqlite::Connection, targets: usize) -> Result<bool, BenchError> {
     let head = count(conn, "SELECT COALESCE(MAX(position), 0) FROM events")?;
@@ -241,6 +355,7 @@ async fn api_phase(options: &BenchOptions) -> Result<Vec<LatencyRow>, BenchError
     for &level in &options.concurrency {
         let level = level.max(1);
         let before_events = count(&side, "SELECT COALESCE(MAX(position), 0) FROM events")?;
+        let before_receipts = count(&side, "SELECT COUNT(*) FROM receipts")?;
         let before_mail = count(&side, "SELECT COUNT(*) FROM mail_sink")?;
         let before_timers = count(&side, "SELECT COUNT(*) FROM timers")?;
         let busy_before = crate::db::busy_nanos();
@@ -316,6 +431,11 @@ async fn api_phase(options: &BenchOptions) -> Result<Vec<LatencyRow>, BenchError
             sqlite_busy_share: if settled > 0.0 { busy / settled } else { 0.0 },
             messages_sent: count(&side, "SELECT COUNT(*) FROM mail_sink")? - before_mail,
             timers_set: count(&side, "SELECT COUNT(*) FROM timers")?.saturating_sub(before_timers),
+            appends: append_cost(
+                &side,
+                before_events,
+                count(&side, "SELECT COUNT(*) FROM receipts")?.saturating_sub(before_receipts),
+            )?,
         });
         first = end;
     }
