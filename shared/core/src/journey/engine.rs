@@ -4,7 +4,9 @@
 //! running instances (exits act at once, mid-wait), and for each fired timer
 //! advances the instance it belongs to. Timers are set and deleted through the
 //! [`Scheduler`] port after the instance's events are stored, and the journey
-//! index is written last.
+//! index is written last. A start also writes the instance's index lines at
+//! version 0 before its append, so the customer's next events find an
+//! instance whose start stopped half-way (one more index write per start).
 //!
 //! Those three writes are not one transaction, so the engine heals what a
 //! crash between them leaves (decision 0033): a start or step that finds its
@@ -543,6 +545,13 @@ impl JourneyEngine {
                 causation_id: Some(envelope.event_id),
                 actor: Actor::journey(&campaign.id, version),
             };
+            // The index first (at version 0), so that an event handled
+            // between a crashed start and its redelivery finds the instance.
+            if !self.announce(&instance_id, &customer_id, &events).await? {
+                // Indexed past its start: started before, and the index
+                // proves its timers were set. Nothing to do.
+                continue;
+            }
             match self
                 .store(
                     &instance_id,
@@ -834,6 +843,67 @@ impl JourneyEngine {
         Err(EngineError::Retry(format!("journey {instance_id} kept changing")))
     }
 
+    /// Writes the index lines of an instance about to start (its customer's
+    /// line and, unless the start ends it at once, its campaign's), at
+    /// version 0: "started, nothing applied yet". It runs before the start's
+    /// append, so `on_event` (which finds running instances only through the
+    /// index) hands the customer's next events to an instance whose start
+    /// stopped after its append: [`JourneyEngine::advance`] then applies
+    /// them, or heals the instance when they change nothing. Pausing and the
+    /// sweep find it through the campaign's line.
+    ///
+    /// The lines are written only while the instance's index checkpoint is
+    /// 0, so they never overwrite a line a finished start (or a later step)
+    /// wrote: false then, the instance is started and indexed. A line whose
+    /// stream does not exist (a crash between this write and the append) is
+    /// harmless: steps on it find no instance and do nothing, and the
+    /// redelivered trigger starts the instance (the append still expects no
+    /// stream, so it starts once).
+    ///
+    /// Cost: one more index commit per journey start (a transaction of the
+    /// checkpoint item and the two lines); a duplicate trigger of an indexed
+    /// instance costs that commit's failed condition instead of an append
+    /// and a checkpoint read.
+    async fn announce(
+        &self,
+        instance_id: &str,
+        customer_id: &str,
+        events: &[JourneyEvent],
+    ) -> Result<bool, EngineError> {
+        let now = self.clock.now();
+        let mut state = None;
+        for (version, e) in (1u64..).zip(events) {
+            state = instance::evolve(state, e, now, version);
+        }
+        let Some(state) = state else {
+            return Err(EngineError::Poison(format!("journey {instance_id} without a start")));
+        };
+        let mut line = index_line(&state);
+        line.version = 0;
+        let body = serde_json::to_value(line).map_err(|e| EngineError::Poison(e.to_string()))?;
+        let mut ops = vec![ReadOp::Put {
+            partition: customer_id.to_string(),
+            sort: instance_id.to_string(),
+            body: body.clone(),
+        }];
+        if state.status != instance::InstanceStatus::Exited {
+            ops.push(ReadOp::Put {
+                partition: campaign_partition(&state.campaign_id),
+                sort: instance_id.to_string(),
+                body,
+            });
+        }
+        match self
+            .docs
+            .commit(JOURNEY_INDEX, &instance::stream_id(instance_id), 0, 0, ops)
+            .await
+        {
+            Ok(()) => Ok(true),
+            Err(crate::ports::CommitError::Conflict { .. }) => Ok(false),
+            Err(e) => Err(EngineError::Retry(e.to_string())),
+        }
+    }
+
     /// Appends an instance's events, schedules the timers they ask for and
     /// updates the index, in that order: an index that caught up with the
     /// stream therefore proves the timers were set.
@@ -878,7 +948,9 @@ impl JourneyEngine {
             )));
         };
         crate::crash::point(crate::crash::JOURNEY_AFTER_APPEND);
+        let mut scheduled = Vec::new();
         for timer in instance::timers_to_schedule(&state, &versioned) {
+            scheduled.push(timer.name.clone());
             self.scheduler
                 .schedule(timer)
                 .await
@@ -893,8 +965,16 @@ impl JourneyEngine {
         let first_new = versioned.first().map_or(state.version, |(_, v)| *v);
         if indexed_at + 1 < first_new {
             // The index missed earlier events too (a crash after an earlier
-            // append): index the whole stream, with its message pointers.
+            // append, such as a start's): their timer may never have been
+            // set, so the pending wait's is set again (same name), then the
+            // whole stream is indexed, with its message pointers.
             if let Some(loaded) = self.load_history(instance_id).await.map_err(StoreOutcome::Failed)? {
+                if let Some(timer) = instance::pending_timer(&loaded.state).filter(|t| !scheduled.contains(&t.name)) {
+                    self.scheduler
+                        .schedule(self.rearmable(timer))
+                        .await
+                        .map_err(|e| StoreOutcome::Failed(e.into()))?;
+                }
                 self.write_index(&loaded.state, &loaded.events, indexed_at)
                     .await
                     .map_err(StoreOutcome::Failed)?;

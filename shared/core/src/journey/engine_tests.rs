@@ -531,7 +531,8 @@ async fn a_start_that_failed_after_its_append_is_healed_by_the_retry() {
     ));
     world.scheduler.fail_with(None);
     let index = world.engine.instances_of(CUSTOMER).await.expect("index");
-    assert!(index.is_empty(), "the crash left no index line");
+    assert_eq!(index.len(), 1, "the index line written before the append");
+    assert_eq!(index[0].version, 0, "shows nothing applied");
     assert!(world.scheduler.pending().is_empty(), "and no timer");
 
     // The redelivery finds the instance started and makes good the rest.
@@ -917,4 +918,243 @@ async fn a_fired_sweep_timer_runs_a_sweep_step() {
             rest: chrono::Duration::minutes(30)
         }
     );
+}
+
+/// The in-memory event store whose appends to journey streams can be made to
+/// fail: a start that stops after its index line, before its append.
+struct JourneyAppendsFail {
+    inner: Arc<InMemoryEventStore>,
+    failing: AtomicBool,
+}
+
+#[async_trait]
+impl EventStore for JourneyAppendsFail {
+    async fn load(&self, stream_id: &str) -> Result<crate::ports::LoadedStream, StoreError> {
+        self.inner.load(stream_id).await
+    }
+    async fn read_stream(&self, stream_id: &str, after: u64, limit: usize) -> Result<Vec<EventEnvelope>, StoreError> {
+        self.inner.read_stream(stream_id, after, limit).await
+    }
+    async fn append(&self, request: AppendRequest) -> Result<crate::ports::Appended, crate::ports::AppendError> {
+        if request.stream_id.starts_with("journey-") && self.failing.load(Ordering::SeqCst) {
+            return Err(crate::ports::AppendError::Store(StoreError::Unavailable(
+                "injected".into(),
+            )));
+        }
+        self.inner.append(request).await
+    }
+    async fn receipt(&self, key: &str) -> Result<Option<crate::ports::CommandReceipt>, StoreError> {
+        self.inner.receipt(key).await
+    }
+    async fn reservation_owner(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.inner.reservation_owner(key).await
+    }
+    async fn save_snapshot(&self, snapshot: crate::ports::Snapshot) -> Result<(), StoreError> {
+        self.inner.save_snapshot(snapshot).await
+    }
+    async fn read_all(&self, after: Option<&str>, limit: usize) -> Result<crate::ports::EventPage, StoreError> {
+        self.inner.read_all(after, limit).await
+    }
+}
+
+fn reminders(events: &[JourneyEvent]) -> usize {
+    events
+        .iter()
+        .filter(|e| matches!(e, JourneyEvent::MessageRequested { .. }))
+        .count()
+}
+
+#[tokio::test]
+async fn an_order_between_a_crashed_start_and_its_redelivery_ends_the_journey() {
+    let world = World::new(Arc::new(FixedCatalog::new(vec![shipped("abandoned-cart")]))).await;
+    let abandoned = world
+        .commerce_event(
+            "cart-h2",
+            "CartAbandoned",
+            json!({ "cart_id": "h2", "total_value_minor": 7000 }),
+        )
+        .await;
+    // The start's append is stored, then the invocation dies (here: the scheduler fails).
+    world.scheduler.fail_with(Some(unavailable()));
+    assert!(matches!(
+        world.engine.on_event(&abandoned).await,
+        Err(EngineError::Retry(_))
+    ));
+    world.scheduler.fail_with(None);
+    let index = world.engine.instances_of(CUSTOMER).await.expect("index");
+    assert_eq!(index.len(), 1, "the index line was written before the append");
+    assert_eq!(index[0].version, 0, "at version 0: nothing applied yet");
+    let id = index[0].instance_id.clone();
+
+    // The customer orders before the start's message comes back: the order reaches the instance.
+    let order = world
+        .commerce_event("order-o2", "OrderPlaced", json!({ "order_id": "o2" }))
+        .await;
+    let on_order = world.engine.on_event(&order).await.expect("order");
+    assert_eq!(on_order.advanced, vec![id.clone()]);
+    let state = world.engine.load(&id).await.expect("load").expect("instance");
+    assert_eq!(state.status, InstanceStatus::Exited);
+    let index = world.engine.instances_of(CUSTOMER).await.expect("index");
+    assert_eq!(
+        index[0].version, state.version,
+        "the index caught up with the whole stream"
+    );
+    assert_eq!(index[0].status, InstanceStatus::Exited);
+    assert_eq!(
+        world.campaign_lines("abandoned-cart").await,
+        0,
+        "an exited instance leaves its campaign's partition"
+    );
+
+    // The redelivered start starts nothing, and no reminder is ever sent.
+    let retried = world.engine.on_event(&abandoned).await.expect("retry");
+    assert!(retried.started.is_empty() && retried.messages.is_empty(), "{retried:?}");
+    assert!(world.scheduler.pending().is_empty(), "no timer for an exited journey");
+    let sent = world.advance(chrono::Duration::hours(2)).await;
+    assert!(sent.is_empty(), "a cart reminder to a customer who ordered: {sent:?}");
+    assert_eq!(reminders(&world.journey_events(&id).await), 0);
+}
+
+#[tokio::test]
+async fn an_email_verified_between_a_crashed_start_and_its_redelivery_gets_the_welcome_email() {
+    let world = World::new(Arc::new(FixedCatalog::new(vec![shipped("welcome")]))).await;
+    let registered = world
+        .events
+        .read_stream(&crate::customer::stream_id(CUSTOMER), 0, 100)
+        .await
+        .expect("read")
+        .into_iter()
+        .find(|e| e.event_type == "CustomerRegistered")
+        .expect("registered");
+    // The start stops after its append: the timer write fails.
+    world.scheduler.fail_with(Some(unavailable()));
+    assert!(matches!(
+        world.engine.on_event(&registered).await,
+        Err(EngineError::Retry(_))
+    ));
+    world.scheduler.fail_with(None);
+    let index = world.engine.instances_of(CUSTOMER).await.expect("index");
+    assert_eq!(index.len(), 1);
+    let id = index[0].instance_id.clone();
+
+    // The address is verified before the start comes back: the welcome email is requested.
+    let verified = world
+        .commerce_event(
+            &crate::customer::stream_id(CUSTOMER),
+            "EmailVerified",
+            json!({ "email": "journey@example.com" }),
+        )
+        .await;
+    let on_verified = world.engine.on_event(&verified).await.expect("verified");
+    assert_eq!(on_verified.advanced, vec![id.clone()]);
+    assert_eq!(on_verified.messages.len(), 1, "the welcome email: {on_verified:?}");
+
+    // The redelivered start changes nothing; no verification reminder follows.
+    let retried = world.engine.on_event(&registered).await.expect("retry");
+    assert!(retried.started.is_empty() && retried.messages.is_empty(), "{retried:?}");
+    assert!(
+        world.advance(chrono::Duration::days(5)).await.is_empty(),
+        "no reminder to a verified customer"
+    );
+    assert_eq!(reminders(&world.journey_events(&id).await), 1, "the welcome email only");
+    let state = world.engine.load(&id).await.expect("load").expect("instance");
+    let index = world.engine.instances_of(CUSTOMER).await.expect("index");
+    assert_eq!(index[0].version, state.version);
+}
+
+#[tokio::test]
+async fn an_index_line_whose_append_never_happened_is_harmless_and_the_redelivery_starts_once() {
+    let world = World::new(Arc::new(FixedCatalog::new(vec![shipped("abandoned-cart")]))).await;
+    let appends = Arc::new(JourneyAppendsFail {
+        inner: world.events.clone(),
+        failing: AtomicBool::new(true),
+    });
+    let crashing = JourneyEngine::new(
+        appends.clone(),
+        world.docs.clone(),
+        world.scheduler.clone(),
+        Arc::new(FixedCatalog::new(vec![shipped("abandoned-cart")])),
+        world.clock.clone(),
+    );
+    let abandoned = world
+        .commerce_event(
+            "cart-h3",
+            "CartAbandoned",
+            json!({ "cart_id": "h3", "total_value_minor": 7000 }),
+        )
+        .await;
+    // The index line is written, then the append fails: a line without a stream.
+    assert!(matches!(
+        crashing.on_event(&abandoned).await,
+        Err(EngineError::Retry(_))
+    ));
+    let index = world.engine.instances_of(CUSTOMER).await.expect("index");
+    assert_eq!(index.len(), 1);
+    assert_eq!(index[0].version, 0);
+    let id = index[0].instance_id.clone();
+    assert!(world.engine.load(&id).await.expect("load").is_none(), "no stream");
+
+    // Events for the customer, a pause page and the sweep meet the line and do nothing, without error.
+    let viewed = world
+        .commerce_event(
+            "cart-h3",
+            "ItemAddedToCart",
+            json!({ "product_id": "p1", "quantity": 1 }),
+        )
+        .await;
+    let outcome = world.engine.on_event(&viewed).await.expect("an event meets the line");
+    assert!(outcome.advanced.is_empty() && outcome.healed.is_empty(), "{outcome:?}");
+    let budget = SweepBudget {
+        page_size: 10,
+        pages: 10,
+        rest: chrono::Duration::zero(),
+    };
+    let swept = world.engine.sweep(budget).await.expect("sweep");
+    assert_eq!(swept.examined, 1);
+    assert!(swept.rearmed.is_empty() && swept.fired.is_empty() && swept.healed.is_empty());
+    assert!(
+        world.engine.load(&id).await.expect("load").is_none(),
+        "still nothing started"
+    );
+
+    // The redelivered trigger starts the instance, once.
+    appends.failing.store(false, Ordering::SeqCst);
+    let mut started = Vec::new();
+    for _ in 0..2 {
+        started.extend(world.engine.on_event(&abandoned).await.expect("redelivered").started);
+    }
+    assert_eq!(started, vec![id.clone()]);
+    let state = world.engine.load(&id).await.expect("load").expect("instance");
+    let index = world.engine.instances_of(CUSTOMER).await.expect("index");
+    assert_eq!(index.len(), 1);
+    assert_eq!(index[0].version, state.version);
+    assert_eq!(world.scheduler.pending().len(), 1, "the 1 h wait");
+    assert_eq!(world.advance(chrono::Duration::hours(1)).await.len(), 1, "one reminder");
+}
+
+#[tokio::test]
+async fn a_duplicate_trigger_of_an_indexed_instance_leaves_its_index_line_alone() {
+    let world = World::new(Arc::new(FixedCatalog::new(vec![shipped("abandoned-cart")]))).await;
+    let abandoned = world
+        .commerce_event(
+            "cart-h4",
+            "CartAbandoned",
+            json!({ "cart_id": "h4", "total_value_minor": 7000 }),
+        )
+        .await;
+    let id = world.engine.on_event(&abandoned).await.expect("start").started[0].clone();
+    let order = world
+        .commerce_event("order-o4", "OrderPlaced", json!({ "order_id": "o4" }))
+        .await;
+    world.engine.on_event(&order).await.expect("order");
+    let before = world.engine.instances_of(CUSTOMER).await.expect("index");
+    assert_eq!(before[0].status, InstanceStatus::Exited);
+
+    // The trigger again: the version-0 line must not replace the exited one.
+    let again = world.engine.on_event(&abandoned).await.expect("duplicate");
+    assert!(again.started.is_empty() && again.healed.is_empty(), "{again:?}");
+    assert_eq!(world.engine.instances_of(CUSTOMER).await.expect("index"), before);
+    assert_eq!(world.campaign_lines("abandoned-cart").await, 0);
+    let state = world.engine.load(&id).await.expect("load").expect("instance");
+    assert_eq!(before[0].version, state.version);
 }
