@@ -948,9 +948,7 @@ impl JourneyEngine {
             )));
         };
         crate::crash::point(crate::crash::JOURNEY_AFTER_APPEND);
-        let mut scheduled = Vec::new();
         for timer in instance::timers_to_schedule(&state, &versioned) {
-            scheduled.push(timer.name.clone());
             self.scheduler
                 .schedule(timer)
                 .await
@@ -965,16 +963,11 @@ impl JourneyEngine {
         let first_new = versioned.first().map_or(state.version, |(_, v)| *v);
         if indexed_at + 1 < first_new {
             // The index missed earlier events too (a crash after an earlier
-            // append, such as a start's): their timer may never have been
-            // set, so the pending wait's is set again (same name), then the
-            // whole stream is indexed, with its message pointers.
+            // append, such as a start's before its timer was set): index the
+            // whole stream, with its message pointers. No earlier timer is
+            // left to set: every input that stores events ends the pending
+            // wait (an exit, or the end of a `wait_until`) or replaces it.
             if let Some(loaded) = self.load_history(instance_id).await.map_err(StoreOutcome::Failed)? {
-                if let Some(timer) = instance::pending_timer(&loaded.state).filter(|t| !scheduled.contains(&t.name)) {
-                    self.scheduler
-                        .schedule(self.rearmable(timer))
-                        .await
-                        .map_err(|e| StoreOutcome::Failed(e.into()))?;
-                }
                 self.write_index(&loaded.state, &loaded.events, indexed_at)
                     .await
                     .map_err(StoreOutcome::Failed)?;
