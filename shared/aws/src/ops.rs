@@ -15,9 +15,8 @@
 //! consumers do ([`crm_core::privacy::decrypt_envelope`]).
 
 use crate::dynamodb::items::{self, Item, KIND, PK};
-use crate::dynamodb::{DynamoReadModels, KIND_CHECKPOINT};
+use crate::dynamodb::DynamoReadModels;
 use aws_sdk_dynamodb::error::DisplayErrorContext;
-use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, SecondsFormat, Utc};
 use crm_core::bus::BusEntry;
 use crm_core::consumer::{Consumer, EventHandler};
@@ -137,42 +136,11 @@ pub async fn parallel_replay(
     Ok(report)
 }
 
-/// Deletes every document and checkpoint of `consumer` in the read-models
-/// table (a scan; fine for an operator's rebuild). Returns how many items.
+/// Deletes every document of `consumer` and its version in every stream's
+/// checkpoint item ([`DynamoReadModels::clear_consumer`], decision 0036).
+/// Returns how many documents and checkpoints went.
 pub async fn clear_consumer(read_models: &DynamoReadModels, consumer: &str) -> Result<usize, OpsError> {
-    let client = read_models.client();
-    let doc_prefix = format!("{consumer}#");
-    let checkpoints = format!("{KIND_CHECKPOINT}#{consumer}");
-    let mut start: Option<Item> = None;
-    let mut deleted = 0;
-    loop {
-        let out = client
-            .scan()
-            .table_name(read_models.table())
-            .filter_expression("begins_with(#pk, :docs) OR #pk = :checkpoints")
-            .expression_attribute_names("#pk", PK)
-            .expression_attribute_values(":docs", AttributeValue::S(doc_prefix.clone()))
-            .expression_attribute_values(":checkpoints", AttributeValue::S(checkpoints.clone()))
-            .projection_expression("pk, sk")
-            .set_exclusive_start_key(start.take())
-            .send()
-            .await
-            .map_err(aws("Scan"))?;
-        for item in out.items() {
-            client
-                .delete_item()
-                .table_name(read_models.table())
-                .set_key(Some(item.clone()))
-                .send()
-                .await
-                .map_err(aws("DeleteItem"))?;
-            deleted += 1;
-        }
-        match out.last_evaluated_key() {
-            Some(key) => start = Some(key.clone()),
-            None => return Ok(deleted),
-        }
-    }
+    Ok(read_models.clear_consumer(consumer).await?)
 }
 
 /// One message of a dead-letter queue, decoded.
