@@ -751,3 +751,92 @@ pub async fn command(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod append_cost_tests {
+    use super::*;
+    use crm_core::ports::{AppendRequest, EventStore, ExpectedVersion, ReservationChange};
+
+    /// Events of one command share their instant and correlation.
+    fn command(stream: &str, n: usize) -> Vec<crm_core::event::EventEnvelope> {
+        let first = crm_core::store_contract::event(stream, 0);
+        (0..n)
+            .map(|i| {
+                let mut e = crm_core::store_contract::event(stream, i as u64);
+                e.recorded_at = first.recorded_at;
+                e.correlation_id = first.correlation_id;
+                e
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn appends_are_rebuilt_from_the_store_and_priced_as_dynamodb_writes_them() {
+        let dir = tempfile::tempdir().expect("dir");
+        let db = dir.path().join("appends.db");
+        let store = crate::store::SqliteEventStore::open(&db).expect("store");
+        let append = |stream: &str, expected, events, reservations| AppendRequest {
+            stream_id: stream.into(),
+            expected,
+            events,
+            reservations,
+            receipt: None,
+        };
+        // A registration: one event and its email reservation (a transaction).
+        let claim = vec![ReservationChange::Claim {
+            key: "email#x".into(),
+            owner: "customer-1".into(),
+        }];
+        store
+            .append(append(
+                "customer-1",
+                ExpectedVersion::NoStream,
+                command("customer-1", 1),
+                claim,
+            ))
+            .await
+            .expect("register");
+        // Two single events (puts; the second after version 1, read first).
+        store
+            .append(append(
+                "cart-1",
+                ExpectedVersion::NoStream,
+                command("cart-1", 1),
+                Vec::new(),
+            ))
+            .await
+            .expect("cart");
+        store
+            .append(append(
+                "cart-1",
+                ExpectedVersion::Exactly(1),
+                command("cart-1", 1),
+                Vec::new(),
+            ))
+            .await
+            .expect("item");
+        // Three events of one command after version 2 (a transaction).
+        store
+            .append(append(
+                "cart-1",
+                ExpectedVersion::Exactly(2),
+                command("cart-1", 3),
+                Vec::new(),
+            ))
+            .await
+            .expect("order");
+        let side = side_connection(&db).expect("side");
+        let cost = append_cost(&side, 0, 0).expect("cost");
+        assert_eq!(
+            (cost.appends, cost.events, cost.transactions, cost.version_reads),
+            (4, 6, 2, 2)
+        );
+        assert_eq!(cost.reservations_and_receipts, 1);
+        // Every item here is under 1 KB: 2 * 2 + 1 + 1 + 2 * 3.
+        assert_eq!(cost.write_units, 12.0);
+        assert_eq!(cost.read_units, 2.0);
+        // Only what came after a position counts.
+        let later = append_cost(&side, 3, 0).expect("cost");
+        assert_eq!((later.appends, later.events), (1, 3));
+    }
+}
