@@ -1158,3 +1158,52 @@ async fn a_duplicate_trigger_of_an_indexed_instance_leaves_its_index_line_alone(
     let state = world.engine.load(&id).await.expect("load").expect("instance");
     assert_eq!(before[0].version, state.version);
 }
+
+/// A world whose abandoned-cart start for `cart` stopped after its append
+/// (the timer write failed), and the instance's id; its trigger never comes back.
+async fn half_started(world: &World, cart: &str) -> String {
+    world.scheduler.fail_with(Some(unavailable()));
+    assert!(matches!(world.abandon(cart).await, Err(EngineError::Retry(_))));
+    world.scheduler.fail_with(None);
+    let index = world.engine.instances_of(CUSTOMER).await.expect("index");
+    assert_eq!(index.len(), 1);
+    assert!(world.scheduler.pending().is_empty());
+    index[0].instance_id.clone()
+}
+
+#[tokio::test]
+async fn the_sweep_heals_an_instance_whose_start_stopped_after_its_append() {
+    let world = World::new(Arc::new(FixedCatalog::new(vec![shipped("abandoned-cart")]))).await;
+    let id = half_started(&world, "h5").await;
+    let budget = SweepBudget {
+        page_size: 10,
+        pages: 10,
+        rest: chrono::Duration::zero(),
+    };
+    // Found through its campaign's line: timer set again, index written.
+    let swept = world.engine.sweep(budget).await.expect("sweep");
+    assert_eq!(swept.healed, vec![id.clone()]);
+    assert_eq!(world.scheduler.pending().len(), 1, "the 1 h wait");
+    let state = world.engine.load(&id).await.expect("load").expect("instance");
+    let index = world.engine.instances_of(CUSTOMER).await.expect("index");
+    assert_eq!(index[0].version, state.version);
+    assert_eq!(world.advance(chrono::Duration::hours(1)).await.len(), 1, "one reminder");
+}
+
+#[tokio::test]
+async fn pausing_exits_an_instance_whose_start_stopped_after_its_append() {
+    let world = World::stored().await;
+    let id = half_started(&world, "h6").await;
+    world
+        .campaigns()
+        .pause("abandoned-cart", Actor::api("t"))
+        .await
+        .expect("paused");
+    let paused = world.engine.on_campaign_paused("abandoned-cart").await.expect("pause");
+    assert_eq!(paused.advanced, vec![id.clone()]);
+    let state = world.engine.load(&id).await.expect("load").expect("instance");
+    assert_eq!(state.status, InstanceStatus::Exited);
+    assert_eq!(world.campaign_lines("abandoned-cart").await, 0);
+    assert!(world.scheduler.pending().is_empty());
+    assert!(world.advance(chrono::Duration::days(2)).await.is_empty());
+}
