@@ -828,7 +828,16 @@ impl MessageDelivery {
         let Some(claim) = state.claim.clone() else {
             return Ok(SettleOutcome::Settled);
         };
-        if state.done || claim.version != timer.set_at_version {
+        if state.done {
+            return Ok(SettleOutcome::Settled);
+        }
+        if claim.version != timer.set_at_version {
+            // A check of an earlier claim, redelivered: a newer claim left
+            // open (its delivery crashed after claiming) needs its own check.
+            if let Some(due) = self.settle_check_due(&state) {
+                self.schedule_settle_check(check, &claim.customer_id, &state, due)
+                    .await?;
+            }
             return Ok(SettleOutcome::Settled);
         }
         let mut meta = CommandMeta::new(Actor::system(ACTOR));

@@ -1189,3 +1189,66 @@ fn settings_come_from_one_lookup_and_blank_keeps_the_default() {
         assert!(DeliverySettings::from_lookup(&env(pairs)).is_err(), "{bad:?}");
     }
 }
+
+/// A redelivered settle check of an earlier claim schedules the check of the
+/// newer claim a crashed resend left open (found by scripts/chaos.py's crash points).
+#[tokio::test]
+async fn a_crash_after_the_claim_of_a_resend_still_gets_a_settle_check() {
+    let w = World::new().await;
+    let request = w
+        .stored(w.requested(1, "order-confirmation", Category::Transactional))
+        .await;
+    w.claim_and_crash(&request).await;
+    w.delivery.on_requested(&request).await.expect("redelivery");
+    let check = w.message_timer("msg-1").expect("a settle check");
+    assert_eq!(check.set_at_version, 1);
+    w.clock.advance(Duration::minutes(15));
+    // The check fires: stale, given back, sent again: the resend claims
+    // (v4) and its invocation dies before the provider call (what the
+    // settle check's run would have appended, appended here by hand).
+    let parsed = MessageRequest::from_envelope(&request).expect("request");
+    let left = vec![
+        MessageEvent::MessageOutcomeUnknown {
+            message_id: "msg-1".into(),
+            customer_id: CUSTOMER.into(),
+            channel: parsed.channel,
+            error: "no outcome recorded within 900 s of the claim".into(),
+            settle_by: Some(w.clock.now()),
+        },
+        MessageEvent::MessageNotAccepted {
+            message_id: "msg-1".into(),
+            customer_id: CUSTOMER.into(),
+            channel: parsed.channel,
+            reason: "SES reported nothing".into(),
+        },
+        MessageEvent::MessageClaimed {
+            message_id: "msg-1".into(),
+            customer_id: CUSTOMER.into(),
+            channel: parsed.channel,
+            campaign_id: parsed.campaign_id.clone(),
+            template: parsed.template.clone(),
+            category: parsed.category,
+            address_hash: "0".repeat(64),
+        },
+    ];
+    let stream = message_stream("msg-1");
+    let meta = CommandMeta::new(Actor::system("channel"));
+    let events = envelopes(&stream, Some(CUSTOMER), &left, &meta, w.clock.now()).expect("envelopes");
+    w.events
+        .append(AppendRequest {
+            stream_id: stream,
+            expected: ExpectedVersion::Exactly(1),
+            events,
+            reservations: Vec::new(),
+            receipt: None,
+        })
+        .await
+        .expect("append");
+    // The crashed invocation's message (the fired check) comes back.
+    w.fire(&check).await;
+    let pending = w.message_timer("msg-1").expect("a settle check");
+    assert_eq!(
+        pending.set_at_version, 4,
+        "a settle check for the resend's claim: {pending:?}"
+    );
+}
