@@ -312,7 +312,7 @@ def smoke_main(run_smoke, name: str, doc: str) -> int:
 
 def moto_raw_emails(endpoint: str) -> list:
     """The raw messages moto's SES keeps (`/moto-api/data.json`)."""
-    request = urllib.request.Request(endpoint.rstrip("/") + "/moto-api/data.json",
+    request = urllib.request.Request(endpoint.rstrip("/") + "/moto-api/data.json?service=ses",
                                      headers={"Accept": "application/json"})
     with urllib.request.urlopen(request, timeout=60) as answer:
         return json.loads(answer.read()).get("ses", {}).get("RawMessage", [])

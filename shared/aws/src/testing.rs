@@ -120,9 +120,12 @@ pub fn moto_endpoint() -> String {
     }
 }
 
-/// moto's whole state, `GET {endpoint}/moto-api/data.json`, over a plain
-/// HTTP/1.1 connection (`Connection: close`, so the body runs to the end).
-/// Blocking (std), which is fine for a test's one look.
+/// moto's SES and SNS state (what was sent), `GET
+/// {endpoint}/moto-api/data.json?service=ses&service=sns` (scripts/moto_server.py
+/// answers only those services; moto's own dump of every DynamoDB item takes
+/// seconds on a shared moto), over a plain HTTP/1.1 connection (`Connection:
+/// close`, so the body runs to the end). Blocking (std), which is fine for a
+/// test's one look.
 pub fn moto_data() -> serde_json::Value {
     use std::io::{Read, Write};
     let endpoint = moto_endpoint();
@@ -133,7 +136,7 @@ pub fn moto_data() -> serde_json::Value {
     let mut stream =
         std::net::TcpStream::connect(authority).unwrap_or_else(|e| panic!("connect to moto at {authority}: {e}"));
     let request = format!(
-        "GET /moto-api/data.json HTTP/1.1\r\nHost: {authority}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
+        "GET /moto-api/data.json?service=ses&service=sns HTTP/1.1\r\nHost: {authority}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
     );
     stream.write_all(request.as_bytes()).expect("send the request to moto");
     let mut response = Vec::new();
