@@ -165,12 +165,14 @@ def document(ddb, table: str, consumer: str, partition: str, sort: str) -> dict:
 
 
 def checkpoint(ddb, table: str, consumer: str, stream_id: str) -> int:
+    """`consumer`'s version in the stream's one checkpoint item (decision 0036)."""
     item = ddb.get_item(
         TableName=table,
-        Key={"pk": {"S": f"checkpoint#{consumer}"}, "sk": {"S": stream_id}},
+        Key={"pk": {"S": f"checkpoint#{stream_id}"}, "sk": {"S": "checkpoint"}},
         ConsistentRead=True,
     ).get("Item")
-    return int(item["version"]["N"]) if item else 0
+    version = (item or {}).get(f"v#{consumer}")
+    return int(version["N"]) if version else 0
 
 
 def check(name: str, condition: bool, detail: str = "") -> None:

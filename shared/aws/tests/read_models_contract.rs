@@ -65,11 +65,12 @@ async fn items_have_the_documented_layout() {
     assert_eq!(stored, body);
     assert_eq!(doc.len(), 4, "{doc:?}");
 
-    let checkpoint = raw_item(&store, "checkpoint#timeline", &stream)
+    // One checkpoint item per stream, one version attribute per consumer (decision 0036).
+    let checkpoint = raw_item(&store, &format!("checkpoint#{stream}"), "checkpoint")
         .await
         .expect("the checkpoint item");
     assert_eq!(s(&checkpoint, "kind"), "checkpoint");
-    assert_eq!(checkpoint.get("version"), Some(&AttributeValue::N("4".into())));
+    assert_eq!(checkpoint.get("v#timeline"), Some(&AttributeValue::N("4".into())));
     assert_eq!(checkpoint.len(), 4, "{checkpoint:?}");
 
     let described = store
