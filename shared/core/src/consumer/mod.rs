@@ -456,6 +456,78 @@ pub async fn handle_each(
     Ok(outcome)
 }
 
+/// How many customers [`handle_by_customer`] works on at once.
+pub const PAGE_CONCURRENCY: usize = 8;
+
+/// [`EventHandler::handle_page`] for handlers whose effects are per customer
+/// (the journey engine, message delivery): the page's events grouped by
+/// customer (by stream when an event names none), each group's events in
+/// page order, up to [`PAGE_CONCURRENCY`] groups at once. Every call to a
+/// store waits out its own latency and, under throttling, its own backoff,
+/// so a page of ten customers takes about as long as its slowest customer,
+/// not the sum of all ten. A failed group does not stop the others; the page
+/// then fails with the first error, and the caller handles its events one by
+/// one (they are idempotent: what a group already did is found done).
+pub async fn handle_by_customer(
+    handler: &(impl EventHandler + ?Sized),
+    events: &[EventEnvelope],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<PageOutcome, ConsumeError> {
+    use futures::StreamExt;
+    let mut groups: Vec<Vec<&EventEnvelope>> = Vec::new();
+    let mut group_of: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for event in events {
+        let key = event.customer_id.as_deref().unwrap_or(event.stream_id.as_str());
+        let at = *group_of.entry(key).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        groups[at].push(event);
+    }
+    type GroupRun<'a> =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<PageOutcome, ConsumeError>> + Send + 'a>>;
+    let runs: Vec<GroupRun<'_>> = groups
+        .into_iter()
+        .map(|group| Box::pin(handle_group(handler, group, now)) as GroupRun<'_>)
+        .collect();
+    let results: Vec<Result<PageOutcome, ConsumeError>> = futures::stream::iter(runs)
+        .buffer_unordered(PAGE_CONCURRENCY)
+        .collect()
+        .await;
+    let mut outcome = PageOutcome::default();
+    let mut first_error = None;
+    for result in results {
+        match result {
+            Ok(one) => outcome.merge(one),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(outcome),
+    }
+}
+
+/// One customer's events of a page, in order ([`handle_by_customer`]).
+async fn handle_group(
+    handler: &(impl EventHandler + ?Sized),
+    group: Vec<&EventEnvelope>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<PageOutcome, ConsumeError> {
+    let mut outcome = PageOutcome::default();
+    for event in group {
+        let one = handler.handle(event, now).await?;
+        outcome.merge(PageOutcome {
+            applied: one.applied.len() as u64,
+            duplicates: one.duplicates.len() as u64,
+            parked: one.parked.len() as u64,
+        });
+    }
+    Ok(outcome)
+}
+
 #[async_trait]
 impl EventHandler for ConsumerGroup {
     fn name(&self) -> &'static str {

@@ -409,3 +409,112 @@ async fn insight_projections_are_duplicate_and_reorder_safe() {
         assert_eq!(a, b);
     }
 }
+
+mod by_customer {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// Records the events it handles; the first event of each customer in
+    /// `together` waits at a barrier for the other's, which only a page
+    /// handled concurrently gets past; events of `failing` fail.
+    struct Waiting {
+        together: tokio::sync::Barrier,
+        handled: Mutex<Vec<(String, u64)>>,
+        failing: &'static str,
+    }
+
+    #[async_trait]
+    impl EventHandler for Waiting {
+        fn name(&self) -> &'static str {
+            "waiting"
+        }
+
+        fn consumer_names(&self) -> Vec<&'static str> {
+            vec!["waiting"]
+        }
+
+        async fn handle(
+            &self,
+            event: &EventEnvelope,
+            _: chrono::DateTime<chrono::Utc>,
+        ) -> Result<GroupOutcome, ConsumeError> {
+            let customer = event.customer_id.clone().unwrap_or_default();
+            if customer == self.failing {
+                return Err(ConsumeError::Retryable {
+                    consumer: "waiting",
+                    message: "throttled".into(),
+                });
+            }
+            if event.version == 1 && (customer == "a" || customer == "b") {
+                self.together.wait().await;
+            }
+            self.handled.lock().expect("lock").push((customer, event.version));
+            Ok(GroupOutcome {
+                applied: vec!["waiting"],
+                duplicates: Vec::new(),
+                parked: Vec::new(),
+            })
+        }
+
+        async fn handle_page(
+            &self,
+            events: &[EventEnvelope],
+            now: chrono::DateTime<chrono::Utc>,
+        ) -> Result<PageOutcome, ConsumeError> {
+            handle_by_customer(self, events, now).await
+        }
+    }
+
+    fn event(customer: &str, version: u64) -> EventEnvelope {
+        EventEnvelope {
+            version,
+            ..crate::testing::registered_event(customer, serde_json::json!({}))
+        }
+    }
+
+    #[tokio::test]
+    async fn customers_of_a_page_are_handled_at_once_each_in_page_order() {
+        let handler = Waiting {
+            together: tokio::sync::Barrier::new(2),
+            handled: Mutex::new(Vec::new()),
+            failing: "none",
+        };
+        let page = [
+            event("a", 1),
+            event("a", 2),
+            event("b", 1),
+            event("a", 3),
+            event("b", 2),
+        ];
+        let outcome = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            handler.handle_page(&page, crate::testing::test_time()),
+        )
+        .await
+        .expect("customers a and b handled at the same time (one at a time never passes the barrier)")
+        .expect("page");
+        assert_eq!(outcome.applied, 5);
+        let handled = handler.handled.lock().expect("lock").clone();
+        let of = |c: &str| -> Vec<u64> { handled.iter().filter(|(x, _)| x == c).map(|(_, v)| *v).collect() };
+        assert_eq!(of("a"), vec![1, 2, 3]);
+        assert_eq!(of("b"), vec![1, 2]);
+    }
+
+    #[tokio::test]
+    async fn a_failing_customer_fails_the_page_after_the_others_are_handled() {
+        let handler = Waiting {
+            together: tokio::sync::Barrier::new(2),
+            handled: Mutex::new(Vec::new()),
+            failing: "c",
+        };
+        let page = [event("c", 1), event("a", 1), event("b", 1)];
+        let result = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            handler.handle_page(&page, crate::testing::test_time()),
+        )
+        .await
+        .expect("not stuck");
+        assert!(matches!(result, Err(ConsumeError::Retryable { .. })), "{result:?}");
+        assert_eq!(handler.handled.lock().expect("lock").len(), 2, "a and b were handled");
+    }
+}

@@ -177,7 +177,7 @@ impl EventHandler for CampaignHandler {
         events: &[crate::event::EventEnvelope],
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<crate::consumer::PageOutcome, crate::consumer::ConsumeError> {
-        crate::consumer::handle_each(self, events, now).await
+        crate::consumer::handle_by_customer(self, events, now).await
     }
 }
 

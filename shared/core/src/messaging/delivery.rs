@@ -1611,7 +1611,7 @@ impl crate::consumer::EventHandler for MessageDelivery {
         events: &[crate::event::EventEnvelope],
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<crate::consumer::PageOutcome, crate::consumer::ConsumeError> {
-        crate::consumer::handle_each(self, events, now).await
+        crate::consumer::handle_by_customer(self, events, now).await
     }
 }
 
