@@ -573,10 +573,35 @@ def pump(state: dict, totals: Totals, rounds: int = 40, **kw) -> None:
     totals.add(aws_local.pump(state, rounds=rounds, **kw))
 
 
+def next_timer_due(state: dict) -> datetime.datetime | None:
+    """The earliest one-time schedule of the stack's groups not yet fired."""
+    scheduler = aws_local.client("scheduler", state["endpoint"], state["region"])
+    fired = set(state.get("fired_timers", []))
+    earliest = None
+    for group in (v["ref"] for v in state["resources"].values() if v["type"] == "AWS::Scheduler::ScheduleGroup"):
+        token = None
+        while True:
+            page = scheduler.list_schedules(GroupName=group, **({"NextToken": token} if token else {}))
+            for listed in page.get("Schedules", []):
+                if f"{group}/{listed['Name']}" in fired:
+                    continue
+                at = aws_local._AT.match(scheduler.get_schedule(Name=listed["Name"], GroupName=group)
+                                         .get("ScheduleExpression", ""))
+                if at:
+                    due = datetime.datetime.fromisoformat(at.group(1)).replace(tzinfo=datetime.timezone.utc)
+                    earliest = due if earliest is None or due < earliest else earliest
+            token = page.get("NextToken")
+            if not token:
+                break
+    return earliest
+
+
 def settle(state: dict, totals: Totals, ses: SesFeedback) -> int:
     """Pumps without timers and plays SES's feedback until no new email
     appears, then, past the settle window, pumps with the due timers (the
-    channel's settle timers) and once more for what they sent."""
+    channel's settle timers) and once more for what they sent; then, while a
+    timer falls due within the settle window (a settle check that a handled
+    one scheduled), waits for it and pumps again."""
     played = 0
     for _ in range(10):
         pump(state, totals, fire=False)
@@ -592,6 +617,15 @@ def settle(state: dict, totals: Totals, ses: SesFeedback) -> int:
         if not n:
             break
     pump(state, totals)
+    for _ in range(5):
+        due = next_timer_due(state)
+        now = datetime.datetime.now(datetime.timezone.utc)
+        if due is None or due > now + datetime.timedelta(seconds=SETTLE_SECONDS + 2):
+            break
+        time.sleep(max(0.0, (due - now).total_seconds()) + 1)
+        pump(state, totals)
+        played += ses.play()
+        pump(state, totals)
     return played
 
 

@@ -389,6 +389,11 @@ impl DynamoEventStore {
             Ok(_) => Ok(()),
             Err(err) => match err.as_service_error() {
                 Some(PutItemError::ConditionalCheckFailedException(_)) => Err(match role {
+                    // The SDK sends a PutItem again when its answer was lost
+                    // (a timeout, a reset, a 5xx after the write): the retry
+                    // then finds its own event. That is success, as a
+                    // transaction's client token made it before decision 0036.
+                    Role::Event if self.holds(put.item()).await? => return Ok(()),
                     Role::Event => Self::conflict(request),
                     Role::Reservation(key) => AppendError::ReservationTaken { key: key.clone() },
                     Role::Receipt => {
@@ -402,6 +407,27 @@ impl DynamoEventStore {
                 _ => Err(sdk_error("PutItem", &err).into()),
             },
         }
+    }
+
+    /// Whether the table holds `item`'s event itself (same key, same event id).
+    async fn holds(&self, item: &Item) -> Result<bool, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(
+                [items::PK, items::SK]
+                    .iter()
+                    .filter_map(|k| item.get(*k).map(|v| (k.to_string(), v.clone())))
+                    .collect(),
+            ))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk_error("GetItem", &e))?;
+        Ok(out.item().is_some_and(|stored| {
+            stored.get(items::EVENT_ID).is_some() && stored.get(items::EVENT_ID) == item.get(items::EVENT_ID)
+        }))
     }
 
     /// Writes the plan: one put alone, otherwise one transaction.
@@ -975,9 +1001,18 @@ mod tests {
             Err(AppendError::Conflict { .. })
         ));
         assert_eq!(store.load(&s).await.expect("load").version, 3);
+        // A put sent again after its answer was lost finds its own event:
+        // success, and nothing more is stored.
+        let mine = AppendRequest {
+            events: vec![crm_core::store_contract::event(&s, 4)],
+            ..one(ExpectedVersion::Exactly(3), 4)
+        };
+        store.append(mine.clone()).await.expect("fourth");
+        store.append(mine).await.expect("the same event again: its own write");
+        assert_eq!(store.load(&s).await.expect("load").version, 4);
         let mut with_receipt = request(1, 0, true);
         with_receipt.stream_id = s.clone();
-        with_receipt.expected = ExpectedVersion::Exactly(3);
+        with_receipt.expected = ExpectedVersion::Exactly(4);
         with_receipt.receipt = with_receipt.receipt.map(|mut r| {
             r.key = format!("command#{s}");
             r
