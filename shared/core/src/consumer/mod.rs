@@ -444,16 +444,7 @@ pub async fn handle_each(
     events: &[EventEnvelope],
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<PageOutcome, ConsumeError> {
-    let mut outcome = PageOutcome::default();
-    for event in events {
-        let one = handler.handle(event, now).await?;
-        outcome.merge(PageOutcome {
-            applied: one.applied.len() as u64,
-            duplicates: one.duplicates.len() as u64,
-            parked: one.parked.len() as u64,
-        });
-    }
-    Ok(outcome)
+    handle_in_order(handler, events.iter().collect(), now).await
 }
 
 /// How many customers [`handle_by_customer`] works on at once.
@@ -488,7 +479,7 @@ pub async fn handle_by_customer(
         std::pin::Pin<Box<dyn std::future::Future<Output = Result<PageOutcome, ConsumeError>> + Send + 'a>>;
     let runs: Vec<GroupRun<'_>> = groups
         .into_iter()
-        .map(|group| Box::pin(handle_group(handler, group, now)) as GroupRun<'_>)
+        .map(|group| Box::pin(handle_in_order(handler, group, now)) as GroupRun<'_>)
         .collect();
     let results: Vec<Result<PageOutcome, ConsumeError>> = futures::stream::iter(runs)
         .buffer_unordered(PAGE_CONCURRENCY)
@@ -510,14 +501,16 @@ pub async fn handle_by_customer(
     }
 }
 
-/// One customer's events of a page, in order ([`handle_by_customer`]).
-async fn handle_group(
+/// `handle` on each of `events` in turn, stopping at the first error: a
+/// whole page ([`handle_each`]) or one customer's part of it
+/// ([`handle_by_customer`]).
+async fn handle_in_order(
     handler: &(impl EventHandler + ?Sized),
-    group: Vec<&EventEnvelope>,
+    events: Vec<&EventEnvelope>,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<PageOutcome, ConsumeError> {
     let mut outcome = PageOutcome::default();
-    for event in group {
+    for event in events {
         let one = handler.handle(event, now).await?;
         outcome.merge(PageOutcome {
             applied: one.applied.len() as u64,
