@@ -122,17 +122,25 @@ Control API
   later; `faulted_last_attempt` the faults on an attempt the header says is
   the SDK's last (`attempt=N; max=N`): that call fails for good. The Rust
   SDK sends `max` on every attempt; botocore only from the second one, so a
-  one-attempt botocore call is not counted there.
+  one-attempt botocore call is not counted there. `entries` counts the
+  `Entries` of the JSON requests moto handled (EventBridge PutEvents, SQS
+  SendMessageBatch and DeleteMessageBatch). With `capacity_units` on,
+  `dynamodb_capacity` is `{"tables": {table: {operation: {"requests",
+  "write_units", "read_units", "items_written", "items_read",
+  "conditional_failures"}}}, "totals": {...}, "unmetered": n}`: the capacity
+  units the DynamoDB requests moto handled consume by DynamoDB's rules (see
+  CapacityMeter; moto's own `ConsumedCapacity` is a fixed placeholder).
 * `GET /fault-proxy/config`: the configuration in force.
 * `POST /fault-proxy/config`: JSON with any of `seed`, `rate`, `services`,
   `after_share`, `operations` and `after_operations` (null for all),
   `max_consecutive`, `before_kinds`, `after_kinds` (lists or
-  comma-separated strings), `idempotency_tokens` (true/false) and
-  `reset_stats: true`. Answers the new configuration. `{"rate": 0}` stops
+  comma-separated strings), `idempotency_tokens` and `capacity_units`
+  (true/false; also `--capacity-units`) and `reset_stats: true`. Answers the new configuration. `{"rate": 0}` stops
   the faults (for the final checks).
 """
 
 import argparse
+import base64
 import http.client
 import http.server
 import json
@@ -405,6 +413,7 @@ class Config:
     before_kinds: tuple = BEFORE_KINDS
     after_kinds: tuple = ("internal", "reset")
     idempotency_tokens: bool = True  # play TransactWriteItems ClientRequestToken
+    capacity_units: bool = False  # count DynamoDB capacity units (CapacityMeter)
 
     def validated(self) -> "Config":
         if not 0.0 <= self.rate <= 1.0:
@@ -438,9 +447,9 @@ def config_update(config: Config, changes: dict) -> Config:
             updates[key] = float(value)
         elif key == "max_consecutive":
             updates[key] = int(value)
-        elif key == "idempotency_tokens":
+        elif key in ("idempotency_tokens", "capacity_units"):
             if not isinstance(value, bool):
-                raise ValueError("idempotency_tokens must be true or false")
+                raise ValueError(f"{key} must be true or false")
             updates[key] = value
         elif key in ("services", "before_kinds", "after_kinds"):
             updates[key] = _names(value)
@@ -482,6 +491,7 @@ class OperationStats:
     retries: int = 0
     faulted_last_attempt: int = 0
     replayed_by_token: int = 0
+    entries: int = 0  # the `Entries` of the requests moto handled (PutEvents, SQS batches)
 
 
 @dataclass
@@ -494,6 +504,7 @@ class Injector:
     _streaks: OrderedDict = field(default_factory=OrderedDict)
     _stats: dict = field(default_factory=dict)
     _kinds: dict = field(default_factory=dict)
+    capacity: "CapacityMeter" = field(default_factory=lambda: CapacityMeter())
 
     MAX_STREAKS = 100_000
 
@@ -506,6 +517,7 @@ class Injector:
             if changes.get("reset_stats"):
                 self._stats.clear()
                 self._kinds.clear()
+                self.capacity.reset()
             return self.config
 
     def _eligible(self, call: Call) -> bool:
@@ -556,6 +568,10 @@ class Injector:
         with self._lock:
             self._stats.setdefault(call.service, {}).setdefault(call.operation, OperationStats()).forwarded += 1
 
+    def count_entries(self, call: Call, entries: int):
+        with self._lock:
+            self._stats.setdefault(call.service, {}).setdefault(call.operation, OperationStats()).entries += entries
+
     def count_replayed(self, call: Call):
         with self._lock:
             self._stats.setdefault(call.service, {}).setdefault(call.operation, OperationStats()).replayed_by_token += 1
@@ -575,10 +591,12 @@ class Injector:
                     totals.retries += s.retries
                     totals.faulted_last_attempt += s.faulted_last_attempt
                     totals.replayed_by_token += s.replayed_by_token
+                    totals.entries += s.entries
             return {
                 "services": services,
                 "faults_by_kind": dict(sorted(self._kinds.items())),
                 "totals": asdict(totals),
+                "dynamodb_capacity": self.capacity.snapshot(),
                 "config": config_json(self.config),
             }
 
@@ -626,6 +644,15 @@ def error_answer(call: Call, kind: str, variant: float, request_headers) -> tupl
     return status, headers, body
 
 
+def request_entries(body: bytes) -> int:
+    """The number of `Entries` of a JSON request (PutEvents, SQS's batches)."""
+    try:
+        entries = json.loads(body).get("Entries")
+    except (ValueError, AttributeError):
+        return 0
+    return len(entries) if isinstance(entries, list) else 0
+
+
 def transaction_token(call: Call, body: bytes) -> Optional[str]:
     """The ClientRequestToken of a DynamoDB TransactWriteItems request."""
     if call.service != "dynamodb" or call.operation != "TransactWriteItems":
@@ -635,6 +662,277 @@ def transaction_token(call: Call, body: bytes) -> Optional[str]:
     except (ValueError, AttributeError):
         return None
     return token if isinstance(token, str) and token else None
+
+
+# ------------------------------------------------------------------ capacity units
+
+
+def number_size(text: str) -> int:
+    """DynamoDB's size of a number: 1 byte per two significant digits, plus 1."""
+    mantissa = text.strip().lstrip("+-").lower().split("e", 1)[0]
+    digits = mantissa.replace(".", "").strip("0")
+    return (len(digits) + 1) // 2 + 1
+
+
+def value_size(value: dict) -> int:
+    """DynamoDB's size of one attribute value (without its name), by the
+    developer guide's "Item sizes and formats": strings their UTF-8 bytes,
+    numbers `number_size`, binary their raw bytes, null and booleans 1 byte,
+    a list or map 3 bytes plus 1 byte and the size of each element (and, in
+    a map, each element's name), a set the sum of its elements."""
+    (kind, inner), = value.items()
+    if kind == "S":
+        return len(inner.encode("utf-8"))
+    if kind == "N":
+        return number_size(inner)
+    if kind == "B":
+        return len(base64.b64decode(inner))
+    if kind in ("BOOL", "NULL"):
+        return 1
+    if kind == "SS":
+        return sum(len(s.encode("utf-8")) for s in inner)
+    if kind == "NS":
+        return sum(number_size(n) for n in inner)
+    if kind == "BS":
+        return sum(len(base64.b64decode(b)) for b in inner)
+    if kind == "L":
+        return 3 + sum(1 + value_size(v) for v in inner)
+    if kind == "M":
+        return 3 + sum(len(k.encode("utf-8")) + 1 + value_size(v) for k, v in inner.items())
+    raise ValueError(f"unknown DynamoDB type {kind!r}")
+
+
+def item_size(item: dict) -> int:
+    """The size DynamoDB bills an item at: its attribute names' UTF-8 bytes
+    plus their values' sizes."""
+    return sum(len(name.encode("utf-8")) + value_size(value) for name, value in item.items())
+
+
+def write_units(size: int) -> int:
+    """1 write unit per KB (rounded up), at least 1."""
+    return max(1, -(-size // 1024))
+
+
+def read_units(size: int, consistent: bool) -> float:
+    """1 read unit per 4 KB (rounded up, at least 1) strongly consistent, half eventually."""
+    units = max(1, -(-size // 4096))
+    return float(units) if consistent else units / 2
+
+
+@dataclass
+class TableUnits:
+    requests: int = 0
+    write_units: float = 0.0
+    read_units: float = 0.0
+    items_written: int = 0
+    items_read: int = 0
+    conditional_failures: int = 0  # failed conditions and cancelled transactions (units still counted)
+
+
+class CapacityMeter:
+    """Counts the capacity units the DynamoDB requests forwarded to moto
+    consume by DynamoDB's rules (moto's `ConsumedCapacity` is a fixed
+    placeholder). It sees each request and its answer, and reads from moto
+    what the body does not say, with its own consistent GetItem, Query and
+    DescribeTable calls (never counted), under the upstream's lock so that
+    nothing changes in between:
+
+    * writes, 1 unit per KB of each item, at least 1: PutItem the larger of
+      the item it replaces (read before) and the new one; UpdateItem the
+      larger of the item before and after (both read); DeleteItem the item
+      deleted; BatchWriteItem per item (unprocessed items not counted);
+      TransactWriteItems twice each Put, Update, Delete and ConditionCheck
+      (the check at its item's size). A write whose condition fails, and a
+      cancelled transaction, are counted as if they had been applied: an
+      upper bound (DynamoDB bills a failed conditional write, the docs do
+      not say exactly how much); they are also counted in
+      `conditional_failures`;
+    * reads, 1 unit per 4 KB rounded up (half when eventually consistent,
+      the default), at least 1 (or 0.5) even when nothing is found: GetItem
+      the whole item (a ProjectionExpression does not lower the cost: the
+      item is read from moto whole); Query and Scan the sum of the items
+      evaluated (before any filter, whole, re-read from moto when the request
+      projects or filters), rounded once; BatchGetItem each key as a GetItem;
+      TransactGetItems twice each item, strongly consistent.
+
+    Counts are kept per table and operation."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._tables: dict = {}
+        self._key_schemas: dict = {}
+        self.unmetered = 0  # requests the meter could not read (counted, never raised)
+
+    def reset(self):
+        with self._lock:
+            self._tables.clear()
+            self.unmetered = 0
+
+    def _add(self, table, operation, write=0.0, read=0.0, written=0, read_items=0, failed=False, request=False):
+        with self._lock:
+            units = self._tables.setdefault(table, {}).setdefault(operation, TableUnits())
+            units.requests += int(request)
+            units.write_units += write
+            units.read_units += read
+            units.items_written += written
+            units.items_read += read_items
+            units.conditional_failures += int(failed)
+
+    def snapshot(self) -> dict:
+        with self._lock:
+            tables = {
+                table: {op: asdict(u) for op, u in sorted(ops.items())} for table, ops in sorted(self._tables.items())
+            }
+            totals = TableUnits()
+            for ops in self._tables.values():
+                for u in ops.values():
+                    for name in ("requests", "write_units", "read_units", "items_written", "items_read",
+                                 "conditional_failures"):
+                        setattr(totals, name, getattr(totals, name) + getattr(u, name))
+            return {"tables": tables, "totals": asdict(totals), "unmetered": self.unmetered}
+
+    # -- what the meter asks moto
+
+    def key_of(self, moto, table, item):
+        schema = self._key_schemas.get(table)
+        if schema is None:
+            described = moto("DescribeTable", {"TableName": table}) or {}
+            schema = [k["AttributeName"] for k in described.get("Table", {}).get("KeySchema", [])]
+            if schema:
+                self._key_schemas[table] = schema
+        return {name: item[name] for name in schema if name in item}
+
+    @staticmethod
+    def current(moto, table, key):
+        got = moto("GetItem", {"TableName": table, "Key": key, "ConsistentRead": True}) or {}
+        return got.get("Item")
+
+    # -- before and after the request
+
+    def writes_of(self, operation, request, moto):
+        """[(table, key, new item or None, factor)] of a write request (new
+        item None: known only after the request, or deleted)."""
+        out = []
+        if operation == "PutItem":
+            table = request["TableName"]
+            out.append((table, self.key_of(moto, table, request["Item"]), request["Item"], 1))
+        elif operation in ("UpdateItem", "DeleteItem"):
+            out.append((request["TableName"], request["Key"], None, 1))
+        elif operation == "BatchWriteItem":
+            for table, requests in request.get("RequestItems", {}).items():
+                for r in requests:
+                    if "PutRequest" in r:
+                        item = r["PutRequest"]["Item"]
+                        out.append((table, self.key_of(moto, table, item), item, 1))
+                    elif "DeleteRequest" in r:
+                        out.append((table, r["DeleteRequest"]["Key"], None, 1))
+        elif operation == "TransactWriteItems":
+            for action in request.get("TransactItems", []):
+                (kind, spec), = action.items()
+                table = spec["TableName"]
+                if kind == "Put":
+                    out.append((table, self.key_of(moto, table, spec["Item"]), spec["Item"], 2))
+                else:
+                    out.append((table, spec["Key"], None, 2))
+        return out
+
+    def before(self, operation, request, moto):
+        """What the meter needs from before the request: the items it writes, as they are."""
+        if operation not in ("PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"):
+            return None
+        return [(t, k, new, f, self.current(moto, t, k)) for t, k, new, f in self.writes_of(operation, request, moto)]
+
+    def after(self, operation, request, status, answer, moto, before):
+        try:
+            request = json.loads(request or b"{}")
+            answer = json.loads(answer or b"{}")
+        except ValueError:
+            return
+        error = str(answer.get("__type", "")).rsplit("#", 1)[-1] if status >= 400 else ""
+        failed = error in ("ConditionalCheckFailedException", "TransactionCanceledException")
+        if status >= 400 and not failed:
+            return  # refused before any work (validation, missing table...): nothing consumed
+        if before is not None:
+            return self._writes(operation, request, answer, moto, before, failed)
+        consistent = bool(request.get("ConsistentRead"))
+        if operation == "GetItem":
+            table = request["TableName"]
+            item = answer.get("Item")
+            if item is not None and (request.get("ProjectionExpression") or request.get("AttributesToGet")):
+                item = self.current(moto, table, request["Key"])
+            size = item_size(item) if item else 0
+            self._add(table, operation, read=read_units(size, consistent), read_items=int(item is not None),
+                      request=True)
+        elif operation in ("Query", "Scan"):
+            table = request["TableName"]
+            items = answer.get("Items", [])
+            if any(request.get(k) for k in ("ProjectionExpression", "FilterExpression", "AttributesToGet",
+                                           "QueryFilter", "ScanFilter", "Select")):
+                items = self._evaluated(operation, request, moto)
+            size = sum(item_size(i) for i in items)
+            self._add(table, operation, read=read_units(size, consistent), read_items=len(items), request=True)
+        elif operation == "BatchGetItem":
+            found = {}
+            for table, items in answer.get("Responses", {}).items():
+                found[table] = items
+            for table, spec in request.get("RequestItems", {}).items():
+                unprocessed = answer.get("UnprocessedKeys", {}).get(table, {}).get("Keys", [])
+                projected = spec.get("ProjectionExpression") or spec.get("AttributesToGet")
+                items = found.get(table, [])
+                if projected:
+                    items = [i for i in (self.current(moto, table, k) for k in spec["Keys"] if k not in unprocessed)
+                             if i is not None]
+                missing = max(0, len(spec["Keys"]) - len(unprocessed) - len(items))
+                read = sum(read_units(item_size(i), bool(spec.get("ConsistentRead"))) for i in items)
+                read += missing * read_units(0, bool(spec.get("ConsistentRead")))
+                self._add(table, operation, read=read, read_items=len(items))
+            first = next(iter(request.get("RequestItems", {})), None)
+            if first is not None:
+                self._add(first, operation, request=True)
+        elif operation == "TransactGetItems":
+            seen = set()
+            for n, action in enumerate(request.get("TransactItems", [])):
+                spec = action["Get"]
+                table = spec["TableName"]
+                item = self.current(moto, table, spec["Key"])
+                self._add(table, operation, read=2 * read_units(item_size(item) if item else 0, True),
+                          read_items=int(item is not None), request=table not in seen)
+                seen.add(table)
+
+    def _writes(self, operation, request, answer, moto, before, failed):
+        seen = set()
+        unprocessed = set()
+        if operation == "BatchWriteItem":
+            for table, requests in answer.get("UnprocessedItems", {}).items():
+                for r in requests:
+                    spec = r.get("PutRequest", {}).get("Item") or r.get("DeleteRequest", {}).get("Key") or {}
+                    unprocessed.add((table, json.dumps(self.key_of(moto, table, spec), sort_keys=True)))
+        for table, key, new, factor, old in before:
+            if (table, json.dumps(key, sort_keys=True)) in unprocessed:
+                continue
+            if new is None and not failed:
+                new = self.current(moto, table, key)  # after an update (None after a delete)
+            size = max(item_size(old) if old else 0, item_size(new) if new else 0)
+            self._add(table, operation, write=factor * write_units(size), written=1, request=table not in seen)
+            seen.add(table)
+        if failed and before:
+            self._add(before[0][0], operation, failed=True)
+
+    def _evaluated(self, operation, request, moto):
+        """The items a Query or Scan evaluated, whole: the request again
+        without its projection and filter."""
+        again = {k: v for k, v in request.items()
+                 if k not in ("ProjectionExpression", "FilterExpression", "AttributesToGet", "QueryFilter",
+                              "ScanFilter", "Select", "ExpressionAttributeNames", "ExpressionAttributeValues")}
+        used = request.get("KeyConditionExpression", "") + " "
+        names = {k: v for k, v in request.get("ExpressionAttributeNames", {}).items() if re.search(re.escape(k) + r"\b", used)}
+        values = {k: v for k, v in request.get("ExpressionAttributeValues", {}).items()
+                  if re.search(re.escape(k) + r"\b", used)}
+        if names:
+            again["ExpressionAttributeNames"] = names
+        if values:
+            again["ExpressionAttributeValues"] = values
+        return (moto(operation, again) or {}).get("Items", [])
 
 
 @dataclass
@@ -667,11 +965,14 @@ class MotoUpstream:
         self._lock = threading.Lock()
         self._transactions: OrderedDict = OrderedDict()
 
-    def forward(self, method, target, headers, body, token=None):
-        """(status, reason, [(name, value)], body, replayed) of moto's answer."""
+    def forward(self, method, target, headers, body, token=None, meter=None, operation=None):
+        """(status, reason, [(name, value)], body, replayed) of moto's answer.
+
+        With a `meter` (a CapacityMeter), the DynamoDB `operation`'s capacity
+        units are counted (a transaction replayed by its token is not)."""
         with self._lock:
             if token is None:
-                return self._forward(method, target, headers, body) + (False,)
+                return self._metered(method, target, headers, body, meter, operation) + (False,)
             now = time.monotonic()
             while self._transactions:
                 oldest = next(iter(self._transactions.values()))
@@ -690,10 +991,37 @@ class MotoUpstream:
                 ).encode()
                 headers = [("Content-Type", "application/x-amz-json-1.0"), ("x-amzn-RequestId", str(uuid.uuid4()))]
                 return 400, "Bad Request", headers, mismatch, False
-            answer = self._forward(method, target, headers, body)
+            answer = self._metered(method, target, headers, body, meter, operation)
             if 200 <= answer[0] < 300:
                 self._transactions[token] = RememberedTransaction(body, answer, now)
             return answer + (False,)
+
+    def _metered(self, method, target, headers, body, meter, operation):
+        if meter is None:
+            return self._forward(method, target, headers, body)
+
+        def moto(op, payload):
+            return self._dynamodb(op, payload, headers)
+
+        try:
+            before = meter.before(operation, json.loads(body or b"{}"), moto)
+        except (ValueError, KeyError, TypeError, AttributeError, OSError):
+            meter.unmetered += 1
+            return self._forward(method, target, headers, body)
+        answer = self._forward(method, target, headers, body)
+        try:
+            meter.after(operation, body, answer[0], answer[3], moto, before)
+        except (ValueError, KeyError, TypeError, AttributeError, OSError):
+            meter.unmetered += 1
+        return answer
+
+    def _dynamodb(self, operation, payload, headers):
+        """moto's answer (JSON) to a DynamoDB call of the meter's own, signed
+        as the request it measures (moto reads the region from it), or None."""
+        own = [("X-Amz-Target", f"DynamoDB_20120810.{operation}"), ("Content-Type", "application/x-amz-json-1.0")]
+        own += [(n, v) for n, v in headers if n.lower() in ("host", "authorization", "x-amz-date")]
+        status, _, _, data = self._forward("POST", "/", own, json.dumps(payload).encode())
+        return json.loads(data) if status == 200 else None
 
     def _forward(self, method, target, headers, body):
         connection = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
@@ -813,12 +1141,15 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
 
         target = path + (f"?{parts.query}" if parts.query else "")
         try:
+            config = self.injector.config
             status, reason, moto_headers, answer, replayed = self.upstream.forward(
                 method,
                 target,
                 list(self.headers.items()),
                 body,
-                transaction_token(call, body) if self.injector.config.idempotency_tokens else None,
+                transaction_token(call, body) if config.idempotency_tokens else None,
+                self.injector.capacity if config.capacity_units and call.service == "dynamodb" else None,
+                call.operation,
             )
         except OSError as error:
             return self._answer(
@@ -829,6 +1160,10 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
 
         if replayed:
             self.injector.count_replayed(call)
+        elif call.protocol == "json" and body[:1] == b"{":
+            entries = request_entries(body)
+            if entries:
+                self.injector.count_entries(call, entries)
         if fault is None:
             self.injector.count_forwarded(call)
             return self._answer(status, moto_headers, answer, reason=reason, head=head)
@@ -887,6 +1222,11 @@ def main(argv=None):
         action="store_true",
         help="forward repeated TransactWriteItems ClientRequestTokens to moto (which applies them again)",
     )
+    parser.add_argument(
+        "--capacity-units",
+        action="store_true",
+        help="count the DynamoDB capacity units of the requests (stats: dynamodb_capacity)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log every request and fault to stderr")
     args = parser.parse_args(argv)
     try:
@@ -901,6 +1241,7 @@ def main(argv=None):
             before_kinds=_names(args.before_kinds),
             after_kinds=_names(args.after_kinds),
             idempotency_tokens=not args.no_idempotency_tokens,
+            capacity_units=args.capacity_units,
         ).validated()
         server = serve(args.host, args.port, args.moto, config, args.verbose)
     except ValueError as error:

@@ -34,6 +34,8 @@ from botocore.config import Config
 from botocore.retries.standard import ThrottledRetryableChecker
 
 SCRIPTS = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(SCRIPTS))
+import fault_proxy  # noqa: E402
 REGION = "us-east-1"
 
 # aws-runtime 1.10 src/retries/classifiers.rs THROTTLING_ERRORS: the codes the
@@ -506,6 +508,92 @@ def test_control_api_rejects_bad_config(env):
     expect(config["rate"] in (0, 1) or 0 <= config["rate"] <= 1, config)
 
 
+def sized_item(pk, sk, size, **extra):
+    """An item of `size` bytes by DynamoDB's rules: pk (S) + sk (N, one digit:
+    2 + 2 bytes) + `d` (S) padded to the size."""
+    item = {"pk": {"S": pk}, "sk": {"N": str(sk)}, **extra}
+    fixed = 2 + len(pk.encode()) + 2 + 2 + sum(len(k) + len(v["S"]) for k, v in extra.items())
+    item["d"] = {"S": "x" * (size - fixed - 1)}
+    return item
+
+
+def test_capacity_units_counted_by_dynamodb_rules(env):
+    name = f"fault-proxy-{env.tag}-{uuid.uuid4().hex[:6]}"
+    env.client("dynamodb", direct=True).create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "sk", "AttributeType": "N"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    env.configure(rate=0, capacity_units=True, reset_stats=True)
+    dynamodb = env.client("dynamodb")
+    key = {"pk": {"S": "a"}, "sk": {"N": "1"}}
+    try:
+        big = sized_item("a", 1, 1500)
+        expect(fault_proxy.item_size(big) == 1500, f"the test's own item is {fault_proxy.item_size(big)} bytes")
+        dynamodb.put_item(TableName=name, Item=big)  # new, 1500 B: 2 units
+        dynamodb.put_item(TableName=name, Item=sized_item("a", 1, 100))  # replaces 1500 B by 100 B: 2
+        dynamodb.update_item(  # 100 B -> 2100 B: 3
+            TableName=name, Key=key, UpdateExpression="SET #d = :d",
+            ExpressionAttributeNames={"#d": "d"}, ExpressionAttributeValues={":d": {"S": "y" * 2090}},
+        )
+        failed = error_of(lambda: dynamodb.put_item(  # condition fails on the 2100 B item: counted, 3
+            TableName=name, Item=sized_item("a", 1, 10), ConditionExpression="attribute_not_exists(pk)"))
+        expect(failed and failed[0] == "ConditionalCheckFailedException", f"conditional put: {failed}")
+        dynamodb.delete_item(TableName=name, Key=key)  # deletes a 2100 B item: 3
+        dynamodb.transact_write_items(TransactItems=[  # 2 x (1 + 2) = 6
+            {"Put": {"TableName": name, "Item": sized_item("a", 2, 1000)}},
+            {"Put": {"TableName": name, "Item": sized_item("a", 3, 1025)}},
+        ])
+        dynamodb.put_item(TableName=name, Item=sized_item("a", 4, 5000))  # 5 units
+        dynamodb.get_item(TableName=name, Key={"pk": {"S": "a"}, "sk": {"N": "4"}})  # eventually: 0.5 x 2 = 1
+        dynamodb.get_item(TableName=name, Key={"pk": {"S": "a"}, "sk": {"N": "4"}}, ConsistentRead=True)  # 2
+        dynamodb.get_item(TableName=name, Key={"pk": {"S": "a"}, "sk": {"N": "2"}},  # whole item, not projected: 1
+                          ProjectionExpression="pk", ConsistentRead=True)
+        dynamodb.get_item(TableName=name, Key={"pk": {"S": "none"}, "sk": {"N": "1"}})  # nothing found: 0.5
+        # 1000 + 1025 + 5000 = 7025 B evaluated (the projection and the filter change nothing): 2 units
+        dynamodb.query(TableName=name, KeyConditionExpression="#pk = :pk", ConsistentRead=True,
+                       ExpressionAttributeNames={"#pk": "pk", "#d": "d"}, ProjectionExpression="#pk, #d",
+                       FilterExpression="size(#d) > :n",
+                       ExpressionAttributeValues={":pk": {"S": "a"}, ":n": {"N": "4000"}})
+        dynamodb.query(TableName=name, KeyConditionExpression="pk = :pk", Limit=1,  # 1000 B, eventually: 0.5
+                       ExpressionAttributeValues={":pk": {"S": "a"}})
+        dynamodb.batch_get_item(RequestItems={name: {"Keys": [  # 1 + 2 + 1 (nothing found, consistent)
+            {"pk": {"S": "a"}, "sk": {"N": "2"}}, {"pk": {"S": "a"}, "sk": {"N": "4"}},
+            {"pk": {"S": "a"}, "sk": {"N": "9"}}], "ConsistentRead": True}})
+        dynamodb.transact_get_items(TransactItems=[  # 2 x (1 + 2) = 6
+            {"Get": {"TableName": name, "Key": {"pk": {"S": "a"}, "sk": {"N": "2"}}}},
+            {"Get": {"TableName": name, "Key": {"pk": {"S": "a"}, "sk": {"N": "4"}}}},
+        ])
+        capacity = env.stats()["dynamodb_capacity"]
+    finally:
+        env.configure(capacity_units=False)
+    got = {op: (u["write_units"], u["read_units"], u["requests"]) for op, u in capacity["tables"][name].items()}
+    want = {
+        "PutItem": (2 + 2 + 3 + 5, 0, 4),
+        "UpdateItem": (3, 0, 1),
+        "DeleteItem": (3, 0, 1),
+        "TransactWriteItems": (6, 0, 1),
+        "GetItem": (0, 1 + 2 + 1 + 0.5, 4),
+        "Query": (0, 2 + 0.5, 2),
+        "BatchGetItem": (0, 1 + 2 + 1, 1),
+        "TransactGetItems": (0, 6, 1),
+    }
+    expect(got == want, f"capacity units: got {got}, want {want}")
+    expect(capacity["tables"][name]["PutItem"]["conditional_failures"] == 1, capacity["tables"][name]["PutItem"])
+    expect(capacity["unmetered"] == 0, f"unmetered requests: {capacity['unmetered']}")
+
+
+def test_entries_counted(env):
+    env.configure(rate=0, reset_stats=True)
+    answer = env.client("events").put_events(Entries=[
+        {"Source": "fault-proxy.test", "DetailType": "t", "Detail": "{}", "EventBusName": "default"}
+        for _ in range(3)])
+    expect(answer.get("FailedEntryCount") == 0, answer)
+    counts = env.op_stats("events", "PutEvents")
+    expect(counts.get("entries") == 3 and counts.get("forwarded") == 1, f"stats {counts}")
+
+
 TESTS = [
     test_before_fault_leaves_nothing,
     test_after_fault_leaves_item,
@@ -518,6 +606,8 @@ TESTS = [
     test_same_seed_same_sequence,
     test_sdk_retries_get_through_the_cap,
     test_control_api_rejects_bad_config,
+    test_capacity_units_counted_by_dynamodb_rules,
+    test_entries_counted,
 ]
 
 
