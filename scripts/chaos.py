@@ -51,7 +51,19 @@ calls faulted, and the checks that nothing was lost or sent twice (issue 15,
    the functions' logs) and that the pump saw each one as a lost invocation.
    Exits 1 if any of them fails.
 
-`--rate 0` is the baseline. Logs: the state directory it prints (the
+`--rate 0` is the baseline. Without faults and crashes (`--rate 0
+--crash-rate 0`) the run also measures what the deployed wiring spends per
+stored event (issue 15: "the same run without faults gives the write and read
+units per event used by the cost model"): the proxy counts the DynamoDB
+capacity units of the functions' requests by DynamoDB's rules
+(fault_proxy.CapacityMeter), their KMS, EventBridge (PutEvents entries),
+Scheduler and SES calls; the pump's SQS requests are counted as the event
+source mappings would make them (ReceiveMessage calls that got messages,
+DeleteMessageBatch calls; each message received once is one SendMessage of a
+rule); the timers the pump fires are Scheduler's invocations. They are
+printed under "units per event stored" and, with `--units-out FILE`, written
+as JSON (`crm-local bench --cost ... --measured FILE` prints them beside the
+cost model). Logs: the state directory it prints (the
 functions' logs, moto's, crm-ops' outputs), removed at the end unless --keep
 or a check failed.
 """
@@ -151,6 +163,98 @@ class Proxy:
 
     def close(self) -> None:
         self.server.shutdown()
+
+
+class QueueRequests:
+    """Counts the SQS requests of the pump (it plays the consumers' event
+    source mappings): aws_local's SQS clients report each ReceiveMessage (with
+    messages, or empty), each DeleteMessageBatch or DeleteMessage, and every
+    message id received (a message a rule sent: SendMessage)."""
+
+    def __init__(self):
+        self.receives = 0
+        self.empty_receives = 0
+        self.deletes = 0
+        self.messages: set = set()
+        self._client = aws_local.client
+        aws_local.client = self.client
+
+    def client(self, service, endpoint, region=aws_local.REGION):
+        made = self._client(service, endpoint, region)
+        if service == "sqs":
+            made.meta.events.register("after-call.sqs.ReceiveMessage", self._received)
+            made.meta.events.register("after-call.sqs.DeleteMessageBatch", self._deleted)
+            made.meta.events.register("after-call.sqs.DeleteMessage", self._deleted)
+        return made
+
+    def _received(self, parsed=None, **_):
+        got = (parsed or {}).get("Messages") or []
+        if got:
+            self.receives += 1
+            self.messages.update(m["MessageId"] for m in got)
+        else:
+            self.empty_receives += 1
+
+    def _deleted(self, **_):
+        self.deletes += 1
+
+
+def units_per_event(args, state: dict, stats: dict, events: list, emails: list, queues: QueueRequests,
+                    invocations: "Invocations", timers_fired: int) -> dict:
+    """What the run spent, in total and per stored event (see the module doc)."""
+    services = stats["services"]
+
+    def calls(service, only=None):
+        return sum(s["forwarded"] + s["faulted_after"] for op, s in services.get(service, {}).items()
+                   if only is None or only(op))
+
+    capacity = stats.get("dynamodb_capacity") or {}
+    logical = {r["ref"]: name for name, r in state["resources"].items() if r["type"] == "AWS::DynamoDB::Table"}
+    by_table: dict = {}
+    for table, ops in (capacity.get("tables") or {}).items():
+        row = by_table.setdefault(logical.get(table, table), {"write_units": 0.0, "read_units": 0.0, "requests": 0,
+                                                              "operations": {}})
+        for op, u in ops.items():
+            row["write_units"] += u["write_units"]
+            row["read_units"] += u["read_units"]
+            row["requests"] += u["requests"]
+            row["operations"][op] = {k: u[k] for k in ("requests", "write_units", "read_units",
+                                                       "conditional_failures")}
+    function_sends = calls("sqs", lambda op: op in ("SendMessage", "SendMessageBatch"))
+    totals = {
+        "write_units": capacity.get("totals", {}).get("write_units", 0.0),
+        "read_units": capacity.get("totals", {}).get("read_units", 0.0),
+        "event_store_write_units": by_table.get("EventsTable", {}).get("write_units", 0.0),
+        "event_store_read_units": by_table.get("EventsTable", {}).get("read_units", 0.0),
+        "read_models_write_units": by_table.get("ReadModelsTable", {}).get("write_units", 0.0),
+        "read_models_read_units": by_table.get("ReadModelsTable", {}).get("read_units", 0.0),
+        "keys_write_units": by_table.get("KeysTable", {}).get("write_units", 0.0),
+        "keys_read_units": by_table.get("KeysTable", {}).get("read_units", 0.0),
+        "dynamodb_requests": capacity.get("totals", {}).get("requests", 0),
+        "sqs_sends": len(queues.messages) + function_sends,
+        "sqs_receives": queues.receives,
+        "sqs_deletes": queues.deletes,
+        "eventbridge_entries": services.get("events", {}).get("PutEvents", {}).get("entries", 0),
+        "scheduler_calls": calls("scheduler"),
+        "scheduler_invocations": timers_fired,
+        "kms_calls": calls("kms"),
+        "ses_sends": calls("ses", lambda op: op.startswith("Send")),
+        "lambda_invocations": sum(invocations.count.values()),
+    }
+    n = max(1, len(events))
+    return {
+        "source": "scripts/chaos.py --rate 0",
+        "stories": args.stories,
+        "seed": args.seed,
+        "events": len(events),
+        "emails": len(emails),
+        "sqs_empty_receives": queues.empty_receives,
+        "unmetered_dynamodb_requests": capacity.get("unmetered", 0),
+        "lambda_invocations_by_function": dict(invocations.count),
+        "dynamodb_by_table": by_table,
+        "totals": totals,
+        "per_event": {k: round(v / n, 4) for k, v in totals.items()},
+    }
 
 
 # ------------------------------------------------------------------ the api
@@ -667,7 +771,12 @@ def main(argv=None) -> int:
                              "points; > 0: the functions are built with the crash-points feature)")
     parser.add_argument("--crash-points", default="all",
                         help=f"comma-separated crash points, or all (default): {','.join(CRASH_POINTS)}")
+    parser.add_argument("--units-out", type=pathlib.Path,
+                        help="with --rate 0 and no crashes: write the units per stored event as JSON to this file")
     args = parser.parse_args(argv)
+    measuring = args.rate == 0 and args.crash_rate == 0
+    if args.units_out and not measuring:
+        parser.error("--units-out measures the run without faults: use it with --rate 0 and --crash-rate 0")
     if not 0 <= args.crash_rate <= 1:
         parser.error("--crash-rate is a probability, from 0 to 1")
     unknown = [p for p in args.crash_points.split(",") if p.strip() not in (*CRASH_POINTS, "all", "")]
@@ -703,8 +812,9 @@ def main(argv=None) -> int:
         started = aws_local.pids(state)
         aws_local.save_state(state_dir, state)
         invocations = Invocations(state, args.invoke_wait)
+        queue_requests = QueueRequests()
         time.sleep(2)
-        proxy.configure(rate=args.rate, reset_stats=True, seed=args.seed)
+        proxy.configure(rate=args.rate, reset_stats=True, seed=args.seed, capacity_units=measuring)
         log(f"proxy {proxy.url} -> moto {moto}: rate {args.rate}, seed {args.seed}, "
             f"max consecutive {args.max_consecutive}")
         if crashing:
@@ -848,6 +958,15 @@ def main(argv=None) -> int:
             ("journeys waiting", waiting), ("journeys waiting without a timer", len(orphans)),
             ("seconds", round(time.monotonic() - t0)),
         ])
+        if measuring:
+            units = units_per_event(args, state, stats, events, emails, queue_requests, invocations,
+                                    sum(c.timers_fired for c in totals.counts))
+            figures["units per event stored"] = units["per_event"]
+            figures["dynamodb units by table"] = {t: {k: round(v, 1) for k, v in row.items() if k != "operations"}
+                                                  for t, row in units["dynamodb_by_table"].items()}
+            if args.units_out:
+                args.units_out.write_text(json.dumps(units, indent=1) + "\n")
+                log(f"units written to {args.units_out}")
         print(json.dumps(figures, indent=2, default=str))
         if duplicates:
             failed_checks.append(f"duplicate sends: {duplicates}")
