@@ -3,7 +3,9 @@
 //!
 //! The library holds the handler ([`handler::handle`]) and the wiring helpers
 //! the binary and the tests share; the publishing algorithm itself is
-//! [`crm_core::relay`].
+//! [`crm_core::relay`]. Every record the function parks on its dead-letter
+//! queue is counted ([`RECORDS_PARKED`], [`MeteredDeadLetters`]), and
+//! template.yaml alarms on the first.
 
 pub mod handler;
 pub mod image;
@@ -14,9 +16,9 @@ pub use handler::handle;
 use async_trait::async_trait;
 use crm_aws::lambda::required;
 use crm_core::clock::SystemClock;
-use crm_core::metrics::{EmfWriter, MetricsSink};
-use crm_core::ports::{DeadLetterQueue, EventBus, ProgressLog, ProgressReporter};
-use crm_core::relay::{Pause, Relay, RetryPolicy};
+use crm_core::metrics::{EmfWriter, MetricSet, MetricsSink};
+use crm_core::ports::{DeadLetter, DeadLetterQueue, EventBus, ProgressLog, ProgressReporter, StoreError};
+use crm_core::relay::{Pause, Relay, RelayLetter, RetryPolicy, RELAY_CONSUMER};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,6 +37,54 @@ impl Pause for TokioPause {
 /// policy and real pauses between attempts.
 pub fn relay(bus: Arc<dyn EventBus>, dead_letters: Arc<dyn DeadLetterQueue>) -> Relay {
     Relay::new(bus, dead_letters, Arc::new(SystemClock)).with_retry(RetryPolicy::default(), Arc::new(TokioPause))
+}
+
+/// The metric of a record the relay parked on its dead-letter queue (decision
+/// 0030): a count of 1 per letter the queue took, dimension `Consumer` =
+/// `relay`, property `Parked`: `event` (an event the bus did not take, parked
+/// whole), `event-by-key` (one too large for a queue message, parked by its
+/// key) or `poison` (a stream record that is not a readable event). The
+/// `RelayRecordsParkedAlarm` of template.yaml fires on the first.
+pub const RECORDS_PARKED: &str = "RecordsParked";
+
+/// The relay's dead-letter queue, counting each letter it took
+/// ([`RECORDS_PARKED`], timestamped with the letter's `failed_at`). A letter
+/// the queue refused is not counted: the relay reports that record as a batch
+/// item failure, and Lambda delivers it again.
+pub struct MeteredDeadLetters {
+    inner: Arc<dyn DeadLetterQueue>,
+    metrics: Arc<dyn MetricsSink>,
+}
+
+impl MeteredDeadLetters {
+    pub fn new(inner: Arc<dyn DeadLetterQueue>, metrics: Arc<dyn MetricsSink>) -> Self {
+        MeteredDeadLetters { inner, metrics }
+    }
+}
+
+/// What a relay letter holds, for the `Parked` property of [`RECORDS_PARKED`].
+fn parked_kind(letter: &DeadLetter) -> &'static str {
+    match RelayLetter::from_letter(letter) {
+        Some(RelayLetter::Event(parked)) if parked.stored.is_some() => "event",
+        Some(RelayLetter::Event(_)) => "event-by-key",
+        _ => "poison",
+    }
+}
+
+#[async_trait]
+impl DeadLetterQueue for MeteredDeadLetters {
+    async fn park(&self, letter: DeadLetter) -> Result<(), StoreError> {
+        let kind = parked_kind(&letter);
+        let at = letter.failed_at;
+        self.inner.park(letter).await?;
+        self.metrics.emit(
+            MetricSet::new(at)
+                .dimension("Consumer", RELAY_CONSUMER)
+                .count(RECORDS_PARKED, 1)
+                .property("Parked", kind),
+        );
+        Ok(())
+    }
 }
 
 /// The relay function's settings, from its environment.
@@ -73,14 +123,16 @@ impl Settings {
     }
 }
 
-/// The relay over its ports: [`relay`] with its metrics and, when given, the
-/// log where it leaves its progress.
+/// The relay over its ports: [`relay`] with its metrics (each batch's lag
+/// and throughput, each record parked: [`MeteredDeadLetters`]) and, when
+/// given, the log where it leaves its progress.
 pub fn build(
     bus: Arc<dyn EventBus>,
     dead_letters: Arc<dyn DeadLetterQueue>,
     metrics: Arc<dyn MetricsSink>,
     progress: Option<Arc<dyn ProgressLog>>,
 ) -> Relay {
+    let dead_letters = Arc::new(MeteredDeadLetters::new(dead_letters, metrics.clone()));
     let relay = relay(bus, dead_letters).with_metrics(metrics);
     match progress {
         Some(log) => relay.with_progress(Arc::new(ProgressReporter::new(log, crm_core::relay::RELAY_CONSUMER))),

@@ -374,3 +374,152 @@ async fn the_sample_parked_event_is_what_the_relay_parks() {
         other => panic!("a parked event, not {other:?}"),
     }
 }
+
+/// The `RecordsParked` documents of `buffer`: (Parked, value).
+fn parked_metrics(buffer: &crm_core::metrics::SharedBuffer) -> Vec<(String, f64)> {
+    buffer
+        .documents()
+        .into_iter()
+        .filter(|d| d.get(crm_relay::RECORDS_PARKED).is_some())
+        .map(|d| {
+            assert_eq!(d["Consumer"], "relay", "{d}");
+            assert_eq!(
+                d["_aws"]["CloudWatchMetrics"][0]["Metrics"],
+                serde_json::json!([{"Name": crm_relay::RECORDS_PARKED, "Unit": "Count"}]),
+                "{d}"
+            );
+            assert_eq!(
+                d["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+                serde_json::json!([["Consumer"]]),
+                "{d}"
+            );
+            (
+                d["Parked"].as_str().unwrap_or_default().to_string(),
+                d[crm_relay::RECORDS_PARKED].as_f64().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn every_record_the_function_parks_is_counted() {
+    use crm_core::metrics::{EmfWriter, SharedBuffer};
+    // The relay as the function builds it (default retry policy): the
+    // second event is refused on every attempt, so it is parked whole.
+    let buffer = SharedBuffer::default();
+    let dlq = Arc::new(FakeDlq::default());
+    let relay = crm_relay::build(
+        FakeBus::refusing(&["ConsentGranted"]),
+        dlq.clone(),
+        Arc::new(EmfWriter::new("Crm", Box::new(buffer.clone()))),
+        None,
+    );
+    assert!(run(batch(), &relay).await.is_empty());
+    assert_eq!(dlq.parked_entries().len(), 1);
+    assert_eq!(parked_metrics(&buffer), [("event".to_string(), 1.0)]);
+
+    // Poison (an event item that cannot be read) is parked and counted too.
+    let mut json: serde_json::Value = serde_json::from_str(BATCH).expect("json");
+    json["Records"][0]["dynamodb"]["NewImage"]["data"] = serde_json::json!({"S": "{not json"});
+    let event: Event = serde_json::from_value(json).expect("event");
+    let buffer = SharedBuffer::default();
+    let relay = crm_relay::build(
+        FakeBus::refusing(&[]),
+        Arc::new(FakeDlq::default()),
+        Arc::new(EmfWriter::new("Crm", Box::new(buffer.clone()))),
+        None,
+    );
+    assert!(run(event, &relay).await.is_empty());
+    assert_eq!(parked_metrics(&buffer), [("poison".to_string(), 1.0)]);
+
+    // Nothing parked, nothing counted.
+    let buffer = SharedBuffer::default();
+    let relay = crm_relay::build(
+        FakeBus::refusing(&[]),
+        Arc::new(FakeDlq::default()),
+        Arc::new(EmfWriter::new("Crm", Box::new(buffer.clone()))),
+        None,
+    );
+    assert!(run(batch(), &relay).await.is_empty());
+    assert!(parked_metrics(&buffer).is_empty());
+    assert!(!buffer.documents().is_empty(), "the batch's own metrics are written");
+}
+
+#[tokio::test]
+async fn a_letter_the_queue_refused_is_not_counted() {
+    use crm_core::metrics::{EmfWriter, SharedBuffer};
+    let buffer = SharedBuffer::default();
+    let relay = crm_relay::build(
+        FakeBus::refusing(&["ConsentGranted"]),
+        FakeDlq::refusing(),
+        Arc::new(EmfWriter::new("Crm", Box::new(buffer.clone()))),
+        None,
+    );
+    assert_eq!(run(batch(), &relay).await, [Some(SEQ_EVENT_2.to_string())]);
+    assert!(parked_metrics(&buffer).is_empty(), "{:?}", buffer.documents());
+}
+
+#[tokio::test]
+async fn an_event_parked_by_its_key_is_counted_as_such() {
+    use crm_core::metrics::{EmfWriter, SharedBuffer};
+    use crm_core::ports::DeadLetterQueue as _;
+    let buffer = SharedBuffer::default();
+    let dlq = Arc::new(FakeDlq::default());
+    let metered =
+        crm_relay::MeteredDeadLetters::new(dlq.clone(), Arc::new(EmfWriter::new("Crm", Box::new(buffer.clone()))));
+    let by_key: serde_json::Value = serde_json::json!({
+        "key": {"pk": "customer-1", "sk": 3},
+        "event_id": "0193a6f2-7c1e-7b3a-9f10-4d5e6a7b8c01",
+        "event_type": "OrderPlaced",
+        "record_id": "42",
+        "size_bytes": 300000
+    });
+    let relay = relay(FakeBus::refusing(&[]), Arc::new(FakeDlq::default()));
+    let letter = relay.dead_letter("too large for a queue message", by_key);
+    assert!(
+        matches!(RelayLetter::from_letter(&letter), Some(RelayLetter::Event(ref p)) if p.stored.is_none()),
+        "{letter:?}"
+    );
+    metered.park(letter).await.expect("parked");
+    assert_eq!(dlq.0.lock().expect("lock").len(), 1);
+    assert_eq!(parked_metrics(&buffer), [("event-by-key".to_string(), 1.0)]);
+}
+
+/// template.yaml alarms on the first record parked: the metric the relay
+/// emits, in the functions' namespace, for the relay's dimension.
+#[test]
+fn the_template_alarms_on_the_records_parked() {
+    let template = include_str!("../../../template.yaml");
+    let start = template
+        .find("\n  RelayRecordsParkedAlarm:\n")
+        .expect("template.yaml has RelayRecordsParkedAlarm");
+    // Its lines: up to the next top-level resource (or comment) of Resources.
+    let alarm: String = template[start + 1..]
+        .lines()
+        .enumerate()
+        .take_while(|(i, line)| *i == 0 || !(line.starts_with("  ") && !line.starts_with("   ")))
+        .map(|(_, line)| format!("{line}\n"))
+        .collect();
+    for line in [
+        "Type: AWS::CloudWatch::Alarm",
+        "Namespace: !Ref MetricsNamespace",
+        &format!("MetricName: {}", crm_relay::RECORDS_PARKED),
+        "- Name: Consumer",
+        &format!("Value: {}", crm_core::relay::RELAY_CONSUMER),
+        "Statistic: Sum",
+        "Threshold: 0",
+        "ComparisonOperator: GreaterThanThreshold",
+    ] {
+        assert!(
+            alarm.contains(line),
+            "RelayRecordsParkedAlarm has no {line:?}:\n{alarm}"
+        );
+    }
+    assert!(
+        template.contains(&format!(
+            "[\"${{MetricsNamespace}}\", \"{}\", \"Consumer\", \"relay\"",
+            crm_relay::RECORDS_PARKED
+        )),
+        "the dashboard charts the records parked"
+    );
+}
