@@ -19,13 +19,14 @@
 
 use super::catalog::{self as campaign_store, CampaignEvent};
 use super::definition::Campaign;
-use super::instance::{self, JourneyContext, JourneyEvent, JourneyInput, JourneyInstance, TriggerRef};
+use super::instance::{self, JourneyContext, JourneyEvent, JourneyInput, JourneyInstance, Recorded, TriggerRef};
 use crate::bus::BusEntry;
 use crate::clock::Clock;
 use crate::consent::ledger;
 use crate::customer::views;
 use crate::event::{Actor, CommandMeta, DomainEvent, EventEnvelope};
 use crate::ports::{AppendError, AppendRequest, EventStore, ExpectedVersion, ReadModelStore, ReadOp, StoreError};
+use crate::privacy::export::CUSTOMER_STREAMS;
 use crate::scheduler::{Scheduler, SchedulerError, TimerPayload};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -470,6 +471,7 @@ impl JourneyEngine {
                     &ctx,
                     Some(Cause::of(envelope)),
                     Some(indexed.version),
+                    Some(envelope),
                     &mut outcome,
                 )
                 .await?
@@ -523,22 +525,35 @@ impl JourneyEngine {
                 None => envelope.event_id.to_string(),
             };
             let instance_id = instance::instance_id(&campaign, &customer_id, &dedupe, envelope.occurred_at);
+            let trigger = TriggerRef {
+                event_id: envelope.event_id,
+                event_type: envelope.event_type.clone(),
+                stream_id: envelope.stream_id.clone(),
+                version: envelope.version,
+                occurred_at: envelope.occurred_at,
+            };
             let input = JourneyInput::Start {
                 instance_id: instance_id.clone(),
                 campaign_version: version,
                 customer_id: customer_id.clone(),
                 dedupe_key: dedupe,
-                trigger: TriggerRef {
-                    event_id: envelope.event_id,
-                    event_type: envelope.event_type.clone(),
-                    stream_id: envelope.stream_id.clone(),
-                    version: envelope.version,
-                    occurred_at: envelope.occurred_at,
-                },
+                trigger: trigger.clone(),
                 trigger_event: &bus_event,
             };
-            let events =
+            let mut events =
                 instance::decide(None, &campaign, &input, &ctx).map_err(|e| EngineError::Poison(e.to_string()))?;
+            // The customer's events recorded after the trigger that reached
+            // the engine before this start (a reordered delivery) are caught
+            // up on in the same append.
+            if needs_lookback(&campaign, &events) {
+                let found = self
+                    .recorded_since_trigger(&customer_id, &trigger, &campaign, Lookback::Start)
+                    .await?;
+                if !found.is_empty() {
+                    events = instance::decide_with_lookback(None, &campaign, &input, &ctx, &recorded(&found))
+                        .map_err(|e| EngineError::Poison(e.to_string()))?;
+                }
+            }
             let meta = CommandMeta {
                 command_id: uuid::Uuid::now_v7(),
                 correlation_id: envelope.correlation_id,
@@ -655,6 +670,7 @@ impl JourneyEngine {
                     &ctx,
                     Some(Cause::of(step)),
                     Some(indexed.version),
+                    None,
                     &mut outcome,
                 )
                 .await?
@@ -753,7 +769,7 @@ impl JourneyEngine {
             timer_name: &timer.name,
         };
         if self
-            .advance(instance_id, &input, &ctx, None, None, &mut outcome)
+            .advance(instance_id, &input, &ctx, None, None, None, &mut outcome)
             .await?
         {
             outcome.advanced.push(instance_id.to_string());
@@ -777,6 +793,7 @@ impl JourneyEngine {
         ctx: &JourneyContext<'_>,
         cause: Option<Cause>,
         indexed_version: Option<u64>,
+        arrived: Option<&EventEnvelope>,
         outcome: &mut EngineOutcome,
     ) -> Result<bool, EngineError> {
         for _ in 0..MAX_ATTEMPTS {
@@ -794,8 +811,21 @@ impl JourneyEngine {
                 JourneyInput::Timer { .. } | JourneyInput::Event { .. } if at.paused => &JourneyInput::CampaignPaused,
                 other => other,
             };
-            let events = instance::decide(Some(state), &at.campaign, input, ctx)
+            let mut events = instance::decide(Some(state), &at.campaign, input, ctx)
                 .map_err(|e| EngineError::Poison(e.to_string()))?;
+            if needs_lookback(&at.campaign, &events) {
+                let position = match (input, arrived) {
+                    (JourneyInput::Event { .. }, Some(e)) => Lookback::Event(e),
+                    _ => Lookback::Timer,
+                };
+                let found = self
+                    .recorded_since_trigger(&state.customer_id, &state.trigger, &at.campaign, position)
+                    .await?;
+                if !found.is_empty() {
+                    events = instance::decide_with_lookback(Some(state), &at.campaign, input, ctx, &recorded(&found))
+                        .map_err(|e| EngineError::Poison(e.to_string()))?;
+                }
+            }
             if events.is_empty() {
                 let indexed_at = match indexed_version {
                     Some(v) if v >= state.version => v,
@@ -841,6 +871,116 @@ impl JourneyEngine {
             }
         }
         Err(EngineError::Retry(format!("journey {instance_id} kept changing")))
+    }
+
+    /// The lookback (decision 0033): the events of `customer_id` recorded
+    /// after the instance's trigger, in the order they were recorded, each
+    /// with its bus form and whether it came before the input being decided.
+    /// The journey's decision hands them to the instance as if they had
+    /// arrived ([`instance::decide_with_lookback`]), so an event the queue
+    /// delivered before the trigger (the trigger's batch failed and came
+    /// back after the visibility timeout), or while the instance's start
+    /// was half done, still ends its wait or exits it.
+    ///
+    /// Where they are read: the engine knows an event is the customer's by
+    /// its envelope's `customer_id` (that is how `on_event` finds the
+    /// customer's instances), and reads their streams through the
+    /// [`EventStore`] port: the trigger's stream (from the trigger on), the
+    /// streams named after the customer (`customer-`, `activity-`,
+    /// `segments-`), and the other streams holding their events (carts and
+    /// orders live in `cart-<id>` and `order-<id>`, named after neither),
+    /// which the projector's [`CUSTOMER_STREAMS`] index lists. Journey
+    /// streams are never read (the engine is never handed them), nor a
+    /// stream whose bus source no exit rule, goal or `wait_until` of the
+    /// campaign can match. Every stored event was stored before it was
+    /// published, so this finds every event the engine was handed, and
+    /// perhaps some it has not been handed yet: those it takes early, and
+    /// their delivery later changes nothing
+    /// ([`JourneyInstance::used_events`]).
+    ///
+    /// "After the trigger": in the trigger's own stream, a higher version
+    /// (exact); in any other stream, a `recorded_at` strictly later than the
+    /// trigger's (versions of different streams cannot be compared, and
+    /// `occurred_at` is the client's time, up to days late for activity).
+    /// `recorded_at` is the writer's clock, so events of two streams
+    /// recorded within the writers' clock skew (milliseconds) may be
+    /// misordered; an event recorded in the same millisecond as the trigger
+    /// in another stream does not count.
+    ///
+    /// What it does not see: a cart or order stream the projector has not
+    /// indexed yet (its event is then missed as before), and events of
+    /// anonymous profiles merged into the customer. Cost: one index read and
+    /// one stream read per stream of the customer that can match, per start
+    /// or step that needs it ([`needs_lookback`]: a decision that stores
+    /// events, does not end the instance, of a campaign with exits, goals
+    /// or `wait_until` steps).
+    async fn recorded_since_trigger(
+        &self,
+        customer_id: &str,
+        trigger: &TriggerRef,
+        campaign: &Campaign,
+        position: Lookback<'_>,
+    ) -> Result<Vec<(Uuid, Value, bool)>, EngineError> {
+        let sources = rule_sources(campaign);
+        let mut streams = std::collections::BTreeSet::from([
+            crate::customer::stream_id(customer_id),
+            crate::customer::activity::activity_stream_id(customer_id),
+            crate::segments::stream_id(customer_id),
+        ]);
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .docs
+                .list(CUSTOMER_STREAMS, customer_id, "", after.as_deref(), LOOKBACK_PAGE)
+                .await?;
+            let done = page.len() < LOOKBACK_PAGE;
+            after = page.last().map(|(k, _)| k.clone());
+            streams.extend(page.into_iter().map(|(stream, _)| stream));
+            if done {
+                break;
+            }
+        }
+        streams.remove(&trigger.stream_id);
+        streams.retain(|stream| stream_can_match(stream, sources.as_ref()));
+
+        // The trigger's stream from the trigger on: its time, and what came after it.
+        let mut found = Vec::new();
+        let mut trigger_recorded_at = trigger.occurred_at;
+        for e in self
+            .events
+            .read_stream(&trigger.stream_id, trigger.version.saturating_sub(1), usize::MAX)
+            .await?
+        {
+            if e.version == trigger.version {
+                trigger_recorded_at = e.recorded_at;
+            } else if e.version > trigger.version {
+                found.push(e);
+            }
+        }
+        for stream in &streams {
+            let events = self.events.read_stream(stream, 0, usize::MAX).await?;
+            found.extend(events.into_iter().filter(|e| e.recorded_at > trigger_recorded_at));
+        }
+        found.retain(|e| {
+            e.customer_id.as_deref() == Some(customer_id)
+                && e.event_id != trigger.event_id
+                && !e.stream_id.starts_with("journey-")
+                && !matches!(position, Lookback::Event(input) if input.event_id == e.event_id)
+        });
+        found.sort_by(|a, b| (a.recorded_at, &a.stream_id, a.version).cmp(&(b.recorded_at, &b.stream_id, b.version)));
+        Ok(found
+            .into_iter()
+            .map(|e| {
+                let before_input = match position {
+                    Lookback::Start => false,
+                    Lookback::Timer => true,
+                    Lookback::Event(input) if input.stream_id == e.stream_id => e.version < input.version,
+                    Lookback::Event(input) => e.recorded_at < input.recorded_at,
+                };
+                let bus = BusEntry::for_event(e.clone()).to_event_json("000000000000", "local");
+                (e.event_id, bus, before_input)
+            })
+            .collect())
     }
 
     /// Writes the index lines of an instance about to start (its customer's
@@ -1251,6 +1391,7 @@ impl JourneyEngine {
                     &ctx,
                     None,
                     Some(indexed_at),
+                    None,
                     &mut advanced,
                 )
                 .await?
@@ -1277,7 +1418,7 @@ impl JourneyEngine {
                 timer_name: &wait.timer_name,
             };
             if self
-                .advance(&id, &input, &ctx, None, Some(state.version), &mut advanced)
+                .advance(&id, &input, &ctx, None, Some(state.version), None, &mut advanced)
                 .await?
             {
                 out.fired.push(id);
@@ -1310,6 +1451,81 @@ fn index_line(state: &JourneyInstance) -> IndexedInstance {
 enum StoreOutcome {
     Conflict,
     Failed(EngineError),
+}
+
+/// Index lines read per page by the lookback.
+const LOOKBACK_PAGE: usize = 500;
+
+/// What the lookback is for: a start (every recorded event comes after
+/// it), a fired timer (every one comes before it), or an event (those
+/// recorded before it come before it).
+#[derive(Clone, Copy)]
+enum Lookback<'a> {
+    Start,
+    Timer,
+    Event(&'a EventEnvelope),
+}
+
+/// Whether a decision needs the lookback: it stores events, the instance is
+/// not ending with them, and the campaign has exits, goals or `wait_until`
+/// steps (without them the lookback could find nothing to act on).
+fn needs_lookback(campaign: &Campaign, events: &[JourneyEvent]) -> bool {
+    !events.is_empty()
+        && instance::looks_back(campaign)
+        && !events.iter().any(|e| matches!(e, JourneyEvent::JourneyExited { .. }))
+}
+
+/// The lookback's finds as the instance's decision takes them.
+fn recorded(found: &[(Uuid, Value, bool)]) -> Vec<Recorded<'_>> {
+    found
+        .iter()
+        .map(|(event_id, event, before_input)| Recorded {
+            event_id: *event_id,
+            event,
+            before_input: *before_input,
+        })
+        .collect()
+}
+
+/// The bus sources the campaign's exit rules, goals and `wait_until` steps
+/// can match; `None` if one of them does not name its sources (it may match
+/// any).
+fn rule_sources(campaign: &Campaign) -> Option<std::collections::BTreeSet<String>> {
+    let patterns = campaign
+        .exit_on
+        .iter()
+        .chain(&campaign.goals)
+        .map(|r| &r.pattern)
+        .chain(campaign.steps.iter().filter_map(|s| match s {
+            super::definition::Step::WaitUntil(w) => Some(&w.pattern),
+            _ => None,
+        }));
+    let mut sources = std::collections::BTreeSet::new();
+    for pattern in patterns {
+        let named = pattern.as_value().get("source").and_then(Value::as_array)?;
+        for s in named {
+            sources.insert(s.as_str()?.to_string());
+        }
+    }
+    Some(sources)
+}
+
+/// Whether events of `stream` can carry one of `sources` (the bus source
+/// follows the event type, [`crate::bus::source_for`]; a stream's kind
+/// bounds its types). A customer stream or one of an unknown kind always can.
+fn stream_can_match(stream: &str, sources: Option<&std::collections::BTreeSet<String>>) -> bool {
+    let Some(sources) = sources else {
+        return !stream.starts_with("journey-");
+    };
+    let kind: &[&str] = match stream.split_once('-').map(|(kind, _)| kind) {
+        Some("journey") => return false,
+        Some("activity") => &["crm.customer"],
+        Some("cart" | "order") => &["crm.commerce"],
+        Some("segments") => &["crm.segments"],
+        Some("message") => &["crm.messaging"],
+        _ => return true,
+    };
+    kind.iter().any(|k| sources.contains(*k))
 }
 
 fn collect_messages(events: &[JourneyEvent], outcome: &mut EngineOutcome) {

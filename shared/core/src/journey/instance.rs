@@ -13,7 +13,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use uuid::Uuid;
 
 /// The most steps one decision may run through without waiting: a guard
@@ -213,6 +213,12 @@ pub struct JourneyInstance {
     pub started_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub version: u64,
+    /// The customer events this instance has acted on (its trigger, the
+    /// events that ended its waits, the one that exited it): handed again
+    /// (a redelivery, or an event the lookback took before it arrived),
+    /// they change nothing.
+    #[serde(default)]
+    pub used_events: BTreeSet<Uuid>,
 }
 
 /// What the instance is asked to handle.
@@ -369,7 +375,9 @@ fn on_event(
     event: &Value,
     ctx: &JourneyContext<'_>,
 ) -> Result<Vec<JourneyEvent>, JourneyError> {
-    if event_id == s.trigger.event_id {
+    // The trigger, or an event acted on before (redelivered, or taken by
+    // the lookback before it arrived): nothing to do.
+    if event_id == s.trigger.event_id || s.used_events.contains(&event_id) {
         return Ok(Vec::new());
     }
     if let Some(rule) = campaign.exit_on.iter().find(|r| rule_matches(r, event, ctx)) {
@@ -403,6 +411,88 @@ fn on_event(
     let next = campaign.next_after(&wait.step_id).map(|s| s.id().to_string());
     events.extend(continue_with(s, &events, campaign, next, ctx)?);
     Ok(events)
+}
+
+/// A customer event recorded after an instance's trigger, as the engine's
+/// lookback found it in the store, for [`decide_with_lookback`].
+#[derive(Debug, Clone, Copy)]
+pub struct Recorded<'a> {
+    pub event_id: Uuid,
+    /// The event as on the bus.
+    pub event: &'a Value,
+    /// Recorded before the input being decided (a fired timer comes after
+    /// every recorded event; a start before all of them).
+    pub before_input: bool,
+}
+
+/// Whether the campaign has anything the lookback could find: exit rules,
+/// goals or `wait_until` steps. Without them a decision never needs it.
+pub fn looks_back(campaign: &Campaign) -> bool {
+    !campaign.exit_on.is_empty()
+        || !campaign.goals.is_empty()
+        || campaign.steps.iter().any(|s| matches!(s, Step::WaitUntil(_)))
+}
+
+/// [`decide`], with the instance caught up on `recorded` (the customer's
+/// events recorded after its trigger, in the order they were recorded) as if
+/// each had been handed to it: those recorded before the input first, then
+/// the input, then every one again on the state the input left. An exit or
+/// goal event ends the instance; an event its `wait_until` waits for ends
+/// the wait and the journey runs on; others pass. An event the instance
+/// already acted on ([`JourneyInstance::used_events`]) is passed over, so a
+/// later delivery of an event the lookback took changes nothing. After the
+/// input, a `wait_until` the instance has just entered is therefore ended by
+/// a matching event recorded since the trigger that it has not acted on,
+/// whether that event reached the engine before or after the wait began.
+pub fn decide_with_lookback(
+    state: Option<&JourneyInstance>,
+    campaign: &Campaign,
+    input: &JourneyInput<'_>,
+    ctx: &JourneyContext<'_>,
+    recorded: &[Recorded<'_>],
+) -> Result<Vec<JourneyEvent>, JourneyError> {
+    let mut events = Vec::new();
+    let mut current = state.cloned();
+    if let Some(s) = state {
+        events.extend(catch_up(s, campaign, recorded.iter().filter(|r| r.before_input), ctx)?);
+        current = fold_onto(current, &events, ctx.now);
+    }
+    let decided = decide(current.as_ref(), campaign, input, ctx)?;
+    current = fold_onto(current, &decided, ctx.now);
+    events.extend(decided);
+    if let Some(s) = &current {
+        events.extend(catch_up(s, campaign, recorded.iter(), ctx)?);
+    }
+    Ok(events)
+}
+
+/// Hands `recorded` to the instance in turn, each as [`decide`] would an
+/// event, until it exits.
+fn catch_up<'r, 'v: 'r>(
+    s: &JourneyInstance,
+    campaign: &Campaign,
+    recorded: impl Iterator<Item = &'r Recorded<'v>>,
+    ctx: &JourneyContext<'_>,
+) -> Result<Vec<JourneyEvent>, JourneyError> {
+    let mut state = Some(s.clone());
+    let mut events = Vec::new();
+    for r in recorded {
+        let Some(current) = state.as_ref().filter(|c| c.status != InstanceStatus::Exited) else {
+            break;
+        };
+        let taken = on_event(current, campaign, r.event_id, r.event, ctx)?;
+        state = fold_onto(state, &taken, ctx.now);
+        events.extend(taken);
+    }
+    Ok(events)
+}
+
+/// `state` after `events`, numbered on from its version.
+fn fold_onto(state: Option<JourneyInstance>, events: &[JourneyEvent], at: DateTime<Utc>) -> Option<JourneyInstance> {
+    events.iter().fold(state, |s, e| {
+        let version = s.as_ref().map_or(1, |s| s.version + 1);
+        evolve(s, e, at, version)
+    })
 }
 
 /// Runs on from `next` with the state after `so_far`.
@@ -571,6 +661,7 @@ pub fn evolve(
             started_at: at,
             updated_at: at,
             version,
+            used_events: BTreeSet::from([trigger.event_id]),
         });
     }
     let mut s = state?;
@@ -601,13 +692,19 @@ pub fn evolve(
             });
         }
         JourneyEvent::TimerFired { .. } | JourneyEvent::JourneyWaitEnded { .. } => {
+            if let JourneyEvent::JourneyWaitEnded { event_id: Some(id), .. } = event {
+                s.used_events.insert(*id);
+            }
             s.waiting = None;
             s.status = InstanceStatus::Running;
         }
         JourneyEvent::MessageRequested { .. }
         | JourneyEvent::SegmentMembershipRequested { .. }
         | JourneyEvent::JourneyEventEmitted { .. } => {}
-        JourneyEvent::JourneyExited { reason, .. } => {
+        JourneyEvent::JourneyExited { reason, event_id, .. } => {
+            if let Some(id) = event_id {
+                s.used_events.insert(*id);
+            }
             s.status = InstanceStatus::Exited;
             s.exit_reason = Some(*reason);
             s.waiting = None;
@@ -631,7 +728,9 @@ pub fn timer_to_cancel(before: Option<&JourneyInstance>, events: &[JourneyEvent]
     ends.then(|| wait.timer_name.clone())
 }
 
-/// The timers a decision asks for, given the stream version of each event.
+/// The timers a decision asks for, given the stream version of each event
+/// and `instance`, the state after them: a wait the same decision already
+/// ended (the lookback found its event, or an exit) needs no timer.
 pub fn timers_to_schedule(instance: &JourneyInstance, events: &[(JourneyEvent, u64)]) -> Vec<TimerPayload> {
     events
         .iter()
@@ -641,7 +740,9 @@ pub fn timers_to_schedule(instance: &JourneyInstance, events: &[(JourneyEvent, u
                 timer_name,
                 due_at,
                 ..
-            } => Some(wait_timer(instance, step_id, timer_name, *due_at, *version)),
+            } if instance.waiting.as_ref().is_some_and(|w| w.timer_name == *timer_name) => {
+                Some(wait_timer(instance, step_id, timer_name, *due_at, *version))
+            }
             _ => None,
         })
         .collect()
