@@ -12,8 +12,6 @@
 pub mod batch;
 pub mod handler;
 pub mod settings;
-#[cfg(feature = "testing")]
-pub mod testing;
 pub mod timer;
 
 pub use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};

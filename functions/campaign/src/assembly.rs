@@ -1,9 +1,7 @@
 //! The campaign function's handler, assembled from its ports: the one
 //! assembly the Lambda function ([`build`], called by its `main` with the AWS
-//! ports) and the local runtime (crm-local, with the SQLite ports and its
-//! own clock) share. This file uses crm-core and std only: crm-local, which
-//! cannot depend on this crate (crm-bus-consumer's test harness depends on
-//! crm-local), compiles this very file as a module of its own.
+//! ports) and the local runtime (crm-local, which depends on this crate's
+//! library, with the SQLite ports and its own clock) share.
 
 use crm_core::clock::Clock;
 use crm_core::commerce::{CartService, OrderService};

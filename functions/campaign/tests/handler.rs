@@ -214,7 +214,7 @@ async fn a_fired_payment_retry_initiates_the_payment_again() {
 
 #[tokio::test]
 async fn an_sqs_batch_takes_timers_one_by_one_and_events_as_a_page() {
-    use crm_bus_consumer::testing::sqs_batch;
+    use crm_consumer_testing::sqs_batch;
     let w = world();
     let mut not_a_timer = sample("timer-fired.json");
     not_a_timer["detail"] = serde_json::json!({"hello": "world"});

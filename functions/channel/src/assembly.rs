@@ -1,10 +1,8 @@
 //! The channel function's message delivery, assembled from its ports and
 //! its delivery settings: the one assembly the Lambda function ([`build`],
 //! called by its `main` with the AWS ports, SES and SNS) and the local
-//! runtime (crm-local, with the SQLite ports and its mail sink) share. This
-//! file uses crm-core and std only: crm-local, which cannot depend on this
-//! crate (crm-bus-consumer's test harness depends on crm-local), compiles
-//! this very file as a module of its own.
+//! runtime (crm-local, which depends on this crate's library, with the
+//! SQLite ports and its mail sink) share.
 
 use crm_core::clock::Clock;
 use crm_core::messaging::delivery::{DeliverySettings, MessageDelivery, Providers};

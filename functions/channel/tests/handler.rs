@@ -253,7 +253,7 @@ async fn an_unreadable_ses_event_is_parked_with_its_reason() {
 
 #[tokio::test]
 async fn an_sqs_batch_of_requests_feedback_and_a_duplicate_sends_once_and_records_the_feedback() {
-    use crm_bus_consumer::testing::sqs_batch;
+    use crm_consumer_testing::sqs_batch;
     let w = world().await;
     // A request twice in one batch (EventBridge delivers at least once), then
     // SES's delivery of the message in the next batch.

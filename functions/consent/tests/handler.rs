@@ -2,8 +2,8 @@
 //! sends it only `ConsentGranted` and `ConsentRevoked`, so the rest of a
 //! customer's stream always comes from the event store (gap fill).
 
-use crm_bus_consumer::testing::{applied, bus_event, detail, duplicates, invocation, sample_event, Harness};
 use crm_consent::handler::{handle, Handled, HandlerError};
+use crm_consumer_testing::{applied, bus_event, detail, duplicates, invocation, sample_event, Harness};
 use crm_core::consent::ledger::{consent_history, current_consents, ConsentStatus};
 use crm_core::consent::{Channel, Purpose};
 use crm_core::customer::{CustomerCommand, RevokeConsent};

@@ -1,7 +1,7 @@
 //! The projector's handler over the real SQLite adapters: EventBridge events
 //! in, the customer 360 (and timeline, email index) out.
 
-use crm_bus_consumer::testing::{bus_event, delivered, detail, invocation, sample_event, Harness};
+use crm_consumer_testing::{bus_event, delivered, detail, invocation, sample_event, Harness};
 use crm_core::customer::views::{customer_profile, timeline, CustomerProfile};
 use crm_core::customer::{CustomerCommand, UpdateProfile};
 use crm_projector::handler::{handle, Handled, HandlerError};
@@ -301,8 +301,8 @@ async fn encrypted_events_from_the_bus_are_decrypted_before_the_views() {
 
 #[tokio::test]
 async fn an_sqs_batch_is_one_page_and_its_poison_is_parked_encrypted() {
-    use crm_bus_consumer::testing::sqs_batch;
     use crm_bus_consumer::{handle_batch, StoredEventsOnly};
+    use crm_consumer_testing::sqs_batch;
     use crm_core::event::EventEnvelope;
     use crm_core::ports::DeadLetterQueue;
     use crm_core::privacy::{decrypt_envelope, encrypt_envelope, memory::InMemoryKeyStore, EncryptingDeadLetters};

@@ -29,17 +29,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 
-// The campaign and channel functions' assemblies: the very source files
-// their crates (crm-campaign, crm-channel) compile and their Lambda `main`s
-// call, so the local runtime hosts the functions as they are assembled on
-// AWS. They use crm-core only. crm-local cannot depend on those crates
-// (crm-bus-consumer's test harness depends on crm-local: a cycle), so it
-// compiles the files itself.
-#[path = "../../../functions/campaign/src/assembly.rs"]
-mod campaign;
-#[path = "../../../functions/channel/src/assembly.rs"]
-mod channel;
-
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     #[error(transparent)]
@@ -276,8 +265,9 @@ impl LocalRuntime {
                     ConsumerGroup::consent(store, read, dead_letters.clone(), identifiers.clone()),
                 ),
                 "campaign" => {
-                    // The campaign function's own assembly, on the local ports and clock.
-                    let handler = Arc::new(campaign::build(campaign::CampaignPorts {
+                    // The campaign function's own assembly (the `build` its Lambda
+                    // `main` calls), on the local ports and clock.
+                    let handler = Arc::new(crm_campaign::build(crm_campaign::CampaignPorts {
                         events: waking.clone(),
                         docs: read,
                         scheduler: scheduler.clone(),
@@ -294,10 +284,11 @@ impl LocalRuntime {
                     let mut settings = DeliverySettings::from_lookup(&|name: &str| std::env::var(name).ok())
                         .map_err(RuntimeError::Config)?;
                     settings.public_base_url = public_base_url.clone();
-                    // The channel function's own assembly, on the local ports, with
-                    // the mail sink as every provider.
-                    let delivery = Arc::new(channel::build(
-                        channel::ChannelPorts {
+                    // The channel function's own assembly (the `build` its Lambda
+                    // `main` calls), on the local ports, with the mail sink as
+                    // every provider.
+                    let delivery = Arc::new(crm_channel::build(
+                        crm_channel::ChannelPorts {
                             events: waking.clone(),
                             docs: read,
                             scheduler: scheduler.clone(),

@@ -1,8 +1,15 @@
-//! A harness for the consumer functions' tests (feature `testing`): the real
-//! SQLite adapters of crm-local (event store, read models, dead letters) in
-//! a fresh directory, customers written through crm-core's
-//! [`CustomerService`], and their events as EventBridge delivers them.
+//! A harness for the consumer functions' tests (a dev-dependency of
+//! crm-projector, crm-consent, crm-campaign and crm-channel; nothing ships
+//! it): the real SQLite adapters of crm-local (event store, read models,
+//! dead letters) in a fresh directory, customers written through crm-core's
+//! [`CustomerService`], and their events as EventBridge delivers them to a
+//! rule's target and as SQS hands them to a function.
+//!
+//! It is a crate of its own because crm-local depends on the campaign and
+//! channel functions (it hosts their assemblies), which depend on
+//! crm-bus-consumer: crm-bus-consumer cannot depend on crm-local.
 
+use crm_bus_consumer::{GroupBuilder, Handled, SqsEvent};
 use crm_core::bus::BusEntry;
 use crm_core::clock::SystemClock;
 use crm_core::consumer::ConsumerGroup;
@@ -15,9 +22,6 @@ use crm_local::SqliteEventStore;
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::Value;
 use std::sync::Arc;
-
-use crate::handler::Handled;
-use crate::GroupBuilder;
 
 /// The account and region the sample events carry.
 pub const ACCOUNT: &str = "123456789012";
@@ -143,7 +147,7 @@ pub fn sample_event(name: &str) -> Value {
 
 /// The envelope a bus event carries.
 pub fn detail(event: &Value) -> EventEnvelope {
-    crate::handler::decode(event).expect("the detail is an envelope")
+    crm_bus_consumer::handler::decode(event).expect("the detail is an envelope")
 }
 
 /// A stored event as EventBridge delivers it to a rule's target.
@@ -153,7 +157,7 @@ pub fn bus_event(envelope: &EventEnvelope) -> Value {
 
 /// One SQS batch of the function's queue: each bus event a message (ids
 /// `m0`, `m1`, ...), as the event source mapping hands it over.
-pub fn sqs_batch(bus_events: &[Value]) -> crate::SqsEvent {
+pub fn sqs_batch(bus_events: &[Value]) -> SqsEvent {
     let records: Vec<Value> = bus_events
         .iter()
         .enumerate()
