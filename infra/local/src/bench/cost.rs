@@ -459,3 +459,322 @@ impl CostModel {
         out
     }
 }
+
+/// KMS: per million requests ($0.03 per 10 000).
+pub const KMS_REQUEST: f64 = 3.00;
+
+/// What `scripts/chaos.py --rate 0 --units-out FILE` measured: customer
+/// stories through template.yaml's stack on moto, every AWS call of the
+/// functions through `scripts/fault_proxy.py` (DynamoDB capacity units by
+/// DynamoDB's rules, KMS, EventBridge, Scheduler and SES calls), the SQS
+/// requests of the pump that plays the event source mappings.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Measured {
+    pub stories: u64,
+    pub seed: u64,
+    /// Events stored in the events table.
+    pub events: u64,
+    pub emails: u64,
+    #[serde(default)]
+    pub lambda_invocations_by_function: std::collections::BTreeMap<String, u64>,
+    pub per_event: MeasuredPerEvent,
+}
+
+/// Per stored event (see `Measured`).
+#[derive(Debug, Clone, Copy, Default, serde::Deserialize)]
+#[serde(default)]
+pub struct MeasuredPerEvent {
+    pub event_store_write_units: f64,
+    pub event_store_read_units: f64,
+    pub read_models_write_units: f64,
+    pub read_models_read_units: f64,
+    pub keys_write_units: f64,
+    pub keys_read_units: f64,
+    pub sqs_sends: f64,
+    pub sqs_receives: f64,
+    pub sqs_deletes: f64,
+    pub eventbridge_entries: f64,
+    pub scheduler_calls: f64,
+    pub scheduler_invocations: f64,
+    pub kms_calls: f64,
+    pub ses_sends: f64,
+    pub lambda_invocations: f64,
+}
+
+/// (item, unit, the model's line it stands beside (its item's start),
+/// measured quantity per event (None: not measured), price per million).
+type ComparedLine = (&'static str, &'static str, Option<&'static str>, Option<f64>, f64);
+
+/// One line of the model beside the measurement, per million events.
+#[derive(Debug, Clone)]
+pub struct Comparison {
+    pub item: String,
+    pub unit: String,
+    /// The model's quantity (None: the model has no such line).
+    pub model: Option<f64>,
+    /// The measured quantity (None: not measured; the model's figure is used).
+    pub measured: Option<f64>,
+    pub model_usd: f64,
+    pub measured_usd: f64,
+}
+
+impl Measured {
+    pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+}
+
+impl CostModel {
+    /// The model's line whose item starts with `prefix`.
+    fn model_line(&self, prefix: &str) -> Option<&Line> {
+        self.per_million_events.iter().find(|l| l.item.starts_with(prefix))
+    }
+
+    /// The model's lines per million events beside what the moto pipeline
+    /// measured, each priced at the same list price. Lambda compute is not
+    /// measured there (debug builds on a shared machine): the model's
+    /// figure stands in both columns.
+    pub fn compare(&self, measured: &Measured) -> Vec<Comparison> {
+        let m = 1e6;
+        let p = measured.per_event;
+        let rows: [ComparedLine; 13] = [
+            (
+                "DynamoDB writes: events table",
+                "WRU",
+                Some("DynamoDB writes: event store"),
+                Some(p.event_store_write_units),
+                DDB_WRU,
+            ),
+            (
+                "DynamoDB reads: events table",
+                "RRU",
+                Some("DynamoDB reads: command loads"),
+                Some(p.event_store_read_units),
+                DDB_RRU,
+            ),
+            (
+                "DynamoDB writes: read-models table",
+                "WRU",
+                Some("DynamoDB writes: projections"),
+                Some(p.read_models_write_units),
+                DDB_WRU,
+            ),
+            (
+                "DynamoDB reads: read-models table",
+                "RRU",
+                Some("DynamoDB reads: projections"),
+                Some(p.read_models_read_units),
+                DDB_RRU,
+            ),
+            (
+                "DynamoDB writes: keys table",
+                "WRU",
+                None,
+                Some(p.keys_write_units),
+                DDB_WRU,
+            ),
+            (
+                "DynamoDB reads: keys table",
+                "RRU",
+                None,
+                Some(p.keys_read_units),
+                DDB_RRU,
+            ),
+            (
+                "EventBridge events (PutEvents entries)",
+                "events",
+                Some("EventBridge events"),
+                Some(p.eventbridge_entries),
+                EVENTBRIDGE_EVENT,
+            ),
+            (
+                "SQS SendMessage",
+                "requests",
+                Some("SQS SendMessage"),
+                Some(p.sqs_sends),
+                SQS_REQUEST,
+            ),
+            (
+                "SQS ReceiveMessage and DeleteMessageBatch",
+                "requests",
+                Some("SQS ReceiveMessage"),
+                Some(p.sqs_receives + p.sqs_deletes),
+                SQS_REQUEST,
+            ),
+            (
+                "Lambda requests",
+                "requests",
+                Some("Lambda requests"),
+                Some(p.lambda_invocations),
+                LAMBDA_REQUEST,
+            ),
+            ("Lambda compute", "GB-s", Some("Lambda compute"), None, 0.0),
+            (
+                "Scheduler invocations",
+                "invocations",
+                Some("Scheduler invocations"),
+                Some(p.scheduler_invocations),
+                SCHEDULER_INVOCATION,
+            ),
+            ("KMS requests", "requests", None, Some(p.kms_calls), KMS_REQUEST),
+        ];
+        rows.iter()
+            .map(|&(item, unit, model_item, measured_per_event, price)| {
+                let model = model_item.and_then(|prefix| self.model_line(prefix));
+                let model_usd = model.map_or(0.0, |l| l.usd);
+                let measured_usd = measured_per_event.map_or(model_usd, |q| q * price);
+                Comparison {
+                    item: item.into(),
+                    unit: unit.into(),
+                    model: model.map(|l| l.quantity),
+                    measured: measured_per_event.map(|q| q * m),
+                    model_usd,
+                    measured_usd,
+                }
+            })
+            .collect()
+    }
+
+    /// The "Measured on the moto pipeline" section of docs/cost.md.
+    pub fn measured_markdown(&self, measured: &Measured, source: &str) -> String {
+        let rows = self.compare(measured);
+        let p = measured.per_event;
+        let mut out = String::new();
+        let _ = writeln!(out, "## Measured on the moto pipeline\n");
+        let _ = writeln!(
+            out,
+            "From `{source}`, written by `scripts/chaos.py --stories {} --rate 0 --seed {} --units-out {source}`:\n\
+             {} customer stories (register with email consent, verify the email, view a product,\n\
+             then order and pay, or put an item in a cart) through template.yaml's stack on moto,\n\
+             the functions under `cargo lambda watch`, every AWS call of theirs through\n\
+             `scripts/fault_proxy.py` with no fault: {} events stored, {} emails sent.\n\
+             The proxy counts each DynamoDB request's capacity units by DynamoDB's rules from\n\
+             the request and answer bodies and the items as moto holds them before and after\n\
+             (`CapacityMeter`: 1 write unit per KB of the larger of the old and new item, twice in\n\
+             a transaction; 1 read unit per 4 KB, half when eventually consistent, a Query's\n\
+             items summed before rounding; a failed conditional write counted as applied);\n\
+             the SQS requests are the pump's, which plays the event source mappings (the\n\
+             receives that got messages and the batch deletes; every message received once is\n\
+             a rule's SendMessage); Scheduler invocations are the timers the pump fired.\n\
+             Per million stored events, at the prices above:\n",
+            measured.stories, measured.seed, measured.stories, measured.events, measured.emails
+        );
+        let _ = writeln!(
+            out,
+            "| item | unit | model | measured | model USD | measured USD |\n|---|---|---:|---:|---:|---:|"
+        );
+        let quantity = |q: Option<f64>, otherwise: &str| q.map_or(otherwise.to_string(), |q| format!("{q:.0}"));
+        for r in &rows {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {:.2} | {:.2} |",
+                r.item,
+                r.unit,
+                quantity(r.model, "not in the model"),
+                quantity(r.measured, "not measured (the model's)"),
+                r.model_usd,
+                r.measured_usd
+            );
+        }
+        let model_total: f64 = rows.iter().map(|r| r.model_usd).sum();
+        let measured_total: f64 = rows.iter().map(|r| r.measured_usd).sum();
+        let _ = writeln!(
+            out,
+            "| **total** | | | | **{model_total:.2}** | **{measured_total:.2}** |\n"
+        );
+        let _ = writeln!(
+            out,
+            "Not in the table: {:.3} emails per stored event ({:.2} USD per million events at SES's price,\n\
+             priced per message below); {:.2} Scheduler API calls per event (creating and deleting\n\
+             schedules is not billed, only their invocations). Lambda invocations by function: {}.\n",
+            p.ses_sends,
+            p.ses_sends * 1e6 / 1000.0 * SES_PER_THOUSAND,
+            p.scheduler_calls,
+            measured
+                .lambda_invocations_by_function
+                .iter()
+                .map(|(f, n)| format!("{f} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model() -> CostModel {
+        let l = |item: &str, quantity: f64, usd: f64| line(item, quantity, "x", usd, "");
+        CostModel {
+            memory_mb: 256,
+            arm: true,
+            per_million_events: vec![
+                l("DynamoDB writes: event store (counted)", 2e6, 1.25),
+                l("DynamoDB reads: command loads and expected versions", 1e6, 0.125),
+                l("DynamoDB writes: projections (counted)", 4e6, 2.5),
+                l("DynamoDB reads: projections (counted)", 2e6, 0.25),
+                l("EventBridge events (relay PutEvents)", 1e6, 1.0),
+                l("SQS SendMessage (rules to consumer queues)", 2e6, 0.8),
+                l("SQS ReceiveMessage and DeleteMessageBatch", 5e5, 0.2),
+                l("Lambda requests (api, relay, consumer batches)", 7e5, 0.14),
+                l("Lambda compute", 5000.0, 0.07),
+                l("Scheduler invocations (cart timers, waits)", 6e4, 0.06),
+            ],
+            per_million_messages: vec![],
+            idle_receives_per_month: 0.0,
+            by_page_size: vec![],
+        }
+    }
+
+    const MEASURED: &str = r#"{"source": "scripts/chaos.py --rate 0", "stories": 4, "seed": 1,
+        "events": 100, "emails": 10, "lambda_invocations_by_function": {"api": 20, "relay": 5},
+        "per_event": {"event_store_write_units": 3.0, "event_store_read_units": 2.5,
+        "read_models_write_units": 6.0, "read_models_read_units": 4.0, "keys_write_units": 0.02,
+        "keys_read_units": 1.0, "sqs_sends": 2.5, "sqs_receives": 0.5, "sqs_deletes": 0.5,
+        "eventbridge_entries": 1.0, "scheduler_calls": 0.1, "scheduler_invocations": 0.05,
+        "kms_calls": 1.5, "ses_sends": 0.1, "lambda_invocations": 1.2, "write_units": 9.02}}"#;
+
+    #[test]
+    fn measured_units_are_priced_beside_the_model_lines() {
+        let measured = Measured::from_json(MEASURED).expect("parses");
+        let rows = model().compare(&measured);
+        let row = |item: &str| rows.iter().find(|r| r.item.starts_with(item)).expect(item).clone();
+
+        let writes = row("DynamoDB writes: events table");
+        assert_eq!(writes.model, Some(2e6));
+        assert_eq!(writes.measured, Some(3e6));
+        assert!((writes.measured_usd - 3.0 * DDB_WRU).abs() < 1e-9);
+        assert!((writes.model_usd - 1.25).abs() < 1e-9);
+
+        let keys = row("DynamoDB reads: keys table");
+        assert_eq!(keys.model, None);
+        assert!((keys.measured_usd - DDB_RRU).abs() < 1e-9);
+
+        let polls = row("SQS ReceiveMessage");
+        assert_eq!(polls.measured, Some(1e6));
+        assert!((polls.measured_usd - SQS_REQUEST).abs() < 1e-9);
+
+        let kms = row("KMS requests");
+        assert!((kms.measured_usd - 1.5 * KMS_REQUEST).abs() < 1e-9);
+
+        // Not measured: the model's compute stands in both columns.
+        let compute = row("Lambda compute");
+        assert_eq!(compute.measured, None);
+        assert!((compute.measured_usd - 0.07).abs() < 1e-9);
+
+        let text = model().measured_markdown(&measured, "target/units.json");
+        assert!(text.contains("## Measured on the moto pipeline"), "{text}");
+        assert!(
+            text.contains("| DynamoDB writes: events table | WRU | 2000000 | 3000000 | 1.25 | 1.88 |"),
+            "{text}"
+        );
+        assert!(text.contains("api 20, relay 5"), "{text}");
+    }
+
+    #[test]
+    fn a_measurement_without_its_figures_is_refused() {
+        assert!(Measured::from_json(r#"{"stories": 4}"#).is_err());
+    }
+}

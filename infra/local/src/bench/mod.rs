@@ -733,6 +733,30 @@ pub async fn command(
     cost_file: Option<PathBuf>,
     template: Option<PathBuf>,
 ) -> Result<(), BenchError> {
+    command_with_measured(options, json, cost_file, template, None).await
+}
+
+/// `crm-local bench --cost FILE --measured UNITS`: as `command`, and the
+/// units `scripts/chaos.py --rate 0 --units-out UNITS` measured on the moto
+/// pipeline, printed beside the model's lines with the price they imply and
+/// appended to the cost model as its "Measured on the moto pipeline" section.
+/// The file is read before the bench runs, so a bad one fails at once.
+pub async fn command_with_measured(
+    options: BenchOptions,
+    json: Option<PathBuf>,
+    cost_file: Option<PathBuf>,
+    template: Option<PathBuf>,
+    measured: Option<PathBuf>,
+) -> Result<(), BenchError> {
+    let measured = match measured {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path).map_err(io(path.display()))?;
+            let units = cost::Measured::from_json(&text)
+                .map_err(|e| BenchError::Other(format!("{}: not a chaos.py units file: {e}", path.display())))?;
+            Some((path, units))
+        }
+        None => None,
+    };
     let report = run(&options).await?;
     print!("{}", table(&report));
     if let Some(path) = json {
@@ -740,13 +764,22 @@ pub async fn command(
         std::fs::write(&path, text + "\n").map_err(io(path.display()))?;
         println!("JSON report: {}", path.display());
     }
+    if cost_file.is_none() && measured.is_none() {
+        return Ok(());
+    }
+    let template = match template {
+        Some(t) => std::fs::read_to_string(&t).map_err(io(t.display()))?,
+        None => BUILT_IN_TEMPLATE.to_string(),
+    };
+    let model = cost::CostModel::from_report(&report, &template);
+    let mut text = model.markdown(&report);
+    if let Some((units_path, units)) = &measured {
+        let section = model.measured_markdown(units, &units_path.display().to_string());
+        print!("{section}");
+        text.push_str(&section);
+    }
     if let Some(path) = cost_file {
-        let template = match template {
-            Some(t) => std::fs::read_to_string(&t).map_err(io(t.display()))?,
-            None => BUILT_IN_TEMPLATE.to_string(),
-        };
-        let model = cost::CostModel::from_report(&report, &template);
-        std::fs::write(&path, model.markdown(&report)).map_err(io(path.display()))?;
+        std::fs::write(&path, text).map_err(io(path.display()))?;
         println!("cost model: {}", path.display());
     }
     Ok(())
