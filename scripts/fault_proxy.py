@@ -127,7 +127,8 @@ Control API
   SendMessageBatch and DeleteMessageBatch). With `capacity_units` on,
   `dynamodb_capacity` is `{"tables": {table: {operation: {"requests",
   "write_units", "read_units", "items_written", "items_read",
-  "conditional_failures"}}}, "totals": {...}, "unmetered": n}`: the capacity
+  "conditional_failures", "bytes_written", "bytes_read"}}}, "totals": {...},
+  "unmetered": n}`: the capacity
   units the DynamoDB requests moto handled consume by DynamoDB's rules (see
   CapacityMeter; moto's own `ConsumedCapacity` is a fixed placeholder).
 * `GET /fault-proxy/config`: the configuration in force.
@@ -727,6 +728,8 @@ class TableUnits:
     items_written: int = 0
     items_read: int = 0
     conditional_failures: int = 0  # failed conditions and cancelled transactions (units still counted)
+    bytes_written: int = 0  # the sizes the write units were counted from
+    bytes_read: int = 0  # the sizes the read units were counted from
 
 
 class CapacityMeter:
@@ -768,7 +771,8 @@ class CapacityMeter:
             self._tables.clear()
             self.unmetered = 0
 
-    def _add(self, table, operation, write=0.0, read=0.0, written=0, read_items=0, failed=False, request=False):
+    def _add(self, table, operation, write=0.0, read=0.0, written=0, read_items=0, failed=False, request=False,
+             size=0):
         with self._lock:
             units = self._tables.setdefault(table, {}).setdefault(operation, TableUnits())
             units.requests += int(request)
@@ -777,6 +781,10 @@ class CapacityMeter:
             units.items_written += written
             units.items_read += read_items
             units.conditional_failures += int(failed)
+            if write:
+                units.bytes_written += size
+            else:
+                units.bytes_read += size
 
     def snapshot(self) -> dict:
         with self._lock:
@@ -787,7 +795,7 @@ class CapacityMeter:
             for ops in self._tables.values():
                 for u in ops.values():
                     for name in ("requests", "write_units", "read_units", "items_written", "items_read",
-                                 "conditional_failures"):
+                                 "conditional_failures", "bytes_written", "bytes_read"):
                         setattr(totals, name, getattr(totals, name) + getattr(u, name))
             return {"tables": tables, "totals": asdict(totals), "unmetered": self.unmetered}
 
@@ -862,7 +870,7 @@ class CapacityMeter:
                 item = self.current(moto, table, request["Key"])
             size = item_size(item) if item else 0
             self._add(table, operation, read=read_units(size, consistent), read_items=int(item is not None),
-                      request=True)
+                      request=True, size=size)
         elif operation in ("Query", "Scan"):
             table = request["TableName"]
             items = answer.get("Items", [])
@@ -870,7 +878,8 @@ class CapacityMeter:
                                            "QueryFilter", "ScanFilter", "Select")):
                 items = self._evaluated(operation, request, moto)
             size = sum(item_size(i) for i in items)
-            self._add(table, operation, read=read_units(size, consistent), read_items=len(items), request=True)
+            self._add(table, operation, read=read_units(size, consistent), read_items=len(items), request=True,
+                      size=size)
         elif operation == "BatchGetItem":
             found = {}
             for table, items in answer.get("Responses", {}).items():
@@ -885,18 +894,19 @@ class CapacityMeter:
                 missing = max(0, len(spec["Keys"]) - len(unprocessed) - len(items))
                 read = sum(read_units(item_size(i), bool(spec.get("ConsistentRead"))) for i in items)
                 read += missing * read_units(0, bool(spec.get("ConsistentRead")))
-                self._add(table, operation, read=read, read_items=len(items))
+                self._add(table, operation, read=read, read_items=len(items), size=sum(item_size(i) for i in items))
             first = next(iter(request.get("RequestItems", {})), None)
             if first is not None:
                 self._add(first, operation, request=True)
         elif operation == "TransactGetItems":
             seen = set()
-            for n, action in enumerate(request.get("TransactItems", [])):
+            for action in request.get("TransactItems", []):
                 spec = action["Get"]
                 table = spec["TableName"]
                 item = self.current(moto, table, spec["Key"])
-                self._add(table, operation, read=2 * read_units(item_size(item) if item else 0, True),
-                          read_items=int(item is not None), request=table not in seen)
+                size = item_size(item) if item else 0
+                self._add(table, operation, read=2 * read_units(size, True), read_items=int(item is not None),
+                          request=table not in seen, size=size)
                 seen.add(table)
 
     def _writes(self, operation, request, answer, moto, before, failed):
@@ -913,7 +923,8 @@ class CapacityMeter:
             if new is None and not failed:
                 new = self.current(moto, table, key)  # after an update (None after a delete)
             size = max(item_size(old) if old else 0, item_size(new) if new else 0)
-            self._add(table, operation, write=factor * write_units(size), written=1, request=table not in seen)
+            self._add(table, operation, write=factor * write_units(size), written=1, request=table not in seen,
+                      size=size)
             seen.add(table)
         if failed and before:
             self._add(before[0][0], operation, failed=True)

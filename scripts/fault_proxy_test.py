@@ -533,14 +533,14 @@ def test_capacity_units_counted_by_dynamodb_rules(env):
         expect(fault_proxy.item_size(big) == 1500, f"the test's own item is {fault_proxy.item_size(big)} bytes")
         dynamodb.put_item(TableName=name, Item=big)  # new, 1500 B: 2 units
         dynamodb.put_item(TableName=name, Item=sized_item("a", 1, 100))  # replaces 1500 B by 100 B: 2
-        dynamodb.update_item(  # 100 B -> 2100 B: 3
+        dynamodb.update_item(  # 100 B -> 2098 B: 3
             TableName=name, Key=key, UpdateExpression="SET #d = :d",
             ExpressionAttributeNames={"#d": "d"}, ExpressionAttributeValues={":d": {"S": "y" * 2090}},
         )
-        failed = error_of(lambda: dynamodb.put_item(  # condition fails on the 2100 B item: counted, 3
+        failed = error_of(lambda: dynamodb.put_item(  # condition fails on the 2098 B item: counted, 3
             TableName=name, Item=sized_item("a", 1, 10), ConditionExpression="attribute_not_exists(pk)"))
         expect(failed and failed[0] == "ConditionalCheckFailedException", f"conditional put: {failed}")
-        dynamodb.delete_item(TableName=name, Key=key)  # deletes a 2100 B item: 3
+        dynamodb.delete_item(TableName=name, Key=key)  # deletes a 2098 B item: 3
         dynamodb.transact_write_items(TransactItems=[  # 2 x (1 + 2) = 6
             {"Put": {"TableName": name, "Item": sized_item("a", 2, 1000)}},
             {"Put": {"TableName": name, "Item": sized_item("a", 3, 1025)}},
@@ -580,7 +580,9 @@ def test_capacity_units_counted_by_dynamodb_rules(env):
         "TransactGetItems": (0, 6, 1),
     }
     expect(got == want, f"capacity units: got {got}, want {want}")
-    expect(capacity["tables"][name]["PutItem"]["conditional_failures"] == 1, capacity["tables"][name]["PutItem"])
+    puts = capacity["tables"][name]["PutItem"]
+    expect(puts["conditional_failures"] == 1, puts)
+    expect(puts["bytes_written"] == 1500 + 1500 + 2098 + 5000 and puts["items_written"] == 4, puts)
     expect(capacity["unmetered"] == 0, f"unmetered requests: {capacity['unmetered']}")
 
 
