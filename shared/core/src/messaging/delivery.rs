@@ -14,10 +14,12 @@
 //! check (the message's timer) looks, when the settle window has passed,
 //! whether SES reported the message: its `Send` (or any later feedback)
 //! settles it as sent through [`MessageDelivery::record_feedback`]; none
-//! means SES never took it, and it is sent again, once. SMS and push have no
-//! such feedback: their unknown outcome stays unknown, at most once. A claim
-//! still without an outcome when its window ends (a crash between the claim
-//! and the answer) is treated the same way.
+//! means SES never took it, and it is sent again, each time with a longer
+//! window, until [`DeliverySettings::max_email_sends`] sends were made; after
+//! the last one an unknown outcome is given up (counted, alarmed). SMS and
+//! push have no such feedback: their unknown outcome stays unknown, at most
+//! once. A claim still without an outcome when its window ends (a crash
+//! between the claim and the answer) is treated the same way.
 
 use super::decision::{self, address, Decision, DecisionInput, DeliveryPolicy, SentRecord};
 use super::events::{message_stream, DeferralReason, MessageEvent, MessageRequest};
@@ -57,8 +59,16 @@ const ACTOR: &str = "channel";
 const PROVIDER_ATTEMPTS: u32 = 3;
 /// Deliveries that failed retryably before the message is given up on.
 const MAX_FAILED_DELIVERIES: usize = 5;
-/// How many times a message whose provider never took it is sent again.
-const MAX_RESENDS: usize = 1;
+/// The most times one email goes to SES while nothing proves SES took it
+/// (the first send and its resends), unless the settings say otherwise.
+pub const DEFAULT_MAX_EMAIL_SENDS: u32 = 3;
+/// How many times longer each resend's settle window is than the one before,
+/// unless the settings say otherwise.
+pub const DEFAULT_SETTLE_WINDOW_GROWTH: u32 = 2;
+/// The longest a grown settle window becomes (unless the base window is
+/// longer still): SES's `Send` comes within seconds, a day covers any backlog
+/// of the feedback path that the queue-age alarms would not already show.
+const MAX_GROWN_SETTLE_WINDOW: Duration = Duration::days(1);
 /// The soonest a settle check whose window has already ended is set for:
 /// a one-time schedule must name a time still to come when it reaches
 /// EventBridge Scheduler.
@@ -70,13 +80,29 @@ pub mod outcome_metrics {
     /// A `MessageOutcomeUnknown` recorded: after a provider error that does
     /// not prove the message stayed unsent (property `Reason`:
     /// `provider-error`), or for a claim found without an outcome when its
-    /// settle window ended (`stale-claim`).
+    /// settle window ended (`stale-claim`). Property [`SETTLEMENT`] says
+    /// what comes of it.
     pub const MESSAGE_OUTCOMES_UNKNOWN: &str = "MessageOutcomesUnknown";
+    /// The property of [`MESSAGE_OUTCOMES_UNKNOWN`] that says what comes of
+    /// the unknown outcome: `settle-check` (email: a check at the window's
+    /// end sends it again unless SES reported it), `resend` (a stale email
+    /// claim, given back and sent again at once), `given-up` (an email sent
+    /// the most times allowed: never sent again, though a late `Send` still
+    /// settles it), `at-most-once` (SMS, push: nothing can settle it).
+    pub const SETTLEMENT: &str = "Settlement";
+    /// The values of [`SETTLEMENT`].
+    pub mod settlement {
+        pub const SETTLE_CHECK: &str = "settle-check";
+        pub const RESEND: &str = "resend";
+        pub const GIVEN_UP: &str = "given-up";
+        pub const AT_MOST_ONCE: &str = "at-most-once";
+    }
     /// A claim found without any outcome when its settle window ended (a
     /// crash between the claim and the provider's answer).
     pub const STALE_MESSAGE_CLAIMS: &str = "StaleMessageClaims";
     /// An email sent again because SES reported nothing within the settle
-    /// window after an unknown outcome.
+    /// window after an unknown outcome (property `Send`: which send this
+    /// is, 2 for the first resend).
     pub const MESSAGES_RESENT: &str = "MessagesResent";
 }
 
@@ -102,9 +128,21 @@ pub struct DeliverySettings {
     pub first_backoff: std::time::Duration,
     /// How long after its claim a message with an unknown outcome waits for
     /// the provider's word (SES's `Send` comes within seconds) before it is
-    /// taken as never sent (email: sent again, once) or left unknown (SMS,
-    /// push). Also when a claim without any outcome counts as stale.
+    /// taken as never sent (email: sent again) or left unknown (SMS, push).
+    /// Also when a claim without any outcome counts as stale. This is the
+    /// first send's window; each resend's is longer
+    /// ([`Self::settle_window_growth`], [`Self::settle_window_for`]).
     pub settle_window: Duration,
+    /// The most times one email goes to SES while no `Send` (or later
+    /// feedback) proves SES took it: the first send and its resends. After
+    /// the last, an unknown outcome is given up (counted, alarmed). 1 never
+    /// sends again; 0 counts as 1.
+    pub max_email_sends: u32,
+    /// How many times longer each resend's settle window is than the one
+    /// before (the window after `n` resends is `settle_window × growth^n`,
+    /// at most a day unless `settle_window` is longer). 1 keeps it fixed; 0
+    /// counts as 1.
+    pub settle_window_growth: u32,
 }
 
 impl Default for DeliverySettings {
@@ -116,6 +154,8 @@ impl Default for DeliverySettings {
             policy: DeliveryPolicy::default(),
             first_backoff: std::time::Duration::from_millis(200),
             settle_window: Duration::minutes(15),
+            max_email_sends: DEFAULT_MAX_EMAIL_SENDS,
+            settle_window_growth: DEFAULT_SETTLE_WINDOW_GROWTH,
         }
     }
 }
@@ -157,6 +197,28 @@ impl DeliverySettings {
             settings.settle_window = Self::parse_settle_window(&seconds)?;
         }
         Ok(settings)
+    }
+
+    /// The settle window of a claim made after `resends` resends:
+    /// `settle_window × settle_window_growth^resends`, at most a day (or
+    /// `settle_window`, if that is longer).
+    pub fn settle_window_for(&self, resends: usize) -> Duration {
+        let cap = self.settle_window.max(MAX_GROWN_SETTLE_WINDOW);
+        let growth = i64::from(self.settle_window_growth.max(1));
+        u32::try_from(resends)
+            .ok()
+            .and_then(|n| growth.checked_pow(n))
+            .and_then(|factor| self.settle_window.num_milliseconds().checked_mul(factor))
+            .map_or(cap, |millis| Duration::milliseconds(millis).min(cap))
+    }
+
+    /// Whether a message on `channel` whose outcome is unknown after
+    /// `resends` resends may be sent again when SES reports nothing: email
+    /// only, and fewer than [`Self::max_email_sends`] sends so far (the
+    /// resends and the one whose outcome is unknown).
+    pub fn may_resend(&self, channel: Channel, resends: usize) -> bool {
+        let sends = resends.saturating_add(1);
+        channel == Channel::Email && sends < self.max_email_sends.max(1) as usize
     }
 
     /// The settle window from its setting's text ([`SETTLE_WINDOW_SETTING`]):
@@ -203,7 +265,7 @@ pub enum SettleOutcome {
     /// The window has not ended yet: the check is set again for its end.
     Waiting { until: DateTime<Utc> },
     /// The outcome stays unknown for good (SMS, push, or an email already
-    /// sent again once): at most once.
+    /// sent the most times allowed): no further send.
     Unknown,
     /// SES never took the email: it went through delivery again.
     Resent(DeliveryOutcome),
@@ -285,7 +347,8 @@ struct MessageState {
     claim: Option<Claim>,
     /// The claim's outcome is unknown (`MessageOutcomeUnknown`).
     unknown: bool,
-    /// Sends given back after an unknown outcome (`MessageNotAccepted`).
+    /// Sends given back after an unknown outcome (`MessageNotAccepted`):
+    /// the resends made or under way.
     resends: usize,
     /// Given back after an unknown outcome and not claimed again yet.
     resend_pending: bool,
@@ -417,6 +480,35 @@ impl MessageDelivery {
         campaign_id: &str,
         reason: Option<String>,
     ) {
+        self.metrics
+            .emit(self.metric_for(name, channel, category, campaign_id, reason));
+    }
+
+    /// One `MessageOutcomesUnknown` for `claim`: `reason` is why it is
+    /// unknown, `settlement` what comes of it
+    /// ([`outcome_metrics::SETTLEMENT`]).
+    fn count_unknown(&self, claim: &Claim, reason: &str, settlement: &str) {
+        let set = self
+            .metric_for(
+                outcome_metrics::MESSAGE_OUTCOMES_UNKNOWN,
+                claim.channel,
+                claim.category,
+                &claim.campaign_id,
+                Some(reason.to_string()),
+            )
+            .property(outcome_metrics::SETTLEMENT, settlement);
+        self.metrics.emit(set);
+    }
+
+    /// The metric set of one count of `name` for `channel`, with why as a property.
+    fn metric_for(
+        &self,
+        name: &'static str,
+        channel: Channel,
+        category: Category,
+        campaign_id: &str,
+        reason: Option<String>,
+    ) -> MetricSet {
         let mut set = MetricSet::new(self.now())
             .dimension("Channel", channel.to_string())
             .count(name, 1)
@@ -425,7 +517,7 @@ impl MessageDelivery {
         if let Some(reason) = reason {
             set = set.property("Reason", reason);
         }
-        self.metrics.emit(set);
+        set
     }
 
     pub fn now(&self) -> DateTime<Utc> {
@@ -634,15 +726,7 @@ impl MessageDelivery {
                 return self.fail_for_good(request, meta, state, e.to_string()).await;
             }
         };
-        let claim = MessageEvent::MessageClaimed {
-            message_id: request.message_id.clone(),
-            customer_id: request.customer_id.clone(),
-            channel: request.channel,
-            campaign_id: request.campaign_id.clone(),
-            template: request.template.clone(),
-            category: request.category,
-            address_hash: self.identifiers.address(request.channel, &to),
-        };
+        let claim = MessageEvent::claim(request, self.identifiers.address(request.channel, &to));
         let Some(claimed) = self.append(request, meta, state.version, vec![claim]).await? else {
             return Ok(DeliveryOutcome::Duplicate);
         };
@@ -702,9 +786,10 @@ impl MessageDelivery {
     }
 
     /// The provider may have taken the message: records
-    /// `MessageOutcomeUnknown` and keeps the claim. An email that was not
-    /// sent again before gets a settle check at the end of the window; SMS,
-    /// push and a second unknown email stay unknown (at most once).
+    /// `MessageOutcomeUnknown` and keeps the claim. An email that may still
+    /// be sent again ([`DeliverySettings::may_resend`]) gets a settle check
+    /// at the end of its window; SMS and push stay unknown (at most once),
+    /// and so does an email after its last allowed send (given up).
     async fn outcome_unknown(
         &self,
         request: &MessageRequest,
@@ -714,8 +799,10 @@ impl MessageDelivery {
         claimed_at: DateTime<Utc>,
         error: String,
     ) -> Result<DeliveryOutcome, DeliveryError> {
-        let settle_by = (request.channel == Channel::Email && state.resends < MAX_RESENDS)
-            .then(|| claimed_at + self.settings.settle_window);
+        let settle_by = self
+            .settings
+            .may_resend(request.channel, state.resends)
+            .then(|| claimed_at + self.settings.settle_window_for(state.resends));
         let unknown = MessageEvent::MessageOutcomeUnknown {
             message_id: request.message_id.clone(),
             customer_id: request.customer_id.clone(),
@@ -727,23 +814,25 @@ impl MessageDelivery {
             // Feedback settled it meanwhile, or a settle check acted: look again.
             return Err(DeliveryError::Retry("the message stream moved after the claim".into()));
         };
-        tracing::warn!(message_id = %request.message_id, channel = %request.channel, %error, ?settle_by, "message outcome unknown: claim kept");
-        self.count(
-            outcome_metrics::MESSAGE_OUTCOMES_UNKNOWN,
-            request,
-            Some("provider-error".into()),
-        );
+        let claim = Claim {
+            version: claimed_version,
+            at: claimed_at,
+            channel: request.channel,
+            category: request.category,
+            campaign_id: request.campaign_id.clone(),
+            customer_id: request.customer_id.clone(),
+        };
+        let settlement = self.settlement(request.channel, state.resends, false);
+        if settlement == outcome_metrics::settlement::GIVEN_UP {
+            tracing::error!(message_id = %request.message_id, %error, sends = state.resends + 1, "email outcome unknown after its last allowed send: given up (a late Send still settles it)");
+        } else {
+            tracing::warn!(message_id = %request.message_id, channel = %request.channel, %error, ?settle_by, "message outcome unknown: claim kept");
+        }
+        self.count_unknown(&claim, "provider-error", settlement);
         if let Some(settle_by) = settle_by {
             let after = MessageState {
                 version: appended.last().map(|e| e.version).unwrap_or(claimed_version + 1),
-                claim: Some(Claim {
-                    version: claimed_version,
-                    at: claimed_at,
-                    channel: request.channel,
-                    category: request.category,
-                    campaign_id: request.campaign_id.clone(),
-                    customer_id: request.customer_id.clone(),
-                }),
+                claim: Some(claim),
                 ..MessageState::default()
             };
             let check = SettleCheck {
@@ -758,18 +847,34 @@ impl MessageDelivery {
         Ok(DeliveryOutcome::OutcomeUnknown)
     }
 
+    /// What comes of an unknown outcome on `channel` after `resends`
+    /// resends ([`outcome_metrics::SETTLEMENT`]); `stale`: found by a settle
+    /// check (a claim without any outcome), which sends again at once.
+    fn settlement(&self, channel: Channel, resends: usize, stale: bool) -> &'static str {
+        use outcome_metrics::settlement;
+        if channel != Channel::Email {
+            settlement::AT_MOST_ONCE
+        } else if !self.settings.may_resend(channel, resends) {
+            settlement::GIVEN_UP
+        } else if stale {
+            settlement::RESEND
+        } else {
+            settlement::SETTLE_CHECK
+        }
+    }
+
     /// When an open claim's settle check is due, if it needs one: not when
     /// the outcome is known, nor when it is an unknown outcome that no check
-    /// can change (SMS, push, an email already sent again).
+    /// can change (SMS, push, an email after its last allowed send).
     fn settle_check_due(&self, state: &MessageState) -> Option<DateTime<Utc>> {
         let claim = state.claim.as_ref()?;
         if !state.claimed || state.done || state.feedback {
             return None;
         }
-        if state.unknown && (claim.channel != Channel::Email || state.resends >= MAX_RESENDS) {
+        if state.unknown && !self.settings.may_resend(claim.channel, state.resends) {
             return None;
         }
-        Some(self.check_time(claim.at + self.settings.settle_window))
+        Some(self.check_time(claim.at + self.settings.settle_window_for(state.resends)))
     }
 
     /// When to run a settle check for a window ending at `settle_by`: then,
@@ -810,9 +915,10 @@ impl MessageDelivery {
     /// A fired settle check. When the claim it was set for still has no
     /// known outcome after the window: an email that SES never reported
     /// (no `Send`, no later feedback) is given back (`MessageNotAccepted`)
-    /// and delivered again, once; SMS, push, and an email already sent again
-    /// stay unknown. A claim without any outcome (a crash between the claim
-    /// and the answer) is counted as stale and recorded as unknown first.
+    /// and delivered again while [`DeliverySettings::may_resend`] allows it;
+    /// SMS, push, and an email after its last allowed send stay unknown. A
+    /// claim without any outcome (a crash between the claim and the answer)
+    /// is counted as stale and recorded as unknown first.
     /// Safe to repeat: a check for an earlier claim, or for a settled
     /// message, does nothing.
     pub async fn on_settle_timer(
@@ -853,7 +959,8 @@ impl MessageDelivery {
         if !state.claimed || state.feedback {
             return Ok(SettleOutcome::Settled);
         }
-        let settle_by = claim.at + self.settings.settle_window;
+        let window = self.settings.settle_window_for(state.resends);
+        let settle_by = claim.at + window;
         // EventBridge Scheduler's `at()` has whole seconds: it may fire up to
         // a second before `settle_by`, which is still the window's end.
         if self.now() + Duration::seconds(1) < settle_by {
@@ -862,17 +969,14 @@ impl MessageDelivery {
             return Ok(SettleOutcome::Waiting { until: settle_by });
         }
         let stale = !state.unknown;
-        let resend = claim.channel == Channel::Email && state.resends < MAX_RESENDS;
+        let resend = self.settings.may_resend(claim.channel, state.resends);
         let mut record = Vec::new();
         if stale {
             record.push(MessageEvent::MessageOutcomeUnknown {
                 message_id: check.message_id.clone(),
                 customer_id: claim.customer_id.clone(),
                 channel: claim.channel,
-                error: format!(
-                    "no outcome recorded within {} s of the claim",
-                    self.settings.settle_window.num_seconds()
-                ),
+                error: format!("no outcome recorded within {} s of the claim", window.num_seconds()),
                 settle_by: resend.then_some(settle_by),
             });
         }
@@ -882,13 +986,14 @@ impl MessageDelivery {
                 customer_id: claim.customer_id.clone(),
                 channel: claim.channel,
                 reason: format!(
-                    "SES reported nothing (no Send) within {} s of the claim",
-                    self.settings.settle_window.num_seconds()
+                    "SES reported nothing (no Send) within {} s of send {}",
+                    window.num_seconds(),
+                    state.resends + 1
                 ),
             });
         }
         if record.is_empty() {
-            tracing::warn!(message_id = %check.message_id, channel = %claim.channel, "message outcome stays unknown (at most once)");
+            tracing::warn!(message_id = %check.message_id, channel = %claim.channel, "message outcome stays unknown: no further send");
             return Ok(SettleOutcome::Unknown);
         }
         let appended = self
@@ -901,17 +1006,15 @@ impl MessageDelivery {
         }
         if stale {
             tracing::warn!(message_id = %check.message_id, channel = %claim.channel, claimed_at = %claim.at, "stale message claim: no outcome within the settle window");
-            let count = |name| {
-                self.count_for(
-                    name,
-                    claim.channel,
-                    claim.category,
-                    &claim.campaign_id,
-                    Some("stale-claim".into()),
-                )
-            };
-            count(outcome_metrics::STALE_MESSAGE_CLAIMS);
-            count(outcome_metrics::MESSAGE_OUTCOMES_UNKNOWN);
+            self.count_for(
+                outcome_metrics::STALE_MESSAGE_CLAIMS,
+                claim.channel,
+                claim.category,
+                &claim.campaign_id,
+                Some("stale-claim".into()),
+            );
+            let settlement = self.settlement(claim.channel, state.resends, true);
+            self.count_unknown(&claim, "stale-claim", settlement);
         }
         if !resend {
             return Ok(SettleOutcome::Unknown);
@@ -933,10 +1036,20 @@ impl MessageDelivery {
         meta: &CommandMeta,
     ) -> Result<SettleOutcome, DeliveryError> {
         let request = self.find_request(check, events).await?;
-        tracing::info!(message_id = %check.message_id, "sending again: SES never took the message");
+        let send = fold(events)?.resends + 1;
+        tracing::info!(message_id = %check.message_id, send, "sending again: SES never took the message");
         let outcome = self.deliver(&request, meta).await?;
         if outcome != DeliveryOutcome::Duplicate {
-            self.count(outcome_metrics::MESSAGES_RESENT, &request, None);
+            let set = self
+                .metric_for(
+                    outcome_metrics::MESSAGES_RESENT,
+                    request.channel,
+                    request.category,
+                    &request.campaign_id,
+                    None,
+                )
+                .property("Send", send.to_string());
+            self.metrics.emit(set);
         }
         Ok(SettleOutcome::Resent(outcome))
     }

@@ -214,28 +214,43 @@ impl World {
     /// after claiming leaves it.
     async fn claim_and_crash(&self, request: &EventEnvelope) {
         let request = MessageRequest::from_envelope(request).expect("request");
-        let claim = MessageEvent::MessageClaimed {
-            message_id: request.message_id.clone(),
-            customer_id: request.customer_id.clone(),
-            channel: request.channel,
-            campaign_id: request.campaign_id.clone(),
-            template: request.template.clone(),
-            category: request.category,
-            address_hash: "0".repeat(64),
-        };
-        let stream = message_stream(&request.message_id);
+        let claim = MessageEvent::claim(&request, "0".repeat(64));
+        self.append_by_hand(&request.message_id, ExpectedVersion::NoStream, &[claim])
+            .await;
+    }
+
+    /// Appends `events` to the message stream of `message_id` as the
+    /// channel would (what a run that died part way had appended).
+    async fn append_by_hand(&self, message_id: &str, expected: ExpectedVersion, events: &[MessageEvent]) {
+        let stream = message_stream(message_id);
         let meta = CommandMeta::new(Actor::system("channel"));
-        let events = envelopes(&stream, Some(CUSTOMER), &[claim], &meta, self.clock.now()).expect("envelopes");
+        let events = envelopes(&stream, Some(CUSTOMER), events, &meta, self.clock.now()).expect("envelopes");
         self.events
             .append(AppendRequest {
                 stream_id: stream,
-                expected: ExpectedVersion::NoStream,
+                expected,
                 events,
                 reservations: Vec::new(),
                 receipt: None,
             })
             .await
-            .expect("claim");
+            .expect("append by hand");
+    }
+
+    /// An order confirmation (`msg-1`) stored, claimed by a delivery that
+    /// crashed right after, and delivered again (which finds the claim,
+    /// sends nothing and sets the settle check): the request and the check.
+    async fn order_confirmation_left_claimed(&self) -> (EventEnvelope, TimerPayload) {
+        let request = self
+            .stored(self.requested(1, "order-confirmation", Category::Transactional))
+            .await;
+        self.claim_and_crash(&request).await;
+        assert_eq!(
+            self.delivery.on_requested(&request).await.expect("redelivery"),
+            DeliveryOutcome::Duplicate
+        );
+        let check = self.message_timer("msg-1").expect("a settle check");
+        (request, check)
     }
 
     /// The pending timer of the message (a deferral or a settle check).
@@ -689,7 +704,7 @@ async fn an_answer_lost_after_ses_took_the_email_keeps_the_claim_and_its_send_ev
 }
 
 #[tokio::test]
-async fn no_send_event_within_the_window_means_ses_never_took_it_and_it_is_sent_once_more() {
+async fn no_send_event_within_the_window_means_ses_never_took_it_and_it_is_sent_again() {
     let (w, buffer) = World::new().await.metered();
     // A 500 before SES took it: the caller cannot tell.
     w.provider.fail_before_taking([server_error()]);
@@ -755,51 +770,283 @@ async fn no_send_event_within_the_window_means_ses_never_took_it_and_it_is_sent_
         ]
     );
     assert_eq!(buffer.documents()[0]["Reason"], "provider-error");
+    assert_eq!(
+        buffer.documents()[0][outcome_metrics::SETTLEMENT],
+        outcome_metrics::settlement::SETTLE_CHECK
+    );
+    assert_eq!(buffer.documents()[2]["Send"], "2");
 }
 
+/// The documents of `buffer` that count `name`.
+fn counted(buffer: &crate::metrics::SharedBuffer, name: &str) -> Vec<Value> {
+    buffer
+        .documents()
+        .into_iter()
+        .filter(|d| d.get(name).is_some())
+        .collect()
+}
+
+/// Property `property` of each document of `buffer` that counts `name`.
+fn counted_with(buffer: &crate::metrics::SharedBuffer, name: &str, property: &str) -> Vec<String> {
+    counted(buffer, name)
+        .iter()
+        .map(|d| d[property].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// Three sends, each claimed and each unknown, the first two given back.
+const THREE_UNKNOWN_SENDS: [&str; 8] = [
+    "MessageClaimed",
+    "MessageOutcomeUnknown",
+    "MessageNotAccepted",
+    "MessageClaimed",
+    "MessageOutcomeUnknown",
+    "MessageNotAccepted",
+    "MessageClaimed",
+    "MessageOutcomeUnknown",
+];
+
 #[tokio::test]
-async fn an_email_whose_resend_is_unknown_too_is_not_sent_a_third_time() {
-    let w = World::new().await;
-    w.provider.fail_before_taking([server_error()]);
+async fn an_email_ses_never_took_is_sent_again_with_a_growing_window_until_its_send_event_settles_it() {
+    let (w, buffer) = World::new().await.metered();
+    // SES answers 500 before taking it, twice; the third send it takes,
+    // and that answer is lost.
+    w.provider.fail_before_taking([server_error(), server_error()]);
     w.provider.lose_answer(timeout());
     let request = w
         .stored(w.requested(1, "order-confirmation", Category::Transactional))
         .await;
-    w.delivery.on_requested(&request).await.expect("deliver");
-    let first = w.message_timer("msg-1").expect("a settle check");
+    assert_eq!(
+        w.delivery.on_requested(&request).await.expect("deliver"),
+        DeliveryOutcome::OutcomeUnknown
+    );
+    let first = w.message_timer("msg-1").expect("the first settle check");
+    assert_eq!(first.due_at, w.clock.now() + Duration::minutes(15));
+
+    // No Send within 15 minutes: sent again, unknown again; its check waits
+    // twice as long.
     w.clock.advance(Duration::minutes(15));
     w.fire(&first).await;
-    // The resend's answer was lost too: unknown, and no check can resend it.
+    let second = w.message_timer("msg-1").expect("the second settle check");
+    assert_eq!(second.set_at_version, 4, "the resend's claim");
+    assert_eq!(second.due_at, w.clock.now() + Duration::minutes(30));
+    // Fired after the first window's length: not yet.
+    w.clock.advance(Duration::minutes(15));
+    let settle = SettleCheck::of_timer(&second).expect("a settle check");
     assert_eq!(
-        w.stream_types("msg-1").await,
-        [
-            UNKNOWN.as_slice(),
-            &["MessageNotAccepted", "MessageClaimed", "MessageOutcomeUnknown"]
-        ]
-        .concat()
+        w.delivery.on_settle_timer(&second, &settle).await.expect("early"),
+        SettleOutcome::Waiting { until: second.due_at }
     );
+
+    // No Send within 30 minutes either: the third and last send.
+    w.clock.advance(Duration::minutes(15));
+    w.fire(&second).await;
+    assert_eq!(w.stream_types("msg-1").await, THREE_UNKNOWN_SENDS);
+    assert_eq!(w.provider.emails.lock().expect("lock").len(), 3, "three calls");
+    assert_eq!(w.provider.times_sent("msg-1"), 1, "SES took the third");
+
+    // Its Send settles it as sent.
+    w.clock.advance(Duration::seconds(5));
+    assert_eq!(w.ses_send(1, "send-3").await, FeedbackOutcome::Recorded);
+    let settled = [THREE_UNKNOWN_SENDS.as_slice(), &["MessageAccepted", "MessageSent"]].concat();
+    assert_eq!(w.stream_types("msg-1").await, settled);
+    // Nothing more: both checks and the request come again.
+    w.clock.advance(Duration::hours(2));
+    w.fire(&first).await;
+    w.fire(&second).await;
+    assert_eq!(
+        w.delivery.on_requested(&request).await.expect("again"),
+        DeliveryOutcome::Duplicate
+    );
+    assert_eq!(w.stream_types("msg-1").await, settled);
+    assert_eq!(w.provider.emails.lock().expect("lock").len(), 3);
+
+    use outcome_metrics::settlement;
+    assert_eq!(
+        counted_with(
+            &buffer,
+            outcome_metrics::MESSAGE_OUTCOMES_UNKNOWN,
+            outcome_metrics::SETTLEMENT
+        ),
+        vec![settlement::SETTLE_CHECK, settlement::SETTLE_CHECK, settlement::GIVEN_UP]
+    );
+    assert_eq!(
+        counted_with(&buffer, outcome_metrics::MESSAGES_RESENT, "Send"),
+        vec!["2", "3"]
+    );
+    assert_eq!(
+        counted_with(&buffer, metric::MESSAGES_SENT, "Reason"),
+        vec!["settled-by-feedback"]
+    );
+}
+
+#[tokio::test]
+async fn an_email_is_given_up_after_its_last_allowed_send_and_never_sent_a_fourth_time() {
+    let (w, buffer) = World::new().await.metered();
+    w.provider
+        .fail_before_taking([server_error(), server_error(), server_error()]);
+    let request = w
+        .stored(w.requested(1, "order-confirmation", Category::Transactional))
+        .await;
+    w.delivery.on_requested(&request).await.expect("deliver");
+    let first = w.message_timer("msg-1").expect("the first settle check");
+    w.clock.advance(Duration::minutes(15));
+    w.fire(&first).await;
+    let second = w.message_timer("msg-1").expect("the second settle check");
+    w.clock.advance(Duration::minutes(30));
+    w.fire(&second).await;
+    assert_eq!(w.stream_types("msg-1").await, THREE_UNKNOWN_SENDS);
     let events = w
         .events
         .read_stream(&message_stream("msg-1"), 0, 10)
         .await
         .expect("read");
-    assert!(events[4].data["settle_by"].is_null(), "{:?}", events[4].data);
     assert!(events[1].data["settle_by"].is_string(), "{:?}", events[1].data);
-    // The first check fired again (a duplicate) belongs to the first claim.
-    w.clock.advance(Duration::hours(1));
+    assert!(events[4].data["settle_by"].is_string(), "{:?}", events[4].data);
+    assert!(events[7].data["settle_by"].is_null(), "given up: {:?}", events[7].data);
+    // No check for the last claim: the message's timer is still the second's.
+    let pending = w.message_timer("msg-1").expect("the second check");
+    assert_eq!(pending.set_at_version, second.set_at_version);
+
+    // Duplicates of both checks and of the request, hours later, send
+    // nothing and set no check.
+    w.clock.advance(Duration::hours(3));
     w.fire(&first).await;
+    w.fire(&second).await;
     assert_eq!(
         w.delivery.on_requested(&request).await.expect("again"),
         DeliveryOutcome::Duplicate
     );
-    assert_eq!(w.stream_types("msg-1").await.len(), 5);
-    assert_eq!(w.provider.times_sent("msg-1"), 1);
-    // SES's Send for it still settles it as sent.
-    assert_eq!(w.ses_send(1, "send-1").await, FeedbackOutcome::Recorded);
+    assert_eq!(w.stream_types("msg-1").await, THREE_UNKNOWN_SENDS);
     assert_eq!(
-        w.stream_types("msg-1").await.last().map(String::as_str),
-        Some("MessageSent")
+        w.provider.emails.lock().expect("lock").len(),
+        3,
+        "three calls, no fourth"
     );
+    assert_eq!(
+        w.message_timer("msg-1").map(|t| t.set_at_version),
+        Some(second.set_at_version)
+    );
+
+    // Given up: counted (the alarm is on MessageOutcomesUnknown).
+    use outcome_metrics::settlement;
+    let unknown = counted(&buffer, outcome_metrics::MESSAGE_OUTCOMES_UNKNOWN);
+    assert_eq!(unknown.len(), 3, "{unknown:?}");
+    assert_eq!(unknown[2][outcome_metrics::SETTLEMENT], settlement::GIVEN_UP);
+    assert_eq!(unknown[2]["Channel"], "email");
+    assert_eq!(unknown[2]["Reason"], "provider-error");
+    assert_eq!(counted(&buffer, outcome_metrics::MESSAGES_RESENT).len(), 2);
+}
+
+#[tokio::test]
+async fn a_send_event_arriving_after_a_resend_was_decided_causes_no_further_send() {
+    let w = World::new().await;
+    // SES took the first send, the answer was lost, and its Send lags
+    // behind the window (a backlog on the feedback path).
+    w.provider.lose_answer(timeout());
+    w.provider.lose_answer(timeout());
+    let request = w
+        .stored(w.requested(1, "order-confirmation", Category::Transactional))
+        .await;
+    w.delivery.on_requested(&request).await.expect("deliver");
+    let first = w.message_timer("msg-1").expect("the first settle check");
+    w.clock.advance(Duration::minutes(15));
+    w.fire(&first).await;
+    let second = w.message_timer("msg-1").expect("the resend's settle check");
+    // The duplicate this risk costs (decision 0032).
+    assert_eq!(w.provider.times_sent("msg-1"), 2);
+    // The first send's Send arrives now: it settles the message as sent.
+    assert_eq!(w.ses_send(1, "send-1").await, FeedbackOutcome::Recorded);
+    let settled = [
+        UNKNOWN.as_slice(),
+        &["MessageNotAccepted"],
+        UNKNOWN.as_slice(),
+        &["MessageAccepted", "MessageSent"],
+    ]
+    .concat();
+    assert_eq!(w.stream_types("msg-1").await, settled);
+    // The resend's own Send changes nothing, nor does its check.
+    assert_eq!(w.ses_send(1, "send-2").await, FeedbackOutcome::Duplicate);
+    w.clock.advance(Duration::minutes(30));
+    w.fire(&second).await;
+    w.fire(&first).await;
+    assert_eq!(w.stream_types("msg-1").await, settled);
+    assert_eq!(w.provider.times_sent("msg-1"), 2, "no third send");
+
+    // The Send lands between the check's `MessageNotAccepted` and the
+    // resend's claim (the check's run died in between): no resend at all.
+    w.provider.lose_answer(timeout());
+    let request = w
+        .stored(w.requested(2, "order-confirmation", Category::Transactional))
+        .await;
+    w.delivery.on_requested(&request).await.expect("deliver");
+    let check = w.message_timer("msg-2").expect("a settle check");
+    w.clock.advance(Duration::minutes(15));
+    let not_accepted = MessageEvent::MessageNotAccepted {
+        message_id: "msg-2".into(),
+        customer_id: CUSTOMER.into(),
+        channel: Channel::Email,
+        reason: "SES reported nothing (no Send) within 900 s of send 1".into(),
+    };
+    w.append_by_hand("msg-2", ExpectedVersion::Exactly(2), &[not_accepted])
+        .await;
+    assert_eq!(w.ses_send(2, "send-1-of-2").await, FeedbackOutcome::Recorded);
+    let settle = SettleCheck::of_timer(&check).expect("a settle check");
+    assert_eq!(
+        w.delivery.on_settle_timer(&check, &settle).await.expect("check"),
+        SettleOutcome::Settled
+    );
+    assert_eq!(
+        w.delivery.on_requested(&request).await.expect("again"),
+        DeliveryOutcome::Duplicate
+    );
+    assert_eq!(
+        w.stream_types("msg-2").await,
+        [
+            UNKNOWN.as_slice(),
+            &["MessageNotAccepted", "MessageAccepted", "MessageSent"]
+        ]
+        .concat()
+    );
+    assert_eq!(w.provider.times_sent("msg-2"), 1);
+}
+
+#[test]
+fn resends_are_bounded_and_each_window_is_longer() {
+    let settings = DeliverySettings::default();
+    assert_eq!(settings.max_email_sends, 3);
+    let windows: Vec<Duration> = (0..3).map(|n| settings.settle_window_for(n)).collect();
+    assert_eq!(
+        windows,
+        vec![Duration::minutes(15), Duration::minutes(30), Duration::minutes(60)]
+    );
+    // Email only, and three sends at the most.
+    let may: Vec<bool> = (0..4).map(|n| settings.may_resend(Channel::Email, n)).collect();
+    assert_eq!(may, vec![true, true, false, false]);
+    assert!(!settings.may_resend(Channel::Sms, 0));
+    assert!(!settings.may_resend(Channel::Push, 0));
+    for sends in [0, 1] {
+        let once = DeliverySettings {
+            max_email_sends: sends,
+            ..DeliverySettings::default()
+        };
+        assert!(!once.may_resend(Channel::Email, 0), "{sends}");
+    }
+    for growth in [0, 1] {
+        let fixed = DeliverySettings {
+            settle_window_growth: growth,
+            ..DeliverySettings::default()
+        };
+        assert_eq!(fixed.settle_window_for(5), Duration::minutes(15), "{growth}");
+    }
+    // A grown window stops at a day; a longer base window is kept.
+    assert_eq!(settings.settle_window_for(10), Duration::days(1));
+    assert_eq!(settings.settle_window_for(usize::MAX), Duration::days(1));
+    let long = DeliverySettings {
+        settle_window: Duration::days(2),
+        ..DeliverySettings::default()
+    };
+    assert_eq!(long.settle_window_for(2), Duration::days(2));
 }
 
 #[tokio::test]
@@ -901,19 +1148,11 @@ async fn a_send_event_for_a_message_already_recorded_sent_writes_nothing() {
 }
 
 #[tokio::test]
-async fn a_claim_left_by_a_crash_is_stale_when_its_window_ends_and_the_email_goes_once() {
+async fn a_claim_left_by_a_crash_is_stale_when_its_window_ends_and_the_email_is_sent_again() {
     let (w, buffer) = World::new().await.metered();
-    let request = w
-        .stored(w.requested(1, "order-confirmation", Category::Transactional))
-        .await;
-    w.claim_and_crash(&request).await;
     // The request was never acknowledged, so it comes again: it finds the
     // claim, sends nothing, and makes sure the settle check exists.
-    assert_eq!(
-        w.delivery.on_requested(&request).await.expect("redelivery"),
-        DeliveryOutcome::Duplicate
-    );
-    let check = w.message_timer("msg-1").expect("a settle check");
+    let (_, check) = w.order_confirmation_left_claimed().await;
     assert_eq!(check.due_at, w.clock.now() + Duration::minutes(15));
     assert!(w.provider.sent().is_empty());
 
@@ -941,22 +1180,19 @@ async fn a_claim_left_by_a_crash_is_stale_when_its_window_ends_and_the_email_goe
     assert_eq!(stale[0]["Channel"], "email");
     assert_eq!(stale[0]["Reason"], "stale-claim");
     assert_eq!(
-        docs.iter()
-            .filter(|d| d.get(outcome_metrics::MESSAGE_OUTCOMES_UNKNOWN).is_some())
-            .count(),
-        1
+        counted_with(
+            &buffer,
+            outcome_metrics::MESSAGE_OUTCOMES_UNKNOWN,
+            outcome_metrics::SETTLEMENT
+        ),
+        vec![outcome_metrics::settlement::RESEND]
     );
 }
 
 #[tokio::test]
 async fn a_claim_left_by_a_crash_after_ses_took_the_email_is_settled_by_its_send_event() {
     let w = World::new().await;
-    let request = w
-        .stored(w.requested(1, "order-confirmation", Category::Transactional))
-        .await;
-    w.claim_and_crash(&request).await;
-    w.delivery.on_requested(&request).await.expect("redelivery");
-    let check = w.message_timer("msg-1").expect("a settle check");
+    let (_, check) = w.order_confirmation_left_claimed().await;
     assert_eq!(w.ses_send(1, "send-1").await, FeedbackOutcome::Recorded);
     w.clock.advance(Duration::minutes(15));
     w.fire(&check).await;
@@ -1046,13 +1282,18 @@ async fn sns_unknown_outcomes_are_recorded_counted_and_never_sent_again() {
         .expect("read");
     assert!(events[1].data["settle_by"].is_null());
     assert_eq!(w.provider.sent(), vec!["msg-1"], "at most once");
-    let unknown: Vec<String> = buffer
-        .documents()
-        .iter()
-        .filter(|d| d.get(outcome_metrics::MESSAGE_OUTCOMES_UNKNOWN).is_some())
-        .map(|d| d["Channel"].as_str().unwrap_or_default().to_string())
-        .collect();
-    assert_eq!(unknown, vec!["push", "sms"]);
+    assert_eq!(
+        counted_with(&buffer, outcome_metrics::MESSAGE_OUTCOMES_UNKNOWN, "Channel"),
+        vec!["push", "sms"]
+    );
+    assert_eq!(
+        counted_with(
+            &buffer,
+            outcome_metrics::MESSAGE_OUTCOMES_UNKNOWN,
+            outcome_metrics::SETTLEMENT
+        ),
+        vec![outcome_metrics::settlement::AT_MOST_ONCE; 2]
+    );
 }
 
 #[tokio::test]
@@ -1195,12 +1436,7 @@ fn settings_come_from_one_lookup_and_blank_keeps_the_default() {
 #[tokio::test]
 async fn a_crash_after_the_claim_of_a_resend_still_gets_a_settle_check() {
     let w = World::new().await;
-    let request = w
-        .stored(w.requested(1, "order-confirmation", Category::Transactional))
-        .await;
-    w.claim_and_crash(&request).await;
-    w.delivery.on_requested(&request).await.expect("redelivery");
-    let check = w.message_timer("msg-1").expect("a settle check");
+    let (request, check) = w.order_confirmation_left_claimed().await;
     assert_eq!(check.set_at_version, 1);
     w.clock.advance(Duration::minutes(15));
     // The check fires: stale, given back, sent again: the resend claims
@@ -1221,29 +1457,9 @@ async fn a_crash_after_the_claim_of_a_resend_still_gets_a_settle_check() {
             channel: parsed.channel,
             reason: "SES reported nothing".into(),
         },
-        MessageEvent::MessageClaimed {
-            message_id: "msg-1".into(),
-            customer_id: CUSTOMER.into(),
-            channel: parsed.channel,
-            campaign_id: parsed.campaign_id.clone(),
-            template: parsed.template.clone(),
-            category: parsed.category,
-            address_hash: "0".repeat(64),
-        },
+        MessageEvent::claim(&parsed, "0".repeat(64)),
     ];
-    let stream = message_stream("msg-1");
-    let meta = CommandMeta::new(Actor::system("channel"));
-    let events = envelopes(&stream, Some(CUSTOMER), &left, &meta, w.clock.now()).expect("envelopes");
-    w.events
-        .append(AppendRequest {
-            stream_id: stream,
-            expected: ExpectedVersion::Exactly(1),
-            events,
-            reservations: Vec::new(),
-            receipt: None,
-        })
-        .await
-        .expect("append");
+    w.append_by_hand("msg-1", ExpectedVersion::Exactly(1), &left).await;
     // The crashed invocation's message (the fired check) comes back.
     w.fire(&check).await;
     let pending = w.message_timer("msg-1").expect("a settle check");
@@ -1251,4 +1467,6 @@ async fn a_crash_after_the_claim_of_a_resend_still_gets_a_settle_check() {
         pending.set_at_version, 4,
         "a settle check for the resend's claim: {pending:?}"
     );
+    // The resend's window is twice the first's.
+    assert_eq!(pending.due_at, w.clock.now() + Duration::minutes(30));
 }

@@ -152,7 +152,8 @@ pub enum MessageEvent {
     },
     /// No word from the provider within the settle window after an unknown
     /// outcome: it never took the message. The claim is given back and the
-    /// message is sent again, once (email only).
+    /// message is sent again (email only, up to the most sends allowed,
+    /// decision 0032).
     MessageNotAccepted {
         message_id: String,
         customer_id: String,
@@ -202,6 +203,22 @@ pub enum MessageEvent {
         customer_id: String,
         link: String,
     },
+}
+
+impl MessageEvent {
+    /// The claim of `request`'s message (`MessageClaimed`), to the address
+    /// whose hash is `address_hash`.
+    pub fn claim(request: &MessageRequest, address_hash: String) -> MessageEvent {
+        MessageEvent::MessageClaimed {
+            message_id: request.message_id.clone(),
+            customer_id: request.customer_id.clone(),
+            channel: request.channel,
+            campaign_id: request.campaign_id.clone(),
+            template: request.template.clone(),
+            category: request.category,
+            address_hash,
+        }
+    }
 }
 
 impl DomainEvent for MessageEvent {
