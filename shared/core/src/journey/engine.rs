@@ -63,6 +63,13 @@ pub const REARM_MARGIN: chrono::Duration = chrono::Duration::minutes(1);
 /// so a timer that does arrive later finds nothing to do.
 pub const OVERDUE_AFTER: chrono::Duration = chrono::Duration::minutes(15);
 
+/// A version-0 index line (written by a start before its append) whose
+/// instance still has no stream this long after it was written is an
+/// orphan: the start stopped before its append and its trigger never came
+/// back. The sweep removes it. An hour is far past any redelivery of the
+/// trigger's queue message (six visibility timeouts of a few minutes).
+pub const ORPHAN_LINE_GRACE: chrono::Duration = chrono::Duration::hours(1);
+
 /// The read-model namespace where the sweep keeps its place.
 pub const SWEEP: &str = "journey-sweep";
 
@@ -142,6 +149,11 @@ pub struct IndexedInstance {
     /// before it was recorded).
     #[serde(default)]
     pub version: u64,
+    /// Whose instance it is (absent in lines written before it was
+    /// recorded): the sweep removes the customer's line of an announced
+    /// start whose append never came through the campaign's line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -295,6 +307,9 @@ pub struct SweepOutcome {
     pub exited: Vec<String>,
     /// Instances whose index (and timer) lagged their stream and were made good.
     pub healed: Vec<String>,
+    /// Instances whose version-0 index lines were removed: announced by a
+    /// start whose append never happened, older than [`ORPHAN_LINE_GRACE`].
+    pub orphans_removed: Vec<String>,
     /// Messages the fired steps requested.
     pub messages: Vec<String>,
     /// This call finished a walk over every campaign.
@@ -469,9 +484,8 @@ impl JourneyEngine {
                     &indexed.instance_id,
                     &input,
                     &ctx,
-                    Some(Cause::of(envelope)),
-                    Some(indexed.version),
                     Some(envelope),
+                    Some(indexed.version),
                     &mut outcome,
                 )
                 .await?
@@ -668,9 +682,8 @@ impl JourneyEngine {
                     &indexed.instance_id,
                     &JourneyInput::CampaignPaused,
                     &ctx,
-                    Some(Cause::of(step)),
+                    Some(step),
                     Some(indexed.version),
-                    None,
                     &mut outcome,
                 )
                 .await?
@@ -769,7 +782,7 @@ impl JourneyEngine {
             timer_name: &timer.name,
         };
         if self
-            .advance(instance_id, &input, &ctx, None, None, None, &mut outcome)
+            .advance(instance_id, &input, &ctx, None, None, &mut outcome)
             .await?
         {
             outcome.advanced.push(instance_id.to_string());
@@ -786,14 +799,21 @@ impl JourneyEngine {
     /// instead: nothing is sent after a pause. An input that changes nothing
     /// (it was applied before: a retry) checks that the index caught up with
     /// the stream, and heals the instance if a crash left it behind.
+    ///
+    /// A decision that stores events, without ending the instance, of a
+    /// campaign with exits, goals or `wait_until` steps looks back first
+    /// ([`JourneyEngine::recorded_since_trigger`]): a missed exit or goal
+    /// event recorded before the input ends the instance instead, a missed
+    /// event its wait was waiting for ends the wait, and a `wait_until` the
+    /// input enters is ended by a matching event recorded since the trigger
+    /// that the instance has not acted on. All of it is one append.
     async fn advance(
         &self,
         instance_id: &str,
         input: &JourneyInput<'_>,
         ctx: &JourneyContext<'_>,
-        cause: Option<Cause>,
+        cause: Option<&EventEnvelope>,
         indexed_version: Option<u64>,
-        arrived: Option<&EventEnvelope>,
         outcome: &mut EngineOutcome,
     ) -> Result<bool, EngineError> {
         for _ in 0..MAX_ATTEMPTS {
@@ -814,7 +834,7 @@ impl JourneyEngine {
             let mut events = instance::decide(Some(state), &at.campaign, input, ctx)
                 .map_err(|e| EngineError::Poison(e.to_string()))?;
             if needs_lookback(&at.campaign, &events) {
-                let position = match (input, arrived) {
+                let position = match (input, cause) {
                     (JourneyInput::Event { .. }, Some(e)) => Lookback::Event(e),
                     _ => Lookback::Timer,
                 };
@@ -840,7 +860,7 @@ impl JourneyEngine {
                 }
                 return Ok(false);
             }
-            let cause = cause.or_else(|| loaded.own_cause());
+            let cause = cause.map(Cause::of).or_else(|| loaded.own_cause());
             let meta = CommandMeta {
                 command_id: Uuid::now_v7(),
                 correlation_id: cause.map_or_else(Uuid::now_v7, |c| c.correlation_id),
@@ -1239,6 +1259,9 @@ impl JourneyEngine {
     ///   the step is appended at the instance's version;
     /// - otherwise creates its timer again if the scheduler has none.
     ///
+    /// A version-0 line whose instance has no stream, written more than
+    /// [`ORPHAN_LINE_GRACE`] ago, is removed (with the customer's line).
+    ///
     /// A finished walk starts again after `budget.rest`. Two sweeps at once
     /// are harmless (every repair is idempotent); the later cursor write
     /// loses and its progress is walked again.
@@ -1330,16 +1353,58 @@ impl JourneyEngine {
             }
             Err(e) => return Err(EngineError::Retry(e.to_string())),
         }
-        if !(out.rearmed.is_empty() && out.fired.is_empty() && out.exited.is_empty() && out.healed.is_empty()) {
+        if !(out.rearmed.is_empty()
+            && out.fired.is_empty()
+            && out.exited.is_empty()
+            && out.healed.is_empty()
+            && out.orphans_removed.is_empty())
+        {
             tracing::warn!(
                 rearmed = out.rearmed.len(),
                 fired = out.fired.len(),
                 exited = out.exited.len(),
                 healed = out.healed.len(),
+                orphans_removed = out.orphans_removed.len(),
                 "journey sweep repaired instances"
             );
         }
         Ok(out)
+    }
+
+    /// Removes the index lines of an announced start whose stream never
+    /// came (the campaign's, and the customer's if the line names the
+    /// customer), on the condition that the instance's index checkpoint is
+    /// still 0: a start that finished meanwhile moved it, and keeps its
+    /// lines. A redelivered start racing this removal (its announce and
+    /// append between the sweep's read of the stream and this commit) loses
+    /// its lines only until its own index write puts them back; if it
+    /// crashes in between, its next redelivery writes them (the announce
+    /// finds the checkpoint still 0).
+    async fn remove_orphan(&self, indexed: &IndexedInstance) -> Result<(), EngineError> {
+        tracing::warn!(
+            instance_id = %indexed.instance_id,
+            campaign_id = %indexed.campaign_id,
+            announced_at = %indexed.updated_at,
+            "removing the index lines of a start whose append never happened"
+        );
+        let mut ops = vec![ReadOp::Delete {
+            partition: campaign_partition(&indexed.campaign_id),
+            sort: indexed.instance_id.clone(),
+        }];
+        if let Some(customer_id) = &indexed.customer_id {
+            ops.push(ReadOp::Delete {
+                partition: customer_id.clone(),
+                sort: indexed.instance_id.clone(),
+            });
+        }
+        match self
+            .docs
+            .commit(JOURNEY_INDEX, &instance::stream_id(&indexed.instance_id), 0, 0, ops)
+            .await
+        {
+            Ok(()) | Err(crate::ports::CommitError::Conflict { .. }) => Ok(()),
+            Err(e) => Err(EngineError::Retry(e.to_string())),
+        }
     }
 
     /// The sweep's look at one line of a campaign's partition.
@@ -1354,6 +1419,10 @@ impl JourneyEngine {
             .map_err(|e| EngineError::Poison(format!("journey index line {key}: {e}")))?;
         out.examined += 1;
         let Some(loaded) = self.load_history(&indexed.instance_id).await? else {
+            if indexed.version == 0 && indexed.updated_at + ORPHAN_LINE_GRACE <= now {
+                self.remove_orphan(&indexed).await?;
+                out.orphans_removed.push(indexed.instance_id);
+            }
             return Ok(());
         };
         let state = &loaded.state;
@@ -1391,7 +1460,6 @@ impl JourneyEngine {
                     &ctx,
                     None,
                     Some(indexed_at),
-                    None,
                     &mut advanced,
                 )
                 .await?
@@ -1418,7 +1486,7 @@ impl JourneyEngine {
                 timer_name: &wait.timer_name,
             };
             if self
-                .advance(&id, &input, &ctx, None, Some(state.version), None, &mut advanced)
+                .advance(&id, &input, &ctx, None, Some(state.version), &mut advanced)
                 .await?
             {
                 out.fired.push(id);
@@ -1445,6 +1513,7 @@ fn index_line(state: &JourneyInstance) -> IndexedInstance {
         started_at: state.started_at,
         updated_at: state.updated_at,
         version: state.version,
+        customer_id: Some(state.customer_id.clone()),
     }
 }
 

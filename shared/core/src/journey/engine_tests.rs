@@ -1519,3 +1519,92 @@ async fn an_event_the_lookback_took_does_nothing_when_it_arrives() {
     assert_eq!(next.messages.len(), 1, "{next:?}");
     assert_eq!(reminders(&world.journey_events(&id).await), 2);
 }
+
+#[tokio::test]
+async fn the_sweep_removes_an_index_line_whose_append_never_came_after_the_grace() {
+    // Given a start that wrote its index lines, then failed to append, and
+    // whose trigger never comes back; and another start that stopped after
+    // its append (its lines are at version 0 too, but it has a stream).
+    let world = World::new(Arc::new(FixedCatalog::new(vec![shipped("abandoned-cart")]))).await;
+    let healed = half_started(&world, "o0").await;
+    let crashing = JourneyEngine::new(
+        Arc::new(JourneyAppendsFail {
+            inner: world.events.clone(),
+            failing: AtomicBool::new(true),
+        }),
+        world.docs.clone(),
+        world.scheduler.clone(),
+        Arc::new(FixedCatalog::new(vec![shipped("abandoned-cart")])),
+        world.clock.clone(),
+    );
+    let abandoned = world
+        .commerce_event(
+            "cart-o1",
+            "CartAbandoned",
+            json!({ "cart_id": "o1", "total_value_minor": 7000 }),
+        )
+        .await;
+    assert!(matches!(
+        crashing.on_event(&abandoned).await,
+        Err(EngineError::Retry(_))
+    ));
+    let orphan = world
+        .engine
+        .instances_of(CUSTOMER)
+        .await
+        .expect("index")
+        .into_iter()
+        .map(|line| line.instance_id)
+        .find(|id| *id != healed)
+        .expect("the orphan's line");
+    let budget = SweepBudget {
+        page_size: 10,
+        pages: 10,
+        rest: chrono::Duration::zero(),
+    };
+
+    // When the sweep runs within the grace: the line stays (its redelivery may still come).
+    world.clock.advance(chrono::Duration::minutes(30));
+    let early = world.engine.sweep(budget).await.expect("sweep");
+    assert!(early.orphans_removed.is_empty(), "{early:?}");
+    assert_eq!(world.campaign_lines("abandoned-cart").await, 2);
+
+    // When it runs after the grace.
+    world.clock.advance(ORPHAN_LINE_GRACE);
+    let swept = world.engine.sweep(budget).await.expect("sweep");
+
+    // Then the orphan's lines are gone, both the campaign's and the
+    // customer's; the started instance's are not.
+    assert_eq!(swept.orphans_removed, vec![orphan.clone()]);
+    let lines: Vec<String> = world
+        .engine
+        .instances_of(CUSTOMER)
+        .await
+        .expect("index")
+        .into_iter()
+        .map(|line| line.instance_id)
+        .collect();
+    assert_eq!(lines, vec![healed.clone()]);
+    assert_eq!(world.campaign_lines("abandoned-cart").await, 1);
+
+    // A trigger that does come back after all starts the instance, once, indexed.
+    let started = world.engine.on_event(&abandoned).await.expect("redelivered").started;
+    assert_eq!(started, vec![orphan.clone()]);
+    let state = world.engine.load(&orphan).await.expect("load").expect("instance");
+    let line = world
+        .engine
+        .instances_of(CUSTOMER)
+        .await
+        .expect("index")
+        .into_iter()
+        .find(|line| line.instance_id == orphan)
+        .expect("indexed again");
+    assert_eq!(line.version, state.version);
+    assert!(world
+        .engine
+        .sweep(budget)
+        .await
+        .expect("sweep")
+        .orphans_removed
+        .is_empty());
+}
