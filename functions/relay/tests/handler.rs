@@ -497,7 +497,7 @@ fn the_template_alarms_on_the_records_parked() {
     let alarm: String = template[start + 1..]
         .lines()
         .enumerate()
-        .take_while(|(i, line)| *i == 0 || !(line.starts_with("  ") && !line.starts_with("   ")))
+        .take_while(|(i, line)| *i == 0 || !line.starts_with("  ") || line.starts_with("   "))
         .map(|(_, line)| format!("{line}\n"))
         .collect();
     for line in [

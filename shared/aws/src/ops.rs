@@ -1,9 +1,10 @@
 //! Operations on AWS (issues 9 and 15): replaying a consumer from the events
 //! table with a parallel scan, clearing one consumer's read models,
 //! inspecting and redriving the SQS dead-letter queues (into a consumer in
-//! process, back onto the bus through the relay, or back into a consumer's
-//! source queue), and publishing a time range of the events table again
-//! (decision 0030). The comparison logic of the
+//! process, back onto the bus through the relay, back into a consumer's
+//! source queue, or, for the timers EventBridge Scheduler parked, onto the
+//! bus as their schedules would have put them), and publishing a time range
+//! of the events table again (decision 0030). The comparison logic of the
 //! consistency check is `crm_core::ops::check`, run over
 //! [`crate::dynamodb::DynamoEventStore`] (behind
 //! [`crm_core::privacy::EncryptingEventStore`]) and
@@ -25,6 +26,7 @@ use crm_core::ops::ReplayReport;
 use crm_core::ports::{DeadLetter, DeadLetterQueue, EventStore, StoreError};
 use crm_core::privacy::{decrypt_envelope, KeyStore};
 use crm_core::relay::{undeliverable, EventKey, Relay, RelayLetter};
+use crm_core::scheduler::{TimerPayload, TIMER_FIRED, TIMER_SOURCE};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpsError {
@@ -158,6 +160,9 @@ pub struct QueuedLetter {
     pub event: Option<EventEnvelope>,
     /// The relay's letters: the event's key in the events table.
     pub key: Option<EventKey>,
+    /// EventBridge Scheduler's letters: the timer its schedule could not
+    /// put on the bus (the body is the schedule target's `Input`).
+    pub timer: Option<TimerPayload>,
     /// The body as received.
     pub body: serde_json::Value,
 }
@@ -170,9 +175,23 @@ fn attribute(message: &aws_sdk_sqs::types::Message, name: &str) -> Option<String
         .map(str::to_string)
 }
 
+/// The attribute EventBridge Scheduler puts on a dead-letter event: the ARN
+/// of the schedule that could not invoke its target
+/// (`arn:aws:scheduler:<region>:<account>:schedule/<group>/<name>`). It
+/// also sets `ERROR_CODE`, `ERROR_MESSAGE`, `EXECUTION_ID`, `TARGET_ARN`
+/// and others; the body is the target's `Input`.
+pub const SCHEDULE_ARN_ATTRIBUTE: &str = "SCHEDULE_ARN";
+
+/// Who parked the timers of the scheduler's dead-letter queue.
+pub const SCHEDULER_CONSUMER: &str = "scheduler";
+
 /// Decodes a dead-letter message: a parked [`DeadLetter`] (consumers'
-/// poison), or an event EventBridge could not deliver (the rule target's
-/// DLQ: the body is the EventBridge event, the envelope its `detail`).
+/// poison), an event EventBridge could not deliver (the rule target's
+/// DLQ: the body is the EventBridge event, the envelope its `detail`), or
+/// a timer EventBridge Scheduler could not put on the bus (the scheduler's
+/// DLQ: the body is the schedule's `Input`, a [`TimerPayload`]; the
+/// consumer is `scheduler` with the schedule's name, the reason
+/// `ERROR_CODE: ERROR_MESSAGE`).
 pub fn decode_message(message: &aws_sdk_sqs::types::Message) -> QueuedLetter {
     let text = message.body().unwrap_or_default();
     let body: serde_json::Value = serde_json::from_str(text).unwrap_or(serde_json::Value::String(text.to_string()));
@@ -187,18 +206,34 @@ pub fn decode_message(message: &aws_sdk_sqs::types::Message) -> QueuedLetter {
         }),
         (None, _) => body.get("detail").and_then(|d| serde_json::from_value(d.clone()).ok()),
     };
+    let timer: Option<TimerPayload> = match &letter {
+        Some(_) => None,
+        None => serde_json::from_value(body.clone()).ok(),
+    };
+    // The scheduler's letters: `scheduler (<schedule name>)`.
+    let schedule = attribute(message, SCHEDULE_ARN_ATTRIBUTE).map(|arn| {
+        let name = arn.rsplit('/').next().unwrap_or_default().to_string();
+        format!("{SCHEDULER_CONSUMER} ({name})")
+    });
+    let scheduler_error = match (attribute(message, "ERROR_CODE"), attribute(message, "ERROR_MESSAGE")) {
+        (Some(code), Some(why)) if schedule.is_some() => Some(format!("{code}: {why}")),
+        _ => None,
+    };
     QueuedLetter {
         message_id: message.message_id().unwrap_or_default().to_string(),
         receipt_handle: message.receipt_handle().unwrap_or_default().to_string(),
         consumer: attribute(message, "consumer")
             .or_else(|| letter.as_ref().map(|l| l.consumer.clone()))
+            .or(schedule)
             .unwrap_or_else(|| "-".into()),
         reason: attribute(message, "reason")
+            .or(scheduler_error)
             .or_else(|| attribute(message, "ERROR_MESSAGE"))
             .or_else(|| letter.as_ref().map(|l| l.reason.clone()))
             .unwrap_or_else(|| "-".into()),
         event,
         key: relay_letter.as_ref().and_then(RelayLetter::key).cloned(),
+        timer,
         body,
     }
 }
@@ -529,6 +564,82 @@ pub async fn redrive_to_queue(
                     letter.message_id,
                     format!("SendMessage to {target_url}: {}", DisplayErrorContext(&e)),
                 ));
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Puts the timers of up to `max` messages of EventBridge Scheduler's
+/// dead-letter queue on the bus `bus` as their schedules would have:
+/// PutEvents with source `crm.scheduler`, detail-type `TimerFired` and the
+/// parked `Input` (the [`TimerPayload`]) as the detail, in calls of up to
+/// ten entries. A message is deleted once the bus took its entry. A message
+/// whose body is not a timer, or whose entry the bus refused (or whose call
+/// failed), stays in the queue, visible again at once. The receivers drop a
+/// timer a newer state replaced (`set_at_version`), and a timer fired twice
+/// acts once, so a redrive is safe however late.
+pub async fn redrive_timers(
+    client: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    bus: &crate::eventbridge::EventBridgeBus,
+    max: usize,
+) -> Result<RedriveReport, OpsError> {
+    let mut report = RedriveReport::default();
+    let mut ready: Vec<(QueuedLetter, String)> = Vec::new();
+    for letter in receive(client, queue_url, max, REDRIVE_VISIBILITY_SECONDS).await? {
+        let detail = match &letter.timer {
+            Some(_) => serde_json::to_string(&letter.body).map_err(|e| e.to_string()),
+            None => Err("the message holds no timer (a schedule's Input)".to_string()),
+        };
+        match detail {
+            Ok(detail) => ready.push((letter, detail)),
+            Err(why) => {
+                release(client, queue_url, &letter).await;
+                report.failed.push((letter.message_id, why));
+            }
+        }
+    }
+    for chunk in ready.chunks(crm_core::bus::MAX_ENTRIES_PER_PUT) {
+        let entries = chunk
+            .iter()
+            .map(|(_, detail)| {
+                aws_sdk_eventbridge::types::PutEventsRequestEntry::builder()
+                    .event_bus_name(bus.bus_name())
+                    .source(TIMER_SOURCE)
+                    .detail_type(TIMER_FIRED)
+                    .detail(detail)
+                    .build()
+            })
+            .collect();
+        let outcomes: Vec<Result<(), String>> = match bus.client().put_events().set_entries(Some(entries)).send().await
+        {
+            Ok(out) => (0..chunk.len())
+                .map(|i| match out.entries().get(i) {
+                    Some(r) if r.error_code().is_none() && r.event_id().is_some() => Ok(()),
+                    Some(r) => Err(format!(
+                        "PutEvents refused it: {} {}",
+                        r.error_code().unwrap_or("NoEventId"),
+                        r.error_message().unwrap_or_default()
+                    )),
+                    None => Err("PutEvents returned fewer results than entries".into()),
+                })
+                .collect(),
+            Err(e) => {
+                let why = format!("PutEvents to {}: {}", bus.bus_name(), DisplayErrorContext(&e));
+                chunk.iter().map(|_| Err(why.clone())).collect()
+            }
+        };
+        for ((letter, _), outcome) in chunk.iter().zip(outcomes) {
+            match outcome {
+                Ok(()) => {
+                    delete(client, queue_url, letter).await?;
+                    report.redriven.push(letter.message_id.clone());
+                }
+                Err(why) => {
+                    release(client, queue_url, letter).await;
+                    report.failed.push((letter.message_id.clone(), why));
+                }
             }
         }
     }

@@ -125,6 +125,9 @@ pub enum DlqCommand {
         queue: String,
         /// `relay`: the relay's dead-letter queue, published again onto
         /// EVENT_BUS_NAME (events parked by key re-read from EVENTS_TABLE);
+        /// `scheduler`: EventBridge Scheduler's dead-letter queue, each
+        /// parked timer put on EVENT_BUS_NAME as its schedule would have (a
+        /// TimerFired from crm.scheduler, the schedule's Input as detail);
         /// `projector` or `consent`: handed to that consumer group in this
         /// process.
         #[arg(long)]
@@ -142,6 +145,9 @@ pub enum DlqCommand {
 
 /// The `--to` that publishes onto the bus through the relay.
 pub const RELAY_TARGET: &str = "relay";
+
+/// The `--to` that puts the scheduler's parked timers on the bus.
+pub const SCHEDULER_TARGET: &str = "scheduler";
 
 /// Runs `cli`'s command with `clients` and prints its report on stdout.
 /// An inconsistent check or a message not redriven is an error (exit 1).
@@ -208,6 +214,9 @@ pub async fn execute(cli: Cli, clients: &Clients) -> Result<(), CliError> {
                 (_, Some(target)) => crate::dlq_redrive_to_queue(&clients.sqs, &queue, &target, max).await?,
                 (Some(to), None) if to == RELAY_TARGET => {
                     crate::dlq_redrive_to_bus(clients, &settings, &queue, max).await?
+                }
+                (Some(to), None) if to == SCHEDULER_TARGET => {
+                    crate::dlq_redrive_timers(clients, &settings, &queue, max).await?
                 }
                 (to, None) => {
                     let to = to.unwrap_or_default();

@@ -3,9 +3,10 @@
 //! table with a parallel scan, check a sample of customer streams against the
 //! stored projections, or check every stored document of every projection
 //! against a fold of every event (replay and diff), list and redrive the SQS dead-letter queues (into a
-//! consumer group in process, back onto the bus through the relay, or back
-//! into a consumer's source queue), and publish a time range of the events
-//! table again.
+//! consumer group in process, back onto the bus through the relay, back
+//! into a consumer's source queue, or the timers EventBridge Scheduler
+//! parked back onto the bus as their schedules would have put them), and
+//! publish a time range of the events table again.
 //!
 //! The configuration is the functions' own (`EVENTS_TABLE`,
 //! `READ_MODELS_TABLE`, `KEYS_TABLE`, `DATA_KEYS_KMS_KEY_ID`,
@@ -31,6 +32,7 @@ use crm_core::ops::{CheckReport, Mismatch, ReplayReport, VerifyReport};
 use crm_core::ports::{DeadLetterQueue, EventStore, ReadModelStore, StoreError};
 use crm_core::privacy::{DecryptingHandler, IdentifierHasher, KeyStore};
 use crm_core::relay::Relay;
+use crm_core::scheduler::TIMER_FIRED;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -103,7 +105,7 @@ pub struct Settings {
     #[arg(long, env = "DEAD_LETTER_QUEUE_URL", global = true)]
     pub dead_letter_queue_url: Option<String>,
     /// The bus the relay publishes to (name or ARN): where `dlq redrive --to
-    /// relay` and `republish` publish.
+    /// relay`, `dlq redrive --to scheduler` and `republish` publish.
     #[arg(long, env = "EVENT_BUS_NAME", global = true)]
     pub event_bus_name: Option<String>,
     /// The relay's dead-letter queue (URL or name): where `republish` parks
@@ -612,14 +614,25 @@ pub async fn dlq_list(sqs: &aws_sdk_sqs::Client, queue: &str, max: usize) -> Res
 
 /// One line per message: id, consumer, the event (type, stream, version, id;
 /// never its personal data; or the key of an event the relay parked by its
-/// key alone) and the reason.
+/// key alone; or the timer a schedule could not put on the bus: its name,
+/// kind, stream and due time) and the reason.
 pub fn render_letters(letters: &[QueuedLetter]) -> String {
     let mut out = String::new();
     for l in letters {
-        let event = match (&l.event, &l.key) {
-            (Some(e), _) => format!("{} {} v{} ({})", e.event_type, e.stream_id, e.version, e.event_id),
-            (None, Some(key)) => format!("{} v{} (by key)", key.pk, key.sk),
-            (None, None) => "(no event)".to_string(),
+        let event = match (&l.event, &l.key, &l.timer) {
+            (Some(e), _, _) => format!("{} {} v{} ({})", e.event_type, e.stream_id, e.version, e.event_id),
+            (None, Some(key), _) => format!("{} v{} (by key)", key.pk, key.sk),
+            (None, None, Some(t)) => format!(
+                "{TIMER_FIRED} {} ({}) {} due {}",
+                t.name,
+                serde_json::to_value(t.kind)
+                    .ok()
+                    .and_then(|k| k.as_str().map(str::to_string))
+                    .unwrap_or_default(),
+                t.stream_id,
+                t.due_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+            (None, None, None) => "(no event)".to_string(),
         };
         let _ = writeln!(out, "{}  {}  {}  {}", l.message_id, l.consumer, event, l.reason);
     }
@@ -667,6 +680,22 @@ pub async fn dlq_redrive_to_bus(
     let stored = DynamoEventStore::new(clients.dynamodb.clone(), settings.events_table()?);
     let relay = clients.relay(settings.event_bus_name()?, &url);
     Ok(crm_aws::ops::redrive_to_bus(&clients.sqs, &url, &stored, &relay, max).await?)
+}
+
+/// Puts the timers parked in EventBridge Scheduler's dead-letter queue
+/// `queue` (URL or name) on the bus `EVENT_BUS_NAME` as their schedules
+/// would have (a `TimerFired` from `crm.scheduler`, the parked `Input` as
+/// its detail), deleting each message once the bus took it (see
+/// [`crm_aws::ops::redrive_timers`]).
+pub async fn dlq_redrive_timers(
+    clients: &Clients,
+    settings: &Settings,
+    queue: &str,
+    max: usize,
+) -> Result<RedriveReport, CliError> {
+    let url = queue_url(&clients.sqs, queue).await?;
+    let bus = EventBridgeBus::new(clients.eventbridge.clone(), settings.event_bus_name()?);
+    Ok(crm_aws::ops::redrive_timers(&clients.sqs, &url, &bus, max).await?)
 }
 
 /// Sends the events of a consumer's dead-letter queue `queue` back to the

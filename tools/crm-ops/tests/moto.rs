@@ -661,3 +661,158 @@ async fn the_full_check_finds_the_event_the_projector_lost_and_the_binary_exits_
         stdout(&out)
     );
 }
+
+/// A message as EventBridge Scheduler parks it after its retries: the body
+/// is the schedule target's `Input`, the attributes say which schedule and why.
+async fn park_as_the_scheduler_does(queue: &str, schedule: &str, input: &str) {
+    let attribute = |value: &str| {
+        aws_sdk_sqs::types::MessageAttributeValue::builder()
+            .data_type("String")
+            .string_value(value)
+            .build()
+            .expect("attribute")
+    };
+    sqs_client()
+        .await
+        .send_message()
+        .queue_url(queue)
+        .message_body(input)
+        .message_attributes("ERROR_CODE", attribute("AWS.Scheduler.InternalServerError"))
+        .message_attributes(
+            "ERROR_MESSAGE",
+            attribute("Unexpected error occurred while processing the request."),
+        )
+        .message_attributes("EXECUTION_ID", attribute("d32c5kddcf5bb8c3"))
+        .message_attributes("RETRY_ATTEMPTS", attribute("185"))
+        .message_attributes(
+            "SCHEDULE_ARN",
+            attribute(&format!(
+                "arn:aws:scheduler:us-east-1:123456789012:schedule/crm-test/{schedule}"
+            )),
+        )
+        .message_attributes(
+            "TARGET_ARN",
+            attribute("arn:aws:events:us-east-1:123456789012:event-bus/crm"),
+        )
+        .send()
+        .await
+        .expect("park a schedule invocation");
+}
+
+/// The `Input` of template.yaml's journey sweep schedule.
+fn sweep_input() -> String {
+    let template = include_str!("../../../template.yaml");
+    let sweep = template
+        .find("\n  JourneySweepSchedule:")
+        .map(|at| &template[at..])
+        .expect("template.yaml has the JourneySweepSchedule");
+    let line = sweep
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Input: "))
+        .expect("the sweep has an Input");
+    line.trim_matches('\'').to_string()
+}
+
+#[tokio::test]
+async fn the_timers_the_scheduler_parked_are_put_on_the_bus_as_their_schedules_would_have() {
+    use crm_core::scheduler::{TimerKind, TimerPayload, TIMER_FIRED, TIMER_SOURCE};
+    let mut w = world().await;
+    let target = with_bus(&mut w).await;
+    let unique = Uuid::now_v7().simple().to_string();
+    let scheduler_dlq = create_queue(&sqs_client().await, &format!("cli-scheduler-dlq-{unique}")).await;
+
+    // A journey's wait, the daily sweep's invocation, and a message that is no timer.
+    let wait = TimerPayload {
+        name: format!("jw-{unique}"),
+        kind: TimerKind::JourneyWait,
+        stream_id: format!("journey-{unique}"),
+        customer_id: Some(customer_id(1)),
+        due_at: chrono::DateTime::parse_from_rfc3339("2026-12-06T05:00:00Z")
+            .expect("time")
+            .to_utc(),
+        set_at_version: 3,
+        data: serde_json::json!({"step": "wait-1"}),
+    };
+    let wait_input = serde_json::to_string(&wait).expect("json");
+    park_as_the_scheduler_does(&scheduler_dlq, &wait.name, &wait_input).await;
+    let sweep = sweep_input();
+    let sweep_timer: TimerPayload = serde_json::from_str(&sweep).expect("the sweep's Input is a timer");
+    park_as_the_scheduler_does(&scheduler_dlq, "JourneySweepSchedule-abc", &sweep).await;
+    park_as_the_scheduler_does(&scheduler_dlq, "not-ours", r#"{"hello": "world"}"#).await;
+
+    // Listed with the schedule, the error and the timer.
+    let letters = crm_ops::dlq_list(&w.clients.sqs, &scheduler_dlq, 10)
+        .await
+        .expect("list");
+    assert_eq!(letters.len(), 3, "{letters:?}");
+    let parked_wait = letters
+        .iter()
+        .find(|l| l.timer.as_ref() == Some(&wait))
+        .expect("the wait is read as a timer");
+    assert_eq!(parked_wait.consumer, format!("scheduler ({})", wait.name));
+    assert_eq!(
+        parked_wait.reason,
+        "AWS.Scheduler.InternalServerError: Unexpected error occurred while processing the request."
+    );
+    let out = crm_ops(&w, &["dlq", "list", &scheduler_dlq]);
+    assert!(
+        stdout(&out).contains(&format!(
+            "TimerFired {} (journey-wait) {} due 2026-12-06T05:00:00Z",
+            wait.name, wait.stream_id
+        )),
+        "{}",
+        stdout(&out)
+    );
+
+    // A bus that does not exist takes nothing: every message stays.
+    let report = crm_aws::ops::redrive_timers(
+        &w.clients.sqs,
+        &scheduler_dlq,
+        &crm_aws::eventbridge::EventBridgeBus::new(w.clients.eventbridge.clone(), format!("no-bus-{unique}")),
+        10,
+    )
+    .await
+    .expect("redrive");
+    assert!(report.redriven.is_empty(), "{report:?}");
+    assert_eq!(report.failed.len(), 3, "{report:?}");
+    assert_eq!(
+        crm_ops::dlq_list(&w.clients.sqs, &scheduler_dlq, 10)
+            .await
+            .expect("list")
+            .len(),
+        3,
+        "nothing deleted"
+    );
+
+    // The binary: the two timers go onto the bus, the stranger stays (exit 1).
+    let out = crm_ops(&w, &["dlq", "redrive", &scheduler_dlq, "--to", "scheduler"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}{}",
+        stdout(&out),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout(&out).contains("redriven 2, failed 1"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("holds no timer"), "{}", stdout(&out));
+    let arrived = drain_queue(&target, 2).await;
+    assert_eq!(arrived.len(), 2, "{arrived:?}");
+    for body in &arrived {
+        assert_eq!(body["source"], TIMER_SOURCE, "{body}");
+        assert_eq!(body["detail-type"], TIMER_FIRED, "{body}");
+    }
+    let mut fired: Vec<TimerPayload> = arrived
+        .iter()
+        .map(|b| serde_json::from_value(b["detail"].clone()).expect("a timer as detail"))
+        .collect();
+    fired.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut expected = vec![sweep_timer, wait.clone()];
+    expected.sort_by(|a, b| a.name.cmp(&b.name));
+    assert_eq!(fired, expected, "each timer as its schedule would have put it");
+    let left = crm_ops::dlq_list(&w.clients.sqs, &scheduler_dlq, 10)
+        .await
+        .expect("list");
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0].consumer, "scheduler (not-ours)");
+    assert!(left[0].timer.is_none());
+}
