@@ -556,18 +556,6 @@ impl JourneyEngine {
             };
             let mut events =
                 instance::decide(None, &campaign, &input, &ctx).map_err(|e| EngineError::Poison(e.to_string()))?;
-            // The customer's events recorded after the trigger that reached
-            // the engine before this start (a reordered delivery) are caught
-            // up on in the same append.
-            if needs_lookback(&campaign, &events) {
-                let found = self
-                    .recorded_since_trigger(&customer_id, &trigger, &campaign, Lookback::Start)
-                    .await?;
-                if !found.is_empty() {
-                    events = instance::decide_with_lookback(None, &campaign, &input, &ctx, &recorded(&found))
-                        .map_err(|e| EngineError::Poison(e.to_string()))?;
-                }
-            }
             let meta = CommandMeta {
                 command_id: uuid::Uuid::now_v7(),
                 correlation_id: envelope.correlation_id,
@@ -580,6 +568,21 @@ impl JourneyEngine {
                 // Indexed past its start: started before, and the index
                 // proves its timers were set. Nothing to do.
                 continue;
+            }
+            // Then the lookback: the customer's events recorded after the
+            // trigger, some of which may have reached the engine before this
+            // start (a reordered delivery), are caught up on in the same
+            // append. After the announce, so an event stored later finds the
+            // index line. (The announced line may show a state the lookback
+            // then changes; the index write after the append corrects it.)
+            if needs_lookback(&campaign, &events) {
+                let found = self
+                    .recorded_since_trigger(&customer_id, &trigger, &campaign, Lookback::Start)
+                    .await?;
+                if !found.is_empty() {
+                    events = instance::decide_with_lookback(None, &campaign, &input, &ctx, &recorded(&found))
+                        .map_err(|e| EngineError::Poison(e.to_string()))?;
+                }
             }
             match self
                 .store(
