@@ -468,56 +468,51 @@ impl MessageDelivery {
 
     /// One count of `name` for the request's channel, with why as a property.
     fn count(&self, name: &'static str, request: &MessageRequest, reason: Option<String>) {
-        self.count_for(name, request.channel, request.category, &request.campaign_id, reason);
-    }
-
-    /// One count of `name` for `channel`, with why as a property.
-    fn count_for(
-        &self,
-        name: &'static str,
-        channel: Channel,
-        category: Category,
-        campaign_id: &str,
-        reason: Option<String>,
-    ) {
-        self.metrics
-            .emit(self.metric_for(name, channel, category, campaign_id, reason));
+        let properties: Vec<_> = reason.map(|r| ("Reason", r)).into_iter().collect();
+        self.count_for(
+            name,
+            request.channel,
+            request.category,
+            &request.campaign_id,
+            &properties,
+        );
     }
 
     /// One `MessageOutcomesUnknown` for `claim`: `reason` is why it is
     /// unknown, `settlement` what comes of it
     /// ([`outcome_metrics::SETTLEMENT`]).
     fn count_unknown(&self, claim: &Claim, reason: &str, settlement: &str) {
-        let set = self
-            .metric_for(
-                outcome_metrics::MESSAGE_OUTCOMES_UNKNOWN,
-                claim.channel,
-                claim.category,
-                &claim.campaign_id,
-                Some(reason.to_string()),
-            )
-            .property(outcome_metrics::SETTLEMENT, settlement);
-        self.metrics.emit(set);
+        self.count_for(
+            outcome_metrics::MESSAGE_OUTCOMES_UNKNOWN,
+            claim.channel,
+            claim.category,
+            &claim.campaign_id,
+            &[
+                ("Reason", reason.to_string()),
+                (outcome_metrics::SETTLEMENT, settlement.to_string()),
+            ],
+        );
     }
 
-    /// The metric set of one count of `name` for `channel`, with why as a property.
-    fn metric_for(
+    /// One count of `name` for `channel`, with the category, the campaign
+    /// and `properties` (why, what comes of it) as properties.
+    fn count_for(
         &self,
         name: &'static str,
         channel: Channel,
         category: Category,
         campaign_id: &str,
-        reason: Option<String>,
-    ) -> MetricSet {
+        properties: &[(&'static str, String)],
+    ) {
         let mut set = MetricSet::new(self.now())
             .dimension("Channel", channel.to_string())
             .count(name, 1)
             .property("Category", kebab(&category))
             .property("CampaignId", campaign_id.to_string());
-        if let Some(reason) = reason {
-            set = set.property("Reason", reason);
+        for (property, value) in properties {
+            set = set.property(property, value.clone());
         }
-        set
+        self.metrics.emit(set);
     }
 
     pub fn now(&self) -> DateTime<Utc> {
@@ -1011,7 +1006,7 @@ impl MessageDelivery {
                 claim.channel,
                 claim.category,
                 &claim.campaign_id,
-                Some("stale-claim".into()),
+                &[("Reason", "stale-claim".into())],
             );
             let settlement = self.settlement(claim.channel, state.resends, true);
             self.count_unknown(&claim, "stale-claim", settlement);
@@ -1040,16 +1035,13 @@ impl MessageDelivery {
         tracing::info!(message_id = %check.message_id, send, "sending again: SES never took the message");
         let outcome = self.deliver(&request, meta).await?;
         if outcome != DeliveryOutcome::Duplicate {
-            let set = self
-                .metric_for(
-                    outcome_metrics::MESSAGES_RESENT,
-                    request.channel,
-                    request.category,
-                    &request.campaign_id,
-                    None,
-                )
-                .property("Send", send.to_string());
-            self.metrics.emit(set);
+            self.count_for(
+                outcome_metrics::MESSAGES_RESENT,
+                request.channel,
+                request.category,
+                &request.campaign_id,
+                &[("Send", send.to_string())],
+            );
         }
         Ok(SettleOutcome::Resent(outcome))
     }
@@ -1453,7 +1445,7 @@ impl MessageDelivery {
                 claim.channel,
                 claim.category,
                 &claim.campaign_id,
-                Some("settled-by-feedback".into()),
+                &[("Reason", "settled-by-feedback".into())],
             );
         }
         let list = Consumer::new(

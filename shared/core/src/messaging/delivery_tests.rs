@@ -45,6 +45,10 @@ impl RecordingProvider {
     fn lose_answer(&self, error: ProviderError) {
         self.lost_answers.lock().expect("lock").push_back(error);
     }
+    /// How many times it was asked to send an email (taken or not).
+    fn email_calls(&self) -> usize {
+        self.emails.lock().expect("lock").len()
+    }
     fn times_sent(&self, message_id: &str) -> usize {
         self.sent().iter().filter(|m| *m == message_id).count()
     }
@@ -265,6 +269,57 @@ impl World {
         self.delivery.on_timer(timer).await.expect("timer handled");
     }
 
+    /// An order confirmation (`msg-<n>`) whose send fails in a way that
+    /// proves nothing was sent (the provider's script): the claim is given
+    /// back, the delivery is retried, and the next delivery sends it.
+    async fn given_back_then_sent(&self, n: u32) {
+        let request = self.requested(n, "order-confirmation", Category::Transactional);
+        assert!(matches!(
+            self.delivery.on_requested(&request).await,
+            Err(DeliveryError::Retry(_))
+        ));
+        assert!(matches!(
+            self.delivery.on_requested(&request).await.expect("again"),
+            DeliveryOutcome::Sent { .. }
+        ));
+        assert_eq!(
+            self.stream_types(&format!("msg-{n}")).await,
+            vec!["MessageClaimed", "MessageFailed", "MessageClaimed", "MessageSent"]
+        );
+    }
+
+    /// The request and `timers` come again (all are delivered at least
+    /// once): the request finds its message handled.
+    async fn again(&self, request: &EventEnvelope, timers: &[&TimerPayload]) {
+        for timer in timers {
+            self.fire(timer).await;
+        }
+        assert_eq!(
+            self.delivery.on_requested(request).await.expect("again"),
+            DeliveryOutcome::Duplicate
+        );
+    }
+
+    /// An order confirmation (`msg-1`) whose send ends unknown, and whose
+    /// settle check, at the end of the 15-minute window, sends it again:
+    /// the request, the first check, and the check the resend set if it
+    /// ended unknown too.
+    async fn order_confirmation_sent_again(&self) -> (EventEnvelope, TimerPayload, TimerPayload) {
+        let request = self
+            .stored(self.requested(1, "order-confirmation", Category::Transactional))
+            .await;
+        assert_eq!(
+            self.delivery.on_requested(&request).await.expect("deliver"),
+            DeliveryOutcome::OutcomeUnknown
+        );
+        let first = self.message_timer("msg-1").expect("the first settle check");
+        assert_eq!(first.due_at, self.clock.now() + Duration::minutes(15));
+        self.clock.advance(Duration::minutes(15));
+        self.fire(&first).await;
+        let second = self.message_timer("msg-1").expect("the resend's settle check");
+        (request, first, second)
+    }
+
     /// SES's `Send` event for message `msg-<n>`, as the channel records it.
     async fn ses_send(&self, n: u32, feedback_id: &str) -> FeedbackOutcome {
         let accepted = MessageEvent::MessageAccepted {
@@ -375,7 +430,7 @@ async fn marketing_email_carries_one_click_unsubscribe_and_no_consent_means_no_s
 #[tokio::test]
 async fn throttling_is_retried_and_a_permanent_failure_is_parked() {
     let w = World::new().await;
-    w.provider.script.lock().expect("lock").extend([
+    w.provider.fail_before_taking([
         ProviderError::Throttled("slow down".into()),
         ProviderError::Throttled("slow down".into()),
     ]);
@@ -388,29 +443,11 @@ async fn throttling_is_retried_and_a_permanent_failure_is_parked() {
 
     // Unavailable: recorded, the claim given back, the next delivery sends.
     w.provider
-        .script
-        .lock()
-        .expect("lock")
-        .push_back(ProviderError::Unavailable("down".into()));
-    let request = w.requested(2, "order-confirmation", Category::Transactional);
-    assert!(matches!(
-        w.delivery.on_requested(&request).await,
-        Err(DeliveryError::Retry(_))
-    ));
-    assert!(matches!(
-        w.delivery.on_requested(&request).await.expect("again"),
-        DeliveryOutcome::Sent { .. }
-    ));
-    assert_eq!(
-        w.stream_types("msg-2").await,
-        vec!["MessageClaimed", "MessageFailed", "MessageClaimed", "MessageSent"]
-    );
+        .fail_before_taking([ProviderError::Unavailable("down".into())]);
+    w.given_back_then_sent(2).await;
 
     w.provider
-        .script
-        .lock()
-        .expect("lock")
-        .push_back(ProviderError::Rejected("bad address".into()));
+        .fail_before_taking([ProviderError::Rejected("bad address".into())]);
     let outcome = w
         .delivery
         .on_requested(&w.requested(3, "order-confirmation", Category::Transactional))
@@ -813,21 +850,9 @@ async fn an_email_ses_never_took_is_sent_again_with_a_growing_window_until_its_s
     // and that answer is lost.
     w.provider.fail_before_taking([server_error(), server_error()]);
     w.provider.lose_answer(timeout());
-    let request = w
-        .stored(w.requested(1, "order-confirmation", Category::Transactional))
-        .await;
-    assert_eq!(
-        w.delivery.on_requested(&request).await.expect("deliver"),
-        DeliveryOutcome::OutcomeUnknown
-    );
-    let first = w.message_timer("msg-1").expect("the first settle check");
-    assert_eq!(first.due_at, w.clock.now() + Duration::minutes(15));
-
     // No Send within 15 minutes: sent again, unknown again; its check waits
     // twice as long.
-    w.clock.advance(Duration::minutes(15));
-    w.fire(&first).await;
-    let second = w.message_timer("msg-1").expect("the second settle check");
+    let (request, first, second) = w.order_confirmation_sent_again().await;
     assert_eq!(second.set_at_version, 4, "the resend's claim");
     assert_eq!(second.due_at, w.clock.now() + Duration::minutes(30));
     // Fired after the first window's length: not yet.
@@ -842,7 +867,7 @@ async fn an_email_ses_never_took_is_sent_again_with_a_growing_window_until_its_s
     w.clock.advance(Duration::minutes(15));
     w.fire(&second).await;
     assert_eq!(w.stream_types("msg-1").await, THREE_UNKNOWN_SENDS);
-    assert_eq!(w.provider.emails.lock().expect("lock").len(), 3, "three calls");
+    assert_eq!(w.provider.email_calls(), 3, "three calls");
     assert_eq!(w.provider.times_sent("msg-1"), 1, "SES took the third");
 
     // Its Send settles it as sent.
@@ -852,14 +877,9 @@ async fn an_email_ses_never_took_is_sent_again_with_a_growing_window_until_its_s
     assert_eq!(w.stream_types("msg-1").await, settled);
     // Nothing more: both checks and the request come again.
     w.clock.advance(Duration::hours(2));
-    w.fire(&first).await;
-    w.fire(&second).await;
-    assert_eq!(
-        w.delivery.on_requested(&request).await.expect("again"),
-        DeliveryOutcome::Duplicate
-    );
+    w.again(&request, &[&first, &second]).await;
     assert_eq!(w.stream_types("msg-1").await, settled);
-    assert_eq!(w.provider.emails.lock().expect("lock").len(), 3);
+    assert_eq!(w.provider.email_calls(), 3);
 
     use outcome_metrics::settlement;
     assert_eq!(
@@ -885,14 +905,7 @@ async fn an_email_is_given_up_after_its_last_allowed_send_and_never_sent_a_fourt
     let (w, buffer) = World::new().await.metered();
     w.provider
         .fail_before_taking([server_error(), server_error(), server_error()]);
-    let request = w
-        .stored(w.requested(1, "order-confirmation", Category::Transactional))
-        .await;
-    w.delivery.on_requested(&request).await.expect("deliver");
-    let first = w.message_timer("msg-1").expect("the first settle check");
-    w.clock.advance(Duration::minutes(15));
-    w.fire(&first).await;
-    let second = w.message_timer("msg-1").expect("the second settle check");
+    let (request, first, second) = w.order_confirmation_sent_again().await;
     w.clock.advance(Duration::minutes(30));
     w.fire(&second).await;
     assert_eq!(w.stream_types("msg-1").await, THREE_UNKNOWN_SENDS);
@@ -911,18 +924,9 @@ async fn an_email_is_given_up_after_its_last_allowed_send_and_never_sent_a_fourt
     // Duplicates of both checks and of the request, hours later, send
     // nothing and set no check.
     w.clock.advance(Duration::hours(3));
-    w.fire(&first).await;
-    w.fire(&second).await;
-    assert_eq!(
-        w.delivery.on_requested(&request).await.expect("again"),
-        DeliveryOutcome::Duplicate
-    );
+    w.again(&request, &[&first, &second]).await;
     assert_eq!(w.stream_types("msg-1").await, THREE_UNKNOWN_SENDS);
-    assert_eq!(
-        w.provider.emails.lock().expect("lock").len(),
-        3,
-        "three calls, no fourth"
-    );
+    assert_eq!(w.provider.email_calls(), 3, "three calls, no fourth");
     assert_eq!(
         w.message_timer("msg-1").map(|t| t.set_at_version),
         Some(second.set_at_version)
@@ -945,14 +949,7 @@ async fn a_send_event_arriving_after_a_resend_was_decided_causes_no_further_send
     // behind the window (a backlog on the feedback path).
     w.provider.lose_answer(timeout());
     w.provider.lose_answer(timeout());
-    let request = w
-        .stored(w.requested(1, "order-confirmation", Category::Transactional))
-        .await;
-    w.delivery.on_requested(&request).await.expect("deliver");
-    let first = w.message_timer("msg-1").expect("the first settle check");
-    w.clock.advance(Duration::minutes(15));
-    w.fire(&first).await;
-    let second = w.message_timer("msg-1").expect("the resend's settle check");
+    let (request, first, second) = w.order_confirmation_sent_again().await;
     // The duplicate this risk costs (decision 0032).
     assert_eq!(w.provider.times_sent("msg-1"), 2);
     // The first send's Send arrives now: it settles the message as sent.
@@ -968,8 +965,7 @@ async fn a_send_event_arriving_after_a_resend_was_decided_causes_no_further_send
     // The resend's own Send changes nothing, nor does its check.
     assert_eq!(w.ses_send(1, "send-2").await, FeedbackOutcome::Duplicate);
     w.clock.advance(Duration::minutes(30));
-    w.fire(&second).await;
-    w.fire(&first).await;
+    w.again(&request, &[&second, &first]).await;
     assert_eq!(w.stream_types("msg-1").await, settled);
     assert_eq!(w.provider.times_sent("msg-1"), 2, "no third send");
 
@@ -996,10 +992,7 @@ async fn a_send_event_arriving_after_a_resend_was_decided_causes_no_further_send
         w.delivery.on_settle_timer(&check, &settle).await.expect("check"),
         SettleOutcome::Settled
     );
-    assert_eq!(
-        w.delivery.on_requested(&request).await.expect("again"),
-        DeliveryOutcome::Duplicate
-    );
+    w.again(&request, &[]).await;
     assert_eq!(
         w.stream_types("msg-2").await,
         [
@@ -1058,19 +1051,7 @@ async fn errors_that_prove_nothing_was_sent_release_the_claim_at_once() {
         ProviderError::Throttled("slow down".into()),
         ProviderError::Throttled("slow down".into()),
     ]);
-    let request = w.requested(1, "order-confirmation", Category::Transactional);
-    assert!(matches!(
-        w.delivery.on_requested(&request).await,
-        Err(DeliveryError::Retry(_))
-    ));
-    assert!(matches!(
-        w.delivery.on_requested(&request).await.expect("again"),
-        DeliveryOutcome::Sent { .. }
-    ));
-    assert_eq!(
-        w.stream_types("msg-1").await,
-        vec!["MessageClaimed", "MessageFailed", "MessageClaimed", "MessageSent"]
-    );
+    w.given_back_then_sent(1).await;
     // A 4xx about the message: failed for good at once.
     w.provider
         .fail_before_taking([ProviderError::Rejected("InvalidParameter (HTTP 400)".into())]);
