@@ -10,7 +10,8 @@ calls faulted, and the checks that nothing was lost or sent twice (issue 15,
 1. Starts its own moto (scripts/moto_server.py, a free port) and the fault
    proxy (scripts/fault_proxy.py, in this process) in front of it at rate 0;
    creates template.yaml's stack with scripts/aws_local.py (visibility
-   timeout 2 s, maxReceiveCount 5, MessageSettleSeconds 3), builds the
+   timeout 2 s, 900 s when measuring, maxReceiveCount 5,
+   MessageSettleSeconds 3), builds the
    functions and runs them with AWS_ENDPOINT_URL = the proxy; then sets the
    proxy's rate (DynamoDB, KMS, EventBridge, Scheduler and SES calls; BEFORE
    and AFTER faults; at most --max-consecutive faults in a row per call).
@@ -96,6 +97,11 @@ from boto3.dynamodb.types import TypeDeserializer  # noqa: E402
 
 SETTLE_SECONDS = 3
 VISIBILITY_TIMEOUT = 2
+# Without faults nothing is reported failed, so nothing waits on the
+# visibility timeout; a long one keeps a slow invocation (a loaded machine,
+# the meter's own reads) from being delivered again while it runs, which
+# would count its units twice.
+MEASURING_VISIBILITY_TIMEOUT = 900
 MAX_RECEIVE_COUNT = 5
 API_ATTEMPTS = 6
 FAULTED_SERVICES = ("dynamodb", "kms", "events", "scheduler", "ses")
@@ -200,7 +206,7 @@ class QueueRequests:
 
 
 def units_per_event(args, state: dict, stats: dict, events: list, emails: list, queues: QueueRequests,
-                    invocations: "Invocations", timers_fired: int) -> dict:
+                    invocations: "Invocations", timers_fired: int, delivered: dict) -> dict:
     """What the run spent, in total and per stored event (see the module doc)."""
     services = stats["services"]
 
@@ -213,12 +219,13 @@ def units_per_event(args, state: dict, stats: dict, events: list, emails: list, 
     by_table: dict = {}
     for table, ops in (capacity.get("tables") or {}).items():
         row = by_table.setdefault(logical.get(table, table), {"write_units": 0.0, "read_units": 0.0, "requests": 0,
+                                                              "items_written": 0, "bytes_written": 0,
                                                               "operations": {}})
         for op, u in ops.items():
-            row["write_units"] += u["write_units"]
-            row["read_units"] += u["read_units"]
-            row["requests"] += u["requests"]
-            row["operations"][op] = {k: u[k] for k in ("requests", "write_units", "read_units",
+            for k in ("write_units", "read_units", "requests", "items_written", "bytes_written"):
+                row[k] += u[k]
+            row["operations"][op] = {k: u[k] for k in ("requests", "write_units", "read_units", "items_written",
+                                                       "bytes_written", "items_read", "bytes_read",
                                                        "conditional_failures")}
     function_sends = calls("sqs", lambda op: op in ("SendMessage", "SendMessageBatch"))
     totals = {
@@ -251,6 +258,8 @@ def units_per_event(args, state: dict, stats: dict, events: list, emails: list, 
         "sqs_empty_receives": queues.empty_receives,
         "unmetered_dynamodb_requests": capacity.get("unmetered", 0),
         "lambda_invocations_by_function": dict(invocations.count),
+        "delivered_by_function": dict(delivered),
+        "events_by_type": dict(sorted(collections.Counter(e.get("type") for e in events).items())),
         "dynamodb_by_table": by_table,
         "totals": totals,
         "per_event": {k: round(v / n, 4) for k, v in totals.items()},
@@ -796,7 +805,7 @@ def main(argv=None) -> int:
         moto = f"http://127.0.0.1:{moto_port}"
         proxy = Proxy(moto, args.seed, args.max_consecutive)
         state = aws_local.create_stack(moto, f"chaos{args.seed}", {
-            "ConsumerVisibilityTimeoutSeconds": str(VISIBILITY_TIMEOUT),
+            "ConsumerVisibilityTimeoutSeconds": str(MEASURING_VISIBILITY_TIMEOUT if measuring else VISIBILITY_TIMEOUT),
             "ConsumerMaxReceiveCount": str(MAX_RECEIVE_COUNT),
             "MessageSettleSeconds": str(SETTLE_SECONDS),
         })
@@ -960,10 +969,12 @@ def main(argv=None) -> int:
         ])
         if measuring:
             units = units_per_event(args, state, stats, events, emails, queue_requests, invocations,
-                                    sum(c.timers_fired for c in totals.counts))
+                                    sum(c.timers_fired for c in totals.counts), totals.sum("delivered"))
             figures["units per event stored"] = units["per_event"]
-            figures["dynamodb units by table"] = {t: {k: round(v, 1) for k, v in row.items() if k != "operations"}
-                                                  for t, row in units["dynamodb_by_table"].items()}
+            figures["dynamodb units by table"] = {
+                t: {"write_units": row["write_units"], "read_units": row["read_units"], "requests": row["requests"],
+                    "mean item written (bytes)": round(row["bytes_written"] / max(1, row["items_written"]))}
+                for t, row in units["dynamodb_by_table"].items()}
             if args.units_out:
                 args.units_out.write_text(json.dumps(units, indent=1) + "\n")
                 log(f"units written to {args.units_out}")
