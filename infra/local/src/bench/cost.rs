@@ -671,7 +671,8 @@ impl CostModel {
         let _ = writeln!(out, "## Measured on the moto pipeline\n");
         let _ = writeln!(
             out,
-            "From `{source}`, written by `scripts/chaos.py --stories {} --rate 0 --seed {} --units-out {source}`:\n\
+            "Added by `crm-local bench --cost docs/cost.md --measured {source}`, the file written by\n\
+             `scripts/chaos.py --stories {} --rate 0 --seed {} --units-out {source}`:\n\
              {} customer stories (register with email consent, verify the email, view a product,\n\
              then order and pay, or put an item in a cart) through template.yaml's stack on moto,\n\
              the functions under `cargo lambda watch`, every AWS call of theirs through\n\
@@ -759,7 +760,11 @@ impl CostModel {
         let messaging: u64 = measured
             .events_by_type
             .iter()
-            .filter(|(t, _)| t.starts_with("Journey") || t.starts_with("Message") || t.starts_with("Email"))
+            .filter(|(t, _)| {
+                t.starts_with("Journey")
+                    || t.starts_with("Message")
+                    || (t.starts_with("Email") && !t.starts_with("EmailVerif"))
+            })
             .map(|(_, n)| n)
             .sum();
         let batches = measured
@@ -788,8 +793,9 @@ impl CostModel {
             out,
             "- **Not the same events.** Every chaos customer registers with email consent and\n  \
              verifies, so the run sent {} emails and {:.0}% of its stored events belong to journeys\n  \
-             and messages (Journey*, Message*, Email*); the bench's workload is mostly browsing,\n  \
-             carts and orders, and the model prices messages per message (below), not per event.\n  \
+             and messages (Journey*, Message*, and SES's feedback: Email* but the verification);\n  \
+             the bench's workload is mostly browsing, carts and orders, and the model prices\n  \
+             messages per message (below), not per event.\n  \
              The measured column is the per-event cost of this message-heavy mix: it includes the\n  \
              campaign's journey instances and the channel's claims, caps and consent reads (events\n  \
              and read-models tables), which the model's projection lines (projector and consent\n  \
