@@ -247,9 +247,43 @@ mod tests {
             include_str!("../../../template.yaml"),
             "ChannelFunction",
             &Settings::names(),
-            // Read with a default, not (yet) set by the template.
-            &["SMS_SENDER_ID", "SHOP_URL", "WEEKLY_EMAIL_LIMIT", WARM_UP],
+            // Read with a default, not set by the template.
+            &[WARM_UP],
         );
         assert!(problems.is_empty(), "{problems:#?}");
+    }
+
+    /// The template's parameters behind SHOP_URL, WEEKLY_EMAIL_LIMIT and
+    /// SMS_SENDER_ID: the shop's URL must be given, the weekly limit
+    /// defaults to the code's, the sender id to none.
+    #[test]
+    fn the_templates_delivery_parameters_default_as_the_code_does() {
+        let template = include_str!("../../../template.yaml");
+        // The `Default:` of a parameter, None when it has none.
+        let default_of = |parameter: &str| -> Option<String> {
+            let at = template.find(&format!("\n  {parameter}:\n"))?;
+            template[at + 1..]
+                .lines()
+                .skip(1)
+                .take_while(|line| line.starts_with("   "))
+                .find_map(|line| line.trim().strip_prefix("Default: "))
+                .map(|v| v.trim_matches('"').to_string())
+        };
+        assert!(template.contains("\n  ShopUrl:\n"), "a ShopUrl parameter");
+        assert_eq!(default_of("ShopUrl"), None, "the shop's URL must be given");
+        assert_eq!(
+            default_of("WeeklyEmailLimit"),
+            Some(DeliveryPolicy::default().weekly_email_limit.to_string())
+        );
+        assert_eq!(default_of("SmsSenderId"), Some(String::new()));
+        assert_eq!(default_of("DeliveryCaps").map(|c| c.is_empty()), Some(false));
+        let from_template = lookup_from(
+            REQUIRED
+                .into_iter()
+                .chain([("SMS_SENDER_ID", ""), ("WEEKLY_EMAIL_LIMIT", "3")]),
+        );
+        let settings = Settings::from_lookup(&from_template).expect("the template's defaults are valid");
+        assert_eq!(settings.sms_sender_id, None, "a blank sender id is none");
+        assert_eq!(settings.delivery.policy.weekly_email_limit, 3);
     }
 }
