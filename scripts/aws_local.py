@@ -84,6 +84,7 @@ LOCAL_PARAMETERS = {
     "FromAddress": "Shop <news@shop.example.com>",
     "MailDomain": "shop.example.com",
     "PublicBaseUrl": "http://127.0.0.1",
+    "ShopUrl": "https://shop.example.com",
     "IngestWriteKeys": "smoke:wk_smoke_0123456789abcdef",
 }
 
