@@ -120,16 +120,65 @@ impl World {
         super::catalog::CampaignService::new(self.events.clone(), self.clock.clone())
     }
 
-    /// Abandons cart `cart` (worth 60.00) and hands the event to the engine.
+    /// A world over the shipped campaigns `names`, never paused.
+    async fn with_shipped(names: &[&str]) -> World {
+        Self::new(Arc::new(FixedCatalog::new(names.iter().map(|n| shipped(n)).collect()))).await
+    }
+
+    /// Stores the abandonment of cart `cart` (worth 70.00, enough for the
+    /// abandoned-cart campaign) without handing it to the engine.
+    async fn abandoned_cart(&self, cart: &str) -> EventEnvelope {
+        self.commerce_event(
+            &format!("cart-{cart}"),
+            "CartAbandoned",
+            json!({ "cart_id": cart, "total_value_minor": 7000 }),
+        )
+        .await
+    }
+
+    /// Abandons cart `cart` and hands the event to the engine.
     async fn abandon(&self, cart: &str) -> Result<EngineOutcome, EngineError> {
-        let e = self
-            .commerce_event(
-                &format!("cart-{cart}"),
-                "CartAbandoned",
-                json!({ "cart_id": cart, "total_value_minor": 6000 }),
-            )
-            .await;
+        let e = self.abandoned_cart(cart).await;
         self.engine.on_event(&e).await
+    }
+
+    /// Hands `trigger` to the engine while the scheduler fails: the start
+    /// stores its events and stops (as a crash after the append would), and
+    /// the delivery fails to be retried.
+    async fn start_stopping_after_append(&self, trigger: &EventEnvelope) {
+        self.scheduler.fail_with(Some(unavailable()));
+        assert!(matches!(
+            self.engine.on_event(trigger).await,
+            Err(EngineError::Retry(_))
+        ));
+        self.scheduler.fail_with(None);
+    }
+
+    /// An engine over this world whose journey appends fail (a crash
+    /// between a start's index lines and its append), with the switch.
+    fn engine_whose_journey_appends_fail(&self, campaigns: Vec<Campaign>) -> (Arc<JourneyAppendsFail>, JourneyEngine) {
+        let appends = Arc::new(JourneyAppendsFail {
+            inner: self.events.clone(),
+            failing: AtomicBool::new(true),
+        });
+        let engine = JourneyEngine::new(
+            appends.clone(),
+            self.docs.clone(),
+            self.scheduler.clone(),
+            Arc::new(FixedCatalog::new(campaigns)),
+            self.clock.clone(),
+        );
+        (appends, engine)
+    }
+
+    /// The customer's journey index lines.
+    async fn index(&self) -> Vec<IndexedInstance> {
+        self.engine.instances_of(CUSTOMER).await.expect("index")
+    }
+
+    /// An instance folded from its stream, which must exist.
+    async fn instance(&self, id: &str) -> super::instance::JourneyInstance {
+        self.engine.load(id).await.expect("load").expect("instance")
     }
 
     /// The journey index's lines in a campaign's partition.
@@ -229,7 +278,7 @@ impl World {
 
 #[tokio::test]
 async fn abandoned_cart_reminds_once_and_an_order_mid_wait_ends_it() {
-    let world = World::new(Arc::new(FixedCatalog::new(vec![shipped("abandoned-cart")]))).await;
+    let world = World::with_shipped(&["abandoned-cart"]).await;
     world
         .commerce_event(
             "cart-c1",
@@ -280,7 +329,7 @@ async fn abandoned_cart_reminds_once_and_an_order_mid_wait_ends_it() {
         .collect();
     assert_eq!(requested.len(), 1);
     assert!(matches!(history.last(), Some(JourneyEvent::JourneyExited { rule: Some(r), .. }) if r == "order-placed"));
-    let index = world.engine.instances_of(CUSTOMER).await.expect("index");
+    let index = world.index().await;
     assert_eq!(index.len(), 1);
     assert_eq!(index[0].status, InstanceStatus::Exited);
 
@@ -310,7 +359,7 @@ async fn abandoned_cart_reminds_once_and_an_order_mid_wait_ends_it() {
 
 #[tokio::test]
 async fn small_carts_and_customers_without_consent_do_not_enter() {
-    let world = World::new(Arc::new(FixedCatalog::new(vec![shipped("abandoned-cart")]))).await;
+    let world = World::with_shipped(&["abandoned-cart"]).await;
     let small = world
         .commerce_event(
             "cart-c2",
@@ -419,7 +468,7 @@ async fn an_edit_mid_flight_leaves_running_instances_on_their_version() {
 
 #[tokio::test]
 async fn deactivating_the_customer_exits_every_instance_and_deletes_its_timers() {
-    let world = World::new(Arc::new(FixedCatalog::new(vec![shipped("abandoned-cart")]))).await;
+    let world = World::with_shipped(&["abandoned-cart"]).await;
     let mut started = Vec::new();
     for cart in ["d1", "d2"] {
         let e = world
@@ -509,29 +558,27 @@ async fn pausing_a_campaign_exits_its_running_instances_at_once() {
     assert!(world.advance(chrono::Duration::days(2)).await.is_empty());
 }
 
+/// A sweep budget that walks every line of these tests in one call, at once again.
+fn whole_sweep() -> SweepBudget {
+    SweepBudget {
+        page_size: 10,
+        pages: 10,
+        rest: chrono::Duration::zero(),
+    }
+}
+
 fn unavailable() -> crate::scheduler::SchedulerError {
     crate::scheduler::SchedulerError::Unavailable("injected".into())
 }
 
 #[tokio::test]
 async fn a_start_that_failed_after_its_append_is_healed_by_the_retry() {
-    let world = World::new(Arc::new(FixedCatalog::new(vec![shipped("abandoned-cart")]))).await;
-    let abandoned = world
-        .commerce_event(
-            "cart-h1",
-            "CartAbandoned",
-            json!({ "cart_id": "h1", "total_value_minor": 7000 }),
-        )
-        .await;
+    let world = World::with_shipped(&["abandoned-cart"]).await;
+    let abandoned = world.abandoned_cart("h1").await;
 
     // The scheduler fails after the journey's events are stored.
-    world.scheduler.fail_with(Some(unavailable()));
-    assert!(matches!(
-        world.engine.on_event(&abandoned).await,
-        Err(EngineError::Retry(_))
-    ));
-    world.scheduler.fail_with(None);
-    let index = world.engine.instances_of(CUSTOMER).await.expect("index");
+    world.start_stopping_after_append(&abandoned).await;
+    let index = world.index().await;
     assert_eq!(index.len(), 1, "the index line written before the append");
     assert_eq!(index[0].version, 0, "shows nothing applied");
     assert!(world.scheduler.pending().is_empty(), "and no timer");
@@ -543,12 +590,12 @@ async fn a_start_that_failed_after_its_append_is_healed_by_the_retry() {
     let id = retried.healed[0].clone();
     let pending = world.scheduler.pending();
     assert_eq!(pending.len(), 1, "the 1 h wait is armed again");
-    let state = world.engine.load(&id).await.expect("load").expect("instance");
+    let state = world.instance(&id).await;
     let wait = state.waiting.clone().expect("waiting");
     assert_eq!(pending[0].name, wait.timer_name, "under its deterministic name");
     assert_eq!(pending[0].due_at, wait.due_at);
     assert_eq!(pending[0].set_at_version, 3, "the JourneyWaitScheduled's version");
-    let index = world.engine.instances_of(CUSTOMER).await.expect("index");
+    let index = world.index().await;
     assert_eq!(index.len(), 1);
     assert_eq!(index[0].version, state.version);
     assert_eq!(world.campaign_lines("abandoned-cart").await, 1);
@@ -563,7 +610,7 @@ async fn a_start_that_failed_after_its_append_is_healed_by_the_retry() {
 
 #[tokio::test]
 async fn a_step_that_failed_before_its_index_write_is_healed_by_the_redelivered_timer() {
-    let world = World::new(Arc::new(FixedCatalog::new(vec![shipped("abandoned-cart")]))).await;
+    let world = World::with_shipped(&["abandoned-cart"]).await;
     let started = world.abandon("h2").await.expect("start").started;
     let id = started[0].clone();
     let first = world.scheduler.pending().remove(0);
@@ -576,15 +623,15 @@ async fn a_step_that_failed_before_its_index_write_is_healed_by_the_redelivered_
         Err(EngineError::Retry(_))
     ));
     world.docs.fail_index_commits(false);
-    let index = world.engine.instances_of(CUSTOMER).await.expect("index");
-    let state = world.engine.load(&id).await.expect("load").expect("instance");
+    let index = world.index().await;
+    let state = world.instance(&id).await;
     assert!(index[0].version < state.version, "the index is behind its stream");
 
     // The timer is delivered again: nothing is decided twice, the index catches up.
     let retried = world.engine.on_timer(&first).await.expect("retry");
     assert!(retried.messages.is_empty(), "the reminder is not requested twice");
     assert_eq!(retried.healed, vec![id.clone()]);
-    let index = world.engine.instances_of(CUSTOMER).await.expect("index");
+    let index = world.index().await;
     assert_eq!(index[0].version, state.version);
     // The reminder's pointer is there too: explain finds its journey.
     let reminder = world
@@ -613,14 +660,10 @@ async fn a_step_that_failed_before_its_index_write_is_healed_by_the_redelivered_
 
 #[tokio::test]
 async fn the_sweep_rearms_a_missing_timer_and_fires_an_overdue_one_exactly_once() {
-    let world = World::new(Arc::new(FixedCatalog::new(vec![shipped("abandoned-cart")]))).await;
+    let world = World::with_shipped(&["abandoned-cart"]).await;
     let a = world.abandon("s1").await.expect("start").started[0].clone();
     let b = world.abandon("s2").await.expect("start").started[0].clone();
-    let budget = SweepBudget {
-        page_size: 10,
-        pages: 10,
-        rest: chrono::Duration::zero(),
-    };
+    let budget = whole_sweep();
     // Nothing to repair.
     let swept = world.engine.sweep(budget).await.expect("sweep");
     assert_eq!(swept.examined, 2);
@@ -680,7 +723,7 @@ async fn the_sweep_rearms_a_missing_timer_and_fires_an_overdue_one_exactly_once(
 
 #[tokio::test]
 async fn the_sweep_reads_a_page_at_a_time_and_rests_after_a_walk() {
-    let world = World::new(Arc::new(FixedCatalog::new(vec![shipped("abandoned-cart")]))).await;
+    let world = World::with_shipped(&["abandoned-cart"]).await;
     for n in 0..5 {
         world.abandon(&format!("w{n}")).await.expect("start");
     }
@@ -855,14 +898,8 @@ async fn a_duplicated_pause_step_does_not_fork_the_chain() {
 
 #[tokio::test]
 async fn a_step_carries_the_correlation_of_its_cause_and_names_it() {
-    let world = World::new(Arc::new(FixedCatalog::new(vec![shipped("abandoned-cart")]))).await;
-    let abandoned = world
-        .commerce_event(
-            "cart-c9",
-            "CartAbandoned",
-            json!({ "cart_id": "c9", "total_value_minor": 7000 }),
-        )
-        .await;
+    let world = World::with_shipped(&["abandoned-cart"]).await;
+    let abandoned = world.abandoned_cart("c9").await;
     let id = world.engine.on_event(&abandoned).await.expect("start").started[0].clone();
     world.advance(chrono::Duration::hours(1)).await;
     let order = world
@@ -898,7 +935,7 @@ const SWEEP_SCHEDULE_INPUT: &str = r#"{"name":"crm-journey-sweep","kind":"journe
 
 #[tokio::test]
 async fn a_fired_sweep_timer_runs_a_sweep_step() {
-    let world = World::new(Arc::new(FixedCatalog::new(vec![shipped("abandoned-cart")]))).await;
+    let world = World::with_shipped(&["abandoned-cart"]).await;
     let id = world.abandon("t1").await.expect("start").started[0].clone();
     let timer: crate::scheduler::TimerPayload = serde_json::from_str(SWEEP_SCHEDULE_INPUT).expect("a timer");
     assert_eq!(timer.stream_id, SWEEP_STREAM);
@@ -967,22 +1004,11 @@ fn reminders(events: &[JourneyEvent]) -> usize {
 
 #[tokio::test]
 async fn an_order_between_a_crashed_start_and_its_redelivery_ends_the_journey() {
-    let world = World::new(Arc::new(FixedCatalog::new(vec![shipped("abandoned-cart")]))).await;
-    let abandoned = world
-        .commerce_event(
-            "cart-h2",
-            "CartAbandoned",
-            json!({ "cart_id": "h2", "total_value_minor": 7000 }),
-        )
-        .await;
+    let world = World::with_shipped(&["abandoned-cart"]).await;
+    let abandoned = world.abandoned_cart("h2").await;
     // The start's append is stored, then the invocation dies (here: the scheduler fails).
-    world.scheduler.fail_with(Some(unavailable()));
-    assert!(matches!(
-        world.engine.on_event(&abandoned).await,
-        Err(EngineError::Retry(_))
-    ));
-    world.scheduler.fail_with(None);
-    let index = world.engine.instances_of(CUSTOMER).await.expect("index");
+    world.start_stopping_after_append(&abandoned).await;
+    let index = world.index().await;
     assert_eq!(index.len(), 1, "the index line was written before the append");
     assert_eq!(index[0].version, 0, "at version 0: nothing applied yet");
     let id = index[0].instance_id.clone();
@@ -993,9 +1019,9 @@ async fn an_order_between_a_crashed_start_and_its_redelivery_ends_the_journey() 
         .await;
     let on_order = world.engine.on_event(&order).await.expect("order");
     assert_eq!(on_order.advanced, vec![id.clone()]);
-    let state = world.engine.load(&id).await.expect("load").expect("instance");
+    let state = world.instance(&id).await;
     assert_eq!(state.status, InstanceStatus::Exited);
-    let index = world.engine.instances_of(CUSTOMER).await.expect("index");
+    let index = world.index().await;
     assert_eq!(
         index[0].version, state.version,
         "the index caught up with the whole stream"
@@ -1018,7 +1044,7 @@ async fn an_order_between_a_crashed_start_and_its_redelivery_ends_the_journey() 
 
 #[tokio::test]
 async fn an_email_verified_between_a_crashed_start_and_its_redelivery_gets_the_welcome_email() {
-    let world = World::new(Arc::new(FixedCatalog::new(vec![shipped("welcome")]))).await;
+    let world = World::with_shipped(&["welcome"]).await;
     let registered = world
         .events
         .read_stream(&crate::customer::stream_id(CUSTOMER), 0, 100)
@@ -1028,13 +1054,8 @@ async fn an_email_verified_between_a_crashed_start_and_its_redelivery_gets_the_w
         .find(|e| e.event_type == "CustomerRegistered")
         .expect("registered");
     // The start stops after its append: the timer write fails.
-    world.scheduler.fail_with(Some(unavailable()));
-    assert!(matches!(
-        world.engine.on_event(&registered).await,
-        Err(EngineError::Retry(_))
-    ));
-    world.scheduler.fail_with(None);
-    let index = world.engine.instances_of(CUSTOMER).await.expect("index");
+    world.start_stopping_after_append(&registered).await;
+    let index = world.index().await;
     assert_eq!(index.len(), 1);
     let id = index[0].instance_id.clone();
 
@@ -1058,38 +1079,22 @@ async fn an_email_verified_between_a_crashed_start_and_its_redelivery_gets_the_w
         "no reminder to a verified customer"
     );
     assert_eq!(reminders(&world.journey_events(&id).await), 1, "the welcome email only");
-    let state = world.engine.load(&id).await.expect("load").expect("instance");
-    let index = world.engine.instances_of(CUSTOMER).await.expect("index");
+    let state = world.instance(&id).await;
+    let index = world.index().await;
     assert_eq!(index[0].version, state.version);
 }
 
 #[tokio::test]
 async fn an_index_line_whose_append_never_happened_is_harmless_and_the_redelivery_starts_once() {
-    let world = World::new(Arc::new(FixedCatalog::new(vec![shipped("abandoned-cart")]))).await;
-    let appends = Arc::new(JourneyAppendsFail {
-        inner: world.events.clone(),
-        failing: AtomicBool::new(true),
-    });
-    let crashing = JourneyEngine::new(
-        appends.clone(),
-        world.docs.clone(),
-        world.scheduler.clone(),
-        Arc::new(FixedCatalog::new(vec![shipped("abandoned-cart")])),
-        world.clock.clone(),
-    );
-    let abandoned = world
-        .commerce_event(
-            "cart-h3",
-            "CartAbandoned",
-            json!({ "cart_id": "h3", "total_value_minor": 7000 }),
-        )
-        .await;
+    let world = World::with_shipped(&["abandoned-cart"]).await;
+    let (appends, crashing) = world.engine_whose_journey_appends_fail(vec![shipped("abandoned-cart")]);
+    let abandoned = world.abandoned_cart("h3").await;
     // The index line is written, then the append fails: a line without a stream.
     assert!(matches!(
         crashing.on_event(&abandoned).await,
         Err(EngineError::Retry(_))
     ));
-    let index = world.engine.instances_of(CUSTOMER).await.expect("index");
+    let index = world.index().await;
     assert_eq!(index.len(), 1);
     assert_eq!(index[0].version, 0);
     let id = index[0].instance_id.clone();
@@ -1105,11 +1110,7 @@ async fn an_index_line_whose_append_never_happened_is_harmless_and_the_redeliver
         .await;
     let outcome = world.engine.on_event(&viewed).await.expect("an event meets the line");
     assert!(outcome.advanced.is_empty() && outcome.healed.is_empty(), "{outcome:?}");
-    let budget = SweepBudget {
-        page_size: 10,
-        pages: 10,
-        rest: chrono::Duration::zero(),
-    };
+    let budget = whole_sweep();
     let swept = world.engine.sweep(budget).await.expect("sweep");
     assert_eq!(swept.examined, 1);
     assert!(swept.rearmed.is_empty() && swept.fired.is_empty() && swept.healed.is_empty());
@@ -1125,8 +1126,8 @@ async fn an_index_line_whose_append_never_happened_is_harmless_and_the_redeliver
         started.extend(world.engine.on_event(&abandoned).await.expect("redelivered").started);
     }
     assert_eq!(started, vec![id.clone()]);
-    let state = world.engine.load(&id).await.expect("load").expect("instance");
-    let index = world.engine.instances_of(CUSTOMER).await.expect("index");
+    let state = world.instance(&id).await;
+    let index = world.index().await;
     assert_eq!(index.len(), 1);
     assert_eq!(index[0].version, state.version);
     assert_eq!(world.scheduler.pending().len(), 1, "the 1 h wait");
@@ -1135,38 +1136,31 @@ async fn an_index_line_whose_append_never_happened_is_harmless_and_the_redeliver
 
 #[tokio::test]
 async fn a_duplicate_trigger_of_an_indexed_instance_leaves_its_index_line_alone() {
-    let world = World::new(Arc::new(FixedCatalog::new(vec![shipped("abandoned-cart")]))).await;
-    let abandoned = world
-        .commerce_event(
-            "cart-h4",
-            "CartAbandoned",
-            json!({ "cart_id": "h4", "total_value_minor": 7000 }),
-        )
-        .await;
+    let world = World::with_shipped(&["abandoned-cart"]).await;
+    let abandoned = world.abandoned_cart("h4").await;
     let id = world.engine.on_event(&abandoned).await.expect("start").started[0].clone();
     let order = world
         .commerce_event("order-o4", "OrderPlaced", json!({ "order_id": "o4" }))
         .await;
     world.engine.on_event(&order).await.expect("order");
-    let before = world.engine.instances_of(CUSTOMER).await.expect("index");
+    let before = world.index().await;
     assert_eq!(before[0].status, InstanceStatus::Exited);
 
     // The trigger again: the version-0 line must not replace the exited one.
     let again = world.engine.on_event(&abandoned).await.expect("duplicate");
     assert!(again.started.is_empty() && again.healed.is_empty(), "{again:?}");
-    assert_eq!(world.engine.instances_of(CUSTOMER).await.expect("index"), before);
+    assert_eq!(world.index().await, before);
     assert_eq!(world.campaign_lines("abandoned-cart").await, 0);
-    let state = world.engine.load(&id).await.expect("load").expect("instance");
+    let state = world.instance(&id).await;
     assert_eq!(before[0].version, state.version);
 }
 
 /// A world whose abandoned-cart start for `cart` stopped after its append
 /// (the timer write failed), and the instance's id; its trigger never comes back.
 async fn half_started(world: &World, cart: &str) -> String {
-    world.scheduler.fail_with(Some(unavailable()));
-    assert!(matches!(world.abandon(cart).await, Err(EngineError::Retry(_))));
-    world.scheduler.fail_with(None);
-    let index = world.engine.instances_of(CUSTOMER).await.expect("index");
+    let abandoned = world.abandoned_cart(cart).await;
+    world.start_stopping_after_append(&abandoned).await;
+    let index = world.index().await;
     assert_eq!(index.len(), 1);
     assert!(world.scheduler.pending().is_empty());
     index[0].instance_id.clone()
@@ -1174,19 +1168,15 @@ async fn half_started(world: &World, cart: &str) -> String {
 
 #[tokio::test]
 async fn the_sweep_heals_an_instance_whose_start_stopped_after_its_append() {
-    let world = World::new(Arc::new(FixedCatalog::new(vec![shipped("abandoned-cart")]))).await;
+    let world = World::with_shipped(&["abandoned-cart"]).await;
     let id = half_started(&world, "h5").await;
-    let budget = SweepBudget {
-        page_size: 10,
-        pages: 10,
-        rest: chrono::Duration::zero(),
-    };
+    let budget = whole_sweep();
     // Found through its campaign's line: timer set again, index written.
     let swept = world.engine.sweep(budget).await.expect("sweep");
     assert_eq!(swept.healed, vec![id.clone()]);
     assert_eq!(world.scheduler.pending().len(), 1, "the 1 h wait");
-    let state = world.engine.load(&id).await.expect("load").expect("instance");
-    let index = world.engine.instances_of(CUSTOMER).await.expect("index");
+    let state = world.instance(&id).await;
+    let index = world.index().await;
     assert_eq!(index[0].version, state.version);
     assert_eq!(world.advance(chrono::Duration::hours(1)).await.len(), 1, "one reminder");
 }
@@ -1202,7 +1192,7 @@ async fn pausing_exits_an_instance_whose_start_stopped_after_its_append() {
         .expect("paused");
     let paused = world.engine.on_campaign_paused("abandoned-cart").await.expect("pause");
     assert_eq!(paused.advanced, vec![id.clone()]);
-    let state = world.engine.load(&id).await.expect("load").expect("instance");
+    let state = world.instance(&id).await;
     assert_eq!(state.status, InstanceStatus::Exited);
     assert_eq!(world.campaign_lines("abandoned-cart").await, 0);
     assert!(world.scheduler.pending().is_empty());
@@ -1283,7 +1273,7 @@ impl World {
 async fn an_email_verified_handled_before_the_registration_still_gets_the_welcome_email() {
     // Given a registration whose delivery failed and comes back after the
     // visibility timeout, and the verification that reached the engine first.
-    let world = World::new(Arc::new(FixedCatalog::new(vec![shipped("welcome")]))).await;
+    let world = World::with_shipped(&["welcome"]).await;
     let registered = world.registered().await;
     world.clock.advance(chrono::Duration::minutes(2));
     let verified = world
@@ -1336,8 +1326,8 @@ async fn an_email_verified_handled_before_the_registration_still_gets_the_welcom
     // The verification delivered again changes nothing.
     let again = world.engine.on_event(&verified).await.expect("again");
     assert!(again.advanced.is_empty() && again.messages.is_empty(), "{again:?}");
-    let state = world.engine.load(&id).await.expect("load").expect("instance");
-    let index = world.engine.instances_of(CUSTOMER).await.expect("index");
+    let state = world.instance(&id).await;
+    let index = world.index().await;
     assert_eq!(index[0].version, state.version);
 }
 
@@ -1345,14 +1335,8 @@ async fn an_email_verified_handled_before_the_registration_still_gets_the_welcom
 async fn an_order_handled_before_the_abandoned_cart_exits_the_journey_at_start() {
     // Given a cart abandoned at 12:00 whose delivery failed, and an order
     // placed two minutes later that the engine (and the projector) handled first.
-    let world = World::new(Arc::new(FixedCatalog::new(vec![shipped("abandoned-cart")]))).await;
-    let abandoned = world
-        .commerce_event(
-            "cart-r1",
-            "CartAbandoned",
-            json!({ "cart_id": "r1", "total_value_minor": 7000 }),
-        )
-        .await;
+    let world = World::with_shipped(&["abandoned-cart"]).await;
+    let abandoned = world.abandoned_cart("r1").await;
     world.clock.advance(chrono::Duration::minutes(2));
     let order = world
         .commerce_event("order-r1", "OrderPlaced", json!({ "order_id": "r1" }))
@@ -1368,7 +1352,7 @@ async fn an_order_handled_before_the_abandoned_cart_exits_the_journey_at_start()
     assert_eq!(outcome.started.len(), 1, "{outcome:?}");
     assert!(outcome.messages.is_empty(), "{outcome:?}");
     let id = outcome.started[0].clone();
-    let state = world.engine.load(&id).await.expect("load").expect("instance");
+    let state = world.instance(&id).await;
     assert_eq!(state.status, InstanceStatus::Exited);
     assert!(matches!(
         world.journey_events(&id).await.last(),
@@ -1389,14 +1373,8 @@ async fn an_order_handled_before_the_abandoned_cart_exits_the_journey_at_start()
 async fn an_order_the_start_could_not_see_exits_the_journey_before_its_reminder() {
     // Given an order handled before the abandoned cart, in a stream the
     // projector had not indexed yet when the instance started.
-    let world = World::new(Arc::new(FixedCatalog::new(vec![shipped("abandoned-cart")]))).await;
-    let abandoned = world
-        .commerce_event(
-            "cart-r2",
-            "CartAbandoned",
-            json!({ "cart_id": "r2", "total_value_minor": 7000 }),
-        )
-        .await;
+    let world = World::with_shipped(&["abandoned-cart"]).await;
+    let abandoned = world.abandoned_cart("r2").await;
     world.clock.advance(chrono::Duration::minutes(2));
     let order = world
         .commerce_event("order-r2", "OrderPlaced", json!({ "order_id": "r2" }))
@@ -1415,7 +1393,7 @@ async fn an_order_the_start_could_not_see_exits_the_journey_before_its_reminder(
 
     // Then the step looks back first and exits instead of reminding.
     assert!(sent.is_empty(), "a reminder to a customer who ordered: {sent:?}");
-    let state = world.engine.load(&id).await.expect("load").expect("instance");
+    let state = world.instance(&id).await;
     assert_eq!(state.status, InstanceStatus::Exited);
     assert_eq!(reminders(&world.journey_events(&id).await), 0);
     assert!(world.scheduler.pending().is_empty());
@@ -1434,13 +1412,7 @@ async fn events_recorded_before_the_trigger_do_not_count() {
         .await;
     world.project(&order).await;
     world.clock.advance(chrono::Duration::minutes(1));
-    let abandoned = world
-        .commerce_event(
-            "cart-b1",
-            "CartAbandoned",
-            json!({ "cart_id": "b1", "total_value_minor": 7000 }),
-        )
-        .await;
+    let abandoned = world.abandoned_cart("b1").await;
     // And an item added to a cart before the checkout started on it (the same stream, a lower version).
     world
         .commerce_event(
@@ -1491,7 +1463,7 @@ async fn an_event_the_lookback_took_does_nothing_when_it_arrives() {
     let started = world.engine.on_event(&checkout).await.expect("start");
     assert_eq!(started.messages.len(), 1, "the first wait took the item: {started:?}");
     let id = started.started[0].clone();
-    let state = world.engine.load(&id).await.expect("load").expect("instance");
+    let state = world.instance(&id).await;
     assert_eq!(
         state.waiting.as_ref().map(|w| w.step_id.as_str()),
         Some("second"),
@@ -1525,43 +1497,22 @@ async fn the_sweep_removes_an_index_line_whose_append_never_came_after_the_grace
     // Given a start that wrote its index lines, then failed to append, and
     // whose trigger never comes back; and another start that stopped after
     // its append (its lines are at version 0 too, but it has a stream).
-    let world = World::new(Arc::new(FixedCatalog::new(vec![shipped("abandoned-cart")]))).await;
+    let world = World::with_shipped(&["abandoned-cart"]).await;
     let healed = half_started(&world, "o0").await;
-    let crashing = JourneyEngine::new(
-        Arc::new(JourneyAppendsFail {
-            inner: world.events.clone(),
-            failing: AtomicBool::new(true),
-        }),
-        world.docs.clone(),
-        world.scheduler.clone(),
-        Arc::new(FixedCatalog::new(vec![shipped("abandoned-cart")])),
-        world.clock.clone(),
-    );
-    let abandoned = world
-        .commerce_event(
-            "cart-o1",
-            "CartAbandoned",
-            json!({ "cart_id": "o1", "total_value_minor": 7000 }),
-        )
-        .await;
+    let (_, crashing) = world.engine_whose_journey_appends_fail(vec![shipped("abandoned-cart")]);
+    let abandoned = world.abandoned_cart("o1").await;
     assert!(matches!(
         crashing.on_event(&abandoned).await,
         Err(EngineError::Retry(_))
     ));
     let orphan = world
-        .engine
-        .instances_of(CUSTOMER)
+        .index()
         .await
-        .expect("index")
         .into_iter()
         .map(|line| line.instance_id)
         .find(|id| *id != healed)
         .expect("the orphan's line");
-    let budget = SweepBudget {
-        page_size: 10,
-        pages: 10,
-        rest: chrono::Duration::zero(),
-    };
+    let budget = whole_sweep();
 
     // When the sweep runs within the grace: the line stays (its redelivery may still come).
     world.clock.advance(chrono::Duration::minutes(30));
@@ -1576,26 +1527,17 @@ async fn the_sweep_removes_an_index_line_whose_append_never_came_after_the_grace
     // Then the orphan's lines are gone, both the campaign's and the
     // customer's; the started instance's are not.
     assert_eq!(swept.orphans_removed, vec![orphan.clone()]);
-    let lines: Vec<String> = world
-        .engine
-        .instances_of(CUSTOMER)
-        .await
-        .expect("index")
-        .into_iter()
-        .map(|line| line.instance_id)
-        .collect();
+    let lines: Vec<String> = world.index().await.into_iter().map(|line| line.instance_id).collect();
     assert_eq!(lines, vec![healed.clone()]);
     assert_eq!(world.campaign_lines("abandoned-cart").await, 1);
 
     // A trigger that does come back after all starts the instance, once, indexed.
     let started = world.engine.on_event(&abandoned).await.expect("redelivered").started;
     assert_eq!(started, vec![orphan.clone()]);
-    let state = world.engine.load(&orphan).await.expect("load").expect("instance");
+    let state = world.instance(&orphan).await;
     let line = world
-        .engine
-        .instances_of(CUSTOMER)
+        .index()
         .await
-        .expect("index")
         .into_iter()
         .find(|line| line.instance_id == orphan)
         .expect("indexed again");
