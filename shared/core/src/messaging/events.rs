@@ -144,9 +144,10 @@ pub enum MessageEvent {
         error: String,
         /// Email: when the settle check looks whether SES reported the
         /// message (`MessageAccepted` or later feedback settles it as sent;
-        /// none means SES never took it and it is sent again, once). `None`:
-        /// no feedback can settle it (SMS, push) or it was sent again once
-        /// already: the outcome stays unknown, at most once.
+        /// none means SES never took it and it is sent again). `None`: no
+        /// feedback can settle it (SMS, push), or it was the email's last
+        /// allowed send (given up): no further send, though a late `Send`
+        /// still settles an email.
         #[serde(default)]
         settle_by: Option<DateTime<Utc>>,
     },
