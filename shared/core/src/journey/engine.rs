@@ -16,6 +16,14 @@
 //! re-arms missing timers or fires overdue ones. A paused campaign sends
 //! nothing more: a timer or event reaching one of its instances exits it, and
 //! pausing exits them a page at a time (`CampaignPauseContinued`).
+//!
+//! The queues do not keep order, so a start, and a step that runs on, look
+//! back at the customer's events recorded after the trigger and catch up on
+//! them in the same append (decision 0033, [`JourneyEngine::advance`]): an
+//! exit event or an awaited event that reached the engine before the
+//! instance existed still acts on it, and its later delivery changes nothing.
+//! The sweep also removes the index lines of starts whose append never came
+//! ([`ORPHAN_LINE_GRACE`]).
 
 use super::catalog::{self as campaign_store, CampaignEvent};
 use super::definition::Campaign;
@@ -150,8 +158,8 @@ pub struct IndexedInstance {
     #[serde(default)]
     pub version: u64,
     /// Whose instance it is (absent in lines written before it was
-    /// recorded): the sweep removes the customer's line of an announced
-    /// start whose append never came through the campaign's line.
+    /// recorded): the sweep, meeting an orphaned start through its
+    /// campaign's line, removes the customer's line too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub customer_id: Option<String>,
 }
