@@ -1063,19 +1063,23 @@ def queue_depths(state: dict) -> dict:
 
 
 def pump(state: dict, port: int | None = None, rounds: int = 20, wait: bool = True,
-         timers_until: datetime.datetime | None = None, fire: bool = True) -> PumpCounts:
-    """Plays the event sources for up to `rounds` rounds. A round fires the
-    timers due by `timers_until` (default: now; `fire=False`: none), relays
-    the stream and drains every consumer queue. When a round moves nothing but
-    messages are in flight (reported as failed), the next round waits until
-    they are visible again (the queue's visibility timeout); it stops when
-    nothing moves and nothing is in flight."""
+         timers_until: datetime.datetime | None = None, fire: bool = True,
+         each_round=None) -> PumpCounts:
+    """Plays the event sources for up to `rounds` rounds. A round first calls
+    `each_round()` if given (what else the world does meanwhile, such as SES's
+    feedback, which AWS delivers within seconds; it returns how much it moved),
+    then fires the timers due by `timers_until` (default: now; `fire=False`:
+    none), relays the stream and drains every consumer queue. When a round
+    moves nothing but messages are in flight (reported as failed), the next
+    round waits until they are visible again (the queue's visibility timeout);
+    it stops when nothing moves and nothing is in flight."""
     port = port or state["lambda"]["port"]
     counts = PumpCounts()
     consumer_queues = {c["queue"] for c in state["consumers"]}
     for n in range(rounds):
         counts.rounds = n + 1
-        moved = fire_timers(state, counts, timers_until) if fire else 0
+        moved = each_round() if each_round else 0
+        moved += fire_timers(state, counts, timers_until) if fire else 0
         moved += relay_streams(state, port, counts)
         for consumer in state["consumers"]:
             moved += deliver_queue(state, consumer, port, counts)
