@@ -610,7 +610,7 @@ mod tests {
             .filter_map(serde_yaml::Value::as_str)
             .filter(|name| *name != "RUST_LOG")
             .collect();
-        let unset_on_purpose = ["RETENTION_LEGAL_YEARS", "WARM_UP"];
+        let unset_on_purpose = ["WARM_UP"];
         let mut read: Vec<&str> = crm_api::Settings::NAMES
             .iter()
             .copied()
