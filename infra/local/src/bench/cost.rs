@@ -807,9 +807,11 @@ impl CostModel {
             out,
             "- **Events-table reads: the consumers load streams too.** The model counts a command's\n  \
              load (a Query and its receipt) and the expected-version read; the run made {:.1} Queries of\n  \
-             the events table per stored event: the api's loads, and the campaign and channel\n  \
-             functions loading journey instances and message streams before they append.",
-            events_queries as f64 / events
+             the events table per stored event ({events_queries} for {} api requests): the api's loads,\n  \
+             and the streams the campaign and channel functions load before they append (journey\n  \
+             instances, messages). The proxy cannot tell which function made a request.",
+            events_queries as f64 / events,
+            measured.lambda_invocations_by_function.get("api").copied().unwrap_or(0)
         );
         let _ = writeln!(
             out,
