@@ -165,6 +165,10 @@ enum Command {
         /// SAM template the cost model reads the Lambda memory from (default: the built-in one).
         #[arg(long)]
         template: Option<PathBuf>,
+        /// Units measured on the moto pipeline (`scripts/chaos.py --rate 0 --units-out FILE`):
+        /// printed beside the cost model's lines, and added to the --cost file.
+        #[arg(long)]
+        measured: Option<PathBuf>,
         /// No progress bars.
         #[arg(long)]
         quiet: bool,
@@ -294,8 +298,9 @@ async fn main() -> ExitCode {
             json,
             cost,
             template,
+            measured,
             quiet,
-        } => crm_local::bench::command(
+        } => crm_local::bench::command_with_measured(
             crm_local::bench::BenchOptions {
                 seed,
                 customers,
@@ -307,6 +312,7 @@ async fn main() -> ExitCode {
             json,
             cost,
             template,
+            measured,
         )
         .await
         .map_err(|e| e.to_string()),
