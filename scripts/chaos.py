@@ -3,7 +3,7 @@
 calls faulted, and the checks that nothing was lost or sent twice (issue 15,
 "Proof").
 
-    .venv/bin/python scripts/chaos.py [--stories 50] [--rate 0.2] [--seed 1]
+    .venv/bin/python scripts/chaos.py [--stories 50] [--wave 50] [--rate 0.2] [--seed 1]
                                       [--max-consecutive 2] [--keep]
                                       [--crash-rate 0.05] [--crash-points a,b]
 
@@ -29,7 +29,8 @@ calls faulted, and the checks that nothing was lost or sent twice (issue 15,
    record a product view, then either place an order and pay it, or create a
    cart and put an item in it. Every write carries an Idempotency-Key; an
    answer 5xx (or no answer) is retried with the same key and body, as a
-   client would.
+   client would. After every `--wave` stories (default 50) it pumps the
+   pipeline, so the queues hold about a wave's messages.
 3. Pumps (stream -> relay -> bus -> rules -> queues -> functions) until the
    queues are quiet, plays SES's feedback (a `Send` and a `Delivery` event on
    the default bus for every email moto's SES kept, once each), pumps, waits
@@ -776,6 +777,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stories", type=int, default=50)
+    parser.add_argument("--wave", type=int, default=50,
+                        help="stories run before the pipeline is pumped (the queues hold about a wave's messages)")
     parser.add_argument("--rate", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--max-consecutive", type=int, default=2)
@@ -791,6 +794,8 @@ def main(argv=None) -> int:
     parser.add_argument("--units-out", type=pathlib.Path,
                         help="with --rate 0 and no crashes: write the units per stored event as JSON to this file")
     args = parser.parse_args(argv)
+    if args.wave < 1:
+        parser.error("--wave must be at least 1")
     measuring = args.rate == 0 and args.crash_rate == 0
     if args.units_out and not measuring:
         parser.error("--units-out measures the run without faults: use it with --rate 0 and --crash-rate 0")
@@ -837,26 +842,40 @@ def main(argv=None) -> int:
         if crashing:
             log(f"crash points {args.crash_points} at rate {args.crash_rate}, seed {args.seed}")
 
-        # 2. the stories
+        # 2. the stories, a wave at a time: the pipeline is pumped after each
+        # wave (SES's feedback played every round), so the queues hold about
+        # one wave's messages, as steady traffic would, rather than every
+        # story's at once (moto's SQS scans a queue's messages on every call).
+        totals = Totals()
+        ses = SesFeedback(state)
+        played_in_waves = [0]
+
+        def play_in_wave() -> int:
+            n = ses.play()
+            played_in_waves[0] += n
+            return n
+
         api = Api(port, uuid.uuid4().hex[:8], aws_local.exits_of(state, "api"))
         stories = []
-        t_stories = time.monotonic()
+        stories_seconds = 0.0
         for n in range(args.stories):
+            t_story = time.monotonic()
             story = Story(api, n)
             story.run()
             stories.append(story)
+            stories_seconds += time.monotonic() - t_story
             if story.problems:
                 log(f"story {n}: {story.problems}")
-        stories_seconds = time.monotonic() - t_stories
+            if (n + 1) % args.wave == 0 and n + 1 < args.stories:
+                pump(state, totals, each_round=play_in_wave)
+                log(f"{n + 1} of {args.stories} stories run and pumped")
         log(f"{len(stories)} stories, {api.requests} requests in {stories_seconds:.0f} s")
 
         # 3. the pipeline, SES's feedback, the settle timers
-        totals = Totals()
-        ses = SesFeedback(state)
         # No timer fires before SES's feedback of what was sent is in: SES
         # reports within seconds, the settle window (900 s on AWS, a few
         # seconds here) is there for a feedback that never comes.
-        played = settle(state, totals, ses)
+        played = played_in_waves[0] + settle(state, totals, ses)
         stats_faulted = proxy.stats()
 
         # 4. faults off, one redrive of every dead-letter queue
