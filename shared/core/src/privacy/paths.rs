@@ -205,7 +205,7 @@ mod tests {
     ];
 
     fn assert_no_personal_text(value: &Value) {
-        let text = value.to_string();
+        let text = crate::privacy::crypto::text_outside_ciphertext(value);
         for p in PERSONAL_TEXT {
             assert!(!text.contains(p), "{p} in {text}");
         }
