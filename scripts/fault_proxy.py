@@ -103,6 +103,15 @@ faulted. So for a given seed, the n-th eligible call of an operation always
 gets the same decision, however calls of other operations interleave.
 Posting a `seed` to the config (even the same one) restarts the streams.
 
+Who made a request
+------------------
+Every request is counted for its caller too: the application id the SDK
+puts in its user agent as `app/<id>` (`x-amz-user-agent`, else
+`user-agent`). The AWS SDK for Rust takes it from `AWS_SDK_UA_APP_ID`
+(scripts/aws_local.py sets it to each function's binary name), botocore
+from `Config(user_agent_appid=...)` or the same variable. A request without
+one is `unattributed` (the harness's own boto3 clients).
+
 Moto handles one request at a time
 ----------------------------------
 The proxy serves clients on many threads (ThreadingHTTPServer, HTTP/1.1
@@ -131,6 +140,8 @@ Control API
   "unmetered": n}`: the capacity
   units the DynamoDB requests moto handled consume by DynamoDB's rules (see
   CapacityMeter; moto's own `ConsumedCapacity` is a fixed placeholder).
+  `by_caller` is `{caller: {"services": {...}, "dynamodb_capacity":
+  {"tables", "totals"}}}`: the same counts for each caller (see below).
 * `GET /fault-proxy/config`: the configuration in force.
 * `POST /fault-proxy/config`: JSON with any of `seed`, `rate`, `services`,
   `after_share`, `operations` and `after_operations` (null for all),
@@ -142,6 +153,7 @@ Control API
 
 import argparse
 import base64
+import functools
 import http.client
 import http.server
 import json
@@ -338,11 +350,30 @@ _SCOPE = re.compile(r"Credential=[^/,\s]+/\d{8}/([^/,\s]+)/([^/,\s]+)/aws4_reque
 
 @dataclass(frozen=True)
 class Call:
-    """The AWS call a request makes, as far as the proxy can tell."""
+    """The AWS call a request makes, as far as the proxy can tell, and who
+    made it (`caller_of`)."""
 
     service: str
     operation: str
     protocol: str  # "json", "rest-json", "query", "moto-api" or "unknown"
+    caller: str = "unattributed"
+
+
+UNATTRIBUTED = "unattributed"
+_APP_ID = re.compile(r"(?:^|\s)app/([^\s]+)")
+
+
+def caller_of(headers) -> str:
+    """The application id the SDK put in its user agent (`app/<id>`), or
+    UNATTRIBUTED. The AWS SDK for Rust reads it from `AWS_SDK_UA_APP_ID` (or
+    `SdkConfig::app_name`) and sends it in `x-amz-user-agent` and
+    `user-agent`; botocore from `Config(user_agent_appid=...)` or the same
+    variable, in `User-Agent`. `headers` maps lower-case names to values."""
+    for name in ("x-amz-user-agent", "user-agent"):
+        found = _APP_ID.search(headers.get(name, ""))
+        if found:
+            return found.group(1)
+    return UNATTRIBUTED
 
 
 def signing_service(headers, query) -> Optional[str]:
@@ -359,10 +390,14 @@ def signing_service(headers, query) -> Optional[str]:
 
 
 def identify(method: str, path: str, query_string: str, headers, body: bytes) -> Call:
-    """Names the service and operation of one request.
+    """Names the service and operation of one request, and its caller.
 
     `headers` maps lower-case header names to values.
     """
+    return replace(_identify(method, path, query_string, headers, body), caller=caller_of(headers))
+
+
+def _identify(method: str, path: str, query_string: str, headers, body: bytes) -> Call:
     if path.startswith(MOTO_API_PREFIX):
         return Call("moto-api", path, "moto-api")
     query = parse_qs(query_string, keep_blank_values=True)
@@ -504,6 +539,7 @@ class Injector:
     _streams: dict = field(default_factory=dict)
     _streaks: OrderedDict = field(default_factory=OrderedDict)
     _stats: dict = field(default_factory=dict)
+    _by_caller: dict = field(default_factory=dict)  # caller -> service -> operation -> OperationStats
     _kinds: dict = field(default_factory=dict)
     capacity: "CapacityMeter" = field(default_factory=lambda: CapacityMeter())
 
@@ -517,6 +553,7 @@ class Injector:
                 self._streaks.clear()
             if changes.get("reset_stats"):
                 self._stats.clear()
+                self._by_caller.clear()
                 self._kinds.clear()
                 self.capacity.reset()
             return self.config
@@ -527,13 +564,21 @@ class Injector:
             return False
         return _listed(call, config.operations)
 
+    def _counters(self, call: Call) -> tuple:
+        """The call's OperationStats: overall and its caller's (under the lock)."""
+        overall = self._stats.setdefault(call.service, {}).setdefault(call.operation, OperationStats())
+        mine = self._by_caller.setdefault(call.caller, {}).setdefault(call.service, {}).setdefault(
+            call.operation, OperationStats())
+        return overall, mine
+
     def decide(self, call: Call, headers) -> Optional[Fault]:
         """The fault for this request, or None to forward it cleanly."""
         with self._lock:
-            stats = self._stats.setdefault(call.service, {}).setdefault(call.operation, OperationStats())
+            counters = self._counters(call)
             attempt, max_attempts = _attempt(headers)
             if attempt is not None and attempt > 1:
-                stats.retries += 1
+                for stats in counters:
+                    stats.retries += 1
             if not self._eligible(call):
                 return None
             config = self.config
@@ -555,27 +600,31 @@ class Injector:
             after = u_after < config.after_share and _listed(call, config.after_operations)
             kinds = config.after_kinds if after else config.before_kinds
             kind = kinds[min(int(u_kind * len(kinds)), len(kinds) - 1)]
-            if after:
-                stats.faulted_after += 1
-            else:
-                stats.faulted_before += 1
-            if attempt is not None and max_attempts is not None and attempt >= max_attempts:
-                stats.faulted_last_attempt += 1
+            last = attempt is not None and max_attempts is not None and attempt >= max_attempts
+            for stats in counters:
+                if after:
+                    stats.faulted_after += 1
+                else:
+                    stats.faulted_before += 1
+                stats.faulted_last_attempt += int(last)
             label = f"{'after' if after else 'before'}:{kind}"
             self._kinds[label] = self._kinds.get(label, 0) + 1
             return Fault(after, kind, u_variant)
 
     def count_forwarded(self, call: Call):
         with self._lock:
-            self._stats.setdefault(call.service, {}).setdefault(call.operation, OperationStats()).forwarded += 1
+            for stats in self._counters(call):
+                stats.forwarded += 1
 
     def count_entries(self, call: Call, entries: int):
         with self._lock:
-            self._stats.setdefault(call.service, {}).setdefault(call.operation, OperationStats()).entries += entries
+            for stats in self._counters(call):
+                stats.entries += entries
 
     def count_replayed(self, call: Call):
         with self._lock:
-            self._stats.setdefault(call.service, {}).setdefault(call.operation, OperationStats()).replayed_by_token += 1
+            for stats in self._counters(call):
+                stats.replayed_by_token += 1
 
     def snapshot(self) -> dict:
         with self._lock:
@@ -593,11 +642,24 @@ class Injector:
                     totals.faulted_last_attempt += s.faulted_last_attempt
                     totals.replayed_by_token += s.replayed_by_token
                     totals.entries += s.entries
+            capacity = self.capacity.snapshot()
+            by_caller = {
+                caller: {
+                    "services": {
+                        service: {operation: asdict(s) for operation, s in sorted(ops.items())}
+                        for service, ops in sorted(by_service.items())
+                    },
+                }
+                for caller, by_service in sorted(self._by_caller.items())
+            }
+            for caller, units in capacity["by_caller"].items():
+                by_caller.setdefault(caller, {"services": {}})["dynamodb_capacity"] = units
             return {
                 "services": services,
                 "faults_by_kind": dict(sorted(self._kinds.items())),
                 "totals": asdict(totals),
-                "dynamodb_capacity": self.capacity.snapshot(),
+                "dynamodb_capacity": capacity,
+                "by_caller": dict(sorted(by_caller.items())),
                 "config": config_json(self.config),
             }
 
@@ -763,41 +825,52 @@ class CapacityMeter:
     def __init__(self):
         self._lock = threading.Lock()
         self._tables: dict = {}
+        self._by_caller: dict = {}  # caller -> table -> operation -> TableUnits
         self._key_schemas: dict = {}
         self.unmetered = 0  # requests the meter could not read (counted, never raised)
 
     def reset(self):
         with self._lock:
             self._tables.clear()
+            self._by_caller.clear()
             self.unmetered = 0
 
     def _add(self, table, operation, write=0.0, read=0.0, written=0, read_items=0, failed=False, request=False,
-             size=0):
+             size=0, caller=UNATTRIBUTED):
         with self._lock:
-            units = self._tables.setdefault(table, {}).setdefault(operation, TableUnits())
-            units.requests += int(request)
-            units.write_units += write
-            units.read_units += read
-            units.items_written += written
-            units.items_read += read_items
-            units.conditional_failures += int(failed)
-            if write:
-                units.bytes_written += size
-            else:
-                units.bytes_read += size
+            for tables in (self._tables, self._by_caller.setdefault(caller, {})):
+                units = tables.setdefault(table, {}).setdefault(operation, TableUnits())
+                units.requests += int(request)
+                units.write_units += write
+                units.read_units += read
+                units.items_written += written
+                units.items_read += read_items
+                units.conditional_failures += int(failed)
+                if write:
+                    units.bytes_written += size
+                else:
+                    units.bytes_read += size
+
+    @staticmethod
+    def _tables_json(by_table) -> tuple:
+        tables = {table: {op: asdict(u) for op, u in sorted(ops.items())} for table, ops in sorted(by_table.items())}
+        totals = TableUnits()
+        for ops in by_table.values():
+            for u in ops.values():
+                for name in ("requests", "write_units", "read_units", "items_written", "items_read",
+                             "conditional_failures", "bytes_written", "bytes_read"):
+                    setattr(totals, name, getattr(totals, name) + getattr(u, name))
+        return tables, asdict(totals)
 
     def snapshot(self) -> dict:
+        """{"tables", "totals", "unmetered", "by_caller": {caller: {"tables", "totals"}}}."""
         with self._lock:
-            tables = {
-                table: {op: asdict(u) for op, u in sorted(ops.items())} for table, ops in sorted(self._tables.items())
-            }
-            totals = TableUnits()
-            for ops in self._tables.values():
-                for u in ops.values():
-                    for name in ("requests", "write_units", "read_units", "items_written", "items_read",
-                                 "conditional_failures", "bytes_written", "bytes_read"):
-                        setattr(totals, name, getattr(totals, name) + getattr(u, name))
-            return {"tables": tables, "totals": asdict(totals), "unmetered": self.unmetered}
+            tables, totals = self._tables_json(self._tables)
+            by_caller = {}
+            for caller, by_table in sorted(self._by_caller.items()):
+                caller_tables, caller_totals = self._tables_json(by_table)
+                by_caller[caller] = {"tables": caller_tables, "totals": caller_totals}
+            return {"tables": tables, "totals": totals, "unmetered": self.unmetered, "by_caller": by_caller}
 
     # -- what the meter asks moto
 
@@ -850,7 +923,9 @@ class CapacityMeter:
             return None
         return [(t, k, new, f, self.current(moto, t, k)) for t, k, new, f in self.writes_of(operation, request, moto)]
 
-    def after(self, operation, request, status, answer, moto, before):
+    def after(self, operation, request, status, answer, moto, before, caller=UNATTRIBUTED):
+        """Counts the request's units (for `caller`, and overall) once moto answered."""
+        add = functools.partial(self._add, caller=caller)
         try:
             request = json.loads(request or b"{}")
             answer = json.loads(answer or b"{}")
@@ -861,7 +936,7 @@ class CapacityMeter:
         if status >= 400 and not failed:
             return  # refused before any work (validation, missing table...): nothing consumed
         if before is not None:
-            return self._writes(operation, request, answer, moto, before, failed)
+            return self._writes(operation, request, answer, moto, before, failed, add)
         consistent = bool(request.get("ConsistentRead"))
         if operation == "GetItem":
             table = request["TableName"]
@@ -869,7 +944,7 @@ class CapacityMeter:
             if item is not None and (request.get("ProjectionExpression") or request.get("AttributesToGet")):
                 item = self.current(moto, table, request["Key"])
             size = item_size(item) if item else 0
-            self._add(table, operation, read=read_units(size, consistent), read_items=int(item is not None),
+            add(table, operation, read=read_units(size, consistent), read_items=int(item is not None),
                       request=True, size=size)
         elif operation in ("Query", "Scan"):
             table = request["TableName"]
@@ -878,7 +953,7 @@ class CapacityMeter:
                                            "QueryFilter", "ScanFilter", "Select")):
                 items = self._evaluated(operation, request, moto)
             size = sum(item_size(i) for i in items)
-            self._add(table, operation, read=read_units(size, consistent), read_items=len(items), request=True,
+            add(table, operation, read=read_units(size, consistent), read_items=len(items), request=True,
                       size=size)
         elif operation == "BatchGetItem":
             found = {}
@@ -894,10 +969,10 @@ class CapacityMeter:
                 missing = max(0, len(spec["Keys"]) - len(unprocessed) - len(items))
                 read = sum(read_units(item_size(i), bool(spec.get("ConsistentRead"))) for i in items)
                 read += missing * read_units(0, bool(spec.get("ConsistentRead")))
-                self._add(table, operation, read=read, read_items=len(items), size=sum(item_size(i) for i in items))
+                add(table, operation, read=read, read_items=len(items), size=sum(item_size(i) for i in items))
             first = next(iter(request.get("RequestItems", {})), None)
             if first is not None:
-                self._add(first, operation, request=True)
+                add(first, operation, request=True)
         elif operation == "TransactGetItems":
             seen = set()
             for action in request.get("TransactItems", []):
@@ -905,11 +980,11 @@ class CapacityMeter:
                 table = spec["TableName"]
                 item = self.current(moto, table, spec["Key"])
                 size = item_size(item) if item else 0
-                self._add(table, operation, read=2 * read_units(size, True), read_items=int(item is not None),
+                add(table, operation, read=2 * read_units(size, True), read_items=int(item is not None),
                           request=table not in seen, size=size)
                 seen.add(table)
 
-    def _writes(self, operation, request, answer, moto, before, failed):
+    def _writes(self, operation, request, answer, moto, before, failed, add):
         seen = set()
         unprocessed = set()
         if operation == "BatchWriteItem":
@@ -923,11 +998,11 @@ class CapacityMeter:
             if new is None and not failed:
                 new = self.current(moto, table, key)  # after an update (None after a delete)
             size = max(item_size(old) if old else 0, item_size(new) if new else 0)
-            self._add(table, operation, write=factor * write_units(size), written=1, request=table not in seen,
+            add(table, operation, write=factor * write_units(size), written=1, request=table not in seen,
                       size=size)
             seen.add(table)
         if failed and before:
-            self._add(before[0][0], operation, failed=True)
+            add(before[0][0], operation, failed=True)
 
     def _evaluated(self, operation, request, moto):
         """The items a Query or Scan evaluated, whole: the request again
@@ -976,14 +1051,16 @@ class MotoUpstream:
         self._lock = threading.Lock()
         self._transactions: OrderedDict = OrderedDict()
 
-    def forward(self, method, target, headers, body, token=None, meter=None, operation=None):
+    def forward(self, method, target, headers, body, token=None, meter=None, operation=None,
+                caller=UNATTRIBUTED):
         """(status, reason, [(name, value)], body, replayed) of moto's answer.
 
         With a `meter` (a CapacityMeter), the DynamoDB `operation`'s capacity
-        units are counted (a transaction replayed by its token is not)."""
+        units are counted, for `caller` too (a transaction replayed by its
+        token is not)."""
         with self._lock:
             if token is None:
-                return self._metered(method, target, headers, body, meter, operation) + (False,)
+                return self._metered(method, target, headers, body, meter, operation, caller) + (False,)
             now = time.monotonic()
             while self._transactions:
                 oldest = next(iter(self._transactions.values()))
@@ -1002,12 +1079,12 @@ class MotoUpstream:
                 ).encode()
                 headers = [("Content-Type", "application/x-amz-json-1.0"), ("x-amzn-RequestId", str(uuid.uuid4()))]
                 return 400, "Bad Request", headers, mismatch, False
-            answer = self._metered(method, target, headers, body, meter, operation)
+            answer = self._metered(method, target, headers, body, meter, operation, caller)
             if 200 <= answer[0] < 300:
                 self._transactions[token] = RememberedTransaction(body, answer, now)
             return answer + (False,)
 
-    def _metered(self, method, target, headers, body, meter, operation):
+    def _metered(self, method, target, headers, body, meter, operation, caller=UNATTRIBUTED):
         if meter is None:
             return self._forward(method, target, headers, body)
 
@@ -1021,7 +1098,7 @@ class MotoUpstream:
             return self._forward(method, target, headers, body)
         answer = self._forward(method, target, headers, body)
         try:
-            meter.after(operation, body, answer[0], answer[3], moto, before)
+            meter.after(operation, body, answer[0], answer[3], moto, before, caller)
         except (ValueError, KeyError, TypeError, AttributeError, OSError):
             meter.unmetered += 1
         return answer
@@ -1161,6 +1238,7 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
                 transaction_token(call, body) if config.idempotency_tokens else None,
                 self.injector.capacity if config.capacity_units and call.service == "dynamodb" else None,
                 call.operation,
+                call.caller,
             )
         except OSError as error:
             return self._answer(

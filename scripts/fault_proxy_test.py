@@ -84,14 +84,14 @@ class Env:
         self.proxy = proxy_url
         self.tag = uuid.uuid4().hex[:8]
 
-    def client(self, service, attempts=1, mode="standard", direct=False):
+    def client(self, service, attempts=1, mode="standard", direct=False, app_id=None):
         return boto3.client(
             service,
             endpoint_url=self.moto if direct else self.proxy,
             region_name=REGION,
             aws_access_key_id="test",
             aws_secret_access_key="test",
-            config=Config(retries={"total_max_attempts": attempts, "mode": mode}),
+            config=Config(retries={"total_max_attempts": attempts, "mode": mode}, user_agent_appid=app_id),
         )
 
     def control(self, method, path, body=None):
@@ -596,6 +596,54 @@ def test_entries_counted(env):
     expect(counts.get("entries") == 3 and counts.get("forwarded") == 1, f"stats {counts}")
 
 
+def test_caller_read_from_the_sdk_user_agent(env):
+    # As the AWS SDK for Rust sends it with AWS_SDK_UA_APP_ID=campaign.
+    rust = {"x-amz-user-agent": "aws-sdk-rust/1.3.9 ua/2.1 api/dynamodb/1.98.0 os/linux lang/rust/1.89.0 "
+                                "m/E app/campaign",
+            "user-agent": "aws-sdk-rust/1.3.9 os/linux lang/rust/1.89.0"}
+    expect(fault_proxy.caller_of(rust) == "campaign", fault_proxy.caller_of(rust))
+    expect(fault_proxy.caller_of({"user-agent": "Boto3/1.40 md/Botocore#1.43 app/relay cfg/retry-mode#standard"})
+           == "relay", "botocore's user agent")
+    expect(fault_proxy.caller_of({"user-agent": "Boto3/1.40 md/Botocore#1.43"}) == fault_proxy.UNATTRIBUTED,
+           "no app id")
+    expect(fault_proxy.caller_of({"user-agent": "myapp/1.0"}) == fault_proxy.UNATTRIBUTED, "app/ must be a token")
+
+
+def test_calls_and_units_counted_per_caller(env):
+    table = new_table(env)
+    env.configure(rate=0, capacity_units=True, reset_stats=True)
+    try:
+        campaign = env.client("dynamodb", app_id="campaign")
+        campaign.put_item(TableName=table, Item={"pk": {"S": "one"}, "d": {"S": "x" * 1500}})  # 2 write units
+        campaign.get_item(TableName=table, Key={"pk": {"S": "one"}}, ConsistentRead=True)  # 1 read unit
+        env.client("dynamodb", app_id="channel").get_item(TableName=table, Key={"pk": {"S": "one"}})  # 0.5
+        env.client("dynamodb").get_item(TableName=table, Key={"pk": {"S": "none"}})  # unattributed: 0.5
+        env.client("events", app_id="relay").put_events(Entries=[
+            {"Source": "fault-proxy.test", "DetailType": "t", "Detail": "{}", "EventBusName": "default"}
+            for _ in range(2)])
+        stats = env.stats()
+    finally:
+        env.configure(capacity_units=False)
+    by_caller = stats["by_caller"]
+    expect(set(by_caller) == {"campaign", "channel", "relay", fault_proxy.UNATTRIBUTED}, sorted(by_caller))
+
+    def units(caller):
+        ops = by_caller[caller].get("dynamodb_capacity", {}).get("tables", {}).get(table, {})
+        return {op: (u["write_units"], u["read_units"], u["requests"]) for op, u in ops.items()}
+
+    expect(units("campaign") == {"PutItem": (2, 0, 1), "GetItem": (0, 1, 1)}, units("campaign"))
+    expect(units("channel") == {"GetItem": (0, 0.5, 1)}, units("channel"))
+    expect(units(fault_proxy.UNATTRIBUTED) == {"GetItem": (0, 0.5, 1)}, units(fault_proxy.UNATTRIBUTED))
+    expect(units("relay") == {}, units("relay"))
+    calls = by_caller["campaign"]["services"]["dynamodb"]
+    expect(calls["PutItem"]["forwarded"] == 1 and calls["GetItem"]["forwarded"] == 1, calls)
+    relay = by_caller["relay"]["services"]
+    expect(set(relay) == {"events"} and relay["events"]["PutEvents"]["entries"] == 2, relay)
+    # The overall counts are the sum of the callers'.
+    overall = stats["dynamodb_capacity"]["tables"][table]["GetItem"]
+    expect(overall["requests"] == 3 and overall["read_units"] == 2, overall)
+
+
 TESTS = [
     test_before_fault_leaves_nothing,
     test_after_fault_leaves_item,
@@ -610,6 +658,8 @@ TESTS = [
     test_control_api_rejects_bad_config,
     test_capacity_units_counted_by_dynamodb_rules,
     test_entries_counted,
+    test_caller_read_from_the_sdk_user_agent,
+    test_calls_and_units_counted_per_caller,
 ]
 
 
