@@ -533,9 +533,13 @@ def _functions(template: dict, r: Resolver, created: dict, rules: list) -> dict:
 
 def function_environment(state: dict, binary: str, endpoint: str | None = None) -> dict:
     """What `binary` runs with: its variables from template.yaml, resolved,
-    and the AWS endpoint (moto, or a proxy in front of it) and credentials."""
+    and the AWS endpoint (moto, or a proxy in front of it) and credentials.
+    Harness only: `AWS_SDK_UA_APP_ID` = the binary's name, which the AWS SDK
+    for Rust sends in its user agent as `app/<name>`, so that
+    scripts/fault_proxy.py counts each request for the function that made it."""
     return {
         **state["functions"][binary]["environment"],
+        "AWS_SDK_UA_APP_ID": binary,
         "AWS_ENDPOINT_URL": endpoint or state["endpoint"],
         "AWS_ACCESS_KEY_ID": "test",
         "AWS_SECRET_ACCESS_KEY": "test",

@@ -5,6 +5,7 @@ calls faulted, and the checks that nothing was lost or sent twice (issue 15,
 
     .venv/bin/python scripts/chaos.py [--stories 50] [--wave 50] [--rate 0.2] [--seed 1]
                                       [--max-consecutive 2] [--keep]
+                                      [--units-out FILE] [--marginal-views 3]
                                       [--crash-rate 0.05] [--crash-points a,b]
 
 1. Starts its own moto (scripts/moto_server.py, a free port) and the fault
@@ -64,8 +65,16 @@ source mappings would make them (ReceiveMessage calls that got messages,
 DeleteMessageBatch calls; each message received once is one SendMessage of a
 rule); the timers the pump fires are Scheduler's invocations. They are
 printed under "units per event stored" and, with `--units-out FILE`, written
-as JSON (`crm-local bench --cost ... --measured FILE` prints them beside the
-cost model). Logs: the state directory it prints (the
+as JSON (`crm-local bench --cost ... --measured FILE` uses them in the cost
+model, decision 0038). The functions run with AWS_SDK_UA_APP_ID = their
+binary name, so the proxy counts every request for the function that made it:
+the file's `by_function` holds each function's DynamoDB units (by table and
+operation), KMS, EventBridge, Scheduler, SES and SQS calls, invocations and
+messages received. The file's figures are taken once the stories have
+settled; then (`--marginal-views N`, default 3) each customer records N
+PageViewed events, which no campaign triggers, waits or exits on, the
+pipeline is pumped, and the difference is the file's `marginal`: what an
+event that starts and advances nothing costs each function. Logs: the state directory it prints (the
 functions' logs, moto's, crm-ops' outputs), removed at the end unless --keep
 or a check failed.
 """
@@ -121,10 +130,19 @@ class Invocations:
         self.longest: dict = collections.defaultdict(float)
         self.over_timeout: dict = collections.Counter()
         self.count: dict = collections.Counter()
+        # {function: {detail-type: n}}: the queue messages each invocation was handed, by type.
+        self.by_type: dict = collections.defaultdict(collections.Counter)
         self._invoke = aws_local.invoke
         aws_local.invoke = self.invoke
 
     def invoke(self, port, function, payload, timeout=900, exits=None):
+        for record in (payload.get("Records") or []) if isinstance(payload, dict) else []:
+            if isinstance(record, dict) and isinstance(record.get("body"), str):
+                try:
+                    kind = json.loads(record["body"]).get("detail-type", "?")
+                except (ValueError, AttributeError):
+                    kind = "?"
+                self.by_type[function][kind] += 1
         started = time.monotonic()
         try:
             return self._invoke(port, function, payload, max(timeout, self.wait), exits=exits)
@@ -206,17 +224,42 @@ class QueueRequests:
         self.deletes += 1
 
 
-def units_per_event(args, state: dict, stats: dict, events: list, emails: list, queues: QueueRequests,
-                    invocations: "Invocations", timers_fired: int, delivered: dict) -> dict:
-    """What the run spent, in total and per stored event (see the module doc)."""
-    services = stats["services"]
+def snapshot(proxy: Proxy, state: dict, queues: QueueRequests, invocations: "Invocations",
+             totals: "Totals") -> dict:
+    """What the run has spent so far: the proxy's counts (by caller too), the
+    events stored, the pump's SQS requests, the invocations and messages each
+    function received, the timers fired."""
+    return {
+        "stats": proxy.stats(),
+        "events": stored_events(state),
+        "sqs": {"receives": queues.receives, "empty_receives": queues.empty_receives, "deletes": queues.deletes,
+                "messages": len(queues.messages)},
+        "invocations": dict(invocations.count),
+        "delivered": totals.sum("delivered"),
+        "delivered_by_type": {f: dict(sorted(c.items())) for f, c in sorted(invocations.by_type.items())},
+        "timers_fired": sum(c.timers_fired for c in totals.counts),
+    }
 
-    def calls(service, only=None):
-        return sum(s["forwarded"] + s["faulted_after"] for op, s in services.get(service, {}).items()
-                   if only is None or only(op))
 
-    capacity = stats.get("dynamodb_capacity") or {}
-    logical = {r["ref"]: name for name, r in state["resources"].items() if r["type"] == "AWS::DynamoDB::Table"}
+def _minus(after, before):
+    """`after - before`, number by number, through nested dicts (a key
+    missing from `before` counts 0; a non-number is taken from `after`)."""
+    if isinstance(after, dict):
+        before = before if isinstance(before, dict) else {}
+        return {k: _minus(v, before.get(k)) for k, v in after.items()}
+    if isinstance(after, (int, float)) and not isinstance(after, bool):
+        return after - (before if isinstance(before, (int, float)) else 0)
+    return after
+
+
+def _calls(services: dict, service: str, only=None) -> int:
+    """Requests of `service` that reached moto (forwarded, or answered and then faulted)."""
+    return sum(s["forwarded"] + s["faulted_after"] for op, s in services.get(service, {}).items()
+               if only is None or only(op))
+
+
+def _dynamodb_by_table(capacity: dict, logical: dict) -> dict:
+    """{logical table: {write_units, read_units, requests, items_written, bytes_written, operations}}."""
     by_table: dict = {}
     for table, ops in (capacity.get("tables") or {}).items():
         row = by_table.setdefault(logical.get(table, table), {"write_units": 0.0, "read_units": 0.0, "requests": 0,
@@ -228,7 +271,51 @@ def units_per_event(args, state: dict, stats: dict, events: list, emails: list, 
             row["operations"][op] = {k: u[k] for k in ("requests", "write_units", "read_units", "items_written",
                                                        "bytes_written", "items_read", "bytes_read",
                                                        "conditional_failures")}
-    function_sends = calls("sqs", lambda op: op in ("SendMessage", "SendMessageBatch"))
+    return by_table
+
+
+def by_function(state: dict, stats: dict, invocations: dict, delivered: dict) -> dict:
+    """Each function's own spending, from the proxy's counts by caller (the
+    functions run with AWS_SDK_UA_APP_ID = their binary name): its DynamoDB
+    units by table and operation, its KMS, EventBridge (PutEvents entries),
+    Scheduler, SES and SQS calls, its invocations and the messages (stream
+    records for the relay) it received. Requests without an app id are under
+    `unattributed`."""
+    logical = {r["ref"]: name for name, r in state["resources"].items() if r["type"] == "AWS::DynamoDB::Table"}
+    out = {}
+    callers = stats.get("by_caller") or {}
+    for name in sorted(set(callers) | set(invocations) | set(delivered)):
+        caller = callers.get(name, {})
+        services = caller.get("services", {})
+        capacity = caller.get("dynamodb_capacity", {})
+        out[name] = {
+            "invocations": invocations.get(name, 0),
+            "messages_received": delivered.get(name, 0),
+            "write_units": capacity.get("totals", {}).get("write_units", 0.0),
+            "read_units": capacity.get("totals", {}).get("read_units", 0.0),
+            "dynamodb_requests": capacity.get("totals", {}).get("requests", 0),
+            "dynamodb": _dynamodb_by_table(capacity, logical),
+            "kms_calls": _calls(services, "kms"),
+            "eventbridge_entries": services.get("events", {}).get("PutEvents", {}).get("entries", 0),
+            "scheduler_calls": _calls(services, "scheduler"),
+            "ses_sends": _calls(services, "ses", lambda op: op.startswith("Send")),
+            "sqs_sends": _calls(services, "sqs", lambda op: op in ("SendMessage", "SendMessageBatch")),
+            "calls": {service: {op: s["forwarded"] + s["faulted_after"] for op, s in ops.items()}
+                      for service, ops in services.items()},
+        }
+    return out
+
+
+def units_per_event(args, state: dict, snap: dict, emails: list, marginal: dict | None = None) -> dict:
+    """What the run spent, in total, per stored event and by function (see
+    the module doc), as of the snapshot `snap`; with the `marginal` phase's
+    figures if it ran."""
+    stats, events = snap["stats"], snap["events"]
+    services = stats["services"]
+    capacity = stats.get("dynamodb_capacity") or {}
+    logical = {r["ref"]: name for name, r in state["resources"].items() if r["type"] == "AWS::DynamoDB::Table"}
+    by_table = _dynamodb_by_table(capacity, logical)
+    function_sends = _calls(services, "sqs", lambda op: op in ("SendMessage", "SendMessageBatch"))
     totals = {
         "write_units": capacity.get("totals", {}).get("write_units", 0.0),
         "read_units": capacity.get("totals", {}).get("read_units", 0.0),
@@ -239,31 +326,78 @@ def units_per_event(args, state: dict, stats: dict, events: list, emails: list, 
         "keys_write_units": by_table.get("KeysTable", {}).get("write_units", 0.0),
         "keys_read_units": by_table.get("KeysTable", {}).get("read_units", 0.0),
         "dynamodb_requests": capacity.get("totals", {}).get("requests", 0),
-        "sqs_sends": len(queues.messages) + function_sends,
-        "sqs_receives": queues.receives,
-        "sqs_deletes": queues.deletes,
+        "sqs_sends": snap["sqs"]["messages"] + function_sends,
+        "sqs_receives": snap["sqs"]["receives"],
+        "sqs_deletes": snap["sqs"]["deletes"],
         "eventbridge_entries": services.get("events", {}).get("PutEvents", {}).get("entries", 0),
-        "scheduler_calls": calls("scheduler"),
-        "scheduler_invocations": timers_fired,
-        "kms_calls": calls("kms"),
-        "ses_sends": calls("ses", lambda op: op.startswith("Send")),
-        "lambda_invocations": sum(invocations.count.values()),
+        "scheduler_calls": _calls(services, "scheduler"),
+        "scheduler_invocations": snap["timers_fired"],
+        "kms_calls": _calls(services, "kms"),
+        "ses_sends": _calls(services, "ses", lambda op: op.startswith("Send")),
+        "lambda_invocations": sum(snap["invocations"].values()),
     }
     n = max(1, len(events))
-    return {
+    out = {
         "source": "scripts/chaos.py --rate 0",
         "stories": args.stories,
         "seed": args.seed,
         "events": len(events),
         "emails": len(emails),
-        "sqs_empty_receives": queues.empty_receives,
+        "sqs_empty_receives": snap["sqs"]["empty_receives"],
         "unmetered_dynamodb_requests": capacity.get("unmetered", 0),
-        "lambda_invocations_by_function": dict(invocations.count),
-        "delivered_by_function": dict(delivered),
+        "lambda_invocations_by_function": snap["invocations"],
+        "delivered_by_function": snap["delivered"],
+        "delivered_by_type": snap["delivered_by_type"],
         "events_by_type": dict(sorted(collections.Counter(e.get("type") for e in events).items())),
         "dynamodb_by_table": by_table,
         "totals": totals,
         "per_event": {k: round(v / n, 4) for k, v in totals.items()},
+        "by_function": by_function(state, stats, snap["invocations"], snap["delivered"]),
+    }
+    if marginal is not None:
+        out["marginal"] = marginal
+    return out
+
+
+def marginal_phase(args, api: "Api", stories: list, state: dict, totals: "Totals", take) -> dict:
+    """The cost of a customer event that starts and advances nothing: after
+    the stories have settled (their journeys started, waiting or exited),
+    each story's customer records `--marginal-views` PageViewed events (no
+    campaign triggers on, waits for or exits on PageViewed; every rule that
+    takes customer activity routes it, the campaign's among them), the
+    pipeline is pumped, and the difference of two snapshots (`take()`) is
+    what those events cost, by function."""
+    before = take()
+    sent = 0
+    for story in stories:
+        if not story.customer_id:
+            continue
+        cid = story.customer_id
+        for k in range(args.marginal_views):
+            got = api.call("POST", "/customers/{id}/activity", f"/customers/{cid}/activity", {"id": cid}, {
+                "type": "PageViewed", "url": f"https://shop.example.com/help/{k}", "title": "Help",
+                "session_id": f"s-{story.key('marginal')}",
+            }, story.key(f"marginal-{k}"))
+            if got[0] in (200, 201, 202):
+                sent += 1
+            else:
+                story.problems.append(f"marginal page view: {got[0]} {json.dumps(got[1])[:300]}")
+    pump(state, totals, fire=False)
+    after = take()
+    delta = _minus({k: v for k, v in after.items() if k != "events"},
+                   {k: v for k, v in before.items() if k != "events"})
+    new = len(after["events"]) - len(before["events"])
+    by_type = collections.Counter(e.get("type") for e in after["events"]) - collections.Counter(
+        e.get("type") for e in before["events"])
+    return {
+        "what": "PageViewed, recorded after the stories settled (starts, advances and exits nothing)",
+        "requests": sent,
+        "events": new,
+        "events_by_type": dict(sorted(by_type.items())),
+        "sqs": delta["sqs"],
+        "timers_fired": delta["timers_fired"],
+        "delivered_by_type": {f: {t: n for t, n in c.items() if n} for f, c in delta["delivered_by_type"].items()},
+        "by_function": by_function(state, delta["stats"], delta["invocations"], delta["delivered"]),
     }
 
 
@@ -293,6 +427,12 @@ class Api:
         e["requestContext"]["http"]["method"] = method
         e["requestContext"]["requestId"] = uuid.uuid4().hex
         e["rawQueryString"] = ""
+        # A client allowed to read and write customers, carts and orders:
+        # the scopes of decision 0039 and the older names of the template.
+        scopes = ["crm/read", "crm/write", "crm/customers.read", "crm/customers.write"]
+        jwt = e["requestContext"].setdefault("authorizer", {}).setdefault("jwt", {})
+        jwt.setdefault("claims", {})["scope"] = " ".join(scopes)
+        jwt["scopes"] = scopes
         headers = e["headers"]
         headers.pop("idempotency-key", None)
         if key:
@@ -793,6 +933,9 @@ def main(argv=None) -> int:
                         help=f"comma-separated crash points, or all (default): {','.join(CRASH_POINTS)}")
     parser.add_argument("--units-out", type=pathlib.Path,
                         help="with --rate 0 and no crashes: write the units per stored event as JSON to this file")
+    parser.add_argument("--marginal-views", type=int, default=3,
+                        help="with --units-out: PageViewed events each customer records after the stories settled, "
+                             "measured apart (the cost of an event that starts nothing; 0: no such phase)")
     args = parser.parse_args(argv)
     if args.wave < 1:
         parser.error("--wave must be at least 1")
@@ -877,6 +1020,14 @@ def main(argv=None) -> int:
         # seconds here) is there for a feedback that never comes.
         played = played_in_waves[0] + settle(state, totals, ses)
         stats_faulted = proxy.stats()
+        measured_snapshot, marginal = None, None
+        if measuring and args.units_out:
+            def take() -> dict:
+                return snapshot(proxy, state, queue_requests, invocations, totals)
+            measured_snapshot = take()
+            if args.marginal_views:
+                marginal = marginal_phase(args, api, stories, state, totals, take)
+                log(f"marginal phase: {marginal['events']} events {marginal['events_by_type']}")
 
         # 4. faults off, one redrive of every dead-letter queue
         proxy.configure(rate=0)
@@ -995,8 +1146,8 @@ def main(argv=None) -> int:
             ("seconds", round(time.monotonic() - t0)),
         ])
         if measuring:
-            units = units_per_event(args, state, stats, events, emails, queue_requests, invocations,
-                                    sum(c.timers_fired for c in totals.counts), totals.sum("delivered"))
+            units = units_per_event(args, state, measured_snapshot or snapshot(
+                proxy, state, queue_requests, invocations, totals), emails, marginal)
             figures["units per event stored"] = units["per_event"]
             figures["dynamodb units by table"] = {
                 t: {"write_units": row["write_units"], "read_units": row["read_units"], "requests": row["requests"],
