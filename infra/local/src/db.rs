@@ -1,14 +1,39 @@
 //! One SQLite connection shared by the local adapters, used from blocking threads.
+//!
+//! Every database file is its owner's alone and forgets what it deletes
+//! (issue 16, decision 0040):
+//!
+//! * the data directory is made (or tightened to) mode 0700, and the database
+//!   file set to 0600 as soon as SQLite has opened it, before its WAL exists,
+//!   so the `-wal` and `-shm` files SQLite creates beside it take the same
+//!   mode; files an earlier version left readable by others are tightened;
+//! * every connection runs with `secure_delete` on: deleted and overwritten
+//!   rows are zeroed in the file, not left in free space;
+//! * after an erasure ([`Db::erasure_done`]) the WAL is checkpointed with
+//!   `TRUNCATE`, and again whenever the bus finds nothing new to deliver
+//!   ([`Db::checkpoint_after_erasure`]) until a checkpoint finds nothing
+//!   written since the one before: the old pages the erasure and its
+//!   redactions replaced then survive in neither `crm.db` nor `crm.db-wal`.
 
 use crm_core::ports::StoreError;
 use rusqlite::Connection;
-use std::path::Path;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+/// The mode of a data directory: its owner's alone.
+pub const DIR_MODE: u32 = 0o700;
+/// The mode of every file in a data directory: its owner's alone.
+pub const FILE_MODE: u32 = 0o600;
 
 /// Nanoseconds spent inside SQLite work on every connection of this process
 /// (the bench's profile: how much of the wall time the database was busy).
 static BUSY_NANOS: AtomicU64 = AtomicU64::new(0);
+
+/// The database files (as opened) that had an erasure since their last
+/// checkpoint that found nothing new ([`Db::checkpoint_after_erasure`]).
+static ERASED_SINCE_CHECKPOINT: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
 
 /// The total so far of the time spent in SQLite work (see [`BUSY_NANOS`]).
 pub fn busy_nanos() -> u64 {
@@ -19,6 +44,17 @@ pub fn busy_nanos() -> u64 {
 #[derive(Clone)]
 pub struct Db {
     conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
+}
+
+/// What one `wal_checkpoint(TRUNCATE)` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalCheckpoint {
+    /// Another connection kept the checkpoint from finishing (it is tried again later).
+    pub busy: bool,
+    /// The size of the WAL file before the checkpoint (0: nothing was
+    /// written since the last truncation).
+    pub wal_bytes: u64,
 }
 
 pub fn failed(e: impl std::fmt::Display) -> StoreError {
@@ -35,20 +71,178 @@ pub fn sql(e: rusqlite::Error) -> StoreError {
     }
 }
 
+/// Makes `dir` (and any missing parent) with mode [`DIR_MODE`]. A directory
+/// that already exists and that group or others may enter is tightened to
+/// [`DIR_MODE`], with a warning; one that cannot be (not ours, or a shared
+/// directory with the sticky bit, such as `/tmp`) is left with a warning.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        match std::fs::metadata(dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::DirBuilder::new().recursive(true).mode(DIR_MODE).create(dir)?;
+                // The umask may only have taken bits away; set it exactly.
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(DIR_MODE))
+            }
+            Err(e) => Err(e),
+            Ok(metadata) => {
+                let mode = metadata.permissions().mode() & 0o7777;
+                if mode & 0o077 == 0 {
+                    return Ok(());
+                }
+                let shared = mode & 0o1000 != 0;
+                match shared {
+                    false => match std::fs::set_permissions(dir, std::fs::Permissions::from_mode(DIR_MODE)) {
+                        Ok(()) => {
+                            tracing::warn!(dir = %dir.display(), was = format!("{mode:04o}"), now = format!("{DIR_MODE:04o}"), "data directory was open to others: tightened");
+                            Ok(())
+                        }
+                        Err(e) => {
+                            tracing::warn!(dir = %dir.display(), mode = format!("{mode:04o}"), error = %e, "data directory is open to others and cannot be tightened (chmod 700 it)");
+                            Ok(())
+                        }
+                    },
+                    true => {
+                        tracing::warn!(dir = %dir.display(), mode = format!("{mode:04o}"), "the data directory is a shared directory: give crm-local a directory of its own (--data-dir)");
+                        Ok(())
+                    }
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(dir)
+}
+
+/// Tightens the file at `path` to [`FILE_MODE`] if group or others may use
+/// it (absent: nothing to do).
+pub fn private_file(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = match std::fs::metadata(path) {
+            Ok(m) => m.permissions().mode() & 0o777,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(FILE_MODE))?;
+            tracing::warn!(file = %path.display(), was = format!("{mode:04o}"), now = format!("{FILE_MODE:04o}"), "file was open to others: tightened");
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
+/// The files SQLite keeps for the database at `path`: itself, its WAL and
+/// its shared-memory index.
+pub fn database_files(path: &Path) -> [PathBuf; 3] {
+    let with = |suffix: &str| {
+        let mut name = path.as_os_str().to_os_string();
+        name.push(suffix);
+        PathBuf::from(name)
+    };
+    [path.to_path_buf(), with("-wal"), with("-shm")]
+}
+
 impl Db {
-    /// Opens (creating if needed) the file at `path` and applies `schema`.
+    /// Opens (creating if needed) the file at `path` and applies `schema`:
+    /// see the module documentation for the modes and `secure_delete`.
     pub fn open(path: &Path, schema: &str) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| failed(format!("{}: {e}", dir.display())))?;
+            private_dir(dir).map_err(|e| failed(format!("{}: {e}", dir.display())))?;
         }
         let conn = Connection::open(path).map_err(sql)?;
+        // By path (chmod), never through a descriptor of our own: closing one
+        // would drop the locks SQLite holds on the file in this process.
+        // Before the WAL exists, so SQLite creates it (and the -shm) 0600.
+        private_file(path).map_err(|e| failed(format!("{}: {e}", path.display())))?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(sql)?;
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(sql)?;
+        conn.pragma_update(None, "secure_delete", "ON").map_err(sql)?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(sql)?;
         conn.execute_batch(schema).map_err(sql)?;
+        // Files an earlier version left open to others.
+        database_files(path)
+            .iter()
+            .try_for_each(|f| private_file(f))
+            .map_err(|e| failed(format!("{}: {e}", path.display())))?;
         Ok(Db {
             conn: Arc::new(Mutex::new(conn)),
+            path: std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()),
         })
+    }
+
+    /// The database file (canonical when it could be resolved).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `PRAGMA wal_checkpoint(TRUNCATE)`: copies every page of the WAL into
+    /// the database file and truncates the WAL to zero bytes. A checkpoint
+    /// other connections keep busy reports `busy` (not an error).
+    pub async fn truncate_wal(&self) -> Result<WalCheckpoint, StoreError> {
+        let wal = database_files(&self.path)[1].clone();
+        self.run(move |conn| {
+            let wal_bytes = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+            match conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0)) {
+                Ok(busy) => Ok(WalCheckpoint {
+                    busy: busy != 0,
+                    wal_bytes,
+                }),
+                Err(e)
+                    if matches!(
+                        e.sqlite_error_code(),
+                        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+                    ) =>
+                {
+                    Ok(WalCheckpoint { busy: true, wal_bytes })
+                }
+                Err(e) => Err(sql(e)),
+            }
+        })
+        .await
+    }
+
+    /// Records that a customer's data was erased in this database (their
+    /// key deleted) and checkpoints at once ([`Db::truncate_wal`]), so the
+    /// deleted key's old page is in neither file. The redactions that
+    /// follow are covered by [`Db::checkpoint_after_erasure`].
+    pub async fn erasure_done(&self) -> Result<(), StoreError> {
+        if let Ok(mut erased) = ERASED_SINCE_CHECKPOINT.lock() {
+            erased.insert(self.path.clone());
+        }
+        let done = self.truncate_wal().await?;
+        tracing::debug!(
+            busy = done.busy,
+            wal_bytes = done.wal_bytes,
+            "WAL truncated after an erasure"
+        );
+        Ok(())
+    }
+
+    /// After an erasure ([`Db::erasure_done`]), checkpoints with `TRUNCATE`;
+    /// once a checkpoint finishes and finds the WAL empty (nothing written
+    /// since the one before), the erasure is settled and later calls do
+    /// nothing. Called when the bus finds nothing new to deliver, so the
+    /// redactions the erasure caused are on disk in their final form only.
+    pub async fn checkpoint_after_erasure(&self) -> Result<(), StoreError> {
+        let pending = ERASED_SINCE_CHECKPOINT
+            .lock()
+            .map(|erased| erased.contains(&self.path))
+            .unwrap_or(false);
+        if !pending {
+            return Ok(());
+        }
+        let done = self.truncate_wal().await?;
+        if !done.busy && done.wal_bytes == 0 {
+            if let Ok(mut erased) = ERASED_SINCE_CHECKPOINT.lock() {
+                erased.remove(&self.path);
+            }
+        }
+        Ok(())
     }
 
     /// Runs a short point query `f` (one row by key): right here when the

@@ -5,7 +5,9 @@
 //! The master key file is created on first run, readable by its owner only
 //! (mode 0600 on unix); a key file that group or others may read is refused.
 //! Losing it makes every customer's personal data unreadable, like erasing
-//! them all; deleting one row erases one customer (crypto-shredding).
+//! them all; deleting one row erases one customer (crypto-shredding). The
+//! row is zeroed where it was (`secure_delete`) and the WAL truncated right
+//! after ([`Db::erasure_done`]), so no copy of the wrapped key stays on disk.
 
 use crate::db::Db;
 use crm_core::ports::StoreError;
@@ -237,6 +239,9 @@ impl KeyStore for SqliteKeyStore {
             })
             .await
             .map_err(store_error)?;
+        // `secure_delete` zeroed the wrapped key in the page; the checkpoint
+        // leaves no older copy of that page in the WAL.
+        self.db.erasure_done().await.map_err(store_error)?;
         Ok(())
     }
 }

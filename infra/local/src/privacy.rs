@@ -121,7 +121,16 @@ pub async fn run(data_dir: &Path, action: PrivacyAction) -> Result<(), PrivacyEr
                     };
                     // Written aside and renamed, so a failed export leaves no partial file.
                     let partial = path.with_extension("partial");
-                    let file = std::fs::File::create(&partial).map_err(io)?;
+                    // The export is personal data: its owner's alone (mode 0600).
+                    let mut options = std::fs::OpenOptions::new();
+                    options.write(true).create(true).truncate(true);
+                    #[cfg(unix)]
+                    {
+                        use std::os::unix::fs::OpenOptionsExt;
+                        options.mode(crate::db::FILE_MODE);
+                    }
+                    let file = options.open(&partial).map_err(io)?;
+                    crate::db::private_file(&partial).map_err(io)?;
                     let mut writer = std::io::BufWriter::new(file);
                     let summary = export(&runtime, &customer, &mut writer).await;
                     let summary = match summary.and_then(|s| writer.flush().map(|_| s).map_err(io)) {
@@ -184,8 +193,8 @@ pub struct Erased {
 /// that appended (journeys exit, projections and the mail sink are
 /// redacted), then rewrites as `[erased]` the plain personal fields of
 /// their events stored before encryption (which the API cannot reach), drops
-/// their plain snapshot and seals their plain receipts as `[erased]`.
-/// `db` is the runtime's database file.
+/// their plain snapshot and seals their plain receipts as `[erased]`, and
+/// last truncates the WAL (decision 0040). `db` is the runtime's database file.
 pub async fn erase(runtime: &LocalRuntime, db: &Path, customer: &str) -> Result<Erased, PrivacyError> {
     let id = customer_id(customer)?;
     let customers = CustomerService::new(runtime.command_store(), runtime.clock.clone());
@@ -203,6 +212,9 @@ pub async fn erase(runtime: &LocalRuntime, db: &Path, customer: &str) -> Result<
     .await?;
     drop_plain_snapshots(&raw, Some(&id)).await?;
     seal_plain_receipts(&raw, &runtime.stored_events, runtime.keys.as_ref(), Some(&id)).await?;
+    // What those rewrote leaves no older copy in the WAL (the bus's settle
+    // checkpointed what the erasure's events redacted).
+    raw.truncate_wal().await?;
     Ok(Erased {
         customer_id: id,
         plain_events_erased: report.erased,

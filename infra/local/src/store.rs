@@ -65,10 +65,20 @@ impl SqliteEventStore {
     }
 
     /// Events after global position `after`, with their positions: the
-    /// local outbox that the bus tails.
+    /// local outbox that the bus tails. When there are none (the bus caught
+    /// up), an erasure's pending checkpoint runs
+    /// ([`Db::checkpoint_after_erasure`]): what the erasure rewrote is then
+    /// on disk in its final form only. A checkpoint that fails is logged and
+    /// tried at the next empty read.
     pub async fn read_after(&self, after: i64, limit: usize) -> Result<Vec<(i64, EventEnvelope)>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.read(move |conn| events_after(conn, after, limit)).await
+        let events = self.read(move |conn| events_after(conn, after, limit)).await?;
+        if events.is_empty() {
+            if let Err(e) = self.db.checkpoint_after_erasure().await {
+                tracing::warn!(error = %e, "WAL checkpoint after an erasure failed; tried again when the bus is next idle");
+            }
+        }
+        Ok(events)
     }
 
     /// The position of the newest stored event (0 when empty).
