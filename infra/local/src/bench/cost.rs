@@ -89,6 +89,8 @@ pub struct CostModel {
     pub idle_receives_per_month: f64,
     /// The consumers' DynamoDB cost per million events at each page size measured.
     pub by_page_size: Vec<(usize, f64, f64)>,
+    /// Set by [`CostModel::using`]: the measured run whose units the model uses.
+    pub measured_from: Option<String>,
 }
 
 fn line(item: &str, quantity: f64, unit: &str, usd: f64, floor: &str) -> Line {
@@ -352,6 +354,7 @@ impl CostModel {
             per_million_messages,
             idle_receives_per_month,
             by_page_size,
+            measured_from: None,
         }
     }
 
@@ -393,15 +396,30 @@ impl CostModel {
              measured: {DDB_CALL_MS} ms per DynamoDB call inside a function; the batches the\n\
              event source mappings hand the consumers: 10 messages for projector and consent\n\
              (batch size 100, 1 s window: a queue taking about 10 messages a second per\n\
-             poller), 5 for campaign and channel (batch size 10); the messages' writes. The\n\
+             poller), 5 for campaign and channel (batch size 10){}. The\n\
              event store's units are counted from the API phase's appends (every function's),\n\
              reconstructed from the local store, at the DynamoDB store's rules (decision 0036).\n\n\
              The prices were checked on {PRICES_DATE} against published summaries of the AWS\n\
              pricing pages (this machine cannot reach aws.amazon.com). Free tiers (Lambda's 1\n\
              million requests and 400 000 GB-s, SQS's 1 million requests, Scheduler's 14\n\
              million invocations a month) are left out, so the figures are the marginal\n\
-             cost of each million. Check the pricing pages before you budget.\n"
+             cost of each million. Check the pricing pages before you budget.\n",
+            if self.measured_from.is_some() {
+                ""
+            } else {
+                "; the messages' writes"
+            }
         );
+        if let Some(source) = &self.measured_from {
+            let _ = writeln!(
+                out,
+                "Measured, not counted (decision 0038): the lines marked *(measured)* take the units of\n\
+                 {source}, the fault-free run of `scripts/chaos.py` on moto, every AWS request counted for\n\
+                 the function that made it (section \"Measured on the moto pipeline\" below): the\n\
+                 campaign function's cost of a customer event that starts nothing (the run's marginal\n\
+                 phase), KMS per customer, and the whole per-message table.\n"
+            );
+        }
         let _ = writeln!(out, "## Per million customer events\n");
         let _ = writeln!(
             out,
@@ -448,21 +466,450 @@ impl CostModel {
         }
         let _ = writeln!(out);
         let _ = writeln!(out, "## Per million messages\n");
-        let _ = writeln!(out, "| item | quantity | unit | USD |\n|---|---:|---|---:|");
+        let _ = writeln!(
+            out,
+            "| item | quantity | unit | USD | what, and the floor |\n|---|---:|---|---:|---|"
+        );
         for l in &self.per_million_messages {
-            let _ = writeln!(out, "| {} | {:.0} | {} | {:.2} |", l.item, l.quantity, l.unit, l.usd);
+            let _ = writeln!(
+                out,
+                "| {} | {:.0} | {} | {:.2} | {} |",
+                l.item, l.quantity, l.unit, l.usd, l.floor
+            );
         }
         let _ = writeln!(
             out,
-            "| **total** | | | **{:.2}** |\n",
+            "| **total** | | | **{:.2}** | |\n",
             Self::total(&self.per_million_messages)
         );
         out
     }
 }
 
+/// The "By function" and "An event that starts nothing" parts of the
+/// measured section: every request counted for the function that made it.
+fn by_function_markdown(measured: &Measured) -> String {
+    let mut out = String::new();
+    if measured.by_function.is_empty() {
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "### By function\n\n\
+         Every request counted for the function that made it (the functions run with\n\
+         `AWS_SDK_UA_APP_ID` = their name, which the SDK sends in its user agent as `app/<name>`;\n\
+         `unattributed`: requests without one). The whole run ({} events stored, {} emails), and\n\
+         per message the function's queue handed it (stream records for the relay):\n\n\
+         | function | invocations | messages | message-side | write units | read units | events-table Queries | KMS | PutEvents entries | Scheduler calls | SES sends | WRU per message | RRU per message |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        measured.events, measured.emails
+    );
+    for (name, f) in &measured.by_function {
+        let (_, message_side) = measured.deliveries(name);
+        let queries = f
+            .dynamodb
+            .get("EventsTable")
+            .and_then(|t| t.operations.get("Query"))
+            .map_or(0, |o| o.requests);
+        let per = |x: f64| {
+            if f.messages_received > 0 {
+                format!("{:.2}", x / f.messages_received as f64)
+            } else {
+                String::new()
+            }
+        };
+        let _ = writeln!(
+            out,
+            "| {name} | {} | {} | {message_side} | {:.0} | {:.0} | {queries} | {} | {} | {} | {} | {} | {} |",
+            f.invocations,
+            f.messages_received,
+            f.write_units,
+            f.read_units,
+            f.kms_calls,
+            f.eventbridge_entries,
+            f.scheduler_calls,
+            f.ses_sends,
+            per(f.write_units),
+            per(f.read_units)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\n\"message-side\": messages of a message's life (Journey*, Message*, SES's feedback, timers).\n"
+    );
+    if let Some(phase) = &measured.marginal {
+        let _ = writeln!(
+            out,
+            "### An event that starts nothing\n\n\
+             The run's marginal phase: {}: {} events ({}). What each function spent per message its\n\
+             queue handed it (the api: per request):\n\n\
+             | function | messages | write units | read units | requests by table and operation |\n\
+             |---|---:|---:|---:|---|",
+            phase.what,
+            phase.events,
+            phase
+                .events_by_type
+                .iter()
+                .map(|(t, n)| format!("{t} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        for (name, f) in &phase.by_function {
+            let n = if name == "api" {
+                f.invocations
+            } else {
+                f.messages_received
+            };
+            if n == 0 {
+                continue;
+            }
+            let n_f = n as f64;
+            let requests = f
+                .dynamodb
+                .iter()
+                .flat_map(|(table, t)| {
+                    t.operations
+                        .iter()
+                        .filter(|(_, o)| o.requests > 0)
+                        .map(move |(op, o)| format!("{:.1} {op} ({table})", o.requests as f64 / n_f))
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            let _ = writeln!(
+                out,
+                "| {name} | {n} | {:.2} | {:.2} | {requests} |",
+                f.write_units / n_f,
+                f.read_units / n_f
+            );
+        }
+        let _ = writeln!(out);
+    }
+    out
+}
+
 /// KMS: per million requests ($0.03 per 10 000).
 pub const KMS_REQUEST: f64 = 3.00;
+
+/// The relay's batch: up to 100 stream records an invocation.
+const RELAY_BATCH: f64 = 100.0;
+
+impl Measured {
+    /// What `function` spent in the run (nothing if it does not appear).
+    pub fn function(&self, function: &str) -> MeasuredFunction {
+        self.by_function.get(function).cloned().unwrap_or_default()
+    }
+
+    /// The run's stored events of a message's life ([`is_message_event`]).
+    pub fn message_events(&self) -> u64 {
+        self.events_by_type
+            .iter()
+            .filter(|(t, _)| is_message_event(t))
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// (customer-side, message-side) messages the function's queue handed
+    /// it, by their types ([`is_message_event`]); all customer-side if the
+    /// run did not record the types.
+    pub fn deliveries(&self, function: &str) -> (u64, u64) {
+        match self.delivered_by_type.get(function) {
+            Some(types) => types.iter().fold(
+                (0, 0),
+                |(c, m), (t, n)| {
+                    if is_message_event(t) {
+                        (c, m + n)
+                    } else {
+                        (c + n, m)
+                    }
+                },
+            ),
+            None => (self.function(function).messages_received, 0),
+        }
+    }
+
+    /// What one message that starts, advances and exits nothing cost
+    /// `function` in the marginal phase, per message its queue handed it
+    /// (None: the phase did not reach it).
+    pub fn idle_cost(&self, function: &str) -> Option<IdleCost> {
+        let f = self.marginal.as_ref()?.by_function.get(function)?;
+        if f.messages_received == 0 {
+            return None;
+        }
+        let n = f.messages_received as f64;
+        let mut requests = Vec::new();
+        for (table, t) in &f.dynamodb {
+            for (op, o) in &t.operations {
+                if o.requests > 0 {
+                    requests.push((table.clone(), op.clone(), o.requests as f64 / n));
+                }
+            }
+        }
+        Some(IdleCost {
+            messages: f.messages_received,
+            write_units: f.write_units / n,
+            read_units: f.read_units / n,
+            kms_calls: f.kms_calls as f64 / n,
+            requests,
+        })
+    }
+}
+
+/// A function's cost per queue message that starts, advances and exits
+/// nothing (the marginal phase of a measured run).
+#[derive(Debug, Clone, Default)]
+pub struct IdleCost {
+    /// The messages measured.
+    pub messages: u64,
+    pub write_units: f64,
+    pub read_units: f64,
+    pub kms_calls: f64,
+    /// (table, operation, requests per message).
+    pub requests: Vec<(String, String, f64)>,
+}
+
+impl IdleCost {
+    fn requests_text(&self) -> String {
+        self.requests
+            .iter()
+            .map(|(table, op, n)| format!("{n:.1} {op} ({table})"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+impl CostModel {
+    /// The model with the measured run's units where the bench's own
+    /// counting does not reach (decision 0038): the campaign function's
+    /// (and the channel's, if its queue takes customer events) cost of a
+    /// customer event that starts nothing, from the run's marginal phase;
+    /// KMS per customer; and the whole per-message table, from what the
+    /// campaign, channel, projector, consent and relay functions spent per
+    /// email sent. The counted lines (event store, projector, consent) stay.
+    /// `queues`: the messages each consumer queue receives per customer
+    /// event (the bench's routing); `customers_per_event`: new customers per
+    /// customer event in the bench's workload.
+    pub fn using(
+        mut self,
+        measured: &Measured,
+        queues: &[super::pages::QueueLoad],
+        customers_per_event: f64,
+        source: &str,
+    ) -> Self {
+        let m = 1e6;
+        let queue = |target: &str| {
+            queues
+                .iter()
+                .find(|q| q.target == target)
+                .map_or(0.0, |q| q.messages_per_event)
+        };
+        // Per customer event.
+        let mut added = Vec::new();
+        for function in ["campaign", "channel"] {
+            let (Some(idle), routed) = (measured.idle_cost(function), queue(function)) else {
+                continue;
+            };
+            let what = format!(
+                "{routed:.2} messages per customer event on its queue; each one that starts, advances and \
+                 exits nothing ({} measured: {}) made {}",
+                idle.messages,
+                measured.marginal.as_ref().map_or("", |p| p.what.as_str()),
+                idle.requests_text()
+            );
+            added.push(line(
+                &format!("DynamoDB reads: {function}, an event that starts nothing (measured)"),
+                m * routed * idle.read_units,
+                "RRU",
+                routed * idle.read_units * DDB_RRU,
+                &format!(
+                    "{what}. Floor: the customer's profile and journey index (2 reads; the index alone \
+                     if it carried the timezone); the campaign catalog is read again for every event \
+                     (its index stream and each campaign's stream), which one read per page or per \
+                     process would remove"
+                ),
+            ));
+            if idle.write_units > 0.0 {
+                added.push(line(
+                    &format!("DynamoDB writes: {function}, an event that starts nothing (measured)"),
+                    m * routed * idle.write_units,
+                    "WRU",
+                    routed * idle.write_units * DDB_WRU,
+                    &format!("{what}. Floor: 0, an event that changes nothing writes nothing"),
+                ));
+            }
+        }
+        let customers = measured.events_by_type.get("CustomerRegistered").copied().unwrap_or(0);
+        let customer_side_kms: u64 = measured
+            .by_function
+            .iter()
+            .filter(|(f, _)| f.as_str() != "channel")
+            .map(|(_, f)| f.kms_calls)
+            .sum();
+        if customers > 0 && customers_per_event > 0.0 {
+            let per_customer = customer_side_kms as f64 / customers as f64;
+            let calls = m * customers_per_event * per_customer;
+            added.push(line(
+                "KMS requests (measured per customer)",
+                calls,
+                "requests",
+                calls / m * KMS_REQUEST,
+                &format!(
+                    "{per_customer:.1} calls per customer (the api's GenerateDataKey of the new customer's \
+                     key, a Decrypt of it by each other function process that reads the customer's \
+                     data; measured with long-lived processes that keep every key: the floor) at \
+                     {customers_per_event:.3} new customers per event; a customer who returns to a new \
+                     execution environment costs one Decrypt per function again (not measured)"
+                ),
+            ));
+        }
+        let at = self
+            .per_million_events
+            .iter()
+            .position(|l| l.item.starts_with("DynamoDB reads: projections"))
+            .map_or(self.per_million_events.len(), |i| i + 1);
+        self.per_million_events.splice(at..at, added);
+
+        // Per message: what the functions spent per email sent.
+        let emails = measured.emails.max(1) as f64;
+        let campaign = measured.function("campaign");
+        let channel = measured.function("channel");
+        let (campaign_customer_events, _) = measured.deliveries("campaign");
+        let idle = measured.idle_cost("campaign").unwrap_or_default();
+        let journeys_w = (campaign.write_units - idle.write_units * campaign_customer_events as f64).max(0.0);
+        let journeys_r = (campaign.read_units - idle.read_units * campaign_customer_events as f64).max(0.0);
+        let own_w = (journeys_w + channel.write_units) / emails;
+        let own_r = (journeys_r + channel.read_units) / emails;
+        let message_events = measured.message_events() as f64;
+        // The projector, consent and relay: their units pro rata of the
+        // message events among what they received.
+        let (mut shared_w, mut shared_r) = (0.0, 0.0);
+        for function in ["projector", "consent", "relay"] {
+            let f = measured.function(function);
+            let share = if function == "relay" {
+                message_events / measured.events.max(1) as f64
+            } else {
+                let (c, msg) = measured.deliveries(function);
+                msg as f64 / (c + msg).max(1) as f64
+            };
+            shared_w += f.write_units * share / emails;
+            shared_r += f.read_units * share / emails;
+        }
+        // The message's events on the consumer queues, at the model's fill.
+        let (mut sends, mut polls, mut batches) = (0.0, 0.0, 0.0);
+        for function in measured.delivered_by_type.keys().filter(|f| f.as_str() != "relay") {
+            let (_, msg) = measured.deliveries(function);
+            let fill = assumed_fill(function).min(super::pages::batch_size(function)).max(1) as f64;
+            sends += msg as f64 / emails;
+            batches += msg as f64 / fill / emails;
+            polls += 2.0 * (msg as f64 / fill) * (fill / 10.0).ceil() / emails;
+        }
+        let relay_batches = message_events / RELAY_BATCH / emails;
+        let schedules = [&campaign, &channel]
+            .iter()
+            .map(|f| {
+                f.calls
+                    .get("scheduler")
+                    .and_then(|ops| ops.get("CreateSchedule"))
+                    .copied()
+                    .unwrap_or(0)
+            })
+            .sum::<u64>() as f64
+            / emails;
+        let compute = self
+            .per_million_messages
+            .iter()
+            .find(|l| l.item.starts_with("Lambda compute"))
+            .cloned();
+        let mut lines = vec![
+            line(
+                "SES sends",
+                m,
+                "emails",
+                m / 1000.0 * SES_PER_THOUSAND,
+                "the price of sending",
+            ),
+            line(
+                "DynamoDB writes: campaign and channel (measured)",
+                m * own_w,
+                "WRU",
+                own_w * DDB_WRU,
+                "the journey's events and index lines, the message's events (requested, claimed, \
+                 sent, SES's feedback), the claim and the caps; the campaign's cost of the customer \
+                 events it received left out (per customer event, above). Floor: each event written \
+                 once at 1 unit per KB; the journey's start and index move in transactions (2)",
+            ),
+            line(
+                "DynamoDB reads: campaign and channel (measured)",
+                m * own_r,
+                "RRU",
+                own_r * DDB_RRU,
+                "the instance's and message's streams loaded before each append, consent, suppression, \
+                 preferences, caps, the expected versions. Floor: one load per step and one read per \
+                 check; the catalog's reads per event (above) are most of what is left",
+            ),
+            line(
+                "DynamoDB writes: projector, consent and relay, pro rata (measured)",
+                m * shared_w,
+                "WRU",
+                shared_w * DDB_WRU,
+                "their units times the message's events' share of what they received: the email \
+                 index, attribution and campaign stats documents and their checkpoints",
+            ),
+            line(
+                "DynamoDB reads: projector, consent and relay, pro rata (measured)",
+                m * shared_r,
+                "RRU",
+                shared_r * DDB_RRU,
+                "as the writes: the checkpoints and documents read once per page",
+            ),
+            line(
+                "KMS requests: channel (measured)",
+                m * channel.kms_calls as f64 / emails,
+                "requests",
+                channel.kms_calls as f64 / emails * KMS_REQUEST,
+                "a Decrypt of the customer's key per channel process (the address is encrypted); \
+                 the floor, with processes that keep their keys",
+            ),
+            line(
+                "EventBridge events: the message's events (measured)",
+                m * message_events / emails,
+                "events",
+                message_events / emails * EVENTBRIDGE_EVENT,
+                "every stored event of the journey and the message published once",
+            ),
+            line(
+                "SQS requests: the message's events and timers on the queues (measured)",
+                m * (sends + polls),
+                "requests",
+                (sends + polls) * SQS_REQUEST,
+                "one SendMessage per delivery, a receive and a delete per batch at the model's fill",
+            ),
+            line(
+                "Lambda requests: consumer batches and relay (measured)",
+                m * (batches + relay_batches),
+                "requests",
+                (batches + relay_batches) * LAMBDA_REQUEST,
+                "one per batch at the model's fill, the relay's per 100 records",
+            ),
+        ];
+        if let Some(compute) = compute {
+            lines.push(compute);
+        }
+        lines.push(line(
+            "Scheduler invocations: schedules created (measured)",
+            m * schedules,
+            "invocations",
+            schedules * SCHEDULER_INVOCATION,
+            "each schedule the campaign and channel create fires at most once (a wait, a settle \
+             check): an upper bound",
+        ));
+        self.per_million_messages = lines;
+        self.measured_from = Some(format!(
+            "`{source}` ({} stories, {} events, {} emails)",
+            measured.stories, measured.events, measured.emails
+        ));
+        self
+    }
+}
 
 /// What `scripts/chaos.py --rate 0 --units-out FILE` measured: customer
 /// stories through template.yaml's stack on moto, every AWS call of the
@@ -487,13 +934,72 @@ pub struct Measured {
     #[serde(default)]
     pub dynamodb_by_table: BTreeMap<String, MeasuredTable>,
     pub per_event: MeasuredPerEvent,
+    /// Function (binary name) -> the messages of each type its queue handed it.
+    #[serde(default)]
+    pub delivered_by_type: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Function (binary name; `unattributed`: no app id) -> what its own
+    /// requests spent: the proxy reads the caller from the SDK's user agent
+    /// (`app/<AWS_SDK_UA_APP_ID>`).
+    #[serde(default)]
+    pub by_function: BTreeMap<String, MeasuredFunction>,
+    /// The run's marginal phase, if it had one.
+    #[serde(default)]
+    pub marginal: Option<MeasuredMarginal>,
 }
 
 /// One table's requests in a measured run.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(default)]
 pub struct MeasuredTable {
+    pub write_units: f64,
+    pub read_units: f64,
+    pub requests: u64,
     pub operations: BTreeMap<String, MeasuredOperation>,
+}
+
+/// What one function's requests spent in a measured run (or phase).
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(default)]
+pub struct MeasuredFunction {
+    pub invocations: u64,
+    /// Queue messages (stream records for the relay) it was handed.
+    pub messages_received: u64,
+    pub write_units: f64,
+    pub read_units: f64,
+    pub dynamodb_requests: u64,
+    /// Logical table -> its units and requests.
+    pub dynamodb: BTreeMap<String, MeasuredTable>,
+    pub kms_calls: u64,
+    pub eventbridge_entries: u64,
+    pub scheduler_calls: u64,
+    pub ses_sends: u64,
+    pub sqs_sends: u64,
+    /// service -> operation -> requests that reached moto.
+    pub calls: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+/// The marginal phase of `scripts/chaos.py --marginal-views N`: after the
+/// stories settled, each customer recorded N events that start, advance and
+/// exit nothing (PageViewed); what they cost each function.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(default)]
+pub struct MeasuredMarginal {
+    pub what: String,
+    /// Events stored during the phase.
+    pub events: u64,
+    pub events_by_type: BTreeMap<String, u64>,
+    pub by_function: BTreeMap<String, MeasuredFunction>,
+}
+
+/// An event of a message's life rather than of the customer's: a journey's
+/// (Journey*), a message's (Message*), SES's feedback (Email*, but the
+/// customer's own email verification) and the timers (journey waits,
+/// settle checks) that reach the consumers as `TimerFired`.
+pub fn is_message_event(event_type: &str) -> bool {
+    event_type.starts_with("Journey")
+        || event_type.starts_with("Message")
+        || (event_type.starts_with("Email") && !event_type.starts_with("EmailVerif"))
+        || event_type == "TimerFired"
 }
 
 /// One operation's requests on one table in a measured run.
@@ -544,6 +1050,8 @@ pub struct Comparison {
     pub measured: Option<f64>,
     pub model_usd: f64,
     pub measured_usd: f64,
+    /// The model's line comes from the measured run, whose units the rows above already hold.
+    pub in_rows_above: bool,
 }
 
 impl Measured {
@@ -644,9 +1152,16 @@ impl CostModel {
                 Some(p.scheduler_invocations),
                 SCHEDULER_INVOCATION,
             ),
-            ("KMS requests", "requests", None, Some(p.kms_calls), KMS_REQUEST),
+            (
+                "KMS requests",
+                "requests",
+                Some("KMS requests"),
+                Some(p.kms_calls),
+                KMS_REQUEST,
+            ),
         ];
-        rows.iter()
+        let mut out: Vec<Comparison> = rows
+            .iter()
             .map(|&(item, unit, model_item, measured_per_event, price)| {
                 let model = model_item.and_then(|prefix| self.model_line(prefix));
                 let model_usd = model.map_or(0.0, |l| l.usd);
@@ -658,9 +1173,28 @@ impl CostModel {
                     measured: measured_per_event.map(|q| q * m),
                     model_usd,
                     measured_usd,
+                    in_rows_above: false,
                 }
             })
-            .collect()
+            .collect();
+        // The model's lines taken from this run's marginal phase: the run's
+        // own units are already in its table rows.
+        for l in self
+            .per_million_events
+            .iter()
+            .filter(|l| l.item.contains("an event that starts nothing"))
+        {
+            out.push(Comparison {
+                item: l.item.replace(" (measured)", ""),
+                unit: l.unit.clone(),
+                model: Some(l.quantity),
+                measured: None,
+                model_usd: l.usd,
+                measured_usd: 0.0,
+                in_rows_above: true,
+            });
+        }
+        out
     }
 
     /// The "Measured on the moto pipeline" section of docs/cost.md.
@@ -700,7 +1234,14 @@ impl CostModel {
                 r.item,
                 r.unit,
                 quantity(r.model, "not in the model"),
-                quantity(r.measured, "not measured (the model's)"),
+                quantity(
+                    r.measured,
+                    if r.in_rows_above {
+                        "in the rows above"
+                    } else {
+                        "not measured (the model's)"
+                    }
+                ),
                 r.model_usd,
                 r.measured_usd
             );
@@ -749,6 +1290,7 @@ impl CostModel {
             }
             let _ = writeln!(out);
         }
+        out.push_str(&by_function_markdown(measured));
         out.push_str(&self.measured_gaps(measured));
         out
     }
@@ -803,15 +1345,32 @@ impl CostModel {
             measured.emails,
             100.0 * messaging as f64 / events
         );
+        let queries_by_function = measured
+            .by_function
+            .iter()
+            .filter_map(|(name, f)| {
+                let n = f.dynamodb.get("EventsTable")?.operations.get("Query")?.requests;
+                (n > 0).then(|| format!("{name} {n}"))
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
         let _ = writeln!(
             out,
-            "- **Events-table reads: the consumers load streams too.** The model counts a command's\n  \
-             load (a Query and its receipt) and the expected-version read; the run made {:.1} Queries of\n  \
-             the events table per stored event ({events_queries} for {} api requests): the api's loads,\n  \
-             and the streams the campaign and channel functions load before they append (journey\n  \
-             instances, messages). The proxy cannot tell which function made a request.",
+            "- **Events-table reads: the consumers load streams too.** The model's event-store line\n  \
+             counts a command's load (a Query and its receipt) and the expected-version read; the run\n  \
+             made {:.1} Queries of the events table per stored event ({events_queries} for {} api\n  \
+             requests; by function: {}). Beyond the api's loads: the campaign function reads the\n  \
+             campaign catalog (its index stream and every campaign's stream) for every event it\n  \
+             handles and loads each running instance, the channel loads the message's stream before\n  \
+             each append. The model now prices the campaign's reads of an event that starts nothing\n  \
+             per customer event and the rest per message (both measured).",
             events_queries as f64 / events,
-            measured.lambda_invocations_by_function.get("api").copied().unwrap_or(0)
+            measured.lambda_invocations_by_function.get("api").copied().unwrap_or(0),
+            if queries_by_function.is_empty() {
+                "not recorded".to_string()
+            } else {
+                queries_by_function
+            }
         );
         let _ = writeln!(
             out,
@@ -822,14 +1381,58 @@ impl CostModel {
              once for more events (the page-size table above) and need fewer receives, deletes and\n  \
              Lambda requests, so those measured lines are a lower bound for steady traffic."
         );
+        let kms_by_function = measured
+            .by_function
+            .iter()
+            .filter(|(_, f)| f.kms_calls > 0)
+            .map(|(name, f)| format!("{name} {}", f.kms_calls))
+            .collect::<Vec<_>>()
+            .join(", ");
         let _ = writeln!(
             out,
-            "- **KMS is not in the model.** {:.3} calls per event: a GenerateDataKey per new customer\n  \
-             and a Decrypt of a customer's key per function process that needs it (the process keeps\n  \
-             it). Here a handful of long-lived processes; on AWS every new execution environment\n  \
-             decrypts again, so expect more.",
-            p.kms_calls
+            "- **KMS per customer, not per event.** {:.3} calls per stored event ({}): a GenerateDataKey\n  \
+             per new customer and a Decrypt of a customer's key per function process that needs it\n  \
+             (the process keeps it). The model prices them per customer (the customer-side functions)\n  \
+             and per message (the channel). Here a handful of long-lived processes: the floor; on AWS\n  \
+             every new execution environment decrypts again, so expect more.",
+            p.kms_calls,
+            if kms_by_function.is_empty() {
+                "by function: not recorded".to_string()
+            } else {
+                format!("by function: {kms_by_function}")
+            }
         );
+        if let Some(phase) = &measured.marginal {
+            let per = |function: &str| {
+                phase.by_function.get(function).and_then(|f| {
+                    let n = if function == "api" {
+                        f.invocations
+                    } else {
+                        f.messages_received
+                    };
+                    (n > 0).then(|| (f.write_units / n as f64, f.read_units / n as f64))
+                })
+            };
+            let model_per_event = |prefix: &str| self.model_line(prefix).map_or(0.0, |l| l.quantity / 1e6);
+            if let (Some((api_w, api_r)), Some((projector_w, projector_r))) = (per("api"), per("projector")) {
+                let _ = writeln!(
+                    out,
+                    "- **Counted and measured, one event that starts nothing.** The api stored each\n  \
+                     {} for {api_w:.2} write and {api_r:.2} read units; the counted event-store lines\n  \
+                     say {:.2} and {:.2} per customer event: the chaos client sends an Idempotency-Key,\n  \
+                     so every append carries its receipt (a transaction, 2 units per item) and reads it\n  \
+                     first, which the bench's workload does not. The projector spent {projector_w:.2}\n  \
+                     write and {projector_r:.2} read units on it; the counted projection lines say\n  \
+                     {:.2} and {:.2}, the mean over every type of customer event (a page view changes\n  \
+                     fewer documents than an order) at pages of {TABLE_PAGE_SIZE}. The counted lines stay.",
+                    phase.events_by_type.keys().next().map_or("event", String::as_str),
+                    model_per_event("DynamoDB writes: event store"),
+                    model_per_event("DynamoDB reads: command loads"),
+                    model_per_event("DynamoDB writes: projections"),
+                    model_per_event("DynamoDB reads: projections"),
+                );
+            }
+        }
         let _ = writeln!(
             out,
             "- **Scheduler invocations are under-measured.** The run fires only the timers due\n  \
@@ -870,6 +1473,7 @@ mod tests {
             per_million_messages: vec![],
             idle_receives_per_month: 0.0,
             by_page_size: vec![],
+            measured_from: None,
         }
     }
 
@@ -929,6 +1533,137 @@ mod tests {
         assert!(text.contains("2.5 Queries"), "{text}");
         assert!(text.contains("messages per invocation: relay 20.0"), "{text}");
         assert!(text.contains("1 in this run"), "{text}");
+    }
+
+    /// A run with functions: 100 events (30 of messages), 10 emails, 5
+    /// customers; a marginal phase of 10 page views.
+    const BY_FUNCTION: &str = r#"{"stories": 5, "seed": 1, "events": 100, "emails": 10,
+        "events_by_type": {"CustomerRegistered": 5, "OrderPlaced": 65, "JourneyStarted": 20, "MessageSent": 10},
+        "per_event": {"kms_calls": 0.2},
+        "delivered_by_type": {"campaign": {"OrderPlaced": 65, "CustomerRegistered": 5},
+            "channel": {"MessageRequested": 10},
+            "projector": {"OrderPlaced": 65, "CustomerRegistered": 5, "JourneyStarted": 20, "MessageSent": 10},
+            "relay": {}},
+        "by_function": {
+            "api": {"invocations": 30, "write_units": 90, "read_units": 60, "kms_calls": 5},
+            "campaign": {"invocations": 10, "messages_received": 70, "write_units": 300, "read_units": 1000,
+                "kms_calls": 5, "calls": {"scheduler": {"CreateSchedule": 4}},
+                "dynamodb": {"EventsTable": {"operations": {"Query": {"requests": 900}}}}},
+            "channel": {"invocations": 3, "messages_received": 10, "write_units": 50, "read_units": 80,
+                "kms_calls": 5, "calls": {"scheduler": {"CreateSchedule": 6}}},
+            "projector": {"invocations": 5, "messages_received": 100, "write_units": 200, "read_units": 100,
+                "kms_calls": 5},
+            "relay": {"invocations": 2, "messages_received": 100, "eventbridge_entries": 100}},
+        "marginal": {"what": "PageViewed", "events": 10, "events_by_type": {"PageViewed": 10},
+            "by_function": {
+                "api": {"invocations": 10, "write_units": 40, "read_units": 40},
+                "campaign": {"messages_received": 10, "read_units": 140,
+                    "dynamodb": {"EventsTable": {"operations": {"Query": {"requests": 120, "read_units": 120}}},
+                                 "ReadModelsTable": {"operations": {"GetItem": {"requests": 10, "read_units": 10},
+                                                                    "Query": {"requests": 10, "read_units": 10}}}}},
+                "projector": {"messages_received": 10, "write_units": 17, "read_units": 10}}}}"#;
+
+    fn queues() -> Vec<crate::bench::pages::QueueLoad> {
+        ["campaign", "projector", "consent"]
+            .iter()
+            .map(|&target| crate::bench::pages::QueueLoad {
+                target: target.into(),
+                messages_per_event: if target == "consent" { 0.1 } else { 1.0 },
+                batch_size: crate::bench::pages::batch_size(target),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_model_uses_the_measured_units_per_customer_event_and_per_message() {
+        let measured = Measured::from_json(BY_FUNCTION).expect("parses");
+        assert_eq!(measured.message_events(), 30);
+        assert_eq!(measured.deliveries("campaign"), (70, 0));
+        assert_eq!(measured.deliveries("projector"), (70, 30));
+        let mut base = model();
+        base.per_million_messages = vec![line("Lambda compute (channel)", 16000.0, "GB-s", 0.21, "")];
+        let model = base.using(&measured, &queues(), 0.02, "units.json");
+        let events = |item: &str| {
+            model
+                .per_million_events
+                .iter()
+                .find(|l| l.item.starts_with(item))
+                .unwrap_or_else(|| panic!("no line {item}: {:?}", model.per_million_events))
+                .clone()
+        };
+        // The campaign: 14 read units per page view (12 Queries of the
+        // catalog, the profile, the index), 1 message per customer event.
+        let idle = events("DynamoDB reads: campaign, an event that starts nothing");
+        assert!((idle.quantity - 14e6).abs() < 1e-3, "{idle:?}");
+        assert!((idle.usd - 14.0 * DDB_RRU).abs() < 1e-9);
+        assert!(idle.floor.contains("12.0 Query (EventsTable)"), "{}", idle.floor);
+        // Writing nothing, it has no write line; the channel's queue took no page view.
+        assert!(!model
+            .per_million_events
+            .iter()
+            .any(|l| l.item.contains("writes: campaign")));
+        assert!(!model.per_million_events.iter().any(|l| l.item.contains("channel")));
+        // KMS: api, campaign and projector 15 calls for 5 customers, at 0.02 new customers per event.
+        let kms = events("KMS requests");
+        assert!((kms.quantity - 0.06e6).abs() < 1e-3, "{kms:?}");
+        assert!((kms.usd - 0.06 * KMS_REQUEST).abs() < 1e-9);
+        // Inserted after the counted projection lines; the counted lines stay.
+        let items: Vec<&str> = model.per_million_events.iter().map(|l| l.item.as_str()).collect();
+        let at = items
+            .iter()
+            .position(|i| i.starts_with("DynamoDB reads: projections"))
+            .expect("counted line");
+        assert!(items[at + 1].starts_with("DynamoDB reads: campaign"), "{items:?}");
+        assert_eq!(items.len(), 12, "{items:?}");
+
+        let message = |item: &str| {
+            model
+                .per_million_messages
+                .iter()
+                .find(|l| l.item.starts_with(item))
+                .unwrap_or_else(|| panic!("no line {item}: {:?}", model.per_million_messages))
+                .clone()
+        };
+        let near = |l: &Line, quantity: f64, usd: f64| {
+            assert!(
+                (l.quantity - quantity).abs() < 1e-3 && (l.usd - usd).abs() < 1e-9,
+                "{l:?}"
+            );
+        };
+        // (1000 - 14 x 70 + 80) / 10 emails; (300 + 50) / 10.
+        near(&message("DynamoDB reads: campaign and channel"), 10e6, 10.0 * DDB_RRU);
+        near(&message("DynamoDB writes: campaign and channel"), 35e6, 35.0 * DDB_WRU);
+        // The projector: 30 of its 100 messages are the messages' events.
+        near(&message("DynamoDB writes: projector"), 6e6, 6.0 * DDB_WRU);
+        near(&message("DynamoDB reads: projector"), 3e6, 3.0 * DDB_RRU);
+        near(&message("KMS requests: channel"), 0.5e6, 0.5 * KMS_REQUEST);
+        near(&message("EventBridge events"), 3e6, 3.0 * EVENTBRIDGE_EVENT);
+        // 40 deliveries (channel 10 at 5 a batch, projector 30 at 10): 4 sends, 1 receive-and-delete.
+        near(&message("SQS requests"), 5e6, 5.0 * SQS_REQUEST);
+        near(&message("Lambda requests"), 0.53e6, 0.53 * LAMBDA_REQUEST);
+        near(&message("Scheduler invocations"), 1e6, SCHEDULER_INVOCATION);
+        near(&message("Lambda compute (channel)"), 16000.0, 0.21);
+        near(&message("SES sends"), 1e6, 100.0);
+
+        let text = model.measured_markdown(&measured, "units.json");
+        assert!(
+            text.contains("| DynamoDB reads: campaign, an event that starts nothing | RRU | 14000000 | in the rows above | 1.75 | 0.00 |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| campaign | 10 | 70 | 0 | 300 | 1000 | 900 | 5 |"),
+            "{text}"
+        );
+        assert!(text.contains("| campaign | 10 | 0.00 | 14.00 | 12.0 Query (EventsTable), 1.0 GetItem (ReadModelsTable), 1.0 Query (ReadModelsTable) |"), "{text}");
+        assert!(text.contains("by function: campaign 900"), "{text}");
+        assert!(
+            text.contains("stored each\n  PageViewed for 4.00 write and 4.00 read units"),
+            "{text}"
+        );
+        assert_eq!(
+            model.measured_from.as_deref(),
+            Some("`units.json` (5 stories, 100 events, 10 emails)")
+        );
     }
 
     #[test]

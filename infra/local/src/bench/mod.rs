@@ -736,10 +736,12 @@ pub async fn command(
     command_with_measured(options, json, cost_file, template, None).await
 }
 
-/// `crm-local bench --cost FILE --measured UNITS`: as `command`, and the
+/// `crm-local bench --cost FILE --measured UNITS`: as `command`, with the
 /// units `scripts/chaos.py --rate 0 --units-out UNITS` measured on the moto
-/// pipeline, printed beside the model's lines with the price they imply and
-/// appended to the cost model as its "Measured on the moto pipeline" section.
+/// pipeline used where the bench's own counting does not reach
+/// (`CostModel::using`, decision 0038), and printed beside the model's lines
+/// with the price they imply, by function, in the cost model's "Measured on
+/// the moto pipeline" section.
 /// The file is read before the bench runs, so a bad one fails at once.
 pub async fn command_with_measured(
     options: BenchOptions,
@@ -772,6 +774,15 @@ pub async fn command_with_measured(
         None => BUILT_IN_TEMPLATE.to_string(),
     };
     let model = cost::CostModel::from_report(&report, &template);
+    let model = match &measured {
+        Some((path, units)) => model.using(
+            units,
+            &report.queues,
+            report.workload.customers as f64 / report.workload.events.max(1) as f64,
+            &path.display().to_string(),
+        ),
+        None => model,
+    };
     let mut text = model.markdown(&report);
     if let Some((units_path, units)) = &measured {
         let section = model.measured_markdown(units, &units_path.display().to_string());
