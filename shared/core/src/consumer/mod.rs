@@ -20,10 +20,12 @@ use async_trait::async_trait;
 use std::sync::Arc;
 
 pub mod capacity;
+pub mod dead_letters;
 mod page;
 #[cfg(test)]
 mod tests;
 
+pub use dead_letters::{open_letter, seal_letter, SealedDeadLetters};
 pub use page::{PageDocs, PageOutcome};
 
 /// Why a projection could not use an event: not worth retrying.
@@ -385,6 +387,9 @@ impl ConsumerGroup {
 
 /// Parks an event that `consumer` can never use in the dead-letter queue,
 /// with the reason; if even that fails, a retryable error (deliver again).
+/// The envelope is parked as the consumer saw it (decrypted): every
+/// runtime's queue is a [`SealedDeadLetters`], which puts its personal
+/// fields back into their stored form (ciphertext) before it is kept.
 pub async fn park_poison(
     dead_letters: &dyn crate::ports::DeadLetterQueue,
     consumer: &'static str,

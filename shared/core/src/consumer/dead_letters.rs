@@ -1,0 +1,343 @@
+//! Dead letters hold what was stored (issue 16 item 3, decision 0040).
+//!
+//! A consumer parks what it could not use as it saw it: the event envelope
+//! with its personal fields decrypted ([`super::park_poison`]), or the
+//! channel's `MessageRequest`, whose `data` is the template data (the
+//! address, the names). [`SealedDeadLetters`] puts them back into their
+//! stored form before the letter leaves the process: each personal field
+//! ([`personal_data_paths`], and a request's `data`, the path its
+//! `MessageRequested` event stores it under) encrypted under the customer's
+//! data key, exactly as the event store keeps it. A dead-letter queue
+//! therefore never holds personal data in clear, and erasure (deleting the
+//! key) shreds its copies too.
+//!
+//! Sealing never creates a key: a customer without one was erased (or has
+//! no encrypted data at all), and a new key would turn their copies from
+//! erased into unreadable. Their personal fields are parked as [`ERASED`](crate::privacy::ERASED).
+//!
+//! [`open_letter`] is the reverse, for operators only (`crm-local dlq
+//! show`, `crm-ops dlq list --data`): the fields decrypted while the key
+//! exists, [`ERASED`](crate::privacy::ERASED) once it is gone. Redrive needs neither: the bus
+//! targets decrypt what they are handed, stored events and sealed letters
+//! alike.
+
+use crate::event::EventEnvelope;
+use crate::messaging::events::MessageRequest;
+use crate::ports::{DeadLetter, DeadLetterQueue, StoreError};
+use crate::privacy::{decrypt_paths, encrypt_paths, personal_data_paths, DataKey, KeyError, KeyStore};
+use async_trait::async_trait;
+use serde::Deserialize;
+use serde_json::Value;
+use std::sync::Arc;
+
+/// The path of a `MessageRequest`'s personal data: its `data`, as the
+/// `MessageRequested` event (whose payload is the request) lists it.
+const REQUEST_DATA: &[&str] = &["data"];
+
+/// A [`DeadLetterQueue`] that seals every letter's payload ([`seal_letter`])
+/// before `inner` keeps it.
+pub struct SealedDeadLetters {
+    inner: Arc<dyn DeadLetterQueue>,
+    keys: Arc<dyn KeyStore>,
+}
+
+impl SealedDeadLetters {
+    pub fn new(inner: Arc<dyn DeadLetterQueue>, keys: Arc<dyn KeyStore>) -> Self {
+        SealedDeadLetters { inner, keys }
+    }
+}
+
+#[async_trait]
+impl DeadLetterQueue for SealedDeadLetters {
+    async fn park(&self, mut letter: DeadLetter) -> Result<(), StoreError> {
+        seal_letter(self.keys.as_ref(), &mut letter.payload).await?;
+        self.inner.park(letter).await
+    }
+}
+
+/// What a letter's payload carries that holds personal data.
+enum Carried {
+    /// An event envelope (the payload itself, or a bus event's `detail`):
+    /// its customer, and the personal paths of its type.
+    Event {
+        customer_id: Option<String>,
+        paths: &'static [&'static str],
+    },
+    /// A `MessageRequest`: its customer (the paths are [`REQUEST_DATA`]).
+    Request { customer_id: Option<String> },
+}
+
+impl Carried {
+    /// The customer whose key covers the fields; `None`: no customer to
+    /// encrypt for, so the fields can only be parked as [`ERASED`](crate::privacy::ERASED).
+    fn customer_id(&self) -> Option<&str> {
+        match self {
+            Carried::Event { customer_id, .. } | Carried::Request { customer_id } => customer_id.as_deref(),
+        }
+    }
+
+    /// The customer's existing key (never a new one).
+    async fn key(&self, keys: &dyn KeyStore) -> Result<Option<DataKey>, StoreError> {
+        match self.customer_id() {
+            Some(customer_id) => keys.existing_key(customer_id).await.map_err(key_error),
+            None => Ok(None),
+        }
+    }
+}
+
+/// The customer whose key covers `event`: its `customer_id`, or the
+/// customer of a `customer-<id>` stream (as the event store decides).
+fn event_customer(event: &EventEnvelope) -> Option<String> {
+    event.customer_id.clone().or_else(|| {
+        event
+            .stream_id
+            .strip_prefix("customer-")
+            .filter(|id| !id.is_empty())
+            .map(str::to_string)
+    })
+}
+
+/// The part of `payload` that holds personal data (the payload itself, or
+/// a bus event's `detail`) and what it is; `None` when there is none.
+fn carried(payload: &mut Value) -> Option<(&mut Value, Carried)> {
+    let slot = if payload.get("detail").is_some_and(Value::is_object) {
+        payload.get_mut("detail")?
+    } else {
+        payload
+    };
+    if let Ok(event) = EventEnvelope::deserialize(&*slot) {
+        let paths = personal_data_paths(&event.event_type);
+        if paths.is_empty() {
+            return None;
+        }
+        let customer_id = event_customer(&event);
+        return Some((slot, Carried::Event { customer_id, paths }));
+    }
+    if let Ok(request) = MessageRequest::deserialize(&*slot) {
+        return Some((
+            slot,
+            Carried::Request {
+                customer_id: Some(request.customer_id).filter(|id| !id.is_empty()),
+            },
+        ));
+    }
+    None
+}
+
+fn key_error(e: KeyError) -> StoreError {
+    match e {
+        KeyError::Unavailable(m) => StoreError::Unavailable(m),
+        KeyError::Corrupt(m) => StoreError::Failed(m),
+    }
+}
+
+/// Encrypts (`key`) or, with no key, marks as [`ERASED`](crate::privacy::ERASED) the personal fields
+/// of `slot`; `open` decrypts instead.
+fn apply(slot: &mut Value, what: &Carried, key: Option<&DataKey>, open: bool) -> Result<(), StoreError> {
+    let customer_id = what.customer_id().unwrap_or_default();
+    let (data, paths) = match what {
+        Carried::Event { paths, .. } => (slot.get_mut("data"), *paths),
+        Carried::Request { .. } => (Some(slot), REQUEST_DATA),
+    };
+    let Some(data) = data else {
+        return Ok(());
+    };
+    let failed = |e: crate::privacy::CryptoError| StoreError::Failed(format!("dead letter of {customer_id}: {e}"));
+    match (key, open) {
+        (Some(key), false) => encrypt_paths(data, key, customer_id, paths).map_err(failed),
+        (key, _) => decrypt_paths(data, key, customer_id, paths).map_err(failed),
+    }
+}
+
+/// Puts the personal fields of a letter's payload in their stored form: an
+/// event envelope (the payload, or a bus event's `detail`) or a
+/// `MessageRequest`, encrypted under the customer's existing key, or
+/// [`ERASED`](crate::privacy::ERASED) when they have none (or the payload names no customer).
+/// Fields already encrypted under that key
+/// stay as they are (sealing twice changes nothing); any other payload (a
+/// timer, SES feedback, a body that is not JSON) is left alone. A payload
+/// that cannot be sealed is an error: parking it in clear is not an option,
+/// and the caller retries.
+pub async fn seal_letter(keys: &dyn KeyStore, payload: &mut Value) -> Result<(), StoreError> {
+    let Some((slot, what)) = carried(payload) else {
+        return Ok(());
+    };
+    let key = what.key(keys).await?;
+    apply(slot, &what, key.as_ref(), false)
+}
+
+/// A letter's payload as an operator may read it: the personal fields of an
+/// envelope or a `MessageRequest` decrypted with the customer's key, or
+/// [`ERASED`](crate::privacy::ERASED) when the key is gone (fields parked before sealing, in clear,
+/// read as [`ERASED`](crate::privacy::ERASED) too). Nothing is written back: the letter stays as
+/// stored.
+pub async fn open_letter(keys: &dyn KeyStore, payload: &Value) -> Result<Value, StoreError> {
+    let mut shown = payload.clone();
+    let Some((slot, what)) = carried(&mut shown) else {
+        return Ok(shown);
+    };
+    let key = what.key(keys).await?;
+    apply(slot, &what, key.as_ref(), true)?;
+    Ok(shown)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::privacy::memory::InMemoryKeyStore;
+    use crate::privacy::{decrypt_envelope, encrypt_envelope, is_encrypted, ERASED};
+    use crate::testing::{dead_letter, InMemoryDeadLetters};
+    use serde_json::json;
+
+    const CUSTOMER: &str = "0190a000-0000-7000-8000-00000000d040";
+    const EMAIL: &str = "ottoline.brackenridge-dl40@sealed-letters.example";
+    const FIRST: &str = "Ottolinebrackenridge";
+    const AGENT: &str = "SealedLetterAgent/40.1 (brackenridge)";
+
+    fn registered() -> EventEnvelope {
+        crate::testing::registered_event(
+            CUSTOMER,
+            json!({ "email": EMAIL, "first_name": FIRST, "last_name": null, "user_agent": AGENT, "locale": "en" }),
+        )
+    }
+
+    fn request() -> Value {
+        json!({
+            "message_id": "msg-40", "instance_id": "ins-40", "campaign_id": "welcome", "campaign_version": 1,
+            "step_id": "send-welcome", "customer_id": CUSTOMER, "channel": "email", "template": "welcome",
+            "category": "marketing", "purpose": "marketing",
+            "data": { "email": EMAIL, "first_name": FIRST, "trigger": { "user_agent": AGENT } }
+        })
+    }
+
+    fn plaintext_in(value: &Value) -> Vec<&'static str> {
+        let text = value.to_string();
+        [EMAIL, FIRST, AGENT].into_iter().filter(|p| text.contains(p)).collect()
+    }
+
+    async fn keys_with_key() -> Arc<InMemoryKeyStore> {
+        let keys = Arc::new(InMemoryKeyStore::new());
+        keys.data_key(CUSTOMER).await.expect("key");
+        keys
+    }
+
+    #[tokio::test]
+    async fn envelopes_bus_events_and_requests_are_parked_as_stored() {
+        let keys = keys_with_key().await;
+        let kept = Arc::new(InMemoryDeadLetters::default());
+        let queue = SealedDeadLetters::new(kept.clone(), keys.clone());
+        let event = registered();
+        let plain = serde_json::to_value(&event).expect("json");
+        for payload in [
+            plain.clone(),
+            json!({ "source": "crm.customer", "detail-type": "CustomerRegistered", "detail": plain }),
+            request(),
+        ] {
+            assert!(!plaintext_in(&payload).is_empty(), "the test parks plain text");
+            queue
+                .park(dead_letter("customer-360", "poison", payload))
+                .await
+                .expect("parked");
+        }
+        let letters = kept.letters.lock().expect("lock").clone();
+        assert_eq!(letters.len(), 3);
+        for letter in &letters {
+            let stored = serde_json::to_value(letter).expect("json");
+            assert_eq!(plaintext_in(&stored), Vec::<&str>::new(), "{stored}");
+        }
+        // The envelope is exactly as the event store keeps it: decrypting it
+        // as a stored event gives the event back.
+        for parked in [&letters[0].payload, &letters[1].payload["detail"]] {
+            let mut back = EventEnvelope::deserialize(parked).expect("an envelope");
+            assert!(back.data["email"].as_str().is_some_and(is_encrypted));
+            assert_eq!(back.data["locale"], "en", "not personal: as it was");
+            decrypt_envelope(keys.as_ref(), &mut back).await.expect("decrypts");
+            assert_eq!(back, event);
+        }
+        // The request's data is encrypted as its MessageRequested event stores it.
+        let data = &letters[2].payload["data"];
+        assert!(data.as_str().is_some_and(is_encrypted), "{data}");
+        assert_eq!(letters[2].payload["message_id"], "msg-40");
+        let mut stored_request = crate::testing::raw_event("journey-ins-40", "MessageRequested", request());
+        stored_request.customer_id = Some(CUSTOMER.into());
+        let mut as_event = stored_request.clone();
+        as_event.data = letters[2].payload.clone();
+        decrypt_envelope(keys.as_ref(), &mut as_event)
+            .await
+            .expect("decrypts as a stored request");
+        assert_eq!(as_event.data, request());
+    }
+
+    #[tokio::test]
+    async fn letters_already_stored_or_of_no_event_are_parked_as_they_are() {
+        let keys = keys_with_key().await;
+        let mut stored = registered();
+        encrypt_envelope(keys.as_ref(), &mut stored).await.expect("encrypted");
+        let mut payload = serde_json::to_value(&stored).expect("json");
+        let before = payload.clone();
+        seal_letter(keys.as_ref(), &mut payload).await.expect("sealed");
+        assert_eq!(payload, before, "sealing what is stored changes nothing");
+
+        let mut request = request();
+        seal_letter(keys.as_ref(), &mut request).await.expect("sealed");
+        let once = request.clone();
+        seal_letter(keys.as_ref(), &mut request).await.expect("sealed again");
+        assert_eq!(request, once, "sealing twice changes nothing");
+
+        let mut timer = json!({ "source": "crm.scheduler", "detail": { "name": "t", "due_at": "now" } });
+        let timer_before = timer.clone();
+        seal_letter(keys.as_ref(), &mut timer).await.expect("left alone");
+        assert_eq!(timer, timer_before);
+    }
+
+    #[tokio::test]
+    async fn an_erased_customer_is_parked_erased_and_no_key_is_made() {
+        let keys = Arc::new(InMemoryKeyStore::new());
+        let mut payload = serde_json::to_value(registered()).expect("json");
+        seal_letter(keys.as_ref(), &mut payload).await.expect("sealed");
+        assert_eq!(payload["data"]["email"], ERASED);
+        assert_eq!(payload["data"]["first_name"], ERASED);
+        assert_eq!(payload["data"]["last_name"], Value::Null);
+        assert_eq!(payload["data"]["locale"], "en");
+        let mut request = request();
+        seal_letter(keys.as_ref(), &mut request).await.expect("sealed");
+        assert_eq!(request["data"], ERASED);
+        assert_eq!(
+            keys.existing_key(CUSTOMER).await.expect("keys"),
+            None,
+            "no key was made"
+        );
+    }
+
+    #[tokio::test]
+    async fn operators_read_letters_decrypted_while_the_key_exists_then_erased() {
+        let keys = keys_with_key().await;
+        let mut event = serde_json::to_value(registered()).expect("json");
+        let mut bus_event = json!({ "detail": event.clone() });
+        let mut request = request();
+        for payload in [&mut event, &mut bus_event, &mut request] {
+            seal_letter(keys.as_ref(), payload).await.expect("sealed");
+        }
+        let shown = open_letter(keys.as_ref(), &event).await.expect("opened");
+        assert_eq!(shown["data"]["email"], EMAIL);
+        assert_eq!(shown["data"]["user_agent"], AGENT);
+        let shown = open_letter(keys.as_ref(), &bus_event).await.expect("opened");
+        assert_eq!(shown["detail"]["data"]["first_name"], FIRST);
+        let shown = open_letter(keys.as_ref(), &request).await.expect("opened");
+        assert_eq!(shown, self::request());
+        assert!(plaintext_in(&event).is_empty(), "opening wrote nothing back");
+
+        keys.delete(CUSTOMER).await.expect("erased");
+        let shown = open_letter(keys.as_ref(), &event).await.expect("opened");
+        assert_eq!(shown["data"]["email"], ERASED);
+        assert_eq!(shown["data"]["locale"], "en");
+        assert_eq!(
+            open_letter(keys.as_ref(), &request).await.expect("opened")["data"],
+            ERASED
+        );
+        // A letter parked in clear before sealing reads as erased too.
+        let old = serde_json::to_value(registered()).expect("json");
+        let shown = open_letter(keys.as_ref(), &old).await.expect("opened");
+        assert_eq!(plaintext_in(&shown), Vec::<&str>::new(), "{shown}");
+    }
+}
