@@ -15,6 +15,7 @@ mod orders;
 mod problem;
 mod reads;
 mod schemas;
+pub mod scopes;
 mod segments;
 mod settings;
 mod templates;
@@ -23,6 +24,7 @@ mod unsubscribe;
 pub use auth::Auth;
 pub use ingest::IngestSources;
 pub use problem::Problem;
+pub use scopes::{mint_local_token, Access, Route, Scope, Scopes};
 pub use settings::{build, ApiPorts, ApiSettings, Settings, SettingsError};
 
 use axum::routing::{delete, get, post, put};
@@ -41,82 +43,99 @@ use std::sync::Arc;
 /// The largest request body accepted (413 beyond it).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// Every route, as `(method, path)` in OpenAPI's path syntax. `openapi.yaml`
-/// must describe exactly these (a test checks it).
-pub const ROUTES: &[(&str, &str)] = &[
-    ("GET", "/health"),
-    ("GET", "/customers"),
-    ("POST", "/customers"),
-    ("GET", "/customers/{id}"),
-    ("PATCH", "/customers/{id}"),
-    ("DELETE", "/customers/{id}"),
-    ("PUT", "/customers/{id}/email"),
-    ("POST", "/customers/{id}/email/verify"),
-    ("PUT", "/customers/{id}/preferences"),
-    ("POST", "/customers/{id}/push-devices"),
-    ("POST", "/customers/{id}/consents"),
-    ("DELETE", "/customers/{id}/consents/{purpose}/{channel}"),
-    ("POST", "/customers/{id}/deactivate"),
-    ("POST", "/customers/{id}/reactivate"),
-    ("GET", "/customers/{id}/events"),
-    ("GET", "/customers/{id}/timeline"),
-    ("GET", "/customers/{id}/consents"),
-    ("GET", "/customers/{id}/export"),
-    ("POST", "/customers/{id}/activity"),
-    ("GET", "/customers/{id}/segments"),
-    ("GET", "/segments"),
-    ("GET", "/segments/{id}/members"),
-    ("POST", "/carts"),
-    ("GET", "/carts/{id}"),
-    ("POST", "/carts/{id}/items"),
-    ("DELETE", "/carts/{id}/items/{product}"),
-    ("POST", "/carts/{id}/checkout"),
-    ("POST", "/orders"),
-    ("GET", "/orders/{id}"),
-    ("POST", "/orders/{id}/payments"),
-    ("POST", "/orders/{id}/ship"),
-    ("POST", "/orders/{id}/deliver"),
-    ("POST", "/orders/{id}/cancel"),
-    ("POST", "/orders/{id}/refunds"),
-    ("GET", "/campaigns/{id}"),
-    ("PUT", "/campaigns/{id}"),
-    ("POST", "/campaigns/{id}/pause"),
-    ("POST", "/campaigns/{id}/resume"),
-    ("GET", "/messages/{message_id}/explain"),
-    ("GET", "/customers/{id}/journeys"),
-    ("GET", "/customers/{id}/funnel"),
-    ("GET", "/orders/{id}/attribution"),
-    ("GET", "/campaigns/{id}/stats"),
-    ("GET", "/insights/funnel"),
-    ("GET", "/insights/attribution"),
-    ("POST", "/templates/{id}/preview"),
-    ("GET", "/schemas/custom/{name}"),
-    ("PUT", "/schemas/custom/{name}"),
-    ("GET", "/u/{token}"),
-    ("POST", "/u/{token}"),
-    ("POST", "/v1/track"),
-    ("POST", "/v1/identify"),
-    ("POST", "/v1/alias"),
-    ("POST", "/v1/page"),
-    ("POST", "/v1/screen"),
-    ("POST", "/v1/batch"),
+/// Every route and how it is authorised (decision 0039): the scope a bearer
+/// token must carry, or the route's own credential. The router checks each
+/// request against this table (a route missing from it is refused to every
+/// token), `openapi.yaml` lists the same scope per operation and
+/// `template.yaml` gives it to the HTTP API's authorizer (tests check both).
+pub const ROUTE_TABLE: &[Route] = &[
+    route("GET", "/health", AUTHENTICATED),
+    route("GET", "/customers", READ),
+    route("POST", "/customers", WRITE),
+    route("GET", "/customers/{id}", READ),
+    route("PATCH", "/customers/{id}", WRITE),
+    route("DELETE", "/customers/{id}", PRIVACY),
+    route("PUT", "/customers/{id}/email", WRITE),
+    route("POST", "/customers/{id}/email/verify", WRITE),
+    route("PUT", "/customers/{id}/preferences", WRITE),
+    route("POST", "/customers/{id}/push-devices", WRITE),
+    route("POST", "/customers/{id}/consents", WRITE),
+    route("DELETE", "/customers/{id}/consents/{purpose}/{channel}", WRITE),
+    route("POST", "/customers/{id}/deactivate", WRITE),
+    route("POST", "/customers/{id}/reactivate", WRITE),
+    route("GET", "/customers/{id}/events", READ),
+    route("GET", "/customers/{id}/timeline", READ),
+    route("GET", "/customers/{id}/consents", READ),
+    route("GET", "/customers/{id}/export", PRIVACY),
+    route("POST", "/customers/{id}/activity", WRITE),
+    route("GET", "/customers/{id}/segments", READ),
+    route("GET", "/segments", READ),
+    route("GET", "/segments/{id}/members", READ),
+    route("POST", "/carts", WRITE),
+    route("GET", "/carts/{id}", READ),
+    route("POST", "/carts/{id}/items", WRITE),
+    route("DELETE", "/carts/{id}/items/{product}", WRITE),
+    route("POST", "/carts/{id}/checkout", WRITE),
+    route("POST", "/orders", WRITE),
+    route("GET", "/orders/{id}", READ),
+    route("POST", "/orders/{id}/payments", WRITE),
+    route("POST", "/orders/{id}/ship", WRITE),
+    route("POST", "/orders/{id}/deliver", WRITE),
+    route("POST", "/orders/{id}/cancel", WRITE),
+    route("POST", "/orders/{id}/refunds", WRITE),
+    route("GET", "/campaigns/{id}", ADMIN),
+    route("PUT", "/campaigns/{id}", ADMIN),
+    route("POST", "/campaigns/{id}/pause", ADMIN),
+    route("POST", "/campaigns/{id}/resume", ADMIN),
+    route("GET", "/messages/{message_id}/explain", READ),
+    route("GET", "/customers/{id}/journeys", READ),
+    route("GET", "/customers/{id}/funnel", READ),
+    route("GET", "/orders/{id}/attribution", READ),
+    route("GET", "/campaigns/{id}/stats", READ),
+    route("GET", "/insights/funnel", READ),
+    route("GET", "/insights/attribution", READ),
+    route("POST", "/templates/{id}/preview", ADMIN),
+    route("GET", "/schemas/custom/{name}", ADMIN),
+    route("PUT", "/schemas/custom/{name}", ADMIN),
+    route("GET", "/u/{token}", SIGNED_LINK),
+    route("POST", "/u/{token}", SIGNED_LINK),
+    route("POST", "/v1/track", WRITE_KEY),
+    route("POST", "/v1/identify", WRITE_KEY),
+    route("POST", "/v1/alias", WRITE_KEY),
+    route("POST", "/v1/page", WRITE_KEY),
+    route("POST", "/v1/screen", WRITE_KEY),
+    route("POST", "/v1/batch", WRITE_KEY),
 ];
+
+const fn route(method: &'static str, path: &'static str, access: Access) -> Route {
+    Route { method, path, access }
+}
+
+const READ: Access = Access::Scope(Scope::Read);
+const WRITE: Access = Access::Scope(Scope::Write);
+const PRIVACY: Access = Access::Scope(Scope::Privacy);
+const ADMIN: Access = Access::Scope(Scope::Admin);
+const AUTHENTICATED: Access = Access::Authenticated;
+const SIGNED_LINK: Access = Access::SignedLink;
+const WRITE_KEY: Access = Access::WriteKey;
+
+const ROUTE_PAIRS: [(&str, &str); ROUTE_TABLE.len()] = scopes::pairs(ROUTE_TABLE);
+const SIGNED_LINK_PAIRS: [(&str, &str); scopes::count(ROUTE_TABLE, SIGNED_LINK)] =
+    scopes::pairs_of(ROUTE_TABLE, SIGNED_LINK);
+const WRITE_KEY_PAIRS: [(&str, &str); scopes::count(ROUTE_TABLE, WRITE_KEY)] = scopes::pairs_of(ROUTE_TABLE, WRITE_KEY);
+
+/// Every route, as `(method, path)` in OpenAPI's path syntax (from
+/// [`ROUTE_TABLE`]). `openapi.yaml` must describe exactly these (a test checks it).
+pub const ROUTES: &[(&str, &str)] = &ROUTE_PAIRS;
 
 /// The routes a signed link reaches without a bearer token (the token in
 /// the path is the credential); they answer HTML.
-pub const PUBLIC_ROUTES: &[(&str, &str)] = &[("GET", "/u/{token}"), ("POST", "/u/{token}")];
+pub const PUBLIC_ROUTES: &[(&str, &str)] = &SIGNED_LINK_PAIRS;
 
 /// The Segment-compatible ingestion routes: no bearer token either (the API
 /// Gateway lets them through); each request is checked against a source's
 /// write key instead (HTTP Basic).
-pub const WRITE_KEY_ROUTES: &[(&str, &str)] = &[
-    ("POST", "/v1/track"),
-    ("POST", "/v1/identify"),
-    ("POST", "/v1/alias"),
-    ("POST", "/v1/page"),
-    ("POST", "/v1/screen"),
-    ("POST", "/v1/batch"),
-];
+pub const WRITE_KEY_ROUTES: &[(&str, &str)] = &WRITE_KEY_PAIRS;
 
 /// What every handler shares: built once per process.
 #[derive(Clone)]

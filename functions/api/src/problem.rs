@@ -20,6 +20,9 @@ pub struct Problem {
     /// Every error, when there are several (`[{path, message}]`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub errors: Option<Box<serde_json::Value>>,
+    /// The scope the route needs and the token lacks (403, decision 0039).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub required_scope: Option<crate::Scope>,
     #[serde(skip)]
     pub headers: Vec<(header::HeaderName, HeaderValue)>,
 }
@@ -33,6 +36,7 @@ impl Problem {
             detail: detail.into(),
             field: None,
             errors: None,
+            required_scope: None,
             headers: Vec::new(),
         }
     }
@@ -85,6 +89,36 @@ impl Problem {
         p.headers
             .push((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
         p
+    }
+}
+
+impl Problem {
+    /// 403: the token is valid but lacks the route's scope, which the body
+    /// names (`required_scope`), as does `WWW-Authenticate` (RFC 6750).
+    pub fn insufficient_scope(scope: crate::Scope) -> Self {
+        let mut p = Problem::new(
+            StatusCode::FORBIDDEN,
+            "insufficient-scope",
+            "Insufficient scope",
+            format!("this route needs the scope {scope}, which the token does not carry"),
+        );
+        p.required_scope = Some(scope);
+        if let Ok(value) = HeaderValue::from_str(&format!("Bearer error=\"insufficient_scope\", scope=\"{scope}\"")) {
+            p.headers.push((header::WWW_AUTHENTICATE, value));
+        }
+        p
+    }
+
+    /// 403: a route that `ROUTE_TABLE` does not declare is refused to every
+    /// token (a route added without its scope fails closed).
+    pub fn undeclared_route(method: &str, route: &str) -> Self {
+        tracing::error!(method, route, "route without a declared scope");
+        Problem::new(
+            StatusCode::FORBIDDEN,
+            "undeclared-route",
+            "Route without a scope",
+            format!("{method} {route} declares no scope, so no token may call it"),
+        )
     }
 }
 

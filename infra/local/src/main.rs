@@ -21,13 +21,16 @@ struct Cli {
 enum Command {
     /// Serve the HTTP API over the local SQLite store.
     Serve {
-        /// Address to listen on.
+        /// Address to listen on: loopback, unless --allow-remote.
         #[arg(long, default_value = "127.0.0.1:3000", env = "CRM_ADDR")]
         addr: SocketAddr,
+        /// Allow a non-loopback --addr (other machines can then reach the API; a warning is printed).
+        #[arg(long)]
+        allow_remote: bool,
         /// Directory for the database and the token file.
         #[arg(long, default_value = ".crm", env = "CRM_DATA_DIR")]
         data_dir: PathBuf,
-        /// Bearer token clients must send (default: the one in <data-dir>/token, created on first run).
+        /// The all-scopes bearer token (default: the one in <data-dir>/token, created on first run).
         #[arg(long, env = "CRM_TOKEN", hide_env_values = true)]
         token: Option<String>,
         /// SAM template whose EventBridge rules route the local bus (default: the built-in template.yaml).
@@ -42,6 +45,19 @@ enum Command {
         public_base_url: Option<String>,
         #[command(flatten)]
         retention: RetentionArgs,
+    },
+    /// Print a bearer token for `serve`'s API carrying only these scopes (crm/read, crm/write,
+    /// crm/privacy, crm/admin), signed with the all-scopes token of <data-dir>/token.
+    Token {
+        /// A scope the token carries (repeat for several).
+        #[arg(long = "scope", value_name = "SCOPE", required = true)]
+        scopes: Vec<String>,
+        /// Directory holding the all-scopes token file.
+        #[arg(long, default_value = ".crm", env = "CRM_DATA_DIR")]
+        data_dir: PathBuf,
+        /// The all-scopes token `serve` was given with --token, instead of the file's.
+        #[arg(long, env = "CRM_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
     /// Print a customer's signed unsubscribe / preference-centre link (`<base>/u/<token>`),
     /// valid for 60 days, signed with the data directory's secret (or `UNSUBSCRIBE_SECRET`).
@@ -248,6 +264,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve {
             addr,
+            allow_remote,
             data_dir,
             token,
             template,
@@ -260,6 +277,7 @@ async fn main() -> ExitCode {
                 addr,
                 data_dir,
                 token,
+                allow_remote,
                 template,
                 clock: match clock {
                     ClockArg::System => ClockKind::System,
@@ -271,6 +289,13 @@ async fn main() -> ExitCode {
             .await
             .map_err(|e| e.to_string()),
         },
+        Command::Token {
+            scopes,
+            data_dir,
+            token,
+        } => crm_local::serve::token::mint(&data_dir, token.as_deref(), &scopes)
+            .map(|minted| println!("{minted}"))
+            .map_err(|e| e.to_string()),
         Command::UnsubscribeLink {
             customer,
             purpose,

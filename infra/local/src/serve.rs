@@ -1,4 +1,13 @@
 //! `crm-local serve`: the HTTP API over the SQLite store, on one machine.
+//! It listens on loopback unless told `--allow-remote`, answers only
+//! requests addressed to it (the `Host` check of [`guard`]), and shows the
+//! local pages (`/_local/mail`) only to the holder of its token or of the
+//! mail link it prints (decision 0039).
+
+pub mod guard;
+pub mod token;
+
+pub use guard::LocalGuard;
 
 use crate::bus::BUILT_IN_TEMPLATE;
 use crate::runtime::{ClockChoice, LocalRuntime, RuntimeError, RuntimeOptions};
@@ -10,8 +19,11 @@ use std::path::{Path, PathBuf};
 pub struct ServeConfig {
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
-    /// The bearer token; when `None`, the one in `<data_dir>/token` (created on first run).
+    /// The all-scopes bearer token; when `None`, the one in `<data_dir>/token`
+    /// (created on first run). `crm-local token` mints narrower ones from it.
     pub token: Option<String>,
+    /// Listen on an address other than loopback (refused without it).
+    pub allow_remote: bool,
     /// A SAM template whose rules route the bus; `None`: the built-in one.
     pub template: Option<PathBuf>,
     /// The system clock, or a virtual one (starting at the real now) moved
@@ -36,6 +48,14 @@ pub enum ServeError {
     #[error("cannot use data directory {path}: {source}")]
     DataDir { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
+    Token(#[from] token::TokenError),
+    #[error(
+        "refusing to listen on {addr}: it is not a loopback address, so other machines could reach \
+         this server, its all-scopes token and its mail viewer; listen on 127.0.0.1, or pass \
+         --allow-remote if that is what you want"
+    )]
+    RemoteAddress { addr: SocketAddr },
+    #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
@@ -52,29 +72,31 @@ pub fn database_path(data_dir: &Path) -> PathBuf {
 
 /// Reads `<data_dir>/token`, creating it (mode 0600) with a fresh token if absent.
 pub fn load_or_create_token(data_dir: &Path) -> Result<String, ServeError> {
-    let io = |source| ServeError::DataDir {
-        path: data_dir.to_path_buf(),
-        source,
-    };
-    std::fs::create_dir_all(data_dir).map_err(io)?;
-    let path = data_dir.join("token");
-    match std::fs::read_to_string(&path) {
-        Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_string()),
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io(e)),
+    Ok(token::load_or_create(data_dir)?)
+}
+
+/// Whether `serve` may listen on `addr`: loopback always; another address
+/// only with `allow_remote`, and then with the warning returned (printed
+/// loudly at start).
+pub fn bind_policy(addr: SocketAddr, allow_remote: bool) -> Result<Option<String>, ServeError> {
+    if addr.ip().is_loopback() {
+        return Ok(None);
     }
-    let token = uuid::Uuid::new_v4().simple().to_string();
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
+    if !allow_remote {
+        return Err(ServeError::RemoteAddress { addr });
     }
-    let mut file = options.open(&path).map_err(io)?;
-    std::io::Write::write_all(&mut file, token.as_bytes()).map_err(io)?;
-    Ok(token)
+    Ok(Some(format!(
+        "WARNING: crm-local is listening on {addr}, which other machines can reach (--allow-remote).\n\
+         WARNING: anyone with the token can read, change, export and erase every customer; the traffic is\n\
+         WARNING: plain HTTP. Requests are answered only for Host localhost/127.0.0.1 with the port, the\n\
+         WARNING: bound address, or the --public-base-url's host: set it to the name clients use.\n"
+    )))
+}
+
+/// The app `serve` runs: the runtime's API behind `guard` (the `Host` check
+/// and the local pages' credential).
+pub fn guarded_app(runtime: &LocalRuntime, token: &str, guard: &LocalGuard) -> axum::Router {
+    guard.protect(runtime.app(token.to_string()))
 }
 
 pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
@@ -90,6 +112,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         })?,
         None => BUILT_IN_TEMPLATE.to_string(),
     };
+    let warning = bind_policy(config.addr, config.allow_remote)?;
     let clock = match config.clock {
         ClockKind::System => ClockChoice::System,
         ClockKind::Virtual => ClockChoice::Virtual(chrono::Utc::now()),
@@ -102,6 +125,10 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
             source,
         })?;
     let addr = listener.local_addr().map_err(ServeError::Server)?;
+    if let Some(warning) = &warning {
+        tracing::warn!(%addr, "listening on a non-loopback address (--allow-remote)");
+        eprint!("{warning}");
+    }
     let public_base_url = config
         .public_base_url
         .clone()
@@ -111,8 +138,16 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     let retention = crate::retention::spawn_daily(&runtime, config.retention);
     // One write: a reader that stops at the url line must not leave later lines
     // to a closed pipe (println! would then panic).
+    let guard = LocalGuard::new(addr, config.public_base_url.as_deref(), &token);
+    let local_base = if addr.ip().is_unspecified() {
+        format!("http://127.0.0.1:{}", addr.port())
+    } else {
+        format!("http://{addr}")
+    };
     let mut banner = format!(
-        "crm-local is serving the CRM API\n  url:   http://{addr}\n  token: {token}\n  data:  {}\n",
+        "crm-local is serving the CRM API\n  url:   http://{addr}\n  token: {token}  \
+         (every scope; `crm-local token --scope crm/read` mints narrower ones)\n  mail:  {}\n  data:  {}\n",
+        guard.mail_link(&local_base),
         db.display()
     );
     if std::env::var("INGEST_WRITE_KEYS").map_or(true, |v| v.trim().is_empty()) {
@@ -129,7 +164,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         let mut out = std::io::stdout().lock();
         let _ = out.write_all(banner.as_bytes()).and_then(|()| out.flush());
     }
-    let served = axum::serve(listener, runtime.app(token))
+    let served = axum::serve(listener, guarded_app(&runtime, &token, &guard))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })
