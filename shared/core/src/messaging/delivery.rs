@@ -22,7 +22,7 @@
 //! between the claim and the answer) is treated the same way.
 
 use super::decision::{self, address, Decision, DecisionInput, DeliveryPolicy, SentRecord};
-use super::events::{message_stream, DeferralReason, MessageEvent, MessageRequest};
+use super::events::{message_stream, DeferralReason, MessageEvent, MessageRequest, RequestRef};
 use super::provider::{
     EmailMessage, EmailProvider, ProviderError, ProviderReceipt, PushMessage, PushProvider, SmsMessage, SmsProvider,
 };
@@ -44,7 +44,7 @@ use crate::privacy::{HashedIdentifier, IdentifierHasher, IdentifierKind};
 use crate::scheduler::{timer_name, Scheduler, TimerKind, TimerPayload};
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -271,27 +271,62 @@ pub enum SettleOutcome {
     Resent(DeliveryOutcome),
 }
 
-/// The data of a settle check timer (the message's timer, see
-/// [`MessageDelivery::on_settle_timer`]): ids only, the request is read back
-/// from the journey stream.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SettleCheck {
-    pub message_id: String,
-    /// The journey instance whose stream holds the `MessageRequested`.
-    pub instance_id: String,
+/// What a message's timer (`TimerKind::MessageDeferral`) is for, read from
+/// its data. The data names the message and where its request is stored
+/// ([`RequestRef`]), never the request (decision 0041): the request is read
+/// back from the journey stream when the timer fires.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MessageTimer {
+    /// The end of a deferral (data `{"deferral": <RequestRef>}`).
+    Deferral(RequestRef),
+    /// A settle check (data `{"settle": <RequestRef>}`, see
+    /// [`MessageDelivery::on_settle_timer`]).
+    Settle(RequestRef),
+    /// A deferral timer set before decision 0041, still in flight: its data
+    /// is the request itself.
+    DeferralWithRequest(Box<MessageRequest>),
 }
 
-impl SettleCheck {
-    /// The key under which a timer's data carries a settle check (a deferral
-    /// timer's data is the request itself).
-    const KEY: &'static str = "settle";
+/// A settle check set before decision 0041: the message and its journey instance.
+#[derive(Deserialize)]
+struct SettleCheckBefore0041 {
+    message_id: String,
+    instance_id: String,
+}
 
-    /// The settle check a fired timer carries, if it is one.
-    pub fn of_timer(timer: &TimerPayload) -> Option<SettleCheck> {
+impl MessageTimer {
+    const DEFERRAL: &'static str = "deferral";
+    const SETTLE: &'static str = "settle";
+
+    /// What a fired timer is for, if it is a message's timer whose data reads.
+    pub fn of(timer: &TimerPayload) -> Option<MessageTimer> {
         if timer.kind != TimerKind::MessageDeferral {
             return None;
         }
-        serde_json::from_value(timer.data.get(Self::KEY)?.clone()).ok()
+        if let Some(data) = timer.data.get(Self::DEFERRAL) {
+            return serde_json::from_value(data.clone()).ok().map(MessageTimer::Deferral);
+        }
+        if let Some(data) = timer.data.get(Self::SETTLE) {
+            if let Ok(check) = serde_json::from_value::<RequestRef>(data.clone()) {
+                return Some(MessageTimer::Settle(check));
+            }
+            let before: SettleCheckBefore0041 = serde_json::from_value(data.clone()).ok()?;
+            return Some(MessageTimer::Settle(RequestRef {
+                message_id: before.message_id,
+                stream_id: crate::journey::instance::stream_id(&before.instance_id),
+                version: None,
+            }));
+        }
+        serde_json::from_value(timer.data.clone())
+            .ok()
+            .map(|request| MessageTimer::DeferralWithRequest(Box::new(request)))
+    }
+
+    /// The data of a timer for `requested`: under `key` ([`Self::DEFERRAL`]
+    /// or [`Self::SETTLE`]), what [`Self::of`] reads back.
+    fn data(key: &str, requested: &RequestRef) -> Result<Value, DeliveryError> {
+        let value = serde_json::to_value(requested).map_err(|e| DeliveryError::Poison(e.to_string()))?;
+        Ok(json!({ key: value }))
     }
 }
 
@@ -532,19 +567,25 @@ impl MessageDelivery {
     /// Handles one stored `MessageRequested` (any number of times, in any order).
     pub async fn on_requested(&self, event: &EventEnvelope) -> Result<DeliveryOutcome, DeliveryError> {
         let request = MessageRequest::from_envelope(event).map_err(|e| DeliveryError::Poison(e.to_string()))?;
+        let requested = RequestRef::of_event(&request, event);
         let meta = CommandMeta {
             command_id: event.event_id,
             correlation_id: event.correlation_id,
             causation_id: Some(event.event_id),
             actor: Actor::system(ACTOR),
         };
-        self.deliver(&request, &meta).await
+        self.deliver(&request, &requested, &meta).await
     }
 
-    /// Handles a fired deferral timer: the request it carries is delivered again.
-    pub async fn on_deferral_timer(&self, timer: &TimerPayload) -> Result<DeliveryOutcome, DeliveryError> {
-        let request: MessageRequest =
-            serde_json::from_value(timer.data.clone()).map_err(|e| DeliveryError::Poison(e.to_string()))?;
+    /// Handles the end of a deferral: the request, read again from where it
+    /// is stored (or, for a timer set before decision 0041, the copy in the
+    /// timer's data), is delivered again.
+    pub async fn on_deferral_timer(&self, timer: &MessageTimer) -> Result<DeliveryOutcome, DeliveryError> {
+        let (request, requested) = match timer {
+            MessageTimer::Deferral(requested) => (self.find_request(requested).await?, requested.clone()),
+            MessageTimer::DeferralWithRequest(request) => ((**request).clone(), RequestRef::of_request(request)),
+            MessageTimer::Settle(_) => return Err(DeliveryError::Poison("a settle check is no deferral".into())),
+        };
         let mut meta = CommandMeta::new(Actor::system(ACTOR));
         // Chain to the deferral (the last event on the stream).
         if let Some(last) = self
@@ -556,10 +597,17 @@ impl MessageDelivery {
             meta.correlation_id = last.correlation_id;
             meta.causation_id = Some(last.event_id);
         }
-        self.deliver(&request, &meta).await
+        self.deliver(&request, &requested, &meta).await
     }
 
-    async fn deliver(&self, request: &MessageRequest, meta: &CommandMeta) -> Result<DeliveryOutcome, DeliveryError> {
+    /// Runs the pipeline for `request`, stored at `requested` (what its
+    /// deferral and timers name).
+    async fn deliver(
+        &self,
+        request: &MessageRequest,
+        requested: &RequestRef,
+        meta: &CommandMeta,
+    ) -> Result<DeliveryOutcome, DeliveryError> {
         let stream = message_stream(&request.message_id);
         let state = fold(&self.events.read_stream(&stream, 0, 1000).await?)?;
         let now = self.now();
@@ -572,18 +620,14 @@ impl MessageDelivery {
             // leaves the request unacknowledged, so this redelivery comes).
             // Make sure the settle check will look at it (idempotent).
             if let Some(due) = self.settle_check_due(&state) {
-                let check = SettleCheck {
-                    message_id: request.message_id.clone(),
-                    instance_id: request.instance_id.clone(),
-                };
-                self.schedule_settle_check(&check, &request.customer_id, &state, due)
+                self.schedule_settle_check(requested, &request.customer_id, &state, due)
                     .await?;
             }
             return Ok(DeliveryOutcome::Duplicate);
         }
         if let Some(until) = state.deferred_until.filter(|u| *u > now) {
             // A redelivery while deferred: make sure the timer exists (idempotent).
-            self.schedule_deferral(request, until, state.version).await?;
+            self.schedule_deferral(request, requested, until, state.version).await?;
             return Ok(DeliveryOutcome::Waiting { until });
         }
         if state.failed_deliveries >= MAX_FAILED_DELIVERIES {
@@ -649,9 +693,9 @@ impl MessageDelivery {
                     None => Ok(DeliveryOutcome::Duplicate),
                 }
             }
-            Decision::Defer { until, reason } => self.defer(request, meta, &state, until, reason).await,
+            Decision::Defer { until, reason } => self.defer(request, requested, meta, &state, until, reason).await,
             Decision::Send => match customer {
-                Some(c) => self.send(request, meta, &state, &c).await,
+                Some(c) => self.send(request, requested, meta, &state, &c).await,
                 None => Err(DeliveryError::Poison("decided to send to no customer".into())),
             },
         }
@@ -660,6 +704,7 @@ impl MessageDelivery {
     async fn defer(
         &self,
         request: &MessageRequest,
+        requested: &RequestRef,
         meta: &CommandMeta,
         state: &MessageState,
         until: DateTime<Utc>,
@@ -671,21 +716,24 @@ impl MessageDelivery {
             channel: request.channel,
             reason,
             until,
-            request: request.clone(),
+            requested: requested.clone(),
         };
         let Some(appended) = self.append(request, meta, state.version, vec![event]).await? else {
             return Ok(DeliveryOutcome::Duplicate);
         };
         let version = appended.last().map(|e| e.version).unwrap_or(state.version + 1);
-        self.schedule_deferral(request, until, version).await?;
+        self.schedule_deferral(request, requested, until, version).await?;
         tracing::info!(message_id = %request.message_id, %until, "message deferred");
         self.count(metric::MESSAGES_DEFERRED, request, Some(kebab(&reason)));
         Ok(DeliveryOutcome::Deferred { until })
     }
 
+    /// Sets the message's timer for the end of its deferral: its data names
+    /// the message and where its request is stored, nothing of the request.
     async fn schedule_deferral(
         &self,
         request: &MessageRequest,
+        requested: &RequestRef,
         until: DateTime<Utc>,
         version: u64,
     ) -> Result<(), DeliveryError> {
@@ -696,7 +744,7 @@ impl MessageDelivery {
             customer_id: Some(request.customer_id.clone()),
             due_at: until,
             set_at_version: version,
-            data: serde_json::to_value(request).map_err(|e| DeliveryError::Poison(e.to_string()))?,
+            data: MessageTimer::data(MessageTimer::DEFERRAL, requested)?,
         };
         self.scheduler
             .schedule(timer)
@@ -707,6 +755,7 @@ impl MessageDelivery {
     async fn send(
         &self,
         request: &MessageRequest,
+        requested: &RequestRef,
         meta: &CommandMeta,
         state: &MessageState,
         customer: &Customer,
@@ -756,7 +805,7 @@ impl MessageDelivery {
             }
             Err(ProviderError::OutcomeUnknown(error)) => {
                 let claimed_at = claimed.last().map(|e| e.occurred_at).unwrap_or(now);
-                self.outcome_unknown(request, meta, state, claimed_version, claimed_at, error)
+                self.outcome_unknown(request, requested, meta, state, claimed_version, claimed_at, error)
                     .await
             }
             Err(e) if e.is_retryable() => {
@@ -785,9 +834,11 @@ impl MessageDelivery {
     /// be sent again ([`DeliverySettings::may_resend`]) gets a settle check
     /// at the end of its window; SMS and push stay unknown (at most once),
     /// and so does an email after its last allowed send (given up).
+    #[allow(clippy::too_many_arguments)]
     async fn outcome_unknown(
         &self,
         request: &MessageRequest,
+        requested: &RequestRef,
         meta: &CommandMeta,
         state: &MessageState,
         claimed_version: u64,
@@ -830,13 +881,9 @@ impl MessageDelivery {
                 claim: Some(claim),
                 ..MessageState::default()
             };
-            let check = SettleCheck {
-                message_id: request.message_id.clone(),
-                instance_id: request.instance_id.clone(),
-            };
             // A failure here is retried: the redelivery finds the open claim
             // and sets the check then.
-            self.schedule_settle_check(&check, &request.customer_id, &after, self.check_time(settle_by))
+            self.schedule_settle_check(requested, &request.customer_id, &after, self.check_time(settle_by))
                 .await?;
         }
         Ok(DeliveryOutcome::OutcomeUnknown)
@@ -885,13 +932,12 @@ impl MessageDelivery {
     /// channel function like a deferral and is cancelled with it on erasure.
     async fn schedule_settle_check(
         &self,
-        check: &SettleCheck,
+        check: &RequestRef,
         customer_id: &str,
         state: &MessageState,
         due: DateTime<Utc>,
     ) -> Result<(), DeliveryError> {
         let claim_version = state.claim.as_ref().map(|c| c.version).unwrap_or(state.version);
-        let data = serde_json::to_value(check).map_err(|e| DeliveryError::Poison(e.to_string()))?;
         let timer = TimerPayload {
             name: timer_name(TimerKind::MessageDeferral, &[&check.message_id]),
             kind: TimerKind::MessageDeferral,
@@ -899,7 +945,7 @@ impl MessageDelivery {
             customer_id: Some(customer_id.to_string()),
             due_at: due,
             set_at_version: claim_version,
-            data: json!({ SettleCheck::KEY: data }),
+            data: MessageTimer::data(MessageTimer::SETTLE, check)?,
         };
         self.scheduler
             .schedule(timer)
@@ -919,7 +965,7 @@ impl MessageDelivery {
     pub async fn on_settle_timer(
         &self,
         timer: &TimerPayload,
-        check: &SettleCheck,
+        check: &RequestRef,
     ) -> Result<SettleOutcome, DeliveryError> {
         let events = self
             .events
@@ -1026,14 +1072,14 @@ impl MessageDelivery {
     /// new claim and send.
     async fn resend(
         &self,
-        check: &SettleCheck,
+        check: &RequestRef,
         events: &[EventEnvelope],
         meta: &CommandMeta,
     ) -> Result<SettleOutcome, DeliveryError> {
-        let request = self.find_request(check, events).await?;
+        let request = self.find_request(check).await?;
         let send = fold(events)?.resends + 1;
         tracing::info!(message_id = %check.message_id, send, "sending again: SES never took the message");
-        let outcome = self.deliver(&request, meta).await?;
+        let outcome = self.deliver(&request, check, meta).await?;
         if outcome != DeliveryOutcome::Duplicate {
             self.count_for(
                 outcome_metrics::MESSAGES_RESENT,
@@ -1046,34 +1092,40 @@ impl MessageDelivery {
         Ok(SettleOutcome::Resent(outcome))
     }
 
-    /// The request of a message: its `MessageRequested` on the journey
-    /// stream, else the copy a deferral kept on the message stream.
-    async fn find_request(
-        &self,
-        check: &SettleCheck,
-        message_events: &[EventEnvelope],
-    ) -> Result<MessageRequest, DeliveryError> {
-        let journey = crate::journey::instance::stream_id(&check.instance_id);
-        let requested = self.events.read_stream(&journey, 0, 1000).await?.into_iter().find(|e| {
+    /// The request of a message, read (decrypted by the event store) from
+    /// where it is stored: the `MessageRequested` at `requested.version` of
+    /// its journey stream, or, when the version is not known or holds
+    /// another event, the one on that stream with the message's id. None
+    /// there (the journey stream expired) cannot be delivered: poison.
+    async fn find_request(&self, requested: &RequestRef) -> Result<MessageRequest, DeliveryError> {
+        let is_it = |e: &EventEnvelope| {
             e.event_type == "MessageRequested"
-                && e.data.get("message_id").and_then(Value::as_str) == Some(check.message_id.as_str())
-        });
-        if let Some(event) = requested {
-            return MessageRequest::from_envelope(&event).map_err(|e| DeliveryError::Poison(e.to_string()));
+                && e.data.get("message_id").and_then(Value::as_str) == Some(requested.message_id.as_str())
+        };
+        let mut found = None;
+        if let Some(version) = requested.version.filter(|v| *v > 0) {
+            found = self
+                .events
+                .read_stream(&requested.stream_id, version - 1, 1)
+                .await?
+                .into_iter()
+                .find(|e| e.version == version && is_it(e));
         }
-        message_events
-            .iter()
-            .rev()
-            .find_map(|e| match MessageEvent::from_envelope(e) {
-                Ok(MessageEvent::MessageDeferred { request, .. }) => Some(request),
-                _ => None,
-            })
-            .ok_or_else(|| {
-                DeliveryError::Poison(format!(
-                    "no MessageRequested for message {} on {journey}",
-                    check.message_id
-                ))
-            })
+        if found.is_none() {
+            found = self
+                .events
+                .read_stream(&requested.stream_id, 0, 1000)
+                .await?
+                .into_iter()
+                .find(|e| is_it(e));
+        }
+        let event = found.ok_or_else(|| {
+            DeliveryError::Poison(format!(
+                "no MessageRequested for message {} on {}",
+                requested.message_id, requested.stream_id
+            ))
+        })?;
+        MessageRequest::from_envelope(&event).map_err(|e| DeliveryError::Poison(e.to_string()))
     }
 
     /// Records a permanent failure and parks the request with its reason.
@@ -1722,16 +1774,20 @@ impl crate::consumer::EventHandler for MessageDelivery {
 
 #[async_trait]
 impl crate::scheduler::TimerHandler for MessageDelivery {
-    /// The message's timer: a settle check ([`SettleCheck`] in its data) or
-    /// the end of a deferral (the request in its data).
+    /// The message's timer ([`MessageTimer`]): a settle check or the end of
+    /// a deferral.
     async fn on_timer(&self, payload: &TimerPayload) -> Result<(), crate::scheduler::SchedulerError> {
         if payload.kind != TimerKind::MessageDeferral {
             // Other timers belong to other functions.
             return Ok(());
         }
-        let handled = match SettleCheck::of_timer(payload) {
-            Some(check) => self.on_settle_timer(payload, &check).await.map(|_| ()),
-            None => self.on_deferral_timer(payload).await.map(|_| ()),
+        let handled = match MessageTimer::of(payload) {
+            Some(MessageTimer::Settle(check)) => self.on_settle_timer(payload, &check).await.map(|_| ()),
+            Some(deferral) => self.on_deferral_timer(&deferral).await.map(|_| ()),
+            None => Err(DeliveryError::Poison(format!(
+                "timer {}: its data names no message",
+                payload.name
+            ))),
         };
         match handled {
             Ok(_) => Ok(()),

@@ -482,7 +482,7 @@ async fn quiet_hours_defer_to_their_end_and_the_timer_sends() {
     let w = World::new().await;
     w.quiet_in_berlin_from_noon_to_half_past_two().await;
     // 12:00 UTC is 13:00 in Berlin: quiet until 14:30 Berlin = 13:30 UTC.
-    let request = w.requested(1, reminder(), Category::Marketing);
+    let request = w.stored(w.requested(1, reminder(), Category::Marketing)).await;
     let until = DateTime::parse_from_rfc3339("2026-11-23T13:30:00Z")
         .expect("time")
         .to_utc();
@@ -498,6 +498,29 @@ async fn quiet_hours_defer_to_their_end_and_the_timer_sends() {
     let timers = w.scheduler.pending();
     assert_eq!(timers.len(), 1);
     assert_eq!(timers[0].due_at, until);
+    // The deferral and its timer name where the request is stored, and hold
+    // nothing of it (decision 0041).
+    let stored_at = RequestRef {
+        message_id: "msg-1".into(),
+        stream_id: "journey-i-1".into(),
+        version: Some(request.version),
+    };
+    assert_eq!(
+        MessageTimer::of(&timers[0]),
+        Some(MessageTimer::Deferral(stored_at.clone()))
+    );
+    assert_eq!(timers[0].data, json!({ "deferral": stored_at }));
+    let deferred = w
+        .events
+        .read_stream(&message_stream("msg-1"), 0, 10)
+        .await
+        .expect("read");
+    assert_eq!(deferred[0].schema_version, 2);
+    assert_eq!(
+        deferred[0].data["requested"],
+        json!({ "message_id": "msg-1", "stream_id": "journey-i-1", "version": request.version })
+    );
+    assert!(deferred[0].data.get("request").is_none(), "{}", deferred[0].data);
     w.clock.advance(chrono::Duration::minutes(90));
     use crate::scheduler::TimerHandler;
     w.delivery.on_timer(&timers[0]).await.expect("timer");
@@ -687,6 +710,14 @@ fn server_error() -> ProviderError {
     ProviderError::OutcomeUnknown("SES SendEmail: InternalFailure (HTTP 500)".into())
 }
 
+/// What a settle check timer names (the message, where its request is stored).
+fn settle_check(timer: &TimerPayload) -> RequestRef {
+    match MessageTimer::of(timer) {
+        Some(MessageTimer::Settle(check)) => check,
+        other => panic!("not a settle check: {other:?}"),
+    }
+}
+
 /// `MessageOutcomeUnknown` then whatever settles it.
 const UNKNOWN: [&str; 2] = ["MessageClaimed", "MessageOutcomeUnknown"];
 
@@ -757,7 +788,7 @@ async fn no_send_event_within_the_window_means_ses_never_took_it_and_it_is_sent_
 
     // Fired early (or redelivered early): it waits for the window's end.
     use crate::scheduler::TimerHandler;
-    let settle = SettleCheck::of_timer(&check).expect("a settle check");
+    let settle = settle_check(&check);
     assert_eq!(
         w.delivery.on_settle_timer(&check, &settle).await.expect("early"),
         SettleOutcome::Waiting { until: check.due_at }
@@ -857,7 +888,7 @@ async fn an_email_ses_never_took_is_sent_again_with_a_growing_window_until_its_s
     assert_eq!(second.due_at, w.clock.now() + Duration::minutes(30));
     // Fired after the first window's length: not yet.
     w.clock.advance(Duration::minutes(15));
-    let settle = SettleCheck::of_timer(&second).expect("a settle check");
+    let settle = settle_check(&second);
     assert_eq!(
         w.delivery.on_settle_timer(&second, &settle).await.expect("early"),
         SettleOutcome::Waiting { until: second.due_at }
@@ -987,7 +1018,7 @@ async fn a_send_event_arriving_after_a_resend_was_decided_causes_no_further_send
     w.append_by_hand("msg-2", ExpectedVersion::Exactly(2), &[not_accepted])
         .await;
     assert_eq!(w.ses_send(2, "send-1-of-2").await, FeedbackOutcome::Recorded);
-    let settle = SettleCheck::of_timer(&check).expect("a settle check");
+    let settle = settle_check(&check);
     assert_eq!(
         w.delivery.on_settle_timer(&check, &settle).await.expect("check"),
         SettleOutcome::Settled
@@ -1450,4 +1481,149 @@ async fn a_crash_after_the_claim_of_a_resend_still_gets_a_settle_check() {
     );
     // The resend's window is twice the first's.
     assert_eq!(pending.due_at, w.clock.now() + Duration::minutes(30));
+}
+
+// ---------------------------------------------------------------------------
+// Deferrals and timers name the stored request (decision 0041).
+
+/// A `MessageDeferred` as schema version 1 stored it: with a copy of the
+/// whole request.
+fn deferred_v1(request: &EventEnvelope, until: DateTime<Utc>) -> EventEnvelope {
+    let mut e = raw_event(
+        &message_stream("msg-1"),
+        "MessageDeferred",
+        json!({
+            "message_id": "msg-1", "customer_id": CUSTOMER, "channel": "email",
+            "reason": "quiet-hours", "until": until, "request": request.data,
+        }),
+    );
+    e.customer_id = Some(CUSTOMER.into());
+    e
+}
+
+#[tokio::test]
+async fn a_deferral_timer_set_before_0041_with_the_request_in_its_data_still_sends() {
+    let w = World::new().await;
+    // Not even stored on a journey stream: the timer's copy is what counts.
+    let request = w.requested(1, reminder(), Category::Marketing);
+    let until = w.clock.now() + Duration::minutes(30);
+    w.events
+        .append(AppendRequest {
+            stream_id: message_stream("msg-1"),
+            expected: ExpectedVersion::NoStream,
+            events: vec![deferred_v1(&request, until)],
+            reservations: Vec::new(),
+            receipt: None,
+        })
+        .await
+        .expect("a v1 deferral");
+    let timer = TimerPayload {
+        name: timer_name(TimerKind::MessageDeferral, &["msg-1"]),
+        kind: TimerKind::MessageDeferral,
+        stream_id: message_stream("msg-1"),
+        customer_id: Some(CUSTOMER.into()),
+        due_at: until,
+        set_at_version: 1,
+        data: request.data.clone(),
+    };
+    assert!(matches!(
+        MessageTimer::of(&timer),
+        Some(MessageTimer::DeferralWithRequest(_))
+    ));
+    // Fired early (a redelivery of the timer): still waiting, and the timer
+    // set again holds no request.
+    assert_eq!(
+        w.delivery
+            .on_deferral_timer(&MessageTimer::of(&timer).expect("timer"))
+            .await
+            .expect("early"),
+        DeliveryOutcome::Waiting { until }
+    );
+    let again = w.message_timer("msg-1").expect("set again");
+    assert_eq!(
+        MessageTimer::of(&again),
+        Some(MessageTimer::Deferral(RequestRef {
+            message_id: "msg-1".into(),
+            stream_id: "journey-i-1".into(),
+            version: None,
+        }))
+    );
+    w.clock.advance(Duration::minutes(30));
+    w.fire(&timer).await;
+    assert_eq!(w.provider.sent(), vec!["msg-1"]);
+    assert_eq!(
+        w.stream_types("msg-1").await,
+        vec!["MessageDeferred", "MessageClaimed", "MessageSent"]
+    );
+}
+
+#[tokio::test]
+async fn a_stored_v1_deferral_reads_as_where_its_request_is() {
+    let w = World::new().await;
+    let request = w.requested(1, reminder(), Category::Marketing);
+    let until = w.clock.now() + Duration::minutes(30);
+    let typed = MessageEvent::from_envelope(&deferred_v1(&request, until)).expect("v1 reads");
+    assert_eq!(
+        typed,
+        MessageEvent::MessageDeferred {
+            message_id: "msg-1".into(),
+            customer_id: CUSTOMER.into(),
+            channel: Channel::Email,
+            reason: DeferralReason::QuietHours,
+            until,
+            requested: RequestRef {
+                message_id: "msg-1".into(),
+                stream_id: "journey-i-1".into(),
+                version: None,
+            },
+        }
+    );
+    // An erased v1 deferral (its request's data reads `[erased]`) reads too;
+    // one without its request does not.
+    let mut erased = deferred_v1(&request, until);
+    erased.data["request"]["data"] = json!(crate::privacy::ERASED);
+    assert!(MessageEvent::from_envelope(&erased).is_ok());
+    let mut broken = deferred_v1(&request, until);
+    broken.data.as_object_mut().expect("object").remove("request");
+    assert!(MessageEvent::from_envelope(&broken).is_err());
+}
+
+#[tokio::test]
+async fn a_settle_check_set_before_0041_names_the_journey_instance_and_still_settles() {
+    let w = World::new().await;
+    let (_, mut check) = w.order_confirmation_left_claimed().await;
+    check.data = json!({ "settle": { "message_id": "msg-1", "instance_id": "i-1" } });
+    assert_eq!(
+        settle_check(&check),
+        RequestRef {
+            message_id: "msg-1".into(),
+            stream_id: "journey-i-1".into(),
+            version: None,
+        }
+    );
+    w.clock.advance(Duration::minutes(15));
+    w.fire(&check).await;
+    // The stale claim is given back and the request, found on the journey
+    // stream by its message id, sent.
+    assert_eq!(w.provider.sent(), vec!["msg-1"]);
+}
+
+#[tokio::test]
+async fn a_deferral_whose_request_is_gone_is_refused_not_sent() {
+    let w = World::new().await;
+    w.quiet_in_berlin_from_noon_to_half_past_two().await;
+    // Delivered but never stored (as if its journey stream had expired).
+    let request = w.requested(1, reminder(), Category::Marketing);
+    assert!(matches!(
+        w.delivery.on_requested(&request).await.expect("deliver"),
+        DeliveryOutcome::Deferred { .. }
+    ));
+    let timer = w.message_timer("msg-1").expect("the deferral's timer");
+    w.clock.advance(Duration::minutes(90));
+    use crate::scheduler::TimerHandler;
+    assert!(matches!(
+        w.delivery.on_timer(&timer).await,
+        Err(crate::scheduler::SchedulerError::Refused(m)) if m.contains("no MessageRequested")
+    ));
+    assert!(w.provider.sent().is_empty());
 }

@@ -50,6 +50,45 @@ impl MessageRequest {
     }
 }
 
+/// Where a message's request is stored: its `MessageRequested` event on the
+/// journey stream. A deferral and the message's timer carry this, never the
+/// request: the request's `data` is the trigger event's personal data,
+/// encrypted only where it is stored (decision 0041). The request is read
+/// again, decrypted by the event store, when it is needed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct RequestRef {
+    pub message_id: String,
+    /// The journey stream (`journey-<instance id>`) holding the `MessageRequested`.
+    pub stream_id: String,
+    /// Its version on that stream. `None` when not known (a deferral or a
+    /// settle check recorded before decision 0041): the stream is searched
+    /// for the message id.
+    #[serde(default)]
+    pub version: Option<u64>,
+}
+
+impl RequestRef {
+    /// Where `request` is stored when its event's version is not known: its
+    /// journey instance's stream.
+    pub fn of_request(request: &MessageRequest) -> RequestRef {
+        RequestRef {
+            message_id: request.message_id.clone(),
+            stream_id: crate::journey::instance::stream_id(&request.instance_id),
+            version: None,
+        }
+    }
+
+    /// Where the stored `MessageRequested` `event` (of `request`) is; its
+    /// version only when it was stored (a version above 0).
+    pub fn of_event(request: &MessageRequest, event: &EventEnvelope) -> RequestRef {
+        RequestRef {
+            message_id: request.message_id.clone(),
+            stream_id: event.stream_id.clone(),
+            version: (event.version > 0).then_some(event.version),
+        }
+    }
+}
+
 /// Why a message was not sent (and never will be).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
@@ -96,14 +135,18 @@ pub enum MessageEvent {
         reason: SuppressionReason,
         detail: String,
     },
-    /// Waits until `until`; a timer hands the request back then.
+    /// Waits until `until`; the message's timer hands it back then, and
+    /// the request is read again from where it is stored. Schema version 2
+    /// (decision 0041): the place of the request, never the request itself
+    /// (its `data` is personal). Version 1 kept a copy of the request; it is
+    /// read upcast (`schemas::history::message_deferred_v1_to_v2`).
     MessageDeferred {
         message_id: String,
         customer_id: String,
         channel: Channel,
         reason: DeferralReason,
         until: DateTime<Utc>,
-        request: MessageRequest,
+        requested: RequestRef,
     },
     /// The send is ours: recorded (a conditional append) before the provider
     /// is called, so a redelivered request finds it and does not send again.
@@ -223,8 +266,15 @@ impl MessageEvent {
 }
 
 impl DomainEvent for MessageEvent {
-    fn schema_version(_event_type: &str) -> u32 {
-        1
+    fn schema_version(event_type: &str) -> u32 {
+        match event_type {
+            "MessageDeferred" => 2,
+            _ => 1,
+        }
+    }
+
+    fn upcasters() -> &'static [crate::event::Upcaster] {
+        crate::schemas::history::MESSAGE_UPCASTERS
     }
 }
 
