@@ -25,10 +25,10 @@ use crm_aws::health::DynamoProgressLog;
 use crm_aws::lambda::required;
 use crm_aws::sqs::SqsDeadLetterQueue;
 use crm_aws::stores::{EncryptedEventStore, EventStoreTables};
-use crm_core::consumer::{ConsumerGroup, EventHandler};
+use crm_core::consumer::{ConsumerGroup, EventHandler, SealedDeadLetters};
 use crm_core::metrics::{EmfWriter, MeteredHandler};
 use crm_core::ports::{DeadLetterQueue, EventStore, ProgressLog, ProgressReporter, ReadModelStore};
-use crm_core::privacy::{EncryptingDeadLetters, KeyStore};
+use crm_core::privacy::KeyStore;
 use lambda_runtime::{service_fn, LambdaEvent};
 use std::sync::Arc;
 
@@ -67,8 +67,10 @@ impl Config {
 /// The AWS ports every queue-fed function uses, built once at cold start.
 /// `events` encrypts personal data on append and decrypts it on read
 /// (decision 0017); events from the queue are decrypted with `keys`
-/// ([`handle_batch`]); `dead_letters` encrypts the envelopes it parks
-/// again, so the queue keeps them as stored.
+/// ([`handle_batch`]); `dead_letters` seals what it parks (envelopes, the
+/// channel's message requests) into their stored form, ciphertext, so the
+/// queue never holds personal data in clear ([`SealedDeadLetters`],
+/// decision 0040).
 pub struct Ports {
     pub events: Arc<dyn EventStore>,
     pub keys: Arc<dyn KeyStore>,
@@ -100,7 +102,7 @@ impl Ports {
                 config.read_models_table.clone(),
             )),
             docs: Arc::new(DynamoReadModels::new(dynamodb, config.read_models_table)),
-            dead_letters: Arc::new(EncryptingDeadLetters::new(
+            dead_letters: Arc::new(SealedDeadLetters::new(
                 Arc::new(SqsDeadLetterQueue::new(
                     aws_sdk_sqs::Client::new(aws),
                     config.dead_letter_queue_url,

@@ -2,13 +2,10 @@
 //! prints its report on stdout.
 
 use crate::{
-    consumer_groups, queue_url, render_check, render_letters, render_redrive, render_replay, render_republish,
-    render_verify, unverified, verify_json, CliError, Clients, Settings, Tables,
+    consumer_groups, queue_url, render_check, render_letters, render_letters_with_data, render_redrive, render_replay,
+    render_republish, render_verify, sealed_dead_letters, unverified, verify_json, CliError, Clients, Settings, Tables,
 };
 use chrono::{DateTime, Utc};
-use crm_aws::sqs::SqsDeadLetterQueue;
-use crm_core::ports::DeadLetterQueue;
-use std::sync::Arc;
 
 /// Operations on the deployed CRM: rebuild projections, check them against
 /// the events, list and redrive dead letters, publish events again.
@@ -115,6 +112,11 @@ pub enum DlqCommand {
         /// At most this many messages.
         #[arg(long, default_value_t = 100)]
         max: usize,
+        /// Also print each letter's data, decrypted for display with the
+        /// customer's key (KEYS_TABLE, DATA_KEYS_KMS_KEY_ID), or [erased]
+        /// once the customer was erased. The queue keeps it encrypted.
+        #[arg(long)]
+        data: bool,
     },
     /// Deliver the events of a dead-letter queue again; a message is
     /// deleted once its event was delivered (or parked again with a new
@@ -161,7 +163,7 @@ pub async fn execute(cli: Cli, clients: &Clients) -> Result<(), CliError> {
         } => {
             let tables = Tables::new(clients, &settings)?;
             let url = queue_url(&clients.sqs, settings.dead_letter_queue()?).await?;
-            let dead_letters: Arc<dyn DeadLetterQueue> = Arc::new(SqsDeadLetterQueue::new(clients.sqs.clone(), url));
+            let dead_letters = sealed_dead_letters(clients, &tables, url);
             let groups = consumer_groups(
                 &tables,
                 dead_letters.clone(),
@@ -195,10 +197,15 @@ pub async fn execute(cli: Cli, clients: &Clients) -> Result<(), CliError> {
             }
         }
         Command::Dlq {
-            command: DlqCommand::List { queue, max },
+            command: DlqCommand::List { queue, max, data },
         } => {
             let letters = crate::dlq_list(&clients.sqs, &queue, max).await?;
-            println!("{}", render_letters(&letters));
+            if data {
+                let tables = Tables::new(clients, &settings)?;
+                println!("{}", render_letters_with_data(tables.keys.as_ref(), &letters).await?);
+            } else {
+                println!("{}", render_letters(&letters));
+            }
             Ok(())
         }
         Command::Dlq {
@@ -224,8 +231,7 @@ pub async fn execute(cli: Cli, clients: &Clients) -> Result<(), CliError> {
                     // Events parked again go to DEAD_LETTER_QUEUE_URL, or back to the queue redriven.
                     let park_in = settings.dead_letter_queue_url.clone().unwrap_or_else(|| queue.clone());
                     let url = queue_url(&clients.sqs, &park_in).await?;
-                    let dead_letters: Arc<dyn DeadLetterQueue> =
-                        Arc::new(SqsDeadLetterQueue::new(clients.sqs.clone(), url));
+                    let dead_letters = sealed_dead_letters(clients, &tables, url);
                     let groups = consumer_groups(&tables, dead_letters, settings.identifier_hash_secret.as_deref());
                     crate::dlq_redrive(&clients.sqs, &tables, groups, &queue, &to, max).await?
                 }

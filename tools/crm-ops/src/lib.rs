@@ -27,9 +27,9 @@ use crm_aws::eventbridge::EventBridgeBus;
 use crm_aws::ops::{QueuedLetter, RedriveReport, ReplaySource, RepublishReport};
 use crm_aws::sqs::SqsDeadLetterQueue;
 use crm_aws::stores::{EncryptedEventStore, EventStoreTables};
-use crm_core::consumer::{Consumer, ConsumerGroup, EventHandler};
+use crm_core::consumer::{open_letter, Consumer, ConsumerGroup, EventHandler, SealedDeadLetters};
 use crm_core::ops::{CheckReport, Mismatch, ReplayReport, VerifyReport};
-use crm_core::ports::{DeadLetterQueue, EventStore, ReadModelStore, StoreError};
+use crm_core::ports::{DeadLetter, DeadLetterQueue, EventStore, ReadModelStore, StoreError};
 use crm_core::privacy::{DecryptingHandler, IdentifierHasher, KeyStore};
 use crm_core::relay::Relay;
 use crm_core::scheduler::TIMER_FIRED;
@@ -638,6 +638,54 @@ pub fn render_letters(letters: &[QueuedLetter]) -> String {
     }
     let _ = write!(out, "{} message(s)", letters.len());
     out
+}
+
+/// The dead-letter queue at `queue_url` as the consumers park into it:
+/// sealed ([`SealedDeadLetters`]), so what a replay or a redrive parks
+/// holds its personal fields encrypted under the customers' keys, as
+/// stored, never decrypted (decision 0040).
+pub fn sealed_dead_letters(clients: &Clients, tables: &Tables, queue_url: String) -> Arc<dyn DeadLetterQueue> {
+    Arc::new(SealedDeadLetters::new(
+        Arc::new(SqsDeadLetterQueue::new(clients.sqs.clone(), queue_url)),
+        tables.keys.clone(),
+    ))
+}
+
+/// A letter's personal data as an operator may read it (`dlq list
+/// --data`): the event's `data` (or, for a letter that holds no event, its
+/// payload), decrypted with the customer's key while it exists,
+/// `[erased]` once it is gone ([`open_letter`]); `None` when the message
+/// holds neither. For display only: the message stays as stored.
+pub async fn letter_data(keys: &dyn KeyStore, letter: &QueuedLetter) -> Result<Option<serde_json::Value>, CliError> {
+    if let Some(event) = &letter.event {
+        let envelope = serde_json::to_value(event).map_err(|e| StoreError::Failed(e.to_string()))?;
+        let opened = open_letter(keys, &envelope).await?;
+        return Ok(opened.get("data").cloned());
+    }
+    match serde_json::from_value::<DeadLetter>(letter.body.clone()) {
+        Ok(parked) => Ok(Some(open_letter(keys, &parked.payload).await?)),
+        Err(_) => Ok(None),
+    }
+}
+
+/// [`render_letters`], each line followed by the letter's data as
+/// [`letter_data`] reads it (`  data: <json>`).
+pub async fn render_letters_with_data(keys: &dyn KeyStore, letters: &[QueuedLetter]) -> Result<String, CliError> {
+    let listed = render_letters(letters);
+    let mut lines = listed.lines();
+    let mut out = String::new();
+    for letter in letters {
+        if let Some(line) = lines.next() {
+            let _ = writeln!(out, "{line}");
+        }
+        if let Some(data) = letter_data(keys, letter).await? {
+            let _ = writeln!(out, "  data: {data}");
+        }
+    }
+    for rest in lines {
+        let _ = write!(out, "{rest}");
+    }
+    Ok(out)
 }
 
 /// Hands each event of the dead-letter queue `queue` (URL or name) again to

@@ -384,6 +384,151 @@ async fn dead_letters_are_listed_without_personal_data_and_redriven_decrypted() 
     assert!(stdout(&out).contains("redriven 0, failed 1"), "{}", stdout(&out));
 }
 
+/// A customer whose personal values are long and found nowhere else (a scan
+/// for a short name proves nothing).
+const SEALED: [&str; 6] = [
+    "theodora.vantablack-ops40@sealed-dlq.example",
+    "Theodoravantablack",
+    "Quillfeatherstone",
+    "+4917612340040",
+    "198.51.100.240",
+    "SealedOpsAgent/40.2 (Quillfeatherstone; dead-letter-scan)",
+];
+
+/// Every message body of the world's dead-letter queue, as SQS keeps it.
+async fn raw_bodies(w: &World) -> Vec<String> {
+    crm_aws::ops::receive(&w.clients.sqs, w.dead_letters.queue_url(), 10, 0)
+        .await
+        .expect("receive")
+        .into_iter()
+        .map(|l| l.body.to_string())
+        .collect()
+}
+
+/// How often any of the [`SEALED`] values occurs in `texts`.
+fn sealed_plaintext(texts: &[String]) -> Vec<(&'static str, usize)> {
+    SEALED
+        .iter()
+        .map(|p| (*p, texts.iter().map(|t| t.matches(p).count()).sum::<usize>()))
+        .filter(|(_, n)| *n > 0)
+        .collect()
+}
+
+#[tokio::test]
+async fn the_functions_park_poison_as_stored_and_crm_ops_shows_it_only_while_the_key_exists() {
+    use crm_core::consumer::park_poison;
+    let w = world().await;
+    let id = customer_id(40);
+    let [email, first, last, phone, ip, agent] = SEALED;
+    let registration = crm_core::customer::RegisterCustomer {
+        phone: Some(phone.into()),
+        ip: ip.into(),
+        user_agent: agent.into(),
+        ..crm_core::testing::registration(email, first, last, "UTC")
+    };
+    crm_core::testing::register(w.tables.events.clone(), &id, registration).await;
+    // The consumer functions' dead-letter queue, as they are wired.
+    let s = &w.settings;
+    let var = |v: &Option<String>| v.clone().unwrap_or_default();
+    let ports = crm_bus_consumer::Ports::new(
+        &moto_config().await,
+        crm_bus_consumer::Config {
+            events_table: var(&s.events_table),
+            read_models_table: var(&s.read_models_table),
+            dead_letter_queue_url: var(&s.dead_letter_queue_url),
+            keys_table: var(&s.keys_table),
+            data_keys_kms_key_id: var(&s.data_keys_kms_key_id),
+        },
+    );
+    // A consumer parks the registration as it saw it (decrypted), and the
+    // channel a request whose template data holds the address and names.
+    let stream = format!("customer-{id}");
+    let plain = w.tables.events.read_stream(&stream, 0, 1).await.expect("read")[0].clone();
+    assert_eq!(plain.data["user_agent"], agent, "the consumer sees plain text");
+    let dead_letters = ports.dead_letters.clone();
+    let poison = |event: crm_core::event::EventEnvelope| {
+        let dead_letters = dead_letters.clone();
+        async move {
+            park_poison(
+                dead_letters.as_ref(),
+                CUSTOMER_360,
+                &event,
+                "projection refused".into(),
+                chrono::Utc::now(),
+            )
+            .await
+            .expect("parked")
+        }
+    };
+    poison(plain.clone()).await;
+    let request = serde_json::json!({
+        "message_id": "msg-ops-40", "instance_id": "ins-ops-40", "campaign_id": "welcome", "campaign_version": 1,
+        "step_id": "send-welcome", "customer_id": id, "channel": "email", "template": "welcome",
+        "category": "marketing", "purpose": "marketing",
+        "data": { "email": email, "first_name": first, "last_name": last, "phone": phone }
+    });
+    ports
+        .dead_letters
+        .park(dead_letter("channel", "provider refused", request))
+        .await
+        .expect("parked");
+
+    // The queue holds ciphertext only.
+    let bodies = raw_bodies(&w).await;
+    assert_eq!(bodies.len(), 2, "{bodies:?}");
+    assert_eq!(sealed_plaintext(&bodies), vec![], "{bodies:?}");
+    assert!(bodies.iter().all(|b| b.contains("enc:v1:")), "{bodies:?}");
+
+    // Listed with --data: decrypted for display, while the key exists.
+    let letters = crm_ops::dlq_list(&w.clients.sqs, &w.queue_name, 10)
+        .await
+        .expect("list");
+    let shown = crm_ops::render_letters_with_data(w.tables.keys.as_ref(), &letters)
+        .await
+        .expect("render");
+    for value in [email, first, last, phone, agent] {
+        assert!(shown.contains(value), "{value} not shown: {shown}");
+    }
+    assert!(shown.ends_with("2 message(s)"), "{shown}");
+    let listed = crm_ops::render_letters(&letters);
+    assert_eq!(sealed_plaintext(&[listed.clone()]), vec![], "{listed}");
+    let out = crm_ops(&w, &["dlq", "list", &w.queue_name, "--data"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout(&out).contains(email), "{}", stdout(&out));
+
+    // Redriven to the projector: decrypted as stored events are. The
+    // request holds no event to redrive and stays.
+    let groups = crm_ops::consumer_groups(
+        &w.tables,
+        crm_ops::sealed_dead_letters(&w.clients, &w.tables, var(&s.dead_letter_queue_url)),
+        None,
+    );
+    let report = crm_ops::dlq_redrive(&w.clients.sqs, &w.tables, groups, &w.queue_name, "projector", 10)
+        .await
+        .expect("redrive");
+    assert_eq!(report.redriven.len(), 1, "{report:?}");
+    let doc = profile(&w, 40).await.expect("a customer 360");
+    assert_eq!(doc["email"], email, "decrypted on redrive: {doc}");
+
+    // Erased: the key is gone, the letters read as [erased].
+    poison(plain.clone()).await;
+    w.tables.keys.delete(&id).await.expect("erase");
+    let letters = crm_ops::dlq_list(&w.clients.sqs, &w.queue_name, 10)
+        .await
+        .expect("list");
+    assert_eq!(letters.len(), 2, "{letters:?}");
+    let shown = crm_ops::render_letters_with_data(w.tables.keys.as_ref(), &letters)
+        .await
+        .expect("render");
+    assert_eq!(sealed_plaintext(&[shown.clone()]), vec![], "{shown}");
+    assert_eq!(
+        shown.matches("[erased]").count(),
+        1 + 6,
+        "the request's data, the event's six fields: {shown}"
+    );
+    assert_eq!(sealed_plaintext(&raw_bodies(&w).await), vec![]);
+}
+
 /// A bus of the world's own whose rule delivers every `crm.*` event into a
 /// queue (the URL returned), and a relay dead-letter queue; the settings
 /// name both.
