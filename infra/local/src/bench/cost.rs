@@ -803,7 +803,9 @@ impl CostModel {
             polls += 2.0 * (msg as f64 / fill) * (fill / 10.0).ceil() / emails;
         }
         let relay_batches = message_events / RELAY_BATCH / emails;
-        let schedules = [&campaign, &channel]
+        // Every wait a journey schedules (and every schedule the campaign
+        // and channel create) fires at most once.
+        let created = [&campaign, &channel]
             .iter()
             .map(|f| {
                 f.calls
@@ -812,8 +814,13 @@ impl CostModel {
                     .copied()
                     .unwrap_or(0)
             })
-            .sum::<u64>() as f64
-            / emails;
+            .sum::<u64>();
+        let waits = measured
+            .events_by_type
+            .get("JourneyWaitScheduled")
+            .copied()
+            .unwrap_or(0);
+        let schedules = created.max(waits) as f64 / emails;
         let compute = self
             .per_million_messages
             .iter()
@@ -895,12 +902,15 @@ impl CostModel {
             lines.push(compute);
         }
         lines.push(line(
-            "Scheduler invocations: schedules created (measured)",
+            "Scheduler invocations: the journeys' waits (measured)",
             m * schedules,
             "invocations",
             schedules * SCHEDULER_INVOCATION,
-            "each schedule the campaign and channel create fires at most once (a wait, a settle \
-             check): an upper bound",
+            &format!(
+                "each wait a journey schedules fires at most once (an upper bound: a wait its event \
+                 ends is deleted unfired); {waits} waits and {created} schedules created in the run, \
+                 whose journeys mostly found their awaited events already stored (the lookback)"
+            ),
         ));
         self.per_million_messages = lines;
         self.measured_from = Some(format!(
@@ -1340,8 +1350,8 @@ impl CostModel {
              messages per message (below), not per event.\n  \
              The measured column is the per-event cost of this message-heavy mix: it includes the\n  \
              campaign's journey instances and the channel's claims, caps and consent reads (events\n  \
-             and read-models tables), which the model's projection lines (projector and consent\n  \
-             only) leave out.",
+             and read-models tables), which the model prices per message (from this run's units by\n  \
+             function), not in its counted lines.",
             measured.emails,
             100.0 * messaging as f64 / events
         );
