@@ -78,7 +78,10 @@ impl PushProvider for RecordingProvider {
 }
 
 struct World {
+    /// The stored events as they are kept (ciphertext in an encrypted world).
     events: Arc<InMemoryEventStore>,
+    /// The event store the delivery uses: `events`, or an encrypting store over it.
+    store: Arc<dyn EventStore>,
     docs: Arc<InMemoryReadModels>,
     scheduler: Arc<InMemoryScheduler>,
     clock: Arc<VirtualClock>,
@@ -111,7 +114,24 @@ impl World {
     }
 
     async fn new() -> World {
+        Self::build(
+            None,
+            crate::testing::registration("ana@example.com", "Ana", "Lima", "Europe/Berlin"),
+        )
+        .await
+    }
+
+    /// A world whose events are encrypted at rest under `keys` (the
+    /// delivery reads them decrypted), with `registration` as the customer.
+    async fn build(
+        keys: Option<Arc<crate::privacy::memory::InMemoryKeyStore>>,
+        registration: RegisterCustomer,
+    ) -> World {
         let events = Arc::new(InMemoryEventStore::default());
+        let store: Arc<dyn EventStore> = match keys {
+            Some(keys) => Arc::new(crate::privacy::EncryptingEventStore::new(events.clone(), keys)),
+            None => events.clone(),
+        };
         let docs = Arc::new(InMemoryReadModels::default());
         let scheduler = Arc::new(InMemoryScheduler::default());
         let clock = Arc::new(VirtualClock::starting_at(
@@ -122,7 +142,7 @@ impl World {
         let provider = Arc::new(RecordingProvider::default());
         let dead_letters = Arc::new(InMemoryDeadLetters::default());
         let delivery = MessageDelivery::new(
-            events.clone(),
+            store.clone(),
             docs.clone(),
             scheduler.clone(),
             clock.clone(),
@@ -141,6 +161,7 @@ impl World {
         );
         let world = World {
             events,
+            store,
             docs,
             scheduler,
             clock,
@@ -148,14 +169,7 @@ impl World {
             dead_letters,
             delivery,
         };
-        world
-            .command(CustomerCommand::Register(crate::testing::registration(
-                "ana@example.com",
-                "Ana",
-                "Lima",
-                "Europe/Berlin",
-            )))
-            .await;
+        world.command(CustomerCommand::Register(registration)).await;
         world
     }
 
@@ -200,7 +214,7 @@ impl World {
     /// The request, stored on its journey stream as the journey engine
     /// stores it (where a settle check reads it back to send it again).
     async fn stored(&self, request: EventEnvelope) -> EventEnvelope {
-        self.events
+        self.store
             .append(AppendRequest {
                 stream_id: request.stream_id.clone(),
                 expected: ExpectedVersion::Any,
@@ -1626,4 +1640,132 @@ async fn a_deferral_whose_request_is_gone_is_refused_not_sent() {
         Err(crate::scheduler::SchedulerError::Refused(m)) if m.contains("no MessageRequested")
     ));
     assert!(w.provider.sent().is_empty());
+}
+
+/// Values no template, id or ciphertext holds by chance (a scan for a short
+/// name proves nothing).
+const PROOF_EMAIL: &str = "deferred-welcome-7f3a9c2e51@proof.example";
+const PROOF_FIRST: &str = "Quintessa-Deferralina";
+const PROOF_LAST: &str = "Welcomington-Quietude";
+const PROOF_PHONE: &str = "+4915187654321";
+const PROOF_IP: &str = "198.51.100.234";
+const PROOF_AGENT: &str = "ProofAgent/9.9 (deferred-welcome-scan)";
+const PROOF_VALUES: &[&str] = &[PROOF_EMAIL, PROOF_FIRST, PROOF_LAST, PROOF_PHONE, PROOF_IP, PROOF_AGENT];
+
+/// Each of [`PROOF_VALUES`] found in `text`.
+fn plaintext_in(text: &str) -> Vec<&'static str> {
+    PROOF_VALUES.iter().copied().filter(|v| text.contains(v)).collect()
+}
+
+impl World {
+    /// Every stored event as kept (JSON text), and every pending timer.
+    async fn everything_kept(&self) -> String {
+        let mut text = String::new();
+        let mut after = None;
+        loop {
+            let page = self.events.read_all(after.as_deref(), 100).await.expect("read all");
+            for e in &page.events {
+                text.push_str(&serde_json::to_string(e).expect("json"));
+                text.push('\n');
+            }
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        for timer in self.scheduler.pending() {
+            text.push_str(&serde_json::to_string(&timer).expect("json"));
+            text.push('\n');
+        }
+        text
+    }
+}
+
+/// Issue 16's proof, for the deferral: a welcome, whose template data is the
+/// registration (email, names, phone, IP, user agent), deferred by quiet
+/// hours. Its deferral and its timer hold none of it, before erasure and
+/// after; the stored request is ciphertext, and after erasure it reads as
+/// `[erased]` and the timer, firing anyway, sends nothing.
+#[tokio::test]
+async fn a_welcome_deferred_by_quiet_hours_leaves_its_plaintext_nowhere() {
+    let keys = Arc::new(crate::privacy::memory::InMemoryKeyStore::new());
+    let mut registration = crate::testing::registration(PROOF_EMAIL, PROOF_FIRST, PROOF_LAST, "Europe/Berlin");
+    registration.phone = Some(PROOF_PHONE.into());
+    registration.ip = PROOF_IP.into();
+    registration.user_agent = PROOF_AGENT.into();
+    let w = World::build(Some(keys.clone()), registration).await;
+    w.quiet_in_berlin_from_noon_to_half_past_two().await;
+
+    // The welcome as the journey requests it: its data is the trigger's.
+    let registered = w
+        .store
+        .read_stream(&format!("customer-{CUSTOMER}"), 0, 1)
+        .await
+        .expect("read")
+        .remove(0);
+    assert_eq!(registered.event_type, "CustomerRegistered");
+    assert_eq!(registered.data["ip"], PROOF_IP, "read decrypted");
+    let request = MessageRequest {
+        message_id: "msg-1".into(),
+        instance_id: "i-1".into(),
+        campaign_id: "welcome".into(),
+        campaign_version: 1,
+        step_id: "welcome".into(),
+        customer_id: CUSTOMER.into(),
+        channel: Channel::Email,
+        template: "welcome".into(),
+        category: Category::Marketing,
+        purpose: Some(Purpose::Marketing),
+        data: registered.data.clone(),
+    };
+    let mut requested = raw_event(
+        "journey-i-1",
+        "MessageRequested",
+        serde_json::to_value(&request).expect("json"),
+    );
+    requested.customer_id = Some(CUSTOMER.into());
+    w.stored(requested).await;
+    // The channel gets it from the bus, decrypted.
+    let delivered = w.store.read_stream("journey-i-1", 0, 1).await.expect("read").remove(0);
+    assert_eq!(delivered.data["data"]["email"], PROOF_EMAIL);
+    assert!(matches!(
+        w.delivery.on_requested(&delivered).await.expect("deliver"),
+        DeliveryOutcome::Deferred { .. }
+    ));
+    let timer = w.message_timer("msg-1").expect("the deferral's timer");
+
+    // Before erasure: the deferral and the timer name the request; all the
+    // plaintext there is is in nothing kept (the request is ciphertext).
+    assert_eq!(
+        serde_json::to_string(&timer).expect("json").matches("msg-1").count(),
+        2,
+        "{timer:?}"
+    );
+    let kept = w.everything_kept().await;
+    assert!(
+        kept.contains("MessageDeferred") && kept.contains("\"deferral\""),
+        "{kept}"
+    );
+    assert_eq!(plaintext_in(&kept), Vec::<&str>::new(), "{kept}");
+
+    // Erasure: the key goes.
+    crate::customer::erase_customer(
+        w.delivery.customers(),
+        keys.as_ref(),
+        w.delivery.identifiers(),
+        CUSTOMER,
+        &CommandMeta::new(Actor::api("t")),
+    )
+    .await
+    .expect("erased");
+    let stored = w.store.read_stream("journey-i-1", 0, 1).await.expect("read").remove(0);
+    assert_eq!(stored.data["data"], crate::privacy::ERASED);
+
+    // The timer fires anyway (cancelling it missed): nothing is sent.
+    w.clock.advance(Duration::minutes(90));
+    w.fire(&timer).await;
+    assert!(w.provider.sent().is_empty());
+    assert!(w.provider.email_calls() == 0);
+    let kept = w.everything_kept().await;
+    assert_eq!(plaintext_in(&kept), Vec::<&str>::new(), "{kept}");
 }
