@@ -1,16 +1,28 @@
-//! `crm-local dlq list|show|redrive`: the operator's view of the local dead letters.
+//! `crm-local dlq list|show|redrive`: the operator's view of the local dead
+//! letters. They hold what was stored (decision 0040): personal fields
+//! encrypted under the customer's data key. `show` decrypts them for
+//! display only, while the key exists (`[erased]` once the customer was
+//! erased); `--stored` shows the letter as the table keeps it. Redrive hands
+//! the letter to its target, which decrypts it as it decrypts stored events.
 
 use crate::bus::BUILT_IN_TEMPLATE;
 use crate::runtime::{LocalRuntime, RuntimeError};
 use crate::serve::database_path;
+use crm_core::consumer::open_letter;
 use std::path::Path;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum DlqAction {
     /// One line per dead letter: id, consumer, when, reason.
     List,
-    /// One dead letter, whole, as JSON.
-    Show { id: i64 },
+    /// One dead letter, whole, as JSON: its personal fields decrypted for
+    /// display while the customer's key exists, [erased] after.
+    Show {
+        id: i64,
+        /// As stored: personal fields encrypted, nothing decrypted.
+        #[arg(long)]
+        stored: bool,
+    },
     /// Deliver dead letters again; removed when they succeed.
     Redrive {
         /// The letter to redrive.
@@ -34,6 +46,26 @@ pub enum DlqError {
     NotFound(i64),
     #[error("{failed} of {total} dead letters could not be redriven")]
     RedriveFailed { failed: usize, total: usize },
+}
+
+/// Dead letter `id`, whole, as `dlq show` prints it: its payload decrypted
+/// for display with the customer's key while it exists, `[erased]` after
+/// ([`open_letter`]); with `stored`, as the table keeps it.
+pub async fn show(runtime: &LocalRuntime, id: i64, stored: bool) -> Result<serde_json::Value, DlqError> {
+    let letters = runtime.bus.dead_letters().list().await?;
+    let l = letters.iter().find(|l| l.id == id).ok_or(DlqError::NotFound(id))?;
+    let payload = match stored {
+        true => l.letter.payload.clone(),
+        false => open_letter(runtime.keys.as_ref(), &l.letter.payload).await?,
+    };
+    Ok(serde_json::json!({
+        "id": l.id,
+        "consumer": l.letter.consumer,
+        "reason": l.letter.reason,
+        "failed_at": l.letter.failed_at,
+        "attempts": l.letter.attempts,
+        "payload": payload,
+    }))
 }
 
 pub async fn run(data_dir: &Path, template: Option<&Path>, action: DlqAction) -> Result<(), DlqError> {
@@ -61,16 +93,8 @@ pub async fn run(data_dir: &Path, template: Option<&Path>, action: DlqAction) ->
                 );
             }
         }
-        DlqAction::Show { id } => {
-            let l = letters.iter().find(|l| l.id == id).ok_or(DlqError::NotFound(id))?;
-            let json = serde_json::json!({
-                "id": l.id,
-                "consumer": l.letter.consumer,
-                "reason": l.letter.reason,
-                "failed_at": l.letter.failed_at,
-                "attempts": l.letter.attempts,
-                "payload": l.letter.payload,
-            });
+        DlqAction::Show { id, stored } => {
+            let json = show(&runtime, id, stored).await?;
             println!("{}", serde_json::to_string_pretty(&json).unwrap_or_default());
         }
         DlqAction::Redrive { id, all } => {
