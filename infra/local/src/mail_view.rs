@@ -1,7 +1,9 @@
 //! The local mail viewer (`/_local/mail`) and `crm-local mail list`: what the
 //! local runtime "sent", as a mail catcher shows it. Only the local runtime
-//! mounts these routes (never the Lambda API); like the rest of `crm-local
-//! serve` it listens on loopback by default.
+//! mounts these routes (never the Lambda API). `crm-local serve` shows them
+//! only to a bearer token carrying `crm/admin` or to the mail link it prints
+//! (`crate::serve::guard`, decision 0039): the messages hold verification
+//! tokens and preference-centre links.
 
 use crate::mail::{MailSink, SinkEntry};
 use axum::extract::{Path, State};
