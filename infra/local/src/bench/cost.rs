@@ -582,6 +582,20 @@ fn by_function_markdown(measured: &Measured) -> String {
                 f.read_units / n_f
             );
         }
+        let untouched: Vec<&str> = phase
+            .by_function
+            .iter()
+            .filter(|(name, f)| name.as_str() != "api" && f.messages_received == 0 && f.dynamodb_requests == 0)
+            .map(|(name, _)| name.as_str())
+            .collect();
+        if !untouched.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nNot reached (their rules do not route such an event), so without a line per customer\n\
+                 event: {}.",
+                untouched.join(", ")
+            );
+        }
         let _ = writeln!(out);
     }
     out
@@ -1571,6 +1585,7 @@ mod tests {
                     "dynamodb": {"EventsTable": {"operations": {"Query": {"requests": 120, "read_units": 120}}},
                                  "ReadModelsTable": {"operations": {"GetItem": {"requests": 10, "read_units": 10},
                                                                     "Query": {"requests": 10, "read_units": 10}}}}},
+                "channel": {"invocations": 0},
                 "projector": {"messages_received": 10, "write_units": 17, "read_units": 10}}}}"#;
 
     fn queues() -> Vec<crate::bench::pages::QueueLoad> {
@@ -1666,6 +1681,7 @@ mod tests {
         );
         assert!(text.contains("| campaign | 10 | 0.00 | 14.00 | 12.0 Query (EventsTable), 1.0 GetItem (ReadModelsTable), 1.0 Query (ReadModelsTable) |"), "{text}");
         assert!(text.contains("by function: campaign 900"), "{text}");
+        assert!(text.contains("without a line per customer\nevent: channel."), "{text}");
         assert!(
             text.contains("stored each\n  PageViewed for 4.00 write and 4.00 read units"),
             "{text}"
