@@ -3,6 +3,7 @@
 //! once, and a one-click unsubscribe stops the very next marketing message.
 
 use chrono::{DateTime, Duration, Utc};
+use crm_core::ports::EventStore;
 use crm_tests::TestApi;
 use serde_json::json;
 
@@ -177,4 +178,133 @@ async fn the_demo_sends_welcome_reminder_and_confirmation_with_working_unsubscri
     let revoked = api.events_of_type("ConsentRevoked").await;
     assert_eq!(revoked.len(), 1);
     assert_eq!(revoked[0].data["method"], "one-click");
+}
+
+/// Values no template, id or ciphertext holds by chance.
+const DEFERRED_PLAIN: &[&str] = &[
+    "deferred-welcome-2b9e61d4@proof.example",
+    "Quintessa-Deferralina",
+    "Welcomington-Quietude",
+    "+12025550188",
+    "203.0.113.219",
+    "ProofAgent/9.9 (deferred-welcome-scan)",
+];
+
+/// Every row of `table` as text (every cell), from the database file.
+fn raw_rows(api: &TestApi, table: &str) -> Vec<String> {
+    let conn = rusqlite::Connection::open(api.db_path()).expect("open the database file");
+    let mut statement = conn.prepare(&format!("SELECT * FROM {table}")).expect("select");
+    let columns = statement.column_count();
+    let rows = statement
+        .query_map([], |row| {
+            let mut cells = Vec::new();
+            for i in 0..columns {
+                let cell: rusqlite::types::Value = row.get(i)?;
+                cells.push(match cell {
+                    rusqlite::types::Value::Text(t) => t,
+                    rusqlite::types::Value::Blob(b) => String::from_utf8_lossy(&b).into_owned(),
+                    other => format!("{other:?}"),
+                });
+            }
+            Ok(cells.join(" | "))
+        })
+        .expect("query");
+    rows.map(|r| r.expect("row")).collect()
+}
+
+/// The [`DEFERRED_PLAIN`] values found in `table`'s rows.
+fn plaintext_in(api: &TestApi, table: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for row in raw_rows(api, table) {
+        for p in DEFERRED_PLAIN.iter().filter(|p| row.contains(*p)) {
+            found.push(format!("{table}: {p} in {row}"));
+        }
+    }
+    found
+}
+
+/// Issue 16 (decision 0041): a welcome, whose data is the registration,
+/// deferred by quiet hours. The deferral and its timer name the stored
+/// request and hold none of it, before and after erasure; nothing is sent
+/// after erasure.
+#[tokio::test]
+async fn a_deferred_welcome_keeps_no_plaintext_in_its_deferral_or_timer() {
+    let api = TestApi::at(start());
+    let body = json!({
+        "email": DEFERRED_PLAIN[0], "first_name": DEFERRED_PLAIN[1], "last_name": DEFERRED_PLAIN[2],
+        "phone": DEFERRED_PLAIN[3], "source": "web",
+        "marketing_consent": { "email": true, "sms": false, "push": false },
+        "terms_accepted": true, "ip": DEFERRED_PLAIN[4], "user_agent": DEFERRED_PLAIN[5],
+        "timezone": "America/New_York", "locale": "en-US"
+    });
+    let created = api.call("POST", "/customers", Some(&body.to_string())).await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let id = created.body["id"].as_str().expect("id").to_string();
+    // 15:00 UTC is 10:00 in New York: quiet until 12:00 local (17:00 UTC).
+    let prefs = json!({
+        "email_frequency": "daily",
+        "timezone": "America/New_York",
+        "quiet_hours": { "start": "09:00", "end": "12:00" }
+    });
+    let put = api
+        .call("PUT", &format!("/customers/{id}/preferences"), Some(&prefs.to_string()))
+        .await;
+    assert_eq!(put.status, 200, "{:?}", put.body);
+    // Verifying moves the welcome journey on to its welcome email.
+    let token = api
+        .events_of_type("EmailVerificationRequested")
+        .await
+        .iter()
+        .find_map(|e| e.data["token"].as_str().map(str::to_string))
+        .expect("a verification token");
+    let verified = api
+        .call(
+            "POST",
+            &format!("/customers/{id}/email/verify"),
+            Some(&json!({ "token": token }).to_string()),
+        )
+        .await;
+    assert_eq!(verified.status, 200, "{:?}", verified.body);
+    api.advance_minutes(1).await;
+
+    let deferred = api.events_of_type("MessageDeferred").await;
+    assert_eq!(deferred.len(), 1, "the welcome waits for the quiet hours' end");
+    assert_eq!(deferred[0].schema_version, 2);
+    assert_eq!(deferred[0].data["until"], "2026-11-23T17:00:00Z");
+    assert!(deferred[0].data.get("request").is_none(), "{}", deferred[0].data);
+    let requested = &deferred[0].data["requested"];
+    let journey = requested["stream_id"].as_str().expect("the journey stream");
+    let version = requested["version"].as_u64().expect("its version");
+    let welcome = api
+        .store
+        .read_stream(journey, version - 1, 1)
+        .await
+        .expect("read the request");
+    assert_eq!(welcome[0].event_type, "MessageRequested");
+    assert_eq!(welcome[0].data["template"], "welcome");
+    assert_eq!(
+        welcome[0].data["data"]["email"], DEFERRED_PLAIN[0],
+        "the request reads decrypted"
+    );
+    let timers = raw_rows(&api, "timers");
+    assert!(timers.iter().any(|t| t.contains("\"deferral\"")), "{timers:?}");
+    for table in ["events", "timers"] {
+        assert_eq!(plaintext_in(&api, table), Vec::<String>::new());
+    }
+
+    let erased = api.call("DELETE", &format!("/customers/{id}"), None).await;
+    assert_eq!(erased.status, 202, "{:?}", erased.body);
+    api.advance_minutes(1).await;
+    for table in ["events", "timers", "dead_letters"] {
+        assert_eq!(plaintext_in(&api, table), Vec::<String>::new());
+    }
+    // Past the quiet hours: only the verification email ever went.
+    api.advance_minutes(180).await;
+    let mail = api.runtime.mail.list().await.expect("mail");
+    assert_eq!(
+        mail.len(),
+        1,
+        "{:?}",
+        mail.iter().map(|m| &m.subject).collect::<Vec<_>>()
+    );
 }
