@@ -491,7 +491,7 @@ async fn the_functions_park_poison_as_stored_and_crm_ops_shows_it_only_while_the
     }
     assert!(shown.ends_with("2 message(s)"), "{shown}");
     let listed = crm_ops::render_letters(&letters);
-    assert_eq!(sealed_plaintext(&[listed.clone()]), vec![], "{listed}");
+    assert_eq!(sealed_plaintext(std::slice::from_ref(&listed)), vec![], "{listed}");
     let out = crm_ops(&w, &["dlq", "list", &w.queue_name, "--data"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout(&out).contains(email), "{}", stdout(&out));
@@ -520,7 +520,7 @@ async fn the_functions_park_poison_as_stored_and_crm_ops_shows_it_only_while_the
     let shown = crm_ops::render_letters_with_data(w.tables.keys.as_ref(), &letters)
         .await
         .expect("render");
-    assert_eq!(sealed_plaintext(&[shown.clone()]), vec![], "{shown}");
+    assert_eq!(sealed_plaintext(std::slice::from_ref(&shown)), vec![], "{shown}");
     assert_eq!(
         shown.matches("[erased]").count(),
         1 + 6,
