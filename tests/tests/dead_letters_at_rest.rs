@@ -112,7 +112,9 @@ async fn a_poison_registration_is_parked_encrypted_and_shown_decrypted_until_era
     let shown = crm_local::dlq::show(&api.runtime, id, false).await.expect("show");
     assert_eq!(shown["payload"]["data"]["email"], EMAIL, "{shown}");
     assert_eq!(shown["payload"]["data"]["user_agent"], AGENT, "{shown}");
-    let stored = crm_local::dlq::show(&api.runtime, id, true).await.expect("show --stored");
+    let stored = crm_local::dlq::show(&api.runtime, id, true)
+        .await
+        .expect("show --stored");
     assert_eq!(plaintext(&[stored.to_string()]), vec![], "{stored}");
 
     // Erased: the key is gone; show reads [erased], and the table is unchanged.
