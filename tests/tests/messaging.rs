@@ -3,7 +3,6 @@
 //! once, and a one-click unsubscribe stops the very next marketing message.
 
 use chrono::{DateTime, Duration, Utc};
-use crm_core::ports::EventStore;
 use crm_tests::TestApi;
 use serde_json::json;
 
