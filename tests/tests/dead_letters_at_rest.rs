@@ -171,3 +171,45 @@ async fn a_sealed_letter_is_redriven_decrypted_as_stored_events_are() {
     assert_eq!(back.body["email"], EMAIL, "{:?}", back.body);
     assert_eq!(back.body["first_name"], FIRST, "{:?}", back.body);
 }
+
+#[tokio::test]
+async fn letters_parked_in_clear_before_are_sealed_in_place_and_leave_no_bytes_behind() {
+    let api = TestApi::new();
+    let customer = uuid::Uuid::now_v7().to_string();
+    api.runtime.keys.data_key(&customer).await.expect("the customer's key");
+    // A letter as the runtime parked it before decision 0040: decrypted.
+    let event = registration_event(
+        &customer,
+        json!({ "email": EMAIL, "first_name": FIRST, "last_name": LAST, "phone": PHONE, "ip": IP,
+            "user_agent": AGENT, "source": "web", "terms_accepted": true }),
+    );
+    let raw_queue = api.runtime.bus.dead_letters().clone();
+    park_poison(&raw_queue, "customer-360", &event, "old".into(), Utc::now())
+        .await
+        .expect("parked in clear");
+    assert_eq!(
+        plaintext(&raw_dead_letters(&api)).len(),
+        PLAIN.len(),
+        "the old letter is in clear"
+    );
+
+    let db = api.db_path();
+    let sealed = crm_local::dlq::seal_all(&api.runtime, &db).await.expect("seal");
+    assert_eq!(sealed, 1);
+    let raw = raw_dead_letters(&api);
+    assert_eq!(plaintext(&raw), vec![], "{raw:?}");
+    // Zeroed where it was, and the WAL truncated: in no byte of the files.
+    let files: Vec<String> = crm_local::db::database_files(&db)
+        .iter()
+        .map(|f| String::from_utf8_lossy(&std::fs::read(f).unwrap_or_default()).into_owned())
+        .collect();
+    assert_eq!(plaintext(&files), vec![], "the clear text is still in the SQLite files");
+    let id = api.runtime.bus.dead_letters().list().await.expect("letters")[0].id;
+    let shown = crm_local::dlq::show(&api.runtime, id, false).await.expect("show");
+    assert_eq!(shown["payload"]["data"]["email"], EMAIL, "{shown}");
+    assert_eq!(
+        crm_local::dlq::seal_all(&api.runtime, &db).await.expect("again"),
+        0,
+        "sealing twice changes nothing"
+    );
+}

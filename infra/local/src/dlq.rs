@@ -2,13 +2,15 @@
 //! letters. They hold what was stored (decision 0040): personal fields
 //! encrypted under the customer's data key. `show` decrypts them for
 //! display only, while the key exists (`[erased]` once the customer was
-//! erased); `--stored` shows the letter as the table keeps it. Redrive hands
+//! erased); `--stored` shows the letter as the table keeps it. `seal`
+//! encrypts the letters parked in clear before that. Redrive hands
 //! the letter to its target, which decrypts it as it decrypts stored events.
 
 use crate::bus::BUILT_IN_TEMPLATE;
+use crate::db::{sql, Db};
 use crate::runtime::{LocalRuntime, RuntimeError};
 use crate::serve::database_path;
-use crm_core::consumer::open_letter;
+use crm_core::consumer::{open_letter, seal_letter};
 use std::path::Path;
 
 #[derive(Debug, clap::Subcommand)]
@@ -23,6 +25,10 @@ pub enum DlqAction {
         #[arg(long)]
         stored: bool,
     },
+    /// Seal the letters parked in clear before decision 0040: their personal
+    /// fields encrypted under the customer's key, as stored ([erased] when
+    /// the customer has none). Idempotent.
+    Seal,
     /// Deliver dead letters again; removed when they succeed.
     Redrive {
         /// The letter to redrive.
@@ -68,6 +74,35 @@ pub async fn show(runtime: &LocalRuntime, id: i64, stored: bool) -> Result<serde
     }))
 }
 
+/// Seals every letter of the runtime's database `db` that holds personal
+/// fields in clear ([`seal_letter`]), rewriting it in place, then truncates
+/// the WAL (with `secure_delete`, the clear text is then in neither file).
+/// Returns how many letters were rewritten.
+pub async fn seal_all(runtime: &LocalRuntime, db: &Path) -> Result<usize, DlqError> {
+    let raw = Db::open(db, "")?;
+    let mut sealed = 0;
+    for l in runtime.bus.dead_letters().list().await? {
+        let mut payload = l.letter.payload.clone();
+        seal_letter(runtime.keys.as_ref(), &mut payload).await?;
+        if payload == l.letter.payload {
+            continue;
+        }
+        let (id, text) = (l.id, payload.to_string());
+        raw.run(move |conn| {
+            conn.execute(
+                "UPDATE dead_letters SET payload = ?1 WHERE id = ?2",
+                rusqlite::params![text, id],
+            )
+            .map(|_| ())
+            .map_err(sql)
+        })
+        .await?;
+        sealed += 1;
+    }
+    raw.truncate_wal().await?;
+    Ok(sealed)
+}
+
 pub async fn run(data_dir: &Path, template: Option<&Path>, action: DlqAction) -> Result<(), DlqError> {
     let template = match template {
         Some(p) => std::fs::read_to_string(p).map_err(|source| DlqError::Template {
@@ -96,6 +131,10 @@ pub async fn run(data_dir: &Path, template: Option<&Path>, action: DlqAction) ->
         DlqAction::Show { id, stored } => {
             let json = show(&runtime, id, stored).await?;
             println!("{}", serde_json::to_string_pretty(&json).unwrap_or_default());
+        }
+        DlqAction::Seal => {
+            let sealed = seal_all(&runtime, &database_path(data_dir)).await?;
+            println!("{sealed} of {} dead letters sealed", letters.len());
         }
         DlqAction::Redrive { id, all } => {
             let ids: Vec<i64> = if all {
