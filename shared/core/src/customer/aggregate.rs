@@ -347,6 +347,19 @@ fn update_profile(c: &Customer, cmd: &UpdateProfile) -> Result<Vec<CustomerEvent
                 old_phone: c.phone.clone(),
                 new_phone,
             });
+            // SMS consent was given for the old number: it lapses with it
+            // until it is granted again for the new one (decision 0042).
+            events.extend(
+                c.consents
+                    .iter()
+                    .filter(|consent| consent.channel == Channel::Sms)
+                    .map(|consent| CustomerEvent::ConsentRevoked {
+                        purpose: consent.purpose,
+                        channel: consent.channel,
+                        reason: "phone-changed".into(),
+                        method: None,
+                    }),
+            );
         }
     }
     if let Some(new_address) = address {

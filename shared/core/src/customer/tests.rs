@@ -251,7 +251,13 @@ fn profile_updates_emit_one_event_per_kind_of_change_only_when_different() {
     let types: Vec<_> = events.iter().map(CustomerEvent::event_type).collect();
     assert_eq!(
         types,
-        ["CustomerNameChanged", "CustomerPhoneChanged", "CustomerAddressChanged"]
+        [
+            "CustomerNameChanged",
+            "CustomerPhoneChanged",
+            "ConsentRevoked",
+            "CustomerAddressChanged"
+        ],
+        "the new number has no SMS consent"
     );
     match &events[0] {
         CustomerEvent::CustomerNameChanged {
@@ -267,13 +273,56 @@ fn profile_updates_emit_one_event_per_kind_of_change_only_when_different() {
         }
         other => panic!("{other:?}"),
     }
-    match &events[2] {
+    match &events[3] {
         CustomerEvent::CustomerAddressChanged {
             new_address: Some(a),
             old_address: None,
         } => assert_eq!(a.country, "GB"),
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn changing_the_phone_number_revokes_sms_consent_until_granted_again() {
+    let s = CustomerScenario::given(&verified());
+    let events = s
+        .when(CustomerCommand::UpdateProfile(UpdateProfile {
+            phone: Some(Some("+447700900123".into())),
+            ..Default::default()
+        }))
+        .expect("update");
+    assert_eq!(
+        events,
+        vec![
+            CustomerEvent::CustomerPhoneChanged {
+                old_phone: Some("+441234567890".into()),
+                new_phone: Some("+447700900123".into()),
+            },
+            CustomerEvent::ConsentRevoked {
+                purpose: Purpose::Marketing,
+                channel: Channel::Sms,
+                reason: "phone-changed".into(),
+                method: None,
+            },
+        ]
+    );
+    let mut history = verified();
+    history.extend(events);
+    let after = CustomerScenario::given(&history);
+    let state = after.state().expect("state");
+    assert!(state.consent(Purpose::Marketing, Channel::Sms).is_none());
+    assert!(
+        state.consent(Purpose::Marketing, Channel::Email).is_some(),
+        "email consent stays"
+    );
+    // The same number again is no change: nothing revoked.
+    assert!(after
+        .when(CustomerCommand::UpdateProfile(UpdateProfile {
+            phone: Some(Some("+447700900123".into())),
+            ..Default::default()
+        }))
+        .expect("no-op")
+        .is_empty());
 }
 
 #[test]
