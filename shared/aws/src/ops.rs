@@ -570,6 +570,55 @@ pub async fn redrive_to_queue(
     Ok(report)
 }
 
+/// Seals the letters of up to `max` messages of a dead-letter queue that
+/// were parked with personal fields in clear (before decision 0040): each
+/// such letter is parked again in the same queue through
+/// [`crm_core::consumer::SealedDeadLetters`] (its fields encrypted under the
+/// customer's key, `[erased]` without one), and the old message deleted
+/// once the new one is in. Letters already sealed, and messages that hold
+/// no parked letter (a rule's undelivered events are stored events), are
+/// left as they are, visible again at once. `redriven` lists the messages
+/// sealed.
+pub async fn reseal(
+    client: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    keys: std::sync::Arc<dyn KeyStore>,
+    max: usize,
+) -> Result<RedriveReport, OpsError> {
+    let sealed = crm_core::consumer::SealedDeadLetters::new(
+        std::sync::Arc::new(crate::sqs::SqsDeadLetterQueue::new(client.clone(), queue_url)),
+        keys.clone(),
+    );
+    let mut report = RedriveReport::default();
+    for letter in receive(client, queue_url, max, REDRIVE_VISIBILITY_SECONDS).await? {
+        let Ok(parked) = serde_json::from_value::<DeadLetter>(letter.body.clone()) else {
+            release(client, queue_url, &letter).await;
+            continue;
+        };
+        let mut payload = parked.payload.clone();
+        if let Err(e) = crm_core::consumer::seal_letter(keys.as_ref(), &mut payload).await {
+            release(client, queue_url, &letter).await;
+            report.failed.push((letter.message_id, e.to_string()));
+            continue;
+        }
+        if payload == parked.payload {
+            release(client, queue_url, &letter).await;
+            continue;
+        }
+        match sealed.park(parked).await {
+            Ok(()) => {
+                delete(client, queue_url, &letter).await?;
+                report.redriven.push(letter.message_id);
+            }
+            Err(e) => {
+                release(client, queue_url, &letter).await;
+                report.failed.push((letter.message_id, e.to_string()));
+            }
+        }
+    }
+    Ok(report)
+}
+
 /// Puts the timers of up to `max` messages of EventBridge Scheduler's
 /// dead-letter queue on the bus `bus` as their schedules would have:
 /// PutEvents with source `crm.scheduler`, detail-type `TimerFired` and the

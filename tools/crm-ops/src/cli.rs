@@ -118,6 +118,17 @@ pub enum DlqCommand {
         #[arg(long)]
         data: bool,
     },
+    /// Seal the letters parked with personal data in clear (before decision
+    /// 0040): each parked again with its personal fields encrypted under the
+    /// customer's key ([erased] without one), the old message deleted.
+    /// Needs KEYS_TABLE and DATA_KEYS_KMS_KEY_ID.
+    Seal {
+        /// The queue's URL or name.
+        queue: String,
+        /// At most this many messages.
+        #[arg(long, default_value_t = 100)]
+        max: usize,
+    },
     /// Deliver the events of a dead-letter queue again; a message is
     /// deleted once its event was delivered (or parked again with a new
     /// reason). Exits 1 if any message could not be redriven.
@@ -207,6 +218,20 @@ pub async fn execute(cli: Cli, clients: &Clients) -> Result<(), CliError> {
                 println!("{}", render_letters(&letters));
             }
             Ok(())
+        }
+        Command::Dlq {
+            command: DlqCommand::Seal { queue, max },
+        } => {
+            let report = crate::dlq_seal(clients, &settings, &queue, max).await?;
+            for (id, why) in &report.failed {
+                println!("FAILED {id}: {why}");
+            }
+            println!("sealed {}, failed {}", report.redriven.len(), report.failed.len());
+            if report.failed.is_empty() {
+                Ok(())
+            } else {
+                Err(CliError::NotRedriven(report.failed.len()))
+            }
         }
         Command::Dlq {
             command:

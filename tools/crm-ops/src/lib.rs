@@ -746,6 +746,20 @@ pub async fn dlq_redrive_timers(
     Ok(crm_aws::ops::redrive_timers(&clients.sqs, &url, &bus, max).await?)
 }
 
+/// Seals the letters of the dead-letter queue `queue` (URL or name) parked
+/// in clear before decision 0040 (see [`crm_aws::ops::reseal`]); needs the
+/// key store's settings.
+pub async fn dlq_seal(
+    clients: &Clients,
+    settings: &Settings,
+    queue: &str,
+    max: usize,
+) -> Result<RedriveReport, CliError> {
+    let tables = Tables::new(clients, settings)?;
+    let url = queue_url(&clients.sqs, queue).await?;
+    Ok(crm_aws::ops::reseal(&clients.sqs, &url, tables.keys.clone(), max).await?)
+}
+
 /// Sends the events of a consumer's dead-letter queue `queue` back to the
 /// consumer's source queue `target` (URLs or names) as the EventBridge event
 /// JSON its rule delivers (see [`crm_aws::ops::redrive_to_queue`]).

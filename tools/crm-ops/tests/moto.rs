@@ -961,3 +961,72 @@ async fn the_timers_the_scheduler_parked_are_put_on_the_bus_as_their_schedules_w
     assert_eq!(left[0].consumer, "scheduler (not-ours)");
     assert!(left[0].timer.is_none());
 }
+
+#[tokio::test]
+async fn letters_parked_in_clear_before_are_sealed_in_the_queue() {
+    use crm_core::consumer::park_poison;
+    let w = world().await;
+    let id = customer_id(41);
+    let [email, first, last, phone, ip, agent] = SEALED;
+    let registration = crm_core::customer::RegisterCustomer {
+        phone: Some(phone.into()),
+        ip: ip.into(),
+        user_agent: agent.into(),
+        ..crm_core::testing::registration(email, first, last, "UTC")
+    };
+    crm_core::testing::register(w.tables.events.clone(), &id, registration).await;
+    let plain = w
+        .tables
+        .events
+        .read_stream(&format!("customer-{id}"), 0, 1)
+        .await
+        .expect("read")[0]
+        .clone();
+    // Parked in clear, as the queue took it before decision 0040, and one letter of no event.
+    park_poison(
+        w.dead_letters.as_ref(),
+        CUSTOMER_360,
+        &plain,
+        "old".into(),
+        chrono::Utc::now(),
+    )
+    .await
+    .expect("parked");
+    w.dead_letters
+        .park(dead_letter(
+            CUSTOMER_360,
+            "garbage",
+            serde_json::json!({"not": "an event"}),
+        ))
+        .await
+        .expect("parked");
+    assert_eq!(
+        sealed_plaintext(&raw_bodies(&w).await).len(),
+        SEALED.len(),
+        "the old letter is in clear"
+    );
+
+    let out = crm_ops(&w, &["dlq", "seal", &w.queue_name]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout(&out).contains("sealed 1, failed 0"), "{}", stdout(&out));
+    let bodies = raw_bodies(&w).await;
+    assert_eq!(bodies.len(), 2, "{bodies:?}");
+    assert_eq!(sealed_plaintext(&bodies), vec![], "{bodies:?}");
+    let letters = crm_ops::dlq_list(&w.clients.sqs, &w.queue_name, 10)
+        .await
+        .expect("list");
+    let shown = crm_ops::render_letters_with_data(w.tables.keys.as_ref(), &letters)
+        .await
+        .expect("render");
+    assert!(shown.contains(email) && shown.contains(agent), "{shown}");
+    assert!(
+        letters.iter().any(|l| l.reason == "old"),
+        "the reason is kept: {letters:?}"
+    );
+
+    let again = crm_ops::dlq_seal(&w.clients, &w.settings, &w.queue_name, 10)
+        .await
+        .expect("seal again");
+    assert!(again.redriven.is_empty() && again.failed.is_empty(), "{again:?}");
+    assert_eq!(raw_bodies(&w).await.len(), 2);
+}
