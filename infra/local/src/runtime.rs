@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use crm_api::{router, ApiPorts, ApiSettings, Auth};
 use crm_core::clock::{Clock, SystemClock, VirtualClock};
-use crm_core::consumer::ConsumerGroup;
+use crm_core::consumer::{ConsumerGroup, SealedDeadLetters};
 use crm_core::event::EventEnvelope;
 use crm_core::journey::catalog::StoredCatalog;
 use crm_core::journey::engine::{JourneyEngine, SweepBudget};
@@ -225,7 +225,11 @@ impl LocalRuntime {
             Arc::new(SqliteKeyStore::open(db, master).map_err(|e| RuntimeError::Keys(e.to_string()))?);
         let events: Arc<dyn EventStore> = Arc::new(EncryptingEventStore::new(stored_events.clone(), keys.clone()));
         let docs = Arc::new(SqliteReadModels::open(db)?);
-        let dead_letters: Arc<dyn DeadLetterQueue> = Arc::new(SqliteDeadLetters::open(db)?);
+        // What a consumer parks is sealed back into its stored form (decision 0040).
+        let dead_letters: Arc<dyn DeadLetterQueue> = Arc::new(SealedDeadLetters::new(
+            Arc::new(SqliteDeadLetters::open(db)?),
+            keys.clone(),
+        ));
         let (clock, virtual_clock): (Arc<dyn Clock>, _) = match clock {
             ClockChoice::System => (Arc::new(SystemClock), None),
             ClockChoice::Virtual(start) => {
@@ -408,7 +412,10 @@ impl LocalRuntime {
     /// undecorated, over the decrypting store, the read models and the bus's
     /// dead letters: what [`LocalRuntime::rebuild_consumer`] feeds.
     pub fn consumer_groups(&self) -> Vec<ConsumerGroup> {
-        let dead_letters: Arc<dyn DeadLetterQueue> = Arc::new(self.bus.dead_letters().clone());
+        let dead_letters: Arc<dyn DeadLetterQueue> = Arc::new(SealedDeadLetters::new(
+            Arc::new(self.bus.dead_letters().clone()),
+            self.keys.clone(),
+        ));
         vec![
             ConsumerGroup::projector_at(
                 self.command_store(),
