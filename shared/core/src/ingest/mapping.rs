@@ -169,6 +169,20 @@ fn order(m: &SegmentMessage) -> Result<OrderRequest, Rejection> {
     })
 }
 
+/// A track call kept as it came, a `CustomEvent` of its name and
+/// properties: every name not mapped onto a typed event, and what a client
+/// source may not do itself (`Order Completed` from a browser's key is
+/// recorded as activity, never placed as an order; decision 0042).
+pub fn as_custom_event(m: &SegmentMessage, late: bool) -> ActivityEvent {
+    ActivityEvent::CustomEvent(CustomEvent {
+        event: m.event.clone().unwrap_or_default(),
+        properties: Value::Object(m.properties.clone()),
+        session_id: session(m),
+        utm: utm(m),
+        late,
+    })
+}
+
 /// Maps a track, page or screen call; `late` flags an event older than the
 /// tolerance.
 pub fn map(m: &SegmentMessage, late: bool) -> Result<Mapped, Rejection> {
@@ -266,13 +280,7 @@ pub fn map(m: &SegmentMessage, late: bool) -> Result<Mapped, Rejection> {
                 })
             }
             "Order Completed" => return Ok(Mapped::Order(Box::new(order(m)?))),
-            other => ActivityEvent::CustomEvent(CustomEvent {
-                event: other.to_string(),
-                properties: Value::Object(m.properties.clone()),
-                session_id,
-                utm,
-                late,
-            }),
+            _ => as_custom_event(m, late),
         },
         Kind::Identify | Kind::Alias => {
             return Err(Rejection::new("type", "identify and alias are not activity"));

@@ -16,6 +16,13 @@
 //!   customer it was merged into ([`crate::identity`]).
 //! * An event older than the tolerance (`late_after`, default 7 days) is
 //!   stored, flagged `late` (seed 001), not dropped.
+//! * Each source is trusted as its key is kept ([`SourceKind`], decision
+//!   0042). A `client` source (a browser's or an app's public key) records
+//!   activity and links a `userId` to its `anonymousId`; it never creates,
+//!   finds (by email), changes or merges a customer, and its `Order
+//!   Completed` is activity, not an order. Its identify traits are kept
+//!   unverified on the activity stream ([`UNVERIFIED_TRAITS_EVENT`]). A
+//!   `server` source (the shop's backend, a secret key) may do all of that.
 
 pub mod mapping;
 pub mod message;
@@ -30,13 +37,90 @@ use crate::customer::{
 use crate::event::{envelopes, Actor, CommandMeta, EventEnvelope};
 use crate::idempotency::IdempotencyKey;
 use crate::identity::{anonymous_profile_id, is_anonymous_profile, IdentityError, IdentityService};
-use crate::ports::{AppendError, AppendRequest, CommandReceipt, EventStore, ExpectedVersion, StoreError};
+use crate::ports::{
+    AppendError, AppendRequest, CommandReceipt, EventStore, ExpectedVersion, ReservationChange, StoreError,
+};
 use chrono::{DateTime, Duration, Utc};
 use mapping::Mapped;
 pub use message::{Kind, Rejection, SegmentMessage, MAX_BATCH_BYTES, MAX_BATCH_MESSAGES, MAX_MESSAGE_BYTES};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
+
+/// How far a source is trusted: as far as its write key is secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    /// A public key (a browser, an app): activity, and a `userId` linked to
+    /// its `anonymousId`; never a customer's profile, consent or orders.
+    Client,
+    /// A secret key (the shop's backend): everything ingestion does.
+    Server,
+}
+
+impl SourceKind {
+    /// `client` or `server`.
+    pub fn parse(text: &str) -> Option<SourceKind> {
+        match text {
+            "client" => Some(SourceKind::Client),
+            "server" => Some(SourceKind::Server),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::Client => "client",
+            SourceKind::Server => "server",
+        }
+    }
+}
+
+/// A source of messages: its name (receipts and derived ids are per name)
+/// and how far it is trusted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    pub name: String,
+    pub kind: SourceKind,
+}
+
+impl Source {
+    pub fn client(name: &str) -> Self {
+        Source {
+            name: name.to_string(),
+            kind: SourceKind::Client,
+        }
+    }
+
+    pub fn server(name: &str) -> Self {
+        Source {
+            name: name.to_string(),
+            kind: SourceKind::Server,
+        }
+    }
+}
+
+/// The `CustomEvent` name under which a client source's `identify` is
+/// kept on the activity stream: `properties.traits` as sent (unverified,
+/// never applied to the profile) and `properties.user_id`.
+pub const UNVERIFIED_TRAITS_EVENT: &str = "Identify";
+
+/// How many anonymous ids a client source may link to one `userId` not yet
+/// known to the CRM (its devices and browsers); a server source's later
+/// identify merges them all.
+pub const MAX_PENDING_ANONYMOUS_IDS: usize = 20;
+
+/// The reservation that records the `slot`-th anonymous profile a client
+/// source linked to `user_id` (owner `anonymous-<profile id>`). The user id
+/// is hashed: it may be an email address.
+pub fn pending_link_key(user_id: &str, slot: usize) -> String {
+    let mut h = Sha256::new();
+    h.update(b"crm-client-user-link");
+    h.update([0u8]);
+    h.update(user_id.as_bytes());
+    format!("client-user#{}#{slot}", hex::encode(h.finalize()))
+}
+
+const PENDING_OWNER_PREFIX: &str = "anonymous-";
 
 /// What happened to one accepted message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,6 +237,14 @@ pub fn derived_id(kind: &str, source: &str, client_id: &str) -> String {
     uuid::Builder::from_custom_bytes(bytes).into_uuid().to_string()
 }
 
+/// What an append of activity did.
+enum Appended {
+    /// `true`: stored; `false`: its receipt was there (a duplicate).
+    Taken(bool),
+    /// The reservation it claimed belongs to someone else now.
+    ReservationTaken,
+}
+
 /// Takes Segment messages in.
 pub struct Ingestion {
     /// Registered schemas of custom events (`None`: none are checked).
@@ -194,8 +286,9 @@ impl Ingestion {
         &self.identity
     }
 
-    /// Takes one message from `source`.
-    pub async fn ingest(&self, source: &str, message: &SegmentMessage) -> Result<Accepted, IngestError> {
+    /// Takes one message from `source`, within what its kind may do.
+    pub async fn ingest(&self, from: &Source, message: &SegmentMessage) -> Result<Accepted, IngestError> {
+        let source = from.name.as_str();
         let key = receipt_key(source, &message.message_id);
         if self.store.receipt(&key).await?.is_some() {
             return Ok(Accepted::Duplicate);
@@ -204,16 +297,29 @@ impl Ingestion {
         let occurred_at = message.timestamp.unwrap_or(now);
         let late = occurred_at < now - self.settings.late_after;
         let meta = CommandMeta::new(Actor::system(&format!("ingest:{source}")));
+        let idempotency = IdempotencyKey {
+            receipt_key: key.clone(),
+            request_hash: "segment".into(),
+        };
         match message.kind {
+            Kind::Identify if from.kind == SourceKind::Client => {
+                let taken = self
+                    .client_identify(message, late, occurred_at, &idempotency, &meta, now)
+                    .await?;
+                if !taken {
+                    return Ok(Accepted::Duplicate);
+                }
+            }
             Kind::Identify => self.identify(message, &meta).await?,
             Kind::Alias => self.alias(message, &meta).await?,
             Kind::Track | Kind::Page | Kind::Screen => {
                 let profile = self.profile_of(message).await?;
-                let idempotency = IdempotencyKey {
-                    receipt_key: key.clone(),
-                    request_hash: "segment".into(),
+                let mapped = match (from.kind, mapping::map(message, late)?) {
+                    // A browser's key places no order: the call is activity.
+                    (SourceKind::Client, Mapped::Order(_)) => Mapped::Activity(mapping::as_custom_event(message, late)),
+                    (_, mapped) => mapped,
                 };
-                let taken = match mapping::map(message, late)? {
+                let taken = match mapped {
                     Mapped::Activity(event) => {
                         self.append_activity(&profile, event, occurred_at, &idempotency, &meta, now)
                             .await?
@@ -294,6 +400,28 @@ impl Ingestion {
         meta: &CommandMeta,
         now: DateTime<Utc>,
     ) -> Result<bool, IngestError> {
+        match self
+            .append_activity_claiming(profile, event, occurred_at, idempotency, meta, now, None)
+            .await?
+        {
+            Appended::Taken(taken) => Ok(taken),
+            Appended::ReservationTaken => Err(IngestError::Retry("a reservation was taken".into())),
+        }
+    }
+
+    /// Appends one activity event with its receipt, and `claim` in the same
+    /// atomic write.
+    #[allow(clippy::too_many_arguments)]
+    async fn append_activity_claiming(
+        &self,
+        profile: &str,
+        event: ActivityEvent,
+        occurred_at: DateTime<Utc>,
+        idempotency: &IdempotencyKey,
+        meta: &CommandMeta,
+        now: DateTime<Utc>,
+        claim: Option<ReservationChange>,
+    ) -> Result<Appended, IngestError> {
         event.validate().map_err(|e| match e {
             CustomerError::Invalid { field, message } => reject(&format!("properties.{field}"), message),
             other => reject("properties", other.to_string()),
@@ -326,16 +454,137 @@ impl Ingestion {
                 stream_id: stream,
                 expected: ExpectedVersion::Any,
                 events,
-                reservations: Vec::new(),
+                reservations: claim.into_iter().collect(),
                 receipt: Some(receipt),
             })
             .await
         {
-            Ok(_) => Ok(true),
-            Err(AppendError::DuplicateCommand(_)) => Ok(false),
+            Ok(_) => Ok(Appended::Taken(true)),
+            Err(AppendError::DuplicateCommand(_)) => Ok(Appended::Taken(false)),
+            Err(AppendError::ReservationTaken { .. }) => Ok(Appended::ReservationTaken),
             Err(AppendError::TooLarge(m)) => Err(reject("properties", m)),
             Err(e) => Err(IngestError::Retry(e.to_string())),
         }
+    }
+
+    /// A client source's `identify`: the `userId` is linked to the
+    /// `anonymousId` and the traits are kept, unverified, as an
+    /// [`UNVERIFIED_TRAITS_EVENT`] on the activity stream. Nothing of a
+    /// customer is read by, or changed from, the traits.
+    ///
+    /// * A `userId` a server source (or the API) already linked to a
+    ///   customer: the anonymous profile is merged into that customer, as a
+    ///   server's identify does, and the traits are kept on their stream.
+    /// * An unknown `userId`: the traits are kept on the anonymous profile,
+    ///   and a reservation ([`pending_link_key`]) records the link, so the
+    ///   server source's identify that later names the customer merges the
+    ///   profile (up to [`MAX_PENDING_ANONYMOUS_IDS`] per user id).
+    async fn client_identify(
+        &self,
+        message: &SegmentMessage,
+        late: bool,
+        occurred_at: DateTime<Utc>,
+        idempotency: &IdempotencyKey,
+        meta: &CommandMeta,
+        now: DateTime<Utc>,
+    ) -> Result<bool, IngestError> {
+        let known = match &message.user_id {
+            Some(user) => self.known_customer(user).await?,
+            None => None,
+        };
+        let anonymous = message.anonymous_id.as_deref().map(anonymous_profile_id);
+        let profile = match (&known, &anonymous) {
+            (Some(customer), _) => {
+                if let Some(a) = &anonymous {
+                    self.identity.merge(a, customer, meta).await?;
+                }
+                customer.clone()
+            }
+            (None, Some(a)) => self.identity.resolve(a).await?,
+            (None, None) => {
+                return Err(reject(
+                    "anonymousId",
+                    "a client source identifies a userId for its anonymousId: the userId is not a known customer",
+                ))
+            }
+        };
+        if !is_anonymous_profile(&profile) {
+            let customer = self
+                .customers
+                .load(&profile)
+                .await
+                .map_err(|e| command_error(e, "userId"))?;
+            if customer.is_some_and(|c| c.is_erased()) {
+                return Err(reject("userId", "the customer was erased"));
+            }
+        }
+        let event = ActivityEvent::CustomEvent(crate::customer::activity::CustomEvent {
+            event: UNVERIFIED_TRAITS_EVENT.to_string(),
+            properties: json!({
+                "user_id": message.user_id,
+                "traits": Value::Object(message.traits.clone()),
+                "verified": false,
+            }),
+            session_id: message.context_text(&["sessionId"]),
+            utm: None,
+            late,
+        });
+        // A few tries: another message of the same user may take the slot first.
+        for _ in 0..3 {
+            let claim = match (&known, &message.user_id, &anonymous) {
+                (None, Some(user), Some(a)) => self.pending_claim(user, a).await?,
+                _ => None,
+            };
+            match self
+                .append_activity_claiming(&profile, event.clone(), occurred_at, idempotency, meta, now, claim)
+                .await?
+            {
+                Appended::Taken(taken) => return Ok(taken),
+                Appended::ReservationTaken => continue,
+            }
+        }
+        Err(IngestError::Retry("the user id's links changed concurrently".into()))
+    }
+
+    /// The next free link slot of `user_id` for `profile`: `None` when the
+    /// profile holds one already, or every slot is taken.
+    async fn pending_claim(&self, user_id: &str, profile: &str) -> Result<Option<ReservationChange>, IngestError> {
+        let owner = format!("{PENDING_OWNER_PREFIX}{profile}");
+        for slot in 0..MAX_PENDING_ANONYMOUS_IDS {
+            let key = pending_link_key(user_id, slot);
+            match self.store.reservation_owner(&key).await? {
+                Some(o) if o == owner => return Ok(None),
+                Some(_) => continue,
+                None => return Ok(Some(ReservationChange::Claim { key, owner })),
+            }
+        }
+        tracing::warn!(
+            slots = MAX_PENDING_ANONYMOUS_IDS,
+            "a user id has every link slot taken: this anonymous id is not linked"
+        );
+        Ok(None)
+    }
+
+    /// Merges into `customer_id` the anonymous profiles a client source
+    /// linked to `user_id` before it was known. A profile merged into
+    /// another customer meanwhile stays there.
+    async fn merge_pending(&self, user_id: &str, customer_id: &str, meta: &CommandMeta) -> Result<(), IngestError> {
+        for slot in 0..MAX_PENDING_ANONYMOUS_IDS {
+            let Some(owner) = self.store.reservation_owner(&pending_link_key(user_id, slot)).await? else {
+                break;
+            };
+            let Some(profile) = owner.strip_prefix(PENDING_OWNER_PREFIX) else {
+                continue;
+            };
+            match self.identity.merge(profile, customer_id, meta).await {
+                Ok(_) => {}
+                Err(IdentityError::Refused(reason)) => {
+                    tracing::info!(%reason, "a client-linked anonymous profile stays where it was merged")
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
     }
 
     async fn cart_command(
@@ -460,6 +709,7 @@ impl Ingestion {
                 .merge(&anonymous_profile_id(anonymous), &customer_id, meta)
                 .await?;
         }
+        self.merge_pending(user_id, &customer_id, meta).await?;
         self.update_from_traits(&customer_id, message, meta).await
     }
 

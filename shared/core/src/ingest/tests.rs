@@ -33,7 +33,7 @@ fn world() -> World {
 impl World {
     async fn send(&self, body: Value) -> Result<Accepted, IngestError> {
         let message = SegmentMessage::parse(&body, None, self.clock.now())?;
-        self.ingestion.ingest("web", &message).await
+        self.ingestion.ingest(&Source::server("web"), &message).await
     }
 
     async fn count(&self) -> usize {
@@ -210,5 +210,212 @@ async fn identify_creates_a_customer_from_traits_and_late_events_are_flagged() {
     assert!(
         matches!(&no_email, Err(IngestError::Rejected(r)) if r.field == "traits.email"),
         "{no_email:?}"
+    );
+}
+
+impl World {
+    async fn send_as_client(&self, body: Value) -> Result<Accepted, IngestError> {
+        let message = SegmentMessage::parse(&body, None, self.clock.now())?;
+        self.ingestion.ingest(&Source::client("browser"), &message).await
+    }
+
+    async fn event_types(&self) -> Vec<String> {
+        let all = self.store.read_all(None, 10_000).await.expect("read").events;
+        all.into_iter().map(|e| e.event_type).collect()
+    }
+}
+
+#[tokio::test]
+async fn a_client_identify_never_finds_creates_or_changes_a_customer() {
+    let w = world();
+    w.register(K, "victim@example.com").await;
+    let victim_stream = crate::customer::stream_id(K);
+    let victim_before = w.store.read_stream(&victim_stream, 0, 100).await.expect("read");
+
+    // The victim's address under the attacker's own user id.
+    let hostile = json!({ "type": "identify", "messageId": "h1", "anonymousId": "attacker-device",
+        "userId": "attacker", "traits": { "email": "VICTIM@example.com", "firstName": "Mallory", "phone": "+447700900999" } });
+    assert_eq!(w.send_as_client(hostile).await, Ok(Accepted::Stored { late: false }));
+    // An address nobody has.
+    let unknown = json!({ "type": "identify", "messageId": "h2", "anonymousId": "attacker-device",
+        "userId": "someone-new", "traits": { "email": "new-person@example.com", "firstName": "Eve" } });
+    assert_eq!(w.send_as_client(unknown).await, Ok(Accepted::Stored { late: false }));
+
+    let after = w.store.read_stream(&victim_stream, 0, 100).await.expect("read");
+    assert_eq!(after.len(), victim_before.len(), "nothing appended to the victim");
+    let victim = w.customers.load(K).await.expect("load").expect("victim");
+    assert_eq!(victim.first_name, "Ada");
+    assert!(victim.merged_profiles.is_empty());
+    for user in ["attacker", "someone-new"] {
+        assert_eq!(
+            w.ingestion.identity().customer_of_user(user).await.expect("read"),
+            None,
+            "{user} is linked to no customer"
+        );
+    }
+    let types = w.event_types().await;
+    assert_eq!(
+        types.iter().filter(|t| *t == "CustomerRegistered").count(),
+        1,
+        "only the victim was ever registered: {types:?}"
+    );
+    assert!(!types
+        .iter()
+        .any(|t| t == "UserIdLinked" || t == "AnonymousProfileMerged"));
+
+    // The traits are kept, unverified, on the anonymous profile's activity.
+    let anon = anonymous_profile_id("attacker-device");
+    let kept = w
+        .store
+        .read_stream(&activity_stream_id(&anon), 0, 10)
+        .await
+        .expect("read");
+    assert_eq!(kept.len(), 2);
+    assert_eq!(kept[0].event_type, "CustomEvent");
+    assert_eq!(kept[0].data["event"], UNVERIFIED_TRAITS_EVENT);
+    assert_eq!(kept[0].data["properties"]["verified"], false);
+    assert_eq!(kept[0].data["properties"]["user_id"], "attacker");
+    assert_eq!(kept[0].data["properties"]["traits"]["firstName"], "Mallory");
+
+    // The same message again is a duplicate, appending nothing.
+    let before = w.count().await;
+    let again = json!({ "type": "identify", "messageId": "h1", "anonymousId": "attacker-device",
+        "userId": "attacker", "traits": { "email": "victim@example.com" } });
+    assert_eq!(w.send_as_client(again).await, Ok(Accepted::Duplicate));
+    assert_eq!(w.count().await, before);
+
+    // Without an anonymous id, an unknown user id has nothing to link.
+    let bare = w
+        .send_as_client(json!({ "type": "identify", "messageId": "h3", "userId": "x", "traits": { "email": "victim@example.com" } }))
+        .await;
+    assert!(
+        matches!(&bare, Err(IngestError::Rejected(r)) if r.field == "anonymousId"),
+        "{bare:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_client_order_completed_is_activity_and_places_no_order() {
+    let w = world();
+    w.register(K, "ada@example.com").await;
+    let order = json!({ "type": "track", "messageId": "o1", "userId": K, "event": "Order Completed",
+        "properties": { "order_id": "o-1", "currency": "EUR",
+            "shipping_address": { "street": "1 Main St", "city": "Berlin", "postalCode": "10115", "country": "DE" },
+            "products": [{ "product_id": "lamp", "name": "Desk lamp", "price": 40 }] } });
+    assert_eq!(
+        w.send_as_client(order.clone()).await,
+        Ok(Accepted::Stored { late: false })
+    );
+    let placed = w
+        .store
+        .read_stream(&format!("order-{}", derived_id("order", "browser", "o-1")), 0, 10)
+        .await
+        .expect("read");
+    assert!(placed.is_empty(), "no order stream: {placed:?}");
+    assert!(!w.event_types().await.iter().any(|t| t == "OrderPlaced"));
+    let activity = w.store.read_stream(&activity_stream_id(K), 0, 10).await.expect("read");
+    assert_eq!(activity.len(), 1);
+    assert_eq!(activity[0].event_type, "CustomEvent");
+    assert_eq!(activity[0].data["event"], "Order Completed");
+    assert_eq!(activity[0].data["properties"]["order_id"], "o-1");
+    // The same call from a server source places the order.
+    let mut from_server = order;
+    from_server["messageId"] = json!("o2");
+    assert_eq!(w.send(from_server).await, Ok(Accepted::Stored { late: false }));
+    assert!(w.event_types().await.iter().any(|t| t == "OrderPlaced"));
+}
+
+#[tokio::test]
+async fn a_client_linked_anonymous_id_follows_when_a_server_names_the_customer() {
+    let w = world();
+    // The browser (two devices) knows the user id before the CRM does.
+    for (m, device) in [("p1", "phone"), ("p2", "laptop")] {
+        w.send_as_client(
+            json!({ "type": "page", "messageId": m, "anonymousId": device, "name": "Home",
+            "properties": { "url": "https://shop.example/" } }),
+        )
+        .await
+        .expect("page");
+        w.send_as_client(
+            json!({ "type": "identify", "messageId": format!("i-{m}"), "anonymousId": device,
+            "userId": "shop-user-1", "traits": { "email": "ada@example.com" } }),
+        )
+        .await
+        .expect("identify");
+    }
+    // The same pair again takes no second link.
+    w.send_as_client(
+        json!({ "type": "identify", "messageId": "i-again", "anonymousId": "phone", "userId": "shop-user-1" }),
+    )
+    .await
+    .expect("identify");
+    assert_eq!(
+        w.store
+            .reservation_owner(&pending_link_key("shop-user-1", 2))
+            .await
+            .expect("read"),
+        None
+    );
+    assert_eq!(
+        w.ingestion
+            .identity()
+            .customer_of_user("shop-user-1")
+            .await
+            .expect("read"),
+        None
+    );
+
+    // The shop's backend identifies the user: both devices follow.
+    w.send(json!({ "type": "identify", "messageId": "s1", "userId": "shop-user-1",
+        "traits": { "email": "ada@example.com", "firstName": "Ada", "lastName": "L" } }))
+        .await
+        .expect("server identify");
+    let customer = w
+        .ingestion
+        .identity()
+        .customer_of_user("shop-user-1")
+        .await
+        .expect("read")
+        .expect("linked");
+    for device in ["phone", "laptop"] {
+        assert_eq!(
+            w.ingestion
+                .identity()
+                .resolve(&anonymous_profile_id(device))
+                .await
+                .expect("resolve"),
+            customer,
+            "{device}'s activity follows"
+        );
+    }
+    let c = w.customers.load(&customer).await.expect("load").expect("customer");
+    assert_eq!(c.merged_profiles.len(), 2);
+
+    // Now known: a client identify from a new device merges it directly,
+    // and its traits still change nothing.
+    w.send_as_client(
+        json!({ "type": "identify", "messageId": "i-tablet", "anonymousId": "tablet",
+        "userId": "shop-user-1", "traits": { "firstName": "Someone-else" } }),
+    )
+    .await
+    .expect("identify");
+    assert_eq!(
+        w.ingestion
+            .identity()
+            .resolve(&anonymous_profile_id("tablet"))
+            .await
+            .expect("resolve"),
+        customer
+    );
+    let c = w.customers.load(&customer).await.expect("load").expect("customer");
+    assert_eq!(c.first_name, "Ada");
+    let activity = w
+        .store
+        .read_stream(&activity_stream_id(&customer), 0, 10)
+        .await
+        .expect("read");
+    assert_eq!(
+        activity.last().map(|e| e.data["event"].clone()),
+        Some(json!(UNVERIFIED_TRAITS_EVENT))
     );
 }
