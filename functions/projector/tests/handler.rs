@@ -305,13 +305,14 @@ async fn an_sqs_batch_is_one_page_and_its_poison_is_parked_encrypted() {
     use crm_consumer_testing::sqs_batch;
     use crm_core::event::EventEnvelope;
     use crm_core::ports::DeadLetterQueue;
-    use crm_core::privacy::{decrypt_envelope, encrypt_envelope, memory::InMemoryKeyStore, EncryptingDeadLetters};
+    use crm_core::consumer::SealedDeadLetters;
+    use crm_core::privacy::{decrypt_envelope, encrypt_envelope, memory::InMemoryKeyStore};
     use std::sync::Arc;
 
     let h = Harness::new();
     let keys = Arc::new(InMemoryKeyStore::new());
     // As the Lambda assembles it: dead letters leave sealed (decision 0029).
-    let sealed: Arc<dyn DeadLetterQueue> = Arc::new(EncryptingDeadLetters::new(h.dead_letters.clone(), keys.clone()));
+    let sealed: Arc<dyn DeadLetterQueue> = Arc::new(SealedDeadLetters::new(h.dead_letters.clone(), keys.clone()));
     let group = crm_projector::group(h.events.clone(), h.docs.clone(), sealed.clone());
     let events = h.register(CUSTOMER, "Ada@Example.com").await;
     // A registration the customer views cannot use, with an address in it.

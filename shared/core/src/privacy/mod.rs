@@ -13,14 +13,14 @@
 //!
 //! * [`EncryptingEventStore`]: the decorator over any event store that
 //!   encrypts on append and decrypts on read (decision 0017), and
-//!   [`DecryptingHandler`] for consumers fed by the bus, and
-//!   [`EncryptingDeadLetters`], which parks their dead letters as stored.
+//!   [`DecryptingHandler`] for consumers fed by the bus (their dead letters
+//!   are sealed back into the stored form by
+//!   `consumer::SealedDeadLetters`, decision 0040).
 //! * [`IdentifierHasher`]: salted hashes of email addresses and phone
 //!   numbers, the keys of the proof ledger and the suppression list
 //!   (decision 0019).
 
 mod crypto;
-mod dead_letters;
 pub mod export;
 mod identifiers;
 pub mod migrate;
@@ -35,7 +35,6 @@ pub mod memory;
 pub use crypto::{
     decrypt_field, encrypt_field, is_encrypted, random_bytes, unwrap_key, wrap_key, CryptoError, ENCRYPTED_PREFIX,
 };
-pub use dead_letters::{seal_payload, EncryptingDeadLetters};
 pub use identifiers::{HashedIdentifier, IdentifierHasher, IdentifierKind};
 pub use paths::{decrypt_paths, encrypt_paths, erasable, personal_data_paths, ERASED, PERSONAL_DATA};
 pub use store::{decrypt_envelope, encrypt_envelope, DecryptingHandler, EncryptingEventStore};
