@@ -303,9 +303,9 @@ async fn encrypted_events_from_the_bus_are_decrypted_before_the_views() {
 async fn an_sqs_batch_is_one_page_and_its_poison_is_parked_encrypted() {
     use crm_bus_consumer::{handle_batch, StoredEventsOnly};
     use crm_consumer_testing::sqs_batch;
+    use crm_core::consumer::SealedDeadLetters;
     use crm_core::event::EventEnvelope;
     use crm_core::ports::DeadLetterQueue;
-    use crm_core::consumer::SealedDeadLetters;
     use crm_core::privacy::{decrypt_envelope, encrypt_envelope, memory::InMemoryKeyStore};
     use std::sync::Arc;
 
