@@ -1,7 +1,9 @@
 //! The Segment-compatible ingestion API (issue 8, decision 0023):
 //! `POST /v1/track|identify|alias|page|screen|batch`, authenticated per
 //! source by its write key (HTTP Basic, the key as the user name, as
-//! Segment's libraries send it; or `writeKey` in the body).
+//! Segment's libraries send it; or `writeKey` in the body). A source is a
+//! `client` (a public key: what a browser or an app may do) or a `server`
+//! (a secret key: the shop's backend); decision 0042.
 
 use crate::problem::Problem;
 use crate::AppState;
@@ -12,51 +14,76 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
 use crm_core::ingest::{
-    batch_items, outcome_json, Accepted, IngestError, IngestSettings, Ingestion, Kind, SegmentMessage, MAX_BATCH_BYTES,
+    batch_items, outcome_json, Accepted, IngestError, IngestSettings, Ingestion, Kind, SegmentMessage, Source,
+    SourceKind, MAX_BATCH_BYTES,
 };
 use serde_json::{json, Value};
 
-/// The sources allowed to send, each with its write key.
+/// The sources allowed to send, each with its kind and write key.
 #[derive(Clone, Default)]
-pub struct IngestSources(Vec<(String, String)>);
+pub struct IngestSources(Vec<(Source, String)>);
 
 impl std::fmt::Debug for IngestSources {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let names: Vec<&str> = self.0.iter().map(|(s, _)| s.as_str()).collect();
+        let names: Vec<String> = self
+            .0
+            .iter()
+            .map(|(s, _)| format!("{}:{}", s.name, s.kind.as_str()))
+            .collect();
         write!(f, "IngestSources({names:?})")
     }
 }
 
 impl IngestSources {
-    /// `source:key,source:key` (`INGEST_WRITE_KEYS`); blank means none.
+    /// `INGEST_WRITE_KEYS`: comma-separated `source:kind:key` entries, kind
+    /// `client` or `server`; blank means none. The older two-part
+    /// `source:key` still reads, as a `server` source (what every source
+    /// could do before decision 0042). A key is at least 16 characters; a
+    /// key used twice is refused (it would name two sources).
     pub fn parse(text: &str) -> Result<Self, String> {
-        let mut sources = Vec::new();
-        for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (source, key) = pair
-                .split_once(':')
-                .ok_or_else(|| format!("'{pair}' is not source:write-key"))?;
-            let (source, key) = (source.trim(), key.trim());
-            if source.is_empty() || key.len() < 16 {
+        let mut sources: Vec<(Source, String)> = Vec::new();
+        for entry in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let parts: Vec<&str> = entry.splitn(3, ':').map(str::trim).collect();
+            let (name, kind, key) = match parts.as_slice() {
+                [name, key] => (*name, SourceKind::Server, *key),
+                [name, kind, key] => {
+                    let kind = SourceKind::parse(kind).ok_or_else(|| {
+                        format!("source '{name}': the kind is '{kind}'; it must be client or server (source:kind:key)")
+                    })?;
+                    (*name, kind, *key)
+                }
+                _ => return Err("an entry is not source:kind:write-key".to_string()),
+            };
+            if name.is_empty() || key.len() < 16 {
                 return Err(format!(
-                    "source '{source}' needs a name and a write key of at least 16 characters"
+                    "source '{name}' needs a name and a write key of at least 16 characters"
                 ));
             }
-            sources.push((source.to_string(), key.to_string()));
+            if sources.iter().any(|(_, k)| k == key) {
+                return Err(format!("source '{name}' uses a write key another source has"));
+            }
+            sources.push((
+                Source {
+                    name: name.to_string(),
+                    kind,
+                },
+                key.to_string(),
+            ));
         }
         Ok(IngestSources(sources))
     }
 
-    pub fn new(sources: Vec<(String, String)>) -> Self {
+    pub fn new(sources: Vec<(Source, String)>) -> Self {
         IngestSources(sources)
     }
 
-    /// The source whose write key this is.
-    fn source_of(&self, key: &str) -> Option<&str> {
+    /// The source whose write key this is (compared in constant time).
+    fn source_of(&self, key: &str) -> Option<&Source> {
         let eq = |a: &[u8], b: &[u8]| a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0;
         self.0
             .iter()
             .find(|(_, k)| eq(k.as_bytes(), key.as_bytes()))
-            .map(|(s, _)| s.as_str())
+            .map(|(s, _)| s)
     }
 }
 
@@ -85,7 +112,7 @@ fn ingestion(state: &AppState) -> Ingestion {
 }
 
 /// Reads the body (at most 500 KB) and finds the source.
-async fn authenticate(state: &AppState, headers: &HeaderMap, body: Body) -> Result<(String, Value), Problem> {
+async fn authenticate(state: &AppState, headers: &HeaderMap, body: Body) -> Result<(Source, Value), Problem> {
     let too_large = || {
         Problem::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -112,7 +139,7 @@ async fn authenticate(state: &AppState, headers: &HeaderMap, body: Body) -> Resu
         .ingest_sources
         .source_of(&key)
         .ok_or_else(|| Problem::unauthorized("the write key is not valid"))?
-        .to_string();
+        .clone();
     let value = parsed.map_err(|e| Problem::malformed(format!("the body is not valid JSON: {e}")))?;
     Ok((source, value))
 }
@@ -207,13 +234,33 @@ mod tests {
 
     #[test]
     fn write_keys_are_read_and_checked() {
-        let sources =
-            IngestSources::parse("web: wk_web_0123456789abcdef , ios:wk_ios_0123456789abcdef").expect("parsed");
-        assert_eq!(sources.source_of("wk_web_0123456789abcdef"), Some("web"));
-        assert_eq!(sources.source_of("wk_ios_0123456789abcdef"), Some("ios"));
+        let sources = IngestSources::parse(
+            "web:client: wk_web_0123456789abcdef , ios:wk_ios_0123456789abcdef, shop:server:wk_shop_0123456789abcdef",
+        )
+        .expect("parsed");
+        assert_eq!(
+            sources.source_of("wk_web_0123456789abcdef"),
+            Some(&Source::client("web"))
+        );
+        assert_eq!(
+            sources.source_of("wk_ios_0123456789abcdef"),
+            Some(&Source::server("ios")),
+            "the two-part form is a server source, as before"
+        );
+        assert_eq!(
+            sources.source_of("wk_shop_0123456789abcdef"),
+            Some(&Source::server("shop"))
+        );
         assert_eq!(sources.source_of("wk_web"), None);
         assert!(IngestSources::parse("web").is_err());
         assert!(IngestSources::parse("web:short").is_err());
+        assert!(IngestSources::parse("web:client:short").is_err());
+        let typo = IngestSources::parse("web:clinet:wk_web_0123456789abcdef").expect_err("unknown kind");
+        assert!(typo.contains("client or server"), "{typo}");
+        assert!(
+            IngestSources::parse("a:client:wk_same_0123456789abcdef,b:server:wk_same_0123456789abcdef").is_err(),
+            "one key, two sources"
+        );
         assert!(IngestSources::parse("").expect("none").0.is_empty());
         let mut headers = HeaderMap::new();
         let basic = base64::engine::general_purpose::STANDARD.encode("wk_web_0123456789abcdef:");
@@ -229,6 +276,8 @@ mod tests {
             write_key(&HeaderMap::new(), &json!({ "writeKey": "k" })).as_deref(),
             Some("k")
         );
-        assert!(!format!("{sources:?}").contains("wk_"), "keys are never printed");
+        let printed = format!("{sources:?}");
+        assert!(!printed.contains("wk_"), "keys are never printed: {printed}");
+        assert!(printed.contains("web:client"), "{printed}");
     }
 }

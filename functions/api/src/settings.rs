@@ -42,7 +42,8 @@ pub struct Settings {
     /// `SCHEDULER_DEAD_LETTER_ARN` (optional, blank is none).
     pub scheduler_dead_letter_arn: Option<String>,
     /// `UNSUBSCRIBE_SECRET`, `PUBLIC_BASE_URL`, `IDENTIFIER_HASH_SECRET`,
-    /// `INGEST_WRITE_KEYS` (`source:key,...`, none when blank): what the
+    /// `INGEST_WRITE_KEYS` (`source:kind:key,...`, kind `client` or `server`;
+    /// the older `source:key` is a server source; none when blank): what the
     /// handlers are given ([`ApiSettings`], with API Gateway's auth).
     pub api: ApiSettings,
     /// `RETENTION_ACTIVITY_DAYS`, `RETENTION_LEGAL_YEARS`: activity items'
@@ -263,14 +264,14 @@ mod tests {
         ]));
         // REQUIRED's INGEST_WRITE_KEYS is blank: give it a source.
         let all = move |name: &str| match name {
-            "INGEST_WRITE_KEYS" => Some("shop:wk_0123456789abcdef".to_string()),
+            "INGEST_WRITE_KEYS" => Some("shop:wk_0123456789abcdef,web:client:wk_web_0123456789abcdef".to_string()),
             _ => all(name),
         };
         let settings = Settings::from_lookup(&all).unwrap();
         assert_eq!(settings.scheduler_dead_letter_arn.as_deref(), Some("arn:dlq"));
         assert_eq!(
             format!("{:?}", settings.api.ingest_sources),
-            r#"IngestSources(["shop"])"#
+            r#"IngestSources(["shop:server", "web:client"])"#
         );
         assert_eq!(settings.retention, RetentionPolicy::new(120, 10).unwrap());
         assert_eq!(

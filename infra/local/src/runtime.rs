@@ -127,11 +127,16 @@ pub struct LocalRuntime {
     /// database's own secret, or `IDENTIFIER_HASH_SECRET` (decision 0019).
     pub identifiers: IdentifierHasher,
     /// The sources of the ingestion API (`/v1/*`): `INGEST_WRITE_KEYS`
-    /// (`source:key,...`) when set, else the one source `local` with the
-    /// database's own write key ([`LocalRuntime::local_write_key`]).
+    /// (`source:kind:key,...`) when set, else two sources with the
+    /// database's own write keys: `local`, a server source
+    /// ([`LocalRuntime::local_write_key`]), and `local-web`, a client source
+    /// ([`LocalRuntime::local_client_write_key`]); decision 0042.
     pub ingest_sources: crm_api::IngestSources,
-    /// The write key of the source `local`.
+    /// The write key of the server source `local` (the shop's backend).
     pub local_write_key: String,
+    /// The write key of the client source `local-web` (a browser's or an
+    /// app's public key: activity, and a userId linked to its anonymousId).
+    pub local_client_write_key: String,
     /// Where the links point (`<base>/u/<token>`); `serve` sets the address it listens on.
     pub public_base_url: String,
     /// The local email, SMS and push provider: every message sent, kept whole.
@@ -250,9 +255,19 @@ impl LocalRuntime {
             "wk_{}",
             hex::encode(crate::secrets::stored_secret(db, "ingest-write-key")?)
         );
+        let local_client_write_key = format!(
+            "wk_client_{}",
+            hex::encode(crate::secrets::stored_secret(db, "ingest-client-write-key")?)
+        );
         let ingest_sources = match std::env::var("INGEST_WRITE_KEYS").ok().filter(|v| !v.trim().is_empty()) {
             Some(text) => crm_api::IngestSources::parse(&text).map_err(RuntimeError::Config)?,
-            None => crm_api::IngestSources::new(vec![("local".to_string(), local_write_key.clone())]),
+            None => crm_api::IngestSources::new(vec![
+                (crm_core::ingest::Source::server("local"), local_write_key.clone()),
+                (
+                    crm_core::ingest::Source::client("local-web"),
+                    local_client_write_key.clone(),
+                ),
+            ]),
         };
         let mail = Arc::new(MailSink::open(db, clock.clone())?);
         let mut targets = Vec::new();
@@ -346,6 +361,7 @@ impl LocalRuntime {
             identifiers,
             ingest_sources,
             local_write_key,
+            local_client_write_key,
             public_base_url,
             mail,
             wake,

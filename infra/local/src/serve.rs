@@ -152,8 +152,9 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     );
     if std::env::var("INGEST_WRITE_KEYS").map_or(true, |v| v.trim().is_empty()) {
         banner.push_str(&format!(
-            "  write key (source local, for /v1/*): {}\n",
-            runtime.local_write_key
+            "  write key (source local, server: the shop's backend, keep it secret; for /v1/*): {}\n  \
+             write key (source local-web, client: browsers and apps, public; activity only): {}\n",
+            runtime.local_write_key, runtime.local_client_write_key
         ));
     }
     if config.clock == ClockKind::Virtual {
