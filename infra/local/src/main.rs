@@ -182,7 +182,9 @@ enum Command {
         #[arg(long)]
         template: Option<PathBuf>,
         /// Units measured on the moto pipeline (`scripts/chaos.py --rate 0 --units-out FILE`):
-        /// printed beside the cost model's lines, and added to the --cost file.
+        /// used by the cost model where the bench's own counting does not reach (the
+        /// campaign's cost of an event that starts nothing, KMS, the per-message table;
+        /// decision 0038), and shown by function in the --cost file.
         #[arg(long)]
         measured: Option<PathBuf>,
         /// No progress bars.
