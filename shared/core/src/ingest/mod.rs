@@ -690,10 +690,11 @@ impl Ingestion {
         }
     }
 
-    /// `identify`: finds (or creates, from the traits) the customer of the
-    /// `userId`, links the user id to them, merges the anonymous profile of
-    /// the `anonymousId` into them, and updates their names and phone from
-    /// the traits.
+    /// A server source's `identify`: finds (or creates, from the traits)
+    /// the customer of the `userId`, links the user id to them, merges the
+    /// anonymous profile of the `anonymousId` and those a client source
+    /// linked to the user id into them, and updates their names and phone
+    /// from the traits (a new phone revokes SMS consent, in the aggregate).
     async fn identify(&self, message: &SegmentMessage, meta: &CommandMeta) -> Result<(), IngestError> {
         let Some(user_id) = &message.user_id else {
             // Traits of an anonymous visitor: nothing the CRM keeps yet.
