@@ -4,7 +4,7 @@
 //! service. Also the shipped campaigns.
 
 use super::definition::Campaign;
-use super::engine::{EngineError, FixedCatalog, JourneyEngine};
+use super::engine::{CatalogSnapshot, EngineError, FixedCatalog, JourneyEngine};
 use crate::commerce::{CartService, OrderService};
 use crate::consumer::{ConsumeError, EventHandler, GroupOutcome};
 use crate::event::EventEnvelope;
@@ -137,12 +137,72 @@ impl EventHandler for CampaignHandler {
     }
 
     async fn handle(&self, event: &EventEnvelope, now: DateTime<Utc>) -> Result<GroupOutcome, ConsumeError> {
+        let catalog = self.engine.catalog_now().await;
+        self.handle_in(catalog, event, now).await
+    }
+
+    /// A page is handled against one snapshot of the catalog, read once
+    /// (decision 0043): a publish, pause or resume stored before the page
+    /// was taken acts on all of it.
+    async fn handle_page(
+        &self,
+        events: &[crate::event::EventEnvelope],
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<crate::consumer::PageOutcome, crate::consumer::ConsumeError> {
+        let catalog = self.engine.catalog_now().await;
+        crate::consumer::handle_by_customer(&PageOf { handler: self, catalog }, events, now).await
+    }
+}
+
+/// The campaign handler over one page: every event against the catalog
+/// snapshot read for the page (or its error: each event then fails, or is
+/// parked, as it would alone).
+struct PageOf<'a> {
+    handler: &'a CampaignHandler,
+    catalog: Result<Arc<CatalogSnapshot>, EngineError>,
+}
+
+#[async_trait]
+impl EventHandler for PageOf<'_> {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn consumer_names(&self) -> Vec<&'static str> {
+        vec![NAME]
+    }
+
+    async fn handle(&self, event: &EventEnvelope, now: DateTime<Utc>) -> Result<GroupOutcome, ConsumeError> {
+        self.handler.handle_in(self.catalog.clone(), event, now).await
+    }
+
+    async fn handle_page(
+        &self,
+        events: &[crate::event::EventEnvelope],
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<crate::consumer::PageOutcome, crate::consumer::ConsumeError> {
+        crate::consumer::handle_by_customer(self, events, now).await
+    }
+}
+
+impl CampaignHandler {
+    /// [`EventHandler::handle`] against `catalog` (or the error reading it).
+    async fn handle_in(
+        &self,
+        catalog: Result<Arc<CatalogSnapshot>, EngineError>,
+        event: &EventEnvelope,
+        now: DateTime<Utc>,
+    ) -> Result<GroupOutcome, ConsumeError> {
         let mut outcome = GroupOutcome {
             applied: Vec::new(),
             duplicates: Vec::new(),
             parked: Vec::new(),
         };
-        match self.engine.on_event(event).await {
+        let handled = match catalog {
+            Ok(catalog) => self.engine.on_event_in(&catalog, event).await,
+            Err(e) => Err(e),
+        };
+        match handled {
             Ok(_) => {
                 if let Some(customer_id) = event
                     .customer_id
@@ -170,14 +230,6 @@ impl EventHandler for CampaignHandler {
             }
         }
         Ok(outcome)
-    }
-
-    async fn handle_page(
-        &self,
-        events: &[crate::event::EventEnvelope],
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<crate::consumer::PageOutcome, crate::consumer::ConsumeError> {
-        crate::consumer::handle_by_customer(self, events, now).await
     }
 }
 

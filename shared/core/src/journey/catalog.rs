@@ -11,17 +11,24 @@
 //! A pause exits the campaign's running instances one page at a time; each
 //! page after the first is asked for by a `CampaignPauseContinued` on the
 //! campaign's stream (decision 0033).
+//!
+//! The `campaigns` stream is also the catalog's change signal (decision
+//! 0043): every publish, pause and resume appends a `CampaignRegistered` of
+//! its campaign there after its own append, so a process keeps the catalog
+//! and checks it with one read of that stream after the version it has seen
+//! (usually empty), re-reading only the campaigns named since.
 
 use super::campaigns::SHIPPED;
 use super::definition::{Campaign, DefinitionError};
-use super::engine::{CampaignAt, CampaignCatalog};
-use crate::clock::Clock;
+use super::engine::{CampaignCatalog, CatalogEntry, CatalogSnapshot};
+use crate::clock::{Clock, SystemClock};
 use crate::event::{envelopes, Actor, CommandMeta, DomainEvent};
 use crate::ports::{AppendError, AppendRequest, EventStore, ExpectedVersion, StoreError};
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 /// The stream listing every campaign id that has a stream of its own.
@@ -112,10 +119,50 @@ fn load_shipped() -> BTreeMap<String, Shipped> {
     out
 }
 
-/// The catalog the engine reads: stored campaigns first, the shipped ones otherwise.
+/// How long a process trusts its catalog between two full reads. The change
+/// signal misses only a write whose process stopped between the campaign's
+/// append and its signal (the API then answered an error); such a write
+/// takes effect within this bound (decision 0043).
+pub const FULL_READ_EVERY: chrono::Duration = chrono::Duration::minutes(5);
+
+/// The catalog the engine reads: stored campaigns first, the shipped ones
+/// otherwise. It keeps the campaigns in the process: [`CampaignCatalog::current`]
+/// reads the `campaigns` stream after the version it has seen (one Query,
+/// usually empty) and re-reads only the campaigns a new entry names; every
+/// [`FULL_READ_EVERY`] it reads them all again.
 pub struct StoredCatalog {
     events: Arc<dyn EventStore>,
     shipped: BTreeMap<String, Shipped>,
+    clock: Arc<dyn Clock>,
+    full_read_every: chrono::Duration,
+    cache: tokio::sync::Mutex<Option<Cached>>,
+}
+
+/// What a [`StoredCatalog`] keeps between calls.
+struct Cached {
+    /// The `campaigns` stream's version read.
+    index_version: u64,
+    /// When every campaign was last read.
+    read_at: DateTime<Utc>,
+    entries: BTreeMap<String, CatalogEntry>,
+    snapshot: Arc<CatalogSnapshot>,
+}
+
+impl StoredCampaign {
+    fn entry(&self) -> CatalogEntry {
+        CatalogEntry {
+            id: self.id.clone(),
+            current: self.version,
+            paused: self.paused,
+            versions: self.versions.iter().map(|(v, (_, c))| (*v, c.clone())).collect(),
+        }
+    }
+}
+
+fn registered_id(e: &crate::event::EventEnvelope) -> Result<String, StoreError> {
+    let CampaignIndexEvent::CampaignRegistered { campaign_id } =
+        CampaignIndexEvent::from_envelope(e).map_err(|err| corrupt(INDEX_STREAM, err))?;
+    Ok(campaign_id)
 }
 
 fn corrupt(stream: &str, e: impl std::fmt::Display) -> StoreError {
@@ -123,25 +170,47 @@ fn corrupt(stream: &str, e: impl std::fmt::Display) -> StoreError {
 }
 
 impl StoredCatalog {
-    /// Over `events`, with the shipped campaigns as the fallback.
+    /// Over `events`, with the shipped campaigns as the fallback, read in
+    /// full every [`FULL_READ_EVERY`].
     pub fn new(events: Arc<dyn EventStore>) -> Self {
+        Self::reading_all_every(events, Arc::new(SystemClock), FULL_READ_EVERY)
+    }
+
+    /// Over `events`, read in full every `full_read_every` by `clock`.
+    pub fn reading_all_every(
+        events: Arc<dyn EventStore>,
+        clock: Arc<dyn Clock>,
+        full_read_every: chrono::Duration,
+    ) -> Self {
         StoredCatalog {
             events,
             shipped: load_shipped(),
+            clock,
+            full_read_every,
+            cache: tokio::sync::Mutex::new(None),
         }
     }
 
-    /// The ids that have a stream.
-    async fn stored_ids(&self) -> Result<Vec<String>, StoreError> {
-        let mut ids = Vec::new();
-        for e in self.events.read_stream(INDEX_STREAM, 0, usize::MAX).await? {
-            let CampaignIndexEvent::CampaignRegistered { campaign_id } =
-                CampaignIndexEvent::from_envelope(&e).map_err(|err| corrupt(INDEX_STREAM, err))?;
-            if !ids.contains(&campaign_id) {
-                ids.push(campaign_id);
+    /// Every campaign read: the `campaigns` stream from its start and each
+    /// campaign's stream (or its shipped definition).
+    async fn read_all(&self, now: DateTime<Utc>) -> Result<Cached, StoreError> {
+        let index = self.events.read_stream(INDEX_STREAM, 0, usize::MAX).await?;
+        let mut ids: BTreeSet<String> = self.shipped.keys().cloned().collect();
+        for e in &index {
+            ids.insert(registered_id(e)?);
+        }
+        let mut entries = BTreeMap::new();
+        for id in ids {
+            if let Some(c) = self.get(&id).await? {
+                entries.insert(id, c.entry());
             }
         }
-        Ok(ids)
+        Ok(Cached {
+            index_version: index.last().map_or(0, |e| e.version),
+            read_at: now,
+            snapshot: Arc::new(CatalogSnapshot::new(entries.values().cloned())),
+            entries,
+        })
     }
 
     /// A campaign folded from its stream, or the shipped one; `None` if unknown.
@@ -192,39 +261,45 @@ impl StoredCatalog {
 
 #[async_trait]
 impl CampaignCatalog for StoredCatalog {
-    async fn active(&self) -> Result<Vec<(Arc<Campaign>, u64)>, StoreError> {
-        let mut ids: Vec<String> = self.shipped.keys().cloned().collect();
-        for id in self.stored_ids().await? {
-            if !ids.contains(&id) {
-                ids.push(id);
+    /// The kept campaigns, after one read of the `campaigns` stream past the
+    /// version seen: the campaigns its new entries name are read again. A
+    /// first call, or one [`FULL_READ_EVERY`] after the last full read,
+    /// reads every campaign. Calls wait for each other, so a call returns
+    /// the campaigns as they were at some moment after it began.
+    async fn current(&self) -> Result<Arc<CatalogSnapshot>, StoreError> {
+        let mut cache = self.cache.lock().await;
+        let now = self.clock.now();
+        let cached = match cache.as_mut() {
+            Some(cached) if now < cached.read_at + self.full_read_every => cached,
+            _ => {
+                let fresh = self.read_all(now).await?;
+                return Ok(cache.insert(fresh).snapshot.clone());
             }
+        };
+        let since = self
+            .events
+            .read_stream(INDEX_STREAM, cached.index_version, usize::MAX)
+            .await?;
+        let Some(last) = since.last().map(|e| e.version) else {
+            return Ok(cached.snapshot.clone());
+        };
+        let mut named = BTreeSet::new();
+        for e in &since {
+            named.insert(registered_id(e)?);
         }
-        let mut out = Vec::new();
-        for id in ids {
-            if let Some(c) = self.get(&id).await? {
-                if !c.paused {
-                    out.push((c.campaign, c.version));
+        for id in named {
+            match self.get(&id).await? {
+                Some(c) => {
+                    cached.entries.insert(id, c.entry());
+                }
+                None => {
+                    cached.entries.remove(&id);
                 }
             }
         }
-        Ok(out)
-    }
-
-    async fn version(&self, id: &str, version: u64) -> Result<Option<CampaignAt>, StoreError> {
-        Ok(self.get(id).await?.and_then(|c| {
-            c.versions.get(&version).map(|(_, campaign)| CampaignAt {
-                campaign: campaign.clone(),
-                paused: c.paused,
-            })
-        }))
-    }
-
-    async fn ids(&self) -> Result<Vec<String>, StoreError> {
-        let mut ids: Vec<String> = self.shipped.keys().cloned().collect();
-        ids.extend(self.stored_ids().await?);
-        ids.sort();
-        ids.dedup();
-        Ok(ids)
+        cached.index_version = last;
+        cached.snapshot = Arc::new(CatalogSnapshot::new(cached.entries.values().cloned()));
+        Ok(cached.snapshot.clone())
     }
 }
 
@@ -314,6 +389,32 @@ impl CampaignService {
             .await
     }
 
+    /// Appends a `CampaignRegistered` of `id` to the `campaigns` stream:
+    /// before a campaign's first write (the listing), and after every write
+    /// (the change signal).
+    async fn register(&self, id: &str, meta: &CommandMeta, now: DateTime<Utc>) -> Result<(), AppendError> {
+        let register = envelopes(
+            INDEX_STREAM,
+            None,
+            &[CampaignIndexEvent::CampaignRegistered {
+                campaign_id: id.to_string(),
+            }],
+            meta,
+            now,
+        )
+        .map_err(|e| StoreError::Failed(e.to_string()))?;
+        self.events
+            .append(AppendRequest {
+                stream_id: INDEX_STREAM.to_string(),
+                expected: ExpectedVersion::Any,
+                events: register,
+                reservations: Vec::new(),
+                receipt: None,
+            })
+            .await?;
+        Ok(())
+    }
+
     async fn write(
         &self,
         id: &str,
@@ -328,25 +429,7 @@ impl CampaignService {
         let expected = if stream_version == 0 {
             // First write: register the id (reading deduplicates), and keep
             // a shipped definition as version 1.
-            let register = envelopes(
-                INDEX_STREAM,
-                None,
-                &[CampaignIndexEvent::CampaignRegistered {
-                    campaign_id: id.to_string(),
-                }],
-                &meta,
-                now,
-            )
-            .map_err(|e| StoreError::Failed(e.to_string()))?;
-            self.events
-                .append(AppendRequest {
-                    stream_id: INDEX_STREAM.to_string(),
-                    expected: ExpectedVersion::Any,
-                    events: register,
-                    reservations: Vec::new(),
-                    receipt: None,
-                })
-                .await?;
+            self.register(id, &meta, now).await?;
             if let Some(c) = current {
                 events.insert(
                     0,
@@ -369,6 +452,12 @@ impl CampaignService {
                 receipt: None,
             })
             .await?;
+        // The change signal, after the append: a catalog that reads it
+        // reads this campaign again (decision 0043). If it is lost, the
+        // change is stored and reaches the catalogs at their next full read.
+        if let Err(e) = self.register(id, &meta, now).await {
+            tracing::warn!(campaign_id = id, error = %e, "the campaign changed, but its change signal was not written: running catalogs see it at their next full read");
+        }
         self.catalog.get(id).await?.ok_or(CampaignError::NotFound)
     }
 }

@@ -1,5 +1,6 @@
 use super::*;
 use crate::clock::VirtualClock;
+use crate::journey::engine::CatalogSnapshot;
 use crate::testing::{test_time, InMemoryEventStore};
 use serde_json::json;
 
@@ -123,4 +124,120 @@ async fn pause_and_resume() {
         .unwrap()
         .iter()
         .any(|(c, v)| c.id == "welcome" && *v == 1));
+}
+
+/// A process's catalog over a counting store, and a writer (the API, another
+/// process) over the same events.
+fn process_and_writer() -> (
+    Arc<crate::journey::engine_tests::CountingEvents>,
+    StoredCatalog,
+    CampaignService,
+    Arc<VirtualClock>,
+) {
+    let store = Arc::new(InMemoryEventStore::default());
+    let counting = Arc::new(crate::journey::engine_tests::CountingEvents::over(store.clone()));
+    let clock = Arc::new(VirtualClock::starting_at(test_time()));
+    let process = StoredCatalog::reading_all_every(counting.clone(), clock.clone(), FULL_READ_EVERY);
+    (counting, process, CampaignService::new(store, clock.clone()), clock)
+}
+
+fn is_active(snapshot: &CatalogSnapshot, id: &str) -> Option<u64> {
+    snapshot.active().iter().find(|(c, _)| c.id == id).map(|(_, v)| *v)
+}
+
+#[tokio::test]
+async fn a_kept_catalog_reads_one_stream_and_sees_every_publish_pause_and_resume_at_its_next_call() {
+    let (reads, process, svc, _) = process_and_writer();
+    let first = process.current().await.unwrap();
+    assert_eq!(first.active().len(), SHIPPED.len());
+    assert_eq!(
+        reads.take_reads().len(),
+        1 + SHIPPED.len(),
+        "the first call reads everything"
+    );
+    process.current().await.unwrap();
+    assert_eq!(
+        reads.take_reads(),
+        vec![INDEX_STREAM.to_string()],
+        "then the signal only"
+    );
+
+    svc.pause("welcome", actor()).await.unwrap();
+    let paused = process.current().await.unwrap();
+    assert_eq!(is_active(&paused, "welcome"), None);
+    assert!(paused.version("welcome", 1).is_some_and(|at| at.paused));
+    assert_eq!(
+        reads.take_reads(),
+        vec![INDEX_STREAM.to_string(), stream_id("welcome")],
+        "the signal, and the campaign it names"
+    );
+
+    svc.resume("welcome", actor()).await.unwrap();
+    assert_eq!(is_active(&process.current().await.unwrap(), "welcome"), Some(1));
+
+    svc.put("abandoned-cart", cart_definition("abandoned-cart-final-offer"), actor())
+        .await
+        .unwrap();
+    let published = process.current().await.unwrap();
+    assert_eq!(is_active(&published, "abandoned-cart"), Some(2));
+    assert!(
+        published.version("abandoned-cart", 1).is_some(),
+        "running instances keep theirs"
+    );
+
+    svc.put("new-one", minimal("new-one"), actor()).await.unwrap();
+    assert_eq!(is_active(&process.current().await.unwrap(), "new-one"), Some(1));
+    reads.take_reads();
+    process.current().await.unwrap();
+    assert_eq!(reads.take_reads(), vec![INDEX_STREAM.to_string()]);
+}
+
+#[tokio::test]
+async fn a_change_whose_signal_was_lost_takes_effect_at_the_next_full_read() {
+    let (reads, process, svc, clock) = process_and_writer();
+    let written = svc
+        .put("welcome", cart_definition_of("welcome"), actor())
+        .await
+        .unwrap();
+    assert_eq!(
+        is_active(&process.current().await.unwrap(), "welcome"),
+        Some(written.version)
+    );
+    // A pause stored by a writer that stopped before its signal.
+    let envs = envelopes(
+        &stream_id("welcome"),
+        None,
+        &[CampaignEvent::CampaignPaused],
+        &CommandMeta::new(actor()),
+        clock.now(),
+    )
+    .unwrap();
+    reads
+        .inner
+        .append(AppendRequest {
+            stream_id: stream_id("welcome"),
+            expected: ExpectedVersion::Exactly(written.stream_version),
+            events: envs,
+            reservations: Vec::new(),
+            receipt: None,
+        })
+        .await
+        .unwrap();
+    clock.advance(FULL_READ_EVERY - chrono::Duration::seconds(1));
+    assert!(
+        is_active(&process.current().await.unwrap(), "welcome").is_some(),
+        "no signal: not seen yet"
+    );
+    clock.advance(chrono::Duration::seconds(1));
+    assert_eq!(
+        is_active(&process.current().await.unwrap(), "welcome"),
+        None,
+        "seen at the full read"
+    );
+}
+
+/// A shipped campaign's definition as JSON.
+fn cart_definition_of(name: &str) -> Value {
+    let (_, text) = SHIPPED.iter().find(|(n, _)| *n == name).copied().unwrap_or(("", ""));
+    serde_yaml::from_str(text).unwrap_or(Value::Null)
 }

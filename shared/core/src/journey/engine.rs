@@ -40,6 +40,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -94,52 +95,129 @@ pub struct CampaignAt {
     pub paused: bool,
 }
 
+/// One campaign in a [`CatalogSnapshot`]: every published version (running
+/// instances keep theirs), the current one, and whether it is paused.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CatalogEntry {
+    pub id: String,
+    pub current: u64,
+    pub paused: bool,
+    pub versions: BTreeMap<u64, Arc<Campaign>>,
+}
+
+/// The campaigns as the catalog had them at one moment: what a page of
+/// events (or one event, one timer, one sweep step) is handled against.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CatalogSnapshot {
+    entries: BTreeMap<String, CatalogEntry>,
+}
+
+impl CatalogSnapshot {
+    pub fn new(entries: impl IntoIterator<Item = CatalogEntry>) -> Self {
+        CatalogSnapshot {
+            entries: entries.into_iter().map(|e| (e.id.clone(), e)).collect(),
+        }
+    }
+
+    /// The campaigns new instances may start on, each at its current
+    /// version, in id order.
+    pub fn active(&self) -> Vec<(Arc<Campaign>, u64)> {
+        self.entries
+            .values()
+            .filter(|e| !e.paused)
+            .filter_map(|e| e.versions.get(&e.current).map(|c| (c.clone(), e.current)))
+            .collect()
+    }
+
+    /// One version of a campaign, with the campaign's paused state.
+    pub fn version(&self, id: &str, version: u64) -> Option<CampaignAt> {
+        let entry = self.entries.get(id)?;
+        entry.versions.get(&version).map(|campaign| CampaignAt {
+            campaign: campaign.clone(),
+            paused: entry.paused,
+        })
+    }
+
+    /// Every campaign id, paused ones too, in order.
+    pub fn ids(&self) -> Vec<String> {
+        self.entries.keys().cloned().collect()
+    }
+
+    /// Whether some version of some campaign, paused ones included (their
+    /// instances may still be running), could act on `bus_event`: its
+    /// trigger, an exit rule, a goal or a `wait_until` step matches the
+    /// event's pattern. Conditions are not looked at (they may need the
+    /// profile), so this is a superset: false means no journey can start,
+    /// advance or exit on the event (decision 0043).
+    pub fn may_act_on(&self, bus_event: &Value) -> bool {
+        self.entries
+            .values()
+            .flat_map(|e| e.versions.values())
+            .any(|campaign| event_patterns(campaign).any(|p| p.matches(bus_event)))
+    }
+}
+
+/// Every pattern of a campaign an event is matched against: the trigger's,
+/// the exit rules', the goals' and the `wait_until` steps'.
+fn event_patterns(campaign: &Campaign) -> impl Iterator<Item = &crate::pattern::EventPattern> {
+    std::iter::once(&campaign.trigger.pattern)
+        .chain(campaign.exit_on.iter().chain(&campaign.goals).map(|r| &r.pattern))
+        .chain(campaign.steps.iter().filter_map(|s| match s {
+            super::definition::Step::WaitUntil(w) => Some(&w.pattern),
+            _ => None,
+        }))
+}
+
+/// The event types the engine acts on whatever the campaigns say: they end
+/// every running journey of the customer.
+const ENDS_JOURNEYS: &[&str] = &["CustomerDeactivated", "CustomerErasureRequested", "CustomerErased"];
+
 /// Where campaign definitions come from.
 #[async_trait]
 pub trait CampaignCatalog: Send + Sync {
+    /// The campaigns now: every version of every campaign, and which are
+    /// paused. The engine takes one snapshot per page, event, timer or
+    /// sweep step.
+    async fn current(&self) -> Result<Arc<CatalogSnapshot>, StoreError>;
+
     /// The campaigns new instances may start on, each at its current version.
-    async fn active(&self) -> Result<Vec<(Arc<Campaign>, u64)>, StoreError>;
+    async fn active(&self) -> Result<Vec<(Arc<Campaign>, u64)>, StoreError> {
+        Ok(self.current().await?.active())
+    }
     /// One version of a campaign (running instances keep theirs), with the
     /// campaign's paused state now.
-    async fn version(&self, id: &str, version: u64) -> Result<Option<CampaignAt>, StoreError>;
+    async fn version(&self, id: &str, version: u64) -> Result<Option<CampaignAt>, StoreError> {
+        Ok(self.current().await?.version(id, version))
+    }
     /// Every campaign id, paused ones too, in order.
-    async fn ids(&self) -> Result<Vec<String>, StoreError>;
+    async fn ids(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self.current().await?.ids())
+    }
 }
 
 /// A fixed set of campaigns at version 1, never paused: the shipped
 /// campaigns, or a test's.
 pub struct FixedCatalog {
-    campaigns: Vec<Arc<Campaign>>,
+    snapshot: Arc<CatalogSnapshot>,
 }
 
 impl FixedCatalog {
     pub fn new(campaigns: Vec<Campaign>) -> Self {
         FixedCatalog {
-            campaigns: campaigns.into_iter().map(Arc::new).collect(),
+            snapshot: Arc::new(CatalogSnapshot::new(campaigns.into_iter().map(|c| CatalogEntry {
+                id: c.id.clone(),
+                current: 1,
+                paused: false,
+                versions: BTreeMap::from([(1, Arc::new(c))]),
+            }))),
         }
     }
 }
 
 #[async_trait]
 impl CampaignCatalog for FixedCatalog {
-    async fn active(&self) -> Result<Vec<(Arc<Campaign>, u64)>, StoreError> {
-        Ok(self.campaigns.iter().map(|c| (c.clone(), 1)).collect())
-    }
-    async fn version(&self, id: &str, version: u64) -> Result<Option<CampaignAt>, StoreError> {
-        Ok(self
-            .campaigns
-            .iter()
-            .find(|c| c.id == id && version == 1)
-            .map(|c| CampaignAt {
-                campaign: c.clone(),
-                paused: false,
-            }))
-    }
-    async fn ids(&self) -> Result<Vec<String>, StoreError> {
-        let mut ids: Vec<String> = self.campaigns.iter().map(|c| c.id.clone()).collect();
-        ids.sort();
-        ids.dedup();
-        Ok(ids)
+    async fn current(&self) -> Result<Arc<CatalogSnapshot>, StoreError> {
+        Ok(self.snapshot.clone())
     }
 }
 
@@ -424,8 +502,28 @@ impl JourneyEngine {
         Ok((tz, json))
     }
 
-    /// Handles one stored event of a customer.
+    /// The campaigns now, as the catalog has them: a page handled against
+    /// one snapshot reads the catalog once ([`JourneyEngine::on_event_in`]).
+    pub async fn catalog_now(&self) -> Result<Arc<CatalogSnapshot>, EngineError> {
+        Ok(self.catalog.current().await?)
+    }
+
+    /// Handles one stored event of a customer, against the catalog as it is now.
     pub async fn on_event(&self, envelope: &EventEnvelope) -> Result<EngineOutcome, EngineError> {
+        let catalog = self.catalog.current().await?;
+        self.on_event_in(&catalog, envelope).await
+    }
+
+    /// Handles one stored event of a customer against `catalog` (the
+    /// snapshot its page is handled against). An event no version of any
+    /// campaign could act on ([`CatalogSnapshot::may_act_on`]), and that
+    /// does not end journeys (deactivation, erasure), reads nothing more:
+    /// neither the profile nor the journey index (decision 0043).
+    pub async fn on_event_in(
+        &self,
+        catalog: &CatalogSnapshot,
+        envelope: &EventEnvelope,
+    ) -> Result<EngineOutcome, EngineError> {
         let mut outcome = EngineOutcome::default();
         // A pause, or the next page of one: exit a page of the campaign's instances.
         if let Some(campaign_id) = envelope.stream_id.strip_prefix("campaign-") {
@@ -444,6 +542,9 @@ impl JourneyEngine {
             return Ok(outcome);
         }
         let bus_event = BusEntry::for_event(envelope.clone()).to_event_json("000000000000", "local");
+        if !ENDS_JOURNEYS.contains(&envelope.event_type.as_str()) && !catalog.may_act_on(&bus_event) {
+            return Ok(outcome);
+        }
         let (tz, profile) = self.context_parts(&customer_id).await?;
         let now = self.clock.now();
         let ctx = JourneyContext {
@@ -489,6 +590,7 @@ impl JourneyEngine {
             };
             if self
                 .advance(
+                    catalog,
                     &indexed.instance_id,
                     &input,
                     &ctx,
@@ -502,7 +604,7 @@ impl JourneyEngine {
             }
         }
 
-        for (campaign, version) in self.catalog.active().await? {
+        for (campaign, version) in catalog.active() {
             if !campaign.trigger.pattern.matches(&bus_event)
                 || !campaign
                     .trigger
@@ -685,11 +787,13 @@ impl JourneyEngine {
             timezone: chrono_tz::UTC,
             profile: None,
         };
+        let catalog = self.catalog.current().await?;
         for (_, body) in &page {
             let indexed: IndexedInstance =
                 serde_json::from_value(body.clone()).map_err(|e| EngineError::Poison(format!("journey index: {e}")))?;
             if self
                 .advance(
+                    &catalog,
                     &indexed.instance_id,
                     &JourneyInput::CampaignPaused,
                     &ctx,
@@ -782,6 +886,7 @@ impl JourneyEngine {
         let Some(instance_id) = timer.stream_id.strip_prefix("journey-") else {
             return Ok(outcome);
         };
+        let catalog = self.catalog.current().await?;
         let customer = timer.customer_id.clone().unwrap_or_default();
         let (tz, profile) = self.context_parts(&customer).await?;
         let ctx = JourneyContext {
@@ -793,7 +898,7 @@ impl JourneyEngine {
             timer_name: &timer.name,
         };
         if self
-            .advance(instance_id, &input, &ctx, None, None, &mut outcome)
+            .advance(&catalog, instance_id, &input, &ctx, None, None, &mut outcome)
             .await?
         {
             outcome.advanced.push(instance_id.to_string());
@@ -818,8 +923,10 @@ impl JourneyEngine {
     /// event its wait was waiting for ends the wait, and a `wait_until` the
     /// input enters is ended by a matching event recorded since the trigger
     /// that the instance has not acted on. All of it is one append.
+    #[allow(clippy::too_many_arguments)]
     async fn advance(
         &self,
+        catalog: &CatalogSnapshot,
         instance_id: &str,
         input: &JourneyInput<'_>,
         ctx: &JourneyContext<'_>,
@@ -832,7 +939,7 @@ impl JourneyEngine {
                 return Ok(false);
             };
             let state = &loaded.state;
-            let Some(at) = self.catalog.version(&state.campaign_id, state.campaign_version).await? else {
+            let Some(at) = catalog.version(&state.campaign_id, state.campaign_version) else {
                 return Err(EngineError::Poison(format!(
                     "campaign {}@{} is unknown",
                     state.campaign_id, state.campaign_version
@@ -1284,7 +1391,8 @@ impl JourneyEngine {
             Some(v) => serde_json::from_value(v).map_err(|e| EngineError::Poison(format!("sweep cursor: {e}")))?,
             None => SweepCursor::default(),
         };
-        let ids = self.catalog.ids().await?;
+        let catalog = self.catalog.current().await?;
+        let ids = catalog.ids();
         if cursor.position.is_none() {
             if cursor.last_walk_finished_at.is_some_and(|t| now < t + budget.rest) {
                 out.resting = true;
@@ -1316,7 +1424,7 @@ impl JourneyEngine {
                 .await?;
             out.pages += 1;
             for (key, body) in &page {
-                match self.sweep_instance(key, body, now, &mut out).await {
+                match self.sweep_instance(&catalog, key, body, now, &mut out).await {
                     Ok(()) => {}
                     Err(EngineError::Poison(reason)) => {
                         tracing::error!(instance_id = %key, %reason, "sweep skipped an instance it cannot repair")
@@ -1421,6 +1529,7 @@ impl JourneyEngine {
     /// The sweep's look at one line of a campaign's partition.
     async fn sweep_instance(
         &self,
+        catalog: &CatalogSnapshot,
         key: &str,
         body: &Value,
         now: DateTime<Utc>,
@@ -1453,10 +1562,8 @@ impl JourneyEngine {
             return Ok(());
         }
         let mut advanced = EngineOutcome::default();
-        let paused = self
-            .catalog
+        let paused = catalog
             .version(&state.campaign_id, state.campaign_version)
-            .await?
             .is_some_and(|at| at.paused);
         if paused {
             let ctx = JourneyContext {
@@ -1466,6 +1573,7 @@ impl JourneyEngine {
             };
             if self
                 .advance(
+                    catalog,
                     &id,
                     &JourneyInput::CampaignPaused,
                     &ctx,
@@ -1497,7 +1605,7 @@ impl JourneyEngine {
                 timer_name: &wait.timer_name,
             };
             if self
-                .advance(&id, &input, &ctx, None, Some(state.version), &mut advanced)
+                .advance(catalog, &id, &input, &ctx, None, Some(state.version), &mut advanced)
                 .await?
             {
                 out.fired.push(id);

@@ -24,15 +24,75 @@ fn shipped(name: &str) -> Campaign {
 
 const CUSTOMER: &str = "00000000-0000-7000-8000-00000000c0de";
 
-/// The in-memory read models with two test handles: journey-index commits
-/// can be made to fail (a crash before the index write), and journey-index
-/// reads are counted.
+/// The in-memory read models with test handles: journey-index commits can
+/// be made to fail (a crash before the index write), journey-index reads
+/// are counted, and so is every read.
 #[derive(Default)]
 struct Docs {
     inner: InMemoryReadModels,
     fail_index_commits: AtomicBool,
     index_lists: AtomicUsize,
     most_index_lines_read: AtomicUsize,
+    /// Every checkpoint, get and list.
+    reads: AtomicUsize,
+}
+
+/// An in-memory event store that records each read it serves (each a
+/// Query or GetItem on DynamoDB): the stream or key read, in order.
+pub(crate) struct CountingEvents {
+    pub(crate) inner: Arc<InMemoryEventStore>,
+    reads: Mutex<Vec<String>>,
+}
+
+impl CountingEvents {
+    pub(crate) fn over(inner: Arc<InMemoryEventStore>) -> Self {
+        CountingEvents {
+            inner,
+            reads: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The reads since the last call.
+    pub(crate) fn take_reads(&self) -> Vec<String> {
+        std::mem::take(&mut *self.reads.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn record(&self, what: &str) {
+        self.reads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(what.to_string());
+    }
+}
+
+#[async_trait]
+impl EventStore for CountingEvents {
+    async fn load(&self, stream_id: &str) -> Result<crate::ports::LoadedStream, StoreError> {
+        self.record(stream_id);
+        self.inner.load(stream_id).await
+    }
+    async fn read_stream(&self, stream_id: &str, after: u64, limit: usize) -> Result<Vec<EventEnvelope>, StoreError> {
+        self.record(stream_id);
+        self.inner.read_stream(stream_id, after, limit).await
+    }
+    async fn append(&self, request: AppendRequest) -> Result<crate::ports::Appended, crate::ports::AppendError> {
+        self.inner.append(request).await
+    }
+    async fn receipt(&self, key: &str) -> Result<Option<crate::ports::CommandReceipt>, StoreError> {
+        self.record(key);
+        self.inner.receipt(key).await
+    }
+    async fn reservation_owner(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.record(key);
+        self.inner.reservation_owner(key).await
+    }
+    async fn save_snapshot(&self, snapshot: crate::ports::Snapshot) -> Result<(), StoreError> {
+        self.inner.save_snapshot(snapshot).await
+    }
+    async fn read_all(&self, after: Option<&str>, limit: usize) -> Result<crate::ports::EventPage, StoreError> {
+        self.record("all");
+        self.inner.read_all(after, limit).await
+    }
 }
 
 impl Docs {
@@ -44,6 +104,7 @@ impl Docs {
 #[async_trait]
 impl ReadModelStore for Docs {
     async fn checkpoint(&self, consumer: &str, stream_id: &str) -> Result<u64, StoreError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
         self.inner.checkpoint(consumer, stream_id).await
     }
     async fn commit(
@@ -60,6 +121,7 @@ impl ReadModelStore for Docs {
         self.inner.commit(consumer, stream_id, expected, new, ops).await
     }
     async fn get(&self, consumer: &str, partition: &str, sort: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
         self.inner.get(consumer, partition, sort).await
     }
     async fn list(
@@ -70,6 +132,7 @@ impl ReadModelStore for Docs {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
         let lines = self.inner.list(consumer, partition, prefix, after, limit).await?;
         if consumer == JOURNEY_INDEX {
             self.index_lists.fetch_add(1, Ordering::SeqCst);
@@ -391,27 +454,18 @@ struct EditedCatalog {
 
 #[async_trait]
 impl CampaignCatalog for EditedCatalog {
-    async fn active(&self) -> Result<Vec<(Arc<Campaign>, u64)>, crate::ports::StoreError> {
+    async fn current(&self) -> Result<Arc<CatalogSnapshot>, crate::ports::StoreError> {
         let edited = *self.edited.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(vec![if edited {
-            (self.v2.clone(), 2)
-        } else {
-            (self.v1.clone(), 1)
-        }])
-    }
-    async fn version(&self, id: &str, version: u64) -> Result<Option<CampaignAt>, crate::ports::StoreError> {
-        Ok(match version {
-            1 if id == self.v1.id => Some(self.v1.clone()),
-            2 if id == self.v2.id => Some(self.v2.clone()),
-            _ => None,
+        let mut versions = std::collections::BTreeMap::from([(1, self.v1.clone())]);
+        if edited {
+            versions.insert(2, self.v2.clone());
         }
-        .map(|campaign| CampaignAt {
-            campaign,
+        Ok(Arc::new(CatalogSnapshot::new([CatalogEntry {
+            id: self.v1.id.clone(),
+            current: if edited { 2 } else { 1 },
             paused: false,
-        }))
-    }
-    async fn ids(&self) -> Result<Vec<String>, crate::ports::StoreError> {
-        Ok(vec![self.v1.id.clone()])
+            versions,
+        }])))
     }
 }
 
@@ -1549,4 +1603,79 @@ async fn the_sweep_removes_an_index_line_whose_append_never_came_after_the_grace
         .expect("sweep")
         .orphans_removed
         .is_empty());
+}
+
+/// A customer event no campaign acts on (decision 0043): the kept catalog's
+/// change signal is read (one read of the `campaigns` stream), nothing else
+/// of the event store, and no read model at all: not the profile, not the
+/// journey index, although the customer has a running journey. A page of
+/// such events reads the signal once.
+#[tokio::test]
+async fn an_event_no_campaign_acts_on_reads_only_the_catalog_signal() {
+    let world = World::stored().await;
+    world
+        .campaigns()
+        .pause("review-request", Actor::api("t"))
+        .await
+        .expect("pause");
+    let counting = Arc::new(CountingEvents::over(world.events.clone()));
+    let engine = JourneyEngine::new(
+        counting.clone(),
+        world.docs.clone(),
+        world.scheduler.clone(),
+        Arc::new(super::catalog::StoredCatalog::new(counting.clone())),
+        world.clock.clone(),
+    );
+    let abandoned = world.abandoned_cart("r1").await;
+    let started = engine.on_event(&abandoned).await.expect("start").started;
+    assert_eq!(started.len(), 1, "a running journey");
+
+    let activity = crate::customer::activity::activity_stream_id(CUSTOMER);
+    let viewed = world
+        .commerce_event(&activity, "PageViewed", json!({ "url": "https://shop.example/a" }))
+        .await;
+    counting.take_reads();
+    world.docs.reads.store(0, Ordering::SeqCst);
+    let outcome = engine.on_event(&viewed).await.expect("page view");
+    assert_eq!(outcome, EngineOutcome::default());
+    assert_eq!(counting.take_reads(), vec![super::catalog::INDEX_STREAM.to_string()]);
+    assert_eq!(
+        world.docs.reads.load(Ordering::SeqCst),
+        0,
+        "no profile, no journey index"
+    );
+
+    // A page of five: the signal once.
+    let handler = super::campaigns::CampaignHandler::new(
+        engine,
+        crate::commerce::CartService::new(counting.clone(), world.clock.clone(), world.scheduler.clone()),
+        crate::commerce::OrderService::new(counting.clone(), world.clock.clone(), world.scheduler.clone()),
+        Arc::new(crate::testing::InMemoryDeadLetters::default()),
+    );
+    let mut page = Vec::new();
+    for n in 0..5 {
+        page.push(
+            world
+                .commerce_event(
+                    &activity,
+                    "PageViewed",
+                    json!({ "url": format!("https://shop.example/{n}") }),
+                )
+                .await,
+        );
+    }
+    counting.take_reads();
+    let handled = crate::consumer::EventHandler::handle_page(&handler, &page, world.clock.now())
+        .await
+        .expect("page");
+    assert_eq!(handled.applied, 5);
+    assert_eq!(counting.take_reads(), vec![super::catalog::INDEX_STREAM.to_string()]);
+    assert_eq!(world.docs.reads.load(Ordering::SeqCst), 0);
+
+    // The order the journey exits on still reaches it.
+    let order = world
+        .commerce_event("order-r1", "OrderPlaced", json!({ "order_id": "r1" }))
+        .await;
+    let exited = handler.engine().on_event(&order).await.expect("order");
+    assert_eq!(exited.advanced, started);
 }
