@@ -24,6 +24,12 @@
 //! instance existed still acts on it, and its later delivery changes nothing.
 //! The sweep also removes the index lines of starts whose append never came
 //! ([`ORPHAN_LINE_GRACE`]).
+//!
+//! Each page, event, timer or sweep step is handled against one
+//! [`CatalogSnapshot`] of the campaigns, which the stored catalog keeps in
+//! the process and checks with one read (decision 0043); an event no version
+//! of any campaign could act on ([`CatalogSnapshot::may_act_on`]) reads
+//! nothing more, neither the profile nor the journey index.
 
 use super::catalog::{self as campaign_store, CampaignEvent};
 use super::definition::Campaign;
