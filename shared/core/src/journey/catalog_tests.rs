@@ -196,7 +196,7 @@ async fn a_kept_catalog_reads_one_stream_and_sees_every_publish_pause_and_resume
 async fn a_change_whose_signal_was_lost_takes_effect_at_the_next_full_read() {
     let (reads, process, svc, clock) = process_and_writer();
     let written = svc
-        .put("welcome", cart_definition_of("welcome"), actor())
+        .put("welcome", shipped_definition("welcome"), actor())
         .await
         .unwrap();
     assert_eq!(
@@ -237,7 +237,7 @@ async fn a_change_whose_signal_was_lost_takes_effect_at_the_next_full_read() {
 }
 
 /// A shipped campaign's definition as JSON.
-fn cart_definition_of(name: &str) -> Value {
+fn shipped_definition(name: &str) -> Value {
     let (_, text) = SHIPPED.iter().find(|(n, _)| *n == name).copied().unwrap_or(("", ""));
     serde_yaml::from_str(text).unwrap_or(Value::Null)
 }
