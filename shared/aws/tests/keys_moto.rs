@@ -1,12 +1,23 @@
 //! AWS wire tests: the DynamoDB + KMS key store against the moto server in
 //! `AWS_ENDPOINT_URL` (scripts/test starts one). Every test gets a KMS key
-//! and a `keys` table of its own.
+//! and a `keys` table of its own. KMS calls are counted on the wire by an
+//! interceptor on the SDK client (decision 0044: one call per process, not
+//! one per customer).
 
+use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
-use crm_aws::keys::{create_keys_table, DynamoKmsKeyStore, KMS_KEY_ID, PK, WRAPPED_KEY};
-use crm_aws::testing::{dynamodb_client, get_item, kms_client};
-use crm_core::privacy::{decrypt_field, encrypt_field, CryptoError, KeyError, KeyStore};
-use std::sync::Arc;
+use aws_sdk_kms::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_kms::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_kms::error::BoxError;
+use aws_sdk_kms::types::DataKeySpec;
+use crm_aws::keys::{
+    create_keys_table, DynamoKmsKeyStore, ACTIVE_BRANCH_KEY_PK, BRANCH_KEY_ID, BRANCH_KEY_PREFIX, CONTEXT_CUSTOMER_ID,
+    CREATED_AT, KMS_KEY_ID, PK, WRAPPED_KEY,
+};
+use crm_aws::testing::{dynamodb_client, get_item, kms_client, moto_config};
+use crm_core::privacy::{decrypt_field, encrypt_field, CryptoError, DataKey, KeyError, KeyStore};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -62,20 +73,30 @@ async fn raw_item(
 }
 
 #[tokio::test]
-async fn the_item_holds_the_kms_wrapped_key_only() {
+async fn the_item_holds_the_key_wrapped_under_the_active_branch_key() {
     let store = fresh_uncached().await;
     let key = store.data_key("cus-1").await.expect("create");
     let item = raw_item(&store, "cus-1").await.expect("an item");
-    let wrapped = match item.get(WRAPPED_KEY) {
-        Some(AttributeValue::B(b)) => b.as_ref().to_vec(),
-        other => panic!("wrapped_key is not binary: {other:?}"),
-    };
+    let wrapped = binary(&item, WRAPPED_KEY);
     assert!(
         !wrapped.windows(16).any(|w| w == &key.as_bytes()[..16]),
         "the key is not stored in clear"
     );
-    assert!(matches!(item.get(KMS_KEY_ID), Some(AttributeValue::S(id)) if !id.is_empty()));
-    // Every read unwraps the same key through KMS.
+    // Wrapped locally (nonce | 32 bytes | tag), naming the active branch key.
+    assert_eq!(wrapped.len(), 12 + 32 + 16);
+    assert_eq!(item.get(KMS_KEY_ID), None, "not wrapped by KMS");
+    let active = string(
+        &raw_item(&store, ACTIVE_BRANCH_KEY_PK).await.expect("active"),
+        BRANCH_KEY_ID,
+    );
+    assert_eq!(string(&item, BRANCH_KEY_ID), active);
+    // The branch key item holds the branch key as KMS wrapped it.
+    let branch = raw_item(&store, &format!("{BRANCH_KEY_PREFIX}{active}"))
+        .await
+        .expect("the branch key item");
+    assert!(matches!(branch.get(KMS_KEY_ID), Some(AttributeValue::S(id)) if !id.is_empty()));
+    assert!(!binary(&branch, WRAPPED_KEY).is_empty());
+    // Every read unwraps the same key.
     assert_eq!(store.existing_key("cus-1").await.expect("read"), Some(key.clone()));
     assert_eq!(store.data_key("cus-1").await.expect("read"), key);
 }
@@ -140,4 +161,300 @@ async fn an_unknown_kms_key_is_an_error_not_a_key() {
     let store = DynamoKmsKeyStore::new(dynamodb, kms, table, "alias/crm-no-such-key");
     assert!(matches!(store.data_key("cus-1").await, Err(KeyError::Unavailable(_))));
     assert_eq!(store.existing_key("cus-1").await.expect("nothing stored"), None);
+}
+
+/// KMS requests sent on the wire, by operation (`x-amz-target`), every
+/// attempt counted as KMS bills it.
+#[derive(Debug, Default, Clone)]
+struct KmsCalls(Arc<Mutex<BTreeMap<String, usize>>>);
+
+impl Intercept for KmsCalls {
+    fn name(&self) -> &'static str {
+        "KmsCalls"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let target = context.request().headers().get("x-amz-target").unwrap_or("unknown");
+        let operation = target.rsplit('.').next().unwrap_or(target).to_string();
+        *self.0.lock().expect("counts").entry(operation).or_default() += 1;
+        Ok(())
+    }
+}
+
+impl KmsCalls {
+    fn of(&self, operation: &str) -> usize {
+        self.0.lock().expect("counts").get(operation).copied().unwrap_or(0)
+    }
+
+    fn total(&self) -> usize {
+        self.0.lock().expect("counts").values().sum()
+    }
+}
+
+/// A KMS client for moto whose requests are counted.
+async fn counted_kms() -> (aws_sdk_kms::Client, KmsCalls) {
+    let calls = KmsCalls::default();
+    let config = aws_sdk_kms::config::Builder::from(&moto_config().await)
+        .interceptor(calls.clone())
+        .build();
+    (aws_sdk_kms::Client::from_conf(config), calls)
+}
+
+/// A store as another process would build it: its own caches, its own
+/// (counted) KMS client, the same table and KMS key.
+async fn process(dynamodb: &aws_sdk_dynamodb::Client, table: &str, alias: &str) -> (DynamoKmsKeyStore, KmsCalls) {
+    let (kms, calls) = counted_kms().await;
+    (DynamoKmsKeyStore::new(dynamodb.clone(), kms, table, alias), calls)
+}
+
+fn binary(item: &HashMap<String, AttributeValue>, name: &str) -> Vec<u8> {
+    match item.get(name) {
+        Some(AttributeValue::B(b)) => b.as_ref().to_vec(),
+        other => panic!("{name} is not binary: {other:?}"),
+    }
+}
+
+fn string(item: &HashMap<String, AttributeValue>, name: &str) -> String {
+    match item.get(name) {
+        Some(AttributeValue::S(s)) => s.clone(),
+        other => panic!("{name} is not a string: {other:?}"),
+    }
+}
+
+async fn put_raw(store: &DynamoKmsKeyStore, item: HashMap<String, AttributeValue>) {
+    store
+        .dynamodb()
+        .put_item()
+        .table_name(store.table())
+        .set_item(Some(item))
+        .send()
+        .await
+        .expect("put the item");
+}
+
+/// Every item's `pk`.
+async fn all_pks(store: &DynamoKmsKeyStore) -> Vec<String> {
+    let out = store
+        .dynamodb()
+        .scan()
+        .table_name(store.table())
+        .consistent_read(true)
+        .send()
+        .await
+        .expect("scan");
+    out.items().iter().map(|item| string(item, PK)).collect()
+}
+
+#[tokio::test]
+async fn new_customers_cost_one_kms_call_per_process_not_one_each() {
+    const N: usize = 25;
+    let (dynamodb, _, table, alias) = fresh_parts().await;
+    let customers: Vec<String> = (0..N).map(|_| Uuid::new_v4().to_string()).collect();
+
+    // The first process: its first new customer makes the branch key.
+    let (writer, writer_calls) = process(&dynamodb, &table, &alias).await;
+    let mut keys = Vec::new();
+    for id in &customers {
+        keys.push(writer.data_key(id).await.expect("create"));
+    }
+    assert_eq!(writer_calls.of("GenerateDataKey"), 1, "{writer_calls:?}");
+    assert_eq!(writer_calls.total(), 1, "{writer_calls:?}");
+
+    // Another process reads them all: one Decrypt, of the branch key.
+    let (reader, reader_calls) = process(&dynamodb, &table, &alias).await;
+    for (id, key) in customers.iter().zip(&keys) {
+        assert_eq!(reader.existing_key(id).await.expect("read").as_ref(), Some(key), "{id}");
+        assert_eq!(&reader.data_key(id).await.expect("read"), key, "{id}");
+    }
+    assert_eq!(reader_calls.of("Decrypt"), 1, "{reader_calls:?}");
+    assert_eq!(reader_calls.total(), 1, "{reader_calls:?}");
+
+    // A third process writing more customers uses the active branch key: one
+    // Decrypt, no GenerateDataKey.
+    let (later, later_calls) = process(&dynamodb, &table, &alias).await;
+    for _ in 0..5 {
+        later.data_key(&Uuid::new_v4().to_string()).await.expect("create");
+    }
+    assert_eq!(later_calls.of("Decrypt"), 1, "{later_calls:?}");
+    assert_eq!(later_calls.total(), 1, "{later_calls:?}");
+}
+
+#[tokio::test]
+async fn a_branch_key_is_unwrapped_again_after_its_lifetime() {
+    let (dynamodb, _, table, alias) = fresh_parts().await;
+    let (writer, _) = process(&dynamodb, &table, &alias).await;
+    let ids: Vec<String> = (0..3).map(|_| Uuid::new_v4().to_string()).collect();
+    for id in &ids {
+        writer.data_key(id).await.expect("create");
+    }
+    let (kms, calls) = counted_kms().await;
+    let reader = DynamoKmsKeyStore::new(dynamodb, kms, table, alias)
+        .with_cache_ttl(Duration::ZERO)
+        .with_branch_key_ttl(Duration::from_millis(300));
+    for id in &ids {
+        assert!(reader.existing_key(id).await.expect("read").is_some());
+    }
+    assert_eq!(calls.of("Decrypt"), 1, "{calls:?}");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    for id in &ids {
+        assert!(reader.existing_key(id).await.expect("read").is_some());
+    }
+    assert_eq!(calls.of("Decrypt"), 2, "{calls:?}");
+}
+
+#[tokio::test]
+async fn a_key_wrapped_by_kms_before_branch_keys_still_unwraps() {
+    let (dynamodb, kms, table, alias) = fresh_parts().await;
+    let customer = Uuid::new_v4().to_string();
+    // An item as the store wrote it before decision 0044.
+    let generated = kms
+        .generate_data_key()
+        .key_id(&alias)
+        .key_spec(DataKeySpec::Aes256)
+        .encryption_context(CONTEXT_CUSTOMER_ID, &customer)
+        .send()
+        .await
+        .expect("generate");
+    let legacy = DataKey::from_slice(generated.plaintext().expect("plaintext").as_ref()).expect("32 bytes");
+    let (store, calls) = process(&dynamodb, &table, &alias).await;
+    put_raw(
+        &store,
+        HashMap::from([
+            (PK.to_string(), AttributeValue::S(customer.clone())),
+            (
+                WRAPPED_KEY.to_string(),
+                AttributeValue::B(Blob::new(generated.ciphertext_blob().expect("blob").as_ref().to_vec())),
+            ),
+            (
+                KMS_KEY_ID.to_string(),
+                AttributeValue::S(generated.key_id().expect("key id").to_string()),
+            ),
+            (CREATED_AT.to_string(), AttributeValue::S("2026-11-01T00:00:00Z".into())),
+        ]),
+    )
+    .await;
+
+    assert_eq!(store.existing_key(&customer).await.expect("read"), Some(legacy.clone()));
+    assert_eq!(store.data_key(&customer).await.expect("no new key"), legacy);
+    // One Decrypt under the customer's context; no branch key was needed.
+    assert_eq!(calls.of("Decrypt"), 1, "{calls:?}");
+    assert_eq!(calls.total(), 1, "{calls:?}");
+    assert_eq!(raw_item(&store, ACTIVE_BRANCH_KEY_PK).await, None);
+    // The item was not rewritten.
+    let item = raw_item(&store, &customer).await.expect("the item");
+    assert_eq!(item.get(BRANCH_KEY_ID), None);
+
+    // Erasing it still shreds it.
+    store.delete(&customer).await.expect("delete");
+    let (fresh, _) = process(&dynamodb, &table, &alias).await;
+    assert_eq!(fresh.existing_key(&customer).await.expect("gone"), None);
+}
+
+#[tokio::test]
+async fn a_tampered_wrapped_key_does_not_unwrap() {
+    let store = fresh_uncached().await;
+    store.data_key("cus-1").await.expect("create");
+    let mut item = raw_item(&store, "cus-1").await.expect("an item");
+    let mut wrapped = binary(&item, WRAPPED_KEY);
+    let last = wrapped.len() - 20;
+    wrapped[last] ^= 0x01;
+    item.insert(WRAPPED_KEY.into(), AttributeValue::B(Blob::new(wrapped)));
+    put_raw(&store, item).await;
+    match store.existing_key("cus-1").await {
+        Err(KeyError::Corrupt(_)) => {}
+        other => panic!("expected a corrupt key, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_wrapped_key_naming_another_branch_key_does_not_unwrap() {
+    let store = fresh_uncached().await;
+    store.data_key("cus-1").await.expect("create");
+    let mut item = raw_item(&store, "cus-1").await.expect("an item");
+    // Another branch key id (a copy of the active branch key's item under
+    // another id does not unwrap with KMS either: its context names the id).
+    let active = string(&item, BRANCH_KEY_ID);
+    let other = Uuid::now_v7().simple().to_string();
+    let mut branch = raw_item(&store, &format!("{BRANCH_KEY_PREFIX}{active}"))
+        .await
+        .expect("branch");
+    branch.insert(PK.into(), AttributeValue::S(format!("{BRANCH_KEY_PREFIX}{other}")));
+    branch.insert(BRANCH_KEY_ID.into(), AttributeValue::S(other.clone()));
+    put_raw(&store, branch).await;
+    item.insert(BRANCH_KEY_ID.into(), AttributeValue::S(other));
+    put_raw(&store, item).await;
+    match store.existing_key("cus-1").await {
+        Err(KeyError::Corrupt(_)) => {}
+        other => panic!("expected a corrupt key, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_first_uses_make_one_branch_key() {
+    let (dynamodb, _, table, alias) = fresh_parts().await;
+    let mut processes = Vec::new();
+    for _ in 0..6 {
+        processes.push(process(&dynamodb, &table, &alias).await);
+    }
+    let customers: Vec<String> = (0..processes.len()).map(|_| Uuid::new_v4().to_string()).collect();
+    let keys = futures::future::join_all(
+        processes
+            .iter()
+            .zip(&customers)
+            .map(|((store, _), id)| store.data_key(id)),
+    )
+    .await;
+    let generated: usize = processes.iter().map(|(_, calls)| calls.of("GenerateDataKey")).sum();
+    let (store, _) = &processes[0];
+
+    // One active branch key, and every customer's key is wrapped under it.
+    let active = string(
+        &raw_item(store, ACTIVE_BRANCH_KEY_PK).await.expect("active"),
+        BRANCH_KEY_ID,
+    );
+    for id in &customers {
+        let item = raw_item(store, id).await.expect("the customer's item");
+        assert_eq!(string(&item, BRANCH_KEY_ID), active, "{id}");
+    }
+    // The losers deleted theirs: one branch key item left.
+    let branch_items: Vec<String> = all_pks(store)
+        .await
+        .into_iter()
+        .filter(|pk| pk.starts_with(BRANCH_KEY_PREFIX) && pk != ACTIVE_BRANCH_KEY_PK)
+        .collect();
+    assert_eq!(
+        branch_items,
+        vec![format!("{BRANCH_KEY_PREFIX}{active}")],
+        "{generated} branch keys were generated"
+    );
+    // Another process reads every key back.
+    let (reader, _) = process(&dynamodb, &table, &alias).await;
+    for (id, key) in customers.iter().zip(keys) {
+        assert_eq!(
+            reader.existing_key(id).await.expect("read"),
+            Some(key.expect("created")),
+            "{id}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn branch_key_items_are_no_customer_ids() {
+    let store = fresh_uncached().await;
+    store.data_key("cus-1").await.expect("create");
+    for id in [ACTIVE_BRANCH_KEY_PK, "#branch#0123"] {
+        assert!(matches!(store.data_key(id).await, Err(KeyError::Corrupt(_))), "{id}");
+        assert!(
+            matches!(store.existing_key(id).await, Err(KeyError::Corrupt(_))),
+            "{id}"
+        );
+        assert!(matches!(store.delete(id).await, Err(KeyError::Corrupt(_))), "{id}");
+    }
+    assert!(raw_item(&store, ACTIVE_BRANCH_KEY_PK).await.is_some(), "not deleted");
+    assert!(store.existing_key("cus-1").await.expect("read").is_some());
 }
