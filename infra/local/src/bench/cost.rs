@@ -417,7 +417,7 @@ impl CostModel {
                  {source}, the fault-free run of `scripts/chaos.py` on moto, every AWS request counted for\n\
                  the function that made it (section \"Measured on the moto pipeline\" below): the\n\
                  campaign function's cost of a customer event that starts nothing (the run's marginal\n\
-                 phase), KMS per customer, and the whole per-message table.\n"
+                 phase), KMS (a fixed cost per process since decision 0044), and the whole per-message table.\n"
             );
         }
         let _ = writeln!(out, "## Per million customer events\n");
@@ -735,10 +735,10 @@ impl CostModel {
                 "RRU",
                 routed * idle.read_units * DDB_RRU,
                 &format!(
-                    "{what}. Floor: the customer's profile and journey index (2 reads; the index alone \
-                     if it carried the timezone); the campaign catalog is read again for every event \
-                     (its index stream and each campaign's stream), which one read per page or per \
-                     process would remove"
+                    "{what}. Floor: one Query of the `campaigns` stream per page, empty unless a \
+                     campaign changed (the catalog's change signal; the process keeps the catalog and \
+                     reads it whole every 5 minutes, decision 0043); no profile or journey-index read \
+                     for an event no campaign triggers, waits for or exits on"
                 ),
             ));
             if idle.write_units > 0.0 {
@@ -765,16 +765,18 @@ impl CostModel {
             let per_customer = customer_side_kms as f64 / customers as f64;
             let calls = m * customers_per_event * per_customer;
             added.push(line(
-                "KMS requests (measured per customer)",
+                "KMS requests (measured, spread over the run's customers)",
                 calls,
                 "requests",
                 calls / m * KMS_REQUEST,
                 &format!(
-                    "{per_customer:.1} calls per customer (the api's GenerateDataKey of the new customer's \
-                     key, a Decrypt of it by each other function process that reads the customer's \
-                     data; measured with long-lived processes that keep every key: the floor) at \
-                     {customers_per_event:.3} new customers per event; a customer who returns to a new \
-                     execution environment costs one Decrypt per function again (not measured)"
+                    "{per_customer:.2} calls per customer at {customers_per_event:.3} new customers per \
+                     event: the run's calls spread over its customers. Since decision 0044 no KMS call \
+                     is made per customer (data keys are wrapped under a branch key); what is left is \
+                     one Decrypt of the branch key per function process every 15 minutes and one \
+                     GenerateDataKey in the table's life, a fixed cost (about $0.009 a month per \
+                     always-warm process), here spread over a short run's customers: an upper bound. \
+                     Floor: 0 per event"
                 ),
             ));
         }
@@ -868,7 +870,7 @@ impl CostModel {
                 own_r * DDB_RRU,
                 "the instance's and message's streams loaded before each append, consent, suppression, \
                  preferences, caps, the expected versions. Floor: one load per step and one read per \
-                 check; the catalog's reads per event (above) are most of what is left",
+                 check",
             ),
             line(
                 "DynamoDB writes: projector, consent and relay, pro rata (measured)",
@@ -890,8 +892,8 @@ impl CostModel {
                 m * channel.kms_calls as f64 / emails,
                 "requests",
                 channel.kms_calls as f64 / emails * KMS_REQUEST,
-                "a Decrypt of the customer's key per channel process (the address is encrypted); \
-                 the floor, with processes that keep their keys",
+                "the channel's calls per email: since decision 0044 none per customer, only its \
+                 processes' Decrypt of the branch key every 15 minutes (a fixed cost). Floor: 0",
             ),
             line(
                 "EventBridge events: the message's events (measured)",
@@ -1386,10 +1388,9 @@ impl CostModel {
             "- **Events-table reads: the consumers load streams too.** The model's event-store line\n  \
              counts a command's load (a Query and its receipt) and the expected-version read; the run\n  \
              made {:.1} Queries of the events table per stored event ({events_queries} for {} api\n  \
-             requests; by function: {}). Beyond the api's loads: the campaign function reads the\n  \
-             campaign catalog (its index stream and every campaign's stream) for every event it\n  \
-             handles and loads each running instance, the channel loads the message's stream before\n  \
-             each append. The model now prices the campaign's reads of an event that starts nothing\n  \
+             requests; by function: {}). Beyond the api's loads: the campaign function checks the\n  \
+             catalog's change signal once per page (decision 0043) and loads each running instance,\n  \
+             the channel loads the message's stream before each append. The model now prices the campaign's reads of an event that starts nothing\n  \
              per customer event and the rest per message (both measured).",
             events_queries as f64 / events,
             measured.lambda_invocations_by_function.get("api").copied().unwrap_or(0),
@@ -1417,11 +1418,11 @@ impl CostModel {
             .join(", ");
         let _ = writeln!(
             out,
-            "- **KMS per customer, not per event.** {:.3} calls per stored event ({}): a GenerateDataKey\n  \
-             per new customer and a Decrypt of a customer's key per function process that needs it\n  \
-             (the process keeps it). The model prices them per customer (the customer-side functions)\n  \
-             and per message (the channel). Here a handful of long-lived processes: the floor; on AWS\n  \
-             every new execution environment decrypts again, so expect more.",
+            "- **KMS per process, not per customer.** {:.3} calls per stored event ({}): since decision\n  \
+             0044 a customer's data key is wrapped under a branch key, so a new customer costs no KMS\n  \
+             call; each function process unwraps the branch key once (again every 15 minutes), and the\n  \
+             table's first use makes it once. The model spreads this run's calls over its customers\n  \
+             and messages, an upper bound for a fixed cost of about $0.009 a month per warm process.",
             p.kms_calls,
             if kms_by_function.is_empty() {
                 "by function: not recorded".to_string()
