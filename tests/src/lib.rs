@@ -283,3 +283,37 @@ pub fn time(rfc3339: &str) -> chrono::DateTime<chrono::Utc> {
         .map(|t| t.with_timezone(&chrono::Utc))
         .expect("an RFC 3339 time")
 }
+
+/// The tables of the SQLite database file `db`.
+pub fn sqlite_tables(db: &std::path::Path) -> Vec<String> {
+    let conn = rusqlite::Connection::open(db).expect("open the database file");
+    let mut s = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+        .expect("tables");
+    let names = s.query_map([], |r| r.get::<_, String>(0)).expect("query");
+    names.map(|n| n.expect("name")).collect()
+}
+
+/// Every row of `table` in the SQLite database file `db`, as text: its cells
+/// joined by " | " (text as it is, blobs as lossy UTF-8, the rest by Debug),
+/// for scans of what is stored at rest.
+pub fn sqlite_rows(db: &std::path::Path, table: &str) -> Vec<String> {
+    let conn = rusqlite::Connection::open(db).expect("open the database file");
+    let mut statement = conn.prepare(&format!("SELECT * FROM \"{table}\"")).expect("select");
+    let columns = statement.column_count();
+    let rows = statement
+        .query_map([], |row| {
+            let mut cells = Vec::new();
+            for i in 0..columns {
+                let cell: rusqlite::types::Value = row.get(i)?;
+                cells.push(match cell {
+                    rusqlite::types::Value::Text(t) => t,
+                    rusqlite::types::Value::Blob(b) => String::from_utf8_lossy(&b).into_owned(),
+                    other => format!("{other:?}"),
+                });
+            }
+            Ok(cells.join(" | "))
+        })
+        .expect("query");
+    rows.map(|r| r.expect("row")).collect()
+}

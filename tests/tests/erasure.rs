@@ -40,37 +40,15 @@ async fn proof_of(api: &TestApi) -> crm_core::consent::proof::IdentifierProof {
 
 /// Every row of every table of the database, as text, with its table's name.
 fn every_row(api: &TestApi) -> Vec<(String, String)> {
-    let conn = rusqlite::Connection::open(api.db_path()).expect("open the database file");
-    let tables: Vec<String> = {
-        let mut s = conn
-            .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
-            .expect("tables");
-        let names = s.query_map([], |r| r.get::<_, String>(0)).expect("query");
-        names.map(|n| n.expect("name")).collect()
-    };
-    let mut out = Vec::new();
-    for table in tables {
-        let mut s = conn.prepare(&format!("SELECT * FROM \"{table}\"")).expect("select");
-        let columns = s.column_count();
-        let rows = s
-            .query_map([], |row| {
-                let mut cells = Vec::new();
-                for i in 0..columns {
-                    let cell: rusqlite::types::Value = row.get(i)?;
-                    cells.push(match cell {
-                        rusqlite::types::Value::Text(t) => t,
-                        rusqlite::types::Value::Blob(b) => String::from_utf8_lossy(&b).into_owned(),
-                        other => format!("{other:?}"),
-                    });
-                }
-                Ok(cells.join(" | "))
-            })
-            .expect("query");
-        for r in rows {
-            out.push((table.clone(), r.expect("row")));
-        }
-    }
-    out
+    let db = api.db_path();
+    crm_tests::sqlite_tables(&db)
+        .into_iter()
+        .flat_map(|table| {
+            crm_tests::sqlite_rows(&db, &table)
+                .into_iter()
+                .map(move |row| (table.clone(), row))
+        })
+        .collect()
 }
 
 /// Everything the process logs, at every level, kept for a scan.

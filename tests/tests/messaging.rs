@@ -191,24 +191,7 @@ const DEFERRED_PLAIN: &[&str] = &[
 
 /// Every row of `table` as text (every cell), from the database file.
 fn raw_rows(api: &TestApi, table: &str) -> Vec<String> {
-    let conn = rusqlite::Connection::open(api.db_path()).expect("open the database file");
-    let mut statement = conn.prepare(&format!("SELECT * FROM {table}")).expect("select");
-    let columns = statement.column_count();
-    let rows = statement
-        .query_map([], |row| {
-            let mut cells = Vec::new();
-            for i in 0..columns {
-                let cell: rusqlite::types::Value = row.get(i)?;
-                cells.push(match cell {
-                    rusqlite::types::Value::Text(t) => t,
-                    rusqlite::types::Value::Blob(b) => String::from_utf8_lossy(&b).into_owned(),
-                    other => format!("{other:?}"),
-                });
-            }
-            Ok(cells.join(" | "))
-        })
-        .expect("query");
-    rows.map(|r| r.expect("row")).collect()
+    crm_tests::sqlite_rows(&api.db_path(), table)
 }
 
 /// The [`DEFERRED_PLAIN`] values found in `table`'s rows.

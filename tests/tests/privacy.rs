@@ -10,20 +10,7 @@ const PLAIN: &[&str] = &["Grace", "Hopper", "+12025550123", "198.51.100.4", "Moz
 
 /// Every text cell of `table`, one string per row.
 fn raw_rows(api: &TestApi, table: &str) -> Vec<String> {
-    let conn = rusqlite::Connection::open(api.db_path()).expect("open the database file");
-    let mut statement = conn.prepare(&format!("SELECT * FROM {table}")).expect("select");
-    let columns = statement.column_count();
-    let rows = statement
-        .query_map([], |row| {
-            let mut cells = Vec::new();
-            for i in 0..columns {
-                let cell: rusqlite::types::Value = row.get(i)?;
-                cells.push(format!("{cell:?}"));
-            }
-            Ok(cells.join(" | "))
-        })
-        .expect("query");
-    rows.map(|r| r.expect("row")).collect()
+    crm_tests::sqlite_rows(&api.db_path(), table)
 }
 
 fn assert_no_plaintext(rows: &[String], table: &str) {

@@ -72,33 +72,10 @@ fn plaintext_in_files(db: &Path) -> Vec<(String, String, usize)> {
 /// The tables with a live row holding `value` (to tell a row that still
 /// holds it from bytes left behind in the file).
 fn tables_holding(db: &Path, value: &str) -> Vec<String> {
-    let conn = rusqlite::Connection::open(db).expect("open the database file");
-    let tables: Vec<String> = {
-        let mut s = conn
-            .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
-            .expect("tables");
-        let names = s.query_map([], |r| r.get::<_, String>(0)).expect("query");
-        names.map(|n| n.expect("name")).collect()
-    };
-    let mut holding = Vec::new();
-    for table in tables {
-        let mut s = conn.prepare(&format!("SELECT * FROM \"{table}\"")).expect("select");
-        let columns = s.column_count();
-        let mut rows = s.query([]).expect("rows");
-        while let Some(row) = rows.next().expect("row") {
-            let held = (0..columns).any(|i| match row.get_ref(i) {
-                Ok(rusqlite::types::ValueRef::Text(t)) | Ok(rusqlite::types::ValueRef::Blob(t)) => {
-                    String::from_utf8_lossy(t).contains(value)
-                }
-                _ => false,
-            });
-            if held {
-                holding.push(table.clone());
-                break;
-            }
-        }
-    }
-    holding
+    crm_tests::sqlite_tables(db)
+        .into_iter()
+        .filter(|table| crm_tests::sqlite_rows(db, table).iter().any(|row| row.contains(value)))
+        .collect()
 }
 
 #[tokio::test]
