@@ -366,6 +366,23 @@ impl Ingestion {
     /// Whose activity a track, page or screen call is: the identified
     /// customer, else the anonymous profile (or the customer it was merged
     /// into). An erased customer takes nothing.
+    /// Refuses a message for an erased customer (an anonymous profile is
+    /// never erased).
+    async fn refuse_erased(&self, profile: &str) -> Result<(), IngestError> {
+        if is_anonymous_profile(profile) {
+            return Ok(());
+        }
+        let customer = self
+            .customers
+            .load(profile)
+            .await
+            .map_err(|e| command_error(e, "userId"))?;
+        if customer.is_some_and(|c| c.is_erased()) {
+            return Err(reject("userId", "the customer was erased"));
+        }
+        Ok(())
+    }
+
     async fn profile_of(&self, message: &SegmentMessage) -> Result<String, IngestError> {
         let profile = match (&message.user_id, &message.anonymous_id) {
             (Some(user), anonymous) => match self.known_customer(user).await? {
@@ -378,16 +395,7 @@ impl Ingestion {
             (None, Some(a)) => self.identity.resolve(&anonymous_profile_id(a)).await?,
             (None, None) => return Err(reject("userId", "userId or anonymousId is required")),
         };
-        if !is_anonymous_profile(&profile) {
-            let customer = self
-                .customers
-                .load(&profile)
-                .await
-                .map_err(|e| command_error(e, "userId"))?;
-            if customer.is_some_and(|c| c.is_erased()) {
-                return Err(reject("userId", "the customer was erased"));
-            }
-        }
+        self.refuse_erased(&profile).await?;
         Ok(profile)
     }
 
@@ -508,16 +516,7 @@ impl Ingestion {
                 ))
             }
         };
-        if !is_anonymous_profile(&profile) {
-            let customer = self
-                .customers
-                .load(&profile)
-                .await
-                .map_err(|e| command_error(e, "userId"))?;
-            if customer.is_some_and(|c| c.is_erased()) {
-                return Err(reject("userId", "the customer was erased"));
-            }
-        }
+        self.refuse_erased(&profile).await?;
         let event = ActivityEvent::CustomEvent(crate::customer::activity::CustomEvent {
             event: UNVERIFIED_TRAITS_EVENT.to_string(),
             properties: json!({
