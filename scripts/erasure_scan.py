@@ -41,7 +41,10 @@ def dynamodb_items() -> list:
     """(table, item as JSON text) of every item of every table."""
     ddb = boto3.client("dynamodb")
     out = []
-    for table in ddb.list_tables()["TableNames"]:
+    # ListTables answers at most 100 names a page: the workspace's tests
+    # leave more than that on the shared moto.
+    tables = [name for page in ddb.get_paginator("list_tables").paginate() for name in page["TableNames"]]
+    for table in tables:
         for page in ddb.get_paginator("scan").paginate(TableName=table):
             for item in page["Items"]:
                 out.append((table, json.dumps(item, default=str)))
@@ -52,7 +55,8 @@ def queue_messages() -> list:
     """(queue, body) of every message still in any queue (left in place)."""
     sqs = boto3.client("sqs")
     out = []
-    for url in sqs.list_queues().get("QueueUrls", []):
+    urls = [url for page in sqs.get_paginator("list_queues").paginate() for url in page.get("QueueUrls", [])]
+    for url in urls:
         seen = set()
         while True:
             got = sqs.receive_message(
