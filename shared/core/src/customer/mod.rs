@@ -4,6 +4,7 @@
 pub mod activity;
 mod aggregate;
 mod commands;
+pub mod email_index;
 mod erasure;
 mod events;
 pub mod history;
