@@ -25,6 +25,8 @@ pub mod export;
 mod identifiers;
 pub mod migrate;
 mod paths;
+pub mod read_models;
+pub mod scrub;
 mod store;
 
 #[cfg(any(test, feature = "contract"))]
