@@ -21,7 +21,9 @@
 //! **Keys written before 0044** (`wrapped_key` is KMS's `CiphertextBlob` of
 //! `GenerateDataKey` under the context `{"customer_id": <id>}`, no
 //! `branch_key_id`) still unwrap with KMS `Decrypt` under that context, one
-//! call per customer per process as before. Nothing rewrites them.
+//! call per customer per process as before, until `crm-ops rewrap-keys`
+//! ([`DynamoKmsKeyStore::rewrap_all`], decision 0049) re-wraps them under
+//! the branch key (same data key, conditional write).
 //!
 //! **Erasure** deletes the customer's item: the wrapped data key is gone, and
 //! the branch key alone unwraps nothing.
@@ -35,6 +37,7 @@
 use aws_sdk_dynamodb::client::Waiters;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
@@ -419,6 +422,189 @@ impl DynamoKmsKeyStore {
             }
             Err(e) => Err(unavailable("PutItem (active branch key)", &e)),
         }
+    }
+}
+
+/// A customer's data key as KMS wrapped it before decision 0044, as listed
+/// by [`DynamoKmsKeyStore::kms_wrapped_keys`]: what [`DynamoKmsKeyStore::rewrap`]
+/// re-wraps, and the condition of its write (the item still holds exactly
+/// this).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KmsWrappedKey {
+    pub customer_id: String,
+    wrapped: Vec<u8>,
+}
+
+/// One page of the keys table, sorted for a re-wrap.
+#[derive(Debug, Clone, Default)]
+pub struct KeyPage {
+    /// Items read.
+    pub scanned: usize,
+    /// Branch key items (`#branch#…`): not customers' keys.
+    pub branch_items: usize,
+    /// Customers' keys already wrapped under a branch key.
+    pub under_branch_key: usize,
+    /// Customers' keys KMS wrapped (before decision 0044).
+    pub kms_wrapped: Vec<KmsWrappedKey>,
+    /// Items that are none of those: pk and why.
+    pub unreadable: Vec<(String, String)>,
+    /// Where the next page starts (`None`: this was the last).
+    pub next: Option<HashMap<String, AttributeValue>>,
+}
+
+/// What re-wrapping one key did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rewrapped {
+    /// Now wrapped under the active branch key.
+    Rewrapped,
+    /// The item was deleted since it was listed (the customer erased): not
+    /// written, so it stays deleted.
+    Erased,
+    /// The item changed since it was listed (re-wrapped by another run):
+    /// not written.
+    Changed,
+}
+
+/// What [`DynamoKmsKeyStore::rewrap_all`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RewrapReport {
+    /// Items read.
+    pub scanned: usize,
+    /// Branch key items (not customers' keys): left alone.
+    pub branch_items: usize,
+    /// Customers' keys already under a branch key: left alone.
+    pub already: usize,
+    /// KMS-wrapped keys now wrapped under the branch key.
+    pub rewrapped: usize,
+    /// KMS-wrapped keys deleted (erased) between the scan and the write: left deleted.
+    pub erased: usize,
+    /// KMS-wrapped keys changed between the scan and the write: left as they are.
+    pub changed: usize,
+    /// Keys that could not be re-wrapped, and items that hold no key: pk and why.
+    pub failed: Vec<(String, String)>,
+}
+
+impl DynamoKmsKeyStore {
+    /// One page of the keys table (a consistent Scan from `start`), each
+    /// item sorted: a branch key item, a customer's key already under a
+    /// branch key, or one KMS wrapped before decision 0044.
+    pub async fn kms_wrapped_keys(&self, start: Option<HashMap<String, AttributeValue>>) -> Result<KeyPage, KeyError> {
+        let out = self
+            .dynamodb
+            .scan()
+            .table_name(&self.table)
+            .consistent_read(true)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(|e| unavailable("Scan", &e))?;
+        let mut page = KeyPage {
+            scanned: out.items().len(),
+            next: out.last_evaluated_key().cloned().filter(|k| !k.is_empty()),
+            ..KeyPage::default()
+        };
+        for item in out.items() {
+            let Some(AttributeValue::S(pk)) = item.get(PK) else {
+                page.unreadable.push((format!("{item:?}"), format!("no string {PK}")));
+                continue;
+            };
+            if pk.starts_with(BRANCH_KEY_PREFIX) {
+                page.branch_items += 1;
+            } else if item.contains_key(BRANCH_KEY_ID) {
+                page.under_branch_key += 1;
+            } else {
+                match binary(item, WRAPPED_KEY, pk) {
+                    Ok(wrapped) => page.kms_wrapped.push(KmsWrappedKey {
+                        customer_id: pk.clone(),
+                        wrapped,
+                    }),
+                    Err(e) => page.unreadable.push((pk.clone(), e.to_string())),
+                }
+            }
+        }
+        Ok(page)
+    }
+
+    /// Re-wraps a key KMS wrapped before decision 0044 under the active
+    /// branch key: one KMS `Decrypt` (under the customer's context), a local
+    /// wrap, then an UpdateItem on the condition that the item still holds
+    /// the KMS-wrapped key listed and no branch key id. The data key itself
+    /// is the same, so everything encrypted under it still decrypts. An
+    /// item deleted meanwhile (an erasure) fails the condition and is never
+    /// written again: an erased key does not come back.
+    pub async fn rewrap(&self, key: &KmsWrappedKey) -> Result<Rewrapped, KeyError> {
+        let customer_id = customer_pk(&key.customer_id)?;
+        let data_key = self.unwrap_with_kms(customer_id, key.wrapped.clone()).await?;
+        let (branch_key_id, branch_key) = self.active_branch_key().await?;
+        let wrapped = wrap_key(&branch_key, &binding(customer_id, &branch_key_id), &data_key)?;
+        let updated = self
+            .dynamodb
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, AttributeValue::S(customer_id.to_string()))
+            .update_expression("SET #wrapped = :wrapped, #branch = :branch REMOVE #kms")
+            .condition_expression("#wrapped = :listed AND attribute_not_exists(#branch)")
+            .expression_attribute_names("#wrapped", WRAPPED_KEY)
+            .expression_attribute_names("#branch", BRANCH_KEY_ID)
+            .expression_attribute_names("#kms", KMS_KEY_ID)
+            .expression_attribute_values(":wrapped", AttributeValue::B(Blob::new(wrapped)))
+            .expression_attribute_values(":branch", AttributeValue::S(branch_key_id.clone()))
+            .expression_attribute_values(":listed", AttributeValue::B(Blob::new(key.wrapped.clone())))
+            .send()
+            .await;
+        match updated {
+            Ok(_) => {
+                tracing::debug!(customer_id, branch_key_id, "data key re-wrapped under the branch key");
+                Ok(Rewrapped::Rewrapped)
+            }
+            Err(e)
+                if matches!(
+                    e.as_service_error(),
+                    Some(UpdateItemError::ConditionalCheckFailedException(_))
+                ) =>
+            {
+                self.forget(customer_id);
+                match self.item(customer_id).await? {
+                    None => Ok(Rewrapped::Erased),
+                    Some(_) => Ok(Rewrapped::Changed),
+                }
+            }
+            Err(e) => Err(unavailable("UpdateItem", &e)),
+        }
+    }
+
+    /// Re-wraps every key of the table KMS wrapped before decision 0044
+    /// under the active branch key ([`Self::rewrap`]), page by page; leaves
+    /// branch key items and keys already under a branch key alone, so a
+    /// second run re-wraps nothing. A key that fails is recorded and the
+    /// others go on; a page that cannot be read stops it.
+    pub async fn rewrap_all(&self) -> Result<RewrapReport, KeyError> {
+        let mut report = RewrapReport::default();
+        let mut start = None;
+        loop {
+            let page = self.kms_wrapped_keys(start).await?;
+            report.scanned += page.scanned;
+            report.branch_items += page.branch_items;
+            report.already += page.under_branch_key;
+            report.failed.extend(page.unreadable);
+            for key in &page.kms_wrapped {
+                match self.rewrap(key).await {
+                    Ok(Rewrapped::Rewrapped) => report.rewrapped += 1,
+                    Ok(Rewrapped::Erased) => report.erased += 1,
+                    Ok(Rewrapped::Changed) => report.changed += 1,
+                    Err(e) => {
+                        tracing::warn!(customer_id = %key.customer_id, error = %e, "data key not re-wrapped");
+                        report.failed.push((key.customer_id.clone(), e.to_string()));
+                    }
+                }
+            }
+            match page.next {
+                Some(next) => start = Some(next),
+                None => break,
+            }
+        }
+        tracing::info!(?report, table = %self.table, "data keys re-wrapped");
+        Ok(report)
     }
 }
 

@@ -11,8 +11,8 @@ use aws_sdk_kms::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_kms::error::BoxError;
 use aws_sdk_kms::types::DataKeySpec;
 use crm_aws::keys::{
-    create_keys_table, DynamoKmsKeyStore, ACTIVE_BRANCH_KEY_PK, BRANCH_KEY_ID, BRANCH_KEY_PREFIX, CONTEXT_CUSTOMER_ID,
-    CREATED_AT, KMS_KEY_ID, PK, WRAPPED_KEY,
+    create_keys_table, DynamoKmsKeyStore, Rewrapped, ACTIVE_BRANCH_KEY_PK, BRANCH_KEY_ID, BRANCH_KEY_PREFIX,
+    CONTEXT_CUSTOMER_ID, CREATED_AT, KMS_KEY_ID, PK, WRAPPED_KEY,
 };
 use crm_aws::testing::{dynamodb_client, get_item, kms_client, moto_config};
 use crm_core::privacy::{decrypt_field, encrypt_field, CryptoError, DataKey, KeyError, KeyStore};
@@ -307,25 +307,22 @@ async fn a_branch_key_is_unwrapped_again_after_its_lifetime() {
     assert_eq!(calls.of("Decrypt"), 2, "{calls:?}");
 }
 
-#[tokio::test]
-async fn a_key_wrapped_by_kms_before_branch_keys_still_unwraps() {
-    let (dynamodb, kms, table, alias) = fresh_parts().await;
-    let customer = Uuid::new_v4().to_string();
-    // An item as the store wrote it before decision 0044.
+/// Stores a key for `customer` as the store wrote them before decision
+/// 0044 (KMS `GenerateDataKey` under the customer's context, no branch key
+/// id): the data key.
+async fn put_kms_wrapped(store: &DynamoKmsKeyStore, kms: &aws_sdk_kms::Client, alias: &str, customer: &str) -> DataKey {
     let generated = kms
         .generate_data_key()
-        .key_id(&alias)
+        .key_id(alias)
         .key_spec(DataKeySpec::Aes256)
-        .encryption_context(CONTEXT_CUSTOMER_ID, &customer)
+        .encryption_context(CONTEXT_CUSTOMER_ID, customer)
         .send()
         .await
         .expect("generate");
-    let legacy = DataKey::from_slice(generated.plaintext().expect("plaintext").as_ref()).expect("32 bytes");
-    let (store, calls) = process(&dynamodb, &table, &alias).await;
     put_raw(
-        &store,
+        store,
         HashMap::from([
-            (PK.to_string(), AttributeValue::S(customer.clone())),
+            (PK.to_string(), AttributeValue::S(customer.to_string())),
             (
                 WRAPPED_KEY.to_string(),
                 AttributeValue::B(Blob::new(generated.ciphertext_blob().expect("blob").as_ref().to_vec())),
@@ -338,6 +335,15 @@ async fn a_key_wrapped_by_kms_before_branch_keys_still_unwraps() {
         ]),
     )
     .await;
+    DataKey::from_slice(generated.plaintext().expect("plaintext").as_ref()).expect("32 bytes")
+}
+
+#[tokio::test]
+async fn a_key_wrapped_by_kms_before_branch_keys_still_unwraps() {
+    let (dynamodb, kms, table, alias) = fresh_parts().await;
+    let customer = Uuid::new_v4().to_string();
+    let (store, calls) = process(&dynamodb, &table, &alias).await;
+    let legacy = put_kms_wrapped(&store, &kms, &alias, &customer).await;
 
     assert_eq!(store.existing_key(&customer).await.expect("read"), Some(legacy.clone()));
     assert_eq!(store.data_key(&customer).await.expect("no new key"), legacy);
@@ -457,4 +463,105 @@ async fn branch_key_items_are_no_customer_ids() {
     }
     assert!(raw_item(&store, ACTIVE_BRANCH_KEY_PK).await.is_some(), "not deleted");
     assert!(store.existing_key("cus-1").await.expect("read").is_some());
+}
+
+#[tokio::test]
+async fn kms_wrapped_keys_are_rewrapped_under_the_branch_key_once_and_still_decrypt() {
+    let (dynamodb, kms, table, alias) = fresh_parts().await;
+    let (store, _) = process(&dynamodb, &table, &alias).await;
+    let legacy: Vec<String> = (0..3).map(|_| Uuid::new_v4().to_string()).collect();
+    let mut keys = Vec::new();
+    for id in &legacy {
+        keys.push(put_kms_wrapped(&store, &kms, &alias, id).await);
+    }
+    // Encrypted before the re-wrap, under the KMS-wrapped key.
+    let sealed = encrypt_field(&keys[0], &legacy[0], "email", "rewrap.before@example.com").expect("encrypt");
+    let current = Uuid::new_v4().to_string();
+    let current_key = store.data_key(&current).await.expect("a branch-wrapped key");
+
+    let report = store.rewrap_all().await.expect("rewrap");
+    assert_eq!(
+        (
+            report.rewrapped,
+            report.already,
+            report.branch_items,
+            report.erased,
+            report.changed
+        ),
+        (3, 1, 2, 0, 0),
+        "{report:?}"
+    );
+    assert_eq!(report.scanned, 6, "{report:?}");
+    assert!(report.failed.is_empty(), "{report:?}");
+    let active = string(
+        &raw_item(&store, ACTIVE_BRANCH_KEY_PK).await.expect("active"),
+        BRANCH_KEY_ID,
+    );
+    for id in &legacy {
+        let item = raw_item(&store, id).await.expect("still there");
+        assert_eq!(string(&item, BRANCH_KEY_ID), active, "{id}");
+        assert_eq!(item.get(KMS_KEY_ID), None, "{id}: no longer KMS-wrapped");
+        assert_eq!(binary(&item, WRAPPED_KEY).len(), 12 + 32 + 16, "{id}");
+        assert!(item.contains_key(CREATED_AT), "{id}: kept");
+    }
+
+    // Another process reads the same keys with one Decrypt (the branch
+    // key's), not one per customer, and what was encrypted before decrypts.
+    let (reader, calls) = process(&dynamodb, &table, &alias).await;
+    for (id, key) in legacy.iter().zip(&keys) {
+        assert_eq!(reader.existing_key(id).await.expect("read").as_ref(), Some(key), "{id}");
+    }
+    assert_eq!(reader.existing_key(&current).await.expect("read"), Some(current_key));
+    assert_eq!(calls.of("Decrypt"), 1, "{calls:?}");
+    let key = reader.data_key(&legacy[0]).await.expect("read");
+    assert_eq!(
+        decrypt_field(&key, &legacy[0], "email", &sealed).expect("decrypts"),
+        "rewrap.before@example.com"
+    );
+
+    // Again: nothing left to re-wrap.
+    let again = store.rewrap_all().await.expect("rewrap again");
+    assert_eq!(
+        (again.rewrapped, again.already, again.branch_items),
+        (0, 4, 2),
+        "{again:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_key_erased_between_the_scan_and_the_write_is_not_recreated() {
+    let (dynamodb, kms, table, alias) = fresh_parts().await;
+    let (store, _) = process(&dynamodb, &table, &alias).await;
+    let (erased, kept) = (Uuid::new_v4().to_string(), Uuid::new_v4().to_string());
+    put_kms_wrapped(&store, &kms, &alias, &erased).await;
+    let kept_key = put_kms_wrapped(&store, &kms, &alias, &kept).await;
+
+    let page = store.kms_wrapped_keys(None).await.expect("scan");
+    assert_eq!(page.kms_wrapped.len(), 2, "{page:?}");
+    assert!(page.next.is_none());
+    // The customer is erased after the scan, before the write.
+    store.delete(&erased).await.expect("erase");
+    for key in &page.kms_wrapped {
+        let expected = if key.customer_id == erased {
+            Rewrapped::Erased
+        } else {
+            Rewrapped::Rewrapped
+        };
+        assert_eq!(
+            store.rewrap(key).await.expect("rewrap"),
+            expected,
+            "{}",
+            key.customer_id
+        );
+    }
+    assert_eq!(raw_item(&store, &erased).await, None, "an erased key never comes back");
+    let (fresh, _) = process(&dynamodb, &table, &alias).await;
+    assert_eq!(fresh.existing_key(&erased).await.expect("read"), None);
+    assert_eq!(fresh.existing_key(&kept).await.expect("read"), Some(kept_key));
+
+    // The listed form again, after it was re-wrapped: the condition refuses
+    // it, and the item stays under the branch key.
+    let listed = page.kms_wrapped.iter().find(|k| k.customer_id == kept).expect("listed");
+    assert_eq!(store.rewrap(listed).await.expect("again"), Rewrapped::Changed);
+    assert!(raw_item(&store, &kept).await.expect("kept").contains_key(BRANCH_KEY_ID));
 }
