@@ -8,6 +8,7 @@ pub mod lambda;
 pub mod ops;
 mod provider_error;
 pub mod scheduler;
+pub mod secrets;
 pub mod ses;
 pub mod sns;
 pub mod sqs;
