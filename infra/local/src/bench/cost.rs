@@ -421,22 +421,7 @@ impl CostModel {
             );
         }
         let _ = writeln!(out, "## Per million customer events\n");
-        let _ = writeln!(
-            out,
-            "| item | quantity | unit | USD | floor, and why |\n|---|---:|---|---:|---|"
-        );
-        for l in &self.per_million_events {
-            let _ = writeln!(
-                out,
-                "| {} | {:.0} | {} | {:.2} | {} |",
-                l.item, l.quantity, l.unit, l.usd, l.floor
-            );
-        }
-        let _ = writeln!(
-            out,
-            "| **total** | | | **{:.2}** | |\n",
-            Self::total(&self.per_million_events)
-        );
+        cost_table(&mut out, "floor, and why", &self.per_million_events);
         let _ = writeln!(
             out,
             "Fixed, whatever the traffic: the consumer queues' pollers receive empty while\n\
@@ -466,24 +451,25 @@ impl CostModel {
         }
         let _ = writeln!(out);
         let _ = writeln!(out, "## Per million messages\n");
-        let _ = writeln!(
-            out,
-            "| item | quantity | unit | USD | what, and the floor |\n|---|---:|---|---:|---|"
-        );
-        for l in &self.per_million_messages {
-            let _ = writeln!(
-                out,
-                "| {} | {:.0} | {} | {:.2} | {} |",
-                l.item, l.quantity, l.unit, l.usd, l.floor
-            );
-        }
-        let _ = writeln!(
-            out,
-            "| **total** | | | **{:.2}** | |\n",
-            Self::total(&self.per_million_messages)
-        );
+        cost_table(&mut out, "what, and the floor", &self.per_million_messages);
         out
     }
+}
+
+/// A table of cost lines with its total: `last_column` heads the floor column.
+fn cost_table(out: &mut String, last_column: &str, lines: &[Line]) {
+    let _ = writeln!(
+        out,
+        "| item | quantity | unit | USD | {last_column} |\n|---|---:|---|---:|---|"
+    );
+    for l in lines {
+        let _ = writeln!(
+            out,
+            "| {} | {:.0} | {} | {:.2} | {} |",
+            l.item, l.quantity, l.unit, l.usd, l.floor
+        );
+    }
+    let _ = writeln!(out, "| **total** | | | **{:.2}** | |\n", CostModel::total(lines));
 }
 
 /// The "By function" and "An event that starts nothing" parts of the
