@@ -108,7 +108,10 @@ impl Projection for ConsentLedgerProjection {
     }
 
     fn handles(&self, event_type: &str) -> bool {
-        matches!(event_type, "ConsentGranted" | "ConsentRevoked" | "CustomerErased")
+        // Erasure rewrites nothing: the proofs' IP and user agent are sealed
+        // under the customer's key and read `[erased]` once it is deleted
+        // (decision 0045); when and how consent was given or revoked stays.
+        matches!(event_type, "ConsentGranted" | "ConsentRevoked")
     }
 
     async fn project(&self, event: &EventEnvelope, docs: &dyn ReadModelStore) -> Result<Vec<ReadOp>, ProjectionError> {
@@ -188,7 +191,6 @@ impl Projection for ConsentLedgerProjection {
                 };
                 (record, entry)
             }
-            CustomerEvent::CustomerErased {} => return redact(docs, customer).await,
             _ => return Ok(Vec::new()),
         };
         Ok(vec![
@@ -258,38 +260,4 @@ pub async fn has_active_consent(
     };
     let record: ConsentRecord = serde_json::from_value(doc).map_err(unreadable)?;
     Ok(record.is_active_at(now))
-}
-
-/// The ledger of an erased customer: every record and history entry stays
-/// (when consent was given or revoked, how, by whom), but the IP and user
-/// agent of its proof read as the erased marker.
-async fn redact(docs: &dyn ReadModelStore, customer: &str) -> Result<Vec<ReadOp>, ProjectionError> {
-    let erase = |object: &mut serde_json::Value| {
-        for field in ["ip", "user_agent"] {
-            if let Some(v) = object.get_mut(field).filter(|v| !v.is_null()) {
-                *v = serde_json::Value::String(crate::privacy::ERASED.to_string());
-            }
-        }
-    };
-    let mut ops = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let page = docs.list(CONSENT_LEDGER, customer, "", after.as_deref(), 500).await?;
-        let Some((last, _)) = page.last() else {
-            break;
-        };
-        after = Some(last.clone());
-        for (sort, mut body) in page {
-            erase(&mut body);
-            if let Some(proof) = body.get_mut("proof") {
-                erase(proof);
-            }
-            ops.push(ReadOp::Put {
-                partition: customer.to_string(),
-                sort,
-                body,
-            });
-        }
-    }
-    Ok(ops)
 }

@@ -31,7 +31,10 @@ pub struct Customer {
     pub first_name: String,
     pub last_name: String,
     pub phone: Option<String>,
+    /// `[erased]` in a view of an erased customer (decision 0045) reads as none.
+    #[serde(default, deserialize_with = "crate::privacy::erasable")]
     pub address: Option<Address>,
+    #[serde(default, deserialize_with = "crate::privacy::erasable")]
     pub date_of_birth: Option<NaiveDate>,
     pub source: RegistrationSource,
     pub locale: Option<String>,

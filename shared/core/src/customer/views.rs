@@ -281,31 +281,34 @@ impl Projection for TimelineProjection {
                 vec![change("merged_profiles", Value::Null, merged_profile_id)]
             }
             CustomerEvent::CustomerErased {} => {
+                // Nothing before is rewritten: the entries' personal values
+                // are sealed under the deleted key and read `[erased]`
+                // (decision 0045), however long the timeline.
                 let old = std::mem::replace(&mut state.status, json!("erased"));
-                let mut ops = redact_timeline(docs, partition).await?;
-                ops.push(ReadOp::Put {
-                    partition: partition.to_string(),
-                    sort: TIMELINE_STATE.into(),
-                    body: encode(&TimelineState {
-                        status: state.status.clone(),
-                        preferences: Value::Null,
-                    })?,
-                });
-                ops.push(ReadOp::Put {
-                    partition: partition.to_string(),
-                    sort: format!("{ENTRY_PREFIX}{:010}", event.version),
-                    body: encode(&TimelineEntry {
-                        version: event.version,
-                        event_type: event.event_type.clone(),
-                        occurred_at: event.occurred_at,
-                        actor: event.actor.clone(),
-                        correlation_id: event.correlation_id,
-                        changes: vec![change("status", old, "erased")],
-                        ip: None,
-                        user_agent: None,
-                    })?,
-                });
-                return Ok(ops);
+                return Ok(vec![
+                    ReadOp::Put {
+                        partition: partition.to_string(),
+                        sort: TIMELINE_STATE.into(),
+                        body: encode(&TimelineState {
+                            status: state.status.clone(),
+                            preferences: Value::Null,
+                        })?,
+                    },
+                    ReadOp::Put {
+                        partition: partition.to_string(),
+                        sort: format!("{ENTRY_PREFIX}{:010}", event.version),
+                        body: encode(&TimelineEntry {
+                            version: event.version,
+                            event_type: event.event_type.clone(),
+                            occurred_at: event.occurred_at,
+                            actor: event.actor.clone(),
+                            correlation_id: event.correlation_id,
+                            changes: vec![change("status", old, "erased")],
+                            ip: None,
+                            user_agent: None,
+                        })?,
+                    },
+                ]);
             }
         };
         let entry = TimelineEntry {
@@ -330,48 +333,6 @@ impl Projection for TimelineProjection {
                 body: encode(&state)?,
             },
         ])
-    }
-}
-
-/// The customer's timeline entries so far with every change's values, IP
-/// and user agent replaced by the erased marker (event types, times, actors
-/// and which fields changed stay: the audit trail survives erasure).
-async fn redact_timeline(docs: &dyn ReadModelStore, partition: &str) -> Result<Vec<ReadOp>, ProjectionError> {
-    let mut ops = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let page = docs
-            .list(TIMELINE, partition, ENTRY_PREFIX, after.as_deref(), 500)
-            .await?;
-        let Some((last, _)) = page.last() else {
-            break;
-        };
-        after = Some(last.clone());
-        for (sort, body) in page {
-            let mut entry: TimelineEntry = decode(body)?;
-            for c in &mut entry.changes {
-                if !c.field.starts_with("consent.") && c.field != "status" {
-                    c.old = redacted(&c.old);
-                    c.new = redacted(&c.new);
-                }
-            }
-            entry.ip = None;
-            entry.user_agent = None;
-            ops.push(ReadOp::Put {
-                partition: partition.to_string(),
-                sort,
-                body: encode(&entry)?,
-            });
-        }
-    }
-    Ok(ops)
-}
-
-/// A value in an erased timeline: `null` stays (there was nothing), anything else is the marker.
-fn redacted(value: &Value) -> Value {
-    match value {
-        Value::Null => Value::Null,
-        _ => json!(crate::privacy::ERASED),
     }
 }
 
