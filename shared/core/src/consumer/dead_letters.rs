@@ -15,6 +15,16 @@
 //! no encrypted data at all), and a new key would turn their copies from
 //! erased into unreadable. Their personal fields are parked as [`ERASED`](crate::privacy::ERASED).
 //!
+//! A letter's `reason` is free text (a provider's answer, an error that
+//! quotes what it could not read), and no customer key covers it: it is
+//! scrubbed of email addresses and phone numbers ([`scrub`]) before it is
+//! kept. SES feedback parked by the channel function (decision 0048) is the
+//! raw SES notification: the recipient's address in `destination`, the
+//! headers and the bounce, the subject (which may hold a name). Its `detail`
+//! is sealed as one field under the customer its `customer_id` tag names,
+//! while that customer has a key; otherwise (no tag, an erased customer) it
+//! is scrubbed and its headers are dropped.
+//!
 //! [`open_letter`] is the reverse, for operators only (`crm-local dlq
 //! show`, `crm-ops dlq list --data`): the fields decrypted while the key
 //! exists, [`ERASED`](crate::privacy::ERASED) once it is gone. Redrive needs neither: the bus
@@ -23,8 +33,13 @@
 
 use crate::event::EventEnvelope;
 use crate::messaging::events::MessageRequest;
+use crate::messaging::feedback::{CUSTOMER_ID_TAG, SES_SOURCE};
 use crate::ports::{DeadLetter, DeadLetterQueue, StoreError};
-use crate::privacy::{decrypt_paths, encrypt_paths, personal_data_paths, DataKey, KeyError, KeyStore};
+use crate::privacy::scrub::{scrub, scrub_json};
+use crate::privacy::{
+    decrypt_field, decrypt_paths, encrypt_field, encrypt_paths, personal_data_paths, DataKey, KeyError, KeyStore,
+    ERASED,
+};
 use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::Value;
@@ -33,6 +48,13 @@ use std::sync::Arc;
 /// The path of a `MessageRequest`'s personal data: its `data`, as the
 /// `MessageRequested` event (whose payload is the request) lists it.
 const REQUEST_DATA: &[&str] = &["data"];
+
+/// The field path (associated data) of a sealed SES event's `detail`.
+const SES_DETAIL_FIELD: &str = "$ses.detail";
+/// The key of the object a sealed `detail` is stored as.
+const SEALED: &str = "$sealed";
+/// What the headers of an SES event that could not be sealed read as.
+const REMOVED: &str = "[removed]";
 
 /// A [`DeadLetterQueue`] that seals every letter's payload ([`seal_letter`])
 /// before `inner` keeps it.
@@ -51,6 +73,9 @@ impl SealedDeadLetters {
 impl DeadLetterQueue for SealedDeadLetters {
     async fn park(&self, mut letter: DeadLetter) -> Result<(), StoreError> {
         seal_letter(self.keys.as_ref(), &mut letter.payload).await?;
+        if let std::borrow::Cow::Owned(reason) = scrub(&letter.reason) {
+            letter.reason = reason;
+        }
         self.inner.park(letter).await
     }
 }
@@ -65,6 +90,9 @@ enum Carried {
     },
     /// A `MessageRequest`: its customer (the paths are [`REQUEST_DATA`]).
     Request { customer_id: Option<String> },
+    /// An SES event (the channel's feedback): its `detail` as a whole, for
+    /// the customer of its `customer_id` tag.
+    ProviderFeedback { customer_id: Option<String> },
 }
 
 impl Carried {
@@ -72,7 +100,9 @@ impl Carried {
     /// encrypt for, so the fields can only be parked as [`ERASED`](crate::privacy::ERASED).
     fn customer_id(&self) -> Option<&str> {
         match self {
-            Carried::Event { customer_id, .. } | Carried::Request { customer_id } => customer_id.as_deref(),
+            Carried::Event { customer_id, .. }
+            | Carried::Request { customer_id }
+            | Carried::ProviderFeedback { customer_id } => customer_id.as_deref(),
         }
     }
 
@@ -100,6 +130,11 @@ fn event_customer(event: &EventEnvelope) -> Option<String> {
 /// The part of `payload` that holds personal data (the payload itself, or
 /// a bus event's `detail`) and what it is; `None` when there is none.
 fn carried(payload: &mut Value) -> Option<(&mut Value, Carried)> {
+    if payload.get("source").and_then(Value::as_str) == Some(SES_SOURCE) {
+        let customer_id = ses_customer(payload);
+        let detail = payload.get_mut("detail")?;
+        return Some((detail, Carried::ProviderFeedback { customer_id }));
+    }
     let slot = if payload.get("detail").is_some_and(Value::is_object) {
         payload.get_mut("detail")?
     } else {
@@ -124,6 +159,89 @@ fn carried(payload: &mut Value) -> Option<(&mut Value, Carried)> {
     None
 }
 
+/// The customer an SES event's `customer_id` tag names (read loosely: the
+/// event may be one the channel could not read), or the one its sealed
+/// `detail` was sealed for.
+fn ses_customer(payload: &Value) -> Option<String> {
+    if let Some(sealed) = payload.pointer(&format!("/detail/{SEALED}")) {
+        return sealed.get("customer_id").and_then(Value::as_str).map(str::to_string);
+    }
+    payload
+        .pointer(&format!("/detail/mail/tags/{CUSTOMER_ID_TAG}"))
+        .and_then(Value::as_array)?
+        .iter()
+        .filter_map(Value::as_str)
+        .map(str::trim)
+        .find(|id| !id.is_empty())
+        .map(str::to_string)
+}
+
+/// Whether an SES event's `detail` is already in its parked form: sealed,
+/// or erased.
+fn is_sealed_detail(detail: &Value) -> bool {
+    detail.get(SEALED).is_some() || detail.as_str() == Some(ERASED)
+}
+
+/// Seals an SES event's `detail` under the customer's `key`
+/// (`{"$sealed": {customer_id, ciphertext}}`); without a key, scrubs it
+/// ([`scrub_json`]) and drops its headers (the subject and the display
+/// names may name the customer).
+fn seal_feedback(detail: &mut Value, customer_id: Option<&str>, key: Option<&DataKey>) -> Result<(), StoreError> {
+    if is_sealed_detail(detail) {
+        return Ok(());
+    }
+    match (customer_id, key) {
+        (Some(customer_id), Some(key)) => {
+            let text = encrypt_field(key, customer_id, SES_DETAIL_FIELD, &detail.to_string())
+                .map_err(|e| StoreError::Failed(format!("dead letter of {customer_id}: {e}")))?;
+            *detail = serde_json::json!({ SEALED: { "customer_id": customer_id, "ciphertext": text } });
+        }
+        _ => {
+            if let Some(mail) = detail.get_mut("mail").and_then(Value::as_object_mut) {
+                for headers in ["headers", "commonHeaders"] {
+                    if let Some(h) = mail.get_mut(headers) {
+                        *h = Value::String(REMOVED.into());
+                    }
+                }
+            }
+            scrub_json(detail);
+        }
+    }
+    Ok(())
+}
+
+/// An SES event's sealed `detail` opened with `key` (while it exists), or
+/// [`ERASED`]; a detail that is not sealed is left as it is.
+fn open_feedback(detail: &mut Value, key: Option<&DataKey>) -> Result<(), StoreError> {
+    let Some(sealed) = detail.get(SEALED) else {
+        return Ok(());
+    };
+    let (Some(customer_id), Some(text)) = (
+        sealed.get("customer_id").and_then(Value::as_str),
+        sealed.get("ciphertext").and_then(Value::as_str),
+    ) else {
+        return Err(StoreError::Failed(
+            "a sealed SES event without its customer or ciphertext".into(),
+        ));
+    };
+    *detail = match key {
+        None => Value::String(ERASED.into()),
+        Some(key) => {
+            let json = decrypt_field(key, customer_id, SES_DETAIL_FIELD, text)
+                .map_err(|e| StoreError::Failed(format!("dead letter of {customer_id}: {e}")))?;
+            serde_json::from_str(&json).map_err(|e| StoreError::Failed(format!("dead letter of {customer_id}: {e}")))?
+        }
+    };
+    Ok(())
+}
+
+/// Whether `payload` is SES feedback parked sealed ([`seal_letter`]): the
+/// channel opens it ([`open_letter`]) before it reads it again (a redrive).
+pub fn is_sealed_feedback(payload: &Value) -> bool {
+    payload.get("source").and_then(Value::as_str) == Some(SES_SOURCE)
+        && payload.get("detail").is_some_and(|d| d.get(SEALED).is_some())
+}
+
 fn key_error(e: KeyError) -> StoreError {
     match e {
         KeyError::Unavailable(m) => StoreError::Unavailable(m),
@@ -138,6 +256,12 @@ fn apply(slot: &mut Value, what: &Carried, key: Option<&DataKey>, open: bool) ->
     let (data, paths) = match what {
         Carried::Event { paths, .. } => (slot.get_mut("data"), *paths),
         Carried::Request { .. } => (Some(slot), REQUEST_DATA),
+        Carried::ProviderFeedback { customer_id } => {
+            return match open {
+                false => seal_feedback(slot, customer_id.as_deref(), key),
+                true => open_feedback(slot, key),
+            };
+        }
     };
     let Some(data) = data else {
         return Ok(());
@@ -154,8 +278,11 @@ fn apply(slot: &mut Value, what: &Carried, key: Option<&DataKey>, open: bool) ->
 /// `MessageRequest`, encrypted under the customer's existing key, or
 /// [`ERASED`](crate::privacy::ERASED) when they have none (or the payload names no customer).
 /// Fields already encrypted under that key
-/// stay as they are (sealing twice changes nothing); any other payload (a
-/// timer, SES feedback, a body that is not JSON) is left alone. A payload
+/// stay as they are (sealing twice changes nothing). SES feedback has its
+/// `detail` sealed whole under the key of the customer its tag names, or,
+/// with no such key, scrubbed of addresses and phone numbers and stripped of
+/// its headers. Any other payload (a timer, a body that is not JSON) is left
+/// alone. A payload
 /// that cannot be sealed is an error: parking it in clear is not an option,
 /// and the caller retries.
 pub async fn seal_letter(keys: &dyn KeyStore, payload: &mut Value) -> Result<(), StoreError> {
@@ -339,5 +466,100 @@ mod tests {
         let old = serde_json::to_value(registered()).expect("json");
         let shown = open_letter(keys.as_ref(), &old).await.expect("opened");
         assert_eq!(plaintext_in(&shown), Vec::<&str>::new(), "{shown}");
+    }
+
+    /// The bounce sample of `events/channel/`, to and about `address`, its
+    /// receiving server quoting the address, for the customer of the tests.
+    fn ses_bounce(address: &str) -> Value {
+        let path = format!(
+            "{}/../../events/channel/ses-bounce-permanent.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let text = std::fs::read_to_string(&path).expect("the bounce sample");
+        let mut event: Value = serde_json::from_str(&text.replace("grace.hopper@example.com", address)).expect("json");
+        event["detail"]["mail"]["tags"]["customer_id"] = json!([CUSTOMER]);
+        event["detail"]["mail"]["commonHeaders"]["subject"] = json!(format!("{FIRST}, your cart is waiting"));
+        event["detail"]["bounce"]["bouncedRecipients"][0]["diagnosticCode"] = json!(format!(
+            "smtp; 550 5.1.1 <{address}>: Recipient address rejected: user unknown"
+        ));
+        event
+    }
+
+    #[tokio::test]
+    async fn ses_feedback_is_parked_sealed_under_the_customers_key_and_opens_while_it_exists() {
+        let keys = keys_with_key().await;
+        let kept = Arc::new(InMemoryDeadLetters::default());
+        let queue = SealedDeadLetters::new(kept.clone(), keys.clone());
+        let event = ses_bounce(EMAIL);
+        assert!(!plaintext_in(&event).is_empty(), "the test parks plain text");
+        let reason = format!("malformed SES event: invalid type: string \"{EMAIL}\", expected a sequence");
+        queue
+            .park(dead_letter("channel", &reason, event.clone()))
+            .await
+            .expect("parked");
+        let letter = kept.letters.lock().expect("lock")[0].clone();
+        let stored = serde_json::to_value(&letter).expect("json");
+        assert_eq!(plaintext_in(&stored), Vec::<&str>::new(), "{stored}");
+        assert_eq!(
+            letter.reason,
+            "malformed SES event: invalid type: string \"[email]\", expected a sequence"
+        );
+        // What a redrive needs to find its way back stays readable.
+        assert_eq!(letter.payload["source"], SES_SOURCE);
+        assert_eq!(letter.payload["detail-type"], "Email Bounced");
+        assert!(is_sealed_feedback(&letter.payload));
+        let mut again = letter.payload.clone();
+        seal_letter(keys.as_ref(), &mut again).await.expect("sealed again");
+        assert_eq!(again, letter.payload, "sealing twice changes nothing");
+
+        assert_eq!(
+            open_letter(keys.as_ref(), &letter.payload).await.expect("opened"),
+            event
+        );
+        keys.delete(CUSTOMER).await.expect("erased");
+        let shown = open_letter(keys.as_ref(), &letter.payload).await.expect("opened");
+        assert_eq!(shown["detail"], ERASED);
+        assert_eq!(shown["source"], SES_SOURCE);
+    }
+
+    #[tokio::test]
+    async fn ses_feedback_without_a_customer_key_is_parked_scrubbed_without_its_headers() {
+        let keys = keys_with_key().await;
+        // No customer tag; then a customer without a key (erased).
+        let mut untagged = ses_bounce(EMAIL);
+        untagged["detail"]["mail"]["tags"] = json!({});
+        let erased = {
+            let mut e = ses_bounce(EMAIL);
+            e["detail"]["mail"]["tags"]["customer_id"] = json!(["0190a000-0000-7000-8000-0000000e4a5e"]);
+            e
+        };
+        for mut payload in [untagged, erased] {
+            seal_letter(keys.as_ref(), &mut payload).await.expect("parked");
+            assert!(!is_sealed_feedback(&payload));
+            assert_eq!(plaintext_in(&payload), Vec::<&str>::new(), "{payload}");
+            let detail = &payload["detail"];
+            assert_eq!(
+                detail["bounce"]["bouncedRecipients"][0]["diagnosticCode"],
+                "smtp; 550 5.1.1 <[email]>: Recipient address rejected: user unknown"
+            );
+            assert_eq!(detail["mail"]["destination"], json!(["[email]"]));
+            assert_eq!(detail["mail"]["commonHeaders"], "[removed]");
+            assert_eq!(detail["mail"]["headers"], "[removed]");
+            // What says which message and what happened is kept.
+            assert_eq!(detail["bounce"]["bounceType"], "Permanent");
+            assert_eq!(
+                detail["mail"]["messageId"],
+                "010001937a5b2c3d-8f2e4a1b-6c7d-4e8f-9a0b-1c2d3e4f5a6b-000000"
+            );
+            let shown = open_letter(keys.as_ref(), &payload).await.expect("opened");
+            assert_eq!(shown, payload, "nothing sealed: shown as kept");
+        }
+        assert_eq!(
+            keys.existing_key("0190a000-0000-7000-8000-0000000e4a5e")
+                .await
+                .expect("keys"),
+            None,
+            "no key was made"
+        );
     }
 }

@@ -389,7 +389,10 @@ impl ConsumerGroup {
 /// with the reason; if even that fails, a retryable error (deliver again).
 /// The envelope is parked as the consumer saw it (decrypted): every
 /// runtime's queue is a [`SealedDeadLetters`], which puts its personal
-/// fields back into their stored form (ciphertext) before it is kept.
+/// fields back into their stored form (ciphertext) before it is kept. The
+/// reason is free text that may quote what the consumer could not read: it
+/// is logged and parked scrubbed of addresses and phone numbers
+/// ([`crate::privacy::scrub`], decision 0048).
 pub async fn park_poison(
     dead_letters: &dyn crate::ports::DeadLetterQueue,
     consumer: &'static str,
@@ -397,6 +400,7 @@ pub async fn park_poison(
     reason: String,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<(), ConsumeError> {
+    let reason = crate::privacy::scrub::scrub(&reason).into_owned();
     tracing::error!(consumer, event_id = %event.event_id, %reason, "poison event parked");
     let letter = crate::ports::DeadLetter {
         consumer: consumer.to_string(),

@@ -40,6 +40,7 @@ use crate::ports::{
     AppendError, AppendRequest, DeadLetter, DeadLetterQueue, EventStore, ExpectedVersion, ReadModelStore, ReadOp,
     StoreError,
 };
+use crate::privacy::scrub::scrub;
 use crate::privacy::{HashedIdentifier, IdentifierHasher, IdentifierKind};
 use crate::scheduler::{timer_name, Scheduler, TimerKind, TimerPayload};
 use async_trait::async_trait;
@@ -480,7 +481,7 @@ impl MessageDelivery {
         settings: DeliverySettings,
     ) -> Self {
         MessageDelivery {
-            customers: CustomerService::new(events.clone(), clock.clone()),
+            customers: CustomerService::new(events.clone(), clock.clone()).with_identifiers(identifiers.clone()),
             events,
             docs,
             scheduler,
@@ -869,10 +870,13 @@ impl MessageDelivery {
             customer_id: request.customer_id.clone(),
         };
         let settlement = self.settlement(request.channel, state.resends, false);
+        // The provider's text may quote the address: logged scrubbed, stored
+        // encrypted (decision 0048).
+        let logged = scrub(&error);
         if settlement == outcome_metrics::settlement::GIVEN_UP {
-            tracing::error!(message_id = %request.message_id, %error, sends = state.resends + 1, "email outcome unknown after its last allowed send: given up (a late Send still settles it)");
+            tracing::error!(message_id = %request.message_id, error = %logged, sends = state.resends + 1, "email outcome unknown after its last allowed send: given up (a late Send still settles it)");
         } else {
-            tracing::warn!(message_id = %request.message_id, channel = %request.channel, %error, ?settle_by, "message outcome unknown: claim kept");
+            tracing::warn!(message_id = %request.message_id, channel = %request.channel, error = %logged, ?settle_by, "message outcome unknown: claim kept");
         }
         self.count_unknown(&claim, "provider-error", settlement);
         if let Some(settle_by) = settle_by {
@@ -1136,7 +1140,7 @@ impl MessageDelivery {
         state: &MessageState,
         error: String,
     ) -> Result<DeliveryOutcome, DeliveryError> {
-        tracing::error!(message_id = %request.message_id, %error, "message failed for good");
+        tracing::error!(message_id = %request.message_id, error = %scrub(&error), "message failed for good");
         let failed = MessageEvent::MessageFailed {
             message_id: request.message_id.clone(),
             customer_id: request.customer_id.clone(),
@@ -1271,7 +1275,7 @@ impl MessageDelivery {
             };
             match result {
                 Err(ProviderError::Throttled(m)) if attempt < PROVIDER_ATTEMPTS => {
-                    tracing::warn!(message_id = %request.message_id, attempt, "provider throttled: {m}");
+                    tracing::warn!(message_id = %request.message_id, attempt, "provider throttled: {}", scrub(&m));
                     tokio::time::sleep(backoff).await;
                     backoff *= 2;
                     attempt += 1;

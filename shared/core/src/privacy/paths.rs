@@ -15,7 +15,9 @@ pub const ERASED: &str = "[erased]";
 
 /// The personal fields of each event type that has them, as paths into the
 /// event's `data` (email, names, phone, address, date of birth, IP, user
-/// agent, free-text notes, device tokens). Event types not listed carry none.
+/// agent, free-text notes, device tokens, and free text a provider or a
+/// person wrote about the customer: error texts and bounce diagnostics, which
+/// quote the address). Event types not listed carry none.
 /// Customer events: `crate::customer::CustomerEvent`; order events:
 /// `crate::commerce::OrderEvent`. A path may name a field of an earlier
 /// schema version still stored (`MessageDeferred` v1's `request.data`). The
@@ -48,7 +50,9 @@ pub const PERSONAL_DATA: &[(&str, &[&str])] = &[
     ("CustomerReactivated", &[]),
     // A push token identifies the customer's device (an online identifier).
     ("PushDeviceRegistered", &["token"]),
-    ("CustomerEmailInvalidated", &["email"]),
+    // The reason of an invalidation by a bounce quotes the receiving
+    // server's answer, which often quotes the address (decision 0048).
+    ("CustomerEmailInvalidated", &["email", "reason"]),
     ("CustomerErasureRequested", &[]),
     ("CustomerErased", &[]),
     ("CustomersMerged", &[]),
@@ -61,6 +65,13 @@ pub const PERSONAL_DATA: &[(&str, &[&str])] = &[
     // (decision 0041); one stored at schema version 1 kept a copy of the
     // request, whose data is the trigger event's.
     ("MessageDeferred", &["request.data"]),
+    // A provider's or the send's error text, and the receiving server's
+    // answer to a bounce: free text that often quotes the recipient's
+    // address (`550 5.1.1 <ada@example.com>: user unknown`, decision 0048).
+    ("MessageFailed", &["error"]),
+    ("MessageOutcomeUnknown", &["error"]),
+    ("MessageContentRejected", &["reason"]),
+    ("EmailBounced", &["diagnostic"]),
     // Activity: a custom event's properties are whatever the client sent.
     ("CustomEvent", &["properties"]),
     // Identity streams name customers only.
@@ -70,12 +81,14 @@ pub const PERSONAL_DATA: &[(&str, &[&str])] = &[
     ("OrderPlaced", &["shipping_address", "billing_address"]),
     ("PaymentInitiated", &[]),
     ("PaymentSucceeded", &[]),
-    ("PaymentFailed", &[]),
+    // The payment provider's words (which may name the card holder).
+    ("PaymentFailed", &["error_message"]),
     ("PaymentRetryScheduled", &[]),
     ("OrderConfirmed", &[]),
     ("OrderShipped", &[]),
     ("OrderDelivered", &[]),
-    ("OrderCancelled", &[]),
+    // Free text the shop wrote about the customer's order.
+    ("OrderCancelled", &["reason"]),
     ("RefundRequested", &[]),
     ("OrderRefunded", &[]),
 ];

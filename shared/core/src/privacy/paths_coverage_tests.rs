@@ -12,6 +12,13 @@
 //!   the value without holding it, nor `email_frequency`);
 //! * a field whose type says it is personal (`Address`, ...: the same words
 //!   in the definition's name);
+//! * free text whose name says it is someone's words about the message or
+//!   the customer: its last word names an error, a diagnostic, a reason, a
+//!   detail, a message, a description or a comment (`error`,
+//!   `error_message`, a bounce's `diagnostic`), and its schema is text that
+//!   is not an enumeration (`reason: SuppressionReason` is not free text).
+//!   A provider's answer often quotes the recipient's address (`550 5.1.1
+//!   <ada@example.com>: user unknown`, decision 0048);
 //! * a field that can hold anything: no type (a `serde_json::Value`: the
 //!   trigger event of a journey, a message's template data, a custom
 //!   event's properties), or a map of any keys to text or to anything.
@@ -57,6 +64,18 @@ const PERSONAL_WORDS: &[&[&str]] = &[
     &["postal", "code"],
 ];
 
+/// The last words of a text field's name that say it is free text someone
+/// (a provider, a person) wrote: it may quote an address or a name.
+const FREE_TEXT_WORDS: &[&str] = &[
+    "error",
+    "diagnostic",
+    "reason",
+    "detail",
+    "message",
+    "description",
+    "comment",
+];
+
 /// Free-form fields that hold no personal data, with why: `(event type,
 /// path)`. Only what the walk would flag belongs here; a stale entry fails
 /// [`not_personal_entries_name_free_form_fields`].
@@ -75,6 +94,31 @@ const NOT_PERSONAL: &[(&str, &str, &str)] = &[
         "JourneyEventEmitted",
         "data",
         "the emit step's constant data from the campaign definition (journey::instance copies it as written); nothing of the customer is put in it",
+    ),
+    (
+        "MessageSuppressed",
+        "detail",
+        "written by the decision (messaging::decision) from fixed phrases and the campaign's topic; no provider text, no address",
+    ),
+    (
+        "MessageNotAccepted",
+        "reason",
+        "written by the settle check from a fixed phrase and counts (no Send within N s of send M); no provider text",
+    ),
+    (
+        "ConsentRevoked",
+        "reason",
+        "a short reason code (customer-erased, complaint, unsubscribe-link, or the API's documented reason): the consent proof keeps it readable after erasure (consent::proof), so it must never hold more",
+    ),
+    (
+        "CustomerSegmentAdded",
+        "reason",
+        "the segment's rule as staff wrote it (segments::rule_of), the same for every member; about no one",
+    ),
+    (
+        "CustomerSegmentRemoved",
+        "reason",
+        "the segment's rule as staff wrote it (segments::rule_of), the same for every member; about no one",
     ),
     (
         "EmailVerificationRequested",
@@ -130,6 +174,31 @@ fn personal_name(name: &str) -> Option<String> {
         .iter()
         .find(|phrase| w.ends_with(&phrase.iter().map(|p| p.to_string()).collect::<Vec<_>>()))
         .map(|phrase| format!("named `{}`", phrase.join("_")))
+}
+
+/// Why a text field's name says it is free text someone wrote, if it does
+/// (its last word is one of [`FREE_TEXT_WORDS`]).
+fn free_text_name(name: &str) -> Option<String> {
+    let w = words(name);
+    let last = w.last()?;
+    FREE_TEXT_WORDS
+        .iter()
+        .find(|word| *word == last)
+        .map(|word| format!("free text named `{word}`"))
+}
+
+/// Whether `schema` is text that is not one of a fixed set of values: a
+/// string (or, for an optional or listed field, an alternative that is one)
+/// without `enum` or `const`.
+fn is_free_text(schema: &Value) -> bool {
+    let plain = is_text(schema) && schema.get("enum").is_none() && schema.get("const").is_none();
+    plain
+        || ["anyOf", "oneOf"].iter().any(|k| {
+            schema
+                .get(*k)
+                .and_then(Value::as_array)
+                .is_some_and(|alts| alts.iter().any(|a| !is_protected_marker(a) && is_free_text(a)))
+        })
 }
 
 /// The schema keywords that constrain what a value is.
@@ -228,7 +297,10 @@ impl Walk<'_> {
                 path.push(name.clone());
                 match personal_name(name) {
                     Some(why) => self.flag(&path, cover, why),
-                    None => self.value(sub, &path, cover, seen),
+                    None => match free_text_name(name).filter(|_| is_free_text(sub)) {
+                        Some(why) => self.flag(&path, cover, why),
+                        None => self.value(sub, &path, cover, seen),
+                    },
                 }
             }
         }
@@ -418,11 +490,18 @@ fn the_walk_finds_names_types_free_form_values_and_stops_at_arrays_and_maps() {
                 "maybe": { "anyOf": [{ "$ref": "#/definitions/Request" }, { "type": "null" }] },
                 "listed": { "anyOf": [{ "type": "string" }, { "type": "string", "pattern": "^(enc:v1:|\\[erased\\]$)" }] },
                 "status": { "type": "string", "enum": ["a", "b"] },
+                "error": { "type": "string" },
+                "diagnostic": { "type": ["string", "null"], "default": null },
+                "error_message": { "anyOf": [{ "type": "string" }, { "type": "string", "pattern": "^(enc:v1:|\\[erased\\]$)" }] },
+                "reason": { "$ref": "#/definitions/Reason" },
+                "kind_reason": { "type": "string", "enum": ["x"] },
+                "error_count": { "type": "integer" },
             }
         }),
         json!({
             "Address": { "type": "object", "properties": { "line1": { "type": "string" } } },
             "Request": { "type": "object", "properties": { "template": { "type": "string" }, "data": {} } },
+            "Reason": { "type": "string", "enum": ["quiet-hours"] },
         }),
     );
     let paths: Vec<&str> = found.iter().map(|(p, _)| p.as_str()).collect();
@@ -431,6 +510,9 @@ fn the_walk_finds_names_types_free_form_values_and_stops_at_arrays_and_maps() {
         vec![
             "IpAddress",
             "bag",
+            "diagnostic",
+            "error",
+            "error_message",
             "items",
             "maybe.data",
             "nested.userAgent",
@@ -445,6 +527,31 @@ fn the_walk_finds_names_types_free_form_values_and_stops_at_arrays_and_maps() {
     assert!(found.contains(&("request.data".into(), "can hold anything".into())));
     // A map of counts holds no text, and the hash of an address is not the address.
     assert!(!paths.contains(&"counts") && !paths.contains(&"address_hash"));
+    assert!(found.contains(&("diagnostic".into(), "free text named `diagnostic`".into())));
+    // An enumeration of reasons is no one's words, nor is a count of errors.
+    assert!(!paths.contains(&"reason") && !paths.contains(&"kind_reason") && !paths.contains(&"error_count"));
+}
+
+/// The provider texts of the message stream, and the texts that quote
+/// them, are found by the walk of the real schemas (not only listed by
+/// hand): a provider's answer quotes the recipient's address (decision 0048).
+#[test]
+fn the_walk_flags_provider_and_error_texts() {
+    let found = findings(&all_schemas());
+    for (event_type, path) in [
+        ("MessageFailed", "error"),
+        ("MessageOutcomeUnknown", "error"),
+        ("MessageContentRejected", "reason"),
+        ("EmailBounced", "diagnostic"),
+        ("CustomerEmailInvalidated", "reason"),
+        ("PaymentFailed", "error_message"),
+    ] {
+        assert!(
+            found.iter().any(|f| f.event_type == event_type && f.path == path),
+            "{event_type} `{path}` is free provider text the walk does not flag"
+        );
+        assert!(covered(event_type, path), "{event_type} `{path}` is not encrypted");
+    }
 }
 
 #[test]
