@@ -95,6 +95,26 @@ pub enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Rewrite the deferral timers set before decision 0041, whose
+    /// schedule's Input holds the message request (the trigger event's
+    /// personal data, in clear), to reference the request instead: same
+    /// schedule, same name and fire time, only the Input changes
+    /// (UpdateSchedule). Other schedules, and deferrals already due, are
+    /// left alone; a second run changes nothing (decision 0049). Prints the
+    /// counts; exits 1 if any schedule failed.
+    MigrateTimers {
+        /// The schedule group (`crm-<stack>`).
+        #[arg(long, env = "SCHEDULE_GROUP")]
+        group: String,
+    },
+    /// Re-wrap the customers' data keys that KMS wrapped before decision
+    /// 0044 under the branch key: the same data key (everything encrypted
+    /// under it still decrypts), one KMS Decrypt each, written on the
+    /// condition that the item is unchanged, so a key erased meanwhile
+    /// stays erased. A second run changes nothing (decision 0049). Needs
+    /// KEYS_TABLE and DATA_KEYS_KMS_KEY_ID. Prints the counts; exits 1 if
+    /// any key failed.
+    RewrapKeys,
 }
 
 fn rfc3339(text: &str) -> Result<DateTime<Utc>, String> {
@@ -281,6 +301,22 @@ pub async fn execute(cli: Cli, clients: &Clients) -> Result<(), CliError> {
                 failed => Err(CliError::NotRepublished(failed)),
             }
         }
+        Command::MigrateTimers { group } => {
+            let report = crate::migrate::migrate_timers(clients, &group).await?;
+            println!("{}", crate::migrate::render_timer_migration(&report));
+            match report.failed.len() {
+                0 => Ok(()),
+                failed => Err(CliError::NotMigrated(failed)),
+            }
+        }
+        Command::RewrapKeys => {
+            let report = crate::migrate::rewrap_keys(clients, &settings).await?;
+            println!("{}", crate::migrate::render_rewrap(&report));
+            match report.failed.len() {
+                0 => Ok(()),
+                failed => Err(CliError::NotMigrated(failed)),
+            }
+        }
     }
 }
 
@@ -424,6 +460,29 @@ mod tests {
             }
             _ => panic!("republish did not parse"),
         }
+    }
+
+    #[test]
+    fn migrate_timers_needs_a_group_and_rewrap_keys_takes_the_settings() {
+        // SCHEDULE_GROUP may be set in the environment: the flag wins.
+        match parse(&["migrate-timers", "--group", "crm-prod"]) {
+            Ok(Cli {
+                command: Command::MigrateTimers { group },
+                ..
+            }) => assert_eq!(group, "crm-prod"),
+            _ => panic!("migrate-timers did not parse"),
+        }
+        let cli = parse(&[
+            "rewrap-keys",
+            "--keys-table",
+            "keys",
+            "--data-keys-kms-key-id",
+            "alias/k",
+        ])
+        .expect("parses");
+        assert!(matches!(cli.command, Command::RewrapKeys));
+        assert_eq!(cli.settings.keys_table().expect("keys"), "keys");
+        assert!(parse(&["rewrap-keys", "extra"]).is_err());
     }
 
     #[test]

@@ -19,6 +19,7 @@
 //! wires them and prints.
 
 pub mod cli;
+pub mod migrate;
 
 pub use cli::{execute, Cli, Command, DlqCommand};
 
@@ -82,6 +83,12 @@ pub enum CliError {
     NotRepublished(u64),
     #[error("the range ends ({to}) before it starts ({from})")]
     EmptyRange { from: String, to: String },
+    #[error(transparent)]
+    Scheduler(#[from] crm_core::scheduler::SchedulerError),
+    #[error(transparent)]
+    Keys(#[from] crm_core::privacy::KeyError),
+    #[error("{0} item(s) not migrated")]
+    NotMigrated(usize),
 }
 
 /// Where the tables and queues are: the functions' environment variables
@@ -173,6 +180,7 @@ pub struct Clients {
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub eventbridge: aws_sdk_eventbridge::Client,
     pub kms: aws_sdk_kms::Client,
+    pub scheduler: aws_sdk_scheduler::Client,
     pub sqs: aws_sdk_sqs::Client,
 }
 
@@ -182,6 +190,7 @@ impl Clients {
             dynamodb: aws_sdk_dynamodb::Client::new(aws),
             eventbridge: aws_sdk_eventbridge::Client::new(aws),
             kms: aws_sdk_kms::Client::new(aws),
+            scheduler: aws_sdk_scheduler::Client::new(aws),
             sqs: aws_sdk_sqs::Client::new(aws),
         }
     }
