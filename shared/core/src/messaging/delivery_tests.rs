@@ -1769,3 +1769,100 @@ async fn a_welcome_deferred_by_quiet_hours_leaves_its_plaintext_nowhere() {
     let kept = w.everything_kept().await;
     assert_eq!(plaintext_in(&kept), Vec::<&str>::new(), "{kept}");
 }
+
+/// Decision 0048: a provider's text quotes the recipient's address. On the
+/// message and customer streams it is ciphertext (the failure, the unknown
+/// outcome, the bounce's diagnostic and the invalidation that quotes it),
+/// the delivery reads it whole, and after erasure it reads `[erased]`.
+#[tokio::test]
+async fn provider_texts_that_quote_the_address_are_stored_encrypted_and_erased_with_the_key() {
+    let keys = Arc::new(crate::privacy::memory::InMemoryKeyStore::new());
+    let registration = crate::testing::registration(PROOF_EMAIL, PROOF_FIRST, PROOF_LAST, "Europe/Berlin");
+    let w = World::build(Some(keys.clone()), registration).await;
+    let quoted = format!("550 5.1.1 <{PROOF_EMAIL}>: Recipient address rejected: user unknown");
+    let transactional = |n| w.requested(n, "order-confirmation", Category::Transactional);
+
+    // Refused for good, then an answer lost, then sent and bounced.
+    w.provider.fail_before_taking([ProviderError::Rejected(quoted.clone())]);
+    assert_eq!(
+        w.delivery.on_requested(&transactional(1)).await.expect("deliver"),
+        DeliveryOutcome::Failed
+    );
+    w.provider.lose_answer(ProviderError::OutcomeUnknown(quoted.clone()));
+    w.delivery.on_requested(&transactional(2)).await.expect("deliver");
+    assert!(matches!(
+        w.delivery.on_requested(&transactional(3)).await.expect("deliver"),
+        DeliveryOutcome::Sent { .. }
+    ));
+    let bounce = MessageEvent::EmailBounced {
+        message_id: "msg-3".into(),
+        customer_id: CUSTOMER.into(),
+        bounce_type: super::super::events::BounceType::Permanent,
+        address_hash: w.delivery.identifiers().email(PROOF_EMAIL),
+        diagnostic: Some(format!("smtp; {quoted}")),
+    };
+    w.delivery
+        .record_feedback(bounce, PROOF_EMAIL, "ses-0048")
+        .await
+        .expect("record");
+
+    let read = |message: &'static str, event_type: &'static str, field: &'static str| {
+        let store = w.store.clone();
+        async move {
+            let events = store.read_stream(&message_stream(message), 0, 100).await.expect("read");
+            let event = events
+                .iter()
+                .find(|e| e.event_type == event_type)
+                .unwrap_or_else(|| panic!("no {event_type} on {message}"));
+            event.data[field].clone()
+        }
+    };
+    let texts = [
+        ("msg-1", "MessageFailed", "error"),
+        ("msg-2", "MessageOutcomeUnknown", "error"),
+        ("msg-3", "EmailBounced", "diagnostic"),
+    ];
+    for (message, event_type, field) in texts {
+        let text = read(message, event_type, field).await;
+        assert!(
+            text.as_str().is_some_and(|t| t.contains(&quoted)),
+            "{event_type}.{field} reads whole: {text}"
+        );
+    }
+    let kept = w.everything_kept().await;
+    for event_type in [
+        "MessageFailed",
+        "MessageOutcomeUnknown",
+        "EmailBounced",
+        "CustomerEmailInvalidated",
+    ] {
+        assert!(kept.contains(event_type), "{event_type} was stored: {kept}");
+    }
+    assert_eq!(plaintext_in(&kept), Vec::<&str>::new(), "{kept}");
+
+    crate::customer::erase_customer(
+        w.delivery.customers(),
+        keys.as_ref(),
+        w.delivery.identifiers(),
+        CUSTOMER,
+        &CommandMeta::new(Actor::api("t")),
+    )
+    .await
+    .expect("erased");
+    for (message, event_type, field) in texts {
+        assert_eq!(
+            read(message, event_type, field).await,
+            crate::privacy::ERASED,
+            "{event_type}.{field}"
+        );
+    }
+    let invalidated = w
+        .store
+        .read_stream(&format!("customer-{CUSTOMER}"), 0, 100)
+        .await
+        .expect("read")
+        .into_iter()
+        .find(|e| e.event_type == "CustomerEmailInvalidated")
+        .expect("invalidated");
+    assert_eq!(invalidated.data["reason"], crate::privacy::ERASED);
+}
