@@ -210,9 +210,16 @@ impl AppState {
         self
     }
 
-    /// The secret of the identifier hashes (the same as the consent and
-    /// channel functions').
+    /// The secret of the identifier hashes (the same as the consent, channel
+    /// and projector functions'). The customer service keys email
+    /// reservations and user ids with it, and the email and name lookups
+    /// find their keyed hashes (decision 0046): without it, registering,
+    /// changing an email, erasing, ingesting identities and those lookups
+    /// are unavailable.
     pub fn with_identifiers(mut self, hasher: IdentifierHasher) -> Self {
+        self.customers = Arc::new(
+            CustomerService::new(self.events.clone(), self.clock.clone()).with_identifiers(hasher.clone()),
+        );
         self.identifiers = Some(hasher);
         self
     }

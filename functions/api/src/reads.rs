@@ -1,14 +1,16 @@
 //! Read routes: answered from the projections (customer 360, timeline,
-//! consent ledger, email index), never by folding streams.
+//! consent ledger, email and name indexes), never by folding streams.
 
 use crate::customers::{customer_id, number, page_limit};
 use crate::problem::Problem;
 use crate::AppState;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use crm_core::consent::ledger;
+use crm_core::customer::name_index::customers_with_name;
 use crm_core::customer::views;
 use serde_json::json;
 use std::collections::HashMap;
@@ -47,15 +49,38 @@ pub async fn get_customer(State(state): State<AppState>, Path(id): Path<String>)
     Ok(Json(view).into_response())
 }
 
-/// `GET /customers?email=`: the customers registered under an address.
+/// The most customers `GET /customers?name=` answers.
+const NAME_MATCHES: usize = 100;
+
+/// `GET /customers?email=`: the customers registered under an address;
+/// `GET /customers?name=`: the customers whose first or last name is
+/// exactly that name (any case, white space trimmed; at most 100). Both
+/// look up a keyed hash of the value (decision 0046), never its text.
 pub async fn find_customers(State(state): State<AppState>, q: QueryParams) -> Result<Response, Problem> {
-    let q = query(q, &["email"])?;
-    let email = q
-        .get("email")
-        .filter(|e| !e.trim().is_empty())
-        .ok_or_else(|| Problem::invalid("email", "is required (GET /customers?email=<address>)"))?;
+    let q = query(q, &["email", "name"])?;
+    let given = |k: &str| q.get(k).filter(|v| !v.trim().is_empty());
+    let Some(identifiers) = state.identifiers.as_ref() else {
+        tracing::error!("a customer lookup asked of an API without an identifier secret");
+        return Err(Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+            "customer lookups are not available",
+        ));
+    };
+    let ids = match (given("email"), given("name")) {
+        (Some(_), Some(_)) => return Err(Problem::invalid("name", "give either email or name, not both")),
+        (Some(email), None) => views::customers_with_email(state.read_models.as_ref(), identifiers, email).await?,
+        (None, Some(name)) => customers_with_name(state.read_models.as_ref(), identifiers, name, NAME_MATCHES).await?,
+        (None, None) => {
+            return Err(Problem::invalid(
+                "email",
+                "is required (GET /customers?email=<address> or GET /customers?name=<first or last name>)",
+            ))
+        }
+    };
     let mut items = Vec::new();
-    for id in views::customers_with_email(state.read_models.as_ref(), email).await? {
+    for id in ids {
         if let Some(p) = views::customer_profile(state.read_models.as_ref(), &id).await? {
             items.push(profile_json(&p));
         }

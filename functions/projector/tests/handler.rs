@@ -9,10 +9,11 @@ use serde_json::json;
 
 const CUSTOMER: &str = "0190a000-0000-7000-8000-00000000c001";
 /// Every consumer of the projector, in the group's order.
-const CONSUMERS: [&str; 10] = [
+const CONSUMERS: [&str; 11] = [
     "customer-360",
     "timeline",
     "email-index",
+    "name-index",
     "funnel",
     "attribution",
     "campaign-stats",
@@ -22,7 +23,16 @@ const CONSUMERS: [&str; 10] = [
     "customer-streams",
 ];
 /// The ones that read a customer event's data (the others only move their checkpoint).
-const CUSTOMER_VIEWS: [&str; 3] = ["customer-360", "timeline", "email-index"];
+const CUSTOMER_VIEWS: [&str; 4] = ["customer-360", "timeline", "email-index", "name-index"];
+
+/// The projector's group, its indexes keyed with the tests' identifier secret.
+fn projector(
+    events: std::sync::Arc<dyn crm_core::ports::EventStore>,
+    docs: std::sync::Arc<dyn crm_core::ports::ReadModelStore>,
+    dead_letters: std::sync::Arc<dyn crm_core::ports::DeadLetterQueue>,
+) -> crm_core::consumer::ConsumerGroup {
+    crm_projector::group(events, docs, dead_letters, crm_core::testing::identifiers())
+}
 
 async fn profile(h: &Harness) -> Option<CustomerProfile> {
     customer_profile(h.docs.as_ref(), CUSTOMER).await.expect("read the 360")
@@ -31,7 +41,7 @@ async fn profile(h: &Harness) -> Option<CustomerProfile> {
 #[tokio::test]
 async fn a_registration_builds_the_customer_360() {
     let h = Harness::new();
-    let group = h.group(crm_projector::group);
+    let group = h.group(projector);
     let events = h.register(CUSTOMER, "Ada@Example.com").await;
 
     for event in &events {
@@ -63,7 +73,7 @@ async fn a_registration_builds_the_customer_360() {
 #[tokio::test]
 async fn a_duplicate_delivery_changes_nothing() {
     let h = Harness::new();
-    let group = h.group(crm_projector::group);
+    let group = h.group(projector);
     let events = h.register(CUSTOMER, "ada@example.com").await;
     for event in &events {
         handle(invocation(bus_event(event)), &group, h.dead_letters.as_ref())
@@ -89,7 +99,7 @@ async fn a_duplicate_delivery_changes_nothing() {
 #[tokio::test]
 async fn a_later_version_first_fills_the_gap_from_the_store() {
     let h = Harness::new();
-    let group = h.group(crm_projector::group);
+    let group = h.group(projector);
     let mut events = h.register(CUSTOMER, "ada@example.com").await;
     events.extend(
         h.execute(
@@ -129,7 +139,7 @@ async fn a_later_version_first_fills_the_gap_from_the_store() {
 #[tokio::test]
 async fn a_detail_that_is_not_an_envelope_is_parked_not_failed() {
     let h = Harness::new();
-    let group = h.group(crm_projector::group);
+    let group = h.group(projector);
     let events = h.register(CUSTOMER, "ada@example.com").await;
     let mut garbage = bus_event(&events[0]);
     garbage["detail"] = json!({"customer": CUSTOMER, "what": "not an envelope"});
@@ -160,7 +170,7 @@ async fn a_detail_that_is_not_an_envelope_is_parked_not_failed() {
 #[tokio::test]
 async fn an_envelope_the_projections_cannot_use_is_parked_by_the_group() {
     let h = Harness::new();
-    let group = h.group(crm_projector::group);
+    let group = h.group(projector);
     let events = h.register(CUSTOMER, "ada@example.com").await;
     // A well-formed envelope of a new stream whose data is not a registration.
     let mut poison = events[0].clone();
@@ -184,7 +194,7 @@ async fn an_envelope_the_projections_cannot_use_is_parked_by_the_group() {
 #[tokio::test]
 async fn a_gap_the_store_cannot_fill_is_retried() {
     let h = Harness::new();
-    let group = h.group(crm_projector::group);
+    let group = h.group(projector);
     let events = h.register(CUSTOMER, "ada@example.com").await;
     // Version 5 of a stream whose store ends at version 3.
     let mut ahead = events[2].clone();
@@ -204,7 +214,7 @@ async fn a_gap_the_store_cannot_fill_is_retried() {
 #[tokio::test]
 async fn the_sample_event_is_a_registration_the_projector_applies() {
     let h = Harness::new();
-    let group = h.group(crm_projector::group);
+    let group = h.group(projector);
     let sample = sample_event("projector/customer-registered.json");
     let envelope = detail(&sample);
     assert_eq!(
@@ -229,7 +239,7 @@ async fn the_sample_event_is_a_registration_the_projector_applies() {
 async fn the_order_sample_reaches_the_insight_projections() {
     use crm_core::insights::{attribution, funnel};
     let h = Harness::new();
-    let group = h.group(crm_projector::group);
+    let group = h.group(projector);
     let sample = sample_event("projector/order-placed.json");
     let envelope = detail(&sample);
     assert_eq!(sample["source"], "crm.commerce");
@@ -261,7 +271,7 @@ async fn the_order_sample_reaches_the_insight_projections() {
 async fn encrypted_events_from_the_bus_are_decrypted_before_the_views() {
     use crm_core::privacy::{encrypt_envelope, memory::InMemoryKeyStore, KeyStore};
     let h = Harness::new();
-    let group = h.group(crm_projector::group);
+    let group = h.group(projector);
     let keys = InMemoryKeyStore::new();
     let events = h.register(CUSTOMER, "Ada@Example.com").await;
 
@@ -313,7 +323,7 @@ async fn an_sqs_batch_is_one_page_and_its_poison_is_parked_encrypted() {
     let keys = Arc::new(InMemoryKeyStore::new());
     // As the Lambda assembles it: dead letters leave sealed (decision 0029).
     let sealed: Arc<dyn DeadLetterQueue> = Arc::new(SealedDeadLetters::new(h.dead_letters.clone(), keys.clone()));
-    let group = crm_projector::group(h.events.clone(), h.docs.clone(), sealed.clone());
+    let group = crm_projector::group(h.events.clone(), h.docs.clone(), sealed.clone(), crm_core::testing::identifiers());
     let events = h.register(CUSTOMER, "Ada@Example.com").await;
     // A registration the customer views cannot use, with an address in it.
     let mut poison = events[0].clone();
@@ -365,7 +375,7 @@ async fn the_sqs_batch_sample_is_the_registration_as_the_queue_hands_it_over() {
     use crm_bus_consumer::{handle_batch, SqsEvent, StoredEventsOnly};
     use crm_core::privacy::memory::InMemoryKeyStore;
     let h = Harness::new();
-    let group = h.group(crm_projector::group);
+    let group = h.group(projector);
     let batch: SqsEvent = serde_json::from_value(sample_event("projector/sqs-batch.json")).expect("an SQS event");
     assert_eq!(
         serde_json::from_str::<serde_json::Value>(batch.records[0].body.as_deref().expect("a body")).expect("json"),

@@ -277,7 +277,13 @@ impl LocalRuntime {
                 // Segments depend on the clock and append membership events (which wake the bus).
                 "projector" => Target::new(
                     rule,
-                    ConsumerGroup::projector_at(waking.clone(), read, dead_letters.clone(), clock.clone()),
+                    ConsumerGroup::projector_at(
+                        waking.clone(),
+                        read,
+                        dead_letters.clone(),
+                        clock.clone(),
+                        identifiers.clone(),
+                    ),
                 ),
                 "consent" => Target::new(
                     rule,
@@ -438,6 +444,7 @@ impl LocalRuntime {
                 self.docs.clone(),
                 dead_letters.clone(),
                 self.clock.clone(),
+                self.identifiers.clone(),
             ),
             ConsumerGroup::consent(
                 self.events.clone(),

@@ -391,14 +391,22 @@ pub fn customer_id(n: usize) -> String {
     format!("00000000-0000-7000-8000-{n:012}")
 }
 
+/// The identifier secret of tests: keyed hashes (email reservations, the
+/// email and name indexes, user ids; decision 0046) under a fixed secret.
+pub fn identifiers() -> crate::privacy::IdentifierHasher {
+    crate::privacy::IdentifierHasher::new(b"crm tests: identifier secret")
+}
+
 /// Registers customer `id` through the customer service over `store` (system
-/// clock, actor `system:test`); panics when the command fails.
+/// clock, actor `system:test`, the tests' [`identifiers`]); panics when the
+/// command fails.
 pub async fn register(
     store: std::sync::Arc<dyn EventStore>,
     id: &str,
     registration: crate::customer::RegisterCustomer,
 ) {
-    let service = crate::customer::CustomerService::new(store, std::sync::Arc::new(crate::clock::SystemClock));
+    let service = crate::customer::CustomerService::new(store, std::sync::Arc::new(crate::clock::SystemClock))
+        .with_identifiers(identifiers());
     let respond = |c: &Customer, _: &[EventEnvelope]| (201, serde_json::json!({ "id": c.id }));
     service
         .execute(

@@ -240,9 +240,10 @@ impl Tables {
     }
 }
 
-/// The consumer groups of the functions: the projector's, and the consent
-/// function's when `IDENTIFIER_HASH_SECRET` is set (its proof ledger hashes
-/// identifiers with it, decision 0019).
+/// The consumer groups of the functions when `IDENTIFIER_HASH_SECRET` is
+/// set: the projector's (its email and name indexes are keyed by hashes
+/// made with it, decision 0046) and the consent function's (its proof
+/// ledger hashes identifiers with it, decision 0019). Without it: none.
 pub fn consumer_groups(
     tables: &Tables,
     dead_letters: Arc<dyn DeadLetterQueue>,
@@ -266,20 +267,14 @@ pub fn groups_over(
     dead_letters: Arc<dyn DeadLetterQueue>,
     identifier_hash_secret: Option<&str>,
 ) -> Vec<ConsumerGroup> {
-    let mut groups = vec![ConsumerGroup::projector(
-        events.clone(),
-        docs.clone(),
-        dead_letters.clone(),
-    )];
-    if let Some(secret) = identifier_hash_secret {
-        groups.push(ConsumerGroup::consent(
-            events,
-            docs,
-            dead_letters,
-            IdentifierHasher::new(secret.as_bytes()),
-        ));
-    }
-    groups
+    let Some(secret) = identifier_hash_secret else {
+        return Vec::new();
+    };
+    let identifiers = IdentifierHasher::new(secret.as_bytes());
+    vec![
+        ConsumerGroup::projector(events.clone(), docs.clone(), dead_letters.clone(), identifiers.clone()),
+        ConsumerGroup::consent(events, docs, dead_letters, identifiers),
+    ]
 }
 
 fn known_names(groups: &[ConsumerGroup], with_consumers: bool) -> String {
@@ -291,7 +286,7 @@ fn known_names(groups: &[ConsumerGroup], with_consumers: bool) -> String {
         }
     }
     if !groups.iter().any(|g| g.name == "consent") {
-        names.push("(consent, consent-ledger, proof-ledger: set IDENTIFIER_HASH_SECRET)".into());
+        names.push("(projector, consent and their consumers: set IDENTIFIER_HASH_SECRET)".into());
     }
     names.join(", ")
 }

@@ -19,6 +19,10 @@ use crm_core::ports::{DeadLetterQueue, EventStore, ReadModelStore, ReadOp};
 use crm_core::relay::{ParkedEvent, RELAY_CONSUMER};
 use crm_core::testing::{customer_id, dead_letter};
 use crm_ops::{CliError, Clients, Settings, Tables};
+
+/// The identifier hash secret the consumer groups of these tests are built
+/// with (the projector's indexes are keyed by it, decision 0046).
+const IDENTIFIER_SECRET: &str = "crm-ops moto tests: identifier secret";
 use std::process::{Command, Output};
 use std::sync::Arc;
 use uuid::Uuid;
@@ -167,7 +171,7 @@ async fn replay_rebuilds_the_customer_360_decrypted_and_check_finds_a_tampered_d
         raw.data
     );
 
-    let groups = crm_ops::consumer_groups(&w.tables, w.dead_letters.clone(), None);
+    let groups = crm_ops::consumer_groups(&w.tables, w.dead_letters.clone(), Some(IDENTIFIER_SECRET));
     let replayed = crm_ops::replay(&w.tables, &groups, w.dead_letters.as_ref(), CUSTOMER_360, 3, false)
         .await
         .expect("replay");
@@ -347,7 +351,7 @@ async fn dead_letters_are_listed_without_personal_data_and_redriven_decrypted() 
     assert!(stdout(&out).contains("3 message(s)"), "{}", stdout(&out));
 
     // An unknown group is refused before anything is received.
-    let groups = crm_ops::consumer_groups(&w.tables, w.dead_letters.clone(), None);
+    let groups = crm_ops::consumer_groups(&w.tables, w.dead_letters.clone(), Some(IDENTIFIER_SECRET));
     match crm_ops::dlq_redrive(&w.clients.sqs, &w.tables, groups, &w.queue_name, "nope", 10).await {
         Err(CliError::UnknownGroup { known, .. }) => assert!(known.contains("projector"), "{known}"),
         other => panic!("expected UnknownGroup, got {other:?}"),
@@ -361,7 +365,7 @@ async fn dead_letters_are_listed_without_personal_data_and_redriven_decrypted() 
     );
 
     // Redriven to the projector: both events delivered, decrypted; the garbage stays.
-    let groups = crm_ops::consumer_groups(&w.tables, w.dead_letters.clone(), None);
+    let groups = crm_ops::consumer_groups(&w.tables, w.dead_letters.clone(), Some(IDENTIFIER_SECRET));
     let report = crm_ops::dlq_redrive(&w.clients.sqs, &w.tables, groups, &w.queue_name, "projector", 10)
         .await
         .expect("redrive");
@@ -501,7 +505,7 @@ async fn the_functions_park_poison_as_stored_and_crm_ops_shows_it_only_while_the
     let groups = crm_ops::consumer_groups(
         &w.tables,
         crm_ops::sealed_dead_letters(&w.clients, &w.tables, var(&s.dead_letter_queue_url)),
-        None,
+        Some(IDENTIFIER_SECRET),
     );
     let report = crm_ops::dlq_redrive(&w.clients.sqs, &w.tables, groups, &w.queue_name, "projector", 10)
         .await

@@ -118,7 +118,11 @@ fn projections(
     vec![
         ("projector", Arc::new(CustomerProfileProjection)),
         ("projector", Arc::new(TimelineProjection)),
-        ("projector", Arc::new(EmailIndexProjection)),
+        ("projector", Arc::new(EmailIndexProjection::new(identifiers.clone()))),
+        (
+            "projector",
+            Arc::new(crm_core::customer::name_index::NameIndexProjection::new(identifiers.clone())),
+        ),
         ("projector", Arc::new(crm_core::insights::funnel::FunnelProjection)),
         (
             "projector",

@@ -331,6 +331,7 @@ pub async fn page_phase(options: &BenchOptions) -> Result<(Vec<PageCostRow>, Vec
                     docs.clone(),
                     dead,
                     Arc::new(crm_core::clock::SystemClock),
+                    crm_core::privacy::IdentifierHasher::new(b"bench"),
                 ),
                 _ => ConsumerGroup::consent(
                     store.clone(),

@@ -349,7 +349,8 @@ async fn a_current_timer_abandons_a_stale_one_does_nothing() {
 #[tokio::test]
 async fn a_timer_of_a_deactivated_customer_abandons_nothing() {
     let h = harness();
-    let customers = crate::customer::CustomerService::new(h.store.clone(), h.clock.clone());
+    let customers = crate::customer::CustomerService::new(h.store.clone(), h.clock.clone())
+        .with_identifiers(crate::testing::identifiers());
     let respond = |_: &crate::customer::Customer, _: &[EventEnvelope]| (200, serde_json::Value::Null);
     let meta = CommandMeta::new(Actor::system("test"));
     let register =

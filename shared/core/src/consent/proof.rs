@@ -362,7 +362,8 @@ mod tests {
             let events = Arc::new(InMemoryEventStore::default());
             let clock = Arc::new(VirtualClock::starting_at(test_time()));
             World {
-                customers: CustomerService::new(events.clone(), clock.clone()),
+                customers: CustomerService::new(events.clone(), clock.clone())
+                    .with_identifiers(IdentifierHasher::new(b"proof tests")),
                 events,
                 clock,
                 hasher: IdentifierHasher::new(b"proof tests"),

@@ -272,14 +272,22 @@ impl ConsumerGroup {
         }
     }
 
-    /// The projector function: customer 360, timeline and email index,
+    /// The projector function: customer 360, timeline, email and name
+    /// indexes (keyed by hashes made with `identifiers`, decision 0046),
     /// profile metrics and segments (on the wall clock).
     pub fn projector(
         events: Arc<dyn EventStore>,
         docs: Arc<dyn ReadModelStore>,
         dead_letters: Arc<dyn crate::ports::DeadLetterQueue>,
+        identifiers: crate::privacy::IdentifierHasher,
     ) -> Self {
-        Self::projector_at(events, docs, dead_letters, Arc::new(crate::clock::SystemClock))
+        Self::projector_at(
+            events,
+            docs,
+            dead_letters,
+            Arc::new(crate::clock::SystemClock),
+            identifiers,
+        )
     }
 
     /// The projector with its clock: segments depend on "now" (recency).
@@ -290,8 +298,10 @@ impl ConsumerGroup {
         docs: Arc<dyn ReadModelStore>,
         dead_letters: Arc<dyn crate::ports::DeadLetterQueue>,
         clock: Arc<dyn crate::clock::Clock>,
+        identifiers: crate::privacy::IdentifierHasher,
     ) -> Self {
         use crate::customer::metrics::ProfileMetricsProjection;
+        use crate::customer::name_index::NameIndexProjection;
         use crate::customer::views::{CustomerProfileProjection, EmailIndexProjection, TimelineProjection};
         use crate::segments::{SegmentEvaluator, SegmentMembersProjection};
         Self::new(
@@ -299,7 +309,8 @@ impl ConsumerGroup {
             vec![
                 Arc::new(CustomerProfileProjection),
                 Arc::new(TimelineProjection),
-                Arc::new(EmailIndexProjection),
+                Arc::new(EmailIndexProjection::new(identifiers.clone())),
+                Arc::new(NameIndexProjection::new(identifiers)),
                 Arc::new(crate::insights::funnel::FunnelProjection),
                 Arc::new(crate::insights::attribution::AttributionProjection),
                 Arc::new(crate::insights::campaign_stats::CampaignStatsProjection),

@@ -97,7 +97,8 @@ fn random_command(n: usize, step: usize, rng: &mut Rng, token: Option<String>) -
 /// Runs real commands through the service; refused ones simply add nothing.
 async fn histories(customers: usize, rng: &mut Rng) -> Arc<InMemoryEventStore> {
     let store = Arc::new(InMemoryEventStore::default());
-    let service = CustomerService::new(store.clone(), Arc::new(SystemClock));
+    let service =
+        CustomerService::new(store.clone(), Arc::new(SystemClock)).with_identifiers(crate::testing::identifiers());
     let meta = CommandMeta::new(Actor::api("property"));
     for n in 0..customers {
         let id = format!("00000000-0000-7000-8000-{n:012}");
@@ -123,7 +124,7 @@ fn consumers(events: Arc<dyn EventStore>, docs: Arc<dyn ReadModelStore>) -> Vec<
     let projections: Vec<Arc<dyn Projection>> = vec![
         Arc::new(CustomerProfileProjection),
         Arc::new(TimelineProjection),
-        Arc::new(EmailIndexProjection),
+        Arc::new(EmailIndexProjection::new(crate::testing::identifiers())),
         Arc::new(ConsentLedgerProjection),
     ];
     projections
@@ -205,13 +206,18 @@ async fn duplicated_and_reordered_delivery_gives_the_in_order_read_models() {
             .await
             .expect("read")
             .expect("profile");
-        let service = CustomerService::new(store.clone(), Arc::new(SystemClock));
+        let service =
+            CustomerService::new(store.clone(), Arc::new(SystemClock)).with_identifiers(crate::testing::identifiers());
         let mut written = service.load(&id).await.expect("load").expect("exists");
         written.pending_verification_token = None;
         assert_eq!(profile.customer, written);
-        let found = views::customers_with_email(in_order.as_ref(), &written.email.to_uppercase())
-            .await
-            .expect("index");
+        let found = views::customers_with_email(
+            in_order.as_ref(),
+            &crate::testing::identifiers(),
+            &written.email.to_uppercase(),
+        )
+        .await
+        .expect("index");
         assert_eq!(found, vec![id.clone()]);
         let timeline = views::timeline(in_order.as_ref(), &id, 0, 1000)
             .await
@@ -265,7 +271,8 @@ async fn a_gap_is_filled_from_the_store_and_a_poison_event_is_not_retried() {
 #[tokio::test]
 async fn an_expired_consent_is_not_active() {
     let store = Arc::new(InMemoryEventStore::default());
-    let service = CustomerService::new(store.clone(), Arc::new(SystemClock));
+    let service =
+        CustomerService::new(store.clone(), Arc::new(SystemClock)).with_identifiers(crate::testing::identifiers());
     let mut reg = registration(1, &mut Rng(3));
     reg.marketing_consent = MarketingConsentChoice {
         email: true,

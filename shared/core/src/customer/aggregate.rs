@@ -653,8 +653,10 @@ pub fn fold<'a>(
         .fold(start, |state, (event, at, version)| evolve(state, event, at, version))
 }
 
-/// The uniqueness claims that events imply: a registered or changed email
-/// takes its reservation, a changed email gives the old one back, and an
+/// The uniqueness claims that events imply, each named by its logical name
+/// ([`validate::email_reservation_name`]; the customer service's store
+/// writes it under the address's keyed hash, decision 0046): a registered
+/// or changed email takes its reservation, a changed email gives the old one back, and an
 /// erasure request gives back the current one (of `state`, the customer
 /// before `events`), so the address can register again as a new customer.
 pub fn reservations_for(
@@ -669,22 +671,22 @@ pub fn reservations_for(
             CustomerEvent::CustomerErasureRequested { .. } => {
                 if let Some(c) = state {
                     changes.push(ReservationChange::Release {
-                        key: validate::email_reservation_key(&c.email),
+                        key: validate::email_reservation_name(&c.email),
                         owner: owner.clone(),
                     });
                 }
             }
             CustomerEvent::CustomerRegistered { email, .. } => changes.push(ReservationChange::Claim {
-                key: validate::email_reservation_key(email),
+                key: validate::email_reservation_name(email),
                 owner: owner.clone(),
             }),
             CustomerEvent::CustomerEmailChanged { old_email, new_email } => {
                 changes.push(ReservationChange::Claim {
-                    key: validate::email_reservation_key(new_email),
+                    key: validate::email_reservation_name(new_email),
                     owner: owner.clone(),
                 });
                 changes.push(ReservationChange::Release {
-                    key: validate::email_reservation_key(old_email),
+                    key: validate::email_reservation_name(old_email),
                     owner: owner.clone(),
                 });
             }

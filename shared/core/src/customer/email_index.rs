@@ -1,5 +1,7 @@
 //! The email index: email → customer, a projection of the customer stream
 //! (the lookups behind `GET /customers?email=` and identity resolution).
+//! An address is named by its keyed hash ([`email_reservation_key`], HMAC
+//! under the identifier secret, decision 0046), never by its text.
 
 use super::events::CustomerEvent;
 use super::validate::{email_reservation_key, normalise_email};
@@ -7,6 +9,7 @@ use super::views::EMAIL_INDEX;
 use crate::consumer::{Projection, ProjectionError};
 use crate::event::{DomainEvent, EventEnvelope};
 use crate::ports::{ReadModelStore, ReadOp, StoreError};
+use crate::privacy::IdentifierHasher;
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
@@ -21,9 +24,17 @@ fn customer_partition(event: &EventEnvelope) -> Result<&str, ProjectionError> {
         .ok_or_else(|| ProjectionError::Invalid(format!("{} {} has no customer_id", event.event_type, event.event_id)))
 }
 
-/// Email → customer: partition is the email's reservation key (a hash), sort
-/// the customer id.
-pub struct EmailIndexProjection;
+/// Email → customer: partition is the email's reservation key (its keyed
+/// hash), sort the customer id.
+pub struct EmailIndexProjection {
+    identifiers: IdentifierHasher,
+}
+
+impl EmailIndexProjection {
+    pub fn new(identifiers: IdentifierHasher) -> Self {
+        EmailIndexProjection { identifiers }
+    }
+}
 
 #[async_trait]
 impl Projection for EmailIndexProjection {
@@ -44,7 +55,7 @@ impl Projection for EmailIndexProjection {
         // whose event names no email, can remove the entry).
         let owner = format!("{OWNER_PREFIX}{customer_id}");
         let entry = |email: &str| {
-            let key = email_reservation_key(email);
+            let key = email_reservation_key(&self.identifiers, email);
             [
                 ReadOp::Put {
                     partition: key.clone(),
@@ -65,7 +76,7 @@ impl Projection for EmailIndexProjection {
             CustomerEvent::CustomerEmailChanged { new_email, .. } if new_email == crate::privacy::ERASED => Vec::new(),
             CustomerEvent::CustomerEmailChanged { old_email, new_email } => {
                 let mut ops = vec![ReadOp::Delete {
-                    partition: email_reservation_key(&old_email),
+                    partition: email_reservation_key(&self.identifiers, &old_email),
                     sort: customer_id.clone(),
                 }];
                 ops.extend(entry(&new_email));
@@ -93,14 +104,18 @@ impl Projection for EmailIndexProjection {
     }
 }
 
-/// The ids of customers registered under `email` (any case). An invalid
-/// address finds nobody.
-pub async fn customers_with_email(docs: &dyn ReadModelStore, email: &str) -> Result<Vec<String>, StoreError> {
+/// The ids of customers registered under `email` (any case), found by its
+/// keyed hash under `identifiers`. An invalid address finds nobody.
+pub async fn customers_with_email(
+    docs: &dyn ReadModelStore,
+    identifiers: &IdentifierHasher,
+    email: &str,
+) -> Result<Vec<String>, StoreError> {
     let Ok(normal) = normalise_email("email", email) else {
         return Ok(Vec::new());
     };
     Ok(docs
-        .list(EMAIL_INDEX, &email_reservation_key(&normal), "", None, 100)
+        .list(EMAIL_INDEX, &email_reservation_key(identifiers, &normal), "", None, 100)
         .await?
         .into_iter()
         .map(|(customer_id, _)| customer_id)

@@ -8,7 +8,10 @@ pub mod email_index;
 mod erasure;
 mod events;
 pub mod history;
+mod keyed_reservations;
 pub mod metrics;
+pub mod name_index;
+pub mod rekey;
 mod service;
 mod validate;
 pub mod views;
@@ -17,8 +20,9 @@ pub use aggregate::{decide, evolve, fold, reservations_for, Customer, CustomerSt
 pub use commands::*;
 pub use erasure::{erase_customer, ErasureError};
 pub use events::*;
+pub use keyed_reservations::NO_IDENTIFIER_SECRET;
 pub use service::{CommandError, CustomerService, Executed, IdempotencyRequest, ResponseBuilder};
-pub use validate::{email_reservation_key, normalise_email};
+pub use validate::{email_reservation_key, email_reservation_name, normalise_email, unkeyed_email_reservation_key};
 
 /// The stream of customer `id`.
 pub fn stream_id(customer_id: &str) -> String {

@@ -6,12 +6,14 @@
 use super::aggregate::{decide, evolve, reservations_for, Customer, DecisionInput};
 use super::commands::CustomerCommand;
 use super::events::CustomerEvent;
+use super::keyed_reservations::KeyedReservations;
 use super::{stream_id, CustomerError};
 use crate::aggregate::{Aggregate, AggregateError, AggregateService, DecideContext};
 use crate::clock::Clock;
 use crate::event::{CommandMeta, EventCodecError, EventEnvelope};
 use crate::idempotency::IdempotencyKey;
 use crate::ports::{EventStore, ReservationChange, StoreError};
+use crate::privacy::IdentifierHasher;
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
 use uuid::Uuid;
@@ -106,20 +108,60 @@ impl Aggregate for CustomerAggregate {
     }
 }
 
+/// Runs customer commands. Email reservations are written under the keyed
+/// hash of the address ([`KeyedReservations`], decision 0046): a service
+/// that registers customers, changes emails or erases needs the identifier
+/// secret ([`CustomerService::with_identifiers`]); without it those commands
+/// fail and write nothing, every other command works.
 pub struct CustomerService {
     customers: AggregateService<CustomerAggregate>,
+    keyed: Arc<KeyedReservations>,
+    clock: Arc<dyn Clock>,
+    snapshot_every: Option<u64>,
+    identifiers: Option<IdentifierHasher>,
 }
 
 impl CustomerService {
     pub fn new(store: Arc<dyn EventStore>, clock: Arc<dyn Clock>) -> Self {
+        let keyed = Arc::new(KeyedReservations::new(store, None));
         CustomerService {
-            customers: AggregateService::new(store, clock),
+            customers: AggregateService::new(keyed.clone(), clock.clone()),
+            keyed,
+            clock,
+            snapshot_every: None,
+            identifiers: None,
         }
+    }
+
+    /// Keys email reservations (and, through this service, the identity
+    /// streams and ingestion's lookups) with the identifier secret.
+    pub fn with_identifiers(self, identifiers: IdentifierHasher) -> Self {
+        let keyed = Arc::new(KeyedReservations::new(
+            self.keyed.inner().clone(),
+            Some(identifiers.clone()),
+        ));
+        let mut customers = AggregateService::new(keyed.clone(), self.clock.clone());
+        if let Some(every) = self.snapshot_every {
+            customers = customers.with_snapshot_every(every);
+        }
+        CustomerService {
+            customers,
+            keyed,
+            clock: self.clock,
+            snapshot_every: self.snapshot_every,
+            identifiers: Some(identifiers),
+        }
+    }
+
+    /// The identifier secret's hasher, when the service has one.
+    pub fn identifiers(&self) -> Option<&IdentifierHasher> {
+        self.identifiers.as_ref()
     }
 
     /// Snapshot a stream each time it passes a multiple of `every` events.
     pub fn with_snapshot_every(mut self, every: u64) -> Self {
         self.customers = self.customers.with_snapshot_every(every);
+        self.snapshot_every = Some(every);
         self
     }
 

@@ -93,7 +93,7 @@ fn registering_emits_registration_consents_and_verification_in_order() {
     assert_eq!(
         reservations,
         vec![crate::ports::ReservationChange::Claim {
-            key: email_reservation_key("ada.lovelace@example.com"),
+            key: email_reservation_name("ada.lovelace@example.com"),
             owner: "customer-c1".into()
         }]
     );
@@ -192,8 +192,8 @@ fn changing_email_moves_the_reservation_and_asks_for_verification() {
     assert_eq!(
         keys,
         vec![
-            email_reservation_key("ada@analytical.engine.org"),
-            email_reservation_key("ada.lovelace@example.com")
+            email_reservation_name("ada@analytical.engine.org"),
+            email_reservation_name("ada.lovelace@example.com")
         ]
     );
     assert_eq!(
@@ -504,7 +504,9 @@ mod service {
     #[tokio::test]
     async fn registers_atomically_and_answers_a_retry_from_its_receipt() {
         let store = Arc::new(InMemoryEventStore::default());
-        let service = CustomerService::new(store.clone(), Arc::new(SystemClock)).with_snapshot_every(3);
+        let service = CustomerService::new(store.clone(), Arc::new(SystemClock))
+            .with_identifiers(crate::testing::identifiers())
+            .with_snapshot_every(3);
         let meta = CommandMeta::new(Actor::api("tester"));
         let key = IdempotencyKey::new("tester", "k-1", "POST", "/customers", b"body");
         let first = service
@@ -636,7 +638,7 @@ fn erasure_is_requested_once_then_completed_and_every_other_command_is_refused()
     assert_eq!(
         reservations_for("c1", scenario.state(), &requested),
         vec![crate::ports::ReservationChange::Release {
-            key: email_reservation_key("ada.lovelace@example.com"),
+            key: email_reservation_name("ada.lovelace@example.com"),
             owner: "customer-c1".into()
         }]
     );

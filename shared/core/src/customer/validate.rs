@@ -1,6 +1,7 @@
 //! Input rules shared by several customer commands.
 
 use super::CustomerError;
+use crate::privacy::IdentifierHasher;
 use sha2::{Digest, Sha256};
 use std::str::FromStr;
 
@@ -25,9 +26,31 @@ pub fn normalise_email(field: &str, raw: &str) -> Result<String, CustomerError> 
     Ok(trimmed.to_lowercase())
 }
 
-/// The reservation key that keeps an email unique: its normal form, hashed, so
-/// the key itself holds no personal data.
-pub fn email_reservation_key(normalised_email: &str) -> String {
+/// How the aggregate names the reservation that keeps an email unique:
+/// `email-address:<normal form>`. A logical name, never stored: the
+/// customer service's store ([`super::keyed_reservations`]) turns it into
+/// [`email_reservation_key`] before anything is written, and refuses to
+/// write it when it has no identifier secret.
+pub fn email_reservation_name(normalised_email: &str) -> String {
+    format!("{EMAIL_RESERVATION_NAME_PREFIX}{normalised_email}")
+}
+
+/// The prefix of [`email_reservation_name`].
+pub(crate) const EMAIL_RESERVATION_NAME_PREFIX: &str = "email-address:";
+
+/// The stored reservation key that keeps an email unique:
+/// `email#<HMAC-SHA256 of its normal form under the identifier secret>`
+/// (decision 0046), so neither the key nor a backup of it names the address,
+/// and a dictionary of addresses cannot be hashed to find it without the
+/// secret. The same keyed hash names the address in the email index.
+pub fn email_reservation_key(identifiers: &IdentifierHasher, normalised_email: &str) -> String {
+    format!("email#{}", identifiers.email(normalised_email))
+}
+
+/// The key email reservations had before decision 0046: `email#<SHA-256 of
+/// the normal form>`, unkeyed. Only the re-key migration
+/// ([`super::rekey`]) still computes it, to find and release those items.
+pub fn unkeyed_email_reservation_key(normalised_email: &str) -> String {
     let digest = Sha256::digest(normalised_email.as_bytes());
     format!("email#{}", hex::encode(digest))
 }

@@ -11,15 +11,21 @@
 //!   `ExpectedVersion::NoStream`, so of two concurrent merges one wins, and a
 //!   merge into another customer is refused: an anonymous profile never
 //!   joins two customers.
-//! * `user-<hash of the user id>` holds at most one `UserIdLinked`: which
-//!   customer a source's `userId` names (first link wins; the user id itself
-//!   is not stored, it may be an email address).
+//! * `user-<keyed hash of the user id>` holds at most one `UserIdLinked`:
+//!   which customer a source's `userId` names (first link wins; the user id
+//!   itself is not stored, it may be an email address). The hash is an HMAC
+//!   under the identifier secret (decision 0046), so the stream's name
+//!   cannot be found by hashing a list of addresses. A link made before
+//!   decision 0046 lives on a stream named by the unkeyed SHA-256
+//!   ([`unkeyed_user_stream`]); it is still read, and carried over to the
+//!   keyed stream when its user id is next linked.
 //! * The customer's own stream records `CustomersMerged`, which the
 //!   projections and the journey engine follow.
 
 use crate::customer::{CommandError, CustomerCommand, CustomerService, RecordMerge};
 use crate::event::{envelopes, CommandMeta, DomainEvent, EventEnvelope};
 use crate::ports::{AppendError, AppendRequest, EventStore, ExpectedVersion, StoreError};
+use crate::privacy::{IdentifierHasher, LookupKind};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -70,8 +76,16 @@ pub fn identity_stream(profile_id: &str) -> String {
     format!("identity-{profile_id}")
 }
 
-/// The stream naming which customer a user id belongs to.
-pub fn user_stream(user_id: &str) -> String {
+/// The stream naming which customer a user id belongs to: `user-` and the
+/// first 128 bits of the user id's keyed hash.
+pub fn user_stream(identifiers: &IdentifierHasher, user_id: &str) -> String {
+    let hash = identifiers.lookup(LookupKind::UserId, user_id);
+    format!("user-{}", &hash[..32])
+}
+
+/// The stream links were made on before decision 0046 (an unkeyed SHA-256
+/// of the user id): read only, never appended to.
+pub fn unkeyed_user_stream(user_id: &str) -> String {
     format!("user-{}", hex::encode(&digest("crm-user-id", user_id)[..16]))
 }
 
@@ -139,8 +153,17 @@ pub struct IdentityService {
 }
 
 impl IdentityService {
+    /// Identities over `store`; user ids are hashed with the identifier
+    /// secret of `customers` ([`CustomerService::with_identifiers`]): without
+    /// one, user ids can be neither looked up nor linked.
     pub fn new(store: Arc<dyn EventStore>, customers: Arc<CustomerService>) -> Self {
         IdentityService { store, customers }
+    }
+
+    fn identifiers(&self) -> Result<&IdentifierHasher, StoreError> {
+        self.customers
+            .identifiers()
+            .ok_or_else(|| StoreError::Failed(crate::customer::NO_IDENTIFIER_SECRET.into()))
     }
 
     async fn owner(&self, stream: &str) -> Result<Option<String>, StoreError> {
@@ -157,9 +180,13 @@ impl IdentityService {
         resolve(self.store.as_ref(), id).await
     }
 
-    /// The customer a user id was linked to.
+    /// The customer a user id was linked to (on its keyed stream, else on
+    /// the stream of a link made before decision 0046).
     pub async fn customer_of_user(&self, user_id: &str) -> Result<Option<String>, StoreError> {
-        self.owner(&user_stream(user_id)).await
+        match self.owner(&user_stream(self.identifiers()?, user_id)).await? {
+            Some(customer) => Ok(Some(customer)),
+            None => self.owner(&unkeyed_user_stream(user_id)).await,
+        }
     }
 
     /// Appends the one event of an identity stream; `Ok(None)` when the
@@ -197,19 +224,30 @@ impl IdentityService {
     }
 
     /// Links `user_id` to `customer_id` (once; linking it again to the same
-    /// customer is a no-op, to another one is refused).
+    /// customer is a no-op, to another one is refused). A link made before
+    /// decision 0046 still wins: it is carried over to the keyed stream.
     pub async fn link_user(&self, user_id: &str, customer_id: &str, meta: &CommandMeta) -> Result<(), IdentityError> {
-        let event = IdentityEvent::UserIdLinked {
-            customer_id: customer_id.to_string(),
+        let keyed = user_stream(self.identifiers()?, user_id);
+        let linked_to = match self.owner(&unkeyed_user_stream(user_id)).await? {
+            Some(earlier) => earlier,
+            None => customer_id.to_string(),
         };
-        match self
-            .claim(&user_stream(user_id), event, customer_id, meta, self.customers.now())
+        let event = IdentityEvent::UserIdLinked {
+            customer_id: linked_to.clone(),
+        };
+        let owner = match self
+            .claim(&keyed, event, &linked_to, meta, self.customers.now())
             .await?
         {
-            Some(owner) if owner != customer_id => Err(IdentityError::Refused(format!(
+            Some(owner) => owner,
+            None => linked_to,
+        };
+        if owner == customer_id {
+            Ok(())
+        } else {
+            Err(IdentityError::Refused(format!(
                 "userId already belongs to customer {owner}"
-            ))),
-            _ => Ok(()),
+            )))
         }
     }
 

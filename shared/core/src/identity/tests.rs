@@ -2,9 +2,10 @@ use super::*;
 use crate::clock::VirtualClock;
 use crate::customer::Customer;
 use crate::event::Actor;
-use crate::testing::{registration, test_time, InMemoryEventStore};
+use crate::testing::{identifiers, registration, test_time, InMemoryEventStore};
 
 struct World {
+    store: Arc<InMemoryEventStore>,
     customers: Arc<CustomerService>,
     identity: IdentityService,
 }
@@ -12,9 +13,10 @@ struct World {
 fn world() -> World {
     let store = Arc::new(InMemoryEventStore::default());
     let clock = Arc::new(VirtualClock::starting_at(test_time()));
-    let customers = Arc::new(CustomerService::new(store.clone(), clock));
+    let customers = Arc::new(CustomerService::new(store.clone(), clock).with_identifiers(identifiers()));
     World {
-        identity: IdentityService::new(store, customers.clone()),
+        identity: IdentityService::new(store.clone(), customers.clone()),
+        store,
         customers,
     }
 }
@@ -48,8 +50,86 @@ fn anonymous_profiles_are_stable_and_recognisable() {
     assert!(is_anonymous_profile(&a));
     assert!(!is_anonymous_profile(K), "customer ids are UUID v7");
     assert!(!is_anonymous_profile("not a uuid"));
-    assert_ne!(user_stream("u1"), user_stream("u2"));
-    assert!(!user_stream("ada@example.com").contains("ada"), "the user id is hashed");
+    let h = identifiers();
+    assert_ne!(user_stream(&h, "u1"), user_stream(&h, "u2"));
+    assert!(
+        !user_stream(&h, "ada@example.com").contains("ada"),
+        "the user id is hashed"
+    );
+}
+
+#[test]
+fn a_user_stream_is_named_by_the_keyed_hash() {
+    let (a, b) = (IdentifierHasher::new(b"one"), IdentifierHasher::new(b"two"));
+    assert_ne!(
+        user_stream(&a, "ada@example.com"),
+        user_stream(&b, "ada@example.com"),
+        "another secret, another stream"
+    );
+    assert_ne!(
+        user_stream(&a, "ada@example.com"),
+        unkeyed_user_stream("ada@example.com"),
+        "not the unkeyed SHA-256 a list of addresses finds"
+    );
+    assert_eq!(user_stream(&a, "u1").len(), "user-".len() + 32);
+}
+
+#[tokio::test]
+async fn without_a_secret_user_ids_are_neither_read_nor_linked() {
+    let store = Arc::new(InMemoryEventStore::default());
+    let clock = Arc::new(VirtualClock::starting_at(test_time()));
+    let identity = IdentityService::new(store.clone(), Arc::new(CustomerService::new(store.clone(), clock)));
+    assert!(identity.customer_of_user("u1").await.is_err());
+    assert!(identity.link_user("u1", K, &meta()).await.is_err());
+    assert_eq!(store.read_all(None, 10).await.expect("read").events.len(), 0);
+}
+
+/// A link as it was made before decision 0046: on the unkeyed stream.
+async fn link_unkeyed(w: &World, user_id: &str, customer_id: &str) {
+    let stream = unkeyed_user_stream(user_id);
+    let event = IdentityEvent::UserIdLinked {
+        customer_id: customer_id.into(),
+    };
+    let events = envelopes(&stream, Some(customer_id), &[event], &meta(), test_time()).expect("envelope");
+    w.store
+        .append(AppendRequest {
+            stream_id: stream,
+            expected: ExpectedVersion::NoStream,
+            events,
+            reservations: Vec::new(),
+            receipt: None,
+        })
+        .await
+        .expect("linked before 0046");
+}
+
+#[tokio::test]
+async fn a_link_made_before_keyed_hashes_still_counts_and_moves_to_the_keyed_stream() {
+    let w = world();
+    register(&w, K, "k@example.com").await;
+    register(&w, L, "l@example.com").await;
+    link_unkeyed(&w, "shop-7", K).await;
+    assert_eq!(
+        w.identity.customer_of_user("shop-7").await.expect("read").as_deref(),
+        Some(K)
+    );
+    assert!(
+        matches!(
+            w.identity.link_user("shop-7", L, &meta()).await,
+            Err(IdentityError::Refused(_))
+        ),
+        "the earlier link wins"
+    );
+    // The refused link still carried the earlier one over: the keyed stream names K.
+    let keyed = user_stream(&identifiers(), "shop-7");
+    let moved = w.store.read_stream(&keyed, 0, 10).await.expect("read");
+    assert_eq!(moved.len(), 1);
+    assert_eq!(moved[0].customer_id.as_deref(), Some(K));
+    w.identity
+        .link_user("shop-7", K, &meta())
+        .await
+        .expect("the same customer again");
+    assert_eq!(w.store.read_stream(&keyed, 0, 10).await.expect("read").len(), 1);
 }
 
 #[tokio::test]

@@ -40,6 +40,7 @@ use crate::identity::{anonymous_profile_id, is_anonymous_profile, IdentityError,
 use crate::ports::{
     AppendError, AppendRequest, CommandReceipt, EventStore, ExpectedVersion, ReservationChange, StoreError,
 };
+use crate::privacy::{IdentifierHasher, LookupKind};
 use chrono::{DateTime, Duration, Utc};
 use mapping::Mapped;
 pub use message::{Kind, Rejection, SegmentMessage, MAX_BATCH_BYTES, MAX_BATCH_MESSAGES, MAX_MESSAGE_BYTES};
@@ -111,8 +112,16 @@ pub const MAX_PENDING_ANONYMOUS_IDS: usize = 20;
 
 /// The reservation that records the `slot`-th anonymous profile a client
 /// source linked to `user_id` (owner `anonymous-<profile id>`). The user id
-/// is hashed: it may be an email address.
-pub fn pending_link_key(user_id: &str, slot: usize) -> String {
+/// is named by its keyed hash (HMAC under the identifier secret, decision
+/// 0046): it may be an email address.
+pub fn pending_link_key(identifiers: &IdentifierHasher, user_id: &str, slot: usize) -> String {
+    format!("client-user#{}#{slot}", identifiers.lookup(LookupKind::UserId, user_id))
+}
+
+/// The key [`pending_link_key`] had before decision 0046 (an unkeyed
+/// SHA-256 of the user id): links recorded then are still merged, never
+/// written any more.
+pub fn unkeyed_pending_link_key(user_id: &str, slot: usize) -> String {
     let mut h = Sha256::new();
     h.update(b"crm-client-user-link");
     h.update([0u8]);
@@ -284,6 +293,14 @@ impl Ingestion {
 
     pub fn identity(&self) -> &IdentityService {
         &self.identity
+    }
+
+    /// The identifier secret's hasher (of the customer service): user ids
+    /// and emails are looked up by their keyed hashes (decision 0046).
+    fn identifiers(&self) -> Result<&IdentifierHasher, StoreError> {
+        self.customers
+            .identifiers()
+            .ok_or_else(|| StoreError::Failed(crate::customer::NO_IDENTIFIER_SECRET.into()))
     }
 
     /// Takes one message from `source`, within what its kind may do.
@@ -550,7 +567,7 @@ impl Ingestion {
     async fn pending_claim(&self, user_id: &str, profile: &str) -> Result<Option<ReservationChange>, IngestError> {
         let owner = format!("{PENDING_OWNER_PREFIX}{profile}");
         for slot in 0..MAX_PENDING_ANONYMOUS_IDS {
-            let key = pending_link_key(user_id, slot);
+            let key = pending_link_key(self.identifiers()?, user_id, slot);
             match self.store.reservation_owner(&key).await? {
                 Some(o) if o == owner => return Ok(None),
                 Some(_) => continue,
@@ -565,22 +582,28 @@ impl Ingestion {
     }
 
     /// Merges into `customer_id` the anonymous profiles a client source
-    /// linked to `user_id` before it was known. A profile merged into
+    /// linked to `user_id` before it was known (under the keyed links, then
+    /// under those recorded before decision 0046). A profile merged into
     /// another customer meanwhile stays there.
     async fn merge_pending(&self, user_id: &str, customer_id: &str, meta: &CommandMeta) -> Result<(), IngestError> {
-        for slot in 0..MAX_PENDING_ANONYMOUS_IDS {
-            let Some(owner) = self.store.reservation_owner(&pending_link_key(user_id, slot)).await? else {
-                break;
-            };
-            let Some(profile) = owner.strip_prefix(PENDING_OWNER_PREFIX) else {
-                continue;
-            };
-            match self.identity.merge(profile, customer_id, meta).await {
-                Ok(_) => {}
-                Err(IdentityError::Refused(reason)) => {
-                    tracing::info!(%reason, "a client-linked anonymous profile stays where it was merged")
+        let identifiers = self.identifiers()?.clone();
+        let keyed = |slot| pending_link_key(&identifiers, user_id, slot);
+        let unkeyed = |slot| unkeyed_pending_link_key(user_id, slot);
+        for link_key in [&keyed as &(dyn Fn(usize) -> String + Sync), &unkeyed] {
+            for slot in 0..MAX_PENDING_ANONYMOUS_IDS {
+                let Some(owner) = self.store.reservation_owner(&link_key(slot)).await? else {
+                    break;
+                };
+                let Some(profile) = owner.strip_prefix(PENDING_OWNER_PREFIX) else {
+                    continue;
+                };
+                match self.identity.merge(profile, customer_id, meta).await {
+                    Ok(_) => {}
+                    Err(IdentityError::Refused(reason)) => {
+                        tracing::info!(%reason, "a client-linked anonymous profile stays where it was merged")
+                    }
+                    Err(e) => return Err(e.into()),
                 }
-                Err(e) => return Err(e.into()),
             }
         }
         Ok(())
@@ -751,7 +774,7 @@ impl Ingestion {
             CustomerError::Invalid { field, message } => reject(&field, message),
             other => reject("traits.email", other.to_string()),
         })?;
-        let reservation = crate::customer::email_reservation_key(&normalised);
+        let reservation = crate::customer::email_reservation_key(self.identifiers()?, &normalised);
         if let Some(owner) = self.store.reservation_owner(&reservation).await? {
             if let Some(id) = owner.strip_prefix("customer-") {
                 return Ok(id.to_string());

@@ -14,7 +14,8 @@ fn world() -> World {
     let store = Arc::new(InMemoryEventStore::default());
     let clock = Arc::new(VirtualClock::starting_at(test_time()));
     let scheduler = Arc::new(InMemoryScheduler::default());
-    let customers = Arc::new(CustomerService::new(store.clone(), clock.clone()));
+    let customers =
+        Arc::new(CustomerService::new(store.clone(), clock.clone()).with_identifiers(crate::testing::identifiers()));
     let ingestion = Ingestion::new(
         store.clone(),
         customers.clone(),
@@ -351,7 +352,7 @@ async fn a_client_linked_anonymous_id_follows_when_a_server_names_the_customer()
     .expect("identify");
     assert_eq!(
         w.store
-            .reservation_owner(&pending_link_key("shop-user-1", 2))
+            .reservation_owner(&pending_link_key(&crate::testing::identifiers(), "shop-user-1", 2))
             .await
             .expect("read"),
         None

@@ -256,7 +256,8 @@ impl World {
 
     /// A customer with marketing email consent, projected into the 360 and the ledger.
     async fn register(&self) {
-        let service = CustomerService::new(self.events.clone(), self.clock.clone());
+        let service = CustomerService::new(self.events.clone(), self.clock.clone())
+            .with_identifiers(crate::testing::identifiers());
         let cmd = CustomerCommand::Register(crate::testing::registration(
             "journey@example.com",
             "Jo",
@@ -270,7 +271,12 @@ impl World {
             .expect("register");
         let dlq = Arc::new(crate::testing::InMemoryDeadLetters::default());
         for group in [
-            ConsumerGroup::projector(self.events.clone(), self.docs.clone(), dlq.clone()),
+            ConsumerGroup::projector(
+                self.events.clone(),
+                self.docs.clone(),
+                dlq.clone(),
+                crate::testing::identifiers(),
+            ),
             ConsumerGroup::consent(
                 self.events.clone(),
                 self.docs.clone(),
@@ -537,7 +543,8 @@ async fn deactivating_the_customer_exits_every_instance_and_deletes_its_timers()
     assert_eq!(started.len(), 2);
     assert_eq!(world.scheduler.pending().len(), 2);
 
-    let service = CustomerService::new(world.events.clone(), world.clock.clone());
+    let service =
+        CustomerService::new(world.events.clone(), world.clock.clone()).with_identifiers(crate::testing::identifiers());
     let respond = |c: &Customer, _: &[EventEnvelope]| (200, json!({ "id": c.id }));
     let deactivate = CustomerCommand::Deactivate(DeactivateCustomer {
         reason: DeactivationReason::CustomerRequest,
@@ -1305,10 +1312,15 @@ impl World {
     /// streams index learns the event's stream.
     async fn project(&self, event: &EventEnvelope) {
         let dlq = Arc::new(crate::testing::InMemoryDeadLetters::default());
-        ConsumerGroup::projector(self.events.clone(), self.docs.clone(), dlq)
-            .handle(event, self.clock.now())
-            .await
-            .expect("project");
+        ConsumerGroup::projector(
+            self.events.clone(),
+            self.docs.clone(),
+            dlq,
+            crate::testing::identifiers(),
+        )
+        .handle(event, self.clock.now())
+        .await
+        .expect("project");
     }
 
     /// The customer's `CustomerRegistered`, stored when the world was built.

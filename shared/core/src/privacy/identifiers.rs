@@ -63,6 +63,25 @@ impl std::fmt::Display for IdentifierKind {
     }
 }
 
+/// What a keyed lookup names besides an identifier (decision 0046): the
+/// equality lookups that must not name their value in the clear.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LookupKind {
+    /// A first or last name, normalised by the name index.
+    NameToken,
+    /// A source's `userId` (it may be an email address), as sent.
+    UserId,
+}
+
+impl LookupKind {
+    fn label(self) -> &'static str {
+        match self {
+            LookupKind::NameToken => "name-token",
+            LookupKind::UserId => "user-id",
+        }
+    }
+}
+
 /// One identifier, hashed: personal-data-free as long as the secret is kept.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct HashedIdentifier {
@@ -104,6 +123,12 @@ impl IdentifierHasher {
         mac.update(b"\0");
         mac.update(value.as_bytes());
         hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// The keyed hash of `value` for a lookup of `kind` (the value as given:
+    /// the caller normalises it).
+    pub fn lookup(&self, kind: LookupKind, value: &str) -> String {
+        self.mac(kind.label(), value)
     }
 
     pub fn email(&self, address: &str) -> String {

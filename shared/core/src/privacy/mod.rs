@@ -37,7 +37,7 @@ pub mod memory;
 pub use crypto::{
     decrypt_field, encrypt_field, is_encrypted, random_bytes, unwrap_key, wrap_key, CryptoError, ENCRYPTED_PREFIX,
 };
-pub use identifiers::{HashedIdentifier, IdentifierHasher, IdentifierKind};
+pub use identifiers::{HashedIdentifier, IdentifierHasher, IdentifierKind, LookupKind};
 pub use paths::{decrypt_paths, encrypt_paths, erasable, personal_data_paths, ERASED, PERSONAL_DATA};
 pub use store::{decrypt_envelope, encrypt_envelope, DecryptingHandler, EncryptingEventStore};
 

@@ -281,7 +281,7 @@ async fn schemas_accept_the_events_the_services_store() {
     use crate::testing::{registration, InMemoryScheduler};
     let store = Arc::new(InMemoryEventStore::default());
     let clock: Arc<dyn crate::clock::Clock> = Arc::new(SystemClock);
-    let customers = CustomerService::new(store.clone(), clock.clone());
+    let customers = CustomerService::new(store.clone(), clock.clone()).with_identifiers(crate::testing::identifiers());
     let respond = |_: &crate::customer::Customer, _: &[crate::event::EventEnvelope]| (200, json!({}));
     let meta = || CommandMeta::new(Actor::api("tester"));
     let commands: Vec<CustomerCommand> = vec![

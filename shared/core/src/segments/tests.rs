@@ -130,6 +130,7 @@ impl World {
             docs.clone(),
             Arc::new(InMemoryDeadLetters::default()),
             clock.clone(),
+            crate::testing::identifiers(),
         );
         World {
             store,
