@@ -6,11 +6,23 @@
 //! [`handle`] takes a single bus event the same way (the tests, `cargo
 //! lambda invoke`). Unusable events are parked; what failed is delivered
 //! again.
+//!
+//! SES feedback is the raw SES notification: the recipient's address (in
+//! `destination`, the headers, the bounce and its diagnostic) and the
+//! subject. What cannot be recorded is parked through the function's
+//! sealing queue (`crm_core::consumer::SealedDeadLetters`), which seals the
+//! event's `detail` under the customer's key, or scrubs it when there is no
+//! key to seal it under (decision 0048). A sealed letter sent back (a
+//! redrive) is opened here before it is read. Reasons and errors, which
+//! may quote the address, are logged and answered scrubbed
+//! ([`crm_core::privacy::scrub`]).
 
 use chrono::Utc;
+use crm_core::consumer::dead_letters::{is_sealed_feedback, open_letter};
 use crm_core::messaging::delivery::{DeliveryError, FeedbackOutcome, MessageDelivery};
 use crm_core::messaging::feedback::parse_eventbridge;
 use crm_core::ports::{DeadLetter, DeadLetterQueue};
+use crm_core::privacy::scrub::scrub;
 use crm_core::privacy::KeyStore;
 
 /// The `source` of SES's events on the default bus.
@@ -34,7 +46,7 @@ impl From<ChannelError> for Diagnostic {
     fn from(e: ChannelError) -> Self {
         Diagnostic {
             error_type: "ChannelError".into(),
-            error_message: e.to_string(),
+            error_message: scrub(&e.to_string()).into_owned(),
         }
     }
 }
@@ -49,7 +61,7 @@ pub async fn handle(
         return Ok(deliver_timer(&event.payload, delivery).await?);
     }
     match event.payload.get("source").and_then(Value::as_str) {
-        Some(SES_SOURCE) => feedback(&event.payload, delivery, dead_letters).await,
+        Some(SES_SOURCE) => feedback(&event.payload, delivery, keys, dead_letters).await,
         _ => {
             // The bus carries events as stored: personal fields encrypted.
             let handled = crm_bus_consumer::handler::handle_stored(event, delivery, keys, dead_letters).await?;
@@ -61,29 +73,42 @@ pub async fn handle(
 /// Records one SES event on its message's stream (`Send` and any later
 /// feedback also settle a message whose outcome was unknown, decision 0032).
 /// Event types we do not track are ignored; unreadable ones are parked with
-/// the reason.
+/// the reason (scrubbed), the event as it came (sealed by the queue). A
+/// letter parked sealed and sent back is opened with the customer's key
+/// first; once the key is gone it reads as erased, and is parked again.
 async fn feedback(
     payload: &Value,
     delivery: &MessageDelivery,
+    keys: &dyn KeyStore,
     dead_letters: &dyn DeadLetterQueue,
 ) -> Result<Value, ChannelError> {
-    let park = |reason: String| DeadLetter {
+    let park = |reason: &str| DeadLetter {
         consumer: "channel".into(),
-        reason,
+        reason: reason.to_string(),
         payload: payload.clone(),
         failed_at: Utc::now(),
         attempts: 1,
     };
-    let parsed = match parse_eventbridge(payload) {
+    let opened;
+    let readable = if is_sealed_feedback(payload) {
+        opened = open_letter(keys, payload)
+            .await
+            .map_err(|e| ChannelError::Feedback(e.to_string()))?;
+        &opened
+    } else {
+        payload
+    };
+    let parsed = match parse_eventbridge(readable) {
         Ok(Some(parsed)) => parsed,
         Ok(None) => return Ok(json!({ "outcome": "ignored" })),
         Err(e) => {
-            tracing::error!(error = %e, "SES event parked");
+            let reason = scrub(&e.to_string()).into_owned();
+            tracing::error!(error = %reason, "SES event parked");
             dead_letters
-                .park(park(e.to_string()))
+                .park(park(&reason))
                 .await
                 .map_err(|e| ChannelError::Feedback(e.to_string()))?;
-            return Ok(json!({ "outcome": "parked", "reason": e.to_string() }));
+            return Ok(json!({ "outcome": "parked", "reason": reason }));
         }
     };
     match delivery
@@ -102,10 +127,12 @@ async fn feedback(
             tracing::info!(message_id = %parsed.message_id, kind = parsed.event_type(), outcome, "SES feedback");
             Ok(json!({ "outcome": outcome, "type": parsed.event_type(), "message_id": parsed.message_id }))
         }
-        Err(DeliveryError::Retry(m)) => Err(ChannelError::Feedback(m)),
+        Err(DeliveryError::Retry(m)) => Err(ChannelError::Feedback(scrub(&m).into_owned())),
         Err(DeliveryError::Poison(reason)) => {
+            let reason = scrub(&reason).into_owned();
+            tracing::error!(message_id = %parsed.message_id, error = %reason, "SES feedback parked");
             dead_letters
-                .park(park(reason.clone()))
+                .park(park(&reason))
                 .await
                 .map_err(|e| ChannelError::Feedback(e.to_string()))?;
             Ok(json!({ "outcome": "parked", "reason": reason }))
@@ -117,6 +144,8 @@ async fn feedback(
 /// and SES feedback.
 pub struct ChannelMessages<'a> {
     pub delivery: &'a MessageDelivery,
+    /// Opens SES feedback parked sealed and sent back.
+    pub keys: &'a dyn KeyStore,
     pub dead_letters: &'a dyn DeadLetterQueue,
 }
 
@@ -129,10 +158,12 @@ impl OtherMessages for ChannelMessages<'_> {
         if event.get("source").and_then(Value::as_str) != Some(SES_SOURCE) {
             return None;
         }
-        Some(match feedback(event, self.delivery, self.dead_letters).await {
-            Ok(done) => Taken::Done(done),
-            Err(e) => Taken::Retry(e.to_string()),
-        })
+        Some(
+            match feedback(event, self.delivery, self.keys, self.dead_letters).await {
+                Ok(done) => Taken::Done(done),
+                Err(e) => Taken::Retry(e.to_string()),
+            },
+        )
     }
 }
 
@@ -143,6 +174,10 @@ pub async fn handle_batch(
     keys: &dyn KeyStore,
     dead_letters: &dyn DeadLetterQueue,
 ) -> BatchReport {
-    let others = ChannelMessages { delivery, dead_letters };
+    let others = ChannelMessages {
+        delivery,
+        keys,
+        dead_letters,
+    };
     crm_bus_consumer::handle_batch(batch, delivery, &others, keys, dead_letters).await
 }

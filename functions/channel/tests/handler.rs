@@ -5,12 +5,14 @@ use chrono::{DateTime, Utc};
 use crm_channel::handler::handle;
 use crm_core::clock::{Clock, VirtualClock};
 use crm_core::consent::{Channel, Purpose};
+use crm_core::consumer::{open_letter, seal_letter, SealedDeadLetters};
 use crm_core::customer::*;
 use crm_core::event::{Actor, CommandMeta, EventEnvelope};
 use crm_core::messaging::delivery::{DeliverySettings, MessageDelivery, Providers};
 use crm_core::messaging::unsubscribe::TokenSigner;
 use crm_core::metrics::{EmfWriter, SharedBuffer};
-use crm_core::ports::EventStore;
+use crm_core::ports::{DeadLetterQueue, EventStore};
+use crm_core::privacy::{is_encrypted, KeyStore, ERASED};
 use crm_local::bus::SqliteDeadLetters;
 use crm_local::mail::MailSink;
 use crm_local::read_models::SqliteReadModels;
@@ -36,6 +38,11 @@ struct World {
     keys: Arc<crm_local::keys::SqliteKeyStore>,
     sink: Arc<MailSink>,
     dead_letters: Arc<SqliteDeadLetters>,
+    /// The queue the handler parks in: `dead_letters`, sealing what it
+    /// keeps, as every runtime wires it (decisions 0040, 0048).
+    parked: Arc<dyn DeadLetterQueue>,
+    /// The SQLite database, read raw (as stored) by the tests.
+    db: std::path::PathBuf,
     clock: Arc<VirtualClock>,
     delivery: MessageDelivery,
     /// The EMF lines the delivery wrote (stdout in Lambda).
@@ -56,6 +63,18 @@ fn emitted(w: &World, metric: &str) -> Vec<(String, String)> {
 }
 
 async fn world() -> World {
+    world_for("grace.hopper@example.com").await
+}
+
+/// A sample of `events/channel/` about the customer at `email` rather than
+/// the sample's recipient.
+fn sample_for(name: &str, email: &str) -> Value {
+    let text = sample(name).to_string().replace("grace.hopper@example.com", email);
+    serde_json::from_str(&text).expect("json")
+}
+
+/// The world of a customer registered with `email`.
+async fn world_for(email: &str) -> World {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("crm.db");
     let start: DateTime<Utc> = "2026-11-23T14:00:01Z".parse().expect("time");
@@ -69,6 +88,7 @@ async fn world() -> World {
     let scheduler = Arc::new(SqliteScheduler::open(&db).expect("timers"));
     let sink = Arc::new(MailSink::open(&db, clock.clone()).expect("sink"));
     let dead_letters = Arc::new(SqliteDeadLetters::open(&db).expect("dead letters"));
+    let parked: Arc<dyn DeadLetterQueue> = Arc::new(SealedDeadLetters::new(dead_letters.clone(), keys.clone()));
     let metrics = SharedBuffer::default();
     let delivery = MessageDelivery::new(
         events.clone(),
@@ -82,13 +102,13 @@ async fn world() -> World {
         },
         Arc::new(TokenSigner::new(b"channel test")),
         crm_core::privacy::IdentifierHasher::new(b"channel test identifiers"),
-        dead_letters.clone(),
+        parked.clone(),
         DeliverySettings::default(),
     )
     .with_metrics(Arc::new(EmfWriter::new("Crm", Box::new(metrics.clone()))));
     let respond = |c: &Customer, _: &[EventEnvelope]| (201, json!({ "id": c.id }));
     let register = CustomerCommand::Register(crm_core::testing::registration(
-        "grace.hopper@example.com",
+        email,
         "Ada",
         "Lovelace",
         "Europe/London",
@@ -104,6 +124,8 @@ async fn world() -> World {
         keys,
         sink,
         dead_letters,
+        parked,
+        db,
         clock,
         delivery,
         metrics,
@@ -115,7 +137,7 @@ async fn invoke(w: &World, payload: Value) -> Value {
         LambdaEvent::new(payload, Context::default()),
         &w.delivery,
         w.keys.as_ref(),
-        w.dead_letters.as_ref(),
+        w.parked.as_ref(),
     )
     .await
     .unwrap_or_else(|e| panic!("handler failed: {e}"))
@@ -262,7 +284,7 @@ async fn an_sqs_batch_of_requests_feedback_and_a_duplicate_sends_once_and_record
         sample("message-requested.json"),
         json!({"source": "aws.ses", "detail-type": "Email Delivered", "detail": "not feedback"}),
     ]);
-    let report = crm_channel::handler::handle_batch(batch, &w.delivery, w.keys.as_ref(), w.dead_letters.as_ref()).await;
+    let report = crm_channel::handler::handle_batch(batch, &w.delivery, w.keys.as_ref(), w.parked.as_ref()).await;
     assert!(report.failed.is_empty(), "{report:?}");
     assert_eq!(report.events, 2);
     assert_eq!(w.sink.list().await.expect("sink").len(), 1);
@@ -277,7 +299,7 @@ async fn an_sqs_batch_of_requests_feedback_and_a_duplicate_sends_once_and_record
         sqs_batch(&[sample("ses-delivery.json")]),
         &w.delivery,
         w.keys.as_ref(),
-        w.dead_letters.as_ref(),
+        w.parked.as_ref(),
     )
     .await;
     assert!(report.failed.is_empty(), "{report:?}");
@@ -305,4 +327,174 @@ async fn ses_send_and_reject_samples_are_recorded_on_the_message() {
         vec!["MessageClaimed", "MessageSent", "MessageContentRejected"]
     );
     assert_eq!(w.sink.list().await.expect("sink").len(), 1);
+}
+
+/// Everything logged while it is the thread's subscriber, at every level.
+#[derive(Clone, Default)]
+struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut out) = self.0.lock() {
+            out.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+    type Writer = Logs;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+impl Logs {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("logs")).into_owned()
+    }
+}
+
+/// A recipient address no ciphertext, hash or id can contain by chance.
+const DISTINCT: &str = "wilhelmina.quattlebaum-bounce0048@provider-text.example.org";
+
+/// The bounce sample to and about [`DISTINCT`], its receiving server
+/// quoting the address as servers do.
+fn quoting_bounce() -> Value {
+    let mut bounce = sample_for("ses-bounce-permanent.json", DISTINCT);
+    bounce["detail"]["bounce"]["bouncedRecipients"][0]["diagnosticCode"] = json!(format!(
+        "smtp; 550 5.1.1 <{DISTINCT}>: Recipient address rejected: User unknown in virtual mailbox table"
+    ));
+    bounce
+}
+
+/// Every event of `stream` as the store keeps it (no decryption).
+async fn stored_text(w: &World, stream: &str) -> String {
+    let raw = SqliteEventStore::open(&w.db).expect("raw store");
+    let events = raw.read_stream(stream, 0, 100).await.expect("read");
+    serde_json::to_string(&events).expect("json")
+}
+
+/// Decision 0048: the receiving server's answer quotes the address; it is
+/// kept encrypted on the message stream (and in the invalidation that quotes
+/// it), sealed or scrubbed in the dead-letter queue, scrubbed in the logs,
+/// and reads `[erased]` once the customer's key is gone.
+#[tokio::test]
+async fn a_bounce_that_quotes_the_address_keeps_it_nowhere_in_clear() {
+    let logs = Logs::default();
+    let _logging = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .json()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(logs.clone())
+            .finish(),
+    );
+    let w = world_for(DISTINCT).await;
+    let message_stream = format!("message-{MESSAGE}");
+    invoke(&w, sample("message-requested.json")).await;
+    let answer = invoke(&w, quoting_bounce()).await;
+    assert_eq!(answer["outcome"], "recorded", "{answer}");
+
+    // Read back through the store: the diagnostic as the server wrote it.
+    let read = w.events.read_stream(&message_stream, 0, 100).await.expect("read");
+    let bounced = read.iter().find(|e| e.event_type == "EmailBounced").expect("bounced");
+    assert!(
+        bounced.data["diagnostic"]
+            .as_str()
+            .is_some_and(|d| d.contains(DISTINCT)),
+        "{}",
+        bounced.data
+    );
+    // As stored: encrypted, on the message stream and on the customer's.
+    let stored = stored_text(&w, &message_stream).await;
+    assert!(stored.contains("EmailBounced"), "{stored}");
+    assert_eq!(stored.matches(DISTINCT).count(), 0, "{stored}");
+    let raw = SqliteEventStore::open(&w.db).expect("raw store");
+    let raw_bounce = raw.read_stream(&message_stream, 0, 100).await.expect("read");
+    let raw_bounce = raw_bounce
+        .iter()
+        .find(|e| e.event_type == "EmailBounced")
+        .expect("stored");
+    assert!(raw_bounce.data["diagnostic"].as_str().is_some_and(is_encrypted));
+    let customer = stored_text(&w, &format!("customer-{CUSTOMER}")).await;
+    assert!(customer.contains("CustomerEmailInvalidated"), "{customer}");
+    assert_eq!(customer.matches(DISTINCT).count(), 0, "{customer}");
+
+    // Unreadable feedback quoting the address in the error: for the
+    // customer (sealed under their key), and for no one (scrubbed).
+    let mut malformed = quoting_bounce();
+    malformed["id"] = json!("4e2f7c1a-9b3d-4a5e-8f60-1b2c3d4e0048");
+    malformed["detail"]["mail"]["destination"] = json!(DISTINCT);
+    let answer = invoke(&w, malformed.clone()).await;
+    assert_eq!(answer["outcome"], "parked", "{answer}");
+    let mut untagged = malformed.clone();
+    untagged["detail"]["mail"]["tags"] = json!({});
+    let answer = invoke(&w, untagged).await;
+    assert_eq!(answer["outcome"], "parked", "{answer}");
+    assert_eq!(answer.to_string().matches(DISTINCT).count(), 0, "{answer}");
+
+    let letters = w.dead_letters.list().await.expect("letters");
+    assert_eq!(letters.len(), 2);
+    let queue_text = serde_json::to_string(&letters.iter().map(|l| &l.letter).collect::<Vec<_>>()).expect("json");
+    assert_eq!(queue_text.matches(DISTINCT).count(), 0, "{queue_text}");
+    assert!(
+        letters[0].letter.reason.contains("[email]"),
+        "the reason quoted the address: {}",
+        letters[0].letter.reason
+    );
+    assert!(crm_core::consumer::dead_letters::is_sealed_feedback(
+        &letters[0].letter.payload
+    ));
+    assert_eq!(letters[1].letter.payload["detail"]["mail"]["destination"], "[email]");
+    // An operator opens the sealed one while the key exists.
+    let opened = open_letter(w.keys.as_ref(), &letters[0].letter.payload)
+        .await
+        .expect("opened");
+    assert_eq!(opened, malformed);
+
+    // The logs: the handler logged the parking, never the address.
+    let logged = logs.text();
+    assert!(logged.contains("SES event parked"), "{logged}");
+    assert!(logged.contains("[email]"), "{logged}");
+    assert_eq!(logged.matches(DISTINCT).count(), 0, "{logged}");
+
+    // Erased: the key is gone, the diagnostic reads as the marker, the
+    // sealed letter as erased.
+    w.keys.delete(CUSTOMER).await.expect("erase the key");
+    let read = w.events.read_stream(&message_stream, 0, 100).await.expect("read");
+    let bounced = read.iter().find(|e| e.event_type == "EmailBounced").expect("bounced");
+    assert_eq!(bounced.data["diagnostic"], ERASED);
+    let opened = open_letter(w.keys.as_ref(), &letters[0].letter.payload)
+        .await
+        .expect("opened");
+    assert_eq!(opened["detail"], ERASED);
+}
+
+/// A letter parked sealed and sent back (a redrive) is opened and recorded.
+#[tokio::test]
+async fn sealed_feedback_sent_back_is_opened_and_recorded() {
+    let w = world_for(DISTINCT).await;
+    invoke(&w, sample("message-requested.json")).await;
+    let mut sealed = quoting_bounce();
+    seal_letter(w.keys.as_ref(), &mut sealed).await.expect("sealed");
+    assert!(crm_core::consumer::dead_letters::is_sealed_feedback(&sealed));
+    assert_eq!(sealed.to_string().matches(DISTINCT).count(), 0);
+    let answer = invoke(&w, sealed.clone()).await;
+    assert_eq!(answer["outcome"], "recorded", "{answer}");
+    assert_eq!(answer["type"], "EmailBounced", "{answer}");
+    // Once the key is gone it cannot be read: parked again as it came
+    // (sealed under a key that no longer exists), and shown erased.
+    w.keys.delete(CUSTOMER).await.expect("erase the key");
+    let answer = invoke(&w, sealed.clone()).await;
+    assert_eq!(answer["outcome"], "parked", "{answer}");
+    let letters = w.dead_letters.list().await.expect("letters");
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].letter.payload, sealed);
+    let shown = open_letter(w.keys.as_ref(), &letters[0].letter.payload)
+        .await
+        .expect("opened");
+    assert_eq!(shown["detail"], ERASED);
 }
