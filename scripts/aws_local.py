@@ -15,7 +15,10 @@
 template.yaml declares (tables with their streams and TTL, the crm bus, every
 `AWS::Events::Rule` with its pattern and queue targets, the SQS queues with
 their redrive policies to their dead-letter queues, the KMS key, the secrets
-with generated values, the IAM role of the timers, the schedule group, the SES
+(generated values, or the template's; the write keys' secret then gets the
+smoke source, LOCAL_SECRET_VALUES, as an operator puts it after deploying:
+the functions read them at cold start by the ARNs their environment names,
+decision 0047), the IAM role of the timers, the schedule group, the SES
 configuration set and identity) under names derived from the stack name, and
 builds the functions and runs `cargo lambda watch --only-lambda-apis` on
 `--port` (the Lambda invoke and runtime APIs that `cargo lambda invoke`
@@ -76,8 +79,7 @@ DEFAULT_STATE_DIR = REPO / ".aws-local"
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
 
-# Values for the parameters that have no default in template.yaml, and for
-# IngestWriteKeys, so that the api samples in events/api/ (50-52) can write.
+# Values for the parameters that have no default in template.yaml.
 LOCAL_PARAMETERS = {
     "JwtIssuer": "https://auth.example.com/",
     "JwtAudience": "crm-local",
@@ -85,7 +87,14 @@ LOCAL_PARAMETERS = {
     "MailDomain": "shop.example.com",
     "PublicBaseUrl": "http://127.0.0.1",
     "ShopUrl": "https://shop.example.com",
-    "IngestWriteKeys": "smoke:wk_smoke_0123456789abcdef",
+}
+
+# What an operator puts into a secret after deploying (decision 0047:
+# template.yaml's IngestWriteKeysSecret holds only a comment until then):
+# the smoke source, so that the api samples in events/api/ (50-52) can write.
+# Put as a second version, as `aws secretsmanager put-secret-value` would.
+LOCAL_SECRET_VALUES = {
+    "IngestWriteKeysSecret": "smoke:wk_smoke_0123456789abcdef",
 }
 
 # Resource types created in moto, in creation order (a type only refers to
@@ -375,6 +384,9 @@ def create_stack(
         value = r.resolve(p["SecretString"]) if "SecretString" in p else _generated_secret(
             r.resolve(p.get("GenerateSecretString", {})))
         arn = c["secretsmanager"].create_secret(Name=name, SecretString=value)["ARN"]
+        if logical in LOCAL_SECRET_VALUES:
+            value = LOCAL_SECRET_VALUES[logical]
+            c["secretsmanager"].put_secret_value(SecretId=arn, SecretString=value)
         r.secret_values[arn] = r.secret_values[name] = value
         note(logical, "AWS::SecretsManager::Secret", arn, Name=name, Id=arn)
     for logical in by_type.get("AWS::IAM::Role", []):

@@ -25,7 +25,7 @@ pub use auth::Auth;
 pub use ingest::IngestSources;
 pub use problem::Problem;
 pub use scopes::{mint_local_token, Access, Route, Scope, Scopes};
-pub use settings::{build, ApiPorts, ApiSettings, Settings, SettingsError};
+pub use settings::{build, ingest_sources_from_secret, ApiPorts, ApiSecrets, ApiSettings, Settings, SettingsError};
 
 use axum::routing::{delete, get, post, put};
 use axum::Router;

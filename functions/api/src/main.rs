@@ -1,11 +1,13 @@
 //! The api Lambda function: its settings from the environment
-//! ([`crm_api::Settings`]), clients built once, the handlers' state
+//! ([`crm_api::Settings`]), its secrets read once from Secrets Manager
+//! (decision 0047), clients built once, the handlers' state
 //! [`crm_api::build`] assembles, and every request to the router of the
 //! library.
 
 use crm_api::{build, router, ApiPorts, Settings};
 use crm_aws::dynamodb::DynamoReadModels;
 use crm_aws::scheduler::EventBridgeScheduler;
+use crm_aws::secrets::SecretReader;
 use crm_aws::stores::EncryptedEventStore;
 use crm_core::clock::SystemClock;
 use crm_core::ports::ConsumerHealth;
@@ -16,6 +18,12 @@ async fn main() -> Result<(), lambda_http::Error> {
     crm_aws::lambda::init_tracing();
     let settings = Settings::from_lookup(&|name: &str| std::env::var(name).ok())?;
     let config = crm_aws::lambda::load_aws_config().await;
+    // The signing key, the identifier-hash secret and the write keys: one GetSecretValue each,
+    // kept for this instance's life; one that cannot be read stops the cold start, naming it.
+    let api = settings
+        .secrets
+        .read(&SecretReader::from_config(&config), settings.public_base_url.clone())
+        .await?;
     let client = aws_sdk_dynamodb::Client::new(&config);
     // Activity items get the TTL of the retention policy (RETENTION_ACTIVITY_DAYS).
     let EncryptedEventStore { events, keys, .. } = EncryptedEventStore::new(
@@ -57,7 +65,7 @@ async fn main() -> Result<(), lambda_http::Error> {
             keys,
             health,
         },
-        settings.api,
+        api,
     );
     lambda_http::run(router(state)).await
 }

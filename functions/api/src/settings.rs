@@ -1,12 +1,14 @@
 //! The api function's settings ([`Settings::from_lookup`], from its
-//! environment on Lambda) and its assembly ([`build`]: the handlers' state
-//! from its ports and [`ApiSettings`]), which the Lambda `main` and the local
-//! runtime (crm-local, with its SQLite ports, its bearer token and its
-//! database's secrets) share.
+//! environment on Lambda), its secrets ([`ApiSecrets`]: read from Secrets
+//! Manager at cold start, decision 0047) and its assembly ([`build`]: the
+//! handlers' state from its ports and [`ApiSettings`]), which the Lambda
+//! `main` and the local runtime (crm-local, with its SQLite ports, its bearer
+//! token and its database's secrets) share.
 
 use crate::{AppState, Auth, IngestSources};
 use crm_aws::health::WatchedQueue;
-use crm_aws::lambda::{identifier_hasher, required, warm_up_wanted, ConfigError};
+use crm_aws::lambda::{required, warm_up_wanted, ConfigError};
+use crm_aws::secrets::{SecretError, SecretReader, SecretSetting, SecretValue};
 use crm_aws::stores::EventStoreTables;
 use crm_core::clock::Clock;
 use crm_core::messaging::unsubscribe::TokenSigner;
@@ -24,6 +26,9 @@ pub enum SettingsError {
     /// A setting that does not parse (the message names it).
     #[error("{0}")]
     Invalid(String),
+    /// A secret that cannot be read from Secrets Manager (the error names it).
+    #[error(transparent)]
+    Secret(#[from] SecretError),
 }
 
 /// The api function's settings.
@@ -41,11 +46,12 @@ pub struct Settings {
     pub scheduler_role_arn: String,
     /// `SCHEDULER_DEAD_LETTER_ARN` (optional, blank is none).
     pub scheduler_dead_letter_arn: Option<String>,
-    /// `UNSUBSCRIBE_SECRET`, `PUBLIC_BASE_URL`, `IDENTIFIER_HASH_SECRET`,
-    /// `INGEST_WRITE_KEYS` (`source:kind:key,...`, kind `client` or `server`;
-    /// the older `source:key` is a server source; none when blank): what the
-    /// handlers are given ([`ApiSettings`], with API Gateway's auth).
-    pub api: ApiSettings,
+    /// `UNSUBSCRIBE_SECRET_ARN`, `IDENTIFIER_HASH_SECRET_ARN`,
+    /// `INGEST_WRITE_KEYS_SECRET_ARN`: the secrets read at cold start
+    /// ([`ApiSecrets::read`]), never their values from the environment.
+    pub secrets: ApiSecrets,
+    /// `PUBLIC_BASE_URL`: where customers reach the API (the signed links).
+    pub public_base_url: String,
     /// `RETENTION_ACTIVITY_DAYS`, `RETENTION_LEGAL_YEARS`: activity items'
     /// TTL (defaults 90 days, 7 years).
     pub retention: RetentionPolicy,
@@ -62,7 +68,8 @@ impl std::fmt::Debug for Settings {
             .field("event_store", &self.event_store)
             .field("read_models_table", &self.read_models_table)
             .field("schedule_group", &self.schedule_group)
-            .field("public_base_url", &self.api.public_base_url)
+            .field("secrets", &self.secrets)
+            .field("public_base_url", &self.public_base_url)
             .field("health_queues", &self.health_queues)
             .finish_non_exhaustive()
     }
@@ -79,10 +86,10 @@ impl Settings {
         "EVENT_BUS_ARN",
         "SCHEDULER_ROLE_ARN",
         "SCHEDULER_DEAD_LETTER_ARN",
-        "UNSUBSCRIBE_SECRET",
+        "UNSUBSCRIBE_SECRET_ARN",
         "PUBLIC_BASE_URL",
-        "IDENTIFIER_HASH_SECRET",
-        "INGEST_WRITE_KEYS",
+        "IDENTIFIER_HASH_SECRET_ARN",
+        "INGEST_WRITE_KEYS_SECRET_ARN",
         crm_core::retention::ACTIVITY_DAYS_ENV,
         crm_core::retention::LEGAL_YEARS_ENV,
         "HEALTH_QUEUES",
@@ -104,13 +111,10 @@ impl Settings {
         let event_bus_arn = required(lookup, "EVENT_BUS_ARN")?;
         let scheduler_role_arn = required(lookup, "SCHEDULER_ROLE_ARN")?;
         let scheduler_dead_letter_arn = optional("SCHEDULER_DEAD_LETTER_ARN");
-        // The unsubscribe-link secret (Secrets Manager, resolved into the environment by CloudFormation).
-        let unsubscribe = TokenSigner::new(required(lookup, "UNSUBSCRIBE_SECRET")?.as_bytes());
+        let unsubscribe = SecretSetting::required(lookup, "UNSUBSCRIBE_SECRET_ARN")?;
         let public_base_url = required(lookup, "PUBLIC_BASE_URL")?;
-        // The proof ledger's identifier hashes (decision 0019): erasure records them.
-        let identifiers = identifier_hasher(lookup)?;
-        let ingest_sources = IngestSources::parse(&optional("INGEST_WRITE_KEYS").unwrap_or_default())
-            .map_err(|e| SettingsError::Invalid(format!("INGEST_WRITE_KEYS: {e}")))?;
+        let identifier_hash = SecretSetting::required(lookup, "IDENTIFIER_HASH_SECRET_ARN")?;
+        let ingest_write_keys = SecretSetting::required(lookup, "INGEST_WRITE_KEYS_SECRET_ARN")?;
         let retention = RetentionPolicy::from_lookup(lookup).map_err(|e| SettingsError::Invalid(e.to_string()))?;
         let health_queues = WatchedQueue::parse_all(&optional("HEALTH_QUEUES").unwrap_or_default())
             .map_err(|e| SettingsError::Invalid(format!("HEALTH_QUEUES: {e}")))?;
@@ -121,18 +125,69 @@ impl Settings {
             event_bus_arn,
             scheduler_role_arn,
             scheduler_dead_letter_arn,
-            api: ApiSettings {
-                auth: Auth::Gateway,
+            secrets: ApiSecrets {
                 unsubscribe,
-                public_base_url,
-                identifiers,
-                ingest_sources,
+                identifier_hash,
+                ingest_write_keys,
             },
+            public_base_url,
             retention,
             health_queues,
             warm_up: warm_up_wanted(lookup),
         })
     }
+}
+
+/// The secrets the api reads from Secrets Manager at cold start (decision
+/// 0047), by the ARNs its environment names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiSecrets {
+    /// `UNSUBSCRIBE_SECRET_ARN`: the HMAC key of the signed unsubscribe and
+    /// preference-centre links (the channel function signs with it).
+    pub unsubscribe: SecretSetting,
+    /// `IDENTIFIER_HASH_SECRET_ARN`: the proof ledger's and suppression
+    /// list's identifier hashes (decision 0019), shared with the consent and
+    /// channel functions.
+    pub identifier_hash: SecretSetting,
+    /// `INGEST_WRITE_KEYS_SECRET_ARN`: the ingestion sources and their write
+    /// keys ([`ingest_sources_from_secret`]).
+    pub ingest_write_keys: SecretSetting,
+}
+
+impl ApiSecrets {
+    /// The handlers' settings on Lambda (API Gateway's auth): each secret
+    /// read once with `reader`, the write keys parsed. A secret that cannot
+    /// be read, or write keys that do not parse, is an error naming the
+    /// setting and the secret: the function does not start.
+    pub async fn read(&self, reader: &SecretReader, public_base_url: String) -> Result<ApiSettings, SettingsError> {
+        let unsubscribe = reader.read(&self.unsubscribe).await?;
+        let identifier_hash = reader.read(&self.identifier_hash).await?;
+        let ingest_write_keys = reader.read(&self.ingest_write_keys).await?;
+        Ok(ApiSettings {
+            auth: Auth::Gateway,
+            unsubscribe: TokenSigner::new(unsubscribe.expose().as_bytes()),
+            public_base_url,
+            identifiers: IdentifierHasher::new(identifier_hash.expose().as_bytes()),
+            ingest_sources: ingest_sources_from_secret(&self.ingest_write_keys, &ingest_write_keys)?,
+        })
+    }
+}
+
+/// The ingestion sources the write-keys secret holds: `source:kind:key`
+/// entries separated by commas or new lines (kind `client` or `server`; the
+/// older `source:key` is a server source); a line starting with `#` is a
+/// comment. Only comments (the template's first value) is no source. Entries
+/// that do not parse are an error naming the setting and the secret, never
+/// showing the value.
+pub fn ingest_sources_from_secret(secret: &SecretSetting, value: &SecretValue) -> Result<IngestSources, SettingsError> {
+    let entries: Vec<&str> = value
+        .expose()
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.starts_with('#'))
+        .collect();
+    IngestSources::parse(&entries.join(","))
+        .map_err(|e| SettingsError::Invalid(format!("{} (the secret {}): {e}", secret.setting, secret.secret_id)))
 }
 
 /// What the handlers are configured with: on Lambda from [`Settings`]
@@ -197,9 +252,10 @@ pub fn build(ports: ApiPorts, settings: ApiSettings) -> AppState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crm_core::consent::{Channel, Purpose};
-    use crm_core::messaging::unsubscribe::UnsubscribeToken;
-    use crm_core::privacy::IdentifierKind;
+
+    const UNSUBSCRIBE_ARN: &str = "arn:aws:secretsmanager:us-east-1:1:secret:unsubscribe-AbCdEf";
+    const IDENTIFIER_ARN: &str = "arn:aws:secretsmanager:us-east-1:1:secret:identifier-AbCdEf";
+    const WRITE_KEYS_ARN: &str = "arn:aws:secretsmanager:us-east-1:1:secret:write-keys-AbCdEf";
 
     const REQUIRED: [(&str, &str); 11] = [
         ("EVENTS_TABLE", "events"),
@@ -209,15 +265,22 @@ mod tests {
         ("SCHEDULE_GROUP", "crm"),
         ("EVENT_BUS_ARN", "arn:bus"),
         ("SCHEDULER_ROLE_ARN", "arn:role"),
-        ("UNSUBSCRIBE_SECRET", "unsubscribe-key"),
+        ("UNSUBSCRIBE_SECRET_ARN", UNSUBSCRIBE_ARN),
         ("PUBLIC_BASE_URL", "https://crm.shop.example"),
-        ("IDENTIFIER_HASH_SECRET", "pepper"),
-        ("INGEST_WRITE_KEYS", ""),
+        ("IDENTIFIER_HASH_SECRET_ARN", IDENTIFIER_ARN),
+        ("INGEST_WRITE_KEYS_SECRET_ARN", WRITE_KEYS_ARN),
     ];
 
     fn lookup<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> impl Fn(&str) -> Option<String> {
         let pairs: Vec<(String, String)> = pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
         move |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+    }
+
+    fn secret(setting: &'static str, secret_id: &str) -> SecretSetting {
+        SecretSetting {
+            setting,
+            secret_id: secret_id.into(),
+        }
     }
 
     #[test]
@@ -233,24 +296,38 @@ mod tests {
         );
         assert_eq!(settings.scheduler_role_arn, "arn:role");
         assert_eq!(settings.scheduler_dead_letter_arn, None);
-        assert_eq!(settings.api.public_base_url, "https://crm.shop.example");
-        assert!(matches!(settings.api.auth, Auth::Gateway));
+        assert_eq!(settings.public_base_url, "https://crm.shop.example");
         assert_eq!(
-            settings.api.identifiers.hash(IdentifierKind::Email, "a@example.com"),
-            IdentifierHasher::new(b"pepper").hash(IdentifierKind::Email, "a@example.com")
+            settings.secrets,
+            ApiSecrets {
+                unsubscribe: secret("UNSUBSCRIBE_SECRET_ARN", UNSUBSCRIBE_ARN),
+                identifier_hash: secret("IDENTIFIER_HASH_SECRET_ARN", IDENTIFIER_ARN),
+                ingest_write_keys: secret("INGEST_WRITE_KEYS_SECRET_ARN", WRITE_KEYS_ARN),
+            }
         );
-        let now = chrono::Utc::now();
-        let token = TokenSigner::new(b"unsubscribe-key").sign(&UnsubscribeToken {
-            customer_id: "c-1".into(),
-            purpose: Purpose::Marketing,
-            channel: Channel::Email,
-            expires_at: now + chrono::Duration::days(1),
-        });
-        assert!(settings.api.unsubscribe.verify(&token, now).is_ok());
-        assert_eq!(format!("{:?}", settings.api.ingest_sources), "IngestSources([])");
         assert_eq!(settings.retention, RetentionPolicy::new(90, 7).unwrap());
         assert!(settings.health_queues.is_empty());
         assert!(!settings.warm_up);
+    }
+
+    #[test]
+    fn secret_values_are_never_read_from_the_environment() {
+        // The values' old variables are neither asked for nor used.
+        let asked = std::cell::RefCell::new(Vec::new());
+        let with_values = lookup(REQUIRED.into_iter().chain([
+            ("UNSUBSCRIBE_SECRET", "unsubscribe-key"),
+            ("IDENTIFIER_HASH_SECRET", "pepper"),
+            ("INGEST_WRITE_KEYS", "shop:server:wk_0123456789abcdef"),
+        ]));
+        Settings::from_lookup(&|name: &str| {
+            asked.borrow_mut().push(name.to_string());
+            with_values(name)
+        })
+        .unwrap();
+        let asked = asked.into_inner();
+        for value_variable in ["UNSUBSCRIBE_SECRET", "IDENTIFIER_HASH_SECRET", "INGEST_WRITE_KEYS"] {
+            assert!(!asked.iter().any(|a| a == value_variable), "{value_variable} was read");
+        }
     }
 
     #[test]
@@ -262,17 +339,8 @@ mod tests {
             ("HEALTH_QUEUES", "projector=https://sqs/p|https://sqs/p-dlq"),
             ("WARM_UP", "1"),
         ]));
-        // REQUIRED's INGEST_WRITE_KEYS is blank: give it a source.
-        let all = move |name: &str| match name {
-            "INGEST_WRITE_KEYS" => Some("shop:wk_0123456789abcdef,web:client:wk_web_0123456789abcdef".to_string()),
-            _ => all(name),
-        };
         let settings = Settings::from_lookup(&all).unwrap();
         assert_eq!(settings.scheduler_dead_letter_arn.as_deref(), Some("arn:dlq"));
-        assert_eq!(
-            format!("{:?}", settings.api.ingest_sources),
-            r#"IngestSources(["shop:server", "web:client"])"#
-        );
         assert_eq!(settings.retention, RetentionPolicy::new(120, 10).unwrap());
         assert_eq!(
             settings.health_queues,
@@ -296,7 +364,7 @@ mod tests {
 
     #[test]
     fn errors_name_the_variable() {
-        for (missing, _) in REQUIRED.iter().filter(|(name, _)| *name != "INGEST_WRITE_KEYS") {
+        for (missing, _) in REQUIRED.iter() {
             let without = lookup(REQUIRED.into_iter().filter(|(name, _)| name != missing));
             assert_eq!(
                 Settings::from_lookup(&without).map(|_| ()),
@@ -304,16 +372,38 @@ mod tests {
                 "{missing}"
             );
         }
-        for (name, bad) in [
-            ("INGEST_WRITE_KEYS", "no-key"),
-            ("HEALTH_QUEUES", "nameless"),
-            ("RETENTION_ACTIVITY_DAYS", "soon"),
-        ] {
+        for (name, bad) in [("HEALTH_QUEUES", "nameless"), ("RETENTION_ACTIVITY_DAYS", "soon")] {
             let with_bad = lookup([(name, bad)].into_iter().chain(REQUIRED));
             match Settings::from_lookup(&with_bad) {
                 Err(SettingsError::Invalid(message)) => assert!(message.contains(name), "{name}: {message}"),
                 other => panic!("{name}={bad}: {:?}", other.map(|_| ())),
             }
+        }
+    }
+
+    #[test]
+    fn the_write_keys_secret_holds_entries_by_comma_or_line_and_comments() {
+        let setting = secret("INGEST_WRITE_KEYS_SECRET_ARN", WRITE_KEYS_ARN);
+        let sources = |value: &str| ingest_sources_from_secret(&setting, &SecretValue::new(value));
+        // The template's first value: only a comment, no source.
+        let first = sources("# no source yet: put source:kind:key entries here (see template.yaml)").unwrap();
+        assert_eq!(format!("{first:?}"), "IngestSources([])");
+        let both = sources(
+            "# the shop's backend, then the browser\nshop:server:wk_0123456789abcdef\n web:client:wk_web_0123456789abcdef ,old:wk_old_0123456789abcdef\n",
+        )
+        .unwrap();
+        assert_eq!(
+            format!("{both:?}"),
+            r#"IngestSources(["shop:server", "web:client", "old:server"])"#
+        );
+        // A bad entry names the setting and the secret, never the value.
+        match sources("shop:server:short-key") {
+            Err(SettingsError::Invalid(message)) => {
+                assert!(message.contains("INGEST_WRITE_KEYS_SECRET_ARN"), "{message}");
+                assert!(message.contains(WRITE_KEYS_ARN), "{message}");
+                assert!(!message.contains("short-key"), "{message}");
+            }
+            other => panic!("{other:?}"),
         }
     }
 }

@@ -13,8 +13,9 @@ pub mod handler;
 
 pub use assembly::{build, ChannelPorts};
 
+use crm_aws::secrets::SecretSetting;
 use crm_bus_consumer::settings::{optional, METRICS_NAMESPACE, WARM_UP};
-use crm_bus_consumer::{Config, ConfigError, SchedulerSettings, Secret};
+use crm_bus_consumer::{Config, ConfigError, SchedulerSettings};
 use crm_core::messaging::delivery::{DeliverySettings, SETTLE_WINDOW_SETTING};
 
 /// Why the channel function's settings cannot be read.
@@ -43,11 +44,14 @@ pub struct Settings {
     pub apns_platform_application_arn: Option<String>,
     /// `FCM_PLATFORM_APPLICATION_ARN` (optional, blank is none).
     pub fcm_platform_application_arn: Option<String>,
-    /// `UNSUBSCRIBE_SECRET`: signs the unsubscribe links (the api checks them).
-    pub unsubscribe_secret: Secret,
-    /// `IDENTIFIER_HASH_SECRET`: the suppression list's and proof ledger's
-    /// identifier hashes, shared with the api and consent functions.
-    pub identifier_hash_secret: Secret,
+    /// `UNSUBSCRIBE_SECRET_ARN`: the secret that signs the unsubscribe
+    /// links (the api checks them), read from Secrets Manager at cold start
+    /// (decision 0047).
+    pub unsubscribe_secret: SecretSetting,
+    /// `IDENTIFIER_HASH_SECRET_ARN`: the secret of the suppression list's
+    /// and proof ledger's identifier hashes, shared with the api and consent
+    /// functions, read at cold start.
+    pub identifier_hash_secret: SecretSetting,
     /// `FROM_ADDRESS`, `PUBLIC_BASE_URL` (both required on AWS),
     /// `SHOP_URL`, `DELIVERY_CAPS`, `WEEKLY_EMAIL_LIMIT` and
     /// `MESSAGE_SETTLE_SECONDS`, read by [`DeliverySettings::from_lookup`]
@@ -80,8 +84,8 @@ impl Settings {
                 "SMS_SENDER_ID",
                 "APNS_PLATFORM_APPLICATION_ARN",
                 "FCM_PLATFORM_APPLICATION_ARN",
-                "UNSUBSCRIBE_SECRET",
-                "IDENTIFIER_HASH_SECRET",
+                "UNSUBSCRIBE_SECRET_ARN",
+                "IDENTIFIER_HASH_SECRET_ARN",
             ],
             &DELIVERY_NAMES,
             &[METRICS_NAMESPACE, WARM_UP],
@@ -101,8 +105,8 @@ impl Settings {
         let sms_sender_id = optional(lookup, "SMS_SENDER_ID");
         let apns_platform_application_arn = optional(lookup, "APNS_PLATFORM_APPLICATION_ARN");
         let fcm_platform_application_arn = optional(lookup, "FCM_PLATFORM_APPLICATION_ARN");
-        let unsubscribe_secret = Secret::required(lookup, "UNSUBSCRIBE_SECRET")?;
-        let identifier_hash_secret = Secret::required(lookup, "IDENTIFIER_HASH_SECRET")?;
+        let unsubscribe_secret = SecretSetting::required(lookup, "UNSUBSCRIBE_SECRET_ARN")?;
+        let identifier_hash_secret = SecretSetting::required(lookup, "IDENTIFIER_HASH_SECRET_ARN")?;
         crm_aws::lambda::required(lookup, "FROM_ADDRESS")?;
         crm_aws::lambda::required(lookup, "PUBLIC_BASE_URL")?;
         let delivery = DeliverySettings::from_lookup(lookup).map_err(SettingsError::Invalid)?;
@@ -128,6 +132,9 @@ mod tests {
     use crm_bus_consumer::settings::{assert_reads_exactly, compare_with_template, lookup_from};
     use crm_core::messaging::decision::DeliveryPolicy;
 
+    const UNSUBSCRIBE_ARN: &str = "arn:aws:secretsmanager:us-east-1:1:secret:unsubscribe-AbCdEf";
+    const IDENTIFIER_ARN: &str = "arn:aws:secretsmanager:us-east-1:1:secret:identifier-AbCdEf";
+
     const REQUIRED: [(&str, &str); 14] = [
         ("EVENTS_TABLE", "events"),
         ("READ_MODELS_TABLE", "read-models"),
@@ -138,8 +145,8 @@ mod tests {
         ("EVENT_BUS_ARN", "arn:aws:events:us-east-1:1:event-bus/crm"),
         ("SCHEDULER_ROLE_ARN", "arn:aws:iam::1:role/scheduler"),
         ("SES_CONFIGURATION_SET", "crm-mail"),
-        ("UNSUBSCRIBE_SECRET", "unsubscribe-key"),
-        ("IDENTIFIER_HASH_SECRET", "pepper"),
+        ("UNSUBSCRIBE_SECRET_ARN", UNSUBSCRIBE_ARN),
+        ("IDENTIFIER_HASH_SECRET_ARN", IDENTIFIER_ARN),
         ("FROM_ADDRESS", "Shop <news@shop.example>"),
         ("PUBLIC_BASE_URL", "https://crm.shop.example"),
         ("SHOP_URL", ""),
@@ -166,8 +173,20 @@ mod tests {
         assert_eq!(settings.sms_sender_id, None);
         assert_eq!(settings.apns_platform_application_arn, None);
         assert_eq!(settings.fcm_platform_application_arn, None);
-        assert_eq!(settings.unsubscribe_secret.expose(), "unsubscribe-key");
-        assert_eq!(settings.identifier_hash_secret.expose(), "pepper");
+        assert_eq!(
+            (
+                settings.unsubscribe_secret.setting,
+                settings.unsubscribe_secret.secret_id.as_str()
+            ),
+            ("UNSUBSCRIBE_SECRET_ARN", UNSUBSCRIBE_ARN)
+        );
+        assert_eq!(
+            (
+                settings.identifier_hash_secret.setting,
+                settings.identifier_hash_secret.secret_id.as_str()
+            ),
+            ("IDENTIFIER_HASH_SECRET_ARN", IDENTIFIER_ARN)
+        );
         assert_eq!(settings.delivery.from_address, "Shop <news@shop.example>");
         assert_eq!(settings.delivery.public_base_url, "https://crm.shop.example");
         // The defaults: the template's (DeliveryCaps, MessageSettleSeconds 900) and crm-core's.

@@ -1,8 +1,10 @@
 //! The channel Lambda function: its settings from the environment
-//! ([`crm_channel::Settings`]), clients built once (SES, SNS, the
-//! scheduler), the delivery [`crm_channel::build`] assembles, then every
-//! SQS batch of its queue to it.
+//! ([`crm_channel::Settings`]), its secrets read once from Secrets Manager
+//! (decision 0047), clients built once (SES, SNS, the scheduler), the
+//! delivery [`crm_channel::build`] assembles, then every SQS batch of its
+//! queue to it.
 
+use crm_aws::secrets::SecretReader;
 use crm_aws::ses::SesEmailProvider;
 use crm_aws::sns::{PushApplications, SnsPushProvider, SnsSmsProvider};
 use crm_bus_consumer::{finish_batch, Ports, SqsBatchResponse, SqsEvent};
@@ -20,6 +22,11 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     crm_bus_consumer::init_tracing();
     let settings = Settings::from_lookup(&|name: &str| std::env::var(name).ok())?;
     let aws = crm_bus_consumer::load_aws_config().await;
+    // One GetSecretValue each at cold start, kept for this instance's life; a secret that
+    // cannot be read stops the cold start, naming it.
+    let secrets = SecretReader::from_config(&aws);
+    let unsubscribe_secret = secrets.read(&settings.unsubscribe_secret).await?;
+    let identifier_hash_secret = secrets.read(&settings.identifier_hash_secret).await?;
     let ports = Ports::new(&aws, settings.ports.clone());
     // WARM_UP=1: one call at cold start, so the first event skips the TLS handshake (issue 9).
     if settings.warm_up {
@@ -47,8 +54,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             scheduler: Arc::new(settings.scheduler.scheduler(&aws)),
             clock: Arc::new(SystemClock),
             providers,
-            signer: Arc::new(TokenSigner::new(settings.unsubscribe_secret.expose().as_bytes())),
-            identifiers: IdentifierHasher::new(settings.identifier_hash_secret.expose().as_bytes()),
+            signer: Arc::new(TokenSigner::new(unsubscribe_secret.expose().as_bytes())),
+            identifiers: IdentifierHasher::new(identifier_hash_secret.expose().as_bytes()),
             dead_letters: ports.dead_letters.clone(),
             // Sends, suppressions, deferrals and failures per channel as EMF lines on stdout (decision 0026).
             metrics: Some(Arc::new(EmfWriter::stdout(settings.metrics_namespace.clone()))),

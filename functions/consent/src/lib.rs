@@ -10,7 +10,8 @@
 
 pub use crm_bus_consumer::handler;
 
-use crm_bus_consumer::{ConfigError, ConsumerSettings, Ports, Secret};
+use crm_aws::secrets::SecretSetting;
+use crm_bus_consumer::{ConfigError, ConsumerSettings, Ports};
 use crm_core::consumer::ConsumerGroup;
 use crm_core::ports::{DeadLetterQueue, EventStore, ReadModelStore};
 use crm_core::privacy::IdentifierHasher;
@@ -22,15 +23,16 @@ pub struct Settings {
     /// What every consumer function reads (tables, dead-letter queue,
     /// `METRICS_NAMESPACE`, `WARM_UP`).
     pub consumer: ConsumerSettings,
-    /// `IDENTIFIER_HASH_SECRET`: the proof ledger's identifier hashes
-    /// (decision 0019), the same secret as the api's and the channel's.
-    pub identifier_hash_secret: Secret,
+    /// `IDENTIFIER_HASH_SECRET_ARN`: the secret of the proof ledger's
+    /// identifier hashes (decision 0019), the same as the api's and the
+    /// channel's, read from Secrets Manager at cold start (decision 0047).
+    pub identifier_hash_secret: SecretSetting,
 }
 
 impl Settings {
     /// The variables [`Settings::from_lookup`] reads.
     pub fn names() -> Vec<&'static str> {
-        [ConsumerSettings::names(), vec!["IDENTIFIER_HASH_SECRET"]].concat()
+        [ConsumerSettings::names(), vec!["IDENTIFIER_HASH_SECRET_ARN"]].concat()
     }
 
     /// The settings from `lookup` (the environment on Lambda); a missing
@@ -38,12 +40,8 @@ impl Settings {
     pub fn from_lookup(lookup: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         Ok(Settings {
             consumer: ConsumerSettings::from_lookup(lookup)?,
-            identifier_hash_secret: Secret::required(lookup, "IDENTIFIER_HASH_SECRET")?,
+            identifier_hash_secret: SecretSetting::required(lookup, "IDENTIFIER_HASH_SECRET_ARN")?,
         })
-    }
-
-    pub fn identifiers(&self) -> IdentifierHasher {
-        IdentifierHasher::new(self.identifier_hash_secret.expose().as_bytes())
     }
 }
 
@@ -59,13 +57,14 @@ pub fn group(
 }
 
 /// The consent function's group over its ports, hashing identifiers with
-/// the settings' secret.
-pub fn build(ports: &Ports, settings: &Settings) -> ConsumerGroup {
+/// `identifiers` (made from the secret [`Settings::identifier_hash_secret`]
+/// names, read at cold start).
+pub fn build(ports: &Ports, identifiers: IdentifierHasher) -> ConsumerGroup {
     group(
         ports.events.clone(),
         ports.docs.clone(),
         ports.dead_letters.clone(),
-        settings.identifiers(),
+        identifiers,
     )
 }
 
@@ -73,7 +72,6 @@ pub fn build(ports: &Ports, settings: &Settings) -> ConsumerGroup {
 mod tests {
     use super::*;
     use crm_bus_consumer::settings::{assert_reads_exactly, compare_with_template, lookup_from, WARM_UP};
-    use crm_core::privacy::IdentifierKind;
 
     const ALL: [(&str, &str); 7] = [
         ("EVENTS_TABLE", "events"),
@@ -82,7 +80,10 @@ mod tests {
         ("KEYS_TABLE", "keys"),
         ("DATA_KEYS_KMS_KEY_ID", "alias/data-keys"),
         ("METRICS_NAMESPACE", "Shop"),
-        ("IDENTIFIER_HASH_SECRET", "pepper"),
+        (
+            "IDENTIFIER_HASH_SECRET_ARN",
+            "arn:aws:secretsmanager:us-east-1:1:secret:identifier-AbCdEf",
+        ),
     ];
 
     #[test]
@@ -91,10 +92,12 @@ mod tests {
         assert_eq!(settings.consumer.ports.dead_letter_queue_url, "https://sqs/consent-dlq");
         assert_eq!(settings.consumer.metrics_namespace, "Shop");
         assert!(!settings.consumer.warm_up);
-        assert_eq!(settings.identifier_hash_secret.expose(), "pepper");
         assert_eq!(
-            settings.identifiers().hash(IdentifierKind::Email, "a@example.com"),
-            IdentifierHasher::new(b"pepper").hash(IdentifierKind::Email, "a@example.com")
+            settings.identifier_hash_secret,
+            SecretSetting {
+                setting: "IDENTIFIER_HASH_SECRET_ARN",
+                secret_id: "arn:aws:secretsmanager:us-east-1:1:secret:identifier-AbCdEf".into(),
+            }
         );
         assert_reads_exactly(&Settings::names(), lookup_from(ALL), |l| Settings::from_lookup(&l));
     }
