@@ -91,7 +91,10 @@ pub fn migrate_request_copies(path: &Path) -> Result<TimerMigration, StoreError>
     {
         let mut stmt = tx
             .prepare(
-                "SELECT name, payload FROM timers WHERE json_valid(payload) AND json_extract(payload, '$.kind') = ?1",
+                // CASE: an unreadable row is skipped, never an error (AND does not
+                // promise to evaluate json_valid first).
+                "SELECT name, payload FROM timers
+                 WHERE CASE WHEN json_valid(payload) THEN json_extract(payload, '$.kind') END = ?1",
             )
             .map_err(sql)?;
         let rows = stmt
@@ -307,6 +310,18 @@ mod tests {
             let scheduler = SqliteScheduler::open(&path).expect("open");
             scheduler.schedule(old.clone()).await.expect("a v1 deferral");
             scheduler.schedule(cart.clone()).await.expect("a cart timer");
+            // A row that is no timer at all: skipped, never an error.
+            scheduler
+                .db
+                .run(|conn| {
+                    conn.execute(
+                        "INSERT INTO timers (name, due_at, payload) VALUES ('crm-bad', '9999', 'not json')",
+                        [],
+                    )
+                    .map_err(sql)
+                })
+                .await
+                .expect("an unreadable row");
             scheduler.db.truncate_wal().await.expect("checkpoint");
         }
         assert!(occurrences(&path, EMAIL) > 0, "the copy is on disk before");
