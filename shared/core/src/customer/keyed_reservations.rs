@@ -8,8 +8,14 @@
 //! store, so no address is ever written as a key. Without an identifier
 //! secret it refuses the append (nothing is written); every other operation
 //! passes through unchanged.
+//!
+//! Until the re-key migration ([`super::rekey`]) has moved a reservation
+//! made before decision 0046, it is still held under its unkeyed key
+//! (`email#<sha256>`): a claim of that address by another customer is
+//! refused, a release by its owner gives the unkeyed key back, and a lookup
+//! finds its owner there. After the migration these reads find nothing.
 
-use super::validate::{email_reservation_key, EMAIL_RESERVATION_NAME_PREFIX};
+use super::validate::{email_reservation_key, unkeyed_email_reservation_key, EMAIL_RESERVATION_NAME_PREFIX};
 use crate::ports::{
     AppendError, AppendRequest, Appended, CommandReceipt, EventPage, EventStore, LoadedStream, ReservationChange,
     Snapshot, StoreError,
@@ -50,14 +56,30 @@ impl KeyedReservations {
         }
     }
 
-    fn stored(&self, change: ReservationChange) -> Result<ReservationChange, StoreError> {
+    /// The change as stored: an email's claim under its keyed key (refused
+    /// while another owner holds the unkeyed one), its release under the key
+    /// the owner holds (the unkeyed one until the migration moved it).
+    async fn stored(&self, change: ReservationChange) -> Result<ReservationChange, AppendError> {
+        let name = change.key().to_string();
+        let key = self.stored_key(&name)?;
+        let Some(email) = name.strip_prefix(EMAIL_RESERVATION_NAME_PREFIX) else {
+            return Ok(change);
+        };
+        let unkeyed = unkeyed_email_reservation_key(email);
+        let unkeyed_holder = self.inner.reservation_owner(&unkeyed).await?;
         Ok(match change {
-            ReservationChange::Claim { key, owner } => ReservationChange::Claim {
-                key: self.stored_key(&key)?,
-                owner,
-            },
-            ReservationChange::Release { key, owner } => ReservationChange::Release {
-                key: self.stored_key(&key)?,
+            ReservationChange::Claim { owner, .. } => {
+                if unkeyed_holder.is_some_and(|holder| holder != owner) {
+                    return Err(AppendError::ReservationTaken { key });
+                }
+                ReservationChange::Claim { key, owner }
+            }
+            ReservationChange::Release { owner, .. } => ReservationChange::Release {
+                key: if unkeyed_holder.as_deref() == Some(owner.as_str()) {
+                    unkeyed
+                } else {
+                    key
+                },
                 owner,
             },
         })
@@ -80,10 +102,11 @@ impl EventStore for KeyedReservations {
     }
 
     async fn append(&self, mut request: AppendRequest) -> Result<Appended, AppendError> {
-        request.reservations = std::mem::take(&mut request.reservations)
-            .into_iter()
-            .map(|change| self.stored(change))
-            .collect::<Result<_, _>>()?;
+        let mut stored = Vec::with_capacity(request.reservations.len());
+        for change in std::mem::take(&mut request.reservations) {
+            stored.push(self.stored(change).await?);
+        }
+        request.reservations = stored;
         self.inner.append(request).await
     }
 
@@ -91,8 +114,20 @@ impl EventStore for KeyedReservations {
         self.inner.receipt(key).await
     }
 
+    /// The owner of a reservation by its name; an email's under its keyed
+    /// key, else under its unkeyed key (made before decision 0046).
     async fn reservation_owner(&self, key: &str) -> Result<Option<String>, StoreError> {
-        self.inner.reservation_owner(&self.stored_key(key)?).await
+        if let Some(owner) = self.inner.reservation_owner(&self.stored_key(key)?).await? {
+            return Ok(Some(owner));
+        }
+        match key.strip_prefix(EMAIL_RESERVATION_NAME_PREFIX) {
+            Some(email) => {
+                self.inner
+                    .reservation_owner(&unkeyed_email_reservation_key(email))
+                    .await
+            }
+            None => Ok(None),
+        }
     }
 
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
@@ -152,6 +187,42 @@ mod tests {
                 .expect("owner")
                 .as_deref(),
             Some("customer-c1")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_reservation_made_before_keyed_hashes_still_holds_and_is_given_back() {
+        let raw = Arc::new(InMemoryEventStore::default());
+        let keyed = KeyedReservations::new(raw.clone(), Some(IdentifierHasher::new(b"window")));
+        raw.append(claim(&unkeyed_email_reservation_key("ada@example.com")))
+            .await
+            .expect("an old reservation");
+        let name = email_reservation_name("ada@example.com");
+        assert_eq!(
+            keyed.reservation_owner(&name).await.expect("owner").as_deref(),
+            Some("customer-c1")
+        );
+        let mut other = claim(&name);
+        other.stream_id = "customer-c2".into();
+        other.reservations = vec![ReservationChange::Claim {
+            key: name.clone(),
+            owner: "customer-c2".into(),
+        }];
+        assert!(matches!(
+            keyed.append(other).await,
+            Err(AppendError::ReservationTaken { .. })
+        ));
+        let mut release = claim(&name);
+        release.reservations = vec![ReservationChange::Release {
+            key: name.clone(),
+            owner: "customer-c1".into(),
+        }];
+        keyed.append(release).await.expect("given back");
+        assert_eq!(
+            raw.reservation_owner(&unkeyed_email_reservation_key("ada@example.com"))
+                .await
+                .expect("owner"),
+            None
         );
     }
 

@@ -119,3 +119,112 @@ pub async fn rekey_email_reservations(customers: &CustomerService) -> Result<Rek
     }
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::customer::{CustomerCommand, RequestErasure};
+    use crate::event::{Actor, CommandMeta};
+    use crate::ports::EventStore;
+    use crate::testing::{customer_id, identifiers, register, registration, InMemoryEventStore};
+    use std::sync::Arc;
+
+    /// Puts `email`'s reservation back where it was before decision 0046.
+    async fn unkey(store: &InMemoryEventStore, id: &str, email: &str) {
+        let owner = stream_id(id);
+        store
+            .append(AppendRequest {
+                stream_id: owner.clone(),
+                expected: ExpectedVersion::Any,
+                events: Vec::new(),
+                reservations: vec![
+                    ReservationChange::Claim {
+                        key: unkeyed_email_reservation_key(email),
+                        owner: owner.clone(),
+                    },
+                    ReservationChange::Release {
+                        key: email_reservation_key(&identifiers(), email),
+                        owner,
+                    },
+                ],
+                receipt: None,
+            })
+            .await
+            .expect("unkeyed");
+    }
+
+    #[tokio::test]
+    async fn unkeyed_reservations_move_to_the_keyed_key_once() {
+        let store = Arc::new(InMemoryEventStore::default());
+        let (ada, bob, eve) = (customer_id(1), customer_id(2), customer_id(3));
+        for (id, email) in [
+            (&ada, "ada@example.com"),
+            (&bob, "bob@example.com"),
+            (&eve, "eve@example.com"),
+        ] {
+            register(store.clone(), id, registration(email, "A", "B", "UTC")).await;
+        }
+        unkey(&store, &ada, "ada@example.com").await;
+        unkey(&store, &eve, "eve@example.com").await;
+        let customers =
+            CustomerService::new(store.clone(), Arc::new(crate::clock::SystemClock)).with_identifiers(identifiers());
+        // Eve asked to be erased: her reservation is given back, none to move.
+        let respond = |_: &crate::customer::Customer, _: &[crate::event::EventEnvelope]| (202, serde_json::Value::Null);
+        customers
+            .execute(
+                &eve,
+                &CustomerCommand::RequestErasure(RequestErasure::default()),
+                &CommandMeta::new(Actor::system("test")),
+                None,
+                &respond,
+            )
+            .await
+            .expect("erasure requested");
+
+        let report = rekey_email_reservations(&customers).await.expect("rekey");
+        assert_eq!(
+            report,
+            RekeyReport {
+                customers: 3,
+                rekeyed: 1,
+                already_keyed: 1,
+                without_reservation: 1
+            }
+        );
+        let owner = |key: String| {
+            let store = store.clone();
+            async move { store.reservation_owner(&key).await.expect("owner") }
+        };
+        assert_eq!(
+            owner(email_reservation_key(&identifiers(), "ada@example.com")).await,
+            Some(stream_id(&ada))
+        );
+        assert_eq!(owner(unkeyed_email_reservation_key("ada@example.com")).await, None);
+        assert_eq!(
+            rekey_email_reservations(&customers).await.expect("again").rekeyed,
+            0,
+            "a second run moves nothing"
+        );
+        // The moved reservation still keeps the address unique.
+        let taken = customers
+            .execute(
+                &customer_id(9),
+                &CustomerCommand::Register(registration("ADA@example.com", "X", "Y", "UTC")),
+                &CommandMeta::new(Actor::system("test")),
+                None,
+                &respond,
+            )
+            .await;
+        assert!(matches!(taken, Err(CommandError::EmailTaken { .. })), "{taken:?}");
+    }
+
+    #[tokio::test]
+    async fn without_a_secret_nothing_is_moved() {
+        let store = Arc::new(InMemoryEventStore::default());
+        let customers = CustomerService::new(store, Arc::new(crate::clock::SystemClock));
+        assert!(matches!(
+            rekey_email_reservations(&customers).await,
+            Err(RekeyError::NoSecret)
+        ));
+    }
+}

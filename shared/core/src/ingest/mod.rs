@@ -774,8 +774,11 @@ impl Ingestion {
             CustomerError::Invalid { field, message } => reject(&field, message),
             other => reject("traits.email", other.to_string()),
         })?;
-        let reservation = crate::customer::email_reservation_key(self.identifiers()?, &normalised);
-        if let Some(owner) = self.store.reservation_owner(&reservation).await? {
+        // Looked up through the customer service's store: under the keyed
+        // hash, or the key of a reservation made before decision 0046.
+        let reservation = crate::customer::email_reservation_name(&normalised);
+        let reservations = self.customers.store().clone();
+        if let Some(owner) = reservations.reservation_owner(&reservation).await? {
             if let Some(id) = owner.strip_prefix("customer-") {
                 return Ok(id.to_string());
             }
@@ -814,7 +817,7 @@ impl Ingestion {
         match self.customers.execute(&id, &register, meta, None, &respond).await {
             Ok(_) => Ok(id),
             // Registered concurrently by another message: that customer.
-            Err(CommandError::EmailTaken { .. }) => match self.store.reservation_owner(&reservation).await? {
+            Err(CommandError::EmailTaken { .. }) => match reservations.reservation_owner(&reservation).await? {
                 Some(owner) => Ok(owner.trim_start_matches("customer-").to_string()),
                 None => Err(IngestError::Retry("the email address changed hands".into())),
             },
