@@ -221,5 +221,8 @@ fn secrets_are_read_by_arn_and_each_function_may_read_only_its_own() {
         );
         readers += usize::from(!named.is_empty());
     }
-    assert_eq!(readers, 3, "the api, consent and channel functions read secrets");
+    assert_eq!(
+        readers, 4,
+        "the api, projector, consent and channel functions read secrets"
+    );
 }
