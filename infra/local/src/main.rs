@@ -111,6 +111,13 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Move the email reservations made before keyed hashes (`email#<sha256>`) to the keyed
+    /// key (decision 0046); idempotent. Then `replay --consumer projector` rebuilds the indexes.
+    Rekey {
+        /// Directory holding the database.
+        #[arg(long, default_value = ".crm", env = "CRM_DATA_DIR")]
+        data_dir: PathBuf,
+    },
     /// Consistency check: fold a sample of customer streams and compare with the stored
     /// customer 360 and consent ledger; prints every difference, exits 1 if there is any.
     Check {
@@ -353,6 +360,10 @@ async fn main() -> ExitCode {
             quiet,
         } => crm_local::ops::run_replay(&data_dir, template.as_deref(), &consumer, quiet)
             .await
+            .map_err(|e| e.to_string()),
+        Command::Rekey { data_dir } => crm_local::rekey::rekey(&data_dir)
+            .await
+            .map(|report| println!("{}", crm_local::rekey::render(&report)))
             .map_err(|e| e.to_string()),
         Command::Check {
             sample,
