@@ -35,6 +35,10 @@ pub enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Move the email reservations made before keyed hashes (`email#<sha256>`)
+    /// to the keyed key (decision 0046; needs IDENTIFIER_HASH_SECRET);
+    /// idempotent. Then `replay --consumer projector` rebuilds the indexes.
+    Rekey,
     /// Check the stored projections against the events (--full: every
     /// projection, every event, the proof that no consumer lost one).
     ///
@@ -202,6 +206,12 @@ pub async fn execute(cli: Cli, clients: &Clients) -> Result<(), CliError> {
             );
             let replayed = crate::replay(&tables, &groups, dead_letters.as_ref(), &consumer, segments, !quiet).await?;
             println!("{}", render_replay(&replayed));
+            Ok(())
+        }
+        Command::Rekey => {
+            let tables = Tables::new(clients, &settings)?;
+            let report = crate::rekey::rekey(&tables, settings.identifier_hash_secret.as_deref()).await?;
+            println!("{}", crate::rekey::render(&report));
             Ok(())
         }
         Command::Check { full: true, json, .. } => {

@@ -20,6 +20,7 @@
 
 pub mod cli;
 pub mod migrate;
+pub mod rekey;
 
 pub use cli::{execute, Cli, Command, DlqCommand};
 
