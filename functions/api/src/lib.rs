@@ -35,6 +35,7 @@ use crm_core::customer::CustomerService;
 use crm_core::journey::catalog::CampaignService;
 use crm_core::messaging::unsubscribe::TokenSigner;
 use crm_core::ports::{ConsumerHealth, EventStore, ReadModelStore};
+use crm_core::privacy::read_models::SealedReadModels;
 use crm_core::privacy::{IdentifierHasher, KeyStore};
 use crm_core::scheduler::Scheduler;
 use crm_core::schemas::CustomEventSchemas;
@@ -204,8 +205,13 @@ impl AppState {
         }
     }
 
-    /// The data keys the event store encrypts with (the ones erasure deletes).
+    /// The data keys the event store encrypts with (the ones erasure
+    /// deletes). The read models are sealed under them from here on: the
+    /// handlers read and write them through [`SealedReadModels`], which
+    /// decrypts their personal values, or reads `[erased]` once the key is
+    /// gone (decision 0045). Give the table itself, not a sealed one.
     pub fn with_keys(mut self, keys: Arc<dyn KeyStore>) -> Self {
+        self.read_models = Arc::new(SealedReadModels::new(self.read_models.clone(), keys.clone()));
         self.keys = Some(keys);
         self
     }

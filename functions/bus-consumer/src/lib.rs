@@ -28,6 +28,7 @@ use crm_aws::stores::{EncryptedEventStore, EventStoreTables};
 use crm_core::consumer::{ConsumerGroup, EventHandler, SealedDeadLetters};
 use crm_core::metrics::{EmfWriter, MeteredHandler};
 use crm_core::ports::{DeadLetterQueue, EventStore, ProgressLog, ProgressReporter, ReadModelStore};
+use crm_core::privacy::read_models::SealedReadModels;
 use crm_core::privacy::KeyStore;
 use lambda_runtime::{service_fn, LambdaEvent};
 use std::sync::Arc;
@@ -70,11 +71,13 @@ impl Config {
 /// ([`handle_batch`]); `dead_letters` seals what it parks (envelopes, the
 /// channel's message requests) into their stored form, ciphertext, so the
 /// queue never holds personal data in clear ([`SealedDeadLetters`],
-/// decision 0040).
+/// decision 0040); `docs` keeps the personal values of the read models
+/// encrypted under the same keys ([`SealedReadModels`], decision 0045; it
+/// derefs to the table's adapter for its client).
 pub struct Ports {
     pub events: Arc<dyn EventStore>,
     pub keys: Arc<dyn KeyStore>,
-    pub docs: Arc<DynamoReadModels>,
+    pub docs: Arc<SealedReadModels<DynamoReadModels>>,
     pub dead_letters: Arc<dyn DeadLetterQueue>,
     /// Where the function leaves its progress for `/health` (the
     /// read-models table, item `progress` / the function's name).
@@ -101,7 +104,10 @@ impl Ports {
                 dynamodb.clone(),
                 config.read_models_table.clone(),
             )),
-            docs: Arc::new(DynamoReadModels::new(dynamodb, config.read_models_table)),
+            docs: Arc::new(SealedReadModels::new(
+                Arc::new(DynamoReadModels::new(dynamodb, config.read_models_table)),
+                keys.clone(),
+            )),
             dead_letters: Arc::new(SealedDeadLetters::new(
                 Arc::new(SqsDeadLetterQueue::new(
                     aws_sdk_sqs::Client::new(aws),

@@ -12,9 +12,11 @@
 
 use crm_aws::dynamodb::DynamoReadModels;
 use crm_aws::stores::EncryptedEventStore;
+use crm_core::privacy::read_models::SealedReadModels;
 use crm_segments::{run_daily, DailyRun, Settings};
 use lambda_runtime::{service_fn, LambdaEvent};
 use serde_json::{json, Value};
+use std::sync::Arc;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
@@ -23,13 +25,17 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let retention = settings.retention;
     let aws = crm_aws::lambda::load_aws_config().await;
     let dynamodb = aws_sdk_dynamodb::Client::new(&aws);
-    let EncryptedEventStore { events, stored, .. } = EncryptedEventStore::new(
+    let EncryptedEventStore { events, stored, keys } = EncryptedEventStore::new(
         dynamodb.clone(),
         aws_sdk_kms::Client::new(&aws),
         settings.event_store,
         Some(retention),
     );
-    let docs = DynamoReadModels::new(dynamodb, settings.read_models_table);
+    // Sealed as every reader's (decision 0045), though it reads no personal value.
+    let docs = SealedReadModels::new(
+        Arc::new(DynamoReadModels::new(dynamodb, settings.read_models_table)),
+        keys,
+    );
     let (events, docs, stored, retention) = (events.as_ref(), &docs, stored.as_ref(), &retention);
     lambda_runtime::run(service_fn(move |_invocation: LambdaEvent<Value>| async move {
         let now = chrono::Utc::now();

@@ -55,6 +55,14 @@ impl SqliteReadModels {
             })
             .await
     }
+
+    /// Checkpoints the WAL into the database file and truncates it
+    /// ([`Db::truncate_wal`]): after a rebuild, so the documents it replaced
+    /// (stored plain before decision 0045) leave no copy in the WAL;
+    /// `secure_delete` zeroes them in the database file.
+    pub async fn truncate_wal(&self) -> Result<crate::db::WalCheckpoint, StoreError> {
+        self.db.truncate_wal().await
+    }
 }
 
 fn checkpoint_of(conn: &rusqlite::Connection, consumer: &str, stream_id: &str) -> Result<u64, StoreError> {

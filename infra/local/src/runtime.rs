@@ -4,7 +4,9 @@
 //! rest (decision 0017): every reader and writer goes through
 //! [`EncryptingEventStore`] with the data keys of [`SqliteKeyStore`] (master
 //! key in the database's directory), and the bus, which reads the stored
-//! events, decrypts each one before a target sees it.
+//! events, decrypts each one before a target sees it. The read models keep
+//! their personal values sealed under the same keys ([`SealedReadModels`],
+//! decision 0045).
 
 use crate::bus::{rules_from_template, LocalBus, RuleError, SqliteDeadLetters, Target};
 use crate::keys::{load_or_create_master_key, SqliteKeyStore};
@@ -23,6 +25,7 @@ use crm_core::journey::engine::{JourneyEngine, SweepBudget};
 use crm_core::messaging::delivery::{DeliverySettings, Providers};
 use crm_core::messaging::unsubscribe::TokenSigner;
 use crm_core::ports::*;
+use crm_core::privacy::read_models::SealedReadModels;
 use crm_core::privacy::{DecryptingHandler, EncryptingEventStore, IdentifierHasher, KeyStore};
 use std::path::Path;
 use std::sync::Arc;
@@ -114,7 +117,10 @@ pub struct LocalRuntime {
     pub stored_events: Arc<SqliteEventStore>,
     /// The customers' data keys (`customer_keys`, wrapped under `master.key`).
     pub keys: Arc<dyn KeyStore>,
-    pub docs: Arc<SqliteReadModels>,
+    /// The read models, their personal values sealed under the same keys
+    /// (decision 0045): every reader and writer goes through the seal; it
+    /// derefs to the SQLite adapter for clearing a consumer.
+    pub docs: Arc<SealedReadModels<SqliteReadModels>>,
     pub bus: Arc<LocalBus>,
     /// The timer table, fired against `clock`.
     pub scheduler: Arc<SqliteScheduler>,
@@ -229,7 +235,10 @@ impl LocalRuntime {
         let keys: Arc<dyn KeyStore> =
             Arc::new(SqliteKeyStore::open(db, master).map_err(|e| RuntimeError::Keys(e.to_string()))?);
         let events: Arc<dyn EventStore> = Arc::new(EncryptingEventStore::new(stored_events.clone(), keys.clone()));
-        let docs = Arc::new(SqliteReadModels::open(db)?);
+        let docs = Arc::new(SealedReadModels::new(
+            Arc::new(SqliteReadModels::open(db)?),
+            keys.clone(),
+        ));
         // What a consumer parks is sealed back into its stored form (decision 0040).
         let dead_letters: Arc<dyn DeadLetterQueue> = Arc::new(SealedDeadLetters::new(
             Arc::new(SqliteDeadLetters::open(db)?),
@@ -389,7 +398,8 @@ impl LocalRuntime {
         let state = crm_api::build(
             ApiPorts {
                 events: self.command_store(),
-                read_models: self.docs.clone(),
+                // The table itself: the API seals it with `keys` (`crm_api::build`).
+                read_models: self.docs.inner().clone(),
                 clock: self.clock.clone(),
                 scheduler: self.scheduler.clone(),
                 keys: self.keys.clone(),
@@ -427,6 +437,8 @@ impl LocalRuntime {
         }
         self.bus.rewind(target, 0).await?;
         self.bus.settle().await?;
+        // The documents replaced (plain if stored before decision 0045) leave no copy in the WAL.
+        self.docs.truncate_wal().await?;
         Ok(consumers)
     }
 
@@ -470,12 +482,15 @@ impl LocalRuntime {
             .find_map(|g| g.only(name))
             .ok_or_else(|| RuntimeError::Config(format!("no projection named {name}")))?;
         self.docs.clear(name).await?;
-        crm_core::ops::replay(&consumer, self.events.as_ref(), self.clock.now(), progress)
+        let report = crm_core::ops::replay(&consumer, self.events.as_ref(), self.clock.now(), progress)
             .await
             .map_err(|e| match e {
                 crm_core::ops::OpsError::Store(e) => RuntimeError::Store(e),
                 other => RuntimeError::Config(other.to_string()),
-            })
+            })?;
+        // The documents replaced (plain if stored before decision 0045) leave no copy in the WAL.
+        self.docs.truncate_wal().await?;
+        Ok(report)
     }
 
     /// Delivers the timers due now (see [`fire_due`]); returns how many.

@@ -32,6 +32,7 @@ use crm_aws::stores::{EncryptedEventStore, EventStoreTables};
 use crm_core::consumer::{open_letter, Consumer, ConsumerGroup, EventHandler, SealedDeadLetters};
 use crm_core::ops::{CheckReport, Mismatch, ReplayReport, VerifyReport};
 use crm_core::ports::{DeadLetter, DeadLetterQueue, EventStore, ReadModelStore, StoreError};
+use crm_core::privacy::read_models::SealedReadModels;
 use crm_core::privacy::{DecryptingHandler, IdentifierHasher, KeyStore};
 use crm_core::relay::Relay;
 use crm_core::scheduler::TIMER_FIRED;
@@ -209,12 +210,14 @@ impl Clients {
 
 /// The tables, as the consumer functions see them (`crm_bus_consumer::Ports`):
 /// `events` decrypts on read and encrypts on append, `stored` is the table
-/// underneath (ciphertext; scanned by the replay, listed by the check).
+/// underneath (ciphertext; scanned by the replay, listed by the check);
+/// `docs` seals the read models' personal values under the same keys
+/// (decision 0045: a replay rebuilds them encrypted).
 pub struct Tables {
     pub stored: Arc<DynamoEventStore>,
     pub events: Arc<dyn EventStore>,
     pub keys: Arc<dyn KeyStore>,
-    pub docs: Arc<DynamoReadModels>,
+    pub docs: Arc<SealedReadModels<DynamoReadModels>>,
 }
 
 impl Tables {
@@ -229,14 +232,12 @@ impl Tables {
             },
             None,
         );
+        let docs = DynamoReadModels::new(clients.dynamodb.clone(), settings.read_models_table()?);
         Ok(Tables {
             events,
             stored,
+            docs: Arc::new(SealedReadModels::new(Arc::new(docs), keys.clone())),
             keys,
-            docs: Arc::new(DynamoReadModels::new(
-                clients.dynamodb.clone(),
-                settings.read_models_table()?,
-            )),
         })
     }
 }
