@@ -4,7 +4,9 @@
 //! exec to the first `/next` request (ready), to the first response or
 //! error, and the child's peak memory (VmHWM, sampled from /proc).
 
+mod http;
 pub mod runtime_api;
+pub mod secrets_manager;
 
 use runtime_api::{HitKind, RuntimeApi};
 use std::fmt;

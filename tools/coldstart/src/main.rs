@@ -3,6 +3,7 @@
 //! Runtime API on 127.0.0.1, several times; prints the median figures as a
 //! table (or JSON) next to the targets of issue 9. Reports, asserts nothing.
 
+use crm_coldstart::secrets_manager::{LocalSecret, SecretsManager};
 use crm_coldstart::{measure, stripped_size, Run, Sample, Stats};
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -59,8 +60,17 @@ usage: coldstart [options] [FUNCTION...]
   --events-dir DIR    sample events (default events)
   --event NAME=FILE   the invocation of NAME (default: a sample event of events/NAME/)
   --iterations N      cold starts per function (default 5)
-  --aws-endpoint URL  AWS_ENDPOINT_URL of the functions (default: a closed port on 127.0.0.1,
-                      every AWS call fails at once; e.g. a moto server)
+  --aws-endpoint URL  AWS_ENDPOINT_URL of the functions, e.g. a moto server (default: a local
+                      endpoint on 127.0.0.1 that answers Secrets Manager's GetSecretValue for
+                      the functions' three secrets and closes the connection on any other
+                      call, so every other AWS call fails at once). With URL the secrets
+                      must exist there, in account 123456789012, region us-east-1; on moto:
+                        aws --endpoint-url URL secretsmanager create-secret --name NAME \
+                          --secret-string VALUE
+                      for each NAME=VALUE of: crm-coldstart-unsubscribe=coldstart-unsubscribe-secret,
+                      crm-coldstart-identifier-hash=coldstart-identifier-secret,
+                      crm-coldstart-ingest-write-keys=coldstart:wk_coldstart_0123456789
+                      (the functions name them by partial ARN, which moto and AWS resolve)
   --env KEY=VALUE     one more environment variable of every function (repeatable)
   --timeout-ms MS     wait for ready, and then for the first response, at most this long (default 10000)
   --json [FILE]       JSON instead of the table (to FILE, or stdout)";
@@ -139,19 +149,53 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
     Ok(o)
 }
 
-/// A port nothing listens on: every AWS call is refused at once.
-fn closed_port_endpoint() -> Result<String, String> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("cannot bind 127.0.0.1: {e}"))?;
-    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
-    drop(listener);
-    Ok(format!("http://127.0.0.1:{port}"))
+const ACCOUNT: &str = "123456789012";
+
+/// The secrets the functions read at cold start (decision 0047): the
+/// setting naming each, and the secret (its partial ARN, without the
+/// random suffix, so the same name created on moto or AWS resolves).
+/// Which function reads which: functions/*/src (settings).
+fn secrets() -> Vec<(&'static str, LocalSecret)> {
+    [
+        (
+            "UNSUBSCRIBE_SECRET_ARN",
+            "crm-coldstart-unsubscribe",
+            "coldstart-unsubscribe-secret",
+        ),
+        (
+            "IDENTIFIER_HASH_SECRET_ARN",
+            "crm-coldstart-identifier-hash",
+            "coldstart-identifier-secret",
+        ),
+        (
+            "INGEST_WRITE_KEYS_SECRET_ARN",
+            "crm-coldstart-ingest-write-keys",
+            "coldstart:wk_coldstart_0123456789",
+        ),
+    ]
+    .into_iter()
+    .map(|(setting, name, value)| {
+        (
+            setting,
+            LocalSecret {
+                arn: format!("arn:aws:secretsmanager:us-east-1:{ACCOUNT}:secret:{name}"),
+                name: name.to_string(),
+                value: value.to_string(),
+            },
+        )
+    })
+    .collect()
 }
+
+/// What the report says the functions' AWS endpoint was.
+const LOCAL_ENDPOINT: &str = "local endpoint on 127.0.0.1: Secrets Manager GetSecretValue answered \
+(the functions' secrets), every other AWS call's connection closed";
 
 /// What every function needs to start (scripts/test's Lambda smoke sets the same),
 /// the Lambda variables lambda_runtime reads, and static test credentials.
 fn base_env(function: &str, endpoint: &str) -> Vec<(String, String)> {
-    let account = "123456789012";
-    [
+    let account = ACCOUNT;
+    let mut env: Vec<(String, String)> = [
         ("AWS_LAMBDA_FUNCTION_NAME", function.to_string()),
         ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256".into()),
         ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".into()),
@@ -187,16 +231,16 @@ fn base_env(function: &str, endpoint: &str) -> Vec<(String, String)> {
             "SCHEDULER_ROLE_ARN",
             format!("arn:aws:iam::{account}:role/crm-scheduler"),
         ),
-        ("UNSUBSCRIBE_SECRET", "coldstart-unsubscribe-secret".into()),
-        ("IDENTIFIER_HASH_SECRET", "coldstart-identifier-secret".into()),
-        ("INGEST_WRITE_KEYS", "coldstart:wk_coldstart_0123456789".into()),
         ("PUBLIC_BASE_URL", "https://crm.example.com".into()),
         ("SES_CONFIGURATION_SET", "crm-messages".into()),
         ("FROM_ADDRESS", "Shop <news@shop.example.com>".into()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
-    .collect()
+    .collect();
+    // Their values come from GetSecretValue at cold start, never from the environment.
+    env.extend(secrets().into_iter().map(|(setting, s)| (setting.to_string(), s.arn)));
+    env
 }
 
 struct Report {
@@ -205,6 +249,8 @@ struct Report {
     size: u64,
     stripped: Option<u64>,
     samples: Vec<Sample>,
+    /// GetSecretValue calls the local endpoint answered during its runs (none with --aws-endpoint).
+    secret_values_read: Option<usize>,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -272,6 +318,7 @@ impl Report {
             "cpu_ms": stats(self.cpu()),
             "peak_rss_mib": stats(self.peak_mib()),
             "outcomes": self.outcomes(),
+            "secret_values_read": self.secret_values_read,
             "targets_missed": self.targets(),
             "samples": self.samples.iter().map(|s| json!({
                 "ready_ms": s.ready.map(ms),
@@ -304,9 +351,18 @@ fn machine() -> Value {
 
 fn run(o: &Options) -> Result<Vec<Report>, String> {
     let scratch = tempfile_dir()?;
-    let endpoint = match &o.aws_endpoint {
-        Some(e) => e.clone(),
-        None => closed_port_endpoint()?,
+    // Kept alive for the whole run; stops when dropped.
+    let local = match &o.aws_endpoint {
+        Some(_) => None,
+        None => Some(
+            SecretsManager::start(secrets().into_iter().map(|(_, s)| s).collect())
+                .map_err(|e| format!("cannot serve the local Secrets Manager endpoint on 127.0.0.1: {e}"))?,
+        ),
+    };
+    let endpoint = match (&o.aws_endpoint, &local) {
+        (Some(e), _) => e.clone(),
+        (None, Some(local)) => local.url(),
+        (None, None) => return Err("no AWS endpoint".into()),
     };
     let mut reports = Vec::new();
     for function in &o.functions {
@@ -341,6 +397,7 @@ fn run(o: &Options) -> Result<Vec<Report>, String> {
             timeout: o.timeout,
         };
         let mut samples = Vec::new();
+        let served_before = local.as_ref().map(SecretsManager::values_served);
         for i in 0..o.iterations {
             let sample = measure(&spec).map_err(|e| format!("{function}: {e}"))?;
             if sample.ready.is_none() && i == 0 {
@@ -366,6 +423,10 @@ fn run(o: &Options) -> Result<Vec<Report>, String> {
             binary,
             size,
             samples,
+            secret_values_read: local
+                .as_ref()
+                .zip(served_before)
+                .map(|(l, before)| l.values_served() - before),
         });
     }
     let _ = std::fs::remove_dir_all(&scratch);
@@ -378,13 +439,14 @@ fn tempfile_dir() -> Result<PathBuf, String> {
     Ok(dir)
 }
 
-fn table(reports: &[Report], iterations: usize) -> String {
+fn table(reports: &[Report], iterations: usize, aws_endpoint: &str) -> String {
     let fmt = |s: Option<Stats>| s.map_or("-".to_string(), |s| format!("{:.1}", s.median));
     let mut out = format!(
         "cold start, median of {iterations} (targets: ready < {TARGET_READY_MS} ms, stripped <= {TARGET_STRIPPED_MB} MB, peak < {TARGET_PEAK_MB} MB)\n"
     );
+    out.push_str(&format!("AWS endpoint: {aws_endpoint}\n"));
     out.push_str(&format!(
-        "{:<10} {:>9} {:>14} {:>7} {:>9} {:>13} {:>12}  {:<16} {}\n",
+        "{:<10} {:>9} {:>14} {:>7} {:>9} {:>13} {:>12} {:>8}  {:<16} {}\n",
         "function",
         "ready ms",
         "1st answer ms",
@@ -392,13 +454,14 @@ fn table(reports: &[Report], iterations: usize) -> String {
         "size MB",
         "stripped MB",
         "peak RSS MB",
+        "secrets",
         "first answer",
         "missed"
     ));
     for r in reports {
         let missed = r.targets();
         out.push_str(&format!(
-            "{:<10} {:>9} {:>14} {:>7} {:>9.2} {:>13} {:>12}  {:<16} {}\n",
+            "{:<10} {:>9} {:>14} {:>7} {:>9.2} {:>13} {:>12} {:>8}  {:<16} {}\n",
             r.function,
             fmt(r.ready()),
             fmt(r.first_response()),
@@ -406,6 +469,7 @@ fn table(reports: &[Report], iterations: usize) -> String {
             mb(r.size as f64),
             r.stripped.map_or("-".into(), |s| format!("{:.2}", mb(s as f64))),
             fmt(r.peak_mib()),
+            r.secret_values_read.map_or("-".into(), |n| n.to_string()),
             r.outcomes(),
             if missed.is_empty() {
                 "-".to_string()
@@ -439,13 +503,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let aws_endpoint = options.aws_endpoint.as_deref().unwrap_or(LOCAL_ENDPOINT);
     match &options.json {
-        None => print!("{}", table(&reports, options.iterations)),
+        None => print!("{}", table(&reports, options.iterations, aws_endpoint)),
         Some(file) => {
             let doc = json!({
                 "machine": machine(),
                 "iterations": options.iterations,
-                "aws_endpoint": options.aws_endpoint.as_deref().unwrap_or("closed port on 127.0.0.1"),
+                "aws_endpoint": aws_endpoint,
                 "targets": {"ready_ms": TARGET_READY_MS, "stripped_mb": TARGET_STRIPPED_MB, "peak_mb": TARGET_PEAK_MB},
                 "functions": reports.iter().map(Report::json).collect::<Vec<_>>(),
             });
@@ -463,7 +528,7 @@ fn main() -> ExitCode {
                         eprintln!("coldstart: {}: {e}", path.display());
                         return ExitCode::FAILURE;
                     }
-                    print!("{}", table(&reports, options.iterations));
+                    print!("{}", table(&reports, options.iterations, aws_endpoint));
                 }
             }
         }
@@ -495,6 +560,34 @@ mod tests {
             default_lambda_dir(Some("/work/target-release".into())),
             PathBuf::from("/work/target-release/lambda")
         );
+    }
+
+    #[test]
+    fn the_functions_get_secret_arns_served_by_the_local_endpoint_and_no_secret_values() {
+        let env = base_env("api", "http://127.0.0.1:1");
+        let value = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        for old in ["UNSUBSCRIBE_SECRET", "IDENTIFIER_HASH_SECRET", "INGEST_WRITE_KEYS"] {
+            assert_eq!(value(old), None, "{old} is still in the environment");
+        }
+        let served = secrets();
+        for setting in [
+            "UNSUBSCRIBE_SECRET_ARN",
+            "IDENTIFIER_HASH_SECRET_ARN",
+            "INGEST_WRITE_KEYS_SECRET_ARN",
+        ] {
+            let arn = value(setting).unwrap_or_else(|| panic!("{setting} missing"));
+            assert!(
+                arn.starts_with("arn:aws:secretsmanager:us-east-1:123456789012:secret:"),
+                "{arn}"
+            );
+            assert!(
+                served.iter().any(|(s, secret)| *s == setting && secret.arn == arn),
+                "{setting}"
+            );
+        }
+        assert!(env
+            .iter()
+            .all(|(_, v)| served.iter().all(|(_, s)| !v.contains(&s.value))));
     }
 
     #[test]

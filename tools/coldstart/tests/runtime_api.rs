@@ -1,46 +1,14 @@
 //! The harness's minimal Runtime API, driven by hand and by a fake bootstrap
 //! (no release build: cheap enough for every CI run).
 
+mod common;
+
+use common::request;
+
 use crm_coldstart::runtime_api::{HitKind, RuntimeApi, FUNCTION_ARN, REQUEST_ID};
 use crm_coldstart::{measure, Outcome, Run};
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
-
-/// One request on `stream`; the status line, the headers (lowercased names) and the body.
-fn request(stream: &mut TcpStream, method: &str, path: &str, body: &str) -> (String, Vec<(String, String)>, String) {
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(req.as_bytes()).expect("write request");
-    let mut reader = BufReader::new(stream.try_clone().expect("clone stream"));
-    let mut status = String::new();
-    reader.read_line(&mut status).expect("status line");
-    let mut headers = Vec::new();
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line).expect("header");
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        let (k, v) = line.split_once(':').expect("header name");
-        headers.push((k.to_ascii_lowercase(), v.trim().to_string()));
-    }
-    let len: usize = headers
-        .iter()
-        .find(|(k, _)| k == "content-length")
-        .map(|(_, v)| v.parse().expect("length"))
-        .unwrap_or(0);
-    let mut body = vec![0; len];
-    reader.read_exact(&mut body).expect("body");
-    (
-        status.trim_end().to_string(),
-        headers,
-        String::from_utf8(body).expect("utf-8"),
-    )
-}
 
 #[test]
 fn serves_next_and_accepts_a_response_on_one_keep_alive_connection() {
