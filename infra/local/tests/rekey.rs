@@ -105,7 +105,7 @@ async fn lookups_are_keyed_and_a_reservation_made_before_is_moved_by_rekey() {
         customers_with_email(runtime.docs.as_ref(), &runtime.identifiers, &email.to_uppercase())
             .await
             .expect("by email"),
-        [ada.clone()]
+        std::slice::from_ref(&ada)
     );
     assert_eq!(
         customers_with_name(
@@ -116,7 +116,7 @@ async fn lookups_are_keyed_and_a_reservation_made_before_is_moved_by_rekey() {
         )
         .await
         .expect("by name"),
-        [ada.clone()]
+        std::slice::from_ref(&ada)
     );
 
     // As before decision 0046: the reservation under the unkeyed SHA-256.
@@ -141,7 +141,7 @@ async fn lookups_are_keyed_and_a_reservation_made_before_is_moved_by_rekey() {
         })
         .await
         .expect("unkeyed");
-    assert_eq!(reservation_keys(&db), [unkeyed.clone()]);
+    assert_eq!(reservation_keys(&db), std::slice::from_ref(&unkeyed));
     // Still unique while it waits for the migration.
     assert!(matches!(
         register(&runtime, &other, &email, "Other").await,
@@ -151,7 +151,7 @@ async fn lookups_are_keyed_and_a_reservation_made_before_is_moved_by_rekey() {
 
     let report = crm_local::rekey::rekey(dir.path()).await.expect("rekey");
     assert_eq!((report.customers, report.rekeyed), (1, 1), "{report:?}");
-    assert_eq!(reservation_keys(&db), [keyed.clone()]);
+    assert_eq!(reservation_keys(&db), std::slice::from_ref(&keyed));
     let again = crm_local::rekey::rekey(dir.path()).await.expect("rekey again");
     assert_eq!((again.rekeyed, again.already_keyed), (0, 1));
     assert!(crm_local::rekey::render(&again).contains("1 already keyed"));
