@@ -1,7 +1,9 @@
 //! `coldstart`: each Lambda function's release binary (target/lambda/<name>/bootstrap,
 //! as `cargo lambda build --release` makes it) started against a minimal
-//! Runtime API on 127.0.0.1, several times; prints the median figures as a
-//! table (or JSON) next to the targets of issue 9. Reports, asserts nothing.
+//! Runtime API on 127.0.0.1, several times, its secrets read at cold start
+//! from a local Secrets Manager endpoint (or --aws-endpoint); prints the
+//! median figures as a table (or JSON) next to the targets of issue 9.
+//! Reports, asserts nothing.
 
 use crm_coldstart::secrets_manager::{LocalSecret, SecretsManager};
 use crm_coldstart::{measure, stripped_size, Run, Sample, Stats};
