@@ -28,7 +28,7 @@ async fn the_bench_runs_every_section_with_tiny_sizes() {
         assert!(t.events >= report.replay.events && t.events_per_second > 0.0, "{t:?}");
     }
     assert_eq!(report.replay.dead_letters, 0, "every generated event projects");
-    assert_eq!(report.fold.len(), 12, "every projection of projector and consent");
+    assert_eq!(report.fold.len(), 13, "every projection of projector and consent");
     for f in &report.fold {
         assert!(f.events >= 300 && f.events_per_second > 0.0, "{f:?}");
     }

@@ -77,7 +77,7 @@ fn migrate(dir: &Path) -> String {
 async fn plain_customer(runtime: &LocalRuntime, idempotency: Option<&IdempotencyKey>) -> (String, CustomerService) {
     let id = uuid::Uuid::now_v7().to_string();
     let plain_store: std::sync::Arc<dyn EventStore> = runtime.stored_events.clone();
-    let old = CustomerService::new(plain_store, runtime.clock.clone());
+    let old = CustomerService::new(plain_store, runtime.clock.clone()).with_identifiers(runtime.identifiers.clone());
     let meta = CommandMeta::new(Actor::system("before-encryption"));
     let register = serde_json::from_value(json!({
         "email": "plain.old@shop.example", "first_name": "Grace", "last_name": "Hopper",

@@ -81,7 +81,7 @@ async fn world() -> World {
         dead_letter_queue_url: Some(url.clone()),
         event_bus_name: None,
         relay_dead_letter_queue_url: None,
-        identifier_hash_secret: None,
+        identifier_hash_secret: Some(IDENTIFIER_SECRET.into()),
     };
     let clients = Clients::new(&moto_config().await);
     let tables = Tables::new(&clients, &settings).expect("tables");
@@ -213,11 +213,13 @@ async fn replay_rebuilds_the_customer_360_decrypted_and_check_finds_a_tampered_d
     // Unknown names are refused, naming what is known.
     match crm_ops::replay(&w.tables, &groups, w.dead_letters.as_ref(), "nope", 1, false).await {
         Err(CliError::UnknownConsumer { known, .. }) => {
-            assert!(
-                known.contains(CUSTOMER_360) && known.contains("IDENTIFIER_HASH_SECRET"),
-                "{known}"
-            )
+            assert!(known.contains(CUSTOMER_360) && known.contains("name-index"), "{known}")
         }
+        other => panic!("expected UnknownConsumer, got {other:?}"),
+    }
+    // Without the identifier secret there is no group: the answer says what to set.
+    match crm_ops::replay(&w.tables, &[], w.dead_letters.as_ref(), CUSTOMER_360, 1, false).await {
+        Err(CliError::UnknownConsumer { known, .. }) => assert!(known.contains("IDENTIFIER_HASH_SECRET"), "{known}"),
         other => panic!("expected UnknownConsumer, got {other:?}"),
     }
 }
