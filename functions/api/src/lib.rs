@@ -223,9 +223,8 @@ impl AppState {
     /// changing an email, erasing, ingesting identities and those lookups
     /// are unavailable.
     pub fn with_identifiers(mut self, hasher: IdentifierHasher) -> Self {
-        self.customers = Arc::new(
-            CustomerService::new(self.events.clone(), self.clock.clone()).with_identifiers(hasher.clone()),
-        );
+        self.customers =
+            Arc::new(CustomerService::new(self.events.clone(), self.clock.clone()).with_identifiers(hasher.clone()));
         self.identifiers = Some(hasher);
         self
     }

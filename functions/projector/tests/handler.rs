@@ -323,7 +323,12 @@ async fn an_sqs_batch_is_one_page_and_its_poison_is_parked_encrypted() {
     let keys = Arc::new(InMemoryKeyStore::new());
     // As the Lambda assembles it: dead letters leave sealed (decision 0029).
     let sealed: Arc<dyn DeadLetterQueue> = Arc::new(SealedDeadLetters::new(h.dead_letters.clone(), keys.clone()));
-    let group = crm_projector::group(h.events.clone(), h.docs.clone(), sealed.clone(), crm_core::testing::identifiers());
+    let group = crm_projector::group(
+        h.events.clone(),
+        h.docs.clone(),
+        sealed.clone(),
+        crm_core::testing::identifiers(),
+    );
     let events = h.register(CUSTOMER, "Ada@Example.com").await;
     // A registration the customer views cannot use, with an address in it.
     let mut poison = events[0].clone();

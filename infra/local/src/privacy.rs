@@ -197,8 +197,8 @@ pub struct Erased {
 /// last truncates the WAL (decision 0040). `db` is the runtime's database file.
 pub async fn erase(runtime: &LocalRuntime, db: &Path, customer: &str) -> Result<Erased, PrivacyError> {
     let id = customer_id(customer)?;
-    let customers =
-        CustomerService::new(runtime.command_store(), runtime.clock.clone()).with_identifiers(runtime.identifiers.clone());
+    let customers = CustomerService::new(runtime.command_store(), runtime.clock.clone())
+        .with_identifiers(runtime.identifiers.clone());
     let meta = CommandMeta::new(Actor::system("privacy-cli"));
     erase_customer(&customers, runtime.keys.as_ref(), &runtime.identifiers, &id, &meta).await?;
     runtime.bus.settle().await?;

@@ -53,8 +53,8 @@ impl Harness {
         let docs = Arc::new(SqliteReadModels::open(&dir.path().join("read-models.db")).expect("read models"));
         let dead_letters =
             Arc::new(SqliteDeadLetters::open(&dir.path().join("dead-letters.db")).expect("dead letters"));
-        let service =
-            CustomerService::new(events.clone(), Arc::new(SystemClock)).with_identifiers(crm_core::testing::identifiers());
+        let service = CustomerService::new(events.clone(), Arc::new(SystemClock))
+            .with_identifiers(crm_core::testing::identifiers());
         Harness {
             events,
             docs,

@@ -121,7 +121,9 @@ fn projections(
         ("projector", Arc::new(EmailIndexProjection::new(identifiers.clone()))),
         (
             "projector",
-            Arc::new(crm_core::customer::name_index::NameIndexProjection::new(identifiers.clone())),
+            Arc::new(crm_core::customer::name_index::NameIndexProjection::new(
+                identifiers.clone(),
+            )),
         ),
         ("projector", Arc::new(crm_core::insights::funnel::FunnelProjection)),
         (

@@ -427,7 +427,11 @@ async fn verify_reports_what_a_consumer_that_lost_an_event_is_missing() {
         "the new name's entry, the customer's list of keys, the old name's entry: {names:?}"
     );
     assert_eq!(report.mismatched(), 5);
-    assert_eq!(report.lost_events(), 1, "the 360, the timeline entry and the name index: one event");
+    assert_eq!(
+        report.lost_events(),
+        1,
+        "the 360, the timeline entry and the name index: one event"
+    );
     let different = report
         .mismatches
         .iter()
