@@ -36,6 +36,7 @@ use chrono::{DateTime, Utc};
 use crm_core::consumer::{EventHandler, PageOutcome};
 use crm_core::event::EventEnvelope;
 use crm_core::ports::{DeadLetter, DeadLetterQueue};
+use crm_core::privacy::scrub::scrub;
 use crm_core::privacy::{decrypt_envelope, KeyStore};
 use serde_json::Value;
 
@@ -172,7 +173,7 @@ pub async fn handle_batch_at(
                 continue;
             }
             Some(Taken::Retry(reason)) => {
-                tracing::warn!(function = handler.name(), message_id, %reason, "message not handled; SQS will deliver it again");
+                tracing::warn!(function = handler.name(), message_id, reason = %scrub(&reason), "message not handled; SQS will deliver it again");
                 report.fail(&message_id, reason);
                 continue;
             }
@@ -270,7 +271,7 @@ async fn park(
     payload: Value,
     now: DateTime<Utc>,
 ) {
-    tracing::error!(function = handler.name(), message_id, reason = %reason, "unusable message parked");
+    tracing::error!(function = handler.name(), message_id, reason = %scrub(&reason), "unusable message parked");
     let letter = DeadLetter {
         consumer: handler.name().to_string(),
         reason: reason.clone(),

@@ -139,7 +139,7 @@ async fn handle_at(
                     event_id = %envelope.event_id,
                     stream_id = %envelope.stream_id,
                     version = envelope.version,
-                    error = %e,
+                    error = %crm_core::privacy::scrub::scrub(&e.to_string()),
                     "event not decrypted; it will be delivered again"
                 );
                 return Err(HandlerError::Retry(ConsumeError::Retryable {
@@ -158,7 +158,7 @@ async fn handle_at(
             tracing::error!(
                 function = group.name(),
                 bus_event_id,
-                reason = %reason,
+                reason = %crm_core::privacy::scrub::scrub(&reason),
                 "unusable bus event parked"
             );
             dead_letters
@@ -201,7 +201,7 @@ async fn handle_at(
                 event_id = %envelope.event_id,
                 stream_id = %envelope.stream_id,
                 version = envelope.version,
-                error = %error,
+                error = %crm_core::privacy::scrub::scrub(&error.to_string()),
                 "event not handled; it will be delivered again"
             );
             Err(HandlerError::Retry(error))

@@ -584,7 +584,7 @@ impl Relay {
 
     /// Parks a letter; false (with `first_failure` set) if the queue refused it.
     async fn park(&self, record_id: String, letter: DeadLetter, report: &mut RelayReport) -> bool {
-        tracing::warn!(record = %record_id, reason = %letter.reason, "parking a record");
+        tracing::warn!(record = %record_id, reason = %crate::privacy::scrub::scrub(&letter.reason), "parking a record");
         match self.dead_letters.park(letter).await {
             Ok(()) => {
                 report.parked += 1;
