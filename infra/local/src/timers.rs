@@ -12,7 +12,6 @@ use crate::db::{failed, sql, Db};
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use crm_core::messaging::delivery::MessageTimer;
-use crm_core::messaging::events::RequestRef;
 use crm_core::ports::StoreError;
 use crm_core::scheduler::{Scheduler, SchedulerError, TimerKind, TimerPayload};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -49,22 +48,6 @@ pub struct SqliteScheduler {
     db: Db,
 }
 
-/// The timer a deferral timer set before decision 0041 becomes: the same
-/// timer whose data references the request (`{"deferral": RequestRef}`, as
-/// `MessageTimer::of` reads it back) instead of holding it. `None` for
-/// every other timer. (The same rewrite as
-/// `crm_aws::scheduler::without_request_copy`, which this crate does not
-/// depend on.)
-pub fn without_request_copy(timer: &TimerPayload) -> Option<TimerPayload> {
-    let MessageTimer::DeferralWithRequest(request) = MessageTimer::of(timer)? else {
-        return None;
-    };
-    Some(TimerPayload {
-        data: serde_json::json!({ "deferral": RequestRef::of_request(&request) }),
-        ..timer.clone()
-    })
-}
-
 /// What opening the timers table migrated.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TimerMigration {
@@ -75,7 +58,7 @@ pub struct TimerMigration {
 }
 
 /// Rewrites, in the database at `path`, every deferral timer that holds its
-/// request ([`without_request_copy`]), in one transaction on a connection
+/// request (`MessageTimer::without_request_copy`), in one transaction on a connection
 /// of its own (`secure_delete` on, so the old rows are zeroed), then
 /// checkpoints the WAL with `TRUNCATE` if anything was rewritten, so the
 /// old pages are in neither `crm.db` nor `crm.db-wal`. Other timers and
@@ -105,7 +88,7 @@ pub fn migrate_request_copies(path: &Path) -> Result<TimerMigration, StoreError>
             let (name, payload) = row.map_err(sql)?;
             migration.message_timers += 1;
             let Ok(timer) = parse(&payload) else { continue };
-            if let Some(migrated) = without_request_copy(&timer) {
+            if let Some(migrated) = MessageTimer::without_request_copy(&timer) {
                 rewrites.push((name, serde_json::to_string(&migrated).map_err(failed)?));
             }
         }
@@ -248,6 +231,7 @@ mod tests {
     use super::*;
     use crate::db::database_files;
     use chrono::Duration;
+    use crm_core::messaging::events::RequestRef;
     use crm_core::scheduler::timer_name;
 
     const EMAIL: &str = "timer.copy.zq81x7@example.com";

@@ -13,7 +13,6 @@ use aws_sdk_scheduler::types::{
 use aws_sdk_scheduler::Client;
 use chrono::{DateTime, Utc};
 use crm_core::messaging::delivery::MessageTimer;
-use crm_core::messaging::events::RequestRef;
 use crm_core::scheduler::{Scheduler, SchedulerError, TimerPayload, TIMER_FIRED, TIMER_SOURCE};
 
 /// How long EventBridge Scheduler keeps retrying a delivery to the bus.
@@ -214,24 +213,11 @@ pub struct TimerMigration {
     pub failed: Vec<(String, String)>,
 }
 
-/// The timer a deferral timer set before decision 0041 becomes: the same
-/// timer (name, due time, version that set it) whose data references the
-/// request ([`RequestRef`]: the message id and its journey stream, version
-/// unknown) instead of holding it, as `MessageTimer::of` reads it back as a
-/// `Deferral`. `None` for every other timer (other kinds, deferrals and
-/// settle checks that already hold a reference).
+/// The timer a deferral timer set before decision 0041 becomes
+/// (`MessageTimer::without_request_copy`).
 pub fn without_request_copy(timer: &TimerPayload) -> Option<TimerPayload> {
-    let MessageTimer::DeferralWithRequest(request) = MessageTimer::of(timer)? else {
-        return None;
-    };
-    Some(TimerPayload {
-        data: serde_json::json!({ DEFERRAL_DATA: RequestRef::of_request(&request) }),
-        ..timer.clone()
-    })
+    MessageTimer::without_request_copy(timer)
 }
-
-/// The key of a deferral timer's data (`crm_core::messaging::delivery::MessageTimer`).
-const DEFERRAL_DATA: &str = "deferral";
 
 /// The names of every schedule in `group` (ListSchedules, page by page).
 pub async fn schedule_names(client: &Client, group: &str) -> Result<Vec<String>, SchedulerError> {
@@ -365,6 +351,7 @@ async fn migrate_schedule(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crm_core::messaging::events::RequestRef;
 
     #[test]
     fn at_expressions_are_utc_to_the_second() {

@@ -323,6 +323,21 @@ impl MessageTimer {
             .map(|request| MessageTimer::DeferralWithRequest(Box::new(request)))
     }
 
+    /// The timer a deferral timer set before decision 0041 becomes: the same
+    /// timer whose data references the request (as [`Self::of`] reads it
+    /// back) instead of holding it. `None` for every other timer. The
+    /// migrations of stored timers (`crm-ops migrate-timers`, the local
+    /// timers table) use it.
+    pub fn without_request_copy(timer: &TimerPayload) -> Option<TimerPayload> {
+        let MessageTimer::DeferralWithRequest(request) = MessageTimer::of(timer)? else {
+            return None;
+        };
+        Some(TimerPayload {
+            data: json!({ Self::DEFERRAL: RequestRef::of_request(&request) }),
+            ..timer.clone()
+        })
+    }
+
     /// The data of a timer for `requested`: under `key` ([`Self::DEFERRAL`]
     /// or [`Self::SETTLE`]), what [`Self::of`] reads back.
     fn data(key: &str, requested: &RequestRef) -> Result<Value, DeliveryError> {
