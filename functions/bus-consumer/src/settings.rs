@@ -107,28 +107,6 @@ pub fn optional(lookup: &impl Fn(&str) -> Option<String>, name: &str) -> Option<
     lookup(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
 }
 
-/// A secret setting (resolved from Secrets Manager into the environment):
-/// its value never shows in a `Debug` print.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// The required secret `name`.
-    pub fn required(lookup: &impl Fn(&str) -> Option<String>, name: &'static str) -> Result<Self, ConfigError> {
-        required(lookup, name).map(Secret)
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(..)")
-    }
-}
-
 /// The names of the environment variables `template` (the text of
 /// template.yaml) gives the function resource `function` (e.g.
 /// `ChannelFunction`) under `Properties.Environment.Variables`, in their
@@ -278,14 +256,6 @@ mod tests {
             |_: &str| None,
             |l| crm_aws::lambda::warm_up_wanted(&l),
         );
-    }
-
-    #[test]
-    fn secrets_do_not_print() {
-        let secret = Secret::required(&lookup(&[("S", "hunter2")]), "S").unwrap();
-        assert_eq!(secret.expose(), "hunter2");
-        assert!(!format!("{secret:?}").contains("hunter2"));
-        assert_eq!(Secret::required(&lookup(&[]), "S"), Err(ConfigError("S")));
     }
 
     #[test]

@@ -62,17 +62,6 @@ pub fn required(lookup: &impl Fn(&str) -> Option<String>, name: &'static str) ->
     lookup(name).filter(|v| !v.trim().is_empty()).ok_or(ConfigError(name))
 }
 
-/// The identifier hasher of the proof ledger and the suppression list
-/// (decision 0019), from `IDENTIFIER_HASH_SECRET` (Secrets Manager, resolved
-/// into the environment by CloudFormation). The api, consent and channel
-/// functions must share it.
-pub fn identifier_hasher(
-    lookup: &impl Fn(&str) -> Option<String>,
-) -> Result<crm_core::privacy::IdentifierHasher, ConfigError> {
-    let secret = required(lookup, "IDENTIFIER_HASH_SECRET")?;
-    Ok(crm_core::privacy::IdentifierHasher::new(secret.as_bytes()))
-}
-
 /// Whether `WARM_UP` asks for a warm-up call at cold start (`1`, `true`, `yes`).
 pub fn warm_up_wanted(lookup: &impl Fn(&str) -> Option<String>) -> bool {
     lookup("WARM_UP").is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
