@@ -129,9 +129,19 @@ pub struct TimelineEntry {
     pub actor: String,
     pub correlation_id: uuid::Uuid,
     pub changes: Vec<FieldChange>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Absent once the customer is erased (sealed, decision 0045: the
+    /// marker reads as none, as the timeline showed it before).
+    #[serde(
+        default,
+        deserialize_with = "crate::privacy::erasable",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ip: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::privacy::erasable",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub user_agent: Option<String>,
 }
 
