@@ -822,6 +822,14 @@ def crm_ops(binary: str, state: dict, state_dir: pathlib.Path, *args: str, dead_
     })
     if dead_letters:
         env["DEAD_LETTER_QUEUE_URL"] = dead_letters
+    # The functions read the identifier secret from Secrets Manager by ARN (decision 0047);
+    # crm-ops takes its value from the environment, as an operator would export it.
+    if env.get("IDENTIFIER_HASH_SECRET_ARN") and not env.get("IDENTIFIER_HASH_SECRET"):
+        import boto3
+        secrets = boto3.client("secretsmanager", endpoint_url=state["endpoint"], region_name=state["region"],
+                               aws_access_key_id="test", aws_secret_access_key="test")
+        env["IDENTIFIER_HASH_SECRET"] = secrets.get_secret_value(
+            SecretId=env["IDENTIFIER_HASH_SECRET_ARN"])["SecretString"]
     out = subprocess.run([binary, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
     with open(state_dir / "crm-ops.log", "a") as f:
         f.write(f"$ crm-ops {' '.join(args)}\n-> exit {out.returncode}\n{out.stdout}\n{out.stderr}\n")
