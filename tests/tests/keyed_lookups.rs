@@ -71,6 +71,21 @@ async fn customers_are_found_by_email_and_exact_name_and_forgotten_when_erased()
         .call("GET", &format!("/customers?email={email}&name={last}"), None)
         .await;
     assert_eq!(both_given.status, 422, "{:?}", both_given.body);
+    // A parameter given empty is refused by name, even beside a valid one.
+    for query in [
+        format!("email={email}&name="),
+        "name=%20".to_string(),
+        "email=".to_string(),
+    ] {
+        let empty = api.call("GET", &format!("/customers?{query}"), None).await;
+        assert_eq!(empty.status, 422, "{query}: {:?}", empty.body);
+        let field = if query.starts_with("email=") && !query.contains('&') {
+            "email"
+        } else {
+            "name"
+        };
+        assert!(empty.body.to_string().contains(field), "{query}: {:?}", empty.body);
+    }
 
     let erased = api.call("DELETE", &format!("/customers/{ada}"), None).await;
     assert_eq!(erased.status, 202, "{:?}", erased.body);

@@ -58,7 +58,12 @@ const NAME_MATCHES: usize = 100;
 /// look up a keyed hash of the value (decision 0046), never its text.
 pub async fn find_customers(State(state): State<AppState>, q: QueryParams) -> Result<Response, Problem> {
     let q = query(q, &["email", "name"])?;
-    let given = |k: &str| q.get(k).filter(|v| !v.trim().is_empty());
+    for field in ["email", "name"] {
+        if q.get(field).is_some_and(|v| v.trim().is_empty()) {
+            return Err(Problem::invalid(field, "must not be empty"));
+        }
+    }
+    let given = |k: &str| q.get(k);
     let Some(identifiers) = state.identifiers.as_ref() else {
         tracing::error!("a customer lookup asked of an API without an identifier secret");
         return Err(Problem::new(
