@@ -34,13 +34,16 @@ $CARGO_TARGET_DIR/debug/crm-local, else target/debug/crm-local).
    the first shopper's timeline, each order and its refund (GET /orders/{id}),
    the profile metrics (LTV = paid less refunded), the attribution (the
    browser visit's campaign credited for the first shopper's order; the others
-   direct), and zero refused messages per source.
+   direct), and zero refused messages per source (GET /sources/{source}/refused);
+   then one message refused on purpose (no userId, no anonymousId) must be
+   listed for the server source, so the zero was read from the right log.
 
 Every step is run and reported (`ok` / `FAIL` with the reason); the script
 exits 1 when any failed. Needs node and npm (Node 20), /usr/bin/chromium and
 /usr/bin/chromedriver, selenium and segment-analytics-python (scripts/python-env).
 """
 
+import base64
 import functools
 import http.server
 import json
@@ -580,18 +583,48 @@ def check_customer(results, api, label, shopper, browser_merged):
     results.check(f"api {label}: the attribution (GET /orders/{{id}}/attribution)", attribution)
 
 
-def check_refused(results, api, sources):
-    for source in sources:
+def refused_items(api, source):
+    status, body = api.get(f"/sources/{source}/refused?limit=100")
+    if status == 404:
+        raise AssertionError(f"GET /sources/{source}/refused answered 404 ({body}): the refused-messages "
+                             "log is not readable there, so zero refused is not proven through the API")
+    assert status == 200, f"GET /sources/{source}/refused answered {status}: {body}"
+    return body["items"]
+
+
+def check_refused(results, api, crm_base, server_key, run_id):
+    """Zero refused for both sources; then one message refused on purpose shows in the server
+    source's log, so the zero above was read from the log the libraries' messages go to."""
+    for source in ("web", "shop"):
         def none(source=source):
-            status, body = api.get(f"/sources/{source}/refused")
-            if status == 404:
-                raise AssertionError(f"GET /sources/{source}/refused answered 404 ({body}): the refused-messages "
-                                     "log is not readable there, so zero refused is not proven through the API")
-            assert status == 200, f"GET /sources/{source}/refused answered {status}: {body}"
-            items = body.get("items", body) if isinstance(body, dict) else body
-            assert items == [], f"refused messages: {json.dumps(items)[:1500]}"
+            items = refused_items(api, source)
+            assert items == [], f"{len(items)} refused: {json.dumps(items)[:1500]}"
             return "none"
         results.check(f"api: zero refused messages for source {source} (GET /sources/{source}/refused)", none)
+
+    def on_purpose():
+        message_id = f"refused-on-purpose-{run_id}"
+        body = json.dumps({"batch": [{"type": "track", "event": "Product Viewed", "messageId": message_id,
+                                      "properties": {"product_id": "sku-mug"}}]}).encode()
+        request = urllib.request.Request(crm_base + "/v1/batch", data=body, method="POST")
+        request.add_header("content-type", "application/json")
+        request.add_header("authorization", "Basic " + base64.b64encode(f"{server_key}:".encode()).decode())
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                status, answer = response.status, json.loads(response.read())
+        except urllib.error.HTTPError as e:
+            status, answer = e.code, e.read().decode(errors="replace")
+        assert status == 200 and isinstance(answer, dict) and answer.get("rejected") == 1, (
+            f"a track with neither userId nor anonymousId answered {status}: {answer}")
+
+        def listed():
+            items = refused_items(api, "shop")
+            assert len(items) == 1, f"the shop source's log lists {len(items)} refused: {json.dumps(items)[:800]}"
+            return items
+        items = eventually("the message refused on purpose in the shop source's log", listed)
+        return json.dumps(items[0])[:300]
+
+    results.check("api: a message refused on purpose (no userId, no anonymousId) is listed for source shop", on_purpose)
 
 
 # ---------------------------------------------------------------- main
@@ -644,7 +677,7 @@ def run(crm_local):
         check_customer(results, api, "browser + analytics-node shopper", shoppers["node"], browser_merged=True)
         check_customer(results, api, "analytics-python shopper", shoppers["python"], browser_merged=False)
         check_customer(results, api, "analytics-python gzip shopper", shoppers["python-gzip"], browser_merged=False)
-        check_refused(results, api, ["web", "shop"])
+        check_refused(results, api, crm_base, server_key, run_id)
     except Exception as e:
         results.fail("setup", f"{type(e).__name__}: {e}")
     finally:
