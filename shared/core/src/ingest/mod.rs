@@ -28,6 +28,7 @@ mod commerce;
 mod identify;
 pub mod mapping;
 pub mod message;
+pub mod refusals;
 
 use crate::commerce::{AddItem, CartCommand, CartCommandError, CartError, CartService, CreateCart, RemoveItem};
 use crate::commerce::{OrderCommand, OrderCommandError, OrderError, OrderService, PlaceOrder};
@@ -266,6 +267,8 @@ pub struct Ingestion {
     orders: Arc<OrderService>,
     identity: IdentityService,
     settings: IngestSettings,
+    /// Where refused messages are recorded ([`Ingestion::take`]); `None`: nowhere.
+    refusals: Option<refusals::RefusedMessages>,
 }
 
 impl Ingestion {
@@ -284,12 +287,19 @@ impl Ingestion {
             carts,
             orders,
             settings,
+            refusals: None,
         }
     }
 
     /// Checks custom events against the schemas registered for their names.
     pub fn with_schemas(mut self, schemas: Arc<crate::schemas::CustomEventSchemas>) -> Self {
         self.schemas = Some(schemas);
+        self
+    }
+
+    /// Records the messages [`Ingestion::take`] refuses (decision 0053).
+    pub fn with_refusals(mut self, refusals: refusals::RefusedMessages) -> Self {
+        self.refusals = Some(refusals);
         self
     }
 
