@@ -14,6 +14,7 @@ mod insights;
 mod orders;
 mod problem;
 mod reads;
+mod refused;
 mod schemas;
 pub mod scopes;
 mod segments;
@@ -32,6 +33,7 @@ use axum::Router;
 use crm_core::clock::Clock;
 use crm_core::commerce::{CartService, OrderService};
 use crm_core::customer::CustomerService;
+use crm_core::ingest::refusals::RefusedMessages;
 use crm_core::journey::catalog::CampaignService;
 use crm_core::messaging::unsubscribe::TokenSigner;
 use crm_core::ports::{ConsumerHealth, EventStore, ReadModelStore};
@@ -98,6 +100,7 @@ pub const ROUTE_TABLE: &[Route] = &[
     route("POST", "/templates/{id}/preview", ADMIN),
     route("GET", "/schemas/custom/{name}", ADMIN),
     route("PUT", "/schemas/custom/{name}", ADMIN),
+    route("GET", "/sources/{source}/refused", ADMIN),
     route("GET", "/u/{token}", SIGNED_LINK),
     route("POST", "/u/{token}", SIGNED_LINK),
     route("POST", "/v1/track", WRITE_KEY),
@@ -171,6 +174,9 @@ pub struct AppState {
     pub custom_schemas: Arc<CustomEventSchemas>,
     /// The sources allowed to send to `/v1/*`, with their write keys.
     pub ingest_sources: IngestSources,
+    /// Where ingestion records the messages it refuses, and
+    /// `GET /sources/{source}/refused` reads them (decision 0053); `None`: nowhere.
+    pub refusals: Option<RefusedMessages>,
 }
 
 impl AppState {
@@ -202,6 +208,7 @@ impl AppState {
             keys: None,
             identifiers: None,
             ingest_sources: IngestSources::default(),
+            refusals: None,
         }
     }
 
@@ -245,6 +252,12 @@ impl AppState {
     /// Replaces the cart service (for example one with another inactivity period).
     pub fn with_carts(mut self, carts: CartService) -> Self {
         self.carts = Arc::new(carts);
+        self
+    }
+
+    /// The refused-messages log of ingestion (decision 0053).
+    pub fn with_refusals(mut self, refusals: RefusedMessages) -> Self {
+        self.refusals = Some(refusals);
         self
     }
 
@@ -313,6 +326,7 @@ pub fn router(state: AppState) -> Router {
             "/schemas/custom/{name}",
             get(schemas::get_custom).put(schemas::put_custom),
         )
+        .route("/sources/{source}/refused", get(refused::list))
         .fallback(problem::no_route)
         .method_not_allowed_fallback(problem::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

@@ -14,6 +14,7 @@ pub mod ops;
 pub mod pattern_cli;
 pub mod privacy;
 pub mod read_models;
+pub mod refusals;
 pub mod rekey;
 pub mod retention;
 pub mod runtime;

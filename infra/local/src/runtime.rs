@@ -147,6 +147,8 @@ pub struct LocalRuntime {
     pub public_base_url: String,
     /// The local email, SMS and push provider: every message sent, kept whole.
     pub mail: Arc<MailSink>,
+    /// The messages ingestion refused, per source, for a week (decision 0053).
+    pub refusals: Arc<crate::refusals::SqliteRefusals>,
     wake: Arc<Notify>,
 }
 
@@ -279,6 +281,7 @@ impl LocalRuntime {
             ]),
         };
         let mail = Arc::new(MailSink::open(db, clock.clone())?);
+        let refusals = Arc::new(crate::refusals::SqliteRefusals::open(db)?);
         let mut targets = Vec::new();
         for rule in rules_from_template(template)? {
             let (store, read): (Arc<dyn EventStore>, Arc<dyn ReadModelStore>) = (events.clone(), docs.clone());
@@ -379,6 +382,7 @@ impl LocalRuntime {
             local_client_write_key,
             public_base_url,
             mail,
+            refusals,
             wake,
         })
     }
@@ -413,6 +417,7 @@ impl LocalRuntime {
                 ingest_sources: self.ingest_sources.clone(),
             },
         );
+        let state = state.with_refusals(crm_core::ingest::refusals::RefusedMessages::new(self.refusals.clone()));
         let app = router(state).merge(crate::mail_view::routes(self.mail.clone()));
         match &self.virtual_clock {
             Some(clock) => app.merge(crate::dev::clock_routes(clock.clone(), self.wake.clone(), token)),
