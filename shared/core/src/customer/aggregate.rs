@@ -97,8 +97,11 @@ pub fn decide(
     input: &DecisionInput,
 ) -> Result<Vec<CustomerEvent>, CustomerError> {
     match (state, command) {
-        (Some(_), CustomerCommand::Register(_)) => Err(CustomerError::conflict(None, "customer already exists")),
-        (None, CustomerCommand::Register(cmd)) => register(cmd, input),
+        (Some(_), CustomerCommand::Register(_) | CustomerCommand::RegisterFromIngestion(_)) => {
+            Err(CustomerError::conflict(None, "customer already exists"))
+        }
+        (None, CustomerCommand::Register(cmd)) => register(cmd, input, Names::Required),
+        (None, CustomerCommand::RegisterFromIngestion(cmd)) => register(cmd, input, Names::Optional),
         (None, _) => Err(CustomerError::NotFound),
         (Some(c), CustomerCommand::RequestErasure(cmd)) => request_erasure(c, cmd),
         (Some(c), CustomerCommand::CompleteErasure) => complete_erasure(c),
@@ -162,10 +165,23 @@ fn complete_erasure(c: &Customer) -> Result<Vec<CustomerEvent>, CustomerError> {
     Ok(vec![CustomerEvent::CustomerErased {}])
 }
 
-fn register(cmd: &RegisterCustomer, input: &DecisionInput) -> Result<Vec<CustomerEvent>, CustomerError> {
+/// Whether a registration must name the customer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Names {
+    /// The API's registration: first and last name are required.
+    Required,
+    /// Ingestion's: a customer may be known by their email alone (decision 0051).
+    Optional,
+}
+
+fn register(cmd: &RegisterCustomer, input: &DecisionInput, names: Names) -> Result<Vec<CustomerEvent>, CustomerError> {
     let email = validate::normalise_email("email", &cmd.email)?;
-    let first_name = validate::name("first_name", &cmd.first_name)?;
-    let last_name = validate::name("last_name", &cmd.last_name)?;
+    let name = match names {
+        Names::Required => validate::name,
+        Names::Optional => validate::optional_name,
+    };
+    let first_name = name("first_name", &cmd.first_name)?;
+    let last_name = name("last_name", &cmd.last_name)?;
     let phone = cmd.phone.as_deref().map(|p| validate::phone("phone", p)).transpose()?;
     if !cmd.terms_accepted {
         return Err(CustomerError::invalid("terms_accepted", "the terms must be accepted"));

@@ -190,7 +190,15 @@ pub struct DeactivateCustomer {
 /// Everything a customer can be asked to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CustomerCommand {
+    /// A registration through the API (`POST /customers`): every field the
+    /// form asks for, names included.
     Register(RegisterCustomer),
+    /// A registration by ingestion: a `server` source's `identify` of an
+    /// unknown user id with an email address (decision 0051). Names may be
+    /// empty (Segment's most common identify carries only an email); when
+    /// given they are checked as [`CustomerCommand::Register`] checks them.
+    /// Not reachable from a request body: only ingestion builds it.
+    RegisterFromIngestion(RegisterCustomer),
     VerifyEmail(VerifyEmail),
     ChangeEmail(ChangeEmail),
     UpdateProfile(UpdateProfile),

@@ -124,6 +124,60 @@ fn registration_rejects_each_bad_field_by_name() {
 }
 
 #[test]
+fn a_registration_by_ingestion_may_have_no_names_the_api_s_may_not() {
+    let s = CustomerScenario::given_no_customer();
+    let mut nameless = registration();
+    nameless.first_name = " ".into();
+    nameless.last_name = String::new();
+    nameless.source = RegistrationSource::Api;
+    nameless.marketing_consent = MarketingConsentChoice::default();
+    // The API's registration (POST /customers) still requires both names.
+    assert_eq!(
+        invalid_field(s.when(CustomerCommand::Register(nameless.clone()))),
+        "first_name"
+    );
+    let events = s
+        .when(CustomerCommand::RegisterFromIngestion(nameless.clone()))
+        .expect("a customer known by their email alone");
+    match &events[0] {
+        CustomerEvent::CustomerRegistered {
+            first_name, last_name, ..
+        } => assert_eq!((first_name.as_str(), last_name.as_str()), ("", "")),
+        other => panic!("{other:?}"),
+    }
+    let types: Vec<_> = events.iter().map(CustomerEvent::event_type).collect();
+    assert_eq!(
+        types,
+        ["CustomerRegistered", "EmailVerificationRequested"],
+        "no consent without a choice"
+    );
+    // A name that is given is checked as the API's are.
+    for (field, mutate) in [
+        (
+            "first_name",
+            Box::new(|r: &mut RegisterCustomer| r.first_name = "A\u{7}da".into()) as Mutation,
+        ),
+        (
+            "last_name",
+            Box::new(|r: &mut RegisterCustomer| r.last_name = "x".repeat(101)),
+        ),
+        (
+            "email",
+            Box::new(|r: &mut RegisterCustomer| r.email = "not-an-email".into()),
+        ),
+    ] {
+        let mut r = nameless.clone();
+        mutate(&mut r);
+        assert_eq!(invalid_field(s.when(CustomerCommand::RegisterFromIngestion(r))), field);
+    }
+    let registered = CustomerScenario::given(&events);
+    assert!(matches!(
+        registered.when(CustomerCommand::RegisterFromIngestion(nameless)),
+        Err(CustomerError::Conflict { .. })
+    ));
+}
+
+#[test]
 fn registering_twice_conflicts_and_commands_need_a_customer() {
     let s = CustomerScenario::given(&registered());
     assert!(matches!(

@@ -69,6 +69,16 @@ pub fn name(field: &str, raw: &str) -> Result<String, CustomerError> {
     Ok(v.to_string())
 }
 
+/// A name that may be absent (a registration by ingestion, decision 0051):
+/// empty (or only white space) reads as `""`, anything else is checked as
+/// [`name`] checks it.
+pub fn optional_name(field: &str, raw: &str) -> Result<String, CustomerError> {
+    if raw.trim().is_empty() {
+        return Ok(String::new());
+    }
+    name(field, raw)
+}
+
 /// A phone number in E.164: `+`, then 8 to 15 digits, not starting with 0.
 pub fn phone(field: &str, raw: &str) -> Result<String, CustomerError> {
     let v = raw.trim();

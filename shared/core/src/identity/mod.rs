@@ -19,6 +19,13 @@
 //!   decision 0046 lives on a stream named by the unkeyed SHA-256
 //!   ([`unkeyed_user_stream`]); it is still read, and carried over to the
 //!   keyed stream when its user id is next linked.
+//! * A user id known only by its id (a `server` source identified it without
+//!   an email address, decision 0051) has a profile of its own, like an
+//!   anonymous profile: [`user_profile_id`], derived from the user id's
+//!   keyed hash, linked as the user id's first link. Its activity, carts
+//!   and journeys live there; when the user id is identified with an email,
+//!   the profile is merged into that customer, and the link (which still
+//!   names the profile) resolves to them ([`IdentityService::customer_of_user`]).
 //! * The customer's own stream records `CustomersMerged`, which the
 //!   projections and the journey engine follow.
 
@@ -61,6 +68,19 @@ fn digest(domain: &str, value: &str) -> [u8; 32] {
 /// The id of the anonymous profile of `anonymous_id`.
 pub fn anonymous_profile_id(anonymous_id: &str) -> String {
     let digest = digest("crm-anonymous-profile", anonymous_id);
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_custom_bytes(bytes).into_uuid().to_string()
+}
+
+/// The profile of a user id known only by its id (decision 0051): a UUID of
+/// the custom version, like [`anonymous_profile_id`], derived from the user
+/// id's keyed hash (decision 0046), so the id names no user id and cannot be
+/// found by hashing a list of them. It is an anonymous profile in every
+/// other respect ([`is_anonymous_profile`]): it is merged into a customer,
+/// never joined to two.
+pub fn user_profile_id(identifiers: &IdentifierHasher, user_id: &str) -> String {
+    let digest = digest("crm-user-profile", &identifiers.lookup(LookupKind::UserId, user_id));
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&digest[..16]);
     uuid::Builder::from_custom_bytes(bytes).into_uuid().to_string()
@@ -180,13 +200,24 @@ impl IdentityService {
         resolve(self.store.as_ref(), id).await
     }
 
-    /// The customer a user id was linked to (on its keyed stream, else on
-    /// the stream of a link made before decision 0046).
+    /// Whom a user id names: the customer it was linked to (on its keyed
+    /// stream, else on the stream of a link made before decision 0046). A
+    /// link to the user id's own profile ([`user_profile_id`]) names that
+    /// profile until it is merged, then the customer it was merged into.
     pub async fn customer_of_user(&self, user_id: &str) -> Result<Option<String>, StoreError> {
-        match self.owner(&user_stream(self.identifiers()?, user_id)).await? {
-            Some(customer) => Ok(Some(customer)),
-            None => self.owner(&unkeyed_user_stream(user_id)).await,
+        let linked = match self.owner(&user_stream(self.identifiers()?, user_id)).await? {
+            Some(customer) => Some(customer),
+            None => self.owner(&unkeyed_user_stream(user_id)).await?,
+        };
+        match linked {
+            Some(id) => Ok(Some(self.resolve(&id).await?)),
+            None => Ok(None),
         }
+    }
+
+    /// The profile of `user_id` known only by its id ([`user_profile_id`]).
+    pub fn user_profile(&self, user_id: &str) -> Result<String, StoreError> {
+        Ok(user_profile_id(self.identifiers()?, user_id))
     }
 
     /// Appends the one event of an identity stream; `Ok(None)` when the
@@ -225,7 +256,9 @@ impl IdentityService {
 
     /// Links `user_id` to `customer_id` (once; linking it again to the same
     /// customer is a no-op, to another one is refused). A link made before
-    /// decision 0046 still wins: it is carried over to the keyed stream.
+    /// decision 0046 still wins: it is carried over to the keyed stream. A
+    /// link to the user id's profile counts as a link to the customer the
+    /// profile was merged into (merge it first, then link).
     pub async fn link_user(&self, user_id: &str, customer_id: &str, meta: &CommandMeta) -> Result<(), IdentityError> {
         let keyed = user_stream(self.identifiers()?, user_id);
         let linked_to = match self.owner(&unkeyed_user_stream(user_id)).await? {
@@ -239,8 +272,8 @@ impl IdentityService {
             .claim(&keyed, event, &linked_to, meta, self.customers.now())
             .await?
         {
-            Some(owner) => owner,
-            None => linked_to,
+            Some(owner) => self.resolve(&owner).await?,
+            None => self.resolve(&linked_to).await?,
         };
         if owner == customer_id {
             Ok(())
@@ -262,6 +295,13 @@ impl IdentityService {
         if !is_anonymous_profile(profile_id) {
             return Err(IdentityError::Refused(format!(
                 "{profile_id} is a known customer: two known customers are never merged"
+            )));
+        }
+        if is_anonymous_profile(customer_id) {
+            // Checked before anything is written: a profile merged into
+            // another profile would be claimed by no customer.
+            return Err(IdentityError::Refused(format!(
+                "{customer_id} is a profile, not a customer: a profile is merged only into a customer"
             )));
         }
         let event = IdentityEvent::AnonymousProfileMerged {

@@ -59,6 +59,62 @@ fn anonymous_profiles_are_stable_and_recognisable() {
 }
 
 #[test]
+fn a_user_profile_is_stable_keyed_and_a_profile() {
+    let (a, b) = (IdentifierHasher::new(b"one"), IdentifierHasher::new(b"two"));
+    let profile = user_profile_id(&a, "shop-user-1");
+    assert_eq!(profile, user_profile_id(&a, "shop-user-1"));
+    assert_ne!(profile, user_profile_id(&a, "shop-user-2"));
+    assert_ne!(
+        profile,
+        user_profile_id(&b, "shop-user-1"),
+        "another secret, another profile"
+    );
+    assert_ne!(
+        profile,
+        anonymous_profile_id("shop-user-1"),
+        "not the anonymous id's profile"
+    );
+    assert!(is_anonymous_profile(&profile));
+}
+
+#[tokio::test]
+async fn a_user_linked_to_its_profile_names_the_customer_it_is_merged_into() {
+    let w = world();
+    register(&w, K, "k@example.com").await;
+    register(&w, L, "l@example.com").await;
+    let profile = w.identity.user_profile("u-solo").expect("secret");
+    w.identity.link_user("u-solo", &profile, &meta()).await.expect("linked");
+    assert_eq!(
+        w.identity.customer_of_user("u-solo").await.expect("read"),
+        Some(profile.clone())
+    );
+    // A profile is merged only into a customer: nothing is written otherwise.
+    let anon = anonymous_profile_id("device");
+    let refused = w.identity.merge(&anon, &profile, &meta()).await;
+    assert!(matches!(refused, Err(IdentityError::Refused(_))), "{refused:?}");
+    assert_eq!(w.identity.merged_into(&anon).await.expect("read"), None);
+    // Linking to a customer before the profile is merged is refused.
+    assert!(matches!(
+        w.identity.link_user("u-solo", K, &meta()).await,
+        Err(IdentityError::Refused(_))
+    ));
+
+    w.identity.merge(&profile, K, &meta()).await.expect("merged");
+    assert_eq!(
+        w.identity.customer_of_user("u-solo").await.expect("read"),
+        Some(K.to_string())
+    );
+    w.identity
+        .link_user("u-solo", K, &meta())
+        .await
+        .expect("the same customer");
+    assert!(matches!(
+        w.identity.link_user("u-solo", L, &meta()).await,
+        Err(IdentityError::Refused(_))
+    ));
+}
+
+#[test]
 fn a_user_stream_is_named_by_the_keyed_hash() {
     let (a, b) = (IdentifierHasher::new(b"one"), IdentifierHasher::new(b"two"));
     assert_ne!(

@@ -1,7 +1,43 @@
 //! Who a message is about: `identify` and `alias` (a server source finds,
 //! creates and updates customers; a client source only links its ids).
+//!
+//! A server identify needs only an identifier (decision 0051): with an
+//! email address it finds or creates the customer (names optional); without
+//! one, an unknown user id gets a profile of its own
+//! ([`crate::identity::user_profile_id`]) that is merged into the customer
+//! once the user id is identified with an email.
 
 use super::*;
+
+/// The first and last name of an identify's traits: `firstName` /
+/// `first_name`, `lastName` / `last_name`, else the parts of `name` split at
+/// its first white space (`"Ada King Lovelace"`: `Ada`, `King Lovelace`). A
+/// name given on its own wins over the part of `name`; `None` when absent.
+pub(super) fn names_from_traits(message: &SegmentMessage) -> (Option<String>, Option<String>) {
+    let first = message.trait_text(&["firstName", "first_name"]);
+    let last = message.trait_text(&["lastName", "last_name"]);
+    let (whole_first, whole_last) = match message.trait_text(&["name"]) {
+        Some(name) => match name.split_once(char::is_whitespace) {
+            Some((f, l)) => (Some(f.trim().to_string()), Some(l.trim().to_string())),
+            None => (Some(name), None),
+        },
+        None => (None, None),
+    };
+    let filled = |n: Option<String>| n.filter(|n| !n.is_empty());
+    (filled(first.or(whole_first)), filled(last.or(whole_last)))
+}
+
+/// The receipt of a message as [`Ingestion::ingest`] names it
+/// ([`receipt_key`] of its source and messageId): the source is the one in
+/// the actor ingestion gives its commands (`system:ingest:<source>`).
+fn message_receipt(meta: &CommandMeta, message: &SegmentMessage) -> IdempotencyKey {
+    let actor = meta.actor.as_str();
+    let source = actor.strip_prefix("system:ingest:").unwrap_or(actor);
+    IdempotencyKey {
+        receipt_key: receipt_key(source, &message.message_id),
+        request_hash: "segment".into(),
+    }
+}
 
 impl Ingestion {
     /// A client source's `identify`: the `userId` is linked to the
@@ -12,10 +48,12 @@ impl Ingestion {
     /// * A `userId` a server source (or the API) already linked to a
     ///   customer: the anonymous profile is merged into that customer, as a
     ///   server's identify does, and the traits are kept on their stream.
-    /// * An unknown `userId`: the traits are kept on the anonymous profile,
-    ///   and a reservation ([`pending_link_key`]) records the link, so the
-    ///   server source's identify that later names the customer merges the
-    ///   profile (up to [`MAX_PENDING_ANONYMOUS_IDS`] per user id).
+    /// * An unknown `userId`, or one known only by its id (its profile,
+    ///   decision 0051): the traits are kept on the anonymous profile, and a
+    ///   reservation ([`pending_link_key`]) records the link, so the server
+    ///   source's identify that later names the customer merges the profile
+    ///   (up to [`MAX_PENDING_ANONYMOUS_IDS`] per user id). Without an
+    ///   anonymous id they are kept on the user id's profile.
     pub(super) async fn client_identify(
         &self,
         message: &SegmentMessage,
@@ -25,20 +63,26 @@ impl Ingestion {
         meta: &CommandMeta,
         now: DateTime<Utc>,
     ) -> Result<bool, IngestError> {
-        let known = match &message.user_id {
+        let linked = match &message.user_id {
             Some(user) => self.known_customer(user).await?,
             None => None,
         };
+        // A user id linked to its own profile names no customer yet.
+        let (known, user_profile) = match linked {
+            Some(profile) if is_anonymous_profile(&profile) => (None, Some(profile)),
+            other => (other, None),
+        };
         let anonymous = message.anonymous_id.as_deref().map(anonymous_profile_id);
-        let profile = match (&known, &anonymous) {
-            (Some(customer), _) => {
+        let profile = match (&known, &anonymous, user_profile) {
+            (Some(customer), _, _) => {
                 if let Some(a) = &anonymous {
                     self.identity.merge(a, customer, meta).await?;
                 }
                 customer.clone()
             }
-            (None, Some(a)) => self.identity.resolve(a).await?,
-            (None, None) => {
+            (None, Some(a), _) => self.identity.resolve(a).await?,
+            (None, None, Some(profile)) => profile,
+            (None, None, None) => {
                 return Err(reject(
                     "anonymousId",
                     "a client source identifies a userId for its anonymousId: the userId is not a known customer",
@@ -131,19 +175,31 @@ impl Ingestion {
     }
 
     /// A server source's `identify`: finds (or creates, from the traits)
-    /// the customer of the `userId`, links the user id to them, merges the
+    /// the customer of the `userId`, merges the user id's own profile into
+    /// them (when it had one), links the user id to them, merges the
     /// anonymous profile of the `anonymousId` and those a client source
     /// linked to the user id into them, and updates their names and phone
     /// from the traits (a new phone revokes SMS consent, in the aggregate).
+    ///
+    /// Without an email address, a user id that names no customer yet is
+    /// kept on its own profile ([`Self::identify_user_profile`]).
     pub(super) async fn identify(&self, message: &SegmentMessage, meta: &CommandMeta) -> Result<(), IngestError> {
         let Some(user_id) = &message.user_id else {
             // Traits of an anonymous visitor: nothing the CRM keeps yet.
             return Ok(());
         };
-        let customer_id = match self.known_customer(user_id).await? {
-            Some(c) => c,
-            None => self.customer_from_traits(message, meta).await?,
+        let linked = self.known_customer(user_id).await?;
+        let customer_id = match &linked {
+            Some(customer) if !is_anonymous_profile(customer) => customer.clone(),
+            _ => match message.trait_text(&["email"]) {
+                Some(_) => self.customer_from_traits(message, meta).await?,
+                None => return self.identify_user_profile(user_id, message, meta).await,
+            },
         };
+        if let Some(profile) = linked.filter(|p| is_anonymous_profile(p)) {
+            // The user id's profile first: its link then names the customer.
+            self.identity.merge(&profile, &customer_id, meta).await?;
+        }
         self.identity.link_user(user_id, &customer_id, meta).await?;
         if let Some(anonymous) = &message.anonymous_id {
             self.identity
@@ -154,6 +210,61 @@ impl Ingestion {
         self.update_from_traits(&customer_id, message, meta).await
     }
 
+    /// The profile of a user id that names no customer (decision 0051),
+    /// linked to the user id (once), so that later calls with the user id
+    /// land on it until it is merged into a customer.
+    pub(super) async fn user_profile_of(&self, user_id: &str, meta: &CommandMeta) -> Result<String, IngestError> {
+        let profile = self.identity.user_profile(user_id)?;
+        self.identity.link_user(user_id, &profile, meta).await?;
+        Ok(profile)
+    }
+
+    /// A server identify of a user id that names no customer, without an
+    /// email address: the user id's profile ([`Self::user_profile_of`])
+    /// keeps the traits as an [`UNVERIFIED_TRAITS_EVENT`] event with
+    /// `verified: true` (a server source sent them; no customer holds them
+    /// yet), with the message's receipt. The anonymous profile of the
+    /// `anonymousId` is linked to the user id as a client source's is
+    /// ([`pending_link_key`]): the identify that later names the customer
+    /// merges both profiles into them.
+    async fn identify_user_profile(
+        &self,
+        user_id: &str,
+        message: &SegmentMessage,
+        meta: &CommandMeta,
+    ) -> Result<(), IngestError> {
+        let profile = self.user_profile_of(user_id, meta).await?;
+        let now = self.customers.now();
+        let occurred_at = message.timestamp.unwrap_or(now);
+        let event = ActivityEvent::CustomEvent(crate::customer::activity::CustomEvent {
+            event: UNVERIFIED_TRAITS_EVENT.to_string(),
+            properties: json!({
+                "user_id": user_id,
+                "traits": Value::Object(message.traits.clone()),
+                "verified": true,
+            }),
+            session_id: message.context_text(&["sessionId"]),
+            utm: None,
+            late: occurred_at < now - self.settings.late_after,
+        });
+        let idempotency = message_receipt(meta, message);
+        let anonymous = message.anonymous_id.as_deref().map(anonymous_profile_id);
+        for _ in 0..3 {
+            let claim = match &anonymous {
+                Some(a) => self.pending_claim(user_id, a).await?,
+                None => None,
+            };
+            match self
+                .append_activity_claiming(&profile, event.clone(), occurred_at, &idempotency, meta, now, claim)
+                .await?
+            {
+                Appended::Taken(_) => return Ok(()),
+                Appended::ReservationTaken => continue,
+            }
+        }
+        Err(IngestError::Retry("the user id's links changed concurrently".into()))
+    }
+
     /// `alias`: `previousId` (an anonymous id, or a user id) is `userId`.
     pub(super) async fn alias(&self, message: &SegmentMessage, meta: &CommandMeta) -> Result<(), IngestError> {
         let (Some(previous), Some(user_id)) = (&message.previous_id, &message.user_id) else {
@@ -162,6 +273,12 @@ impl Ingestion {
         let Some(customer_id) = self.known_customer(user_id).await? else {
             return Err(reject("userId", "is not a known customer: send identify first"));
         };
+        if is_anonymous_profile(&customer_id) {
+            return Err(reject(
+                "userId",
+                "is known only by its id: alias joins a customer; identify the userId with an email first",
+            ));
+        }
         match self.known_customer(previous).await? {
             Some(other) if other == customer_id => Ok(()),
             Some(other) => Err(reject(
@@ -180,7 +297,8 @@ impl Ingestion {
     }
 
     /// A new customer from an identify's traits: the email address (or one
-    /// already registered), names and phone.
+    /// already registered), names when given ([`names_from_traits`]) and
+    /// phone. Consent is never read from traits.
     pub(super) async fn customer_from_traits(
         &self,
         message: &SegmentMessage,
@@ -205,24 +323,12 @@ impl Ingestion {
                 return Ok(id.to_string());
             }
         }
-        let (first, last) = match (
-            message.trait_text(&["firstName", "first_name"]),
-            message.trait_text(&["lastName", "last_name"]),
-            message.trait_text(&["name"]),
-        ) {
-            (Some(f), Some(l), _) => (f, l),
-            (f, l, Some(name)) => {
-                let mut parts = name.splitn(2, ' ');
-                let first = f.or_else(|| parts.next().map(str::to_string));
-                let last = l.or_else(|| parts.next().map(str::to_string));
-                (first.unwrap_or_default(), last.unwrap_or_default())
-            }
-            (f, l, None) => (f.unwrap_or_default(), l.unwrap_or_default()),
-        };
-        let register = CustomerCommand::Register(RegisterCustomer {
+        let (first, last) = names_from_traits(message);
+        // Names may be absent: a customer may be known by their email alone.
+        let register = CustomerCommand::RegisterFromIngestion(RegisterCustomer {
             email,
-            first_name: first,
-            last_name: last,
+            first_name: first.unwrap_or_default(),
+            last_name: last.unwrap_or_default(),
             phone: message.trait_text(&["phone"]),
             source: RegistrationSource::Api,
             // Consent is never inferred from traits: it is given through the CRM.
@@ -247,7 +353,8 @@ impl Ingestion {
         }
     }
 
-    /// Names and phone from the traits, when they differ from the profile.
+    /// Names (in any of their forms, [`names_from_traits`]) and phone from
+    /// the traits, when given and different from the profile's.
     pub(super) async fn update_from_traits(
         &self,
         customer_id: &str,
@@ -266,9 +373,10 @@ impl Ingestion {
             return Err(reject("userId", "the customer was erased"));
         }
         let differs = |new: Option<String>, old: &str| new.filter(|n| n != old);
+        let (first, last) = names_from_traits(message);
         let update = UpdateProfile {
-            first_name: differs(message.trait_text(&["firstName", "first_name"]), &customer.first_name),
-            last_name: differs(message.trait_text(&["lastName", "last_name"]), &customer.last_name),
+            first_name: differs(first, &customer.first_name),
+            last_name: differs(last, &customer.last_name),
             phone: differs(
                 message.trait_text(&["phone"]),
                 customer.phone.as_deref().unwrap_or_default(),

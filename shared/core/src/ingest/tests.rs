@@ -205,12 +205,290 @@ async fn identify_creates_a_customer_from_traits_and_late_events_are_flagged() {
         matches!(&unknown, Err(IngestError::Rejected(r)) if r.field == "userId"),
         "{unknown:?}"
     );
-    let no_email = w
-        .send(json!({ "type": "identify", "messageId": "i2", "userId": "nobody", "traits": {} }))
+}
+
+impl World {
+    async fn customer_of(&self, user_id: &str) -> Option<String> {
+        self.ingestion.identity().customer_of_user(user_id).await.expect("read")
+    }
+
+    async fn activity_of(&self, profile: &str) -> Vec<EventEnvelope> {
+        self.store
+            .read_stream(&activity_stream_id(profile), 0, 100)
+            .await
+            .expect("read")
+    }
+}
+
+#[tokio::test]
+async fn identify_with_only_an_email_creates_a_customer_and_later_tracks_land_on_them() {
+    let w = world();
+    let identify = json!({ "type": "identify", "messageId": "i1", "userId": "u-mail",
+        "traits": { "email": "Only.Email@example.com" } });
+    assert_eq!(w.send(identify.clone()).await, Ok(Accepted::Stored { late: false }));
+    let customer = w.customer_of("u-mail").await.expect("linked to a customer");
+    assert!(!is_anonymous_profile(&customer));
+    let c = w.customers.load(&customer).await.expect("load").expect("customer");
+    assert_eq!(
+        (c.email.as_str(), c.first_name.as_str(), c.last_name.as_str()),
+        ("only.email@example.com", "", "")
+    );
+    assert_eq!(c.source, RegistrationSource::Api);
+    assert!(c.consents.is_empty(), "no consent is inferred from traits");
+    assert_eq!(
+        w.send(identify).await,
+        Ok(Accepted::Stored { late: false }),
+        "again: the same customer"
+    );
+    let types = w.event_types().await;
+    assert_eq!(types.iter().filter(|t| *t == "CustomerRegistered").count(), 1);
+
+    for (m, event) in [("t1", "Products Searched"), ("t2", "Wishlist Shared")] {
+        let track = json!({ "type": "track", "messageId": m, "userId": "u-mail", "event": event,
+            "properties": { "query": "lamp" } });
+        assert_eq!(w.send(track).await, Ok(Accepted::Stored { late: false }));
+    }
+    let activity = w.activity_of(&customer).await;
+    assert_eq!(
+        activity.iter().map(|e| e.event_type.as_str()).collect::<Vec<_>>(),
+        ["SearchPerformed", "CustomEvent"]
+    );
+    assert!(activity
+        .iter()
+        .all(|e| e.customer_id.as_deref() == Some(customer.as_str())));
+
+    // Names sent later fill the profile.
+    w.send(json!({ "type": "identify", "messageId": "i2", "userId": "u-mail",
+        "traits": { "name": "Ada Lovelace" } }))
+        .await
+        .expect("names");
+    let c = w.customers.load(&customer).await.expect("load").expect("customer");
+    assert_eq!((c.first_name.as_str(), c.last_name.as_str()), ("Ada", "Lovelace"));
+}
+
+#[tokio::test]
+async fn names_are_taken_in_every_form_segment_sends_them() {
+    let cases = [
+        (
+            json!({ "firstName": "Ada", "lastName": "Lovelace" }),
+            ("Ada", "Lovelace"),
+        ),
+        (
+            json!({ "first_name": "Ada", "last_name": "Lovelace" }),
+            ("Ada", "Lovelace"),
+        ),
+        (json!({ "name": "Ada King Lovelace" }), ("Ada", "King Lovelace")),
+        (json!({ "name": "  Ada   Lovelace " }), ("Ada", "Lovelace")),
+        (json!({ "name": "Ada" }), ("Ada", "")),
+        (
+            json!({ "firstName": "Augusta", "name": "Ada Lovelace" }),
+            ("Augusta", "Lovelace"),
+        ),
+        (json!({ "lastName": "Byron", "name": "Ada Lovelace" }), ("Ada", "Byron")),
+        (json!({ "firstName": " ", "name": "" }), ("", "")),
+        (json!({}), ("", "")),
+    ];
+    let w = world();
+    for (i, (traits, (first, last))) in cases.into_iter().enumerate() {
+        let mut traits = traits;
+        traits["email"] = json!(format!("names-{i}@example.com"));
+        let user = format!("names-{i}");
+        w.send(json!({ "type": "identify", "messageId": format!("n{i}"), "userId": user, "traits": traits }))
+            .await
+            .unwrap_or_else(|e| panic!("case {i}: {e:?}"));
+        let id = w.customer_of(&user).await.expect("customer");
+        let c = w.customers.load(&id).await.expect("load").expect("customer");
+        assert_eq!(
+            (c.first_name.as_str(), c.last_name.as_str()),
+            (first, last),
+            "case {i}: {traits}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_user_id_known_only_by_its_id_has_a_profile_merged_when_its_email_arrives() {
+    let w = world();
+    let profile = w.ingestion.identity().user_profile("u-solo").expect("secret");
+    // A page from the browser, before the backend identifies the user.
+    w.send(
+        json!({ "type": "page", "messageId": "p0", "anonymousId": "dev-solo", "name": "Home",
+        "properties": { "url": "https://shop.example/" } }),
+    )
+    .await
+    .expect("page");
+
+    // The backend identifies the user id without an email: a profile, no customer.
+    let identify = json!({ "type": "identify", "messageId": "i1", "userId": "u-solo", "anonymousId": "dev-solo",
+        "traits": { "plan": "pro", "firstName": "Ada" } });
+    assert_eq!(w.send(identify.clone()).await, Ok(Accepted::Stored { late: false }));
+    assert_eq!(w.customer_of("u-solo").await, Some(profile.clone()));
+    assert!(!w.event_types().await.iter().any(|t| t == "CustomerRegistered"));
+    let kept = w.activity_of(&profile).await;
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].data["event"], UNVERIFIED_TRAITS_EVENT);
+    assert_eq!(kept[0].data["properties"]["verified"], true);
+    assert_eq!(kept[0].data["properties"]["traits"]["plan"], "pro");
+    let before = w.count().await;
+    assert_eq!(w.send(identify).await, Ok(Accepted::Duplicate));
+    assert_eq!(w.count().await, before, "a repeat appends nothing");
+
+    // Its activity (and its cart) land on the profile.
+    let search = json!({ "type": "track", "messageId": "t1", "userId": "u-solo", "event": "Products Searched",
+        "properties": { "query": "lamp" } });
+    assert_eq!(w.send(search).await, Ok(Accepted::Stored { late: false }));
+    let added = json!({ "type": "track", "messageId": "t2", "userId": "u-solo", "event": "Product Added",
+        "properties": { "cart_id": "c-solo", "product_id": "lamp", "name": "Desk lamp", "price": 40, "currency": "EUR" } });
+    assert_eq!(w.send(added).await, Ok(Accepted::Stored { late: false }));
+    assert_eq!(w.activity_of(&profile).await.len(), 2);
+    let cart = w
+        .store
+        .read_stream(&crate::commerce::stream_id(&derived_id("cart", "web", "c-solo")), 0, 10)
+        .await
+        .expect("read");
+    assert_eq!(cart[0].customer_id.as_deref(), Some(profile.as_str()));
+
+    // The email arrives: the customer, with the profile and the device merged in.
+    w.send(json!({ "type": "identify", "messageId": "i2", "userId": "u-solo",
+        "traits": { "email": "solo@example.com", "lastName": "Lovelace" } }))
+        .await
+        .expect("identified");
+    let customer = w.customer_of("u-solo").await.expect("linked");
+    assert!(!is_anonymous_profile(&customer));
+    let identity = w.ingestion.identity();
+    assert_eq!(identity.resolve(&profile).await.expect("resolve"), customer);
+    assert_eq!(
+        identity
+            .resolve(&anonymous_profile_id("dev-solo"))
+            .await
+            .expect("resolve"),
+        customer
+    );
+    let c = w.customers.load(&customer).await.expect("load").expect("customer");
+    assert_eq!(c.email, "solo@example.com");
+    assert_eq!(c.last_name, "Lovelace");
+    assert_eq!(
+        c.merged_profiles,
+        vec![profile.clone(), anonymous_profile_id("dev-solo")]
+    );
+    assert!(c.consents.is_empty());
+    // Nothing of the profile's activity is lost, and later calls land on the customer.
+    assert_eq!(w.activity_of(&profile).await.len(), 2);
+    let later = json!({ "type": "track", "messageId": "t3", "userId": "u-solo", "event": "Products Searched",
+        "properties": { "query": "desk" } });
+    assert_eq!(w.send(later).await, Ok(Accepted::Stored { late: false }));
+    assert_eq!(w.activity_of(&customer).await.len(), 1);
+    let device = json!({ "type": "track", "messageId": "t4", "anonymousId": "dev-solo", "event": "Products Searched",
+        "properties": { "query": "chair" } });
+    assert_eq!(w.send(device).await, Ok(Accepted::Stored { late: false }));
+    assert_eq!(w.activity_of(&customer).await.len(), 2);
+    // Identified again with the same email: nothing changes hands.
+    w.send(json!({ "type": "identify", "messageId": "i3", "userId": "u-solo",
+        "traits": { "email": "solo@example.com" } }))
+        .await
+        .expect("again");
+    assert_eq!(w.customer_of("u-solo").await, Some(customer));
+}
+
+#[tokio::test]
+async fn a_user_profile_merges_into_a_customer_the_api_registered() {
+    let w = world();
+    w.register(K, "shop@example.com").await;
+    w.send(json!({ "type": "identify", "messageId": "i1", "userId": "u-shop", "traits": {} }))
+        .await
+        .expect("profile");
+    let profile = w.ingestion.identity().user_profile("u-shop").expect("secret");
+    w.send(json!({ "type": "track", "messageId": "t1", "userId": "u-shop", "event": "Wishlist Shared" }))
+        .await
+        .expect("activity");
+    // An alias needs a customer: refused, naming the field, nothing merged.
+    let alias = w
+        .send(json!({ "type": "alias", "messageId": "a1", "previousId": "dev-x", "userId": "u-shop" }))
         .await;
     assert!(
-        matches!(&no_email, Err(IngestError::Rejected(r)) if r.field == "traits.email"),
-        "{no_email:?}"
+        matches!(&alias, Err(IngestError::Rejected(r)) if r.field == "userId"),
+        "{alias:?}"
+    );
+    assert_eq!(
+        w.ingestion
+            .identity()
+            .merged_into(&anonymous_profile_id("dev-x"))
+            .await
+            .expect("read"),
+        None
+    );
+    w.send(json!({ "type": "identify", "messageId": "i2", "userId": "u-shop",
+        "traits": { "email": "SHOP@example.com" } }))
+        .await
+        .expect("found by email");
+    assert_eq!(w.customer_of("u-shop").await.as_deref(), Some(K));
+    let c = w.customers.load(K).await.expect("load").expect("customer");
+    assert_eq!(c.merged_profiles, vec![profile.clone()]);
+    assert_eq!(c.first_name, "Ada", "the API's names stay");
+    assert_eq!(
+        w.activity_of(&profile).await.len(),
+        2,
+        "the profile's traits and activity kept"
+    );
+}
+
+#[tokio::test]
+async fn a_client_identify_of_a_user_known_only_by_its_id_creates_nothing() {
+    let w = world();
+    w.send(json!({ "type": "identify", "messageId": "s1", "userId": "u-c", "traits": { "plan": "pro" } }))
+        .await
+        .expect("server: profile");
+    let profile = w.ingestion.identity().user_profile("u-c").expect("secret");
+    // The browser: its anonymous id is linked, not merged into the profile.
+    assert_eq!(
+        w.send_as_client(
+            json!({ "type": "identify", "messageId": "c1", "anonymousId": "dev-c", "userId": "u-c",
+            "traits": { "email": "victim@example.com" } })
+        )
+        .await,
+        Ok(Accepted::Stored { late: false })
+    );
+    assert_eq!(
+        w.ingestion
+            .identity()
+            .merged_into(&anonymous_profile_id("dev-c"))
+            .await
+            .expect("read"),
+        None
+    );
+    // Without an anonymous id, its traits are kept, unverified, on the profile.
+    assert_eq!(
+        w.send_as_client(json!({ "type": "identify", "messageId": "c2", "userId": "u-c",
+            "traits": { "firstName": "Mallory" } }))
+            .await,
+        Ok(Accepted::Stored { late: false })
+    );
+    let kept = w.activity_of(&profile).await;
+    assert_eq!(
+        kept.last().map(|e| e.data["properties"]["verified"].clone()),
+        Some(json!(false))
+    );
+    let types = w.event_types().await;
+    assert!(!types.iter().any(|t| t == "CustomerRegistered"), "{types:?}");
+    assert_eq!(w.customer_of("u-c").await, Some(profile.clone()));
+
+    // The server names the customer: the browser's device follows.
+    w.send(
+        json!({ "type": "identify", "messageId": "s2", "userId": "u-c", "traits": { "email": "real@example.com" } }),
+    )
+    .await
+    .expect("server identify");
+    let customer = w.customer_of("u-c").await.expect("customer");
+    let c = w.customers.load(&customer).await.expect("load").expect("customer");
+    assert_eq!(c.email, "real@example.com");
+    assert_eq!(c.first_name, "", "the browser's traits are never applied");
+    assert_eq!(
+        w.ingestion
+            .identity()
+            .resolve(&anonymous_profile_id("dev-c"))
+            .await
+            .expect("resolve"),
+        customer
     );
 }
 
