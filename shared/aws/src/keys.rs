@@ -29,10 +29,22 @@
 //! the branch key alone unwraps nothing.
 //!
 //! **The cache.** Unwrapped customer keys are cached in the adapter instance,
-//! no longer than [`DEFAULT_CACHE_TTL`] per entry: after a key is deleted
-//! elsewhere, another warm environment may still use its cached copy for up
-//! to that long. Erasure deletes the key and then records `CustomerErased`,
-//! which readers check; the bound only limits how long a stale copy lives.
+//! no longer than [`DEFAULT_CACHE_TTL`] per entry and at most
+//! [`DEFAULT_CACHE_CAPACITY`] of them (the oldest goes first), so a warm
+//! Lambda environment ingesting many customers keeps a bounded amount of
+//! key material: reading a cached key costs no round trip, one not cached a
+//! consistent GetItem (and no KMS call: the branch key is kept). A key
+//! deleted through this instance is forgotten before and after the delete,
+//! so it is never served again here; after a key is deleted elsewhere,
+//! another warm environment may still use its cached copy for up to the
+//! TTL. Erasure deletes the key and then records `CustomerErased`, which
+//! readers (and ingestion, before it appends) check; the bound only limits
+//! how long a stale copy lives (decision 0054).
+//!
+//! **Creating** a key for a customer just found without one
+//! ([`KeyStore::create_key`]) is one conditional PutItem, with no second
+//! read first: one round trip per new customer (or anonymous profile)
+//! instead of two.
 
 use aws_sdk_dynamodb::client::Waiters;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
@@ -78,6 +90,10 @@ pub const CONTEXT_BRANCH_KEY_ID: &str = "branch_key_id";
 
 /// How long an unwrapped customer key stays in an instance's cache.
 pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(300);
+/// How many unwrapped customer keys an instance keeps at most (about 1.5 MB
+/// with their ids): more customers than that within [`DEFAULT_CACHE_TTL`]
+/// push the oldest out.
+pub const DEFAULT_CACHE_CAPACITY: usize = 10_000;
 /// How long an unwrapped branch key (and which one is active) stays in an
 /// instance: after that the instance reads the items and calls KMS
 /// `Decrypt` again.
@@ -110,6 +126,7 @@ pub struct DynamoKmsKeyStore {
     table: String,
     kms_key_id: String,
     cache_ttl: Duration,
+    cache_capacity: usize,
     cache: Mutex<HashMap<String, (DataKey, Instant)>>,
     branch_key_ttl: Duration,
     /// Held across the branch key's reads and KMS call, so concurrent first
@@ -133,6 +150,7 @@ impl DynamoKmsKeyStore {
             table: table.into(),
             kms_key_id: kms_key_id.into(),
             cache_ttl: DEFAULT_CACHE_TTL,
+            cache_capacity: DEFAULT_CACHE_CAPACITY,
             cache: Mutex::new(HashMap::new()),
             branch_key_ttl: DEFAULT_BRANCH_KEY_TTL,
             branch_keys: futures::lock::Mutex::new(BranchKeys::default()),
@@ -144,6 +162,12 @@ impl DynamoKmsKeyStore {
     /// still kept for its own lifetime).
     pub fn with_cache_ttl(mut self, ttl: Duration) -> Self {
         self.cache_ttl = ttl;
+        self
+    }
+
+    /// The same store keeping at most `capacity` customer keys (0: none).
+    pub fn with_cache_capacity(mut self, capacity: usize) -> Self {
+        self.cache_capacity = capacity;
         self
     }
 
@@ -174,11 +198,22 @@ impl DynamoKmsKeyStore {
         }
     }
 
+    /// Caches `key`, within the TTL and the capacity: when full, expired
+    /// entries go first, then the oldest.
     fn remember(&self, customer_id: &str, key: &DataKey) {
-        if self.cache_ttl.is_zero() {
+        if self.cache_ttl.is_zero() || self.cache_capacity == 0 {
             return;
         }
         if let Ok(mut cache) = self.cache.lock() {
+            if cache.len() >= self.cache_capacity && !cache.contains_key(customer_id) {
+                cache.retain(|_, (_, at)| at.elapsed() < self.cache_ttl);
+                while cache.len() >= self.cache_capacity {
+                    let Some(oldest) = cache.iter().min_by_key(|(_, (_, at))| *at).map(|(id, _)| id.clone()) else {
+                        break;
+                    };
+                    cache.remove(&oldest);
+                }
+            }
             cache.insert(customer_id.to_string(), (key.clone(), Instant::now()));
         }
     }
@@ -255,6 +290,47 @@ impl DynamoKmsKeyStore {
         };
         self.remember(customer_id, &key);
         Ok(Some(key))
+    }
+
+    /// Makes the customer's key, wraps it under the active branch key and
+    /// stores it if the customer has none (a conditional PutItem: it never
+    /// replaces a key); when another writer stored one first, that key.
+    async fn put_new_key(&self, customer_id: &str) -> Result<DataKey, KeyError> {
+        let (branch_key_id, branch_key) = self.active_branch_key().await?;
+        let key = DataKey::generate()?;
+        let wrapped = wrap_key(&branch_key, &binding(customer_id, &branch_key_id), &key)?;
+        let put = self
+            .dynamodb
+            .put_item()
+            .table_name(&self.table)
+            .item(PK, AttributeValue::S(customer_id.to_string()))
+            .item(WRAPPED_KEY, AttributeValue::B(Blob::new(wrapped)))
+            .item(BRANCH_KEY_ID, AttributeValue::S(branch_key_id))
+            .item(CREATED_AT, AttributeValue::S(chrono::Utc::now().to_rfc3339()))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", PK)
+            .send()
+            .await;
+        match put {
+            Ok(_) => {
+                self.remember(customer_id, &key);
+                Ok(key)
+            }
+            Err(e)
+                if matches!(
+                    e.as_service_error(),
+                    Some(PutItemError::ConditionalCheckFailedException(_))
+                ) =>
+            {
+                // Another writer created it first: theirs is the key.
+                self.load(customer_id).await?.ok_or_else(|| {
+                    KeyError::Unavailable(format!(
+                        "the data key of {customer_id} was created concurrently and deleted before it was read"
+                    ))
+                })
+            }
+            Err(e) => Err(unavailable("PutItem", &e)),
+        }
     }
 
     /// The branch key `id`, from the instance or unwrapped from its item.
@@ -668,41 +744,17 @@ impl KeyStore for DynamoKmsKeyStore {
         if let Some(key) = self.load(customer_id).await? {
             return Ok(key);
         }
-        let (branch_key_id, branch_key) = self.active_branch_key().await?;
-        let key = DataKey::generate()?;
-        let wrapped = wrap_key(&branch_key, &binding(customer_id, &branch_key_id), &key)?;
-        let put = self
-            .dynamodb
-            .put_item()
-            .table_name(&self.table)
-            .item(PK, AttributeValue::S(customer_id.to_string()))
-            .item(WRAPPED_KEY, AttributeValue::B(Blob::new(wrapped)))
-            .item(BRANCH_KEY_ID, AttributeValue::S(branch_key_id))
-            .item(CREATED_AT, AttributeValue::S(chrono::Utc::now().to_rfc3339()))
-            .condition_expression("attribute_not_exists(#pk)")
-            .expression_attribute_names("#pk", PK)
-            .send()
-            .await;
-        match put {
-            Ok(_) => {
-                self.remember(customer_id, &key);
-                Ok(key)
-            }
-            Err(e)
-                if matches!(
-                    e.as_service_error(),
-                    Some(PutItemError::ConditionalCheckFailedException(_))
-                ) =>
-            {
-                // Another writer created it first: theirs is the key.
-                self.load(customer_id).await?.ok_or_else(|| {
-                    KeyError::Unavailable(format!(
-                        "the data key of {customer_id} was created concurrently and deleted before it was read"
-                    ))
-                })
-            }
-            Err(e) => Err(unavailable("PutItem", &e)),
+        self.put_new_key(customer_id).await
+    }
+
+    /// One conditional PutItem (no read first); the key another writer
+    /// stored meanwhile if the condition fails.
+    async fn create_key(&self, customer_id: &str) -> Result<DataKey, KeyError> {
+        let customer_id = customer_pk(customer_id)?;
+        if let Some(key) = self.cached(customer_id) {
+            return Ok(key);
         }
+        self.put_new_key(customer_id).await
     }
 
     async fn existing_key(&self, customer_id: &str) -> Result<Option<DataKey>, KeyError> {

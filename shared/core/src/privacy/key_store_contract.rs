@@ -17,7 +17,8 @@ macro_rules! key_store_contract {
             use $crate::privacy::key_store_contract as contract;
             $crate::key_store_contract!(@cases $make;
                 creates_on_first_use_and_returns_it_after, existing_key_does_not_create,
-                concurrent_first_uses_converge, delete_shreds_and_missing_is_fine, keys_are_per_customer);
+                concurrent_first_uses_converge, delete_shreds_and_missing_is_fine, keys_are_per_customer,
+                create_key_makes_one_and_never_replaces);
         }
     };
     (@cases $make:ident; $($case:ident),*) => {
@@ -102,4 +103,20 @@ pub async fn keys_are_per_customer(store: Arc<dyn KeyStore>) {
     assert_ne!(key_a, key_b);
     store.delete(&a).await.expect("delete a");
     assert_eq!(store.existing_key(&b).await.expect("b"), Some(key_b));
+}
+
+pub async fn create_key_makes_one_and_never_replaces(store: Arc<dyn KeyStore>) {
+    let id = customer();
+    assert_eq!(store.existing_key(&id).await.expect("existing"), None);
+    let created = store.create_key(&id).await.expect("create");
+    assert_eq!(store.existing_key(&id).await.expect("existing"), Some(created.clone()));
+    assert_eq!(
+        store.create_key(&id).await.expect("create again"),
+        created,
+        "a key that exists is returned, never replaced"
+    );
+    assert_eq!(store.data_key(&id).await.expect("data key"), created);
+    store.delete(&id).await.expect("delete");
+    let after = store.create_key(&id).await.expect("a new key after erasure");
+    assert_ne!(after, created, "an erased key is never served again");
 }

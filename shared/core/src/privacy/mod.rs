@@ -129,6 +129,15 @@ pub trait KeyStore: Send + Sync {
     /// created or was deleted (erased).
     async fn existing_key(&self, customer_id: &str) -> Result<Option<DataKey>, KeyError>;
 
+    /// The data key of a customer whose key was just found absent
+    /// ([`Self::existing_key`] said `None`): a store may write a new key at
+    /// once, without reading again, with the same conditional write as
+    /// [`Self::data_key`] (it never replaces a key: the loser of a race
+    /// returns the winner's). By default, [`Self::data_key`].
+    async fn create_key(&self, customer_id: &str) -> Result<DataKey, KeyError> {
+        self.data_key(customer_id).await
+    }
+
     /// Deletes the customer's data key (crypto-shredding). Deleting a key
     /// that does not exist is fine.
     async fn delete(&self, customer_id: &str) -> Result<(), KeyError>;

@@ -148,12 +148,14 @@ impl<'a> KeyCache<'a> {
         Ok(key)
     }
 
-    /// The key, created on first use (writing).
+    /// The key of a customer [`Self::existing`] found without one, created
+    /// now (writing).
     async fn create(&mut self, customer_id: &str) -> Result<DataKey, StoreError> {
         if let Some(Some(key)) = self.found.get(customer_id) {
             return Ok(key.clone());
         }
-        let key = self.keys.data_key(customer_id).await.map_err(key_error)?;
+        // Only called after `existing` found none: no second read.
+        let key = self.keys.create_key(customer_id).await.map_err(key_error)?;
         self.found.insert(customer_id.to_string(), Some(key.clone()));
         Ok(key)
     }
