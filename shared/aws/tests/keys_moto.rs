@@ -565,3 +565,58 @@ async fn a_key_erased_between_the_scan_and_the_write_is_not_recreated() {
     assert_eq!(store.rewrap(listed).await.expect("again"), Rewrapped::Changed);
     assert!(raw_item(&store, &kept).await.expect("kept").contains_key(BRANCH_KEY_ID));
 }
+
+/// A DynamoDB client for moto whose requests are counted (by operation).
+async fn counted_dynamodb() -> (aws_sdk_dynamodb::Client, KmsCalls) {
+    let calls = KmsCalls::default();
+    let config = aws_sdk_dynamodb::config::Builder::from(&moto_config().await)
+        .interceptor(calls.clone())
+        .build();
+    (aws_sdk_dynamodb::Client::from_conf(config), calls)
+}
+
+#[tokio::test]
+async fn creating_the_key_of_a_customer_found_without_one_is_one_put_and_no_read() {
+    let (_, kms, table, alias) = fresh_parts().await;
+    let (dynamodb, calls) = counted_dynamodb().await;
+    let store = DynamoKmsKeyStore::new(dynamodb.clone(), kms.clone(), &table, &alias);
+    // The branch key is made and kept by the first customer.
+    store.data_key(&Uuid::new_v4().to_string()).await.expect("first");
+    let id = Uuid::new_v4().to_string();
+    let before = (calls.of("GetItem"), calls.of("PutItem"));
+    let created = store.create_key(&id).await.expect("create");
+    assert_eq!(
+        (calls.of("GetItem") - before.0, calls.of("PutItem") - before.1),
+        (0, 1),
+        "one conditional PutItem, no GetItem: {calls:?}"
+    );
+    // Another instance racing on the same customer gets the stored key, not its own.
+    let other = DynamoKmsKeyStore::new(dynamodb, kms, &table, &alias);
+    assert_eq!(other.create_key(&id).await.expect("the stored key"), created);
+    assert_eq!(store.existing_key(&id).await.expect("existing"), Some(created));
+}
+
+#[tokio::test]
+async fn the_cache_keeps_at_most_its_capacity_and_the_oldest_goes_first() {
+    let (_, kms, table, alias) = fresh_parts().await;
+    let (dynamodb, calls) = counted_dynamodb().await;
+    let store = DynamoKmsKeyStore::new(dynamodb, kms, &table, &alias).with_cache_capacity(2);
+    let ids: Vec<String> = (0..3).map(|_| Uuid::new_v4().to_string()).collect();
+    let mut keys = Vec::new();
+    for id in &ids {
+        keys.push(store.data_key(id).await.expect("create"));
+    }
+    let reads = calls.of("GetItem");
+    for i in [2, 1] {
+        assert_eq!(
+            store.existing_key(&ids[i]).await.expect("cached"),
+            Some(keys[i].clone())
+        );
+    }
+    assert_eq!(calls.of("GetItem"), reads, "the two newest are cached: {calls:?}");
+    assert_eq!(store.existing_key(&ids[0]).await.expect("read"), Some(keys[0].clone()));
+    assert_eq!(calls.of("GetItem"), reads + 1, "the oldest was pushed out: {calls:?}");
+    // An erased key is not served from the cache, however recently it was used.
+    store.delete(&ids[0]).await.expect("erase");
+    assert_eq!(store.existing_key(&ids[0]).await.expect("read"), None);
+}
