@@ -76,6 +76,16 @@ pub struct RemoveItem {
     pub product_id: String,
 }
 
+/// A checkout a shop reports (Segment's `Checkout Started`): the cart's
+/// checkout starts; a cart the CRM does not know yet is created with these
+/// lines first, in the same write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportCheckout {
+    pub customer_id: String,
+    pub currency: String,
+    pub items: Vec<AddItem>,
+}
+
 /// Everything a cart can be asked to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CartCommand {
@@ -83,6 +93,7 @@ pub enum CartCommand {
     AddItem(AddItem),
     RemoveItem(RemoveItem),
     StartCheckout,
+    ReportCheckout(ReportCheckout),
     /// The inactivity timer fired (the service checked it is the current one).
     MarkAbandoned {
         now: DateTime<Utc>,
@@ -218,6 +229,8 @@ pub fn decide(state: Option<&Cart>, command: &CartCommand, cart_id: &str) -> Res
     match (state, command) {
         (Some(_), CartCommand::Create(_)) => Err(CartError::conflict(None, "cart already exists")),
         (None, CartCommand::Create(cmd)) => create(cmd, cart_id),
+        (None, CartCommand::ReportCheckout(cmd)) => report_checkout(cmd, cart_id),
+        (Some(c), CartCommand::ReportCheckout(_)) => start_checkout(c),
         (None, _) => Err(CartError::NotFound),
         (Some(c), CartCommand::AddItem(cmd)) => add_item(c, cmd),
         (Some(c), CartCommand::RemoveItem(cmd)) => remove_item(c, cmd),
@@ -329,6 +342,32 @@ fn remove_item(c: &Cart, cmd: &RemoveItem) -> Result<Vec<CartEvent>, CartError> 
         product_id: item.product_id.clone(),
         quantity: item.quantity,
     }])
+}
+
+/// A new cart with `cmd`'s lines, then its checkout (one write).
+fn report_checkout(cmd: &ReportCheckout, cart_id: &str) -> Result<Vec<CartEvent>, CartError> {
+    let mut events = create(
+        &CreateCart {
+            customer_id: cmd.customer_id.clone(),
+            currency: cmd.currency.clone(),
+        },
+        cart_id,
+    )?;
+    let mut state = fold(None, events.iter().map(|e| (e, DateTime::<Utc>::MIN_UTC, 0)));
+    for (i, item) in cmd.items.iter().enumerate() {
+        let Some(cart) = state.as_ref() else { break };
+        let added = add_item(cart, item).map_err(|e| match e {
+            CartError::Invalid { field, message } => CartError::invalid(format!("items[{i}].{field}"), message),
+            other => other,
+        })?;
+        state = fold(state, added.iter().map(|e| (e, DateTime::<Utc>::MIN_UTC, 0)));
+        events.extend(added);
+    }
+    let Some(cart) = state.as_ref() else {
+        return Err(CartError::NotFound);
+    };
+    events.extend(start_checkout(cart)?);
+    Ok(events)
 }
 
 fn start_checkout(c: &Cart) -> Result<Vec<CartEvent>, CartError> {

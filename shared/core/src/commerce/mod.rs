@@ -10,7 +10,7 @@ mod service;
 
 pub use cart::{
     cart_id_of, decide, evolve, fold, stream_id, AddItem, Cart, CartAggregate, CartCommand, CartError, CartEvent,
-    CartItem, CartStatus, CreateCart, RemoveItem,
+    CartItem, CartStatus, CreateCart, RemoveItem, ReportCheckout,
 };
 pub use order::{
     CancelOrder, Order, OrderAggregate, OrderCommand, OrderError, OrderEvent, OrderItem, OrderStatus, PaymentMethod,

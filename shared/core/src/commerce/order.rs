@@ -139,6 +139,40 @@ pub enum PaymentMethod {
     CreditCard,
     Paypal,
     BankTransfer,
+    /// A method the reporter did not name, or one without a name here (a
+    /// Segment `Order Completed` says the order was paid, not how).
+    Other,
+}
+
+impl PaymentMethod {
+    /// The method a shop's free-text `payment_method` names (`Visa`,
+    /// `PayPal`, `SEPA transfer`...); [`PaymentMethod::Other`] otherwise.
+    pub fn from_text(text: &str) -> PaymentMethod {
+        let t = text.to_ascii_lowercase();
+        if t.contains("paypal") {
+            PaymentMethod::Paypal
+        } else if ["bank", "transfer", "sepa", "wire", "iban"]
+            .iter()
+            .any(|w| t.contains(w))
+        {
+            PaymentMethod::BankTransfer
+        } else if [
+            "card",
+            "visa",
+            "master",
+            "amex",
+            "american express",
+            "maestro",
+            "discover",
+        ]
+        .iter()
+        .any(|w| t.contains(w))
+        {
+            PaymentMethod::CreditCard
+        } else {
+            PaymentMethod::Other
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -179,10 +213,43 @@ pub struct PlaceOrder {
     /// ISO 4217; from a cart, the cart's (checked when given).
     #[serde(default)]
     pub currency: Option<String>,
-    pub shipping_address: Address,
+    /// Required of the API's `POST /orders`; an order reported by a shop
+    /// (Segment's `Order Completed`) may have none (digital goods, or an
+    /// address the shop keeps): `None`.
+    #[serde(deserialize_with = "required_address")]
+    pub shipping_address: Option<Address>,
     /// The shipping address when absent.
     #[serde(default)]
     pub billing_address: Option<Address>,
+    /// The order-level discount (coupons) taken off the lines, in minor
+    /// units; not taken by the API's `POST /orders`.
+    #[serde(skip)]
+    pub discount_minor: i64,
+    /// What the reported total holds beyond lines − discount + tax +
+    /// shipping (fees, rounding, or tax and shipping a shop did not
+    /// itemise), signed; not taken by the API's `POST /orders`.
+    #[serde(skip)]
+    pub adjustment_minor: i64,
+}
+
+/// `shipping_address` of the API's body: required (absent is refused), read as `Some`.
+fn required_address<'de, D>(deserializer: D) -> Result<Option<Address>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    Address::deserialize(deserializer).map(Some)
+}
+
+/// An optional stored address that may read as `[erased]`.
+fn optional_address_or_erased<'de, D>(deserializer: D) -> Result<Option<Address>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    crate::customer::address_or_erased(deserializer).map(Some)
+}
+
+fn is_zero(v: &i64) -> bool {
+    *v == 0
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -251,6 +318,14 @@ pub struct RequestRefund {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OrderCommand {
     Place(Box<PlaceOrder>),
+    /// An order placed and paid at once, in one write: what a shop reports
+    /// with Segment's `Order Completed` (the customer completed it; the
+    /// payment is the shop's). `payment` must be a succeeded payment of
+    /// the order's total.
+    PlacePaid {
+        order: Box<PlaceOrder>,
+        payment: RecordPayment,
+    },
     RecordPayment(RecordPayment),
     /// The payment retry timer fired for `attempt` of `payment_id`.
     RetryPayment {
@@ -283,10 +358,27 @@ pub enum OrderEvent {
         shipping_minor: i64,
         total_minor: i64,
         currency: String,
-        #[serde(deserialize_with = "crate::customer::address_or_erased")]
-        shipping_address: Address,
-        #[serde(deserialize_with = "crate::customer::address_or_erased")]
-        billing_address: Address,
+        /// Absent for an order without one (decision 0052).
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            deserialize_with = "optional_address_or_erased"
+        )]
+        shipping_address: Option<Address>,
+        /// The shipping address unless given; absent when neither is.
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            deserialize_with = "optional_address_or_erased"
+        )]
+        billing_address: Option<Address>,
+        /// The order-level discount; `total_minor` is `subtotal_minor -
+        /// discount_minor + tax_minor + shipping_minor + adjustment_minor`.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        discount_minor: i64,
+        /// What a shop's reported total holds beyond its itemised parts (signed).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        adjustment_minor: i64,
     },
     PaymentInitiated {
         order_id: String,
@@ -438,8 +530,10 @@ pub struct Order {
     pub shipping_minor: i64,
     pub total_minor: i64,
     pub currency: String,
-    pub shipping_address: Address,
-    pub billing_address: Address,
+    pub shipping_address: Option<Address>,
+    pub billing_address: Option<Address>,
+    pub discount_minor: i64,
+    pub adjustment_minor: i64,
     pub payment: Option<Payment>,
     pub pending_retry: Option<PendingRetry>,
     pub confirmation_number: Option<String>,
@@ -531,6 +625,19 @@ pub fn decide(
     match (state, command) {
         (Some(_), OrderCommand::Place(_)) => Err(OrderError::conflict("the order already exists")),
         (None, OrderCommand::Place(cmd)) => place(cmd, order_id),
+        (Some(_), OrderCommand::PlacePaid { .. }) => Err(OrderError::conflict("the order already exists")),
+        (None, OrderCommand::PlacePaid { order, payment }) => {
+            if payment.status != PaymentStatus::Succeeded {
+                return Err(OrderError::invalid("status", "must be a succeeded payment"));
+            }
+            let mut events = place(order, order_id)?;
+            let placed = events
+                .iter()
+                .fold(None, |state, e| evolve(state, e, now, 1))
+                .ok_or(OrderError::NotFound)?;
+            events.extend(succeed(&placed, payment, now)?);
+            Ok(events)
+        }
         (None, _) => Err(OrderError::NotFound),
         (Some(o), OrderCommand::RecordPayment(p)) => match p.status {
             PaymentStatus::Initiated => initiate(o, p),
@@ -652,24 +759,42 @@ fn place(cmd: &PlaceOrder, order_id: &str) -> Result<Vec<OrderEvent>, OrderError
             ));
         }
     }
-    for (field, v) in [("tax_minor", cmd.tax_minor), ("shipping_minor", cmd.shipping_minor)] {
+    for (field, v) in [
+        ("tax_minor", cmd.tax_minor),
+        ("shipping_minor", cmd.shipping_minor),
+        ("discount_minor", cmd.discount_minor),
+    ] {
         if v < 0 {
             return Err(OrderError::invalid(field, "must not be negative"));
         }
     }
     let total = subtotal
-        .checked_add(cmd.tax_minor)
+        .checked_sub(cmd.discount_minor)
+        .and_then(|t| t.checked_add(cmd.tax_minor))
         .and_then(|t| t.checked_add(cmd.shipping_minor))
+        .and_then(|t| t.checked_add(cmd.adjustment_minor))
         .ok_or_else(|| OrderError::invalid("total_minor", "is too large"))?;
     if cmd.total_minor != total {
+        let formula = if cmd.discount_minor == 0 && cmd.adjustment_minor == 0 {
+            "subtotal_minor + tax_minor + shipping_minor"
+        } else {
+            "subtotal_minor - discount_minor + tax_minor + shipping_minor + adjustment_minor"
+        };
         return Err(OrderError::invalid(
             "total_minor",
-            format!("must equal subtotal_minor + tax_minor + shipping_minor ({total})"),
+            format!("must equal {formula} ({total})"),
         ));
     }
-    let shipping_address = address("shipping_address", &cmd.shipping_address)?;
+    if total < 0 {
+        return Err(OrderError::invalid("total_minor", "must not be negative"));
+    }
+    let shipping_address = cmd
+        .shipping_address
+        .as_ref()
+        .map(|a| address("shipping_address", a))
+        .transpose()?;
     let billing_address = match &cmd.billing_address {
-        Some(a) => address("billing_address", a)?,
+        Some(a) => Some(address("billing_address", a)?),
         None => shipping_address.clone(),
     };
     Ok(vec![OrderEvent::OrderPlaced {
@@ -684,6 +809,8 @@ fn place(cmd: &PlaceOrder, order_id: &str) -> Result<Vec<OrderEvent>, OrderError
         currency: currency.to_string(),
         shipping_address,
         billing_address,
+        discount_minor: cmd.discount_minor,
+        adjustment_minor: cmd.adjustment_minor,
     }])
 }
 
@@ -1008,6 +1135,8 @@ pub fn evolve(state: Option<Order>, event: &OrderEvent, at: DateTime<Utc>, versi
         currency,
         shipping_address,
         billing_address,
+        discount_minor,
+        adjustment_minor,
     } = event
     {
         return Some(Order {
@@ -1023,6 +1152,8 @@ pub fn evolve(state: Option<Order>, event: &OrderEvent, at: DateTime<Utc>, versi
             currency: currency.clone(),
             shipping_address: shipping_address.clone(),
             billing_address: billing_address.clone(),
+            discount_minor: *discount_minor,
+            adjustment_minor: *adjustment_minor,
             payment: None,
             pending_retry: None,
             confirmation_number: None,

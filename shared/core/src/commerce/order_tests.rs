@@ -89,8 +89,10 @@ fn place_cmd() -> PlaceOrder {
         shipping_minor: 430,
         total_minor: 4000,
         currency: Some("EUR".into()),
-        shipping_address: address(),
+        shipping_address: Some(address()),
         billing_address: None,
+        discount_minor: 0,
+        adjustment_minor: 0,
     }
 }
 
@@ -206,6 +208,52 @@ fn invalid(result: Result<Vec<OrderEvent>, OrderError>) -> String {
 }
 
 #[test]
+fn an_order_without_an_address_and_with_a_discount_is_an_order() {
+    let mut cmd = place_cmd();
+    cmd.shipping_address = None;
+    cmd.discount_minor = 250;
+    cmd.adjustment_minor = -50;
+    cmd.total_minor = 4000 - 250 - 50;
+    let events = Scenario::given(&[])
+        .when(OrderCommand::Place(Box::new(cmd.clone())))
+        .expect("placed");
+    let OrderEvent::OrderPlaced {
+        shipping_address,
+        billing_address,
+        discount_minor,
+        adjustment_minor,
+        total_minor,
+        ..
+    } = &events[0]
+    else {
+        panic!("{events:?}")
+    };
+    assert_eq!((shipping_address, billing_address), (&None, &None));
+    assert_eq!((*discount_minor, *adjustment_minor, *total_minor), (250, -50, 3700));
+    let (_, data) = crate::event::DomainEvent::to_parts(&events[0]).expect("parts");
+    assert!(data.get("shipping_address").is_none(), "absent, not null: {data}");
+    assert_eq!(data["discount_minor"], 250);
+    let order = Scenario::given(&events).state.expect("an order");
+    assert_eq!((order.shipping_address, order.discount_minor), (None, 250));
+
+    cmd.total_minor = 4000;
+    assert_eq!(
+        invalid(Scenario::given(&[]).when(OrderCommand::Place(Box::new(cmd.clone())))),
+        "total_minor"
+    );
+    cmd.total_minor = 3700;
+    cmd.discount_minor = -1;
+    assert_eq!(
+        invalid(Scenario::given(&[]).when(OrderCommand::Place(Box::new(cmd)))),
+        "discount_minor"
+    );
+    // The API's body still needs one.
+    let body = serde_json::json!({ "customer_id": "c1", "items": [], "tax_minor": 0, "shipping_minor": 0,
+        "total_minor": 0 });
+    assert!(serde_json::from_value::<PlaceOrder>(body).is_err());
+}
+
+#[test]
 fn placing_an_order_checks_its_figures() {
     let events = Scenario::given(&[]).when(place()).expect("valid");
     let OrderEvent::OrderPlaced {
@@ -219,7 +267,7 @@ fn placing_an_order_checks_its_figures() {
         panic!("{events:?}")
     };
     assert_eq!((*subtotal_minor, *total_minor), (3000, 4000));
-    assert_eq!(shipping_address.country, "DE");
+    assert_eq!(shipping_address.as_ref().map(|a| a.country.as_str()), Some("DE"));
     assert_eq!(billing_address, shipping_address, "billing defaults to shipping");
     assert_eq!(Scenario::given(&events).status(), OrderStatus::PendingPayment);
 
@@ -235,7 +283,11 @@ fn placing_an_order_checks_its_figures() {
     assert_eq!(invalid(with(|c| c.items = None)), "items");
     assert_eq!(invalid(with(|c| c.currency = Some("eur".into()))), "currency");
     assert_eq!(
-        invalid(with(|c| c.shipping_address.country = "Germany".into())),
+        invalid(with(|c| {
+            if let Some(a) = c.shipping_address.as_mut() {
+                a.country = "Germany".into()
+            }
+        })),
         "shipping_address.country"
     );
     assert_eq!(

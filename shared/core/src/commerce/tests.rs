@@ -166,6 +166,53 @@ fn removing_needs_the_product_in_the_cart() {
 }
 
 #[test]
+fn a_reported_checkout_creates_an_unknown_cart_with_its_lines_or_checks_out_a_known_one() {
+    let report = |items: Vec<AddItem>| {
+        CartCommand::ReportCheckout(ReportCheckout {
+            customer_id: "c1".into(),
+            currency: "USD".into(),
+            items,
+        })
+    };
+    let events = CartScenario::given(&[])
+        .when(report(vec![add("sku-1", 1, 1900), add("sku-2", 2, 300)]))
+        .expect("created and checked out");
+    let types: Vec<_> = events.iter().map(CartEvent::event_type).collect();
+    assert_eq!(
+        types,
+        ["CartCreated", "ItemAddedToCart", "ItemAddedToCart", "CheckoutStarted"]
+    );
+    assert!(matches!(
+        events.last(),
+        Some(CartEvent::CheckoutStarted {
+            total_value_minor: 2500,
+            ..
+        })
+    ));
+    let known = CartScenario::given(&with_items())
+        .when(report(vec![add("other", 1, 1)]))
+        .expect("known cart");
+    assert!(
+        matches!(
+            &known[..],
+            [CartEvent::CheckoutStarted {
+                total_value_minor: 2999,
+                ..
+            }]
+        ),
+        "a known cart keeps its own lines: {known:?}"
+    );
+    assert!(matches!(
+        CartScenario::given(&[]).when(report(vec![])),
+        Err(CartError::Conflict { .. })
+    ));
+    assert_eq!(
+        invalid_field(CartScenario::given(&[]).when(report(vec![add("a b", 1, 1)]))),
+        "items[0].product_id"
+    );
+}
+
+#[test]
 fn checkout_needs_items_and_freezes_the_cart() {
     assert!(matches!(
         CartScenario::given(&created()).when(CartCommand::StartCheckout),

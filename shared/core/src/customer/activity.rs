@@ -101,6 +101,90 @@ activity!(
 );
 
 activity!(
+    /// A product list or category was shown (Segment `Product List Viewed`).
+    ProductListViewed {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        list_id: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        category: Option<String>,
+        /// The products shown, in order (at most 100).
+        #[serde(default)]
+        product_ids: Vec<String>,
+    }
+);
+activity!(
+    /// A product was clicked in a list (Segment `Product Clicked`).
+    ProductClicked {
+        product_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        category: Option<String>,
+    }
+);
+activity!(
+    /// The shopper looked at their cart (Segment `Cart Viewed`); `cart_id`
+    /// is the CRM's id of the cart.
+    ShoppingCartViewed {
+        cart_id: String,
+        #[serde(default)]
+        product_ids: Vec<String>,
+    }
+);
+activity!(
+    /// A checkout step was shown (Segment `Checkout Step Viewed`).
+    CheckoutStepViewed { cart_id: String, step: String }
+);
+activity!(
+    /// A coupon was entered, applied, denied or removed (Segment's four
+    /// `Coupon ...` events), on a cart or an order (the CRM's ids).
+    CouponChanged {
+        change: CouponChange,
+        coupon: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        coupon_name: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cart_id: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        order_id: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        discount_minor: Option<i64>,
+    }
+);
+activity!(
+    /// A product was added to a wish list (Segment `Product Added to Wishlist`).
+    ProductWishlisted {
+        product_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        wishlist_id: Option<String>,
+    }
+);
+activity!(
+    /// The customer reviewed a product (Segment `Product Reviewed`): its
+    /// rating, not its text (the review's body stays with the shop).
+    ProductReviewed {
+        product_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        review_id: Option<String>,
+        /// 0 to 100 (a shop's 1 to 5 stars as sent).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rating: Option<u32>,
+    }
+);
+
+/// What happened to a coupon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum CouponChange {
+    Entered,
+    Applied,
+    Denied,
+    Removed,
+}
+
+activity!(
     /// Any other tracked event: a `track` whose name the CRM does not map
     /// to a typed event, with its properties as sent (ingestion, issue 8).
     CustomEvent {
@@ -123,6 +207,13 @@ pub enum ActivityEvent {
     CheckoutStepCompleted(CheckoutStepCompleted),
     SessionStarted(SessionStarted),
     CustomerLoggedIn(CustomerLoggedIn),
+    ProductListViewed(ProductListViewed),
+    ProductClicked(ProductClicked),
+    ShoppingCartViewed(ShoppingCartViewed),
+    CheckoutStepViewed(CheckoutStepViewed),
+    CouponChanged(CouponChanged),
+    ProductWishlisted(ProductWishlisted),
+    ProductReviewed(ProductReviewed),
     CustomEvent(CustomEvent),
 }
 
@@ -137,6 +228,13 @@ pub const ACTIVITY_EVENT_TYPES: &[&str] = &[
     "CheckoutStepCompleted",
     "SessionStarted",
     "CustomerLoggedIn",
+    "ProductListViewed",
+    "ProductClicked",
+    "ShoppingCartViewed",
+    "CheckoutStepViewed",
+    "CouponChanged",
+    "ProductWishlisted",
+    "ProductReviewed",
     "CustomEvent",
 ];
 
@@ -187,6 +285,29 @@ fn product_id(field: &str, value: &str) -> Result<(), CustomerError> {
     }
 }
 
+fn cart_id(field: &str, value: &str) -> Result<(), CustomerError> {
+    if uuid::Uuid::parse_str(value).is_err() {
+        return Err(CustomerError::invalid(field, "is not a cart id"));
+    }
+    Ok(())
+}
+
+/// Most products one list event names.
+pub const MAX_LISTED_PRODUCTS: usize = 100;
+
+fn product_list(field: &str, ids: &[String]) -> Result<(), CustomerError> {
+    if ids.len() > MAX_LISTED_PRODUCTS {
+        return Err(CustomerError::invalid(
+            field,
+            format!("must name at most {MAX_LISTED_PRODUCTS} products"),
+        ));
+    }
+    for (i, p) in ids.iter().enumerate() {
+        product_id(&format!("{field}[{i}]"), p)?;
+    }
+    Ok(())
+}
+
 fn url(field: &str, value: &str) -> Result<(), CustomerError> {
     text(field, value, 2048)?;
     if value.starts_with("https://") || value.starts_with("http://") || value.starts_with('/') {
@@ -211,6 +332,13 @@ impl ActivityEvent {
             ActivityEvent::CheckoutStepCompleted(_) => "CheckoutStepCompleted",
             ActivityEvent::SessionStarted(_) => "SessionStarted",
             ActivityEvent::CustomerLoggedIn(_) => "CustomerLoggedIn",
+            ActivityEvent::ProductListViewed(_) => "ProductListViewed",
+            ActivityEvent::ProductClicked(_) => "ProductClicked",
+            ActivityEvent::ShoppingCartViewed(_) => "ShoppingCartViewed",
+            ActivityEvent::CheckoutStepViewed(_) => "CheckoutStepViewed",
+            ActivityEvent::CouponChanged(_) => "CouponChanged",
+            ActivityEvent::ProductWishlisted(_) => "ProductWishlisted",
+            ActivityEvent::ProductReviewed(_) => "ProductReviewed",
             ActivityEvent::CustomEvent(_) => "CustomEvent",
         }
     }
@@ -226,6 +354,13 @@ impl ActivityEvent {
             ActivityEvent::CheckoutStepCompleted(e) => (&e.session_id, &e.utm),
             ActivityEvent::SessionStarted(e) => (&e.session_id, &e.utm),
             ActivityEvent::CustomerLoggedIn(e) => (&e.session_id, &e.utm),
+            ActivityEvent::ProductListViewed(e) => (&e.session_id, &e.utm),
+            ActivityEvent::ProductClicked(e) => (&e.session_id, &e.utm),
+            ActivityEvent::ShoppingCartViewed(e) => (&e.session_id, &e.utm),
+            ActivityEvent::CheckoutStepViewed(e) => (&e.session_id, &e.utm),
+            ActivityEvent::CouponChanged(e) => (&e.session_id, &e.utm),
+            ActivityEvent::ProductWishlisted(e) => (&e.session_id, &e.utm),
+            ActivityEvent::ProductReviewed(e) => (&e.session_id, &e.utm),
             ActivityEvent::CustomEvent(e) => (&e.session_id, &e.utm),
         }
     }
@@ -273,10 +408,53 @@ impl ActivityEvent {
             ActivityEvent::ReviewRead(e) => product_id("product_id", &e.product_id)?,
             ActivityEvent::VideoWatched(e) => text("video_id", &e.video_id, 128)?,
             ActivityEvent::CheckoutStepCompleted(e) => {
-                if uuid::Uuid::parse_str(&e.cart_id).is_err() {
-                    return Err(CustomerError::invalid("cart_id", "is not a cart id"));
-                }
+                cart_id("cart_id", &e.cart_id)?;
                 text("step", &e.step, 64)?;
+            }
+            ActivityEvent::CheckoutStepViewed(e) => {
+                cart_id("cart_id", &e.cart_id)?;
+                text("step", &e.step, 64)?;
+            }
+            ActivityEvent::ProductListViewed(e) => {
+                optional_text("list_id", &e.list_id, 128)?;
+                optional_text("category", &e.category, 100)?;
+                product_list("product_ids", &e.product_ids)?;
+            }
+            ActivityEvent::ProductClicked(e) => {
+                product_id("product_id", &e.product_id)?;
+                optional_text("name", &e.name, MAX_TEXT)?;
+                optional_text("category", &e.category, 100)?;
+            }
+            ActivityEvent::ShoppingCartViewed(e) => {
+                cart_id("cart_id", &e.cart_id)?;
+                product_list("product_ids", &e.product_ids)?;
+            }
+            ActivityEvent::CouponChanged(e) => {
+                text("coupon", &e.coupon, 128)?;
+                optional_text("coupon_name", &e.coupon_name, 200)?;
+                if let Some(c) = &e.cart_id {
+                    cart_id("cart_id", c)?;
+                }
+                if let Some(o) = &e.order_id {
+                    if uuid::Uuid::parse_str(o).is_err() {
+                        return Err(CustomerError::invalid("order_id", "is not an order id"));
+                    }
+                }
+                if e.discount_minor.is_some_and(|d| d < 0) {
+                    return Err(CustomerError::invalid("discount_minor", "must not be negative"));
+                }
+            }
+            ActivityEvent::ProductWishlisted(e) => {
+                product_id("product_id", &e.product_id)?;
+                optional_text("name", &e.name, MAX_TEXT)?;
+                optional_text("wishlist_id", &e.wishlist_id, 128)?;
+            }
+            ActivityEvent::ProductReviewed(e) => {
+                product_id("product_id", &e.product_id)?;
+                optional_text("review_id", &e.review_id, 128)?;
+                if e.rating.is_some_and(|r| r > 100) {
+                    return Err(CustomerError::invalid("rating", "must be 0 to 100"));
+                }
             }
             ActivityEvent::SessionStarted(e) => optional_text("device", &e.device, 128)?,
             ActivityEvent::CustomerLoggedIn(_) => {}
@@ -352,6 +530,13 @@ impl RecordActivity {
             "VideoWatched" => ActivityEvent::VideoWatched(typed(body)?),
             "CheckoutStepCompleted" => ActivityEvent::CheckoutStepCompleted(typed(body)?),
             "SessionStarted" => ActivityEvent::SessionStarted(typed(body)?),
+            "ProductListViewed" => ActivityEvent::ProductListViewed(typed(body)?),
+            "ProductClicked" => ActivityEvent::ProductClicked(typed(body)?),
+            "ShoppingCartViewed" => ActivityEvent::ShoppingCartViewed(typed(body)?),
+            "CheckoutStepViewed" => ActivityEvent::CheckoutStepViewed(typed(body)?),
+            "CouponChanged" => ActivityEvent::CouponChanged(typed(body)?),
+            "ProductWishlisted" => ActivityEvent::ProductWishlisted(typed(body)?),
+            "ProductReviewed" => ActivityEvent::ProductReviewed(typed(body)?),
             "CustomEvent" => ActivityEvent::CustomEvent(typed(body)?),
             _ => ActivityEvent::CustomerLoggedIn(typed(body)?),
         };

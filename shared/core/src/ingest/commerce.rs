@@ -1,6 +1,9 @@
-//! Carts and orders from the e-commerce spec's calls.
+//! Carts and orders from the e-commerce spec's calls (decision 0052).
 
 use super::*;
+use crate::commerce::{
+    CancelOrder, Order, PaymentStatus, RecordPayment, RefundReason, RefundType, ReportCheckout, RequestRefund,
+};
 
 impl Ingestion {
     pub(super) async fn cart_command(
@@ -52,6 +55,125 @@ impl Ingestion {
             .await
     }
 
+    /// `Checkout Started`: the cart's checkout (created with the listed
+    /// lines when the CRM does not know it). `None` when there is nothing
+    /// to check out: the cart is already checked out or abandoned, or it
+    /// is unknown and the call lists no products (the caller keeps the call
+    /// as activity).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn report_checkout(
+        &self,
+        source: &str,
+        profile: &str,
+        cart: &str,
+        currency: String,
+        items: Vec<AddItem>,
+        idempotency: &IdempotencyKey,
+        meta: &CommandMeta,
+    ) -> Result<Option<bool>, IngestError> {
+        let cart_id = derived_id("cart", source, cart);
+        let command = CartCommand::ReportCheckout(ReportCheckout {
+            customer_id: profile.to_string(),
+            currency,
+            items,
+        });
+        match self.cart_command(&cart_id, &command, idempotency, meta).await {
+            Ok(taken) => Ok(Some(taken)),
+            Err(IngestError::Rejected(r)) if r.field == "properties.cart_id" => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Loads the order a client's `order_id` names, refusing an unknown
+    /// one or one of another customer.
+    async fn reported_order(&self, source: &str, profile: &str, order: &str) -> Result<Order, IngestError> {
+        let order_id = derived_id("order", source, order);
+        match self.orders.load(&order_id).await {
+            Ok(Some(o)) if o.customer_id == profile => Ok(o),
+            Ok(Some(_)) => Err(reject("properties.order_id", "is another customer's order")),
+            Ok(None) => Err(reject(
+                "properties.order_id",
+                "names no order this source reported (send Order Completed first)",
+            )),
+            Err(e) => Err(order_error(e)),
+        }
+    }
+
+    async fn order_command(
+        &self,
+        order_id: &str,
+        command: &OrderCommand,
+        idempotency: &IdempotencyKey,
+        meta: &CommandMeta,
+    ) -> Result<bool, IngestError> {
+        let respond = |o: &crate::commerce::Order, _: &[EventEnvelope]| (200, json!({ "order_id": o.id }));
+        match self
+            .orders
+            .execute(order_id, command, meta, Some(idempotency), &respond)
+            .await
+        {
+            Ok(crate::aggregate::Executed::Applied { .. }) => Ok(true),
+            Ok(crate::aggregate::Executed::Replayed { .. }) => Ok(false),
+            Err(OrderCommandError::Command(crate::aggregate::AggregateError::IdempotencyKeyReused)) => Ok(false),
+            Err(e) => Err(order_error(e)),
+        }
+    }
+
+    /// `Order Cancelled` from a server source: the order's cancellation.
+    pub(super) async fn cancel_order(
+        &self,
+        source: &str,
+        profile: &str,
+        order: &str,
+        reason: String,
+        idempotency: &IdempotencyKey,
+        meta: &CommandMeta,
+    ) -> Result<bool, IngestError> {
+        let o = self.reported_order(source, profile, order).await?;
+        let command = OrderCommand::Cancel(CancelOrder { reason });
+        self.order_command(&o.id, &command, idempotency, meta).await
+    }
+
+    /// `Order Refunded` from a server source: a refund of the order, full
+    /// when the amount is absent or covers what is left to refund (a
+    /// shop's `total` may include what was refunded before), partial
+    /// otherwise. Only the listed products the order holds are named.
+    pub(super) async fn refund_order(
+        &self,
+        source: &str,
+        profile: &str,
+        refund: &mapping::RefundRequest,
+        refund_id: String,
+        idempotency: &IdempotencyKey,
+        meta: &CommandMeta,
+    ) -> Result<bool, IngestError> {
+        let o = self.reported_order(source, profile, &refund.order).await?;
+        let left = o.refundable_minor();
+        let (refund_type, amount_minor) = match refund.amount_minor {
+            Some(a) if a > 0 && a < left => (RefundType::Partial, Some(a)),
+            _ => (RefundType::Full, None),
+        };
+        let items: Vec<String> = refund
+            .product_ids
+            .iter()
+            .filter(|p| o.items.iter().any(|line| &&line.product_id == p))
+            .cloned()
+            .collect();
+        let command = OrderCommand::Refund {
+            refund_id,
+            request: RequestRefund {
+                refund_type,
+                amount_minor,
+                reason: RefundReason::Other,
+                items: (!items.is_empty()).then_some(items),
+            },
+        };
+        self.order_command(&o.id, &command, idempotency, meta).await
+    }
+
+    /// `Order Completed` from a server source: the order, placed and paid
+    /// in one write (the customer completed it; decision 0052). The
+    /// shipping address is the call's, else the customer's, else none.
     pub(super) async fn place_order(
         &self,
         source: &str,
@@ -71,38 +193,42 @@ impl Ingestion {
             .load(profile)
             .await
             .map_err(|e| command_error(e, "userId"))?;
-        let shipping_address = match order.shipping_address.or_else(|| customer.and_then(|c| c.address)) {
-            Some(a) => a,
-            None => {
-                return Err(reject(
-                    "properties.shipping_address",
-                    "is required when the customer has no address on file",
-                ))
-            }
+        let shipping_address = order.shipping_address.or_else(|| customer.and_then(|c| c.address));
+        let payment = RecordPayment {
+            payment_id: format!("segment-{}", order.order_id),
+            status: PaymentStatus::Succeeded,
+            method: order.payment_method,
+            amount_minor: order.total_minor,
+            currency: order.currency.clone(),
+            provider: Some(format!("segment:{source}")),
+            transaction_id: Some(order.order_id.clone()),
+            error_code: None,
+            error_message: None,
+            retryable: None,
         };
-        let command = OrderCommand::Place(Box::new(PlaceOrder {
-            customer_id: profile.to_string(),
-            cart_id: None,
-            items: Some(order.items),
-            subtotal_minor: Some(order.subtotal_minor),
-            tax_minor: order.tax_minor,
-            shipping_minor: order.shipping_minor,
-            total_minor: order.total_minor,
-            currency: Some(order.currency),
-            shipping_address,
-            billing_address: None,
-        }));
+        let command = OrderCommand::PlacePaid {
+            order: Box::new(PlaceOrder {
+                customer_id: profile.to_string(),
+                cart_id: None,
+                items: Some(order.items),
+                subtotal_minor: Some(order.subtotal_minor),
+                tax_minor: order.tax_minor,
+                shipping_minor: order.shipping_minor,
+                total_minor: order.total_minor,
+                currency: Some(order.currency),
+                shipping_address,
+                billing_address: None,
+                discount_minor: order.discount_minor,
+                adjustment_minor: order.adjustment_minor,
+            }),
+            payment,
+        };
         let order_id = derived_id("order", source, &order.order_id);
-        let respond = |o: &crate::commerce::Order, _: &[EventEnvelope]| (201, json!({ "order_id": o.id }));
-        match self
-            .orders
-            .execute(&order_id, &command, meta, Some(idempotency), &respond)
-            .await
-        {
-            Ok(crate::aggregate::Executed::Applied { .. }) => Ok(true),
-            Ok(crate::aggregate::Executed::Replayed { .. }) => Ok(false),
-            Err(OrderCommandError::Command(crate::aggregate::AggregateError::IdempotencyKeyReused)) => Ok(false),
-            Err(e) => Err(order_error(e)),
+        // The same order reported again under another messageId (a shop's
+        // own retry): it is there, nothing to do.
+        if self.orders.load(&order_id).await.map_err(order_error)?.is_some() {
+            return Ok(false);
         }
+        self.order_command(&order_id, &command, idempotency, meta).await
     }
 }

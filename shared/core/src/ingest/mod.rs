@@ -2,12 +2,15 @@
 //! `identify`, `alias`, `page` and `screen` messages become the CRM's own
 //! events.
 //!
-//! * Known event names map onto typed events ([`mapping`]): `Product
-//!   Viewed`, `Products Searched`, `Checkout Step Completed`, `Signed In` onto
-//!   activity; `Product Added` / `Product Removed` onto the cart (so carts
-//!   abandoned while anonymous start the abandoned-cart journey); `Order
-//!   Completed` onto an order. Other names become `CustomEvent` on the
-//!   activity stream, checked against a registered schema when there is one.
+//! * The Segment e-commerce spec v2 maps onto typed events ([`mapping`],
+//!   decision 0052): browsing, coupons, wish lists, reviews and checkout
+//!   steps onto activity; `Product Added` / `Product Removed` onto the cart
+//!   (so carts abandoned while anonymous start the abandoned-cart journey)
+//!   and `Checkout Started` onto its checkout; `Order Completed` onto an
+//!   order placed and paid, `Order Refunded` onto its refund, `Order
+//!   Cancelled` onto its cancellation. Other names become `CustomEvent` on
+//!   the activity stream, checked against a registered schema when there
+//!   is one.
 //! * Each message is taken once per source: its receipt (`ingest#<hash of
 //!   source and messageId>`) is written in the same atomic write as its
 //!   events, so a repeat, however late, appends nothing. Identify and alias
@@ -20,7 +23,8 @@
 //!   0042). A `client` source (a browser's or an app's public key) records
 //!   activity and links a `userId` to its `anonymousId`; it never creates,
 //!   finds (by email), changes or merges a customer, and its `Order
-//!   Completed` is activity, not an order. Its identify traits are kept
+//!   Completed`, `Order Refunded` and `Order Cancelled` are activity, not
+//!   changes to an order. Its identify traits are kept
 //!   unverified on the activity stream ([`UNVERIFIED_TRAITS_EVENT`]). A
 //!   `server` source (the shop's backend, a secret key) may do all of that.
 
@@ -343,10 +347,13 @@ impl Ingestion {
             Kind::Alias => self.alias(message, &meta).await?,
             Kind::Track | Kind::Page | Kind::Screen => {
                 let profile = self.profile_of(message).await?;
-                let mapped = match (from.kind, mapping::map(message, late)?) {
-                    // A browser's key places no order: the call is activity.
-                    (SourceKind::Client, Mapped::Order(_)) => Mapped::Activity(mapping::as_custom_event(message, late)),
-                    (_, mapped) => mapped,
+                let mapped = match mapping::map(message, source, late)? {
+                    // A browser's key places, cancels and refunds no order:
+                    // the call is activity (decision 0042).
+                    mapped if from.kind == SourceKind::Client && mapped.changes_an_order() => {
+                        Mapped::Activity(mapping::as_custom_event(message, late))
+                    }
+                    mapped => mapped,
                 };
                 let taken = match mapped {
                     Mapped::Activity(event) => {
@@ -362,7 +369,31 @@ impl Ingestion {
                         let command = CartCommand::RemoveItem(RemoveItem { product_id });
                         self.cart_command(&cart_id, &command, &idempotency, &meta).await?
                     }
+                    Mapped::Checkout { cart, currency, items } => {
+                        let checkout = self
+                            .report_checkout(source, &profile, &cart, currency, items, &idempotency, &meta)
+                            .await?;
+                        match checkout {
+                            Some(taken) => taken,
+                            // Nothing to check out (a cart already checked
+                            // out, or none and no products): kept as activity.
+                            None => {
+                                let event = mapping::as_custom_event(message, late);
+                                self.append_activity(&profile, event, occurred_at, &idempotency, &meta, now)
+                                    .await?
+                            }
+                        }
+                    }
                     Mapped::Order(order) => self.place_order(source, &profile, *order, &idempotency, &meta).await?,
+                    Mapped::CancelOrder { order, reason } => {
+                        self.cancel_order(source, &profile, &order, reason, &idempotency, &meta)
+                            .await?
+                    }
+                    Mapped::RefundOrder(refund) => {
+                        let refund_id = derived_id("refund", source, &message.message_id);
+                        self.refund_order(source, &profile, &refund, refund_id, &idempotency, &meta)
+                            .await?
+                    }
                 };
                 if !taken {
                     return Ok(Accepted::Duplicate);

@@ -47,6 +47,15 @@ pub const ACTIVITY_TYPES: &[&str] = &[
     "VideoWatched",
     "CheckoutStepCompleted",
     "SessionStarted",
+    // The rest of the Segment e-commerce spec's browsing and checkout
+    // (decision 0052).
+    "ProductListViewed",
+    "ProductClicked",
+    "ShoppingCartViewed",
+    "CheckoutStepViewed",
+    "CouponChanged",
+    "ProductWishlisted",
+    "ProductReviewed",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

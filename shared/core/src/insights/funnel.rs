@@ -60,9 +60,10 @@ impl Stage {
 pub fn stage_of(event_type: &str) -> Option<Stage> {
     Some(match event_type {
         "PageViewed" | "SessionStarted" => Stage::Awareness,
-        "ProductViewed" | "SearchPerformed" | "ProductCompared" | "ReviewRead" | "VideoWatched" => Stage::Consideration,
-        "CartCreated" | "ItemAddedToCart" => Stage::Intent,
-        "CheckoutStarted" | "CheckoutStepCompleted" => Stage::Checkout,
+        "ProductViewed" | "SearchPerformed" | "ProductCompared" | "ReviewRead" | "VideoWatched"
+        | "ProductListViewed" | "ProductClicked" | "ProductWishlisted" | "ProductReviewed" => Stage::Consideration,
+        "CartCreated" | "ItemAddedToCart" | "ShoppingCartViewed" | "CouponChanged" => Stage::Intent,
+        "CheckoutStarted" | "CheckoutStepViewed" | "CheckoutStepCompleted" => Stage::Checkout,
         "OrderPlaced" | "PaymentSucceeded" => Stage::Purchase,
         _ => return None,
     })
