@@ -149,15 +149,17 @@ async fn a_fired_payment_retry_initiates_the_payment_again() {
         shipping_minor: 0,
         total_minor: 1000,
         currency: Some("EUR".into()),
-        shipping_address: Address {
+        shipping_address: Some(Address {
             line1: "1 Main St".into(),
             line2: None,
             city: "Berlin".into(),
             region: None,
             postal_code: "10115".into(),
             country: "DE".into(),
-        },
+        }),
         billing_address: None,
+        discount_minor: 0,
+        adjustment_minor: 0,
     };
     let failed = RecordPayment {
         payment_id: "pay-1".into(),

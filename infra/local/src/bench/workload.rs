@@ -458,8 +458,10 @@ impl CustomerPlan {
                             shipping_minor: 0,
                             total_minor: total,
                             currency: "EUR".into(),
-                            shipping_address: address(self.city),
-                            billing_address: address(self.city),
+                            shipping_address: Some(address(self.city)),
+                            billing_address: Some(address(self.city)),
+                            discount_minor: 0,
+                            adjustment_minor: 0,
                         },
                     )?;
                     let payment_id = format!("pay-{}", self.index);

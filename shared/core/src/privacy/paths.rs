@@ -294,8 +294,10 @@ mod tests {
             shipping_minor: 0,
             total_minor: 119,
             currency: "EUR".into(),
-            shipping_address: address("1 Analytical Engine Street"),
-            billing_address: address("2 Analytical Engine Street"),
+            shipping_address: Some(address("1 Analytical Engine Street")),
+            billing_address: Some(address("2 Analytical Engine Street")),
+            discount_minor: 0,
+            adjustment_minor: 0,
         };
         let (event_type, mut data) = placed.to_parts().expect("parts");
         let paths = personal_data_paths(&event_type);

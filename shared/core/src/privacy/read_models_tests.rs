@@ -291,8 +291,10 @@ async fn every_personal_value_of_every_projection_is_sealed() {
         shipping_minor: 0,
         total_minor: 2500,
         currency: "EUR".into(),
-        shipping_address: address(STREET_1),
-        billing_address: address(STREET_2),
+        shipping_address: Some(address(STREET_1)),
+        billing_address: Some(address(STREET_2)),
+        discount_minor: 0,
+        adjustment_minor: 0,
     };
     w.record(&crate::commerce::order::stream_id("ord-sealed-1"), &id, &[placed])
         .await;
