@@ -759,3 +759,37 @@ fn typed_events_read_the_erased_marker_in_object_and_date_fields() {
     let placed: Address = address_or_erased(serde_json::json!(erased)).expect("order address");
     assert_eq!(placed, Address::erased());
 }
+
+/// A customer registered by ingestion may have no name (decision 0051):
+/// every template greets them without a dangling comma, and still names a
+/// customer who has one.
+#[test]
+fn every_template_reads_well_for_a_customer_without_a_name() {
+    use crate::messaging::render::{preview, Rendered};
+    let parts = |r: &Rendered| {
+        [r.subject.clone(), Some(r.text.clone()), r.html.clone()]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+    };
+    let nameless = serde_json::json!({ "customer": { "first_name": "", "last_name": "" } });
+    let named = serde_json::json!({ "customer": { "first_name": "Grace", "last_name": "Hopper" } });
+    for id in crate::journey::templates::KNOWN_TEMPLATES {
+        let (_, rendered) = preview(id, Some(&nameless)).unwrap_or_else(|e| panic!("{id}: {e}"));
+        for part in parts(&rendered) {
+            for awkward in [" ,", ",,", ", !", ", ?", ", :", ",!", ",?", ": ,", "Hi ,", "  ,"] {
+                assert!(!part.contains(awkward), "{id} reads {awkward:?} without a name: {part}");
+            }
+            assert!(!part.trim_start().starts_with(','), "{id}: {part}");
+        }
+        let (_, rendered) = preview(id, Some(&named)).unwrap_or_else(|e| panic!("{id}: {e}"));
+        let greets = parts(&rendered).iter().any(|p| p.contains("Grace"));
+        let (_, sample) = preview(id, None).unwrap_or_else(|e| panic!("{id}: {e}"));
+        let sample_greets = parts(&sample).iter().any(|p| p.contains("Ada"));
+        assert_eq!(greets, sample_greets, "{id} names a customer who has a name");
+    }
+    let (_, verification) = preview("email-verification", Some(&nameless)).expect("renders");
+    assert!(verification.text.contains("Hi there,"), "{}", verification.text);
+    let (_, welcome) = preview("welcome", Some(&nameless)).expect("renders");
+    assert_eq!(welcome.subject.as_deref(), Some("Welcome!"));
+}
