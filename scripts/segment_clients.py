@@ -623,7 +623,10 @@ def check_refused(results, api, crm_base, server_key, run_id):
             assert len(items) == 1, f"the shop source's log lists {len(items)} refused: {json.dumps(items)[:800]}"
             return items
         items = eventually("the message refused on purpose in the shop source's log", listed)
-        return json.dumps(items[0])[:300]
+        refusal = items[0]
+        assert (refusal.get("message_id"), refusal.get("event")) == (message_id, "Product Viewed"), (
+            f"the log lists another message: {json.dumps(refusal)[:800]}")
+        return f"{refusal.get('field')}: {refusal.get('reason')}"
 
     results.check("api: a message refused on purpose (no userId, no anonymousId) is listed for source shop", on_purpose)
 
