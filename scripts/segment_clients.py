@@ -715,6 +715,9 @@ def main():
     for tool in (NODE, NPM):
         if shutil.which(tool) is None:
             sys.exit(f"segment clients: {tool} is not on PATH (Node 20 and npm are needed)")
+    node_version = subprocess.run([NODE, "--version"], capture_output=True, text=True).stdout.strip()
+    if int(node_version.lstrip("v").split(".")[0] or 0) < 20:
+        sys.exit(f"segment clients: node {node_version}; @segment/analytics-node needs Node 20 or later")
     results = run(crm_local)
     print(f"segment clients: {len(results.passed)} passed, {len(results.failed)} failed")
     if results.failed:
