@@ -47,6 +47,68 @@ pub async fn kms_client() -> aws_sdk_kms::Client {
     aws_sdk_kms::Client::new(&moto_config().await)
 }
 
+/// A KMS key of a test's own (with an alias) and a keys table of its own:
+/// what the deployed key store ([`crate::keys::DynamoKmsKeyStore`]) needs.
+pub struct TestDataKeys {
+    pub kms: aws_sdk_kms::Client,
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub key_id: String,
+    pub key_arn: String,
+    /// `alias/crm-<purpose>-<unique>`, naming the key.
+    pub alias: String,
+    /// `keys-<purpose>-<unique>`.
+    pub table: String,
+}
+
+impl TestDataKeys {
+    /// The key store over these parts (KMS key named by its alias).
+    pub fn store(&self) -> crate::keys::DynamoKmsKeyStore {
+        crate::keys::DynamoKmsKeyStore::new(
+            self.dynamodb.clone(),
+            self.kms.clone(),
+            self.table.clone(),
+            self.alias.clone(),
+        )
+    }
+}
+
+/// Creates a KMS key, its alias and a keys table on moto, named after
+/// `purpose` (e.g. `rekey`) and a unique suffix.
+pub async fn fresh_data_keys(purpose: &str) -> TestDataKeys {
+    let (kms, dynamodb) = (kms_client().await, dynamodb_client().await);
+    let unique = uuid::Uuid::now_v7().simple().to_string();
+    let key = kms
+        .create_key()
+        .description(format!("crm {purpose} test data keys"))
+        .send()
+        .await
+        .expect("create a KMS key");
+    let metadata = key.key_metadata().expect("the key's metadata");
+    let (key_id, key_arn) = (
+        metadata.key_id().to_string(),
+        metadata.arn().expect("the key's ARN").to_string(),
+    );
+    let alias = format!("alias/crm-{purpose}-{unique}");
+    kms.create_alias()
+        .alias_name(&alias)
+        .target_key_id(&key_id)
+        .send()
+        .await
+        .expect("create the alias");
+    let table = format!("keys-{purpose}-{unique}");
+    crate::keys::create_keys_table(&dynamodb, &table)
+        .await
+        .expect("create the keys table");
+    TestDataKeys {
+        kms,
+        dynamodb,
+        key_id,
+        key_arn,
+        alias,
+        table,
+    }
+}
+
 /// An SQS client for the moto endpoint (see [`moto_config`]).
 pub async fn sqs_client() -> aws_sdk_sqs::Client {
     aws_sdk_sqs::Client::new(&moto_config().await)

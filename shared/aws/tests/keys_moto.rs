@@ -11,10 +11,10 @@ use aws_sdk_kms::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_kms::error::BoxError;
 use aws_sdk_kms::types::DataKeySpec;
 use crm_aws::keys::{
-    create_keys_table, DynamoKmsKeyStore, Rewrapped, ACTIVE_BRANCH_KEY_PK, BRANCH_KEY_ID, BRANCH_KEY_PREFIX,
-    CONTEXT_CUSTOMER_ID, CREATED_AT, KMS_KEY_ID, PK, WRAPPED_KEY,
+    DynamoKmsKeyStore, Rewrapped, ACTIVE_BRANCH_KEY_PK, BRANCH_KEY_ID, BRANCH_KEY_PREFIX, CONTEXT_CUSTOMER_ID,
+    CREATED_AT, KMS_KEY_ID, PK, WRAPPED_KEY,
 };
-use crm_aws::testing::{dynamodb_client, get_item, kms_client, moto_config};
+use crm_aws::testing::{fresh_data_keys, get_item, moto_config};
 use crm_core::privacy::{decrypt_field, encrypt_field, CryptoError, DataKey, KeyError, KeyStore};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -23,28 +23,8 @@ use uuid::Uuid;
 
 /// A new symmetric KMS key with an alias, and a new keys table.
 async fn fresh_parts() -> (aws_sdk_dynamodb::Client, aws_sdk_kms::Client, String, String) {
-    let dynamodb = dynamodb_client().await;
-    let kms = kms_client().await;
-    let suffix = Uuid::now_v7().simple().to_string();
-    let key = kms
-        .create_key()
-        .description("crm test data keys")
-        .send()
-        .await
-        .expect("create a KMS key");
-    let key_id = key.key_metadata().expect("metadata").key_id().to_string();
-    let alias = format!("alias/crm-test-{suffix}");
-    kms.create_alias()
-        .alias_name(&alias)
-        .target_key_id(&key_id)
-        .send()
-        .await
-        .expect("create the alias");
-    let table = format!("keys-test-{suffix}");
-    create_keys_table(&dynamodb, &table)
-        .await
-        .expect("create the keys table");
-    (dynamodb, kms, table, alias)
+    let keys = fresh_data_keys("test").await;
+    (keys.dynamodb, keys.kms, keys.table, keys.alias)
 }
 
 async fn fresh_store() -> Arc<dyn KeyStore> {

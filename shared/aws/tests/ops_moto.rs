@@ -12,12 +12,12 @@
 use async_trait::async_trait;
 use crm_aws::dynamodb::{create_events_table, create_read_models_table, DynamoEventStore, DynamoReadModels};
 use crm_aws::eventbridge::EventBridgeBus;
-use crm_aws::keys::{create_keys_table, DynamoKmsKeyStore};
+use crm_aws::keys::DynamoKmsKeyStore;
 use crm_aws::ops::{
     clear_consumer, parallel_replay, receive, redrive, redrive_to_bus, redrive_to_queue, republish, ReplaySource,
 };
 use crm_aws::sqs::SqsDeadLetterQueue;
-use crm_aws::testing::{bus_into_queue, drain_queue, dynamodb_client, eventbridge_client, kms_client, sqs_client};
+use crm_aws::testing::{bus_into_queue, drain_queue, dynamodb_client, eventbridge_client, fresh_data_keys, sqs_client};
 use crm_core::bus::BusEntry;
 use crm_core::clock::SystemClock;
 use crm_core::consumer::{Consumer, ConsumerGroup, Projection};
@@ -50,18 +50,7 @@ async fn tables() -> (Arc<DynamoEventStore>, Arc<DynamoReadModels>) {
 
 /// A KMS key and a keys table of the test's own: the deployed key store.
 async fn kms_key_store() -> Arc<DynamoKmsKeyStore> {
-    let dynamodb = dynamodb_client().await;
-    let kms = kms_client().await;
-    let key = kms
-        .create_key()
-        .description("crm ops test data keys")
-        .send()
-        .await
-        .expect("create a KMS key");
-    let key_id = key.key_metadata().expect("metadata").key_id().to_string();
-    let table = format!("keys-ops-{}", Uuid::now_v7().simple());
-    create_keys_table(&dynamodb, &table).await.expect("keys table");
-    Arc::new(DynamoKmsKeyStore::new(dynamodb, kms, table, key_id))
+    Arc::new(fresh_data_keys("ops").await.store())
 }
 
 /// No customer in these tables has a key: the events are stored plain.

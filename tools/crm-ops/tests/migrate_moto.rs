@@ -10,11 +10,9 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_kms::types::DataKeySpec;
 use aws_sdk_scheduler::types::{FlexibleTimeWindow, FlexibleTimeWindowMode, Target};
 use chrono::{DateTime, Duration, SubsecRound, Utc};
-use crm_aws::keys::{
-    create_keys_table, DynamoKmsKeyStore, BRANCH_KEY_ID, CONTEXT_CUSTOMER_ID, KMS_KEY_ID, PK, WRAPPED_KEY,
-};
+use crm_aws::keys::{DynamoKmsKeyStore, BRANCH_KEY_ID, CONTEXT_CUSTOMER_ID, KMS_KEY_ID, PK, WRAPPED_KEY};
 use crm_aws::scheduler::EventBridgeScheduler;
-use crm_aws::testing::{dynamodb_client, get_item, kms_client, moto_endpoint, scheduler_client};
+use crm_aws::testing::{dynamodb_client, fresh_data_keys, get_item, moto_endpoint, scheduler_client};
 use crm_core::messaging::delivery::MessageTimer;
 use crm_core::messaging::events::RequestRef;
 use crm_core::privacy::{decrypt_field, encrypt_field, DataKey, KeyStore};
@@ -240,26 +238,8 @@ async fn migrate_timers_leaves_a_deferral_already_due_to_fire_from_its_copy() {
 
 /// A KMS key (its alias) and a keys table of their own.
 async fn key_parts() -> (aws_sdk_kms::Client, String, String) {
-    let kms = kms_client().await;
-    let suffix = Uuid::now_v7().simple().to_string();
-    let key = kms
-        .create_key()
-        .description("crm-ops rewrap test")
-        .send()
-        .await
-        .expect("create a KMS key");
-    let alias = format!("alias/crm-rewrap-{suffix}");
-    kms.create_alias()
-        .alias_name(&alias)
-        .target_key_id(key.key_metadata().expect("metadata").key_id())
-        .send()
-        .await
-        .expect("alias");
-    let table = format!("keys-rewrap-{suffix}");
-    create_keys_table(&dynamodb_client().await, &table)
-        .await
-        .expect("keys table");
-    (kms, alias, table)
+    let keys = fresh_data_keys("rewrap").await;
+    (keys.kms, keys.alias, keys.table)
 }
 
 /// A customer's key stored as KMS wrapped it before decision 0044.

@@ -8,10 +8,9 @@
 //! and a consumer's dead letters sent back to its queue (decision 0030).
 
 use crm_aws::dynamodb::{create_events_table, create_read_models_table};
-use crm_aws::keys::create_keys_table;
 use crm_aws::sqs::SqsDeadLetterQueue;
 use crm_aws::testing::{
-    bus_into_queue, create_queue, drain_queue, dynamodb_client, kms_client, moto_config, moto_endpoint, sqs_client,
+    bus_into_queue, create_queue, drain_queue, dynamodb_client, fresh_data_keys, moto_config, moto_endpoint, sqs_client,
 };
 use crm_core::bus::BusEntry;
 use crm_core::customer::views::CUSTOMER_360;
@@ -43,26 +42,15 @@ struct World {
 
 async fn world() -> World {
     let dynamodb = dynamodb_client().await;
-    let kms = kms_client().await;
     let sqs = sqs_client().await;
     let unique = Uuid::now_v7().simple().to_string();
-    let (events, docs, keys) = (
-        format!("events-cli-{unique}"),
-        format!("read-models-cli-{unique}"),
-        format!("keys-cli-{unique}"),
-    );
+    let (events, docs) = (format!("events-cli-{unique}"), format!("read-models-cli-{unique}"));
     create_events_table(&dynamodb, &events).await.expect("events table");
     create_read_models_table(&dynamodb, &docs)
         .await
         .expect("read-models table");
-    create_keys_table(&dynamodb, &keys).await.expect("keys table");
-    let key = kms
-        .create_key()
-        .description("crm-ops test data keys")
-        .send()
-        .await
-        .expect("create a KMS key");
-    let key_arn = key.key_metadata().and_then(|m| m.arn()).expect("key ARN").to_string();
+    let data_keys = fresh_data_keys("cli").await;
+    let (keys, key_arn) = (data_keys.table, data_keys.key_arn);
     let queue_name = format!("cli-dlq-{unique}");
     let url = sqs
         .create_queue()

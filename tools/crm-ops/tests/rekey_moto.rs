@@ -3,8 +3,7 @@
 //! table, once; the address stays unique; no item's key names the address.
 
 use crm_aws::dynamodb::{create_events_table, create_read_models_table};
-use crm_aws::keys::create_keys_table;
-use crm_aws::testing::{dynamodb_client, kms_client, moto_config};
+use crm_aws::testing::{dynamodb_client, fresh_data_keys, moto_config};
 use crm_core::customer::{email_reservation_key, unkeyed_email_reservation_key, CommandError, CustomerCommand};
 use crm_core::customer::{Customer, CustomerService};
 use crm_core::event::{Actor, CommandMeta, EventEnvelope};
@@ -19,24 +18,13 @@ const SECRET: &str = "crm-ops rekey on moto: identifier secret";
 
 async fn tables(unique: &str) -> (Tables, String) {
     let dynamodb = dynamodb_client().await;
-    let (events, docs, keys) = (
-        format!("events-rekey-{unique}"),
-        format!("read-models-rekey-{unique}"),
-        format!("keys-rekey-{unique}"),
-    );
+    let (events, docs) = (format!("events-rekey-{unique}"), format!("read-models-rekey-{unique}"));
     create_events_table(&dynamodb, &events).await.expect("events table");
     create_read_models_table(&dynamodb, &docs)
         .await
         .expect("read-models table");
-    create_keys_table(&dynamodb, &keys).await.expect("keys table");
-    let key = kms_client()
-        .await
-        .create_key()
-        .description("crm-ops rekey test data keys")
-        .send()
-        .await
-        .expect("create a KMS key");
-    let key_arn = key.key_metadata().and_then(|m| m.arn()).expect("key ARN").to_string();
+    let data_keys = fresh_data_keys("rekey").await;
+    let (keys, key_arn) = (data_keys.table, data_keys.key_arn);
     let settings = Settings {
         events_table: Some(events.clone()),
         read_models_table: Some(docs),
