@@ -1,9 +1,13 @@
-//! Request bodies: at most 64 KB, JSON parsed with the path of any bad field.
+//! Request bodies: at most 64 KB, JSON parsed with the path of any bad field;
+//! and the ingestion API's bodies, gzip or deflate encoded as Segment's
+//! libraries may send them, limited after decompression ([`read_decoded`]).
 
 use crate::problem::Problem;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, Request};
+use axum::http::{header, HeaderMap};
 use serde::de::DeserializeOwned;
+use std::io::Read;
 
 /// The raw body, read up to [`crate::MAX_BODY_BYTES`] (413 beyond).
 pub struct RawBody(pub Bytes);
@@ -25,6 +29,91 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
             .map(RawBody)
             .map_err(|_| Problem::too_large())
     }
+}
+
+/// How a request body is encoded (`Content-Encoding`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Identity,
+    /// gzip (RFC 1952), also spelled `x-gzip`; concatenated members are read in turn.
+    Gzip,
+    /// HTTP's deflate: zlib (RFC 1950), or the raw deflate stream some clients send.
+    Deflate,
+}
+
+impl Encoding {
+    /// The encoding `Content-Encoding` names (none, or `identity`: as is). A
+    /// list naming more than one compression, or another one, is refused
+    /// with 415, as is a header that is not text.
+    pub fn of(headers: &HeaderMap) -> Result<Encoding, Problem> {
+        let mut found = Encoding::Identity;
+        for value in headers.get_all(header::CONTENT_ENCODING) {
+            let text = value
+                .to_str()
+                .map_err(|_| Problem::unsupported_encoding("(not text)"))?;
+            for coding in text.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+                let next = match coding.to_ascii_lowercase().as_str() {
+                    "identity" => continue,
+                    "gzip" | "x-gzip" => Encoding::Gzip,
+                    "deflate" => Encoding::Deflate,
+                    _ => return Err(Problem::unsupported_encoding(coding)),
+                };
+                if found != Encoding::Identity {
+                    return Err(Problem::unsupported_encoding(text));
+                }
+                found = next;
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// Reads a body of at most `limit` bytes once decoded: 413 beyond it, whether
+/// the client declared it (`Content-Length`), sent it, or its compressed
+/// body inflates past it; inflating stops at `limit + 1` bytes, so a
+/// decompression bomb costs no more than the limit. 415 for an encoding
+/// other than gzip, deflate or identity; 400 for a body its encoding cannot
+/// read.
+pub async fn read_decoded(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, Problem> {
+    let encoding = Encoding::of(headers)?;
+    let too_large = || Problem::larger_than("the request body", limit);
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let raw = axum::body::to_bytes(body, limit).await.map_err(|_| too_large())?;
+    match encoding {
+        Encoding::Identity => Ok(raw),
+        Encoding::Gzip => inflate(flate2::read::MultiGzDecoder::new(&raw[..]), "gzip", limit),
+        Encoding::Deflate if is_zlib(&raw) => inflate(flate2::read::ZlibDecoder::new(&raw[..]), "deflate", limit),
+        Encoding::Deflate => inflate(flate2::read::DeflateDecoder::new(&raw[..]), "deflate", limit),
+    }
+}
+
+/// A zlib stream's two-byte header: deflate method, a window of at most
+/// 32 KB, and a check making the pair a multiple of 31.
+fn is_zlib(raw: &[u8]) -> bool {
+    match raw {
+        [cmf, flg, ..] => cmf & 0x0f == 8 && cmf >> 4 <= 7 && (u16::from(*cmf) << 8 | u16::from(*flg)) % 31 == 0,
+        _ => false,
+    }
+}
+
+/// Inflates at most `limit + 1` bytes from `decoder`: more is a 413.
+fn inflate(decoder: impl Read, name: &str, limit: usize) -> Result<Bytes, Problem> {
+    let mut out = Vec::new();
+    let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
+    decoder
+        .take(cap)
+        .read_to_end(&mut out)
+        .map_err(|e| Problem::malformed(format!("the body is not valid {name}: {e}")))?;
+    if out.len() > limit {
+        return Err(Problem::larger_than("the decompressed request body", limit));
+    }
+    Ok(Bytes::from(out))
 }
 
 /// Parses JSON: a syntax error is 400, a well-formed body with a wrong or
@@ -86,6 +175,101 @@ mod tests {
     struct Outer {
         name: String,
         address: Inner,
+    }
+
+    use flate2::write::{DeflateEncoder, GzEncoder, ZlibEncoder};
+    use flate2::Compression;
+    use std::io::Write;
+
+    fn headers(encoding: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_ENCODING, encoding.parse().expect("header"));
+        h
+    }
+
+    fn compressed<W: Write>(
+        mut encoder: W,
+        data: &[u8],
+        finish: impl FnOnce(W) -> std::io::Result<Vec<u8>>,
+    ) -> Vec<u8> {
+        encoder.write_all(data).expect("write");
+        finish(encoder).expect("finish")
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        compressed(
+            GzEncoder::new(Vec::new(), Compression::default()),
+            data,
+            GzEncoder::finish,
+        )
+    }
+
+    async fn read(encoding: &str, body: Vec<u8>, limit: usize) -> Result<Bytes, Problem> {
+        read_decoded(&headers(encoding), Body::from(body), limit).await
+    }
+
+    #[tokio::test]
+    async fn gzip_and_both_deflates_are_inflated() {
+        let json = br#"{"batch":[]}"#;
+        assert_eq!(&read("gzip", gzip(json), 100).await.expect("gzip")[..], json);
+        assert_eq!(&read("x-gzip", gzip(json), 100).await.expect("x-gzip")[..], json);
+        let zlib = compressed(
+            ZlibEncoder::new(Vec::new(), Compression::default()),
+            json,
+            ZlibEncoder::finish,
+        );
+        assert_eq!(&read("deflate", zlib, 100).await.expect("zlib")[..], json);
+        let raw = compressed(
+            DeflateEncoder::new(Vec::new(), Compression::default()),
+            json,
+            DeflateEncoder::finish,
+        );
+        assert_eq!(&read("Deflate", raw, 100).await.expect("raw deflate")[..], json);
+        assert_eq!(&read("identity", json.to_vec(), 100).await.expect("identity")[..], json);
+        let plain = read_decoded(&HeaderMap::new(), Body::from(json.to_vec()), 100).await;
+        assert_eq!(&plain.expect("no header")[..], json);
+    }
+
+    #[tokio::test]
+    async fn the_limit_applies_after_decompression_and_a_bomb_stops_at_it() {
+        // 10 MB of zeros: about 10 KB compressed, far below the limit as sent.
+        let bomb = gzip(&vec![b'0'; 10 * 1024 * 1024]);
+        assert!(bomb.len() < 64 * 1024, "{}", bomb.len());
+        let refused = read("gzip", bomb, 64 * 1024).await.expect_err("a bomb");
+        assert_eq!(refused.status, 413);
+        assert!(refused.detail.contains("decompressed"), "{}", refused.detail);
+        // Exactly at the limit is taken.
+        let at_limit = read("gzip", gzip(&[b' '; 1000]), 1000).await.expect("at the limit");
+        assert_eq!(at_limit.len(), 1000);
+        assert_eq!(
+            read("gzip", gzip(&[b' '; 1001]), 1000).await.expect_err("over").status,
+            413
+        );
+        // A raw body over the limit, compressed or not.
+        assert_eq!(
+            read("identity", vec![b' '; 1001], 1000).await.expect_err("raw").status,
+            413
+        );
+    }
+
+    #[tokio::test]
+    async fn unknown_encodings_are_415_and_broken_ones_400() {
+        for unknown in ["br", "compress", "zstd", "gzip, br", "gzip, gzip"] {
+            let refused = read(unknown, b"{}".to_vec(), 100).await.expect_err(unknown);
+            assert_eq!(refused.status, 415, "{unknown}");
+        }
+        assert_eq!(
+            read("gzip", b"{}".to_vec(), 100).await.expect_err("not gzip").status,
+            400
+        );
+        assert_eq!(
+            read("deflate", vec![0xff; 8], 100)
+                .await
+                .expect_err("not deflate")
+                .status,
+            400
+        );
+        assert_eq!(Encoding::of(&headers("identity, gzip")).ok(), Some(Encoding::Gzip));
     }
 
     #[test]

@@ -1,32 +1,42 @@
 //! The Segment-compatible ingestion API (issue 8, decision 0023):
-//! `POST /v1/track|identify|alias|page|screen|batch`, authenticated per
-//! source by its write key (HTTP Basic, the key as the user name, as
-//! Segment's libraries send it; or `writeKey` in the body). A source is a
-//! `client` (a public key: what a browser or an app may do) or a `server`
-//! (a secret key: the shop's backend); decision 0042.
+//! `POST /v1/track|identify|alias|page|screen|batch`, and the one-letter
+//! paths analytics-next sends to (`/v1/t|i|a|p|s|b`, decision 0050),
+//! authenticated per source by its write key (HTTP Basic, the key as the
+//! user name, as Segment's libraries send it; or `writeKey` in the body). A
+//! source is a `client` (a public key: what a browser or an app may do) or a
+//! `server` (a secret key: the shop's backend); decision 0042. Bodies are
+//! JSON whatever their `Content-Type` (analytics-next sends `text/plain`, to
+//! spare a preflight), gzip or deflate encoded or not, at most 500 KB once
+//! decoded; a browser's request must come from an origin its source allows.
 
-use crate::problem::Problem;
+use crate::cors::{AllowedOrigins, OriginsError};
+use crate::problem::{asks_to_retry, Problem, RETRY_AFTER_SECONDS};
 use crate::AppState;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
+use crm_core::ingest::message::instant;
 use crm_core::ingest::{
     batch_items, outcome_json, Accepted, IngestError, IngestSettings, Ingestion, Kind, SegmentMessage, Source,
     SourceKind, MAX_BATCH_BYTES,
 };
 use serde_json::{json, Value};
 
-/// The sources allowed to send, each with its kind and write key.
+/// The sources allowed to send, each with its kind and write key, and the
+/// origins whose pages may send with each key.
 #[derive(Clone, Default)]
-pub struct IngestSources(Vec<(Source, String)>);
+pub struct IngestSources {
+    sources: Vec<(Source, String)>,
+    origins: AllowedOrigins,
+}
 
 impl std::fmt::Debug for IngestSources {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let names: Vec<String> = self
-            .0
+            .sources
             .iter()
             .map(|(s, _)| format!("{}:{}", s.name, s.kind.as_str()))
             .collect();
@@ -70,17 +80,40 @@ impl IngestSources {
                 key.to_string(),
             ));
         }
-        Ok(IngestSources(sources))
+        Ok(IngestSources::new(sources))
     }
 
+    /// These sources, whose keys no browser page may use (until
+    /// [`IngestSources::with_allowed_origins`]).
     pub fn new(sources: Vec<(Source, String)>) -> Self {
-        IngestSources(sources)
+        IngestSources {
+            sources,
+            origins: AllowedOrigins::default(),
+        }
+    }
+
+    /// The origins whose pages may send with each source's key
+    /// (`INGEST_ALLOWED_ORIGINS`); naming a source without a key is an error.
+    pub fn with_allowed_origins(mut self, origins: AllowedOrigins) -> Result<Self, OriginsError> {
+        if let Some(unknown) = origins
+            .sources()
+            .find(|name| !self.sources.iter().any(|(s, _)| s.name == *name))
+        {
+            return Err(OriginsError::UnknownSource(unknown.to_string()));
+        }
+        self.origins = origins;
+        Ok(self)
+    }
+
+    /// The origins allowed per source.
+    pub fn origins(&self) -> &AllowedOrigins {
+        &self.origins
     }
 
     /// The source whose write key this is (compared in constant time).
-    fn source_of(&self, key: &str) -> Option<&Source> {
+    pub(crate) fn source_of(&self, key: &str) -> Option<&Source> {
         let eq = |a: &[u8], b: &[u8]| a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0;
-        self.0
+        self.sources
             .iter()
             .find(|(_, k)| eq(k.as_bytes(), key.as_bytes()))
             .map(|(s, _)| s)
@@ -111,26 +144,11 @@ fn ingestion(state: &AppState) -> Ingestion {
     .with_schemas(state.custom_schemas.clone())
 }
 
-/// Reads the body (at most 500 KB) and finds the source.
+/// Reads the body (at most 500 KB once decoded, whatever its content type)
+/// and finds the source; a browser's request must come from an origin the
+/// source allows.
 async fn authenticate(state: &AppState, headers: &HeaderMap, body: Body) -> Result<(Source, Value), Problem> {
-    let too_large = || {
-        Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too-large",
-            "Request too large",
-            format!("the request body is larger than {MAX_BATCH_BYTES} bytes"),
-        )
-    };
-    let declared = headers
-        .get(axum::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > MAX_BATCH_BYTES) {
-        return Err(too_large());
-    }
-    let body: Bytes = axum::body::to_bytes(body, MAX_BATCH_BYTES)
-        .await
-        .map_err(|_| too_large())?;
+    let body = crate::body::read_decoded(headers, body, MAX_BATCH_BYTES).await?;
     // The key first: a caller without one learns nothing about the body.
     let parsed: Result<Value, _> = serde_json::from_slice(&body);
     let key = write_key(headers, parsed.as_ref().unwrap_or(&Value::Null))
@@ -140,6 +158,7 @@ async fn authenticate(state: &AppState, headers: &HeaderMap, body: Body) -> Resu
         .source_of(&key)
         .ok_or_else(|| Problem::unauthorized("the write key is not valid"))?
         .clone();
+    state.ingest_sources.origins().check(&source.name, headers)?;
     let value = parsed.map_err(|e| Problem::malformed(format!("the body is not valid JSON: {e}")))?;
     Ok((source, value))
 }
@@ -192,12 +211,14 @@ pub async fn batch(State(state): State<AppState>, headers: HeaderMap, body: Body
     let (source, value) = authenticate(&state, &headers, body).await?;
     let items = batch_items(&value).map_err(|r| Problem::invalid(r.field, r.message))?;
     let now = state.customers.now();
+    // The batch's sentAt corrects the clock skew of messages without their own.
+    let sent_at = value.get("sentAt").and_then(instant);
     let ingestion = ingestion(&state);
     let (mut accepted, mut duplicates, mut rejected, mut retry) = (0, 0, 0, 0);
     let mut results = Vec::with_capacity(items.len());
     for (index, item) in items.iter().enumerate() {
         let message_id = item.get("messageId").and_then(Value::as_str);
-        let outcome = match SegmentMessage::parse(item, None, now) {
+        let outcome = match SegmentMessage::parse_sent(item, None, now, sent_at) {
             Ok(message) => ingestion.ingest(&source, &message).await,
             Err(r) => Err(IngestError::Rejected(r)),
         };
@@ -214,7 +235,7 @@ pub async fn batch(State(state): State<AppState>, headers: HeaderMap, body: Body
     } else {
         StatusCode::OK
     };
-    Ok((
+    let mut response = (
         status,
         Json(json!({
             "success": rejected == 0 && retry == 0,
@@ -225,7 +246,13 @@ pub async fn batch(State(state): State<AppState>, headers: HeaderMap, body: Body
             "results": results,
         })),
     )
-        .into_response())
+        .into_response();
+    if asks_to_retry(status) {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
+    }
+    Ok(response)
 }
 
 #[cfg(test)]
@@ -261,7 +288,18 @@ mod tests {
             IngestSources::parse("a:client:wk_same_0123456789abcdef,b:server:wk_same_0123456789abcdef").is_err(),
             "one key, two sources"
         );
-        assert!(IngestSources::parse("").expect("none").0.is_empty());
+        assert!(IngestSources::parse("").expect("none").sources.is_empty());
+        let origins = AllowedOrigins::parse("web=https://shop.example").expect("origins");
+        let with = sources.clone().with_allowed_origins(origins).expect("a known source");
+        assert!(with.origins().allows("web", "https://shop.example"));
+        assert!(!with.origins().allows("shop", "https://shop.example"));
+        assert_eq!(
+            sources
+                .clone()
+                .with_allowed_origins(AllowedOrigins::parse("nope=*").expect("origins"))
+                .map(|_| ()),
+            Err(OriginsError::UnknownSource("nope".into()))
+        );
         let mut headers = HeaderMap::new();
         let basic = base64::engine::general_purpose::STANDARD.encode("wk_web_0123456789abcdef:");
         headers.insert(

@@ -7,6 +7,7 @@ mod body;
 mod call;
 mod campaigns;
 mod carts;
+mod cors;
 mod customers;
 mod export;
 mod ingest;
@@ -17,12 +18,14 @@ mod reads;
 mod refused;
 mod schemas;
 pub mod scopes;
+mod segment_settings;
 mod segments;
 mod settings;
 mod templates;
 mod unsubscribe;
 
 pub use auth::Auth;
+pub use cors::{AllowedOrigins, OriginsError};
 pub use ingest::IngestSources;
 pub use problem::Problem;
 pub use scopes::{mint_local_token, Access, Route, Scope, Scopes};
@@ -109,6 +112,14 @@ pub const ROUTE_TABLE: &[Route] = &[
     route("POST", "/v1/page", WRITE_KEY),
     route("POST", "/v1/screen", WRITE_KEY),
     route("POST", "/v1/batch", WRITE_KEY),
+    // analytics-next's one-letter paths (decision 0050), and its settings.
+    route("POST", "/v1/t", WRITE_KEY),
+    route("POST", "/v1/i", WRITE_KEY),
+    route("POST", "/v1/a", WRITE_KEY),
+    route("POST", "/v1/p", WRITE_KEY),
+    route("POST", "/v1/s", WRITE_KEY),
+    route("POST", "/v1/b", WRITE_KEY),
+    route("GET", "/v1/projects/{writeKey}/settings", WRITE_KEY),
 ];
 
 const fn route(method: &'static str, path: &'static str, access: Access) -> Route {
@@ -138,7 +149,8 @@ pub const PUBLIC_ROUTES: &[(&str, &str)] = &SIGNED_LINK_PAIRS;
 
 /// The Segment-compatible ingestion routes: no bearer token either (the API
 /// Gateway lets them through); each request is checked against a source's
-/// write key instead (HTTP Basic).
+/// write key instead (HTTP Basic or the body's `writeKey`; the settings
+/// route's is in its path).
 pub const WRITE_KEY_ROUTES: &[(&str, &str)] = &WRITE_KEY_PAIRS;
 
 /// What every handler shares: built once per process.
@@ -340,7 +352,8 @@ pub fn router(state: AppState) -> Router {
                 .route("/u/{token}", get(unsubscribe::page).post(unsubscribe::submit))
                 .with_state(state.clone()),
         )
-        // Authenticated by a source's write key instead.
+        // Authenticated by a source's write key instead; CORS for the pages
+        // of the origins the sources allow (decision 0050).
         .merge(
             Router::new()
                 .route("/v1/track", post(ingest::track))
@@ -349,6 +362,14 @@ pub fn router(state: AppState) -> Router {
                 .route("/v1/page", post(ingest::page))
                 .route("/v1/screen", post(ingest::screen))
                 .route("/v1/batch", post(ingest::batch))
+                .route("/v1/t", post(ingest::track))
+                .route("/v1/i", post(ingest::identify))
+                .route("/v1/a", post(ingest::alias))
+                .route("/v1/p", post(ingest::page))
+                .route("/v1/s", post(ingest::screen))
+                .route("/v1/b", post(ingest::batch))
+                .route("/v1/projects/{writeKey}/settings", get(segment_settings::settings))
+                .layer(axum::middleware::from_fn_with_state(state.clone(), cors::layer))
                 .with_state(state),
         )
 }

@@ -1,4 +1,7 @@
-//! RFC 9457 problem details: every error the API answers with.
+//! RFC 9457 problem details: every error the API answers with. Each body
+//! also carries Segment's `code` and `message` (the fields Segment's
+//! libraries read from an error answer, decision 0050), and every 503 and 429
+//! carries `Retry-After`.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -84,6 +87,52 @@ impl Problem {
         )
     }
 
+    /// 413 for a body larger than `limit` bytes (`what`: "the request body",
+    /// "the decompressed request body").
+    pub fn larger_than(what: &str, limit: usize) -> Self {
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload-too-large",
+            "Payload too large",
+            format!("{what} is larger than {limit} bytes"),
+        )
+    }
+
+    /// 415: a `Content-Encoding` the route cannot decode.
+    pub fn unsupported_encoding(encoding: &str) -> Self {
+        Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-encoding",
+            "Unsupported content encoding",
+            format!("the Content-Encoding \"{encoding}\" is not supported; send gzip, deflate or identity"),
+        )
+    }
+
+    /// Segment's error `code` for this answer: what its libraries report.
+    pub fn segment_code(&self) -> &'static str {
+        match self.status {
+            400 | 422 => "invalid_request",
+            401 => "unauthorized",
+            403 => "forbidden",
+            404 => "not_found",
+            405 => "method_not_allowed",
+            409 => "conflict",
+            413 => "payload_too_large",
+            415 => "unsupported_media_type",
+            429 => "rate_limited",
+            503 => "unavailable",
+            _ => "internal_error",
+        }
+    }
+
+    /// Segment's error `message`: the detail, after the field it names.
+    pub fn segment_message(&self) -> String {
+        match &self.field {
+            Some(field) => format!("{field}: {}", self.detail),
+            None => self.detail.clone(),
+        }
+    }
+
     pub fn unauthorized(detail: impl Into<String>) -> Self {
         let mut p = Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized", detail);
         p.headers
@@ -126,10 +175,25 @@ fn problem_uri<S: serde::Serializer>(slug: &&'static str, s: S) -> Result<S::Ok,
     s.serialize_str(&format!("https://crm.dev/problems/{slug}"))
 }
 
+/// How long a client waits before sending again a request answered 503 or
+/// 429 when the answer names no other time (`Retry-After`, in seconds).
+pub const RETRY_AFTER_SECONDS: &str = "1";
+
+/// Whether an answer of `status` tells the client to come back later (and so
+/// carries `Retry-After`).
+pub fn asks_to_retry(status: StatusCode) -> bool {
+    status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS
+}
+
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body = serde_json::to_vec(&self).unwrap_or_else(|_| b"{}".to_vec());
+        let mut body = serde_json::to_value(&self).unwrap_or_else(|_| serde_json::json!({}));
+        if let Some(fields) = body.as_object_mut() {
+            fields.insert("code".into(), self.segment_code().into());
+            fields.insert("message".into(), self.segment_message().into());
+        }
+        let body = serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec());
         let mut response = (status, body).into_response();
         let headers = response.headers_mut();
         headers.insert(
@@ -138,6 +202,9 @@ impl IntoResponse for Problem {
         );
         for (name, value) in self.headers {
             headers.insert(name, value);
+        }
+        if asks_to_retry(status) && !headers.contains_key(header::RETRY_AFTER) {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
         }
         response
     }
@@ -233,4 +300,90 @@ pub async fn method_not_allowed() -> Problem {
         "Method not allowed",
         "this route does not accept that method",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::to_bytes;
+
+    async fn answer(problem: Problem) -> (StatusCode, axum::http::HeaderMap, serde_json::Value) {
+        let response = problem.into_response();
+        let (parts, body) = response.into_parts();
+        let bytes = to_bytes(body, 1 << 16).await.expect("body");
+        (
+            parts.status,
+            parts.headers,
+            serde_json::from_slice(&bytes).expect("json"),
+        )
+    }
+
+    #[tokio::test]
+    async fn every_problem_carries_segments_code_and_message() {
+        let (status, headers, body) = answer(Problem::invalid("traits.email", "must be a string")).await;
+        assert_eq!(status, 422);
+        assert_eq!(headers[header::CONTENT_TYPE], "application/problem+json");
+        assert_eq!(body["code"], "invalid_request");
+        assert_eq!(body["message"], "traits.email: must be a string");
+        assert_eq!(body["type"], "https://crm.dev/problems/validation-failed");
+        assert_eq!(
+            (body["detail"].as_str(), body["field"].as_str()),
+            (Some("must be a string"), Some("traits.email"))
+        );
+        let (_, headers, body) = answer(Problem::unauthorized("the write key is not valid")).await;
+        assert_eq!(
+            (body["code"].as_str(), body["message"].as_str()),
+            (Some("unauthorized"), Some("the write key is not valid"))
+        );
+        assert!(headers.get(header::RETRY_AFTER).is_none(), "a 401 is not retried");
+        let (status, _, body) = answer(Problem::unsupported_encoding("br")).await;
+        assert_eq!(
+            (status.as_u16(), body["code"].as_str()),
+            (415, Some("unsupported_media_type"))
+        );
+        let (_, _, body) = answer(Problem::larger_than("the request body", 10)).await;
+        assert_eq!(body["code"], "payload_too_large");
+    }
+
+    #[tokio::test]
+    async fn every_503_and_429_says_when_to_retry() {
+        let unavailable = Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "Service unavailable",
+            "busy",
+        );
+        let (status, headers, body) = answer(unavailable).await;
+        assert_eq!(status, 503);
+        assert_eq!(headers[header::RETRY_AFTER], RETRY_AFTER_SECONDS);
+        assert_eq!(body["code"], "unavailable");
+        let limited = Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate-limited",
+            "Too many requests",
+            "slow down",
+        );
+        let (_, headers, body) = answer(limited).await;
+        assert_eq!(headers[header::RETRY_AFTER], RETRY_AFTER_SECONDS);
+        assert_eq!(body["code"], "rate_limited");
+        // A time the problem names itself is kept.
+        let mut later = Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "Service unavailable",
+            "busy",
+        );
+        later
+            .headers
+            .push((header::RETRY_AFTER, HeaderValue::from_static("30")));
+        let (_, headers, _) = answer(later).await;
+        assert_eq!(headers.get_all(header::RETRY_AFTER).iter().count(), 1);
+        assert_eq!(headers[header::RETRY_AFTER], "30");
+        let (_, headers, _) = answer(Problem::contended("cart", 3)).await;
+        assert_eq!(
+            headers[header::RETRY_AFTER],
+            "1",
+            "a 409 that asks to retry keeps its own"
+        );
+    }
 }

@@ -5,7 +5,7 @@
 //! `main` and the local runtime (crm-local, with its SQLite ports, its bearer
 //! token and its database's secrets) share.
 
-use crate::{AppState, Auth, IngestSources};
+use crate::{AllowedOrigins, AppState, Auth, IngestSources};
 use crm_aws::health::WatchedQueue;
 use crm_aws::lambda::{required, warm_up_wanted, ConfigError};
 use crm_aws::secrets::{SecretError, SecretReader, SecretSetting, SecretValue};
@@ -90,6 +90,7 @@ impl Settings {
         "PUBLIC_BASE_URL",
         "IDENTIFIER_HASH_SECRET_ARN",
         "INGEST_WRITE_KEYS_SECRET_ARN",
+        "INGEST_ALLOWED_ORIGINS",
         crm_core::retention::ACTIVITY_DAYS_ENV,
         crm_core::retention::LEGAL_YEARS_ENV,
         "HEALTH_QUEUES",
@@ -115,6 +116,8 @@ impl Settings {
         let public_base_url = required(lookup, "PUBLIC_BASE_URL")?;
         let identifier_hash = SecretSetting::required(lookup, "IDENTIFIER_HASH_SECRET_ARN")?;
         let ingest_write_keys = SecretSetting::required(lookup, "INGEST_WRITE_KEYS_SECRET_ARN")?;
+        let ingest_allowed_origins = AllowedOrigins::parse(&optional("INGEST_ALLOWED_ORIGINS").unwrap_or_default())
+            .map_err(|e| SettingsError::Invalid(e.to_string()))?;
         let retention = RetentionPolicy::from_lookup(lookup).map_err(|e| SettingsError::Invalid(e.to_string()))?;
         let health_queues = WatchedQueue::parse_all(&optional("HEALTH_QUEUES").unwrap_or_default())
             .map_err(|e| SettingsError::Invalid(format!("HEALTH_QUEUES: {e}")))?;
@@ -129,6 +132,7 @@ impl Settings {
                 unsubscribe,
                 identifier_hash,
                 ingest_write_keys,
+                ingest_allowed_origins,
             },
             public_base_url,
             retention,
@@ -152,6 +156,10 @@ pub struct ApiSecrets {
     /// `INGEST_WRITE_KEYS_SECRET_ARN`: the ingestion sources and their write
     /// keys ([`ingest_sources_from_secret`]).
     pub ingest_write_keys: SecretSetting,
+    /// `INGEST_ALLOWED_ORIGINS` (not a secret; blank: none): the origins
+    /// whose pages may send with each of those sources' keys (decision
+    /// 0050), checked against the sources once the secret is read.
+    pub ingest_allowed_origins: AllowedOrigins,
 }
 
 impl ApiSecrets {
@@ -168,7 +176,9 @@ impl ApiSecrets {
             unsubscribe: TokenSigner::new(unsubscribe.expose().as_bytes()),
             public_base_url,
             identifiers: IdentifierHasher::new(identifier_hash.expose().as_bytes()),
-            ingest_sources: ingest_sources_from_secret(&self.ingest_write_keys, &ingest_write_keys)?,
+            ingest_sources: ingest_sources_from_secret(&self.ingest_write_keys, &ingest_write_keys)?
+                .with_allowed_origins(self.ingest_allowed_origins.clone())
+                .map_err(|e| SettingsError::Invalid(e.to_string()))?,
         })
     }
 }
@@ -303,6 +313,7 @@ mod tests {
                 unsubscribe: secret("UNSUBSCRIBE_SECRET_ARN", UNSUBSCRIBE_ARN),
                 identifier_hash: secret("IDENTIFIER_HASH_SECRET_ARN", IDENTIFIER_ARN),
                 ingest_write_keys: secret("INGEST_WRITE_KEYS_SECRET_ARN", WRITE_KEYS_ARN),
+                ingest_allowed_origins: AllowedOrigins::default(),
             }
         );
         assert_eq!(settings.retention, RetentionPolicy::new(90, 7).unwrap());
@@ -334,6 +345,7 @@ mod tests {
     fn every_optional_setting_is_read() {
         let all = lookup(REQUIRED.into_iter().chain([
             ("SCHEDULER_DEAD_LETTER_ARN", "arn:dlq"),
+            ("INGEST_ALLOWED_ORIGINS", "web=https://shop.example"),
             ("RETENTION_ACTIVITY_DAYS", "120"),
             ("RETENTION_LEGAL_YEARS", "10"),
             ("HEALTH_QUEUES", "projector=https://sqs/p|https://sqs/p-dlq"),
@@ -341,6 +353,10 @@ mod tests {
         ]));
         let settings = Settings::from_lookup(&all).unwrap();
         assert_eq!(settings.scheduler_dead_letter_arn.as_deref(), Some("arn:dlq"));
+        assert_eq!(
+            settings.secrets.ingest_allowed_origins,
+            AllowedOrigins::parse("web=https://shop.example").unwrap()
+        );
         assert_eq!(settings.retention, RetentionPolicy::new(120, 10).unwrap());
         assert_eq!(
             settings.health_queues,
@@ -372,7 +388,11 @@ mod tests {
                 "{missing}"
             );
         }
-        for (name, bad) in [("HEALTH_QUEUES", "nameless"), ("RETENTION_ACTIVITY_DAYS", "soon")] {
+        for (name, bad) in [
+            ("HEALTH_QUEUES", "nameless"),
+            ("RETENTION_ACTIVITY_DAYS", "soon"),
+            ("INGEST_ALLOWED_ORIGINS", "web=shop.example/"),
+        ] {
             let with_bad = lookup([(name, bad)].into_iter().chain(REQUIRED));
             match Settings::from_lookup(&with_bad) {
                 Err(SettingsError::Invalid(message)) => assert!(message.contains(name), "{name}: {message}"),

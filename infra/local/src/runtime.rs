@@ -280,6 +280,21 @@ impl LocalRuntime {
                 ),
             ]),
         };
+        // The pages that may send with each key (decision 0050): INGEST_ALLOWED_ORIGINS; unset,
+        // any page with the built-in browser key `local-web` (none with an explicit INGEST_WRITE_KEYS).
+        let origins = match std::env::var("INGEST_ALLOWED_ORIGINS")
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+        {
+            Some(text) => crm_api::AllowedOrigins::parse(&text).map_err(|e| RuntimeError::Config(e.to_string()))?,
+            None if std::env::var("INGEST_WRITE_KEYS").map_or(true, |v| v.trim().is_empty()) => {
+                crm_api::AllowedOrigins::any_for("local-web")
+            }
+            None => crm_api::AllowedOrigins::default(),
+        };
+        let ingest_sources = ingest_sources
+            .with_allowed_origins(origins)
+            .map_err(|e| RuntimeError::Config(e.to_string()))?;
         let mail = Arc::new(MailSink::open(db, clock.clone())?);
         let refusals = Arc::new(crate::refusals::SqliteRefusals::open(db)?);
         let mut targets = Vec::new();

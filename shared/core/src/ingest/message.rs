@@ -2,7 +2,7 @@
 //! read and checked field by field: a refusal names the field
 //! (`properties.price`, `traits.email`, `batch[3].messageId`).
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use serde_json::{Map, Value};
 
 /// The largest message accepted (Segment's own limit).
@@ -80,8 +80,66 @@ pub struct SegmentMessage {
     pub properties: Map<String, Value>,
     pub traits: Map<String, Value>,
     pub context: Map<String, Value>,
-    /// When it happened, as the client says.
+    /// When it happened: the client's `timestamp`, corrected for the
+    /// client's clock skew when it says when it sent the message
+    /// ([`corrected_timestamp`]).
     pub timestamp: Option<DateTime<Utc>>,
+}
+
+/// A point in time in any form Segment's libraries send one: an ISO 8601
+/// date-time with `Z` or an offset (`+01:00` or `+0100`), with or without
+/// fractional seconds; one without an offset (read as UTC); a date alone
+/// (midnight UTC); or a number of milliseconds since the epoch (a number
+/// below 10^11, which as milliseconds would be before 1973, is read as
+/// seconds). `None` when the value is none of these.
+pub fn instant(value: &Value) -> Option<DateTime<Utc>> {
+    match value {
+        Value::String(s) => {
+            let s = s.trim();
+            if let Ok(at) = DateTime::parse_from_rfc3339(s) {
+                return Some(at.with_timezone(&Utc));
+            }
+            for format in ["%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f%z", "%Y-%m-%dT%H:%M%z"] {
+                if let Ok(at) = DateTime::parse_from_str(s, format) {
+                    return Some(at.with_timezone(&Utc));
+                }
+            }
+            for format in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M"] {
+                if let Ok(at) = NaiveDateTime::parse_from_str(s, format) {
+                    return Some(Utc.from_utc_datetime(&at));
+                }
+            }
+            NaiveDate::parse_from_str(s, "%Y-%m-%d")
+                .ok()
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+                .map(|at| Utc.from_utc_datetime(&at))
+        }
+        Value::Number(n) => {
+            let number = n.as_f64().filter(|x| x.is_finite() && *x >= 0.0)?;
+            let millis = if number < 1e11 { number * 1000.0 } else { number };
+            // Beyond i64 milliseconds, or chrono's range, is no time.
+            if millis >= 9.0e15 {
+                return None;
+            }
+            DateTime::from_timestamp_millis(millis.round() as i64)
+        }
+        _ => None,
+    }
+}
+
+/// Segment's clock-skew correction: a client whose clock is off stamps both
+/// `timestamp` and `sentAt` with it, so the time between them is true; the
+/// event happened that long before the server received it:
+/// `receivedAt - (sentAt - timestamp)`. Without `sentAt`, the timestamp as sent.
+pub fn corrected_timestamp(
+    timestamp: DateTime<Utc>,
+    sent_at: Option<DateTime<Utc>>,
+    received_at: DateTime<Utc>,
+) -> DateTime<Utc> {
+    match sent_at {
+        Some(sent_at) => received_at - (sent_at - timestamp),
+        None => timestamp,
+    }
 }
 
 fn id(map: &Map<String, Value>, field: &str) -> Result<Option<String>, Rejection> {
@@ -119,6 +177,20 @@ impl SegmentMessage {
     /// ...): a `type` in the body must agree with it; in a batch, `type` is
     /// required.
     pub fn parse(value: &Value, expected: Option<Kind>, now: DateTime<Utc>) -> Result<Self, Rejection> {
+        Self::parse_sent(value, expected, now, None)
+    }
+
+    /// Reads one message received at `now`, of a batch sent at
+    /// `batch_sent_at` (the batch's `sentAt`; the message's own `sentAt`
+    /// comes first): its timestamp is corrected for the client's clock skew
+    /// ([`corrected_timestamp`]). A `sentAt` that is not a time is ignored
+    /// (no correction): it never refuses the message.
+    pub fn parse_sent(
+        value: &Value,
+        expected: Option<Kind>,
+        now: DateTime<Utc>,
+        batch_sent_at: Option<DateTime<Utc>>,
+    ) -> Result<Self, Rejection> {
         let Value::Object(map) = value else {
             return Err(Rejection::new("body", "must be a JSON object"));
         };
@@ -151,12 +223,17 @@ impl SegmentMessage {
         let anonymous_id = id(map, "anonymousId")?;
         let user_id = id(map, "userId")?;
         let previous_id = id(map, "previousId")?;
+        let sent_at = map.get("sentAt").and_then(instant).or(batch_sent_at);
         let timestamp = match map.get("timestamp") {
             None | Some(Value::Null) => None,
-            Some(Value::String(s)) => {
-                let at = DateTime::parse_from_rfc3339(s)
-                    .map_err(|_| Rejection::new("timestamp", "must be an ISO 8601 date-time with a time zone"))?
-                    .with_timezone(&Utc);
+            Some(value @ (Value::String(_) | Value::Number(_))) => {
+                let at = instant(value).ok_or_else(|| {
+                    Rejection::new(
+                        "timestamp",
+                        "must be an ISO 8601 date or date-time, or milliseconds since the epoch",
+                    )
+                })?;
+                let at = corrected_timestamp(at, sent_at, now);
                 if at > now + Duration::minutes(MAX_SKEW_MINUTES) {
                     return Err(Rejection::new("timestamp", "must not be in the future"));
                 }
@@ -188,7 +265,8 @@ impl SegmentMessage {
             name: text("name")?,
             properties: object(map, "properties")?,
             traits: object(map, "traits")?,
-            context: object(map, "context")?,
+            // Whatever `context` holds is kept; one that is not an object is ignored.
+            context: object(map, "context").unwrap_or_default(),
             timestamp,
         };
         match kind {
@@ -207,7 +285,8 @@ impl SegmentMessage {
             Kind::Screen if message.name.is_none() => return Err(Rejection::new("name", "is required for screen")),
             _ => {}
         }
-        object(map, "integrations")?;
+        // `integrations` (which destinations get the message) means nothing
+        // here: any shape is ignored.
         Ok(message)
     }
 
@@ -289,6 +368,95 @@ mod tests {
         );
         assert_eq!(minor_units(&m.properties["price"], "properties.price"), Ok(1999));
         assert_eq!(m.timestamp, Some(now() - Duration::hours(1)));
+    }
+
+    fn parsed(value: Value) -> SegmentMessage {
+        SegmentMessage::parse(&value, Some(Kind::Track), now()).expect("accepted")
+    }
+
+    #[test]
+    fn timestamps_in_every_form_the_libraries_send() {
+        let at = |ts: Value| {
+            parsed(json!({ "messageId": "m", "anonymousId": "a", "event": "x", "timestamp": ts })).timestamp
+        };
+        let eleven = Some(now() - Duration::hours(1)); // 2026-11-23T11:00:00Z
+        assert_eq!(at(json!("2026-11-23T11:00:00Z")), eleven);
+        assert_eq!(at(json!("2026-11-23T12:00:00+01:00")), eleven);
+        assert_eq!(
+            at(json!("2026-11-23T12:00:00+0100")),
+            eleven,
+            "an offset without a colon (Java, Go)"
+        );
+        assert_eq!(at(json!("2026-11-23T06:00:00.000-05:00")), eleven);
+        assert_eq!(
+            at(json!("2026-11-23T11:00:00.123456+00:00")),
+            eleven.map(|t| t + Duration::microseconds(123_456))
+        );
+        assert_eq!(at(json!("2026-11-23T11:00:00")), eleven, "no offset: UTC");
+        assert_eq!(at(json!("2026-11-23 11:00:00Z")), eleven);
+        assert_eq!(
+            at(json!("2026-11-23")),
+            Some(now() - Duration::hours(12)),
+            "a date alone: midnight UTC"
+        );
+        let millis = (now() - Duration::hours(1)).timestamp_millis();
+        assert_eq!(at(json!(millis)), eleven, "epoch milliseconds");
+        assert_eq!(at(json!(millis / 1000)), eleven, "epoch seconds");
+        assert_eq!(at(Value::Null), None);
+        for bad in [json!("yesterday"), json!("2026-13-01"), json!(-5), json!(1e300)] {
+            assert_eq!(
+                field(
+                    json!({ "messageId": "m", "anonymousId": "a", "event": "x", "timestamp": bad }),
+                    Some(Kind::Track)
+                ),
+                "timestamp"
+            );
+        }
+    }
+
+    #[test]
+    fn a_clients_clock_skew_is_corrected_by_its_sent_at() {
+        // The device's clock is two hours fast: it says the event happened at
+        // 13:59:50 and it sent it at 14:00:00; received at 12:00:00 (now).
+        let skewed = json!({ "messageId": "m", "anonymousId": "a", "event": "x",
+            "timestamp": "2026-11-23T13:59:50Z", "sentAt": "2026-11-23T14:00:00Z" });
+        assert_eq!(parsed(skewed.clone()).timestamp, Some(now() - Duration::seconds(10)));
+        // Without sentAt the same timestamp is in the future: refused.
+        let mut unsent = skewed.clone();
+        unsent.as_object_mut().expect("object").remove("sentAt");
+        assert_eq!(field(unsent.clone(), Some(Kind::Track)), "timestamp");
+        // The batch's sentAt applies to a message without its own.
+        let batch_sent = Some(crate::testing::test_time() + Duration::hours(2));
+        let m = SegmentMessage::parse_sent(&unsent, Some(Kind::Track), now(), batch_sent).expect("accepted");
+        assert_eq!(m.timestamp, Some(now() - Duration::seconds(10)));
+        // The message's own sentAt comes first.
+        let m = SegmentMessage::parse_sent(&skewed, Some(Kind::Track), now(), Some(now())).expect("accepted");
+        assert_eq!(m.timestamp, Some(now() - Duration::seconds(10)));
+        // A sentAt that is not a time is ignored, never a refusal.
+        let mut odd = skewed;
+        odd["sentAt"] = json!({ "not": "a time" });
+        odd["timestamp"] = json!("2026-11-23T11:00:00Z");
+        assert_eq!(parsed(odd).timestamp, Some(now() - Duration::hours(1)));
+        assert_eq!(
+            corrected_timestamp(now(), None, now() + Duration::hours(3)),
+            now(),
+            "without sentAt, the timestamp as sent"
+        );
+    }
+
+    #[test]
+    fn unknown_context_and_integrations_are_kept_or_ignored() {
+        let m = parsed(json!({ "messageId": "m", "anonymousId": "a", "event": "x",
+            "context": { "library": { "name": "analytics.js", "version": "next-1.70.0" }, "novel": { "deep": [1, 2] } },
+            "integrations": { "All": false, "Segment.io": { "apiKey": "k" }, "Mixpanel": ["odd"] },
+            "_metadata": { "bundled": ["Segment.io"] }, "writeKey": "k", "receivedAt": "whenever" }));
+        assert_eq!(m.context["novel"], json!({ "deep": [1, 2] }), "unknown context is kept");
+        for odd in [json!("all"), json!([1]), json!(true), json!(3)] {
+            let m = parsed(
+                json!({ "messageId": "m", "anonymousId": "a", "event": "x", "integrations": odd, "context": odd }),
+            );
+            assert!(m.context.is_empty(), "a context that is not an object is ignored");
+        }
     }
 
     #[test]
