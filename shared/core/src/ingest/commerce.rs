@@ -56,10 +56,10 @@ impl Ingestion {
     }
 
     /// `Checkout Started`: the cart's checkout (created with the listed
-    /// lines when the CRM does not know it). `None` when there is nothing
-    /// to check out: the cart is already checked out or abandoned, or it
-    /// is unknown and the call lists no products (the caller keeps the call
-    /// as activity).
+    /// lines when the CRM does not know it). Refused on `properties.cart_id`
+    /// when there is nothing to check out: the cart is already checked out
+    /// or abandoned, or it is unknown and the call lists no products (the
+    /// caller keeps such a call as activity).
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn report_checkout(
         &self,
@@ -70,7 +70,7 @@ impl Ingestion {
         items: Vec<AddItem>,
         idempotency: &IdempotencyKey,
         meta: &CommandMeta,
-    ) -> Result<Option<bool>, IngestError> {
+    ) -> Result<bool, IngestError> {
         let cart_id = derived_id("cart", source, cart);
         let command = CartCommand::ReportCheckout(ReportCheckout {
             customer_id: profile.to_string(),
@@ -78,9 +78,12 @@ impl Ingestion {
             items,
         });
         match self.cart_command(&cart_id, &command, idempotency, meta).await {
-            Ok(taken) => Ok(Some(taken)),
-            Err(IngestError::Rejected(r)) if r.field == "properties.cart_id" => Ok(None),
-            Err(e) => Err(e),
+            // The lines are the call's `products`.
+            Err(IngestError::Rejected(r)) if r.field.starts_with("properties.items") => Err(reject(
+                &r.field.replacen("properties.items", "properties.products", 1),
+                r.message,
+            )),
+            other => other,
         }
     }
 

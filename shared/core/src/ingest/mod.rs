@@ -203,6 +203,17 @@ fn cart_error(e: CartCommandError) -> IngestError {
     }
 }
 
+/// A shop's cart call the cart cannot take (an unknown cart or product, a
+/// cart checked out or abandoned, nothing to check out): `None`, and the
+/// caller keeps the call as activity instead of refusing it (decision 0052).
+fn kept_by_the_cart(result: Result<bool, IngestError>) -> Result<Option<bool>, IngestError> {
+    match result {
+        Ok(taken) => Ok(Some(taken)),
+        Err(IngestError::Rejected(r)) if r.field == "properties.cart_id" => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 fn order_error(e: OrderCommandError) -> IngestError {
     if e.is_retryable() {
         return IngestError::Retry(e.to_string());
@@ -355,43 +366,45 @@ impl Ingestion {
                     }
                     mapped => mapped,
                 };
-                let taken = match mapped {
-                    Mapped::Activity(event) => {
+                let kept = match mapped {
+                    Mapped::Activity(event) => Some(
                         self.append_activity(&profile, event, occurred_at, &idempotency, &meta, now)
-                            .await?
-                    }
-                    Mapped::AddToCart { cart, currency, item } => {
+                            .await?,
+                    ),
+                    Mapped::AddToCart { cart, currency, item } => kept_by_the_cart(
                         self.add_to_cart(source, &profile, &cart, &currency, item, &idempotency, &meta)
-                            .await?
-                    }
+                            .await,
+                    )?,
                     Mapped::RemoveFromCart { cart, product_id } => {
                         let cart_id = derived_id("cart", source, &cart);
                         let command = CartCommand::RemoveItem(RemoveItem { product_id });
-                        self.cart_command(&cart_id, &command, &idempotency, &meta).await?
+                        kept_by_the_cart(self.cart_command(&cart_id, &command, &idempotency, &meta).await)?
                     }
-                    Mapped::Checkout { cart, currency, items } => {
-                        let checkout = self
-                            .report_checkout(source, &profile, &cart, currency, items, &idempotency, &meta)
-                            .await?;
-                        match checkout {
-                            Some(taken) => taken,
-                            // Nothing to check out (a cart already checked
-                            // out, or none and no products): kept as activity.
-                            None => {
-                                let event = mapping::as_custom_event(message, late);
-                                self.append_activity(&profile, event, occurred_at, &idempotency, &meta, now)
-                                    .await?
-                            }
-                        }
+                    Mapped::Checkout { cart, currency, items } => kept_by_the_cart(
+                        self.report_checkout(source, &profile, &cart, currency, items, &idempotency, &meta)
+                            .await,
+                    )?,
+                    Mapped::Order(order) => {
+                        Some(self.place_order(source, &profile, *order, &idempotency, &meta).await?)
                     }
-                    Mapped::Order(order) => self.place_order(source, &profile, *order, &idempotency, &meta).await?,
-                    Mapped::CancelOrder { order, reason } => {
+                    Mapped::CancelOrder { order, reason } => Some(
                         self.cancel_order(source, &profile, &order, reason, &idempotency, &meta)
-                            .await?
-                    }
+                            .await?,
+                    ),
                     Mapped::RefundOrder(refund) => {
                         let refund_id = derived_id("refund", source, &message.message_id);
-                        self.refund_order(source, &profile, &refund, refund_id, &idempotency, &meta)
+                        Some(
+                            self.refund_order(source, &profile, &refund, refund_id, &idempotency, &meta)
+                                .await?,
+                        )
+                    }
+                };
+                let taken = match kept {
+                    Some(taken) => taken,
+                    // A cart call the cart cannot take: kept as activity.
+                    None => {
+                        let event = mapping::as_custom_event(message, late);
+                        self.append_activity(&profile, event, occurred_at, &idempotency, &meta, now)
                             .await?
                     }
                 };
