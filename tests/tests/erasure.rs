@@ -5,6 +5,7 @@
 //! register again as a new customer.
 
 use chrono::{DateTime, Utc};
+use crm_consumer_testing::LogCapture;
 use crm_tests::{registration, TestApi};
 use serde_json::json;
 
@@ -49,29 +50,6 @@ fn every_row(api: &TestApi) -> Vec<(String, String)> {
                 .map(move |row| (table.clone(), row))
         })
         .collect()
-}
-
-/// Everything the process logs, at every level, kept for a scan.
-#[derive(Clone, Default)]
-struct LogCapture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogCapture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if let Ok(mut out) = self.0.lock() {
-            out.extend_from_slice(buf);
-        }
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogCapture {
-    type Writer = LogCapture;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
 }
 
 #[tokio::test]
@@ -304,11 +282,7 @@ async fn an_erased_customer_leaves_no_personal_data_and_can_register_anew() {
     assert_eq!(proof_before.erasures.len(), 1, "{proof_before:?}");
 
     // Nor did the process ever log it, at any level.
-    let logged = logs
-        .0
-        .lock()
-        .map(|l| String::from_utf8_lossy(&l).into_owned())
-        .unwrap_or_default();
+    let logged = logs.text();
     assert!(logged.lines().count() >= 2, "the runtime logged: {logged}");
     for line in logged.lines() {
         for plain in PLAIN {

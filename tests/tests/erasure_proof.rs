@@ -13,6 +13,7 @@
 //! the file and byte offset, the log line.
 
 use chrono::Utc;
+use crm_consumer_testing::LogCapture;
 use crm_core::event::EventEnvelope;
 use crm_core::ports::{AppendRequest, ExpectedVersion};
 use crm_tests::TestApi;
@@ -36,38 +37,6 @@ fn personal_values() -> Vec<&'static str> {
     values.extend(LAST_NAMES);
     values.extend(PHONES);
     values
-}
-
-/// Everything the process logs, at every level, kept for the scan.
-#[derive(Clone, Default)]
-struct LogCapture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl LogCapture {
-    fn text(&self) -> String {
-        self.0
-            .lock()
-            .map(|l| String::from_utf8_lossy(&l).into_owned())
-            .unwrap_or_default()
-    }
-}
-
-impl std::io::Write for LogCapture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if let Ok(mut out) = self.0.lock() {
-            out.extend_from_slice(buf);
-        }
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogCapture {
-    type Writer = LogCapture;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
 }
 
 /// The byte offsets at which `needle` occurs in `haystack`, ignoring ASCII case.

@@ -18,7 +18,7 @@ pub use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 pub use batch::{handle_batch, BatchReport, OtherMessages, StoredEventsOnly, Taken};
 pub use crm_aws::lambda::{init_tracing, load_aws_config, warm_up, warm_up_wanted, ConfigError};
 pub use handler::{handle, handle_stored, Handled, HandlerError};
-pub use settings::{ConsumerSettings, SchedulerSettings};
+pub use settings::{ConsumerSettings, HashingConsumerSettings, SchedulerSettings};
 
 use crm_aws::dynamodb::DynamoReadModels;
 use crm_aws::health::DynamoProgressLog;

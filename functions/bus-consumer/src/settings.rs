@@ -8,6 +8,7 @@
 use crate::{Config, ConfigError};
 use crm_aws::lambda::required;
 use crm_aws::scheduler::EventBridgeScheduler;
+use crm_aws::secrets::SecretSetting;
 
 /// Variables a function reads that the template may leave unset: the
 /// optional warm-up call at cold start (issue 9, `--env WARM_UP=1`).
@@ -101,6 +102,35 @@ impl ConsumerSettings {
         })
     }
 }
+
+/// What a consumer function that hashes identifiers reads (projector,
+/// consent): the [`ConsumerSettings`], and `IDENTIFIER_HASH_SECRET_ARN`, the
+/// secret of the keyed hashes that name emails, names and user ids in its
+/// views (decisions 0019, 0046), the same as the api's and the channel's,
+/// read from Secrets Manager at cold start (decision 0047).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HashingConsumerSettings {
+    pub consumer: ConsumerSettings,
+    pub identifier_hash_secret: SecretSetting,
+}
+
+impl HashingConsumerSettings {
+    /// The variables [`HashingConsumerSettings::from_lookup`] reads.
+    pub fn names() -> Vec<&'static str> {
+        [ConsumerSettings::names(), vec![IDENTIFIER_HASH_SECRET_ARN]].concat()
+    }
+
+    /// The settings from `lookup` (the environment on Lambda); a missing
+    /// required one is an error naming it.
+    pub fn from_lookup(lookup: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        Ok(HashingConsumerSettings {
+            consumer: ConsumerSettings::from_lookup(lookup)?,
+            identifier_hash_secret: SecretSetting::required(lookup, IDENTIFIER_HASH_SECRET_ARN)?,
+        })
+    }
+}
+
+const IDENTIFIER_HASH_SECRET_ARN: &str = "IDENTIFIER_HASH_SECRET_ARN";
 
 /// The setting `name`, trimmed; `None` when unset or blank.
 pub fn optional(lookup: &impl Fn(&str) -> Option<String>, name: &str) -> Option<String> {
@@ -210,6 +240,54 @@ pub fn assert_reads_exactly<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    mod hashing {
+        use super::super::*;
+        use crm_aws::secrets::SecretSetting;
+
+        const ALL: [(&str, &str); 7] = [
+            ("EVENTS_TABLE", "events"),
+            ("READ_MODELS_TABLE", "read-models"),
+            ("DEAD_LETTER_QUEUE_URL", "https://sqs/dlq"),
+            ("KEYS_TABLE", "keys"),
+            ("DATA_KEYS_KMS_KEY_ID", "alias/data-keys"),
+            ("METRICS_NAMESPACE", "Shop"),
+            (
+                "IDENTIFIER_HASH_SECRET_ARN",
+                "arn:aws:secretsmanager:us-east-1:1:secret:identifier-AbCdEf",
+            ),
+        ];
+
+        #[test]
+        fn every_setting_is_read() {
+            let settings = HashingConsumerSettings::from_lookup(&lookup_from(ALL)).unwrap();
+            assert_eq!(settings.consumer.ports.dead_letter_queue_url, "https://sqs/dlq");
+            assert_eq!(settings.consumer.metrics_namespace, "Shop");
+            assert!(!settings.consumer.warm_up);
+            assert_eq!(
+                settings.identifier_hash_secret,
+                SecretSetting {
+                    setting: "IDENTIFIER_HASH_SECRET_ARN",
+                    secret_id: "arn:aws:secretsmanager:us-east-1:1:secret:identifier-AbCdEf".into(),
+                }
+            );
+            assert_reads_exactly(&HashingConsumerSettings::names(), lookup_from(ALL), |l| {
+                HashingConsumerSettings::from_lookup(&l)
+            });
+        }
+
+        #[test]
+        fn a_missing_setting_is_named() {
+            for (missing, _) in ALL.iter().filter(|(name, _)| *name != "METRICS_NAMESPACE") {
+                let lookup = lookup_from(ALL.into_iter().filter(|(name, _)| name != missing));
+                assert_eq!(
+                    HashingConsumerSettings::from_lookup(&lookup),
+                    Err(ConfigError(missing)),
+                    "{missing}"
+                );
+            }
+        }
+    }
 
     fn lookup(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
         lookup_from(pairs.iter().copied())

@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use crm_channel::handler::handle;
+use crm_consumer_testing::LogCapture;
 use crm_core::clock::{Clock, VirtualClock};
 use crm_core::consent::{Channel, Purpose};
 use crm_core::consumer::{open_letter, seal_letter, SealedDeadLetters};
@@ -329,35 +330,6 @@ async fn ses_send_and_reject_samples_are_recorded_on_the_message() {
     assert_eq!(w.sink.list().await.expect("sink").len(), 1);
 }
 
-/// Everything logged while it is the thread's subscriber, at every level.
-#[derive(Clone, Default)]
-struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if let Ok(mut out) = self.0.lock() {
-            out.extend_from_slice(buf);
-        }
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
-    type Writer = Logs;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
-impl Logs {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().expect("logs")).into_owned()
-    }
-}
-
 /// A recipient address no ciphertext, hash or id can contain by chance.
 const DISTINCT: &str = "wilhelmina.quattlebaum-bounce0048@provider-text.example.org";
 
@@ -384,7 +356,7 @@ async fn stored_text(w: &World, stream: &str) -> String {
 /// and reads `[erased]` once the customer's key is gone.
 #[tokio::test]
 async fn a_bounce_that_quotes_the_address_keeps_it_nowhere_in_clear() {
-    let logs = Logs::default();
+    let logs = LogCapture::default();
     let _logging = tracing::subscriber::set_default(
         tracing_subscriber::fmt()
             .json()

@@ -10,41 +10,15 @@
 
 pub use crm_bus_consumer::handler;
 
-use crm_aws::secrets::SecretSetting;
-use crm_bus_consumer::{ConfigError, ConsumerSettings, Ports};
+use crm_bus_consumer::Ports;
 use crm_core::consumer::ConsumerGroup;
 use crm_core::ports::{DeadLetterQueue, EventStore, ReadModelStore};
 use crm_core::privacy::IdentifierHasher;
 use std::sync::Arc;
 
-/// The projector's settings: those of every consumer function
-/// (`EVENTS_TABLE`, `READ_MODELS_TABLE`, `DEAD_LETTER_QUEUE_URL`,
-/// `KEYS_TABLE`, `DATA_KEYS_KMS_KEY_ID`, `METRICS_NAMESPACE`, `WARM_UP`),
-/// and the identifier hash secret its email and name indexes are keyed by.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Settings {
-    pub consumer: ConsumerSettings,
-    /// `IDENTIFIER_HASH_SECRET_ARN`: the secret of the email and name
-    /// indexes' keyed hashes (decision 0046), the same as the api's, read
-    /// from Secrets Manager at cold start (decision 0047).
-    pub identifier_hash_secret: SecretSetting,
-}
-
-impl Settings {
-    /// The variables [`Settings::from_lookup`] reads.
-    pub fn names() -> Vec<&'static str> {
-        [ConsumerSettings::names(), vec!["IDENTIFIER_HASH_SECRET_ARN"]].concat()
-    }
-
-    /// The settings from `lookup` (the environment on Lambda); a missing
-    /// required one is an error naming it.
-    pub fn from_lookup(lookup: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        Ok(Settings {
-            consumer: ConsumerSettings::from_lookup(lookup)?,
-            identifier_hash_secret: SecretSetting::required(lookup, "IDENTIFIER_HASH_SECRET_ARN")?,
-        })
-    }
-}
+/// The function's settings: those of every consumer function that hashes
+/// identifiers.
+pub type Settings = crm_bus_consumer::HashingConsumerSettings;
 
 /// The consumers the projector hosts; its email and name indexes are keyed
 /// by hashes made with `identifiers` (decision 0046).

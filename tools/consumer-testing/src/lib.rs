@@ -9,6 +9,9 @@
 //! channel functions (it hosts their assemblies), which depend on
 //! crm-bus-consumer: crm-bus-consumer cannot depend on crm-local.
 
+mod logs;
+pub use logs::LogCapture;
+
 use crm_bus_consumer::{GroupBuilder, Handled, SqsEvent};
 use crm_core::bus::BusEntry;
 use crm_core::clock::SystemClock;
