@@ -530,9 +530,14 @@ pub struct Order {
     pub shipping_minor: i64,
     pub total_minor: i64,
     pub currency: String,
+    /// `None` for an order reported without one (decision 0052).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shipping_address: Option<Address>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub billing_address: Option<Address>,
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub discount_minor: i64,
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub adjustment_minor: i64,
     pub payment: Option<Payment>,
     pub pending_retry: Option<PendingRetry>,
