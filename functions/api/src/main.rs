@@ -6,10 +6,13 @@
 
 use crm_api::{build, router, ApiPorts, Settings};
 use crm_aws::dynamodb::DynamoReadModels;
+use crm_aws::refusals::DynamoRefusals;
 use crm_aws::scheduler::EventBridgeScheduler;
 use crm_aws::secrets::SecretReader;
 use crm_aws::stores::EncryptedEventStore;
 use crm_core::clock::SystemClock;
+use crm_core::ingest::refusals::RefusedMessages;
+use crm_core::metrics::EmfWriter;
 use crm_core::ports::ConsumerHealth;
 use std::sync::Arc;
 
@@ -56,6 +59,15 @@ async fn main() -> Result<(), lambda_http::Error> {
                 .with_progress(progress),
         ) as Arc<dyn ConsumerHealth>
     });
+    // Refused messages (decision 0053): kept a week in the read-models table, counted in
+    // MessagesRefused as EMF lines on stdout (METRICS_NAMESPACE).
+    let refusals = RefusedMessages::new(Arc::new(DynamoRefusals::new(
+        read_models.client().clone(),
+        settings.read_models_table.clone(),
+    )))
+    .with_metrics(Arc::new(EmfWriter::stdout(EmfWriter::namespace_from(&|name: &str| {
+        std::env::var(name).ok()
+    }))));
     let state = build(
         ApiPorts {
             events,
@@ -66,6 +78,7 @@ async fn main() -> Result<(), lambda_http::Error> {
             health,
         },
         api,
-    );
+    )
+    .with_refusals(refusals);
     lambda_http::run(router(state)).await
 }

@@ -198,6 +198,22 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// The messages a source sent that ingestion refused in the last 7 days, newest first,
+    /// as JSON (what GET /sources/{source}/refused answers; decision 0053).
+    Refused {
+        /// The source's name (`local`, `local-web`, or one of INGEST_WRITE_KEYS).
+        #[arg(long)]
+        source: String,
+        /// The `next_after` of the previous page.
+        #[arg(long)]
+        after: Option<String>,
+        /// At most this many (1 to 100).
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u16).range(1..=100))]
+        limit: u16,
+        /// Directory holding the database.
+        #[arg(long, default_value = ".crm", env = "CRM_DATA_DIR")]
+        data_dir: PathBuf,
+    },
     Dlq {
         /// Directory holding the database.
         #[arg(long, global = true, default_value = ".crm", env = "CRM_DATA_DIR")]
@@ -373,6 +389,15 @@ async fn main() -> ExitCode {
             .await
             .map_err(|e| e.to_string()),
         Command::Mail { data_dir, action } => mail(&data_dir, action).await,
+        Command::Refused {
+            source,
+            after,
+            limit,
+            data_dir,
+        } => crm_local::refusals::page_json(&data_dir, &source, after.as_deref(), limit.into(), chrono::Utc::now())
+            .await
+            .map(|page| println!("{page}"))
+            .map_err(|e| e.to_string()),
         Command::Retention {
             data_dir,
             template,

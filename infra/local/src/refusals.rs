@@ -98,6 +98,28 @@ impl RefusalLog for SqliteRefusals {
     }
 }
 
+/// `crm-local refused --source <name>`: one page of the source's refusals,
+/// newest first, as JSON (what `GET /sources/{source}/refused` answers).
+pub async fn page_json(
+    data_dir: &Path,
+    source: &str,
+    after: Option<&str>,
+    limit: usize,
+    now: DateTime<Utc>,
+) -> Result<String, StoreError> {
+    if after.is_some_and(|a| !crm_core::ingest::refusals::is_cursor(a)) {
+        return Err(failed("--after must be a next_after of an earlier page"));
+    }
+    let log = SqliteRefusals::open(&crate::serve::database_path(data_dir))?;
+    let page = log.list(source, after, limit, now).await?;
+    serde_json::to_string_pretty(&serde_json::json!({
+        "source": source,
+        "items": page.refusals,
+        "next_after": page.next_after,
+    }))
+    .map_err(failed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

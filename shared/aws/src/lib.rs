@@ -7,6 +7,7 @@ pub mod keys;
 pub mod lambda;
 pub mod ops;
 mod provider_error;
+pub mod refusals;
 pub mod scheduler;
 pub mod secrets;
 pub mod ses;

@@ -214,7 +214,34 @@ impl Ingestion {
         expected: Option<Kind>,
         now: DateTime<Utc>,
     ) -> Result<Accepted, IngestError> {
-        let outcome = match SegmentMessage::parse(raw, expected, now) {
+        let parsed = SegmentMessage::parse(raw, expected, now);
+        self.take_parsed(from, raw, expected, parsed, now).await
+    }
+
+    /// [`Ingestion::take`] for one message of a batch (its `type` required)
+    /// whose `sentAt` was `batch_sent_at`: a message without its own
+    /// `sentAt` has its timestamp corrected by the batch's
+    /// ([`SegmentMessage::parse_sent`]).
+    pub async fn take_in_batch(
+        &self,
+        from: &Source,
+        raw: &Value,
+        now: DateTime<Utc>,
+        batch_sent_at: Option<DateTime<Utc>>,
+    ) -> Result<Accepted, IngestError> {
+        let parsed = SegmentMessage::parse_sent(raw, None, now, batch_sent_at);
+        self.take_parsed(from, raw, None, parsed, now).await
+    }
+
+    async fn take_parsed(
+        &self,
+        from: &Source,
+        raw: &Value,
+        expected: Option<Kind>,
+        parsed: Result<SegmentMessage, Rejection>,
+        now: DateTime<Utc>,
+    ) -> Result<Accepted, IngestError> {
+        let outcome = match parsed {
             Ok(message) => self.ingest(from, &message).await,
             Err(rejection) => Err(IngestError::Rejected(rejection)),
         };
@@ -699,17 +726,18 @@ mod tests {
         let now = crate::testing::test_time();
 
         let bad_price = json!({ "type": "track", "messageId": "m-1", "anonymousId": "a-1",
-            "event": "Product Viewed", "properties": { "price": "ada@example.com" } });
+            "event": "Product Viewed", "properties": { "product_id": "sku-mug", "price": "ada@example.com" } });
         let refused = ingestion.take(&shop, &bad_price, None, now).await;
         let Err(IngestError::Rejected(rejection)) = refused else {
             panic!("refused: {refused:?}")
         };
         let no_type = json!({ "messageId": "m-2", "userId": "u-2" });
         assert!(matches!(
-            ingestion.take(&shop, &no_type, None, now).await,
+            ingestion.take_in_batch(&shop, &no_type, now, Some(now)).await,
             Err(IngestError::Rejected(_))
         ));
-        let fine = json!({ "messageId": "m-3", "anonymousId": "a-1", "name": "Home" });
+        let fine = json!({ "messageId": "m-3", "anonymousId": "a-1", "name": "Home",
+            "properties": { "url": "https://shop.example/" } });
         assert_eq!(
             ingestion.take(&shop, &fine, Some(Kind::Page), now).await,
             Ok(Accepted::Stored { late: false })
