@@ -36,12 +36,16 @@ async fn activity_types(api: &TestApi, customer: &str) -> Vec<String> {
 #[tokio::test]
 async fn an_identify_with_only_an_email_makes_a_customer_greeted_without_a_name() {
     let api = TestApi::at(start());
-    let identify = json!({ "messageId": "i-1", "userId": "shop-user-9", "traits": { "email": "only.email@shop.example" } });
+    let identify =
+        json!({ "messageId": "i-1", "userId": "shop-user-9", "traits": { "email": "only.email@shop.example" } });
     let answer = api.segment("identify", &identify).await;
     assert_eq!(answer.status, 200, "{:?}", answer.body);
     let customer = customer_by_email(&api, "only.email@shop.example").await;
     let id = customer["id"].as_str().expect("id").to_string();
-    assert_eq!((&customer["first_name"], &customer["last_name"]), (&json!(""), &json!("")));
+    assert_eq!(
+        (&customer["first_name"], &customer["last_name"]),
+        (&json!(""), &json!(""))
+    );
 
     // Later calls with the user id are the customer's.
     let searched = json!({ "messageId": "t-1", "userId": "shop-user-9", "event": "Products Searched",
@@ -67,7 +71,9 @@ async fn an_identify_with_only_an_email_makes_a_customer_greeted_without_a_name(
         .call("POST", &format!("/customers/{id}/consents"), Some(&consent.to_string()))
         .await;
     assert!(answer.status.is_success(), "{:?}", answer.body);
-    let events = api.call("GET", &format!("/customers/{id}/events?limit=500"), None).await;
+    let events = api
+        .call("GET", &format!("/customers/{id}/events?limit=500"), None)
+        .await;
     let token = events.body["items"]
         .as_array()
         .and_then(|items| {
@@ -80,7 +86,11 @@ async fn an_identify_with_only_an_email_makes_a_customer_greeted_without_a_name(
         .to_string();
     let verify = json!({ "token": token });
     let answer = api
-        .call("POST", &format!("/customers/{id}/email/verify"), Some(&verify.to_string()))
+        .call(
+            "POST",
+            &format!("/customers/{id}/email/verify"),
+            Some(&verify.to_string()),
+        )
         .await;
     assert!(answer.status.is_success(), "{:?}", answer.body);
     api.advance_minutes(1).await;
