@@ -357,7 +357,7 @@ impl Ingestion {
             Kind::Identify => self.identify(message, &meta).await?,
             Kind::Alias => self.alias(message, &meta).await?,
             Kind::Track | Kind::Page | Kind::Screen => {
-                let profile = self.profile_of(message).await?;
+                let profile = self.profile_of(from.kind, message, &meta).await?;
                 let mapped = match mapping::map(message, source, late)? {
                     // A browser's key places, cancels and refunds no order:
                     // the call is activity (decision 0042).
@@ -456,13 +456,23 @@ impl Ingestion {
         Ok(())
     }
 
-    async fn profile_of(&self, message: &SegmentMessage) -> Result<String, IngestError> {
+    /// A server source's call for a user id that names nobody yet, without
+    /// an anonymous id, lands on the user id's own profile (decision 0051).
+    async fn profile_of(
+        &self,
+        kind: SourceKind,
+        message: &SegmentMessage,
+        meta: &CommandMeta,
+    ) -> Result<String, IngestError> {
         let profile = match (&message.user_id, &message.anonymous_id) {
             (Some(user), anonymous) => match self.known_customer(user).await? {
                 Some(c) => c,
-                None => match anonymous {
-                    Some(a) => self.identity.resolve(&anonymous_profile_id(a)).await?,
-                    None => return Err(reject("userId", "is not a known customer: send identify first")),
+                None => match (anonymous, kind) {
+                    (Some(a), _) => self.identity.resolve(&anonymous_profile_id(a)).await?,
+                    (None, SourceKind::Server) => self.user_profile_of(user, meta).await?,
+                    (None, SourceKind::Client) => {
+                        return Err(reject("userId", "is not a known customer: send identify first"))
+                    }
                 },
             },
             (None, Some(a)) => self.identity.resolve(&anonymous_profile_id(a)).await?,

@@ -198,12 +198,44 @@ async fn identify_creates_a_customer_from_traits_and_late_events_are_flagged() {
         "stored at the time it happened"
     );
 
-    let unknown = w
-        .send(json!({ "type": "track", "messageId": "t2", "userId": "nobody", "event": "X" }))
+    // A user id never identified: from a server, its own profile; from a
+    // client (which sends its anonymous id), refused.
+    let unknown = json!({ "type": "track", "messageId": "t2", "userId": "nobody", "event": "X" });
+    assert_eq!(w.send(unknown.clone()).await, Ok(Accepted::Stored { late: false }));
+    let profile = w.ingestion.identity().user_profile("nobody").expect("secret");
+    assert_eq!(
+        w.ingestion.identity().customer_of_user("nobody").await.expect("read"),
+        Some(profile.clone())
+    );
+    assert_eq!(
+        w.store
+            .read_stream(&activity_stream_id(&profile), 0, 10)
+            .await
+            .expect("read")
+            .len(),
+        1
+    );
+    let from_client = w
+        .send_as_client(json!({ "type": "track", "messageId": "t3", "userId": "stranger", "event": "X" }))
         .await;
     assert!(
-        matches!(&unknown, Err(IngestError::Rejected(r)) if r.field == "userId"),
-        "{unknown:?}"
+        matches!(&from_client, Err(IngestError::Rejected(r)) if r.field == "userId"),
+        "{from_client:?}"
+    );
+    // The email arrives: the profile's activity is the customer's.
+    w.send(json!({ "type": "identify", "messageId": "i3", "userId": "nobody", "traits": { "email": "nobody@example.com" } }))
+        .await
+        .expect("identified");
+    let customer = w
+        .ingestion
+        .identity()
+        .customer_of_user("nobody")
+        .await
+        .expect("read")
+        .expect("linked");
+    assert_eq!(
+        w.ingestion.identity().resolve(&profile).await.expect("resolve"),
+        customer
     );
 }
 
