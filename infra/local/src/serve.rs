@@ -153,7 +153,8 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     if std::env::var("INGEST_WRITE_KEYS").map_or(true, |v| v.trim().is_empty()) {
         banner.push_str(&format!(
             "  write key (source local, server: the shop's backend, keep it secret; for /v1/*): {}\n  \
-             write key (source local-web, client: browsers and apps, public; activity only): {}\n",
+             write key (source local-web, client: browsers and apps, public; activity only; pages of any \
+             origin unless INGEST_ALLOWED_ORIGINS says otherwise): {}\n",
             runtime.local_write_key, runtime.local_client_write_key
         ));
     }
