@@ -20,8 +20,8 @@ use axum::Json;
 use base64::Engine;
 use crm_core::ingest::message::instant;
 use crm_core::ingest::{
-    batch_items, outcome_json, Accepted, IngestError, IngestSettings, Ingestion, Kind, SegmentMessage, Source,
-    SourceKind, MAX_BATCH_BYTES,
+    batch_items, outcome_json, Accepted, IngestError, IngestSettings, Ingestion, Kind, Source, SourceKind,
+    MAX_BATCH_BYTES,
 };
 use serde_json::{json, Value};
 
@@ -134,14 +134,19 @@ fn write_key(headers: &HeaderMap, body: &Value) -> Option<String> {
 }
 
 fn ingestion(state: &AppState) -> Ingestion {
-    Ingestion::new(
+    let ingestion = Ingestion::new(
         state.events.clone(),
         state.customers.clone(),
         state.carts.clone(),
         state.orders.clone(),
         IngestSettings::default(),
     )
-    .with_schemas(state.custom_schemas.clone())
+    .with_schemas(state.custom_schemas.clone());
+    // Every refused message is recorded in the source's log (decision 0053).
+    match &state.refusals {
+        Some(refusals) => ingestion.with_refusals(refusals.clone()),
+        None => ingestion,
+    }
 }
 
 /// Reads the body (at most 500 KB once decoded, whatever its content type)
@@ -181,8 +186,10 @@ fn problem(e: IngestError) -> Problem {
 async fn single(state: AppState, headers: HeaderMap, body: Body, kind: Kind) -> Result<Response, Problem> {
     let (source, value) = authenticate(&state, &headers, body).await?;
     let now = state.customers.now();
-    let message = SegmentMessage::parse(&value, Some(kind), now).map_err(|r| Problem::invalid(r.field, r.message))?;
-    let outcome = ingestion(&state).ingest(&source, &message).await.map_err(problem)?;
+    let outcome = ingestion(&state)
+        .take(&source, &value, Some(kind), now)
+        .await
+        .map_err(problem)?;
     let (duplicate, late) = match outcome {
         Accepted::Stored { late } => (false, late),
         Accepted::Duplicate => (true, false),
@@ -218,10 +225,7 @@ pub async fn batch(State(state): State<AppState>, headers: HeaderMap, body: Body
     let mut results = Vec::with_capacity(items.len());
     for (index, item) in items.iter().enumerate() {
         let message_id = item.get("messageId").and_then(Value::as_str);
-        let outcome = match SegmentMessage::parse_sent(item, None, now, sent_at) {
-            Ok(message) => ingestion.ingest(&source, &message).await,
-            Err(r) => Err(IngestError::Rejected(r)),
-        };
+        let outcome = ingestion.take_in_batch(&source, item, now, sent_at).await;
         match &outcome {
             Ok(Accepted::Stored { .. }) => accepted += 1,
             Ok(Accepted::Duplicate) => duplicates += 1,
