@@ -215,8 +215,12 @@ async fn every_operation_answers_with_a_documented_status() {
                 }
             }
             // The ingestion routes: messages about the customer (by their CRM id as userId).
-            Some("segmentIdentify" | "segmentAlias") => {
+            Some("segmentIdentify" | "segmentAlias" | "segmentIdentifyShort" | "segmentAliasShort") => {
                 example["userId"] = Yaml::String(id.clone());
+            }
+            // analytics-next's settings: the key in the path is the credential.
+            Some("segmentSourceSettings") => {
+                url = url.replace("{writeKey}", &api.runtime.local_write_key);
             }
             // Custom event schemas (a name with a space, percent-encoded); the GET
             // reads one registered first.
@@ -268,6 +272,15 @@ async fn every_operation_answers_with_a_documented_status() {
                 "{method} {path} is public: {:?}",
                 public.body
             );
+            continue;
+        }
+        // The settings route's credential is the key in its path: another key is the documented 404.
+        if op["operationId"] == "segmentSourceSettings" {
+            let unknown = api
+                .call_with(&method, "/v1/projects/wk_not_a_key_0123456789/settings", None, &[])
+                .await;
+            assert_eq!(unknown.status, 404, "{method} {path}");
+            assert!(responses.contains_key(Yaml::String("404".into())), "{method} {path} documents 404");
             continue;
         }
         // Unauthenticated calls get the documented 401.

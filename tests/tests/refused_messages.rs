@@ -70,7 +70,13 @@ async fn a_message_refused_in_a_batch_or_alone_is_listed_without_personal_data()
     assert_eq!(message["traits"]["first_name"], "[removed]");
     assert_eq!(message["context"]["ip"], "[removed]");
     let text = page.to_string();
-    for personal in ["refused.shopper", "Refusa", "198.51.100", "RefusedTest", "device-refused"] {
+    for personal in [
+        "refused.shopper",
+        "Refusa",
+        "198.51.100",
+        "RefusedTest",
+        "device-refused",
+    ] {
         assert!(!text.contains(personal), "{personal} is listed: {text}");
     }
     let kept_for = chrono::DateTime::parse_from_rfc3339(in_batch["expires_at"].as_str().expect("expires_at"))

@@ -33,6 +33,7 @@ mod identify;
 pub mod mapping;
 pub mod message;
 pub mod refusals;
+mod shoppers;
 
 use crate::commerce::{AddItem, CartCommand, CartCommandError, CartError, CartService, CreateCart, RemoveItem};
 use crate::commerce::{OrderCommand, OrderCommandError, OrderError, OrderService, PlaceOrder};
@@ -53,6 +54,7 @@ use mapping::Mapped;
 pub use message::{Kind, Rejection, SegmentMessage, MAX_BATCH_BYTES, MAX_BATCH_MESSAGES, MAX_MESSAGE_BYTES};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+pub use shoppers::shopper_groups;
 use std::sync::Arc;
 
 /// How far a source is trusted: as far as its write key is secret.
