@@ -65,9 +65,7 @@ async fn main() -> Result<(), lambda_http::Error> {
         read_models.client().clone(),
         settings.read_models_table.clone(),
     )))
-    .with_metrics(Arc::new(EmfWriter::stdout(EmfWriter::namespace_from(&|name: &str| {
-        std::env::var(name).ok()
-    }))));
+    .with_metrics(Arc::new(EmfWriter::stdout(settings.metrics_namespace.clone())));
     let state = build(
         ApiPorts {
             events,

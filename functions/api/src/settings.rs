@@ -58,6 +58,9 @@ pub struct Settings {
     /// `HEALTH_QUEUES` (`name=queue-url|dead-letter-url,...`; none when
     /// unset): the queues `GET /health` watches.
     pub health_queues: Vec<WatchedQueue>,
+    /// `METRICS_NAMESPACE` (default `Crm`): the EMF namespace of the api's
+    /// metrics (`MessagesRefused`, decision 0053).
+    pub metrics_namespace: String,
     /// `WARM_UP`: one warm-up call at cold start.
     pub warm_up: bool,
 }
@@ -94,6 +97,7 @@ impl Settings {
         crm_core::retention::ACTIVITY_DAYS_ENV,
         crm_core::retention::LEGAL_YEARS_ENV,
         "HEALTH_QUEUES",
+        "METRICS_NAMESPACE",
         "WARM_UP",
     ];
 
@@ -137,6 +141,7 @@ impl Settings {
             public_base_url,
             retention,
             health_queues,
+            metrics_namespace: crm_core::metrics::EmfWriter::namespace_from(lookup),
             warm_up: warm_up_wanted(lookup),
         })
     }
