@@ -280,7 +280,10 @@ async fn every_operation_answers_with_a_documented_status() {
                 .call_with(&method, "/v1/projects/wk_not_a_key_0123456789/settings", None, &[])
                 .await;
             assert_eq!(unknown.status, 404, "{method} {path}");
-            assert!(responses.contains_key(Yaml::String("404".into())), "{method} {path} documents 404");
+            assert!(
+                responses.contains_key(Yaml::String("404".into())),
+                "{method} {path} documents 404"
+            );
             continue;
         }
         // Unauthenticated calls get the documented 401.
