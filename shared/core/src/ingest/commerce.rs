@@ -188,7 +188,7 @@ impl Ingestion {
         if is_anonymous_profile(profile) {
             return Err(reject(
                 "userId",
-                "an order needs an identified customer: send identify (or a userId) first",
+                "an order needs a customer: send an identify with their email (traits.email) first",
             ));
         }
         let customer: Option<Customer> = self
