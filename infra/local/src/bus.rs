@@ -23,6 +23,25 @@ use std::time::Duration;
 /// The repository's template, built in; `crm-local serve --template` reads another.
 pub const BUILT_IN_TEMPLATE: &str = include_str!("../../../template.yaml");
 
+/// A template file that cannot be read.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read template {path}: {source}")]
+pub struct TemplateFileError {
+    pub path: String,
+    pub source: std::io::Error,
+}
+
+/// The text of the template at `path` (`--template`), else the built-in one.
+pub fn read_template(path: Option<&std::path::Path>) -> Result<String, TemplateFileError> {
+    match path {
+        Some(p) => std::fs::read_to_string(p).map_err(|source| TemplateFileError {
+            path: p.display().to_string(),
+            source,
+        }),
+        None => Ok(BUILT_IN_TEMPLATE.to_string()),
+    }
+}
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS bus_cursors (
     target   TEXT PRIMARY KEY,

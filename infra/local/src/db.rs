@@ -297,3 +297,8 @@ impl Db {
         .map_err(|e| E::from(failed(e)))?
     }
 }
+
+/// The database file inside a data directory.
+pub fn database_path(data_dir: &std::path::Path) -> std::path::PathBuf {
+    data_dir.join("crm.db")
+}

@@ -6,10 +6,10 @@
 //! encrypts the letters parked in clear before that. Redrive hands
 //! the letter to its target, which decrypts it as it decrypts stored events.
 
-use crate::bus::BUILT_IN_TEMPLATE;
+use crate::bus::{read_template, TemplateFileError};
+use crate::db::database_path;
 use crate::db::{sql, Db};
 use crate::runtime::{LocalRuntime, RuntimeError};
-use crate::serve::database_path;
 use crm_core::consumer::{open_letter, seal_letter};
 use std::path::Path;
 
@@ -42,8 +42,8 @@ pub enum DlqAction {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DlqError {
-    #[error("cannot read template {path}: {source}")]
-    Template { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Template(#[from] TemplateFileError),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
     #[error(transparent)]
@@ -104,13 +104,7 @@ pub async fn seal_all(runtime: &LocalRuntime, db: &Path) -> Result<usize, DlqErr
 }
 
 pub async fn run(data_dir: &Path, template: Option<&Path>, action: DlqAction) -> Result<(), DlqError> {
-    let template = match template {
-        Some(p) => std::fs::read_to_string(p).map_err(|source| DlqError::Template {
-            path: p.display().to_string(),
-            source,
-        })?,
-        None => BUILT_IN_TEMPLATE.to_string(),
-    };
+    let template = read_template(template)?;
     let runtime = LocalRuntime::open(&database_path(data_dir), &template)?;
     let letters = runtime.bus.dead_letters().list().await?;
     match action {

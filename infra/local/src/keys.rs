@@ -164,7 +164,7 @@ impl SqliteKeyStore {
     /// master key file, created on first run.
     pub fn open_data_dir(data_dir: &Path) -> Result<Self, OpenError> {
         let master = load_or_create_master_key(data_dir)?;
-        Ok(Self::open(&crate::serve::database_path(data_dir), master)?)
+        Ok(Self::open(&crate::db::database_path(data_dir), master)?)
     }
 
     async fn wrapped(&self, customer_id: &str) -> Result<Option<Vec<u8>>, KeyError> {
@@ -343,7 +343,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = SqliteKeyStore::open_data_dir(dir.path()).expect("open");
         let key = store.data_key("cus-1").await.expect("create");
-        let db_path = crate::serve::database_path(dir.path());
+        let db_path = crate::db::database_path(dir.path());
         let raw = || {
             let conn = rusqlite::Connection::open(&db_path).expect("open db");
             conn.query_row(
@@ -367,7 +367,7 @@ mod tests {
     #[tokio::test]
     async fn another_master_key_fails_cleanly() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let db_path = crate::serve::database_path(dir.path());
+        let db_path = crate::db::database_path(dir.path());
         let right = SqliteKeyStore::open(&db_path, DataKey::generate().expect("key")).expect("open");
         let key = right.data_key("cus-1").await.expect("create");
         let text = encrypt_field(&key, "cus-1", "email", "ada@example.com").expect("encrypt");

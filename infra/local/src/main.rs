@@ -328,7 +328,7 @@ async fn main() -> ExitCode {
             base_url,
             data_dir,
         } => crm_local::unsubscribe::link(
-            &crm_local::serve::database_path(&data_dir),
+            &crm_local::db::database_path(&data_dir),
             &base_url,
             &customer,
             &purpose,
@@ -430,7 +430,7 @@ async fn main() -> ExitCode {
 
 /// `crm-local mail list|show`.
 async fn mail(data_dir: &std::path::Path, action: MailAction) -> Result<(), String> {
-    let db = crm_local::serve::database_path(data_dir);
+    let db = crm_local::db::database_path(data_dir);
     let sink = crm_local::mail::MailSink::open(&db, std::sync::Arc::new(crm_core::clock::SystemClock))
         .map_err(|e| e.to_string())?;
     match action {

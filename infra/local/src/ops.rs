@@ -2,9 +2,9 @@
 //! target from the event store (with a progress bar), and compare a sample of
 //! folded customer streams with the stored projections (issue 9).
 
-use crate::bus::BUILT_IN_TEMPLATE;
+use crate::bus::{read_template, TemplateFileError};
+use crate::db::database_path;
 use crate::runtime::{LocalRuntime, RuntimeError};
-use crate::serve::database_path;
 use crm_core::ops::{CheckReport, ReplayReport};
 use crm_core::ports::{ConsumerHealth, StoreError};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpsCliError {
-    #[error("cannot read template {path}: {source}")]
-    Template { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Template(#[from] TemplateFileError),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
     #[error(transparent)]
@@ -26,13 +26,7 @@ pub enum OpsCliError {
 }
 
 fn open(data_dir: &Path, template: Option<&Path>) -> Result<LocalRuntime, OpsCliError> {
-    let template = match template {
-        Some(p) => std::fs::read_to_string(p).map_err(|source| OpsCliError::Template {
-            path: p.display().to_string(),
-            source,
-        })?,
-        None => BUILT_IN_TEMPLATE.to_string(),
-    };
+    let template = read_template(template)?;
     Ok(LocalRuntime::open(&database_path(data_dir), &template)?)
 }
 

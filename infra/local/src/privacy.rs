@@ -7,10 +7,10 @@
 //! ([`crm_core::privacy::migrate`]).
 
 use crate::bus::BUILT_IN_TEMPLATE;
+use crate::db::database_path;
 use crate::db::{sql, Db};
 use crate::keys::{load_or_create_master_key, SqliteKeyStore};
 use crate::runtime::{LocalRuntime, RuntimeError};
-use crate::serve::database_path;
 use crate::store::SqliteEventStore;
 use async_trait::async_trait;
 use crm_core::customer::{erase_customer, CustomerService, ErasureError};

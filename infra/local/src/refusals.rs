@@ -110,7 +110,7 @@ pub async fn page_json(
     if after.is_some_and(|a| !crm_core::ingest::refusals::is_cursor(a)) {
         return Err(failed("--after must be a next_after of an earlier page"));
     }
-    let log = SqliteRefusals::open(&crate::serve::database_path(data_dir))?;
+    let log = SqliteRefusals::open(&crate::db::database_path(data_dir))?;
     let page = log.list(source, after, limit, now).await?;
     serde_json::to_string_pretty(&serde_json::json!({
         "source": source,

@@ -5,8 +5,8 @@
 //! name indexes are rebuilt by `crm-local replay --consumer projector`.
 
 use crate::bus::BUILT_IN_TEMPLATE;
+use crate::db::database_path;
 use crate::runtime::{LocalRuntime, RuntimeError};
-use crate::serve::database_path;
 use crm_core::customer::rekey::{rekey_email_reservations, RekeyError, RekeyReport};
 use crm_core::customer::CustomerService;
 use std::path::Path;

@@ -6,9 +6,9 @@
 //! their summaries cover, and streams past the legal period, from the
 //! SQLite `events` table.
 
-use crate::bus::BUILT_IN_TEMPLATE;
+use crate::bus::{read_template, TemplateFileError};
+use crate::db::database_path;
 use crate::runtime::{LocalRuntime, RuntimeError};
-use crate::serve::database_path;
 use crate::store::SqliteEventStore;
 use crm_core::clock::Clock;
 use crm_core::ports::{EventStore, StoreError};
@@ -25,8 +25,8 @@ pub enum SweepError {
     Retention(#[from] RetentionError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("cannot read template {path}: {source}")]
-    Template { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Template(#[from] TemplateFileError),
 }
 
 /// One sweep of the runtime's store at the runtime's now; the bus is
@@ -46,13 +46,7 @@ pub async fn sweep(runtime: &LocalRuntime, policy: &RetentionPolicy) -> Result<S
 /// `crm-local retention sweep`: opens the data directory's database, sweeps
 /// once and prints what it did as JSON.
 pub async fn run_sweep(data_dir: &Path, template: Option<&Path>, policy: &RetentionPolicy) -> Result<(), SweepError> {
-    let template = match template {
-        Some(p) => std::fs::read_to_string(p).map_err(|source| SweepError::Template {
-            path: p.display().to_string(),
-            source,
-        })?,
-        None => BUILT_IN_TEMPLATE.to_string(),
-    };
+    let template = read_template(template)?;
     let runtime = LocalRuntime::open(&database_path(data_dir), &template)?;
     let report = sweep(&runtime, policy).await?;
     println!(

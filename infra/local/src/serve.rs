@@ -9,7 +9,7 @@ pub mod token;
 
 pub use guard::LocalGuard;
 
-use crate::bus::BUILT_IN_TEMPLATE;
+use crate::bus::{read_template, TemplateFileError};
 use crate::runtime::{ClockChoice, LocalRuntime, RuntimeError, RuntimeOptions};
 use crm_core::ports::StoreError;
 use std::net::SocketAddr;
@@ -48,6 +48,8 @@ pub enum ServeError {
     #[error("cannot use data directory {path}: {source}")]
     DataDir { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
+    Template(#[from] TemplateFileError),
+    #[error(transparent)]
     Token(#[from] token::TokenError),
     #[error(
         "refusing to listen on {addr}: it is not a loopback address, so other machines could reach \
@@ -63,11 +65,6 @@ pub enum ServeError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("server failed: {0}")]
     Server(std::io::Error),
-}
-
-/// The database file inside a data directory.
-pub fn database_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("crm.db")
 }
 
 /// Reads `<data_dir>/token`, creating it (mode 0600) with a fresh token if absent.
@@ -104,14 +101,8 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         Some(t) => t,
         None => load_or_create_token(&config.data_dir)?,
     };
-    let db = database_path(&config.data_dir);
-    let template = match &config.template {
-        Some(path) => std::fs::read_to_string(path).map_err(|source| ServeError::DataDir {
-            path: path.clone(),
-            source,
-        })?,
-        None => BUILT_IN_TEMPLATE.to_string(),
-    };
+    let db = crate::db::database_path(&config.data_dir);
+    let template = read_template(config.template.as_deref())?;
     let warning = bind_policy(config.addr, config.allow_remote)?;
     let clock = match config.clock {
         ClockKind::System => ClockChoice::System,
