@@ -4,11 +4,13 @@
 
 use crate::auth::Principal;
 use crate::body::RawBody;
-use crate::customers::idempotency;
 use crate::problem::Problem;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
+use axum::http::{HeaderMap, Method, Uri};
 use crm_core::idempotency::IdempotencyKey;
+
+const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 
 pub struct CommandCall {
     pub principal: Principal,
@@ -34,4 +36,32 @@ impl<S: Send + Sync> FromRequest<S> for CommandCall {
             body,
         })
     }
+}
+
+/// The request's `Idempotency-Key`, scoped to the caller and the request.
+fn idempotency(
+    headers: &HeaderMap,
+    principal: &Principal,
+    method: &Method,
+    uri: &Uri,
+    body: &[u8],
+) -> Result<Option<IdempotencyKey>, Problem> {
+    let Some(raw) = headers.get(IDEMPOTENCY_HEADER) else {
+        return Ok(None);
+    };
+    let key = raw
+        .to_str()
+        .ok()
+        .filter(|k| IdempotencyKey::is_valid_client_key(k))
+        .ok_or_else(|| {
+            Problem::malformed("Idempotency-Key must be 1 to 255 printable ASCII characters")
+                .with_field("Idempotency-Key")
+        })?;
+    Ok(Some(IdempotencyKey::new(
+        &principal.0,
+        key,
+        method.as_str(),
+        &uri.to_string(),
+        body,
+    )))
 }

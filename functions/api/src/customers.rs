@@ -1,13 +1,12 @@
 //! Customer routes: translate requests into customer commands and answers.
 
-use crate::auth::Principal;
 use crate::body::parse_json;
 use crate::call::CommandCall;
 use crate::problem::Problem;
 use crate::AppState;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use crm_core::consent::{Channel, Purpose};
 use crm_core::customer::{
@@ -15,13 +14,10 @@ use crm_core::customer::{
     RegisterCustomer, RegisterPushDevice, RevokeConsent, UpdateProfile, VerifyEmail,
 };
 use crm_core::event::{Actor, CommandMeta, EventEnvelope};
-use crm_core::idempotency::IdempotencyKey;
 use crm_core::preferences::Preferences;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use uuid::Uuid;
-
-const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 
 /// The customer as the API shows it (never the verification token).
 pub fn customer_view(c: &Customer) -> Value {
@@ -62,34 +58,6 @@ pub(crate) fn respond<S>(executed: crm_core::aggregate::Executed<S>, collection:
         crm_core::aggregate::Executed::Applied { status, body, .. } => answer(status, &body, false, collection),
         crm_core::aggregate::Executed::Replayed { status, body } => answer(status, &body, true, collection),
     }
-}
-
-/// The request's `Idempotency-Key`, scoped to the caller and the request.
-pub(crate) fn idempotency(
-    headers: &HeaderMap,
-    principal: &Principal,
-    method: &Method,
-    uri: &Uri,
-    body: &[u8],
-) -> Result<Option<IdempotencyKey>, Problem> {
-    let Some(raw) = headers.get(IDEMPOTENCY_HEADER) else {
-        return Ok(None);
-    };
-    let key = raw
-        .to_str()
-        .ok()
-        .filter(|k| IdempotencyKey::is_valid_client_key(k))
-        .ok_or_else(|| {
-            Problem::malformed("Idempotency-Key must be 1 to 255 printable ASCII characters")
-                .with_field("Idempotency-Key")
-        })?;
-    Ok(Some(IdempotencyKey::new(
-        &principal.0,
-        key,
-        method.as_str(),
-        &uri.to_string(),
-        body,
-    )))
 }
 
 /// Runs a command and answers with `status` and the customer's view (or,
