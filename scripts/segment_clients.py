@@ -52,7 +52,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -63,10 +62,10 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+from local_harness import CHROMEDRIVER, CHROMIUM, free_port, headless_chromium, wait_for_port
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 CLIENTS = os.path.join(HERE, "segment_clients")
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-CHROMEDRIVER = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
 NODE = os.environ.get("NODE", "node")
 NPM = os.environ.get("NPM", "npm")
 
@@ -138,25 +137,6 @@ class Results:
             return False
         self.ok(name, detail or "")
         return True
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_port(port, seconds, proc):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"crm-local serve exited with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), 1).close()
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"crm-local serve did not listen on {port} within {seconds} s")
 
 
 class Api:
@@ -266,29 +246,6 @@ class PageServer:
 
 # ---------------------------------------------------------------- browser
 
-def browser(profile):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        f"--user-data-dir={profile}",
-    ]:
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-    return webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
-
-
 def network_log(driver):
     """Every request of the page with its final status or failure, from the DevTools performance log."""
     requests = {}
@@ -315,7 +272,7 @@ def run_browser(results, driver_box, work, crm_base, page_base, client_key, shop
     def step():
         from selenium.webdriver.support.ui import WebDriverWait
 
-        driver = driver_box["driver"] = browser(os.path.join(work, "profile"))
+        driver = driver_box["driver"] = headless_chromium(os.path.join(work, "profile"), logs=True)
         query = urllib.parse.urlencode({
             "crm": crm_base, "writeKey": client_key, "userId": shopper["user_id"], "email": shopper["email"], **UTM,
         })

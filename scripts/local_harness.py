@@ -1,0 +1,59 @@
+"""What the scripts that drive `crm-local serve` from outside share: a free
+loopback port, waiting for the server to listen, and Debian's headless
+Chromium through chromedriver (never downloaded: the driver path is given,
+so Selenium Manager is not used). Used by scripts/browser_test.py and
+scripts/segment_clients.py."""
+
+import os
+import socket
+import time
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port, seconds, proc):
+    """Waits until `crm-local serve` (the process `proc`) listens on `port`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"crm-local serve exited with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), 1).close()
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"crm-local serve did not listen on {port} within {seconds} s")
+
+
+def headless_chromium(profile, logs=False):
+    """A headless Chromium with its own profile directory, quiet (no sync,
+    no component updates, no background requests); with `logs`, the
+    browser console and the DevTools performance log (network) are kept."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={profile}",
+    ]:
+        options.add_argument(flag)
+    if logs:
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+    return webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
