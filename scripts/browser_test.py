@@ -20,7 +20,6 @@ Nothing is downloaded: the driver path is given, so Selenium Manager is not used
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -28,7 +27,7 @@ import time
 import urllib.error
 import urllib.request
 
-from local_harness import CHROMEDRIVER, CHROMIUM, free_port, headless_chromium, wait_for_port
+from local_harness import CHROMEDRIVER, CHROMIUM, free_port, headless_chromium, stop_serve, wait_for_port
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
@@ -148,15 +147,7 @@ def run(crm_local):
     finally:
         if driver is not None:
             driver.quit()
-        try:
-            os.killpg(serve.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            serve.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(serve.pid, signal.SIGKILL)
-            serve.wait()
+        stop_serve(serve)
         log.close()
         shutil.rmtree(work, ignore_errors=True)
 

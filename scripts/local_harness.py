@@ -5,7 +5,9 @@ so Selenium Manager is not used). Used by scripts/browser_test.py and
 scripts/segment_clients.py."""
 
 import os
+import signal
 import socket
+import subprocess
 import time
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -30,6 +32,20 @@ def wait_for_port(port, seconds, proc):
         except OSError:
             time.sleep(0.2)
     raise RuntimeError(f"crm-local serve did not listen on {port} within {seconds} s")
+
+
+def stop_serve(serve):
+    """Stops `crm-local serve` (started in its own process group): SIGTERM
+    to the group, SIGKILL after 10 s."""
+    try:
+        os.killpg(serve.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    try:
+        serve.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(serve.pid, signal.SIGKILL)
+        serve.wait()
 
 
 def headless_chromium(profile, logs=False):

@@ -51,7 +51,6 @@ import logging
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -62,7 +61,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from local_harness import CHROMEDRIVER, CHROMIUM, free_port, headless_chromium, wait_for_port
+from local_harness import CHROMEDRIVER, CHROMIUM, free_port, headless_chromium, stop_serve, wait_for_port
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CLIENTS = os.path.join(HERE, "segment_clients")
@@ -646,15 +645,7 @@ def run(crm_local):
             driver_box["driver"].quit()
         if page_server is not None:
             page_server.close()
-        try:
-            os.killpg(serve.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            serve.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(serve.pid, signal.SIGKILL)
-            serve.wait()
+        stop_serve(serve)
         log.close()
         if results.failed:
             with open(log_path) as f:
