@@ -8,15 +8,32 @@
 //! once the user id is identified with an email.
 
 use super::*;
+use serde_json::Map;
 
 /// The first and last name of an identify's traits: `firstName` /
 /// `first_name`, `lastName` / `last_name`, else the parts of `name` split at
 /// its first white space (`"Ada King Lovelace"`: `Ada`, `King Lovelace`). A
 /// name given on its own wins over the part of `name`; `None` when absent.
-pub(super) fn names_from_traits(message: &SegmentMessage) -> (Option<String>, Option<String>) {
-    let first = message.trait_text(&["firstName", "first_name"]);
-    let last = message.trait_text(&["lastName", "last_name"]);
-    let (whole_first, whole_last) = match message.trait_text(&["name"]) {
+pub(super) fn names_from_traits(message: &SegmentMessage) -> Names {
+    names_in(&message.traits)
+}
+
+/// A first and a last name, each when given.
+pub(super) type Names = (Option<String>, Option<String>);
+
+/// [`names_from_traits`] of a traits object (as sent, or as kept on a
+/// profile's activity).
+fn names_in(traits: &Map<String, Value>) -> Names {
+    // As [`SegmentMessage::trait_text`] reads a trait: trimmed text, not blank.
+    let text = |names: &[&str]| {
+        names.iter().find_map(|n| match traits.get(*n) {
+            Some(Value::String(s)) if !s.trim().is_empty() => Some(s.trim().to_string()),
+            _ => None,
+        })
+    };
+    let first = text(&["firstName", "first_name"]);
+    let last = text(&["lastName", "last_name"]);
+    let (whole_first, whole_last) = match text(&["name"]) {
         Some(name) => match name.split_once(char::is_whitespace) {
             Some((f, l)) => (Some(f.trim().to_string()), Some(l.trim().to_string())),
             None => (Some(name), None),
@@ -26,6 +43,10 @@ pub(super) fn names_from_traits(message: &SegmentMessage) -> (Option<String>, Op
     let filled = |n: Option<String>| n.filter(|n| !n.is_empty());
     (filled(first.or(whole_first)), filled(last.or(whole_last)))
 }
+
+/// How many activity events are read per page when looking for the names
+/// kept on a user's profile ([`Ingestion::names_kept_on`]).
+const PROFILE_PAGE: usize = 200;
 
 /// The receipt of a message as [`Ingestion::ingest`] names it
 /// ([`receipt_key`] of its source and messageId): the source is the one in
@@ -182,21 +203,32 @@ impl Ingestion {
     /// from the traits (a new phone revokes SMS consent, in the aggregate).
     ///
     /// Without an email address, a user id that names no customer yet is
-    /// kept on its own profile ([`Self::identify_user_profile`]).
+    /// kept on its own profile ([`Self::identify_user_profile`]). The names
+    /// sent then ([`Self::names_kept_on`]) are the customer's when the
+    /// identify with the email names none: they register the new customer,
+    /// or fill the names a customer found by the address lacks (never
+    /// replacing one it has).
     pub(super) async fn identify(&self, message: &SegmentMessage, meta: &CommandMeta) -> Result<(), IngestError> {
         let Some(user_id) = &message.user_id else {
             // Traits of an anonymous visitor: nothing the CRM keeps yet.
             return Ok(());
         };
         let linked = self.known_customer(user_id).await?;
-        let customer_id = match &linked {
-            Some(customer) if !is_anonymous_profile(customer) => customer.clone(),
+        let user_profile = linked.clone().filter(|p| is_anonymous_profile(p));
+        let (customer_id, earlier) = match &linked {
+            Some(customer) if !is_anonymous_profile(customer) => (customer.clone(), (None, None)),
             _ => match message.trait_text(&["email"]) {
-                Some(_) => self.customer_from_traits(message, meta).await?,
+                Some(_) => {
+                    let earlier = match &user_profile {
+                        Some(profile) => self.names_kept_on(profile).await?,
+                        None => (None, None),
+                    };
+                    (self.customer_from_traits(message, &earlier, meta).await?, earlier)
+                }
                 None => return self.identify_user_profile(user_id, message, meta).await,
             },
         };
-        if let Some(profile) = linked.filter(|p| is_anonymous_profile(p)) {
+        if let Some(profile) = user_profile {
             // The user id's profile first: its link then names the customer.
             self.identity.merge(&profile, &customer_id, meta).await?;
         }
@@ -207,7 +239,41 @@ impl Ingestion {
                 .await?;
         }
         self.merge_pending(user_id, &customer_id, meta).await?;
-        self.update_from_traits(&customer_id, message, meta).await
+        self.update_from_traits(&customer_id, message, &earlier, meta).await
+    }
+
+    /// The names a server source sent for a user id known only by its id:
+    /// read from the [`UNVERIFIED_TRAITS_EVENT`] events with `verified:
+    /// true` that [`Self::identify_user_profile`] kept on its `profile`,
+    /// oldest first by `occurred_at`, each name given replacing the one
+    /// before (so `{firstName}` then `{lastName}` give both). Traits a client
+    /// source kept there (`verified: false`) are never read, nor traits that
+    /// were erased.
+    async fn names_kept_on(&self, profile: &str) -> Result<Names, IngestError> {
+        let stream = activity_stream_id(profile);
+        let mut kept: Vec<(DateTime<Utc>, u64, Names)> = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = self.store.read_stream(&stream, after, PROFILE_PAGE).await?;
+            for event in &page {
+                after = after.max(event.version);
+                let data = &event.data;
+                let properties = &data["properties"];
+                let verified = event.event_type == "CustomEvent"
+                    && data["event"] == UNVERIFIED_TRAITS_EVENT
+                    && properties["verified"] == true;
+                if let (true, Some(traits)) = (verified, properties["traits"].as_object()) {
+                    kept.push((event.occurred_at, event.version, names_in(traits)));
+                }
+            }
+            if page.len() < PROFILE_PAGE {
+                break;
+            }
+        }
+        kept.sort_by_key(|(at, version, _)| (*at, *version));
+        Ok(kept
+            .into_iter()
+            .fold((None, None), |(first, last), (_, _, (f, l))| (f.or(first), l.or(last))))
     }
 
     /// The profile of a user id that names no customer (decision 0051),
@@ -297,11 +363,13 @@ impl Ingestion {
     }
 
     /// A new customer from an identify's traits: the email address (or one
-    /// already registered), names when given ([`names_from_traits`]) and
-    /// phone. Consent is never read from traits.
+    /// already registered), names when given ([`names_from_traits`], else
+    /// the `earlier` ones kept on the user id's profile) and phone. Consent
+    /// is never read from traits.
     pub(super) async fn customer_from_traits(
         &self,
         message: &SegmentMessage,
+        earlier: &Names,
         meta: &CommandMeta,
     ) -> Result<String, IngestError> {
         let Some(email) = message.trait_text(&["email"]) else {
@@ -324,6 +392,7 @@ impl Ingestion {
             }
         }
         let (first, last) = names_from_traits(message);
+        let (first, last) = (first.or(earlier.0.clone()), last.or(earlier.1.clone()));
         // Names may be absent: a customer may be known by their email alone.
         let register = CustomerCommand::RegisterFromIngestion(RegisterCustomer {
             email,
@@ -354,11 +423,14 @@ impl Ingestion {
     }
 
     /// Names (in any of their forms, [`names_from_traits`]) and phone from
-    /// the traits, when given and different from the profile's.
+    /// the traits, when given and different from the profile's. A name the
+    /// traits do not give is taken from `earlier` (the names kept on the
+    /// user id's profile) only when the customer has none.
     pub(super) async fn update_from_traits(
         &self,
         customer_id: &str,
         message: &SegmentMessage,
+        earlier: &Names,
         meta: &CommandMeta,
     ) -> Result<(), IngestError> {
         let Some(customer) = self
@@ -374,6 +446,9 @@ impl Ingestion {
         }
         let differs = |new: Option<String>, old: &str| new.filter(|n| n != old);
         let (first, last) = names_from_traits(message);
+        let missing = |earlier: &Option<String>, old: &str| earlier.clone().filter(|_| old.is_empty());
+        let first = first.or_else(|| missing(&earlier.0, &customer.first_name));
+        let last = last.or_else(|| missing(&earlier.1, &customer.last_name));
         let update = UpdateProfile {
             first_name: differs(first, &customer.first_name),
             last_name: differs(last, &customer.last_name),

@@ -399,6 +399,7 @@ async fn a_user_id_known_only_by_its_id_has_a_profile_merged_when_its_email_arri
     let c = w.customers.load(&customer).await.expect("load").expect("customer");
     assert_eq!(c.email, "solo@example.com");
     assert_eq!(c.last_name, "Lovelace");
+    assert_eq!(c.first_name, "Ada", "the name sent without the email");
     assert_eq!(
         c.merged_profiles,
         vec![profile.clone(), anonymous_profile_id("dev-solo")]
@@ -728,5 +729,99 @@ async fn a_client_linked_anonymous_id_follows_when_a_server_names_the_customer()
     assert_eq!(
         activity.last().map(|e| e.data["event"].clone()),
         Some(json!(UNVERIFIED_TRAITS_EVENT))
+    );
+}
+
+#[tokio::test]
+async fn names_sent_before_the_email_are_the_customers() {
+    let w = world();
+    let identify = |m: &str, user: &str, traits: Value| json!({ "type": "identify", "messageId": m, "userId": user, "traits": traits });
+    // Sent without an email, in two parts; an older one arriving late; and
+    // a browser's unverified traits on the same profile.
+    w.send(identify("a1", "u-names", json!({ "firstName": "Ada" })))
+        .await
+        .expect("first name");
+    w.send(identify(
+        "a2",
+        "u-names",
+        json!({ "last_name": "Lovelace", "plan": "pro" }),
+    ))
+    .await
+    .expect("last name");
+    let mut older = identify("a3", "u-names", json!({ "name": "Augusta Byron" }));
+    older["timestamp"] = json!((w.clock.now() - Duration::hours(1)).to_rfc3339());
+    w.send(older).await.expect("older names");
+    w.send_as_client(identify("a4", "u-names", json!({ "firstName": "Mallory" })))
+        .await
+        .expect("unverified");
+    // The email arrives without names: the customer is registered with them.
+    w.send(identify("a5", "u-names", json!({ "email": "names@example.com" })))
+        .await
+        .expect("customer");
+    let customer = w.customer_of("u-names").await.expect("linked");
+    assert!(!is_anonymous_profile(&customer));
+    let c = w.customers.load(&customer).await.expect("load").expect("customer");
+    assert_eq!((c.first_name.as_str(), c.last_name.as_str()), ("Ada", "Lovelace"));
+    let types = w.event_types().await;
+    assert!(
+        !types.iter().any(|t| t == "CustomerNameChanged"),
+        "registered with the names, not changed after: {types:?}"
+    );
+
+    // Names sent with the email win over those sent before it.
+    w.send(identify(
+        "b1",
+        "u-wins",
+        json!({ "firstName": "Ada", "lastName": "King" }),
+    ))
+    .await
+    .expect("profile");
+    w.send(identify(
+        "b2",
+        "u-wins",
+        json!({ "email": "wins@example.com", "firstName": "Augusta" }),
+    ))
+    .await
+    .expect("customer");
+    let id = w.customer_of("u-wins").await.expect("linked");
+    let c = w.customers.load(&id).await.expect("load").expect("customer");
+    assert_eq!((c.first_name.as_str(), c.last_name.as_str()), ("Augusta", "King"));
+
+    // A customer found by the address: names it lacks are filled, names it
+    // has are kept.
+    w.send(identify("c1", "u-nameless", json!({ "email": "found@example.com" })))
+        .await
+        .expect("nameless customer");
+    w.send(identify(
+        "c2",
+        "u-found",
+        json!({ "firstName": "Grace", "lastName": "Hopper" }),
+    ))
+    .await
+    .expect("profile");
+    w.send(identify("c3", "u-found", json!({ "email": "found@example.com" })))
+        .await
+        .expect("found by email");
+    let found = w.customer_of("u-found").await.expect("linked");
+    assert_eq!(w.customer_of("u-nameless").await.as_ref(), Some(&found));
+    let c = w.customers.load(&found).await.expect("load").expect("customer");
+    assert_eq!((c.first_name.as_str(), c.last_name.as_str()), ("Grace", "Hopper"));
+    w.register(K, "shop-names@example.com").await;
+    w.send(identify("d1", "u-shop-names", json!({ "name": "Bob Builder" })))
+        .await
+        .expect("profile");
+    w.send(identify(
+        "d2",
+        "u-shop-names",
+        json!({ "email": "shop-names@example.com" }),
+    ))
+    .await
+    .expect("found by email");
+    assert_eq!(w.customer_of("u-shop-names").await.as_deref(), Some(K));
+    let c = w.customers.load(K).await.expect("load").expect("customer");
+    assert_eq!(
+        (c.first_name.as_str(), c.last_name.as_str()),
+        ("Ada", "L"),
+        "the API's names stay"
     );
 }
