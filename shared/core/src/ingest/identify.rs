@@ -48,18 +48,6 @@ fn names_in(traits: &Map<String, Value>) -> Names {
 /// kept on a user's profile ([`Ingestion::names_kept_on`]).
 const PROFILE_PAGE: usize = 200;
 
-/// The receipt of a message as [`Ingestion::ingest`] names it
-/// ([`receipt_key`] of its source and messageId): the source is the one in
-/// the actor ingestion gives its commands (`system:ingest:<source>`).
-fn message_receipt(meta: &CommandMeta, message: &SegmentMessage) -> IdempotencyKey {
-    let actor = meta.actor.as_str();
-    let source = actor.strip_prefix("system:ingest:").unwrap_or(actor);
-    IdempotencyKey {
-        receipt_key: receipt_key(source, &message.message_id),
-        request_hash: "segment".into(),
-    }
-}
-
 impl Ingestion {
     /// A client source's `identify`: the `userId` is linked to the
     /// `anonymousId` and the traits are kept, unverified, as an
@@ -208,7 +196,12 @@ impl Ingestion {
     /// identify with the email names none: they register the new customer,
     /// or fill the names a customer found by the address lacks (never
     /// replacing one it has).
-    pub(super) async fn identify(&self, message: &SegmentMessage, meta: &CommandMeta) -> Result<(), IngestError> {
+    pub(super) async fn identify(
+        &self,
+        message: &SegmentMessage,
+        idempotency: &IdempotencyKey,
+        meta: &CommandMeta,
+    ) -> Result<(), IngestError> {
         let Some(user_id) = &message.user_id else {
             // Traits of an anonymous visitor: nothing the CRM keeps yet.
             return Ok(());
@@ -225,7 +218,7 @@ impl Ingestion {
                     };
                     (self.customer_from_traits(message, &earlier, meta).await?, earlier)
                 }
-                None => return self.identify_user_profile(user_id, message, meta).await,
+                None => return self.identify_user_profile(user_id, message, idempotency, meta).await,
             },
         };
         if let Some(profile) = user_profile {
@@ -297,6 +290,7 @@ impl Ingestion {
         &self,
         user_id: &str,
         message: &SegmentMessage,
+        idempotency: &IdempotencyKey,
         meta: &CommandMeta,
     ) -> Result<(), IngestError> {
         let profile = self.user_profile_of(user_id, meta).await?;
@@ -313,7 +307,6 @@ impl Ingestion {
             utm: None,
             late: occurred_at < now - self.settings.late_after,
         });
-        let idempotency = message_receipt(meta, message);
         let anonymous = message.anonymous_id.as_deref().map(anonymous_profile_id);
         for _ in 0..3 {
             let claim = match &anonymous {
@@ -321,7 +314,7 @@ impl Ingestion {
                 None => None,
             };
             match self
-                .append_activity_claiming(&profile, event.clone(), occurred_at, &idempotency, meta, now, claim)
+                .append_activity_claiming(&profile, event.clone(), occurred_at, idempotency, meta, now, claim)
                 .await?
             {
                 Appended::Taken(_) => return Ok(()),

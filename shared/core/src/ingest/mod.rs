@@ -356,7 +356,7 @@ impl Ingestion {
                     return Ok(Accepted::Duplicate);
                 }
             }
-            Kind::Identify => self.identify(message, &meta).await?,
+            Kind::Identify => self.identify(message, &idempotency, &meta).await?,
             Kind::Alias => self.alias(message, &meta).await?,
             Kind::Track | Kind::Page | Kind::Screen => {
                 let profile = self.profile_of(from.kind, message, &meta).await?;
