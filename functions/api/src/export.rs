@@ -1,6 +1,6 @@
 //! `GET /customers/{id}/export` (GDPR Art. 20, decision 0020): everything
 //! stored about a customer, streamed as it is read
-//! ([`crm_core::privacy::export::export_customer`]).
+//! ([`crm_core::assembly::export::export_customer`]).
 
 use crate::customers::customer_id;
 use crate::problem::Problem;
@@ -10,7 +10,7 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
-use crm_core::privacy::export::{export_customer, ExportError, ExportSink};
+use crm_core::assembly::export::{export_customer, ExportError, ExportSink};
 use tokio::sync::mpsc;
 
 /// Chunks in flight between the export task and the HTTP body: the export

@@ -2,7 +2,7 @@
 //! commands over a data directory (decision 0020). Erasure and export run
 //! the very procedures the API runs for `DELETE /customers/{id}`
 //! ([`crm_core::customer::erase_customer`]) and `GET /customers/{id}/export`
-//! ([`crm_core::privacy::export::export_customer`]); on AWS those two routes
+//! ([`crm_core::assembly::export::export_customer`]); on AWS those two routes
 //! are the way. `migrate` encrypts what was stored before encryption at rest
 //! ([`crm_core::privacy::migrate`]).
 
@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use crm_core::customer::{erase_customer, CustomerService, ErasureError};
 use crm_core::event::{Actor, CommandMeta, EventEnvelope};
 use crm_core::ports::StoreError;
-use crm_core::privacy::export::{customer_streams, export_customer, ExportError, ExportSink, ExportSummary};
+use crm_core::assembly::export::{customer_streams, export_customer, ExportError, ExportSink, ExportSummary};
 use crm_core::privacy::migrate::{
     migrate_events, migrate_streams, plain_receipt_customer, seal_plain_receipt, MigrationError, StoredEventRewriter,
 };

@@ -76,6 +76,20 @@ pub struct Upcaster {
     pub upcast: fn(serde_json::Value) -> Result<serde_json::Value, EventCodecError>,
 }
 
+/// Field `name` of the `data` of an `event_type` stored at schema version 1
+/// (for upcasters that need a field's typed value).
+pub fn v1_field<T: DeserializeOwned>(
+    data: &serde_json::Map<String, serde_json::Value>,
+    event_type: &str,
+    name: &str,
+) -> Result<T, EventCodecError> {
+    let value = data
+        .get(name)
+        .cloned()
+        .ok_or_else(|| EventCodecError(format!("{event_type} v1: missing field `{name}`")))?;
+    serde_json::from_value(value).map_err(|e| EventCodecError(format!("{event_type} v1: {name}: {e}")))
+}
+
 /// Brings the `data` of an `event_type` stored at schema version `from` up to
 /// `to`, one step of `chain` at a time (v1 → v2 → …). A missing step is an
 /// error, never a silent pass-through.

@@ -4,6 +4,7 @@
 //! or in the local runtime. Adapters implement the traits in [`ports`].
 
 pub mod aggregate;
+pub mod assembly;
 pub mod bus;
 pub mod clock;
 pub mod commerce;
@@ -30,6 +31,7 @@ pub mod retention;
 pub mod scheduler;
 pub mod schemas;
 pub mod segments;
+pub mod vocabulary;
 
 #[cfg(feature = "contract")]
 pub mod read_model_contract;

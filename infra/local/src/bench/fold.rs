@@ -142,7 +142,7 @@ fn projections(
         ("projector", Arc::new(SegmentMembersProjection)),
         (
             "projector",
-            Arc::new(crm_core::privacy::export::CustomerStreamsProjection),
+            Arc::new(crm_core::customer::streams::CustomerStreamsProjection),
         ),
         ("consent", Arc::new(crm_core::consent::ledger::ConsentLedgerProjection)),
         (

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Months, Utc};
 use serde::{Deserialize, Serialize};
 
-pub const CONSENT_LEDGER: &str = "consent-ledger";
+pub use crate::vocabulary::streams::CONSENT_LEDGER;
 
 const CURRENT_PREFIX: &str = "current#";
 const HISTORY_PREFIX: &str = "history#";

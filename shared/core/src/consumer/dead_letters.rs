@@ -32,14 +32,13 @@
 //! alike.
 
 use crate::event::EventEnvelope;
-use crate::messaging::events::MessageRequest;
-use crate::messaging::feedback::{CUSTOMER_ID_TAG, SES_SOURCE};
 use crate::ports::{DeadLetter, DeadLetterQueue, StoreError};
 use crate::privacy::scrub::{scrub, scrub_json};
 use crate::privacy::{
     decrypt_field, decrypt_paths, encrypt_field, encrypt_paths, personal_data_paths, DataKey, KeyError, KeyStore,
     ERASED,
 };
+use crate::vocabulary::{MessageRequest, CUSTOMER_ID_TAG, SES_SOURCE};
 use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::Value;

@@ -21,11 +21,13 @@ use std::sync::Arc;
 
 pub mod capacity;
 pub mod dead_letters;
+mod decrypting;
 mod page;
 #[cfg(test)]
 mod tests;
 
 pub use dead_letters::{open_letter, seal_letter, SealedDeadLetters};
+pub use decrypting::DecryptingHandler;
 pub use page::{PageDocs, PageOutcome};
 
 /// Why a projection could not use an event: not worth retrying.
@@ -270,80 +272,6 @@ impl ConsumerGroup {
             docs,
             dead_letters,
         }
-    }
-
-    /// The projector function: customer 360, timeline, email and name
-    /// indexes (keyed by hashes made with `identifiers`, decision 0046),
-    /// profile metrics and segments (on the wall clock).
-    pub fn projector(
-        events: Arc<dyn EventStore>,
-        docs: Arc<dyn ReadModelStore>,
-        dead_letters: Arc<dyn crate::ports::DeadLetterQueue>,
-        identifiers: crate::privacy::IdentifierHasher,
-    ) -> Self {
-        Self::projector_at(
-            events,
-            docs,
-            dead_letters,
-            Arc::new(crate::clock::SystemClock),
-            identifiers,
-        )
-    }
-
-    /// The projector with its clock: segments depend on "now" (recency).
-    /// The segment evaluator comes after the profile metrics it reads, and
-    /// appends membership events to `events`.
-    pub fn projector_at(
-        events: Arc<dyn EventStore>,
-        docs: Arc<dyn ReadModelStore>,
-        dead_letters: Arc<dyn crate::ports::DeadLetterQueue>,
-        clock: Arc<dyn crate::clock::Clock>,
-        identifiers: crate::privacy::IdentifierHasher,
-    ) -> Self {
-        use crate::customer::metrics::ProfileMetricsProjection;
-        use crate::customer::name_index::NameIndexProjection;
-        use crate::customer::views::{CustomerProfileProjection, EmailIndexProjection, TimelineProjection};
-        use crate::segments::{SegmentEvaluator, SegmentMembersProjection};
-        Self::new(
-            "projector",
-            vec![
-                Arc::new(CustomerProfileProjection),
-                Arc::new(TimelineProjection),
-                Arc::new(EmailIndexProjection::new(identifiers.clone())),
-                Arc::new(NameIndexProjection::new(identifiers)),
-                Arc::new(crate::insights::funnel::FunnelProjection),
-                Arc::new(crate::insights::attribution::AttributionProjection),
-                Arc::new(crate::insights::campaign_stats::CampaignStatsProjection),
-                Arc::new(ProfileMetricsProjection),
-                Arc::new(SegmentEvaluator::new(events.clone(), clock)),
-                Arc::new(SegmentMembersProjection),
-                // Which streams hold events about each customer (export, decision 0020).
-                Arc::new(crate::privacy::export::CustomerStreamsProjection),
-            ],
-            events,
-            docs,
-            dead_letters,
-        )
-    }
-
-    /// The consent function: the consent ledger and the proof ledger (by
-    /// identifier hashes made with `identifiers`, decision 0019).
-    pub fn consent(
-        events: Arc<dyn EventStore>,
-        docs: Arc<dyn ReadModelStore>,
-        dead_letters: Arc<dyn crate::ports::DeadLetterQueue>,
-        identifiers: crate::privacy::IdentifierHasher,
-    ) -> Self {
-        Self::new(
-            "consent",
-            vec![
-                Arc::new(crate::consent::ledger::ConsentLedgerProjection),
-                Arc::new(crate::consent::proof::ProofLedgerProjection::new(identifiers)),
-            ],
-            events,
-            docs,
-            dead_letters,
-        )
     }
 
     pub fn consumer_names(&self) -> Vec<&'static str> {

@@ -19,7 +19,7 @@ fn projections() -> Vec<Arc<dyn Projection>> {
         Arc::new(crate::customer::views::CustomerProfileProjection) as Arc<dyn Projection>,
         Arc::new(crate::customer::views::TimelineProjection),
         Arc::new(crate::customer::metrics::ProfileMetricsProjection),
-        Arc::new(crate::privacy::export::CustomerStreamsProjection),
+        Arc::new(crate::customer::streams::CustomerStreamsProjection),
         Arc::new(crate::consent::ledger::ConsentLedgerProjection),
     ]);
     all

@@ -275,7 +275,7 @@ fn optional_text(field: &str, value: &Option<String>, max: usize) -> Result<(), 
 }
 
 fn product_id(field: &str, value: &str) -> Result<(), CustomerError> {
-    if crate::commerce::cart::valid_product_id(value) {
+    if crate::vocabulary::valid_product_id(value) {
         Ok(())
     } else {
         Err(CustomerError::invalid(

@@ -5,9 +5,9 @@ use super::commands::*;
 use super::events::CustomerEvent;
 use super::validate;
 use super::{stream_id, CustomerError};
-use crate::consent::{ActiveConsent, Channel, Purpose};
 use crate::ports::ReservationChange;
 use crate::preferences::Preferences;
+use crate::vocabulary::{ActiveConsent, Channel, Purpose};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -42,7 +42,7 @@ pub struct Customer {
     pub consents: Vec<ActiveConsent>,
     /// Devices registered for push notifications (latest last).
     #[serde(default)]
-    pub push_devices: Vec<crate::messaging::provider::PushDevice>,
+    pub push_devices: Vec<crate::vocabulary::PushDevice>,
     /// The current email address bounced for good or was found invalid.
     #[serde(default)]
     pub email_invalidated: bool,
@@ -225,14 +225,14 @@ fn register(cmd: &RegisterCustomer, input: &DecisionInput, names: Names) -> Resu
         (Channel::Push, choice.push),
     ] {
         if chosen {
-            let method = crate::consent::ConsentMethod::RegistrationCheckbox;
+            let method = crate::vocabulary::ConsentMethod::RegistrationCheckbox;
             events.push(CustomerEvent::ConsentGranted {
                 purpose: Purpose::Marketing,
                 channel,
                 method,
                 ip: Some(ip.clone()),
                 user_agent: Some(user_agent.clone()),
-                gdpr: crate::consent::GdprContext::new(Purpose::Marketing, method, None),
+                gdpr: crate::vocabulary::GdprContext::new(Purpose::Marketing, method, None),
             });
         }
     }
@@ -437,7 +437,7 @@ fn grant_consent(c: &Customer, cmd: &GrantConsent) -> Result<Vec<CustomerEvent>,
         method: cmd.method,
         ip,
         user_agent,
-        gdpr: crate::consent::GdprContext::new(cmd.purpose, cmd.method, jurisdiction),
+        gdpr: crate::vocabulary::GdprContext::new(cmd.purpose, cmd.method, jurisdiction),
     }])
 }
 
@@ -630,7 +630,7 @@ pub fn evolve(state: Option<Customer>, event: &CustomerEvent, at: DateTime<Utc>,
         CustomerEvent::CustomerReactivated { status } => c.status = *status,
         CustomerEvent::PushDeviceRegistered { platform, token } => {
             c.push_devices.retain(|d| d.token != *token);
-            c.push_devices.push(crate::messaging::provider::PushDevice {
+            c.push_devices.push(crate::vocabulary::PushDevice {
                 platform: platform.clone(),
                 token: token.clone(),
             });

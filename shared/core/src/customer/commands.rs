@@ -1,8 +1,8 @@
 //! Commands on a customer. They deserialise straight from request bodies;
 //! unknown fields are refused so a typo never passes silently.
 
-use crate::consent::{Channel, ConsentMethod, Purpose};
 use crate::preferences::Preferences;
+use crate::vocabulary::{Channel, ConsentMethod, Purpose};
 use chrono::NaiveDate;
 use serde::{Deserialize, Deserializer, Serialize};
 

@@ -2,9 +2,9 @@
 
 use super::commands::{Address, DeactivationReason, RegistrationSource};
 use super::CustomerStatus;
-use crate::consent::{Channel, ConsentMethod, GdprContext, Purpose};
 use crate::event::{DomainEvent, Upcaster};
 use crate::preferences::Preferences;
+use crate::vocabulary::{Channel, ConsentMethod, GdprContext, Purpose};
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
@@ -28,7 +28,7 @@ pub enum CustomerEvent {
         terms_accepted: bool,
     },
     /// Schema version 2 (decision 0022): version 1 had no `gdpr`; stored v1
-    /// grants are upcast on read (`crate::schemas::history`).
+    /// grants are upcast on read (`super::past_versions`).
     ConsentGranted {
         purpose: Purpose,
         channel: Channel,
@@ -127,7 +127,7 @@ impl DomainEvent for CustomerEvent {
     }
 
     fn upcasters() -> &'static [Upcaster] {
-        crate::schemas::history::CUSTOMER_UPCASTERS
+        super::past_versions::CUSTOMER_UPCASTERS
     }
 }
 

@@ -39,7 +39,7 @@ pub async fn recent_history(
     let mut out: Vec<HistoryEntry> = Vec::new();
     let profiles = std::iter::once((customer_id, None)).chain(merged.iter().map(|m| (m.as_str(), Some(m.clone()))));
     for (profile, merged_from) in profiles {
-        for stream in crate::privacy::export::customer_streams(docs, profile).await? {
+        for stream in super::streams::customer_streams(docs, profile).await? {
             if stream == own_stream {
                 continue;
             }

@@ -41,7 +41,7 @@ pub const METRIC_EVENT_TYPES: &[&str] = &[
     "PaymentSucceeded",
     "RefundRequested",
     "CustomerLoggedIn",
-    crate::retention::ACTIVITY_DAY_SUMMARIZED,
+    super::day_summary::ACTIVITY_DAY_SUMMARIZED,
 ];
 
 /// One successful payment or one refund.
@@ -255,7 +255,7 @@ impl Projection for ProfileMetricsProjection {
         let customer = event.customer_id.as_deref().ok_or_else(|| {
             ProjectionError::Invalid(format!("{} {} has no customer_id", event.event_type, event.event_id))
         })?;
-        if event.event_type == "CustomerLoggedIn" || event.event_type == crate::retention::ACTIVITY_DAY_SUMMARIZED {
+        if event.event_type == "CustomerLoggedIn" || event.event_type == super::day_summary::ACTIVITY_DAY_SUMMARIZED {
             let mut facts: ActivityFacts = docs
                 .get(PROFILE_METRICS, customer, ACTIVITY_SORT)
                 .await?
@@ -269,7 +269,7 @@ impl Projection for ProfileMetricsProjection {
                 // A folded day: its count replaces whatever the raw logins of
                 // that day added (the same number), so the summary counts once
                 // whether or not they were seen.
-                let summary = crate::retention::ActivityDaySummarized::from_envelope(event)?;
+                let summary = super::day_summary::ActivityDaySummarized::from_envelope(event)?;
                 match summary.last_login_at {
                     Some(at) if summary.logins > 0 => {
                         facts.logins_by_day.insert(summary.day, summary.logins);

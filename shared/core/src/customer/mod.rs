@@ -4,6 +4,7 @@
 pub mod activity;
 mod aggregate;
 mod commands;
+pub mod day_summary;
 pub mod email_index;
 mod erasure;
 mod events;
@@ -11,8 +12,10 @@ pub mod history;
 mod keyed_reservations;
 pub mod metrics;
 pub mod name_index;
+pub mod past_versions;
 pub mod rekey;
 mod service;
+pub mod streams;
 mod validate;
 pub mod views;
 
@@ -25,9 +28,7 @@ pub use service::{CommandError, CustomerService, Executed, IdempotencyRequest, R
 pub use validate::{email_reservation_key, email_reservation_name, normalise_email, unkeyed_email_reservation_key};
 
 /// The stream of customer `id`.
-pub fn stream_id(customer_id: &str) -> String {
-    format!("customer-{customer_id}")
-}
+pub use crate::vocabulary::streams::customer_stream_id as stream_id;
 
 /// Why a customer command was refused. Each variant says which HTTP-free
 /// kind of refusal it is; adapters map kinds to status codes.

@@ -13,8 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
-pub const CUSTOMER_360: &str = "customer-360";
-pub const TIMELINE: &str = "timeline";
+pub use crate::vocabulary::streams::{CUSTOMER_360, TIMELINE};
 pub const EMAIL_INDEX: &str = "email-index";
 
 const PROFILE_SORT: &str = "profile";

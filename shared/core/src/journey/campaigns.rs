@@ -102,7 +102,7 @@ impl CampaignHandler {
     /// misses (a cart the index has not seen yet) finds the customer
     /// inactive when it fires and does nothing.
     pub async fn cancel_customer_schedules(&self, customer_id: &str) -> Result<usize, StoreError> {
-        let streams = crate::privacy::export::customer_streams(self.engine.docs().as_ref(), customer_id).await?;
+        let streams = crate::customer::streams::customer_streams(self.engine.docs().as_ref(), customer_id).await?;
         let mut cancelled = 0;
         for stream in streams {
             let name = if stream.starts_with("cart-") {

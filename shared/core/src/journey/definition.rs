@@ -11,6 +11,7 @@ use super::duration::{Duration, LocalTime};
 use super::templates;
 use crate::consent::{Channel, Purpose};
 use crate::pattern::EventPattern;
+pub use crate::vocabulary::Category;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -156,15 +157,6 @@ pub struct BranchStep {
     pub then: String,
     #[serde(rename = "else")]
     pub otherwise: String,
-}
-
-/// Whether a message is part of a transaction the customer started or
-/// marketing (which needs consent).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Category {
-    Transactional,
-    Marketing,
 }
 
 /// Requests a message.

@@ -37,10 +37,10 @@ use super::instance::{self, JourneyContext, JourneyEvent, JourneyInput, JourneyI
 use crate::bus::BusEntry;
 use crate::clock::Clock;
 use crate::consent::ledger;
+use crate::customer::streams::CUSTOMER_STREAMS;
 use crate::customer::views;
 use crate::event::{Actor, CommandMeta, DomainEvent, EventEnvelope};
 use crate::ports::{AppendError, AppendRequest, EventStore, ExpectedVersion, ReadModelStore, ReadOp, StoreError};
-use crate::privacy::export::CUSTOMER_STREAMS;
 use crate::scheduler::{Scheduler, SchedulerError, TimerPayload};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -51,7 +51,7 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 /// The read-model namespace of the engine's index: customer → instances.
-pub const JOURNEY_INDEX: &str = "journey-index";
+pub use crate::vocabulary::streams::JOURNEY_INDEX;
 
 /// The journey-index partition listing a campaign's running instances (an
 /// instance leaves it when it exits, so pausing and sweeping walk only the

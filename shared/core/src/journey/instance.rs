@@ -21,9 +21,7 @@ use uuid::Uuid;
 pub const MAX_STEPS_PER_DECISION: usize = 100;
 
 /// The stream of journey instance `id`.
-pub fn stream_id(instance_id: &str) -> String {
-    format!("journey-{instance_id}")
-}
+pub use crate::vocabulary::streams::journey_stream_id as stream_id;
 
 fn digest(parts: &[&str]) -> String {
     let mut hash = Sha256::new();

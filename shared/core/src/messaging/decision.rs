@@ -12,8 +12,8 @@ use super::events::{DeferralReason, MessageRequest, SuppressionReason};
 use crate::consent::ledger::CONSENT_VALIDITY_MONTHS;
 use crate::consent::Channel;
 use crate::customer::{Customer, CustomerStatus};
-use crate::journey::definition::Category;
 use crate::preferences::EmailFrequency;
+use crate::vocabulary::Category;
 use chrono::{DateTime, Duration, Months, NaiveTime, Utc};
 use serde::{Deserialize, Serialize};
 

@@ -34,7 +34,6 @@ use crate::consent::{Channel, Purpose};
 use crate::consumer::{Consumer, Projection, ProjectionError};
 use crate::customer::{Customer, CustomerService};
 use crate::event::{envelopes, Actor, CommandMeta, DomainEvent, EventEnvelope};
-use crate::journey::definition::Category;
 use crate::metrics::{names as metric, MetricSet, MetricsSink, NoMetrics};
 use crate::ports::{
     AppendError, AppendRequest, DeadLetter, DeadLetterQueue, EventStore, ExpectedVersion, ReadModelStore, ReadOp,
@@ -43,6 +42,7 @@ use crate::ports::{
 use crate::privacy::scrub::scrub;
 use crate::privacy::{HashedIdentifier, IdentifierHasher, IdentifierKind};
 use crate::scheduler::{timer_name, Scheduler, TimerKind, TimerPayload};
+use crate::vocabulary::Category;
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 use serde::Deserialize;
@@ -50,7 +50,7 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 
 /// The read model of sends per customer (frequency caps).
-pub const MESSAGE_LOG: &str = "message-log";
+pub use crate::vocabulary::streams::MESSAGE_LOG;
 /// The read model of suppressed addresses.
 pub const SUPPRESSION_LIST: &str = "suppression-list";
 

@@ -1,54 +1,12 @@
 //! The message stream `message-<message id>`: what became of one requested
 //! message, and what the provider told us afterwards.
 
-use crate::consent::{Channel, Purpose};
+use crate::consent::Channel;
 use crate::event::{DomainEvent, EventEnvelope};
-use crate::journey::definition::Category;
+pub use crate::vocabulary::streams::message_stream_id as message_stream;
+pub use crate::vocabulary::{Category, MessageRequest};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
-
-/// The stream of one message.
-pub fn message_stream(message_id: &str) -> String {
-    format!("message-{message_id}")
-}
-
-/// What a journey asked for (the payload of `MessageRequested` on the
-/// journey stream), as the channel function reads it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct MessageRequest {
-    pub message_id: String,
-    pub instance_id: String,
-    pub campaign_id: String,
-    pub campaign_version: u64,
-    pub step_id: String,
-    pub customer_id: String,
-    pub channel: Channel,
-    pub template: String,
-    pub category: Category,
-    #[serde(default)]
-    pub purpose: Option<Purpose>,
-    #[serde(default)]
-    pub data: Value,
-}
-
-impl MessageRequest {
-    /// Reads a stored `MessageRequested` event.
-    pub fn from_envelope(event: &EventEnvelope) -> Result<Self, crate::event::EventCodecError> {
-        if event.event_type != "MessageRequested" {
-            return Err(crate::event::EventCodecError(format!(
-                "{} is not a MessageRequested",
-                event.event_type
-            )));
-        }
-        serde_json::from_value(event.data.clone()).map_err(|e| crate::event::EventCodecError(e.to_string()))
-    }
-
-    /// The topic preferences filter on: the campaign.
-    pub fn topic(&self) -> &str {
-        &self.campaign_id
-    }
-}
 
 /// Where a message's request is stored: its `MessageRequested` event on the
 /// journey stream. A deferral and the message's timer carry this, never the
@@ -139,7 +97,7 @@ pub enum MessageEvent {
     /// the request is read again from where it is stored. Schema version 2
     /// (decision 0041): the place of the request, never the request itself
     /// (its `data` is personal). Version 1 kept a copy of the request; it is
-    /// read upcast (`schemas::history::message_deferred_v1_to_v2`).
+    /// read upcast (`messaging::past_versions::message_deferred_v1_to_v2`).
     MessageDeferred {
         message_id: String,
         customer_id: String,
@@ -274,7 +232,7 @@ impl DomainEvent for MessageEvent {
     }
 
     fn upcasters() -> &'static [crate::event::Upcaster] {
-        crate::schemas::history::MESSAGE_UPCASTERS
+        super::past_versions::MESSAGE_UPCASTERS
     }
 }
 

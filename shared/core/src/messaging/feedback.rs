@@ -19,12 +19,10 @@ use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
 
-/// The EventBridge `source` of SES events.
-pub const SES_SOURCE: &str = "aws.ses";
+pub use crate::vocabulary::{CUSTOMER_ID_TAG, SES_SOURCE};
+
 /// The message tag that carries our message id.
 pub const MESSAGE_ID_TAG: &str = "message_id";
-/// The message tag that carries the customer id.
-pub const CUSTOMER_ID_TAG: &str = "customer_id";
 
 /// What SES reported.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -20,6 +20,7 @@ pub mod delivery;
 pub mod events;
 pub mod feedback;
 pub mod mime;
+pub mod past_versions;
 pub mod provider;
 pub mod render;
 pub mod unsubscribe;

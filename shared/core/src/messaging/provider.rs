@@ -4,6 +4,8 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+pub use crate::vocabulary::PushDevice;
+
 /// One rendered email, ready for a provider. `mime::to_mime` turns it into the
 /// raw message that SES sends and the local sink keeps.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,14 +34,6 @@ pub struct SmsMessage {
     pub body: String,
     /// Transactional SMS get SNS's `Transactional` type, marketing `Promotional`.
     pub transactional: bool,
-}
-
-/// Where push notifications go: a device registered by the app.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PushDevice {
-    /// `apns` or `fcm`.
-    pub platform: String,
-    pub token: String,
 }
 
 /// One push notification to one device.

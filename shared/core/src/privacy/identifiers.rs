@@ -8,7 +8,7 @@
 //! in lowercase hex, over the normalised value: an email trimmed and
 //! lowercased, a phone number reduced to its digits and a leading `+`.
 
-use crate::consent::Channel;
+use crate::vocabulary::Channel;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;

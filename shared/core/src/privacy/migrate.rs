@@ -80,7 +80,7 @@ pub fn plaintext_paths(event: &EventEnvelope) -> Vec<&'static str> {
 /// Whether `customer_id`'s stream records an erasure request (read from the
 /// store as stored: event types are never encrypted).
 pub async fn erasure_requested(store: &dyn EventStore, customer_id: &str) -> Result<bool, StoreError> {
-    let stream = crate::customer::stream_id(customer_id);
+    let stream = crate::vocabulary::streams::customer_stream_id(customer_id);
     let mut after = 0;
     loop {
         let page = store.read_stream(&stream, after, 500).await?;
@@ -291,7 +291,7 @@ pub async fn plain_receipt_customer(stored: &dyn EventStore, body: &Value) -> Re
     }
     if let Some(id) = body.get("id").and_then(Value::as_str) {
         if !stored
-            .read_stream(&crate::customer::stream_id(id), 0, 1)
+            .read_stream(&crate::vocabulary::streams::customer_stream_id(id), 0, 1)
             .await?
             .is_empty()
         {

@@ -13,7 +13,7 @@
 //!
 //! * [`EncryptingEventStore`]: the decorator over any event store that
 //!   encrypts on append and decrypts on read (decision 0017), and
-//!   [`DecryptingHandler`] for consumers fed by the bus (their dead letters
+//!   `consumer::DecryptingHandler` for consumers fed by the bus (their dead letters
 //!   are sealed back into the stored form by
 //!   `consumer::SealedDeadLetters`, decision 0040).
 //! * [`IdentifierHasher`]: salted hashes of email addresses and phone
@@ -21,7 +21,6 @@
 //!   (decision 0019).
 
 mod crypto;
-pub mod export;
 mod identifiers;
 pub mod migrate;
 mod paths;
@@ -39,7 +38,7 @@ pub use crypto::{
 };
 pub use identifiers::{HashedIdentifier, IdentifierHasher, IdentifierKind, LookupKind};
 pub use paths::{decrypt_paths, encrypt_paths, erasable, personal_data_paths, ERASED, PERSONAL_DATA};
-pub use store::{decrypt_envelope, encrypt_envelope, DecryptingHandler, EncryptingEventStore};
+pub use store::{decrypt_envelope, encrypt_envelope, EncryptingEventStore};
 
 use async_trait::async_trait;
 use zeroize::Zeroize;

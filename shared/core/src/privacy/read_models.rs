@@ -26,9 +26,8 @@
 //!   through; a read or write of those looks up no key.
 
 use super::{decrypt_field, encrypt_field, is_encrypted, CryptoError, DataKey, KeyError, KeyStore, ERASED};
-use crate::consent::ledger::CONSENT_LEDGER;
-use crate::customer::views::{CUSTOMER_360, TIMELINE};
 use crate::ports::{Commit, CommitError, ReadModelStore, ReadOp, StoreError};
+use crate::vocabulary::streams::{CONSENT_LEDGER, CUSTOMER_360, TIMELINE};
 use async_trait::async_trait;
 use serde_json::Value;
 use std::collections::HashMap;

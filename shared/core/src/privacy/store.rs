@@ -1,6 +1,7 @@
 //! Encryption at rest (issue 7, decision 0017): the [`EncryptingEventStore`]
-//! decorator over any [`EventStore`], and [`DecryptingHandler`] for the
-//! consumers that get events from the bus rather than from the store.
+//! decorator over any [`EventStore`], and [`decrypt_envelope`] for the
+//! consumers that get events from the bus rather than from the store
+//! (`consumer::DecryptingHandler`).
 //!
 //! * `append` encrypts every event's personal fields
 //!   ([`personal_data_paths`]) under the data key of the envelope's customer,
@@ -17,7 +18,6 @@
 
 use super::{decrypt_field, decrypt_paths, encrypt_field, encrypt_paths, is_encrypted, personal_data_paths};
 use super::{CryptoError, DataKey, KeyError, KeyStore, ERASED};
-use crate::consumer::{ConsumeError, EventHandler, GroupOutcome, PageOutcome};
 use crate::event::EventEnvelope;
 use crate::ports::*;
 use async_trait::async_trait;
@@ -377,62 +377,6 @@ impl EventStore for EncryptingEventStore {
         let mut page = self.inner.read_all(after, limit).await?;
         self.decrypt_all(&mut page.events).await?;
         Ok(page)
-    }
-}
-
-/// An [`EventHandler`] that decrypts each envelope before `inner` sees it:
-/// for consumers fed by the bus, which carries events as stored.
-pub struct DecryptingHandler {
-    inner: Arc<dyn EventHandler>,
-    keys: Arc<dyn KeyStore>,
-}
-
-impl DecryptingHandler {
-    pub fn new(inner: Arc<dyn EventHandler>, keys: Arc<dyn KeyStore>) -> Self {
-        DecryptingHandler { inner, keys }
-    }
-}
-
-#[async_trait]
-impl EventHandler for DecryptingHandler {
-    fn name(&self) -> &'static str {
-        self.inner.name()
-    }
-
-    fn consumer_names(&self) -> Vec<&'static str> {
-        self.inner.consumer_names()
-    }
-
-    async fn handle(
-        &self,
-        event: &EventEnvelope,
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<GroupOutcome, ConsumeError> {
-        let mut plain = event.clone();
-        decrypt_envelope(self.keys.as_ref(), &mut plain)
-            .await
-            .map_err(|e| ConsumeError::Retryable {
-                consumer: self.inner.name(),
-                message: format!("decrypting {} v{}: {e}", event.stream_id, event.version),
-            })?;
-        self.inner.handle(&plain, now).await
-    }
-
-    async fn handle_page(
-        &self,
-        events: &[EventEnvelope],
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<PageOutcome, ConsumeError> {
-        let mut plain = events.to_vec();
-        for event in &mut plain {
-            decrypt_envelope(self.keys.as_ref(), event)
-                .await
-                .map_err(|e| ConsumeError::Retryable {
-                    consumer: self.inner.name(),
-                    message: format!("decrypting {} v{}: {e}", event.stream_id, event.version),
-                })?;
-        }
-        self.inner.handle_page(&plain, now).await
     }
 }
 

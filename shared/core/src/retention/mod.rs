@@ -14,20 +14,17 @@
 //! logins and the last login time, the number of sessions.
 
 use crate::customer::activity::{activity_stream_id, max_lateness, ACTIVITY_EVENT_TYPES};
-use crate::customer::metrics::category_slug;
 use crate::event::{DomainEvent, EventCodecError, EventEnvelope};
 use crate::ports::{AppendError, AppendRequest, EventExpiry, EventStore, ExpectedVersion, StoreError};
 use chrono::{DateTime, Duration, Months, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 
 #[cfg(test)]
 mod tests;
 
-/// The summary's event type.
-pub const ACTIVITY_DAY_SUMMARIZED: &str = "ActivityDaySummarized";
+pub use crate::customer::day_summary::{ActivityDaySummarized, ACTIVITY_DAY_SUMMARIZED};
 
 /// Default age after which activity is folded and expires.
 pub const DEFAULT_ACTIVITY_DAYS: u32 = 90;
@@ -153,35 +150,6 @@ pub fn is_activity(event_type: &str) -> bool {
     ACTIVITY_EVENT_TYPES.contains(&event_type)
 }
 
-/// One customer's activity of one UTC day, folded. No personal data.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct ActivityDaySummarized {
-    pub day: NaiveDate,
-    /// Raw events folded.
-    pub events: u64,
-    /// The versions of the first and last of them in the stream.
-    pub first_version: u64,
-    pub last_version: u64,
-    pub first_at: DateTime<Utc>,
-    pub last_at: DateTime<Utc>,
-    /// Events per type.
-    pub counts: BTreeMap<String, u64>,
-    /// `ProductViewed` per product id.
-    #[serde(default)]
-    pub products_viewed: BTreeMap<String, u64>,
-    /// `ProductViewed` per category slug.
-    #[serde(default)]
-    pub categories_viewed: BTreeMap<String, u64>,
-    /// `CustomerLoggedIn` events, and the last one's time.
-    #[serde(default)]
-    pub logins: u64,
-    #[serde(default)]
-    pub last_login_at: Option<DateTime<Utc>>,
-    /// Distinct session ids (the ids themselves are not kept).
-    #[serde(default)]
-    pub sessions: u64,
-}
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", content = "data")]
 pub enum RetentionEvent {
@@ -191,59 +159,6 @@ pub enum RetentionEvent {
 impl DomainEvent for RetentionEvent {
     fn schema_version(_event_type: &str) -> u32 {
         1
-    }
-}
-
-impl ActivityDaySummarized {
-    /// Reads a stored summary.
-    pub fn from_envelope(e: &EventEnvelope) -> Result<Self, EventCodecError> {
-        serde_json::from_value(e.data.clone())
-            .map_err(|err| EventCodecError(format!("{ACTIVITY_DAY_SUMMARIZED} {}: {err}", e.event_id)))
-    }
-
-    /// Folds the raw activity events of one day (`events` non-empty, all of `day`).
-    pub fn fold(day: NaiveDate, events: &[&EventEnvelope]) -> Option<Self> {
-        let first = events.iter().min_by_key(|e| e.version)?;
-        let last = events.iter().max_by_key(|e| e.version)?;
-        let mut s = ActivityDaySummarized {
-            day,
-            events: events.len() as u64,
-            first_version: first.version,
-            last_version: last.version,
-            first_at: events.iter().map(|e| e.occurred_at).min()?,
-            last_at: events.iter().map(|e| e.occurred_at).max()?,
-            counts: BTreeMap::new(),
-            products_viewed: BTreeMap::new(),
-            categories_viewed: BTreeMap::new(),
-            logins: 0,
-            last_login_at: None,
-            sessions: 0,
-        };
-        let mut sessions = BTreeSet::new();
-        for e in events {
-            *s.counts.entry(e.event_type.clone()).or_insert(0) += 1;
-            let text = |name: &str| e.data.get(name).and_then(Value::as_str);
-            if let Some(session) = text("session_id") {
-                sessions.insert(session.to_string());
-            }
-            match e.event_type.as_str() {
-                "ProductViewed" => {
-                    if let Some(p) = text("product_id") {
-                        *s.products_viewed.entry(p.to_string()).or_insert(0) += 1;
-                    }
-                    if let Some(c) = text("category").and_then(category_slug) {
-                        *s.categories_viewed.entry(c).or_insert(0) += 1;
-                    }
-                }
-                "CustomerLoggedIn" => {
-                    s.logins += 1;
-                    s.last_login_at = Some(s.last_login_at.map_or(e.occurred_at, |l| l.max(e.occurred_at)));
-                }
-                _ => {}
-            }
-        }
-        s.sessions = sessions.len() as u64;
-        Some(s)
     }
 }
 

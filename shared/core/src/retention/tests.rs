@@ -7,7 +7,7 @@ use crate::customer::metrics::{customer_facts, profile_metrics, ProfileMetricsPr
 use crate::ports::{EventStore, ReadModelStore};
 use crate::testing::{raw_event, InMemoryEventStore, InMemoryReadModels};
 use chrono::TimeZone;
-use serde_json::json;
+use serde_json::{json, Value};
 use std::sync::Arc;
 
 fn now() -> DateTime<Utc> {

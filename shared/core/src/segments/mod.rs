@@ -29,9 +29,7 @@ use std::sync::Arc;
 mod tests;
 
 /// The stream of customer `id`'s segment membership.
-pub fn stream_id(customer_id: &str) -> String {
-    format!("segments-{customer_id}")
-}
+pub use crate::vocabulary::streams::segments_stream_id as stream_id;
 
 pub const SEGMENT_EVALUATOR: &str = "segment-evaluator";
 pub const SEGMENT_MEMBERS: &str = "segment-members";

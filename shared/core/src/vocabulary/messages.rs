@@ -1,0 +1,69 @@
+//! What a journey asks the channel to send, and the few terms of messages
+//! other contexts name: the customer's push devices (kept on the customer),
+//! a message's [`Category`] (journeys decide it, messaging enforces it), and
+//! how a sent email names its customer (dead letters seal SES feedback
+//! under that customer's key).
+
+use super::consent::{Channel, Purpose};
+use crate::event::EventEnvelope;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Whether a message is part of a transaction the customer started or
+/// marketing (which needs consent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Category {
+    Transactional,
+    Marketing,
+}
+
+/// What a journey asked for (the payload of `MessageRequested` on the
+/// journey stream), as the channel function reads it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct MessageRequest {
+    pub message_id: String,
+    pub instance_id: String,
+    pub campaign_id: String,
+    pub campaign_version: u64,
+    pub step_id: String,
+    pub customer_id: String,
+    pub channel: Channel,
+    pub template: String,
+    pub category: Category,
+    #[serde(default)]
+    pub purpose: Option<Purpose>,
+    #[serde(default)]
+    pub data: Value,
+}
+
+impl MessageRequest {
+    /// Reads a stored `MessageRequested` event.
+    pub fn from_envelope(event: &EventEnvelope) -> Result<Self, crate::event::EventCodecError> {
+        if event.event_type != "MessageRequested" {
+            return Err(crate::event::EventCodecError(format!(
+                "{} is not a MessageRequested",
+                event.event_type
+            )));
+        }
+        serde_json::from_value(event.data.clone()).map_err(|e| crate::event::EventCodecError(e.to_string()))
+    }
+
+    /// The topic preferences filter on: the campaign.
+    pub fn topic(&self) -> &str {
+        &self.campaign_id
+    }
+}
+
+/// Where push notifications go: a device registered by the app.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushDevice {
+    /// `apns` or `fcm`.
+    pub platform: String,
+    pub token: String,
+}
+
+/// The EventBridge `source` of SES events.
+pub const SES_SOURCE: &str = "aws.ses";
+/// The message tag (on every sent email) that carries the customer id.
+pub const CUSTOMER_ID_TAG: &str = "customer_id";
