@@ -11,6 +11,13 @@ than one module (the cycles), with one file:line per arrow as evidence,
 and exits 1 when there is any. `super::` paths stay inside a module and
 are not arrows.
 
+Where docs/architecture.md declares a crate's layers (a fenced block whose
+first line is `# layers of <crate-src-dir>`, then one `layer: module ...`
+line per layer, bottom layer first), every arrow must also point to the
+same layer or a lower one: an upward arrow (a "never-arrow") exits 1 too,
+and so do a module the block does not place and a module it names that
+does not exist, so the document stays true.
+
 A file under `src/<m>/` or `src/<m>.rs` belongs to module `<m>`; `lib.rs`
 and `main.rs` are the crate root and not counted (they assemble).
 """
@@ -21,6 +28,10 @@ import sys
 from collections import defaultdict
 
 DEFAULT_DIRS = ["shared/core/src", "infra/local/src", "functions/api/src"]
+
+ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+LAYERS_DOC = os.path.join(ROOT, "docs", "architecture.md")
+LAYERS_HEADER = re.compile(r"^#\s*layers of\s+(\S+)")
 
 PATH = re.compile(r"\bcrate::([a-z_][a-z0-9_]*)")
 # `use crate::{a::x, b::{y, z}}`: the first segment of each item of the list.
@@ -197,12 +208,63 @@ def components(modules, edges):
     return [c for c in out if len(c) > 1]
 
 
+def declared_layers(doc=LAYERS_DOC):
+    """{crate src dir (relative to the repository): [(layer, [modules])]},
+    bottom layer first, from the `# layers of <dir>` blocks of `doc`."""
+    if not os.path.exists(doc):
+        return {}
+    layers, current, fenced = {}, None, False
+    for line in open(doc, encoding="utf-8").read().splitlines():
+        if line.strip().startswith("```"):
+            fenced, current = not fenced, None
+            continue
+        if not fenced:
+            continue
+        m = LAYERS_HEADER.match(line.strip())
+        if m:
+            current = os.path.normpath(m.group(1))
+            layers[current] = []
+        elif current and ":" in line and not line.strip().startswith("#"):
+            name, names = line.split(":", 1)
+            layers[current].append((name.strip(), names.split()))
+    return layers
+
+
+def layer_problems(modules, edges, layers):
+    """Upward arrows, unplaced modules and placed modules that do not exist."""
+    rank, problems = {}, []
+    for i, (name, names) in enumerate(layers):
+        for module in names:
+            rank[module] = (i, name)
+    for module in sorted(modules - rank.keys()):
+        problems.append(f"  {module}: in no layer (place it in docs/architecture.md)")
+    for module in sorted(rank.keys() - modules):
+        problems.append(f"  {module}: placed in layer {rank[module][1]!r} but no such module")
+    for (a, b), where in sorted(edges.items()):
+        if a in rank and b in rank and rank[a][0] < rank[b][0]:
+            problems.append(
+                f"  {a} -> {b}  upward, from layer {rank[a][1]!r} to {rank[b][1]!r} "
+                f"({len(where)}; e.g. {where[0]})"
+            )
+    return problems
+
+
 def main():
     dirs = sys.argv[1:] or DEFAULT_DIRS
+    declared = declared_layers()
     cycles = 0
     for src in dirs:
         modules, edges = arrows(src)
         comps = components(modules, edges)
+        layers = declared.get(os.path.relpath(os.path.abspath(src), ROOT))
+        if layers is not None:
+            problems = layer_problems(modules, edges, layers)
+            if problems:
+                cycles += 1
+                print(f"{src}: arrows against its layers (docs/architecture.md):")
+                print("\n".join(problems))
+            else:
+                print(f"{src}: every arrow points down its {len(layers)} layers")
         if not comps:
             print(f"{src}: no cycles between its {len(modules)} top-level modules")
             continue
