@@ -44,7 +44,22 @@ pub async fn create_events_table(client: &Client, table: &str) -> Result<(), Tab
         .build()
         .map_err(definition)?;
     create_table(client, table, ScalarAttributeType::N, Some(stream)).await?;
+    enable_ttl_on_expires_at(client, table).await
+}
 
+/// Creates the read-models table (see [`super::DynamoReadModels`]): `pk` (S)
+/// HASH, `sk` (S) RANGE, on-demand billing, no stream, and TTL on
+/// `expires_at` (the refused-messages log's items expire, decision 0053;
+/// documents carry no `expires_at`). Waits until the table is ACTIVE before
+/// enabling TTL.
+pub async fn create_read_models_table(client: &Client, table: &str) -> Result<(), TableError> {
+    create_table(client, table, ScalarAttributeType::S, None).await?;
+    enable_ttl_on_expires_at(client, table).await
+}
+
+/// Enables TTL on the `expires_at` attribute (epoch seconds), as the SAM
+/// template's `TimeToLiveSpecification` does for both tables.
+async fn enable_ttl_on_expires_at(client: &Client, table: &str) -> Result<(), TableError> {
     client
         .update_time_to_live()
         .table_name(table)
@@ -62,13 +77,6 @@ pub async fn create_events_table(client: &Client, table: &str) -> Result<(), Tab
             message: DisplayErrorContext(&e).to_string(),
         })?;
     Ok(())
-}
-
-/// Creates the read-models table (see [`super::DynamoReadModels`]): `pk` (S)
-/// HASH, `sk` (S) RANGE, on-demand billing, no stream, no TTL. Waits until
-/// the table is ACTIVE.
-pub async fn create_read_models_table(client: &Client, table: &str) -> Result<(), TableError> {
-    create_table(client, table, ScalarAttributeType::S, None).await
 }
 
 /// Creates a table keyed by `pk` (S) HASH and `sk` (`sk_type`) RANGE with
@@ -134,4 +142,35 @@ async fn create_table(
             message: DisplayErrorContext(&e).to_string(),
         })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_dynamodb::types::TimeToLiveStatus;
+
+    /// On moto (`AWS_ENDPOINT_URL`, like the tests in `tests/`): both tables
+    /// expire items on `expires_at`, as template.yaml declares them.
+    #[tokio::test]
+    async fn both_tables_expire_items_on_expires_at_as_the_template_does() {
+        let client = crate::testing::dynamodb_client().await;
+        let suffix = uuid::Uuid::now_v7().simple();
+        let events = format!("events-ttl-{suffix}");
+        let read_models = format!("read-models-ttl-{suffix}");
+        create_events_table(&client, &events).await.expect("events table");
+        create_read_models_table(&client, &read_models)
+            .await
+            .expect("read-models table");
+        for table in [&events, &read_models] {
+            let described = client
+                .describe_time_to_live()
+                .table_name(table)
+                .send()
+                .await
+                .expect("describe ttl");
+            let ttl = described.time_to_live_description().expect("ttl description");
+            assert_eq!(ttl.time_to_live_status(), Some(&TimeToLiveStatus::Enabled), "{table}");
+            assert_eq!(ttl.attribute_name(), Some(EXPIRES_AT), "{table}");
+        }
+    }
 }
