@@ -5,7 +5,6 @@
 
 pub mod cart;
 pub mod order;
-mod order_service;
 mod service;
 
 pub use cart::{
@@ -13,16 +12,14 @@ pub use cart::{
     CartItem, CartStatus, CreateCart, RemoveItem, ReportCheckout,
 };
 pub use order::{
-    CancelOrder, Order, OrderAggregate, OrderCommand, OrderError, OrderEvent, OrderItem, OrderStatus, PaymentMethod,
-    PaymentStatus, PlaceOrder, RecordPayment, RefundReason, RefundType, RequestRefund, ShipOrder,
+    payment_retry_timer_name, CancelOrder, Order, OrderAggregate, OrderCommand, OrderCommandError, OrderError,
+    OrderEvent, OrderItem, OrderService, OrderStatus, PaymentMethod, PaymentStatus, PlaceOrder, RecordPayment,
+    RefundReason, RefundType, RequestRefund, RetryOutcome, ShipOrder,
 };
-pub use order_service::{payment_retry_timer_name, OrderCommandError, OrderService, RetryOutcome};
 pub use service::{
     inactivity_timer_name, CartCommandError, CartExecuted, CartResponseBuilder, CartService, TimerOutcome,
     DEFAULT_INACTIVITY_MINUTES,
 };
 
-#[cfg(test)]
-mod order_tests;
 #[cfg(test)]
 mod tests;

@@ -2,10 +2,10 @@
 //! service (cart orders, the payment retry timer) over the in-memory store
 //! and scheduler.
 
-use super::order::*;
-use super::{CartCommand, CartService, CreateCart, OrderCommandError, OrderService, RetryOutcome};
+use super::*;
 use crate::aggregate::{AggregateError, Executed};
 use crate::clock::{Clock, VirtualClock};
+use crate::commerce::{CartCommand, CartService, CreateCart};
 use crate::customer::Address;
 use crate::event::{Actor, CommandMeta, EventEnvelope};
 use crate::ports::EventStore;
@@ -603,12 +603,12 @@ async fn an_order_from_a_cart_takes_its_items_and_orders_it_once() {
         customer_id: "c1".into(),
         currency: "EUR".into(),
     });
-    let carts_respond = |_: &super::Cart, _: &[EventEnvelope]| (200, serde_json::Value::Null);
+    let carts_respond = |_: &crate::commerce::Cart, _: &[EventEnvelope]| (200, serde_json::Value::Null);
     f.carts
         .execute("k1", &create, &meta(), None, &carts_respond)
         .await
         .expect("cart");
-    let add = CartCommand::AddItem(super::AddItem {
+    let add = CartCommand::AddItem(crate::commerce::AddItem {
         product_id: "sku-1".into(),
         name: "Beans".into(),
         quantity: 2,

@@ -4,13 +4,12 @@
 //! the order (set by `PaymentRetryScheduled`, gone once the retry ran, the
 //! payment succeeded or the order was cancelled).
 
-use super::cart::Cart;
-use super::order::{
+use super::{
     cart_reservation_key, order_id_of, stream_id, Order, OrderAggregate, OrderCommand, OrderError, PlaceOrder,
 };
-use super::CartAggregate;
 use crate::aggregate::{AggregateError, AggregateService, Executed, ResponseBuilder};
 use crate::clock::Clock;
+use crate::commerce::cart::{Cart, CartAggregate};
 use crate::event::{Actor, CommandMeta, EventEnvelope};
 use crate::idempotency::IdempotencyKey;
 use crate::ports::EventStore;
@@ -114,7 +113,7 @@ impl OrderService {
         command.items = Some(
             cart.items
                 .iter()
-                .map(|i| super::order::OrderItem {
+                .map(|i| super::OrderItem {
                     product_id: i.product_id.clone(),
                     name: i.name.clone(),
                     category: None,
