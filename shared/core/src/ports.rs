@@ -147,6 +147,40 @@ pub trait EventStore: Send + Sync {
     /// A command receipt by its key.
     async fn receipt(&self, key: &str) -> Result<Option<CommandReceipt>, StoreError>;
 
+    /// The receipts of `keys`, in the order asked (`None` where there is
+    /// none). Adapters read them together (DynamoDB: BatchGetItem, 100 keys
+    /// a request; SQLite: one SELECT); this default reads them one by one.
+    async fn receipts(&self, keys: &[String]) -> Result<Vec<Option<CommandReceipt>>, StoreError> {
+        let mut found = Vec::with_capacity(keys.len());
+        for key in keys {
+            found.push(self.receipt(key).await?);
+        }
+        Ok(found)
+    }
+
+    /// Appends `request` and, in the same atomic write, the receipts of
+    /// several commands (at most [`MAX_RECEIPTS_PER_APPEND`]): the events of
+    /// several messages taken together, each with its receipt (decision
+    /// 0056). All or nothing: a receipt already there refuses the whole
+    /// write with [`AppendError::DuplicateCommand`] (naming one of them).
+    /// This default appends `request` alone when `receipts` is empty and
+    /// otherwise refuses with [`AppendError::TooLarge`] before writing
+    /// anything (a store or wrapper that does not take several receipts):
+    /// the caller then appends one command at a time.
+    async fn append_with_receipts(
+        &self,
+        request: AppendRequest,
+        receipts: Vec<CommandReceipt>,
+    ) -> Result<Appended, AppendError> {
+        if receipts.is_empty() {
+            return self.append(request).await;
+        }
+        Err(AppendError::TooLarge(format!(
+            "{} receipts in one append: this store takes one",
+            receipts.len()
+        )))
+    }
+
     /// The owner of a reservation, if it is held.
     async fn reservation_owner(&self, key: &str) -> Result<Option<String>, StoreError>;
 
@@ -190,6 +224,31 @@ pub fn check_append_size(request: &AppendRequest) -> Result<(), AppendError> {
             "{} events in one append (at most {MAX_EVENTS_PER_APPEND})",
             request.events.len()
         )));
+    }
+    Ok(())
+}
+
+/// The most receipts one [`EventStore::append_with_receipts`] may carry
+/// besides the request's own: with as many events, a DynamoDB transaction
+/// (100 items) still has room for a reservation or two.
+pub const MAX_RECEIPTS_PER_APPEND: usize = 45;
+
+/// Refuses, before any write, an append of more than
+/// [`MAX_RECEIPTS_PER_APPEND`] extra receipts, or with one key twice (the
+/// request's own receipt included).
+pub fn check_receipts(request: &AppendRequest, receipts: &[CommandReceipt]) -> Result<(), AppendError> {
+    check_append_size(request)?;
+    if receipts.len() > MAX_RECEIPTS_PER_APPEND {
+        return Err(AppendError::TooLarge(format!(
+            "{} receipts in one append (at most {MAX_RECEIPTS_PER_APPEND})",
+            receipts.len()
+        )));
+    }
+    let mut keys = std::collections::HashSet::new();
+    for key in request.receipt.iter().chain(receipts).map(|r| r.key.as_str()) {
+        if !keys.insert(key) {
+            return Err(StoreError::Failed(format!("receipt {key} is written twice in one append")).into());
+        }
     }
     Ok(())
 }

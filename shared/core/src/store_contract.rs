@@ -20,7 +20,7 @@ macro_rules! event_store_contract {
                 append_and_load, conflict_detection, append_any_goes_to_the_end,
                 reservations_are_atomic_with_events, receipts_answer_retries,
                 sixteen_concurrent_writers, snapshots_bound_loading, read_all_pages_through_everything,
-                oversized_append_is_refused);
+                oversized_append_is_refused, receipts_read_and_written_together);
         }
     };
     (@cases $make:ident; $($case:ident),*) => {
@@ -377,4 +377,100 @@ pub async fn oversized_append_is_refused(store: Arc<dyn EventStore>) {
         .expect_err("too many events for one atomic write");
     assert!(matches!(err, AppendError::TooLarge(_)), "{err:?}");
     assert!(versions(store.as_ref(), &s).await.is_empty());
+}
+
+/// Several commands' receipts: read together, in the order asked, across
+/// more than one request's worth of keys (DynamoDB's BatchGetItem takes 100);
+/// written with the events in one atomic write, or not at all (decision 0056).
+pub async fn receipts_read_and_written_together(store: Arc<dyn EventStore>) {
+    let s = unique_stream("activity");
+    let key = |i: usize| format!("ingest#{}-{i}", s);
+    let none = store.receipts(&[key(0), key(1)]).await.expect("no receipts yet");
+    assert_eq!(none, vec![None, None]);
+
+    // Three appends of the most receipts one may carry, one event each.
+    let rounds = 3;
+    for round in 0..rounds {
+        let receipts: Vec<_> = (0..MAX_RECEIPTS_PER_APPEND)
+            .map(|i| receipt(&key(round * MAX_RECEIPTS_PER_APPEND + i), &format!("m{i}")))
+            .collect();
+        let events: Vec<_> = (0..MAX_RECEIPTS_PER_APPEND as u64).map(|n| event(&s, n)).collect();
+        let appended = store
+            .append_with_receipts(request(&s, ExpectedVersion::Any, events), receipts)
+            .await
+            .expect("events and their receipts");
+        assert_eq!(appended.version, ((round + 1) * MAX_RECEIPTS_PER_APPEND) as u64);
+    }
+    let written = rounds * MAX_RECEIPTS_PER_APPEND;
+    // Every key written, and some never written, in a mixed order.
+    let mut asked: Vec<String> = (0..written + 10).rev().map(key).collect();
+    asked.swap(0, written / 2);
+    let found = store.receipts(&asked).await.expect("receipts");
+    assert_eq!(found.len(), asked.len());
+    for (k, r) in asked.iter().zip(&found) {
+        let i: usize = k.rsplit('-').next().and_then(|n| n.parse().ok()).expect("an index");
+        match r {
+            Some(r) if i < written => {
+                assert_eq!(r.key, *k);
+                assert_eq!(
+                    r.body,
+                    serde_json::json!({ "answer": format!("m{}", i % MAX_RECEIPTS_PER_APPEND) })
+                );
+            }
+            None if i >= written => {}
+            other => panic!("{k}: {other:?}"),
+        }
+    }
+
+    // One receipt already there refuses the whole write: nothing of it stays.
+    let before = versions(store.as_ref(), &s).await;
+    let fresh = format!("ingest#{s}-fresh");
+    let again = vec![receipt(&fresh, "fresh"), receipt(&key(7), "again")];
+    let events = vec![event(&s, 1), event(&s, 2)];
+    match store
+        .append_with_receipts(request(&s, ExpectedVersion::Any, events), again)
+        .await
+    {
+        Err(AppendError::DuplicateCommand(r)) => assert_eq!(*r, receipt(&key(7), "m7")),
+        other => panic!("expected DuplicateCommand, got {other:?}"),
+    }
+    assert_eq!(
+        versions(store.as_ref(), &s).await,
+        before,
+        "the events were not written"
+    );
+    assert_eq!(
+        store.receipt(&fresh).await.expect("receipt"),
+        None,
+        "nor the new receipt"
+    );
+
+    // Too many receipts, or one key twice, are refused before any write.
+    let too_many: Vec<_> = (0..=MAX_RECEIPTS_PER_APPEND)
+        .map(|i| receipt(&format!("{fresh}-{i}"), "x"))
+        .collect();
+    let err = store
+        .append_with_receipts(request(&s, ExpectedVersion::Any, vec![event(&s, 1)]), too_many)
+        .await
+        .expect_err("too many receipts");
+    assert!(matches!(err, AppendError::TooLarge(_)), "{err:?}");
+    let twice = vec![receipt(&fresh, "a"), receipt(&fresh, "b")];
+    store
+        .append_with_receipts(request(&s, ExpectedVersion::Any, vec![event(&s, 1)]), twice)
+        .await
+        .expect_err("one key twice");
+    assert_eq!(versions(store.as_ref(), &s).await, before);
+    assert_eq!(store.receipt(&fresh).await.expect("receipt"), None);
+}
+
+#[cfg(test)]
+mod in_memory {
+    use crate::ports::EventStore;
+    use std::sync::Arc;
+
+    async fn make() -> Arc<dyn EventStore> {
+        Arc::new(crate::testing::InMemoryEventStore::default())
+    }
+
+    crate::event_store_contract!(make);
 }

@@ -121,7 +121,15 @@ impl EventStore for InMemoryEventStore {
     }
 
     async fn append(&self, request: AppendRequest) -> Result<Appended, AppendError> {
-        check_append_size(&request)?;
+        self.append_with_receipts(request, Vec::new()).await
+    }
+
+    async fn append_with_receipts(
+        &self,
+        request: AppendRequest,
+        receipts: Vec<CommandReceipt>,
+    ) -> Result<Appended, AppendError> {
+        crate::ports::check_receipts(&request, &receipts)?;
         let mut inner = self.lock()?;
         // The newest event's version (retention may have deleted older ones).
         let current = inner
@@ -142,7 +150,7 @@ impl EventStore for InMemoryEventStore {
             }
             _ => current,
         };
-        if let Some(r) = &request.receipt {
+        for r in request.receipt.iter().chain(&receipts) {
             if let Some(existing) = inner.receipts.get(&r.key) {
                 return Err(AppendError::DuplicateCommand(Box::new(existing.clone())));
             }
@@ -174,7 +182,7 @@ impl EventStore for InMemoryEventStore {
                 }
             }
         }
-        if let Some(r) = request.receipt {
+        for r in request.receipt.into_iter().chain(receipts) {
             inner.receipts.insert(r.key.clone(), r);
         }
         for e in &stored {

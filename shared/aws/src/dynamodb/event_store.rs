@@ -29,7 +29,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, CancellationReason, Delete, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{AttributeValue, CancellationReason, Delete, KeysAndAttributes, Put, TransactWriteItem};
 use aws_sdk_dynamodb::Client;
 use base64::Engine as _;
 use chrono::Utc;
@@ -37,7 +37,7 @@ use crm_core::consumer::capacity::{Capacity, CapacityMeter};
 use crm_core::event::EventEnvelope;
 use crm_core::ports::EventExpiry;
 use crm_core::ports::{
-    check_append_size, AppendError, AppendRequest, Appended, CommandReceipt, EventPage, EventStore, ExpectedVersion,
+    check_receipts, AppendError, AppendRequest, Appended, CommandReceipt, EventPage, EventStore, ExpectedVersion,
     LoadedStream, ReservationChange, Snapshot, StoreError,
 };
 use crm_core::retention::{is_activity, RetentionPolicy};
@@ -46,6 +46,9 @@ use std::sync::Arc;
 
 /// DynamoDB's limit on the items of one transaction.
 pub const MAX_TRANSACTION_ITEMS: usize = 100;
+
+/// DynamoDB's limit on the keys of one `BatchGetItem`.
+const MAX_KEYS_PER_BATCH_GET: usize = 100;
 
 /// How often an `ExpectedVersion::Any` append re-reads the stream's end and
 /// tries again after losing a race.
@@ -90,7 +93,8 @@ pub struct DynamoEventStore {
 enum Role {
     Event,
     Reservation(String),
-    Receipt,
+    /// A command receipt, by its key.
+    Receipt(String),
 }
 
 /// The items of one transaction and, in the same order, what each is for.
@@ -338,7 +342,12 @@ impl DynamoEventStore {
     }
 
     /// The items to write for `request` with its events at `envelopes`.
-    fn plan(&self, request: &AppendRequest, envelopes: &[EventEnvelope]) -> Result<Plan, StoreError> {
+    fn plan(
+        &self,
+        request: &AppendRequest,
+        envelopes: &[EventEnvelope],
+        extra: &[CommandReceipt],
+    ) -> Result<Plan, StoreError> {
         let mut plan = Plan::default();
         for envelope in envelopes {
             plan.items.push(self.event_put(envelope)?);
@@ -348,9 +357,9 @@ impl DynamoEventStore {
             plan.items.push(self.reservation_write(change)?);
             plan.roles.push(Role::Reservation(change.key().to_string()));
         }
-        if let Some(receipt) = &request.receipt {
+        for receipt in request.receipt.iter().chain(extra) {
             plan.items.push(self.receipt_put(receipt)?);
-            plan.roles.push(Role::Receipt);
+            plan.roles.push(Role::Receipt(receipt.key.clone()));
         }
         Ok(plan)
     }
@@ -396,13 +405,10 @@ impl DynamoEventStore {
                     Role::Event if self.holds(put.item()).await? => return Ok(()),
                     Role::Event => Self::conflict(request),
                     Role::Reservation(key) => AppendError::ReservationTaken { key: key.clone() },
-                    Role::Receipt => {
-                        let key = request.receipt.as_ref().map_or("", |r| r.key.as_str());
-                        match self.duplicate(key).await {
-                            Cancelled::Refused(e) => e,
-                            Cancelled::Transient(why) => StoreError::Unavailable(why).into(),
-                        }
-                    }
+                    Role::Receipt(key) => match self.duplicate(key).await {
+                        Cancelled::Refused(e) => e,
+                        Cancelled::Transient(why) => StoreError::Unavailable(why).into(),
+                    },
                 }),
                 _ => Err(sdk_error("PutItem", &err).into()),
             },
@@ -431,13 +437,19 @@ impl DynamoEventStore {
     }
 
     /// Writes the plan: one put alone, otherwise one transaction.
-    async fn write(&self, plan: Plan, request: &AppendRequest, base: u64) -> Result<(), AppendError> {
+    async fn write(
+        &self,
+        plan: Plan,
+        request: &AppendRequest,
+        base: u64,
+        extra: &[CommandReceipt],
+    ) -> Result<(), AppendError> {
         if let ([item], [role]) = (plan.items.as_slice(), plan.roles.as_slice()) {
             if let Some(put) = item.put() {
                 return self.write_alone(put, role, request).await;
             }
         }
-        self.transact(plan, request, base).await
+        self.transact(plan, request, base, extra).await
     }
 
     /// The event `expected` names must exist (one strongly consistent
@@ -467,7 +479,13 @@ impl DynamoEventStore {
 
     /// Sends the transaction; a cancellation becomes the [`AppendError`] it
     /// stands for. `base` is the version the events were placed after.
-    async fn transact(&self, plan: Plan, request: &AppendRequest, base: u64) -> Result<(), AppendError> {
+    async fn transact(
+        &self,
+        plan: Plan,
+        request: &AppendRequest,
+        base: u64,
+        extra: &[CommandReceipt],
+    ) -> Result<(), AppendError> {
         let sizes = Self::sizes(&plan);
         let mut attempt = 0;
         loop {
@@ -496,7 +514,7 @@ impl DynamoEventStore {
                     items = plan.roles.len(),
                     "transaction cancelled without usable reasons; re-reading"
                 );
-                self.explain_by_reading(request, base).await
+                self.explain_by_reading(request, base, extra).await
             };
             match explained {
                 Cancelled::Refused(e) => return Err(e),
@@ -545,10 +563,8 @@ impl DynamoEventStore {
             .filter(|(_, r)| r.code() == Some(CONDITIONAL_CHECK_FAILED))
             .map(|(role, _)| role)
             .collect();
-        if failed_roles.contains(&&Role::Receipt) {
-            if let Some(receipt) = &request.receipt {
-                return self.duplicate(&receipt.key).await;
-            }
+        if let Some(Role::Receipt(key)) = failed_roles.iter().find(|r| matches!(r, Role::Receipt(_))) {
+            return self.duplicate(key).await;
         }
         if failed_roles.iter().any(|r| matches!(r, Role::Event)) {
             return Cancelled::Refused(Self::conflict(request));
@@ -563,8 +579,8 @@ impl DynamoEventStore {
     }
 
     /// Explains a cancellation without reasons by reading what it touched.
-    async fn explain_by_reading(&self, request: &AppendRequest, base: u64) -> Cancelled {
-        if let Some(receipt) = &request.receipt {
+    async fn explain_by_reading(&self, request: &AppendRequest, base: u64, extra: &[CommandReceipt]) -> Cancelled {
+        for receipt in request.receipt.iter().chain(extra) {
             match self.receipt(&receipt.key).await {
                 Ok(Some(existing)) => return Cancelled::Refused(AppendError::DuplicateCommand(Box::new(existing))),
                 Ok(None) => {}
@@ -598,7 +614,13 @@ impl DynamoEventStore {
 
     /// Places the events after `base`; for `check = Some(n)` makes sure event
     /// `n` exists, then writes them (with the reservations and the receipt).
-    async fn append_at(&self, request: &AppendRequest, base: u64, check: Option<u64>) -> Result<Appended, AppendError> {
+    async fn append_at(
+        &self,
+        request: &AppendRequest,
+        base: u64,
+        check: Option<u64>,
+        extra: &[CommandReceipt],
+    ) -> Result<Appended, AppendError> {
         let envelopes: Vec<EventEnvelope> = request
             .events
             .iter()
@@ -613,8 +635,8 @@ impl DynamoEventStore {
         if let Some(expected) = check {
             self.check_version(request, expected).await?;
         }
-        let plan = self.plan(request, &envelopes)?;
-        self.write(plan, request, base).await?;
+        let plan = self.plan(request, &envelopes, extra)?;
+        self.write(plan, request, base, extra).await?;
         let version = base + envelopes.len() as u64;
         Ok(Appended {
             events: envelopes,
@@ -624,10 +646,14 @@ impl DynamoEventStore {
 
     /// An append without events: reservations and the receipt only, no
     /// version check.
-    async fn append_without_events(&self, request: &AppendRequest) -> Result<Appended, AppendError> {
-        let plan = self.plan(request, &[])?;
+    async fn append_without_events(
+        &self,
+        request: &AppendRequest,
+        extra: &[CommandReceipt],
+    ) -> Result<Appended, AppendError> {
+        let plan = self.plan(request, &[], extra)?;
         if !plan.items.is_empty() {
-            self.write(plan, request, 0).await?;
+            self.write(plan, request, 0, extra).await?;
         }
         Ok(Appended {
             events: Vec::new(),
@@ -637,9 +663,10 @@ impl DynamoEventStore {
 }
 
 /// Refuses, before any write, what one transaction cannot hold.
-fn check_size(request: &AppendRequest) -> Result<(), AppendError> {
-    check_append_size(request)?;
-    let total = request.events.len() + request.reservations.len() + usize::from(request.receipt.is_some());
+fn check_size(request: &AppendRequest, extra: &[CommandReceipt]) -> Result<(), AppendError> {
+    check_receipts(request, extra)?;
+    let total =
+        request.events.len() + request.reservations.len() + usize::from(request.receipt.is_some()) + extra.len();
     if total > MAX_TRANSACTION_ITEMS {
         return Err(AppendError::TooLarge(format!(
             "{total} items in one transaction (at most {MAX_TRANSACTION_ITEMS})"
@@ -647,8 +674,8 @@ fn check_size(request: &AppendRequest) -> Result<(), AppendError> {
     }
     // DynamoDB refuses a transaction touching one item twice.
     let mut keys = HashSet::new();
-    let receipt_key = request.receipt.as_ref().map(|r| r.key.as_str());
-    for key in request.reservations.iter().map(|r| r.key()).chain(receipt_key) {
+    let receipt_keys = request.receipt.iter().chain(extra).map(|r| r.key.as_str());
+    for key in request.reservations.iter().map(|r| r.key()).chain(receipt_keys) {
         if !keys.insert(key) {
             return Err(StoreError::Failed(format!("key {key} is written twice in one append")).into());
         }
@@ -680,19 +707,30 @@ impl EventStore for DynamoEventStore {
     }
 
     async fn append(&self, request: AppendRequest) -> Result<Appended, AppendError> {
-        check_size(&request)?;
+        self.append_with_receipts(request, Vec::new()).await
+    }
+
+    /// As [`DynamoEventStore::append`], with one receipt put more per
+    /// command in the transaction (each `attribute_not_exists`).
+    async fn append_with_receipts(
+        &self,
+        request: AppendRequest,
+        receipts: Vec<CommandReceipt>,
+    ) -> Result<Appended, AppendError> {
+        let extra = receipts.as_slice();
+        check_size(&request, extra)?;
         if request.events.is_empty() {
-            return self.append_without_events(&request).await;
+            return self.append_without_events(&request, extra).await;
         }
         match request.expected {
-            ExpectedVersion::NoStream | ExpectedVersion::Exactly(0) => self.append_at(&request, 0, None).await,
-            ExpectedVersion::Exactly(n) => self.append_at(&request, n, Some(n)).await,
+            ExpectedVersion::NoStream | ExpectedVersion::Exactly(0) => self.append_at(&request, 0, None, extra).await,
+            ExpectedVersion::Exactly(n) => self.append_at(&request, n, Some(n), extra).await,
             ExpectedVersion::Any => {
                 let mut attempt = 0;
                 loop {
                     attempt += 1;
                     let current = self.last_version(&request.stream_id).await?;
-                    match self.append_at(&request, current, None).await {
+                    match self.append_at(&request, current, None, extra).await {
                         Err(AppendError::Conflict { .. }) if attempt < ANY_ATTEMPTS => {
                             tracing::debug!(stream_id = %request.stream_id, attempt, "append at the end lost a race; again");
                             pause(&self.client, attempt).await;
@@ -711,6 +749,67 @@ impl EventStore for DynamoEventStore {
                 .map_err(|e| corrupt(&self.table, e)),
             _ => Ok(None),
         }
+    }
+
+    /// `BatchGetItem`s of up to 100 keys, strongly consistent; unprocessed
+    /// keys are asked again.
+    async fn receipts(&self, keys: &[String]) -> Result<Vec<Option<CommandReceipt>>, StoreError> {
+        let mut unique: Vec<&str> = Vec::new();
+        let mut seen = HashSet::new();
+        for key in keys {
+            if seen.insert(key.as_str()) {
+                unique.push(key);
+            }
+        }
+        let mut found: HashMap<String, CommandReceipt> = HashMap::new();
+        for batch in unique.chunks(MAX_KEYS_PER_BATCH_GET) {
+            let mut wanted: Vec<Item> = batch.iter().map(|k| items::key(k, 0)).collect();
+            let mut attempt = 0;
+            while !wanted.is_empty() {
+                attempt += 1;
+                let asked = wanted.len();
+                let request = KeysAndAttributes::builder()
+                    .set_keys(Some(std::mem::take(&mut wanted)))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(build_error)?;
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, request)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error("BatchGetItem", &e))?;
+                let got = out
+                    .responses()
+                    .and_then(|r| r.get(&self.table))
+                    .cloned()
+                    .unwrap_or_default();
+                let mut sizes: Vec<usize> = got.iter().map(items::item_size).collect();
+                // Keys not found (or left unprocessed) are counted at the minimum each.
+                sizes.resize(sizes.len().max(asked), 0);
+                self.meter.get(&sizes);
+                for item in got.iter().filter(|i| items::kind_of(i) == Some(items::KIND_RECEIPT)) {
+                    let receipt = items::receipt_from_item(item).map_err(|e| corrupt(&self.table, e))?;
+                    found.insert(receipt.key.clone(), receipt);
+                }
+                if let Some(left) = out
+                    .unprocessed_keys()
+                    .and_then(|u| u.get(&self.table))
+                    .map(|k| k.keys().to_vec())
+                {
+                    if attempt >= TRANSACTION_CONFLICT_ATTEMPTS {
+                        return Err(StoreError::Unavailable(format!(
+                            "BatchGetItem left {} keys unprocessed {attempt} times",
+                            left.len()
+                        )));
+                    }
+                    wanted = left;
+                    pause(&self.client, attempt).await;
+                }
+            }
+        }
+        Ok(keys.iter().map(|k| found.get(k).cloned()).collect())
     }
 
     async fn reservation_owner(&self, key: &str) -> Result<Option<String>, StoreError> {
@@ -941,22 +1040,22 @@ mod tests {
 
     #[test]
     fn sizes_are_checked_before_writing() {
-        assert!(check_size(&request(MAX_EVENTS_PER_APPEND, 0, true)).is_ok());
+        assert!(check_size(&request(MAX_EVENTS_PER_APPEND, 0, true), &[]).is_ok());
         assert!(matches!(
-            check_size(&request(MAX_EVENTS_PER_APPEND + 1, 0, false)),
+            check_size(&request(MAX_EVENTS_PER_APPEND + 1, 0, false), &[]),
             Err(AppendError::TooLarge(_))
         ));
         // 90 events + 10 reservations + 1 receipt = 101 (the expected
         // version is read before, not checked in the transaction).
         assert!(matches!(
-            check_size(&request(MAX_EVENTS_PER_APPEND, 10, true)),
+            check_size(&request(MAX_EVENTS_PER_APPEND, 10, true), &[]),
             Err(AppendError::TooLarge(_))
         ));
-        assert!(check_size(&request(MAX_EVENTS_PER_APPEND, 9, true)).is_ok());
+        assert!(check_size(&request(MAX_EVENTS_PER_APPEND, 9, true), &[]).is_ok());
         let mut twice = request(1, 1, false);
         twice.reservations.push(twice.reservations[0].clone());
         assert!(matches!(
-            check_size(&twice),
+            check_size(&twice, &[]),
             Err(AppendError::Store(StoreError::Failed(_)))
         ));
     }
@@ -1048,7 +1147,7 @@ mod tests {
         let explain = |request: AppendRequest, base: u64| {
             let store = store.clone();
             async move {
-                match store.explain_by_reading(&request, base).await {
+                match store.explain_by_reading(&request, base, &[]).await {
                     Cancelled::Refused(e) => Some(e),
                     Cancelled::Transient(_) => None,
                 }

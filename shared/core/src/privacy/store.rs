@@ -304,28 +304,36 @@ impl EventStore for EncryptingEventStore {
         Ok(events)
     }
 
-    async fn append(&self, mut request: AppendRequest) -> Result<Appended, AppendError> {
-        check_append_size(&request)?;
+    async fn append(&self, request: AppendRequest) -> Result<Appended, AppendError> {
+        self.append_with_receipts(request, Vec::new()).await
+    }
+
+    async fn append_with_receipts(
+        &self,
+        mut request: AppendRequest,
+        mut receipts: Vec<CommandReceipt>,
+    ) -> Result<Appended, AppendError> {
+        crate::ports::check_receipts(&request, &receipts)?;
         let mut cache = KeyCache::with_events(self.keys.as_ref(), self.inner.as_ref());
         let plain: Vec<Value> = request.events.iter().map(|e| e.data.clone()).collect();
         for event in &mut request.events {
             cache.encrypt(event).await?;
         }
-        if let Some(receipt) = &mut request.receipt {
-            let owner = request
-                .events
-                .iter()
-                .find_map(|e| e.customer_id.clone())
-                .or_else(|| stream_customer(&request.stream_id).map(str::to_string));
-            if let Some(customer_id) = owner {
-                receipt.body = match cache.for_writing(&customer_id).await? {
-                    Some(key) => seal_receipt_body(&key, &customer_id, &receipt.body)
+        let owner = request
+            .events
+            .iter()
+            .find_map(|e| e.customer_id.clone())
+            .or_else(|| stream_customer(&request.stream_id).map(str::to_string));
+        for receipt in request.receipt.iter_mut().chain(receipts.iter_mut()) {
+            if let Some(customer_id) = &owner {
+                receipt.body = match cache.for_writing(customer_id).await? {
+                    Some(key) => seal_receipt_body(&key, customer_id, &receipt.body)
                         .map_err(|e| crypto_error(&format!("receipt {}", receipt.key), e))?,
                     None => Value::String(ERASED.to_string()),
                 };
             }
         }
-        match self.inner.append(request).await {
+        match self.inner.append_with_receipts(request, receipts).await {
             Ok(mut appended) => {
                 if appended.events.len() == plain.len() {
                     for (event, data) in appended.events.iter_mut().zip(plain) {
@@ -352,6 +360,15 @@ impl EventStore for EncryptingEventStore {
         };
         KeyCache::new(self.keys.as_ref()).decrypt_receipt(&mut receipt).await?;
         Ok(Some(receipt))
+    }
+
+    async fn receipts(&self, keys: &[String]) -> Result<Vec<Option<CommandReceipt>>, StoreError> {
+        let mut found = self.inner.receipts(keys).await?;
+        let mut cache = KeyCache::new(self.keys.as_ref());
+        for receipt in found.iter_mut().flatten() {
+            cache.decrypt_receipt(receipt).await?;
+        }
+        Ok(found)
     }
 
     async fn reservation_owner(&self, key: &str) -> Result<Option<String>, StoreError> {
