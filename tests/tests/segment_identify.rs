@@ -102,7 +102,8 @@ async fn an_identify_with_only_an_email_makes_a_customer_greeted_without_a_name(
 #[tokio::test]
 async fn a_user_id_identified_without_an_email_keeps_its_activity_until_the_email_arrives() {
     let api = TestApi::at(start());
-    let bare = json!({ "messageId": "i-1", "userId": "shop-user-10", "traits": { "plan": "pro" } });
+    let bare = json!({ "messageId": "i-1", "userId": "shop-user-10",
+        "traits": { "plan": "pro", "lastName": "Hopper" } });
     let answer = api.segment("identify", &bare).await;
     assert_eq!(answer.status, 200, "{:?}", answer.body);
     let viewed = json!({ "messageId": "t-1", "userId": "shop-user-10", "event": "Product Viewed",
@@ -117,6 +118,7 @@ async fn a_user_id_identified_without_an_email_keeps_its_activity_until_the_emai
     assert_eq!(answer.status, 200, "{:?}", answer.body);
     let customer = customer_by_email(&api, "later@shop.example").await;
     assert_eq!(customer["first_name"], "Grace");
+    assert_eq!(customer["last_name"], "Hopper", "the name sent before the email");
     let id = customer["id"].as_str().expect("id");
     let activity = activity_types(&api, id).await;
     assert!(activity.contains(&"ProductViewed".to_string()), "{activity:?}");
