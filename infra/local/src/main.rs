@@ -131,7 +131,6 @@ enum Command {
         #[arg(long)]
         template: Option<PathBuf>,
     },
-    /// Inspect and redrive the local dead letters.
     /// What the local runtime sent (email, SMS, push), from its mail sink.
     Mail {
         /// Directory holding the database.
@@ -214,6 +213,7 @@ enum Command {
         #[arg(long, default_value = ".crm", env = "CRM_DATA_DIR")]
         data_dir: PathBuf,
     },
+    /// Inspect and redrive the local dead letters.
     Dlq {
         /// Directory holding the database.
         #[arg(long, global = true, default_value = ".crm", env = "CRM_DATA_DIR")]
