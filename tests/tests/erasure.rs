@@ -5,7 +5,7 @@
 //! register again as a new customer.
 
 use chrono::{DateTime, Utc};
-use crm_consumer_testing::LogCapture;
+use crm_testkit::LogCapture;
 use crm_tests::{registration, TestApi};
 use serde_json::json;
 

@@ -13,9 +13,9 @@
 //! the file and byte offset, the log line.
 
 use chrono::Utc;
-use crm_consumer_testing::LogCapture;
 use crm_core::event::EventEnvelope;
 use crm_core::ports::{AppendRequest, ExpectedVersion};
+use crm_testkit::LogCapture;
 use crm_tests::TestApi;
 use serde_json::json;
 use std::path::Path;

@@ -5,7 +5,9 @@
 //! principal and its `scope` / `scp` claims the scopes, checked again here.
 
 use crate::problem::Problem;
-use crate::scopes::{access_of, local_token_scopes, Access, Scopes};
+#[cfg(feature = "lambda")]
+use crate::scopes::Scopes;
+use crate::scopes::{access_of, local_token_scopes, Access};
 use crate::AppState;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
@@ -17,7 +19,9 @@ pub enum Auth {
     /// scope) or one [`crate::mint_local_token`] signed with it (its scopes).
     /// The principal is `local`.
     BearerToken(String),
-    /// API Gateway verified a JWT; take the principal and scopes from its claims.
+    /// API Gateway verified a JWT; take the principal and scopes from its
+    /// claims (the Lambda function only: `lambda` feature).
+    #[cfg(feature = "lambda")]
     Gateway,
 }
 
@@ -27,6 +31,7 @@ pub struct Principal(pub String);
 
 /// What the gateway's authorizer verified: `sub`, and the scopes of the
 /// `scope` and `scp` claims (and of the authorizer's own scope list).
+#[cfg(feature = "lambda")]
 fn gateway_caller(req: &Request) -> Option<(String, Scopes)> {
     use lambda_http::request::RequestContext;
     match req.extensions().get::<RequestContext>()? {
@@ -62,6 +67,7 @@ pub async fn require_principal(State(state): State<AppState>, mut req: Request, 
                 None => return Problem::unauthorized("an Authorization: Bearer token is required").into_response(),
             }
         }
+        #[cfg(feature = "lambda")]
         Auth::Gateway => match gateway_caller(&req) {
             Some(caller) => caller,
             None => return Problem::unauthorized("the request carries no verified JWT claims").into_response(),
@@ -88,7 +94,8 @@ pub async fn require_principal(State(state): State<AppState>, mut req: Request, 
     next.run(req).await
 }
 
-#[cfg(test)]
+/// API Gateway's requests, which only `lambda_http` makes.
+#[cfg(all(test, feature = "lambda"))]
 mod tests {
     use super::*;
     use crate::scopes::Scope;

@@ -1,7 +1,14 @@
 //! The CRM's HTTP API as an axum [`Router`]. The Lambda binary wraps it with
 //! `lambda_http`; the local runtime serves it directly. Handlers only
 //! translate HTTP to commands of crm-core and results back to HTTP.
+//!
+//! The `lambda` feature (default) adds what only the Lambda function needs:
+//! its settings from the environment and Secrets Manager (`Settings`,
+//! over crm-aws) and API Gateway's verified JWT claims (`Auth::Gateway`,
+//! from `lambda_http`). The local runtime depends on this library without
+//! it, so it links no AWS SDK and no Lambda crate (decision 0057).
 
+mod assembly;
 mod auth;
 mod body;
 mod call;
@@ -20,16 +27,19 @@ mod schemas;
 pub mod scopes;
 mod segment_settings;
 mod segments;
+#[cfg(feature = "lambda")]
 mod settings;
 mod templates;
 mod unsubscribe;
 
+pub use assembly::{build, ApiPorts, ApiSettings};
 pub use auth::Auth;
 pub use cors::{AllowedOrigins, OriginsError};
 pub use ingest::IngestSources;
 pub use problem::Problem;
 pub use scopes::{mint_local_token, Access, Route, Scope, Scopes};
-pub use settings::{build, ingest_sources_from_secret, ApiPorts, ApiSecrets, ApiSettings, Settings, SettingsError};
+#[cfg(feature = "lambda")]
+pub use settings::{ingest_sources_from_secret, ApiSecrets, Settings, SettingsError};
 
 use axum::routing::{delete, get, post, put};
 use axum::Router;

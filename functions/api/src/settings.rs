@@ -1,22 +1,17 @@
-//! The api function's settings ([`Settings::from_lookup`], from its
-//! environment on Lambda), its secrets ([`ApiSecrets`]: read from Secrets
-//! Manager at cold start, decision 0047) and its assembly ([`build`]: the
-//! handlers' state from its ports and [`ApiSettings`]), which the Lambda
-//! `main` and the local runtime (crm-local, with its SQLite ports, its bearer
-//! token and its database's secrets) share.
+//! The api function's settings on Lambda ([`Settings::from_lookup`], from
+//! its environment) and its secrets ([`ApiSecrets`]: read from Secrets
+//! Manager at cold start, decision 0047), which give the [`ApiSettings`]
+//! its Lambda `main` hands to [`crate::build`]. Only with the `lambda`
+//! feature: the local runtime configures the api without them.
 
-use crate::{AllowedOrigins, AppState, Auth, IngestSources};
+use crate::{AllowedOrigins, ApiSettings, Auth, IngestSources};
 use crm_aws::health::WatchedQueue;
 use crm_aws::lambda::{required, warm_up_wanted, ConfigError};
 use crm_aws::secrets::{SecretError, SecretReader, SecretSetting, SecretValue};
 use crm_aws::stores::EventStoreTables;
-use crm_core::clock::Clock;
 use crm_core::messaging::unsubscribe::TokenSigner;
-use crm_core::ports::{ConsumerHealth, EventStore, ReadModelStore};
-use crm_core::privacy::{IdentifierHasher, KeyStore};
+use crm_core::privacy::IdentifierHasher;
 use crm_core::retention::RetentionPolicy;
-use crm_core::scheduler::Scheduler;
-use std::sync::Arc;
 
 /// Why the api's settings cannot be read.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -205,65 +200,6 @@ pub fn ingest_sources_from_secret(secret: &SecretSetting, value: &SecretValue) -
         .map_err(|e| SettingsError::Invalid(format!("{} (the secret {}): {e}", secret.setting, secret.secret_id)))
 }
 
-/// What the handlers are configured with: on Lambda from [`Settings`]
-/// (API Gateway's auth, the secrets of Secrets Manager), locally from the
-/// bearer token and the database's own secrets (or the same variables).
-#[derive(Clone)]
-pub struct ApiSettings {
-    pub auth: Auth,
-    /// Signs and checks the unsubscribe and preference-centre tokens.
-    pub unsubscribe: TokenSigner,
-    /// Where customers reach the API (links are `<base>/u/<token>`).
-    pub public_base_url: String,
-    /// The proof ledger's identifier hashes (the consent and channel functions' secret).
-    pub identifiers: IdentifierHasher,
-    /// The sources allowed to send to `/v1/*`, with their write keys.
-    pub ingest_sources: IngestSources,
-}
-
-/// What the api runs on.
-pub struct ApiPorts {
-    /// The event store, encrypting on append and decrypting on read.
-    pub events: Arc<dyn EventStore>,
-    pub read_models: Arc<dyn ReadModelStore>,
-    pub clock: Arc<dyn Clock>,
-    /// Where cart and order timers are set.
-    pub scheduler: Arc<dyn Scheduler>,
-    /// The customers' data keys (erasure deletes one).
-    pub keys: Arc<dyn KeyStore>,
-    /// Where `GET /health` learns the consumers' lag (none: it cannot).
-    pub health: Option<Arc<dyn ConsumerHealth>>,
-}
-
-/// The handlers' state over `ports`, configured with `settings`: the one
-/// assembly of the Lambda function and the local runtime.
-pub fn build(ports: ApiPorts, settings: ApiSettings) -> AppState {
-    let ApiPorts {
-        events,
-        read_models,
-        clock,
-        scheduler,
-        keys,
-        health,
-    } = ports;
-    let ApiSettings {
-        auth,
-        unsubscribe,
-        public_base_url,
-        identifiers,
-        ingest_sources,
-    } = settings;
-    let state = AppState::new(events, read_models, clock, scheduler, auth)
-        .with_unsubscribe(unsubscribe, public_base_url)
-        .with_keys(keys)
-        .with_identifiers(identifiers)
-        .with_ingest_sources(ingest_sources);
-    match health {
-        Some(health) => state.with_health(health),
-        None => state,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -430,5 +366,35 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// The api function's settings read every variable template.yaml gives
+    /// it (`RUST_LOG` is the logger's) and nothing else but those it reads
+    /// with a default and the template leaves unset. (The consumer
+    /// functions' crates check theirs the same way.)
+    #[test]
+    fn the_template_sets_what_the_api_reads() {
+        let template: serde_yaml::Value =
+            serde_yaml::from_str(include_str!("../../../template.yaml")).expect("template.yaml parses");
+        let variables = template["Resources"]["ApiFunction"]["Properties"]["Environment"]["Variables"]
+            .as_mapping()
+            .expect("ApiFunction has Environment.Variables");
+        let mut set: Vec<&str> = variables
+            .keys()
+            .filter_map(serde_yaml::Value::as_str)
+            .filter(|name| *name != "RUST_LOG")
+            .collect();
+        let unset_on_purpose = ["WARM_UP"];
+        let mut read: Vec<&str> = Settings::NAMES
+            .iter()
+            .copied()
+            .filter(|name| !unset_on_purpose.contains(name))
+            .collect();
+        set.sort_unstable();
+        read.sort_unstable();
+        assert_eq!(
+            set, read,
+            "template.yaml's ApiFunction variables against Settings::NAMES"
+        );
     }
 }

@@ -15,10 +15,7 @@ use crm_core::journey::catalog::StoredCatalog;
 use crm_core::journey::engine::JourneyEngine;
 use crm_core::ports::EventStore;
 use crm_core::scheduler::Scheduler;
-use crm_local::bus::{timer_event, SqliteDeadLetters};
-use crm_local::read_models::SqliteReadModels;
-use crm_local::timers::SqliteScheduler;
-use crm_local::SqliteEventStore;
+use crm_testkit::local::{timer_event, SqliteDeadLetters, SqliteEventStore, SqliteReadModels, SqliteScheduler};
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::Value;
 use std::sync::Arc;
@@ -33,7 +30,7 @@ struct World {
     _dir: tempfile::TempDir,
     /// Encrypting, over SQLite (decision 0017), as the functions run.
     events: Arc<dyn EventStore>,
-    keys: Arc<crm_local::keys::SqliteKeyStore>,
+    keys: Arc<crm_testkit::local::SqliteKeyStore>,
     scheduler: Arc<SqliteScheduler>,
     dead_letters: Arc<SqliteDeadLetters>,
     orders: OrderService,
@@ -46,7 +43,7 @@ fn world() -> World {
     let clock = Arc::new(VirtualClock::starting_at(
         serde_json::from_str(r#""2026-11-23T13:05:00Z""#).expect("time"),
     ));
-    let keys = Arc::new(crm_local::keys::SqliteKeyStore::open_data_dir(dir.path()).expect("keys"));
+    let keys = Arc::new(crm_testkit::local::SqliteKeyStore::open_data_dir(dir.path()).expect("keys"));
     let events: Arc<dyn EventStore> = Arc::new(crm_core::privacy::EncryptingEventStore::new(
         Arc::new(SqliteEventStore::open(&db).expect("events")),
         keys.clone(),
@@ -216,7 +213,7 @@ async fn a_fired_payment_retry_initiates_the_payment_again() {
 
 #[tokio::test]
 async fn an_sqs_batch_takes_timers_one_by_one_and_events_as_a_page() {
-    use crm_consumer_testing::sqs_batch;
+    use crm_testkit::sqs_batch;
     let w = world();
     let mut not_a_timer = sample("timer-fired.json");
     not_a_timer["detail"] = serde_json::json!({"hello": "world"});

@@ -3,7 +3,6 @@
 
 use chrono::{DateTime, Utc};
 use crm_channel::handler::handle;
-use crm_consumer_testing::LogCapture;
 use crm_core::clock::{Clock, VirtualClock};
 use crm_core::consent::{Channel, Purpose};
 use crm_core::consumer::{open_letter, seal_letter, SealedDeadLetters};
@@ -14,11 +13,8 @@ use crm_core::messaging::unsubscribe::TokenSigner;
 use crm_core::metrics::{EmfWriter, SharedBuffer};
 use crm_core::ports::{DeadLetterQueue, EventStore};
 use crm_core::privacy::{is_encrypted, KeyStore, ERASED};
-use crm_local::bus::SqliteDeadLetters;
-use crm_local::mail::MailSink;
-use crm_local::read_models::SqliteReadModels;
-use crm_local::timers::SqliteScheduler;
-use crm_local::SqliteEventStore;
+use crm_testkit::local::{MailSink, SqliteDeadLetters, SqliteEventStore, SqliteReadModels, SqliteScheduler};
+use crm_testkit::LogCapture;
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -36,7 +32,7 @@ struct World {
     _dir: tempfile::TempDir,
     /// Encrypting, over SQLite (decision 0017), as the functions run.
     events: Arc<dyn EventStore>,
-    keys: Arc<crm_local::keys::SqliteKeyStore>,
+    keys: Arc<crm_testkit::local::SqliteKeyStore>,
     sink: Arc<MailSink>,
     dead_letters: Arc<SqliteDeadLetters>,
     /// The queue the handler parks in: `dead_letters`, sealing what it
@@ -80,7 +76,7 @@ async fn world_for(email: &str) -> World {
     let db = dir.path().join("crm.db");
     let start: DateTime<Utc> = "2026-11-23T14:00:01Z".parse().expect("time");
     let clock = Arc::new(VirtualClock::starting_at(start));
-    let keys = Arc::new(crm_local::keys::SqliteKeyStore::open_data_dir(dir.path()).expect("keys"));
+    let keys = Arc::new(crm_testkit::local::SqliteKeyStore::open_data_dir(dir.path()).expect("keys"));
     let events: Arc<dyn EventStore> = Arc::new(crm_core::privacy::EncryptingEventStore::new(
         Arc::new(SqliteEventStore::open(&db).expect("events")),
         keys.clone(),
@@ -276,7 +272,7 @@ async fn an_unreadable_ses_event_is_parked_with_its_reason() {
 
 #[tokio::test]
 async fn an_sqs_batch_of_requests_feedback_and_a_duplicate_sends_once_and_records_the_feedback() {
-    use crm_consumer_testing::sqs_batch;
+    use crm_testkit::sqs_batch;
     let w = world().await;
     // A request twice in one batch (EventBridge delivers at least once), then
     // SES's delivery of the message in the next batch.

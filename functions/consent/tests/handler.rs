@@ -3,10 +3,10 @@
 //! customer's stream always comes from the event store (gap fill).
 
 use crm_consent::handler::{handle, Handled, HandlerError};
-use crm_consumer_testing::{applied, bus_event, detail, duplicates, invocation, sample_event, Harness};
 use crm_core::consent::ledger::{consent_history, current_consents, ConsentStatus};
 use crm_core::consent::{Channel, Purpose};
 use crm_core::customer::{CustomerCommand, RevokeConsent};
+use crm_testkit::{applied, bus_event, detail, duplicates, invocation, sample_event, Harness};
 use serde_json::json;
 
 const CUSTOMER: &str = "0190a000-0000-7000-8000-00000000c002";

@@ -1,10 +1,10 @@
 //! The projector's handler over the real SQLite adapters: EventBridge events
 //! in, the customer 360 (and timeline, email index) out.
 
-use crm_consumer_testing::{bus_event, delivered, detail, invocation, sample_event, Harness};
 use crm_core::customer::views::{customer_profile, timeline, CustomerProfile};
 use crm_core::customer::{CustomerCommand, UpdateProfile};
 use crm_projector::handler::{handle, Handled, HandlerError};
+use crm_testkit::{bus_event, delivered, detail, invocation, sample_event, Harness};
 use serde_json::json;
 
 const CUSTOMER: &str = "0190a000-0000-7000-8000-00000000c001";
@@ -312,11 +312,11 @@ async fn encrypted_events_from_the_bus_are_decrypted_before_the_views() {
 #[tokio::test]
 async fn an_sqs_batch_is_one_page_and_its_poison_is_parked_encrypted() {
     use crm_bus_consumer::{handle_batch, StoredEventsOnly};
-    use crm_consumer_testing::sqs_batch;
     use crm_core::consumer::SealedDeadLetters;
     use crm_core::event::EventEnvelope;
     use crm_core::ports::DeadLetterQueue;
     use crm_core::privacy::{decrypt_envelope, encrypt_envelope, memory::InMemoryKeyStore};
+    use crm_testkit::sqs_batch;
     use std::sync::Arc;
 
     let h = Harness::new();

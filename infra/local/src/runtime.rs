@@ -657,35 +657,3 @@ impl crm_core::consumer::EventHandler for MailRedactor {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    /// The api function's settings read every variable template.yaml gives
-    /// it (`RUST_LOG` is the logger's) and nothing else but those it reads
-    /// with a default and the template leaves unset. (The consumer
-    /// functions' crates check theirs the same way.)
-    #[test]
-    fn the_template_sets_what_the_api_reads() {
-        let template: serde_yaml::Value =
-            serde_yaml::from_str(include_str!("../../../template.yaml")).expect("template.yaml parses");
-        let variables = template["Resources"]["ApiFunction"]["Properties"]["Environment"]["Variables"]
-            .as_mapping()
-            .expect("ApiFunction has Environment.Variables");
-        let mut set: Vec<&str> = variables
-            .keys()
-            .filter_map(serde_yaml::Value::as_str)
-            .filter(|name| *name != "RUST_LOG")
-            .collect();
-        let unset_on_purpose = ["WARM_UP"];
-        let mut read: Vec<&str> = crm_api::Settings::NAMES
-            .iter()
-            .copied()
-            .filter(|name| !unset_on_purpose.contains(name))
-            .collect();
-        set.sort_unstable();
-        read.sort_unstable();
-        assert_eq!(
-            set, read,
-            "template.yaml's ApiFunction variables against crm_api::Settings::NAMES"
-        );
-    }
-}

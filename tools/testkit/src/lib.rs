@@ -1,16 +1,31 @@
-//! A harness for the consumer functions' tests (a dev-dependency of
-//! crm-projector, crm-consent, crm-campaign and crm-channel; nothing ships
-//! it): the real SQLite adapters of crm-local (event store, read models,
-//! dead letters) in a fresh directory, customers written through crm-core's
-//! [`CustomerService`], and their events as EventBridge delivers them to a
-//! rule's target and as SQS hands them to a function.
+//! The workspace's test support (a dev-dependency of the function crates
+//! and of the workspace tests; nothing ships it):
+//! - [`local`]: crm-local's real SQLite adapters (event store, read models,
+//!   dead letters, timers, data keys, mail sink), so a function crate's tests
+//!   run over them without depending on crm-local;
+//! - [`Harness`]: a consumer function's stores in a fresh directory,
+//!   customers written through crm-core's [`CustomerService`];
+//! - events as EventBridge delivers them to a rule's target and as SQS hands
+//!   them to a function ([`bus_event`], [`sqs_batch`], [`invocation`]);
+//! - [`LogCapture`]: everything a test process logs, for a scan.
 //!
-//! It is a crate of its own because crm-local depends on the campaign and
-//! channel functions (it hosts their assemblies), which depend on
-//! crm-bus-consumer: crm-bus-consumer cannot depend on crm-local.
+//! It is a crate of its own because crm-local depends on the api, campaign
+//! and channel libraries (it hosts their assemblies): no library may depend
+//! on crm-local, and only this crate and the workspace tests do (decision
+//! 0057).
 
 mod logs;
 pub use logs::LogCapture;
+
+/// crm-local's SQLite adapters, as the local runtime runs them.
+pub mod local {
+    pub use crm_local::bus::{timer_event, SqliteDeadLetters};
+    pub use crm_local::keys::SqliteKeyStore;
+    pub use crm_local::mail::MailSink;
+    pub use crm_local::read_models::SqliteReadModels;
+    pub use crm_local::timers::SqliteScheduler;
+    pub use crm_local::SqliteEventStore;
+}
 
 use crm_bus_consumer::{GroupBuilder, Handled, SqsEvent};
 use crm_core::bus::BusEntry;
@@ -19,10 +34,8 @@ use crm_core::consumer::ConsumerGroup;
 use crm_core::customer::{Customer, CustomerCommand, CustomerService, Executed};
 use crm_core::event::{Actor, CommandMeta, EventEnvelope};
 use crm_core::ports::{AppendRequest, DeadLetter, EventStore, ExpectedVersion};
-use crm_local::bus::SqliteDeadLetters;
-use crm_local::read_models::SqliteReadModels;
-use crm_local::SqliteEventStore;
 use lambda_runtime::{Context, LambdaEvent};
+use local::{SqliteDeadLetters, SqliteEventStore, SqliteReadModels};
 use serde_json::Value;
 use std::sync::Arc;
 
