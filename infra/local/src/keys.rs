@@ -109,7 +109,7 @@ pub fn load_or_create_master_key(data_dir: &Path) -> Result<DataKey, MasterKeyEr
         let p = p.to_path_buf();
         move |source| MasterKeyError::Io { path: p, source }
     };
-    std::fs::create_dir_all(data_dir).map_err(io(data_dir))?;
+    crate::db::private_dir(data_dir).map_err(io(data_dir))?;
     let key = DataKey::generate().map_err(MasterKeyError::Random)?;
     let aside = data_dir.join(format!(".{MASTER_KEY_FILE}.{}.tmp", uuid::Uuid::new_v4().simple()));
     let written = (|| {
@@ -278,6 +278,10 @@ mod tests {
         let path = master_key_path(&data_dir);
         #[cfg(unix)]
         assert_eq!(mode(&path), 0o600);
+        // The data directory it made is private from the start (not 0755
+        // tightened later by the database).
+        #[cfg(unix)]
+        assert_eq!(mode(&data_dir), 0o700);
         let text = std::fs::read_to_string(&path).expect("read");
         assert_eq!(text.trim().len(), 64);
         assert_eq!(load_or_create_master_key(&data_dir).expect("read again"), first);

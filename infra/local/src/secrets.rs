@@ -17,9 +17,10 @@ pub const IDENTIFIER_SECRET_ENV: &str = "IDENTIFIER_HASH_SECRET";
 /// The secret `name` stored in the database at `db`, created on first use.
 pub fn stored_secret(db: &Path, name: &str) -> Result<Vec<u8>, StoreError> {
     if let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| failed(format!("{}: {e}", dir.display())))?;
+        crate::db::private_dir(dir).map_err(|e| failed(format!("{}: {e}", dir.display())))?;
     }
     let conn = rusqlite::Connection::open(db).map_err(sql)?;
+    crate::db::private_file(db).map_err(|e| failed(format!("{}: {e}", db.display())))?;
     conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(sql)?;
     conn.execute_batch(SCHEMA).map_err(sql)?;
     let fresh = crm_core::privacy::random_bytes::<32>().map_err(|e| failed(e.to_string()))?;
@@ -66,5 +67,18 @@ mod tests {
         assert_ne!(stored_secret(&db, "b").expect("secret"), first);
         let other = stored_secret(&dir.path().join("other.db"), "a").expect("secret");
         assert_ne!(other, first);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_fresh_data_directory_and_database_are_private_from_the_start() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data_dir = dir.path().join("data");
+        let db = data_dir.join("crm.db");
+        stored_secret(&db, "a").expect("secret");
+        let mode = |p: &Path| std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
+        assert_eq!(mode(&data_dir), 0o700);
+        assert_eq!(mode(&db), 0o600);
     }
 }
