@@ -142,4 +142,33 @@ pub enum OrderCommand {
         refund_id: String,
         request: RequestRefund,
     },
+    /// The order's lines and amounts as they are now (a shop's `Order
+    /// Updated`, decision 0055).
+    Amend(AmendOrder),
+}
+
+/// The order-level amounts besides the lines, in minor units: `total =
+/// lines - discount + tax + shipping + adjustment`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Amounts {
+    pub discount_minor: i64,
+    pub tax_minor: i64,
+    pub shipping_minor: i64,
+    /// What a reported total holds beyond its itemised parts (signed).
+    pub adjustment_minor: i64,
+}
+
+/// An order's amendment: all of its lines and amounts as they are now
+/// (not a difference). Not taken by the API: a shop reports it through
+/// Segment's `Order Updated` (decision 0055).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AmendOrder {
+    pub items: Vec<OrderItem>,
+    /// The sum of the lines; checked when given.
+    pub subtotal_minor: Option<i64>,
+    pub amounts: Amounts,
+    /// Must be subtotal - discount + tax + shipping + adjustment.
+    pub total_minor: i64,
+    /// Must be the order's (an amendment does not change the currency).
+    pub currency: String,
 }

@@ -95,6 +95,7 @@ pub fn decide(
         (Some(o), OrderCommand::Deliver) => deliver(o, now),
         (Some(o), OrderCommand::Cancel(cmd)) => cancel(o, cmd, now),
         (Some(o), OrderCommand::Refund { refund_id, request }) => refund(o, refund_id, request),
+        (Some(o), OrderCommand::Amend(cmd)) => amend(o, cmd),
     }
 }
 
@@ -141,14 +142,22 @@ fn address(field: &str, a: &Address) -> Result<Address, OrderError> {
     })
 }
 
-fn place(cmd: &PlaceOrder, order_id: &str) -> Result<Vec<OrderEvent>, OrderError> {
-    let customer_id = cmd.customer_id.trim();
-    if customer_id.is_empty() {
-        return Err(OrderError::invalid("customer_id", "is required"));
-    }
-    let Some(items) = &cmd.items else {
-        return Err(OrderError::invalid("items", "give either cart_id or items"));
-    };
+/// An order's lines and amounts, checked: they add up as
+/// `subtotal_minor - discount_minor + tax_minor + shipping_minor +
+/// adjustment_minor = total_minor`, the subtotal being the sum of the lines.
+struct Priced {
+    lines: Vec<OrderItem>,
+    subtotal_minor: i64,
+    total_minor: i64,
+}
+
+/// Checks the lines and amounts of an order being placed or amended.
+fn priced(
+    items: &[OrderItem],
+    subtotal_minor: Option<i64>,
+    amounts: Amounts,
+    total_minor: i64,
+) -> Result<Priced, OrderError> {
     if items.is_empty() {
         return Err(OrderError::invalid("items", "an order needs at least one item"));
     }
@@ -156,13 +165,6 @@ fn place(cmd: &PlaceOrder, order_id: &str) -> Result<Vec<OrderEvent>, OrderError
         return Err(OrderError::invalid(
             "items",
             format!("an order holds at most {MAX_ITEMS} lines"),
-        ));
-    }
-    let currency = cmd.currency.as_deref().unwrap_or("").trim();
-    if !is_currency(currency) {
-        return Err(OrderError::invalid(
-            "currency",
-            "is not an ISO 4217 currency code of three uppercase letters such as EUR",
         ));
     }
     let mut lines = Vec::with_capacity(items.len());
@@ -197,7 +199,7 @@ fn place(cmd: &PlaceOrder, order_id: &str) -> Result<Vec<OrderEvent>, OrderError
             unit_price_minor: item.unit_price_minor,
         });
     }
-    if let Some(given) = cmd.subtotal_minor {
+    if let Some(given) = subtotal_minor {
         if given != subtotal {
             return Err(OrderError::invalid(
                 "subtotal_minor",
@@ -206,22 +208,22 @@ fn place(cmd: &PlaceOrder, order_id: &str) -> Result<Vec<OrderEvent>, OrderError
         }
     }
     for (field, v) in [
-        ("tax_minor", cmd.tax_minor),
-        ("shipping_minor", cmd.shipping_minor),
-        ("discount_minor", cmd.discount_minor),
+        ("tax_minor", amounts.tax_minor),
+        ("shipping_minor", amounts.shipping_minor),
+        ("discount_minor", amounts.discount_minor),
     ] {
         if v < 0 {
             return Err(OrderError::invalid(field, "must not be negative"));
         }
     }
     let total = subtotal
-        .checked_sub(cmd.discount_minor)
-        .and_then(|t| t.checked_add(cmd.tax_minor))
-        .and_then(|t| t.checked_add(cmd.shipping_minor))
-        .and_then(|t| t.checked_add(cmd.adjustment_minor))
+        .checked_sub(amounts.discount_minor)
+        .and_then(|t| t.checked_add(amounts.tax_minor))
+        .and_then(|t| t.checked_add(amounts.shipping_minor))
+        .and_then(|t| t.checked_add(amounts.adjustment_minor))
         .ok_or_else(|| OrderError::invalid("total_minor", "is too large"))?;
-    if cmd.total_minor != total {
-        let formula = if cmd.discount_minor == 0 && cmd.adjustment_minor == 0 {
+    if total_minor != total {
+        let formula = if amounts.discount_minor == 0 && amounts.adjustment_minor == 0 {
             "subtotal_minor + tax_minor + shipping_minor"
         } else {
             "subtotal_minor - discount_minor + tax_minor + shipping_minor + adjustment_minor"
@@ -234,6 +236,38 @@ fn place(cmd: &PlaceOrder, order_id: &str) -> Result<Vec<OrderEvent>, OrderError
     if total < 0 {
         return Err(OrderError::invalid("total_minor", "must not be negative"));
     }
+    Ok(Priced {
+        lines,
+        subtotal_minor: subtotal,
+        total_minor: total,
+    })
+}
+
+fn place(cmd: &PlaceOrder, order_id: &str) -> Result<Vec<OrderEvent>, OrderError> {
+    let customer_id = cmd.customer_id.trim();
+    if customer_id.is_empty() {
+        return Err(OrderError::invalid("customer_id", "is required"));
+    }
+    let Some(items) = &cmd.items else {
+        return Err(OrderError::invalid("items", "give either cart_id or items"));
+    };
+    if items.is_empty() {
+        return Err(OrderError::invalid("items", "an order needs at least one item"));
+    }
+    let currency = cmd.currency.as_deref().unwrap_or("").trim();
+    if !is_currency(currency) {
+        return Err(OrderError::invalid(
+            "currency",
+            "is not an ISO 4217 currency code of three uppercase letters such as EUR",
+        ));
+    }
+    let amounts = Amounts {
+        discount_minor: cmd.discount_minor,
+        tax_minor: cmd.tax_minor,
+        shipping_minor: cmd.shipping_minor,
+        adjustment_minor: cmd.adjustment_minor,
+    };
+    let priced = priced(items, cmd.subtotal_minor, amounts, cmd.total_minor)?;
     let shipping_address = cmd
         .shipping_address
         .as_ref()
@@ -247,16 +281,89 @@ fn place(cmd: &PlaceOrder, order_id: &str) -> Result<Vec<OrderEvent>, OrderError
         order_id: order_id.to_string(),
         customer_id: customer_id.to_string(),
         cart_id: cmd.cart_id.clone(),
-        items: lines,
-        subtotal_minor: subtotal,
+        items: priced.lines,
+        subtotal_minor: priced.subtotal_minor,
         tax_minor: cmd.tax_minor,
         shipping_minor: cmd.shipping_minor,
-        total_minor: total,
+        total_minor: priced.total_minor,
         currency: currency.to_string(),
         shipping_address,
         billing_address,
         discount_minor: cmd.discount_minor,
         adjustment_minor: cmd.adjustment_minor,
+    }])
+}
+
+/// The order's new lines and amounts (Segment's `Order Updated`): allowed
+/// until the order is shipped, never once cancelled or refunded, nor while
+/// a payment of the old total awaits its result. The amounts add up as
+/// they do for [`place`]. On a paid order the new total is what the order
+/// is worth (the shop settles the difference with the customer): what is
+/// left to refund follows it, and it may not fall below what was refunded.
+/// The same lines and amounts again change nothing (no event).
+fn amend(o: &Order, cmd: &AmendOrder) -> Result<Vec<OrderEvent>, OrderError> {
+    if cmd.currency.trim() != o.currency {
+        return Err(OrderError::invalid(
+            "currency",
+            format!("must be the order's currency {}", o.currency),
+        ));
+    }
+    let priced = priced(&cmd.items, cmd.subtotal_minor, cmd.amounts, cmd.total_minor)?;
+    let unchanged = priced.lines == o.items
+        && priced.total_minor == o.total_minor
+        && cmd.amounts
+            == (Amounts {
+                discount_minor: o.discount_minor,
+                tax_minor: o.tax_minor,
+                shipping_minor: o.shipping_minor,
+                adjustment_minor: o.adjustment_minor,
+            });
+    if unchanged {
+        return Ok(Vec::new());
+    }
+    let paid = match o.status {
+        OrderStatus::PendingPayment | OrderStatus::PaymentFailed => false,
+        OrderStatus::Confirmed => true,
+        OrderStatus::InTransit => {
+            return Err(OrderError::conflict(
+                "the order was shipped: it can no longer be amended",
+            ))
+        }
+        OrderStatus::Completed => {
+            return Err(OrderError::conflict(
+                "the order was delivered: it can no longer be amended",
+            ))
+        }
+        OrderStatus::Cancelled => return Err(OrderError::conflict("the order is cancelled: it cannot be amended")),
+        OrderStatus::Refunded => return Err(OrderError::conflict("the order is refunded: it cannot be amended")),
+    };
+    if let Some(p) = o.payment.as_ref().filter(|p| p.status == PaymentStatus::Initiated) {
+        return Err(OrderError::conflict(format!(
+            "payment {} of the order's total {} awaits its result: amend the order after it",
+            p.payment_id, o.total_minor
+        )));
+    }
+    if o.refunded_minor > 0 && priced.total_minor <= o.refunded_minor {
+        return Err(OrderError::conflict_on(
+            "total_minor",
+            format!(
+                "{} of the order was refunded already: its total must stay above that (refund the rest instead)",
+                o.refunded_minor
+            ),
+        ));
+    }
+    Ok(vec![OrderEvent::OrderAmended {
+        order_id: o.id.clone(),
+        items: priced.lines,
+        subtotal_minor: priced.subtotal_minor,
+        discount_minor: cmd.amounts.discount_minor,
+        tax_minor: cmd.amounts.tax_minor,
+        shipping_minor: cmd.amounts.shipping_minor,
+        adjustment_minor: cmd.amounts.adjustment_minor,
+        total_minor: priced.total_minor,
+        currency: o.currency.clone(),
+        previous_total_minor: o.total_minor,
+        paid,
     }])
 }
 

@@ -205,6 +205,30 @@ pub enum OrderEvent {
         refunded_total_minor: i64,
         currency: String,
     },
+    /// The order's lines and amounts changed (a shop's `Order Updated`,
+    /// decision 0055): all of them as they are now. `total_minor` is
+    /// `subtotal_minor - discount_minor + tax_minor + shipping_minor +
+    /// adjustment_minor`, in the order's currency.
+    OrderAmended {
+        order_id: String,
+        items: Vec<OrderItem>,
+        subtotal_minor: i64,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        discount_minor: i64,
+        tax_minor: i64,
+        shipping_minor: i64,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        adjustment_minor: i64,
+        total_minor: i64,
+        currency: String,
+        /// The total before: a paid order's value changes by `total_minor -
+        /// previous_total_minor`.
+        previous_total_minor: i64,
+        /// Whether the order was paid when amended: the shop settles the
+        /// difference, so what it is worth (lifetime value, revenue) and
+        /// what may be refunded follow the new total.
+        paid: bool,
+    },
 }
 
 impl DomainEvent for OrderEvent {
@@ -227,6 +251,7 @@ impl OrderEvent {
             OrderEvent::OrderCancelled { .. } => "OrderCancelled",
             OrderEvent::RefundRequested { .. } => "RefundRequested",
             OrderEvent::OrderRefunded { .. } => "OrderRefunded",
+            OrderEvent::OrderAmended { .. } => "OrderAmended",
         }
     }
 }

@@ -22,7 +22,9 @@ mod state;
 #[cfg(test)]
 mod tests;
 
-pub use commands::{CancelOrder, OrderCommand, PaymentStatus, PlaceOrder, RecordPayment, RequestRefund, ShipOrder};
+pub use commands::{
+    AmendOrder, Amounts, CancelOrder, OrderCommand, PaymentStatus, PlaceOrder, RecordPayment, RequestRefund, ShipOrder,
+};
 pub use decide::{decide, OrderAggregate};
 pub use events::{OrderEvent, OrderItem, PaymentMethod, RefundReason, RefundType};
 pub use service::{payment_retry_timer_name, OrderCommandError, OrderService, RetryOutcome};

@@ -322,6 +322,24 @@ pub fn evolve(state: Option<Order>, event: &OrderEvent, at: DateTime<Utc>, versi
             });
         }
         OrderEvent::OrderRefunded { .. } => o.status = OrderStatus::Refunded,
+        OrderEvent::OrderAmended {
+            items,
+            subtotal_minor,
+            discount_minor,
+            tax_minor,
+            shipping_minor,
+            adjustment_minor,
+            total_minor,
+            ..
+        } => {
+            o.items = items.clone();
+            o.subtotal_minor = *subtotal_minor;
+            o.discount_minor = *discount_minor;
+            o.tax_minor = *tax_minor;
+            o.shipping_minor = *shipping_minor;
+            o.adjustment_minor = *adjustment_minor;
+            o.total_minor = *total_minor;
+        }
     }
     Some(o)
 }

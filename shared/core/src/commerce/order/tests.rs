@@ -685,3 +685,148 @@ async fn the_retry_timer_follows_the_order() {
     let order = f.orders.load("o1").await.expect("load").expect("order");
     assert_eq!(order.status, OrderStatus::Confirmed);
 }
+
+/// The order of [`place_cmd`] with its milk jug gone, a second bag of beans,
+/// a 5.00 discount and the same tax and shipping: 5000 - 500 + 570 + 430.
+fn amend_cmd() -> AmendOrder {
+    let mut items = place_cmd().items.expect("items");
+    items[0].quantity = 4;
+    items.truncate(1);
+    AmendOrder {
+        items,
+        subtotal_minor: Some(5000),
+        amounts: Amounts {
+            discount_minor: 500,
+            tax_minor: 570,
+            shipping_minor: 430,
+            adjustment_minor: 0,
+        },
+        total_minor: 5500,
+        currency: "EUR".into(),
+    }
+}
+
+fn amend() -> OrderCommand {
+    OrderCommand::Amend(amend_cmd())
+}
+
+#[test]
+fn given_a_paid_order_when_amended_then_its_lines_amounts_and_refundable_follow() {
+    let given = Scenario::given(&confirmed());
+    let events = given.when(amend()).expect("amended");
+    let [OrderEvent::OrderAmended {
+        total_minor,
+        previous_total_minor,
+        paid,
+        discount_minor,
+        items,
+        ..
+    }] = events.as_slice()
+    else {
+        panic!("expected one OrderAmended: {events:?}")
+    };
+    assert_eq!(
+        (*total_minor, *previous_total_minor, *paid, *discount_minor),
+        (5500, 4000, true, 500)
+    );
+    assert_eq!(items.len(), 1);
+    let mut all = confirmed();
+    all.extend(events);
+    let after = Scenario::given(&all);
+    let o = after.state.as_ref().expect("order");
+    assert_eq!(
+        (o.status, o.total_minor, o.subtotal_minor),
+        (OrderStatus::Confirmed, 5500, 5000)
+    );
+    assert_eq!(o.refundable_minor(), 5500, "later refunds may take the new total");
+    assert!(after.when(refund(RefundType::Partial, Some(5000))).is_ok());
+    // The same lines and amounts again: nothing happens.
+    assert_eq!(after.when(amend()).expect("unchanged"), Vec::<OrderEvent>::new());
+}
+
+#[test]
+fn given_an_unpaid_order_when_amended_then_its_payment_is_of_the_new_total() {
+    let mut all = pending();
+    let events = Scenario::given(&all).when(amend()).expect("amended");
+    assert!(matches!(
+        events.as_slice(),
+        [OrderEvent::OrderAmended { paid: false, .. }]
+    ));
+    all.extend(events);
+    let old = Scenario::given(&all).when(pay(PaymentStatus::Succeeded));
+    assert!(matches!(old, Err(OrderError::Invalid { ref field, .. }) if field == "amount_minor"));
+    let new = Scenario::given(&all).when(OrderCommand::RecordPayment(RecordPayment {
+        amount_minor: 5500,
+        ..payment(PaymentStatus::Succeeded)
+    }));
+    assert_eq!(
+        types(&new.expect("paid")),
+        ["PaymentInitiated", "PaymentSucceeded", "OrderConfirmed"]
+    );
+}
+
+#[test]
+fn given_a_shipped_delivered_cancelled_or_refunded_order_when_amended_then_refused_saying_why() {
+    for (given, why) in [
+        (in_transit(), "the order was shipped: it can no longer be amended"),
+        (completed(), "the order was delivered: it can no longer be amended"),
+        (cancelled(), "the order is cancelled: it cannot be amended"),
+        (refunded(), "the order is refunded: it cannot be amended"),
+    ] {
+        assert_eq!(conflict(Scenario::given(&given).when(amend())), why);
+    }
+    // A payment of the old total awaiting its result.
+    let initiated = history(vec![place(), pay(PaymentStatus::Initiated)]);
+    assert!(conflict(Scenario::given(&initiated).when(amend())).contains("awaits its result"));
+}
+
+#[test]
+fn given_an_order_when_amended_with_amounts_that_do_not_add_up_then_refused_naming_the_field() {
+    let given = Scenario::given(&confirmed());
+    let invalid = |cmd: AmendOrder| match given.when(OrderCommand::Amend(cmd)) {
+        Err(OrderError::Invalid { field, .. }) => field,
+        other => panic!("expected invalid, got {other:?}"),
+    };
+    assert_eq!(
+        invalid(AmendOrder {
+            total_minor: 5600,
+            ..amend_cmd()
+        }),
+        "total_minor"
+    );
+    assert_eq!(
+        invalid(AmendOrder {
+            subtotal_minor: Some(1),
+            ..amend_cmd()
+        }),
+        "subtotal_minor"
+    );
+    assert_eq!(
+        invalid(AmendOrder {
+            currency: "USD".into(),
+            ..amend_cmd()
+        }),
+        "currency"
+    );
+    assert_eq!(
+        invalid(AmendOrder {
+            items: Vec::new(),
+            ..amend_cmd()
+        }),
+        "items"
+    );
+    // A partly refunded order's total must stay above what was refunded.
+    let mut partly = confirmed();
+    partly.extend(given.when(refund(RefundType::Partial, Some(3000))).expect("refund"));
+    let lower = AmendOrder {
+        items: vec![OrderItem {
+            quantity: 1,
+            ..amend_cmd().items[0].clone()
+        }],
+        subtotal_minor: None,
+        amounts: Amounts::default(),
+        total_minor: 1250,
+        currency: "EUR".into(),
+    };
+    assert!(conflict(Scenario::given(&partly).when(OrderCommand::Amend(lower))).contains("refunded already"));
+}
