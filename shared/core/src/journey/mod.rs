@@ -3,7 +3,9 @@
 //!
 //! - [`definition`]: the campaign format and its validating loader,
 //! - [`condition`]: conditions on the event and the customer profile,
-//! - [`duration`]: `90s` / `1h` / `3d` durations and `HH:MM` local times,
+//! - [`duration`]: `90s` / `1h` / `3d` durations and `HH:MM` local times
+//!   (shared vocabulary, [`crate::vocabulary::duration`]: messaging's
+//!   frequency caps use them too),
 //! - [`templates`]: the template registry,
 //! - [`instance`]: a journey instance as a pure state machine.
 
@@ -11,11 +13,12 @@ pub mod campaigns;
 pub mod catalog;
 pub mod condition;
 pub mod definition;
-pub mod duration;
 pub mod engine;
 pub mod explain;
 pub mod instance;
 pub mod templates;
+
+pub use crate::vocabulary::duration;
 
 pub use condition::{Condition, Op};
 pub use definition::{Campaign, DefinitionError, Step};

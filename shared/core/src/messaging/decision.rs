@@ -73,7 +73,7 @@ impl DeliveryPolicy {
             let (limit, window) = rest.split_once('/').ok_or_else(|| bad("no '/'"))?;
             let channel = Channel::parse(channel.trim()).ok_or_else(|| bad("unknown channel"))?;
             let limit: u32 = limit.trim().parse().map_err(|_| bad("the limit is not a number"))?;
-            let window: crate::journey::Duration =
+            let window: crate::vocabulary::Duration =
                 window.trim().parse().map_err(|_| bad("the window is not a duration"))?;
             caps.push(FrequencyCap {
                 channel,

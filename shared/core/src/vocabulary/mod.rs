@@ -6,13 +6,16 @@
 //! holds plain data and names, no behaviour beyond validation and codecs.
 //! Each context re-exports what it owns under its usual path
 //! (`consent::Channel`, `messaging::events::MessageRequest`,
-//! `journey::definition::Category`, `messaging::provider::PushDevice`...).
+//! `journey::definition::Category`, `journey::Duration`,
+//! `messaging::provider::PushDevice`...).
 
 pub mod consent;
+pub mod duration;
 pub mod messages;
 pub mod streams;
 
 pub use consent::{ActiveConsent, Channel, ConsentMethod, GdprContext, LegalBasis, Purpose};
+pub use duration::{Duration, LocalTime};
 pub use messages::{Category, MessageRequest, PushDevice, CUSTOMER_ID_TAG, SES_SOURCE};
 
 /// A product id: 1 to 64 characters of letters, digits and `._:-` (carts,

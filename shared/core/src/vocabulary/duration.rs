@@ -1,5 +1,5 @@
-//! Durations in campaign definitions: a positive whole number and a unit,
-//! `90s`, `60m`, `1h`, `24h`, `3d`, `30d`.
+//! Durations in campaign definitions and delivery caps: a positive whole
+//! number and a unit, `90s`, `60m`, `1h`, `24h`, `3d`, `30d`.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
