@@ -656,4 +656,3 @@ impl crm_core::consumer::EventHandler for MailRedactor {
         self.inner.handle_page(events, now).await
     }
 }
-
