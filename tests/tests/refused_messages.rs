@@ -94,7 +94,21 @@ async fn a_message_refused_in_a_batch_or_alone_is_listed_without_personal_data()
 
     // Another source's log is its own; bad paging is refused, naming the parameter.
     let web = api.call("GET", "/sources/local-web/refused", None).await;
+    assert_eq!(web.status, 200, "{:?}", web.body);
     assert_eq!(web.body["items"], json!([]), "{:?}", web.body);
+    // A name no source has is not an empty log: 404, naming the source.
+    let unknown = api.call("GET", "/sources/no-such-source/refused", None).await;
+    assert_eq!(unknown.status, 404, "{:?}", unknown.body);
+    assert_eq!(unknown.content_type(), "application/problem+json");
+    assert_eq!(unknown.body["field"], "source", "{:?}", unknown.body);
+    assert_eq!(unknown.body["code"], "not_found", "Segment's code");
+    assert!(
+        unknown.body["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("source: ") && m.contains("no-such-source")),
+        "{:?}",
+        unknown.body
+    );
     let bad = api.call("GET", "/sources/local/refused?limit=0", None).await;
     assert_eq!(bad.status, 422, "{:?}", bad.body);
     let bad = api.call("GET", "/sources/local/refused?after=a%20b", None).await;
@@ -107,4 +121,13 @@ async fn a_message_refused_in_a_batch_or_alone_is_listed_without_personal_data()
         .expect("the CLI's page");
     let printed: Value = serde_json::from_str(&printed).expect("JSON");
     assert_eq!(printed, page, "the CLI prints what the API answers");
+    let empty = crm_local::refusals::page_json(&data_dir, "local-web", None, 50, chrono::Utc::now())
+        .await
+        .expect("a source with nothing refused");
+    let empty: Value = serde_json::from_str(&empty).expect("JSON");
+    assert_eq!(empty["items"], json!([]));
+    let unknown = crm_local::refusals::page_json(&data_dir, "no-such-source", None, 50, chrono::Utc::now())
+        .await
+        .expect_err("a name no source has");
+    assert!(unknown.to_string().contains("no-such-source"), "{unknown}");
 }

@@ -111,6 +111,11 @@ impl IngestSources {
         &self.origins
     }
 
+    /// The source of this name, when one is configured.
+    pub fn named(&self, name: &str) -> Option<&Source> {
+        self.sources.iter().map(|(s, _)| s).find(|s| s.name == name)
+    }
+
     /// The source whose write key this is (compared in constant time).
     pub(crate) fn source_of(&self, key: &str) -> Option<&Source> {
         let eq = |a: &[u8], b: &[u8]| a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0;
@@ -308,6 +313,8 @@ mod tests {
             Some(&Source::server("shop"))
         );
         assert_eq!(sources.source_of("wk_web"), None);
+        assert_eq!(sources.named("shop"), Some(&Source::server("shop")));
+        assert_eq!(sources.named("wk_shop_0123456789abcdef"), None, "a key names no source");
         assert!(IngestSources::parse("web").is_err());
         assert!(IngestSources::parse("web:short").is_err());
         assert!(IngestSources::parse("web:client:short").is_err());

@@ -1,7 +1,9 @@
 //! `GET /sources/{source}/refused` (decision 0053): the messages a source
 //! sent that ingestion refused in the last week, newest first, each with
 //! the field and the reason and the message without its personal values.
-//! Paged by `after` (the previous page's `next_after`) and `limit`.
+//! Paged by `after` (the previous page's `next_after`) and `limit`. A name
+//! no configured source has is answered 404 (`field`: `source`); a source
+//! with nothing refused, an empty page.
 
 use crate::problem::Problem;
 use crate::AppState;
@@ -32,6 +34,12 @@ pub async fn list(
             "source",
             format!("must be a source name of 1 to {MAX_SOURCE_CHARS} characters"),
         ));
+    }
+    if state.ingest_sources.named(&source).is_none() {
+        return Err(Problem::not_found(format!(
+            "no source is named \"{source}\": the sources are those of the ingestion write keys"
+        ))
+        .with_field("source"));
     }
     let limit = match query.get("limit") {
         None => DEFAULT_PAGE,

@@ -48,6 +48,26 @@ pub enum RuntimeError {
     Keys(String),
 }
 
+/// The server source `serve` takes messages from when `INGEST_WRITE_KEYS`
+/// is unset (the shop's backend, [`LocalRuntime::local_write_key`]).
+pub const LOCAL_SOURCE: &str = "local";
+/// The client source `serve` takes messages from when `INGEST_WRITE_KEYS`
+/// is unset (browsers and apps, [`LocalRuntime::local_client_write_key`]).
+pub const LOCAL_WEB_SOURCE: &str = "local-web";
+
+/// Whether `serve` takes messages from a source of this name: one of
+/// `INGEST_WRITE_KEYS`'s when it is set, else [`LOCAL_SOURCE`] or
+/// [`LOCAL_WEB_SOURCE`].
+pub fn is_ingest_source(name: &str) -> Result<bool, RuntimeError> {
+    match std::env::var("INGEST_WRITE_KEYS").ok().filter(|v| !v.trim().is_empty()) {
+        Some(text) => Ok(crm_api::IngestSources::parse(&text)
+            .map_err(RuntimeError::Config)?
+            .named(name)
+            .is_some()),
+        None => Ok([LOCAL_SOURCE, LOCAL_WEB_SOURCE].contains(&name)),
+    }
+}
+
 /// Which clock the runtime (commands and timers) runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClockChoice {
@@ -273,9 +293,9 @@ impl LocalRuntime {
         let ingest_sources = match std::env::var("INGEST_WRITE_KEYS").ok().filter(|v| !v.trim().is_empty()) {
             Some(text) => crm_api::IngestSources::parse(&text).map_err(RuntimeError::Config)?,
             None => crm_api::IngestSources::new(vec![
-                (crm_core::ingest::Source::server("local"), local_write_key.clone()),
+                (crm_core::ingest::Source::server(LOCAL_SOURCE), local_write_key.clone()),
                 (
-                    crm_core::ingest::Source::client("local-web"),
+                    crm_core::ingest::Source::client(LOCAL_WEB_SOURCE),
                     local_client_write_key.clone(),
                 ),
             ]),
@@ -288,7 +308,7 @@ impl LocalRuntime {
         {
             Some(text) => crm_api::AllowedOrigins::parse(&text).map_err(|e| RuntimeError::Config(e.to_string()))?,
             None if std::env::var("INGEST_WRITE_KEYS").map_or(true, |v| v.trim().is_empty()) => {
-                crm_api::AllowedOrigins::any_for("local-web")
+                crm_api::AllowedOrigins::any_for(LOCAL_WEB_SOURCE)
             }
             None => crm_api::AllowedOrigins::default(),
         };
