@@ -232,19 +232,16 @@ pub async fn batch(State(state): State<AppState>, headers: HeaderMap, body: Body
     let ingestion = ingestion(&state);
     // Shoppers side by side, each shopper's messages in order (decision
     // 0054): a batch's time is its longest shopper's, not the sum of all.
+    // Each shopper's messages are taken together (decision 0056): their
+    // receipts read at once, their activity appended in runs.
     let shoppers = shopper_groups(items);
     let mut outcomes: Vec<(usize, Result<Accepted, IngestError>)> = stream::iter(shoppers)
         .map(|group| {
             let (ingestion, source) = (&ingestion, &source);
             async move {
-                let mut taken = Vec::with_capacity(group.len());
-                for index in group {
-                    taken.push((
-                        index,
-                        ingestion.take_in_batch(source, &items[index], now, sent_at).await,
-                    ));
-                }
-                taken
+                let messages: Vec<&Value> = group.iter().map(|&index| &items[index]).collect();
+                let taken = ingestion.take_shopper(source, &messages, now, sent_at).await;
+                group.into_iter().zip(taken).collect::<Vec<_>>()
             }
         })
         .buffer_unordered(SHOPPERS_AT_ONCE)

@@ -334,11 +334,18 @@ impl Ingestion {
 
     /// Takes one message from `source`, within what its kind may do.
     pub async fn ingest(&self, from: &Source, message: &SegmentMessage) -> Result<Accepted, IngestError> {
-        let source = from.name.as_str();
-        let key = receipt_key(source, &message.message_id);
+        let key = receipt_key(&from.name, &message.message_id);
         if self.store.receipt(&key).await?.is_some() {
             return Ok(Accepted::Duplicate);
         }
+        self.ingest_unseen(from, message).await
+    }
+
+    /// [`Ingestion::ingest`] of a message whose receipt was looked for and
+    /// not found (a batch reads its shopper's receipts together).
+    async fn ingest_unseen(&self, from: &Source, message: &SegmentMessage) -> Result<Accepted, IngestError> {
+        let source = from.name.as_str();
+        let key = receipt_key(source, &message.message_id);
         let now = self.customers.now();
         let occurred_at = message.timestamp.unwrap_or(now);
         let late = occurred_at < now - self.settings.late_after;
@@ -388,6 +395,9 @@ impl Ingestion {
                     )?,
                     Mapped::Order(order) => {
                         Some(self.place_order(source, &profile, *order, &idempotency, &meta).await?)
+                    }
+                    Mapped::AmendOrder(update) => {
+                        self.amend_order(source, &profile, *update, &idempotency, &meta).await?
                     }
                     Mapped::CancelOrder { order, reason } => Some(
                         self.cancel_order(source, &profile, &order, reason, &idempotency, &meta)
@@ -515,6 +525,40 @@ impl Ingestion {
         now: DateTime<Utc>,
         claim: Option<ReservationChange>,
     ) -> Result<Appended, IngestError> {
+        let (stream, events, receipt) = self
+            .activity_write(profile, event, occurred_at, idempotency, meta, now)
+            .await?;
+        match self
+            .store
+            .append(AppendRequest {
+                stream_id: stream,
+                expected: ExpectedVersion::Any,
+                events,
+                reservations: claim.into_iter().collect(),
+                receipt: Some(receipt),
+            })
+            .await
+        {
+            Ok(_) => Ok(Appended::Taken(true)),
+            Err(AppendError::DuplicateCommand(_)) => Ok(Appended::Taken(false)),
+            Err(AppendError::ReservationTaken { .. }) => Ok(Appended::ReservationTaken),
+            Err(AppendError::TooLarge(m)) => Err(reject("properties", m)),
+            Err(e) => Err(IngestError::Retry(e.to_string())),
+        }
+    }
+
+    /// What appending one activity event takes: its stream, its envelope
+    /// (at `occurred_at`) and its receipt; a refused event is refused here,
+    /// before any write.
+    async fn activity_write(
+        &self,
+        profile: &str,
+        event: ActivityEvent,
+        occurred_at: DateTime<Utc>,
+        idempotency: &IdempotencyKey,
+        meta: &CommandMeta,
+        now: DateTime<Utc>,
+    ) -> Result<(String, Vec<EventEnvelope>, CommandReceipt), IngestError> {
         event.validate().map_err(|e| match e {
             CustomerError::Invalid { field, message } => reject(&format!("properties.{field}"), message),
             other => reject("properties", other.to_string()),
@@ -541,23 +585,7 @@ impl Ingestion {
             body: json!({ "stream_id": stream }),
             recorded_at: now,
         };
-        match self
-            .store
-            .append(AppendRequest {
-                stream_id: stream,
-                expected: ExpectedVersion::Any,
-                events,
-                reservations: claim.into_iter().collect(),
-                receipt: Some(receipt),
-            })
-            .await
-        {
-            Ok(_) => Ok(Appended::Taken(true)),
-            Err(AppendError::DuplicateCommand(_)) => Ok(Appended::Taken(false)),
-            Err(AppendError::ReservationTaken { .. }) => Ok(Appended::ReservationTaken),
-            Err(AppendError::TooLarge(m)) => Err(reject("properties", m)),
-            Err(e) => Err(IngestError::Retry(e.to_string())),
-        }
+        Ok((stream, events, receipt))
     }
 }
 

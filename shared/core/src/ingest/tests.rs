@@ -825,3 +825,217 @@ async fn names_sent_before_the_email_are_the_customers() {
         "the API's names stay"
     );
 }
+
+/// An event store that counts how receipts are read and written, and may
+/// answer every batch read of receipts with none (as if each was written
+/// just after the read).
+struct Observed {
+    inner: Arc<InMemoryEventStore>,
+    stale_receipts: bool,
+    receipt_reads: std::sync::atomic::AtomicUsize,
+    grouped_appends: std::sync::atomic::AtomicUsize,
+}
+
+impl Observed {
+    fn new(stale_receipts: bool) -> Arc<Self> {
+        Arc::new(Observed {
+            inner: Arc::new(InMemoryEventStore::default()),
+            stale_receipts,
+            receipt_reads: Default::default(),
+            grouped_appends: Default::default(),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl EventStore for Observed {
+    async fn load(&self, stream_id: &str) -> Result<crate::ports::LoadedStream, StoreError> {
+        self.inner.load(stream_id).await
+    }
+    async fn read_stream(&self, stream_id: &str, after: u64, limit: usize) -> Result<Vec<EventEnvelope>, StoreError> {
+        self.inner.read_stream(stream_id, after, limit).await
+    }
+    async fn append(&self, request: AppendRequest) -> Result<crate::ports::Appended, AppendError> {
+        self.inner.append(request).await
+    }
+    async fn append_with_receipts(
+        &self,
+        request: AppendRequest,
+        receipts: Vec<CommandReceipt>,
+    ) -> Result<crate::ports::Appended, AppendError> {
+        self.grouped_appends.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.append_with_receipts(request, receipts).await
+    }
+    async fn receipt(&self, key: &str) -> Result<Option<CommandReceipt>, StoreError> {
+        self.inner.receipt(key).await
+    }
+    async fn receipts(&self, keys: &[String]) -> Result<Vec<Option<CommandReceipt>>, StoreError> {
+        self.receipt_reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if self.stale_receipts {
+            return Ok(vec![None; keys.len()]);
+        }
+        self.inner.receipts(keys).await
+    }
+    async fn reservation_owner(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.inner.reservation_owner(key).await
+    }
+    async fn save_snapshot(&self, snapshot: crate::ports::Snapshot) -> Result<(), StoreError> {
+        self.inner.save_snapshot(snapshot).await
+    }
+    async fn read_all(&self, after: Option<&str>, limit: usize) -> Result<crate::ports::EventPage, StoreError> {
+        self.inner.read_all(after, limit).await
+    }
+}
+
+/// Ingestion over `store`, with customer `K` registered (ada@example.com).
+async fn ingestion_over(store: Arc<dyn EventStore>) -> Ingestion {
+    let clock = Arc::new(VirtualClock::starting_at(test_time()));
+    let scheduler = Arc::new(InMemoryScheduler::default());
+    let customers =
+        Arc::new(CustomerService::new(store.clone(), clock.clone()).with_identifiers(crate::testing::identifiers()));
+    let respond = |c: &Customer, _: &[EventEnvelope]| (201, json!({ "id": c.id }));
+    customers
+        .execute(
+            K,
+            &CustomerCommand::Register(registration("ada@example.com", "Ada", "L", "UTC")),
+            &CommandMeta::new(Actor::system("t")),
+            None,
+            &respond,
+        )
+        .await
+        .expect("registered");
+    Ingestion::new(
+        store.clone(),
+        customers,
+        Arc::new(CartService::new(store.clone(), clock.clone(), scheduler.clone())),
+        Arc::new(OrderService::new(store, clock, scheduler)),
+        IngestSettings::default(),
+    )
+}
+
+/// One shopper's visit: anonymous pages and views, a refused view, a
+/// message without a type, a message id sent twice, a product added, an
+/// identify that merges the device into customer `K`, 52 pages as `K`, and
+/// a view taken before the batch.
+fn one_shopper() -> Vec<Value> {
+    let page = |id: &str, who: Value| {
+        let mut m = json!({ "type": "page", "messageId": id, "name": "Shop",
+            "properties": { "url": format!("https://shop.example/{id}") } });
+        m.as_object_mut()
+            .expect("object")
+            .extend(who.as_object().expect("object").clone());
+        m
+    };
+    let device = json!({ "anonymousId": "device-9" });
+    let known = json!({ "userId": "u-9", "anonymousId": "device-9" });
+    let mut messages = vec![
+        page("m1", device.clone()),
+        json!({ "type": "track", "messageId": "m2", "anonymousId": "device-9", "event": "Product Viewed",
+            "properties": { "product_id": "lamp", "price": 40 } }),
+        json!({ "type": "track", "messageId": "m3", "anonymousId": "device-9", "event": "Product Viewed",
+            "properties": { "product_id": "lamp", "price": "ada@example.com" } }),
+        json!({ "messageId": "m4", "anonymousId": "device-9" }),
+        page("m1", device.clone()),
+        json!({ "type": "track", "messageId": "m5", "anonymousId": "device-9", "event": "Product Added",
+            "properties": { "cart_id": "c9", "product_id": "lamp", "name": "Desk lamp", "price": 40, "currency": "EUR" } }),
+        page("m6", device),
+        json!({ "type": "identify", "messageId": "m7", "userId": "u-9", "anonymousId": "device-9",
+            "traits": { "email": "ada@example.com" } }),
+    ];
+    messages.extend((8..60).map(|i| page(&format!("m{i}"), known.clone())));
+    messages.push(
+        json!({ "type": "track", "messageId": "m60", "userId": "u-9", "event": "Product Viewed",
+        "properties": { "product_id": "lamp" } }),
+    );
+    messages
+}
+
+#[tokio::test]
+async fn a_shopper_s_messages_taken_together_answer_as_taken_one_by_one() {
+    let web = Source::server("web");
+    let now = test_time();
+    let messages = one_shopper();
+    let taken_before = messages.last().expect("m60").clone();
+
+    let one_by_one = ingestion_over(Arc::new(InMemoryEventStore::default()) as Arc<dyn EventStore>).await;
+    let store = Observed::new(false);
+    let together = ingestion_over(store.clone()).await;
+    for ingestion in [&one_by_one, &together] {
+        assert_eq!(
+            ingestion.take_in_batch(&web, &taken_before, now, None).await,
+            Ok(Accepted::Stored { late: false })
+        );
+    }
+    let mut expected = Vec::new();
+    for m in &messages {
+        expected.push(one_by_one.take_in_batch(&web, m, now, None).await);
+    }
+    let raws: Vec<&Value> = messages.iter().collect();
+    let outcomes = together.take_shopper(&web, &raws, now, None).await;
+    assert_eq!(outcomes, expected);
+    assert!(
+        matches!(outcomes[2], Err(IngestError::Rejected(_))),
+        "{:?}",
+        outcomes[2]
+    );
+    assert!(
+        matches!(outcomes[3], Err(IngestError::Rejected(_))),
+        "{:?}",
+        outcomes[3]
+    );
+    assert_eq!(outcomes[4], Ok(Accepted::Duplicate), "m1 again");
+    assert_eq!(outcomes[60], Ok(Accepted::Duplicate), "taken before the batch");
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| matches!(o, Ok(Accepted::Stored { .. })))
+            .count(),
+        57
+    );
+
+    // The same activity on the same streams, in the same order.
+    for profile in [K.to_string(), anonymous_profile_id("device-9")] {
+        let stream = activity_stream_id(&profile);
+        let read = |events: Vec<EventEnvelope>| -> Vec<(String, Value)> {
+            events.into_iter().map(|e| (e.event_type, e.data)).collect()
+        };
+        let a = read(one_by_one.store.read_stream(&stream, 0, 1000).await.expect("read"));
+        let b = read(together.store.read_stream(&stream, 0, 1000).await.expect("read"));
+        assert_eq!(a, b, "{stream}");
+        assert!(!a.is_empty(), "{stream}");
+    }
+    use std::sync::atomic::Ordering::SeqCst;
+    assert_eq!(store.receipt_reads.load(SeqCst), 1, "the receipts read at once");
+    // The page and the view before m1 comes again; m6 alone (written as
+    // before); then 52 pages as K in runs of at most 45.
+    assert_eq!(store.grouped_appends.load(SeqCst), 3);
+}
+
+#[tokio::test]
+async fn a_receipt_written_after_the_read_makes_only_its_message_a_duplicate() {
+    let web = Source::server("web");
+    let now = test_time();
+    let store = Observed::new(true);
+    let ingestion = ingestion_over(store.clone()).await;
+    let page = |id: &str| {
+        json!({ "type": "page", "messageId": id, "anonymousId": "device-3", "name": "Shop",
+            "properties": { "url": "https://shop.example/" } })
+    };
+    assert_eq!(
+        ingestion.take_in_batch(&web, &page("p2"), now, None).await,
+        Ok(Accepted::Stored { late: false })
+    );
+    let messages = [page("p1"), page("p2"), page("p3")];
+    let raws: Vec<&Value> = messages.iter().collect();
+    assert_eq!(
+        ingestion.take_shopper(&web, &raws, now, None).await,
+        vec![
+            Ok(Accepted::Stored { late: false }),
+            Ok(Accepted::Duplicate),
+            Ok(Accepted::Stored { late: false })
+        ]
+    );
+    let stream = activity_stream_id(&anonymous_profile_id("device-3"));
+    assert_eq!(store.read_stream(&stream, 0, 10).await.expect("read").len(), 3);
+    assert_eq!(store.grouped_appends.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
