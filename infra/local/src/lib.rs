@@ -20,6 +20,7 @@ pub mod retention;
 pub mod runtime;
 pub mod secrets;
 pub mod serve;
+pub mod sources;
 pub mod store;
 pub mod timers;
 pub mod unsubscribe;

@@ -100,7 +100,7 @@ impl RefusalLog for SqliteRefusals {
 
 /// `crm-local refused --source <name>`: one page of the source's refusals,
 /// newest first, as JSON (what `GET /sources/{source}/refused` answers): a
-/// name `serve` takes no messages from ([`crate::runtime::is_ingest_source`])
+/// name `serve` takes no messages from ([`crate::sources::is_ingest_source`])
 /// is an error, as the API's 404 is.
 pub async fn page_json(
     data_dir: &Path,
@@ -112,7 +112,7 @@ pub async fn page_json(
     if after.is_some_and(|a| !crm_core::ingest::refusals::is_cursor(a)) {
         return Err(failed("--after must be a next_after of an earlier page"));
     }
-    if !crate::runtime::is_ingest_source(source).map_err(failed)? {
+    if !crate::sources::is_ingest_source(source).map_err(failed)? {
         return Err(failed(format!(
             "no source is named \"{source}\": the sources are those of INGEST_WRITE_KEYS, else local and local-web"
         )));

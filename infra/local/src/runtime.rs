@@ -12,6 +12,7 @@ use crate::bus::{rules_from_template, LocalBus, RuleError, SqliteDeadLetters, Ta
 use crate::keys::{load_or_create_master_key, SqliteKeyStore};
 use crate::mail::MailSink;
 use crate::read_models::SqliteReadModels;
+use crate::sources::{LOCAL_SOURCE, LOCAL_WEB_SOURCE};
 use crate::store::SqliteEventStore;
 use crate::timers::SqliteScheduler;
 use async_trait::async_trait;
@@ -46,26 +47,6 @@ pub enum RuntimeError {
     Config(String),
     #[error("data keys: {0}")]
     Keys(String),
-}
-
-/// The server source `serve` takes messages from when `INGEST_WRITE_KEYS`
-/// is unset (the shop's backend, [`LocalRuntime::local_write_key`]).
-pub const LOCAL_SOURCE: &str = "local";
-/// The client source `serve` takes messages from when `INGEST_WRITE_KEYS`
-/// is unset (browsers and apps, [`LocalRuntime::local_client_write_key`]).
-pub const LOCAL_WEB_SOURCE: &str = "local-web";
-
-/// Whether `serve` takes messages from a source of this name: one of
-/// `INGEST_WRITE_KEYS`'s when it is set, else [`LOCAL_SOURCE`] or
-/// [`LOCAL_WEB_SOURCE`].
-pub fn is_ingest_source(name: &str) -> Result<bool, RuntimeError> {
-    match std::env::var("INGEST_WRITE_KEYS").ok().filter(|v| !v.trim().is_empty()) {
-        Some(text) => Ok(crm_api::IngestSources::parse(&text)
-            .map_err(RuntimeError::Config)?
-            .named(name)
-            .is_some()),
-        None => Ok([LOCAL_SOURCE, LOCAL_WEB_SOURCE].contains(&name)),
-    }
 }
 
 /// Which clock the runtime (commands and timers) runs on.
