@@ -13,6 +13,11 @@
 //! two more pages, three product views and two products added to a cart;
 //! interleaved as time orders them. The second batch is the same shoppers
 //! coming back (known customers, existing carts).
+//!
+//! Then one shopper's 500 messages in one batch (decision 0056): a backend
+//! catching up on one busy visitor, whose messages cannot be taken side by
+//! side; first message by message (a batch each, the cost of each message
+//! as before decision 0056), then another such shopper's in one batch.
 
 use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
@@ -44,6 +49,14 @@ const PER_SHOPPER: usize = 10;
 /// ingestion of one message of these batches may cost on average (9.61 on
 /// the first visit before `KeyStore::create_key`, 9.41 after; decision 0054).
 const MAX_ROUND_TRIPS_PER_MESSAGE: f64 = 9.5;
+
+/// The most round trips one shopper's batch of 500 may cost per message
+/// (decision 0056; about 7 taken message by message).
+const MAX_ONE_SHOPPER_ROUND_TRIPS_PER_MESSAGE: f64 = 1.0;
+
+/// The most time one shopper's batch of 500 may take at typical latencies,
+/// its requests one after the other: well within the api's 10 s timeout.
+const MAX_ONE_SHOPPER_SECONDS: f64 = 5.0;
 
 /// Requests by `service:operation`: X-Amz-Target for DynamoDB and KMS (JSON
 /// protocols), method and first path segment for EventBridge Scheduler
@@ -135,6 +148,8 @@ fn since(before: &BTreeMap<String, usize>, after: &BTreeMap<String, usize>) -> B
 fn typical_ms(operation: &str) -> f64 {
     match operation.split('(').next().unwrap_or(operation) {
         "dynamodb:GetItem" => 5.0,
+        // Up to 100 consistent reads in parallel on DynamoDB's side.
+        "dynamodb:BatchGetItem" => 10.0,
         "dynamodb:Query" => 6.0,
         "dynamodb:PutItem" | "dynamodb:DeleteItem" | "dynamodb:UpdateItem" => 7.0,
         "dynamodb:TransactWriteItems" => 15.0,
@@ -144,12 +159,17 @@ fn typical_ms(operation: &str) -> f64 {
     }
 }
 
+/// The time `counts` would take one after the other at [`typical_ms`], in seconds.
+fn estimate(counts: &BTreeMap<String, usize>) -> f64 {
+    counts.iter().map(|(op, n)| typical_ms(op) * *n as f64).sum::<f64>() / 1000.0
+}
+
 /// Prints the counts and the time they would take one after the other at
 /// [`typical_ms`]; returns the round trips per message.
 fn print_counts(title: &str, counts: &BTreeMap<String, usize>, messages: usize) -> f64 {
     let total: usize = counts.values().sum();
     let per_message = total as f64 / messages as f64;
-    let seconds: f64 = counts.iter().map(|(op, n)| typical_ms(op) * *n as f64).sum::<f64>() / 1000.0;
+    let seconds = estimate(counts);
     println!(
         "{title}: {total} round trips for {messages} messages ({per_message:.2} per message), \
          about {seconds:.1} s at typical latencies"
@@ -407,5 +427,96 @@ async fn a_batch_of_500_messages_costs_a_bounded_number_of_round_trips() {
     assert!(
         worst <= MAX_ROUND_TRIPS_PER_MESSAGE,
         "{worst:.2} round trips per message; at most {MAX_ROUND_TRIPS_PER_MESSAGE}"
+    );
+}
+
+/// The `i`-th of one shopper's 500 messages: three anonymous pages, then an
+/// identify (user id, anonymous id, email, names), and as known: pages and
+/// product views in turn, a product added to the cart every 25 messages,
+/// the identify again every 100 (a backend sends it with each session).
+fn one_shopper_message(shopper: &str, i: usize) -> Value {
+    let user_id = format!("solo-{shopper}");
+    let anonymous_id = format!("solo-anon-{shopper}");
+    let message_id = format!("{shopper}-{i}");
+    let timestamp = chrono::Utc::now().to_rfc3339();
+    let context =
+        json!({ "ip": "203.0.113.9", "userAgent": "Mozilla/5.0", "sessionId": format!("s-{shopper}-{}", i / 100) });
+    let product = format!("sku-{}", i % 17);
+    if i < 3 {
+        return json!({ "type": "page", "messageId": message_id, "timestamp": timestamp, "anonymousId": anonymous_id,
+            "name": "Shop", "properties": { "url": format!("https://shop.example/{i}"), "title": "Shop" },
+            "context": context });
+    }
+    if i == 3 || i % 100 == 50 {
+        return json!({ "type": "identify", "messageId": message_id, "timestamp": timestamp,
+            "userId": user_id, "anonymousId": anonymous_id, "context": context,
+            "traits": { "email": format!("solo-{shopper}@example.com"), "firstName": "Ada", "lastName": "Solo" } });
+    }
+    if i % 25 == 10 {
+        return json!({ "type": "track", "event": "Product Added", "messageId": message_id,
+            "timestamp": timestamp, "userId": user_id, "anonymousId": anonymous_id, "context": context,
+            "properties": { "cart_id": format!("cart-solo-{shopper}"), "product_id": product, "name": "Desk lamp",
+                "price": 40.5, "quantity": 1, "currency": "eur" } });
+    }
+    if i % 2 == 0 {
+        return json!({ "type": "page", "messageId": message_id, "timestamp": timestamp,
+            "userId": user_id, "anonymousId": anonymous_id, "name": "Shop", "context": context,
+            "properties": { "url": format!("https://shop.example/lamps/{product}"), "title": "Shop" } });
+    }
+    json!({ "type": "track", "event": "Product Viewed", "messageId": message_id,
+        "timestamp": timestamp, "userId": user_id, "anonymousId": anonymous_id, "context": context,
+        "properties": { "product_id": product, "name": "Desk lamp", "category": "lamps", "price": 40.5 } })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_shopper_s_batch_of_500_fits_the_api_s_timeout() {
+    let unique = uuid::Uuid::now_v7().simple().to_string();
+    let (api, trips) = counted_api(&unique).await;
+    let messages = 500;
+
+    // One shopper's 500 messages, a batch each: what each cost before
+    // decision 0056 (a BatchGetItem of one receipt instead of its GetItem).
+    let alone = format!("{unique}-alone");
+    let before = trips.snapshot();
+    for i in 0..messages {
+        let answer = send(&api, &json!({ "batch": [one_shopper_message(&alone, i)] })).await;
+        assert_taken(&answer, 1);
+    }
+    let one_by_one = since(&before, &trips.snapshot());
+    print_counts("one shopper, message by message", &one_by_one, messages);
+
+    // Another such shopper's 500 in one batch.
+    let together = format!("{unique}-together");
+    let batch = json!({ "batch": (0..messages).map(|i| one_shopper_message(&together, i)).collect::<Vec<_>>() });
+    let before = trips.snapshot();
+    let answer = send(&api, &batch).await;
+    assert_taken(&answer, messages);
+    let counted = since(&before, &trips.snapshot());
+    let per_message = print_counts("one shopper, one batch of 500", &counted, messages);
+    let seconds = estimate(&counted);
+
+    // The same batch again (a client's retry): all but the identifies are
+    // duplicates.
+    let before = trips.snapshot();
+    let answer = send(&api, &batch).await;
+    let identifies = (0..messages).filter(|&i| i == 3 || i % 100 == 50).count();
+    assert_eq!(
+        (answer["duplicates"].as_u64(), answer["accepted"].as_u64()),
+        (Some((messages - identifies) as u64), Some(identifies as u64)),
+        "{answer}"
+    );
+    print_counts(
+        "one shopper, the batch sent again (a retry)",
+        &since(&before, &trips.snapshot()),
+        messages,
+    );
+
+    assert!(
+        per_message <= MAX_ONE_SHOPPER_ROUND_TRIPS_PER_MESSAGE,
+        "{per_message:.2} round trips per message; at most {MAX_ONE_SHOPPER_ROUND_TRIPS_PER_MESSAGE}"
+    );
+    assert!(
+        seconds <= MAX_ONE_SHOPPER_SECONDS,
+        "about {seconds:.1} s at typical latencies; at most {MAX_ONE_SHOPPER_SECONDS}"
     );
 }
