@@ -4,7 +4,7 @@
 //! checked the token (and the route's scope); its `sub` claim is the
 //! principal and its `scope` / `scp` claims the scopes, checked again here.
 
-use crate::problem::Problem;
+use crate::http::{Principal, Problem};
 #[cfg(feature = "lambda")]
 use crate::scopes::Scopes;
 use crate::scopes::{access_of, local_token_scopes, Access};
@@ -24,10 +24,6 @@ pub enum Auth {
     #[cfg(feature = "lambda")]
     Gateway,
 }
-
-/// The authenticated caller, available to handlers as an extension.
-#[derive(Debug, Clone)]
-pub struct Principal(pub String);
 
 /// What the gateway's authorizer verified: `sub`, and the scopes of the
 /// `scope` and `scp` claims (and of the authorizer's own scope list).

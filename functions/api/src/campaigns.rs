@@ -1,10 +1,7 @@
 //! Campaign routes (publish, read, pause, resume) and the journey reads:
 //! why a message was sent, and a customer's journeys.
 
-use crate::auth::Principal;
-use crate::body::{parse_json, RawBody};
-use crate::customers::customer_id;
-use crate::problem::Problem;
+use crate::http::{customer_id, parse_json, Principal, Problem, RawBody};
 use crate::AppState;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};

@@ -1,10 +1,6 @@
 //! Cart routes: translate requests into cart commands and answers.
 
-use crate::auth::Principal;
-use crate::body::parse_json;
-use crate::call::CommandCall;
-use crate::customers::{existing_customer, no_payload, path_id};
-use crate::problem::Problem;
+use crate::http::{existing_customer, no_payload, parse_json, path_id, CommandCall, Principal, Problem};
 use crate::AppState;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -52,7 +48,7 @@ async fn run(
         .carts
         .execute(id, &command, &meta, idempotency.as_ref(), &respond)
         .await?;
-    Ok(crate::customers::respond(executed, "/carts"))
+    Ok(crate::http::executed_answer(executed, "/carts"))
 }
 
 pub async fn create(State(state): State<AppState>, call: CommandCall) -> Result<Response, Problem> {

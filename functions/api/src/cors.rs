@@ -10,7 +10,7 @@
 //! preflights itself (its CorsConfiguration, template.yaml) and the function
 //! still checks each request's origin against its source.
 
-use crate::problem::Problem;
+use crate::http::Problem;
 use crate::AppState;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};

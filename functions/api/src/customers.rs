@@ -1,12 +1,12 @@
 //! Customer routes: translate requests into customer commands and answers.
 
-use crate::body::parse_json;
-use crate::call::CommandCall;
-use crate::problem::Problem;
+use crate::http::{
+    customer_id, executed_answer, no_payload, number, page_limit, parse_json, CommandCall, NoPayload, Problem,
+};
 use crate::AppState;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use crm_core::consent::{Channel, Purpose};
 use crm_core::customer::{
@@ -28,38 +28,6 @@ pub fn customer_view(c: &Customer) -> Value {
     v
 }
 
-/// The id in a path (a UUID, canonical form): anything else names no `what` (404).
-pub(crate) fn path_id(raw: &str, what: &str) -> Result<String, Problem> {
-    Uuid::parse_str(raw)
-        .map(|u| u.to_string())
-        .map_err(|_| Problem::not_found(format!("{what} not found")))
-}
-
-pub(crate) fn customer_id(raw: &str) -> Result<String, Problem> {
-    path_id(raw, "customer")
-}
-
-/// The `customer_id` of a request body, which must name a customer the
-/// write side knows (422 naming the field otherwise).
-pub(crate) async fn existing_customer(state: &AppState, raw: &str) -> Result<String, Problem> {
-    let customer = Uuid::parse_str(raw.trim())
-        .map_err(|_| Problem::invalid("customer_id", "is not a customer id"))?
-        .to_string();
-    // An erased customer is gone for everything new (carts, orders).
-    if state.customers.load(&customer).await?.is_none_or(|c| c.is_erased()) {
-        return Err(Problem::invalid("customer_id", "no such customer"));
-    }
-    Ok(customer)
-}
-
-/// The answer to an executed command (see [`answer`]).
-pub(crate) fn respond<S>(executed: crm_core::aggregate::Executed<S>, collection: &str) -> Response {
-    match executed {
-        crm_core::aggregate::Executed::Applied { status, body, .. } => answer(status, &body, false, collection),
-        crm_core::aggregate::Executed::Replayed { status, body } => answer(status, &body, true, collection),
-    }
-}
-
 /// Runs a command and answers with `status` and the customer's view (or,
 /// for a replayed request, the first answer).
 async fn run(
@@ -75,30 +43,7 @@ async fn run(
         .customers
         .execute(id, &command, &meta, call.idempotency.as_ref(), &respond)
         .await?;
-    Ok(self::respond(executed, "/customers"))
-}
-
-/// A command's answer: `status` and `body`, with the new resource's
-/// `Location` (under `collection`) on 201 and `Idempotent-Replayed` when it
-/// repeats the answer to an earlier request.
-pub(crate) fn answer(status: u16, body: &Value, replayed: bool, collection: &str) -> Response {
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-    let mut response = (status, axum::Json(body)).into_response();
-    if status == StatusCode::CREATED {
-        if let Some(location) = body
-            .get("id")
-            .and_then(Value::as_str)
-            .and_then(|id| HeaderValue::from_str(&format!("{collection}/{id}")).ok())
-        {
-            response.headers_mut().insert(header::LOCATION, location);
-        }
-    }
-    if replayed {
-        response
-            .headers_mut()
-            .insert("idempotent-replayed", HeaderValue::from_static("true"));
-    }
-    response
+    Ok(executed_answer(executed, "/customers"))
 }
 
 pub async fn register(State(state): State<AppState>, call: CommandCall) -> Result<Response, Problem> {
@@ -154,19 +99,6 @@ command_route!(register_push_device, RegisterPushDevice, StatusCode::OK, |p| {
 command_route!(deactivate, DeactivateCustomer, StatusCode::OK, |p| {
     CustomerCommand::Deactivate(p)
 });
-
-/// An empty JSON object, for commands without a payload (an empty body is fine too).
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct NoPayload {}
-
-/// Reads a [`NoPayload`]: `{}` or an empty body.
-pub(crate) fn no_payload(body: &[u8]) -> Result<NoPayload, Problem> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(NoPayload {});
-    }
-    parse_json(body)
-}
 
 command_route!(reactivate, NoPayload = no_payload, StatusCode::OK, |_p| {
     CustomerCommand::Reactivate
@@ -243,29 +175,6 @@ pub async fn erase(
         axum::Json(json!({ "id": id, "status": "erased" })),
     )
         .into_response())
-}
-
-/// Default and largest page size of `GET /customers/{id}/events`.
-const DEFAULT_PAGE: usize = 50;
-const MAX_PAGE: usize = 500;
-
-/// The `limit` of a paged read: 50 when absent, 1 to 500 (422 otherwise).
-pub(crate) fn page_limit(query: &HashMap<String, String>) -> Result<usize, Problem> {
-    match number(query, "limit")? {
-        None => Ok(DEFAULT_PAGE),
-        Some(n) if (1..=MAX_PAGE as u64).contains(&n) => Ok(n as usize),
-        Some(_) => Err(Problem::invalid("limit", format!("must be between 1 and {MAX_PAGE}"))),
-    }
-}
-
-pub(crate) fn number(query: &HashMap<String, String>, name: &str) -> Result<Option<u64>, Problem> {
-    query
-        .get(name)
-        .map(|v| {
-            v.parse::<u64>()
-                .map_err(|_| Problem::invalid(name, "must be a non-negative integer"))
-        })
-        .transpose()
 }
 
 pub async fn list_events(

@@ -2,8 +2,7 @@
 //! stored about a customer, streamed as it is read
 //! ([`crm_core::assembly::export::export_customer`]).
 
-use crate::customers::customer_id;
-use crate::problem::Problem;
+use crate::http::{customer_id, Problem};
 use crate::AppState;
 use async_trait::async_trait;
 use axum::body::Body;

@@ -10,7 +10,7 @@
 //! decoded; a browser's request must come from an origin its source allows.
 
 use crate::cors::{AllowedOrigins, OriginsError};
-use crate::problem::{asks_to_retry, Problem, RETRY_AFTER_SECONDS};
+use crate::http::{asks_to_retry, Problem, RETRY_AFTER_SECONDS};
 use crate::AppState;
 use axum::body::Body;
 use axum::extract::State;
@@ -159,7 +159,7 @@ fn ingestion(state: &AppState) -> Ingestion {
 /// and finds the source; a browser's request must come from an origin the
 /// source allows.
 async fn authenticate(state: &AppState, headers: &HeaderMap, body: Body) -> Result<(Source, Value), Problem> {
-    let body = crate::body::read_decoded(headers, body, MAX_BATCH_BYTES).await?;
+    let body = crate::http::read_decoded(headers, body, MAX_BATCH_BYTES).await?;
     // The key first: a caller without one learns nothing about the body.
     let parsed: Result<Value, _> = serde_json::from_slice(&body);
     let key = write_key(headers, parsed.as_ref().unwrap_or(&Value::Null))

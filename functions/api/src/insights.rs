@@ -2,8 +2,7 @@
 //! attribution of an order and of a period, and campaign stats. Answered
 //! from the insight projections (crm_core::insights, decision 0013).
 
-use crate::customers::customer_id;
-use crate::problem::Problem;
+use crate::http::{customer_id, Problem};
 use crate::AppState;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};

@@ -10,17 +10,15 @@
 
 mod assembly;
 mod auth;
-mod body;
-mod call;
 mod campaigns;
 mod carts;
 mod cors;
 mod customers;
 mod export;
+mod http;
 mod ingest;
 mod insights;
 mod orders;
-mod problem;
 mod reads;
 mod refused;
 mod schemas;
@@ -35,8 +33,8 @@ mod unsubscribe;
 pub use assembly::{build, ApiPorts, ApiSettings};
 pub use auth::Auth;
 pub use cors::{AllowedOrigins, OriginsError};
+pub use http::respond::Problem;
 pub use ingest::IngestSources;
-pub use problem::Problem;
 pub use scopes::{mint_local_token, Access, Route, Scope, Scopes};
 #[cfg(feature = "lambda")]
 pub use settings::{ingest_sources_from_secret, ApiSecrets, Settings, SettingsError};
@@ -349,8 +347,8 @@ pub fn router(state: AppState) -> Router {
             get(schemas::get_custom).put(schemas::put_custom),
         )
         .route("/sources/{source}/refused", get(refused::list))
-        .fallback(problem::no_route)
-        .method_not_allowed_fallback(problem::method_not_allowed)
+        .fallback(http::respond::no_route)
+        .method_not_allowed_fallback(http::respond::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_principal,

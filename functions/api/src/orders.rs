@@ -1,10 +1,6 @@
 //! Order routes: translate requests into order commands and answers.
 
-use crate::auth::Principal;
-use crate::body::parse_json;
-use crate::call::CommandCall;
-use crate::customers::{answer, existing_customer, no_payload, path_id};
-use crate::problem::Problem;
+use crate::http::{answer, existing_customer, no_payload, parse_json, path_id, CommandCall, Principal, Problem};
 use crate::AppState;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -48,7 +44,7 @@ async fn run(
         .orders
         .execute(id, &command, &meta, idempotency.as_ref(), &respond)
         .await?;
-    Ok(crate::customers::respond(executed, "/orders"))
+    Ok(crate::http::executed_answer(executed, "/orders"))
 }
 
 pub async fn place(State(state): State<AppState>, call: CommandCall) -> Result<Response, Problem> {

@@ -1,8 +1,7 @@
 //! Read routes: answered from the projections (customer 360, timeline,
 //! consent ledger, email and name indexes), never by folding streams.
 
-use crate::customers::{customer_id, number, page_limit};
-use crate::problem::Problem;
+use crate::http::{customer_id, number, page_limit, Problem};
 use crate::AppState;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};

@@ -5,7 +5,7 @@
 //! no configured source has is answered 404 (`field`: `source`); a source
 //! with nothing refused, an empty page.
 
-use crate::problem::Problem;
+use crate::http::Problem;
 use crate::AppState;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};

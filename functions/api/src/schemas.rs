@@ -2,9 +2,7 @@
 //! registers a JSON Schema for a custom event's `properties` (the body is
 //! the schema), `GET` answers the latest version.
 
-use crate::auth::Principal;
-use crate::body::{parse_json, RawBody};
-use crate::problem::Problem;
+use crate::http::{parse_json, Principal, Problem, RawBody};
 use crate::AppState;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};

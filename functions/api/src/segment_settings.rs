@@ -6,7 +6,7 @@
 //! call to the CRM's one-letter paths. The write key in the path is the
 //! credential: an unknown one is 404, as Segment's CDN answers.
 
-use crate::problem::Problem;
+use crate::http::Problem;
 use crate::AppState;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};

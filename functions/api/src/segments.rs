@@ -1,9 +1,7 @@
 //! Activity events, profile metrics and segments
 //! (docs/decisions/0014-profile-metrics-and-segments.md).
 
-use crate::call::CommandCall;
-use crate::customers::{answer, customer_id, page_limit};
-use crate::problem::Problem;
+use crate::http::{answer, customer_id, page_limit, CommandCall, Problem};
 use crate::AppState;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};

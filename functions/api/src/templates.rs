@@ -1,9 +1,7 @@
 //! `POST /templates/{id}/preview`: a message template rendered with its
 //! sample variables, or with the caller's changes to them.
 
-use crate::body::parse_json;
-use crate::body::RawBody;
-use crate::problem::Problem;
+use crate::http::{parse_json, Problem, RawBody};
 use axum::extract::Path;
 use axum::response::{IntoResponse, Response};
 use axum::Json;

@@ -6,8 +6,7 @@
 //! `<form method="post">`, no script, no external assets, and no personal
 //! data beyond the first name.
 
-use crate::body::RawBody;
-use crate::problem::Problem;
+use crate::http::{Problem, RawBody};
 use crate::AppState;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};

@@ -1,13 +1,16 @@
-//! RFC 9457 problem details: every error the API answers with. Each body
-//! also carries Segment's `code` and `message` (the fields Segment's
-//! libraries read from an error answer, decision 0050), and every 503 and 429
-//! carries `Retry-After`.
+//! How the API answers: RFC 9457 problem details for every error
+//! ([`Problem`]; each body also carries Segment's `code` and `message`, the
+//! fields Segment's libraries read from an error answer, decision 0050, and
+//! every 503 and 429 carries `Retry-After`), and a command's JSON answer
+//! with its `Location` and `Idempotent-Replayed` headers ([`answer`],
+//! [`executed_answer`]).
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use crm_core::customer::{CommandError, CustomerError};
 use crm_core::ports::StoreError;
 use serde::Serialize;
+use serde_json::Value;
 
 /// An `application/problem+json` answer. `field` names the offending input.
 #[derive(Debug, Clone, Serialize)]
@@ -300,6 +303,37 @@ pub async fn method_not_allowed() -> Problem {
         "Method not allowed",
         "this route does not accept that method",
     )
+}
+
+/// The answer to an executed command (see [`answer`]).
+pub(crate) fn executed_answer<S>(executed: crm_core::aggregate::Executed<S>, collection: &str) -> Response {
+    match executed {
+        crm_core::aggregate::Executed::Applied { status, body, .. } => answer(status, &body, false, collection),
+        crm_core::aggregate::Executed::Replayed { status, body } => answer(status, &body, true, collection),
+    }
+}
+
+/// A command's answer: `status` and `body`, with the new resource's
+/// `Location` (under `collection`) on 201 and `Idempotent-Replayed` when it
+/// repeats the answer to an earlier request.
+pub(crate) fn answer(status: u16, body: &Value, replayed: bool, collection: &str) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    let mut response = (status, axum::Json(body)).into_response();
+    if status == StatusCode::CREATED {
+        if let Some(location) = body
+            .get("id")
+            .and_then(Value::as_str)
+            .and_then(|id| HeaderValue::from_str(&format!("{collection}/{id}")).ok())
+        {
+            response.headers_mut().insert(header::LOCATION, location);
+        }
+    }
+    if replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    response
 }
 
 #[cfg(test)]

@@ -1,13 +1,86 @@
-//! Request bodies: at most 64 KB, JSON parsed with the path of any bad field;
-//! and the ingestion API's bodies, gzip or deflate encoded as Segment's
-//! libraries may send them, limited after decompression ([`read_decoded`]).
+//! What a request carries, read and checked before a route runs:
+//!
+//! * the caller ([`Principal`], set by the authentication middleware) and a
+//!   command's `Idempotency-Key` (scoped to the caller and the request),
+//!   with its raw body, as one extractor ([`CommandCall`]);
+//! * bodies: at most 64 KB ([`RawBody`]), JSON parsed with the path of any
+//!   bad field ([`parse_json`]), an empty payload ([`no_payload`]); and the
+//!   ingestion API's bodies, gzip or deflate encoded as Segment's libraries
+//!   may send them, limited after decompression ([`read_decoded`]);
+//! * ids in the path ([`path_id`], [`customer_id`]) and in a body
+//!   ([`existing_customer`]), numbers and page sizes in the query
+//!   ([`number`], [`page_limit`]).
 
-use crate::problem::Problem;
+use super::respond::Problem;
+use crate::AppState;
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, Request};
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, Method, Uri};
+use crm_core::idempotency::IdempotencyKey;
 use serde::de::DeserializeOwned;
+use std::collections::HashMap;
 use std::io::Read;
+use uuid::Uuid;
+
+/// The authenticated caller, available to handlers as an extension.
+#[derive(Debug, Clone)]
+pub struct Principal(pub String);
+
+const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+
+pub struct CommandCall {
+    pub principal: Principal,
+    pub idempotency: Option<IdempotencyKey>,
+    pub body: Bytes,
+}
+
+impl<S: Send + Sync> FromRequest<S> for CommandCall {
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let principal = req
+            .extensions()
+            .get::<Principal>()
+            .cloned()
+            .ok_or_else(|| Problem::unauthorized("no authenticated caller"))?;
+        let (method, uri, headers) = (req.method().clone(), req.uri().clone(), req.headers().clone());
+        let RawBody(body) = RawBody::from_request(req, state).await?;
+        let idempotency = idempotency(&headers, &principal, &method, &uri, &body)?;
+        Ok(CommandCall {
+            principal,
+            idempotency,
+            body,
+        })
+    }
+}
+
+/// The request's `Idempotency-Key`, scoped to the caller and the request.
+fn idempotency(
+    headers: &HeaderMap,
+    principal: &Principal,
+    method: &Method,
+    uri: &Uri,
+    body: &[u8],
+) -> Result<Option<IdempotencyKey>, Problem> {
+    let Some(raw) = headers.get(IDEMPOTENCY_HEADER) else {
+        return Ok(None);
+    };
+    let key = raw
+        .to_str()
+        .ok()
+        .filter(|k| IdempotencyKey::is_valid_client_key(k))
+        .ok_or_else(|| {
+            Problem::malformed("Idempotency-Key must be 1 to 255 printable ASCII characters")
+                .with_field("Idempotency-Key")
+        })?;
+    Ok(Some(IdempotencyKey::new(
+        &principal.0,
+        key,
+        method.as_str(),
+        &uri.to_string(),
+        body,
+    )))
+}
 
 /// The raw body, read up to [`crate::MAX_BODY_BYTES`] (413 beyond).
 pub struct RawBody(pub Bytes);
@@ -156,6 +229,66 @@ fn strip_position(message: &str) -> String {
         Some(i) => message[..i].to_string(),
         None => message.to_string(),
     }
+}
+
+/// The id in a path (a UUID, canonical form): anything else names no `what` (404).
+pub(crate) fn path_id(raw: &str, what: &str) -> Result<String, Problem> {
+    Uuid::parse_str(raw)
+        .map(|u| u.to_string())
+        .map_err(|_| Problem::not_found(format!("{what} not found")))
+}
+
+pub(crate) fn customer_id(raw: &str) -> Result<String, Problem> {
+    path_id(raw, "customer")
+}
+
+/// The `customer_id` of a request body, which must name a customer the
+/// write side knows (422 naming the field otherwise).
+pub(crate) async fn existing_customer(state: &AppState, raw: &str) -> Result<String, Problem> {
+    let customer = Uuid::parse_str(raw.trim())
+        .map_err(|_| Problem::invalid("customer_id", "is not a customer id"))?
+        .to_string();
+    // An erased customer is gone for everything new (carts, orders).
+    if state.customers.load(&customer).await?.is_none_or(|c| c.is_erased()) {
+        return Err(Problem::invalid("customer_id", "no such customer"));
+    }
+    Ok(customer)
+}
+
+/// An empty JSON object, for commands without a payload (an empty body is fine too).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NoPayload {}
+
+/// Reads a [`NoPayload`]: `{}` or an empty body.
+pub(crate) fn no_payload(body: &[u8]) -> Result<NoPayload, Problem> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(NoPayload {});
+    }
+    parse_json(body)
+}
+
+/// Default and largest page size of `GET /customers/{id}/events`.
+const DEFAULT_PAGE: usize = 50;
+const MAX_PAGE: usize = 500;
+
+/// The `limit` of a paged read: 50 when absent, 1 to 500 (422 otherwise).
+pub(crate) fn page_limit(query: &HashMap<String, String>) -> Result<usize, Problem> {
+    match number(query, "limit")? {
+        None => Ok(DEFAULT_PAGE),
+        Some(n) if (1..=MAX_PAGE as u64).contains(&n) => Ok(n as usize),
+        Some(_) => Err(Problem::invalid("limit", format!("must be between 1 and {MAX_PAGE}"))),
+    }
+}
+
+pub(crate) fn number(query: &HashMap<String, String>, name: &str) -> Result<Option<u64>, Problem> {
+    query
+        .get(name)
+        .map(|v| {
+            v.parse::<u64>()
+                .map_err(|_| Problem::invalid(name, "must be a non-negative integer"))
+        })
+        .transpose()
 }
 
 #[cfg(test)]
