@@ -1,6 +1,7 @@
 //! Carts and orders from the e-commerce spec's calls (decision 0052).
 
 use super::*;
+use crate::commerce::order::{AmendOrder, Amounts};
 use crate::commerce::{
     CancelOrder, Order, PaymentStatus, RecordPayment, RefundReason, RefundType, ReportCheckout, RequestRefund,
 };
@@ -90,16 +91,58 @@ impl Ingestion {
     /// Loads the order a client's `order_id` names, refusing an unknown
     /// one or one of another customer.
     async fn reported_order(&self, source: &str, profile: &str, order: &str) -> Result<Order, IngestError> {
-        let order_id = derived_id("order", source, order);
-        match self.orders.load(&order_id).await {
-            Ok(Some(o)) if o.customer_id == profile => Ok(o),
-            Ok(Some(_)) => Err(reject("properties.order_id", "is another customer's order")),
-            Ok(None) => Err(reject(
+        match self.known_order(source, profile, order).await? {
+            Some(o) => Ok(o),
+            None => Err(reject(
                 "properties.order_id",
                 "names no order this source reported (send Order Completed first)",
             )),
-            Err(e) => Err(order_error(e)),
         }
+    }
+
+    /// The order a client's `order_id` names (`None`: the CRM does not know
+    /// it), refusing one of another customer. An order of a user profile
+    /// merged into `profile` since (decision 0055) is `profile`'s.
+    async fn known_order(&self, source: &str, profile: &str, order: &str) -> Result<Option<Order>, IngestError> {
+        let order_id = derived_id("order", source, order);
+        let Some(o) = self.orders.load(&order_id).await.map_err(order_error)? else {
+            return Ok(None);
+        };
+        let owner = if o.customer_id != profile && is_anonymous_profile(&o.customer_id) {
+            self.identity.resolve(&o.customer_id).await?
+        } else {
+            o.customer_id.clone()
+        };
+        if owner != profile {
+            return Err(reject("properties.order_id", "is another customer's order"));
+        }
+        Ok(Some(o))
+    }
+
+    /// `Order Updated` from a server source: the order's amendment
+    /// (decision 0055). `None` (the caller keeps the call as activity) for
+    /// an order the CRM does not know, and for a call that changes none of
+    /// the order's lines and amounts (a shop's update of its status or
+    /// notes). An amendment the order refuses (it was shipped, cancelled,
+    /// refunded; amounts that do not add up) refuses the message, saying
+    /// why.
+    pub(super) async fn amend_order(
+        &self,
+        source: &str,
+        profile: &str,
+        update: mapping::OrderUpdate,
+        idempotency: &IdempotencyKey,
+        meta: &CommandMeta,
+    ) -> Result<Option<bool>, IngestError> {
+        let Some(o) = self.known_order(source, profile, &update.order).await? else {
+            return Ok(None);
+        };
+        let command = OrderCommand::Amend(amendment(&o, &update));
+        if matches!(crate::commerce::order::decide(Some(&o), &command, &o.id, self.customers.now()), Ok(events) if events.is_empty())
+        {
+            return Ok(None);
+        }
+        self.order_command(&o.id, &command, idempotency, meta).await.map(Some)
     }
 
     async fn order_command(
@@ -185,17 +228,28 @@ impl Ingestion {
         idempotency: &IdempotencyKey,
         meta: &CommandMeta,
     ) -> Result<bool, IngestError> {
-        if is_anonymous_profile(profile) {
-            return Err(reject(
-                "userId",
-                "an order needs a customer: send an identify with their email (traits.email) first",
-            ));
-        }
-        let customer: Option<Customer> = self
-            .customers
-            .load(profile)
-            .await
-            .map_err(|e| command_error(e, "userId"))?;
+        // A user id known only by its id: the order is its profile's, and
+        // becomes the customer's when an identify with the email merges the
+        // profile (decision 0055). An anonymous id alone places no order.
+        let profile = match (is_anonymous_profile(profile), order.user_id.as_deref()) {
+            (false, _) => profile.to_string(),
+            (true, Some(user)) => self.user_profile_of(user, meta).await?,
+            (true, None) => {
+                return Err(reject(
+                    "userId",
+                    "an order needs a customer: send an identify with their email (traits.email) first",
+                ))
+            }
+        };
+        let profile = profile.as_str();
+        let customer: Option<Customer> = if is_anonymous_profile(profile) {
+            None
+        } else {
+            self.customers
+                .load(profile)
+                .await
+                .map_err(|e| command_error(e, "userId"))?
+        };
         let shipping_address = order.shipping_address.or_else(|| customer.and_then(|c| c.address));
         let payment = RecordPayment {
             payment_id: format!("segment-{}", order.order_id),
@@ -233,5 +287,47 @@ impl Ingestion {
             return Ok(false);
         }
         self.order_command(&order_id, &command, idempotency, meta).await
+    }
+}
+
+/// The amendment an `Order Updated` asks of order `o`: the call's lines and
+/// amounts, the order's where the call leaves them out. The total is the
+/// call's `total`, else its `revenue` − discount + tax + shipping (as for
+/// `Order Completed`, decision 0052), else the lines − discount + tax +
+/// shipping with the order's adjustment kept; what a given total holds
+/// beyond its parts is the new adjustment.
+fn amendment(o: &Order, update: &mapping::OrderUpdate) -> AmendOrder {
+    let items = update.items.clone().unwrap_or_else(|| o.items.clone());
+    let lines = items
+        .iter()
+        .map(|i| i64::from(i.quantity).saturating_mul(i.unit_price_minor))
+        .fold(0i64, i64::saturating_add);
+    let discount_minor = update.discount_minor.unwrap_or(o.discount_minor);
+    let tax_minor = update.tax_minor.unwrap_or(o.tax_minor);
+    let shipping_minor = update.shipping_minor.unwrap_or(o.shipping_minor);
+    let itemised = lines
+        .saturating_sub(discount_minor)
+        .saturating_add(tax_minor)
+        .saturating_add(shipping_minor);
+    let total_minor = match (update.total_minor, update.revenue_minor) {
+        (Some(total), _) => total,
+        (None, Some(revenue)) => revenue
+            .saturating_sub(discount_minor)
+            .saturating_add(tax_minor)
+            .saturating_add(shipping_minor)
+            .max(0),
+        (None, None) => itemised.saturating_add(o.adjustment_minor),
+    };
+    AmendOrder {
+        items,
+        subtotal_minor: None,
+        amounts: Amounts {
+            discount_minor,
+            tax_minor,
+            shipping_minor,
+            adjustment_minor: total_minor.saturating_sub(itemised),
+        },
+        total_minor,
+        currency: update.currency.clone().unwrap_or_else(|| o.currency.clone()),
     }
 }

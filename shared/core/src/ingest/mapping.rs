@@ -57,6 +57,24 @@ pub enum Mapped {
     },
     /// `Order Refunded`.
     RefundOrder(RefundRequest),
+    /// `Order Updated`: the order's amendment (decision 0055).
+    AmendOrder(Box<OrderUpdate>),
+}
+
+/// An `Order Updated`, read: the client's order id and what the call says
+/// the order is now. What it leaves out stays as the order has it (`None`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderUpdate {
+    pub order: String,
+    /// `products`, when it lists any.
+    pub items: Option<Vec<OrderItem>>,
+    pub discount_minor: Option<i64>,
+    pub tax_minor: Option<i64>,
+    pub shipping_minor: Option<i64>,
+    pub total_minor: Option<i64>,
+    /// The spec's `revenue` (the lines after the discount, before tax and shipping).
+    pub revenue_minor: Option<i64>,
+    pub currency: Option<String>,
 }
 
 /// An `Order Refunded`, read: the client's order id, the amount (`total`,
@@ -70,12 +88,12 @@ pub struct RefundRequest {
 }
 
 impl Mapped {
-    /// Whether this changes an order (placing, cancelling, refunding): what
-    /// only a server source may do (decision 0042).
+    /// Whether this changes an order (placing, amending, cancelling,
+    /// refunding): what only a server source may do (decision 0042).
     pub fn changes_an_order(&self) -> bool {
         matches!(
             self,
-            Mapped::Order(_) | Mapped::CancelOrder { .. } | Mapped::RefundOrder(_)
+            Mapped::Order(_) | Mapped::AmendOrder(_) | Mapped::CancelOrder { .. } | Mapped::RefundOrder(_)
         )
     }
 }
@@ -98,10 +116,12 @@ pub struct OrderRequest {
     pub shipping_address: Option<Address>,
     /// From `payment_method` when given.
     pub payment_method: PaymentMethod,
+    /// The call's `userId`: an order for a user id known only by its id
+    /// is that user's profile's (decision 0055).
+    pub user_id: Option<String>,
 }
 
 /// The spec v2 names mapped onto typed events (others are custom events).
-/// `Order Updated` is listed but kept as activity (decision 0052).
 pub const KNOWN_EVENTS: &[&str] = &[
     "Products Searched",
     "Product List Viewed",
@@ -279,15 +299,37 @@ fn order(m: &SegmentMessage) -> Result<OrderRequest, Rejection> {
         payment_method: m
             .property_text("payment_method")
             .map_or(PaymentMethod::Other, |t| PaymentMethod::from_text(&t)),
+        user_id: m.user_id.clone(),
     })
+}
+
+/// An `Order Updated` naming its order; `None` (kept as activity) without
+/// an `order_id`.
+fn order_update(m: &SegmentMessage) -> Result<Option<OrderUpdate>, Rejection> {
+    let Some(order) = first_text(&m.properties, &["order_id"]) else {
+        return Ok(None);
+    };
+    let props = &m.properties;
+    let at = |k: &str| amount(props, k, &format!("properties.{k}"));
+    let items = product_lines(m)?;
+    Ok(Some(OrderUpdate {
+        order,
+        items: (!items.is_empty()).then_some(items),
+        discount_minor: at("discount")?,
+        tax_minor: at("tax")?,
+        shipping_minor: at("shipping")?,
+        total_minor: at("total")?,
+        revenue_minor: at("revenue")?,
+        currency: m.property_text("currency").map(|c| c.to_uppercase()),
+    }))
 }
 
 /// A track call kept as it came, a `CustomEvent` of its name and
 /// properties: every name not mapped onto a typed event, a call missing
 /// what its typed event is about, and what a client source may not do
-/// itself (`Order Completed`, `Order Refunded`, `Order Cancelled` from a
-/// browser's key are recorded as activity, never applied to an order;
-/// decision 0042).
+/// itself (`Order Completed`, `Order Updated`, `Order Refunded`, `Order
+/// Cancelled` from a browser's key are recorded as activity, never applied
+/// to an order; decision 0042).
 pub fn as_custom_event(m: &SegmentMessage, late: bool) -> ActivityEvent {
     ActivityEvent::CustomEvent(CustomEvent {
         event: m.event.clone().unwrap_or_default(),
@@ -484,6 +526,12 @@ pub fn map(m: &SegmentMessage, source: &str, late: bool) -> Result<Mapped, Rejec
                     }
                 }
                 "Order Completed" => return Ok(Mapped::Order(Box::new(order(m)?))),
+                "Order Updated" => {
+                    let Some(update) = order_update(m)? else {
+                        return custom();
+                    };
+                    return Ok(Mapped::AmendOrder(Box::new(update)));
+                }
                 "Order Cancelled" => {
                     return Ok(Mapped::CancelOrder {
                         order: required(m, &["order_id"])?,
@@ -556,7 +604,7 @@ pub fn map(m: &SegmentMessage, source: &str, late: bool) -> Result<Mapped, Rejec
                     })
                 }
                 "Signed In" => ActivityEvent::CustomerLoggedIn(CustomerLoggedIn { session_id, utm, late }),
-                // `Order Updated` and every other name: kept as it came.
+                // Every other name: kept as it came.
                 _ => return custom(),
             }
         }
@@ -825,13 +873,37 @@ mod tests {
             event.validate().expect("valid");
         }
         assert!(mapped("Order Refunded", json!({ "order_id": "o-1" })).changes_an_order());
+        assert_eq!(
+            mapped(
+                "Order Updated",
+                json!({ "order_id": "o-1", "total": 27.5, "tax": 2, "coupon": "x", "currency": "eur",
+                    "products": [{ "sku": "p-1", "price": 19, "quantity": 1 }] })
+            ),
+            Mapped::AmendOrder(Box::new(OrderUpdate {
+                order: "o-1".into(),
+                items: Some(vec![OrderItem {
+                    product_id: "p-1".into(),
+                    name: "p-1".into(),
+                    category: None,
+                    quantity: 1,
+                    unit_price_minor: 1900
+                }]),
+                discount_minor: None,
+                tax_minor: Some(200),
+                shipping_minor: None,
+                total_minor: Some(2750),
+                revenue_minor: None,
+                currency: Some("EUR".into())
+            }))
+        );
+        assert!(mapped("Order Updated", json!({ "order_id": "o-1" })).changes_an_order());
     }
 
     #[test]
     fn missing_what_an_event_is_about_keeps_it_as_a_custom_event() {
         for (event, properties) in [
             ("Wishlist Shared", json!({ "list": "xmas" })),
-            ("Order Updated", json!({ "order_id": "o-1", "total": 27.5 })),
+            ("Order Updated", json!({ "total": 27.5 })),
             ("Product Viewed", json!({ "name": "x" })),
             ("Product Clicked", json!({})),
             ("Product Added", json!({ "product_id": "p", "price": 1 })),
