@@ -10,7 +10,8 @@
 //! the metrics are read, so they stay right as time passes with no events.
 //!
 //! A transaction is an order with a `PaymentSucceeded`; its value is what
-//! was paid less what `RefundRequested` took back.
+//! was paid, changed by its `OrderAmended` after payment (the shop settles
+//! the difference, decision 0055), less what `RefundRequested` took back.
 
 use crate::consumer::{Projection, ProjectionError};
 use crate::event::EventEnvelope;
@@ -40,6 +41,7 @@ pub const METRIC_EVENT_TYPES: &[&str] = &[
     "OrderPlaced",
     "PaymentSucceeded",
     "RefundRequested",
+    "OrderAmended",
     "CustomerLoggedIn",
     super::day_summary::ACTIVITY_DAY_SUMMARIZED,
 ];
@@ -66,6 +68,9 @@ pub struct OrderFacts {
     pub payments: Vec<Movement>,
     #[serde(default)]
     pub refunds: Vec<Movement>,
+    /// What amendments of the paid order changed its value by (signed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub amendments: Vec<Movement>,
 }
 
 impl OrderFacts {
@@ -145,7 +150,8 @@ impl ProfileMetrics {
         let (mut spent, mut refunded, mut tx_30, mut value_30) = (0i64, 0i64, 0u64, 0i64);
         let mut quantities: BTreeMap<String, u64> = BTreeMap::new();
         for o in &paid {
-            let (p, r) = (OrderFacts::sum(&o.payments, cur), OrderFacts::sum(&o.refunds, cur));
+            let p = OrderFacts::sum(&o.payments, cur) + OrderFacts::sum(&o.amendments, cur);
+            let r = OrderFacts::sum(&o.refunds, cur);
             spent += p;
             refunded += r;
             if o.paid_at().is_some_and(|at| at.date_naive() >= tx_from && at <= now) {
@@ -334,6 +340,17 @@ impl Projection for ProfileMetricsProjection {
                     });
                 }
             }
+            "OrderAmended" if event.data.get("paid").and_then(Value::as_bool) == Some(true) => {
+                let id = event.event_id.to_string();
+                if !facts.amendments.iter().any(|a| a.id == id) {
+                    facts.amendments.push(Movement {
+                        id,
+                        at: event.occurred_at,
+                        amount_minor: integer(event, "total_minor")?.saturating_sub(integer(event, "previous_total_minor")?),
+                        currency: string(event, "currency")?,
+                    });
+                }
+            }
             _ => return Ok(Vec::new()),
         }
         Ok(vec![ReadOp::Put {
@@ -378,7 +395,13 @@ pub async fn profile_metrics(
     customer_id: &str,
     now: DateTime<Utc>,
 ) -> Result<ProfileMetrics, StoreError> {
-    let (orders, activity) = customer_facts(docs, customer_id).await?;
+    let (mut orders, activity) = customer_facts(docs, customer_id).await?;
+    // Orders placed for a user profile merged into the customer since (decision 0055).
+    if let Some(profile) = super::views::customer_profile(docs, customer_id).await? {
+        for merged in &profile.customer.merged_profiles {
+            orders.extend(customer_facts(docs, merged).await?.0);
+        }
+    }
     Ok(ProfileMetrics::compute(&orders, activity.as_ref(), now))
 }
 
@@ -412,6 +435,7 @@ mod tests {
                 })
                 .into_iter()
                 .collect(),
+            amendments: Vec::new(),
         }
     }
 

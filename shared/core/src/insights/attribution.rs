@@ -205,7 +205,7 @@ impl Projection for AttributionProjection {
     fn handles(&self, event_type: &str) -> bool {
         matches!(
             event_type,
-            "OrderPlaced" | "MessageSent" | "EmailOpened" | "EmailClicked"
+            "OrderPlaced" | "OrderAmended" | "MessageSent" | "EmailOpened" | "EmailClicked"
         ) || ACTIVITY_TYPES.contains(&event_type)
     }
 
@@ -238,6 +238,30 @@ impl Projection for AttributionProjection {
                     },
                     ReadOp::Put {
                         partition: day_key(ORDERS_DAY_PREFIX, event.occurred_at.date_naive()),
+                        sort: order_id,
+                        body,
+                    },
+                ])
+            }
+            // An amended order is worth its new total (decision 0055).
+            "OrderAmended" => {
+                let d: OrderPlacedData = data(event)?;
+                let order_id = non_empty(d.order_id)
+                    .or_else(|| event.stream_id.strip_prefix("order-").map(str::to_string))
+                    .unwrap_or_default();
+                let Some(mut fact) = order(docs, &order_id).await? else {
+                    return Ok(Vec::new());
+                };
+                fact.total_minor = d.total_minor;
+                let body = encode(&fact)?;
+                Ok(vec![
+                    ReadOp::Put {
+                        partition: order_partition(&order_id),
+                        sort: ORDER_SORT.into(),
+                        body: body.clone(),
+                    },
+                    ReadOp::Put {
+                        partition: day_key(ORDERS_DAY_PREFIX, fact.placed_at.date_naive()),
                         sort: order_id,
                         body,
                     },

@@ -78,12 +78,35 @@ impl Projection for CampaignStatsProjection {
     fn handles(&self, event_type: &str) -> bool {
         matches!(
             event_type,
-            "JourneyStarted" | "MessageRequested" | "MessageSent" | "MessageSuppressed" | "OrderPlaced"
+            "JourneyStarted"
+                | "MessageRequested"
+                | "MessageSent"
+                | "MessageSuppressed"
+                | "OrderPlaced"
+                | "OrderAmended"
         )
     }
 
-    async fn project(&self, event: &EventEnvelope, _docs: &dyn ReadModelStore) -> Result<Vec<ReadOp>, ProjectionError> {
+    async fn project(&self, event: &EventEnvelope, docs: &dyn ReadModelStore) -> Result<Vec<ReadOp>, ProjectionError> {
         let customer = customer_of(event).unwrap_or_default();
+        if event.event_type == "OrderAmended" {
+            // The conversion is worth the order's new total (decision 0055).
+            let d: OrderPlacedData = data(event)?;
+            let order_id = d.order_id.filter(|o| !o.is_empty());
+            let orders = list_all(docs, CAMPAIGN_STATS, &customer_partition(&customer), ORDER).await?;
+            for (sort, body) in orders {
+                let mut order: CustomerOrder = decode_doc("order", body)?;
+                if Some(&order.order_id) == order_id.as_ref() {
+                    order.total_minor = d.total_minor;
+                    return Ok(vec![ReadOp::Put {
+                        partition: customer_partition(&customer),
+                        sort,
+                        body: encode(&order)?,
+                    }]);
+                }
+            }
+            return Ok(Vec::new());
+        }
         if event.event_type == "OrderPlaced" {
             if customer.is_empty() {
                 return Ok(Vec::new());

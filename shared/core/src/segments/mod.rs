@@ -463,7 +463,7 @@ impl Projection for SegmentEvaluator {
     fn handles(&self, event_type: &str) -> bool {
         matches!(
             event_type,
-            "OrderPlaced" | "PaymentSucceeded" | "RefundRequested" | "SegmentMembershipRequested"
+            "OrderPlaced" | "PaymentSucceeded" | "RefundRequested" | "OrderAmended" | "SegmentMembershipRequested"
         )
     }
 
