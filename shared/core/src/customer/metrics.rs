@@ -346,7 +346,8 @@ impl Projection for ProfileMetricsProjection {
                     facts.amendments.push(Movement {
                         id,
                         at: event.occurred_at,
-                        amount_minor: integer(event, "total_minor")?.saturating_sub(integer(event, "previous_total_minor")?),
+                        amount_minor: integer(event, "total_minor")?
+                            .saturating_sub(integer(event, "previous_total_minor")?),
                         currency: string(event, "currency")?,
                     });
                 }
