@@ -14,6 +14,8 @@ use aws_sdk_scheduler::Client;
 use chrono::{DateTime, Utc};
 use crm_core::messaging::delivery::MessageTimer;
 use crm_core::scheduler::{Scheduler, SchedulerError, TimerPayload, TIMER_FIRED, TIMER_SOURCE};
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
 
 /// How long EventBridge Scheduler keeps retrying a delivery to the bus.
 const MAX_EVENT_AGE_SECONDS: i32 = 24 * 60 * 60;
@@ -31,6 +33,39 @@ pub struct EventBridgeScheduler {
     pub role_arn: String,
     /// Where undeliverable timers go (an SQS queue ARN).
     pub dead_letter_arn: Option<String>,
+    /// The timers this instance scheduled last: rescheduling one of them
+    /// (a cart's timer, at each product added) tries `UpdateSchedule`
+    /// first, one call instead of a refused create and an update.
+    recent: Arc<Mutex<RecentTimers>>,
+}
+
+/// How many timer names an instance remembers.
+const RECENT_TIMERS: usize = 10_000;
+
+/// Names of timers scheduled here, oldest first out.
+#[derive(Debug, Default)]
+struct RecentTimers {
+    names: HashSet<String>,
+    order: VecDeque<String>,
+}
+
+impl RecentTimers {
+    fn remember(&mut self, name: &str) {
+        if self.names.insert(name.to_string()) {
+            self.order.push_back(name.to_string());
+            while self.order.len() > RECENT_TIMERS {
+                if let Some(oldest) = self.order.pop_front() {
+                    self.names.remove(&oldest);
+                }
+            }
+        }
+    }
+
+    fn forget(&mut self, name: &str) {
+        if self.names.remove(name) {
+            self.order.retain(|n| n != name);
+        }
+    }
 }
 
 /// The schedule expression of a one-time timer: `at(yyyy-mm-ddThh:mm:ss)`, UTC.
@@ -64,7 +99,47 @@ impl EventBridgeScheduler {
             target_arn: target_arn.into(),
             role_arn: role_arn.into(),
             dead_letter_arn,
+            recent: Arc::default(),
         }
+    }
+
+    /// Whether this instance scheduled `name` recently.
+    fn scheduled_here(&self, name: &str) -> bool {
+        self.recent.lock().is_ok_and(|r| r.names.contains(name))
+    }
+
+    fn remember(&self, name: &str) {
+        if let Ok(mut recent) = self.recent.lock() {
+            recent.remember(name);
+        }
+    }
+
+    fn forget(&self, name: &str) {
+        if let Ok(mut recent) = self.recent.lock() {
+            recent.forget(name);
+        }
+    }
+
+    /// Replaces the schedule of an existing timer.
+    async fn update(
+        &self,
+        timer: &TimerPayload,
+        expression: &str,
+        target: Target,
+    ) -> Result<(), SdkError<aws_sdk_scheduler::operation::update_schedule::UpdateScheduleError>> {
+        self.client
+            .update_schedule()
+            .name(&timer.name)
+            .group_name(&self.group)
+            .schedule_expression(expression)
+            .schedule_expression_timezone("UTC")
+            .flexible_time_window(Self::window().map_err(SdkError::construction_failure)?)
+            .action_after_completion(ActionAfterCompletion::Delete)
+            .state(ScheduleState::Enabled)
+            .target(target)
+            .send()
+            .await
+            .map(|_| ())
     }
 
     fn target(&self, timer: &TimerPayload) -> Result<Target, SchedulerError> {
@@ -105,6 +180,19 @@ impl Scheduler for EventBridgeScheduler {
     async fn schedule(&self, timer: TimerPayload) -> Result<(), SchedulerError> {
         let target = self.target(&timer)?;
         let expression = at_expression(timer.due_at);
+        if self.scheduled_here(&timer.name) {
+            match self.update(&timer, &expression, target.clone()).await {
+                Ok(()) => return Ok(()),
+                // Fired, or cancelled elsewhere: created below.
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_resource_not_found_exception()) =>
+                {
+                    self.forget(&timer.name);
+                }
+                Err(e) => return Err(error("UpdateSchedule", e)),
+            }
+        }
         let created = self
             .client
             .create_schedule()
@@ -119,29 +207,24 @@ impl Scheduler for EventBridgeScheduler {
             .send()
             .await;
         match created {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                self.remember(&timer.name);
+                Ok(())
+            }
             Err(e) if e.as_service_error().is_some_and(|s| s.is_conflict_exception()) => {
                 // It exists: rescheduling replaces.
-                self.client
-                    .update_schedule()
-                    .name(&timer.name)
-                    .group_name(&self.group)
-                    .schedule_expression(&expression)
-                    .schedule_expression_timezone("UTC")
-                    .flexible_time_window(Self::window()?)
-                    .action_after_completion(ActionAfterCompletion::Delete)
-                    .state(ScheduleState::Enabled)
-                    .target(target)
-                    .send()
+                self.update(&timer, &expression, target)
                     .await
-                    .map(|_| ())
-                    .map_err(|e| error("UpdateSchedule", e))
+                    .map_err(|e| error("UpdateSchedule", e))?;
+                self.remember(&timer.name);
+                Ok(())
             }
             Err(e) => Err(error("CreateSchedule", e)),
         }
     }
 
     async fn cancel(&self, name: &str) -> Result<(), SchedulerError> {
+        self.forget(name);
         match self
             .client
             .delete_schedule()

@@ -82,3 +82,32 @@ async fn cancel_deletes_and_missing_is_fine() {
     scheduler.cancel("crm-ci-never-set").await.expect("delete missing");
     assert_eq!(scheduler.get("crm-ci-never-set").await.expect("get missing"), None);
 }
+
+#[tokio::test]
+async fn a_timer_scheduled_here_is_replaced_and_one_gone_elsewhere_is_created_again() {
+    let scheduler = fresh_scheduler().await;
+    // Another instance over the same group (it never scheduled the timer).
+    let other = EventBridgeScheduler::new(
+        scheduler.client.clone(),
+        scheduler.group.clone(),
+        BUS_ARN,
+        ROLE_ARN,
+        Some(DLQ_ARN.to_string()),
+    );
+    let due = Utc::now() + Duration::minutes(30);
+    let first = timer("cart-7", due, 1);
+    scheduler.schedule(first.clone()).await.expect("create");
+    // Rescheduled here: replaced (UpdateSchedule first).
+    let later = timer("cart-7", due + Duration::minutes(5), 2);
+    scheduler.schedule(later.clone()).await.expect("replace");
+    assert_eq!(scheduler.get(&later.name).await.expect("get"), Some(later.clone()));
+    // Rescheduled by the other instance: it exists, so it is replaced there too.
+    let third = timer("cart-7", due + Duration::minutes(9), 3);
+    other.schedule(third.clone()).await.expect("replace elsewhere");
+    assert_eq!(scheduler.get(&third.name).await.expect("get"), Some(third.clone()));
+    // Gone elsewhere (fired or cancelled): scheduling here creates it again.
+    other.cancel(&third.name).await.expect("cancel elsewhere");
+    let fourth = timer("cart-7", due + Duration::minutes(12), 4);
+    scheduler.schedule(fourth.clone()).await.expect("created again");
+    assert_eq!(scheduler.get(&fourth.name).await.expect("get"), Some(fourth));
+}

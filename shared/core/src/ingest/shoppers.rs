@@ -192,6 +192,17 @@ impl Ingestion {
         let occurred_at = message.timestamp.unwrap_or(now);
         let late = occurred_at < now - self.settings.late_after;
         let meta = CommandMeta::new(Actor::system(&format!("ingest:{source}")));
+        // A cart or an order is taken alone (which resolves its profile).
+        let event = match mapping::map(message, source, late) {
+            // A browser's key places, cancels and refunds no order (decision 0042).
+            Ok(mapped) if from.kind == SourceKind::Client && mapped.changes_an_order() => {
+                Ok(mapping::as_custom_event(message, late))
+            }
+            Ok(Mapped::Activity(event)) => Ok(event),
+            Ok(_) => return Ok(None),
+            Err(rejection) => Err(rejection),
+        };
+        // The profile first: its refusal comes before the message's own.
         let ids = (message.user_id.clone(), message.anonymous_id.clone());
         let profile = match profiles.get(&ids) {
             Some(profile) => profile.clone(),
@@ -201,14 +212,7 @@ impl Ingestion {
                 profile
             }
         };
-        let event = match mapping::map(message, source, late)? {
-            // A browser's key places, cancels and refunds no order (decision 0042).
-            mapped if from.kind == SourceKind::Client && mapped.changes_an_order() => {
-                mapping::as_custom_event(message, late)
-            }
-            Mapped::Activity(event) => event,
-            _ => return Ok(None),
-        };
+        let event = event?;
         let idempotency = IdempotencyKey {
             receipt_key: key.to_string(),
             request_hash: "segment".into(),
