@@ -138,8 +138,9 @@ impl Ingestion {
             return Ok(None);
         };
         let command = OrderCommand::Amend(amendment(&o, &update));
-        if matches!(crate::commerce::order::decide(Some(&o), &command, &o.id, self.customers.now()), Ok(events) if events.is_empty())
-        {
+        let now = self.customers.now();
+        let unchanged = crate::commerce::order::decide(Some(&o), &command, &o.id, now).is_ok_and(|e| e.is_empty());
+        if unchanged {
             return Ok(None);
         }
         self.order_command(&o.id, &command, idempotency, meta).await.map(Some)
