@@ -181,34 +181,34 @@ fn stream_version(conn: &Connection, stream_id: &str) -> Result<u64, StoreError>
     Ok(v.unwrap_or(0) as u64)
 }
 
-fn get_receipt(conn: &Connection, key: &str) -> Result<Option<CommandReceipt>, StoreError> {
-    let row = conn
-        .query_row(
-            "SELECT key, request_hash, status, body, recorded_at FROM receipts WHERE key = ?1",
-            [key],
-            |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, String>(4)?,
-                ))
-            },
-        )
-        .optional()
-        .map_err(sql)?;
-    row.map(|(key, request_hash, status, body, recorded_at)| {
-        Ok(CommandReceipt {
-            key,
-            request_hash,
-            status: u16::try_from(status).map_err(failed)?,
-            body: serde_json::from_str(&body).map_err(failed)?,
-            recorded_at: DateTime::parse_from_rfc3339(&recorded_at)
-                .map_err(failed)?
-                .with_timezone(&Utc),
-        })
+/// A row of `receipts` as read: key, request hash, status, body, recorded at.
+type ReceiptRow = (String, String, i64, String, String);
+
+fn receipt_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ReceiptRow> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+}
+
+fn receipt_from_row((key, request_hash, status, body, recorded_at): ReceiptRow) -> Result<CommandReceipt, StoreError> {
+    Ok(CommandReceipt {
+        key,
+        request_hash,
+        status: u16::try_from(status).map_err(failed)?,
+        body: serde_json::from_str(&body).map_err(failed)?,
+        recorded_at: DateTime::parse_from_rfc3339(&recorded_at)
+            .map_err(failed)?
+            .with_timezone(&Utc),
     })
+}
+
+fn get_receipt(conn: &Connection, key: &str) -> Result<Option<CommandReceipt>, StoreError> {
+    conn.query_row(
+        "SELECT key, request_hash, status, body, recorded_at FROM receipts WHERE key = ?1",
+        [key],
+        receipt_row,
+    )
+    .optional()
+    .map_err(sql)?
+    .map(receipt_from_row)
     .transpose()
 }
 
@@ -218,8 +218,13 @@ fn reservation_owner(conn: &Connection, key: &str) -> Result<Option<String>, Sto
         .map_err(sql)
 }
 
-fn append_in(conn: &mut Connection, request: AppendRequest) -> Result<Appended, AppendError> {
-    check_append_size(&request)?;
+/// Appends `request` with `receipts` (besides its own) in one transaction.
+fn append_in(
+    conn: &mut Connection,
+    request: AppendRequest,
+    receipts: Vec<CommandReceipt>,
+) -> Result<Appended, AppendError> {
+    check_receipts(&request, &receipts)?;
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(sql)?;
@@ -237,7 +242,7 @@ fn append_in(conn: &mut Connection, request: AppendRequest) -> Result<Appended, 
             })
         }
     };
-    if let Some(r) = &request.receipt {
+    for r in request.receipt.iter().chain(&receipts) {
         if let Some(existing) = get_receipt(&tx, &r.key)? {
             return Err(AppendError::DuplicateCommand(Box::new(existing)));
         }
@@ -293,7 +298,7 @@ fn append_in(conn: &mut Connection, request: AppendRequest) -> Result<Appended, 
                 .map_err(sql)?;
         }
     }
-    if let Some(r) = &request.receipt {
+    for r in request.receipt.iter().chain(&receipts) {
         tx.execute(
             "INSERT INTO receipts (key, request_hash, status, body, recorded_at) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![
@@ -368,7 +373,40 @@ impl EventStore for SqliteEventStore {
     }
 
     async fn append(&self, request: AppendRequest) -> Result<Appended, AppendError> {
-        self.db.run(move |conn| append_in(conn, request)).await
+        self.db.run(move |conn| append_in(conn, request, Vec::new())).await
+    }
+
+    async fn append_with_receipts(
+        &self,
+        request: AppendRequest,
+        receipts: Vec<CommandReceipt>,
+    ) -> Result<Appended, AppendError> {
+        self.db.run(move |conn| append_in(conn, request, receipts)).await
+    }
+
+    async fn receipts(&self, keys: &[String]) -> Result<Vec<Option<CommandReceipt>>, StoreError> {
+        let keys = keys.to_vec();
+        self.read(move |conn| {
+            let mut found: std::collections::HashMap<String, CommandReceipt> = std::collections::HashMap::new();
+            // One SELECT per 500 keys (SQLite's bound on parameters is larger).
+            for chunk in keys.chunks(500) {
+                let marks = vec!["?"; chunk.len()].join(", ");
+                let mut select = conn
+                    .prepare(&format!(
+                        "SELECT key, request_hash, status, body, recorded_at FROM receipts WHERE key IN ({marks})"
+                    ))
+                    .map_err(sql)?;
+                let rows = select
+                    .query_map(rusqlite::params_from_iter(chunk.iter()), receipt_row)
+                    .map_err(sql)?;
+                for row in rows {
+                    let receipt = receipt_from_row(row.map_err(sql)?)?;
+                    found.insert(receipt.key.clone(), receipt);
+                }
+            }
+            Ok(keys.iter().map(|k| found.get(k).cloned()).collect())
+        })
+        .await
     }
 
     async fn receipt(&self, key: &str) -> Result<Option<CommandReceipt>, StoreError> {
