@@ -292,14 +292,30 @@ pub struct EngineOutcome {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Cause {
     correlation_id: Uuid,
-    causation_id: Option<Uuid>,
+    causation_id: Uuid,
 }
 
 impl Cause {
+    /// The cause of a decision taken because of `e`: its correlation, and `e` itself.
     fn of(e: &EventEnvelope) -> Self {
         Cause {
             correlation_id: e.correlation_id,
-            causation_id: Some(e.event_id),
+            causation_id: e.event_id,
+        }
+    }
+
+    /// The metadata of the command this cause leads to. The one place where
+    /// the engine sets correlation and causation: a start (from its trigger),
+    /// a step (from its input event, or for a timer from the event that set
+    /// it) and a pause's continuation (from the step before it) all go
+    /// through here, so "why was this message sent?" can walk back from any
+    /// journey event to its trigger.
+    fn meta(self, actor: Actor) -> CommandMeta {
+        CommandMeta {
+            command_id: Uuid::now_v7(),
+            correlation_id: self.correlation_id,
+            causation_id: Some(self.causation_id),
+            actor,
         }
     }
 }
@@ -314,7 +330,8 @@ pub struct LoadedInstance {
 
 impl LoadedInstance {
     /// What a decision without an outside event descends from: for a timer,
-    /// the event that set it; otherwise the instance's latest event.
+    /// the event that set it; otherwise the instance's latest event. `None`
+    /// only for an empty stream, which no loaded instance has.
     fn own_cause(&self) -> Option<Cause> {
         let set_at = self.state.waiting.as_ref().map(|w| w.set_at_version);
         self.envelopes
@@ -672,12 +689,7 @@ impl JourneyEngine {
             };
             let mut events =
                 instance::decide(None, &campaign, &input, &ctx).map_err(|e| EngineError::Poison(e.to_string()))?;
-            let meta = CommandMeta {
-                command_id: uuid::Uuid::now_v7(),
-                correlation_id: envelope.correlation_id,
-                causation_id: Some(envelope.event_id),
-                actor: Actor::journey(&campaign.id, version),
-            };
+            let meta = Cause::of(envelope).meta(Actor::journey(&campaign.id, version));
             // The index first (at version 0), so that an event handled
             // between a crashed start and its redelivery finds the instance.
             if !self.announce(&instance_id, &customer_id, &events).await? {
@@ -826,12 +838,7 @@ impl JourneyEngine {
     /// carries on and this chain stops; an edit in between is stepped over.
     async fn continue_pause(&self, campaign_id: &str, step: &EventEnvelope, after: &str) -> Result<(), EngineError> {
         let stream = campaign_store::stream_id(campaign_id);
-        let meta = CommandMeta {
-            command_id: Uuid::now_v7(),
-            correlation_id: step.correlation_id,
-            causation_id: Some(step.event_id),
-            actor: Actor::system("campaign"),
-        };
+        let meta = Cause::of(step).meta(Actor::system("campaign"));
         let mut expected = step.version;
         for _ in 0..MAX_ATTEMPTS {
             let envelopes = crate::event::envelopes(
@@ -984,13 +991,10 @@ impl JourneyEngine {
                 }
                 return Ok(false);
             }
-            let cause = cause.map(Cause::of).or_else(|| loaded.own_cause());
-            let meta = CommandMeta {
-                command_id: Uuid::now_v7(),
-                correlation_id: cause.map_or_else(Uuid::now_v7, |c| c.correlation_id),
-                causation_id: cause.and_then(|c| c.causation_id),
-                actor: Actor::journey(&at.campaign.id, state.campaign_version),
+            let Some(cause) = cause.map(Cause::of).or_else(|| loaded.own_cause()) else {
+                return Err(EngineError::Poison(format!("journey {instance_id} has no events")));
             };
+            let meta = cause.meta(Actor::journey(&at.campaign.id, state.campaign_version));
             let cancel = instance::timer_to_cancel(Some(state), &events);
             match self
                 .store(
