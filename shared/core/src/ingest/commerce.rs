@@ -332,3 +332,100 @@ fn amendment(o: &Order, update: &mapping::OrderUpdate) -> AmendOrder {
         currency: update.currency.clone().unwrap_or_else(|| o.currency.clone()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::commerce::OrderItem;
+
+    /// An order of 2 × 10.00, 1.00 off, 2.00 tax, 3.00 shipping and 0.50 of
+    /// fees the shop did not itemise: 24.50.
+    fn order() -> Order {
+        let placed = crate::commerce::OrderEvent::OrderPlaced {
+            order_id: "o".into(),
+            customer_id: "c".into(),
+            cart_id: None,
+            items: vec![OrderItem {
+                product_id: "p".into(),
+                name: "P".into(),
+                category: None,
+                quantity: 2,
+                unit_price_minor: 1000,
+            }],
+            subtotal_minor: 2000,
+            tax_minor: 200,
+            shipping_minor: 300,
+            total_minor: 2450,
+            currency: "USD".into(),
+            shipping_address: None,
+            billing_address: None,
+            discount_minor: 100,
+            adjustment_minor: 50,
+        };
+        crate::commerce::order::evolve(None, &placed, crate::testing::test_time(), 1).expect("placed")
+    }
+
+    fn update() -> mapping::OrderUpdate {
+        mapping::OrderUpdate {
+            order: "o".into(),
+            items: None,
+            discount_minor: None,
+            tax_minor: None,
+            shipping_minor: None,
+            total_minor: None,
+            revenue_minor: None,
+            currency: None,
+        }
+    }
+
+    #[test]
+    fn an_update_changes_what_it_names_and_keeps_the_rest_of_the_order() {
+        // Only the shipping: the lines, discount, tax and fees stay.
+        let a = amendment(
+            &order(),
+            &mapping::OrderUpdate {
+                shipping_minor: Some(500),
+                ..update()
+            },
+        );
+        assert_eq!((a.items.len(), a.total_minor, a.currency.as_str()), (1, 2650, "USD"));
+        assert_eq!(
+            a.amounts,
+            Amounts {
+                discount_minor: 100,
+                tax_minor: 200,
+                shipping_minor: 500,
+                adjustment_minor: 50
+            }
+        );
+        // A total: what it holds beyond the parts is the adjustment.
+        let a = amendment(
+            &order(),
+            &mapping::OrderUpdate {
+                total_minor: Some(3000),
+                ..update()
+            },
+        );
+        assert_eq!((a.total_minor, a.amounts.adjustment_minor), (3000, 600));
+        // Revenue (after the discount): revenue - discount + tax + shipping, as Order Completed reads it.
+        let a = amendment(
+            &order(),
+            &mapping::OrderUpdate {
+                revenue_minor: Some(1900),
+                ..update()
+            },
+        );
+        assert_eq!((a.total_minor, a.amounts.adjustment_minor), (2300, -100));
+        // Nothing named: the order as it is, which decides no event.
+        let same = amendment(&order(), &update());
+        assert_eq!(same.total_minor, 2450);
+        let events = crate::commerce::order::decide(
+            Some(&order()),
+            &OrderCommand::Amend(same),
+            "o",
+            crate::testing::test_time(),
+        )
+        .expect("unchanged");
+        assert!(events.is_empty());
+    }
+}
