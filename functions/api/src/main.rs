@@ -6,13 +6,13 @@
 
 use crm_api::{build, router, ApiPorts, Settings};
 use crm_aws::dynamodb::DynamoReadModels;
+use crm_aws::emf::EmfWriter;
 use crm_aws::refusals::DynamoRefusals;
 use crm_aws::scheduler::EventBridgeScheduler;
 use crm_aws::secrets::SecretReader;
 use crm_aws::stores::EncryptedEventStore;
 use crm_core::clock::SystemClock;
 use crm_core::ingest::refusals::RefusedMessages;
-use crm_core::metrics::EmfWriter;
 use crm_core::ports::ConsumerHealth;
 use std::sync::Arc;
 

@@ -136,7 +136,7 @@ impl Settings {
             public_base_url,
             retention,
             health_queues,
-            metrics_namespace: crm_core::metrics::EmfWriter::namespace_from(lookup),
+            metrics_namespace: crm_aws::emf::EmfWriter::namespace_from(lookup),
             warm_up: warm_up_wanted(lookup),
         })
     }

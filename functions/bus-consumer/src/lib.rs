@@ -21,12 +21,13 @@ pub use handler::{handle, handle_stored, Handled, HandlerError};
 pub use settings::{ConsumerSettings, HashingConsumerSettings, SchedulerSettings};
 
 use crm_aws::dynamodb::DynamoReadModels;
+use crm_aws::emf::EmfWriter;
 use crm_aws::health::DynamoProgressLog;
 use crm_aws::lambda::required;
 use crm_aws::sqs::SqsDeadLetterQueue;
 use crm_aws::stores::{EncryptedEventStore, EventStoreTables};
 use crm_core::consumer::{ConsumerGroup, EventHandler, SealedDeadLetters};
-use crm_core::metrics::{EmfWriter, MeteredHandler};
+use crm_core::metrics::MeteredHandler;
 use crm_core::ports::{DeadLetterQueue, EventStore, ProgressLog, ProgressReporter, ReadModelStore};
 use crm_core::privacy::read_models::SealedReadModels;
 use crm_core::privacy::KeyStore;

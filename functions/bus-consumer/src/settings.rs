@@ -13,7 +13,7 @@ use crm_aws::secrets::SecretSetting;
 /// Variables a function reads that the template may leave unset: the
 /// optional warm-up call at cold start (issue 9, `--env WARM_UP=1`).
 pub const WARM_UP: &str = "WARM_UP";
-/// The EMF metrics' namespace ([`crm_core::metrics::EmfWriter::namespace_from`]).
+/// The EMF metrics' namespace ([`crm_aws::emf::EmfWriter::namespace_from`]).
 pub const METRICS_NAMESPACE: &str = "METRICS_NAMESPACE";
 /// Read by the logger, not by any `Settings`: the template sets it for every function.
 pub const RUST_LOG: &str = "RUST_LOG";
@@ -97,7 +97,7 @@ impl ConsumerSettings {
     pub fn from_lookup(lookup: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         Ok(ConsumerSettings {
             ports: Config::from_lookup(lookup)?,
-            metrics_namespace: crm_core::metrics::EmfWriter::namespace_from(lookup),
+            metrics_namespace: crm_aws::emf::EmfWriter::namespace_from(lookup),
             warm_up: crm_aws::lambda::warm_up_wanted(lookup),
         })
     }

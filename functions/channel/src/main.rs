@@ -4,6 +4,7 @@
 //! delivery [`crm_channel::build`] assembles, then every SQS batch of its
 //! queue to it.
 
+use crm_aws::emf::EmfWriter;
 use crm_aws::secrets::SecretReader;
 use crm_aws::ses::SesEmailProvider;
 use crm_aws::sns::{PushApplications, SnsPushProvider, SnsSmsProvider};
@@ -12,7 +13,6 @@ use crm_channel::{build, ChannelPorts, Settings};
 use crm_core::clock::SystemClock;
 use crm_core::messaging::delivery::Providers;
 use crm_core::messaging::unsubscribe::TokenSigner;
-use crm_core::metrics::EmfWriter;
 use crm_core::privacy::IdentifierHasher;
 use lambda_runtime::{service_fn, LambdaEvent};
 use std::sync::Arc;

@@ -109,7 +109,7 @@ impl Settings {
             unsubscribe_secret,
             identifier_hash_secret,
             delivery,
-            metrics_namespace: crm_core::metrics::EmfWriter::namespace_from(lookup),
+            metrics_namespace: crm_aws::emf::EmfWriter::namespace_from(lookup),
             warm_up: crm_bus_consumer::warm_up_wanted(lookup),
         })
     }

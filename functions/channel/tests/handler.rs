@@ -2,6 +2,7 @@
 //! SQLite stores and mail sink: the sample events in `events/channel/`.
 
 use chrono::{DateTime, Utc};
+use crm_aws::emf::{EmfWriter, SharedBuffer};
 use crm_channel::handler::handle;
 use crm_core::clock::{Clock, VirtualClock};
 use crm_core::consent::{Channel, Purpose};
@@ -10,7 +11,6 @@ use crm_core::customer::*;
 use crm_core::event::{Actor, CommandMeta, EventEnvelope};
 use crm_core::messaging::delivery::{DeliverySettings, MessageDelivery, Providers};
 use crm_core::messaging::unsubscribe::TokenSigner;
-use crm_core::metrics::{EmfWriter, SharedBuffer};
 use crm_core::ports::{DeadLetterQueue, EventStore};
 use crm_core::privacy::{is_encrypted, KeyStore, ERASED};
 use crm_testkit::local::{MailSink, SqliteDeadLetters, SqliteEventStore, SqliteReadModels, SqliteScheduler};

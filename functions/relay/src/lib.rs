@@ -14,9 +14,10 @@ pub use crm_aws::lambda::ConfigError;
 pub use handler::handle;
 
 use async_trait::async_trait;
+use crm_aws::emf::EmfWriter;
 use crm_aws::lambda::required;
 use crm_core::clock::SystemClock;
-use crm_core::metrics::{EmfWriter, MetricSet, MetricsSink};
+use crm_core::metrics::{MetricSet, MetricsSink};
 use crm_core::ports::{DeadLetter, DeadLetterQueue, EventBus, ProgressLog, ProgressReporter, StoreError};
 use crm_core::relay::{Pause, Relay, RelayLetter, RetryPolicy, RELAY_CONSUMER};
 use std::sync::Arc;

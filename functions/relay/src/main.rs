@@ -3,10 +3,10 @@
 //! [`crm_relay::build`] makes, and every batch of the events table's stream
 //! to the handler of the library.
 
+use crm_aws::emf::EmfWriter;
 use crm_aws::eventbridge::EventBridgeBus;
 use crm_aws::health::DynamoProgressLog;
 use crm_aws::sqs::SqsDeadLetterQueue;
-use crm_core::metrics::EmfWriter;
 use crm_core::ports::ProgressLog;
 use crm_relay::{build, handle, Settings};
 use lambda_runtime::{service_fn, Error, LambdaEvent};

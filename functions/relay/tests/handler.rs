@@ -315,8 +315,8 @@ fn the_response_serialises_as_lambda_expects() {
 
 #[tokio::test]
 async fn a_batch_reports_its_lag_from_the_oldest_record_and_what_it_published() {
+    use crm_aws::emf::{EmfWriter, SharedBuffer};
     use crm_core::clock::VirtualClock;
-    use crm_core::metrics::{EmfWriter, SharedBuffer};
     // The sample's records were written at 1795435200 (epoch seconds); the relay runs 90 s later.
     let written = chrono::DateTime::from_timestamp(1_795_435_200, 0).expect("valid time");
     let buffer = SharedBuffer::default();
@@ -376,7 +376,7 @@ async fn the_sample_parked_event_is_what_the_relay_parks() {
 }
 
 /// The `RecordsParked` documents of `buffer`: (Parked, value).
-fn parked_metrics(buffer: &crm_core::metrics::SharedBuffer) -> Vec<(String, f64)> {
+fn parked_metrics(buffer: &crm_aws::emf::SharedBuffer) -> Vec<(String, f64)> {
     buffer
         .documents()
         .into_iter()
@@ -403,7 +403,7 @@ fn parked_metrics(buffer: &crm_core::metrics::SharedBuffer) -> Vec<(String, f64)
 
 #[tokio::test]
 async fn every_record_the_function_parks_is_counted() {
-    use crm_core::metrics::{EmfWriter, SharedBuffer};
+    use crm_aws::emf::{EmfWriter, SharedBuffer};
     // The relay as the function builds it (default retry policy): the
     // second event is refused on every attempt, so it is parked whole.
     let buffer = SharedBuffer::default();
@@ -447,7 +447,7 @@ async fn every_record_the_function_parks_is_counted() {
 
 #[tokio::test]
 async fn a_letter_the_queue_refused_is_not_counted() {
-    use crm_core::metrics::{EmfWriter, SharedBuffer};
+    use crm_aws::emf::{EmfWriter, SharedBuffer};
     let buffer = SharedBuffer::default();
     let relay = crm_relay::build(
         FakeBus::refusing(&["ConsentGranted"]),
@@ -461,7 +461,7 @@ async fn a_letter_the_queue_refused_is_not_counted() {
 
 #[tokio::test]
 async fn an_event_parked_by_its_key_is_counted_as_such() {
-    use crm_core::metrics::{EmfWriter, SharedBuffer};
+    use crm_aws::emf::{EmfWriter, SharedBuffer};
     use crm_core::ports::DeadLetterQueue as _;
     let buffer = SharedBuffer::default();
     let dlq = Arc::new(FakeDlq::default());

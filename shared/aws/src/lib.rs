@@ -1,6 +1,7 @@
 //! crm-aws: adapters of crm-core's ports over the AWS SDK for Rust.
 
 pub mod dynamodb;
+pub mod emf;
 pub mod eventbridge;
 pub mod health;
 pub mod keys;

@@ -1,25 +1,14 @@
-//! Metrics as CloudWatch Embedded Metric Format (EMF) log lines
-//! (docs/decisions/0026-metrics-and-alarms.md).
+//! The metrics port (docs/decisions/0026-metrics-and-alarms.md, 0059).
 //!
-//! Domain code records what happened through a [`MetricsSink`]; it does not
-//! know where the numbers go. In Lambda the sink is an [`EmfWriter`] over
-//! stdout: one JSON document per line, from which CloudWatch Logs extracts the
-//! metrics (no `PutMetricData` call, no extra permission). Locally and in
-//! tests the default is [`NoMetrics`], or an [`EmfWriter`] over a buffer.
-//!
-//! One document:
-//!
-//! ```json
-//! {"_aws": {"Timestamp": 1764460800000,
-//!           "CloudWatchMetrics": [{"Namespace": "Crm",
-//!                                  "Dimensions": [["Channel"]],
-//!                                  "Metrics": [{"Name": "MessagesSent", "Unit": "Count"}]}]},
-//!  "Channel": "email", "MessagesSent": 1}
-//! ```
+//! Domain code records what happened as a [`MetricSet`] (a timestamp,
+//! dimensions, named values with a unit, and searchable properties) through
+//! a [`MetricsSink`]; it does not know where the numbers go. In Lambda the
+//! sink is crm-aws's `emf::EmfWriter`, which writes each set as one
+//! CloudWatch Embedded Metric Format line to stdout. Locally the sink is
+//! [`NoMetrics`]; tests that read the metrics back use [`RecordedMetrics`].
 
 use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
-use std::io::Write;
 use std::sync::Mutex;
 
 /// The namespace when `METRICS_NAMESPACE` is not set.
@@ -113,9 +102,12 @@ impl MetricSet {
         self
     }
 
-    /// The EMF document of this set in `namespace`. Properties come first, so
-    /// a property can never overwrite a dimension or a metric value.
-    pub fn to_emf(&self, namespace: &str) -> Value {
+    /// The values of this set as named fields, as a log line carries them:
+    /// each property, dimension and metric value under its name. Properties
+    /// come first, so a property can never overwrite a dimension or a metric
+    /// value. A sink adds its own framing (crm-aws's EMF writer adds the
+    /// `_aws` directive).
+    pub fn fields(&self) -> Map<String, Value> {
         let mut doc = Map::new();
         for (name, value) in &self.properties {
             doc.insert((*name).to_string(), Value::String(value.clone()));
@@ -126,24 +118,7 @@ impl MetricSet {
         for metric in &self.metrics {
             doc.insert(metric.name.to_string(), json!(metric.value));
         }
-        let dimension_names: Vec<&str> = self.dimensions.iter().map(|(name, _)| *name).collect();
-        let definitions: Vec<Value> = self
-            .metrics
-            .iter()
-            .map(|m| json!({ "Name": m.name, "Unit": m.unit.as_str() }))
-            .collect();
-        doc.insert(
-            "_aws".into(),
-            json!({
-                "Timestamp": self.timestamp.timestamp_millis(),
-                "CloudWatchMetrics": [{
-                    "Namespace": namespace,
-                    "Dimensions": [dimension_names],
-                    "Metrics": definitions,
-                }],
-            }),
-        );
-        Value::Object(doc)
+        doc
     }
 }
 
@@ -161,51 +136,13 @@ impl MetricsSink for NoMetrics {
     fn emit(&self, _set: MetricSet) {}
 }
 
-/// Writes each set as one EMF line to a writer (stdout in Lambda).
-pub struct EmfWriter {
-    namespace: String,
-    out: Mutex<Box<dyn Write + Send>>,
-}
-
-impl EmfWriter {
-    pub fn new(namespace: impl Into<String>, out: Box<dyn Write + Send>) -> Self {
-        EmfWriter {
-            namespace: namespace.into(),
-            out: Mutex::new(out),
-        }
-    }
-
-    /// Stdout, which Lambda sends to the function's log group.
-    pub fn stdout(namespace: impl Into<String>) -> Self {
-        Self::new(namespace, Box::new(std::io::stdout()))
-    }
-
-    /// The namespace from `METRICS_NAMESPACE` (blank: [`DEFAULT_NAMESPACE`]).
-    pub fn namespace_from(lookup: &dyn Fn(&str) -> Option<String>) -> String {
-        lookup("METRICS_NAMESPACE")
-            .map(|n| n.trim().to_string())
-            .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string())
-    }
-
-    pub fn namespace(&self) -> &str {
-        &self.namespace
-    }
-}
-
-impl MetricsSink for EmfWriter {
-    fn emit(&self, set: MetricSet) {
-        let mut line = set.to_emf(&self.namespace).to_string();
-        line.push('\n');
-        let Ok(mut out) = self.out.lock() else {
-            tracing::warn!("metrics writer poisoned; metric dropped");
-            return;
-        };
-        // One write of the whole line, so it never interleaves with log lines.
-        if let Err(e) = out.write_all(line.as_bytes()).and_then(|()| out.flush()) {
-            tracing::warn!(error = %e, "metric not written");
-        }
-    }
+/// The namespace of the metrics from `METRICS_NAMESPACE` (blank or unset:
+/// [`DEFAULT_NAMESPACE`]).
+pub fn namespace_from(lookup: &dyn Fn(&str) -> Option<String>) -> String {
+    lookup("METRICS_NAMESPACE")
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string())
 }
 
 /// A consumer (an [`EventHandler`](crate::consumer::EventHandler)) that
@@ -272,36 +209,32 @@ impl<H: crate::consumer::EventHandler> MeteredHandler<H> {
     }
 }
 
-/// A writer tests can read back: clones share one buffer.
+/// A sink that keeps every set, for tests that read the metrics back:
+/// clones share one record.
 #[derive(Debug, Clone, Default)]
-pub struct SharedBuffer(std::sync::Arc<Mutex<Vec<u8>>>);
+pub struct RecordedMetrics(std::sync::Arc<Mutex<Vec<MetricSet>>>);
 
-impl SharedBuffer {
-    /// Every complete line written so far, parsed as JSON (unparsable lines skipped).
-    pub fn documents(&self) -> Vec<Value> {
-        let bytes = match self.0.lock() {
-            Ok(b) => b.clone(),
+impl RecordedMetrics {
+    /// Every set emitted so far, in order.
+    pub fn sets(&self) -> Vec<MetricSet> {
+        match self.0.lock() {
+            Ok(sets) => sets.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
-        };
-        String::from_utf8_lossy(&bytes)
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
+        }
+    }
+
+    /// Every set emitted so far as its [`MetricSet::fields`].
+    pub fn documents(&self) -> Vec<Value> {
+        self.sets().iter().map(|set| Value::Object(set.fields())).collect()
     }
 }
 
-impl Write for SharedBuffer {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let mut inner = self
-            .0
-            .lock()
-            .map_err(|_| std::io::Error::other("shared buffer poisoned"))?;
-        inner.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+impl MetricsSink for RecordedMetrics {
+    fn emit(&self, set: MetricSet) {
+        match self.0.lock() {
+            Ok(mut sets) => sets.push(set),
+            Err(poisoned) => poisoned.into_inner().push(set),
+        }
     }
 }
 
@@ -317,88 +250,40 @@ mod tests {
     }
 
     #[test]
-    fn a_set_becomes_an_emf_document() {
-        let doc = MetricSet::new(at())
+    fn a_sets_fields_hold_every_value_and_a_property_cannot_overwrite_one() {
+        let fields = MetricSet::new(at())
             .dimension("Channel", "email")
-            .count(names::MESSAGES_SUPPRESSED, 1)
-            .property("Reason", "no_consent")
-            .to_emf("Crm");
-        let aws = &doc["_aws"];
-        assert_eq!(aws["Timestamp"], json!(at().timestamp_millis()));
-        let directive = &aws["CloudWatchMetrics"][0];
-        assert_eq!(aws["CloudWatchMetrics"].as_array().map(Vec::len), Some(1));
-        assert_eq!(directive["Namespace"], "Crm");
-        assert_eq!(directive["Dimensions"], json!([["Channel"]]));
-        assert_eq!(
-            directive["Metrics"],
-            json!([{ "Name": "MessagesSuppressed", "Unit": "Count" }])
-        );
-        assert_eq!(doc["Channel"], "email");
-        assert_eq!(doc["MessagesSuppressed"], json!(1.0));
-        assert_eq!(doc["Reason"], "no_consent");
-    }
-
-    #[test]
-    fn every_metric_and_dimension_has_its_value_at_the_top_level() {
-        let doc = MetricSet::new(at())
-            .dimension("Consumer", "relay")
-            .millis(names::CONSUMER_LAG, 1500)
-            .count(names::EVENTS_RELAYED, 42)
-            .to_emf("Shop/Crm");
-        let directive = &doc["_aws"]["CloudWatchMetrics"][0];
-        assert_eq!(directive["Namespace"], "Shop/Crm");
-        let defined: Vec<&str> = directive["Metrics"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|m| m["Name"].as_str())
-            .collect();
-        assert_eq!(defined, vec!["ConsumerLag", "EventsRelayed"]);
-        assert_eq!(directive["Metrics"][0]["Unit"], "Milliseconds");
-        assert_eq!(doc["ConsumerLag"], json!(1500.0));
-        assert_eq!(doc["EventsRelayed"], json!(42.0));
-        for dimension_set in directive["Dimensions"].as_array().into_iter().flatten() {
-            for name in dimension_set.as_array().into_iter().flatten() {
-                let name = name.as_str().unwrap_or_default();
-                assert!(doc[name].is_string(), "dimension {name} has no value");
-            }
-        }
-    }
-
-    #[test]
-    fn a_negative_lag_is_clamped_to_zero() {
-        let doc = MetricSet::new(at()).millis(names::CONSUMER_LAG, -20).to_emf("Crm");
-        assert_eq!(doc["ConsumerLag"], json!(0.0));
-    }
-
-    #[test]
-    fn a_property_cannot_overwrite_a_metric_value() {
-        let doc = MetricSet::new(at())
             .count(names::MESSAGES_SENT, 1)
+            .millis(names::CONSUMER_LAG, -20)
+            .property("Reason", "no_consent")
             .property(names::MESSAGES_SENT, "oops")
-            .to_emf("Crm");
-        assert_eq!(doc["MessagesSent"], json!(1.0));
+            .property("Channel", "sms")
+            .fields();
+        assert_eq!(fields["Channel"], "email");
+        assert_eq!(fields["MessagesSent"], json!(1.0));
+        assert_eq!(fields["ConsumerLag"], json!(0.0), "a negative lag is clamped to zero");
+        assert_eq!(fields["Reason"], "no_consent");
+        assert_eq!(fields.len(), 4, "{fields:?}");
     }
 
     #[test]
-    fn the_writer_writes_one_line_per_set() {
-        let buffer = SharedBuffer::default();
-        let writer = EmfWriter::new("Crm", Box::new(buffer.clone()));
-        writer.emit(
+    fn recorded_metrics_keep_every_set_in_order() {
+        let recorded = RecordedMetrics::default();
+        let sink: &dyn MetricsSink = &recorded.clone();
+        sink.emit(
             MetricSet::new(at())
                 .dimension("Channel", "sms")
                 .count(names::MESSAGES_SENT, 1),
         );
-        writer.emit(
+        sink.emit(
             MetricSet::new(at())
                 .dimension("Channel", "push")
                 .count(names::MESSAGES_SENT, 1),
         );
-        let docs = buffer.documents();
-        assert_eq!(docs.len(), 2);
-        assert_eq!(docs[0]["Channel"], "sms");
-        assert_eq!(docs[1]["Channel"], "push");
-        assert_eq!(docs[1]["_aws"]["CloudWatchMetrics"][0]["Namespace"], "Crm");
+        let sets = recorded.sets();
+        assert_eq!(sets.len(), 2);
+        assert_eq!(sets[1].dimensions, vec![("Channel", "push".to_string())]);
+        assert_eq!(recorded.documents()[0]["Channel"], "sms");
     }
 
     struct Handler {
@@ -443,9 +328,8 @@ mod tests {
     #[tokio::test]
     async fn a_metered_consumer_reports_how_late_it_handled_each_event() {
         use crate::consumer::EventHandler;
-        let buffer = SharedBuffer::default();
-        let sink: std::sync::Arc<dyn MetricsSink> =
-            std::sync::Arc::new(EmfWriter::new("Crm", Box::new(buffer.clone())));
+        let recorded = RecordedMetrics::default();
+        let sink: std::sync::Arc<dyn MetricsSink> = std::sync::Arc::new(recorded.clone());
         let mut event = crate::testing::raw_event("customer-1", "CustomerRegistered", json!({}));
         event.recorded_at = at() - chrono::Duration::milliseconds(2500);
         let metered = MeteredHandler::new(Handler { fail: false }, sink.clone());
@@ -455,14 +339,20 @@ mod tests {
         assert_eq!(outcome.applied, vec!["customer-360"]);
         let failing = MeteredHandler::new(Handler { fail: true }, sink);
         assert!(failing.handle(&event, at()).await.is_err());
-        let docs = buffer.documents();
-        assert_eq!(docs.len(), 1, "only the handled event counts: {docs:?}");
-        assert_eq!(docs[0]["Consumer"], "projector");
-        assert_eq!(docs[0]["ConsumerLag"], json!(2500.0));
-        assert_eq!(docs[0]["EventType"], "CustomerRegistered");
+        let sets = recorded.sets();
+        assert_eq!(sets.len(), 1, "only the handled event counts: {sets:?}");
+        assert_eq!(sets[0].dimensions, vec![("Consumer", "projector".to_string())]);
         assert_eq!(
-            docs[0]["_aws"]["CloudWatchMetrics"][0]["Metrics"],
-            json!([{ "Name": "ConsumerLag", "Unit": "Milliseconds" }])
+            sets[0].metrics,
+            vec![Metric {
+                name: names::CONSUMER_LAG,
+                unit: Unit::Milliseconds,
+                value: 2500.0
+            }]
+        );
+        assert_eq!(
+            sets[0].properties,
+            vec![("EventType", "CustomerRegistered".to_string())]
         );
     }
 
@@ -580,10 +470,10 @@ mod tests {
 
     #[test]
     fn the_namespace_comes_from_the_environment() {
-        assert_eq!(EmfWriter::namespace_from(&|_| None), "Crm");
-        assert_eq!(EmfWriter::namespace_from(&|_| Some("  ".into())), "Crm");
+        assert_eq!(namespace_from(&|_| None), "Crm");
+        assert_eq!(namespace_from(&|_| Some("  ".into())), "Crm");
         assert_eq!(
-            EmfWriter::namespace_from(&|name| (name == "METRICS_NAMESPACE").then(|| "Shop".into())),
+            namespace_from(&|name| (name == "METRICS_NAMESPACE").then(|| "Shop".into())),
             "Shop"
         );
     }

@@ -1221,17 +1221,17 @@ mod tests {
     #[tokio::test]
     async fn a_batch_reports_its_lag_and_what_it_published() {
         use crate::clock::VirtualClock;
-        use crate::metrics::{EmfWriter, SharedBuffer};
+        use crate::metrics::RecordedMetrics;
         let now = DateTime::parse_from_rfc3339("2026-11-30T01:00:05Z")
             .map(|t| t.to_utc())
             .unwrap_or_default();
-        let buffer = SharedBuffer::default();
+        let buffer = RecordedMetrics::default();
         let relay = Relay::new(
             FakeBus::with(|_| {}),
             Arc::new(FakeDlq::default()),
             Arc::new(VirtualClock::starting_at(now)),
         )
-        .with_metrics(Arc::new(EmfWriter::new("Crm", Box::new(buffer.clone()))));
+        .with_metrics(Arc::new(buffer.clone()));
         let progress = Arc::new(crate::memory::InMemoryProgressLog::default());
         let relay = relay.with_progress(Arc::new(ProgressReporter::new(progress.clone(), RELAY_CONSUMER)));
         let report = RelayReport {
@@ -1254,10 +1254,7 @@ mod tests {
         assert_eq!(docs[0]["Consumer"], "relay");
         assert_eq!(docs[0]["ConsumerLag"], serde_json::json!(5000.0));
         assert_eq!(docs[0]["EventsRelayed"], serde_json::json!(7.0));
-        assert_eq!(
-            docs[0]["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
-            serde_json::json!([["Consumer"]])
-        );
+        assert_eq!(buffer.sets()[0].dimensions, vec![("Consumer", "relay".to_string())]);
         // Without a record time there is no lag to report, only the count.
         assert!(docs[1].get("ConsumerLag").is_none());
         assert_eq!(docs[1]["EventsRelayed"], serde_json::json!(7.0));

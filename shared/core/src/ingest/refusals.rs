@@ -717,10 +717,10 @@ mod tests {
 
     #[tokio::test]
     async fn take_records_what_it_refuses_and_counts_it_and_nothing_else() {
-        use crate::metrics::{EmfWriter, SharedBuffer};
+        use crate::metrics::RecordedMetrics;
         let log = Arc::new(InMemoryRefusals::default());
-        let buffer = SharedBuffer::default();
-        let metrics = Arc::new(EmfWriter::new("Crm", Box::new(buffer.clone())));
+        let buffer = RecordedMetrics::default();
+        let metrics = Arc::new(buffer.clone());
         let ingestion = ingestion().with_refusals(RefusedMessages::new(log.clone()).with_metrics(metrics));
         let shop = Source::server("shop");
         let now = crate::testing::test_time();

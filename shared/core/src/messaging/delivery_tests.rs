@@ -92,10 +92,9 @@ struct World {
 
 impl World {
     /// This world with the delivery's metrics counted into the returned buffer.
-    fn metered(mut self) -> (World, crate::metrics::SharedBuffer) {
-        let buffer = crate::metrics::SharedBuffer::default();
-        let sink = crate::metrics::EmfWriter::new("Crm", Box::new(buffer.clone()));
-        self.delivery = self.delivery.with_metrics(Arc::new(sink));
+    fn metered(mut self) -> (World, crate::metrics::RecordedMetrics) {
+        let buffer = crate::metrics::RecordedMetrics::default();
+        self.delivery = self.delivery.with_metrics(Arc::new(buffer.clone()));
         (self, buffer)
     }
 
@@ -683,14 +682,17 @@ async fn sends_suppressions_and_deferrals_are_counted_per_channel() {
     assert_eq!(sent["MessagesSent"], json!(1.0));
     assert_eq!(sent["Channel"], "email");
     assert_eq!(sent["Category"], "transactional");
-    let directive = &sent["_aws"]["CloudWatchMetrics"][0];
-    assert_eq!(directive["Namespace"], "Crm");
-    assert_eq!(directive["Dimensions"], json!([["Channel"]]));
+    let sent_set = &buffer.sets()[0];
+    assert_eq!(sent_set.dimensions, vec![("Channel", "email".to_string())]);
     assert_eq!(
-        directive["Metrics"],
-        json!([{ "Name": "MessagesSent", "Unit": "Count" }])
+        sent_set.metrics,
+        vec![crate::metrics::Metric {
+            name: "MessagesSent",
+            unit: crate::metrics::Unit::Count,
+            value: 1.0
+        }]
     );
-    assert_eq!(sent["_aws"]["Timestamp"], json!(w.clock.now().timestamp_millis()));
+    assert_eq!(sent_set.timestamp, w.clock.now());
     let suppressed = &docs[1];
     assert_eq!(suppressed["MessagesSuppressed"], json!(1.0));
     assert_eq!(suppressed["Channel"], "email");
@@ -833,15 +835,9 @@ async fn no_send_event_within_the_window_means_ses_never_took_it_and_it_is_sent_
     assert_eq!(w.provider.times_sent("msg-1"), 1);
 
     let names: Vec<String> = buffer
-        .documents()
+        .sets()
         .iter()
-        .flat_map(|d| {
-            d["_aws"]["CloudWatchMetrics"][0]["Metrics"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-        })
-        .filter_map(|m| m["Name"].as_str().map(str::to_string))
+        .flat_map(|set| set.metrics.iter().map(|m| m.name.to_string()))
         .collect();
     assert_eq!(
         names,
@@ -860,7 +856,7 @@ async fn no_send_event_within_the_window_means_ses_never_took_it_and_it_is_sent_
 }
 
 /// The documents of `buffer` that count `name`.
-fn counted(buffer: &crate::metrics::SharedBuffer, name: &str) -> Vec<Value> {
+fn counted(buffer: &crate::metrics::RecordedMetrics, name: &str) -> Vec<Value> {
     buffer
         .documents()
         .into_iter()
@@ -869,7 +865,7 @@ fn counted(buffer: &crate::metrics::SharedBuffer, name: &str) -> Vec<Value> {
 }
 
 /// Property `property` of each document of `buffer` that counts `name`.
-fn counted_with(buffer: &crate::metrics::SharedBuffer, name: &str, property: &str) -> Vec<String> {
+fn counted_with(buffer: &crate::metrics::RecordedMetrics, name: &str, property: &str) -> Vec<String> {
     counted(buffer, name)
         .iter()
         .map(|d| d[property].as_str().unwrap_or_default().to_string())
