@@ -258,13 +258,7 @@ fn create(cmd: &CreateCart, cart_id: &str) -> Result<Vec<CartEvent>, CartError> 
     }])
 }
 
-/// A product id: 1 to 64 characters of letters, digits and `._:-`.
-pub fn valid_product_id(id: &str) -> bool {
-    (1..=64).contains(&id.len())
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'))
-}
+pub use crate::vocabulary::valid_product_id;
 
 fn add_item(c: &Cart, cmd: &AddItem) -> Result<Vec<CartEvent>, CartError> {
     c.ensure_open()?;
