@@ -18,9 +18,9 @@
 //! ([`crm_core::privacy::scrub`]).
 
 use chrono::Utc;
+use crm_aws::ses_feedback::parse_eventbridge;
 use crm_core::consumer::dead_letters::{is_sealed_feedback, open_letter};
 use crm_core::messaging::delivery::{DeliveryError, FeedbackOutcome, MessageDelivery};
-use crm_core::messaging::feedback::parse_eventbridge;
 use crm_core::ports::{DeadLetter, DeadLetterQueue};
 use crm_core::privacy::scrub::scrub;
 use crm_core::privacy::KeyStore;

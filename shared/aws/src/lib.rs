@@ -12,6 +12,7 @@ pub mod refusals;
 pub mod scheduler;
 pub mod secrets;
 pub mod ses;
+pub mod ses_feedback;
 pub mod sns;
 pub mod sqs;
 pub mod stores;
