@@ -1,19 +1,14 @@
 //! Test support: an in-memory event store (for domain tests only; adapters are
-//! tested against real SQLite and DynamoDB) and a given/when/then helper.
+//! tested against real SQLite and DynamoDB) and the given/when/then test of
+//! any aggregate ([`AggregateScenario`]).
 
-use crate::customer::{decide, fold, Customer, CustomerCommand, CustomerError, CustomerEvent, DecisionInput};
+use crate::aggregate::{Aggregate, DecideContext};
 use crate::event::EventEnvelope;
 use crate::ports::*;
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
-
-/// Given these events, when this command, then these events or this error.
-pub struct CustomerScenario {
-    state: Option<Customer>,
-    input: DecisionInput,
-}
 
 /// A registration for tests: the given names, marketing email consent ticked
 /// (no SMS or push), time zone `timezone`.
@@ -49,29 +44,118 @@ pub fn test_time() -> DateTime<Utc> {
         .unwrap_or_default()
 }
 
-impl CustomerScenario {
-    pub fn given(events: &[CustomerEvent]) -> Self {
-        let at = test_time();
-        let state = fold(None, events.iter().enumerate().map(|(i, e)| (e, at, i as u64 + 1)));
-        CustomerScenario {
-            state,
-            input: DecisionInput {
-                new_customer_id: "c1".into(),
-                verification_token: "token-1".into(),
-            },
+/// Given these events, when this command, then these events or this error:
+/// the given/when/then test of any [`Aggregate`]'s pure functions, in the
+/// style of cqrs-es's `TestFramework`. Nothing is stored: the given events
+/// are folded with [`Aggregate::evolve`] (the `n`th at [`test_time`] plus
+/// `n - 1` minutes, version `n`), and the command is decided with
+/// [`Aggregate::decide`] at one minute after the last of them.
+///
+/// ```ignore
+/// AggregateScenario::<CustomerAggregate>::new("c1", input)
+///     .given(&registered)
+///     .when(CustomerCommand::VerifyEmail { token })
+///     .then_expect_events(&[CustomerEvent::EmailVerified { email }]);
+/// ```
+pub struct AggregateScenario<A: Aggregate> {
+    id: String,
+    input: A::Input,
+    state: Option<A::State>,
+    now: DateTime<Utc>,
+}
+
+impl<A: Aggregate> AggregateScenario<A> {
+    /// An aggregate `id` that does not exist yet, decided with `input` (what
+    /// the service decides outside: generated ids, tokens).
+    pub fn new(id: &str, input: A::Input) -> Self {
+        AggregateScenario {
+            id: id.to_string(),
+            input,
+            state: None,
+            now: test_time(),
         }
     }
 
-    pub fn given_no_customer() -> Self {
-        Self::given(&[])
+    /// The same aggregate after `events` (on top of any given before).
+    pub fn given(mut self, events: &[A::Event]) -> Self {
+        let first = self.state.as_ref().map_or(0, A::version);
+        for (i, event) in events.iter().enumerate() {
+            let version = first + i as u64 + 1;
+            let at = test_time() + chrono::Duration::minutes(version as i64 - 1);
+            self.state = A::evolve(self.state.take(), event, at, version);
+        }
+        self.now = test_time() + chrono::Duration::minutes(self.state.as_ref().map_or(0, A::version) as i64);
+        self
     }
 
-    pub fn when(&self, command: CustomerCommand) -> Result<Vec<CustomerEvent>, CustomerError> {
-        decide(self.state.as_ref(), &command, &self.input)
-    }
-
-    pub fn state(&self) -> Option<&Customer> {
+    /// The state the given events fold to (`None`: the aggregate does not exist).
+    pub fn state(&self) -> Option<&A::State> {
         self.state.as_ref()
+    }
+
+    /// Decides `command` against the given state.
+    pub fn when(&self, command: A::Command) -> Then<A> {
+        let ctx = DecideContext {
+            id: &self.id,
+            now: self.now,
+            input: &self.input,
+        };
+        Then {
+            result: A::decide(self.state.as_ref(), &command, &ctx),
+        }
+    }
+}
+
+/// What a command decided: assert on it, or take it.
+#[must_use = "a decision is only tested once asserted on"]
+pub struct Then<A: Aggregate> {
+    result: Result<Vec<A::Event>, A::Error>,
+}
+
+impl<A: Aggregate> Then<A> {
+    /// Exactly these events, in this order.
+    pub fn then_expect_events(self, expected: &[A::Event])
+    where
+        A::Event: PartialEq + std::fmt::Debug,
+    {
+        match self.result {
+            Ok(events) => assert_eq!(events, expected),
+            Err(e) => panic!("expected events {expected:?}, the command was refused: {e}"),
+        }
+    }
+
+    /// Refused with exactly this error.
+    pub fn then_expect_error(self, expected: A::Error)
+    where
+        A::Error: PartialEq + std::fmt::Debug,
+        A::Event: std::fmt::Debug,
+    {
+        match self.result {
+            Ok(events) => panic!("expected the refusal {expected:?}, got events {events:?}"),
+            Err(e) => assert_eq!(e, expected),
+        }
+    }
+
+    /// The events (panics with the refusal if there was one).
+    pub fn events(self) -> Vec<A::Event> {
+        self.result
+            .unwrap_or_else(|e| panic!("expected events, the command was refused: {e}"))
+    }
+
+    /// The refusal (panics with the events if there was none).
+    pub fn error(self) -> A::Error
+    where
+        A::Event: std::fmt::Debug,
+    {
+        match self.result {
+            Ok(events) => panic!("expected a refusal, got events {events:?}"),
+            Err(e) => e,
+        }
+    }
+
+    /// The decision as it is, for assertions of its own.
+    pub fn inspect_result(self) -> Result<Vec<A::Event>, A::Error> {
+        self.result
     }
 }
 
@@ -415,11 +499,11 @@ pub async fn register(
 ) {
     let service = crate::customer::CustomerService::new(store, std::sync::Arc::new(crate::clock::SystemClock))
         .with_identifiers(identifiers());
-    let respond = |c: &Customer, _: &[EventEnvelope]| (201, serde_json::json!({ "id": c.id }));
+    let respond = |c: &crate::customer::Customer, _: &[EventEnvelope]| (201, serde_json::json!({ "id": c.id }));
     service
         .execute(
             id,
-            &CustomerCommand::Register(registration),
+            &crate::customer::CustomerCommand::Register(registration),
             &crate::event::CommandMeta::new(crate::event::Actor::system("test")),
             None,
             &respond,
@@ -434,5 +518,72 @@ pub async fn register_customers(store: std::sync::Arc<dyn EventStore>, customers
     for n in 0..customers {
         let registration = registration(&format!("ops{n}@example.com"), "Op", &format!("Erator{n}"), "UTC");
         register(store.clone(), &customer_id(n), registration).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{test_time, AggregateScenario};
+    use crate::commerce::{AddItem, CartAggregate, CartCommand, CartError, CartEvent, CreateCart};
+
+    fn cart() -> AggregateScenario<CartAggregate> {
+        AggregateScenario::new("k1", ())
+    }
+
+    fn created() -> CartEvent {
+        CartEvent::CartCreated {
+            cart_id: "k1".into(),
+            customer_id: "c1".into(),
+            currency: "EUR".into(),
+        }
+    }
+
+    fn one() -> AddItem {
+        AddItem {
+            product_id: "sku-1".into(),
+            name: "One".into(),
+            quantity: 1,
+            unit_price_minor: 100,
+        }
+    }
+
+    #[test]
+    fn given_events_fold_a_minute_apart_and_the_command_is_decided_for_the_scenario_s_id() {
+        cart()
+            .when(CartCommand::Create(CreateCart {
+                customer_id: "c1".into(),
+                currency: "EUR".into(),
+            }))
+            .then_expect_events(&[created()]);
+        cart()
+            .when(CartCommand::StartCheckout)
+            .then_expect_error(CartError::NotFound);
+
+        let added = cart().given(&[created()]).when(CartCommand::AddItem(one())).events();
+        let scenario = cart().given(&[created()]).given(&added);
+        let state = scenario.state().expect("a cart");
+        assert_eq!(state.version, 2, "given twice: versions carry on");
+        assert_eq!(state.created_at, test_time());
+        assert_eq!(state.updated_at, test_time() + chrono::Duration::minutes(1));
+    }
+
+    #[test]
+    #[should_panic(expected = "assertion `left == right` failed")]
+    fn other_events_than_expected_fail_the_test() {
+        cart()
+            .given(&[created()])
+            .when(CartCommand::AddItem(one()))
+            .then_expect_events(&[]);
+    }
+
+    #[test]
+    #[should_panic(expected = "expected the refusal")]
+    fn events_where_a_refusal_was_expected_fail_the_test() {
+        cart()
+            .when(CartCommand::Create(CreateCart {
+                customer_id: "c1".into(),
+                currency: "EUR".into(),
+            }))
+            .then_expect_error(CartError::NotFound);
     }
 }

@@ -1,10 +1,25 @@
 //! Given/when/then tests of the customer aggregate, and of its service over
 //! the in-memory store.
 
+use super::service::CustomerAggregate;
 use super::*;
 use crate::consent::{Channel, ConsentMethod, Purpose};
 use crate::preferences::{EmailFrequency, Preferences, QuietHours};
-use crate::testing::CustomerScenario;
+use crate::testing::{AggregateScenario, Then};
+
+/// The customer aggregate after `events`: a registration there gives the
+/// new customer the id `c1` and the verification token `token-1`.
+fn given(events: &[CustomerEvent]) -> AggregateScenario<CustomerAggregate> {
+    let input = DecisionInput {
+        new_customer_id: "c1".into(),
+        verification_token: "token-1".into(),
+    };
+    AggregateScenario::new("c1", input).given(events)
+}
+
+fn given_no_customer() -> AggregateScenario<CustomerAggregate> {
+    given(&[])
+}
 
 fn registration() -> RegisterCustomer {
     RegisterCustomer {
@@ -27,9 +42,9 @@ fn registration() -> RegisterCustomer {
 }
 
 fn registered() -> Vec<CustomerEvent> {
-    CustomerScenario::given_no_customer()
+    given_no_customer()
         .when(CustomerCommand::Register(registration()))
-        .expect("registration is valid")
+        .events()
 }
 
 fn verified() -> Vec<CustomerEvent> {
@@ -40,9 +55,10 @@ fn verified() -> Vec<CustomerEvent> {
     events
 }
 
-fn invalid_field(result: Result<Vec<CustomerEvent>, CustomerError>) -> String {
-    match result {
-        Err(CustomerError::Invalid { field, .. }) => field,
+/// The field a refused command names as invalid.
+fn invalid_field(decided: Then<CustomerAggregate>) -> String {
+    match decided.error() {
+        CustomerError::Invalid { field, .. } => field,
         other => panic!("expected a validation error, got {other:?}"),
     }
 }
@@ -103,7 +119,7 @@ type Mutation = Box<dyn Fn(&mut RegisterCustomer)>;
 
 #[test]
 fn registration_rejects_each_bad_field_by_name() {
-    let s = CustomerScenario::given_no_customer();
+    let s = given_no_customer();
     let cases: Vec<(&str, Mutation)> = vec![
         ("email", Box::new(|r| r.email = "not-an-email".into())),
         ("email", Box::new(|r| r.email = "ada@localhost".into())),
@@ -125,7 +141,7 @@ fn registration_rejects_each_bad_field_by_name() {
 
 #[test]
 fn a_registration_by_ingestion_may_have_no_names_the_api_s_may_not() {
-    let s = CustomerScenario::given_no_customer();
+    let s = given_no_customer();
     let mut nameless = registration();
     nameless.first_name = " ".into();
     nameless.last_name = String::new();
@@ -138,7 +154,7 @@ fn a_registration_by_ingestion_may_have_no_names_the_api_s_may_not() {
     );
     let events = s
         .when(CustomerCommand::RegisterFromIngestion(nameless.clone()))
-        .expect("a customer known by their email alone");
+        .events();
     match &events[0] {
         CustomerEvent::CustomerRegistered {
             first_name, last_name, ..
@@ -170,27 +186,30 @@ fn a_registration_by_ingestion_may_have_no_names_the_api_s_may_not() {
         mutate(&mut r);
         assert_eq!(invalid_field(s.when(CustomerCommand::RegisterFromIngestion(r))), field);
     }
-    let registered = CustomerScenario::given(&events);
+    let registered = given(&events);
     assert!(matches!(
-        registered.when(CustomerCommand::RegisterFromIngestion(nameless)),
-        Err(CustomerError::Conflict { .. })
+        registered
+            .when(CustomerCommand::RegisterFromIngestion(nameless))
+            .error(),
+        CustomerError::Conflict { .. }
     ));
 }
 
 #[test]
 fn registering_twice_conflicts_and_commands_need_a_customer() {
-    let s = CustomerScenario::given(&registered());
+    let s = given(&registered());
     assert!(matches!(
-        s.when(CustomerCommand::Register(registration())),
-        Err(CustomerError::Conflict { .. })
+        s.when(CustomerCommand::Register(registration())).error(),
+        CustomerError::Conflict { .. }
     ));
-    let none = CustomerScenario::given_no_customer();
-    assert_eq!(none.when(CustomerCommand::Reactivate), Err(CustomerError::NotFound));
+    let none = given_no_customer();
+    none.when(CustomerCommand::Reactivate)
+        .then_expect_error(CustomerError::NotFound);
 }
 
 #[test]
 fn verifying_email_needs_the_right_token() {
-    let s = CustomerScenario::given(&registered());
+    let s = given(&registered());
     assert_eq!(s.state().map(|c| c.status), Some(CustomerStatus::PendingVerification));
     assert_eq!(
         invalid_field(s.when(CustomerCommand::VerifyEmail(VerifyEmail { token: "wrong".into() }))),
@@ -200,7 +219,7 @@ fn verifying_email_needs_the_right_token() {
         .when(CustomerCommand::VerifyEmail(VerifyEmail {
             token: "token-1".into(),
         }))
-        .expect("verify");
+        .events();
     assert_eq!(
         events,
         vec![CustomerEvent::EmailVerified {
@@ -208,24 +227,25 @@ fn verifying_email_needs_the_right_token() {
         }]
     );
 
-    let done = CustomerScenario::given(&verified());
+    let done = given(&verified());
     assert_eq!(done.state().map(|c| c.status), Some(CustomerStatus::Active));
     assert!(matches!(
         done.when(CustomerCommand::VerifyEmail(VerifyEmail {
             token: "token-1".into()
-        })),
-        Err(CustomerError::Conflict { .. })
+        }))
+        .error(),
+        CustomerError::Conflict { .. }
     ));
 }
 
 #[test]
 fn changing_email_moves_the_reservation_and_asks_for_verification() {
-    let s = CustomerScenario::given(&verified());
+    let s = given(&verified());
     let events = s
         .when(CustomerCommand::ChangeEmail(ChangeEmail {
             new_email: "ada@analytical.engine.org".into(),
         }))
-        .expect("change");
+        .events();
     assert_eq!(
         events,
         vec![
@@ -260,14 +280,14 @@ fn changing_email_moves_the_reservation_and_asks_for_verification() {
 
 #[test]
 fn profile_updates_emit_one_event_per_kind_of_change_only_when_different() {
-    let s = CustomerScenario::given(&verified());
+    let s = given(&verified());
     let unchanged = s
         .when(CustomerCommand::UpdateProfile(UpdateProfile {
             first_name: Some("Ada".into()),
             phone: Some(Some("+441234567890".into())),
             ..Default::default()
         }))
-        .expect("no-op update");
+        .events();
     assert!(unchanged.is_empty(), "same values: no events");
 
     let address = Address {
@@ -301,7 +321,7 @@ fn profile_updates_emit_one_event_per_kind_of_change_only_when_different() {
             })),
             ..Default::default()
         }))
-        .expect("update");
+        .events();
     let types: Vec<_> = events.iter().map(CustomerEvent::event_type).collect();
     assert_eq!(
         types,
@@ -338,13 +358,13 @@ fn profile_updates_emit_one_event_per_kind_of_change_only_when_different() {
 
 #[test]
 fn changing_the_phone_number_revokes_sms_consent_until_granted_again() {
-    let s = CustomerScenario::given(&verified());
+    let s = given(&verified());
     let events = s
         .when(CustomerCommand::UpdateProfile(UpdateProfile {
             phone: Some(Some("+447700900123".into())),
             ..Default::default()
         }))
-        .expect("update");
+        .events();
     assert_eq!(
         events,
         vec![
@@ -362,7 +382,7 @@ fn changing_the_phone_number_revokes_sms_consent_until_granted_again() {
     );
     let mut history = verified();
     history.extend(events);
-    let after = CustomerScenario::given(&history);
+    let after = given(&history);
     let state = after.state().expect("state");
     assert!(state.consent(Purpose::Marketing, Channel::Sms).is_none());
     assert!(
@@ -375,23 +395,25 @@ fn changing_the_phone_number_revokes_sms_consent_until_granted_again() {
             phone: Some(Some("+447700900123".into())),
             ..Default::default()
         }))
-        .expect("no-op")
+        .events()
         .is_empty());
 }
 
 #[test]
 fn phone_cannot_be_removed_while_sms_consent_is_active() {
-    let s = CustomerScenario::given(&verified());
-    let result = s.when(CustomerCommand::UpdateProfile(UpdateProfile {
-        phone: Some(None),
-        ..Default::default()
-    }));
-    assert!(matches!(result, Err(CustomerError::Conflict { field: Some(f), .. }) if f == "phone"));
+    let s = given(&verified());
+    let result = s
+        .when(CustomerCommand::UpdateProfile(UpdateProfile {
+            phone: Some(None),
+            ..Default::default()
+        }))
+        .error();
+    assert!(matches!(result, CustomerError::Conflict { field: Some(f), .. } if f == "phone"));
 }
 
 #[test]
 fn preferences_are_validated_and_only_recorded_when_changed() {
-    let s = CustomerScenario::given(&verified());
+    let s = given(&verified());
     let current = s.state().map(|c| c.preferences.clone()).expect("state");
     assert_eq!(
         current.timezone, "Europe/London",
@@ -399,7 +421,7 @@ fn preferences_are_validated_and_only_recorded_when_changed() {
     );
     assert!(s
         .when(CustomerCommand::UpdatePreferences(current.clone()))
-        .expect("same")
+        .events()
         .is_empty());
     let wanted = Preferences {
         email_frequency: EmailFrequency::Daily,
@@ -412,13 +434,10 @@ fn preferences_are_validated_and_only_recorded_when_changed() {
         sms_for_promotions: true,
         push_categories: vec!["order-updates".into()],
     };
-    assert_eq!(
-        s.when(CustomerCommand::UpdatePreferences(wanted.clone()))
-            .expect("update"),
-        vec![CustomerEvent::PreferencesUpdated {
-            preferences: wanted.clone()
-        }]
-    );
+    s.when(CustomerCommand::UpdatePreferences(wanted.clone()))
+        .then_expect_events(&[CustomerEvent::PreferencesUpdated {
+            preferences: wanted.clone(),
+        }]);
     let bad = Preferences {
         timezone: "Nowhere/Land".into(),
         ..wanted
@@ -431,7 +450,7 @@ fn preferences_are_validated_and_only_recorded_when_changed() {
 
 #[test]
 fn consent_is_granted_once_and_revoked_only_when_active() {
-    let s = CustomerScenario::given(&verified());
+    let s = given(&verified());
     let grant = |purpose, channel| {
         CustomerCommand::GrantConsent(GrantConsent {
             purpose,
@@ -443,15 +462,12 @@ fn consent_is_granted_once_and_revoked_only_when_active() {
     };
     assert!(
         matches!(
-            s.when(grant(Purpose::Marketing, Channel::Email)),
-            Err(CustomerError::Conflict { .. })
+            s.when(grant(Purpose::Marketing, Channel::Email)).error(),
+            CustomerError::Conflict { .. }
         ),
         "already active"
     );
-    assert_eq!(
-        s.when(grant(Purpose::Analytics, Channel::Email)).expect("grant").len(),
-        1
-    );
+    assert_eq!(s.when(grant(Purpose::Analytics, Channel::Email)).events().len(), 1);
     let revoke = |purpose, channel| {
         CustomerCommand::RevokeConsent(RevokeConsent {
             purpose,
@@ -460,19 +476,17 @@ fn consent_is_granted_once_and_revoked_only_when_active() {
             method: Some(ConsentMethod::OneClick),
         })
     };
-    assert_eq!(
-        s.when(revoke(Purpose::Marketing, Channel::Sms)).expect("revoke"),
-        vec![CustomerEvent::ConsentRevoked {
+    s.when(revoke(Purpose::Marketing, Channel::Sms))
+        .then_expect_events(&[CustomerEvent::ConsentRevoked {
             purpose: Purpose::Marketing,
             channel: Channel::Sms,
             reason: "customer-request".into(),
             method: Some(ConsentMethod::OneClick),
-        }]
-    );
+        }]);
     assert!(
         matches!(
-            s.when(revoke(Purpose::Marketing, Channel::Push)),
-            Err(CustomerError::Conflict { .. })
+            s.when(revoke(Purpose::Marketing, Channel::Push)).error(),
+            CustomerError::Conflict { .. }
         ),
         "not active"
     );
@@ -480,13 +494,13 @@ fn consent_is_granted_once_and_revoked_only_when_active() {
 
 #[test]
 fn deactivation_revokes_every_active_consent_and_blocks_changes_until_reactivated() {
-    let s = CustomerScenario::given(&verified());
+    let s = given(&verified());
     let events = s
         .when(CustomerCommand::Deactivate(DeactivateCustomer {
             reason: DeactivationReason::Fraud,
             notes: Some("chargebacks".into()),
         }))
-        .expect("deactivate");
+        .events();
     assert_eq!(
         events,
         vec![
@@ -511,7 +525,7 @@ fn deactivation_revokes_every_active_consent_and_blocks_changes_until_reactivate
     );
     let mut history = verified();
     history.extend(events);
-    let off = CustomerScenario::given(&history);
+    let off = given(&history);
     let c = off.state().expect("state");
     assert_eq!(c.status, CustomerStatus::Deactivated);
     assert!(c.consents.is_empty());
@@ -522,23 +536,22 @@ fn deactivation_revokes_every_active_consent_and_blocks_changes_until_reactivate
         ip: None,
         user_agent: None,
     });
-    assert!(matches!(off.when(grant), Err(CustomerError::Conflict { .. })));
+    assert!(matches!(off.when(grant).error(), CustomerError::Conflict { .. }));
     assert!(matches!(
         off.when(CustomerCommand::Deactivate(DeactivateCustomer {
             reason: DeactivationReason::Other,
             notes: None
-        })),
-        Err(CustomerError::Conflict { .. })
+        }))
+        .error(),
+        CustomerError::Conflict { .. }
     ));
-    assert_eq!(
-        off.when(CustomerCommand::Reactivate).expect("reactivate"),
-        vec![CustomerEvent::CustomerReactivated {
-            status: CustomerStatus::Active
-        }]
-    );
+    off.when(CustomerCommand::Reactivate)
+        .then_expect_events(&[CustomerEvent::CustomerReactivated {
+            status: CustomerStatus::Active,
+        }]);
     assert!(matches!(
-        s.when(CustomerCommand::Reactivate),
-        Err(CustomerError::Conflict { .. })
+        s.when(CustomerCommand::Reactivate).error(),
+        CustomerError::Conflict { .. }
     ));
 }
 
@@ -666,17 +679,17 @@ fn a_revocation_stored_before_methods_were_recorded_still_reads() {
 #[test]
 fn erasure_is_requested_once_then_completed_and_every_other_command_is_refused() {
     let mut events = verified();
-    let scenario = CustomerScenario::given(&events);
+    let scenario = given(&events);
     assert_eq!(
-        scenario.when(CustomerCommand::CompleteErasure),
-        Err(CustomerError::conflict(None, "erasure was not requested"))
+        scenario.when(CustomerCommand::CompleteErasure).error(),
+        CustomerError::conflict(None, "erasure was not requested")
     );
     let identifiers = crate::privacy::IdentifierHasher::new(b"salt").identifiers_of("ada.lovelace@example.com", None);
     let requested = scenario
         .when(CustomerCommand::RequestErasure(RequestErasure {
             identifiers: identifiers.clone(),
         }))
-        .expect("erase");
+        .events();
     assert_eq!(
         requested.first(),
         Some(&CustomerEvent::CustomerErasureRequested { identifiers }),
@@ -697,35 +710,35 @@ fn erasure_is_requested_once_then_completed_and_every_other_command_is_refused()
         }]
     );
     events.extend(requested);
-    let pending = CustomerScenario::given(&events);
-    assert_eq!(
-        pending.when(CustomerCommand::RequestErasure(Default::default())),
-        Ok(Vec::new())
-    );
+    let pending = given(&events);
+    pending
+        .when(CustomerCommand::RequestErasure(Default::default()))
+        .then_expect_events(&[]);
     assert!(matches!(
-        pending.when(CustomerCommand::Reactivate),
-        Err(CustomerError::Conflict { .. })
+        pending.when(CustomerCommand::Reactivate).error(),
+        CustomerError::Conflict { .. }
     ));
-    let completed = pending.when(CustomerCommand::CompleteErasure).expect("complete");
+    let completed = pending.when(CustomerCommand::CompleteErasure).events();
     assert_eq!(completed, vec![CustomerEvent::CustomerErased {}]);
     events.extend(completed);
 
-    let erased = CustomerScenario::given(&events);
+    let erased = given(&events);
     let state = erased.state().expect("still there");
     assert_eq!(state.status, CustomerStatus::Erased);
     assert_eq!(state.email, crate::privacy::ERASED);
     assert!(state.consents.is_empty() && state.phone.is_none());
-    assert_eq!(
-        erased.when(CustomerCommand::RequestErasure(Default::default())),
-        Ok(Vec::new())
-    );
-    assert_eq!(erased.when(CustomerCommand::CompleteErasure), Ok(Vec::new()));
+    erased
+        .when(CustomerCommand::RequestErasure(Default::default()))
+        .then_expect_events(&[]);
+    erased.when(CustomerCommand::CompleteErasure).then_expect_events(&[]);
     assert!(matches!(
-        erased.when(CustomerCommand::UpdateProfile(UpdateProfile {
-            first_name: Some("Eve".into()),
-            ..UpdateProfile::default()
-        })),
-        Err(CustomerError::Conflict { .. })
+        erased
+            .when(CustomerCommand::UpdateProfile(UpdateProfile {
+                first_name: Some("Eve".into()),
+                ..UpdateProfile::default()
+            }))
+            .error(),
+        CustomerError::Conflict { .. }
     ));
 }
 
