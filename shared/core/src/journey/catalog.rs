@@ -135,7 +135,7 @@ pub struct StoredCatalog {
     shipped: BTreeMap<String, Shipped>,
     clock: Arc<dyn Clock>,
     full_read_every: chrono::Duration,
-    cache: tokio::sync::Mutex<Option<Cached>>,
+    cache: futures::lock::Mutex<Option<Cached>>,
 }
 
 /// What a [`StoredCatalog`] keeps between calls.
@@ -187,7 +187,7 @@ impl StoredCatalog {
             shipped: load_shipped(),
             clock,
             full_read_every,
-            cache: tokio::sync::Mutex::new(None),
+            cache: futures::lock::Mutex::new(None),
         }
     }
 

@@ -41,6 +41,7 @@ use crate::ports::{
 };
 use crate::privacy::scrub::scrub;
 use crate::privacy::{HashedIdentifier, IdentifierHasher, IdentifierKind};
+use crate::relay::{NoPause, Pause};
 use crate::scheduler::{timer_name, Scheduler, TimerKind, TimerPayload};
 use crate::vocabulary::Category;
 use async_trait::async_trait;
@@ -480,6 +481,7 @@ pub struct MessageDelivery {
     dead_letters: Arc<dyn DeadLetterQueue>,
     settings: DeliverySettings,
     metrics: Arc<dyn MetricsSink>,
+    pause: Arc<dyn Pause>,
 }
 
 impl MessageDelivery {
@@ -507,7 +509,16 @@ impl MessageDelivery {
             dead_letters,
             settings,
             metrics: Arc::new(NoMetrics),
+            pause: Arc::new(NoPause),
         }
+    }
+
+    /// How the delivery waits between provider attempts when throttled (the
+    /// runtime's timer in the channel function and crm-local; by default it
+    /// retries at once).
+    pub fn with_pause(mut self, pause: Arc<dyn Pause>) -> Self {
+        self.pause = pause;
+        self
     }
 
     /// Where the sent, suppressed, deferred and failed counts go (EMF in the
@@ -1291,7 +1302,7 @@ impl MessageDelivery {
             match result {
                 Err(ProviderError::Throttled(m)) if attempt < PROVIDER_ATTEMPTS => {
                     tracing::warn!(message_id = %request.message_id, attempt, "provider throttled: {}", scrub(&m));
-                    tokio::time::sleep(backoff).await;
+                    self.pause.pause(backoff).await;
                     backoff *= 2;
                     attempt += 1;
                 }

@@ -417,29 +417,21 @@ pub struct ListedDocuments(pub Arc<dyn ReadModelStore>);
 #[async_trait]
 impl StoredDocuments for ListedDocuments {
     async fn documents(&self, partitions: &BTreeSet<(String, String)>) -> Result<BTreeMap<DocKey, Value>, StoreError> {
+        use futures::stream::{self, StreamExt};
         let mut found = BTreeMap::new();
-        let mut running = tokio::task::JoinSet::new();
-        let mut todo = partitions.iter().cloned();
-        loop {
-            while running.len() < CONCURRENT_LISTS {
-                let Some((consumer, partition)) = todo.next() else {
-                    break;
-                };
-                let stored = self.0.clone();
-                running.spawn(async move {
-                    let docs = list_partition(stored.as_ref(), &consumer, &partition).await?;
-                    Ok::<_, StoreError>((consumer, partition, docs))
-                });
-            }
-            let Some(done) = running.join_next().await else {
-                return Ok(found);
-            };
-            let (consumer, partition, docs) =
-                done.map_err(|e| StoreError::Failed(format!("listing stored documents: {e}")))??;
+        let mut listed = stream::iter(partitions.iter().cloned())
+            .map(|(consumer, partition)| async move {
+                let docs = list_partition(self.0.as_ref(), &consumer, &partition).await?;
+                Ok::<_, StoreError>((consumer, partition, docs))
+            })
+            .buffer_unordered(CONCURRENT_LISTS);
+        while let Some(done) = listed.next().await {
+            let (consumer, partition, docs) = done?;
             for (sort, body) in docs {
                 found.insert((consumer.clone(), partition.clone(), sort), body);
             }
         }
+        Ok(found)
     }
 }
 
