@@ -96,8 +96,20 @@ impl EventStore for WakingEventStore {
         self.wake.notify_one();
         Ok(appended)
     }
+    async fn append_with_receipts(
+        &self,
+        request: AppendRequest,
+        receipts: Vec<CommandReceipt>,
+    ) -> Result<Appended, AppendError> {
+        let appended = self.inner.append_with_receipts(request, receipts).await?;
+        self.wake.notify_one();
+        Ok(appended)
+    }
     async fn receipt(&self, key: &str) -> Result<Option<CommandReceipt>, StoreError> {
         self.inner.receipt(key).await
+    }
+    async fn receipts(&self, keys: &[String]) -> Result<Vec<Option<CommandReceipt>>, StoreError> {
+        self.inner.receipts(keys).await
     }
     async fn reservation_owner(&self, key: &str) -> Result<Option<String>, StoreError> {
         self.inner.reservation_owner(key).await
