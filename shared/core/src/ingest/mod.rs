@@ -7,10 +7,15 @@
 //!   steps onto activity; `Product Added` / `Product Removed` onto the cart
 //!   (so carts abandoned while anonymous start the abandoned-cart journey)
 //!   and `Checkout Started` onto its checkout; `Order Completed` onto an
-//!   order placed and paid, `Order Refunded` onto its refund, `Order
-//!   Cancelled` onto its cancellation. Other names become `CustomEvent` on
+//!   order placed and paid, `Order Updated` onto its amendment (decision
+//!   0055), `Order Refunded` onto its refund, `Order Cancelled` onto its
+//!   cancellation. Other names become `CustomEvent` on
 //!   the activity stream, checked against a registered schema when there
 //!   is one.
+//! * A batch is taken per shopper ([`shopper_groups`], decision 0056): a
+//!   group's receipts are read at once, its profile resolved once until an
+//!   identify, alias or order call, and consecutive activity of one profile
+//!   appended with its receipts in one write.
 //! * Each message is taken once per source: its receipt (`ingest#<hash of
 //!   source and messageId>`) is written in the same atomic write as its
 //!   events, so a repeat, however late, appends nothing. Identify and alias
@@ -23,8 +28,8 @@
 //!   0042). A `client` source (a browser's or an app's public key) records
 //!   activity and links a `userId` to its `anonymousId`; it never creates,
 //!   finds (by email), changes or merges a customer, and its `Order
-//!   Completed`, `Order Refunded` and `Order Cancelled` are activity, not
-//!   changes to an order. Its identify traits are kept
+//!   Completed`, `Order Updated`, `Order Refunded` and `Order Cancelled`
+//!   are activity, not changes to an order. Its identify traits are kept
 //!   unverified on the activity stream ([`UNVERIFIED_TRAITS_EVENT`]). A
 //!   `server` source (the shop's backend, a secret key) may do all of that.
 
