@@ -7,25 +7,14 @@ use crate::event::{Actor, CommandMeta, EventEnvelope};
 use crate::idempotency::IdempotencyKey;
 use crate::ports::EventStore;
 use crate::scheduler::{Scheduler, SchedulerError, TimerKind};
-use crate::testing::{test_time, InMemoryEventStore, InMemoryScheduler};
+use crate::testing::{test_time, AggregateScenario, InMemoryEventStore, InMemoryScheduler, Then};
 use chrono::Duration;
 use std::sync::Arc;
 
-/// Given these events (one minute apart), when this command, then these events or this error.
-struct CartScenario {
-    state: Option<Cart>,
-}
-
-impl CartScenario {
-    fn given(events: &[CartEvent]) -> Self {
-        let at = |i: usize| test_time() + Duration::minutes(i as i64);
-        CartScenario {
-            state: fold(None, events.iter().enumerate().map(|(i, e)| (e, at(i), i as u64 + 1))),
-        }
-    }
-    fn when(&self, command: CartCommand) -> Result<Vec<CartEvent>, CartError> {
-        decide(self.state.as_ref(), &command, "k1")
-    }
+/// The cart `k1` after `events` (the `n`th at [`test_time`] plus `n - 1`
+/// minutes); a command is decided a minute after the last.
+fn given_cart(events: &[CartEvent]) -> AggregateScenario<CartAggregate> {
+    AggregateScenario::new("k1", ()).given(events)
 }
 
 fn created() -> Vec<CartEvent> {
@@ -48,56 +37,54 @@ fn add(product: &str, quantity: u32, price: i64) -> AddItem {
 fn with_items() -> Vec<CartEvent> {
     let mut events = created();
     for cmd in [add("sku-1", 2, 1250), add("sku-2", 1, 499)] {
-        events.extend(
-            CartScenario::given(&events)
-                .when(CartCommand::AddItem(cmd))
-                .expect("valid"),
-        );
+        events.extend(given_cart(&events).when(CartCommand::AddItem(cmd)).events());
     }
     events
 }
 
-fn invalid_field(result: Result<Vec<CartEvent>, CartError>) -> String {
-    match result {
-        Err(CartError::Invalid { field, .. }) => field,
+/// The field a refused command names as invalid.
+fn invalid_field(decided: Then<CartAggregate>) -> String {
+    match decided.error() {
+        CartError::Invalid { field, .. } => field,
         other => panic!("expected a validation error, got {other:?}"),
     }
 }
 
 #[test]
 fn creating_a_cart_needs_a_currency_code() {
-    let ok = CartScenario::given(&[]).when(CartCommand::Create(CreateCart {
-        customer_id: "c1".into(),
-        currency: "EUR".into(),
-    }));
-    assert_eq!(ok, Ok(created()));
+    given_cart(&[])
+        .when(CartCommand::Create(CreateCart {
+            customer_id: "c1".into(),
+            currency: "EUR".into(),
+        }))
+        .then_expect_events(&created());
     for bad in ["eur", "EURO", "E1R", ""] {
-        let r = CartScenario::given(&[]).when(CartCommand::Create(CreateCart {
+        let r = given_cart(&[]).when(CartCommand::Create(CreateCart {
             customer_id: "c1".into(),
             currency: bad.into(),
         }));
         assert_eq!(invalid_field(r), "currency", "{bad}");
     }
-    let again = CartScenario::given(&created()).when(CartCommand::Create(CreateCart {
+    let again = given_cart(&created()).when(CartCommand::Create(CreateCart {
         customer_id: "c1".into(),
         currency: "EUR".into(),
     }));
-    assert!(matches!(again, Err(CartError::Conflict { .. })));
-    assert_eq!(
-        CartScenario::given(&[]).when(CartCommand::StartCheckout),
-        Err(CartError::NotFound)
-    );
+    assert!(matches!(again.error(), CartError::Conflict { .. }));
+    given_cart(&[])
+        .when(CartCommand::StartCheckout)
+        .then_expect_error(CartError::NotFound);
 }
 
 #[test]
 fn adding_an_existing_product_increases_its_quantity() {
     let mut events = with_items();
     events.extend(
-        CartScenario::given(&events)
+        given_cart(&events)
             .when(CartCommand::AddItem(add("sku-1", 3, 1300)))
-            .expect("valid"),
+            .events(),
     );
-    let cart = CartScenario::given(&events).state.expect("cart");
+    let scenario = given_cart(&events);
+    let cart = scenario.state().expect("cart");
     assert_eq!(cart.items.len(), 2);
     let line = cart.item("sku-1").expect("line");
     assert_eq!((line.quantity, line.unit_price_minor), (5, 1300), "latest price");
@@ -108,7 +95,7 @@ fn adding_an_existing_product_increases_its_quantity() {
 
 #[test]
 fn bad_items_name_their_field() {
-    let s = CartScenario::given(&created());
+    let s = given_cart(&created());
     assert_eq!(
         invalid_field(s.when(CartCommand::AddItem(add("sku-1", 0, 100)))),
         "quantity"
@@ -138,18 +125,16 @@ const MAX_QUANTITY_PLUS_ONE: u32 = cart::MAX_QUANTITY + 1;
 
 #[test]
 fn removing_needs_the_product_in_the_cart() {
-    let s = CartScenario::given(&with_items());
-    assert_eq!(
-        s.when(CartCommand::RemoveItem(RemoveItem {
-            product_id: "sku-9".into()
-        })),
-        Err(CartError::ItemNotFound("sku-9".into()))
-    );
+    let s = given_cart(&with_items());
+    s.when(CartCommand::RemoveItem(RemoveItem {
+        product_id: "sku-9".into(),
+    }))
+    .then_expect_error(CartError::ItemNotFound("sku-9".into()));
     let removed = s
         .when(CartCommand::RemoveItem(RemoveItem {
             product_id: "sku-1".into(),
         }))
-        .expect("present");
+        .events();
     assert_eq!(
         removed,
         vec![CartEvent::ItemRemovedFromCart {
@@ -159,10 +144,7 @@ fn removing_needs_the_product_in_the_cart() {
     );
     let mut events = with_items();
     events.extend(removed);
-    assert_eq!(
-        CartScenario::given(&events).state.expect("cart").total_value_minor(),
-        499
-    );
+    assert_eq!(given_cart(&events).state().expect("cart").total_value_minor(), 499);
 }
 
 #[test]
@@ -174,9 +156,9 @@ fn a_reported_checkout_creates_an_unknown_cart_with_its_lines_or_checks_out_a_kn
             items,
         })
     };
-    let events = CartScenario::given(&[])
+    let events = given_cart(&[])
         .when(report(vec![add("sku-1", 1, 1900), add("sku-2", 2, 300)]))
-        .expect("created and checked out");
+        .events();
     let types: Vec<_> = events.iter().map(CartEvent::event_type).collect();
     assert_eq!(
         types,
@@ -189,9 +171,9 @@ fn a_reported_checkout_creates_an_unknown_cart_with_its_lines_or_checks_out_a_kn
             ..
         })
     ));
-    let known = CartScenario::given(&with_items())
+    let known = given_cart(&with_items())
         .when(report(vec![add("other", 1, 1)]))
-        .expect("known cart");
+        .events();
     assert!(
         matches!(
             &known[..],
@@ -203,11 +185,11 @@ fn a_reported_checkout_creates_an_unknown_cart_with_its_lines_or_checks_out_a_kn
         "a known cart keeps its own lines: {known:?}"
     );
     assert!(matches!(
-        CartScenario::given(&[]).when(report(vec![])),
-        Err(CartError::Conflict { .. })
+        given_cart(&[]).when(report(vec![])).error(),
+        CartError::Conflict { .. }
     ));
     assert_eq!(
-        invalid_field(CartScenario::given(&[]).when(report(vec![add("a b", 1, 1)]))),
+        invalid_field(given_cart(&[]).when(report(vec![add("a b", 1, 1)]))),
         "items[0].product_id"
     );
 }
@@ -215,13 +197,11 @@ fn a_reported_checkout_creates_an_unknown_cart_with_its_lines_or_checks_out_a_kn
 #[test]
 fn checkout_needs_items_and_freezes_the_cart() {
     assert!(matches!(
-        CartScenario::given(&created()).when(CartCommand::StartCheckout),
-        Err(CartError::Conflict { .. })
+        given_cart(&created()).when(CartCommand::StartCheckout).error(),
+        CartError::Conflict { .. }
     ));
     let mut events = with_items();
-    let checkout = CartScenario::given(&events)
-        .when(CartCommand::StartCheckout)
-        .expect("items");
+    let checkout = given_cart(&events).when(CartCommand::StartCheckout).events();
     assert!(matches!(
         &checkout[..],
         [CartEvent::CheckoutStarted {
@@ -230,8 +210,8 @@ fn checkout_needs_items_and_freezes_the_cart() {
         }]
     ));
     events.extend(checkout);
-    let s = CartScenario::given(&events);
-    assert_eq!(s.state.as_ref().map(|c| c.status), Some(CartStatus::CheckedOut));
+    let s = given_cart(&events);
+    assert_eq!(s.state().map(|c| c.status), Some(CartStatus::CheckedOut));
     for command in [
         CartCommand::AddItem(add("sku-3", 1, 1)),
         CartCommand::RemoveItem(RemoveItem {
@@ -240,7 +220,7 @@ fn checkout_needs_items_and_freezes_the_cart() {
         CartCommand::StartCheckout,
         CartCommand::MarkAbandoned { now: test_time() },
     ] {
-        assert!(matches!(s.when(command), Err(CartError::Conflict { .. })));
+        assert!(matches!(s.when(command).error(), CartError::Conflict { .. }));
     }
 }
 
@@ -248,9 +228,7 @@ fn checkout_needs_items_and_freezes_the_cart() {
 fn abandoning_records_what_was_left_and_for_how_long() {
     let events = with_items();
     let now = test_time() + Duration::minutes(65);
-    let abandoned = CartScenario::given(&events)
-        .when(CartCommand::MarkAbandoned { now })
-        .expect("open");
+    let abandoned = given_cart(&events).when(CartCommand::MarkAbandoned { now }).events();
     let [CartEvent::CartAbandoned {
         cart_id,
         customer_id,
@@ -271,15 +249,15 @@ fn abandoning_records_what_was_left_and_for_how_long() {
     assert_eq!((*abandoned_at, *time_in_cart_seconds), (now, 65 * 60));
     let mut all = events;
     all.extend(abandoned);
-    let s = CartScenario::given(&all);
-    assert_eq!(s.state.as_ref().map(|c| c.status), Some(CartStatus::Abandoned));
+    let s = given_cart(&all);
+    assert_eq!(s.state().map(|c| c.status), Some(CartStatus::Abandoned));
     assert!(matches!(
-        s.when(CartCommand::MarkAbandoned { now }),
-        Err(CartError::Conflict { .. })
+        s.when(CartCommand::MarkAbandoned { now }).error(),
+        CartError::Conflict { .. }
     ));
     assert!(matches!(
-        s.when(CartCommand::AddItem(add("sku-3", 1, 1))),
-        Err(CartError::Conflict { .. })
+        s.when(CartCommand::AddItem(add("sku-3", 1, 1))).error(),
+        CartError::Conflict { .. }
     ));
 }
 

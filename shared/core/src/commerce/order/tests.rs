@@ -10,43 +10,33 @@ use crate::customer::Address;
 use crate::event::{Actor, CommandMeta, EventEnvelope};
 use crate::ports::EventStore;
 use crate::scheduler::{Scheduler, TimerKind};
-use crate::testing::{test_time, InMemoryEventStore, InMemoryScheduler};
+use crate::testing::{test_time, AggregateScenario, InMemoryEventStore, InMemoryScheduler, Then};
 use chrono::{DateTime, Duration, Utc};
 use std::sync::Arc;
 
-/// Given these events (one minute apart), when this command (a minute after
-/// the last), then these events or this error.
-struct Scenario {
-    state: Option<Order>,
-    now: DateTime<Utc>,
+/// The order `o1` after `events` (the `n`th at [`test_time`] plus `n - 1`
+/// minutes); a command is decided a minute after the last.
+fn given_order(events: &[OrderEvent]) -> AggregateScenario<OrderAggregate> {
+    AggregateScenario::new("o1", ()).given(events)
 }
 
-impl Scenario {
-    fn given(events: &[OrderEvent]) -> Self {
-        let at = |i: usize| test_time() + Duration::minutes(i as i64);
-        let state = events
-            .iter()
-            .enumerate()
-            .fold(None, |s, (i, e)| evolve(s, e, at(i), i as u64 + 1));
-        Scenario {
-            state,
-            now: at(events.len()),
-        }
-    }
-    fn when(&self, command: OrderCommand) -> Result<Vec<OrderEvent>, OrderError> {
-        decide(self.state.as_ref(), &command, "o1", self.now)
-    }
-    fn status(&self) -> OrderStatus {
-        self.state.as_ref().expect("an order").status
-    }
+/// When a command given `events` is decided: a minute after the last of them.
+fn decided_at(events: &[OrderEvent]) -> DateTime<Utc> {
+    test_time() + Duration::minutes(events.len() as i64)
+}
+
+/// The status of the order after `events`.
+fn status_after(events: &[OrderEvent]) -> OrderStatus {
+    given_order(events).state().expect("an order").status
 }
 
 /// Runs `commands` from nothing and returns every event.
 fn history(commands: Vec<OrderCommand>) -> Vec<OrderEvent> {
     let mut events = Vec::new();
     for c in commands {
-        let more = Scenario::given(&events)
+        let more = given_order(&events)
             .when(c.clone())
+            .inspect_result()
             .unwrap_or_else(|e| panic!("{c:?}: {e}"));
         events.extend(more);
     }
@@ -165,12 +155,12 @@ fn confirmed() -> Vec<OrderEvent> {
 }
 fn in_transit() -> Vec<OrderEvent> {
     let mut e = confirmed();
-    e.extend(Scenario::given(&e).when(ship()).expect("ship"));
+    e.extend(given_order(&e).when(ship()).events());
     e
 }
 fn completed() -> Vec<OrderEvent> {
     let mut e = in_transit();
-    e.extend(Scenario::given(&e).when(OrderCommand::Deliver).expect("deliver"));
+    e.extend(given_order(&e).when(OrderCommand::Deliver).events());
     e
 }
 fn payment_failed() -> Vec<OrderEvent> {
@@ -181,11 +171,7 @@ fn cancelled() -> Vec<OrderEvent> {
 }
 fn refunded() -> Vec<OrderEvent> {
     let mut e = completed();
-    e.extend(
-        Scenario::given(&e)
-            .when(refund(RefundType::Full, None))
-            .expect("refund"),
-    );
+    e.extend(given_order(&e).when(refund(RefundType::Full, None)).events());
     e
 }
 
@@ -193,16 +179,18 @@ fn types(events: &[OrderEvent]) -> Vec<&'static str> {
     events.iter().map(OrderEvent::event_type).collect()
 }
 
-fn conflict(result: Result<Vec<OrderEvent>, OrderError>) -> String {
-    match result {
-        Err(OrderError::Conflict { message, .. }) => message,
+/// The message of a command refused as a conflict.
+fn conflict(decided: Then<OrderAggregate>) -> String {
+    match decided.error() {
+        OrderError::Conflict { message, .. } => message,
         other => panic!("expected a conflict, got {other:?}"),
     }
 }
 
-fn invalid(result: Result<Vec<OrderEvent>, OrderError>) -> String {
-    match result {
-        Err(OrderError::Invalid { field, .. }) => field,
+/// The field a refused command names as invalid.
+fn invalid(decided: Then<OrderAggregate>) -> String {
+    match decided.error() {
+        OrderError::Invalid { field, .. } => field,
         other => panic!("expected invalid input, got {other:?}"),
     }
 }
@@ -214,9 +202,9 @@ fn an_order_without_an_address_and_with_a_discount_is_an_order() {
     cmd.discount_minor = 250;
     cmd.adjustment_minor = -50;
     cmd.total_minor = 4000 - 250 - 50;
-    let events = Scenario::given(&[])
+    let events = given_order(&[])
         .when(OrderCommand::Place(Box::new(cmd.clone())))
-        .expect("placed");
+        .events();
     let OrderEvent::OrderPlaced {
         shipping_address,
         billing_address,
@@ -233,18 +221,18 @@ fn an_order_without_an_address_and_with_a_discount_is_an_order() {
     let (_, data) = crate::event::DomainEvent::to_parts(&events[0]).expect("parts");
     assert!(data.get("shipping_address").is_none(), "absent, not null: {data}");
     assert_eq!(data["discount_minor"], 250);
-    let order = Scenario::given(&events).state.expect("an order");
+    let order = given_order(&events).state().cloned().expect("an order");
     assert_eq!((order.shipping_address, order.discount_minor), (None, 250));
 
     cmd.total_minor = 4000;
     assert_eq!(
-        invalid(Scenario::given(&[]).when(OrderCommand::Place(Box::new(cmd.clone())))),
+        invalid(given_order(&[]).when(OrderCommand::Place(Box::new(cmd.clone())))),
         "total_minor"
     );
     cmd.total_minor = 3700;
     cmd.discount_minor = -1;
     assert_eq!(
-        invalid(Scenario::given(&[]).when(OrderCommand::Place(Box::new(cmd)))),
+        invalid(given_order(&[]).when(OrderCommand::Place(Box::new(cmd)))),
         "discount_minor"
     );
     // The API's body still needs one.
@@ -255,7 +243,7 @@ fn an_order_without_an_address_and_with_a_discount_is_an_order() {
 
 #[test]
 fn placing_an_order_checks_its_figures() {
-    let events = Scenario::given(&[]).when(place()).expect("valid");
+    let events = given_order(&[]).when(place()).events();
     let OrderEvent::OrderPlaced {
         total_minor,
         subtotal_minor,
@@ -269,12 +257,12 @@ fn placing_an_order_checks_its_figures() {
     assert_eq!((*subtotal_minor, *total_minor), (3000, 4000));
     assert_eq!(shipping_address.as_ref().map(|a| a.country.as_str()), Some("DE"));
     assert_eq!(billing_address, shipping_address, "billing defaults to shipping");
-    assert_eq!(Scenario::given(&events).status(), OrderStatus::PendingPayment);
+    assert_eq!(status_after(&events), OrderStatus::PendingPayment);
 
     let with = |f: fn(&mut PlaceOrder)| {
         let mut c = place_cmd();
         f(&mut c);
-        Scenario::given(&[]).when(OrderCommand::Place(Box::new(c)))
+        given_order(&[]).when(OrderCommand::Place(Box::new(c)))
     };
     assert_eq!(invalid(with(|c| c.total_minor = 3999)), "total_minor");
     assert_eq!(invalid(with(|c| c.subtotal_minor = Some(1))), "subtotal_minor");
@@ -295,17 +283,17 @@ fn placing_an_order_checks_its_figures() {
         "items[1].quantity"
     );
     assert_eq!(
-        conflict(Scenario::given(&pending()).when(place())),
+        conflict(given_order(&pending()).when(place())),
         "the order already exists"
     );
-    assert_eq!(Scenario::given(&[]).when(ship()), Err(OrderError::NotFound));
+    given_order(&[]).when(ship()).then_expect_error(OrderError::NotFound);
 }
 
 #[test]
 fn payment_succeeded_confirms_the_order_in_the_same_decision() {
-    let given = history(vec![place(), pay(PaymentStatus::Initiated)]);
-    let s = Scenario::given(&given);
-    let events = s.when(pay(PaymentStatus::Succeeded)).expect("valid");
+    let initiated = history(vec![place(), pay(PaymentStatus::Initiated)]);
+    let s = given_order(&initiated);
+    let events = s.when(pay(PaymentStatus::Succeeded)).events();
     assert_eq!(types(&events), ["PaymentSucceeded", "OrderConfirmed"]);
     let OrderEvent::OrderConfirmed {
         confirmation_number: number,
@@ -318,9 +306,12 @@ fn payment_succeeded_confirms_the_order_in_the_same_decision() {
     };
     assert_eq!(number, &confirmation_number("o1"));
     assert_ne!(number, &confirmation_number("o2"));
-    assert_eq!(*estimated_delivery, (s.now + Duration::days(5)).date_naive());
+    assert_eq!(
+        *estimated_delivery,
+        (decided_at(&initiated) + Duration::days(5)).date_naive()
+    );
     assert_eq!(*total_minor, 4000);
-    assert_eq!(Scenario::given(&confirmed()).status(), OrderStatus::Confirmed);
+    assert_eq!(status_after(&confirmed()), OrderStatus::Confirmed);
     // The amount and currency are the order's.
     let mut wrong = payment(PaymentStatus::Succeeded);
     wrong.amount_minor = 1;
@@ -334,50 +325,50 @@ fn payment_succeeded_confirms_the_order_in_the_same_decision() {
 fn a_retryable_failure_schedules_a_retry_up_to_three_attempts() {
     let mut events = history(vec![place(), pay(PaymentStatus::Initiated)]);
     for attempt in 1..=2u32 {
-        let s = Scenario::given(&events);
-        let decided = s.when(fail(true)).expect("valid");
+        let s = given_order(&events);
+        let decided = s.when(fail(true)).events();
         assert_eq!(types(&decided), ["PaymentFailed", "PaymentRetryScheduled"]);
         assert!(matches!(&decided[0], OrderEvent::PaymentFailed { attempt: a, retryable: true, .. } if *a == attempt));
         assert!(
             matches!(&decided[1], OrderEvent::PaymentRetryScheduled { attempt: next, retry_at, .. }
-            if *next == attempt + 1 && *retry_at == s.now + Duration::seconds(300))
+            if *next == attempt + 1 && *retry_at == decided_at(&events) + Duration::seconds(300))
         );
         events.extend(decided);
-        let waiting = Scenario::given(&events);
-        assert_eq!(waiting.status(), OrderStatus::PendingPayment);
+        let waiting = given_order(&events);
+        assert_eq!(waiting.state().expect("an order").status, OrderStatus::PendingPayment);
         assert!(conflict(waiting.when(fail(true))).contains("scheduled to be retried"));
         let retried = waiting
             .when(OrderCommand::RetryPayment {
                 payment_id: "p1".into(),
                 attempt: attempt + 1,
             })
-            .expect("retry");
+            .events();
         assert_eq!(types(&retried), ["PaymentInitiated"]);
         events.extend(retried);
     }
     // The third attempt fails: no more retries, the order's payment failed.
-    let last = Scenario::given(&events).when(fail(true)).expect("valid");
+    let last = given_order(&events).when(fail(true)).events();
     assert_eq!(types(&last), ["PaymentFailed"]);
     assert!(matches!(&last[0], OrderEvent::PaymentFailed { attempt: 3, .. }));
     events.extend(last);
-    assert_eq!(Scenario::given(&events).status(), OrderStatus::PaymentFailed);
+    assert_eq!(status_after(&events), OrderStatus::PaymentFailed);
 }
 
 #[test]
 fn a_non_retryable_failure_fails_the_payment_and_a_new_payment_may_follow() {
-    let s = Scenario::given(&history(vec![place(), pay(PaymentStatus::Initiated)]));
-    assert_eq!(types(&s.when(fail(false)).expect("valid")), ["PaymentFailed"]);
-    let failed = Scenario::given(&payment_failed());
-    assert_eq!(failed.status(), OrderStatus::PaymentFailed);
+    let s = given_order(&history(vec![place(), pay(PaymentStatus::Initiated)]));
+    assert_eq!(types(&s.when(fail(false)).events()), ["PaymentFailed"]);
+    let failed = given_order(&payment_failed());
+    assert_eq!(failed.state().expect("an order").status, OrderStatus::PaymentFailed);
     assert_eq!(
         conflict(failed.when(fail(false))),
         "the order's payment already failed; initiate a new payment first"
     );
-    let again = failed.when(pay(PaymentStatus::Initiated)).expect("a new payment");
+    let again = failed.when(pay(PaymentStatus::Initiated)).events();
     let mut events = payment_failed();
     events.extend(again);
-    assert_eq!(Scenario::given(&events).status(), OrderStatus::PendingPayment);
-    assert!(matches!(Scenario::given(&events).state.and_then(|o| o.payment), Some(p) if p.attempt == 1));
+    assert_eq!(status_after(&events), OrderStatus::PendingPayment);
+    assert!(matches!(given_order(&events).state().and_then(|o| o.payment.as_ref()), Some(p) if p.attempt == 1));
     // A stale retry timer is refused.
     assert_eq!(
         conflict(failed.when(OrderCommand::RetryPayment {
@@ -390,8 +381,8 @@ fn a_non_retryable_failure_fails_the_payment_and_a_new_payment_may_follow() {
 
 #[test]
 fn a_result_of_a_payment_never_initiated_records_its_initiation_first() {
-    let s = Scenario::given(&pending());
-    let paid = s.when(pay(PaymentStatus::Succeeded)).expect("valid");
+    let s = given_order(&pending());
+    let paid = s.when(pay(PaymentStatus::Succeeded)).events();
     assert_eq!(types(&paid), ["PaymentInitiated", "PaymentSucceeded", "OrderConfirmed"]);
     let failed = s
         .when(OrderCommand::RecordPayment(RecordPayment {
@@ -399,7 +390,7 @@ fn a_result_of_a_payment_never_initiated_records_its_initiation_first() {
             retryable: Some(true),
             ..payment(PaymentStatus::Failed)
         }))
-        .expect("valid");
+        .events();
     assert_eq!(
         types(&failed),
         ["PaymentInitiated", "PaymentFailed", "PaymentRetryScheduled"]
@@ -408,12 +399,12 @@ fn a_result_of_a_payment_never_initiated_records_its_initiation_first() {
     // The retry initiates it again with the reported method.
     let mut events = pending();
     events.extend(failed);
-    let retried = Scenario::given(&events)
+    let retried = given_order(&events)
         .when(OrderCommand::RetryPayment {
             payment_id: "p1".into(),
             attempt: 2,
         })
-        .expect("retry");
+        .events();
     assert!(matches!(
         &retried[0],
         OrderEvent::PaymentInitiated {
@@ -437,17 +428,17 @@ fn payments_are_refused_once_paid_cancelled_or_refunded() {
             PaymentStatus::Succeeded,
             PaymentStatus::Failed,
         ] {
-            assert_eq!(conflict(Scenario::given(&given).when(pay(status))), reason);
+            assert_eq!(conflict(given_order(&given).when(pay(status))), reason);
         }
     }
-    let initiated = Scenario::given(&history(vec![place(), pay(PaymentStatus::Initiated)]));
+    let initiated = given_order(&history(vec![place(), pay(PaymentStatus::Initiated)]));
     assert!(conflict(initiated.when(pay(PaymentStatus::Initiated))).contains("already initiated"));
 }
 
 #[test]
 fn shipping_needs_a_confirmed_order() {
     assert_eq!(
-        types(&Scenario::given(&confirmed()).when(ship()).expect("ok")),
+        types(&given_order(&confirmed()).when(ship()).events()),
         ["OrderShipped"]
     );
     for (given, reason) in [
@@ -458,15 +449,15 @@ fn shipping_needs_a_confirmed_order() {
         (cancelled(), "the order is cancelled: it cannot be shipped"),
         (refunded(), "the order is refunded: it cannot be shipped"),
     ] {
-        assert_eq!(conflict(Scenario::given(&given).when(ship())), reason);
+        assert_eq!(conflict(given_order(&given).when(ship())), reason);
     }
 }
 
 #[test]
 fn delivery_needs_a_shipped_order() {
-    let done = Scenario::given(&in_transit()).when(OrderCommand::Deliver).expect("ok");
+    let done = given_order(&in_transit()).when(OrderCommand::Deliver).events();
     assert!(matches!(&done[0], OrderEvent::OrderDelivered { total_minor: 4000, items, .. } if items.len() == 2));
-    assert_eq!(Scenario::given(&completed()).status(), OrderStatus::Completed);
+    assert_eq!(status_after(&completed()), OrderStatus::Completed);
     for (given, reason) in [
         (pending(), "the order is not paid yet: it cannot be delivered"),
         (payment_failed(), "the order is not paid yet: it cannot be delivered"),
@@ -474,17 +465,14 @@ fn delivery_needs_a_shipped_order() {
         (completed(), "the order was already delivered"),
         (cancelled(), "the order is cancelled: it cannot be delivered"),
     ] {
-        assert_eq!(conflict(Scenario::given(&given).when(OrderCommand::Deliver)), reason);
+        assert_eq!(conflict(given_order(&given).when(OrderCommand::Deliver)), reason);
     }
 }
 
 #[test]
 fn cancelling_is_possible_until_shipped() {
     for given in [pending(), payment_failed(), confirmed()] {
-        assert_eq!(
-            types(&Scenario::given(&given).when(cancel()).expect("ok")),
-            ["OrderCancelled"]
-        );
+        assert_eq!(types(&given_order(&given).when(cancel()).events()), ["OrderCancelled"]);
     }
     for (given, reason) in [
         (in_transit(), "the order was shipped: it can no longer be cancelled"),
@@ -492,35 +480,38 @@ fn cancelling_is_possible_until_shipped() {
         (cancelled(), "the order is already cancelled"),
         (refunded(), "the order is refunded: it can no longer be cancelled"),
     ] {
-        assert_eq!(conflict(Scenario::given(&given).when(cancel())), reason);
+        assert_eq!(conflict(given_order(&given).when(cancel())), reason);
     }
     // A scheduled retry ends with the cancellation.
     let mut events = history(vec![place(), pay(PaymentStatus::Initiated), fail(true)]);
-    events.extend(Scenario::given(&events).when(cancel()).expect("ok"));
-    assert_eq!(Scenario::given(&events).state.and_then(|o| o.pending_retry), None);
+    events.extend(given_order(&events).when(cancel()).events());
+    assert_eq!(
+        given_order(&events).state().and_then(|o| o.pending_retry.as_ref()),
+        None
+    );
 }
 
 #[test]
 fn refunds_never_exceed_what_is_left() {
-    let s = Scenario::given(&completed());
-    let partial = s.when(refund(RefundType::Partial, Some(1500))).expect("ok");
+    let s = given_order(&completed());
+    let partial = s.when(refund(RefundType::Partial, Some(1500))).events();
     assert_eq!(types(&partial), ["RefundRequested"]);
     let mut events = completed();
     events.extend(partial);
-    let s = Scenario::given(&events);
-    assert_eq!(s.status(), OrderStatus::Completed);
+    let s = given_order(&events);
+    assert_eq!(s.state().expect("an order").status, OrderStatus::Completed);
     let too_much = s.when(refund(RefundType::Partial, Some(2501)));
     assert_eq!(
         conflict(too_much),
         "only 2500 of the order total 4000 is left to refund"
     );
-    let rest = s.when(refund(RefundType::Full, None)).expect("ok");
+    let rest = s.when(refund(RefundType::Full, None)).events();
     assert_eq!(types(&rest), ["RefundRequested", "OrderRefunded"]);
     assert!(matches!(
         &rest[0],
         OrderEvent::RefundRequested { amount_minor: 2500, .. }
     ));
-    assert_eq!(Scenario::given(&refunded()).status(), OrderStatus::Refunded);
+    assert_eq!(status_after(&refunded()), OrderStatus::Refunded);
     assert_eq!(invalid(s.when(refund(RefundType::Partial, None))), "amount_minor");
     assert_eq!(invalid(s.when(refund(RefundType::Partial, Some(0)))), "amount_minor");
     assert_eq!(invalid(s.when(refund(RefundType::Full, Some(1)))), "amount_minor");
@@ -531,12 +522,15 @@ fn refunds_never_exceed_what_is_left() {
         (refunded(), "the order is already fully refunded"),
     ] {
         assert_eq!(
-            conflict(Scenario::given(&given).when(refund(RefundType::Full, None))),
+            conflict(given_order(&given).when(refund(RefundType::Full, None))),
             reason
         );
     }
     for given in [confirmed(), in_transit()] {
-        assert!(Scenario::given(&given).when(refund(RefundType::Full, None)).is_ok());
+        assert!(given_order(&given)
+            .when(refund(RefundType::Full, None))
+            .inspect_result()
+            .is_ok());
     }
 }
 
@@ -712,8 +706,8 @@ fn amend() -> OrderCommand {
 
 #[test]
 fn given_a_paid_order_when_amended_then_its_lines_amounts_and_refundable_follow() {
-    let given = Scenario::given(&confirmed());
-    let events = given.when(amend()).expect("amended");
+    let paid = given_order(&confirmed());
+    let events = paid.when(amend()).events();
     let [OrderEvent::OrderAmended {
         total_minor,
         previous_total_minor,
@@ -732,35 +726,38 @@ fn given_a_paid_order_when_amended_then_its_lines_amounts_and_refundable_follow(
     assert_eq!(items.len(), 1);
     let mut all = confirmed();
     all.extend(events);
-    let after = Scenario::given(&all);
-    let o = after.state.as_ref().expect("order");
+    let after = given_order(&all);
+    let o = after.state().expect("order");
     assert_eq!(
         (o.status, o.total_minor, o.subtotal_minor),
         (OrderStatus::Confirmed, 5500, 5000)
     );
     assert_eq!(o.refundable_minor(), 5500, "later refunds may take the new total");
-    assert!(after.when(refund(RefundType::Partial, Some(5000))).is_ok());
+    assert!(after
+        .when(refund(RefundType::Partial, Some(5000)))
+        .inspect_result()
+        .is_ok());
     // The same lines and amounts again: nothing happens.
-    assert_eq!(after.when(amend()).expect("unchanged"), Vec::<OrderEvent>::new());
+    after.when(amend()).then_expect_events(&[]);
 }
 
 #[test]
 fn given_an_unpaid_order_when_amended_then_its_payment_is_of_the_new_total() {
     let mut all = pending();
-    let events = Scenario::given(&all).when(amend()).expect("amended");
+    let events = given_order(&all).when(amend()).events();
     assert!(matches!(
         events.as_slice(),
         [OrderEvent::OrderAmended { paid: false, .. }]
     ));
     all.extend(events);
-    let old = Scenario::given(&all).when(pay(PaymentStatus::Succeeded));
-    assert!(matches!(old, Err(OrderError::Invalid { ref field, .. }) if field == "amount_minor"));
-    let new = Scenario::given(&all).when(OrderCommand::RecordPayment(RecordPayment {
+    let old = given_order(&all).when(pay(PaymentStatus::Succeeded)).error();
+    assert!(matches!(old, OrderError::Invalid { ref field, .. } if field == "amount_minor"));
+    let new = given_order(&all).when(OrderCommand::RecordPayment(RecordPayment {
         amount_minor: 5500,
         ..payment(PaymentStatus::Succeeded)
     }));
     assert_eq!(
-        types(&new.expect("paid")),
+        types(&new.events()),
         ["PaymentInitiated", "PaymentSucceeded", "OrderConfirmed"]
     );
 }
@@ -773,18 +770,18 @@ fn given_a_shipped_delivered_cancelled_or_refunded_order_when_amended_then_refus
         (cancelled(), "the order is cancelled: it cannot be amended"),
         (refunded(), "the order is refunded: it cannot be amended"),
     ] {
-        assert_eq!(conflict(Scenario::given(&given).when(amend())), why);
+        assert_eq!(conflict(given_order(&given).when(amend())), why);
     }
     // A payment of the old total awaiting its result.
     let initiated = history(vec![place(), pay(PaymentStatus::Initiated)]);
-    assert!(conflict(Scenario::given(&initiated).when(amend())).contains("awaits its result"));
+    assert!(conflict(given_order(&initiated).when(amend())).contains("awaits its result"));
 }
 
 #[test]
 fn given_an_order_when_amended_with_amounts_that_do_not_add_up_then_refused_naming_the_field() {
-    let given = Scenario::given(&confirmed());
-    let invalid = |cmd: AmendOrder| match given.when(OrderCommand::Amend(cmd)) {
-        Err(OrderError::Invalid { field, .. }) => field,
+    let paid = given_order(&confirmed());
+    let invalid = |cmd: AmendOrder| match paid.when(OrderCommand::Amend(cmd)).error() {
+        OrderError::Invalid { field, .. } => field,
         other => panic!("expected invalid, got {other:?}"),
     };
     assert_eq!(
@@ -817,7 +814,7 @@ fn given_an_order_when_amended_with_amounts_that_do_not_add_up_then_refused_nami
     );
     // A partly refunded order's total must stay above what was refunded.
     let mut partly = confirmed();
-    partly.extend(given.when(refund(RefundType::Partial, Some(3000))).expect("refund"));
+    partly.extend(paid.when(refund(RefundType::Partial, Some(3000))).events());
     let lower = AmendOrder {
         items: vec![OrderItem {
             quantity: 1,
@@ -828,5 +825,5 @@ fn given_an_order_when_amended_with_amounts_that_do_not_add_up_then_refused_nami
         total_minor: 1250,
         currency: "EUR".into(),
     };
-    assert!(conflict(Scenario::given(&partly).when(OrderCommand::Amend(lower))).contains("refunded already"));
+    assert!(conflict(given_order(&partly).when(OrderCommand::Amend(lower))).contains("refunded already"));
 }
