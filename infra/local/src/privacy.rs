@@ -13,10 +13,10 @@ use crate::keys::{load_or_create_master_key, SqliteKeyStore};
 use crate::runtime::{LocalRuntime, RuntimeError};
 use crate::store::SqliteEventStore;
 use async_trait::async_trait;
+use crm_core::assembly::export::{customer_streams, export_customer, ExportError, ExportSink, ExportSummary};
 use crm_core::customer::{erase_customer, CustomerService, ErasureError};
 use crm_core::event::{Actor, CommandMeta, EventEnvelope};
 use crm_core::ports::StoreError;
-use crm_core::assembly::export::{customer_streams, export_customer, ExportError, ExportSink, ExportSummary};
 use crm_core::privacy::migrate::{
     migrate_events, migrate_streams, plain_receipt_customer, seal_plain_receipt, MigrationError, StoredEventRewriter,
 };
