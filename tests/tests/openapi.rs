@@ -83,7 +83,9 @@ async fn every_operation_answers_with_a_documented_status() {
             .replace("{id}", &id)
             .replace("{purpose}", "marketing")
             .replace("{channel}", "email")
-            .replace("{product}", "sku-1");
+            .replace("{product}", "sku-1")
+            // The local runtime's server source (a name no source has is 404).
+            .replace("{source}", "local");
         let query: Vec<String> = op["parameters"]
             .as_sequence()
             .into_iter()
