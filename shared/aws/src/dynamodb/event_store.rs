@@ -21,6 +21,7 @@
 //! items again. Every request is metered by DynamoDB's rounding rules from
 //! the items' sizes ([`DynamoEventStore::capacity`]).
 
+use super::batch_get::batch_get;
 use super::items::{self, CodecError, Item, KIND, OWNER, PK, SK, VERSION};
 use super::transact::{
     build_error, pause, unexplained, Unexplained, CONDITIONAL_CHECK_FAILED, TRANSACTION_CONFLICT_ATTEMPTS,
@@ -29,7 +30,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, CancellationReason, Delete, KeysAndAttributes, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{AttributeValue, CancellationReason, Delete, Put, TransactWriteItem};
 use aws_sdk_dynamodb::Client;
 use base64::Engine as _;
 use chrono::Utc;
@@ -46,9 +47,6 @@ use std::sync::Arc;
 
 /// DynamoDB's limit on the items of one transaction.
 pub const MAX_TRANSACTION_ITEMS: usize = 100;
-
-/// DynamoDB's limit on the keys of one `BatchGetItem`.
-const MAX_KEYS_PER_BATCH_GET: usize = 100;
 
 /// How often an `ExpectedVersion::Any` append re-reads the stream's end and
 /// tries again after losing a race.
@@ -761,53 +759,15 @@ impl EventStore for DynamoEventStore {
                 unique.push(key);
             }
         }
+        let wanted = unique.iter().map(|k| items::key(k, 0)).collect();
         let mut found: HashMap<String, CommandReceipt> = HashMap::new();
-        for batch in unique.chunks(MAX_KEYS_PER_BATCH_GET) {
-            let mut wanted: Vec<Item> = batch.iter().map(|k| items::key(k, 0)).collect();
-            let mut attempt = 0;
-            while !wanted.is_empty() {
-                attempt += 1;
-                let asked = wanted.len();
-                let request = KeysAndAttributes::builder()
-                    .set_keys(Some(std::mem::take(&mut wanted)))
-                    .consistent_read(true)
-                    .build()
-                    .map_err(build_error)?;
-                let out = self
-                    .client
-                    .batch_get_item()
-                    .request_items(&self.table, request)
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error("BatchGetItem", &e))?;
-                let got = out
-                    .responses()
-                    .and_then(|r| r.get(&self.table))
-                    .cloned()
-                    .unwrap_or_default();
-                let mut sizes: Vec<usize> = got.iter().map(items::item_size).collect();
-                // Keys not found (or left unprocessed) are counted at the minimum each.
-                sizes.resize(sizes.len().max(asked), 0);
-                self.meter.get(&sizes);
-                for item in got.iter().filter(|i| items::kind_of(i) == Some(items::KIND_RECEIPT)) {
-                    let receipt = items::receipt_from_item(item).map_err(|e| corrupt(&self.table, e))?;
-                    found.insert(receipt.key.clone(), receipt);
-                }
-                if let Some(left) = out
-                    .unprocessed_keys()
-                    .and_then(|u| u.get(&self.table))
-                    .map(|k| k.keys().to_vec())
-                {
-                    if attempt >= TRANSACTION_CONFLICT_ATTEMPTS {
-                        return Err(StoreError::Unavailable(format!(
-                            "BatchGetItem left {} keys unprocessed {attempt} times",
-                            left.len()
-                        )));
-                    }
-                    wanted = left;
-                    pause(&self.client, attempt).await;
-                }
-            }
+        for item in batch_get(&self.client, &self.table, &self.meter, wanted)
+            .await?
+            .iter()
+            .filter(|i| items::kind_of(i) == Some(items::KIND_RECEIPT))
+        {
+            let receipt = items::receipt_from_item(item).map_err(|e| corrupt(&self.table, e))?;
+            found.insert(receipt.key.clone(), receipt);
         }
         Ok(keys.iter().map(|k| found.get(k).cloned()).collect())
     }

@@ -2,6 +2,7 @@
 //! (ARCHITECTURE.md §5) and the read models over the `read-models` table
 //! (ARCHITECTURE.md §6).
 
+mod batch_get;
 mod event_store;
 pub mod items;
 mod read_models;

@@ -33,6 +33,7 @@
 //! rounding rules from the sizes of the items sent and read
 //! ([`crm_core::consumer::capacity`]), not from what the service reports.
 
+use super::batch_get::batch_get;
 use super::event_store::sdk_error;
 use super::items::{self, CodecError, Item, BODY, KIND, PK, SK};
 use super::transact::{
@@ -43,9 +44,7 @@ use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{
-    AttributeValue, CancellationReason, Delete, KeysAndAttributes, Put, TransactWriteItem, Update,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, CancellationReason, Delete, Put, TransactWriteItem, Update};
 use aws_sdk_dynamodb::Client;
 use crm_core::consumer::capacity::{self, Capacity, CapacityMeter, CheckpointMove, Chunk, LooseWrite, StreamMove};
 use crm_core::ports::{check_commit_size, Commit, CommitError, ReadModelStore, ReadOp, StoreError};
@@ -65,8 +64,6 @@ const CHECKPOINT_SK: &str = "checkpoint";
 
 /// DynamoDB's limit on one item (names and values, in UTF-8 bytes).
 const MAX_ITEM_BYTES: usize = 400 * 1024;
-/// How many keys one `BatchGetItem` may ask for.
-const MAX_KEYS_PER_BATCH_GET: usize = 100;
 
 /// Read models over the DynamoDB table `table`. Clones share one meter.
 #[derive(Debug, Clone)]
@@ -659,54 +656,12 @@ impl ReadModelStore for DynamoReadModels {
                 streams.push(stream);
             }
         }
+        let wanted = streams.iter().map(|s| checkpoint_key(s)).collect();
         let mut found: HashMap<String, HashMap<String, u64>> = HashMap::new();
-        for batch in streams.chunks(MAX_KEYS_PER_BATCH_GET) {
-            let mut wanted: Vec<Item> = batch.iter().map(|s| checkpoint_key(s)).collect();
-            let mut attempt = 0;
-            while !wanted.is_empty() {
-                attempt += 1;
-                let asked = wanted.len();
-                let request = KeysAndAttributes::builder()
-                    .set_keys(Some(std::mem::take(&mut wanted)))
-                    .consistent_read(true)
-                    .build()
-                    .map_err(build_error)?;
-                let out = self
-                    .client
-                    .batch_get_item()
-                    .request_items(&self.table, request)
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error("BatchGetItem", &e))?;
-                let items = out
-                    .responses()
-                    .and_then(|r| r.get(&self.table))
-                    .cloned()
-                    .unwrap_or_default();
-                let mut sizes: Vec<usize> = items.iter().map(item_size).collect();
-                // Keys not found (or left unprocessed) are counted at the minimum each.
-                sizes.resize(sizes.len().max(asked), 0);
-                self.meter.get(&sizes);
-                for item in &items {
-                    let pk = items::get_s(item, PK).map_err(|e| self.corrupt(e))?;
-                    let stream = pk.strip_prefix(CHECKPOINT_PREFIX).unwrap_or(pk);
-                    found.insert(stream.to_string(), self.versions(item)?);
-                }
-                if let Some(left) = out
-                    .unprocessed_keys()
-                    .and_then(|u| u.get(&self.table))
-                    .map(|k| k.keys().to_vec())
-                {
-                    if attempt >= TRANSACTION_CONFLICT_ATTEMPTS {
-                        return Err(StoreError::Unavailable(format!(
-                            "BatchGetItem left {} keys unprocessed {attempt} times",
-                            left.len()
-                        )));
-                    }
-                    wanted = left;
-                    pause(&self.client, attempt).await;
-                }
-            }
+        for item in &batch_get(&self.client, &self.table, &self.meter, wanted).await? {
+            let pk = items::get_s(item, PK).map_err(|e| self.corrupt(e))?;
+            let stream = pk.strip_prefix(CHECKPOINT_PREFIX).unwrap_or(pk);
+            found.insert(stream.to_string(), self.versions(item)?);
         }
         Ok(keys
             .iter()
