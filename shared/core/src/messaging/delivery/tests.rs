@@ -5,11 +5,29 @@
 
 use super::*;
 use crate::clock::VirtualClock;
+use crate::consent::{Channel, Purpose};
+use crate::consumer::Consumer;
+use crate::customer::Customer;
 use crate::customer::*;
+use crate::event::{envelopes, Actor, CommandMeta, DomainEvent, EventEnvelope};
+use crate::messaging::events::{message_stream, DeferralReason, MessageEvent, MessageRequest, RequestRef};
+use crate::messaging::provider::{
+    EmailMessage, EmailProvider, ProviderError, ProviderReceipt, PushMessage, PushProvider, SmsMessage, SmsProvider,
+};
+use crate::messaging::render;
+use crate::messaging::unsubscribe::TokenSigner;
+use crate::metrics::names as metric;
+use crate::ports::{AppendRequest, EventStore, ExpectedVersion};
 use crate::preferences::{EmailFrequency, Preferences, QuietHours};
 use crate::privacy::IdentifierHasher;
+use crate::scheduler::{timer_name, TimerKind, TimerPayload};
 use crate::testing::{raw_event, InMemoryDeadLetters, InMemoryEventStore, InMemoryReadModels, InMemoryScheduler};
+use crate::vocabulary::Category;
+use async_trait::async_trait;
+use chrono::{DateTime, Duration, Utc};
+use serde_json::{json, Value};
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::sync::Mutex;
 
 const CUSTOMER: &str = "00000000-0000-7000-8000-0000000000a1";

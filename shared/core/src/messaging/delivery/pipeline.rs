@@ -1,0 +1,577 @@
+//! The delivery path: a request runs the decision pipeline, is claimed on
+//! its message stream, and goes to the provider; the outcome is recorded.
+
+use super::message::{fold, Claim, MessageState};
+use super::projections::{recent_sends, suppression_reason, MessageLogProjection};
+use super::settings::outcome_metrics;
+use super::timer::MessageTimer;
+use super::{kebab, DeliveryError, DeliveryOutcome, MessageDelivery, ACTOR};
+use crate::consent::proof::identifier_proof;
+use crate::consent::{Channel, Purpose};
+use crate::consumer::Consumer;
+use crate::customer::Customer;
+use crate::event::{envelopes, Actor, CommandMeta, EventEnvelope};
+use crate::messaging::decision::{self, address, Decision, DecisionInput};
+use crate::messaging::events::{message_stream, DeferralReason, MessageEvent, MessageRequest, RequestRef};
+use crate::messaging::provider::{EmailMessage, ProviderError, ProviderReceipt, PushMessage, SmsMessage};
+use crate::messaging::render::{self, Rendered};
+use crate::messaging::unsubscribe::links;
+use crate::metrics::names as metric;
+use crate::ports::{AppendError, AppendRequest, ExpectedVersion};
+use crate::privacy::scrub::scrub;
+use crate::privacy::{HashedIdentifier, IdentifierKind};
+use crate::scheduler::{timer_name, TimerKind, TimerPayload};
+use crate::vocabulary::Category;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// Provider calls per delivery when throttled (with backoff in between).
+const PROVIDER_ATTEMPTS: u32 = 3;
+/// Deliveries that failed retryably before the message is given up on.
+const MAX_FAILED_DELIVERIES: usize = 5;
+
+impl MessageDelivery {
+    pub async fn on_requested(&self, event: &EventEnvelope) -> Result<DeliveryOutcome, DeliveryError> {
+        let request = MessageRequest::from_envelope(event).map_err(|e| DeliveryError::Poison(e.to_string()))?;
+        let requested = RequestRef::of_event(&request, event);
+        let meta = CommandMeta {
+            command_id: event.event_id,
+            correlation_id: event.correlation_id,
+            causation_id: Some(event.event_id),
+            actor: Actor::system(ACTOR),
+        };
+        self.deliver(&request, &requested, &meta).await
+    }
+
+    /// Handles the end of a deferral: the request, read again from where it
+    /// is stored (or, for a timer set before decision 0041, the copy in the
+    /// timer's data), is delivered again.
+    pub async fn on_deferral_timer(&self, timer: &MessageTimer) -> Result<DeliveryOutcome, DeliveryError> {
+        let (request, requested) = match timer {
+            MessageTimer::Deferral(requested) => (self.find_request(requested).await?, requested.clone()),
+            MessageTimer::DeferralWithRequest(request) => ((**request).clone(), RequestRef::of_request(request)),
+            MessageTimer::Settle(_) => return Err(DeliveryError::Poison("a settle check is no deferral".into())),
+        };
+        let mut meta = CommandMeta::new(Actor::system(ACTOR));
+        // Chain to the deferral (the last event on the stream).
+        if let Some(last) = self
+            .events
+            .read_stream(&message_stream(&request.message_id), 0, 1000)
+            .await?
+            .last()
+        {
+            meta.correlation_id = last.correlation_id;
+            meta.causation_id = Some(last.event_id);
+        }
+        self.deliver(&request, &requested, &meta).await
+    }
+
+    /// Runs the pipeline for `request`, stored at `requested` (what its
+    /// deferral and timers name).
+    pub(super) async fn deliver(
+        &self,
+        request: &MessageRequest,
+        requested: &RequestRef,
+        meta: &CommandMeta,
+    ) -> Result<DeliveryOutcome, DeliveryError> {
+        let stream = message_stream(&request.message_id);
+        let state = fold(&self.events.read_stream(&stream, 0, 1000).await?)?;
+        let now = self.now();
+        if state.done {
+            return Ok(DeliveryOutcome::Duplicate);
+        }
+        if state.claimed {
+            // Another delivery holds the claim: it is sending now, or it
+            // ended without recording an outcome (a crash after the claim
+            // leaves the request unacknowledged, so this redelivery comes).
+            // Make sure the settle check will look at it (idempotent).
+            if let Some(due) = self.settle_check_due(&state) {
+                self.schedule_settle_check(requested, &request.customer_id, &state, due)
+                    .await?;
+            }
+            return Ok(DeliveryOutcome::Duplicate);
+        }
+        if let Some(until) = state.deferred_until.filter(|u| *u > now) {
+            // A redelivery while deferred: make sure the timer exists (idempotent).
+            self.schedule_deferral(request, requested, until, state.version).await?;
+            return Ok(DeliveryOutcome::Waiting { until });
+        }
+        if state.failed_deliveries >= MAX_FAILED_DELIVERIES {
+            let error = format!("gave up after {} failed deliveries", state.failed_deliveries);
+            return self.fail_for_good(request, meta, &state, error).await;
+        }
+        // A journey of an anonymous profile reaches the customer it was
+        // merged into (identity resolution); an unmerged one has no address.
+        let recipient = crate::identity::resolve(self.events.as_ref(), &request.customer_id).await?;
+        let customer = self
+            .customers
+            .load(&recipient)
+            .await
+            .map_err(|e| DeliveryError::Retry(e.to_string()))?;
+        let hash = customer
+            .as_ref()
+            .and_then(|c| address(c, request.channel))
+            .map(|addr| self.identifiers.address(request.channel, &addr));
+        let suppressed = match &hash {
+            Some(hash) => suppression_reason(self.docs.as_ref(), request.channel, hash, request.category).await?,
+            None => None,
+        };
+        // An address whose customer was erased: no marketing until someone
+        // consents on it again (the proof ledger, decision 0019).
+        let erased_address = match (&hash, IdentifierKind::of_channel(request.channel)) {
+            (Some(hash), Some(kind)) if request.category == Category::Marketing => {
+                let identifier = HashedIdentifier {
+                    kind,
+                    hash: hash.clone(),
+                };
+                identifier_proof(self.docs.as_ref(), &identifier)
+                    .await?
+                    .erased_without_consent(request.channel)
+            }
+            _ => None,
+        };
+        let recent = recent_sends(self.docs.as_ref(), &request.customer_id, now).await?;
+        let decision = decision::decide(DecisionInput {
+            now,
+            request,
+            customer: customer.as_ref(),
+            suppressed: suppressed.as_deref(),
+            erased_address,
+            recent: &recent,
+            policy: &self.settings.policy,
+        });
+        match decision {
+            Decision::Suppress { reason, detail } => {
+                tracing::info!(message_id = %request.message_id, ?reason, %detail, "message suppressed");
+                let event = MessageEvent::MessageSuppressed {
+                    message_id: request.message_id.clone(),
+                    customer_id: request.customer_id.clone(),
+                    campaign_id: request.campaign_id.clone(),
+                    channel: request.channel,
+                    reason,
+                    detail,
+                };
+                match self.append(request, meta, state.version, vec![event]).await? {
+                    Some(_) => {
+                        self.count(metric::MESSAGES_SUPPRESSED, request, Some(kebab(&reason)));
+                        Ok(DeliveryOutcome::Suppressed)
+                    }
+                    None => Ok(DeliveryOutcome::Duplicate),
+                }
+            }
+            Decision::Defer { until, reason } => self.defer(request, requested, meta, &state, until, reason).await,
+            Decision::Send => match customer {
+                Some(c) => self.send(request, requested, meta, &state, &c).await,
+                None => Err(DeliveryError::Poison("decided to send to no customer".into())),
+            },
+        }
+    }
+
+    async fn defer(
+        &self,
+        request: &MessageRequest,
+        requested: &RequestRef,
+        meta: &CommandMeta,
+        state: &MessageState,
+        until: DateTime<Utc>,
+        reason: DeferralReason,
+    ) -> Result<DeliveryOutcome, DeliveryError> {
+        let event = MessageEvent::MessageDeferred {
+            message_id: request.message_id.clone(),
+            customer_id: request.customer_id.clone(),
+            channel: request.channel,
+            reason,
+            until,
+            requested: requested.clone(),
+        };
+        let Some(appended) = self.append(request, meta, state.version, vec![event]).await? else {
+            return Ok(DeliveryOutcome::Duplicate);
+        };
+        let version = appended.last().map(|e| e.version).unwrap_or(state.version + 1);
+        self.schedule_deferral(request, requested, until, version).await?;
+        tracing::info!(message_id = %request.message_id, %until, "message deferred");
+        self.count(metric::MESSAGES_DEFERRED, request, Some(kebab(&reason)));
+        Ok(DeliveryOutcome::Deferred { until })
+    }
+
+    /// Sets the message's timer for the end of its deferral: its data names
+    /// the message and where its request is stored, nothing of the request.
+    async fn schedule_deferral(
+        &self,
+        request: &MessageRequest,
+        requested: &RequestRef,
+        until: DateTime<Utc>,
+        version: u64,
+    ) -> Result<(), DeliveryError> {
+        let timer = TimerPayload {
+            name: timer_name(TimerKind::MessageDeferral, &[&request.message_id]),
+            kind: TimerKind::MessageDeferral,
+            stream_id: message_stream(&request.message_id),
+            customer_id: Some(request.customer_id.clone()),
+            due_at: until,
+            set_at_version: version,
+            data: MessageTimer::data(MessageTimer::DEFERRAL, requested)?,
+        };
+        self.scheduler
+            .schedule(timer)
+            .await
+            .map_err(|e| DeliveryError::Retry(format!("could not schedule the deferral: {e}")))
+    }
+
+    async fn send(
+        &self,
+        request: &MessageRequest,
+        requested: &RequestRef,
+        meta: &CommandMeta,
+        state: &MessageState,
+        customer: &Customer,
+    ) -> Result<DeliveryOutcome, DeliveryError> {
+        let now = self.now();
+        let Some(to) = address(customer, request.channel) else {
+            return Err(DeliveryError::Poison("no address".into()));
+        };
+        let rendered = match render::render(&request.template, &self.variables(request, customer, now)) {
+            Ok(r) => r,
+            Err(e) => {
+                return self.fail_for_good(request, meta, state, e.to_string()).await;
+            }
+        };
+        let claim = MessageEvent::claim(request, self.identifiers.address(request.channel, &to));
+        let Some(claimed) = self.append(request, meta, state.version, vec![claim]).await? else {
+            return Ok(DeliveryOutcome::Duplicate);
+        };
+        let claimed_version = claimed.last().map(|e| e.version).unwrap_or(state.version + 1);
+        crate::crash::point(crate::crash::CHANNEL_AFTER_CLAIM);
+        match self.call_provider(request, customer, &to, rendered, now).await {
+            Ok(receipt) => {
+                crate::crash::point(crate::crash::CHANNEL_AFTER_SEND);
+                let sent = MessageEvent::MessageSent {
+                    message_id: request.message_id.clone(),
+                    customer_id: request.customer_id.clone(),
+                    channel: request.channel,
+                    category: request.category,
+                    campaign_id: request.campaign_id.clone(),
+                    provider_message_id: receipt.provider_message_id.clone(),
+                };
+                let appended = self
+                    .append(request, meta, claimed_version, vec![sent])
+                    .await?
+                    .ok_or_else(|| DeliveryError::Retry("the message stream moved after the claim".into()))?;
+                // The send log now, not when the projector gets to it: the
+                // next request's caps must see this send.
+                let log = Consumer::new(Arc::new(MessageLogProjection), self.events.clone(), self.docs.clone());
+                for e in &appended {
+                    log.deliver(e).await.map_err(|e| DeliveryError::Retry(e.to_string()))?;
+                }
+                tracing::info!(message_id = %request.message_id, provider_message_id = %receipt.provider_message_id, channel = %request.channel, "message sent");
+                self.count(metric::MESSAGES_SENT, request, None);
+                Ok(DeliveryOutcome::Sent {
+                    provider_message_id: receipt.provider_message_id,
+                })
+            }
+            Err(ProviderError::OutcomeUnknown(error)) => {
+                let claimed_at = claimed.last().map(|e| e.occurred_at).unwrap_or(now);
+                self.outcome_unknown(request, requested, meta, state, claimed_version, claimed_at, error)
+                    .await
+            }
+            Err(e) if e.is_retryable() => {
+                let failed = MessageEvent::MessageFailed {
+                    message_id: request.message_id.clone(),
+                    customer_id: request.customer_id.clone(),
+                    channel: request.channel,
+                    retryable: true,
+                    error: e.to_string(),
+                };
+                self.append(request, meta, claimed_version, vec![failed]).await?;
+                Err(DeliveryError::Retry(e.to_string()))
+            }
+            Err(e) => {
+                let after_claim = MessageState {
+                    version: claimed_version,
+                    ..MessageState::default()
+                };
+                self.fail_for_good(request, meta, &after_claim, e.to_string()).await
+            }
+        }
+    }
+
+    /// The provider may have taken the message: records
+    /// `MessageOutcomeUnknown` and keeps the claim. An email that may still
+    /// be sent again ([`DeliverySettings::may_resend`]) gets a settle check
+    /// at the end of its window; SMS and push stay unknown (at most once),
+    /// and so does an email after its last allowed send (given up).
+    #[allow(clippy::too_many_arguments)]
+    async fn outcome_unknown(
+        &self,
+        request: &MessageRequest,
+        requested: &RequestRef,
+        meta: &CommandMeta,
+        state: &MessageState,
+        claimed_version: u64,
+        claimed_at: DateTime<Utc>,
+        error: String,
+    ) -> Result<DeliveryOutcome, DeliveryError> {
+        let settle_by = self
+            .settings
+            .may_resend(request.channel, state.resends)
+            .then(|| claimed_at + self.settings.settle_window_for(state.resends));
+        let unknown = MessageEvent::MessageOutcomeUnknown {
+            message_id: request.message_id.clone(),
+            customer_id: request.customer_id.clone(),
+            channel: request.channel,
+            error: error.clone(),
+            settle_by,
+        };
+        let Some(appended) = self.append(request, meta, claimed_version, vec![unknown]).await? else {
+            // Feedback settled it meanwhile, or a settle check acted: look again.
+            return Err(DeliveryError::Retry("the message stream moved after the claim".into()));
+        };
+        let claim = Claim {
+            version: claimed_version,
+            at: claimed_at,
+            channel: request.channel,
+            category: request.category,
+            campaign_id: request.campaign_id.clone(),
+            customer_id: request.customer_id.clone(),
+        };
+        let settlement = self.settlement(request.channel, state.resends, false);
+        // The provider's text may quote the address: logged scrubbed, stored
+        // encrypted (decision 0048).
+        let logged = scrub(&error);
+        if settlement == outcome_metrics::settlement::GIVEN_UP {
+            tracing::error!(message_id = %request.message_id, error = %logged, sends = state.resends + 1, "email outcome unknown after its last allowed send: given up (a late Send still settles it)");
+        } else {
+            tracing::warn!(message_id = %request.message_id, channel = %request.channel, error = %logged, ?settle_by, "message outcome unknown: claim kept");
+        }
+        self.count_unknown(&claim, "provider-error", settlement);
+        if let Some(settle_by) = settle_by {
+            let after = MessageState {
+                version: appended.last().map(|e| e.version).unwrap_or(claimed_version + 1),
+                claim: Some(claim),
+                ..MessageState::default()
+            };
+            // A failure here is retried: the redelivery finds the open claim
+            // and sets the check then.
+            self.schedule_settle_check(requested, &request.customer_id, &after, self.check_time(settle_by))
+                .await?;
+        }
+        Ok(DeliveryOutcome::OutcomeUnknown)
+    }
+
+    /// Appends at exactly `version`; `None` when another delivery got there first.
+    pub(super) async fn append(
+        &self,
+        request: &MessageRequest,
+        meta: &CommandMeta,
+        version: u64,
+        events: Vec<MessageEvent>,
+    ) -> Result<Option<Vec<EventEnvelope>>, DeliveryError> {
+        self.append_to(&request.message_id, &request.customer_id, meta, version, events)
+            .await
+    }
+
+    /// [`Self::append`] to the stream of `message_id`.
+    pub(super) async fn append_to(
+        &self,
+        message_id: &str,
+        customer_id: &str,
+        meta: &CommandMeta,
+        version: u64,
+        events: Vec<MessageEvent>,
+    ) -> Result<Option<Vec<EventEnvelope>>, DeliveryError> {
+        let stream = message_stream(message_id);
+        let stored = envelopes(&stream, Some(customer_id), &events, meta, self.now())
+            .map_err(|e| DeliveryError::Poison(e.to_string()))?;
+        let expected = if version == 0 {
+            ExpectedVersion::NoStream
+        } else {
+            ExpectedVersion::Exactly(version)
+        };
+        match self
+            .events
+            .append(AppendRequest {
+                stream_id: stream,
+                expected,
+                events: stored,
+                reservations: Vec::new(),
+                receipt: None,
+            })
+            .await
+        {
+            Ok(appended) => Ok(Some(appended.events)),
+            Err(AppendError::Conflict { .. }) => Ok(None),
+            Err(AppendError::Store(e)) => Err(e.into()),
+            Err(e) => Err(DeliveryError::Poison(e.to_string())),
+        }
+    }
+
+    /// The variables a template sees (`render::variables`, with this customer's links).
+    fn variables(&self, request: &MessageRequest, customer: &Customer, now: DateTime<Utc>) -> Value {
+        let purpose = request.purpose.unwrap_or(Purpose::Marketing);
+        let (unsubscribe, preferences) = links(
+            &self.signer,
+            &self.settings.public_base_url,
+            &customer.id,
+            purpose,
+            request.channel,
+            now,
+        );
+        let links = render::Links {
+            unsubscribe,
+            preferences,
+            shop: self.settings.shop_url.clone(),
+        };
+        let mut request = request.clone();
+        if request.data.is_null() {
+            request.data = json!({});
+        }
+        render::variables(&customer.first_name, &customer.last_name, &request, &links)
+    }
+
+    async fn call_provider(
+        &self,
+        request: &MessageRequest,
+        customer: &Customer,
+        to: &str,
+        rendered: Rendered,
+        now: DateTime<Utc>,
+    ) -> Result<ProviderReceipt, ProviderError> {
+        let mut backoff = self.settings.first_backoff;
+        let mut attempt = 1;
+        loop {
+            let result = match request.channel {
+                Channel::Email => {
+                    let email = self.email(request, customer, to, &rendered, now);
+                    self.providers.email.send_email(&email).await
+                }
+                Channel::Sms => {
+                    let sms = SmsMessage {
+                        message_id: request.message_id.clone(),
+                        to: to.to_string(),
+                        body: rendered.text.clone(),
+                        transactional: request.category == Category::Transactional,
+                    };
+                    self.providers.sms.send_sms(&sms).await
+                }
+                Channel::Push => {
+                    let Some(device) = customer.push_devices.last().cloned() else {
+                        return Err(ProviderError::Rejected("no push device".into()));
+                    };
+                    let push = PushMessage {
+                        message_id: request.message_id.clone(),
+                        device,
+                        title: rendered.subject.clone().unwrap_or_default(),
+                        body: rendered.text.clone(),
+                        data: json!({ "message_id": request.message_id, "campaign": request.campaign_id }),
+                    };
+                    self.providers.push.send_push(&push).await
+                }
+            };
+            match result {
+                Err(ProviderError::Throttled(m)) if attempt < PROVIDER_ATTEMPTS => {
+                    tracing::warn!(message_id = %request.message_id, attempt, "provider throttled: {}", scrub(&m));
+                    self.pause.pause(backoff).await;
+                    backoff *= 2;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn email(
+        &self,
+        request: &MessageRequest,
+        customer: &Customer,
+        to: &str,
+        rendered: &Rendered,
+        now: DateTime<Utc>,
+    ) -> EmailMessage {
+        let mut headers = Vec::new();
+        if request.category == Category::Marketing {
+            let (unsubscribe, _) = links(
+                &self.signer,
+                &self.settings.public_base_url,
+                &customer.id,
+                request.purpose.unwrap_or(Purpose::Marketing),
+                Channel::Email,
+                now,
+            );
+            headers.push(("List-Unsubscribe".to_string(), format!("<{unsubscribe}>")));
+            headers.push((
+                "List-Unsubscribe-Post".to_string(),
+                "List-Unsubscribe=One-Click".to_string(),
+            ));
+        }
+        let category = match request.category {
+            Category::Marketing => "marketing",
+            Category::Transactional => "transactional",
+        };
+        EmailMessage {
+            message_id: request.message_id.clone(),
+            from: self.settings.from_address.clone(),
+            to: to.to_string(),
+            subject: rendered.subject.clone().unwrap_or_default(),
+            html: rendered.html.clone().unwrap_or_default(),
+            text: rendered.text.clone(),
+            headers,
+            tags: vec![
+                ("campaign".into(), request.campaign_id.clone()),
+                ("message_id".into(), request.message_id.clone()),
+                ("customer_id".into(), request.customer_id.clone()),
+                ("category".into(), category.into()),
+            ],
+        }
+    }
+}
+
+#[async_trait]
+impl crate::consumer::EventHandler for MessageDelivery {
+    fn name(&self) -> &'static str {
+        ACTOR
+    }
+
+    fn consumer_names(&self) -> Vec<&'static str> {
+        vec![ACTOR]
+    }
+
+    async fn handle(
+        &self,
+        event: &EventEnvelope,
+        now: DateTime<Utc>,
+    ) -> Result<crate::consumer::GroupOutcome, crate::consumer::ConsumeError> {
+        let mut outcome = crate::consumer::GroupOutcome {
+            applied: Vec::new(),
+            duplicates: Vec::new(),
+            parked: Vec::new(),
+        };
+        if event.event_type != "MessageRequested" {
+            return Ok(outcome);
+        }
+        match self.on_requested(event).await {
+            Ok(DeliveryOutcome::Duplicate) => outcome.duplicates.push(ACTOR),
+            Ok(_) => outcome.applied.push(ACTOR),
+            Err(DeliveryError::Retry(message)) => {
+                return Err(crate::consumer::ConsumeError::Retryable {
+                    consumer: ACTOR,
+                    message,
+                })
+            }
+            Err(DeliveryError::Poison(reason)) => {
+                crate::consumer::park_poison(self.dead_letters.as_ref(), ACTOR, event, reason, now).await?;
+                outcome.parked.push(ACTOR);
+            }
+        }
+        Ok(outcome)
+    }
+
+    async fn handle_page(
+        &self,
+        events: &[crate::event::EventEnvelope],
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<crate::consumer::PageOutcome, crate::consumer::ConsumeError> {
+        crate::consumer::handle_by_customer(self, events, now).await
+    }
+}
