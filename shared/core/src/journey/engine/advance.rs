@@ -1,0 +1,153 @@
+//! A fired timer, and one input (an event, a timer, a pause, an exit)
+//! decided for an existing instance and stored: steps, branches, waits and
+//! exits are the instance's decision ([`instance::decide`]); the engine
+//! loads, looks back, appends and cancels the timer the decision ends.
+
+use super::lookback::{needs_lookback, recorded, Lookback};
+use super::stream::{Cause, StoreOutcome};
+use super::{
+    collect_messages, CatalogSnapshot, EngineError, EngineOutcome, JourneyEngine, JOURNEY_INDEX, MAX_ATTEMPTS,
+};
+use super::{SweepBudget, SWEEP_STREAM};
+use crate::event::{Actor, EventEnvelope};
+use crate::journey::instance::{self, JourneyContext, JourneyInput};
+use crate::ports::ExpectedVersion;
+use crate::scheduler::TimerPayload;
+
+impl JourneyEngine {
+    /// Handles a fired journey timer: the instance's wait, or (on
+    /// [`SWEEP_STREAM`]) one sweep step.
+    pub async fn on_timer(&self, timer: &TimerPayload) -> Result<EngineOutcome, EngineError> {
+        let mut outcome = EngineOutcome::default();
+        if timer.stream_id == SWEEP_STREAM {
+            let swept = self.sweep(SweepBudget::from_timer_data(&timer.data)).await?;
+            outcome.advanced = swept.fired.into_iter().chain(swept.exited).collect();
+            outcome.messages = swept.messages;
+            outcome.healed = swept.healed;
+            return Ok(outcome);
+        }
+        let Some(instance_id) = timer.stream_id.strip_prefix("journey-") else {
+            return Ok(outcome);
+        };
+        let catalog = self.catalog.current().await?;
+        let customer = timer.customer_id.clone().unwrap_or_default();
+        let (tz, profile) = self.context_parts(&customer).await?;
+        let ctx = JourneyContext {
+            now: self.clock.now(),
+            timezone: tz,
+            profile: profile.as_ref(),
+        };
+        let input = JourneyInput::Timer {
+            timer_name: &timer.name,
+        };
+        if self
+            .advance(&catalog, instance_id, &input, &ctx, None, None, &mut outcome)
+            .await?
+        {
+            outcome.advanced.push(instance_id.to_string());
+        }
+        Ok(outcome)
+    }
+
+    /// Decides and stores one input for an existing instance; true if anything happened.
+    /// `cause` is the event the input comes from (`None`: a timer, whose
+    /// cause is the event that set it); `indexed_version` the version the
+    /// caller's index line showed, if it read one.
+    ///
+    /// A timer or event reaching an instance of a paused campaign exits it
+    /// instead: nothing is sent after a pause. An input that changes nothing
+    /// (it was applied before: a retry) checks that the index caught up with
+    /// the stream, and heals the instance if a crash left it behind.
+    ///
+    /// A decision that stores events, without ending the instance, of a
+    /// campaign with exits, goals or `wait_until` steps looks back first
+    /// ([`JourneyEngine::recorded_since_trigger`]): a missed exit or goal
+    /// event recorded before the input ends the instance instead, a missed
+    /// event its wait was waiting for ends the wait, and a `wait_until` the
+    /// input enters is ended by a matching event recorded since the trigger
+    /// that the instance has not acted on. All of it is one append.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn advance(
+        &self,
+        catalog: &CatalogSnapshot,
+        instance_id: &str,
+        input: &JourneyInput<'_>,
+        ctx: &JourneyContext<'_>,
+        cause: Option<&EventEnvelope>,
+        indexed_version: Option<u64>,
+        outcome: &mut EngineOutcome,
+    ) -> Result<bool, EngineError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let Some(loaded) = self.load_history(instance_id).await? else {
+                return Ok(false);
+            };
+            let state = &loaded.state;
+            let Some(at) = catalog.version(&state.campaign_id, state.campaign_version) else {
+                return Err(EngineError::Poison(format!(
+                    "campaign {}@{} is unknown",
+                    state.campaign_id, state.campaign_version
+                )));
+            };
+            let input = match input {
+                JourneyInput::Timer { .. } | JourneyInput::Event { .. } if at.paused => &JourneyInput::CampaignPaused,
+                other => other,
+            };
+            let mut events = instance::decide(Some(state), &at.campaign, input, ctx)
+                .map_err(|e| EngineError::Poison(e.to_string()))?;
+            if needs_lookback(&at.campaign, &events) {
+                let position = match (input, cause) {
+                    (JourneyInput::Event { .. }, Some(e)) => Lookback::Event(e),
+                    _ => Lookback::Timer,
+                };
+                let found = self
+                    .recorded_since_trigger(&state.customer_id, &state.trigger, &at.campaign, position)
+                    .await?;
+                if !found.is_empty() {
+                    events = instance::decide_with_lookback(Some(state), &at.campaign, input, ctx, &recorded(&found))
+                        .map_err(|e| EngineError::Poison(e.to_string()))?;
+                }
+            }
+            if events.is_empty() {
+                let indexed_at = match indexed_version {
+                    Some(v) if v >= state.version => v,
+                    _ => {
+                        self.docs
+                            .checkpoint(JOURNEY_INDEX, &instance::stream_id(instance_id))
+                            .await?
+                    }
+                };
+                if self.heal(&loaded, indexed_at).await? {
+                    outcome.healed.push(instance_id.to_string());
+                }
+                return Ok(false);
+            }
+            let Some(cause) = cause.map(Cause::of).or_else(|| loaded.own_cause()) else {
+                return Err(EngineError::Poison(format!("journey {instance_id} has no events")));
+            };
+            let meta = cause.meta(Actor::journey(&at.campaign.id, state.campaign_version));
+            let cancel = instance::timer_to_cancel(Some(state), &events);
+            match self
+                .store(
+                    instance_id,
+                    &state.customer_id,
+                    ExpectedVersion::Exactly(state.version),
+                    &events,
+                    &meta,
+                    Some(state),
+                )
+                .await
+            {
+                Ok(_) => {
+                    if let Some(name) = cancel {
+                        self.scheduler.cancel(&name).await?;
+                    }
+                    collect_messages(&events, outcome);
+                    return Ok(true);
+                }
+                Err(StoreOutcome::Conflict) => continue,
+                Err(StoreOutcome::Failed(e)) => return Err(e),
+            }
+        }
+        Err(EngineError::Retry(format!("journey {instance_id} kept changing")))
+    }
+}
