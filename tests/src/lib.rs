@@ -5,7 +5,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::Router;
 use crm_core::ports::EventStore;
-use crm_local::bus::BUILT_IN_TEMPLATE;
+use crm_local::runtime::bus::BUILT_IN_TEMPLATE;
 use crm_local::runtime::{ClockChoice, LocalRuntime};
 use http_body_util::BodyExt;
 use std::sync::Arc;

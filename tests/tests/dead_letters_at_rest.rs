@@ -109,17 +109,17 @@ async fn a_poison_registration_is_parked_encrypted_and_shown_decrypted_until_era
 
     // `dlq show`: decrypted for display while the key exists; `--stored` as kept.
     let id = letters[0].id;
-    let shown = crm_local::dlq::show(&api.runtime, id, false).await.expect("show");
+    let shown = crm_local::cli::dlq::show(&api.runtime, id, false).await.expect("show");
     assert_eq!(shown["payload"]["data"]["email"], EMAIL, "{shown}");
     assert_eq!(shown["payload"]["data"]["user_agent"], AGENT, "{shown}");
-    let stored = crm_local::dlq::show(&api.runtime, id, true)
+    let stored = crm_local::cli::dlq::show(&api.runtime, id, true)
         .await
         .expect("show --stored");
     assert_eq!(plaintext(&[stored.to_string()]), vec![], "{stored}");
 
     // Erased: the key is gone; show reads [erased], and the table is unchanged.
     api.runtime.keys.delete(&customer).await.expect("erase");
-    let shown = crm_local::dlq::show(&api.runtime, id, false).await.expect("show");
+    let shown = crm_local::cli::dlq::show(&api.runtime, id, false).await.expect("show");
     assert_eq!(plaintext(&[shown.to_string()]), vec![], "{shown}");
     for field in ["email", "first_name", "last_name", "phone", "ip", "user_agent"] {
         assert_eq!(shown["payload"]["data"][field], "[erased]", "{field}: {shown}");
@@ -194,21 +194,21 @@ async fn letters_parked_in_clear_before_are_sealed_in_place_and_leave_no_bytes_b
     );
 
     let db = api.db_path();
-    let sealed = crm_local::dlq::seal_all(&api.runtime, &db).await.expect("seal");
+    let sealed = crm_local::cli::dlq::seal_all(&api.runtime, &db).await.expect("seal");
     assert_eq!(sealed, 1);
     let raw = raw_dead_letters(&api);
     assert_eq!(plaintext(&raw), vec![], "{raw:?}");
     // Zeroed where it was, and the WAL truncated: in no byte of the files.
-    let files: Vec<String> = crm_local::db::database_files(&db)
+    let files: Vec<String> = crm_local::adapters::db::database_files(&db)
         .iter()
         .map(|f| String::from_utf8_lossy(&std::fs::read(f).unwrap_or_default()).into_owned())
         .collect();
     assert_eq!(plaintext(&files), vec![], "the clear text is still in the SQLite files");
     let id = api.runtime.bus.dead_letters().list().await.expect("letters")[0].id;
-    let shown = crm_local::dlq::show(&api.runtime, id, false).await.expect("show");
+    let shown = crm_local::cli::dlq::show(&api.runtime, id, false).await.expect("show");
     assert_eq!(shown["payload"]["data"]["email"], EMAIL, "{shown}");
     assert_eq!(
-        crm_local::dlq::seal_all(&api.runtime, &db).await.expect("again"),
+        crm_local::cli::dlq::seal_all(&api.runtime, &db).await.expect("again"),
         0,
         "sealing twice changes nothing"
     );

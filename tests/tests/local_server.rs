@@ -2,10 +2,10 @@
 //! listens on loopback unless `--allow-remote`, answers only requests whose
 //! `Host` is its own address (DNS rebinding), and shows `/_local/mail` only
 //! with its token or the mail link it prints. The app under test is the one
-//! `serve` runs ([`crm_local::serve::guarded_app`]).
+//! `serve` runs ([`crm_local::runtime::serve::guarded_app`]).
 
 use crm_api::{Scope, Scopes};
-use crm_local::serve::{bind_policy, guarded_app, serve, ClockKind, LocalGuard, ServeConfig, ServeError};
+use crm_local::runtime::serve::{bind_policy, guarded_app, serve, ClockKind, LocalGuard, ServeConfig, ServeError};
 use crm_tests::{TestApi, TOKEN};
 use std::net::SocketAddr;
 

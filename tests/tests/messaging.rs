@@ -147,7 +147,7 @@ async fn quiet_hours_defer_the_reminder_to_their_end_in_the_customers_time_zone(
 #[tokio::test]
 async fn the_demo_sends_welcome_reminder_and_confirmation_with_working_unsubscribe_links() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let out = crm_local::demo::run_story(Some(dir.path())).await.expect("demo");
+    let out = crm_local::cli::demo::run_story(Some(dir.path())).await.expect("demo");
     assert!(out.contains("== Mail sent (4 messages"), "{out}");
     assert!(!out.contains("== Dead letters"), "{out}");
     let api = TestApi::open_in(dir);

@@ -2,7 +2,7 @@
 //! the API runs on: the export is the API's export, and the erasure is the
 //! API's erasure, seen through the API afterwards.
 
-use crm_local::privacy::{run, PrivacyAction, PrivacyError};
+use crm_local::cli::privacy::{run, PrivacyAction, PrivacyError};
 use crm_tests::TestApi;
 use serde_json::{json, Value};
 

@@ -116,17 +116,17 @@ async fn a_message_refused_in_a_batch_or_alone_is_listed_without_personal_data()
 
     // The CLI reads the same log from the data directory.
     let data_dir = api.db_path().parent().expect("data dir").to_path_buf();
-    let printed = crm_local::refusals::page_json(&data_dir, "local", None, 50, chrono::Utc::now())
+    let printed = crm_local::cli::refusals::page_json(&data_dir, "local", None, 50, chrono::Utc::now())
         .await
         .expect("the CLI's page");
     let printed: Value = serde_json::from_str(&printed).expect("JSON");
     assert_eq!(printed, page, "the CLI prints what the API answers");
-    let empty = crm_local::refusals::page_json(&data_dir, "local-web", None, 50, chrono::Utc::now())
+    let empty = crm_local::cli::refusals::page_json(&data_dir, "local-web", None, 50, chrono::Utc::now())
         .await
         .expect("a source with nothing refused");
     let empty: Value = serde_json::from_str(&empty).expect("JSON");
     assert_eq!(empty["items"], json!([]));
-    let unknown = crm_local::refusals::page_json(&data_dir, "no-such-source", None, 50, chrono::Utc::now())
+    let unknown = crm_local::cli::refusals::page_json(&data_dir, "no-such-source", None, 50, chrono::Utc::now())
         .await
         .expect_err("a name no source has");
     assert!(unknown.to_string().contains("no-such-source"), "{unknown}");

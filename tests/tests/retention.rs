@@ -8,7 +8,7 @@ use chrono::{DateTime, Duration, Utc};
 use crm_core::consumer::Consumer;
 use crm_core::customer::metrics::{profile_metrics, ProfileMetricsProjection};
 use crm_core::retention::{is_activity, RetentionPolicy, ACTIVITY_DAY_SUMMARIZED};
-use crm_local::read_models::SqliteReadModels;
+use crm_local::adapters::read_models::SqliteReadModels;
 use crm_tests::TestApi;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -87,7 +87,9 @@ async fn the_sweep_folds_expires_and_keeps_the_answers() {
     assert!(kept_before >= 4, "{kept_before}");
 
     // When
-    let report = crm_local::retention::sweep(&api.runtime, &policy).await.expect("sweep");
+    let report = crm_local::runtime::retention::sweep(&api.runtime, &policy)
+        .await
+        .expect("sweep");
 
     // Then: no raw activity row left in SQLite, one summary per day of activity.
     let after = rows(&api, &stream);
@@ -110,7 +112,9 @@ async fn the_sweep_folds_expires_and_keeps_the_answers() {
     assert_eq!(count(&events_after, &kept_types), kept_before);
 
     // A second sweep writes and deletes nothing.
-    let again = crm_local::retention::sweep(&api.runtime, &policy).await.expect("sweep");
+    let again = crm_local::runtime::retention::sweep(&api.runtime, &policy)
+        .await
+        .expect("sweep");
     assert_eq!((again.summaries_appended, again.activity_events_deleted), (0, 0));
     assert_eq!(rows(&api, &stream), after);
     assert_eq!(api.all_events().await.len(), events_after.len());

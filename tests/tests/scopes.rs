@@ -30,7 +30,7 @@ fn body_for(method: &str) -> Option<&'static str> {
 fn token_with(scopes: Scopes) -> String {
     let names: Vec<String> = scopes.iter().map(|s| s.as_str().to_string()).collect();
     let dir = tempfile::tempdir().expect("temp dir");
-    crm_local::serve::token::mint(dir.path(), Some(TOKEN), &names).expect("minted")
+    crm_local::runtime::serve::token::mint(dir.path(), Some(TOKEN), &names).expect("minted")
 }
 
 fn all_but(scope: Scope) -> Scopes {

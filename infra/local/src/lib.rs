@@ -1,28 +1,17 @@
 //! crm-local: the local runtime. It hosts the same handlers as the Lambda
 //! functions over an embedded SQLite store.
+//!
+//! - [`adapters`]: the SQLite adapters of crm-core's ports;
+//! - [`runtime`]: what hosts the handlers over them: the assembled
+//!   [`runtime::LocalRuntime`], the bus, the HTTP server (`serve`);
+//! - [`cli`]: the operator subcommands;
+//! - [`bench`]: the local benchmark.
+//!
+//! The arrows point `cli` → `runtime` → `adapters`.
 
+pub mod adapters;
 pub mod bench;
-pub mod bus;
-pub mod db;
-pub mod demo;
-pub mod dev;
-pub mod dlq;
-pub mod keys;
-pub mod mail;
-pub mod mail_view;
-pub mod ops;
-pub mod pattern_cli;
-pub mod privacy;
-pub mod read_models;
-pub mod refusals;
-pub mod rekey;
-pub mod retention;
+pub mod cli;
 pub mod runtime;
-pub mod secrets;
-pub mod serve;
-pub mod sources;
-pub mod store;
-pub mod timers;
-pub mod unsubscribe;
 
-pub use store::SqliteEventStore;
+pub use adapters::store::SqliteEventStore;

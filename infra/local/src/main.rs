@@ -1,7 +1,7 @@
 //! The `crm-local` command: the local runtime and operator commands.
 
 use clap::{Parser, Subcommand};
-use crm_local::serve::{serve, ClockKind, ServeConfig};
+use crm_local::runtime::serve::{serve, ClockKind, ServeConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -157,7 +157,7 @@ enum Command {
         #[arg(long, global = true, default_value = ".crm", env = "CRM_DATA_DIR")]
         data_dir: PathBuf,
         #[command(subcommand)]
-        action: crm_local::privacy::PrivacyAction,
+        action: crm_local::cli::privacy::PrivacyAction,
     },
     /// Benchmarks: API latency and end-to-end ingest against an in-process server on
     /// 127.0.0.1, replay of every projection, in-memory fold per projection, peak memory.
@@ -222,7 +222,7 @@ enum Command {
         #[arg(long, global = true)]
         template: Option<PathBuf>,
         #[command(subcommand)]
-        action: crm_local::dlq::DlqAction,
+        action: crm_local::cli::dlq::DlqAction,
     },
 }
 
@@ -318,7 +318,7 @@ async fn main() -> ExitCode {
             scopes,
             data_dir,
             token,
-        } => crm_local::serve::token::mint(&data_dir, token.as_deref(), &scopes)
+        } => crm_local::runtime::serve::token::mint(&data_dir, token.as_deref(), &scopes)
             .map(|minted| println!("{minted}"))
             .map_err(|e| e.to_string()),
         Command::UnsubscribeLink {
@@ -327,8 +327,8 @@ async fn main() -> ExitCode {
             channel,
             base_url,
             data_dir,
-        } => crm_local::unsubscribe::link(
-            &crm_local::db::database_path(&data_dir),
+        } => crm_local::adapters::unsubscribe::link(
+            &crm_local::adapters::db::database_path(&data_dir),
             &base_url,
             &customer,
             &purpose,
@@ -337,7 +337,7 @@ async fn main() -> ExitCode {
         .map(|url| println!("{url}"))
         .map_err(|e| e.to_string()),
         Command::TestEventPattern { event_pattern, event } => {
-            return crm_local::pattern_cli::run(&event_pattern, &event)
+            return crm_local::cli::pattern::run(&event_pattern, &event)
         }
         Command::Bench {
             seed,
@@ -366,7 +366,7 @@ async fn main() -> ExitCode {
         )
         .await
         .map_err(|e| e.to_string()),
-        Command::Demo { data_dir } => crm_local::demo::run(data_dir.as_deref())
+        Command::Demo { data_dir } => crm_local::cli::demo::run(data_dir.as_deref())
             .await
             .map_err(|e| e.to_string()),
         Command::Replay {
@@ -374,18 +374,18 @@ async fn main() -> ExitCode {
             data_dir,
             template,
             quiet,
-        } => crm_local::ops::run_replay(&data_dir, template.as_deref(), &consumer, quiet)
+        } => crm_local::cli::ops::run_replay(&data_dir, template.as_deref(), &consumer, quiet)
             .await
             .map_err(|e| e.to_string()),
-        Command::Rekey { data_dir } => crm_local::rekey::rekey(&data_dir)
+        Command::Rekey { data_dir } => crm_local::cli::rekey::rekey(&data_dir)
             .await
-            .map(|report| println!("{}", crm_local::rekey::render(&report)))
+            .map(|report| println!("{}", crm_local::cli::rekey::render(&report)))
             .map_err(|e| e.to_string()),
         Command::Check {
             sample,
             data_dir,
             template,
-        } => crm_local::ops::run_check(&data_dir, template.as_deref(), sample)
+        } => crm_local::cli::ops::run_check(&data_dir, template.as_deref(), sample)
             .await
             .map_err(|e| e.to_string()),
         Command::Mail { data_dir, action } => mail(&data_dir, action).await,
@@ -394,17 +394,19 @@ async fn main() -> ExitCode {
             after,
             limit,
             data_dir,
-        } => crm_local::refusals::page_json(&data_dir, &source, after.as_deref(), limit.into(), chrono::Utc::now())
-            .await
-            .map(|page| println!("{page}"))
-            .map_err(|e| e.to_string()),
+        } => {
+            crm_local::cli::refusals::page_json(&data_dir, &source, after.as_deref(), limit.into(), chrono::Utc::now())
+                .await
+                .map(|page| println!("{page}"))
+                .map_err(|e| e.to_string())
+        }
         Command::Retention {
             data_dir,
             template,
             action: RetentionAction::Sweep { retention },
         } => match retention.policy() {
             Err(e) => Err(e),
-            Ok(policy) => crm_local::retention::run_sweep(&data_dir, template.as_deref(), &policy)
+            Ok(policy) => crm_local::cli::retention::run_sweep(&data_dir, template.as_deref(), &policy)
                 .await
                 .map_err(|e| e.to_string()),
         },
@@ -412,10 +414,10 @@ async fn main() -> ExitCode {
             data_dir,
             template,
             action,
-        } => crm_local::dlq::run(&data_dir, template.as_deref(), action)
+        } => crm_local::cli::dlq::run(&data_dir, template.as_deref(), action)
             .await
             .map_err(|e| e.to_string()),
-        Command::Privacy { data_dir, action } => crm_local::privacy::run(&data_dir, action)
+        Command::Privacy { data_dir, action } => crm_local::cli::privacy::run(&data_dir, action)
             .await
             .map_err(|e| e.to_string()),
     };
@@ -430,13 +432,13 @@ async fn main() -> ExitCode {
 
 /// `crm-local mail list|show`.
 async fn mail(data_dir: &std::path::Path, action: MailAction) -> Result<(), String> {
-    let db = crm_local::db::database_path(data_dir);
-    let sink = crm_local::mail::MailSink::open(&db, std::sync::Arc::new(crm_core::clock::SystemClock))
+    let db = crm_local::adapters::db::database_path(data_dir);
+    let sink = crm_local::adapters::mail::MailSink::open(&db, std::sync::Arc::new(crm_core::clock::SystemClock))
         .map_err(|e| e.to_string())?;
     match action {
         MailAction::List => {
             let entries = sink.list().await.map_err(|e| e.to_string())?;
-            print!("{}", crm_local::mail_view::print_list(&entries));
+            print!("{}", crm_local::runtime::mail_view::print_list(&entries));
             Ok(())
         }
         MailAction::Show { seq } => match sink.get(seq).await.map_err(|e| e.to_string())? {

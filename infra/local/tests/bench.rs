@@ -39,7 +39,7 @@ async fn the_bench_runs_every_section_with_tiny_sizes() {
     for section in ["API command latency", "Replay:", "In-memory fold", "Peak memory"] {
         assert!(printed.contains(section), "{section} missing from\n{printed}");
     }
-    let cost = CostModel::from_report(&report, crm_local::bus::BUILT_IN_TEMPLATE);
+    let cost = CostModel::from_report(&report, crm_local::runtime::bus::BUILT_IN_TEMPLATE);
     assert_eq!(cost.memory_mb, 256);
     assert!(CostModel::total(&cost.per_million_events) > 0.0);
     assert!(CostModel::total(&cost.per_million_messages) > 0.0);

@@ -3,7 +3,7 @@
 
 use crm_core::ports::EventStore;
 use crm_core::privacy::EncryptingEventStore;
-use crm_local::keys::SqliteKeyStore;
+use crm_local::adapters::keys::SqliteKeyStore;
 use crm_local::SqliteEventStore;
 use std::sync::Arc;
 

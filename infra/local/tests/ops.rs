@@ -7,7 +7,7 @@ use crm_core::consent::ledger::CONSENT_LEDGER;
 use crm_core::customer::views::{CUSTOMER_360, TIMELINE};
 use crm_core::ports::{ReadModelStore, ReadOp};
 use crm_core::testing::{customer_id, register_customers};
-use crm_local::bus::BUILT_IN_TEMPLATE;
+use crm_local::runtime::bus::BUILT_IN_TEMPLATE;
 use crm_local::runtime::LocalRuntime;
 
 async fn runtime_with_customers(dir: &std::path::Path, customers: usize) -> LocalRuntime {
@@ -57,7 +57,7 @@ async fn replaying_one_projection_rebuilds_it_and_leaves_the_others() {
         .await
         .expect("damage");
 
-    let replayed = crm_local::ops::replay(&runtime, CUSTOMER_360, true)
+    let replayed = crm_local::cli::ops::replay(&runtime, CUSTOMER_360, true)
         .await
         .expect("replay");
     assert_eq!(replayed.consumers, vec![CUSTOMER_360.to_string()]);
@@ -67,11 +67,11 @@ async fn replaying_one_projection_rebuilds_it_and_leaves_the_others() {
     assert_eq!(documents(&runtime, TIMELINE, 5).await, before_timeline);
 
     // An unknown name is refused.
-    assert!(crm_local::ops::replay(&runtime, "no-such-projection", true)
+    assert!(crm_local::cli::ops::replay(&runtime, "no-such-projection", true)
         .await
         .is_err());
     // A whole target rebuilds through the bus.
-    let target = crm_local::ops::replay(&runtime, "consent", true)
+    let target = crm_local::cli::ops::replay(&runtime, "consent", true)
         .await
         .expect("replay consent");
     assert!(target.consumers.contains(&CONSENT_LEDGER.to_string()));
@@ -82,11 +82,11 @@ async fn replaying_one_projection_rebuilds_it_and_leaves_the_others() {
 async fn the_check_reports_a_tampered_customer_360_and_nothing_else() {
     let dir = tempfile::tempdir().expect("temp dir");
     let runtime = runtime_with_customers(dir.path(), 4).await;
-    let clean = crm_local::ops::check(&runtime, 0).await.expect("check");
+    let clean = crm_local::cli::ops::check(&runtime, 0).await.expect("check");
     assert_eq!(clean.streams, 4);
     assert!(clean.documents >= 8, "{clean:?}");
     assert!(clean.is_consistent(), "{:?}", clean.differences);
-    assert!(crm_local::ops::print_check(&clean).is_ok());
+    assert!(crm_local::cli::ops::print_check(&clean).is_ok());
 
     let stream = format!("customer-{}", customer_id(2));
     let mut profile = runtime
@@ -112,12 +112,12 @@ async fn the_check_reports_a_tampered_customer_360_and_nothing_else() {
         .await
         .expect("tamper");
 
-    let report = crm_local::ops::check(&runtime, 0).await.expect("check");
+    let report = crm_local::cli::ops::check(&runtime, 0).await.expect("check");
     assert_eq!(report.differences.len(), 1, "{:?}", report.differences);
     let d = &report.differences[0];
     assert_eq!(
         (d.consumer.as_str(), d.stream_id.as_str()),
         (CUSTOMER_360, stream.as_str())
     );
-    assert!(crm_local::ops::print_check(&report).is_err());
+    assert!(crm_local::cli::ops::print_check(&report).is_err());
 }

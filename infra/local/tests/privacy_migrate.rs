@@ -10,7 +10,7 @@ use crm_core::idempotency::IdempotencyKey;
 use crm_core::ports::{EventStore, Snapshot};
 use crm_core::privacy::migrate::plaintext_paths;
 use crm_core::privacy::ERASED;
-use crm_local::bus::BUILT_IN_TEMPLATE;
+use crm_local::runtime::bus::BUILT_IN_TEMPLATE;
 use crm_local::runtime::LocalRuntime;
 use serde_json::json;
 use std::path::Path;
@@ -237,7 +237,7 @@ async fn plaintext_events_are_encrypted_once_read_as_before_and_shredded_by_eras
     assert_eq!(raw_rows(&db), migrated_rows, "a second run rewrote rows");
 
     // Erasure now shreds them.
-    let erased = crm_local::privacy::erase(&runtime, &db, &id).await.expect("erase");
+    let erased = crm_local::cli::privacy::erase(&runtime, &db, &id).await.expect("erase");
     assert_eq!(erased.plain_events_erased, 0, "nothing was left plain");
     let erased = runtime.events.read_stream(&stream, 0, usize::MAX).await.expect("read");
     let registered = erased

@@ -13,7 +13,7 @@ use crm_core::event::{Actor, CommandMeta, EventEnvelope};
 use crm_core::ports::{AppendRequest, EventStore, ExpectedVersion, ReservationChange};
 use crm_core::privacy::IdentifierHasher;
 use crm_core::testing::{customer_id, registration};
-use crm_local::bus::BUILT_IN_TEMPLATE;
+use crm_local::runtime::bus::BUILT_IN_TEMPLATE;
 use crm_local::runtime::LocalRuntime;
 use std::path::Path;
 
@@ -149,16 +149,18 @@ async fn lookups_are_keyed_and_a_reservation_made_before_is_moved_by_rekey() {
     ));
     drop(runtime);
 
-    let report = crm_local::rekey::rekey(dir.path()).await.expect("rekey");
+    let report = crm_local::cli::rekey::rekey(dir.path()).await.expect("rekey");
     assert_eq!((report.customers, report.rekeyed), (1, 1), "{report:?}");
     assert_eq!(reservation_keys(&db), std::slice::from_ref(&keyed));
-    let again = crm_local::rekey::rekey(dir.path()).await.expect("rekey again");
+    let again = crm_local::cli::rekey::rekey(dir.path()).await.expect("rekey again");
     assert_eq!((again.rekeyed, again.already_keyed), (0, 1));
-    assert!(crm_local::rekey::render(&again).contains("1 already keyed"));
+    assert!(crm_local::cli::rekey::render(&again).contains("1 already keyed"));
 
     // Erased: the address can register again, and the name finds nobody.
     let runtime = open(&db);
-    crm_local::privacy::erase(&runtime, &db, &ada).await.expect("erase");
+    crm_local::cli::privacy::erase(&runtime, &db, &ada)
+        .await
+        .expect("erase");
     assert_eq!(reservation_keys(&db), Vec::<String>::new());
     assert!(
         customers_with_name(runtime.docs.as_ref(), &runtime.identifiers, &last_name, 10)

@@ -7,7 +7,7 @@ use crm_core::customer::views;
 use crm_core::customer::CustomerService;
 use crm_core::ports::{AppendRequest, ConsumerHealth, DeadLetter, DeadLetterQueue, EventStore, ExpectedVersion};
 use crm_core::testing::customer_id;
-use crm_local::bus::BUILT_IN_TEMPLATE;
+use crm_local::runtime::bus::BUILT_IN_TEMPLATE;
 use crm_local::runtime::LocalRuntime;
 use std::path::Path;
 use std::sync::Arc;

@@ -7,8 +7,8 @@ use crm_core::consent::ledger::{self, CONSENT_LEDGER};
 use crm_core::customer::views::{self, CUSTOMER_360, TIMELINE};
 use crm_core::ports::{ReadModelStore, ReadOp};
 use crm_core::testing::customer_id;
-use crm_local::bus::BUILT_IN_TEMPLATE;
-use crm_local::db::database_files;
+use crm_local::adapters::db::database_files;
+use crm_local::runtime::bus::BUILT_IN_TEMPLATE;
 use crm_local::runtime::LocalRuntime;
 use std::path::Path;
 
@@ -116,7 +116,9 @@ async fn a_replay_rebuilds_plain_read_models_sealed_and_leaves_no_plaintext_in_t
 
     // `crm-local replay`: both bus targets rebuilt, through the seal.
     for target in ["projector", "consent"] {
-        crm_local::ops::replay(&runtime, target, true).await.expect("replay");
+        crm_local::cli::ops::replay(&runtime, target, true)
+            .await
+            .expect("replay");
     }
     assert_eq!(plaintext_in_files(&db), Vec::<String>::new());
 

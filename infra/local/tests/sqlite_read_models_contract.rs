@@ -1,7 +1,7 @@
 //! The read-model contract suite against the SQLite adapter (a real file).
 
 use crm_core::ports::ReadModelStore;
-use crm_local::read_models::SqliteReadModels;
+use crm_local::adapters::read_models::SqliteReadModels;
 use std::sync::Arc;
 
 async fn fresh_read_models() -> Arc<dyn ReadModelStore> {

@@ -19,11 +19,11 @@ pub use logs::LogCapture;
 
 /// crm-local's SQLite adapters, as the local runtime runs them.
 pub mod local {
-    pub use crm_local::bus::{timer_event, SqliteDeadLetters};
-    pub use crm_local::keys::SqliteKeyStore;
-    pub use crm_local::mail::MailSink;
-    pub use crm_local::read_models::SqliteReadModels;
-    pub use crm_local::timers::SqliteScheduler;
+    pub use crm_local::adapters::keys::SqliteKeyStore;
+    pub use crm_local::adapters::mail::MailSink;
+    pub use crm_local::adapters::read_models::SqliteReadModels;
+    pub use crm_local::adapters::timers::SqliteScheduler;
+    pub use crm_local::runtime::bus::{timer_event, SqliteDeadLetters};
     pub use crm_local::SqliteEventStore;
 }
 

@@ -174,11 +174,12 @@ pub async fn fold_phase(options: &BenchOptions) -> Result<(Vec<FoldRow>, Workloa
     // ones move no checkpoint); the segment evaluator's appends go to a
     // scratch store.
     let dir = tempfile::tempdir().map_err(super::io("temporary directory"))?;
-    let scratch: Arc<dyn crm_core::ports::EventStore> =
-        Arc::new(crate::store::SqliteEventStore::open(&dir.path().join("fold.db"))?);
+    let scratch: Arc<dyn crm_core::ports::EventStore> = Arc::new(crate::adapters::store::SqliteEventStore::open(
+        &dir.path().join("fold.db"),
+    )?);
     let store: Arc<dyn crm_core::ports::EventStore> = Arc::new(super::pages::MeteredEvents::new(&events, scratch));
-    let rules =
-        crate::bus::rules_from_template(crate::bus::BUILT_IN_TEMPLATE).map_err(|e| BenchError::Other(e.to_string()))?;
+    let rules = crate::runtime::bus::rules_from_template(crate::runtime::bus::BUILT_IN_TEMPLATE)
+        .map_err(|e| BenchError::Other(e.to_string()))?;
     let mut deliveries = 0u64;
     let mut bytes = 0u64;
     let mut by_type = BTreeMap::new();

@@ -10,7 +10,7 @@ mod http;
 pub mod pages;
 pub mod workload;
 
-use crate::bus::BUILT_IN_TEMPLATE;
+use crate::runtime::bus::BUILT_IN_TEMPLATE;
 use crate::runtime::{ClockChoice, LocalRuntime, RuntimeError, RuntimeOptions};
 use crm_core::ports::StoreError;
 use serde::Serialize;
@@ -328,7 +328,7 @@ async fn wait_caught_up(db: &Path, targets: usize) -> Result<(), BenchError> {
 /// calls over `level` keep-alive connections, then waits for the bus.
 async fn api_phase(options: &BenchOptions) -> Result<Vec<LatencyRow>, BenchError> {
     let dir = tempfile::tempdir().map_err(io("temporary directory"))?;
-    let db = crate::db::database_path(dir.path());
+    let db = crate::adapters::db::database_path(dir.path());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(io("binding 127.0.0.1:0"))?;
@@ -358,7 +358,7 @@ async fn api_phase(options: &BenchOptions) -> Result<Vec<LatencyRow>, BenchError
         let before_receipts = count(&side, "SELECT COUNT(*) FROM receipts")?;
         let before_mail = count(&side, "SELECT COUNT(*) FROM mail_sink")?;
         let before_timers = count(&side, "SELECT COUNT(*) FROM timers")?;
-        let busy_before = crate::db::busy_nanos();
+        let busy_before = crate::adapters::db::busy_nanos();
         let next = Arc::new(AtomicU64::new(first));
         let end = first + options.customers;
         let started = Instant::now();
@@ -413,7 +413,7 @@ async fn api_phase(options: &BenchOptions) -> Result<Vec<LatencyRow>, BenchError
         let api_seconds = started.elapsed().as_secs_f64();
         wait_caught_up(&db, targets).await?;
         let settled = started.elapsed().as_secs_f64();
-        let busy = (crate::db::busy_nanos() - busy_before) as f64 / 1e9;
+        let busy = (crate::adapters::db::busy_nanos() - busy_before) as f64 / 1e9;
         latencies.sort();
         let events = count(&side, "SELECT COALESCE(MAX(position), 0) FROM events")? - before_events;
         rows.push(LatencyRow {
@@ -521,7 +521,7 @@ async fn generate_store(
 /// (the bus targets `projector` and `consent`) rebuilt from it.
 async fn replay_phase(options: &BenchOptions) -> Result<ReplayReport, BenchError> {
     let dir = tempfile::tempdir().map_err(io("temporary directory"))?;
-    let db = crate::db::database_path(dir.path());
+    let db = crate::adapters::db::database_path(dir.path());
     let runtime = LocalRuntime::open(&db, BUILT_IN_TEMPLATE)?;
     let workload = Workload::new(options.seed);
     let started = Instant::now();
@@ -532,7 +532,7 @@ async fn replay_phase(options: &BenchOptions) -> Result<ReplayReport, BenchError
     for target in runtime.bus.targets() {
         runtime.bus.rewind(&target.rule.target, head).await?;
     }
-    let busy_before = crate::db::busy_nanos();
+    let busy_before = crate::adapters::db::busy_nanos();
     let replay_started = Instant::now();
     let mut targets = Vec::new();
     for name in ["projector", "consent"] {
@@ -569,7 +569,7 @@ async fn replay_phase(options: &BenchOptions) -> Result<ReplayReport, BenchError
         });
     }
     let total_seconds = replay_started.elapsed().as_secs_f64();
-    let busy = (crate::db::busy_nanos() - busy_before) as f64 / 1e9;
+    let busy = (crate::adapters::db::busy_nanos() - busy_before) as f64 / 1e9;
     let mut projections = Vec::new();
     for group in runtime.consumer_groups() {
         for name in group.consumer_names() {
@@ -769,7 +769,8 @@ pub async fn command_with_measured(
     if cost_file.is_none() && measured.is_none() {
         return Ok(());
     }
-    let template = crate::bus::read_template(template.as_deref()).map_err(|e| BenchError::Other(e.to_string()))?;
+    let template =
+        crate::runtime::bus::read_template(template.as_deref()).map_err(|e| BenchError::Other(e.to_string()))?;
     let model = cost::CostModel::from_report(&report, &template);
     let model = match &measured {
         Some((path, units)) => model.using(
@@ -815,7 +816,7 @@ mod append_cost_tests {
     async fn appends_are_rebuilt_from_the_store_and_priced_as_dynamodb_writes_them() {
         let dir = tempfile::tempdir().expect("dir");
         let db = dir.path().join("appends.db");
-        let store = crate::store::SqliteEventStore::open(&db).expect("store");
+        let store = crate::adapters::store::SqliteEventStore::open(&db).expect("store");
         let append = |stream: &str, expected, events, reservations| AppendRequest {
             stream_id: stream.into(),
             expected,

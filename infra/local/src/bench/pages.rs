@@ -291,8 +291,8 @@ pub async fn page_phase(options: &BenchOptions) -> Result<(Vec<PageCostRow>, Vec
     // As they happen: customers overlap in time, so a page holds several
     // customers' events as an SQS batch would.
     events.sort_by(|a, b| (a.occurred_at, &a.stream_id, a.version).cmp(&(b.occurred_at, &b.stream_id, b.version)));
-    let rules =
-        crate::bus::rules_from_template(crate::bus::BUILT_IN_TEMPLATE).map_err(|e| BenchError::Other(e.to_string()))?;
+    let rules = crate::runtime::bus::rules_from_template(crate::runtime::bus::BUILT_IN_TEMPLATE)
+        .map_err(|e| BenchError::Other(e.to_string()))?;
     let mut routed: HashMap<String, Vec<EventEnvelope>> = HashMap::new();
     for e in &events {
         let json = crm_core::bus::BusEntry::for_event(e.clone()).to_event_json("000000000000", "local");
@@ -319,7 +319,7 @@ pub async fn page_phase(options: &BenchOptions) -> Result<(Vec<PageCostRow>, Vec
     let mut rows = Vec::new();
     for page_size in PAGE_SIZES {
         for name in ["projector", "consent"] {
-            let scratch: Arc<dyn EventStore> = Arc::new(crate::store::SqliteEventStore::open(
+            let scratch: Arc<dyn EventStore> = Arc::new(crate::adapters::store::SqliteEventStore::open(
                 &dir.path().join(format!("pages-{name}-{page_size}.db")),
             )?);
             let store = Arc::new(MeteredEvents::new(&events, scratch));

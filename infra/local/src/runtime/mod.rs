@@ -8,13 +8,20 @@
 //! their personal values sealed under the same keys ([`SealedReadModels`],
 //! decision 0045).
 
-use crate::bus::{rules_from_template, LocalBus, RuleError, SqliteDeadLetters, Target};
-use crate::keys::{load_or_create_master_key, SqliteKeyStore};
-use crate::mail::MailSink;
-use crate::read_models::SqliteReadModels;
-use crate::sources::{LOCAL_SOURCE, LOCAL_WEB_SOURCE};
-use crate::store::SqliteEventStore;
-use crate::timers::SqliteScheduler;
+pub mod bus;
+pub mod dev;
+pub mod mail_view;
+pub mod retention;
+pub mod serve;
+pub mod sources;
+
+use crate::adapters::keys::{load_or_create_master_key, SqliteKeyStore};
+use crate::adapters::mail::MailSink;
+use crate::adapters::read_models::SqliteReadModels;
+use crate::adapters::store::SqliteEventStore;
+use crate::adapters::timers::SqliteScheduler;
+use crate::runtime::bus::{rules_from_template, LocalBus, RuleError, SqliteDeadLetters, Target};
+use crate::runtime::sources::{LOCAL_SOURCE, LOCAL_WEB_SOURCE};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use crm_api::{router, ApiPorts, ApiSettings, Auth};
@@ -161,7 +168,7 @@ pub struct LocalRuntime {
     /// The local email, SMS and push provider: every message sent, kept whole.
     pub mail: Arc<MailSink>,
     /// The messages ingestion refused, per source, for a week (decision 0053).
-    pub refusals: Arc<crate::refusals::SqliteRefusals>,
+    pub refusals: Arc<crate::adapters::refusals::SqliteRefusals>,
     wake: Arc<Notify>,
 }
 
@@ -273,15 +280,15 @@ impl LocalRuntime {
             inner: events.clone(),
             wake: wake.clone(),
         });
-        let unsubscribe = crate::unsubscribe::signer(db)?;
-        let identifiers = crate::secrets::identifier_hasher(db)?;
+        let unsubscribe = crate::adapters::unsubscribe::signer(db)?;
+        let identifiers = crate::adapters::secrets::identifier_hasher(db)?;
         let local_write_key = format!(
             "wk_{}",
-            hex::encode(crate::secrets::stored_secret(db, "ingest-write-key")?)
+            hex::encode(crate::adapters::secrets::stored_secret(db, "ingest-write-key")?)
         );
         let local_client_write_key = format!(
             "wk_client_{}",
-            hex::encode(crate::secrets::stored_secret(db, "ingest-client-write-key")?)
+            hex::encode(crate::adapters::secrets::stored_secret(db, "ingest-client-write-key")?)
         );
         let ingest_sources = match std::env::var("INGEST_WRITE_KEYS").ok().filter(|v| !v.trim().is_empty()) {
             Some(text) => crm_api::IngestSources::parse(&text).map_err(RuntimeError::Config)?,
@@ -309,7 +316,7 @@ impl LocalRuntime {
             .with_allowed_origins(origins)
             .map_err(|e| RuntimeError::Config(e.to_string()))?;
         let mail = Arc::new(MailSink::open(db, clock.clone())?);
-        let refusals = Arc::new(crate::refusals::SqliteRefusals::open(db)?);
+        let refusals = Arc::new(crate::adapters::refusals::SqliteRefusals::open(db)?);
         let mut targets = Vec::new();
         for rule in rules_from_template(template)? {
             let (store, read): (Arc<dyn EventStore>, Arc<dyn ReadModelStore>) = (events.clone(), docs.clone());
@@ -446,9 +453,13 @@ impl LocalRuntime {
             },
         );
         let state = state.with_refusals(crm_core::ingest::refusals::RefusedMessages::new(self.refusals.clone()));
-        let app = router(state).merge(crate::mail_view::routes(self.mail.clone()));
+        let app = router(state).merge(crate::runtime::mail_view::routes(self.mail.clone()));
         match &self.virtual_clock {
-            Some(clock) => app.merge(crate::dev::clock_routes(clock.clone(), self.wake.clone(), token)),
+            Some(clock) => app.merge(crate::runtime::dev::clock_routes(
+                clock.clone(),
+                self.wake.clone(),
+                token,
+            )),
             None => app,
         }
     }

@@ -1,7 +1,7 @@
 //! The event store over SQLite (bundled, WAL): the local runtime's adapter of
 //! `crm_core::ports::EventStore`.
 
-use crate::db::{failed, sql, Db};
+use crate::adapters::db::{failed, sql, Db};
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use crm_core::event::EventEnvelope;

@@ -1,7 +1,7 @@
 //! Read models over SQLite: the local runtime's adapter of
 //! `crm_core::ports::ReadModelStore`.
 
-use crate::db::{failed, sql, Db};
+use crate::adapters::db::{failed, sql, Db};
 use async_trait::async_trait;
 use crm_core::ports::{check_commit_size, Commit, CommitError, ReadModelStore, ReadOp, StoreError};
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
@@ -60,7 +60,7 @@ impl SqliteReadModels {
     /// ([`Db::truncate_wal`]): after a rebuild, so the documents it replaced
     /// (stored plain before decision 0045) leave no copy in the WAL;
     /// `secure_delete` zeroes them in the database file.
-    pub async fn truncate_wal(&self) -> Result<crate::db::WalCheckpoint, StoreError> {
+    pub async fn truncate_wal(&self) -> Result<crate::adapters::db::WalCheckpoint, StoreError> {
         self.db.truncate_wal().await
     }
 }

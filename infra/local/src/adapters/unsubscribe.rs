@@ -1,8 +1,8 @@
 //! The local runtime's unsubscribe-token signer (its secret from
-//! [`crate::secrets`], or `UNSUBSCRIBE_SECRET`), and `crm-local unsubscribe-link`, which prints a customer's
+//! [`crate::adapters::secrets`], or `UNSUBSCRIBE_SECRET`), and `crm-local unsubscribe-link`, which prints a customer's
 //! signed preference-centre link with that same secret.
 
-use crate::db::failed;
+use crate::adapters::db::failed;
 use crm_core::consent::{Channel, Purpose};
 use crm_core::messaging::unsubscribe::{links, TokenSigner};
 use crm_core::ports::StoreError;
@@ -16,7 +16,9 @@ pub const SECRET_ENV: &str = "UNSUBSCRIBE_SECRET";
 /// The signer of the local runtime over `db`: `UNSUBSCRIBE_SECRET` when set
 /// and not empty, else the stored secret.
 pub fn signer(db: &Path) -> Result<TokenSigner, StoreError> {
-    Ok(TokenSigner::new(&crate::secrets::secret(db, NAME, SECRET_ENV)?))
+    Ok(TokenSigner::new(&crate::adapters::secrets::secret(
+        db, NAME, SECRET_ENV,
+    )?))
 }
 
 /// `crm-local unsubscribe-link`: the link of `customer_id`'s (purpose,

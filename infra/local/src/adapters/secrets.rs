@@ -4,7 +4,7 @@
 //! (`UNSUBSCRIBE_SECRET`) and the identifier-hash secret of the proof
 //! ledger and suppression list (`IDENTIFIER_HASH_SECRET`, decision 0019).
 
-use crate::db::{failed, sql};
+use crate::adapters::db::{failed, sql};
 use crm_core::ports::StoreError;
 use crm_core::privacy::IdentifierHasher;
 use std::path::Path;
@@ -17,10 +17,10 @@ pub const IDENTIFIER_SECRET_ENV: &str = "IDENTIFIER_HASH_SECRET";
 /// The secret `name` stored in the database at `db`, created on first use.
 pub fn stored_secret(db: &Path, name: &str) -> Result<Vec<u8>, StoreError> {
     if let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty()) {
-        crate::db::private_dir(dir).map_err(|e| failed(format!("{}: {e}", dir.display())))?;
+        crate::adapters::db::private_dir(dir).map_err(|e| failed(format!("{}: {e}", dir.display())))?;
     }
     let conn = rusqlite::Connection::open(db).map_err(sql)?;
-    crate::db::private_file(db).map_err(|e| failed(format!("{}: {e}", db.display())))?;
+    crate::adapters::db::private_file(db).map_err(|e| failed(format!("{}: {e}", db.display())))?;
     conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(sql)?;
     conn.execute_batch(SCHEMA).map_err(sql)?;
     let fresh = crm_core::privacy::random_bytes::<32>().map_err(|e| failed(e.to_string()))?;

@@ -2,8 +2,8 @@
 //! target from the event store (with a progress bar), and compare a sample of
 //! folded customer streams with the stored projections (issue 9).
 
-use crate::bus::{read_template, TemplateFileError};
-use crate::db::database_path;
+use crate::adapters::db::database_path;
+use crate::runtime::bus::{read_template, TemplateFileError};
 use crate::runtime::{LocalRuntime, RuntimeError};
 use crm_core::ops::{CheckReport, ReplayReport};
 use crm_core::ports::{ConsumerHealth, StoreError};

@@ -4,8 +4,8 @@
 //! routing. A delivery that keeps failing is retried with backoff, then
 //! parked in the dead-letter table; nothing is lost and nothing blocks.
 
-use crate::db::{failed, sql, Db};
-use crate::store::SqliteEventStore;
+use crate::adapters::db::{failed, sql, Db};
+use crate::adapters::store::SqliteEventStore;
 use async_trait::async_trait;
 use chrono::Utc;
 use crm_core::bus::BusEntry;
@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The repository's template, built in; `crm-local serve --template` reads another.
-pub const BUILT_IN_TEMPLATE: &str = include_str!("../../../template.yaml");
+pub const BUILT_IN_TEMPLATE: &str = include_str!("../../../../template.yaml");
 
 /// A template file that cannot be read.
 #[derive(Debug, thiserror::Error)]
@@ -709,7 +709,7 @@ Resources:
 
     #[test]
     fn one_local_rule_per_function_and_the_channel_rule_takes_requests_and_deferrals() {
-        let template = include_str!("../../../template.yaml");
+        let template = include_str!("../../../../template.yaml");
         let rules = rules_from_template(template).expect("rules");
         let targets: Vec<&str> = rules.iter().map(|r| r.target.as_str()).collect();
         assert_eq!(targets, vec!["projector", "consent", "campaign", "channel"]);

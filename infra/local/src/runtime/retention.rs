@@ -1,4 +1,5 @@
-//! Retention locally (`crm_core::retention`): `crm-local retention sweep`,
+//! Retention locally (`crm_core::retention`): `crm-local retention sweep`
+//! ([`crate::cli::retention`]),
 //! and `serve` sweeps at start and then once a day (by the runtime's clock,
 //! so a virtual clock moved across midnight sweeps too). The sweep folds
 //! old activity into daily summaries through the command store (so the bus
@@ -6,14 +7,12 @@
 //! their summaries cover, and streams past the legal period, from the
 //! SQLite `events` table.
 
-use crate::bus::{read_template, TemplateFileError};
-use crate::db::database_path;
+use crate::adapters::store::SqliteEventStore;
+use crate::runtime::bus::TemplateFileError;
 use crate::runtime::{LocalRuntime, RuntimeError};
-use crate::store::SqliteEventStore;
 use crm_core::clock::Clock;
 use crm_core::ports::{EventStore, StoreError};
 use crm_core::retention::{RetentionError, RetentionPolicy, SweepReport};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,19 +40,6 @@ pub async fn sweep(runtime: &LocalRuntime, policy: &RetentionPolicy) -> Result<S
     .await?;
     runtime.bus.settle().await?;
     Ok(report)
-}
-
-/// `crm-local retention sweep`: opens the data directory's database, sweeps
-/// once and prints what it did as JSON.
-pub async fn run_sweep(data_dir: &Path, template: Option<&Path>, policy: &RetentionPolicy) -> Result<(), SweepError> {
-    let template = read_template(template)?;
-    let runtime = LocalRuntime::open(&database_path(data_dir), &template)?;
-    let report = sweep(&runtime, policy).await?;
-    println!(
-        "{}",
-        serde_json::to_string(&report).unwrap_or_else(|_| format!("{report:?}"))
-    );
-    Ok(())
 }
 
 /// `serve`'s daily sweep: at start, then whenever the runtime's clock is on

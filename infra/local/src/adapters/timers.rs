@@ -8,7 +8,7 @@
 //! form (same name, same due time), with `secure_delete` on and the WAL
 //! checkpointed, so the copy is left in neither file.
 
-use crate::db::{failed, sql, Db};
+use crate::adapters::db::{failed, sql, Db};
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use crm_core::messaging::delivery::MessageTimer;
@@ -229,7 +229,7 @@ impl Scheduler for SqliteScheduler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::database_files;
+    use crate::adapters::db::database_files;
     use chrono::Duration;
     use crm_core::messaging::events::RequestRef;
     use crm_core::scheduler::timer_name;

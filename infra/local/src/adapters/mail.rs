@@ -2,7 +2,7 @@
 //! runtime. Every message is kept whole in SQLite (email as its full MIME
 //! text), listed by `crm-local mail list` and shown at `/_local/mail`.
 
-use crate::db::{failed, sql, Db};
+use crate::adapters::db::{failed, sql, Db};
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use crm_core::clock::Clock;

@@ -4,8 +4,8 @@
 //! per customer ([`crm_core::customer::rekey`]). Idempotent. The email and
 //! name indexes are rebuilt by `crm-local replay --consumer projector`.
 
-use crate::bus::BUILT_IN_TEMPLATE;
-use crate::db::database_path;
+use crate::adapters::db::database_path;
+use crate::runtime::bus::BUILT_IN_TEMPLATE;
 use crate::runtime::{LocalRuntime, RuntimeError};
 use crm_core::customer::rekey::{rekey_email_reservations, RekeyError, RekeyReport};
 use crm_core::customer::CustomerService;

@@ -6,9 +6,9 @@
 //! encrypts the letters parked in clear before that. Redrive hands
 //! the letter to its target, which decrypts it as it decrypts stored events.
 
-use crate::bus::{read_template, TemplateFileError};
-use crate::db::database_path;
-use crate::db::{sql, Db};
+use crate::adapters::db::database_path;
+use crate::adapters::db::{sql, Db};
+use crate::runtime::bus::{read_template, TemplateFileError};
 use crate::runtime::{LocalRuntime, RuntimeError};
 use crm_core::consumer::{open_letter, seal_letter};
 use std::path::Path;

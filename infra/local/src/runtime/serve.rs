@@ -9,7 +9,7 @@ pub mod token;
 
 pub use guard::LocalGuard;
 
-use crate::bus::{read_template, TemplateFileError};
+use crate::runtime::bus::{read_template, TemplateFileError};
 use crate::runtime::{ClockChoice, LocalRuntime, RuntimeError, RuntimeOptions};
 use crm_core::ports::StoreError;
 use std::net::SocketAddr;
@@ -31,7 +31,7 @@ pub struct ServeConfig {
     pub clock: ClockKind,
     /// Where customers reach the API, for unsubscribe links; `None`: `http://<addr>`.
     pub public_base_url: Option<String>,
-    /// Retention: swept at start and once a day (`crate::retention`).
+    /// Retention: swept at start and once a day (`crate::runtime::retention`).
     pub retention: crm_core::retention::RetentionPolicy,
 }
 
@@ -101,7 +101,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         Some(t) => t,
         None => load_or_create_token(&config.data_dir)?,
     };
-    let db = crate::db::database_path(&config.data_dir);
+    let db = crate::adapters::db::database_path(&config.data_dir);
     let template = read_template(config.template.as_deref())?;
     let warning = bind_policy(config.addr, config.allow_remote)?;
     let clock = match config.clock {
@@ -126,7 +126,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         .unwrap_or_else(|| format!("http://{addr}"));
     let runtime = LocalRuntime::open_with(&db, &template, RuntimeOptions { clock, public_base_url })?;
     let bus = runtime.spawn_bus();
-    let retention = crate::retention::spawn_daily(&runtime, config.retention);
+    let retention = crate::runtime::retention::spawn_daily(&runtime, config.retention);
     // One write: a reader that stops at the url line must not leave later lines
     // to a closed pipe (println! would then panic).
     let guard = LocalGuard::new(addr, config.public_base_url.as_deref(), &token);

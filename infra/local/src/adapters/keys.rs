@@ -9,7 +9,7 @@
 //! row is zeroed where it was (`secure_delete`) and the WAL truncated right
 //! after ([`Db::erasure_done`]), so no copy of the wrapped key stays on disk.
 
-use crate::db::Db;
+use crate::adapters::db::Db;
 use crm_core::ports::StoreError;
 use crm_core::privacy::{unwrap_key, wrap_key, DataKey, KeyError, KeyStore, KEY_LEN};
 use rusqlite::OptionalExtension;
@@ -109,7 +109,7 @@ pub fn load_or_create_master_key(data_dir: &Path) -> Result<DataKey, MasterKeyEr
         let p = p.to_path_buf();
         move |source| MasterKeyError::Io { path: p, source }
     };
-    crate::db::private_dir(data_dir).map_err(io(data_dir))?;
+    crate::adapters::db::private_dir(data_dir).map_err(io(data_dir))?;
     let key = DataKey::generate().map_err(MasterKeyError::Random)?;
     let aside = data_dir.join(format!(".{MASTER_KEY_FILE}.{}.tmp", uuid::Uuid::new_v4().simple()));
     let written = (|| {
@@ -164,7 +164,7 @@ impl SqliteKeyStore {
     /// master key file, created on first run.
     pub fn open_data_dir(data_dir: &Path) -> Result<Self, OpenError> {
         let master = load_or_create_master_key(data_dir)?;
-        Ok(Self::open(&crate::db::database_path(data_dir), master)?)
+        Ok(Self::open(&crate::adapters::db::database_path(data_dir), master)?)
     }
 
     async fn wrapped(&self, customer_id: &str) -> Result<Option<Vec<u8>>, KeyError> {
@@ -172,10 +172,10 @@ impl SqliteKeyStore {
         self.db
             .run_quick(move |conn| {
                 conn.prepare_cached("SELECT wrapped_key FROM customer_keys WHERE customer_id = ?1")
-                    .map_err(crate::db::sql)?
+                    .map_err(crate::adapters::db::sql)?
                     .query_row([&id], |row| row.get::<_, Vec<u8>>(0))
                     .optional()
-                    .map_err(crate::db::sql)
+                    .map_err(crate::adapters::db::sql)
             })
             .await
             .map_err(store_error)
@@ -210,13 +210,13 @@ impl KeyStore for SqliteKeyStore {
                      ON CONFLICT (customer_id) DO NOTHING",
                     rusqlite::params![id, wrapped, chrono::Utc::now().to_rfc3339()],
                 )
-                .map_err(crate::db::sql)?;
+                .map_err(crate::adapters::db::sql)?;
                 conn.query_row(
                     "SELECT wrapped_key FROM customer_keys WHERE customer_id = ?1",
                     [&id],
                     |row| row.get::<_, Vec<u8>>(0),
                 )
-                .map_err(crate::db::sql)
+                .map_err(crate::adapters::db::sql)
             })
             .await
             .map_err(store_error)?;
@@ -235,7 +235,7 @@ impl KeyStore for SqliteKeyStore {
         self.db
             .run(move |conn| {
                 conn.execute("DELETE FROM customer_keys WHERE customer_id = ?1", [&id])
-                    .map_err(crate::db::sql)
+                    .map_err(crate::adapters::db::sql)
             })
             .await
             .map_err(store_error)?;
@@ -347,7 +347,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = SqliteKeyStore::open_data_dir(dir.path()).expect("open");
         let key = store.data_key("cus-1").await.expect("create");
-        let db_path = crate::db::database_path(dir.path());
+        let db_path = crate::adapters::db::database_path(dir.path());
         let raw = || {
             let conn = rusqlite::Connection::open(&db_path).expect("open db");
             conn.query_row(
@@ -371,7 +371,7 @@ mod tests {
     #[tokio::test]
     async fn another_master_key_fails_cleanly() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let db_path = crate::db::database_path(dir.path());
+        let db_path = crate::adapters::db::database_path(dir.path());
         let right = SqliteKeyStore::open(&db_path, DataKey::generate().expect("key")).expect("open");
         let key = right.data_key("cus-1").await.expect("create");
         let text = encrypt_field(&key, "cus-1", "email", "ada@example.com").expect("encrypt");

@@ -2,10 +2,10 @@
 //! local runtime "sent", as a mail catcher shows it. Only the local runtime
 //! mounts these routes (never the Lambda API). `crm-local serve` shows them
 //! only to a bearer token carrying `crm/admin` or to the mail link it prints
-//! (`crate::serve::guard`, decision 0039): the messages hold verification
+//! (`crate::runtime::serve::guard`, decision 0039): the messages hold verification
 //! tokens and preference-centre links.
 
-use crate::mail::{MailSink, SinkEntry};
+use crate::adapters::mail::{MailSink, SinkEntry};
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};

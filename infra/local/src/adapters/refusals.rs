@@ -4,7 +4,7 @@
 //! (`expires_at`, a week after the refusal) is deleted on every write and
 //! never listed.
 
-use crate::db::{failed, sql, Db};
+use crate::adapters::db::{failed, sql, Db};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use crm_core::ingest::refusals::{Refusal, RefusalLog, RefusalPage, MAX_PAGE};
@@ -96,35 +96,6 @@ impl RefusalLog for SqliteRefusals {
         };
         Ok(RefusalPage { refusals, next_after })
     }
-}
-
-/// `crm-local refused --source <name>`: one page of the source's refusals,
-/// newest first, as JSON (what `GET /sources/{source}/refused` answers): a
-/// name `serve` takes no messages from ([`crate::sources::is_ingest_source`])
-/// is an error, as the API's 404 is.
-pub async fn page_json(
-    data_dir: &Path,
-    source: &str,
-    after: Option<&str>,
-    limit: usize,
-    now: DateTime<Utc>,
-) -> Result<String, StoreError> {
-    if after.is_some_and(|a| !crm_core::ingest::refusals::is_cursor(a)) {
-        return Err(failed("--after must be a next_after of an earlier page"));
-    }
-    if !crate::sources::is_ingest_source(source).map_err(failed)? {
-        return Err(failed(format!(
-            "no source is named \"{source}\": the sources are those of INGEST_WRITE_KEYS, else local and local-web"
-        )));
-    }
-    let log = SqliteRefusals::open(&crate::db::database_path(data_dir))?;
-    let page = log.list(source, after, limit, now).await?;
-    serde_json::to_string_pretty(&serde_json::json!({
-        "source": source,
-        "items": page.refusals,
-        "next_after": page.next_after,
-    }))
-    .map_err(failed)
 }
 
 #[cfg(test)]

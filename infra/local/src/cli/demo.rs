@@ -6,7 +6,7 @@
 //! confirmed. Prints the timeline of every stored event and
 //! the explain chain of the reminder.
 
-use crate::bus::BUILT_IN_TEMPLATE;
+use crate::runtime::bus::BUILT_IN_TEMPLATE;
 use crate::runtime::{ClockChoice, LocalRuntime, RuntimeError};
 use axum::body::Body;
 use axum::http::Request;
@@ -392,7 +392,7 @@ pub async fn run_story(data_dir: Option<&Path>) -> Result<String, DemoError> {
         );
         demo.say(line.trim_end());
     }
-    let parked = crate::bus::SqliteDeadLetters::open(&db)?.list().await?;
+    let parked = crate::runtime::bus::SqliteDeadLetters::open(&db)?.list().await?;
     if !parked.is_empty() {
         demo.say("");
         demo.say(format!("== Dead letters ({})", parked.len()));
