@@ -33,6 +33,7 @@ const PROVIDER_ATTEMPTS: u32 = 3;
 const MAX_FAILED_DELIVERIES: usize = 5;
 
 impl MessageDelivery {
+    /// Handles one stored `MessageRequested` (any number of times, in any order).
     pub async fn on_requested(&self, event: &EventEnvelope) -> Result<DeliveryOutcome, DeliveryError> {
         let request = MessageRequest::from_envelope(event).map_err(|e| DeliveryError::Poison(e.to_string()))?;
         let requested = RequestRef::of_event(&request, event);
