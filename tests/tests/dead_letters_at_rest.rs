@@ -199,7 +199,7 @@ async fn letters_parked_in_clear_before_are_sealed_in_place_and_leave_no_bytes_b
     let raw = raw_dead_letters(&api);
     assert_eq!(plaintext(&raw), vec![], "{raw:?}");
     // Zeroed where it was, and the WAL truncated: in no byte of the files.
-    let files: Vec<String> = crm_local::adapters::db::database_files(&db)
+    let files: Vec<String> = crm_local::adapters::data_dir::database_files(&db)
         .iter()
         .map(|f| String::from_utf8_lossy(&std::fs::read(f).unwrap_or_default()).into_owned())
         .collect();

@@ -4,7 +4,7 @@
 //! truncated after the erasure), and the data directory and every file in it
 //! are their owner's alone.
 
-use crm_local::adapters::db::database_files;
+use crm_local::adapters::data_dir::database_files;
 use crm_local::runtime::bus::BUILT_IN_TEMPLATE;
 use crm_local::runtime::LocalRuntime;
 use crm_tests::TestApi;
@@ -165,7 +165,7 @@ fn file_modes(dir: &Path) -> Vec<(String, u32)> {
 async fn a_new_data_directory_is_0700_and_every_file_in_it_0600() {
     let parent = tempfile::tempdir().expect("tempdir");
     let data_dir = parent.path().join("fresh").join("data");
-    let db = crm_local::adapters::db::database_path(&data_dir);
+    let db = crm_local::adapters::data_dir::database_path(&data_dir);
     let token = crm_local::runtime::serve::load_or_create_token(&data_dir).expect("token");
     let runtime = LocalRuntime::open(&db, BUILT_IN_TEMPLATE).expect("open runtime");
     let app = runtime.app(token.clone());
@@ -198,7 +198,7 @@ async fn an_existing_data_directory_open_to_others_is_tightened_with_its_files()
     let data_dir = parent.path().join("old");
     std::fs::create_dir(&data_dir).expect("mkdir");
     std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o755)).expect("chmod dir");
-    let db = crm_local::adapters::db::database_path(&data_dir);
+    let db = crm_local::adapters::data_dir::database_path(&data_dir);
     // A database an earlier version left world-readable, with its WAL.
     {
         let conn = rusqlite::Connection::open(&db).expect("old database");

@@ -328,7 +328,7 @@ async fn main() -> ExitCode {
             base_url,
             data_dir,
         } => crm_local::adapters::unsubscribe::link(
-            &crm_local::adapters::db::database_path(&data_dir),
+            &crm_local::adapters::data_dir::database_path(&data_dir),
             &base_url,
             &customer,
             &purpose,
@@ -432,7 +432,7 @@ async fn main() -> ExitCode {
 
 /// `crm-local mail list|show`.
 async fn mail(data_dir: &std::path::Path, action: MailAction) -> Result<(), String> {
-    let db = crm_local::adapters::db::database_path(data_dir);
+    let db = crm_local::adapters::data_dir::database_path(data_dir);
     let sink = crm_local::adapters::mail::MailSink::open(&db, std::sync::Arc::new(crm_core::clock::SystemClock))
         .map_err(|e| e.to_string())?;
     match action {

@@ -7,7 +7,7 @@ use crm_core::consent::ledger::{self, CONSENT_LEDGER};
 use crm_core::customer::views::{self, CUSTOMER_360, TIMELINE};
 use crm_core::ports::{ReadModelStore, ReadOp};
 use crm_core::testing::customer_id;
-use crm_local::adapters::db::database_files;
+use crm_local::adapters::data_dir::database_files;
 use crm_local::runtime::bus::BUILT_IN_TEMPLATE;
 use crm_local::runtime::LocalRuntime;
 use std::path::Path;

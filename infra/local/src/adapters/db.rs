@@ -15,17 +15,13 @@
 //!   written since the one before: the old pages the erasure and its
 //!   redactions replaced then survive in neither `crm.db` nor `crm.db-wal`.
 
+use crate::adapters::data_dir::{database_files, private_dir, private_file};
 use crm_core::ports::StoreError;
 use rusqlite::Connection;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-
-/// The mode of a data directory: its owner's alone.
-pub const DIR_MODE: u32 = 0o700;
-/// The mode of every file in a data directory: its owner's alone.
-pub const FILE_MODE: u32 = 0o600;
 
 /// Nanoseconds spent inside SQLite work on every connection of this process
 /// (the bench's profile: how much of the wall time the database was busy).
@@ -69,82 +65,6 @@ pub fn sql(e: rusqlite::Error) -> StoreError {
         }
         _ => StoreError::Failed(e.to_string()),
     }
-}
-
-/// Makes `dir` (and any missing parent) with mode [`DIR_MODE`]. A directory
-/// that already exists and that group or others may enter is tightened to
-/// [`DIR_MODE`], with a warning; one that cannot be (not ours, or a shared
-/// directory with the sticky bit, such as `/tmp`) is left with a warning.
-pub fn private_dir(dir: &Path) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-        match std::fs::metadata(dir) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::DirBuilder::new().recursive(true).mode(DIR_MODE).create(dir)?;
-                // The umask may only have taken bits away; set it exactly.
-                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(DIR_MODE))
-            }
-            Err(e) => Err(e),
-            Ok(metadata) => {
-                let mode = metadata.permissions().mode() & 0o7777;
-                if mode & 0o077 == 0 {
-                    return Ok(());
-                }
-                let shared = mode & 0o1000 != 0;
-                match shared {
-                    false => match std::fs::set_permissions(dir, std::fs::Permissions::from_mode(DIR_MODE)) {
-                        Ok(()) => {
-                            tracing::warn!(dir = %dir.display(), was = format!("{mode:04o}"), now = format!("{DIR_MODE:04o}"), "data directory was open to others: tightened");
-                            Ok(())
-                        }
-                        Err(e) => {
-                            tracing::warn!(dir = %dir.display(), mode = format!("{mode:04o}"), error = %e, "data directory is open to others and cannot be tightened (chmod 700 it)");
-                            Ok(())
-                        }
-                    },
-                    true => {
-                        tracing::warn!(dir = %dir.display(), mode = format!("{mode:04o}"), "the data directory is a shared directory: give crm-local a directory of its own (--data-dir)");
-                        Ok(())
-                    }
-                }
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    std::fs::create_dir_all(dir)
-}
-
-/// Tightens the file at `path` to [`FILE_MODE`] if group or others may use
-/// it (absent: nothing to do).
-pub fn private_file(path: &Path) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = match std::fs::metadata(path) {
-            Ok(m) => m.permissions().mode() & 0o777,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        if mode & 0o077 != 0 {
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(FILE_MODE))?;
-            tracing::warn!(file = %path.display(), was = format!("{mode:04o}"), now = format!("{FILE_MODE:04o}"), "file was open to others: tightened");
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = path;
-    Ok(())
-}
-
-/// The files SQLite keeps for the database at `path`: itself, its WAL and
-/// its shared-memory index.
-pub fn database_files(path: &Path) -> [PathBuf; 3] {
-    let with = |suffix: &str| {
-        let mut name = path.as_os_str().to_os_string();
-        name.push(suffix);
-        PathBuf::from(name)
-    };
-    [path.to_path_buf(), with("-wal"), with("-shm")]
 }
 
 impl Db {
@@ -296,9 +216,4 @@ impl Db {
         .await
         .map_err(|e| E::from(failed(e)))?
     }
-}
-
-/// The database file inside a data directory.
-pub fn database_path(data_dir: &std::path::Path) -> std::path::PathBuf {
-    data_dir.join("crm.db")
 }

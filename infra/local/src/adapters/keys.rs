@@ -9,14 +9,12 @@
 //! row is zeroed where it was (`secure_delete`) and the WAL truncated right
 //! after ([`Db::erasure_done`]), so no copy of the wrapped key stays on disk.
 
+use crate::adapters::data_dir::{master_key_path, MASTER_KEY_FILE};
 use crate::adapters::db::Db;
 use crm_core::ports::StoreError;
 use crm_core::privacy::{unwrap_key, wrap_key, DataKey, KeyError, KeyStore, KEY_LEN};
 use rusqlite::OptionalExtension;
 use std::path::{Path, PathBuf};
-
-/// The master key file's name inside a data directory.
-pub const MASTER_KEY_FILE: &str = "master.key";
 
 /// The table of wrapped data keys (applied when a store opens).
 pub const KEYS_SCHEMA: &str = "
@@ -38,11 +36,6 @@ pub enum MasterKeyError {
     Malformed { path: PathBuf },
     #[error("no randomness for a master key: {0}")]
     Random(KeyError),
-}
-
-/// The master key file inside a data directory.
-pub fn master_key_path(data_dir: &Path) -> PathBuf {
-    data_dir.join(MASTER_KEY_FILE)
 }
 
 fn to_hex(bytes: &[u8]) -> String {
@@ -109,7 +102,7 @@ pub fn load_or_create_master_key(data_dir: &Path) -> Result<DataKey, MasterKeyEr
         let p = p.to_path_buf();
         move |source| MasterKeyError::Io { path: p, source }
     };
-    crate::adapters::db::private_dir(data_dir).map_err(io(data_dir))?;
+    crate::adapters::data_dir::private_dir(data_dir).map_err(io(data_dir))?;
     let key = DataKey::generate().map_err(MasterKeyError::Random)?;
     let aside = data_dir.join(format!(".{MASTER_KEY_FILE}.{}.tmp", uuid::Uuid::new_v4().simple()));
     let written = (|| {
@@ -164,7 +157,7 @@ impl SqliteKeyStore {
     /// master key file, created on first run.
     pub fn open_data_dir(data_dir: &Path) -> Result<Self, OpenError> {
         let master = load_or_create_master_key(data_dir)?;
-        Ok(Self::open(&crate::adapters::db::database_path(data_dir), master)?)
+        Ok(Self::open(&crate::adapters::data_dir::database_path(data_dir), master)?)
     }
 
     async fn wrapped(&self, customer_id: &str) -> Result<Option<Vec<u8>>, KeyError> {
@@ -347,7 +340,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = SqliteKeyStore::open_data_dir(dir.path()).expect("open");
         let key = store.data_key("cus-1").await.expect("create");
-        let db_path = crate::adapters::db::database_path(dir.path());
+        let db_path = crate::adapters::data_dir::database_path(dir.path());
         let raw = || {
             let conn = rusqlite::Connection::open(&db_path).expect("open db");
             conn.query_row(
@@ -371,7 +364,7 @@ mod tests {
     #[tokio::test]
     async fn another_master_key_fails_cleanly() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let db_path = crate::adapters::db::database_path(dir.path());
+        let db_path = crate::adapters::data_dir::database_path(dir.path());
         let right = SqliteKeyStore::open(&db_path, DataKey::generate().expect("key")).expect("open");
         let key = right.data_key("cus-1").await.expect("create");
         let text = encrypt_field(&key, "cus-1", "email", "ada@example.com").expect("encrypt");

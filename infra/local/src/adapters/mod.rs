@@ -3,6 +3,7 @@
 //! master key, the stored secrets, the timers, the refused-messages log and
 //! the mail sink. They depend on nothing else of this crate.
 
+pub mod data_dir;
 pub mod db;
 pub mod keys;
 pub mod mail;

@@ -17,10 +17,10 @@ pub const IDENTIFIER_SECRET_ENV: &str = "IDENTIFIER_HASH_SECRET";
 /// The secret `name` stored in the database at `db`, created on first use.
 pub fn stored_secret(db: &Path, name: &str) -> Result<Vec<u8>, StoreError> {
     if let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty()) {
-        crate::adapters::db::private_dir(dir).map_err(|e| failed(format!("{}: {e}", dir.display())))?;
+        crate::adapters::data_dir::private_dir(dir).map_err(|e| failed(format!("{}: {e}", dir.display())))?;
     }
     let conn = rusqlite::Connection::open(db).map_err(sql)?;
-    crate::adapters::db::private_file(db).map_err(|e| failed(format!("{}: {e}", db.display())))?;
+    crate::adapters::data_dir::private_file(db).map_err(|e| failed(format!("{}: {e}", db.display())))?;
     conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(sql)?;
     conn.execute_batch(SCHEMA).map_err(sql)?;
     let fresh = crm_core::privacy::random_bytes::<32>().map_err(|e| failed(e.to_string()))?;

@@ -229,7 +229,7 @@ impl Scheduler for SqliteScheduler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::adapters::db::database_files;
+    use crate::adapters::data_dir::database_files;
     use chrono::Duration;
     use crm_core::messaging::events::RequestRef;
     use crm_core::scheduler::timer_name;

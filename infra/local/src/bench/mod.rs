@@ -328,7 +328,7 @@ async fn wait_caught_up(db: &Path, targets: usize) -> Result<(), BenchError> {
 /// calls over `level` keep-alive connections, then waits for the bus.
 async fn api_phase(options: &BenchOptions) -> Result<Vec<LatencyRow>, BenchError> {
     let dir = tempfile::tempdir().map_err(io("temporary directory"))?;
-    let db = crate::adapters::db::database_path(dir.path());
+    let db = crate::adapters::data_dir::database_path(dir.path());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(io("binding 127.0.0.1:0"))?;
@@ -521,7 +521,7 @@ async fn generate_store(
 /// (the bus targets `projector` and `consent`) rebuilt from it.
 async fn replay_phase(options: &BenchOptions) -> Result<ReplayReport, BenchError> {
     let dir = tempfile::tempdir().map_err(io("temporary directory"))?;
-    let db = crate::adapters::db::database_path(dir.path());
+    let db = crate::adapters::data_dir::database_path(dir.path());
     let runtime = LocalRuntime::open(&db, BUILT_IN_TEMPLATE)?;
     let workload = Workload::new(options.seed);
     let started = Instant::now();

@@ -6,7 +6,7 @@
 //! encrypts the letters parked in clear before that. Redrive hands
 //! the letter to its target, which decrypts it as it decrypts stored events.
 
-use crate::adapters::db::database_path;
+use crate::adapters::data_dir::database_path;
 use crate::adapters::db::{sql, Db};
 use crate::runtime::bus::{read_template, TemplateFileError};
 use crate::runtime::{LocalRuntime, RuntimeError};

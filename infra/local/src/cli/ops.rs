@@ -2,7 +2,7 @@
 //! target from the event store (with a progress bar), and compare a sample of
 //! folded customer streams with the stored projections (issue 9).
 
-use crate::adapters::db::database_path;
+use crate::adapters::data_dir::database_path;
 use crate::runtime::bus::{read_template, TemplateFileError};
 use crate::runtime::{LocalRuntime, RuntimeError};
 use crm_core::ops::{CheckReport, ReplayReport};

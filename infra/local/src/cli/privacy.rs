@@ -6,7 +6,7 @@
 //! are the way. `migrate` encrypts what was stored before encryption at rest
 //! ([`crm_core::privacy::migrate`]).
 
-use crate::adapters::db::database_path;
+use crate::adapters::data_dir::database_path;
 use crate::adapters::db::{sql, Db};
 use crate::adapters::keys::{load_or_create_master_key, SqliteKeyStore};
 use crate::adapters::store::SqliteEventStore;
@@ -127,10 +127,10 @@ pub async fn run(data_dir: &Path, action: PrivacyAction) -> Result<(), PrivacyEr
                     #[cfg(unix)]
                     {
                         use std::os::unix::fs::OpenOptionsExt;
-                        options.mode(crate::adapters::db::FILE_MODE);
+                        options.mode(crate::adapters::data_dir::FILE_MODE);
                     }
                     let file = options.open(&partial).map_err(io)?;
-                    crate::adapters::db::private_file(&partial).map_err(io)?;
+                    crate::adapters::data_dir::private_file(&partial).map_err(io)?;
                     let mut writer = std::io::BufWriter::new(file);
                     let summary = export(&runtime, &customer, &mut writer).await;
                     let summary = match summary.and_then(|s| writer.flush().map(|_| s).map_err(io)) {

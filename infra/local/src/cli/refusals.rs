@@ -27,7 +27,7 @@ pub async fn page_json(
             "no source is named \"{source}\": the sources are those of INGEST_WRITE_KEYS, else local and local-web"
         )));
     }
-    let log = SqliteRefusals::open(&crate::adapters::db::database_path(data_dir))?;
+    let log = SqliteRefusals::open(&crate::adapters::data_dir::database_path(data_dir))?;
     let page = log.list(source, after, limit, now).await?;
     serde_json::to_string_pretty(&serde_json::json!({
         "source": source,

@@ -4,7 +4,7 @@
 //! per customer ([`crm_core::customer::rekey`]). Idempotent. The email and
 //! name indexes are rebuilt by `crm-local replay --consumer projector`.
 
-use crate::adapters::db::database_path;
+use crate::adapters::data_dir::database_path;
 use crate::runtime::bus::BUILT_IN_TEMPLATE;
 use crate::runtime::{LocalRuntime, RuntimeError};
 use crm_core::customer::rekey::{rekey_email_reservations, RekeyError, RekeyReport};

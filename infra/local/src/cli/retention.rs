@@ -1,7 +1,7 @@
 //! `crm-local retention sweep`: one sweep of the data directory's
 //! database ([`crate::runtime::retention`]).
 
-use crate::adapters::db::database_path;
+use crate::adapters::data_dir::database_path;
 use crate::runtime::bus::read_template;
 use crate::runtime::retention::{sweep, SweepError};
 use crate::runtime::LocalRuntime;

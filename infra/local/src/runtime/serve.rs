@@ -101,7 +101,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         Some(t) => t,
         None => load_or_create_token(&config.data_dir)?,
     };
-    let db = crate::adapters::db::database_path(&config.data_dir);
+    let db = crate::adapters::data_dir::database_path(&config.data_dir);
     let template = read_template(config.template.as_deref())?;
     let warning = bind_policy(config.addr, config.allow_remote)?;
     let clock = match config.clock {
