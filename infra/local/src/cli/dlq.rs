@@ -8,7 +8,8 @@
 
 use crate::adapters::data_dir::database_path;
 use crate::adapters::db::{sql, Db};
-use crate::runtime::bus::{read_template, TemplateFileError};
+use crate::cli::open_runtime;
+use crate::runtime::bus::TemplateFileError;
 use crate::runtime::{LocalRuntime, RuntimeError};
 use crm_core::consumer::{open_letter, seal_letter};
 use std::path::Path;
@@ -104,8 +105,7 @@ pub async fn seal_all(runtime: &LocalRuntime, db: &Path) -> Result<usize, DlqErr
 }
 
 pub async fn run(data_dir: &Path, template: Option<&Path>, action: DlqAction) -> Result<(), DlqError> {
-    let template = read_template(template)?;
-    let runtime = LocalRuntime::open(&database_path(data_dir), &template)?;
+    let runtime = open_runtime::<DlqError>(data_dir, template)?;
     let letters = runtime.bus.dead_letters().list().await?;
     match action {
         DlqAction::List => {

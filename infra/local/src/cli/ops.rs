@@ -2,8 +2,8 @@
 //! target from the event store (with a progress bar), and compare a sample of
 //! folded customer streams with the stored projections (issue 9).
 
-use crate::adapters::data_dir::database_path;
-use crate::runtime::bus::{read_template, TemplateFileError};
+use crate::cli::open_runtime;
+use crate::runtime::bus::TemplateFileError;
 use crate::runtime::{LocalRuntime, RuntimeError};
 use crm_core::ops::{CheckReport, ReplayReport};
 use crm_core::ports::{ConsumerHealth, StoreError};
@@ -23,11 +23,6 @@ pub enum OpsCliError {
     Check(#[from] crm_core::ops::OpsError),
     #[error("{0} document(s) differ from the event store")]
     Inconsistent(usize),
-}
-
-fn open(data_dir: &Path, template: Option<&Path>) -> Result<LocalRuntime, OpsCliError> {
-    let template = read_template(template)?;
-    Ok(LocalRuntime::open(&database_path(data_dir), &template)?)
 }
 
 fn bar(total: u64, quiet: bool) -> ProgressBar {
@@ -163,13 +158,13 @@ pub async fn run_replay(
     consumer: &str,
     quiet: bool,
 ) -> Result<(), OpsCliError> {
-    let runtime = open(data_dir, template)?;
+    let runtime = open_runtime::<OpsCliError>(data_dir, template)?;
     replay(&runtime, consumer, quiet).await.map(|_| ())
 }
 
 /// `crm-local check`.
 pub async fn run_check(data_dir: &Path, template: Option<&Path>, sample: usize) -> Result<(), OpsCliError> {
-    let runtime = open(data_dir, template)?;
+    let runtime = open_runtime::<OpsCliError>(data_dir, template)?;
     // Deliver what is pending first, so lag is not reported as a difference.
     runtime.bus.settle().await?;
     print_check(&check(&runtime, sample).await?)
