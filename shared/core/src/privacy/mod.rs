@@ -114,7 +114,7 @@ pub enum KeyError {
 
 /// The port of the per-customer data keys (ARCHITECTURE.md §8).
 ///
-/// Adapters: `crm_local::keys::SqliteKeyStore` (a SQLite table, keys wrapped
+/// Adapters: `crm_local::adapters::keys::SqliteKeyStore` (a SQLite table, keys wrapped
 /// under a master key file) and `crm_aws::keys::DynamoKmsKeyStore` (a DynamoDB
 /// table, keys wrapped by KMS).
 #[async_trait]
