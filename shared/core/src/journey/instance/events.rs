@@ -1,0 +1,108 @@
+//! What a journey instance's stream holds.
+
+use crate::consent::{Channel, Purpose};
+use crate::event::DomainEvent;
+use crate::journey::definition::Category;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// Why an instance ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExitReason {
+    Goal,
+    ExitEvent,
+    Completed,
+    ExitStep,
+    CustomerDeactivated,
+    CampaignPaused,
+    /// The customer was erased (GDPR Art. 17).
+    CustomerErased,
+}
+
+/// What triggered an instance: enough to explain it later.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct TriggerRef {
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub stream_id: String,
+    pub version: u64,
+    pub occurred_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(tag = "type", content = "data")]
+pub enum JourneyEvent {
+    JourneyStarted {
+        instance_id: String,
+        campaign_id: String,
+        campaign_version: u64,
+        customer_id: String,
+        dedupe_key: String,
+        trigger: TriggerRef,
+        /// The triggering bus event: what conditions and messages read.
+        trigger_event: Value,
+    },
+    JourneyStepEntered {
+        step_id: String,
+        step_type: String,
+        visit: u32,
+    },
+    JourneyWaitScheduled {
+        step_id: String,
+        timer_name: String,
+        due_at: DateTime<Utc>,
+        /// A `wait_until`: an event can end the wait before the timer.
+        waiting_for_event: bool,
+    },
+    TimerFired {
+        timer_name: String,
+        step_id: String,
+        due_at: DateTime<Utc>,
+    },
+    JourneyWaitEnded {
+        step_id: String,
+        #[serde(default)]
+        event_id: Option<Uuid>,
+        timed_out: bool,
+    },
+    MessageRequested {
+        message_id: String,
+        instance_id: String,
+        campaign_id: String,
+        campaign_version: u64,
+        step_id: String,
+        customer_id: String,
+        channel: Channel,
+        template: String,
+        category: Category,
+        #[serde(default)]
+        purpose: Option<Purpose>,
+        data: Value,
+    },
+    SegmentMembershipRequested {
+        step_id: String,
+        segment: String,
+        action: crate::journey::definition::SegmentAction,
+    },
+    JourneyEventEmitted {
+        step_id: String,
+        event_type: String,
+        data: Value,
+    },
+    JourneyExited {
+        reason: ExitReason,
+        #[serde(default)]
+        rule: Option<String>,
+        #[serde(default)]
+        event_id: Option<Uuid>,
+    },
+}
+
+impl DomainEvent for JourneyEvent {
+    fn schema_version(_event_type: &str) -> u32 {
+        1
+    }
+}
