@@ -24,13 +24,7 @@ pub(super) type Names = (Option<String>, Option<String>);
 /// [`names_from_traits`] of a traits object (as sent, or as kept on a
 /// profile's activity).
 fn names_in(traits: &Map<String, Value>) -> Names {
-    // As [`SegmentMessage::trait_text`] reads a trait: trimmed text, not blank.
-    let text = |names: &[&str]| {
-        names.iter().find_map(|n| match traits.get(*n) {
-            Some(Value::String(s)) if !s.trim().is_empty() => Some(s.trim().to_string()),
-            _ => None,
-        })
-    };
+    let text = |names: &[&str]| message::trait_text_in(traits, names);
     let first = text(&["firstName", "first_name"]);
     let last = text(&["lastName", "last_name"]);
     let (whole_first, whole_last) = match text(&["name"]) {

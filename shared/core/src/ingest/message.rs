@@ -301,10 +301,7 @@ impl SegmentMessage {
 
     /// A trait as text, under any of its spellings (`firstName`, `first_name`).
     pub fn trait_text(&self, names: &[&str]) -> Option<String> {
-        names.iter().find_map(|n| match self.traits.get(*n) {
-            Some(Value::String(s)) if !s.trim().is_empty() => Some(s.trim().to_string()),
-            _ => None,
-        })
+        trait_text_in(&self.traits, names)
     }
 
     /// `context.<a>.<b>` as text.
@@ -329,6 +326,15 @@ pub fn minor_units(value: &Value, field: &str) -> Result<i64, Rejection> {
         return Err(Rejection::new(field, "must be a non-negative amount"));
     }
     Ok((amount * 100.0).round() as i64)
+}
+
+/// A trait of `traits` as text, under the first of `names` that holds one:
+/// trimmed, never blank.
+pub fn trait_text_in(traits: &Map<String, Value>, names: &[&str]) -> Option<String> {
+    names.iter().find_map(|n| match traits.get(*n) {
+        Some(Value::String(s)) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        _ => None,
+    })
 }
 
 #[cfg(test)]
