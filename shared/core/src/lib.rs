@@ -13,6 +13,7 @@ pub mod consumer;
 pub mod crash;
 pub mod customer;
 pub mod event;
+pub mod failure;
 pub mod idempotency;
 pub mod identity;
 pub mod ingest;
