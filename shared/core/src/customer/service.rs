@@ -11,6 +11,7 @@ use super::{stream_id, CustomerError};
 use crate::aggregate::{Aggregate, AggregateError, AggregateService, DecideContext};
 use crate::clock::Clock;
 use crate::event::{CommandMeta, EventCodecError, EventEnvelope};
+use crate::failure::{Classify, FailureKind};
 use crate::idempotency::IdempotencyKey;
 use crate::ports::{EventStore, ReservationChange, StoreError};
 use crate::privacy::IdentifierHasher;
@@ -59,6 +60,22 @@ impl CommandError {
             CommandError::Store(e) => e.is_retryable(),
             CommandError::Contended { .. } => true,
             _ => false,
+        }
+    }
+}
+
+/// As [`AggregateError`] classifies the same cases: the store's kind, other
+/// writers winning is a conflict, everything else is poison.
+impl Classify for CommandError {
+    fn kind(&self) -> FailureKind {
+        match self {
+            CommandError::Store(e) => e.kind(),
+            CommandError::Contended { .. } => FailureKind::Conflict,
+            CommandError::Rejected(_)
+            | CommandError::EmailTaken { .. }
+            | CommandError::IdempotencyKeyReused
+            | CommandError::TooLarge(_)
+            | CommandError::Codec(_) => FailureKind::Poison,
         }
     }
 }
