@@ -304,10 +304,10 @@ mod tests {
             _now: DateTime<Utc>,
         ) -> Result<crate::consumer::GroupOutcome, crate::consumer::ConsumeError> {
             if self.fail {
-                return Err(crate::consumer::ConsumeError::Retryable {
-                    consumer: "customer-360",
-                    message: "store down".into(),
-                });
+                return Err(crate::consumer::ConsumeError::retry(
+                    "customer-360",
+                    crate::ports::StoreError::Unavailable("store down".into()),
+                ));
             }
             Ok(crate::consumer::GroupOutcome {
                 applied: vec!["customer-360"],

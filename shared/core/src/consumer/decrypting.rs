@@ -4,6 +4,7 @@
 
 use super::{ConsumeError, EventHandler, GroupOutcome, PageOutcome};
 use crate::event::EventEnvelope;
+use crate::ports::StoreError;
 use crate::privacy::{decrypt_envelope, KeyStore};
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -39,10 +40,7 @@ impl EventHandler for DecryptingHandler {
         let mut plain = event.clone();
         decrypt_envelope(self.keys.as_ref(), &mut plain)
             .await
-            .map_err(|e| ConsumeError::Retryable {
-                consumer: self.inner.name(),
-                message: format!("decrypting {} v{}: {e}", event.stream_id, event.version),
-            })?;
+            .map_err(|e| not_decrypted(self.inner.name(), event, e))?;
         self.inner.handle(&plain, now).await
     }
 
@@ -55,11 +53,29 @@ impl EventHandler for DecryptingHandler {
         for event in &mut plain {
             decrypt_envelope(self.keys.as_ref(), event)
                 .await
-                .map_err(|e| ConsumeError::Retryable {
-                    consumer: self.inner.name(),
-                    message: format!("decrypting {} v{}: {e}", event.stream_id, event.version),
-                })?;
+                .map_err(|e| not_decrypted(self.inner.name(), event, e))?;
         }
         self.inner.handle_page(&plain, now).await
     }
+}
+
+/// An envelope that did not decrypt: retryable (a key that cannot be had now
+/// may be had later; the queue's redrive policy parks what never decrypts).
+#[derive(Debug, thiserror::Error)]
+#[error("decrypting {stream_id} v{version}: {source}")]
+pub struct NotDecrypted {
+    pub stream_id: String,
+    pub version: u64,
+    pub source: StoreError,
+}
+
+fn not_decrypted(consumer: &'static str, event: &EventEnvelope, source: StoreError) -> ConsumeError {
+    ConsumeError::retry(
+        consumer,
+        NotDecrypted {
+            stream_id: event.stream_id.clone(),
+            version: event.version,
+            source,
+        },
+    )
 }

@@ -15,6 +15,7 @@
 //! the handled ones among them in order and skipping the rest.
 
 use crate::event::{EventCodecError, EventEnvelope};
+use crate::failure::{Classify, Failure, FailureKind};
 use crate::ports::{CommitError, EventStore, ReadModelStore, ReadOp, StoreError};
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -27,18 +28,50 @@ mod page;
 mod tests;
 
 pub use dead_letters::{open_letter, seal_letter, SealedDeadLetters};
-pub use decrypting::DecryptingHandler;
+pub use decrypting::{DecryptingHandler, NotDecrypted};
 pub use page::{PageDocs, PageOutcome};
 
-/// Why a projection could not use an event: not worth retrying.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a projection could not use an event. Its kind ([`Classify`]) says
+/// what the consumer does: park a poison event, deliver a retryable one again.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ProjectionError {
+    /// The event's data does not decode: poison.
     #[error(transparent)]
     Codec(#[from] EventCodecError),
+    /// The event lacks what the projection needs (a reason written as text,
+    /// with no error behind it): poison.
     #[error("{0}")]
     Invalid(String),
+    /// The read-model store refused the event's commit (too large): poison.
+    #[error(transparent)]
+    Refused(CommitError),
+    /// A store the projection reads failed: retryable, whatever the store
+    /// said (the read may succeed when the event is delivered again).
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A classified failure of what the projection calls (a document that
+    /// does not encode, a service that kept conflicting), with its source:
+    /// its own kind.
+    #[error(transparent)]
+    Failed(#[from] Failure),
+}
+
+impl From<serde_json::Error> for ProjectionError {
+    /// A document that does not encode or decode: poison, the serde error kept.
+    fn from(e: serde_json::Error) -> Self {
+        ProjectionError::Failed(Failure::poison("document", e))
+    }
+}
+
+impl Classify for ProjectionError {
+    fn kind(&self) -> FailureKind {
+        match self {
+            ProjectionError::Codec(_) | ProjectionError::Invalid(_) => FailureKind::Poison,
+            ProjectionError::Refused(e) => e.kind(),
+            ProjectionError::Store(_) => FailureKind::Retryable,
+            ProjectionError::Failed(f) => f.kind(),
+        }
+    }
 }
 
 /// A read model built from events.
@@ -72,6 +105,8 @@ pub enum Delivery {
     Duplicate,
 }
 
+/// Why a delivery did not happen. Its kind ([`Classify`]) decides: a
+/// poison event is parked, anything else is delivered again.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ConsumeError {
     /// The event cannot be used: dead-letter it.
@@ -80,16 +115,74 @@ pub enum ConsumeError {
         consumer: &'static str,
         source: ProjectionError,
     },
-    /// The stores failed or kept conflicting: retry later.
+    /// The stores failed or kept conflicting: retry later. The failure
+    /// (retryable or conflict, never poison) keeps the error that caused it.
+    #[error("{consumer}: {}", .source.cause())]
+    Retry { consumer: &'static str, source: Failure },
+    /// The same as [`ConsumeError::Retry`], its cause flattened to text: the
+    /// form the journey engine's and delivery's handlers still build (they
+    /// move to [`ConsumeError::retry`]; decision 0060).
     #[error("{consumer}: {message}")]
     Retryable { consumer: &'static str, message: String },
 }
 
 impl ConsumeError {
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, ConsumeError::Retryable { .. })
+    /// A retryable failure of `consumer` caused by `cause`, whatever kind
+    /// `cause` would give itself (the event is delivered again).
+    pub fn retry(consumer: &'static str, cause: impl std::error::Error + Send + Sync + 'static) -> Self {
+        ConsumeError::Retry {
+            consumer,
+            source: Failure::retryable(consumer, cause),
+        }
+    }
+
+    /// `failure` as a consumer's error: poison when its kind is, retry otherwise.
+    pub fn failed(consumer: &'static str, failure: Failure) -> Self {
+        match failure.kind() {
+            FailureKind::Poison => ConsumeError::Poison {
+                consumer,
+                source: ProjectionError::Failed(failure),
+            },
+            FailureKind::Retryable | FailureKind::Conflict => ConsumeError::Retry {
+                consumer,
+                source: failure,
+            },
+        }
+    }
+
+    /// The consumer that failed.
+    pub fn consumer(&self) -> &'static str {
+        match self {
+            ConsumeError::Poison { consumer, .. }
+            | ConsumeError::Retry { consumer, .. }
+            | ConsumeError::Retryable { consumer, .. } => consumer,
+        }
+    }
+
+    /// What went wrong, without the consumer's name: a dead letter's reason.
+    pub fn reason(&self) -> String {
+        match self {
+            ConsumeError::Poison { source, .. } => source.to_string(),
+            ConsumeError::Retry { source, .. } => source.cause().to_string(),
+            ConsumeError::Retryable { message, .. } => message.clone(),
+        }
     }
 }
+
+impl Classify for ConsumeError {
+    fn kind(&self) -> FailureKind {
+        match self {
+            ConsumeError::Poison { .. } => FailureKind::Poison,
+            ConsumeError::Retry { source, .. } => source.kind(),
+            ConsumeError::Retryable { .. } => FailureKind::Retryable,
+        }
+    }
+}
+
+/// The dead-letter queue could not take a poison event.
+#[derive(Debug, thiserror::Error)]
+#[error("could not park poison event: {0}")]
+struct NotParked(#[source] StoreError);
 
 /// Delivers events to one projection with exactly-once effect.
 #[derive(Clone)]
@@ -114,11 +207,17 @@ impl Consumer {
         self.projection.name()
     }
 
-    fn retryable(&self, message: impl ToString) -> ConsumeError {
-        ConsumeError::Retryable {
-            consumer: self.name(),
-            message: message.to_string(),
-        }
+    /// A retryable failure of this consumer caused by `cause`.
+    fn retryable(&self, cause: impl std::error::Error + Send + Sync + 'static) -> ConsumeError {
+        ConsumeError::retry(self.name(), cause)
+    }
+
+    /// A retryable failure of this consumer with only a reason as text.
+    fn retryable_reason(&self, reason: String) -> ConsumeError {
+        ConsumeError::failed(
+            self.name(),
+            Failure::reason(FailureKind::Retryable, self.name(), reason),
+        )
     }
 
     pub async fn project_for_test(&self, e: &EventEnvelope, d: &dyn ReadModelStore) -> Vec<ReadOp> {
@@ -155,11 +254,11 @@ impl Consumer {
                     })
                 }
                 // Another delivery moved the checkpoint: look again.
-                Err(ApplyError::Conflict) => continue,
-                Err(ApplyError::Failed(e)) => return Err(e),
+                Err(e) if e.kind() == FailureKind::Conflict => continue,
+                Err(e) => return Err(e),
             }
         }
-        Err(self.retryable(format!("{stream}: checkpoint kept moving")))
+        Err(self.retryable_reason(format!("{stream}: checkpoint kept moving")))
     }
 
     /// The events from the checkpoint up to `event`: `event` alone, or the
@@ -181,7 +280,7 @@ impl Consumer {
             .map_err(|e| self.retryable(e))?;
         read.retain(|e| e.version <= event.version);
         if read.last().map(|e| e.version) != Some(event.version) {
-            return Err(self.retryable(format!(
+            return Err(self.retryable_reason(format!(
                 "gap on {stream}: needed versions {}..={}, the store returned {}",
                 checkpoint + 1,
                 event.version,
@@ -191,12 +290,16 @@ impl Consumer {
         Ok(read)
     }
 
+    /// Projects and commits `events` in order. A commit that finds the
+    /// checkpoint moved fails with a [`FailureKind::Conflict`] (the caller
+    /// looks again); a store failure is retryable; an event the projection
+    /// or the store refuses is poison.
     async fn apply_in_order(
         &self,
         stream: &str,
         mut checkpoint: u64,
         events: &[EventEnvelope],
-    ) -> Result<(), ApplyError> {
+    ) -> Result<(), ConsumeError> {
         // Events of types the projection does not handle are skipped: the
         // next commit's checkpoint passes over them.
         for event in events.iter().filter(|e| self.handles(&e.event_type)) {
@@ -204,36 +307,51 @@ impl Consumer {
                 .projection
                 .project(event, self.docs.as_ref())
                 .await
-                .map_err(|source| match source {
-                    ProjectionError::Store(e) => ApplyError::Failed(self.retryable(e)),
-                    source => ApplyError::Failed(ConsumeError::Poison {
-                        consumer: self.name(),
-                        source,
-                    }),
-                })?;
-            match self
-                .docs
+                .map_err(|source| self.projection_failed(source))?;
+            self.docs
                 .commit(self.name(), stream, checkpoint, event.version, ops)
                 .await
-            {
-                Ok(()) => checkpoint = event.version,
-                Err(CommitError::Conflict { .. }) => return Err(ApplyError::Conflict),
-                Err(CommitError::TooLarge(reason)) => {
-                    return Err(ApplyError::Failed(ConsumeError::Poison {
-                        consumer: self.name(),
-                        source: ProjectionError::Invalid(reason),
-                    }))
-                }
-                Err(CommitError::Store(e)) => return Err(ApplyError::Failed(self.retryable(e))),
-            }
+                .map_err(|e| self.commit_failed(e))?;
+            checkpoint = event.version;
         }
         Ok(())
     }
-}
 
-enum ApplyError {
-    Conflict,
-    Failed(ConsumeError),
+    /// A projection's error as this consumer's, by its kind: poison keeps
+    /// the projection's error, anything else is delivered again.
+    fn projection_failed(&self, source: ProjectionError) -> ConsumeError {
+        match source.kind() {
+            FailureKind::Poison => ConsumeError::Poison {
+                consumer: self.name(),
+                source,
+            },
+            kind => ConsumeError::Retry {
+                consumer: self.name(),
+                source: Failure::new(kind, self.name(), source),
+            },
+        }
+    }
+
+    /// A refused commit as this consumer's error: a moved checkpoint is a
+    /// conflict, a store failure retryable (whatever the store said), a
+    /// commit too large poison.
+    fn commit_failed(&self, e: CommitError) -> ConsumeError {
+        match e {
+            // Whatever the store said, it may take the commit when the event
+            // is delivered again.
+            CommitError::Store(e) => self.retryable(e),
+            e => match e.kind() {
+                FailureKind::Poison => ConsumeError::Poison {
+                    consumer: self.name(),
+                    source: ProjectionError::Refused(e),
+                },
+                kind => ConsumeError::Retry {
+                    consumer: self.name(),
+                    source: Failure::new(kind, self.name(), e),
+                },
+            },
+        }
+    }
 }
 
 /// The consumers one deployed function (or local bus target) hosts, with the
@@ -313,9 +431,9 @@ impl ConsumerGroup {
             match consumer.deliver(event).await {
                 Ok(Delivery::Applied { .. }) => outcome.applied.push(consumer.name()),
                 Ok(Delivery::Duplicate) => outcome.duplicates.push(consumer.name()),
-                Err(ConsumeError::Poison { consumer: name, source }) => {
-                    park_poison(self.dead_letters.as_ref(), name, event, source.to_string(), now).await?;
-                    outcome.parked.push(name);
+                Err(e) if e.kind() == FailureKind::Poison => {
+                    park_poison(self.dead_letters.as_ref(), e.consumer(), event, e.reason(), now).await?;
+                    outcome.parked.push(e.consumer());
                 }
                 Err(e) => return Err(e),
             }
@@ -336,10 +454,10 @@ pub async fn park_poison(
     dead_letters: &dyn crate::ports::DeadLetterQueue,
     consumer: &'static str,
     event: &EventEnvelope,
-    reason: String,
+    reason: impl std::fmt::Display + Send,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<(), ConsumeError> {
-    let reason = crate::privacy::scrub::scrub(&reason).into_owned();
+    let reason = crate::privacy::scrub::scrub(&reason.to_string()).into_owned();
     tracing::error!(consumer, event_id = %event.event_id, %reason, "poison event parked");
     let letter = crate::ports::DeadLetter {
         consumer: consumer.to_string(),
@@ -348,10 +466,10 @@ pub async fn park_poison(
         failed_at: now,
         attempts: 1,
     };
-    dead_letters.park(letter).await.map_err(|e| ConsumeError::Retryable {
-        consumer,
-        message: format!("could not park poison event: {e}"),
-    })
+    dead_letters
+        .park(letter)
+        .await
+        .map_err(|e| ConsumeError::retry(consumer, NotParked(e)))
 }
 
 /// Whatever a bus target hands stored events to: a group of projections, or

@@ -23,6 +23,7 @@
 
 use super::{park_poison, ConsumeError, ConsumerGroup, ProjectionError};
 use crate::event::EventEnvelope;
+use crate::failure::{Classify, FailureKind};
 use crate::ports::{check_commit_size, Commit, CommitError, ReadModelStore, ReadOp, StoreError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -394,10 +395,7 @@ impl ConsumerGroup {
         let mut staged: Vec<Commit> = Vec::new();
         // The first event some of whose commits are staged.
         let mut staged_from = 0;
-        let retryable = |consumer: &'static str, e: StoreError| ConsumeError::Retryable {
-            consumer,
-            message: e.to_string(),
-        };
+        let retryable = ConsumeError::retry;
         page.hold(events).map_err(|e| retryable(self.name, e))?;
         // Only the pairs with an event the consumer handles have work.
         page.prefetch(
@@ -445,14 +443,7 @@ impl ConsumerGroup {
                             // This event went to every consumer already.
                             break;
                         }
-                        park_poison(
-                            self.dead_letters.as_ref(),
-                            consumer.name(),
-                            event,
-                            source.to_string(),
-                            now,
-                        )
-                        .await?;
+                        park_poison(self.dead_letters.as_ref(), consumer.name(), event, source, now).await?;
                         total.parked += 1;
                     }
                 }
@@ -476,25 +467,17 @@ impl ConsumerGroup {
         if staged.is_empty() {
             return Ok(None);
         }
-        page.settle(&mut staged).map_err(|e| ConsumeError::Retryable {
-            consumer: self.name,
-            message: e.to_string(),
-        })?;
+        page.settle(&mut staged)
+            .map_err(|e| ConsumeError::retry(self.name, e))?;
         match self.docs.commit_all(staged).await {
             Ok(()) => {
                 crate::crash::point(crate::crash::PAGE_AFTER_COMMIT);
                 Ok(None)
             }
-            Err(CommitError::Store(e)) => Err(ConsumeError::Retryable {
-                consumer: self.name,
-                message: e.to_string(),
-            }),
+            Err(CommitError::Store(e)) => Err(ConsumeError::retry(self.name, e)),
             Err(e) => {
                 tracing::debug!(group = self.name, error = %e, "page commit refused; delivering one event at a time");
-                page.forget().map_err(|e| ConsumeError::Retryable {
-                    consumer: self.name,
-                    message: e.to_string(),
-                })?;
+                page.forget().map_err(|e| ConsumeError::retry(self.name, e))?;
                 let mut outcome = PageOutcome::default();
                 for event in events {
                     let one = self.handle(event, now).await?;
@@ -524,7 +507,7 @@ async fn stage(consumer: &super::Consumer, event: &EventEnvelope, page: &PageDoc
         .await
         .map_err(|e| consumer.retryable(e))?;
     if pending.last().map(|e| e.version) != Some(event.version) {
-        return Err(consumer.retryable(format!(
+        return Err(consumer.retryable_reason(format!(
             "gap on {stream}: needed versions {}..={}, the store returned {}",
             checkpoint + 1,
             event.version,
@@ -536,16 +519,16 @@ async fn stage(consumer: &super::Consumer, event: &EventEnvelope, page: &PageDoc
         let reads_before = page.reads().map_err(|e| consumer.retryable(e))?;
         let ops = match consumer.projection.project(pending, page).await {
             Ok(ops) => ops,
-            Err(ProjectionError::Store(e)) => return Err(consumer.retryable(e)),
-            Err(source) => {
+            Err(source) if source.kind() == FailureKind::Poison => {
                 return Ok(Staged::Poison {
                     staged: commits,
                     source,
                 })
             }
+            Err(source) => return Err(consumer.projection_failed(source)),
         };
         if let Err(e) = check_commit_size(&ops) {
-            let source = ProjectionError::Invalid(e.to_string());
+            let source = ProjectionError::Refused(e);
             return Ok(Staged::Poison {
                 staged: commits,
                 source,

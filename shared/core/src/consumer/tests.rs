@@ -259,7 +259,7 @@ async fn a_gap_is_filled_from_the_store_and_a_poison_event_is_not_retried() {
     poison.version = 1;
     poison.data = serde_json::json!({ "nonsense": true });
     let err = consumer.deliver(&poison).await.expect_err("undecodable");
-    assert!(!err.is_retryable(), "{err:?}");
+    assert_eq!(err.kind(), crate::failure::FailureKind::Poison, "{err:?}");
     assert_eq!(
         docs.checkpoint(views::TIMELINE, "customer-poison")
             .await
@@ -447,10 +447,10 @@ mod by_customer {
         ) -> Result<GroupOutcome, ConsumeError> {
             let customer = event.customer_id.clone().unwrap_or_default();
             if customer == self.failing {
-                return Err(ConsumeError::Retryable {
-                    consumer: "waiting",
-                    message: "throttled".into(),
-                });
+                return Err(ConsumeError::retry(
+                    "waiting",
+                    crate::ports::StoreError::Unavailable("throttled".into()),
+                ));
             }
             if event.version == 1 && (customer == "a" || customer == "b") {
                 self.together.wait().await;
@@ -521,7 +521,10 @@ mod by_customer {
         )
         .await
         .expect("not stuck");
-        assert!(matches!(result, Err(ConsumeError::Retryable { .. })), "{result:?}");
+        assert!(
+            matches!(&result, Err(e) if e.kind() == crate::failure::FailureKind::Retryable),
+            "{result:?}"
+        );
         assert_eq!(handler.handled.lock().expect("lock").len(), 2, "a and b were handled");
     }
 }
