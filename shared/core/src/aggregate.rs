@@ -7,13 +7,16 @@
 //! for long streams. Customers, carts and orders use it.
 
 use crate::clock::Clock;
-use crate::event::{envelopes, CommandMeta, DomainEvent, EventCodecError, EventEnvelope};
+use crate::event::{envelopes, Actor, CommandMeta, DomainEvent, EventCodecError, EventEnvelope};
 use crate::idempotency::IdempotencyKey;
 use crate::ports::{
     AppendError, AppendRequest, CommandReceipt, EventStore, ExpectedVersion, ReservationChange, Snapshot, StoreError,
 };
 use chrono::{DateTime, Utc};
+use std::borrow::Borrow;
+use std::future::Future;
 use std::marker::PhantomData;
+use std::ops::Deref;
 use std::sync::Arc;
 
 /// What `decide` gets besides the state and the command.
@@ -71,6 +74,38 @@ pub trait Aggregate: Send + Sync + 'static {
     fn from_snapshot(_value: serde_json::Value) -> Option<Self::State> {
         None
     }
+
+    /// Folds one stored envelope of the stream into the state. The default
+    /// reads it as [`Self::Event`] and [`Self::evolve`]s; an aggregate whose
+    /// stream also holds events of other types (retention's summaries on a
+    /// customer's activity stream) reads them here.
+    fn evolve_stored(
+        state: Option<Self::State>,
+        envelope: &EventEnvelope,
+    ) -> Result<Option<Self::State>, EventCodecError> {
+        let event = Self::Event::from_envelope(envelope)?;
+        Ok(Self::evolve(state, &event, envelope.occurred_at, envelope.version))
+    }
+
+    /// Completes the envelope a decided `event` is stored in, after the
+    /// service made it from the command's metadata (nothing by default): an
+    /// aggregate whose events have a derived id or a time of their own sets
+    /// them here.
+    fn stamp(_event: &Self::Event, _envelope: &mut EventEnvelope) {}
+}
+
+impl CommandMeta {
+    /// A command caused by the stored event `cause`: it carries on the
+    /// event's correlation id and names the event as its causation, so a
+    /// chain can be walked back to its trigger.
+    pub fn caused_by(cause: &EventEnvelope, actor: Actor) -> Self {
+        CommandMeta {
+            command_id: uuid::Uuid::now_v7(),
+            correlation_id: cause.correlation_id,
+            causation_id: Some(cause.event_id),
+            actor,
+        }
+    }
 }
 
 /// Builds the answer stored in the receipt (status, JSON body) from the new
@@ -123,9 +158,11 @@ impl<E: std::error::Error> AggregateError<E> {
     }
 }
 
-/// The load → decide → append → retry loop of one aggregate type.
-pub struct AggregateService<A: Aggregate> {
-    store: Arc<dyn EventStore>,
+/// The load → decide → append → retry loop of one aggregate type, over a
+/// shared store (`S`, the default) or a borrowed one
+/// ([`AggregateService::borrowing`], for jobs handed a `&dyn EventStore`).
+pub struct AggregateService<A: Aggregate, S = Arc<dyn EventStore>> {
+    store: S,
     clock: Arc<dyn Clock>,
     max_attempts: u32,
     snapshot_every: u64,
@@ -143,6 +180,25 @@ impl<A: Aggregate> AggregateService<A> {
         }
     }
 
+    pub fn store(&self) -> &Arc<dyn EventStore> {
+        &self.store
+    }
+}
+
+impl<'s, A: Aggregate> AggregateService<A, &'s (dyn EventStore + 's)> {
+    /// The same command path over a borrowed store.
+    pub fn borrowing(store: &'s (dyn EventStore + 's), clock: Arc<dyn Clock>) -> Self {
+        AggregateService {
+            store,
+            clock,
+            max_attempts: 8,
+            snapshot_every: 100,
+            _aggregate: PhantomData,
+        }
+    }
+}
+
+impl<'s, A: Aggregate, S: Deref<Target = dyn EventStore + 's> + Send + Sync> AggregateService<A, S> {
     /// Snapshot a stream each time it passes a multiple of `every` events
     /// (for aggregates with a [`Aggregate::SNAPSHOT_SCHEMA`]).
     pub fn with_snapshot_every(mut self, every: u64) -> Self {
@@ -154,10 +210,6 @@ impl<A: Aggregate> AggregateService<A> {
     pub fn with_max_attempts(mut self, attempts: u32) -> Self {
         self.max_attempts = attempts.max(1);
         self
-    }
-
-    pub fn store(&self) -> &Arc<dyn EventStore> {
-        &self.store
     }
 
     pub fn now(&self) -> DateTime<Utc> {
@@ -182,10 +234,25 @@ impl<A: Aggregate> AggregateService<A> {
             None => (None, loaded.events),
         };
         for envelope in &events {
-            let event = A::Event::from_envelope(envelope)?;
-            state = A::evolve(state, &event, envelope.occurred_at, envelope.version);
+            state = A::evolve_stored(state, envelope)?;
         }
         Ok(state)
+    }
+
+    /// The state of `id` folded from its whole stream (snapshots unused),
+    /// and the stream's envelopes as stored: for a decision that needs them
+    /// too (their ids, or the latest one to chain correlation and causation
+    /// to). `None` and no envelopes when the stream does not exist.
+    pub async fn load_stream(
+        &self,
+        id: &str,
+    ) -> Result<(Option<A::State>, Vec<EventEnvelope>), AggregateError<A::Error>> {
+        let events = self.store.read_stream(&A::stream_id(id), 0, usize::MAX).await?;
+        let mut state = None;
+        for envelope in &events {
+            state = A::evolve_stored(state, envelope)?;
+        }
+        Ok((state, events))
     }
 
     /// Runs `command` on `id`: a repeated idempotent request is answered from
@@ -204,10 +271,57 @@ impl<A: Aggregate> AggregateService<A> {
                 return replay(&receipt, key);
             }
         }
+        self.attempts(
+            id,
+            command,
+            || std::future::ready(Ok(input)),
+            meta,
+            idempotency,
+            respond,
+        )
+        .await
+    }
+
+    /// Runs `command` on `id` with its input read again before every attempt
+    /// (`read_input`): for outside facts that may have moved while another
+    /// writer won the stream (a customer's metrics, say). No idempotency
+    /// receipt.
+    pub async fn execute_reading<I, F, Fut>(
+        &self,
+        id: &str,
+        command: &A::Command,
+        read_input: F,
+        meta: &CommandMeta,
+        respond: ResponseBuilder<'_, A::State>,
+    ) -> Result<Executed<A::State>, AggregateError<A::Error>>
+    where
+        I: Borrow<A::Input>,
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<I, StoreError>>,
+    {
+        self.attempts(id, command, read_input, meta, None, respond).await
+    }
+
+    /// The retry loop: read the input, load, one round; again on a conflict.
+    async fn attempts<I, F, Fut>(
+        &self,
+        id: &str,
+        command: &A::Command,
+        read_input: F,
+        meta: &CommandMeta,
+        idempotency: Option<&IdempotencyKey>,
+        respond: ResponseBuilder<'_, A::State>,
+    ) -> Result<Executed<A::State>, AggregateError<A::Error>>
+    where
+        I: Borrow<A::Input>,
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<I, StoreError>>,
+    {
         for _attempt in 0..self.max_attempts {
+            let input = read_input().await?;
             let state = self.load(id).await?;
             match self
-                .try_once(id, state, command, input, meta, idempotency, respond)
+                .try_once(id, state, command, input.borrow(), meta, idempotency, respond)
                 .await?
             {
                 Some(executed) => return Ok(executed),
@@ -252,6 +366,9 @@ impl<A: Aggregate> AggregateService<A> {
         let mut stored = envelopes(&stream, A::customer_id(&new_state), &decided, meta, now)?;
         for (i, envelope) in stored.iter_mut().enumerate() {
             envelope.version = current_version + 1 + i as u64;
+        }
+        for (event, envelope) in decided.iter().zip(stored.iter_mut()) {
+            A::stamp(event, envelope);
         }
         let (status, body) = respond(&new_state, &stored);
         let receipt = idempotency.map(|key| CommandReceipt {
@@ -299,7 +416,7 @@ impl<A: Aggregate> AggregateService<A> {
     }
 }
 
-impl<A: Aggregate> AggregateService<A> {
+impl<'s, A: Aggregate, S: Deref<Target = dyn EventStore + 's> + Send + Sync> AggregateService<A, S> {
     /// Saves a snapshot when the stream passed a multiple of `snapshot_every`
     /// (from `before` to the state's version). A failure only makes loading
     /// slower: it is logged, not returned.
@@ -466,6 +583,43 @@ mod tests {
         assert_eq!(state.version, 4, "created, two other writes, then ours");
         assert_eq!(events[0].version, 4);
         assert_eq!(body["lines"], 2, "decided on the state with the other item");
+    }
+
+    #[tokio::test]
+    async fn an_input_read_per_attempt_is_read_again_after_a_lost_race() {
+        let (store, service) = service(0, 3);
+        create(&service).await;
+        store.races.store(2, Ordering::SeqCst);
+        let reads = AtomicU32::new(0);
+        let read_input = || {
+            reads.fetch_add(1, Ordering::SeqCst);
+            std::future::ready(Ok::<(), StoreError>(()))
+        };
+        let meta = CommandMeta::new(Actor::api("t"));
+        let done = service
+            .execute_reading("k1", &add(), read_input, &meta, &respond)
+            .await
+            .expect("applied on the third attempt");
+        assert!(matches!(done, Executed::Applied { ref events, .. } if events[0].version == 4));
+        assert_eq!(reads.load(Ordering::SeqCst), 3, "one read per attempt");
+        // A failed read is the command's failure; nothing is written.
+        let failed = service
+            .execute_reading(
+                "k1",
+                &add(),
+                || std::future::ready(Err::<(), _>(StoreError::Unavailable("metrics".into()))),
+                &meta,
+                &respond,
+            )
+            .await;
+        assert_eq!(
+            failed,
+            Err(AggregateError::Store(StoreError::Unavailable("metrics".into())))
+        );
+        // The same path over a borrowed store.
+        let clock = Arc::new(VirtualClock::starting_at(test_time()));
+        let borrowed = AggregateService::<CartAggregate, _>::borrowing(store.as_ref(), clock);
+        assert_eq!(borrowed.load("k1").await.expect("load").map(|c| c.version), Some(4));
     }
 
     #[tokio::test]

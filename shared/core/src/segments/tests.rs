@@ -3,12 +3,19 @@
 //! exactly-once property (duplicates, reordering) for the new projections.
 
 use super::*;
-use crate::clock::VirtualClock;
+use crate::aggregate::AggregateService;
+use crate::clock::{Clock, VirtualClock};
 use crate::consumer::ConsumerGroup;
+use crate::customer::metrics::ProfileMetrics;
 use crate::customer::metrics::{self, PROFILE_METRICS};
+use crate::event::EventEnvelope;
+use crate::ports::{AppendRequest, EventStore, ExpectedVersion, StoreError};
 use crate::testing::{raw_event, InMemoryDeadLetters, InMemoryEventStore, InMemoryReadModels};
 use chrono::Duration;
-use std::collections::BTreeSet;
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 fn now() -> DateTime<Utc> {
     DateTime::parse_from_rfc3339("2026-11-23T12:00:00Z")
@@ -482,9 +489,12 @@ async fn outcome(
         .collect();
     let mut memberships = Vec::new();
     for n in 0..customers {
-        let (members, _) = current_membership(world.store.as_ref(), &customer(n))
+        let members = AggregateService::<SegmentMembership, _>::borrowing(world.store.as_ref(), world.clock.clone())
+            .load(&customer(n))
             .await
-            .expect("fold");
+            .expect("fold")
+            .map(|m| m.segments)
+            .unwrap_or_default();
         memberships.push(members.into_keys().map(|k| (k, String::new())).collect());
     }
     (facts, index, memberships)
@@ -603,5 +613,134 @@ async fn journeys_add_and_remove_manual_segments_but_not_computed_ones() {
     assert_eq!(
         world.segments_of(0).await,
         set(&["affinity-lamps", "buyers", "needs-attention"])
+    );
+}
+
+fn added(segment: &str, reason: &str) -> SegmentEvent {
+    SegmentEvent::CustomerSegmentAdded {
+        segment: segment.into(),
+        customer_id: "c1".into(),
+        reason: reason.into(),
+    }
+}
+
+fn removed(segment: &str, reason: &str) -> SegmentEvent {
+    SegmentEvent::CustomerSegmentRemoved {
+        segment: segment.into(),
+        customer_id: "c1".into(),
+        reason: reason.into(),
+    }
+}
+
+fn desired(pairs: &[(&str, &str)]) -> Desired {
+    pairs.iter().map(|(s, r)| (s.to_string(), r.to_string())).collect()
+}
+
+#[test]
+fn reconciling_adds_and_removes_computed_segments_and_leaves_manual_ones() {
+    use crate::testing::AggregateScenario;
+    AggregateScenario::<SegmentMembership>::new("c1", desired(&[("buyers", "first purchase")]))
+        .when(MembershipCommand::Reconcile)
+        .then_expect_events(&[added("buyers", "first purchase")]);
+    AggregateScenario::<SegmentMembership>::new("c1", desired(&[("buyers", "first purchase")]))
+        .given(&[
+            added("champions", "rfm 5-5-5"),
+            added("buyers", "first purchase"),
+            added("cross-sell", "requested"),
+        ])
+        .when(MembershipCommand::Reconcile)
+        .then_expect_events(&[removed(
+            "champions",
+            "no longer matches: RFM recency >= 4, frequency >= 4 and monetary >= 4",
+        )]);
+    // In line already: nothing.
+    let scenario = AggregateScenario::<SegmentMembership>::new("c1", desired(&[("buyers", "x")])).given(&[
+        added("buyers", "x"),
+        removed("buyers", "gone"),
+        added("buyers", "x"),
+    ]);
+    assert_eq!(scenario.state().map(|m| (m.version, m.segments.len())), Some((3, 1)));
+    scenario.when(MembershipCommand::Reconcile).then_expect_events(&[]);
+}
+
+#[test]
+fn requests_change_manual_segments_only_and_only_when_that_changes_something() {
+    use crate::testing::AggregateScenario;
+    let request = |segment: &str, join: bool| MembershipCommand::Request {
+        segment: segment.into(),
+        join,
+        reason: "requested by journey:j@1".into(),
+    };
+    let given = [added("buyers", "first purchase"), added("vip", "requested")];
+    let scenario = || AggregateScenario::<SegmentMembership>::new("c1", Desired::new()).given(&given);
+    scenario()
+        .when(request("lapsed", true))
+        .then_expect_events(&[added("lapsed", "requested by journey:j@1")]);
+    scenario()
+        .when(request("vip", false))
+        .then_expect_events(&[removed("vip", "requested by journey:j@1")]);
+    scenario().when(request("vip", true)).then_expect_events(&[]);
+    scenario().when(request("lapsed", false)).then_expect_events(&[]);
+    scenario().when(request("buyers", false)).then_expect_events(&[]);
+    scenario().when(request("affinity-lamps", true)).then_expect_events(&[]);
+}
+
+#[tokio::test]
+async fn membership_changes_carry_on_the_chain_of_the_event_that_caused_them() {
+    let world = World::new(now());
+    let id = customer(0);
+    let mut cause = event(
+        "journey-j1",
+        &id,
+        "SegmentMembershipRequested",
+        now(),
+        json!({ "step_id": "mark", "segment": "vip", "action": "add" }),
+    );
+    cause.actor = "journey:vip@1".into();
+    let appended = apply_request(world.store.as_ref(), &id, "vip", true, now(), Some(&cause))
+        .await
+        .expect("applied");
+    assert_eq!(appended.len(), 1);
+    assert_eq!(appended[0].correlation_id, cause.correlation_id);
+    assert_eq!(appended[0].causation_id, Some(cause.event_id));
+    assert_eq!(appended[0].actor, "system:segments");
+    assert_eq!(appended[0].customer_id.as_deref(), Some(id.as_str()));
+    assert_eq!((appended[0].version, appended[0].occurred_at), (1, now()));
+    // Asked again (a redelivery): nothing left to change.
+    let again = apply_request(world.store.as_ref(), &id, "vip", true, now(), Some(&cause))
+        .await
+        .expect("applied");
+    assert!(again.is_empty());
+    // A reconcile on a customer with no metrics and no membership writes nothing.
+    let other = customer(1);
+    let none = reconcile(world.store.as_ref(), world.docs.as_ref(), &other, now(), Some(&cause))
+        .await
+        .expect("reconciled");
+    assert!(none.is_empty());
+    assert!(!is_member_now(world.store.as_ref(), "vip", &other).await.expect("read"));
+    assert!(is_member_now(world.store.as_ref(), "vip", &id).await.expect("read"));
+}
+
+#[test]
+fn segment_errors_say_their_kind() {
+    use crate::aggregate::AggregateError;
+    use crate::failure::{Classify, FailureKind};
+    let membership = |source| SegmentError::Membership {
+        customer_id: "c1".into(),
+        source,
+    };
+    assert_eq!(
+        SegmentError::Store(StoreError::Unavailable("busy".into())).kind(),
+        FailureKind::Retryable
+    );
+    assert_eq!(
+        membership(AggregateError::Contended { attempts: 8 }).kind(),
+        FailureKind::Conflict
+    );
+    let unreadable = membership(AggregateError::Codec(crate::event::EventCodecError("bad".into())));
+    assert_eq!(unreadable.kind(), FailureKind::Poison);
+    assert_eq!(
+        std::error::Error::source(&unreadable).map(|s| s.to_string()).as_deref(),
+        Some("event codec: bad")
     );
 }
