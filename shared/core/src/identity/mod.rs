@@ -29,9 +29,12 @@
 //! * The customer's own stream records `CustomersMerged`, which the
 //!   projections and the journey engine follow.
 
+use crate::aggregate::{Aggregate, AggregateError, AggregateService, DecideContext, Executed};
+use crate::clock::Clock;
 use crate::customer::{CommandError, CustomerCommand, CustomerService, RecordMerge};
-use crate::event::{envelopes, CommandMeta, DomainEvent, EventEnvelope};
-use crate::ports::{AppendError, AppendRequest, EventStore, ExpectedVersion, StoreError};
+use crate::event::{CommandMeta, DomainEvent, EventEnvelope};
+use crate::failure::{Classify, FailureKind};
+use crate::ports::{EventStore, StoreError};
 use crate::privacy::{IdentifierHasher, LookupKind};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -135,25 +138,139 @@ pub async fn resolve(store: &dyn EventStore, id: &str) -> Result<String, StoreEr
     Ok(merged_into(store, id).await?.unwrap_or_else(|| id.to_string()))
 }
 
+/// The owner an identity stream names: the customer of its first event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityClaim {
+    pub customer_id: String,
+    pub version: u64,
+}
+
+/// What an identity stream can be asked: to name its owner, once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimCommand {
+    /// The anonymous profile joins `customer_id` (`identity-<profile id>`).
+    MergeProfile { customer_id: String },
+    /// The user id names `customer_id` (`user-<keyed hash>`).
+    LinkUserId { customer_id: String },
+}
+
+/// The claim after `event`: the first event names the owner for good.
+pub fn evolve(state: Option<IdentityClaim>, event: &IdentityEvent, version: u64) -> Option<IdentityClaim> {
+    let (IdentityEvent::AnonymousProfileMerged { customer_id } | IdentityEvent::UserIdLinked { customer_id }) = event;
+    let mut claim = state.unwrap_or_else(|| IdentityClaim {
+        customer_id: customer_id.clone(),
+        version: 0,
+    });
+    claim.version = version;
+    Some(claim)
+}
+
+/// The first claim wins: a stream that names an owner already takes nothing more.
+pub fn decide(state: Option<&IdentityClaim>, command: &ClaimCommand) -> Vec<IdentityEvent> {
+    if state.is_some() {
+        return Vec::new();
+    }
+    vec![match command {
+        ClaimCommand::MergeProfile { customer_id } => IdentityEvent::AnonymousProfileMerged {
+            customer_id: customer_id.clone(),
+        },
+        ClaimCommand::LinkUserId { customer_id } => IdentityEvent::UserIdLinked {
+            customer_id: customer_id.clone(),
+        },
+    }]
+}
+
+/// A claim is never refused; this is the command path's answer to a claim
+/// that wrote nothing on a stream naming no one (which [`decide`] never does).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClaimError {
+    #[error("the identity stream names no customer")]
+    Unclaimed,
+}
+
+/// An identity stream for the shared command path: the aggregate id is the
+/// stream's name ([`identity_stream`], [`user_stream`]).
+pub struct IdentityStream;
+
+impl Aggregate for IdentityStream {
+    type State = IdentityClaim;
+    type Command = ClaimCommand;
+    type Event = IdentityEvent;
+    type Error = ClaimError;
+    type Input = ();
+
+    fn stream_id(id: &str) -> String {
+        id.to_string()
+    }
+    fn customer_id(state: &IdentityClaim) -> Option<&str> {
+        Some(&state.customer_id)
+    }
+    fn version(state: &IdentityClaim) -> u64 {
+        state.version
+    }
+    fn not_found() -> ClaimError {
+        ClaimError::Unclaimed
+    }
+    fn decide(
+        state: Option<&IdentityClaim>,
+        command: &ClaimCommand,
+        _: &DecideContext<'_, ()>,
+    ) -> Result<Vec<IdentityEvent>, ClaimError> {
+        Ok(decide(state, command))
+    }
+    fn evolve(
+        state: Option<IdentityClaim>,
+        event: &IdentityEvent,
+        _: DateTime<Utc>,
+        version: u64,
+    ) -> Option<IdentityClaim> {
+        evolve(state, event, version)
+    }
+}
+
 /// Why identities were not joined.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum IdentityError {
     /// The merge or link would join two different known customers.
     #[error("{0}")]
     Refused(String),
+    /// The customer's side of a merge failed.
     #[error(transparent)]
     Customer(#[from] CommandError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The identity stream's claim failed (its store, an unreadable event,
+    /// other writers that kept winning).
+    #[error("identity claim: {0}")]
+    Claim(#[from] AggregateError<ClaimError>),
+}
+
+impl Classify for IdentityError {
+    fn kind(&self) -> FailureKind {
+        match self {
+            IdentityError::Refused(_) => FailureKind::Poison,
+            IdentityError::Customer(e) => e.kind(),
+            IdentityError::Store(e) => e.kind(),
+            IdentityError::Claim(e) => e.kind(),
+        }
+    }
 }
 
 impl IdentityError {
+    /// Worth retrying later ([`Classify::retryable`]); kept for ingestion's
+    /// conversion, which still asks this way.
     pub fn is_retryable(&self) -> bool {
-        match self {
-            IdentityError::Refused(_) => false,
-            IdentityError::Customer(e) => e.is_retryable(),
-            IdentityError::Store(e) => e.is_retryable(),
-        }
+        self.retryable()
+    }
+}
+
+/// The customer service's clock, for the identity streams' command path (a
+/// merge's two sides are stamped by the same clock).
+struct CustomersClock(Arc<CustomerService>);
+
+impl Clock for CustomersClock {
+    fn now(&self) -> DateTime<Utc> {
+        self.0.now()
     }
 }
 
@@ -170,6 +287,7 @@ pub enum MergeOutcome {
 pub struct IdentityService {
     store: Arc<dyn EventStore>,
     customers: Arc<CustomerService>,
+    claims: Arc<AggregateService<IdentityStream>>,
 }
 
 impl IdentityService {
@@ -177,7 +295,12 @@ impl IdentityService {
     /// secret of `customers` ([`CustomerService::with_identifiers`]): without
     /// one, user ids can be neither looked up nor linked.
     pub fn new(store: Arc<dyn EventStore>, customers: Arc<CustomerService>) -> Self {
-        IdentityService { store, customers }
+        let clock = Arc::new(CustomersClock(customers.clone()));
+        IdentityService {
+            claims: Arc::new(AggregateService::new(store.clone(), clock)),
+            store,
+            customers,
+        }
     }
 
     fn identifiers(&self) -> Result<&IdentifierHasher, StoreError> {
@@ -220,37 +343,19 @@ impl IdentityService {
         Ok(user_profile_id(self.identifiers()?, user_id))
     }
 
-    /// Appends the one event of an identity stream; `Ok(None)` when the
-    /// stream already had it, `Ok(Some(owner))` naming the owner then.
+    /// Claims an identity `stream` for the command's customer; `Ok(None)`
+    /// when this claim was the first, `Ok(Some(owner))` naming the owner
+    /// when the stream had one already (a lost race is loaded and decided again).
     async fn claim(
         &self,
         stream: &str,
-        event: IdentityEvent,
-        customer_id: &str,
+        command: ClaimCommand,
         meta: &CommandMeta,
-        now: DateTime<Utc>,
     ) -> Result<Option<String>, IdentityError> {
-        let events = envelopes(stream, Some(customer_id), &[event], meta, now)
-            .map_err(|e| IdentityError::Store(StoreError::Failed(e.to_string())))?;
-        match self
-            .store
-            .append(AppendRequest {
-                stream_id: stream.to_string(),
-                expected: ExpectedVersion::NoStream,
-                events,
-                reservations: Vec::new(),
-                receipt: None,
-            })
-            .await
-        {
-            Ok(_) => Ok(None),
-            Err(AppendError::Conflict { .. }) => {
-                Ok(Some(self.owner(stream).await?.ok_or_else(|| {
-                    StoreError::Failed(format!("{stream} exists but names no customer"))
-                })?))
-            }
-            Err(AppendError::Store(e)) => Err(e.into()),
-            Err(other) => Err(IdentityError::Store(StoreError::Failed(other.to_string()))),
+        let respond = |_: &IdentityClaim, _: &[EventEnvelope]| (200, serde_json::Value::Null);
+        match self.claims.execute(stream, &command, &(), meta, None, &respond).await? {
+            Executed::Applied { state, events, .. } if events.is_empty() => Ok(Some(state.customer_id)),
+            Executed::Applied { .. } | Executed::Replayed { .. } => Ok(None),
         }
     }
 
@@ -265,13 +370,10 @@ impl IdentityService {
             Some(earlier) => earlier,
             None => customer_id.to_string(),
         };
-        let event = IdentityEvent::UserIdLinked {
+        let command = ClaimCommand::LinkUserId {
             customer_id: linked_to.clone(),
         };
-        let owner = match self
-            .claim(&keyed, event, &linked_to, meta, self.customers.now())
-            .await?
-        {
+        let owner = match self.claim(&keyed, command, meta).await? {
             Some(owner) => self.resolve(&owner).await?,
             None => self.resolve(&linked_to).await?,
         };
@@ -304,19 +406,10 @@ impl IdentityService {
                 "{customer_id} is a profile, not a customer: a profile is merged only into a customer"
             )));
         }
-        let event = IdentityEvent::AnonymousProfileMerged {
+        let command = ClaimCommand::MergeProfile {
             customer_id: customer_id.to_string(),
         };
-        let outcome = match self
-            .claim(
-                &identity_stream(profile_id),
-                event,
-                customer_id,
-                meta,
-                self.customers.now(),
-            )
-            .await?
-        {
+        let outcome = match self.claim(&identity_stream(profile_id), command, meta).await? {
             None => MergeOutcome::Merged,
             Some(owner) if owner == customer_id => MergeOutcome::AlreadyMerged,
             Some(owner) => {

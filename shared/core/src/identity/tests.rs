@@ -1,7 +1,8 @@
 use super::*;
 use crate::clock::VirtualClock;
 use crate::customer::Customer;
-use crate::event::Actor;
+use crate::event::{envelopes, Actor};
+use crate::ports::{AppendRequest, ExpectedVersion};
 use crate::testing::{identifiers, registration, test_time, InMemoryEventStore};
 
 struct World {
@@ -250,4 +251,47 @@ async fn a_user_id_names_one_customer() {
         w.identity.link_user("user-42", L, &meta()).await,
         Err(IdentityError::Refused(_))
     ));
+}
+
+#[test]
+fn the_first_claim_of_an_identity_stream_names_its_owner_for_good() {
+    use crate::testing::AggregateScenario;
+    let merge = |c: &str| ClaimCommand::MergeProfile { customer_id: c.into() };
+    AggregateScenario::<IdentityStream>::new("identity-p1", ())
+        .when(merge(K))
+        .then_expect_events(&[IdentityEvent::AnonymousProfileMerged { customer_id: K.into() }]);
+    AggregateScenario::<IdentityStream>::new("user-u1", ())
+        .when(ClaimCommand::LinkUserId { customer_id: L.into() })
+        .then_expect_events(&[IdentityEvent::UserIdLinked { customer_id: L.into() }]);
+    let claimed = AggregateScenario::<IdentityStream>::new("identity-p1", ())
+        .given(&[IdentityEvent::AnonymousProfileMerged { customer_id: K.into() }]);
+    assert_eq!(claimed.state().map(|c| c.customer_id.as_str()), Some(K));
+    claimed.when(merge(L)).then_expect_events(&[]);
+}
+
+#[test]
+fn identity_errors_say_their_kind() {
+    use crate::aggregate::AggregateError;
+    use crate::failure::{Classify, FailureKind};
+    assert_eq!(
+        IdentityError::Refused("two customers".into()).kind(),
+        FailureKind::Poison
+    );
+    assert_eq!(
+        IdentityError::Store(StoreError::Unavailable("busy".into())).kind(),
+        FailureKind::Retryable
+    );
+    let contended = IdentityError::Claim(AggregateError::Contended { attempts: 8 });
+    assert_eq!(contended.kind(), FailureKind::Conflict);
+    assert!(contended.is_retryable());
+    assert_eq!(
+        IdentityError::Customer(CommandError::Contended { attempts: 8 }).kind(),
+        FailureKind::Conflict
+    );
+    let unreadable = IdentityError::Claim(AggregateError::Codec(crate::event::EventCodecError("bad".into())));
+    assert!(!unreadable.is_retryable());
+    assert_eq!(
+        std::error::Error::source(&unreadable).map(|s| s.to_string()).as_deref(),
+        Some("event codec: bad")
+    );
 }

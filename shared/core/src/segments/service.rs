@@ -15,7 +15,7 @@ use crate::clock::{Clock, SystemClock, VirtualClock};
 use crate::consumer::{Projection, ProjectionError};
 use crate::customer::metrics::profile_metrics;
 use crate::event::{Actor, CommandMeta, EventEnvelope};
-use crate::failure::{Classify, FailureKind};
+use crate::failure::{Classify, Failure, FailureKind};
 use crate::ports::{EventStore, ReadModelStore, ReadOp, StoreError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -240,15 +240,8 @@ impl Projection for SegmentEvaluator {
                     ..
                 },
             ) => Err(ProjectionError::Store(e)),
-            Err(SegmentError::Membership {
-                source: AggregateError::Codec(e),
-                ..
-            }) => Err(ProjectionError::Codec(e)),
-            // Other writers kept winning: deliver the event again.
-            Err(e) if e.kind() == FailureKind::Conflict => {
-                Err(ProjectionError::Store(StoreError::Unavailable(e.to_string())))
-            }
-            Err(e) => Err(ProjectionError::Store(StoreError::Failed(e.to_string()))),
+            // An unreadable stream is poison; other writers that kept winning, a conflict.
+            Err(e) => Err(ProjectionError::Failed(Failure::from_error(SEGMENT_EVALUATOR, e))),
         }
     }
 }
