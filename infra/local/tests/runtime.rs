@@ -7,6 +7,7 @@ use crm_core::customer::views;
 use crm_core::customer::CustomerService;
 use crm_core::ports::{AppendRequest, ConsumerHealth, DeadLetter, DeadLetterQueue, EventStore, ExpectedVersion};
 use crm_core::testing::customer_id;
+use crm_local::adapters::data_dir;
 use crm_local::runtime::bus::BUILT_IN_TEMPLATE;
 use crm_local::runtime::LocalRuntime;
 use std::path::Path;
@@ -208,4 +209,51 @@ async fn a_poison_event_is_parked_and_a_parked_event_can_be_redriven() {
         listing.contains("customer-360") && listing.contains("timeline"),
         "{listing}"
     );
+}
+
+/// Everything the local runtime and `serve` create in a fresh data
+/// directory: the database and SQLite's WAL and shared-memory files
+/// beside it (the stored secrets are in it), the master key and the
+/// token, each its owner's alone, and the directory too.
+#[cfg(unix)]
+#[tokio::test]
+async fn everything_created_in_a_fresh_data_directory_is_private() {
+    let parent = tempfile::tempdir().expect("temp dir");
+    let dir = parent.path().join("data");
+    let token = crm_local::runtime::serve::token::load_or_create(&dir).expect("token");
+    let runtime = LocalRuntime::open(&data_dir::database_path(&dir), BUILT_IN_TEMPLATE).expect("runtime");
+    crm_core::testing::register(
+        runtime.command_store(),
+        &crm_core::testing::customer_id(1),
+        crm_core::testing::registration("private@example.com", "Pri", "Vate", "UTC"),
+    )
+    .await;
+    runtime.bus.settle().await.expect("settle");
+
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .expect("list")
+        .map(|e| e.expect("entry").file_name().into_string().expect("utf-8"))
+        .collect();
+    names.sort();
+    assert_eq!(names, ["crm.db", "crm.db-shm", "crm.db-wal", "master.key", "token"]);
+    assert_eq!(mode(&dir), data_dir::DIR_MODE, "the data directory");
+    for name in &names {
+        assert_eq!(mode(&dir.join(name)), data_dir::FILE_MODE, "{name}");
+    }
+    // The secrets are rows of the private database, not files of their own.
+    let conn = rusqlite::Connection::open(data_dir::database_path(&dir)).expect("open");
+    let secrets: i64 = conn
+        .query_row("SELECT count(*) FROM local_secrets", [], |r| r.get(0))
+        .expect("secrets");
+    assert!(secrets >= 3, "{secrets} secrets stored");
+    assert_eq!(
+        std::fs::read_to_string(data_dir::token_path(&dir)).expect("token file"),
+        token
+    );
+}
+
+#[cfg(unix)]
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).expect("metadata").permissions().mode() & 0o777
 }

@@ -3,8 +3,8 @@
 //! Every database file is its owner's alone and forgets what it deletes
 //! (issue 16, decision 0040):
 //!
-//! * the data directory is made (or tightened to) mode 0700, and the database
-//!   file set to 0600 as soon as SQLite has opened it, before its WAL exists,
+//! * the data directory is made (or tightened to) mode 0700 and the database
+//!   file made 0600 before SQLite opens it ([`DataDir::prepare_database`]),
 //!   so the `-wal` and `-shm` files SQLite creates beside it take the same
 //!   mode; files an earlier version left readable by others are tightened;
 //! * every connection runs with `secure_delete` on: deleted and overwritten
@@ -15,7 +15,7 @@
 //!   written since the one before: the old pages the erasure and its
 //!   redactions replaced then survive in neither `crm.db` nor `crm.db-wal`.
 
-use crate::adapters::data_dir::{database_files, private_dir, private_file};
+use crate::adapters::data_dir::{database_files, private_file, DataDir};
 use crm_core::ports::StoreError;
 use rusqlite::Connection;
 use std::collections::BTreeSet;
@@ -71,14 +71,13 @@ impl Db {
     /// Opens (creating if needed) the file at `path` and applies `schema`:
     /// see the module documentation for the modes and `secure_delete`.
     pub fn open(path: &Path, schema: &str) -> Result<Self, StoreError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            private_dir(dir).map_err(|e| failed(format!("{}: {e}", dir.display())))?;
-        }
+        let at = |e: std::io::Error| failed(format!("{}: {e}", path.display()));
+        // Made 0600 (or tightened) before SQLite opens it and before the WAL
+        // exists, so SQLite creates the -wal and -shm files 0600 too.
+        DataDir::holding(path)
+            .and_then(|dir| dir.prepare_database(path))
+            .map_err(at)?;
         let conn = Connection::open(path).map_err(sql)?;
-        // By path (chmod), never through a descriptor of our own: closing one
-        // would drop the locks SQLite holds on the file in this process.
-        // Before the WAL exists, so SQLite creates it (and the -shm) 0600.
-        private_file(path).map_err(|e| failed(format!("{}: {e}", path.display())))?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(sql)?;
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(sql)?;
         conn.pragma_update(None, "secure_delete", "ON").map_err(sql)?;
@@ -88,7 +87,7 @@ impl Db {
         database_files(path)
             .iter()
             .try_for_each(|f| private_file(f))
-            .map_err(|e| failed(format!("{}: {e}", path.display())))?;
+            .map_err(at)?;
         Ok(Db {
             conn: Arc::new(Mutex::new(conn)),
             path: std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()),

@@ -9,7 +9,7 @@
 //! row is zeroed where it was (`secure_delete`) and the WAL truncated right
 //! after ([`Db::erasure_done`]), so no copy of the wrapped key stays on disk.
 
-use crate::adapters::data_dir::{master_key_path, MASTER_KEY_FILE};
+use crate::adapters::data_dir::{Create, DataDir, MASTER_KEY_FILE};
 use crate::adapters::db::Db;
 use crm_core::ports::StoreError;
 use crm_core::privacy::{unwrap_key, wrap_key, DataKey, KeyError, KeyStore, KEY_LEN};
@@ -89,31 +89,20 @@ fn read_master_key(path: &Path) -> Result<Option<DataKey>, MasterKeyError> {
     }
 }
 
-/// Reads `<data_dir>/master.key`, creating it (mode 0600) with a fresh random
-/// key on first run. Two processes starting at once agree on one key: the
-/// file is written aside and then linked into place, which fails for the
-/// second.
-pub fn load_or_create_master_key(data_dir: &Path) -> Result<DataKey, MasterKeyError> {
-    let path = master_key_path(data_dir);
+/// Reads the data directory's `master.key`, creating it (mode 0600 from the
+/// start) with a fresh random key on first run. Two processes starting at
+/// once agree on one key: the file is written aside and then linked into
+/// place, which fails for the second.
+pub fn load_or_create_master_key(data_dir: &DataDir) -> Result<DataKey, MasterKeyError> {
+    let path = data_dir.master_key();
     if let Some(key) = read_master_key(&path)? {
         return Ok(key);
     }
-    let io = |p: &Path| {
-        let p = p.to_path_buf();
-        move |source| MasterKeyError::Io { path: p, source }
-    };
-    crate::adapters::data_dir::private_dir(data_dir).map_err(io(data_dir))?;
     let key = DataKey::generate().map_err(MasterKeyError::Random)?;
-    let aside = data_dir.join(format!(".{MASTER_KEY_FILE}.{}.tmp", uuid::Uuid::new_v4().simple()));
+    let aside_name = format!(".{MASTER_KEY_FILE}.{}.tmp", uuid::Uuid::new_v4().simple());
+    let aside = data_dir.path().join(&aside_name);
     let written = (|| {
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let mut file = options.open(&aside)?;
+        let mut file = data_dir.create_file(&aside_name, Create::New)?;
         let mut text = to_hex(key.as_bytes());
         let result = std::io::Write::write_all(&mut file, format!("{text}\n").as_bytes()).and_then(|_| file.sync_all());
         zeroize::Zeroize::zeroize(&mut text);
@@ -127,7 +116,7 @@ pub fn load_or_create_master_key(data_dir: &Path) -> Result<DataKey, MasterKeyEr
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             read_master_key(&path)?.ok_or_else(|| MasterKeyError::Malformed { path: path.clone() })
         }
-        Err(e) => Err(io(&path)(e)),
+        Err(source) => Err(MasterKeyError::Io { path, source }),
     }
 }
 
@@ -156,8 +145,12 @@ impl SqliteKeyStore {
     /// The store of a data directory: its database file (`crm.db`) and its
     /// master key file, created on first run.
     pub fn open_data_dir(data_dir: &Path) -> Result<Self, OpenError> {
-        let master = load_or_create_master_key(data_dir)?;
-        Ok(Self::open(&crate::adapters::data_dir::database_path(data_dir), master)?)
+        let data_dir = DataDir::open(data_dir).map_err(|source| MasterKeyError::Io {
+            path: data_dir.to_path_buf(),
+            source,
+        })?;
+        let master = load_or_create_master_key(&data_dir)?;
+        Ok(Self::open(&data_dir.database(), master)?)
     }
 
     async fn wrapped(&self, customer_id: &str) -> Result<Option<Vec<u8>>, KeyError> {
@@ -242,6 +235,7 @@ impl KeyStore for SqliteKeyStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::adapters::data_dir::master_key_path;
     use crm_core::privacy::{decrypt_field, encrypt_field};
     use std::sync::{Arc, OnceLock};
 
@@ -257,6 +251,10 @@ mod tests {
 
     crm_core::key_store_contract!(fresh_store);
 
+    fn opened(path: &Path) -> DataDir {
+        DataDir::open(path).expect("data directory")
+    }
+
     #[cfg(unix)]
     fn mode(path: &Path) -> u32 {
         use std::os::unix::fs::PermissionsExt;
@@ -267,7 +265,7 @@ mod tests {
     async fn first_run_creates_a_0600_master_key_and_later_runs_read_it() {
         let dir = tempfile::tempdir().expect("tempdir");
         let data_dir = dir.path().join("data");
-        let first = load_or_create_master_key(&data_dir).expect("create");
+        let first = load_or_create_master_key(&opened(&data_dir)).expect("create");
         let path = master_key_path(&data_dir);
         #[cfg(unix)]
         assert_eq!(mode(&path), 0o600);
@@ -277,7 +275,10 @@ mod tests {
         assert_eq!(mode(&data_dir), 0o700);
         let text = std::fs::read_to_string(&path).expect("read");
         assert_eq!(text.trim().len(), 64);
-        assert_eq!(load_or_create_master_key(&data_dir).expect("read again"), first);
+        assert_eq!(
+            load_or_create_master_key(&opened(&data_dir)).expect("read again"),
+            first
+        );
         // No file written aside is left behind.
         let names: Vec<_> = std::fs::read_dir(&data_dir)
             .expect("list")
@@ -291,7 +292,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let keys: Vec<DataKey> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..8)
-                .map(|_| s.spawn(|| load_or_create_master_key(dir.path()).expect("master key")))
+                .map(|_| s.spawn(|| load_or_create_master_key(&opened(dir.path())).expect("master key")))
                 .collect();
             handles.into_iter().map(|h| h.join().expect("thread")).collect()
         });
@@ -303,10 +304,10 @@ mod tests {
     fn a_master_key_others_may_read_is_refused() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().expect("tempdir");
-        load_or_create_master_key(dir.path()).expect("create");
+        load_or_create_master_key(&opened(dir.path())).expect("create");
         let path = master_key_path(dir.path());
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-        match load_or_create_master_key(dir.path()) {
+        match load_or_create_master_key(&opened(dir.path())) {
             Err(MasterKeyError::Mode { mode, .. }) => assert_eq!(mode, 0o644),
             other => panic!("expected a mode error, got {other:?}"),
         }
@@ -315,10 +316,10 @@ mod tests {
     #[test]
     fn a_malformed_master_key_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
-        load_or_create_master_key(dir.path()).expect("create");
+        load_or_create_master_key(&opened(dir.path())).expect("create");
         std::fs::write(master_key_path(dir.path()), "not a key\n").expect("overwrite");
         assert!(matches!(
-            load_or_create_master_key(dir.path()),
+            load_or_create_master_key(&opened(dir.path())),
             Err(MasterKeyError::Malformed { .. })
         ));
     }

@@ -4,6 +4,7 @@
 //! (`UNSUBSCRIBE_SECRET`) and the identifier-hash secret of the proof
 //! ledger and suppression list (`IDENTIFIER_HASH_SECRET`, decision 0019).
 
+use crate::adapters::data_dir::DataDir;
 use crate::adapters::db::{failed, sql};
 use crm_core::ports::StoreError;
 use crm_core::privacy::IdentifierHasher;
@@ -16,11 +17,10 @@ pub const IDENTIFIER_SECRET_ENV: &str = "IDENTIFIER_HASH_SECRET";
 
 /// The secret `name` stored in the database at `db`, created on first use.
 pub fn stored_secret(db: &Path, name: &str) -> Result<Vec<u8>, StoreError> {
-    if let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty()) {
-        crate::adapters::data_dir::private_dir(dir).map_err(|e| failed(format!("{}: {e}", dir.display())))?;
-    }
+    DataDir::holding(db)
+        .and_then(|dir| dir.prepare_database(db))
+        .map_err(|e| failed(format!("{}: {e}", db.display())))?;
     let conn = rusqlite::Connection::open(db).map_err(sql)?;
-    crate::adapters::data_dir::private_file(db).map_err(|e| failed(format!("{}: {e}", db.display())))?;
     conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(sql)?;
     conn.execute_batch(SCHEMA).map_err(sql)?;
     let fresh = crm_core::privacy::random_bytes::<32>().map_err(|e| failed(e.to_string()))?;

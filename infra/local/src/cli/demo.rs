@@ -6,6 +6,7 @@
 //! confirmed. Prints the timeline of every stored event and
 //! the explain chain of the reminder.
 
+use crate::adapters::data_dir::{database_path, DataDir};
 use crate::runtime::bus::BUILT_IN_TEMPLATE;
 use crate::runtime::{ClockChoice, LocalRuntime, RuntimeError};
 use axum::body::Body;
@@ -158,16 +159,13 @@ fn summary(e: &EventEnvelope) -> String {
 pub async fn run_story(data_dir: Option<&Path>) -> Result<String, DemoError> {
     let temp;
     let dir: PathBuf = match data_dir {
-        Some(d) => {
-            std::fs::create_dir_all(d)?;
-            d.to_path_buf()
-        }
+        Some(d) => DataDir::open(d)?.path().to_path_buf(),
         None => {
             temp = tempfile::tempdir()?;
             temp.path().to_path_buf()
         }
     };
-    let db = dir.join("crm.db");
+    let db = database_path(&dir);
     if db.exists() {
         return Err(step(format!(
             "{} already holds a database; the demo needs a fresh directory",

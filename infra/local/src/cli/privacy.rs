@@ -6,7 +6,7 @@
 //! are the way. `migrate` encrypts what was stored before encryption at rest
 //! ([`crm_core::privacy::migrate`]).
 
-use crate::adapters::data_dir::database_path;
+use crate::adapters::data_dir::{create_private_file, database_path, Create, DataDir};
 use crate::adapters::db::{sql, Db};
 use crate::adapters::keys::{load_or_create_master_key, SqliteKeyStore};
 use crate::adapters::store::SqliteEventStore;
@@ -121,16 +121,8 @@ pub async fn run(data_dir: &Path, action: PrivacyAction) -> Result<(), PrivacyEr
                     };
                     // Written aside and renamed, so a failed export leaves no partial file.
                     let partial = path.with_extension("partial");
-                    // The export is personal data: its owner's alone (mode 0600).
-                    let mut options = std::fs::OpenOptions::new();
-                    options.write(true).create(true).truncate(true);
-                    #[cfg(unix)]
-                    {
-                        use std::os::unix::fs::OpenOptionsExt;
-                        options.mode(crate::adapters::data_dir::FILE_MODE);
-                    }
-                    let file = options.open(&partial).map_err(io)?;
-                    crate::adapters::data_dir::private_file(&partial).map_err(io)?;
+                    // The export is personal data: its owner's alone (mode 0600 from the start).
+                    let file = create_private_file(&partial, Create::Replace).map_err(io)?;
                     let mut writer = std::io::BufWriter::new(file);
                     let summary = export(&runtime, &customer, &mut writer).await;
                     let summary = match summary.and_then(|s| writer.flush().map(|_| s).map_err(io)) {
@@ -284,7 +276,8 @@ impl StoredEventRewriter for SqliteRewriter {
 pub async fn migrate(data_dir: &Path) -> Result<MigrateReport, PrivacyError> {
     let db = existing_database(data_dir)?;
     let stored = SqliteEventStore::open(&db)?;
-    let master = load_or_create_master_key(data_dir).map_err(|e| PrivacyError::Keys(e.to_string()))?;
+    let data_dir = DataDir::open(data_dir).map_err(|e| PrivacyError::Keys(format!("{}: {e}", data_dir.display())))?;
+    let master = load_or_create_master_key(&data_dir).map_err(|e| PrivacyError::Keys(e.to_string()))?;
     let keys = SqliteKeyStore::open(&db, master).map_err(|e| PrivacyError::Keys(e.to_string()))?;
     let raw = Db::open(&db, "")?;
     let events = migrate_events(&stored, &SqliteRewriter(raw.clone()), &keys).await?;

@@ -15,6 +15,7 @@ pub mod retention;
 pub mod serve;
 pub mod sources;
 
+use crate::adapters::data_dir::DataDir;
 use crate::adapters::keys::{load_or_create_master_key, SqliteKeyStore};
 use crate::adapters::mail::MailSink;
 use crate::adapters::read_models::SqliteReadModels;
@@ -249,11 +250,8 @@ impl LocalRuntime {
         let RuntimeOptions { clock, public_base_url } = options;
         let stored_events = Arc::new(SqliteEventStore::open(db)?);
         // The data dir is the database's directory: master.key lives next to it.
-        let data_dir = db
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let master = load_or_create_master_key(data_dir).map_err(|e| RuntimeError::Keys(e.to_string()))?;
+        let data_dir = DataDir::holding(db).map_err(|e| RuntimeError::Keys(format!("{}: {e}", db.display())))?;
+        let master = load_or_create_master_key(&data_dir).map_err(|e| RuntimeError::Keys(e.to_string()))?;
         let keys: Arc<dyn KeyStore> =
             Arc::new(SqliteKeyStore::open(db, master).map_err(|e| RuntimeError::Keys(e.to_string()))?);
         let events: Arc<dyn EventStore> = Arc::new(EncryptingEventStore::new(stored_events.clone(), keys.clone()));

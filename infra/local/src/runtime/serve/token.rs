@@ -4,6 +4,7 @@
 //! clear, an HMAC under the all-scopes token). Replacing the file revokes
 //! every token minted from it.
 
+use crate::adapters::data_dir::{Create, DataDir, TOKEN_FILE};
 use crm_api::{Scope, Scopes};
 use std::path::{Path, PathBuf};
 
@@ -18,29 +19,22 @@ pub enum TokenError {
     NoScope,
 }
 
-/// Reads `<data_dir>/token`, creating it (mode 0600) with a fresh token if absent.
+/// Reads `<data_dir>/token`, creating it (mode 0600 from the start, in the
+/// data directory opened by [`DataDir::open`]) with a fresh token if absent.
 pub fn load_or_create(data_dir: &Path) -> Result<String, TokenError> {
     let io = |source| TokenError::DataDir {
         path: data_dir.to_path_buf(),
         source,
     };
-    std::fs::create_dir_all(data_dir).map_err(io)?;
-    let path = data_dir.join("token");
-    match std::fs::read_to_string(&path) {
+    let data_dir = DataDir::open(data_dir).map_err(io)?;
+    match std::fs::read_to_string(data_dir.token()) {
         Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_string()),
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(io(e)),
     }
     let token = uuid::Uuid::new_v4().simple().to_string();
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(&path).map_err(io)?;
+    let mut file = data_dir.create_file(TOKEN_FILE, Create::Replace).map_err(io)?;
     std::io::Write::write_all(&mut file, token.as_bytes()).map_err(io)?;
     Ok(token)
 }
