@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use crm_core::customer::views;
 use crm_core::event::Actor;
+use crm_core::failure::{Classify, FailureKind};
 use crm_core::journey::catalog::{CampaignError, StoredCampaign};
 use crm_core::journey::engine::{IndexedInstance, JOURNEY_INDEX};
 use crm_core::journey::explain::explain as explain_message;
@@ -37,9 +38,21 @@ impl From<CampaignError> for Problem {
                 p
             }
             CampaignError::NotFound => Problem::not_found("campaign not found"),
-            CampaignError::Conflict(m) => Problem::conflict(None, m),
+            e @ (CampaignError::AlreadyPaused | CampaignError::NotPaused | CampaignError::ChangedConcurrently) => {
+                Problem::conflict(None, e.to_string())
+            }
             CampaignError::Store(s) => s.into(),
+            CampaignError::Failed(f) => failed(&f),
         }
+    }
+}
+
+/// A classified failure the client cannot act on: 503 (retry the request)
+/// unless it is poison (500). The failure is logged, not shown.
+fn failed(e: &(impl Classify + std::fmt::Display)) -> Problem {
+    match e.kind() {
+        FailureKind::Poison => Problem::from(StoreError::Failed(e.to_string())),
+        FailureKind::Retryable | FailureKind::Conflict => Problem::from(StoreError::Unavailable(e.to_string())),
     }
 }
 
@@ -77,10 +90,7 @@ pub async fn pause(
         std::sync::Arc::new(crm_core::journey::catalog::StoredCatalog::new(state.events.clone())),
         state.clock.clone(),
     );
-    let exited = engine.on_campaign_paused(&id).await.map_err(|e| match e {
-        crm_core::journey::engine::EngineError::Retry(m) => Problem::from(crm_core::ports::StoreError::Unavailable(m)),
-        crm_core::journey::engine::EngineError::Poison(m) => Problem::from(crm_core::ports::StoreError::Failed(m)),
-    })?;
+    let exited = engine.on_campaign_paused(&id).await.map_err(|e| failed(&e))?;
     let mut body = view(&c);
     body["exited_instances"] = json!(exited.advanced.len());
     Ok(Json(body).into_response())

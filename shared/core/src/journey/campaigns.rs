@@ -8,7 +8,8 @@ use super::engine::{CatalogSnapshot, EngineError, FixedCatalog, JourneyEngine};
 use crate::commerce::{CartService, OrderService};
 use crate::consumer::{ConsumeError, EventHandler, GroupOutcome};
 use crate::event::EventEnvelope;
-use crate::ports::{DeadLetterQueue, StoreError};
+use crate::failure::{Classify, Failure, FailureKind};
+use crate::ports::DeadLetterQueue;
 use crate::scheduler::{timer_name, SchedulerError, TimerHandler, TimerKind, TimerPayload};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -101,7 +102,7 @@ impl CampaignHandler {
     /// messages, found through the customer-streams index. A timer this
     /// misses (a cart the index has not seen yet) finds the customer
     /// inactive when it fires and does nothing.
-    pub async fn cancel_customer_schedules(&self, customer_id: &str) -> Result<usize, StoreError> {
+    pub async fn cancel_customer_schedules(&self, customer_id: &str) -> Result<usize, EngineError> {
         let streams = crate::customer::streams::customer_streams(self.engine.docs().as_ref(), customer_id).await?;
         let mut cancelled = 0;
         for stream in streams {
@@ -112,11 +113,7 @@ impl CampaignHandler {
             } else {
                 continue;
             };
-            self.carts
-                .scheduler()
-                .cancel(&name)
-                .await
-                .map_err(|e| StoreError::Unavailable(format!("could not cancel timer {name}: {e}")))?;
+            self.carts.scheduler().cancel(&name).await?;
             cancelled += 1;
         }
         Ok(cancelled)
@@ -209,25 +206,20 @@ impl CampaignHandler {
                     .as_deref()
                     .filter(|_| ENDS_SCHEDULES.contains(&event.event_type.as_str()))
                 {
+                    // Whatever the scheduler said, cancelling may succeed
+                    // when the event comes again.
                     self.cancel_customer_schedules(customer_id)
                         .await
-                        .map_err(|e| ConsumeError::Retryable {
-                            consumer: NAME,
-                            message: e.to_string(),
-                        })?;
+                        .map_err(|e| ConsumeError::retry(NAME, e))?;
                 }
                 outcome.applied.push(NAME)
             }
-            Err(EngineError::Retry(message)) => {
-                return Err(ConsumeError::Retryable {
-                    consumer: NAME,
-                    message,
-                })
-            }
-            Err(EngineError::Poison(reason)) => {
-                crate::consumer::park_poison(self.dead_letters.as_ref(), NAME, event, reason, now).await?;
+            Err(e) if e.kind() == FailureKind::Poison => {
+                crate::consumer::park_poison(self.dead_letters.as_ref(), NAME, event, e.to_string(), now).await?;
                 outcome.parked.push(NAME);
             }
+            // Retryable, or a conflict that kept coming back: the event comes again.
+            Err(e) => return Err(ConsumeError::failed(NAME, Failure::from_error(NAME, e))),
         }
         Ok(outcome)
     }
@@ -239,8 +231,8 @@ impl TimerHandler for CampaignHandler {
         match payload.kind {
             TimerKind::JourneyWait => match self.engine.on_timer(payload).await {
                 Ok(_) => Ok(()),
-                Err(EngineError::Retry(m)) => Err(SchedulerError::Unavailable(m)),
-                Err(EngineError::Poison(m)) => Err(SchedulerError::Refused(m)),
+                Err(e) if e.retryable() => Err(SchedulerError::Unavailable(e.to_string())),
+                Err(e) => Err(SchedulerError::Refused(e.to_string())),
             },
             TimerKind::CartInactivity => {
                 let now = self.engine.now();

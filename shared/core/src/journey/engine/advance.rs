@@ -3,15 +3,15 @@
 //! exits are the instance's decision ([`instance::decide`]); the engine
 //! loads, looks back, appends and cancels the timer the decision ends.
 
-use super::lookback::{needs_lookback, recorded, Lookback};
-use super::stream::{Cause, StoreOutcome};
+use super::lookback::{needs_lookback, Lookback};
+use super::stream::Cause;
 use super::{
-    collect_messages, CatalogSnapshot, EngineError, EngineOutcome, JourneyEngine, JOURNEY_INDEX, MAX_ATTEMPTS,
+    collect_messages, CatalogSnapshot, CustomerContext, EngineError, EngineOutcome, JourneyEngine, JOURNEY_INDEX,
+    MAX_ATTEMPTS,
 };
 use super::{SweepBudget, SWEEP_STREAM};
 use crate::event::{Actor, EventEnvelope};
-use crate::journey::instance::{self, JourneyContext, JourneyInput};
-use crate::ports::ExpectedVersion;
+use crate::journey::instance::{self, JourneyError, JourneyInput};
 use crate::scheduler::TimerPayload;
 
 impl JourneyEngine {
@@ -31,17 +31,12 @@ impl JourneyEngine {
         };
         let catalog = self.catalog.current().await?;
         let customer = timer.customer_id.clone().unwrap_or_default();
-        let (tz, profile) = self.context_parts(&customer).await?;
-        let ctx = JourneyContext {
-            now: self.clock.now(),
-            timezone: tz,
-            profile: profile.as_ref(),
-        };
+        let context = self.customer_context(&customer).await?;
         let input = JourneyInput::Timer {
-            timer_name: &timer.name,
+            timer_name: timer.name.clone(),
         };
         if self
-            .advance(&catalog, instance_id, &input, &ctx, None, None, &mut outcome)
+            .advance(&catalog, instance_id, &input, &context, None, None, &mut outcome)
             .await?
         {
             outcome.advanced.push(instance_id.to_string());
@@ -49,7 +44,8 @@ impl JourneyEngine {
         Ok(outcome)
     }
 
-    /// Decides and stores one input for an existing instance; true if anything happened.
+    /// Decides and stores one input for an existing instance through the
+    /// command path ([`JourneyEngine::apply`]); true if anything happened.
     /// `cause` is the event the input comes from (`None`: a timer, whose
     /// cause is the event that set it); `indexed_version` the version the
     /// caller's index line showed, if it read one.
@@ -66,13 +62,16 @@ impl JourneyEngine {
     /// event its wait was waiting for ends the wait, and a `wait_until` the
     /// input enters is ended by a matching event recorded since the trigger
     /// that the instance has not acted on. All of it is one append.
+    ///
+    /// A conflicting writer makes it load, look back and decide again, at
+    /// most [`MAX_ATTEMPTS`] times (then a conflict: the input comes again).
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn advance(
         &self,
         catalog: &CatalogSnapshot,
         instance_id: &str,
-        input: &JourneyInput<'_>,
-        ctx: &JourneyContext<'_>,
+        input: &JourneyInput,
+        context: &CustomerContext,
         cause: Option<&EventEnvelope>,
         indexed_version: Option<u64>,
         outcome: &mut EngineOutcome,
@@ -83,30 +82,20 @@ impl JourneyEngine {
             };
             let state = &loaded.state;
             let Some(at) = catalog.version(&state.campaign_id, state.campaign_version) else {
-                return Err(EngineError::Poison(format!(
-                    "campaign {}@{} is unknown",
-                    state.campaign_id, state.campaign_version
-                )));
+                return Err(EngineError::UnknownCampaign {
+                    campaign_id: state.campaign_id.clone(),
+                    version: state.campaign_version,
+                });
             };
             let input = match input {
                 JourneyInput::Timer { .. } | JourneyInput::Event { .. } if at.paused => &JourneyInput::CampaignPaused,
                 other => other,
             };
-            let mut events = instance::decide(Some(state), &at.campaign, input, ctx)
-                .map_err(|e| EngineError::Poison(e.to_string()))?;
-            if needs_lookback(&at.campaign, &events) {
-                let position = match (input, cause) {
-                    (JourneyInput::Event { .. }, Some(e)) => Lookback::Event(e),
-                    _ => Lookback::Timer,
-                };
-                let found = self
-                    .recorded_since_trigger(&state.customer_id, &state.trigger, &at.campaign, position)
-                    .await?;
-                if !found.is_empty() {
-                    events = instance::decide_with_lookback(Some(state), &at.campaign, input, ctx, &recorded(&found))
-                        .map_err(|e| EngineError::Poison(e.to_string()))?;
-                }
-            }
+            // Decided once here, to know whether it stores anything and
+            // needs the lookback; the command path decides it again with
+            // the lookback's finds.
+            let events = instance::decide(Some(state), &at.campaign, input, &context.journey())
+                .map_err(|e| EngineError::refused(instance_id, e))?;
             if events.is_empty() {
                 let indexed_at = match indexed_version {
                     Some(v) if v >= state.version => v,
@@ -121,33 +110,34 @@ impl JourneyEngine {
                 }
                 return Ok(false);
             }
+            let mut facts = context.facts(at.campaign.clone());
+            if needs_lookback(&at.campaign, &events) {
+                let position = match (input, cause) {
+                    (JourneyInput::Event { .. }, Some(e)) => Lookback::Event(e),
+                    _ => Lookback::Timer,
+                };
+                facts.lookback = self
+                    .recorded_since_trigger(&state.customer_id, &state.trigger, &at.campaign, position)
+                    .await?;
+            }
             let Some(cause) = cause.map(Cause::of).or_else(|| loaded.own_cause()) else {
-                return Err(EngineError::Poison(format!("journey {instance_id} has no events")));
+                return Err(EngineError::refused(instance_id, JourneyError::NotFound));
             };
             let meta = cause.meta(Actor::journey(&at.campaign.id, state.campaign_version));
-            let cancel = instance::timer_to_cancel(Some(state), &events);
-            match self
-                .store(
-                    instance_id,
-                    &state.customer_id,
-                    ExpectedVersion::Exactly(state.version),
-                    &events,
-                    &meta,
-                    Some(state),
-                )
-                .await
-            {
-                Ok(_) => {
-                    if let Some(name) = cancel {
+            match self.apply(instance_id, Some(state), input, &facts, &meta).await? {
+                Some((_, events)) => {
+                    if let Some(name) = instance::timer_to_cancel(Some(state), &events) {
                         self.scheduler.cancel(&name).await?;
                     }
                     collect_messages(&events, outcome);
                     return Ok(true);
                 }
-                Err(StoreOutcome::Conflict) => continue,
-                Err(StoreOutcome::Failed(e)) => return Err(e),
+                // Another writer changed the stream: load and decide again.
+                None => continue,
             }
         }
-        Err(EngineError::Retry(format!("journey {instance_id} kept changing")))
+        Err(EngineError::KeptChanging {
+            stream: instance::stream_id(instance_id),
+        })
     }
 }

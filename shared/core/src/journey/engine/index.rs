@@ -85,11 +85,14 @@ impl JourneyEngine {
             state = instance::evolve(state, e, now, version);
         }
         let Some(state) = state else {
-            return Err(EngineError::Poison(format!("journey {instance_id} without a start")));
+            return Err(EngineError::refused(
+                instance_id,
+                crate::journey::instance::JourneyError::NotStarted(instance_id.to_string()),
+            ));
         };
         let mut line = index_line(&state);
         line.version = 0;
-        let body = serde_json::to_value(line).map_err(|e| EngineError::Poison(e.to_string()))?;
+        let body = serde_json::to_value(line).map_err(|e| EngineError::unreadable("journey index line", e))?;
         let mut ops = vec![ReadOp::Put {
             partition: customer_id.to_string(),
             sort: instance_id.to_string(),
@@ -109,7 +112,7 @@ impl JourneyEngine {
         {
             Ok(()) => Ok(true),
             Err(crate::ports::CommitError::Conflict { .. }) => Ok(false),
-            Err(e) => Err(EngineError::Retry(e.to_string())),
+            Err(e) => Err(EngineError::Index(e)),
         }
     }
 
@@ -128,7 +131,8 @@ impl JourneyEngine {
             return Ok(());
         }
         let stream = instance::stream_id(&state.id);
-        let body = serde_json::to_value(index_line(state)).map_err(|e| EngineError::Poison(e.to_string()))?;
+        let body =
+            serde_json::to_value(index_line(state)).map_err(|e| EngineError::unreadable("journey index line", e))?;
         let mut ops = vec![ReadOp::Put {
             partition: state.customer_id.clone(),
             sort: state.id.clone(),
@@ -163,7 +167,7 @@ impl JourneyEngine {
             .await
         {
             Ok(()) | Err(crate::ports::CommitError::Conflict { .. }) => Ok(()),
-            Err(e) => Err(EngineError::Retry(e.to_string())),
+            Err(e) => Err(EngineError::Index(e)),
         }
     }
 
@@ -186,7 +190,7 @@ impl JourneyEngine {
             .await
         {
             Ok(()) | Err(crate::ports::CommitError::Conflict { .. }) => Ok(()),
-            Err(e) => Err(EngineError::Retry(e.to_string())),
+            Err(e) => Err(EngineError::Index(e)),
         }
     }
 }

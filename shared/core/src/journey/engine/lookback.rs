@@ -7,7 +7,7 @@ use crate::bus::BusEntry;
 use crate::customer::streams::CUSTOMER_STREAMS;
 use crate::event::EventEnvelope;
 use crate::journey::definition::Campaign;
-use crate::journey::instance::{self, JourneyEvent, Recorded, TriggerRef};
+use crate::journey::instance::{self, JourneyEvent, TriggerRef};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -143,18 +143,6 @@ pub(super) fn needs_lookback(campaign: &Campaign, events: &[JourneyEvent]) -> bo
     !events.is_empty()
         && instance::looks_back(campaign)
         && !events.iter().any(|e| matches!(e, JourneyEvent::JourneyExited { .. }))
-}
-
-/// The lookback's finds as the instance's decision takes them.
-pub(super) fn recorded(found: &[(Uuid, Value, bool)]) -> Vec<Recorded<'_>> {
-    found
-        .iter()
-        .map(|(event_id, event, before_input)| Recorded {
-            event_id: *event_id,
-            event,
-            before_input: *before_input,
-        })
-        .collect()
 }
 
 /// The bus sources the campaign's exit rules, goals and `wait_until` steps

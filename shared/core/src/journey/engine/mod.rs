@@ -66,7 +66,10 @@ pub use sweep::{
     SWEEP_STREAM,
 };
 
-use super::instance::JourneyEvent;
+use super::catalog::CampaignAggregate;
+use super::definition::Campaign;
+use super::instance::{JourneyAggregate, JourneyContext, JourneyEvent, JourneyFacts};
+use crate::aggregate::AggregateService;
 use crate::clock::Clock;
 use crate::customer::views;
 use crate::ports::{EventStore, ReadModelStore};
@@ -87,6 +90,10 @@ pub struct EngineOutcome {
 
 pub struct JourneyEngine {
     events: Arc<dyn EventStore>,
+    /// The instances' command path: loads, decisions and appends.
+    instances: AggregateService<JourneyAggregate>,
+    /// The campaigns' command path (a pause's continuations).
+    campaigns: AggregateService<CampaignAggregate>,
     docs: Arc<dyn ReadModelStore>,
     scheduler: Arc<dyn Scheduler>,
     catalog: Arc<dyn CampaignCatalog>,
@@ -104,6 +111,8 @@ impl JourneyEngine {
         clock: Arc<dyn Clock>,
     ) -> Self {
         JourneyEngine {
+            instances: AggregateService::new(events.clone(), clock.clone()).with_max_attempts(MAX_ATTEMPTS),
+            campaigns: AggregateService::new(events.clone(), clock.clone()).with_max_attempts(MAX_ATTEMPTS),
             events,
             docs,
             scheduler,
@@ -122,20 +131,64 @@ impl JourneyEngine {
         self.clock.now()
     }
 
-    async fn context_parts(&self, customer_id: &str) -> Result<(chrono_tz::Tz, Option<Value>), EngineError> {
+    /// The customer's time zone and profile, read now.
+    async fn customer_context(&self, customer_id: &str) -> Result<CustomerContext, EngineError> {
         let profile = views::customer_profile(self.docs.as_ref(), customer_id).await?;
-        let tz = profile
+        let timezone = profile
             .as_ref()
             .and_then(|p| p.customer.preferences.timezone.parse::<chrono_tz::Tz>().ok())
             .unwrap_or(chrono_tz::UTC);
-        let json = profile.map(|p| serde_json::to_value(p).unwrap_or(Value::Null));
-        Ok((tz, json))
+        let json = profile.map(|p| Arc::new(serde_json::to_value(p).unwrap_or(Value::Null)));
+        Ok(CustomerContext {
+            now: self.clock.now(),
+            timezone,
+            profile: json,
+        })
+    }
+
+    /// No customer's context (a pause): UTC, no profile.
+    fn no_customer(&self) -> CustomerContext {
+        CustomerContext {
+            now: self.clock.now(),
+            timezone: chrono_tz::UTC,
+            profile: None,
+        }
     }
 
     /// The campaigns now, as the catalog has them: a page handled against
     /// one snapshot reads the catalog once ([`JourneyEngine::on_event_in`]).
     pub async fn catalog_now(&self) -> Result<Arc<CatalogSnapshot>, EngineError> {
         Ok(self.catalog.current().await?)
+    }
+}
+
+/// What the engine read for an input before deciding it: its now when it
+/// took the input, and the customer's time zone and profile (none for a pause).
+#[derive(Debug, Clone)]
+pub(super) struct CustomerContext {
+    now: chrono::DateTime<chrono::Utc>,
+    timezone: chrono_tz::Tz,
+    profile: Option<Arc<Value>>,
+}
+
+impl CustomerContext {
+    /// The context the instance's decision reads.
+    fn journey(&self) -> JourneyContext<'_> {
+        JourneyContext {
+            now: self.now,
+            timezone: self.timezone,
+            profile: self.profile.as_deref(),
+        }
+    }
+
+    /// The facts of a decision on `campaign` (the lookback's finds added later, if any).
+    fn facts(&self, campaign: Arc<Campaign>) -> JourneyFacts {
+        JourneyFacts {
+            campaign,
+            timezone: self.timezone,
+            profile: self.profile.clone(),
+            lookback: Vec::new(),
+        }
     }
 }
 

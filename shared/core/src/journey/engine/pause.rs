@@ -3,13 +3,10 @@
 //! `CampaignPauseContinued` on the campaign's stream.
 
 use super::stream::Cause;
-use super::{
-    campaign_partition, EngineError, EngineOutcome, IndexedInstance, JourneyEngine, JOURNEY_INDEX, MAX_ATTEMPTS,
-};
+use super::{campaign_partition, EngineError, EngineOutcome, IndexedInstance, JourneyEngine, JOURNEY_INDEX};
 use crate::event::{Actor, DomainEvent, EventEnvelope};
-use crate::journey::catalog::{self as campaign_store, CampaignEvent};
-use crate::journey::instance::{JourneyContext, JourneyInput};
-use crate::ports::{AppendError, AppendRequest, ExpectedVersion};
+use crate::journey::catalog::{self as campaign_store, CampaignCommand, CampaignEvent, CampaignState};
+use crate::journey::instance::JourneyInput;
 
 /// How many running instances one pause step exits; a full page asks for the
 /// next with a `CampaignPauseContinued`.
@@ -54,7 +51,7 @@ impl JourneyEngine {
         let after = match CampaignEvent::from_envelope(step) {
             Ok(CampaignEvent::CampaignPauseContinued { after }) => Some(after),
             Ok(_) => None,
-            Err(e) => return Err(EngineError::Poison(format!("{stream}: {e}"))),
+            Err(e) => return Err(EngineError::unreadable(stream, e)),
         };
         let page = self
             .docs
@@ -66,21 +63,17 @@ impl JourneyEngine {
                 PAUSE_PAGE,
             )
             .await?;
-        let ctx = JourneyContext {
-            now: self.clock.now(),
-            timezone: chrono_tz::UTC,
-            profile: None,
-        };
+        let context = self.no_customer();
         let catalog = self.catalog.current().await?;
         for (_, body) in &page {
             let indexed: IndexedInstance =
-                serde_json::from_value(body.clone()).map_err(|e| EngineError::Poison(format!("journey index: {e}")))?;
+                serde_json::from_value(body.clone()).map_err(|e| EngineError::unreadable("journey index", e))?;
             if self
                 .advance(
                     &catalog,
                     &indexed.instance_id,
                     &JourneyInput::CampaignPaused,
-                    &ctx,
+                    &context,
                     Some(step),
                     Some(indexed.version),
                     &mut outcome,
@@ -98,56 +91,25 @@ impl JourneyEngine {
         Ok(outcome)
     }
 
-    /// Appends the `CampaignPauseContinued` after `step`, expecting the
-    /// campaign stream where `step` left it: if a pause event came since
-    /// (another chain's continuation, a resume, a new pause), that one
-    /// carries on and this chain stops; an edit in between is stepped over.
+    /// Appends the `CampaignPauseContinued` after `step` through the
+    /// campaign's command path: if a pause event came since `step` (another
+    /// chain's continuation, a resume, a new pause), that one carries on and
+    /// this chain stops (nothing is appended); an edit in between is stepped
+    /// over. A stream that kept changing is a conflict: the step comes again.
     async fn continue_pause(&self, campaign_id: &str, step: &EventEnvelope, after: &str) -> Result<(), EngineError> {
-        let stream = campaign_store::stream_id(campaign_id);
         let meta = Cause::of(step).meta(Actor::system("campaign"));
-        let mut expected = step.version;
-        for _ in 0..MAX_ATTEMPTS {
-            let envelopes = crate::event::envelopes(
-                &stream,
-                None,
-                &[CampaignEvent::CampaignPauseContinued {
-                    after: after.to_string(),
-                }],
-                &meta,
-                self.clock.now(),
-            )
-            .map_err(|e| EngineError::Poison(e.to_string()))?;
-            match self
-                .events
-                .append(AppendRequest {
-                    stream_id: stream.clone(),
-                    expected: ExpectedVersion::Exactly(expected),
-                    events: envelopes,
-                    reservations: Vec::new(),
-                    receipt: None,
-                })
-                .await
-            {
-                Ok(_) => return Ok(()),
-                Err(AppendError::Conflict { .. }) => {
-                    let since = self.events.read_stream(&stream, expected, usize::MAX).await?;
-                    if since.iter().any(|e| {
-                        matches!(
-                            e.event_type.as_str(),
-                            "CampaignPaused" | "CampaignResumed" | "CampaignPauseContinued"
-                        )
-                    }) {
-                        return Ok(());
-                    }
-                    match since.last() {
-                        Some(e) => expected = e.version,
-                        None => return Err(EngineError::Retry(format!("{stream} conflicted but did not move"))),
-                    }
-                }
-                Err(AppendError::Store(e)) => return Err(e.into()),
-                Err(other) => return Err(EngineError::Poison(other.to_string())),
-            }
-        }
-        Err(EngineError::Retry(format!("{stream} kept changing")))
+        let command = CampaignCommand::ContinuePause {
+            after: after.to_string(),
+            step_version: step.version,
+        };
+        let no_answer = |_: &CampaignState, _: &[EventEnvelope]| (200, serde_json::Value::Null);
+        self.campaigns
+            .execute(campaign_id, &command, &None, &meta, None, &no_answer)
+            .await
+            .map_err(|source| EngineError::Campaign {
+                stream: campaign_store::stream_id(campaign_id),
+                source,
+            })?;
+        Ok(())
     }
 }

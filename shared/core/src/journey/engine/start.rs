@@ -3,14 +3,13 @@
 //! then starting each active campaign whose trigger, conditions and entry
 //! rules (consent, segment, dedupe key) it meets.
 
-use super::lookback::{needs_lookback, recorded, Lookback};
-use super::stream::{Cause, StoreOutcome};
+use super::lookback::{needs_lookback, Lookback};
+use super::stream::Cause;
 use super::{collect_messages, CatalogSnapshot, EngineError, EngineOutcome, JourneyEngine, JOURNEY_INDEX};
 use crate::bus::BusEntry;
 use crate::consent::ledger;
 use crate::event::{Actor, EventEnvelope};
-use crate::journey::instance::{self, JourneyContext, JourneyInput, TriggerRef};
-use crate::ports::ExpectedVersion;
+use crate::journey::instance::{self, JourneyInput, TriggerRef};
 use serde_json::Value;
 
 /// The event types the engine acts on whatever the campaigns say: they end
@@ -55,19 +54,15 @@ impl JourneyEngine {
         if !ENDS_JOURNEYS.contains(&envelope.event_type.as_str()) && !catalog.may_act_on(&bus_event) {
             return Ok(outcome);
         }
-        let (tz, profile) = self.context_parts(&customer_id).await?;
-        let now = self.clock.now();
-        let ctx = JourneyContext {
-            now,
-            timezone: tz,
-            profile: profile.as_ref(),
-        };
+        let customer = self.customer_context(&customer_id).await?;
+        let now = customer.now;
+        let ctx = customer.journey();
 
         // Running instances first: an exit must act even if the same event
         // would also start something. Those of anonymous profiles merged into
         // the customer are theirs too (identity resolution).
-        let merged: Vec<String> = profile
-            .as_ref()
+        let merged: Vec<String> = ctx
+            .profile
             .and_then(|p| p.get("merged_profiles"))
             .and_then(Value::as_array)
             .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
@@ -95,7 +90,7 @@ impl JourneyEngine {
             } else {
                 JourneyInput::Event {
                     event_id: envelope.event_id,
-                    event: &bus_event,
+                    event: bus_event.clone(),
                 }
             };
             if self
@@ -103,7 +98,7 @@ impl JourneyEngine {
                     catalog,
                     &indexed.instance_id,
                     &input,
-                    &ctx,
+                    &customer,
                     Some(envelope),
                     Some(indexed.version),
                     &mut outcome,
@@ -172,10 +167,10 @@ impl JourneyEngine {
                 customer_id: customer_id.clone(),
                 dedupe_key: dedupe,
                 trigger: trigger.clone(),
-                trigger_event: &bus_event,
+                trigger_event: bus_event.clone(),
             };
-            let mut events =
-                instance::decide(None, &campaign, &input, &ctx).map_err(|e| EngineError::Poison(e.to_string()))?;
+            let events =
+                instance::decide(None, &campaign, &input, &ctx).map_err(|e| EngineError::refused(&instance_id, e))?;
             let meta = Cause::of(envelope).meta(Actor::journey(&campaign.id, version));
             // The index first (at version 0), so that an event handled
             // between a crashed start and its redelivery finds the instance.
@@ -190,27 +185,15 @@ impl JourneyEngine {
             // append. After the announce, so an event stored later finds the
             // index line. (The announced line may show a state the lookback
             // then changes; the index write after the append corrects it.)
+            let mut facts = customer.facts(campaign.clone());
             if needs_lookback(&campaign, &events) {
-                let found = self
+                facts.lookback = self
                     .recorded_since_trigger(&customer_id, &trigger, &campaign, Lookback::Start)
                     .await?;
-                if !found.is_empty() {
-                    events = instance::decide_with_lookback(None, &campaign, &input, &ctx, &recorded(&found))
-                        .map_err(|e| EngineError::Poison(e.to_string()))?;
-                }
             }
-            match self
-                .store(
-                    &instance_id,
-                    &customer_id,
-                    ExpectedVersion::NoStream,
-                    &events,
-                    &meta,
-                    None,
-                )
-                .await
-            {
-                Ok(state) => {
+            // The append expects no stream.
+            match self.apply(&instance_id, None, &input, &facts, &meta).await? {
+                Some((state, events)) => {
                     collect_messages(&events, &mut outcome);
                     outcome.started.push(state.id);
                 }
@@ -218,7 +201,7 @@ impl JourneyEngine {
                 // delivery) or, for `once`, by an earlier one. If that start
                 // stopped after its append (its timer or index write failed,
                 // and this is the retry), finish it now.
-                Err(StoreOutcome::Conflict) => {
+                None => {
                     let indexed_at = self
                         .docs
                         .checkpoint(JOURNEY_INDEX, &instance::stream_id(&instance_id))
@@ -231,7 +214,6 @@ impl JourneyEngine {
                         }
                     }
                 }
-                Err(StoreOutcome::Failed(e)) => return Err(e),
             }
         }
         Ok(outcome)

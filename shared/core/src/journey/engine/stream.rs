@@ -1,12 +1,13 @@
-//! An instance's stream: loaded and folded, its new events appended (then
-//! its timers scheduled and its index written), and healed when a crash
-//! left its timer and index behind it. [`Cause`] sets the correlation and
+//! An instance's stream: loaded and folded, its new events appended through
+//! the command path (then its timers scheduled and its index written), and
+//! healed when a crash left its timer and index behind it. [`Cause`] sets the correlation and
 //! causation of everything the engine stores.
 
 use super::{EngineError, JourneyEngine, JOURNEY_INDEX};
-use crate::event::{Actor, CommandMeta, DomainEvent, EventEnvelope};
-use crate::journey::instance::{self, JourneyEvent, JourneyInstance};
-use crate::ports::{AppendError, AppendRequest, ExpectedVersion};
+use crate::aggregate::{AggregateError, Executed};
+use crate::event::{Actor, CommandMeta, DomainEvent, EventCodecError, EventEnvelope};
+use crate::journey::instance::{self, JourneyEvent, JourneyFacts, JourneyInput, JourneyInstance};
+use crate::ports::StoreError;
 use crate::scheduler::TimerPayload;
 use uuid::Uuid;
 
@@ -71,93 +72,72 @@ impl LoadedInstance {
     }
 }
 
-pub(super) enum StoreOutcome {
-    Conflict,
-    Failed(EngineError),
-}
-
 impl JourneyEngine {
     /// One instance, folded from its stream.
     pub async fn load(&self, instance_id: &str) -> Result<Option<JourneyInstance>, EngineError> {
         Ok(self.load_history(instance_id).await?.map(|l| l.state))
     }
 
-    /// One instance with its events.
+    /// One instance with its events, loaded through the command path
+    /// ([`AggregateService::load_stream`](crate::aggregate::AggregateService::load_stream)).
     pub async fn load_history(&self, instance_id: &str) -> Result<Option<LoadedInstance>, EngineError> {
-        let envelopes = self
-            .events
-            .read_stream(&instance::stream_id(instance_id), 0, usize::MAX)
-            .await?;
-        let mut state = None;
-        let mut events = Vec::with_capacity(envelopes.len());
-        for e in &envelopes {
-            let typed = JourneyEvent::from_envelope(e).map_err(|e| EngineError::Poison(e.to_string()))?;
-            state = instance::evolve(state, &typed, e.occurred_at, e.version);
-            events.push((typed, e.version));
-        }
-        Ok(state.map(|state| LoadedInstance {
+        let (state, envelopes) = self
+            .instances
+            .load_stream(instance_id)
+            .await
+            .map_err(|e| EngineError::instance(instance_id, e))?;
+        let Some(state) = state else {
+            return Ok(None);
+        };
+        let events = typed(&envelopes).map_err(|e| EngineError::instance(instance_id, e.into()))?;
+        Ok(Some(LoadedInstance {
             state,
             events,
             envelopes,
         }))
     }
 
-    /// Appends an instance's events, schedules the timers they ask for and
-    /// updates the index, in that order: an index that caught up with the
-    /// stream therefore proves the timers were set.
-    pub(super) async fn store(
+    /// Stores an input's decision on an instance through the command path
+    /// ([`AggregateService::try_once`](crate::aggregate::AggregateService::try_once)
+    /// on `before`, the instance as loaded, or `None` for a start: the
+    /// append expects the stream where `before` left it), then schedules
+    /// the timers its events ask for and updates the index, in that order:
+    /// an index that caught up with the stream therefore proves the timers
+    /// were set. The instance after its events, and the events; `None` if
+    /// another writer changed the stream first (nothing was stored).
+    pub(super) async fn apply(
         &self,
         instance_id: &str,
-        customer_id: &str,
-        expected: ExpectedVersion,
-        events: &[JourneyEvent],
-        meta: &CommandMeta,
         before: Option<&JourneyInstance>,
-    ) -> Result<JourneyInstance, StoreOutcome> {
-        let now = self.clock.now();
-        let stream = instance::stream_id(instance_id);
-        let envelopes = crate::event::envelopes(&stream, Some(customer_id), events, meta, now)
-            .map_err(|e| StoreOutcome::Failed(EngineError::Poison(e.to_string())))?;
-        let appended = match self
-            .events
-            .append(AppendRequest {
-                stream_id: stream.clone(),
-                expected,
-                events: envelopes,
-                reservations: Vec::new(),
-                receipt: None,
-            })
+        input: &JourneyInput,
+        facts: &JourneyFacts,
+        meta: &CommandMeta,
+    ) -> Result<Option<(JourneyInstance, Vec<JourneyEvent>)>, EngineError> {
+        let no_answer = |_: &JourneyInstance, _: &[EventEnvelope]| (200, serde_json::Value::Null);
+        let executed = self
+            .instances
+            .try_once(instance_id, before.cloned(), input, facts, meta, None, &no_answer)
             .await
-        {
-            Ok(a) => a,
-            Err(AppendError::Conflict { .. }) => return Err(StoreOutcome::Conflict),
-            Err(AppendError::Store(e)) => return Err(StoreOutcome::Failed(e.into())),
-            Err(other) => return Err(StoreOutcome::Failed(EngineError::Poison(other.to_string()))),
+            .map_err(|e| EngineError::instance(instance_id, e))?;
+        let (state, appended) = match executed {
+            None => return Ok(None),
+            Some(Executed::Applied { state, events, .. }) => (*state, events),
+            // Only a command with an idempotency key is answered from a receipt.
+            Some(Executed::Replayed { .. }) => {
+                return Err(EngineError::instance(
+                    instance_id,
+                    AggregateError::Store(StoreError::Failed("answered from a receipt it never asked for".into())),
+                ))
+            }
         };
-        let mut state = before.cloned();
-        let mut versioned = Vec::new();
-        for (e, stored) in events.iter().zip(&appended.events) {
-            state = instance::evolve(state, e, stored.occurred_at, stored.version);
-            versioned.push((e.clone(), stored.version));
-        }
-        let Some(state) = state else {
-            return Err(StoreOutcome::Failed(EngineError::Poison(
-                "journey without a start".into(),
-            )));
-        };
+        let versioned = typed(&appended).map_err(|e| EngineError::instance(instance_id, e.into()))?;
         crate::crash::point(crate::crash::JOURNEY_AFTER_APPEND);
         for timer in instance::timers_to_schedule(&state, &versioned) {
-            self.scheduler
-                .schedule(timer)
-                .await
-                .map_err(|e| StoreOutcome::Failed(e.into()))?;
+            self.scheduler.schedule(timer).await?;
         }
         crate::crash::point(crate::crash::JOURNEY_AFTER_TIMER);
-        let indexed_at = self
-            .docs
-            .checkpoint(JOURNEY_INDEX, &stream)
-            .await
-            .map_err(|e| StoreOutcome::Failed(e.into()))?;
+        let stream = instance::stream_id(instance_id);
+        let indexed_at = self.docs.checkpoint(JOURNEY_INDEX, &stream).await?;
         let first_new = versioned.first().map_or(state.version, |(_, v)| *v);
         if indexed_at + 1 < first_new {
             // The index missed earlier events too (a crash after an earlier
@@ -165,17 +145,14 @@ impl JourneyEngine {
             // whole stream, with its message pointers. No earlier timer is
             // left to set: every input that stores events ends the pending
             // wait (an exit, or the end of a `wait_until`) or replaces it.
-            if let Some(loaded) = self.load_history(instance_id).await.map_err(StoreOutcome::Failed)? {
-                self.write_index(&loaded.state, &loaded.events, indexed_at)
-                    .await
-                    .map_err(StoreOutcome::Failed)?;
+            if let Some(loaded) = self.load_history(instance_id).await? {
+                self.write_index(&loaded.state, &loaded.events, indexed_at).await?;
             }
         } else {
-            self.write_index(&state, &versioned, indexed_at)
-                .await
-                .map_err(StoreOutcome::Failed)?;
+            self.write_index(&state, &versioned, indexed_at).await?;
         }
-        Ok(state)
+        let events = versioned.into_iter().map(|(e, _)| e).collect();
+        Ok(Some((state, events)))
     }
 
     /// Makes good what a crash after an instance's append left undone, if
@@ -209,4 +186,12 @@ impl JourneyEngine {
         }
         timer
     }
+}
+
+/// Stored envelopes as the instance's events, with their versions.
+fn typed(envelopes: &[EventEnvelope]) -> Result<Vec<(JourneyEvent, u64)>, EventCodecError> {
+    envelopes
+        .iter()
+        .map(|e| JourneyEvent::from_envelope(e).map(|typed| (typed, e.version)))
+        .collect()
 }

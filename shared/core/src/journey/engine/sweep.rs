@@ -6,7 +6,8 @@
 use super::{
     campaign_partition, CatalogSnapshot, EngineError, EngineOutcome, IndexedInstance, JourneyEngine, JOURNEY_INDEX,
 };
-use crate::journey::instance::{self, JourneyContext, JourneyInput};
+use crate::failure::{Classify, FailureKind};
+use crate::journey::instance::{self, JourneyInput};
 use crate::ports::ReadOp;
 use crate::scheduler::TimerPayload;
 use chrono::{DateTime, Utc};
@@ -157,7 +158,7 @@ impl JourneyEngine {
         let now = self.clock.now();
         let saved_at = self.docs.checkpoint(SWEEP, SWEEP_CURSOR).await?;
         let mut cursor: SweepCursor = match self.docs.get(SWEEP, SWEEP_CURSOR, SWEEP_CURSOR).await? {
-            Some(v) => serde_json::from_value(v).map_err(|e| EngineError::Poison(format!("sweep cursor: {e}")))?,
+            Some(v) => serde_json::from_value(v).map_err(|e| EngineError::unreadable("sweep cursor", e))?,
             None => SweepCursor::default(),
         };
         let catalog = self.catalog.current().await?;
@@ -195,8 +196,8 @@ impl JourneyEngine {
             for (key, body) in &page {
                 match self.sweep_instance(&catalog, key, body, now, &mut out).await {
                     Ok(()) => {}
-                    Err(EngineError::Poison(reason)) => {
-                        tracing::error!(instance_id = %key, %reason, "sweep skipped an instance it cannot repair")
+                    Err(e) if e.kind() == FailureKind::Poison => {
+                        tracing::error!(instance_id = %key, reason = %e, "sweep skipped an instance it cannot repair")
                     }
                     Err(retry) => return Err(retry),
                 }
@@ -219,7 +220,7 @@ impl JourneyEngine {
                 out.finished_walk = true;
             }
         }
-        let body = serde_json::to_value(&cursor).map_err(|e| EngineError::Poison(e.to_string()))?;
+        let body = serde_json::to_value(&cursor).map_err(|e| EngineError::unreadable("sweep cursor", e))?;
         match self
             .docs
             .commit(
@@ -239,7 +240,7 @@ impl JourneyEngine {
             Err(crate::ports::CommitError::Conflict { .. }) => {
                 tracing::info!("another sweep moved the cursor first; this step's progress is walked again")
             }
-            Err(e) => return Err(EngineError::Retry(e.to_string())),
+            Err(e) => return Err(EngineError::Index(e)),
         }
         if !(out.rearmed.is_empty()
             && out.fired.is_empty()
@@ -291,7 +292,7 @@ impl JourneyEngine {
             .await
         {
             Ok(()) | Err(crate::ports::CommitError::Conflict { .. }) => Ok(()),
-            Err(e) => Err(EngineError::Retry(e.to_string())),
+            Err(e) => Err(EngineError::Index(e)),
         }
     }
 
@@ -305,7 +306,7 @@ impl JourneyEngine {
         out: &mut SweepOutcome,
     ) -> Result<(), EngineError> {
         let indexed: IndexedInstance = serde_json::from_value(body.clone())
-            .map_err(|e| EngineError::Poison(format!("journey index line {key}: {e}")))?;
+            .map_err(|e| EngineError::unreadable(format!("journey index line {key}"), e))?;
         out.examined += 1;
         let Some(loaded) = self.load_history(&indexed.instance_id).await? else {
             if indexed.version == 0 && indexed.updated_at + ORPHAN_LINE_GRACE <= now {
@@ -335,17 +336,13 @@ impl JourneyEngine {
             .version(&state.campaign_id, state.campaign_version)
             .is_some_and(|at| at.paused);
         if paused {
-            let ctx = JourneyContext {
-                now,
-                timezone: chrono_tz::UTC,
-                profile: None,
-            };
+            let context = self.no_customer();
             if self
                 .advance(
                     catalog,
                     &id,
                     &JourneyInput::CampaignPaused,
-                    &ctx,
+                    &context,
                     None,
                     Some(indexed_at),
                     &mut advanced,
@@ -364,17 +361,12 @@ impl JourneyEngine {
             return Ok(());
         };
         if wait.due_at + OVERDUE_AFTER <= now {
-            let (tz, profile) = self.context_parts(&state.customer_id).await?;
-            let ctx = JourneyContext {
-                now,
-                timezone: tz,
-                profile: profile.as_ref(),
-            };
+            let context = self.customer_context(&state.customer_id).await?;
             let input = JourneyInput::Timer {
-                timer_name: &wait.timer_name,
+                timer_name: wait.timer_name.clone(),
             };
             if self
-                .advance(catalog, &id, &input, &ctx, None, Some(state.version), &mut advanced)
+                .advance(catalog, &id, &input, &context, None, Some(state.version), &mut advanced)
                 .await?
             {
                 out.fired.push(id);

@@ -26,6 +26,7 @@ use crate::clock::{Clock, VirtualClock};
 use crate::consumer::ConsumerGroup;
 use crate::customer::*;
 use crate::event::{Actor, CommandMeta, DomainEvent, EventEnvelope};
+use crate::failure::{Classify, FailureKind};
 use crate::ports::{AppendRequest, CommitError, EventStore, ExpectedVersion, ReadModelStore, ReadOp, StoreError};
 use crate::scheduler::Scheduler;
 use crate::testing::{InMemoryEventStore, InMemoryReadModels, InMemoryScheduler};
@@ -227,10 +228,10 @@ impl World {
     /// the delivery fails to be retried.
     async fn start_stopping_after_append(&self, trigger: &EventEnvelope) {
         self.scheduler.fail_with(Some(unavailable()));
-        assert!(matches!(
-            self.engine.on_event(trigger).await,
-            Err(EngineError::Retry(_))
-        ));
+        assert_eq!(
+            self.engine.on_event(trigger).await.map_err(|e| e.kind()),
+            Err(FailureKind::Retryable)
+        );
         self.scheduler.fail_with(None);
     }
 

@@ -155,10 +155,10 @@ async fn the_sweep_removes_an_index_line_whose_append_never_came_after_the_grace
     let healed = half_started(&world, "o0").await;
     let (_, crashing) = world.engine_whose_journey_appends_fail(vec![shipped("abandoned-cart")]);
     let abandoned = world.abandoned_cart("o1").await;
-    assert!(matches!(
-        crashing.on_event(&abandoned).await,
-        Err(EngineError::Retry(_))
-    ));
+    assert_eq!(
+        crashing.on_event(&abandoned).await.map_err(|e| e.kind()),
+        Err(FailureKind::Retryable)
+    );
     let orphan = world
         .index()
         .await

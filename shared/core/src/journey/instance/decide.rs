@@ -11,9 +11,10 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
-/// What the instance is asked to handle.
-#[derive(Debug, Clone)]
-pub enum JourneyInput<'a> {
+/// What the instance is asked to handle (the command of
+/// [`JourneyAggregate`](super::JourneyAggregate)).
+#[derive(Debug, Clone, PartialEq)]
+pub enum JourneyInput {
     /// Start from a trigger (already matched, entry rules already checked).
     Start {
         instance_id: String,
@@ -21,16 +22,16 @@ pub enum JourneyInput<'a> {
         customer_id: String,
         dedupe_key: String,
         trigger: TriggerRef,
-        trigger_event: &'a Value,
+        trigger_event: Value,
     },
     /// A timer fired (possibly a stale or duplicated one).
     Timer {
-        timer_name: &'a str,
+        timer_name: String,
     },
     /// An event of the instance's customer, as on the bus.
     Event {
         event_id: Uuid,
-        event: &'a Value,
+        event: Value,
     },
     CustomerDeactivated {
         event_id: Uuid,
@@ -60,6 +61,9 @@ pub enum JourneyError {
     UnknownStep { campaign: String, step: String },
     #[error("campaign {0} ran {MAX_STEPS_PER_DECISION} steps without waiting")]
     Runaway(String),
+    /// A step asked of an instance whose stream does not exist.
+    #[error("no such journey instance")]
+    NotFound,
 }
 
 /// Decides what an input does to an instance of `campaign` (the version the
@@ -67,7 +71,7 @@ pub enum JourneyError {
 pub fn decide(
     state: Option<&JourneyInstance>,
     campaign: &Campaign,
-    input: &JourneyInput<'_>,
+    input: &JourneyInput,
     ctx: &JourneyContext<'_>,
 ) -> Result<Vec<JourneyEvent>, JourneyError> {
     match (state, input) {
@@ -89,7 +93,7 @@ pub fn decide(
                 customer_id: customer_id.clone(),
                 dedupe_key: dedupe_key.clone(),
                 trigger: trigger.clone(),
-                trigger_event: (*trigger_event).clone(),
+                trigger_event: trigger_event.clone(),
             };
             let mut events = vec![started.clone()];
             let instance = evolve(None, &started, ctx.now, 1);
@@ -237,7 +241,7 @@ pub fn looks_back(campaign: &Campaign) -> bool {
 pub fn decide_with_lookback(
     state: Option<&JourneyInstance>,
     campaign: &Campaign,
-    input: &JourneyInput<'_>,
+    input: &JourneyInput,
     ctx: &JourneyContext<'_>,
     recorded: &[Recorded<'_>],
 ) -> Result<Vec<JourneyEvent>, JourneyError> {

@@ -7,15 +7,18 @@
 //!
 //! Its parts, one file each: `events` (what an instance's stream holds),
 //! `state` (the instance those events fold to, [`evolve`]), `decide` (an
-//! input turned into events, the lookback's catching up included) and
-//! `timers` (the timers the events set and cancel). The ids, which make
-//! starts and messages idempotent, are here.
+//! input turned into events, the lookback's catching up included),
+//! `timers` (the timers the events set and cancel) and `aggregate` (the
+//! instance as an [`crate::aggregate::Aggregate`]: the engine's command
+//! path). The ids, which make starts and messages idempotent, are here.
 
+mod aggregate;
 mod decide;
 mod events;
 mod state;
 mod timers;
 
+pub use aggregate::{JourneyAggregate, JourneyFacts};
 pub use decide::{decide, decide_with_lookback, looks_back, JourneyContext, JourneyError, JourneyInput, Recorded};
 pub use events::{ExitReason, JourneyEvent, TriggerRef};
 pub use state::{evolve, InstanceStatus, JourneyInstance, PendingWait};

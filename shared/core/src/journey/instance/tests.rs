@@ -61,7 +61,7 @@ fn started(c: &Campaign, now: DateTime<Utc>) -> (Vec<JourneyEvent>, Value) {
             version: 4,
             occurred_at: now,
         },
-        trigger_event: &trigger,
+        trigger_event: trigger.clone(),
     };
     (decide(None, c, &input, &ctx(now)).expect("start"), trigger)
 }
@@ -95,7 +95,7 @@ fn abandoned_cart_waits_then_reminds_and_an_order_mid_wait_exits_it() {
         Some(&state),
         &c,
         &JourneyInput::Timer {
-            timer_name: &first_wait.timer_name,
+            timer_name: first_wait.timer_name.clone(),
         },
         &ctx(t1),
     )
@@ -136,7 +136,7 @@ fn abandoned_cart_waits_then_reminds_and_an_order_mid_wait_exits_it() {
         Some(&state),
         &c,
         &JourneyInput::Timer {
-            timer_name: &first_wait.timer_name,
+            timer_name: first_wait.timer_name.clone(),
         },
         &ctx(t1),
     );
@@ -152,7 +152,7 @@ fn abandoned_cart_waits_then_reminds_and_an_order_mid_wait_exits_it() {
         &c,
         &JourneyInput::Event {
             event_id: order_id,
-            event: &order,
+            event: order.clone(),
         },
         &ctx(t2),
     )
@@ -177,7 +177,7 @@ fn abandoned_cart_waits_then_reminds_and_an_order_mid_wait_exits_it() {
         Some(&state),
         &c,
         &JourneyInput::Timer {
-            timer_name: &second_wait.timer_name,
+            timer_name: second_wait.timer_name.clone(),
         },
         &ctx(t2),
     );
@@ -197,7 +197,7 @@ fn unrelated_events_and_the_trigger_itself_change_nothing() {
             &c,
             &JourneyInput::Event {
                 event_id: id,
-                event: &viewed
+                event: viewed.clone()
             },
             &ctx(t0)
         ),
@@ -210,7 +210,7 @@ fn unrelated_events_and_the_trigger_itself_change_nothing() {
             &c,
             &JourneyInput::Event {
                 event_id: trigger_id,
-                event: &trigger
+                event: trigger.clone()
             },
             &ctx(t0)
         ),
@@ -298,7 +298,7 @@ fn decisions_are_deterministic() {
         Some(&state),
         &c,
         &JourneyInput::Timer {
-            timer_name: &wait.timer_name,
+            timer_name: wait.timer_name.clone(),
         },
         &ctx(wait.due_at),
     );
@@ -306,7 +306,7 @@ fn decisions_are_deterministic() {
         Some(&state),
         &c,
         &JourneyInput::Timer {
-            timer_name: &wait.timer_name,
+            timer_name: wait.timer_name.clone(),
         },
         &ctx(wait.due_at),
     );
@@ -320,4 +320,74 @@ fn decisions_are_deterministic() {
         timers.first(),
         "the pending wait's timer is the one that was set"
     );
+}
+
+/// The instance as an aggregate (the engine's command path), given/when/then.
+mod aggregate {
+    use super::*;
+    use crate::testing::{test_time, AggregateScenario};
+    use std::sync::Arc;
+
+    fn facts(c: &Campaign, lookback: Vec<(Uuid, Value, bool)>) -> JourneyFacts {
+        JourneyFacts {
+            campaign: Arc::new(c.clone()),
+            timezone: chrono_tz::Europe::Berlin,
+            profile: None,
+            lookback,
+        }
+    }
+
+    #[test]
+    fn a_fired_timer_is_decided_as_the_instance_decides_it() {
+        let c = campaign("abandoned-cart");
+        let (history, _) = started(&c, test_time());
+        let scenario = AggregateScenario::<JourneyAggregate>::new("i-1", facts(&c, Vec::new())).given(&history);
+        let wait = scenario.state().and_then(|s| s.waiting.clone()).expect("waiting");
+        let fired = scenario
+            .when(JourneyInput::Timer {
+                timer_name: wait.timer_name.clone(),
+            })
+            .events();
+        assert_eq!(
+            types(&fired),
+            [
+                "TimerFired",
+                "JourneyStepEntered",
+                "MessageRequested",
+                "JourneyStepEntered",
+                "JourneyWaitScheduled"
+            ]
+        );
+        // A stale timer changes nothing.
+        scenario
+            .when(JourneyInput::Timer {
+                timer_name: "no-such-timer".into(),
+            })
+            .then_expect_events(&[]);
+        // A step on an instance that does not exist is refused.
+        AggregateScenario::<JourneyAggregate>::new("i-1", facts(&c, Vec::new()))
+            .when(JourneyInput::CampaignPaused)
+            .then_expect_error(JourneyError::NotStarted(c.id.clone()));
+    }
+
+    #[test]
+    fn the_lookback_s_finds_are_caught_up_on_in_the_same_decision() {
+        // An order recorded during the wait, before the timer fired: the
+        // instance exits on it instead of sending the reminder.
+        let c = campaign("abandoned-cart");
+        let (history, _) = started(&c, test_time());
+        let (order_id, order) = bus_event("OrderPlaced", "crm.commerce", json!({ "order_id": "o-1" }));
+        let scenario =
+            AggregateScenario::<JourneyAggregate>::new("i-1", facts(&c, vec![(order_id, order, true)])).given(&history);
+        let wait = scenario.state().and_then(|s| s.waiting.clone()).expect("waiting");
+        scenario
+            .when(JourneyInput::Timer {
+                timer_name: wait.timer_name,
+            })
+            .then_expect_events(&[JourneyEvent::JourneyExited {
+                reason: ExitReason::ExitEvent,
+                rule: Some("order-placed".into()),
+                event_id: Some(order_id),
+            }]);
+    }
 }

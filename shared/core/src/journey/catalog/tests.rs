@@ -102,14 +102,14 @@ async fn pause_and_resume() {
     assert!(matches!(svc.pause("nope", actor()).await, Err(CampaignError::NotFound)));
     assert!(matches!(
         svc.resume("welcome", actor()).await,
-        Err(CampaignError::Conflict(_))
+        Err(CampaignError::NotPaused)
     ));
     let paused = svc.pause("welcome", actor()).await.unwrap();
     assert!(paused.paused);
     assert_eq!(paused.version, 1);
     assert!(matches!(
         svc.pause("welcome", actor()).await,
-        Err(CampaignError::Conflict(_))
+        Err(CampaignError::AlreadyPaused)
     ));
     let catalog = svc.catalog();
     let active = catalog.active().await.unwrap();
@@ -240,4 +240,109 @@ async fn a_change_whose_signal_was_lost_takes_effect_at_the_next_full_read() {
 fn shipped_definition(name: &str) -> Value {
     let (_, text) = SHIPPED.iter().find(|(n, _)| *n == name).copied().unwrap_or(("", ""));
     serde_yaml::from_str(text).unwrap_or(Value::Null)
+}
+
+/// The campaign aggregate's decisions, given/when/then.
+mod aggregate {
+    use super::*;
+    use crate::testing::AggregateScenario;
+
+    fn published(id: &str) -> CampaignEvent {
+        CampaignEvent::CampaignPublished {
+            definition: minimal(id),
+        }
+    }
+
+    #[test]
+    fn the_first_write_of_a_shipped_campaign_keeps_the_shipped_definition_as_version_1() {
+        let shipped = minimal("welcome");
+        AggregateScenario::<CampaignAggregate>::new("welcome", Some(shipped.clone()))
+            .when(CampaignCommand::Pause)
+            .then_expect_events(&[
+                CampaignEvent::CampaignPublished { definition: shipped },
+                CampaignEvent::CampaignPaused,
+            ]);
+        // A stored campaign does not get it again.
+        AggregateScenario::<CampaignAggregate>::new("welcome", Some(minimal("welcome")))
+            .given(&[published("welcome")])
+            .when(CampaignCommand::Pause)
+            .then_expect_events(&[CampaignEvent::CampaignPaused]);
+    }
+
+    #[test]
+    fn pauses_and_resumes_are_refused_when_they_change_nothing_or_name_nothing() {
+        AggregateScenario::<CampaignAggregate>::new("nope", None)
+            .when(CampaignCommand::Pause)
+            .then_expect_error(CampaignError::NotFound);
+        let stored = AggregateScenario::<CampaignAggregate>::new("c", None).given(&[published("c")]);
+        stored
+            .when(CampaignCommand::Resume)
+            .then_expect_error(CampaignError::NotPaused);
+        let paused = stored.given(&[CampaignEvent::CampaignPaused]);
+        paused
+            .when(CampaignCommand::Pause)
+            .then_expect_error(CampaignError::AlreadyPaused);
+        paused
+            .when(CampaignCommand::Resume)
+            .then_expect_events(&[CampaignEvent::CampaignResumed]);
+    }
+
+    #[test]
+    fn a_publish_is_validated_and_must_name_its_campaign() {
+        let scenario = AggregateScenario::<CampaignAggregate>::new("c", None);
+        scenario
+            .when(CampaignCommand::Publish {
+                definition: minimal("c"),
+            })
+            .then_expect_events(&[published("c")]);
+        let CampaignError::Invalid(errors) = scenario
+            .when(CampaignCommand::Publish {
+                definition: minimal("other"),
+            })
+            .error()
+        else {
+            panic!("expected invalid");
+        };
+        assert_eq!(errors[0].path, "id");
+    }
+
+    #[test]
+    fn a_pause_continuation_stops_when_a_later_pause_step_carries_on() {
+        // Paused at version 2, an edit at 3: the continuation of the pause steps over the edit.
+        let paused = AggregateScenario::<CampaignAggregate>::new("c", None).given(&[
+            published("c"),
+            CampaignEvent::CampaignPaused,
+            published("c"),
+        ]);
+        let next = |step_version| CampaignCommand::ContinuePause {
+            after: "i-100".into(),
+            step_version,
+        };
+        paused
+            .when(next(2))
+            .then_expect_events(&[CampaignEvent::CampaignPauseContinued { after: "i-100".into() }]);
+        // Another chain continued at 4: this chain (still at 2) stops; that one goes on.
+        let continued = paused.given(&[CampaignEvent::CampaignPauseContinued { after: "i-100".into() }]);
+        continued.when(next(2)).then_expect_events(&[]);
+        assert_eq!(continued.when(next(4)).events().len(), 1);
+        // Resumed since: nothing.
+        continued
+            .given(&[CampaignEvent::CampaignResumed])
+            .when(next(4))
+            .then_expect_events(&[]);
+    }
+
+    #[test]
+    fn campaign_errors_say_their_kind() {
+        assert_eq!(CampaignError::AlreadyPaused.kind(), FailureKind::Poison);
+        assert_eq!(CampaignError::ChangedConcurrently.kind(), FailureKind::Conflict);
+        assert_eq!(
+            CampaignError::Store(StoreError::Unavailable("throttled".into())).kind(),
+            FailureKind::Retryable
+        );
+        assert_eq!(
+            CampaignError::from(AggregateError::Contended { attempts: 8 }),
+            CampaignError::ChangedConcurrently
+        );
+    }
 }

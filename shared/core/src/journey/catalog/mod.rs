@@ -18,11 +18,17 @@
 //! and checks it with one read of that stream after the version it has seen
 //! (usually empty), re-reading only the campaigns named since.
 
+mod aggregate;
+
+pub use aggregate::{CampaignAggregate, CampaignCommand, CampaignState};
+
 use super::campaigns::SHIPPED;
 use super::definition::{Campaign, DefinitionError};
 use super::engine::{CampaignCatalog, CatalogEntry, CatalogSnapshot};
+use crate::aggregate::{AggregateError, AggregateService, Executed};
 use crate::clock::{Clock, SystemClock};
-use crate::event::{envelopes, Actor, CommandMeta, DomainEvent};
+use crate::event::{envelopes, Actor, CommandMeta, DomainEvent, EventEnvelope};
+use crate::failure::{Classify, Failure, FailureKind};
 use crate::ports::{AppendError, AppendRequest, EventStore, ExpectedVersion, StoreError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -132,6 +138,8 @@ pub const FULL_READ_EVERY: chrono::Duration = chrono::Duration::minutes(5);
 /// [`FULL_READ_EVERY`] it reads them all again.
 pub struct StoredCatalog {
     events: Arc<dyn EventStore>,
+    /// The campaigns' streams, loaded through the command path.
+    campaigns: AggregateService<CampaignAggregate>,
     shipped: BTreeMap<String, Shipped>,
     clock: Arc<dyn Clock>,
     full_read_every: chrono::Duration,
@@ -183,6 +191,7 @@ impl StoredCatalog {
         full_read_every: chrono::Duration,
     ) -> Self {
         StoredCatalog {
+            campaigns: AggregateService::new(events.clone(), clock.clone()),
             events,
             shipped: load_shipped(),
             clock,
@@ -213,11 +222,17 @@ impl StoredCatalog {
         })
     }
 
-    /// A campaign folded from its stream, or the shipped one; `None` if unknown.
+    /// A campaign folded from its stream (through the command path), or the
+    /// shipped one; `None` if unknown. A stored definition that no longer
+    /// validates, or an event that does not decode, is a failed store.
     pub async fn get(&self, id: &str) -> Result<Option<StoredCampaign>, StoreError> {
         let stream = stream_id(id);
-        let events = self.events.read_stream(&stream, 0, usize::MAX).await?;
-        if events.is_empty() {
+        let state = match self.campaigns.load_stream(id).await {
+            Ok((state, _)) => state,
+            Err(AggregateError::Store(e)) => return Err(e),
+            Err(e) => return Err(corrupt(&stream, e)),
+        };
+        let Some(state) = state else {
             return Ok(self.shipped.get(id).map(|s| StoredCampaign {
                 id: id.to_string(),
                 version: 1,
@@ -227,22 +242,12 @@ impl StoredCatalog {
                 versions: BTreeMap::from([(1, (s.definition.clone(), s.campaign.clone()))]),
                 stream_version: 0,
             }));
-        }
+        };
         let mut versions = BTreeMap::new();
-        let mut paused = false;
-        let mut stream_version = 0;
-        for e in &events {
-            stream_version = e.version;
-            match CampaignEvent::from_envelope(e).map_err(|err| corrupt(&stream, err))? {
-                CampaignEvent::CampaignPublished { definition } => {
-                    let campaign = Campaign::from_value(&definition)
-                        .map_err(|errs| corrupt(&stream, format!("stored definition is invalid: {errs:?}")))?;
-                    versions.insert(e.version, (definition, Arc::new(campaign)));
-                }
-                CampaignEvent::CampaignPaused => paused = true,
-                CampaignEvent::CampaignResumed => paused = false,
-                CampaignEvent::CampaignPauseContinued { .. } => {}
-            }
+        for (version, definition) in state.versions {
+            let campaign = Campaign::from_value(&definition)
+                .map_err(|errs| corrupt(&stream, format!("stored definition is invalid: {errs:?}")))?;
+            versions.insert(version, (definition, Arc::new(campaign)));
         }
         let Some((version, (definition, campaign))) = versions.iter().next_back() else {
             return Err(corrupt(&stream, "no published definition"));
@@ -250,12 +255,17 @@ impl StoredCatalog {
         Ok(Some(StoredCampaign {
             id: id.to_string(),
             version: *version,
-            paused,
+            paused: state.paused,
             definition: definition.clone(),
             campaign: campaign.clone(),
             versions: versions.clone(),
-            stream_version,
+            stream_version: state.version,
         }))
+    }
+
+    /// The shipped definition of `id`, if it is a shipped campaign.
+    fn shipped_definition(&self, id: &str) -> Option<Value> {
+        self.shipped.get(id).map(|s| s.definition.clone())
     }
 }
 
@@ -303,26 +313,53 @@ impl CampaignCatalog for StoredCatalog {
     }
 }
 
+/// Why a campaign command was not applied; nothing was written. Its kind
+/// ([`Classify`]) says what a caller does: a refusal is poison, a stream
+/// another writer changed first a conflict (retry the request), a store
+/// failure the store's own kind.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CampaignError {
     #[error("the definition is invalid")]
     Invalid(Vec<DefinitionError>),
     #[error("campaign not found")]
     NotFound,
-    #[error("{0}")]
-    Conflict(String),
+    #[error("the campaign is already paused")]
+    AlreadyPaused,
+    #[error("the campaign is not paused")]
+    NotPaused,
+    /// Another writer changed the campaign's stream between its read and
+    /// this append (not retried here: the caller retries the request).
+    #[error("the campaign was changed concurrently; retry")]
+    ChangedConcurrently,
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The command path failed otherwise (a stored event that does not
+    /// decode, an append the store refused), its error kept.
+    #[error(transparent)]
+    Failed(Failure),
 }
 
-impl From<AppendError> for CampaignError {
-    fn from(e: AppendError) -> Self {
+impl Classify for CampaignError {
+    fn kind(&self) -> FailureKind {
+        match self {
+            CampaignError::Invalid(_)
+            | CampaignError::NotFound
+            | CampaignError::AlreadyPaused
+            | CampaignError::NotPaused => FailureKind::Poison,
+            CampaignError::ChangedConcurrently => FailureKind::Conflict,
+            CampaignError::Store(e) => e.kind(),
+            CampaignError::Failed(f) => f.kind(),
+        }
+    }
+}
+
+impl From<AggregateError<CampaignError>> for CampaignError {
+    fn from(e: AggregateError<CampaignError>) -> Self {
         match e {
-            AppendError::Store(s) => CampaignError::Store(s),
-            AppendError::Conflict { .. } => {
-                CampaignError::Conflict("the campaign was changed concurrently; retry".to_string())
-            }
-            other => CampaignError::Store(StoreError::Failed(other.to_string())),
+            AggregateError::Rejected(e) => e,
+            AggregateError::Store(e) => CampaignError::Store(e),
+            AggregateError::Contended { .. } => CampaignError::ChangedConcurrently,
+            other => CampaignError::Failed(Failure::from_error("campaign", other)),
         }
     }
 }
@@ -331,6 +368,7 @@ impl From<AppendError> for CampaignError {
 pub struct CampaignService {
     catalog: Arc<StoredCatalog>,
     events: Arc<dyn EventStore>,
+    campaigns: AggregateService<CampaignAggregate>,
     clock: Arc<dyn Clock>,
 }
 
@@ -338,6 +376,7 @@ impl CampaignService {
     pub fn new(events: Arc<dyn EventStore>, clock: Arc<dyn Clock>) -> Self {
         CampaignService {
             catalog: Arc::new(StoredCatalog::new(events.clone())),
+            campaigns: AggregateService::new(events.clone(), clock.clone()),
             events,
             clock,
         }
@@ -354,39 +393,15 @@ impl CampaignService {
 
     /// Validates and publishes a new version; `id` must be the definition's id.
     pub async fn put(&self, id: &str, definition: Value, actor: Actor) -> Result<StoredCampaign, CampaignError> {
-        let campaign = Campaign::from_value(&definition).map_err(CampaignError::Invalid)?;
-        if campaign.id != id {
-            return Err(CampaignError::Invalid(vec![DefinitionError {
-                path: "id".to_string(),
-                message: format!("must equal the id in the path ({id})"),
-            }]));
-        }
-        let current = self.catalog.get(id).await?;
-        self.write(
-            id,
-            current.as_ref(),
-            vec![CampaignEvent::CampaignPublished { definition }],
-            actor,
-        )
-        .await
+        self.write(id, CampaignCommand::Publish { definition }, actor).await
     }
 
     pub async fn pause(&self, id: &str, actor: Actor) -> Result<StoredCampaign, CampaignError> {
-        let current = self.catalog.get(id).await?.ok_or(CampaignError::NotFound)?;
-        if current.paused {
-            return Err(CampaignError::Conflict("the campaign is already paused".to_string()));
-        }
-        self.write(id, Some(&current), vec![CampaignEvent::CampaignPaused], actor)
-            .await
+        self.write(id, CampaignCommand::Pause, actor).await
     }
 
     pub async fn resume(&self, id: &str, actor: Actor) -> Result<StoredCampaign, CampaignError> {
-        let current = self.catalog.get(id).await?.ok_or(CampaignError::NotFound)?;
-        if !current.paused {
-            return Err(CampaignError::Conflict("the campaign is not paused".to_string()));
-        }
-        self.write(id, Some(&current), vec![CampaignEvent::CampaignResumed], actor)
-            .await
+        self.write(id, CampaignCommand::Resume, actor).await
     }
 
     /// Appends a `CampaignRegistered` of `id` to the `campaigns` stream:
@@ -415,53 +430,60 @@ impl CampaignService {
         Ok(())
     }
 
-    async fn write(
-        &self,
-        id: &str,
-        current: Option<&StoredCampaign>,
-        mut events: Vec<CampaignEvent>,
-        actor: Actor,
-    ) -> Result<StoredCampaign, CampaignError> {
+    /// Runs `command` once through the command path, on the stream as read
+    /// now: a writer that changed it in between makes it a
+    /// [`CampaignError::ChangedConcurrently`] (not retried here). The first
+    /// write of an id registers it first (once the command is known to be
+    /// accepted), and every write is signalled after its append.
+    async fn write(&self, id: &str, command: CampaignCommand, actor: Actor) -> Result<StoredCampaign, CampaignError> {
         let meta = CommandMeta::new(actor);
-        let now = self.clock.now();
-        let stream = stream_id(id);
-        let stream_version = current.map_or(0, |c| c.stream_version);
-        let expected = if stream_version == 0 {
-            // First write: register the id (reading deduplicates), and keep
-            // a shipped definition as version 1.
-            self.register(id, &meta, now).await?;
-            if let Some(c) = current {
-                events.insert(
-                    0,
-                    CampaignEvent::CampaignPublished {
-                        definition: c.definition.clone(),
-                    },
-                );
+        let shipped = self.catalog.shipped_definition(id);
+        let (state, _) = self.campaigns.load_stream(id).await?;
+        if state.is_none() {
+            // First write: refusals first (nothing is registered for them),
+            // then register the id (reading deduplicates).
+            let now = self.clock.now();
+            let ctx = crate::aggregate::DecideContext {
+                id,
+                now,
+                input: &shipped,
+            };
+            <CampaignAggregate as crate::aggregate::Aggregate>::decide(None, &command, &ctx)?;
+            self.register(id, &meta, now).await.map_err(append_failed)?;
+        }
+        let no_answer = |_: &CampaignState, _: &[EventEnvelope]| (200, Value::Null);
+        match self
+            .campaigns
+            .try_once(id, state, &command, &shipped, &meta, None, &no_answer)
+            .await?
+        {
+            Some(Executed::Applied { .. }) => {}
+            None => return Err(CampaignError::ChangedConcurrently),
+            // Only a command with an idempotency key is answered from a receipt.
+            Some(Executed::Replayed { .. }) => {
+                return Err(CampaignError::Store(StoreError::Failed(
+                    "answered from a receipt it never asked for".into(),
+                )))
             }
-            ExpectedVersion::NoStream
-        } else {
-            ExpectedVersion::Exactly(stream_version)
-        };
-        let envs = envelopes(&stream, None, &events, &meta, now).map_err(|e| StoreError::Failed(e.to_string()))?;
-        self.events
-            .append(AppendRequest {
-                stream_id: stream,
-                expected,
-                events: envs,
-                reservations: Vec::new(),
-                receipt: None,
-            })
-            .await?;
+        }
         // The change signal, after the append: a catalog that reads it
         // reads this campaign again (decision 0043). If it is lost, the
         // change is stored and reaches the catalogs at their next full read.
-        if let Err(e) = self.register(id, &meta, now).await {
+        if let Err(e) = self.register(id, &meta, self.clock.now()).await {
             tracing::warn!(campaign_id = id, error = %e, "the campaign changed, but its change signal was not written: running catalogs see it at their next full read");
         }
         self.catalog.get(id).await?.ok_or(CampaignError::NotFound)
     }
 }
 
+/// A failed append of the `campaigns` stream as the command's error.
+fn append_failed(e: AppendError) -> CampaignError {
+    match e {
+        AppendError::Store(e) => CampaignError::Store(e),
+        AppendError::Conflict { .. } => CampaignError::ChangedConcurrently,
+        other => CampaignError::Failed(Failure::from_error(INDEX_STREAM, other)),
+    }
+}
+
 #[cfg(test)]
-#[path = "catalog_tests.rs"]
 mod tests;

@@ -1,0 +1,148 @@
+//! A campaign's stream as an [`Aggregate`]: publishes, pauses, resumes and
+//! a pause's continuations are decided on the stream as its events fold
+//! it, and stored through [`AggregateService`](crate::aggregate::AggregateService).
+
+use super::{stream_id, CampaignError, CampaignEvent};
+use crate::aggregate::{Aggregate, DecideContext};
+use crate::journey::definition::{Campaign, DefinitionError};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// The campaign aggregate: stream `campaign-<id>`, input the shipped
+/// definition of the id (if it is a shipped campaign).
+pub struct CampaignAggregate;
+
+/// A campaign's stream as its events fold it (definitions as stored, not
+/// validated: the catalog validates them when it reads them).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CampaignState {
+    /// Every published version: the stream version of its `CampaignPublished` → definition.
+    pub versions: BTreeMap<u64, Value>,
+    pub paused: bool,
+    /// The stream version of the latest pause, resume or pause continuation (0: none).
+    pub pause_step_at: u64,
+    /// The stream's version.
+    pub version: u64,
+}
+
+/// What is asked of a campaign.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CampaignCommand {
+    /// A new version; its id must be the campaign's.
+    Publish {
+        definition: Value,
+    },
+    Pause,
+    Resume,
+    /// The next page of the pause whose latest step (the `CampaignPaused`
+    /// or a `CampaignPauseContinued`) is at stream version `step_version`,
+    /// after the instance id `after`. Nothing if a pause, resume or
+    /// continuation came after that step: that one carries on.
+    ContinuePause {
+        after: String,
+        step_version: u64,
+    },
+}
+
+impl Aggregate for CampaignAggregate {
+    type State = CampaignState;
+    type Command = CampaignCommand;
+    type Event = CampaignEvent;
+    type Error = CampaignError;
+    /// The shipped definition of the id, if it is a shipped campaign.
+    type Input = Option<Value>;
+
+    fn stream_id(id: &str) -> String {
+        stream_id(id)
+    }
+
+    fn customer_id(_: &CampaignState) -> Option<&str> {
+        None
+    }
+
+    fn version(state: &CampaignState) -> u64 {
+        state.version
+    }
+
+    fn not_found() -> CampaignError {
+        CampaignError::NotFound
+    }
+
+    /// The first write to a shipped id stores the shipped definition as
+    /// version 1 first, so version 1 keeps meaning "as shipped".
+    fn decide(
+        state: Option<&CampaignState>,
+        command: &CampaignCommand,
+        ctx: &DecideContext<'_, Option<Value>>,
+    ) -> Result<Vec<CampaignEvent>, CampaignError> {
+        let shipped = match (state, ctx.input) {
+            (None, Some(definition)) => Some(CampaignEvent::CampaignPublished {
+                definition: definition.clone(),
+            }),
+            _ => None,
+        };
+        let exists = state.is_some() || shipped.is_some();
+        let paused = state.is_some_and(|s| s.paused);
+        let decided = match command {
+            CampaignCommand::Publish { definition } => {
+                let campaign = Campaign::from_value(definition).map_err(CampaignError::Invalid)?;
+                if campaign.id != ctx.id {
+                    return Err(CampaignError::Invalid(vec![DefinitionError {
+                        path: "id".to_string(),
+                        message: format!("must equal the id in the path ({})", ctx.id),
+                    }]));
+                }
+                CampaignEvent::CampaignPublished {
+                    definition: definition.clone(),
+                }
+            }
+            CampaignCommand::Pause if !exists => return Err(CampaignError::NotFound),
+            CampaignCommand::Pause if paused => return Err(CampaignError::AlreadyPaused),
+            CampaignCommand::Pause => CampaignEvent::CampaignPaused,
+            CampaignCommand::Resume if !exists => return Err(CampaignError::NotFound),
+            CampaignCommand::Resume if !paused => return Err(CampaignError::NotPaused),
+            CampaignCommand::Resume => CampaignEvent::CampaignResumed,
+            CampaignCommand::ContinuePause { after, step_version } => {
+                let Some(state) = state else {
+                    return Err(CampaignError::NotFound);
+                };
+                if state.pause_step_at > *step_version {
+                    return Ok(Vec::new());
+                }
+                CampaignEvent::CampaignPauseContinued { after: after.clone() }
+            }
+        };
+        Ok(shipped.into_iter().chain([decided]).collect())
+    }
+
+    fn evolve(
+        state: Option<CampaignState>,
+        event: &CampaignEvent,
+        _at: DateTime<Utc>,
+        version: u64,
+    ) -> Option<CampaignState> {
+        let mut s = state.unwrap_or(CampaignState {
+            versions: BTreeMap::new(),
+            paused: false,
+            pause_step_at: 0,
+            version: 0,
+        });
+        s.version = version;
+        match event {
+            CampaignEvent::CampaignPublished { definition } => {
+                s.versions.insert(version, definition.clone());
+            }
+            CampaignEvent::CampaignPaused => {
+                s.paused = true;
+                s.pause_step_at = version;
+            }
+            CampaignEvent::CampaignResumed => {
+                s.paused = false;
+                s.pause_step_at = version;
+            }
+            CampaignEvent::CampaignPauseContinued { .. } => s.pause_step_at = version,
+        }
+        Some(s)
+    }
+}
