@@ -118,7 +118,7 @@ impl Ingestion {
                 Appended::ReservationTaken => continue,
             }
         }
-        Err(IngestError::Retry("the user id's links changed concurrently".into()))
+        Err(IngestError::conflict("the user id's links changed concurrently"))
     }
 
     /// The next free link slot of `user_id` for `profile`: `None` when the
@@ -315,7 +315,7 @@ impl Ingestion {
                 Appended::ReservationTaken => continue,
             }
         }
-        Err(IngestError::Retry("the user id's links changed concurrently".into()))
+        Err(IngestError::conflict("the user id's links changed concurrently"))
     }
 
     /// `alias`: `previousId` (an anonymous id, or a user id) is `userId`.
@@ -403,7 +403,7 @@ impl Ingestion {
             // Registered concurrently by another message: that customer.
             Err(CommandError::EmailTaken { .. }) => match reservations.reservation_owner(&reservation).await? {
                 Some(owner) => Ok(owner.trim_start_matches("customer-").to_string()),
-                None => Err(IngestError::Retry("the email address changed hands".into())),
+                None => Err(IngestError::conflict("the email address changed hands")),
             },
             Err(e) => Err(command_error(e, "traits")),
         }

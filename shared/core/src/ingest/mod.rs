@@ -48,6 +48,7 @@ use crate::customer::{
     RegistrationSource, UpdateProfile,
 };
 use crate::event::{envelopes, Actor, CommandMeta, EventEnvelope};
+use crate::failure::{Classify, Failure, FailureKind};
 use crate::idempotency::IdempotencyKey;
 use crate::identity::{anonymous_profile_id, is_anonymous_profile, IdentityError, IdentityService};
 use crate::ports::{
@@ -154,16 +155,75 @@ pub enum Accepted {
     Duplicate,
 }
 
-/// Why a message was not taken.
+/// Why a message was not taken. Its kind ([`Classify`]) decides the answer:
+/// a refusal ([`FailureKind::Poison`]) names the field the client must
+/// change; anything else is sent again.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum IngestError {
     /// Bad or impossible: the client must change it (naming the field).
     #[error(transparent)]
     Rejected(#[from] Rejection),
-    /// The stores failed: send it again.
-    #[error("try again: {0}")]
-    Retry(String),
+    /// The stores failed, or another writer got there first: send it again.
+    /// The failure (retryable or conflict, never poison) keeps its source.
+    #[error("try again: {}", .0.cause())]
+    Retry(Failure),
 }
+
+impl IngestError {
+    /// A retry caused by `cause`, whatever kind `cause` would give itself:
+    /// ingestion refuses only with a [`Rejection`] naming the field.
+    fn retry(cause: impl std::error::Error + Send + Sync + 'static) -> Self {
+        IngestError::Retry(Failure::retryable(STEP, cause))
+    }
+
+    /// A retry caused by `cause`, a conflict when it is one.
+    fn retry_classified<E>(cause: E) -> Self
+    where
+        E: Classify + std::error::Error + Send + Sync + 'static,
+    {
+        match cause.kind() {
+            FailureKind::Conflict => IngestError::Retry(Failure::conflict(STEP, cause)),
+            FailureKind::Retryable | FailureKind::Poison => IngestError::retry(cause),
+        }
+    }
+
+    /// Another writer changed what the message needs first (a link, a
+    /// reservation): sent again, it finds the new state.
+    fn conflict(reason: &str) -> Self {
+        IngestError::Retry(Failure::reason(FailureKind::Conflict, STEP, reason))
+    }
+
+    /// A message of a batch that nothing took (it should not happen: sent
+    /// again, it is taken alone).
+    fn not_taken() -> Self {
+        IngestError::Retry(Failure::reason(
+            FailureKind::Retryable,
+            STEP,
+            "the message was not taken",
+        ))
+    }
+
+    /// What went wrong, as the client is told: the refusal's message, or
+    /// the cause of the failure.
+    pub fn reason(&self) -> String {
+        match self {
+            IngestError::Rejected(r) => r.message.clone(),
+            IngestError::Retry(failure) => failure.cause().to_string(),
+        }
+    }
+}
+
+impl Classify for IngestError {
+    fn kind(&self) -> FailureKind {
+        match self {
+            IngestError::Rejected(_) => FailureKind::Poison,
+            IngestError::Retry(failure) => failure.kind(),
+        }
+    }
+}
+
+/// The step a failure of ingestion names.
+const STEP: &str = "ingest";
 
 fn reject(field: &str, message: impl Into<String>) -> IngestError {
     IngestError::Rejected(Rejection::new(field, message))
@@ -171,7 +231,7 @@ fn reject(field: &str, message: impl Into<String>) -> IngestError {
 
 impl From<StoreError> for IngestError {
     fn from(e: StoreError) -> Self {
-        IngestError::Retry(e.to_string())
+        IngestError::retry(e)
     }
 }
 
@@ -179,7 +239,7 @@ impl From<IdentityError> for IngestError {
     fn from(e: IdentityError) -> Self {
         match e {
             IdentityError::Refused(m) => reject("userId", m),
-            e if e.is_retryable() => IngestError::Retry(e.to_string()),
+            e if e.is_retryable() => IngestError::retry(e),
             e => reject("userId", e.to_string()),
         }
     }
@@ -194,7 +254,7 @@ fn command_error(e: CommandError, prefix: &str) -> IngestError {
         CommandError::Rejected(CustomerError::NotFound) => reject("userId", "no such customer"),
         CommandError::Rejected(CustomerError::Conflict { message, .. }) => reject("userId", message),
         CommandError::EmailTaken { .. } => reject(&format!("{prefix}.email"), "belongs to another customer"),
-        e if e.is_retryable() => IngestError::Retry(e.to_string()),
+        e if e.is_retryable() => IngestError::retry(e),
         e => reject("body", e.to_string()),
     }
 }
@@ -205,7 +265,7 @@ fn cart_error(e: CartCommandError) -> IngestError {
             reject(&format!("properties.{field}"), message)
         }
         CartCommandError::Rejected(e) => reject("properties.cart_id", e.to_string()),
-        e if e.is_retryable() => IngestError::Retry(e.to_string()),
+        e if e.is_retryable() => IngestError::retry(e),
         e => reject("properties", e.to_string()),
     }
 }
@@ -223,7 +283,7 @@ fn kept_by_the_cart(result: Result<bool, IngestError>) -> Result<Option<bool>, I
 
 fn order_error(e: OrderCommandError) -> IngestError {
     if e.is_retryable() {
-        return IngestError::Retry(e.to_string());
+        return IngestError::retry(e);
     }
     match e {
         OrderCommandError::Command(crate::aggregate::AggregateError::Rejected(OrderError::Invalid {
@@ -513,7 +573,7 @@ impl Ingestion {
             .await?
         {
             Appended::Taken(taken) => Ok(taken),
-            Appended::ReservationTaken => Err(IngestError::Retry("a reservation was taken".into())),
+            Appended::ReservationTaken => Err(IngestError::conflict("a reservation was taken")),
         }
     }
 
@@ -548,7 +608,7 @@ impl Ingestion {
             Err(AppendError::DuplicateCommand(_)) => Ok(Appended::Taken(false)),
             Err(AppendError::ReservationTaken { .. }) => Ok(Appended::ReservationTaken),
             Err(AppendError::TooLarge(m)) => Err(reject("properties", m)),
-            Err(e) => Err(IngestError::Retry(e.to_string())),
+            Err(e) => Err(IngestError::retry_classified(e)),
         }
     }
 
@@ -573,13 +633,12 @@ impl Ingestion {
                 .validate(&custom.event, &custom.properties)
                 .await
                 .map_err(|e| match e {
-                    crate::schemas::SchemaCheckError::Store(s) => IngestError::Retry(s.to_string()),
+                    crate::schemas::SchemaCheckError::Store(s) => IngestError::retry(s),
                     invalid => reject(invalid.field().unwrap_or("properties"), invalid.to_string()),
                 })?;
         }
         let stream = activity_stream_id(profile);
-        let mut events =
-            envelopes(&stream, Some(profile), &[event], meta, now).map_err(|e| IngestError::Retry(e.to_string()))?;
+        let mut events = envelopes(&stream, Some(profile), &[event], meta, now).map_err(IngestError::retry)?;
         for e in &mut events {
             e.occurred_at = occurred_at;
         }
@@ -622,8 +681,8 @@ pub fn outcome_json(index: usize, message_id: Option<&str>, outcome: &Result<Acc
         Ok(Accepted::Duplicate) => json!({ "index": index, "messageId": message_id, "status": "duplicate" }),
         Err(IngestError::Rejected(r)) => json!({ "index": index, "messageId": message_id, "status": "rejected",
             "field": format!("batch[{index}].{}", r.field), "reason": r.message }),
-        Err(IngestError::Retry(m)) => {
-            json!({ "index": index, "messageId": message_id, "status": "retry", "reason": m })
+        Err(e @ IngestError::Retry(_)) => {
+            json!({ "index": index, "messageId": message_id, "status": "retry", "reason": e.reason() })
         }
     }
 }

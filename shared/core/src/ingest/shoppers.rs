@@ -94,7 +94,7 @@ impl Ingestion {
         for ((raw, message), outcome) in raws.iter().zip(parsed).zip(outcomes) {
             let outcome = match message {
                 Err(rejection) => Err(IngestError::Rejected(rejection)),
-                Ok(_) => outcome.unwrap_or_else(|| Err(IngestError::Retry("the message was not taken".into()))),
+                Ok(_) => outcome.unwrap_or_else(|| Err(IngestError::not_taken())),
             };
             if let (Err(IngestError::Rejected(rejection)), Some(refusals)) = (&outcome, &self.refusals) {
                 let identifiers = self.customers.identifiers();
@@ -279,7 +279,7 @@ impl Ingestion {
                 Ok(_) => Ok(Accepted::Stored { late: r.late }),
                 Err(AppendError::DuplicateCommand(_)) => Ok(Accepted::Duplicate),
                 Err(AppendError::TooLarge(m)) => Err(reject("properties", m)),
-                Err(e) => Err(IngestError::Retry(e.to_string())),
+                Err(e) => Err(IngestError::retry_classified(e)),
             });
         }
     }

@@ -1039,3 +1039,29 @@ async fn a_receipt_written_after_the_read_makes_only_its_message_a_duplicate() {
     assert_eq!(store.read_stream(&stream, 0, 10).await.expect("read").len(), 3);
     assert_eq!(store.grouped_appends.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
+
+#[test]
+fn a_failure_to_ingest_says_its_kind_and_keeps_its_cause() {
+    use crate::failure::{Classify, FailureKind};
+    let unavailable = IngestError::from(StoreError::Unavailable("throttled".into()));
+    assert_eq!(unavailable.kind(), FailureKind::Retryable);
+    assert_eq!(unavailable.to_string(), "try again: event store unavailable: throttled");
+    assert_eq!(unavailable.reason(), "event store unavailable: throttled");
+    let IngestError::Retry(failure) = &unavailable else {
+        panic!("{unavailable:?}");
+    };
+    assert_eq!(
+        failure.cause_as::<StoreError>(),
+        Some(&StoreError::Unavailable("throttled".into()))
+    );
+    let answer = outcome_json(0, Some("m0"), &Err(unavailable.clone()));
+    assert_eq!(answer["status"], "retry");
+    assert_eq!(answer["reason"], "event store unavailable: throttled");
+    assert_eq!(
+        IngestError::conflict("the email address changed hands").kind(),
+        FailureKind::Conflict
+    );
+    let refused = IngestError::Rejected(Rejection::new("userId", "is required"));
+    assert_eq!(refused.kind(), FailureKind::Poison);
+    assert_eq!(outcome_json(1, None, &Err(refused))["status"], "rejected");
+}

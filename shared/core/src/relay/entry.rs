@@ -2,6 +2,8 @@
 //! size limits of an entry, and the refusals no retry changes.
 
 use crate::bus::{BusEntry, MAX_ENTRY_BYTES};
+use crate::failure::{Classify, FailureKind};
+use crate::ports::BusError;
 
 /// PutEvents counts an entry's `Time` as 14 bytes; the EventBridge adapter
 /// always sets it (to `occurred_at`).
@@ -24,6 +26,39 @@ pub const PERMANENT_ENTRY_CODES: &[&str] = &[
     "NotAuthorizedForSourceException",
     "NotAuthorizedForDetailTypeException",
 ];
+
+/// Why the bus did not take an entry. Its kind ([`Classify`]) decides
+/// whether the relay sends it again (retryable) or parks it now (poison).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotPublished {
+    /// The call failed as a whole: the [`BusError`]'s kind.
+    #[error("PutEvents {}: {}", if matches!(.0, BusError::Refused(_)) { "refused the call" } else { "failed" }, bus_message(.0))]
+    Call(#[source] BusError),
+    /// The bus refused this entry with `code`: poison when the code is one
+    /// of [`PERMANENT_ENTRY_CODES`], retryable otherwise.
+    #[error("PutEvents refused the entry: {code}: {message}")]
+    Entry { code: String, message: String },
+    /// Still not taken after the relay's attempts: parked.
+    #[error("not published after {attempts} attempt(s): {last}")]
+    GaveUp { attempts: u32, last: Box<NotPublished> },
+}
+
+fn bus_message(e: &BusError) -> &str {
+    match e {
+        BusError::Unavailable(m) | BusError::Refused(m) => m,
+    }
+}
+
+impl Classify for NotPublished {
+    fn kind(&self) -> FailureKind {
+        match self {
+            NotPublished::Call(e) => e.kind(),
+            NotPublished::Entry { code, .. } if PERMANENT_ENTRY_CODES.contains(&code.as_str()) => FailureKind::Poison,
+            NotPublished::Entry { .. } => FailureKind::Retryable,
+            NotPublished::GaveUp { .. } => FailureKind::Poison,
+        }
+    }
+}
 
 /// The size PutEvents counts for `entry` as the relay sends it.
 pub fn wire_size(entry: &BusEntry) -> usize {

@@ -45,8 +45,8 @@ mod pause;
 mod run;
 
 pub use entry::{
-    delivered_size, undeliverable, wire_size, MAX_PARKED_ENTRY_BYTES, MAX_QUEUE_MESSAGE_BYTES, PERMANENT_ENTRY_CODES,
-    TIME_FIELD_BYTES,
+    delivered_size, undeliverable, wire_size, NotPublished, MAX_PARKED_ENTRY_BYTES, MAX_QUEUE_MESSAGE_BYTES,
+    PERMANENT_ENTRY_CODES, TIME_FIELD_BYTES,
 };
 pub use parked::{stream_record_key, EventKey, ParkedEvent, RelayLetter};
 pub use pause::{NoPause, Pause, RetryPolicy};

@@ -1,14 +1,15 @@
 //! The relay loop: records go to the bus in order and in chunks; what the
 //! bus will not take is retried, then parked.
 
-use super::entry::{undeliverable, wire_size, PERMANENT_ENTRY_CODES};
+use super::entry::{undeliverable, wire_size, NotPublished};
 use super::parked::ParkedEvent;
 use super::pause::{NoPause, Pause, RetryPolicy};
 use super::{Outbound, RelayRecord, RelayReport, RELAY_CONSUMER};
 use crate::bus::{BusEntry, MAX_ENTRIES_PER_PUT, MAX_ENTRY_BYTES};
 use crate::clock::Clock;
+use crate::failure::{Classify, FailureKind};
 use crate::metrics::{names as metric, MetricSet, MetricsSink, NoMetrics};
-use crate::ports::{BusError, DeadLetter, DeadLetterQueue, EventBus, ProgressReporter, PublishOutcome};
+use crate::ports::{DeadLetter, DeadLetterQueue, EventBus, ProgressReporter, PublishOutcome};
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
 
@@ -32,13 +33,20 @@ impl std::fmt::Debug for Relay {
     }
 }
 
-/// An entry the bus did not take: its record, the entry, why, and after how
-/// many calls.
+/// An entry the bus did not take: its record, the entry, why (none before
+/// the first call), and after how many calls.
 struct Unpublished {
     record_id: String,
     entry: BusEntry,
-    reason: String,
+    why: Option<NotPublished>,
     attempts: u32,
+}
+
+impl Unpublished {
+    /// Why, as a dead letter's reason.
+    fn reason(&self) -> String {
+        self.why.as_ref().map(ToString::to_string).unwrap_or_default()
+    }
 }
 
 /// How a chunk went: how many entries were published, and the ones that
@@ -181,7 +189,7 @@ impl Relay {
         let result = self.publish_chunk(std::mem::take(chunk)).await;
         report.published += result.published;
         for u in result.unpublished {
-            let letter = self.parked_letter(&u.record_id, &u.entry, u.reason, u.attempts);
+            let letter = self.parked_letter(&u.record_id, &u.entry, u.reason(), u.attempts);
             if !self.park(u.record_id, letter, report).await {
                 return false;
             }
@@ -199,7 +207,7 @@ impl Relay {
             .map(|(record_id, entry)| Unpublished {
                 record_id,
                 entry,
-                reason: String::new(),
+                why: None,
                 attempts: 0,
             })
             .collect();
@@ -213,22 +221,22 @@ impl Relay {
             attempt += 1;
             let entries: Vec<BusEntry> = pending.iter().map(|u| u.entry.clone()).collect();
             match self.bus.put(&entries).await {
-                Err(BusError::Refused(message)) => {
-                    // No retry changes this (no such bus, access denied).
-                    tracing::warn!(error = %message, entries = entries.len(), attempt, "PutEvents refused");
-                    let reason = format!("PutEvents refused the call: {message}");
-                    for (mut u, place) in std::mem::take(&mut pending).into_iter().zip(places.drain(..)) {
-                        u.reason.clone_from(&reason);
-                        u.attempts = attempt;
-                        given_up.push((place, u));
-                    }
-                }
-                Err(BusError::Unavailable(message)) => {
-                    tracing::warn!(error = %message, entries = entries.len(), attempt, "PutEvents failed");
-                    let reason = format!("PutEvents failed: {message}");
-                    for u in &mut pending {
-                        u.reason.clone_from(&reason);
-                        u.attempts = attempt;
+                Err(e) => {
+                    let why = NotPublished::Call(e);
+                    let kind = why.kind();
+                    tracing::warn!(error = %why, %kind, entries = entries.len(), attempt, "PutEvents failed");
+                    if kind == FailureKind::Poison {
+                        // No retry changes this (no such bus, access denied).
+                        for (mut u, place) in std::mem::take(&mut pending).into_iter().zip(places.drain(..)) {
+                            u.why = Some(why.clone());
+                            u.attempts = attempt;
+                            given_up.push((place, u));
+                        }
+                    } else {
+                        for u in &mut pending {
+                            u.why = Some(why.clone());
+                            u.attempts = attempt;
+                        }
                     }
                 }
                 Ok(outcomes) => {
@@ -252,9 +260,11 @@ impl Relay {
                             attempt,
                             "bus refused an entry"
                         );
-                        u.reason = format!("PutEvents refused the entry: {code}: {message}");
+                        let why = NotPublished::Entry { code, message };
+                        let kind = why.kind();
+                        u.why = Some(why);
                         u.attempts = attempt;
-                        if PERMANENT_ENTRY_CODES.contains(&code.as_str()) {
+                        if kind == FailureKind::Poison {
                             given_up.push((place, u));
                         } else {
                             still.push(u);
@@ -270,7 +280,10 @@ impl Relay {
             }
         }
         for (mut u, place) in pending.into_iter().zip(places) {
-            u.reason = format!("not published after {attempt} attempt(s): {}", u.reason);
+            u.why = u.why.take().map(|last| NotPublished::GaveUp {
+                attempts: attempt,
+                last: Box::new(last),
+            });
             given_up.push((place, u));
         }
         given_up.sort_by_key(|(place, _)| *place);

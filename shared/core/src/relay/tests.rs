@@ -641,3 +641,30 @@ async fn a_batch_reports_its_lag_and_what_it_published() {
     assert!(docs[1].get("ConsumerLag").is_none());
     assert_eq!(docs[1]["EventsRelayed"], serde_json::json!(7.0));
 }
+
+#[test]
+fn why_an_entry_was_not_published_says_whether_to_send_it_again() {
+    use crate::failure::{Classify, FailureKind};
+    let throttled = NotPublished::Call(BusError::Unavailable("throttled".into()));
+    assert_eq!(throttled.kind(), FailureKind::Retryable);
+    assert_eq!(throttled.to_string(), "PutEvents failed: throttled");
+    let no_bus = NotPublished::Call(BusError::Refused("no such bus".into()));
+    assert_eq!(no_bus.kind(), FailureKind::Poison);
+    assert_eq!(no_bus.to_string(), "PutEvents refused the call: no such bus");
+    let entry = |code: &str| NotPublished::Entry {
+        code: code.into(),
+        message: "m".into(),
+    };
+    assert_eq!(entry("ThrottlingException").kind(), FailureKind::Retryable);
+    assert_eq!(entry("MalformedDetail").kind(), FailureKind::Poison);
+    let gave_up = NotPublished::GaveUp {
+        attempts: 3,
+        last: Box::new(entry("InternalFailure")),
+    };
+    assert_eq!(gave_up.kind(), FailureKind::Poison);
+    assert_eq!(
+        gave_up.to_string(),
+        "not published after 3 attempt(s): PutEvents refused the entry: InternalFailure: m"
+    );
+    assert!(std::error::Error::source(&no_bus).is_some(), "the bus error is kept");
+}
