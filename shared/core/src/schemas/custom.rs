@@ -5,9 +5,11 @@
 //! of its event there. Ingestion validates with [`CustomEventSchemas::validate`];
 //! a name with no schema passes.
 
+use crate::aggregate::{Aggregate, AggregateError, AggregateService, DecideContext, Executed};
 use crate::clock::Clock;
-use crate::event::{envelopes, Actor, CommandMeta, DomainEvent, EventEnvelope};
-use crate::ports::{AppendError, AppendRequest, EventStore, ExpectedVersion, StoreError};
+use crate::event::{Actor, CommandMeta, DomainEvent, EventEnvelope};
+use crate::failure::{Classify, FailureKind};
+use crate::ports::{EventStore, StoreError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -58,15 +60,97 @@ pub enum CustomSchemaError {
     Store(#[from] StoreError),
 }
 
-impl From<AppendError> for CustomSchemaError {
-    fn from(e: AppendError) -> Self {
+impl From<AggregateError<NoSchema>> for CustomSchemaError {
+    fn from(e: AggregateError<NoSchema>) -> Self {
         match e {
-            AppendError::Store(s) => CustomSchemaError::Store(s),
-            AppendError::Conflict { .. } => {
+            AggregateError::Store(s) => CustomSchemaError::Store(s),
+            AggregateError::Contended { .. } => {
                 CustomSchemaError::Conflict("the schema was registered concurrently; retry".to_string())
             }
             other => CustomSchemaError::Store(StoreError::Failed(other.to_string())),
         }
+    }
+}
+
+impl Classify for CustomSchemaError {
+    fn kind(&self) -> FailureKind {
+        match self {
+            CustomSchemaError::Invalid { .. } => FailureKind::Poison,
+            CustomSchemaError::Conflict(_) => FailureKind::Conflict,
+            CustomSchemaError::Store(e) => e.kind(),
+        }
+    }
+}
+
+/// What a custom event's schema stream can be asked.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SchemaCommand {
+    /// Register `schema` (checked before) as the name's next version.
+    Register { schema: Value },
+}
+
+/// The schema after `event`, the `version`th of the stream, stored `at`.
+pub fn evolve(event: &SchemaEvent, at: DateTime<Utc>, version: u64) -> CustomSchema {
+    let SchemaEvent::CustomEventSchemaRegistered { name, schema } = event;
+    CustomSchema {
+        name: name.clone(),
+        version,
+        schema: schema.clone(),
+        registered_at: at,
+    }
+}
+
+/// A new version of `name`'s schema, unless it is the latest already.
+pub fn decide(state: Option<&CustomSchema>, command: &SchemaCommand, name: &str) -> Vec<SchemaEvent> {
+    let SchemaCommand::Register { schema } = command;
+    if state.is_some_and(|s| &s.schema == schema) {
+        return Vec::new();
+    }
+    vec![SchemaEvent::CustomEventSchemaRegistered {
+        name: name.to_string(),
+        schema: schema.clone(),
+    }]
+}
+
+/// Registering is never refused once checked; this is the command path's
+/// answer to a command that wrote nothing on a name with no schema (which
+/// [`decide`] never does).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no schema is registered for this name")]
+pub struct NoSchema;
+
+/// A custom event's schema stream for the shared command path: the
+/// aggregate id is the custom event's name.
+pub struct CustomSchemaStream;
+
+impl Aggregate for CustomSchemaStream {
+    type State = CustomSchema;
+    type Command = SchemaCommand;
+    type Event = SchemaEvent;
+    type Error = NoSchema;
+    type Input = ();
+
+    fn stream_id(id: &str) -> String {
+        stream_id(id)
+    }
+    fn customer_id(_: &CustomSchema) -> Option<&str> {
+        None
+    }
+    fn version(state: &CustomSchema) -> u64 {
+        state.version
+    }
+    fn not_found() -> NoSchema {
+        NoSchema
+    }
+    fn decide(
+        state: Option<&CustomSchema>,
+        command: &SchemaCommand,
+        ctx: &DecideContext<'_, ()>,
+    ) -> Result<Vec<SchemaEvent>, NoSchema> {
+        Ok(decide(state, command, ctx.id))
+    }
+    fn evolve(_: Option<CustomSchema>, event: &SchemaEvent, at: DateTime<Utc>, version: u64) -> Option<CustomSchema> {
+        Some(evolve(event, at, version))
     }
 }
 
@@ -99,6 +183,15 @@ fn summary(violations: &[SchemaViolation]) -> String {
         .map(|v| format!("{}: {}", v.path, v.message))
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+impl Classify for SchemaCheckError {
+    fn kind(&self) -> FailureKind {
+        match self {
+            SchemaCheckError::Invalid { .. } => FailureKind::Poison,
+            SchemaCheckError::Store(e) => e.kind(),
+        }
+    }
 }
 
 impl SchemaCheckError {
@@ -188,7 +281,8 @@ struct Cached {
 /// Registers, reads and checks custom event schemas.
 pub struct CustomEventSchemas {
     store: Arc<dyn EventStore>,
-    clock: Option<Arc<dyn Clock>>,
+    /// The command path registering goes through (with a clock only).
+    registry: Option<AggregateService<CustomSchemaStream>>,
     cache: Mutex<HashMap<String, Cached>>,
 }
 
@@ -212,13 +306,15 @@ impl CustomEventSchemas {
     pub fn new(store: Arc<dyn EventStore>) -> Self {
         CustomEventSchemas {
             store,
-            clock: None,
+            registry: None,
             cache: Mutex::new(HashMap::new()),
         }
     }
 
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = Some(clock);
+        // One attempt: a concurrent registration is answered as a conflict
+        // (409), not silently stacked on.
+        self.registry = Some(AggregateService::new(self.store.clone(), clock).with_max_attempts(1));
         self
     }
 
@@ -242,48 +338,21 @@ impl CustomEventSchemas {
     pub async fn register(&self, name: &str, schema: Value, actor: Actor) -> Result<CustomSchema, CustomSchemaError> {
         check_name(name)?;
         compile(&schema)?;
-        let current = self.get(name).await?;
-        if let Some(c) = current.as_ref().filter(|c| c.schema == schema) {
-            return Ok(c.clone());
-        }
-        let now = self
-            .clock
+        let registry = self
+            .registry
             .as_ref()
-            .map(|c| c.now())
             .ok_or_else(|| StoreError::Failed("custom event schemas: no clock to register with".into()))?;
-        let meta = CommandMeta::new(actor);
-        let stream = stream_id(name);
-        let events = envelopes(
-            &stream,
-            None,
-            &[SchemaEvent::CustomEventSchemaRegistered {
-                name: name.to_string(),
-                schema: schema.clone(),
-            }],
-            &meta,
-            now,
-        )
-        .map_err(|e| StoreError::Failed(e.to_string()))?;
-        let expected = match &current {
-            Some(c) => ExpectedVersion::Exactly(c.version),
-            None => ExpectedVersion::NoStream,
-        };
-        let appended = self
-            .store
-            .append(AppendRequest {
-                stream_id: stream,
-                expected,
-                events,
-                reservations: Vec::new(),
-                receipt: None,
-            })
-            .await?;
-        Ok(CustomSchema {
-            name: name.to_string(),
-            version: appended.version,
-            schema,
-            registered_at: now,
-        })
+        let respond = |_: &CustomSchema, _: &[EventEnvelope]| (200, Value::Null);
+        let command = SchemaCommand::Register { schema };
+        match registry
+            .execute(name, &command, &(), &CommandMeta::new(actor), None, &respond)
+            .await?
+        {
+            Executed::Applied { state, .. } => Ok(*state),
+            Executed::Replayed { .. } => {
+                Err(StoreError::Failed("custom event schemas: unexpected replay".into()).into())
+            }
+        }
     }
 
     /// The latest compiled schema of `name` (cached; only newer events are read).

@@ -22,7 +22,10 @@ pub mod history;
 #[cfg(test)]
 mod tests;
 
-pub use custom::{CustomEventSchemas, CustomSchema, CustomSchemaError, SchemaCheckError, SchemaViolation};
+pub use custom::{
+    CustomEventSchemas, CustomSchema, CustomSchemaError, CustomSchemaStream, NoSchema, SchemaCheckError, SchemaCommand,
+    SchemaViolation,
+};
 
 use crate::bus::source_for;
 use crate::event::{DomainEvent, EventEnvelope};

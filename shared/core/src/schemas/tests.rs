@@ -650,3 +650,61 @@ async fn custom_schemas_survive_hostile_schemas() {
         }
     }
 }
+
+#[test]
+fn a_schema_registers_as_a_new_version_unless_it_is_the_latest() {
+    use super::custom::{CustomSchemaStream, SchemaCommand, SchemaEvent};
+    use crate::testing::AggregateScenario;
+    let registered = |schema: Value| SchemaEvent::CustomEventSchemaRegistered {
+        name: "Wishlist Shared".into(),
+        schema,
+    };
+    let v1 = json!({ "type": "object" });
+    let v2 = json!({ "type": "object", "required": ["list_id"] });
+    AggregateScenario::<CustomSchemaStream>::new("Wishlist Shared", ())
+        .when(SchemaCommand::Register { schema: v1.clone() })
+        .then_expect_events(&[registered(v1.clone())]);
+    let given = AggregateScenario::<CustomSchemaStream>::new("Wishlist Shared", ()).given(&[registered(v1.clone())]);
+    assert_eq!(given.state().map(|s| s.version), Some(1));
+    given
+        .when(SchemaCommand::Register { schema: v1.clone() })
+        .then_expect_events(&[]);
+    given
+        .when(SchemaCommand::Register { schema: v2.clone() })
+        .then_expect_events(&[registered(v2)]);
+}
+
+#[test]
+fn schema_errors_say_their_kind() {
+    use crate::failure::{Classify, FailureKind};
+    use crate::ports::StoreError;
+    assert_eq!(
+        CustomSchemaError::Invalid {
+            field: "name".into(),
+            message: "empty".into()
+        }
+        .kind(),
+        FailureKind::Poison
+    );
+    assert_eq!(
+        CustomSchemaError::Conflict("again".into()).kind(),
+        FailureKind::Conflict
+    );
+    assert_eq!(
+        CustomSchemaError::from(crate::aggregate::AggregateError::Contended { attempts: 1 }),
+        CustomSchemaError::Conflict("the schema was registered concurrently; retry".into())
+    );
+    assert_eq!(
+        SchemaCheckError::Store(StoreError::Unavailable("busy".into())).kind(),
+        FailureKind::Retryable
+    );
+    assert_eq!(
+        SchemaCheckError::Invalid {
+            name: "x".into(),
+            version: 1,
+            violations: Vec::new()
+        }
+        .kind(),
+        FailureKind::Poison
+    );
+}
