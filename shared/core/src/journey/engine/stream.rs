@@ -9,43 +9,31 @@ use crate::event::{Actor, CommandMeta, DomainEvent, EventCodecError, EventEnvelo
 use crate::journey::instance::{self, JourneyEvent, JourneyFacts, JourneyInput, JourneyInstance};
 use crate::ports::StoreError;
 use crate::scheduler::TimerPayload;
-use uuid::Uuid;
 
 /// A timer re-armed by healing is due at least this far ahead: EventBridge
 /// Scheduler refuses an `at()` in the past and fires with a minute's
 /// precision.
 pub const REARM_MARGIN: chrono::Duration = chrono::Duration::minutes(1);
 
-/// What a stored decision descends from: the correlation id it carries on,
-/// and the event that caused it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Cause {
-    correlation_id: Uuid,
-    causation_id: Uuid,
-}
+/// What a stored decision descends from: the event that caused it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Cause<'a>(&'a EventEnvelope);
 
-impl Cause {
-    /// The cause of a decision taken because of `e`: its correlation, and `e` itself.
-    pub(super) fn of(e: &EventEnvelope) -> Self {
-        Cause {
-            correlation_id: e.correlation_id,
-            causation_id: e.event_id,
-        }
+impl<'a> Cause<'a> {
+    /// The cause of a decision taken because of `e`.
+    pub(super) fn of(e: &'a EventEnvelope) -> Self {
+        Cause(e)
     }
 
-    /// The metadata of the command this cause leads to. The one place where
-    /// the engine sets correlation and causation: a start (from its trigger),
-    /// a step (from its input event, or for a timer from the event that set
-    /// it) and a pause's continuation (from the step before it) all go
-    /// through here, so "why was this message sent?" can walk back from any
-    /// journey event to its trigger.
+    /// The metadata of the command this cause leads to: the event's
+    /// correlation, and the event as its causation
+    /// ([`CommandMeta::caused_by`], the one place they are set). A start
+    /// (from its trigger), a step (from its input event, or for a timer
+    /// from the event that set it) and a pause's continuation (from the
+    /// step before it) all go through here, so "why was this message
+    /// sent?" can walk back from any journey event to its trigger.
     pub(super) fn meta(self, actor: Actor) -> CommandMeta {
-        CommandMeta {
-            command_id: Uuid::now_v7(),
-            correlation_id: self.correlation_id,
-            causation_id: Some(self.causation_id),
-            actor,
-        }
+        CommandMeta::caused_by(self.0, actor)
     }
 }
 
@@ -61,7 +49,7 @@ impl LoadedInstance {
     /// What a decision without an outside event descends from: for a timer,
     /// the event that set it; otherwise the instance's latest event. `None`
     /// only for an empty stream, which no loaded instance has.
-    pub(super) fn own_cause(&self) -> Option<Cause> {
+    pub(super) fn own_cause(&self) -> Option<Cause<'_>> {
         let set_at = self.state.waiting.as_ref().map(|w| w.set_at_version);
         self.envelopes
             .iter()
