@@ -20,7 +20,8 @@
 use chrono::Utc;
 use crm_aws::ses_feedback::parse_eventbridge;
 use crm_core::consumer::dead_letters::{is_sealed_feedback, open_letter};
-use crm_core::messaging::delivery::{DeliveryError, FeedbackOutcome, MessageDelivery};
+use crm_core::failure::{Classify, Failure};
+use crm_core::messaging::delivery::{FeedbackOutcome, MessageDelivery};
 use crm_core::ports::{DeadLetter, DeadLetterQueue};
 use crm_core::privacy::scrub::scrub;
 use crm_core::privacy::KeyStore;
@@ -38,8 +39,19 @@ pub enum ChannelError {
     Timer(#[from] TimerError),
     #[error(transparent)]
     Event(#[from] crm_bus_consumer::handler::HandlerError),
+    /// The feedback was not recorded and comes again: the delivery failed
+    /// in a way worth retrying, or a sealed letter could not be opened, or
+    /// an unusable one could not be parked. The cause is kept (its text may
+    /// quote the address: scrubbed wherever it is shown).
     #[error("feedback not recorded, deliver again: {0}")]
-    Feedback(String),
+    Feedback(Failure),
+}
+
+impl ChannelError {
+    /// Feedback that comes again, because of `source` in `step`.
+    fn feedback(step: &'static str, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        ChannelError::Feedback(Failure::retryable(step, source))
+    }
 }
 
 impl From<ChannelError> for Diagnostic {
@@ -93,7 +105,7 @@ async fn feedback(
     let readable = if is_sealed_feedback(payload) {
         opened = open_letter(keys, payload)
             .await
-            .map_err(|e| ChannelError::Feedback(e.to_string()))?;
+            .map_err(|e| ChannelError::feedback("opening the sealed letter", e))?;
         &opened
     } else {
         payload
@@ -107,7 +119,7 @@ async fn feedback(
             dead_letters
                 .park(park(&reason))
                 .await
-                .map_err(|e| ChannelError::Feedback(e.to_string()))?;
+                .map_err(|e| ChannelError::feedback("parking the SES event", e))?;
             return Ok(json!({ "outcome": "parked", "reason": reason }));
         }
     };
@@ -127,14 +139,15 @@ async fn feedback(
             tracing::info!(message_id = %parsed.message_id, kind = parsed.event_type(), outcome, "SES feedback");
             Ok(json!({ "outcome": outcome, "type": parsed.event_type(), "message_id": parsed.message_id }))
         }
-        Err(DeliveryError::Retry(m)) => Err(ChannelError::Feedback(scrub(&m).into_owned())),
-        Err(DeliveryError::Poison(reason)) => {
-            let reason = scrub(&reason).into_owned();
-            tracing::error!(message_id = %parsed.message_id, error = %reason, "SES feedback parked");
+        // Worth another try (a store, a conflict): the queue delivers it again.
+        Err(e) if e.retryable() => Err(ChannelError::feedback("recording SES feedback", e)),
+        Err(e) => {
+            let reason = scrub(&e.to_string()).into_owned();
+            tracing::error!(message_id = %parsed.message_id, kind = %e.kind(), error = %reason, "SES feedback parked");
             dead_letters
                 .park(park(&reason))
                 .await
-                .map_err(|e| ChannelError::Feedback(e.to_string()))?;
+                .map_err(|e| ChannelError::feedback("parking the SES feedback", e))?;
             Ok(json!({ "outcome": "parked", "reason": reason }))
         }
     }
@@ -161,7 +174,8 @@ impl OtherMessages for ChannelMessages<'_> {
         Some(
             match feedback(event, self.delivery, self.keys, self.dead_letters).await {
                 Ok(done) => Taken::Done(done),
-                Err(e) => Taken::Retry(e.to_string()),
+                // Its text may quote the address.
+                Err(e) => Taken::Retry(scrub(&e.to_string()).into_owned()),
             },
         )
     }

@@ -1,6 +1,7 @@
 //! The ports to the providers that carry a message: email (SES v2), SMS (SNS),
 //! push (SNS platform endpoints), and the local sink that keeps them all.
 
+use crate::failure::{Classify, FailureKind};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
@@ -83,12 +84,25 @@ impl ProviderError {
     /// Whether the delivery may simply be tried again: the error proves
     /// nothing was sent and another attempt can succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, ProviderError::Throttled(_) | ProviderError::Unavailable(_))
+        self.kind() == FailureKind::Retryable
     }
 
     /// Whether the error proves that the provider did not take the message.
     pub fn proves_nothing_sent(&self) -> bool {
         !matches!(self, ProviderError::OutcomeUnknown(_))
+    }
+}
+
+/// Throttled and unavailable are retryable (nothing was sent, another
+/// attempt can succeed); a refusal is poison; an unknown outcome is poison
+/// too: delivering it again could send twice, so it is never retried as it
+/// is (decision 0032 settles it instead).
+impl Classify for ProviderError {
+    fn kind(&self) -> FailureKind {
+        match self {
+            ProviderError::Throttled(_) | ProviderError::Unavailable(_) => FailureKind::Retryable,
+            ProviderError::Rejected(_) | ProviderError::OutcomeUnknown(_) => FailureKind::Poison,
+        }
     }
 }
 

@@ -30,6 +30,7 @@
 //!   minor units (`5990`, `"EUR"` → `€59.90`).
 
 use crate::consent::Channel;
+use crate::failure::{Classify, FailureKind};
 use crate::messaging::events::MessageRequest;
 use liquid_core::{
     Display_filter, Expression, Filter, FilterParameters, FilterReflection, FromFilterParameters, ParseFilter, Runtime,
@@ -75,7 +76,14 @@ pub enum RenderError {
 impl RenderError {
     /// Always false: rendering is deterministic.
     pub fn is_retryable(&self) -> bool {
-        false
+        self.kind().is_retryable()
+    }
+}
+
+/// Poison, always: the same template with the same variables fails the same way.
+impl Classify for RenderError {
+    fn kind(&self) -> FailureKind {
+        FailureKind::Poison
     }
 }
 

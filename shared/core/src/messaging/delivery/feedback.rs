@@ -1,15 +1,16 @@
 //! Recording provider feedback on the message stream, and acting on it.
 
-use super::message::fold;
-use super::projections::{MessageLogProjection, SuppressionListProjection};
+use super::message::MessageCommand;
+use super::projections::SuppressionListProjection;
 use super::{DeliveryError, MessageDelivery};
+use crate::aggregate::AggregateError;
 use crate::consent::{Channel, Purpose};
 use crate::consumer::Consumer;
 use crate::customer::Customer;
-use crate::event::{envelopes, Actor, CommandMeta, EventEnvelope};
+use crate::event::{Actor, CommandMeta, EventEnvelope};
+use crate::failure::Failure;
 use crate::messaging::events::{message_stream, MessageEvent};
 use crate::metrics::names as metric;
-use crate::ports::{AppendError, AppendRequest, ExpectedVersion};
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -94,90 +95,50 @@ impl MessageDelivery {
                 customer_id,
                 ..
             } => (message_id.clone(), customer_id.clone()),
-            other => return Err(DeliveryError::Poison(format!("{other:?} is not provider feedback"))),
+            other => return Err(DeliveryError::unusable(format!("{other:?} is not provider feedback"))),
         };
-        let accepted = matches!(feedback, MessageEvent::MessageAccepted { .. });
         let stream = message_stream(&message_id);
         // The provider's feedback id makes the event id: a redelivery is found.
         let event_id = feedback_event_id(&stream, feedback_id, "");
+        let command = MessageCommand::Feedback {
+            feedback: feedback.clone(),
+            id: event_id,
+            sent_id: feedback_event_id(&stream, feedback_id, "sent"),
+        };
         let mut attempt = 0;
-        let (appended, meta, settled) = loop {
+        let (before, appended) = loop {
             attempt += 1;
-            let existing = self.events.read_stream(&stream, 0, 1000).await?;
+            let (state, existing) = self.load_message(&message_id).await?;
             if existing.iter().any(|e| e.event_id == event_id) {
                 return Ok(FeedbackOutcome::Duplicate);
             }
-            let state = fold(&existing)?;
-            // A claim whose send was never recorded: this feedback settles it.
-            let settles = state.claim.clone().filter(|_| !state.sent);
-            if accepted && settles.is_none() {
-                return Ok(FeedbackOutcome::Duplicate);
-            }
-            let meta = CommandMeta {
-                command_id: event_id,
-                correlation_id: existing.first().map(|e| e.correlation_id).unwrap_or(event_id),
-                causation_id: existing.last().map(|e| e.event_id),
-                actor: Actor::system("ses"),
+            let meta = match existing.last() {
+                Some(last) => CommandMeta::caused_by(last, Actor::system("ses")),
+                // The first event of its stream starts a chain named after it.
+                None => CommandMeta {
+                    command_id: event_id,
+                    correlation_id: event_id,
+                    causation_id: None,
+                    actor: Actor::system("ses"),
+                },
             };
-            let mut events = vec![feedback.clone()];
-            let mut ids = vec![event_id];
-            if let Some(claim) = &settles {
-                let sent = MessageEvent::MessageSent {
-                    message_id: message_id.clone(),
-                    customer_id: claim.customer_id.clone(),
-                    channel: claim.channel,
-                    category: claim.category,
-                    campaign_id: claim.campaign_id.clone(),
-                    // Only SES's `Send` names its message id here.
-                    provider_message_id: match &feedback {
-                        MessageEvent::MessageAccepted {
-                            provider_message_id, ..
-                        } => provider_message_id.clone(),
-                        _ => String::new(),
-                    },
-                };
-                let sent_id = feedback_event_id(&stream, feedback_id, "sent");
-                // Accepted, then sent; sent, then delivered (bounced, ...).
-                if accepted {
-                    events.push(sent);
-                    ids.push(sent_id);
-                } else {
-                    events.insert(0, sent);
-                    ids.insert(0, sent_id);
+            match self.execute_once(&message_id, &meta, &state, &command).await? {
+                // A `Send` for a message already recorded sent: nothing to add.
+                Some((_, appended)) if appended.is_empty() => return Ok(FeedbackOutcome::Duplicate),
+                Some((_, appended)) => break (state, appended),
+                None if attempt < FEEDBACK_APPEND_ATTEMPTS => continue,
+                None => {
+                    return Err(AggregateError::Contended {
+                        attempts: attempt as u32,
+                    }
+                    .into())
                 }
             }
-            let mut stored = envelopes(&stream, Some(&customer_id), &events, &meta, self.now())
-                .map_err(|e| DeliveryError::Poison(e.to_string()))?;
-            for (e, id) in stored.iter_mut().zip(ids) {
-                e.event_id = id;
-            }
-            let expected = match &settles {
-                Some(_) => ExpectedVersion::Exactly(state.version),
-                None => ExpectedVersion::Any,
-            };
-            match self
-                .events
-                .append(AppendRequest {
-                    stream_id: stream.clone(),
-                    expected,
-                    events: stored,
-                    reservations: Vec::new(),
-                    receipt: None,
-                })
-                .await
-            {
-                Ok(appended) => break (appended, meta, settles),
-                Err(AppendError::Conflict { .. }) if attempt < FEEDBACK_APPEND_ATTEMPTS => continue,
-                Err(AppendError::Store(s)) => return Err(DeliveryError::from(s)),
-                Err(other) => return Err(DeliveryError::Retry(other.to_string())),
-            }
         };
-        if let Some(claim) = &settled {
+        // A claim whose send was never recorded: this feedback settled it.
+        if let Some(claim) = before.claim.as_ref().filter(|_| !before.sent) {
             tracing::info!(message_id = %message_id, "message outcome settled as sent by provider feedback");
-            let log = Consumer::new(Arc::new(MessageLogProjection), self.events.clone(), self.docs.clone());
-            for e in &appended.events {
-                log.deliver(e).await.map_err(|e| DeliveryError::Retry(e.to_string()))?;
-            }
+            self.log_sends(&appended).await?;
             self.count_for(
                 metric::MESSAGES_SENT,
                 claim.channel,
@@ -191,8 +152,10 @@ impl MessageDelivery {
             self.events.clone(),
             self.docs.clone(),
         );
-        for e in &appended.events {
-            list.deliver(e).await.map_err(|e| DeliveryError::Retry(e.to_string()))?;
+        for e in &appended {
+            list.deliver(e)
+                .await
+                .map_err(|e| DeliveryError::Step(Failure::retryable("recording the suppression", e)))?;
         }
         let command = match &feedback {
             MessageEvent::EmailBounced {
@@ -220,11 +183,10 @@ impl MessageDelivery {
         };
         if let Some(command) = command {
             let respond = |_: &Customer, _: &[EventEnvelope]| (200, Value::Null);
-            let meta = CommandMeta {
-                command_id: uuid::Uuid::now_v7(),
-                correlation_id: meta.correlation_id,
-                causation_id: Some(event_id),
-                actor: Actor::system("ses"),
+            // Caused by the feedback as stored.
+            let meta = match appended.iter().find(|e| e.event_id == event_id) {
+                Some(recorded) => CommandMeta::caused_by(recorded, Actor::system("ses")),
+                None => CommandMeta::new(Actor::system("ses")),
             };
             match self
                 .customers
@@ -234,8 +196,7 @@ impl MessageDelivery {
                 Ok(_) => {}
                 // Already revoked, already invalid, or the customer is gone: nothing to do.
                 Err(crate::customer::CommandError::Rejected(_)) => {}
-                Err(e) if e.is_retryable() => return Err(DeliveryError::Retry(e.to_string())),
-                Err(e) => return Err(DeliveryError::Poison(e.to_string())),
+                Err(e) => return Err(DeliveryError::Step(Failure::from_error("acting on the feedback", e))),
             }
         }
         Ok(FeedbackOutcome::Recorded)

@@ -30,6 +30,7 @@ mod settle;
 mod timer;
 
 pub use feedback::FeedbackOutcome;
+pub use message::MessageStreamMissing;
 pub use projections::{
     recent_sends, suppression_reason, MessageLogProjection, SuppressionEntry, SuppressionListProjection,
 };
@@ -39,10 +40,15 @@ pub use settings::{
 };
 pub use timer::MessageTimer;
 
+use crate::aggregate::{AggregateError, AggregateService, Executed};
 use crate::clock::Clock;
 use crate::consent::Channel;
+use crate::consumer::Consumer;
 use crate::customer::CustomerService;
-use crate::messaging::events::MessageRequest;
+use crate::event::{CommandMeta, EventCodecError, EventEnvelope};
+use crate::failure::{Classify, Failure, FailureKind, Reason};
+use crate::messaging::events::{MessageEvent, MessageRequest};
+use crate::messaging::provider::ProviderError;
 use crate::messaging::unsubscribe::TokenSigner;
 use crate::metrics::{MetricSet, MetricsSink, NoMetrics};
 use crate::ports::{DeadLetterQueue, EventStore, ReadModelStore, StoreError};
@@ -51,7 +57,7 @@ use crate::relay::{NoPause, Pause};
 use crate::scheduler::Scheduler;
 use crate::vocabulary::Category;
 use chrono::{DateTime, Utc};
-use message::Claim;
+use message::{Claim, MessageCommand, MessageState, MessageStream};
 use std::sync::Arc;
 
 /// The read model of sends per customer (frequency caps).
@@ -99,22 +105,57 @@ pub enum SettleOutcome {
     Resent(DeliveryOutcome),
 }
 
+/// Why a delivery, a settle check or recording feedback did not finish:
+/// each kind of cause keeps its error, and says with [`Classify::kind`]
+/// whether to deliver again (retryable, conflict) or to park (poison).
 #[derive(Debug, thiserror::Error)]
 pub enum DeliveryError {
-    /// Deliver again later (store or provider trouble; the failure is recorded).
-    #[error("deliver again: {0}")]
-    Retry(String),
-    /// This request can never be handled (not a MessageRequested, bad data).
-    #[error("unusable request: {0}")]
-    Poison(String),
+    /// The event store or a read model failed (its kind says which).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The message stream could not be read or written (a stored event
+    /// that does not read, an append refused, or too many other writers).
+    #[error(transparent)]
+    Stream(#[from] AggregateError<MessageStreamMissing>),
+    /// A request or a timer's data that does not read: poison.
+    #[error(transparent)]
+    Codec(#[from] EventCodecError),
+    /// The provider refused or could not be asked, proving nothing was sent
+    /// (the failure is recorded; its kind says whether to deliver again).
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+    /// Another writer moved the message stream under a step that must not
+    /// decide again in the same run (after the claim, during a settle
+    /// check): a conflict, delivered again.
+    #[error("the message stream moved {0}")]
+    Moved(&'static str),
+    /// This request can never be handled (not a `MessageRequested`, no
+    /// address, its stored request gone, not provider feedback): poison.
+    #[error(transparent)]
+    Unusable(Reason),
+    /// Another step failed (the scheduler, the customer's stream, the send
+    /// log, acting on feedback), classified by the step, its cause kept.
+    #[error(transparent)]
+    Step(Failure),
 }
 
-impl From<StoreError> for DeliveryError {
-    fn from(e: StoreError) -> Self {
-        if e.is_retryable() {
-            DeliveryError::Retry(e.to_string())
-        } else {
-            DeliveryError::Poison(e.to_string())
+impl DeliveryError {
+    /// A request that can never be handled, and why.
+    pub(crate) fn unusable(reason: impl Into<String>) -> Self {
+        DeliveryError::Unusable(Reason(reason.into()))
+    }
+}
+
+impl Classify for DeliveryError {
+    fn kind(&self) -> FailureKind {
+        match self {
+            DeliveryError::Store(e) => e.kind(),
+            DeliveryError::Stream(e) => e.kind(),
+            DeliveryError::Codec(e) => e.kind(),
+            DeliveryError::Provider(e) => e.kind(),
+            DeliveryError::Moved(_) => FailureKind::Conflict,
+            DeliveryError::Unusable(_) => FailureKind::Poison,
+            DeliveryError::Step(e) => e.kind(),
         }
     }
 }
@@ -129,6 +170,8 @@ fn kebab<T: serde::Serialize>(value: &T) -> String {
 
 pub struct MessageDelivery {
     events: Arc<dyn EventStore>,
+    /// The command path of the message streams.
+    messages: AggregateService<MessageStream>,
     docs: Arc<dyn ReadModelStore>,
     customers: CustomerService,
     scheduler: Arc<dyn Scheduler>,
@@ -157,6 +200,7 @@ impl MessageDelivery {
     ) -> Self {
         MessageDelivery {
             customers: CustomerService::new(events.clone(), clock.clone()).with_identifiers(identifiers.clone()),
+            messages: AggregateService::new(events.clone(), clock.clone()),
             events,
             docs,
             scheduler,
@@ -241,6 +285,68 @@ impl MessageDelivery {
 
     pub fn customers(&self) -> &CustomerService {
         &self.customers
+    }
+
+    /// The message stream of `message_id` (the default state when there is
+    /// none yet) and its envelopes as stored.
+    async fn load_message(&self, message_id: &str) -> Result<(MessageState, Vec<EventEnvelope>), DeliveryError> {
+        let (state, events) = self.messages.load_stream(message_id).await?;
+        Ok((state.unwrap_or_default(), events))
+    }
+
+    /// Records `events` on the stream of `message_id` as of `state` (the
+    /// version they were decided on): the stream after them and their
+    /// envelopes as stored, or `None` when another writer moved the stream
+    /// first (nothing written).
+    async fn record(
+        &self,
+        message_id: &str,
+        meta: &CommandMeta,
+        state: &MessageState,
+        events: Vec<MessageEvent>,
+    ) -> Result<Option<(MessageState, Vec<EventEnvelope>)>, DeliveryError> {
+        let command = MessageCommand::Record(events);
+        self.execute_once(message_id, meta, state, &command).await
+    }
+
+    /// One round of `command` on the stream of `message_id` as of `state`
+    /// ([`AggregateService::try_once`]): `None` on a conflict.
+    async fn execute_once(
+        &self,
+        message_id: &str,
+        meta: &CommandMeta,
+        state: &MessageState,
+        command: &MessageCommand,
+    ) -> Result<Option<(MessageState, Vec<EventEnvelope>)>, DeliveryError> {
+        let respond = |_: &MessageState, _: &[EventEnvelope]| (200, serde_json::Value::Null);
+        let executed = match self
+            .messages
+            .try_once(message_id, state.loaded(), command, &(), meta, None, &respond)
+            .await
+        {
+            Ok(executed) => executed,
+            // Nothing decided for a stream that does not exist: nothing written.
+            Err(AggregateError::Rejected(MessageStreamMissing)) => return Ok(Some((state.clone(), Vec::new()))),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(match executed {
+            Some(Executed::Applied { state, events, .. }) => Some((*state, events)),
+            // No receipt is ever kept for a message stream: nothing to replay.
+            Some(Executed::Replayed { .. }) | None => None,
+        })
+    }
+
+    /// Projects `events` (a send just recorded) into the send log now, not
+    /// when the projector gets to them: the next request's caps must see
+    /// the send.
+    async fn log_sends(&self, events: &[EventEnvelope]) -> Result<(), DeliveryError> {
+        let log = Consumer::new(Arc::new(MessageLogProjection), self.events.clone(), self.docs.clone());
+        for e in events {
+            log.deliver(e)
+                .await
+                .map_err(|e| DeliveryError::Step(Failure::retryable("recording the send", e)))?;
+        }
+        Ok(())
     }
 
     /// How addresses are hashed (the suppression list, the proof ledger,

@@ -1,23 +1,22 @@
 //! The delivery path: a request runs the decision pipeline, is claimed on
 //! its message stream, and goes to the provider; the outcome is recorded.
 
-use super::message::{fold, Claim, MessageState};
-use super::projections::{recent_sends, suppression_reason, MessageLogProjection};
+use super::message::{Claim, MessageState};
+use super::projections::{recent_sends, suppression_reason};
 use super::settings::outcome_metrics;
 use super::timer::MessageTimer;
 use super::{kebab, DeliveryError, DeliveryOutcome, MessageDelivery, ACTOR};
 use crate::consent::proof::identifier_proof;
 use crate::consent::{Channel, Purpose};
-use crate::consumer::Consumer;
 use crate::customer::Customer;
-use crate::event::{envelopes, Actor, CommandMeta, EventEnvelope};
+use crate::event::{Actor, CommandMeta, EventEnvelope};
+use crate::failure::{Classify, Failure};
 use crate::messaging::decision::{self, address, Decision, DecisionInput};
 use crate::messaging::events::{message_stream, DeferralReason, MessageEvent, MessageRequest, RequestRef};
 use crate::messaging::provider::{EmailMessage, ProviderError, ProviderReceipt, PushMessage, SmsMessage};
 use crate::messaging::render::{self, Rendered};
 use crate::messaging::unsubscribe::links;
 use crate::metrics::names as metric;
-use crate::ports::{AppendError, AppendRequest, ExpectedVersion};
 use crate::privacy::scrub::scrub;
 use crate::privacy::{HashedIdentifier, IdentifierKind};
 use crate::scheduler::{timer_name, TimerKind, TimerPayload};
@@ -25,7 +24,6 @@ use crate::vocabulary::Category;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
-use std::sync::Arc;
 
 /// Provider calls per delivery when throttled (with backoff in between).
 const PROVIDER_ATTEMPTS: u32 = 3;
@@ -35,14 +33,9 @@ const MAX_FAILED_DELIVERIES: usize = 5;
 impl MessageDelivery {
     /// Handles one stored `MessageRequested` (any number of times, in any order).
     pub async fn on_requested(&self, event: &EventEnvelope) -> Result<DeliveryOutcome, DeliveryError> {
-        let request = MessageRequest::from_envelope(event).map_err(|e| DeliveryError::Poison(e.to_string()))?;
+        let request = MessageRequest::from_envelope(event)?;
         let requested = RequestRef::of_event(&request, event);
-        let meta = CommandMeta {
-            command_id: event.event_id,
-            correlation_id: event.correlation_id,
-            causation_id: Some(event.event_id),
-            actor: Actor::system(ACTOR),
-        };
+        let meta = CommandMeta::caused_by(event, Actor::system(ACTOR));
         self.deliver(&request, &requested, &meta).await
     }
 
@@ -53,19 +46,11 @@ impl MessageDelivery {
         let (request, requested) = match timer {
             MessageTimer::Deferral(requested) => (self.find_request(requested).await?, requested.clone()),
             MessageTimer::DeferralWithRequest(request) => ((**request).clone(), RequestRef::of_request(request)),
-            MessageTimer::Settle(_) => return Err(DeliveryError::Poison("a settle check is no deferral".into())),
+            MessageTimer::Settle(_) => return Err(DeliveryError::unusable("a settle check is no deferral")),
         };
-        let mut meta = CommandMeta::new(Actor::system(ACTOR));
         // Chain to the deferral (the last event on the stream).
-        if let Some(last) = self
-            .events
-            .read_stream(&message_stream(&request.message_id), 0, 1000)
-            .await?
-            .last()
-        {
-            meta.correlation_id = last.correlation_id;
-            meta.causation_id = Some(last.event_id);
-        }
+        let (_, events) = self.load_message(&request.message_id).await?;
+        let meta = chained_to(events.last());
         self.deliver(&request, &requested, &meta).await
     }
 
@@ -77,8 +62,7 @@ impl MessageDelivery {
         requested: &RequestRef,
         meta: &CommandMeta,
     ) -> Result<DeliveryOutcome, DeliveryError> {
-        let stream = message_stream(&request.message_id);
-        let state = fold(&self.events.read_stream(&stream, 0, 1000).await?)?;
+        let state = self.messages.load(&request.message_id).await?.unwrap_or_default();
         let now = self.now();
         if state.done {
             return Ok(DeliveryOutcome::Duplicate);
@@ -110,7 +94,7 @@ impl MessageDelivery {
             .customers
             .load(&recipient)
             .await
-            .map_err(|e| DeliveryError::Retry(e.to_string()))?;
+            .map_err(|e| DeliveryError::Step(Failure::retryable("reading the customer", e)))?;
         let hash = customer
             .as_ref()
             .and_then(|c| address(c, request.channel))
@@ -154,7 +138,7 @@ impl MessageDelivery {
                     reason,
                     detail,
                 };
-                match self.append(request, meta, state.version, vec![event]).await? {
+                match self.record(&request.message_id, meta, &state, vec![event]).await? {
                     Some(_) => {
                         self.count(metric::MESSAGES_SUPPRESSED, request, Some(kebab(&reason)));
                         Ok(DeliveryOutcome::Suppressed)
@@ -165,7 +149,7 @@ impl MessageDelivery {
             Decision::Defer { until, reason } => self.defer(request, requested, meta, &state, until, reason).await,
             Decision::Send => match customer {
                 Some(c) => self.send(request, requested, meta, &state, &c).await,
-                None => Err(DeliveryError::Poison("decided to send to no customer".into())),
+                None => Err(DeliveryError::unusable("decided to send to no customer")),
             },
         }
     }
@@ -187,11 +171,11 @@ impl MessageDelivery {
             until,
             requested: requested.clone(),
         };
-        let Some(appended) = self.append(request, meta, state.version, vec![event]).await? else {
+        let Some((deferred, _)) = self.record(&request.message_id, meta, state, vec![event]).await? else {
             return Ok(DeliveryOutcome::Duplicate);
         };
-        let version = appended.last().map(|e| e.version).unwrap_or(state.version + 1);
-        self.schedule_deferral(request, requested, until, version).await?;
+        self.schedule_deferral(request, requested, until, deferred.version)
+            .await?;
         tracing::info!(message_id = %request.message_id, %until, "message deferred");
         self.count(metric::MESSAGES_DEFERRED, request, Some(kebab(&reason)));
         Ok(DeliveryOutcome::Deferred { until })
@@ -218,7 +202,7 @@ impl MessageDelivery {
         self.scheduler
             .schedule(timer)
             .await
-            .map_err(|e| DeliveryError::Retry(format!("could not schedule the deferral: {e}")))
+            .map_err(|e| DeliveryError::Step(Failure::retryable("could not schedule the deferral", e)))
     }
 
     async fn send(
@@ -231,7 +215,7 @@ impl MessageDelivery {
     ) -> Result<DeliveryOutcome, DeliveryError> {
         let now = self.now();
         let Some(to) = address(customer, request.channel) else {
-            return Err(DeliveryError::Poison("no address".into()));
+            return Err(DeliveryError::unusable("no address"));
         };
         let rendered = match render::render(&request.template, &self.variables(request, customer, now)) {
             Ok(r) => r,
@@ -240,10 +224,9 @@ impl MessageDelivery {
             }
         };
         let claim = MessageEvent::claim(request, self.identifiers.address(request.channel, &to));
-        let Some(claimed) = self.append(request, meta, state.version, vec![claim]).await? else {
+        let Some((claimed, claim_events)) = self.record(&request.message_id, meta, state, vec![claim]).await? else {
             return Ok(DeliveryOutcome::Duplicate);
         };
-        let claimed_version = claimed.last().map(|e| e.version).unwrap_or(state.version + 1);
         crate::crash::point(crate::crash::CHANNEL_AFTER_CLAIM);
         match self.call_provider(request, customer, &to, rendered, now).await {
             Ok(receipt) => {
@@ -256,16 +239,11 @@ impl MessageDelivery {
                     campaign_id: request.campaign_id.clone(),
                     provider_message_id: receipt.provider_message_id.clone(),
                 };
-                let appended = self
-                    .append(request, meta, claimed_version, vec![sent])
+                let (_, appended) = self
+                    .record(&request.message_id, meta, &claimed, vec![sent])
                     .await?
-                    .ok_or_else(|| DeliveryError::Retry("the message stream moved after the claim".into()))?;
-                // The send log now, not when the projector gets to it: the
-                // next request's caps must see this send.
-                let log = Consumer::new(Arc::new(MessageLogProjection), self.events.clone(), self.docs.clone());
-                for e in &appended {
-                    log.deliver(e).await.map_err(|e| DeliveryError::Retry(e.to_string()))?;
-                }
+                    .ok_or(DeliveryError::Moved("after the claim"))?;
+                self.log_sends(&appended).await?;
                 tracing::info!(message_id = %request.message_id, provider_message_id = %receipt.provider_message_id, channel = %request.channel, "message sent");
                 self.count(metric::MESSAGES_SENT, request, None);
                 Ok(DeliveryOutcome::Sent {
@@ -273,11 +251,11 @@ impl MessageDelivery {
                 })
             }
             Err(ProviderError::OutcomeUnknown(error)) => {
-                let claimed_at = claimed.last().map(|e| e.occurred_at).unwrap_or(now);
-                self.outcome_unknown(request, requested, meta, state, claimed_version, claimed_at, error)
+                let claimed_at = claim_events.last().map(|e| e.occurred_at).unwrap_or(now);
+                self.outcome_unknown(request, requested, meta, &claimed, claimed_at, error)
                     .await
             }
-            Err(e) if e.is_retryable() => {
+            Err(e) if e.retryable() => {
                 let failed = MessageEvent::MessageFailed {
                     message_id: request.message_id.clone(),
                     customer_id: request.customer_id.clone(),
@@ -285,21 +263,16 @@ impl MessageDelivery {
                     retryable: true,
                     error: e.to_string(),
                 };
-                self.append(request, meta, claimed_version, vec![failed]).await?;
-                Err(DeliveryError::Retry(e.to_string()))
+                self.record(&request.message_id, meta, &claimed, vec![failed]).await?;
+                Err(DeliveryError::Provider(e))
             }
-            Err(e) => {
-                let after_claim = MessageState {
-                    version: claimed_version,
-                    ..MessageState::default()
-                };
-                self.fail_for_good(request, meta, &after_claim, e.to_string()).await
-            }
+            Err(e) => self.fail_for_good(request, meta, &claimed, e.to_string()).await,
         }
     }
 
     /// The provider may have taken the message: records
-    /// `MessageOutcomeUnknown` and keeps the claim. An email that may still
+    /// `MessageOutcomeUnknown` after the claim (`claimed`, the stream with
+    /// it) and keeps the claim. An email that may still
     /// be sent again ([`DeliverySettings::may_resend`]) gets a settle check
     /// at the end of its window; SMS and push stay unknown (at most once),
     /// and so does an email after its last allowed send (given up).
@@ -309,15 +282,15 @@ impl MessageDelivery {
         request: &MessageRequest,
         requested: &RequestRef,
         meta: &CommandMeta,
-        state: &MessageState,
-        claimed_version: u64,
+        claimed: &MessageState,
         claimed_at: DateTime<Utc>,
         error: String,
     ) -> Result<DeliveryOutcome, DeliveryError> {
+        let (claimed_version, resends) = (claimed.version, claimed.resends);
         let settle_by = self
             .settings
-            .may_resend(request.channel, state.resends)
-            .then(|| claimed_at + self.settings.settle_window_for(state.resends));
+            .may_resend(request.channel, resends)
+            .then(|| claimed_at + self.settings.settle_window_for(resends));
         let unknown = MessageEvent::MessageOutcomeUnknown {
             message_id: request.message_id.clone(),
             customer_id: request.customer_id.clone(),
@@ -325,9 +298,9 @@ impl MessageDelivery {
             error: error.clone(),
             settle_by,
         };
-        let Some(appended) = self.append(request, meta, claimed_version, vec![unknown]).await? else {
+        let Some((after, _)) = self.record(&request.message_id, meta, claimed, vec![unknown]).await? else {
             // Feedback settled it meanwhile, or a settle check acted: look again.
-            return Err(DeliveryError::Retry("the message stream moved after the claim".into()));
+            return Err(DeliveryError::Moved("after the claim"));
         };
         let claim = Claim {
             version: claimed_version,
@@ -337,75 +310,23 @@ impl MessageDelivery {
             campaign_id: request.campaign_id.clone(),
             customer_id: request.customer_id.clone(),
         };
-        let settlement = self.settlement(request.channel, state.resends, false);
+        let settlement = self.settlement(request.channel, resends, false);
         // The provider's text may quote the address: logged scrubbed, stored
         // encrypted (decision 0048).
         let logged = scrub(&error);
         if settlement == outcome_metrics::settlement::GIVEN_UP {
-            tracing::error!(message_id = %request.message_id, error = %logged, sends = state.resends + 1, "email outcome unknown after its last allowed send: given up (a late Send still settles it)");
+            tracing::error!(message_id = %request.message_id, error = %logged, sends = resends + 1, "email outcome unknown after its last allowed send: given up (a late Send still settles it)");
         } else {
             tracing::warn!(message_id = %request.message_id, channel = %request.channel, error = %logged, ?settle_by, "message outcome unknown: claim kept");
         }
         self.count_unknown(&claim, "provider-error", settlement);
         if let Some(settle_by) = settle_by {
-            let after = MessageState {
-                version: appended.last().map(|e| e.version).unwrap_or(claimed_version + 1),
-                claim: Some(claim),
-                ..MessageState::default()
-            };
             // A failure here is retried: the redelivery finds the open claim
             // and sets the check then.
             self.schedule_settle_check(requested, &request.customer_id, &after, self.check_time(settle_by))
                 .await?;
         }
         Ok(DeliveryOutcome::OutcomeUnknown)
-    }
-
-    /// Appends at exactly `version`; `None` when another delivery got there first.
-    pub(super) async fn append(
-        &self,
-        request: &MessageRequest,
-        meta: &CommandMeta,
-        version: u64,
-        events: Vec<MessageEvent>,
-    ) -> Result<Option<Vec<EventEnvelope>>, DeliveryError> {
-        self.append_to(&request.message_id, &request.customer_id, meta, version, events)
-            .await
-    }
-
-    /// [`Self::append`] to the stream of `message_id`.
-    pub(super) async fn append_to(
-        &self,
-        message_id: &str,
-        customer_id: &str,
-        meta: &CommandMeta,
-        version: u64,
-        events: Vec<MessageEvent>,
-    ) -> Result<Option<Vec<EventEnvelope>>, DeliveryError> {
-        let stream = message_stream(message_id);
-        let stored = envelopes(&stream, Some(customer_id), &events, meta, self.now())
-            .map_err(|e| DeliveryError::Poison(e.to_string()))?;
-        let expected = if version == 0 {
-            ExpectedVersion::NoStream
-        } else {
-            ExpectedVersion::Exactly(version)
-        };
-        match self
-            .events
-            .append(AppendRequest {
-                stream_id: stream,
-                expected,
-                events: stored,
-                reservations: Vec::new(),
-                receipt: None,
-            })
-            .await
-        {
-            Ok(appended) => Ok(Some(appended.events)),
-            Err(AppendError::Conflict { .. }) => Ok(None),
-            Err(AppendError::Store(e)) => Err(e.into()),
-            Err(e) => Err(DeliveryError::Poison(e.to_string())),
-        }
     }
 
     /// The variables a template sees (`render::variables`, with this customer's links).
@@ -554,14 +475,9 @@ impl crate::consumer::EventHandler for MessageDelivery {
         match self.on_requested(event).await {
             Ok(DeliveryOutcome::Duplicate) => outcome.duplicates.push(ACTOR),
             Ok(_) => outcome.applied.push(ACTOR),
-            Err(DeliveryError::Retry(message)) => {
-                return Err(crate::consumer::ConsumeError::Retryable {
-                    consumer: ACTOR,
-                    message,
-                })
-            }
-            Err(DeliveryError::Poison(reason)) => {
-                crate::consumer::park_poison(self.dead_letters.as_ref(), ACTOR, event, reason, now).await?;
+            Err(e) if e.retryable() => return Err(crate::consumer::ConsumeError::retry(ACTOR, e)),
+            Err(e) => {
+                crate::consumer::park_poison(self.dead_letters.as_ref(), ACTOR, event, &e, now).await?;
                 outcome.parked.push(ACTOR);
             }
         }
@@ -574,5 +490,15 @@ impl crate::consumer::EventHandler for MessageDelivery {
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<crate::consumer::PageOutcome, crate::consumer::ConsumeError> {
         crate::consumer::handle_by_customer(self, events, now).await
+    }
+}
+
+/// The metadata of what the delivery records after `last`, the message
+/// stream's latest event (a deferral, a claim): its correlation carried on,
+/// `last` as the cause; a new chain when the stream has none.
+pub(super) fn chained_to(last: Option<&EventEnvelope>) -> CommandMeta {
+    match last {
+        Some(last) => CommandMeta::caused_by(last, Actor::system(ACTOR)),
+        None => CommandMeta::new(Actor::system(ACTOR)),
     }
 }

@@ -1,12 +1,14 @@
 //! Settling unknown outcomes (decision 0032): the settle check, resends,
 //! and giving a message up.
 
-use super::message::{fold, MessageState};
+use super::message::MessageState;
+use super::pipeline::chained_to;
 use super::settings::outcome_metrics;
 use super::timer::MessageTimer;
 use super::{DeliveryError, DeliveryOutcome, MessageDelivery, SettleOutcome, ACTOR};
 use crate::consent::Channel;
-use crate::event::{Actor, CommandMeta, EventEnvelope};
+use crate::event::{CommandMeta, EventEnvelope};
+use crate::failure::Failure;
 use crate::messaging::events::{message_stream, MessageEvent, MessageRequest, RequestRef};
 use crate::metrics::names as metric;
 use crate::ports::DeadLetter;
@@ -82,7 +84,7 @@ impl MessageDelivery {
         self.scheduler
             .schedule(timer)
             .await
-            .map_err(|e| DeliveryError::Retry(format!("could not schedule the settle check: {e}")))
+            .map_err(|e| DeliveryError::Step(Failure::retryable("could not schedule the settle check", e)))
     }
 
     /// A fired settle check. When the claim it was set for still has no
@@ -99,11 +101,7 @@ impl MessageDelivery {
         timer: &TimerPayload,
         check: &RequestRef,
     ) -> Result<SettleOutcome, DeliveryError> {
-        let events = self
-            .events
-            .read_stream(&message_stream(&check.message_id), 0, 1000)
-            .await?;
-        let state = fold(&events)?;
+        let (state, events) = self.load_message(&check.message_id).await?;
         let Some(claim) = state.claim.clone() else {
             return Ok(SettleOutcome::Settled);
         };
@@ -119,15 +117,11 @@ impl MessageDelivery {
             }
             return Ok(SettleOutcome::Settled);
         }
-        let mut meta = CommandMeta::new(Actor::system(ACTOR));
-        if let Some(last) = events.last() {
-            meta.correlation_id = last.correlation_id;
-            meta.causation_id = Some(last.event_id);
-        }
+        let meta = chained_to(events.last());
         if state.resend_pending {
             // Given back by an earlier run of this check, which did not get
             // to deliver it again (or failed to): deliver now.
-            return self.resend(check, &events, &meta).await;
+            return self.resend(check, &state, &meta).await;
         }
         if !state.claimed || state.feedback {
             return Ok(SettleOutcome::Settled);
@@ -169,14 +163,9 @@ impl MessageDelivery {
             tracing::warn!(message_id = %check.message_id, channel = %claim.channel, "message outcome stays unknown: no further send");
             return Ok(SettleOutcome::Unknown);
         }
-        let appended = self
-            .append_to(&check.message_id, &claim.customer_id, &meta, state.version, record)
-            .await?;
-        if appended.is_none() {
-            return Err(DeliveryError::Retry(
-                "the message stream moved during the settle check".into(),
-            ));
-        }
+        let Some((recorded, _)) = self.record(&check.message_id, &meta, &state, record).await? else {
+            return Err(DeliveryError::Moved("during the settle check"));
+        };
         if stale {
             tracing::warn!(message_id = %check.message_id, channel = %claim.channel, claimed_at = %claim.at, "stale message claim: no outcome within the settle window");
             self.count_for(
@@ -192,24 +181,20 @@ impl MessageDelivery {
         if !resend {
             return Ok(SettleOutcome::Unknown);
         }
-        let events = self
-            .events
-            .read_stream(&message_stream(&check.message_id), 0, 1000)
-            .await?;
-        self.resend(check, &events, &meta).await
+        self.resend(check, &recorded, &meta).await
     }
 
     /// Delivers a message given back after an unknown outcome again: the
     /// whole pipeline (consent, suppression, caps may have changed), then a
-    /// new claim and send.
+    /// new claim and send. `state`: the message stream given back.
     async fn resend(
         &self,
         check: &RequestRef,
-        events: &[EventEnvelope],
+        state: &MessageState,
         meta: &CommandMeta,
     ) -> Result<SettleOutcome, DeliveryError> {
         let request = self.find_request(check).await?;
-        let send = fold(events)?.resends + 1;
+        let send = state.resends + 1;
         tracing::info!(message_id = %check.message_id, send, "sending again: SES never took the message");
         let outcome = self.deliver(&request, check, meta).await?;
         if outcome != DeliveryOutcome::Duplicate {
@@ -252,12 +237,12 @@ impl MessageDelivery {
                 .find(|e| is_it(e));
         }
         let event = found.ok_or_else(|| {
-            DeliveryError::Poison(format!(
+            DeliveryError::unusable(format!(
                 "no MessageRequested for message {} on {}",
                 requested.message_id, requested.stream_id
             ))
         })?;
-        MessageRequest::from_envelope(&event).map_err(|e| DeliveryError::Poison(e.to_string()))
+        Ok(MessageRequest::from_envelope(&event)?)
     }
 
     /// Records a permanent failure and parks the request with its reason.
@@ -276,7 +261,11 @@ impl MessageDelivery {
             retryable: false,
             error: error.clone(),
         };
-        if self.append(request, meta, state.version, vec![failed]).await?.is_none() {
+        if self
+            .record(&request.message_id, meta, state, vec![failed])
+            .await?
+            .is_none()
+        {
             return Ok(DeliveryOutcome::Duplicate);
         }
         self.dead_letters

@@ -2,6 +2,7 @@
 //! check), and its handler.
 
 use super::{DeliveryError, MessageDelivery};
+use crate::failure::{Classify, Failure};
 use crate::messaging::events::{MessageRequest, RequestRef};
 use crate::scheduler::{TimerKind, TimerPayload};
 use async_trait::async_trait;
@@ -77,7 +78,8 @@ impl MessageTimer {
     /// The data of a timer for `requested`: under `key` ([`Self::DEFERRAL`]
     /// or [`Self::SETTLE`]), what [`Self::of`] reads back.
     pub(super) fn data(key: &str, requested: &RequestRef) -> Result<Value, DeliveryError> {
-        let value = serde_json::to_value(requested).map_err(|e| DeliveryError::Poison(e.to_string()))?;
+        let value = serde_json::to_value(requested)
+            .map_err(|e| DeliveryError::Step(Failure::poison("the message timer's data", e)))?;
         Ok(json!({ key: value }))
     }
 }
@@ -94,15 +96,15 @@ impl crate::scheduler::TimerHandler for MessageDelivery {
         let handled = match MessageTimer::of(payload) {
             Some(MessageTimer::Settle(check)) => self.on_settle_timer(payload, &check).await.map(|_| ()),
             Some(deferral) => self.on_deferral_timer(&deferral).await.map(|_| ()),
-            None => Err(DeliveryError::Poison(format!(
+            None => Err(DeliveryError::unusable(format!(
                 "timer {}: its data names no message",
                 payload.name
             ))),
         };
         match handled {
             Ok(_) => Ok(()),
-            Err(DeliveryError::Retry(m)) => Err(crate::scheduler::SchedulerError::Unavailable(m)),
-            Err(DeliveryError::Poison(m)) => Err(crate::scheduler::SchedulerError::Refused(m)),
+            Err(e) if e.retryable() => Err(crate::scheduler::SchedulerError::Unavailable(e.to_string())),
+            Err(e) => Err(crate::scheduler::SchedulerError::Refused(e.to_string())),
         }
     }
 }
