@@ -51,6 +51,7 @@ fn default_lambda_dir(cargo_target_dir: Option<std::ffi::OsString>) -> PathBuf {
 const SAMPLE_CUSTOMER: &str = "0193a6f3-1a2b-7c3d-8e4f-5a6b7c8d9e0f";
 
 const TARGET_READY_MS: f64 = 10.0;
+const TARGET_PEAK_MB: f64 = 30.0;
 /// The stripped size limit of every function (issue 9), MiB.
 const TARGET_STRIPPED_MB: f64 = 8.0;
 /// The api's own limit (issue 18): it also validates custom event schemas
@@ -64,7 +65,6 @@ fn target_stripped_mb(function: &str) -> f64 {
         _ => TARGET_STRIPPED_MB,
     }
 }
-const TARGET_PEAK_MB: f64 = 30.0;
 
 const USAGE: &str = "\
 usage: coldstart [options] [FUNCTION...]
