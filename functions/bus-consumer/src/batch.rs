@@ -33,8 +33,9 @@ use crate::handler::decode;
 use async_trait::async_trait;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use chrono::{DateTime, Utc};
-use crm_core::consumer::{EventHandler, PageOutcome};
+use crm_core::consumer::{EventHandler, NotDecrypted, PageOutcome};
 use crm_core::event::EventEnvelope;
+use crm_core::failure::{Classify, Failure, FailureKind};
 use crm_core::ports::{DeadLetter, DeadLetterQueue};
 use crm_core::privacy::scrub::scrub;
 use crm_core::privacy::{decrypt_envelope, KeyStore};
@@ -45,10 +46,13 @@ use serde_json::Value;
 pub enum Taken {
     /// Handled; the value says how (for the log).
     Done(Value),
-    /// Not handled this time: deliver it again.
+    /// Not handled, and its kind says what happens: poison is parked (the
+    /// cause's text the reason), anything else is delivered again.
+    Failed(Failure),
+    /// Not handled this time, the cause flattened to text: deliver it
+    /// again. The form channel's SES feedback still answers (it moves to
+    /// [`Taken::Failed`]; decision 0060).
     Retry(String),
-    /// Never usable: park it with this reason.
-    Poison(String),
 }
 
 /// The messages of a queue that are not stored events: fired timers (campaign,
@@ -172,13 +176,20 @@ pub async fn handle_batch_at(
                 report.others.push(done);
                 continue;
             }
-            Some(Taken::Retry(reason)) => {
-                tracing::warn!(function = handler.name(), message_id, reason = %scrub(&reason), "message not handled; SQS will deliver it again");
+            Some(Taken::Failed(failure)) if failure.kind() == FailureKind::Poison => {
+                let reason = failure.cause().to_string();
+                park(&mut report, handler, dead_letters, &message_id, reason, event, now).await;
+                continue;
+            }
+            Some(Taken::Failed(failure)) => {
+                let reason = failure.cause().to_string();
+                tracing::warn!(function = handler.name(), message_id, kind = %failure.kind(), reason = %scrub(&reason), "message not handled; SQS will deliver it again");
                 report.fail(&message_id, reason);
                 continue;
             }
-            Some(Taken::Poison(reason)) => {
-                park(&mut report, handler, dead_letters, &message_id, reason, event, now).await;
+            Some(Taken::Retry(reason)) => {
+                tracing::warn!(function = handler.name(), message_id, reason = %scrub(&reason), "message not handled; SQS will deliver it again");
+                report.fail(&message_id, reason);
                 continue;
             }
         }
@@ -208,10 +219,12 @@ pub async fn handle_batch_at(
                 error = %e,
                 "event not decrypted; SQS will deliver it again"
             );
-            report.fail(
-                &message_id,
-                format!("decrypting {} v{}: {e}", envelope.stream_id, envelope.version),
-            );
+            let not_decrypted = NotDecrypted {
+                stream_id: envelope.stream_id,
+                version: envelope.version,
+                source: e,
+            };
+            report.fail(&message_id, not_decrypted.to_string());
             continue;
         }
         page.push((message_id, envelope));
@@ -235,10 +248,12 @@ pub async fn handle_batch_at(
                         duplicates: one.duplicates.len() as u64,
                         parked: one.parked.len() as u64,
                     }),
+                    // Never poison: a handler parks poison itself.
                     Err(error) => {
                         tracing::warn!(
                             function = handler.name(),
                             message_id,
+                            kind = %error.kind(),
                             event_id = %event.event_id,
                             stream_id = %event.stream_id,
                             version = event.version,
@@ -310,10 +325,7 @@ mod tests {
     }
 
     fn busy() -> ConsumeError {
-        ConsumeError::Retryable {
-            consumer: "recorder",
-            message: "throttled".into(),
-        }
+        ConsumeError::retry("recorder", StoreError::Unavailable("throttled".into()))
     }
 
     #[async_trait]
@@ -535,8 +547,9 @@ mod tests {
             match event.get("source").and_then(Value::as_str) {
                 Some("crm.scheduler") => Some(match event["detail"]["name"].as_str() {
                     Some("ok") => Taken::Done(json!({"timer": "ok"})),
-                    Some("busy") => Taken::Retry("scheduler busy".into()),
-                    _ => Taken::Poison("no name".into()),
+                    Some("busy") => Taken::Failed(Failure::reason(FailureKind::Retryable, "timer", "scheduler busy")),
+                    Some("late") => Taken::Retry("scheduler late".into()),
+                    _ => Taken::Failed(Failure::reason(FailureKind::Poison, "timer", "no name")),
                 }),
                 _ => None,
             }
@@ -556,10 +569,12 @@ mod tests {
             timer("busy"),
             timer(""),
             stored(&keys, &envelope("a", 1)).await,
+            timer("late"),
         ];
         let report = handle_batch(batch(&bodies), &handler, &Timers, &keys, &letters).await;
         assert_eq!(report.others, vec![json!({"timer": "ok"})]);
-        assert_eq!(failed_ids(&report), ["m1"]);
+        assert_eq!(failed_ids(&report), ["m1", "m4"]);
+        assert_eq!(report.failed[0].reason, "scheduler busy");
         assert_eq!(report.parked, vec!["no name".to_string()]);
         assert_eq!(report.events, 1);
         assert_eq!(letters.0.lock().expect("lock").len(), 1);

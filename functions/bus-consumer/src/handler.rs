@@ -16,8 +16,9 @@
 //!   queue's redrive policy parks it after `maxReceiveCount` receives).
 
 use chrono::{DateTime, Utc};
-use crm_core::consumer::{ConsumeError, EventHandler};
+use crm_core::consumer::{ConsumeError, EventHandler, NotDecrypted};
 use crm_core::event::EventEnvelope;
+use crm_core::failure::{Classify, FailureKind};
 use crm_core::ports::{DeadLetter, DeadLetterQueue, StoreError};
 use crm_core::privacy::{decrypt_envelope, KeyStore};
 use lambda_runtime::{Diagnostic, LambdaEvent};
@@ -44,7 +45,7 @@ pub enum Handled {
     Parked { reason: String },
 }
 
-/// Why the event should be delivered again.
+/// Why the event should be delivered again (never poison: poison is parked).
 #[derive(Debug, thiserror::Error)]
 pub enum HandlerError {
     /// A store was unavailable or the checkpoint kept moving.
@@ -52,7 +53,17 @@ pub enum HandlerError {
     Retry(#[from] ConsumeError),
     /// The event is poison, but the dead-letter queue could not take it.
     #[error("could not park an unusable bus event: {0}")]
-    Park(StoreError),
+    Park(#[source] StoreError),
+}
+
+impl Classify for HandlerError {
+    fn kind(&self) -> FailureKind {
+        match self {
+            HandlerError::Retry(e) => e.kind(),
+            // Parked next time, when the queue takes it.
+            HandlerError::Park(_) => FailureKind::Retryable,
+        }
+    }
 }
 
 impl From<HandlerError> for Diagnostic {
@@ -68,17 +79,23 @@ impl From<HandlerError> for Diagnostic {
     }
 }
 
-/// Why a bus event carries no usable envelope.
+/// Why a bus event carries no usable envelope: poison ([`Classify`]), parked.
 #[derive(Debug, thiserror::Error)]
 pub enum Unusable {
     #[error("not an EventBridge event with a detail")]
     NoDetail,
     #[error("detail is not an event envelope: {0}")]
-    NotAnEnvelope(serde_json::Error),
+    NotAnEnvelope(#[source] serde_json::Error),
     #[error("detail-type {detail_type:?} does not match the envelope's type {event_type:?}")]
     TypeMismatch { detail_type: String, event_type: String },
     #[error("envelope {0} has version 0; stream versions start at 1")]
     VersionZero(String),
+}
+
+impl Classify for Unusable {
+    fn kind(&self) -> FailureKind {
+        FailureKind::Poison
+    }
 }
 
 /// The envelope an EventBridge event carries.
@@ -142,10 +159,12 @@ async fn handle_at(
                     error = %crm_core::privacy::scrub::scrub(&e.to_string()),
                     "event not decrypted; it will be delivered again"
                 );
-                return Err(HandlerError::Retry(ConsumeError::Retryable {
-                    consumer: group.name(),
-                    message: format!("decrypting {} v{}: {e}", envelope.stream_id, envelope.version),
-                }));
+                let not_decrypted = NotDecrypted {
+                    stream_id: envelope.stream_id,
+                    version: envelope.version,
+                    source: e,
+                };
+                return Err(HandlerError::Retry(ConsumeError::retry(group.name(), not_decrypted)));
             }
         },
         (decoded, _) => decoded,
@@ -285,15 +304,29 @@ mod tests {
     }
 
     #[test]
+    fn unusable_events_are_poison_and_handler_errors_are_retried() {
+        assert_eq!(Unusable::NoDetail.kind(), FailureKind::Poison);
+        assert_eq!(
+            HandlerError::Park(StoreError::Failed("queue gone".into())).kind(),
+            FailureKind::Retryable
+        );
+        let conflict = ConsumeError::failed(
+            "customer-360",
+            crm_core::failure::Failure::reason(FailureKind::Conflict, "customer-360", "checkpoint moved"),
+        );
+        assert_eq!(HandlerError::Retry(conflict).kind(), FailureKind::Conflict);
+    }
+
+    #[test]
     fn errors_become_lambda_diagnostics() {
         let diagnostic = Diagnostic::from(HandlerError::Park(StoreError::Unavailable("throttled".into())));
         assert_eq!(diagnostic.error_type, "DeadLetterQueueUnavailable");
         assert!(diagnostic.error_message.contains("throttled"));
-        let diagnostic = Diagnostic::from(HandlerError::Retry(ConsumeError::Retryable {
-            consumer: "customer-360",
-            message: "busy".into(),
-        }));
+        let diagnostic = Diagnostic::from(HandlerError::Retry(ConsumeError::retry(
+            "customer-360",
+            StoreError::Unavailable("busy".into()),
+        )));
         assert_eq!(diagnostic.error_type, "Retry");
-        assert_eq!(diagnostic.error_message, "customer-360: busy");
+        assert_eq!(diagnostic.error_message, "customer-360: event store unavailable: busy");
     }
 }

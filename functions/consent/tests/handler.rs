@@ -6,6 +6,7 @@ use crm_consent::handler::{handle, Handled, HandlerError};
 use crm_core::consent::ledger::{consent_history, current_consents, ConsentStatus};
 use crm_core::consent::{Channel, Purpose};
 use crm_core::customer::{CustomerCommand, RevokeConsent};
+use crm_core::failure::{Classify, FailureKind};
 use crm_testkit::{applied, bus_event, detail, duplicates, invocation, sample_event, Harness};
 use serde_json::json;
 
@@ -166,7 +167,7 @@ async fn a_gap_the_store_cannot_fill_is_retried() {
         .await
         .expect_err("retried");
     assert!(
-        matches!(error, HandlerError::Retry(ref e) if e.is_retryable()),
+        matches!(error, HandlerError::Retry(_)) && error.kind() == FailureKind::Retryable,
         "{error}"
     );
     assert!(h.letters().await.is_empty());

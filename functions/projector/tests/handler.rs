@@ -3,6 +3,7 @@
 
 use crm_core::customer::views::{customer_profile, timeline, CustomerProfile};
 use crm_core::customer::{CustomerCommand, UpdateProfile};
+use crm_core::failure::{Classify, FailureKind};
 use crm_projector::handler::{handle, Handled, HandlerError};
 use crm_testkit::{bus_event, delivered, detail, invocation, sample_event, Harness};
 use serde_json::json;
@@ -204,7 +205,7 @@ async fn a_gap_the_store_cannot_fill_is_retried() {
         .await
         .expect_err("retried");
     assert!(
-        matches!(error, HandlerError::Retry(ref e) if e.is_retryable()),
+        matches!(error, HandlerError::Retry(_)) && error.kind() == FailureKind::Retryable,
         "{error}"
     );
     assert!(h.letters().await.is_empty());

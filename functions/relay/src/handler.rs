@@ -22,9 +22,10 @@
 use crate::image::to_item;
 use aws_lambda_events::event::dynamodb::{Event, EventRecord};
 use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
-use crm_aws::dynamodb::items::{event_from_item, kind_of, KIND_EVENT};
+use crm_aws::dynamodb::items::{event_from_item, kind_of, CodecError, KIND_EVENT};
 use crm_core::bus::BusEntry;
 use crm_core::event::EventEnvelope;
+use crm_core::failure::{Classify, FailureKind};
 use crm_core::relay::{Relay, RelayRecord};
 use lambda_runtime::{Error, LambdaEvent};
 
@@ -34,8 +35,42 @@ enum Disposition {
     /// Nothing to publish (with why, for the debug log).
     Skip(&'static str),
     Publish(Box<EventEnvelope>),
-    /// Not readable as an event: park it with this reason.
-    Poison(String),
+    /// Not readable as an event: park it with the reason.
+    Unreadable(Unreadable),
+}
+
+/// Why an inserted record is not readable as an event: poison
+/// ([`Classify`]), parked with this reason and the record as received.
+#[derive(Debug)]
+enum Unreadable {
+    NoNewImage,
+    Item(CodecError),
+}
+
+impl std::fmt::Display for Unreadable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unreadable::NoNewImage => {
+                f.write_str("INSERT without a NewImage: the stream's view type must be NEW_IMAGE")
+            }
+            Unreadable::Item(e) => write!(f, "event item cannot be read: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Unreadable {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Unreadable::NoNewImage => None,
+            Unreadable::Item(e) => Some(e),
+        }
+    }
+}
+
+impl Classify for Unreadable {
+    fn kind(&self) -> FailureKind {
+        FailureKind::Poison
+    }
 }
 
 fn disposition(record: &EventRecord) -> Disposition {
@@ -54,13 +89,13 @@ fn disposition(record: &EventRecord) -> Disposition {
         _ => return Disposition::Skip("unknown event name"),
     }
     if record.change.new_image.inner().is_empty() {
-        return Disposition::Poison("INSERT without a NewImage: the stream's view type must be NEW_IMAGE".to_string());
+        return Disposition::Unreadable(Unreadable::NoNewImage);
     }
     let item = to_item(&record.change.new_image);
     match kind_of(&item) {
         Some(KIND_EVENT) => match event_from_item(&item) {
             Ok(envelope) => Disposition::Publish(Box::new(envelope)),
-            Err(e) => Disposition::Poison(format!("event item cannot be read: {e}")),
+            Err(e) => Disposition::Unreadable(Unreadable::Item(e)),
         },
         Some(_) => Disposition::Skip("not an event item"),
         None => {
@@ -106,8 +141,8 @@ pub async fn handle(event: LambdaEvent<Event>, relay: &Relay) -> Result<DynamoDb
             Disposition::Publish(envelope) => {
                 outbound.push(RelayRecord::publish(record_id(record), BusEntry::for_event(*envelope)));
             }
-            Disposition::Poison(reason) => {
-                let letter = relay.dead_letter(reason, as_received(record));
+            Disposition::Unreadable(why) => {
+                let letter = relay.dead_letter(why.to_string(), as_received(record));
                 outbound.push(RelayRecord::park(record_id(record), letter));
             }
         }
