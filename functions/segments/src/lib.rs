@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use crm_aws::lambda::{required, ConfigError};
 use crm_aws::stores::EventStoreTables;
+use crm_core::failure::{Classify, FailureKind};
 use crm_core::ports::{EventExpiry, EventStore, ReadModelStore};
 use crm_core::retention::{fold_all_activity, RetentionError, RetentionPolicy};
 use crm_core::segments::{reevaluate_buyers, SegmentError};
@@ -97,7 +98,23 @@ impl std::fmt::Display for DailyError {
     }
 }
 
-impl std::error::Error for DailyError {}
+impl std::error::Error for DailyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DailyError::Segments(e) => Some(e),
+            DailyError::Retention(e) => Some(e),
+        }
+    }
+}
+
+impl Classify for DailyError {
+    fn kind(&self) -> FailureKind {
+        match self {
+            DailyError::Segments(e) => e.kind(),
+            DailyError::Retention(e) => e.kind(),
+        }
+    }
+}
 
 /// One day's run at `now`: every buyer's segments re-evaluated, then every
 /// customer's activity older than `retention`'s age folded into daily
@@ -174,6 +191,23 @@ mod tests {
         assert!(
             matches!(&bad, Err(e @ SettingsError::Retention(_)) if e.to_string().contains("RETENTION_LEGAL_YEARS")),
             "{bad:?}"
+        );
+    }
+
+    #[test]
+    fn a_days_failure_says_its_kind_and_keeps_its_source() {
+        use crm_core::ports::StoreError;
+        let busy = DailyError::Segments(SegmentError::Store(StoreError::Unavailable("busy".into())));
+        assert_eq!(busy.kind(), FailureKind::Retryable);
+        assert_eq!(
+            std::error::Error::source(&busy).map(|s| s.to_string()).as_deref(),
+            Some("event store unavailable: busy")
+        );
+        let bad = DailyError::Retention(RetentionError::Config("bad".into()));
+        assert_eq!(bad.kind(), FailureKind::Poison);
+        assert_eq!(
+            DailyError::Retention(RetentionError::KeptChanging("activity-c1".into())).kind(),
+            FailureKind::Conflict
         );
     }
 

@@ -12,6 +12,7 @@
 
 use crm_aws::dynamodb::DynamoReadModels;
 use crm_aws::stores::EncryptedEventStore;
+use crm_core::failure::{Classify, FailureKind};
 use crm_core::privacy::read_models::SealedReadModels;
 use crm_segments::{run_daily, DailyRun, Settings};
 use lambda_runtime::{service_fn, LambdaEvent};
@@ -39,7 +40,19 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let (events, docs, stored, retention) = (events.as_ref(), &docs, stored.as_ref(), &retention);
     lambda_runtime::run(service_fn(move |_invocation: LambdaEvent<Value>| async move {
         let now = chrono::Utc::now();
-        let DailyRun { appended, summaries } = run_daily(events, stored, docs, retention, now).await?;
+        let DailyRun { appended, summaries } = match run_daily(events, stored, docs, retention, now).await {
+            Ok(run) => run,
+            // Another invocation cannot do better: say so and wait for tomorrow's run.
+            Err(e) if e.kind() == FailureKind::Poison => {
+                tracing::error!(error = %e, kind = %e.kind(), "daily run failed; not retried");
+                return Ok(json!({ "failed": e.to_string(), "kind": e.kind(), "at": now }));
+            }
+            // Busy or raced: fail the invocation, which is retried (both steps are idempotent).
+            Err(e) => {
+                tracing::warn!(error = %e, kind = %e.kind(), "daily run failed; retried");
+                return Err(e.into());
+            }
+        };
         tracing::info!(appended, summaries, at = %now, "segments re-evaluated, activity folded");
         Ok::<Value, lambda_runtime::Error>(json!({ "appended": appended, "summaries": summaries, "at": now }))
     }))

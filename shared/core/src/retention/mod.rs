@@ -15,6 +15,7 @@
 
 use crate::customer::activity::{activity_stream_id, max_lateness, ACTIVITY_EVENT_TYPES};
 use crate::event::{DomainEvent, EventCodecError, EventEnvelope};
+use crate::failure::{Classify, FailureKind};
 use crate::ports::{AppendError, AppendRequest, EventExpiry, EventStore, ExpectedVersion, StoreError};
 use chrono::{DateTime, Duration, Months, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
@@ -56,9 +57,24 @@ pub enum RetentionError {
     #[error(transparent)]
     Codec(#[from] EventCodecError),
     #[error("appending summaries to {stream_id}: {source}")]
-    Append { stream_id: String, source: AppendError },
+    Append {
+        stream_id: String,
+        #[source]
+        source: AppendError,
+    },
     #[error("{0}: the stream kept changing while it was folded")]
     KeptChanging(String),
+}
+
+impl Classify for RetentionError {
+    fn kind(&self) -> FailureKind {
+        match self {
+            RetentionError::Config(_) | RetentionError::Codec(_) => FailureKind::Poison,
+            RetentionError::Store(e) => e.kind(),
+            RetentionError::Append { source, .. } => source.kind(),
+            RetentionError::KeptChanging(_) => FailureKind::Conflict,
+        }
+    }
 }
 
 /// How long what is kept.
