@@ -18,6 +18,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
+use crm_core::failure::{Classify, FailureKind};
 use crm_core::ingest::message::instant;
 use crm_core::ingest::{
     batch_items, outcome_json, shopper_groups, Accepted, IngestError, IngestSettings, Ingestion, Kind, Source,
@@ -177,8 +178,8 @@ async fn authenticate(state: &AppState, headers: &HeaderMap, body: Body) -> Resu
 fn problem(e: IngestError) -> Problem {
     match e {
         IngestError::Rejected(r) => Problem::invalid(r.field, r.message),
-        IngestError::Retry(m) => {
-            tracing::warn!(error = %m, "ingestion failed for now");
+        IngestError::Retry(failure) => {
+            tracing::warn!(kind = %failure.kind(), error = %failure.cause(), "ingestion failed for now");
             Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
@@ -256,8 +257,8 @@ pub async fn batch(State(state): State<AppState>, headers: HeaderMap, body: Body
         match outcome {
             Ok(Accepted::Stored { .. }) => accepted += 1,
             Ok(Accepted::Duplicate) => duplicates += 1,
-            Err(IngestError::Rejected(_)) => rejected += 1,
-            Err(IngestError::Retry(_)) => retry += 1,
+            Err(e) if e.kind() == FailureKind::Poison => rejected += 1,
+            Err(_) => retry += 1,
         }
         results.push(outcome_json(*index, message_id, outcome));
     }
