@@ -27,6 +27,7 @@ pub mod pattern;
 pub mod ports;
 pub mod preferences;
 pub mod privacy;
+pub mod read_model_adapter;
 pub mod relay;
 pub mod retention;
 pub mod scheduler;

@@ -3,7 +3,8 @@
 
 use crate::adapters::db::{failed, sql, Db};
 use async_trait::async_trait;
-use crm_core::ports::{check_commit_size, Commit, CommitError, ReadModelStore, ReadOp, StoreError};
+use crm_core::ports::{Commit, CommitError, ReadModelStore, ReadOp, StoreError};
+use crm_core::read_model_adapter::{check_commit_sizes, single_commit};
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use std::collections::HashMap;
 use std::path::Path;
@@ -121,24 +122,15 @@ impl ReadModelStore for SqliteReadModels {
         new: u64,
         ops: Vec<ReadOp>,
     ) -> Result<(), CommitError> {
-        self.commit_all(vec![Commit {
-            consumer: consumer.to_string(),
-            stream_id: stream_id.to_string(),
-            expected,
-            new,
-            ops,
-            idempotent: Vec::new(),
-        }])
-        .await
+        self.commit_all(single_commit(consumer, stream_id, expected, new, ops))
+            .await
     }
 
     /// Every commit in one transaction: all or nothing. Each checkpoint is
     /// checked in order against the one before it, and each document and
     /// checkpoint written once, as it stands after the last commit.
     async fn commit_all(&self, commits: Vec<Commit>) -> Result<(), CommitError> {
-        for c in &commits {
-            check_commit_size(&c.all_ops().cloned().collect::<Vec<_>>())?;
-        }
+        check_commit_sizes(&commits)?;
         self.db
             .run(move |conn| {
                 let tx = conn

@@ -16,6 +16,7 @@ use crm_core::consumer::ConsumerGroup;
 use crm_core::event::EventEnvelope;
 use crm_core::memory::InMemoryReadModels;
 use crm_core::ports::*;
+use crm_core::read_model_adapter::single_commit;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -74,15 +75,8 @@ impl ReadModelStore for MeteredReadModels {
         new: u64,
         ops: Vec<ReadOp>,
     ) -> Result<(), CommitError> {
-        self.commit_all(vec![Commit {
-            consumer: consumer.into(),
-            stream_id: stream_id.into(),
-            expected,
-            new,
-            ops,
-            idempotent: Vec::new(),
-        }])
-        .await
+        self.commit_all(single_commit(consumer, stream_id, expected, new, ops))
+            .await
     }
 
     async fn commit_all(&self, commits: Vec<Commit>) -> Result<(), CommitError> {

@@ -47,7 +47,8 @@ use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, CancellationReason, Delete, Put, TransactWriteItem, Update};
 use aws_sdk_dynamodb::Client;
 use crm_core::consumer::capacity::{self, Capacity, CapacityMeter, CheckpointMove, Chunk, LooseWrite, StreamMove};
-use crm_core::ports::{check_commit_size, Commit, CommitError, ReadModelStore, ReadOp, StoreError};
+use crm_core::ports::{Commit, CommitError, ReadModelStore, ReadOp, StoreError};
+use crm_core::read_model_adapter::{check_commit_sizes, listed, single_commit, ListStart};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -614,22 +615,15 @@ impl ReadModelStore for DynamoReadModels {
         new: u64,
         ops: Vec<ReadOp>,
     ) -> Result<(), CommitError> {
-        self.commit_all(vec![Commit {
-            consumer: consumer.to_string(),
-            stream_id: stream_id.to_string(),
-            expected,
-            new,
-            ops,
-            idempotent: Vec::new(),
-        }])
-        .await
+        self.commit_all(single_commit(consumer, stream_id, expected, new, ops))
+            .await
     }
 
     /// The commits in chunks ([`capacity::plan`]), each one atomic write,
     /// in order; after an error the chunks before it stand.
     async fn commit_all(&self, commits: Vec<Commit>) -> Result<(), CommitError> {
+        check_commit_sizes(&commits)?;
         for c in &commits {
-            check_commit_size(&c.all_ops().cloned().collect::<Vec<_>>())?;
             check_consumer(&c.consumer)?;
         }
         let chunks = capacity::plan(
@@ -691,11 +685,9 @@ impl ReadModelStore for DynamoReadModels {
             return Ok(docs);
         }
         // A key condition holds one condition on the sort key, and a filter
-        // may not use key attributes at all. The sort keys starting with
-        // `prefix` are one contiguous range from `prefix` on, so: after a
-        // point at or past `prefix`, query `sk > after` and stop at the first
-        // key without the prefix; otherwise (no `after`, or one before the
-        // range) `begins_with` alone is exact.
+        // may not use key attributes at all: query from where the listing
+        // starts (`sk > after`, or `begins_with` the prefix) and stop at the
+        // first key it does not list (past the prefix's contiguous run).
         let mut query = self
             .client
             .query()
@@ -703,14 +695,13 @@ impl ReadModelStore for DynamoReadModels {
             .consistent_read(true)
             .expression_attribute_names("#pk", PK)
             .expression_attribute_values(":pk", items::s(doc_pk(consumer, partition)));
-        query = match after {
-            // Sort keys are never empty, so `after = ""` bounds nothing.
-            Some(after) if !after.is_empty() && after >= prefix => query
+        query = match ListStart::of(prefix, after) {
+            ListStart::After(after) => query
                 .key_condition_expression("#pk = :pk AND #sk > :after")
                 .expression_attribute_names("#sk", SK)
                 .expression_attribute_values(":after", items::s(after)),
-            _ if prefix.is_empty() => query.key_condition_expression("#pk = :pk"),
-            _ => query
+            ListStart::Prefix("") => query.key_condition_expression("#pk = :pk"),
+            ListStart::Prefix(prefix) => query
                 .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
                 .expression_attribute_names("#sk", SK)
                 .expression_attribute_values(":prefix", items::s(prefix)),
@@ -729,7 +720,7 @@ impl ReadModelStore for DynamoReadModels {
                 .query(&out.items().iter().map(item_size).collect::<Vec<_>>(), true);
             for item in out.items() {
                 let sort = items::get_s(item, SK).map_err(|e| self.corrupt(e))?;
-                if !sort.starts_with(prefix) {
+                if !listed(sort, prefix, after) {
                     return Ok(docs);
                 }
                 docs.push((sort.to_string(), self.body(item)?));
