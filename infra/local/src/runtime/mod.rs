@@ -618,10 +618,7 @@ impl MailRedactor {
     async fn redact_if_erased(&self, event: &EventEnvelope) -> Result<(), crm_core::consumer::ConsumeError> {
         if event.event_type == "CustomerErased" {
             if let Some(customer_id) = event.customer_id.as_deref() {
-                let retryable = |e: StoreError| crm_core::consumer::ConsumeError::Retryable {
-                    consumer: "mail-redaction",
-                    message: e.to_string(),
-                };
+                let retryable = |e: StoreError| crm_core::consumer::ConsumeError::retry("mail-redaction", e);
                 let ids = self.message_ids(customer_id).await.map_err(retryable)?;
                 self.mail.redact_messages(ids).await.map_err(retryable)?;
             }
