@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Cycles between the top-level modules of a Rust crate (issue 18).
 
-    python3 scripts/module_cycles.py [crate-src-dir ...]   # default: shared/core/src infra/local/src functions/api/src
+    python3 scripts/module_cycles.py [crate-src-dir ...]   # default: shared/kernel/src shared/core/src infra/local/src functions/api/src
 
 For each crate source directory, every `crate::<module>` path outside
 comments and `#[cfg(test)]` modules (inline paths included, `use` lists
@@ -19,7 +19,11 @@ and so do a module the block does not place and a module it names that
 does not exist, so the document stays true.
 
 A file under `src/<m>/` or `src/<m>.rs` belongs to module `<m>`; `lib.rs`
-and `main.rs` are the crate root and not counted (they assemble).
+and `main.rs` are the crate root and not counted (they assemble). A module
+the crate root re-exports from crm-kernel (`pub use crm_kernel::{ports, ...}`,
+not under a `#[cfg]`) is a module of the crate too, with no files: crm-core's
+contexts reach the kernel through those paths (`crate::ports`), so the
+arrows to the kernel are checked like any other.
 """
 
 import os
@@ -27,7 +31,7 @@ import re
 import sys
 from collections import defaultdict
 
-DEFAULT_DIRS = ["shared/core/src", "infra/local/src", "functions/api/src"]
+DEFAULT_DIRS = ["shared/kernel/src", "shared/core/src", "infra/local/src", "functions/api/src"]
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 LAYERS_DOC = os.path.join(ROOT, "docs", "architecture.md")
@@ -126,6 +130,20 @@ def test_files(src):
     return skip
 
 
+def in_test_folder(path, skip):
+    """Whether `path` lies in the folder of a test module (`tests/mod.rs` is
+    skipped: so is everything beside and below it)."""
+    folder = os.path.dirname(path)
+    while folder:
+        if os.path.join(folder, "mod.rs") in skip:
+            return True
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            break
+        folder = parent
+    return False
+
+
 def test_support_modules(src):
     """Top-level modules the crate root compiles only for tests
     (`#[cfg(test)]`, `#[cfg(any(test, feature = ...))]`): test support, not
@@ -140,8 +158,26 @@ def test_support_modules(src):
     return names
 
 
+def reexported_modules(src):
+    """Modules the crate root re-exports from crm-kernel, outside any `#[cfg]`."""
+    names = set()
+    path = os.path.join(src, "lib.rs")
+    if not os.path.exists(path):
+        return names
+    text = strip_comments(open(path, encoding="utf-8").read())
+    for m in re.finditer(r"pub\s+use\s+crm_kernel::(\{[^}]*\}|[a-z_][a-z0-9_]*)\s*;", text):
+        before = text[: m.start()].rstrip().splitlines()
+        if before and before[-1].strip().startswith("#[cfg"):
+            continue
+        for name in m.group(1).strip("{}").split(","):
+            name = name.strip()
+            if re.fullmatch(r"[a-z_][a-z0-9_]*", name):
+                names.add(name)
+    return names
+
+
 def arrows(src):
-    modules = set()
+    modules = set(reexported_modules(src))
     for entry in os.listdir(src):
         if entry.endswith(".rs") and entry not in ("lib.rs", "main.rs"):
             modules.add(entry[:-3])
@@ -153,7 +189,7 @@ def arrows(src):
     for root, _, files in os.walk(src):
         for f in sorted(files):
             path = os.path.normpath(os.path.join(root, f))
-            if not f.endswith(".rs") or path in skip:
+            if not f.endswith(".rs") or path in skip or in_test_folder(path, skip):
                 continue
             rel = os.path.relpath(path, src)
             top = rel.split(os.sep)[0]

@@ -11,6 +11,7 @@
 pub use crm_bus_consumer::handler;
 
 use crm_bus_consumer::Ports;
+use crm_core::assembly::AssembledGroups;
 use crm_core::consumer::ConsumerGroup;
 use crm_core::ports::{DeadLetterQueue, EventStore, ReadModelStore};
 use crm_core::privacy::IdentifierHasher;

@@ -1,44 +1,36 @@
-//! crm-core: the domain and application services of the CRM.
+//! crm-core: the business contexts of the CRM and the layer that assembles them.
 //!
 //! Nothing here knows about AWS, SQL or HTTP, nor whether it runs in Lambda
 //! or in the local runtime. Adapters implement the traits in [`ports`].
+//!
+//! The framework the contexts stand on (envelope, ports, aggregates,
+//! consumers, privacy, the shared vocabulary) is the crm-kernel crate; its
+//! modules are re-exported here under the same paths, so `crm_core::ports`
+//! is `crm_kernel::ports`. The layers are in docs/architecture.md.
 
-pub mod aggregate;
+pub use crm_kernel::{
+    aggregate, bus, clock, consumer, crash, event, failure, idempotency, memory, metrics, pattern, ports, preferences,
+    privacy, read_model_adapter, relay, scheduler, vocabulary,
+};
+
+#[cfg(feature = "contract")]
+pub use crm_kernel::{event_store_contract, key_store_contract, read_model_contract, store_contract};
+
 pub mod assembly;
-pub mod bus;
-pub mod clock;
 pub mod commerce;
 pub mod consent;
-pub mod consumer;
-pub mod crash;
 pub mod customer;
-pub mod event;
-pub mod failure;
-pub mod idempotency;
 pub mod identity;
 pub mod ingest;
 pub mod insights;
 pub mod journey;
-pub mod memory;
 pub mod messaging;
-pub mod metrics;
 pub mod ops;
-pub mod pattern;
-pub mod ports;
-pub mod preferences;
-pub mod privacy;
-pub mod read_model_adapter;
-pub mod relay;
 pub mod retention;
-pub mod scheduler;
 pub mod schemas;
 pub mod segments;
-pub mod vocabulary;
 
-#[cfg(feature = "contract")]
-pub mod read_model_contract;
-#[cfg(feature = "contract")]
-pub mod store_contract;
-
-#[cfg(any(test, feature = "contract"))]
+#[cfg(test)]
+mod kernel_tests;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;

@@ -29,6 +29,7 @@ use crm_aws::eventbridge::EventBridgeBus;
 use crm_aws::ops::{QueuedLetter, RedriveReport, ReplaySource, RepublishReport};
 use crm_aws::sqs::SqsDeadLetterQueue;
 use crm_aws::stores::{EncryptedEventStore, EventStoreTables};
+use crm_core::assembly::AssembledGroups;
 use crm_core::consumer::{open_letter, Consumer, ConsumerGroup, DecryptingHandler, EventHandler, SealedDeadLetters};
 use crm_core::ops::{CheckReport, Mismatch, ReplayReport, VerifyReport};
 use crm_core::ports::{DeadLetter, DeadLetterQueue, EventStore, ReadModelStore, StoreError};

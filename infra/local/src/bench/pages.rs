@@ -11,6 +11,7 @@
 use super::workload::Workload;
 use super::{BenchError, BenchOptions};
 use async_trait::async_trait;
+use crm_core::assembly::AssembledGroups;
 use crm_core::consumer::capacity::{self, Capacity, CapacityMeter};
 use crm_core::consumer::ConsumerGroup;
 use crm_core::event::EventEnvelope;

@@ -26,6 +26,7 @@ use crate::runtime::sources::{LOCAL_SOURCE, LOCAL_WEB_SOURCE};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use crm_api::{router, ApiPorts, ApiSettings, Auth};
+use crm_core::assembly::AssembledGroups;
 use crm_core::clock::{Clock, SystemClock, VirtualClock};
 use crm_core::consumer::{ConsumerGroup, DecryptingHandler, SealedDeadLetters};
 use crm_core::event::EventEnvelope;

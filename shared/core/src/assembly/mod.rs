@@ -4,9 +4,12 @@
 //! the registries that name them all live here.
 //!
 //! * [`projections`]: which projections each consumer group holds
-//!   (`ConsumerGroup::projector`, `ConsumerGroup::consent`).
+//!   (`ConsumerGroup::projector`, `ConsumerGroup::consent`, from
+//!   [`AssembledGroups`]).
 //! * [`export`]: a customer's data export, which reads every context
 //!   (GDPR Art. 20, decision 0020).
 
 pub mod export;
 pub mod projections;
+
+pub use projections::AssembledGroups;

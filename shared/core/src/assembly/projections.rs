@@ -1,19 +1,52 @@
 //! Which projections each consumer group holds: the projector function's
 //! group and the consent function's (the same groups the local runtime
 //! hosts). They name projections of every context, so they live here in
-//! the assembly layer, as associated functions of the framework's
-//! [`ConsumerGroup`] (`ConsumerGroup::projector`, `::projector_at`,
-//! `::consent`): the consumer framework itself knows no context.
+//! the assembly layer, as associated functions that [`AssembledGroups`]
+//! gives the framework's [`ConsumerGroup`] (`ConsumerGroup::projector`,
+//! `::projector_at`, `::consent`, with the trait in scope): the consumer
+//! framework, in crm-kernel, knows no context.
 
 use crate::consumer::ConsumerGroup;
 use crate::ports::{EventStore, ReadModelStore};
 use std::sync::Arc;
 
-impl ConsumerGroup {
+/// The consumer groups the deployed functions and the local runtime host,
+/// assembled from every context's projections.
+pub trait AssembledGroups: Sized {
     /// The projector function: customer 360, timeline, email and name
     /// indexes (keyed by hashes made with `identifiers`, decision 0046),
     /// profile metrics and segments (on the wall clock).
-    pub fn projector(
+    fn projector(
+        events: Arc<dyn EventStore>,
+        docs: Arc<dyn ReadModelStore>,
+        dead_letters: Arc<dyn crate::ports::DeadLetterQueue>,
+        identifiers: crate::privacy::IdentifierHasher,
+    ) -> Self;
+
+    /// The projector with its clock: segments depend on "now" (recency).
+    fn projector_at(
+        events: Arc<dyn EventStore>,
+        docs: Arc<dyn ReadModelStore>,
+        dead_letters: Arc<dyn crate::ports::DeadLetterQueue>,
+        clock: Arc<dyn crate::clock::Clock>,
+        identifiers: crate::privacy::IdentifierHasher,
+    ) -> Self;
+
+    /// The consent function: the consent ledger and the proof ledger (by
+    /// identifier hashes made with `identifiers`, decision 0019).
+    fn consent(
+        events: Arc<dyn EventStore>,
+        docs: Arc<dyn ReadModelStore>,
+        dead_letters: Arc<dyn crate::ports::DeadLetterQueue>,
+        identifiers: crate::privacy::IdentifierHasher,
+    ) -> Self;
+}
+
+impl AssembledGroups for ConsumerGroup {
+    /// The projector function: customer 360, timeline, email and name
+    /// indexes (keyed by hashes made with `identifiers`, decision 0046),
+    /// profile metrics and segments (on the wall clock).
+    fn projector(
         events: Arc<dyn EventStore>,
         docs: Arc<dyn ReadModelStore>,
         dead_letters: Arc<dyn crate::ports::DeadLetterQueue>,
@@ -31,7 +64,7 @@ impl ConsumerGroup {
     /// The projector with its clock: segments depend on "now" (recency).
     /// The segment evaluator comes after the profile metrics it reads, and
     /// appends membership events to `events`.
-    pub fn projector_at(
+    fn projector_at(
         events: Arc<dyn EventStore>,
         docs: Arc<dyn ReadModelStore>,
         dead_letters: Arc<dyn crate::ports::DeadLetterQueue>,
@@ -66,7 +99,7 @@ impl ConsumerGroup {
 
     /// The consent function: the consent ledger and the proof ledger (by
     /// identifier hashes made with `identifiers`, decision 0019).
-    pub fn consent(
+    fn consent(
         events: Arc<dyn EventStore>,
         docs: Arc<dyn ReadModelStore>,
         dead_letters: Arc<dyn crate::ports::DeadLetterQueue>,

@@ -1,6 +1,7 @@
 //! Replay and the consistency check over the in-memory adapters.
 
 use super::*;
+use crate::assembly::AssembledGroups;
 use crate::clock::SystemClock;
 use crate::consent::ledger::CONSENT_LEDGER;
 use crate::consent::{Channel, ConsentMethod, Purpose};

@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::aggregate::AggregateService;
+use crate::assembly::AssembledGroups;
 use crate::clock::{Clock, VirtualClock};
 use crate::consumer::ConsumerGroup;
 use crate::customer::metrics::ProfileMetrics;

@@ -2,6 +2,7 @@
 //! trigger, or while the start was half done, still act on the instance.
 
 use super::*;
+use crate::assembly::AssembledGroups;
 
 /// A campaign that waits twice for an item added to the cart the checkout
 /// started on, requesting a message after each.

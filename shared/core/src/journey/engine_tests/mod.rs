@@ -22,6 +22,7 @@ mod sweep;
 use super::definition::Campaign;
 use super::engine::*;
 use super::instance::{InstanceStatus, JourneyEvent};
+use crate::assembly::AssembledGroups;
 use crate::clock::{Clock, VirtualClock};
 use crate::consumer::ConsumerGroup;
 use crate::customer::*;

@@ -60,8 +60,8 @@ pub fn is_encrypted(text: &str) -> bool {
 /// `"<ciphertext>"`: what a test searches for leaked plaintext. Random
 /// ciphertext contains any short word now and then ("Ada" in base64 about
 /// once in a thousand fields), so searching the raw text is flaky.
-#[cfg(test)]
-pub(crate) fn text_outside_ciphertext(value: &serde_json::Value) -> String {
+#[cfg(any(test, feature = "testing"))]
+pub fn text_outside_ciphertext(value: &serde_json::Value) -> String {
     fn mask(value: &serde_json::Value) -> serde_json::Value {
         match value {
             serde_json::Value::String(s) if is_encrypted(s) => serde_json::Value::String("<ciphertext>".into()),

@@ -2,33 +2,19 @@
 //! every event delivered 1 to 3 times in random order, give the same read
 //! models as in-order single delivery, for every projection.
 
-use super::*;
 use crate::clock::SystemClock;
 use crate::consent::ledger::{self, ConsentLedgerProjection};
 use crate::consent::{Channel, ConsentMethod, Purpose};
+use crate::consumer::*;
 use crate::customer::views::{self, CustomerProfileProjection, EmailIndexProjection, TimelineProjection};
 use crate::customer::*;
+use crate::event::EventEnvelope;
 use crate::event::{Actor, CommandMeta};
+use crate::ports::{EventStore, ReadModelStore};
 use crate::preferences::{EmailFrequency, Preferences};
-use crate::testing::{InMemoryEventStore, InMemoryReadModels};
-
-/// A small deterministic generator (xorshift64*), so failures reproduce.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len() as u64) as usize]
-    }
-}
+use crate::testing::{InMemoryEventStore, InMemoryReadModels, Rng};
+use async_trait::async_trait;
+use std::sync::Arc;
 
 fn respond(c: &Customer, _: &[EventEnvelope]) -> (u16, serde_json::Value) {
     (200, serde_json::json!({ "id": c.id }))

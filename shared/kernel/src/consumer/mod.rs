@@ -24,8 +24,6 @@ pub mod capacity;
 pub mod dead_letters;
 mod decrypting;
 mod page;
-#[cfg(test)]
-mod tests;
 
 pub use dead_letters::{open_letter, seal_letter, SealedDeadLetters};
 pub use decrypting::{DecryptingHandler, NotDecrypted};

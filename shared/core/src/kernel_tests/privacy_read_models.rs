@@ -1,7 +1,7 @@
 //! The sealed read models: every personal value of every projection stored
 //! as ciphertext, read back in clear, `[erased]` once the key is gone.
 
-use super::*;
+use crate::assembly::AssembledGroups;
 use crate::commerce::{OrderEvent, OrderItem};
 use crate::consent::ledger::{consent_history, current_consents};
 use crate::consent::{Channel, ConsentMethod, GdprContext, Purpose};
@@ -14,13 +14,20 @@ use crate::memory::InMemoryReadModels;
 use crate::messaging::delivery::{MessageLogProjection, SuppressionListProjection};
 use crate::messaging::events::{message_stream, MessageEvent};
 use crate::ports::{AppendRequest, EventStore, ExpectedVersion};
+use crate::ports::{ReadModelStore, ReadOp};
 use crate::preferences::Preferences;
-use crate::privacy::crypto::text_outside_ciphertext;
 use crate::privacy::memory::InMemoryKeyStore;
+use crate::privacy::read_models::*;
+use crate::privacy::text_outside_ciphertext;
+use crate::privacy::{is_encrypted, DataKey, KeyError, KeyStore, ERASED};
 use crate::privacy::{EncryptingEventStore, IdentifierHasher};
 use crate::testing::{customer_id, test_time, InMemoryDeadLetters, InMemoryEventStore};
+use crate::vocabulary::streams::{CONSENT_LEDGER, TIMELINE};
+use async_trait::async_trait;
 use chrono::NaiveDate;
 use serde_json::json;
+use serde_json::Value;
+use std::sync::Arc;
 
 const EMAIL_1: &str = "sealed.first.address.quintessa-7281@example.org";
 const EMAIL_2: &str = "sealed.second.address.quintessa-7281@example.org";

@@ -36,7 +36,7 @@
 //! [`NOT_PERSONAL`] with the reason; a test fails when an entry there no
 //! longer names such a field.
 
-use super::PERSONAL_DATA;
+use crate::privacy::PERSONAL_DATA;
 use crate::schemas::{event_schemas, EventSchema};
 use serde_json::{Map, Value};
 use std::collections::BTreeSet;

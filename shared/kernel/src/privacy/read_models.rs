@@ -373,7 +373,3 @@ impl<R: ReadModelStore + ?Sized> ReadModelStore for SealedReadModels<R> {
         Ok(page)
     }
 }
-
-#[cfg(test)]
-#[path = "read_models_tests.rs"]
-mod tests;

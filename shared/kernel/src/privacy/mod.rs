@@ -33,6 +33,8 @@ pub mod key_store_contract;
 #[cfg(any(test, feature = "contract"))]
 pub mod memory;
 
+#[cfg(any(test, feature = "testing"))]
+pub use crypto::text_outside_ciphertext;
 pub use crypto::{
     decrypt_field, encrypt_field, is_encrypted, random_bytes, unwrap_key, wrap_key, CryptoError, ENCRYPTED_PREFIX,
 };
