@@ -293,3 +293,66 @@ async fn an_unknown_customer_gets_a_404_page() {
     assert_eq!(clicked.status, 404);
     assert_eq!(api.event_count().await, before);
 }
+
+/// Whether the preference centre's checkbox `name` is ticked.
+fn ticked(body: &str, name: &str) -> bool {
+    body.split("<input")
+        .find(|i| i.contains(&format!("id=\"{name}\"")))
+        .unwrap_or_else(|| panic!("an input {name}"))
+        .contains(" checked")
+}
+
+#[tokio::test]
+async fn a_lapsed_consent_shows_unticked_and_is_given_again_with_its_own_proof() {
+    let start = Utc.with_ymd_and_hms(2026, 3, 2, 9, 0, 0).single().expect("time");
+    let api = TestApi::at(start);
+    let id = register(&api, "lapsed@example.com").await;
+    let grant = json!({"purpose":"marketing","channel":"email","method":"preference-centre"}).to_string();
+    let early = api
+        .call("POST", &format!("/customers/{id}/consents"), Some(&grant))
+        .await;
+    assert_eq!(early.status, 409, "in force: {:?}", early.body);
+
+    // Granted at registration on 2026-03-02 09:00, in force until
+    // 2028-03-02 09:00: two years and a day later it has lapsed.
+    let now = api.runtime.advance(Duration::days(732)).await.expect("advance");
+    let url = format!(
+        "/u/{}",
+        api.unsubscribe_token(&id, Purpose::Marketing, Channel::Email, now + Duration::days(60))
+    );
+    let page = api.call_with("GET", &url, None, &[]).await;
+    assert_eq!(page.status, 200);
+    assert!(
+        !ticked(html(&page), "marketing_email"),
+        "a lapsed consent shows unticked"
+    );
+
+    let renewed = api
+        .call("POST", &format!("/customers/{id}/consents"), Some(&grant))
+        .await;
+    assert_eq!(renewed.status, 201, "given again: {:?}", renewed.body);
+    let page = api.call_with("GET", &url, None, &[]).await;
+    assert!(ticked(html(&page), "marketing_email"), "in force again");
+    let again = api
+        .call("POST", &format!("/customers/{id}/consents"), Some(&grant))
+        .await;
+    assert_eq!(again.status, 409, "in force again: {:?}", again.body);
+
+    let ledger = ledger(&api, &id).await;
+    let grants: Vec<&Value> = ledger["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .filter(|e| e["change"] == "granted" && e["purpose"] == "marketing" && e["channel"] == "email")
+        .collect();
+    assert_eq!(grants.len(), 2, "both grants are kept, each with its proof: {ledger}");
+    let current = ledger["current"]
+        .as_array()
+        .expect("current")
+        .iter()
+        .find(|c| c["purpose"] == "marketing" && c["channel"] == "email")
+        .expect("a current marketing email consent")
+        .clone();
+    let granted_at: chrono::DateTime<Utc> = serde_json::from_value(current["granted_at"].clone()).expect("granted_at");
+    assert!(granted_at >= now, "the current grant is the new one: {current}");
+}

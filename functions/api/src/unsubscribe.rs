@@ -11,6 +11,7 @@ use crate::AppState;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
 use crm_core::consent::{Channel, ConsentMethod, Purpose};
 use crm_core::customer::{
     CommandError, Customer, CustomerCommand, CustomerError, CustomerStatus, Executed, GrantConsent, RevokeConsent,
@@ -149,8 +150,9 @@ async fn load(state: &AppState, id: &str) -> Result<Customer, Page> {
     }
 }
 
-/// The preference centre for `c`, with an optional status line.
-fn centre(c: &Customer, status: StatusCode, notice: Option<(&str, bool)>) -> Page {
+/// The preference centre for `c` at `now`, with an optional status line. A
+/// lapsed consent shows unticked: ticking it gives it again.
+fn centre(c: &Customer, now: DateTime<Utc>, status: StatusCode, notice: Option<(&str, bool)>) -> Page {
     let mut body = String::new();
     if let Some((text, ok)) = notice {
         let (class, role) = if ok {
@@ -175,7 +177,7 @@ fn centre(c: &Customer, status: StatusCode, notice: Option<(&str, bool)>) -> Pag
     body.push_str("<form method=\"post\">\n<input type=\"hidden\" name=\"form\" value=\"preferences\">\n");
     body.push_str("<fieldset>\n<legend>Marketing messages</legend>\n");
     for (channel, name, label) in CHANNELS {
-        let on = c.consent(Purpose::Marketing, channel).is_some();
+        let on = c.consent_in_force(Purpose::Marketing, channel, now).is_some();
         // SMS consent needs a phone number on the profile.
         let unavailable = channel == Channel::Sms && c.phone.is_none() && !on;
         body.push_str(&format!(
@@ -206,7 +208,7 @@ pub async fn page(State(state): State<AppState>, Path(token): Path<String>) -> R
     let shown = async {
         let token = verify(&state, &token)?;
         let c = load(&state, &token.customer_id).await?;
-        Ok::<_, Page>(centre(&c, StatusCode::OK, None))
+        Ok::<_, Page>(centre(&c, state.clock.now(), StatusCode::OK, None))
     };
     match shown.await {
         Ok(p) | Err(p) => p.into_response(),
@@ -251,7 +253,9 @@ async fn execute(state: &AppState, id: &str, command: CustomerCommand) -> Result
 /// Revokes the token's (purpose, channel) at once; already revoked is fine.
 async fn one_click(state: &AppState, token: &UnsubscribeToken) -> Result<Page, Page> {
     let c = load(state, &token.customer_id).await?;
-    if c.consent(token.purpose, token.channel).is_some() {
+    if c.consent_in_force(token.purpose, token.channel, state.clock.now())
+        .is_some()
+    {
         let command = CustomerCommand::RevokeConsent(RevokeConsent {
             purpose: token.purpose,
             channel: token.channel,
@@ -430,7 +434,9 @@ async fn preferences(
     let c = load(state, &token.customer_id).await?;
     let mut commands = Vec::new();
     for ((channel, _, _), wanted) in CHANNELS.iter().zip(form.marketing) {
-        let active = c.consent(Purpose::Marketing, *channel).is_some();
+        let active = c
+            .consent_in_force(Purpose::Marketing, *channel, state.clock.now())
+            .is_some();
         if wanted && !active {
             commands.push(CustomerCommand::GrantConsent(GrantConsent {
                 purpose: Purpose::Marketing,
@@ -462,11 +468,16 @@ async fn preferences(
             }
             // Show the form again (with what did get saved), saying what did not.
             let c = load(state, &token.customer_id).await?;
-            return Err(centre(&c, status, Some((&format!("Not saved: {text}"), false))));
+            return Err(centre(
+                &c,
+                state.clock.now(),
+                status,
+                Some((&format!("Not saved: {text}"), false)),
+            ));
         }
     }
     let c = load(state, &token.customer_id).await?;
-    Ok(centre(&c, StatusCode::OK, Some(("Saved", true))))
+    Ok(centre(&c, state.clock.now(), StatusCode::OK, Some(("Saved", true))))
 }
 
 #[cfg(test)]

@@ -84,6 +84,12 @@ impl<A: Aggregate> AggregateScenario<A> {
         self
     }
 
+    /// Time passes: the command is decided `by` later than it would be.
+    pub fn later_by(mut self, by: chrono::Duration) -> Self {
+        self.now += by;
+        self
+    }
+
     /// The state the given events fold to (`None`: the aggregate does not exist).
     pub fn state(&self) -> Option<&A::State> {
         self.state.as_ref()

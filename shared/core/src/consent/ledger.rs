@@ -16,8 +16,7 @@ pub use crate::vocabulary::streams::CONSENT_LEDGER;
 const CURRENT_PREFIX: &str = "current#";
 const HISTORY_PREFIX: &str = "history#";
 
-/// Consent lapses two years after it was given (seed 000), unless renewed.
-pub const CONSENT_VALIDITY_MONTHS: u32 = 24;
+pub use crate::vocabulary::CONSENT_VALIDITY_MONTHS;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -61,10 +61,18 @@ pub struct Customer {
 }
 
 impl Customer {
+    /// The latest unrevoked grant of (purpose, channel), in force or lapsed:
+    /// see [`Customer::consent_in_force`] for what may be acted on.
     pub fn consent(&self, purpose: Purpose, channel: Channel) -> Option<&ActiveConsent> {
         self.consents
             .iter()
             .find(|c| c.purpose == purpose && c.channel == channel)
+    }
+
+    /// The grant of (purpose, channel) in force at `now`: given, not
+    /// revoked, and not lapsed ([`ActiveConsent::is_in_force_at`]).
+    pub fn consent_in_force(&self, purpose: Purpose, channel: Channel, now: DateTime<Utc>) -> Option<&ActiveConsent> {
+        self.consent(purpose, channel).filter(|c| c.is_in_force_at(now))
     }
 
     /// Erased, or being erased: nothing more is done for this customer.
@@ -90,11 +98,12 @@ pub struct DecisionInput {
     pub verification_token: String,
 }
 
-/// Decides which events a command produces, or why it is refused.
+/// Decides which events a command produces at `now`, or why it is refused.
 pub fn decide(
     state: Option<&Customer>,
     command: &CustomerCommand,
     input: &DecisionInput,
+    now: DateTime<Utc>,
 ) -> Result<Vec<CustomerEvent>, CustomerError> {
     match (state, command) {
         (Some(_), CustomerCommand::Register(_) | CustomerCommand::RegisterFromIngestion(_)) => {
@@ -111,10 +120,10 @@ pub fn decide(
         }
         (Some(c), CustomerCommand::VerifyEmail(cmd)) => verify_email(c, cmd),
         (Some(c), CustomerCommand::ChangeEmail(cmd)) => change_email(c, cmd, input),
-        (Some(c), CustomerCommand::UpdateProfile(cmd)) => update_profile(c, cmd),
+        (Some(c), CustomerCommand::UpdateProfile(cmd)) => update_profile(c, cmd, now),
         (Some(c), CustomerCommand::UpdatePreferences(p)) => update_preferences(c, p),
-        (Some(c), CustomerCommand::GrantConsent(cmd)) => grant_consent(c, cmd),
-        (Some(c), CustomerCommand::RevokeConsent(cmd)) => revoke_consent(c, cmd),
+        (Some(c), CustomerCommand::GrantConsent(cmd)) => grant_consent(c, cmd, now),
+        (Some(c), CustomerCommand::RevokeConsent(cmd)) => revoke_consent(c, cmd, now),
         (Some(c), CustomerCommand::Deactivate(cmd)) => deactivate(c, cmd),
         (Some(c), CustomerCommand::Reactivate) => reactivate(c),
         (Some(c), CustomerCommand::RegisterPushDevice(cmd)) => register_push_device(c, cmd),
@@ -311,7 +320,7 @@ fn address(a: &Address) -> Result<Address, CustomerError> {
     })
 }
 
-fn update_profile(c: &Customer, cmd: &UpdateProfile) -> Result<Vec<CustomerEvent>, CustomerError> {
+fn update_profile(c: &Customer, cmd: &UpdateProfile, now: DateTime<Utc>) -> Result<Vec<CustomerEvent>, CustomerError> {
     c.ensure_not_deactivated()?;
     let mut events = Vec::new();
 
@@ -345,7 +354,7 @@ fn update_profile(c: &Customer, cmd: &UpdateProfile) -> Result<Vec<CustomerEvent
             ));
         }
     }
-    if phone == Some(None) && c.consent(Purpose::Marketing, Channel::Sms).is_some() {
+    if phone == Some(None) && c.consent_in_force(Purpose::Marketing, Channel::Sms, now).is_some() {
         return Err(CustomerError::conflict(
             Some("phone"),
             "the phone number cannot be removed while SMS consent is active",
@@ -409,9 +418,11 @@ fn update_preferences(c: &Customer, p: &Preferences) -> Result<Vec<CustomerEvent
     Ok(vec![CustomerEvent::PreferencesUpdated { preferences: p.clone() }])
 }
 
-fn grant_consent(c: &Customer, cmd: &GrantConsent) -> Result<Vec<CustomerEvent>, CustomerError> {
+/// A new grant, unless one is in force. A lapsed grant (two years old) is
+/// given again: a new `ConsentGranted`, with its own proof beside the old one.
+fn grant_consent(c: &Customer, cmd: &GrantConsent, now: DateTime<Utc>) -> Result<Vec<CustomerEvent>, CustomerError> {
     c.ensure_not_deactivated()?;
-    if c.consent(cmd.purpose, cmd.channel).is_some() {
+    if c.consent_in_force(cmd.purpose, cmd.channel, now).is_some() {
         return Err(CustomerError::conflict(
             Some("channel"),
             format!("{} consent over {} is already active", cmd.purpose, cmd.channel),
@@ -441,9 +452,10 @@ fn grant_consent(c: &Customer, cmd: &GrantConsent) -> Result<Vec<CustomerEvent>,
     }])
 }
 
-fn revoke_consent(c: &Customer, cmd: &RevokeConsent) -> Result<Vec<CustomerEvent>, CustomerError> {
+/// Revokes a grant in force; a lapsed one has nothing left to revoke.
+fn revoke_consent(c: &Customer, cmd: &RevokeConsent, now: DateTime<Utc>) -> Result<Vec<CustomerEvent>, CustomerError> {
     let reason = validate::free_text("reason", &cmd.reason, 200)?;
-    if c.consent(cmd.purpose, cmd.channel).is_none() {
+    if c.consent_in_force(cmd.purpose, cmd.channel, now).is_none() {
         return Err(CustomerError::conflict(
             Some("channel"),
             format!("{} consent over {} is not active", cmd.purpose, cmd.channel),

@@ -109,7 +109,7 @@ impl Aggregate for CustomerAggregate {
         command: &CustomerCommand,
         ctx: &DecideContext<'_, DecisionInput>,
     ) -> Result<Vec<CustomerEvent>, CustomerError> {
-        decide(state, command, ctx.input)
+        decide(state, command, ctx.input, ctx.now)
     }
     fn evolve(state: Option<Customer>, event: &CustomerEvent, at: DateTime<Utc>, version: u64) -> Option<Customer> {
         evolve(state, event, at, version)

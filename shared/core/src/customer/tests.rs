@@ -5,7 +5,7 @@ use super::service::CustomerAggregate;
 use super::*;
 use crate::consent::{Channel, ConsentMethod, Purpose};
 use crate::preferences::{EmailFrequency, Preferences, QuietHours};
-use crate::testing::{AggregateScenario, Then};
+use crate::testing::{test_time, AggregateScenario, Then};
 
 /// The customer aggregate after `events`: a registration there gives the
 /// new customer the id `c1` and the verification token `token-1`.
@@ -489,6 +489,68 @@ fn consent_is_granted_once_and_revoked_only_when_active() {
             CustomerError::Conflict { .. }
         ),
         "not active"
+    );
+}
+
+#[test]
+fn a_lapsed_consent_is_given_again_and_can_no_longer_be_revoked() {
+    let grant = CustomerCommand::GrantConsent(GrantConsent {
+        purpose: Purpose::Marketing,
+        channel: Channel::Email,
+        method: ConsentMethod::PreferenceCentre,
+        ip: None,
+        user_agent: None,
+    });
+    let revoke = CustomerCommand::RevokeConsent(RevokeConsent {
+        purpose: Purpose::Marketing,
+        channel: Channel::Email,
+        reason: "".into(),
+        method: None,
+    });
+    // Registration granted marketing email; 24 months later (731 days from
+    // 2026-11-23) it has lapsed: 732 days is a day past.
+    let almost = given(&verified()).later_by(chrono::Duration::days(729));
+    assert!(matches!(
+        almost.when(grant.clone()).error(),
+        CustomerError::Conflict { .. }
+    ));
+    assert_eq!(
+        almost.when(revoke.clone()).events().len(),
+        1,
+        "still in force: revocable"
+    );
+
+    let lapsed = given(&verified()).later_by(chrono::Duration::days(732));
+    let state = lapsed.state().expect("a customer");
+    assert!(
+        state.consent(Purpose::Marketing, Channel::Email).is_some(),
+        "the grant is kept"
+    );
+    assert!(
+        state
+            .consent_in_force(
+                Purpose::Marketing,
+                Channel::Email,
+                test_time() + chrono::Duration::days(732)
+            )
+            .is_none(),
+        "but not in force"
+    );
+    let renewed = lapsed.when(grant.clone()).events();
+    assert!(
+        matches!(
+            renewed.as_slice(),
+            [CustomerEvent::ConsentGranted {
+                purpose: Purpose::Marketing,
+                channel: Channel::Email,
+                ..
+            }]
+        ),
+        "{renewed:?}"
+    );
+    assert!(
+        matches!(lapsed.when(revoke).error(), CustomerError::Conflict { .. }),
+        "nothing to revoke"
     );
 }
 

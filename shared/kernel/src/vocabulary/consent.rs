@@ -3,7 +3,7 @@
 //! the consent context keeps the ledgers; journeys and messaging check them;
 //! privacy hashes the addresses of a channel).
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Months, Utc};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -132,11 +132,52 @@ impl fmt::Display for Channel {
     }
 }
 
-/// One consent that is in force.
+/// Consent lapses two years after it was given (seed 000), unless given again.
+pub const CONSENT_VALIDITY_MONTHS: u32 = 24;
+
+/// The latest grant of one (purpose, channel) that was not revoked. It is
+/// in force until [`ActiveConsent::expires_at`]; after that it has lapsed
+/// and the customer may give it again (a new grant, with its own proof).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActiveConsent {
     pub purpose: Purpose,
     pub channel: Channel,
     pub method: ConsentMethod,
     pub granted_at: DateTime<Utc>,
+}
+
+impl ActiveConsent {
+    /// When the grant lapses: [`CONSENT_VALIDITY_MONTHS`] after it was given
+    /// (`None` only past the end of the calendar).
+    pub fn expires_at(&self) -> Option<DateTime<Utc>> {
+        self.granted_at.checked_add_months(Months::new(CONSENT_VALIDITY_MONTHS))
+    }
+
+    /// In force at `now`: given and not yet lapsed.
+    pub fn is_in_force_at(&self, now: DateTime<Utc>) -> bool {
+        self.expires_at().is_some_and(|expires| now < expires)
+    }
+}
+
+#[cfg(test)]
+mod active_consent_tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn a_grant_is_in_force_for_two_years_and_not_a_moment_longer() {
+        let granted_at = Utc.with_ymd_and_hms(2026, 2, 28, 9, 30, 0).single().expect("a time");
+        let consent = ActiveConsent {
+            purpose: Purpose::Marketing,
+            channel: Channel::Email,
+            method: ConsentMethod::PreferenceCentre,
+            granted_at,
+        };
+        let expires = Utc.with_ymd_and_hms(2028, 2, 28, 9, 30, 0).single().expect("a time");
+        assert_eq!(consent.expires_at(), Some(expires));
+        assert!(consent.is_in_force_at(granted_at));
+        assert!(consent.is_in_force_at(expires - chrono::Duration::seconds(1)));
+        assert!(!consent.is_in_force_at(expires));
+        assert!(!consent.is_in_force_at(expires + chrono::Duration::days(1)));
+    }
 }

@@ -14,7 +14,7 @@ pub mod duration;
 pub mod messages;
 pub mod streams;
 
-pub use consent::{ActiveConsent, Channel, ConsentMethod, GdprContext, LegalBasis, Purpose};
+pub use consent::{ActiveConsent, Channel, ConsentMethod, GdprContext, LegalBasis, Purpose, CONSENT_VALIDITY_MONTHS};
 pub use duration::{Duration, LocalTime};
 pub use messages::{Category, MessageRequest, PushDevice, CUSTOMER_ID_TAG, SES_SOURCE};
 
