@@ -153,7 +153,7 @@ async fn a_sealed_letter_is_redriven_decrypted_as_stored_events_are() {
         Arc::new(api.runtime.bus.dead_letters().clone()) as Arc<dyn DeadLetterQueue>,
         api.runtime.keys.clone() as Arc<dyn KeyStore>,
     );
-    park_poison(&sealed, "customer-360", &event, "store was down".into(), Utc::now())
+    park_poison(&sealed, "customer-360", &event, "store was down", Utc::now())
         .await
         .expect("parked");
     let raw = raw_dead_letters(&api);
@@ -184,7 +184,7 @@ async fn letters_parked_in_clear_before_are_sealed_in_place_and_leave_no_bytes_b
             "user_agent": AGENT, "source": "web", "terms_accepted": true }),
     );
     let raw_queue = api.runtime.bus.dead_letters().clone();
-    park_poison(&raw_queue, "customer-360", &event, "old".into(), Utc::now())
+    park_poison(&raw_queue, "customer-360", &event, "old", Utc::now())
         .await
         .expect("parked in clear");
     assert_eq!(

@@ -49,10 +49,6 @@ pub enum Taken {
     /// Not handled, and its kind says what happens: poison is parked (the
     /// cause's text the reason), anything else is delivered again.
     Failed(Failure),
-    /// Not handled this time, the cause flattened to text: deliver it
-    /// again. The form channel's SES feedback still answers (it moves to
-    /// [`Taken::Failed`]; decision 0060).
-    Retry(String),
 }
 
 /// The messages of a queue that are not stored events: fired timers (campaign,
@@ -184,11 +180,6 @@ pub async fn handle_batch_at(
             Some(Taken::Failed(failure)) => {
                 let reason = failure.cause().to_string();
                 tracing::warn!(function = handler.name(), message_id, kind = %failure.kind(), reason = %scrub(&reason), "message not handled; SQS will deliver it again");
-                report.fail(&message_id, reason);
-                continue;
-            }
-            Some(Taken::Retry(reason)) => {
-                tracing::warn!(function = handler.name(), message_id, reason = %scrub(&reason), "message not handled; SQS will deliver it again");
                 report.fail(&message_id, reason);
                 continue;
             }
@@ -548,7 +539,7 @@ mod tests {
                 Some("crm.scheduler") => Some(match event["detail"]["name"].as_str() {
                     Some("ok") => Taken::Done(json!({"timer": "ok"})),
                     Some("busy") => Taken::Failed(Failure::reason(FailureKind::Retryable, "timer", "scheduler busy")),
-                    Some("late") => Taken::Retry("scheduler late".into()),
+                    Some("late") => Taken::Failed(Failure::reason(FailureKind::Conflict, "timer", "scheduler late")),
                     _ => Taken::Failed(Failure::reason(FailureKind::Poison, "timer", "no name")),
                 }),
                 _ => None,

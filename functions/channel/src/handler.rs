@@ -20,7 +20,7 @@
 use chrono::Utc;
 use crm_aws::ses_feedback::parse_eventbridge;
 use crm_core::consumer::dead_letters::{is_sealed_feedback, open_letter};
-use crm_core::failure::{Classify, Failure};
+use crm_core::failure::{Classify, Failure, FailureKind};
 use crm_core::messaging::delivery::{FeedbackOutcome, MessageDelivery};
 use crm_core::ports::{DeadLetter, DeadLetterQueue};
 use crm_core::privacy::scrub::scrub;
@@ -174,8 +174,13 @@ impl OtherMessages for ChannelMessages<'_> {
         Some(
             match feedback(event, self.delivery, self.keys, self.dead_letters).await {
                 Ok(done) => Taken::Done(done),
-                // Its text may quote the address.
-                Err(e) => Taken::Retry(scrub(&e.to_string()).into_owned()),
+                // Delivered again, as any failure of feedback is; its
+                // text may quote the address, so only the scrubbed text goes on.
+                Err(e) => Taken::Failed(Failure::reason(
+                    FailureKind::Retryable,
+                    "feedback",
+                    scrub(&e.to_string()),
+                )),
             },
         )
     }

@@ -447,7 +447,7 @@ async fn the_functions_park_poison_as_stored_and_crm_ops_shows_it_only_while_the
                 dead_letters.as_ref(),
                 CUSTOMER_360,
                 &event,
-                "projection refused".into(),
+                "projection refused",
                 chrono::Utc::now(),
             )
             .await
@@ -977,15 +977,9 @@ async fn letters_parked_in_clear_before_are_sealed_in_the_queue() {
         .expect("read")[0]
         .clone();
     // Parked in clear, as the queue took it before decision 0040, and one letter of no event.
-    park_poison(
-        w.dead_letters.as_ref(),
-        CUSTOMER_360,
-        &plain,
-        "old".into(),
-        chrono::Utc::now(),
-    )
-    .await
-    .expect("parked");
+    park_poison(w.dead_letters.as_ref(), CUSTOMER_360, &plain, "old", chrono::Utc::now())
+        .await
+        .expect("parked");
     w.dead_letters
         .park(dead_letter(
             CUSTOMER_360,

@@ -2,16 +2,18 @@
 //! lets another writer win the first appends.
 
 use crate::aggregate::*;
-use crate::event::{CommandMeta, EventEnvelope};
-use crate::ports::{AppendError, AppendRequest, CommandReceipt, EventStore, ExpectedVersion, StoreError};
-use std::sync::Arc;
 use crate::clock::VirtualClock;
 use crate::commerce::{AddItem, Cart, CartAggregate, CartCommand, CartError, CartEvent, CreateCart};
 use crate::event::{envelopes, Actor};
+use crate::event::{CommandMeta, EventEnvelope};
+use crate::idempotency::IdempotencyKey;
+use crate::ports::{AppendError, AppendRequest, CommandReceipt, EventStore, ExpectedVersion, StoreError};
 use crate::ports::{Appended, EventPage, LoadedStream, Snapshot};
 use crate::testing::{test_time, InMemoryEventStore};
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 
 /// Before each of the first `races` appends, another writer adds an item.
 struct Racing {
@@ -24,12 +26,7 @@ impl EventStore for Racing {
     async fn load(&self, stream_id: &str) -> Result<LoadedStream, StoreError> {
         self.inner.load(stream_id).await
     }
-    async fn read_stream(
-        &self,
-        stream_id: &str,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<EventEnvelope>, StoreError> {
+    async fn read_stream(&self, stream_id: &str, after: u64, limit: usize) -> Result<Vec<EventEnvelope>, StoreError> {
         self.inner.read_stream(stream_id, after, limit).await
     }
     async fn append(&self, request: AppendRequest) -> Result<Appended, AppendError> {

@@ -10,6 +10,7 @@ use crate::customer::views::{self, CustomerProfileProjection, EmailIndexProjecti
 use crate::customer::*;
 use crate::event::EventEnvelope;
 use crate::event::{Actor, CommandMeta};
+use crate::failure::Classify;
 use crate::ports::{EventStore, ReadModelStore};
 use crate::preferences::{EmailFrequency, Preferences};
 use crate::testing::{InMemoryEventStore, InMemoryReadModels, Rng};

@@ -9,12 +9,11 @@
 //! (marketing) → quiet hours (marketing: defer, never drop) → send.
 
 use super::events::{DeferralReason, MessageRequest, SuppressionReason};
-use crate::consent::ledger::CONSENT_VALIDITY_MONTHS;
 use crate::consent::Channel;
 use crate::customer::{Customer, CustomerStatus};
 use crate::preferences::EmailFrequency;
 use crate::vocabulary::Category;
-use chrono::{DateTime, Duration, Months, NaiveTime, Utc};
+use chrono::{DateTime, Duration, NaiveTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// At most `limit` marketing messages on `channel` in any window of `window_seconds`.
@@ -166,12 +165,7 @@ pub fn decide(input: DecisionInput<'_>) -> Decision {
         );
     }
     if let Some(purpose) = request.purpose {
-        let in_force = customer.consent(purpose, channel).is_some_and(|c| {
-            c.granted_at
-                .checked_add_months(Months::new(CONSENT_VALIDITY_MONTHS))
-                .is_some_and(|expires| input.now < expires)
-        });
-        if !in_force {
+        if customer.consent_in_force(purpose, channel, input.now).is_none() {
             return suppress(
                 SuppressionReason::NoConsent,
                 format!("no {purpose} consent for {channel} in force"),

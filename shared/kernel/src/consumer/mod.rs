@@ -117,11 +117,6 @@ pub enum ConsumeError {
     /// (retryable or conflict, never poison) keeps the error that caused it.
     #[error("{consumer}: {}", .source.cause())]
     Retry { consumer: &'static str, source: Failure },
-    /// The same as [`ConsumeError::Retry`], its cause flattened to text: the
-    /// form the journey engine's and delivery's handlers still build (they
-    /// move to [`ConsumeError::retry`]; decision 0060).
-    #[error("{consumer}: {message}")]
-    Retryable { consumer: &'static str, message: String },
 }
 
 impl ConsumeError {
@@ -151,9 +146,7 @@ impl ConsumeError {
     /// The consumer that failed.
     pub fn consumer(&self) -> &'static str {
         match self {
-            ConsumeError::Poison { consumer, .. }
-            | ConsumeError::Retry { consumer, .. }
-            | ConsumeError::Retryable { consumer, .. } => consumer,
+            ConsumeError::Poison { consumer, .. } | ConsumeError::Retry { consumer, .. } => consumer,
         }
     }
 
@@ -162,7 +155,6 @@ impl ConsumeError {
         match self {
             ConsumeError::Poison { source, .. } => source.to_string(),
             ConsumeError::Retry { source, .. } => source.cause().to_string(),
-            ConsumeError::Retryable { message, .. } => message.clone(),
         }
     }
 }
@@ -172,7 +164,6 @@ impl Classify for ConsumeError {
         match self {
             ConsumeError::Poison { .. } => FailureKind::Poison,
             ConsumeError::Retry { source, .. } => source.kind(),
-            ConsumeError::Retryable { .. } => FailureKind::Retryable,
         }
     }
 }
