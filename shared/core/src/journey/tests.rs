@@ -348,3 +348,34 @@ fn structural_errors_have_paths() {
         "{error}"
     );
 }
+
+#[test]
+fn an_update_segment_step_may_name_only_a_manual_segment() {
+    let campaign = |segment: &str| {
+        format!(
+            r#"
+id: tagging
+name: Tagging
+trigger:
+  pattern: {{ source: [crm.customer], detail-type: [CustomerRegistered] }}
+steps:
+  - id: tag
+    type: update_segment
+    segment: {segment}
+    action: add
+"#
+        )
+    };
+    load(&campaign("welcomed"));
+    for computed in ["new-customers", "buyers", "affinity-lamps"] {
+        let errors = Campaign::from_yaml(&campaign(computed)).expect_err("a computed segment");
+        assert_eq!(
+            errors
+                .iter()
+                .map(|e| (e.path.as_str(), e.message.contains("computed segment")))
+                .collect::<Vec<_>>(),
+            [("steps[0].segment", true)],
+            "{computed}: {errors:#?}"
+        );
+    }
+}

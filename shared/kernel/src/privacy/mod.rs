@@ -30,7 +30,7 @@ mod store;
 
 #[cfg(any(test, feature = "contract"))]
 pub mod key_store_contract;
-#[cfg(any(test, feature = "contract"))]
+#[cfg(any(test, feature = "testing"))]
 pub mod memory;
 
 #[cfg(any(test, feature = "testing"))]

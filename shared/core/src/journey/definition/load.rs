@@ -403,6 +403,16 @@ impl Loader {
                             format!("{path}.segment"),
                             format!("\"{}\" is not a slug", update.segment),
                         );
+                    } else if crate::segments::is_computed(&update.segment) {
+                        // The step would do nothing at run time: computed
+                        // segments follow their rule, not campaigns.
+                        self.error(
+                            format!("{path}.segment"),
+                            format!(
+                                "\"{}\" is a computed segment; campaigns can only add to and remove from manual ones",
+                                update.segment
+                            ),
+                        );
                     }
                 }
                 Step::Emit(emit) => {
