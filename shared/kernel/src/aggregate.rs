@@ -7,7 +7,7 @@
 //! for long streams. Customers, carts and orders use it.
 
 use crate::clock::Clock;
-use crate::event::{envelopes, Actor, CommandMeta, DomainEvent, EventCodecError, EventEnvelope};
+use crate::event::{envelopes, CommandMeta, DomainEvent, EventCodecError, EventEnvelope};
 use crate::idempotency::IdempotencyKey;
 use crate::ports::{
     AppendError, AppendRequest, CommandReceipt, EventStore, ExpectedVersion, ReservationChange, Snapshot, StoreError,
@@ -92,20 +92,6 @@ pub trait Aggregate: Send + Sync + 'static {
     /// aggregate whose events have a derived id or a time of their own sets
     /// them here.
     fn stamp(_event: &Self::Event, _envelope: &mut EventEnvelope) {}
-}
-
-impl CommandMeta {
-    /// A command caused by the stored event `cause`: it carries on the
-    /// event's correlation id and names the event as its causation, so a
-    /// chain can be walked back to its trigger.
-    pub fn caused_by(cause: &EventEnvelope, actor: Actor) -> Self {
-        CommandMeta {
-            command_id: uuid::Uuid::now_v7(),
-            correlation_id: cause.correlation_id,
-            causation_id: Some(cause.event_id),
-            actor,
-        }
-    }
 }
 
 /// Builds the answer stored in the receipt (status, JSON body) from the new

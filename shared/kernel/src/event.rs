@@ -65,6 +65,19 @@ impl CommandMeta {
             actor,
         }
     }
+
+    /// A command caused by the stored event `cause`: it carries on the
+    /// event's correlation id and names the event as its causation, so a
+    /// chain can be walked back to its trigger. The one place a chain is
+    /// continued (the engine, delivery and segments use it).
+    pub fn caused_by(cause: &EventEnvelope, actor: Actor) -> Self {
+        CommandMeta {
+            command_id: Uuid::now_v7(),
+            correlation_id: cause.correlation_id,
+            causation_id: Some(cause.event_id),
+            actor,
+        }
+    }
 }
 
 /// One step of a type's upcaster chain (decision 0022): turns the `data` of
