@@ -763,7 +763,7 @@ def journeys_without_timer(state: dict, events: list) -> tuple:
 
 # The names of crm_core::crash's points, read from the one place they are declared.
 CRASH_POINTS = tuple(re.findall(r'^pub const [A-Z_]+: &str = "([a-z-]+)";$',
-                                (REPO / "shared" / "core" / "src" / "crash.rs").read_text(), re.M))
+                                (REPO / "shared" / "kernel" / "src" / "crash.rs").read_text(), re.M))
 
 
 def crashes_in_logs(state_dir: pathlib.Path, functions) -> tuple:
