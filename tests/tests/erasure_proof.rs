@@ -302,7 +302,10 @@ async fn an_erased_customer_with_a_deferred_welcome_a_long_timeline_a_dead_lette
     // The capture saw the runtime at work (so finding nothing in it means
     // something): the deferral of the welcome and the parked poison copy.
     for expected in ["message deferred", "poison event parked"] {
-        assert!(logged.contains(expected), "{expected:?} among the runtime's logs: {logged}");
+        assert!(
+            logged.contains(expected),
+            "{expected:?} among the runtime's logs: {logged}"
+        );
     }
     let hits = plaintext_hits(&data_dir, &db, &logged);
     // What was parked on the way (the poison copy, and anything the erasure could not do).
