@@ -103,7 +103,7 @@ impl ReadModelStore for InMemoryReadModels {
             .docs
             .range(from..)
             .take_while(|((c, p, _), _)| c == consumer && p == partition)
-            .filter(|((_, _, s), _)| s.starts_with(prefix) && after.is_none_or(|a| s.as_str() > a))
+            .filter(|((_, _, s), _)| crate::read_model_adapter::listed(s, prefix, after))
             .take(limit)
             .map(|((_, _, s), v)| (s.clone(), v.clone()))
             .collect())

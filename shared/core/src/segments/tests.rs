@@ -11,7 +11,7 @@ use crate::customer::metrics::ProfileMetrics;
 use crate::customer::metrics::{self, PROFILE_METRICS};
 use crate::event::EventEnvelope;
 use crate::ports::{AppendRequest, EventStore, ExpectedVersion, StoreError};
-use crate::testing::{raw_event, InMemoryDeadLetters, InMemoryEventStore, InMemoryReadModels};
+use crate::testing::{raw_event, InMemoryDeadLetters, InMemoryEventStore, InMemoryReadModels, Rng};
 use chrono::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
@@ -425,21 +425,6 @@ async fn a_fixed_history_gives_the_hand_computed_metrics_and_segments_as_time_pa
         crate::bus::source_for(&events[events.len() - 2].event_type),
         "crm.segments"
     );
-}
-
-/// A small deterministic generator (xorshift64*), so failures reproduce.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 fn random_history(customers: usize, rng: &mut Rng) -> Vec<EventEnvelope> {

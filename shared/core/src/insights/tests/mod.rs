@@ -20,20 +20,8 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
-/// A small deterministic generator (xorshift64*), so failures reproduce.
-pub(crate) struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+/// The seeded generator of randomised tests (the kernel's).
+pub(crate) use crate::testing::Rng;
 
 pub(crate) fn projections() -> Vec<Arc<dyn Projection>> {
     vec![
