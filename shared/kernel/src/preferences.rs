@@ -67,7 +67,7 @@ pub struct InvalidPreference {
 
 /// Is `name` an IANA time zone?
 pub fn is_valid_timezone(name: &str) -> bool {
-    name.parse::<chrono_tz::Tz>().is_ok()
+    crate::vocabulary::Zone::named(name).is_some()
 }
 
 fn is_valid_hh_mm(s: &str) -> bool {

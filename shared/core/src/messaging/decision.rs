@@ -258,7 +258,7 @@ pub fn decide(input: DecisionInput<'_>) -> Decision {
 /// When `now` falls in the customer's quiet hours: the moment they end, in UTC.
 pub fn quiet_hours_end(customer: &Customer, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     let quiet = customer.preferences.quiet_hours.as_ref()?;
-    let tz: chrono_tz::Tz = customer.preferences.timezone.parse().ok()?;
+    let tz: crm_kernel::vocabulary::Zone = customer.preferences.timezone.parse().ok()?;
     let start = NaiveTime::parse_from_str(&quiet.start, "%H:%M").ok()?;
     let end = NaiveTime::parse_from_str(&quiet.end, "%H:%M").ok()?;
     let local = now.with_timezone(&tz).time();

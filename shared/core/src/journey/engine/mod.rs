@@ -136,8 +136,8 @@ impl JourneyEngine {
         let profile = views::customer_profile(self.docs.as_ref(), customer_id).await?;
         let timezone = profile
             .as_ref()
-            .and_then(|p| p.customer.preferences.timezone.parse::<chrono_tz::Tz>().ok())
-            .unwrap_or(chrono_tz::UTC);
+            .and_then(|p| crm_kernel::vocabulary::Zone::named(&p.customer.preferences.timezone))
+            .unwrap_or(crm_kernel::vocabulary::Zone::UTC);
         let json = profile.map(|p| Arc::new(serde_json::to_value(p).unwrap_or(Value::Null)));
         Ok(CustomerContext {
             now: self.clock.now(),
@@ -150,7 +150,7 @@ impl JourneyEngine {
     fn no_customer(&self) -> CustomerContext {
         CustomerContext {
             now: self.clock.now(),
-            timezone: chrono_tz::UTC,
+            timezone: crm_kernel::vocabulary::Zone::UTC,
             profile: None,
         }
     }
@@ -167,7 +167,7 @@ impl JourneyEngine {
 #[derive(Debug, Clone)]
 pub(super) struct CustomerContext {
     now: chrono::DateTime<chrono::Utc>,
-    timezone: chrono_tz::Tz,
+    timezone: crm_kernel::vocabulary::Zone,
     profile: Option<Arc<Value>>,
 }
 

@@ -18,7 +18,7 @@ pub struct JourneyAggregate;
 #[derive(Debug, Clone)]
 pub struct JourneyFacts {
     pub campaign: Arc<Campaign>,
-    pub timezone: chrono_tz::Tz,
+    pub timezone: crm_kernel::vocabulary::Zone,
     pub profile: Option<Arc<Value>>,
     /// The customer's events recorded after the trigger (event id, the
     /// event as on the bus, recorded before the input), in the order they

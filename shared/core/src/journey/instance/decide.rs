@@ -47,7 +47,7 @@ pub enum JourneyInput {
 #[derive(Debug, Clone)]
 pub struct JourneyContext<'a> {
     pub now: DateTime<Utc>,
-    pub timezone: chrono_tz::Tz,
+    pub timezone: crm_kernel::vocabulary::Zone,
     pub profile: Option<&'a Value>,
 }
 

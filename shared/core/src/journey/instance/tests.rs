@@ -19,6 +19,10 @@ fn at(s: &str) -> DateTime<Utc> {
         .unwrap_or_default()
 }
 
+fn zone(name: &str) -> crm_kernel::vocabulary::Zone {
+    crm_kernel::vocabulary::Zone::named(name).unwrap_or_else(|| panic!("{name} is a time zone"))
+}
+
 fn bus_event(event_type: &str, source: &str, data: Value) -> (Uuid, Value) {
     let id = Uuid::now_v7();
     (
@@ -30,7 +34,7 @@ fn bus_event(event_type: &str, source: &str, data: Value) -> (Uuid, Value) {
 fn ctx(now: DateTime<Utc>) -> JourneyContext<'static> {
     JourneyContext {
         now,
-        timezone: chrono_tz::Europe::Berlin,
+        timezone: zone("Europe/Berlin"),
         profile: None,
     }
 }
@@ -261,29 +265,64 @@ fn until_ten_local_lands_at_ten_across_dst_changes() {
     // Berlin springs forward on 2026-03-29: 10:00 CEST is 08:00 UTC.
     let before = at("2026-03-28T20:00:00Z");
     assert_eq!(
-        next_local_time(before, chrono_tz::Europe::Berlin, ten),
+        next_local_time(before, zone("Europe/Berlin"), ten),
         at("2026-03-29T08:00:00Z")
     );
     // The day before it was still CET: 10:00 is 09:00 UTC.
     assert_eq!(
-        next_local_time(at("2026-03-27T20:00:00Z"), chrono_tz::Europe::Berlin, ten),
+        next_local_time(at("2026-03-27T20:00:00Z"), zone("Europe/Berlin"), ten),
         at("2026-03-28T09:00:00Z")
     );
     // New York falls back on 2026-11-01: 10:00 EST is 15:00 UTC.
     assert_eq!(
-        next_local_time(at("2026-10-31T20:00:00Z"), chrono_tz::America::New_York, ten),
+        next_local_time(at("2026-10-31T20:00:00Z"), zone("America/New_York"), ten),
         at("2026-11-01T15:00:00Z")
     );
     // Already past 10:00 local: tomorrow.
     assert_eq!(
-        next_local_time(at("2026-11-23T10:30:00Z"), chrono_tz::Europe::London, ten),
+        next_local_time(at("2026-11-23T10:30:00Z"), zone("Europe/London"), ten),
         at("2026-11-24T10:00:00Z")
     );
     // A time inside the spring-forward gap (02:30 does not exist in Berlin on 2026-03-29).
     let gap = NaiveTime::from_hms_opt(2, 30, 0).unwrap_or_default();
     assert_eq!(
-        next_local_time(at("2026-03-28T23:00:00Z"), chrono_tz::Europe::Berlin, gap),
+        next_local_time(at("2026-03-28T23:00:00Z"), zone("Europe/Berlin"), gap),
         at("2026-03-29T01:30:00Z")
+    );
+}
+
+#[test]
+fn a_local_time_in_a_fold_takes_the_first_instant_and_in_a_gap_the_hour_after() {
+    let half_past_one = NaiveTime::from_hms_opt(1, 30, 0).unwrap_or_default();
+    // New York falls back on 2026-11-01 at 02:00 EDT: 01:30 happens twice,
+    // first in EDT (05:30 UTC), then in EST (06:30 UTC).
+    assert_eq!(
+        next_local_time(at("2026-10-31T20:00:00Z"), zone("America/New_York"), half_past_one),
+        at("2026-11-01T05:30:00Z")
+    );
+    // Sydney, southern hemisphere: falls back on 2026-04-05 at 03:00 AEDT
+    // (+11) to 02:00 AEST (+10): 02:30 is first 15:30 UTC the day before.
+    let half_past_two = NaiveTime::from_hms_opt(2, 30, 0).unwrap_or_default();
+    let sydney = zone("Australia/Sydney");
+    assert_eq!(
+        next_local_time(at("2026-04-04T12:00:00Z"), sydney, half_past_two),
+        at("2026-04-04T15:30:00Z")
+    );
+    // Springs forward on 2026-10-04 at 02:00 AEST to 03:00 AEDT: 02:30 does
+    // not exist, 03:30 AEDT is 16:30 UTC the day before.
+    assert_eq!(
+        next_local_time(at("2026-10-03T12:00:00Z"), sydney, half_past_two),
+        at("2026-10-03T16:30:00Z")
+    );
+    // 09:00 in the Australian winter (AEST) and summer (AEDT).
+    let nine = NaiveTime::from_hms_opt(9, 0, 0).unwrap_or_default();
+    assert_eq!(
+        next_local_time(at("2026-07-01T12:00:00Z"), sydney, nine),
+        at("2026-07-01T23:00:00Z")
+    );
+    assert_eq!(
+        next_local_time(at("2026-12-01T12:00:00Z"), sydney, nine),
+        at("2026-12-01T22:00:00Z")
     );
 }
 
@@ -331,7 +370,7 @@ mod aggregate {
     fn facts(c: &Campaign, lookback: Vec<(Uuid, Value, bool)>) -> JourneyFacts {
         JourneyFacts {
             campaign: Arc::new(c.clone()),
-            timezone: chrono_tz::Europe::Berlin,
+            timezone: zone("Europe/Berlin"),
             profile: None,
             lookback,
         }

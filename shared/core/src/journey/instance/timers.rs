@@ -8,7 +8,7 @@ use chrono::{DateTime, TimeZone, Utc};
 /// The next moment the local wall clock in `tz` shows `time`, strictly after
 /// `now`. On the day clocks spring forward past `time`, the first instant
 /// after the gap is used; on the day they fall back, the first of the two.
-pub fn next_local_time(now: DateTime<Utc>, tz: chrono_tz::Tz, time: chrono::NaiveTime) -> DateTime<Utc> {
+pub fn next_local_time(now: DateTime<Utc>, tz: crm_kernel::vocabulary::Zone, time: chrono::NaiveTime) -> DateTime<Utc> {
     let mut date = now.with_timezone(&tz).date_naive();
     for _ in 0..4 {
         let naive = date.and_time(time);
