@@ -7,23 +7,27 @@
 //!
 //! The fold is idempotent: a day is summarized once (the stream is read
 //! first and the summaries are appended with `ExpectedVersion::Exactly`
-//! of the version read, so two folds racing conflict and the loser finds
-//! the days already summarized), and each summary's event id is derived
+//! of the version read, through the command path ([`RetentionFold`]), so two
+//! folds racing conflict and the loser finds the days already summarized), and each summary's event id is derived
 //! from the stream and the day. The summary holds no personal data: counts
 //! by event type, product ids and category slugs with their view counts,
 //! logins and the last login time, the number of sessions.
 
+use crate::aggregate::{AggregateError, Executed};
 use crate::customer::activity::{activity_stream_id, max_lateness, ACTIVITY_EVENT_TYPES};
+use crate::event::{Actor, CommandMeta};
 use crate::event::{DomainEvent, EventCodecError, EventEnvelope};
 use crate::failure::{Classify, FailureKind};
-use crate::ports::{AppendError, AppendRequest, EventExpiry, EventStore, ExpectedVersion, StoreError};
+use crate::ports::{EventExpiry, EventStore, StoreError};
 use chrono::{DateTime, Duration, Months, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, BTreeSet};
 
+mod fold;
 #[cfg(test)]
 mod tests;
+
+pub use fold::{ActivityDays, FoldRefusal, RetentionFold, SummarizeDaysBefore};
 
 pub use crate::customer::day_summary::{ActivityDaySummarized, ACTIVITY_DAY_SUMMARIZED};
 
@@ -43,10 +47,7 @@ pub fn ttl_margin() -> Duration {
     Duration::days(7)
 }
 
-/// The most summaries one append carries (under `MAX_EVENTS_PER_APPEND`).
-const SUMMARIES_PER_APPEND: usize = 50;
 const PAGE: usize = 500;
-const ATTEMPTS: usize = 5;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum RetentionError {
@@ -56,11 +57,11 @@ pub enum RetentionError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Codec(#[from] EventCodecError),
-    #[error("appending summaries to {stream_id}: {source}")]
-    Append {
+    #[error("folding {stream_id}: {source}")]
+    Fold {
         stream_id: String,
         #[source]
-        source: AppendError,
+        source: AggregateError<FoldRefusal>,
     },
     #[error("{0}: the stream kept changing while it was folded")]
     KeptChanging(String),
@@ -71,7 +72,7 @@ impl Classify for RetentionError {
         match self {
             RetentionError::Config(_) | RetentionError::Codec(_) => FailureKind::Poison,
             RetentionError::Store(e) => e.kind(),
-            RetentionError::Append { source, .. } => source.kind(),
+            RetentionError::Fold { source, .. } => source.kind(),
             RetentionError::KeptChanging(_) => FailureKind::Conflict,
         }
     }
@@ -186,31 +187,6 @@ pub fn summary_event_id(stream_id: &str, day: NaiveDate) -> uuid::Uuid {
     uuid::Builder::from_custom_bytes(bytes).into_uuid()
 }
 
-fn summary_envelope(
-    stream_id: &str,
-    customer_id: &str,
-    summary: ActivityDaySummarized,
-    now: DateTime<Utc>,
-) -> Result<EventEnvelope, EventCodecError> {
-    let event_id = summary_event_id(stream_id, summary.day);
-    let occurred_at = summary.last_at;
-    let (event_type, data) = RetentionEvent::ActivityDaySummarized(summary).to_parts()?;
-    Ok(EventEnvelope {
-        event_id,
-        stream_id: stream_id.to_string(),
-        version: 0,
-        schema_version: RetentionEvent::schema_version(&event_type),
-        event_type,
-        customer_id: Some(customer_id.to_string()),
-        occurred_at,
-        recorded_at: now,
-        causation_id: None,
-        correlation_id: event_id,
-        actor: "system:retention".into(),
-        data,
-    })
-}
-
 /// Every event of a stream, in order.
 pub async fn read_whole_stream(store: &dyn EventStore, stream_id: &str) -> Result<Vec<EventEnvelope>, StoreError> {
     let mut out: Vec<EventEnvelope> = Vec::new();
@@ -236,72 +212,57 @@ pub struct Fold {
 
 /// Folds `customer_id`'s activity older than the policy's age into daily
 /// summaries (days already summarized are skipped), and says which raw
-/// events those summaries cover.
+/// events those summaries cover: [`RetentionFold`] through the command
+/// path, one append of at most 50 summaries a round, until a round has
+/// nothing left to summarize.
 pub async fn fold_activity(
     store: &dyn EventStore,
     customer_id: &str,
     policy: &RetentionPolicy,
     now: DateTime<Utc>,
 ) -> Result<Fold, RetentionError> {
-    let stream_id = activity_stream_id(customer_id);
-    let first_kept = policy.first_kept_day(now);
+    let service = fold::service(store, now);
+    let command = fold::command(policy, now);
+    let meta = CommandMeta::new(Actor::system("retention"));
+    let no_answer = |_: &ActivityDays, _: &[EventEnvelope]| (200, serde_json::Value::Null);
     let mut appended = Vec::new();
-    for _ in 0..ATTEMPTS {
-        let events = read_whole_stream(store, &stream_id).await?;
-        let mut version = events.last().map_or(0, |e| e.version);
-        let mut summarized = BTreeSet::new();
-        let mut days: BTreeMap<NaiveDate, Vec<&EventEnvelope>> = BTreeMap::new();
-        for e in &events {
-            if e.event_type == ACTIVITY_DAY_SUMMARIZED {
-                summarized.insert(ActivityDaySummarized::from_envelope(e)?.day);
-            } else if is_activity(&e.event_type) && e.occurred_at.date_naive() < first_kept {
-                days.entry(e.occurred_at.date_naive()).or_default().push(e);
-            }
-        }
-        let mut todo = Vec::new();
-        for (day, raw) in days.iter().filter(|(d, _)| !summarized.contains(*d)) {
-            if let Some(summary) = ActivityDaySummarized::fold(*day, raw) {
-                todo.push(summary_envelope(&stream_id, customer_id, summary, now)?);
-            }
-        }
-        let mut conflicted = false;
-        for chunk in todo.chunks(SUMMARIES_PER_APPEND) {
-            let request = AppendRequest {
-                stream_id: stream_id.clone(),
-                expected: ExpectedVersion::Exactly(version),
-                events: chunk.to_vec(),
-                reservations: Vec::new(),
-                receipt: None,
-            };
-            match store.append(request).await {
-                Ok(a) => {
-                    version = a.version;
-                    appended.extend(
-                        chunk
-                            .iter()
-                            .filter_map(|e| ActivityDaySummarized::from_envelope(e).ok().map(|s| s.day)),
-                    );
+    loop {
+        match service
+            .execute(customer_id, &command, &(), &meta, None, &no_answer)
+            .await
+        {
+            Ok(Executed::Applied { state, events, .. }) => {
+                if events.is_empty() {
+                    return Ok(Fold {
+                        appended,
+                        expirable: state.versions_before(command.first_kept),
+                    });
                 }
-                // Another fold (or a new activity event) moved the stream: look again.
-                Err(AppendError::Conflict { .. }) => {
-                    conflicted = true;
-                    break;
-                }
-                Err(source) => {
-                    return Err(RetentionError::Append {
-                        stream_id: stream_id.clone(),
-                        source,
-                    })
+                for e in &events {
+                    appended.push(ActivityDaySummarized::from_envelope(e)?.day);
                 }
             }
+            Ok(Executed::Replayed { .. }) => return Err(unreachable_receipt(customer_id)),
+            Err(AggregateError::Rejected(FoldRefusal::NoActivity)) => return Ok(Fold::default()),
+            Err(AggregateError::Contended { .. }) => {
+                return Err(RetentionError::KeptChanging(activity_stream_id(customer_id)))
+            }
+            Err(source) => {
+                return Err(RetentionError::Fold {
+                    stream_id: activity_stream_id(customer_id),
+                    source,
+                })
+            }
         }
-        if conflicted {
-            continue;
-        }
-        let expirable = days.values().flatten().map(|e| e.version).collect();
-        return Ok(Fold { appended, expirable });
     }
-    Err(RetentionError::KeptChanging(stream_id))
+}
+
+/// A fold asks for no receipt, so none can answer it.
+fn unreachable_receipt(customer_id: &str) -> RetentionError {
+    RetentionError::Store(StoreError::Failed(format!(
+        "{}: answered from a receipt the fold never asked for",
+        activity_stream_id(customer_id)
+    )))
 }
 
 /// What a sweep did.

@@ -4,10 +4,11 @@
 use super::*;
 use crate::consumer::Consumer;
 use crate::customer::metrics::{customer_facts, profile_metrics, ProfileMetricsProjection};
-use crate::ports::{EventStore, ReadModelStore};
+use crate::ports::{AppendRequest, EventStore, ExpectedVersion, ReadModelStore};
 use crate::testing::{raw_event, InMemoryEventStore, InMemoryReadModels};
 use chrono::TimeZone;
 use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 fn now() -> DateTime<Utc> {
@@ -402,4 +403,109 @@ async fn the_daily_fold_on_aws_folds_every_customer_and_deletes_nothing() {
         fold_all_activity(store.as_ref(), store.as_ref(), &policy, now()).await,
         Ok(0)
     );
+}
+
+/// Before its first append, a late activity event for an old day lands on
+/// the stream (another writer): the fold's append conflicts.
+struct LateWriter {
+    inner: InMemoryEventStore,
+    late: std::sync::Mutex<Option<EventEnvelope>>,
+    appends: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl EventStore for LateWriter {
+    async fn load(&self, stream_id: &str) -> Result<crate::ports::LoadedStream, StoreError> {
+        self.inner.load(stream_id).await
+    }
+    async fn read_stream(&self, stream_id: &str, after: u64, limit: usize) -> Result<Vec<EventEnvelope>, StoreError> {
+        self.inner.read_stream(stream_id, after, limit).await
+    }
+    async fn append(&self, request: AppendRequest) -> Result<crate::ports::Appended, crate::ports::AppendError> {
+        self.appends.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let late = self.late.lock().map(|mut l| l.take()).unwrap_or_default();
+        if let Some(late) = late {
+            append(&self.inner, late).await;
+        }
+        self.inner.append(request).await
+    }
+    async fn receipt(&self, key: &str) -> Result<Option<crate::ports::CommandReceipt>, StoreError> {
+        self.inner.receipt(key).await
+    }
+    async fn reservation_owner(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.inner.reservation_owner(key).await
+    }
+    async fn save_snapshot(&self, snapshot: crate::ports::Snapshot) -> Result<(), StoreError> {
+        self.inner.save_snapshot(snapshot).await
+    }
+    async fn read_all(&self, after: Option<&str>, limit: usize) -> Result<crate::ports::EventPage, StoreError> {
+        self.inner.read_all(after, limit).await
+    }
+}
+
+#[tokio::test]
+async fn a_long_backlog_is_folded_50_days_an_append_and_a_late_writer_makes_it_decide_again() {
+    // Given: 120 old days with one view each, and a view on one more old
+    // day that another writer appends just before the fold's first append.
+    let s = activity_stream_id("c1");
+    let store = LateWriter {
+        inner: InMemoryEventStore::default(),
+        late: std::sync::Mutex::new(Some(event(
+            &s,
+            "c1",
+            "ProductViewed",
+            at(400, 9),
+            view("sku-late", "Books", "s9"),
+        ))),
+        appends: Default::default(),
+    };
+    for day in 0..120 {
+        append(
+            &store.inner,
+            event(
+                &s,
+                "c1",
+                "ProductViewed",
+                at(100 + day, 9),
+                view("sku-1", "Books", "s1"),
+            ),
+        )
+        .await;
+    }
+
+    // When
+    let policy = RetentionPolicy::default();
+    let fold = fold_activity(&store, "c1", &policy, now()).await.expect("fold");
+
+    // Then: every old day once, the late one too, in appends of at most 50
+    // (the first lost to the late writer and was decided again).
+    assert_eq!(fold.appended.len(), 121);
+    assert_eq!(fold.expirable.len(), 121);
+    let stored = stream(&store.inner, &s).await;
+    let days: BTreeSet<NaiveDate> = summaries(&stored).iter().map(|x| x.day).collect();
+    assert_eq!(days.len(), 121, "each day summarized exactly once");
+    assert_eq!(summaries(&stored).len(), 121);
+    assert!(days.contains(&at(400, 0).date_naive()));
+    // 1 lost + 3 (50, 50, 21).
+    assert_eq!(store.appends.load(std::sync::atomic::Ordering::SeqCst), 4);
+    let late = summaries(&stored)
+        .into_iter()
+        .find(|x| x.day == at(400, 0).date_naive())
+        .expect("late day");
+    assert_eq!(late.products_viewed.get("sku-late"), Some(&1));
+    // Summaries occur at their day's last activity and start no chain.
+    let envelope = stored
+        .iter()
+        .find(|e| e.event_id == summary_event_id(&s, late.day))
+        .expect("late summary");
+    assert_eq!(envelope.occurred_at, late.last_at);
+    assert_eq!(
+        (envelope.causation_id, envelope.correlation_id),
+        (None, envelope.event_id)
+    );
+    assert_eq!(envelope.actor, "system:retention");
+
+    // A stream that does not exist folds to nothing.
+    let none = fold_activity(&store, "nobody", &policy, now()).await.expect("fold");
+    assert_eq!(none, Fold::default());
 }
