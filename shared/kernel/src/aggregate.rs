@@ -303,20 +303,37 @@ impl<'s, A: Aggregate, S: Deref<Target = dyn EventStore + 's> + Send + Sync> Agg
         F: Fn() -> Fut,
         Fut: Future<Output = Result<I, StoreError>>,
     {
-        for _attempt in 0..self.max_attempts {
-            let input = read_input().await?;
-            let state = self.load(id).await?;
-            match self
-                .try_once(id, state, command, input.borrow(), meta, idempotency, respond)
-                .await?
-            {
-                Some(executed) => return Ok(executed),
-                None => continue,
-            }
-        }
-        Err(AggregateError::Contended {
+        let executed = self
+            .retrying(|| async {
+                let input = read_input().await?;
+                let state = self.load(id).await?;
+                self.try_once(id, state, command, input.borrow(), meta, idempotency, respond)
+                    .await
+            })
+            .await?;
+        executed.ok_or(AggregateError::Contended {
             attempts: self.max_attempts,
         })
+    }
+
+    /// The one retry loop of the command path, for [`Self::execute`] and
+    /// for a caller whose round reads more than the stream before it
+    /// decides (the journey engine: the campaign, a lookback, a heal):
+    /// `round` loads, decides and appends (with [`Self::try_once`]);
+    /// `Ok(None)` from it means another writer changed the stream first and
+    /// nothing was written, so it runs again, at most the service's
+    /// attempts. `Ok(None)` overall: every attempt lost.
+    pub async fn retrying<T, E, F, Fut>(&self, mut round: F) -> Result<Option<T>, E>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<Option<T>, E>>,
+    {
+        for _attempt in 0..self.max_attempts {
+            if let Some(done) = round().await? {
+                return Ok(Some(done));
+            }
+        }
+        Ok(None)
     }
 
     /// One round on an already loaded `state`: `None` when another writer
