@@ -36,7 +36,7 @@ pub struct ChannelPorts {
 }
 
 /// The message delivery over `ports` with `settings` (from address, links,
-/// caps, weekly limit, settle window: `DeliverySettings::from_lookup`).
+/// caps, settle window: `DeliverySettings::from_lookup`).
 pub fn build(ports: ChannelPorts, settings: DeliverySettings) -> MessageDelivery {
     let ChannelPorts {
         events,

@@ -42,8 +42,7 @@ pub struct Settings {
     /// functions, read at cold start.
     pub identifier_hash_secret: SecretSetting,
     /// `FROM_ADDRESS`, `PUBLIC_BASE_URL` (both required on AWS),
-    /// `SHOP_URL`, `DELIVERY_CAPS`, `WEEKLY_EMAIL_LIMIT` and
-    /// `MESSAGE_SETTLE_SECONDS`, read by [`DeliverySettings::from_lookup`]
+    /// `SHOP_URL`, `DELIVERY_CAPS` and `MESSAGE_SETTLE_SECONDS`, read by [`DeliverySettings::from_lookup`]
     /// as the local runtime reads them.
     pub delivery: DeliverySettings,
     /// `METRICS_NAMESPACE`: the EMF namespace of the delivery counts (default `Crm`).
@@ -53,12 +52,11 @@ pub struct Settings {
 }
 
 /// The delivery settings [`DeliverySettings::from_lookup`] reads.
-const DELIVERY_NAMES: [&str; 6] = [
+const DELIVERY_NAMES: [&str; 5] = [
     "FROM_ADDRESS",
     "PUBLIC_BASE_URL",
     "SHOP_URL",
     "DELIVERY_CAPS",
-    "WEEKLY_EMAIL_LIMIT",
     SETTLE_WINDOW_SETTING,
 ];
 
@@ -141,13 +139,12 @@ mod tests {
         ("SHOP_URL", ""),
     ];
 
-    const OPTIONAL: [(&str, &str); 9] = [
+    const OPTIONAL: [(&str, &str); 8] = [
         ("SCHEDULER_DEAD_LETTER_ARN", "arn:aws:sqs:us-east-1:1:scheduler-dlq"),
         ("SMS_SENDER_ID", "SHOP"),
         ("APNS_PLATFORM_APPLICATION_ARN", "arn:apns"),
         ("FCM_PLATFORM_APPLICATION_ARN", " "),
         ("DELIVERY_CAPS", "email:2/24h"),
-        ("WEEKLY_EMAIL_LIMIT", "4"),
         ("MESSAGE_SETTLE_SECONDS", "60"),
         ("METRICS_NAMESPACE", "Shop"),
         ("WARM_UP", "1"),
@@ -212,7 +209,6 @@ mod tests {
             settings.delivery.policy.caps,
             DeliveryPolicy::parse_caps("email:2/24h").unwrap()
         );
-        assert_eq!(settings.delivery.policy.weekly_email_limit, 4);
         assert_eq!(settings.delivery.settle_window, chrono::Duration::seconds(60));
         assert_eq!(settings.metrics_namespace, "Shop");
         assert!(settings.warm_up);
@@ -233,11 +229,7 @@ mod tests {
 
     #[test]
     fn a_setting_that_does_not_parse_is_named() {
-        for (name, bad) in [
-            ("WEEKLY_EMAIL_LIMIT", "many"),
-            ("DELIVERY_CAPS", "email:often"),
-            ("MESSAGE_SETTLE_SECONDS", "0"),
-        ] {
+        for (name, bad) in [("DELIVERY_CAPS", "email:often"), ("MESSAGE_SETTLE_SECONDS", "0")] {
             let lookup = lookup_from(REQUIRED.into_iter().chain([(name, bad)]));
             match Settings::from_lookup(&lookup) {
                 Err(SettingsError::Invalid(message)) => {
@@ -261,9 +253,9 @@ mod tests {
         assert!(problems.is_empty(), "{problems:#?}");
     }
 
-    /// The template's parameters behind SHOP_URL, WEEKLY_EMAIL_LIMIT and
-    /// SMS_SENDER_ID: the shop's URL must be given, the weekly limit
-    /// defaults to the code's, the sender id to none.
+    /// The template's parameters behind SHOP_URL and SMS_SENDER_ID: the
+    /// shop's URL must be given, the sender id defaults to none. The
+    /// customer's email frequency is a rule, not a parameter (decision 0064).
     #[test]
     fn the_templates_delivery_parameters_default_as_the_code_does() {
         let template = include_str!("../../../template.yaml");
@@ -279,19 +271,14 @@ mod tests {
         };
         assert!(template.contains("\n  ShopUrl:\n"), "a ShopUrl parameter");
         assert_eq!(default_of("ShopUrl"), None, "the shop's URL must be given");
-        assert_eq!(
-            default_of("WeeklyEmailLimit"),
-            Some(DeliveryPolicy::default().weekly_email_limit.to_string())
+        assert!(
+            !template.contains("WeeklyEmailLimit"),
+            "no weekly limit: the frequency is a rule (decision 0064)"
         );
         assert_eq!(default_of("SmsSenderId"), Some(String::new()));
         assert_eq!(default_of("DeliveryCaps").map(|c| c.is_empty()), Some(false));
-        let from_template = lookup_from(
-            REQUIRED
-                .into_iter()
-                .chain([("SMS_SENDER_ID", ""), ("WEEKLY_EMAIL_LIMIT", "3")]),
-        );
+        let from_template = lookup_from(REQUIRED.into_iter().chain([("SMS_SENDER_ID", "")]));
         let settings = Settings::from_lookup(&from_template).expect("the template's defaults are valid");
         assert_eq!(settings.sms_sender_id, None, "a blank sender id is none");
-        assert_eq!(settings.delivery.policy.weekly_email_limit, 3);
     }
 }

@@ -2,7 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
-/// How often marketing email may be sent.
+/// How often promotional marketing email may be sent (decision 0064):
+/// `daily` at least 24 h after the last one, `weekly` (the default, for a
+/// customer who never chose) at least 168 h after it, `never` no marketing
+/// email at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum EmailFrequency {
@@ -37,6 +40,9 @@ pub struct Preferences {
     pub quiet_hours: Option<QuietHours>,
     #[serde(default)]
     pub sms_for_promotions: bool,
+    /// Push topics the customer chose; opt-in (seed 000): empty means no
+    /// marketing push, and so does a stored document without the field
+    /// (decision 0064).
     #[serde(default)]
     pub push_categories: Vec<String>,
 }

@@ -349,7 +349,7 @@ impl LocalRuntime {
                 }
                 "channel" => {
                     // The channel function's delivery settings, read the same way
-                    // (FROM_ADDRESS, SHOP_URL, DELIVERY_CAPS, WEEKLY_EMAIL_LIMIT,
+                    // (FROM_ADDRESS, SHOP_URL, DELIVERY_CAPS,
                     // MESSAGE_SETTLE_SECONDS; the local defaults where unset); the
                     // public base URL is the server's.
                     let mut settings = DeliverySettings::from_lookup(&|name: &str| std::env::var(name).ok())

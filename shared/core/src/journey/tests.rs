@@ -379,3 +379,51 @@ steps:
         );
     }
 }
+
+#[test]
+fn a_campaign_declares_its_kind_promotional_by_default() {
+    use crate::vocabulary::MarketingKind;
+    let base = r#"
+id: promo
+name: Promo
+trigger:
+  pattern: { source: [crm.customer], detail-type: [CustomerRegistered] }
+steps:
+  - { id: send, type: send, channel: email, template: welcome, category: marketing, purpose: marketing }
+"#;
+    assert_eq!(load(base).kind, MarketingKind::Promotional, "the default");
+    assert_eq!(load(&format!("kind: lifecycle\n{base}")).kind, MarketingKind::Lifecycle);
+    let errors = Campaign::from_yaml(&format!("kind: transactional\n{base}")).expect_err("an unknown kind");
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].path, "kind");
+    assert!(
+        errors[0].message.contains("lifecycle") && errors[0].message.contains("promotional"),
+        "{}",
+        errors[0]
+    );
+    // The shipped campaigns: the follow-ups of the customer's own actions
+    // are lifecycle, what sells something new is promotional (decision 0064).
+    let kinds: Vec<(String, MarketingKind)> = shipped()
+        .iter()
+        .map(|(_, text)| load(text))
+        .filter(|c| {
+            c.steps
+                .iter()
+                .any(|s| matches!(s, Step::Send(send) if send.category == Category::Marketing))
+        })
+        .map(|c| (c.id, c.kind))
+        .collect();
+    let lifecycle = MarketingKind::Lifecycle;
+    let promotional = MarketingKind::Promotional;
+    for (id, kind) in [
+        ("abandoned-cart", lifecycle),
+        ("browse-abandonment", lifecycle),
+        ("checkout-abandonment", lifecycle),
+        ("cross-sell", promotional),
+        ("replenishment", promotional),
+        ("review-request", lifecycle),
+        ("welcome", lifecycle),
+    ] {
+        assert!(kinds.contains(&(id.to_string(), kind)), "{id}: {kinds:?}");
+    }
+}

@@ -6,9 +6,17 @@
 //! Order: customer active → consent for the purpose and channel
 //! (transactional messages need none) → suppression list (applies to every
 //! message, transactional too) → preferences (marketing) → frequency caps
-//! (marketing) → quiet hours (marketing: defer, never drop) → send.
+//! (marketing) → the customer's email frequency (promotional email) → quiet
+//! hours (marketing: defer, never drop) → send.
+//!
+//! The email frequency (decision 0064, seed 000): a promotional email goes
+//! only if the last promotional email went at least 24 h (`daily`) or 168 h
+//! (`weekly`, the default) before. Lifecycle email (the follow-up of the
+//! customer's own action: welcome, cart, browse and checkout reminders,
+//! review requests) is not held back by it, and does not hold back the
+//! next promotional email; it counts against the caps like all marketing.
 
-use super::events::{DeferralReason, MessageRequest, SuppressionReason};
+use super::events::{DeferralReason, MarketingKind, MessageRequest, SuppressionReason};
 use crate::consent::Channel;
 use crate::customer::{Customer, CustomerStatus};
 use crate::preferences::EmailFrequency;
@@ -27,11 +35,9 @@ pub struct FrequencyCap {
 /// The configurable limits of the pipeline.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeliveryPolicy {
-    /// Per channel, rolling windows; transactional messages are exempt.
+    /// Per channel, rolling windows, over every marketing message of both
+    /// kinds; transactional messages are exempt.
     pub caps: Vec<FrequencyCap>,
-    /// A customer whose email frequency is `weekly` gets at most this many
-    /// marketing emails in any 7 days (`daily` is the email cap above).
-    pub weekly_email_limit: u32,
 }
 
 impl Default for DeliveryPolicy {
@@ -55,7 +61,6 @@ impl Default for DeliveryPolicy {
                     window_seconds: 3600,
                 },
             ],
-            weekly_email_limit: 3,
         }
     }
 }
@@ -91,7 +96,29 @@ pub struct SentRecord {
     pub channel: Channel,
     pub category: Category,
     pub campaign_id: String,
+    /// Marketing: lifecycle or promotional; absent on transactional sends
+    /// and on sends logged before decision 0064 (read as promotional).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<MarketingKind>,
     pub at: DateTime<Utc>,
+}
+
+impl SentRecord {
+    /// Whether the customer's email frequency counts this send.
+    fn is_promotional(&self) -> bool {
+        self.category == Category::Marketing && self.kind.unwrap_or_default() == MarketingKind::Promotional
+    }
+}
+
+/// How long after the last promotional email the next may go, by the
+/// customer's email frequency (seed 000); `None` for `never` (no marketing
+/// email at all).
+pub fn email_interval(frequency: EmailFrequency) -> Option<Duration> {
+    match frequency {
+        EmailFrequency::Daily => Some(Duration::hours(24)),
+        EmailFrequency::Weekly => Some(Duration::hours(168)),
+        EmailFrequency::Never => None,
+    }
 }
 
 /// Everything the pipeline looks at.
@@ -207,7 +234,8 @@ pub fn decide(input: DecisionInput<'_>) -> Decision {
             }
         }
         Channel::Push => {
-            if !prefs.push_categories.is_empty() && !prefs.push_categories.iter().any(|c| c == topic) {
+            // Opt-in (seed 000): no category chosen means no marketing push.
+            if !prefs.push_categories.iter().any(|c| c == topic) {
                 return suppress(
                     SuppressionReason::Preference,
                     format!("push category {topic} not chosen"),
@@ -234,17 +262,26 @@ pub fn decide(input: DecisionInput<'_>) -> Decision {
             );
         }
     }
-    if channel == Channel::Email
-        && prefs.email_frequency == EmailFrequency::Weekly
-        && sent_within(Duration::days(7)) >= u64::from(input.policy.weekly_email_limit)
-    {
-        return suppress(
-            SuppressionReason::FrequencyCap,
-            format!(
-                "{} marketing emails in 7 days already (weekly)",
-                input.policy.weekly_email_limit
-            ),
-        );
+    if channel == Channel::Email && request.marketing_kind() == Some(MarketingKind::Promotional) {
+        if let Some(interval) = email_interval(prefs.email_frequency) {
+            let last = input
+                .recent
+                .iter()
+                .filter(|s| s.channel == Channel::Email && s.is_promotional() && s.message_id != request.message_id)
+                .map(|s| s.at)
+                .max();
+            if let Some(last) = last.filter(|at| *at > input.now - interval) {
+                return suppress(
+                    SuppressionReason::FrequencyCap,
+                    format!(
+                        "email frequency {}: the last promotional email went at {}, the next may go from {}",
+                        frequency_name(prefs.email_frequency),
+                        last.to_rfc3339(),
+                        (last + interval).to_rfc3339()
+                    ),
+                );
+            }
+        }
     }
     if let Some(until) = quiet_hours_end(customer, input.now) {
         return Decision::Defer {
@@ -253,6 +290,14 @@ pub fn decide(input: DecisionInput<'_>) -> Decision {
         };
     }
     Decision::Send
+}
+
+fn frequency_name(frequency: EmailFrequency) -> &'static str {
+    match frequency {
+        EmailFrequency::Daily => "daily",
+        EmailFrequency::Weekly => "weekly",
+        EmailFrequency::Never => "never",
+    }
 }
 
 /// When `now` falls in the customer's quiet hours: the moment they end, in UTC.
@@ -327,7 +372,20 @@ mod tests {
             template: "abandoned-cart-reminder".into(),
             category,
             purpose: (category == Category::Marketing).then_some(Purpose::Marketing),
+            // The abandoned cart is a lifecycle campaign (decision 0064).
+            kind: (category == Category::Marketing).then_some(MarketingKind::Lifecycle),
             data: serde_json::Value::Null,
+        }
+    }
+
+    /// A promotional email (the cross-sell), message `id`.
+    fn promotional(id: &str) -> MessageRequest {
+        MessageRequest {
+            message_id: id.into(),
+            campaign_id: "cross-sell".into(),
+            template: "cross-sell-recommendations".into(),
+            kind: Some(MarketingKind::Promotional),
+            ..request(Category::Marketing, Channel::Email)
         }
     }
 
@@ -460,13 +518,114 @@ mod tests {
             channel,
             category,
             campaign_id: "x".into(),
+            kind: None,
             at: at(when),
         }
     }
 
-    #[test]
-    fn caps_count_marketing_on_the_channel_in_the_rolling_window() {
+    /// A marketing email of `kind` sent at `when`.
+    fn sent_email(id: &str, kind: MarketingKind, when: &str) -> SentRecord {
+        SentRecord {
+            kind: Some(kind),
+            ..sent(id, Channel::Email, Category::Marketing, when)
+        }
+    }
+
+    fn weekly() -> Customer {
         let mut c = customer();
+        c.preferences.email_frequency = EmailFrequency::Weekly;
+        c
+    }
+
+    #[test]
+    fn weekly_is_the_default_and_allows_one_promotional_email_in_168_hours() {
+        assert_eq!(Preferences::default().email_frequency, EmailFrequency::Weekly);
+        let c = weekly();
+        let last = [sent_email("p-1", MarketingKind::Promotional, "2026-11-22T12:00:00Z")];
+        // One week less a second after the last: held back, with when it may go.
+        let d = decide_for(Some(&c), &promotional("p-2"), "2026-11-29T11:59:59Z", &last);
+        match d {
+            Decision::Suppress { reason, detail } => {
+                assert_eq!(reason, SuppressionReason::FrequencyCap);
+                assert!(detail.contains("weekly"), "{detail}");
+                assert!(detail.contains("2026-11-29T12:00:00"), "{detail}");
+            }
+            other => panic!("expected a suppression, got {other:?}"),
+        }
+        assert_eq!(
+            decide_for(Some(&c), &promotional("p-2"), NOON, &last),
+            Decision::Send,
+            "168 h after the last"
+        );
+        // A send logged before decision 0064 (no kind) counts as promotional.
+        let old = [sent("p-0", Channel::Email, Category::Marketing, "2026-11-26T12:00:00Z")];
+        assert_eq!(
+            reason(decide_for(Some(&c), &promotional("p-2"), NOON, &old)),
+            SuppressionReason::FrequencyCap
+        );
+        // The request's own earlier attempt does not hold it back.
+        let itself = [sent_email("p-2", MarketingKind::Promotional, "2026-11-29T11:00:00Z")];
+        assert_eq!(decide_for(Some(&c), &promotional("p-2"), NOON, &itself), Decision::Send);
+    }
+
+    #[test]
+    fn daily_allows_one_promotional_email_in_24_hours() {
+        let c = customer();
+        assert_eq!(c.preferences.email_frequency, EmailFrequency::Daily);
+        let last = [sent_email("p-1", MarketingKind::Promotional, "2026-11-28T12:00:00Z")];
+        assert_eq!(
+            reason(decide_for(Some(&c), &promotional("p-2"), "2026-11-29T11:59:59Z", &last)),
+            SuppressionReason::FrequencyCap
+        );
+        assert_eq!(decide_for(Some(&c), &promotional("p-2"), NOON, &last), Decision::Send);
+        // An SMS or a transactional email the same hour does not count.
+        let other = [
+            sent("s-1", Channel::Sms, Category::Marketing, "2026-11-29T11:00:00Z"),
+            sent("t-1", Channel::Email, Category::Transactional, "2026-11-29T11:00:00Z"),
+        ];
+        assert_eq!(decide_for(Some(&c), &promotional("p-2"), NOON, &other), Decision::Send);
+    }
+
+    #[test]
+    fn lifecycle_email_is_held_back_only_by_the_caps() {
+        let c = weekly();
+        let lifecycle = request(Category::Marketing, Channel::Email);
+        // A promotional email an hour ago: the cart reminder still goes.
+        let promo = [sent_email("p-1", MarketingKind::Promotional, "2026-11-29T11:00:00Z")];
+        assert_eq!(decide_for(Some(&c), &lifecycle, NOON, &promo), Decision::Send);
+        // Three marketing emails this week, none in the last day: it goes too.
+        let week = [
+            sent_email("p-1", MarketingKind::Promotional, "2026-11-23T12:00:00Z"),
+            sent_email("w-1", MarketingKind::Lifecycle, "2026-11-25T12:00:00Z"),
+            sent_email("c-1", MarketingKind::Lifecycle, "2026-11-27T12:00:00Z"),
+        ];
+        assert_eq!(decide_for(Some(&c), &lifecycle, NOON, &week), Decision::Send);
+        // Lifecycle emails do not hold back the next promotional one...
+        let welcome = [sent_email("w-1", MarketingKind::Lifecycle, "2026-11-29T11:00:00Z")];
+        assert_eq!(
+            decide_for(Some(&c), &promotional("p-2"), NOON, &welcome),
+            Decision::Send
+        );
+        // ...but every marketing email counts against the channel's cap (3 in 24 h).
+        let three = [
+            sent_email("w-1", MarketingKind::Lifecycle, "2026-11-29T08:00:00Z"),
+            sent_email("c-1", MarketingKind::Lifecycle, "2026-11-29T09:00:00Z"),
+            sent_email("p-1", MarketingKind::Promotional, "2026-11-28T13:00:00Z"),
+        ];
+        assert_eq!(
+            reason(decide_for(Some(&c), &lifecycle, NOON, &three)),
+            SuppressionReason::FrequencyCap
+        );
+        // `never` stops lifecycle email too: it is marketing.
+        let mut never = weekly();
+        never.preferences.email_frequency = EmailFrequency::Never;
+        assert_eq!(
+            reason(decide_for(Some(&never), &lifecycle, NOON, &[])),
+            SuppressionReason::Preference
+        );
+    }
+
+    fn with_push(mut c: Customer) -> Customer {
         c.consents.push(ActiveConsent {
             purpose: Purpose::Marketing,
             channel: Channel::Push,
@@ -477,6 +636,42 @@ mod tests {
             platform: "fcm".into(),
             token: "t".into(),
         });
+        c
+    }
+
+    #[test]
+    fn push_categories_are_opt_in() {
+        let mut c = with_push(customer());
+        let push = request(Category::Marketing, Channel::Push);
+        assert!(c.preferences.push_categories.is_empty());
+        match decide_for(Some(&c), &push, NOON, &[]) {
+            Decision::Suppress { reason, detail } => {
+                assert_eq!(reason, SuppressionReason::Preference);
+                assert!(detail.contains("abandoned-cart"), "{detail}");
+            }
+            other => panic!("no category chosen means no push, got {other:?}"),
+        }
+        c.preferences.push_categories = vec!["cross-sell".into()];
+        assert_eq!(
+            reason(decide_for(Some(&c), &push, NOON, &[])),
+            SuppressionReason::Preference
+        );
+        c.preferences.push_categories.push("abandoned-cart".into());
+        assert_eq!(decide_for(Some(&c), &push, NOON, &[]), Decision::Send);
+        // A stored document without the field reads as none chosen.
+        let stored: Preferences =
+            serde_json::from_value(serde_json::json!({ "email_frequency": "daily" })).expect("preferences");
+        assert!(stored.push_categories.is_empty());
+        // Transactional push needs no category.
+        c.preferences.push_categories.clear();
+        let transactional = request(Category::Transactional, Channel::Push);
+        assert_eq!(decide_for(Some(&c), &transactional, NOON, &[]), Decision::Send);
+    }
+
+    #[test]
+    fn caps_count_marketing_on_the_channel_in_the_rolling_window() {
+        let mut c = with_push(customer());
+        c.preferences.push_categories = vec!["abandoned-cart".into()];
         let push = request(Category::Marketing, Channel::Push);
         let one_push = [sent("p-0", Channel::Push, Category::Marketing, "2026-11-29T11:30:00Z")];
         assert_eq!(
@@ -504,12 +699,6 @@ mod tests {
         );
         let transactional = request(Category::Transactional, Channel::Email);
         assert_eq!(decide_for(Some(&c), &transactional, NOON, &three), Decision::Send);
-        c.preferences.email_frequency = EmailFrequency::Weekly;
-        assert_eq!(
-            reason(decide_for(Some(&c), &email, "2026-11-30T13:00:01Z", &three)),
-            SuppressionReason::FrequencyCap,
-            "weekly: three in seven days"
-        );
     }
 
     #[test]

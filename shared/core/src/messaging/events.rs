@@ -4,7 +4,7 @@
 use crate::consent::Channel;
 use crate::event::{DomainEvent, EventEnvelope};
 pub use crate::vocabulary::streams::message_stream_id as message_stream;
-pub use crate::vocabulary::{Category, MessageRequest};
+pub use crate::vocabulary::{Category, MarketingKind, MessageRequest};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -117,6 +117,9 @@ pub enum MessageEvent {
         category: Category,
         /// sha256 of the normalised address (no personal data on this stream).
         address_hash: String,
+        /// The request's kind, on marketing messages (decision 0064).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        kind: Option<MarketingKind>,
     },
     MessageSent {
         message_id: String,
@@ -125,6 +128,9 @@ pub enum MessageEvent {
         category: Category,
         campaign_id: String,
         provider_message_id: String,
+        /// The request's kind, on marketing messages (decision 0064).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        kind: Option<MarketingKind>,
     },
     MessageFailed {
         message_id: String,
@@ -219,6 +225,7 @@ impl MessageEvent {
             template: request.template.clone(),
             category: request.category,
             address_hash,
+            kind: request.marketing_kind(),
         }
     }
 }

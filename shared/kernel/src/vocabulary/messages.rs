@@ -18,6 +18,21 @@ pub enum Category {
     Marketing,
 }
 
+/// What a marketing message is to the customer (decision 0064), declared by
+/// its campaign (`kind`). The customer's email frequency governs
+/// promotional messages; lifecycle messages, which follow up something the
+/// customer just did (registered, left a cart, browsed, started a checkout,
+/// received an order), count only against the channel's caps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MarketingKind {
+    Lifecycle,
+    /// Broadcasts, cross-sell, replenishment, win-back: anything not
+    /// declared lifecycle.
+    #[default]
+    Promotional,
+}
+
 /// What a journey asked for (the payload of `MessageRequested` on the
 /// journey stream), as the channel function reads it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -33,6 +48,10 @@ pub struct MessageRequest {
     pub category: Category,
     #[serde(default)]
     pub purpose: Option<Purpose>,
+    /// The campaign's kind, on marketing messages; absent on transactional
+    /// ones and on requests made before decision 0064 (read as promotional).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<MarketingKind>,
     #[serde(default)]
     pub data: Value,
 }
@@ -47,6 +66,12 @@ impl MessageRequest {
             )));
         }
         serde_json::from_value(event.data.clone()).map_err(|e| crate::event::EventCodecError(e.to_string()))
+    }
+
+    /// The kind of a marketing message (promotional unless its campaign
+    /// said lifecycle); `None` for a transactional one.
+    pub fn marketing_kind(&self) -> Option<MarketingKind> {
+        (self.category == Category::Marketing).then(|| self.kind.unwrap_or_default())
     }
 
     /// The topic preferences filter on: the campaign.

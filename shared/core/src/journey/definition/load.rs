@@ -278,10 +278,11 @@ impl Loader {
         };
         self.check_raw(raw);
 
-        const FIELDS: [&str; 8] = [
+        const FIELDS: [&str; 9] = [
             "id",
             "name",
             "description",
+            "kind",
             "trigger",
             "entry",
             "exit_on",
@@ -306,6 +307,10 @@ impl Loader {
         let description: Option<Option<String>> = match map.get("description") {
             None => Some(None),
             Some(v) => self.de(v, "description"),
+        };
+        let kind: Option<MarketingKind> = match map.get("kind") {
+            None => Some(MarketingKind::default()),
+            Some(v) => self.de(v, "kind"),
         };
         let trigger: Option<Trigger> = required(self, "trigger").and_then(|v| self.de(v, "trigger"));
         let entry: Option<EntryRules> = match map.get("entry") {
@@ -360,6 +365,7 @@ impl Loader {
             id: id?,
             name: name?,
             description: description?,
+            kind: kind?,
             trigger: trigger?,
             entry: entry?,
             exit_on: exit_on?,

@@ -12,7 +12,7 @@ use super::condition::Condition;
 use super::duration::{Duration, LocalTime};
 use crate::consent::{Channel, Purpose};
 use crate::pattern::EventPattern;
-pub use crate::vocabulary::Category;
+pub use crate::vocabulary::{Category, MarketingKind};
 use load::Loader;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -30,6 +30,12 @@ pub struct Campaign {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// What its marketing sends are to the customer (decision 0064):
+    /// `lifecycle` (they follow up the customer's own action and count only
+    /// against the caps) or `promotional` (the default: the customer's
+    /// email frequency governs them).
+    #[serde(default)]
+    pub kind: MarketingKind,
     pub trigger: Trigger,
     #[serde(default)]
     pub entry: EntryRules,

@@ -358,6 +358,7 @@ fn run(
                         Category::Marketing => Some(Purpose::Marketing),
                         Category::Transactional => None,
                     }),
+                    kind: (send.category == Category::Marketing).then_some(campaign.kind),
                     data: state
                         .trigger_event
                         .get("detail")

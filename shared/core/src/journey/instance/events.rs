@@ -80,6 +80,9 @@ pub enum JourneyEvent {
         category: Category,
         #[serde(default)]
         purpose: Option<Purpose>,
+        /// The campaign's kind, on marketing sends (decision 0064).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        kind: Option<crate::vocabulary::MarketingKind>,
         data: Value,
     },
     SegmentMembershipRequested {

@@ -6,7 +6,7 @@
 use crate::aggregate::{Aggregate, DecideContext};
 use crate::consent::Channel;
 use crate::event::{DomainEvent, EventEnvelope, Upcaster};
-use crate::messaging::events::{message_stream, MessageEvent};
+use crate::messaging::events::{message_stream, MarketingKind, MessageEvent};
 use crate::vocabulary::Category;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -20,6 +20,7 @@ pub(super) struct Claim {
     pub(super) category: Category,
     pub(super) campaign_id: String,
     pub(super) customer_id: String,
+    pub(super) kind: Option<MarketingKind>,
 }
 
 /// The state of one message stream (the default: no stream yet).
@@ -73,6 +74,7 @@ impl MessageState {
                 category,
                 campaign_id,
                 customer_id,
+                kind,
                 ..
             } => {
                 self.claimed = true;
@@ -85,6 +87,7 @@ impl MessageState {
                     category: *category,
                     campaign_id: campaign_id.clone(),
                     customer_id: customer_id.clone(),
+                    kind: *kind,
                 });
             }
             MessageEvent::MessageFailed { retryable, .. } => {
@@ -252,6 +255,7 @@ impl Aggregate for MessageStream {
                             } => provider_message_id.clone(),
                             _ => String::new(),
                         },
+                        kind: claim.kind,
                     };
                     let sent = Recorded::with_id(sent, *sent_id);
                     // Accepted, then sent; sent, then delivered (bounced, ...).

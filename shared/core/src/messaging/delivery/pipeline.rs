@@ -238,6 +238,7 @@ impl MessageDelivery {
                     category: request.category,
                     campaign_id: request.campaign_id.clone(),
                     provider_message_id: receipt.provider_message_id.clone(),
+                    kind: request.marketing_kind(),
                 };
                 let (_, appended) = self
                     .record(&request.message_id, meta, &claimed, vec![sent])
@@ -309,6 +310,7 @@ impl MessageDelivery {
             category: request.category,
             campaign_id: request.campaign_id.clone(),
             customer_id: request.customer_id.clone(),
+            kind: request.marketing_kind(),
         };
         let settlement = self.settlement(request.channel, resends, false);
         // The provider's text may quote the address: logged scrubbed, stored

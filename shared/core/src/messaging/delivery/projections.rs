@@ -162,6 +162,7 @@ impl Projection for MessageLogProjection {
             channel,
             category,
             campaign_id,
+            kind,
             ..
         } = MessageEvent::from_envelope(event)?
         else {
@@ -172,6 +173,7 @@ impl Projection for MessageLogProjection {
             channel,
             category,
             campaign_id,
+            kind,
             at: event.occurred_at,
         };
         Ok(vec![ReadOp::Put {

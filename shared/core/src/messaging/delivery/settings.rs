@@ -115,7 +115,6 @@ impl DeliverySettings {
     ///
     /// - `FROM_ADDRESS`, `PUBLIC_BASE_URL`, `SHOP_URL`;
     /// - `DELIVERY_CAPS` (`email:3/24h,...`, [`DeliveryPolicy::parse_caps`]);
-    /// - `WEEKLY_EMAIL_LIMIT` (a whole number);
     /// - [`SETTLE_WINDOW_SETTING`] (whole seconds).
     pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, String> {
         let get = |name: &str| lookup(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
@@ -131,11 +130,6 @@ impl DeliverySettings {
         }
         if let Some(caps) = get("DELIVERY_CAPS") {
             settings.policy.caps = DeliveryPolicy::parse_caps(&caps)?;
-        }
-        if let Some(limit) = get("WEEKLY_EMAIL_LIMIT") {
-            settings.policy.weekly_email_limit = limit
-                .parse()
-                .map_err(|_| format!("WEEKLY_EMAIL_LIMIT must be a whole number: {limit:?}"))?;
         }
         if let Some(seconds) = get(SETTLE_WINDOW_SETTING) {
             settings.settle_window = Self::parse_settle_window(&seconds)?;

@@ -256,6 +256,8 @@ impl World {
             template: template.into(),
             category,
             purpose: (category == Category::Marketing).then_some(Purpose::Marketing),
+            // The abandoned cart is a lifecycle campaign (decision 0064).
+            kind: (category == Category::Marketing).then_some(crate::messaging::events::MarketingKind::Lifecycle),
             data: render::sample_data(template).expect("sample")["data"].clone(),
         };
         let mut e = raw_event(

@@ -83,6 +83,7 @@ async fn a_welcome_deferred_by_quiet_hours_leaves_its_plaintext_nowhere() {
         template: "welcome".into(),
         category: Category::Marketing,
         purpose: Some(Purpose::Marketing),
+        kind: Some(crate::messaging::events::MarketingKind::Lifecycle),
         data: registered.data.clone(),
     };
     let mut requested = raw_event(

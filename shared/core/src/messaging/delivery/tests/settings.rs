@@ -65,7 +65,6 @@ fn settings_come_from_one_lookup_and_blank_keeps_the_default() {
         ("PUBLIC_BASE_URL", "https://crm.example.com"),
         ("SHOP_URL", " "),
         ("DELIVERY_CAPS", "email:2/24h"),
-        ("WEEKLY_EMAIL_LIMIT", "5"),
         ("MESSAGE_SETTLE_SECONDS", "30"),
     ]))
     .expect("settings");
@@ -73,7 +72,6 @@ fn settings_come_from_one_lookup_and_blank_keeps_the_default() {
     assert_eq!(settings.public_base_url, "https://crm.example.com");
     assert_eq!(settings.shop_url, DeliverySettings::default().shop_url);
     assert_eq!(settings.policy.caps.len(), 1);
-    assert_eq!(settings.policy.weekly_email_limit, 5);
     assert_eq!(settings.settle_window, chrono::Duration::seconds(30));
     assert_eq!(
         DeliverySettings::from_lookup(&env(&[]))
@@ -82,7 +80,6 @@ fn settings_come_from_one_lookup_and_blank_keeps_the_default() {
         DeliverySettings::default().settle_window
     );
     for bad in [
-        &[("WEEKLY_EMAIL_LIMIT", "many")][..],
         &[("DELIVERY_CAPS", "email:often")][..],
         &[("MESSAGE_SETTLE_SECONDS", "0")][..],
     ] {
