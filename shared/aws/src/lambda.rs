@@ -3,15 +3,45 @@
 
 use std::time::Duration;
 
-/// JSON logs without timestamps (CloudWatch adds them), filtered by `RUST_LOG`.
+/// JSON logs without timestamps (CloudWatch adds them), filtered by `RUST_LOG`
+/// (see [`log_filter`]).
 pub fn init_tracing() {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_current_span(false)
-        .with_target(false)
-        .without_time()
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let (filter, invalid) = log_filter(std::env::var("RUST_LOG").ok().as_deref());
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .json()
+                .with_current_span(false)
+                .with_target(false)
+                .without_time(),
+        )
+        .with(filter)
         .init();
+    if let Some(e) = invalid {
+        tracing::warn!(error = %e, "RUST_LOG is not a list of target=level directives; logging at error");
+    }
+}
+
+/// The log filter of `RUST_LOG` (decision 0062): tracing-subscriber's
+/// `Targets`, which takes a comma-separated list of `level`,
+/// `target=level` and `target` directives (`info`, `warn,crm_core=debug`,
+/// `crm_aws=trace`), the target a module path prefix. Unlike `EnvFilter`
+/// it has no span or field directives and no regular expressions, which
+/// keeps the regex crates out of the functions. Unset or blank: `error`
+/// (what `EnvFilter` did); unreadable: `error`, and the parse error, so
+/// [`init_tracing`] can log it once the subscriber is up.
+pub fn log_filter(rust_log: Option<&str>) -> (tracing_subscriber::filter::Targets, Option<String>) {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    let error = || Targets::new().with_default(LevelFilter::ERROR);
+    match rust_log.map(str::trim).filter(|v| !v.is_empty()) {
+        None => (error(), None),
+        Some(v) => match v.parse::<Targets>() {
+            Ok(targets) => (targets, None),
+            Err(e) => (error(), Some(e.to_string())),
+        },
+    }
 }
 
 /// Attempts per AWS call when `AWS_MAX_ATTEMPTS` does not say otherwise.
@@ -107,6 +137,35 @@ mod tests {
         assert_eq!(retry_config(&with("8")).max_attempts(), 8);
         assert_eq!(retry_config(&with("0")).max_attempts(), MAX_ATTEMPTS);
         assert_eq!(retry_config(&with("many")).max_attempts(), MAX_ATTEMPTS);
+    }
+
+    #[test]
+    fn rust_log_is_read_as_targets() {
+        use tracing::Level;
+        let (f, invalid) = log_filter(Some("warn,crm_core=debug,crm_aws::keys=trace"));
+        assert_eq!(invalid, None);
+        assert!(f.would_enable("crm_api::routes", &Level::WARN));
+        assert!(!f.would_enable("crm_api::routes", &Level::INFO));
+        assert!(f.would_enable("crm_core::journey", &Level::DEBUG));
+        assert!(!f.would_enable("crm_core::journey", &Level::TRACE));
+        assert!(f.would_enable("crm_aws::keys", &Level::TRACE));
+        assert!(!f.would_enable("crm_aws::sqs", &Level::DEBUG));
+
+        let (info, _) = log_filter(Some(" info "));
+        assert!(info.would_enable("anything", &Level::INFO));
+        assert!(!info.would_enable("anything", &Level::DEBUG));
+
+        for unset in [None, Some(""), Some("  ")] {
+            let (f, invalid) = log_filter(unset);
+            assert_eq!(invalid, None);
+            assert!(f.would_enable("crm_api", &Level::ERROR));
+            assert!(!f.would_enable("crm_api", &Level::WARN));
+        }
+
+        let (f, invalid) = log_filter(Some("crm_core=loud"));
+        assert!(invalid.is_some());
+        assert!(f.would_enable("crm_core", &Level::ERROR));
+        assert!(!f.would_enable("crm_core", &Level::WARN));
     }
 
     #[test]
