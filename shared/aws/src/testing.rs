@@ -25,6 +25,7 @@ pub async fn moto_config() -> SdkConfig {
         ),
     };
     aws_config::defaults(BehaviorVersion::latest())
+        .http_client(crate::lambda::https_client())
         .endpoint_url(endpoint)
         .region(Region::new(REGION))
         .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
