@@ -24,7 +24,7 @@ pub use commands::*;
 pub use erasure::{erase_customer, ErasureError};
 pub use events::*;
 pub use keyed_reservations::NO_IDENTIFIER_SECRET;
-pub use service::{CommandError, CustomerService, Executed, IdempotencyRequest, ResponseBuilder};
+pub use service::{CommandError, CustomerAggregate, CustomerService, Executed, IdempotencyRequest, ResponseBuilder};
 pub use validate::{email_reservation_key, email_reservation_name, normalise_email, unkeyed_email_reservation_key};
 
 /// The stream of customer `id`.

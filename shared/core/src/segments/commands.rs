@@ -17,6 +17,10 @@ pub enum MembershipCommand {
         join: bool,
         reason: String,
     },
+    /// The customer left the shop's active customers (deactivated, or erased
+    /// or being erased): they leave every segment, manual ones included, for
+    /// `reason` (a fixed phrase: [`super::DEACTIVATED`], [`super::ERASED`]).
+    LeaveAll { reason: &'static str },
 }
 
 /// The outside input of a [`MembershipCommand::Reconcile`]: the computed

@@ -69,6 +69,14 @@ pub fn decide(
             }
             changes
         }
+        MembershipCommand::LeaveAll { reason } => current
+            .keys()
+            .map(|segment| SegmentEvent::CustomerSegmentRemoved {
+                segment: segment.clone(),
+                customer_id: customer_id.to_string(),
+                reason: reason.to_string(),
+            })
+            .collect(),
         MembershipCommand::Request { segment, .. } if is_computed(segment) => Vec::new(),
         MembershipCommand::Request { segment, join, reason } => match (join, current.contains_key(segment)) {
             (true, false) => vec![SegmentEvent::CustomerSegmentAdded {

@@ -3,8 +3,10 @@
 //!
 //! Membership is a function of a customer's profile metrics at a moment:
 //! RFM scores (1 to 5) and the seed's RFM segments, `high-value`, `buyers`
-//! and `affinity-<category>`. The [`SegmentEvaluator`] recomputes it after
-//! every commerce event of the customer and appends the difference to the
+//! and `affinity-<category>`, for an active customer; a deactivated or
+//! erased one is in no segment, manual ones included (decision 0065). The
+//! [`SegmentEvaluator`] recomputes it after every commerce and lifecycle
+//! event of the customer and appends the difference to the
 //! customer's `segments-<customer id>` stream as `CustomerSegmentAdded` /
 //! `CustomerSegmentRemoved` (bus source `crm.segments`), through the shared
 //! command path ([`crate::aggregate::AggregateService`], with
@@ -37,8 +39,8 @@ pub use projections::{
 };
 pub use rules::{
     affinity_rule, evaluate, is_computed, rule_of, score_frequency, score_monetary, score_recency, Rfm,
-    SegmentDefinition, AFFINITY_PREFIX, AFFINITY_THRESHOLD, HIGH_VALUE_LTV_MINOR, HIGH_VALUE_MIN_ORDERS, MANUAL_RULE,
-    SEGMENTS,
+    SegmentDefinition, AFFINITY_PREFIX, AFFINITY_THRESHOLD, DEACTIVATED, ERASED, HIGH_VALUE_LTV_MINOR,
+    HIGH_VALUE_MIN_ORDERS, MANUAL_RULE, SEGMENTS,
 };
 pub use service::{apply_request, is_member_now, reconcile, reevaluate_buyers, SegmentError, SegmentEvaluator};
 

@@ -153,27 +153,36 @@ impl Rfm {
     }
 }
 
-/// The segments a customer with metrics `m` belongs to, each with why.
+/// Why a deactivated customer left every segment.
+pub const DEACTIVATED: &str = "customer deactivated";
+/// Why an erased customer (or one being erased) left every segment.
+pub const ERASED: &str = "customer erased";
+
+/// The rule of fixed segment `id` (one of [`SEGMENTS`]).
+fn fixed_rule(id: &str) -> String {
+    SEGMENTS
+        .iter()
+        .find(|s| s.id == id)
+        .map(|s| s.rule.to_string())
+        .unwrap_or_default()
+}
+
+/// The segments a customer with metrics `m` belongs to, each with why: the
+/// segment's rule, the same for every member. A reason never holds the
+/// customer's own figures (scores, values, shares): the membership events
+/// outlive an erasure (decision 0065), so they must say nothing about anyone.
 pub fn evaluate(m: &ProfileMetrics) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     let Some(rfm) = Rfm::of(m) else { return out };
-    out.insert(
-        rfm.segment().to_string(),
-        format!("rfm {}-{}-{}", rfm.recency, rfm.frequency, rfm.monetary),
-    );
-    out.insert("buyers".into(), "first purchase".into());
+    let segment = rfm.segment();
+    out.insert(segment.to_string(), fixed_rule(segment));
+    out.insert("buyers".into(), fixed_rule("buyers"));
     if m.lifetime_value_minor > HIGH_VALUE_LTV_MINOR && m.orders > HIGH_VALUE_MIN_ORDERS {
-        out.insert(
-            "high-value".into(),
-            format!("lifetime value {} over {} orders", m.lifetime_value_minor, m.orders),
-        );
+        out.insert("high-value".into(), fixed_rule("high-value"));
     }
     for (category, affinity) in &m.category_affinity {
         if *affinity > AFFINITY_THRESHOLD {
-            out.insert(
-                format!("{AFFINITY_PREFIX}{category}"),
-                format!("affinity {affinity:.2}"),
-            );
+            out.insert(format!("{AFFINITY_PREFIX}{category}"), affinity_rule(category));
         }
     }
     out

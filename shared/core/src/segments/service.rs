@@ -1,19 +1,26 @@
 //! The membership command path: [`reconcile`] (after a customer's commerce
-//! event, and daily for every buyer: [`reevaluate_buyers`]) and
+//! or lifecycle event, and daily for every buyer: [`reevaluate_buyers`]) and
 //! [`apply_request`] (a journey's `update_segment` step), both through the
 //! shared [`AggregateService`] over [`SegmentMembership`]; the
 //! [`SegmentEvaluator`] that runs them in the projector; and
 //! [`is_member_now`], the strongly consistent membership check.
+//!
+//! Membership follows the customer's lifecycle (decision 0065): a
+//! deactivated or erased customer is in no segment. Their reconcile is a
+//! [`MembershipCommand::LeaveAll`] (manual segments included), and a
+//! journey's request to join one is ignored; a reactivated customer's
+//! reconcile brings the computed segments back.
 
 use super::commands::{Desired, MembershipCommand};
 use super::membership::{MembershipError, SegmentMembership};
 use super::projections::members;
-use super::rules::{evaluate, is_computed};
+use super::rules::{evaluate, is_computed, DEACTIVATED, ERASED};
 use super::SEGMENT_EVALUATOR;
 use crate::aggregate::{AggregateError, AggregateService, Executed};
 use crate::clock::{Clock, SystemClock, VirtualClock};
 use crate::consumer::{Projection, ProjectionError};
 use crate::customer::metrics::profile_metrics;
+use crate::customer::{CustomerAggregate, CustomerStatus};
 use crate::event::{Actor, CommandMeta, EventEnvelope};
 use crate::failure::{Classify, Failure, FailureKind};
 use crate::ports::{EventStore, ReadModelStore, ReadOp, StoreError};
@@ -87,10 +94,39 @@ fn no_answer(_: &super::Membership, _: &[EventEnvelope]) -> (u16, Value) {
     (200, Value::Null)
 }
 
-/// Brings the customer's `segments-<id>` stream in line with their metrics at
-/// `now`; returns the events appended (none when it already was). The
-/// metrics are read again before each attempt. `cause` is the event that
-/// led here, for causation and correlation.
+/// Where a customer stands, as their customer stream says now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lifecycle {
+    /// Active, pending verification, or with no customer stream at all (an
+    /// anonymous profile's orders: nothing says it left).
+    Active,
+    Deactivated,
+    /// Erased, or being erased.
+    Erased,
+}
+
+/// The lifecycle of `customer_id`: one read of their customer stream
+/// (strongly consistent; the profile view may lag behind).
+async fn lifecycle(store: &dyn EventStore, customer_id: &str) -> Result<Lifecycle, StoreError> {
+    let loaded = AggregateService::<CustomerAggregate, _>::borrowing(store, Arc::new(SystemClock))
+        .load(customer_id)
+        .await;
+    match loaded {
+        Ok(Some(c)) if c.is_erased() => Ok(Lifecycle::Erased),
+        Ok(Some(c)) if c.status == CustomerStatus::Deactivated => Ok(Lifecycle::Deactivated),
+        Ok(_) => Ok(Lifecycle::Active),
+        Err(AggregateError::Store(e)) => Err(e),
+        Err(e) => Err(StoreError::Failed(format!("customer {customer_id} unreadable: {e}"))),
+    }
+}
+
+/// Brings the customer's `segments-<id>` stream in line with their metrics
+/// and lifecycle at `now`; returns the events appended (none when it already
+/// was). An active customer's computed segments follow their metrics (read
+/// again before each attempt); a deactivated or erased one leaves every
+/// segment, manual ones included, with a fixed reason ([`DEACTIVATED`],
+/// [`ERASED`]) and nothing else of theirs. `cause` is the event that led
+/// here, for causation and correlation.
 pub async fn reconcile(
     store: &dyn EventStore,
     docs: &dyn ReadModelStore,
@@ -98,15 +134,21 @@ pub async fn reconcile(
     now: DateTime<Utc>,
     cause: Option<&EventEnvelope>,
 ) -> Result<Vec<EventEnvelope>, SegmentError> {
-    let desired = || async move { profile_metrics(docs, customer_id, now).await.map(|m| evaluate(&m)) };
+    let command = match lifecycle(store, customer_id).await? {
+        Lifecycle::Active => MembershipCommand::Reconcile,
+        Lifecycle::Deactivated => MembershipCommand::LeaveAll { reason: DEACTIVATED },
+        Lifecycle::Erased => MembershipCommand::LeaveAll { reason: ERASED },
+    };
+    let active = command == MembershipCommand::Reconcile;
+    let desired = || async move {
+        if active {
+            profile_metrics(docs, customer_id, now).await.map(|m| evaluate(&m))
+        } else {
+            Ok(Desired::new())
+        }
+    };
     let done = memberships(store, now)
-        .execute_reading(
-            customer_id,
-            &MembershipCommand::Reconcile,
-            desired,
-            &meta(cause),
-            &no_answer,
-        )
+        .execute_reading(customer_id, &command, desired, &meta(cause), &no_answer)
         .await;
     appended(customer_id, done)
 }
@@ -127,6 +169,14 @@ pub async fn apply_request(
             segment,
             customer_id,
             "a computed segment is not writable by campaigns; request ignored"
+        );
+        return Ok(Vec::new());
+    }
+    if add && lifecycle(store, customer_id).await? != Lifecycle::Active {
+        tracing::info!(
+            segment,
+            customer_id,
+            "the customer is deactivated or erased and joins no segment; request ignored"
         );
         return Ok(Vec::new());
     }
@@ -181,7 +231,8 @@ pub async fn is_member_now(store: &dyn EventStore, segment: &str, customer_id: &
 }
 
 /// Re-evaluates a customer's segments after each of their commerce events
-/// (in the projector, after the profile metrics).
+/// and lifecycle events (deactivation, reactivation, erasure), in the
+/// projector, after the profile metrics.
 pub struct SegmentEvaluator {
     store: Arc<dyn EventStore>,
     clock: Arc<dyn Clock>,
@@ -202,7 +253,15 @@ impl Projection for SegmentEvaluator {
     fn handles(&self, event_type: &str) -> bool {
         matches!(
             event_type,
-            "OrderPlaced" | "PaymentSucceeded" | "RefundRequested" | "OrderAmended" | "SegmentMembershipRequested"
+            "OrderPlaced"
+                | "PaymentSucceeded"
+                | "RefundRequested"
+                | "OrderAmended"
+                | "SegmentMembershipRequested"
+                | "CustomerDeactivated"
+                | "CustomerReactivated"
+                | "CustomerErasureRequested"
+                | "CustomerErased"
         )
     }
 

@@ -420,7 +420,11 @@ async fn a_fixed_history_gives_the_hand_computed_metrics_and_segments_as_time_pa
             ("CustomerSegmentAdded", "loyal-customers")
         ]
     );
-    assert_eq!(events[events.len() - 1].data["reason"], "rfm 3-4-5");
+    // The reason is the segment's rule, never the customer's own scores.
+    assert_eq!(
+        events[events.len() - 1].data["reason"],
+        "RFM frequency >= 4 (not a champion)"
+    );
     assert_eq!(
         crate::bus::source_for(&events[events.len() - 2].event_type),
         "crm.segments"
@@ -729,4 +733,190 @@ fn segment_errors_say_their_kind() {
         std::error::Error::source(&unreadable).map(|s| s.to_string()).as_deref(),
         Some("event codec: bad")
     );
+}
+
+/// A customer-stream event of customer `id`.
+fn lifecycle(id: &str, t: &str, at: DateTime<Utc>, data: Value) -> EventEnvelope {
+    event(&crate::customer::stream_id(id), id, t, at, data)
+}
+
+fn registered(id: &str, at: DateTime<Utc>) -> EventEnvelope {
+    lifecycle(
+        id,
+        "CustomerRegistered",
+        at,
+        json!({
+            "customer_id": id, "email": format!("{id}@shop.example"), "first_name": "Ada", "last_name": "Lovelace",
+            "source": "web", "ip": "192.0.2.1", "user_agent": "test", "terms_accepted": true
+        }),
+    )
+}
+
+fn membership_request(id: &str, segment: &str, action: &str, at: DateTime<Utc>) -> EventEnvelope {
+    let mut e = event(
+        &format!("journey-{id}"),
+        id,
+        "SegmentMembershipRequested",
+        at,
+        json!({ "step_id": "mark", "segment": segment, "action": action }),
+    );
+    e.actor = "journey:vip@1".into();
+    e
+}
+
+#[tokio::test]
+async fn deactivated_and_erased_customers_leave_every_segment_and_reactivation_brings_back_the_computed_ones() {
+    let world = World::new(now());
+    let (leaving, erased) = (customer(0), customer(1));
+    let one_order = || Profile {
+        orders: 1,
+        amount: 5_000,
+        last_days_ago: 2,
+        spacing: 0,
+        categories: &["lamps"],
+        refund: 0,
+    };
+    let registered_at = now() - Duration::days(10);
+    world
+        .append(&[registered(&leaving, registered_at), registered(&erased, registered_at)])
+        .await;
+    world.append(&fixed_history(&[one_order(), one_order()])).await;
+    world
+        .append(&[
+            membership_request(&leaving, "vip", "add", now()),
+            membership_request(&erased, "vip", "add", now()),
+        ])
+        .await;
+    world.settle().await;
+    let everything = set(&["affinity-lamps", "buyers", "new-customers", "vip"]);
+    assert_eq!(world.segments_of(0).await, everything);
+    assert_eq!(world.segments_of(1).await, everything);
+
+    // Deactivated: out of every segment, manual included, one event each.
+    let before = world.all().await.len();
+    world
+        .append(&[lifecycle(
+            &leaving,
+            "CustomerDeactivated",
+            now(),
+            json!({ "reason": "customer-request", "previous_status": "active" }),
+        )])
+        .await;
+    world.settle().await;
+    assert!(world.segments_of(0).await.is_empty());
+    let left: Vec<(String, String, String)> = world.all().await[before + 1..]
+        .iter()
+        .map(|e| {
+            (
+                e.event_type.clone(),
+                e.data["segment"].as_str().unwrap_or("").to_string(),
+                e.data["reason"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let removed_all = |reason: &str| -> Vec<(String, String, String)> {
+        ["affinity-lamps", "buyers", "new-customers", "vip"]
+            .iter()
+            .map(|s| ("CustomerSegmentRemoved".to_string(), s.to_string(), reason.to_string()))
+            .collect()
+    };
+    assert_eq!(left, removed_all("customer deactivated"));
+    let buyers: Vec<String> = members(world.docs.as_ref(), "buyers", None, 10)
+        .await
+        .expect("members")
+        .into_iter()
+        .map(|m| m.customer_id)
+        .collect();
+    assert_eq!(buyers, [erased.clone()], "the deactivated buyer left buyers");
+
+    // While deactivated, neither a new paid order, a journey's request nor
+    // the daily re-evaluation puts them back.
+    world
+        .append(&paid_order(&leaving, "0-late", now(), 7_000, "lamps", 0))
+        .await;
+    world.append(&[membership_request(&leaving, "vip", "add", now())]).await;
+    world.settle().await;
+    reevaluate_buyers(world.store.as_ref(), world.docs.as_ref(), now())
+        .await
+        .expect("re-evaluate");
+    world.settle().await;
+    assert!(world.segments_of(0).await.is_empty());
+
+    // Reactivated: the computed segments come back; the manual one does not.
+    world
+        .append(&[lifecycle(
+            &leaving,
+            "CustomerReactivated",
+            now(),
+            json!({ "status": "active" }),
+        )])
+        .await;
+    world.settle().await;
+    assert_eq!(
+        world.segments_of(0).await,
+        set(&["affinity-lamps", "buyers", "new-customers"])
+    );
+
+    // Erased: out of every segment, manual included, and nothing on their
+    // segments stream says anything about them: each reason is a rule, the
+    // journey's request or the fixed "customer erased".
+    world
+        .append(&[
+            lifecycle(&erased, "CustomerErasureRequested", now(), json!({ "identifiers": [] })),
+            lifecycle(&erased, "CustomerErased", now(), json!({})),
+        ])
+        .await;
+    world.settle().await;
+    assert!(world.segments_of(1).await.is_empty());
+    world.append(&[membership_request(&erased, "vip", "add", now())]).await;
+    world.settle().await;
+    assert!(world.segments_of(1).await.is_empty(), "no segment after erasure");
+    let stream = world
+        .store
+        .read_stream(&stream_id(&erased), 0, 100)
+        .await
+        .expect("stream");
+    let removals: Vec<&EventEnvelope> = stream
+        .iter()
+        .filter(|e| e.event_type == "CustomerSegmentRemoved")
+        .collect();
+    assert_eq!(removals.len(), 4);
+    for e in &stream {
+        let fields: BTreeSet<&str> = e
+            .data
+            .as_object()
+            .map(|o| o.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        assert_eq!(
+            fields,
+            set(&["customer_id", "reason", "segment"])
+                .iter()
+                .map(String::as_str)
+                .collect()
+        );
+        let reason = e.data["reason"].as_str().unwrap_or("");
+        let segment = e.data["segment"].as_str().unwrap_or("");
+        let expected = match e.event_type.as_str() {
+            "CustomerSegmentRemoved" => ERASED.to_string(),
+            _ if segment == "vip" => "requested by journey:vip@1".to_string(),
+            _ => rule_of(segment).unwrap_or_default(),
+        };
+        assert_eq!(reason, expected, "{e:?}");
+    }
+}
+
+#[test]
+fn leaving_all_removes_every_segment_manual_included() {
+    use crate::testing::AggregateScenario;
+    AggregateScenario::<SegmentMembership>::new("c1", Desired::new())
+        .given(&[added("buyers", "first purchase"), added("vip", "requested")])
+        .when(MembershipCommand::LeaveAll { reason: DEACTIVATED })
+        .then_expect_events(&[
+            removed("buyers", "customer deactivated"),
+            removed("vip", "customer deactivated"),
+        ]);
+    AggregateScenario::<SegmentMembership>::new("c1", Desired::new())
+        .given(&[added("vip", "requested"), removed("vip", "requested")])
+        .when(MembershipCommand::LeaveAll { reason: ERASED })
+        .then_expect_events(&[]);
 }
