@@ -107,8 +107,8 @@ async fn a_deactivated_buyer_leaves_every_segment_and_comes_back_to_the_computed
     assert_eq!(deactivated.status, 200, "{:?}", deactivated.body);
     api.runtime.bus.settle().await.expect("settle");
     assert!(segments_of(&api, &leaving).await.is_empty());
-    assert_eq!(members(&api, "buyers").await, [staying.clone()]);
-    assert_eq!(members(&api, "welcomed").await, [staying.clone()]);
+    assert_eq!(members(&api, "buyers").await, [staying.as_str()]);
+    assert_eq!(members(&api, "welcomed").await, [staying.as_str()]);
     let left: Vec<(String, String, String)> = membership_events(&api, &leaving).await[before..].to_vec();
     let expected: Vec<(String, String, String)> = all
         .iter()

@@ -827,7 +827,7 @@ async fn deactivated_and_erased_customers_leave_every_segment_and_reactivation_b
         .into_iter()
         .map(|m| m.customer_id)
         .collect();
-    assert_eq!(buyers, [erased.clone()], "the deactivated buyer left buyers");
+    assert_eq!(buyers, [erased.as_str()], "the deactivated buyer left buyers");
 
     // While deactivated, neither a new paid order, a journey's request nor
     // the daily re-evaluation puts them back.
