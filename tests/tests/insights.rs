@@ -85,8 +85,9 @@ async fn a_customers_funnel_and_the_periods() {
     let buyer = register(&api, "buyer@example.com").await;
     let browser = register(&api, "browser@example.com").await;
 
-    // buyer: PageViewed 2 h ago, a cart with an item 1 h ago... (the API's
-    // events happen now), checkout and an order.
+    // buyer: PageViewed 2 h ago, a review read 1 h ago (consideration; a
+    // product view would be awareness, decision 0066), a cart with an item
+    // (the API's events happen now), checkout and an order.
     append(
         &api,
         &format!("activity-{buyer}"),
@@ -99,10 +100,10 @@ async fn a_customers_funnel_and_the_periods() {
     append(
         &api,
         &format!("activity-{buyer}"),
-        "ProductViewed",
+        "ReviewRead",
         &buyer,
         now - Duration::hours(1),
-        json!({ "product_id": "sku-1", "name": "Beans", "category": "coffee" }),
+        json!({ "product_id": "sku-1" }),
     )
     .await;
     let cart = api
@@ -154,7 +155,7 @@ async fn a_customers_funnel_and_the_periods() {
     );
     assert_eq!(
         f.body["stages"][0]["time_in_stage_seconds"], 3600,
-        "awareness until the product view"
+        "awareness until the review read"
     );
     assert_eq!(
         f.body["stages"][1]["time_in_stage_seconds"], 3600,
@@ -169,7 +170,7 @@ async fn a_customers_funnel_and_the_periods() {
     assert_eq!(f.body["drop_off"]["next_expected_stage"], "consideration");
     assert_eq!(f.body["drop_off"]["seconds_since_last_activity"], 3 * 3600);
     assert_eq!(f.body["conversion_rate"], 0.2);
-    // Only the period before the buyer's product view: awareness only.
+    // Only the period before the buyer's review read: awareness only.
     let early = api
         .call(
             "GET",
@@ -285,13 +286,11 @@ async fn an_orders_attribution_under_the_five_models_and_the_periods() {
     assert_eq!(split("first-touch"), vec![s("cpc", 10_000, 3000)]);
     assert_eq!(split("last-touch"), vec![s("email", 10_000, 3000)]);
     assert_eq!(split("linear"), vec![s("cpc", 5_000, 1500), s("email", 5_000, 1500)]);
-    // Ages 14 and 7 days, half-life 7: weights 1/4 and 1/2 = 1 : 2 →
-    // 3 333.33 bp → 3 333 r 1 and 6 666 r 2, the unit to the larger
-    // remainder: 3 333 / 6 667; 3 000 → 1 000 / 2 000.
-    assert_eq!(
-        split("time-decay"),
-        vec![s("cpc", 3_333, 1000), s("email", 6_667, 2000)]
-    );
+    // Ages 14 and 7 days, the seed's exp(-age / 7 d) (decision 0066):
+    // weights e^-2 and e^-1 = 0.2689 : 0.7311 → 2 689.41 and 7 310.59 bp,
+    // the unit to the larger remainder: 2 689 / 7 311; of 3 000: 806.82 and
+    // 2 193.18 → 807 / 2 193.
+    assert_eq!(split("time-decay"), vec![s("cpc", 2_689, 807), s("email", 7_311, 2193)]);
     // Two touchpoints: 50/50 (the seed's 40 + 40, scaled).
     assert_eq!(
         split("position-based"),
@@ -309,9 +308,9 @@ async fn an_orders_attribution_under_the_five_models_and_the_periods() {
     assert_eq!(r.body["orders"], 1);
     assert_eq!(r.body["revenue_minor"]["EUR"], 3000);
     assert_eq!(r.body["channels"][0]["channel"], "cpc");
-    assert_eq!(r.body["channels"][0]["value_minor"]["EUR"], 1000);
+    assert_eq!(r.body["channels"][0]["value_minor"]["EUR"], 807);
     assert_eq!(r.body["channels"][1]["channel"], "email");
-    assert_eq!(r.body["channels"][1]["conversions"], 0.6667);
+    assert_eq!(r.body["channels"][1]["conversions"], 0.7311);
     assert_eq!(r.body["campaigns"][0]["campaign"], "autumn");
     // A period before the order: nothing.
     let url = format!(
@@ -471,14 +470,15 @@ async fn activity_and_an_order_through_the_api_are_attributed_and_in_the_funnel(
         })
         .collect();
     assert_eq!(touches, vec![("cpc", "autumn"), ("email", "beans")]);
-    // Time decay: ages 7 d and 0 → weights 1/2 and 1 → 1 000 and 2 000 of 3 000.
+    // Time decay: ages 7 d and 0 → weights e^-1 and 1 (0.2689 : 0.7311) →
+    // 807 and 2 193 of 3 000 (decision 0066).
     let values: Vec<i64> = a.body["models"]["time-decay"]["touchpoints"]
         .as_array()
         .expect("credits")
         .iter()
         .map(|c| c["value_minor"].as_i64().unwrap_or(-1))
         .collect();
-    assert_eq!(values, vec![1000, 2000]);
+    assert_eq!(values, vec![807, 2193]);
     assert_eq!(a.body["models"]["first-touch"]["campaigns"][0]["campaign"], "autumn");
     assert_eq!(a.body["models"]["last-touch"]["campaigns"][0]["campaign"], "beans");
 
@@ -494,10 +494,8 @@ async fn activity_and_an_order_through_the_api_are_attributed_and_in_the_funnel(
             )
         })
         .collect();
-    // Awareness for the week until the product view; consideration until the order (same instant).
-    assert_eq!(
-        stages,
-        vec![("awareness", 7 * 86_400), ("consideration", 0), ("purchase", -1)]
-    );
+    // Awareness for the week until the order: the product view (at the
+    // order's instant) is awareness too, as the seed has it (decision 0066).
+    assert_eq!(stages, vec![("awareness", 7 * 86_400), ("purchase", -1)]);
     no_dead_letters(&api).await;
 }

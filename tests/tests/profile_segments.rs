@@ -37,6 +37,18 @@ async fn segments_of(api: &TestApi, id: &str) -> Vec<String> {
     out
 }
 
+/// A paid order, shipped and delivered at once: the RFM scores count
+/// deliveries (seed 000, decision 0066). Returns the order id.
+async fn delivered_order(api: &TestApi, id: &str, total: i64, name: &str, category: &str) -> String {
+    let order = api.paid_order(id, total, name, category).await;
+    let shipped = json!({ "carrier": "UPS", "tracking_number": "1Z999" }).to_string();
+    for (step, body) in [("ship", shipped.as_str()), ("deliver", "{}")] {
+        let done = api.call("POST", &format!("/orders/{order}/{step}"), Some(body)).await;
+        assert_eq!(done.status, 200, "{step}: {:?}", done.body);
+    }
+    order
+}
+
 async fn advance(api: &TestApi, days: i64) {
     api.runtime
         .advance(Duration::days(days))
@@ -148,7 +160,7 @@ async fn windowed_metrics_fall_as_the_clock_moves_and_segments_follow_recency() 
     );
     assert!(segments_of(&api, &id).await.is_empty());
 
-    api.paid_order(&id, 12_000, "Thing", "Kitchen").await;
+    delivered_order(&api, &id, 12_000, "Thing", "Kitchen").await;
     // An order placed but never paid is not a transaction.
     let unpaid = json!({
         "customer_id": id,
@@ -165,7 +177,7 @@ async fn windowed_metrics_fall_as_the_clock_moves_and_segments_follow_recency() 
         assert_eq!(l.status, 201, "{:?}", l.body);
     }
     advance(&api, 10).await;
-    let second = api.paid_order(&id, 8_000, "Thing", "kitchen").await;
+    let second = delivered_order(&api, &id, 8_000, "Thing", "kitchen").await;
     let refund = json!({ "refund_type": "partial", "amount_minor": 3_000, "reason": "quality-issue" }).to_string();
     let refunded = api
         .call("POST", &format!("/orders/{second}/refunds"), Some(&refund))
@@ -249,7 +261,7 @@ async fn segments_list_their_rules_counts_and_members_page_by_page() {
     let mut ids = Vec::new();
     for n in 0..3 {
         let id = customer(&api, &format!("buyer{n}@example.com")).await;
-        api.paid_order(&id, 2_000 + n * 1_000, "Thing", "garden").await;
+        delivered_order(&api, &id, 2_000 + n * 1_000, "Thing", "garden").await;
         ids.push(id);
     }
     ids.sort();
@@ -323,12 +335,12 @@ async fn campaigns_trigger_on_segment_events_and_entry_segment_is_enforced() {
     // Five orders of 200.00: R5 F4 M5, a champion, but not yet high value
     // (more than five orders needed): the trigger matches, entry refuses.
     for _ in 0..5 {
-        api.paid_order(&id, 20_000, "Thing", "books").await;
+        delivered_order(&api, &id, 20_000, "Thing", "books").await;
     }
     assert!(segments_of(&api, &id).await.contains(&"champions".to_string()));
     assert_eq!(vip_journeys(&api).await, 0, "not in high-value: no journey");
     // The sixth makes them high value: one journey.
-    api.paid_order(&id, 20_000, "Thing", "books").await;
+    delivered_order(&api, &id, 20_000, "Thing", "books").await;
     assert!(segments_of(&api, &id).await.contains(&"high-value".to_string()));
     assert_eq!(vip_journeys(&api).await, 1);
 }

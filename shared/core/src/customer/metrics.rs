@@ -42,6 +42,7 @@ pub const METRIC_EVENT_TYPES: &[&str] = &[
     "PaymentSucceeded",
     "RefundRequested",
     "OrderAmended",
+    "OrderDelivered",
     "CustomerLoggedIn",
     super::day_summary::ACTIVITY_DAY_SUMMARIZED,
 ];
@@ -71,6 +72,9 @@ pub struct OrderFacts {
     /// What amendments of the paid order changed its value by (signed).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub amendments: Vec<Movement>,
+    /// When the order was delivered (`OrderDelivered`): the RFM's purchase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_at: Option<DateTime<Utc>>,
 }
 
 impl OrderFacts {
@@ -129,6 +133,12 @@ pub struct ProfileMetrics {
     pub order_frequency_per_month: f64,
     /// Share of each category in the quantities of paid orders' items (0 to 1).
     pub category_affinity: BTreeMap<String, f64>,
+    /// Delivered orders, ever (the RFM frequency, seed 000).
+    #[serde(default)]
+    pub delivered_orders: u64,
+    /// Whole days since the last delivery (the RFM recency), `None` before one.
+    #[serde(default)]
+    pub days_since_last_delivery: Option<i64>,
 }
 
 fn day_window(now: DateTime<Utc>, days: i64) -> NaiveDate {
@@ -176,6 +186,8 @@ impl ProfileMetrics {
             .unwrap_or(1.0);
         let login_from = day_window(now, LOGIN_WINDOW_DAYS);
         let today = now.date_naive();
+        let delivered: Vec<DateTime<Utc>> = orders.iter().filter_map(|o| o.delivered_at).collect();
+        let last_delivery = delivered.iter().max().copied();
         let logins_7d = activity
             .map(|a| a.logins_by_day.range(login_from..=today).map(|(_, n)| n).sum())
             .unwrap_or(0);
@@ -196,6 +208,8 @@ impl ProfileMetrics {
             average_order_value_minor: if count == 0 { 0 } else { ltv / count as i64 },
             order_frequency_per_month: if count == 0 { 0.0 } else { round2(count as f64 / months) },
             category_affinity,
+            delivered_orders: delivered.len() as u64,
+            days_since_last_delivery: last_delivery.map(|l| (now - l).num_days().max(0)),
         }
     }
 }
@@ -352,6 +366,11 @@ impl Projection for ProfileMetricsProjection {
                     });
                 }
             }
+            "OrderDelivered" => {
+                let at = event.data.get("delivered_at").and_then(Value::as_str);
+                let at = at.and_then(|t| DateTime::parse_from_rfc3339(t).ok());
+                facts.delivered_at = Some(at.map_or(event.occurred_at, |t| t.with_timezone(&Utc)));
+            }
             _ => return Ok(Vec::new()),
         }
         Ok(vec![ReadOp::Put {
@@ -437,6 +456,7 @@ mod tests {
                 .into_iter()
                 .collect(),
             amendments: Vec::new(),
+            delivered_at: None,
         }
     }
 

@@ -56,12 +56,19 @@ impl Stage {
 }
 
 /// The stage an event type shows (decision 0012's activity, cart and order
-/// events, mapped as the seed's analyzer does).
+/// events, mapped as the seed's analyzer does; decision 0066). Awareness is
+/// finding products: the seed's `PageViewed` and `ProductViewed` (its
+/// analyzer) and `SearchPerformed` (its "awareness stage events"), with
+/// Segment's list views and clicks, which are the same browsing.
+/// Consideration is weighing one: comparing, reading reviews, watching a
+/// video, wishlisting, reviewing.
 pub fn stage_of(event_type: &str) -> Option<Stage> {
     Some(match event_type {
-        "PageViewed" | "SessionStarted" => Stage::Awareness,
-        "ProductViewed" | "SearchPerformed" | "ProductCompared" | "ReviewRead" | "VideoWatched"
-        | "ProductListViewed" | "ProductClicked" | "ProductWishlisted" | "ProductReviewed" => Stage::Consideration,
+        "PageViewed" | "SessionStarted" | "ProductViewed" | "SearchPerformed" | "ProductListViewed"
+        | "ProductClicked" => Stage::Awareness,
+        "ProductCompared" | "ReviewRead" | "VideoWatched" | "ProductWishlisted" | "ProductReviewed" => {
+            Stage::Consideration
+        }
         "CartCreated" | "ItemAddedToCart" | "ShoppingCartViewed" | "CouponChanged" => Stage::Intent,
         "CheckoutStarted" | "CheckoutStepViewed" | "CheckoutStepCompleted" => Stage::Checkout,
         "OrderPlaced" | "PaymentSucceeded" => Stage::Purchase,

@@ -38,9 +38,9 @@ pub use projections::{
     all_segments, customer_segments, is_member, member_count, members, Member, SegmentMembersProjection,
 };
 pub use rules::{
-    affinity_rule, evaluate, is_computed, rule_of, score_frequency, score_monetary, score_recency, Rfm,
+    affinity_rule, evaluate, is_computed, recency_days, rule_of, score_frequency, score_monetary, score_recency, Rfm,
     SegmentDefinition, AFFINITY_PREFIX, AFFINITY_THRESHOLD, DEACTIVATED, ERASED, HIGH_VALUE_LTV_MINOR,
-    HIGH_VALUE_MIN_ORDERS, MANUAL_RULE, SEGMENTS,
+    HIGH_VALUE_MIN_ORDERS, MANUAL_RULE, NEVER_BOUGHT_RECENCY_DAYS, SEGMENTS,
 };
 pub use service::{apply_request, is_member_now, reconcile, reevaluate_buyers, SegmentError, SegmentEvaluator};
 

@@ -93,7 +93,11 @@ pub struct Rfm {
     pub monetary: u8,
 }
 
-/// Recency: days since the last paid order (<= 30: 5, <= 60: 4, <= 90: 3, <= 180: 2, else 1).
+/// The recency, in days, of a customer who never bought (no delivered
+/// order), as in seed 000's `calculateRFMSegments`: it scores 1.
+pub const NEVER_BOUGHT_RECENCY_DAYS: i64 = 999;
+
+/// Recency: days since the last delivered order (<= 30: 5, <= 60: 4, <= 90: 3, <= 180: 2, else 1).
 pub fn score_recency(days: i64) -> u8 {
     match days {
         ..=30 => 5,
@@ -104,7 +108,7 @@ pub fn score_recency(days: i64) -> u8 {
     }
 }
 
-/// Frequency: paid orders (1: 1, 2: 2, 3-4: 3, 5-7: 4, 8+: 5).
+/// Frequency: delivered orders (0-1: 1, 2: 2, 3-4: 3, 5-7: 4, 8+: 5).
 pub fn score_frequency(orders: u64) -> u8 {
     match orders {
         0 | 1 => 1,
@@ -126,13 +130,23 @@ pub fn score_monetary(ltv_minor: i64) -> u8 {
     }
 }
 
+/// The RFM recency in days: since the last delivered order, or
+/// [`NEVER_BOUGHT_RECENCY_DAYS`] without one.
+pub fn recency_days(m: &ProfileMetrics) -> i64 {
+    m.days_since_last_delivery.unwrap_or(NEVER_BOUGHT_RECENCY_DAYS)
+}
+
 impl Rfm {
-    /// The scores of a buyer; `None` before the first paid order.
+    /// The scores of a buyer, as seed 000 computes them: recency and
+    /// frequency on delivered orders (the seed's purchase is
+    /// `OrderDelivered`; never delivered is 999 days), monetary on the
+    /// lifetime value (paid less refunded; the seed sums payments, decision
+    /// 0066). `None` before the first paid order: only buyers are scored.
     pub fn of(m: &ProfileMetrics) -> Option<Rfm> {
-        let days = m.days_since_last_transaction?;
+        m.days_since_last_transaction?;
         Some(Rfm {
-            recency: score_recency(days),
-            frequency: score_frequency(m.orders),
+            recency: score_recency(recency_days(m)),
+            frequency: score_frequency(m.delivered_orders),
             monetary: score_monetary(m.lifetime_value_minor),
         })
     }

@@ -255,6 +255,7 @@ impl Projection for SegmentEvaluator {
             event_type,
             "OrderPlaced"
                 | "PaymentSucceeded"
+                | "OrderDelivered"
                 | "RefundRequested"
                 | "OrderAmended"
                 | "SegmentMembershipRequested"

@@ -36,8 +36,8 @@ fn event(stream: &str, customer_id: &str, t: &str, at: DateTime<Utc>, data: Valu
     e
 }
 
-/// The events of one paid order (decision 0012's field names), with an
-/// optional refund a day later.
+/// The events of one paid order (decision 0012's field names), delivered
+/// when paid (the RFM counts deliveries), with an optional refund a day later.
 fn paid_order(
     customer_id: &str,
     order: &str,
@@ -73,6 +73,13 @@ fn paid_order(
             "PaymentSucceeded",
             at,
             json!({ "order_id": order, "payment_id": format!("pay-{order}"), "amount_minor": amount, "currency": "EUR", "transaction_id": format!("tx-{order}") }),
+        ),
+        event(
+            &stream,
+            customer_id,
+            "OrderDelivered",
+            at,
+            json!({ "order_id": order, "delivered_at": at, "items": [], "total_minor": amount, "currency": "EUR" }),
         ),
     ];
     if refund > 0 {
@@ -442,9 +449,12 @@ fn random_history(customers: usize, rng: &mut Rng) -> Vec<EventEnvelope> {
             let refund = if rng.below(4) == 0 { amount / 2 } else { 0 };
             let category = categories[rng.below(4) as usize];
             let mut order = paid_order(&id, &format!("{n}-{j}"), at, amount, category, refund);
-            if rng.below(5) == 0 {
+            match rng.below(5) {
                 // Never paid.
-                order.truncate(2);
+                0 => order.truncate(2),
+                // Paid, not delivered yet.
+                1 => order.retain(|e| e.event_type != "OrderDelivered"),
+                _ => {}
             }
             out.extend(order);
         }
@@ -858,8 +868,9 @@ async fn deactivated_and_erased_customers_leave_every_segment_and_reactivation_b
     );
 
     // Erased: out of every segment, manual included, and nothing on their
-    // segments stream says anything about them: each reason is a rule, the
-    // journey's request or the fixed "customer erased".
+    // segments stream says anything about them: each reason is a rule (or
+    // "no longer matches: " and one), the journey's request or the fixed
+    // "customer erased".
     world
         .append(&[
             lifecycle(&erased, "CustomerErasureRequested", now(), json!({ "identifiers": [] })),
@@ -876,11 +887,11 @@ async fn deactivated_and_erased_customers_leave_every_segment_and_reactivation_b
         .read_stream(&stream_id(&erased), 0, 100)
         .await
         .expect("stream");
-    let removals: Vec<&EventEnvelope> = stream
+    let erasures = stream
         .iter()
-        .filter(|e| e.event_type == "CustomerSegmentRemoved")
-        .collect();
-    assert_eq!(removals.len(), 4);
+        .filter(|e| e.event_type == "CustomerSegmentRemoved" && e.data["reason"] == ERASED)
+        .count();
+    assert_eq!(erasures, 4);
     for e in &stream {
         let fields: BTreeSet<&str> = e
             .data
@@ -897,7 +908,9 @@ async fn deactivated_and_erased_customers_leave_every_segment_and_reactivation_b
         let reason = e.data["reason"].as_str().unwrap_or("");
         let segment = e.data["segment"].as_str().unwrap_or("");
         let expected = match e.event_type.as_str() {
-            "CustomerSegmentRemoved" => ERASED.to_string(),
+            // Erased, or left when the metrics changed (paid, then delivered).
+            "CustomerSegmentRemoved" if reason == ERASED => ERASED.to_string(),
+            "CustomerSegmentRemoved" => format!("no longer matches: {}", rule_of(segment).unwrap_or_default()),
             _ if segment == "vip" => "requested by journey:vip@1".to_string(),
             _ => rule_of(segment).unwrap_or_default(),
         };
@@ -919,4 +932,71 @@ fn leaving_all_removes_every_segment_manual_included() {
         .given(&[added("vip", "requested"), removed("vip", "requested")])
         .when(MembershipCommand::LeaveAll { reason: ERASED })
         .then_expect_events(&[]);
+}
+
+fn at_days_ago(days: i64) -> DateTime<Utc> {
+    now() - Duration::days(days)
+}
+
+/// Seed 000's `calculateRFMSegments`: recency and frequency count
+/// `OrderDelivered`, and a customer with none has recency 999 days.
+#[test]
+fn rfm_counts_delivered_orders_and_gives_999_days_to_who_never_received_one() {
+    let paid = |id: &str, days: i64, delivered: Option<i64>| metrics::OrderFacts {
+        order_id: id.into(),
+        payments: vec![metrics::Movement {
+            id: format!("pay-{id}"),
+            at: at_days_ago(days),
+            amount_minor: 10_000,
+            currency: "EUR".into(),
+        }],
+        delivered_at: delivered.map(at_days_ago),
+        ..metrics::OrderFacts::default()
+    };
+    // Three paid orders, one delivered 3 days ago: frequency 1 (not 3),
+    // recency 3 days (not the last payment's 2).
+    let m = ProfileMetrics::compute(
+        &[paid("o1", 40, Some(3)), paid("o2", 10, None), paid("o3", 2, None)],
+        None,
+        now(),
+    );
+    assert_eq!((m.orders, m.delivered_orders, recency_days(&m)), (3, 1, 3));
+    let rfm = Rfm::of(&m).expect("a buyer");
+    assert_eq!((rfm.recency, rfm.frequency, rfm.monetary), (5, 1, 3));
+    assert_eq!(rfm.segment(), "new-customers");
+    // Paid, never delivered: 999 days, recency 1, frequency 1.
+    let m = ProfileMetrics::compute(&[paid("o1", 1, None), paid("o2", 0, None)], None, now());
+    assert_eq!((m.delivered_orders, recency_days(&m)), (0, NEVER_BOUGHT_RECENCY_DAYS));
+    assert_eq!(NEVER_BOUGHT_RECENCY_DAYS, 999);
+    let rfm = Rfm::of(&m).expect("a buyer");
+    assert_eq!((rfm.recency, rfm.frequency, rfm.segment()), (1, 1, "needs-attention"));
+    // Five deliveries make frequency 4, whatever was paid.
+    let five: Vec<metrics::OrderFacts> = (0..5).map(|n| paid(&format!("o{n}"), 20, Some(20 - n))).collect();
+    let m = ProfileMetrics::compute(&five, None, now());
+    assert_eq!((m.delivered_orders, recency_days(&m)), (5, 16));
+    assert_eq!(Rfm::of(&m).map(|r| (r.recency, r.frequency)), Some((5, 4)));
+    // Who never paid is not scored (and is in no segment).
+    assert_eq!(Rfm::of(&ProfileMetrics::compute(&[], None, now())), None);
+}
+
+#[tokio::test]
+async fn a_buyer_moves_from_needs_attention_to_new_customers_when_the_order_is_delivered() {
+    let world = World::new(now());
+    let id = customer(0);
+    let mut order = paid_order(&id, "0-0", now() - Duration::hours(2), 5_000, "lamps", 0);
+    let delivered = order.pop().expect("the delivery");
+    assert_eq!(delivered.event_type, "OrderDelivered");
+    world.append(&order).await;
+    world.settle().await;
+    assert_eq!(
+        world.segments_of(0).await,
+        set(&["affinity-lamps", "buyers", "needs-attention"]),
+        "paid, not delivered: recency 999 days"
+    );
+    world.append(&[delivered]).await;
+    world.settle().await;
+    assert_eq!(
+        world.segments_of(0).await,
+        set(&["affinity-lamps", "buyers", "new-customers"])
+    );
 }

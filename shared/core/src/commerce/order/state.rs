@@ -33,7 +33,9 @@ impl OrderStatus {
         }
     }
 
-    /// The seed's can-be-cancelled rule: not once shipped, nor twice.
+    /// Not once shipped, nor twice. The seed's `canBeCancelled` allows
+    /// pending payment and confirmed; a failed payment is allowed here too,
+    /// which is ours, not the seed's (such an order has nothing to refund).
     pub fn can_be_cancelled(self) -> bool {
         matches!(
             self,
@@ -41,7 +43,9 @@ impl OrderStatus {
         )
     }
 
-    /// The seed's can-be-refunded rule: paid and not cancelled or fully refunded.
+    /// Paid and not cancelled or fully refunded. This is not the seed's
+    /// `canBeRefunded`, which also requires the order not to be delivered: a
+    /// delivered (completed) order is refundable here (issue 19 item 8).
     pub fn can_be_refunded(self) -> bool {
         matches!(
             self,

@@ -1,7 +1,7 @@
 //! The credit of an order under each model: pure, in whole basis points
 //! and whole minor units, split by largest remainder.
 
-use super::{Model, Touchpoint, DIRECT, FULL_CREDIT, HALF_LIFE_DAYS, LOOKBACK_DAYS};
+use super::{Model, Touchpoint, DECAY_DAYS, DIRECT, FULL_CREDIT, LOOKBACK_DAYS};
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -54,7 +54,7 @@ pub fn allocate(total: i64, weights: &[u128]) -> Vec<i64> {
         .collect()
 }
 
-/// Time-decay weights are exact integers: 2^(-age / half-life) scaled by 2^40.
+/// Time-decay weights are exact integers: exp(-age / 7 d) scaled by 2^40.
 const DECAY_SCALE: f64 = (1u64 << 40) as f64;
 
 /// Each touchpoint's weight under `model` (touchpoints oldest first).
@@ -68,18 +68,19 @@ pub fn weights(model: Model, touches: &[Touchpoint], order_at: DateTime<Utc>) ->
         Model::LastTouch => (0..n).map(|i| u128::from(i == n - 1)).collect(),
         Model::Linear => vec![1; n],
         Model::TimeDecay => {
-            let half_life = Duration::days(HALF_LIFE_DAYS).num_milliseconds() as f64;
+            let decay = Duration::days(DECAY_DAYS).num_milliseconds() as f64;
             touches
                 .iter()
                 .map(|t| {
                     let age = (order_at - t.at).num_milliseconds().max(0) as f64;
-                    ((2f64.powf(-age / half_life) * DECAY_SCALE).round() as u128).max(1)
+                    (((-age / decay).exp() * DECAY_SCALE).round() as u128).max(1)
                 })
                 .collect()
         }
-        // The seed's rules: one touchpoint takes it all; two share the 40 and
-        // 40 equally (50/50, so credits reach 100 %); otherwise 40 % first,
-        // 40 % last and 20 % split evenly over the middle.
+        // 40 % first, 40 % last and 20 % split evenly over the middle, as the
+        // seed has it; one touchpoint takes it all, as the seed does (it falls
+        // back to first touch). Two: 50/50, which is ours, not the seed's:
+        // its code gives 40 + 40 and leaves 20 % to no one (decision 0013).
         Model::PositionBased => match n {
             1 => vec![1],
             2 => vec![1, 1],

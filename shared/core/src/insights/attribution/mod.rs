@@ -32,9 +32,10 @@ pub const ATTRIBUTION: &str = "attribution";
 /// Touchpoints older than this before an order are not credited.
 pub const LOOKBACK_DAYS: i64 = 30;
 
-/// The time-decay model's half-life: a touchpoint 7 days before the order
-/// weighs half as much as one at the order.
-pub const HALF_LIFE_DAYS: i64 = 7;
+/// The time-decay model's decay time, as the seed has it (`exp(-age / 7 d)`,
+/// decision 0066): a touchpoint 7 days before the order weighs 1/e (0.37)
+/// of one at the order, and half of it after 7 · ln 2 = 4.85 days.
+pub const DECAY_DAYS: i64 = 7;
 
 /// 100 % in basis points.
 pub const FULL_CREDIT: i64 = 10_000;

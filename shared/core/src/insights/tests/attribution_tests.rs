@@ -66,14 +66,17 @@ fn position_based_follows_the_seed_for_one_and_two_touchpoints() {
 }
 
 #[test]
-fn time_decay_halves_the_weight_every_seven_days() {
+fn time_decay_weighs_touchpoints_by_exp_of_minus_age_over_seven_days() {
+    // The seed's weight, exp(-age / 7 d), scaled by 2^40 and rounded:
+    // e^-2 · 2^40, e^-1 · 2^40, 2^40 (a half-life would give 2^38, 2^39, 2^40).
     let w = attr::weights(
         Model::TimeDecay,
         &[touch(14, "a", None), touch(7, "b", None), touch(0, "c", None)],
         t(),
     );
-    assert_eq!(w, vec![1u128 << 38, 1 << 39, 1 << 40]);
-    // 1:2:4 of 700 → 100, 200, 400.
+    assert_eq!(w, vec![148_802_717_567, 404_487_723_188, 1 << 40]);
+    // e^-2 : e^-1 : 1 of 700: 63.02, 171.31, 465.67 → floors 63, 171, 465
+    // (699); the unit left goes to the largest remainder (0.67, the newest).
     let a = attribute(
         Model::TimeDecay,
         &[touch(14, "a", None), touch(7, "b", None), touch(0, "c", None)],
@@ -82,7 +85,7 @@ fn time_decay_halves_the_weight_every_seven_days() {
     );
     assert_eq!(
         a.touches.iter().map(|c| c.value_minor).collect::<Vec<_>>(),
-        vec![100, 200, 400]
+        vec![63, 171, 466]
     );
 }
 
@@ -249,31 +252,30 @@ async fn the_fixed_history_gives_the_hand_computed_attribution() {
         vec![(Some("autumn"), 2_500, 2_501), (Some("welcome"), 7_500, 7_500)]
     );
 
-    // Time decay, half-life 7 d: ages 21, 14, 7, 0 d → weights 1/8, 1/4,
-    // 1/2, 1 = 1 : 2 : 4 : 8 (sum 15).
-    // Credit: 10 000 · w / 15 = 666 r 10, 1 333 r 5, 2 666 r 10, 5 333 r 5
-    //   (floors 9 998; the 2 left go to the remainders 10, 10: t1 and t3)
-    //   → 667, 1 333, 2 667, 5 333.
-    // Value: 10 001 · w / 15 = 666 r 11, 1 333 r 7, 2 666 r 14, 5 333 r 13
-    //   (floors 9 998; 3 left to r 14, r 13, r 11: t3, t4, t1)
-    //   → 667, 1 333, 2 667, 5 334.
+    // Time decay, exp(-age / 7 d): ages 21, 14, 7, 0 d → weights e^-3, e^-2,
+    // e^-1, 1 (as integers scaled by 2^40; sum 1.5530).
+    // Credit: 10 000 · w / sum = 320.59, 871.44, 2 368.83, 6 439.14 (floors
+    //   9 998; the 2 left to the remainders 0.83 and 0.59: t3 and t1)
+    //   → 321, 871, 2 369, 6 439.
+    // Value: 10 001 · w / sum = 320.62, 871.53, 2 369.07, 6 439.79 (floors
+    //   9 999; 2 left to 0.79 and 0.62: t4 and t1) → 321, 871, 2 369, 6 440.
     assert_eq!(
         per_touch(Model::TimeDecay),
-        vec![(667, 667), (1_333, 1_333), (2_667, 2_667), (5_333, 5_334)]
+        vec![(321, 321), (871, 871), (2_369, 2_369), (6_439, 6_440)]
     );
-    // email = t2 + t4 = 1 333 + 5 333 = 6 666 bp, 1 333 + 5 334 = 6 667.
+    // email = t2 + t4 = 871 + 6 439 = 7 310 bp, 871 + 6 440 = 7 311.
     assert_eq!(
         rows(&model(Model::TimeDecay).channels),
         vec![
-            (Some("cpc"), 667, 667),
-            (Some("email"), 6_666, 6_667),
-            (Some("sms"), 2_667, 2_667)
+            (Some("cpc"), 321, 321),
+            (Some("email"), 7_310, 7_311),
+            (Some("sms"), 2_369, 2_369)
         ]
     );
-    // welcome = 1 333 + 2 667 + 5 333 = 9 333 bp; 1 333 + 2 667 + 5 334 = 9 334.
+    // welcome = 871 + 2 369 + 6 439 = 9 679 bp; 871 + 2 369 + 6 440 = 9 680.
     assert_eq!(
         rows(&model(Model::TimeDecay).campaigns),
-        vec![(Some("autumn"), 667, 667), (Some("welcome"), 9_333, 9_334)]
+        vec![(Some("autumn"), 321, 321), (Some("welcome"), 9_679, 9_680)]
     );
 
     // Position based, 4 touchpoints: 40 / 10 / 10 / 40 (20 % over 2 middle).

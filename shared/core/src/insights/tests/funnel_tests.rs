@@ -117,3 +117,48 @@ async fn the_fixed_history_gives_the_hand_computed_funnels() {
         vec![4, 3, 2, 0, 0]
     );
 }
+
+/// Seed 000's analyzer puts `ProductViewed` in awareness with `PageViewed`
+/// (and its event list `SearchPerformed`); consideration is comparing,
+/// reviews and videos (decision 0066).
+#[tokio::test]
+async fn a_product_view_is_awareness_as_the_seed_says() {
+    for event_type in ["PageViewed", "ProductViewed", "SearchPerformed"] {
+        assert_eq!(funnel::stage_of(event_type), Some(Stage::Awareness), "{event_type}");
+    }
+    for event_type in ["ProductCompared", "ReviewRead", "VideoWatched"] {
+        assert_eq!(funnel::stage_of(event_type), Some(Stage::Consideration), "{event_type}");
+    }
+    // A shopper who views a product and adds it to a cart skipped
+    // consideration: awareness from the product view for an hour, then intent.
+    let store = Arc::new(InMemoryEventStore::default());
+    let t = t();
+    let view = json!({ "product_id": "p-1", "name": "Mug", "category": "kitchen" });
+    put(&store, "activity-v", "ProductViewed", "v", t - days(1), view).await;
+    let item = json!({ "cart_id": "cv", "customer_id": "v", "product_id": "p-1", "quantity": 1 });
+    put(
+        &store,
+        "cart-cv",
+        "ItemAddedToCart",
+        "v",
+        t - days(1) + Duration::hours(1),
+        item,
+    )
+    .await;
+    let docs = projected(store).await;
+    let v = funnel::customer_funnel(docs.as_ref(), "v", None, None, t)
+        .await
+        .expect("funnel");
+    let got: Vec<_> = v
+        .stages
+        .iter()
+        .map(|s| (s.stage, s.event_type.as_str(), s.time_in_stage_seconds))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (Stage::Awareness, "ProductViewed", Some(3_600)),
+            (Stage::Intent, "ItemAddedToCart", None),
+        ]
+    );
+}

@@ -92,15 +92,15 @@ fn order(order_id: &str, customer: &str, total: i64) -> Value {
 /// The fixed history (T = [`t`], the time of order o-a):
 ///
 /// customer a: PageViewed utm social/summer at T-40d (outside the 30-day
-///   lookback), PageViewed utm google/cpc/autumn at T-21d, ProductViewed
-///   T-20d, MessageSent m1 email welcome T-14d, MessageSent m2 sms welcome
+///   lookback), PageViewed utm google/cpc/autumn at T-21d, ReviewRead
+///   T-20d (consideration: a product view is awareness, decision 0066), MessageSent m1 email welcome T-14d, MessageSent m2 sms welcome
 ///   T-7d, a transactional MessageSent m5 T-10d and its open T-9d (no
 ///   touchpoints), ItemAddedToCart T-2d, CheckoutStarted T-1d, EmailClicked m1 at T,
 ///   OrderPlaced o-a 10 001 EUR at T, EmailOpened m1 at T+1h (after the order).
-/// customer b: PageViewed T-3d, ProductViewed T-3d+1h, ItemAddedToCart
+/// customer b: PageViewed T-3d, ReviewRead T-3d+1h, ItemAddedToCart
 ///   T-3d+2h; MessageSent m3 email welcome T-5d.
 /// customer c: SessionStarted T-5d; MessageSuppressed m4 welcome.
-/// customer d: ProductViewed T-2d, OrderPlaced o-d 5 000 EUR at T-1d (no touchpoint).
+/// customer d: ReviewRead T-2d, OrderPlaced o-d 5 000 EUR at T-1d (no touchpoint).
 /// Journeys of welcome started for a and b; MessageRequested m1, m2, m3.
 pub(crate) async fn fixed_history() -> Arc<InMemoryEventStore> {
     let s = Arc::new(InMemoryEventStore::default());
@@ -160,7 +160,7 @@ pub(crate) async fn fixed_history() -> Arc<InMemoryEventStore> {
     put(
         st,
         "activity-a",
-        "ProductViewed",
+        "ReviewRead",
         "a",
         t - days(20),
         json!({ "product_id": "p-1", "name": "Mug", "category": "kitchen" }),
@@ -239,7 +239,7 @@ pub(crate) async fn fixed_history() -> Arc<InMemoryEventStore> {
     put(
         st,
         "activity-b",
-        "ProductViewed",
+        "ReviewRead",
         "b",
         t - days(3) + Duration::hours(1),
         json!({ "product_id": "p-2", "name": "Pan", "category": "kitchen" }),
@@ -278,7 +278,7 @@ pub(crate) async fn fixed_history() -> Arc<InMemoryEventStore> {
     put(
         st,
         "activity-d",
-        "ProductViewed",
+        "ReviewRead",
         "d",
         t - days(2),
         json!({ "product_id": "p-1", "name": "Mug", "category": "kitchen" }),
