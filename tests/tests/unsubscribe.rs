@@ -212,6 +212,20 @@ async fn the_preference_centre_shows_consents_and_frequency_with_the_first_name_
         );
     }
     assert!(body.contains(r#"value="weekly" checked"#), "the default frequency");
+    // The rule in plain words (decision 0064): what the frequency holds
+    // back, what it does not, and push topics as opt-in.
+    for words in [
+        "Daily: at most one offer email a day, at least 24 hours after the last",
+        "Weekly: at most one offer email a week, at least 7 days after the last",
+        "Never: no marketing email at all",
+        "Offer emails are our news, recommendations and reorder reminders.",
+        "a reminder about your basket",
+        "are not held back by this choice, and they stop too if you choose Never.",
+        "Emails about your orders and your account always go.",
+        "until you choose one, we send none.",
+    ] {
+        assert!(body.contains(words), "the page says {words:?}: {body}");
+    }
 }
 
 #[tokio::test]

@@ -33,11 +33,25 @@ const CHANNELS: [(Channel, &str, &str); 3] = [
     (Channel::Sms, "marketing_sms", "Marketing text messages (SMS)"),
     (Channel::Push, "marketing_push", "Marketing push notifications"),
 ];
+/// The email frequencies as the page words them (decision 0064: the
+/// frequency governs promotional email; lifecycle email is not held back).
 const FREQUENCIES: [(EmailFrequency, &str, &str); 3] = [
-    (EmailFrequency::Daily, "daily", "Daily"),
-    (EmailFrequency::Weekly, "weekly", "Weekly"),
-    (EmailFrequency::Never, "never", "Never"),
+    (
+        EmailFrequency::Daily,
+        "daily",
+        "Daily: at most one offer email a day, at least 24 hours after the last",
+    ),
+    (
+        EmailFrequency::Weekly,
+        "weekly",
+        "Weekly: at most one offer email a week, at least 7 days after the last",
+    ),
+    (EmailFrequency::Never, "never", "Never: no marketing email at all"),
 ];
+/// What the frequency covers, in plain words, under the choices.
+const FREQUENCY_RULE: &str = "Offer emails are our news, recommendations and reorder reminders. Emails about something you just did (the welcome when you sign up, a reminder about your basket, the products you looked at or a checkout you did not finish, a request to review an order you received) are not held back by this choice, and they stop too if you choose Never. Emails about your orders and your account always go.";
+/// Marketing push notifications are opt-in per topic (seed 000).
+const PUSH_RULE: &str = "Marketing push notifications go only about the topics you have chosen in our app; until you choose one, we send none.";
 
 /// An HTML answer: a whole page with `status`.
 struct Page {
@@ -187,7 +201,8 @@ fn centre(c: &Customer, now: DateTime<Utc>, status: StatusCode, notice: Option<(
             if unavailable { " (add a phone number to your account first)" } else { "" },
         ));
     }
-    body.push_str("</fieldset>\n<fieldset>\n<legend>How often we may email you</legend>\n");
+    body.push_str(&format!("<p>{}</p>\n", escape(PUSH_RULE)));
+    body.push_str("</fieldset>\n<fieldset>\n<legend>How often we may email you offers</legend>\n");
     for (frequency, value, label) in FREQUENCIES {
         let id = format!("email_frequency_{value}");
         body.push_str(&format!(
@@ -195,6 +210,7 @@ fn centre(c: &Customer, now: DateTime<Utc>, status: StatusCode, notice: Option<(
             if c.preferences.email_frequency == frequency { " checked" } else { "" },
         ));
     }
+    body.push_str(&format!("<p>{}</p>\n", escape(FREQUENCY_RULE)));
     body.push_str("</fieldset>\n<button type=\"submit\">Save preferences</button>\n</form>\n");
     Page {
         status,
