@@ -4,13 +4,13 @@
 //! runtime (crm-local, which depends on this crate's library, with the
 //! SQLite ports and its mail sink) share.
 
+use crm_aws::pause::TokioPause;
 use crm_core::clock::Clock;
 use crm_core::messaging::delivery::{DeliverySettings, MessageDelivery, Providers};
 use crm_core::messaging::unsubscribe::TokenSigner;
 use crm_core::metrics::MetricsSink;
 use crm_core::ports::{DeadLetterQueue, EventStore, ReadModelStore};
 use crm_core::privacy::IdentifierHasher;
-use crm_core::relay::Pause;
 use crm_core::scheduler::Scheduler;
 use std::sync::Arc;
 
@@ -64,17 +64,5 @@ pub fn build(ports: ChannelPorts, settings: DeliverySettings) -> MessageDelivery
     match metrics {
         Some(metrics) => delivery.with_metrics(metrics),
         None => delivery,
-    }
-}
-
-/// Waits with tokio's timer: the backoff between provider attempts when a
-/// provider throttles (crm-core has no runtime of its own, decision 0059).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct TokioPause;
-
-#[async_trait::async_trait]
-impl Pause for TokioPause {
-    async fn pause(&self, delay: std::time::Duration) {
-        tokio::time::sleep(delay).await;
     }
 }

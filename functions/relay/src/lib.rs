@@ -19,20 +19,10 @@ use crm_aws::lambda::required;
 use crm_core::clock::SystemClock;
 use crm_core::metrics::{MetricSet, MetricsSink};
 use crm_core::ports::{DeadLetter, DeadLetterQueue, EventBus, ProgressLog, ProgressReporter, StoreError};
-use crm_core::relay::{Pause, Relay, RelayLetter, RetryPolicy, RELAY_CONSUMER};
+use crm_core::relay::{Relay, RelayLetter, RetryPolicy, RELAY_CONSUMER};
 use std::sync::Arc;
-use std::time::Duration;
 
-/// Waits with tokio's timer.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct TokioPause;
-
-#[async_trait]
-impl Pause for TokioPause {
-    async fn pause(&self, delay: Duration) {
-        tokio::time::sleep(delay).await;
-    }
-}
+pub use crm_aws::pause::TokioPause;
 
 /// The relay as the function runs it: the wall clock, the default retry
 /// policy and real pauses between attempts.
