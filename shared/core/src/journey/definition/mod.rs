@@ -181,6 +181,17 @@ pub struct SendStep {
     pub purpose: Option<Purpose>,
 }
 
+impl SendStep {
+    /// The consent the send needs: its `purpose`, else marketing for a
+    /// marketing send and none for a transactional one.
+    pub fn consent_purpose(&self) -> Option<Purpose> {
+        self.purpose.or(match self.category {
+            Category::Marketing => Some(Purpose::Marketing),
+            Category::Transactional => None,
+        })
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SegmentAction {
@@ -288,6 +299,24 @@ impl Step {
 }
 
 impl Campaign {
+    /// Whether the campaign sends, and every send needs the customer's
+    /// consent for `purpose` on `channel`: without that consent a journey
+    /// has nothing left to send them, so revoking it ends the journey
+    /// (issue 19 item 3, decision 0067). A campaign that also sends on
+    /// another channel, or transactional messages, runs on; the channel
+    /// function still refuses each send that lacks consent.
+    pub fn sends_only_under(&self, purpose: Purpose, channel: Channel) -> bool {
+        let mut sends = self
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Send(send) => Some(send),
+                _ => None,
+            })
+            .peekable();
+        sends.peek().is_some() && sends.all(|s| s.channel == channel && s.consent_purpose() == Some(purpose))
+    }
+
     /// Loads and validates a definition. On failure, every problem found is
     /// returned, each with the path of the offending part.
     pub fn from_yaml(text: &str) -> Result<Campaign, Vec<DefinitionError>> {

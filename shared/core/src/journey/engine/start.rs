@@ -1,5 +1,7 @@
 //! A stored event of a customer: handed first to the customer's running
-//! instances (an exit acts even if the event would also start something),
+//! instances (an exit acts even if the event would also start something;
+//! deactivation and erasure end every journey, a revoked consent those
+//! that need it for every send),
 //! then starting each active campaign whose trigger, conditions and entry
 //! rules (consent, segment, dedupe key) it meets.
 
@@ -7,7 +9,7 @@ use super::lookback::{needs_lookback, Lookback};
 use super::stream::Cause;
 use super::{collect_messages, CatalogSnapshot, EngineError, EngineOutcome, JourneyEngine, JOURNEY_INDEX};
 use crate::bus::BusEntry;
-use crate::consent::ledger;
+use crate::consent::{ledger, Channel, Purpose};
 use crate::event::{Actor, EventEnvelope};
 use crate::journey::instance::{self, JourneyInput, TriggerRef};
 use serde_json::Value;
@@ -15,6 +17,23 @@ use serde_json::Value;
 /// The event types the engine acts on whatever the campaigns say: they end
 /// every running journey of the customer.
 const ENDS_JOURNEYS: &[&str] = &["CustomerDeactivated", "CustomerErasureRequested", "CustomerErased"];
+
+/// Revoking a consent ends the customer's journeys that need it for every
+/// send ([`Campaign::sends_only_under`](crate::journey::definition::Campaign::sends_only_under)),
+/// whatever the campaigns' exit rules say.
+const CONSENT_REVOKED: &str = "ConsentRevoked";
+
+/// The purpose and channel a `ConsentRevoked` event names.
+fn revoked_consent(envelope: &EventEnvelope) -> Option<(Purpose, Channel)> {
+    if envelope.event_type != CONSENT_REVOKED {
+        return None;
+    }
+    let field = |name: &str| envelope.data.get(name).cloned().unwrap_or(Value::Null);
+    Some((
+        serde_json::from_value(field("purpose")).ok()?,
+        serde_json::from_value(field("channel")).ok()?,
+    ))
+}
 
 impl JourneyEngine {
     /// Handles one stored event of a customer, against the catalog as it is now.
@@ -51,7 +70,11 @@ impl JourneyEngine {
             return Ok(outcome);
         }
         let bus_event = BusEntry::for_event(envelope.clone()).to_event_json("000000000000", "local");
-        if !ENDS_JOURNEYS.contains(&envelope.event_type.as_str()) && !catalog.may_act_on(&bus_event) {
+        let revoked = revoked_consent(envelope);
+        if !ENDS_JOURNEYS.contains(&envelope.event_type.as_str())
+            && revoked.is_none()
+            && !catalog.may_act_on(&bus_event)
+        {
             return Ok(outcome);
         }
         let customer = self.customer_context(&customer_id).await?;
@@ -86,6 +109,13 @@ impl JourneyEngine {
                 // Erasure ends every journey (and its timer) at once.
                 JourneyInput::CustomerErased {
                     event_id: envelope.event_id,
+                }
+            } else if let Some((purpose, channel)) = revoked {
+                JourneyInput::ConsentRevoked {
+                    event_id: envelope.event_id,
+                    purpose,
+                    channel,
+                    event: bus_event.clone(),
                 }
             } else {
                 JourneyInput::Event {

@@ -10,9 +10,11 @@
 //! - `healing`: a start or step that stopped half-way, made good by its retry,
 //! - `sweep`: lost timers re-armed, overdue waits fired, orphaned lines removed,
 //! - `causation`: correlation and causation from trigger to message,
+//! - `consent`: a revoked consent ends the journeys that need it for every send,
 //! - `lookback`: events delivered out of order still act on the instance.
 
 mod causation;
+mod consent;
 mod healing;
 mod lookback;
 mod pause;

@@ -4,8 +4,8 @@
 //! are caught up on first.
 
 use super::*;
-use crate::consent::Purpose;
-use crate::journey::definition::{Campaign, Category, Step};
+use crate::consent::{Channel, Purpose};
+use crate::journey::definition::{Campaign, Step};
 use crate::scheduler::{timer_name, TimerKind};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -39,6 +39,15 @@ pub enum JourneyInput {
     /// The customer was erased: every instance exits.
     CustomerErased {
         event_id: Uuid,
+    },
+    /// The customer revoked their consent for `purpose` on `channel` (the
+    /// `ConsentRevoked` event, as on the bus): an instance whose every send
+    /// needs it exits; any other takes it as an event.
+    ConsentRevoked {
+        event_id: Uuid,
+        purpose: Purpose,
+        channel: Channel,
+        event: Value,
     },
     CampaignPaused,
 }
@@ -119,6 +128,25 @@ pub fn decide(
             rule: None,
             event_id: Some(*event_id),
         }]),
+        (
+            Some(s),
+            JourneyInput::ConsentRevoked {
+                event_id,
+                purpose,
+                channel,
+                event,
+            },
+        ) => {
+            if campaign.sends_only_under(*purpose, *channel) {
+                Ok(vec![JourneyEvent::JourneyExited {
+                    reason: ExitReason::ConsentRevoked,
+                    rule: None,
+                    event_id: Some(*event_id),
+                }])
+            } else {
+                on_event(s, campaign, *event_id, event, ctx)
+            }
+        }
         (Some(_), JourneyInput::CampaignPaused) => Ok(vec![JourneyEvent::JourneyExited {
             reason: ExitReason::CampaignPaused,
             rule: None,
@@ -354,10 +382,7 @@ fn run(
                     channel: send.channel,
                     template: send.template.clone(),
                     category: send.category,
-                    purpose: send.purpose.or(match send.category {
-                        Category::Marketing => Some(Purpose::Marketing),
-                        Category::Transactional => None,
-                    }),
+                    purpose: send.consent_purpose(),
                     kind: (send.category == Category::Marketing).then_some(campaign.kind),
                     data: state
                         .trigger_event

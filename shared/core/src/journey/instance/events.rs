@@ -20,6 +20,9 @@ pub enum ExitReason {
     CampaignPaused,
     /// The customer was erased (GDPR Art. 17).
     CustomerErased,
+    /// The customer revoked the consent every send of the journey needs
+    /// (the seed's `CampaignsPaused`, decision 0067).
+    ConsentRevoked,
 }
 
 /// What triggered an instance: enough to explain it later.
