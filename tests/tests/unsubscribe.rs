@@ -370,3 +370,51 @@ async fn a_lapsed_consent_shows_unticked_and_is_given_again_with_its_own_proof()
     let granted_at: chrono::DateTime<Utc> = serde_json::from_value(current["granted_at"].clone()).expect("granted_at");
     assert!(granted_at >= now, "the current grant is the new one: {current}");
 }
+
+#[tokio::test]
+async fn in_its_last_30_days_a_consent_is_renewed_from_the_preference_centre() {
+    let start = Utc.with_ymd_and_hms(2026, 3, 2, 9, 0, 0).single().expect("time");
+    let api = TestApi::at(start);
+    let id = register(&api, "renewal@example.com").await;
+    // In force until 2028-03-02 09:00; its last 30 days begin 2028-02-01.
+    let now = api.runtime.advance(Duration::days(700)).await.expect("advance");
+    let url = format!(
+        "/u/{}",
+        api.unsubscribe_token(&id, Purpose::Marketing, Channel::Email, now + Duration::days(60))
+    );
+    let page = api.call_with("GET", &url, None, &[]).await;
+    assert!(!html(&page).contains("save to keep it"), "not due yet");
+    let saved = api.post_form(&url, "form=preferences&marketing_email=on").await;
+    assert_eq!(saved.status, 200);
+    assert_eq!(grants(&api, &id).await, 1, "nothing renewed before the window");
+
+    let now = api.runtime.advance(Duration::days(20)).await.expect("advance");
+    let page = api.call_with("GET", &url, None, &[]).await;
+    let body = html(&page);
+    assert!(ticked(body, "marketing_email"), "still in force");
+    assert!(
+        body.contains("ends on 2 March 2028: save to keep it for two more years"),
+        "{body}"
+    );
+    let saved = api.post_form(&url, "form=preferences&marketing_email=on").await;
+    assert_eq!(saved.status, 200);
+    assert_eq!(grants(&api, &id).await, 2, "renewed, with its own proof");
+    let page = api.call_with("GET", &url, None, &[]).await;
+    assert!(ticked(html(&page), "marketing_email"));
+    assert!(!html(&page).contains("save to keep it"), "renewed: not due any more");
+
+    // Past the first grant's end it is still in force (the renewal's two years).
+    api.runtime.advance(Duration::days(30)).await.expect("advance");
+    let page = api.call_with("GET", &url, None, &[]).await;
+    assert!(ticked(html(&page), "marketing_email"), "in force after {now}");
+}
+
+/// How many marketing email grants the customer's ledger holds.
+async fn grants(api: &TestApi, id: &str) -> usize {
+    ledger(api, id).await["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .filter(|e| e["change"] == "granted" && e["purpose"] == "marketing" && e["channel"] == "email")
+        .count()
+}

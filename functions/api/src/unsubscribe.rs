@@ -165,7 +165,8 @@ async fn load(state: &AppState, id: &str) -> Result<Customer, Page> {
 }
 
 /// The preference centre for `c` at `now`, with an optional status line. A
-/// lapsed consent shows unticked: ticking it gives it again.
+/// lapsed consent shows unticked: ticking it gives it again; one in its
+/// last 30 days says when it ends: saving it ticked renews it.
 fn centre(c: &Customer, now: DateTime<Utc>, status: StatusCode, notice: Option<(&str, bool)>) -> Page {
     let mut body = String::new();
     if let Some((text, ok)) = notice {
@@ -191,14 +192,26 @@ fn centre(c: &Customer, now: DateTime<Utc>, status: StatusCode, notice: Option<(
     body.push_str("<form method=\"post\">\n<input type=\"hidden\" name=\"form\" value=\"preferences\">\n");
     body.push_str("<fieldset>\n<legend>Marketing messages</legend>\n");
     for (channel, name, label) in CHANNELS {
-        let on = c.consent_in_force(Purpose::Marketing, channel, now).is_some();
+        let active = c.consent_in_force(Purpose::Marketing, channel, now);
+        let on = active.is_some();
         // SMS consent needs a phone number on the profile.
         let unavailable = channel == Channel::Sms && c.phone.is_none() && !on;
+        // In its last 30 days a consent is renewed by saving it ticked.
+        let renewal = active
+            .filter(|a| a.is_due_for_renewal_at(now))
+            .and_then(|a| a.expires_at())
+            .map(|expires| {
+                format!(
+                    " (ends on {}: save to keep it for two more years)",
+                    expires.format("%-d %B %Y")
+                )
+            });
         body.push_str(&format!(
-            "<label class=\"choice\" for=\"{name}\"><input type=\"checkbox\" id=\"{name}\" name=\"{name}\" value=\"on\"{}{}> {label}{}</label>\n",
+            "<label class=\"choice\" for=\"{name}\"><input type=\"checkbox\" id=\"{name}\" name=\"{name}\" value=\"on\"{}{}> {label}{}{}</label>\n",
             if on { " checked" } else { "" },
             if unavailable { " disabled" } else { "" },
             if unavailable { " (add a phone number to your account first)" } else { "" },
+            renewal.unwrap_or_default(),
         ));
     }
     body.push_str(&format!("<p>{}</p>\n", escape(PUSH_RULE)));
@@ -450,10 +463,12 @@ async fn preferences(
     let c = load(state, &token.customer_id).await?;
     let mut commands = Vec::new();
     for ((channel, _, _), wanted) in CHANNELS.iter().zip(form.marketing) {
-        let active = c
-            .consent_in_force(Purpose::Marketing, *channel, state.clock.now())
-            .is_some();
-        if wanted && !active {
+        let now = state.clock.now();
+        let in_force = c.consent_in_force(Purpose::Marketing, *channel, now);
+        let active = in_force.is_some();
+        // Saved ticked in its last 30 days: renewed for two more years.
+        let due = in_force.is_some_and(|a| a.is_due_for_renewal_at(now));
+        if wanted && (!active || due) {
             commands.push(CustomerCommand::GrantConsent(GrantConsent {
                 purpose: Purpose::Marketing,
                 channel: *channel,

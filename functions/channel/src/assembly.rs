@@ -4,13 +4,13 @@
 //! runtime (crm-local, which depends on this crate's library, with the
 //! SQLite ports and its mail sink) share.
 
-use crm_aws::pause::TokioPause;
 use crm_core::clock::Clock;
 use crm_core::messaging::delivery::{DeliverySettings, MessageDelivery, Providers};
 use crm_core::messaging::unsubscribe::TokenSigner;
 use crm_core::metrics::MetricsSink;
 use crm_core::ports::{DeadLetterQueue, EventStore, ReadModelStore};
 use crm_core::privacy::IdentifierHasher;
+use crm_core::relay::TokioPause;
 use crm_core::scheduler::Scheduler;
 use std::sync::Arc;
 

@@ -22,7 +22,7 @@ use crm_core::ports::{DeadLetter, DeadLetterQueue, EventBus, ProgressLog, Progre
 use crm_core::relay::{Relay, RelayLetter, RetryPolicy, RELAY_CONSUMER};
 use std::sync::Arc;
 
-pub use crm_aws::pause::TokioPause;
+pub use crm_core::relay::TokioPause;
 
 /// The relay as the function runs it: the wall clock, the default retry
 /// policy and real pauses between attempts.

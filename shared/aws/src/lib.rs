@@ -7,7 +7,6 @@ pub mod health;
 pub mod keys;
 pub mod lambda;
 pub mod ops;
-pub mod pause;
 mod provider_error;
 pub mod refusals;
 pub mod scheduler;

@@ -418,11 +418,15 @@ fn update_preferences(c: &Customer, p: &Preferences) -> Result<Vec<CustomerEvent
     Ok(vec![CustomerEvent::PreferencesUpdated { preferences: p.clone() }])
 }
 
-/// A new grant, unless one is in force. A lapsed grant (two years old) is
-/// given again: a new `ConsentGranted`, with its own proof beside the old one.
+/// A new grant, unless one is in force and not yet due for renewal. A
+/// lapsed grant (two years old), or one in its last 30 days (renewed), is
+/// given again: a new `ConsentGranted`, with its own proof beside the old
+/// one, in force for two years from now.
 fn grant_consent(c: &Customer, cmd: &GrantConsent, now: DateTime<Utc>) -> Result<Vec<CustomerEvent>, CustomerError> {
     c.ensure_not_deactivated()?;
-    if c.consent_in_force(cmd.purpose, cmd.channel, now).is_some() {
+    if c.consent_in_force(cmd.purpose, cmd.channel, now)
+        .is_some_and(|active| !active.is_due_for_renewal_at(now))
+    {
         return Err(CustomerError::conflict(
             Some("channel"),
             format!("{} consent over {} is already active", cmd.purpose, cmd.channel),

@@ -2,6 +2,7 @@
 //! the in-memory store.
 
 use super::service::CustomerAggregate;
+use crate::aggregate::Aggregate;
 use super::*;
 use crate::consent::{Channel, ConsentMethod, Purpose};
 use crate::preferences::{EmailFrequency, Preferences, QuietHours};
@@ -508,8 +509,9 @@ fn a_lapsed_consent_is_given_again_and_can_no_longer_be_revoked() {
         method: None,
     });
     // Registration granted marketing email; 24 months later (731 days from
-    // 2026-11-23) it has lapsed: 732 days is a day past.
-    let almost = given(&verified()).later_by(chrono::Duration::days(729));
+    // 2026-11-23) it has lapsed: 732 days is a day past. Before its last 30
+    // days it is in force and cannot be given again.
+    let almost = given(&verified()).later_by(chrono::Duration::days(690));
     assert!(matches!(
         almost.when(grant.clone()).error(),
         CustomerError::Conflict { .. }
@@ -552,6 +554,45 @@ fn a_lapsed_consent_is_given_again_and_can_no_longer_be_revoked() {
         matches!(lapsed.when(revoke).error(), CustomerError::Conflict { .. }),
         "nothing to revoke"
     );
+}
+
+#[test]
+fn a_consent_in_its_last_30_days_is_renewed_for_two_years_from_then() {
+    let grant = CustomerCommand::GrantConsent(GrantConsent {
+        purpose: Purpose::Marketing,
+        channel: Channel::Email,
+        method: ConsentMethod::PreferenceCentre,
+        ip: None,
+        user_agent: None,
+    });
+    // Registered 2026-11-23; lapses 2028-11-23 (731 days): renewable from day 701.
+    assert!(matches!(
+        given(&verified())
+            .later_by(chrono::Duration::days(700))
+            .when(grant.clone())
+            .error(),
+        CustomerError::Conflict { .. }
+    ));
+    let window = given(&verified()).later_by(chrono::Duration::days(715));
+    let renewed = window.when(grant.clone()).events();
+    assert!(
+        matches!(renewed.as_slice(), [CustomerEvent::ConsentGranted { .. }]),
+        "{renewed:?}"
+    );
+    // In force two years from the renewal, past the first grant's end.
+    let renewed_at = test_time() + chrono::Duration::days(715);
+    let before = window.state().expect("a customer").clone();
+    let version = CustomerAggregate::version(&before) + 1;
+    let state = CustomerAggregate::evolve(Some(before), &renewed[0], renewed_at, version).expect("a customer");
+    let active = state
+        .consent_in_force(
+            Purpose::Marketing,
+            Channel::Email,
+            renewed_at + chrono::Duration::days(400),
+        )
+        .expect("in force after the first grant's end");
+    assert_eq!(active.granted_at, renewed_at);
+    assert!(!active.is_due_for_renewal_at(renewed_at + chrono::Duration::days(1)));
 }
 
 #[test]

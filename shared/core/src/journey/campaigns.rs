@@ -29,6 +29,10 @@ pub const SHIPPED: &[(&str, &str)] = &[
         "checkout-abandonment",
         include_str!("../../../../campaigns/checkout-abandonment.yaml"),
     ),
+    (
+        "consent-renewal",
+        include_str!("../../../../campaigns/consent-renewal.yaml"),
+    ),
     ("cross-sell", include_str!("../../../../campaigns/cross-sell.yaml")),
     (
         "email-verification",
@@ -270,6 +274,8 @@ mod tests {
         files.sort();
         let built_in: Vec<String> = super::SHIPPED.iter().map(|(n, _)| format!("{n}.yaml")).collect();
         assert_eq!(built_in, files);
-        assert!(super::shipped_catalog().is_ok());
+        if let Err(e) = super::shipped_catalog() {
+            panic!("{e}")
+        }
     }
 }

@@ -10,6 +10,7 @@ pub const KNOWN_TEMPLATES: &[&str] = &[
     "browse-abandonment",
     "checkout-abandonment",
     "checkout-abandonment-sms",
+    "consent-renewal",
     "cross-sell-recommendations",
     "email-verification",
     "email-verification-reminder",

@@ -301,6 +301,7 @@ static SOURCES: &[Source] = &[
     email!("browse-abandonment"),
     email!("checkout-abandonment"),
     sms!("checkout-abandonment-sms"),
+    email!("consent-renewal"),
     email!("cross-sell-recommendations"),
     email!("email-verification"),
     email!("email-verification-reminder"),

@@ -8,6 +8,7 @@ const MARKETING: &[&str] = &[
     "abandoned-cart-reminder",
     "browse-abandonment",
     "checkout-abandonment",
+    "consent-renewal",
     "cross-sell-recommendations",
     "reorder-reminder",
     "review-request",

@@ -49,6 +49,8 @@ pub use entry::{
     PERMANENT_ENTRY_CODES, TIME_FIELD_BYTES,
 };
 pub use parked::{stream_record_key, EventKey, ParkedEvent, RelayLetter};
+#[cfg(feature = "tokio-pause")]
+pub use pause::TokioPause;
 pub use pause::{NoPause, Pause, RetryPolicy};
 pub use run::Relay;
 

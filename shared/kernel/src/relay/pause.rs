@@ -51,3 +51,29 @@ pub struct NoPause;
 impl Pause for NoPause {
     async fn pause(&self, _delay: Duration) {}
 }
+
+/// Waits with tokio's timer: the relay's retries and the channel's backoff
+/// when a provider throttles, in the functions and the local runtime.
+#[cfg(feature = "tokio-pause")]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TokioPause;
+
+#[cfg(feature = "tokio-pause")]
+#[async_trait]
+impl Pause for TokioPause {
+    async fn pause(&self, delay: Duration) {
+        tokio::time::sleep(delay).await;
+    }
+}
+
+#[cfg(all(test, feature = "tokio-pause"))]
+mod tokio_pause_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn it_waits_at_least_as_long_as_asked() {
+        let before = std::time::Instant::now();
+        TokioPause.pause(Duration::from_millis(30)).await;
+        assert!(before.elapsed() >= Duration::from_millis(30));
+    }
+}

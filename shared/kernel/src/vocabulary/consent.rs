@@ -135,6 +135,10 @@ impl fmt::Display for Channel {
 /// Consent lapses two years after it was given (seed 000), unless given again.
 pub const CONSENT_VALIDITY_MONTHS: u32 = 24;
 
+/// A grant may be renewed (given again while in force) in its last this
+/// many days: the "renew your consent" message goes out when they begin.
+pub const CONSENT_RENEWAL_DAYS: i64 = 30;
+
 /// The latest grant of one (purpose, channel) that was not revoked. It is
 /// in force until [`ActiveConsent::expires_at`]; after that it has lapsed
 /// and the customer may give it again (a new grant, with its own proof).
@@ -156,6 +160,15 @@ impl ActiveConsent {
     /// In force at `now`: given and not yet lapsed.
     pub fn is_in_force_at(&self, now: DateTime<Utc>) -> bool {
         self.expires_at().is_some_and(|expires| now < expires)
+    }
+
+    /// In force at `now` and in its last [`CONSENT_RENEWAL_DAYS`]: the
+    /// customer may give it again, which starts a new two years.
+    pub fn is_due_for_renewal_at(&self, now: DateTime<Utc>) -> bool {
+        self.is_in_force_at(now)
+            && self
+                .expires_at()
+                .is_some_and(|expires| now >= expires - chrono::Duration::days(CONSENT_RENEWAL_DAYS))
     }
 }
 
@@ -179,5 +192,11 @@ mod active_consent_tests {
         assert!(consent.is_in_force_at(expires - chrono::Duration::seconds(1)));
         assert!(!consent.is_in_force_at(expires));
         assert!(!consent.is_in_force_at(expires + chrono::Duration::days(1)));
+        // Renewable only in the last 30 days, while in force.
+        let window = expires - chrono::Duration::days(CONSENT_RENEWAL_DAYS);
+        assert!(!consent.is_due_for_renewal_at(window - chrono::Duration::seconds(1)));
+        assert!(consent.is_due_for_renewal_at(window));
+        assert!(consent.is_due_for_renewal_at(expires - chrono::Duration::seconds(1)));
+        assert!(!consent.is_due_for_renewal_at(expires));
     }
 }

@@ -15,7 +15,10 @@ pub mod messages;
 pub mod streams;
 pub mod zone;
 
-pub use consent::{ActiveConsent, Channel, ConsentMethod, GdprContext, LegalBasis, Purpose, CONSENT_VALIDITY_MONTHS};
+pub use consent::{
+    ActiveConsent, Channel, ConsentMethod, GdprContext, LegalBasis, Purpose, CONSENT_RENEWAL_DAYS,
+    CONSENT_VALIDITY_MONTHS,
+};
 pub use duration::{Duration, LocalTime};
 pub use messages::{Category, MarketingKind, MessageRequest, PushDevice, CUSTOMER_ID_TAG, SES_SOURCE};
 pub use zone::{Zone, ZoneOffset};

@@ -83,7 +83,11 @@ impl Aggregate for CampaignAggregate {
             _ => None,
         };
         let exists = state.is_some() || shipped.is_some();
-        let paused = state.is_some_and(|s| s.paused);
+        let paused = match (state, &shipped) {
+            (Some(s), _) => s.paused,
+            (None, Some(CampaignEvent::CampaignPublished { definition })) => starts_paused(definition),
+            (None, _) => false,
+        };
         let decided = match command {
             CampaignCommand::Publish { definition } => {
                 let campaign = Campaign::from_value(definition).map_err(CampaignError::Invalid)?;
@@ -131,6 +135,10 @@ impl Aggregate for CampaignAggregate {
         s.version = version;
         match event {
             CampaignEvent::CampaignPublished { definition } => {
+                // The first version decides whether the campaign starts paused.
+                if s.versions.is_empty() && starts_paused(definition) {
+                    s.paused = true;
+                }
                 s.versions.insert(version, definition.clone());
             }
             CampaignEvent::CampaignPaused => {
@@ -145,4 +153,12 @@ impl Aggregate for CampaignAggregate {
         }
         Some(s)
     }
+}
+
+/// Whether a published definition asks to start paused (`starts_paused`).
+fn starts_paused(definition: &Value) -> bool {
+    definition
+        .get("starts_paused")
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
 }

@@ -236,7 +236,7 @@ impl StoredCatalog {
             return Ok(self.shipped.get(id).map(|s| StoredCampaign {
                 id: id.to_string(),
                 version: 1,
-                paused: false,
+                paused: s.campaign.starts_paused,
                 definition: s.definition.clone(),
                 campaign: s.campaign.clone(),
                 versions: BTreeMap::from([(1, (s.definition.clone(), s.campaign.clone()))]),

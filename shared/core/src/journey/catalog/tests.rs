@@ -25,6 +25,42 @@ fn cart_definition(reminder: &str) -> Value {
     v
 }
 
+/// The shipped campaigns that run until paused (not `starts_paused`).
+fn shipped_running() -> usize {
+    SHIPPED
+        .iter()
+        .filter(|(_, text)| !Campaign::from_yaml(text).is_ok_and(|c| c.starts_paused))
+        .count()
+}
+
+#[tokio::test]
+async fn a_shipped_campaign_that_starts_paused_runs_once_resumed_and_pauses_again() {
+    let (svc, _) = service();
+    let c = svc.get("consent-renewal").await.unwrap().unwrap();
+    assert_eq!((c.version, c.paused), (1, true), "shipped paused");
+    let running = |active: Vec<(Arc<Campaign>, u64)>| active.iter().any(|(c, _)| c.id == "consent-renewal");
+    assert!(!running(svc.catalog().active().await.unwrap()));
+    assert!(matches!(
+        svc.pause("consent-renewal", actor()).await,
+        Err(CampaignError::AlreadyPaused)
+    ));
+
+    let resumed = svc.resume("consent-renewal", actor()).await.unwrap();
+    assert_eq!((resumed.version, resumed.paused), (1, false));
+    assert!(running(svc.catalog().active().await.unwrap()));
+    // A later version does not pause it again.
+    let mut definition = resumed.definition.clone();
+    definition["name"] = json!("Consent renewal, reworded");
+    let put = svc.put("consent-renewal", definition, actor()).await.unwrap();
+    assert!(put.version > 1 && !put.paused, "{put:?}");
+    let paused = svc.pause("consent-renewal", actor()).await.unwrap();
+    assert!(paused.paused);
+    // A new campaign whose first version says so starts paused too.
+    let mut fresh = minimal("starts-paused");
+    fresh["starts_paused"] = json!(true);
+    assert!(svc.put("starts-paused", fresh, actor()).await.unwrap().paused);
+}
+
 fn minimal(id: &str) -> Value {
     json!({
         "id": id,
@@ -39,7 +75,7 @@ async fn shipped_campaigns_are_version_1_until_put() {
     let (svc, _) = service();
     let catalog = svc.catalog();
     let active = catalog.active().await.unwrap();
-    assert_eq!(active.len(), SHIPPED.len());
+    assert_eq!(active.len(), shipped_running());
     assert!(active.iter().all(|(_, v)| *v == 1));
     let c = svc.get("abandoned-cart").await.unwrap().unwrap();
     assert_eq!((c.version, c.paused), (1, false));
@@ -59,7 +95,7 @@ async fn a_put_of_a_shipped_campaign_keeps_version_1_as_shipped() {
     assert_ne!(old, new);
     assert!(catalog.version("abandoned-cart", 3).await.unwrap().is_none());
     let active = catalog.active().await.unwrap();
-    assert_eq!(active.len(), SHIPPED.len());
+    assert_eq!(active.len(), shipped_running());
     assert!(active.iter().any(|(c, v)| c.id == "abandoned-cart" && *v == 2));
     let again = svc
         .put("abandoned-cart", cart_definition("abandoned-cart-reminder"), actor())
@@ -75,7 +111,7 @@ async fn a_new_campaign_starts_at_version_1_and_is_listed() {
     let c = svc.put("new-one", minimal("new-one"), actor()).await.unwrap();
     assert_eq!(c.version, 1);
     let active = svc.catalog().active().await.unwrap();
-    assert_eq!(active.len(), SHIPPED.len() + 1);
+    assert_eq!(active.len(), shipped_running() + 1);
     assert!(active.iter().any(|(c, v)| c.id == "new-one" && *v == 1));
 }
 
@@ -149,7 +185,7 @@ fn is_active(snapshot: &CatalogSnapshot, id: &str) -> Option<u64> {
 async fn a_kept_catalog_reads_one_stream_and_sees_every_publish_pause_and_resume_at_its_next_call() {
     let (reads, process, svc, _) = process_and_writer();
     let first = process.current().await.unwrap();
-    assert_eq!(first.active().len(), SHIPPED.len());
+    assert_eq!(first.active().len(), shipped_running());
     assert_eq!(
         reads.take_reads().len(),
         1 + SHIPPED.len(),

@@ -278,11 +278,12 @@ impl Loader {
         };
         self.check_raw(raw);
 
-        const FIELDS: [&str; 9] = [
+        const FIELDS: [&str; 10] = [
             "id",
             "name",
             "description",
             "kind",
+            "starts_paused",
             "trigger",
             "entry",
             "exit_on",
@@ -316,6 +317,10 @@ impl Loader {
         let entry: Option<EntryRules> = match map.get("entry") {
             None => Some(EntryRules::default()),
             Some(v) => self.de(v, "entry"),
+        };
+        let starts_paused: Option<bool> = match map.get("starts_paused") {
+            None => Some(false),
+            Some(v) => self.de(v, "starts_paused"),
         };
         let exit_on: Option<Vec<EventRule>> = self.de_list(raw, "exit_on");
         let goals: Option<Vec<EventRule>> = self.de_list(raw, "goals");
@@ -371,6 +376,7 @@ impl Loader {
             exit_on: exit_on?,
             goals: goals?,
             steps: steps.into_iter().collect::<Option<Vec<_>>>()?,
+            starts_paused: starts_paused?,
         };
         if graph_ok {
             self.check_graph(&campaign.steps);

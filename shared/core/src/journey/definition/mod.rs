@@ -46,6 +46,11 @@ pub struct Campaign {
     #[serde(default)]
     pub goals: Vec<Goal>,
     pub steps: Vec<Step>,
+    /// A campaign whose first version says so is paused until resumed: a
+    /// shipped campaign a shop must choose to run (the consent renewal).
+    /// Later versions do not change whether it is paused.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub starts_paused: bool,
 }
 
 /// What starts a journey: an event matching `pattern` for which every

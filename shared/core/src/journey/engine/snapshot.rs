@@ -123,7 +123,7 @@ impl FixedCatalog {
             snapshot: Arc::new(CatalogSnapshot::new(campaigns.into_iter().map(|c| CatalogEntry {
                 id: c.id.clone(),
                 current: 1,
-                paused: false,
+                paused: c.starts_paused,
                 versions: BTreeMap::from([(1, Arc::new(c))]),
             }))),
         }

@@ -5,7 +5,7 @@
 
 use super::*;
 use crate::consent::{Channel, Purpose};
-use crate::journey::definition::{Campaign, Step};
+use crate::journey::definition::{Campaign, Category, Step};
 use crate::scheduler::{timer_name, TimerKind};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
