@@ -2,8 +2,8 @@
 //! the in-memory store.
 
 use super::service::CustomerAggregate;
-use crate::aggregate::Aggregate;
 use super::*;
+use crate::aggregate::Aggregate;
 use crate::consent::{Channel, ConsentMethod, Purpose};
 use crate::preferences::{EmailFrequency, Preferences, QuietHours};
 use crate::testing::{test_time, AggregateScenario, Then};
