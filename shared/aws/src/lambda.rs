@@ -71,21 +71,18 @@ pub fn retry_config(lookup: &impl Fn(&str) -> Option<String>) -> aws_config::ret
 }
 
 /// The HTTP client of every AWS SDK client the CRM builds (decision 0062):
-/// the SDK's own hyper 1 / rustls 0.23 client, with rustls on ring instead
-/// of the SDK default's aws-lc-rs, about 0.7 MiB less per function. The SDK
-/// crates are built without `default-https-client`, so an SDK
-/// configuration made without this client has none and its first call
-/// fails ("no HTTP client"): [`load_aws_config`] and
-/// `crm_aws::testing::moto_config` set it. TLS 1.2 and 1.3 with the same
-/// cipher suites as the default (ECDHE with AES-GCM or ChaCha20-Poly1305),
-/// the system's root certificates; plain `http://` endpoints (moto) too.
-/// Unlike the default client it reads no `HTTPS_PROXY`: the functions run
-/// without a proxy.
+/// [`crate::http_client`]'s HTTP/1.1 client, with rustls on ring (not the
+/// SDK default's aws-lc-rs) and without h2, about 1 MiB less per function
+/// than the SDK's default client. The SDK crates are built without
+/// `default-https-client`, so an SDK configuration made without this client
+/// has none and its first call fails ("no HTTP client"):
+/// [`load_aws_config`] and `crm_aws::testing::moto_config` set it. TLS 1.2
+/// and 1.3 with the same cipher suites as the default (ECDHE with AES-GCM or
+/// ChaCha20-Poly1305), the system's root certificates; plain `http://`
+/// endpoints (moto) too. Unlike the default client it reads no
+/// `HTTPS_PROXY`: the functions run without a proxy.
 pub fn https_client() -> aws_sdk_dynamodb::config::SharedHttpClient {
-    use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
-    aws_smithy_http_client::Builder::new()
-        .tls_provider(Provider::Rustls(CryptoMode::Ring))
-        .build_https()
+    crate::http_client::http1_client()
 }
 
 /// The AWS configuration a function (or `crm-ops`) loads once at cold start:

@@ -4,6 +4,7 @@ pub mod dynamodb;
 pub mod emf;
 pub mod eventbridge;
 pub mod health;
+pub mod http_client;
 pub mod keys;
 pub mod lambda;
 pub mod ops;
