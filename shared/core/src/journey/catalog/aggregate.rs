@@ -35,6 +35,12 @@ pub enum CampaignCommand {
     },
     Pause,
     Resume,
+    /// Makes the definition published at version `to` current again, as a
+    /// new `CampaignPublished` of it (decision 0070): a new version, so
+    /// running instances keep theirs.
+    Rollback {
+        to: u64,
+    },
     /// The next page of the pause whose latest step (the `CampaignPaused`
     /// or a `CampaignPauseContinued`) is at stream version `step_version`,
     /// after the instance id `after`. Nothing if a pause, resume or
@@ -107,6 +113,31 @@ impl Aggregate for CampaignAggregate {
             CampaignCommand::Resume if !exists => return Err(CampaignError::NotFound),
             CampaignCommand::Resume if !paused => return Err(CampaignError::NotPaused),
             CampaignCommand::Resume => CampaignEvent::CampaignResumed,
+            CampaignCommand::Rollback { to } => {
+                // The published versions: the stream's, or the shipped one as version 1.
+                let versions: BTreeMap<u64, &Value> = match (state, &shipped) {
+                    (Some(s), _) => s.versions.iter().map(|(v, d)| (*v, d)).collect(),
+                    (None, Some(CampaignEvent::CampaignPublished { definition })) => BTreeMap::from([(1, definition)]),
+                    (None, _) => return Err(CampaignError::NotFound),
+                };
+                let Some(definition) = versions.get(to).copied() else {
+                    return Err(CampaignError::UnknownVersion(*to));
+                };
+                if let Some((current, latest)) = versions.iter().next_back() {
+                    if *current == *to || *latest == definition {
+                        return Err(CampaignError::AlreadyCurrent {
+                            to: *to,
+                            current: *current,
+                        });
+                    }
+                }
+                // Stored versions were valid when published; one that no
+                // longer is (the rules changed since) is refused, not stored again.
+                Campaign::from_value(definition).map_err(CampaignError::Invalid)?;
+                CampaignEvent::CampaignPublished {
+                    definition: definition.clone(),
+                }
+            }
             CampaignCommand::ContinuePause { after, step_version } => {
                 let Some(state) = state else {
                     return Err(CampaignError::NotFound);

@@ -92,6 +92,15 @@ pub struct StoredCampaign {
     stream_version: u64,
 }
 
+/// One line of the campaign list: a campaign at its current version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CampaignSummary {
+    pub id: String,
+    pub name: String,
+    pub version: u64,
+    pub paused: bool,
+}
+
 /// A shipped campaign: its definition as JSON and validated.
 #[derive(Debug, Clone)]
 struct Shipped {
@@ -327,6 +336,13 @@ pub enum CampaignError {
     AlreadyPaused,
     #[error("the campaign is not paused")]
     NotPaused,
+    /// A rollback to a version the campaign never published.
+    #[error("the campaign has no version {0}")]
+    UnknownVersion(u64),
+    /// A rollback to the current version, or to one whose definition the
+    /// current version already is (decision 0070).
+    #[error("version {to}'s definition is already the current one (version {current})")]
+    AlreadyCurrent { to: u64, current: u64 },
     /// Another writer changed the campaign's stream between its read and
     /// this append (not retried here: the caller retries the request).
     #[error("the campaign was changed concurrently; retry")]
@@ -345,7 +361,9 @@ impl Classify for CampaignError {
             CampaignError::Invalid(_)
             | CampaignError::NotFound
             | CampaignError::AlreadyPaused
-            | CampaignError::NotPaused => FailureKind::Poison,
+            | CampaignError::NotPaused
+            | CampaignError::UnknownVersion(_)
+            | CampaignError::AlreadyCurrent { .. } => FailureKind::Poison,
             CampaignError::ChangedConcurrently => FailureKind::Conflict,
             CampaignError::Store(e) => e.kind(),
             CampaignError::Failed(f) => f.kind(),
@@ -402,6 +420,32 @@ impl CampaignService {
 
     pub async fn resume(&self, id: &str, actor: Actor) -> Result<StoredCampaign, CampaignError> {
         self.write(id, CampaignCommand::Resume, actor).await
+    }
+
+    /// Publishes the definition of version `to` again, as the new current
+    /// version (decision 0070). Running instances keep their version; a
+    /// paused campaign stays paused.
+    pub async fn rollback(&self, id: &str, to: u64, actor: Actor) -> Result<StoredCampaign, CampaignError> {
+        self.write(id, CampaignCommand::Rollback { to }, actor).await
+    }
+
+    /// Every campaign the catalog knows (shipped and stored, paused ones
+    /// too), in id order, at its current version: from the service's kept
+    /// catalog, which reads only the `campaigns` stream past the version it
+    /// has seen (decision 0043).
+    pub async fn list(&self) -> Result<Vec<CampaignSummary>, StoreError> {
+        let snapshot = self.catalog.current().await?;
+        Ok(snapshot
+            .entries()
+            .filter_map(|e| {
+                e.versions.get(&e.current).map(|c| CampaignSummary {
+                    id: e.id.clone(),
+                    name: c.name.clone(),
+                    version: e.current,
+                    paused: e.paused,
+                })
+            })
+            .collect())
     }
 
     /// Appends a `CampaignRegistered` of `id` to the `campaigns` stream:

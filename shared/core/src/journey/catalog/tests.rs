@@ -382,3 +382,73 @@ mod aggregate {
         );
     }
 }
+
+#[tokio::test]
+async fn a_rollback_publishes_the_earlier_definition_as_a_new_current_version() {
+    let (svc, _) = service();
+    let edited = svc
+        .put("abandoned-cart", cart_definition("abandoned-cart-final-offer"), actor())
+        .await
+        .unwrap();
+    assert_eq!(edited.version, 2);
+    let paused = svc.pause("abandoned-cart", actor()).await.unwrap();
+    assert_eq!(paused.version, 2);
+
+    let rolled = svc.rollback("abandoned-cart", 1, actor()).await.unwrap();
+    // Stream versions: 1 shipped, 2 edit, 3 pause, 4 the rollback.
+    assert_eq!(rolled.version, 4);
+    assert!(rolled.paused, "a rollback does not resume");
+    assert_eq!(rolled.definition, shipped_definition("abandoned-cart"));
+    let catalog = svc.catalog();
+    // Every earlier version stays for the instances running on it.
+    let v1 = catalog.version("abandoned-cart", 1).await.unwrap().unwrap();
+    let v2 = catalog.version("abandoned-cart", 2).await.unwrap().unwrap();
+    let v4 = catalog.version("abandoned-cart", 4).await.unwrap().unwrap();
+    assert_eq!(v4, v1);
+    assert_ne!(v4, v2);
+    let listed = svc.list().await.unwrap();
+    let line = listed.iter().find(|c| c.id == "abandoned-cart").unwrap();
+    assert_eq!((line.version, line.paused), (4, true));
+    assert_eq!(line.name, v1.campaign.name);
+}
+
+#[tokio::test]
+async fn a_rollback_to_an_unknown_or_the_current_definition_is_refused_and_writes_nothing() {
+    let (svc, store) = service();
+    assert!(matches!(
+        svc.rollback("nope", 1, actor()).await,
+        Err(CampaignError::NotFound)
+    ));
+    // A shipped campaign has only version 1, which is current.
+    assert!(matches!(
+        svc.rollback("welcome", 1, actor()).await,
+        Err(CampaignError::AlreadyCurrent { to: 1, current: 1 })
+    ));
+    assert!(matches!(
+        svc.rollback("welcome", 2, actor()).await,
+        Err(CampaignError::UnknownVersion(2))
+    ));
+    assert!(store.read_all(None, 100).await.unwrap().events.is_empty());
+
+    svc.put("abandoned-cart", cart_definition("abandoned-cart-final-offer"), actor())
+        .await
+        .unwrap();
+    svc.rollback("abandoned-cart", 1, actor()).await.unwrap();
+    let written = store.read_all(None, 100).await.unwrap().events.len();
+    // Version 3 is version 1's definition: rolling back to 1 again changes nothing.
+    assert!(matches!(
+        svc.rollback("abandoned-cart", 1, actor()).await,
+        Err(CampaignError::AlreadyCurrent { to: 1, current: 3 })
+    ));
+    assert!(matches!(
+        svc.rollback("abandoned-cart", 3, actor()).await,
+        Err(CampaignError::AlreadyCurrent { to: 3, current: 3 })
+    ));
+    assert!(matches!(
+        svc.rollback("abandoned-cart", 5, actor()).await,
+        Err(CampaignError::UnknownVersion(5))
+    ));
+    assert_eq!(store.read_all(None, 100).await.unwrap().events.len(), written);
+    // Version 2 is still there to go back to.
+    assert_eq!(svc.rollback("abandoned-cart", 2, actor()).await.unwrap().version, 4);
+}

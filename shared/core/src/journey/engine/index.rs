@@ -17,6 +17,22 @@ pub fn campaign_partition(campaign_id: &str) -> String {
     format!("campaign:{campaign_id}")
 }
 
+/// How many instances of the campaign are running (its partition's lines:
+/// started and not exited), counted a page of 1000 at a time.
+pub async fn running_count(docs: &dyn crate::ports::ReadModelStore, campaign_id: &str) -> Result<u64, StoreError> {
+    let partition = campaign_partition(campaign_id);
+    let mut count = 0;
+    let mut after: Option<String> = None;
+    loop {
+        let page = docs.list(JOURNEY_INDEX, &partition, "", after.as_deref(), 1000).await?;
+        count += page.len() as u64;
+        if page.len() < 1000 {
+            return Ok(count);
+        }
+        after = page.last().map(|(k, _)| k.clone());
+    }
+}
+
 /// The sort key of a message's entry in the journey index (partition: the message id).
 pub const MESSAGE_SORT: &str = "message";
 

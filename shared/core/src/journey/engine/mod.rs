@@ -57,7 +57,7 @@ mod stream;
 mod sweep;
 
 pub use error::EngineError;
-pub use index::{campaign_partition, IndexedInstance, JOURNEY_INDEX, MESSAGE_SORT};
+pub use index::{campaign_partition, running_count, IndexedInstance, JOURNEY_INDEX, MESSAGE_SORT};
 pub use pause::PAUSE_PAGE;
 pub use snapshot::{CampaignAt, CampaignCatalog, CatalogEntry, CatalogSnapshot, FixedCatalog};
 pub use stream::{LoadedInstance, REARM_MARGIN};

@@ -58,6 +58,11 @@ impl CatalogSnapshot {
         })
     }
 
+    /// Every campaign, paused ones too, in id order.
+    pub fn entries(&self) -> impl Iterator<Item = &CatalogEntry> {
+        self.entries.values()
+    }
+
     /// Every campaign id, paused ones too, in order.
     pub fn ids(&self) -> Vec<String> {
         self.entries.keys().cloned().collect()
