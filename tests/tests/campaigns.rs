@@ -1,10 +1,12 @@
 //! Campaigns as versioned data through the API: an edited campaign is used by
 //! new journeys while running ones keep their version; invalid definitions
-//! are refused whole; pause/resume; the explain and journeys reads.
+//! are refused whole; pause/resume; the explain and journeys reads; the
+//! campaign list and rollback (decision 0070).
 
 use chrono::{DateTime, Utc};
+use crm_api::Scope;
 use crm_core::event::EventEnvelope;
-use crm_tests::{registration, TestApi};
+use crm_tests::{registration, Answer, TestApi, TOKEN};
 use serde_json::{json, Value};
 
 fn start() -> DateTime<Utc> {
@@ -221,4 +223,248 @@ async fn pausing_a_campaign_exits_its_waiting_journeys_at_once() {
         .filter(|e| e.event_type == "JourneyExited" && e.data["reason"] == "campaign-paused")
         .collect();
     assert_eq!(exits.len(), 1);
+}
+
+/// A token of the test API carrying exactly `scopes`, as `crm-local token` mints it.
+fn token_with(scopes: &[Scope]) -> String {
+    let names: Vec<String> = scopes.iter().map(|s| s.as_str().to_string()).collect();
+    let dir = tempfile::tempdir().expect("temp dir");
+    crm_local::runtime::serve::token::mint(dir.path(), Some(TOKEN), &names).expect("minted")
+}
+
+async fn call_as(api: &TestApi, scopes: &[Scope], method: &str, path: &str) -> Answer {
+    let bearer = format!("Bearer {}", token_with(scopes));
+    api.call_with(method, path, None, &[("authorization", &bearer)]).await
+}
+
+/// The line of `id` in `GET /campaigns`.
+async fn listed(api: &TestApi, id: &str) -> Value {
+    let list = api.call("GET", "/campaigns", None).await;
+    assert_eq!(list.status, 200, "{:?}", list.body);
+    let items = list.body["items"].as_array().expect("items");
+    items
+        .iter()
+        .find(|c| c["id"] == id)
+        .cloned()
+        .unwrap_or_else(|| panic!("{id} is not listed: {items:?}"))
+}
+
+async fn sent_by(api: &TestApi, campaign: &str) -> usize {
+    api.all_events()
+        .await
+        .into_iter()
+        .filter(|e| e.event_type == "MessageSent" && e.data["campaign_id"] == campaign)
+        .count()
+}
+
+async fn place_order(api: &TestApi, customer: &str, total: i64) {
+    let body = json!({
+        "customer_id": customer,
+        "items": [{ "product_id": "lamp", "name": "Lamp", "quantity": 1, "unit_price_minor": total }],
+        "tax_minor": 0, "shipping_minor": 0, "total_minor": total, "currency": "EUR",
+        "shipping_address": { "line1": "1 Main St", "city": "Berlin", "postal_code": "10115", "country": "DE" }
+    });
+    let order = api.call("POST", "/orders", Some(&body.to_string())).await;
+    assert_eq!(order.status, 201, "{:?}", order.body);
+}
+
+#[tokio::test]
+async fn the_campaign_list_shows_status_version_running_instances_sends_and_conversions() {
+    let api = TestApi::at(start());
+    let before = listed(&api, "abandoned-cart").await;
+    assert_eq!(before["name"], "Abandoned cart recovery", "{before:?}");
+    assert_eq!(
+        (
+            &before["status"],
+            &before["version"],
+            &before["running_instances"],
+            &before["sends"],
+            &before["conversions"]
+        ),
+        (&json!("active"), &json!(1), &json!(0), &json!(0), &json!(0)),
+        "{before:?}"
+    );
+    // Shipped paused: listed, as paused.
+    assert_eq!(listed(&api, "consent-renewal").await["status"], "paused");
+
+    let id = customer(&api, "listed@example.com").await;
+    fill_cart(&api, &id).await;
+    api.advance_minutes(60).await; // abandoned: one journey waits
+    api.advance_minutes(60).await; // its reminder goes out; it waits for the final offer
+    let sent = sent_by(&api, "abandoned-cart").await;
+    assert!(sent >= 1, "the reminder was sent");
+    let running = listed(&api, "abandoned-cart").await;
+    assert_eq!(running["running_instances"], 1, "{running:?}");
+    assert_eq!(running["sends"], sent, "{running:?}");
+    assert_eq!(running["conversions"], 0, "{running:?}");
+
+    // The order ends the journey (exit_on) and converts within the window.
+    api.advance_minutes(60).await;
+    place_order(&api, &id, 6000).await;
+    let converted = listed(&api, "abandoned-cart").await;
+    assert_eq!(converted["running_instances"], 0, "{converted:?}");
+    assert_eq!(converted["conversions"], 1, "{converted:?}");
+    assert_eq!(converted["revenue_minor"]["EUR"], 6000, "{converted:?}");
+    assert_eq!(converted["sends"], sent_by(&api, "abandoned-cart").await);
+
+    // Pausing shows at once.
+    let paused = api.call("POST", "/campaigns/abandoned-cart/pause", None).await;
+    assert_eq!(paused.status, 200, "{:?}", paused.body);
+    assert_eq!(listed(&api, "abandoned-cart").await["status"], "paused");
+}
+
+#[tokio::test]
+async fn a_rollback_makes_an_earlier_definition_current_for_new_journeys_while_running_ones_keep_theirs() {
+    let api = TestApi::at(start());
+    let definition = edited_cart_campaign(&api).await;
+    let put = api
+        .call("PUT", "/campaigns/abandoned-cart", Some(&definition.to_string()))
+        .await;
+    assert_eq!(put.status, 200, "{:?}", put.body);
+    assert_eq!(put.body["version"], 2);
+    // A journey starts on version 2 (the final-offer template as reminder).
+    let first = customer(&api, "first@example.com").await;
+    fill_cart(&api, &first).await;
+    api.advance_minutes(60).await;
+
+    let rolled = api.call("POST", "/campaigns/abandoned-cart/rollback?to=1", None).await;
+    assert_eq!(rolled.status, 200, "{:?}", rolled.body);
+    assert_eq!(rolled.body["version"], 3, "a new version: {:?}", rolled.body);
+    assert_eq!(rolled.body["rolled_back_to"], 1);
+    assert_eq!(
+        rolled.body["definition"]["steps"][1]["template"],
+        "abandoned-cart-reminder"
+    );
+    let got = api.call("GET", "/campaigns/abandoned-cart", None).await;
+    assert_eq!(got.body["version"], 3);
+    assert_eq!(listed(&api, "abandoned-cart").await["version"], 3);
+    // Versions are events: shipped, edited, rolled back (decision 0009).
+    let stream: Vec<_> = api
+        .all_events()
+        .await
+        .into_iter()
+        .filter(|e| e.stream_id == "campaign-abandoned-cart")
+        .collect();
+    assert_eq!(
+        stream.iter().map(|e| e.event_type.as_str()).collect::<Vec<_>>(),
+        ["CampaignPublished"; 3],
+        "versions are events"
+    );
+
+    // The running journey keeps version 2; a new one starts on version 3.
+    api.advance_minutes(60).await;
+    let second = customer(&api, "second@example.com").await;
+    fill_cart(&api, &second).await;
+    api.advance_minutes(60).await;
+    api.advance_minutes(60).await;
+    let template_of = |messages: &[EventEnvelope], who: &str| -> Vec<String> {
+        messages
+            .iter()
+            .filter(|e| e.customer_id.as_deref() == Some(who))
+            .map(|e| e.data["template"].as_str().unwrap_or("").to_string())
+            .collect()
+    };
+    let messages = cart_messages(&api).await;
+    assert_eq!(
+        template_of(&messages, &first),
+        ["abandoned-cart-final-offer"],
+        "version 2's reminder"
+    );
+    assert_eq!(
+        template_of(&messages, &second),
+        ["abandoned-cart-reminder"],
+        "version 3's reminder"
+    );
+    let journeys = api.call("GET", &format!("/customers/{second}/journeys"), None).await;
+    let items = journeys.body["items"].as_array().expect("items");
+    assert!(
+        items
+            .iter()
+            .any(|i| i["campaign_id"] == "abandoned-cart" && i["campaign_version"] == 3),
+        "{items:?}"
+    );
+    let journeys = api.call("GET", &format!("/customers/{first}/journeys"), None).await;
+    let items = journeys.body["items"].as_array().expect("items");
+    assert!(
+        items
+            .iter()
+            .any(|i| i["campaign_id"] == "abandoned-cart" && i["campaign_version"] == 2),
+        "{items:?}"
+    );
+}
+
+fn assert_problem(answer: &Answer, status: u16, field: &str) {
+    assert_eq!(answer.status, status, "{:?}", answer.body);
+    assert_eq!(answer.content_type(), "application/problem+json");
+    assert_eq!(answer.body["field"], field, "{:?}", answer.body);
+}
+
+#[tokio::test]
+async fn a_rollback_to_an_unknown_current_or_malformed_version_is_refused_and_writes_nothing() {
+    let api = TestApi::new();
+    let definition = edited_cart_campaign(&api).await;
+    let put = api
+        .call("PUT", "/campaigns/abandoned-cart", Some(&definition.to_string()))
+        .await;
+    assert_eq!(put.status, 200, "{:?}", put.body);
+    let stream_len = |events: Vec<EventEnvelope>| {
+        events
+            .iter()
+            .filter(|e| e.stream_id == "campaign-abandoned-cart")
+            .count()
+    };
+    let written = stream_len(api.all_events().await);
+
+    let unknown = api.call("POST", "/campaigns/abandoned-cart/rollback?to=7", None).await;
+    assert_problem(&unknown, 404, "to");
+    assert!(
+        unknown.body["detail"].as_str().unwrap_or("").contains('7'),
+        "{:?}",
+        unknown.body
+    );
+    let current = api.call("POST", "/campaigns/abandoned-cart/rollback?to=2", None).await;
+    assert_problem(&current, 409, "to");
+    for bad in ["", "?to=", "?to=two", "?to=0", "?to=-1", "?to=1.5", "?version=1"] {
+        let answer = api
+            .call("POST", &format!("/campaigns/abandoned-cart/rollback{bad}"), None)
+            .await;
+        assert_eq!(answer.status, 400, "{bad}: {:?}", answer.body);
+        assert_eq!(answer.content_type(), "application/problem+json", "{bad}");
+        let field = if bad.starts_with("?version") { "version" } else { "to" };
+        assert_eq!(answer.body["field"], field, "{bad}: {:?}", answer.body);
+    }
+    let no_campaign = api.call("POST", "/campaigns/no-such/rollback?to=1", None).await;
+    assert_eq!(no_campaign.status, 404, "{:?}", no_campaign.body);
+    assert_eq!(stream_len(api.all_events().await), written, "nothing written");
+}
+
+#[tokio::test]
+async fn the_list_needs_crm_read_and_a_rollback_crm_admin() {
+    let api = TestApi::new();
+    let put = api
+        .call(
+            "PUT",
+            "/campaigns/abandoned-cart",
+            Some(&edited_cart_campaign(&api).await.to_string()),
+        )
+        .await;
+    assert_eq!(put.status, 200, "{:?}", put.body);
+    let others: Vec<Scope> = Scope::ALL.into_iter().filter(|s| *s != Scope::Read).collect();
+    let refused = call_as(&api, &others, "GET", "/campaigns").await;
+    assert_eq!(refused.status, 403, "{:?}", refused.body);
+    assert_eq!(refused.body["required_scope"], "crm/read");
+    assert_eq!(call_as(&api, &[Scope::Read], "GET", "/campaigns").await.status, 200);
+
+    let others: Vec<Scope> = Scope::ALL.into_iter().filter(|s| *s != Scope::Admin).collect();
+    let refused = call_as(&api, &others, "POST", "/campaigns/abandoned-cart/rollback?to=1").await;
+    assert_eq!(refused.status, 403, "{:?}", refused.body);
+    assert_eq!(refused.body["required_scope"], "crm/admin");
+    assert_eq!(
+        listed(&api, "abandoned-cart").await["version"],
+        2,
+        "nothing rolled back"
+    );
+    let admitted = call_as(&api, &[Scope::Admin], "POST", "/campaigns/abandoned-cart/rollback?to=1").await;
+    assert_eq!(admitted.status, 200, "{:?}", admitted.body);
+    assert_eq!(admitted.body["version"], 3);
 }

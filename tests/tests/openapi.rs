@@ -174,11 +174,21 @@ async fn every_operation_answers_with_a_documented_status() {
                 url = url.replacen(&id, "welcome", 1);
             }
             // Campaign routes act on the shipped abandoned-cart campaign (resume: paused first).
-            Some("getCampaign" | "putCampaign" | "pauseCampaign" | "resumeCampaign") => {
+            // Rollback: an edited version 2 first, so version 1 is not current.
+            Some("getCampaign" | "putCampaign" | "pauseCampaign" | "resumeCampaign" | "rollbackCampaign") => {
                 url = url.replacen(&id, "abandoned-cart", 1);
                 if op["operationId"] == "resumeCampaign" {
                     let paused = api.call("POST", "/campaigns/abandoned-cart/pause", None).await;
                     assert_eq!(paused.status, 200, "{:?}", paused.body);
+                }
+                if op["operationId"] == "rollbackCampaign" {
+                    let got = api.call("GET", "/campaigns/abandoned-cart", None).await;
+                    let mut definition = got.body["definition"].clone();
+                    definition["name"] = serde_json::json!("Abandoned cart, edited");
+                    let put = api
+                        .call("PUT", "/campaigns/abandoned-cart", Some(&definition.to_string()))
+                        .await;
+                    assert_eq!(put.status, 200, "{:?}", put.body);
                 }
             }
             // Registration starts the email-verification journey, which requests a message.

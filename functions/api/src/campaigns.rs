@@ -1,19 +1,22 @@
-//! Campaign routes (publish, read, pause, resume) and the journey reads:
-//! why a message was sent, and a customer's journeys.
+//! Campaign routes (list, publish, read, pause, resume, roll back) and the
+//! journey reads: why a message was sent, and a customer's journeys.
 
 use crate::http::{customer_id, parse_json, Principal, Problem, RawBody};
 use crate::AppState;
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use crm_core::customer::views;
 use crm_core::event::Actor;
 use crm_core::failure::{Classify, FailureKind};
+use crm_core::insights::campaign_stats::{campaign_stats, DEFAULT_CONVERSION_WINDOW_DAYS};
 use crm_core::journey::catalog::{CampaignError, StoredCampaign};
-use crm_core::journey::engine::{IndexedInstance, JOURNEY_INDEX};
+use crm_core::journey::engine::{running_count, IndexedInstance, JOURNEY_INDEX};
 use crm_core::journey::explain::explain as explain_message;
 use crm_core::ports::StoreError;
 use serde_json::{json, Value};
+use std::collections::HashMap;
 
 fn view(c: &StoredCampaign) -> Value {
     json!({ "id": c.id, "version": c.version, "paused": c.paused, "definition": c.definition })
@@ -38,6 +41,8 @@ impl From<CampaignError> for Problem {
                 p
             }
             CampaignError::NotFound => Problem::not_found("campaign not found"),
+            e @ CampaignError::UnknownVersion(_) => Problem::not_found(e.to_string()).with_field("to"),
+            e @ CampaignError::AlreadyCurrent { .. } => Problem::conflict(Some("to".into()), e.to_string()),
             e @ (CampaignError::AlreadyPaused | CampaignError::NotPaused | CampaignError::ChangedConcurrently) => {
                 Problem::conflict(None, e.to_string())
             }
@@ -54,6 +59,55 @@ fn failed(e: &(impl Classify + std::fmt::Display)) -> Problem {
         FailureKind::Poison => Problem::from(StoreError::Failed(e.to_string())),
         FailureKind::Retryable | FailureKind::Conflict => Problem::from(StoreError::Unavailable(e.to_string())),
     }
+}
+
+/// `GET /campaigns`: every campaign (shipped and stored, paused ones too)
+/// at its current version, with its running instances (the journey index)
+/// and its sends, conversions and revenue (the campaign-stats read model,
+/// default conversion window). Not paged, like `GET /segments`: campaigns
+/// are tens (decision 0070).
+pub async fn list(State(state): State<AppState>) -> Result<Response, Problem> {
+    let docs = state.read_models.as_ref();
+    let mut items = Vec::new();
+    for c in state.campaigns.list().await? {
+        let running = running_count(docs, &c.id).await?;
+        let stats = campaign_stats(docs, &c.id, DEFAULT_CONVERSION_WINDOW_DAYS).await?;
+        items.push(json!({
+            "id": c.id,
+            "name": c.name,
+            "status": if c.paused { "paused" } else { "active" },
+            "version": c.version,
+            "running_instances": running,
+            "sends": stats.messages.sent,
+            "conversions": stats.conversions,
+            "revenue_minor": stats.revenue_minor,
+        }));
+    }
+    Ok(Json(json!({ "items": items, "conversion_window_days": DEFAULT_CONVERSION_WINDOW_DAYS })).into_response())
+}
+
+/// `POST /campaigns/{id}/rollback?to=<version>`: the definition of version
+/// `to` published again as a new current version (decision 0070). New
+/// journeys start on it; running ones keep their version.
+pub async fn rollback(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Response, Problem> {
+    let Query(q) = q.map_err(|e| Problem::malformed(format!("the query string is not valid: {e}")))?;
+    if let Some(unknown) = q.keys().find(|k| k.as_str() != "to") {
+        return Err(Problem::malformed("unknown query parameter").with_field(unknown.clone()));
+    }
+    let to = match q.get("to").map(|v| v.trim().parse::<u64>()) {
+        None => return Err(Problem::malformed("`to` is required: the version to roll back to").with_field("to")),
+        Some(Ok(v)) if v >= 1 => v,
+        Some(_) => return Err(Problem::malformed("`to` must be a version number (1 or more)").with_field("to")),
+    };
+    let c = state.campaigns.rollback(&id, to, Actor::api(&principal.0)).await?;
+    let mut body = view(&c);
+    body["rolled_back_to"] = json!(to);
+    Ok(Json(body).into_response())
 }
 
 pub async fn put_campaign(

@@ -97,10 +97,12 @@ pub const ROUTE_TABLE: &[Route] = &[
     route("POST", "/orders/{id}/deliver", WRITE),
     route("POST", "/orders/{id}/cancel", WRITE),
     route("POST", "/orders/{id}/refunds", WRITE),
+    route("GET", "/campaigns", READ),
     route("GET", "/campaigns/{id}", ADMIN),
     route("PUT", "/campaigns/{id}", ADMIN),
     route("POST", "/campaigns/{id}/pause", ADMIN),
     route("POST", "/campaigns/{id}/resume", ADMIN),
+    route("POST", "/campaigns/{id}/rollback", ADMIN),
     route("GET", "/messages/{message_id}/explain", READ),
     route("GET", "/customers/{id}/journeys", READ),
     route("GET", "/customers/{id}/funnel", READ),
@@ -328,12 +330,14 @@ pub fn router(state: AppState) -> Router {
         .route("/orders/{id}/deliver", post(orders::deliver))
         .route("/orders/{id}/cancel", post(orders::cancel))
         .route("/orders/{id}/refunds", post(orders::refund))
+        .route("/campaigns", get(campaigns::list))
         .route(
             "/campaigns/{id}",
             get(campaigns::get_campaign).put(campaigns::put_campaign),
         )
         .route("/campaigns/{id}/pause", post(campaigns::pause))
         .route("/campaigns/{id}/resume", post(campaigns::resume))
+        .route("/campaigns/{id}/rollback", post(campaigns::rollback))
         .route("/messages/{message_id}/explain", get(campaigns::explain))
         .route("/customers/{id}/journeys", get(campaigns::journeys))
         .route("/customers/{id}/funnel", get(insights::customer_funnel))
