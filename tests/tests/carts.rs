@@ -1,6 +1,6 @@
 //! The cart routes over the real SQLite store and timer table: the cart's
-//! lifecycle, its inactivity timer (replaced by every activity, cancelled by
-//! checkout), idempotency, and every kind of bad input (which writes nothing).
+//! lifecycle, its inactivity timer (replaced by every activity, and by the
+//! checkout's timer at checkout, decision 0069), idempotency, and every kind of bad input (which writes nothing).
 
 use crm_core::clock::SystemClock;
 use crm_core::commerce::{inactivity_timer_name, CartService, TimerOutcome};
@@ -116,7 +116,11 @@ async fn cart_lifecycle_with_its_inactivity_timer() {
     let checkout = api.call("POST", &format!("/carts/{id}/checkout"), None).await;
     assert_eq!(checkout.status, 200, "{:?}", checkout.body);
     assert_eq!(checkout.body["status"], "checked-out");
-    assert_eq!(timer(&api, &id).await, None, "checkout cancels the timer");
+    let checkout_timer = timer(&api, &id).await.expect("the checkout's timer");
+    assert_eq!(
+        checkout_timer.set_at_version, 6,
+        "checkout replaces the inactivity timer by the checkout's"
+    );
 
     // Every event of the cart names its customer (routing by customer works).
     let events = api
@@ -152,7 +156,7 @@ async fn cart_lifecycle_with_its_inactivity_timer() {
         assert_eq!(a.content_type(), "application/problem+json");
     }
     assert_eq!(api.event_count().await, before);
-    assert_eq!(timer(&api, &id).await, None);
+    assert_eq!(timer(&api, &id).await, Some(checkout_timer));
 }
 
 #[tokio::test]

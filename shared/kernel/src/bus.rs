@@ -24,7 +24,7 @@ pub fn source_for(event_type: &str) -> &'static str {
         "EmailDelivered" | "EmailBounced" | "EmailComplained" | "EmailOpened" | "EmailClicked" => "crm.messaging",
         t if t.starts_with("Segment") => "crm.segments",
         "CustomerSegmentAdded" | "CustomerSegmentRemoved" => "crm.segments",
-        "ItemAddedToCart" | "ItemRemovedFromCart" | "CheckoutStarted" => "crm.commerce",
+        "ItemAddedToCart" | "ItemRemovedFromCart" | "CheckoutStarted" | "CheckoutAbandoned" => "crm.commerce",
         t if t.starts_with("Order") || t.starts_with("Cart") || t.starts_with("Payment") || t.starts_with("Refund") => {
             "crm.commerce"
         }
@@ -98,5 +98,6 @@ mod tests {
         assert_eq!(source_for("ItemAddedToCart"), "crm.commerce");
         assert_eq!(source_for("CheckoutStarted"), "crm.commerce");
         assert_eq!(source_for("CartAbandoned"), "crm.commerce");
+        assert_eq!(source_for("CheckoutAbandoned"), "crm.commerce");
     }
 }

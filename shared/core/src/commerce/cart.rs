@@ -98,6 +98,11 @@ pub enum CartCommand {
     MarkAbandoned {
         now: DateTime<Utc>,
     },
+    /// The checkout timer fired: the checkout was not completed in time
+    /// (the service checked no order holds the cart; decision 0069).
+    MarkCheckoutAbandoned {
+        now: DateTime<Utc>,
+    },
 }
 
 impl CartCommand {
@@ -160,6 +165,19 @@ pub enum CartEvent {
         abandoned_at: DateTime<Utc>,
         time_in_cart_seconds: i64,
     },
+    /// The checkout started `time_in_checkout_seconds` ago and no order was
+    /// placed from the cart within the checkout period (1 h by default;
+    /// decision 0069).
+    CheckoutAbandoned {
+        cart_id: String,
+        customer_id: String,
+        items: Vec<CartItem>,
+        total_value_minor: i64,
+        currency: String,
+        checkout_started_at: DateTime<Utc>,
+        abandoned_at: DateTime<Utc>,
+        time_in_checkout_seconds: i64,
+    },
 }
 
 impl DomainEvent for CartEvent {
@@ -176,6 +194,7 @@ impl CartEvent {
             CartEvent::ItemRemovedFromCart { .. } => "ItemRemovedFromCart",
             CartEvent::CheckoutStarted { .. } => "CheckoutStarted",
             CartEvent::CartAbandoned { .. } => "CartAbandoned",
+            CartEvent::CheckoutAbandoned { .. } => "CheckoutAbandoned",
         }
     }
 }
@@ -200,6 +219,12 @@ pub struct Cart {
     pub updated_at: DateTime<Utc>,
     /// When the shopper last touched it (create, add, remove).
     pub last_activity_at: DateTime<Utc>,
+    /// When its checkout started, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkout_started_at: Option<DateTime<Utc>>,
+    /// When its checkout was abandoned (no order within the checkout period).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkout_abandoned_at: Option<DateTime<Utc>>,
     pub version: u64,
 }
 
@@ -236,6 +261,7 @@ pub fn decide(state: Option<&Cart>, command: &CartCommand, cart_id: &str) -> Res
         (Some(c), CartCommand::RemoveItem(cmd)) => remove_item(c, cmd),
         (Some(c), CartCommand::StartCheckout) => start_checkout(c),
         (Some(c), CartCommand::MarkAbandoned { now }) => mark_abandoned(c, *now),
+        (Some(c), CartCommand::MarkCheckoutAbandoned { now }) => mark_checkout_abandoned(c, *now),
     }
 }
 
@@ -389,6 +415,26 @@ fn mark_abandoned(c: &Cart, now: DateTime<Utc>) -> Result<Vec<CartEvent>, CartEr
     }])
 }
 
+fn mark_checkout_abandoned(c: &Cart, now: DateTime<Utc>) -> Result<Vec<CartEvent>, CartError> {
+    let started = match (c.status, c.checkout_started_at, c.checkout_abandoned_at) {
+        (CartStatus::CheckedOut, Some(started), None) => started,
+        (CartStatus::CheckedOut, _, Some(_)) => {
+            return Err(CartError::conflict(None, "the checkout was already abandoned"))
+        }
+        _ => return Err(CartError::conflict(None, "the cart's checkout has not started")),
+    };
+    Ok(vec![CartEvent::CheckoutAbandoned {
+        cart_id: c.id.clone(),
+        customer_id: c.customer_id.clone(),
+        items: c.items.clone(),
+        total_value_minor: c.total_value_minor(),
+        currency: c.currency.clone(),
+        checkout_started_at: started,
+        abandoned_at: now,
+        time_in_checkout_seconds: (now - started).num_seconds().max(0),
+    }])
+}
+
 /// Folds one event into the state. `at` is when it occurred, `version` its
 /// position in the stream.
 pub fn evolve(state: Option<Cart>, event: &CartEvent, at: DateTime<Utc>, version: u64) -> Option<Cart> {
@@ -407,6 +453,8 @@ pub fn evolve(state: Option<Cart>, event: &CartEvent, at: DateTime<Utc>, version
             created_at: at,
             updated_at: at,
             last_activity_at: at,
+            checkout_started_at: None,
+            checkout_abandoned_at: None,
             version,
         });
     }
@@ -440,8 +488,12 @@ pub fn evolve(state: Option<Cart>, event: &CartEvent, at: DateTime<Utc>, version
             c.last_activity_at = at;
             c.items.retain(|i| &i.product_id != product_id);
         }
-        CartEvent::CheckoutStarted { .. } => c.status = CartStatus::CheckedOut,
+        CartEvent::CheckoutStarted { .. } => {
+            c.status = CartStatus::CheckedOut;
+            c.checkout_started_at = Some(at);
+        }
         CartEvent::CartAbandoned { .. } => c.status = CartStatus::Abandoned,
+        CartEvent::CheckoutAbandoned { abandoned_at, .. } => c.checkout_abandoned_at = Some(*abandoned_at),
     }
     Some(c)
 }

@@ -18,7 +18,7 @@ pub use order::{
 };
 pub use service::{
     inactivity_timer_name, CartCommandError, CartExecuted, CartResponseBuilder, CartService, TimerOutcome,
-    DEFAULT_INACTIVITY_MINUTES,
+    DEFAULT_CHECKOUT_MINUTES, DEFAULT_INACTIVITY_MINUTES,
 };
 
 #[cfg(test)]

@@ -1,7 +1,10 @@
 //! The cart application service: the shared command loop
 //! ([`AggregateService`]: load, decide, append with an idempotency receipt,
 //! retry on a concurrency conflict); then keep the cart's inactivity timer in
-//! step with the cart (docs/decisions/0008-cart-inactivity.md).
+//! step with the cart (docs/decisions/0008-cart-inactivity.md): while the
+//! cart is open, its inactivity; once its checkout started, the checkout
+//! period, after which a checkout no order completed is abandoned
+//! (`CheckoutAbandoned`, docs/decisions/0069-browse-and-checkout-abandonment.md).
 
 use super::cart::{stream_id, Cart, CartAggregate, CartCommand, CartError, CartStatus};
 use crate::aggregate::{AggregateError, AggregateService, Executed};
@@ -20,7 +23,12 @@ pub type CartResponseBuilder<'a> = &'a (dyn Fn(&Cart, &[EventEnvelope]) -> (u16,
 /// The default inactivity period after which an open cart is abandoned.
 pub const DEFAULT_INACTIVITY_MINUTES: i64 = 60;
 
-/// The deterministic name of cart `cart_id`'s inactivity timer.
+/// The default time a started checkout has to become an order before it is
+/// abandoned (seed 000: 60 minutes).
+pub const DEFAULT_CHECKOUT_MINUTES: i64 = 60;
+
+/// The deterministic name of cart `cart_id`'s timer: its inactivity timer
+/// while open, its checkout timer once checked out (one timer per cart).
 pub fn inactivity_timer_name(cart_id: &str) -> String {
     timer_name(TimerKind::CartInactivity, &[&stream_id(cart_id)])
 }
@@ -33,9 +41,12 @@ pub type CartExecuted = Executed<Cart>;
 pub enum TimerOutcome {
     /// The cart was open and untouched since the timer was set: now abandoned.
     Abandoned { events: Vec<EventEnvelope> },
+    /// The cart's checkout started a checkout period ago and no order was
+    /// placed from it: `CheckoutAbandoned`.
+    CheckoutAbandoned { events: Vec<EventEnvelope> },
     /// A later activity replaced the timer (or won the race against it).
     Superseded,
-    /// The cart is checked out or already abandoned.
+    /// The cart is abandoned, or its checkout already was.
     NotOpen,
     /// An order was placed from the cart: it is not abandoned.
     Ordered,
@@ -100,6 +111,7 @@ pub struct CartService {
     customers: crate::customer::CustomerService,
     scheduler: Arc<dyn Scheduler>,
     inactivity: Duration,
+    checkout: Duration,
 }
 
 impl CartService {
@@ -109,7 +121,19 @@ impl CartService {
             carts: AggregateService::new(store, clock),
             scheduler,
             inactivity: Duration::minutes(DEFAULT_INACTIVITY_MINUTES),
+            checkout: Duration::minutes(DEFAULT_CHECKOUT_MINUTES),
         }
+    }
+
+    /// How long a started checkout may go without an order before it is
+    /// abandoned (at least a second).
+    pub fn with_checkout_period(mut self, period: Duration) -> Self {
+        self.checkout = period.max(Duration::seconds(1));
+        self
+    }
+
+    pub fn checkout_period(&self) -> Duration {
+        self.checkout
     }
 
     /// How long a cart may stay untouched before it is abandoned (at least a second).
@@ -164,27 +188,32 @@ impl CartService {
     }
 
     /// Sets the timer of an open cart (due one inactivity period after its
-    /// last activity, tagged with its version), cancels it otherwise.
+    /// last activity) or of a started checkout not yet abandoned (due one
+    /// checkout period after it started), tagged with the cart's version;
+    /// cancels it otherwise.
     pub async fn sync_timer(&self, cart: &Cart) -> Result<(), SchedulerError> {
         let name = inactivity_timer_name(&cart.id);
-        if cart.status != CartStatus::Open {
-            return self.scheduler.cancel(&name).await;
-        }
+        let due_at = match (cart.status, cart.checkout_started_at, cart.checkout_abandoned_at) {
+            (CartStatus::Open, _, _) => cart.last_activity_at + self.inactivity,
+            (CartStatus::CheckedOut, Some(started), None) => started + self.checkout,
+            _ => return self.scheduler.cancel(&name).await,
+        };
         self.scheduler
             .schedule(TimerPayload {
                 name,
                 kind: TimerKind::CartInactivity,
                 stream_id: stream_id(&cart.id),
                 customer_id: Some(cart.customer_id.clone()),
-                due_at: cart.last_activity_at + self.inactivity,
+                due_at,
                 set_at_version: cart.version,
                 data: serde_json::json!({}),
             })
             .await
     }
 
-    /// A cart inactivity timer fired at `now`: abandons the cart unless a
-    /// later activity replaced the timer or the cart is no longer open.
+    /// A cart's timer fired at `now`: abandons the cart (open) or its
+    /// checkout (checked out, no order placed from it) unless a later
+    /// activity replaced the timer or that already happened.
     pub async fn on_inactivity_timer(
         &self,
         payload: &TimerPayload,
@@ -199,9 +228,11 @@ impl CartService {
         let Some(cart) = self.load(cart_id).await? else {
             return Ok(TimerOutcome::Ignored);
         };
-        if cart.status != CartStatus::Open {
-            return Ok(TimerOutcome::NotOpen);
-        }
+        let checkout = match (cart.status, cart.checkout_abandoned_at) {
+            (CartStatus::Open, _) => false,
+            (CartStatus::CheckedOut, None) => true,
+            _ => return Ok(TimerOutcome::NotOpen),
+        };
         // Deactivation and erasure cancel the timer; one that fired anyway
         // (a race, or a cart the cancellation did not know of yet) stops here.
         let customer = self.customers.load(&cart.customer_id).await.map_err(|e| match e {
@@ -223,23 +254,21 @@ impl CartService {
         if ordered.is_some() {
             return Ok(TimerOutcome::Ordered);
         }
-        let meta = CommandMeta::new(Actor::system("cart-inactivity"));
+        let (actor, command) = if checkout {
+            ("checkout-timeout", CartCommand::MarkCheckoutAbandoned { now })
+        } else {
+            ("cart-inactivity", CartCommand::MarkAbandoned { now })
+        };
+        let meta = CommandMeta::new(Actor::system(actor));
         let respond = |_: &Cart, _: &[EventEnvelope]| (200, serde_json::Value::Null);
         // One attempt against the state the timer was checked on: a
         // concurrent activity that wins has set a new timer.
         match self
             .carts
-            .try_once(
-                cart_id,
-                Some(cart),
-                &CartCommand::MarkAbandoned { now },
-                &(),
-                &meta,
-                None,
-                &respond,
-            )
+            .try_once(cart_id, Some(cart), &command, &(), &meta, None, &respond)
             .await?
         {
+            Some(Executed::Applied { events, .. }) if checkout => Ok(TimerOutcome::CheckoutAbandoned { events }),
             Some(Executed::Applied { events, .. }) => Ok(TimerOutcome::Abandoned { events }),
             Some(Executed::Replayed { .. }) | None => Ok(TimerOutcome::Superseded),
         }

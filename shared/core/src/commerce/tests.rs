@@ -302,7 +302,7 @@ fn create() -> CartCommand {
 }
 
 #[tokio::test]
-async fn every_activity_replaces_the_timer_and_checkout_cancels_it() {
+async fn every_activity_replaces_the_timer_and_checkout_replaces_it_by_the_checkout_timer() {
     let h = harness();
     let name = inactivity_timer_name("k1");
     run(&h, create()).await.expect("created");
@@ -329,8 +329,63 @@ async fn every_activity_replaces_the_timer_and_checkout_cancels_it() {
     let stored = h.store.read_stream("cart-k1", 0, 10).await.expect("read");
     assert!(stored.iter().all(|e| e.customer_id.as_deref() == Some("c1")));
 
+    h.clock.advance(Duration::minutes(5));
     run(&h, CartCommand::StartCheckout).await.expect("checked out");
+    let timer = h.scheduler.get(&name).await.expect("get").expect("set");
+    assert_eq!(
+        (timer.set_at_version, timer.due_at),
+        (3, test_time() + Duration::minutes(15 + DEFAULT_CHECKOUT_MINUTES)),
+        "the checkout's timer, due one checkout period after it started"
+    );
+    assert_eq!(h.scheduler.pending().len(), 1, "replaced, not added");
+}
+
+/// Decision 0069: a checkout no order completed within the checkout period
+/// is abandoned once; its timer is then gone.
+#[tokio::test]
+async fn a_checkout_timer_abandons_the_checkout_once() {
+    let h = harness();
+    let name = inactivity_timer_name("k1");
+    run(&h, create()).await.expect("created");
+    run(&h, CartCommand::AddItem(add("sku-1", 2, 100)))
+        .await
+        .expect("added");
+    h.clock.advance(Duration::minutes(10));
+    run(&h, CartCommand::StartCheckout).await.expect("checked out");
+    let timer = h.scheduler.get(&name).await.expect("get").expect("set");
+
+    let now = h.clock.advance(Duration::minutes(DEFAULT_CHECKOUT_MINUTES));
+    let outcome = h.service.on_inactivity_timer(&timer, now).await.expect("fired");
+    let TimerOutcome::CheckoutAbandoned { events } = outcome else {
+        panic!("{outcome:?}");
+    };
+    assert_eq!(events[0].event_type, "CheckoutAbandoned");
+    assert_eq!(events[0].customer_id.as_deref(), Some("c1"));
+    assert_eq!(events[0].data["cart_id"], "k1");
+    assert_eq!(events[0].data["total_value_minor"], 200);
+    assert_eq!(
+        events[0].data["time_in_checkout_seconds"],
+        DEFAULT_CHECKOUT_MINUTES * 60
+    );
+    let cart = h.service.load("k1").await.expect("load").expect("cart");
+    assert_eq!(cart.status, CartStatus::CheckedOut);
+    assert_eq!(cart.checkout_abandoned_at, Some(now));
+    assert_eq!(
+        h.service.on_inactivity_timer(&timer, now).await,
+        Ok(TimerOutcome::NotOpen),
+        "a redelivered timer is a no-op"
+    );
+    h.service.sync_timer(&cart).await.expect("sync");
     assert_eq!(h.scheduler.get(&name).await.expect("get"), None);
+    assert!(
+        matches!(
+            given_cart(&with_items())
+                .when(CartCommand::MarkCheckoutAbandoned { now })
+                .error(),
+            CartError::Conflict { .. }
+        ),
+        "an open cart has no checkout to abandon"
+    );
 }
 
 #[tokio::test]

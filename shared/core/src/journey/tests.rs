@@ -349,6 +349,42 @@ fn structural_errors_have_paths() {
     );
 }
 
+/// Decision 0069: the browse rule's product count is 2 unless the campaign
+/// says otherwise, from 1 to 100, and its window is a duration.
+#[test]
+fn the_browse_rule_defaults_to_two_products_and_is_checked() {
+    let campaign = |browsed: &str| {
+        format!(
+            "id: b\nname: B\ntrigger: {{ pattern: {{ source: [crm.customer], detail-type: [ProductViewed] }} }}\n\
+             entry:\n  browsed: {browsed}\nsteps:\n  - {{ id: s, type: wait, duration: 5m }}\n"
+        )
+    };
+    let loaded = load(&campaign("{ within: 1h }"));
+    let rule = loaded.entry.browsed.expect("a browse rule");
+    assert_eq!(rule.min_distinct_products, 2);
+    assert_eq!(rule.within.to_chrono(), chrono::Duration::hours(1));
+    assert_eq!(
+        load(&campaign("{ min_distinct_products: 5, within: 2h }"))
+            .entry
+            .browsed
+            .map(|r| r.min_distinct_products),
+        Some(5)
+    );
+    assert_eq!(
+        paths(&campaign("{ min_distinct_products: 0, within: 1h }")),
+        ["entry.browsed.min_distinct_products"]
+    );
+    assert_eq!(
+        paths(&campaign("{ min_distinct_products: 101, within: 1h }")),
+        ["entry.browsed.min_distinct_products"]
+    );
+    assert_eq!(paths(&campaign("{ within: soon }")), ["entry.browsed.within"]);
+    assert!(
+        !paths(&campaign("{ min_distinct_products: 2 }")).is_empty(),
+        "within is required"
+    );
+}
+
 #[test]
 fn an_update_segment_step_may_name_only_a_manual_segment() {
     let campaign = |segment: &str| {

@@ -157,6 +157,20 @@ impl Loader {
                 Err(message) => self.error("entry.dedupe_key", message),
             }
         }
+        if let Some(browsed) = raw.pointer("/entry/browsed") {
+            self.check_duration(browsed, "within", "entry.browsed");
+            if let Some(min) = browsed.get("min_distinct_products") {
+                let ok = min
+                    .as_u64()
+                    .is_some_and(|n| (1..=u64::from(super::MAX_DISTINCT_PRODUCTS)).contains(&n));
+                if !ok {
+                    self.error(
+                        "entry.browsed.min_distinct_products",
+                        format!("must be a whole number from 1 to {}", super::MAX_DISTINCT_PRODUCTS),
+                    );
+                }
+            }
+        }
     }
 
     fn check_raw_ids(&mut self, steps: &[Value]) {

@@ -92,6 +92,38 @@ pub struct EntryRules {
     /// what one journey is about; by default the event id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dedupe_key: Option<String>,
+    /// Browse abandonment (decision 0069): the trigger counts only if the
+    /// customer viewed enough distinct products, and touched no cart, in
+    /// the time before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub browsed: Option<BrowseRule>,
+}
+
+/// The most distinct products a [`BrowseRule`] may ask for.
+pub const MAX_DISTINCT_PRODUCTS: u32 = 100;
+
+/// Seed 000's "viewed multiple products, no cart" (decision 0069): at the
+/// trigger, the customer has viewed (`ProductViewed`) at least
+/// `min_distinct_products` distinct products within `within` before it
+/// (the trigger's own view included), and neither created a cart nor added
+/// an item to one in that time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrowseRule {
+    /// At least this many distinct product ids (1 to 100; 2 by default).
+    #[serde(default = "BrowseRule::default_min")]
+    pub min_distinct_products: u32,
+    /// How far back from the trigger the views and carts count.
+    pub within: Duration,
+}
+
+impl BrowseRule {
+    /// The number of distinct products a rule that names none asks for.
+    pub const DEFAULT_MIN_DISTINCT_PRODUCTS: u32 = 2;
+
+    fn default_min() -> u32 {
+        Self::DEFAULT_MIN_DISTINCT_PRODUCTS
+    }
 }
 
 /// A consent purpose over a channel.

@@ -38,6 +38,8 @@
 //!   starting the journeys it triggers,
 //! - `advance`: a fired timer, and one input decided for an instance,
 //! - `lookback`: the customer's events recorded after a trigger,
+//! - `browse`: the browse-abandonment entry rule (distinct products
+//!   viewed, no cart, before the trigger; decision 0069),
 //! - `pause`: a paused campaign's instances exited a page at a time,
 //! - `stream`: an instance's stream loaded and folded, its events
 //!   stored, and healing after a crash,
@@ -47,6 +49,7 @@
 //! - `error`: what a caller retries and what it parks.
 
 mod advance;
+mod browse;
 mod error;
 mod index;
 mod lookback;

@@ -174,6 +174,13 @@ impl JourneyEngine {
                     continue;
                 }
             }
+            // Browse abandonment (decision 0069): enough distinct products
+            // viewed, and no cart touched, before the trigger.
+            if let Some(rule) = &campaign.entry.browsed {
+                if !self.browsed_without_cart(&customer_id, envelope, rule).await? {
+                    continue;
+                }
+            }
             let dedupe = match &campaign.entry.dedupe_key {
                 Some(path) => {
                     let segments: Vec<&str> = path.trim_start_matches("event.").split('.').collect();

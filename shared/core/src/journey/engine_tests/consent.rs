@@ -36,7 +36,7 @@ async fn revoking_email_marketing_ends_the_email_only_journeys_and_leaves_the_ot
     let checkout = world
         .commerce_event(
             "cart-r2",
-            "CheckoutStarted",
+            "CheckoutAbandoned",
             json!({ "cart_id": "r2", "total_value_minor": 7000 }),
         )
         .await;
@@ -59,15 +59,19 @@ async fn revoking_email_marketing_ends_the_email_only_journeys_and_leaves_the_ot
     assert!(exited_by_consent(&world.journey_events(&cart[0]).await));
     assert!(!exited_by_consent(&world.journey_events(&checkout[0]).await));
     assert_eq!(world.scheduler.pending().len(), 1, "only the checkout's wait is left");
-    let sent = world.advance(chrono::Duration::hours(2)).await;
-    assert_eq!(sent.len(), 1, "the checkout's email; nothing of the cart's: {sent:?}");
+    let sent = world.advance(chrono::Duration::hours(25)).await;
+    assert_eq!(sent.len(), 1, "the checkout's SMS; nothing of the cart's: {sent:?}");
     let requested = |history: Vec<JourneyEvent>| {
         history
             .iter()
             .filter(|e| matches!(e, JourneyEvent::MessageRequested { .. }))
             .count()
     };
-    assert_eq!(requested(world.journey_events(&checkout[0]).await), 1);
+    assert_eq!(
+        requested(world.journey_events(&checkout[0]).await),
+        2,
+        "the email at the start, the SMS a day later"
+    );
     assert_eq!(requested(world.journey_events(&cart[0]).await), 0);
 
     // Delivered again (an at-least-once queue): nothing more.
