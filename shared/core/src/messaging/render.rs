@@ -353,8 +353,85 @@ fn compiled(template_id: &str) -> Result<&'static Compiled, RenderError> {
     }
 }
 
+/// The Liquid parser: the standard tags, blocks and filters except `date`
+/// and `strip_html`, plus [`Money`] (decision 0062, "Addendum: HTTP/1.1
+/// client, liquid filters"). Those two are what link the regex crates into
+/// the functions that render (liquid-core's date-time parsing, liquid-lib's
+/// tag stripping, about 0.4 MiB); no shipped template uses them, and a
+/// template that did would fail to parse ("Unknown filter").
+fn parser() -> Result<liquid::Parser, liquid::Error> {
+    use liquid::ParserBuilder;
+    use liquid_lib::stdlib;
+    ParserBuilder::new()
+        .tag(stdlib::AssignTag)
+        .tag(stdlib::BreakTag)
+        .tag(stdlib::ContinueTag)
+        .tag(stdlib::CycleTag)
+        .tag(stdlib::IncludeTag)
+        .tag(stdlib::IncrementTag)
+        .tag(stdlib::DecrementTag)
+        .tag(stdlib::RenderTag)
+        .block(stdlib::RawBlock)
+        .block(stdlib::IfBlock)
+        .block(stdlib::UnlessBlock)
+        .block(stdlib::IfChangedBlock)
+        .block(stdlib::ForBlock)
+        .block(stdlib::TableRowBlock)
+        .block(stdlib::CommentBlock)
+        .block(stdlib::CaptureBlock)
+        .block(stdlib::CaseBlock)
+        .filter(stdlib::Abs)
+        .filter(stdlib::Append)
+        .filter(stdlib::AtLeast)
+        .filter(stdlib::AtMost)
+        .filter(stdlib::Capitalize)
+        .filter(stdlib::Ceil)
+        .filter(stdlib::Compact)
+        .filter(stdlib::Concat)
+        .filter(stdlib::Default)
+        .filter(stdlib::DividedBy)
+        .filter(stdlib::Downcase)
+        .filter(stdlib::Escape)
+        .filter(stdlib::EscapeOnce)
+        .filter(stdlib::First)
+        .filter(stdlib::Floor)
+        .filter(stdlib::Join)
+        .filter(stdlib::Last)
+        .filter(stdlib::Lstrip)
+        .filter(stdlib::Map)
+        .filter(stdlib::Minus)
+        .filter(stdlib::Modulo)
+        .filter(stdlib::NewlineToBr)
+        .filter(stdlib::Plus)
+        .filter(stdlib::Prepend)
+        .filter(stdlib::Remove)
+        .filter(stdlib::RemoveFirst)
+        .filter(stdlib::Replace)
+        .filter(stdlib::ReplaceFirst)
+        .filter(stdlib::Reverse)
+        .filter(stdlib::Round)
+        .filter(stdlib::Rstrip)
+        .filter(stdlib::Size)
+        .filter(stdlib::Slice)
+        .filter(stdlib::Sort)
+        .filter(stdlib::SortNatural)
+        .filter(stdlib::Split)
+        .filter(stdlib::Strip)
+        .filter(stdlib::StripNewlines)
+        .filter(stdlib::Times)
+        .filter(stdlib::Truncate)
+        .filter(stdlib::TruncateWords)
+        .filter(stdlib::Uniq)
+        .filter(stdlib::Upcase)
+        .filter(stdlib::UrlDecode)
+        .filter(stdlib::UrlEncode)
+        .filter(stdlib::Where)
+        .filter(Money)
+        .build()
+}
+
 fn compile_all() -> Cache {
-    let parser = match liquid::ParserBuilder::with_stdlib().filter(Money).build() {
+    let parser = match parser() {
         Ok(p) => p,
         Err(e) => {
             return SOURCES

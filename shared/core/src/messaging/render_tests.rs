@@ -324,3 +324,61 @@ fn a_missing_filter_argument_is_named() {
         Err(RenderError::MissingVariable { variable, .. }) if variable == "data"
     ));
 }
+
+fn compile_sms(text: &'static str) -> Result<Compiled, RenderError> {
+    let parser = parser().expect("the parser builds");
+    compile(
+        &parser,
+        &Source {
+            id: "custom",
+            parts: Parts::Sms { text },
+            sample: "{}",
+        },
+    )
+}
+
+#[test]
+fn the_filters_left_out_fail_to_parse_naming_the_filter() {
+    // `date` and `strip_html` link the regex crates (decision 0062); a
+    // template using one is refused when parsed, never a panic.
+    for (filter, text) in [
+        ("date", "{{ data.at | date: \"%Y-%m-%d\" }}"),
+        ("strip_html", "{{ data.note | strip_html }}"),
+    ] {
+        match compile_sms(text) {
+            Err(RenderError::Invalid {
+                template,
+                part,
+                message,
+            }) => {
+                assert_eq!((template.as_str(), part), ("custom", "sms.liquid"));
+                assert!(
+                    message.contains("Unknown filter") && message.contains(filter),
+                    "{message}"
+                );
+            }
+            Err(other) => panic!("{filter}: {other}"),
+            Ok(_) => panic!("{filter} parsed"),
+        }
+    }
+}
+
+#[test]
+fn the_standard_tags_and_filters_kept_still_work() {
+    let compiled = compile_sms(
+        "{% assign n = data.items | size %}{% capture c %}{{ data.name | downcase | capitalize }}{% endcapture %}\
+         {{ c }} {{ n | times: 2 | plus: 1 }} {{ data.items | join: \"+\" | upcase }} \
+         {{ data.missing | default: \"none\" }} {{ \"a b&c\" | url_encode }} {{ \"<b>\" | escape }} \
+         {% unless false %}{{ data.name | truncate: 4 }}{% endunless %} {{ 10990 | money: \"EUR\" }}",
+    )
+    .expect("parses");
+    let Compiled::Sms { text } = compiled else {
+        panic!("an SMS template")
+    };
+    let vars = json!({"data": {"name": "ALICE", "items": ["x", "y"], "missing": null}});
+    let globals = to_globals("custom", &vars).expect("an object");
+    assert_eq!(
+        run("custom", "sms.liquid", &text, &globals).expect("renders"),
+        "Alice 5 X+Y none a%20b%26c &lt;b&gt; A... €109.90"
+    );
+}
