@@ -134,7 +134,10 @@ async fn every_operation_answers_with_a_documented_status() {
             }
             // Order routes act on an order of the customer (total 3470 EUR), moved
             // to the state the operation needs: paid to ship or refund, shipped to deliver.
-            Some("getOrder" | "recordOrderPayment" | "shipOrder" | "deliverOrder" | "cancelOrder" | "refundOrder") => {
+            Some(
+                "getOrder" | "recordOrderPayment" | "shipOrder" | "deliverOrder" | "cancelOrder" | "refundOrder"
+                | "completeRefund",
+            ) => {
                 let body = format!(
                     r#"{{"customer_id":"{id}","items":[{{"product_id":"sku-1","name":"Beans","quantity":2,"unit_price_minor":1250}}],"tax_minor":475,"shipping_minor":495,"total_minor":3470,"currency":"EUR","shipping_address":{{"line1":"1 Main St","city":"Berlin","postal_code":"10115","country":"DE"}}}}"#
                 );
@@ -146,6 +149,11 @@ async fn every_operation_answers_with_a_documented_status() {
                 let shipped = r#"{"carrier":"DHL","tracking_number":"T1"}"#;
                 match op["operationId"].as_str() {
                     Some("shipOrder" | "refundOrder") => steps.push(("payments", paid)),
+                    // Completion: a refund of the paid order first, whose id the path names.
+                    Some("completeRefund") => steps.extend([
+                        ("payments", paid),
+                        ("refunds", r#"{"refund_type":"full","reason":"other"}"#),
+                    ]),
                     Some("deliverOrder") => steps.extend([("payments", paid), ("ship", shipped)]),
                     _ => {}
                 }
@@ -154,6 +162,9 @@ async fn every_operation_answers_with_a_documented_status() {
                         .call("POST", &format!("/orders/{order_id}/{step}"), Some(step_body))
                         .await;
                     assert_eq!(done.status, 200, "{step}: {:?}", done.body);
+                    if let Some(refund_id) = done.body["refunds"][0]["refund_id"].as_str() {
+                        url = url.replace("{refund_id}", refund_id);
+                    }
                 }
                 url = url.replacen(&id, &order_id, 1);
             }

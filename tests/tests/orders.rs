@@ -123,8 +123,9 @@ async fn an_order_goes_from_payment_to_delivery_and_refunds() {
     let delivered = post(&api, &id, "deliver", "{}").await;
     assert_eq!(delivered.body["status"], "completed", "{:?}", delivered.body);
 
-    let partial =
-        json!({ "refund_type": "partial", "amount_minor": 1500, "reason": "quality-issue", "items": ["jug"] });
+    // After delivery a refund is a return, with its reason (decision 0071).
+    let partial = json!({ "refund_type": "partial", "amount_minor": 1500, "reason": "quality-issue", "items": ["jug"],
+        "return": { "reason": "the jug leaks" } });
     let refunded = post(&api, &id, "refunds", &partial.to_string()).await;
     assert_eq!(refunded.status, 200, "{:?}", refunded.body);
     assert_eq!(
@@ -138,7 +139,7 @@ async fn an_order_goes_from_payment_to_delivery_and_refunds() {
         &api,
         &id,
         "refunds",
-        r#"{"refund_type":"full","reason":"customer-request"}"#,
+        r#"{"refund_type":"full","reason":"customer-request","return":{"reason":"not needed after all"}}"#,
     )
     .await;
     assert_eq!(full.body["status"], "refunded", "{:?}", full.body);
@@ -165,6 +166,121 @@ async fn an_order_goes_from_payment_to_delivery_and_refunds() {
     assert_eq!(events[2].causation_id, events[3].causation_id);
     assert_eq!(events[3].data["estimated_delivery"].as_str().map(str::len), Some(10));
     assert_eq!(events[8].data["refunded_total_minor"], 4000);
+}
+
+/// A delivered order, paid 40.00 EUR.
+async fn delivered(api: &TestApi) -> String {
+    let customer_id = customer(api).await;
+    let id = place(api, &customer_id).await;
+    pay(api, &id).await;
+    assert_eq!(post(api, &id, "ship", SHIP).await.status, 200);
+    assert_eq!(post(api, &id, "deliver", "{}").await.status, 200);
+    id
+}
+
+#[tokio::test]
+async fn a_delivered_order_is_refunded_only_as_a_return_with_a_reason() {
+    let api = TestApi::new();
+    let id = delivered(&api).await;
+    for body in [
+        json!({ "refund_type": "full", "reason": "customer-request" }),
+        json!({ "refund_type": "partial", "amount_minor": 500, "reason": "quality-issue", "return": null }),
+    ] {
+        let before = api.event_count().await;
+        let a = post(&api, &id, "refunds", &body.to_string()).await;
+        assert_eq!(a.status, 409, "{body}: {:?}", a.body);
+        assert_eq!(a.content_type(), "application/problem+json");
+        assert_eq!(a.body["field"], "return.reason", "{:?}", a.body);
+        assert_eq!(api.event_count().await, before, "{body}: nothing written");
+    }
+    let order = api.call("GET", &format!("/orders/{id}"), None).await;
+    assert_eq!(
+        (&order.body["status"], &order.body["refundable_minor"]),
+        (&json!("completed"), &json!(4000))
+    );
+
+    let ret = json!({ "refund_type": "partial", "amount_minor": 500, "reason": "quality-issue", "items": ["jug"],
+        "return": { "reason": "the jug leaks" } });
+    let a = post(&api, &id, "refunds", &ret.to_string()).await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    assert_eq!(a.body["refunds"][0]["origin"], "return");
+    assert_eq!(a.body["refunds"][0]["return_reason"], "the jug leaks");
+    assert_eq!(a.body["refundable_minor"], 3500);
+    let stored = order_events(&api, &id).await;
+    let refund = stored.last().expect("the refund");
+    assert_eq!(
+        (refund.event_type.as_str(), refund.schema_version),
+        ("RefundRequested", 2)
+    );
+    assert_eq!(refund.data["origin"], "return");
+}
+
+#[tokio::test]
+async fn before_delivery_a_refund_needs_no_return_and_takes_none() {
+    let api = TestApi::new();
+    let customer_id = customer(&api).await;
+    let id = place(&api, &customer_id).await;
+    pay(&api, &id).await;
+    let ret = json!({ "refund_type": "full", "reason": "other", "return": { "reason": "never arrived" } });
+    let before = api.event_count().await;
+    let a = post(&api, &id, "refunds", &ret.to_string()).await;
+    assert_eq!(
+        (a.status.as_u16(), &a.body["field"]),
+        (422, &json!("return")),
+        "{:?}",
+        a.body
+    );
+    assert_eq!(api.event_count().await, before);
+    let a = post(&api, &id, "refunds", r#"{"refund_type":"full","reason":"other"}"#).await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    assert_eq!(
+        (&a.body["status"], &a.body["refunds"][0]["origin"]),
+        (&json!("refunded"), &json!("request"))
+    );
+}
+
+#[tokio::test]
+async fn the_providers_confirmation_completes_a_refund_once_per_transaction() {
+    let api = TestApi::new();
+    let id = delivered(&api).await;
+    let ret = json!({ "refund_type": "full", "reason": "other", "return": { "reason": "wrong size" } });
+    let refunded = post(&api, &id, "refunds", &ret.to_string()).await;
+    assert_eq!(refunded.status, 200, "{:?}", refunded.body);
+    let refund_id = refunded.body["refunds"][0]["refund_id"]
+        .as_str()
+        .expect("refund id")
+        .to_string();
+    let complete = format!("refunds/{refund_id}/complete");
+    let tx = json!({ "transaction_id": "re_3MtwBw" }).to_string();
+    let done = post(&api, &id, &complete, &tx).await;
+    assert_eq!(done.status, 200, "{:?}", done.body);
+    assert_eq!(done.body["refunds"][0]["transaction_id"], "re_3MtwBw");
+    assert!(done.body["refunds"][0]["completed_at"].is_string(), "{:?}", done.body);
+    // The provider's callback again: nothing new.
+    let before = api.event_count().await;
+    let again = post(&api, &id, &complete, &tx).await;
+    assert_eq!(again.status, 200, "{:?}", again.body);
+    assert_eq!(api.event_count().await, before);
+    let other = post(&api, &id, &complete, r#"{"transaction_id":"re_other"}"#).await;
+    assert_eq!(
+        (other.status.as_u16(), &other.body["field"]),
+        (409, &json!("transaction_id"))
+    );
+    let missing = post(&api, &id, &format!("refunds/{}/complete", uuid::Uuid::now_v7()), &tx).await;
+    assert_eq!(
+        (missing.status.as_u16(), &missing.body["field"]),
+        (404, &json!("refund_id"))
+    );
+    let completed: Vec<_> = order_events(&api, &id)
+        .await
+        .into_iter()
+        .filter(|e| e.event_type == "RefundCompleted")
+        .collect();
+    assert_eq!(completed.len(), 1);
+    assert_eq!(
+        (&completed[0].data["refund_id"], &completed[0].data["amount_minor"]),
+        (&json!(refund_id), &json!(4000))
+    );
 }
 
 #[tokio::test]

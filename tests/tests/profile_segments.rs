@@ -178,7 +178,9 @@ async fn windowed_metrics_fall_as_the_clock_moves_and_segments_follow_recency() 
     }
     advance(&api, 10).await;
     let second = delivered_order(&api, &id, 8_000, "Thing", "kitchen").await;
-    let refund = json!({ "refund_type": "partial", "amount_minor": 3_000, "reason": "quality-issue" }).to_string();
+    let refund = json!({ "refund_type": "partial", "amount_minor": 3_000, "reason": "quality-issue",
+        "return": { "reason": "cracked" } })
+    .to_string();
     let refunded = api
         .call("POST", &format!("/orders/{second}/refunds"), Some(&refund))
         .await;

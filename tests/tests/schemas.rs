@@ -146,7 +146,7 @@ async fn every_stored_event_matches_its_committed_schema() {
         ("deliver", "{}"),
         (
             "refunds",
-            r#"{"refund_type":"partial","amount_minor":1000,"reason":"quality-issue"}"#,
+            r#"{"refund_type":"partial","amount_minor":1000,"reason":"quality-issue","return":{"reason":"cracked"}}"#,
         ),
     ] {
         let answer = api

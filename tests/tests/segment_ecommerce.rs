@@ -475,3 +475,40 @@ async fn an_order_for_a_user_known_only_by_its_id_becomes_the_customers_once_ide
     assert_eq!(api.events_of_type("RefundRequested").await.len(), 1);
     assert_eq!(metrics(&api, &customer).await["lifetime_value_minor"], 1750);
 }
+
+/// A refund the shop reports is a fact (decision 0071): recorded on a
+/// delivered order, which the API refunds only as a return with a reason.
+#[tokio::test]
+async fn a_shops_order_refunded_on_a_delivered_order_is_recorded() {
+    let api = TestApi::new();
+    let identify =
+        json!({ "messageId": "dr-0", "userId": "delivered-1", "traits": { "email": "delivered@shop.example" } });
+    assert_eq!(api.segment("identify", &identify).await.status, 200);
+    let placed = json!({ "messageId": "dr-1", "userId": "delivered-1", "event": "Order Completed",
+        "properties": completed("d-1") });
+    let answer = api.segment("track", &placed).await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    let order = derived_id("order", SOURCE, "d-1");
+    let ship = json!({ "carrier": "DHL", "tracking_number": "JD0146" }).to_string();
+    let shipped = api.call("POST", &format!("/orders/{order}/ship"), Some(&ship)).await;
+    assert_eq!(shipped.status, 200, "{:?}", shipped.body);
+    let delivered = api.call("POST", &format!("/orders/{order}/deliver"), Some("{}")).await;
+    assert_eq!(delivered.body["status"], "completed", "{:?}", delivered.body);
+
+    let refund = json!({ "messageId": "dr-2", "userId": "delivered-1", "event": "Order Refunded",
+        "properties": { "order_id": "d-1", "total": 10, "currency": "USD" } });
+    let answer = api.segment("track", &refund).await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    let refunds = api.events_of_type("RefundRequested").await;
+    assert_eq!(refunds.len(), 1);
+    assert_eq!(
+        (&refunds[0].data["origin"], &refunds[0].data["amount_minor"]),
+        (&json!("shop"), &json!(1000))
+    );
+    assert_eq!(refunds[0].data["refund_id"], derived_id("refund", SOURCE, "dr-2"));
+    let view = api.call("GET", &format!("/orders/{order}"), None).await;
+    assert_eq!(
+        (&view.body["status"], &view.body["refundable_minor"]),
+        (&json!("completed"), &json!(1750))
+    );
+}

@@ -97,6 +97,7 @@ pub const ROUTE_TABLE: &[Route] = &[
     route("POST", "/orders/{id}/deliver", WRITE),
     route("POST", "/orders/{id}/cancel", WRITE),
     route("POST", "/orders/{id}/refunds", WRITE),
+    route("POST", "/orders/{id}/refunds/{refund_id}/complete", WRITE),
     route("GET", "/campaigns", READ),
     route("GET", "/campaigns/{id}", ADMIN),
     route("PUT", "/campaigns/{id}", ADMIN),
@@ -330,6 +331,10 @@ pub fn router(state: AppState) -> Router {
         .route("/orders/{id}/deliver", post(orders::deliver))
         .route("/orders/{id}/cancel", post(orders::cancel))
         .route("/orders/{id}/refunds", post(orders::refund))
+        .route(
+            "/orders/{id}/refunds/{refund_id}/complete",
+            post(orders::complete_refund),
+        )
         .route("/campaigns", get(campaigns::list))
         .route(
             "/campaigns/{id}",

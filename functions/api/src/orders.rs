@@ -7,8 +7,8 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use crm_core::aggregate::AggregateError;
 use crm_core::commerce::{
-    CancelOrder, Order, OrderCommand, OrderCommandError, OrderError, PlaceOrder, RecordPayment, RequestRefund,
-    ShipOrder,
+    CancelOrder, CompleteRefund, Order, OrderCommand, OrderCommandError, OrderError, PlaceOrder, RecordPayment,
+    RequestRefund, ShipOrder,
 };
 use crm_core::event::{Actor, CommandMeta, EventEnvelope};
 use crm_core::idempotency::IdempotencyKey;
@@ -110,6 +110,21 @@ order_route!(refund, RequestRefund, |p| OrderCommand::Refund {
     request: p,
 });
 
+/// `POST /orders/{id}/refunds/{refund_id}/complete`: the payment provider
+/// confirms the refund with its transaction id (decision 0071); the same
+/// transaction again changes nothing.
+pub async fn complete_refund(
+    State(state): State<AppState>,
+    Path((id, refund_id)): Path<(String, String)>,
+    call: CommandCall,
+) -> Result<Response, Problem> {
+    let id = order_id(&id)?;
+    let refund_id = path_id(&refund_id, "refund")?;
+    let completion: CompleteRefund = parse_json(&call.body)?;
+    let command = OrderCommand::CompleteRefund { refund_id, completion };
+    run(&state, &id, command, &call.principal, call.idempotency, StatusCode::OK).await
+}
+
 pub async fn deliver(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -140,6 +155,10 @@ impl From<OrderCommandError> for Problem {
     fn from(e: OrderCommandError) -> Self {
         match e {
             OrderCommandError::Command(e) => match e {
+                // The refund a path names and the order does not hold.
+                AggregateError::Rejected(OrderError::Invalid { field, message }) if field == "refund_id" => {
+                    Problem::not_found(message).with_field("refund_id")
+                }
                 AggregateError::Rejected(OrderError::Invalid { field, message }) => Problem::invalid(field, message),
                 AggregateError::Rejected(OrderError::NotFound) => Problem::not_found("order not found"),
                 AggregateError::Rejected(OrderError::Conflict { field, message }) => Problem::conflict(field, message),

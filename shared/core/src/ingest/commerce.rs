@@ -184,7 +184,9 @@ impl Ingestion {
     /// `Order Refunded` from a server source: a refund of the order, full
     /// when the amount is absent or covers what is left to refund (a
     /// shop's `total` may include what was refunded before), partial
-    /// otherwise. Only the listed products the order holds are named.
+    /// otherwise. Only the listed products the order holds are named. A
+    /// fact the shop reports: recorded whatever the order's delivery state
+    /// (`RecordReportedRefund`, decision 0071).
     pub(super) async fn refund_order(
         &self,
         source: &str,
@@ -206,13 +208,14 @@ impl Ingestion {
             .filter(|p| o.items.iter().any(|line| &&line.product_id == p))
             .cloned()
             .collect();
-        let command = OrderCommand::Refund {
+        let command = OrderCommand::RecordReportedRefund {
             refund_id,
             request: RequestRefund {
                 refund_type,
                 amount_minor,
                 reason: RefundReason::Other,
                 items: (!items.is_empty()).then_some(items),
+                return_: None,
             },
         };
         self.order_command(&o.id, &command, idempotency, meta).await

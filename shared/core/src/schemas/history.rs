@@ -2,7 +2,8 @@
 //! lists every one still readable, whose JSON Schemas under
 //! `schemas/events/` are generated from the types. The types and the
 //! upcasters that bring them up to the current version live with their
-//! events (`customer::past_versions`, `messaging::past_versions`), so no
+//! events (`customer::past_versions`, `messaging::past_versions`,
+//! `commerce::order::past_versions`), so no
 //! context depends on the schema registry.
 //!
 //! Bumping a type's schema version means: keep its old payload as a type
@@ -12,6 +13,7 @@
 
 use schemars::{Schema, SchemaGenerator};
 
+pub use crate::commerce::order::{refund_requested_v1_to_v2, RefundRequestedV1, ORDER_UPCASTERS};
 pub use crate::customer::past_versions::{consent_granted_v1_to_v2, ConsentGrantedV1, CUSTOMER_UPCASTERS};
 pub use crate::messaging::past_versions::{message_deferred_v1_to_v2, MessageDeferredV1, MESSAGE_UPCASTERS};
 
@@ -34,5 +36,10 @@ pub const HISTORY: &[PastVersion] = &[
         event_type: "MessageDeferred",
         version: 1,
         schema: |g| g.root_schema_for::<MessageDeferredV1>(),
+    },
+    PastVersion {
+        event_type: "RefundRequested",
+        version: 1,
+        schema: |g| g.root_schema_for::<RefundRequestedV1>(),
     },
 ];

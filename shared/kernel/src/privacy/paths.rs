@@ -89,8 +89,10 @@ pub const PERSONAL_DATA: &[(&str, &[&str])] = &[
     ("OrderDelivered", &[]),
     // Free text the shop wrote about the customer's order.
     ("OrderCancelled", &["reason"]),
-    ("RefundRequested", &[]),
+    // A return's reason: the customer's words about their order.
+    ("RefundRequested", &["return_reason"]),
     ("OrderRefunded", &[]),
+    ("RefundCompleted", &[]),
 ];
 
 /// Deserialises an optional personal field that may read as [`ERASED`]

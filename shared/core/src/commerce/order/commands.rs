@@ -114,6 +114,25 @@ pub struct RequestRefund {
     /// The refunded products, when the refund is about some of them.
     #[serde(default)]
     pub items: Option<Vec<String>>,
+    /// The return this refund pays back: required once the order was
+    /// delivered, refused before (decision 0071).
+    #[serde(default, rename = "return")]
+    pub return_: Option<ReturnRequest>,
+}
+
+/// `return` of a refund request: the goods come back, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReturnRequest {
+    pub reason: String,
+}
+
+/// `POST /orders/{id}/refunds/{refund_id}/complete`: the payment provider's
+/// confirmation of a refund (decision 0071).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteRefund {
+    pub transaction_id: String,
 }
 
 /// Everything an order can be asked to do.
@@ -141,6 +160,18 @@ pub enum OrderCommand {
     Refund {
         refund_id: String,
         request: RequestRefund,
+    },
+    /// A refund the shop reports (Segment `Order Refunded`): a fact,
+    /// recorded whatever the order's delivery state (decision 0071).
+    /// `request.return_` is not used.
+    RecordReportedRefund {
+        refund_id: String,
+        request: RequestRefund,
+    },
+    /// The provider paid refund `refund_id` out.
+    CompleteRefund {
+        refund_id: String,
+        completion: CompleteRefund,
     },
     /// The order's lines and amounts as they are now (a shop's `Order
     /// Updated`, decision 0055).

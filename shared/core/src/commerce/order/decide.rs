@@ -1,7 +1,7 @@
 //! The order's rules: which events a command produces, or why it is refused.
 
 use super::commands::*;
-use super::events::{OrderEvent, OrderItem, PaymentMethod, RefundType};
+use super::events::{OrderEvent, OrderItem, PaymentMethod, RefundOrigin, RefundType};
 use super::state::{confirmation_number, evolve, Order, OrderStatus};
 use super::{
     cart_reservation_key, stream_id, OrderError, ESTIMATED_DELIVERY_DAYS, MAX_ITEMS, MAX_PAYMENT_ATTEMPTS,
@@ -94,7 +94,11 @@ pub fn decide(
         (Some(o), OrderCommand::Ship(cmd)) => ship(o, cmd, now),
         (Some(o), OrderCommand::Deliver) => deliver(o, now),
         (Some(o), OrderCommand::Cancel(cmd)) => cancel(o, cmd, now),
-        (Some(o), OrderCommand::Refund { refund_id, request }) => refund(o, refund_id, request),
+        (Some(o), OrderCommand::Refund { refund_id, request }) => refund(o, refund_id, request, false),
+        (Some(o), OrderCommand::RecordReportedRefund { refund_id, request }) => refund(o, refund_id, request, true),
+        (Some(o), OrderCommand::CompleteRefund { refund_id, completion }) => {
+            complete_refund(o, refund_id, completion, now)
+        }
         (Some(o), OrderCommand::Amend(cmd)) => amend(o, cmd),
     }
 }
@@ -610,7 +614,15 @@ fn cancel(o: &Order, cmd: &CancelOrder, now: DateTime<Utc>) -> Result<Vec<OrderE
     }])
 }
 
-fn refund(o: &Order, refund_id: &str, cmd: &RequestRefund) -> Result<Vec<OrderEvent>, OrderError> {
+/// Which rule lets a refund in (decision 0071). Through the API: a paid
+/// order before delivery (the seed's `canBeRefunded`); after delivery only
+/// as a return with a reason. Reported by the shop (`reported`): a fact,
+/// recorded for any order that was paid, delivered or cancelled alike.
+fn refund_origin(o: &Order, cmd: &RequestRefund, reported: bool) -> Result<(RefundOrigin, Option<String>), OrderError> {
+    let paid = o.payment.as_ref().is_some_and(|p| p.status == PaymentStatus::Succeeded);
+    if reported && o.status == OrderStatus::Cancelled && paid {
+        return Ok((RefundOrigin::Shop, None));
+    }
     if !o.status.can_be_refunded() {
         return Err(OrderError::conflict(match o.status {
             OrderStatus::PendingPayment | OrderStatus::PaymentFailed => {
@@ -620,6 +632,25 @@ fn refund(o: &Order, refund_id: &str, cmd: &RequestRefund) -> Result<Vec<OrderEv
             _ => "the order is already fully refunded",
         }));
     }
+    if reported {
+        return Ok((RefundOrigin::Shop, None));
+    }
+    match (o.status, &cmd.return_) {
+        (OrderStatus::Completed, Some(r)) => Ok((RefundOrigin::Return, Some(text("return.reason", &r.reason, 500)?))),
+        (OrderStatus::Completed, None) => Err(OrderError::conflict_on(
+            "return.reason",
+            "the order was delivered: a refund after delivery is a return; give return.reason",
+        )),
+        (_, Some(_)) => Err(OrderError::invalid(
+            "return",
+            "the order was not delivered: there is nothing to return; leave it out",
+        )),
+        (_, None) => Ok((RefundOrigin::Request, None)),
+    }
+}
+
+fn refund(o: &Order, refund_id: &str, cmd: &RequestRefund, reported: bool) -> Result<Vec<OrderEvent>, OrderError> {
+    let (origin, return_reason) = refund_origin(o, cmd, reported)?;
     let left = o.refundable_minor();
     let amount = match (cmd.refund_type, cmd.amount_minor) {
         (RefundType::Full, None) => left,
@@ -662,6 +693,8 @@ fn refund(o: &Order, refund_id: &str, cmd: &RequestRefund) -> Result<Vec<OrderEv
         reason: cmd.reason,
         refund_type: cmd.refund_type,
         items: cmd.items.clone().filter(|i| !i.is_empty()),
+        origin,
+        return_reason,
     }];
     if o.refunded_minor + amount == o.total_minor {
         events.push(OrderEvent::OrderRefunded {
@@ -671,4 +704,51 @@ fn refund(o: &Order, refund_id: &str, cmd: &RequestRefund) -> Result<Vec<OrderEv
         });
     }
     Ok(events)
+}
+
+/// The provider's confirmation of refund `refund_id` (decision 0071): once
+/// per refund, idempotent on the transaction id. The same transaction again
+/// is nothing new; another transaction for a completed refund, or one that
+/// completed another refund of the order, is a conflict.
+fn complete_refund(
+    o: &Order,
+    refund_id: &str,
+    cmd: &CompleteRefund,
+    now: DateTime<Utc>,
+) -> Result<Vec<OrderEvent>, OrderError> {
+    let transaction_id = text("transaction_id", &cmd.transaction_id, 200)?;
+    let Some(refund) = o.refunds.iter().find(|r| r.refund_id == refund_id) else {
+        return Err(OrderError::invalid(
+            "refund_id",
+            format!("the order has no refund {refund_id}"),
+        ));
+    };
+    match &refund.transaction_id {
+        Some(done) if *done == transaction_id => return Ok(Vec::new()),
+        Some(done) => {
+            return Err(OrderError::conflict_on(
+                "transaction_id",
+                format!("refund {refund_id} was completed by transaction {done}"),
+            ))
+        }
+        None => {}
+    }
+    if let Some(other) = o
+        .refunds
+        .iter()
+        .find(|r| r.transaction_id.as_deref() == Some(transaction_id.as_str()))
+    {
+        return Err(OrderError::conflict_on(
+            "transaction_id",
+            format!("transaction {transaction_id} completed refund {}", other.refund_id),
+        ));
+    }
+    Ok(vec![OrderEvent::RefundCompleted {
+        order_id: o.id.clone(),
+        refund_id: refund.refund_id.clone(),
+        amount_minor: refund.amount_minor,
+        currency: o.currency.clone(),
+        transaction_id,
+        completed_at: now,
+    }])
 }

@@ -78,6 +78,20 @@ pub enum RefundType {
     Partial,
 }
 
+/// What a refund is (decision 0071): which rule let it in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum RefundOrigin {
+    /// Requested through the API before delivery (the seed's `canBeRefunded`).
+    Request,
+    /// Requested through the API after delivery: the refund of a return,
+    /// with the return's reason.
+    Return,
+    /// Reported by the shop (Segment `Order Refunded`): a fact, recorded
+    /// whatever the order's delivery state.
+    Shop,
+}
+
 /// An optional stored address that may read as `[erased]`.
 fn optional_address_or_erased<'de, D>(deserializer: D) -> Result<Option<Address>, D::Error>
 where
@@ -199,11 +213,31 @@ pub enum OrderEvent {
         refund_type: RefundType,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         items: Option<Vec<String>>,
+        /// Schema version 2 (decision 0071): which rule let the refund in.
+        origin: RefundOrigin,
+        /// The return's reason, in the customer's or the shop's words: only
+        /// for [`RefundOrigin::Return`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        return_reason: Option<String>,
     },
+    /// The refunds reached the order total: the order is refunded (what
+    /// was decided, not yet what the provider did; see `RefundCompleted`).
     OrderRefunded {
         order_id: String,
         refunded_total_minor: i64,
         currency: String,
+    },
+    /// The payment provider confirmed that refund `refund_id` was paid out
+    /// (seed 000's `RefundCompleted`, decision 0071), with its transaction
+    /// id. Once per refund; it changes no amount (the refund counted when
+    /// it was requested).
+    RefundCompleted {
+        order_id: String,
+        refund_id: String,
+        amount_minor: i64,
+        currency: String,
+        transaction_id: String,
+        completed_at: DateTime<Utc>,
     },
     /// The order's lines and amounts changed (a shop's `Order Updated`,
     /// decision 0055): all of them as they are now. `total_minor` is
@@ -232,8 +266,15 @@ pub enum OrderEvent {
 }
 
 impl DomainEvent for OrderEvent {
-    fn schema_version(_event_type: &str) -> u32 {
-        1
+    fn schema_version(event_type: &str) -> u32 {
+        match event_type {
+            "RefundRequested" => 2,
+            _ => 1,
+        }
+    }
+
+    fn upcasters() -> &'static [crate::event::Upcaster] {
+        super::past_versions::ORDER_UPCASTERS
     }
 }
 
@@ -251,6 +292,7 @@ impl OrderEvent {
             OrderEvent::OrderCancelled { .. } => "OrderCancelled",
             OrderEvent::RefundRequested { .. } => "RefundRequested",
             OrderEvent::OrderRefunded { .. } => "OrderRefunded",
+            OrderEvent::RefundCompleted { .. } => "RefundCompleted",
             OrderEvent::OrderAmended { .. } => "OrderAmended",
         }
     }

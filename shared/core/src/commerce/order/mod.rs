@@ -17,16 +17,19 @@
 mod commands;
 mod decide;
 mod events;
+mod past_versions;
 mod service;
 mod state;
 #[cfg(test)]
 mod tests;
 
 pub use commands::{
-    AmendOrder, Amounts, CancelOrder, OrderCommand, PaymentStatus, PlaceOrder, RecordPayment, RequestRefund, ShipOrder,
+    AmendOrder, Amounts, CancelOrder, CompleteRefund, OrderCommand, PaymentStatus, PlaceOrder, RecordPayment,
+    RequestRefund, ReturnRequest, ShipOrder,
 };
 pub use decide::{decide, OrderAggregate};
-pub use events::{OrderEvent, OrderItem, PaymentMethod, RefundReason, RefundType};
+pub use events::{OrderEvent, OrderItem, PaymentMethod, RefundOrigin, RefundReason, RefundType};
+pub use past_versions::{refund_requested_v1_to_v2, RefundRequestedV1, ORDER_UPCASTERS};
 pub use service::{payment_retry_timer_name, OrderCommandError, OrderService, RetryOutcome};
 pub use state::{confirmation_number, evolve, Order, OrderStatus, Payment, PendingRetry, Refund};
 

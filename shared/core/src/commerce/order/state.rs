@@ -1,7 +1,7 @@
 //! The order as the write side knows it, and how each event changes it.
 
 use super::commands::PaymentStatus;
-use super::events::{is_zero, OrderEvent, OrderItem, PaymentMethod, RefundReason, RefundType};
+use super::events::{is_zero, OrderEvent, OrderItem, PaymentMethod, RefundOrigin, RefundReason, RefundType};
 use super::MAX_PAYMENT_ATTEMPTS;
 use crate::customer::Address;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -43,9 +43,10 @@ impl OrderStatus {
         )
     }
 
-    /// Paid and not cancelled or fully refunded. This is not the seed's
-    /// `canBeRefunded`, which also requires the order not to be delivered: a
-    /// delivered (completed) order is refundable here (issue 19 item 8).
+    /// Paid and not cancelled or fully refunded. Before delivery this is the
+    /// seed's `canBeRefunded`; a delivered (completed) order, which the seed
+    /// does not refund, is refunded here only as a return with a reason, or
+    /// when the shop reports the refund (ours, decision 0071).
     pub fn can_be_refunded(self) -> bool {
         matches!(
             self,
@@ -86,6 +87,15 @@ pub struct Refund {
     pub reason: RefundReason,
     pub refund_type: RefundType,
     pub requested_at: DateTime<Utc>,
+    /// Which rule let it in (decision 0071).
+    pub origin: RefundOrigin,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub return_reason: Option<String>,
+    /// The provider's transaction, once it confirmed the refund (`RefundCompleted`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transaction_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<DateTime<Utc>>,
 }
 
 /// The order as the write side knows it.
@@ -314,6 +324,8 @@ pub fn evolve(state: Option<Order>, event: &OrderEvent, at: DateTime<Utc>, versi
             amount_minor,
             reason,
             refund_type,
+            origin,
+            return_reason,
             ..
         } => {
             o.refunded_minor = o.refunded_minor.saturating_add(*amount_minor);
@@ -323,9 +335,26 @@ pub fn evolve(state: Option<Order>, event: &OrderEvent, at: DateTime<Utc>, versi
                 reason: *reason,
                 refund_type: *refund_type,
                 requested_at: at,
+                origin: *origin,
+                return_reason: return_reason.clone(),
+                transaction_id: None,
+                completed_at: None,
             });
         }
+        // A cancelled order the shop refunds stays cancelled (decision 0071).
+        OrderEvent::OrderRefunded { .. } if o.status == OrderStatus::Cancelled => {}
         OrderEvent::OrderRefunded { .. } => o.status = OrderStatus::Refunded,
+        OrderEvent::RefundCompleted {
+            refund_id,
+            transaction_id,
+            completed_at,
+            ..
+        } => {
+            if let Some(r) = o.refunds.iter_mut().find(|r| &r.refund_id == refund_id) {
+                r.transaction_id = Some(transaction_id.clone());
+                r.completed_at = Some(*completed_at);
+            }
+        }
         OrderEvent::OrderAmended {
             items,
             subtotal_minor,

@@ -131,14 +131,43 @@ fn cancel() -> OrderCommand {
     })
 }
 
+fn refund_request(refund_type: RefundType, amount: Option<i64>) -> RequestRefund {
+    RequestRefund {
+        refund_type,
+        amount_minor: amount,
+        reason: RefundReason::CustomerRequest,
+        items: None,
+        return_: None,
+    }
+}
+
 fn refund(refund_type: RefundType, amount: Option<i64>) -> OrderCommand {
     OrderCommand::Refund {
         refund_id: "r1".into(),
+        request: refund_request(refund_type, amount),
+    }
+}
+
+/// A refund after delivery: a return with a reason (decision 0071).
+fn return_refund(refund_type: RefundType, amount: Option<i64>) -> OrderCommand {
+    OrderCommand::Refund {
+        refund_id: "r1".into(),
         request: RequestRefund {
-            refund_type,
-            amount_minor: amount,
-            reason: RefundReason::CustomerRequest,
-            items: None,
+            return_: Some(ReturnRequest {
+                reason: "the jug leaks".into(),
+            }),
+            ..refund_request(refund_type, amount)
+        },
+    }
+}
+
+/// A refund the shop reports (Segment `Order Refunded`).
+fn reported_refund(refund_id: &str, refund_type: RefundType, amount: Option<i64>) -> OrderCommand {
+    OrderCommand::RecordReportedRefund {
+        refund_id: refund_id.into(),
+        request: RequestRefund {
+            reason: RefundReason::Other,
+            ..refund_request(refund_type, amount)
         },
     }
 }
@@ -171,7 +200,7 @@ fn cancelled() -> Vec<OrderEvent> {
 }
 fn refunded() -> Vec<OrderEvent> {
     let mut e = completed();
-    e.extend(given_order(&e).when(refund(RefundType::Full, None)).events());
+    e.extend(given_order(&e).when(return_refund(RefundType::Full, None)).events());
     e
 }
 
@@ -494,27 +523,36 @@ fn cancelling_is_possible_until_shipped() {
 #[test]
 fn refunds_never_exceed_what_is_left() {
     let s = given_order(&completed());
-    let partial = s.when(refund(RefundType::Partial, Some(1500))).events();
+    let partial = s.when(return_refund(RefundType::Partial, Some(1500))).events();
     assert_eq!(types(&partial), ["RefundRequested"]);
     let mut events = completed();
     events.extend(partial);
     let s = given_order(&events);
     assert_eq!(s.state().expect("an order").status, OrderStatus::Completed);
-    let too_much = s.when(refund(RefundType::Partial, Some(2501)));
+    let too_much = s.when(return_refund(RefundType::Partial, Some(2501)));
     assert_eq!(
         conflict(too_much),
         "only 2500 of the order total 4000 is left to refund"
     );
-    let rest = s.when(refund(RefundType::Full, None)).events();
+    let rest = s.when(return_refund(RefundType::Full, None)).events();
     assert_eq!(types(&rest), ["RefundRequested", "OrderRefunded"]);
     assert!(matches!(
         &rest[0],
         OrderEvent::RefundRequested { amount_minor: 2500, .. }
     ));
     assert_eq!(status_after(&refunded()), OrderStatus::Refunded);
-    assert_eq!(invalid(s.when(refund(RefundType::Partial, None))), "amount_minor");
-    assert_eq!(invalid(s.when(refund(RefundType::Partial, Some(0)))), "amount_minor");
-    assert_eq!(invalid(s.when(refund(RefundType::Full, Some(1)))), "amount_minor");
+    assert_eq!(
+        invalid(s.when(return_refund(RefundType::Partial, None))),
+        "amount_minor"
+    );
+    assert_eq!(
+        invalid(s.when(return_refund(RefundType::Partial, Some(0)))),
+        "amount_minor"
+    );
+    assert_eq!(
+        invalid(s.when(return_refund(RefundType::Full, Some(1)))),
+        "amount_minor"
+    );
     for (given, reason) in [
         (pending(), "the order is not paid: there is nothing to refund"),
         (payment_failed(), "the order is not paid: there is nothing to refund"),
@@ -532,6 +570,213 @@ fn refunds_never_exceed_what_is_left() {
             .inspect_result()
             .is_ok());
     }
+}
+
+// --- refunds after delivery, reported refunds, completion (decision 0071) ---
+
+/// The first event of a decided command.
+fn only_refund(events: &[OrderEvent]) -> (RefundOrigin, Option<String>) {
+    match events.first() {
+        Some(OrderEvent::RefundRequested {
+            origin, return_reason, ..
+        }) => (*origin, return_reason.clone()),
+        other => panic!("expected a RefundRequested, got {other:?}"),
+    }
+}
+
+#[test]
+fn given_a_delivered_order_when_a_refund_without_a_return_reason_is_asked_then_refused_naming_the_field() {
+    for request in [refund(RefundType::Full, None), refund(RefundType::Partial, Some(1000))] {
+        match given_order(&completed()).when(request).error() {
+            OrderError::Conflict {
+                field: Some(field),
+                message,
+            } => {
+                assert_eq!(field, "return.reason");
+                assert!(message.contains("a refund after delivery is a return"), "{message}");
+            }
+            other => panic!("expected a conflict naming return.reason, got {other:?}"),
+        }
+    }
+    // A blank reason is no reason.
+    let blank = OrderCommand::Refund {
+        refund_id: "r1".into(),
+        request: RequestRefund {
+            return_: Some(ReturnRequest { reason: "  ".into() }),
+            ..refund_request(RefundType::Full, None)
+        },
+    };
+    assert_eq!(invalid(given_order(&completed()).when(blank)), "return.reason");
+}
+
+#[test]
+fn given_a_delivered_order_when_a_refund_with_a_return_reason_is_asked_then_it_is_a_return() {
+    let events = given_order(&completed())
+        .when(return_refund(RefundType::Partial, Some(500)))
+        .events();
+    assert_eq!(types(&events), ["RefundRequested"]);
+    assert_eq!(
+        only_refund(&events),
+        (RefundOrigin::Return, Some("the jug leaks".to_string()))
+    );
+    let mut all = completed();
+    all.extend(events);
+    let o = given_order(&all).state().expect("order").clone();
+    assert_eq!((o.status, o.refunded_minor), (OrderStatus::Completed, 500));
+    assert_eq!(o.refunds[0].origin, RefundOrigin::Return);
+    assert_eq!(o.refunds[0].return_reason.as_deref(), Some("the jug leaks"));
+}
+
+#[test]
+fn given_an_undelivered_order_when_a_refund_is_asked_then_it_is_a_plain_request_and_a_return_is_refused() {
+    for given in [confirmed(), in_transit()] {
+        let events = given_order(&given).when(refund(RefundType::Full, None)).events();
+        assert_eq!(types(&events), ["RefundRequested", "OrderRefunded"]);
+        assert_eq!(only_refund(&events), (RefundOrigin::Request, None));
+        assert_eq!(
+            invalid(given_order(&given).when(return_refund(RefundType::Full, None))),
+            "return"
+        );
+    }
+}
+
+#[test]
+fn given_a_delivered_or_cancelled_paid_order_when_the_shop_reports_a_refund_then_it_is_recorded() {
+    let events = given_order(&completed())
+        .when(reported_refund("r-shop", RefundType::Partial, Some(1000)))
+        .events();
+    assert_eq!(only_refund(&events), (RefundOrigin::Shop, None));
+    // The return a reported refund might carry is not asked for.
+    let mut paid_then_cancelled = confirmed();
+    paid_then_cancelled.extend(given_order(&paid_then_cancelled).when(cancel()).events());
+    let events = given_order(&paid_then_cancelled)
+        .when(reported_refund("r-shop", RefundType::Full, None))
+        .events();
+    assert_eq!(types(&events), ["RefundRequested", "OrderRefunded"]);
+    paid_then_cancelled.extend(events);
+    assert_eq!(
+        status_after(&paid_then_cancelled),
+        OrderStatus::Cancelled,
+        "a cancelled order the shop refunds stays cancelled"
+    );
+    // Never paid: nothing to refund, reported or not.
+    for given in [pending(), cancelled()] {
+        assert!(given_order(&given)
+            .when(reported_refund("r-shop", RefundType::Full, None))
+            .inspect_result()
+            .is_err());
+    }
+}
+
+fn complete(refund_id: &str, transaction: &str) -> OrderCommand {
+    OrderCommand::CompleteRefund {
+        refund_id: refund_id.into(),
+        completion: CompleteRefund {
+            transaction_id: transaction.into(),
+        },
+    }
+}
+
+#[test]
+fn given_a_refund_when_the_provider_completes_it_then_refund_completed_once_per_transaction() {
+    let mut all = completed();
+    all.extend(
+        given_order(&all)
+            .when(return_refund(RefundType::Partial, Some(1500)))
+            .events(),
+    );
+    let s = given_order(&all);
+    let done = s.when(complete("r1", "re_123")).events();
+    assert_eq!(
+        done,
+        [OrderEvent::RefundCompleted {
+            order_id: "o1".into(),
+            refund_id: "r1".into(),
+            amount_minor: 1500,
+            currency: "EUR".into(),
+            transaction_id: "re_123".into(),
+            completed_at: decided_at(&all),
+        }]
+    );
+    all.extend(done);
+    let s = given_order(&all);
+    let o = s.state().expect("order");
+    assert_eq!(o.refunds[0].transaction_id.as_deref(), Some("re_123"));
+    assert_eq!(o.refunded_minor, 1500, "completion changes no amount");
+    // The same confirmation again: nothing new.
+    s.when(complete("r1", " re_123 ")).then_expect_events(&[]);
+    // Another transaction for the completed refund, or one for no refund: refused.
+    assert!(matches!(
+        s.when(complete("r1", "re_999")).error(),
+        OrderError::Conflict { field: Some(f), .. } if f == "transaction_id"
+    ));
+    assert_eq!(invalid(s.when(complete("r9", "re_123"))), "refund_id");
+    assert_eq!(invalid(s.when(complete("r1", ""))), "transaction_id");
+}
+
+#[test]
+fn a_stored_v1_refund_requested_reads_with_the_origin_its_id_shows() {
+    use crate::event::DomainEvent;
+    let v1 = |refund_id: &str| {
+        let mut e = crate::testing::raw_event(
+            "order-o1",
+            "RefundRequested",
+            serde_json::json!({
+                "order_id": "o1", "refund_id": refund_id, "amount_minor": 4000, "currency": "EUR",
+                "reason": "customer-request", "refund_type": "full"
+            }),
+        );
+        e.schema_version = 1;
+        OrderEvent::from_envelope(&e).expect("a v1 RefundRequested reads")
+    };
+    // The API's refund ids are UUID v7; ingestion's derived ids UUID v8.
+    let api = v1(&uuid::Uuid::now_v7().to_string());
+    let shop = v1(&crate::ingest::derived_id("refund", "shop", "m-1"));
+    for (event, origin) in [(api, RefundOrigin::Request), (shop, RefundOrigin::Shop)] {
+        assert!(
+            matches!(event, OrderEvent::RefundRequested { origin: o, return_reason: None, amount_minor: 4000, .. } if o == origin),
+            "{event:?}"
+        );
+    }
+    assert_eq!(OrderEvent::schema_version("RefundRequested"), 2);
+}
+
+#[tokio::test]
+async fn an_order_with_a_stored_v1_refund_still_loads_and_completes() {
+    use crate::ports::{AppendRequest, ExpectedVersion};
+    let f = fixture();
+    let mut stored =
+        crate::event::envelopes("order-o1", Some("c1"), &completed(), &meta(), test_time()).expect("envelopes");
+    let mut old = crate::testing::raw_event(
+        "order-o1",
+        "RefundRequested",
+        serde_json::json!({
+            "order_id": "o1", "refund_id": "r-old", "amount_minor": 1000, "currency": "EUR",
+            "reason": "quality-issue", "refund_type": "partial"
+        }),
+    );
+    old.customer_id = Some("c1".into());
+    stored.push(old);
+    f.store
+        .append(AppendRequest {
+            stream_id: "order-o1".into(),
+            expected: ExpectedVersion::NoStream,
+            events: stored,
+            reservations: Vec::new(),
+            receipt: None,
+        })
+        .await
+        .expect("append");
+    let o = f.orders.load("o1").await.expect("load").expect("order");
+    assert_eq!((o.refunded_minor, o.refunds[0].origin), (1000, RefundOrigin::Request));
+    run(&f, complete("r-old", "re_1")).await.expect("completed");
+    let again = run(&f, complete("r-old", "re_1")).await.expect("idempotent");
+    assert!(
+        matches!(&again, Executed::Applied { events, .. } if events.is_empty()),
+        "{again:?}"
+    );
+    let stream = f.store.read_stream("order-o1", 0, 100).await.expect("read");
+    assert_eq!(stream.iter().filter(|e| e.event_type == "RefundCompleted").count(), 1);
 }
 
 #[test]
