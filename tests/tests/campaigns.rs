@@ -428,7 +428,7 @@ async fn a_rollback_to_an_unknown_current_or_malformed_version_is_refused_and_wr
         let answer = api
             .call("POST", &format!("/campaigns/abandoned-cart/rollback{bad}"), None)
             .await;
-        assert_eq!(answer.status, 400, "{bad}: {:?}", answer.body);
+        assert_eq!(answer.status, 422, "{bad}: {:?}", answer.body);
         assert_eq!(answer.content_type(), "application/problem+json", "{bad}");
         let field = if bad.starts_with("?version") { "version" } else { "to" };
         assert_eq!(answer.body["field"], field, "{bad}: {:?}", answer.body);

@@ -97,12 +97,12 @@ pub async fn rollback(
 ) -> Result<Response, Problem> {
     let Query(q) = q.map_err(|e| Problem::malformed(format!("the query string is not valid: {e}")))?;
     if let Some(unknown) = q.keys().find(|k| k.as_str() != "to") {
-        return Err(Problem::malformed("unknown query parameter").with_field(unknown.clone()));
+        return Err(Problem::invalid(unknown.clone(), "unknown query parameter"));
     }
     let to = match q.get("to").map(|v| v.trim().parse::<u64>()) {
-        None => return Err(Problem::malformed("`to` is required: the version to roll back to").with_field("to")),
+        None => return Err(Problem::invalid("to", "`to` is required: the version to roll back to")),
         Some(Ok(v)) if v >= 1 => v,
-        Some(_) => return Err(Problem::malformed("`to` must be a version number (1 or more)").with_field("to")),
+        Some(_) => return Err(Problem::invalid("to", "`to` must be a version number (1 or more)")),
     };
     let c = state.campaigns.rollback(&id, to, Actor::api(&principal.0)).await?;
     let mut body = view(&c);
