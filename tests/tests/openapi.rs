@@ -136,7 +136,7 @@ async fn every_operation_answers_with_a_documented_status() {
             // to the state the operation needs: paid to ship or refund, shipped to deliver.
             Some(
                 "getOrder" | "recordOrderPayment" | "shipOrder" | "deliverOrder" | "cancelOrder" | "refundOrder"
-                | "completeRefund",
+                | "completeRefund" | "submitReview",
             ) => {
                 let body = format!(
                     r#"{{"customer_id":"{id}","items":[{{"product_id":"sku-1","name":"Beans","quantity":2,"unit_price_minor":1250}}],"tax_minor":475,"shipping_minor":495,"total_minor":3470,"currency":"EUR","shipping_address":{{"line1":"1 Main St","city":"Berlin","postal_code":"10115","country":"DE"}}}}"#
@@ -155,6 +155,8 @@ async fn every_operation_answers_with_a_documented_status() {
                         ("refunds", r#"{"refund_type":"full","reason":"other"}"#),
                     ]),
                     Some("deliverOrder") => steps.extend([("payments", paid), ("ship", shipped)]),
+                    // A review: of a delivered order (decision 0073).
+                    Some("submitReview") => steps.extend([("payments", paid), ("ship", shipped), ("deliver", "{}")]),
                     _ => {}
                 }
                 for (step, step_body) in steps {

@@ -303,3 +303,122 @@ async fn a_failed_payment_starts_the_recovery_campaign_and_a_later_payment_ends_
             .collect::<Vec<_>>()
     );
 }
+
+/// Decision 0073: a review submitted after delivery, before the review
+/// request's send, records `ReviewSubmitted` on the order and ends that
+/// journey: no review request goes out. The same review again changes
+/// nothing; another review of the same product is 409 `product_id`.
+#[tokio::test]
+async fn a_review_after_delivery_ends_the_review_request_journey_and_nothing_is_asked() {
+    let api = TestApi::at(start());
+    let customer = post(
+        &api,
+        "/customers",
+        serde_json::from_str(&registration("ada@example.com")).expect("json"),
+    )
+    .await;
+    let customer_id = customer["id"].as_str().expect("id").to_string();
+    let placed = post(&api, "/orders", order(&customer_id)).await;
+    let id = placed["id"].as_str().expect("order id").to_string();
+    post(&api, &format!("/orders/{id}/payments"), paid("succeeded")).await;
+    post(
+        &api,
+        &format!("/orders/{id}/ship"),
+        json!({ "carrier": "UPS", "tracking_number": "1Z999" }),
+    )
+    .await;
+    advance(&api, Duration::days(2)).await;
+    post(&api, &format!("/orders/{id}/deliver"), json!({})).await;
+    let running = |events: &[EventEnvelope]| {
+        events
+            .iter()
+            .filter(|e| e.event_type == "JourneyStarted" && e.data["campaign_id"] == "review-request")
+            .count()
+    };
+    assert_eq!(running(&api.all_events().await), 1, "the review request waits");
+
+    // A day after delivery, the customer reviews the beans.
+    advance(&api, Duration::days(1)).await;
+    let review = json!({ "product_id": "beans", "rating": 5, "review": "Lovely beans" });
+    let reviewed = post(&api, &format!("/orders/{id}/reviews"), review.clone()).await;
+    assert_eq!(reviewed["reviews"][0]["product_id"], "beans", "{reviewed}");
+    assert_eq!(reviewed["reviews"][0]["rating"], 5, "{reviewed}");
+    let events = api.all_events().await;
+    let submitted: Vec<_> = events.iter().filter(|e| e.event_type == "ReviewSubmitted").collect();
+    assert_eq!(submitted.len(), 1);
+    assert_eq!(submitted[0].data["order_id"], id.as_str());
+    assert!(
+        events.iter().any(|e| e.event_type == "JourneyExited"
+            && e.data["reason"] == "exit-event"
+            && e.data["rule"] == "review-submitted"),
+        "the review request journey ended on the review"
+    );
+
+    // The same review again: nothing new. Another one of the beans: 409.
+    let again = api
+        .call("POST", &format!("/orders/{id}/reviews"), Some(&review.to_string()))
+        .await;
+    assert_eq!(again.status, 200, "{:?}", again.body);
+    let other = json!({ "product_id": "beans", "rating": 1 });
+    let conflict = api
+        .call("POST", &format!("/orders/{id}/reviews"), Some(&other.to_string()))
+        .await;
+    assert_eq!(conflict.status, 409, "{:?}", conflict.body);
+    assert_eq!(conflict.body["field"], "product_id", "{:?}", conflict.body);
+    let count = |events: &[EventEnvelope]| events.iter().filter(|e| e.event_type == "ReviewSubmitted").count();
+    assert_eq!(count(&api.all_events().await), 1);
+
+    // Past the third day after delivery, and long after: no review request.
+    advance(&api, Duration::days(10)).await;
+    assert!(
+        !requested(&api).await.iter().any(|r| r.template == "review-request"),
+        "{:?}",
+        requested(&api).await
+    );
+}
+
+/// Decision 0073: an order not yet delivered cannot be reviewed: 409
+/// `status`, and nothing is written.
+#[tokio::test]
+async fn a_review_before_delivery_is_refused_and_nothing_is_written() {
+    let api = TestApi::at(start());
+    let customer = post(
+        &api,
+        "/customers",
+        serde_json::from_str(&registration("ada@example.com")).expect("json"),
+    )
+    .await;
+    let customer_id = customer["id"].as_str().expect("id").to_string();
+    let placed = post(&api, "/orders", order(&customer_id)).await;
+    let id = placed["id"].as_str().expect("order id").to_string();
+    post(&api, &format!("/orders/{id}/payments"), paid("succeeded")).await;
+    post(
+        &api,
+        &format!("/orders/{id}/ship"),
+        json!({ "carrier": "UPS", "tracking_number": "1Z999" }),
+    )
+    .await;
+    let before = api.all_events().await.len();
+    let review = json!({ "product_id": "beans", "rating": 4, "review": "Not here yet" });
+    let refused = api
+        .call("POST", &format!("/orders/{id}/reviews"), Some(&review.to_string()))
+        .await;
+    assert_eq!(refused.status, 409, "{:?}", refused.body);
+    assert_eq!(refused.body["field"], "status", "{:?}", refused.body);
+    let events = api.all_events().await;
+    assert_eq!(events.len(), before, "nothing written");
+    assert!(!events.iter().any(|e| e.event_type == "ReviewSubmitted"));
+
+    // Delivered, a rating outside 1 to 5 or a product not on the order is 422.
+    post(&api, &format!("/orders/{id}/deliver"), json!({})).await;
+    for (body, field) in [
+        (json!({ "product_id": "beans", "rating": 6 }), "rating"),
+        (json!({ "product_id": "kettle", "rating": 4 }), "product_id"),
+    ] {
+        let a = api
+            .call("POST", &format!("/orders/{id}/reviews"), Some(&body.to_string()))
+            .await;
+        assert_eq!(a.status, 422, "{body}: {:?}", a.body);
+        assert_eq!(a.body["field"], field, "{:?}", a.body);
+    }
+}

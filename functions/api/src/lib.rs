@@ -98,6 +98,7 @@ pub const ROUTE_TABLE: &[Route] = &[
     route("POST", "/orders/{id}/cancel", WRITE),
     route("POST", "/orders/{id}/refunds", WRITE),
     route("POST", "/orders/{id}/refunds/{refund_id}/complete", WRITE),
+    route("POST", "/orders/{id}/reviews", WRITE),
     route("GET", "/campaigns", READ),
     route("GET", "/campaigns/{id}", ADMIN),
     route("PUT", "/campaigns/{id}", ADMIN),
@@ -335,6 +336,7 @@ pub fn router(state: AppState) -> Router {
             "/orders/{id}/refunds/{refund_id}/complete",
             post(orders::complete_refund),
         )
+        .route("/orders/{id}/reviews", post(orders::submit_review))
         .route("/campaigns", get(campaigns::list))
         .route(
             "/campaigns/{id}",

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use crm_core::aggregate::AggregateError;
 use crm_core::commerce::{
     CancelOrder, CompleteRefund, Order, OrderCommand, OrderCommandError, OrderError, PlaceOrder, RecordPayment,
-    RequestRefund, ShipOrder,
+    RequestRefund, ShipOrder, SubmitReview,
 };
 use crm_core::event::{Actor, CommandMeta, EventEnvelope};
 use crm_core::idempotency::IdempotencyKey;
@@ -105,6 +105,8 @@ macro_rules! order_route {
 order_route!(record_payment, RecordPayment, |p| OrderCommand::RecordPayment(p));
 order_route!(ship, ShipOrder, |p| OrderCommand::Ship(p));
 order_route!(cancel, CancelOrder, |p| OrderCommand::Cancel(p));
+// The customer's review of a product of the delivered order (decision 0073).
+order_route!(submit_review, SubmitReview, |p| OrderCommand::SubmitReview(p));
 order_route!(refund, RequestRefund, |p| OrderCommand::Refund {
     refund_id: Uuid::now_v7().to_string(),
     request: p,

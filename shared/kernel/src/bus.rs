@@ -25,6 +25,8 @@ pub fn source_for(event_type: &str) -> &'static str {
         t if t.starts_with("Segment") => "crm.segments",
         "CustomerSegmentAdded" | "CustomerSegmentRemoved" => "crm.segments",
         "ItemAddedToCart" | "ItemRemovedFromCart" | "CheckoutStarted" | "CheckoutAbandoned" => "crm.commerce",
+        // An order's review (decision 0073).
+        "ReviewSubmitted" => "crm.commerce",
         t if t.starts_with("Order") || t.starts_with("Cart") || t.starts_with("Payment") || t.starts_with("Refund") => {
             "crm.commerce"
         }
@@ -91,6 +93,7 @@ mod tests {
         assert_eq!(source_for("CustomerSegmentAdded"), "crm.segments");
         assert_eq!(source_for("CustomerSegmentRemoved"), "crm.segments");
         assert_eq!(source_for("ProductViewed"), "crm.customer");
+        assert_eq!(source_for("ReviewSubmitted"), "crm.commerce");
         assert_eq!(source_for("CustomerLoggedIn"), "crm.customer");
         assert_eq!(source_for("MessageSent"), "crm.messaging");
         assert_eq!(source_for("EmailBounced"), "crm.messaging");

@@ -16,7 +16,7 @@ pub use order::{
     OrderEvent, OrderItem, OrderService, OrderStatus, PaymentMethod, PaymentStatus, PlaceOrder, RecordPayment,
     RefundReason, RefundType, RequestRefund, RetryOutcome, ShipOrder,
 };
-pub use order::{CompleteRefund, RefundOrigin, ReturnRequest};
+pub use order::{CompleteRefund, RefundOrigin, ReturnRequest, Review, SubmitReview};
 pub use service::{
     inactivity_timer_name, CartCommandError, CartExecuted, CartResponseBuilder, CartService, TimerOutcome,
     DEFAULT_CHECKOUT_MINUTES, DEFAULT_INACTIVITY_MINUTES,

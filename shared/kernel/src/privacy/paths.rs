@@ -93,6 +93,8 @@ pub const PERSONAL_DATA: &[(&str, &[&str])] = &[
     ("RefundRequested", &["return_reason"]),
     ("OrderRefunded", &[]),
     ("RefundCompleted", &[]),
+    // A review's text: the customer's words (decision 0073).
+    ("ReviewSubmitted", &["review"]),
 ];
 
 /// Deserialises an optional personal field that may read as [`ERASED`]

@@ -135,6 +135,19 @@ pub struct CompleteRefund {
     pub transaction_id: String,
 }
 
+/// `POST /orders/{id}/reviews`: the customer's review of a product of a
+/// delivered order (seed 000's `ReviewSubmitted`, decision 0073).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitReview {
+    pub product_id: String,
+    /// 1 to 5.
+    pub rating: i64,
+    /// The customer's words (personal data).
+    #[serde(default)]
+    pub review: Option<String>,
+}
+
 /// Everything an order can be asked to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OrderCommand {
@@ -176,6 +189,8 @@ pub enum OrderCommand {
     /// The order's lines and amounts as they are now (a shop's `Order
     /// Updated`, decision 0055).
     Amend(AmendOrder),
+    /// The customer reviewed a product of the delivered order (decision 0073).
+    SubmitReview(SubmitReview),
 }
 
 /// The order-level amounts besides the lines, in minor units: `total =

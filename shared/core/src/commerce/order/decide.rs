@@ -100,6 +100,7 @@ pub fn decide(
             complete_refund(o, refund_id, completion, now)
         }
         (Some(o), OrderCommand::Amend(cmd)) => amend(o, cmd),
+        (Some(o), OrderCommand::SubmitReview(cmd)) => submit_review(o, cmd, now),
     }
 }
 
@@ -750,5 +751,50 @@ fn complete_refund(
         currency: o.currency.clone(),
         transaction_id,
         completed_at: now,
+    }])
+}
+
+/// The customer's review of a product of the order (decision 0073): only
+/// once the order was delivered (409 `status` before), of a product the
+/// order holds, rated 1 to 5. One review per product: the same review again
+/// is nothing new; a different one is a conflict on `product_id`.
+fn submit_review(o: &Order, cmd: &SubmitReview, now: DateTime<Utc>) -> Result<Vec<OrderEvent>, OrderError> {
+    if o.delivered_at.is_none() {
+        return Err(OrderError::conflict_on(
+            "status",
+            format!(
+                "order {} is {}: only a delivered order can be reviewed",
+                o.id,
+                o.status.as_str()
+            ),
+        ));
+    }
+    let product_id = text("product_id", &cmd.product_id, 200)?;
+    if !o.items.iter().any(|line| line.product_id == product_id) {
+        return Err(OrderError::invalid(
+            "product_id",
+            format!("order {} has no product {product_id}", o.id),
+        ));
+    }
+    let rating = u8::try_from(cmd.rating)
+        .ok()
+        .filter(|r| (1..=5).contains(r))
+        .ok_or_else(|| OrderError::invalid("rating", "must be a whole number from 1 to 5"))?;
+    let review = optional_text("review", &cmd.review, 5000)?;
+    if let Some(done) = o.reviews.iter().find(|r| r.product_id == product_id) {
+        if done.rating == rating && done.review == review {
+            return Ok(Vec::new());
+        }
+        return Err(OrderError::conflict_on(
+            "product_id",
+            format!("product {product_id} of order {} was already reviewed", o.id),
+        ));
+    }
+    Ok(vec![OrderEvent::ReviewSubmitted {
+        order_id: o.id.clone(),
+        product_id,
+        rating,
+        review,
+        submitted_at: now,
     }])
 }

@@ -239,6 +239,18 @@ pub enum OrderEvent {
         transaction_id: String,
         completed_at: DateTime<Utc>,
     },
+    /// The customer reviewed product `product_id` of the delivered order
+    /// (seed 000's `ReviewSubmitted`, decision 0073): once per product.
+    ReviewSubmitted {
+        order_id: String,
+        product_id: String,
+        /// 1 to 5.
+        rating: u8,
+        /// The customer's words: personal data.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        review: Option<String>,
+        submitted_at: DateTime<Utc>,
+    },
     /// The order's lines and amounts changed (a shop's `Order Updated`,
     /// decision 0055): all of them as they are now. `total_minor` is
     /// `subtotal_minor - discount_minor + tax_minor + shipping_minor +
@@ -294,6 +306,7 @@ impl OrderEvent {
             OrderEvent::OrderRefunded { .. } => "OrderRefunded",
             OrderEvent::RefundCompleted { .. } => "RefundCompleted",
             OrderEvent::OrderAmended { .. } => "OrderAmended",
+            OrderEvent::ReviewSubmitted { .. } => "ReviewSubmitted",
         }
     }
 }

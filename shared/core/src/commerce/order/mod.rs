@@ -25,13 +25,13 @@ mod tests;
 
 pub use commands::{
     AmendOrder, Amounts, CancelOrder, CompleteRefund, OrderCommand, PaymentStatus, PlaceOrder, RecordPayment,
-    RequestRefund, ReturnRequest, ShipOrder,
+    RequestRefund, ReturnRequest, ShipOrder, SubmitReview,
 };
 pub use decide::{decide, OrderAggregate};
 pub use events::{OrderEvent, OrderItem, PaymentMethod, RefundOrigin, RefundReason, RefundType};
 pub use past_versions::{refund_requested_v1_to_v2, RefundRequestedV1, ORDER_UPCASTERS};
 pub use service::{payment_retry_timer_name, OrderCommandError, OrderService, RetryOutcome};
-pub use state::{confirmation_number, evolve, Order, OrderStatus, Payment, PendingRetry, Refund};
+pub use state::{confirmation_number, evolve, Order, OrderStatus, Payment, PendingRetry, Refund, Review};
 
 /// The stream of order `id`.
 pub fn stream_id(order_id: &str) -> String {

@@ -98,6 +98,17 @@ pub struct Refund {
     pub completed_at: Option<DateTime<Utc>>,
 }
 
+/// A product of the order the customer reviewed (`ReviewSubmitted`,
+/// decision 0073).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Review {
+    pub product_id: String,
+    pub rating: u8,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review: Option<String>,
+    pub submitted_at: DateTime<Utc>,
+}
+
 /// The order as the write side knows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Order {
@@ -133,6 +144,9 @@ pub struct Order {
     pub cancel_reason: Option<String>,
     pub refunds: Vec<Refund>,
     pub refunded_minor: i64,
+    /// One per reviewed product (decision 0073).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reviews: Vec<Review>,
     pub placed_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub version: u64,
@@ -198,6 +212,7 @@ pub fn evolve(state: Option<Order>, event: &OrderEvent, at: DateTime<Utc>, versi
             cancelled_at: None,
             cancel_reason: None,
             refunds: Vec::new(),
+            reviews: Vec::new(),
             refunded_minor: 0,
             placed_at: at,
             updated_at: at,
@@ -355,6 +370,18 @@ pub fn evolve(state: Option<Order>, event: &OrderEvent, at: DateTime<Utc>, versi
                 r.completed_at = Some(*completed_at);
             }
         }
+        OrderEvent::ReviewSubmitted {
+            product_id,
+            rating,
+            review,
+            submitted_at,
+            ..
+        } => o.reviews.push(Review {
+            product_id: product_id.clone(),
+            rating: *rating,
+            review: review.clone(),
+            submitted_at: *submitted_at,
+        }),
         OrderEvent::OrderAmended {
             items,
             subtotal_minor,
