@@ -512,3 +512,50 @@ async fn a_shops_order_refunded_on_a_delivered_order_is_recorded() {
         (&json!("completed"), &json!(1750))
     );
 }
+
+/// Decision 0073: a shop's `Product Reviewed` naming a delivered order
+/// records `ReviewSubmitted` on that order, with the review's text; the
+/// same call again is a duplicate. Without an order it stays the shopper's
+/// `ProductReviewed` activity.
+#[tokio::test]
+async fn a_shops_product_reviewed_on_a_delivered_order_records_review_submitted() {
+    let api = TestApi::new();
+    let identify =
+        json!({ "messageId": "rv-0", "userId": "reviewer-1", "traits": { "email": "reviewer@shop.example" } });
+    assert_eq!(api.segment("identify", &identify).await.status, 200);
+    let placed = json!({ "messageId": "rv-1", "userId": "reviewer-1", "event": "Order Completed",
+        "properties": completed("r-1") });
+    let answer = api.segment("track", &placed).await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    let order = derived_id("order", SOURCE, "r-1");
+    let view = api.call("GET", &format!("/orders/{order}"), None).await;
+    let product = view.body["items"][0]["product_id"]
+        .as_str()
+        .expect("a product on the order")
+        .to_string();
+    let ship = json!({ "carrier": "DHL", "tracking_number": "JD0147" }).to_string();
+    let shipped = api.call("POST", &format!("/orders/{order}/ship"), Some(&ship)).await;
+    assert_eq!(shipped.status, 200, "{:?}", shipped.body);
+    let delivered = api.call("POST", &format!("/orders/{order}/deliver"), Some("{}")).await;
+    assert_eq!(delivered.body["status"], "completed", "{:?}", delivered.body);
+
+    let review = json!({ "messageId": "rv-2", "userId": "reviewer-1", "event": "Product Reviewed",
+        "properties": { "order_id": "r-1", "product_id": product, "review_id": "rev-9",
+            "review_body": "I love this product", "rating": 4 } });
+    for _ in 0..2 {
+        let answer = api.segment("track", &review).await;
+        assert_eq!(answer.status, 200, "{:?}", answer.body);
+    }
+    let submitted = api.events_of_type("ReviewSubmitted").await;
+    assert_eq!(submitted.len(), 1, "{submitted:?}");
+    assert_eq!(submitted[0].stream_id, format!("order-{order}"));
+    assert_eq!(submitted[0].data["product_id"], product.as_str());
+    assert_eq!(submitted[0].data["rating"], 4);
+    assert!(submitted[0].data.get("review").is_some(), "{:?}", submitted[0].data);
+    let view = api.call("GET", &format!("/orders/{order}"), None).await;
+    assert_eq!(
+        view.body["reviews"][0]["review"], "I love this product",
+        "{:?}",
+        view.body
+    );
+}

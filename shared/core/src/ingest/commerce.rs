@@ -4,6 +4,7 @@ use super::*;
 use crate::commerce::order::{AmendOrder, Amounts};
 use crate::commerce::{
     CancelOrder, Order, PaymentStatus, RecordPayment, RefundReason, RefundType, ReportCheckout, RequestRefund,
+    SubmitReview,
 };
 
 impl Ingestion {
@@ -219,6 +220,35 @@ impl Ingestion {
             },
         };
         self.order_command(&o.id, &command, idempotency, meta).await
+    }
+
+    /// `Product Reviewed` with an `order_id` from a server source: the
+    /// review of a product of that order (`ReviewSubmitted`, decision
+    /// 0073). `None` (the caller keeps the call as the `ProductReviewed`
+    /// activity) for an order the CRM does not know, not yet delivered, or
+    /// not holding the product: the review is the shop's fact, but not one
+    /// the order can take. A rating outside 1 to 5, or another review of a
+    /// product already reviewed on the order, refuses the message.
+    pub(super) async fn review_order(
+        &self,
+        source: &str,
+        profile: &str,
+        review: &mapping::OrderReview,
+        idempotency: &IdempotencyKey,
+        meta: &CommandMeta,
+    ) -> Result<Option<bool>, IngestError> {
+        let Some(o) = self.known_order(source, profile, &review.order).await? else {
+            return Ok(None);
+        };
+        if o.delivered_at.is_none() || !o.items.iter().any(|line| line.product_id == review.product_id) {
+            return Ok(None);
+        }
+        let command = OrderCommand::SubmitReview(SubmitReview {
+            product_id: review.product_id.clone(),
+            rating: review.rating,
+            review: review.review.clone(),
+        });
+        self.order_command(&o.id, &command, idempotency, meta).await.map(Some)
     }
 
     /// `Order Completed` from a server source: the order, placed and paid

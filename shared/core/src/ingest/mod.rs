@@ -435,6 +435,8 @@ impl Ingestion {
                 let mapped = match mapping::map(message, source, late)? {
                     // A browser's key places, cancels and refunds no order:
                     // the call is activity (decision 0042).
+                    // A review a browser reports is the shopper's activity.
+                    Mapped::ReviewOrder(review) if from.kind == SourceKind::Client => Mapped::Activity(review.activity),
                     mapped if from.kind == SourceKind::Client && mapped.changes_an_order() => {
                         Mapped::Activity(mapping::as_custom_event(message, late))
                     }
@@ -468,6 +470,19 @@ impl Ingestion {
                         self.cancel_order(source, &profile, &order, reason, &idempotency, &meta)
                             .await?,
                     ),
+                    Mapped::ReviewOrder(review) => {
+                        let review = *review;
+                        match self
+                            .review_order(source, &profile, &review, &idempotency, &meta)
+                            .await?
+                        {
+                            Some(taken) => Some(taken),
+                            None => Some(
+                                self.append_activity(&profile, review.activity, occurred_at, &idempotency, &meta, now)
+                                    .await?,
+                            ),
+                        }
+                    }
                     Mapped::RefundOrder(refund) => {
                         let refund_id = derived_id("refund", source, &message.message_id);
                         Some(

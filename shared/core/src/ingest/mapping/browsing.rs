@@ -96,18 +96,31 @@ pub(super) fn track(call: &Call<'_>, event: &str) -> Result<Mapped, Rejection> {
             let Some(product_id) = product else {
                 return call.custom();
             };
-            ActivityEvent::ProductReviewed(ProductReviewed {
-                product_id,
+            let sent = m.property_text("rating").and_then(|r| r.parse::<f64>().ok());
+            let activity = ActivityEvent::ProductReviewed(ProductReviewed {
+                product_id: product_id.clone(),
                 review_id: m.property_text("review_id"),
-                rating: m
-                    .property_text("rating")
-                    .and_then(|r| r.parse::<f64>().ok())
-                    .filter(|r| (0.0..=100.0).contains(r))
-                    .map(|r| r.round() as u32),
+                rating: sent.filter(|r| (0.0..=100.0).contains(r)).map(|r| r.round() as u32),
                 session_id,
                 utm,
                 late,
-            })
+            });
+            // With its order: the review of a product of that order
+            // (decision 0073). A rating the order cannot take (not a whole
+            // number from 1 to 5) is refused, naming it.
+            if let Some(order) = m.property_text("order_id") {
+                let rating = sent
+                    .filter(|r| r.fract() == 0.0 && (1.0..=5.0).contains(r))
+                    .map_or(0, |r| r as i64);
+                return Ok(Mapped::ReviewOrder(Box::new(super::OrderReview {
+                    order,
+                    product_id,
+                    rating,
+                    review: m.property_text("review_body"),
+                    activity,
+                })));
+            }
+            activity
         }
         "Signed In" => ActivityEvent::CustomerLoggedIn(CustomerLoggedIn { session_id, utm, late }),
         _ => return call.custom(),

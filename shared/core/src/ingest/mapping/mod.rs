@@ -66,6 +66,24 @@ pub enum Mapped {
     RefundOrder(RefundRequest),
     /// `Order Updated`: the order's amendment (decision 0055).
     AmendOrder(Box<OrderUpdate>),
+    /// `Product Reviewed` naming its `order_id`: the review of a product of
+    /// that order (`ReviewSubmitted`, decision 0073).
+    ReviewOrder(Box<OrderReview>),
+}
+
+/// A `Product Reviewed` with an `order_id`, read. `activity` is what the
+/// call is without its order (`ProductReviewed`): what a browser's key
+/// records, and what is kept when the order cannot take the review (it is
+/// not delivered or does not hold the product).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderReview {
+    pub order: String,
+    pub product_id: String,
+    /// As sent; the order takes 1 to 5.
+    pub rating: i64,
+    /// `review_body`.
+    pub review: Option<String>,
+    pub activity: ActivityEvent,
 }
 
 /// An `Order Updated`, read: the client's order id and what the call says
@@ -100,7 +118,11 @@ impl Mapped {
     pub fn changes_an_order(&self) -> bool {
         matches!(
             self,
-            Mapped::Order(_) | Mapped::AmendOrder(_) | Mapped::CancelOrder { .. } | Mapped::RefundOrder(_)
+            Mapped::Order(_)
+                | Mapped::AmendOrder(_)
+                | Mapped::CancelOrder { .. }
+                | Mapped::RefundOrder(_)
+                | Mapped::ReviewOrder(_)
         )
     }
 }
