@@ -304,6 +304,27 @@ async fn a_failed_payment_starts_the_recovery_campaign_and_a_later_payment_ends_
     );
 }
 
+/// A registered customer's order, paid and shipped (not delivered): its id.
+async fn shipped_order(api: &TestApi) -> String {
+    let customer = post(
+        api,
+        "/customers",
+        serde_json::from_str(&registration("ada@example.com")).expect("json"),
+    )
+    .await;
+    let customer_id = customer["id"].as_str().expect("id").to_string();
+    let placed = post(api, "/orders", order(&customer_id)).await;
+    let id = placed["id"].as_str().expect("order id").to_string();
+    post(api, &format!("/orders/{id}/payments"), paid("succeeded")).await;
+    post(
+        api,
+        &format!("/orders/{id}/ship"),
+        json!({ "carrier": "UPS", "tracking_number": "1Z999" }),
+    )
+    .await;
+    id
+}
+
 /// Decision 0073: a review submitted after delivery, before the review
 /// request's send, records `ReviewSubmitted` on the order and ends that
 /// journey: no review request goes out. The same review again changes
@@ -311,22 +332,7 @@ async fn a_failed_payment_starts_the_recovery_campaign_and_a_later_payment_ends_
 #[tokio::test]
 async fn a_review_after_delivery_ends_the_review_request_journey_and_nothing_is_asked() {
     let api = TestApi::at(start());
-    let customer = post(
-        &api,
-        "/customers",
-        serde_json::from_str(&registration("ada@example.com")).expect("json"),
-    )
-    .await;
-    let customer_id = customer["id"].as_str().expect("id").to_string();
-    let placed = post(&api, "/orders", order(&customer_id)).await;
-    let id = placed["id"].as_str().expect("order id").to_string();
-    post(&api, &format!("/orders/{id}/payments"), paid("succeeded")).await;
-    post(
-        &api,
-        &format!("/orders/{id}/ship"),
-        json!({ "carrier": "UPS", "tracking_number": "1Z999" }),
-    )
-    .await;
+    let id = shipped_order(&api).await;
     advance(&api, Duration::days(2)).await;
     post(&api, &format!("/orders/{id}/deliver"), json!({})).await;
     let running = |events: &[EventEnvelope]| {
@@ -382,22 +388,7 @@ async fn a_review_after_delivery_ends_the_review_request_journey_and_nothing_is_
 #[tokio::test]
 async fn a_review_before_delivery_is_refused_and_nothing_is_written() {
     let api = TestApi::at(start());
-    let customer = post(
-        &api,
-        "/customers",
-        serde_json::from_str(&registration("ada@example.com")).expect("json"),
-    )
-    .await;
-    let customer_id = customer["id"].as_str().expect("id").to_string();
-    let placed = post(&api, "/orders", order(&customer_id)).await;
-    let id = placed["id"].as_str().expect("order id").to_string();
-    post(&api, &format!("/orders/{id}/payments"), paid("succeeded")).await;
-    post(
-        &api,
-        &format!("/orders/{id}/ship"),
-        json!({ "carrier": "UPS", "tracking_number": "1Z999" }),
-    )
-    .await;
+    let id = shipped_order(&api).await;
     let before = api.all_events().await.len();
     let review = json!({ "product_id": "beans", "rating": 4, "review": "Not here yet" });
     let refused = api
