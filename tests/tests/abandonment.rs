@@ -201,6 +201,13 @@ async fn a_checkout_not_completed_in_an_hour_is_abandoned_then_the_email_and_a_d
     let sms = of_campaign(&api, "MessageRequested", "checkout-abandonment").await;
     assert_eq!(sms[1].data["channel"], "sms");
     assert_eq!(sms[1].occurred_at, start() + Duration::hours(25));
+    // Seed 000's "10% off": the SMS, and only the SMS, carries a code
+    // (decision 0074), valid for 48 hours from its sending.
+    let codes = api.events_of_type("DiscountIssued").await;
+    assert_eq!(codes.len(), 1, "{codes:?}");
+    assert_eq!(codes[0].data["message_id"], sms[1].data["message_id"]);
+    assert_eq!(codes[0].data["percent"], 10);
+    assert_eq!(codes[0].data["customer_id"], customer_id.as_str());
 
     // Nothing more, ever: the checkout is abandoned once.
     api.advance_minutes(7 * 24 * 60).await;

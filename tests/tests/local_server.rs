@@ -230,6 +230,7 @@ async fn serve_refuses_a_remote_address_without_allow_remote() {
         clock: ClockKind::System,
         public_base_url: None,
         retention: crm_core::retention::RetentionPolicy::new(90, 7).expect("policy"),
+        require_analytics_consent: false,
     })
     .await;
     assert!(matches!(refused, Err(ServeError::RemoteAddress { .. })), "{refused:?}");

@@ -216,8 +216,8 @@ async fn every_operation_answers_with_a_documented_status() {
                     .to_string();
                 url = url.replace("{message_id}", &message_id);
             }
-            // The template preview renders a shipped template.
-            Some("previewTemplate") => {
+            // The template routes act on the shipped welcome template.
+            Some("previewTemplate" | "getTemplate" | "putTemplate") => {
                 url = url.replacen(&id, "welcome", 1);
             }
             // The signed-link routes: a valid token of the customer; the POST sends its form example.

@@ -235,9 +235,12 @@ async fn windowed_metrics_fall_as_the_clock_moves_and_segments_follow_recency() 
     // Day 71: 61 days since the last order, recency 3: the daily re-evaluation
     // moves the customer from new-customers to needs-attention, with events.
     advance(&api, 31).await;
+    // The first order's cross-sell ran to its end and tagged the customer:
+    // the refund was of the second order, and a refund ends only the
+    // cross-sell of its own order (decision 0073's addendum).
     assert_eq!(
         segments_of(&api, &id).await,
-        ["affinity-kitchen", "buyers", "needs-attention"]
+        ["affinity-kitchen", "buyers", "cross-sell-contacted", "needs-attention"]
     );
     let changes: Vec<(String, String)> = api
         .all_events()

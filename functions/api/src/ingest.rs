@@ -21,8 +21,8 @@ use base64::Engine;
 use crm_core::failure::{Classify, FailureKind};
 use crm_core::ingest::message::instant;
 use crm_core::ingest::{
-    batch_items, outcome_json, shopper_groups, Accepted, IngestError, IngestSettings, Ingestion, Kind, Source,
-    SourceKind, MAX_BATCH_BYTES,
+    batch_items, outcome_json, shopper_groups, Accepted, IngestError, Ingestion, Kind, Source, SourceKind,
+    MAX_BATCH_BYTES,
 };
 use futures::stream::{self, StreamExt};
 use serde_json::{json, Value};
@@ -146,7 +146,7 @@ fn ingestion(state: &AppState) -> Ingestion {
         state.customers.clone(),
         state.carts.clone(),
         state.orders.clone(),
-        IngestSettings::default(),
+        state.ingest_settings.clone(),
     )
     .with_schemas(state.custom_schemas.clone());
     // Every refused message is recorded in the source's log (decision 0053).

@@ -46,6 +46,7 @@ use crm_core::commerce::{CartService, OrderService};
 use crm_core::customer::CustomerService;
 use crm_core::ingest::refusals::RefusedMessages;
 use crm_core::journey::catalog::CampaignService;
+use crm_core::messaging::templates::TemplateService;
 use crm_core::messaging::unsubscribe::TokenSigner;
 use crm_core::ports::{ConsumerHealth, EventStore, ReadModelStore};
 use crm_core::privacy::read_models::SealedReadModels;
@@ -112,6 +113,9 @@ pub const ROUTE_TABLE: &[Route] = &[
     route("GET", "/campaigns/{id}/stats", READ),
     route("GET", "/insights/funnel", READ),
     route("GET", "/insights/attribution", READ),
+    route("GET", "/templates", READ),
+    route("GET", "/templates/{id}", READ),
+    route("PUT", "/templates/{id}", ADMIN),
     route("POST", "/templates/{id}/preview", ADMIN),
     route("GET", "/schemas/custom/{name}", ADMIN),
     route("PUT", "/schemas/custom/{name}", ADMIN),
@@ -174,6 +178,8 @@ pub struct AppState {
     pub orders: Arc<OrderService>,
     /// Campaign definitions: stored, versioned, paused and resumed.
     pub campaigns: Arc<CampaignService>,
+    /// Message templates: stored, versioned, the shipped ones as version 1 (decision 0077).
+    pub templates: Arc<TemplateService>,
     /// The event store (the explain route reads journey and trigger streams).
     pub events: Arc<dyn EventStore>,
     /// Where timers are set (the carts' inactivity timers).
@@ -201,6 +207,9 @@ pub struct AppState {
     /// Where ingestion records the messages it refuses, and
     /// `GET /sources/{source}/refused` reads them (decision 0053); `None`: nowhere.
     pub refusals: Option<RefusedMessages>,
+    /// How ingestion takes messages: the shop's
+    /// `tracking.require_analytics_consent` (decision 0079).
+    pub ingest_settings: crm_core::ingest::IngestSettings,
 }
 
 impl AppState {
@@ -214,6 +223,7 @@ impl AppState {
         AppState {
             customers: Arc::new(CustomerService::new(store.clone(), clock.clone())),
             campaigns: Arc::new(CampaignService::new(store.clone(), clock.clone())),
+            templates: Arc::new(TemplateService::new(store.clone(), clock.clone())),
             events: store.clone(),
             custom_schemas: Arc::new(CustomEventSchemas::new(store.clone()).with_clock(clock.clone())),
             orders: Arc::new(OrderService::new(store.clone(), clock.clone(), scheduler.clone())),
@@ -233,6 +243,7 @@ impl AppState {
             identifiers: None,
             ingest_sources: IngestSources::default(),
             refusals: None,
+            ingest_settings: crm_core::ingest::IngestSettings::default(),
         }
     }
 
@@ -287,6 +298,13 @@ impl AppState {
 
     pub fn with_health(mut self, health: Arc<dyn ConsumerHealth>) -> Self {
         self.health = Some(health);
+        self
+    }
+
+    /// How ingestion takes messages (decision 0079: the shop's
+    /// `tracking.require_analytics_consent`).
+    pub fn with_ingest_settings(mut self, settings: crm_core::ingest::IngestSettings) -> Self {
+        self.ingest_settings = settings;
         self
     }
 }
@@ -352,6 +370,11 @@ pub fn router(state: AppState) -> Router {
         .route("/campaigns/{id}/stats", get(insights::campaign_stats))
         .route("/insights/funnel", get(insights::funnel_report))
         .route("/insights/attribution", get(insights::attribution_report))
+        .route("/templates", get(templates::list))
+        .route(
+            "/templates/{id}",
+            get(templates::get_template).put(templates::put_template),
+        )
         .route("/templates/{id}/preview", post(templates::preview))
         .route(
             "/schemas/custom/{name}",

@@ -77,6 +77,11 @@ async fn main() -> Result<(), lambda_http::Error> {
         },
         api,
     )
-    .with_refusals(refusals);
+    .with_refusals(refusals)
+    // The shop's tracking.require_analytics_consent (decision 0079).
+    .with_ingest_settings(crm_core::ingest::IngestSettings {
+        require_analytics_consent: settings.require_analytics_consent,
+        ..Default::default()
+    });
     lambda_http::run(router(state)).await
 }

@@ -66,6 +66,8 @@ pub async fn place(State(state): State<AppState>, call: CommandCall) -> Result<R
         command.cart_id = Some(cart.to_string());
     }
     let command = state.orders.resolve_cart(command).await?;
+    // A discount code takes its percent off the subtotal (decision 0074).
+    let command = state.orders.resolve_discount(command).await?;
     let id = Uuid::now_v7().to_string();
     run(
         &state,

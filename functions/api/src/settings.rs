@@ -14,6 +14,9 @@ use crm_core::privacy::IdentifierHasher;
 use crm_core::retention::RetentionPolicy;
 
 /// Why the api's settings cannot be read.
+/// The shop's `tracking.require_analytics_consent` (decision 0079).
+pub const REQUIRE_ANALYTICS_CONSENT: &str = "TRACKING_REQUIRE_ANALYTICS_CONSENT";
+
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SettingsError {
     #[error(transparent)]
@@ -50,6 +53,9 @@ pub struct Settings {
     /// `RETENTION_ACTIVITY_DAYS`, `RETENTION_LEGAL_YEARS`: activity items'
     /// TTL (defaults 90 days, 7 years).
     pub retention: RetentionPolicy,
+    /// `TRACKING_REQUIRE_ANALYTICS_CONSENT` (`true`/`false`, unset: false):
+    /// activity is recorded only with analytics consent (decision 0079).
+    pub require_analytics_consent: bool,
     /// `HEALTH_QUEUES` (`name=queue-url|dead-letter-url,...`; none when
     /// unset): the queues `GET /health` watches.
     pub health_queues: Vec<WatchedQueue>,
@@ -91,6 +97,7 @@ impl Settings {
         "INGEST_ALLOWED_ORIGINS",
         crm_core::retention::ACTIVITY_DAYS_ENV,
         crm_core::retention::LEGAL_YEARS_ENV,
+        REQUIRE_ANALYTICS_CONSENT,
         "HEALTH_QUEUES",
         "METRICS_NAMESPACE",
         "WARM_UP",
@@ -118,6 +125,15 @@ impl Settings {
         let ingest_allowed_origins = AllowedOrigins::parse(&optional("INGEST_ALLOWED_ORIGINS").unwrap_or_default())
             .map_err(|e| SettingsError::Invalid(e.to_string()))?;
         let retention = RetentionPolicy::from_lookup(lookup).map_err(|e| SettingsError::Invalid(e.to_string()))?;
+        let require_analytics_consent = match optional(REQUIRE_ANALYTICS_CONSENT).as_deref() {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(SettingsError::Invalid(format!(
+                    "{REQUIRE_ANALYTICS_CONSENT} must be true or false, not {other:?}"
+                )))
+            }
+        };
         let health_queues = WatchedQueue::parse_all(&optional("HEALTH_QUEUES").unwrap_or_default())
             .map_err(|e| SettingsError::Invalid(format!("HEALTH_QUEUES: {e}")))?;
         Ok(Settings {
@@ -135,6 +151,7 @@ impl Settings {
             },
             public_base_url,
             retention,
+            require_analytics_consent,
             health_queues,
             metrics_namespace: crm_aws::emf::EmfWriter::namespace_from(lookup),
             warm_up: warm_up_wanted(lookup),
@@ -289,6 +306,7 @@ mod tests {
             ("INGEST_ALLOWED_ORIGINS", "web=https://shop.example"),
             ("RETENTION_ACTIVITY_DAYS", "120"),
             ("RETENTION_LEGAL_YEARS", "10"),
+            ("TRACKING_REQUIRE_ANALYTICS_CONSENT", "true"),
             ("HEALTH_QUEUES", "projector=https://sqs/p|https://sqs/p-dlq"),
             ("WARM_UP", "1"),
         ]));
@@ -299,6 +317,7 @@ mod tests {
             AllowedOrigins::parse("web=https://shop.example").unwrap()
         );
         assert_eq!(settings.retention, RetentionPolicy::new(120, 10).unwrap());
+        assert!(settings.require_analytics_consent);
         assert_eq!(
             settings.health_queues,
             vec![WatchedQueue {

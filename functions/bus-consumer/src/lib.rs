@@ -31,6 +31,7 @@ use crm_core::metrics::MeteredHandler;
 use crm_core::ports::{DeadLetterQueue, EventStore, ProgressLog, ProgressReporter, ReadModelStore};
 use crm_core::privacy::read_models::SealedReadModels;
 use crm_core::privacy::KeyStore;
+use crm_core::retention::{RetentionPolicy, LEGAL_YEARS_ENV};
 use lambda_runtime::{service_fn, LambdaEvent};
 use std::sync::Arc;
 
@@ -51,6 +52,10 @@ pub struct Config {
     pub keys_table: String,
     /// `DATA_KEYS_KMS_KEY_ID`: the KMS key that wraps them.
     pub data_keys_kms_key_id: String,
+    /// `RETENTION_ACTIVITY_DAYS` and `RETENTION_LEGAL_YEARS` (unset: the
+    /// defaults): the TTLs of what the function appends, activity and the
+    /// streams kept for the legal period (decisions 0021, 0078).
+    pub retention: RetentionPolicy,
 }
 
 impl Config {
@@ -62,6 +67,7 @@ impl Config {
             dead_letter_queue_url: get("DEAD_LETTER_QUEUE_URL")?,
             keys_table: get("KEYS_TABLE")?,
             data_keys_kms_key_id: get("DATA_KEYS_KMS_KEY_ID")?,
+            retention: RetentionPolicy::from_lookup(&lookup).map_err(|_| ConfigError(LEGAL_YEARS_ENV))?,
         })
     }
 }
@@ -96,7 +102,7 @@ impl Ports {
                 keys_table: config.keys_table,
                 data_keys_kms_key_id: config.data_keys_kms_key_id,
             },
-            None,
+            Some(config.retention),
         );
         Ports {
             events,
@@ -201,6 +207,7 @@ mod tests {
                 dead_letter_queue_url: "https://sqs/q".into(),
                 keys_table: "keys".into(),
                 data_keys_kms_key_id: "alias/crm-data-keys".into(),
+                retention: RetentionPolicy::default(),
             })
         );
         assert_eq!(

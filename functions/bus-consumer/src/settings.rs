@@ -19,13 +19,16 @@ pub const METRICS_NAMESPACE: &str = "METRICS_NAMESPACE";
 pub const RUST_LOG: &str = "RUST_LOG";
 
 impl Config {
-    /// The variables [`Config::from_lookup`] reads, all required.
+    /// The variables [`Config::from_lookup`] reads, all required but the
+    /// retention's (defaults; the template sets them).
     pub const NAMES: &'static [&'static str] = &[
         "EVENTS_TABLE",
         "READ_MODELS_TABLE",
         "DEAD_LETTER_QUEUE_URL",
         "KEYS_TABLE",
         "DATA_KEYS_KMS_KEY_ID",
+        "RETENTION_ACTIVITY_DAYS",
+        "RETENTION_LEGAL_YEARS",
     ];
 }
 

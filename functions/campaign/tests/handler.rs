@@ -157,6 +157,8 @@ async fn a_fired_payment_retry_initiates_the_payment_again() {
         billing_address: None,
         discount_minor: 0,
         adjustment_minor: 0,
+        discount_code: None,
+        discount: None,
     };
     let failed = RecordPayment {
         payment_id: "pay-1".into(),

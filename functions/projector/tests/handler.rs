@@ -10,7 +10,7 @@ use serde_json::json;
 
 const CUSTOMER: &str = "0190a000-0000-7000-8000-00000000c001";
 /// Every consumer of the projector, in the group's order.
-const CONSUMERS: [&str; 11] = [
+const CONSUMERS: [&str; 13] = [
     "customer-360",
     "timeline",
     "email-index",
@@ -20,6 +20,8 @@ const CONSUMERS: [&str; 11] = [
     "campaign-stats",
     "profile-metrics",
     "segment-evaluator",
+    "co-purchases",
+    "affinity-detector",
     "segment-members",
     "customer-streams",
 ];

@@ -1,8 +1,9 @@
 //! One batch of stream records in, `batchItemFailures` out.
 //!
 //! Events are immutable, so only `INSERT`s carry something to publish: a
-//! `MODIFY` (a snapshot replaced) or `REMOVE` (a reservation released, a
-//! receipt expired) never does. Of the inserted items only `kind = event` is
+//! `MODIFY` (a snapshot replaced, an event's legal TTL raised) or `REMOVE`
+//! (a reservation released, a receipt or an event expired through the TTL,
+//! whose records name `dynamodb.amazonaws.com`) never does. Of the inserted items only `kind = event` is
 //! published; reservations, receipts and snapshots are skipped.
 //!
 //! Nothing is skipped that should go out (decision 0030,
@@ -77,10 +78,12 @@ fn disposition(record: &EventRecord) -> Disposition {
     match record.event_name.as_str() {
         "INSERT" => {}
         "MODIFY" => {
+            // An event item is modified only to raise its legal TTL
+            // (`expires_at`, decision 0078): the event itself is unchanged.
             if kind_of(&to_item(&record.change.new_image)) == Some(KIND_EVENT) {
-                tracing::warn!(
+                tracing::debug!(
                     record = %record_id(record),
-                    "an event item was modified; events are immutable, not publishing it again"
+                    "an event item's expiry was raised; not publishing it again"
                 );
             }
             return Disposition::Skip("modify");

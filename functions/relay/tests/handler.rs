@@ -274,6 +274,29 @@ async fn removals_and_modifications_are_not_published() {
     assert!(bus.calls().is_empty());
 }
 
+/// DynamoDB's TTL deletes an expired event (activity, or an order stream
+/// past the legal period, decision 0078): a `REMOVE` without a new image,
+/// by the service itself. Nothing is published and nothing is parked.
+#[tokio::test]
+async fn an_expiry_by_the_ttl_is_neither_published_nor_parked() {
+    let mut json: serde_json::Value = serde_json::from_str(BATCH).expect("json");
+    let records = json["Records"].as_array_mut().expect("records");
+    records.truncate(1);
+    records[0]["eventName"] = "REMOVE".into();
+    records[0]["userIdentity"] = serde_json::json!({ "type": "Service", "principalId": "dynamodb.amazonaws.com" });
+    records[0]["dynamodb"]
+        .as_object_mut()
+        .expect("dynamodb")
+        .remove("NewImage");
+    let event: Event = serde_json::from_value(json).expect("event");
+    let bus = FakeBus::refusing(&[]);
+    let dlq = Arc::new(FakeDlq::default());
+    let failures = run(event, &relay(bus.clone(), dlq.clone())).await;
+    assert!(failures.is_empty());
+    assert!(bus.calls().is_empty());
+    assert!(dlq.0.lock().expect("lock").is_empty(), "an expiry is not poison");
+}
+
 #[tokio::test]
 async fn an_insert_without_a_new_image_is_poison() {
     let mut json: serde_json::Value = serde_json::from_str(BATCH).expect("json");

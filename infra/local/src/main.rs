@@ -45,6 +45,10 @@ enum Command {
         public_base_url: Option<String>,
         #[command(flatten)]
         retention: RetentionArgs,
+        /// The shop's tracking.require_analytics_consent: record activity (browsing) only with
+        /// the customer's analytics consent (decision 0079).
+        #[arg(long, env = "TRACKING_REQUIRE_ANALYTICS_CONSENT")]
+        require_analytics_consent: bool,
     },
     /// Print a bearer token for `serve`'s API carrying only these scopes (crm/read, crm/write,
     /// crm/privacy, crm/admin), signed with the all-scopes token of <data-dir>/token.
@@ -296,6 +300,7 @@ async fn main() -> ExitCode {
             clock,
             public_base_url,
             retention,
+            require_analytics_consent,
         } => match retention.policy() {
             Err(e) => Err(e),
             Ok(retention) => serve(ServeConfig {
@@ -310,6 +315,7 @@ async fn main() -> ExitCode {
                 },
                 public_base_url,
                 retention,
+                require_analytics_consent,
             })
             .await
             .map_err(|e| e.to_string()),

@@ -285,12 +285,11 @@ mod tests {
         let err = connector.call(get(&url)).await.expect_err("no answer");
         let took = started.elapsed();
         assert!(err.is_timeout(), "{err:?}");
+        // Which wait ran out, and after how long, is in the error (no
+        // upper bound on the wall clock: a loaded machine may be slow).
+        assert!(took >= Duration::from_millis(300), "{took:?}");
         assert!(
-            took >= Duration::from_millis(300) && took < Duration::from_secs(3),
-            "{took:?}"
-        );
-        assert!(
-            format!("{}", DisplayErrorContext(&err)).contains("read timeout"),
+            format!("{}", DisplayErrorContext(&err)).contains("read timeout after 300ms"),
             "{err:?}"
         );
         drop(accepting.join());
@@ -308,12 +307,12 @@ mod tests {
         let err = connector.call(get(&url)).await.expect_err("no handshake");
         let took = started.elapsed();
         assert!(err.is_timeout(), "{err:?}");
-        assert!(
-            took >= Duration::from_millis(300) && took < Duration::from_secs(3),
-            "{took:?}"
-        );
+        assert!(took >= Duration::from_millis(300), "{took:?}");
         let text = format!("{}", DisplayErrorContext(&err));
-        assert!(text.contains("connect timeout") && text.contains("(Connect)"), "{text}");
+        assert!(
+            text.contains("connect timeout after 300ms") && text.contains("(Connect)"),
+            "{text}"
+        );
         drop(accepting.join());
     }
 

@@ -21,12 +21,18 @@ pub fn source_for(event_type: &str) -> &'static str {
         "ConsentGranted" | "ConsentRevoked" | "ConsentExpired" => "crm.consent",
         t if t.starts_with("Journey") || t.starts_with("Campaign") || t == "TimerFired" => "crm.journey",
         t if t.starts_with("Message") => "crm.messaging",
+        // Templates as data (decision 0077).
+        "TemplatePublished" | "TemplateRegistered" => "crm.messaging",
         "EmailDelivered" | "EmailBounced" | "EmailComplained" | "EmailOpened" | "EmailClicked" => "crm.messaging",
         t if t.starts_with("Segment") => "crm.segments",
         "CustomerSegmentAdded" | "CustomerSegmentRemoved" => "crm.segments",
+        // Affinity and recommendations (decision 0075).
+        "ProductAffinityDetected" => "crm.segments",
         "ItemAddedToCart" | "ItemRemovedFromCart" | "CheckoutStarted" | "CheckoutAbandoned" => "crm.commerce",
         // An order's review (decision 0073).
         "ReviewSubmitted" => "crm.commerce",
+        // Discount codes (decision 0074).
+        "DiscountIssued" | "DiscountRedeemed" => "crm.commerce",
         t if t.starts_with("Order") || t.starts_with("Cart") || t.starts_with("Payment") || t.starts_with("Refund") => {
             "crm.commerce"
         }

@@ -45,6 +45,11 @@ pub struct Preferences {
     /// (decision 0064).
     #[serde(default)]
     pub push_categories: Vec<String>,
+    /// The channel the customer would rather be reached on (seed 001's
+    /// `preferredChannel`): a `channel: preferred` send tries it first
+    /// (decision 0076). None: the step's fallback order alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferred_channel: Option<crate::vocabulary::Channel>,
 }
 
 fn default_timezone() -> String {
@@ -60,6 +65,7 @@ impl Default for Preferences {
             quiet_hours: None,
             sms_for_promotions: false,
             push_categories: Vec::new(),
+            preferred_channel: None,
         }
     }
 }

@@ -432,6 +432,7 @@ async fn the_functions_park_poison_as_stored_and_crm_ops_shows_it_only_while_the
             dead_letter_queue_url: var(&s.dead_letter_queue_url),
             keys_table: var(&s.keys_table),
             data_keys_kms_key_id: var(&s.data_keys_kms_key_id),
+            retention: crm_core::retention::RetentionPolicy::default(),
         },
     );
     // A consumer parks the registration as it saw it (decrypted), and the

@@ -171,6 +171,10 @@ pub struct LocalRuntime {
     pub mail: Arc<MailSink>,
     /// The messages ingestion refused, per source, for a week (decision 0053).
     pub refusals: Arc<crate::adapters::refusals::SqliteRefusals>,
+    /// The shop's `tracking.require_analytics_consent` (decision 0079):
+    /// activity is recorded only with analytics consent. Off unless `serve`
+    /// is told (`--require-analytics-consent`); read by [`LocalRuntime::app`].
+    pub require_analytics_consent: bool,
     wake: Arc<Notify>,
 }
 
@@ -417,6 +421,7 @@ impl LocalRuntime {
             public_base_url,
             mail,
             refusals,
+            require_analytics_consent: false,
             wake,
         })
     }
@@ -451,7 +456,12 @@ impl LocalRuntime {
                 ingest_sources: self.ingest_sources.clone(),
             },
         );
-        let state = state.with_refusals(crm_core::ingest::refusals::RefusedMessages::new(self.refusals.clone()));
+        let state = state
+            .with_refusals(crm_core::ingest::refusals::RefusedMessages::new(self.refusals.clone()))
+            .with_ingest_settings(crm_core::ingest::IngestSettings {
+                require_analytics_consent: self.require_analytics_consent,
+                ..Default::default()
+            });
         let app = router(state).merge(crate::runtime::mail_view::routes(self.mail.clone()));
         match &self.virtual_clock {
             Some(clock) => app.merge(crate::runtime::dev::clock_routes(

@@ -33,6 +33,8 @@ pub struct ServeConfig {
     pub public_base_url: Option<String>,
     /// Retention: swept at start and once a day (`crate::runtime::retention`).
     pub retention: crm_core::retention::RetentionPolicy,
+    /// The shop's `tracking.require_analytics_consent` (decision 0079).
+    pub require_analytics_consent: bool,
 }
 
 /// `crm-local serve --clock system|virtual`.
@@ -124,7 +126,8 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         .public_base_url
         .clone()
         .unwrap_or_else(|| format!("http://{addr}"));
-    let runtime = LocalRuntime::open_with(&db, &template, RuntimeOptions { clock, public_base_url })?;
+    let mut runtime = LocalRuntime::open_with(&db, &template, RuntimeOptions { clock, public_base_url })?;
+    runtime.require_analytics_consent = config.require_analytics_consent;
     let bus = runtime.spawn_bus();
     let retention = crate::runtime::retention::spawn_daily(&runtime, config.retention);
     // One write: a reader that stops at the url line must not leave later lines

@@ -30,6 +30,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, CancellationReason, Delete, Put, TransactWriteItem};
 use aws_sdk_dynamodb::Client;
 use base64::Engine as _;
@@ -41,7 +42,7 @@ use crm_core::ports::{
     check_receipts, AppendError, AppendRequest, Appended, CommandReceipt, EventPage, EventStore, ExpectedVersion,
     LoadedStream, ReservationChange, Snapshot, StoreError,
 };
-use crm_core::retention::{is_activity, RetentionPolicy};
+use crm_core::retention::{expires_after_legal_period, is_activity, RetentionPolicy, ERASURE_EVENT_TYPES};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
@@ -82,6 +83,11 @@ pub struct DynamoEventStore {
     /// Activity events get the TTL `expires_at` = occurred_at + the activity
     /// age + a margin for the daily fold (`crm_core::retention`).
     retention: RetentionPolicy,
+    /// Whether order streams and erased customers' streams get the legal
+    /// TTL (decision 0078): only a store given its policy
+    /// ([`DynamoEventStore::with_retention`]) writes it, so no process ever
+    /// stamps a default period shorter than the deployment's.
+    legal_ttl: bool,
     /// What the appends spent (clones share it).
     meter: Arc<CapacityMeter>,
 }
@@ -178,6 +184,7 @@ impl DynamoEventStore {
             client,
             table: table.into(),
             retention: RetentionPolicy::default(),
+            legal_ttl: false,
             meter: Arc::new(CapacityMeter::default()),
         }
     }
@@ -191,10 +198,126 @@ impl DynamoEventStore {
     }
 
     /// The same store, writing activity events' TTL under `policy`
-    /// (`RETENTION_ACTIVITY_DAYS` in the functions).
+    /// (`RETENTION_ACTIVITY_DAYS` in the functions), and the legal TTL of
+    /// order streams and erased customers' streams (`RETENTION_LEGAL_YEARS`,
+    /// decision 0078).
     pub fn with_retention(mut self, policy: RetentionPolicy) -> Self {
         self.retention = policy;
+        self.legal_ttl = true;
         self
+    }
+
+    /// The legal TTL (epoch seconds) of the events appended now after
+    /// `base`, if their stream is kept for the legal period (decision 0078):
+    /// [`RetentionPolicy::legal_expires_at`] of the newest of them, never
+    /// below what the stream already carries. The earlier items of the
+    /// stream are raised to it first (only when the stream's newest item
+    /// carries less, or none: a month boundary crossed, the stream's first
+    /// erasure event, items from before the TTL), so the whole stream
+    /// expires together and a failure leaves items kept longer, never
+    /// shorter. `found` is item `base` when the append already read it.
+    async fn legal_expiry(
+        &self,
+        stream_id: &str,
+        envelopes: &[EventEnvelope],
+        base: u64,
+        found: Option<Item>,
+    ) -> Result<Option<i64>, StoreError> {
+        if !self.legal_ttl || !expires_after_legal_period(stream_id, true) {
+            return Ok(None);
+        }
+        let previous = match (base, found) {
+            (0, _) => None,
+            (_, Some(item)) => Some(item),
+            (_, None) => {
+                let item = self.get_item(stream_id, base).await?;
+                self.meter.get(&[item.as_ref().map_or(0, items::item_size)]);
+                item
+            }
+        };
+        let carried: Option<i64> = previous
+            .as_ref()
+            .and_then(|item| items::get_n(item, items::EXPIRES_AT).ok());
+        let erasing = envelopes
+            .iter()
+            .any(|e| ERASURE_EVENT_TYPES.contains(&e.event_type.as_str()));
+        if !expires_after_legal_period(stream_id, erasing || carried.is_some()) {
+            return Ok(None);
+        }
+        let Some(newest) = envelopes.iter().map(|e| e.occurred_at).max() else {
+            return Ok(carried);
+        };
+        let expires = self
+            .retention
+            .legal_expires_at(newest)
+            .timestamp()
+            .max(carried.unwrap_or(i64::MIN));
+        if base > 0 && carried.is_none_or(|c| c < expires) {
+            self.raise_expiry(stream_id, expires).await?;
+        }
+        Ok(Some(expires))
+    }
+
+    /// Sets `expires_at` to `expires` on every item of `stream_id` (its
+    /// events and snapshot) that carries less or none; an item deleted
+    /// meanwhile is not written again.
+    async fn raise_expiry(&self, stream_id: &str, expires: i64) -> Result<u64, StoreError> {
+        let mut raised = 0;
+        for item in &self.stream_items(stream_id, items::EXPIRES_AT).await? {
+            let carried: Option<i64> = items::get_n(item, items::EXPIRES_AT).ok();
+            if carried.is_some_and(|c| c >= expires) {
+                continue;
+            }
+            let sk: u64 = items::get_n(item, SK).map_err(|e| corrupt(&self.table, e))?;
+            let updated = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(items::key(stream_id, sk)))
+                .update_expression("SET #ttl = :ttl")
+                .condition_expression("attribute_exists(#sk) AND (attribute_not_exists(#ttl) OR #ttl < :ttl)")
+                .set_expression_attribute_names(Some(names(&[("#sk", SK), ("#ttl", items::EXPIRES_AT)])))
+                .set_expression_attribute_values(Some(values(vec![(":ttl", items::n(expires))])))
+                .send()
+                .await;
+            match updated {
+                Ok(_) => raised += 1,
+                Err(e)
+                    if matches!(
+                        e.as_service_error(),
+                        Some(UpdateItemError::ConditionalCheckFailedException(_))
+                    ) => {}
+                Err(e) => return Err(sdk_error("UpdateItem", &e)),
+            }
+        }
+        Ok(raised)
+    }
+
+    /// Every item of `stream_id` (events, snapshot, ...) with its keys and
+    /// `attribute`, read page by page with consistent reads.
+    async fn stream_items(&self, stream_id: &str, attribute: &str) -> Result<Vec<Item>, StoreError> {
+        let mut found = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("#pk = :pk")
+                .projection_expression("#pk, #sk, #attr")
+                .set_expression_attribute_names(Some(names(&[("#pk", PK), ("#sk", SK), ("#attr", attribute)])))
+                .set_expression_attribute_values(Some(values(vec![(":pk", items::s(stream_id))])))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| sdk_error("Query", &e))?;
+            found.extend(out.items().iter().cloned());
+            match out.last_evaluated_key() {
+                Some(key) => start = Some(key.clone()),
+                None => return Ok(found),
+            }
+        }
     }
 
     /// The table's name.
@@ -274,13 +397,17 @@ impl DynamoEventStore {
         Ok(events)
     }
 
-    fn event_put(&self, envelope: &EventEnvelope) -> Result<TransactWriteItem, StoreError> {
+    fn event_put(&self, envelope: &EventEnvelope, legal: Option<i64>) -> Result<TransactWriteItem, StoreError> {
         let mut item = items::event_to_item(envelope).map_err(|e| corrupt(&self.table, e))?;
         // Raw activity expires through the table's TTL once its day is folded
-        // (retention); every other event is kept.
+        // (retention); order streams and erased customers' streams the legal
+        // period after their newest event (decision 0078); every other event
+        // is kept.
         if is_activity(&envelope.event_type) {
             let expires = self.retention.activity_expires_at(envelope.occurred_at);
             item.insert(items::EXPIRES_AT.into(), items::n(expires.timestamp()));
+        } else if let Some(expires) = legal {
+            item.insert(items::EXPIRES_AT.into(), items::n(expires));
         }
         let put = Put::builder()
             .table_name(&self.table)
@@ -345,10 +472,11 @@ impl DynamoEventStore {
         request: &AppendRequest,
         envelopes: &[EventEnvelope],
         extra: &[CommandReceipt],
+        legal: Option<i64>,
     ) -> Result<Plan, StoreError> {
         let mut plan = Plan::default();
         for envelope in envelopes {
-            plan.items.push(self.event_put(envelope)?);
+            plan.items.push(self.event_put(envelope, legal)?);
             plan.roles.push(Role::Event);
         }
         for change in &request.reservations {
@@ -452,11 +580,11 @@ impl DynamoEventStore {
 
     /// The event `expected` names must exist (one strongly consistent
     /// GetItem): otherwise the stream is behind it, a conflict.
-    async fn check_version(&self, request: &AppendRequest, expected: u64) -> Result<(), AppendError> {
+    async fn check_version(&self, request: &AppendRequest, expected: u64) -> Result<Item, AppendError> {
         let found = self.get_item(&request.stream_id, expected).await?;
         self.meter.get(&[found.as_ref().map_or(0, items::item_size)]);
         match found {
-            Some(item) if items::kind_of(&item) == Some(items::KIND_EVENT) => Ok(()),
+            Some(item) if items::kind_of(&item) == Some(items::KIND_EVENT) => Ok(item),
             _ => Err(Self::conflict(request)),
         }
     }
@@ -630,10 +758,12 @@ impl DynamoEventStore {
                 e
             })
             .collect();
-        if let Some(expected) = check {
-            self.check_version(request, expected).await?;
-        }
-        let plan = self.plan(request, &envelopes, extra)?;
+        let found = match check {
+            Some(expected) => Some(self.check_version(request, expected).await?),
+            None => None,
+        };
+        let legal = self.legal_expiry(&request.stream_id, &envelopes, base, found).await?;
+        let plan = self.plan(request, &envelopes, extra, legal)?;
         self.write(plan, request, base, extra).await?;
         let version = base + envelopes.len() as u64;
         Ok(Appended {
@@ -649,7 +779,7 @@ impl DynamoEventStore {
         request: &AppendRequest,
         extra: &[CommandReceipt],
     ) -> Result<Appended, AppendError> {
-        let plan = self.plan(request, &[], extra)?;
+        let plan = self.plan(request, &[], extra, None)?;
         if !plan.items.is_empty() {
             self.write(plan, request, 0, extra).await?;
         }
@@ -784,7 +914,15 @@ impl EventStore for DynamoEventStore {
     }
 
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
-        let item = items::snapshot_to_item(&snapshot).map_err(|e| corrupt(&self.table, e))?;
+        let mut item = items::snapshot_to_item(&snapshot).map_err(|e| corrupt(&self.table, e))?;
+        // A snapshot of a stream kept for the legal period expires with its
+        // events: it takes the TTL of the event it folds up to (decision 0078).
+        if self.legal_ttl && expires_after_legal_period(&snapshot.stream_id, true) && snapshot.version > 0 {
+            let folded = self.get_item(&snapshot.stream_id, snapshot.version).await?;
+            if let Some(expires) = folded.and_then(|event| event.get(items::EXPIRES_AT).cloned()) {
+                item.insert(items::EXPIRES_AT.into(), expires);
+            }
+        }
         let put = self
             .client
             .put_item()
@@ -920,43 +1058,24 @@ impl EventExpiry for DynamoEventStore {
 
     async fn delete_stream(&self, stream_id: &str) -> Result<u64, StoreError> {
         let mut deleted = 0;
-        let mut start: Option<Item> = None;
-        loop {
-            let out = self
-                .client
-                .query()
+        for item in &self.stream_items(stream_id, KIND).await? {
+            let kind = items::kind_of(item);
+            if kind != Some(items::KIND_EVENT) && kind != Some(items::KIND_SNAPSHOT) {
+                continue;
+            }
+            let sk = items::get_n(item, SK).map_err(|e| corrupt(&self.table, e))?;
+            self.client
+                .delete_item()
                 .table_name(&self.table)
-                .key_condition_expression("#pk = :pk")
-                .projection_expression("#pk, #sk, #kind")
-                .set_expression_attribute_names(Some(names(&[("#pk", PK), ("#sk", SK), ("#kind", KIND)])))
-                .set_expression_attribute_values(Some(values(vec![(":pk", items::s(stream_id))])))
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
+                .set_key(Some(items::key(stream_id, sk)))
                 .send()
                 .await
-                .map_err(|e| sdk_error("Query", &e))?;
-            for item in out.items() {
-                let kind = items::kind_of(item);
-                if kind != Some(items::KIND_EVENT) && kind != Some(items::KIND_SNAPSHOT) {
-                    continue;
-                }
-                let sk = items::get_n(item, SK).map_err(|e| corrupt(&self.table, e))?;
-                self.client
-                    .delete_item()
-                    .table_name(&self.table)
-                    .set_key(Some(items::key(stream_id, sk)))
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error("DeleteItem", &e))?;
-                if kind == Some(items::KIND_EVENT) {
-                    deleted += 1;
-                }
-            }
-            match out.last_evaluated_key() {
-                Some(key) => start = Some(key.clone()),
-                None => return Ok(deleted),
+                .map_err(|e| sdk_error("DeleteItem", &e))?;
+            if kind == Some(items::KIND_EVENT) {
+                deleted += 1;
             }
         }
+        Ok(deleted)
     }
 }
 

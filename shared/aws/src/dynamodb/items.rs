@@ -5,7 +5,7 @@
 //!
 //! | kind          | pk                 | sk      | other attributes |
 //! | ------------- | ------------------ | ------- | ---------------- |
-//! | `event`       | stream id          | version | event_id, type, schema_version (N), customer_id (omitted if none), occurred_at, recorded_at, causation_id (omitted if none), correlation_id, actor, data (JSON string), expires_at (N, activity events only: retention's TTL, written by the store) |
+//! | `event`       | stream id          | version | event_id, type, schema_version (N), customer_id (omitted if none), occurred_at, recorded_at, causation_id (omitted if none), correlation_id, actor, data (JSON string), expires_at (N, retention's TTL, written by the store: activity events; every item of order streams and erased customers' streams, decision 0078) |
 //! | `snapshot`    | stream id          | 0       | version (N), state_schema (N), state (JSON string) |
 //! | `reservation` | e.g. `email#<hex>` | 0       | owner |
 //! | `receipt`     | e.g. `command#...` | 0       | request_hash, status (N), body (JSON string), recorded_at, expires_at (N, epoch seconds, the table's TTL attribute) |

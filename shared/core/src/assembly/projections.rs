@@ -86,7 +86,10 @@ impl AssembledGroups for ConsumerGroup {
                 Arc::new(crate::insights::attribution::AttributionProjection),
                 Arc::new(crate::insights::campaign_stats::CampaignStatsProjection),
                 Arc::new(ProfileMetricsProjection),
-                Arc::new(SegmentEvaluator::new(events.clone(), clock)),
+                Arc::new(SegmentEvaluator::new(events.clone(), clock.clone())),
+                // Co-purchases and ProductAffinityDetected (decision 0075).
+                Arc::new(crate::segments::CoPurchaseProjection),
+                Arc::new(crate::segments::AffinityDetector::new(events.clone(), clock)),
                 Arc::new(SegmentMembersProjection),
                 // Which streams hold events about each customer (export, decision 0020).
                 Arc::new(crate::customer::streams::CustomerStreamsProjection),

@@ -4,6 +4,7 @@
 //! (ARCHITECTURE.md §7, docs/decisions/0008-cart-inactivity.md).
 
 pub mod cart;
+pub mod discount;
 pub mod order;
 mod service;
 

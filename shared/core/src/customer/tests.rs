@@ -434,6 +434,7 @@ fn preferences_are_validated_and_only_recorded_when_changed() {
         }),
         sms_for_promotions: true,
         push_categories: vec!["order-updates".into()],
+        preferred_channel: Some(crate::consent::Channel::Sms),
     };
     s.when(CustomerCommand::UpdatePreferences(wanted.clone()))
         .then_expect_events(&[CustomerEvent::PreferencesUpdated {

@@ -311,6 +311,8 @@ impl Ingestion {
                 billing_address: None,
                 discount_minor: order.discount_minor,
                 adjustment_minor: order.adjustment_minor,
+                discount_code: None,
+                discount: None,
             }),
             payment,
         };
@@ -320,7 +322,62 @@ impl Ingestion {
         if self.orders.load(&order_id).await.map_err(order_error)?.is_some() {
             return Ok(false);
         }
+        let command = self
+            .redeem_coupon(source, &order.order_id, order.coupon, command)
+            .await?;
         self.order_command(&order_id, &command, idempotency, meta).await
+    }
+}
+
+impl Ingestion {
+    /// The coupon of a shop's `Order Completed` (decision 0074). The order
+    /// is a fact and is recorded whatever the coupon: one of our discount
+    /// codes that the customer may use is redeemed with it
+    /// (`DiscountRedeemed`; the shop's own amounts are kept). A code of
+    /// ours that is expired, another customer's or used is left off the
+    /// order and the refusal goes to the refused-messages log (field
+    /// `properties.coupon`), as ingestion reports what it refuses. Any
+    /// other coupon is the shop's own: nothing to redeem, nothing to report.
+    async fn redeem_coupon(
+        &self,
+        source: &str,
+        shop_order_id: &str,
+        coupon: Option<String>,
+        command: OrderCommand,
+    ) -> Result<OrderCommand, IngestError> {
+        let OrderCommand::PlacePaid { mut order, payment } = command else {
+            return Ok(command);
+        };
+        let Some(coupon) = coupon.filter(|c| crate::commerce::discount::normalize_code(c).is_some()) else {
+            return Ok(OrderCommand::PlacePaid { order, payment });
+        };
+        order.discount_code = Some(coupon.clone());
+        let (resolved, refusal) = self.orders.resolve_coupon(*order).await.map_err(order_error)?;
+        match refusal {
+            None | Some(crate::commerce::discount::Refusal::Unknown) => {}
+            Some(refusal) => {
+                tracing::warn!(%source, order_id = %shop_order_id, %refusal, "the order's coupon was not redeemed");
+                if let Some(log) = &self.refusals {
+                    let shown = json!({
+                        "type": "track",
+                        "event": "Order Completed",
+                        "properties": { "order_id": shop_order_id, "coupon": coupon },
+                    });
+                    let rejection = Rejection::new(
+                        "properties.coupon",
+                        format!("{refusal}: the order was recorded without it"),
+                    );
+                    let now = self.orders.now();
+                    let entry =
+                        refusals::Refusal::new(source, &shown, None, &rejection, self.customers.identifiers(), now);
+                    log.record(&entry).await;
+                }
+            }
+        }
+        Ok(OrderCommand::PlacePaid {
+            order: Box::new(resolved),
+            payment,
+        })
     }
 }
 

@@ -299,15 +299,26 @@ fn order_error(e: OrderCommandError) -> IngestError {
 pub struct IngestSettings {
     /// Events older than this when they arrive are flagged `late`.
     pub late_after: Duration,
+    /// The shop's `tracking.require_analytics_consent` (decision 0079):
+    /// activity (browsing: track, page and screen calls taken as activity)
+    /// is recorded only with analytics consent; refused otherwise. Commerce
+    /// facts (carts, orders) are never gated. Off by default.
+    pub require_analytics_consent: bool,
 }
 
 impl Default for IngestSettings {
     fn default() -> Self {
         IngestSettings {
             late_after: Duration::days(7),
+            require_analytics_consent: false,
         }
     }
 }
+
+/// The field a refusal for want of analytics consent names: the customer's
+/// (`userId`), or an anonymous visitor's choice as Segment's consent tools
+/// send it.
+pub const ANONYMOUS_ANALYTICS_CONSENT: &str = "context.consent.categoryPreferences.analytics";
 
 /// The receipt key of a source's message.
 pub fn receipt_key(source: &str, message_id: &str) -> String {
@@ -444,7 +455,7 @@ impl Ingestion {
                 };
                 let kept = match mapped {
                     Mapped::Activity(event) => Some(
-                        self.append_activity(&profile, event, occurred_at, &idempotency, &meta, now)
+                        self.append_activity(message, &profile, event, occurred_at, &idempotency, &meta, now)
                             .await?,
                     ),
                     Mapped::AddToCart { cart, currency, item } => kept_by_the_cart(
@@ -478,8 +489,16 @@ impl Ingestion {
                         {
                             Some(taken) => Some(taken),
                             None => Some(
-                                self.append_activity(&profile, review.activity, occurred_at, &idempotency, &meta, now)
-                                    .await?,
+                                self.append_activity(
+                                    message,
+                                    &profile,
+                                    review.activity,
+                                    occurred_at,
+                                    &idempotency,
+                                    &meta,
+                                    now,
+                                )
+                                .await?,
                             ),
                         }
                     }
@@ -496,7 +515,7 @@ impl Ingestion {
                     // A cart call the cart cannot take: kept as activity.
                     None => {
                         let event = mapping::as_custom_event(message, late);
-                        self.append_activity(&profile, event, occurred_at, &idempotency, &meta, now)
+                        self.append_activity(message, &profile, event, occurred_at, &idempotency, &meta, now)
                             .await?
                     }
                 };
@@ -548,6 +567,57 @@ impl Ingestion {
         Ok(())
     }
 
+    /// Refuses activity the shop may not record (decision 0079): with
+    /// `require_analytics_consent`, a customer's activity needs their
+    /// analytics consent in force (on any channel: the purpose is what
+    /// counts); an anonymous visitor, of whom the CRM holds no consent,
+    /// needs the message to say they chose analytics
+    /// ([`ANONYMOUS_ANALYTICS_CONSENT`] `true`, as Segment's consent
+    /// wrappers send it). Refused activity is not stored at all.
+    async fn refuse_untracked(
+        &self,
+        message: &SegmentMessage,
+        profile: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), IngestError> {
+        if !self.settings.require_analytics_consent {
+            return Ok(());
+        }
+        if is_anonymous_profile(profile) {
+            let chosen = message
+                .context
+                .get("consent")
+                .and_then(|c| c.get("categoryPreferences"))
+                .and_then(|p| p.get("analytics"))
+                .and_then(Value::as_bool);
+            return match chosen {
+                Some(true) => Ok(()),
+                _ => Err(reject(
+                    ANONYMOUS_ANALYTICS_CONSENT,
+                    "is not true: the shop records activity only with analytics consent",
+                )),
+            };
+        }
+        let customer = self
+            .customers
+            .load(profile)
+            .await
+            .map_err(|e| command_error(e, "userId"))?;
+        let consents = customer.is_some_and(|c| {
+            c.consents
+                .iter()
+                .any(|g| g.purpose == crate::vocabulary::Purpose::Analytics && g.is_in_force_at(now))
+        });
+        if consents {
+            Ok(())
+        } else {
+            Err(reject(
+                "userId",
+                "the customer has not consented to analytics: the shop records activity only with it",
+            ))
+        }
+    }
+
     /// A server source's call for a user id that names nobody yet, without
     /// an anonymous id, lands on the user id's own profile (decision 0051).
     async fn profile_of(
@@ -574,8 +644,10 @@ impl Ingestion {
         Ok(profile)
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn append_activity(
         &self,
+        message: &SegmentMessage,
         profile: &str,
         event: ActivityEvent,
         occurred_at: DateTime<Utc>,
@@ -583,6 +655,7 @@ impl Ingestion {
         meta: &CommandMeta,
         now: DateTime<Utc>,
     ) -> Result<bool, IngestError> {
+        self.refuse_untracked(message, profile, now).await?;
         match self
             .append_activity_claiming(profile, event, occurred_at, idempotency, meta, now, None)
             .await?

@@ -213,6 +213,7 @@ impl Ingestion {
             }
         };
         let event = event?;
+        self.refuse_untracked(message, &profile, now).await?;
         let idempotency = IdempotencyKey {
             receipt_key: key.to_string(),
             request_hash: "segment".into(),

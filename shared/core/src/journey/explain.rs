@@ -6,6 +6,8 @@ use super::engine::{JOURNEY_INDEX, MESSAGE_SORT};
 use super::instance::{self, JourneyEvent};
 use crate::event::{DomainEvent, EventEnvelope};
 use crate::ports::{EventStore, ReadModelStore, StoreError};
+use crate::vocabulary::streams::message_stream_id;
+use crate::vocabulary::ChannelChoice;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -23,6 +25,17 @@ pub struct Link {
     pub actor: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub step_id: Option<String>,
+    /// A `JourneyVariantAssigned` link (decision 0081): the experiment and
+    /// the variant the customer was assigned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub variant: Option<AssignedVariant>,
+}
+
+/// A variant of an experiment the journey assigned (decision 0081).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AssignedVariant {
+    pub experiment: String,
+    pub variant: String,
 }
 
 /// The whole answer.
@@ -34,6 +47,32 @@ pub struct Explanation {
     pub customer_id: String,
     /// Newest first: the message, the journey steps, the trigger, its history.
     pub chain: Vec<Link>,
+    /// The variants the journey had been assigned when it requested the
+    /// message (decision 0081), oldest first: the message was sent in them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub variants: Vec<AssignedVariant>,
+    /// A `channel: preferred` send (decision 0076): the channel taken, and
+    /// why each channel was or was not, as the message stream recorded it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channel_choice: Option<ChannelChoice>,
+}
+
+/// The most events of a message stream read for its channel choice.
+const MESSAGE_EVENTS_READ: usize = 1000;
+
+/// The latest channel choice recorded on the message's stream (on its
+/// claim or its suppression), if it was a `channel: preferred` send.
+async fn channel_choice(events: &dyn EventStore, message_id: &str) -> Result<Option<ChannelChoice>, StoreError> {
+    let stream = events
+        .read_stream(&message_stream_id(message_id), 0, MESSAGE_EVENTS_READ)
+        .await?;
+    let latest = stream.iter().rev().find_map(|e| e.data.get("channel_choice"));
+    match latest {
+        None => Ok(None),
+        Some(value) => serde_json::from_value(value.clone())
+            .map(Some)
+            .map_err(|e| StoreError::Failed(format!("the channel choice of {message_id} is unreadable: {e}"))),
+    }
 }
 
 fn link(role: &'static str, e: &EventEnvelope, step_id: Option<String>) -> Link {
@@ -46,6 +85,7 @@ fn link(role: &'static str, e: &EventEnvelope, step_id: Option<String>) -> Link 
         occurred_at: e.occurred_at,
         actor: e.actor.clone(),
         step_id,
+        variant: None,
     }
 }
 
@@ -55,7 +95,8 @@ fn step_of(e: &JourneyEvent) -> Option<String> {
         | JourneyEvent::JourneyWaitScheduled { step_id, .. }
         | JourneyEvent::TimerFired { step_id, .. }
         | JourneyEvent::JourneyWaitEnded { step_id, .. }
-        | JourneyEvent::MessageRequested { step_id, .. } => Some(step_id.clone()),
+        | JourneyEvent::MessageRequested { step_id, .. }
+        | JourneyEvent::JourneyVariantAssigned { step_id, .. } => Some(step_id.clone()),
         _ => None,
     }
 }
@@ -79,10 +120,23 @@ pub async fn explain(
         .await?;
     let mut chain = Vec::new();
     let mut started = None;
+    let mut variants = Vec::new();
     for e in journey.iter().rev() {
         let typed = JourneyEvent::from_envelope(e).map_err(|err| StoreError::Failed(err.to_string()))?;
         let role = if e.version == version { "message" } else { "journey" };
-        chain.push(link(role, e, step_of(&typed)));
+        let mut l = link(role, e, step_of(&typed));
+        if let JourneyEvent::JourneyVariantAssigned {
+            experiment, variant, ..
+        } = &typed
+        {
+            let assigned = AssignedVariant {
+                experiment: experiment.clone(),
+                variant: variant.clone(),
+            };
+            variants.insert(0, assigned.clone());
+            l.variant = Some(assigned);
+        }
+        chain.push(l);
         if let JourneyEvent::JourneyStarted {
             campaign_id,
             campaign_version,
@@ -115,5 +169,7 @@ pub async fn explain(
         campaign,
         customer_id,
         chain,
+        variants,
+        channel_choice: channel_choice(events, message_id).await?,
     }))
 }

@@ -7,13 +7,15 @@
 //!   (shared vocabulary, [`crate::vocabulary::duration`]: messaging's
 //!   frequency caps use them too),
 //! - [`templates`]: the template registry,
-//! - [`instance`]: a journey instance as a pure state machine.
+//! - [`instance`]: a journey instance as a pure state machine,
+//! - [`experiment`]: split and holdout assignment (decision 0081).
 
 pub mod campaigns;
 pub mod catalog;
 pub mod condition;
 pub mod definition;
 pub mod engine;
+pub mod experiment;
 pub mod explain;
 pub mod instance;
 pub mod templates;

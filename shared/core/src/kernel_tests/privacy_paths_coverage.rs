@@ -91,6 +91,11 @@ const NOT_PERSONAL: &[(&str, &str, &str)] = &[
         "a JSON Schema registered by staff; about no customer",
     ),
     (
+        "TemplatePublished",
+        "sample",
+        "a template's sample variables, example data written by staff to check and preview it (decision 0077); about no customer",
+    ),
+    (
         "JourneyEventEmitted",
         "data",
         "the emit step's constant data from the campaign definition (journey::instance copies it as written); nothing of the customer is put in it",
@@ -99,6 +104,16 @@ const NOT_PERSONAL: &[(&str, &str, &str)] = &[
         "MessageSuppressed",
         "detail",
         "written by the decision (messaging::decision) from fixed phrases and the campaign's topic; no provider text, no address",
+    ),
+    (
+        "MessageClaimed",
+        "channel_choice.considered",
+        "the channel choice's reasons (messaging::choice, decision 0076), fixed phrases naming channels and purposes; no address",
+    ),
+    (
+        "MessageSuppressed",
+        "channel_choice.considered",
+        "the channel choice's reasons (messaging::choice, decision 0076), fixed phrases naming channels and purposes; no address",
     ),
     (
         "MessageNotAccepted",

@@ -19,7 +19,7 @@
 use super::events::{DeferralReason, MarketingKind, MessageRequest, SuppressionReason};
 use crate::consent::Channel;
 use crate::customer::{Customer, CustomerStatus};
-use crate::preferences::EmailFrequency;
+use crate::preferences::{EmailFrequency, Preferences};
 use crate::vocabulary::Category;
 use chrono::{DateTime, Duration, NaiveTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -218,30 +218,8 @@ pub fn decide(input: DecisionInput<'_>) -> Decision {
         return Decision::Send;
     }
     let prefs = &customer.preferences;
-    let topic = request.topic();
-    match channel {
-        Channel::Email => {
-            if prefs.email_frequency == EmailFrequency::Never {
-                return suppress(SuppressionReason::Preference, "email frequency is never");
-            }
-            if !prefs.categories.is_empty() && !prefs.categories.iter().any(|c| c == topic) {
-                return suppress(SuppressionReason::Preference, format!("category {topic} not chosen"));
-            }
-        }
-        Channel::Sms => {
-            if !prefs.sms_for_promotions {
-                return suppress(SuppressionReason::Preference, "no SMS for promotions");
-            }
-        }
-        Channel::Push => {
-            // Opt-in (seed 000): no category chosen means no marketing push.
-            if !prefs.push_categories.iter().any(|c| c == topic) {
-                return suppress(
-                    SuppressionReason::Preference,
-                    format!("push category {topic} not chosen"),
-                );
-            }
-        }
+    if let Some(detail) = preference_refusal(prefs, channel, request.topic()) {
+        return suppress(SuppressionReason::Preference, detail);
     }
     let sent_within = |window: Duration| {
         input
@@ -292,6 +270,23 @@ pub fn decide(input: DecisionInput<'_>) -> Decision {
     Decision::Send
 }
 
+/// Why the customer's preferences rule out marketing about `topic` on
+/// `channel`, if they do.
+pub(crate) fn preference_refusal(prefs: &Preferences, channel: Channel, topic: &str) -> Option<String> {
+    match channel {
+        Channel::Email if prefs.email_frequency == EmailFrequency::Never => Some("email frequency is never".into()),
+        Channel::Email if !prefs.categories.is_empty() && !prefs.categories.iter().any(|c| c == topic) => {
+            Some(format!("category {topic} not chosen"))
+        }
+        Channel::Email => None,
+        Channel::Sms => (!prefs.sms_for_promotions).then(|| "no SMS for promotions".into()),
+        // Opt-in (seed 000): no category chosen means no marketing push.
+        Channel::Push => {
+            (!prefs.push_categories.iter().any(|c| c == topic)).then(|| format!("push category {topic} not chosen"))
+        }
+    }
+}
+
 fn frequency_name(frequency: EmailFrequency) -> &'static str {
     match frequency {
         EmailFrequency::Daily => "daily",
@@ -316,7 +311,7 @@ pub fn quiet_hours_end(customer: &Customer, now: DateTime<Utc>) -> Option<DateTi
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::consent::{ActiveConsent, ConsentMethod, Purpose};
     use crate::customer::RegistrationSource;
@@ -326,7 +321,9 @@ mod tests {
         DateTime::parse_from_rfc3339(s).unwrap().to_utc()
     }
 
-    fn customer() -> Customer {
+    /// A verified customer with a phone, marketing consent on email, and a
+    /// daily email frequency (the channel choice's tests start from it too).
+    pub(crate) fn customer() -> Customer {
         Customer {
             id: "c-1".into(),
             status: CustomerStatus::Active,
@@ -367,6 +364,7 @@ mod tests {
             campaign_id: "abandoned-cart".into(),
             campaign_version: 1,
             step_id: "reminder".into(),
+            candidates: Vec::new(),
             customer_id: "c-1".into(),
             channel,
             template: "abandoned-cart-reminder".into(),
@@ -374,6 +372,7 @@ mod tests {
             purpose: (category == Category::Marketing).then_some(Purpose::Marketing),
             // The abandoned cart is a lifecycle campaign (decision 0064).
             kind: (category == Category::Marketing).then_some(MarketingKind::Lifecycle),
+            discount: None,
             data: serde_json::Value::Null,
         }
     }

@@ -63,6 +63,9 @@ pub enum SuppressionReason {
     /// The customer's preferences rule it out (frequency never, category, SMS promotions).
     Preference,
     FrequencyCap,
+    /// A `channel: preferred` send found no channel with consent, an
+    /// address and the customer's leave (decision 0076).
+    NoChannel,
 }
 
 /// Why a message waits.
@@ -92,6 +95,9 @@ pub enum MessageEvent {
         channel: Channel,
         reason: SuppressionReason,
         detail: String,
+        /// A `channel: preferred` send: how its channel was chosen (decision 0076).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        channel_choice: Option<crate::vocabulary::ChannelChoice>,
     },
     /// Waits until `until`; the message's timer hands it back then, and
     /// the request is read again from where it is stored. Schema version 2
@@ -114,9 +120,16 @@ pub enum MessageEvent {
         channel: Channel,
         campaign_id: String,
         template: String,
+        /// The version of the template rendered (decision 0077); none on
+        /// claims recorded before templates had versions.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        template_version: Option<u64>,
         category: Category,
         /// sha256 of the normalised address (no personal data on this stream).
         address_hash: String,
+        /// A `channel: preferred` send: how its channel was chosen (decision 0076).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        channel_choice: Option<crate::vocabulary::ChannelChoice>,
         /// The request's kind, on marketing messages (decision 0064).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         kind: Option<MarketingKind>,
@@ -223,9 +236,11 @@ impl MessageEvent {
             channel: request.channel,
             campaign_id: request.campaign_id.clone(),
             template: request.template.clone(),
+            template_version: None,
             category: request.category,
             address_hash,
             kind: request.marketing_kind(),
+            channel_choice: None,
         }
     }
 }

@@ -12,9 +12,12 @@
 //!   their errors: proven unsent, or outcome unknown;
 //! - [`mime`]: the full rendered email as one RFC 5322 message;
 //! - [`render`]: Liquid templates (HTML-escaped), MJML, text part;
+//! - [`templates`]: templates as data, with versions (decision 0077): the
+//!   stored versions, and the source the channel renders from;
 //! - [`unsubscribe`]: signed tokens for one-click unsubscribe and the
 //!   preference centre.
 
+pub mod choice;
 pub mod decision;
 pub mod delivery;
 pub mod events;
@@ -23,4 +26,5 @@ pub mod mime;
 pub mod past_versions;
 pub mod provider;
 pub mod render;
+pub mod templates;
 pub mod unsubscribe;

@@ -23,8 +23,13 @@
 //! - **Strict variables.** A variable that is not there fails the message with
 //!   [`RenderError::MissingVariable`], naming it; no retry will fix that.
 //!   (`{% if x %}` tests presence without failing, for optional values.)
-//! - **Parsed once.** Templates are parsed on first use and kept for the life
-//!   of the process.
+//! - **Parsed once.** Shipped templates are parsed on first use and kept for
+//!   the life of the process; a stored version is compiled by
+//!   [`compile_template`] and kept by its source (`messaging::templates`).
+//! - **Templates as data** (decision 0077): a template stored through the
+//!   API is the same parts as owned text ([`TemplateParts`]), compiled and
+//!   rendered by the same code; its errors name the part by its field
+//!   (`subject`, `mjml`, `text`) instead of its file, and the line.
 //! - **Filters.** The standard Liquid library plus `money`:
 //!   `{{ data.total_value_minor | money: data.currency }}` formats an amount in
 //!   minor units (`5990`, `"EUR"` → `€59.90`).
@@ -56,21 +61,33 @@ pub enum RenderError {
     #[error("unknown template {0}")]
     UnknownTemplate(String),
     /// A variable the template reads is not there (`variable` is its dotted
-    /// path, e.g. `customer.first_name`).
-    #[error("template {template} needs the variable {variable}")]
-    MissingVariable { template: String, variable: String },
+    /// path, e.g. `customer.first_name`), in `part`, first read at `line`
+    /// (1-based) when it can be found.
+    #[error("template {template} needs the variable {variable} ({}{})", .part, at_line(*.line))]
+    MissingVariable {
+        template: String,
+        variable: String,
+        part: &'static str,
+        line: Option<usize>,
+    },
     /// The variables are not a JSON object.
     #[error("template {template}: the variables must be a JSON object")]
     InvalidVariables { template: String },
     /// A part does not parse (Liquid or MJML), or failed while rendering for
     /// another reason than a missing variable (e.g. a filter given text
-    /// where it needs a number).
-    #[error("template {template} ({part}): {message}")]
+    /// where it needs a number); `line` (1-based) where it went wrong, when
+    /// known (for MJML, the line of the part as rendered with the variables).
+    #[error("template {template} ({}{}): {message}", .part, at_line(*.line))]
     Invalid {
         template: String,
         part: &'static str,
+        line: Option<usize>,
         message: String,
     },
+}
+
+fn at_line(line: Option<usize>) -> String {
+    line.map(|l| format!(", line {l}")).unwrap_or_default()
 }
 
 impl RenderError {
@@ -98,40 +115,183 @@ pub fn sample_data(template_id: &str) -> Result<Value, RenderError> {
     serde_json::from_str(src.sample).map_err(|e| RenderError::Invalid {
         template: template_id.to_string(),
         part: "sample.json",
+        line: Some(e.line()),
         message: e.to_string(),
     })
 }
 
-/// Renders a template with the given variables (a JSON object).
+/// Renders a shipped template with the given variables (a JSON object).
 pub fn render(template_id: &str, vars: &Value) -> Result<Rendered, RenderError> {
-    let compiled = compiled(template_id)?;
+    render_compiled(shipped_template(template_id)?, vars)
+}
+
+/// Renders a compiled template (shipped, or a stored version) with the
+/// given variables (a JSON object).
+pub fn render_compiled(template: &CompiledTemplate, vars: &Value) -> Result<Rendered, RenderError> {
+    let template_id = template.id.as_str();
     if !vars.is_object() {
         return Err(RenderError::InvalidVariables {
             template: template_id.to_string(),
         });
     }
     let plain = to_globals(template_id, vars)?;
-    match compiled {
+    match &template.compiled {
         Compiled::Email { subject, mjml, text } => {
             let escaped = to_globals(template_id, &html_escape_leaves(vars))?;
-            let mjml_source = run(template_id, "body.mjml", mjml, &escaped)?;
+            let mjml_source = run(template_id, mjml, &escaped)?;
             Ok(Rendered {
-                subject: Some(single_line(&run(template_id, "subject.liquid", subject, &plain)?)),
-                html: Some(mjml_to_html(template_id, &mjml_source)?),
-                text: tidy_text(&run(template_id, "text.liquid", text, &plain)?),
+                subject: Some(single_line(&run(template_id, subject, &plain)?)),
+                html: Some(mjml_to_html(template_id, mjml, &mjml_source)?),
+                text: tidy_text(&run(template_id, text, &plain)?),
             })
         }
         Compiled::Sms { text } => Ok(Rendered {
             subject: None,
             html: None,
-            text: tidy_text(&run(template_id, "sms.liquid", text, &plain)?),
+            text: tidy_text(&run(template_id, text, &plain)?),
         }),
         Compiled::Push { title, body } => Ok(Rendered {
-            subject: Some(single_line(&run(template_id, "title.liquid", title, &plain)?)),
+            subject: Some(single_line(&run(template_id, title, &plain)?)),
             html: None,
-            text: tidy_text(&run(template_id, "body.liquid", body, &plain)?),
+            text: tidy_text(&run(template_id, body, &plain)?),
         }),
     }
+}
+
+/// A template's parts as text: what `PUT /templates/{id}` stores (decision
+/// 0077). Email: `subject`, `mjml` and `text`; SMS: `text` only; push:
+/// `subject` is the title and `text` the body.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TemplateParts {
+    pub channel: Channel,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mjml: Option<String>,
+    pub text: String,
+}
+
+impl TemplateParts {
+    /// The parts as the renderer takes them, or why the channel does not
+    /// take this set of parts (naming the part).
+    fn as_parts(&self, template_id: &str) -> Result<Parts<'_>, RenderError> {
+        let invalid = |part: &'static str, message: &str| RenderError::Invalid {
+            template: template_id.to_string(),
+            part,
+            line: None,
+            message: message.to_string(),
+        };
+        match (self.channel, self.subject.as_deref(), self.mjml.as_deref()) {
+            (Channel::Email, Some(subject), Some(mjml)) => Ok(Parts::Email {
+                subject,
+                mjml,
+                text: &self.text,
+            }),
+            (Channel::Email, None, _) => Err(invalid("subject", "an email template needs a subject")),
+            (Channel::Email, _, None) => Err(invalid("mjml", "an email template needs an MJML body")),
+            (Channel::Sms, None, None) => Ok(Parts::Sms { text: &self.text }),
+            (Channel::Sms, Some(_), _) => Err(invalid("subject", "an SMS has no subject: its text is the message")),
+            (Channel::Sms, _, Some(_)) => Err(invalid("mjml", "an SMS has no MJML body: its text is the message")),
+            (Channel::Push, Some(title), None) => Ok(Parts::Push {
+                title,
+                body: &self.text,
+            }),
+            (Channel::Push, None, _) => Err(invalid("subject", "a push notification needs a subject (its title)")),
+            (Channel::Push, _, Some(_)) => Err(invalid(
+                "mjml",
+                "a push notification has no MJML body: its text is the body",
+            )),
+        }
+    }
+}
+
+/// A shipped template's parts and sample variables (`templates/<id>/`).
+pub fn shipped_parts(template_id: &str) -> Result<(TemplateParts, Value), RenderError> {
+    let src = source(template_id).ok_or_else(|| RenderError::UnknownTemplate(template_id.to_string()))?;
+    let parts = match src.parts {
+        Parts::Email { subject, mjml, text } => TemplateParts {
+            channel: Channel::Email,
+            subject: Some(subject.to_string()),
+            mjml: Some(mjml.to_string()),
+            text: text.to_string(),
+        },
+        Parts::Sms { text } => TemplateParts {
+            channel: Channel::Sms,
+            subject: None,
+            mjml: None,
+            text: text.to_string(),
+        },
+        Parts::Push { title, body } => TemplateParts {
+            channel: Channel::Push,
+            subject: Some(title.to_string()),
+            mjml: None,
+            text: body.to_string(),
+        },
+    };
+    Ok((parts, sample_data(template_id)?))
+}
+
+/// A template parsed and ready to render: a shipped one (version 1, until
+/// a version is stored) or a stored version.
+pub struct CompiledTemplate {
+    id: String,
+    version: u64,
+    compiled: Compiled,
+}
+
+impl CompiledTemplate {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The version it was compiled from (1 for a shipped template).
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    pub fn channel(&self) -> Channel {
+        match self.compiled {
+            Compiled::Email { .. } => Channel::Email,
+            Compiled::Sms { .. } => Channel::Sms,
+            Compiled::Push { .. } => Channel::Push,
+        }
+    }
+}
+
+impl std::fmt::Debug for CompiledTemplate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompiledTemplate")
+            .field("id", &self.id)
+            .field("version", &self.version)
+            .field("channel", &self.channel())
+            .finish()
+    }
+}
+
+/// Compiles version `version` of the template `template_id` from its parts
+/// as stored (errors name the parts by their fields: `subject`, `mjml`,
+/// `text`).
+pub fn compile_template(
+    template_id: &str,
+    version: u64,
+    parts: &TemplateParts,
+) -> Result<CompiledTemplate, RenderError> {
+    let compiled = compile_parts(
+        parser_once()?,
+        template_id,
+        &parts.as_parts(template_id)?,
+        Naming::Fields,
+    )?;
+    Ok(CompiledTemplate {
+        id: template_id.to_string(),
+        version,
+        compiled,
+    })
+}
+
+/// A shipped template, compiled once per process (version 1).
+pub fn shipped_template(template_id: &str) -> Result<&'static CompiledTemplate, RenderError> {
+    compiled(template_id)
 }
 
 /// Where a message's links point.
@@ -214,26 +374,26 @@ pub fn html_escape(s: &str) -> String {
 
 struct Source {
     id: &'static str,
-    parts: Parts,
+    parts: Parts<'static>,
     sample: &'static str,
 }
 
-enum Parts {
+enum Parts<'a> {
     Email {
-        subject: &'static str,
-        mjml: &'static str,
-        text: &'static str,
+        subject: &'a str,
+        mjml: &'a str,
+        text: &'a str,
     },
     Sms {
-        text: &'static str,
+        text: &'a str,
     },
     Push {
-        title: &'static str,
-        body: &'static str,
+        title: &'a str,
+        body: &'a str,
     },
 }
 
-impl Parts {
+impl Parts<'_> {
     fn channel(&self) -> Channel {
         match self {
             Parts::Email { .. } => Channel::Email,
@@ -327,23 +487,57 @@ fn source(template_id: &str) -> Option<&'static Source> {
 // Parsed templates, once per process.
 
 enum Compiled {
-    Email {
-        subject: liquid::Template,
-        mjml: liquid::Template,
-        text: liquid::Template,
-    },
-    Sms {
-        text: liquid::Template,
-    },
-    Push {
-        title: liquid::Template,
-        body: liquid::Template,
-    },
+    Email { subject: Part, mjml: Part, text: Part },
+    Sms { text: Part },
+    Push { title: Part, body: Part },
 }
 
-type Cache = HashMap<&'static str, Result<Compiled, RenderError>>;
+/// One part parsed, with its name (for errors) and its text (to find the
+/// line of an error that has none).
+struct Part {
+    name: &'static str,
+    source: String,
+    template: liquid::Template,
+}
 
-fn compiled(template_id: &str) -> Result<&'static Compiled, RenderError> {
+/// What errors call the parts: a shipped template's files, or a stored
+/// template's fields (`PUT /templates/{id}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Naming {
+    Files,
+    Fields,
+}
+
+impl Naming {
+    fn subject(self) -> &'static str {
+        match self {
+            Naming::Files => "subject.liquid",
+            Naming::Fields => "subject",
+        }
+    }
+    fn mjml(self) -> &'static str {
+        match self {
+            Naming::Files => "body.mjml",
+            Naming::Fields => "mjml",
+        }
+    }
+    fn text(self, file: &'static str) -> &'static str {
+        match self {
+            Naming::Files => file,
+            Naming::Fields => "text",
+        }
+    }
+    fn title(self) -> &'static str {
+        match self {
+            Naming::Files => "title.liquid",
+            Naming::Fields => "subject",
+        }
+    }
+}
+
+type Cache = HashMap<&'static str, Result<CompiledTemplate, RenderError>>;
+
+fn compiled(template_id: &str) -> Result<&'static CompiledTemplate, RenderError> {
     static CACHE: OnceLock<Cache> = OnceLock::new();
     let cache = CACHE.get_or_init(compile_all);
     match cache.get(template_id) {
@@ -430,48 +624,141 @@ fn parser() -> Result<liquid::Parser, liquid::Error> {
         .build()
 }
 
+/// The process's parser, built once.
+fn parser_once() -> Result<&'static liquid::Parser, RenderError> {
+    static PARSER: OnceLock<Result<liquid::Parser, String>> = OnceLock::new();
+    PARSER
+        .get_or_init(|| parser().map_err(|e| e.to_string()))
+        .as_ref()
+        .map_err(|message| RenderError::Invalid {
+            template: String::new(),
+            part: "parser",
+            line: None,
+            message: message.clone(),
+        })
+}
+
 fn compile_all() -> Cache {
-    let parser = match parser() {
-        Ok(p) => p,
-        Err(e) => {
-            return SOURCES
-                .iter()
-                .map(|s| {
-                    let err = RenderError::Invalid {
+    SOURCES
+        .iter()
+        .map(|s| {
+            let compiled = parser_once()
+                .and_then(|parser| compile(parser, s))
+                .map(|compiled| CompiledTemplate {
+                    id: s.id.to_string(),
+                    version: 1,
+                    compiled,
+                })
+                .map_err(|e| match e {
+                    RenderError::Invalid {
+                        part: "parser",
+                        line,
+                        message,
+                        ..
+                    } => RenderError::Invalid {
                         template: s.id.to_string(),
                         part: "parser",
-                        message: e.to_string(),
-                    };
-                    (s.id, Err(err))
-                })
-                .collect();
-        }
-    };
-    SOURCES.iter().map(|s| (s.id, compile(&parser, s))).collect()
+                        line,
+                        message,
+                    },
+                    other => other,
+                });
+            (s.id, compiled)
+        })
+        .collect()
 }
 
 fn compile(parser: &liquid::Parser, src: &Source) -> Result<Compiled, RenderError> {
-    let parse = |part: &'static str, text: &str| {
-        parser.parse(text).map_err(|e| RenderError::Invalid {
-            template: src.id.to_string(),
-            part,
-            message: e.to_string(),
-        })
+    compile_parts(parser, src.id, &src.parts, Naming::Files)
+}
+
+fn compile_parts(
+    parser: &liquid::Parser,
+    template_id: &str,
+    parts: &Parts<'_>,
+    naming: Naming,
+) -> Result<Compiled, RenderError> {
+    let parse = |name: &'static str, text: &str| {
+        parser
+            .parse(text)
+            .map(|template| Part {
+                name,
+                source: text.to_string(),
+                template,
+            })
+            .map_err(|e| {
+                let message = e.to_string();
+                RenderError::Invalid {
+                    template: template_id.to_string(),
+                    part: name,
+                    line: liquid_line(&message, text),
+                    message,
+                }
+            })
     };
-    Ok(match src.parts {
+    Ok(match *parts {
         Parts::Email { subject, mjml, text } => Compiled::Email {
-            subject: parse("subject.liquid", subject)?,
-            mjml: parse("body.mjml", mjml)?,
-            text: parse("text.liquid", text)?,
+            subject: parse(naming.subject(), subject)?,
+            mjml: parse(naming.mjml(), mjml)?,
+            text: parse(naming.text("text.liquid"), text)?,
         },
         Parts::Sms { text } => Compiled::Sms {
-            text: parse("sms.liquid", text)?,
+            text: parse(naming.text("sms.liquid"), text)?,
         },
         Parts::Push { title, body } => Compiled::Push {
-            title: parse("title.liquid", title)?,
-            body: parse("body.liquid", body)?,
+            title: parse(naming.title(), title)?,
+            body: parse(naming.text("body.liquid"), body)?,
         },
     })
+}
+
+/// The line (1-based) of `source` a Liquid error is about: the position
+/// its parser reports (` --> 3:7`), else the first line holding what it
+/// names (the filter or tag it does not know, the expression it failed
+/// in), else none.
+fn liquid_line(message: &str, source: &str) -> Option<usize> {
+    if let Some(line) = message.split("--> ").nth(1).and_then(|rest| {
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse::<usize>().ok()
+    }) {
+        return Some(line);
+    }
+    let context = |key: &str| {
+        message.lines().find_map(|line| {
+            line.trim_start()
+                .strip_prefix(key)
+                .and_then(|rest| rest.strip_prefix('='))
+                .map(|v| v.trim().to_string())
+        })
+    };
+    // A filter that failed names itself with its arguments (`money : "EUR"`).
+    let failed_filter = || context("filter").and_then(|f| f.split_whitespace().next().map(str::to_string));
+    ["requested filter", "requested tag", "requested block"]
+        .iter()
+        .find_map(|key| context(key))
+        .or_else(failed_filter)
+        .and_then(|name| line_of(source, &name))
+        .or_else(|| {
+            message.lines().find_map(|line| {
+                line.trim_start()
+                    .strip_prefix("from: ")
+                    .and_then(|snippet| line_of(source, snippet.trim()))
+            })
+        })
+}
+
+/// The first line (1-based) of `source` containing `needle`.
+fn line_of(source: &str, needle: &str) -> Option<usize> {
+    if needle.is_empty() {
+        return None;
+    }
+    source.lines().position(|l| l.contains(needle)).map(|i| i + 1)
+}
+
+/// The line (1-based) of byte `offset` in `text`.
+fn line_at(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end].iter().filter(|b| **b == b'\n').count() + 1
 }
 
 // ---------------------------------------------------------------------------
@@ -483,13 +770,10 @@ fn to_globals(template_id: &str, vars: &Value) -> Result<liquid::Object, RenderE
     })
 }
 
-fn run(
-    template_id: &str,
-    part: &'static str,
-    template: &liquid::Template,
-    globals: &liquid::Object,
-) -> Result<String, RenderError> {
-    template.render(globals).map_err(|e| from_liquid(template_id, part, &e))
+fn run(template_id: &str, part: &Part, globals: &liquid::Object) -> Result<String, RenderError> {
+    part.template
+        .render(globals)
+        .map_err(|e| from_liquid(template_id, part, &e))
 }
 
 /// Maps a Liquid render error; a missing variable becomes
@@ -497,7 +781,7 @@ fn run(
 /// keeps the details in the error's context, visible only in its text:
 /// `Unknown variable` with `requested variable=<root>`, or `Unknown index`
 /// with `variable=<path>` and `requested index=<key>`.
-fn from_liquid(template_id: &str, part: &'static str, e: &liquid::Error) -> RenderError {
+fn from_liquid(template_id: &str, part: &Part, e: &liquid::Error) -> RenderError {
     let text = e.to_string();
     let context = |key: &str| {
         text.lines().find_map(|line| {
@@ -521,30 +805,72 @@ fn from_liquid(template_id: &str, part: &'static str, e: &liquid::Error) -> Rend
     match variable {
         Some(variable) => RenderError::MissingVariable {
             template: template_id.to_string(),
+            line: variable_line(&part.source, &variable),
             variable,
+            part: part.name,
         },
         None => RenderError::Invalid {
             template: template_id.to_string(),
-            part,
+            part: part.name,
+            line: liquid_line(&text, &part.source),
             message: text.trim_end().to_string(),
         },
     }
 }
 
-fn mjml_to_html(template_id: &str, source: &str) -> Result<String, RenderError> {
-    let invalid = |message: String| RenderError::Invalid {
+/// The first line of `source` that reads `variable` (its dotted path, else
+/// its last key).
+fn variable_line(source: &str, variable: &str) -> Option<usize> {
+    line_of(source, variable).or_else(|| variable.rsplit('.').next().and_then(|key| line_of(source, key)))
+}
+
+/// The line of the MJML part an MJML error is about. mrml reports a byte
+/// position in the MJML as rendered with the variables: the line holding
+/// it, or the same text's line in the part's source when the line is there
+/// as written (Liquid moved it otherwise); an unexpected end is the last
+/// line.
+fn mjml_line(part: &Part, rendered: &str, error: &mrml::prelude::parser::Error) -> Option<usize> {
+    use mrml::prelude::parser::Error as E;
+    let rendered_line = match error {
+        E::UnexpectedElement { position, .. }
+        | E::UnexpectedToken { position, .. }
+        | E::MissingAttribute { position, .. }
+        | E::InvalidAttribute { position, .. }
+        | E::InvalidFormat { position, .. }
+        | E::IncludeLoaderError { position, .. } => line_at(rendered, position.start),
+        E::ParserError { source, .. } => usize::try_from(source.pos().row).ok()?,
+        E::EndOfStream { .. } => rendered.trim_end().lines().count().max(1),
+        E::SizeLimit { .. } | E::NoRootNode => return None,
+    };
+    let text = rendered.lines().nth(rendered_line.saturating_sub(1)).map(str::trim);
+    let written = text.filter(|t| !t.is_empty()).and_then(|t| {
+        let mut same = part.source.lines().enumerate().filter(|(_, l)| l.trim() == t);
+        match (same.next(), same.next()) {
+            (Some((i, _)), None) => Some(i + 1),
+            _ => None,
+        }
+    });
+    Some(written.unwrap_or(rendered_line))
+}
+
+fn mjml_to_html(template_id: &str, part: &Part, source: &str) -> Result<String, RenderError> {
+    let invalid = |line: Option<usize>, message: String| RenderError::Invalid {
         template: template_id.to_string(),
-        part: "body.mjml",
+        part: part.name,
+        line,
         message,
     };
-    let parsed = mrml::parse(source).map_err(|e| invalid(e.to_string()))?;
+    let parsed = mrml::parse(source).map_err(|e| invalid(mjml_line(part, source, &e), e.to_string()))?;
     let options = mrml::prelude::render::RenderOptions {
         disable_comments: true,
         social_icon_origin: None,
         // No web fonts: the templates use system font stacks.
         fonts: HashMap::new(),
     };
-    parsed.element.render(&options).map_err(|e| invalid(e.to_string()))
+    parsed
+        .element
+        .render(&options)
+        .map_err(|e| invalid(None, e.to_string()))
 }
 
 /// A copy of `vars` with every string HTML-escaped (keys stay as they are).

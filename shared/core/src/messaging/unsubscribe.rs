@@ -114,6 +114,12 @@ impl TokenSigner {
         mac
     }
 
+    /// The discount code of message `message_id` (decision 0074): minted
+    /// under this same secret, with its own domain separation.
+    pub fn discount_code(&self, message_id: &str) -> String {
+        crate::commerce::discount::mint_code(&self.secret, message_id)
+    }
+
     /// The token's text: URL-safe base64 without padding.
     pub fn sign(&self, t: &UnsubscribeToken) -> String {
         let mut bytes = Vec::with_capacity(HEADER_LEN + t.customer_id.len() + MAC_LEN);

@@ -272,6 +272,15 @@ async fn rich_store() -> Arc<InMemoryEventStore> {
                     serde_json::json!({"order_id": format!("ops-{n}"), "payment_id": format!("pay-{n}"),
                         "amount_minor": 1000 * (n as i64 + 1), "currency": "EUR"}),
                 ),
+                // Co-purchases (decision 0075).
+                with_customer(
+                    &order,
+                    "OrderDelivered",
+                    serde_json::json!({"order_id": format!("ops-{n}"), "delivered_at": "2026-01-02T00:00:00Z",
+                        "items": [{"product_id": "book", "name": "Book", "category": "Books", "quantity": 2,
+                            "unit_price_minor": 500}],
+                        "total_minor": 1000 * (n as i64 + 1), "currency": "EUR"}),
+                ),
             ],
         )
         .await;
@@ -334,18 +343,22 @@ async fn verify_finds_every_consumer_consistent_when_nothing_was_lost() {
     assert!(report.is_consistent(), "{:#?}", report.mismatches);
     assert_eq!(
         report.streams,
-        3 + 3 + 3 + 3,
-        "customer, activity, order and segments streams"
+        3 + 3 + 3 + 3 + 3,
+        "customer, activity, order, segments and recommendations streams"
     );
     let folded: Vec<&str> = report.consumers.iter().map(|c| c.consumer.as_str()).collect();
     let mut every = Vec::new();
     for group in function_groups(store.clone(), docs.clone(), Arc::new(InMemoryDeadLetters::default())) {
         every.extend(group.consumer_names());
     }
-    every.retain(|c| *c != crate::segments::SEGMENT_EVALUATOR);
-    assert_eq!(folded, every, "every consumer but the segment evaluator");
-    assert_eq!(report.not_folded.len(), 1);
-    assert_eq!(report.not_folded[0].consumer, crate::segments::SEGMENT_EVALUATOR);
+    let appenders = [crate::segments::SEGMENT_EVALUATOR, crate::segments::AFFINITY_DETECTOR];
+    every.retain(|c| !appenders.contains(c));
+    assert_eq!(
+        folded, every,
+        "every consumer but the segment evaluator and the affinity detector"
+    );
+    let not_folded: Vec<&str> = report.not_folded.iter().map(|n| n.consumer.as_str()).collect();
+    assert_eq!(not_folded, appenders);
     for consumer in folded {
         let f = figures(&report, consumer);
         assert!(f.compared > 0, "{consumer} compared nothing: {f:?}");

@@ -48,11 +48,18 @@ pub type GroupsOver =
     dyn Fn(Arc<dyn EventStore>, Arc<dyn ReadModelStore>, Arc<dyn DeadLetterQueue>) -> Vec<ConsumerGroup> + Send + Sync;
 
 /// Consumers the check does not fold, and why.
-pub const NOT_FOLDED: &[(&str, &str)] = &[(
-    crate::segments::SEGMENT_EVALUATOR,
-    "writes no documents: it appends membership events to the segments-* streams from the profile metrics and \
-     the clock; those events are in the store and folded through segment-members",
-)];
+pub const NOT_FOLDED: &[(&str, &str)] = &[
+    (
+        crate::segments::SEGMENT_EVALUATOR,
+        "writes no documents: it appends membership events to the segments-* streams from the profile metrics and \
+         the clock; those events are in the store and folded through segment-members",
+    ),
+    (
+        crate::segments::AFFINITY_DETECTOR,
+        "writes no documents: it appends ProductAffinityDetected to the recommendations-* streams from the profile \
+         metrics and the co-purchases (decision 0075); those events are in the store",
+    ),
+];
 
 /// Stored documents listed per request.
 const LIST_PAGE: usize = 500;

@@ -19,7 +19,7 @@ use crate::event::{Actor, CommandMeta};
 use crate::event::{DomainEvent, EventCodecError, EventEnvelope};
 use crate::failure::{Classify, FailureKind};
 use crate::ports::{EventExpiry, EventStore, StoreError};
-use chrono::{DateTime, Duration, Months, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, Duration, Months, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -155,11 +155,41 @@ impl RetentionPolicy {
             .unwrap_or(DateTime::<Utc>::MIN_UTC)
     }
 
+    /// When the events of a stream kept for the legal period may go, its
+    /// newest event having occurred at `newest`: the legal period after it,
+    /// rounded up to the first instant of the next UTC month (decision 0078).
+    /// The rounding lets the events of one order written within a month
+    /// share one expiry, so the DynamoDB store rarely rewrites earlier items;
+    /// DynamoDB itself deletes days after the expiry anyway. The local
+    /// [`sweep`] deletes on the same instant.
+    pub fn legal_expires_at(&self, newest: DateTime<Utc>) -> DateTime<Utc> {
+        let Some(end) = newest.checked_add_months(Months::new(self.legal_years * 12)) else {
+            return DateTime::<Utc>::MAX_UTC;
+        };
+        NaiveDate::from_ymd_opt(end.year(), end.month(), 1)
+            .and_then(|first| first.checked_add_months(Months::new(1)))
+            .and_then(|next| next.and_hms_opt(0, 0, 0))
+            .map_or(DateTime::<Utc>::MAX_UTC, |t| t.and_utc())
+    }
+
     /// When DynamoDB may delete an activity event that occurred at `occurred_at`
     /// (epoch seconds of occurred_at + the activity age + [`ttl_margin`]).
     pub fn activity_expires_at(&self, occurred_at: DateTime<Utc>) -> DateTime<Utc> {
         occurred_at + self.activity_age() + ttl_margin()
     }
+}
+
+/// The events that put a customer stream on the legal period: once the
+/// erasure is requested, the stream is proof only (decision 0078).
+pub const ERASURE_EVENT_TYPES: &[&str] = &["CustomerErasureRequested", "CustomerErased"];
+
+/// Whether the events of `stream_id` expire, all together, the legal period
+/// after its newest event ([`RetentionPolicy::legal_expires_at`]; decision
+/// 0078): an order stream always; a customer stream once it holds the
+/// customer's erasure (`erased`). Every other stream is kept (activity has
+/// its own expiry, [`is_activity`]).
+pub fn expires_after_legal_period(stream_id: &str, erased: bool) -> bool {
+    stream_id.starts_with("order-") || (stream_id.starts_with("customer-") && erased)
 }
 
 /// Whether `event_type` is raw activity (what expires).
@@ -330,7 +360,6 @@ pub async fn sweep(
             report.activity_events_deleted += expiry.delete_events(&stream, &fold.expirable).await?;
         }
     }
-    let cutoff = policy.legal_cutoff(now);
     for prefix in ["order-", "customer-"] {
         for stream in each_stream(expiry, prefix).await? {
             let events = read_whole_stream(store, &stream).await?;
@@ -338,7 +367,7 @@ pub async fn sweep(
                 continue;
             };
             let erased = events.iter().any(|e| e.event_type == "CustomerErased");
-            if newest < cutoff && (prefix == "order-" || erased) {
+            if policy.legal_expires_at(newest) <= now && expires_after_legal_period(&stream, erased) {
                 report.legal_streams_deleted += 1;
                 report.legal_events_deleted += expiry.delete_stream(&stream).await?;
             }

@@ -341,8 +341,9 @@ async fn metrics_and_segments_rebuilt_from_summaries_answer_as_before() {
 async fn orders_and_erased_customers_go_only_after_the_legal_period() {
     let store = InMemoryEventStore::default();
     let policy = RetentionPolicy::default();
-    let old = policy.legal_cutoff(now()) - Duration::days(1);
-    let recent = policy.legal_cutoff(now()) + Duration::days(1);
+    // The legal period ends at the start of the month after (decision 0078).
+    let old = policy.legal_cutoff(now()) - Duration::days(40);
+    let recent = policy.legal_cutoff(now()) - Duration::days(1);
     let order = |id: &str, t| {
         event(
             &format!("order-{id}"),
@@ -508,4 +509,21 @@ async fn a_long_backlog_is_folded_50_days_an_append_and_a_late_writer_makes_it_d
     // A stream that does not exist folds to nothing.
     let none = fold_activity(&store, "nobody", &policy, now()).await.expect("fold");
     assert_eq!(none, Fold::default());
+}
+
+#[test]
+fn the_legal_period_ends_at_the_start_of_the_month_after() {
+    let policy = RetentionPolicy::new(90, 7).expect("policy");
+    let at = |y, m, d, h| Utc.with_ymd_and_hms(y, m, d, h, 0, 0).single().unwrap_or_default();
+    assert_eq!(policy.legal_expires_at(at(2026, 3, 14, 9)), at(2033, 4, 1, 0));
+    assert_eq!(policy.legal_expires_at(at(2026, 12, 31, 23)), at(2034, 1, 1, 0));
+    assert_eq!(
+        policy.legal_expires_at(at(2026, 3, 1, 0)),
+        at(2033, 4, 1, 0),
+        "never before the period is over"
+    );
+    assert!(expires_after_legal_period("order-o-1", false));
+    assert!(!expires_after_legal_period("customer-c-1", false));
+    assert!(expires_after_legal_period("customer-c-1", true));
+    assert!(!expires_after_legal_period("cart-1", true));
 }

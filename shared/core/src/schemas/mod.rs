@@ -166,10 +166,14 @@ fn current_payloads() -> Result<Vec<Payload>, SchemaGenError> {
     out.extend(payloads_of::<ActivityEvent>()?);
     out.extend(payloads_of::<RetentionEvent>()?);
     out.extend(payloads_of::<SegmentEvent>()?);
+    out.extend(payloads_of::<crate::segments::AffinityEvent>()?);
     out.extend(payloads_of::<CartEvent>()?);
     out.extend(payloads_of::<OrderEvent>()?);
+    out.extend(payloads_of::<crate::commerce::discount::DiscountEvent>()?);
     out.extend(payloads_of::<CampaignEvent>()?);
     out.extend(payloads_of::<CampaignIndexEvent>()?);
+    out.extend(payloads_of::<crate::journey::templates::TemplateIndexEvent>()?);
+    out.extend(payloads_of::<crate::messaging::templates::TemplateEvent>()?);
     out.extend(payloads_of::<JourneyEvent>()?);
     out.extend(payloads_of::<MessageEvent>()?);
     out.extend(payloads_of::<custom::SchemaEvent>()?);

@@ -14,7 +14,9 @@
 //! redelivered event finds nothing left to change and appends nothing.
 //! Because recency moves with the clock, [`reevaluate_buyers`] re-evaluates
 //! every buyer (the daily re-evaluation). The [`SegmentMembersProjection`]
-//! indexes the membership events for the read routes.
+//! indexes the membership events for the read routes. [`recommend`]
+//! (decision 0075) turns delivered orders' co-purchases into
+//! `ProductAffinityDetected` with recommended products.
 //!
 //! The folder has the shape of every business area: [`rules`] (the fixed
 //! segments, RFM, [`evaluate`]), [`commands`], [`events`], [`membership`]
@@ -23,9 +25,11 @@
 //! queries).
 
 mod commands;
+pub mod definition;
 mod events;
 mod membership;
 mod projections;
+pub mod recommend;
 mod rules;
 mod service;
 #[cfg(test)]
@@ -36,6 +40,10 @@ pub use events::{SegmentEvent, SEGMENT_EVENT_TYPES};
 pub use membership::{Membership, MembershipError, SegmentMembership};
 pub use projections::{
     all_segments, customer_segments, is_member, member_count, members, Member, SegmentMembersProjection,
+};
+pub use recommend::{
+    latest_recommendations, rank, AffinityDetector, AffinityEvent, CoPurchaseProjection, RecommendedProduct,
+    AFFINITY_DETECTOR, AFFINITY_EVENT_TYPES, CO_PURCHASES,
 };
 pub use rules::{
     affinity_rule, evaluate, is_computed, recency_days, rule_of, score_frequency, score_monetary, score_recency, Rfm,

@@ -52,8 +52,59 @@ pub struct MessageRequest {
     /// ones and on requests made before decision 0064 (read as promotional).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<MarketingKind>,
+    /// The discount code the send step asks for (decision 0074): minted by
+    /// the channel when the message is sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discount: Option<DiscountOffer>,
     #[serde(default)]
     pub data: Value,
+    /// A `channel: preferred` send (decision 0076): the channels it may
+    /// take, in the step's fallback order, each with its template. The
+    /// channel function chooses among them; `channel` and `template` are
+    /// then the first option's. Empty for a send on one channel.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub candidates: Vec<ChannelOption>,
+}
+
+/// What a send step's `discount:` asks for (decision 0074): a code worth
+/// `percent` off, valid `valid_for_seconds` from when the message is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct DiscountOffer {
+    /// 1 to 100.
+    pub percent: u8,
+    pub valid_for_seconds: i64,
+}
+
+/// One channel a `channel: preferred` send may take, with its template.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ChannelOption {
+    pub channel: Channel,
+    pub template: String,
+}
+
+/// How the channel function chose the channel of a `channel: preferred`
+/// send (decision 0076), recorded on the message stream (on the claim, or
+/// on the suppression) for the explain API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ChannelChoice {
+    /// The channel taken; `None` when none qualified (the message is refused).
+    pub chosen: Option<Channel>,
+    /// The customer's preferred channel (`preferences.preferred_channel`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferred: Option<Channel>,
+    /// Every channel in the order considered (the preferred one first,
+    /// then the step's fallback order), and why each was or was not taken.
+    pub considered: Vec<ChannelConsidered>,
+}
+
+/// One channel of a [`ChannelChoice`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ChannelConsidered {
+    pub channel: Channel,
+    /// Whether this is the channel taken.
+    pub taken: bool,
+    /// Why it was taken, passed over, or not tried.
+    pub reason: String,
 }
 
 impl MessageRequest {

@@ -20,7 +20,10 @@ pub use consent::{
     CONSENT_VALIDITY_MONTHS,
 };
 pub use duration::{Duration, LocalTime};
-pub use messages::{Category, MarketingKind, MessageRequest, PushDevice, CUSTOMER_ID_TAG, SES_SOURCE};
+pub use messages::{
+    Category, ChannelChoice, ChannelConsidered, ChannelOption, DiscountOffer, MarketingKind, MessageRequest,
+    PushDevice, CUSTOMER_ID_TAG, SES_SOURCE,
+};
 pub use zone::{Zone, ZoneOffset};
 
 /// A product id: 1 to 64 characters of letters, digits and `._:-` (carts,

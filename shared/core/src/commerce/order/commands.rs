@@ -44,6 +44,13 @@ pub struct PlaceOrder {
     /// itemise), signed; not taken by the API's `POST /orders`.
     #[serde(skip)]
     pub adjustment_minor: i64,
+    /// A discount code to redeem (decision 0074). On the API's `POST
+    /// /orders` it takes its percent off the subtotal (`discount_minor`).
+    #[serde(default)]
+    pub discount_code: Option<String>,
+    /// The discount of `discount_code`, as the service found it.
+    #[serde(skip)]
+    pub discount: Option<crate::commerce::discount::Discount>,
 }
 
 /// `shipping_address` of the API's body: required (absent is refused), read as `Some`.

@@ -54,6 +54,11 @@ impl Aggregate for OrderAggregate {
                     key: cart_reservation_key(cart_id),
                     owner: stream_id(id),
                 }),
+                // A code is used once (decision 0074).
+                OrderEvent::DiscountRedeemed { code, .. } => Some(ReservationChange::Claim {
+                    key: crate::commerce::discount::reservation_key(code),
+                    owner: stream_id(id),
+                }),
                 _ => None,
             })
             .collect()
@@ -70,13 +75,13 @@ pub fn decide(
 ) -> Result<Vec<OrderEvent>, OrderError> {
     match (state, command) {
         (Some(_), OrderCommand::Place(_)) => Err(OrderError::conflict("the order already exists")),
-        (None, OrderCommand::Place(cmd)) => place(cmd, order_id),
+        (None, OrderCommand::Place(cmd)) => place(cmd, order_id, now),
         (Some(_), OrderCommand::PlacePaid { .. }) => Err(OrderError::conflict("the order already exists")),
         (None, OrderCommand::PlacePaid { order, payment }) => {
             if payment.status != PaymentStatus::Succeeded {
                 return Err(OrderError::invalid("status", "must be a succeeded payment"));
             }
-            let mut events = place(order, order_id)?;
+            let mut events = place(order, order_id, now)?;
             let placed = events
                 .iter()
                 .fold(None, |state, e| evolve(state, e, now, 1))
@@ -248,7 +253,7 @@ fn priced(
     })
 }
 
-fn place(cmd: &PlaceOrder, order_id: &str) -> Result<Vec<OrderEvent>, OrderError> {
+fn place(cmd: &PlaceOrder, order_id: &str, now: DateTime<Utc>) -> Result<Vec<OrderEvent>, OrderError> {
     let customer_id = cmd.customer_id.trim();
     if customer_id.is_empty() {
         return Err(OrderError::invalid("customer_id", "is required"));
@@ -282,7 +287,8 @@ fn place(cmd: &PlaceOrder, order_id: &str) -> Result<Vec<OrderEvent>, OrderError
         Some(a) => Some(address("billing_address", a)?),
         None => shipping_address.clone(),
     };
-    Ok(vec![OrderEvent::OrderPlaced {
+    let redeemed = redeemed(cmd, order_id, customer_id, now)?;
+    let placed = OrderEvent::OrderPlaced {
         order_id: order_id.to_string(),
         customer_id: customer_id.to_string(),
         cart_id: cmd.cart_id.clone(),
@@ -296,7 +302,35 @@ fn place(cmd: &PlaceOrder, order_id: &str) -> Result<Vec<OrderEvent>, OrderError
         billing_address,
         discount_minor: cmd.discount_minor,
         adjustment_minor: cmd.adjustment_minor,
-    }])
+    };
+    Ok(std::iter::once(placed).chain(redeemed).collect())
+}
+
+/// The `DiscountRedeemed` of an order placed with a code (decision 0074):
+/// the service found its discount; it must be the customer's and
+/// unexpired at `now` (unused is the reservation on the code).
+fn redeemed(
+    cmd: &PlaceOrder,
+    order_id: &str,
+    customer_id: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<OrderEvent>, OrderError> {
+    use crate::commerce::discount::{check_redemption, Refusal};
+    if cmd.discount_code.is_none() {
+        return Ok(None);
+    }
+    let refused = |r: Refusal| OrderError::invalid("discount_code", r.to_string());
+    let discount = check_redemption(cmd.discount.as_ref(), customer_id, now).map_err(refused)?;
+    Ok(Some(OrderEvent::DiscountRedeemed {
+        code: discount.issued.code.clone(),
+        order_id: order_id.to_string(),
+        customer_id: customer_id.to_string(),
+        percent: discount.issued.percent,
+        discount_minor: cmd.discount_minor,
+        campaign_id: discount.issued.campaign_id.clone(),
+        campaign_version: discount.issued.campaign_version,
+        message_id: discount.issued.message_id.clone(),
+    }))
 }
 
 /// The order's new lines and amounts (Segment's `Order Updated`): allowed

@@ -251,6 +251,21 @@ pub enum OrderEvent {
         review: Option<String>,
         submitted_at: DateTime<Utc>,
     },
+    /// The order redeemed a discount code (decision 0074), in the same
+    /// append as its `OrderPlaced`: the code is used, and the campaign that
+    /// issued it gets the order's credit.
+    DiscountRedeemed {
+        code: String,
+        order_id: String,
+        customer_id: String,
+        percent: u8,
+        /// The order's discount: the code's percent of the subtotal on the
+        /// API's `POST /orders`, what the shop reported for a shop's order.
+        discount_minor: i64,
+        campaign_id: String,
+        campaign_version: u64,
+        message_id: String,
+    },
     /// The order's lines and amounts changed (a shop's `Order Updated`,
     /// decision 0055): all of them as they are now. `total_minor` is
     /// `subtotal_minor - discount_minor + tax_minor + shipping_minor +
@@ -307,6 +322,7 @@ impl OrderEvent {
             OrderEvent::RefundCompleted { .. } => "RefundCompleted",
             OrderEvent::OrderAmended { .. } => "OrderAmended",
             OrderEvent::ReviewSubmitted { .. } => "ReviewSubmitted",
+            OrderEvent::DiscountRedeemed { .. } => "DiscountRedeemed",
         }
     }
 }

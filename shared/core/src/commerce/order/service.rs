@@ -10,6 +10,7 @@ use super::{
 use crate::aggregate::{AggregateError, AggregateService, Executed, ResponseBuilder};
 use crate::clock::Clock;
 use crate::commerce::cart::{Cart, CartAggregate};
+use crate::commerce::discount::{self, Discount, DiscountAggregate, Refusal};
 use crate::event::{Actor, CommandMeta, EventEnvelope};
 use crate::idempotency::IdempotencyKey;
 use crate::ports::EventStore;
@@ -60,6 +61,7 @@ pub enum RetryOutcome {
 pub struct OrderService {
     orders: AggregateService<OrderAggregate>,
     carts: AggregateService<CartAggregate>,
+    discounts: AggregateService<DiscountAggregate>,
     scheduler: Arc<dyn Scheduler>,
 }
 
@@ -67,9 +69,15 @@ impl OrderService {
     pub fn new(store: Arc<dyn EventStore>, clock: Arc<dyn Clock>, scheduler: Arc<dyn Scheduler>) -> Self {
         OrderService {
             orders: AggregateService::new(store.clone(), clock.clone()),
-            carts: AggregateService::new(store, clock),
+            carts: AggregateService::new(store.clone(), clock.clone()),
+            discounts: AggregateService::new(store, clock),
             scheduler,
         }
+    }
+
+    /// The service clock's now.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.orders.now()
     }
 
     pub async fn load(&self, order_id: &str) -> Result<Option<Order>, OrderCommandError> {
@@ -125,6 +133,95 @@ impl OrderService {
         Ok(command)
     }
 
+    /// Finds the discount of an order's `discount_code` (decision 0074) and,
+    /// on the API's `POST /orders`, takes its percent off the subtotal
+    /// (`discount_minor`; the lines must be resolved). A code that is not
+    /// ours, expired or another customer's is 422, a used one 409, both
+    /// naming `discount_code`.
+    pub async fn resolve_discount(&self, mut command: PlaceOrder) -> Result<PlaceOrder, OrderCommandError> {
+        let Some(raw) = command.discount_code.clone() else {
+            return Ok(command);
+        };
+        let discount = self
+            .find_discount(&raw, &command.customer_id)
+            .await?
+            .map_err(|refusal| match refusal {
+                Refusal::Used => OrderError::conflict_on("discount_code", refusal.to_string()),
+                other => OrderError::invalid("discount_code", other.to_string()),
+            })?;
+        let subtotal = command
+            .items
+            .iter()
+            .flatten()
+            .try_fold(0i64, |sum, i| {
+                i.unit_price_minor
+                    .checked_mul(i64::from(i.quantity))
+                    .and_then(|line| sum.checked_add(line))
+            })
+            .unwrap_or(0);
+        command.discount_minor = discount.amount_off(subtotal);
+        command.discount_code = Some(discount.issued.code.clone());
+        command.discount = Some(discount);
+        Ok(command)
+    }
+
+    /// The shop's coupon on an order it reports (Segment's `Order
+    /// Completed.coupon`, decision 0074): the order keeps the shop's
+    /// amounts and redeems the coupon when it is one of our codes the
+    /// customer may use; otherwise the order is recorded without it and
+    /// the refusal is returned, for ingestion to report.
+    pub async fn resolve_coupon(
+        &self,
+        mut command: PlaceOrder,
+    ) -> Result<(PlaceOrder, Option<Refusal>), OrderCommandError> {
+        let Some(raw) = command.discount_code.take() else {
+            return Ok((command, None));
+        };
+        match self.find_discount(&raw, &command.customer_id).await? {
+            Ok(discount) => {
+                command.discount_code = Some(discount.issued.code.clone());
+                command.discount = Some(discount);
+                Ok((command, None))
+            }
+            Err(refusal) => Ok((command, Some(refusal))),
+        }
+    }
+
+    /// The discount `raw` names, if `customer_id` may redeem it now.
+    async fn find_discount(
+        &self,
+        raw: &str,
+        customer_id: &str,
+    ) -> Result<Result<Discount, Refusal>, OrderCommandError> {
+        let Some(code) = discount::normalize_code(raw) else {
+            return Ok(Err(Refusal::Unknown));
+        };
+        let found = self.discounts.load(&code).await.map_err(|e| match e {
+            AggregateError::Store(s) => OrderCommandError::Command(AggregateError::Store(s)),
+            AggregateError::Codec(c) => OrderCommandError::Command(AggregateError::Codec(c)),
+            other => OrderCommandError::Command(AggregateError::Rejected(OrderError::invalid(
+                "discount_code",
+                other.to_string(),
+            ))),
+        })?;
+        let discount = match discount::check_redemption(found.as_ref(), customer_id, self.discounts.now()) {
+            Ok(d) => d.clone(),
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        let key = discount::reservation_key(&code);
+        if self
+            .orders
+            .store()
+            .reservation_owner(&key)
+            .await
+            .map_err(AggregateError::from)?
+            .is_some()
+        {
+            return Ok(Err(Refusal::Used));
+        }
+        Ok(Ok(discount))
+    }
+
     /// Runs a command (for `Place`, `order_id` is the id the new order gets,
     /// and a cart id must already be resolved by [`Self::resolve_cart`]).
     /// After the append, the payment retry timer is set or removed; a
@@ -164,6 +261,12 @@ impl OrderService {
                 if p.cart_id.as_deref().map(cart_reservation_key).as_deref() == Some(key.as_str()) =>
             {
                 AggregateError::Rejected(OrderError::conflict_on("cart_id", "the cart was already ordered"))
+            }
+            (
+                AggregateError::ReservationTaken { key },
+                OrderCommand::Place(p) | OrderCommand::PlacePaid { order: p, .. },
+            ) if p.discount_code.as_deref().map(discount::reservation_key).as_deref() == Some(key.as_str()) => {
+                AggregateError::Rejected(OrderError::conflict_on("discount_code", Refusal::Used.to_string()))
             }
             (e, _) => e,
         }

@@ -147,6 +147,9 @@ pub struct Order {
     /// One per reviewed product (decision 0073).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reviews: Vec<Review>,
+    /// The discount code the order redeemed (decision 0074).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discount_code: Option<String>,
     pub placed_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub version: u64,
@@ -213,6 +216,7 @@ pub fn evolve(state: Option<Order>, event: &OrderEvent, at: DateTime<Utc>, versi
             cancel_reason: None,
             refunds: Vec::new(),
             reviews: Vec::new(),
+            discount_code: None,
             refunded_minor: 0,
             placed_at: at,
             updated_at: at,
@@ -382,6 +386,7 @@ pub fn evolve(state: Option<Order>, event: &OrderEvent, at: DateTime<Utc>, versi
             review: review.clone(),
             submitted_at: *submitted_at,
         }),
+        OrderEvent::DiscountRedeemed { code, .. } => o.discount_code = Some(code.clone()),
         OrderEvent::OrderAmended {
             items,
             subtotal_minor,

@@ -83,6 +83,8 @@ fn place_cmd() -> PlaceOrder {
         billing_address: None,
         discount_minor: 0,
         adjustment_minor: 0,
+        discount_code: None,
+        discount: None,
     }
 }
 

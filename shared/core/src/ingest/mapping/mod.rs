@@ -148,6 +148,8 @@ pub struct OrderRequest {
     /// The call's `userId`: an order for a user id known only by its id
     /// is that user's profile's (decision 0055).
     pub user_id: Option<String>,
+    /// `coupon`: redeemed when it is one of our discount codes (decision 0074).
+    pub coupon: Option<String>,
 }
 
 /// The spec v2 names mapped onto typed events (others are custom events).

@@ -86,6 +86,7 @@ fn order(m: &SegmentMessage) -> Result<OrderRequest, Rejection> {
             .property_text("payment_method")
             .map_or(PaymentMethod::Other, |t| PaymentMethod::from_text(&t)),
         user_id: m.user_id.clone(),
+        coupon: m.property_text("coupon"),
     })
 }
 

@@ -19,8 +19,8 @@ mod report;
 pub use credit::{allocate, attribute, weights, window, Credit, ModelAttribution, TouchCredit};
 pub use projection::{utm_touchpoint, AttributionProjection};
 pub use report::{
-    attribution_report, customer_touchpoints, order, order_attribution, summarise, touchpoints, AttributionReport,
-    OrderAttribution, Summed,
+    attribution_report, customer_touchpoints, order, order_attribution, order_touchpoints, summarise, touchpoints,
+    AttributionReport, OrderAttribution, Summed,
 };
 
 use chrono::{DateTime, Utc};
@@ -47,6 +47,8 @@ const TOUCH_PREFIX: &str = "touch#";
 const ORDER_SORT: &str = "order";
 const ORDERS_DAY_PREFIX: &str = "orders-day#";
 const MESSAGE_SORT: &str = "meta";
+/// Where an order's redeemed discount code is kept (decision 0074).
+const DISCOUNT_SORT: &str = "discount";
 
 /// Activity event types (decision 0012) whose `utm` makes them a touchpoint.
 pub const ACTIVITY_TYPES: &[&str] = &[

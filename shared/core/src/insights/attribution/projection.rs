@@ -3,8 +3,8 @@
 
 use super::order;
 use super::{
-    message_partition, order_partition, OrderFact, Touchpoint, ACTIVITY_TYPES, ATTRIBUTION, MESSAGE_SORT,
-    ORDERS_DAY_PREFIX, ORDER_SORT, TOUCH_PREFIX,
+    message_partition, order_partition, OrderFact, Touchpoint, ACTIVITY_TYPES, ATTRIBUTION, DISCOUNT_SORT,
+    MESSAGE_SORT, ORDERS_DAY_PREFIX, ORDER_SORT, TOUCH_PREFIX,
 };
 use crate::consumer::{Projection, ProjectionError};
 use crate::event::EventEnvelope;
@@ -43,6 +43,13 @@ struct MessageSentData {
     campaign_id: Option<String>,
     #[serde(default)]
     category: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct DiscountRedeemedData {
+    order_id: String,
+    campaign_id: String,
+    message_id: String,
 }
 
 #[derive(Deserialize)]
@@ -99,7 +106,7 @@ impl Projection for AttributionProjection {
     fn handles(&self, event_type: &str) -> bool {
         matches!(
             event_type,
-            "OrderPlaced" | "OrderAmended" | "MessageSent" | "EmailOpened" | "EmailClicked"
+            "OrderPlaced" | "OrderAmended" | "MessageSent" | "EmailOpened" | "EmailClicked" | "DiscountRedeemed"
         ) || ACTIVITY_TYPES.contains(&event_type)
     }
 
@@ -183,6 +190,33 @@ impl Projection for AttributionProjection {
                     ops.push(touch_op(&customer, event, &touch)?);
                 }
                 Ok(ops)
+            }
+            // The order redeemed a campaign's code (decision 0074): that
+            // message, on its channel, is the order's one touchpoint.
+            "DiscountRedeemed" => {
+                let d: DiscountRedeemedData = data(event)?;
+                let channel = match docs
+                    .get(ATTRIBUTION, &message_partition(&d.message_id), MESSAGE_SORT)
+                    .await?
+                {
+                    Some(v) => serde_json::from_value::<MessageMeta>(v).unwrap_or_default().channel,
+                    None => String::new(),
+                };
+                let touch = Touchpoint {
+                    at: event.occurred_at,
+                    channel: if channel.is_empty() {
+                        "discount-code".into()
+                    } else {
+                        channel
+                    },
+                    campaign: Some(d.campaign_id),
+                    event_type: event.event_type.clone(),
+                };
+                Ok(vec![ReadOp::Put {
+                    partition: order_partition(&d.order_id),
+                    sort: DISCOUNT_SORT.into(),
+                    body: encode(&touch)?,
+                }])
             }
             "EmailOpened" | "EmailClicked" => {
                 let d: MessageFeedbackData = data(event)?;

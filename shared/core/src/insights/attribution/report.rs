@@ -3,7 +3,7 @@
 
 use super::{
     attribute, order_partition, window, Credit, Model, ModelAttribution, OrderFact, Touchpoint, ATTRIBUTION,
-    FULL_CREDIT, LOOKBACK_DAYS, ORDERS_DAY_PREFIX, ORDER_SORT, TOUCH_PREFIX,
+    DISCOUNT_SORT, FULL_CREDIT, LOOKBACK_DAYS, ORDERS_DAY_PREFIX, ORDER_SORT, TOUCH_PREFIX,
 };
 use crate::insights::{day_key, days, decode_doc, list_all, list_until, time_key};
 use crate::ports::{ReadModelStore, StoreError};
@@ -49,6 +49,21 @@ pub async fn customer_touchpoints(
     Ok(touches)
 }
 
+/// The touchpoints an order's credit goes to. An order that redeemed a
+/// campaign's discount code (decision 0074) has one: the message that
+/// carried the code, so every model credits its campaign with the whole
+/// order. Any other order's are the customer's touchpoints in its window.
+pub async fn order_touchpoints(docs: &dyn ReadModelStore, order: &OrderFact) -> Result<Vec<Touchpoint>, StoreError> {
+    if let Some(v) = docs
+        .get(ATTRIBUTION, &order_partition(&order.order_id), DISCOUNT_SORT)
+        .await?
+    {
+        return Ok(vec![decode_doc("discount touchpoint", v)?]);
+    }
+    let (from, to) = window(order.placed_at);
+    customer_touchpoints(docs, &order.customer_id, from, to).await
+}
+
 /// An order's attribution under every model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OrderAttribution {
@@ -73,8 +88,7 @@ pub async fn order_attribution(
     let Some(order) = order(docs, order_id).await? else {
         return Ok(None);
     };
-    let (from, to) = window(order.placed_at);
-    let touches = customer_touchpoints(docs, &order.customer_id, from, to).await?;
+    let touches = order_touchpoints(docs, &order).await?;
     let models = Model::ALL
         .into_iter()
         .map(|m| attribute(m, &touches, order.placed_at, order.total_minor))
@@ -170,8 +184,7 @@ pub async fn attribution_report(
             if order.placed_at < from || order.placed_at >= to {
                 continue;
             }
-            let (start, end) = window(order.placed_at);
-            let touches = customer_touchpoints(docs, &order.customer_id, start, end).await?;
+            let touches = order_touchpoints(docs, &order).await?;
             let a = attribute(model, &touches, order.placed_at, order.total_minor);
             orders.push((order, a));
         }

@@ -5,13 +5,24 @@
 use super::{stream_id, CampaignError, CampaignEvent};
 use crate::aggregate::{Aggregate, DecideContext};
 use crate::journey::definition::{Campaign, DefinitionError};
+use crate::journey::templates::KnownTemplates;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
 /// The campaign aggregate: stream `campaign-<id>`, input the shipped
-/// definition of the id (if it is a shipped campaign).
+/// definition of the id (if it is a shipped campaign) and the templates a
+/// definition may name.
 pub struct CampaignAggregate;
+
+/// What a campaign's decision reads besides its stream.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CampaignInput {
+    /// The shipped definition of the id, if it is a shipped campaign.
+    pub shipped: Option<Value>,
+    /// The templates a published definition may name (decision 0077).
+    pub templates: KnownTemplates,
+}
 
 /// A campaign's stream as its events fold it (definitions as stored, not
 /// validated: the catalog validates them when it reads them).
@@ -56,8 +67,7 @@ impl Aggregate for CampaignAggregate {
     type Command = CampaignCommand;
     type Event = CampaignEvent;
     type Error = CampaignError;
-    /// The shipped definition of the id, if it is a shipped campaign.
-    type Input = Option<Value>;
+    type Input = CampaignInput;
 
     fn stream_id(id: &str) -> String {
         stream_id(id)
@@ -80,9 +90,9 @@ impl Aggregate for CampaignAggregate {
     fn decide(
         state: Option<&CampaignState>,
         command: &CampaignCommand,
-        ctx: &DecideContext<'_, Option<Value>>,
+        ctx: &DecideContext<'_, CampaignInput>,
     ) -> Result<Vec<CampaignEvent>, CampaignError> {
-        let shipped = match (state, ctx.input) {
+        let shipped = match (state, &ctx.input.shipped) {
             (None, Some(definition)) => Some(CampaignEvent::CampaignPublished {
                 definition: definition.clone(),
             }),
@@ -96,7 +106,8 @@ impl Aggregate for CampaignAggregate {
         };
         let decided = match command {
             CampaignCommand::Publish { definition } => {
-                let campaign = Campaign::from_value(definition).map_err(CampaignError::Invalid)?;
+                let campaign =
+                    Campaign::from_value_with(definition, &ctx.input.templates).map_err(CampaignError::Invalid)?;
                 if campaign.id != ctx.id {
                     return Err(CampaignError::Invalid(vec![DefinitionError {
                         path: "id".to_string(),
@@ -133,7 +144,7 @@ impl Aggregate for CampaignAggregate {
                 }
                 // Stored versions were valid when published; one that no
                 // longer is (the rules changed since) is refused, not stored again.
-                Campaign::from_value(definition).map_err(CampaignError::Invalid)?;
+                Campaign::from_value_with(definition, &ctx.input.templates).map_err(CampaignError::Invalid)?;
                 CampaignEvent::CampaignPublished {
                     definition: definition.clone(),
                 }

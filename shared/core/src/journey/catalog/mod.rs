@@ -20,11 +20,12 @@
 
 mod aggregate;
 
-pub use aggregate::{CampaignAggregate, CampaignCommand, CampaignState};
+pub use aggregate::{CampaignAggregate, CampaignCommand, CampaignInput, CampaignState};
 
 use super::campaigns::SHIPPED;
 use super::definition::{Campaign, DefinitionError};
 use super::engine::{CampaignCatalog, CatalogEntry, CatalogSnapshot};
+use super::templates::{stored_ids, KnownTemplates};
 use crate::aggregate::{AggregateError, AggregateService, Executed};
 use crate::clock::{Clock, SystemClock};
 use crate::event::{envelopes, Actor, CommandMeta, DomainEvent, EventEnvelope};
@@ -254,7 +255,8 @@ impl StoredCatalog {
         };
         let mut versions = BTreeMap::new();
         for (version, definition) in state.versions {
-            let campaign = Campaign::from_value(&definition)
+            // Its templates were checked when it was published, and are never deleted.
+            let campaign = Campaign::from_value_with(&definition, &KnownTemplates::Any)
                 .map_err(|errs| corrupt(&stream, format!("stored definition is invalid: {errs:?}")))?;
             versions.insert(version, (definition, Arc::new(campaign)));
         }
@@ -481,24 +483,30 @@ impl CampaignService {
     /// accepted), and every write is signalled after its append.
     async fn write(&self, id: &str, command: CampaignCommand, actor: Actor) -> Result<StoredCampaign, CampaignError> {
         let meta = CommandMeta::new(actor);
-        let shipped = self.catalog.shipped_definition(id);
+        // A definition it publishes may name a stored template (decision 0077).
+        let templates = match command {
+            CampaignCommand::Publish { .. } | CampaignCommand::Rollback { .. } => {
+                KnownTemplates::With(stored_ids(self.events.as_ref()).await?)
+            }
+            _ => KnownTemplates::Shipped,
+        };
+        let input = CampaignInput {
+            shipped: self.catalog.shipped_definition(id),
+            templates,
+        };
         let (state, _) = self.campaigns.load_stream(id).await?;
         if state.is_none() {
             // First write: refusals first (nothing is registered for them),
             // then register the id (reading deduplicates).
             let now = self.clock.now();
-            let ctx = crate::aggregate::DecideContext {
-                id,
-                now,
-                input: &shipped,
-            };
+            let ctx = crate::aggregate::DecideContext { id, now, input: &input };
             <CampaignAggregate as crate::aggregate::Aggregate>::decide(None, &command, &ctx)?;
             self.register(id, &meta, now).await.map_err(append_failed)?;
         }
         let no_answer = |_: &CampaignState, _: &[EventEnvelope]| (200, Value::Null);
         match self
             .campaigns
-            .try_once(id, state, &command, &shipped, &meta, None, &no_answer)
+            .try_once(id, state, &command, &input, &meta, None, &no_answer)
             .await?
         {
             Some(Executed::Applied { .. }) => {}

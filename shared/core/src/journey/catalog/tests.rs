@@ -132,6 +132,60 @@ async fn invalid_puts_list_every_error_and_write_nothing() {
     assert!(store.read_all(None, 100).await.unwrap().events.is_empty());
 }
 
+/// Registers `id` in the `templates` stream, as the template service does
+/// before a template's first version.
+async fn register_template(store: &InMemoryEventStore, id: &str) {
+    use crate::journey::templates::{TemplateIndexEvent, INDEX_STREAM as TEMPLATES};
+    let events = envelopes(
+        TEMPLATES,
+        None,
+        &[TemplateIndexEvent::TemplateRegistered {
+            template_id: id.to_string(),
+        }],
+        &CommandMeta::new(actor()),
+        test_time(),
+    )
+    .expect("envelopes");
+    store
+        .append(AppendRequest {
+            stream_id: TEMPLATES.to_string(),
+            expected: ExpectedVersion::Any,
+            events,
+            reservations: Vec::new(),
+            receipt: None,
+        })
+        .await
+        .expect("append");
+}
+
+#[tokio::test]
+async fn a_campaign_may_name_a_stored_template_and_reads_back() {
+    let (svc, store) = service();
+    let mut custom = minimal("spring");
+    custom["steps"][0]["template"] = json!("spring-sale");
+    let Err(CampaignError::Invalid(errors)) = svc.put("spring", custom.clone(), actor()).await else {
+        panic!("an unknown template is refused");
+    };
+    assert_eq!(errors[0].path, "steps[0].template");
+    assert!(store.read_all(None, 100).await.unwrap().events.is_empty());
+    register_template(&store, "spring-sale").await;
+    let c = svc
+        .put("spring", custom, actor())
+        .await
+        .expect("a stored template is known");
+    assert_eq!(c.version, 1);
+    // Read back (and by a fresh catalog, as another process would).
+    let fresh = StoredCatalog::new(store.clone());
+    let read = fresh.get("spring").await.expect("reads").expect("stored");
+    assert_eq!(read.definition["steps"][0]["template"], "spring-sale");
+    assert!(fresh
+        .current()
+        .await
+        .expect("catalog")
+        .entries()
+        .any(|e| e.id == "spring"));
+}
+
 #[tokio::test]
 async fn pause_and_resume() {
     let (svc, _) = service();
@@ -289,17 +343,24 @@ mod aggregate {
         }
     }
 
+    fn shipped_input(definition: Value) -> CampaignInput {
+        CampaignInput {
+            shipped: Some(definition),
+            ..CampaignInput::default()
+        }
+    }
+
     #[test]
     fn the_first_write_of_a_shipped_campaign_keeps_the_shipped_definition_as_version_1() {
         let shipped = minimal("welcome");
-        AggregateScenario::<CampaignAggregate>::new("welcome", Some(shipped.clone()))
+        AggregateScenario::<CampaignAggregate>::new("welcome", shipped_input(shipped.clone()))
             .when(CampaignCommand::Pause)
             .then_expect_events(&[
                 CampaignEvent::CampaignPublished { definition: shipped },
                 CampaignEvent::CampaignPaused,
             ]);
         // A stored campaign does not get it again.
-        AggregateScenario::<CampaignAggregate>::new("welcome", Some(minimal("welcome")))
+        AggregateScenario::<CampaignAggregate>::new("welcome", shipped_input(minimal("welcome")))
             .given(&[published("welcome")])
             .when(CampaignCommand::Pause)
             .then_expect_events(&[CampaignEvent::CampaignPaused]);
@@ -307,10 +368,11 @@ mod aggregate {
 
     #[test]
     fn pauses_and_resumes_are_refused_when_they_change_nothing_or_name_nothing() {
-        AggregateScenario::<CampaignAggregate>::new("nope", None)
+        AggregateScenario::<CampaignAggregate>::new("nope", CampaignInput::default())
             .when(CampaignCommand::Pause)
             .then_expect_error(CampaignError::NotFound);
-        let stored = AggregateScenario::<CampaignAggregate>::new("c", None).given(&[published("c")]);
+        let stored =
+            AggregateScenario::<CampaignAggregate>::new("c", CampaignInput::default()).given(&[published("c")]);
         stored
             .when(CampaignCommand::Resume)
             .then_expect_error(CampaignError::NotPaused);
@@ -325,7 +387,7 @@ mod aggregate {
 
     #[test]
     fn a_publish_is_validated_and_must_name_its_campaign() {
-        let scenario = AggregateScenario::<CampaignAggregate>::new("c", None);
+        let scenario = AggregateScenario::<CampaignAggregate>::new("c", CampaignInput::default());
         scenario
             .when(CampaignCommand::Publish {
                 definition: minimal("c"),
@@ -345,7 +407,7 @@ mod aggregate {
     #[test]
     fn a_pause_continuation_stops_when_a_later_pause_step_carries_on() {
         // Paused at version 2, an edit at 3: the continuation of the pause steps over the edit.
-        let paused = AggregateScenario::<CampaignAggregate>::new("c", None).given(&[
+        let paused = AggregateScenario::<CampaignAggregate>::new("c", CampaignInput::default()).given(&[
             published("c"),
             CampaignEvent::CampaignPaused,
             published("c"),

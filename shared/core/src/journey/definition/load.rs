@@ -59,6 +59,8 @@ pub(super) struct Loader {
     reported: Vec<String>,
     /// Duplicate or reserved step ids: the graph cannot be checked.
     ids_broken: bool,
+    /// The template ids a send may name (decision 0077).
+    pub(super) templates: templates::KnownTemplates,
 }
 
 impl Loader {
@@ -142,6 +144,21 @@ impl Loader {
         }
     }
 
+    /// A rule's `same` (decision 0073 addendum): a path into the event, as
+    /// the trigger and the matched event are both events.
+    fn check_raw_same(&mut self, rule: &Value, path: &str) {
+        if let Some(Value::String(same)) = rule.get("same") {
+            match parse_path(same) {
+                Ok((Root::Event, _)) => {}
+                Ok((Root::Profile, _)) => self.error(
+                    format!("{path}.same"),
+                    "must be a path into the event (event.…), compared with the trigger's",
+                ),
+                Err(message) => self.error(format!("{path}.same"), message),
+            }
+        }
+    }
+
     fn check_raw_entry(&mut self, raw: &Value) {
         if let Some(Value::String(segment)) = raw.pointer("/entry/segment") {
             if !is_slug(segment) {
@@ -169,6 +186,17 @@ impl Loader {
                         format!("must be a whole number from 1 to {}", super::MAX_DISTINCT_PRODUCTS),
                     );
                 }
+            }
+        }
+    }
+
+    /// A send's `discount` (decision 0074): `percent` a whole number from 1
+    /// to 100, `valid_for` a positive duration.
+    fn check_raw_discount(&mut self, raw: &Value, path: &str) {
+        self.check_duration(raw, "valid_for", path);
+        if let Some(percent) = raw.get("percent") {
+            if !percent.as_u64().is_some_and(|p| (1..=100).contains(&p)) {
+                self.error(format!("{path}.percent"), "must be a whole number from 1 to 100");
             }
         }
     }
@@ -208,10 +236,19 @@ impl Loader {
                 for (i, rule) in rules.iter().enumerate() {
                     self.check_pattern(rule, &format!("{key}[{i}]"));
                     self.check_raw_conditions(rule, &format!("{key}[{i}]"));
+                    self.check_raw_same(rule, &format!("{key}[{i}]"));
                 }
             }
         }
         self.check_raw_entry(raw);
+        if let Some(holdout) = raw.get("holdout") {
+            if let Some(percent) = holdout.get("percent") {
+                let max = u64::from(super::MAX_HOLDOUT_PERCENT);
+                if !percent.as_u64().is_some_and(|p| (1..=max).contains(&p)) {
+                    self.error("holdout.percent", format!("must be a whole number from 1 to {max}"));
+                }
+            }
+        }
         if let Some(Value::Object(policy)) = raw.pointer("/entry/reentry") {
             if let Some(window) = policy.get("once_per_window") {
                 self.check_duration(window, "window", "entry.reentry.once_per_window");
@@ -224,6 +261,22 @@ impl Loader {
                 self.check_raw_conditions(step, &path);
                 self.check_duration(step, "duration", &path);
                 self.check_duration(step, "timeout", &path);
+                if let Some(Value::Array(variants)) = step.get("variants") {
+                    for (j, variant) in variants.iter().enumerate() {
+                        if let Some(weight) = variant.get("weight") {
+                            let max = u64::from(super::MAX_VARIANT_WEIGHT);
+                            if !weight.as_u64().is_some_and(|w| (1..=max).contains(&w)) {
+                                self.error(
+                                    format!("{path}.variants[{j}].weight"),
+                                    format!("must be a whole number from 1 to {max}"),
+                                );
+                            }
+                        }
+                    }
+                }
+                if let Some(discount) = step.get("discount") {
+                    self.check_raw_discount(discount, &format!("{path}.discount"));
+                }
                 if let Some(Value::String(text)) = step.get("until_local_time") {
                     if let Err(e) = text.parse::<LocalTime>() {
                         self.error(format!("{path}.until_local_time"), e.to_string());
@@ -257,6 +310,7 @@ impl Loader {
             "update_segment" => Step::UpdateSegment(self.de(&fields, path)?),
             "emit" => Step::Emit(self.de(&fields, path)?),
             "exit" => Step::Exit(self.de(&fields, path)?),
+            "split" => Step::Split(self.de(&fields, path)?),
             other => {
                 self.error(
                     format!("{path}.type"),
@@ -292,7 +346,7 @@ impl Loader {
         };
         self.check_raw(raw);
 
-        const FIELDS: [&str; 10] = [
+        const FIELDS: [&str; 11] = [
             "id",
             "name",
             "description",
@@ -303,6 +357,7 @@ impl Loader {
             "exit_on",
             "goals",
             "steps",
+            "holdout",
         ];
         for key in map.keys().filter(|k| !FIELDS.contains(&k.as_str())) {
             self.error(
@@ -335,6 +390,10 @@ impl Loader {
         let starts_paused: Option<bool> = match map.get("starts_paused") {
             None => Some(false),
             Some(v) => self.de(v, "starts_paused"),
+        };
+        let holdout: Option<Option<Holdout>> = match map.get("holdout") {
+            None => Some(None),
+            Some(v) => self.de(v, "holdout"),
         };
         let exit_on: Option<Vec<EventRule>> = self.de_list(raw, "exit_on");
         let goals: Option<Vec<EventRule>> = self.de_list(raw, "goals");
@@ -390,6 +449,7 @@ impl Loader {
             exit_on: exit_on?,
             goals: goals?,
             steps: steps.into_iter().collect::<Option<Vec<_>>>()?,
+            holdout: holdout?,
             starts_paused: starts_paused?,
         };
         if graph_ok {
@@ -402,6 +462,7 @@ impl Loader {
     /// the step graph is complete enough to check as a whole.
     fn check_steps(&mut self, steps: &[Option<Step>], raw_ids: &HashSet<&str>, entry: Option<&EntryRules>) -> bool {
         let mut graph_ok = !self.ids_broken && steps.iter().all(Option::is_some);
+        let mut experiments: HashMap<&str, usize> = HashMap::new();
         for (i, step) in steps.iter().enumerate() {
             let Some(step) = step else { continue };
             let path = format!("steps[{i}]");
@@ -455,14 +516,72 @@ impl Loader {
                         self.error(format!("{path}.data"), "must be a mapping");
                     }
                 }
+                Step::Split(split) => {
+                    if !self.check_split(split, &path, raw_ids) {
+                        graph_ok = false;
+                    }
+                    if let Some(first) = experiments.insert(split.experiment.as_str(), i) {
+                        self.error(
+                            format!("{path}.experiment"),
+                            format!(
+                                "experiment \"{}\" is also steps[{first}]'s: each split runs its own",
+                                split.experiment
+                            ),
+                        );
+                    }
+                }
                 Step::WaitUntil(_) | Step::Exit(_) => {}
             }
         }
         graph_ok
     }
 
+    /// A split (decision 0081): an experiment id, at least two variants
+    /// with distinct ids, each going to a known step. Returns whether its
+    /// targets are known.
+    fn check_split(&mut self, split: &SplitStep, path: &str, raw_ids: &HashSet<&str>) -> bool {
+        if !is_slug(&split.experiment) {
+            self.error(
+                format!("{path}.experiment"),
+                format!("\"{}\" is not a slug", split.experiment),
+            );
+        } else if split.experiment == crate::journey::experiment::HOLDOUT {
+            self.error(
+                format!("{path}.experiment"),
+                "\"holdout\" is reserved: it is the campaign's holdout",
+            );
+        }
+        if split.variants.len() < 2 {
+            self.error(format!("{path}.variants"), "a split needs at least two variants");
+        }
+        let mut targets_ok = true;
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for (j, variant) in split.variants.iter().enumerate() {
+            let at = format!("{path}.variants[{j}]");
+            if !is_step_id(&variant.id) {
+                self.error(
+                    format!("{at}.id"),
+                    format!(
+                        "\"{}\" is not a variant id (a lowercase letter, then lowercase letters, digits, - or _)",
+                        variant.id
+                    ),
+                );
+            } else if let Some(first) = seen.insert(variant.id.as_str(), j) {
+                self.error(
+                    format!("{at}.id"),
+                    format!("duplicate variant id \"{}\" (also variants[{first}])", variant.id),
+                );
+            }
+            if variant.next != END && !raw_ids.contains(variant.next.as_str()) {
+                self.error(format!("{at}.next"), format!("unknown step \"{}\"", variant.next));
+                targets_ok = false;
+            }
+        }
+        targets_ok
+    }
+
     fn check_send(&mut self, send: &SendStep, path: &str, entry: Option<&EntryRules>) {
-        if !templates::is_known(&send.template) {
+        if !self.templates.contains(&send.template) {
             self.error(
                 format!("{path}.template"),
                 format!("unknown template \"{}\"", send.template),
@@ -480,18 +599,59 @@ impl Loader {
                 None => {
                     let entry_covers = entry
                         .and_then(|e| e.consent)
-                        .is_some_and(|c| c.purpose == Purpose::Marketing && c.channel == send.channel);
+                        .is_some_and(|c| c.purpose == Purpose::Marketing && send.channel.fixed() == Some(c.channel));
                     if !entry_covers {
+                        let on = match send.channel.fixed() {
+                            Some(channel) => format!(", or require marketing consent for {channel} in entry.consent"),
+                            None => String::new(),
+                        };
                         self.error(
                             format!("{path}.purpose"),
-                            format!(
-                                "a marketing send needs consent: set `purpose: marketing` on the step, or require \
-                                 marketing consent for {} in entry.consent",
-                                send.channel
-                            ),
+                            format!("a marketing send needs consent: set `purpose: marketing` on the step{on}"),
                         );
                     }
                 }
+            }
+        }
+        self.check_channels(send, path);
+    }
+
+    /// `fallback` and `templates` go with `channel: preferred` only, and
+    /// name each channel once (decision 0076).
+    fn check_channels(&mut self, send: &SendStep, path: &str) {
+        if send.channel.fixed().is_some() {
+            for (key, used) in [
+                ("fallback", !send.fallback.is_empty()),
+                ("templates", !send.templates.is_empty()),
+            ] {
+                if used {
+                    self.error(format!("{path}.{key}"), "only a send with `channel: preferred` has one");
+                }
+            }
+            return;
+        }
+        if send.fallback.is_empty() {
+            self.error(
+                format!("{path}.fallback"),
+                "`channel: preferred` needs the channels it may take, in order (e.g. [email, sms])",
+            );
+        }
+        for (i, channel) in send.fallback.iter().enumerate() {
+            if send.fallback[..i].contains(channel) {
+                self.error(format!("{path}.fallback[{i}]"), format!("{channel} is listed twice"));
+            }
+        }
+        for (channel, template) in &send.templates {
+            if !send.fallback.contains(channel) {
+                self.error(
+                    format!("{path}.templates.{channel}"),
+                    format!("{channel} is not in the step's fallback list"),
+                );
+            } else if !self.templates.contains(template) {
+                self.error(
+                    format!("{path}.templates.{channel}"),
+                    format!("unknown template \"{template}\""),
+                );
             }
         }
     }
@@ -511,6 +671,7 @@ impl Loader {
                 };
                 match step {
                     Step::Exit(_) => {}
+                    Step::Split(s) => out.extend(s.variants.iter().filter_map(|v| follow(Some(&v.next)))),
                     Step::Branch(b) => out.extend(
                         [follow(Some(&b.then)), follow(Some(&b.otherwise))]
                             .into_iter()

@@ -7,6 +7,8 @@
 //! template ids, the step graph, consent for marketing sends).
 
 mod load;
+#[cfg(test)]
+mod tests;
 
 use super::condition::Condition;
 use super::duration::{Duration, LocalTime};
@@ -46,6 +48,11 @@ pub struct Campaign {
     #[serde(default)]
     pub goals: Vec<Goal>,
     pub steps: Vec<Step>,
+    /// Experiments (decision 0081): the share of the customers who enter
+    /// that are held out of every send of the campaign, so that its effect
+    /// can be measured against them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holdout: Option<Holdout>,
     /// A campaign whose first version says so is paused until resumed: a
     /// shipped campaign a shop must choose to run (the consent renewal).
     /// Later versions do not change whether it is paused.
@@ -71,6 +78,30 @@ pub struct EventRule {
     pub pattern: EventPattern,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// A path into the event (`event.detail.data.order_id`): the rule
+    /// matches only an event whose value there equals the value at the
+    /// same path in the journey's trigger (decision 0073 addendum). A
+    /// trigger without a value there is matched by no event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub same: Option<String>,
+}
+
+impl EventRule {
+    /// Whether `event` is about the same thing as `trigger` (the journey's
+    /// triggering event), as `same` asks; true for a rule without `same`.
+    pub fn same_as_trigger(&self, event: &Value, trigger: &Value) -> bool {
+        let Some(path) = &self.same else { return true };
+        let Ok((_, segments)) = super::condition::parse_path(path) else {
+            return false;
+        };
+        match (
+            super::condition::lookup(event, &segments),
+            super::condition::lookup(trigger, &segments),
+        ) {
+            (Some(a), Some(b)) => a == b,
+            _ => false,
+        }
+    }
 }
 
 pub type ExitRule = EventRule;
@@ -160,7 +191,46 @@ pub enum Step {
     UpdateSegment(UpdateSegmentStep),
     Emit(EmitStep),
     Exit(ExitStep),
+    Split(SplitStep),
 }
+
+/// The most a holdout may hold out, in percent (decision 0081).
+pub const MAX_HOLDOUT_PERCENT: u8 = 50;
+
+/// A campaign's `holdout: {percent: 10}` (decision 0081): that share of the
+/// customers who enter (1 to [`MAX_HOLDOUT_PERCENT`] percent, by a hash of
+/// customer and campaign) are recorded and exit without any send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Holdout {
+    pub percent: u8,
+}
+
+/// An experiment (decision 0081): each customer goes to one variant's
+/// `next`, chosen by a hash of customer, campaign and `experiment` against
+/// the variants' weights, and always the same one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SplitStep {
+    pub id: String,
+    /// The experiment's id, a slug; what the assignment is recorded under.
+    pub experiment: String,
+    pub variants: Vec<Variant>,
+}
+
+/// One arm of a [`SplitStep`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Variant {
+    /// A step id-like name (`a`, `subject-short`), unique in the split.
+    pub id: String,
+    /// Its share against the other variants' weights (1 to 10 000).
+    pub weight: u32,
+    pub next: String,
+}
+
+/// The most one variant may weigh.
+pub const MAX_VARIANT_WEIGHT: u32 = 10_000;
 
 /// Waits for a duration, or until the next local time of day (in the
 /// customer's time zone).
@@ -209,16 +279,97 @@ pub struct SendStep {
     pub id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
-    pub channel: Channel,
-    /// A template id from [`templates::KNOWN_TEMPLATES`].
+    /// One channel, or `preferred` (decision 0076): the channel function
+    /// picks one of `fallback` for the customer at delivery.
+    pub channel: SendChannel,
+    /// A template id from [`templates::KNOWN_TEMPLATES`]: the message's, or
+    /// with `channel: preferred` the one of each channel `templates` does
+    /// not name.
     pub template: String,
+    /// `channel: preferred`: the channels it may take, in the order tried
+    /// after the customer's preferred one (decision 0076).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallback: Vec<Channel>,
+    /// `channel: preferred`: the template of a channel, instead of `template`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub templates: std::collections::BTreeMap<Channel, String>,
     pub category: Category,
     /// The consent purpose checked (for this channel) when sending.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub purpose: Option<Purpose>,
+    /// A discount code the message carries (decision 0074).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discount: Option<DiscountStep>,
+}
+
+/// A send step's `discount: {percent: 10, valid_for: 72h}` (decision
+/// 0074): the channel mints a code worth `percent` off (1 to 100), valid
+/// for `valid_for` from when the message is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscountStep {
+    pub percent: u8,
+    pub valid_for: Duration,
+}
+
+impl DiscountStep {
+    /// What the journey asks the channel for.
+    pub fn offer(self) -> crate::vocabulary::DiscountOffer {
+        crate::vocabulary::DiscountOffer {
+            percent: self.percent,
+            valid_for_seconds: self.valid_for.as_seconds(),
+        }
+    }
+}
+
+/// The channel of a send step: one, or the customer's preferred one among
+/// the step's `fallback` (decision 0076).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SendChannel {
+    Email,
+    Sms,
+    Push,
+    Preferred,
+}
+
+impl SendChannel {
+    /// The one channel of a send on one channel.
+    pub fn fixed(self) -> Option<Channel> {
+        match self {
+            SendChannel::Email => Some(Channel::Email),
+            SendChannel::Sms => Some(Channel::Sms),
+            SendChannel::Push => Some(Channel::Push),
+            SendChannel::Preferred => None,
+        }
+    }
+}
+
+impl From<Channel> for SendChannel {
+    fn from(channel: Channel) -> Self {
+        match channel {
+            Channel::Email => SendChannel::Email,
+            Channel::Sms => SendChannel::Sms,
+            Channel::Push => SendChannel::Push,
+        }
+    }
 }
 
 impl SendStep {
+    /// The channels the send may go on: its one channel, or its fallback
+    /// list in order.
+    pub fn channels(&self) -> Vec<Channel> {
+        match self.channel.fixed() {
+            Some(channel) => vec![channel],
+            None => self.fallback.clone(),
+        }
+    }
+
+    /// The template of the message on `channel`.
+    pub fn template_for(&self, channel: Channel) -> &str {
+        self.templates.get(&channel).unwrap_or(&self.template)
+    }
+
     /// The consent the send needs: its `purpose`, else marketing for a
     /// marketing send and none for a transactional one.
     pub fn consent_purpose(&self) -> Option<Purpose> {
@@ -272,7 +423,16 @@ pub struct ExitStep {
     pub reason: Option<String>,
 }
 
-const STEP_TYPES: [&str; 7] = ["wait", "wait_until", "branch", "send", "update_segment", "emit", "exit"];
+const STEP_TYPES: [&str; 8] = [
+    "wait",
+    "wait_until",
+    "branch",
+    "send",
+    "update_segment",
+    "emit",
+    "exit",
+    "split",
+];
 
 impl Step {
     pub fn id(&self) -> &str {
@@ -284,6 +444,7 @@ impl Step {
             Step::UpdateSegment(s) => &s.id,
             Step::Emit(s) => &s.id,
             Step::Exit(s) => &s.id,
+            Step::Split(s) => &s.id,
         }
     }
 
@@ -297,6 +458,7 @@ impl Step {
             Step::UpdateSegment(_) => "update_segment",
             Step::Emit(_) => "emit",
             Step::Exit(_) => "exit",
+            Step::Split(_) => "split",
         }
     }
 
@@ -308,7 +470,7 @@ impl Step {
             Step::Send(s) => s.next.as_deref(),
             Step::UpdateSegment(s) => s.next.as_deref(),
             Step::Emit(s) => s.next.as_deref(),
-            Step::Branch(_) | Step::Exit(_) => None,
+            Step::Branch(_) | Step::Exit(_) | Step::Split(_) => None,
         }
     }
 
@@ -329,6 +491,7 @@ impl Step {
                 targets.push(("then", s.then.as_str()));
                 targets.push(("else", s.otherwise.as_str()));
             }
+            // Each variant's `next`, checked with its own path by the loader.
             _ => {}
         }
         targets
@@ -351,7 +514,8 @@ impl Campaign {
                 _ => None,
             })
             .peekable();
-        sends.peek().is_some() && sends.all(|s| s.channel == channel && s.consent_purpose() == Some(purpose))
+        sends.peek().is_some()
+            && sends.all(|s| s.channels().iter().all(|c| *c == channel) && s.consent_purpose() == Some(purpose))
     }
 
     /// Loads and validates a definition. On failure, every problem found is
@@ -362,9 +526,19 @@ impl Campaign {
         Self::from_value(&raw)
     }
 
-    /// Validates a definition given as JSON (the API's form of the same document).
+    /// Validates a definition given as JSON (the API's form of the same
+    /// document); its sends may name the shipped templates.
     pub fn from_value(raw: &Value) -> Result<Campaign, Vec<DefinitionError>> {
+        Self::from_value_with(raw, &crate::journey::templates::KnownTemplates::Shipped)
+    }
+
+    /// [`Campaign::from_value`], its sends naming any of `known` (decision 0077).
+    pub fn from_value_with(
+        raw: &Value,
+        known: &crate::journey::templates::KnownTemplates,
+    ) -> Result<Campaign, Vec<DefinitionError>> {
         let mut loader = Loader::default();
+        loader.templates = known.clone();
         let campaign = loader.load(raw);
         match campaign {
             Some(campaign) if loader.errors.is_empty() => Ok(campaign),
@@ -384,7 +558,7 @@ impl Campaign {
         let index = self.steps.iter().position(|s| s.id() == id)?;
         let step = &self.steps[index];
         match step {
-            Step::Branch(_) | Step::Exit(_) => None,
+            Step::Branch(_) | Step::Exit(_) | Step::Split(_) => None,
             _ => match step.next() {
                 Some(END) => None,
                 Some(target) => self.step(target),

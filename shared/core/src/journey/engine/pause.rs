@@ -104,7 +104,14 @@ impl JourneyEngine {
         };
         let no_answer = |_: &CampaignState, _: &[EventEnvelope]| (200, serde_json::Value::Null);
         self.campaigns
-            .execute(campaign_id, &command, &None, &meta, None, &no_answer)
+            .execute(
+                campaign_id,
+                &command,
+                &campaign_store::CampaignInput::default(),
+                &meta,
+                None,
+                &no_answer,
+            )
             .await
             .map_err(|source| EngineError::Campaign {
                 stream: campaign_store::stream_id(campaign_id),

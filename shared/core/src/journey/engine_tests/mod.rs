@@ -11,10 +11,12 @@
 //! - `sweep`: lost timers re-armed, overdue waits fired, orphaned lines removed,
 //! - `causation`: correlation and causation from trigger to message,
 //! - `consent`: a revoked consent ends the journeys that need it for every send,
-//! - `lookback`: events delivered out of order still act on the instance.
+//! - `lookback`: events delivered out of order still act on the instance,
+//! - `experiments`: splits, holdouts, their explanation and stats (decision 0081).
 
 mod causation;
 mod consent;
+mod experiments;
 mod healing;
 mod lookback;
 mod pause;

@@ -109,6 +109,23 @@ pub fn decide(
             let Some(instance) = instance else {
                 return Ok(events);
             };
+            if let Some(holdout) = campaign.holdout {
+                let bucket =
+                    crate::journey::experiment::bucket(customer_id, &campaign.id, crate::journey::experiment::HOLDOUT);
+                if holdout.holds_out(bucket) {
+                    events.push(JourneyEvent::JourneyHoldoutAssigned {
+                        campaign_id: campaign.id.clone(),
+                        percent: holdout.percent,
+                        bucket,
+                    });
+                    events.push(JourneyEvent::JourneyExited {
+                        reason: ExitReason::Holdout,
+                        rule: None,
+                        event_id: None,
+                    });
+                    return Ok(events);
+                }
+            }
             let first = campaign.steps.first().map(|s| s.id().to_string());
             events.extend(run(&instance, campaign, first, ctx)?);
             Ok(events)
@@ -186,8 +203,15 @@ fn on_timer(
     Ok(events)
 }
 
-fn rule_matches(rule: &crate::journey::definition::EventRule, event: &Value, ctx: &JourneyContext<'_>) -> bool {
-    rule.pattern.matches(event) && rule.conditions.iter().all(|c| c.holds(event, ctx.profile))
+fn rule_matches(
+    rule: &crate::journey::definition::EventRule,
+    event: &Value,
+    trigger: &Value,
+    ctx: &JourneyContext<'_>,
+) -> bool {
+    rule.pattern.matches(event)
+        && rule.conditions.iter().all(|c| c.holds(event, ctx.profile))
+        && rule.same_as_trigger(event, trigger)
 }
 
 fn on_event(
@@ -202,14 +226,22 @@ fn on_event(
     if event_id == s.trigger.event_id || s.used_events.contains(&event_id) {
         return Ok(Vec::new());
     }
-    if let Some(rule) = campaign.exit_on.iter().find(|r| rule_matches(r, event, ctx)) {
+    if let Some(rule) = campaign
+        .exit_on
+        .iter()
+        .find(|r| rule_matches(r, event, &s.trigger_event, ctx))
+    {
         return Ok(vec![JourneyEvent::JourneyExited {
             reason: ExitReason::ExitEvent,
             rule: Some(rule.name.clone()),
             event_id: Some(event_id),
         }]);
     }
-    if let Some(goal) = campaign.goals.iter().find(|r| rule_matches(r, event, ctx)) {
+    if let Some(goal) = campaign
+        .goals
+        .iter()
+        .find(|r| rule_matches(r, event, &s.trigger_event, ctx))
+    {
         return Ok(vec![JourneyEvent::JourneyExited {
             reason: ExitReason::Goal,
             rule: Some(goal.name.clone()),
@@ -372,18 +404,32 @@ fn run(
         let follow = || campaign.next_after(&id).map(|s| s.id().to_string());
         match current {
             Step::Send(send) => {
+                let channels = send.channels();
+                let channel = channels.first().copied().unwrap_or(Channel::Email);
+                let candidates = match send.channel.fixed() {
+                    Some(_) => Vec::new(),
+                    None => channels
+                        .iter()
+                        .map(|c| crate::vocabulary::ChannelOption {
+                            channel: *c,
+                            template: send.template_for(*c).to_string(),
+                        })
+                        .collect(),
+                };
                 events.push(JourneyEvent::MessageRequested {
                     message_id: message_id(&state.id, &id, visit),
                     instance_id: state.id.clone(),
                     campaign_id: campaign.id.clone(),
                     campaign_version: state.campaign_version,
                     step_id: id.clone(),
+                    candidates,
                     customer_id: state.customer_id.clone(),
-                    channel: send.channel,
-                    template: send.template.clone(),
+                    channel,
+                    template: send.template_for(channel).to_string(),
                     category: send.category,
                     purpose: send.consent_purpose(),
                     kind: (send.category == Category::Marketing).then_some(campaign.kind),
+                    discount: send.discount.map(|d| d.offer()),
                     data: state
                         .trigger_event
                         .get("detail")
@@ -412,6 +458,35 @@ fn run(
             Step::Branch(b) => {
                 let holds = b.conditions.iter().all(|c| c.holds(&state.trigger_event, ctx.profile));
                 next = Some(if holds { b.then.clone() } else { b.otherwise.clone() });
+            }
+            Step::Split(split) => {
+                // The variant recorded on an earlier visit, else a new
+                // assignment, recorded once (decision 0081).
+                let recorded = state
+                    .variants
+                    .get(&split.experiment)
+                    .and_then(|v| split.variants.iter().find(|x| &x.id == v));
+                let variant = match recorded {
+                    Some(v) => Some(v),
+                    None => {
+                        let bucket =
+                            crate::journey::experiment::bucket(&state.customer_id, &campaign.id, &split.experiment);
+                        let chosen = split.variant_for(bucket);
+                        if let Some(v) = chosen {
+                            let assigned = JourneyEvent::JourneyVariantAssigned {
+                                campaign_id: campaign.id.clone(),
+                                step_id: id.clone(),
+                                experiment: split.experiment.clone(),
+                                variant: v.id.clone(),
+                                bucket,
+                            };
+                            state = evolve(Some(state), &assigned, ctx.now, 0).unwrap_or_else(|| start.clone());
+                            events.push(assigned);
+                        }
+                        chosen
+                    }
+                };
+                next = variant.map(|v| v.next.clone());
             }
             Step::Exit(_) => {
                 events.push(JourneyEvent::JourneyExited {

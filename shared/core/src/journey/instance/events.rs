@@ -23,6 +23,9 @@ pub enum ExitReason {
     /// The customer revoked the consent every send of the journey needs
     /// (the seed's `CampaignsPaused`, decision 0067).
     ConsentRevoked,
+    /// The campaign's holdout took the customer (decision 0081): recorded,
+    /// sent nothing.
+    Holdout,
 }
 
 /// What triggered an instance: enough to explain it later.
@@ -77,6 +80,10 @@ pub enum JourneyEvent {
         campaign_id: String,
         campaign_version: u64,
         step_id: String,
+        /// A `channel: preferred` send (decision 0076): the channels the
+        /// channel function chooses among, in the step's fallback order.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        candidates: Vec<crate::vocabulary::ChannelOption>,
         customer_id: String,
         channel: Channel,
         template: String,
@@ -86,6 +93,9 @@ pub enum JourneyEvent {
         /// The campaign's kind, on marketing sends (decision 0064).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         kind: Option<crate::vocabulary::MarketingKind>,
+        /// The discount code the step asks for (decision 0074).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        discount: Option<crate::vocabulary::DiscountOffer>,
         data: Value,
     },
     SegmentMembershipRequested {
@@ -97,6 +107,25 @@ pub enum JourneyEvent {
         step_id: String,
         event_type: String,
         data: Value,
+    },
+    /// A `split` step assigned the customer to a variant of its experiment
+    /// (decision 0081), the first time the instance reached it.
+    JourneyVariantAssigned {
+        campaign_id: String,
+        step_id: String,
+        experiment: String,
+        variant: String,
+        /// The customer's bucket in [0, 10 000) (`journey::experiment`).
+        bucket: u64,
+    },
+    /// The campaign's holdout took the customer (decision 0081): the
+    /// instance exits next, without a send.
+    JourneyHoldoutAssigned {
+        campaign_id: String,
+        /// The holdout's percent.
+        percent: u8,
+        /// The customer's bucket in [0, 10 000) (`journey::experiment`).
+        bucket: u64,
     },
     JourneyExited {
         reason: ExitReason,

@@ -50,6 +50,9 @@ pub struct JourneyInstance {
     /// they change nothing.
     #[serde(default)]
     pub used_events: BTreeSet<Uuid>,
+    /// The variant each experiment assigned (decision 0081), by experiment id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub variants: BTreeMap<String, String>,
 }
 
 /// Folds one event into the instance.
@@ -85,6 +88,7 @@ pub fn evolve(
             updated_at: at,
             version,
             used_events: BTreeSet::from([trigger.event_id]),
+            variants: BTreeMap::new(),
         });
     }
     let mut s = state?;
@@ -123,7 +127,13 @@ pub fn evolve(
         }
         JourneyEvent::MessageRequested { .. }
         | JourneyEvent::SegmentMembershipRequested { .. }
-        | JourneyEvent::JourneyEventEmitted { .. } => {}
+        | JourneyEvent::JourneyEventEmitted { .. }
+        | JourneyEvent::JourneyHoldoutAssigned { .. } => {}
+        JourneyEvent::JourneyVariantAssigned {
+            experiment, variant, ..
+        } => {
+            s.variants.insert(experiment.clone(), variant.clone());
+        }
         JourneyEvent::JourneyExited { reason, event_id, .. } => {
             if let Some(id) = event_id {
                 s.used_events.insert(*id);

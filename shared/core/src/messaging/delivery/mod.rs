@@ -21,6 +21,7 @@
 //! once. A claim still without an outcome when its window ends (a crash
 //! between the claim and the answer) is treated the same way.
 
+mod discount;
 mod feedback;
 mod message;
 mod pipeline;
@@ -49,6 +50,7 @@ use crate::event::{CommandMeta, EventCodecError, EventEnvelope};
 use crate::failure::{Classify, Failure, FailureKind, Reason};
 use crate::messaging::events::{MessageEvent, MessageRequest};
 use crate::messaging::provider::ProviderError;
+use crate::messaging::templates::{StoredTemplates, TemplateSource};
 use crate::messaging::unsubscribe::TokenSigner;
 use crate::metrics::{MetricSet, MetricsSink, NoMetrics};
 use crate::ports::{DeadLetterQueue, EventStore, ReadModelStore, StoreError};
@@ -183,6 +185,9 @@ pub struct MessageDelivery {
     settings: DeliverySettings,
     metrics: Arc<dyn MetricsSink>,
     pause: Arc<dyn Pause>,
+    /// Where the template to render comes from (decision 0077): the stored
+    /// versions, the shipped ones as the fallback.
+    templates: Arc<dyn TemplateSource>,
 }
 
 impl MessageDelivery {
@@ -201,6 +206,7 @@ impl MessageDelivery {
         MessageDelivery {
             customers: CustomerService::new(events.clone(), clock.clone()).with_identifiers(identifiers.clone()),
             messages: AggregateService::new(events.clone(), clock.clone()),
+            templates: Arc::new(StoredTemplates::new(events.clone())),
             events,
             docs,
             scheduler,
@@ -220,6 +226,13 @@ impl MessageDelivery {
     /// retries at once).
     pub fn with_pause(mut self, pause: Arc<dyn Pause>) -> Self {
         self.pause = pause;
+        self
+    }
+
+    /// Where the templates come from (by default the event store the
+    /// delivery writes, with the shipped templates as the fallback).
+    pub fn with_templates(mut self, templates: Arc<dyn TemplateSource>) -> Self {
+        self.templates = templates;
         self
     }
 

@@ -11,16 +11,20 @@ use crate::consent::{Channel, Purpose};
 use crate::customer::Customer;
 use crate::event::{Actor, CommandMeta, EventEnvelope};
 use crate::failure::{Classify, Failure};
+use crate::messaging::choice;
 use crate::messaging::decision::{self, address, Decision, DecisionInput};
+use crate::messaging::events::SuppressionReason;
 use crate::messaging::events::{message_stream, DeferralReason, MessageEvent, MessageRequest, RequestRef};
 use crate::messaging::provider::{EmailMessage, ProviderError, ProviderReceipt, PushMessage, SmsMessage};
 use crate::messaging::render::{self, Rendered};
+use crate::messaging::templates::TemplateSourceError;
 use crate::messaging::unsubscribe::links;
 use crate::metrics::names as metric;
 use crate::privacy::scrub::scrub;
 use crate::privacy::{HashedIdentifier, IdentifierKind};
 use crate::scheduler::{timer_name, TimerKind, TimerPayload};
 use crate::vocabulary::Category;
+use crate::vocabulary::ChannelChoice;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
@@ -95,6 +99,17 @@ impl MessageDelivery {
             .load(&recipient)
             .await
             .map_err(|e| DeliveryError::Step(Failure::retryable("reading the customer", e)))?;
+        // A `channel: preferred` send goes on the channel chosen now (decision 0076).
+        let choice = customer.as_ref().and_then(|c| choice::choose(request, c, now));
+        let on_chosen;
+        let request = match choice.as_ref().map(|c| c.chosen) {
+            Some(Some(channel)) => {
+                on_chosen = choice::on_channel(request, channel);
+                &on_chosen
+            }
+            Some(None) => return self.no_channel(request, meta, &state, choice).await,
+            None => request,
+        };
         let hash = customer
             .as_ref()
             .and_then(|c| address(c, request.channel))
@@ -137,6 +152,7 @@ impl MessageDelivery {
                     channel: request.channel,
                     reason,
                     detail,
+                    channel_choice: choice,
                 };
                 match self.record(&request.message_id, meta, &state, vec![event]).await? {
                     Some(_) => {
@@ -148,9 +164,41 @@ impl MessageDelivery {
             }
             Decision::Defer { until, reason } => self.defer(request, requested, meta, &state, until, reason).await,
             Decision::Send => match customer {
-                Some(c) => self.send(request, requested, meta, &state, &c).await,
+                Some(c) => self.send(request, requested, meta, &state, &c, choice).await,
                 None => Err(DeliveryError::unusable("decided to send to no customer")),
             },
+        }
+    }
+
+    /// Refuses a `channel: preferred` send no channel qualifies for.
+    async fn no_channel(
+        &self,
+        request: &MessageRequest,
+        meta: &CommandMeta,
+        state: &MessageState,
+        choice: Option<ChannelChoice>,
+    ) -> Result<DeliveryOutcome, DeliveryError> {
+        let detail = choice.as_ref().map(choice::none_qualified).unwrap_or_default();
+        tracing::info!(message_id = %request.message_id, %detail, "message suppressed: no channel");
+        let event = MessageEvent::MessageSuppressed {
+            message_id: request.message_id.clone(),
+            customer_id: request.customer_id.clone(),
+            campaign_id: request.campaign_id.clone(),
+            channel: request.channel,
+            reason: SuppressionReason::NoChannel,
+            detail,
+            channel_choice: choice,
+        };
+        match self.record(&request.message_id, meta, state, vec![event]).await? {
+            Some(_) => {
+                self.count(
+                    metric::MESSAGES_SUPPRESSED,
+                    request,
+                    Some(kebab(&SuppressionReason::NoChannel)),
+                );
+                Ok(DeliveryOutcome::Suppressed)
+            }
+            None => Ok(DeliveryOutcome::Duplicate),
         }
     }
 
@@ -212,18 +260,56 @@ impl MessageDelivery {
         meta: &CommandMeta,
         state: &MessageState,
         customer: &Customer,
+        choice: Option<ChannelChoice>,
     ) -> Result<DeliveryOutcome, DeliveryError> {
         let now = self.now();
         let Some(to) = address(customer, request.channel) else {
             return Err(DeliveryError::unusable("no address"));
         };
-        let rendered = match render::render(&request.template, &self.variables(request, customer, now)) {
+        // The template's current version (decision 0077).
+        let template = match self.templates.current(&request.template).await {
+            Ok(t) => t,
+            Err(TemplateSourceError::Store(e)) => return Err(DeliveryError::Store(e)),
+            Err(TemplateSourceError::Render(e)) => {
+                return self.fail_for_good(request, meta, state, e.to_string()).await;
+            }
+        };
+        if template.channel() != request.channel {
+            // A campaign may name a stored template written for another
+            // channel: never send an email's text as an SMS (decision 0077).
+            let error = format!(
+                "template {} is written for {}, and this message goes by {}",
+                request.template,
+                template.channel(),
+                request.channel
+            );
+            return self.fail_for_good(request, meta, state, error).await;
+        }
+        let mut vars = self.variables(request, customer, now);
+        if request.category == Category::Marketing {
+            // The customer's recommended products (decision 0075).
+            let products = crate::segments::latest_recommendations(self.events.as_ref(), &request.customer_id).await?;
+            vars["data"] = crate::segments::recommend::with_recommendations(vars["data"].take(), &products);
+        }
+        // The discount code the step asks for (decision 0074): minted now.
+        let discount = self.issue_discount(request, &customer.id, meta).await?;
+        vars["discount"] = super::discount::discount_variable(discount.as_ref());
+        let rendered = match render::render_compiled(&template, &vars) {
             Ok(r) => r,
             Err(e) => {
                 return self.fail_for_good(request, meta, state, e.to_string()).await;
             }
         };
-        let claim = MessageEvent::claim(request, self.identifiers.address(request.channel, &to));
+        let mut claim = MessageEvent::claim(request, self.identifiers.address(request.channel, &to));
+        if let MessageEvent::MessageClaimed {
+            channel_choice,
+            template_version,
+            ..
+        } = &mut claim
+        {
+            *channel_choice = choice;
+            *template_version = Some(template.version());
+        }
         let Some((claimed, claim_events)) = self.record(&request.message_id, meta, state, vec![claim]).await? else {
             return Ok(DeliveryOutcome::Duplicate);
         };

@@ -251,6 +251,7 @@ impl World {
             campaign_id: "abandoned-cart".into(),
             campaign_version: 1,
             step_id: "reminder".into(),
+            candidates: Vec::new(),
             customer_id: CUSTOMER.into(),
             channel,
             template: template.into(),
@@ -258,6 +259,7 @@ impl World {
             purpose: (category == Category::Marketing).then_some(Purpose::Marketing),
             // The abandoned cart is a lifecycle campaign (decision 0064).
             kind: (category == Category::Marketing).then_some(crate::messaging::events::MarketingKind::Lifecycle),
+            discount: None,
             data: render::sample_data(template).expect("sample")["data"].clone(),
         };
         let mut e = raw_event(

@@ -78,12 +78,14 @@ async fn a_welcome_deferred_by_quiet_hours_leaves_its_plaintext_nowhere() {
         campaign_id: "welcome".into(),
         campaign_version: 1,
         step_id: "welcome".into(),
+        candidates: Vec::new(),
         customer_id: CUSTOMER.into(),
         channel: Channel::Email,
         template: "welcome".into(),
         category: Category::Marketing,
         purpose: Some(Purpose::Marketing),
         kind: Some(crate::messaging::events::MarketingKind::Lifecycle),
+        discount: None,
         data: registered.data.clone(),
     };
     let mut requested = raw_event(

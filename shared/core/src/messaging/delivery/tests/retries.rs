@@ -56,6 +56,28 @@ async fn a_missing_template_variable_fails_the_message_for_good_naming_it() {
 }
 
 #[tokio::test]
+async fn a_template_written_for_another_channel_fails_the_message_for_good_and_sends_nothing() {
+    let w = World::new().await;
+    // An email message naming the checkout's SMS template (a campaign can
+    // name a stored template of any channel; decision 0077).
+    let request = w.requested(1, "checkout-abandonment-sms", Category::Transactional);
+    assert_eq!(
+        w.delivery.on_requested(&request).await.expect("deliver"),
+        DeliveryOutcome::Failed
+    );
+    assert!(w.provider.sent().is_empty());
+    assert_eq!(w.stream_types("msg-1").await, vec!["MessageFailed"]);
+    let letters = w.dead_letters.letters.lock().expect("lock").clone();
+    assert!(
+        letters[0]
+            .reason
+            .contains("written for sms, and this message goes by email"),
+        "{:?}",
+        letters[0].reason
+    );
+}
+
+#[tokio::test]
 async fn errors_that_prove_nothing_was_sent_release_the_claim_at_once() {
     let w = World::new().await;
     // Throttled on every in-process attempt: given back, sent on redelivery.
