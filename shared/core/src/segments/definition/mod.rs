@@ -21,7 +21,9 @@
 
 mod condition;
 mod evaluate;
+pub mod facts;
 mod load;
+pub mod preview;
 #[cfg(test)]
 mod tests;
 
