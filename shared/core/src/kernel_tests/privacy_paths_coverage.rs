@@ -96,6 +96,11 @@ const NOT_PERSONAL: &[(&str, &str, &str)] = &[
         "a template's sample variables, example data written by staff to check and preview it (decision 0077); about no customer",
     ),
     (
+        "SegmentDefined",
+        "definition",
+        "a rule segment's definition, written by staff (decision 0082); about no customer",
+    ),
+    (
         "JourneyEventEmitted",
         "data",
         "the emit step's constant data from the campaign definition (journey::instance copies it as written); nothing of the customer is put in it",

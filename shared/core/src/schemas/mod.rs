@@ -167,6 +167,8 @@ fn current_payloads() -> Result<Vec<Payload>, SchemaGenError> {
     out.extend(payloads_of::<RetentionEvent>()?);
     out.extend(payloads_of::<SegmentEvent>()?);
     out.extend(payloads_of::<crate::segments::AffinityEvent>()?);
+    out.extend(payloads_of::<crate::segments::definition::SegmentDefinitionEvent>()?);
+    out.extend(payloads_of::<crate::segments::definition::SegmentIndexEvent>()?);
     out.extend(payloads_of::<CartEvent>()?);
     out.extend(payloads_of::<OrderEvent>()?);
     out.extend(payloads_of::<crate::commerce::discount::DiscountEvent>()?);

@@ -19,6 +19,7 @@
 //! This is the domain step only: no route, no stream, no projection yet
 //! (decision 0080 lists what the next step adds).
 
+pub mod catalog;
 mod condition;
 mod evaluate;
 pub mod facts;
@@ -27,6 +28,10 @@ pub mod preview;
 #[cfg(test)]
 mod tests;
 
+pub use catalog::{
+    defined_segment, defined_segments, DefinedSegment, DefinitionError, SegmentDefinitionEvent, SegmentDefinitions,
+    SegmentIndexEvent, SEGMENT_DEFINITION_EVENT_TYPES,
+};
 pub use condition::{
     Condition, ConsentLeaf, ConsentRef, ConsentState, EngagedLeaf, Engagement, FieldOp, Metric, MetricLeaf, MetricOp,
     NotPerformedLeaf, PerformedLeaf, ProfileLeaf, PropertyTest,
