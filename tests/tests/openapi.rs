@@ -183,6 +183,13 @@ async fn every_operation_answers_with_a_documented_status() {
             Some("segmentMembers") => {
                 url = url.replacen(&id, "buyers", 1);
             }
+            // A fixed segment to read; the definition of the example to put and preview.
+            Some("getSegment") => {
+                url = url.replacen(&id, "buyers", 1);
+            }
+            Some("putSegment" | "previewSegment") => {
+                url = url.replacen(&id, "german-buyers", 1);
+            }
             Some("campaignStats") => {
                 url = url.replacen(&id, "welcome", 1);
             }

@@ -85,6 +85,9 @@ pub const ROUTE_TABLE: &[Route] = &[
     route("POST", "/customers/{id}/activity", WRITE),
     route("GET", "/customers/{id}/segments", READ),
     route("GET", "/segments", READ),
+    route("GET", "/segments/{id}", READ),
+    route("PUT", "/segments/{id}", ADMIN),
+    route("POST", "/segments/{id}/preview", ADMIN),
     route("GET", "/segments/{id}/members", READ),
     route("POST", "/carts", WRITE),
     route("GET", "/carts/{id}", READ),
@@ -337,6 +340,8 @@ pub fn router(state: AppState) -> Router {
         .route("/customers/{id}/activity", post(segments::record))
         .route("/customers/{id}/segments", get(segments::customer_segments))
         .route("/segments", get(segments::list))
+        .route("/segments/{id}", get(segments::get_segment).put(segments::put_segment))
+        .route("/segments/{id}/preview", post(segments::preview_segment))
         .route("/segments/{id}/members", get(segments::members))
         .route("/carts", post(carts::create))
         .route("/carts/{id}", get(carts::get_cart))

@@ -376,20 +376,17 @@ impl SegmentDefinitions {
         }
     }
 
-    /// Validates `document` and stores it as a new version of `id`,
-    /// registering a new id first. `manual` are the manual segments in use
-    /// (the caller knows them: the members index, the campaigns'
-    /// `update_segment` steps): an `in_segment` may name one, and a new
-    /// definition may not take one's id. Returns the segment at its current
-    /// version and whether a version was written (the current definition
-    /// put again writes nothing).
-    pub async fn put(
+    /// Checks `document` as a definition of `id` without storing it: what
+    /// [`Self::put`] refuses, this refuses (a draft to preview, say).
+    /// `manual` are the manual segments in use (the caller knows them: the
+    /// members index, the campaigns' `update_segment` steps): an
+    /// `in_segment` may name one, and a new definition may not take one's id.
+    pub async fn check(
         &self,
         id: &str,
         document: &Value,
         manual: &BTreeSet<String>,
-        actor: Actor,
-    ) -> Result<(DefinedSegment, bool), DefinitionError> {
+    ) -> Result<RuleSegment, DefinitionError> {
         let segment = RuleSegment::from_value(document).map_err(DefinitionError::Invalid)?;
         if segment.id != id {
             return Err(DefinitionError::Invalid(vec![id_mismatch(id, &segment.id)]));
@@ -439,7 +436,21 @@ impl SegmentDefinitions {
         if let Some((path, cycle)) = find_cycle(&segment, &graph) {
             return Err(DefinitionError::Cycle { path, cycle });
         }
+        Ok(segment)
+    }
 
+    /// Checks `document` ([`Self::check`]) and stores it as a new version
+    /// of `id`, registering a new id first. Returns the segment at its
+    /// current version and whether a version was written (the current
+    /// definition put again writes nothing).
+    pub async fn put(
+        &self,
+        id: &str,
+        document: &Value,
+        manual: &BTreeSet<String>,
+        actor: Actor,
+    ) -> Result<(DefinedSegment, bool), DefinitionError> {
+        let segment = self.check(id, document, manual).await?;
         let meta = CommandMeta::new(actor);
         let command = DefinitionCommand::Define(segment);
         let (state, _) = self.definitions.load_stream(id).await?;
