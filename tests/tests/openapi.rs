@@ -193,6 +193,19 @@ async fn every_operation_answers_with_a_documented_status() {
             Some("campaignStats") => {
                 url = url.replacen(&id, "welcome", 1);
             }
+            // Broadcast routes act on one scheduled for tomorrow (resume: paused first; decision 0084).
+            Some("getBroadcast" | "pauseBroadcast" | "resumeBroadcast" | "cancelBroadcast") => {
+                url = url.replacen(&id, "spring-sale", 1);
+                let at = (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339();
+                let body = serde_json::json!({ "id": "spring-sale", "template": "welcome", "channel": "email",
+                    "audience": { "segments": ["buyers"] }, "send": { "type": "at", "at": at } });
+                let scheduled = api.call("POST", "/broadcasts", Some(&body.to_string())).await;
+                assert_eq!(scheduled.status, 201, "{:?}", scheduled.body);
+                if op["operationId"] == "resumeBroadcast" {
+                    let paused = api.call("POST", "/broadcasts/spring-sale/pause", None).await;
+                    assert_eq!(paused.status, 200, "{:?}", paused.body);
+                }
+            }
             // Campaign routes act on the shipped abandoned-cart campaign (resume: paused first).
             // Rollback: an edited version 2 first, so version 1 is not current.
             Some("getCampaign" | "putCampaign" | "pauseCampaign" | "resumeCampaign" | "rollbackCampaign") => {

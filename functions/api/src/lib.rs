@@ -10,6 +10,7 @@
 
 mod assembly;
 mod auth;
+mod broadcasts;
 mod campaigns;
 mod carts;
 mod cors;
@@ -109,6 +110,11 @@ pub const ROUTE_TABLE: &[Route] = &[
     route("POST", "/campaigns/{id}/pause", ADMIN),
     route("POST", "/campaigns/{id}/resume", ADMIN),
     route("POST", "/campaigns/{id}/rollback", ADMIN),
+    route("POST", "/broadcasts", ADMIN),
+    route("GET", "/broadcasts/{id}", READ),
+    route("POST", "/broadcasts/{id}/pause", ADMIN),
+    route("POST", "/broadcasts/{id}/resume", ADMIN),
+    route("POST", "/broadcasts/{id}/cancel", ADMIN),
     route("GET", "/messages/{message_id}/explain", READ),
     route("GET", "/customers/{id}/journeys", READ),
     route("GET", "/customers/{id}/funnel", READ),
@@ -368,6 +374,11 @@ pub fn router(state: AppState) -> Router {
         .route("/campaigns/{id}/pause", post(campaigns::pause))
         .route("/campaigns/{id}/resume", post(campaigns::resume))
         .route("/campaigns/{id}/rollback", post(campaigns::rollback))
+        .route("/broadcasts", post(broadcasts::schedule))
+        .route("/broadcasts/{id}", get(broadcasts::get_broadcast))
+        .route("/broadcasts/{id}/pause", post(broadcasts::pause))
+        .route("/broadcasts/{id}/resume", post(broadcasts::resume))
+        .route("/broadcasts/{id}/cancel", post(broadcasts::cancel))
         .route("/messages/{message_id}/explain", get(campaigns::explain))
         .route("/customers/{id}/journeys", get(campaigns::journeys))
         .route("/customers/{id}/funnel", get(insights::customer_funnel))

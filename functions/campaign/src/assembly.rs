@@ -3,6 +3,8 @@
 //! ports) and the local runtime (crm-local, which depends on this crate's
 //! library, with the SQLite ports and its own clock) share.
 
+use crm_core::broadcast::hosting::CampaignFunctionHandler;
+use crm_core::broadcast::BroadcastService;
 use crm_core::clock::Clock;
 use crm_core::commerce::{CartService, OrderService};
 use crm_core::journey::campaigns::CampaignHandler;
@@ -26,9 +28,10 @@ pub struct CampaignPorts {
 }
 
 /// The journey engine (campaigns from the stored catalog), the cart and the
-/// order services over `ports`, in one campaign handler. The campaign
-/// function has no setting that shapes it: its settings are its ports'.
-pub fn build(ports: CampaignPorts) -> CampaignHandler {
+/// order services over `ports`, in one campaign handler, beside the
+/// broadcasts' steps (decision 0084). The campaign function has no setting
+/// that shapes it: its settings are its ports'.
+pub fn build(ports: CampaignPorts) -> CampaignFunctionHandler {
     let CampaignPorts {
         events,
         docs,
@@ -37,8 +40,10 @@ pub fn build(ports: CampaignPorts) -> CampaignHandler {
         dead_letters,
     } = ports;
     let catalog = Arc::new(StoredCatalog::new(events.clone()));
-    let engine = JourneyEngine::new(events.clone(), docs, scheduler.clone(), catalog, clock.clone());
+    let engine = JourneyEngine::new(events.clone(), docs.clone(), scheduler.clone(), catalog, clock.clone());
     let carts = CartService::new(events.clone(), clock.clone(), scheduler.clone());
-    let orders = OrderService::new(events, clock, scheduler);
-    CampaignHandler::new(engine, carts, orders, dead_letters)
+    let orders = OrderService::new(events.clone(), clock.clone(), scheduler.clone());
+    let broadcasts = BroadcastService::new(events, docs, clock).with_scheduler(scheduler);
+    let journeys = CampaignHandler::new(engine, carts, orders, dead_letters.clone());
+    CampaignFunctionHandler::new(journeys, broadcasts, dead_letters)
 }

@@ -7,9 +7,10 @@
 
 use crm_bus_consumer::timer::{deliver_timer, is_timer, TimerError, Timers};
 use crm_bus_consumer::{BatchReport, SqsEvent};
-use crm_core::journey::campaigns::CampaignHandler;
+use crm_core::consumer::EventHandler;
 use crm_core::ports::DeadLetterQueue;
 use crm_core::privacy::KeyStore;
+use crm_core::scheduler::TimerHandler;
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde_json::Value;
 
@@ -30,9 +31,11 @@ impl From<CampaignError> for Diagnostic {
     }
 }
 
+/// `campaign` is the function's handler ([`crate::build`]: journeys and
+/// broadcasts), or the journeys' alone.
 pub async fn handle(
     event: LambdaEvent<Value>,
-    campaign: &CampaignHandler,
+    campaign: &(impl EventHandler + TimerHandler),
     keys: &dyn KeyStore,
     dead_letters: &dyn DeadLetterQueue,
 ) -> Result<Value, CampaignError> {
@@ -48,7 +51,7 @@ pub async fn handle(
 /// orders they belong to, stored events as a page to the journey engine.
 pub async fn handle_batch(
     batch: SqsEvent,
-    campaign: &CampaignHandler,
+    campaign: &(impl EventHandler + TimerHandler),
     keys: &dyn KeyStore,
     dead_letters: &dyn DeadLetterQueue,
 ) -> BatchReport {

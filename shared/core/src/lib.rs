@@ -17,6 +17,7 @@ pub use crm_kernel::{
 pub use crm_kernel::{event_store_contract, key_store_contract, read_model_contract, store_contract};
 
 pub mod assembly;
+pub mod broadcast;
 pub mod commerce;
 pub mod consent;
 pub mod customer;

@@ -25,6 +25,8 @@ pub fn source_for(event_type: &str) -> &'static str {
         "TemplatePublished" | "TemplateRegistered" => "crm.messaging",
         "EmailDelivered" | "EmailBounced" | "EmailComplained" | "EmailOpened" | "EmailClicked" => "crm.messaging",
         t if t.starts_with("Segment") => "crm.segments",
+        // Broadcasts (decision 0084).
+        t if t.starts_with("Broadcast") => "crm.broadcast",
         "CustomerSegmentAdded" | "CustomerSegmentRemoved" => "crm.segments",
         // Affinity and recommendations (decision 0075).
         "ProductAffinityDetected" => "crm.segments",

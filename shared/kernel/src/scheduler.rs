@@ -26,6 +26,9 @@ pub enum TimerKind {
     MessageDeferral,
     /// A payment retry.
     PaymentRetry,
+    /// A broadcast's next step: its start, or its next page once the rate
+    /// allows or its recipients' local time comes (decision 0084).
+    BroadcastStep,
 }
 
 /// The `detail` of a `TimerFired` event: everything the receiver needs to act.
@@ -61,6 +64,7 @@ pub fn timer_name(kind: TimerKind, parts: &[&str]) -> String {
         TimerKind::CartInactivity => "ci",
         TimerKind::MessageDeferral => "md",
         TimerKind::PaymentRetry => "pr",
+        TimerKind::BroadcastStep => "bs",
     };
     // "crm-" + 2 + "-" + 40 hex = 47 characters.
     format!("crm-{prefix}-{}", &digest[..40])

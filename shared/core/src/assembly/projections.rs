@@ -85,6 +85,8 @@ impl AssembledGroups for ConsumerGroup {
                 Arc::new(crate::insights::funnel::FunnelProjection),
                 Arc::new(crate::insights::attribution::AttributionProjection),
                 Arc::new(crate::insights::campaign_stats::CampaignStatsProjection),
+                // A broadcast's delivered, opened, clicked, bounced (decision 0084).
+                Arc::new(crate::broadcast::stats::BroadcastStatsProjection),
                 Arc::new(ProfileMetricsProjection),
                 Arc::new(SegmentEvaluator::new(events.clone(), clock.clone())),
                 // Co-purchases and ProductAffinityDetected (decision 0075).

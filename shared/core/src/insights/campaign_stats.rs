@@ -338,6 +338,24 @@ pub struct CampaignStats {
     pub experiments: Vec<ArmStats>,
 }
 
+/// A campaign's suppressed messages by reason (`no-consent`,
+/// `suppressed`, `frequency-cap`, ...), for a broadcast's stats (decision 0084).
+pub async fn suppressed_by_reason(
+    docs: &dyn ReadModelStore,
+    campaign_id: &str,
+) -> Result<BTreeMap<String, u64>, StoreError> {
+    let mut out = BTreeMap::new();
+    for (_, body) in list_all(docs, CAMPAIGN_STATS, &campaign_partition(campaign_id), SUPPRESSED).await? {
+        let reason = body
+            .get("reason")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("unknown")
+            .to_string();
+        *out.entry(reason).or_insert(0) += 1;
+    }
+    Ok(out)
+}
+
 /// The stats of a campaign with a conversion window of `window_days`.
 pub async fn campaign_stats(
     docs: &dyn ReadModelStore,

@@ -252,8 +252,9 @@ impl TimerHandler for CampaignHandler {
                 Err(e) if e.is_retryable() => Err(SchedulerError::Unavailable(e.to_string())),
                 Err(e) => Err(SchedulerError::Refused(e.to_string())),
             },
-            // Deferred messages belong to the channel function.
-            TimerKind::MessageDeferral => Ok(()),
+            // Deferred messages belong to the channel function; a
+            // broadcast's steps to the broadcasts (decision 0084).
+            TimerKind::MessageDeferral | TimerKind::BroadcastStep => Ok(()),
         }
     }
 }

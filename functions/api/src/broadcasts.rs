@@ -1,0 +1,234 @@
+//! Broadcast routes (decision 0084): schedule one, read its state, progress
+//! and stats, pause, resume and cancel it. The campaign function runs the
+//! send; these routes only record the broadcast's commands.
+
+use crate::http::{Principal, Problem, RawBody};
+use crate::AppState;
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use chrono::{DateTime, NaiveDate, Utc};
+use crm_core::broadcast::{
+    Audience, BroadcastDefinition, BroadcastError, BroadcastRejected, BroadcastService, SendTime,
+};
+use crm_core::consent::Channel;
+use crm_core::event::Actor;
+use crm_core::ports::StoreError;
+use serde_json::{json, Map, Value};
+
+/// Messages per second when the request names no rate.
+const DEFAULT_RATE_PER_SECOND: u32 = 50;
+
+const FIELDS: &[&str] = &["id", "template", "channel", "audience", "send", "rate_per_second"];
+
+fn service(state: &AppState) -> BroadcastService {
+    BroadcastService::new(state.events.clone(), state.read_models.clone(), state.clock.clone())
+        .with_scheduler(state.scheduler.clone())
+}
+
+/// A 422 naming `field`, with `errors[0].path` the same.
+fn invalid(field: &str, message: impl Into<String>) -> Problem {
+    let message = message.into();
+    let mut p = Problem::invalid(field, message.clone());
+    p.errors = Some(Box::new(json!([{ "path": field, "message": message }])));
+    p
+}
+
+impl From<BroadcastError> for Problem {
+    fn from(e: BroadcastError) -> Self {
+        match e {
+            BroadcastError::Invalid { field, message } => invalid(&field, message),
+            BroadcastError::Rejected(BroadcastRejected::NotFound) => Problem::not_found("broadcast not found"),
+            e @ BroadcastError::Rejected(BroadcastRejected::AlreadyExists(_)) => {
+                Problem::conflict(Some("id".into()), e.to_string())
+            }
+            BroadcastError::Rejected(e @ BroadcastRejected::NotNow(_)) => Problem::conflict(None, e.to_string()),
+            BroadcastError::Store(s) => s.into(),
+            e @ (BroadcastError::Contended(_) | BroadcastError::Scheduler(_) | BroadcastError::Read { .. }) => {
+                Problem::from(StoreError::Unavailable(e.to_string()))
+            }
+            e @ BroadcastError::Codec(_) => Problem::from(StoreError::Failed(e.to_string())),
+        }
+    }
+}
+
+fn text<'a>(body: &'a Map<String, Value>, field: &str) -> Result<Option<&'a str>, Problem> {
+    match body.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.as_str())),
+        Some(_) => Err(invalid(field, "must be a string")),
+    }
+}
+
+fn segment_list(value: Option<&Value>, field: &str) -> Result<Vec<String>, Problem> {
+    let Some(value) = value.filter(|v| !v.is_null()) else {
+        return Ok(Vec::new());
+    };
+    let Some(items) = value.as_array() else {
+        return Err(invalid(field, "must be an array of segment ids"));
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            v.as_str()
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .ok_or_else(|| invalid(&format!("{field}[{i}]"), "must be a segment id"))
+        })
+        .collect()
+}
+
+fn send_time(value: Option<&Value>) -> Result<SendTime, Problem> {
+    let Some(Value::Object(send)) = value else {
+        return Err(invalid(
+            "send",
+            "required: {\"type\": \"now\"}, {\"type\": \"at\", \"at\": <UTC time>} or {\"type\": \"local\", \"date\": \"YYYY-MM-DD\", \"time\": \"HH:MM\"}",
+        ));
+    };
+    let allowed: &[&str] = match send.get("type").and_then(Value::as_str) {
+        Some("now") => &["type"],
+        Some("at") => &["type", "at"],
+        Some("local") => &["type", "date", "time"],
+        _ => return Err(invalid("send.type", "one of now, at, local")),
+    };
+    if let Some(k) = send.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(invalid(&format!("send.{k}"), "unknown field"));
+    }
+    let field = |k: &str| send.get(k).and_then(Value::as_str);
+    match send.get("type").and_then(Value::as_str) {
+        Some("at") => {
+            let at = field("at")
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                .ok_or_else(|| invalid("send.at", "an RFC 3339 time, e.g. 2026-12-24T09:00:00Z"))?;
+            Ok(SendTime::At {
+                at: at.with_timezone(&Utc),
+            })
+        }
+        Some("local") => {
+            let date = field("date")
+                .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+                .ok_or_else(|| invalid("send.date", "a date YYYY-MM-DD"))?;
+            let time = field("time")
+                .filter(|t| SendTime::local_time(t).is_some())
+                .ok_or_else(|| invalid("send.time", "a local time HH:MM"))?;
+            Ok(SendTime::Local {
+                date,
+                time: time.to_string(),
+            })
+        }
+        _ => Ok(SendTime::Now),
+    }
+}
+
+/// The broadcast a request body asks for, or the first field that is wrong.
+fn definition(body: &Map<String, Value>) -> Result<BroadcastDefinition, Problem> {
+    if let Some(k) = body.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        return Err(invalid(k, "unknown field"));
+    }
+    let template = text(body, "template")?
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| invalid("template", "required: the template to send"))?;
+    let channel = text(body, "channel")?.ok_or_else(|| invalid("channel", "required: email, sms or push"))?;
+    let channel: Channel =
+        serde_json::from_value(json!(channel)).map_err(|_| invalid("channel", "one of email, sms, push"))?;
+    let Some(Value::Object(audience)) = body.get("audience") else {
+        return Err(invalid(
+            "audience",
+            "required: {\"segments\": [...], \"exclude\": [...]}",
+        ));
+    };
+    if let Some(k) = audience.keys().find(|k| !["segments", "exclude"].contains(&k.as_str())) {
+        return Err(invalid(&format!("audience.{k}"), "unknown field"));
+    }
+    let segments = segment_list(audience.get("segments"), "audience.segments")?;
+    let exclude = segment_list(audience.get("exclude"), "audience.exclude")?;
+    let rate_per_second = match body.get("rate_per_second") {
+        None | Some(Value::Null) => DEFAULT_RATE_PER_SECOND,
+        Some(v) => v
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| invalid("rate_per_second", "a whole number of messages per second"))?,
+    };
+    Ok(BroadcastDefinition {
+        template: template.to_string(),
+        channel,
+        audience: Audience { segments, exclude },
+        send: send_time(body.get("send"))?,
+        rate_per_second,
+    })
+}
+
+async fn answer(service: &BroadcastService, id: &str, status: StatusCode) -> Result<Response, Problem> {
+    let view = service
+        .view(id)
+        .await?
+        .ok_or_else(|| Problem::not_found("broadcast not found"))?;
+    let mut response = (status, Json(view)).into_response();
+    if status == StatusCode::CREATED {
+        if let Ok(location) = header::HeaderValue::from_str(&format!("/broadcasts/{id}")) {
+            response.headers_mut().insert(header::LOCATION, location);
+        }
+    }
+    Ok(response)
+}
+
+/// `POST /broadcasts`: schedules a broadcast (201). With an `id`, the same
+/// request again answers 200 with the broadcast as it stands; another
+/// definition under that id is 409.
+pub async fn schedule(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    RawBody(body): RawBody,
+) -> Result<Response, Problem> {
+    let value: Value = crate::http::parse_json(&body)?;
+    let Value::Object(body) = value else {
+        return Err(Problem::malformed("the body must be a JSON object"));
+    };
+    let definition = definition(&body)?;
+    let id = match text(&body, "id")? {
+        Some(id) => id.to_string(),
+        None => uuid::Uuid::now_v7().simple().to_string(),
+    };
+    let service = service(&state);
+    let existed = service.load(&id).await?.is_some();
+    service.schedule(&id, definition, Actor::api(&principal.0)).await?;
+    let status = if existed { StatusCode::OK } else { StatusCode::CREATED };
+    answer(&service, &id, status).await
+}
+
+/// `GET /broadcasts/{id}`: its state, progress and stats.
+pub async fn get_broadcast(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, Problem> {
+    answer(&service(&state), &id, StatusCode::OK).await
+}
+
+pub async fn pause(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let service = service(&state);
+    service.pause(&id, Actor::api(&principal.0)).await?;
+    answer(&service, &id, StatusCode::OK).await
+}
+
+pub async fn resume(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let service = service(&state);
+    service.resume(&id, Actor::api(&principal.0)).await?;
+    answer(&service, &id, StatusCode::OK).await
+}
+
+pub async fn cancel(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let service = service(&state);
+    service.cancel(&id, Actor::api(&principal.0)).await?;
+    answer(&service, &id, StatusCode::OK).await
+}

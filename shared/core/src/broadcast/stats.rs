@@ -1,0 +1,106 @@
+//! What became of a broadcast's messages after they were sent: delivered,
+//! opened, clicked, bounced, complained, once per message. The provider's
+//! feedback names the message, and a broadcast's message ids name the
+//! broadcast ([`super::message_id`]), so the projection needs nothing else.
+//! Requested, sent, suppressed (by reason), conversions and revenue come
+//! from the campaign stats under the broadcast's campaign id.
+
+use crate::consumer::{Projection, ProjectionError};
+use crate::event::EventEnvelope;
+use crate::ports::{ReadModelStore, ReadOp, StoreError};
+use async_trait::async_trait;
+use serde_json::{json, Value};
+
+/// The projection's name (checkpoints and documents).
+pub const BROADCAST_STATS: &str = "broadcast-stats";
+
+/// The outcomes counted, by event type, with their name in the stats.
+const OUTCOMES: &[(&str, &str)] = &[
+    ("EmailDelivered", "delivered"),
+    ("EmailOpened", "opened"),
+    ("EmailClicked", "clicked"),
+    ("EmailBounced", "bounced"),
+    ("EmailComplained", "complained"),
+];
+
+fn partition(broadcast_id: &str) -> String {
+    format!("broadcast#{broadcast_id}")
+}
+
+/// The broadcast a message id belongs to, if it is a broadcast's (`bc-<id>-<hash>`).
+pub fn broadcast_of(message_id: &str) -> Option<&str> {
+    let rest = message_id.strip_prefix("bc-")?;
+    let (id, hash) = rest.rsplit_once('-')?;
+    (hash.len() == 20 && !id.is_empty()).then_some(id)
+}
+
+pub struct BroadcastStatsProjection;
+
+#[async_trait]
+impl Projection for BroadcastStatsProjection {
+    fn name(&self) -> &'static str {
+        BROADCAST_STATS
+    }
+
+    fn handles(&self, event_type: &str) -> bool {
+        OUTCOMES.iter().any(|(t, _)| *t == event_type)
+    }
+
+    async fn project(&self, event: &EventEnvelope, _docs: &dyn ReadModelStore) -> Result<Vec<ReadOp>, ProjectionError> {
+        let Some(message_id) = event.data.get("message_id").and_then(Value::as_str) else {
+            return Ok(Vec::new());
+        };
+        let (Some(broadcast), Some((_, name))) = (
+            broadcast_of(message_id),
+            OUTCOMES.iter().find(|(t, _)| *t == event.event_type),
+        ) else {
+            return Ok(Vec::new());
+        };
+        Ok(vec![ReadOp::Put {
+            partition: partition(broadcast),
+            sort: format!("{name}#{message_id}"),
+            body: json!({}),
+        }])
+    }
+}
+
+/// The broadcast's outcome counts, each name with its count (0 included).
+pub async fn outcomes(docs: &dyn ReadModelStore, broadcast_id: &str) -> Result<Vec<(&'static str, u64)>, StoreError> {
+    let mut out = Vec::new();
+    for (_, name) in OUTCOMES {
+        let prefix = format!("{name}#");
+        let mut count = 0u64;
+        let mut after: Option<String> = None;
+        loop {
+            let page = docs
+                .list(
+                    BROADCAST_STATS,
+                    &partition(broadcast_id),
+                    &prefix,
+                    after.as_deref(),
+                    1000,
+                )
+                .await?;
+            count += page.len() as u64;
+            if page.len() < 1000 {
+                break;
+            }
+            after = page.last().map(|(k, _)| k.clone());
+        }
+        out.push((*name, count));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_broadcast_message_id_names_its_broadcast() {
+        let id = super::super::message_id("spring-sale", "c-1");
+        assert_eq!(broadcast_of(&id), Some("spring-sale"));
+        assert_eq!(broadcast_of("m-123"), None);
+        assert_eq!(broadcast_of("bc-x-short"), None);
+    }
+}

@@ -1,0 +1,308 @@
+//! Broadcasts through the API on the virtual clock (issue 20 item 2,
+//! decision 0084): a broadcast to a manual segment at 10:00 local time
+//! reaches customers in three time zones each at their 10:00 (the mail
+//! sink's send time); a customer without consent and one whose address is
+//! suppressed are counted and not sent; re-running the send (its events
+//! delivered again to the campaign and channel functions) sends nothing
+//! new. Pause stops further pages, resume finishes, cancel ends. Bad input
+//! is 422 naming the field.
+
+use crm_core::broadcast::{BroadcastService, StepOutcome};
+use crm_core::event::{Actor, CommandMeta};
+use crm_tests::{time, Answer, TestApi};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+const SEGMENT: &str = "newsletter";
+
+/// Registers a customer in `zone`, with or without marketing email consent,
+/// and adds them to the manual segment `segment`.
+async fn customer(api: &TestApi, email: &str, zone: &str, consent: bool, segments: &[&str]) -> String {
+    let mut body: Value = serde_json::from_str(&crm_tests::registration(email)).expect("registration");
+    body["timezone"] = json!(zone);
+    body["marketing_consent"]["email"] = json!(consent);
+    let a = api.call("POST", "/customers", Some(&body.to_string())).await;
+    assert_eq!(a.status, 201, "{:?}", a.body);
+    let id = a.body["id"].as_str().expect("customer id").to_string();
+    let now = api.runtime.clock.now();
+    for segment in segments {
+        crm_core::segments::apply_request(api.store.as_ref(), &id, segment, true, now, None)
+            .await
+            .expect("added to the manual segment");
+    }
+    api.runtime.bus.settle().await.expect("settles");
+    id
+}
+
+async fn post(api: &TestApi, body: &Value) -> Answer {
+    api.call("POST", "/broadcasts", Some(&body.to_string())).await
+}
+
+fn local_ten(id: &str) -> Value {
+    json!({
+        "id": id,
+        "template": "welcome",
+        "channel": "email",
+        "audience": { "segments": [SEGMENT], "exclude": ["do-not-mail"] },
+        "send": { "type": "local", "date": "2026-03-02", "time": "10:00" },
+        "rate_per_second": 10
+    })
+}
+
+/// The broadcast's messages in the mail sink: recipient → send time.
+async fn received(api: &TestApi, broadcast: &str) -> BTreeMap<String, chrono::DateTime<chrono::Utc>> {
+    let prefix = format!("bc-{broadcast}-");
+    let mut out = BTreeMap::new();
+    for m in api.runtime.mail.list().await.expect("mail sink") {
+        if m.message_id.starts_with(&prefix) {
+            assert!(
+                out.insert(m.recipient.clone(), m.sent_at).is_none(),
+                "sent twice to {}",
+                m.recipient
+            );
+        }
+    }
+    out
+}
+
+async fn get(api: &TestApi, id: &str) -> Value {
+    let a = api.call("GET", &format!("/broadcasts/{id}"), None).await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    a.body
+}
+
+#[tokio::test]
+async fn bad_input_is_422_naming_the_field() {
+    let api = TestApi::at(time("2026-03-01T08:00:00Z"));
+    customer(&api, "a@example.com", "UTC", true, &[SEGMENT, "do-not-mail"]).await;
+    let cases: Vec<(&str, Value, &str)> = vec![
+        ("template", json!("no-such-template"), "template"),
+        // An SMS template for an email.
+        ("template", json!("checkout-abandonment-sms"), "template"),
+        (
+            "audience",
+            json!({ "segments": ["no-such-segment"] }),
+            "audience.segments[0]",
+        ),
+        (
+            "audience",
+            json!({ "segments": [SEGMENT], "exclude": ["nope"] }),
+            "audience.exclude[0]",
+        ),
+        (
+            "send",
+            json!({ "type": "local", "date": "2026-03-02", "time": "25:00" }),
+            "send.time",
+        ),
+        ("send", json!({ "type": "at", "at": "tomorrow" }), "send.at"),
+        ("send", json!({ "type": "at", "at": "2026-02-01T10:00:00Z" }), "send.at"),
+        ("send", json!({ "type": "whenever" }), "send.type"),
+        ("rate_per_second", json!(0), "rate_per_second"),
+        ("rate_per_second", json!(100000), "rate_per_second"),
+        ("channel", json!("fax"), "channel"),
+        ("colour", json!("blue"), "colour"),
+    ];
+    for (field, value, expected) in cases {
+        let mut body = local_ten("bad");
+        body[field] = value;
+        let a = post(&api, &body).await;
+        assert_eq!(a.status, 422, "{field}: {:?}", a.body);
+        assert_eq!(a.body["field"], expected, "{:?}", a.body);
+        assert_eq!(a.body["errors"][0]["path"], expected, "{:?}", a.body);
+        assert_eq!(a.content_type(), "application/problem+json");
+    }
+    // Nothing was scheduled.
+    assert_eq!(api.call("GET", "/broadcasts/bad", None).await.status, 404);
+    assert!(api.events_of_type("BroadcastScheduled").await.is_empty());
+    // The same request twice is one broadcast; another definition under its id is 409.
+    let first = post(&api, &local_ten("spring")).await;
+    assert_eq!(first.status, 201, "{:?}", first.body);
+    assert_eq!(post(&api, &local_ten("spring")).await.status, 200);
+    let mut other = local_ten("spring");
+    other["rate_per_second"] = json!(20);
+    let conflict = post(&api, &other).await;
+    assert_eq!((conflict.status.as_u16(), &conflict.body["field"]), (409, &json!("id")));
+}
+
+#[tokio::test]
+async fn a_local_time_broadcast_reaches_each_zone_at_ten_and_never_twice() {
+    // A day before: the welcome series and verification mails are behind us.
+    let api = TestApi::at(time("2026-02-28T06:00:00Z"));
+    let berlin = "berlin@example.com";
+    let new_york = "newyork@example.com";
+    let tokyo = "tokyo@example.com";
+    customer(&api, berlin, "Europe/Berlin", true, &[SEGMENT]).await;
+    customer(&api, new_york, "America/New_York", true, &[SEGMENT]).await;
+    customer(&api, tokyo, "Asia/Tokyo", true, &[SEGMENT]).await;
+    customer(&api, "noconsent@example.com", "Europe/Berlin", false, &[SEGMENT]).await;
+    let bounced = customer(&api, "bounced@example.com", "Asia/Tokyo", true, &[SEGMENT]).await;
+    customer(
+        &api,
+        "excluded@example.com",
+        "Europe/Berlin",
+        true,
+        &[SEGMENT, "do-not-mail"],
+    )
+    .await;
+    // The bounced address is invalidated (as a permanent bounce does).
+    let customers = crm_core::customer::CustomerService::new(api.store.clone(), api.runtime.clock.clone())
+        .with_identifiers(api.runtime.identifiers.clone());
+    let invalidate = crm_core::customer::CustomerCommand::InvalidateEmail(crm_core::customer::InvalidateEmail {
+        email: "bounced@example.com".into(),
+        reason: "permanent bounce".into(),
+    });
+    let no_answer = |_: &crm_core::customer::Customer, _: &[crm_core::event::EventEnvelope]| (200, Value::Null);
+    customers
+        .execute(
+            &bounced,
+            &invalidate,
+            &CommandMeta::new(Actor::system("test")),
+            None,
+            &no_answer,
+        )
+        .await
+        .expect("invalidated");
+    api.runtime.bus.settle().await.expect("settles");
+    api.advance_minutes(24 * 60).await; // 2026-03-01T06:00Z
+
+    let scheduled = post(&api, &local_ten("spring")).await;
+    assert_eq!(scheduled.status, 201, "{:?}", scheduled.body);
+    assert_eq!(scheduled.body["status"], "scheduled");
+    // It starts when UTC+14 reaches 10:00 local.
+    assert_eq!(scheduled.body["starts_at"], "2026-03-01T20:00:00Z");
+
+    // Hour by hour: each recipient's 10:00 falls on the hour.
+    let mut seen_at = BTreeMap::new();
+    for _ in 0..34 {
+        api.advance_minutes(60).await;
+        for (to, at) in received(&api, "spring").await {
+            seen_at.entry(to).or_insert((at, api.runtime.clock.now()));
+        }
+    }
+    let expected = [
+        (berlin, "2026-03-02T09:00:00Z"),
+        (new_york, "2026-03-02T15:00:00Z"),
+        (tokyo, "2026-03-02T01:00:00Z"),
+    ];
+    assert_eq!(seen_at.len(), 3, "{seen_at:?}");
+    for (to, at) in expected {
+        let (sent, first_seen) = seen_at[to];
+        assert_eq!(sent, time(at), "{to}");
+        assert_eq!(first_seen, time(at), "{to} received nothing before its 10:00");
+    }
+
+    let b = get(&api, "spring").await;
+    assert_eq!(b["status"], "completed", "{b}");
+    let stats = &b["stats"];
+    assert_eq!(stats["audience_size"], 5, "{stats}");
+    assert_eq!(stats["requested"], 5, "{stats}");
+    assert_eq!(stats["sent"], 3, "{stats}");
+    assert_eq!(stats["suppressed"], 2, "{stats}");
+    assert_eq!(
+        stats["suppressed_by_reason"],
+        json!({ "no-consent": 1, "suppressed": 1 }),
+        "{stats}"
+    );
+    // Berlin, New York, Tokyo: three due times (two recipients share Berlin's and Tokyo's).
+    assert_eq!(b["progress"]["due_times"].as_array().map(Vec::len), Some(3), "{b}");
+    let requested = api.events_of_type("MessageRequested").await;
+    let ours: Vec<_> = requested
+        .iter()
+        .filter(|e| e.data["campaign_id"] == "broadcast-spring")
+        .collect();
+    assert_eq!(ours.len(), 5);
+    assert!(ours.iter().all(|e| e.data["category"] == "marketing"));
+
+    // Re-running the send: every event delivered again to the campaign and
+    // channel functions, and the step called again, sends nothing new.
+    let events_before = api.event_count().await;
+    api.runtime.bus.rewind("campaign", 0).await.expect("rewind");
+    api.runtime.bus.rewind("channel", 0).await.expect("rewind");
+    api.runtime.bus.settle().await.expect("settles");
+    let service = BroadcastService::new(api.store.clone(), api.runtime.docs.clone(), api.runtime.clock.clone());
+    assert_eq!(service.step("spring").await.expect("step"), StepOutcome::Nothing);
+    api.advance_minutes(60).await;
+    assert_eq!(received(&api, "spring").await.len(), 3);
+    let again: Vec<_> = api
+        .all_events()
+        .await
+        .into_iter()
+        .skip(events_before)
+        .filter(|e| e.stream_id.starts_with("broadcast-") || e.data["campaign_id"] == "broadcast-spring")
+        .map(|e| format!("{} {}", e.stream_id, e.event_type))
+        .collect();
+    assert!(again.is_empty(), "the re-run wrote {again:?}");
+    assert_eq!(get(&api, "spring").await["stats"]["requested"], 5);
+}
+
+#[tokio::test]
+async fn pause_stops_further_pages_resume_finishes_and_cancel_ends() {
+    let api = TestApi::at(time("2026-03-01T08:00:00Z"));
+    // 150 recipients: two audience pages (of at most 90).
+    for n in 0..150 {
+        customer(&api, &format!("c{n:03}@example.com"), "UTC", true, &[SEGMENT]).await;
+    }
+    api.advance_minutes(24 * 60).await;
+    let body = json!({
+        "id": "flash",
+        "template": "welcome",
+        "channel": "email",
+        "audience": { "segments": [SEGMENT] },
+        "send": { "type": "now" },
+        "rate_per_second": 1
+    });
+    let scheduled = post(&api, &body).await;
+    assert_eq!(scheduled.status, 201, "{:?}", scheduled.body);
+    // The first page went at once; the second waits for the rate (90 s at 1/s).
+    let b = get(&api, "flash").await;
+    let parked = api.runtime.bus.dead_letters().list().await.expect("dead letters");
+    assert!(parked.is_empty(), "{parked:?}");
+    assert_eq!(
+        (
+            b["progress"]["audience_size"].as_u64(),
+            b["progress"]["requested"].as_u64()
+        ),
+        (Some(150), Some(90)),
+        "{b}"
+    );
+    assert_eq!(received(&api, "flash").await.len(), 90);
+    let paused = api.call("POST", "/broadcasts/flash/pause", None).await;
+    assert_eq!(paused.status, 200, "{:?}", paused.body);
+    assert_eq!(paused.body["status"], "paused");
+    api.advance_minutes(30).await;
+    let b = get(&api, "flash").await;
+    assert_eq!(
+        (b["status"].as_str(), b["progress"]["requested"].as_u64()),
+        (Some("paused"), Some(90)),
+        "{b}"
+    );
+    assert_eq!(received(&api, "flash").await.len(), 90, "no page while paused");
+    let resumed = api.call("POST", "/broadcasts/flash/resume", None).await;
+    assert_eq!(resumed.status, 200, "{:?}", resumed.body);
+    api.advance_minutes(5).await;
+    let b = get(&api, "flash").await;
+    assert_eq!(
+        (b["status"].as_str(), b["progress"]["requested"].as_u64()),
+        (Some("completed"), Some(150)),
+        "{b}"
+    );
+    assert_eq!(received(&api, "flash").await.len(), 150);
+    assert_eq!(api.call("POST", "/broadcasts/flash/resume", None).await.status, 409);
+
+    // Cancelled after its first page: the rest is never sent.
+    let mut body = body.clone();
+    body["id"] = json!("clearance");
+    assert_eq!(post(&api, &body).await.status, 201);
+    let cancelled = api.call("POST", "/broadcasts/clearance/cancel", None).await;
+    assert_eq!(cancelled.status, 200, "{:?}", cancelled.body);
+    assert_eq!(cancelled.body["status"], "cancelled");
+    api.advance_minutes(60).await;
+    let b = get(&api, "clearance").await;
+    assert_eq!(
+        (b["status"].as_str(), b["progress"]["requested"].as_u64()),
+        (Some("cancelled"), Some(90)),
+        "{b}"
+    );
+    assert_eq!(api.call("POST", "/broadcasts/clearance/resume", None).await.status, 409);
+    assert_eq!(api.call("POST", "/broadcasts/nope/pause", None).await.status, 404);
+}
