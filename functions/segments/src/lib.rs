@@ -1,6 +1,8 @@
 //! The daily segment re-evaluation and retention fold (see the function's
 //! `main`): its settings ([`Settings`]) and one day's run ([`run_daily`]).
 
+pub mod rule_segments;
+
 use chrono::{DateTime, Utc};
 use crm_aws::lambda::{required, ConfigError};
 use crm_aws::stores::EventStoreTables;

@@ -29,6 +29,9 @@ pub enum TimerKind {
     /// A broadcast's next step: its start, or its next page once the rate
     /// allows or its recipients' local time comes (decision 0084).
     BroadcastStep,
+    /// A rule segment's answer for one customer changes by time alone: a
+    /// window slides past an event (decision 0083).
+    SegmentWindow,
 }
 
 /// The `detail` of a `TimerFired` event: everything the receiver needs to act.
@@ -65,6 +68,7 @@ pub fn timer_name(kind: TimerKind, parts: &[&str]) -> String {
         TimerKind::MessageDeferral => "md",
         TimerKind::PaymentRetry => "pr",
         TimerKind::BroadcastStep => "bs",
+        TimerKind::SegmentWindow => "sw",
     };
     // "crm-" + 2 + "-" + 40 hex = 47 characters.
     format!("crm-{prefix}-{}", &digest[..40])

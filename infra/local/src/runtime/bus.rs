@@ -712,8 +712,25 @@ Resources:
         let template = include_str!("../../../../template.yaml");
         let rules = rules_from_template(template).expect("rules");
         let targets: Vec<&str> = rules.iter().map(|r| r.target.as_str()).collect();
-        assert_eq!(targets, vec!["projector", "consent", "campaign", "channel"]);
-        let channel = &rules[3].pattern;
+        assert_eq!(targets, vec!["projector", "consent", "campaign", "rule-segments", "channel"]);
+        // Rule segments (decision 0083): what a definition reads, new versions, its own timers only.
+        let rule_segments = &rules[3].pattern;
+        for (source, detail_type) in [
+            ("crm.customer", "ProductViewed"),
+            ("crm.commerce", "OrderPlaced"),
+            ("crm.messaging", "EmailOpened"),
+            ("crm.segments", "SegmentDefined"),
+            ("crm.segments", "CustomerSegmentAdded"),
+        ] {
+            assert!(rule_segments.matches(&json!({"source": source, "detail-type": detail_type, "detail": {}})));
+        }
+        assert!(rule_segments.matches(
+            &json!({"source": "crm.scheduler", "detail-type": "TimerFired", "detail": {"kind": "segment-window"}})
+        ));
+        assert!(!rule_segments.matches(
+            &json!({"source": "crm.scheduler", "detail-type": "TimerFired", "detail": {"kind": "journey-wait"}})
+        ));
+        let channel = &rules[4].pattern;
         assert!(channel.matches(&json!({"source": "crm.messaging", "detail-type": "MessageRequested", "detail": {}})));
         assert!(!channel.matches(&json!({"source": "crm.messaging", "detail-type": "MessageSent", "detail": {}})));
         assert!(channel.matches(

@@ -382,6 +382,18 @@ impl LocalRuntime {
                     ));
                     Target::with_handler(rule, delivery.clone()).with_timer_handler(delivery)
                 }
+                "rule-segments" => {
+                    // Membership of segments defined by rules and their window
+                    // timers (decision 0083), as the Lambda function's `main` builds it.
+                    let evaluator = Arc::new(crm_core::segments::rule_evaluator::RuleSegmentEvaluator::new(
+                        waking.clone(),
+                        read,
+                        scheduler.clone(),
+                        clock.clone(),
+                        dead_letters.clone(),
+                    ));
+                    Target::with_handler(rule, evaluator.clone()).with_timer_handler(evaluator)
+                }
                 other => {
                     tracing::warn!(
                         target = other,

@@ -254,7 +254,8 @@ impl TimerHandler for CampaignHandler {
             },
             // Deferred messages belong to the channel function; a
             // broadcast's steps to the broadcasts (decision 0084).
-            TimerKind::MessageDeferral | TimerKind::BroadcastStep => Ok(()),
+            // Rule segments' windows belong to the rule-segments function (decision 0083).
+            TimerKind::MessageDeferral | TimerKind::BroadcastStep | TimerKind::SegmentWindow => Ok(()),
         }
     }
 }

@@ -21,6 +21,22 @@ pub enum MembershipCommand {
     /// or being erased): they leave every segment, manual ones included, for
     /// `reason` (a fixed phrase: [`super::DEACTIVATED`], [`super::ERASED`]).
     LeaveAll { reason: &'static str },
+    /// The rule evaluator's answers (decision 0083): for each segment
+    /// defined by rules that it evaluated, whether the customer matches now,
+    /// and why (the definition's id and version). Only those segments
+    /// change; the fixed evaluator's [`MembershipCommand::Reconcile`] and a
+    /// journey's request never touch them.
+    Rules { answers: Vec<RuleAnswer> },
+}
+
+/// One rule segment's answer for a customer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleAnswer {
+    pub segment: String,
+    pub matches: bool,
+    /// The reason recorded with the change: the definition's id and
+    /// version, never the customer's figures (decision 0065).
+    pub reason: String,
 }
 
 /// The outside input of a [`MembershipCommand::Reconcile`]: the computed

@@ -77,6 +77,22 @@ pub fn decide(
                 reason: reason.to_string(),
             })
             .collect(),
+        MembershipCommand::Rules { answers } => answers
+            .iter()
+            .filter(|a| a.matches != current.contains_key(&a.segment))
+            .map(|a| match a.matches {
+                true => SegmentEvent::CustomerSegmentAdded {
+                    segment: a.segment.clone(),
+                    customer_id: customer_id.to_string(),
+                    reason: a.reason.clone(),
+                },
+                false => SegmentEvent::CustomerSegmentRemoved {
+                    segment: a.segment.clone(),
+                    customer_id: customer_id.to_string(),
+                    reason: a.reason.clone(),
+                },
+            })
+            .collect(),
         MembershipCommand::Request { segment, .. } if is_computed(segment) => Vec::new(),
         MembershipCommand::Request { segment, join, reason } => match (join, current.contains_key(segment)) {
             (true, false) => vec![SegmentEvent::CustomerSegmentAdded {

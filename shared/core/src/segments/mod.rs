@@ -30,12 +30,13 @@ mod events;
 mod membership;
 mod projections;
 pub mod recommend;
+pub mod rule_evaluator;
 mod rules;
 mod service;
 #[cfg(test)]
 mod tests;
 
-pub use commands::{Desired, MembershipCommand};
+pub use commands::{Desired, MembershipCommand, RuleAnswer};
 pub use events::{SegmentEvent, SEGMENT_EVENT_TYPES};
 pub use membership::{Membership, MembershipError, SegmentMembership};
 pub use projections::{

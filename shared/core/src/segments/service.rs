@@ -172,6 +172,18 @@ pub async fn apply_request(
         );
         return Ok(Vec::new());
     }
+    // Nor is a segment defined by rules: its definition decides (decision 0083).
+    if super::definition::catalog::defined_segment(store, segment)
+        .await?
+        .is_some()
+    {
+        tracing::info!(
+            segment,
+            customer_id,
+            "a segment defined by rules is not writable by campaigns; request ignored"
+        );
+        return Ok(Vec::new());
+    }
     if add && lifecycle(store, customer_id).await? != Lifecycle::Active {
         tracing::info!(
             segment,
