@@ -264,3 +264,25 @@ async fn a_read_only_token_reads_segments_but_cannot_put_or_preview() {
     }
     assert_eq!(api.call("GET", "/segments/german", None).await.body["version"], 1);
 }
+
+#[tokio::test]
+async fn a_manual_segment_a_campaign_names_can_be_read_but_not_redefined() {
+    let api = TestApi::new();
+    // The shipped welcome campaign adds customers to `welcomed` (update_segment).
+    let reads = json!({ "id": "welcomed-germans", "name": "Welcomed Germans", "match": { "all": [
+        { "in_segment": "welcomed" },
+        { "profile": "locale", "op": "equals", "value": "de-DE" },
+    ] } });
+    let created = put(&api, "welcomed-germans", &reads).await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+
+    let taken = put(&api, "welcomed", &german("welcomed")).await;
+    assert_eq!(taken.status, 409, "{:?}", taken.body);
+    assert_eq!(taken.body["field"], "id");
+    assert!(
+        taken.body["detail"].as_str().is_some_and(|d| d.contains("manual")),
+        "{:?}",
+        taken.body
+    );
+    assert_eq!(api.events_of_type("SegmentDefined").await.len(), 1);
+}

@@ -36,7 +36,7 @@ fn member_of(id: &str, other: &str) -> Value {
     )
 }
 
-async fn stream(store: &InMemoryEventStore, id: &str) -> Vec<EventEnvelope> {
+async fn stream_events(store: &InMemoryEventStore, id: &str) -> Vec<EventEnvelope> {
     store.read_stream(id, 0, usize::MAX).await.expect("read")
 }
 
@@ -49,7 +49,7 @@ async fn a_definition_is_stored_as_version_1_and_read_back() {
     assert_eq!(defined.segment.id, "gold");
     assert_eq!(defined.defined_at, test_time());
 
-    let events = stream(&store, &stream_id("gold")).await;
+    let events = stream_events(&store, &stream_id("gold")).await;
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].event_type, "SegmentDefined");
     assert_eq!(events[0].customer_id, None);
@@ -61,7 +61,7 @@ async fn a_definition_is_stored_as_version_1_and_read_back() {
     assert_eq!((segment_id.as_str(), version), ("gold", 1));
     assert_eq!(definition, gold("gold"));
 
-    let index = stream(&store, INDEX_STREAM).await;
+    let index = stream_events(&store, INDEX_STREAM).await;
     assert_eq!(index.len(), 1);
     assert_eq!(index[0].event_type, "SegmentRegistered");
 
@@ -85,7 +85,7 @@ async fn the_same_definition_again_appends_nothing_and_a_change_is_the_next_vers
     let (again, written) = defs.put("gold", &same, &none(), actor()).await.expect("put again");
     assert!(!written);
     assert_eq!((again.version, again.defined_at), (1, test_time()));
-    assert_eq!(stream(&store, &stream_id("gold")).await.len(), 1);
+    assert_eq!(stream_events(&store, &stream_id("gold")).await.len(), 1);
 
     let mut changed = gold("gold");
     changed["name"] = json!("Gold plan");
@@ -93,10 +93,10 @@ async fn the_same_definition_again_appends_nothing_and_a_change_is_the_next_vers
     assert!(written);
     assert_eq!((v2.version, v2.segment.name.as_str()), (2, "Gold plan"));
     assert_eq!(v2.defined_at, test_time() + chrono::Duration::hours(1));
-    let events = stream(&store, &stream_id("gold")).await;
+    let events = stream_events(&store, &stream_id("gold")).await;
     assert_eq!(events.iter().map(|e| e.version).collect::<Vec<_>>(), [1, 2]);
     // One registration however many versions.
-    assert_eq!(stream(&store, INDEX_STREAM).await.len(), 1);
+    assert_eq!(stream_events(&store, INDEX_STREAM).await.len(), 1);
     assert_eq!(
         defined_segment(store.as_ref(), "gold")
             .await
@@ -120,8 +120,8 @@ async fn an_invalid_definition_reports_every_path_and_writes_nothing() {
     assert!(paths.contains(&"name"), "{paths:?}");
     assert!(paths.contains(&"match.all[0].within_days"), "{paths:?}");
     assert!(paths.iter().any(|p| p.starts_with("match.all[1]")), "{paths:?}");
-    assert!(stream(&store, INDEX_STREAM).await.is_empty());
-    assert!(stream(&store, &stream_id("bad")).await.is_empty());
+    assert!(stream_events(&store, INDEX_STREAM).await.is_empty());
+    assert!(stream_events(&store, &stream_id("bad")).await.is_empty());
 }
 
 #[tokio::test]
@@ -133,7 +133,7 @@ async fn the_body_id_must_be_the_path_id() {
     assert_eq!(errors.len(), 1);
     assert_eq!(errors[0].path, "id");
     assert!(errors[0].message.contains("silver"), "{}", errors[0].message);
-    assert!(stream(&store, INDEX_STREAM).await.is_empty());
+    assert!(stream_events(&store, INDEX_STREAM).await.is_empty());
 }
 
 #[tokio::test]
@@ -158,7 +158,7 @@ async fn a_computed_or_manual_segment_id_is_a_clash() {
         matches!(&err, DefinitionError::Clash { path, message } if path == "id" && message.contains("manual")),
         "{err:?}"
     );
-    assert!(stream(&store, INDEX_STREAM).await.is_empty());
+    assert!(stream_events(&store, INDEX_STREAM).await.is_empty());
 }
 
 #[tokio::test]
@@ -184,7 +184,7 @@ async fn in_segment_names_a_computed_manual_or_defined_segment() {
     assert_eq!(errors.len(), 1);
     assert_eq!(errors[0].path, "match.all[1].in_segment");
     assert!(errors[0].message.contains("nobody-knows"));
-    assert!(stream(&store, &stream_id("d")).await.is_empty());
+    assert!(stream_events(&store, &stream_id("d")).await.is_empty());
     assert_eq!(
         defined_segments(store.as_ref())
             .await
@@ -220,7 +220,7 @@ async fn a_cycle_through_in_segment_is_refused_with_its_path() {
         }
     );
     assert!(err.to_string().contains("a -> c -> b -> a"), "{err}");
-    assert_eq!(stream(&store, &stream_id("a")).await.len(), 1, "nothing written");
+    assert_eq!(stream_events(&store, &stream_id("a")).await.len(), 1, "nothing written");
     // A definition that no longer closes it is accepted: b -> a dropped.
     defs.put("b", &gold("b"), &none(), actor()).await.expect("b v2");
     let (a, _) = defs.put("a", &closing, &none(), actor()).await.expect("no cycle now");
@@ -278,4 +278,25 @@ fn in_segment_refs_walks_every_combinator() {
             ("match.all[1].any[1].not.in_segment".to_string(), "b".to_string()),
         ]
     );
+}
+
+#[tokio::test]
+async fn the_stored_events_match_their_published_schemas() {
+    let (defs, store, _) = service();
+    defs.put("gold", &gold("gold"), &none(), actor()).await.expect("put");
+    let schemas = crate::schemas::event_schemas().expect("schemas");
+    let mut checked = 0;
+    for stream in [stream_id("gold"), INDEX_STREAM.to_string()] {
+        for e in stream_events(&store, &stream).await {
+            let schema = crate::schemas::latest_schema(&schemas, &e.event_type)
+                .unwrap_or_else(|| panic!("{} has a schema", e.event_type));
+            let validator = jsonschema::validator_for(&schema).expect("compiles");
+            let value = serde_json::to_value(&e).expect("serialises");
+            let errors: Vec<String> = validator.iter_errors(&value).map(|err| err.to_string()).collect();
+            assert!(errors.is_empty(), "{}: {errors:?}", e.event_type);
+            assert_eq!(crate::bus::source_for(&e.event_type), "crm.segments");
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 2);
 }
