@@ -276,6 +276,30 @@ async fn every_operation_answers_with_a_documented_status() {
                     assert_eq!(put.status, 200, "{:?}", put.body);
                 }
             }
+            // A dead letter of the customer's registration, as the runtime parks a
+            // delivery that failed (decision 0085); redriven, the projector takes it.
+            Some("getDeadLetter" | "redriveDeadLetter") => {
+                use crm_core::ports::DeadLetterQueue;
+                let stored = api
+                    .store
+                    .read_stream(&format!("customer-{id}"), 0, 1)
+                    .await
+                    .expect("read");
+                api.runtime
+                    .bus
+                    .dead_letters()
+                    .park(crm_core::ports::DeadLetter {
+                        consumer: "projector".into(),
+                        reason: "store was down".into(),
+                        payload: serde_json::to_value(&stored[0]).expect("json"),
+                        failed_at: chrono::Utc::now(),
+                        attempts: 1,
+                    })
+                    .await
+                    .expect("park");
+                let letters = api.runtime.bus.dead_letters().list().await.expect("letters");
+                url = url.replacen(&id, &letters[0].id.to_string(), 1);
+            }
             Some("reactivateCustomer") => {
                 let off = api
                     .call(

@@ -169,7 +169,7 @@ fn the_openapi_document_lists_each_route_scope() {
                 }
                 // Inherits the document's `bearer: []`.
                 Access::Authenticated => None,
-                Access::SignedLink => Some(Yaml::Sequence(vec![])),
+                Access::SignedLink | Access::Public => Some(Yaml::Sequence(vec![])),
                 Access::WriteKey => Some(requirement("writeKey", &[])),
             };
             match expected {
@@ -214,7 +214,7 @@ fn the_template_gives_each_route_its_scope() {
                 assert!(auth.get("Authorizer").is_none(), "{name}: the default JWT authorizer");
             }
             Access::Authenticated => assert!(p.get("Auth").is_none(), "{name}"),
-            Access::SignedLink | Access::WriteKey => {
+            Access::SignedLink | Access::WriteKey | Access::Public => {
                 assert_eq!(auth["Authorizer"], "NONE", "{name}");
                 assert!(auth.get("AuthorizationScopes").is_none(), "{name}");
             }

@@ -78,7 +78,7 @@ pub async fn require_principal(State(state): State<AppState>, mut req: Request, 
             }
             Some(Access::Scope(_) | Access::Authenticated) => {}
             // Never behind this layer: the signed-link and write-key routes are merged after it.
-            Some(Access::SignedLink | Access::WriteKey) => {
+            Some(Access::SignedLink | Access::WriteKey | Access::Public) => {
                 return Problem::undeclared_route(req.method().as_str(), route).into_response();
             }
             // Another method of a declared path: the router answers 405.

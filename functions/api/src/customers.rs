@@ -104,6 +104,14 @@ command_route!(reactivate, NoPayload = no_payload, StatusCode::OK, |_p| {
     CustomerCommand::Reactivate
 });
 
+// Decision 0085: 202, the message goes out through the email-verification journey.
+command_route!(
+    resend_verification,
+    NoPayload = no_payload,
+    StatusCode::ACCEPTED,
+    |_p| CustomerCommand::ResendVerification
+);
+
 pub async fn revoke_consent(
     State(state): State<AppState>,
     Path((id, purpose, channel)): Path<(String, String, String)>,

@@ -19,6 +19,7 @@ mod export;
 mod http;
 mod ingest;
 mod insights;
+mod operations;
 mod orders;
 mod reads;
 mod refused;
@@ -129,6 +130,16 @@ pub const ROUTE_TABLE: &[Route] = &[
     route("GET", "/schemas/custom/{name}", ADMIN),
     route("PUT", "/schemas/custom/{name}", ADMIN),
     route("GET", "/sources/{source}/refused", ADMIN),
+    // The operator's routes (decision 0085).
+    route("GET", "/customers/search", READ),
+    route("POST", "/customers/{id}/email/verification", WRITE),
+    route("GET", "/dead-letters", READ),
+    route("GET", "/dead-letters/{id}", READ),
+    route("POST", "/dead-letters/{id}/redrive", ADMIN),
+    route("GET", "/operations/replays", READ),
+    route("GET", "/operations/overview", READ),
+    route("GET", "/", PUBLIC),
+    route("GET", "/openapi.yaml", PUBLIC),
     route("GET", "/u/{token}", SIGNED_LINK),
     route("POST", "/u/{token}", SIGNED_LINK),
     route("POST", "/v1/track", WRITE_KEY),
@@ -158,6 +169,7 @@ const ADMIN: Access = Access::Scope(Scope::Admin);
 const AUTHENTICATED: Access = Access::Authenticated;
 const SIGNED_LINK: Access = Access::SignedLink;
 const WRITE_KEY: Access = Access::WriteKey;
+const PUBLIC: Access = Access::Public;
 
 const ROUTE_PAIRS: [(&str, &str); ROUTE_TABLE.len()] = scopes::pairs(ROUTE_TABLE);
 const SIGNED_LINK_PAIRS: [(&str, &str); scopes::count(ROUTE_TABLE, SIGNED_LINK)] =
@@ -168,8 +180,9 @@ const WRITE_KEY_PAIRS: [(&str, &str); scopes::count(ROUTE_TABLE, WRITE_KEY)] = s
 /// [`ROUTE_TABLE`]). `openapi.yaml` must describe exactly these (a test checks it).
 pub const ROUTES: &[(&str, &str)] = &ROUTE_PAIRS;
 
-/// The routes a signed link reaches without a bearer token (the token in
-/// the path is the credential); they answer HTML.
+/// The routes reached without a bearer token that answer HTML or text: a
+/// signed link's (the token in the path is the credential) and the public
+/// landing page and API description (decision 0085).
 pub const PUBLIC_ROUTES: &[(&str, &str)] = &SIGNED_LINK_PAIRS;
 
 /// The Segment-compatible ingestion routes: no bearer token either (the API
@@ -219,6 +232,9 @@ pub struct AppState {
     /// How ingestion takes messages: the shop's
     /// `tracking.require_analytics_consent` (decision 0079).
     pub ingest_settings: crm_core::ingest::IngestSettings,
+    /// The dead letters the operator routes list and redrive (decision
+    /// 0085); `None`: this deployment watches no dead-letter queue.
+    pub dead_letters: Option<Arc<dyn crm_core::ports::DeadLetterAdmin>>,
 }
 
 impl AppState {
@@ -253,7 +269,14 @@ impl AppState {
             ingest_sources: IngestSources::default(),
             refusals: None,
             ingest_settings: crm_core::ingest::IngestSettings::default(),
+            dead_letters: None,
         }
+    }
+
+    /// The dead letters of the operator routes (decision 0085).
+    pub fn with_dead_letters(mut self, dead_letters: Arc<dyn crm_core::ports::DeadLetterAdmin>) -> Self {
+        self.dead_letters = Some(dead_letters);
+        self
     }
 
     /// The data keys the event store encrypts with (the ones erasure
@@ -397,6 +420,13 @@ pub fn router(state: AppState) -> Router {
             get(schemas::get_custom).put(schemas::put_custom),
         )
         .route("/sources/{source}/refused", get(refused::list))
+        .route("/customers/search", get(operations::search_customers))
+        .route("/customers/{id}/email/verification", post(c::resend_verification))
+        .route("/dead-letters", get(operations::list_dead_letters))
+        .route("/dead-letters/{id}", get(operations::show_dead_letter))
+        .route("/dead-letters/{id}/redrive", post(operations::redrive_dead_letter))
+        .route("/operations/replays", get(operations::replays))
+        .route("/operations/overview", get(operations::overview))
         .fallback(http::respond::no_route)
         .method_not_allowed_fallback(http::respond::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -408,6 +438,9 @@ pub fn router(state: AppState) -> Router {
         .merge(
             Router::new()
                 .route("/u/{token}", get(unsubscribe::page).post(unsubscribe::submit))
+                // The landing page and the API description: public (decision 0085).
+                .route("/", get(operations::landing))
+                .route("/openapi.yaml", get(operations::openapi))
                 .with_state(state.clone()),
         )
         // Authenticated by a source's write key instead; CORS for the pages

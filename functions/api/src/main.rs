@@ -53,11 +53,17 @@ async fn main() -> Result<(), lambda_http::Error> {
         read_models.client().clone(),
         settings.read_models_table.clone(),
     ));
+    // The operator routes' dead letters (decision 0085): the same queues' dead-letter queues.
+    let sqs = aws_sdk_sqs::Client::new(&config);
+    let dead_letters = (!settings.health_queues.is_empty()).then(|| {
+        Arc::new(crm_aws::dead_letters::SqsDeadLetters::new(
+            sqs.clone(),
+            settings.health_queues.clone(),
+        )) as Arc<dyn crm_core::ports::DeadLetterAdmin>
+    });
     let health = (!settings.health_queues.is_empty()).then(|| {
-        Arc::new(
-            crm_aws::health::QueueHealth::new(aws_sdk_sqs::Client::new(&config), settings.health_queues)
-                .with_progress(progress),
-        ) as Arc<dyn ConsumerHealth>
+        Arc::new(crm_aws::health::QueueHealth::new(sqs, settings.health_queues).with_progress(progress))
+            as Arc<dyn ConsumerHealth>
     });
     // Refused messages (decision 0053): kept a week in the read-models table, counted in
     // MessagesRefused as EMF lines on stdout (METRICS_NAMESPACE).
@@ -66,7 +72,7 @@ async fn main() -> Result<(), lambda_http::Error> {
         settings.read_models_table.clone(),
     )))
     .with_metrics(Arc::new(EmfWriter::stdout(settings.metrics_namespace.clone())));
-    let state = build(
+    let mut state = build(
         ApiPorts {
             events,
             read_models: Arc::new(read_models),
@@ -83,5 +89,8 @@ async fn main() -> Result<(), lambda_http::Error> {
         require_analytics_consent: settings.require_analytics_consent,
         ..Default::default()
     });
+    if let Some(dead_letters) = dead_letters {
+        state = state.with_dead_letters(dead_letters);
+    }
     lambda_http::run(router(state)).await
 }

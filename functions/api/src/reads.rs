@@ -34,7 +34,7 @@ async fn profile_or_404(state: &AppState, id: &str) -> Result<views::CustomerPro
 const HISTORY_LIMIT: usize = 100;
 
 /// The customer 360 as the API shows it.
-fn profile_json(p: &views::CustomerProfile) -> serde_json::Value {
+pub(crate) fn profile_json(p: &views::CustomerProfile) -> serde_json::Value {
     serde_json::to_value(p).unwrap_or(serde_json::Value::Null)
 }
 

@@ -124,6 +124,10 @@ pub enum Access {
     SignedLink,
     /// No bearer token: a source's write key, HTTP Basic (`/v1/*`).
     WriteKey,
+    /// No credential at all: the landing page and the API description
+    /// (`/`, `/openapi.yaml`, decision 0085). Counted with the signed-link
+    /// routes in [`crate::PUBLIC_ROUTES`] (no bearer token, outside the auth layer).
+    Public,
 }
 
 impl Access {
@@ -159,7 +163,8 @@ pub(crate) const fn pairs<const N: usize>(table: &[Route]) -> [(&'static str, &'
 const fn same_kind(a: Access, b: Access) -> bool {
     matches!(
         (a, b),
-        (Access::SignedLink, Access::SignedLink) | (Access::WriteKey, Access::WriteKey)
+        (Access::SignedLink | Access::Public, Access::SignedLink | Access::Public)
+            | (Access::WriteKey, Access::WriteKey)
     )
 }
 

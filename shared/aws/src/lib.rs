@@ -1,5 +1,6 @@
 //! crm-aws: adapters of crm-core's ports over the AWS SDK for Rust.
 
+pub mod dead_letters;
 pub mod dynamodb;
 pub mod emf;
 pub mod eventbridge;

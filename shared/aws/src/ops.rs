@@ -340,7 +340,7 @@ pub async fn redrive(
 }
 
 /// Hides `letter` no longer: visible again at once, for the next look.
-async fn release(client: &aws_sdk_sqs::Client, queue_url: &str, letter: &QueuedLetter) {
+pub(crate) async fn release(client: &aws_sdk_sqs::Client, queue_url: &str, letter: &QueuedLetter) {
     if let Err(e) = client
         .change_message_visibility()
         .queue_url(queue_url)
@@ -353,7 +353,11 @@ async fn release(client: &aws_sdk_sqs::Client, queue_url: &str, letter: &QueuedL
     }
 }
 
-async fn delete(client: &aws_sdk_sqs::Client, queue_url: &str, letter: &QueuedLetter) -> Result<(), OpsError> {
+pub(crate) async fn delete(
+    client: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    letter: &QueuedLetter,
+) -> Result<(), OpsError> {
     client
         .delete_message()
         .queue_url(queue_url)
@@ -487,7 +491,7 @@ pub async fn redrive_to_bus(
 /// The account and region a consumer queue's URL names
 /// (`https://sqs.<region>.amazonaws.com/<account>/<name>`; moto's
 /// `http://host:port/<account>/<name>` names no region).
-fn account_and_region(queue_url: &str) -> (Option<String>, Option<String>) {
+pub(crate) fn account_and_region(queue_url: &str) -> (Option<String>, Option<String>) {
     let without_scheme = queue_url.split_once("://").map_or(queue_url, |(_, rest)| rest);
     let mut parts = without_scheme.split('/');
     let host = parts.next().unwrap_or_default();

@@ -299,6 +299,49 @@ pub trait DeadLetterQueue: Send + Sync {
     async fn park(&self, letter: DeadLetter) -> Result<(), StoreError>;
 }
 
+/// A parked letter with the id its queue knows it by (locally the row id,
+/// on AWS the SQS message id).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ParkedLetter {
+    pub id: String,
+    pub letter: DeadLetter,
+}
+
+/// One page of parked letters; `next` is the cursor of the next page.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ParkedPage {
+    pub items: Vec<ParkedLetter>,
+    pub next: Option<String>,
+}
+
+/// What redriving one letter did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Redriven {
+    /// Handed back to its consumer (locally: handled, then removed; on
+    /// AWS: moved back to the consumer's source queue).
+    Done,
+    /// No letter of that id.
+    NotFound,
+    /// It failed again or cannot be redriven; it stays parked. Why.
+    Failed(String),
+}
+
+/// The operator's side of the dead letters (decision 0085): list, read and
+/// redrive what [`DeadLetterQueue::park`] put away. The local bus
+/// implements it over its SQLite table, crm-aws over the SQS dead-letter
+/// queues. The letters are as parked (ciphertext, decision 0040).
+#[async_trait]
+pub trait DeadLetterAdmin: Send + Sync {
+    /// Up to `limit` letters after the cursor `after`, oldest first where the queue knows an order.
+    async fn list(&self, after: Option<&str>, limit: usize) -> Result<ParkedPage, StoreError>;
+    /// The letter `id`, if it is parked.
+    async fn get(&self, id: &str) -> Result<Option<ParkedLetter>, StoreError>;
+    /// Delivers letter `id` again to the consumer that parked it.
+    async fn redrive(&self, id: &str) -> Result<Redriven, StoreError>;
+    /// How many letters are parked (on AWS, SQS's approximate count).
+    async fn depth(&self) -> Result<u64, StoreError>;
+}
+
 /// One change to a read model: documents live under (partition, sort) within
 /// a consumer's own namespace.
 #[derive(Debug, Clone, PartialEq)]

@@ -11,7 +11,7 @@ use crate::adapters::db::{sql, Db};
 use crate::cli::open_runtime;
 use crate::runtime::bus::TemplateFileError;
 use crate::runtime::{LocalRuntime, RuntimeError};
-use crm_core::consumer::{open_letter, seal_letter};
+use crm_core::consumer::seal_letter;
 use std::path::Path;
 
 #[derive(Debug, clap::Subcommand)]
@@ -58,21 +58,19 @@ pub enum DlqError {
 /// Dead letter `id`, whole, as `dlq show` prints it: its payload decrypted
 /// for display with the customer's key while it exists, `[erased]` after
 /// ([`open_letter`]); with `stored`, as the table keeps it.
+/// The same view as `GET /dead-letters/{id}` ([`crm_core::ops::dead_letters::shown`], decision 0085).
 pub async fn show(runtime: &LocalRuntime, id: i64, stored: bool) -> Result<serde_json::Value, DlqError> {
-    let letters = runtime.bus.dead_letters().list().await?;
-    let l = letters.iter().find(|l| l.id == id).ok_or(DlqError::NotFound(id))?;
-    let payload = match stored {
-        true => l.letter.payload.clone(),
-        false => open_letter(runtime.keys.as_ref(), &l.letter.payload).await?,
+    let l = runtime
+        .bus
+        .dead_letters()
+        .get(id)
+        .await?
+        .ok_or(DlqError::NotFound(id))?;
+    let parked = crm_core::ports::ParkedLetter {
+        id: l.id.to_string(),
+        letter: l.letter,
     };
-    Ok(serde_json::json!({
-        "id": l.id,
-        "consumer": l.letter.consumer,
-        "reason": l.letter.reason,
-        "failed_at": l.letter.failed_at,
-        "attempts": l.letter.attempts,
-        "payload": payload,
-    }))
+    Ok(crm_core::ops::dead_letters::shown(runtime.keys.as_ref(), &parked, stored).await?)
 }
 
 /// Seals every letter of the runtime's database `db` that holds personal

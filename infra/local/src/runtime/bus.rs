@@ -12,7 +12,10 @@ use crm_core::bus::BusEntry;
 use crm_core::consumer::EventHandler;
 use crm_core::event::EventEnvelope;
 use crm_core::pattern::EventPattern;
-use crm_core::ports::{ConsumerHealth, ConsumerStatus, DeadLetter, DeadLetterQueue, StoreError};
+use crm_core::ports::{
+    ConsumerHealth, ConsumerStatus, DeadLetter, DeadLetterAdmin, DeadLetterQueue, ParkedLetter, ParkedPage, Redriven,
+    StoreError,
+};
 use crm_core::scheduler::{TimerHandler, TimerPayload, TIMER_FIRED, TIMER_SOURCE};
 use rusqlite::{params, OptionalExtension};
 use serde_yaml::Value as Yaml;
@@ -264,6 +267,51 @@ impl SqliteDeadLetters {
             .await
     }
 
+    /// Up to `limit` letters after id `after`, in id order (`dlq list`, `GET /dead-letters`).
+    pub async fn page(&self, after: i64, limit: usize) -> Result<Vec<StoredDeadLetter>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.db
+            .run(move |conn| {
+                let mut stmt = conn
+                    .prepare(
+                        "SELECT id, consumer, reason, payload, failed_at, attempts FROM dead_letters
+                         WHERE id > ?1 ORDER BY id LIMIT ?2",
+                    )
+                    .map_err(sql)?;
+                let rows = stmt.query_map(params![after, limit], letter_row).map_err(sql)?;
+                rows.map(|row| row.map_err(sql).and_then(stored_letter)).collect()
+            })
+            .await
+    }
+
+    /// Letter `id`, if parked.
+    pub async fn get(&self, id: i64) -> Result<Option<StoredDeadLetter>, StoreError> {
+        self.db
+            .run(move |conn| {
+                conn.query_row(
+                    "SELECT id, consumer, reason, payload, failed_at, attempts FROM dead_letters WHERE id = ?1",
+                    [id],
+                    letter_row,
+                )
+                .optional()
+                .map_err(sql)?
+                .map(stored_letter)
+                .transpose()
+            })
+            .await
+    }
+
+    /// How many letters are parked.
+    pub async fn count(&self) -> Result<u64, StoreError> {
+        self.db
+            .run(|conn| {
+                conn.query_row("SELECT COUNT(*) FROM dead_letters", [], |r| r.get::<_, i64>(0))
+                    .map(|n| u64::try_from(n).unwrap_or(0))
+                    .map_err(sql)
+            })
+            .await
+    }
+
     pub async fn remove(&self, id: i64) -> Result<bool, StoreError> {
         self.db
             .run(move |conn| {
@@ -273,6 +321,29 @@ impl SqliteDeadLetters {
             })
             .await
     }
+}
+
+type LetterRow = (i64, String, String, String, String, i64);
+
+fn letter_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LetterRow> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+}
+
+fn stored_letter(
+    (id, consumer, reason, payload, failed_at, attempts): LetterRow,
+) -> Result<StoredDeadLetter, StoreError> {
+    Ok(StoredDeadLetter {
+        id,
+        letter: DeadLetter {
+            consumer,
+            reason,
+            payload: serde_json::from_str(&payload).map_err(failed)?,
+            failed_at: chrono::DateTime::parse_from_rfc3339(&failed_at)
+                .map_err(failed)?
+                .with_timezone(&Utc),
+            attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+        },
+    })
 }
 
 #[async_trait]
@@ -553,7 +624,7 @@ impl LocalBus {
     /// Redelivers dead letter `id` to the target or consumer it came from; on
     /// success it is removed. Returns false if there is no such letter.
     pub async fn redrive(&self, id: i64) -> Result<bool, RedriveError> {
-        let Some(stored) = self.dead_letters.list().await?.into_iter().find(|l| l.id == id) else {
+        let Some(stored) = self.dead_letters.get(id).await? else {
             return Ok(false);
         };
         if stored.letter.payload.get("source").and_then(serde_json::Value::as_str) == Some(TIMER_SOURCE) {
@@ -602,6 +673,62 @@ impl LocalBus {
             .map_err(|e| RedriveError::Unusable(format!("dead letter {id} failed again: {e}")))?;
         self.dead_letters.remove(id).await?;
         Ok(true)
+    }
+}
+
+fn parked(l: StoredDeadLetter) -> ParkedLetter {
+    ParkedLetter {
+        id: l.id.to_string(),
+        letter: l.letter,
+    }
+}
+
+/// The operator routes' view of the local dead letters (decision 0085):
+/// the table, and [`LocalBus::redrive`] (the one `crm-local dlq redrive` runs).
+#[async_trait]
+impl DeadLetterAdmin for LocalBus {
+    async fn list(&self, after: Option<&str>, limit: usize) -> Result<ParkedPage, StoreError> {
+        let after = match after {
+            None => 0,
+            Some(a) => a
+                .parse::<i64>()
+                .map_err(|_| StoreError::Failed(format!("not a dead-letter cursor: {a}")))?,
+        };
+        let mut rows = self.dead_letters.page(after, limit.saturating_add(1)).await?;
+        let more = rows.len() > limit;
+        rows.truncate(limit);
+        let next = if more {
+            rows.last().map(|l| l.id.to_string())
+        } else {
+            None
+        };
+        Ok(ParkedPage {
+            items: rows.into_iter().map(parked).collect(),
+            next,
+        })
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<ParkedLetter>, StoreError> {
+        let Ok(id) = id.parse::<i64>() else {
+            return Ok(None);
+        };
+        Ok(self.dead_letters.get(id).await?.map(parked))
+    }
+
+    async fn redrive(&self, id: &str) -> Result<Redriven, StoreError> {
+        let Ok(id) = id.parse::<i64>() else {
+            return Ok(Redriven::NotFound);
+        };
+        match LocalBus::redrive(self, id).await {
+            Ok(true) => Ok(Redriven::Done),
+            Ok(false) => Ok(Redriven::NotFound),
+            Err(RedriveError::Unusable(why)) => Ok(Redriven::Failed(why)),
+            Err(RedriveError::Store(e)) => Err(e),
+        }
+    }
+
+    async fn depth(&self) -> Result<u64, StoreError> {
+        self.dead_letters.count().await
     }
 }
 
@@ -712,7 +839,10 @@ Resources:
         let template = include_str!("../../../../template.yaml");
         let rules = rules_from_template(template).expect("rules");
         let targets: Vec<&str> = rules.iter().map(|r| r.target.as_str()).collect();
-        assert_eq!(targets, vec!["projector", "consent", "campaign", "rule-segments", "channel"]);
+        assert_eq!(
+            targets,
+            vec!["projector", "consent", "campaign", "rule-segments", "channel"]
+        );
         // Rule segments (decision 0083): what a definition reads, new versions, its own timers only.
         let rule_segments = &rules[3].pattern;
         for (source, detail_type) in [

@@ -469,6 +469,8 @@ impl LocalRuntime {
             },
         );
         let state = state
+            // The operator routes' dead letters: the bus's table and redrive (decision 0085).
+            .with_dead_letters(self.bus.clone())
             .with_refusals(crm_core::ingest::refusals::RefusedMessages::new(self.refusals.clone()))
             .with_ingest_settings(crm_core::ingest::IngestSettings {
                 require_analytics_consent: self.require_analytics_consent,
@@ -500,8 +502,26 @@ impl LocalRuntime {
         for consumer in &consumers {
             self.docs.clear(consumer).await?;
         }
+        // Recorded for `GET /operations/replays` (decision 0085): running
+        // while the bus settles (the target's position is its bus cursor,
+        // in `/health`), then done with the events it went through.
+        let total = u64::try_from(self.stored_events.head_position().await?).unwrap_or(0);
+        let recorder =
+            crm_core::ops::progress::ProgressRecorder::start(self.docs.as_ref(), target, Some(total), self.clock.now())
+                .await;
         self.bus.rewind(target, 0).await?;
-        self.bus.settle().await?;
+        let settled = self.bus.settle().await;
+        let report = crm_core::ops::ReplayReport {
+            events: total,
+            ..Default::default()
+        };
+        recorder
+            .finish(
+                settled.as_ref().map(|_| &report).map_err(ToString::to_string),
+                self.clock.now(),
+            )
+            .await;
+        settled?;
         // The documents replaced (plain if stored before decision 0045) leave no copy in the WAL.
         self.docs.truncate_wal().await?;
         Ok(consumers)
@@ -547,12 +567,22 @@ impl LocalRuntime {
             .find_map(|g| g.only(name))
             .ok_or_else(|| RuntimeError::Config(format!("no projection named {name}")))?;
         self.docs.clear(name).await?;
-        let report = crm_core::ops::replay(&consumer, self.events.as_ref(), self.clock.now(), progress)
-            .await
-            .map_err(|e| match e {
-                crm_core::ops::OpsError::Store(e) => RuntimeError::Store(e),
-                other => RuntimeError::Config(other.to_string()),
-            })?;
+        // Recorded as it goes, for `GET /operations/replays` (decision 0085).
+        let total = u64::try_from(self.stored_events.head_position().await?).ok();
+        let recorder =
+            crm_core::ops::progress::ProgressRecorder::start(self.docs.as_ref(), name, total, self.clock.now()).await;
+        let report = crm_core::ops::replay_recorded(
+            &consumer,
+            self.events.as_ref(),
+            self.clock.now(),
+            Some(recorder),
+            progress,
+        )
+        .await
+        .map_err(|e| match e {
+            crm_core::ops::OpsError::Store(e) => RuntimeError::Store(e),
+            other => RuntimeError::Config(other.to_string()),
+        })?;
         // The documents replaced (plain if stored before decision 0045) leave no copy in the WAL.
         self.docs.truncate_wal().await?;
         Ok(report)

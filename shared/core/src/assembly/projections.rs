@@ -95,6 +95,8 @@ impl AssembledGroups for ConsumerGroup {
                 Arc::new(SegmentMembersProjection),
                 // Which streams hold events about each customer (export, decision 0020).
                 Arc::new(crate::customer::streams::CustomerStreamsProjection),
+                // The operator's overview counters (decision 0085).
+                Arc::new(crate::ops::counters::OpsCountersProjection),
             ],
             events,
             docs,

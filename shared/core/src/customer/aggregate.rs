@@ -119,6 +119,7 @@ pub fn decide(
             Err(CustomerError::conflict(None, "customer is erased"))
         }
         (Some(c), CustomerCommand::VerifyEmail(cmd)) => verify_email(c, cmd),
+        (Some(c), CustomerCommand::ResendVerification) => resend_verification(c),
         (Some(c), CustomerCommand::ChangeEmail(cmd)) => change_email(c, cmd, input),
         (Some(c), CustomerCommand::UpdateProfile(cmd)) => update_profile(c, cmd, now),
         (Some(c), CustomerCommand::UpdatePreferences(p)) => update_preferences(c, p),
@@ -264,6 +265,19 @@ fn verify_email(c: &Customer, cmd: &VerifyEmail) -> Result<Vec<CustomerEvent>, C
         return Err(CustomerError::invalid("token", "does not match the verification sent"));
     }
     Ok(vec![CustomerEvent::EmailVerified { email: c.email.clone() }])
+}
+
+/// The verification in progress, requested again with its token (the
+/// email-verification journey sends a message per request).
+fn resend_verification(c: &Customer) -> Result<Vec<CustomerEvent>, CustomerError> {
+    c.ensure_not_deactivated()?;
+    let Some(token) = &c.pending_verification_token else {
+        return Err(CustomerError::conflict(None, "email is already verified"));
+    };
+    Ok(vec![CustomerEvent::EmailVerificationRequested {
+        email: c.email.clone(),
+        token: token.clone(),
+    }])
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -200,6 +200,10 @@ pub enum CustomerCommand {
     /// Not reachable from a request body: only ingestion builds it.
     RegisterFromIngestion(RegisterCustomer),
     VerifyEmail(VerifyEmail),
+    /// Sends the verification in progress again (decision 0085): the same
+    /// token, so a link already sent keeps working; refused when the
+    /// address is verified.
+    ResendVerification,
     ChangeEmail(ChangeEmail),
     UpdateProfile(UpdateProfile),
     UpdatePreferences(Preferences),

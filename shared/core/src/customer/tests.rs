@@ -910,3 +910,20 @@ fn every_template_reads_well_for_a_customer_without_a_name() {
     let (_, welcome) = preview("welcome", Some(&nameless)).expect("renders");
     assert_eq!(welcome.subject.as_deref(), Some("Welcome!"));
 }
+
+#[test]
+fn resending_the_verification_requests_it_again_with_the_same_token_until_verified() {
+    let pending = given(&registered());
+    assert_eq!(
+        pending.when(CustomerCommand::ResendVerification).events(),
+        vec![CustomerEvent::EmailVerificationRequested {
+            email: "ada.lovelace@example.com".into(),
+            token: "token-1".into(),
+        }]
+    );
+    let done = given(&verified());
+    assert!(matches!(
+        done.when(CustomerCommand::ResendVerification).error(),
+        CustomerError::Conflict { .. }
+    ));
+}

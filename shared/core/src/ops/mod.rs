@@ -14,6 +14,9 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+pub mod counters;
+pub mod dead_letters;
+pub mod progress;
 #[cfg(test)]
 mod tests;
 mod verify;
@@ -92,20 +95,47 @@ pub async fn replay(
     now: DateTime<Utc>,
     progress: &mut (dyn FnMut(u64) + Send),
 ) -> Result<ReplayReport, OpsError> {
+    replay_recorded(group, events, now, None, progress).await
+}
+
+/// [`replay`], recording its progress in the read models as it goes
+/// ([`progress::ProgressRecorder`], decision 0085): running after each
+/// page with the store position reached, then done or failed.
+pub async fn replay_recorded(
+    group: &ConsumerGroup,
+    events: &dyn EventStore,
+    now: DateTime<Utc>,
+    mut recorder: Option<progress::ProgressRecorder<'_>>,
+    progress: &mut (dyn FnMut(u64) + Send),
+) -> Result<ReplayReport, OpsError> {
     let mut report = ReplayReport::default();
     let mut cursor: Option<String> = None;
-    loop {
-        let page = events.read_all(cursor.as_deref(), REPLAY_PAGE).await?;
-        let outcome = group.handle_page(&page.events, now).await?;
+    let outcome = loop {
+        let page = match events.read_all(cursor.as_deref(), REPLAY_PAGE).await {
+            Ok(page) => page,
+            Err(e) => break Err(OpsError::from(e)),
+        };
+        let outcome = match group.handle_page(&page.events, now).await {
+            Ok(outcome) => outcome,
+            Err(e) => break Err(OpsError::from(e)),
+        };
         report.events += page.events.len() as u64;
         report.applied += outcome.applied;
         report.parked += outcome.parked;
         progress(report.events);
+        if let Some(r) = recorder.as_mut() {
+            r.page(&report, page.next.as_deref(), Utc::now()).await;
+        }
         match page.next {
             Some(next) => cursor = Some(next),
-            None => return Ok(report),
+            None => break Ok(report),
         }
+    };
+    if let Some(r) = recorder {
+        r.finish(outcome.as_ref().map_err(ToString::to_string), Utc::now())
+            .await;
     }
+    outcome
 }
 
 /// The projections the consistency check folds: those built from a

@@ -440,11 +440,17 @@ async fn verify_reports_what_a_consumer_that_lost_an_event_is_missing() {
         (1, 1, 1),
         "the new name's entry, the customer's list of keys, the old name's entry: {names:?}"
     );
-    assert_eq!(report.mismatched(), 5);
+    let counters = figures(&report, crate::ops::counters::OPS_COUNTERS);
+    assert_eq!(
+        (counters.missing, counters.different, counters.extra),
+        (1, 0, 0),
+        "the event's entry in its minute (decision 0085): {counters:?}"
+    );
+    assert_eq!(report.mismatched(), 6);
     assert_eq!(
         report.lost_events(),
         1,
-        "the 360, the timeline entry and the name index: one event"
+        "the 360, the timeline entry, the name index and the counters: one event"
     );
     let different = report
         .mismatches

@@ -1,0 +1,183 @@
+//! [`DeadLetterAdmin`] over the SQS dead-letter queues (decision 0085): the
+//! API's `/dead-letters` routes on AWS. The queues are those `GET /health`
+//! watches (`HEALTH_QUEUES`: each consumer's queue and its dead-letter
+//! queue). SQS has no order and no random access, so
+//!
+//! - a listing is a look (visibility 0, [`receive`]) at up to `limit`
+//!   messages of each dead-letter queue, with no next page;
+//! - a letter is found by its SQS message id among up to
+//!   [`SEARCHED`] messages of each queue;
+//! - a redrive takes the message (hidden while it works), sends its event to
+//!   the consumer's own queue as the rule delivers it ([`consumer_message`],
+//!   what `crm-ops dlq redrive --to queue` does), then deletes it; the other
+//!   messages it looked at are visible again at once. The relay's and the
+//!   scheduler's letters (no source queue) are left to `crm-ops dlq redrive`.
+
+use crate::health::WatchedQueue;
+use crate::ops::{consumer_message, delete, receive, release, OpsError, QueuedLetter};
+use async_trait::async_trait;
+use aws_sdk_sqs::error::DisplayErrorContext;
+use chrono::{DateTime, Utc};
+use crm_core::ports::{DeadLetter, DeadLetterAdmin, ParkedLetter, ParkedPage, Redriven, StoreError};
+
+/// The most messages of one queue looked through for one letter.
+pub const SEARCHED: usize = 100;
+
+/// How long a redrive hides the messages it looks through.
+const TAKE_SECONDS: i32 = 30;
+
+/// The dead-letter queues of the watched consumers.
+#[derive(Debug, Clone)]
+pub struct SqsDeadLetters {
+    sqs: aws_sdk_sqs::Client,
+    queues: Vec<WatchedQueue>,
+}
+
+fn store(e: OpsError) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+impl SqsDeadLetters {
+    pub fn new(sqs: aws_sdk_sqs::Client, queues: Vec<WatchedQueue>) -> Self {
+        SqsDeadLetters {
+            sqs,
+            queues: queues.into_iter().filter(|q| !q.dead_letter_url.is_empty()).collect(),
+        }
+    }
+
+    async fn find(&self, id: &str, visibility: i32) -> Result<Option<(&WatchedQueue, QueuedLetter)>, StoreError> {
+        for queue in &self.queues {
+            let seen = receive(&self.sqs, &queue.dead_letter_url, SEARCHED, visibility)
+                .await
+                .map_err(store)?;
+            let mut found = None;
+            for letter in seen {
+                if found.is_none() && letter.message_id == id {
+                    found = Some(letter);
+                } else if visibility > 0 {
+                    release(&self.sqs, &queue.dead_letter_url, &letter).await;
+                }
+            }
+            if let Some(letter) = found {
+                return Ok(Some((queue, letter)));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// A message of `queue`'s dead-letter queue as a parked letter: the letter
+/// it holds (parked by a handler), or the event the redrive policy moved.
+fn parked(queue: &WatchedQueue, m: &QueuedLetter) -> ParkedLetter {
+    let letter = match serde_json::from_value::<DeadLetter>(m.body.clone()) {
+        Ok(l) => l,
+        Err(_) => DeadLetter {
+            consumer: queue.name.clone(),
+            reason: m.reason.clone(),
+            payload: m.body.clone(),
+            failed_at: m
+                .body
+                .get("time")
+                .and_then(serde_json::Value::as_str)
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&Utc))
+                .unwrap_or(DateTime::<Utc>::UNIX_EPOCH),
+            attempts: 0,
+        },
+    };
+    ParkedLetter {
+        id: m.message_id.clone(),
+        letter: DeadLetter {
+            consumer: if m.consumer == "-" {
+                queue.name.clone()
+            } else {
+                m.consumer.clone()
+            },
+            reason: m.reason.clone(),
+            ..letter
+        },
+    }
+}
+
+#[async_trait]
+impl DeadLetterAdmin for SqsDeadLetters {
+    async fn list(&self, _after: Option<&str>, limit: usize) -> Result<ParkedPage, StoreError> {
+        let mut items = Vec::new();
+        for queue in &self.queues {
+            if items.len() >= limit {
+                break;
+            }
+            let seen = receive(&self.sqs, &queue.dead_letter_url, limit - items.len(), 0)
+                .await
+                .map_err(store)?;
+            items.extend(seen.iter().map(|m| parked(queue, m)));
+        }
+        Ok(ParkedPage { items, next: None })
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<ParkedLetter>, StoreError> {
+        Ok(self.find(id, 0).await?.map(|(queue, m)| parked(queue, &m)))
+    }
+
+    async fn redrive(&self, id: &str) -> Result<Redriven, StoreError> {
+        let Some((queue, letter)) = self.find(id, TAKE_SECONDS).await? else {
+            return Ok(Redriven::NotFound);
+        };
+        let dlq = &queue.dead_letter_url;
+        if queue.queue_url.is_empty() {
+            release(&self.sqs, dlq, &letter).await;
+            return Ok(Redriven::Failed(format!(
+                "{} has no queue to send it back to: use crm-ops dlq redrive",
+                queue.name
+            )));
+        }
+        let (account, region) = crate::ops::account_and_region(&queue.queue_url);
+        let region = region
+            .or_else(|| self.sqs.config().region().map(|r| r.to_string()))
+            .unwrap_or_else(|| "us-east-1".into());
+        let body = match consumer_message(&letter, account.as_deref().unwrap_or("000000000000"), &region) {
+            Ok(body) => body,
+            Err(why) => {
+                release(&self.sqs, dlq, &letter).await;
+                return Ok(Redriven::Failed(why));
+            }
+        };
+        if let Err(e) = self
+            .sqs
+            .send_message()
+            .queue_url(&queue.queue_url)
+            .message_body(body)
+            .send()
+            .await
+        {
+            release(&self.sqs, dlq, &letter).await;
+            return Err(StoreError::Unavailable(format!(
+                "SendMessage to {}: {}",
+                queue.queue_url,
+                DisplayErrorContext(&e)
+            )));
+        }
+        delete(&self.sqs, dlq, &letter).await.map_err(store)?;
+        Ok(Redriven::Done)
+    }
+
+    async fn depth(&self) -> Result<u64, StoreError> {
+        let mut total = 0;
+        for queue in &self.queues {
+            let out = self
+                .sqs
+                .get_queue_attributes()
+                .queue_url(&queue.dead_letter_url)
+                .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+                .send()
+                .await
+                .map_err(|e| StoreError::Unavailable(format!("GetQueueAttributes: {}", DisplayErrorContext(&e))))?;
+            total += out
+                .attributes()
+                .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages))
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+        Ok(total)
+    }
+}
