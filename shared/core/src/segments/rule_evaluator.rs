@@ -507,6 +507,140 @@ mod tests {
         assert!(is_relevant(&country.dependencies(), &profile));
     }
 
+    mod over_a_store {
+        use super::super::*;
+        use crate::ports::{AppendRequest, ExpectedVersion};
+        use crate::segments::definition::catalog::SegmentDefinitions;
+        use crate::testing::{
+            customer_id, raw_event, register_customers, test_time, InMemoryDeadLetters, InMemoryEventStore,
+            InMemoryReadModels, InMemoryScheduler,
+        };
+        use chrono::Duration;
+        use std::collections::BTreeSet;
+
+        struct World {
+            store: Arc<InMemoryEventStore>,
+            scheduler: Arc<InMemoryScheduler>,
+            clock: Arc<VirtualClock>,
+            evaluator: RuleSegmentEvaluator,
+        }
+
+        async fn world() -> World {
+            let store = Arc::new(InMemoryEventStore::default());
+            register_customers(store.clone(), 1).await;
+            let scheduler = Arc::new(InMemoryScheduler::default());
+            let clock = Arc::new(VirtualClock::starting_at(test_time()));
+            let evaluator = RuleSegmentEvaluator::new(
+                store.clone(),
+                Arc::new(InMemoryReadModels::default()),
+                scheduler.clone(),
+                clock.clone(),
+                Arc::new(InMemoryDeadLetters::default()),
+            );
+            let definition = json!({ "id": "lookers", "name": "Lookers", "match": { "all": [
+                { "performed": "ProductViewed", "distinct": "product_id", "at_least": 2, "within_days": 7 },
+                { "consent": { "purpose": "marketing", "channel": "email" }, "state": "granted" }
+            ]}});
+            SegmentDefinitions::new(store.clone(), clock.clone())
+                .put("lookers", &definition, &BTreeSet::new(), Actor::system("test"))
+                .await
+                .expect("defined");
+            World {
+                store,
+                scheduler,
+                clock,
+                evaluator,
+            }
+        }
+
+        impl World {
+            async fn view(&self, product: &str) -> EventEnvelope {
+                let c = customer_id(0);
+                let stream = crate::customer::activity::activity_stream_id(&c);
+                let mut e = raw_event(&stream, "ProductViewed", json!({ "product_id": product }));
+                e.customer_id = Some(c);
+                e.occurred_at = self.clock.now();
+                let appended = self
+                    .store
+                    .append(AppendRequest {
+                        stream_id: stream,
+                        expected: ExpectedVersion::Any,
+                        events: vec![e],
+                        reservations: Vec::new(),
+                        receipt: None,
+                    })
+                    .await
+                    .expect("append");
+                appended.events[0].clone()
+            }
+
+            async fn handle(&self, event: &EventEnvelope) -> usize {
+                let definitions = defined_segments(self.store.as_ref()).await.expect("definitions");
+                self.evaluator
+                    .on_event(&definitions, event, self.clock.now())
+                    .await
+                    .expect("evaluated")
+            }
+        }
+
+        #[tokio::test]
+        async fn events_join_once_the_timer_is_set_and_a_stale_or_early_timer_appends_nothing() {
+            let w = world().await;
+            let first = w.view("lamp").await;
+            assert_eq!(w.handle(&first).await, 0);
+            w.clock.advance(Duration::hours(1));
+            let second = w.view("shade").await;
+            assert_eq!(w.handle(&second).await, 1, "two products and marketing email consent");
+            assert_eq!(w.handle(&second).await, 0, "redelivered: nothing");
+            assert_eq!(w.handle(&first).await, 0, "an older one redelivered: nothing");
+            let timers = w.scheduler.pending();
+            assert_eq!(timers.len(), 1);
+            assert_eq!(timers[0].due_at, test_time() + Duration::days(7));
+            assert_eq!(timers[0].name, window_timer_name("lookers", 1, &customer_id(0)));
+
+            // Fired early (or stale): evaluated, nothing appended, the timer set again.
+            assert_eq!(w.evaluator.on_window(&timers[0]).await.expect("early"), 0);
+            assert_eq!(w.scheduler.pending().len(), 1);
+            w.clock.advance(Duration::days(7) - Duration::hours(1));
+            assert_eq!(
+                w.evaluator.on_window(&timers[0]).await.expect("due"),
+                1,
+                "lamp left the window"
+            );
+            assert!(w.scheduler.pending().is_empty(), "nothing more changes by time alone");
+
+            // A journey cannot put the customer back into a rule segment.
+            let asked =
+                crate::segments::apply_request(w.store.as_ref(), &customer_id(0), "lookers", true, w.clock.now(), None)
+                    .await
+                    .expect("ignored");
+            assert!(asked.is_empty());
+        }
+
+        #[tokio::test]
+        async fn a_scheduler_that_is_down_is_retried_and_nothing_is_appended() {
+            let w = world().await;
+            w.view("lamp").await;
+            let second = w.view("shade").await;
+            w.scheduler
+                .fail_with(Some(SchedulerError::Unavailable("throttled".into())));
+            let definitions = defined_segments(w.store.as_ref()).await.expect("definitions");
+            let failed = w.evaluator.on_event(&definitions, &second, w.clock.now()).await;
+            assert!(
+                matches!(&failed, Err(e) if e.kind() == FailureKind::Retryable),
+                "{failed:?}"
+            );
+            assert!(w
+                .store
+                .read_stream(&stream_id(&customer_id(0)), 0, 10)
+                .await
+                .expect("read")
+                .is_empty());
+            w.scheduler.fail_with(None);
+            assert_eq!(w.handle(&second).await, 1);
+        }
+    }
+
     #[test]
     fn window_timer_names_differ_by_segment_version_and_customer() {
         let a = window_timer_name("s", 1, "c1");
