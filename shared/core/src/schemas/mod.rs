@@ -180,6 +180,7 @@ fn current_payloads() -> Result<Vec<Payload>, SchemaGenError> {
     out.extend(payloads_of::<MessageEvent>()?);
     out.extend(payloads_of::<custom::SchemaEvent>()?);
     out.extend(payloads_of::<crate::identity::IdentityEvent>()?);
+    out.extend(payloads_of::<crate::broadcast::BroadcastEvent>()?);
     Ok(out)
 }
 
