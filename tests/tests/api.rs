@@ -250,7 +250,7 @@ async fn customer_lifecycle_through_the_api() {
     assert_eq!(health.body["status"], "ok");
     let consumers = health.body["consumers"].as_array().expect("consumers").clone();
     let names: Vec<&str> = consumers.iter().filter_map(|c| c["name"].as_str()).collect();
-    assert_eq!(names, ["projector", "consent", "campaign", "channel"]);
+    assert_eq!(names, ["projector", "consent", "campaign", "rule-segments", "channel"]);
     assert!(consumers.iter().all(|c| c["lag"] == 0 && c["dead_letters"] == 0));
 }
 
