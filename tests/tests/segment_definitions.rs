@@ -286,3 +286,40 @@ async fn a_manual_segment_a_campaign_names_can_be_read_but_not_redefined() {
     );
     assert_eq!(api.events_of_type("SegmentDefined").await.len(), 1);
 }
+
+#[tokio::test]
+async fn the_size_and_members_of_a_defined_segment_follow_its_definition() {
+    let api = TestApi::new();
+    let mut germans = Vec::new();
+    for n in 0..2 {
+        germans.push(customer(&api, &format!("de{n}@example.com"), "de-DE").await);
+    }
+    customer(&api, "en@example.com", "en-US").await;
+    germans.sort();
+    assert_eq!(put(&api, "german", &german("german")).await.status, 201);
+
+    // Defining it evaluated every active customer (decision 0083).
+    let got = api.call("GET", "/segments/german", None).await;
+    assert_eq!(got.status, 200, "{:?}", got.body);
+    assert_eq!(got.body["size"], 2, "{:?}", got.body);
+    let members = api.call("GET", "/segments/german/members", None).await;
+    let ids: Vec<&str> = members.body["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|m| m["customer_id"].as_str())
+        .collect();
+    assert_eq!(ids, germans);
+    let list = api.call("GET", "/segments", None).await;
+    let lines: Vec<&Value> = list.body["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|s| s["id"] == "german")
+        .collect();
+    assert_eq!(lines.len(), 1, "listed once, as rules: {lines:?}");
+    assert_eq!(
+        (lines[0]["kind"].clone(), lines[0]["members"].clone()),
+        (json!("rules"), json!(2))
+    );
+}
