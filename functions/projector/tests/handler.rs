@@ -10,7 +10,7 @@ use serde_json::json;
 
 const CUSTOMER: &str = "0190a000-0000-7000-8000-00000000c001";
 /// Every consumer of the projector, in the group's order.
-const CONSUMERS: [&str; 13] = [
+const CONSUMERS: [&str; 15] = [
     "customer-360",
     "timeline",
     "email-index",
@@ -18,12 +18,15 @@ const CONSUMERS: [&str; 13] = [
     "funnel",
     "attribution",
     "campaign-stats",
+    "broadcast-stats",
     "profile-metrics",
     "segment-evaluator",
     "co-purchases",
     "affinity-detector",
     "segment-members",
     "customer-streams",
+    // The operator's overview counters (decision 0085).
+    "ops-counters",
 ];
 /// The ones that read a customer event's data (the others only move their checkpoint).
 const CUSTOMER_VIEWS: [&str; 4] = ["customer-360", "timeline", "email-index", "name-index"];
