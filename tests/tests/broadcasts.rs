@@ -221,6 +221,12 @@ async fn a_local_time_broadcast_reaches_each_zone_at_ten_and_never_twice() {
     api.runtime.bus.settle().await.expect("settles");
     let service = BroadcastService::new(api.store.clone(), api.runtime.docs.clone(), api.runtime.clock.clone());
     assert_eq!(service.step("spring").await.expect("step"), StepOutcome::Nothing);
+    // Scheduling it again (a client's retry) is the same broadcast: 200, nothing new.
+    let again = post(&api, &local_ten("spring")).await;
+    assert_eq!(
+        (again.status.as_u16(), &again.body["status"]),
+        (200, &json!("completed"))
+    );
     api.advance_minutes(60).await;
     assert_eq!(received(&api, "spring").await.len(), 3);
     let again: Vec<_> = api
