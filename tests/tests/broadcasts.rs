@@ -212,6 +212,25 @@ async fn a_local_time_broadcast_reaches_each_zone_at_ten_and_never_twice() {
         .collect();
     assert_eq!(ours.len(), 5);
     assert!(ours.iter().all(|e| e.data["category"] == "marketing"));
+    // Why was it sent? The request, the audience page that targeted the customer, the broadcast.
+    let message_id = ours[0].data["message_id"].as_str().unwrap_or_default();
+    let why = api.call("GET", &format!("/messages/{message_id}/explain"), None).await;
+    assert_eq!(why.status, 200, "{:?}", why.body);
+    assert_eq!(why.body["campaign"], "broadcast-spring");
+    assert_eq!(why.body["customer_id"], json!(ours[0].customer_id));
+    let chain: Vec<&str> = why.body["chain"]
+        .as_array()
+        .map(|c| c.iter().filter_map(|l| l["type"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        chain,
+        [
+            "MessageRequested",
+            "BroadcastAudiencePage",
+            "BroadcastStarted",
+            "BroadcastScheduled"
+        ]
+    );
 
     // Re-running the send: every event delivered again to the campaign and
     // channel functions, and the step called again, sends nothing new.

@@ -161,9 +161,13 @@ pub async fn resume(
 
 /// `GET /messages/{message_id}/explain`: the causal chain of a requested message.
 pub async fn explain(State(state): State<AppState>, Path(message_id): Path<String>) -> Result<Response, Problem> {
-    let found = explain_message(state.events.as_ref(), state.read_models.as_ref(), &message_id)
-        .await?
-        .ok_or_else(|| Problem::not_found("message not found"))?;
+    let found = match explain_message(state.events.as_ref(), state.read_models.as_ref(), &message_id).await? {
+        Some(found) => found,
+        // A broadcast's message (decision 0084): its request, audience page and broadcast.
+        None => crm_core::broadcast::explain::explain(state.events.as_ref(), state.read_models.as_ref(), &message_id)
+            .await?
+            .ok_or_else(|| Problem::not_found("message not found"))?,
+    };
     Ok(Json(found).into_response())
 }
 

@@ -11,10 +11,12 @@
 //!   snapshot page, or one page of `MessageRequested` (on
 //!   `broadcast-<id>-send-<bucket>-<page>`, written once) that the channel
 //!   pipeline delivers like a journey's;
-//! - [`hosting`]: the campaign function's handler, journeys and broadcasts.
+//! - [`hosting`]: the campaign function's handler, journeys and broadcasts;
+//! - [`explain`]: why a broadcast's message was sent.
 //! - [`stats`]: the broadcast's message outcomes (delivered, opened,
 //!   clicked, bounced, complained) by its message ids.
 
+pub mod explain;
 pub mod fanout;
 pub mod hosting;
 pub mod model;

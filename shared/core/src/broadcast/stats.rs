@@ -23,6 +23,9 @@ const OUTCOMES: &[(&str, &str)] = &[
     ("EmailComplained", "complained"),
 ];
 
+/// The sort-key prefix of a message's request pointer.
+const REQUEST: &str = "request#";
+
 fn partition(broadcast_id: &str) -> String {
     format!("broadcast#{broadcast_id}")
 }
@@ -43,13 +46,24 @@ impl Projection for BroadcastStatsProjection {
     }
 
     fn handles(&self, event_type: &str) -> bool {
-        OUTCOMES.iter().any(|(t, _)| *t == event_type)
+        event_type == "MessageRequested" || OUTCOMES.iter().any(|(t, _)| *t == event_type)
     }
 
     async fn project(&self, event: &EventEnvelope, _docs: &dyn ReadModelStore) -> Result<Vec<ReadOp>, ProjectionError> {
         let Some(message_id) = event.data.get("message_id").and_then(Value::as_str) else {
             return Ok(Vec::new());
         };
+        if event.event_type == "MessageRequested" {
+            // Where the request is stored, for the explain API.
+            let Some(broadcast) = broadcast_of(message_id) else {
+                return Ok(Vec::new());
+            };
+            return Ok(vec![ReadOp::Put {
+                partition: partition(broadcast),
+                sort: format!("{REQUEST}{message_id}"),
+                body: json!({ "stream_id": event.stream_id, "version": event.version }),
+            }]);
+        }
         let (Some(broadcast), Some((_, name))) = (
             broadcast_of(message_id),
             OUTCOMES.iter().find(|(t, _)| *t == event.event_type),
@@ -62,6 +76,23 @@ impl Projection for BroadcastStatsProjection {
             body: json!({}),
         }])
     }
+}
+
+/// Where the request of broadcast message `message_id` is stored (its
+/// stream and version), once projected.
+pub async fn request_pointer(
+    docs: &dyn ReadModelStore,
+    broadcast_id: &str,
+    message_id: &str,
+) -> Result<Option<(String, u64)>, StoreError> {
+    let found = docs
+        .get(
+            BROADCAST_STATS,
+            &partition(broadcast_id),
+            &format!("{REQUEST}{message_id}"),
+        )
+        .await?;
+    Ok(found.and_then(|v| Some((v.get("stream_id")?.as_str()?.to_string(), v.get("version")?.as_u64()?))))
 }
 
 /// The broadcast's outcome counts, each name with its count (0 included).
