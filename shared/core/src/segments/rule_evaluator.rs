@@ -618,6 +618,26 @@ mod tests {
         }
 
         #[tokio::test]
+        async fn a_definition_reading_another_segment_follows_its_membership_events() {
+            let w = world().await;
+            let fans = json!({ "id": "fans", "name": "Fans", "match": { "in_segment": "lookers" } });
+            SegmentDefinitions::new(w.store.clone(), w.clock.clone())
+                .put("fans", &fans, &BTreeSet::new(), Actor::system("test"))
+                .await
+                .expect("defined");
+            w.view("lamp").await;
+            let second = w.view("shade").await;
+            assert_eq!(w.handle(&second).await, 1, "lookers only: fans reads no view");
+            let segments = stream_id(&customer_id(0));
+            let joined = w.store.read_stream(&segments, 0, 10).await.expect("read");
+            assert_eq!(w.handle(&joined[0]).await, 1, "lookers joined: fans follows");
+            let all = w.store.read_stream(&segments, 0, 10).await.expect("read");
+            let ids: Vec<&str> = all.iter().filter_map(|e| e.data["segment"].as_str()).collect();
+            assert_eq!(ids, ["lookers", "fans"]);
+            assert_eq!(w.handle(&all[1]).await, 0, "fans' own event changes nothing");
+        }
+
+        #[tokio::test]
         async fn a_scheduler_that_is_down_is_retried_and_nothing_is_appended() {
             let w = world().await;
             w.view("lamp").await;
