@@ -131,7 +131,7 @@ async fn a_local_time_broadcast_reaches_each_zone_at_ten_and_never_twice() {
     let berlin = "berlin@example.com";
     let new_york = "newyork@example.com";
     let tokyo = "tokyo@example.com";
-    customer(&api, berlin, "Europe/Berlin", true, &[SEGMENT]).await;
+    let berlin_id = customer(&api, berlin, "Europe/Berlin", true, &[SEGMENT]).await;
     customer(&api, new_york, "America/New_York", true, &[SEGMENT]).await;
     customer(&api, tokyo, "Asia/Tokyo", true, &[SEGMENT]).await;
     customer(&api, "noconsent@example.com", "Europe/Berlin", false, &[SEGMENT]).await;
@@ -203,6 +203,19 @@ async fn a_local_time_broadcast_reaches_each_zone_at_ten_and_never_twice() {
         json!({ "no-consent": 1, "suppressed": 1 }),
         "{stats}"
     );
+    // Berlin unsubscribes from the message (one click): counted for the broadcast.
+    let token = api.unsubscribe_token(
+        &berlin_id,
+        crm_core::consent::Purpose::Marketing,
+        crm_core::consent::Channel::Email,
+        api.runtime.clock.now() + chrono::Duration::days(60),
+    );
+    let clicked = api
+        .post_form(&format!("/u/{token}"), "List-Unsubscribe=One-Click")
+        .await;
+    assert_eq!(clicked.status, 200, "{:?}", clicked.body);
+    let b = get(&api, "spring").await;
+    assert_eq!(b["stats"]["unsubscribed"], 1, "{b}");
     // Berlin, New York, Tokyo: three due times (two recipients share Berlin's and Tokyo's).
     assert_eq!(b["progress"]["due_times"].as_array().map(Vec::len), Some(3), "{b}");
     let requested = api.events_of_type("MessageRequested").await;

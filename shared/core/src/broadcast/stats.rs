@@ -25,6 +25,50 @@ const OUTCOMES: &[(&str, &str)] = &[
 
 /// The sort-key prefix of a message's request pointer.
 const REQUEST: &str = "request#";
+/// A customer's broadcasts sent (under their partition), and the customers
+/// who withdrew marketing consent within [`UNSUBSCRIBE_WINDOW_DAYS`] after
+/// one (under the broadcast's).
+const SENT: &str = "sent#";
+const UNSUBSCRIBED: &str = "unsubscribed#";
+
+/// A marketing consent withdrawn this long after a broadcast was sent to
+/// the customer counts as an unsubscribe from it.
+pub const UNSUBSCRIBE_WINDOW_DAYS: i64 = 7;
+
+fn customer_partition(customer_id: &str) -> String {
+    format!("customer#{customer_id}")
+}
+
+/// A marketing consent withdrawn: an unsubscribe from each broadcast sent
+/// to the customer within the window before it.
+async fn unsubscribed(event: &EventEnvelope, docs: &dyn ReadModelStore) -> Result<Vec<ReadOp>, ProjectionError> {
+    let (Some(customer), Some("marketing")) = (
+        event.customer_id.as_deref(),
+        event.data.get("purpose").and_then(Value::as_str),
+    ) else {
+        return Ok(Vec::new());
+    };
+    let sent = docs
+        .list(BROADCAST_STATS, &customer_partition(customer), SENT, None, 1000)
+        .await
+        .map_err(ProjectionError::Store)?;
+    let window = chrono::Duration::days(UNSUBSCRIBE_WINDOW_DAYS);
+    let mut ops = Vec::new();
+    for (sort, body) in sent {
+        let at = body
+            .get("at")
+            .and_then(|v| serde_json::from_value::<chrono::DateTime<chrono::Utc>>(v.clone()).ok());
+        let within = at.is_some_and(|at| event.occurred_at >= at && event.occurred_at <= at + window);
+        if let (true, Some(broadcast)) = (within, sort.strip_prefix(SENT)) {
+            ops.push(ReadOp::Put {
+                partition: partition(broadcast),
+                sort: format!("{UNSUBSCRIBED}{customer}"),
+                body: json!({}),
+            });
+        }
+    }
+    Ok(ops)
+}
 
 fn partition(broadcast_id: &str) -> String {
     format!("broadcast#{broadcast_id}")
@@ -46,13 +90,28 @@ impl Projection for BroadcastStatsProjection {
     }
 
     fn handles(&self, event_type: &str) -> bool {
-        event_type == "MessageRequested" || OUTCOMES.iter().any(|(t, _)| *t == event_type)
+        matches!(event_type, "MessageRequested" | "MessageSent" | "ConsentRevoked")
+            || OUTCOMES.iter().any(|(t, _)| *t == event_type)
     }
 
-    async fn project(&self, event: &EventEnvelope, _docs: &dyn ReadModelStore) -> Result<Vec<ReadOp>, ProjectionError> {
+    async fn project(&self, event: &EventEnvelope, docs: &dyn ReadModelStore) -> Result<Vec<ReadOp>, ProjectionError> {
+        if event.event_type == "ConsentRevoked" {
+            return unsubscribed(event, docs).await;
+        }
         let Some(message_id) = event.data.get("message_id").and_then(Value::as_str) else {
             return Ok(Vec::new());
         };
+        if event.event_type == "MessageSent" {
+            // When the customer was sent the broadcast: an unsubscribe soon after counts.
+            let (Some(broadcast), Some(customer)) = (broadcast_of(message_id), event.customer_id.as_deref()) else {
+                return Ok(Vec::new());
+            };
+            return Ok(vec![ReadOp::Put {
+                partition: customer_partition(customer),
+                sort: format!("{SENT}{broadcast}"),
+                body: json!({ "at": event.occurred_at }),
+            }]);
+        }
         if event.event_type == "MessageRequested" {
             // Where the request is stored, for the explain API.
             let Some(broadcast) = broadcast_of(message_id) else {
@@ -95,6 +154,28 @@ pub async fn request_pointer(
     Ok(found.and_then(|v| Some((v.get("stream_id")?.as_str()?.to_string(), v.get("version")?.as_u64()?))))
 }
 
+/// How many documents of the broadcast's partition start with `prefix`.
+async fn count(docs: &dyn ReadModelStore, broadcast_id: &str, prefix: &str) -> Result<u64, StoreError> {
+    let mut count = 0u64;
+    let mut after: Option<String> = None;
+    loop {
+        let page = docs
+            .list(
+                BROADCAST_STATS,
+                &partition(broadcast_id),
+                prefix,
+                after.as_deref(),
+                1000,
+            )
+            .await?;
+        count += page.len() as u64;
+        if page.len() < 1000 {
+            return Ok(count);
+        }
+        after = page.last().map(|(k, _)| k.clone());
+    }
+}
+
 /// The broadcast's outcome counts, each name with its count (0 included).
 pub async fn outcomes(docs: &dyn ReadModelStore, broadcast_id: &str) -> Result<Vec<(&'static str, u64)>, StoreError> {
     let mut out = Vec::new();
@@ -120,6 +201,7 @@ pub async fn outcomes(docs: &dyn ReadModelStore, broadcast_id: &str) -> Result<V
         }
         out.push((*name, count));
     }
+    out.push(("unsubscribed", count(docs, broadcast_id, UNSUBSCRIBED).await?));
     Ok(out)
 }
 
