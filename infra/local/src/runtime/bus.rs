@@ -860,6 +860,14 @@ Resources:
         assert!(!rule_segments.matches(
             &json!({"source": "crm.scheduler", "detail-type": "TimerFired", "detail": {"kind": "journey-wait"}})
         ));
+        // The campaign function takes every other timer, not the windows.
+        let campaign = &rules[2].pattern;
+        assert!(!campaign.matches(
+            &json!({"source": "crm.scheduler", "detail-type": "TimerFired", "detail": {"kind": "segment-window"}})
+        ));
+        assert!(campaign.matches(
+            &json!({"source": "crm.scheduler", "detail-type": "TimerFired", "detail": {"kind": "journey-wait"}})
+        ));
         let channel = &rules[4].pattern;
         assert!(channel.matches(&json!({"source": "crm.messaging", "detail-type": "MessageRequested", "detail": {}})));
         assert!(!channel.matches(&json!({"source": "crm.messaging", "detail-type": "MessageSent", "detail": {}})));
