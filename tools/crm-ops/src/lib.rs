@@ -399,7 +399,19 @@ pub async fn replay(
         bar.set_position(0);
         let cleared = tables.docs.clear_consumer(consumer.name()).await?;
         tracing::info!(consumer = consumer.name(), cleared, "read models cleared");
-        let report = crm_aws::ops::parallel_replay(source, segments, consumer, dead_letters, &|n| bar.inc(n)).await?;
+        // Recorded for the API's `GET /operations/replays` (decision 0085): running, then done or failed.
+        let recorder = crm_core::ops::progress::ProgressRecorder::start(
+            tables.docs.as_ref(),
+            consumer.name(),
+            None,
+            chrono::Utc::now(),
+        )
+        .await;
+        let outcome = crm_aws::ops::parallel_replay(source, segments, consumer, dead_letters, &|n| bar.inc(n)).await;
+        recorder
+            .finish(outcome.as_ref().map_err(ToString::to_string), chrono::Utc::now())
+            .await;
+        let report = outcome?;
         tracing::info!(
             consumer = consumer.name(),
             events = report.events,
