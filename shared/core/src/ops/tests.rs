@@ -284,6 +284,23 @@ async fn rich_store() -> Arc<InMemoryEventStore> {
             ],
         )
         .await;
+        if n == 0 {
+            // A broadcast's message (decision 0084), for the broadcast stats.
+            let message_id = crate::broadcast::message_id("spring", &customer);
+            let message = crate::vocabulary::streams::message_stream_id(&message_id);
+            let sent = serde_json::json!({"message_id": message_id, "customer_id": customer, "channel": "email",
+                "category": "marketing", "campaign_id": "broadcast-spring", "provider_message_id": "ses-1"});
+            let delivered = serde_json::json!({"message_id": message_id, "customer_id": customer});
+            append(
+                &store,
+                &message,
+                vec![
+                    with_customer(&message, "MessageSent", sent),
+                    with_customer(&message, "EmailDelivered", delivered),
+                ],
+            )
+            .await;
+        }
     }
     store
 }
@@ -343,8 +360,8 @@ async fn verify_finds_every_consumer_consistent_when_nothing_was_lost() {
     assert!(report.is_consistent(), "{:#?}", report.mismatches);
     assert_eq!(
         report.streams,
-        3 + 3 + 3 + 3 + 3,
-        "customer, activity, order, segments and recommendations streams"
+        3 + 3 + 3 + 3 + 3 + 1,
+        "customer, activity, order, segments and recommendations streams, and a broadcast's message"
     );
     let folded: Vec<&str> = report.consumers.iter().map(|c| c.consumer.as_str()).collect();
     let mut every = Vec::new();
