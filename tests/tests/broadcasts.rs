@@ -125,6 +125,31 @@ async fn bad_input_is_422_naming_the_field() {
 }
 
 #[tokio::test]
+async fn a_segment_defined_by_rules_is_an_audience_before_it_has_members() {
+    let api = TestApi::at(time("2026-03-01T08:00:00Z"));
+    customer(&api, "a@example.com", "UTC", true, &[]).await;
+    let definition = json!({
+        "id": "french",
+        "name": "French-speaking customers",
+        "match": { "profile": "locale", "op": "equals", "value": "fr-FR" },
+    });
+    let put = api.call("PUT", "/segments/french", Some(&definition.to_string())).await;
+    assert_eq!(put.status, 201, "{:?}", put.body);
+    let mut body = local_ten("bonjour");
+    body["audience"] = json!({ "segments": ["french"] });
+    let a = post(&api, &body).await;
+    assert_eq!(a.status, 201, "{:?}", a.body);
+    // A segment neither defined, fixed nor manual stays refused.
+    body["id"] = json!("hola");
+    body["audience"] = json!({ "segments": ["spanish"] });
+    let refused = post(&api, &body).await;
+    assert_eq!(
+        (refused.status.as_u16(), &refused.body["field"]),
+        (422, &json!("audience.segments[0]"))
+    );
+}
+
+#[tokio::test]
 async fn a_local_time_broadcast_reaches_each_zone_at_ten_and_never_twice() {
     // A day before: the welcome series and verification mails are behind us.
     let api = TestApi::at(time("2026-02-28T06:00:00Z"));

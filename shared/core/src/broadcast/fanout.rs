@@ -193,11 +193,14 @@ impl BroadcastService {
         if definition.audience.segments.is_empty() {
             return Err(BroadcastError::invalid("audience.segments", "at least one segment"));
         }
-        let known: BTreeSet<String> = crate::segments::all_segments(self.docs.as_ref())
+        // Fixed segments, those with members, and those defined by rules
+        // (which may have no member yet, decision 0082).
+        let mut known: BTreeSet<String> = crate::segments::all_segments(self.docs.as_ref())
             .await?
             .into_iter()
             .map(|(id, _, _)| id)
             .collect();
+        known.extend(crate::segments::definition::catalog::defined_ids(self.events.as_ref()).await?);
         for (list, names) in [
             ("audience.segments", &definition.audience.segments),
             ("audience.exclude", &definition.audience.exclude),
