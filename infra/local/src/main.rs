@@ -182,6 +182,9 @@ enum Command {
         /// Events folded in memory by each projection.
         #[arg(long, default_value_t = 200_000)]
         fold_events: u64,
+        /// Recipients of the broadcast phase (one broadcast, send now, at the highest rate).
+        #[arg(long, default_value_t = 2_000)]
+        broadcast_recipients: u64,
         /// Also write the report as JSON to this file.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -351,6 +354,7 @@ async fn main() -> ExitCode {
             concurrency,
             events,
             fold_events,
+            broadcast_recipients,
             json,
             cost,
             template,
@@ -363,6 +367,7 @@ async fn main() -> ExitCode {
                 concurrency,
                 events,
                 fold_events,
+                broadcast_recipients,
                 progress: !quiet,
             },
             json,

@@ -456,6 +456,218 @@ impl CostModel {
     }
 }
 
+/// The recipients of the broadcast the cost is given for.
+pub const BROADCAST_RECIPIENTS: f64 = 1_000_000.0;
+/// The channel's DynamoDB reads per message, measured on the moto pipeline
+/// (docs/cost.md, "By function": the channel's RRU per message): the
+/// broadcast phase counts writes, not reads.
+pub const CHANNEL_RRU_PER_MESSAGE: f64 = 3.92;
+/// Assumed compute per message beside its DynamoDB calls: rendering the
+/// template (10 ms) and the SES call (30 ms), as for a journey's message.
+pub const MESSAGE_COMPUTE_MS: f64 = 40.0;
+/// SES's feedback events per email on AWS (`Send`, `Delivery`), which the
+/// local mail sink does not produce: assumed, priced at the run's mean
+/// cost per event.
+pub const FEEDBACK_EVENTS_PER_EMAIL: f64 = 2.0;
+
+impl CostModel {
+    /// The cost of one broadcast to [`BROADCAST_RECIPIENTS`], from what the
+    /// broadcast phase counted per message (decision 0084).
+    pub fn broadcast_lines(&self, b: &super::broadcast::BroadcastRow) -> Vec<Line> {
+        let n = BROADCAST_RECIPIENTS;
+        let per = |x: f64| x / b.messages.max(1) as f64 * n;
+        let gb = self.memory_mb as f64 / 1024.0;
+        let gb_s_price = if self.arm { LAMBDA_GB_S_ARM } else { LAMBDA_GB_S_X86 };
+        let event_wru = per(b.appends.write_units);
+        let doc_kb = if b.writes.documents > 0 {
+            (b.writes.document_bytes as f64 / b.writes.documents as f64 / 1024.0)
+                .ceil()
+                .max(1.0)
+        } else {
+            1.0
+        };
+        let doc_wru = per(b.writes.documents as f64 * doc_kb + b.writes.checkpoints as f64);
+        let events = per(b.events as f64);
+        let routed: f64 = b.routed.values().map(|&m| per(m as f64)).sum();
+        let batches: f64 = b
+            .routed
+            .iter()
+            .map(|(t, &m)| (per(m as f64) / super::pages::batch_size(t) as f64).ceil())
+            .sum();
+        let pages = (n / crm_core::broadcast::AUDIENCE_PAGE as f64).ceil();
+        let relay = (events / 100.0).ceil();
+        let rru = n * CHANNEL_RRU_PER_MESSAGE;
+        let writes_per_message = b.store_writes_per_message();
+        let gb_s =
+            n * gb * (DDB_CALL_MS * (writes_per_message + CHANNEL_RRU_PER_MESSAGE) + MESSAGE_COMPUTE_MS) / 1000.0;
+        let types = |keep: fn(&str) -> bool| {
+            b.events_by_type
+                .iter()
+                .filter(|(t, _)| keep(t))
+                .map(|(t, c)| {
+                    format!(
+                        "{t} {:.2} ({} B)",
+                        *c as f64 / b.messages.max(1) as f64,
+                        b.item_bytes_by_type.get(t).copied().unwrap_or(0)
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut lines = vec![
+            Line {
+                item: "SES sends".into(),
+                quantity: n,
+                unit: "emails".into(),
+                usd: n / 1000.0 * SES_PER_THOUSAND,
+                floor: "the price of sending".into(),
+            },
+            Line {
+                item: "DynamoDB writes: event store (counted)".into(),
+                quantity: event_wru,
+                unit: "WRU".into(),
+                usd: event_wru / 1e6 * DDB_WRU,
+                floor: format!(
+                    "{:.2} units a message: per message {}; the requests of a page are one append of up to 90 events, a transaction at 2 units an item; the claim and the sent are puts at 1. Floor: 1 unit per event ≤ 1 KB",
+                    event_wru / n,
+                    types(|t| t.starts_with("Message"))
+                ),
+            },
+            Line {
+                item: "DynamoDB writes: read models and checkpoints (counted rows)".into(),
+                quantity: doc_wru,
+                unit: "WRU".into(),
+                usd: doc_wru / 1e6 * DDB_WRU,
+                floor: format!(
+                    "{:.2} documents ({:.0} bytes on average, {doc_kb:.0} unit each) and {:.2} checkpoints a message, every function's, counted by triggers on the local tables; twice this if all moved in transactions; the local checkpoints are one per consumer and stream, DynamoDB's one per stream for a group, so fewer",
+                    b.writes.documents as f64 / b.messages.max(1) as f64,
+                    b.writes.document_bytes as f64 / b.writes.documents.max(1) as f64,
+                    b.writes.checkpoints as f64 / b.messages.max(1) as f64
+                ),
+            },
+            Line {
+                item: "DynamoDB reads (assumed, not counted)".into(),
+                quantity: rru,
+                unit: "RRU".into(),
+                usd: rru / 1e6 * DDB_RRU,
+                floor: format!(
+                    "the channel's {CHANNEL_RRU_PER_MESSAGE} read units per message measured on moto (loads, consent, suppression, preferences, caps); the campaign's reads per page of 90 add little"
+                ),
+            },
+            Line {
+                item: "EventBridge PutEvents entries".into(),
+                quantity: events,
+                unit: "events".into(),
+                usd: events / 1e6 * EVENTBRIDGE_EVENT,
+                floor: format!(
+                    "every stored event published once: {:.2} a message (counted)",
+                    events / n
+                ),
+            },
+            Line {
+                item: "SQS SendMessage (rules to the queues)".into(),
+                quantity: routed,
+                unit: "requests".into(),
+                usd: routed / 1e6 * SQS_REQUEST,
+                floor: format!(
+                    "one per routed event, counted by the template's rules: {}",
+                    b.routed
+                        .iter()
+                        .map(|(t, &m)| format!("{t} {:.2}", m as f64 / b.messages.max(1) as f64))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            },
+            Line {
+                item: "SQS ReceiveMessage and DeleteMessageBatch".into(),
+                quantity: 2.0 * batches,
+                unit: "requests".into(),
+                usd: 2.0 * batches / 1e6 * SQS_REQUEST,
+                floor: "one of each per full batch (a broadcast fills them): 10 on the campaign and channel queues, 100 on the projector's and the others'"
+                    .into(),
+            },
+            Line {
+                item: "Lambda requests".into(),
+                quantity: batches + relay + 1.0,
+                unit: "requests".into(),
+                usd: (batches + relay + 1.0) / 1e6 * LAMBDA_REQUEST,
+                floor: format!(
+                    "one per batch above ({pages:.0} fan-out steps of {} recipients ride the campaign queue), one per relay batch of 100 stream records, the POST",
+                    crm_core::broadcast::AUDIENCE_PAGE
+                ),
+            },
+            Line {
+                item: "Lambda compute".into(),
+                quantity: gb_s,
+                unit: "GB-s".into(),
+                usd: gb_s * gb_s_price,
+                floor: format!(
+                    "assumed: {DDB_CALL_MS} ms per DynamoDB call ({writes_per_message:.1} counted writes and {CHANNEL_RRU_PER_MESSAGE} reads a message) and {MESSAGE_COMPUTE_MS} ms to render and call SES, at {} MB",
+                    self.memory_mb
+                ),
+            },
+            Line {
+                item: "Scheduler invocations".into(),
+                quantity: pages,
+                unit: "invocations".into(),
+                usd: pages / 1e6 * SCHEDULER_INVOCATION,
+                floor: format!(
+                    "at most one timer per fan-out step (the broadcast's one timer, replaced), never one per recipient; the run set {} for {} pages, the next step mostly due when its event arrived",
+                    b.writes.timers_set, b.audience_pages
+                ),
+            },
+        ];
+        let without_ses: f64 = lines.iter().skip(1).map(|l| l.usd).sum();
+        let feedback = n * FEEDBACK_EVENTS_PER_EMAIL;
+        lines.push(Line {
+            item: "SES feedback events (assumed, not in the local run)".into(),
+            quantity: feedback,
+            unit: "events".into(),
+            usd: without_ses / events.max(1.0) * feedback,
+            floor: format!(
+                "{FEEDBACK_EVENTS_PER_EMAIL} a message (`Send`, `Delivery`; opens and clicks more) at this broadcast's mean cost per event"
+            ),
+        });
+        lines
+    }
+
+    /// The "A broadcast to 1 million recipients" section of docs/cost.md.
+    pub fn broadcast_markdown(&self, b: &super::broadcast::BroadcastRow) -> String {
+        let mut out = String::new();
+        let lines = self.broadcast_lines(b);
+        let _ = writeln!(out, "## A broadcast to 1 million recipients\n");
+        let _ = writeln!(
+            out,
+            "From the bench's broadcast phase (decision 0084): {} customers with marketing email consent \
+             in a manual segment, one broadcast `send: now` at {}/s, run on the local runtime until \
+             every message was in the mail sink ({} messages, {} audience pages). Counted afterwards \
+             from the database and scaled per message to {BROADCAST_RECIPIENTS:.0}: the events appended \
+             ({:.2} a message) and their appends as the DynamoDB event store writes them, the \
+             read-model and checkpoint rows written (triggers on the local tables), the messages \
+             the template's rules route to each queue, the timers set. Prices as above ({PRICES_DATE}).\n",
+            b.recipients,
+            b.rate_per_second,
+            b.messages,
+            b.audience_pages,
+            b.events_per_message()
+        );
+        cost_table(&mut out, "what, and the floor", &lines);
+        let total = CostModel::total(&lines);
+        let _ = writeln!(
+            out,
+            "{:.2} USD per thousand recipients, {:.2} of it SES. The fixed part of a broadcast (its \
+             own events, the audience pages and their snapshot, about {:.0} steps) is in these lines; \
+             it is small beside the per-message events. At the highest rate (1 000 a second) the \
+             send lasts at least 17 minutes, one step of 90 every 90 ms; the channel queue's \
+             `MaximumConcurrency` bounds the SES calls.\n",
+            total / BROADCAST_RECIPIENTS * 1000.0,
+            BROADCAST_RECIPIENTS / 1000.0 * SES_PER_THOUSAND / BROADCAST_RECIPIENTS * 1000.0,
+            (BROADCAST_RECIPIENTS / crm_core::broadcast::AUDIENCE_PAGE as f64).ceil()
+        );
+        out
+    }
+}
+
 /// A table of cost lines with its total: `last_column` heads the floor column.
 fn cost_table(out: &mut String, last_column: &str, lines: &[Line]) {
     let _ = writeln!(

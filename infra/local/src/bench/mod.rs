@@ -1,9 +1,11 @@
 //! `crm-local bench`: API latency at several concurrency levels and
 //! end-to-end ingest against an in-process `serve` on 127.0.0.1, replay of
 //! every projection from a large store, in-memory fold throughput of each
-//! projection, peak memory, and the cost model (`docs/cost.md`). Figures are
-//! printed, never asserted.
+//! projection, a broadcast's end-to-end throughput into the mail sink, peak
+//! memory, and the cost model (`docs/cost.md`). Figures are printed, never
+//! asserted.
 
+pub mod broadcast;
 pub mod cost;
 mod fold;
 mod http;
@@ -54,6 +56,8 @@ pub struct BenchOptions {
     pub events: u64,
     /// Events folded in memory per projection.
     pub fold_events: u64,
+    /// Recipients of the broadcast phase (customers in a manual segment).
+    pub broadcast_recipients: u64,
     /// Show progress bars.
     pub progress: bool,
 }
@@ -66,6 +70,7 @@ impl Default for BenchOptions {
             concurrency: vec![1, 4, 16],
             events: 100_000,
             fold_events: 200_000,
+            broadcast_recipients: 2_000,
             progress: true,
         }
     }
@@ -151,6 +156,8 @@ pub struct BenchReport {
     pub pages: Vec<pages::PageCostRow>,
     /// Messages each consumer queue receives per customer event.
     pub queues: Vec<pages::QueueLoad>,
+    /// One broadcast to `broadcast_recipients` customers, end to end.
+    pub broadcast: broadcast::BroadcastRow,
     pub peak_memory_kib: u64,
 }
 
@@ -210,19 +217,24 @@ fn count(conn: &rusqlite::Connection, sql: &str) -> Result<u64, BenchError> {
         .map_err(|e| BenchError::Other(format!("{sql}: {e}")))
 }
 
+/// An event's item as crm_aws::dynamodb::items writes it, in bytes: its
+/// attributes' names and values (SQL over the `events` table).
+pub(crate) const ITEM_BYTES: &str = "2 + length(stream_id) + 2 + length(version) + 4 + 5 + 8 + length(event_id) \
+     + 4 + length(type) + 14 + length(schema_version) + COALESCE(11 + length(customer_id), 0) \
+     + 11 + length(occurred_at) + 11 + length(recorded_at) + COALESCE(12 + length(causation_id), 0) \
+     + 14 + length(correlation_id) + 5 + length(actor) + 4 + length(data)";
+
 /// The DynamoDB event store's cost of the events stored after `after`
 /// (positions), and of the reservations and receipts added meanwhile.
 fn append_cost(conn: &rusqlite::Connection, after: u64, receipts: u64) -> Result<AppendCost, BenchError> {
     use crm_core::consumer::capacity::append_units;
     // The item as crm_aws::dynamodb::items writes it: names and values.
-    let sql = "SELECT stream_id, version, recorded_at, correlation_id, \
-               2 + length(stream_id) + 2 + length(version) + 4 + 5 + 8 + length(event_id) + 4 + length(type) \
-               + 14 + length(schema_version) + COALESCE(11 + length(customer_id), 0) + 11 + length(occurred_at) \
-               + 11 + length(recorded_at) + COALESCE(12 + length(causation_id), 0) + 14 + length(correlation_id) \
-               + 5 + length(actor) + 4 + length(data) \
-               FROM events WHERE position > ?1 ORDER BY position";
+    let sql = format!(
+        "SELECT stream_id, version, recorded_at, correlation_id, {ITEM_BYTES} \
+         FROM events WHERE position > ?1 ORDER BY position"
+    );
     let mut statement = conn
-        .prepare(sql)
+        .prepare(&sql)
         .map_err(|e| BenchError::Other(format!("{sql}: {e}")))?;
     let rows = statement
         .query_map([after as i64], |r| {
@@ -605,6 +617,7 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, BenchError> {
     let (fold, workload) = fold::fold_phase(options).await?;
     let (pages, queues) = pages::page_phase(options).await?;
     let latency = api_phase(options).await?;
+    let broadcast = broadcast::broadcast_phase(options).await?;
     let replay = replay_phase(options).await?;
     Ok(BenchReport {
         seed: options.seed,
@@ -614,6 +627,7 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, BenchError> {
         workload,
         pages,
         queues,
+        broadcast,
         peak_memory_kib: peak_memory_kib(),
     })
 }
@@ -718,10 +732,56 @@ pub fn table(report: &BenchReport) -> String {
             r.read_models.transactions
         );
     }
+    out.push_str(&broadcast_table(&report.broadcast));
     let _ = writeln!(
         out,
         "\nPeak memory (VmHWM): {:.1} MiB",
         report.peak_memory_kib as f64 / 1024.0
+    );
+    out
+}
+
+/// The broadcast phase's lines of the table.
+fn broadcast_table(b: &broadcast::BroadcastRow) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\nBroadcast: {} recipients at {}/s, send now ({}): {} messages in the mail sink in {:.2} s, \
+         {:.0} messages/s from the POST to the last mail (settled {:.2} s)",
+        b.recipients,
+        b.rate_per_second,
+        b.status,
+        b.messages,
+        b.seconds,
+        b.messages_per_second,
+        b.seconds_until_settled
+    );
+    let _ = writeln!(
+        out,
+        "  audience {} in {} pages; {} events appended ({:.2} per message); store writes {:.2} per message \
+         ({} appends, {} transactions, {:.2} event-store WRU per message; {} documents, {} checkpoints)",
+        b.audience_size,
+        b.audience_pages,
+        b.events,
+        b.events_per_message(),
+        b.store_writes_per_message(),
+        b.appends.appends,
+        b.appends.transactions,
+        b.event_write_units_per_message(),
+        b.writes.documents,
+        b.writes.checkpoints
+    );
+    let types: Vec<String> = b.events_by_type.iter().map(|(t, n)| format!("{t} {n}")).collect();
+    let _ = writeln!(out, "  events: {}", types.join(", "));
+    let queues: Vec<String> = b.routed.iter().map(|(t, n)| format!("{t} {n}")).collect();
+    let _ = writeln!(
+        out,
+        "  queue messages: {}; timers set {}, removed {}; dead letters {}",
+        queues.join(", "),
+        b.writes.timers_set,
+        b.writes.timers_removed,
+        b.dead_letters
     );
     out
 }
@@ -782,6 +842,7 @@ pub async fn command_with_measured(
         None => model,
     };
     let mut text = model.markdown(&report);
+    text.push_str(&model.broadcast_markdown(&report.broadcast));
     if let Some((units_path, units)) = &measured {
         let section = model.measured_markdown(units, &units_path.display().to_string());
         print!("{section}");
