@@ -192,6 +192,29 @@ pub trait EventStore: Send + Sync {
     async fn read_all(&self, after: Option<&str>, limit: usize) -> Result<EventPage, StoreError>;
 }
 
+/// Appends `events` to `stream_id` whatever its version: an index stream
+/// that only grows (the ids of campaigns, templates and segment
+/// definitions), where the order between writers does not matter.
+pub async fn append_unordered<E: crate::event::DomainEvent>(
+    store: &dyn EventStore,
+    stream_id: &str,
+    events: &[E],
+    meta: &crate::event::CommandMeta,
+    now: DateTime<Utc>,
+) -> Result<Appended, AppendError> {
+    let events =
+        crate::event::envelopes(stream_id, None, events, meta, now).map_err(|e| StoreError::Failed(e.to_string()))?;
+    store
+        .append(AppendRequest {
+            stream_id: stream_id.to_string(),
+            expected: ExpectedVersion::Any,
+            events,
+            reservations: Vec::new(),
+            receipt: None,
+        })
+        .await
+}
+
 /// Retention's store operation beyond the append-only [`EventStore`]
 /// (`crate::retention`): finding streams and deleting expired events. A
 /// separate port so that nothing else can delete.

@@ -28,11 +28,11 @@
 use crate::aggregate::{Aggregate, AggregateError, AggregateService, DecideContext, Executed};
 use crate::clock::Clock;
 use crate::consent::Channel;
-use crate::event::{envelopes, Actor, CommandMeta, DomainEvent, EventEnvelope};
+use crate::event::{Actor, CommandMeta, DomainEvent, EventEnvelope};
 use crate::failure::{Classify, Failure, FailureKind};
 use crate::journey::templates::{self as registry, TemplateIndexEvent, INDEX_STREAM, KNOWN_TEMPLATES};
 use crate::messaging::render::{self, CompiledTemplate, RenderError, Rendered, TemplateParts};
-use crate::ports::{AppendError, AppendRequest, EventStore, ExpectedVersion, StoreError};
+use crate::ports::{append_unordered, AppendError, EventStore, StoreError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -511,27 +511,10 @@ impl TemplateService {
 
     /// Appends a `TemplateRegistered` of `id` to the `templates` stream.
     async fn register(&self, id: &str, meta: &CommandMeta, now: DateTime<Utc>) -> Result<(), TemplateError> {
-        let register = envelopes(
-            INDEX_STREAM,
-            None,
-            &[TemplateIndexEvent::TemplateRegistered {
-                template_id: id.to_string(),
-            }],
-            meta,
-            now,
-        )
-        .map_err(|e| StoreError::Failed(e.to_string()))?;
-        let appended = self
-            .events
-            .append(AppendRequest {
-                stream_id: INDEX_STREAM.to_string(),
-                expected: ExpectedVersion::Any,
-                events: register,
-                reservations: Vec::new(),
-                receipt: None,
-            })
-            .await;
-        match appended {
+        let register = [TemplateIndexEvent::TemplateRegistered {
+            template_id: id.to_string(),
+        }];
+        match append_unordered(self.events.as_ref(), INDEX_STREAM, &register, meta, now).await {
             Ok(_) => Ok(()),
             Err(AppendError::Store(e)) => Err(TemplateError::Store(e)),
             Err(AppendError::Conflict { .. }) => Err(TemplateError::ChangedConcurrently),

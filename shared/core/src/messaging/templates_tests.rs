@@ -1,5 +1,6 @@
 use super::*;
 use crate::clock::VirtualClock;
+use crate::ports::AppendRequest;
 use crate::testing::{test_time, AggregateScenario, InMemoryEventStore};
 use serde_json::json;
 

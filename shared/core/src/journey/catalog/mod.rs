@@ -28,9 +28,9 @@ use super::engine::{CampaignCatalog, CatalogEntry, CatalogSnapshot};
 use super::templates::{stored_ids, KnownTemplates};
 use crate::aggregate::{AggregateError, AggregateService, Executed};
 use crate::clock::{Clock, SystemClock};
-use crate::event::{envelopes, Actor, CommandMeta, DomainEvent, EventEnvelope};
+use crate::event::{Actor, CommandMeta, DomainEvent, EventEnvelope};
 use crate::failure::{Classify, Failure, FailureKind};
-use crate::ports::{AppendError, AppendRequest, EventStore, ExpectedVersion, StoreError};
+use crate::ports::{append_unordered, AppendError, EventStore, StoreError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -454,25 +454,10 @@ impl CampaignService {
     /// before a campaign's first write (the listing), and after every write
     /// (the change signal).
     async fn register(&self, id: &str, meta: &CommandMeta, now: DateTime<Utc>) -> Result<(), AppendError> {
-        let register = envelopes(
-            INDEX_STREAM,
-            None,
-            &[CampaignIndexEvent::CampaignRegistered {
-                campaign_id: id.to_string(),
-            }],
-            meta,
-            now,
-        )
-        .map_err(|e| StoreError::Failed(e.to_string()))?;
-        self.events
-            .append(AppendRequest {
-                stream_id: INDEX_STREAM.to_string(),
-                expected: ExpectedVersion::Any,
-                events: register,
-                reservations: Vec::new(),
-                receipt: None,
-            })
-            .await?;
+        let register = [CampaignIndexEvent::CampaignRegistered {
+            campaign_id: id.to_string(),
+        }];
+        append_unordered(self.events.as_ref(), INDEX_STREAM, &register, meta, now).await?;
         Ok(())
     }
 

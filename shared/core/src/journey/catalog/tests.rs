@@ -1,6 +1,8 @@
 use super::*;
 use crate::clock::VirtualClock;
+use crate::event::envelopes;
 use crate::journey::engine::CatalogSnapshot;
+use crate::ports::{AppendRequest, ExpectedVersion};
 use crate::testing::{test_time, InMemoryEventStore};
 use serde_json::json;
 

@@ -22,9 +22,9 @@ use super::condition::Condition;
 use super::{RuleError, RuleSegment};
 use crate::aggregate::{Aggregate, AggregateError, AggregateService, DecideContext, Executed};
 use crate::clock::Clock;
-use crate::event::{envelopes, Actor, CommandMeta, DomainEvent, EventEnvelope};
+use crate::event::{Actor, CommandMeta, DomainEvent, EventEnvelope};
 use crate::failure::{Classify, Failure, FailureKind};
-use crate::ports::{AppendError, AppendRequest, EventStore, ExpectedVersion, StoreError};
+use crate::ports::{append_unordered, AppendError, EventStore, StoreError};
 use crate::segments::is_computed;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -481,27 +481,10 @@ impl SegmentDefinitions {
 
     /// Appends a `SegmentRegistered` of `id` to the index stream.
     async fn register(&self, id: &str, meta: &CommandMeta, now: DateTime<Utc>) -> Result<(), DefinitionError> {
-        let register = envelopes(
-            INDEX_STREAM,
-            None,
-            &[SegmentIndexEvent::SegmentRegistered {
-                segment_id: id.to_string(),
-            }],
-            meta,
-            now,
-        )
-        .map_err(|e| StoreError::Failed(e.to_string()))?;
-        let appended = self
-            .events
-            .append(AppendRequest {
-                stream_id: INDEX_STREAM.to_string(),
-                expected: ExpectedVersion::Any,
-                events: register,
-                reservations: Vec::new(),
-                receipt: None,
-            })
-            .await;
-        match appended {
+        let register = [SegmentIndexEvent::SegmentRegistered {
+            segment_id: id.to_string(),
+        }];
+        match append_unordered(self.events.as_ref(), INDEX_STREAM, &register, meta, now).await {
             Ok(_) => Ok(()),
             Err(AppendError::Store(e)) => Err(DefinitionError::Store(e)),
             Err(AppendError::Conflict { .. }) => Err(DefinitionError::ChangedConcurrently),
