@@ -1,10 +1,12 @@
-//! Conditions: tests on the triggering event or on the customer's profile
-//! (the customer 360 read model) that an event pattern cannot express, such
-//! as comparisons with profile fields.
+//! Conditions: tests on the triggering event, on the customer's profile
+//! (the customer 360 read model) or on the customer's segment membership
+//! (decision 0086) that an event pattern cannot express, such as
+//! comparisons with profile fields.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::cmp::Ordering;
+use std::collections::BTreeSet;
 
 /// A comparison operator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,6 +36,11 @@ impl Op {
 /// `path` is `event.<field>...` (the full bus event: `event.detail.data.total_value_minor`)
 /// or `profile.<field>...` (the customer 360 view). Segments are separated by
 /// dots; a segment of digits indexes an array.
+///
+/// `segments.<segment-id>` (decision 0086) tests the customer's membership
+/// of a segment of any kind (fixed, manual, rule-based), as their segments
+/// stream has it when the condition is evaluated: `exists` holds for a
+/// member, `not_exists` for anyone else; no other operator applies.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Condition {
@@ -48,6 +55,8 @@ pub struct Condition {
 pub enum Root {
     Event,
     Profile,
+    /// `segments.<segment-id>`: the customer's membership of a segment.
+    Segments,
 }
 
 /// Splits `event.a.b` into its root and segments, or says why it cannot.
@@ -56,7 +65,12 @@ pub fn parse_path(path: &str) -> Result<(Root, Vec<&str>), String> {
     let root = match parts.next() {
         Some("event") => Root::Event,
         Some("profile") => Root::Profile,
-        _ => return Err(format!("path \"{path}\" must start with \"event.\" or \"profile.\"")),
+        Some("segments") => Root::Segments,
+        _ => {
+            return Err(format!(
+                "path \"{path}\" must start with \"event.\", \"profile.\" or \"segments.\""
+            ))
+        }
     };
     let segments: Vec<&str> = parts.collect();
     if segments.is_empty() || segments.iter().any(|s| s.is_empty()) {
@@ -64,7 +78,25 @@ pub fn parse_path(path: &str) -> Result<(Root, Vec<&str>), String> {
             "path \"{path}\" must name a field after its root, with no empty segments"
         ));
     }
+    if root == Root::Segments {
+        let id = segments.join(".");
+        if segments.len() != 1 || !is_segment_id(&id) {
+            return Err(format!(
+                "path \"{path}\": \"{id}\" is not a segment id (a slug: lowercase letters, digits, single dashes)"
+            ));
+        }
+    }
     Ok((root, segments))
+}
+
+/// A segment id: a slug (lowercase letters, digits, single dashes), as
+/// `entry.segment` and `PUT /segments/{id}` take.
+fn is_segment_id(text: &str) -> bool {
+    !text.is_empty()
+        && text.split('-').all(|part| !part.is_empty())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 /// The value at `segments` inside `root`, if any. JSON `null` counts as absent.
@@ -99,21 +131,47 @@ fn compare(a: &Value, b: &Value) -> Option<Ordering> {
 }
 
 impl Condition {
-    /// Whether the condition holds for `event` (the full bus event) and the
-    /// customer's `profile`, if one is known.
+    /// The segment a `segments.<segment-id>` condition tests, if it is one
+    /// (and its path is valid).
+    pub fn segment(&self) -> Option<&str> {
+        match parse_path(&self.path) {
+            Ok((Root::Segments, segments)) => segments.first().copied(),
+            _ => None,
+        }
+    }
+
+    /// [`Condition::holds_in`] for a customer in no segment.
+    #[cfg(test)]
+    pub fn holds(&self, event: &Value, profile: Option<&Value>) -> bool {
+        self.holds_in(event, profile, None)
+    }
+
+    /// Whether the condition holds for `event` (the full bus event), the
+    /// customer's `profile`, if one is known, and the `segments` they are
+    /// in, if read (decision 0086: read only for a campaign whose
+    /// conditions name a segment; unread, the customer is in none).
     ///
     /// Numbers compare numerically (`5000` equals `5000.0`), strings
     /// lexicographically; other ordered comparisons fail. A missing path
     /// (absent, `null`, or a profile that is not known) fails every operator
     /// except `not_exists` and `ne`. A condition with an invalid path never
     /// holds (definitions are validated when loaded, so this does not happen).
-    pub fn holds(&self, event: &Value, profile: Option<&Value>) -> bool {
+    pub fn holds_in(&self, event: &Value, profile: Option<&Value>, member_of: Option<&BTreeSet<String>>) -> bool {
         let Ok((root, segments)) = parse_path(&self.path) else {
             return false;
         };
         let actual = match root {
             Root::Event => lookup(event, &segments),
             Root::Profile => profile.and_then(|p| lookup(p, &segments)),
+            Root::Segments => {
+                let member = member_of.is_some_and(|m| segments.first().is_some_and(|s| m.contains(*s)));
+                return match self.op {
+                    Op::Exists => member,
+                    Op::NotExists => !member,
+                    // Refused when loaded.
+                    _ => false,
+                };
+            }
         };
         let Some(actual) = actual else {
             return matches!(self.op, Op::NotExists | Op::Ne);
@@ -141,8 +199,22 @@ impl Condition {
     /// field relative to the condition.
     pub fn problems(&self) -> Vec<(&'static str, String)> {
         let mut problems = Vec::new();
-        if let Err(message) = parse_path(&self.path) {
-            problems.push(("path", message));
+        match parse_path(&self.path) {
+            Err(message) => problems.push(("path", message)),
+            Ok((Root::Segments, _)) if self.op.takes_value() => {
+                let op = serde_json::to_value(self.op).ok();
+                problems.push((
+                    "op",
+                    format!(
+                        "a segment condition ({}) takes exists (a member) or not_exists (not a member), not {}",
+                        self.path,
+                        op.as_ref().and_then(Value::as_str).unwrap_or_default()
+                    ),
+                ));
+                // Its value means nothing either way.
+                return problems;
+            }
+            Ok(_) => {}
         }
         match (&self.value, self.op.takes_value()) {
             (Some(_), false) => problems.push(("value", "exists and not_exists take no value".to_string())),
@@ -278,5 +350,67 @@ mod tests {
         assert_eq!(fields(cond(TOTAL, Op::In, Some(json!([])))), vec!["value"]);
         assert_eq!(fields(cond(TOTAL, Op::Gt, Some(json!([1])))), vec!["value"]);
         assert!(!cond("bogus", Op::Exists, None).holds(&json!({}), None));
+    }
+
+    #[test]
+    fn segment_conditions_test_membership() {
+        let event = cart(json!(100));
+        let member_of: BTreeSet<String> = ["de-speakers".to_string(), "vip".to_string()].into();
+        let is = cond("segments.de-speakers", Op::Exists, None);
+        let is_not = cond("segments.de-speakers", Op::NotExists, None);
+        assert_eq!(is.segment(), Some("de-speakers"));
+        assert!(is.holds_in(&event, None, Some(&member_of)));
+        assert!(!is_not.holds_in(&event, None, Some(&member_of)));
+        let other: BTreeSet<String> = ["vip".to_string()].into();
+        assert!(!is.holds_in(&event, None, Some(&other)));
+        assert!(is_not.holds_in(&event, None, Some(&other)));
+        // Unread membership: in no segment.
+        assert!(!is.holds_in(&event, None, None));
+        assert!(is_not.holds_in(&event, None, None));
+        // A profile's `segments` field is not the segments root.
+        let profile = json!({ "segments": { "de-speakers": true } });
+        assert!(!is.holds_in(&event, Some(&profile), None));
+        // Other operators never hold (they are refused when loaded).
+        assert!(!cond("segments.vip", Op::Eq, Some(json!(true))).holds_in(&event, None, Some(&member_of)));
+        assert_eq!(cond("profile.x", Op::Exists, None).segment(), None);
+        assert_eq!(cond("segments.Bad", Op::Exists, None).segment(), None);
+    }
+
+    #[test]
+    fn segment_conditions_take_a_slug_and_exists_or_not_exists() {
+        let problems = |c: Condition| c.problems();
+        assert!(problems(cond("segments.de-speakers", Op::Exists, None)).is_empty());
+        assert!(problems(cond("segments.rfm-champions", Op::NotExists, None)).is_empty());
+        for bad in [
+            "segments",
+            "segments.",
+            "segments.De",
+            "segments.a--b",
+            "segments.a.b",
+            "segments.-a",
+            "segments.a_b",
+        ] {
+            let found = problems(cond(bad, Op::Exists, None));
+            assert_eq!(found.len(), 1, "{bad}: {found:?}");
+            assert_eq!(found[0].0, "path", "{bad}");
+        }
+        let found = problems(cond("segments.vip", Op::Eq, Some(json!(true))));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].0, "op");
+        assert!(
+            found[0].1.contains("segments.vip") && found[0].1.contains("not eq"),
+            "{}",
+            found[0].1
+        );
+        // No value error on top of the operator's.
+        let found = problems(cond("segments.vip", Op::In, None));
+        assert_eq!(found.iter().map(|(f, _)| *f).collect::<Vec<_>>(), vec!["op"]);
+        assert_eq!(
+            problems(cond("segments.vip", Op::Exists, Some(json!(true))))
+                .iter()
+                .map(|(f, _)| *f)
+                .collect::<Vec<_>>(),
+            vec!["value"]
+        );
     }
 }

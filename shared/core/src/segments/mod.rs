@@ -51,7 +51,9 @@ pub use rules::{
     SegmentDefinition, AFFINITY_PREFIX, AFFINITY_THRESHOLD, DEACTIVATED, ERASED, HIGH_VALUE_LTV_MINOR,
     HIGH_VALUE_MIN_ORDERS, MANUAL_RULE, NEVER_BOUGHT_RECENCY_DAYS, SEGMENTS,
 };
-pub use service::{apply_request, is_member_now, reconcile, reevaluate_buyers, SegmentError, SegmentEvaluator};
+pub use service::{
+    apply_request, is_member_now, reconcile, reevaluate_buyers, segments_now, SegmentError, SegmentEvaluator,
+};
 
 /// The stream of customer `id`'s segment membership.
 pub use crate::vocabulary::streams::segments_stream_id as stream_id;

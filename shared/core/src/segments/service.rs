@@ -27,6 +27,7 @@ use crate::ports::{EventStore, ReadModelStore, ReadOp, StoreError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 /// Why a re-evaluation or a request did not finish; nothing half-done is
@@ -232,11 +233,18 @@ pub async fn reevaluate_buyers(
 /// consistent (the index may lag behind): what the journey engine's
 /// `entry.segment` checks, one stream read.
 pub async fn is_member_now(store: &dyn EventStore, segment: &str, customer_id: &str) -> Result<bool, StoreError> {
+    Ok(segments_now(store, customer_id).await?.contains(segment))
+}
+
+/// Every segment `customer_id` is in, as their segments stream says: the
+/// same one stream read as [`is_member_now`], for journeys' conditions that
+/// name segments (decision 0086).
+pub async fn segments_now(store: &dyn EventStore, customer_id: &str) -> Result<BTreeSet<String>, StoreError> {
     let loaded = AggregateService::<SegmentMembership, _>::borrowing(store, Arc::new(SystemClock))
         .load(customer_id)
         .await;
     match loaded {
-        Ok(membership) => Ok(membership.is_some_and(|m| m.segments.contains_key(segment))),
+        Ok(membership) => Ok(membership.map(|m| m.segments.into_keys().collect()).unwrap_or_default()),
         Err(AggregateError::Store(e)) => Err(e),
         Err(e) => Err(StoreError::Failed(e.to_string())),
     }

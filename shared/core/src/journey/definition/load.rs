@@ -150,7 +150,7 @@ impl Loader {
         if let Some(Value::String(same)) = rule.get("same") {
             match parse_path(same) {
                 Ok((Root::Event, _)) => {}
-                Ok((Root::Profile, _)) => self.error(
+                Ok((Root::Profile | Root::Segments, _)) => self.error(
                     format!("{path}.same"),
                     "must be a path into the event (event.…), compared with the trigger's",
                 ),
@@ -168,7 +168,7 @@ impl Loader {
         if let Some(Value::String(key)) = raw.pointer("/entry/dedupe_key") {
             match parse_path(key) {
                 Ok((Root::Event, _)) => {}
-                Ok((Root::Profile, _)) => {
+                Ok((Root::Profile | Root::Segments, _)) => {
                     self.error("entry.dedupe_key", "must be a path into the trigger event (event.…)")
                 }
                 Err(message) => self.error("entry.dedupe_key", message),

@@ -518,6 +518,25 @@ impl Campaign {
             && sends.all(|s| s.channels().iter().all(|c| *c == channel) && s.consent_purpose() == Some(purpose))
     }
 
+    /// The segments its conditions test (`segments.<segment-id>`, decision
+    /// 0086): the trigger's, the exits' and goals', the branches' and the
+    /// `wait_until` steps'. The engine reads the customer's membership only
+    /// for a campaign that names one.
+    pub fn segments_named(&self) -> std::collections::BTreeSet<&str> {
+        let steps = self.steps.iter().flat_map(|s| match s {
+            Step::Branch(b) => b.conditions.as_slice(),
+            Step::WaitUntil(w) => w.conditions.as_slice(),
+            _ => &[],
+        });
+        self.trigger
+            .conditions
+            .iter()
+            .chain(self.exit_on.iter().chain(&self.goals).flat_map(|r| &r.conditions))
+            .chain(steps)
+            .filter_map(Condition::segment)
+            .collect()
+    }
+
     /// Loads and validates a definition. On failure, every problem found is
     /// returned, each with the path of the offending part.
     pub fn from_yaml(text: &str) -> Result<Campaign, Vec<DefinitionError>> {

@@ -117,3 +117,68 @@ fn same_compares_the_event_with_the_trigger() {
     assert_eq!(paths(&with_same("event.")), ["exit_on[0].same"]);
     assert!(!schema_accepts(&with_same("profile.email")));
 }
+
+/// Decision 0086: a condition on `segments.<segment-id>` takes `exists` or
+/// `not_exists` and a slug; anything else is refused with its path, by the
+/// loader and the schema alike.
+#[test]
+fn segment_conditions_are_checked_when_loaded() {
+    let branch = |condition: &str| {
+        format!(
+            "id: p\nname: P\ntrigger: {{ pattern: {{ source: [crm.commerce], detail-type: [CartAbandoned] }} }}\n\
+             steps:\n  - {{ id: b, type: branch, conditions: [{condition}], then: w, else: exit }}\n  \
+             - {{ id: w, type: wait, duration: 5m }}\n"
+        )
+    };
+    let ok = branch("{ path: segments.de-speakers, op: exists }");
+    assert!(schema_accepts(&ok));
+    let loaded = Campaign::from_yaml(&ok).expect("loads");
+    assert_eq!(loaded.segments_named().into_iter().collect::<Vec<_>>(), ["de-speakers"]);
+    assert!(schema_accepts(&branch(
+        "{ path: segments.rfm-champions, op: not_exists }"
+    )));
+    Campaign::from_yaml(&branch("{ path: segments.rfm-champions, op: not_exists }")).expect("not_exists loads");
+
+    for (condition, path) in [
+        (
+            "{ path: segments.vip, op: eq, value: true }",
+            "steps[0].conditions[0].op",
+        ),
+        (
+            "{ path: segments.vip, op: in, value: [a] }",
+            "steps[0].conditions[0].op",
+        ),
+        (
+            "{ path: segments.Not_A_Slug, op: exists }",
+            "steps[0].conditions[0].path",
+        ),
+        ("{ path: segments.a.b, op: exists }", "steps[0].conditions[0].path"),
+        ("{ path: segments, op: exists }", "steps[0].conditions[0].path"),
+        ("{ path: segment.vip, op: exists }", "steps[0].conditions[0].path"),
+        (
+            "{ path: segments.vip, op: exists, value: true }",
+            "steps[0].conditions[0].value",
+        ),
+    ] {
+        let text = branch(condition);
+        assert_eq!(paths(&text), [path], "{condition}");
+        assert!(!schema_accepts(&text), "the schema refuses {condition}");
+    }
+
+    // Trigger, exit and goal conditions take them too; `same` and
+    // `entry.dedupe_key` are paths into the event and do not.
+    let elsewhere = "id: p\nname: P\ntrigger: { pattern: { source: [crm.commerce], detail-type: [CartAbandoned] }, \
+         conditions: [{ path: segments.a, op: not_exists }] }\n\
+         exit_on:\n  - { name: joined, pattern: { source: [crm.commerce], detail-type: [OrderPlaced] }, \
+         conditions: [{ path: segments.b, op: exists }] }\n\
+         steps:\n  - { id: w, type: wait_until, pattern: { source: [crm.commerce], detail-type: [OrderPlaced] }, \
+         conditions: [{ path: segments.c, op: exists }], timeout: 1d, on_timeout: exit }\n";
+    assert!(schema_accepts(elsewhere));
+    let loaded = Campaign::from_yaml(elsewhere).expect("loads");
+    assert_eq!(loaded.segments_named().into_iter().collect::<Vec<_>>(), ["a", "b", "c"]);
+    let same = "id: p\nname: P\ntrigger: { pattern: { source: [crm.commerce], detail-type: [CartAbandoned] } }\n\
+         entry: { dedupe_key: segments.a }\n\
+         exit_on:\n  - { name: x, pattern: { source: [crm.commerce], detail-type: [OrderPlaced] }, same: segments.a }\n\
+         steps:\n  - { id: w, type: wait, duration: 5m }\n";
+    assert_eq!(paths(same), ["exit_on[0].same", "entry.dedupe_key"]);
+}

@@ -125,6 +125,9 @@ impl JourneyEngine {
             JourneyInput::Timer { .. } | JourneyInput::Event { .. } if at.paused => &JourneyInput::CampaignPaused,
             other => other,
         };
+        // The customer's segments, if this version's conditions name one
+        // (decision 0086).
+        self.read_segments_for(context, &at.campaign).await?;
         // Decided once here, to know whether it stores anything and needs
         // the lookback; the command path decides it again with the
         // lookback's finds.

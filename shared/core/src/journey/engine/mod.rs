@@ -78,7 +78,8 @@ use crate::customer::views;
 use crate::ports::{EventStore, ReadModelStore};
 use crate::scheduler::Scheduler;
 use serde_json::Value;
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::{Arc, OnceLock};
 
 /// What handling one event or timer did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -146,7 +147,26 @@ impl JourneyEngine {
             now: self.clock.now(),
             timezone,
             profile: json,
+            customer_id: Some(customer_id.to_string()),
+            segments: OnceLock::new(),
         })
+    }
+
+    /// Reads the segments the customer is in (decision 0086), once per
+    /// context and only for a campaign whose conditions name a segment:
+    /// one read of their segments stream, strongly consistent as
+    /// `entry.segment` is ([`crate::segments::is_member_now`]).
+    async fn read_segments_for(&self, context: &CustomerContext, campaign: &Campaign) -> Result<(), EngineError> {
+        let Some(customer_id) = &context.customer_id else {
+            return Ok(());
+        };
+        if context.segments.get().is_some() || campaign.segments_named().is_empty() {
+            return Ok(());
+        }
+        let segments = crate::segments::segments_now(self.events.as_ref(), customer_id).await?;
+        // Only this task fills it; a second set cannot happen.
+        let _ = context.segments.set(Arc::new(segments));
+        Ok(())
     }
 
     /// No customer's context (a pause): UTC, no profile.
@@ -155,6 +175,8 @@ impl JourneyEngine {
             now: self.clock.now(),
             timezone: crm_kernel::vocabulary::Zone::UTC,
             profile: None,
+            customer_id: None,
+            segments: OnceLock::new(),
         }
     }
 
@@ -166,12 +188,16 @@ impl JourneyEngine {
 }
 
 /// What the engine read for an input before deciding it: its now when it
-/// took the input, and the customer's time zone and profile (none for a pause).
+/// took the input, the customer's time zone and profile (none for a pause),
+/// and, once a campaign whose conditions name a segment needs them, the
+/// segments the customer is in (decision 0086).
 #[derive(Debug, Clone)]
 pub(super) struct CustomerContext {
     now: chrono::DateTime<chrono::Utc>,
     timezone: crm_kernel::vocabulary::Zone,
     profile: Option<Arc<Value>>,
+    customer_id: Option<String>,
+    segments: OnceLock<Arc<BTreeSet<String>>>,
 }
 
 impl CustomerContext {
@@ -181,6 +207,7 @@ impl CustomerContext {
             now: self.now,
             timezone: self.timezone,
             profile: self.profile.as_deref(),
+            segments: self.segments.get().map(|s| s.as_ref()),
         }
     }
 
@@ -190,6 +217,7 @@ impl CustomerContext {
             campaign,
             timezone: self.timezone,
             profile: self.profile.clone(),
+            segments: self.segments.get().cloned(),
             lookback: Vec::new(),
         }
     }

@@ -79,12 +79,12 @@ impl JourneyEngine {
         }
         let customer = self.customer_context(&customer_id).await?;
         let now = customer.now;
-        let ctx = customer.journey();
 
         // Running instances first: an exit must act even if the same event
         // would also start something. Those of anonymous profiles merged into
         // the customer are theirs too (identity resolution).
-        let merged: Vec<String> = ctx
+        let merged: Vec<String> = customer
+            .journey()
             .profile
             .and_then(|p| p.get("merged_profiles"))
             .and_then(Value::as_array)
@@ -140,12 +140,18 @@ impl JourneyEngine {
         }
 
         for (campaign, version) in catalog.active() {
-            if !campaign.trigger.pattern.matches(&bus_event)
-                || !campaign
-                    .trigger
-                    .conditions
-                    .iter()
-                    .all(|c| c.holds(&bus_event, ctx.profile))
+            if !campaign.trigger.pattern.matches(&bus_event) {
+                continue;
+            }
+            // The customer's segments, if this campaign's conditions name
+            // one (decision 0086): read once for the event.
+            self.read_segments_for(&customer, &campaign).await?;
+            let ctx = customer.journey();
+            if !campaign
+                .trigger
+                .conditions
+                .iter()
+                .all(|c| c.holds_in(&bus_event, ctx.profile, ctx.segments))
             {
                 continue;
             }

@@ -13,6 +13,7 @@
 //! - `consent`: a revoked consent ends the journeys that need it for every send,
 //! - `lookback`: events delivered out of order still act on the instance,
 //! - `experiments`: splits, holdouts, their explanation and stats (decision 0081).
+//! - `segments`: segment membership in branch and trigger conditions (decision 0086).
 
 mod causation;
 mod consent;
@@ -20,6 +21,7 @@ mod experiments;
 mod healing;
 mod lookback;
 mod pause;
+mod segments;
 mod starts;
 mod sweep;
 

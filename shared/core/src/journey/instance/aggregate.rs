@@ -20,6 +20,9 @@ pub struct JourneyFacts {
     pub campaign: Arc<Campaign>,
     pub timezone: crm_kernel::vocabulary::Zone,
     pub profile: Option<Arc<Value>>,
+    /// The segments the customer is in, read when the campaign's
+    /// conditions name one (decision 0086).
+    pub segments: Option<Arc<std::collections::BTreeSet<String>>>,
     /// The customer's events recorded after the trigger (event id, the
     /// event as on the bus, recorded before the input), in the order they
     /// were recorded: decided with [`decide_with_lookback`] when there are
@@ -46,6 +49,7 @@ impl JourneyFacts {
             now,
             timezone: self.timezone,
             profile: self.profile.as_deref(),
+            segments: self.segments.as_deref(),
         }
     }
 }

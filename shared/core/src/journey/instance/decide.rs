@@ -52,12 +52,15 @@ pub enum JourneyInput {
     CampaignPaused,
 }
 
-/// What `decide` needs from outside: the time, the customer's time zone and profile.
+/// What `decide` needs from outside: the time, the customer's time zone and
+/// profile, and the segments they are in when the campaign's conditions
+/// name one (decision 0086; `None`: not read, in none).
 #[derive(Debug, Clone)]
 pub struct JourneyContext<'a> {
     pub now: DateTime<Utc>,
     pub timezone: crm_kernel::vocabulary::Zone,
     pub profile: Option<&'a Value>,
+    pub segments: Option<&'a std::collections::BTreeSet<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -210,7 +213,10 @@ fn rule_matches(
     ctx: &JourneyContext<'_>,
 ) -> bool {
     rule.pattern.matches(event)
-        && rule.conditions.iter().all(|c| c.holds(event, ctx.profile))
+        && rule
+            .conditions
+            .iter()
+            .all(|c| c.holds_in(event, ctx.profile, ctx.segments))
         && rule.same_as_trigger(event, trigger)
 }
 
@@ -254,7 +260,11 @@ fn on_event(
     let Step::WaitUntil(w) = step(campaign, &wait.step_id)? else {
         return Ok(Vec::new());
     };
-    if !(w.pattern.matches(event) && w.conditions.iter().all(|c| c.holds(event, ctx.profile))) {
+    if !(w.pattern.matches(event)
+        && w.conditions
+            .iter()
+            .all(|c| c.holds_in(event, ctx.profile, ctx.segments)))
+    {
         return Ok(Vec::new());
     }
     let mut events = vec![JourneyEvent::JourneyWaitEnded {
@@ -456,7 +466,10 @@ fn run(
                 next = follow();
             }
             Step::Branch(b) => {
-                let holds = b.conditions.iter().all(|c| c.holds(&state.trigger_event, ctx.profile));
+                let holds = b
+                    .conditions
+                    .iter()
+                    .all(|c| c.holds_in(&state.trigger_event, ctx.profile, ctx.segments));
                 next = Some(if holds { b.then.clone() } else { b.otherwise.clone() });
             }
             Step::Split(split) => {

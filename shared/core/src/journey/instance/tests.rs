@@ -36,6 +36,7 @@ fn ctx(now: DateTime<Utc>) -> JourneyContext<'static> {
         now,
         timezone: zone("Europe/Berlin"),
         profile: None,
+        segments: None,
     }
 }
 
@@ -372,6 +373,7 @@ mod aggregate {
             campaign: Arc::new(c.clone()),
             timezone: zone("Europe/Berlin"),
             profile: None,
+            segments: None,
             lookback,
         }
     }
