@@ -234,33 +234,10 @@ impl SqliteDeadLetters {
                 let mut stmt = conn
                     .prepare("SELECT id, consumer, reason, payload, failed_at, attempts FROM dead_letters ORDER BY id")
                     .map_err(sql)?;
-                let rows = stmt
-                    .query_map([], |r| {
-                        Ok((
-                            r.get::<_, i64>(0)?,
-                            r.get::<_, String>(1)?,
-                            r.get::<_, String>(2)?,
-                            r.get::<_, String>(3)?,
-                            r.get::<_, String>(4)?,
-                            r.get::<_, i64>(5)?,
-                        ))
-                    })
-                    .map_err(sql)?;
+                let rows = stmt.query_map([], letter_row).map_err(sql)?;
                 let mut out = Vec::new();
                 for row in rows {
-                    let (id, consumer, reason, payload, failed_at, attempts) = row.map_err(sql)?;
-                    out.push(StoredDeadLetter {
-                        id,
-                        letter: DeadLetter {
-                            consumer,
-                            reason,
-                            payload: serde_json::from_str(&payload).map_err(failed)?,
-                            failed_at: chrono::DateTime::parse_from_rfc3339(&failed_at)
-                                .map_err(failed)?
-                                .with_timezone(&Utc),
-                            attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
-                        },
-                    });
+                    out.push(stored_letter(row.map_err(sql)?)?);
                 }
                 Ok(out)
             })
