@@ -1,7 +1,8 @@
 //! Segment membership in a journey's conditions (decision 0086): a branch
 //! on `segments.<id>` sends members one template and others another, as
-//! their segments stream has it when the branch runs; the trigger may
-//! test it too; a campaign that names no segment reads no membership.
+//! their segments stream has it when the branch runs; the trigger and an
+//! exit rule may test it too; a campaign that names no segment reads no
+//! membership.
 
 use super::*;
 
@@ -172,4 +173,54 @@ async fn a_campaign_naming_no_segment_reads_no_membership() {
     let reads = counting.take_reads();
     assert!(!reads.is_empty());
     assert_eq!(segment_reads(&reads), 0, "{reads:?}");
+}
+
+/// An exit rule's condition on membership, tested when a running journey
+/// gets the customer's event: a view by a non-member leaves the journey
+/// waiting, a view once a member ends it.
+#[tokio::test]
+async fn an_exit_condition_tests_membership_when_the_event_arrives() {
+    let campaign = Campaign::from_yaml(
+        "id: member-exit
+name: Member exit
+trigger:
+  pattern:
+    source: [crm.commerce]
+    detail-type: [CartAbandoned]
+exit_on:
+  - name: joined-and-looked
+    pattern:
+      source: [crm.customer]
+      detail-type: [ProductViewed]
+    conditions:
+      - { path: segments.de-speakers, op: exists }
+steps:
+  - { id: wait-1h, type: wait, duration: 1h }
+  - { id: remind, type: send, channel: email, template: abandoned-cart-reminder, category: transactional }
+",
+    )
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    let (world, counting, engine) = counting_world(vec![campaign]).await;
+    let trigger = world.abandoned_cart("e1").await;
+    let started = engine.on_event(&trigger).await.expect("start").started;
+    assert_eq!(started.len(), 1);
+    let activity = crate::customer::activity::activity_stream_id(CUSTOMER);
+
+    let view = world
+        .commerce_event(&activity, "ProductViewed", json!({ "product_id": "p1" }))
+        .await;
+    counting.take_reads();
+    engine.on_event(&view).await.expect("view");
+    assert_eq!(segment_reads(&counting.take_reads()), 1);
+    assert_eq!(world.instance(&started[0]).await.status, InstanceStatus::Waiting);
+
+    join(&world, "de-speakers", true).await;
+    let view = world
+        .commerce_event(&activity, "ProductViewed", json!({ "product_id": "p2" }))
+        .await;
+    assert_eq!(engine.on_event(&view).await.expect("view").advanced, started);
+    assert!(matches!(
+        world.journey_events(&started[0]).await.last(),
+        Some(JourneyEvent::JourneyExited { rule: Some(rule), .. }) if rule == "joined-and-looked"
+    ));
 }
