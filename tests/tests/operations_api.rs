@@ -116,9 +116,12 @@ async fn a_poisoned_event_is_listed_without_its_data_shown_with_its_reason_and_r
     assert_eq!(unknown.status, 404, "{:?}", unknown.body);
     let unknown = api.call("POST", "/dead-letters/999999/redrive", None).await;
     assert_eq!(unknown.status, 404, "{:?}", unknown.body);
-    let bad = api.call("GET", "/dead-letters?after=not%20a%20cursor", None).await;
-    assert_eq!(bad.status, 422, "{:?}", bad.body);
-    assert_eq!(bad.body["field"], "after");
+    // Not a cursor at all, and a well-formed word that is not this queue's cursor.
+    for cursor in ["not%20a%20cursor", "Gfhr"] {
+        let bad = api.call("GET", &format!("/dead-letters?after={cursor}"), None).await;
+        assert_eq!(bad.status, 422, "{cursor}: {:?}", bad.body);
+        assert_eq!(bad.body["field"], "after");
+    }
 }
 
 #[tokio::test]

@@ -62,10 +62,10 @@ pub async fn list_dead_letters(State(state): State<AppState>, q: QueryParams) ->
     let q = query(q, &["after", "limit"])?;
     let limit = page_limit(&q)?;
     let after = q.get("after").map(String::as_str);
-    if after.is_some_and(|a| !is_letter_id(a)) {
+    let admin = admin(&state)?;
+    if after.is_some_and(|a| !is_letter_id(a) || !admin.is_cursor(a)) {
         return Err(Problem::invalid("after", "must be a next_after of an earlier page"));
     }
-    let admin = admin(&state)?;
     let page = admin.list(after, limit).await?;
     let items: Vec<_> = page.items.iter().map(dead_letters::summary).collect();
     Ok(Json(json!({ "items": items, "next_after": page.next, "depth": admin.depth().await? })).into_response())

@@ -357,6 +357,11 @@ pub enum Redriven {
 pub trait DeadLetterAdmin: Send + Sync {
     /// Up to `limit` letters after the cursor `after`, oldest first where the queue knows an order.
     async fn list(&self, after: Option<&str>, limit: usize) -> Result<ParkedPage, StoreError>;
+    /// Could `cursor` be a [`ParkedPage::next`] of this queue? A cursor that
+    /// cannot is the caller's mistake (422), not the store's.
+    fn is_cursor(&self, cursor: &str) -> bool {
+        !cursor.is_empty()
+    }
     /// The letter `id`, if it is parked.
     async fn get(&self, id: &str) -> Result<Option<ParkedLetter>, StoreError>;
     /// Delivers letter `id` again to the consumer that parked it.

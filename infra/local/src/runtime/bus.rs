@@ -664,6 +664,11 @@ fn parked(l: StoredDeadLetter) -> ParkedLetter {
 /// the table, and [`LocalBus::redrive`] (the one `crm-local dlq redrive` runs).
 #[async_trait]
 impl DeadLetterAdmin for LocalBus {
+    /// The local cursor is the last letter's id in the table.
+    fn is_cursor(&self, cursor: &str) -> bool {
+        cursor.parse::<i64>().is_ok_and(|id| id >= 0)
+    }
+
     async fn list(&self, after: Option<&str>, limit: usize) -> Result<ParkedPage, StoreError> {
         let after = match after {
             None => 0,
