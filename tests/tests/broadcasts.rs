@@ -99,6 +99,14 @@ async fn bad_input_is_422_naming_the_field() {
         ("send", json!({ "type": "whenever" }), "send.type"),
         ("rate_per_second", json!(0), "rate_per_second"),
         ("rate_per_second", json!(100000), "rate_per_second"),
+        // An explicit null is not a default (the schema says integer).
+        ("rate_per_second", Value::Null, "rate_per_second"),
+        ("id", Value::Null, "id"),
+        (
+            "audience",
+            json!({ "segments": [SEGMENT], "exclude": null }),
+            "audience.exclude",
+        ),
         ("channel", json!("fax"), "channel"),
         ("colour", json!("blue"), "colour"),
     ];

@@ -55,14 +55,14 @@ impl From<BroadcastError> for Problem {
 
 fn text<'a>(body: &'a Map<String, Value>, field: &str) -> Result<Option<&'a str>, Problem> {
     match body.get(field) {
-        None | Some(Value::Null) => Ok(None),
+        None => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.as_str())),
         Some(_) => Err(invalid(field, "must be a string")),
     }
 }
 
 fn segment_list(value: Option<&Value>, field: &str) -> Result<Vec<String>, Problem> {
-    let Some(value) = value.filter(|v| !v.is_null()) else {
+    let Some(value) = value else {
         return Ok(Vec::new());
     };
     let Some(items) = value.as_array() else {
@@ -145,7 +145,7 @@ fn definition(body: &Map<String, Value>) -> Result<BroadcastDefinition, Problem>
     let segments = segment_list(audience.get("segments"), "audience.segments")?;
     let exclude = segment_list(audience.get("exclude"), "audience.exclude")?;
     let rate_per_second = match body.get("rate_per_second") {
-        None | Some(Value::Null) => DEFAULT_RATE_PER_SECOND,
+        None => DEFAULT_RATE_PER_SECOND,
         Some(v) => v
             .as_u64()
             .and_then(|n| u32::try_from(n).ok())
