@@ -612,7 +612,7 @@ impl CostModel {
                 unit: "invocations".into(),
                 usd: pages / 1e6 * SCHEDULER_INVOCATION,
                 floor: format!(
-                    "at most one timer per fan-out step (the broadcast's one timer, replaced), never one per recipient; the run set {} for {} pages, the next step mostly due when its event arrived",
+                    "at most one timer per fan-out step (the broadcast's one timer, replaced), never one per recipient; the run set {} for {} pages",
                     b.writes.timers_set, b.audience_pages
                 ),
             },
