@@ -377,3 +377,253 @@ async fn pause_stops_further_pages_resume_finishes_and_cancel_ends() {
     assert_eq!(api.call("POST", "/broadcasts/clearance/resume", None).await.status, 409);
     assert_eq!(api.call("POST", "/broadcasts/nope/pause", None).await.status, 404);
 }
+
+/// A broadcast now to the segment with a subject-line test (decision 0087).
+fn with_subject_test(id: &str, test: Value) -> Value {
+    json!({
+        "id": id,
+        "template": "welcome",
+        "channel": "email",
+        "audience": { "segments": [SEGMENT] },
+        "send": { "type": "now" },
+        "rate_per_second": 1000,
+        "subject_test": test
+    })
+}
+
+fn two_subjects() -> Value {
+    json!({
+        "variants": [
+            { "id": "a", "subject": "Spring news" },
+            { "id": "b", "subject": "{{ customer.first_name }}, spring news" }
+        ],
+        "test_percent": 50,
+        "decide_after_minutes": 60,
+        "metric": "opened"
+    })
+}
+
+#[tokio::test]
+async fn a_subject_test_sends_its_share_first_then_the_winner_by_opens_to_the_rest() {
+    let api = TestApi::at(time("2026-02-28T06:00:00Z"));
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        ids.push(customer(&api, &format!("c{i}@example.com"), "UTC", true, &[SEGMENT]).await);
+    }
+    api.advance_minutes(24 * 60).await; // the welcome series is behind us
+
+    // Bad subject tests: 422 naming the field, nothing scheduled.
+    let mut sms = with_subject_test("bad", two_subjects());
+    sms["template"] = json!("checkout-abandonment-sms");
+    sms["channel"] = json!("sms");
+    let mut local = with_subject_test("bad", two_subjects());
+    local["send"] = json!({ "type": "local", "date": "2026-03-02", "time": "10:00" });
+    let mut cases = vec![(sms, "subject_test"), (local, "subject_test")];
+    for (path, value, field) in [
+        (
+            "/variants",
+            json!([{ "id": "a", "subject": "One" }]),
+            "subject_test.variants",
+        ),
+        (
+            "/variants",
+            json!([{ "id": "a", "subject": "One" }, { "id": "a", "subject": "Two" }]),
+            "subject_test.variants[1].id",
+        ),
+        (
+            "/variants",
+            json!([{ "id": "a", "subject": "One" }, { "id": "b", "subject": "{{ oops " }]),
+            "subject_test.variants[1].subject",
+        ),
+        (
+            "/variants",
+            json!([{ "id": "a", "subject": "One" }, { "id": "b" }]),
+            "subject_test.variants[1].subject",
+        ),
+        ("/test_percent", json!(0), "subject_test.test_percent"),
+        ("/test_percent", json!(80), "subject_test.test_percent"),
+        ("/decide_after_minutes", json!(0), "subject_test.decide_after_minutes"),
+        ("/metric", json!("revenue"), "subject_test.metric"),
+        ("/colour", json!("blue"), "subject_test.colour"),
+    ] {
+        let mut test = two_subjects();
+        *test
+            .pointer_mut("")
+            .and_then(Value::as_object_mut)
+            .expect("object")
+            .entry(path.trim_start_matches('/'))
+            .or_insert(Value::Null) = value;
+        cases.push((with_subject_test("bad", test), field));
+    }
+    cases.push((with_subject_test("bad", json!("a/b")), "subject_test"));
+    for (body, field) in cases {
+        let a = post(&api, &body).await;
+        assert_eq!(a.status, 422, "{field}: {:?}", a.body);
+        assert_eq!(a.body["field"], field, "{:?}", a.body);
+        assert_eq!(a.body["errors"][0]["path"], field, "{:?}", a.body);
+    }
+    assert!(api.events_of_type("BroadcastScheduled").await.is_empty());
+
+    // Half the audience is in the test, each with their variant's subject.
+    let scheduled = post(&api, &with_subject_test("spring", two_subjects())).await;
+    assert_eq!(scheduled.status, 201, "{:?}", scheduled.body);
+    api.runtime.bus.settle().await.expect("settles");
+    let service = BroadcastService::new(api.store.clone(), api.runtime.docs.clone(), api.runtime.clock.clone());
+    let state = service.load("spring").await.expect("load").expect("broadcast");
+    let test = state.definition.subject_test.clone().expect("a subject test");
+    let in_test: Vec<&String> = ids.iter().filter(|c| test.in_test("spring", c)).collect();
+    assert!(
+        (8..=32).contains(&in_test.len()),
+        "{} of 40 in a 50 % test",
+        in_test.len()
+    );
+    let variant_of = |c: &str| test.variant_for("spring", c).map(|v| v.id.clone()).expect("variant");
+    let mails = |api: &TestApi| {
+        let api = api.runtime.mail.clone();
+        async move {
+            api.list()
+                .await
+                .expect("mail sink")
+                .into_iter()
+                .filter(|m| m.message_id.starts_with("bc-spring-"))
+                .collect::<Vec<_>>()
+        }
+    };
+    let first = mails(&api).await;
+    assert_eq!(first.len(), in_test.len(), "only the test share is sent first");
+    let requests = api.events_of_type("MessageRequested").await;
+    let request_of = |message_id: &str| {
+        requests
+            .iter()
+            .find(|e| e.data["message_id"] == message_id)
+            .cloned()
+            .expect("the request of a sent message")
+    };
+    let mut b_messages = Vec::new();
+    for m in &first {
+        let request = request_of(&m.message_id);
+        let customer = request.customer_id.clone().expect("customer");
+        let variant = variant_of(&customer);
+        assert_eq!(request.data["data"]["variant"], json!(variant));
+        let expected = if variant == "a" {
+            "Spring news"
+        } else {
+            "Grace, spring news"
+        };
+        assert_eq!(m.subject, expected, "{customer}");
+        if variant == "b" {
+            b_messages.push((m.message_id.clone(), customer));
+        }
+    }
+    assert!(
+        !b_messages.is_empty() && b_messages.len() < first.len(),
+        "both variants sent"
+    );
+
+    // Nothing more before the hour is up.
+    api.advance_minutes(59).await;
+    assert_eq!(mails(&api).await.len(), in_test.len());
+    let b = get(&api, "spring").await;
+    assert_eq!(b["status"], "sending", "{b}");
+    assert_eq!(b["stats"]["subject_test"]["winner"], Value::Null, "{b}");
+    // Every b message is opened, no a message: b wins.
+    for (message_id, customer) in &b_messages {
+        let opened = crm_core::messaging::events::MessageEvent::EmailOpened {
+            message_id: message_id.clone(),
+            customer_id: customer.clone(),
+        };
+        crm_core::ports::append_unordered(
+            api.store.as_ref(),
+            &crm_core::messaging::events::message_stream(message_id),
+            &[opened],
+            &CommandMeta::new(Actor::system("ses")),
+            api.runtime.clock.now(),
+        )
+        .await
+        .expect("opened");
+    }
+    api.runtime.bus.settle().await.expect("settles");
+    api.advance_minutes(2).await;
+
+    let all = mails(&api).await;
+    assert_eq!(all.len(), 40, "the rest got the winner");
+    let mut recipients: Vec<_> = all.iter().map(|m| m.recipient.clone()).collect();
+    recipients.sort();
+    recipients.dedup();
+    assert_eq!(recipients.len(), 40, "never twice");
+    for m in &all[in_test.len()..] {
+        assert_eq!(m.subject, "Grace, spring news");
+        let request = request_of_now(&api, &m.message_id).await;
+        assert_eq!(request.data["data"].get("variant"), None, "the rest is not an arm");
+        assert_eq!(request.data["data"]["winner"]["variant"], "b");
+    }
+    let b = get(&api, "spring").await;
+    assert_eq!(b["status"], "completed", "{b}");
+    let stats = &b["stats"]["subject_test"];
+    assert_eq!(stats["winner"], "b", "{stats}");
+    assert_eq!(stats["metric"], "opened");
+    let arm = |id: &str| {
+        stats["arms"]
+            .as_array()
+            .and_then(|arms| arms.iter().find(|a| a["variant"] == id))
+            .cloned()
+            .expect("arm")
+    };
+    let b_sent = b_messages.len() as u64;
+    assert_eq!(arm("b")["sent"], b_sent, "{stats}");
+    assert_eq!(arm("b")["opened"], b_sent, "{stats}");
+    assert_eq!(arm("b")["rate"], 1.0, "{stats}");
+    assert_eq!(arm("a")["sent"], in_test.len() as u64 - b_sent, "{stats}");
+    assert_eq!(arm("a")["opened"], 0, "{stats}");
+    assert_eq!(arm("a")["interval"]["low"], 0.0, "{stats}");
+    assert!(arm("b")["interval"]["low"].as_f64().unwrap_or(0.0) > 0.0, "{stats}");
+    let chosen = api.events_of_type("BroadcastWinnerChosen").await;
+    assert_eq!(chosen.len(), 1);
+    assert_eq!(chosen[0].data["variant"], "b");
+    assert_eq!(chosen[0].data["arms"][0]["count"], 0, "{:?}", chosen[0].data);
+    assert_eq!(b["stats"]["requested"], 40, "{b}");
+
+    // Why this subject? A test message names its arm; one to the rest has the winner in its chain.
+    let explain = |message_id: String| {
+        let api = &api;
+        async move {
+            let why = api.call("GET", &format!("/messages/{message_id}/explain"), None).await;
+            assert_eq!(why.status, 200, "{:?}", why.body);
+            why.body
+        }
+    };
+    let (tested, _) = &b_messages[0];
+    let why = explain(tested.clone()).await;
+    assert_eq!(
+        why["variants"],
+        json!([{ "experiment": "subject", "variant": "b" }]),
+        "{why}"
+    );
+    let rest = &all[in_test.len()].message_id;
+    let why = explain(rest.clone()).await;
+    assert!(why["variants"].as_array().is_none_or(Vec::is_empty), "{why}");
+    let chain: Vec<&str> = why["chain"]
+        .as_array()
+        .map(|c| c.iter().filter_map(|l| l["type"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        chain,
+        [
+            "MessageRequested",
+            "BroadcastAudiencePage",
+            "BroadcastWinnerChosen",
+            "BroadcastStarted",
+            "BroadcastScheduled"
+        ],
+        "{why}"
+    );
+}
+
+/// The stored request of `message_id`, read now.
+async fn request_of_now(api: &TestApi, message_id: &str) -> crm_core::event::EventEnvelope {
+    api.events_of_type("MessageRequested")
+        .await
+        .into_iter()
+        .find(|e| e.data["message_id"] == message_id)
+        .expect("the request")
+}

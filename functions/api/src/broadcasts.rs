@@ -10,7 +10,8 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use chrono::{DateTime, NaiveDate, Utc};
 use crm_core::broadcast::{
-    Audience, BroadcastDefinition, BroadcastError, BroadcastRejected, BroadcastService, SendTime,
+    Audience, BroadcastDefinition, BroadcastError, BroadcastRejected, BroadcastService, SendTime, SubjectTest,
+    SubjectVariant, WinnerMetric,
 };
 use crm_core::consent::Channel;
 use crm_core::event::Actor;
@@ -20,7 +21,15 @@ use serde_json::{json, Map, Value};
 /// Messages per second when the request names no rate.
 const DEFAULT_RATE_PER_SECOND: u32 = 50;
 
-const FIELDS: &[&str] = &["id", "template", "channel", "audience", "send", "rate_per_second"];
+const FIELDS: &[&str] = &[
+    "id",
+    "template",
+    "channel",
+    "audience",
+    "send",
+    "rate_per_second",
+    "subject_test",
+];
 
 fn service(state: &AppState) -> BroadcastService {
     BroadcastService::new(state.events.clone(), state.read_models.clone(), state.clock.clone())
@@ -122,6 +131,66 @@ fn send_time(value: Option<&Value>) -> Result<SendTime, Problem> {
     }
 }
 
+/// A whole number of `field` in `body`, or the error naming it.
+fn whole(body: &Map<String, Value>, field: &str, path: &str) -> Result<u32, Problem> {
+    body.get(field)
+        .and_then(Value::as_u64)
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or_else(|| invalid(path, "required: a whole number"))
+}
+
+/// A subject-line test (decision 0087), or the first field that is wrong.
+fn subject_test(value: Option<&Value>) -> Result<Option<SubjectTest>, Problem> {
+    let test = match value {
+        None => return Ok(None),
+        Some(Value::Object(test)) => test,
+        Some(_) => {
+            return Err(invalid(
+                "subject_test",
+                "an object: {\"variants\": [{\"id\", \"subject\"}, ...], \"test_percent\", \"decide_after_minutes\", \"metric\"}",
+            ))
+        }
+    };
+    const TEST_FIELDS: &[&str] = &["variants", "test_percent", "decide_after_minutes", "metric"];
+    if let Some(k) = test.keys().find(|k| !TEST_FIELDS.contains(&k.as_str())) {
+        return Err(invalid(&format!("subject_test.{k}"), "unknown field"));
+    }
+    let Some(Value::Array(items)) = test.get("variants") else {
+        return Err(invalid("subject_test.variants", "required: an array of {id, subject}"));
+    };
+    let mut variants = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let path = format!("subject_test.variants[{i}]");
+        let Value::Object(v) = item else {
+            return Err(invalid(&path, "an object {id, subject}"));
+        };
+        if let Some(k) = v.keys().find(|k| !["id", "subject"].contains(&k.as_str())) {
+            return Err(invalid(&format!("{path}.{k}"), "unknown field"));
+        }
+        let part = |k: &str| {
+            v.get(k)
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .ok_or_else(|| invalid(&format!("{path}.{k}"), "required: a string"))
+        };
+        variants.push(SubjectVariant {
+            id: part("id")?,
+            subject: part("subject")?,
+        });
+    }
+    let metric = match test.get("metric").and_then(Value::as_str) {
+        Some("opened") => WinnerMetric::Opened,
+        Some("clicked") => WinnerMetric::Clicked,
+        _ => return Err(invalid("subject_test.metric", "one of opened, clicked")),
+    };
+    Ok(Some(SubjectTest {
+        variants,
+        test_percent: whole(test, "test_percent", "subject_test.test_percent")?,
+        decide_after_minutes: whole(test, "decide_after_minutes", "subject_test.decide_after_minutes")?,
+        metric,
+    }))
+}
+
 /// The broadcast a request body asks for, or the first field that is wrong.
 fn definition(body: &Map<String, Value>) -> Result<BroadcastDefinition, Problem> {
     if let Some(k) = body.keys().find(|k| !FIELDS.contains(&k.as_str())) {
@@ -157,6 +226,7 @@ fn definition(body: &Map<String, Value>) -> Result<BroadcastDefinition, Problem>
         audience: Audience { segments, exclude },
         send: send_time(body.get("send"))?,
         rate_per_second,
+        subject_test: subject_test(body.get("subject_test"))?,
     })
 }
 

@@ -2,10 +2,15 @@
 //! stream, the audience page that targeted the customer, and the
 //! broadcast's start and schedule. The message's request is found through
 //! the pointer the broadcast-stats projection keeps per message.
+//!
+//! With a subject test (decision 0087): a test message names its arm in
+//! `variants` (experiment `subject`); a message to the rest has the
+//! `BroadcastWinnerChosen` that gave it its subject in the chain (`winner`),
+//! found by the version its request names (`data.winner`).
 
 use super::stats::{broadcast_of, request_pointer};
 use crate::event::EventEnvelope;
-use crate::journey::explain::{Explanation, Link};
+use crate::journey::explain::{AssignedVariant, Explanation, Link};
 use crate::ports::{EventStore, ReadModelStore, StoreError};
 
 fn link(role: &'static str, e: &EventEnvelope) -> Link {
@@ -55,20 +60,44 @@ pub async fn explain(
             .await?;
         chain.extend(audience.iter().rev().map(|e| link("audience", e)));
     }
-    let started: Vec<EventEnvelope> = events
+    let variant = request.data.pointer("/data/variant").and_then(|v| v.as_str());
+    let mut history: Vec<EventEnvelope> = events
         .read_stream(&super::stream_id(broadcast), 0, 10)
         .await?
         .into_iter()
         .filter(|e| matches!(e.event_type.as_str(), "BroadcastScheduled" | "BroadcastStarted"))
         .collect();
-    chain.extend(started.iter().rev().map(|e| link("broadcast", e)));
+    if let Some(version) = request.data.pointer("/data/winner/version").and_then(|v| v.as_u64()) {
+        history.extend(
+            events
+                .read_stream(&super::stream_id(broadcast), version.saturating_sub(1), 1)
+                .await?
+                .into_iter()
+                .filter(|e| e.version == version && e.event_type == "BroadcastWinnerChosen"),
+        );
+    }
+    chain.extend(history.iter().rev().map(|e| {
+        let role = if e.event_type == "BroadcastWinnerChosen" {
+            "winner"
+        } else {
+            "broadcast"
+        };
+        link(role, e)
+    }));
+    let variants = variant
+        .map(|v| AssignedVariant {
+            experiment: super::model::SUBJECT_EXPERIMENT.to_string(),
+            variant: v.to_string(),
+        })
+        .into_iter()
+        .collect();
     Ok(Some(Explanation {
         message_id: message_id.to_string(),
         instance_id: broadcast.to_string(),
         campaign: super::stream_id(broadcast),
         customer_id,
         chain,
-        variants: Vec::new(),
+        variants,
         channel_choice: None,
     }))
 }

@@ -11,8 +11,9 @@
 //! on the same version: one append wins, the other stops.
 
 use super::model::{
-    audience_stream, message_id, send_stream, Broadcast, BroadcastCommand, BroadcastDefinition, BroadcastEvent,
-    BroadcastRejected, BroadcastState, Phase, Recipient, SendTime, MAX_RATE_PER_SECOND,
+    audience_stream, message_id, send_stream, ArmResult, Broadcast, BroadcastCommand, BroadcastDefinition,
+    BroadcastEvent, BroadcastRejected, BroadcastState, Phase, Recipient, SendTime, SubjectTest, MAX_RATE_PER_SECOND,
+    SUBJECT_EXPERIMENT,
 };
 use crate::aggregate::{AggregateError, AggregateService, Executed};
 use crate::clock::Clock;
@@ -20,7 +21,9 @@ use crate::consent::Purpose;
 use crate::customer::CustomerService;
 use crate::event::{envelopes, Actor, CommandMeta, DomainEvent, EventCodecError, EventEnvelope};
 use crate::failure::{Classify, FailureKind};
-use crate::insights::campaign_stats::{campaign_stats, suppressed_by_reason, DEFAULT_CONVERSION_WINDOW_DAYS};
+use crate::insights::campaign_stats::{
+    campaign_stats, suppressed_by_reason, wilson, DEFAULT_CONVERSION_WINDOW_DAYS, Z95,
+};
 use crate::messaging::templates::{TemplateError, TemplateService};
 use crate::ports::{AppendError, AppendRequest, EventStore, ExpectedVersion, ReadModelStore, StoreError};
 use crate::scheduler::{timer_name, Scheduler, SchedulerError, TimerKind, TimerPayload};
@@ -111,6 +114,8 @@ pub enum StepOutcome {
     Snapshotted(u64),
     /// A fan-out step (messages requested).
     Requested(u64),
+    /// A subject test's winner chosen (the variant's id).
+    WinnerChosen(String),
     /// Another chain recorded a step first: this one stops.
     Superseded,
 }
@@ -223,6 +228,9 @@ impl BroadcastService {
                 format!("1 to {MAX_RATE_PER_SECOND} messages per second"),
             ));
         }
+        if let Some(test) = &definition.subject_test {
+            check_subject_test(definition, test)?;
+        }
         match &definition.send {
             SendTime::Now => {}
             SendTime::At { at } if *at < now - Duration::minutes(1) => {
@@ -320,6 +328,7 @@ impl BroadcastService {
                 false => StepOutcome::Superseded,
             }),
             Phase::Snapshotting => self.snapshot_page(&state).await,
+            Phase::Sending if state.needs_winner() => self.choose_winner(&state).await,
             Phase::Sending => self.send_page(&state).await,
             Phase::Completed | Phase::Cancelled => Ok(StepOutcome::Nothing),
         }
@@ -491,6 +500,13 @@ impl BroadcastService {
         let Some(due) = state.bucket_due() else {
             return Ok(StepOutcome::Nothing);
         };
+        // With a subject test, the test share's buckets and then the rest's.
+        let round = state.test_round(state.bucket);
+        let test = state.definition.subject_test.as_ref();
+        let in_round = |r: &Recipient| match (round, test) {
+            (Some(test_share), Some(test)) => test.in_test(&state.id, &r.customer_id) == test_share,
+            _ => true,
+        };
         let mut page = state.page;
         let mut requested = 0;
         for scanned in 1..=SCAN_PAGES {
@@ -498,7 +514,7 @@ impl BroadcastService {
                 .page(&state.id, page)
                 .await?
                 .into_iter()
-                .filter(|r| r.due_at == due)
+                .filter(|r| r.due_at == due && in_round(r))
                 .collect();
             if !mine.is_empty() {
                 requested = self.request(state, page, &mine).await?;
@@ -520,6 +536,28 @@ impl BroadcastService {
         )
     }
 
+    /// Chooses the subject test's winner from the arms' figures so far.
+    async fn choose_winner(&self, state: &BroadcastState) -> Result<StepOutcome, BroadcastError> {
+        let Some(test) = &state.definition.subject_test else {
+            return Ok(StepOutcome::Nothing);
+        };
+        let arms = self
+            .arm_figures(&state.id, test)
+            .await?
+            .into_iter()
+            .map(|(arm, _)| arm)
+            .collect::<Vec<_>>();
+        let Some(winner) = test.winner(&arms).map(|v| v.id.clone()) else {
+            return Ok(StepOutcome::Nothing);
+        };
+        Ok(
+            match self.record(state, BroadcastCommand::ChooseWinner { arms }).await? {
+                true => StepOutcome::WinnerChosen(winner),
+                false => StepOutcome::Superseded,
+            },
+        )
+    }
+
     /// The message requests of `recipients` (of `page`, the state's bucket),
     /// appended once on their stream: how many it holds.
     async fn request(
@@ -533,7 +571,7 @@ impl BroadcastService {
         let correlation = Uuid::now_v7();
         let mut events = Vec::new();
         for r in recipients {
-            let request = request_of(state, &r.customer_id);
+            let request = request_of(state, &r.customer_id)?;
             let data = serde_json::to_value(&request).map_err(|e| EventCodecError(e.to_string()))?;
             events.push(EventEnvelope {
                 event_id: Uuid::now_v7(),
@@ -600,6 +638,9 @@ impl BroadcastService {
         for (k, v) in outcomes {
             statistics[k] = json!(v);
         }
+        if let Some(test) = &s.definition.subject_test {
+            statistics["subject_test"] = self.subject_test_stats(&s, test).await?;
+        }
         Ok(Some(BroadcastView {
             id: s.id.clone(),
             status,
@@ -614,10 +655,90 @@ impl BroadcastService {
     }
 }
 
-/// The message request of broadcast `state` to `customer_id`: marketing,
-/// promotional, the broadcast's stream id as its campaign id.
-pub fn request_of(state: &BroadcastState, customer_id: &str) -> MessageRequest {
-    MessageRequest {
+impl BroadcastService {
+    /// Each variant's figures by the test's metric, with all its counts
+    /// (sent, then each outcome), in the variants' order.
+    async fn arm_figures(
+        &self,
+        id: &str,
+        test: &SubjectTest,
+    ) -> Result<Vec<(ArmResult, Vec<(&'static str, u64)>)>, BroadcastError> {
+        let mut arms = Vec::new();
+        for v in &test.variants {
+            let counts = super::stats::arm_outcomes(self.docs.as_ref(), id, &v.id).await?;
+            let of = |name: &str| counts.iter().find(|(n, _)| *n == name).map_or(0, |(_, c)| *c);
+            let figures = ArmResult {
+                variant: v.id.clone(),
+                sent: of("sent"),
+                count: of(test.metric.as_str()),
+            };
+            arms.push((figures, counts));
+        }
+        Ok(arms)
+    }
+
+    /// A subject test's arms as `GET /broadcasts/{id}` shows them: each
+    /// variant's sent messages and outcomes, the metric's rate with its
+    /// 95 % Wilson interval (decision 0081), the winner once chosen.
+    async fn subject_test_stats(&self, s: &BroadcastState, test: &SubjectTest) -> Result<Value, BroadcastError> {
+        let mut arms = Vec::new();
+        for ((figures, counts), variant) in self.arm_figures(&s.id, test).await?.into_iter().zip(&test.variants) {
+            let mut arm = json!({
+                "variant": variant.id,
+                "subject": variant.subject,
+                "rate": figures.rate(),
+                "interval": wilson(figures.count.min(figures.sent), figures.sent, Z95),
+            });
+            for (name, count) in counts {
+                arm[name] = json!(count);
+            }
+            arms.push(arm);
+        }
+        Ok(json!({
+            "experiment": SUBJECT_EXPERIMENT,
+            "metric": test.metric,
+            "test_percent": test.test_percent,
+            "decide_after_minutes": test.decide_after_minutes,
+            "decide_at": s.decide_at,
+            "winner": s.winner,
+            "arms": arms,
+        }))
+    }
+}
+
+/// The message request of broadcast `state` to `customer_id` in the
+/// fan-out's current bucket: marketing, promotional, the broadcast's stream
+/// id as its campaign id. With a subject test (decision 0087), a test
+/// recipient's request carries their variant's subject and names the
+/// variant in `data.variant`; the rest's carries the winner's subject and
+/// names it in `data.winner` (with the version of `BroadcastWinnerChosen`).
+pub fn request_of(state: &BroadcastState, customer_id: &str) -> Result<MessageRequest, BroadcastError> {
+    let mut data = json!({ "broadcast_id": state.id });
+    let mut subject = None;
+    if let Some(test) = &state.definition.subject_test {
+        let variant = match state.test_round(state.bucket) {
+            Some(true) => {
+                let v = test.variant_for(&state.id, customer_id);
+                if let Some(v) = v {
+                    data["variant"] = json!(v.id);
+                }
+                v
+            }
+            _ => {
+                let v = state.winner.as_deref().and_then(|w| test.variant(w));
+                if let (Some(v), Some(version)) = (v, state.winner_version) {
+                    data["winner"] = json!({ "variant": v.id, "version": version });
+                }
+                v
+            }
+        };
+        let variant = variant.ok_or_else(|| BroadcastError::Read {
+            what: "the subject test's variant",
+            message: format!("broadcast {} has no variant for this step", state.id),
+        })?;
+        subject = Some(variant.subject.clone());
+    }
+    Ok(MessageRequest {
         message_id: message_id(&state.id, customer_id),
         instance_id: state.id.clone(),
         campaign_id: super::model::stream_id(&state.id),
@@ -630,7 +751,63 @@ pub fn request_of(state: &BroadcastState, customer_id: &str) -> MessageRequest {
         purpose: Some(Purpose::Marketing),
         kind: Some(MarketingKind::Promotional),
         discount: None,
-        data: json!({ "broadcast_id": state.id }),
+        data,
         candidates: Vec::new(),
+        subject,
+    })
+}
+
+/// The subject test's fields, naming the first that is wrong.
+fn check_subject_test(definition: &BroadcastDefinition, test: &SubjectTest) -> Result<(), BroadcastError> {
+    if definition.channel == crate::consent::Channel::Sms {
+        return Err(BroadcastError::invalid(
+            "subject_test",
+            "an SMS has no subject: a subject test needs email or push",
+        ));
     }
+    if matches!(definition.send, SendTime::Local { .. }) {
+        return Err(BroadcastError::invalid(
+            "subject_test",
+            "a subject test needs a send now or at a UTC time: the winner goes to everyone else at once",
+        ));
+    }
+    if !(2..=5).contains(&test.variants.len()) {
+        return Err(BroadcastError::invalid("subject_test.variants", "2 to 5 variants"));
+    }
+    let mut seen = BTreeSet::new();
+    for (i, v) in test.variants.iter().enumerate() {
+        let slug = v.id.len() <= 32
+            && v.id.starts_with(|c: char| c.is_ascii_lowercase())
+            && v.id
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+        if !slug {
+            return Err(BroadcastError::invalid(
+                format!("subject_test.variants[{i}].id"),
+                "1 to 32 of a-z, 0-9, _ and -, starting with a letter",
+            ));
+        }
+        if !seen.insert(v.id.as_str()) {
+            return Err(BroadcastError::invalid(
+                format!("subject_test.variants[{i}].id"),
+                format!("variant {} is named twice", v.id),
+            ));
+        }
+        let field = format!("subject_test.variants[{i}].subject");
+        if v.subject.trim().is_empty() || v.subject.chars().count() > 200 || v.subject.contains(['\r', '\n']) {
+            return Err(BroadcastError::invalid(field, "1 to 200 characters on one line"));
+        }
+        crate::messaging::render::subject_override(&definition.template, &v.subject)
+            .map_err(|e| BroadcastError::invalid(field, e.to_string()))?;
+    }
+    if !(1..=50).contains(&test.test_percent) {
+        return Err(BroadcastError::invalid("subject_test.test_percent", "1 to 50 per cent"));
+    }
+    if !(1..=10_080).contains(&test.decide_after_minutes) {
+        return Err(BroadcastError::invalid(
+            "subject_test.decide_after_minutes",
+            "1 to 10 080 minutes (a week)",
+        ));
+    }
+    Ok(())
 }

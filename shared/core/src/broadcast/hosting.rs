@@ -25,6 +25,7 @@ const STEPS_ON: &[&str] = &[
     "BroadcastAudienceSnapshotted",
     "BroadcastPageSent",
     "BroadcastResumed",
+    "BroadcastWinnerChosen",
 ];
 
 /// What the campaign function hosts: journeys and broadcasts.

@@ -24,6 +24,7 @@ pub mod stats;
 
 pub use fanout::{BroadcastError, BroadcastService, BroadcastView, StepOutcome, AUDIENCE_PAGE, SCAN_PAGES};
 pub use model::{
-    audience_stream, message_id, send_stream, stream_id, Audience, BroadcastCommand, BroadcastDefinition,
-    BroadcastEvent, BroadcastRejected, BroadcastState, Phase, Recipient, SendTime, MAX_RATE_PER_SECOND,
+    audience_stream, message_id, send_stream, stream_id, ArmResult, Audience, BroadcastCommand, BroadcastDefinition,
+    BroadcastEvent, BroadcastRejected, BroadcastState, Phase, Recipient, SendTime, SubjectTest, SubjectVariant,
+    WinnerMetric, MAX_RATE_PER_SECOND,
 };

@@ -7,6 +7,7 @@
 use crate::aggregate::{Aggregate, DecideContext};
 use crate::consent::Channel;
 use crate::event::DomainEvent;
+use crate::journey::experiment;
 use crate::vocabulary::Zone;
 use chrono::{DateTime, Duration, NaiveDate, NaiveTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
@@ -135,6 +136,110 @@ pub struct BroadcastDefinition {
     pub send: SendTime,
     /// Messages requested per second at most (1 to [`MAX_RATE_PER_SECOND`]).
     pub rate_per_second: u32,
+    /// A subject-line test (decision 0087), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject_test: Option<SubjectTest>,
+}
+
+/// The experiment id under which a subject test's share is hashed: who is
+/// in the test.
+pub const TEST_SHARE_EXPERIMENT: &str = "subject-test";
+/// The experiment id under which a test recipient's subject is hashed, and
+/// the stats report the arms.
+pub const SUBJECT_EXPERIMENT: &str = "subject";
+
+/// A subject-line A/B test (decision 0087): `test_percent` of the audience
+/// get one of the variants' subjects, in equal shares; after
+/// `decide_after_minutes` the variant with the best `metric` goes to the
+/// rest. Assignment hashes the customer and the broadcast (decision 0081).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubjectTest {
+    /// 2 to 5 subjects, each with an id.
+    pub variants: Vec<SubjectVariant>,
+    /// The share of the audience in the test, 1 to 50 per cent.
+    pub test_percent: u32,
+    /// How long after the test's last message the winner is chosen (1 to
+    /// 10 080 minutes, a week).
+    pub decide_after_minutes: u32,
+    pub metric: WinnerMetric,
+}
+
+/// One subject of a test: its id (`[a-z][a-z0-9_-]*`) and its text (Liquid,
+/// with the template's variables).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubjectVariant {
+    pub id: String,
+    pub subject: String,
+}
+
+/// What makes a variant win: the share of its sent messages opened, or
+/// clicked (from the provider's feedback, once per message).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WinnerMetric {
+    Opened,
+    Clicked,
+}
+
+impl WinnerMetric {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WinnerMetric::Opened => "opened",
+            WinnerMetric::Clicked => "clicked",
+        }
+    }
+}
+
+impl SubjectTest {
+    /// Whether `customer_id` is in the test share of broadcast `broadcast_id`.
+    pub fn in_test(&self, broadcast_id: &str, customer_id: &str) -> bool {
+        let bucket = experiment::bucket(customer_id, &stream_id(broadcast_id), TEST_SHARE_EXPERIMENT);
+        bucket < u64::from(self.test_percent) * experiment::BUCKETS / 100
+    }
+
+    /// The variant a test recipient gets: equal shares by the hash.
+    pub fn variant_for(&self, broadcast_id: &str, customer_id: &str) -> Option<&SubjectVariant> {
+        let bucket = experiment::bucket(customer_id, &stream_id(broadcast_id), SUBJECT_EXPERIMENT);
+        let index = bucket * self.variants.len() as u64 / experiment::BUCKETS;
+        self.variants.get(index as usize)
+    }
+
+    pub fn variant(&self, id: &str) -> Option<&SubjectVariant> {
+        self.variants.iter().find(|v| v.id == id)
+    }
+
+    /// The winner among `arms` (variant, sent, metric count): the highest
+    /// rate, the earlier variant on a tie (none sent: the first).
+    pub fn winner<'a>(&'a self, arms: &[ArmResult]) -> Option<&'a SubjectVariant> {
+        let rate = |id: &str| arms.iter().find(|a| a.variant == id).map_or(0.0, ArmResult::rate);
+        self.variants
+            .iter()
+            .fold(None, |best: Option<&SubjectVariant>, v| match best {
+                Some(b) if rate(&v.id) <= rate(&b.id) => Some(b),
+                _ => Some(v),
+            })
+    }
+}
+
+/// A test arm's figures when the winner was chosen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ArmResult {
+    pub variant: String,
+    pub sent: u64,
+    /// Messages of the arm counted by the metric (opened or clicked).
+    pub count: u64,
+}
+
+impl ArmResult {
+    pub fn rate(&self) -> f64 {
+        if self.sent == 0 {
+            0.0
+        } else {
+            self.count.min(self.sent) as f64 / self.sent as f64
+        }
+    }
 }
 
 /// One recipient of the snapshot, with the moment their message is due.
@@ -154,6 +259,8 @@ pub enum BroadcastEvent {
         audience: Audience,
         send: SendTime,
         rate_per_second: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        subject_test: Option<SubjectTest>,
     },
     /// The send started: the audience snapshot begins.
     BroadcastStarted {
@@ -200,6 +307,14 @@ pub enum BroadcastEvent {
         broadcast_id: String,
         requested: u64,
     },
+    /// The subject test's winner (decision 0087), from the arms' figures:
+    /// the rest of the audience gets its subject.
+    BroadcastWinnerChosen {
+        broadcast_id: String,
+        variant: String,
+        metric: WinnerMetric,
+        arms: Vec<ArmResult>,
+    },
     /// On `broadcast-<id>-audience-<page>`: who the page targets.
     BroadcastAudiencePage {
         broadcast_id: String,
@@ -226,6 +341,7 @@ pub const BROADCAST_EVENT_TYPES: &[&str] = &[
     "BroadcastCancelled",
     "BroadcastCompleted",
     "BroadcastAudiencePage",
+    "BroadcastWinnerChosen",
 ];
 
 /// Where the send stands.
@@ -266,13 +382,48 @@ pub struct BroadcastState {
     pub next_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// A subject test's winner, once chosen (the variant and the version
+    /// of its `BroadcastWinnerChosen`), and when it is due to be.
+    #[serde(default)]
+    pub winner: Option<String>,
+    #[serde(default)]
+    pub winner_version: Option<u64>,
+    #[serde(default)]
+    pub decide_at: Option<DateTime<Utc>>,
     pub version: u64,
 }
 
 impl BroadcastState {
     /// The due time of the bucket the fan-out stands at.
     pub fn bucket_due(&self) -> Option<DateTime<Utc>> {
-        self.due.iter().nth(self.bucket).copied()
+        self.bucket_due_of(self.bucket)
+    }
+
+    /// The due time of bucket `bucket`. With a subject test the fan-out
+    /// goes over the due times twice (decision 0087): buckets `0..n` send
+    /// the test share, `n..2n` the rest.
+    pub fn bucket_due_of(&self, bucket: usize) -> Option<DateTime<Utc>> {
+        if bucket >= self.buckets() {
+            return None;
+        }
+        self.due.iter().nth(bucket % self.due.len().max(1)).copied()
+    }
+
+    /// The buckets of the fan-out: one per due time, twice with a subject test.
+    pub fn buckets(&self) -> usize {
+        let rounds = if self.definition.subject_test.is_some() { 2 } else { 1 };
+        self.due.len() * rounds
+    }
+
+    /// Whether `bucket` sends a subject test's share (`Some(true)`), the
+    /// rest (`Some(false)`), or everyone (`None`: no test).
+    pub fn test_round(&self, bucket: usize) -> Option<bool> {
+        self.definition.subject_test.as_ref().map(|_| bucket < self.due.len())
+    }
+
+    /// Whether the next step chooses the subject test's winner.
+    pub fn needs_winner(&self) -> bool {
+        self.phase == Phase::Sending && self.test_round(self.bucket) == Some(false) && self.winner.is_none()
     }
 
     /// When the next step may run, or `None` when none will (finished,
@@ -326,6 +477,10 @@ pub enum BroadcastCommand {
         /// the bucket are scanned over).
         page: u64,
     },
+    /// Choose the subject test's winner from the arms' figures.
+    ChooseWinner {
+        arms: Vec<ArmResult>,
+    },
     Pause,
     Resume,
     Cancel,
@@ -337,7 +492,17 @@ impl Broadcast {
     fn page_sent(state: &BroadcastState, page: u64, requested: u64, now: DateTime<Utc>) -> Vec<BroadcastEvent> {
         let rate = u64::from(state.definition.rate_per_second.max(1));
         let wait_ms = (requested * 1000).div_ceil(rate);
-        let next_at = now + Duration::milliseconds(wait_ms as i64);
+        let mut next_at = now + Duration::milliseconds(wait_ms as i64);
+        let last_page = page + 1 >= state.pages;
+        if let (Some(test), true, Some(true), Some(false)) = (
+            &state.definition.subject_test,
+            last_page,
+            state.test_round(state.bucket),
+            state.test_round(state.bucket + 1),
+        ) {
+            // The test share is sent: the winner is chosen after the wait.
+            next_at = next_at.max(now + Duration::minutes(i64::from(test.decide_after_minutes)));
+        }
         let mut events = vec![BroadcastEvent::BroadcastPageSent {
             broadcast_id: state.id.clone(),
             bucket: state.bucket,
@@ -345,8 +510,7 @@ impl Broadcast {
             requested,
             next_at,
         }];
-        let last_page = page + 1 >= state.pages;
-        if last_page && state.bucket + 1 >= state.due.len() {
+        if last_page && state.bucket + 1 >= state.buckets() {
             events.push(BroadcastEvent::BroadcastCompleted {
                 broadcast_id: state.id.clone(),
                 requested: state.requested + requested,
@@ -394,6 +558,7 @@ impl Aggregate for Broadcast {
                     audience: d.audience.clone(),
                     send: d.send.clone(),
                     rate_per_second: d.rate_per_second,
+                    subject_test: d.subject_test.clone(),
                 }]),
                 _ => Err(BroadcastRejected::NotFound),
             };
@@ -455,10 +620,27 @@ impl Aggregate for Broadcast {
                 }])
             }
             BroadcastCommand::RecordPage { requested, page } => {
-                if s.phase != Phase::Sending || s.paused || *page < s.page {
+                if s.phase != Phase::Sending || s.paused || *page < s.page || s.needs_winner() {
                     return Ok(vec![]);
                 }
                 Ok(Broadcast::page_sent(s, *page, *requested, ctx.now))
+            }
+            BroadcastCommand::ChooseWinner { arms } => {
+                let Some(test) = &s.definition.subject_test else {
+                    return Ok(vec![]);
+                };
+                if s.paused || !s.needs_winner() {
+                    return Ok(vec![]);
+                }
+                let Some(winner) = test.winner(arms) else {
+                    return Ok(vec![]);
+                };
+                Ok(vec![BroadcastEvent::BroadcastWinnerChosen {
+                    broadcast_id: id,
+                    variant: winner.id.clone(),
+                    metric: test.metric,
+                    arms: arms.clone(),
+                }])
             }
             BroadcastCommand::Pause if finished => Err(not_now(phase(s.phase))),
             BroadcastCommand::Pause if s.paused => Ok(vec![]),
@@ -488,6 +670,7 @@ impl Aggregate for Broadcast {
                     audience,
                     send,
                     rate_per_second,
+                    subject_test,
                 },
             ) => BroadcastState {
                 id: broadcast_id.clone(),
@@ -497,6 +680,7 @@ impl Aggregate for Broadcast {
                     audience: audience.clone(),
                     send: send.clone(),
                     rate_per_second: *rate_per_second,
+                    subject_test: subject_test.clone(),
                 },
                 scheduled_at: at,
                 phase: Phase::Scheduled,
@@ -512,6 +696,9 @@ impl Aggregate for Broadcast {
                 next_at: at,
                 started_at: None,
                 finished_at: None,
+                winner: None,
+                winner_version: None,
+                decide_at: None,
                 version,
             },
             (None, _) => return None,
@@ -556,6 +743,9 @@ impl Aggregate for Broadcast {
                         s.requested += requested;
                         s.next_at = *next_at;
                         if page + 1 >= s.pages {
+                            if s.test_round(s.bucket) == Some(true) && s.test_round(s.bucket + 1) == Some(false) {
+                                s.decide_at = Some(*next_at);
+                            }
                             s.bucket += 1;
                             s.page = 0;
                         } else {
@@ -574,6 +764,11 @@ impl Aggregate for Broadcast {
                     BroadcastEvent::BroadcastCompleted { .. } => {
                         s.phase = Phase::Completed;
                         s.finished_at = Some(at);
+                    }
+                    BroadcastEvent::BroadcastWinnerChosen { variant, .. } => {
+                        s.winner = Some(variant.clone());
+                        s.winner_version = Some(version);
+                        s.next_at = s.next_at.max(at);
                     }
                 }
                 s

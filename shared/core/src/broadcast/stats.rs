@@ -4,6 +4,10 @@
 //! broadcast ([`super::message_id`]), so the projection needs nothing else.
 //! Requested, sent, suppressed (by reason), conversions and revenue come
 //! from the campaign stats under the broadcast's campaign id.
+//!
+//! A subject test's arms (decision 0087): the request names its variant
+//! (`data.variant`); the request pointer keeps it, and each sent message and
+//! outcome of a test message is counted again under `arm#<variant>#`.
 
 use crate::consumer::{Projection, ProjectionError};
 use crate::event::EventEnvelope;
@@ -30,6 +34,8 @@ const REQUEST: &str = "request#";
 /// one (under the broadcast's).
 const SENT: &str = "sent#";
 const UNSUBSCRIBED: &str = "unsubscribed#";
+/// A subject test arm's counts: `arm#<variant>#<sent|outcome>#<message id>`.
+const ARM: &str = "arm#";
 
 /// A marketing consent withdrawn this long after a broadcast was sent to
 /// the customer counts as an unsubscribe from it.
@@ -106,21 +112,27 @@ impl Projection for BroadcastStatsProjection {
             let (Some(broadcast), Some(customer)) = (broadcast_of(message_id), event.customer_id.as_deref()) else {
                 return Ok(Vec::new());
             };
-            return Ok(vec![ReadOp::Put {
+            let mut ops = vec![ReadOp::Put {
                 partition: customer_partition(customer),
                 sort: format!("{SENT}{broadcast}"),
                 body: json!({ "at": event.occurred_at }),
-            }]);
+            }];
+            ops.extend(arm_count(docs, broadcast, message_id, "sent").await?);
+            return Ok(ops);
         }
         if event.event_type == "MessageRequested" {
             // Where the request is stored, for the explain API.
             let Some(broadcast) = broadcast_of(message_id) else {
                 return Ok(Vec::new());
             };
+            let mut pointer = json!({ "stream_id": event.stream_id, "version": event.version });
+            if let Some(variant) = event.data.pointer("/data/variant").and_then(Value::as_str) {
+                pointer["variant"] = json!(variant);
+            }
             return Ok(vec![ReadOp::Put {
                 partition: partition(broadcast),
                 sort: format!("{REQUEST}{message_id}"),
-                body: json!({ "stream_id": event.stream_id, "version": event.version }),
+                body: pointer,
             }]);
         }
         let (Some(broadcast), Some((_, name))) = (
@@ -129,12 +141,59 @@ impl Projection for BroadcastStatsProjection {
         ) else {
             return Ok(Vec::new());
         };
-        Ok(vec![ReadOp::Put {
+        let mut ops = vec![ReadOp::Put {
             partition: partition(broadcast),
             sort: format!("{name}#{message_id}"),
             body: json!({}),
-        }])
+        }];
+        ops.extend(arm_count(docs, broadcast, message_id, name).await?);
+        Ok(ops)
     }
+}
+
+/// The arm's count of `what` for a subject test's message (nothing for a
+/// message outside the test): its variant is on the request pointer.
+async fn arm_count(
+    docs: &dyn ReadModelStore,
+    broadcast_id: &str,
+    message_id: &str,
+    what: &str,
+) -> Result<Option<ReadOp>, ProjectionError> {
+    let pointer = docs
+        .get(
+            BROADCAST_STATS,
+            &partition(broadcast_id),
+            &format!("{REQUEST}{message_id}"),
+        )
+        .await
+        .map_err(ProjectionError::Store)?;
+    let Some(variant) = pointer.as_ref().and_then(|p| p.get("variant")).and_then(Value::as_str) else {
+        return Ok(None);
+    };
+    Ok(Some(ReadOp::Put {
+        partition: partition(broadcast_id),
+        sort: format!("{ARM}{variant}#{what}#{message_id}"),
+        body: json!({}),
+    }))
+}
+
+/// A subject test arm's counts: sent, then each outcome (0 included).
+pub async fn arm_outcomes(
+    docs: &dyn ReadModelStore,
+    broadcast_id: &str,
+    variant: &str,
+) -> Result<Vec<(&'static str, u64)>, StoreError> {
+    let mut out = vec![(
+        "sent",
+        count(docs, broadcast_id, &format!("{ARM}{variant}#sent#")).await?,
+    )];
+    for (_, name) in OUTCOMES {
+        out.push((
+            name,
+            count(docs, broadcast_id, &format!("{ARM}{variant}#{name}#")).await?,
+        ));
+    }
+    Ok(out)
 }
 
 /// Where the request of broadcast message `message_id` is stored (its
@@ -180,26 +239,7 @@ async fn count(docs: &dyn ReadModelStore, broadcast_id: &str, prefix: &str) -> R
 pub async fn outcomes(docs: &dyn ReadModelStore, broadcast_id: &str) -> Result<Vec<(&'static str, u64)>, StoreError> {
     let mut out = Vec::new();
     for (_, name) in OUTCOMES {
-        let prefix = format!("{name}#");
-        let mut count = 0u64;
-        let mut after: Option<String> = None;
-        loop {
-            let page = docs
-                .list(
-                    BROADCAST_STATS,
-                    &partition(broadcast_id),
-                    &prefix,
-                    after.as_deref(),
-                    1000,
-                )
-                .await?;
-            count += page.len() as u64;
-            if page.len() < 1000 {
-                break;
-            }
-            after = page.last().map(|(k, _)| k.clone());
-        }
-        out.push((*name, count));
+        out.push((*name, count(docs, broadcast_id, &format!("{name}#")).await?));
     }
     out.push(("unsubscribed", count(docs, broadcast_id, UNSUBSCRIBED).await?));
     Ok(out)

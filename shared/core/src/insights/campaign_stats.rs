@@ -252,9 +252,19 @@ pub fn wilson(successes: u64, n: u64, z: f64) -> Interval {
     let centre = p + z2 / (2.0 * n_f);
     let spread = z * (p * (1.0 - p) / n_f + z2 / (4.0 * n_f * n_f)).sqrt();
     let denominator = 1.0 + z2 / n_f;
+    // At 0 (or n) successes the bound is exactly 0 (or 1); rounding in
+    // `centre - spread` would leave it a few ulps off.
     Interval {
-        low: ((centre - spread) / denominator).max(0.0),
-        high: ((centre + spread) / denominator).min(1.0),
+        low: if successes == 0 {
+            0.0
+        } else {
+            ((centre - spread) / denominator).max(0.0)
+        },
+        high: if successes >= n {
+            1.0
+        } else {
+            ((centre + spread) / denominator).min(1.0)
+        },
     }
 }
 

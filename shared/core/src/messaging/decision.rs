@@ -365,6 +365,7 @@ pub(crate) mod tests {
             campaign_version: 1,
             step_id: "reminder".into(),
             candidates: Vec::new(),
+            subject: None,
             customer_id: "c-1".into(),
             channel,
             template: "abandoned-cart-reminder".into(),

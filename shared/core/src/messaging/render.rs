@@ -158,6 +158,40 @@ pub fn render_compiled(template: &CompiledTemplate, vars: &Value) -> Result<Rend
     }
 }
 
+/// A subject (an email's subject line, a push's title) in Liquid that
+/// replaces the template's: a broadcast's subject-line test (decision
+/// 0087). Parsed with the templates' parser, so the same tags, filters and
+/// variables; errors name the part `subject`.
+pub fn subject_override(template_id: &str, subject: &str) -> Result<SubjectOverride, RenderError> {
+    let parser = parser_once()?;
+    let template = parser.parse(subject).map_err(|e| {
+        let message = e.to_string();
+        RenderError::Invalid {
+            template: template_id.to_string(),
+            part: "subject",
+            line: liquid_line(&message, subject),
+            message,
+        }
+    })?;
+    Ok(SubjectOverride(Part {
+        name: "subject",
+        source: subject.to_string(),
+        template,
+    }))
+}
+
+/// A parsed subject override ([`subject_override`]).
+pub struct SubjectOverride(Part);
+
+impl SubjectOverride {
+    /// The subject for `vars` (the variables the template renders with),
+    /// on one line.
+    pub fn render(&self, template_id: &str, vars: &Value) -> Result<String, RenderError> {
+        let plain = to_globals(template_id, vars)?;
+        Ok(single_line(&run(template_id, &self.0, &plain)?))
+    }
+}
+
 /// A template's parts as text: what `PUT /templates/{id}` stores (decision
 /// 0077). Email: `subject`, `mjml` and `text`; SMS: `text` only; push:
 /// `subject` is the title and `text` the body.

@@ -64,6 +64,11 @@ pub struct MessageRequest {
     /// then the first option's. Empty for a send on one channel.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub candidates: Vec<ChannelOption>,
+    /// The subject (an email's subject line, a push's title), in Liquid,
+    /// that replaces the template's: a broadcast's subject-line test
+    /// (decision 0087). Absent: the template's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
 }
 
 /// What a send step's `discount:` asks for (decision 0074): a code worth

@@ -17,6 +17,7 @@ fn definition(send: SendTime) -> BroadcastDefinition {
         },
         send,
         rate_per_second: 10,
+        subject_test: None,
     }
 }
 
@@ -252,4 +253,163 @@ fn message_ids_are_one_per_broadcast_and_customer() {
     assert!(!valid_id("Spring"));
     assert!(!valid_id("x-audience-1"));
     assert!(!valid_id(""));
+}
+
+fn subject_test(percent: u32) -> SubjectTest {
+    SubjectTest {
+        variants: vec![
+            SubjectVariant {
+                id: "a".into(),
+                subject: "Spring is here".into(),
+            },
+            SubjectVariant {
+                id: "b".into(),
+                subject: "{{ first_name }}, spring is here".into(),
+            },
+        ],
+        test_percent: percent,
+        decide_after_minutes: 120,
+        metric: WinnerMetric::Opened,
+    }
+}
+
+/// A broadcast with a subject test, snapshotted: `pages` pages due at 09:00.
+fn tested(pages: u64) -> BroadcastState {
+    let mut d = definition(SendTime::Now);
+    d.subject_test = Some(subject_test(20));
+    let (s, _) = run(None, BroadcastCommand::Schedule(d), at(9, 0));
+    let (s, _) = run(s, BroadcastCommand::Start, at(9, 0));
+    let (s, _) = run(
+        s,
+        BroadcastCommand::RecordAudience {
+            segment: 1,
+            after: None,
+            page_written: true,
+            added: 90 * pages,
+            due: vec![at(9, 0)],
+            done: true,
+        },
+        at(9, 0),
+    );
+    let mut s = s.unwrap();
+    s.pages = pages;
+    s
+}
+
+#[test]
+fn a_subject_test_sends_the_share_waits_then_chooses_the_winner_before_the_rest() {
+    let s = tested(2);
+    assert_eq!(
+        (s.buckets(), s.test_round(0), s.test_round(1)),
+        (2, Some(true), Some(false))
+    );
+    // The test share: bucket 0, both pages; then the wait of 120 minutes.
+    let (s, _) = run(
+        Some(s),
+        BroadcastCommand::RecordPage { requested: 10, page: 0 },
+        at(9, 0),
+    );
+    let (s, events) = run(s, BroadcastCommand::RecordPage { requested: 8, page: 1 }, at(9, 1));
+    assert_eq!(
+        names(&events),
+        ["BroadcastPageSent"],
+        "not completed: the rest is to come"
+    );
+    let s = s.unwrap();
+    assert_eq!((s.bucket, s.page), (1, 0));
+    assert_eq!(s.decide_at, Some(at(11, 1)));
+    assert_eq!(s.next_step_at(), Some(at(11, 1)));
+    assert!(s.needs_winner());
+    // No page of the rest is recorded before the winner.
+    assert!(decide(
+        Some(&s),
+        BroadcastCommand::RecordPage { requested: 5, page: 0 },
+        at(11, 2)
+    )
+    .unwrap()
+    .is_empty());
+    let arms = vec![
+        ArmResult {
+            variant: "a".into(),
+            sent: 9,
+            count: 2,
+        },
+        ArmResult {
+            variant: "b".into(),
+            sent: 9,
+            count: 4,
+        },
+    ];
+    let (s, events) = run(
+        Some(s),
+        BroadcastCommand::ChooseWinner { arms: arms.clone() },
+        at(11, 2),
+    );
+    assert_eq!(names(&events), ["BroadcastWinnerChosen"]);
+    let s = s.unwrap();
+    assert_eq!(s.winner.as_deref(), Some("b"));
+    assert!(!s.needs_winner());
+    // Chosen once.
+    assert!(decide(Some(&s), BroadcastCommand::ChooseWinner { arms }, at(11, 3))
+        .unwrap()
+        .is_empty());
+    // The rest: bucket 1, both pages, then complete.
+    let (s, _) = run(
+        Some(s),
+        BroadcastCommand::RecordPage { requested: 72, page: 0 },
+        at(11, 2),
+    );
+    let (s, events) = run(s, BroadcastCommand::RecordPage { requested: 90, page: 1 }, at(11, 3));
+    assert_eq!(names(&events), ["BroadcastPageSent", "BroadcastCompleted"]);
+    assert_eq!(s.unwrap().requested, 180);
+}
+
+#[test]
+fn the_winner_is_the_best_rate_and_the_first_variant_on_a_tie() {
+    let test = subject_test(10);
+    let arm = |variant: &str, sent, count| ArmResult {
+        variant: variant.into(),
+        sent,
+        count,
+    };
+    let winner = |arms: &[ArmResult]| test.winner(arms).map(|v| v.id.clone());
+    assert_eq!(winner(&[arm("a", 100, 30), arm("b", 50, 20)]).as_deref(), Some("b"));
+    assert_eq!(
+        winner(&[arm("a", 100, 30), arm("b", 10, 3)]).as_deref(),
+        Some("a"),
+        "a tie"
+    );
+    assert_eq!(
+        winner(&[arm("a", 0, 0), arm("b", 0, 0)]).as_deref(),
+        Some("a"),
+        "nothing sent"
+    );
+    assert_eq!(winner(&[]).as_deref(), Some("a"));
+    let none = SubjectTest {
+        variants: vec![],
+        ..subject_test(10)
+    };
+    assert!(none.winner(&[]).is_none());
+}
+
+#[test]
+fn the_test_share_and_the_variants_follow_the_hash_in_their_proportions() {
+    let test = subject_test(20);
+    let customers: Vec<String> = (0..5000).map(|i| format!("c-{i}")).collect();
+    let in_test: Vec<&String> = customers.iter().filter(|c| test.in_test("spring", c)).collect();
+    let share = in_test.len() as f64 / customers.len() as f64;
+    assert!((0.18..=0.22).contains(&share), "test share {share}");
+    let a = in_test
+        .iter()
+        .filter(|c| test.variant_for("spring", c).map(|v| v.id.as_str()) == Some("a"))
+        .count() as f64
+        / in_test.len() as f64;
+    assert!((0.45..=0.55).contains(&a), "variant a's share {a}");
+    // The same customer, the same answer; another broadcast, another draw.
+    assert_eq!(test.in_test("spring", "c-7"), test.in_test("spring", "c-7"));
+    let moved = customers
+        .iter()
+        .filter(|c| test.in_test("spring", c) != test.in_test("summer", c))
+        .count();
+    assert!(moved > 500, "the share depends on the broadcast: {moved} moved");
 }

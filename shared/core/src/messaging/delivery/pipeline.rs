@@ -294,7 +294,14 @@ impl MessageDelivery {
         // The discount code the step asks for (decision 0074): minted now.
         let discount = self.issue_discount(request, &customer.id, meta).await?;
         vars["discount"] = super::discount::discount_variable(discount.as_ref());
-        let rendered = match render::render_compiled(&template, &vars) {
+        let rendered = match render::render_compiled(&template, &vars).and_then(|mut r| {
+            // A broadcast's subject-line test (decision 0087): the arm's subject.
+            if let (Some(subject), Some(_)) = (&request.subject, &r.subject) {
+                let subject = render::subject_override(&request.template, subject)?;
+                r.subject = Some(subject.render(&request.template, &vars)?);
+            }
+            Ok(r)
+        }) {
             Ok(r) => r,
             Err(e) => {
                 return self.fail_for_good(request, meta, state, e.to_string()).await;

@@ -252,6 +252,7 @@ impl World {
             campaign_version: 1,
             step_id: "reminder".into(),
             candidates: Vec::new(),
+            subject: None,
             customer_id: CUSTOMER.into(),
             channel,
             template: template.into(),

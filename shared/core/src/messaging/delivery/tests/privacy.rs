@@ -79,6 +79,7 @@ async fn a_welcome_deferred_by_quiet_hours_leaves_its_plaintext_nowhere() {
         campaign_version: 1,
         step_id: "welcome".into(),
         candidates: Vec::new(),
+        subject: None,
         customer_id: CUSTOMER.into(),
         channel: Channel::Email,
         template: "welcome".into(),
