@@ -263,6 +263,10 @@ async fn every_operation_answers_with_a_documented_status() {
             Some("segmentIdentify" | "segmentAlias" | "segmentIdentifyShort" | "segmentAliasShort") => {
                 example["userId"] = Yaml::String(id.clone());
             }
+            // One of the console's files (decision 0089).
+            Some("consoleAsset") => {
+                url = url.replace("{asset}", "app.js");
+            }
             // analytics-next's settings: the key in the path is the credential.
             Some("segmentSourceSettings") => {
                 url = url.replace("{writeKey}", &api.runtime.local_write_key);

@@ -96,16 +96,28 @@ async fn every_route_refuses_a_token_without_its_scope_and_admits_one_with_it() 
     assert!(checked >= 40, "only {checked} scoped routes");
 }
 
-/// `/health` needs a valid token, any scope; it is the only such route, so a
+/// `/health` and `/me` (the token's own scopes, for the console: decision
+/// 0089) need a valid token, any scope; they are the only such routes, so a
 /// new route cannot skip its scope by being declared "authenticated".
 #[tokio::test]
-async fn only_health_takes_any_valid_token() {
+async fn only_health_and_me_take_any_valid_token() {
     let authenticated: Vec<_> = ROUTE_TABLE
         .iter()
         .filter(|r| r.access == Access::Authenticated)
         .map(|r| (r.method, r.path))
         .collect();
-    assert_eq!(authenticated, [("GET", "/health")]);
+    assert_eq!(authenticated, [("GET", "/health"), ("GET", "/me")]);
+    let api = TestApi::new();
+    for scope in Scope::ALL {
+        let answer = call_as(&api, &token_with(Scopes::none().with(scope)), "GET", "/me").await;
+        assert_eq!(answer.status, 200, "{scope}: {:?}", answer.body);
+        assert_eq!(
+            answer.body["scopes"],
+            serde_json::json!([scope.as_str()]),
+            "{:?}",
+            answer.body
+        );
+    }
     let api = TestApi::new();
     for scope in Scope::ALL {
         let answer = call_as(&api, &token_with(Scopes::none().with(scope)), "GET", "/health").await;

@@ -87,6 +87,7 @@ pub async fn require_principal(State(state): State<AppState>, mut req: Request, 
         }
     }
     req.extensions_mut().insert(Principal(principal));
+    req.extensions_mut().insert(granted);
     next.run(req).await
 }
 

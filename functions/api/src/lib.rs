@@ -13,6 +13,7 @@ mod auth;
 mod broadcasts;
 mod campaigns;
 mod carts;
+pub mod console;
 mod cors;
 mod customers;
 mod export;
@@ -140,6 +141,11 @@ pub const ROUTE_TABLE: &[Route] = &[
     route("GET", "/operations/overview", READ),
     route("GET", "/", PUBLIC),
     route("GET", "/openapi.yaml", PUBLIC),
+    // The console (decision 0089): static files, and who the token is.
+    route("GET", "/console", PUBLIC),
+    route("GET", "/console/config.json", PUBLIC),
+    route("GET", "/console/{asset}", PUBLIC),
+    route("GET", "/me", AUTHENTICATED),
     route("GET", "/u/{token}", SIGNED_LINK),
     route("POST", "/u/{token}", SIGNED_LINK),
     route("POST", "/v1/track", WRITE_KEY),
@@ -235,6 +241,8 @@ pub struct AppState {
     /// The dead letters the operator routes list and redrive (decision
     /// 0085); `None`: this deployment watches no dead-letter queue.
     pub dead_letters: Option<Arc<dyn crm_core::ports::DeadLetterAdmin>>,
+    /// How the console signs in (decision 0089).
+    pub console: console::ConsoleSignIn,
 }
 
 impl AppState {
@@ -270,7 +278,14 @@ impl AppState {
             refusals: None,
             ingest_settings: crm_core::ingest::IngestSettings::default(),
             dead_letters: None,
+            console: console::ConsoleSignIn::default(),
         }
+    }
+
+    /// How the console signs in (decision 0089).
+    pub fn with_console(mut self, console: console::ConsoleSignIn) -> Self {
+        self.console = console;
+        self
     }
 
     /// The dead letters of the operator routes (decision 0085).
@@ -427,6 +442,7 @@ pub fn router(state: AppState) -> Router {
         .route("/dead-letters/{id}/redrive", post(operations::redrive_dead_letter))
         .route("/operations/replays", get(operations::replays))
         .route("/operations/overview", get(operations::overview))
+        .route("/me", get(console::me))
         .fallback(http::respond::no_route)
         .method_not_allowed_fallback(http::respond::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -441,6 +457,9 @@ pub fn router(state: AppState) -> Router {
                 // The landing page and the API description: public (decision 0085).
                 .route("/", get(operations::landing))
                 .route("/openapi.yaml", get(operations::openapi))
+                .route("/console", get(console::index))
+                .route("/console/config.json", get(console::config))
+                .route("/console/{asset}", get(console::asset))
                 .with_state(state.clone()),
         )
         // Authenticated by a source's write key instead; CORS for the pages

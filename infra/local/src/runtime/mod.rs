@@ -472,6 +472,11 @@ impl LocalRuntime {
             // The operator routes' dead letters: the bus's table and redrive (decision 0085).
             .with_dead_letters(self.bus.clone())
             .with_refusals(crm_core::ingest::refusals::RefusedMessages::new(self.refusals.clone()))
+            // The console signs in with `serve`'s one-time link or a pasted token (decision 0089).
+            .with_console(crm_api::console::ConsoleSignIn {
+                oidc: None,
+                local_link: true,
+            })
             .with_ingest_settings(crm_core::ingest::IngestSettings {
                 require_analytics_consent: self.require_analytics_consent,
                 ..Default::default()

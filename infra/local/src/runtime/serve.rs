@@ -144,6 +144,9 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         guard.mail_link(&local_base),
         db.display()
     );
+    if let Some(console) = guard.console_link(&local_base) {
+        banner.push_str(&format!("  console: {console}  (one-time sign-in link)\n"));
+    }
     if std::env::var("INGEST_WRITE_KEYS").map_or(true, |v| v.trim().is_empty()) {
         banner.push_str(&format!(
             "  write key (source local, server: the shop's backend, keep it secret; for /v1/*): {}\n  \

@@ -6,7 +6,11 @@
 //! - the local pages (`/_local/...`, the mail viewer, which shows
 //!   verification tokens and preference-centre links): a bearer token with
 //!   `crm/admin`, or the mail session the banner's link carries
-//!   (`?session=...` once, then a cookie for this port only).
+//!   (`?session=...` once, then a cookie for this port only);
+//! - the console's one-time sign-in (decision 0089): the banner's link
+//!   `/console#sign-in=<code>` carries a code that `POST /console/sign-in`
+//!   exchanges, once, for the all-scopes token. The code is in the URL's
+//!   fragment, which the browser never sends to a server or a log.
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -30,6 +34,8 @@ pub struct LocalGuard {
     /// The mail session cookie's name: per port, since cookies are shared
     /// by every port of a host.
     cookie: Arc<str>,
+    /// The console's one-time sign-in code, until it is used.
+    console_code: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl LocalGuard {
@@ -55,7 +61,19 @@ impl LocalGuard {
             hosts: Arc::new(hosts),
             token: token.into(),
             cookie: format!("crm_local_mail_{port}").into(),
+            console_code: Arc::new(std::sync::Mutex::new(Some(format!(
+                "{}{}",
+                uuid::Uuid::new_v4().simple(),
+                uuid::Uuid::new_v4().simple()
+            )))),
         }
+    }
+
+    /// The console's one-time sign-in link: `<base>/console#sign-in=<code>`
+    /// (`None` once the code is used).
+    pub fn console_link(&self, base: &str) -> Option<String> {
+        let code = self.console_code.lock().ok()?.clone()?;
+        Some(format!("{}/console#sign-in={code}", base.trim_end_matches('/')))
     }
 
     /// The `Host` values answered.
@@ -72,9 +90,14 @@ impl LocalGuard {
         )
     }
 
-    /// `app` behind the `Host` check (every route) and the local pages' credential.
+    /// `app` behind the `Host` check (every route) and the local pages'
+    /// credential, with the console's one-time sign-in.
     pub fn protect(&self, app: Router) -> Router {
-        app.layer(axum::middleware::from_fn_with_state(self.clone(), local_pages))
+        let sign_in = Router::new()
+            .route("/console/sign-in", axum::routing::post(console_sign_in))
+            .with_state(self.clone());
+        app.merge(sign_in)
+            .layer(axum::middleware::from_fn_with_state(self.clone(), local_pages))
             .layer(axum::middleware::from_fn_with_state(self.clone(), host_check))
     }
 }
@@ -128,6 +151,45 @@ async fn host_check(State(guard): State<LocalGuard>, req: Request, next: Next) -
             .into_response()
         }
     }
+}
+
+/// Equal, in time that does not depend on where they differ.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `POST /console/sign-in` `{"code": "..."}`: the all-scopes token, once,
+/// for the banner link's code; 401 for any other code or a second use.
+async fn console_sign_in(State(guard): State<LocalGuard>, body: axum::body::Bytes) -> Response {
+    let code = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("code").and_then(|c| c.as_str()).map(str::to_string));
+    let Some(code) = code else {
+        return Problem::invalid("code", "required: the code of the console link").into_response();
+    };
+    let granted = match guard.console_code.lock() {
+        Ok(mut slot) => match slot.as_deref() {
+            Some(expected) if same(expected, &code) => {
+                *slot = None;
+                true
+            }
+            _ => false,
+        },
+        Err(_) => false,
+    };
+    if !granted {
+        tracing::warn!("refused: a console sign-in code that is not (or no longer) this server's");
+        return Problem::unauthorized(
+            "the sign-in link was used already or is not this server's: paste a token \
+             (`crm-local token --scope crm/read ...`) or restart `crm-local serve` for a new link",
+        )
+        .into_response();
+    }
+    let mut response = axum::Json(serde_json::json!({ "token": guard.token.as_ref() })).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 fn cookie_value<'a>(req: &'a Request, name: &str) -> Option<&'a str> {

@@ -1,0 +1,8 @@
+// Customers (decision 0089). Not written yet: the section shows what the API
+// lists, and links to it.
+
+import { h, replace } from "./ui.js";
+
+export async function render(main) {
+  replace(main, h("h1", {}, "Customers"), h("p", { class: "muted" }, "This section is not built yet."));
+}
