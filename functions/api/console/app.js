@@ -142,6 +142,7 @@ function navigation(current) {
         type: "button",
         onclick: () => {
           signOut();
+          session = null; // the hash change below must not render a page
           location.hash = "#/overview";
           start();
         },
