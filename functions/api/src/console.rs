@@ -7,10 +7,11 @@
 //! stack's issuer on AWS, a one-time link (`crm-local serve`'s banner) or a
 //! pasted token locally.
 //!
-//! A strict policy: scripts and styles from this origin only, no inline
-//! script; inline styles only inside the sandboxed template preview
-//! (MJML's output is styled inline); the API and, with OIDC, the issuer as
-//! the only places to connect to.
+//! A strict policy: scripts from this origin only, no inline script;
+//! styles from this origin, and inline styles because the template preview
+//! (an `srcdoc` iframe, sandboxed without scripts) inherits the policy and
+//! MJML's output is styled inline (the pages set none); the API and, with
+//! OIDC, the issuer as the only places to connect to.
 
 use crate::http::Principal;
 use crate::scopes::{Scope, Scopes};
@@ -101,7 +102,7 @@ fn policy(sign_in: &ConsoleSignIn) -> String {
         .map(|o| format!(" {o}"))
         .unwrap_or_default();
     format!(
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+        "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; \
          connect-src 'self'{issuer}; frame-src 'self'; form-action 'self'{issuer}; base-uri 'none'; \
          frame-ancestors 'none'"
     )
@@ -176,8 +177,17 @@ mod tests {
     fn every_asset_is_embedded_and_the_policy_names_the_issuer() {
         assert!(ASSETS.iter().all(|a| !a.text.is_empty()));
         let local = policy(&ConsoleSignIn::default());
-        assert!(local.contains("script-src 'self';"));
-        assert!(!local.contains("unsafe-inline"));
+        // Scripts from this origin only; inline styles for the sandboxed
+        // template preview (an srcdoc iframe inherits this policy, and
+        // MJML's output is styled inline).
+        assert!(local.contains("script-src 'self';"), "{local}");
+        assert!(!local.contains("'unsafe-eval'"), "{local}");
+        assert!(local.contains("style-src 'self' 'unsafe-inline';"), "{local}");
+        let scripts = local
+            .split(';')
+            .find(|d| d.trim_start().starts_with("script-src"))
+            .unwrap_or_default();
+        assert!(!scripts.contains("unsafe-inline"), "{local}");
         let aws = policy(&ConsoleSignIn {
             oidc: Some(OidcClient::new(
                 "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_abc/",
