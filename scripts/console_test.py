@@ -432,6 +432,7 @@ def run(args):
         print(f"     serve {base} (console from {args.console_dir or 'the binary'}); screenshots in {shots}")
         try:
             sign_in_check(c, link)
+            c.browser_errors()  # the refused second use of the link is expected there
         except Exception:
             traceback.print_exc()
             failed.append("sign-in")
