@@ -114,6 +114,22 @@ def story(c):
     c.eventually("a second verification message", lambda: len(messages(c, customer_id)) >= len(ids) + 1)
     print("ok   customers: Resend verification shows the notice; a second message follows")
 
+    # The timeline, paged (`?limit=2` sets the page size): every change, oldest first.
+    status, whole = c.api("GET", f"/customers/{customer_id}/timeline?limit=500")
+    assert status == 200 and len(whole["items"]) > 2, (status, whole)
+    c.go(f"#/customers/{customer_id}?limit=2")
+    assert len(c.find_all("#timeline-table tbody tr")) == 2
+    pages = 1
+    while c.driver.find_elements("css selector", "#timeline-more"):
+        before = len(c.find_all("#timeline-table tbody tr"))
+        c.click("#timeline-more")
+        c.eventually("the next page of the timeline", lambda: len(c.find_all("#timeline-table tbody tr")) > before)
+        pages += 1
+        assert pages < 20, "the timeline never ends"
+    types = [r[2] for r in rows(c, "#timeline-table tbody tr")]
+    assert types == [e["type"] for e in whole["items"]], (types, whole["items"])
+    print(f"ok   customers: the timeline in {pages} pages of 2 shows the API's {len(types)} changes in order")
+
     # Export: a Blob URL behind an <a download>.
     c.click("#export")
     export = c.find("#export-link")

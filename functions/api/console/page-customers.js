@@ -29,6 +29,13 @@ function statusBadge(status) {
   return badge(status || "–", kind);
 }
 
+/// An instant to the second (events of one request share the minute).
+function exact(value) {
+  if (!value) return "–";
+  const d = new Date(value);
+  return Number.isNaN(d.getTime()) ? String(value) : `${d.toISOString().slice(0, 19).replace("T", " ")} UTC`;
+}
+
 /// A value as the page shows it: `–` for nothing, JSON for objects.
 function shown(value) {
   if (value === null || value === undefined || value === "") return "–";
@@ -122,12 +129,14 @@ async function search(main, ctx) {
 
 async function customer(main, ctx, id) {
   const base = `/customers/${enc(id)}`;
+  // `#/customers/<id>?limit=N`: the timeline's page size (the API's default is 50).
+  const limit = Math.min(500, Math.max(1, Number.parseInt(ctx.query.get("limit"), 10) || 50));
   const [profile, consents, segments, journeys, timeline] = await Promise.all([
     ctx.api.get(base),
     ctx.api.get(`${base}/consents`),
     ctx.api.get(`${base}/segments`),
     ctx.api.get(`${base}/journeys`),
-    ctx.api.get(`${base}/timeline?limit=50`),
+    ctx.api.get(`${base}/timeline?limit=${limit}`),
   ]);
   if (!profile.ok) {
     replace(
@@ -145,14 +154,16 @@ async function customer(main, ctx, id) {
     h("p", { class: "muted" }, h("a", { href: "#/customers" }, "Customers"), " / ", h("code", {}, c.id)),
     h("h1", {}, c.status === "erased" ? "Erased customer" : fullName(c) || confirmation(c) || `Customer ${c.id}`),
     actions(ctx, c),
-    profilePanel(c),
+    h(
+      "div",
+      { class: "columns" },
+      h("div", {}, profilePanel(c), preferencesPanel(c)),
+      h("div", {}, segmentsPanel(segments), c.metrics ? metricsPanel(c.metrics) : null),
+    ),
     consentsPanel(consents),
-    preferencesPanel(c),
-    segmentsPanel(segments),
-    c.metrics ? metricsPanel(c.metrics) : null,
     journeysPanel(journeys, activity),
     messagesPanel(timeline, activity),
-    timelinePanel(ctx, base, timeline),
+    timelinePanel(ctx, base, timeline, limit),
   );
 }
 
@@ -233,7 +244,7 @@ function consentsPanel(answer) {
     table(
       "Every grant and revocation, oldest first",
       [
-        { label: "Time", value: (r) => when(r.at) },
+        { label: "Time", value: (r) => exact(r.at) },
         { label: "Change", value: (r) => r.change },
         { label: "Purpose", value: (r) => r.purpose },
         { label: "Channel", value: (r) => r.channel },
@@ -390,7 +401,7 @@ function messagesPanel(timeline, activity) {
         [
           { label: "Message", value: (m) => h("a", { href: `#/messages/${enc(m.message_id)}` }, h("code", {}, m.message_id)) },
           { label: "Status", value: (m) => messageStatus(m.status) },
-          { label: "Last change", value: (m) => when(m.at) },
+          { label: "Last change", value: (m) => exact(m.at) },
         ],
         messagesOf(activity),
         "No message in the recent activity.",
@@ -415,7 +426,7 @@ function timelineRows(items) {
       "tr",
       {},
       h("td", { class: "num" }, shown(e.version)),
-      h("td", {}, when(e.occurred_at)),
+      h("td", {}, exact(e.occurred_at)),
       h("td", {}, e.type),
       h("td", {}, shown(e.actor)),
       h("td", {}, changes(e.changes)),
@@ -424,7 +435,7 @@ function timelineRows(items) {
   );
 }
 
-function timelinePanel(ctx, base, timeline) {
+function timelinePanel(ctx, base, timeline, limit) {
   if (!timeline.ok) return panel("Timeline", "timeline", problem(timeline));
   const body = h("tbody", {}, timelineRows(timeline.body.items || []));
   const status = h("div", { "aria-live": "polite" });
@@ -436,7 +447,7 @@ function timelinePanel(ctx, base, timeline) {
       class: "secondary",
       id: "timeline-more",
       onclick: async () => {
-        const page = await ctx.api.get(`${base}/timeline?limit=50&after=${after}`);
+        const page = await ctx.api.get(`${base}/timeline?limit=${limit}&after=${after}`);
         if (!page.ok) {
           replace(status, problem(page));
           return;
@@ -444,7 +455,7 @@ function timelinePanel(ctx, base, timeline) {
         for (const row of timelineRows(page.body.items || [])) body.appendChild(row);
         after = page.body.next_after;
         replace(status, h("p", { class: "muted" }, `${count((page.body.items || []).length)} more shown.`));
-        if (after === null || after === undefined) more.remove();
+        if (after === null || after === undefined || !(page.body.items || []).length) more.remove();
       },
     },
     "Show older changes",
@@ -476,7 +487,7 @@ function timelinePanel(ctx, base, timeline) {
     table(
       "The newest events of the customer's other streams (activity, carts, orders, journeys, messages)",
       [
-        { label: "Time", value: (a) => when(a.occurred_at) },
+        { label: "Time", value: (a) => exact(a.occurred_at) },
         { label: "Event", value: (a) => a.type },
         {
           label: "Stream",
@@ -684,15 +695,15 @@ async function explain(main, ctx, messageId) {
                 badge(e.role, e.role === "trigger" ? "warn" : e.role === "message" ? "good" : null),
                 " ",
                 h("strong", {}, e.type),
-                facts([
-                  ["Stream", h("code", {}, e.stream_id)],
-                  ["Version", e.version],
-                  ["Time", when(e.occurred_at)],
-                  ["Actor", e.actor],
-                  e.step_id ? ["Step", e.step_id] : null,
-                  e.variant ? ["Variant", `${e.variant.experiment}: ${e.variant.variant}`] : null,
-                  ["Event", h("code", {}, e.event_id)],
-                ].filter(Boolean)),
+                e.step_id ? [" at step ", h("strong", {}, e.step_id)] : null,
+                e.variant ? ` (variant ${e.variant.experiment}: ${e.variant.variant})` : null,
+                h(
+                  "div",
+                  { class: "muted" },
+                  h("code", {}, e.stream_id),
+                  ` version ${shown(e.version)} · ${exact(e.occurred_at)} · by ${shown(e.actor)} · event `,
+                  h("code", {}, shown(e.event_id)),
+                ),
               ),
             ),
           )
