@@ -338,6 +338,20 @@ def sign_in_check(c, link):
     with urllib.request.urlopen(c.base + "/console", timeout=10) as response:
         csp = response.headers.get("content-security-policy", "")
     assert "script-src 'self'" in csp and "unsafe-inline" not in csp.split("style-src")[0], csp
+    # The policy holds in the page: an inline script added to the DOM does not run. WebDriver's own
+    # script execution (this, and axe-core's injection) is the DevTools protocol, outside the CSP.
+    ran_inline = c.driver.execute_script(
+        """
+        window.__inlineRan = false;
+        const s = document.createElement('script');
+        s.textContent = 'window.__inlineRan = true;';
+        document.head.appendChild(s);
+        return window.__inlineRan;
+        """
+    )
+    assert ran_inline is False, "an inline script ran: the console's CSP is not in force"
+    size = c.driver.execute_script("return [window.innerWidth, window.innerHeight];")
+    assert size == [WIDTH, HEIGHT], f"the viewport is {size}, not {WIDTH}x{HEIGHT}"
     print(f"ok   sign-in: the one-time link opened the overview; nav {' '.join(nav)}; scopes {' '.join(scopes)}; CSP {csp.split(';')[0]}; ...")
     # The link works once: a second use lands on the sign-in form.
     c.driver.execute_script("sessionStorage.clear();")
@@ -345,6 +359,19 @@ def sign_in_check(c, link):
     c.driver.get(link)
     c.wait_text("#page h1", "Sign in")
     c.wait_text("#page [role=alert]", "used already")
+    c.shot("sign-in")
+    c.axe("sign-in")
+    # The check can fail: a button without a name (axe's button-name, critical) is caught.
+    c.driver.execute_script("const b = document.createElement('button'); b.id = 'axe-control'; document.getElementById('page').append(b);")
+    try:
+        c.axe("a button without a name (negative control)")
+    except AssertionError as e:
+        assert "button-name" in str(e), e
+    else:
+        raise AssertionError("axe-core passed a page with a nameless button")
+    finally:
+        c.driver.execute_script("document.getElementById('axe-control').remove();")
+    print("ok   axe: the negative control (a nameless button) fails the check")
     print("ok   sign-in: a second use of the link is refused (the sign-in form says so)")
     # Back in, with the token (the form).
     paste_token(c, c.token)
