@@ -1,0 +1,123 @@
+"""Campaigns (issue 21): the list against `GET /campaigns`; the abandoned-cart
+campaign's page: a definition with an unknown step saved from the textarea
+shows the error paths the API gives for that body, the fixed one publishes
+a new version, Pause pauses it (then Resume, so later stories find it
+running)."""
+
+import copy
+import json
+
+CAMPAIGN = "abandoned-cart"
+
+
+def count(n):
+    """As the page writes a count (ui.js `count`: en-US thousands separators)."""
+    return "–" if n is None else f"{n:,}"
+
+
+def rows(c):
+    """The list's rows as the page shows them, read in one script."""
+    return c.driver.execute_script(
+        """
+        const head = [...document.querySelectorAll('#campaigns thead th')].map((th) => th.textContent);
+        return [...document.querySelectorAll('#campaigns tbody tr')].map((tr) => {
+          const cells = [...tr.querySelectorAll('td')].map((td) => td.textContent.trim());
+          const row = { id: tr.dataset.id, href: tr.querySelector('a').getAttribute('href') };
+          head.forEach((h, i) => { row[h] = cells[i]; });
+          return row;
+        });
+        """
+    )
+
+
+def set_definition(c, definition):
+    """Replaces the textarea's text as a person would: select all, type."""
+    from selenium.webdriver.common.keys import Keys
+
+    area = c.find("#definition")
+    area.send_keys(Keys.CONTROL, "a")
+    area.send_keys(Keys.DELETE)
+    assert area.get_attribute("value") == "", "the textarea was not emptied"
+    # One line: typing is slow, and the API takes any JSON layout.
+    area.send_keys(json.dumps(definition))
+
+
+def saved_paths(c):
+    return c.driver.execute_script(
+        "return [...document.querySelectorAll('#save-result [role=alert] li code')].map((e) => e.textContent);"
+    )
+
+
+def story(c):
+    # The list equals GET /campaigns.
+    c.go("#/campaigns")
+    status, listed = c.api("GET", "/campaigns")
+    assert status == 200, (status, listed)
+    shown = rows(c)
+    assert [r["id"] for r in shown] == [i["id"] for i in listed["items"]], (shown, listed)
+    for row, item in zip(shown, listed["items"]):
+        assert row["href"] == f"#/campaigns/{item['id']}", row
+        assert row["Campaign"] == item["name"], (row, item)
+        assert row["Status"] == item["status"], (row, item)
+        assert row["Version"] == count(item["version"]), (row, item)
+        assert row["Sent"] == count(item["sends"]), (row, item)
+        assert row["Converted"] == count(item["conversions"]), (row, item)
+        assert row["Running"] == count(item["running_instances"]), (row, item)
+        _, stats = c.api("GET", f"/campaigns/{item['id']}/stats")
+        assert row["Entered"] == count(stats["entered"]), (row, stats)
+    assert CAMPAIGN in [i["id"] for i in listed["items"]], listed
+    print(f"     campaigns: {len(shown)} rows equal GET /campaigns")
+
+    # The campaign's page.
+    status, before = c.api("GET", f"/campaigns/{CAMPAIGN}")
+    assert status == 200, (status, before)
+    h1 = c.go(f"#/campaigns/{CAMPAIGN}")
+    assert h1 == f"Campaign: {before['definition']['name']}", h1
+    assert c.text("#version") == str(before["version"]), c.text("#version")
+    boxes = c.driver.execute_script("return [...document.querySelectorAll('#flow .step .step-id')].map((t) => t.textContent);")
+    assert boxes == ["Start"] + [s["id"] for s in before["definition"]["steps"]] + ["End"], boxes
+    assert json.loads(c.find("#definition").get_attribute("value")) == before["definition"]
+
+    # A step pointing to a step that does not exist: the page lists the API's error paths.
+    broken = copy.deepcopy(before["definition"])
+    broken["steps"][0]["next"] = "no-such-step"
+    status, refused = c.api("PUT", f"/campaigns/{CAMPAIGN}", broken)
+    assert status == 422, (status, refused)
+    expected = [e["path"] for e in refused["errors"]]
+    assert "steps[0].next" in expected, refused
+    set_definition(c, broken)
+    c.click("#save")
+    c.wait_text("#save-result [role=alert]", refused["title"])
+    assert saved_paths(c) == expected, (saved_paths(c), expected)
+    status, unchanged = c.api("GET", f"/campaigns/{CAMPAIGN}")
+    assert unchanged["version"] == before["version"], unchanged
+    print(f"     campaign: the refused save shows {expected}, as the API answers")
+
+    # Fixed (and changed: the first wait is longer): a new version.
+    fixed = copy.deepcopy(before["definition"])
+    fixed["steps"][0]["duration"] = "2h"
+    set_definition(c, fixed)
+    c.click("#save")
+    c.wait_text("#page .notice", "Saved")
+    status, after = c.api("GET", f"/campaigns/{CAMPAIGN}")
+    assert status == 200 and after["version"] == before["version"] + 1, (before["version"], after)
+    assert after["definition"]["steps"][0]["duration"] == "2h", after
+    c.wait_text("#version", str(after["version"]))
+    print(f"     campaign: saved, version {before['version']} -> {after['version']}")
+
+    # Pause: the API says paused.
+    c.click("#pause")
+    c.wait_text("#status", "paused")
+    c.find("#resume")
+    status, paused = c.api("GET", f"/campaigns/{CAMPAIGN}")
+    assert status == 200 and paused["paused"] is True, paused
+    assert "Paused" in c.text("#page .notice"), c.text("#page .notice")
+    c.shot("campaign")
+    c.axe("campaign")
+
+    # Resume, so the campaign runs for the stories after this one.
+    c.click("#resume")
+    c.wait_text("#status", "active")
+    status, resumed = c.api("GET", f"/campaigns/{CAMPAIGN}")
+    assert status == 200 and resumed["paused"] is False, resumed
+    print("     campaign: paused (GET says paused), then resumed")
