@@ -298,3 +298,36 @@ async fn an_erased_customer_leaves_no_personal_data_and_can_register_anew() {
     assert_eq!(again.status, 201, "{:?}", again.body);
     assert_ne!(again.body["id"], id.as_str());
 }
+
+/// A request replayed with its Idempotency-Key after the customer was
+/// erased: its stored answer held their personal data and went with the
+/// key, so the replay is 410 (a problem), never the sealed `[erased]`
+/// placeholder as if it were the answer (found by schemathesis).
+#[tokio::test]
+async fn a_replayed_answer_erased_with_its_customer_is_410() {
+    let api = TestApi::at(start());
+    let id = api.register("replay@example.com").await;
+    let order_id = api.paid_order(&id, 5000, "Lamp", "lighting").await;
+    let path = format!("/orders/{order_id}/cancel");
+    let bearer = format!("Bearer {}", crm_tests::TOKEN);
+    let headers = [("idempotency-key", "cancel-1"), ("authorization", bearer.as_str())];
+    let cancel = || api.call_with("POST", &path, Some(r#"{"reason": "changed my mind"}"#), &headers);
+    let first = cancel().await;
+    assert_eq!(first.status, 200, "{:?}", first.body);
+    assert_eq!(first.body["status"], "cancelled", "{:?}", first.body);
+    let again = cancel().await;
+    assert_eq!(again.status, 200, "a replay before the erasure is the first answer");
+    assert_eq!(again.body["id"], first.body["id"]);
+    let erased = api.call("DELETE", &format!("/customers/{id}"), None).await;
+    assert_eq!(erased.status, 202, "{:?}", erased.body);
+    api.runtime.bus.settle().await.expect("settles");
+    let after = cancel().await;
+    assert_eq!(after.status, 410, "{:?}", after.body);
+    assert_eq!(after.content_type(), "application/problem+json");
+    assert_eq!(after.body["title"], "Answer erased", "{:?}", after.body);
+    assert_eq!(after.body["code"], "gone", "{:?}", after.body);
+    assert_eq!(
+        after.headers.get("idempotent-replayed").and_then(|v| v.to_str().ok()),
+        Some("true")
+    );
+}

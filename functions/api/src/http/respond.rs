@@ -120,6 +120,7 @@ impl Problem {
             404 => "not_found",
             405 => "method_not_allowed",
             409 => "conflict",
+            410 => "gone",
             413 => "payload_too_large",
             415 => "unsupported_media_type",
             429 => "rate_limited",
@@ -317,6 +318,22 @@ pub(crate) fn executed_answer<S>(executed: crm_core::aggregate::Executed<S>, col
 /// `Location` (under `collection`) on 201 and `Idempotent-Replayed` when it
 /// repeats the answer to an earlier request.
 pub(crate) fn answer(status: u16, body: &Value, replayed: bool, collection: &str) -> Response {
+    if replayed && body.as_str() == Some(crm_core::privacy::ERASED) {
+        // The stored answer held a customer's personal data, sealed under
+        // their key, and went with the erasure (decision 0045).
+        let mut response = Problem::new(
+            StatusCode::GONE,
+            "answer-erased",
+            "Answer erased",
+            "this request was applied before; its answer held the personal data of a customer since erased, \
+             and is gone with it",
+        )
+        .into_response();
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+        return response;
+    }
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
     let mut response = (status, axum::Json(body)).into_response();
     if status == StatusCode::CREATED {
