@@ -320,8 +320,8 @@ function flow(definition, stats) {
   const held = arms.get("holdout/holdout");
   const nodes = [
     {
-      title: "Start",
-      line: `on ${triggerLine}${holdout ? ` · holdout ${holdout} %${held ? ` (${count(held.entered)} held out)` : ""}` : ""}`,
+      title: `Start${holdout ? ` · holdout ${holdout} %${held ? ` (${count(held.entered)} held out)` : ""}` : ""}`,
+      line: `on ${triggerLine}`,
       kind: "start",
     },
     ...steps.map((s) => ({ title: s.id, line: describe(s), kind: s.type })),

@@ -124,7 +124,7 @@ function preview(ctx, path, t) {
   const out = h("div", { id: "preview", "aria-live": "polite" });
   const data = h(
     "textarea",
-    { id: "preview-data", name: "data", rows: 4, spellcheck: "false", "aria-describedby": "preview-data-help" },
+    { id: "preview-data", name: "data", rows: 4, class: "variables", spellcheck: "false", "aria-describedby": "preview-data-help" },
     "",
   );
   const toggles = Object.keys(WIDTHS).map((w) =>
@@ -155,31 +155,39 @@ function preview(ctx, path, t) {
     replace(
       out,
       h(
-        "dl",
-        { class: "facts" },
-        p.subject !== null && p.subject !== undefined
-          ? [h("dt", {}, t.channel === "push" ? "Title" : "Subject"), h("dd", { id: "preview-subject" }, p.subject)]
+        "div",
+        { class: "template-preview" },
+        p.html
+          ? h(
+              "div",
+              { class: "preview-frame" },
+              h("iframe", {
+                id: "preview-frame",
+                class: `preview ${width}`,
+                title: `The email as rendered, ${width} width (${WIDTHS[width]} px)`,
+                sandbox: "",
+                referrerpolicy: "no-referrer",
+                width: WIDTHS[width],
+                srcdoc: p.html,
+              }),
+            )
           : null,
-        h("dt", {}, "Version"),
-        h("dd", {}, String(p.version)),
+        h(
+          "div",
+          {},
+          h(
+            "dl",
+            { class: "facts" },
+            p.subject !== null && p.subject !== undefined
+              ? [h("dt", {}, t.channel === "push" ? "Title" : "Subject"), h("dd", { id: "preview-subject" }, p.subject)]
+              : null,
+            h("dt", {}, "Version"),
+            h("dd", {}, String(p.version)),
+          ),
+          h("h3", {}, t.channel === "email" ? "Text part" : "Text"),
+          h("pre", { id: "preview-text", class: "wrap", tabindex: 0 }, p.text),
+        ),
       ),
-      p.html
-        ? h(
-            "div",
-            { class: "preview-frame" },
-            h("iframe", {
-              id: "preview-frame",
-              class: `preview ${width}`,
-              title: `The email as rendered, ${width} width (${WIDTHS[width]} px)`,
-              sandbox: "",
-              referrerpolicy: "no-referrer",
-              width: WIDTHS[width],
-              srcdoc: p.html,
-            }),
-          )
-        : null,
-      h("h3", {}, t.channel === "email" ? "Text part" : "Text"),
-      h("pre", { id: "preview-text" }, p.text),
     );
   }
 
@@ -212,18 +220,23 @@ function preview(ctx, path, t) {
           run();
         },
       },
-      h("label", { for: "preview-data" }, "Changes to the sample variables (JSON, optional)"),
       h(
-        "p",
-        { id: "preview-data-help", class: "muted" },
-        'Merged into the template\'s sample: {"customer": {"first_name": "Grace"}}; null removes a variable.',
+        "details",
+        { class: "variables" },
+        h("summary", {}, "Change the sample variables"),
+        h("label", { for: "preview-data" }, "Changes to the sample variables (JSON, optional)"),
+        h(
+          "p",
+          { id: "preview-data-help", class: "muted" },
+          'Merged into the template\'s sample: {"customer": {"first_name": "Grace"}}; null removes a variable.',
+        ),
+        data,
       ),
-      data,
       h(
         "div",
         { class: "actions" },
         h("button", { type: "submit", id: "preview-run" }, "Preview"),
-        t.channel === "email" ? h("div", { class: "actions", role: "group", "aria-label": "Preview width" }, toggles) : null,
+        t.channel === "email" ? h("div", { class: "actions width-toggle", role: "group", "aria-label": "Preview width" }, toggles) : null,
       ),
     ),
     out,
@@ -239,9 +252,9 @@ function readOnly(t) {
     "section",
     { class: "panel" },
     h("h2", {}, "Parts"),
-    (PARTS[t.channel] || []).map((part) => [h("h3", {}, part.label), h("pre", {}, t[part.name] || "")]),
+    (PARTS[t.channel] || []).map((part) => [h("h3", {}, part.label), h("pre", { tabindex: 0 }, t[part.name] || "")]),
     h("h3", {}, "Sample variables"),
-    h("pre", {}, JSON.stringify(t.sample || {}, null, 2)),
+    h("pre", { tabindex: 0 }, JSON.stringify(t.sample || {}, null, 2)),
   );
 }
 
