@@ -152,6 +152,18 @@ def story(c):
     assert status == 200 and resumed["paused"] is False, resumed
     print("     campaign: paused (GET says paused), then resumed")
 
+    # Roll back to the shipped definition: a new version carrying version 1's definition.
+    c.type("#rollback-to", str(before["version"]))
+    c.click("#rollback")
+    c.wait_text("#page .notice", "Rolled back")
+    status, rolled = c.api("GET", f"/campaigns/{CAMPAIGN}")
+    # A version is the stream position of its publish: pause and resume take positions too.
+    assert status == 200 and rolled["version"] > after["version"], (after["version"], rolled)
+    assert rolled["definition"] == before["definition"], rolled
+    c.wait_text("#version", str(rolled["version"]))
+    assert json.loads(c.find("#definition").get_attribute("value")) == before["definition"]
+    print(f"     campaign: rolled back to version {before['version']}'s definition as version {rolled['version']}")
+
     experiments(c)
 
 

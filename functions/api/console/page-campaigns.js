@@ -60,9 +60,11 @@ async function campaign(main, ctx, id, message) {
   const { api } = ctx;
   const path = `/campaigns/${encodeURIComponent(id)}`;
   const admin = ctx.has("crm/admin");
-  const [got, stats] = await Promise.all([
+  const [got, stats, listed] = await Promise.all([
     admin ? api.get(path) : Promise.resolve(null),
     api.get(`${path}/stats`),
+    // Without crm/admin, the name comes from the list (crm/read).
+    admin ? Promise.resolve(null) : api.get("/campaigns"),
   ]);
   if (got && got.status === 404) {
     replace(main, h("h1", {}, "Campaign not found"), problem(got), h("p", {}, h("a", { href: "#/campaigns" }, "All campaigns")));
@@ -70,7 +72,8 @@ async function campaign(main, ctx, id, message) {
   }
   const c = got && got.ok ? got.body : null;
   const definition = c ? c.definition : null;
-  const name = (definition && definition.name) || id;
+  const entry = listed && listed.ok ? (listed.body.items || []).find((i) => i.id === id) : null;
+  const name = (definition && definition.name) || (entry && entry.name) || id;
   const again = (note) => campaign(main, ctx, id, note);
 
   replace(
@@ -92,7 +95,21 @@ async function campaign(main, ctx, id, message) {
         )
       : got
         ? problem(got)
-        : notice("The definition, the flow and the actions need a token with crm/admin; this one shows the stats only."),
+        : [
+            notice("The definition, the flow and the actions need a token with crm/admin; this one shows the stats only."),
+            entry
+              ? h(
+                  "dl",
+                  { class: "facts" },
+                  h("dt", {}, "Id"),
+                  h("dd", {}, h("code", {}, id)),
+                  h("dt", {}, "Status"),
+                  h("dd", { id: "status" }, status(entry.status === "paused")),
+                  h("dt", {}, "Version"),
+                  h("dd", { id: "version" }, String(entry.version)),
+                )
+              : null,
+          ],
     h(
       "div",
       { class: definition ? "campaign-columns" : null },
