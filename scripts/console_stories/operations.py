@@ -39,9 +39,10 @@ def _serve_process(c):
         except OSError:
             continue
         if "serve" in argv and "--data-dir" in argv and any(a.endswith(f":{port}") for a in argv):
-            exe = os.path.realpath(f"/proc/{pid}/exe")
-            data = argv[argv.index("--data-dir") + 1]
+            # The binary as it was started (its file may have been rebuilt since).
             cwd = os.path.realpath(f"/proc/{pid}/cwd")
+            exe = os.path.join(cwd, argv[0]) if os.sep in argv[0] else argv[0]
+            data = argv[argv.index("--data-dir") + 1]
             return binary or exe, data_dir or os.path.join(cwd, data)
     raise AssertionError(f"no crm-local serve process listens on port {port}")
 
