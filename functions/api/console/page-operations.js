@@ -77,7 +77,10 @@ async function letterPage(api, section, after) {
     table(
       "Parked dead letters, oldest first",
       [
-        { label: "Letter", value: (l) => h("a", { href: letterLink(l.id), class: "dead-letter", "data-id": l.id }, l.id) },
+        {
+          label: "Letter",
+          value: (l) => h("a", { href: letterLink(l.id), class: "dead-letter", "data-id": l.id, "aria-label": `Dead letter ${l.id}` }, `#${l.id}`),
+        },
         { label: "Consumer", value: (l) => l.consumer },
         { label: "Event", value: (l) => l.event_type || "–" },
         { label: "Stream", value: (l) => (l.stream_id ? h("code", {}, l.stream_id) : "–") },
