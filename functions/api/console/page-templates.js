@@ -156,7 +156,7 @@ function preview(ctx, path, t) {
       out,
       h(
         "div",
-        { class: "template-preview" },
+        { class: p.html ? "template-preview" : null },
         p.html
           ? h(
               "div",
@@ -185,7 +185,7 @@ function preview(ctx, path, t) {
             h("dd", {}, String(p.version)),
           ),
           h("h3", {}, t.channel === "email" ? "Text part" : "Text"),
-          h("pre", { id: "preview-text", class: "wrap", tabindex: 0 }, p.text),
+          h("pre", { id: "preview-text", class: "preview-text", tabindex: 0 }, p.text),
         ),
       ),
     );
