@@ -106,6 +106,11 @@ def story(c):
     journeys = [r[0] for r in rows(c, "section[aria-labelledby=journeys] tbody tr")]
     status, api_journeys = c.api("GET", f"/customers/{customer_id}/journeys")
     assert sorted(journeys) == sorted(f"{j['campaign_id']}@{j['campaign_version']}" for j in api_journeys["items"]), journeys
+    waiting = [j for j in api_journeys["items"] if j.get("next_timer")]
+    assert waiting, api_journeys
+    timers = [r[3] for r in rows(c, "section[aria-labelledby=journeys] tbody tr") if r[3] != "–"]
+    due = waiting[0]["next_timer"]["due_at"][:19].replace("T", " ")
+    assert any(due in t and waiting[0]["next_timer"]["step_id"] in t for t in timers), (timers, waiting)
     print(f"ok   customers: messages {ids} and journeys {journeys} listed")
 
     # Resend the verification: the API's answer as a notice, a second message.

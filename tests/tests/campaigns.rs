@@ -468,3 +468,31 @@ async fn the_list_needs_crm_read_and_a_rollback_crm_admin() {
     assert_eq!(admitted.status, 200, "{:?}", admitted.body);
     assert_eq!(admitted.body["version"], 3);
 }
+
+#[tokio::test]
+async fn the_journeys_read_gives_a_waiting_instance_its_next_timer() {
+    let api = TestApi::at(start());
+    let id = customer(&api, "timer@example.com").await;
+    let scheduled: Vec<_> = api
+        .all_events()
+        .await
+        .into_iter()
+        .filter(|e| e.event_type == "JourneyWaitScheduled")
+        .collect();
+    assert_eq!(scheduled.len(), 1, "the welcome journey waits for the verification");
+    let journeys = api.call("GET", &format!("/customers/{id}/journeys"), None).await;
+    assert_eq!(journeys.status, 200, "{:?}", journeys.body);
+    let items = journeys.body["items"].as_array().expect("items");
+    let waiting: Vec<_> = items.iter().filter(|i| i["status"] == "waiting").collect();
+    assert_eq!(waiting.len(), 1, "{items:?}");
+    let timer = &waiting[0]["next_timer"];
+    assert_eq!(timer["step_id"], scheduled[0].data["step_id"], "{timer:?}");
+    assert_eq!(timer["step_id"], waiting[0]["current_step"]);
+    assert_eq!(timer["waiting_for_event"], scheduled[0].data["waiting_for_event"]);
+    let due = |v: &Value| crm_tests::time(v.as_str().expect("a time"));
+    assert_eq!(due(&timer["due_at"]), due(&scheduled[0].data["due_at"]));
+    assert!(due(&timer["due_at"]) > start(), "{timer:?}");
+    for other in items.iter().filter(|i| i["status"] != "waiting") {
+        assert!(other["next_timer"].is_null(), "{other:?}");
+    }
+}

@@ -161,7 +161,7 @@ async function customer(main, ctx, id) {
       h("div", {}, segmentsPanel(segments), c.metrics ? metricsPanel(c.metrics) : null),
     ),
     consentsPanel(consents),
-    journeysPanel(journeys, activity),
+    journeysPanel(journeys),
     messagesPanel(timeline, activity),
     timelinePanel(ctx, base, timeline, limit),
   );
@@ -332,14 +332,8 @@ function metricsPanel(m) {
   );
 }
 
-function journeysPanel(answer, activity) {
+function journeysPanel(answer) {
   if (!answer.ok) return panel("Journeys", "journeys", problem(answer));
-  // The journeys answer has no due time; the timeline's activity says when
-  // a waiting instance scheduled its wait.
-  const waitScheduled = (instance) => {
-    const e = activity.find((a) => a.stream_id === `journey-${instance.instance_id}` && a.type === "JourneyWaitScheduled");
-    return e ? e.occurred_at : null;
-  };
   return panel(
     "Journeys",
     "journeys",
@@ -347,15 +341,14 @@ function journeysPanel(answer, activity) {
       "The customer's journey instances",
       [
         { label: "Campaign", value: (j) => `${j.campaign_id}@${j.campaign_version}` },
-        { label: "Status", value: (j) => badge(j.status, j.status === "exited" || j.status === "completed" ? null : "good") },
+        { label: "Status", value: (j) => badge(j.status, j.status === "exited" ? null : "good") },
         { label: "Current step", value: (j) => shown(j.current_step) },
         {
           label: "Next timer",
-          value: (j) => {
-            if (j.status !== "waiting") return "–";
-            const at = waitScheduled(j);
-            return at ? `waiting since ${when(at)}` : "waiting";
-          },
+          value: (j) =>
+            j.next_timer
+              ? `${exact(j.next_timer.due_at)} (${j.next_timer.step_id}${j.next_timer.waiting_for_event ? ", or an event before" : ""})`
+              : "–",
         },
         { label: "Started", value: (j) => when(j.started_at) },
         { label: "Updated", value: (j) => when(j.updated_at) },
@@ -364,7 +357,6 @@ function journeysPanel(answer, activity) {
       answer.body.items || [],
       "In no journey.",
     ),
-    h("p", { class: "muted" }, "The API gives when a wait was scheduled, not when it is due."),
   );
 }
 

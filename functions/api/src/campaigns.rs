@@ -14,6 +14,7 @@ use crm_core::insights::campaign_stats::{campaign_stats, DEFAULT_CONVERSION_WIND
 use crm_core::journey::catalog::{CampaignError, StoredCampaign};
 use crm_core::journey::engine::{running_count, IndexedInstance, JOURNEY_INDEX};
 use crm_core::journey::explain::explain as explain_message;
+use crm_core::journey::instance::InstanceStatus;
 use crm_core::ports::StoreError;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -171,7 +172,10 @@ pub async fn explain(State(state): State<AppState>, Path(message_id): Path<Strin
     Ok(Json(found).into_response())
 }
 
-/// `GET /customers/{id}/journeys`: the customer's journey instances, from the index.
+/// `GET /customers/{id}/journeys`: the customer's journey instances, from
+/// the index; a waiting one with its next timer (`next_timer`: the step,
+/// when it is due, whether an event may end the wait first), folded from
+/// its stream.
 pub async fn journeys(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, Problem> {
     let id = customer_id(&id)?;
     if views::customer_profile(state.read_models.as_ref(), &id)
@@ -189,5 +193,27 @@ pub async fn journeys(State(state): State<AppState>, Path(id): Path<String>) -> 
             serde_json::from_value::<IndexedInstance>(v).map_err(|e| StoreError::Failed(format!("journey index: {e}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Json(json!({ "items": items })).into_response())
+    let engine = crm_core::journey::engine::JourneyEngine::new(
+        state.events.clone(),
+        state.read_models.clone(),
+        state.scheduler.clone(),
+        std::sync::Arc::new(crm_core::journey::catalog::StoredCatalog::new(state.events.clone())),
+        state.clock.clone(),
+    );
+    let mut lines = Vec::with_capacity(items.len());
+    for item in items {
+        let waiting = if item.status == InstanceStatus::Waiting {
+            let instance = engine.load(&item.instance_id).await.map_err(|e| failed(&e))?;
+            instance.and_then(|i| i.waiting)
+        } else {
+            None
+        };
+        let mut line = serde_json::to_value(&item).map_err(|e| StoreError::Failed(format!("journey index: {e}")))?;
+        line["next_timer"] = match waiting {
+            Some(w) => json!({ "step_id": w.step_id, "due_at": w.due_at, "waiting_for_event": w.waiting_for_event }),
+            None => Value::Null,
+        };
+        lines.push(line);
+    }
+    Ok(Json(json!({ "items": lines })).into_response())
 }
