@@ -76,6 +76,18 @@ def story(c):
     assert "found by email" in c.text("#customer-results")
     print(f"ok   customers: the search by email lists {email} with a link to its page")
 
+    # By id, and by one whole last name (the name index is keyed, decision 0046).
+    c.type("#customer-q", customer_id)
+    c.click("#customer-search")
+    c.wait_text("#customer-results", "found by id")
+    assert c.find(f'#customer-results a[href="#/customers/{customer_id}"]')
+    c.type("#customer-q", "lovelace")
+    c.click("#customer-search")
+    c.wait_text("#customer-results", "found by name")
+    link = c.find(f'#customer-results a[href="#/customers/{customer_id}"]')
+    assert f"q=lovelace" in c.driver.current_url, c.driver.current_url
+    print("ok   customers: the search by id and by a whole last name find it too; the query stays in the address")
+
     # Open it with the keyboard.
     link.send_keys(Keys.ENTER)
     c.wait_text("#page h1", "Ada Lovelace")
