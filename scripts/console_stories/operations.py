@@ -92,15 +92,16 @@ def story(c):
             "DELETE FROM read_models WHERE consumer = 'customer-360' AND partition = ?", (customer,)
         ).rowcount
     assert lost == 1, lost
-    # Their next change, through the API, is parked by customer-360.
-    status, body = c.api("PATCH", f"/customers/{customer}", {"first_name": "Opaline"})
-    assert status == 200, (status, body)
+    # Their next changes, through the API, are parked by customer-360.
+    for change in ({"first_name": "Opaline"}, {"last_name": "Operand"}):
+        status, body = c.api("PATCH", f"/customers/{customer}", change)
+        assert status == 200, (status, body)
     stream = f"customer-{customer}"
 
     def parked():
         return [l for l in _letters(c) if l.get("stream_id") == stream and l["consumer"] == "customer-360"]
 
-    letter = c.eventually("customer-360 to park the change", parked, seconds=20)[0]
+    letter = c.eventually("customer-360 to park both changes", lambda: len(parked()) == 2 and parked(), seconds=20)[0]
     assert letter["event_type"] == "CustomerNameChanged", letter
     assert "before CustomerRegistered" in letter["reason"], letter
 
@@ -127,6 +128,15 @@ def story(c):
     c.find("#redrive-result .problem")
     assert "Redrive failed" in c.text("#redrive-result"), c.text("#redrive-result")
     assert letter["id"] in [l["id"] for l in _letters(c)]
+
+    # Paged by the API's cursor.
+    letters = _letters(c)
+    assert len(letters) >= 2, letters
+    c.go("#/operations?limit=1")
+    assert [row[0] for row in _shown_letters(c)] == [letters[0]["id"]]
+    c.click("#dead-letters-next")
+    c.wait_text("#dead-letters", "A later page")
+    assert [row[0] for row in _shown_letters(c)] == [letters[1]["id"]], (_shown_letters(c), letters)
 
     # The operator's repair: rebuild customer-360 from the event store.
     subprocess.run(

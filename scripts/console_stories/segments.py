@@ -82,7 +82,21 @@ def story(c):
     status, page = c.api("GET", f"/segments/{SEGMENT}/members")
     assert sorted(members) == sorted(m["customer_id"] for m in page["items"]) == sorted(members_ids), (members, page)
 
-    # A draft: the English speakers, previewed (not saved).
+    # Paged by the API's cursor: two, then the third.
+    c.go(f"#/segments/{SEGMENT}?limit=2")
+    first = c.driver.execute_script(
+        "return [...document.querySelectorAll('#members tbody tr td:first-child')].map((td) => td.textContent);"
+    )
+    assert len(first) == 2, first
+    c.click("#members-next")
+    c.wait_text("#members", "A later page")
+    second = c.driver.execute_script(
+        "return [...document.querySelectorAll('#members tbody tr td:first-child')].map((td) => td.textContent);"
+    )
+    assert first + second == [m["customer_id"] for m in page["items"]], (first, second, page)
+    assert not c.driver.find_elements("css selector", "#members-next")
+
+    # A draft: the other locale's speakers, previewed (not saved).
     draft = _definition(SEGMENT, OTHERS)
     c.type("#draft", json.dumps(draft, indent=2))
     c.click("#preview")

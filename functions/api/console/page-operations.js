@@ -9,6 +9,12 @@ import { badge, count, h, notice, problem, query, replace, table, when } from ".
 
 const PAGE = 50;
 
+/// The page size: `?limit=` of the route (1 to 500), else 50.
+function pageSize(ctx) {
+  const n = Number(ctx.query.get("limit"));
+  return Number.isInteger(n) && n >= 1 && n <= 500 ? n : PAGE;
+}
+
 export async function render(main, ctx) {
   if (ctx.params[0] === "dead-letters" && ctx.params[1]) return letter(main, ctx, ctx.params[1]);
   return overview(main, ctx);
@@ -29,7 +35,7 @@ async function overview(main, ctx) {
   ]);
   const letters = h("section", { class: "panel", id: "dead-letters", "aria-labelledby": "dead-letters-title" });
   const redriven = params.get("redriven");
-  await letterPage(api, letters, null);
+  await letterPage(api, letters, null, pageSize(ctx));
   replace(
     main,
     h("h1", {}, "Operations"),
@@ -57,9 +63,9 @@ async function overview(main, ctx) {
 }
 
 /// One page of dead letters into `section`, with a link to the next page.
-async function letterPage(api, section, after) {
+async function letterPage(api, section, after, limit) {
   const title = h("h2", { id: "dead-letters-title" }, "Dead letters");
-  const answer = await api.get(`/dead-letters${query({ limit: PAGE, after })}`);
+  const answer = await api.get(`/dead-letters${query({ limit, after })}`);
   if (!answer.ok) {
     replace(section, title, problem(answer));
     return;
@@ -68,6 +74,7 @@ async function letterPage(api, section, after) {
   replace(
     section,
     title,
+    after ? h("p", { class: "muted" }, "A later page of dead letters.") : null,
     h(
       "p",
       { class: "muted" },
@@ -95,10 +102,10 @@ async function letterPage(api, section, after) {
       "div",
       { class: "actions" },
       after
-        ? h("button", { type: "button", class: "secondary", onclick: () => letterPage(api, section, null) }, "First page")
+        ? h("button", { type: "button", class: "secondary", onclick: () => letterPage(api, section, null, limit) }, "First page")
         : null,
       page.next_after
-        ? h("button", { type: "button", id: "dead-letters-next", onclick: () => letterPage(api, section, page.next_after) }, "Next page")
+        ? h("button", { type: "button", id: "dead-letters-next", onclick: () => letterPage(api, section, page.next_after, limit) }, "Next page")
         : null,
     ),
   );

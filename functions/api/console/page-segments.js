@@ -8,6 +8,12 @@ import { badge, count, h, notice, problem, query, replace, table, when } from ".
 
 const PAGE = 50;
 
+/// The page size: `?limit=` of the route (1 to 500), else 50.
+function pageSize(ctx) {
+  const n = Number(ctx.query.get("limit"));
+  return Number.isInteger(n) && n >= 1 && n <= 500 ? n : PAGE;
+}
+
 export async function render(main, ctx) {
   if (ctx.params.length) return one(main, ctx, ctx.params[0]);
   return list(main, ctx);
@@ -116,12 +122,12 @@ async function one(main, ctx, id) {
     segment ? members : null,
     editable ? editor(ctx, id, segment ? segment.definition || blank(id) : blank(id)) : null,
   );
-  if (segment) await memberPage(api, id, members, null);
+  if (segment) await memberPage(api, id, members, null, pageSize(ctx));
 }
 
 /// One page of members into `section`, with a link to the next page.
-async function memberPage(api, id, section, after) {
-  const answer = await api.get(`/segments/${encodeURIComponent(id)}/members${query({ limit: PAGE, after })}`);
+async function memberPage(api, id, section, after, limit) {
+  const answer = await api.get(`/segments/${encodeURIComponent(id)}/members${query({ limit, after })}`);
   const title = h("h2", { id: "members-title" }, "Members");
   if (!answer.ok) {
     replace(section, title, problem(answer));
@@ -146,12 +152,12 @@ async function memberPage(api, id, section, after) {
       "div",
       { class: "actions" },
       after
-        ? h("button", { type: "button", class: "secondary", onclick: () => memberPage(api, id, section, null) }, "First page")
+        ? h("button", { type: "button", class: "secondary", onclick: () => memberPage(api, id, section, null, limit) }, "First page")
         : null,
       page.next_after
         ? h(
             "button",
-            { type: "button", id: "members-next", onclick: () => memberPage(api, id, section, page.next_after) },
+            { type: "button", id: "members-next", onclick: () => memberPage(api, id, section, page.next_after, limit) },
             "Next page",
           )
         : null,
