@@ -43,7 +43,7 @@ function check(id, text, attrs = {}) {
 
 async function start(main, ctx) {
   const { api, has, navigate } = ctx;
-  const opener = h("input", { required: true, autocomplete: "off", pattern: "[a-z0-9][a-z0-9_-]*" });
+  const opener = h("input", { required: true, autocomplete: "off", pattern: "[a-z0-9][a-z0-9_\\-]*" });
   const open = h(
     "form",
     {
@@ -100,7 +100,7 @@ async function form({ api, navigate }) {
   const segmentItems = segments.ok ? segments.body.items || [] : [];
   const out = h("div", { id: "broadcast-result", "aria-live": "polite" });
 
-  const id = h("input", { autocomplete: "off", pattern: "[a-z0-9][a-z0-9_-]{0,63}", "aria-describedby": "b-id-help" });
+  const id = h("input", { autocomplete: "off", pattern: "[a-z0-9][a-z0-9_\\-]{0,63}", "aria-describedby": "b-id-help" });
   const channel = h("select", {}, ["email", "sms", "push"].map((c) => h("option", { value: c }, c)));
   const template = h("select", { required: true });
   const fillTemplates = () => {
@@ -141,7 +141,7 @@ async function form({ api, navigate }) {
   const addVariant = () => {
     if (variantCount >= 5) return;
     const n = variantCount++;
-    const vid = h("input", { autocomplete: "off", value: String.fromCharCode(97 + n), pattern: "[a-z][a-z0-9_-]{0,31}", "data-variant-id": "" });
+    const vid = h("input", { autocomplete: "off", value: String.fromCharCode(97 + n), pattern: "[a-z][a-z0-9_\\-]{0,31}", "data-variant-id": "" });
     const subject = h("input", { autocomplete: "off", maxlength: 200, size: 60, "data-variant-subject": "" });
     variants.appendChild(
       h("div", { class: "inline-fields" }, field(`b-v${n}-id`, `Variant ${n + 1} id`, vid), field(`b-v${n}-subject`, `Variant ${n + 1} subject (Liquid)`, subject)),

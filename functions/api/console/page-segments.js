@@ -30,7 +30,7 @@ async function list(main, { api, has, navigate }) {
     id: "new-segment-id",
     name: "id",
     required: true,
-    pattern: "[a-z0-9][a-z0-9_-]*",
+    pattern: "[a-z0-9]+(-[a-z0-9]+)*",
     autocomplete: "off",
     "aria-describedby": "new-segment-help",
   });
@@ -72,7 +72,7 @@ async function list(main, { api, has, navigate }) {
             h("label", { for: "new-segment-id" }, "New segment id", input),
             h("button", { type: "submit" }, "Open the editor"),
           ),
-          h("p", { class: "muted", id: "new-segment-help" }, "Lower-case letters, digits, - and _; the editor opens with a draft."),
+          h("p", { class: "muted", id: "new-segment-help" }, "Lower-case letters and digits, words joined by -; the editor opens with a draft."),
         )
       : null,
   );
