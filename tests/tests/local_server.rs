@@ -231,6 +231,9 @@ async fn serve_refuses_a_remote_address_without_allow_remote() {
         public_base_url: None,
         retention: crm_core::retention::RetentionPolicy::new(90, 7).expect("policy"),
         require_analytics_consent: false,
+        jwt_issuer: None,
+        jwt_audiences: Vec::new(),
+        console_client_id: None,
     })
     .await;
     assert!(matches!(refused, Err(ServeError::RemoteAddress { .. })), "{refused:?}");

@@ -5,13 +5,13 @@
 //! principal and its `scope` / `scp` claims the scopes, checked again here.
 
 use crate::http::{Principal, Problem};
-#[cfg(feature = "lambda")]
 use crate::scopes::Scopes;
 use crate::scopes::{access_of, local_token_scopes, Access};
 use crate::AppState;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
 
 #[derive(Clone)]
 pub enum Auth {
@@ -19,10 +19,40 @@ pub enum Auth {
     /// scope) or one [`crate::mint_local_token`] signed with it (its scopes).
     /// The principal is `local`.
     BearerToken(String),
+    /// As [`Auth::BearerToken`], and also a JWT of the configured issuer
+    /// checked here as the HTTP API's authorizer checks it on AWS (`crm-local
+    /// serve --jwt-issuer`, decision 0089): its `sub` and scopes.
+    BearerTokenOrJwt(String, Arc<dyn VerifyJwt>),
     /// API Gateway verified a JWT; take the principal and scopes from its
     /// claims (the Lambda function only: `lambda` feature).
     #[cfg(feature = "lambda")]
     Gateway,
+}
+
+/// Checks a JWT as an HTTP API JWT authorizer does: signature by the
+/// issuer's published keys, issuer, audience (`aud`, or Cognito's
+/// `client_id`), expiry.
+#[async_trait::async_trait]
+pub trait VerifyJwt: Send + Sync {
+    /// The token's claims when it is valid, else why not.
+    async fn verify(&self, token: &str) -> Result<serde_json::Value, String>;
+}
+
+/// The principal (`sub`) and scopes (`scope` / `scp`, a space-separated
+/// string or a list) of verified claims.
+pub fn caller_of_claims(claims: &serde_json::Value) -> Option<(String, Scopes)> {
+    let sub = claims.get("sub")?.as_str()?.to_string();
+    let scopes = ["scope", "scp"]
+        .iter()
+        .filter_map(|claim| claims.get(*claim))
+        .flat_map(|value| match value {
+            serde_json::Value::String(s) => vec![s.clone()],
+            serde_json::Value::Array(items) => items.iter().filter_map(|i| i.as_str().map(str::to_string)).collect(),
+            _ => Vec::new(),
+        })
+        .flat_map(|s| Scopes::from_claim(&s).iter())
+        .collect();
+    Some((sub, scopes))
 }
 
 /// What the gateway's authorizer verified: `sub`, and the scopes of the
@@ -46,21 +76,39 @@ fn gateway_caller(req: &Request) -> Option<(String, Scopes)> {
     }
 }
 
+/// The request's bearer token, trimmed.
+fn bearer(req: &Request) -> Option<&str> {
+    req.headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
 /// Authenticates the caller, then refuses a token without the route's scope
 /// (403 naming it). A route with no declared access is refused to every
 /// token; a request no route matches goes on to the 404 / 405 answers.
 pub async fn require_principal(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let (principal, granted) = match &state.auth {
-        Auth::BearerToken(expected) => {
-            let presented = req
-                .headers()
-                .get(axum::http::header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "));
-            match presented.map(|token| local_token_scopes(expected, token.trim())) {
-                Some(Some(scopes)) => ("local".to_string(), scopes),
-                Some(None) => return Problem::unauthorized("the bearer token is not valid").into_response(),
-                None => return Problem::unauthorized("an Authorization: Bearer token is required").into_response(),
+        Auth::BearerToken(expected) => match bearer(&req).map(|token| local_token_scopes(expected, token)) {
+            Some(Some(scopes)) => ("local".to_string(), scopes),
+            Some(None) => return Problem::unauthorized("the bearer token is not valid").into_response(),
+            None => return Problem::unauthorized("an Authorization: Bearer token is required").into_response(),
+        },
+        Auth::BearerTokenOrJwt(expected, jwt) => {
+            let Some(token) = bearer(&req).map(str::to_string) else {
+                return Problem::unauthorized("an Authorization: Bearer token is required").into_response();
+            };
+            match local_token_scopes(expected, &token) {
+                Some(scopes) => ("local".to_string(), scopes),
+                None => match jwt.verify(&token).await.map(|claims| caller_of_claims(&claims)) {
+                    Ok(Some(caller)) => caller,
+                    Ok(None) => return Problem::unauthorized("the token has no sub claim").into_response(),
+                    Err(why) => {
+                        tracing::info!(%why, "refused: a bearer token that is neither local nor a valid JWT");
+                        return Problem::unauthorized("the bearer token is not valid").into_response();
+                    }
+                },
             }
         }
         #[cfg(feature = "lambda")]

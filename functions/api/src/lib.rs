@@ -34,7 +34,7 @@ mod templates;
 mod unsubscribe;
 
 pub use assembly::{build, ApiPorts, ApiSettings};
-pub use auth::Auth;
+pub use auth::{caller_of_claims, Auth, VerifyJwt};
 pub use cors::{AllowedOrigins, OriginsError};
 pub use http::respond::Problem;
 pub use ingest::IngestSources;

@@ -84,6 +84,8 @@ async fn main() -> Result<(), lambda_http::Error> {
         api,
     )
     .with_refusals(refusals)
+    // The console's OIDC sign-in (decision 0089).
+    .with_console(settings.console.clone())
     // The shop's tracking.require_analytics_consent (decision 0079).
     .with_ingest_settings(crm_core::ingest::IngestSettings {
         require_analytics_consent: settings.require_analytics_consent,

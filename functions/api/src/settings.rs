@@ -64,6 +64,9 @@ pub struct Settings {
     pub metrics_namespace: String,
     /// `WARM_UP`: one warm-up call at cold start.
     pub warm_up: bool,
+    /// `CONSOLE_ISSUER` and `CONSOLE_CLIENT_ID` (both set, else none): the
+    /// console's OIDC sign-in (decision 0089).
+    pub console: crate::console::ConsoleSignIn,
 }
 
 impl std::fmt::Debug for Settings {
@@ -101,6 +104,8 @@ impl Settings {
         "HEALTH_QUEUES",
         "METRICS_NAMESPACE",
         "WARM_UP",
+        "CONSOLE_ISSUER",
+        "CONSOLE_CLIENT_ID",
     ];
 
     /// The settings from `lookup` (the environment on Lambda): a missing
@@ -155,6 +160,13 @@ impl Settings {
             health_queues,
             metrics_namespace: crm_aws::emf::EmfWriter::namespace_from(lookup),
             warm_up: warm_up_wanted(lookup),
+            console: crate::console::ConsoleSignIn {
+                oidc: match (optional("CONSOLE_ISSUER"), optional("CONSOLE_CLIENT_ID")) {
+                    (Some(issuer), Some(client)) => Some(crate::console::OidcClient::new(&issuer, &client)),
+                    _ => None,
+                },
+                local_link: false,
+            },
         })
     }
 }
@@ -249,6 +261,23 @@ mod tests {
             setting,
             secret_id: secret_id.into(),
         }
+    }
+
+    #[test]
+    fn the_console_signs_in_with_oidc_only_when_issuer_and_client_are_both_set() {
+        let issuer = (
+            "CONSOLE_ISSUER",
+            "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_abc/",
+        );
+        let client = ("CONSOLE_CLIENT_ID", "console-client");
+        let with_both = Settings::from_lookup(&lookup(REQUIRED.into_iter().chain([issuer, client]))).unwrap();
+        let oidc = with_both.console.oidc.expect("oidc");
+        assert_eq!(oidc.issuer, "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_abc");
+        assert_eq!(oidc.client_id, "console-client");
+        assert!(!with_both.console.local_link);
+        let blank_client = ("CONSOLE_CLIENT_ID", " ");
+        let without = Settings::from_lookup(&lookup(REQUIRED.into_iter().chain([issuer, blank_client]))).unwrap();
+        assert_eq!(without.console.oidc, None);
     }
 
     #[test]

@@ -49,6 +49,17 @@ enum Command {
         /// the customer's analytics consent (decision 0079).
         #[arg(long, env = "TRACKING_REQUIRE_ANALYTICS_CONSENT")]
         require_analytics_consent: bool,
+        /// Also take the JWTs of this issuer (an http:// URL; its discovery document names its
+        /// keys), checked as the HTTP API's authorizer does on AWS; the console signs in with it
+        /// (OIDC authorization code with PKCE).
+        #[arg(long, env = "CRM_JWT_ISSUER")]
+        jwt_issuer: Option<String>,
+        /// An audience the JWTs may name (`aud`, or `client_id`); repeat for several.
+        #[arg(long = "jwt-audience", env = "CRM_JWT_AUDIENCE", value_delimiter = ',')]
+        jwt_audiences: Vec<String>,
+        /// The console's OIDC client id at --jwt-issuer (default: the first --jwt-audience).
+        #[arg(long, env = "CRM_CONSOLE_CLIENT_ID")]
+        console_client_id: Option<String>,
     },
     /// Print a bearer token for `serve`'s API carrying only these scopes (crm/read, crm/write,
     /// crm/privacy, crm/admin), signed with the all-scopes token of <data-dir>/token.
@@ -304,6 +315,9 @@ async fn main() -> ExitCode {
             public_base_url,
             retention,
             require_analytics_consent,
+            jwt_issuer,
+            jwt_audiences,
+            console_client_id,
         } => match retention.policy() {
             Err(e) => Err(e),
             Ok(retention) => serve(ServeConfig {
@@ -319,6 +333,9 @@ async fn main() -> ExitCode {
                 public_base_url,
                 retention,
                 require_analytics_consent,
+                jwt_issuer,
+                jwt_audiences,
+                console_client_id,
             })
             .await
             .map_err(|e| e.to_string()),

@@ -175,6 +175,10 @@ pub struct LocalRuntime {
     /// activity is recorded only with analytics consent. Off unless `serve`
     /// is told (`--require-analytics-consent`); read by [`LocalRuntime::app`].
     pub require_analytics_consent: bool,
+    /// A JWT issuer whose tokens the API takes besides the local ones, and
+    /// the console's OIDC client of it (`serve --jwt-issuer`, decision
+    /// 0089); read by [`LocalRuntime::app`].
+    pub jwt: Option<(Arc<dyn crm_api::VerifyJwt>, crm_api::console::OidcClient)>,
     wake: Arc<Notify>,
 }
 
@@ -434,6 +438,7 @@ impl LocalRuntime {
             mail,
             refusals,
             require_analytics_consent: false,
+            jwt: None,
             wake,
         })
     }
@@ -461,7 +466,10 @@ impl LocalRuntime {
                 health: Some(self.bus.clone()),
             },
             ApiSettings {
-                auth: Auth::BearerToken(token.clone()),
+                auth: match &self.jwt {
+                    Some((verifier, _)) => Auth::BearerTokenOrJwt(token.clone(), verifier.clone()),
+                    None => Auth::BearerToken(token.clone()),
+                },
                 unsubscribe: self.unsubscribe.clone(),
                 public_base_url: self.public_base_url.clone(),
                 identifiers: self.identifiers.clone(),
@@ -474,7 +482,7 @@ impl LocalRuntime {
             .with_refusals(crm_core::ingest::refusals::RefusedMessages::new(self.refusals.clone()))
             // The console signs in with `serve`'s one-time link or a pasted token (decision 0089).
             .with_console(crm_api::console::ConsoleSignIn {
-                oidc: None,
+                oidc: self.jwt.as_ref().map(|(_, client)| client.clone()),
                 local_link: true,
             })
             .with_ingest_settings(crm_core::ingest::IngestSettings {

@@ -5,6 +5,7 @@
 //! mail link it prints (decision 0039).
 
 pub mod guard;
+pub mod jwt;
 pub mod token;
 
 pub use guard::LocalGuard;
@@ -35,6 +36,12 @@ pub struct ServeConfig {
     pub retention: crm_core::retention::RetentionPolicy,
     /// The shop's `tracking.require_analytics_consent` (decision 0079).
     pub require_analytics_consent: bool,
+    /// A JWT issuer whose tokens the API also takes (`http://` only), the
+    /// audiences they may name, and the console's OIDC client id (default:
+    /// the first audience). Decision 0089.
+    pub jwt_issuer: Option<String>,
+    pub jwt_audiences: Vec<String>,
+    pub console_client_id: Option<String>,
 }
 
 /// `crm-local serve --clock system|virtual`.
@@ -67,6 +74,8 @@ pub enum ServeError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("server failed: {0}")]
     Server(std::io::Error),
+    #[error("--jwt-issuer: {0}")]
+    Jwt(String),
 }
 
 /// Reads `<data_dir>/token`, creating it (mode 0600) with a fresh token if absent.
@@ -128,6 +137,20 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         .unwrap_or_else(|| format!("http://{addr}"));
     let mut runtime = LocalRuntime::open_with(&db, &template, RuntimeOptions { clock, public_base_url })?;
     runtime.require_analytics_consent = config.require_analytics_consent;
+    if let Some(issuer) = &config.jwt_issuer {
+        let keys = jwt::IssuerKeys::discover(issuer, config.jwt_audiences.clone())
+            .await
+            .map_err(|e| ServeError::Jwt(e.to_string()))?;
+        let client_id = config
+            .console_client_id
+            .clone()
+            .or_else(|| config.jwt_audiences.first().cloned())
+            .unwrap_or_default();
+        runtime.jwt = Some((
+            std::sync::Arc::new(keys),
+            crm_api::console::OidcClient::new(issuer, &client_id),
+        ));
+    }
     let bus = runtime.spawn_bus();
     let retention = crate::runtime::retention::spawn_daily(&runtime, config.retention);
     // One write: a reader that stops at the url line must not leave later lines
