@@ -22,6 +22,12 @@ const PKCE = "crm.console.pkce";
 
 let session = null; // { principal, scopes: Set }
 
+/// When the current navigation began (`performance.now()`): 0 for the
+/// document's load, moved by a hash change or a page's refresh. `show()`
+/// marks `crm:rendered` once a page's render resolves and measures
+/// `crm:page` from here (detail: the route); scripts/console_bench.py reads them.
+let navStart = 0;
+
 function b64url(bytes) {
   let s = "";
   for (const b of bytes) s += String.fromCharCode(b);
@@ -181,12 +187,17 @@ async function show() {
     navigate: (hash) => {
       location.hash = hash;
     },
-    refresh: show,
+    refresh: () => {
+      navStart = performance.now();
+      return show();
+    },
   };
   try {
     const page = await import(module);
     await page.render(main, ctx);
     document.title = `${(main.querySelector("h1") || {}).textContent || "Console"} · CRM console`;
+    performance.mark("crm:rendered");
+    performance.measure("crm:page", { start: navStart, end: "crm:rendered", detail: { route: location.hash } });
     main.focus({ preventScroll: true });
   } catch (e) {
     replace(main, h("h1", {}, "Something failed"), problem({ status: 0, body: { title: "The page failed", detail: String(e) } }));
@@ -221,6 +232,7 @@ async function start() {
 }
 
 window.addEventListener("hashchange", () => {
+  navStart = performance.now();
   if (location.hash.startsWith("#sign-in=")) start();
   else show();
 });
