@@ -27,7 +27,16 @@ import time
 import urllib.error
 import urllib.request
 
-from local_harness import CHROMEDRIVER, CHROMIUM, free_port, headless_chromium, stop_serve, wait_for_port
+from local_harness import (
+    CHROMEDRIVER,
+    CHROMIUM,
+    api_call,
+    eventually,
+    free_port,
+    headless_chromium,
+    stop_serve,
+    wait_for_port,
+)
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
@@ -36,28 +45,7 @@ TOKEN = "browser-test-token"
 
 
 def api(base, method, path, body=None):
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(base + path, data=data, method=method)
-    request.add_header("authorization", f"Bearer {TOKEN}")
-    if data is not None:
-        request.add_header("content-type", "application/json")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"null")
-
-
-def eventually(what, check, seconds=10):
-    """The projections are eventually consistent: poll until `check` holds."""
-    deadline = time.monotonic() + seconds
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
+    return api_call(base, TOKEN, method, path, body)
 
 
 def run(crm_local):

@@ -27,8 +27,9 @@ import urllib.error
 import urllib.request
 
 from cryptography.hazmat.primitives.asymmetric import rsa
-from local_harness import free_port, headless_chromium, stop_serve, wait_for_port
+from local_harness import api_call, free_port, headless_chromium, stop_serve, wait_for_port
 from oidc_issuer import Issuer
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
@@ -38,16 +39,7 @@ CLIENT = "console-test"
 
 
 def call(base, method, path, token, body=None):
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(base + path, data=data, method=method)
-    request.add_header("authorization", f"Bearer {token}")
-    if data is not None:
-        request.add_header("content-type", "application/json")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"null")
+    return api_call(base, token, method, path, body)
 
 
 def check(condition, message):
@@ -106,7 +98,8 @@ def run(crm_local):
         # The browser signs in through the issuer.
         driver = headless_chromium(os.path.join(work, "profile"), logs=True)
         driver.set_window_size(1280, 800)
-        wait = WebDriverWait(driver, 20)
+        # The shell re-renders the page: an element read mid-render goes stale.
+        wait = WebDriverWait(driver, 20, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException))
         driver.get(base + "/console")
         wait.until(expected_conditions.element_to_be_clickable((By.ID, "oidc"))).click()
         wait.until(lambda d: d.find_element(By.TAG_NAME, "h1").text == "Overview")

@@ -1,17 +1,46 @@
 """What the scripts that drive `crm-local serve` from outside share: a free
 loopback port, waiting for the server to listen, and Debian's headless
 Chromium through chromedriver (never downloaded: the driver path is given,
-so Selenium Manager is not used). Used by scripts/browser_test.py and
-scripts/segment_clients.py."""
+so Selenium Manager is not used). Used by scripts/browser_test.py,
+scripts/segment_clients.py and the console's tests."""
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import time
+import urllib.error
+import urllib.request
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
+
+
+def api_call(base, token, method, path, body=None):
+    """One call of the JSON API with a bearer token: (status, parsed body)."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(base + path, data=data, method=method)
+    request.add_header("authorization", f"Bearer {token}")
+    if data is not None:
+        request.add_header("content-type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+
+
+def eventually(what, check, seconds=10):
+    """The projections are eventually consistent: poll until `check` holds."""
+    deadline = time.monotonic() + seconds
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
 
 
 def free_port():

@@ -65,6 +65,14 @@ async fn received(api: &TestApi, broadcast: &str) -> BTreeMap<String, chrono::Da
     out
 }
 
+/// The event types of an explain answer's chain, newest first.
+fn chain_types(why: &Value) -> Vec<&str> {
+    why["chain"]
+        .as_array()
+        .map(|c| c.iter().filter_map(|l| l["type"].as_str()).collect())
+        .unwrap_or_default()
+}
+
 async fn get(api: &TestApi, id: &str) -> Value {
     let a = api.call("GET", &format!("/broadcasts/{id}"), None).await;
     assert_eq!(a.status, 200, "{:?}", a.body);
@@ -264,12 +272,8 @@ async fn a_local_time_broadcast_reaches_each_zone_at_ten_and_never_twice() {
     assert_eq!(why.status, 200, "{:?}", why.body);
     assert_eq!(why.body["campaign"], "broadcast-spring");
     assert_eq!(why.body["customer_id"], json!(ours[0].customer_id));
-    let chain: Vec<&str> = why.body["chain"]
-        .as_array()
-        .map(|c| c.iter().filter_map(|l| l["type"].as_str()).collect())
-        .unwrap_or_default();
     assert_eq!(
-        chain,
+        chain_types(&why.body),
         [
             "MessageRequested",
             "BroadcastAudiencePage",
@@ -602,12 +606,8 @@ async fn a_subject_test_sends_its_share_first_then_the_winner_by_opens_to_the_re
     let rest = &all[in_test.len()].message_id;
     let why = explain(rest.clone()).await;
     assert!(why["variants"].as_array().is_none_or(Vec::is_empty), "{why}");
-    let chain: Vec<&str> = why["chain"]
-        .as_array()
-        .map(|c| c.iter().filter_map(|l| l["type"].as_str()).collect())
-        .unwrap_or_default();
     assert_eq!(
-        chain,
+        chain_types(&why),
         [
             "MessageRequested",
             "BroadcastAudiencePage",
