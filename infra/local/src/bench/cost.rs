@@ -27,13 +27,14 @@ pub const SCHEDULER_INVOCATION: f64 = 1.00;
 /// payload is one request).
 pub const SQS_REQUEST: f64 = 0.40;
 /// The average batch an event source mapping hands a consumer function:
-/// projector and consent (batch size 100, window 1 s) take 10 messages a
-/// batch, the fill of a queue receiving about 10 messages a second per
-/// poller; campaign and channel (batch size 10) take 5. Quieter traffic
-/// gives smaller batches (the table at one message a batch is printed too).
+/// projector, consent and rule-segments (batch size 100, window 1 s) take
+/// 10 messages a batch, the fill of a queue receiving about 10 messages a
+/// second per poller; campaign and channel (batch size 10) take 5. Quieter
+/// traffic gives smaller batches (the table at one message a batch is
+/// printed too).
 pub fn assumed_fill(target: &str) -> usize {
     match target {
-        "projector" | "consent" => 10,
+        "projector" | "consent" | "rule-segments" => 10,
         _ => 5,
     }
 }
@@ -394,8 +395,8 @@ impl CostModel {
              ${LAMBDA_REQUEST:.2} per million requests; EventBridge Scheduler ${SCHEDULER_INVOCATION:.2}\n\
              per million invocations; SES ${SES_PER_THOUSAND:.2} per thousand emails. Assumed, not\n\
              measured: {DDB_CALL_MS} ms per DynamoDB call inside a function; the batches the\n\
-             event source mappings hand the consumers: 10 messages for projector and consent\n\
-             (batch size 100, 1 s window: a queue taking about 10 messages a second per\n\
+             event source mappings hand the consumers: 10 messages for projector, consent and\n\
+             rule-segments (batch size 100, 1 s window: a queue taking about 10 messages a second per\n\
              poller), 5 for campaign and channel (batch size 10){}. The\n\
              event store's units are counted from the API phase's appends (every function's),\n\
              reconstructed from the local store, at the DynamoDB store's rules (decision 0036).\n\n\
@@ -1602,7 +1603,7 @@ impl CostModel {
             out,
             "- **Bigger pages.** The pump drains each queue after the stories, so a batch holds up to\n  \
              the mapping's batch size (messages per invocation: {batches}); the model assumes {TABLE_PAGE_SIZE}\n  \
-             messages a batch for projector and consent and 5 for campaign and channel, the fill of\n  \
+             messages a batch for projector, consent and rule-segments and 5 for campaign and channel, the fill of\n  \
              steady traffic. Bigger pages write each stream's checkpoint and each changed document\n  \
              once for more events (the page-size table above) and need fewer receives, deletes and\n  \
              Lambda requests, so those measured lines are a lower bound for steady traffic."

@@ -177,13 +177,15 @@ pub async fn fold_phase(options: &BenchOptions) -> Result<(Vec<FoldRow>, Workloa
     let scratch: Arc<dyn crm_core::ports::EventStore> = Arc::new(crate::adapters::store::SqliteEventStore::open(
         &dir.path().join("fold.db"),
     )?);
-    let store: Arc<dyn crm_core::ports::EventStore> = Arc::new(super::pages::MeteredEvents::new(&events, scratch));
+    let events: Arc<[EventEnvelope]> = events.into();
+    let store: Arc<dyn crm_core::ports::EventStore> =
+        Arc::new(super::pages::MeteredEvents::new(events.clone(), scratch));
     let rules = crate::runtime::bus::rules_from_template(crate::runtime::bus::BUILT_IN_TEMPLATE)
         .map_err(|e| BenchError::Other(e.to_string()))?;
     let mut deliveries = 0u64;
     let mut bytes = 0u64;
     let mut by_type = BTreeMap::new();
-    for e in &events {
+    for e in events.iter() {
         let json = crm_core::bus::BusEntry::for_event(e.clone()).to_event_json("000000000000", "local");
         let mut targets: Vec<&str> = rules
             .iter()
@@ -209,7 +211,7 @@ pub async fn fold_phase(options: &BenchOptions) -> Result<(Vec<FoldRow>, Workloa
         let docs = Arc::new(CountingDocs::default());
         let consumer = Consumer::new(projection, store.clone(), docs.clone());
         let started = Instant::now();
-        for e in &events {
+        for e in events.iter() {
             consumer
                 .deliver(e)
                 .await

@@ -159,6 +159,9 @@ pub struct BenchReport {
     /// One broadcast to `broadcast_recipients` customers, end to end.
     pub broadcast: broadcast::BroadcastRow,
     pub peak_memory_kib: u64,
+    /// VmHWM after each phase, in KiB, in the order they ran (the phase
+    /// whose figure rises is the one that raised the peak).
+    pub phase_peaks: Vec<(String, u64)>,
 }
 
 /// VmHWM of this process, in KiB (0 where /proc is not there).
@@ -614,12 +617,20 @@ async fn replay_phase(options: &BenchOptions) -> Result<ReplayReport, BenchError
 
 /// Runs every phase.
 pub async fn run(options: &BenchOptions) -> Result<BenchReport, BenchError> {
+    let mut phase_peaks = Vec::new();
+    let mut peak = |phase: &str| phase_peaks.push((phase.to_string(), peak_memory_kib()));
     let (fold, workload) = fold::fold_phase(options).await?;
+    peak("fold");
     let (pages, queues) = pages::page_phase(options).await?;
+    peak("pages");
     let latency = api_phase(options).await?;
+    peak("api");
     let broadcast = broadcast::broadcast_phase(options).await?;
+    peak("broadcast");
     let replay = replay_phase(options).await?;
+    peak("replay");
     Ok(BenchReport {
+        phase_peaks,
         seed: options.seed,
         latency,
         replay,
@@ -738,6 +749,12 @@ pub fn table(report: &BenchReport) -> String {
         "\nPeak memory (VmHWM): {:.1} MiB",
         report.peak_memory_kib as f64 / 1024.0
     );
+    let phases: Vec<String> = report
+        .phase_peaks
+        .iter()
+        .map(|(phase, kib)| format!("{phase} {:.1}", *kib as f64 / 1024.0))
+        .collect();
+    let _ = writeln!(out, "  after each phase (MiB): {}", phases.join(", "));
     out
 }
 

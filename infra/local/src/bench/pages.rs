@@ -15,19 +15,129 @@ use crm_core::assembly::AssembledGroups;
 use crm_core::consumer::capacity::{self, Capacity, CapacityMeter};
 use crm_core::consumer::ConsumerGroup;
 use crm_core::event::EventEnvelope;
-use crm_core::memory::InMemoryReadModels;
 use crm_core::ports::*;
 use crm_core::read_model_adapter::single_commit;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+/// Read models in memory, as `InMemoryReadModels` keeps them but compact:
+/// each document's body held as its JSON text under its sort key, in one
+/// ordered map per (consumer, partition). The page phase keeps every
+/// document of 200 000 events; as `serde_json::Value`s with a key of three
+/// strings each they were most of the bench's peak memory (decision 0088).
+#[derive(Default)]
+pub struct CompactReadModels {
+    inner: std::sync::Mutex<CompactInner>,
+}
+
+#[derive(Default)]
+struct CompactInner {
+    checkpoints: HashMap<(String, String), u64>,
+    docs: HashMap<(String, String), std::collections::BTreeMap<String, Box<str>>>,
+}
+
+impl CompactReadModels {
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, CompactInner>, StoreError> {
+        self.inner
+            .lock()
+            .map_err(|_| StoreError::Failed("compact read models: poisoned lock".into()))
+    }
+}
+
+fn parse(text: &str) -> Result<serde_json::Value, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Failed(format!("compact read models: {e}")))
+}
+
+#[async_trait]
+impl ReadModelStore for CompactReadModels {
+    async fn checkpoint(&self, consumer: &str, stream_id: &str) -> Result<u64, StoreError> {
+        Ok(*self
+            .lock()?
+            .checkpoints
+            .get(&(consumer.to_string(), stream_id.to_string()))
+            .unwrap_or(&0))
+    }
+
+    async fn commit(
+        &self,
+        consumer: &str,
+        stream_id: &str,
+        expected: u64,
+        new: u64,
+        ops: Vec<ReadOp>,
+    ) -> Result<(), CommitError> {
+        check_commit_size(&ops)?;
+        let mut inner = self.lock()?;
+        let key = (consumer.to_string(), stream_id.to_string());
+        if *inner.checkpoints.get(&key).unwrap_or(&0) != expected {
+            return Err(CommitError::Conflict {
+                consumer: consumer.into(),
+                stream_id: stream_id.into(),
+                expected,
+            });
+        }
+        for op in ops {
+            match op {
+                ReadOp::Put { partition, sort, body } => {
+                    inner
+                        .docs
+                        .entry((consumer.to_string(), partition))
+                        .or_default()
+                        .insert(sort, body.to_string().into_boxed_str());
+                }
+                ReadOp::Delete { partition, sort } => {
+                    if let Some(docs) = inner.docs.get_mut(&(consumer.to_string(), partition)) {
+                        docs.remove(&sort);
+                    }
+                }
+            }
+        }
+        inner.checkpoints.insert(key, new);
+        Ok(())
+    }
+
+    async fn get(&self, consumer: &str, partition: &str, sort: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        let inner = self.lock()?;
+        match inner
+            .docs
+            .get(&(consumer.to_string(), partition.to_string()))
+            .and_then(|docs| docs.get(sort))
+        {
+            Some(text) => parse(text).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn list(
+        &self,
+        consumer: &str,
+        partition: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
+        let inner = self.lock()?;
+        let Some(docs) = inner.docs.get(&(consumer.to_string(), partition.to_string())) else {
+            return Ok(Vec::new());
+        };
+        // From the later of the prefix and `after` (in sort order).
+        let start = after.filter(|a| *a > prefix).unwrap_or(prefix);
+        docs.range(start.to_string()..)
+            .filter(|(sort, _)| crm_core::read_model_adapter::listed(sort, prefix, after))
+            .take_while(|(sort, _)| sort.starts_with(prefix))
+            .take(limit)
+            .map(|(sort, text)| Ok((sort.clone(), parse(text)?)))
+            .collect()
+    }
+}
+
 /// In-memory read models metered as the DynamoDB adapter would spend:
 /// one checkpoint item per stream holding every consumer's version
 /// (decision 0036), its size counted with all the versions it holds.
 #[derive(Default)]
 pub struct MeteredReadModels {
-    inner: InMemoryReadModels,
+    inner: CompactReadModels,
     /// Every consumer's version of each stream, as the stream's item holds them.
     versions: std::sync::Mutex<HashMap<String, HashMap<String, u64>>>,
     pub meter: CapacityMeter,
@@ -152,23 +262,67 @@ impl ReadModelStore for MeteredReadModels {
 /// The workload's events by stream, for the gaps; appends (the segment
 /// evaluator's) go to `scratch`. Every stream read is metered as one
 /// strongly consistent Query of the events table (items of the events' JSON
-/// size).
+/// size). The events are shared with the phase, not copied: each stream
+/// is a list of positions in them (decision 0088: a copy per phase and
+/// page size was most of the bench's peak memory).
 pub struct MeteredEvents {
-    by_stream: HashMap<String, Vec<EventEnvelope>>,
+    events: Held,
+    by_stream: Arc<HashMap<String, Vec<usize>>>,
     scratch: Arc<dyn EventStore>,
     pub meter: CapacityMeter,
 }
 
+/// The events as the phase holds them.
+enum Held {
+    Envelopes(Arc<[EventEnvelope]>),
+    /// As stored (JSON text), about a quarter of the memory: the page
+    /// phase, which is not timed.
+    Json(Arc<[Box<str>]>),
+}
+
+impl Held {
+    /// Event `i` if its version is after `after`.
+    fn after(&self, i: usize, after: u64) -> Result<Option<EventEnvelope>, StoreError> {
+        match self {
+            Held::Envelopes(events) => Ok(Some(&events[i]).filter(|e| e.version > after).cloned()),
+            Held::Json(events) => serde_json::from_str::<EventEnvelope>(&events[i])
+                .map(|e| Some(e).filter(|e| e.version > after))
+                .map_err(|e| StoreError::Failed(format!("bench event {i}: {e}"))),
+        }
+    }
+}
+
+/// Positions of `events` by stream, in version order.
+pub fn by_stream(events: &[EventEnvelope]) -> HashMap<String, Vec<usize>> {
+    let mut by_stream: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, e) in events.iter().enumerate() {
+        by_stream.entry(e.stream_id.clone()).or_default().push(i);
+    }
+    for list in by_stream.values_mut() {
+        list.sort_by_key(|&i| events[i].version);
+    }
+    by_stream
+}
+
 impl MeteredEvents {
-    pub fn new(events: &[EventEnvelope], scratch: Arc<dyn EventStore>) -> Self {
-        let mut by_stream: HashMap<String, Vec<EventEnvelope>> = HashMap::new();
-        for e in events {
-            by_stream.entry(e.stream_id.clone()).or_default().push(e.clone());
-        }
-        for list in by_stream.values_mut() {
-            list.sort_by_key(|e| e.version);
-        }
+    pub fn new(events: Arc<[EventEnvelope]>, scratch: Arc<dyn EventStore>) -> Self {
+        let by_stream = Arc::new(by_stream(&events));
         MeteredEvents {
+            events: Held::Envelopes(events),
+            by_stream,
+            scratch,
+            meter: CapacityMeter::default(),
+        }
+    }
+
+    /// Over events held as JSON text, `by_stream` their positions.
+    pub fn over_json(
+        events: Arc<[Box<str>]>,
+        by_stream: Arc<HashMap<String, Vec<usize>>>,
+        scratch: Arc<dyn EventStore>,
+    ) -> Self {
+        MeteredEvents {
+            events: Held::Json(events),
             by_stream,
             scratch,
             meter: CapacityMeter::default(),
@@ -186,7 +340,15 @@ impl EventStore for MeteredEvents {
         let Some(all) = self.by_stream.get(stream_id) else {
             return self.scratch.read_stream(stream_id, after, limit).await;
         };
-        let read: Vec<EventEnvelope> = all.iter().filter(|e| e.version > after).take(limit).cloned().collect();
+        let mut read = Vec::new();
+        for &i in all {
+            if read.len() == limit {
+                break;
+            }
+            if let Some(e) = self.events.after(i, after)? {
+                read.push(e);
+            }
+        }
         let sizes: Vec<usize> = read
             .iter()
             .map(|e| serde_json::to_string(e).map(|s| s.len()).unwrap_or(0))
@@ -265,11 +427,12 @@ pub struct QueueLoad {
     pub batch_size: usize,
 }
 
-/// The batch sizes of the event source mappings (decision 0029): projector
-/// and consent 100 messages, campaign and channel 10.
+/// The batch sizes of the event source mappings (decision 0029): projector,
+/// consent and rule-segments (decision 0088) 100 messages, campaign and
+/// channel 10.
 pub fn batch_size(target: &str) -> usize {
     match target {
-        "projector" | "consent" => 100,
+        "projector" | "consent" | "rule-segments" => 100,
         _ => 10,
     }
 }
@@ -288,8 +451,12 @@ pub async fn page_phase(options: &BenchOptions) -> Result<(Vec<PageCostRow>, Vec
     events.sort_by(|a, b| (a.occurred_at, &a.stream_id, a.version).cmp(&(b.occurred_at, &b.stream_id, b.version)));
     let rules = crate::runtime::bus::rules_from_template(crate::runtime::bus::BUILT_IN_TEMPLATE)
         .map_err(|e| BenchError::Other(e.to_string()))?;
-    let mut routed: HashMap<String, Vec<EventEnvelope>> = HashMap::new();
-    for e in &events {
+    // Positions in `events`, by target: only the groups run here need them,
+    // the other queues only their counts (a copy of the events per target
+    // was most of the bench's peak memory, decision 0088).
+    let mut routed: HashMap<String, Vec<usize>> = HashMap::new();
+    let mut messages: HashMap<String, u64> = HashMap::new();
+    for (i, e) in events.iter().enumerate() {
         let json = crm_core::bus::BusEntry::for_event(e.clone()).to_event_json("000000000000", "local");
         let mut targets: Vec<&str> = rules
             .iter()
@@ -298,18 +465,33 @@ pub async fn page_phase(options: &BenchOptions) -> Result<(Vec<PageCostRow>, Vec
             .collect();
         targets.dedup();
         for t in targets {
-            routed.entry(t.to_string()).or_default().push(e.clone());
+            *messages.entry(t.to_string()).or_default() += 1;
+            if matches!(t, "projector" | "consent") {
+                routed.entry(t.to_string()).or_default().push(i);
+            }
         }
     }
-    let mut queues: Vec<QueueLoad> = routed
+    let mut queues: Vec<QueueLoad> = messages
         .iter()
-        .map(|(target, list)| QueueLoad {
+        .map(|(target, &n)| QueueLoad {
             target: target.clone(),
-            messages_per_event: list.len() as f64 / events.len().max(1) as f64,
+            messages_per_event: n as f64 / events.len().max(1) as f64,
             batch_size: batch_size(target),
         })
         .collect();
     queues.sort_by(|a, b| a.target.cmp(&b.target));
+    // Held as JSON text from here (decision 0088); pages are parsed back.
+    let positions = Arc::new(by_stream(&events));
+    let count = events.len() as u64;
+    let events: Arc<[Box<str>]> = events
+        .into_iter()
+        .map(|e| serde_json::to_string(&e).map(String::into_boxed_str))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| BenchError::Other(format!("bench event: {e}")))?
+        .into();
+    let parse = |i: usize| -> Result<EventEnvelope, BenchError> {
+        serde_json::from_str(&events[i]).map_err(|e| BenchError::Other(format!("bench event {i}: {e}")))
+    };
     let dir = tempfile::tempdir().map_err(super::io("temporary directory"))?;
     let mut rows = Vec::new();
     for page_size in PAGE_SIZES {
@@ -317,7 +499,7 @@ pub async fn page_phase(options: &BenchOptions) -> Result<(Vec<PageCostRow>, Vec
             let scratch: Arc<dyn EventStore> = Arc::new(crate::adapters::store::SqliteEventStore::open(
                 &dir.path().join(format!("pages-{name}-{page_size}.db")),
             )?);
-            let store = Arc::new(MeteredEvents::new(&events, scratch));
+            let store = Arc::new(MeteredEvents::over_json(events.clone(), positions.clone(), scratch));
             let docs = Arc::new(MeteredReadModels::default());
             let dead = Arc::new(NoPoison);
             let group = match name {
@@ -337,9 +519,10 @@ pub async fn page_phase(options: &BenchOptions) -> Result<(Vec<PageCostRow>, Vec
             };
             let mine = routed.get(name).map(Vec::as_slice).unwrap_or_default();
             let mut pages = 0;
-            for page in mine.chunks(page_size) {
+            for chunk in mine.chunks(page_size) {
+                let page = chunk.iter().map(|&i| parse(i)).collect::<Result<Vec<_>, _>>()?;
                 group
-                    .handle_page(page, chrono::Utc::now())
+                    .handle_page(&page, chrono::Utc::now())
                     .await
                     .map_err(|e| BenchError::Other(format!("{name}: {e}")))?;
                 pages += 1;
@@ -347,7 +530,7 @@ pub async fn page_phase(options: &BenchOptions) -> Result<(Vec<PageCostRow>, Vec
             rows.push(PageCostRow {
                 group: name.to_string(),
                 page_size,
-                events: events.len() as u64,
+                events: count,
                 routed: mine.len() as u64,
                 pages,
                 read_models: docs.meter.capacity(),
@@ -361,6 +544,13 @@ pub async fn page_phase(options: &BenchOptions) -> Result<(Vec<PageCostRow>, Vec
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    async fn fresh_compact() -> Arc<dyn ReadModelStore> {
+        Arc::new(CompactReadModels::default())
+    }
+
+    // The compact read models keep the read-model contract (decision 0088).
+    crm_core::read_model_contract!(fresh_compact);
 
     #[tokio::test]
     async fn pages_share_the_writes_of_their_events() {

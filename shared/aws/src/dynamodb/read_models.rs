@@ -325,6 +325,12 @@ impl DynamoReadModels {
                 let json = serde_json::to_string(&body)
                     .map_err(|e| StoreError::Failed(format!("encoding document ({partition}, {sort}): {e}")))?;
                 item.insert(BODY.into(), items::s(json));
+                // A document that says when it may go (a top-level integer
+                // `expires_at`, epoch seconds: the overview's counters,
+                // decision 0088) carries it as the table's TTL attribute.
+                if let Some(expires) = body.get(items::EXPIRES_AT).and_then(serde_json::Value::as_i64) {
+                    item.insert(items::EXPIRES_AT.into(), items::n(expires));
+                }
                 let size = item_size(&item);
                 if size > MAX_ITEM_BYTES {
                     return Err(CommitError::TooLarge(format!(
@@ -764,6 +770,17 @@ mod tests {
         };
         let (_, size) = store.doc_write("timeline", delete.clone()).expect("doc");
         assert_eq!(size, capacity::doc_item_bytes("timeline", &delete));
+        // A body's `expires_at` becomes the table's TTL attribute (decision 0088).
+        let expiring = ReadOp::Put {
+            partition: "events#2026-12-07T10:00".into(),
+            sort: "e1".into(),
+            body: json!({"type": "PageViewed", "expires_at": 1_765_108_800}),
+        };
+        let (write, _) = store.doc_write("ops-counters", expiring).expect("doc");
+        let put = write.put().expect("a put");
+        assert_eq!(put.item().get(items::EXPIRES_AT), Some(&items::n(1_765_108_800)));
+        let (write, _) = store.doc_write("timeline", op.clone()).expect("doc");
+        assert_eq!(write.put().expect("a put").item().get(items::EXPIRES_AT), None);
         // The checkpoint item as the update leaves it on a new stream.
         let moved = CheckpointMove {
             consumer: "timeline".into(),

@@ -11,9 +11,14 @@
 //!
 //! One document per event rather than a counter per bucket: concurrent
 //! commits of different streams never overwrite each other's count, and a
-//! redelivered event writes the same document again. No personal data:
-//! event ids, types, channels and stream ids only. The buckets are the
-//! events' `recorded_at`.
+//! redelivered event writes the same document again (decision 0088 weighs
+//! the alternatives). No personal data: event ids, types, channels and
+//! stream ids only. The buckets are the events' `recorded_at`.
+//!
+//! The bucket documents expire (decision 0088): each carries `expires_at`
+//! (epoch seconds), [`EVENTS_KEPT`] after its minute and [`MESSAGES_KEPT`]
+//! after its hour, past anything the overview reads; the DynamoDB adapter
+//! writes it as the table's TTL attribute. The running journeys do not.
 
 use crate::consumer::{Projection, ProjectionError};
 use crate::event::EventEnvelope;
@@ -28,6 +33,19 @@ use std::collections::BTreeMap;
 pub const OPS_COUNTERS: &str = "ops-counters";
 
 const RUNNING: &str = "journeys#running";
+
+/// How long a minute's event documents are kept after the minute starts
+/// (the overview reads the last 60 minutes).
+pub const EVENTS_KEPT: Duration = Duration::hours(2);
+
+/// How long an hour's message documents are kept after the hour starts
+/// (the overview reads the last 24 hours).
+pub const MESSAGES_KEPT: Duration = Duration::hours(48);
+
+/// When a document of the bucket starting at `bucket` may go.
+fn expires_at(bucket: DateTime<Utc>, kept: Duration) -> i64 {
+    (bucket + kept).timestamp()
+}
 
 fn minute_key(at: DateTime<Utc>) -> String {
     format!("events#{}", at.format("%Y-%m-%dT%H:%M"))
@@ -71,10 +89,12 @@ impl Projection for OpsCountersProjection {
 
     async fn project(&self, event: &EventEnvelope, _docs: &dyn ReadModelStore) -> Result<Vec<ReadOp>, ProjectionError> {
         let id = event.event_id.to_string();
+        let at = event.recorded_at;
+        let minute = at.duration_trunc(Duration::minutes(1)).unwrap_or(at);
         let mut ops = vec![ReadOp::Put {
-            partition: minute_key(event.recorded_at),
+            partition: minute_key(at),
             sort: id.clone(),
-            body: json!({ "type": event.event_type }),
+            body: json!({ "type": event.event_type, "expires_at": expires_at(minute, EVENTS_KEPT) }),
         }];
         if let Some(outcome) = message_outcome(&event.event_type) {
             let channel =
@@ -87,10 +107,11 @@ impl Projection for OpsCountersProjection {
                     } else {
                         "unknown"
                     });
+            let hour = at.duration_trunc(Duration::hours(1)).unwrap_or(at);
             ops.push(ReadOp::Put {
-                partition: hour_key(event.recorded_at),
+                partition: hour_key(at),
                 sort: format!("{channel}#{outcome}#{id}"),
-                body: json!({}),
+                body: json!({ "expires_at": expires_at(hour, MESSAGES_KEPT) }),
             });
         }
         match event.event_type.as_str() {
@@ -188,4 +209,43 @@ pub async fn counters(docs: &dyn ReadModelStore, now: DateTime<Utc>) -> Result<C
             .collect(),
         running_journeys: keys(docs, RUNNING).await?.len() as u64,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::InMemoryReadModels;
+    use crate::testing::{raw_event, test_time};
+
+    #[tokio::test]
+    async fn bucket_documents_expire_after_the_windows_the_overview_reads() {
+        let docs = InMemoryReadModels::default();
+        let mut sent = raw_event("message-m1", "MessageSent", json!({"channel": "email"}));
+        sent.recorded_at = test_time() + Duration::seconds(95);
+        let ops = OpsCountersProjection.project(&sent, &docs).await.expect("projected");
+        let expiry = |partition: &str| {
+            ops.iter()
+                .find_map(|op| match op {
+                    ReadOp::Put { partition: p, body, .. } if p == partition => body.get("expires_at").cloned(),
+                    _ => None,
+                })
+                .and_then(|v| v.as_i64())
+        };
+        // 12:01:35 counts in the minute 12:01 and the hour 12.
+        let minute = test_time() + Duration::minutes(1);
+        assert_eq!(
+            expiry("events#2026-11-23T12:01"),
+            Some((minute + EVENTS_KEPT).timestamp())
+        );
+        assert_eq!(
+            expiry("messages#2026-11-23T12"),
+            Some((test_time() + MESSAGES_KEPT).timestamp())
+        );
+        assert!(EVENTS_KEPT > Duration::minutes(60) && MESSAGES_KEPT > Duration::hours(25));
+        // The running journeys do not expire.
+        let started = raw_event("journey-j1", "JourneyStarted", json!({}));
+        let ops = OpsCountersProjection.project(&started, &docs).await.expect("projected");
+        assert!(ops.iter().any(|op| matches!(op,
+            ReadOp::Put { partition, body, .. } if partition == RUNNING && body.get("expires_at").is_none())));
+    }
 }
