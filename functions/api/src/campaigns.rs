@@ -5,6 +5,7 @@ use crate::http::{customer_id, parse_json, Principal, Problem, RawBody};
 use crate::AppState;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use crm_core::customer::views;
@@ -111,24 +112,233 @@ pub async fn rollback(
     Ok(Json(body).into_response())
 }
 
+/// `PUT /campaigns/{id}`: the definition as JSON (`application/json`, or no
+/// `Content-Type`) or as YAML (`application/yaml`, `text/yaml`), the same
+/// value either way, then the same checks. A YAML syntax error is 422 naming
+/// where the parser stopped (its path, else `body`) and the line. The
+/// current definition put again publishes nothing: the answer is the
+/// current version.
 pub async fn put_campaign(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<Response, Problem> {
-    let definition: Value = parse_json(&body)?;
+    let definition: Value = match BodyType::of(&headers)? {
+        BodyType::Json => parse_json(&body)?,
+        BodyType::Yaml => parse_yaml(&body)?,
+    };
+    if let Some(current) = state.campaigns.get(&id).await? {
+        if current.definition == definition {
+            return Ok(Json(view(&current)).into_response());
+        }
+    }
     let c = state.campaigns.put(&id, definition, Actor::api(&principal.0)).await?;
     Ok(Json(view(&c)).into_response())
 }
 
-pub async fn get_campaign(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, Problem> {
+/// The media types `PUT /campaigns/{id}` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyType {
+    Json,
+    Yaml,
+}
+
+const YAML_TYPES: [&str; 4] = ["application/yaml", "text/yaml", "application/x-yaml", "text/x-yaml"];
+
+/// The media type of `value` (`application/yaml; charset=utf-8` →
+/// `application/yaml`), lower case.
+fn media_type(value: &str) -> String {
+    value.split(';').next().unwrap_or("").trim().to_ascii_lowercase()
+}
+
+impl BodyType {
+    /// JSON when `Content-Type` is absent, `application/json` or a `+json`
+    /// type (as before YAML was taken); YAML for the YAML types; 415 naming
+    /// `Content-Type` for anything else.
+    fn of(headers: &HeaderMap) -> Result<BodyType, Problem> {
+        let Some(raw) = headers.get(header::CONTENT_TYPE) else {
+            return Ok(BodyType::Json);
+        };
+        let unsupported = |shown: &str| {
+            Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
+                format!("the Content-Type \"{shown}\" is not supported; send application/json or application/yaml"),
+            )
+            .with_field("Content-Type")
+        };
+        let text = raw.to_str().map_err(|_| unsupported("(not text)"))?;
+        let media = media_type(text);
+        if media == "application/json" || (media.starts_with("application/") && media.ends_with("+json")) {
+            Ok(BodyType::Json)
+        } else if YAML_TYPES.contains(&media.as_str()) {
+            Ok(BodyType::Yaml)
+        } else {
+            Err(unsupported(text))
+        }
+    }
+}
+
+/// Parses a YAML body into the value a JSON body would give: an empty body
+/// is 400 (as for JSON); a syntax error is 422 naming `body` and the line,
+/// YAML no JSON value can hold 422 naming its path when serde gives one,
+/// in `field`, `detail` and `errors`.
+fn parse_yaml(bytes: &[u8]) -> Result<Value, Problem> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(Problem::malformed("a YAML request body is required"));
+    }
+    let deserializer = serde_yaml::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize::<_, Value>(deserializer).map_err(|err| {
+        // A syntax error is found before any value is read (the whole
+        // document is parsed first): no path, `?` in serde_path_to_error's.
+        let path = match err.path().to_string() {
+            p if p.is_empty() || p == "." || p.contains('?') => "body".to_string(),
+            p => p,
+        };
+        let inner = err.into_inner();
+        let message = match inner.location() {
+            Some(at) => format!(
+                "the body is not valid YAML at line {} column {}: {}",
+                at.line(),
+                at.column(),
+                strip_location(&inner.to_string())
+            ),
+            None => format!("the body is not valid YAML: {inner}"),
+        };
+        let mut p = Problem::invalid(path.clone(), message.clone());
+        p.errors = Some(Box::new(json!([{ "path": path, "message": message }])));
+        p
+    })
+}
+
+/// serde_yaml's message without its trailing ` at line L column C` (said first instead).
+fn strip_location(message: &str) -> &str {
+    match message.rfind(" at line ") {
+        Some(i) => &message[..i],
+        None => message,
+    }
+}
+
+/// Whether `Accept` asks for YAML before JSON: a YAML type with a higher
+/// weight than any JSON type (`application/json`, `application/*`, `*/*`),
+/// or the same weight and listed first. JSON otherwise, also for a type
+/// neither is (the API answers JSON by default).
+fn wants_yaml(headers: &HeaderMap) -> bool {
+    let mut yaml: Option<(f32, usize)> = None;
+    let mut json: Option<(f32, usize)> = None;
+    let ranges = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .enumerate();
+    for (order, range) in ranges {
+        let mut parts = range.split(';');
+        let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let weight = parts
+            .filter_map(|p| p.trim().strip_prefix("q=").map(str::to_string))
+            .find_map(|q| q.trim().parse::<f32>().ok())
+            .unwrap_or(1.0);
+        let slot = if YAML_TYPES.contains(&media.as_str()) {
+            &mut yaml
+        } else if matches!(media.as_str(), "application/json" | "application/*" | "*/*") {
+            &mut json
+        } else {
+            continue;
+        };
+        if slot.is_none_or(|(w, _)| weight > w) {
+            *slot = Some((weight, order));
+        }
+    }
+    match (yaml, json) {
+        (Some((y, _)), _) if y <= 0.0 => false,
+        (Some(_), None) => true,
+        (Some((y, yo)), Some((j, jo))) => y > j || (y == j && yo < jo),
+        (None, _) => false,
+    }
+}
+
+/// Keys an editor reads first, in this order; the others follow in name order.
+const FIRST_KEYS: [&str; 10] = [
+    "id",
+    "name",
+    "kind",
+    "description",
+    "type",
+    "trigger",
+    "entry",
+    "exit_on",
+    "holdout",
+    "steps",
+];
+
+/// The definition as a YAML value, each mapping's keys in [`FIRST_KEYS`]
+/// order, then by name (a JSON object's keys come sorted).
+fn to_yaml(value: &Value) -> serde_yaml::Value {
+    use serde_yaml::Value as Y;
+    match value {
+        Value::Null => Y::Null,
+        Value::Bool(b) => Y::Bool(*b),
+        Value::Number(n) => match (n.as_u64(), n.as_i64(), n.as_f64()) {
+            (Some(u), _, _) => Y::Number(u.into()),
+            (_, Some(i), _) => Y::Number(i.into()),
+            (_, _, Some(f)) => Y::Number(f.into()),
+            _ => Y::String(n.to_string()),
+        },
+        Value::String(s) => Y::String(s.clone()),
+        Value::Array(items) => Y::Sequence(items.iter().map(to_yaml).collect()),
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            let rank = |k: &str| FIRST_KEYS.iter().position(|f| *f == k).unwrap_or(FIRST_KEYS.len());
+            keys.sort_by(|a, b| rank(a).cmp(&rank(b)).then_with(|| a.cmp(b)));
+            let mut out = serde_yaml::Mapping::with_capacity(keys.len());
+            for k in keys {
+                out.insert(Y::String(k.clone()), to_yaml(&map[k]));
+            }
+            Y::Mapping(out)
+        }
+    }
+}
+
+/// `GET /campaigns/{id}`: JSON (id, version, paused, definition) by default;
+/// with `Accept: application/yaml` (or `text/yaml`) the definition alone as
+/// YAML, what `PUT` takes back, with the version in `X-Campaign-Version` and
+/// `active` or `paused` in `X-Campaign-Status`.
+pub async fn get_campaign(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
     let c = state
         .campaigns
         .get(&id)
         .await?
         .ok_or_else(|| Problem::not_found("campaign not found"))?;
-    Ok(Json(view(&c)).into_response())
+    let vary = (header::VARY, HeaderValue::from_static("Accept"));
+    if !wants_yaml(&headers) {
+        return Ok(([vary], Json(view(&c))).into_response());
+    }
+    let text = serde_yaml::to_string(&to_yaml(&c.definition))
+        .map_err(|e| StoreError::Failed(format!("campaign {id} as YAML: {e}")))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("application/yaml")),
+            vary,
+            (
+                HeaderName::from_static("x-campaign-version"),
+                HeaderValue::from(c.version),
+            ),
+            (
+                HeaderName::from_static("x-campaign-status"),
+                HeaderValue::from_static(if c.paused { "paused" } else { "active" }),
+            ),
+        ],
+        text,
+    )
+        .into_response())
 }
 
 pub async fn pause(
