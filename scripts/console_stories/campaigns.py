@@ -1,13 +1,18 @@
 """Campaigns (issue 21): the list against `GET /campaigns`; the abandoned-cart
-campaign's page: a definition with an unknown step saved from the textarea
-shows the error paths the API gives for that body, the fixed one publishes
-a new version, Pause pauses it (then Resume, so later stories find it
-running); a campaign with a holdout and a split, a few registrations
-through the API, and its page: the experiments table equals the stats'
-arms, the flow's variant arrows carry each arm's entrants."""
+campaign's page: its definition is the YAML `GET /campaigns/{id}` answers;
+edited as YAML in the textarea, a step pointing to an unknown step shows the
+error paths the API gives for that YAML, a syntax error its line, the fixed
+one publishes a new version, saving it unchanged publishes nothing, Pause
+pauses it (then Resume, so later stories find it running); a campaign with a
+holdout and a split, a few registrations through the API, and its page: the
+experiments table equals the stats' arms, the flow's variant arrows carry
+each arm's entrants."""
 
-import copy
 import json
+import urllib.error
+import urllib.request
+
+import yaml
 
 CAMPAIGN = "abandoned-cart"
 SPLIT = "console-split"
@@ -60,7 +65,23 @@ def rows(c):
     )
 
 
-def set_definition(c, definition):
+def yaml_api(c, method, path, text=None):
+    """The campaign routes as YAML: (status, headers, body text); GET asks
+    for YAML, PUT sends `text` as application/yaml."""
+    data = None if text is None else text.encode()
+    request = urllib.request.Request(c.base + path, data=data, method=method)
+    request.add_header("authorization", f"Bearer {c.token}")
+    request.add_header("accept", "application/yaml, application/problem+json")
+    if data is not None:
+        request.add_header("content-type", "application/yaml")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.headers, response.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read().decode()
+
+
+def set_definition(c, text):
     """Replaces the textarea's text as a person would: select all, type."""
     from selenium.webdriver.common.keys import Keys
 
@@ -68,8 +89,15 @@ def set_definition(c, definition):
     area.send_keys(Keys.CONTROL, "a")
     area.send_keys(Keys.DELETE)
     assert area.get_attribute("value") == "", "the textarea was not emptied"
-    # One line: typing is slow, and the API takes any JSON layout.
-    area.send_keys(json.dumps(definition))
+    area.send_keys(text)
+    assert area.get_attribute("value") == text, "the textarea holds what was typed"
+
+
+def first_step_edit(text, step, old, new):
+    """`text` with the line `old` of the first step (`- id: <step>`) replaced by `new`."""
+    start = text.index(f"\n- id: {step}\n") + 1
+    at = text.index(old, start)
+    return text[:at] + new + text[at + len(old):]
 
 
 def saved_paths(c):
@@ -106,12 +134,18 @@ def story(c):
     assert c.text("#version") == str(before["version"]), c.text("#version")
     boxes = c.driver.execute_script("return [...document.querySelectorAll('#flow .step .step-id')].map((t) => t.textContent);")
     assert boxes == ["Start"] + [s["id"] for s in before["definition"]["steps"]] + ["End"], boxes
-    assert json.loads(c.find("#definition").get_attribute("value")) == before["definition"]
+    # The editor holds the YAML the API answers: the definition, as text.
+    status, headers, text = yaml_api(c, "GET", f"/campaigns/{CAMPAIGN}")
+    assert status == 200 and headers["content-type"] == "application/yaml", (status, headers)
+    assert headers["x-campaign-version"] == str(before["version"]), headers
+    assert c.find("#definition").get_attribute("value") == text
+    assert yaml.safe_load(text) == before["definition"], text
+    first = before["definition"]["steps"][0]
 
     # A step pointing to a step that does not exist: the page lists the API's error paths.
-    broken = copy.deepcopy(before["definition"])
-    broken["steps"][0]["next"] = "no-such-step"
-    status, refused = c.api("PUT", f"/campaigns/{CAMPAIGN}", broken)
+    broken = first_step_edit(text, first["id"], f"  type: {first['type']}\n", f"  type: {first['type']}\n  next: no-such-step\n")
+    status, _, refused = yaml_api(c, "PUT", f"/campaigns/{CAMPAIGN}", broken)
+    refused = json.loads(refused)
     assert status == 422, (status, refused)
     expected = [e["path"] for e in refused["errors"]]
     assert "steps[0].next" in expected, refused
@@ -121,11 +155,24 @@ def story(c):
     assert saved_paths(c) == expected, (saved_paths(c), expected)
     status, unchanged = c.api("GET", f"/campaigns/{CAMPAIGN}")
     assert unchanged["version"] == before["version"], unchanged
-    print(f"     campaign: the refused save shows {expected}, as the API answers")
+    print(f"     campaign: the refused YAML shows {expected}, as the API answers")
+
+    # A YAML syntax error (line 2: a second `:` in the name): the page names the line.
+    name_line = text.split("\n")[1]
+    assert name_line.startswith("name: "), text
+    garbled = text.replace(name_line + "\n", name_line + ": draft\n", 1)
+    status, _, refused = yaml_api(c, "PUT", f"/campaigns/{CAMPAIGN}", garbled)
+    refused = json.loads(refused)
+    assert status == 422 and refused["field"] == "body" and "line 2" in refused["detail"], (status, refused)
+    set_definition(c, garbled)
+    c.click("#save")
+    c.wait_text("#save-result [role=alert]", "line 2")
+    assert saved_paths(c) == ["body"], saved_paths(c)
+    print(f"     campaign: the YAML syntax error shows body: {refused['detail']}")
 
     # Fixed (and changed: the first wait is longer): a new version.
-    fixed = copy.deepcopy(before["definition"])
-    fixed["steps"][0]["duration"] = "2h"
+    assert first["type"] == "wait" and first["duration"] != "2h", first
+    fixed = first_step_edit(text, first["id"], f"  duration: {first['duration']}\n", "  duration: 2h\n")
     set_definition(c, fixed)
     c.click("#save")
     c.wait_text("#page .notice", "Saved")
@@ -133,7 +180,15 @@ def story(c):
     assert status == 200 and after["version"] == before["version"] + 1, (before["version"], after)
     assert after["definition"]["steps"][0]["duration"] == "2h", after
     c.wait_text("#version", str(after["version"]))
+    assert c.find("#definition").get_attribute("value") == fixed, "the editor shows the saved YAML as typed"
     print(f"     campaign: saved, version {before['version']} -> {after['version']}")
+
+    # Saved again unchanged: nothing published.
+    c.click("#save")
+    c.wait_text("#page .notice", "Nothing changed")
+    status, same = c.api("GET", f"/campaigns/{CAMPAIGN}")
+    assert status == 200 and same["version"] == after["version"], (after["version"], same)
+    print(f"     campaign: saved unchanged, version {same['version']} stays current")
 
     # Pause: the API says paused.
     c.click("#pause")
@@ -161,7 +216,7 @@ def story(c):
     assert status == 200 and rolled["version"] > after["version"], (after["version"], rolled)
     assert rolled["definition"] == before["definition"], rolled
     c.wait_text("#version", str(rolled["version"]))
-    assert json.loads(c.find("#definition").get_attribute("value")) == before["definition"]
+    assert yaml.safe_load(c.find("#definition").get_attribute("value")) == before["definition"]
     print(f"     campaign: rolled back to version {before['version']}'s definition as version {rolled['version']}")
 
     experiments(c)

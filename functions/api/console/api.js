@@ -17,9 +17,10 @@ export function signOut() {
 }
 
 /// One call: `{status, ok, body, headers}`; `body` is the parsed JSON (a
-/// problem+json on errors), or the text when it is not JSON.
-export async function call(method, path, body, contentType) {
-  const headers = { Accept: "application/json, application/problem+json" };
+/// problem+json on errors), or the text when it is not JSON or is YAML.
+/// `accept` replaces the JSON `Accept` (e.g. YAML for a campaign).
+export async function call(method, path, body, contentType, accept) {
+  const headers = { Accept: accept || "application/json, application/problem+json" };
   const current = token();
   if (current) headers.Authorization = `Bearer ${current}`;
   let payload;
@@ -35,7 +36,9 @@ export async function call(method, path, body, contentType) {
   }
   const text = await response.text();
   let parsed = null;
-  if (text) {
+  if (text && /yaml/i.test(response.headers.get("content-type") || "")) {
+    parsed = text;
+  } else if (text) {
     try {
       parsed = JSON.parse(text);
     } catch {
@@ -46,7 +49,7 @@ export async function call(method, path, body, contentType) {
 }
 
 export const api = {
-  get: (path) => call("GET", path),
+  get: (path, accept) => call("GET", path, undefined, undefined, accept),
   post: (path, body) => call("POST", path, body === undefined ? {} : body),
   put: (path, body, contentType) => call("PUT", path, body, contentType),
   patch: (path, body) => call("PATCH", path, body),

@@ -1,7 +1,8 @@
 // Campaigns (decision 0089): the list (`GET /campaigns`, with each
 // campaign's entrants from `GET /campaigns/{id}/stats`), and one campaign:
 // its stats and experiments, its steps drawn as a flow, its definition to
-// edit (`PUT /campaigns/{id}`, JSON), pause, resume and roll back.
+// edit as YAML (`GET /campaigns/{id}` with `Accept: application/yaml`, `PUT`
+// as `application/yaml`), pause, resume and roll back.
 
 import { badge, count, h, notice, problem, replace, table } from "./ui.js";
 
@@ -60,8 +61,10 @@ async function campaign(main, ctx, id, message) {
   const { api } = ctx;
   const path = `/campaigns/${encodeURIComponent(id)}`;
   const admin = ctx.has("crm/admin");
-  const [got, stats, listed] = await Promise.all([
+  const [got, yaml, stats, listed] = await Promise.all([
     admin ? api.get(path) : Promise.resolve(null),
+    // The definition as text to edit: YAML, which the API reads back as is.
+    admin ? api.get(path, YAML_ACCEPT) : Promise.resolve(null),
     api.get(`${path}/stats`),
     // Without crm/admin, the name comes from the list (crm/read).
     admin ? Promise.resolve(null) : api.get("/campaigns"),
@@ -124,7 +127,7 @@ async function campaign(main, ctx, id, message) {
       h("div", {}, c ? actions(ctx, path, c, again) : null, statsSection(stats)),
     ),
     experimentsSection(stats, definition),
-    c ? editor(ctx, path, c, again) : null,
+    c ? editor(ctx, path, c, yaml, again) : null,
   );
 }
 
@@ -413,11 +416,16 @@ function flow(definition, stats) {
 
 // ---------------------------------------------------------------- the editor
 
-function editor(ctx, path, c, again) {
+const YAML_ACCEPT = "application/yaml, application/problem+json";
+
+function editor(ctx, path, c, yaml, again) {
+  if (!yaml || !yaml.ok || typeof yaml.body !== "string") {
+    return h("section", { class: "panel" }, h("h2", {}, "Definition"), yaml ? problem(yaml) : null);
+  }
   const area = h(
     "textarea",
-    { id: "definition", name: "definition", spellcheck: "false", rows: 24, "aria-describedby": "definition-help" },
-    JSON.stringify(c.definition, null, 2),
+    { id: "definition", name: "definition", spellcheck: "false", rows: 30, "aria-describedby": "definition-help" },
+    yaml.body,
   );
   const result = h("div", { id: "save-result", "aria-live": "polite" });
   return h(
@@ -430,20 +438,27 @@ function editor(ctx, path, c, again) {
         onsubmit: async (e) => {
           e.preventDefault();
           replace(result, h("p", { class: "muted" }, "Saving…"));
-          const answer = await ctx.api.put(path, area.value, "application/json");
+          const answer = await ctx.api.put(path, area.value, "application/yaml");
           if (!answer.ok) {
             area.setAttribute("aria-invalid", "true");
             replace(result, problem(answer));
             return;
           }
-          await again(notice(`Saved: version ${answer.body.version} is current; new journeys start on it.`));
+          const v = answer.body.version;
+          await again(
+            notice(
+              v === c.version
+                ? `Nothing changed: version ${v} stays current.`
+                : `Saved: version ${v} is current; new journeys start on it.`,
+            ),
+          );
         },
       },
-      h("label", { for: "definition" }, "The definition (JSON)"),
+      h("label", { for: "definition" }, "The definition (YAML)"),
       h(
         "p",
         { id: "definition-help", class: "muted" },
-        "Saving publishes a new version; running journeys keep theirs. Every error is listed by its path.",
+        "Saving a changed definition publishes a new version; running journeys keep theirs. Every error is listed by its path (steps[2].next), a YAML syntax error by its line.",
       ),
       area,
       h("div", { class: "actions" }, h("button", { type: "submit", id: "save" }, "Save a new version")),
