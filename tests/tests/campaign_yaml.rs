@@ -221,6 +221,19 @@ async fn a_yaml_syntax_error_is_422_naming_its_line() {
     let two = "id: abandoned-cart\n---\nid: other\n";
     assert_invalid(&put_as(&api, "application/yaml", two).await, "body");
 
+    // Aliases nested to expand into billions of values: refused, not expanded.
+    let mut laughs = String::from("a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+    for (i, name) in ["b", "c", "d", "e", "f", "g", "h", "i"].iter().enumerate() {
+        let prev = ["a", "b", "c", "d", "e", "f", "g", "h"][i];
+        laughs.push_str(&format!(
+            "{name}: &{name} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"
+        ));
+    }
+    let refused = put_as(&api, "application/yaml", &laughs).await;
+    assert_eq!(refused.status, 422, "{:?}", refused.body);
+    let detail = refused.body["detail"].as_str().expect("detail");
+    assert!(detail.contains("repetition limit exceeded"), "{detail}");
+
     // An empty body is malformed, as for JSON.
     let empty = put_as(&api, "application/yaml", "  \n").await;
     assert_eq!(empty.status, 400, "{:?}", empty.body);
