@@ -185,6 +185,15 @@ impl<H: crate::consumer::EventHandler> crate::consumer::EventHandler for Metered
         Ok(outcome)
     }
 
+    async fn handle_for(
+        &self,
+        consumer: &str,
+        event: &crate::event::EventEnvelope,
+        now: DateTime<Utc>,
+    ) -> Result<crate::consumer::GroupOutcome, crate::consumer::ConsumeError> {
+        self.inner.handle_for(consumer, event, now).await
+    }
+
     async fn handle_page(
         &self,
         events: &[crate::event::EventEnvelope],

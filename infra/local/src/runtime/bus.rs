@@ -323,23 +323,63 @@ fn stored_letter(
     })
 }
 
+/// The event a letter's payload carries, by id: an envelope's `event_id`,
+/// or that of a bus event's `detail` (both in clear once sealed). None for
+/// what holds no event (a timer, a message request, provider feedback).
+fn letter_event_id(payload: &serde_json::Value) -> Option<&str> {
+    payload
+        .get("event_id")
+        .or_else(|| payload.get("detail").and_then(|d| d.get("event_id")))
+        .and_then(serde_json::Value::as_str)
+}
+
+/// SQL for the id of the letter `?1` (a consumer) holds for the event `?2`.
+const LETTER_OF_EVENT: &str = "SELECT id FROM dead_letters
+     WHERE consumer = ?1
+       AND coalesce(json_extract(payload, '$.event_id'), json_extract(payload, '$.detail.event_id')) = ?2
+     ORDER BY id LIMIT 1";
+
 #[async_trait]
 impl DeadLetterQueue for SqliteDeadLetters {
+    /// Parks `letter`; one letter per consumer and event: when the consumer
+    /// already has a letter for the same event (a failed redrive, a replay,
+    /// the bus delivering it again), that letter is kept, under its id and
+    /// with its payload, and takes the new reason and time, its attempts
+    /// added up.
     async fn park(&self, letter: DeadLetter) -> Result<(), StoreError> {
         self.db
             .run(move |conn| {
-                conn.execute(
-                    "INSERT INTO dead_letters (consumer, reason, payload, failed_at, attempts) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![
-                        letter.consumer,
-                        letter.reason,
-                        serde_json::to_string(&letter.payload).map_err(failed)?,
-                        letter.failed_at.to_rfc3339(),
-                        letter.attempts
-                    ],
-                )
+                let payload = serde_json::to_string(&letter.payload).map_err(failed)?;
+                let tx = conn
+                    .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                    .map_err(sql)?;
+                let existing = match letter_event_id(&letter.payload) {
+                    Some(event_id) => tx
+                        .query_row(LETTER_OF_EVENT, params![letter.consumer, event_id], |r| {
+                            r.get::<_, i64>(0)
+                        })
+                        .optional()
+                        .map_err(sql)?,
+                    None => None,
+                };
+                match existing {
+                    Some(id) => tx.execute(
+                        "UPDATE dead_letters SET reason = ?2, failed_at = ?3, attempts = attempts + ?4 WHERE id = ?1",
+                        params![id, letter.reason, letter.failed_at.to_rfc3339(), letter.attempts],
+                    ),
+                    None => tx.execute(
+                        "INSERT INTO dead_letters (consumer, reason, payload, failed_at, attempts) VALUES (?1, ?2, ?3, ?4, ?5)",
+                        params![
+                            letter.consumer,
+                            letter.reason,
+                            payload,
+                            letter.failed_at.to_rfc3339(),
+                            letter.attempts
+                        ],
+                    ),
+                }
                 .map_err(sql)?;
-                Ok(())
+                tx.commit().map_err(sql)
             })
             .await
     }
@@ -598,8 +638,12 @@ impl LocalBus {
         }
     }
 
-    /// Redelivers dead letter `id` to the target or consumer it came from; on
-    /// success it is removed. Returns false if there is no such letter.
+    /// Redelivers dead letter `id` to the consumer it names alone (or the
+    /// whole target, for a letter parked under the target's name); on
+    /// success it is removed. A redrive that fails leaves that one letter,
+    /// with the new reason (a refusal parks onto it: one letter per
+    /// consumer and event), and no letter for the group's other consumers.
+    /// Returns false if there is no such letter.
     pub async fn redrive(&self, id: i64) -> Result<bool, RedriveError> {
         let Some(stored) = self.dead_letters.get(id).await? else {
             return Ok(false);
@@ -619,12 +663,12 @@ impl LocalBus {
             .ok_or_else(|| RedriveError::Unusable(format!("no target named {}", stored.letter.consumer)))?;
         let outcome = target
             .group
-            .handle(&event, Utc::now())
+            .handle_for(&stored.letter.consumer, &event, Utc::now())
             .await
             .map_err(|e| RedriveError::Unusable(e.to_string()))?;
         if !outcome.parked.is_empty() {
             return Err(RedriveError::Unusable(format!(
-                "dead letter {id} failed again and was parked anew by {:?}",
+                "dead letter {id} failed again: {:?} refused it; it stays parked",
                 outcome.parked
             )));
         }

@@ -730,6 +730,16 @@ impl crm_core::consumer::EventHandler for MailRedactor {
         self.inner.handle(event, now).await
     }
 
+    async fn handle_for(
+        &self,
+        consumer: &str,
+        event: &EventEnvelope,
+        now: DateTime<Utc>,
+    ) -> Result<crm_core::consumer::GroupOutcome, crm_core::consumer::ConsumeError> {
+        self.redact_if_erased(event).await?;
+        self.inner.handle_for(consumer, event, now).await
+    }
+
     async fn handle_page(
         &self,
         events: &[EventEnvelope],

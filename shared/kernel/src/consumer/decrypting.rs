@@ -44,6 +44,19 @@ impl EventHandler for DecryptingHandler {
         self.inner.handle(&plain, now).await
     }
 
+    async fn handle_for(
+        &self,
+        consumer: &str,
+        event: &EventEnvelope,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<GroupOutcome, ConsumeError> {
+        let mut plain = event.clone();
+        decrypt_envelope(self.keys.as_ref(), &mut plain)
+            .await
+            .map_err(|e| not_decrypted(self.inner.name(), event, e))?;
+        self.inner.handle_for(consumer, &plain, now).await
+    }
+
     async fn handle_page(
         &self,
         events: &[EventEnvelope],

@@ -429,6 +429,23 @@ impl ConsumerGroup {
         }
         Ok(outcome)
     }
+
+    /// Delivers one event to the consumer `consumer` of this group alone (a
+    /// dead letter's redrive): a refusal parks it for that consumer only.
+    /// A name that is not one of the group's consumers (a letter the bus
+    /// parked under the function's name after its retries) goes to the
+    /// whole group, as [`ConsumerGroup::handle`].
+    pub async fn handle_for(
+        &self,
+        consumer: &str,
+        event: &EventEnvelope,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<GroupOutcome, ConsumeError> {
+        match self.only(consumer) {
+            Some(one) => one.handle(event, now).await,
+            None => self.handle(event, now).await,
+        }
+    }
 }
 
 /// Parks an event that `consumer` can never use in the dead-letter queue,
@@ -478,6 +495,21 @@ pub trait EventHandler: Send + Sync {
         event: &EventEnvelope,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<GroupOutcome, ConsumeError>;
+
+    /// Handles one event for the consumer `consumer` alone: a dead letter's
+    /// redrive, which names the consumer that parked it. A group hands it to
+    /// that consumer only ([`ConsumerGroup::handle_for`]), so the others,
+    /// which took or refused it already, neither see it again nor park it
+    /// anew. Handlers hosting one consumer take the default: [`EventHandler::handle`].
+    async fn handle_for(
+        &self,
+        consumer: &str,
+        event: &EventEnvelope,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<GroupOutcome, ConsumeError> {
+        let _ = consumer;
+        self.handle(event, now).await
+    }
 
     /// Handles a page of events in store order, with the effect of
     /// [`EventHandler::handle`] on each in turn. Groups of projections
@@ -592,6 +624,15 @@ impl EventHandler for ConsumerGroup {
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<GroupOutcome, ConsumeError> {
         ConsumerGroup::handle(self, event, now).await
+    }
+
+    async fn handle_for(
+        &self,
+        consumer: &str,
+        event: &EventEnvelope,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<GroupOutcome, ConsumeError> {
+        ConsumerGroup::handle_for(self, consumer, event, now).await
     }
 
     async fn handle_page(
