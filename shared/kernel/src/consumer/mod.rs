@@ -643,3 +643,61 @@ impl EventHandler for ConsumerGroup {
         ConsumerGroup::handle_page(self, events, now).await
     }
 }
+
+#[cfg(test)]
+mod handle_for_tests {
+    use super::*;
+    use crate::memory::InMemoryReadModels;
+    use crate::testing::{raw_event, InMemoryDeadLetters, InMemoryEventStore};
+
+    /// A projection that refuses every event.
+    struct Refusing(&'static str);
+
+    #[async_trait]
+    impl Projection for Refusing {
+        fn name(&self) -> &'static str {
+            self.0
+        }
+
+        fn handles(&self, _: &str) -> bool {
+            true
+        }
+
+        async fn project(&self, _: &EventEnvelope, _: &dyn ReadModelStore) -> Result<Vec<ReadOp>, ProjectionError> {
+            Err(ProjectionError::Invalid("refused".into()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_redrive_for_one_consumer_parks_for_that_consumer_alone() {
+        let letters = Arc::new(InMemoryDeadLetters::default());
+        let group = ConsumerGroup::new(
+            "projector",
+            vec![Arc::new(Refusing("first")), Arc::new(Refusing("second"))],
+            Arc::new(InMemoryEventStore::default()),
+            Arc::new(InMemoryReadModels::default()),
+            letters.clone(),
+        );
+        let mut event = raw_event("customer-1", "CustomerRegistered", serde_json::json!({}));
+        event.version = 1;
+        let now = chrono::Utc::now();
+        let parked = |letters: &InMemoryDeadLetters| -> Vec<String> {
+            letters
+                .letters
+                .lock()
+                .expect("lock")
+                .iter()
+                .map(|l| l.consumer.clone())
+                .collect()
+        };
+
+        let one = EventHandler::handle_for(&group, "second", &event, now)
+            .await
+            .expect("handled");
+        assert_eq!(one.parked, vec!["second"]);
+        assert_eq!(parked(&letters), vec!["second"]);
+        // A letter under the function's name goes to the whole group.
+        let all = group.handle_for("projector", &event, now).await.expect("handled");
+        assert_eq!(all.parked, vec!["first", "second"]);
+    }
+}
