@@ -313,8 +313,21 @@ return performance.now();
 """
 
 
-def sign_in(driver, link):
-    driver.get(link)
+def sign_in(driver, base, link, token):
+    """The banner's link, or (an older binary) the token pasted into the form."""
+    if link:
+        driver.get(link)
+    else:
+        from selenium.webdriver.common.by import By
+
+        driver.get(f"{base}/console#/overview")
+        deadline = time.monotonic() + 30
+        while not driver.find_elements(By.ID, "token"):
+            if time.monotonic() > deadline:
+                raise RuntimeError("no sign-in form")
+            time.sleep(0.1)
+        driver.find_element(By.ID, "token").send_keys(token)
+        driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         h1 = driver.execute_script("const h = document.querySelector('#page h1'); return h ? h.textContent : null;")
@@ -381,7 +394,7 @@ def summary(name, route, cold, warm):
         "warm_p95_ms": percentile([r["ms"] for r in warm], 95),
         "api_calls_cold": cold_calls,
         "api_calls_warm": median([len(r["calls"]) for r in warm]),
-        "calls_warm": [shape(c["path"]) for c in warm[0]["calls"]],
+        "calls_warm": [MESSAGE.sub("/{message_id}", UUID.sub("{id}", c["path"])) for c in warm[0]["calls"]],
         "slowest_call": slowest[0],
         "slowest_call_median_ms": median(slowest[1]),
     }
@@ -407,16 +420,23 @@ def table(rows):
 
 
 def console_link(log_path, serve, seconds=60):
+    """The banner's one-time sign-in link (`console: …`); None from a binary
+    whose banner has none (its `data:` line printed a second ago)."""
     deadline = time.monotonic() + seconds
+    banner = None
     while time.monotonic() < deadline:
         with open(log_path) as f:
             for line in f:
                 if line.strip().startswith("console:"):
                     return line.split()[1]
+                if line.strip().startswith("data:") and banner is None:
+                    banner = time.monotonic()
         if serve.poll() is not None:
             raise RuntimeError(f"crm-local serve exited with {serve.returncode}")
+        if banner is not None and time.monotonic() - banner > 1:
+            return None
         time.sleep(0.1)
-    raise RuntimeError("crm-local serve printed no console: line")
+    raise RuntimeError("crm-local serve printed no banner")
 
 
 def run(args):
@@ -453,13 +473,16 @@ def run(args):
             print(f"ok   seeded {args.customers} customers: {requests} requests in {seconds:.1f} s "
                   f"({requests / seconds:.0f} requests/s, {args.concurrency} connections)", flush=True)
             waited = settle(api)
-            print(f"ok   the bus settled {waited:.1f} s after the last request", flush=True)
+            status, body = api.call("GET", "/operations/overview")
+            events = sum(m["events"] for m in body["events_per_minute"]) if status == 200 else "?"
+            print(f"ok   the bus settled {waited:.1f} s after the last request; {events} events stored "
+                  f"in the last hour (the overview's chart)", flush=True)
         pages = prepare(api, first_id)
 
         driver = headless_chromium(os.path.join(work, "profile"))
         driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
                                {"width": WIDTH, "height": HEIGHT, "deviceScaleFactor": 1, "mobile": False})
-        sign_in(driver, link)
+        sign_in(driver, base, link, token)
         print(f"ok   signed in; {args.runs} cold and {args.runs} warm loads per page", flush=True)
         rows = []
         for name, route, ready in pages:
