@@ -30,7 +30,8 @@ none; it exits non-zero only when something fails to load.
    "the shell" is the part until `/me` answered (the document, the modules
    revalidated, `config.json`, `/me`). The API calls are the page's `fetch`
    resource timing entries (not the console's own files); the slowest is
-   named with its median time.
+   named with its median time. A page that fails (its "Something failed",
+   or an API call answering 4xx or 5xx) stops the bench with exit 1.
 
 Prints a markdown table (median and p95 per page, cold and warm, the API
 calls per page and the slowest). Needs /usr/bin/chromium,
@@ -293,7 +294,7 @@ function poll() {
     const end = Math.max(m.startTime + m.duration, readyAt || 0);
     const calls = performance.getEntriesByType('resource')
       .filter((r) => r.initiatorType === 'fetch' && r.startTime >= m.startTime && r.startTime <= end)
-      .map((r) => ({ path: new URL(r.name).pathname + new URL(r.name).search, ms: r.responseEnd - r.startTime, end: r.responseEnd }))
+      .map((r) => ({ path: new URL(r.name).pathname + new URL(r.name).search, ms: r.responseEnd - r.startTime, end: r.responseEnd, status: r.responseStatus }))
       .filter((r) => !r.path.startsWith('/console'));
     const me = calls.find((c) => c.path === '/me');
     return done({ ms: end - m.startTime, rendered_ms: m.duration, calls, route: (m.detail || {}).route,
@@ -337,6 +338,15 @@ def sign_in(driver, base, link, token):
     raise RuntimeError(f"the sign-in link did not land on the overview (h1 {h1!r}; is app.js's crm:page mark served?)")
 
 
+def failed(route, how, got):
+    """Raises when the page failed, or one of its API calls answered an error."""
+    if "error" in got:
+        raise RuntimeError(f"{route} ({how}): {got['error']}")
+    bad = [f"{c['path']} {c['status']}" for c in got["calls"] if (c.get("status") or 200) >= 400]
+    if bad:
+        raise RuntimeError(f"{route} ({how}): the API answered {', '.join(bad)}")
+
+
 def measure(driver, base, route, ready, runs):
     """(cold runs, warm runs): each {ms, calls: [{path, ms}]}."""
     driver.set_script_timeout(60)
@@ -345,8 +355,7 @@ def measure(driver, base, route, ready, runs):
         driver.get("about:blank")
         driver.get(f"{base}/console{route}")
         got = driver.execute_async_script(COLLECT, 0, ready)
-        if "error" in got:
-            raise RuntimeError(f"{route} (cold): {got['error']}")
+        failed(route, "cold", got)
         cold.append(got)
     driver.execute_script("performance.setResourceTimingBufferSize(5000);")
     for _ in range(runs):
@@ -354,8 +363,7 @@ def measure(driver, base, route, ready, runs):
         driver.execute_script("location.hash = '#/bench-idle';")
         since = driver.execute_script(WARM, route)
         got = driver.execute_async_script(COLLECT, since, ready)
-        if "error" in got:
-            raise RuntimeError(f"{route} (warm): {got['error']}")
+        failed(route, "warm", got)
         warm.append(got)
     return cold, warm
 
