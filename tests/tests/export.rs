@@ -205,7 +205,15 @@ async fn the_export_holds_every_event_about_the_customer_decrypted_with_projecti
     };
     assert_eq!(segment_ids(&export["segments"]), segment_ids(&segments.body["items"]));
     let journeys = api.call("GET", &format!("/customers/{id}/journeys"), None).await;
-    assert_eq!(export["journeys"], journeys.body["items"]);
+    // The route adds each waiting instance's next timer, folded from its
+    // stream; the export holds the index entries as stored.
+    let mut listed = journeys.body["items"].clone();
+    for item in listed.as_array_mut().into_iter().flatten() {
+        if let Some(fields) = item.as_object_mut() {
+            fields.remove("next_timer");
+        }
+    }
+    assert_eq!(export["journeys"], listed);
 
     // The messages sent: one send-log record per MessageSent about them.
     let sent: BTreeSet<String> = ours
