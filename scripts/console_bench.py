@@ -55,7 +55,7 @@ import time
 import traceback
 import urllib.parse
 
-from local_harness import CHROMEDRIVER, CHROMIUM, free_port, headless_chromium, stop_serve, wait_for_port
+from local_harness import CHROMEDRIVER, CHROMIUM, free_port, headless_chromium, start_serve, stop_serve, wait_for_port
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WIDTH, HEIGHT = 1280, 800
@@ -454,17 +454,8 @@ def run(args):
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     token = secrets.token_hex(16)
-    env = dict(os.environ)
-    if args.console_dir:
-        env["CRM_CONSOLE_DIR"] = os.path.abspath(args.console_dir)
-    else:
-        env.pop("CRM_CONSOLE_DIR", None)
     log_path = os.path.join(work, "serve.log")
-    log = open(log_path, "w")
-    serve = subprocess.Popen(
-        [args.release_binary, "serve", "--addr", f"127.0.0.1:{port}", "--data-dir", data_dir, "--token", token],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
-    )
+    serve = start_serve(args.release_binary, port, data_dir, token, log_path, args.console_dir)
     driver = None
     ok = False
     try:
@@ -521,7 +512,6 @@ def run(args):
             except Exception:
                 pass
         stop_serve(serve)
-        log.close()
         if not ok:
             with open(log_path) as f:
                 sys.stderr.write("---- crm-local serve log (last lines) ----\n" + f.read()[-4000:])

@@ -19,15 +19,13 @@ crm/privacy).
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
 import urllib.request
 
 from cryptography.hazmat.primitives.asymmetric import rsa
-from local_harness import api_call, free_port, headless_chromium, stop_serve, wait_for_port
+from local_harness import api_call, free_port, headless_chromium, start_serve, stop_serve, wait_for_port
 from oidc_issuer import Issuer
 from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
@@ -53,15 +51,10 @@ def run(crm_local):
     issuer = Issuer(client_id=CLIENT, scope="openid crm/read crm/write crm/admin").start()
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    log = open(os.path.join(work, "serve.log"), "w")
-    serve = subprocess.Popen(
-        [
-            crm_local, "serve", "--addr", f"127.0.0.1:{port}", "--data-dir", os.path.join(work, "data"),
-            "--token", TOKEN, "--jwt-issuer", issuer.url, "--jwt-audience", CLIENT,
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+    log_path = os.path.join(work, "serve.log")
+    serve = start_serve(
+        crm_local, port, os.path.join(work, "data"), TOKEN, log_path,
+        extra=("--jwt-issuer", issuer.url, "--jwt-audience", CLIENT),
     )
     driver = None
     try:
@@ -120,8 +113,7 @@ def run(crm_local):
         check(not severe, f"no browser errors: {severe}")
         print("console OIDC sign-in: passed")
     except Exception:
-        log.flush()
-        with open(os.path.join(work, "serve.log")) as f:
+        with open(log_path) as f:
             print("---- crm-local serve's log ----\n" + f.read()[-4000:], file=sys.stderr)
         raise
     finally:

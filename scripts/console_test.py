@@ -44,7 +44,16 @@ import traceback
 import urllib.error
 import urllib.request
 
-from local_harness import CHROMEDRIVER, CHROMIUM, free_port, headless_chromium, stop_serve, wait_for_port
+from local_harness import (  # noqa: E402
+    CHROMEDRIVER,
+    CHROMIUM,
+    console_link,
+    free_port,
+    headless_chromium,
+    start_serve,
+    stop_serve,
+    wait_for_port,
+)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -309,20 +318,6 @@ def npm_ci():
         return f.read()
 
 
-def console_link(log_path, serve, seconds=60):
-    """The banner's `console:` line: the one-time sign-in link."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        with open(log_path) as f:
-            for line in f:
-                if line.strip().startswith("console:"):
-                    return line.split()[1]
-        if serve.poll() is not None:
-            raise RuntimeError(f"crm-local serve exited with {serve.returncode}")
-        time.sleep(0.1)
-    raise RuntimeError("crm-local serve printed no console: line")
-
-
 def sign_in_check(c, link):
     """The one-time link signs in: the overview, the navigation, every scope, the CSP."""
     c.driver.get(link)
@@ -446,17 +441,8 @@ def run(args):
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     token = secrets.token_hex(16)
-    env = dict(os.environ)
-    if args.console_dir:
-        env["CRM_CONSOLE_DIR"] = os.path.abspath(args.console_dir)
-    else:
-        env.pop("CRM_CONSOLE_DIR", None)
     log_path = os.path.join(work, "serve.log")
-    log = open(log_path, "w")
-    serve = subprocess.Popen(
-        [args.crm_local, "serve", "--addr", f"127.0.0.1:{port}", "--data-dir", data_dir, "--token", token],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
-    )
+    serve = start_serve(args.crm_local, port, data_dir, token, log_path, args.console_dir)
     driver = None
     ran, skipped, failed = [], [], []
     try:
@@ -521,7 +507,6 @@ def run(args):
             except Exception:
                 pass
         stop_serve(serve)
-        log.close()
         if failed:
             with open(log_path) as f:
                 sys.stderr.write("---- crm-local serve log (last lines) ----\n" + f.read()[-4000:])

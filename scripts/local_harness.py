@@ -63,6 +63,39 @@ def wait_for_port(port, seconds, proc):
     raise RuntimeError(f"crm-local serve did not listen on {port} within {seconds} s")
 
 
+def start_serve(crm_local, port, data_dir, token, log_path, console_dir=None, extra=()):
+    """Starts `crm-local serve` on 127.0.0.1:`port` in its own process group,
+    its output in `log_path`; with `console_dir`, the console's files come
+    from there (CRM_CONSOLE_DIR), else from the binary. Returns the process."""
+    env = dict(os.environ)
+    if console_dir:
+        env["CRM_CONSOLE_DIR"] = os.path.abspath(console_dir)
+    else:
+        env.pop("CRM_CONSOLE_DIR", None)
+    log = open(log_path, "w")
+    return subprocess.Popen(
+        [crm_local, "serve", "--addr", f"127.0.0.1:{port}", "--data-dir", data_dir, "--token", token, *extra],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env=env,
+    )
+
+
+def console_link(log_path, serve, seconds=60):
+    """The banner's `console:` line: the one-time sign-in link."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with open(log_path) as f:
+            for line in f:
+                if line.strip().startswith("console:"):
+                    return line.split()[1]
+        if serve.poll() is not None:
+            raise RuntimeError(f"crm-local serve exited with {serve.returncode}")
+        time.sleep(0.1)
+    raise RuntimeError("crm-local serve printed no console: line")
+
+
 def stop_serve(serve):
     """Stops `crm-local serve` (started in its own process group): SIGTERM
     to the group, SIGKILL after 10 s."""
