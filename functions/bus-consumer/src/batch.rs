@@ -28,11 +28,21 @@
 //! the messages that really failed are reported. Messages that are not
 //! stored events (fired timers, SES feedback) go to [`OtherMessages`] one by
 //! one.
+//!
+//! A redriven dead letter (decision 0085) carries the message attribute
+//! [`REDRIVE_CONSUMER_ATTRIBUTE`] naming the consumer that parked it: its
+//! event goes to that consumer of the group alone
+//! ([`EventHandler::handle_for`]), on its own beside the page, so the
+//! group's others, which took or refused it already, neither see it again
+//! nor park it anew. A name that is the function's goes to the whole group
+//! (in the page); a name the function does not host is parked, as received,
+//! with the reason.
 
 use crate::handler::decode;
 use async_trait::async_trait;
-use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use chrono::{DateTime, Utc};
+pub use crm_aws::ops::REDRIVE_CONSUMER_ATTRIBUTE;
 use crm_core::consumer::{EventHandler, NotDecrypted, PageOutcome};
 use crm_core::event::EventEnvelope;
 use crm_core::failure::{Classify, Failure, FailureKind};
@@ -84,6 +94,9 @@ pub struct BatchReport {
     pub messages: usize,
     /// Stored events handed to the handler.
     pub events: usize,
+    /// Of them, redriven for one consumer ([`REDRIVE_CONSUMER_ATTRIBUTE`])
+    /// and handed to it alone.
+    pub redriven: usize,
     /// What the handler did with them, per (consumer, event).
     pub outcome: PageOutcome,
     /// Whether the page failed and its events were handled one by one.
@@ -146,7 +159,11 @@ pub async fn handle_batch_at(
         ..BatchReport::default()
     };
     let mut page: Vec<(String, EventEnvelope)> = Vec::with_capacity(batch.records.len());
+    // Redriven for one consumer: (message id, consumer, event).
+    let mut alone: Vec<(String, &'static str, EventEnvelope)> = Vec::new();
+    let hosted = handler.consumer_names();
     for message in batch.records {
+        let redriven_for = redriven_for(&message);
         let message_id = message.message_id.unwrap_or_default();
         let body = message.body.unwrap_or_default();
         let event: Value = match serde_json::from_str(&body) {
@@ -200,6 +217,23 @@ pub async fn handle_batch_at(
                 continue;
             }
         };
+        // Redriven for one consumer: that one alone (`None`: the group's page).
+        let consumer = match redriven_for.as_deref() {
+            None => None,
+            Some(name) if name == handler.name() => None,
+            Some(name) => match hosted.iter().find(|c| **c == name) {
+                Some(consumer) => Some(*consumer),
+                None => {
+                    let reason = format!(
+                        "redriven for consumer {name:?}, which {} does not host (its consumers: {})",
+                        handler.name(),
+                        hosted.join(", ")
+                    );
+                    park(&mut report, handler, dead_letters, &message_id, reason, event, now).await;
+                    continue;
+                }
+            },
+        };
         if let Err(e) = decrypt_envelope(keys, &mut envelope).await {
             tracing::warn!(
                 function = handler.name(),
@@ -218,46 +252,82 @@ pub async fn handle_batch_at(
             report.fail(&message_id, not_decrypted.to_string());
             continue;
         }
-        page.push((message_id, envelope));
+        match consumer {
+            Some(consumer) => alone.push((message_id, consumer, envelope)),
+            None => page.push((message_id, envelope)),
+        }
     }
     // Stream order: the page path fills gaps either way, but in order it reads none.
     page.sort_by(|(_, a), (_, b)| (a.stream_id.as_str(), a.version).cmp(&(b.stream_id.as_str(), b.version)));
-    report.events = page.len();
-    if page.is_empty() {
-        return report;
-    }
-    let events: Vec<EventEnvelope> = page.iter().map(|(_, e)| e.clone()).collect();
-    match handler.handle_page(&events, now).await {
-        Ok(outcome) => report.outcome = outcome,
-        Err(error) => {
-            tracing::warn!(function = handler.name(), events = events.len(), %error, "page not handled; handling its events one by one");
-            report.one_by_one = true;
-            for (message_id, event) in &page {
-                match handler.handle(event, now).await {
-                    Ok(one) => report.outcome.merge(PageOutcome {
-                        applied: one.applied.len() as u64,
-                        duplicates: one.duplicates.len() as u64,
-                        parked: one.parked.len() as u64,
-                    }),
-                    // Never poison: a handler parks poison itself.
-                    Err(error) => {
-                        tracing::warn!(
-                            function = handler.name(),
-                            message_id,
-                            kind = %error.kind(),
-                            event_id = %event.event_id,
-                            stream_id = %event.stream_id,
-                            version = event.version,
-                            %error,
-                            "event not handled; SQS will deliver it again"
-                        );
-                        report.fail(message_id, error.to_string());
-                    }
+    alone.sort_by(|(_, _, a), (_, _, b)| (a.stream_id.as_str(), a.version).cmp(&(b.stream_id.as_str(), b.version)));
+    report.events = page.len() + alone.len();
+    report.redriven = alone.len();
+    if !page.is_empty() {
+        let events: Vec<EventEnvelope> = page.iter().map(|(_, e)| e.clone()).collect();
+        match handler.handle_page(&events, now).await {
+            Ok(outcome) => report.outcome = outcome,
+            Err(error) => {
+                tracing::warn!(function = handler.name(), events = events.len(), %error, "page not handled; handling its events one by one");
+                report.one_by_one = true;
+                for (message_id, event) in &page {
+                    handle_one(&mut report, handler, message_id, None, event, now).await;
                 }
             }
         }
     }
+    for (message_id, consumer, event) in &alone {
+        handle_one(&mut report, handler, message_id, Some(consumer), event, now).await;
+    }
     report
+}
+
+/// The consumer a redriven message is for ([`REDRIVE_CONSUMER_ATTRIBUTE`]).
+fn redriven_for(message: &SqsMessage) -> Option<String> {
+    message
+        .message_attributes
+        .get(REDRIVE_CONSUMER_ATTRIBUTE)
+        .and_then(|a| a.string_value.as_deref())
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+        .map(str::to_string)
+}
+
+/// Hands one event to the whole group (`consumer` `None`) or to one of its
+/// consumers; what failed is delivered again.
+async fn handle_one(
+    report: &mut BatchReport,
+    handler: &dyn EventHandler,
+    message_id: &str,
+    consumer: Option<&str>,
+    event: &EventEnvelope,
+    now: DateTime<Utc>,
+) {
+    let handled = match consumer {
+        Some(consumer) => handler.handle_for(consumer, event, now).await,
+        None => handler.handle(event, now).await,
+    };
+    match handled {
+        Ok(one) => report.outcome.merge(PageOutcome {
+            applied: one.applied.len() as u64,
+            duplicates: one.duplicates.len() as u64,
+            parked: one.parked.len() as u64,
+        }),
+        // Never poison: a handler parks poison itself.
+        Err(error) => {
+            tracing::warn!(
+                function = handler.name(),
+                message_id,
+                consumer,
+                kind = %error.kind(),
+                event_id = %event.event_id,
+                stream_id = %event.stream_id,
+                version = event.version,
+                %error,
+                "event not handled; SQS will deliver it again"
+            );
+            report.fail(message_id, error.to_string());
+        }
+    }
 }
 
 /// SQS's `SentTimestamp` of `message` (milliseconds since the epoch).
@@ -306,11 +376,14 @@ mod tests {
     use std::sync::Mutex;
 
     /// Records what it was handed; fails pages when told to, and single
-    /// events of the streams named in `failing`.
+    /// events of the streams named in `failing`. A group `recorder` of the
+    /// consumers `first` and `second`.
     #[derive(Default)]
     struct Recorder {
         pages: Mutex<Vec<Vec<(String, u64)>>>,
         singles: Mutex<Vec<(String, u64)>>,
+        /// `handle_for` calls: (consumer, stream, version).
+        fors: Mutex<Vec<(String, String, u64)>>,
         fail_pages: bool,
         failing: Vec<String>,
     }
@@ -326,7 +399,27 @@ mod tests {
         }
 
         fn consumer_names(&self) -> Vec<&'static str> {
-            vec!["recorder"]
+            vec!["first", "second"]
+        }
+
+        async fn handle_for(
+            &self,
+            consumer: &str,
+            event: &EventEnvelope,
+            _: DateTime<Utc>,
+        ) -> Result<GroupOutcome, ConsumeError> {
+            self.fors
+                .lock()
+                .expect("lock")
+                .push((consumer.to_string(), event.stream_id.clone(), event.version));
+            if self.failing.contains(&event.stream_id) {
+                return Err(busy());
+            }
+            Ok(GroupOutcome {
+                applied: vec!["second"],
+                duplicates: Vec::new(),
+                parked: Vec::new(),
+            })
         }
 
         async fn handle(&self, event: &EventEnvelope, _: DateTime<Utc>) -> Result<GroupOutcome, ConsumeError> {
@@ -413,12 +506,26 @@ mod tests {
     const SENT_MILLIS: i64 = 1_796_500_000_000;
 
     fn batch(bodies: &[String]) -> SqsEvent {
+        let bodies: Vec<(String, Option<&str>)> = bodies.iter().map(|b| (b.clone(), None)).collect();
+        redriven_batch(&bodies)
+    }
+
+    /// A batch whose messages carry [`REDRIVE_CONSUMER_ATTRIBUTE`] when a
+    /// consumer is given, as Lambda hands over message attributes.
+    fn redriven_batch(bodies: &[(String, Option<&str>)]) -> SqsEvent {
         let records: Vec<Value> = bodies
             .iter()
             .enumerate()
-            .map(|(i, body)| {
-                json!({"messageId": format!("m{i}"), "receiptHandle": "r", "body": body, "eventSource": "aws:sqs",
-                       "attributes": {"SentTimestamp": (SENT_MILLIS + 1000 * (bodies.len() - i) as i64).to_string()}})
+            .map(|(i, (body, consumer))| {
+                let mut record = json!({"messageId": format!("m{i}"), "receiptHandle": "r", "body": body, "eventSource": "aws:sqs",
+                       "attributes": {"SentTimestamp": (SENT_MILLIS + 1000 * (bodies.len() - i) as i64).to_string()},
+                       "messageAttributes": {}});
+                if let Some(consumer) = consumer {
+                    record["messageAttributes"][REDRIVE_CONSUMER_ATTRIBUTE] = json!({
+                        "stringValue": consumer, "stringListValues": [], "binaryListValues": [], "dataType": "String"
+                    });
+                }
+                record
             })
             .collect();
         serde_json::from_value(json!({ "Records": records })).expect("an SQS event")
@@ -569,5 +676,163 @@ mod tests {
         assert_eq!(report.parked, vec!["no name".to_string()]);
         assert_eq!(report.events, 1);
         assert_eq!(letters.0.lock().expect("lock").len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_redriven_message_goes_to_its_consumer_alone_beside_the_page() {
+        let keys = InMemoryKeyStore::new();
+        let handler = Recorder::default();
+        let letters = Letters::default();
+        let bodies = vec![
+            (stored(&keys, &envelope("c", 1)).await, None),
+            (stored(&keys, &envelope("b", 1)).await, Some("second")),
+            (stored(&keys, &envelope("a", 1)).await, None),
+            // The function's own name: the whole group, in the page.
+            (stored(&keys, &envelope("d", 1)).await, Some("recorder")),
+        ];
+        let report = handle_batch(redriven_batch(&bodies), &handler, &StoredEventsOnly, &keys, &letters).await;
+        assert!(report.failed.is_empty(), "{report:?}");
+        assert_eq!((report.events, report.redriven), (4, 1), "{report:?}");
+        assert_eq!(report.outcome.applied, 4, "three in the page, one for second");
+        assert_eq!(
+            handler.pages.lock().expect("lock").clone(),
+            vec![vec![
+                ("customer-a".to_string(), 1),
+                ("customer-c".to_string(), 1),
+                ("customer-d".to_string(), 1)
+            ]]
+        );
+        assert_eq!(
+            handler.fors.lock().expect("lock").clone(),
+            vec![("second".to_string(), "customer-b".to_string(), 1)],
+            "handed to handle_for, decrypted"
+        );
+        assert!(handler.singles.lock().expect("lock").is_empty());
+        assert!(letters.0.lock().expect("lock").is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_redriven_message_that_fails_is_delivered_again_and_one_for_no_hosted_consumer_is_parked() {
+        let keys = InMemoryKeyStore::new();
+        let handler = Recorder {
+            failing: vec!["customer-b".into()],
+            ..Recorder::default()
+        };
+        let letters = Letters::default();
+        let gone = stored(&keys, &envelope("g", 1)).await;
+        let bodies = vec![
+            (stored(&keys, &envelope("a", 1)).await, None),
+            (stored(&keys, &envelope("b", 1)).await, Some("second")),
+            (gone.clone(), Some("renamed-long-ago")),
+        ];
+        let report = handle_batch(redriven_batch(&bodies), &handler, &StoredEventsOnly, &keys, &letters).await;
+        assert_eq!(failed_ids(&report), ["m1"], "the retryable failure, reported");
+        assert_eq!(
+            serde_json::to_value(report.response()).expect("json"),
+            json!({"batchItemFailures": [{"itemIdentifier": "m1"}]})
+        );
+        assert!(!report.one_by_one, "the page did not fail");
+        assert_eq!(handler.pages.lock().expect("lock").len(), 1);
+        assert_eq!(
+            handler.fors.lock().expect("lock").len(),
+            1,
+            "nothing for the unknown name"
+        );
+        assert_eq!(report.parked.len(), 1, "{report:?}");
+        assert!(
+            report.parked[0].contains("\"renamed-long-ago\"") && report.parked[0].contains("does not host"),
+            "{}",
+            report.parked[0]
+        );
+        let parked = letters.0.lock().expect("lock").clone();
+        assert_eq!(parked.len(), 1);
+        assert_eq!(parked[0].consumer, "recorder");
+        let as_received: Value = serde_json::from_str(&gone).expect("json");
+        assert_eq!(parked[0].payload, as_received, "parked as received (encrypted)");
+    }
+
+    /// A projection that refuses every event: poison, parked by the group.
+    struct Refusing(&'static str);
+
+    #[async_trait]
+    impl crm_core::consumer::Projection for Refusing {
+        fn name(&self) -> &'static str {
+            self.0
+        }
+
+        fn handles(&self, _: &str) -> bool {
+            true
+        }
+
+        async fn project(
+            &self,
+            _: &EventEnvelope,
+            _: &dyn crm_core::ports::ReadModelStore,
+        ) -> Result<Vec<crm_core::ports::ReadOp>, crm_core::consumer::ProjectionError> {
+            Err(crm_core::consumer::ProjectionError::Invalid("refused".into()))
+        }
+    }
+
+    /// The dead letters' consumers, in order.
+    fn consumers(letters: &crm_core::testing::InMemoryDeadLetters) -> Vec<String> {
+        letters
+            .letters
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|l| l.consumer.clone())
+            .collect()
+    }
+
+    /// On AWS a redrive deletes the letter and sends its event back to the
+    /// function's queue: with the consumer named, a failed redrive of one of
+    /// two refusals leaves two letters; for the whole group, three.
+    #[tokio::test]
+    async fn a_failed_redrive_of_one_of_two_refusals_leaves_two_letters() {
+        use crm_core::consumer::ConsumerGroup;
+        use crm_core::testing::{InMemoryDeadLetters, InMemoryEventStore};
+        use std::sync::Arc;
+
+        let keys = InMemoryKeyStore::new();
+        let letters = Arc::new(InMemoryDeadLetters::default());
+        let group = ConsumerGroup::new(
+            "projector",
+            vec![Arc::new(Refusing("first")), Arc::new(Refusing("second"))],
+            Arc::new(InMemoryEventStore::default()),
+            Arc::new(crm_core::memory::InMemoryReadModels::default()),
+            letters.clone(),
+        );
+        let body = stored(&keys, &envelope("a", 1)).await;
+        let report = handle_batch(
+            batch(std::slice::from_ref(&body)),
+            &group,
+            &StoredEventsOnly,
+            &keys,
+            letters.as_ref(),
+        )
+        .await;
+        assert!(report.failed.is_empty(), "{report:?}");
+        assert_eq!(consumers(&letters), ["first", "second"], "both refused it");
+
+        // The redrive of second's letter: deleted, its event sent back for second.
+        let redrive =
+            |letters: &InMemoryDeadLetters| letters.letters.lock().expect("lock").retain(|l| l.consumer != "second");
+        redrive(&letters);
+        let report = handle_batch(
+            redriven_batch(&[(body.clone(), Some("second"))]),
+            &group,
+            &StoredEventsOnly,
+            &keys,
+            letters.as_ref(),
+        )
+        .await;
+        assert!(report.failed.is_empty(), "{report:?}");
+        assert_eq!((report.redriven, report.outcome.parked), (1, 1), "{report:?}");
+        assert_eq!(consumers(&letters), ["first", "second"], "2 letters, not 3");
+
+        // Without the consumer named, the whole group refuses it again: 3.
+        redrive(&letters);
+        handle_batch(batch(&[body]), &group, &StoredEventsOnly, &keys, letters.as_ref()).await;
+        assert_eq!(consumers(&letters), ["first", "first", "second"]);
     }
 }

@@ -15,7 +15,7 @@ pub mod settings;
 pub mod timer;
 
 pub use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
-pub use batch::{handle_batch, BatchReport, OtherMessages, StoredEventsOnly, Taken};
+pub use batch::{handle_batch, BatchReport, OtherMessages, StoredEventsOnly, Taken, REDRIVE_CONSUMER_ATTRIBUTE};
 pub use crm_aws::lambda::{init_tracing, load_aws_config, warm_up, warm_up_wanted, ConfigError};
 pub use handler::{handle, handle_stored, Handled, HandlerError};
 pub use settings::{ConsumerSettings, HashingConsumerSettings, SchedulerSettings};
@@ -172,6 +172,7 @@ pub fn log_batch(function: &str, report: &BatchReport) -> SqsBatchResponse {
         function,
         messages = report.messages,
         events = report.events,
+        redriven = report.redriven,
         applied = report.outcome.applied,
         duplicates = report.outcome.duplicates,
         parked = report.outcome.parked + report.parked.len() as u64,

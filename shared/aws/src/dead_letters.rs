@@ -10,11 +10,16 @@
 //! - a redrive takes the message (hidden while it works), sends its event to
 //!   the consumer's own queue as the rule delivers it ([`consumer_message`],
 //!   what `crm-ops dlq redrive --to queue` does), then deletes it; the other
-//!   messages it looked at are visible again at once. The relay's and the
+//!   messages it looked at are visible again at once. A letter a consumer
+//!   of the group parked goes back for that consumer alone (the message
+//!   attribute [`crate::ops::REDRIVE_CONSUMER_ATTRIBUTE`]; the function
+//!   hands it to `EventHandler::handle_for`), so a failed redrive leaves
+//!   one letter, not one more per consumer that refused the event; what the
+//!   queue's redrive policy moved goes to the whole group. The relay's and the
 //!   scheduler's letters (no source queue) are left to `crm-ops dlq redrive`.
 
 use crate::health::WatchedQueue;
-use crate::ops::{consumer_message, delete, receive, release, OpsError, QueuedLetter};
+use crate::ops::{consumer_message, delete, receive, release, send_to_consumer_queue, OpsError, QueuedLetter};
 use async_trait::async_trait;
 use aws_sdk_sqs::error::DisplayErrorContext;
 use chrono::{DateTime, Utc};
@@ -142,20 +147,12 @@ impl DeadLetterAdmin for SqsDeadLetters {
                 return Ok(Redriven::Failed(why));
             }
         };
-        if let Err(e) = self
-            .sqs
-            .send_message()
-            .queue_url(&queue.queue_url)
-            .message_body(body)
-            .send()
-            .await
-        {
+        // For the consumer that parked it alone; a letter under the
+        // function's name (the redrive policy's) for the whole group.
+        let consumer = letter.redrive_for.as_deref().filter(|c| *c != queue.name);
+        if let Err(why) = send_to_consumer_queue(&self.sqs, &queue.queue_url, body, consumer).await {
             release(&self.sqs, dlq, &letter).await;
-            return Err(StoreError::Unavailable(format!(
-                "SendMessage to {}: {}",
-                queue.queue_url,
-                DisplayErrorContext(&e)
-            )));
+            return Err(StoreError::Unavailable(why));
         }
         delete(&self.sqs, dlq, &letter).await.map_err(store)?;
         Ok(Redriven::Done)

@@ -165,7 +165,21 @@ pub struct QueuedLetter {
     pub timer: Option<TimerPayload>,
     /// The body as received.
     pub body: serde_json::Value,
+    /// The consumer a redrive into the function's queue is for: the one
+    /// that parked the letter (its `consumer` attribute, or the letter's),
+    /// or the one a redriven message that failed again was for
+    /// ([`REDRIVE_CONSUMER_ATTRIBUTE`]). `None` for what no consumer
+    /// parked: an event the queue's redrive policy moved (the whole group
+    /// takes it again), the relay's and the scheduler's letters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redrive_for: Option<String>,
 }
+
+/// The message attribute that names the one consumer a redriven message is
+/// for (decision 0085): the function hands its event to that consumer of
+/// its group alone (`EventHandler::handle_for`), so the others, which took
+/// or refused it already, neither see it again nor park it anew.
+pub const REDRIVE_CONSUMER_ATTRIBUTE: &str = "crm-redrive-consumer";
 
 fn attribute(message: &aws_sdk_sqs::types::Message, name: &str) -> Option<String> {
     message
@@ -219,13 +233,19 @@ pub fn decode_message(message: &aws_sdk_sqs::types::Message) -> QueuedLetter {
         (Some(code), Some(why)) if schedule.is_some() => Some(format!("{code}: {why}")),
         _ => None,
     };
+    // Who parked it (a handler's letter), or who the redriven message that
+    // failed again, and that the redrive policy moved back, was for.
+    let parked_by = attribute(message, "consumer").or_else(|| letter.as_ref().map(|l| l.consumer.clone()));
+    let redriven_for = attribute(message, REDRIVE_CONSUMER_ATTRIBUTE);
+    let redrive_for = match &relay_letter {
+        Some(_) => None,
+        None => parked_by.clone().or_else(|| redriven_for.clone()),
+    }
+    .filter(|c| !c.is_empty() && c != "-");
     QueuedLetter {
         message_id: message.message_id().unwrap_or_default().to_string(),
         receipt_handle: message.receipt_handle().unwrap_or_default().to_string(),
-        consumer: attribute(message, "consumer")
-            .or_else(|| letter.as_ref().map(|l| l.consumer.clone()))
-            .or(schedule)
-            .unwrap_or_else(|| "-".into()),
+        consumer: parked_by.or(redriven_for).or(schedule).unwrap_or_else(|| "-".into()),
         reason: attribute(message, "reason")
             .or(scheduler_error)
             .or_else(|| attribute(message, "ERROR_MESSAGE"))
@@ -235,6 +255,7 @@ pub fn decode_message(message: &aws_sdk_sqs::types::Message) -> QueuedLetter {
         key: relay_letter.as_ref().and_then(RelayLetter::key).cloned(),
         timer,
         body,
+        redrive_for,
     }
 }
 
@@ -284,7 +305,9 @@ pub struct RedriveReport {
 }
 
 /// Redrives up to `max` messages: each event goes through `handler` (the
-/// consumer group that parked it) and its message is deleted once handled
+/// consumer group that parked it; for the consumer that parked it alone,
+/// [`QueuedLetter::redrive_for`], `EventHandler::handle_for`, so the
+/// group's others do not park it anew) and its message is deleted once handled
 /// with nothing parked again. A consumer that parks it again has put a new
 /// dead letter (with the new reason) in its group's queue, so the old
 /// message is deleted too (no copy per redrive) and reported as failed; any
@@ -306,7 +329,12 @@ pub async fn redrive(
     for letter in receive(client, queue_url, max, 60).await? {
         let outcome = match &letter.event {
             None => Outcome::Failed("the message holds no event".into()),
-            Some(event) => match handler.handle(event, chrono::Utc::now()).await {
+            // For the consumer that parked it alone; a group hands a name
+            // that is not one of its consumers (the function's) to all.
+            Some(event) => match match &letter.redrive_for {
+                Some(consumer) => handler.handle_for(consumer, event, chrono::Utc::now()).await,
+                None => handler.handle(event, chrono::Utc::now()).await,
+            } {
                 Ok(o) if o.parked.is_empty() => Outcome::Delivered,
                 Ok(o) => Outcome::ParkedAgain(format!("parked again by {}", o.parked.join(", "))),
                 Err(e) => Outcome::Failed(e.to_string()),
@@ -524,10 +552,37 @@ pub fn consumer_message(letter: &QueuedLetter, account: &str, region: &str) -> R
     }
 }
 
+/// Sends `body` (a [`consumer_message`]) to the consumer queue
+/// `target_url`; for the consumer `consumer` of the function's group alone
+/// when given ([`REDRIVE_CONSUMER_ATTRIBUTE`]), to the whole group without.
+pub(crate) async fn send_to_consumer_queue(
+    client: &aws_sdk_sqs::Client,
+    target_url: &str,
+    body: String,
+    consumer: Option<&str>,
+) -> Result<(), String> {
+    let mut send = client.send_message().queue_url(target_url).message_body(body);
+    if let Some(consumer) = consumer {
+        let value = aws_sdk_sqs::types::MessageAttributeValue::builder()
+            .data_type("String")
+            .string_value(consumer)
+            .build()
+            .map_err(|e| format!("building the {REDRIVE_CONSUMER_ATTRIBUTE} attribute: {e}"))?;
+        send = send.message_attributes(REDRIVE_CONSUMER_ATTRIBUTE, value);
+    }
+    send.send()
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("SendMessage to {target_url}: {}", DisplayErrorContext(&e)))
+}
+
 /// Sends the events of up to `max` messages of a consumer's dead-letter
 /// queue back to the consumer's source queue `target_url`, each as the
 /// EventBridge event JSON ([`consumer_message`]), so the consumer's own
-/// function takes them again. A message is deleted from the dead-letter
+/// function takes them again: a letter a consumer parked for that consumer
+/// alone ([`QueuedLetter::redrive_for`] as [`REDRIVE_CONSUMER_ATTRIBUTE`]),
+/// an event the queue's redrive policy moved for the whole group. A
+/// message is deleted from the dead-letter
 /// queue only after its send succeeded; one without an event, or whose send
 /// failed, stays.
 pub async fn redrive_to_queue(
@@ -551,23 +606,14 @@ pub async fn redrive_to_queue(
                 continue;
             }
         };
-        match client
-            .send_message()
-            .queue_url(target_url)
-            .message_body(body)
-            .send()
-            .await
-        {
-            Ok(_) => {
+        match send_to_consumer_queue(client, target_url, body, letter.redrive_for.as_deref()).await {
+            Ok(()) => {
                 delete(client, queue_url, &letter).await?;
                 report.redriven.push(letter.message_id);
             }
-            Err(e) => {
+            Err(why) => {
                 release(client, queue_url, &letter).await;
-                report.failed.push((
-                    letter.message_id,
-                    format!("SendMessage to {target_url}: {}", DisplayErrorContext(&e)),
-                ));
+                report.failed.push((letter.message_id, why));
             }
         }
     }

@@ -2,10 +2,14 @@
 //! `SqsDeadLetters` over a consumer's queue and its dead-letter queue on
 //! moto: listed, found by message id, counted, and redriven back into the
 //! consumer's own queue as the rule delivers it; a queue with no source
-//! queue (the relay's) is refused, and the letter stays.
+//! queue (the relay's) is refused, and the letter stays. A letter a
+//! consumer of the group parked goes back for that consumer alone (the
+//! `crm-redrive-consumer` attribute), by the route and by `crm-ops dlq
+//! redrive --to queue`; what the redrive policy moved, for the whole group.
 
 use crm_aws::dead_letters::SqsDeadLetters;
 use crm_aws::health::WatchedQueue;
+use crm_aws::ops::REDRIVE_CONSUMER_ATTRIBUTE;
 use crm_aws::sqs::SqsDeadLetterQueue;
 use crm_aws::testing::{create_queue, drain_queue, sqs_client};
 use crm_core::bus::BusEntry;
@@ -86,4 +90,153 @@ async fn letters_are_listed_found_counted_and_redriven_to_their_consumers_queue(
     assert_eq!(admin.get(&parked.id).await.expect("get"), None, "deleted once sent");
     assert_eq!(admin.redrive(&parked.id).await.expect("again"), Redriven::NotFound);
     assert_eq!(admin.list(None, 10).await.expect("list").items.len(), 1);
+}
+
+/// The messages of `queue` (deleted as read), each as its body and its
+/// `crm-redrive-consumer` attribute; waits up to ten seconds for `expected`.
+async fn received(sqs: &aws_sdk_sqs::Client, queue: &str, expected: usize) -> Vec<(serde_json::Value, Option<String>)> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut out = Vec::new();
+    while out.len() < expected && std::time::Instant::now() < deadline {
+        let page = sqs
+            .receive_message()
+            .queue_url(queue)
+            .max_number_of_messages(10)
+            .message_attribute_names("All")
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .expect("receive");
+        for m in page.messages() {
+            let consumer = m
+                .message_attributes()
+                .and_then(|a| a.get(REDRIVE_CONSUMER_ATTRIBUTE))
+                .and_then(|v| v.string_value())
+                .map(str::to_string);
+            out.push((
+                serde_json::from_str(m.body().unwrap_or_default()).expect("a JSON body"),
+                consumer,
+            ));
+            sqs.delete_message()
+                .queue_url(queue)
+                .receipt_handle(m.receipt_handle().unwrap_or_default())
+                .send()
+                .await
+                .expect("delete");
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_redriven_letter_names_the_consumer_that_parked_it() {
+    let sqs = sqs_client().await;
+    let unique = uuid::Uuid::now_v7().simple().to_string();
+    let source = create_queue(&sqs, &format!("projector-{unique}")).await;
+    let dlq = create_queue(&sqs, &format!("projector-dlq-{unique}")).await;
+    let event = raw_event(
+        "customer-1",
+        "CustomerRegistered",
+        serde_json::json!({"customer_id": "1"}),
+    );
+    let bus_event = BusEntry::for_event(event.clone()).to_event_json("123456789012", "us-east-1");
+    let parked = SqsDeadLetterQueue::new(sqs.clone(), &dlq);
+    for consumer in ["customer-360", "timeline", "projector"] {
+        parked
+            .park(dead_letter(consumer, "refused", bus_event.clone()))
+            .await
+            .expect("park");
+    }
+    // What the queue's redrive policy moved: the rule's delivery, no attributes.
+    sqs.send_message()
+        .queue_url(&dlq)
+        .message_body(bus_event.to_string())
+        .send()
+        .await
+        .expect("send");
+    let admin = SqsDeadLetters::new(
+        sqs.clone(),
+        vec![WatchedQueue {
+            name: "projector".into(),
+            queue_url: source.clone(),
+            dead_letter_url: dlq.clone(),
+        }],
+    );
+    let page = admin.list(None, 10).await.expect("list");
+    // The parked letters (attempts 1; the moved message, listed under the
+    // function's name too, has none).
+    let id_of = |consumer: &str| {
+        page.items
+            .iter()
+            .find(|l| l.letter.consumer == consumer && l.letter.attempts == 1)
+            .map(|l| l.id.clone())
+            .unwrap_or_else(|| panic!("{consumer}'s letter in {page:?}"))
+    };
+
+    // The route: customer-360's letter for customer-360 alone, the event as the rule delivers it.
+    assert_eq!(
+        admin.redrive(&id_of("customer-360")).await.expect("redrive"),
+        Redriven::Done
+    );
+    assert_eq!(
+        received(&sqs, &source, 1).await,
+        vec![(bus_event.clone(), Some("customer-360".to_string()))]
+    );
+    // The function's own name and the redrive policy's message: the whole group.
+    assert_eq!(
+        admin.redrive(&id_of("projector")).await.expect("redrive"),
+        Redriven::Done
+    );
+    assert_eq!(
+        admin.redrive(&id_of("projector")).await.expect("redrive"),
+        Redriven::NotFound
+    );
+    let moved = page
+        .items
+        .iter()
+        .find(|l| l.letter.attempts == 0)
+        .expect("the moved message");
+    assert_eq!(moved.letter.consumer, "projector");
+    assert_eq!(admin.redrive(&moved.id).await.expect("redrive"), Redriven::Done);
+    assert_eq!(
+        received(&sqs, &source, 2).await,
+        vec![(bus_event.clone(), None), (bus_event.clone(), None)]
+    );
+
+    // A redriven message that failed again and that the redrive policy
+    // moved back: listed under its consumer, and redriven for it again.
+    sqs.send_message()
+        .queue_url(&dlq)
+        .message_body(bus_event.to_string())
+        .message_attributes(
+            REDRIVE_CONSUMER_ATTRIBUTE,
+            aws_sdk_sqs::types::MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value("customer-360")
+                .build()
+                .expect("attribute"),
+        )
+        .send()
+        .await
+        .expect("send");
+    let listed = crm_aws::ops::receive(&sqs, &dlq, 10, 0).await.expect("receive");
+    let mut consumers: Vec<&str> = listed.iter().map(|l| l.consumer.as_str()).collect();
+    consumers.sort_unstable();
+    assert_eq!(consumers, ["customer-360", "timeline"]);
+
+    // `crm-ops dlq redrive --to queue`: the same.
+    let report = crm_aws::ops::redrive_to_queue(&sqs, &dlq, &source, 10)
+        .await
+        .expect("redrive to queue");
+    assert_eq!(report.redriven.len(), 2, "{report:?}");
+    let mut delivered = received(&sqs, &source, 2).await;
+    delivered.sort_by(|a, b| a.1.cmp(&b.1));
+    assert_eq!(
+        delivered,
+        vec![
+            (bus_event.clone(), Some("customer-360".to_string())),
+            (bus_event, Some("timeline".to_string()))
+        ]
+    );
+    assert_eq!(admin.depth().await.expect("depth"), 0);
 }
