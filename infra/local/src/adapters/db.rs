@@ -197,6 +197,20 @@ impl Db {
         Ok(result)
     }
 
+    /// Runs `f` on the connection in this thread (a thread of its own that
+    /// may block: the event store's writer).
+    pub fn run_here<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        E: From<StoreError>,
+        F: FnOnce(&mut Connection) -> Result<T, E>,
+    {
+        let mut guard = self.conn.lock().map_err(|_| failed("connection mutex poisoned"))?;
+        let started = std::time::Instant::now();
+        let result = f(&mut guard);
+        BUSY_NANOS.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        result
+    }
+
     /// Runs `f` on the connection in a blocking thread.
     pub async fn run<T, E, F>(&self, f: F) -> Result<T, E>
     where
