@@ -87,6 +87,8 @@ async fn bad_input_is_422_naming_the_field() {
         ("template", json!("no-such-template"), "template"),
         // An SMS template for an email.
         ("template", json!("checkout-abandonment-sms"), "template"),
+        // A transactional template (no unsubscribe link): a broadcast is marketing.
+        ("template", json!("order-confirmation"), "template"),
         (
             "audience",
             json!({ "segments": ["no-such-segment"] }),
@@ -380,6 +382,176 @@ async fn pause_stops_further_pages_resume_finishes_and_cancel_ends() {
     );
     assert_eq!(api.call("POST", "/broadcasts/clearance/resume", None).await.status, 409);
     assert_eq!(api.call("POST", "/broadcasts/nope/pause", None).await.status, 404);
+}
+
+#[tokio::test]
+async fn the_list_shows_every_broadcast_newest_first_page_by_page() {
+    let api = TestApi::at(time("2026-03-01T08:00:00Z"));
+    // Someone in the segment the broadcasts exclude (an unknown segment is refused).
+    customer(&api, "a@example.com", "UTC", true, &[SEGMENT]).await;
+    customer(&api, "x@example.com", "UTC", true, &["do-not-mail"]).await;
+    let empty = api.call("GET", "/broadcasts", None).await;
+    assert_eq!(empty.status, 200, "{:?}", empty.body);
+    assert_eq!(empty.body, json!({ "items": [], "next_after": null }));
+    // Three broadcasts an hour apart: one sent now, one cancelled, one waiting.
+    let mut now = local_ten("first");
+    now["send"] = json!({ "type": "now" });
+    assert_eq!(post(&api, &now).await.status, 201);
+    api.advance_minutes(60).await;
+    assert_eq!(post(&api, &local_ten("second")).await.status, 201);
+    assert_eq!(api.call("POST", "/broadcasts/second/cancel", None).await.status, 200);
+    api.advance_minutes(60).await;
+    assert_eq!(post(&api, &local_ten("third")).await.status, 201);
+
+    let page = api.call("GET", "/broadcasts?limit=2", None).await;
+    assert_eq!(page.status, 200, "{:?}", page.body);
+    let ids: Vec<&str> = page.body["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|b| b["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["third", "second"], "{:?}", page.body);
+    let third = &page.body["items"][0];
+    assert_eq!(third["status"], "scheduled", "{third}");
+    assert_eq!(third["campaign_id"], "broadcast-third");
+    assert_eq!(third["template"], "welcome");
+    assert_eq!(third["channel"], "email");
+    assert_eq!(third["send"]["type"], "local");
+    assert_eq!(third["scheduled_at"], "2026-03-01T10:00:00Z");
+    assert_eq!(page.body["items"][1]["status"], "cancelled");
+    let after = page.body["next_after"].as_str().expect("a next page");
+    let rest = api
+        .call(
+            "GET",
+            &format!("/broadcasts?limit=2&after={}", after.replace('#', "%23")),
+            None,
+        )
+        .await;
+    assert_eq!(rest.status, 200, "{:?}", rest.body);
+    let first = &rest.body["items"][0];
+    assert_eq!(
+        (rest.body["items"].as_array().map(Vec::len), &rest.body["next_after"]),
+        (Some(1), &Value::Null),
+        "{:?}",
+        rest.body
+    );
+    assert_eq!(
+        (first["id"].as_str(), first["status"].as_str()),
+        (Some("first"), Some("completed")),
+        "{first}"
+    );
+    assert_eq!(
+        (first["audience_size"].as_u64(), first["requested"].as_u64()),
+        (Some(1), Some(1)),
+        "{first}"
+    );
+    // The same as GET /broadcasts/{id} says.
+    let one = get(&api, "first").await;
+    assert_eq!(one["progress"]["requested"], first["requested"]);
+
+    for (query, field) in [
+        ("after=nonsense", "after"),
+        ("limit=0", "limit"),
+        ("colour=blue", "colour"),
+    ] {
+        let a = api.call("GET", &format!("/broadcasts?{query}"), None).await;
+        assert_eq!(
+            (a.status.as_u16(), &a.body["field"]),
+            (422, &json!(field)),
+            "{query}: {:?}",
+            a.body
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_customers_messages_list_newest_first_with_their_status() {
+    let api = TestApi::at(time("2026-03-01T08:00:00Z"));
+    let a = customer(&api, "a@example.com", "UTC", true, &[SEGMENT]).await;
+    let b = customer(&api, "b@example.com", "UTC", false, &[SEGMENT]).await;
+    api.advance_minutes(60).await;
+    let mut news = local_ten("news");
+    news["send"] = json!({ "type": "now" });
+    news["audience"] = json!({ "segments": [SEGMENT] });
+    assert_eq!(post(&api, &news).await.status, 201);
+
+    let list = api.call("GET", &format!("/customers/{a}/messages"), None).await;
+    assert_eq!(list.status, 200, "{:?}", list.body);
+    let newest = &list.body["items"][0];
+    assert_eq!(
+        newest["message_id"],
+        crm_core::broadcast::message_id("news", &a),
+        "{newest}"
+    );
+    assert_eq!(
+        (
+            &newest["status"],
+            &newest["channel"],
+            &newest["campaign_id"],
+            &newest["template"]
+        ),
+        (
+            &json!("sent"),
+            &json!("email"),
+            &json!("broadcast-news"),
+            &json!("welcome")
+        ),
+        "{newest}"
+    );
+    assert_eq!(newest["category"], "marketing");
+    // Nothing personal: ids, kinds and times only.
+    assert!(!list.body.to_string().contains("example.com"), "{}", list.body);
+    let b_list = api.call("GET", &format!("/customers/{b}/messages"), None).await;
+    assert_eq!(b_list.status, 200, "{:?}", b_list.body);
+    let refused = &b_list.body["items"][0];
+    assert_eq!(
+        (&refused["status"], &refused["reason"], &refused["campaign_id"]),
+        (&json!("suppressed"), &json!("no-consent"), &json!("broadcast-news")),
+        "{refused}"
+    );
+
+    // Page by page, the same messages in the same order, each once.
+    let all: Vec<Value> = list.body["items"].as_array().expect("items").clone();
+    assert!(
+        all.len() >= 2,
+        "the welcome journey's message and the broadcast's: {all:?}"
+    );
+    let times: Vec<&str> = all.iter().filter_map(|m| m["first_at"].as_str()).collect();
+    assert!(times.windows(2).all(|w| w[0] >= w[1]), "newest first: {times:?}");
+    let mut paged = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let path = match &after {
+            Some(x) => format!("/customers/{a}/messages?limit=1&after={x}"),
+            None => format!("/customers/{a}/messages?limit=1"),
+        };
+        let page = api.call("GET", &path, None).await;
+        assert_eq!(page.status, 200, "{:?}", page.body);
+        paged.extend(page.body["items"].as_array().expect("items").iter().cloned());
+        match page.body["next_after"].as_str() {
+            Some(next) => after = Some(next.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(paged, all);
+
+    let unknown = "0194f7c2-0000-7000-8000-000000000000";
+    assert_eq!(
+        api.call("GET", &format!("/customers/{unknown}/messages"), None)
+            .await
+            .status,
+        404
+    );
+    let bad = api
+        .call("GET", &format!("/customers/{a}/messages?after=nope"), None)
+        .await;
+    assert_eq!(
+        (bad.status.as_u16(), &bad.body["field"]),
+        (422, &json!("after")),
+        "{:?}",
+        bad.body
+    );
 }
 
 /// A broadcast now to the segment with a subject-line test (decision 0087).

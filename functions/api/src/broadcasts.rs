@@ -2,9 +2,10 @@
 //! and stats, pause, resume and cancel it. The campaign function runs the
 //! send; these routes only record the broadcast's commands.
 
-use crate::http::{Principal, Problem, RawBody};
+use crate::http::{page_limit, Principal, Problem, RawBody};
 use crate::AppState;
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -17,6 +18,9 @@ use crm_core::consent::Channel;
 use crm_core::event::Actor;
 use crm_core::ports::StoreError;
 use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+
+type QueryParams = Result<Query<HashMap<String, String>>, QueryRejection>;
 
 /// Messages per second when the request names no rate.
 const DEFAULT_RATE_PER_SECOND: u32 = 50;
@@ -266,6 +270,52 @@ pub async fn schedule(
     service.schedule(&id, definition, Actor::api(&principal.0)).await?;
     let status = if existed { StatusCode::OK } else { StatusCode::CREATED };
     answer(&service, &id, status).await
+}
+
+/// `GET /broadcasts?after=&limit=`: the broadcasts, newest first (by when
+/// they were scheduled), each with its status and progress from its stream;
+/// `next_after` continues the list. The campaign stats and outcomes are in
+/// `GET /broadcasts/{id}`.
+pub async fn list(State(state): State<AppState>, q: QueryParams) -> Result<Response, Problem> {
+    let Query(q) = q.map_err(|e| Problem::malformed(format!("the query string is not valid: {e}")))?;
+    if let Some(unknown) = q.keys().find(|k| !["after", "limit"].contains(&k.as_str())) {
+        return Err(invalid(unknown, "unknown query parameter"));
+    }
+    let after = q.get("after").map(String::as_str);
+    if after.is_some_and(|a| !crm_core::broadcast::stats::is_list_cursor(a)) {
+        return Err(invalid("after", "must be a next_after of this list"));
+    }
+    let limit = page_limit(&q)?;
+    let mut page = crm_core::broadcast::stats::list(state.read_models.as_ref(), after, limit + 1).await?;
+    let more = page.len() > limit;
+    page.truncate(limit);
+    let next_after = if more {
+        page.last().map(|l| l.cursor.clone())
+    } else {
+        None
+    };
+    let service = service(&state);
+    let mut items = Vec::new();
+    for listed in page {
+        let Some(s) = service.load(&listed.broadcast_id).await? else {
+            continue;
+        };
+        items.push(json!({
+            "id": s.id,
+            "campaign_id": crm_core::broadcast::stream_id(&s.id),
+            "status": s.status(),
+            "template": s.definition.template,
+            "channel": s.definition.channel,
+            "send": s.definition.send,
+            "scheduled_at": s.scheduled_at,
+            "starts_at": s.definition.send.start_at(s.scheduled_at),
+            "started_at": s.started_at,
+            "finished_at": s.finished_at,
+            "audience_size": s.size,
+            "requested": s.requested,
+        }));
+    }
+    Ok(Json(json!({ "items": items, "next_after": next_after })).into_response())
 }
 
 /// `GET /broadcasts/{id}`: its state, progress and stats.

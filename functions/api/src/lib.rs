@@ -16,6 +16,7 @@ mod carts;
 pub mod console;
 mod cors;
 mod customers;
+mod customers_messages;
 mod export;
 mod http;
 mod ingest;
@@ -83,6 +84,7 @@ pub const ROUTE_TABLE: &[Route] = &[
     route("POST", "/customers/{id}/reactivate", WRITE),
     route("GET", "/customers/{id}/events", READ),
     route("GET", "/customers/{id}/timeline", READ),
+    route("GET", "/customers/{id}/messages", READ),
     route("GET", "/customers/{id}/consents", READ),
     route("GET", "/customers/{id}/export", PRIVACY),
     route("POST", "/customers/{id}/activity", WRITE),
@@ -113,6 +115,7 @@ pub const ROUTE_TABLE: &[Route] = &[
     route("POST", "/campaigns/{id}/resume", ADMIN),
     route("POST", "/campaigns/{id}/rollback", ADMIN),
     route("POST", "/broadcasts", ADMIN),
+    route("GET", "/broadcasts", READ),
     route("GET", "/broadcasts/{id}", READ),
     route("POST", "/broadcasts/{id}/pause", ADMIN),
     route("POST", "/broadcasts/{id}/resume", ADMIN),
@@ -379,6 +382,7 @@ pub fn router(state: AppState) -> Router {
         .route("/customers/{id}/reactivate", post(c::reactivate))
         .route("/customers/{id}/events", get(c::list_events))
         .route("/customers/{id}/timeline", get(reads::timeline))
+        .route("/customers/{id}/messages", get(customers_messages::messages))
         .route("/customers/{id}/consents", get(reads::consents))
         .route("/customers/{id}/export", get(export::export))
         .route("/customers/{id}/activity", post(segments::record))
@@ -412,7 +416,7 @@ pub fn router(state: AppState) -> Router {
         .route("/campaigns/{id}/pause", post(campaigns::pause))
         .route("/campaigns/{id}/resume", post(campaigns::resume))
         .route("/campaigns/{id}/rollback", post(campaigns::rollback))
-        .route("/broadcasts", post(broadcasts::schedule))
+        .route("/broadcasts", post(broadcasts::schedule).get(broadcasts::list))
         .route("/broadcasts/{id}", get(broadcasts::get_broadcast))
         .route("/broadcasts/{id}/pause", post(broadcasts::pause))
         .route("/broadcasts/{id}/resume", post(broadcasts::resume))

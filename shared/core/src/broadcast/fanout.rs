@@ -174,6 +174,16 @@ impl BroadcastService {
     /// that is wrong, or nothing.
     pub async fn check(&self, definition: &BroadcastDefinition) -> Result<(), BroadcastError> {
         let now = self.now();
+        if crate::journey::templates::is_transactional(&definition.template) {
+            // A broadcast is marketing: a transactional template has no unsubscribe link.
+            return Err(BroadcastError::invalid(
+                "template",
+                format!(
+                    "template {} is transactional; a broadcast is marketing and needs a marketing template",
+                    definition.template
+                ),
+            ));
+        }
         let templates = TemplateService::new(self.events.clone(), self.clock.clone());
         match templates.get(&definition.template, None).await {
             Ok(t) if t.parts.channel != definition.channel => {
@@ -607,14 +617,7 @@ impl BroadcastService {
         let stats = campaign_stats(docs, &campaign, DEFAULT_CONVERSION_WINDOW_DAYS).await?;
         let by_reason = suppressed_by_reason(docs, &campaign).await?;
         let outcomes = super::stats::outcomes(docs, id).await?;
-        let status = match s.phase {
-            Phase::Completed => "completed",
-            Phase::Cancelled => "cancelled",
-            _ if s.paused => "paused",
-            Phase::Scheduled => "scheduled",
-            Phase::Snapshotting => "snapshotting",
-            Phase::Sending => "sending",
-        };
+        let status = s.status();
         let progress = json!({
             "audience_size": s.size,
             "audience_pages": s.pages,

@@ -394,6 +394,19 @@ pub struct BroadcastState {
 }
 
 impl BroadcastState {
+    /// The status the API shows: scheduled, snapshotting, sending, paused,
+    /// completed or cancelled.
+    pub fn status(&self) -> &'static str {
+        match self.phase {
+            Phase::Completed => "completed",
+            Phase::Cancelled => "cancelled",
+            _ if self.paused => "paused",
+            Phase::Scheduled => "scheduled",
+            Phase::Snapshotting => "snapshotting",
+            Phase::Sending => "sending",
+        }
+    }
+
     /// The due time of the bucket the fan-out stands at.
     pub fn bucket_due(&self) -> Option<DateTime<Utc>> {
         self.bucket_due_of(self.bucket)

@@ -8,6 +8,10 @@
 //! A subject test's arms (decision 0087): the request names its variant
 //! (`data.variant`); the request pointer keeps it, and each sent message and
 //! outcome of a test message is counted again under `arm#<variant>#`.
+//!
+//! The list of broadcasts (`GET /broadcasts`): each `BroadcastScheduled`
+//! puts one document under [`LIST_PARTITION`], sorted newest first by the
+//! time it was scheduled ([`list_sort`]); its state comes from its stream.
 
 use crate::consumer::{Projection, ProjectionError};
 use crate::event::EventEnvelope;
@@ -87,6 +91,57 @@ pub fn broadcast_of(message_id: &str) -> Option<&str> {
     (hash.len() == 20 && !id.is_empty()).then_some(id)
 }
 
+/// The partition listing every broadcast, newest first.
+pub const LIST_PARTITION: &str = "broadcasts";
+const LISTED: &str = "at#";
+
+/// The list's sort key of a broadcast scheduled at `at`: the milliseconds
+/// before the end of time, zero-padded, so that the newest sorts first, then
+/// the id (two scheduled in the same millisecond).
+pub fn list_sort(at: chrono::DateTime<chrono::Utc>, broadcast_id: &str) -> String {
+    let millis = u64::try_from(at.timestamp_millis()).unwrap_or(0);
+    format!("{LISTED}{:020}#{broadcast_id}", u64::MAX - millis)
+}
+
+/// One listed broadcast: its id and definition as scheduled, and the cursor
+/// of the list after it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listed {
+    pub cursor: String,
+    pub broadcast_id: String,
+    pub scheduled_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Whether `cursor` could be a [`Listed::cursor`].
+pub fn is_list_cursor(cursor: &str) -> bool {
+    cursor
+        .split_once('#')
+        .is_some_and(|(n, id)| n.len() == 20 && n.bytes().all(|b| b.is_ascii_digit()) && !id.is_empty())
+}
+
+/// Up to `limit` broadcasts, newest first, after `after` (a [`Listed::cursor`]).
+pub async fn list(docs: &dyn ReadModelStore, after: Option<&str>, limit: usize) -> Result<Vec<Listed>, StoreError> {
+    let after = after.map(|a| format!("{LISTED}{a}"));
+    let page = docs
+        .list(BROADCAST_STATS, LIST_PARTITION, LISTED, after.as_deref(), limit)
+        .await?;
+    Ok(page
+        .into_iter()
+        .filter_map(|(sort, body)| {
+            let cursor = sort.strip_prefix(LISTED)?.to_string();
+            let broadcast_id = body.get("broadcast_id")?.as_str()?.to_string();
+            let scheduled_at = body
+                .get("scheduled_at")
+                .and_then(|v| serde_json::from_value(v.clone()).ok());
+            Some(Listed {
+                cursor,
+                broadcast_id,
+                scheduled_at,
+            })
+        })
+        .collect())
+}
+
 pub struct BroadcastStatsProjection;
 
 #[async_trait]
@@ -96,13 +151,26 @@ impl Projection for BroadcastStatsProjection {
     }
 
     fn handles(&self, event_type: &str) -> bool {
-        matches!(event_type, "MessageRequested" | "MessageSent" | "ConsentRevoked")
-            || OUTCOMES.iter().any(|(t, _)| *t == event_type)
+        matches!(
+            event_type,
+            "MessageRequested" | "MessageSent" | "ConsentRevoked" | "BroadcastScheduled"
+        ) || OUTCOMES.iter().any(|(t, _)| *t == event_type)
     }
 
     async fn project(&self, event: &EventEnvelope, docs: &dyn ReadModelStore) -> Result<Vec<ReadOp>, ProjectionError> {
         if event.event_type == "ConsentRevoked" {
             return unsubscribed(event, docs).await;
+        }
+        if event.event_type == "BroadcastScheduled" {
+            // The list of broadcasts: written once, by the time it was scheduled.
+            let Some(broadcast) = event.data.get("broadcast_id").and_then(Value::as_str) else {
+                return Ok(Vec::new());
+            };
+            return Ok(vec![ReadOp::Put {
+                partition: LIST_PARTITION.to_string(),
+                sort: list_sort(event.occurred_at, broadcast),
+                body: json!({ "broadcast_id": broadcast, "scheduled_at": event.occurred_at }),
+            }]);
         }
         let Some(message_id) = event.data.get("message_id").and_then(Value::as_str) else {
             return Ok(Vec::new());
@@ -255,5 +323,16 @@ mod tests {
         assert_eq!(broadcast_of(&id), Some("spring-sale"));
         assert_eq!(broadcast_of("m-123"), None);
         assert_eq!(broadcast_of("bc-x-short"), None);
+    }
+
+    #[test]
+    fn the_list_sorts_the_newest_first() {
+        let older = list_sort(chrono::DateTime::UNIX_EPOCH + chrono::Duration::days(20_000), "b");
+        let newer = list_sort(chrono::DateTime::UNIX_EPOCH + chrono::Duration::days(20_001), "a");
+        assert!(newer < older, "{newer} sorts before {older}");
+        let cursor = newer.strip_prefix(LISTED).expect("prefix");
+        assert!(is_list_cursor(cursor), "{cursor}");
+        assert!(!is_list_cursor("12#a"));
+        assert!(!is_list_cursor(&format!("{:020}#", 1)));
     }
 }

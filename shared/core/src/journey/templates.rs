@@ -42,6 +42,27 @@ pub fn is_known(id: &str) -> bool {
     KNOWN_TEMPLATES.binary_search(&id).is_ok()
 }
 
+/// The shipped templates written for transactional messages (the *kind*
+/// column of `templates/README.md`; the shipped campaigns send them with
+/// `category: transactional`), sorted. Their footers carry no unsubscribe
+/// link, so a marketing send (a broadcast) may not use them. A stored
+/// version of one of these ids keeps its kind; a template stored under a
+/// new id is a marketing one.
+pub const TRANSACTIONAL_TEMPLATES: &[&str] = &[
+    "email-verification",
+    "email-verification-reminder",
+    "order-confirmation",
+    "order-shipped",
+    "order-shipped-push",
+    "payment-failed",
+    "payment-failed-final-notice",
+];
+
+/// Whether `id` is a transactional template ([`TRANSACTIONAL_TEMPLATES`]).
+pub fn is_transactional(id: &str) -> bool {
+    TRANSACTIONAL_TEMPLATES.binary_search(&id).is_ok()
+}
+
 /// The longest template id.
 pub const MAX_ID_LEN: usize = 64;
 
@@ -115,6 +136,42 @@ impl KnownTemplates {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transactional_templates_are_the_readme_kind_and_the_shipped_campaigns_category() {
+        assert!(TRANSACTIONAL_TEMPLATES.windows(2).all(|w| w[0] < w[1]));
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../templates/README.md"))
+            .expect("templates/README.md");
+        let mut transactional = Vec::new();
+        for line in readme.lines() {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let [_, id, _, _, kind, ..] = cells.as_slice() else {
+                continue;
+            };
+            let Some(id) = id.strip_prefix('`').and_then(|s| s.strip_suffix('`')) else {
+                continue;
+            };
+            assert!(matches!(*kind, "marketing" | "transactional"), "{id}: kind {kind}");
+            if *kind == "transactional" {
+                transactional.push(id);
+            }
+        }
+        assert_eq!(transactional, TRANSACTIONAL_TEMPLATES);
+        for (name, text) in crate::journey::campaigns::SHIPPED {
+            let campaign = crate::journey::definition::Campaign::from_yaml(text).expect("a shipped campaign");
+            for step in &campaign.steps {
+                if let crate::journey::definition::Step::Send(send) = step {
+                    assert_eq!(
+                        is_transactional(&send.template),
+                        send.category == crate::vocabulary::Category::Transactional,
+                        "{name}: step {} sends {}",
+                        send.id,
+                        send.template
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn registry_is_sorted_and_unique() {
