@@ -62,13 +62,11 @@ impl ReadModelStore for InMemoryReadModels {
             });
         }
         for op in ops {
-            match op {
-                ReadOp::Put { partition, sort, body } => {
-                    inner.docs.insert((consumer.to_string(), partition, sort), body);
-                }
-                ReadOp::Delete { partition, sort } => {
-                    inner.docs.remove(&(consumer.to_string(), partition, sort));
-                }
+            let (partition, sort) = op.key();
+            let key = (consumer.to_string(), partition.to_string(), sort.to_string());
+            let before = inner.docs.remove(&key);
+            if let Some(after) = op.apply(before) {
+                inner.docs.insert(key, after);
             }
         }
         inner.checkpoints.insert(key, new);
@@ -136,4 +134,18 @@ impl ProgressLog for InMemoryProgressLog {
     async fn latest(&self, consumer: &str) -> Result<Option<ConsumerProgress>, StoreError> {
         Ok(self.records().into_iter().rev().find(|p| p.consumer == consumer))
     }
+}
+
+/// The read-model contract over the in-memory store (`--features contract`).
+#[cfg(all(test, feature = "contract"))]
+mod tests {
+    use super::InMemoryReadModels;
+    use crate::ports::ReadModelStore;
+    use std::sync::Arc;
+
+    async fn fresh_memory() -> Arc<dyn ReadModelStore> {
+        Arc::new(InMemoryReadModels::default())
+    }
+
+    crate::read_model_contract!(fresh_memory);
 }

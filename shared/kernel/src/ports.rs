@@ -4,6 +4,7 @@ use crate::event::EventEnvelope;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// What the writer believes the stream's current version is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -383,6 +384,126 @@ pub enum ReadOp {
         partition: String,
         sort: String,
     },
+    /// Adds each of `counts` to the document's top-level integer field of
+    /// that name (absent or not an integer: 0), creating the document when
+    /// absent, then sets the top-level fields of `set` as given (decision
+    /// 0088: the overview's counters). Not idempotent: it always moves in
+    /// its commit's atomic write, with the checkpoint (never in
+    /// [`Commit::idempotent`]), so a redelivered event whose checkpoint
+    /// already moved adds nothing. A field is either counted or set, not both.
+    Add {
+        partition: String,
+        sort: String,
+        counts: BTreeMap<String, i64>,
+        set: serde_json::Map<String, serde_json::Value>,
+    },
+}
+
+impl ReadOp {
+    /// The document it changes: (partition, sort).
+    pub fn key(&self) -> (&str, &str) {
+        match self {
+            ReadOp::Put { partition, sort, .. }
+            | ReadOp::Delete { partition, sort }
+            | ReadOp::Add { partition, sort, .. } => (partition, sort),
+        }
+    }
+
+    /// Whether it is an [`ReadOp::Add`].
+    pub fn is_add(&self) -> bool {
+        matches!(self, ReadOp::Add { .. })
+    }
+
+    /// `self` then `next` on the same document, as one operation (a put or
+    /// delete replaces; an add on a known body becomes a put of the sum; two
+    /// adds become one). Every adapter writing a document once per atomic
+    /// write merges its operations this way.
+    pub fn then(self, next: ReadOp) -> ReadOp {
+        match (self, next) {
+            (
+                ReadOp::Add {
+                    partition,
+                    sort,
+                    mut counts,
+                    mut set,
+                },
+                ReadOp::Add {
+                    counts: more,
+                    set: also,
+                    ..
+                },
+            ) => {
+                for (field, n) in more {
+                    let total = counts.entry(field).or_insert(0);
+                    *total = total.saturating_add(n);
+                }
+                set.extend(also);
+                ReadOp::Add {
+                    partition,
+                    sort,
+                    counts,
+                    set,
+                }
+            }
+            (
+                ReadOp::Put { body, .. },
+                ReadOp::Add {
+                    partition,
+                    sort,
+                    counts,
+                    set,
+                },
+            ) => ReadOp::Put {
+                body: added(Some(body), &counts, &set),
+                partition,
+                sort,
+            },
+            (
+                ReadOp::Delete { .. },
+                ReadOp::Add {
+                    partition,
+                    sort,
+                    counts,
+                    set,
+                },
+            ) => ReadOp::Put {
+                body: added(None, &counts, &set),
+                partition,
+                sort,
+            },
+            (_, replacing) => replacing,
+        }
+    }
+
+    /// The document it leaves where `before` stood (`None`: absent).
+    pub fn apply(&self, before: Option<serde_json::Value>) -> Option<serde_json::Value> {
+        match self {
+            ReadOp::Put { body, .. } => Some(body.clone()),
+            ReadOp::Delete { .. } => None,
+            ReadOp::Add { counts, set, .. } => Some(added(before, counts, set)),
+        }
+    }
+}
+
+/// The document an [`ReadOp::Add`] of `counts` and `set` leaves on `before`
+/// (absent, or not an object: an empty object).
+pub fn added(
+    before: Option<serde_json::Value>,
+    counts: &BTreeMap<String, i64>,
+    set: &serde_json::Map<String, serde_json::Value>,
+) -> serde_json::Value {
+    let mut doc = match before {
+        Some(serde_json::Value::Object(doc)) => doc,
+        _ => serde_json::Map::new(),
+    };
+    for (field, n) in counts {
+        let was = doc.get(field).and_then(serde_json::Value::as_i64).unwrap_or(0);
+        doc.insert(field.clone(), serde_json::Value::from(was.saturating_add(*n)));
+    }
+    for (field, value) in set {
+        doc.insert(field.clone(), value.clone());
+    }
+    serde_json::Value::Object(doc)
 }
 
 /// Why a read-model commit did not happen. Nothing was written.
@@ -433,6 +554,7 @@ pub struct Commit {
     /// apart from the atomic write of `ops` and the checkpoint (decision
     /// 0031), never letting an older version of the stream overwrite a
     /// newer one. They touch no document `ops` of the same page touches.
+    /// Never an [`ReadOp::Add`] (adapters write one found here atomically).
     pub idempotent: Vec<ReadOp>,
 }
 

@@ -18,7 +18,9 @@ macro_rules! read_model_contract {
                 commit_get_and_list, stale_checkpoint_conflicts_and_writes_nothing, delete_removes_a_document,
                 consumers_are_isolated, concurrent_commits_keep_every_step, oversized_commit_is_refused,
                 commit_all_chains_commits_and_refuses_a_stale_one, checkpoints_come_in_the_order_asked,
-                a_page_larger_than_one_write_is_applied_whole);
+                a_page_larger_than_one_write_is_applied_whole, add_creates_adds_and_sets,
+                adds_to_one_document_in_a_page_are_summed, a_refused_add_adds_nothing,
+                concurrent_adds_count_every_commit_once);
         }
     };
     (@cases $make:ident; $($case:ident),*) => {
@@ -42,6 +44,19 @@ pub fn put(partition: &str, sort: &str, body: serde_json::Value) -> ReadOp {
         partition: partition.into(),
         sort: sort.into(),
         body,
+    }
+}
+
+/// An add of `counts` to the document (`partition`, `sort`), setting `set`.
+pub fn add(partition: &str, sort: &str, counts: &[(&str, i64)], set: serde_json::Value) -> ReadOp {
+    ReadOp::Add {
+        partition: partition.into(),
+        sort: sort.into(),
+        counts: counts.iter().map(|(f, n)| (f.to_string(), *n)).collect(),
+        set: match set {
+            serde_json::Value::Object(set) => set,
+            _ => serde_json::Map::new(),
+        },
     }
 }
 
@@ -266,5 +281,190 @@ pub async fn a_page_larger_than_one_write_is_applied_whole(store: Arc<dyn ReadMo
         store.get("big-page", &p, "shared").await.expect("get"),
         Some(json!({ "last": [29, 2] })),
         "the last write of the page wins"
+    );
+}
+
+/// An add creates a document, adds to its counts and sets its other
+/// fields; a put's fields are what an add adds to; a put or a delete
+/// replaces what adds made.
+pub async fn add_creates_adds_and_sets(store: Arc<dyn ReadModelStore>) {
+    let stream = unique("customer");
+    let p = unique("c");
+    let expires = json!({"expires_at": 1_800_000_000});
+    store
+        .commit(
+            "counts",
+            &stream,
+            0,
+            1,
+            vec![add(&p, "b", &[("n", 1), ("m", 2)], expires.clone())],
+        )
+        .await
+        .expect("create");
+    assert_eq!(
+        store.get("counts", &p, "b").await.expect("get"),
+        Some(json!({"n": 1, "m": 2, "expires_at": 1_800_000_000}))
+    );
+    store
+        .commit(
+            "counts",
+            &stream,
+            1,
+            2,
+            vec![add(&p, "b", &[("n", 5)], json!({"expires_at": 1_900_000_000}))],
+        )
+        .await
+        .expect("add");
+    assert_eq!(
+        store.list("counts", &p, "", None, 10).await.expect("list"),
+        vec![("b".to_string(), json!({"n": 6, "m": 2, "expires_at": 1_900_000_000}))]
+    );
+    // A put's integer fields are counted on; its other fields stay.
+    store
+        .commit(
+            "counts",
+            &stream,
+            2,
+            3,
+            vec![put(&p, "c", json!({"n": 10, "keep": "x"}))],
+        )
+        .await
+        .expect("put");
+    store
+        .commit(
+            "counts",
+            &stream,
+            3,
+            4,
+            vec![add(&p, "c", &[("n", -3), ("k", 1)], json!({}))],
+        )
+        .await
+        .expect("add on a put");
+    assert_eq!(
+        store.get("counts", &p, "c").await.expect("get"),
+        Some(json!({"n": 7, "keep": "x", "k": 1}))
+    );
+    // A put replaces the counts; a delete removes them, and the next add starts again.
+    store
+        .commit(
+            "counts",
+            &stream,
+            4,
+            5,
+            vec![
+                put(&p, "b", json!({"other": true})),
+                ReadOp::Delete {
+                    partition: p.clone(),
+                    sort: "c".into(),
+                },
+            ],
+        )
+        .await
+        .expect("replace");
+    assert_eq!(
+        store.get("counts", &p, "b").await.expect("get"),
+        Some(json!({"other": true}))
+    );
+    assert_eq!(store.get("counts", &p, "c").await.expect("get"), None);
+    store
+        .commit("counts", &stream, 5, 6, vec![add(&p, "c", &[("n", 1)], json!({}))])
+        .await
+        .expect("add after delete");
+    assert_eq!(store.get("counts", &p, "c").await.expect("get"), Some(json!({"n": 1})));
+}
+
+/// Many commits of a page adding to one document (two adds in one commit
+/// too), more than one DynamoDB transaction holds: every add counted once.
+pub async fn adds_to_one_document_in_a_page_are_summed(store: Arc<dyn ReadModelStore>) {
+    let p = unique("c");
+    let streams: Vec<String> = (0..120).map(|_| unique("customer")).collect();
+    let mut commits = Vec::new();
+    for (i, stream) in streams.iter().enumerate() {
+        let mut ops = vec![add(&p, "shared", &[("events", 1)], json!({"expires_at": 7}))];
+        if i % 3 == 0 {
+            ops.push(add(&p, "shared", &[("events", 1), ("thirds", 1)], json!({})));
+            ops.push(add(&p, &format!("own#{i:03}"), &[("events", 1)], json!({})));
+        }
+        commits.push(commit("adds", stream, 0, 1, ops));
+    }
+    store.commit_all(commits).await.expect("page");
+    assert_eq!(
+        store.get("adds", &p, "shared").await.expect("get"),
+        Some(json!({"events": 160, "thirds": 40, "expires_at": 7}))
+    );
+    assert_eq!(
+        store.list("adds", &p, "own#", None, 1000).await.expect("list").len(),
+        40
+    );
+}
+
+/// A commit whose checkpoint moved (a redelivery) adds nothing, in a page
+/// or alone.
+pub async fn a_refused_add_adds_nothing(store: Arc<dyn ReadModelStore>) {
+    let (a, b) = (unique("customer"), unique("customer"));
+    let p = unique("c");
+    store
+        .commit_all(vec![
+            commit("redelivered", &a, 0, 1, vec![add(&p, "n", &[("n", 1)], json!({}))]),
+            commit("redelivered", &b, 0, 1, vec![add(&p, "n", &[("n", 1)], json!({}))]),
+        ])
+        .await
+        .expect("first delivery");
+    let err = store
+        .commit("redelivered", &a, 0, 1, vec![add(&p, "n", &[("n", 1)], json!({}))])
+        .await
+        .expect_err("delivered again");
+    assert!(matches!(err, CommitError::Conflict { .. }), "{err:?}");
+    let err = store
+        .commit_all(vec![commit(
+            "redelivered",
+            &b,
+            0,
+            1,
+            vec![add(&p, "n", &[("n", 1)], json!({}))],
+        )])
+        .await
+        .expect_err("page delivered again");
+    assert!(matches!(err, CommitError::Conflict { .. }), "{err:?}");
+    assert_eq!(
+        store.get("redelivered", &p, "n").await.expect("get"),
+        Some(json!({"n": 2}))
+    );
+}
+
+/// Commits of different streams adding to one document at once: each
+/// accepted commit counts once (a refused one, retried, adds nothing).
+pub async fn concurrent_adds_count_every_commit_once(store: Arc<dyn ReadModelStore>) {
+    const TASKS: u64 = 6;
+    const EACH: u64 = 3;
+    let p = unique("c");
+    let mut handles = Vec::new();
+    for t in 0..TASKS {
+        let (store, p) = (store.clone(), p.clone());
+        let stream = unique("customer");
+        handles.push(tokio::spawn(async move {
+            for _ in 0..EACH {
+                let mut attempts = 0;
+                loop {
+                    let cp = store.checkpoint("together", &stream).await.expect("checkpoint");
+                    let op = add(&p, "count", &[("n", 1)], json!({}));
+                    match store.commit("together", &stream, cp, cp + 1, vec![op]).await {
+                        Ok(()) => break,
+                        // Another writer held the item: nothing written, try again.
+                        Err(e) => {
+                            attempts += 1;
+                            assert!(attempts < 1000, "task {t} starved: {e:?}");
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    for h in handles {
+        h.await.expect("task");
+    }
+    assert_eq!(
+        store.get("together", &p, "count").await.expect("get"),
+        Some(json!({"n": TASKS * EACH}))
     );
 }

@@ -77,6 +77,25 @@ fn checkpoint_of(conn: &rusqlite::Connection, consumer: &str, stream_id: &str) -
 }
 
 /// Puts (`Some`) or deletes (`None`) one document inside the caller's transaction.
+/// One document as stored, inside the commit's transaction.
+fn read_doc(
+    tx: &rusqlite::Transaction<'_>,
+    consumer: &str,
+    partition: &str,
+    sort: &str,
+) -> Result<Option<serde_json::Value>, CommitError> {
+    let body: Option<String> = tx
+        .prepare_cached("SELECT body FROM read_models WHERE consumer = ?1 AND partition = ?2 AND sort = ?3")
+        .map_err(sql)?
+        .query_row(params![consumer, partition, sort], |row| row.get(0))
+        .optional()
+        .map_err(sql)?;
+    match body {
+        Some(body) => Ok(Some(serde_json::from_str(&body).map_err(failed)?)),
+        None => Ok(None),
+    }
+}
+
 fn write_doc(
     tx: &rusqlite::Transaction<'_>,
     consumer: &str,
@@ -137,7 +156,9 @@ impl ReadModelStore for SqliteReadModels {
                     .transaction_with_behavior(TransactionBehavior::Immediate)
                     .map_err(sql)?;
                 let mut checkpoints: HashMap<(String, String), u64> = HashMap::new();
-                let mut docs: HashMap<(String, String, String), Option<serde_json::Value>> = HashMap::new();
+                // Each document's operations merged into one (`ReadOp::then`):
+                // written once, as the last commit leaves it.
+                let mut docs: HashMap<(String, String, String), ReadOp> = HashMap::new();
                 for c in commits {
                     let key = (c.consumer, c.stream_id);
                     let current = match checkpoints.get(&key) {
@@ -152,19 +173,23 @@ impl ReadModelStore for SqliteReadModels {
                         });
                     }
                     for op in c.idempotent.into_iter().chain(c.ops) {
-                        match op {
-                            ReadOp::Put { partition, sort, body } => {
-                                docs.insert((key.0.clone(), partition, sort), Some(body));
-                            }
-                            ReadOp::Delete { partition, sort } => {
-                                docs.insert((key.0.clone(), partition, sort), None);
-                            }
-                        }
+                        let (partition, sort) = op.key();
+                        let doc = (key.0.clone(), partition.to_string(), sort.to_string());
+                        let merged = match docs.remove(&doc) {
+                            Some(before) => before.then(op),
+                            None => op,
+                        };
+                        docs.insert(doc, merged);
                     }
                     checkpoints.insert(key, c.new);
                 }
-                for ((consumer, partition, sort), body) in docs {
-                    write_doc(&tx, &consumer, &partition, &sort, body.as_ref())?;
+                for ((consumer, partition, sort), op) in docs {
+                    // An add reads the document inside the transaction.
+                    let before = match op {
+                        ReadOp::Add { .. } => read_doc(&tx, &consumer, &partition, &sort)?,
+                        ReadOp::Put { .. } | ReadOp::Delete { .. } => None,
+                    };
+                    write_doc(&tx, &consumer, &partition, &sort, op.apply(before).as_ref())?;
                 }
                 for ((consumer, stream_id), version) in checkpoints {
                     tx.prepare_cached(

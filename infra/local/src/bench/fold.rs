@@ -51,6 +51,11 @@ impl ReadModelStore for CountingDocs {
                     puts += 1;
                     bytes += body.to_string().len() as u64;
                 }
+                ReadOp::Add { counts, set, .. } => {
+                    puts += 1;
+                    bytes += (serde_json::to_string(counts).map_or(0, |t| t.len())
+                        + serde_json::Value::Object(set.clone()).to_string().len()) as u64;
+                }
                 ReadOp::Delete { .. } => deletes += 1,
             }
         }

@@ -78,19 +78,14 @@ impl ReadModelStore for CompactReadModels {
             });
         }
         for op in ops {
-            match op {
-                ReadOp::Put { partition, sort, body } => {
-                    inner
-                        .docs
-                        .entry((consumer.to_string(), partition))
-                        .or_default()
-                        .insert(sort, body.to_string().into_boxed_str());
-                }
-                ReadOp::Delete { partition, sort } => {
-                    if let Some(docs) = inner.docs.get_mut(&(consumer.to_string(), partition)) {
-                        docs.remove(&sort);
-                    }
-                }
+            let (partition, sort) = op.key();
+            let docs = inner
+                .docs
+                .entry((consumer.to_string(), partition.to_string()))
+                .or_default();
+            let before = docs.remove(sort).map(|text| parse(&text)).transpose()?;
+            if let Some(after) = op.apply(before) {
+                docs.insert(sort.to_string(), after.to_string().into_boxed_str());
             }
         }
         inner.checkpoints.insert(key, new);

@@ -244,13 +244,43 @@ impl DynamoReadModels {
             }
             None => return Err(self.corrupt(CodecError::Missing(KIND))),
         }
-        let body = items::get_s(item, BODY).map_err(|e| self.corrupt(e))?;
-        serde_json::from_str(body).map_err(|e| {
-            self.corrupt(CodecError::Invalid {
-                name: BODY,
-                reason: e.to_string(),
-            })
-        })
+        let invalid = |name: &'static str, reason: String| self.corrupt(CodecError::Invalid { name, reason });
+        let added = item.keys().any(|name| name.starts_with("n#") || name.starts_with("s#"));
+        let body = match item.get(BODY) {
+            None if added => serde_json::Value::Object(serde_json::Map::new()),
+            _ => {
+                let body = items::get_s(item, BODY).map_err(|e| self.corrupt(e))?;
+                serde_json::from_str(body).map_err(|e| invalid(BODY, e.to_string()))?
+            }
+        };
+        if !added {
+            return Ok(body);
+        }
+        // What adds made (decision 0088): counts on the body's fields, then the fields set.
+        let mut counts = std::collections::BTreeMap::new();
+        let mut set = serde_json::Map::new();
+        for (name, value) in item {
+            if let Some(field) = name.strip_prefix("n#") {
+                let n = match value {
+                    AttributeValue::N(n) => n.parse::<i64>().ok(),
+                    _ => None,
+                };
+                counts.insert(
+                    field.to_string(),
+                    n.ok_or_else(|| invalid("n#", format!("{name} is not an integer")))?,
+                );
+            } else if let Some(field) = name.strip_prefix("s#") {
+                let json = match value {
+                    AttributeValue::S(text) => serde_json::from_str(text).ok(),
+                    _ => None,
+                };
+                set.insert(
+                    field.to_string(),
+                    json.ok_or_else(|| invalid("s#", format!("{name} is not a JSON string")))?,
+                );
+            }
+        }
+        Ok(crm_core::ports::added(Some(body), &counts, &set))
     }
 
     /// The update of a stream's checkpoint item setting each consumer's
@@ -344,6 +374,56 @@ impl DynamoReadModels {
                     .build()
                     .map_err(build_error)?;
                 (TransactWriteItem::builder().put(put).build(), size)
+            }
+            ReadOp::Add {
+                partition,
+                sort,
+                counts,
+                set,
+            } => {
+                // Counts are numbers `n#<field>` added to (`ADD`, which
+                // starts an absent one at 0), set fields JSON strings
+                // `s#<field>` (decision 0088); `body` reads them back.
+                let doc_key = key(doc_pk(consumer, &partition), &sort);
+                let mut sized = doc_key.clone();
+                let mut update = Update::builder()
+                    .table_name(&self.table)
+                    .set_key(Some(doc_key))
+                    .expression_attribute_names("#kind", KIND)
+                    .expression_attribute_values(":kind", items::s(KIND_DOC));
+                sized.insert(KIND.into(), items::s(KIND_DOC));
+                let mut sets = vec!["#kind = :kind".to_string()];
+                let mut adds = Vec::with_capacity(counts.len());
+                for (i, (field, n)) in counts.iter().enumerate() {
+                    let (name, value) = (format!("#n{i}"), format!(":n{i}"));
+                    adds.push(format!("{name} {value}"));
+                    sized.insert(capacity::count_attribute(field), items::n(*n));
+                    update = update
+                        .expression_attribute_names(&name, capacity::count_attribute(field))
+                        .expression_attribute_values(&value, items::n(*n));
+                }
+                for (i, (field, value)) in set.iter().enumerate() {
+                    let (name, placeholder) = (format!("#s{i}"), format!(":s{i}"));
+                    let json = items::s(value.to_string());
+                    sets.push(format!("{name} = {placeholder}"));
+                    sized.insert(capacity::set_attribute(field), json.clone());
+                    update = update
+                        .expression_attribute_names(&name, capacity::set_attribute(field))
+                        .expression_attribute_values(&placeholder, json);
+                }
+                if let Some(expires) = set.get(items::EXPIRES_AT).and_then(serde_json::Value::as_i64) {
+                    sets.push("#ttl = :ttl".into());
+                    sized.insert(items::EXPIRES_AT.into(), items::n(expires));
+                    update = update
+                        .expression_attribute_names("#ttl", items::EXPIRES_AT)
+                        .expression_attribute_values(":ttl", items::n(expires));
+                }
+                let mut expression = format!("SET {}", sets.join(", "));
+                if !adds.is_empty() {
+                    expression.push_str(&format!(" ADD {}", adds.join(", ")));
+                }
+                let update = update.update_expression(expression).build().map_err(build_error)?;
+                (TransactWriteItem::builder().update(update).build(), item_size(&sized))
             }
             ReadOp::Delete { partition, sort } => {
                 // A delete is charged by the deleted item's size, which is not
@@ -447,6 +527,10 @@ impl DynamoReadModels {
                     }
                     Err(err) => return Err(sdk_error("PutItem", &err).into()),
                 }
+            }
+            ReadOp::Add { .. } => {
+                // `capacity::plan` moves adds into the atomic part.
+                return Err(StoreError::Failed("an add is never written apart from its checkpoint".into()).into());
             }
             ReadOp::Delete { partition, sort } => {
                 match self
@@ -781,6 +865,21 @@ mod tests {
         assert_eq!(put.item().get(items::EXPIRES_AT), Some(&items::n(1_765_108_800)));
         let (write, _) = store.doc_write("timeline", op.clone()).expect("doc");
         assert_eq!(write.put().expect("a put").item().get(items::EXPIRES_AT), None);
+        // An add: an update of its counts, set fields and time to live.
+        let add = crm_core::read_model_contract::add(
+            "events#2026-12-07",
+            "10#3",
+            &[("07", 2), ("08", 11)],
+            json!({"expires_at": 1_765_108_800, "label": "x"}),
+        );
+        let (write, size) = store.doc_write("ops-counters", add.clone()).expect("add");
+        assert_eq!(size, capacity::doc_item_bytes("ops-counters", &add));
+        let update = write.update().expect("an update");
+        assert!(update.update_expression().contains(" ADD "), "{update:?}");
+        assert_eq!(
+            update.expression_attribute_values().and_then(|v| v.get(":ttl")),
+            Some(&items::n(1_765_108_800))
+        );
         // The checkpoint item as the update leaves it on a new stream.
         let moved = CheckpointMove {
             consumer: "timeline".into(),

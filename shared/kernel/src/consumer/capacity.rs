@@ -149,19 +149,53 @@ impl Chunk {
 }
 
 fn doc_key(consumer: &str, op: &ReadOp) -> (String, String, String) {
-    let (ReadOp::Put { partition, sort, .. } | ReadOp::Delete { partition, sort }) = op;
-    (consumer.to_string(), partition.clone(), sort.clone())
+    let (partition, sort) = op.key();
+    (consumer.to_string(), partition.to_string(), sort.to_string())
+}
+
+/// The field of a document an adapter copies to the item's time to live
+/// (epoch seconds; decision 0088).
+pub const EXPIRES_AT: &str = "expires_at";
+
+/// The attribute of a document item holding what adds added to the body's
+/// field `field` (decision 0088).
+pub fn count_attribute(field: &str) -> String {
+    format!("n#{field}")
+}
+
+/// The attribute of a document item holding a field an add set (its JSON).
+pub fn set_attribute(field: &str) -> String {
+    format!("s#{field}")
 }
 
 /// The size of a document item of the DynamoDB read-model table:
 /// `pk` = `<consumer>#<partition>`, `sk` = sort, `kind` = `doc`, `body` = the
-/// JSON (a delete counts its key).
+/// JSON (a delete counts its key). An add's item has, instead of `body`, a
+/// number `n#<field>` per count (counted as the digits of the count it
+/// adds: the sum is not known), a JSON string `s#<field>` per field set,
+/// and the time to live `expires_at` when one is set.
 pub fn doc_item_bytes(consumer: &str, op: &ReadOp) -> usize {
-    let (ReadOp::Put { partition, sort, .. } | ReadOp::Delete { partition, sort }) = op;
+    let (partition, sort) = op.key();
     let key = "pk".len() + consumer.len() + 1 + partition.len() + "sk".len() + sort.len();
     match op {
         ReadOp::Put { body, .. } => key + "kind".len() + "doc".len() + "body".len() + body.to_string().len(),
         ReadOp::Delete { .. } => key,
+        ReadOp::Add { counts, set, .. } => {
+            key + "kind".len()
+                + "doc".len()
+                + counts
+                    .iter()
+                    .map(|(field, n)| count_attribute(field).len() + n.to_string().len())
+                    .sum::<usize>()
+                + set
+                    .iter()
+                    .map(|(field, value)| set_attribute(field).len() + value.to_string().len())
+                    .sum::<usize>()
+                + set
+                    .get(EXPIRES_AT)
+                    .and_then(serde_json::Value::as_i64)
+                    .map_or(0, |at| EXPIRES_AT.len() + at.to_string().len())
+        }
     }
 }
 
@@ -173,7 +207,7 @@ pub fn loose_item_bytes(loose: &LooseWrite) -> usize {
             ReadOp::Put { .. } => {
                 "stamp_stream".len() + loose.stream_id.len() + "stamp_version".len() + loose.version.to_string().len()
             }
-            ReadOp::Delete { .. } => 0,
+            ReadOp::Delete { .. } | ReadOp::Add { .. } => 0,
         }
 }
 
@@ -238,7 +272,14 @@ pub fn plan(
     let mut loose: HashMap<(String, String, String), usize> = HashMap::new();
     let mut streams: std::collections::HashSet<String> = std::collections::HashSet::new();
     let mut bytes = 0usize;
-    for c in commits {
+    for mut c in commits {
+        // An add is never written apart from its checkpoint.
+        if c.idempotent.iter().any(ReadOp::is_add) {
+            let (adds, idempotent): (Vec<ReadOp>, Vec<ReadOp>) =
+                std::mem::take(&mut c.idempotent).into_iter().partition(ReadOp::is_add);
+            c.idempotent = idempotent;
+            c.ops.splice(0..0, adds);
+        }
         let pair = (c.consumer.clone(), c.stream_id.clone());
         let new_items = usize::from(!streams.contains(&c.stream_id))
             + c.ops
@@ -310,7 +351,17 @@ pub fn plan(
         for op in c.ops {
             let key = doc_key(&c.consumer, &op);
             match docs.get(&key) {
-                Some(&i) => chunk.docs[i].op = op,
+                // Written once as the chunk leaves it: two adds sum.
+                Some(&i) => {
+                    let before = std::mem::replace(
+                        &mut chunk.docs[i].op,
+                        ReadOp::Delete {
+                            partition: String::new(),
+                            sort: String::new(),
+                        },
+                    );
+                    chunk.docs[i].op = before.then(op);
+                }
                 None => {
                     docs.insert(key, chunk.docs.len());
                     chunk.docs.push(DocWrite {
@@ -475,6 +526,55 @@ mod tests {
 
     fn unit(_: &str, _: &ReadOp) -> usize {
         1
+    }
+
+    fn add(sort: &str, n: i64) -> ReadOp {
+        ReadOp::Add {
+            partition: "p".into(),
+            sort: sort.into(),
+            counts: std::collections::BTreeMap::from([("n".to_string(), n)]),
+            set: serde_json::Map::from_iter([("expires_at".to_string(), json!(9))]),
+        }
+    }
+
+    #[test]
+    fn adds_to_one_document_in_a_chunk_are_summed_and_never_loose() {
+        let mut loose_add = commit("a", "u", 0, 1, Vec::new());
+        loose_add.idempotent.push(add("x", 4));
+        let chunks = plan(
+            vec![
+                commit("a", "s", 0, 1, vec![add("x", 1)]),
+                commit("a", "t", 0, 2, vec![add("x", 2), add("y", 1)]),
+                loose_add,
+                commit("a", "s", 1, 2, vec![put("y", 7), add("y", 3)]),
+            ],
+            100,
+            1 << 20,
+            unit,
+        )
+        .expect("plan");
+        assert_eq!(chunks.len(), 1);
+        let chunk = &chunks[0];
+        assert!(chunk.loose.is_empty(), "{chunk:?}");
+        assert!(chunk.checkpoints.iter().all(|c| c.with_docs));
+        let docs: Vec<(&str, ReadOp)> = chunk.docs.iter().map(|d| (d.consumer.as_str(), d.op.clone())).collect();
+        assert_eq!(
+            docs,
+            [
+                ("a", add("x", 7)),
+                (
+                    "a",
+                    ReadOp::Put {
+                        partition: "p".into(),
+                        sort: "y".into(),
+                        body: json!({"n": 3, "expires_at": 9}),
+                    }
+                ),
+            ]
+        );
+        // Three stream items and two documents: one transaction.
+        assert_eq!(chunk.items(), 5);
+        assert!(chunk.is_transaction());
     }
 
     #[test]

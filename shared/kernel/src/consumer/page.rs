@@ -64,13 +64,16 @@ struct Overlay {
     listed: Vec<(String, String, String)>,
     /// How many reads projections made, to tell a read-free projection.
     reads: u64,
+    /// Adds staged on documents the page does not know (never read):
+    /// applied to the stored document when a projection reads it.
+    pending: HashMap<DocKey, ReadOp>,
 }
 
 impl Overlay {
     fn was_read(&self, consumer: &str, op: &ReadOp) -> bool {
-        let (ReadOp::Put { partition, sort, .. } | ReadOp::Delete { partition, sort }) = op;
+        let (partition, sort) = op.key();
         self.read
-            .contains(&(consumer.to_string(), partition.clone(), sort.clone()))
+            .contains(&(consumer.to_string(), partition.to_string(), sort.to_string()))
             || self
                 .listed
                 .iter()
@@ -80,11 +83,38 @@ impl Overlay {
 
 impl Overlay {
     fn set(&mut self, consumer: &str, partition: String, sort: String, body: Option<Value>) {
+        self.pending
+            .remove(&(consumer.to_string(), partition.clone(), sort.clone()));
         self.by_partition
             .entry((consumer.to_string(), partition.clone()))
             .or_default()
             .insert(sort.clone(), body.clone());
         self.docs.insert((consumer.to_string(), partition, sort), body);
+    }
+
+    /// Records a staged operation: on a known document, its result; an add
+    /// on one the page does not know waits, merged, for a read.
+    fn stage_op(&mut self, consumer: &str, op: &ReadOp) {
+        let (partition, sort) = op.key();
+        let key = (consumer.to_string(), partition.to_string(), sort.to_string());
+        if op.is_add() && !self.docs.contains_key(&key) {
+            let merged = match self.pending.remove(&key) {
+                Some(before) => before.then(op.clone()),
+                None => op.clone(),
+            };
+            self.pending.insert(key, merged);
+            return;
+        }
+        let before = self.docs.get(&key).cloned().flatten();
+        self.set(consumer, key.1, key.2, op.apply(before));
+    }
+
+    /// A document read from the store, with the adds the page staged on it.
+    fn with_pending(&self, key: &DocKey, stored: Option<Value>) -> Option<Value> {
+        match self.pending.get(key) {
+            Some(add) => add.apply(stored),
+            None => stored,
+        }
     }
 }
 
@@ -210,6 +240,7 @@ impl<'a> PageDocs<'a> {
             .filter(|op| match op {
                 ReadOp::Put { partition, sort, body } => known(partition, sort) != Some(&Some(body.clone())),
                 ReadOp::Delete { partition, sort } => known(partition, sort) != Some(&None),
+                ReadOp::Add { .. } => true,
             })
             .collect())
     }
@@ -227,17 +258,18 @@ impl<'a> PageDocs<'a> {
     fn settle(&self, commits: &mut [Commit]) -> Result<(), StoreError> {
         let overlay = self.lock()?;
         let key = |consumer: &str, op: &ReadOp| {
-            let (ReadOp::Put { partition, sort, .. } | ReadOp::Delete { partition, sort }) = op;
-            (consumer.to_string(), partition.clone(), sort.clone())
+            let (partition, sort) = op.key();
+            (consumer.to_string(), partition.to_string(), sort.to_string())
         };
         let atomic: std::collections::HashSet<DocKey> = commits
             .iter()
             .flat_map(|c| c.ops.iter().map(|op| key(&c.consumer, op)))
             .collect();
         for c in commits.iter_mut() {
-            let (loose, bound): (Vec<ReadOp>, Vec<ReadOp>) = std::mem::take(&mut c.idempotent)
-                .into_iter()
-                .partition(|op| !atomic.contains(&key(&c.consumer, op)) && !overlay.was_read(&c.consumer, op));
+            let (loose, bound): (Vec<ReadOp>, Vec<ReadOp>) =
+                std::mem::take(&mut c.idempotent).into_iter().partition(|op| {
+                    !op.is_add() && !atomic.contains(&key(&c.consumer, op)) && !overlay.was_read(&c.consumer, op)
+                });
             c.idempotent = loose;
             c.ops.splice(0..0, bound);
         }
@@ -256,12 +288,7 @@ impl<'a> PageDocs<'a> {
     fn stage(&self, consumer: &str, stream: &str, version: u64, ops: &[ReadOp]) -> Result<(), StoreError> {
         let mut overlay = self.lock()?;
         for op in ops {
-            match op {
-                ReadOp::Put { partition, sort, body } => {
-                    overlay.set(consumer, partition.clone(), sort.clone(), Some(body.clone()))
-                }
-                ReadOp::Delete { partition, sort } => overlay.set(consumer, partition.clone(), sort.clone(), None),
-            }
+            overlay.stage_op(consumer, op);
         }
         overlay
             .checkpoints
@@ -316,8 +343,9 @@ impl ReadModelStore for PageDocs<'_> {
             }
         }
         let found = self.base.get(consumer, partition, sort).await?;
-        self.lock()?
-            .set(consumer, partition.to_string(), sort.to_string(), found.clone());
+        let mut overlay = self.lock()?;
+        let found = overlay.with_pending(&key, found);
+        overlay.set(consumer, partition.to_string(), sort.to_string(), found.clone());
         Ok(found)
     }
 
@@ -337,18 +365,27 @@ impl ReadModelStore for PageDocs<'_> {
                 .listed
                 .push((consumer.to_string(), partition.to_string(), prefix.to_string()));
         }
-        let overlaid: Vec<(String, Option<Value>)> = self
-            .lock()?
-            .by_partition
-            .get(&(consumer.to_string(), partition.to_string()))
-            .map(|docs| {
-                docs.iter()
-                    .filter(|(sort, _)| in_range(sort))
-                    .map(|(s, v)| (s.clone(), v.clone()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        if overlaid.is_empty() {
+        let (overlaid, pending): (Vec<(String, Option<Value>)>, Vec<(String, ReadOp)>) = {
+            let overlay = self.lock()?;
+            let overlaid = overlay
+                .by_partition
+                .get(&(consumer.to_string(), partition.to_string()))
+                .map(|docs| {
+                    docs.iter()
+                        .filter(|(sort, _)| in_range(sort))
+                        .map(|(s, v)| (s.clone(), v.clone()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let pending = overlay
+                .pending
+                .iter()
+                .filter(|((c, p, s), _)| c == consumer && p == partition && in_range(s))
+                .map(|((_, _, s), op)| (s.clone(), op.clone()))
+                .collect();
+            (overlaid, pending)
+        };
+        if overlaid.is_empty() && pending.is_empty() {
             return self.base.list(consumer, partition, prefix, after, limit).await;
         }
         // Ask for as many more as the page deleted: then at least `limit`
@@ -360,6 +397,13 @@ impl ReadModelStore for PageDocs<'_> {
             .await?;
         let mut merged: BTreeMap<String, Option<Value>> = stored.into_iter().map(|(s, v)| (s, Some(v))).collect();
         merged.extend(overlaid);
+        // An add on a document the store did not return creates it (had it
+        // existed, it would sort before what the store returned last, or
+        // the store returned fewer than asked).
+        for (sort, add) in pending {
+            let before = merged.remove(&sort).flatten();
+            merged.insert(sort, add.apply(before));
+        }
         Ok(merged
             .into_iter()
             .filter_map(|(s, v)| v.map(|v| (s, v)))
@@ -548,8 +592,9 @@ async fn stage(consumer: &super::Consumer, event: &EventEnvelope, page: &PageDoc
         let ops = page.without_no_ops(name, ops).map_err(|e| consumer.retryable(e))?;
         page.stage(name, stream, pending.version, &ops)
             .map_err(|e| consumer.retryable(e))?;
+        // Adds always move with the checkpoint: a redelivery must not add again.
         let (ops, idempotent) = if read_free {
-            (Vec::new(), ops)
+            ops.into_iter().partition(ReadOp::is_add)
         } else {
             (ops, Vec::new())
         };
@@ -605,10 +650,19 @@ mod tests {
             let ops: Vec<ReadOp> = (0..rng.below(10))
                 .map(|i| {
                     let sort = format!("k{:02}", rng.below(20));
-                    if rng.below(3) == 0 {
+                    let kind = rng.below(4);
+                    if kind == 0 {
                         ReadOp::Delete {
                             partition: "p".into(),
                             sort,
+                        }
+                    } else if kind == 1 {
+                        // Adds on documents the page knows and does not know.
+                        ReadOp::Add {
+                            partition: "p".into(),
+                            sort,
+                            counts: BTreeMap::from([("n".to_string(), 1 + i as i64)]),
+                            set: serde_json::Map::from_iter([("e".to_string(), json!(i))]),
                         }
                     } else {
                         ReadOp::Put {
@@ -640,6 +694,14 @@ mod tests {
                         .await
                         .expect("list"),
                     "round {round}: prefix {prefix:?}, after {after:?}, limit {limit}"
+                );
+            }
+            for _ in 0..3 {
+                let sort = format!("k{:02}", rng.below(20));
+                assert_eq!(
+                    page.get("c", "p", &sort).await.expect("page get"),
+                    after_ops.get("c", "p", &sort).await.expect("get"),
+                    "round {round}: {sort}"
                 );
             }
         }
