@@ -22,4 +22,4 @@ Assert what the page shows against what the API answers.
 """
 
 # The order the harness runs them in.
-STORIES = ["overview", "customers", "campaigns", "templates", "segments", "operations"]
+STORIES = ["overview", "customers", "campaigns", "templates", "segments", "broadcasts", "operations"]

@@ -35,15 +35,16 @@ def register(c, email, first, last):
     return customer_id
 
 
+def message_list(c, customer_id):
+    """GET /customers/{id}/messages: the customer's messages, newest first."""
+    status, answer = c.api("GET", f"/customers/{customer_id}/messages")
+    assert status == 200, (status, answer)
+    return answer["items"]
+
+
 def messages(c, customer_id):
-    """The message ids of the timeline's activity, newest first (as the page lists them)."""
-    status, timeline = c.api("GET", f"/customers/{customer_id}/timeline?limit=50")
-    assert status == 200, (status, timeline)
-    ids = []
-    for a in timeline["activity"]:
-        if a["stream_id"].startswith("message-") and a["stream_id"][8:] not in ids:
-            ids.append(a["stream_id"][8:])
-    return ids
+    """The message ids of GET /customers/{id}/messages, newest first (as the page lists them)."""
+    return [m["message_id"] for m in message_list(c, customer_id)]
 
 
 def rows(c, css):
@@ -115,6 +116,10 @@ def story(c):
     c.go(f"#/customers/{customer_id}")
     shown_ids = [a.text for a in c.find_all("#messages-list a")]
     assert shown_ids == ids, (shown_ids, ids)
+    # Each row's status, channel and campaign as the API has them.
+    listed = message_list(c, customer_id)
+    shown = [r[:4] for r in rows(c, "#messages-list tbody tr")]
+    assert shown == [[m["message_id"], m["status"] or "–", m["channel"] or "–", m["campaign_id"] or "–"] for m in listed], (shown, listed)
     journeys = [r[0] for r in rows(c, "section[aria-labelledby=journeys] tbody tr")]
     status, api_journeys = c.api("GET", f"/customers/{customer_id}/journeys")
     assert sorted(journeys) == sorted(f"{j['campaign_id']}@{j['campaign_version']}" for j in api_journeys["items"]), journeys

@@ -90,7 +90,8 @@ def story(c):
     assert shown_text == preview["text"], (shown_text, preview["text"])
 
     frame = c.find("#preview-frame")
-    assert frame.get_attribute("sandbox") == "", f"the iframe is sandboxed with nothing allowed: {frame.get_attribute('sandbox')!r}"
+    assert frame.get_attribute("sandbox") == "allow-same-origin", f"the iframe allows its origin only: {frame.get_attribute('sandbox')!r}"
+    c._wait("the preview frame filled", lambda: c.find("#preview-frame").get_attribute("data-filled") == "true")
     expected = body_text(preview["html"])
     assert expected, "the API's preview has body text"
     for width, button in (("700", "#width-desktop"), ("375", "#width-mobile")):
@@ -105,6 +106,36 @@ def story(c):
         assert squash(inside["text"]) == expected, (squash(inside["text"])[:300], expected[:300])
         assert str(inside["width"]) == width or abs(inside["width"] - int(width)) <= 20, inside["width"]
         print(f"     template: the iframe at {width} px holds the API's rendered body ({len(expected)} chars), title {inside['title']!r}")
+    # The frame's own policy: an https: image may load (a template's remote
+    # images), an http: one is refused, and no script runs in it.
+    # (Nothing runs in the frame, not even a listener or a timer: the
+    # browser's console reports what its policy refused.)
+    c.browser_errors()  # what came before
+    url = in_frame(
+        c,
+        """
+        for (const src of ['https://images.example.invalid/logo.png', 'http://images.example.invalid/logo.png']) {
+          const img = document.createElement('img');
+          img.src = src;
+          document.body.appendChild(img);
+        }
+        const s = document.createElement('script');
+        s.textContent = 'document.body.dataset.ran = "yes"';
+        document.body.appendChild(s);
+        return document.URL;
+        """,
+    )
+    assert url.endswith("/console/preview.html"), url
+    logged = []
+
+    def refused_http():
+        logged.extend(c.browser_errors())
+        return any("http://images.example.invalid/logo.png" in m and "img-src" in m for m in logged)
+
+    c.eventually("the frame's policy to refuse the http: image", refused_http)
+    assert not any("https://images.example.invalid/logo.png" in m and "violates" in m for m in logged), logged
+    assert in_frame(c, "return document.body.dataset.ran || null;") is None, "a script ran in the preview"
+    print("     template: the preview frame takes https: images, refuses http: ones and runs no script")
     # For the screenshot: desktop width.
     c.click("#width-desktop")
     c._wait("the preview at 700 px", lambda: c.find("#preview-frame").get_attribute("width") == "700")

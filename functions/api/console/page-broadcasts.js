@@ -1,27 +1,17 @@
-// Broadcasts (decision 0089, broadcasts decisions 0084 and 0087). The API
-// has no list of broadcasts: the section schedules one (`POST /broadcasts`),
-// opens one by id, and lists the ones scheduled from this tab (their ids in
-// sessionStorage). One broadcast: status, progress and stats (`GET
-// /broadcasts/{id}`, with a subject test's arms and winner), and Pause,
-// Resume and Cancel for crm/admin.
+// Broadcasts (decision 0089, broadcasts decisions 0084 and 0087). The list
+// (`GET /broadcasts`, newest first, page by page), a form to schedule one
+// (`POST /broadcasts`), one opened by id. One broadcast: status, progress
+// and stats (`GET /broadcasts/{id}`, with a subject test's arms and
+// winner), and Pause, Resume and Cancel for crm/admin.
 
-import { badge, count, h, money, notice, problem, replace, table, when } from "./ui.js";
+import { badge, count, h, money, notice, problem, query, replace, table, when } from "./ui.js";
 
-const MINE = "crm.console.broadcasts";
+const PAGE = 50;
 
-function mine() {
-  try {
-    const ids = JSON.parse(sessionStorage.getItem(MINE) || "[]");
-    return Array.isArray(ids) ? ids.filter((i) => typeof i === "string") : [];
-  } catch {
-    return [];
-  }
-}
-
-function remember(id) {
-  const ids = mine().filter((i) => i !== id);
-  ids.unshift(id);
-  sessionStorage.setItem(MINE, JSON.stringify(ids.slice(0, 50)));
+/// The page size: `?limit=` of the route (1 to 500), else 50.
+function pageSize(ctx) {
+  const n = Number(ctx.query.get("limit"));
+  return Number.isInteger(n) && n >= 1 && n <= 500 ? n : PAGE;
 }
 
 export async function render(main, ctx) {
@@ -56,35 +46,64 @@ async function start(main, ctx) {
     field("open-id", "Broadcast id", opener),
     h("button", { type: "submit" }, "Open"),
   );
-  const ids = mine();
-  const rows = await Promise.all(ids.map(async (id) => ({ id, answer: await api.get(`/broadcasts/${encodeURIComponent(id)}`) })));
+  const listed = h("section", { class: "panel", id: "broadcasts", "aria-labelledby": "broadcasts-title" });
+  await listPage(api, listed, null, pageSize(ctx));
   replace(
     main,
     h("h1", {}, "Broadcasts"),
     h(
       "p",
       { class: "muted" },
-      "One template to the members of segments, now, at a UTC time or at a local time. The API keeps no list of broadcasts: open one by its id; the ones scheduled from this tab are listed below until it is closed.",
+      "One template to the members of segments, now, at a UTC time or at a local time.",
     ),
+    listed,
     h("section", { class: "panel" }, h("h2", {}, "Open a broadcast"), open),
-    h(
-      "section",
-      { class: "panel" },
-      h("h2", {}, "Scheduled from this tab"),
-      table(
-        "Broadcasts scheduled from this tab",
-        [
-          { label: "Broadcast", value: (r) => h("a", { href: `#/broadcasts/${encodeURIComponent(r.id)}` }, r.id) },
-          { label: "Status", value: (r) => (r.answer.ok ? status(r.answer.body.status) : `API ${r.answer.status}`) },
-          { label: "Template", value: (r) => (r.answer.ok ? r.answer.body.definition.template : "–") },
-          { label: "Starts", value: (r) => (r.answer.ok ? when(r.answer.body.starts_at) : "–") },
-          { label: "Sent", value: (r) => (r.answer.ok ? count(r.answer.body.stats.sent) : "–"), num: true },
-        ],
-        rows,
-        "None yet in this tab.",
-      ),
-    ),
     has("crm/admin") ? await form(ctx) : null,
+  );
+}
+
+/// One page of the list into `section`, with a link to the next page.
+async function listPage(api, section, after, limit) {
+  const answer = await api.get(`/broadcasts${query({ limit, after })}`);
+  const title = h("h2", { id: "broadcasts-title" }, "All broadcasts");
+  if (!answer.ok) {
+    replace(section, title, problem(answer));
+    return;
+  }
+  const page = answer.body;
+  replace(
+    section,
+    title,
+    after ? h("p", { class: "muted" }, "A later page of broadcasts.") : null,
+    table(
+      "Broadcasts, newest first",
+      [
+        { label: "Broadcast", value: (b) => h("a", { href: `#/broadcasts/${encodeURIComponent(b.id)}` }, b.id) },
+        { label: "Status", value: (b) => status(b.status) },
+        { label: "Template", value: (b) => b.template },
+        { label: "Channel", value: (b) => b.channel },
+        { label: "Scheduled", value: (b) => when(b.scheduled_at) },
+        { label: "Starts", value: (b) => when(b.starts_at) },
+        { label: "Audience", value: (b) => count(b.audience_size), num: true },
+        { label: "Requested", value: (b) => count(b.requested), num: true },
+      ],
+      page.items || [],
+      "No broadcast yet.",
+    ),
+    h(
+      "div",
+      { class: "actions" },
+      after
+        ? h("button", { type: "button", class: "secondary", onclick: () => listPage(api, section, null, limit) }, "First page")
+        : null,
+      page.next_after
+        ? h(
+            "button",
+            { type: "button", id: "broadcasts-next", onclick: () => listPage(api, section, page.next_after, limit) },
+            "Next page",
+          )
+        : null,
+    ),
   );
 }
 
@@ -205,7 +224,6 @@ async function form({ api, navigate }) {
       replace(out, problem(answer));
       return;
     }
-    remember(answer.body.id);
     navigate(`#/broadcasts/${encodeURIComponent(answer.body.id)}`);
   };
 

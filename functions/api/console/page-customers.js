@@ -3,7 +3,7 @@
 // scopes allow (export, erase, resend the verification) and, at
 // `#/messages/<id>`, why a message was sent (`GET /messages/{id}/explain`).
 
-import { badge, count, h, money, notice, problem, replace, table, when } from "./ui.js";
+import { badge, count, h, money, notice, problem, query, replace, table, when } from "./ui.js";
 
 export async function render(main, ctx) {
   if (ctx.route === "messages") return explain(main, ctx, ctx.params[0] || "");
@@ -131,12 +131,13 @@ async function customer(main, ctx, id) {
   const base = `/customers/${enc(id)}`;
   // `#/customers/<id>?limit=N`: the timeline's page size (the API's default is 50).
   const limit = Math.min(500, Math.max(1, Number.parseInt(ctx.query.get("limit"), 10) || 50));
-  const [profile, consents, segments, journeys, timeline] = await Promise.all([
+  const [profile, consents, segments, journeys, timeline, messages] = await Promise.all([
     ctx.api.get(base),
     ctx.api.get(`${base}/consents`),
     ctx.api.get(`${base}/segments`),
     ctx.api.get(`${base}/journeys`),
     ctx.api.get(`${base}/timeline?limit=${limit}`),
+    ctx.api.get(`${base}/messages`),
   ]);
   if (!profile.ok) {
     replace(
@@ -148,7 +149,6 @@ async function customer(main, ctx, id) {
     return;
   }
   const c = profile.body;
-  const activity = timeline.ok ? timeline.body.activity || [] : [];
   replace(
     main,
     h("p", { class: "muted" }, h("a", { href: "#/customers" }, "Customers"), " / ", h("code", {}, c.id)),
@@ -162,7 +162,7 @@ async function customer(main, ctx, id) {
     ),
     consentsPanel(consents),
     journeysPanel(journeys),
-    messagesPanel(timeline, activity),
+    messagesPanel(ctx, base, messages),
     timelinePanel(ctx, base, timeline, limit),
   );
 }
@@ -360,47 +360,57 @@ function journeysPanel(answer) {
   );
 }
 
-/// The messages: the `message-<id>` streams of the timeline's activity
-/// (the newest 100 events of the customer's other streams), each with its
-/// newest event as its status.
-function messagesOf(activity) {
-  const seen = new Map();
-  for (const a of activity) {
-    if (!a.stream_id.startsWith("message-")) continue;
-    const id = a.stream_id.slice("message-".length);
-    if (!seen.has(id)) seen.set(id, { message_id: id, status: a.type, at: a.occurred_at, events: 0 });
-    seen.get(id).events += 1;
-  }
-  return [...seen.values()];
-}
-
-function messageStatus(type) {
-  const status = type.replace(/^Message/, "").toLowerCase();
-  const kind = /sent|delivered|opened|clicked/.test(status) ? "good" : /fail|bounc|refus|suppress|complain/.test(status) ? "bad" : null;
+/// A message's status (`GET /customers/{id}/messages`): that of its newest event.
+function messageStatus(status) {
+  if (!status) return "–";
+  const kind = /sent|delivered|opened|clicked/.test(status)
+    ? "good"
+    : /fail|bounc|rejected|suppress|complain/.test(status)
+      ? "bad"
+      : null;
   return badge(status, kind);
 }
 
-function messagesPanel(timeline, activity) {
-  if (!timeline.ok) return panel("Messages", "messages", problem(timeline));
-  return panel(
-    "Messages",
-    "messages",
-    h(
-      "div",
-      { id: "messages-list" },
+/// The messages (`GET /customers/{id}/messages`), newest first, a page at a
+/// time by the API's cursor.
+function messagesPanel(ctx, base, first) {
+  const list = h("div", { id: "messages-list" });
+  const show = async (answer, after) => {
+    if (!answer.ok) {
+      replace(list, problem(answer));
+      return;
+    }
+    const page = answer.body;
+    const more = (next) => ctx.api.get(`${base}/messages${query({ after: next })}`).then((a) => show(a, next));
+    replace(
+      list,
+      after ? h("p", { class: "muted" }, "A later page of messages.") : null,
       table(
         "The customer's messages, newest first, each with its latest status",
         [
           { label: "Message", value: (m) => h("a", { href: `#/messages/${enc(m.message_id)}` }, h("code", {}, m.message_id)) },
           { label: "Status", value: (m) => messageStatus(m.status) },
-          { label: "Last change", value: (m) => exact(m.at) },
+          { label: "Channel", value: (m) => m.channel || "–" },
+          { label: "Campaign", value: (m) => m.campaign_id || "–" },
+          { label: "Template", value: (m) => (m.template ? `${m.template}${m.template_version ? ` v${m.template_version}` : ""}` : "–") },
+          { label: "First event", value: (m) => exact(m.first_at) },
+          { label: "Last change", value: (m) => exact(m.status_at) },
         ],
-        messagesOf(activity),
-        "No message in the recent activity.",
+        page.items || [],
+        "No message yet.",
       ),
-    ),
-    h("p", { class: "muted" }, "From the newest 100 events of the customer's other streams."),
-  );
+      h(
+        "div",
+        { class: "actions" },
+        after ? h("button", { type: "button", class: "secondary", onclick: () => more(null) }, "First page") : null,
+        page.next_after
+          ? h("button", { type: "button", id: "messages-next", onclick: () => more(page.next_after) }, "Next page")
+          : null,
+      ),
+    );
+  };
+  show(first, null);
+  return panel("Messages", "messages", list);
 }
 
 function changes(list) {

@@ -3,10 +3,14 @@
 // a preview (`POST /templates/{id}/preview`) in a sandboxed iframe at
 // desktop or mobile width, and its parts to edit (`PUT /templates/{id}`).
 //
-// The preview's HTML goes into the iframe's `srcdoc`, never into the
-// console's document; the iframe's `sandbox` allows nothing (no scripts, an
-// opaque origin), so the HTML can only style itself (the console's policy
-// allows inline styles for it, decision 0089).
+// The preview's HTML never goes into the console's document: the iframe
+// loads `/console/preview.html`, an empty page served with a policy of its
+// own (images from any https: origin, inline styles, no script at all, the
+// CSP `sandbox`), and the console fills it with the API's HTML parsed by
+// `DOMParser` (which runs nothing). Its `sandbox` allows only its origin, so
+// the console's script can fill it and nothing in it can run. An srcdoc
+// frame would inherit the console's own policy (`img-src 'self' data:`),
+// and a template's remote images would show broken (decision 0089).
 
 import { badge, count, h, notice, problem, replace, table, when } from "./ui.js";
 
@@ -118,6 +122,20 @@ async function template(main, ctx, id, message) {
 
 // ---------------------------------------------------------------- preview
 
+/// The preview's frame, served with its own policy (console.rs).
+const PREVIEW_FRAME = "/console/preview.html";
+
+/// Puts the rendered email into the preview frame once its page loaded: a
+/// copy parsed by `DOMParser` (scripts in it never run; the frame's policy
+/// and sandbox forbid them too).
+function fill(frame, html) {
+  const doc = frame.contentDocument;
+  if (!doc || !doc.URL.endsWith(PREVIEW_FRAME)) return;
+  const parsed = new DOMParser().parseFromString(html, "text/html");
+  doc.replaceChild(doc.importNode(parsed.documentElement, true), doc.documentElement);
+  frame.dataset.filled = "true";
+}
+
 function preview(ctx, path, t) {
   let width = "desktop";
   let last = null; // the last preview answer
@@ -165,10 +183,11 @@ function preview(ctx, path, t) {
                 id: "preview-frame",
                 class: `preview ${width}`,
                 title: `The email as rendered, ${width} width (${WIDTHS[width]} px)`,
-                sandbox: "",
+                sandbox: "allow-same-origin",
                 referrerpolicy: "no-referrer",
                 width: WIDTHS[width],
-                srcdoc: p.html,
+                src: PREVIEW_FRAME,
+                onload: (e) => fill(e.target, p.html),
               }),
             )
           : null,

@@ -87,7 +87,19 @@ const ASSETS: &[Asset] = &[
     asset!("page-segments.js", JS),
     asset!("page-broadcasts.js", JS),
     asset!("page-operations.js", JS),
+    // The template preview's frame: its own policy (below).
+    asset!("preview.html", "text/html; charset=utf-8"),
 ];
+
+/// The policy of the template preview's frame (`preview.html`): the
+/// console's page fills it with the rendered email (a parsed copy of the
+/// API's HTML, never as script), and its images may come from any `https:`
+/// origin, as a mail client shows them. Nothing runs in it: no script
+/// source, and the `sandbox` directive (scripts, forms and popups off; its
+/// origin kept so the console's own script can fill it) holds even when
+/// the file is opened on its own. Only the console frames it.
+const PREVIEW_POLICY: &str = "default-src 'none'; img-src https: data:; style-src 'unsafe-inline'; \
+     base-uri 'none'; form-action 'none'; frame-ancestors 'self'; sandbox allow-same-origin";
 
 /// Set to the `functions/api/console` directory, the console's files are
 /// read from there on each request instead of the binary (development
@@ -128,7 +140,12 @@ fn serve(state: &AppState, asset: &Asset) -> Response {
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    if let Ok(csp) = HeaderValue::from_str(&policy(&state.console)) {
+    let policy = if asset.name == "preview.html" {
+        PREVIEW_POLICY.to_string()
+    } else {
+        policy(&state.console)
+    };
+    if let Ok(csp) = HeaderValue::from_str(&policy) {
         headers.insert(header::CONTENT_SECURITY_POLICY, csp);
     }
     response
@@ -204,5 +221,38 @@ mod tests {
             Some("http://127.0.0.1:9000".into())
         );
         assert_eq!(origin("nonsense"), None);
+    }
+
+    #[test]
+    fn the_preview_frame_shows_https_images_and_runs_nothing() {
+        let directive = |policy: &str, name: &str| {
+            policy
+                .split(';')
+                .map(str::trim)
+                .find(|d| d.split_whitespace().next() == Some(name))
+                .map(str::to_string)
+        };
+        assert_eq!(
+            directive(PREVIEW_POLICY, "img-src").as_deref(),
+            Some("img-src https: data:")
+        );
+        assert_eq!(
+            directive(PREVIEW_POLICY, "script-src"),
+            None,
+            "default-src 'none' covers scripts"
+        );
+        assert_eq!(
+            directive(PREVIEW_POLICY, "default-src").as_deref(),
+            Some("default-src 'none'")
+        );
+        assert_eq!(
+            directive(PREVIEW_POLICY, "sandbox").as_deref(),
+            Some("sandbox allow-same-origin"),
+            "no allow-scripts"
+        );
+        // The console itself still takes images from its own origin only.
+        let console = policy(&ConsoleSignIn::default());
+        assert_eq!(directive(&console, "img-src").as_deref(), Some("img-src 'self' data:"));
+        assert_eq!(directive(&console, "frame-src").as_deref(), Some("frame-src 'self'"));
     }
 }
