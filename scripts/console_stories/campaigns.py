@@ -1,9 +1,11 @@
-"""Campaigns (issue 21): the list against `GET /campaigns`; the abandoned-cart
+"""Campaigns (issue 21): the list against `GET /campaigns` (its numbers those
+of each campaign's stats); the abandoned-cart
 campaign's page: its definition is the YAML `GET /campaigns/{id}` answers;
 edited as YAML in the textarea, a step pointing to an unknown step shows the
 error paths the API gives for that YAML, a syntax error its line, the fixed
 one publishes a new version, saving it unchanged publishes nothing, Pause
-pauses it (then Resume, so later stories find it running); a campaign with a
+pauses it (then Resume, so later stories find it running), the rollback
+picks an earlier version from `GET /campaigns/{id}/versions`; a campaign with a
 holdout and a split, a few registrations through the API, and its page: the
 experiments table equals the stats' arms, the flow's variant arrows carry
 each arm's entrants."""
@@ -121,8 +123,11 @@ def story(c):
         assert row["Sent"] == count(item["sends"]), (row, item)
         assert row["Converted"] == count(item["conversions"]), (row, item)
         assert row["Running"] == count(item["running_instances"]), (row, item)
+        assert row["Entered"] == count(item["entered"]), (row, item)
+        # The list's numbers are the stats route's.
         _, stats = c.api("GET", f"/campaigns/{item['id']}/stats")
-        assert row["Entered"] == count(stats["entered"]), (row, stats)
+        assert (item["entered"], item["sends"], item["conversions"], item["revenue_minor"]) == (
+            stats["entered"], stats["messages"]["sent"], stats["conversions"], stats["revenue_minor"]), (item, stats)
     assert CAMPAIGN in [i["id"] for i in listed["items"]], listed
     print(f"     campaigns: {len(shown)} rows equal GET /campaigns")
 
@@ -207,8 +212,17 @@ def story(c):
     assert status == 200 and resumed["paused"] is False, resumed
     print("     campaign: paused (GET says paused), then resumed")
 
-    # Roll back to the shipped definition: a new version carrying version 1's definition.
-    c.type("#rollback-to", str(before["version"]))
+    # Roll back to the shipped definition, picked from the versions the API
+    # lists (the earlier ones, newest first): a new version carrying its definition.
+    status, versions = c.api("GET", f"/campaigns/{CAMPAIGN}/versions")
+    assert status == 200, (status, versions)
+    earlier = [v["version"] for v in reversed(versions["items"]) if v["status"] != "current"]
+    offered = c.driver.execute_script(
+        "return [...document.querySelectorAll('#rollback-to option')].map((o) => [o.value, o.textContent]);")
+    assert [int(v) for v, _ in offered] == earlier, (offered, versions)
+    label = next(text for v, text in offered if int(v) == before["version"])
+    assert label.startswith(f"Version {before['version']} · "), label
+    c.select("#rollback-to", label)
     c.click("#rollback")
     c.wait_text("#page .notice", "Rolled back")
     status, rolled = c.api("GET", f"/campaigns/{CAMPAIGN}")
@@ -233,7 +247,7 @@ def experiments(c):
         status, stats = c.api("GET", f"/campaigns/{SPLIT}/stats")
         arms = stats.get("experiments") or []
         # The arms hash the generated customer ids: the holdout may have taken
-        # nobody (then the stats list no holdout arms).
+        # nobody (then its arm is listed with 0 entered).
         held = sum(a["entered"] for a in arms if a["experiment"] == "holdout" and a["arm"] == "holdout")
         split = sum(a["entered"] for a in arms if a["experiment"] == "console-subject")
         done = status == 200 and stats["entered"] == REGISTRATIONS and held + split == REGISTRATIONS

@@ -146,6 +146,16 @@ async fn an_invalid_definition_is_refused_with_every_error_and_nothing_written()
     let paths: Vec<&str> = errors.iter().filter_map(|e| e["path"].as_str()).collect();
     assert!(paths.iter().any(|p| p.contains("template")), "{paths:?}");
     assert!(paths.iter().any(|p| p.contains("duration")), "{paths:?}");
+    // Segment's `message` names the first path once: the detail already
+    // starts with it ("steps[0].duration: ...; steps[1].template: ...").
+    let field = put.body["field"].as_str().expect("field");
+    let message = put.body["message"].as_str().expect("message");
+    assert!(message.starts_with(&format!("{field}: ")), "{message}");
+    assert!(
+        !message.starts_with(&format!("{field}: {field}: ")),
+        "the path twice: {message}"
+    );
+    assert_eq!(message, put.body["detail"].as_str().expect("detail"));
 
     // The id in the path must be the definition's.
     let other = api
@@ -278,10 +288,11 @@ async fn the_campaign_list_shows_status_version_running_instances_sends_and_conv
             &before["status"],
             &before["version"],
             &before["running_instances"],
+            &before["entered"],
             &before["sends"],
             &before["conversions"]
         ),
-        (&json!("active"), &json!(1), &json!(0), &json!(0), &json!(0)),
+        (&json!("active"), &json!(1), &json!(0), &json!(0), &json!(0), &json!(0)),
         "{before:?}"
     );
     // Shipped paused: listed, as paused.
@@ -306,6 +317,29 @@ async fn the_campaign_list_shows_status_version_running_instances_sends_and_conv
     assert_eq!(converted["conversions"], 1, "{converted:?}");
     assert_eq!(converted["revenue_minor"]["EUR"], 6000, "{converted:?}");
     assert_eq!(converted["sends"], sent_by(&api, "abandoned-cart").await);
+    assert_eq!(converted["entered"], 1, "{converted:?}");
+    // The numbers of the stats route, exactly, for every campaign listed.
+    let list = api.call("GET", "/campaigns", None).await;
+    for line in list.body["items"].as_array().expect("items") {
+        let id = line["id"].as_str().expect("id");
+        let stats = api.call("GET", &format!("/campaigns/{id}/stats"), None).await;
+        assert_eq!(stats.status, 200, "{:?}", stats.body);
+        assert_eq!(
+            (
+                &line["entered"],
+                &line["sends"],
+                &line["conversions"],
+                &line["revenue_minor"]
+            ),
+            (
+                &stats.body["entered"],
+                &stats.body["messages"]["sent"],
+                &stats.body["conversions"],
+                &stats.body["revenue_minor"]
+            ),
+            "{id}"
+        );
+    }
 
     // Pausing shows at once.
     let paused = api.call("POST", "/campaigns/abandoned-cart/pause", None).await;
@@ -350,6 +384,41 @@ async fn a_rollback_makes_an_earlier_definition_current_for_new_journeys_while_r
         ["CampaignPublished"; 3],
         "versions are events"
     );
+    // The versions route lists them: shipped, edited, the rollback (same as 1).
+    let versions = api.call("GET", "/campaigns/abandoned-cart/versions", None).await;
+    assert_eq!(versions.status, 200, "{:?}", versions.body);
+    assert_eq!(
+        (versions.body["version"].as_u64(), versions.body["status"].as_str()),
+        (Some(3), Some("active"))
+    );
+    let items = versions.body["items"].as_array().expect("items");
+    let summary: Vec<(u64, &str, Option<u64>)> = items
+        .iter()
+        .map(|v| {
+            (
+                v["version"].as_u64().unwrap_or(0),
+                v["status"].as_str().unwrap_or(""),
+                v["same_as"].as_u64(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (1, "superseded", None),
+            (2, "superseded", None),
+            (3, "current", Some(1))
+        ]
+    );
+    for (v, e) in items.iter().zip(&stream) {
+        assert_eq!(v["published_at"], serde_json::to_value(e.occurred_at).expect("time"));
+        assert_eq!(v["published_by"], e.actor.as_str());
+        assert!(
+            v["published_by"].as_str().is_some_and(|a| a.starts_with("api:")),
+            "{v:?}"
+        );
+        assert_eq!(v["name"], "Abandoned cart recovery", "{v:?}");
+    }
 
     // The running journey keeps version 2; a new one starts on version 3.
     api.advance_minutes(60).await;
@@ -397,6 +466,29 @@ fn assert_problem(answer: &Answer, status: u16, field: &str) {
     assert_eq!(answer.status, status, "{:?}", answer.body);
     assert_eq!(answer.content_type(), "application/problem+json");
     assert_eq!(answer.body["field"], field, "{:?}", answer.body);
+}
+
+#[tokio::test]
+async fn a_shipped_campaign_lists_its_version_as_shipped_and_an_unknown_one_is_404() {
+    let api = TestApi::new();
+    let versions = api.call("GET", "/campaigns/abandoned-cart/versions", None).await;
+    assert_eq!(versions.status, 200, "{:?}", versions.body);
+    assert_eq!(
+        versions.body["items"],
+        json!([{
+            "version": 1,
+            "name": "Abandoned cart recovery",
+            "published_at": null,
+            "published_by": "shipped",
+            "status": "current",
+            "same_as": null,
+        }])
+    );
+    let unknown = api.call("GET", "/campaigns/no-such-campaign/versions", None).await;
+    assert_eq!(unknown.status, 404, "{:?}", unknown.body);
+    // crm/admin, like the definition.
+    let read_only = call_as(&api, &[Scope::Read], "GET", "/campaigns/abandoned-cart/versions").await;
+    assert_eq!(read_only.status, 403, "{:?}", read_only.body);
 }
 
 #[tokio::test]

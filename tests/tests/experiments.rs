@@ -157,3 +157,64 @@ async fn a_split_with_a_holdout_assigns_explains_and_reports_each_arm() {
     // is its upper end (1.0), so the bounds are inclusive.
     assert!(low <= rate && rate <= high && low < high, "{converted}");
 }
+
+/// A campaign with a holdout and no split: its two arms are in the stats
+/// before anyone is held out (the holdout with 0 entered, the treated arm
+/// with everyone who entered), without a lift over an empty holdout.
+#[tokio::test]
+async fn a_holdout_nobody_is_in_yet_shows_its_two_arms() {
+    let api = TestApi::at(crm_tests::time("2026-11-23T09:00:00Z"));
+    let mut d = definition();
+    d["id"] = json!("holdout-only");
+    d["holdout"] = json!({ "percent": 1 });
+    let send = d["steps"][1].clone();
+    d["steps"] = json!([send]);
+    let put = api.call("PUT", "/campaigns/holdout-only", Some(&d.to_string())).await;
+    assert!(put.status == 200 || put.status == 201, "{:?}", put.body);
+    let arms = |stats: &Value| -> Vec<(String, String, u64, bool)> {
+        stats["experiments"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|a| {
+                (
+                    a["experiment"].as_str().unwrap_or_default().to_string(),
+                    a["arm"].as_str().unwrap_or_default().to_string(),
+                    a["entered"].as_u64().unwrap_or(u64::MAX),
+                    a.get("lift_over_holdout").is_some(),
+                )
+            })
+            .collect()
+    };
+    let stats = api.call("GET", "/campaigns/holdout-only/stats", None).await;
+    assert_eq!(stats.status, 200, "{:?}", stats.body);
+    let arm = |name: &str, entered: u64| ("holdout".to_string(), name.to_string(), entered, false);
+    assert_eq!(
+        arms(&stats.body),
+        [arm("holdout", 0), arm("treated", 0)],
+        "{:?}",
+        stats.body
+    );
+
+    const N: u64 = 3;
+    for n in 0..N {
+        let id = api.register(&format!("held{n}@example.com")).await;
+        api.cart_with_lamps(&id, 1, 6000).await;
+    }
+    api.advance_minutes(61).await;
+    let held = api
+        .all_events()
+        .await
+        .iter()
+        .filter(|e| e.event_type == "JourneyHoldoutAssigned" && e.data["campaign_id"] == "holdout-only")
+        .count() as u64;
+    let stats = api.call("GET", "/campaigns/holdout-only/stats", None).await;
+    assert_eq!(stats.body["entered"], N, "{:?}", stats.body);
+    let found = arms(&stats.body);
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert_eq!((found[0].1.as_str(), found[0].2), ("holdout", held), "{found:?}");
+    assert_eq!((found[1].1.as_str(), found[1].2), ("treated", N - held), "{found:?}");
+    // A lift only once someone is held out.
+    assert_eq!(found[1].3, held > 0, "{found:?}");
+}

@@ -208,7 +208,14 @@ async fn every_operation_answers_with_a_documented_status() {
             }
             // Campaign routes act on the shipped abandoned-cart campaign (resume: paused first).
             // Rollback: an edited version 2 first, so version 1 is not current.
-            Some("getCampaign" | "putCampaign" | "pauseCampaign" | "resumeCampaign" | "rollbackCampaign") => {
+            Some(
+                "getCampaign"
+                | "putCampaign"
+                | "pauseCampaign"
+                | "resumeCampaign"
+                | "rollbackCampaign"
+                | "listCampaignVersions",
+            ) => {
                 url = url.replacen(&id, "abandoned-cart", 1);
                 if op["operationId"] == "resumeCampaign" {
                     let paused = api.call("POST", "/campaigns/abandoned-cart/pause", None).await;

@@ -1,5 +1,4 @@
-// Campaigns (decision 0089): the list (`GET /campaigns`, with each
-// campaign's entrants from `GET /campaigns/{id}/stats`), and one campaign:
+// Campaigns (decision 0089): the list (`GET /campaigns`, one call), and one campaign:
 // its stats and experiments, its steps drawn as a flow, its definition to
 // edit as YAML (`GET /campaigns/{id}` with `Accept: application/yaml`, `PUT`
 // as `application/yaml`), pause, resume and roll back.
@@ -28,10 +27,9 @@ async function list(main, { api }) {
     replace(main, h("h1", {}, "Campaigns"), problem(answer));
     return;
   }
+  // One call: the list carries each campaign's entrants, sends, conversions
+  // and revenue (the numbers of its stats, without the experiments).
   const items = answer.body.items || [];
-  // The list carries no entrant count: each campaign's stats do (tens of campaigns).
-  const stats = await Promise.all(items.map((c) => api.get(`/campaigns/${encodeURIComponent(c.id)}/stats`)));
-  const entered = new Map(items.map((c, i) => [c.id, stats[i].ok ? stats[i].body.entered : null]));
   const rows = table(
     `Every campaign at its current version; conversions and revenue within ${answer.body.conversion_window_days} days of a message`,
     [
@@ -39,7 +37,7 @@ async function list(main, { api }) {
       { label: "Id", value: (c) => h("code", {}, c.id) },
       { label: "Status", value: (c) => status(c.status === "paused") },
       { label: "Version", value: (c) => count(c.version), num: true },
-      { label: "Entered", value: (c) => count(entered.get(c.id)), num: true },
+      { label: "Entered", value: (c) => count(c.entered), num: true },
       { label: "Running", value: (c) => count(c.running_instances), num: true },
       { label: "Sent", value: (c) => count(c.sends), num: true },
       { label: "Converted", value: (c) => count(c.conversions), num: true },
@@ -61,13 +59,15 @@ async function campaign(main, ctx, id, message) {
   const { api } = ctx;
   const path = `/campaigns/${encodeURIComponent(id)}`;
   const admin = ctx.has("crm/admin");
-  const [got, yaml, stats, listed] = await Promise.all([
+  const [got, yaml, stats, listed, versions] = await Promise.all([
     admin ? api.get(path) : Promise.resolve(null),
     // The definition as text to edit: YAML, which the API reads back as is.
     admin ? api.get(path, YAML_ACCEPT) : Promise.resolve(null),
     api.get(`${path}/stats`),
     // Without crm/admin, the name comes from the list (crm/read).
     admin ? Promise.resolve(null) : api.get("/campaigns"),
+    // The versions a rollback can pick (crm/admin, like the definition).
+    admin ? api.get(`${path}/versions`) : Promise.resolve(null),
   ]);
   if (got && got.status === 404) {
     replace(main, h("h1", {}, "Campaign not found"), problem(got), h("p", {}, h("a", { href: "#/campaigns" }, "All campaigns")));
@@ -124,15 +124,17 @@ async function campaign(main, ctx, id, message) {
             h("div", { class: "flow-wrap" }, flow(definition, stats.ok ? stats.body : null)),
           )
         : null,
-      h("div", {}, c ? actions(ctx, path, c, again) : null, statsSection(stats)),
+      h("div", {}, c ? actions(ctx, path, c, versions, again) : null, statsSection(stats)),
     ),
     experimentsSection(stats, definition),
     c ? editor(ctx, path, c, yaml, again) : null,
   );
 }
 
-/// Pause, resume, roll back: each shows the API's answer and reloads.
-function actions(ctx, path, c, again) {
+/// Pause, resume, roll back: each shows the API's answer and reloads. The
+/// rollback picks one of the campaign's earlier versions (`GET
+/// /campaigns/{id}/versions`), newest first.
+function actions(ctx, path, c, versions, again) {
   const result = h("div", { id: "action-result", "aria-live": "polite" });
   const run = async (label, call) => {
     replace(result, h("p", { class: "muted" }, `${label}…`));
@@ -147,15 +149,6 @@ function actions(ctx, path, c, again) {
     if (b.rolled_back_to) parts.push(`the definition of version ${b.rolled_back_to} is current again`);
     await again(notice(`${parts.join("; ")}.`));
   };
-  const to = h("input", {
-    id: "rollback-to",
-    name: "to",
-    type: "number",
-    min: 1,
-    max: Math.max(1, c.version - 1),
-    value: Math.max(1, c.version - 1),
-    required: true,
-  });
   return h(
     "section",
     { class: "panel" },
@@ -171,19 +164,40 @@ function actions(ctx, path, c, again) {
             "Pause",
           ),
     ),
-    h(
-      "form",
-      {
-        class: "inline",
-        onsubmit: (e) => {
-          e.preventDefault();
-          run("Rolled back", () => ctx.api.post(`${path}/rollback?to=${encodeURIComponent(to.value)}`));
-        },
-      },
-      h("label", { for: "rollback-to" }, "Version to make current again", to),
-      h("button", { type: "submit", id: "rollback", class: "secondary" }, "Roll back"),
-    ),
+    rollbackForm(ctx, path, versions, run),
     result,
+  );
+}
+
+/// One option per earlier version: its number, when and by whom it was
+/// published, and which version it repeats (a rollback's).
+function versionLabel(v) {
+  const when = v.published_at ? new Date(v.published_at).toISOString().slice(0, 16).replace("T", " ") : "as shipped";
+  const by = v.published_by && v.published_by !== "shipped" ? ` by ${v.published_by.replace(/^api:/, "")}` : "";
+  const same = v.same_as ? ` (= version ${v.same_as})` : "";
+  return `Version ${v.version} · ${when}${by}${same}`;
+}
+
+function rollbackForm(ctx, path, versions, run) {
+  if (!versions || !versions.ok) return versions ? problem(versions) : null;
+  const earlier = (versions.body.items || []).filter((v) => v.status !== "current").reverse();
+  if (!earlier.length) return h("p", { class: "muted", id: "rollback-none" }, "No earlier version to roll back to.");
+  const to = h(
+    "select",
+    { id: "rollback-to", name: "to", required: true },
+    earlier.map((v) => h("option", { value: String(v.version) }, versionLabel(v))),
+  );
+  return h(
+    "form",
+    {
+      class: "inline",
+      onsubmit: (e) => {
+        e.preventDefault();
+        run("Rolled back", () => ctx.api.post(`${path}/rollback?to=${encodeURIComponent(to.value)}`));
+      },
+    },
+    h("label", { for: "rollback-to" }, "Version to make current again", to),
+    h("button", { type: "submit", id: "rollback", class: "secondary" }, "Roll back"),
   );
 }
 

@@ -11,8 +11,8 @@ use axum::{Extension, Json};
 use crm_core::customer::views;
 use crm_core::event::Actor;
 use crm_core::failure::{Classify, FailureKind};
-use crm_core::insights::campaign_stats::{campaign_stats, DEFAULT_CONVERSION_WINDOW_DAYS};
-use crm_core::journey::catalog::{CampaignError, StoredCampaign};
+use crm_core::insights::campaign_stats::{campaign_summary, DEFAULT_CONVERSION_WINDOW_DAYS};
+use crm_core::journey::catalog::{stream_id, CampaignError, StoredCampaign};
 use crm_core::journey::engine::{running_count, IndexedInstance, JOURNEY_INDEX};
 use crm_core::journey::explain::explain as explain_message;
 use crm_core::journey::instance::InstanceStatus;
@@ -65,22 +65,24 @@ fn failed(e: &(impl Classify + std::fmt::Display)) -> Problem {
 
 /// `GET /campaigns`: every campaign (shipped and stored, paused ones too)
 /// at its current version, with its running instances (the journey index)
-/// and its sends, conversions and revenue (the campaign-stats read model,
-/// default conversion window). Not paged, like `GET /segments`: campaigns
-/// are tens (decision 0070).
+/// and its entrants, sends, conversions and revenue (the campaign-stats
+/// read model's summary, default conversion window: the numbers of `GET
+/// /campaigns/{id}/stats`, without its experiments). Not paged, like `GET
+/// /segments`: campaigns are tens (decision 0070).
 pub async fn list(State(state): State<AppState>) -> Result<Response, Problem> {
     let docs = state.read_models.as_ref();
     let mut items = Vec::new();
     for c in state.campaigns.list().await? {
         let running = running_count(docs, &c.id).await?;
-        let stats = campaign_stats(docs, &c.id, DEFAULT_CONVERSION_WINDOW_DAYS).await?;
+        let stats = campaign_summary(docs, &c.id, DEFAULT_CONVERSION_WINDOW_DAYS).await?;
         items.push(json!({
             "id": c.id,
             "name": c.name,
             "status": if c.paused { "paused" } else { "active" },
             "version": c.version,
             "running_instances": running,
-            "sends": stats.messages.sent,
+            "entered": stats.entered,
+            "sends": stats.sent,
             "conversions": stats.conversions,
             "revenue_minor": stats.revenue_minor,
         }));
@@ -110,6 +112,52 @@ pub async fn rollback(
     let mut body = view(&c);
     body["rolled_back_to"] = json!(to);
     Ok(Json(body).into_response())
+}
+
+/// `GET /campaigns/{id}/versions`: every version the campaign published,
+/// in version order: its number, the definition's name, when and by whom
+/// (the event's actor) it was published, `current` or `superseded`, and
+/// `same_as`, the first earlier version with the same definition (what a
+/// rollback published again, decision 0070). A shipped campaign never
+/// edited has one version, as shipped: no time, by `shipped`. Read from the
+/// campaign's stream, like `GET /campaigns/{id}`; `crm/admin`, like it.
+pub async fn versions(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, Problem> {
+    let c = state
+        .campaigns
+        .get(&id)
+        .await?
+        .ok_or_else(|| Problem::not_found("campaign not found"))?;
+    let events = state.events.read_stream(&stream_id(&id), 0, usize::MAX).await?;
+    let mut published: Vec<(u64, Option<chrono::DateTime<chrono::Utc>>, String, &Value)> = events
+        .iter()
+        .filter(|e| e.event_type == "CampaignPublished")
+        .map(|e| (e.version, Some(e.occurred_at), e.actor.clone(), &e.data["definition"]))
+        .collect();
+    if published.is_empty() {
+        published.push((c.version, None, "shipped".to_string(), &c.definition));
+    }
+    let items: Vec<Value> = published
+        .iter()
+        .enumerate()
+        .map(|(i, (version, at, by, definition))| {
+            let same_as = published[..i].iter().find(|p| p.3 == *definition).map(|p| p.0);
+            json!({
+                "version": version,
+                "name": definition.get("name"),
+                "published_at": at,
+                "published_by": by,
+                "status": if *version == c.version { "current" } else { "superseded" },
+                "same_as": same_as,
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "id": c.id,
+        "version": c.version,
+        "status": if c.paused { "paused" } else { "active" },
+        "items": items,
+    }))
+    .into_response())
 }
 
 /// `PUT /campaigns/{id}`: the definition as JSON (`application/json`, or no

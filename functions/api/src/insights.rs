@@ -195,9 +195,11 @@ pub async fn campaign_stats(
             }
         },
     };
-    if state.campaigns.get(&id).await?.is_none() {
+    let Some(campaign) = state.campaigns.get(&id).await? else {
         return Err(Problem::not_found("campaign not found"));
-    }
-    let s = campaign_stats::campaign_stats(state.read_models.as_ref(), &id, window).await?;
+    };
+    // A holdout's arms show before anyone is held out (decision 0081).
+    let holdout = campaign.campaign.holdout.is_some();
+    let s = campaign_stats::campaign_stats_for(state.read_models.as_ref(), &id, window, holdout).await?;
     Ok(Json(s).into_response())
 }

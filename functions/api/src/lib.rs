@@ -114,6 +114,7 @@ pub const ROUTE_TABLE: &[Route] = &[
     route("POST", "/campaigns/{id}/pause", ADMIN),
     route("POST", "/campaigns/{id}/resume", ADMIN),
     route("POST", "/campaigns/{id}/rollback", ADMIN),
+    route("GET", "/campaigns/{id}/versions", ADMIN),
     route("POST", "/broadcasts", ADMIN),
     route("GET", "/broadcasts", READ),
     route("GET", "/broadcasts/{id}", READ),
@@ -416,6 +417,7 @@ pub fn router(state: AppState) -> Router {
         .route("/campaigns/{id}/pause", post(campaigns::pause))
         .route("/campaigns/{id}/resume", post(campaigns::resume))
         .route("/campaigns/{id}/rollback", post(campaigns::rollback))
+        .route("/campaigns/{id}/versions", get(campaigns::versions))
         .route("/broadcasts", post(broadcasts::schedule).get(broadcasts::list))
         .route("/broadcasts/{id}", get(broadcasts::get_broadcast))
         .route("/broadcasts/{id}/pause", post(broadcasts::pause))

@@ -129,11 +129,13 @@ impl Problem {
         }
     }
 
-    /// Segment's error `message`: the detail, after the field it names.
+    /// Segment's error `message`: the detail, after the field it names
+    /// (once: a detail that starts with `<field>: ` already names it, as a
+    /// campaign's list of errors by path does).
     pub fn segment_message(&self) -> String {
         match &self.field {
-            Some(field) => format!("{field}: {}", self.detail),
-            None => self.detail.clone(),
+            Some(field) if !self.detail.starts_with(&format!("{field}: ")) => format!("{field}: {}", self.detail),
+            _ => self.detail.clone(),
         }
     }
 
@@ -381,6 +383,13 @@ mod tests {
             (body["detail"].as_str(), body["field"].as_str()),
             (Some("must be a string"), Some("traits.email"))
         );
+        // A detail that already starts with its field names it once.
+        let (_, _, body) = answer(Problem::invalid(
+            "steps[0].next",
+            "steps[0].next: no step x; name: empty",
+        ))
+        .await;
+        assert_eq!(body["message"], "steps[0].next: no step x; name: empty");
         let (_, headers, body) = answer(Problem::unauthorized("the write key is not valid")).await;
         assert_eq!(
             (body["code"].as_str(), body["message"].as_str()),

@@ -10,13 +10,19 @@
 //! revenue, the conversion rate with its 95 % Wilson score interval, and
 //! the lift over the holdout: the difference of the two rates with
 //! Newcombe's hybrid score interval.
+//!
+//! Each order is recorded twice: under its customer (`customer#<id>`) and
+//! under its day (`orders#<YYYY-MM-DD>`). Matching a campaign's messages (or
+//! entrants) with the orders that followed reads whichever is fewer: each
+//! recipient's orders, or every order of the days the window spans
+//! (decision 0081, addendum).
 
-use super::{customer_of, data, decode_doc, encode, list_all, time_key};
+use super::{customer_of, data, day_key, decode_doc, encode, list_all, time_key};
 use crate::consumer::{Projection, ProjectionError};
 use crate::event::EventEnvelope;
 use crate::ports::{ReadModelStore, ReadOp, StoreError};
 use async_trait::async_trait;
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -33,6 +39,8 @@ const SENT: &str = "sent#";
 const SUPPRESSED: &str = "suppressed#";
 const ORDER: &str = "order#";
 const ARM: &str = "arm#";
+/// The partition prefix of the orders of a day: `orders#<YYYY-MM-DD>`.
+const DAY_ORDERS: &str = "orders#";
 
 fn campaign_partition(campaign_id: &str) -> String {
     format!("campaign#{campaign_id}")
@@ -40,6 +48,14 @@ fn campaign_partition(campaign_id: &str) -> String {
 
 fn customer_partition(customer_id: &str) -> String {
     format!("customer#{customer_id}")
+}
+
+/// An order's line among the orders of its day: its partition and sort key.
+fn day_line(order: &CustomerOrder) -> (String, String) {
+    (
+        day_key(DAY_ORDERS, order.at.date_naive()),
+        format!("{}#{}", time_key(order.at), order.order_id),
+    )
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +70,14 @@ struct CustomerOrder {
     at: DateTime<Utc>,
     total_minor: i64,
     currency: String,
+}
+
+/// An order among the orders of its day, with its customer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct DayOrder {
+    customer_id: String,
+    #[serde(flatten)]
+    order: CustomerOrder,
 }
 
 /// An instance's arm of an experiment (decision 0081).
@@ -124,11 +148,22 @@ impl Projection for CampaignStatsProjection {
                 let mut order: CustomerOrder = decode_doc("order", body)?;
                 if Some(&order.order_id) == order_id.as_ref() {
                     order.total_minor = d.total_minor;
-                    return Ok(vec![ReadOp::Put {
-                        partition: customer_partition(&customer),
-                        sort,
-                        body: encode(&order)?,
-                    }]);
+                    let (day, day_sort) = day_line(&order);
+                    return Ok(vec![
+                        ReadOp::Put {
+                            partition: customer_partition(&customer),
+                            sort,
+                            body: encode(&order)?,
+                        },
+                        ReadOp::Put {
+                            partition: day,
+                            sort: day_sort,
+                            body: encode(&DayOrder {
+                                customer_id: customer.clone(),
+                                order,
+                            })?,
+                        },
+                    ]);
                 }
             }
             return Ok(Vec::new());
@@ -149,11 +184,22 @@ impl Projection for CampaignStatsProjection {
                 total_minor: d.total_minor,
                 currency: d.currency,
             };
-            return Ok(vec![ReadOp::Put {
-                partition: customer_partition(&customer),
-                sort: format!("{ORDER}{}#{order_id}", time_key(event.occurred_at)),
-                body: encode(&order)?,
-            }]);
+            let (day, day_sort) = day_line(&order);
+            return Ok(vec![
+                ReadOp::Put {
+                    partition: customer_partition(&customer),
+                    sort: format!("{ORDER}{}#{order_id}", time_key(event.occurred_at)),
+                    body: encode(&order)?,
+                },
+                ReadOp::Put {
+                    partition: day,
+                    sort: day_sort,
+                    body: encode(&DayOrder {
+                        customer_id: customer,
+                        order,
+                    })?,
+                },
+            ]);
         }
         let d: WithCampaign = data(event)?;
         let partition = campaign_partition(&d.campaign_id);
@@ -366,83 +412,215 @@ pub async fn suppressed_by_reason(
     Ok(out)
 }
 
+/// What the campaign list shows of a campaign (decision 0070): its
+/// entrants, its sends, and the conversions within the window with their
+/// revenue, counted exactly as [`campaign_stats`] counts them, without the
+/// message fates and the experiments (which match every entrant's orders).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CampaignSummary {
+    pub campaign_id: String,
+    /// Journeys started (JourneyStarted) for the campaign.
+    pub entered: u64,
+    /// Messages sent (MessageSent).
+    pub sent: u64,
+    pub conversion_window_days: i64,
+    /// Orders placed within the window after a message sent to the customer (each once).
+    pub conversions: u64,
+    /// The conversions' totals per currency.
+    pub revenue_minor: BTreeMap<String, i64>,
+}
+
+/// The summary of a campaign with a conversion window of `window_days`.
+pub async fn campaign_summary(
+    docs: &dyn ReadModelStore,
+    campaign_id: &str,
+    window_days: i64,
+) -> Result<CampaignSummary, StoreError> {
+    let partition = campaign_partition(campaign_id);
+    let entered = list_all(docs, CAMPAIGN_STATS, &partition, ENTERED).await?.len() as u64;
+    let sent = sent_messages(docs, &partition).await?;
+    let (conversions, revenue_minor) = conversions(docs, &sent, Duration::days(window_days)).await?;
+    Ok(CampaignSummary {
+        campaign_id: campaign_id.to_string(),
+        entered,
+        sent: sent.len() as u64,
+        conversion_window_days: window_days,
+        conversions,
+        revenue_minor,
+    })
+}
+
 /// The stats of a campaign with a conversion window of `window_days`.
 pub async fn campaign_stats(
     docs: &dyn ReadModelStore,
     campaign_id: &str,
     window_days: i64,
 ) -> Result<CampaignStats, StoreError> {
+    campaign_stats_for(docs, campaign_id, window_days, false).await
+}
+
+/// The stats of a campaign whose current definition has a holdout when
+/// `holdout` is true: its two arms are shown even before anyone was held
+/// out (the holdout with 0 entered, the treated arm with every entrant).
+pub async fn campaign_stats_for(
+    docs: &dyn ReadModelStore,
+    campaign_id: &str,
+    window_days: i64,
+    holdout: bool,
+) -> Result<CampaignStats, StoreError> {
     let partition = campaign_partition(campaign_id);
-    let count = |prefix: &'static str| {
-        let partition = partition.clone();
-        async move {
-            list_all(docs, CAMPAIGN_STATS, &partition, prefix)
-                .await
-                .map(|v| v.len() as u64)
-        }
-    };
-    let entered = count(ENTERED).await?;
-    let requested = count(REQUESTED).await?;
-    let suppressed = count(SUPPRESSED).await?;
-    let sent_lines = list_all(docs, CAMPAIGN_STATS, &partition, SENT).await?;
-    let sent_ids: Vec<String> = sent_lines
-        .iter()
-        .map(|(sort, _)| sort.trim_start_matches(SENT).to_string())
-        .collect();
-    let sent: Vec<Sent> = sent_lines
-        .into_iter()
-        .map(|(_, v)| decode_doc("sent message", v))
-        .collect::<Result<_, _>>()?;
     let window = Duration::days(window_days);
+    let mut entered: BTreeMap<String, Sent> = BTreeMap::new();
+    for (sort, body) in list_all(docs, CAMPAIGN_STATS, &partition, ENTERED).await? {
+        entered.insert(sort.trim_start_matches(ENTERED).to_string(), decode_doc("entry", body)?);
+    }
+    let requested = list_all(docs, CAMPAIGN_STATS, &partition, REQUESTED).await?;
+    let suppressed = list_all(docs, CAMPAIGN_STATS, &partition, SUPPRESSED).await?.len() as u64;
+    let sent = sent_messages(docs, &partition).await?;
+    let (conversions, revenue) = conversions(docs, &sent, window).await?;
+    Ok(CampaignStats {
+        campaign_id: campaign_id.to_string(),
+        entered: entered.len() as u64,
+        messages: MessageCounts {
+            requested: requested.len() as u64,
+            sent: sent.len() as u64,
+            suppressed,
+        },
+        conversion_window_days: window_days,
+        conversions,
+        revenue_minor: revenue,
+        experiments: experiments(docs, &partition, &entered, requested, &sent, window, holdout).await?,
+    })
+}
+
+/// The campaign's sent messages: the message id, its recipient and when.
+async fn sent_messages(docs: &dyn ReadModelStore, partition: &str) -> Result<Vec<(String, Sent)>, StoreError> {
+    list_all(docs, CAMPAIGN_STATS, partition, SENT)
+        .await?
+        .into_iter()
+        .map(|(sort, v)| {
+            Ok((
+                sort.trim_start_matches(SENT).to_string(),
+                decode_doc("sent message", v)?,
+            ))
+        })
+        .collect()
+}
+
+/// The orders placed within `window` after a message sent to their customer
+/// (each once), and their totals per currency.
+async fn conversions(
+    docs: &dyn ReadModelStore,
+    sent: &[(String, Sent)],
+    window: Duration,
+) -> Result<(u64, BTreeMap<String, i64>), StoreError> {
     let mut by_customer: BTreeMap<&str, Vec<DateTime<Utc>>> = BTreeMap::new();
-    for s in &sent {
+    for (_, s) in sent {
         by_customer.entry(s.customer_id.as_str()).or_default().push(s.at);
     }
+    let orders = orders_following(docs, sent.iter().map(|(_, s)| s), window).await?;
     let mut converted = BTreeSet::new();
     let mut revenue: BTreeMap<String, i64> = BTreeMap::new();
     for (customer, sends) in by_customer {
-        let orders: Vec<CustomerOrder> = list_all(docs, CAMPAIGN_STATS, &customer_partition(customer), ORDER)
-            .await?
-            .into_iter()
-            .map(|(_, v)| decode_doc("order", v))
-            .collect::<Result<_, _>>()?;
-        for order in orders {
+        for order in orders.get(customer).into_iter().flatten() {
             let follows = sends.iter().any(|sent| order.at > *sent && order.at <= *sent + window);
             if follows && converted.insert(order.order_id.clone()) {
                 *revenue.entry(order.currency.clone()).or_insert(0) += order.total_minor;
             }
         }
     }
-    Ok(CampaignStats {
-        campaign_id: campaign_id.to_string(),
-        entered,
-        messages: MessageCounts {
-            requested,
-            sent: sent.len() as u64,
-            suppressed,
-        },
-        conversion_window_days: window_days,
-        conversions: converted.len() as u64,
-        revenue_minor: revenue,
-        experiments: experiments(docs, &partition, &sent_ids, window).await?,
-    })
+    Ok((converted.len() as u64, revenue))
+}
+
+/// The orders that may follow one of `starts` (a customer and a time)
+/// within `window`, by customer: at least every order of those customers
+/// placed after the earliest start and no later than the latest start plus
+/// the window. It reads whichever needs fewer reads: each customer's orders
+/// (one listing per customer), or every order of each day of that span
+/// (one listing per day), keeping those customers' (addendum of decision 0081).
+async fn orders_following<'a>(
+    docs: &dyn ReadModelStore,
+    starts: impl IntoIterator<Item = &'a Sent>,
+    window: Duration,
+) -> Result<BTreeMap<String, Vec<CustomerOrder>>, StoreError> {
+    let mut customers = BTreeSet::new();
+    let mut span: Option<(DateTime<Utc>, DateTime<Utc>)> = None;
+    for s in starts {
+        customers.insert(s.customer_id.as_str());
+        span = Some(match span {
+            None => (s.at, s.at),
+            Some((first, last)) => (first.min(s.at), last.max(s.at)),
+        });
+    }
+    let Some((first, last)) = span else {
+        return Ok(BTreeMap::new());
+    };
+    let (first_day, last_day) = (first.date_naive(), (last + window).date_naive());
+    let day_count = (last_day - first_day).num_days() + 1;
+    if i64::try_from(customers.len()).unwrap_or(i64::MAX) <= day_count {
+        orders_by_customer(docs, &customers).await
+    } else {
+        orders_by_day(docs, &customers, first_day, last_day).await
+    }
+}
+
+/// Every order of each of `customers`: one listing per customer.
+async fn orders_by_customer(
+    docs: &dyn ReadModelStore,
+    customers: &BTreeSet<&str>,
+) -> Result<BTreeMap<String, Vec<CustomerOrder>>, StoreError> {
+    let mut out = BTreeMap::new();
+    for customer in customers {
+        let orders: Vec<CustomerOrder> = list_all(docs, CAMPAIGN_STATS, &customer_partition(customer), ORDER)
+            .await?
+            .into_iter()
+            .map(|(_, v)| decode_doc("order", v))
+            .collect::<Result<_, _>>()?;
+        out.insert(customer.to_string(), orders);
+    }
+    Ok(out)
+}
+
+/// The orders of `customers` placed on the days `first` to `last`
+/// (inclusive, UTC): one listing per day, in time order.
+async fn orders_by_day(
+    docs: &dyn ReadModelStore,
+    customers: &BTreeSet<&str>,
+    first: NaiveDate,
+    last: NaiveDate,
+) -> Result<BTreeMap<String, Vec<CustomerOrder>>, StoreError> {
+    let mut out: BTreeMap<String, Vec<CustomerOrder>> = BTreeMap::new();
+    let mut day = first;
+    while day <= last {
+        for (_, body) in list_all(docs, CAMPAIGN_STATS, &day_key(DAY_ORDERS, day), "").await? {
+            let line: DayOrder = decode_doc("order of the day", body)?;
+            if customers.contains(line.customer_id.as_str()) {
+                out.entry(line.customer_id).or_default().push(line.order);
+            }
+        }
+        match day.succ_opt() {
+            Some(next) => day = next,
+            None => break,
+        }
+    }
+    Ok(out)
 }
 
 /// Who entered when, and whose orders followed, per arm (decision 0081).
+/// With `holdout` (the definition has one) the holdout's two arms are
+/// there even while nobody is held out.
 async fn experiments(
     docs: &dyn ReadModelStore,
     partition: &str,
-    sent_ids: &[String],
+    entered: &BTreeMap<String, Sent>,
+    requested: Vec<(String, serde_json::Value)>,
+    sent: &[(String, Sent)],
     window: Duration,
+    holdout: bool,
 ) -> Result<Vec<ArmStats>, StoreError> {
     let arms = list_all(docs, CAMPAIGN_STATS, partition, ARM).await?;
-    if arms.is_empty() {
+    if arms.is_empty() && !holdout {
         return Ok(Vec::new());
-    }
-    // instance → (customer, started at)
-    let mut entered: BTreeMap<String, Sent> = BTreeMap::new();
-    for (sort, body) in list_all(docs, CAMPAIGN_STATS, partition, ENTERED).await? {
-        entered.insert(sort.trim_start_matches(ENTERED).to_string(), decode_doc("entry", body)?);
     }
     // (experiment, arm) → instances
     let mut members: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
@@ -458,36 +636,30 @@ async fn experiments(
         }
         members.entry((arm.experiment, arm.arm)).or_default().insert(instance);
     }
-    if !held_out.is_empty() {
+    if holdout || !held_out.is_empty() {
+        members
+            .entry((HOLDOUT_EXPERIMENT.to_string(), HOLDOUT_ARM.to_string()))
+            .or_default();
         let treated = entered.keys().filter(|i| !held_out.contains(*i)).cloned().collect();
         members.insert((HOLDOUT_EXPERIMENT.to_string(), TREATED_ARM.to_string()), treated);
     }
     // message → instance (one listing, not a read per message), then the
     // messages sent per instance
     let mut instance_of: BTreeMap<String, String> = BTreeMap::new();
-    for (sort, body) in list_all(docs, CAMPAIGN_STATS, partition, REQUESTED).await? {
+    for (sort, body) in requested {
         let requested: RequestedDoc = decode_doc("requested message", body)?;
         if let Some(instance) = requested.instance_id {
             instance_of.insert(sort.trim_start_matches(REQUESTED).to_string(), instance);
         }
     }
     let mut sent_by_instance: BTreeMap<String, u64> = BTreeMap::new();
-    for instance in sent_ids.iter().filter_map(|m| instance_of.get(m)) {
+    for instance in sent.iter().filter_map(|(m, _)| instance_of.get(m)) {
         *sent_by_instance.entry(instance.clone()).or_insert(0) += 1;
     }
     // instance → the orders within the window after its start
+    let by_customer = orders_following(docs, entered.values(), window).await?;
     let mut orders_of: BTreeMap<String, Vec<CustomerOrder>> = BTreeMap::new();
-    let mut by_customer: BTreeMap<String, Vec<CustomerOrder>> = BTreeMap::new();
-    for (instance, entry) in &entered {
-        if !by_customer.contains_key(&entry.customer_id) {
-            let orders: Vec<CustomerOrder> =
-                list_all(docs, CAMPAIGN_STATS, &customer_partition(&entry.customer_id), ORDER)
-                    .await?
-                    .into_iter()
-                    .map(|(_, v)| decode_doc("order", v))
-                    .collect::<Result<_, _>>()?;
-            by_customer.insert(entry.customer_id.clone(), orders);
-        }
+    for (instance, entry) in entered {
         let following: Vec<CustomerOrder> = by_customer
             .get(&entry.customer_id)
             .into_iter()
@@ -528,9 +700,10 @@ async fn experiments(
             }
         })
         .collect();
+    // No lift over a holdout nobody is in yet: it would compare with nothing.
     let holdout = out
         .iter()
-        .find(|a| a.experiment == HOLDOUT_EXPERIMENT && a.arm == HOLDOUT_ARM)
+        .find(|a| a.experiment == HOLDOUT_EXPERIMENT && a.arm == HOLDOUT_ARM && a.entered > 0)
         .map(|h| (h.converted, h.entered, h.conversion_rate));
     if let Some((x0, n0, rate0)) = holdout {
         for arm in out
@@ -546,6 +719,208 @@ async fn experiments(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod reading_tests {
+    //! The two ways of reading the orders that may follow a campaign's
+    //! messages find the same orders, and the stats count the same from
+    //! either; a declared holdout shows its arms before anyone is in it.
+
+    use super::*;
+    use crate::consumer::Consumer;
+    use crate::insights::tests::{all_events, put, random_history, t, Rng};
+    use crate::testing::{InMemoryEventStore, InMemoryReadModels};
+    use serde_json::json;
+    use std::sync::Arc;
+
+    async fn projected(store: Arc<InMemoryEventStore>) -> Arc<InMemoryReadModels> {
+        let docs = Arc::new(InMemoryReadModels::default());
+        let consumer = Consumer::new(Arc::new(CampaignStatsProjection), store.clone(), docs.clone());
+        for e in all_events(&store).await {
+            consumer.deliver(&e).await.expect("deliver");
+        }
+        docs
+    }
+
+    fn flat(orders: BTreeMap<String, Vec<CustomerOrder>>) -> BTreeSet<(String, String, i64, DateTime<Utc>)> {
+        orders
+            .into_iter()
+            .flat_map(|(c, os)| {
+                os.into_iter()
+                    .map(move |o| (c.clone(), o.order_id, o.total_minor, o.at))
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_orders_of_the_days_are_each_customers_orders_of_those_days() {
+        let store = random_history(120, &mut Rng(0x0DA7_5EED)).await;
+        let events = all_events(&store).await;
+        let orders: Vec<&EventEnvelope> = events.iter().filter(|e| e.event_type == "OrderPlaced").collect();
+        assert!(orders.len() > 10, "a history with orders ({})", orders.len());
+        // One order amended: both of its lines carry the new total.
+        let amended = orders[0];
+        let customer = amended.customer_id.clone().expect("customer");
+        let order_id = amended.data["order_id"].as_str().expect("order id").to_string();
+        put(
+            &store,
+            &amended.stream_id,
+            "OrderAmended",
+            &customer,
+            amended.occurred_at + Duration::hours(1),
+            json!({ "order_id": order_id, "customer_id": customer, "total_minor": 77, "currency": "EUR" }),
+        )
+        .await;
+        let docs = projected(store).await;
+        let names: Vec<String> = (0..120).map(|n| format!("c{n}")).collect();
+        let customers: BTreeSet<&str> = names.iter().map(String::as_str).step_by(2).collect();
+        let (first, last) = (
+            (t() - Duration::days(12)).date_naive(),
+            (t() - Duration::days(4)).date_naive(),
+        );
+        let by_day = flat(
+            orders_by_day(docs.as_ref(), &customers, first, last)
+                .await
+                .expect("by day"),
+        );
+        let by_customer: BTreeSet<_> = flat(
+            orders_by_customer(docs.as_ref(), &customers)
+                .await
+                .expect("by customer"),
+        )
+        .into_iter()
+        .filter(|(_, _, _, at)| (first..=last).contains(&at.date_naive()))
+        .collect();
+        assert!(by_day.len() > 3, "{by_day:?}");
+        assert_eq!(by_day, by_customer);
+        let all: BTreeSet<&str> = names.iter().map(String::as_str).collect();
+        let everything = flat(orders_by_customer(docs.as_ref(), &all).await.expect("all"));
+        assert!(everything
+            .iter()
+            .any(|(c, o, total, _)| *c == customer && *o == order_id && *total == 77));
+        let (from, to) = (
+            (t() - Duration::days(40)).date_naive(),
+            (t() + Duration::days(40)).date_naive(),
+        );
+        assert_eq!(
+            flat(orders_by_day(docs.as_ref(), &all, from, to).await.expect("all days")),
+            everything
+        );
+    }
+
+    /// Five customers sent a message on one day, one not; their orders
+    /// around it. A 1-day window spans fewer days than recipients (read by
+    /// day), a 7-day window more (read by customer).
+    #[tokio::test]
+    async fn the_stats_count_the_same_conversions_read_by_day_or_by_customer() {
+        let store = Arc::new(InMemoryEventStore::default());
+        let sent_at = t() - Duration::days(3);
+        for n in 0..5 {
+            let c = format!("k{n}");
+            let started = json!({ "instance_id": format!("i{n}"), "campaign_id": "promo", "customer_id": c });
+            put(
+                &store,
+                &format!("journey-i{n}"),
+                "JourneyStarted",
+                &c,
+                sent_at - Duration::minutes(5),
+                started,
+            )
+            .await;
+            let sent = json!({ "message_id": format!("m{n}"), "customer_id": c, "channel": "email",
+                               "category": "marketing", "campaign_id": "promo" });
+            put(&store, &format!("message-m{n}"), "MessageSent", &c, sent_at, sent).await;
+        }
+        let order = |id: &str, c: &str, total: i64| json!({ "order_id": id, "customer_id": c, "total_minor": total, "currency": "EUR" });
+        for (id, c, at, total) in [
+            ("o0", "k0", sent_at + Duration::hours(2), 1000), // within a day
+            ("o1", "k1", sent_at - Duration::hours(2), 2000), // before the message
+            ("o2", "k2", sent_at + Duration::days(2), 3000),  // within 7 days, not 1
+            ("o3", "k3", sent_at + Duration::hours(1), 4000), // within a day, amended
+            ("o9", "k9", sent_at + Duration::hours(1), 9000), // sent nothing
+        ] {
+            put(
+                &store,
+                &format!("order-{id}"),
+                "OrderPlaced",
+                c,
+                at,
+                order(id, c, total),
+            )
+            .await;
+        }
+        put(
+            &store,
+            "order-o3",
+            "OrderAmended",
+            "k3",
+            sent_at + Duration::hours(3),
+            order("o3", "k3", 3500),
+        )
+        .await;
+        let docs = projected(store).await;
+        for (window, conversions, revenue) in [(1, 2, 4500), (7, 3, 7500)] {
+            let stats = campaign_stats(docs.as_ref(), "promo", window).await.expect("stats");
+            assert_eq!((stats.entered, stats.messages.sent), (5, 5));
+            assert_eq!(stats.conversions, conversions, "window {window}");
+            assert_eq!(stats.revenue_minor.get("EUR"), Some(&revenue), "window {window}");
+            let summary = campaign_summary(docs.as_ref(), "promo", window).await.expect("summary");
+            assert_eq!(
+                (
+                    summary.entered,
+                    summary.sent,
+                    summary.conversions,
+                    &summary.revenue_minor
+                ),
+                (
+                    stats.entered,
+                    stats.messages.sent,
+                    stats.conversions,
+                    &stats.revenue_minor
+                )
+            );
+        }
+        // A campaign nobody entered: zeros, and no read of any order.
+        let none = campaign_summary(docs.as_ref(), "other", 7).await.expect("summary");
+        assert_eq!((none.entered, none.sent, none.conversions), (0, 0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_declared_holdout_nobody_is_in_shows_its_two_arms() {
+        let store = Arc::new(InMemoryEventStore::default());
+        for n in 0..3 {
+            let c = format!("h{n}");
+            let started = json!({ "instance_id": format!("i{n}"), "campaign_id": "held", "customer_id": c });
+            put(&store, &format!("journey-i{n}"), "JourneyStarted", &c, t(), started).await;
+        }
+        let docs = projected(store).await;
+        let without = campaign_stats_for(docs.as_ref(), "held", 7, false)
+            .await
+            .expect("stats");
+        assert!(without.experiments.is_empty(), "{:?}", without.experiments);
+        let with = campaign_stats_for(docs.as_ref(), "held", 7, true).await.expect("stats");
+        let arms: Vec<(&str, &str, u64, bool)> = with
+            .experiments
+            .iter()
+            .map(|a| {
+                (
+                    a.experiment.as_str(),
+                    a.arm.as_str(),
+                    a.entered,
+                    a.lift_over_holdout.is_some(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            arms,
+            [
+                (HOLDOUT_EXPERIMENT, HOLDOUT_ARM, 0, false),
+                (HOLDOUT_EXPERIMENT, TREATED_ARM, 3, false)
+            ]
+        );
+        assert_eq!(with.experiments[0].interval, Interval { low: 0.0, high: 1.0 });
+    }
 }
 
 #[cfg(test)]
