@@ -24,10 +24,25 @@ fn query(q: QueryParams, allowed: &[&str]) -> Result<HashMap<String, String>, Pr
     Ok(q)
 }
 
+/// The customer's profile (`customer-360`). A customer whose stream exists
+/// but whose profile is not there is not "not found": the projector has not
+/// caught up yet (it runs after the append, a moment later on AWS) or the
+/// document was lost (`replay --consumer customer-360` rebuilds it), so the
+/// answer is 503 with `Retry-After`, and 404 only when there is no such customer.
 async fn profile_or_404(state: &AppState, id: &str) -> Result<views::CustomerProfile, Problem> {
-    views::customer_profile(state.read_models.as_ref(), id)
-        .await?
-        .ok_or_else(|| Problem::not_found("customer not found"))
+    if let Some(profile) = views::customer_profile(state.read_models.as_ref(), id).await? {
+        return Ok(profile);
+    }
+    let stream = crm_core::customer::stream_id(id);
+    if state.events.read_stream(&stream, 0, 1).await?.is_empty() {
+        return Err(Problem::not_found("customer not found"));
+    }
+    Err(Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        "Service unavailable",
+        "the customer exists, but their profile is not projected yet: retry shortly",
+    ))
 }
 
 /// The newest events of the customer's other streams the timeline shows.
