@@ -17,7 +17,7 @@ use crate::http::Principal;
 use crate::scopes::{Scope, Scopes};
 use crate::AppState;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::Serialize;
@@ -53,11 +53,12 @@ impl OidcClient {
     }
 }
 
-/// One embedded file: its name under `/console/`, its media type, its text.
+/// One embedded file: its name under `/console/`, its media type, its
+/// text gzipped (`build.rs`; served by [`crate::gzipped`]).
 struct Asset {
     name: &'static str,
     media_type: &'static str,
-    text: &'static str,
+    gz: &'static [u8],
 }
 
 macro_rules! asset {
@@ -65,7 +66,7 @@ macro_rules! asset {
         Asset {
             name: $name,
             media_type: $media,
-            text: include_str!(concat!("../console/", $name)),
+            gz: include_bytes!(concat!(env!("OUT_DIR"), "/console/", $name, ".gz")),
         }
     };
 }
@@ -127,14 +128,15 @@ fn origin(url: &str) -> Option<String> {
     Some(format!("{scheme}://{host}"))
 }
 
-fn serve(state: &AppState, asset: &Asset) -> Response {
-    let text = match std::env::var(CONSOLE_DIR) {
-        Ok(dir) if !dir.is_empty() => {
-            std::fs::read_to_string(std::path::Path::new(&dir).join(asset.name)).unwrap_or_else(|_| asset.text.into())
-        }
-        _ => asset.text.to_string(),
+fn serve(state: &AppState, asset: &Asset, request: &HeaderMap) -> Response {
+    let from_dir = match std::env::var(CONSOLE_DIR) {
+        Ok(dir) if !dir.is_empty() => std::fs::read_to_string(std::path::Path::new(&dir).join(asset.name)).ok(),
+        _ => None,
     };
-    let mut response = (StatusCode::OK, text).into_response();
+    let mut response = match from_dir {
+        Some(text) => (StatusCode::OK, text).into_response(),
+        None => crate::gzipped::respond(asset.gz, request, asset.media_type),
+    };
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(asset.media_type));
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
@@ -156,17 +158,17 @@ fn not_found() -> Response {
 }
 
 /// `GET /console`: the console's page.
-pub async fn index(State(state): State<AppState>) -> Response {
+pub async fn index(State(state): State<AppState>, request: HeaderMap) -> Response {
     match ASSETS.iter().find(|a| a.name == "index.html") {
-        Some(asset) => serve(&state, asset),
+        Some(asset) => serve(&state, asset, &request),
         None => not_found(),
     }
 }
 
 /// `GET /console/{asset}`: a script or the stylesheet.
-pub async fn asset(State(state): State<AppState>, Path(name): Path<String>) -> Response {
+pub async fn asset(State(state): State<AppState>, Path(name): Path<String>, request: HeaderMap) -> Response {
     match ASSETS.iter().find(|a| a.name == name) {
-        Some(asset) => serve(&state, asset),
+        Some(asset) => serve(&state, asset, &request),
         None => not_found(),
     }
 }
@@ -192,7 +194,12 @@ mod tests {
 
     #[test]
     fn every_asset_is_embedded_and_the_policy_names_the_issuer() {
-        assert!(ASSETS.iter().all(|a| !a.text.is_empty()));
+        for a in ASSETS {
+            let text = crate::gzipped::inflate(a.gz).expect("gzip");
+            let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("console").join(a.name);
+            assert_eq!(text, std::fs::read_to_string(file).expect("the file"), "{}", a.name);
+            assert!(!text.is_empty(), "{}", a.name);
+        }
         let local = policy(&ConsoleSignIn::default());
         // Scripts from this origin only; inline styles for the sandboxed
         // template preview (an srcdoc iframe inherits this policy, and

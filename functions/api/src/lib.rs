@@ -18,6 +18,7 @@ mod cors;
 mod customers;
 mod customers_messages;
 mod export;
+mod gzipped;
 mod http;
 mod ingest;
 mod insights;

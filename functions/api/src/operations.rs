@@ -182,12 +182,13 @@ pub async fn search_customers(State(state): State<AppState>, q: QueryParams) -> 
     Ok(Json(json!({ "matched_by": matched_by, "items": items })).into_response())
 }
 
-/// The API description, built in.
-pub const OPENAPI: &str = include_str!("../../../openapi.yaml");
+/// The API description, built in gzipped (`build.rs`).
+const OPENAPI_GZ: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/openapi.yaml.gz"));
 
-/// `GET /openapi.yaml`: this API's description (public, as on any API).
-pub async fn openapi() -> Response {
-    ([(header::CONTENT_TYPE, "application/yaml; charset=utf-8")], OPENAPI).into_response()
+/// `GET /openapi.yaml`: this API's description (public, as on any API),
+/// gzipped if the request accepts it.
+pub async fn openapi(request: axum::http::HeaderMap) -> Response {
+    crate::gzipped::respond(OPENAPI_GZ, &request, "application/yaml; charset=utf-8")
 }
 
 /// The landing page: no script, no style, nothing from elsewhere.
