@@ -29,7 +29,7 @@ async fn main() -> Result<(), lambda_http::Error> {
         .await?;
     let client = aws_sdk_dynamodb::Client::new(&config);
     // Activity items get the TTL of the retention policy (RETENTION_ACTIVITY_DAYS).
-    let EncryptedEventStore { events, keys, .. } = EncryptedEventStore::new(
+    let EncryptedEventStore { events, keys, stored } = EncryptedEventStore::new(
         client.clone(),
         aws_sdk_kms::Client::new(&config),
         settings.event_store,
@@ -43,7 +43,7 @@ async fn main() -> Result<(), lambda_http::Error> {
     let scheduler = EventBridgeScheduler::new(
         aws_sdk_scheduler::Client::new(&config),
         settings.schedule_group,
-        settings.event_bus_arn,
+        settings.event_bus_arn.clone(),
         settings.scheduler_role_arn,
         settings.scheduler_dead_letter_arn,
     );
@@ -53,13 +53,20 @@ async fn main() -> Result<(), lambda_http::Error> {
         read_models.client().clone(),
         settings.read_models_table.clone(),
     ));
-    // The operator routes' dead letters (decision 0085): the same queues' dead-letter queues.
+    // The operator routes' dead letters (decision 0085): the same queues' dead-letter queues;
+    // the relay's and the scheduler's letters go back onto the bus (EVENT_BUS_ARN), the
+    // relay's that carry only a key re-read from the events table as stored.
     let sqs = aws_sdk_sqs::Client::new(&config);
     let dead_letters = (!settings.health_queues.is_empty()).then(|| {
-        Arc::new(crm_aws::dead_letters::SqsDeadLetters::new(
-            sqs.clone(),
-            settings.health_queues.clone(),
-        )) as Arc<dyn crm_core::ports::DeadLetterAdmin>
+        Arc::new(
+            crm_aws::dead_letters::SqsDeadLetters::new(sqs.clone(), settings.health_queues.clone()).with_bus(
+                crm_aws::eventbridge::EventBridgeBus::new(
+                    aws_sdk_eventbridge::Client::new(&config),
+                    settings.event_bus_arn.clone(),
+                ),
+                stored,
+            ),
+        ) as Arc<dyn crm_core::ports::DeadLetterAdmin>
     });
     let health = (!settings.health_queues.is_empty()).then(|| {
         Arc::new(crm_aws::health::QueueHealth::new(sqs, settings.health_queues).with_progress(progress))

@@ -16,14 +16,25 @@
 //!   hands it to `EventHandler::handle_for`), so a failed redrive leaves
 //!   one letter, not one more per consumer that refused the event; what the
 //!   queue's redrive policy moved goes to the whole group. The relay's and the
-//!   scheduler's letters (no source queue) are left to `crm-ops dlq redrive`.
+//!   scheduler's letters (no source queue) go onto the bus given by
+//!   [`SqsDeadLetters::with_bus`], as `crm-ops dlq redrive --to relay` and
+//!   `--to scheduler` put them ([`put_relay_letter`]: the event the relay
+//!   could not put; [`put_timer_letter`]: the timer the schedule could not
+//!   deliver); the message is deleted once the bus took it, left (visible
+//!   again) with the reason when not. Without a bus they are refused.
 
+use crate::eventbridge::EventBridgeBus;
 use crate::health::WatchedQueue;
-use crate::ops::{consumer_message, delete, receive, release, send_to_consumer_queue, OpsError, QueuedLetter};
+use crate::ops::{
+    consumer_message, delete, put_relay_letter, put_timer_letter, receive, release, send_to_consumer_queue, OpsError,
+    QueuedLetter, SCHEDULER_CONSUMER,
+};
 use async_trait::async_trait;
 use aws_sdk_sqs::error::DisplayErrorContext;
 use chrono::{DateTime, Utc};
-use crm_core::ports::{DeadLetter, DeadLetterAdmin, ParkedLetter, ParkedPage, Redriven, StoreError};
+use crm_core::ports::{DeadLetter, DeadLetterAdmin, EventStore, ParkedLetter, ParkedPage, Redriven, StoreError};
+use crm_core::relay::RELAY_CONSUMER;
+use std::sync::Arc;
 
 /// The most messages of one queue looked through for one letter.
 pub const SEARCHED: usize = 100;
@@ -32,10 +43,29 @@ pub const SEARCHED: usize = 100;
 const TAKE_SECONDS: i32 = 30;
 
 /// The dead-letter queues of the watched consumers.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SqsDeadLetters {
     sqs: aws_sdk_sqs::Client,
     queues: Vec<WatchedQueue>,
+    bus: Option<BusRedrive>,
+}
+
+/// Where the relay's and the scheduler's letters go back to.
+#[derive(Clone)]
+struct BusRedrive {
+    bus: EventBridgeBus,
+    /// The events table as stored, for the relay's letters that carry only
+    /// the event's key.
+    stored: Arc<dyn EventStore>,
+}
+
+impl std::fmt::Debug for SqsDeadLetters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqsDeadLetters")
+            .field("queues", &self.queues)
+            .field("bus", &self.bus.as_ref().map(|b| b.bus.bus_name()))
+            .finish_non_exhaustive()
+    }
 }
 
 fn store(e: OpsError) -> StoreError {
@@ -47,6 +77,28 @@ impl SqsDeadLetters {
         SqsDeadLetters {
             sqs,
             queues: queues.into_iter().filter(|q| !q.dead_letter_url.is_empty()).collect(),
+            bus: None,
+        }
+    }
+
+    /// Redrives the relay's letters (the queue named [`RELAY_CONSUMER`])
+    /// and the scheduler's ([`SCHEDULER_CONSUMER`]) onto `bus`; `stored`
+    /// is the events table as stored (not decrypting: the bus carries the
+    /// envelopes encrypted), read for a letter that holds only the key.
+    pub fn with_bus(mut self, bus: EventBridgeBus, stored: Arc<dyn EventStore>) -> Self {
+        self.bus = Some(BusRedrive { bus, stored });
+        self
+    }
+
+    /// Puts a letter of a queue with no source queue on the bus: `None`
+    /// when there is no bus, or the queue is neither the relay's nor the
+    /// scheduler's.
+    async fn put_on_bus(&self, queue: &WatchedQueue, letter: &QueuedLetter) -> Option<Result<(), String>> {
+        let to = self.bus.as_ref()?;
+        match queue.name.as_str() {
+            RELAY_CONSUMER => Some(put_relay_letter(letter, to.stored.as_ref(), &to.bus).await),
+            SCHEDULER_CONSUMER => Some(put_timer_letter(letter, &to.bus).await),
+            _ => None,
         }
     }
 
@@ -130,11 +182,25 @@ impl DeadLetterAdmin for SqsDeadLetters {
         };
         let dlq = &queue.dead_letter_url;
         if queue.queue_url.is_empty() {
-            release(&self.sqs, dlq, &letter).await;
-            return Ok(Redriven::Failed(format!(
-                "{} has no queue to send it back to: use crm-ops dlq redrive",
-                queue.name
-            )));
+            // The relay's and the scheduler's: back onto the bus, deleted
+            // only once the bus took it.
+            return match self.put_on_bus(queue, &letter).await {
+                Some(Ok(())) => {
+                    delete(&self.sqs, dlq, &letter).await.map_err(store)?;
+                    Ok(Redriven::Done)
+                }
+                Some(Err(why)) => {
+                    release(&self.sqs, dlq, &letter).await;
+                    Ok(Redriven::Failed(why))
+                }
+                None => {
+                    release(&self.sqs, dlq, &letter).await;
+                    Ok(Redriven::Failed(format!(
+                        "{} has no queue to send it back to: use crm-ops dlq redrive",
+                        queue.name
+                    )))
+                }
+            };
         }
         let (account, region) = crate::ops::account_and_region(&queue.queue_url);
         let region = region

@@ -18,6 +18,7 @@
 use crate::dynamodb::items::{self, Item, KIND, PK};
 use crate::dynamodb::DynamoReadModels;
 use aws_sdk_dynamodb::error::DisplayErrorContext;
+use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use chrono::{DateTime, SecondsFormat, Utc};
 use crm_core::bus::BusEntry;
 use crm_core::consumer::{Consumer, EventHandler};
@@ -685,14 +686,10 @@ pub async fn redrive_timers(
     max: usize,
 ) -> Result<RedriveReport, OpsError> {
     let mut report = RedriveReport::default();
-    let mut ready: Vec<(QueuedLetter, String)> = Vec::new();
+    let mut ready: Vec<(QueuedLetter, PutEventsRequestEntry)> = Vec::new();
     for letter in receive(client, queue_url, max, REDRIVE_VISIBILITY_SECONDS).await? {
-        let detail = match &letter.timer {
-            Some(_) => serde_json::to_string(&letter.body).map_err(|e| e.to_string()),
-            None => Err("the message holds no timer (a schedule's Input)".to_string()),
-        };
-        match detail {
-            Ok(detail) => ready.push((letter, detail)),
+        match timer_entry(&letter, bus.bus_name()) {
+            Ok(entry) => ready.push((letter, entry)),
             Err(why) => {
                 release(client, queue_url, &letter).await;
                 report.failed.push((letter.message_id, why));
@@ -700,35 +697,7 @@ pub async fn redrive_timers(
         }
     }
     for chunk in ready.chunks(crm_core::bus::MAX_ENTRIES_PER_PUT) {
-        let entries = chunk
-            .iter()
-            .map(|(_, detail)| {
-                aws_sdk_eventbridge::types::PutEventsRequestEntry::builder()
-                    .event_bus_name(bus.bus_name())
-                    .source(TIMER_SOURCE)
-                    .detail_type(TIMER_FIRED)
-                    .detail(detail)
-                    .build()
-            })
-            .collect();
-        let outcomes: Vec<Result<(), String>> = match bus.client().put_events().set_entries(Some(entries)).send().await
-        {
-            Ok(out) => (0..chunk.len())
-                .map(|i| match out.entries().get(i) {
-                    Some(r) if r.error_code().is_none() && r.event_id().is_some() => Ok(()),
-                    Some(r) => Err(format!(
-                        "PutEvents refused it: {} {}",
-                        r.error_code().unwrap_or("NoEventId"),
-                        r.error_message().unwrap_or_default()
-                    )),
-                    None => Err("PutEvents returned fewer results than entries".into()),
-                })
-                .collect(),
-            Err(e) => {
-                let why = format!("PutEvents to {}: {}", bus.bus_name(), DisplayErrorContext(&e));
-                chunk.iter().map(|_| Err(why.clone())).collect()
-            }
-        };
+        let outcomes = put_entries(bus, chunk.iter().map(|(_, entry)| entry.clone()).collect()).await;
         for ((letter, _), outcome) in chunk.iter().zip(outcomes) {
             match outcome {
                 Ok(()) => {
@@ -743,6 +712,86 @@ pub async fn redrive_timers(
         }
     }
     Ok(report)
+}
+
+/// The PutEvents entry that puts the timer of a message of EventBridge
+/// Scheduler's dead-letter queue on the bus `bus_name` as its schedule would
+/// have: source `crm.scheduler`, detail-type `TimerFired`, the parked
+/// `Input` (the [`TimerPayload`]) as the detail. An error for a message
+/// that holds no timer.
+fn timer_entry(letter: &QueuedLetter, bus_name: &str) -> Result<PutEventsRequestEntry, String> {
+    if letter.timer.is_none() {
+        return Err("the message holds no timer (a schedule's Input)".to_string());
+    }
+    let detail = serde_json::to_string(&letter.body).map_err(|e| e.to_string())?;
+    Ok(PutEventsRequestEntry::builder()
+        .event_bus_name(bus_name)
+        .source(TIMER_SOURCE)
+        .detail_type(TIMER_FIRED)
+        .detail(detail)
+        .build())
+}
+
+/// Puts `entries` (at most ten) on `bus` in one PutEvents call: each
+/// entry's outcome, in order (the call's failure for each when it failed).
+async fn put_entries(
+    bus: &crate::eventbridge::EventBridgeBus,
+    entries: Vec<PutEventsRequestEntry>,
+) -> Vec<Result<(), String>> {
+    let n = entries.len();
+    match bus.client().put_events().set_entries(Some(entries)).send().await {
+        Ok(out) => (0..n)
+            .map(|i| match out.entries().get(i) {
+                Some(r) if r.error_code().is_none() && r.event_id().is_some() => Ok(()),
+                Some(r) => Err(format!(
+                    "PutEvents refused it: {} {}",
+                    r.error_code().unwrap_or("NoEventId"),
+                    r.error_message().unwrap_or_default()
+                )),
+                None => Err("PutEvents returned fewer results than entries".into()),
+            })
+            .collect(),
+        Err(e) => {
+            let why = format!("PutEvents to {}: {}", bus.bus_name(), DisplayErrorContext(&e));
+            vec![Err(why); n]
+        }
+    }
+}
+
+/// Puts the timer of one message of EventBridge Scheduler's dead-letter
+/// queue on `bus`, as [`redrive_timers`] does for each (the API's redrive,
+/// decision 0085). `Ok` once the bus took it; why not otherwise. The
+/// message is the caller's to delete or release.
+pub async fn put_timer_letter(letter: &QueuedLetter, bus: &crate::eventbridge::EventBridgeBus) -> Result<(), String> {
+    let entry = timer_entry(letter, bus.bus_name())?;
+    put_entries(bus, vec![entry])
+        .await
+        .pop()
+        .unwrap_or_else(|| Err("PutEvents returned no result".into()))
+}
+
+/// Puts the event of one message of the relay's dead-letter queue on `bus`:
+/// the entry [`redrive_to_bus`] hands the relay for it ([`bus_entry_of`]:
+/// the parked entry, or the event re-read by its key from `stored`, the
+/// events table as stored), in one PutEvents, as the relay puts it (the
+/// API's redrive, decision 0085). `Ok` once the bus took it; why not
+/// otherwise (nothing is parked again). The message is the caller's to
+/// delete or release.
+pub async fn put_relay_letter(
+    letter: &QueuedLetter,
+    stored: &dyn EventStore,
+    bus: &crate::eventbridge::EventBridgeBus,
+) -> Result<(), String> {
+    use crm_core::ports::{EventBus, PublishOutcome};
+    let entry = bus_entry_of(letter, stored).await?;
+    match bus.put(std::slice::from_ref(&entry)).await {
+        Ok(outcomes) => match outcomes.into_iter().next() {
+            Some(PublishOutcome::Published) => Ok(()),
+            Some(PublishOutcome::Failed { code, message }) => Err(format!("PutEvents refused it: {code} {message}")),
+            None => Err("PutEvents returned no result".into()),
+        },
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// What a republish did.
