@@ -196,7 +196,9 @@ mod tests {
     fn every_asset_is_embedded_and_the_policy_names_the_issuer() {
         for a in ASSETS {
             let text = crate::gzipped::inflate(a.gz).expect("gzip");
-            let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("console").join(a.name);
+            let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("console")
+                .join(a.name);
             assert_eq!(text, std::fs::read_to_string(file).expect("the file"), "{}", a.name);
             assert!(!text.is_empty(), "{}", a.name);
         }
