@@ -175,7 +175,9 @@ enum Command {
         action: crm_local::cli::privacy::PrivacyAction,
     },
     /// Benchmarks: API latency and end-to-end ingest against an in-process server on
-    /// 127.0.0.1, replay of every projection, in-memory fold per projection, peak memory.
+    /// 127.0.0.1, replay of every projection, in-memory fold per projection, peak memory,
+    /// and each pipeline figure beside its limit (command rate alone, raw append, the fold
+    /// of all projections on one and two cores; decision 0091).
     Bench {
         /// Workload seed (the same seed, the same customers and events).
         #[arg(long, default_value_t = 42)]
@@ -184,7 +186,7 @@ enum Command {
         #[arg(long, default_value_t = 200)]
         customers: u64,
         /// Concurrency levels (client connections), comma-separated.
-        #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
+        #[arg(long, value_delimiter = ',', default_value = "1,4,16,64")]
         concurrency: Vec<usize>,
         /// Events in the replay store (written straight into SQLite); `--events 1000000`
         /// for the million-event replay (about 25 minutes on 2 cores).
@@ -214,6 +216,17 @@ enum Command {
         /// No progress bars.
         #[arg(long)]
         quiet: bool,
+        /// Also run the peer with this Python interpreter (e.g. `.venv/bin/python`, which
+        /// has the `eventsourcing` library): `PYTHON --peer-script --customers N`, its
+        /// append and read rates printed beside the bench's. Checked before the bench runs.
+        #[arg(long, value_name = "PYTHON")]
+        peer: Option<PathBuf>,
+        /// The peer's script, relative to the current directory or absolute.
+        #[arg(long, default_value = "scripts/peer_bench.py", requires = "peer")]
+        peer_script: PathBuf,
+        /// Customers the peer registers (5 events each).
+        #[arg(long, default_value_t = 2_000, requires = "peer")]
+        peer_customers: u64,
     },
     /// The messages a source sent that ingestion refused in the last 7 days, newest first,
     /// as JSON (what GET /sources/{source}/refused answers; decision 0053).
@@ -377,6 +390,9 @@ async fn main() -> ExitCode {
             template,
             measured,
             quiet,
+            peer,
+            peer_script,
+            peer_customers,
         } => crm_local::bench::command_with_measured(
             crm_local::bench::BenchOptions {
                 seed,
@@ -386,6 +402,11 @@ async fn main() -> ExitCode {
                 fold_events,
                 broadcast_recipients,
                 progress: !quiet,
+                peer: peer.map(|python| crm_local::bench::peer::PeerOptions {
+                    python,
+                    script: peer_script,
+                    customers: peer_customers,
+                }),
             },
             json,
             cost,

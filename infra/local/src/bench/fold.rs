@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use crm_core::consumer::{Consumer, Projection};
 use crm_core::event::EventEnvelope;
 use crm_core::memory::InMemoryReadModels;
-use crm_core::ports::{CommitError, ReadModelStore, ReadOp, StoreError};
+use crm_core::ports::{CommitError, EventStore, ReadModelStore, ReadOp, StoreError};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -112,7 +112,9 @@ pub struct WorkloadStats {
     pub by_type: BTreeMap<String, u64>,
 }
 
-/// Every projection the projector and consent functions host, in their order.
+/// Every projection the projector and consent functions host, in their
+/// order (`ConsumerGroup::projector_at` and `ConsumerGroup::consent`; a test
+/// keeps the two lists the same).
 fn projections(
     events: Arc<dyn crm_core::ports::EventStore>,
     identifiers: crm_core::privacy::IdentifierHasher,
@@ -139,16 +141,32 @@ fn projections(
             "projector",
             Arc::new(crm_core::insights::campaign_stats::CampaignStatsProjection),
         ),
+        (
+            "projector",
+            Arc::new(crm_core::broadcast::stats::BroadcastStatsProjection),
+        ),
         ("projector", Arc::new(ProfileMetricsProjection)),
         (
             "projector",
-            Arc::new(SegmentEvaluator::new(events, Arc::new(crm_core::clock::SystemClock))),
+            Arc::new(SegmentEvaluator::new(
+                events.clone(),
+                Arc::new(crm_core::clock::SystemClock),
+            )),
+        ),
+        ("projector", Arc::new(crm_core::segments::CoPurchaseProjection)),
+        (
+            "projector",
+            Arc::new(crm_core::segments::AffinityDetector::new(
+                events,
+                Arc::new(crm_core::clock::SystemClock),
+            )),
         ),
         ("projector", Arc::new(SegmentMembersProjection)),
         (
             "projector",
             Arc::new(crm_core::customer::streams::CustomerStreamsProjection),
         ),
+        ("projector", Arc::new(crm_core::ops::counters::OpsCountersProjection)),
         ("consent", Arc::new(crm_core::consent::ledger::ConsentLedgerProjection)),
         (
             "consent",
@@ -172,7 +190,148 @@ pub fn events(workload: &Workload, n: u64) -> Result<(Vec<EventEnvelope>, u64), 
     Ok((out, customer))
 }
 
-pub async fn fold_phase(options: &BenchOptions) -> Result<(Vec<FoldRow>, WorkloadStats), BenchError> {
+/// The in-memory fold of every projection together (issue 22 item 3):
+/// each event delivered to every projection of [`projections`], each its
+/// own `Consumer` over its own counting in-memory documents; on one core
+/// (one task delivering each event to every consumer in turn) and on two
+/// (the projections split in two groups of about equal cost, measured by
+/// the per-projection rows, each group on its own thread with its own
+/// current-thread runtime, both at once).
+#[derive(Debug, Clone, Serialize)]
+pub struct FoldAll {
+    pub events: u64,
+    pub projections: usize,
+    pub one_core_seconds: f64,
+    pub one_core_events_per_second: f64,
+    /// From both threads starting to the last one done.
+    pub two_cores_seconds: f64,
+    pub two_cores_events_per_second: f64,
+    /// The two groups (projection names) and each one's own seconds.
+    pub groups: Vec<Vec<String>>,
+    pub group_seconds: Vec<f64>,
+}
+
+/// Splits items of the given costs in two groups of about equal total:
+/// the costliest first, each into the group with the smaller total so far
+/// (ties to the first). Indexes into `costs`, in ascending order in each group.
+pub fn split_in_two(costs: &[f64]) -> [Vec<usize>; 2] {
+    let mut order: Vec<usize> = (0..costs.len()).collect();
+    order.sort_by(|&a, &b| costs[b].total_cmp(&costs[a]).then(a.cmp(&b)));
+    let mut groups: [Vec<usize>; 2] = [Vec::new(), Vec::new()];
+    let mut totals = [0.0f64; 2];
+    for i in order {
+        let g = usize::from(totals[1] < totals[0]);
+        totals[g] += costs[i].max(0.0);
+        groups[g].push(i);
+    }
+    for g in &mut groups {
+        g.sort_unstable();
+    }
+    groups
+}
+
+/// The event store a fold pass reads its gaps from: the events, and a
+/// fresh scratch store for the segment evaluator's appends (a pass of its
+/// own, so one pass's appends never meet another's).
+fn pass_store(events: &Arc<[EventEnvelope]>) -> Result<(tempfile::TempDir, Arc<dyn EventStore>), BenchError> {
+    let dir = tempfile::tempdir().map_err(super::io("temporary directory"))?;
+    let scratch: Arc<dyn EventStore> = Arc::new(crate::adapters::store::SqliteEventStore::open(
+        &dir.path().join("fold.db"),
+    )?);
+    Ok((dir, Arc::new(super::pages::MeteredEvents::new(events.clone(), scratch))))
+}
+
+/// The consumers of projections `which` (indexes into [`projections`]),
+/// each over its own counting in-memory documents.
+fn consumers(store: &Arc<dyn EventStore>, which: &[usize]) -> Vec<Consumer> {
+    projections(store.clone(), crm_core::privacy::IdentifierHasher::new(b"bench"))
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| which.contains(i))
+        .map(|(_, (_, projection))| {
+            let docs: Arc<dyn ReadModelStore> = Arc::new(CountingDocs::default());
+            Consumer::new(projection, store.clone(), docs)
+        })
+        .collect()
+}
+
+/// Delivers every event to each consumer in turn; the seconds it took.
+async fn deliver_all(events: &[EventEnvelope], consumers: &[Consumer]) -> Result<f64, BenchError> {
+    let started = Instant::now();
+    for e in events {
+        for consumer in consumers {
+            consumer
+                .deliver(e)
+                .await
+                .map_err(|e| BenchError::Other(format!("fold {}: {e}", consumer.name())))?;
+        }
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// [`FoldAll`] of `events`, the two-core groups balanced on `rows` (the
+/// per-projection fold, in [`projections`]' order).
+async fn fold_all(events: &Arc<[EventEnvelope]>, rows: &[FoldRow]) -> Result<FoldAll, BenchError> {
+    let n = events.len() as u64;
+    let all: Vec<usize> = (0..rows.len()).collect();
+    let one_core_seconds = {
+        let (_dir, store) = pass_store(events)?;
+        let consumers = consumers(&store, &all);
+        deliver_all(events, &consumers).await?
+    };
+    let costs: Vec<f64> = rows.iter().map(|r| r.seconds).collect();
+    let groups = split_in_two(&costs);
+    let (_dir, store) = pass_store(events)?;
+    // Both threads build their consumers, then start together.
+    let start = Arc::new(std::sync::Barrier::new(groups.len() + 1));
+    let mut threads = Vec::new();
+    for group in &groups {
+        let (group, events, store, start) = (group.clone(), events.clone(), store.clone(), start.clone());
+        let thread = std::thread::Builder::new()
+            .name("bench-fold".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(super::io("a fold thread's runtime"));
+                let consumers = consumers(&store, &group);
+                start.wait();
+                runtime.and_then(|r| r.block_on(deliver_all(&events, &consumers)))
+            })
+            .map_err(super::io("a fold thread"))?;
+        threads.push(thread);
+    }
+    let joined = tokio::task::spawn_blocking(move || {
+        start.wait();
+        let started = Instant::now();
+        let mut seconds = Vec::new();
+        for thread in threads {
+            match thread.join() {
+                Ok(result) => seconds.push(result?),
+                Err(_) => return Err(BenchError::Other("a fold thread panicked".into())),
+            }
+        }
+        Ok((started.elapsed().as_secs_f64(), seconds))
+    })
+    .await
+    .map_err(|e| BenchError::Other(format!("the two-core fold: {e}")))?;
+    let (two_cores_seconds, group_seconds) = joined?;
+    Ok(FoldAll {
+        events: n,
+        projections: rows.len(),
+        one_core_seconds,
+        one_core_events_per_second: per_second(n, one_core_seconds),
+        two_cores_seconds,
+        two_cores_events_per_second: per_second(n, two_cores_seconds),
+        groups: groups
+            .iter()
+            .map(|g| g.iter().map(|&i| rows[i].projection.clone()).collect())
+            .collect(),
+        group_seconds,
+    })
+}
+
+pub async fn fold_phase(options: &BenchOptions) -> Result<(Vec<FoldRow>, WorkloadStats, FoldAll), BenchError> {
     let workload = Workload::new(options.seed);
     let (events, customers) = events(&workload, options.fold_events)?;
     // The workload's events, for the gaps before handled events (unhandled
@@ -210,7 +369,7 @@ pub async fn fold_phase(options: &BenchOptions) -> Result<(Vec<FoldRow>, Workloa
         targets_per_event: deliveries as f64 / n.max(1) as f64,
         by_type,
     };
-    let bar = super::progress_bar(options.progress, 12 * n, "folding in memory");
+    let bar = super::progress_bar(options.progress, 17 * n, "folding in memory");
     let mut rows = Vec::new();
     for (function, projection) in projections(store.clone(), crm_core::privacy::IdentifierHasher::new(b"bench")) {
         let docs = Arc::new(CountingDocs::default());
@@ -239,5 +398,50 @@ pub async fn fold_phase(options: &BenchOptions) -> Result<(Vec<FoldRow>, Workloa
         });
     }
     bar.finish_and_clear();
-    Ok((rows, stats))
+    let together = fold_all(&events, &rows).await?;
+    Ok((rows, stats, together))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_in_two;
+
+    #[test]
+    fn the_fold_has_every_projection_the_functions_host_in_their_order() {
+        use crm_core::assembly::AssembledGroups;
+        use crm_core::consumer::ConsumerGroup;
+        let store: std::sync::Arc<dyn crm_core::ports::EventStore> =
+            std::sync::Arc::new(crm_core::testing::InMemoryEventStore::default());
+        let docs = std::sync::Arc::new(crm_core::memory::InMemoryReadModels::default());
+        let dead = std::sync::Arc::new(crm_core::testing::InMemoryDeadLetters::default());
+        let identifiers = crm_core::privacy::IdentifierHasher::new(b"bench");
+        let mut hosted: Vec<(&str, &str)> = Vec::new();
+        for group in [
+            ConsumerGroup::projector(store.clone(), docs.clone(), dead.clone(), identifiers.clone()),
+            ConsumerGroup::consent(store.clone(), docs, dead, identifiers.clone()),
+        ] {
+            hosted.extend(group.consumer_names().into_iter().map(|c| (group.name, c)));
+        }
+        let folded: Vec<(&str, &str)> = super::projections(store, identifiers)
+            .iter()
+            .map(|(function, p)| (*function, p.name()))
+            .collect();
+        assert_eq!(folded, hosted);
+    }
+
+    #[test]
+    fn the_two_groups_are_of_about_equal_cost_and_hold_every_projection_once() {
+        let costs = [5.0, 1.0, 4.0, 3.0, 3.0, 0.5];
+        let [a, b] = split_in_two(&costs);
+        let total = |g: &[usize]| g.iter().map(|&i| costs[i]).sum::<f64>();
+        let mut all: Vec<usize> = a.iter().chain(&b).copied().collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..costs.len()).collect::<Vec<_>>());
+        // Longest first: 5 | 4, 3 -> a, 3 -> b ... totals 8.5 and 8.
+        assert!((total(&a) - total(&b)).abs() <= 1.0, "{a:?} {b:?}");
+        assert_eq!(split_in_two(&[]), [Vec::<usize>::new(), Vec::new()]);
+        assert_eq!(split_in_two(&[2.0]), [vec![0], vec![]]);
+        // One projection costlier than all others together stays alone.
+        assert_eq!(split_in_two(&[10.0, 1.0, 2.0]), [vec![0], vec![1, 2]]);
+    }
 }

@@ -2,14 +2,18 @@
 //! end-to-end ingest against an in-process `serve` on 127.0.0.1, replay of
 //! every projection from a large store, in-memory fold throughput of each
 //! projection, a broadcast's end-to-end throughput into the mail sink, peak
-//! memory, and the cost model (`docs/cost.md`). Figures are printed, never
-//! asserted.
+//! memory, and the cost model (`docs/cost.md`). Beside each pipeline figure
+//! its limit, measured in the same run (issue 22 item 3, decision 0091):
+//! the command rate alone (bus paused), the raw batched append, the fold of
+//! all projections together on one core and on two, and with `--peer` the
+//! Python `eventsourcing` peer. Figures are printed, never asserted.
 
 pub mod broadcast;
 pub mod cost;
-mod fold;
+pub mod fold;
 mod http;
 pub mod pages;
+pub mod peer;
 pub mod workload;
 
 use crate::runtime::bus::BUILT_IN_TEMPLATE;
@@ -20,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use workload::{Ids, Workload};
+use workload::{Ids, RouteGroup, Workload};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
@@ -60,6 +64,8 @@ pub struct BenchOptions {
     pub broadcast_recipients: u64,
     /// Show progress bars.
     pub progress: bool,
+    /// The peer's section (`--peer`): `None` to leave it out.
+    pub peer: Option<peer::PeerOptions>,
 }
 
 impl Default for BenchOptions {
@@ -67,37 +73,164 @@ impl Default for BenchOptions {
         BenchOptions {
             seed: 42,
             customers: 200,
-            concurrency: vec![1, 4, 16],
+            concurrency: vec![1, 4, 16, 64],
             events: 100_000,
             fold_events: 200_000,
             broadcast_recipients: 2_000,
             progress: true,
+            peer: None,
         }
     }
 }
 
+/// One level's API calls against a runtime with its bus running (as
+/// `serve` runs it): the commands' latency (`requests`, `p50_ms`, `p99_ms`,
+/// `max_ms` and `requests_per_second` are the commands', as before reads
+/// and ingestion calls joined the workload), every route group's, and
+/// end-to-end ingest.
 #[derive(Debug, Clone, Serialize)]
 pub struct LatencyRow {
     pub concurrency: usize,
     pub customers: u64,
+    /// Commands.
     pub requests: u64,
     pub errors: u64,
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
+    /// Commands over `api_seconds`.
     pub requests_per_second: f64,
+    /// From the first call to the last answer (every route group's calls).
+    pub api_seconds: f64,
+    /// Commands, reads and ingestion calls, each apart.
+    pub route_groups: Vec<RouteGroupRow>,
     /// Events stored while the level ran (the API's and every consumer's).
     pub events_stored: u64,
     /// From the first call until every bus target had caught up.
     pub seconds_until_settled: f64,
     /// `events_stored / seconds_until_settled`: end-to-end ingest.
     pub ingest_events_per_second: f64,
+    /// `customers / seconds_until_settled`: end-to-end ingest in customers.
+    pub ingest_customers_per_second: f64,
+    /// The event store's group commits from the first call until settled
+    /// (the API's and every consumer's appends; decision 0090).
+    pub group_commits: GroupCommitRow,
     /// Share of the wall time the SQLite connections were busy.
     pub sqlite_busy_share: f64,
     pub messages_sent: u64,
     pub timers_set: u64,
     /// What the level's appends would cost the DynamoDB event store.
     pub appends: AppendCost,
+}
+
+/// One route group's calls in a level ([`RouteGroup`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct RouteGroupRow {
+    /// `commands`, `reads` or `ingestion`.
+    pub group: String,
+    pub requests: u64,
+    /// Answered with the status the call also accepts besides 2xx (the
+    /// customer 360's 503 while the projector catches up); in `requests`.
+    pub also_accepted: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+/// The SQLite event store's group commits in a span (decision 0090).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct GroupCommitRow {
+    pub groups: u64,
+    pub appends: u64,
+    pub appends_per_group: f64,
+}
+
+/// One level's calls against a runtime whose bus is never spawned: the
+/// command rate alone, consumers paused (issue 22 item 3).
+#[derive(Debug, Clone, Serialize)]
+pub struct CommandRateRow {
+    pub concurrency: usize,
+    pub customers: u64,
+    /// Every route group's calls.
+    pub requests: u64,
+    /// From the first call to the last answer.
+    pub seconds: f64,
+    pub requests_per_second: f64,
+    /// Events the calls appended (no consumer appends anything).
+    pub events_appended: u64,
+    pub events_per_second: f64,
+    pub customers_per_second: f64,
+    pub route_groups: Vec<RouteGroupRow>,
+    pub group_commits: GroupCommitRow,
+}
+
+/// Each pipeline figure as a share of its limit, measured in the same run
+/// (issue 22 item 3, decision 0091).
+#[derive(Debug, Clone, Serialize)]
+pub struct Limits {
+    /// The raw batched append of the workload's events (encrypted) into a
+    /// fresh store: the replay phase's store generation.
+    pub raw_append_events_per_second: f64,
+    /// One row per concurrency level.
+    pub levels: Vec<LevelLimits>,
+    /// The replay's every-projection events/s ÷ the fold of all
+    /// projections together on two cores.
+    pub replay_over_fold_two_cores: f64,
+    /// The replay's read of every stored event (as stored, pages of 1 000)
+    /// ÷ the peer's read; with `--peer` only.
+    pub replay_read_over_peer_read: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LevelLimits {
+    pub concurrency: usize,
+    /// Customers/s until settled (bus running) ÷ customers/s of the API
+    /// calls alone (bus paused): how near the consumers keep up.
+    pub ingest_over_command_rate: f64,
+    /// Ingest events/s ÷ the raw batched append's events/s.
+    pub ingest_over_raw_append: f64,
+    /// Ingest events/s ÷ the peer's appended events/s; with `--peer` only.
+    pub ingest_over_peer_append: Option<f64>,
+}
+
+/// `a / b`, 0 when `b` is not positive (a limit that was not measured).
+pub fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 && a.is_finite() {
+        a / b
+    } else {
+        0.0
+    }
+}
+
+/// The limits' ratios of a run's figures.
+pub fn limits(
+    latency: &[LatencyRow],
+    command_rate: &[CommandRateRow],
+    replay: &ReplayReport,
+    fold_all: &fold::FoldAll,
+    peer: Option<&peer::PeerReport>,
+) -> Limits {
+    let levels = latency
+        .iter()
+        .map(|row| {
+            let paused = command_rate.iter().find(|c| c.concurrency == row.concurrency);
+            LevelLimits {
+                concurrency: row.concurrency,
+                ingest_over_command_rate: ratio(
+                    row.ingest_customers_per_second,
+                    paused.map_or(0.0, |c| c.customers_per_second),
+                ),
+                ingest_over_raw_append: ratio(row.ingest_events_per_second, replay.generate_events_per_second),
+                ingest_over_peer_append: peer.map(|p| ratio(row.ingest_events_per_second, p.events_per_second)),
+            }
+        })
+        .collect();
+    Limits {
+        raw_append_events_per_second: replay.generate_events_per_second,
+        levels,
+        replay_over_fold_two_cores: ratio(replay.events_per_second, fold_all.two_cores_events_per_second),
+        replay_read_over_peer_read: peer.map(|p| ratio(replay.read_events_per_second, p.read_events_per_second)),
+    }
 }
 
 /// The appends of a run as the DynamoDB event store writes them (decision
@@ -141,6 +274,10 @@ pub struct ReplayReport {
     pub projections: Vec<ReplayTarget>,
     /// Every target's events over the summed time.
     pub events_per_second: f64,
+    /// Every stored event read back as stored (no decryption), pages of
+    /// 1 000: the read the peer's figure is beside.
+    pub read_seconds: f64,
+    pub read_events_per_second: f64,
     pub sqlite_busy_share: f64,
     pub dead_letters: u64,
 }
@@ -149,8 +286,18 @@ pub struct ReplayReport {
 pub struct BenchReport {
     pub seed: u64,
     pub latency: Vec<LatencyRow>,
+    /// The same levels with the bus paused: the command rate alone.
+    pub command_rate: Vec<CommandRateRow>,
     pub replay: ReplayReport,
     pub fold: Vec<fold::FoldRow>,
+    /// Every projection folded together, on one core and on two.
+    pub fold_all: fold::FoldAll,
+    /// Each pipeline figure as a share of its limit.
+    pub limits: Limits,
+    /// The peer's figures (`--peer`).
+    pub peer: Option<peer::PeerReport>,
+    /// Why the peer asked for did not run (the rest of the report stands).
+    pub peer_error: Option<String>,
     pub workload: fold::WorkloadStats,
     /// DynamoDB units of the projector and consent groups taking pages.
     pub pages: Vec<pages::PageCostRow>,
@@ -338,17 +485,30 @@ async fn wait_caught_up(db: &Path, targets: usize) -> Result<(), BenchError> {
     Ok(())
 }
 
-/// The API phase: one runtime served on a free loopback port, the bus
-/// running as under `serve`; each level runs `customers` new customers'
-/// calls over `level` keep-alive connections, then waits for the bus.
-async fn api_phase(options: &BenchOptions) -> Result<Vec<LatencyRow>, BenchError> {
+/// The write key of the ingestion source the bench's runtimes take
+/// (`bench`, a server source: it may identify customers).
+const BENCH_WRITE_KEY: &str = "bench-write-key-0123456789";
+
+/// A runtime served on a free loopback port, its database in a temporary
+/// directory, the ingestion API open to [`BENCH_WRITE_KEY`].
+struct Served {
+    _dir: tempfile::TempDir,
+    db: PathBuf,
+    addr: std::net::SocketAddr,
+    runtime: LocalRuntime,
+    server: tokio::task::JoinHandle<Result<(), std::io::Error>>,
+}
+
+const BENCH_TOKEN: &str = "bench-token";
+
+async fn serve() -> Result<Served, BenchError> {
     let dir = tempfile::tempdir().map_err(io("temporary directory"))?;
     let db = crate::adapters::data_dir::database_path(dir.path());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(io("binding 127.0.0.1:0"))?;
     let addr = listener.local_addr().map_err(io("local address"))?;
-    let runtime = LocalRuntime::open_with(
+    let mut runtime = LocalRuntime::open_with(
         &db,
         BUILT_IN_TEMPLATE,
         RuntimeOptions {
@@ -356,14 +516,158 @@ async fn api_phase(options: &BenchOptions) -> Result<Vec<LatencyRow>, BenchError
             public_base_url: format!("http://{addr}"),
         },
     )?;
-    let token = "bench-token".to_string();
+    // One server source of the bench's own, whatever INGEST_WRITE_KEYS says.
+    runtime.ingest_sources = crm_api::IngestSources::new(vec![(
+        crm_core::ingest::Source::server("bench"),
+        BENCH_WRITE_KEY.to_string(),
+    )]);
     let server = tokio::spawn(std::future::IntoFuture::into_future(axum::serve(
         listener,
-        runtime.app(token.clone()),
+        runtime.app(BENCH_TOKEN.to_string()),
     )));
+    Ok(Served {
+        _dir: dir,
+        db,
+        addr,
+        runtime,
+        server,
+    })
+}
+
+/// What one level's calls measured, by route group ([`RouteGroup::index`]).
+struct LevelCalls {
+    latencies: [Vec<Duration>; 3],
+    /// Calls answered with the status they also accept (a projection's 503).
+    also_accepted: [u64; 3],
+    /// From the first call to the last answer.
+    seconds: f64,
+}
+
+/// Runs customers `first..end`'s calls over `level` keep-alive connections.
+async fn run_level(
+    addr: std::net::SocketAddr,
+    workload: &Arc<Workload>,
+    first: u64,
+    end: u64,
+    level: usize,
+) -> Result<LevelCalls, BenchError> {
+    let next = Arc::new(AtomicU64::new(first));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..level.max(1) {
+        let (next, workload) = (next.clone(), workload.clone());
+        workers.push(tokio::spawn(async move {
+            let mut client = http::Client::connect(addr, BENCH_TOKEN).await?;
+            let write_key = http::basic(BENCH_WRITE_KEY);
+            let mut latencies: [Vec<Duration>; 3] = Default::default();
+            let mut also_accepted = [0u64; 3];
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= end {
+                    return Ok::<_, BenchError>((latencies, also_accepted));
+                }
+                let mut ids = Ids::default();
+                for call in workload.plan(i).calls() {
+                    let path = ids.fill(&call.path);
+                    let body = call.body.as_ref().map(|b| ids.fill(&b.to_string()));
+                    let t = Instant::now();
+                    let (status, answer) = match call.group {
+                        RouteGroup::Ingestion => client.call_with(call.method, &path, body, &write_key).await?,
+                        _ => client.call(call.method, &path, body).await?,
+                    };
+                    latencies[call.group.index()].push(t.elapsed());
+                    if !call.answered(status) {
+                        return Err(BenchError::Api {
+                            method: call.method.into(),
+                            path,
+                            message: format!("{status}: {answer}"),
+                        });
+                    }
+                    if !(200..300).contains(&status) {
+                        also_accepted[call.group.index()] += 1;
+                        continue;
+                    }
+                    if let Some(capture) = call.capture {
+                        let id = serde_json::from_str::<serde_json::Value>(&answer)
+                            .ok()
+                            .and_then(|v| v["id"].as_str().map(str::to_string))
+                            .ok_or_else(|| BenchError::Api {
+                                method: call.method.into(),
+                                path: path.clone(),
+                                message: format!("no id in {answer}"),
+                            })?;
+                        ids.take(capture, id);
+                    }
+                }
+            }
+        }));
+    }
+    let mut calls = LevelCalls {
+        latencies: Default::default(),
+        also_accepted: [0; 3],
+        seconds: 0.0,
+    };
+    for worker in workers {
+        let (latencies, accepted) = worker
+            .await
+            .map_err(|e| BenchError::Other(format!("API worker: {e}")))??;
+        for (g, l) in latencies.into_iter().enumerate() {
+            calls.latencies[g].extend(l);
+            calls.also_accepted[g] += accepted[g];
+        }
+    }
+    calls.seconds = started.elapsed().as_secs_f64();
+    for l in &mut calls.latencies {
+        l.sort();
+    }
+    Ok(calls)
+}
+
+/// The route groups' rows of a level, in [`RouteGroup::ALL`]'s order.
+fn route_groups(calls: &LevelCalls) -> Vec<RouteGroupRow> {
+    RouteGroup::ALL
+        .iter()
+        .map(|&g| {
+            let l = &calls.latencies[g.index()];
+            RouteGroupRow {
+                group: g.as_str().to_string(),
+                requests: l.len() as u64,
+                also_accepted: calls.also_accepted[g.index()],
+                p50_ms: percentile(l, 0.50),
+                p99_ms: percentile(l, 0.99),
+                max_ms: l.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+            }
+        })
+        .collect()
+}
+
+/// The group commits between two readings of the store's counters.
+fn group_commits_between(
+    before: crate::adapters::store::GroupCommits,
+    after: crate::adapters::store::GroupCommits,
+) -> GroupCommitRow {
+    let groups = after.groups.saturating_sub(before.groups);
+    let appends = after.appends.saturating_sub(before.appends);
+    GroupCommitRow {
+        groups,
+        appends,
+        appends_per_group: if groups > 0 {
+            appends as f64 / groups as f64
+        } else {
+            0.0
+        },
+    }
+}
+
+/// The API phase: one runtime served on a free loopback port, the bus
+/// running as under `serve`; each level runs `customers` new customers'
+/// calls over `level` keep-alive connections, then waits for the bus.
+async fn api_phase(options: &BenchOptions) -> Result<Vec<LatencyRow>, BenchError> {
+    let served = serve().await?;
+    let (db, runtime) = (&served.db, &served.runtime);
     let bus = runtime.spawn_bus();
     let targets = runtime.bus.targets().len();
-    let side = side_connection(&db)?;
+    let side = side_connection(db)?;
     let workload = Arc::new(Workload::new(options.seed));
     let mut rows = Vec::new();
     let mut first = 0u64;
@@ -374,78 +678,35 @@ async fn api_phase(options: &BenchOptions) -> Result<Vec<LatencyRow>, BenchError
         let before_mail = count(&side, "SELECT COUNT(*) FROM mail_sink")?;
         let before_timers = count(&side, "SELECT COUNT(*) FROM timers")?;
         let busy_before = crate::adapters::db::busy_nanos();
-        let next = Arc::new(AtomicU64::new(first));
+        let commits_before = runtime.stored_events.group_commits();
         let end = first + options.customers;
         let started = Instant::now();
-        let mut workers = Vec::new();
-        for _ in 0..level {
-            let (next, workload, token) = (next.clone(), workload.clone(), token.clone());
-            workers.push(tokio::spawn(async move {
-                let mut client = http::Client::connect(addr, &token).await?;
-                let mut latencies = Vec::new();
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= end {
-                        return Ok::<_, BenchError>(latencies);
-                    }
-                    let mut ids = Ids::default();
-                    for call in workload.plan(i).calls() {
-                        let path = ids.fill(&call.path);
-                        let body = call.body.as_ref().map(|b| ids.fill(&b.to_string()));
-                        let t = Instant::now();
-                        let (status, answer) = client.call(call.method, &path, body).await?;
-                        latencies.push(t.elapsed());
-                        if !(200..300).contains(&status) {
-                            return Err(BenchError::Api {
-                                method: call.method.into(),
-                                path,
-                                message: format!("{status}: {answer}"),
-                            });
-                        }
-                        if let Some(capture) = call.capture {
-                            let id = serde_json::from_str::<serde_json::Value>(&answer)
-                                .ok()
-                                .and_then(|v| v["id"].as_str().map(str::to_string))
-                                .ok_or_else(|| BenchError::Api {
-                                    method: call.method.into(),
-                                    path: path.clone(),
-                                    message: format!("no id in {answer}"),
-                                })?;
-                            ids.take(capture, id);
-                        }
-                    }
-                }
-            }));
-        }
-        let mut latencies = Vec::new();
-        for worker in workers {
-            latencies.extend(
-                worker
-                    .await
-                    .map_err(|e| BenchError::Other(format!("API worker: {e}")))??,
-            );
-        }
-        let api_seconds = started.elapsed().as_secs_f64();
-        wait_caught_up(&db, targets).await?;
+        let calls = run_level(served.addr, &workload, first, end, level).await?;
+        wait_caught_up(db, targets).await?;
         let settled = started.elapsed().as_secs_f64();
+        let commits = group_commits_between(commits_before, runtime.stored_events.group_commits());
         let busy = (crate::adapters::db::busy_nanos() - busy_before) as f64 / 1e9;
-        latencies.sort();
+        let commands = &calls.latencies[RouteGroup::Commands.index()];
         let events = count(&side, "SELECT COALESCE(MAX(position), 0) FROM events")? - before_events;
         rows.push(LatencyRow {
             concurrency: level,
             customers: options.customers,
-            requests: latencies.len() as u64,
+            requests: commands.len() as u64,
             errors: 0,
-            p50_ms: percentile(&latencies, 0.50),
-            p99_ms: percentile(&latencies, 0.99),
-            max_ms: latencies.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0),
-            requests_per_second: per_second(latencies.len() as u64, api_seconds),
+            p50_ms: percentile(commands, 0.50),
+            p99_ms: percentile(commands, 0.99),
+            max_ms: commands.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+            requests_per_second: per_second(commands.len() as u64, calls.seconds),
+            api_seconds: calls.seconds,
+            route_groups: route_groups(&calls),
             events_stored: events,
             seconds_until_settled: settled,
             ingest_events_per_second: per_second(events, settled),
+            ingest_customers_per_second: per_second(options.customers, settled),
             sqlite_busy_share: if settled > 0.0 { busy / settled } else { 0.0 },
             messages_sent: count(&side, "SELECT COUNT(*) FROM mail_sink")? - before_mail,
             timers_set: count(&side, "SELECT COUNT(*) FROM timers")?.saturating_sub(before_timers),
+            group_commits: commits,
             appends: append_cost(
                 &side,
                 before_events,
@@ -455,7 +716,46 @@ async fn api_phase(options: &BenchOptions) -> Result<Vec<LatencyRow>, BenchError
         first = end;
     }
     bus.abort();
-    server.abort();
+    served.server.abort();
+    Ok(rows)
+}
+
+/// The command rate alone (issue 22 item 3): the same levels and customers
+/// as [`api_phase`], against a fresh runtime whose bus is never spawned
+/// (no consumer runs: every call of the workload is a command, a read of
+/// the event store or an aggregate, or an ingestion call, none of which
+/// waits for a projection; the 360 read answers its accepted 503).
+async fn command_rate_phase(options: &BenchOptions) -> Result<Vec<CommandRateRow>, BenchError> {
+    let served = serve().await?;
+    let runtime = &served.runtime;
+    let side = side_connection(&served.db)?;
+    let workload = Arc::new(Workload::new(options.seed));
+    let mut rows = Vec::new();
+    let mut first = 0u64;
+    for &level in &options.concurrency {
+        let level = level.max(1);
+        let before_events = count(&side, "SELECT COALESCE(MAX(position), 0) FROM events")?;
+        let commits_before = runtime.stored_events.group_commits();
+        let end = first + options.customers;
+        let calls = run_level(served.addr, &workload, first, end, level).await?;
+        let commits = group_commits_between(commits_before, runtime.stored_events.group_commits());
+        let events = count(&side, "SELECT COALESCE(MAX(position), 0) FROM events")? - before_events;
+        let requests: u64 = calls.latencies.iter().map(|l| l.len() as u64).sum();
+        rows.push(CommandRateRow {
+            concurrency: level,
+            customers: options.customers,
+            requests,
+            seconds: calls.seconds,
+            requests_per_second: per_second(requests, calls.seconds),
+            events_appended: events,
+            events_per_second: per_second(events, calls.seconds),
+            customers_per_second: per_second(options.customers, calls.seconds),
+            route_groups: route_groups(&calls),
+            group_commits: commits,
+        });
+        first = end;
+    }
+    served.server.abort();
     Ok(rows)
 }
 
@@ -602,12 +902,29 @@ async fn replay_phase(options: &BenchOptions) -> Result<ReplayReport, BenchError
     }
     let replayed: u64 = targets.iter().map(|t| t.events).sum();
     let dead_letters = runtime.bus.dead_letters().list().await?.len() as u64;
+    // Every stored event read back as stored, as the peer reads its own.
+    let (read, read_seconds) = {
+        use crm_core::ports::EventStore;
+        let started = Instant::now();
+        let (mut read, mut after) = (0u64, None::<String>);
+        loop {
+            let page = runtime.stored_events.read_all(after.as_deref(), 1_000).await?;
+            read += page.events.len() as u64;
+            match page.next {
+                Some(next) if !page.events.is_empty() => after = Some(next),
+                _ => break,
+            }
+        }
+        (read, started.elapsed().as_secs_f64())
+    };
     Ok(ReplayReport {
         customers,
         events,
         generate_seconds,
         generate_events_per_second: per_second(events, generate_seconds),
         events_per_second: per_second(replayed, total_seconds),
+        read_seconds,
+        read_events_per_second: per_second(read, read_seconds),
         targets,
         projections,
         sqlite_busy_share: if total_seconds > 0.0 { busy / total_seconds } else { 0.0 },
@@ -615,26 +932,46 @@ async fn replay_phase(options: &BenchOptions) -> Result<ReplayReport, BenchError
     })
 }
 
-/// Runs every phase.
+/// Runs every phase. With a peer, checks first that it can run (an error
+/// before any phase); the peer runs last, alone, and its failure then is
+/// the report's `peer_error`.
 pub async fn run(options: &BenchOptions) -> Result<BenchReport, BenchError> {
+    if let Some(peer) = &options.peer {
+        peer::check(peer)?;
+    }
     let mut phase_peaks = Vec::new();
     let mut peak = |phase: &str| phase_peaks.push((phase.to_string(), peak_memory_kib()));
-    let (fold, workload) = fold::fold_phase(options).await?;
+    let (fold, workload, fold_all) = fold::fold_phase(options).await?;
     peak("fold");
     let (pages, queues) = pages::page_phase(options).await?;
     peak("pages");
     let latency = api_phase(options).await?;
     peak("api");
+    let command_rate = command_rate_phase(options).await?;
+    peak("command rate");
     let broadcast = broadcast::broadcast_phase(options).await?;
     peak("broadcast");
     let replay = replay_phase(options).await?;
     peak("replay");
+    let (peer, peer_error) = match &options.peer {
+        Some(options) => match peer::run(options).await {
+            Ok(report) => (Some(report), None),
+            Err(e) => (None, Some(e)),
+        },
+        None => (None, None),
+    };
+    let limits = limits(&latency, &command_rate, &replay, &fold_all, peer.as_ref());
     Ok(BenchReport {
         phase_peaks,
         seed: options.seed,
         latency,
+        command_rate,
         replay,
         fold,
+        fold_all,
+        limits,
+        peer,
+        peer_error,
         workload,
         pages,
         queues,
@@ -680,6 +1017,8 @@ pub fn table(report: &BenchReport) -> String {
             r.messages_sent
         );
     }
+    out.push_str(&route_group_table(report));
+    out.push_str(&command_rate_table(report));
     let rp = &report.replay;
     let _ = writeln!(
         out,
@@ -711,6 +1050,11 @@ pub fn table(report: &BenchReport) -> String {
             t.target, t.events, t.seconds, t.events_per_second
         );
     }
+    let _ = writeln!(
+        out,
+        "  read back as stored (pages of 1 000): {:.2} s, {:.0} events/s",
+        rp.read_seconds, rp.read_events_per_second
+    );
     let _ = writeln!(out, "\nIn-memory fold per projection");
     let _ = writeln!(
         out,
@@ -724,6 +1068,27 @@ pub fn table(report: &BenchReport) -> String {
             f.projection, f.events, f.events_per_second, f.puts_per_event, f.reads_per_event, f.bytes_per_put
         );
     }
+    let all = &report.fold_all;
+    let _ = writeln!(
+        out,
+        "  all {} together, {} events: one core {:.0} events/s ({:.2} s); two cores {:.0} events/s ({:.2} s)",
+        all.projections,
+        all.events,
+        all.one_core_events_per_second,
+        all.one_core_seconds,
+        all.two_cores_events_per_second,
+        all.two_cores_seconds
+    );
+    for (i, group) in all.groups.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "    core {} ({:.2} s): {}",
+            i + 1,
+            all.group_seconds.get(i).copied().unwrap_or(0.0),
+            group.join(", ")
+        );
+    }
+    out.push_str(&limits_table(report));
     let _ = writeln!(
         out,
         "\nConsumers on DynamoDB, counted per request (page phase)\n  {:<10} {:>5} {:>8} {:>7} {:>9} {:>9} {:>8} {:>6}",
@@ -755,6 +1120,134 @@ pub fn table(report: &BenchReport) -> String {
         .map(|(phase, kib)| format!("{phase} {:.1}", *kib as f64 / 1024.0))
         .collect();
     let _ = writeln!(out, "  after each phase (MiB): {}", phases.join(", "));
+    out
+}
+
+/// Each level's route groups and group commits.
+fn route_group_table(report: &BenchReport) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\nRoute groups (503: the customer 360 answered before it was projected, accepted)\n  {:>5} {:<10} {:>9} {:>8} {:>8} {:>8} {:>6}",
+        "conc", "group", "requests", "p50 ms", "p99 ms", "max ms", "503"
+    );
+    for r in &report.latency {
+        for g in &r.route_groups {
+            let _ = writeln!(
+                out,
+                "  {:>5} {:<10} {:>9} {:>8.2} {:>8.2} {:>8.2} {:>6}",
+                r.concurrency, g.group, g.requests, g.p50_ms, g.p99_ms, g.max_ms, g.also_accepted
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "Group commits of the event store (decision 0090), from the first call until settled\n  {:>5} {:>8} {:>8} {:>13}",
+        "conc", "groups", "appends", "appends/group"
+    );
+    for r in &report.latency {
+        let c = &r.group_commits;
+        let _ = writeln!(
+            out,
+            "  {:>5} {:>8} {:>8} {:>13.2}",
+            r.concurrency, c.groups, c.appends, c.appends_per_group
+        );
+    }
+    out
+}
+
+/// The command rate alone (the bus paused).
+fn command_rate_table(report: &BenchReport) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\nCommand rate alone: the same calls against a fresh runtime, bus paused (no consumer runs)\n  {:>5} {:>9} {:>8} {:>9} {:>8} {:>9} {:>8} {:>8} {:>8} {:>13}",
+        "conc", "requests", "s", "req/s", "events", "events/s", "cust/s", "cmd p99", "groups", "appends/group"
+    );
+    for r in &report.command_rate {
+        let p99 = r
+            .route_groups
+            .iter()
+            .find(|g| g.group == RouteGroup::Commands.as_str())
+            .map_or(0.0, |g| g.p99_ms);
+        let _ = writeln!(
+            out,
+            "  {:>5} {:>9} {:>8.2} {:>9.0} {:>8} {:>9.0} {:>8.1} {:>8.2} {:>8} {:>13.2}",
+            r.concurrency,
+            r.requests,
+            r.seconds,
+            r.requests_per_second,
+            r.events_appended,
+            r.events_per_second,
+            r.customers_per_second,
+            p99,
+            r.group_commits.groups,
+            r.group_commits.appends_per_group
+        );
+    }
+    out
+}
+
+/// Each pipeline figure beside its limit, and the peer.
+fn limits_table(report: &BenchReport) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let l = &report.limits;
+    let _ = writeln!(
+        out,
+        "\nLimits (decision 0091): each pipeline figure as a share of its limit, this run\n  \
+         raw batched append of the workload's events (the replay store): {:.0} events/s",
+        l.raw_append_events_per_second
+    );
+    let _ = writeln!(
+        out,
+        "  {:>5} {:>12} {:>12} {:>15} {:>11} {:>18} {:>19}",
+        "conc", "ingest c/s", "command c/s", "ingest/command", "ingest ev/s", "ingest/raw append", "ingest/peer append"
+    );
+    for level in &l.levels {
+        let ingest = report.latency.iter().find(|r| r.concurrency == level.concurrency);
+        let command = report.command_rate.iter().find(|r| r.concurrency == level.concurrency);
+        let peer = level
+            .ingest_over_peer_append
+            .map_or_else(|| "-".to_string(), |r| format!("{r:.3}"));
+        let _ = writeln!(
+            out,
+            "  {:>5} {:>12.1} {:>12.1} {:>15.3} {:>11.0} {:>18.4} {:>19}",
+            level.concurrency,
+            ingest.map_or(0.0, |r| r.ingest_customers_per_second),
+            command.map_or(0.0, |r| r.customers_per_second),
+            level.ingest_over_command_rate,
+            ingest.map_or(0.0, |r| r.ingest_events_per_second),
+            level.ingest_over_raw_append,
+            peer
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  replay (every projection) {:.0} events/s / fold of all projections on two cores {:.0} events/s = {:.3}",
+        report.replay.events_per_second, report.fold_all.two_cores_events_per_second, l.replay_over_fold_two_cores
+    );
+    match (&report.peer, &report.peer_error) {
+        (Some(p), _) => {
+            let _ = writeln!(
+                out,
+                "  peer ({}): {} customers, {} events appended in {:.2} s, {:.0} events/s; read back {:.0} events/s",
+                p.library, p.customers, p.events, p.command_seconds, p.events_per_second, p.read_events_per_second
+            );
+            let _ = writeln!(
+                out,
+                "  replay read {:.0} events/s / peer read = {:.3}",
+                report.replay.read_events_per_second,
+                l.replay_read_over_peer_read.unwrap_or(0.0)
+            );
+        }
+        (None, Some(e)) => {
+            let _ = writeln!(out, "  peer: did not run: {e}");
+        }
+        (None, None) => {}
+    }
     out
 }
 
@@ -843,8 +1336,14 @@ pub async fn command_with_measured(
         std::fs::write(&path, text + "\n").map_err(io(path.display()))?;
         println!("JSON report: {}", path.display());
     }
+    // The peer asked for did not run: everything else is printed and
+    // written; the command still fails.
+    let peer_failed = || match &report.peer_error {
+        Some(e) => Err(BenchError::Other(format!("the peer did not run: {e}"))),
+        None => Ok(()),
+    };
     if cost_file.is_none() && measured.is_none() {
-        return Ok(());
+        return peer_failed();
     }
     let template =
         crate::runtime::bus::read_template(template.as_deref()).map_err(|e| BenchError::Other(e.to_string()))?;
@@ -869,7 +1368,7 @@ pub async fn command_with_measured(
         std::fs::write(&path, text).map_err(io(path.display()))?;
         println!("cost model: {}", path.display());
     }
-    Ok(())
+    peer_failed()
 }
 
 #[cfg(test)]

@@ -555,7 +555,88 @@ impl CustomerPlan {
 
     /// The story as API calls. Paths hold `{customer}`, `{cart}` and
     /// `{order}`, filled from the answers as the calls run (carts in order).
+    ///
+    /// The commands are the same as they always were (so the command
+    /// figures stay comparable across runs); reads and ingestion calls are
+    /// interleaved (issue 22 item 4): after the registration the customer's
+    /// stored events (`GET /customers/{customer}/events`, the event store:
+    /// a stable 200) and a Segment `identify` of the customer; after the
+    /// browsing a `track` of a product view; after each order the order
+    /// (`GET /orders/{order}`, the aggregate); at the end the customer 360
+    /// (`GET /customers/{customer}`, a projection: 200, or 503 while the
+    /// projector has not caught up, which is accepted and counted).
     pub fn calls(&self) -> Vec<ApiCall> {
+        let mut calls = self.command_calls();
+        // Where the reads and ingestion calls go: after the registration
+        // (index 0), after the browsing, after each order's last command,
+        // and at the end.
+        let browsed = 1 + usize::from(self.preferences) + self.views.len() + self.pages as usize;
+        let mut extra: Vec<(usize, ApiCall)> = vec![
+            (
+                1,
+                ApiCall::new("GET", "/customers/{customer}/events?limit=10", None).group(RouteGroup::Reads),
+            ),
+            (
+                1,
+                ApiCall::new(
+                    "POST",
+                    "/v1/identify",
+                    Some(
+                        json!({ "userId": "{customer}", "messageId": format!("bench-{}-identify", self.index),
+                        "traits": { "email": self.email, "firstName": self.first_name,
+                            "lastName": self.last_name } }),
+                    ),
+                )
+                .group(RouteGroup::Ingestion),
+            ),
+        ];
+        if let Some(&p) = self.views.first() {
+            let (product_id, name, category, price) = PRODUCTS[p];
+            extra.push((
+                browsed,
+                ApiCall::new(
+                    "POST",
+                    "/v1/track",
+                    Some(json!({ "userId": "{customer}", "event": "Product Viewed",
+                        "messageId": format!("bench-{}-track", self.index),
+                        "properties": { "product_id": product_id, "name": name, "category": category,
+                            "price": price as f64 / 100.0, "currency": "EUR" } })),
+                )
+                .group(RouteGroup::Ingestion),
+            ));
+        }
+        // After each order's last command (the next cart's creation or the end).
+        let mut position = 0;
+        let mut ordered = false;
+        for (i, call) in calls.iter().enumerate() {
+            if call.capture == Some(Capture::Order) {
+                ordered = true;
+            } else if ordered && (call.capture == Some(Capture::Cart) || call.method == "DELETE") {
+                extra.push((i, order_read()));
+                ordered = false;
+            }
+            position = i + 1;
+        }
+        if ordered {
+            extra.push((position, order_read()));
+        }
+        extra.push((
+            position,
+            ApiCall::new("GET", "/customers/{customer}", None)
+                .group(RouteGroup::Reads)
+                .accept(503),
+        ));
+        // Insert from the back so earlier positions stay valid (the sort is
+        // stable: calls at one position keep their order).
+        extra.sort_by_key(|(at, _)| *at);
+        for (at, call) in extra.into_iter().rev() {
+            calls.insert(at.min(calls.len()), call);
+        }
+        calls
+    }
+
+    /// The story's commands alone, in order.
+    pub fn command_calls(&self) -> Vec<ApiCall> {
         let mut calls = vec![ApiCall::new(
             "POST",
             "/customers",
@@ -674,6 +755,39 @@ impl CustomerPlan {
     }
 }
 
+fn order_read() -> ApiCall {
+    ApiCall::new("GET", "/orders/{order}", None).group(RouteGroup::Reads)
+}
+
+/// The route groups whose latency the bench reports apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RouteGroup {
+    /// The API's commands (bearer token).
+    Commands,
+    /// The API's reads (bearer token).
+    Reads,
+    /// The Segment-compatible ingestion API (`/v1/*`, a source's write key).
+    Ingestion,
+}
+
+impl RouteGroup {
+    pub const ALL: [RouteGroup; 3] = [RouteGroup::Commands, RouteGroup::Reads, RouteGroup::Ingestion];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteGroup::Commands => "commands",
+            RouteGroup::Reads => "reads",
+            RouteGroup::Ingestion => "ingestion",
+        }
+    }
+
+    /// Its place in [`RouteGroup::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
 /// Which id an answer's `id` fills in for the next calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Capture {
@@ -689,6 +803,10 @@ pub struct ApiCall {
     pub path: String,
     pub body: Option<Value>,
     pub capture: Option<Capture>,
+    pub group: RouteGroup,
+    /// A status besides 2xx that is an answer, not a failure (a
+    /// projection's 503 while it catches up); counted apart.
+    pub also_accepted: Option<u16>,
 }
 
 impl ApiCall {
@@ -698,12 +816,29 @@ impl ApiCall {
             path: path.to_string(),
             body,
             capture: None,
+            group: RouteGroup::Commands,
+            also_accepted: None,
         }
     }
 
     fn capture(mut self, capture: Capture) -> Self {
         self.capture = Some(capture);
         self
+    }
+
+    fn group(mut self, group: RouteGroup) -> Self {
+        self.group = group;
+        self
+    }
+
+    fn accept(mut self, status: u16) -> Self {
+        self.also_accepted = Some(status);
+        self
+    }
+
+    /// Whether `status` answers the call: 2xx, or the status it also accepts.
+    pub fn answered(&self, status: u16) -> bool {
+        (200..300).contains(&status) || self.also_accepted == Some(status)
     }
 }
 
@@ -743,6 +878,60 @@ mod tests {
             assert_eq!(a.events(i).expect("events"), b.events(i).expect("events"));
         }
         assert_ne!(Workload::new(8).plan(0), a.plan(0));
+    }
+
+    #[test]
+    fn the_calls_are_the_commands_in_their_order_with_reads_and_ingestion_between() {
+        let w = Workload::new(3);
+        let mut orders = 0;
+        for i in 0..200 {
+            let plan = w.plan(i);
+            let calls = plan.calls();
+            // The commands alone are the same as before, in the same order.
+            let commands: Vec<ApiCall> = calls
+                .iter()
+                .filter(|c| c.group == RouteGroup::Commands)
+                .cloned()
+                .collect();
+            assert_eq!(commands, plan.command_calls());
+            assert!(commands
+                .iter()
+                .all(|c| !c.path.starts_with("/v1/") && c.method != "GET"));
+            // The registration comes first: every later call names its customer.
+            assert_eq!(calls[0].capture, Some(Capture::Customer));
+            let count = |g: RouteGroup| calls.iter().filter(|c| c.group == g).count();
+            let ordered = plan
+                .carts
+                .iter()
+                .filter(|c| matches!(c.outcome, CartOutcome::Ordered { .. }))
+                .count();
+            orders += ordered;
+            assert_eq!(count(RouteGroup::Reads), 2 + ordered, "{calls:#?}");
+            assert_eq!(count(RouteGroup::Ingestion), 2);
+            for c in &calls {
+                match c.group {
+                    RouteGroup::Ingestion => assert!(c.path.starts_with("/v1/") && c.method == "POST"),
+                    RouteGroup::Reads => assert_eq!(c.method, "GET"),
+                    RouteGroup::Commands => {}
+                }
+            }
+            // An order is read after it was placed, never before.
+            for (at, c) in calls.iter().enumerate() {
+                if c.path == "/orders/{order}" {
+                    assert!(calls[..at].iter().any(|p| p.capture == Some(Capture::Order)));
+                }
+            }
+            // Only the 360 (a projection) accepts a 503.
+            let last = calls.last().expect("calls");
+            assert_eq!(
+                (last.path.as_str(), last.also_accepted),
+                ("/customers/{customer}", Some(503))
+            );
+            assert_eq!(calls.iter().filter(|c| c.also_accepted.is_some()).count(), 1);
+            assert!(last.answered(503) && last.answered(200) && !last.answered(404));
+            assert!(!calls[0].answered(503));
+        }
+        assert!(orders > 0, "some customers order");
     }
 
     #[test]
