@@ -4,15 +4,7 @@
 // and stats (`GET /broadcasts/{id}`, with a subject test's arms and
 // winner), and Pause, Resume and Cancel for crm/admin.
 
-import { badge, count, h, money, notice, problem, query, replace, table, when } from "./ui.js";
-
-const PAGE = 50;
-
-/// The page size: `?limit=` of the route (1 to 500), else 50.
-function pageSize(ctx) {
-  const n = Number(ctx.query.get("limit"));
-  return Number.isInteger(n) && n >= 1 && n <= 500 ? n : PAGE;
-}
+import { badge, count, h, money, notice, pageButtons, pageSize, problem, query, replace, table, when } from "./ui.js";
 
 export async function render(main, ctx) {
   if (ctx.params.length) return one(main, ctx, ctx.params[0]);
@@ -90,20 +82,7 @@ async function listPage(api, section, after, limit) {
       page.items || [],
       "No broadcast yet.",
     ),
-    h(
-      "div",
-      { class: "actions" },
-      after
-        ? h("button", { type: "button", class: "secondary", onclick: () => listPage(api, section, null, limit) }, "First page")
-        : null,
-      page.next_after
-        ? h(
-            "button",
-            { type: "button", id: "broadcasts-next", onclick: () => listPage(api, section, page.next_after, limit) },
-            "Next page",
-          )
-        : null,
-    ),
+    pageButtons(after, page.next_after, (next) => listPage(api, section, next, limit), "broadcasts-next"),
   );
 }
 

@@ -3,7 +3,7 @@
 // scopes allow (export, erase, resend the verification) and, at
 // `#/messages/<id>`, why a message was sent (`GET /messages/{id}/explain`).
 
-import { badge, count, h, money, notice, problem, query, replace, table, when } from "./ui.js";
+import { badge, count, h, money, notice, pageButtons, problem, query, replace, table, when } from "./ui.js";
 
 export async function render(main, ctx) {
   if (ctx.route === "messages") return explain(main, ctx, ctx.params[0] || "");
@@ -399,14 +399,7 @@ function messagesPanel(ctx, base, first) {
         page.items || [],
         "No message yet.",
       ),
-      h(
-        "div",
-        { class: "actions" },
-        after ? h("button", { type: "button", class: "secondary", onclick: () => more(null) }, "First page") : null,
-        page.next_after
-          ? h("button", { type: "button", id: "messages-next", onclick: () => more(page.next_after) }, "Next page")
-          : null,
-      ),
+      pageButtons(after, page.next_after, more, "messages-next"),
     );
   };
   show(first, null);

@@ -5,15 +5,7 @@
 // (`GET /operations/replays`), health (`GET /health`) and, locally, where
 // the mail sink is.
 
-import { badge, count, h, notice, problem, query, replace, table, when } from "./ui.js";
-
-const PAGE = 50;
-
-/// The page size: `?limit=` of the route (1 to 500), else 50.
-function pageSize(ctx) {
-  const n = Number(ctx.query.get("limit"));
-  return Number.isInteger(n) && n >= 1 && n <= 500 ? n : PAGE;
-}
+import { badge, count, h, notice, pageButtons, pageSize, problem, query, replace, table, when } from "./ui.js";
 
 export async function render(main, ctx) {
   if (ctx.params[0] === "dead-letters" && ctx.params[1]) return letter(main, ctx, ctx.params[1]);
@@ -98,16 +90,7 @@ async function letterPage(api, section, after, limit) {
       page.items || [],
       "No dead letter: every consumer handled everything it was given.",
     ),
-    h(
-      "div",
-      { class: "actions" },
-      after
-        ? h("button", { type: "button", class: "secondary", onclick: () => letterPage(api, section, null, limit) }, "First page")
-        : null,
-      page.next_after
-        ? h("button", { type: "button", id: "dead-letters-next", onclick: () => letterPage(api, section, page.next_after, limit) }, "Next page")
-        : null,
-    ),
+    pageButtons(after, page.next_after, (next) => letterPage(api, section, next, limit), "dead-letters-next"),
   );
 }
 

@@ -4,15 +4,7 @@
 // counts what the draft matches now (`POST /segments/{id}/preview`) and
 // whose Save publishes it as a new version (`PUT /segments/{id}`).
 
-import { badge, count, h, notice, problem, query, replace, table, when } from "./ui.js";
-
-const PAGE = 50;
-
-/// The page size: `?limit=` of the route (1 to 500), else 50.
-function pageSize(ctx) {
-  const n = Number(ctx.query.get("limit"));
-  return Number.isInteger(n) && n >= 1 && n <= 500 ? n : PAGE;
-}
+import { badge, count, h, notice, pageButtons, pageSize, problem, query, replace, table, when } from "./ui.js";
 
 export async function render(main, ctx) {
   if (ctx.params.length) return one(main, ctx, ctx.params[0]);
@@ -148,20 +140,7 @@ async function memberPage(api, id, section, after, limit) {
       page.items || [],
       "No member.",
     ),
-    h(
-      "div",
-      { class: "actions" },
-      after
-        ? h("button", { type: "button", class: "secondary", onclick: () => memberPage(api, id, section, null, limit) }, "First page")
-        : null,
-      page.next_after
-        ? h(
-            "button",
-            { type: "button", id: "members-next", onclick: () => memberPage(api, id, section, page.next_after, limit) },
-            "Next page",
-          )
-        : null,
-    ),
+    pageButtons(after, page.next_after, (next) => memberPage(api, id, section, next, limit), "members-next"),
   );
 }
 

@@ -96,37 +96,28 @@ export function money(minor, currency = "") {
   return `${(minor / 100).toFixed(2)}${currency ? ` ${currency}` : ""}`;
 }
 
-/// A bar chart of `points` (`{label, value}`), as SVG built from elements.
-export function bars(title, points) {
-  const width = 600;
-  const height = 140;
-  const max = Math.max(1, ...points.map((p) => p.value));
-  const w = width / Math.max(1, points.length);
-  return h(
-    "svg",
-    { class: "chart", viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": title },
-    h("title", {}, title),
-    points.map((p, i) => {
-      const bar = Math.round(((height - 16) * p.value) / max);
-      return h(
-        "rect",
-        { x: i * w + 1, y: height - 14 - bar, width: Math.max(1, w - 2), height: bar },
-        h("title", {}, `${p.label}: ${p.value}`),
-      );
-    }),
-    points.length
-      ? [
-          h("text", { x: 0, y: height - 2 }, points[0].label),
-          h("text", { x: width, y: height - 2, "text-anchor": "end" }, points[points.length - 1].label),
-        ]
-      : null,
-  );
-}
-
 /// `?a=1&b=2` of an object, skipping empty values.
 export function query(params) {
   const q = new URLSearchParams();
   for (const [k, v] of Object.entries(params)) if (v !== undefined && v !== null && v !== "") q.set(k, v);
   const s = q.toString();
   return s ? `?${s}` : "";
+}
+
+/// The page size a listing asks for: `?limit=` of the route (1 to 500), else 50.
+export function pageSize(ctx) {
+  const n = Number(ctx.query.get("limit"));
+  return Number.isInteger(n) && n >= 1 && n <= 500 ? n : 50;
+}
+
+/// The buttons under one page of a listing: "First page" when this is a later
+/// page, "Next page" (with `nextId`) when there is one; `go(after)` shows the
+/// page after `after` (`null`: the first).
+export function pageButtons(after, nextAfter, go, nextId) {
+  return h(
+    "div",
+    { class: "actions" },
+    after ? h("button", { type: "button", class: "secondary", onclick: () => go(null) }, "First page") : null,
+    nextAfter ? h("button", { type: "button", id: nextId, onclick: () => go(nextAfter) }, "Next page") : null,
+  );
 }
