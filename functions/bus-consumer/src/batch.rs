@@ -372,6 +372,7 @@ mod tests {
     use crm_core::ports::StoreError;
     use crm_core::privacy::memory::InMemoryKeyStore;
     use crm_core::privacy::{encrypt_envelope, DataKey, KeyError};
+    use crm_core::testing::RefusingProjection as Refusing;
     use serde_json::json;
     use std::sync::Mutex;
 
@@ -749,28 +750,6 @@ mod tests {
         assert_eq!(parked[0].consumer, "recorder");
         let as_received: Value = serde_json::from_str(&gone).expect("json");
         assert_eq!(parked[0].payload, as_received, "parked as received (encrypted)");
-    }
-
-    /// A projection that refuses every event: poison, parked by the group.
-    struct Refusing(&'static str);
-
-    #[async_trait]
-    impl crm_core::consumer::Projection for Refusing {
-        fn name(&self) -> &'static str {
-            self.0
-        }
-
-        fn handles(&self, _: &str) -> bool {
-            true
-        }
-
-        async fn project(
-            &self,
-            _: &EventEnvelope,
-            _: &dyn crm_core::ports::ReadModelStore,
-        ) -> Result<Vec<crm_core::ports::ReadOp>, crm_core::consumer::ProjectionError> {
-            Err(crm_core::consumer::ProjectionError::Invalid("refused".into()))
-        }
     }
 
     /// The dead letters' consumers, in order.

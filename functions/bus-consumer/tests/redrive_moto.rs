@@ -5,82 +5,43 @@
 //! for that consumer, and the batch handler hands it to that consumer
 //! alone. It refuses again: 2 letters, not 3.
 
-use async_trait::async_trait;
 use aws_lambda_events::event::sqs::SqsEvent;
 use crm_aws::dead_letters::SqsDeadLetters;
 use crm_aws::health::WatchedQueue;
 use crm_aws::sqs::SqsDeadLetterQueue;
-use crm_aws::testing::{create_queue, sqs_client};
+use crm_aws::testing::{create_queue, sqs_client, take_messages};
 use crm_bus_consumer::{handle_batch, StoredEventsOnly};
 use crm_core::bus::BusEntry;
-use crm_core::consumer::{ConsumerGroup, Projection, ProjectionError};
-use crm_core::event::EventEnvelope;
+use crm_core::consumer::ConsumerGroup;
 use crm_core::memory::InMemoryReadModels;
-use crm_core::ports::{DeadLetterAdmin, ReadModelStore, ReadOp, Redriven};
+use crm_core::ports::{DeadLetterAdmin, Redriven};
 use crm_core::privacy::memory::InMemoryKeyStore;
-use crm_core::testing::{raw_event, InMemoryEventStore};
+use crm_core::testing::{raw_event, InMemoryEventStore, RefusingProjection as Refusing};
 use serde_json::{json, Value};
 use std::sync::Arc;
-
-/// A projection that refuses every event: poison, parked by the group.
-struct Refusing(&'static str);
-
-#[async_trait]
-impl Projection for Refusing {
-    fn name(&self) -> &'static str {
-        self.0
-    }
-
-    fn handles(&self, _: &str) -> bool {
-        true
-    }
-
-    async fn project(&self, _: &EventEnvelope, _: &dyn ReadModelStore) -> Result<Vec<ReadOp>, ProjectionError> {
-        Err(ProjectionError::Invalid("refused".into()))
-    }
-}
 
 /// The messages of `queue` as the event source mapping hands them to the
 /// function (body, attributes, message attributes), deleted as Lambda
 /// deletes what it answered; waits up to ten seconds for `expected`.
 async fn take_batch(sqs: &aws_sdk_sqs::Client, queue: &str, expected: usize) -> SqsEvent {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let mut records = Vec::new();
-    while records.len() < expected && std::time::Instant::now() < deadline {
-        let page = sqs
-            .receive_message()
-            .queue_url(queue)
-            .max_number_of_messages(10)
-            .message_attribute_names("All")
-            .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .expect("receive");
-        for m in page.messages() {
-            let mut attributes = serde_json::Map::new();
-            for (name, value) in m.attributes().into_iter().flatten() {
-                attributes.insert(name.as_str().to_string(), json!(value));
-            }
-            let mut message_attributes = serde_json::Map::new();
-            for (name, value) in m.message_attributes().into_iter().flatten() {
-                message_attributes.insert(
-                    name.clone(),
-                    json!({"stringValue": value.string_value(), "stringListValues": [], "binaryListValues": [],
-                           "dataType": value.data_type()}),
-                );
-            }
-            records.push(json!({
-                "messageId": m.message_id(), "receiptHandle": m.receipt_handle(), "body": m.body(),
-                "attributes": attributes, "messageAttributes": message_attributes, "eventSource": "aws:sqs",
-            }));
-            sqs.delete_message()
-                .queue_url(queue)
-                .receipt_handle(m.receipt_handle().unwrap_or_default())
-                .send()
-                .await
-                .expect("delete");
+    for m in take_messages(sqs, queue, expected).await {
+        let mut attributes = serde_json::Map::new();
+        for (name, value) in m.attributes().into_iter().flatten() {
+            attributes.insert(name.as_str().to_string(), json!(value));
         }
+        let mut message_attributes = serde_json::Map::new();
+        for (name, value) in m.message_attributes().into_iter().flatten() {
+            message_attributes.insert(
+                name.clone(),
+                json!({"stringValue": value.string_value(), "stringListValues": [], "binaryListValues": [],
+                       "dataType": value.data_type()}),
+            );
+        }
+        records.push(json!({
+            "messageId": m.message_id(), "receiptHandle": m.receipt_handle(), "body": m.body(),
+            "attributes": attributes, "messageAttributes": message_attributes, "eventSource": "aws:sqs",
+        }));
     }
     serde_json::from_value(json!({ "Records": records })).expect("an SQS event")
 }

@@ -323,3 +323,37 @@ pub async fn drain_queue(queue: &str, expected: usize) -> Vec<serde_json::Value>
         }
     }
 }
+
+/// The messages of `queue` with every attribute (system and message
+/// attributes), deleted as read, as Lambda deletes what it answered;
+/// waits up to ten seconds for `expected` of them.
+pub async fn take_messages(
+    sqs: &aws_sdk_sqs::Client,
+    queue: &str,
+    expected: usize,
+) -> Vec<aws_sdk_sqs::types::Message> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut out = Vec::new();
+    while out.len() < expected && std::time::Instant::now() < deadline {
+        let page = sqs
+            .receive_message()
+            .queue_url(queue)
+            .max_number_of_messages(10)
+            .message_attribute_names("All")
+            .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .expect("receive");
+        for m in page.messages() {
+            sqs.delete_message()
+                .queue_url(queue)
+                .receipt_handle(m.receipt_handle().unwrap_or_default())
+                .send()
+                .await
+                .expect("delete");
+            out.push(m.clone());
+        }
+    }
+    out
+}

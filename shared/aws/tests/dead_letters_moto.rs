@@ -16,7 +16,9 @@ use crm_aws::eventbridge::EventBridgeBus;
 use crm_aws::health::WatchedQueue;
 use crm_aws::ops::{REDRIVE_CONSUMER_ATTRIBUTE, SCHEDULER_CONSUMER};
 use crm_aws::sqs::SqsDeadLetterQueue;
-use crm_aws::testing::{bus_into_queue, create_queue, drain_queue, eventbridge_client, fresh_event_store, sqs_client};
+use crm_aws::testing::{
+    bus_into_queue, create_queue, drain_queue, eventbridge_client, fresh_event_store, sqs_client, take_messages,
+};
 use crm_core::bus::BusEntry;
 use crm_core::event::EventEnvelope;
 use crm_core::ports::{AppendRequest, DeadLetterAdmin, DeadLetterQueue, EventStore, ExpectedVersion, Redriven};
@@ -104,37 +106,21 @@ async fn letters_are_listed_found_counted_and_redriven_to_their_consumers_queue(
 /// The messages of `queue` (deleted as read), each as its body and its
 /// `crm-redrive-consumer` attribute; waits up to ten seconds for `expected`.
 async fn received(sqs: &aws_sdk_sqs::Client, queue: &str, expected: usize) -> Vec<(serde_json::Value, Option<String>)> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let mut out = Vec::new();
-    while out.len() < expected && std::time::Instant::now() < deadline {
-        let page = sqs
-            .receive_message()
-            .queue_url(queue)
-            .max_number_of_messages(10)
-            .message_attribute_names("All")
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .expect("receive");
-        for m in page.messages() {
+    take_messages(sqs, queue, expected)
+        .await
+        .iter()
+        .map(|m| {
             let consumer = m
                 .message_attributes()
                 .and_then(|a| a.get(REDRIVE_CONSUMER_ATTRIBUTE))
                 .and_then(|v| v.string_value())
                 .map(str::to_string);
-            out.push((
+            (
                 serde_json::from_str(m.body().unwrap_or_default()).expect("a JSON body"),
                 consumer,
-            ));
-            sqs.delete_message()
-                .queue_url(queue)
-                .receipt_handle(m.receipt_handle().unwrap_or_default())
-                .send()
-                .await
-                .expect("delete");
-        }
-    }
-    out
+            )
+        })
+        .collect()
 }
 
 #[tokio::test]

@@ -490,3 +490,26 @@ pub fn customer_id(n: usize) -> String {
 pub fn identifiers() -> crate::privacy::IdentifierHasher {
     crate::privacy::IdentifierHasher::new(b"crm tests: identifier secret")
 }
+
+/// A projection that refuses every event it is given (a poison event to the
+/// consumer, parked by its group), named `0`.
+pub struct RefusingProjection(pub &'static str);
+
+#[async_trait]
+impl crate::consumer::Projection for RefusingProjection {
+    fn name(&self) -> &'static str {
+        self.0
+    }
+
+    fn handles(&self, _: &str) -> bool {
+        true
+    }
+
+    async fn project(
+        &self,
+        _: &EventEnvelope,
+        _: &dyn ReadModelStore,
+    ) -> Result<Vec<ReadOp>, crate::consumer::ProjectionError> {
+        Err(crate::consumer::ProjectionError::Invalid("refused".into()))
+    }
+}

@@ -648,25 +648,7 @@ impl EventHandler for ConsumerGroup {
 mod handle_for_tests {
     use super::*;
     use crate::memory::InMemoryReadModels;
-    use crate::testing::{raw_event, InMemoryDeadLetters, InMemoryEventStore};
-
-    /// A projection that refuses every event.
-    struct Refusing(&'static str);
-
-    #[async_trait]
-    impl Projection for Refusing {
-        fn name(&self) -> &'static str {
-            self.0
-        }
-
-        fn handles(&self, _: &str) -> bool {
-            true
-        }
-
-        async fn project(&self, _: &EventEnvelope, _: &dyn ReadModelStore) -> Result<Vec<ReadOp>, ProjectionError> {
-            Err(ProjectionError::Invalid("refused".into()))
-        }
-    }
+    use crate::testing::{raw_event, InMemoryDeadLetters, InMemoryEventStore, RefusingProjection as Refusing};
 
     #[tokio::test]
     async fn a_redrive_for_one_consumer_parks_for_that_consumer_alone() {
