@@ -86,7 +86,10 @@ async fn the_bench_runs_every_section_with_tiny_sizes() {
     }
     // The fold of every projection together, on one core and on two.
     let all = &report.fold_all;
-    assert_eq!((all.projections, all.events), (17, report.fold[0].events));
+    assert_eq!(
+        (all.projections, all.events, all.chunks),
+        (17, report.fold[0].events, 1)
+    );
     assert!(
         all.one_core_events_per_second > 0.0 && all.two_cores_events_per_second > 0.0,
         "{all:?}"

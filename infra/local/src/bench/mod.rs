@@ -1372,6 +1372,146 @@ pub async fn command_with_measured(
 }
 
 #[cfg(test)]
+mod limit_tests {
+    use super::*;
+
+    fn level(concurrency: usize, settled: f64, events: u64) -> LatencyRow {
+        LatencyRow {
+            concurrency,
+            customers: 200,
+            requests: 2_600,
+            errors: 0,
+            p50_ms: 1.0,
+            p99_ms: 2.0,
+            max_ms: 3.0,
+            requests_per_second: 1_000.0,
+            api_seconds: 2.6,
+            route_groups: Vec::new(),
+            events_stored: events,
+            seconds_until_settled: settled,
+            ingest_events_per_second: per_second(events, settled),
+            ingest_customers_per_second: per_second(200, settled),
+            group_commits: GroupCommitRow::default(),
+            sqlite_busy_share: 0.5,
+            messages_sent: 0,
+            timers_set: 0,
+            appends: AppendCost::default(),
+        }
+    }
+
+    fn paused(concurrency: usize, seconds: f64) -> CommandRateRow {
+        CommandRateRow {
+            concurrency,
+            customers: 200,
+            requests: 3_400,
+            seconds,
+            requests_per_second: per_second(3_400, seconds),
+            events_appended: 3_300,
+            events_per_second: per_second(3_300, seconds),
+            customers_per_second: per_second(200, seconds),
+            route_groups: Vec::new(),
+            group_commits: GroupCommitRow::default(),
+        }
+    }
+
+    #[test]
+    fn each_ratio_is_the_figure_over_its_limit_and_zero_without_a_limit() {
+        assert_eq!(ratio(3.0, 4.0), 0.75);
+        assert_eq!(ratio(3.0, 0.0), 0.0);
+        assert_eq!(ratio(f64::NAN, 4.0), 0.0);
+        let replay = ReplayReport {
+            customers: 10,
+            events: 100_000,
+            generate_seconds: 2.0,
+            generate_events_per_second: 50_000.0,
+            targets: Vec::new(),
+            projections: Vec::new(),
+            events_per_second: 6_000.0,
+            read_seconds: 0.5,
+            read_events_per_second: 200_000.0,
+            sqlite_busy_share: 0.5,
+            dead_letters: 0,
+        };
+        let fold = fold::FoldAll {
+            events: 200_000,
+            projections: 17,
+            chunks: 20,
+            one_core_seconds: 8.0,
+            one_core_events_per_second: 25_000.0,
+            two_cores_seconds: 5.0,
+            two_cores_events_per_second: 40_000.0,
+            groups: Vec::new(),
+            group_seconds: Vec::new(),
+        };
+        // Ingest in customers: 200 customers settled in 4 s against 2 s of calls alone.
+        let latency = [level(1, 4.0, 6_000), level(4, 5.0, 6_000)];
+        let command_rate = [paused(1, 2.0), paused(4, 1.0)];
+        let without_peer = limits(&latency, &command_rate, &replay, &fold, None);
+        assert_eq!(without_peer.raw_append_events_per_second, 50_000.0);
+        let per_level: Vec<(usize, f64, f64)> = without_peer
+            .levels
+            .iter()
+            .map(|l| (l.concurrency, l.ingest_over_command_rate, l.ingest_over_raw_append))
+            .collect();
+        assert_eq!(per_level, [(1, 0.5, 0.03), (4, 0.2, 0.024)]);
+        assert_eq!(without_peer.replay_over_fold_two_cores, 0.15);
+        assert!(without_peer.levels.iter().all(|l| l.ingest_over_peer_append.is_none()));
+        assert_eq!(without_peer.replay_read_over_peer_read, None);
+        let peer = peer::PeerReport {
+            library: "eventsourcing 9.5.0".into(),
+            customers: 2_000,
+            events: 10_000,
+            command_seconds: 4.0,
+            events_per_second: 2_500.0,
+            read_seconds: 0.1,
+            read_events_per_second: 100_000.0,
+        };
+        let with_peer = limits(&latency, &command_rate, &replay, &fold, Some(&peer));
+        assert_eq!(with_peer.levels[0].ingest_over_peer_append, Some(0.6));
+        assert_eq!(with_peer.replay_read_over_peer_read, Some(2.0));
+        // A level the paused run did not measure has no limit: 0, not infinity.
+        let missing = limits(&latency, &command_rate[..1], &replay, &fold, None);
+        assert_eq!(missing.levels[1].ingest_over_command_rate, 0.0);
+    }
+
+    #[test]
+    fn group_commits_are_the_counters_difference_and_their_mean() {
+        use crate::adapters::store::GroupCommits;
+        let before = GroupCommits {
+            groups: 10,
+            appends: 12,
+        };
+        let after = GroupCommits {
+            groups: 30,
+            appends: 62,
+        };
+        let row = group_commits_between(before, after);
+        assert_eq!((row.groups, row.appends, row.appends_per_group), (20, 50, 2.5));
+        let none = group_commits_between(after, after);
+        assert_eq!((none.groups, none.appends, none.appends_per_group), (0, 0, 0.0));
+    }
+
+    #[test]
+    fn route_groups_are_reported_in_order_with_their_percentiles() {
+        let ms = |n: u64| Duration::from_millis(n);
+        let calls = LevelCalls {
+            latencies: [(1..=100).map(ms).collect(), vec![ms(5)], Vec::new()],
+            also_accepted: [0, 1, 0],
+            seconds: 1.0,
+        };
+        let rows = route_groups(&calls);
+        let names: Vec<&str> = rows.iter().map(|r| r.group.as_str()).collect();
+        assert_eq!(names, ["commands", "reads", "ingestion"]);
+        assert_eq!(
+            (rows[0].requests, rows[0].p50_ms, rows[0].p99_ms, rows[0].max_ms),
+            (100, 50.0, 99.0, 100.0)
+        );
+        assert_eq!((rows[1].requests, rows[1].also_accepted), (1, 1));
+        assert_eq!((rows[2].requests, rows[2].p99_ms, rows[2].max_ms), (0, 0.0, 0.0));
+    }
+}
+
+#[cfg(test)]
 mod append_cost_tests {
     use super::*;
     use crm_core::ports::{AppendRequest, EventStore, ExpectedVersion, ReservationChange};
