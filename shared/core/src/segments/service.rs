@@ -128,7 +128,42 @@ async fn lifecycle(store: &dyn EventStore, customer_id: &str) -> Result<Lifecycl
 /// segment, manual ones included, with a fixed reason ([`DEACTIVATED`],
 /// [`ERASED`]) and nothing else of theirs. `cause` is the event that led
 /// here, for causation and correlation.
+///
+/// After a change it looks again, until a look changes nothing (at most
+/// eight looks): the stream's expected version guards the
+/// membership, not the metrics or the lifecycle it was decided from, which
+/// another writer may have moved on in between; its own look found nothing
+/// to change, so without this the stale change would stand (decision 0092,
+/// addendum).
 pub async fn reconcile(
+    store: &dyn EventStore,
+    docs: &dyn ReadModelStore,
+    customer_id: &str,
+    now: DateTime<Utc>,
+    cause: Option<&EventEnvelope>,
+) -> Result<Vec<EventEnvelope>, SegmentError> {
+    let mut appended = Vec::new();
+    for _ in 0..RECONCILE_ROUNDS {
+        let round = reconcile_once(store, docs, customer_id, now, cause).await?;
+        if round.is_empty() {
+            return Ok(appended);
+        }
+        appended.extend(round);
+    }
+    Err(SegmentError::Membership {
+        customer_id: customer_id.to_string(),
+        source: AggregateError::Contended {
+            attempts: RECONCILE_ROUNDS,
+        },
+    })
+}
+
+/// How many times [`reconcile`] looks at most before it gives up (a
+/// retryable conflict: the event comes again).
+const RECONCILE_ROUNDS: u32 = 8;
+
+/// One look of [`reconcile`]: the events it appended.
+async fn reconcile_once(
     store: &dyn EventStore,
     docs: &dyn ReadModelStore,
     customer_id: &str,
@@ -284,6 +319,13 @@ impl Projection for SegmentEvaluator {
                 | "CustomerErasureRequested"
                 | "CustomerErased"
         )
+    }
+
+    /// It appends membership events at once from the profile metrics: it
+    /// must read them committed, as of the event, not as a page staged them
+    /// (decision 0092, addendum).
+    fn reads_committed(&self) -> bool {
+        true
     }
 
     async fn project(&self, event: &EventEnvelope, docs: &dyn ReadModelStore) -> Result<Vec<ReadOp>, ProjectionError> {

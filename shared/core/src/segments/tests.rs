@@ -554,6 +554,52 @@ async fn duplicated_and_reordered_delivery_gives_the_in_order_metrics_and_segmen
     assert_eq!(chaotic.all().await.len(), before);
 }
 
+/// The membership events of `world`: per segments stream, in order, each
+/// change with its reason and the event that caused it.
+async fn membership_events(world: &World) -> BTreeSet<(String, u64, String, String, Option<uuid::Uuid>)> {
+    world
+        .all()
+        .await
+        .into_iter()
+        .filter(|e| SEGMENT_EVENT_TYPES.contains(&e.event_type.as_str()))
+        .map(|e| (e.stream_id, e.version, e.event_type, e.data.to_string(), e.causation_id))
+        .collect()
+}
+
+#[tokio::test]
+async fn pages_decide_as_one_event_delivery_does_and_name_the_same_causes() {
+    let mut rng = Rng(0x9A6E_5EED);
+    let customers = 30;
+    let history = random_history(customers, &mut rng);
+    let one_by_one = World::new(now());
+    one_by_one.append(&history).await;
+    for e in one_by_one.all().await {
+        let outcome = one_by_one.group.handle(&e, now()).await.expect("handled");
+        assert!(outcome.parked.is_empty());
+    }
+    let paged = World::new(now());
+    paged.append(&history).await;
+    let stored = paged.all().await;
+    let mut at = 0;
+    while at < stored.len() {
+        let end = (at + 1 + rng.below(40) as usize).min(stored.len());
+        let outcome = paged.group.handle_page(&stored[at..end], now()).await.expect("page");
+        assert_eq!(outcome.parked, 0);
+        at = end;
+    }
+    let expected = membership_events(&one_by_one).await;
+    assert!(
+        expected.len() > customers,
+        "a meaningful history ({} changes)",
+        expected.len()
+    );
+    assert_eq!(
+        membership_events(&paged).await,
+        expected,
+        "pages change the same segments, for the same reasons and causes"
+    );
+}
+
 #[tokio::test]
 async fn journeys_add_and_remove_manual_segments_but_not_computed_ones() {
     let world = World::new(now());

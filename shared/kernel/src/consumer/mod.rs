@@ -91,6 +91,18 @@ pub trait Projection: Send + Sync {
     /// the stream's next handled event (as if the bus had delivered it
     /// then): documents of other consumers it reads may have moved on.
     async fn project(&self, event: &EventEnvelope, docs: &dyn ReadModelStore) -> Result<Vec<ReadOp>, ProjectionError>;
+
+    /// Whether the projection acts outside the read models at once (it
+    /// appends events) from other consumers' documents, so it must read
+    /// them committed, never a page's staged writes that the store may yet
+    /// refuse. On the page path such a consumer gets each event it handles
+    /// through the one-event path ([`Consumer::deliver`]), after the page's
+    /// writes staged so far are committed: it sees what one-event delivery
+    /// would show it, and its checkpoint moves with each event (decision
+    /// 0092, addendum).
+    fn reads_committed(&self) -> bool {
+        false
+    }
 }
 
 /// What one delivery did.

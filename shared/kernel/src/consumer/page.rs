@@ -16,6 +16,9 @@
 //! that the page holds and the consumer does not handle, so a later gap need
 //! not read them again (decision 0031). A put of a document the page knows
 //! to hold that very body, or a delete of one it knows absent, is dropped.
+//! A consumer whose projection [`reads_committed`](super::Projection::reads_committed)
+//! is not staged: before each event it handles, the page commits what it
+//! staged so far, and the event goes to it alone as one-event delivery.
 //! A poison event writes what the page staged so far and is parked; a page
 //! commit the store refuses (another writer) falls back to delivering its
 //! events one by one, so the page path never decides differently from the
@@ -464,6 +467,31 @@ impl ConsumerGroup {
                     // Nothing to apply, nothing to write: a later handled
                     // event's gap passes over it.
                     staged_outcome.duplicates += 1;
+                    continue;
+                }
+                if consumer.projection.reads_committed() {
+                    // Commit what the page staged so far (the documents it
+                    // reads among them), then deliver it this event alone.
+                    let flushed = self
+                        .flush(&page, std::mem::take(&mut staged), &events[staged_from..=i], now)
+                        .await?;
+                    let delivered_one_by_one = flushed.is_some();
+                    total.merge(flushed.unwrap_or(staged_outcome));
+                    staged_outcome = PageOutcome::default();
+                    staged_from = i;
+                    if delivered_one_by_one {
+                        // This event went to every consumer already.
+                        break;
+                    }
+                    match consumer.deliver(event).await {
+                        Ok(super::Delivery::Applied { .. }) => total.applied += 1,
+                        Ok(super::Delivery::Duplicate) => total.duplicates += 1,
+                        Err(e) if e.kind() == FailureKind::Poison => {
+                            park_poison(self.dead_letters.as_ref(), e.consumer(), event, e.reason(), now).await?;
+                            total.parked += 1;
+                        }
+                        Err(e) => return Err(e),
+                    }
                     continue;
                 }
                 match stage(consumer, event, &page).await? {
