@@ -956,7 +956,10 @@ def main(argv=None) -> int:
     if unknown:
         parser.error(f"--crash-points: no such point {unknown}; known: {','.join(CRASH_POINTS)}")
 
-    state_dir = pathlib.Path(tempfile.mkdtemp(prefix="chaos-", dir=REPO / "target"))
+    # Under the build's target dir (CARGO_TARGET_DIR when set), made if missing.
+    state_root = pathlib.Path(os.environ.get("CARGO_TARGET_DIR") or REPO / "target")
+    state_root.mkdir(parents=True, exist_ok=True)
+    state_dir = pathlib.Path(tempfile.mkdtemp(prefix="chaos-", dir=state_root))
     log(f"state and logs in {state_dir}")
     started: list = []
     proxy = None
