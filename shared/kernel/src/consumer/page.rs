@@ -472,12 +472,16 @@ impl ConsumerGroup {
                 if consumer.projection.reads_committed() {
                     // Commit what the page staged so far (the documents it
                     // reads among them), then deliver it this event alone.
-                    let flushed = self
-                        .flush(&page, std::mem::take(&mut staged), &events[staged_from..=i], now)
+                    let delivered_one_by_one = self
+                        .flush_into(
+                            &page,
+                            std::mem::take(&mut staged),
+                            std::mem::take(&mut staged_outcome),
+                            &events[staged_from..=i],
+                            &mut total,
+                            now,
+                        )
                         .await?;
-                    let delivered_one_by_one = flushed.is_some();
-                    total.merge(flushed.unwrap_or(staged_outcome));
-                    staged_outcome = PageOutcome::default();
                     staged_from = i;
                     if delivered_one_by_one {
                         // This event went to every consumer already.
@@ -504,12 +508,16 @@ impl ConsumerGroup {
                         // Write what is staged (as one-event delivery would
                         // have), then park the event.
                         staged.extend(before);
-                        let flushed = self
-                            .flush(&page, std::mem::take(&mut staged), &events[staged_from..=i], now)
+                        let delivered_one_by_one = self
+                            .flush_into(
+                                &page,
+                                std::mem::take(&mut staged),
+                                std::mem::take(&mut staged_outcome),
+                                &events[staged_from..=i],
+                                &mut total,
+                                now,
+                            )
                             .await?;
-                        let delivered_one_by_one = flushed.is_some();
-                        total.merge(flushed.unwrap_or(staged_outcome));
-                        staged_outcome = PageOutcome::default();
                         staged_from = i;
                         if delivered_one_by_one {
                             // This event went to every consumer already.
@@ -521,9 +529,28 @@ impl ConsumerGroup {
                 }
             }
         }
-        let flushed = self.flush(&page, staged, &events[staged_from..], now).await?;
-        total.merge(flushed.unwrap_or(staged_outcome));
+        self.flush_into(&page, staged, staged_outcome, &events[staged_from..], &mut total, now)
+            .await?;
         Ok(total)
+    }
+
+    /// [`flush`](Self::flush)es `staged` and adds to `total` what that did
+    /// (`staged_outcome` when the commits were written as staged); true when
+    /// it fell back to delivering `events` one by one, so the last of them
+    /// already went to every consumer.
+    async fn flush_into(
+        &self,
+        page: &PageDocs<'_>,
+        staged: Vec<Commit>,
+        staged_outcome: PageOutcome,
+        events: &[EventEnvelope],
+        total: &mut PageOutcome,
+        now: DateTime<Utc>,
+    ) -> Result<bool, ConsumeError> {
+        let flushed = self.flush(page, staged, events, now).await?;
+        let delivered_one_by_one = flushed.is_some();
+        total.merge(flushed.unwrap_or(staged_outcome));
+        Ok(delivered_one_by_one)
     }
 
     /// Commits `staged`. On a conflict (another writer) or a batch the store
