@@ -48,6 +48,8 @@ pub enum CliError {
     Missing { env: &'static str, flag: &'static str },
     #[error("no consumer or consumer group named {name:?}; known: {known}")]
     UnknownConsumer { name: String, known: String },
+    #[error("{name} decides (it appends events) and keeps no read model: a replay would decide again from old read models (decision 0093); nothing to rebuild")]
+    Decides { name: String },
     #[error("no consumer group named {name:?}; known: {known}")]
     UnknownGroup { name: String, known: String },
     #[error("{operation} {queue}: {message}")]
@@ -297,21 +299,26 @@ fn known_names(groups: &[ConsumerGroup], with_consumers: bool) -> String {
 /// The consumers `name` stands for: one consumer (`customer-360`), or every
 /// consumer of a group (`projector`, `consent`), in the group's order.
 pub fn select<'a>(groups: &'a [ConsumerGroup], name: &str) -> Result<Vec<&'a Consumer>, CliError> {
+    // A group's consumers that keep read models: those that decide keep
+    // their checkpoints and are not run again (decision 0093).
     if let Some(group) = groups.iter().find(|g| g.name == name) {
         return Ok(group
-            .consumer_names()
+            .rebuildable_names()
             .into_iter()
             .filter_map(|n| group.consumer(n))
             .collect());
     }
-    groups
+    let consumer = groups
         .iter()
         .find_map(|g| g.consumer(name))
-        .map(|c| vec![c])
         .ok_or_else(|| CliError::UnknownConsumer {
             name: name.to_string(),
             known: known_names(groups, true),
-        })
+        })?;
+    if consumer.decides() {
+        return Err(CliError::Decides { name: name.to_string() });
+    }
+    Ok(vec![consumer])
 }
 
 /// The URL of `queue`: a URL as it is, else a queue name looked up with
@@ -867,4 +874,36 @@ pub fn init_tracing() {
         .with_env_filter(filter)
         .with_target(false)
         .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crm_core::memory::InMemoryReadModels;
+    use crm_core::testing::{InMemoryDeadLetters, InMemoryEventStore};
+
+    fn projector() -> ConsumerGroup {
+        ConsumerGroup::projector(
+            Arc::new(InMemoryEventStore::default()),
+            Arc::new(InMemoryReadModels::default()),
+            Arc::new(InMemoryDeadLetters::default()),
+            IdentifierHasher::new(b"test"),
+        )
+    }
+
+    #[test]
+    fn a_replay_selects_the_consumers_that_keep_read_models_and_refuses_those_that_decide() {
+        let groups = [projector()];
+        let names = |picked: Vec<&Consumer>| picked.into_iter().map(Consumer::name).collect::<Vec<_>>();
+        let whole = names(select(&groups, "projector").expect("the group"));
+        assert!(whole.contains(&crm_core::customer::views::CUSTOMER_360), "{whole:?}");
+        for deciding in ["segment-evaluator", "affinity-detector"] {
+            assert!(!whole.contains(&deciding), "{deciding} is not replayed: {whole:?}");
+            assert!(
+                matches!(select(&groups, deciding), Err(CliError::Decides { .. })),
+                "{deciding} alone is refused"
+            );
+        }
+        assert_eq!(whole.len(), groups[0].consumer_names().len() - 2);
+    }
 }

@@ -887,7 +887,7 @@ async fn replay_phase(options: &BenchOptions) -> Result<ReplayReport, BenchError
     let busy = (crate::adapters::db::busy_nanos() - busy_before) as f64 / 1e9;
     let mut projections = Vec::new();
     for group in runtime.consumer_groups() {
-        for name in group.consumer_names() {
+        for name in group.rebuildable_names() {
             let t = Instant::now();
             let report = runtime.rebuild_consumer(name, &mut |_| {}).await?;
             let seconds = t.elapsed().as_secs_f64();

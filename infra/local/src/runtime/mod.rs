@@ -505,12 +505,13 @@ impl LocalRuntime {
     /// rewinds the target to the start of the store and settles the bus.
     /// Returns the consumers rebuilt.
     pub async fn rebuild(&self, target: &str) -> Result<Vec<&'static str>, RuntimeError> {
+        // Its consumers that keep read models: those that decide keep their
+        // checkpoints, so the replay passes over what they did (decision 0093).
         let consumers = self
-            .bus
-            .targets()
-            .iter()
-            .find(|t| t.rule.target == target)
-            .map(|t| t.group.consumer_names())
+            .consumer_groups()
+            .into_iter()
+            .find(|g| g.name == target)
+            .map(|g| g.rebuildable_names())
             .ok_or_else(|| RuntimeError::Config(format!("no bus target named {target}")))?;
         for consumer in &consumers {
             self.docs.clear(consumer).await?;
@@ -579,6 +580,12 @@ impl LocalRuntime {
             .iter()
             .find_map(|g| g.only(name))
             .ok_or_else(|| RuntimeError::Config(format!("no projection named {name}")))?;
+        if groups.iter().any(|g| g.consumer(name).is_some_and(|c| c.decides())) {
+            return Err(RuntimeError::Config(format!(
+                "{name} decides (it appends events) and keeps no read model: a replay would decide again \
+                 from old read models (decision 0093); nothing to rebuild"
+            )));
+        }
         self.docs.clear(name).await?;
         // Recorded as it goes, for `GET /operations/replays` (decision 0085).
         let total = u64::try_from(self.stored_events.head_position().await?).ok();

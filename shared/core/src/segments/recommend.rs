@@ -479,6 +479,12 @@ impl Projection for AffinityDetector {
         event_type == "OrderDelivered"
     }
 
+    /// It appends `ProductAffinityDetected` and keeps no documents: a
+    /// rebuild passes over it (decision 0093).
+    fn decides(&self) -> bool {
+        true
+    }
+
     async fn project(&self, event: &EventEnvelope, docs: &dyn ReadModelStore) -> Result<Vec<ReadOp>, ProjectionError> {
         // An order of an anonymous profile has a basket but no affinity.
         let Some(customer) = event.customer_id.as_deref().filter(|c| !c.is_empty()) else {

@@ -328,6 +328,12 @@ impl Projection for SegmentEvaluator {
         true
     }
 
+    /// It appends membership events and keeps no documents: a rebuild
+    /// passes over it (decision 0093).
+    fn decides(&self) -> bool {
+        true
+    }
+
     async fn project(&self, event: &EventEnvelope, docs: &dyn ReadModelStore) -> Result<Vec<ReadOp>, ProjectionError> {
         let customer = event.customer_id.as_deref().ok_or_else(|| {
             ProjectionError::Invalid(format!("{} {} has no customer_id", event.event_type, event.event_id))

@@ -103,6 +103,16 @@ pub trait Projection: Send + Sync {
     fn reads_committed(&self) -> bool {
         false
     }
+
+    /// Whether the projection decides rather than keeps a read model: it
+    /// acts outside the read models (it appends events) and writes no
+    /// documents of its own. A rebuild passes over such a consumer: its
+    /// checkpoints stay and its decisions are in the store already, while
+    /// running it again would decide anew from read models as of each old
+    /// event and append what the live run never did (decision 0093).
+    fn decides(&self) -> bool {
+        false
+    }
 }
 
 /// What one delivery did.
@@ -224,6 +234,12 @@ impl Consumer {
     pub async fn project_for_test(&self, e: &EventEnvelope, d: &dyn ReadModelStore) -> Vec<ReadOp> {
         self.projection.project(e, d).await.unwrap_or_default()
     }
+    /// Whether the projection decides (appends events) rather than keeps a
+    /// read model: rebuilds pass over it ([`Projection::decides`]).
+    pub fn decides(&self) -> bool {
+        self.projection.decides()
+    }
+
     /// Whether the projection handles events of this type.
     pub fn handles(&self, event_type: &str) -> bool {
         self.projection.handles(event_type)
@@ -395,6 +411,16 @@ impl ConsumerGroup {
 
     pub fn consumer_names(&self) -> Vec<&'static str> {
         self.consumers.iter().map(Consumer::name).collect()
+    }
+
+    /// The consumers a rebuild clears and replays: those that keep a read
+    /// model, not those that decide ([`Projection::decides`]).
+    pub fn rebuildable_names(&self) -> Vec<&'static str> {
+        self.consumers
+            .iter()
+            .filter(|c| !c.decides())
+            .map(Consumer::name)
+            .collect()
     }
 
     /// The group's consumer named `name` (`customer-360`, `consent-ledger`, ...).
