@@ -41,6 +41,8 @@ async fn rebuilding_the_projector_appends_nothing_and_gives_the_same_segments() 
         "the live run decided: {kinds:?}"
     );
     let before_segments = segments(&api, &id).await;
+    let before_docs = read_models(&api).await;
+    assert!(before_docs.len() > 20, "{}", before_docs.len());
     let before_360 = api.call("GET", &format!("/customers/{id}"), None).await.body;
 
     api.runtime.rebuild("projector").await.expect("rebuild the projector");
@@ -51,6 +53,12 @@ async fn rebuilding_the_projector_appends_nothing_and_gives_the_same_segments() 
         .map(|e| e.event_type.as_str())
         .collect();
     assert!(appended.is_empty(), "the replay appended {appended:?}");
+    // Every document of every projection, as the live run left it.
+    let after_docs = read_models(&api).await;
+    for (key, before) in &before_docs {
+        assert_eq!(after_docs.get(key), Some(before), "{key:?}");
+    }
+    assert_eq!(after_docs.len(), before_docs.len());
     assert_eq!(segments(&api, &id).await, before_segments);
     assert_eq!(
         api.call("GET", &format!("/customers/{id}"), None).await.body,
@@ -69,4 +77,35 @@ async fn segments(api: &TestApi, id: &str) -> serde_json::Value {
     let got = api.call("GET", &format!("/customers/{id}/segments"), None).await;
     assert_eq!(got.status, 200, "{:?}", got.body);
     got.body["items"].clone()
+}
+
+/// Every read-model document in the database, opened (decision 0045), by
+/// (consumer, partition, sort); the operator's replay records left out.
+async fn read_models(api: &TestApi) -> std::collections::BTreeMap<(String, String, String), serde_json::Value> {
+    use crm_core::ports::ReadModelStore;
+    let keys: Vec<(String, String, String)> = {
+        let conn = rusqlite::Connection::open(api.db_path()).expect("open the database");
+        let mut stmt = conn
+            .prepare("SELECT consumer, partition, sort FROM read_models ORDER BY 1, 2, 3")
+            .expect("prepare");
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .expect("query");
+        rows.map(|r| r.expect("row")).collect()
+    };
+    let mut out = std::collections::BTreeMap::new();
+    for (consumer, partition, sort) in keys {
+        if consumer == crm_core::ops::progress::REPLAY_PROGRESS {
+            continue;
+        }
+        let body = api
+            .runtime
+            .docs
+            .get(&consumer, &partition, &sort)
+            .await
+            .expect("get")
+            .expect("listed");
+        out.insert((consumer, partition, sort), body);
+    }
+    out
 }

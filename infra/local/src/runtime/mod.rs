@@ -11,7 +11,9 @@
 pub mod bus;
 pub mod dev;
 pub mod mail_view;
+mod rebuild;
 pub mod retention;
+pub use rebuild::REBUILD_CHUNK;
 pub mod serve;
 pub mod sources;
 
@@ -501,44 +503,10 @@ impl LocalRuntime {
     }
 
     /// Rebuilds the projections of the bus target `target` (`projector`,
-    /// `consent`) from scratch: forgets their documents and checkpoints,
-    /// rewinds the target to the start of the store and settles the bus.
-    /// Returns the consumers rebuilt.
+    /// `consent`) from scratch ([`LocalRuntime::rebuild_targets`]). Returns
+    /// the consumers rebuilt.
     pub async fn rebuild(&self, target: &str) -> Result<Vec<&'static str>, RuntimeError> {
-        // Its consumers that keep read models: those that decide keep their
-        // checkpoints, so the replay passes over what they did (decision 0093).
-        let consumers = self
-            .consumer_groups()
-            .into_iter()
-            .find(|g| g.name == target)
-            .map(|g| g.rebuildable_names())
-            .ok_or_else(|| RuntimeError::Config(format!("no bus target named {target}")))?;
-        for consumer in &consumers {
-            self.docs.clear(consumer).await?;
-        }
-        // Recorded for `GET /operations/replays` (decision 0085): running
-        // while the bus settles (the target's position is its bus cursor,
-        // in `/health`), then done with the events it went through.
-        let total = u64::try_from(self.stored_events.head_position().await?).unwrap_or(0);
-        let recorder =
-            crm_core::ops::progress::ProgressRecorder::start(self.docs.as_ref(), target, Some(total), self.clock.now())
-                .await;
-        self.bus.rewind(target, 0).await?;
-        let settled = self.bus.settle().await;
-        let report = crm_core::ops::ReplayReport {
-            events: total,
-            ..Default::default()
-        };
-        recorder
-            .finish(
-                settled.as_ref().map(|_| &report).map_err(ToString::to_string),
-                self.clock.now(),
-            )
-            .await;
-        settled?;
-        // The documents replaced (plain if stored before decision 0045) leave no copy in the WAL.
-        self.docs.truncate_wal().await?;
-        Ok(consumers)
+        self.rebuild_targets(&[target]).await
     }
 
     /// The projection groups the runtime hosts (`projector`, `consent`),
@@ -564,48 +532,6 @@ impl LocalRuntime {
                 self.identifiers.clone(),
             ),
         ]
-    }
-
-    /// Rebuilds one projection (`customer-360`, `consent-ledger`, ...) from
-    /// the event store without disturbing the others of its group: forgets
-    /// its documents and checkpoints only, then feeds it every stored event in
-    /// order ([`crm_core::ops::replay`]); `progress` is told the running count.
-    pub async fn rebuild_consumer(
-        &self,
-        name: &str,
-        progress: &mut (dyn FnMut(u64) + Send),
-    ) -> Result<crm_core::ops::ReplayReport, RuntimeError> {
-        let groups = self.consumer_groups();
-        let consumer = groups
-            .iter()
-            .find_map(|g| g.only(name))
-            .ok_or_else(|| RuntimeError::Config(format!("no projection named {name}")))?;
-        if groups.iter().any(|g| g.consumer(name).is_some_and(|c| c.decides())) {
-            return Err(RuntimeError::Config(format!(
-                "{name} decides (it appends events) and keeps no read model: a replay would decide again \
-                 from old read models (decision 0093); nothing to rebuild"
-            )));
-        }
-        self.docs.clear(name).await?;
-        // Recorded as it goes, for `GET /operations/replays` (decision 0085).
-        let total = u64::try_from(self.stored_events.head_position().await?).ok();
-        let recorder =
-            crm_core::ops::progress::ProgressRecorder::start(self.docs.as_ref(), name, total, self.clock.now()).await;
-        let report = crm_core::ops::replay_recorded(
-            &consumer,
-            self.events.as_ref(),
-            self.clock.now(),
-            Some(recorder),
-            progress,
-        )
-        .await
-        .map_err(|e| match e {
-            crm_core::ops::OpsError::Store(e) => RuntimeError::Store(e),
-            other => RuntimeError::Config(other.to_string()),
-        })?;
-        // The documents replaced (plain if stored before decision 0045) leave no copy in the WAL.
-        self.docs.truncate_wal().await?;
-        Ok(report)
     }
 
     /// Delivers the timers due now (see [`fire_due`]); returns how many.

@@ -24,10 +24,12 @@ pub mod capacity;
 pub mod dead_letters;
 mod decrypting;
 mod page;
+mod replay;
 
 pub use dead_letters::{open_letter, seal_letter, SealedDeadLetters};
 pub use decrypting::{DecryptingHandler, NotDecrypted};
 pub use page::{PageDocs, PageOutcome};
+pub use replay::{Flushed, ReplayDocs};
 
 /// Why a projection could not use an event. Its kind ([`Classify`]) says
 /// what the consumer does: park a poison event, deliver a retryable one again.
