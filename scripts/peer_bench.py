@@ -7,18 +7,22 @@ It registers N customers, applies 4 commands to each (profile, consent, cart,
 order: one event each, load-decide-save per command), then reads every event
 back from the application's recorder in pages of 1 000 (its notification
 log, without folding them). No HTTP, no projections, no encryption: a
-store's bare command path, with the library's own SQLite settings. Prints
-one JSON object on stdout:
+store's bare command path, with the library's own SQLite settings (WAL)
+except one: `synchronous` is NORMAL, as in crm-local's store, where the
+library's default FULL waits for the disk on every commit (about 250
+commits/s on this machine's disk; `--synchronous FULL` to measure that).
+Prints one JSON object on stdout:
 
     {"customers": N, "events": E, "command_seconds": s, "events_per_second": r,
      "read_seconds": s, "read_events_per_second": r, "library": "eventsourcing 9.5.0"}
 
-Usage: peer_bench.py [--customers N] [--db PATH]
+Usage: peer_bench.py [--customers N] [--db PATH] [--synchronous NORMAL|FULL]
 """
 
 import argparse
 import json
 import os
+import sqlite3
 import sys
 import tempfile
 import time
@@ -108,11 +112,25 @@ def run(customers: int, db: str) -> dict:
     }
 
 
+def with_synchronous(mode: str) -> None:
+    """Every SQLite connection opened from now on runs `PRAGMA synchronous = mode`."""
+    connect = sqlite3.connect
+
+    def connect_with_mode(*args, **kwargs):
+        conn = connect(*args, **kwargs)
+        conn.execute(f"PRAGMA synchronous = {mode}")
+        return conn
+
+    sqlite3.connect = connect_with_mode
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=2000)
     parser.add_argument("--db", help="the SQLite file (default: a new temporary one)")
+    parser.add_argument("--synchronous", choices=["NORMAL", "FULL"], default="NORMAL")
     args = parser.parse_args()
+    with_synchronous(args.synchronous)
     if args.customers < 1:
         parser.error("--customers must be 1 or more")
     if args.db:
@@ -120,6 +138,7 @@ def main() -> int:
     else:
         with tempfile.TemporaryDirectory() as tmp:
             result = run(args.customers, os.path.join(tmp, "peer.db"))
+    result["synchronous"] = args.synchronous
     json.dump(result, sys.stdout)
     sys.stdout.write("\n")
     return 0

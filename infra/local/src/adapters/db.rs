@@ -94,6 +94,20 @@ impl Db {
         })
     }
 
+    /// Lets this connection cache up to `kib` KiB of database pages (SQLite's
+    /// default is 2 000 KiB): for the large tables written at random places,
+    /// the read models' documents and checkpoints, whose B-tree pages were
+    /// read again from the file on most inserts once a rebuild had grown
+    /// them past the default (decision 0094).
+    pub fn with_page_cache_kib(self, kib: i64) -> Result<Self, StoreError> {
+        self.conn
+            .lock()
+            .map_err(|_| failed("connection mutex poisoned"))?
+            .pragma_update(None, "cache_size", -kib)
+            .map_err(sql)?;
+        Ok(self)
+    }
+
     /// The database file (canonical when it could be resolved).
     pub fn path(&self) -> &Path {
         &self.path

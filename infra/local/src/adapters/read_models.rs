@@ -33,7 +33,7 @@ pub struct SqliteReadModels {
 impl SqliteReadModels {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         Ok(SqliteReadModels {
-            db: Db::open(path, SCHEMA)?,
+            db: Db::open(path, SCHEMA)?.with_page_cache_kib(16 * 1024)?,
         })
     }
 

@@ -16,7 +16,7 @@ use std::sync::Arc;
 /// Events per chunk: read and decrypted, then folded by every lane, whose
 /// documents are written at its end (one transaction per lane). Memory
 /// holds one chunk's events and documents.
-pub const REBUILD_CHUNK: usize = 20_000;
+pub const REBUILD_CHUNK: usize = 10_000;
 
 /// Events read from the store per call.
 const READ_PAGE: usize = 2_000;
@@ -197,10 +197,9 @@ impl LocalRuntime {
                 let page = self.stored_events.read_after(position, READ_PAGE).await?;
                 let Some((last, _)) = page.last() else { break };
                 position = *last;
-                for (_, mut event) in page {
-                    crm_core::privacy::decrypt_envelope(self.keys.as_ref(), &mut event).await?;
-                    chunk.push(event);
-                }
+                let mut events: Vec<EventEnvelope> = page.into_iter().map(|(_, event)| event).collect();
+                crm_core::privacy::decrypt_envelopes(self.keys.as_ref(), &mut events).await?;
+                chunk.extend(events);
             }
             if chunk.is_empty() {
                 return Ok(report);

@@ -106,14 +106,18 @@ impl ReplayDocs {
     /// Writes every document and checkpoint changed since the last flush to
     /// the store in one [`ReadModelStore::commit_all`] (one transaction in
     /// SQLite), each document once as it now stands, then forgets them (the
-    /// store has them): memory holds one flush's worth at most.
+    /// store has them): memory holds one flush's worth at most. A flush
+    /// that fails leaves the cache empty: the rebuild must start again.
     pub async fn flush(&self) -> Result<Flushed, CommitError> {
         let (commits, flushed) = {
-            let cache = self.lock()?;
+            let mut cache = self.lock()?;
+            let cache = &mut *cache;
+            // Moved out, not copied: a flush that fails fails the rebuild.
+            let mut docs = std::mem::take(&mut cache.docs);
             let mut ops_of: BTreeMap<&str, Vec<ReadOp>> = BTreeMap::new();
             for key in &cache.dirty {
                 let (consumer, partition, sort) = key;
-                let op = match cache.docs.get(key).cloned().flatten() {
+                let op = match docs.remove(key).flatten() {
                     Some(body) => ReadOp::Put {
                         partition: partition.clone(),
                         sort: sort.clone(),

@@ -40,7 +40,7 @@ pub use crypto::{
 };
 pub use identifiers::{HashedIdentifier, IdentifierHasher, IdentifierKind, LookupKind};
 pub use paths::{decrypt_paths, encrypt_paths, erasable, personal_data_paths, ERASED, PERSONAL_DATA};
-pub use store::{decrypt_envelope, encrypt_envelope, EncryptingEventStore};
+pub use store::{decrypt_envelope, decrypt_envelopes, encrypt_envelope, EncryptingEventStore};
 
 use async_trait::async_trait;
 use zeroize::Zeroize;

@@ -236,6 +236,16 @@ pub async fn decrypt_envelope(keys: &dyn KeyStore, event: &mut EventEnvelope) ->
     KeyCache::new(keys).decrypt(event).await
 }
 
+/// Decrypts the personal fields of several envelopes, each customer's key
+/// looked up once (a page of stored events read for a rebuild).
+pub async fn decrypt_envelopes(keys: &dyn KeyStore, events: &mut [EventEnvelope]) -> Result<(), StoreError> {
+    let mut cache = KeyCache::new(keys);
+    for event in events {
+        cache.decrypt(event).await?;
+    }
+    Ok(())
+}
+
 /// Encrypts one envelope's personal fields as [`EncryptingEventStore`]
 /// stores them (creating the customer's key on first use).
 pub async fn encrypt_envelope(keys: &dyn KeyStore, event: &mut EventEnvelope) -> Result<(), StoreError> {
