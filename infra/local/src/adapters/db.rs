@@ -14,6 +14,12 @@
 //!   ([`Db::checkpoint_after_erasure`]) until a checkpoint finds nothing
 //!   written since the one before: the old pages the erasure and its
 //!   redactions replaced then survive in neither `crm.db` nor `crm.db-wal`.
+//!
+//! A bound `LIMIT` is written `LIMIT (0 + ?N)`, never `LIMIT ?N`: SQLite
+//! (3.50) plans a bare `LIMIT ?N` with the bound value, so every new binding
+//! expires the cached statement and each call parses and plans it again (7%
+//! of the API phase's samples, under reading streams; decision 0094,
+//! addendum). `tests/sql_limits.rs` holds the sources to this.
 
 use crate::adapters::data_dir::{database_files, private_file, DataDir};
 use crm_core::ports::StoreError;

@@ -250,7 +250,7 @@ impl ReadModelStore for SqliteReadModels {
                     .prepare_cached(
                         "SELECT sort, body FROM read_models
                          WHERE consumer = ?1 AND partition = ?2 AND substr(sort, 1, length(?3)) = ?3 AND sort > ?4
-                         ORDER BY sort LIMIT ?5",
+                         ORDER BY sort LIMIT (0 + ?5)",
                     )
                     .map_err(sql)?;
                 let rows = stmt

@@ -74,7 +74,7 @@ impl RefusalLog for SqliteRefusals {
                     .prepare_cached(
                         "SELECT body FROM refused_messages
                          WHERE source = ?1 AND expires_at > ?2 AND (?3 IS NULL OR cursor < ?3)
-                         ORDER BY cursor DESC LIMIT ?4",
+                         ORDER BY cursor DESC LIMIT (0 + ?4)",
                     )
                     .map_err(sql)?;
                 let rows = stmt

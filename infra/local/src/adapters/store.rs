@@ -317,7 +317,7 @@ fn query_events(
 fn events_after(conn: &Connection, after: i64, limit: i64) -> Result<Vec<(i64, EventEnvelope)>, StoreError> {
     let mut stmt = conn
         .prepare_cached(&format!(
-            "SELECT {EVENT_COLUMNS}, position FROM events WHERE position > ?1 ORDER BY position LIMIT ?2"
+            "SELECT {EVENT_COLUMNS}, position FROM events WHERE position > ?1 ORDER BY position LIMIT (0 + ?2)"
         ))
         .map_err(sql)?;
     let rows = stmt
@@ -518,7 +518,7 @@ impl EventStore for SqliteEventStore {
             query_events(
                 conn,
                 &format!(
-                    "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = ?1 AND version > ?2 ORDER BY version LIMIT ?3"
+                    "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = ?1 AND version > ?2 ORDER BY version LIMIT (0 + ?3)"
                 ),
                 params![stream_id, after as i64, limit],
             )
@@ -630,7 +630,7 @@ impl EventExpiry for SqliteEventStore {
                 .prepare_cached(
                     "SELECT DISTINCT stream_id FROM events
                      WHERE substr(stream_id, 1, length(?1)) = ?1 AND stream_id > ?2
-                     ORDER BY stream_id LIMIT ?3",
+                     ORDER BY stream_id LIMIT (0 + ?3)",
                 )
                 .map_err(sql)?;
             let rows = stmt

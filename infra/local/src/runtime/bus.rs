@@ -252,7 +252,7 @@ impl SqliteDeadLetters {
                 let mut stmt = conn
                     .prepare(
                         "SELECT id, consumer, reason, payload, failed_at, attempts FROM dead_letters
-                         WHERE id > ?1 ORDER BY id LIMIT ?2",
+                         WHERE id > ?1 ORDER BY id LIMIT (0 + ?2)",
                     )
                     .map_err(sql)?;
                 let rows = stmt.query_map(params![after, limit], letter_row).map_err(sql)?;
