@@ -391,15 +391,11 @@ impl ReadModelStore for PageDocs<'_> {
         if overlaid.is_empty() && pending.is_empty() {
             return self.base.list(consumer, partition, prefix, after, limit).await;
         }
-        // Ask for as many more as the page deleted: then at least `limit`
-        // live documents sort before anything the store did not return.
-        let deleted = overlaid.iter().filter(|(_, v)| v.is_none()).count();
         let stored = self
             .base
-            .list(consumer, partition, prefix, after, limit.saturating_add(deleted))
+            .list(consumer, partition, prefix, after, widened(limit, &overlaid))
             .await?;
-        let mut merged: BTreeMap<String, Option<Value>> = stored.into_iter().map(|(s, v)| (s, Some(v))).collect();
-        merged.extend(overlaid);
+        let mut merged = overlay(stored, overlaid);
         // An add on a document the store did not return creates it (had it
         // existed, it would sort before what the store returned last, or
         // the store returned fewer than asked).
@@ -407,12 +403,34 @@ impl ReadModelStore for PageDocs<'_> {
             let before = merged.remove(&sort).flatten();
             merged.insert(sort, add.apply(before));
         }
-        Ok(merged
-            .into_iter()
-            .filter_map(|(s, v)| v.map(|v| (s, v)))
-            .take(limit)
-            .collect())
+        Ok(live(merged, limit))
     }
+}
+
+/// How many documents to ask the store for under an overlay: as many more
+/// than `limit` as the overlay knows deleted, so that at least `limit` live
+/// documents sort before anything the store did not return.
+pub(super) fn widened(limit: usize, overlaid: &[(String, Option<Value>)]) -> usize {
+    limit.saturating_add(overlaid.iter().filter(|(_, v)| v.is_none()).count())
+}
+
+/// The store's listing with the overlay's documents over it (`None`: deleted).
+pub(super) fn overlay(
+    stored: Vec<(String, Value)>,
+    overlaid: Vec<(String, Option<Value>)>,
+) -> BTreeMap<String, Option<Value>> {
+    let mut merged: BTreeMap<String, Option<Value>> = stored.into_iter().map(|(s, v)| (s, Some(v))).collect();
+    merged.extend(overlaid);
+    merged
+}
+
+/// The live documents of an overlaid listing, in sort order, at most `limit`.
+pub(super) fn live(merged: BTreeMap<String, Option<Value>>, limit: usize) -> Vec<(String, Value)> {
+    merged
+        .into_iter()
+        .filter_map(|(s, v)| v.map(|v| (s, v)))
+        .take(limit)
+        .collect()
 }
 
 /// What staging one event for one consumer found.

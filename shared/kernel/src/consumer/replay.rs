@@ -16,6 +16,7 @@
 //! Consumers that decide ([`Projection::decides`](super::Projection::decides))
 //! are not rebuilt (decision 0093).
 
+use super::page::{live, overlay, widened};
 use super::{park_poison, ConsumeError, ConsumerGroup, PageOutcome};
 use crate::event::EventEnvelope;
 use crate::failure::{Classify, FailureKind};
@@ -307,23 +308,14 @@ impl ReadModelStore for ReplayDocs {
                 .unwrap_or_default();
             (overlaid, cache.flushed_partitions.contains(&part))
         };
-        // As many more from the store as the cache knows deleted: then at
-        // least `limit` live documents sort before anything it left out.
         let stored = if in_store {
-            let deleted = overlaid.iter().filter(|(_, v)| v.is_none()).count();
             self.base
-                .list(consumer, partition, prefix, after, limit.saturating_add(deleted))
+                .list(consumer, partition, prefix, after, widened(limit, &overlaid))
                 .await?
         } else {
             Vec::new()
         };
-        let mut merged: BTreeMap<String, Option<Value>> = stored.into_iter().map(|(s, v)| (s, Some(v))).collect();
-        merged.extend(overlaid);
-        Ok(merged
-            .into_iter()
-            .filter_map(|(s, v)| v.map(|v| (s, v)))
-            .take(limit)
-            .collect())
+        Ok(live(overlay(stored, overlaid), limit))
     }
 }
 
