@@ -28,6 +28,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// Nanoseconds spent inside SQLite work on every connection of this process
 /// (the bench's profile: how much of the wall time the database was busy).
@@ -36,6 +37,45 @@ static BUSY_NANOS: AtomicU64 = AtomicU64::new(0);
 /// The database files (as opened) that had an erasure since their last
 /// checkpoint that found nothing new ([`Db::checkpoint_after_erasure`]).
 static ERASED_SINCE_CHECKPOINT: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+
+/// Times a connection of this process found the file's write lock taken by
+/// another connection and waited ([`wait_for_write_lock`]).
+static LOCK_WAITS: AtomicU64 = AtomicU64::new(0);
+
+/// How many times so far a connection waited for another's write lock.
+pub fn lock_waits() -> u64 {
+    LOCK_WAITS.load(Ordering::Relaxed)
+}
+
+/// SQLite's busy handler for every connection: the connections of one file
+/// (the event store's writer, the read models', the bus's, the timers')
+/// take turns at its one write lock. SQLite's own `busy_timeout` sleeps 1,
+/// 2, 5, 10 ... ms between tries, so a commit that found the lock taken
+/// for a few microseconds waited a millisecond or more; this one tries
+/// again every 100 µs for the first 10 ms, then every millisecond, and
+/// gives up (the call fails `Unavailable`, retried by its caller) after
+/// about 5 s, as before.
+fn wait_for_write_lock(tries: i32) -> bool {
+    if tries == 0 {
+        LOCK_WAITS.fetch_add(1, Ordering::Relaxed);
+    }
+    match pause_before_try(tries) {
+        Some(pause) => {
+            std::thread::sleep(pause);
+            true
+        }
+        None => false,
+    }
+}
+
+/// How long to wait before try `tries + 1` for the write lock; `None`: give up.
+fn pause_before_try(tries: i32) -> Option<Duration> {
+    match tries {
+        0..100 => Some(Duration::from_micros(100)),
+        100..5_090 => Some(Duration::from_millis(1)),
+        _ => None,
+    }
+}
 
 /// The total so far of the time spent in SQLite work (see [`BUSY_NANOS`]).
 pub fn busy_nanos() -> u64 {
@@ -87,7 +127,7 @@ impl Db {
         conn.pragma_update(None, "journal_mode", "WAL").map_err(sql)?;
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(sql)?;
         conn.pragma_update(None, "secure_delete", "ON").map_err(sql)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(sql)?;
+        conn.busy_handler(Some(wait_for_write_lock)).map_err(sql)?;
         conn.execute_batch(schema).map_err(sql)?;
         // Files an earlier version left open to others.
         database_files(path)
@@ -248,5 +288,58 @@ impl Db {
         })
         .await
         .map_err(|e| E::from(failed(e)))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_writer_waits_in_short_steps_for_about_five_seconds_then_gives_up() {
+        assert_eq!(pause_before_try(0), Some(Duration::from_micros(100)));
+        let waited: Duration = (0..).map_while(pause_before_try).sum();
+        assert_eq!(
+            waited,
+            Duration::from_millis(10 + 4_990),
+            "as long as the busy_timeout it replaced"
+        );
+        assert_eq!(pause_before_try(5_090), None);
+    }
+
+    #[tokio::test]
+    async fn a_writer_that_finds_the_lock_taken_waits_for_it_and_is_counted() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("crm.db");
+        let (first, second) = (
+            Db::open(&path, "CREATE TABLE IF NOT EXISTS t (n INTEGER);").expect("open"),
+            Db::open(&path, "").expect("open"),
+        );
+        // The first connection holds the write lock for 50 ms.
+        let (taken, holding) = std::sync::mpsc::channel();
+        let holder = std::thread::spawn(move || {
+            first.run_here(|conn| {
+                let tx = conn
+                    .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                    .map_err(sql)?;
+                tx.execute("INSERT INTO t VALUES (1)", []).map_err(sql)?;
+                let _ = taken.send(());
+                std::thread::sleep(Duration::from_millis(50));
+                tx.commit().map_err(sql)
+            })
+        });
+        holding.recv().expect("the lock is taken");
+        let waits = lock_waits();
+        second
+            .run(|conn| conn.execute("INSERT INTO t VALUES (2)", []).map_err(sql))
+            .await
+            .expect("waited for the lock, then wrote");
+        holder.join().expect("holder").expect("committed");
+        assert!(lock_waits() > waits, "the wait was counted");
+        let rows: i64 = second
+            .run(|conn| conn.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0)).map_err(sql))
+            .await
+            .expect("count");
+        assert_eq!(rows, 2);
     }
 }

@@ -115,6 +115,9 @@ pub struct LatencyRow {
     /// The event store's group commits from the first call until settled
     /// (the API's and every consumer's appends; decision 0090).
     pub group_commits: GroupCommitRow,
+    /// Times a connection found the file's write lock taken by another and
+    /// waited (`adapters::db::lock_waits`; decision 0095).
+    pub lock_waits: u64,
     /// Share of the wall time the SQLite connections were busy.
     pub sqlite_busy_share: f64,
     pub messages_sent: u64,
@@ -162,6 +165,9 @@ pub struct CommandRateRow {
     pub customers_per_second: f64,
     pub route_groups: Vec<RouteGroupRow>,
     pub group_commits: GroupCommitRow,
+    /// Times a connection found the file's write lock taken by another and
+    /// waited (`adapters::db::lock_waits`; decision 0095).
+    pub lock_waits: u64,
 }
 
 /// Each pipeline figure as a share of its limit, measured in the same run
@@ -678,6 +684,7 @@ async fn api_phase(options: &BenchOptions) -> Result<Vec<LatencyRow>, BenchError
         let before_mail = count(&side, "SELECT COUNT(*) FROM mail_sink")?;
         let before_timers = count(&side, "SELECT COUNT(*) FROM timers")?;
         let busy_before = crate::adapters::db::busy_nanos();
+        let waits_before = crate::adapters::db::lock_waits();
         let commits_before = runtime.stored_events.group_commits();
         let end = first + options.customers;
         let started = Instant::now();
@@ -707,6 +714,7 @@ async fn api_phase(options: &BenchOptions) -> Result<Vec<LatencyRow>, BenchError
             messages_sent: count(&side, "SELECT COUNT(*) FROM mail_sink")? - before_mail,
             timers_set: count(&side, "SELECT COUNT(*) FROM timers")?.saturating_sub(before_timers),
             group_commits: commits,
+            lock_waits: crate::adapters::db::lock_waits() - waits_before,
             appends: append_cost(
                 &side,
                 before_events,
@@ -737,7 +745,9 @@ async fn command_rate_phase(options: &BenchOptions) -> Result<Vec<CommandRateRow
         let before_events = count(&side, "SELECT COALESCE(MAX(position), 0) FROM events")?;
         let commits_before = runtime.stored_events.group_commits();
         let end = first + options.customers;
+        let waits_before = crate::adapters::db::lock_waits();
         let calls = run_level(served.addr, &workload, first, end, level).await?;
+        let lock_waits = crate::adapters::db::lock_waits() - waits_before;
         let commits = group_commits_between(commits_before, runtime.stored_events.group_commits());
         let events = count(&side, "SELECT COALESCE(MAX(position), 0) FROM events")? - before_events;
         let requests: u64 = calls.latencies.iter().map(|l| l.len() as u64).sum();
@@ -752,6 +762,7 @@ async fn command_rate_phase(options: &BenchOptions) -> Result<Vec<CommandRateRow
             customers_per_second: per_second(options.customers, calls.seconds),
             route_groups: route_groups(&calls),
             group_commits: commits,
+            lock_waits,
         });
         first = end;
     }
@@ -1143,15 +1154,15 @@ fn route_group_table(report: &BenchReport) -> String {
     }
     let _ = writeln!(
         out,
-        "Group commits of the event store (decision 0090), from the first call until settled\n  {:>5} {:>8} {:>8} {:>13}",
-        "conc", "groups", "appends", "appends/group"
+        "Group commits of the event store (decision 0090), from the first call until settled\n  {:>5} {:>8} {:>8} {:>13} {:>10}",
+        "conc", "groups", "appends", "appends/group", "lock waits"
     );
     for r in &report.latency {
         let c = &r.group_commits;
         let _ = writeln!(
             out,
-            "  {:>5} {:>8} {:>8} {:>13.2}",
-            r.concurrency, c.groups, c.appends, c.appends_per_group
+            "  {:>5} {:>8} {:>8} {:>13.2} {:>10}",
+            r.concurrency, c.groups, c.appends, c.appends_per_group, r.lock_waits
         );
     }
     out
@@ -1163,8 +1174,8 @@ fn command_rate_table(report: &BenchReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "\nCommand rate alone: the same calls against a fresh runtime, bus paused (no consumer runs)\n  {:>5} {:>9} {:>8} {:>9} {:>8} {:>9} {:>8} {:>8} {:>8} {:>13}",
-        "conc", "requests", "s", "req/s", "events", "events/s", "cust/s", "cmd p99", "groups", "appends/group"
+        "\nCommand rate alone: the same calls against a fresh runtime, bus paused (no consumer runs)\n  {:>5} {:>9} {:>8} {:>9} {:>8} {:>9} {:>8} {:>8} {:>8} {:>13} {:>10}",
+        "conc", "requests", "s", "req/s", "events", "events/s", "cust/s", "cmd p99", "groups", "appends/group", "lock waits"
     );
     for r in &report.command_rate {
         let p99 = r
@@ -1174,7 +1185,7 @@ fn command_rate_table(report: &BenchReport) -> String {
             .map_or(0.0, |g| g.p99_ms);
         let _ = writeln!(
             out,
-            "  {:>5} {:>9} {:>8.2} {:>9.0} {:>8} {:>9.0} {:>8.1} {:>8.2} {:>8} {:>13.2}",
+            "  {:>5} {:>9} {:>8.2} {:>9.0} {:>8} {:>9.0} {:>8.1} {:>8.2} {:>8} {:>13.2} {:>10}",
             r.concurrency,
             r.requests,
             r.seconds,
@@ -1184,7 +1195,8 @@ fn command_rate_table(report: &BenchReport) -> String {
             r.customers_per_second,
             p99,
             r.group_commits.groups,
-            r.group_commits.appends_per_group
+            r.group_commits.appends_per_group,
+            r.lock_waits
         );
     }
     out
@@ -1392,6 +1404,7 @@ mod limit_tests {
             ingest_events_per_second: per_second(events, settled),
             ingest_customers_per_second: per_second(200, settled),
             group_commits: GroupCommitRow::default(),
+            lock_waits: 0,
             sqlite_busy_share: 0.5,
             messages_sent: 0,
             timers_set: 0,
@@ -1411,6 +1424,7 @@ mod limit_tests {
             customers_per_second: per_second(200, seconds),
             route_groups: Vec::new(),
             group_commits: GroupCommitRow::default(),
+            lock_waits: 0,
         }
     }
 
