@@ -82,11 +82,22 @@ pub fn busy_nanos() -> u64 {
     BUSY_NANOS.load(Ordering::Relaxed)
 }
 
+/// How many async callers of one connection may wait for it in blocking
+/// threads at once ([`Db::run`]); the others wait their turn without a
+/// thread. More than one, so that when the connection is released the next
+/// caller is already in its thread: with one, every call paid a thread's
+/// wake-up after the one before it, and the API's command rate halved.
+pub const TURNS: usize = 4;
+
 /// A SQLite database file in WAL mode.
 #[derive(Clone)]
 pub struct Db {
     conn: Arc<Mutex<Connection>>,
     path: PathBuf,
+    /// Turns at the connection for async callers ([`Db::run`]): they queue
+    /// here, in order, rather than each in a blocking thread of its own
+    /// waiting on the mutex ([`TURNS`]).
+    turns: Arc<tokio::sync::Semaphore>,
 }
 
 /// What one `wal_checkpoint(TRUNCATE)` did.
@@ -137,6 +148,7 @@ impl Db {
         Ok(Db {
             conn: Arc::new(Mutex::new(conn)),
             path: std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()),
+            turns: Arc::new(tokio::sync::Semaphore::new(TURNS)),
         })
     }
 
@@ -271,13 +283,20 @@ impl Db {
         result
     }
 
-    /// Runs `f` on the connection in a blocking thread.
+    /// Runs `f` on the connection in a blocking thread, once it is this
+    /// caller's turn: callers queue on `turns` in the order they came, so
+    /// a connection has at most [`TURNS`] blocking threads of its async
+    /// callers (64 callers each in a thread of its own waiting on the mutex
+    /// took the API phase of the bench to 100 threads and their allocator
+    /// caches to half a GiB; issue 22, decision 0095).
     pub async fn run<T, E, F>(&self, f: F) -> Result<T, E>
     where
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, E> + Send + 'static,
     {
+        // Closed never: the semaphore lives as long as the Db.
+        let _turn = self.turns.acquire().await.map_err(|e| E::from(failed(e)))?;
         let conn = self.conn.clone();
         tokio::task::spawn_blocking(move || {
             let mut guard = conn.lock().map_err(|_| failed("connection mutex poisoned"))?;

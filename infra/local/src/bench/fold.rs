@@ -177,17 +177,9 @@ fn projections(
 
 /// The workload's first `n` events (whole customers), in order.
 pub fn events(workload: &Workload, n: u64) -> Result<(Vec<EventEnvelope>, u64), BenchError> {
-    let mut out = Vec::new();
-    let mut customer = 0;
-    while (out.len() as u64) < n {
-        out.extend(
-            workload
-                .events(customer)
-                .map_err(|e| BenchError::Other(e.to_string()))?,
-        );
-        customer += 1;
-    }
-    Ok((out, customer))
+    let mut all = CustomerChunks::new(workload, n, usize::MAX);
+    let events = all.next_chunk()?;
+    Ok((events, all.customers()))
 }
 
 /// The in-memory fold of every projection together (issue 22 item 3):
@@ -235,91 +227,128 @@ pub fn split_in_two(costs: &[f64]) -> [Vec<usize>; 2] {
     groups
 }
 
-/// The event store a fold pass reads its gaps from: the events, and a
-/// fresh scratch store for the segment evaluator's appends (a pass of its
-/// own, so one pass's appends never meet another's).
-fn pass_store(events: &Arc<[EventEnvelope]>) -> Result<(tempfile::TempDir, Arc<dyn EventStore>), BenchError> {
+/// A fresh scratch store for the segment evaluator's appends (a pass of
+/// its own, so one pass's appends never meet another's).
+fn scratch_store() -> Result<(tempfile::TempDir, Arc<dyn EventStore>), BenchError> {
     let dir = tempfile::tempdir().map_err(super::io("temporary directory"))?;
     let scratch: Arc<dyn EventStore> = Arc::new(crate::adapters::store::SqliteEventStore::open(
         &dir.path().join("fold.db"),
     )?);
-    Ok((dir, Arc::new(super::pages::MeteredEvents::new(events.clone(), scratch))))
+    Ok((dir, scratch))
+}
+
+/// The event store a chunk's fold reads its gaps from: the chunk's events
+/// (whole customers, so every gap is in them), appends to `scratch`.
+fn chunk_store(chunk: &Arc<[EventEnvelope]>, scratch: &Arc<dyn EventStore>) -> Arc<dyn EventStore> {
+    Arc::new(super::pages::MeteredEvents::new(chunk.clone(), scratch.clone()))
 }
 
 /// The consumers of projections `which` (indexes into [`projections`]),
 /// each over its own counting in-memory documents.
-fn consumers(store: &Arc<dyn EventStore>, which: &[usize]) -> Vec<Consumer> {
+fn consumers(store: &Arc<dyn EventStore>, which: &[usize]) -> Vec<(Consumer, Arc<CountingDocs>)> {
     projections(store.clone(), crm_core::privacy::IdentifierHasher::new(b"bench"))
         .into_iter()
         .enumerate()
         .filter(|(i, _)| which.contains(i))
         .map(|(_, (_, projection))| {
-            let docs: Arc<dyn ReadModelStore> = Arc::new(CountingDocs::default());
-            Consumer::new(projection, store.clone(), docs)
+            let docs = Arc::new(CountingDocs::default());
+            (Consumer::new(projection, store.clone(), docs.clone()), docs)
         })
         .collect()
 }
 
-/// Events in one chunk of the fold of all projections (about; whole
-/// customers). Every projection's documents held at once for 200 000
-/// events were over 1 GiB: the fold of all takes the events a chunk of
-/// customers at a time, each chunk with fresh consumers and documents.
+/// Events in one chunk of a fold (about; whole customers). Every
+/// projection's documents held at once for 200 000 events were over 1 GiB,
+/// and the events themselves most of the bench's peak memory: a fold takes
+/// the workload a chunk of customers at a time, each chunk generated when
+/// it is folded and folded by fresh consumers over fresh documents.
 pub const FOLD_ALL_CHUNK: usize = 10_000;
 
-/// The events cut into chunks of whole customers, each of at least `size`
-/// events (the last one may be smaller): a customer's events are
-/// contiguous in the workload, so a chunk ends where the customer changes.
-pub fn customer_chunks(events: &[EventEnvelope], size: usize) -> Vec<std::ops::Range<usize>> {
-    let mut chunks = Vec::new();
-    let mut start = 0;
-    for i in 1..events.len() {
-        if i - start >= size.max(1) && events[i].customer_id != events[i - 1].customer_id {
-            chunks.push(start..i);
-            start = i;
-        }
-    }
-    if start < events.len() {
-        chunks.push(start..events.len());
-    }
-    chunks
+/// The workload's first `n` events (whole customers, as [`events`]) cut
+/// into chunks of whole customers of at least `size` events each (the last
+/// one may be smaller), each generated only when it is asked for.
+pub struct CustomerChunks<'a> {
+    workload: &'a Workload,
+    n: u64,
+    size: usize,
+    /// Events handed out so far, and the next customer.
+    done: u64,
+    customer: u64,
 }
 
-/// Delivers every event to each consumer of projections `which` in turn,
-/// a chunk at a time with fresh consumers (their documents dropped between
-/// chunks, untimed); the seconds the deliveries took.
-async fn deliver_all(
-    events: &[EventEnvelope],
-    chunks: &[std::ops::Range<usize>],
-    store: &Arc<dyn EventStore>,
+impl<'a> CustomerChunks<'a> {
+    pub fn new(workload: &'a Workload, n: u64, size: usize) -> Self {
+        CustomerChunks {
+            workload,
+            n,
+            size: size.max(1),
+            done: 0,
+            customer: 0,
+        }
+    }
+
+    /// Customers whose events were handed out so far.
+    pub fn customers(&self) -> u64 {
+        self.customer
+    }
+
+    /// The next chunk's events (none when all `n` were handed out).
+    fn next_chunk(&mut self) -> Result<Vec<EventEnvelope>, BenchError> {
+        let mut chunk = Vec::new();
+        while self.done + (chunk.len() as u64) < self.n && chunk.len() < self.size {
+            chunk.extend(
+                self.workload
+                    .events(self.customer)
+                    .map_err(|e| BenchError::Other(e.to_string()))?,
+            );
+            self.customer += 1;
+        }
+        self.done += chunk.len() as u64;
+        Ok(chunk)
+    }
+}
+
+impl Iterator for CustomerChunks<'_> {
+    type Item = Result<Arc<[EventEnvelope]>, BenchError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.next_chunk() {
+            Ok(chunk) if chunk.is_empty() => None,
+            Ok(chunk) => Some(Ok(chunk.into())),
+            Err(e) => Some(Err(e)),
+        }
+    }
+}
+
+/// Delivers `chunk` to each consumer of projections `which` in turn, fresh
+/// consumers over fresh documents (made and dropped untimed); the seconds
+/// the deliveries took.
+async fn deliver_chunk(
+    chunk: &Arc<[EventEnvelope]>,
+    scratch: &Arc<dyn EventStore>,
     which: &[usize],
 ) -> Result<f64, BenchError> {
-    let mut seconds = 0.0;
-    for chunk in chunks {
-        let consumers = consumers(store, which);
-        let started = Instant::now();
-        for e in &events[chunk.clone()] {
-            for consumer in &consumers {
-                consumer
-                    .deliver(e)
-                    .await
-                    .map_err(|e| BenchError::Other(format!("fold {}: {e}", consumer.name())))?;
-            }
+    let consumers = consumers(&chunk_store(chunk, scratch), which);
+    let started = Instant::now();
+    for e in chunk.iter() {
+        for (consumer, _) in &consumers {
+            consumer
+                .deliver(e)
+                .await
+                .map_err(|e| BenchError::Other(format!("fold {}: {e}", consumer.name())))?;
         }
-        seconds += started.elapsed().as_secs_f64();
     }
-    Ok(seconds)
+    Ok(started.elapsed().as_secs_f64())
 }
 
-/// [`FoldAll`] of `events`, the two-core groups balanced on `rows` (the
-/// per-projection fold, in [`projections`]' order).
-async fn fold_all(events: &Arc<[EventEnvelope]>, rows: &[FoldRow]) -> Result<FoldAll, BenchError> {
-    let n = events.len() as u64;
-    let chunks = Arc::new(customer_chunks(events, FOLD_ALL_CHUNK));
+/// [`FoldAll`] of the workload's first `n` events, the two-core groups
+/// balanced on `rows` (the per-projection fold, in [`projections`]' order).
+async fn fold_all(workload: &Workload, n: u64, rows: &[FoldRow]) -> Result<FoldAll, BenchError> {
     // The projections that keep read models: the two that decide (the
     // segment evaluator, the affinity detector) are not replayed (decision
     // 0093), so the fold a replay is measured against leaves them out too.
     let all: Vec<usize> = {
-        let (_dir, store) = pass_store(events)?;
+        let (_dir, store) = scratch_store()?;
         projections(store, crm_core::privacy::IdentifierHasher::new(b"bench"))
             .iter()
             .enumerate()
@@ -327,38 +356,54 @@ async fn fold_all(events: &Arc<[EventEnvelope]>, rows: &[FoldRow]) -> Result<Fol
             .map(|(i, _)| i)
             .collect()
     };
-    let one_core_seconds = {
-        let (_dir, store) = pass_store(events)?;
-        deliver_all(events, &chunks, &store, &all).await?
-    };
+    let (mut events, mut chunks, mut one_core_seconds) = (0u64, 0usize, 0.0);
+    {
+        let (_dir, scratch) = scratch_store()?;
+        for chunk in CustomerChunks::new(workload, n, FOLD_ALL_CHUNK) {
+            let chunk = chunk?;
+            events += chunk.len() as u64;
+            chunks += 1;
+            one_core_seconds += deliver_chunk(&chunk, &scratch, &all).await?;
+        }
+    }
     let costs: Vec<f64> = all.iter().map(|&i| rows[i].seconds).collect();
     let groups = split_in_two(&costs).map(|group| group.into_iter().map(|g| all[g]).collect::<Vec<usize>>());
-    let (_dir, store) = pass_store(events)?;
-    // Both threads start together, each timing its own deliveries.
+    // Each chunk goes to both threads, which start on it together and each
+    // time its own deliveries; the next chunk is generated meanwhile.
+    let (_dir, scratch) = scratch_store()?;
     let start = Arc::new(std::sync::Barrier::new(groups.len()));
-    let mut threads = Vec::new();
+    let (mut feeds, mut threads) = (Vec::new(), Vec::new());
     for group in &groups {
-        let (group, events, chunks, store, start) = (
-            group.clone(),
-            events.clone(),
-            chunks.clone(),
-            store.clone(),
-            start.clone(),
-        );
+        let (group, scratch, start) = (group.clone(), scratch.clone(), start.clone());
+        let (feed, chunks) = std::sync::mpsc::sync_channel::<Arc<[EventEnvelope]>>(1);
         let thread = std::thread::Builder::new()
             .name("bench-fold".into())
             .spawn(move || {
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
-                    .map_err(super::io("a fold thread's runtime"));
-                start.wait();
-                runtime.and_then(|r| r.block_on(deliver_all(&events, &chunks, &store, &group)))
+                    .map_err(super::io("a fold thread's runtime"))?;
+                let mut seconds = 0.0;
+                for chunk in chunks {
+                    start.wait();
+                    seconds += runtime.block_on(deliver_chunk(&chunk, &scratch, &group))?;
+                }
+                Ok::<f64, BenchError>(seconds)
             })
             .map_err(super::io("a fold thread"))?;
+        feeds.push(feed);
         threads.push(thread);
     }
+    let workload = workload.clone();
     let group_seconds = tokio::task::spawn_blocking(move || {
+        for chunk in CustomerChunks::new(&workload, n, FOLD_ALL_CHUNK) {
+            let chunk = chunk?;
+            // A thread that stopped (its error is read at the join) takes no more.
+            if feeds.iter().any(|feed| feed.send(chunk.clone()).is_err()) {
+                break;
+            }
+        }
+        drop(feeds);
         let mut seconds = Vec::new();
         for thread in threads {
             match thread.join() {
@@ -373,13 +418,13 @@ async fn fold_all(events: &Arc<[EventEnvelope]>, rows: &[FoldRow]) -> Result<Fol
     // Both ran at once: done when the slower one was.
     let two_cores_seconds = group_seconds.iter().copied().fold(0.0, f64::max);
     Ok(FoldAll {
-        events: n,
+        events,
         projections: all.len(),
-        chunks: chunks.len(),
+        chunks,
         one_core_seconds,
-        one_core_events_per_second: per_second(n, one_core_seconds),
+        one_core_events_per_second: per_second(events, one_core_seconds),
         two_cores_seconds,
-        two_cores_events_per_second: per_second(n, two_cores_seconds),
+        two_cores_events_per_second: per_second(events, two_cores_seconds),
         groups: groups
             .iter()
             .map(|g| g.iter().map(|&i| rows[i].projection.clone()).collect())
@@ -388,74 +433,107 @@ async fn fold_all(events: &Arc<[EventEnvelope]>, rows: &[FoldRow]) -> Result<Fol
     })
 }
 
+/// What one projection's fold counted, summed over the chunks.
+#[derive(Default)]
+struct FoldTotals {
+    name: String,
+    function: String,
+    seconds: f64,
+    commits: u64,
+    puts: u64,
+    deletes: u64,
+    reads: u64,
+    put_bytes: u64,
+}
+
 pub async fn fold_phase(options: &BenchOptions) -> Result<(Vec<FoldRow>, WorkloadStats, FoldAll), BenchError> {
     let workload = Workload::new(options.seed);
-    let (events, customers) = events(&workload, options.fold_events)?;
-    // The workload's events, for the gaps before handled events (unhandled
-    // ones move no checkpoint); the segment evaluator's appends go to a
-    // scratch store.
-    let dir = tempfile::tempdir().map_err(super::io("temporary directory"))?;
-    let scratch: Arc<dyn crm_core::ports::EventStore> = Arc::new(crate::adapters::store::SqliteEventStore::open(
-        &dir.path().join("fold.db"),
-    )?);
-    let events: Arc<[EventEnvelope]> = events.into();
-    let store: Arc<dyn crm_core::ports::EventStore> =
-        Arc::new(super::pages::MeteredEvents::new(events.clone(), scratch));
     let rules = crate::runtime::bus::rules_from_template(crate::runtime::bus::BUILT_IN_TEMPLATE)
         .map_err(|e| BenchError::Other(e.to_string()))?;
-    let mut deliveries = 0u64;
-    let mut bytes = 0u64;
+    let (mut deliveries, mut bytes, mut n) = (0u64, 0u64, 0u64);
     let mut by_type = BTreeMap::new();
-    for e in events.iter() {
-        let json = crm_core::bus::BusEntry::for_event(e.clone()).to_event_json("000000000000", "local");
-        let mut targets: Vec<&str> = rules
-            .iter()
-            .filter(|r| r.pattern.matches(&json))
-            .map(|r| r.target.as_str())
-            .collect();
-        targets.dedup();
-        deliveries += targets.len() as u64;
-        bytes += serde_json::to_string(e).map(|s| s.len() as u64).unwrap_or(0);
-        *by_type.entry(e.event_type.clone()).or_insert(0) += 1;
+    // The segment evaluator's appends go to a scratch store, shared by the
+    // projections' passes (only the evaluator appends).
+    let (_dir, scratch) = scratch_store()?;
+    let every: Vec<usize> =
+        (0..projections(scratch.clone(), crm_core::privacy::IdentifierHasher::new(b"bench")).len()).collect();
+    let mut totals: Vec<FoldTotals> = Vec::new();
+    let bar = super::progress_bar(options.progress, options.fold_events, "folding in memory");
+    let mut chunks = CustomerChunks::new(&workload, options.fold_events, FOLD_ALL_CHUNK);
+    for chunk in chunks.by_ref() {
+        let chunk = chunk?;
+        for e in chunk.iter() {
+            let json = crm_core::bus::BusEntry::for_event(e.clone()).to_event_json("000000000000", "local");
+            let mut targets: Vec<&str> = rules
+                .iter()
+                .filter(|r| r.pattern.matches(&json))
+                .map(|r| r.target.as_str())
+                .collect();
+            targets.dedup();
+            deliveries += targets.len() as u64;
+            bytes += serde_json::to_string(e).map(|s| s.len() as u64).unwrap_or(0);
+            *by_type.entry(e.event_type.clone()).or_insert(0) += 1;
+        }
+        n += chunk.len() as u64;
+        let store = chunk_store(&chunk, &scratch);
+        for (i, ((consumer, docs), function)) in consumers(&store, &every)
+            .into_iter()
+            .zip(
+                projections(store.clone(), crm_core::privacy::IdentifierHasher::new(b"bench"))
+                    .into_iter()
+                    .map(|(f, _)| f),
+            )
+            .enumerate()
+        {
+            let started = Instant::now();
+            for e in chunk.iter() {
+                consumer
+                    .deliver(e)
+                    .await
+                    .map_err(|e| BenchError::Other(format!("fold {}: {e}", consumer.name())))?;
+            }
+            if totals.len() <= i {
+                totals.push(FoldTotals {
+                    name: consumer.name().to_string(),
+                    function: function.to_string(),
+                    ..FoldTotals::default()
+                });
+            }
+            let t = &mut totals[i];
+            t.seconds += started.elapsed().as_secs_f64();
+            let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+            t.commits += load(&docs.commits);
+            t.puts += load(&docs.puts);
+            t.deletes += load(&docs.deletes);
+            t.reads += load(&docs.gets) + load(&docs.lists);
+            t.put_bytes += load(&docs.put_bytes);
+        }
+        bar.inc(chunk.len() as u64);
     }
-    let n = events.len() as u64;
+    bar.finish_and_clear();
     let stats = WorkloadStats {
         events: n,
-        customers,
+        customers: chunks.customers(),
         mean_event_bytes: bytes as f64 / n.max(1) as f64,
         targets_per_event: deliveries as f64 / n.max(1) as f64,
         by_type,
     };
-    let bar = super::progress_bar(options.progress, 17 * n, "folding in memory");
-    let mut rows = Vec::new();
-    for (function, projection) in projections(store.clone(), crm_core::privacy::IdentifierHasher::new(b"bench")) {
-        let docs = Arc::new(CountingDocs::default());
-        let consumer = Consumer::new(projection, store.clone(), docs.clone());
-        let started = Instant::now();
-        for e in events.iter() {
-            consumer
-                .deliver(e)
-                .await
-                .map_err(|e| BenchError::Other(format!("fold {}: {e}", consumer.name())))?;
-            bar.inc(1);
-        }
-        let seconds = started.elapsed().as_secs_f64();
-        let per = |c: &AtomicU64| c.load(Ordering::Relaxed) as f64 / n.max(1) as f64;
-        let puts = docs.puts.load(Ordering::Relaxed);
-        rows.push(FoldRow {
-            projection: consumer.name().to_string(),
-            function: function.to_string(),
+    let per = |count: u64| count as f64 / n.max(1) as f64;
+    let rows: Vec<FoldRow> = totals
+        .into_iter()
+        .map(|t| FoldRow {
+            projection: t.name,
+            function: t.function,
             events: n,
-            seconds,
-            events_per_second: per_second(n, seconds),
-            commits_per_event: per(&docs.commits),
-            puts_per_event: per(&docs.puts) + per(&docs.deletes),
-            reads_per_event: per(&docs.gets) + per(&docs.lists),
-            bytes_per_put: docs.put_bytes.load(Ordering::Relaxed) as f64 / puts.max(1) as f64,
-        });
-    }
-    bar.finish_and_clear();
-    let together = fold_all(&events, &rows).await?;
+            seconds: t.seconds,
+            events_per_second: per_second(n, t.seconds),
+            commits_per_event: per(t.commits),
+            puts_per_event: per(t.puts) + per(t.deletes),
+            reads_per_event: per(t.reads),
+            bytes_per_put: t.put_bytes as f64 / t.puts.max(1) as f64,
+        })
+        .collect();
+    let together = fold_all(&workload, options.fold_events, &rows).await?;
     Ok((rows, stats, together))
 }
 
@@ -487,24 +565,26 @@ mod tests {
     }
 
     #[test]
-    fn chunks_are_whole_customers_of_at_least_the_size_and_cover_every_event() {
+    fn chunks_are_whole_customers_of_at_least_the_size_and_are_the_workloads_events() {
         let workload = crate::bench::workload::Workload::new(5);
         let (events, customers) = super::events(&workload, 2_000).expect("events");
-        let chunks = super::customer_chunks(&events, 300);
-        assert_eq!(chunks.first().map(|c| c.start), Some(0));
-        assert_eq!(chunks.last().map(|c| c.end), Some(events.len()));
+        let mut generated = super::CustomerChunks::new(&workload, 2_000, 300);
+        let chunks: Vec<_> = generated.by_ref().collect::<Result<_, _>>().expect("chunks");
+        assert_eq!(generated.customers(), customers);
+        let joined: Vec<_> = chunks.iter().flat_map(|c| c.iter().cloned()).collect();
+        assert_eq!(joined, events, "the same events in the same order");
         for pair in chunks.windows(2) {
-            assert_eq!(pair[0].end, pair[1].start, "no gap, no overlap");
             assert!(pair[0].len() >= 300);
             // A customer never spans two chunks.
-            assert_ne!(events[pair[0].end - 1].customer_id, events[pair[1].start].customer_id);
+            assert_ne!(
+                pair[0].last().map(|e| &e.customer_id),
+                pair[1].first().map(|e| &e.customer_id)
+            );
         }
-        let mut seen: Vec<_> = chunks.iter().map(|c| events[c.start].customer_id.clone()).collect();
-        seen.dedup();
-        assert_eq!(seen.len(), chunks.len());
         assert!(chunks.len() > 1 && (chunks.len() as u64) < customers);
-        assert_eq!(super::customer_chunks(&events, usize::MAX), vec![0..events.len()]);
-        assert!(super::customer_chunks(&[], 10).is_empty());
+        let one = super::CustomerChunks::new(&workload, 2_000, usize::MAX).count();
+        assert_eq!(one, 1);
+        assert_eq!(super::CustomerChunks::new(&workload, 0, 10).count(), 0);
     }
 
     #[test]

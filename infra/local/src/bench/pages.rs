@@ -261,30 +261,10 @@ impl ReadModelStore for MeteredReadModels {
 /// is a list of positions in them (decision 0088: a copy per phase and
 /// page size was most of the bench's peak memory).
 pub struct MeteredEvents {
-    events: Held,
-    by_stream: Arc<HashMap<String, Vec<usize>>>,
+    events: Arc<[EventEnvelope]>,
+    by_stream: HashMap<String, Vec<usize>>,
     scratch: Arc<dyn EventStore>,
     pub meter: CapacityMeter,
-}
-
-/// The events as the phase holds them.
-enum Held {
-    Envelopes(Arc<[EventEnvelope]>),
-    /// As stored (JSON text), about a quarter of the memory: the page
-    /// phase, which is not timed.
-    Json(Arc<[Box<str>]>),
-}
-
-impl Held {
-    /// Event `i` if its version is after `after`.
-    fn after(&self, i: usize, after: u64) -> Result<Option<EventEnvelope>, StoreError> {
-        match self {
-            Held::Envelopes(events) => Ok(Some(&events[i]).filter(|e| e.version > after).cloned()),
-            Held::Json(events) => serde_json::from_str::<EventEnvelope>(&events[i])
-                .map(|e| Some(e).filter(|e| e.version > after))
-                .map_err(|e| StoreError::Failed(format!("bench event {i}: {e}"))),
-        }
-    }
 }
 
 /// Positions of `events` by stream, in version order.
@@ -301,23 +281,9 @@ pub fn by_stream(events: &[EventEnvelope]) -> HashMap<String, Vec<usize>> {
 
 impl MeteredEvents {
     pub fn new(events: Arc<[EventEnvelope]>, scratch: Arc<dyn EventStore>) -> Self {
-        let by_stream = Arc::new(by_stream(&events));
+        let by_stream = by_stream(&events);
         MeteredEvents {
-            events: Held::Envelopes(events),
-            by_stream,
-            scratch,
-            meter: CapacityMeter::default(),
-        }
-    }
-
-    /// Over events held as JSON text, `by_stream` their positions.
-    pub fn over_json(
-        events: Arc<[Box<str>]>,
-        by_stream: Arc<HashMap<String, Vec<usize>>>,
-        scratch: Arc<dyn EventStore>,
-    ) -> Self {
-        MeteredEvents {
-            events: Held::Json(events),
+            events,
             by_stream,
             scratch,
             meter: CapacityMeter::default(),
@@ -340,8 +306,8 @@ impl EventStore for MeteredEvents {
             if read.len() == limit {
                 break;
             }
-            if let Some(e) = self.events.after(i, after)? {
-                read.push(e);
+            if let Some(e) = Some(&self.events[i]).filter(|e| e.version > after) {
+                read.push(e.clone());
             }
         }
         let sizes: Vec<usize> = read
@@ -436,65 +402,82 @@ pub fn batch_size(target: &str) -> usize {
 /// cost model takes, and a full batch of the projector and consent queues.
 pub const PAGE_SIZES: [usize; 3] = [1, 10, 100];
 
+/// Events in one chunk of the page phase (about; whole customers): the
+/// workload is taken a chunk of customers at a time, each chunk generated
+/// when it is run, in the order its events happened, by fresh groups over
+/// fresh documents, their units summed (holding all the events and every
+/// group's documents at once was the bench's peak memory).
+pub const PAGE_PHASE_CHUNK: usize = 20_000;
+
+/// Two readings of a meter added up.
+fn plus(a: Capacity, b: Capacity) -> Capacity {
+    Capacity {
+        write_units: a.write_units + b.write_units,
+        read_units: a.read_units + b.read_units,
+        write_requests: a.write_requests + b.write_requests,
+        read_requests: a.read_requests + b.read_requests,
+        transactions: a.transactions + b.transactions,
+    }
+}
+
 /// Runs both groups over the workload's first `options.fold_events`
-/// events (whole customers) at each of [`PAGE_SIZES`].
+/// events (whole customers) at each of [`PAGE_SIZES`], a chunk of
+/// customers at a time ([`PAGE_PHASE_CHUNK`]).
 pub async fn page_phase(options: &BenchOptions) -> Result<(Vec<PageCostRow>, Vec<QueueLoad>), BenchError> {
     let workload = Workload::new(options.seed);
-    let (mut events, _) = super::fold::events(&workload, options.fold_events)?;
-    // As they happen: customers overlap in time, so a page holds several
-    // customers' events as an SQS batch would.
-    events.sort_by(|a, b| (a.occurred_at, &a.stream_id, a.version).cmp(&(b.occurred_at, &b.stream_id, b.version)));
     let rules = crate::runtime::bus::rules_from_template(crate::runtime::bus::BUILT_IN_TEMPLATE)
         .map_err(|e| BenchError::Other(e.to_string()))?;
-    // Positions in `events`, by target: only the groups run here need them,
-    // the other queues only their counts (a copy of the events per target
-    // was most of the bench's peak memory, decision 0088).
-    let mut routed: HashMap<String, Vec<usize>> = HashMap::new();
-    let mut messages: HashMap<String, u64> = HashMap::new();
-    for (i, e) in events.iter().enumerate() {
-        let json = crm_core::bus::BusEntry::for_event(e.clone()).to_event_json("000000000000", "local");
-        let mut targets: Vec<&str> = rules
-            .iter()
-            .filter(|r| r.pattern.matches(&json))
-            .map(|r| r.target.as_str())
-            .collect();
-        targets.dedup();
-        for t in targets {
-            *messages.entry(t.to_string()).or_default() += 1;
-            if matches!(t, "projector" | "consent") {
-                routed.entry(t.to_string()).or_default().push(i);
-            }
-        }
-    }
-    let mut queues: Vec<QueueLoad> = messages
+    let runs: Vec<(usize, &str)> = PAGE_SIZES
         .iter()
-        .map(|(target, &n)| QueueLoad {
-            target: target.clone(),
-            messages_per_event: n as f64 / events.len().max(1) as f64,
-            batch_size: batch_size(target),
+        .flat_map(|&size| ["projector", "consent"].map(|name| (size, name)))
+        .collect();
+    let mut rows: Vec<PageCostRow> = runs
+        .iter()
+        .map(|&(page_size, name)| PageCostRow {
+            group: name.to_string(),
+            page_size,
+            events: 0,
+            routed: 0,
+            pages: 0,
+            read_models: Capacity::default(),
+            gap_reads: Capacity::default(),
         })
         .collect();
-    queues.sort_by(|a, b| a.target.cmp(&b.target));
-    // Held as JSON text from here (decision 0088); pages are parsed back.
-    let positions = Arc::new(by_stream(&events));
-    let count = events.len() as u64;
-    let events: Arc<[Box<str>]> = events
-        .into_iter()
-        .map(|e| serde_json::to_string(&e).map(String::into_boxed_str))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| BenchError::Other(format!("bench event: {e}")))?
-        .into();
-    let parse = |i: usize| -> Result<EventEnvelope, BenchError> {
-        serde_json::from_str(&events[i]).map_err(|e| BenchError::Other(format!("bench event {i}: {e}")))
-    };
+    let mut messages: HashMap<String, u64> = HashMap::new();
+    let mut count = 0u64;
     let dir = tempfile::tempdir().map_err(super::io("temporary directory"))?;
-    let mut rows = Vec::new();
-    for page_size in PAGE_SIZES {
-        for name in ["projector", "consent"] {
+    for chunk in super::fold::CustomerChunks::new(&workload, options.fold_events, PAGE_PHASE_CHUNK) {
+        let mut events = chunk?.to_vec();
+        // As they happen: customers overlap in time, so a page holds several
+        // customers' events as an SQS batch would.
+        events.sort_by(|a, b| (a.occurred_at, &a.stream_id, a.version).cmp(&(b.occurred_at, &b.stream_id, b.version)));
+        // Positions in `events`, by target: only the groups run here need
+        // them, the other queues only their counts (decision 0088).
+        let mut routed: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, e) in events.iter().enumerate() {
+            let json = crm_core::bus::BusEntry::for_event(e.clone()).to_event_json("000000000000", "local");
+            let mut targets: Vec<&str> = rules
+                .iter()
+                .filter(|r| r.pattern.matches(&json))
+                .map(|r| r.target.as_str())
+                .collect();
+            targets.dedup();
+            for t in targets {
+                *messages.entry(t.to_string()).or_default() += 1;
+                if let Some(name) = ["projector", "consent"].into_iter().find(|name| *name == t) {
+                    routed.entry(name).or_default().push(i);
+                }
+            }
+        }
+        count += events.len() as u64;
+        let events: Arc<[EventEnvelope]> = events.into();
+        for (row, &(page_size, name)) in rows.iter_mut().zip(&runs) {
+            // Its own scratch store per run: the segment evaluator's appends
+            // of one run never meet another's.
             let scratch: Arc<dyn EventStore> = Arc::new(crate::adapters::store::SqliteEventStore::open(
                 &dir.path().join(format!("pages-{name}-{page_size}.db")),
             )?);
-            let store = Arc::new(MeteredEvents::over_json(events.clone(), positions.clone(), scratch));
+            let store = Arc::new(MeteredEvents::new(events.clone(), scratch));
             let docs = Arc::new(MeteredReadModels::default());
             let dead = Arc::new(NoPoison);
             let group = match name {
@@ -513,26 +496,31 @@ pub async fn page_phase(options: &BenchOptions) -> Result<(Vec<PageCostRow>, Vec
                 ),
             };
             let mine = routed.get(name).map(Vec::as_slice).unwrap_or_default();
-            let mut pages = 0;
-            for chunk in mine.chunks(page_size) {
-                let page = chunk.iter().map(|&i| parse(i)).collect::<Result<Vec<_>, _>>()?;
+            for positions in mine.chunks(page_size) {
+                let page: Vec<EventEnvelope> = positions.iter().map(|&i| events[i].clone()).collect();
                 group
                     .handle_page(&page, chrono::Utc::now())
                     .await
                     .map_err(|e| BenchError::Other(format!("{name}: {e}")))?;
-                pages += 1;
+                row.pages += 1;
             }
-            rows.push(PageCostRow {
-                group: name.to_string(),
-                page_size,
-                events: count,
-                routed: mine.len() as u64,
-                pages,
-                read_models: docs.meter.capacity(),
-                gap_reads: store.meter.capacity(),
-            });
+            row.routed += mine.len() as u64;
+            row.read_models = plus(row.read_models, docs.meter.capacity());
+            row.gap_reads = plus(row.gap_reads, store.meter.capacity());
         }
     }
+    for row in &mut rows {
+        row.events = count;
+    }
+    let mut queues: Vec<QueueLoad> = messages
+        .iter()
+        .map(|(target, &n)| QueueLoad {
+            target: target.clone(),
+            messages_per_event: n as f64 / count.max(1) as f64,
+            batch_size: batch_size(target),
+        })
+        .collect();
+    queues.sort_by(|a, b| a.target.cmp(&b.target));
     Ok((rows, queues))
 }
 

@@ -44,9 +44,36 @@ struct Cache {
     /// Per consumer, a stream whose checkpoint it moved (to carry documents in a flush).
     last_stream: HashMap<String, String>,
     /// What earlier flushes wrote: anything else the store does not hold.
-    flushed_docs: HashSet<DocKey>,
-    flushed_partitions: HashSet<(String, String)>,
-    flushed_checkpoints: HashSet<CheckpointKey>,
+    flushed_docs: Written,
+    flushed_partitions: Written,
+    flushed_checkpoints: Written,
+}
+
+/// Keys earlier flushes wrote, kept as 64-bit fingerprints rather than the
+/// keys themselves: a key whose fingerprint is absent was never written, so
+/// the store is not asked; one whose fingerprint is present (written, or a
+/// collision, about one in 2^64 per pair) is asked, which is only slower.
+/// The keys were most of a rebuild's memory: every (consumer, stream)
+/// checkpoint and document of the whole store, in every lane (issue 22).
+#[derive(Default)]
+struct Written(HashSet<u64>);
+
+impl Written {
+    fn fingerprint(parts: &[&str]) -> u64 {
+        use std::hash::{Hash, Hasher};
+        // SipHash with fixed keys: the same key, the same fingerprint.
+        let mut hasher = std::hash::DefaultHasher::new();
+        parts.hash(&mut hasher);
+        hasher.finish()
+    }
+
+    fn insert(&mut self, parts: &[&str]) {
+        self.0.insert(Self::fingerprint(parts));
+    }
+
+    fn contains(&self, parts: &[&str]) -> bool {
+        self.0.contains(&Self::fingerprint(parts))
+    }
 }
 
 impl Cache {
@@ -176,11 +203,13 @@ impl ReplayDocs {
         }
         let mut cache = self.lock()?;
         let cache = &mut *cache;
-        for key in std::mem::take(&mut cache.dirty) {
-            cache.flushed_partitions.insert((key.0.clone(), key.1.clone()));
-            cache.flushed_docs.insert(key);
+        for (consumer, partition, sort) in std::mem::take(&mut cache.dirty) {
+            cache.flushed_partitions.insert(&[&consumer, &partition]);
+            cache.flushed_docs.insert(&[&consumer, &partition, &sort]);
         }
-        cache.flushed_checkpoints.extend(cache.checkpoints.keys().cloned());
+        for (consumer, stream) in cache.checkpoints.keys() {
+            cache.flushed_checkpoints.insert(&[consumer, stream]);
+        }
         cache.docs.clear();
         cache.by_partition.clear();
         cache.checkpoints.clear();
@@ -195,7 +224,7 @@ impl ReplayDocs {
             if let Some(found) = cache.docs.get(key) {
                 return Ok(found.clone());
             }
-            cache.flushed_docs.contains(key)
+            cache.flushed_docs.contains(&[&key.0, &key.1, &key.2])
         };
         let found = if in_store {
             self.base.get(&key.0, &key.1, &key.2).await?
@@ -219,7 +248,7 @@ impl ReadModelStore for ReplayDocs {
             if let Some(v) = cache.checkpoints.get(&key) {
                 return Ok(*v);
             }
-            cache.flushed_checkpoints.contains(&key)
+            cache.flushed_checkpoints.contains(&[consumer, stream_id])
         };
         let v = if in_store {
             self.base.checkpoint(consumer, stream_id).await?
@@ -306,7 +335,7 @@ impl ReadModelStore for ReplayDocs {
                         .collect()
                 })
                 .unwrap_or_default();
-            (overlaid, cache.flushed_partitions.contains(&part))
+            (overlaid, cache.flushed_partitions.contains(&[&part.0, &part.1]))
         };
         let stored = if in_store {
             self.base

@@ -259,3 +259,15 @@ async fn a_replay_in_parts_and_pages_gives_the_read_models_of_one_event_delivery
         assert_eq!(parked(&dead), events.len());
     }
 }
+
+#[test]
+fn written_keys_are_remembered_by_fingerprint_and_parts_never_run_together() {
+    let mut written = super::Written::default();
+    assert!(!written.contains(&["timeline", "customer-a", "0001"]));
+    written.insert(&["timeline", "customer-a", "0001"]);
+    assert!(written.contains(&["timeline", "customer-a", "0001"]));
+    // The same characters cut differently are another key.
+    assert!(!written.contains(&["timeline", "customer-a0", "001"]));
+    assert!(!written.contains(&["timelinecustomer-a", "0001"]));
+    assert!(!written.contains(&["timeline", "customer-a"]));
+}
