@@ -288,7 +288,7 @@ impl Db {
     /// a connection has at most [`TURNS`] blocking threads of its async
     /// callers (64 callers each in a thread of its own waiting on the mutex
     /// took the API phase of the bench to 100 threads and their allocator
-    /// caches to half a GiB; issue 22, decision 0095).
+    /// caches to half a GiB; issue 22, decision 0096).
     pub async fn run<T, E, F>(&self, f: F) -> Result<T, E>
     where
         T: Send + 'static,
