@@ -177,6 +177,8 @@ async fn an_erased_customer_leaves_no_personal_data_and_can_register_anew() {
         "the sink rows are redacted, not deleted"
     );
     for (table, row) in rows {
+        // Random ciphertext spells any short word now and then.
+        let row = crm_core::privacy::text_without_ciphertext(&row);
         let lower = row.to_lowercase();
         for plain in PLAIN {
             assert!(!lower.contains(&plain.to_lowercase()), "{table} holds {plain}: {row}");
@@ -270,6 +272,8 @@ async fn an_erased_customer_leaves_no_personal_data_and_can_register_anew() {
         "the rebuild parked nothing"
     );
     for (table, row) in rows {
+        // Random ciphertext spells any short word now and then.
+        let row = crm_core::privacy::text_without_ciphertext(&row);
         let lower = row.to_lowercase();
         for plain in PLAIN {
             assert!(

@@ -79,6 +79,8 @@ fn plaintext_hits(data_dir: &Path, db: &Path, logs: &str) -> Vec<String> {
     }
     for table in crm_tests::sqlite_tables(db) {
         for (n, row) in crm_tests::sqlite_rows(db, &table).iter().enumerate() {
+            // Random ciphertext spells any short word now and then.
+            let row = &crm_core::privacy::text_without_ciphertext(row);
             let lower = row.to_lowercase();
             // The first cells name the row (a read model's name and key).
             let key: Vec<&str> = row.split(" | ").take(3).collect();
@@ -88,7 +90,7 @@ fn plaintext_hits(data_dir: &Path, db: &Path, logs: &str) -> Vec<String> {
         }
     }
     for (n, line) in logs.lines().enumerate() {
-        let lower = line.to_lowercase();
+        let lower = crm_core::privacy::text_without_ciphertext(line).to_lowercase();
         for value in values.iter().filter(|v| lower.contains(&v.to_lowercase())) {
             let shown: String = line.chars().take(300).collect();
             hits.push(format!("log line {}: {value:?} in {shown}", n + 1));

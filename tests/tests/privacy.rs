@@ -15,6 +15,8 @@ fn raw_rows(api: &TestApi, table: &str) -> Vec<String> {
 
 fn assert_no_plaintext(rows: &[String], table: &str) {
     for row in rows {
+        // Random ciphertext spells any short word now and then.
+        let row = &crm_core::privacy::text_without_ciphertext(row);
         let lower = row.to_lowercase();
         assert!(
             !lower.contains("grace") && !lower.contains("navy.example"),

@@ -62,17 +62,27 @@ pub fn is_encrypted(text: &str) -> bool {
 /// once in a thousand fields), so searching the raw text is flaky.
 #[cfg(any(test, feature = "testing"))]
 pub fn text_outside_ciphertext(value: &serde_json::Value) -> String {
-    fn mask(value: &serde_json::Value) -> serde_json::Value {
-        match value {
-            serde_json::Value::String(s) if is_encrypted(s) => serde_json::Value::String("<ciphertext>".into()),
-            serde_json::Value::Array(items) => serde_json::Value::Array(items.iter().map(mask).collect()),
-            serde_json::Value::Object(fields) => {
-                serde_json::Value::Object(fields.iter().map(|(k, v)| (k.clone(), mask(v))).collect())
-            }
-            other => other.clone(),
-        }
+    text_without_ciphertext(&value.to_string())
+}
+
+/// `text` (a stored row, a log line, JSON) with every encrypted field in it
+/// (`enc:v1:` and its base64url) replaced by `<ciphertext>`: what a scan for
+/// leaked plaintext reads (see [`text_outside_ciphertext`]; a lowercased
+/// ciphertext once spelled "grace").
+pub fn text_without_ciphertext(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(ENCRYPTED_PREFIX) {
+        out.push_str(&rest[..at]);
+        out.push_str("<ciphertext>");
+        rest = &rest[at + ENCRYPTED_PREFIX.len()..];
+        let end = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '='))
+            .unwrap_or(rest.len());
+        rest = &rest[end..];
     }
-    mask(value).to_string()
+    out.push_str(rest);
+    out
 }
 
 /// Associated data: a label, then each part with its length first, so no two
@@ -175,6 +185,20 @@ pub fn unwrap_key(master: &DataKey, customer_id: &str, wrapped: &[u8]) -> Result
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn text_without_ciphertext_cuts_every_field_and_keeps_the_rest() {
+        let field = encrypt_field(&key(), "c1", "name", "Grace Hopper").expect("encrypt");
+        let row = format!("customer-c1 | {{\"name\":\"{field}\",\"city\":\"Arlington\"}} | {field}");
+        let cut = text_without_ciphertext(&row);
+        assert_eq!(
+            cut,
+            "customer-c1 | {\"name\":\"<ciphertext>\",\"city\":\"Arlington\"} | <ciphertext>"
+        );
+        assert_eq!(text_without_ciphertext("no fields here"), "no fields here");
+        assert_eq!(text_without_ciphertext("enc:v1:"), "<ciphertext>");
+    }
+
     use super::*;
 
     fn key() -> DataKey {

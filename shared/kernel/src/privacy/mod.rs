@@ -36,7 +36,8 @@ pub mod memory;
 #[cfg(any(test, feature = "testing"))]
 pub use crypto::text_outside_ciphertext;
 pub use crypto::{
-    decrypt_field, encrypt_field, is_encrypted, random_bytes, unwrap_key, wrap_key, CryptoError, ENCRYPTED_PREFIX,
+    decrypt_field, encrypt_field, is_encrypted, random_bytes, text_without_ciphertext, unwrap_key, wrap_key,
+    CryptoError, ENCRYPTED_PREFIX,
 };
 pub use identifiers::{HashedIdentifier, IdentifierHasher, IdentifierKind, LookupKind};
 pub use paths::{decrypt_paths, encrypt_paths, erasable, personal_data_paths, ERASED, PERSONAL_DATA};
